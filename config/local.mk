@@ -1,0 +1,7 @@
+# config/: YAML -> config model, validation, default config.
+libngcore_a_SOURCES += \
+	config/value.h \
+	config/value.c \
+	config/config.h \
+	config/config.c \
+	$(NULL)

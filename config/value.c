@@ -1,0 +1,322 @@
+/* config/value.c: see value.h. */
+#include <config.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config/value.h"
+
+static struct ng_value *
+value_new(enum ng_value_kind kind, struct ng_loc loc)
+{
+    struct ng_value *v = calloc(1, sizeof *v);
+
+    if (v != NULL) {
+        v->kind = kind;
+        v->loc = loc;
+    }
+    return v;
+}
+
+struct ng_value *
+ng_value_new_scalar(const char *text, struct ng_loc loc)
+{
+    struct ng_value *v = value_new(NG_VALUE_SCALAR, loc);
+
+    if (v == NULL)
+        return NULL;
+    v->text = strdup(text != NULL ? text : "");
+    if (v->text == NULL) {
+        free(v);
+        return NULL;
+    }
+    v->is_null = text == NULL;
+    return v;
+}
+
+struct ng_value *
+ng_value_new_map(struct ng_loc loc)
+{
+    return value_new(NG_VALUE_MAP, loc);
+}
+
+struct ng_value *
+ng_value_new_list(struct ng_loc loc)
+{
+    return value_new(NG_VALUE_LIST, loc);
+}
+
+/* Make room for one more item; keys too for maps. */
+static int
+value_grow(struct ng_value *c)
+{
+    size_t cap;
+    struct ng_value **items;
+
+    if (c->n < c->cap)
+        return 0;
+    cap = c->cap ? c->cap * 2 : 4;
+    items = realloc(c->items, cap * sizeof *items);
+    if (items == NULL)
+        return -1;
+    c->items = items;
+    if (c->kind == NG_VALUE_MAP) {
+        char **keys = realloc(c->keys, cap * sizeof *keys);
+        struct ng_loc *locs;
+
+        if (keys == NULL)
+            return -1;
+        c->keys = keys;
+        locs = realloc(c->key_locs, cap * sizeof *locs);
+        if (locs == NULL)
+            return -1;
+        c->key_locs = locs;
+    }
+    c->cap = cap;
+    return 0;
+}
+
+int
+ng_value_map_put(struct ng_value *map, const char *key, struct ng_loc key_loc,
+                 struct ng_value *item)
+{
+    char *k = strdup(key);
+
+    if (k == NULL || value_grow(map) == -1) {
+        free(k);
+        ng_value_free(item);
+        return -1;
+    }
+    map->keys[map->n] = k;
+    map->key_locs[map->n] = key_loc;
+    map->items[map->n++] = item;
+    return 0;
+}
+
+int
+ng_value_list_append(struct ng_value *list, struct ng_value *item)
+{
+    if (value_grow(list) == -1) {
+        ng_value_free(item);
+        return -1;
+    }
+    list->items[list->n++] = item;
+    return 0;
+}
+
+struct ng_value *
+ng_value_copy(const struct ng_value *v)
+{
+    struct ng_value *c;
+    size_t i;
+
+    if (v == NULL)
+        return NULL;
+    if (v->kind == NG_VALUE_SCALAR) {
+        c = ng_value_new_scalar(v->is_null ? NULL : v->text, v->loc);
+        return c;
+    }
+    c = value_new(v->kind, v->loc);
+    if (c == NULL)
+        return NULL;
+    for (i = 0; i < v->n; i++) {
+        struct ng_value *item = ng_value_copy(v->items[i]);
+        int r;
+
+        if (item == NULL) {
+            ng_value_free(c);
+            return NULL;
+        }
+        r = v->kind == NG_VALUE_MAP
+            ? ng_value_map_put(c, v->keys[i], v->key_locs[i], item)
+            : ng_value_list_append(c, item);
+        if (r == -1) {
+            ng_value_free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+void
+ng_value_free(struct ng_value *v)
+{
+    size_t i;
+
+    if (v == NULL)
+        return;
+    for (i = 0; i < v->n; i++) {
+        ng_value_free(v->items[i]);
+        if (v->keys != NULL)
+            free(v->keys[i]);
+    }
+    free(v->items);
+    free(v->keys);
+    free(v->key_locs);
+    free(v->text);
+    free(v);
+}
+
+ptrdiff_t
+ng_value_index(const struct ng_value *map, const char *key)
+{
+    size_t i;
+
+    if (map == NULL || map->kind != NG_VALUE_MAP)
+        return -1;
+    for (i = 0; i < map->n; i++)
+        if (strcmp(map->keys[i], key) == 0)
+            return (ptrdiff_t)i;
+    return -1;
+}
+
+struct ng_value *
+ng_value_get(const struct ng_value *map, const char *key)
+{
+    ptrdiff_t i = ng_value_index(map, key);
+
+    return i < 0 ? NULL : map->items[i];
+}
+
+int
+ng_value_error(struct ng_error *err, const struct ng_loc *loc,
+               const char *fmt, ...)
+{
+    char msg[NG_ERROR_MSG_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (loc != NULL && loc->file != NULL)
+        return ng_error_set(err, EINVAL, "%s:%u:%u: %s", loc->file,
+                            loc->line, loc->column, msg);
+    return ng_error_set(err, EINVAL, "%s", msg);
+}
+
+static const char *
+kind_name(enum ng_value_kind kind)
+{
+    switch (kind) {
+    case NG_VALUE_MAP:  return "a mapping";
+    case NG_VALUE_LIST: return "a list";
+    default:            return "a scalar";
+    }
+}
+
+static int
+expect_scalar(const struct ng_value *v, const char *what, const char *want,
+              struct ng_error *err)
+{
+    if (v->kind == NG_VALUE_SCALAR && !v->is_null)
+        return 0;
+    return ng_value_error(err, &v->loc, "'%s' must be %s, not %s", what,
+                          want, v->is_null ? "null" : kind_name(v->kind));
+}
+
+int
+ng_value_to_bool(const struct ng_value *v, const char *what, bool *out,
+                 struct ng_error *err)
+{
+    static const char *const yes[] = { "true", "yes", "on", "1" };
+    static const char *const no[] = { "false", "no", "off", "0" };
+    size_t i;
+
+    if (expect_scalar(v, what, "a boolean", err) == -1)
+        return -1;
+    for (i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcasecmp(v->text, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(v->text, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return ng_value_error(err, &v->loc, "'%s' must be true or false, not '%s'",
+                          what, v->text);
+}
+
+int
+ng_value_to_int64(const struct ng_value *v, const char *what, int64_t *out,
+                  struct ng_error *err)
+{
+    char *end;
+    long long n;
+
+    if (expect_scalar(v, what, "an integer", err) == -1)
+        return -1;
+    errno = 0;
+    n = strtoll(v->text, &end, 0);
+    if (errno != 0 || end == v->text || *end != '\0')
+        return ng_value_error(err, &v->loc, "'%s' must be an integer, not '%s'",
+                              what, v->text);
+    *out = n;
+    return 0;
+}
+
+int
+ng_parse_size(const char *s, uint64_t *out)
+{
+    static const char suffixes[] = "KMGTPE";
+    const char *p;
+    char *end;
+    unsigned long long n;
+    unsigned shift = 0;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    if (errno != 0)
+        return -1;
+    if (*end != '\0') {
+        p = strchr(suffixes, toupper((unsigned char)*end));
+        if (p == NULL)
+            return -1;
+        shift = 10 * (unsigned)(p - suffixes + 1);
+        end++;
+        if (strcasecmp(end, "iB") == 0 || strcasecmp(end, "B") == 0)
+            end += strlen(end);
+        if (*end != '\0')
+            return -1;
+    }
+    if (shift != 0 && n > (UINT64_MAX >> shift))
+        return -1;
+    if (n << shift > (uint64_t)INT64_MAX)
+        return -1;
+    *out = (uint64_t)n << shift;
+    return 0;
+}
+
+int
+ng_value_to_size(const struct ng_value *v, const char *what, uint64_t *out,
+                 struct ng_error *err)
+{
+    if (expect_scalar(v, what, "a size", err) == -1)
+        return -1;
+    if (ng_parse_size(v->text, out) == -1)
+        return ng_value_error(err, &v->loc,
+                              "'%s': bad size '%s' (expected bytes or a "
+                              "number with K, M, G, T, P or E)", what,
+                              v->text);
+    return 0;
+}
+
+const char *
+ng_value_to_string(const struct ng_value *v, const char *what,
+                   struct ng_error *err)
+{
+    if (expect_scalar(v, what, "a string", err) == -1)
+        return NULL;
+    return v->text;
+}

@@ -1,0 +1,367 @@
+/* graph/graph.h: the block graph — nodes, edges, BlockBackends, the one
+ * request path, and drain.
+ *
+ * Threading: everything here runs on the thread that owns the graph's
+ * libuv loop.  Drivers that must block (file, later libnbd or nbdkit
+ * plugins) hand work to the libuv thread pool with ng_req_run_blocking()
+ * and complete back on the loop.
+ *
+ * A request (struct ng_req) is owned by whoever submitted it; the graph
+ * only borrows it until its `done` callback runs, which happens exactly
+ * once for every request handed to ng_bb_submit() or ng_node_submit(),
+ * possibly before that call returns.
+ */
+#ifndef NG_GRAPH_H
+#define NG_GRAPH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "config/value.h"
+#include "graph/error.h"
+
+struct ng_graph;
+struct ng_node;
+struct ng_bb;
+struct ng_req;
+struct ng_driver;
+
+/* ---- Requests -------------------------------------------------------- */
+
+enum ng_op {
+    NG_OP_READ,
+    NG_OP_WRITE,
+    NG_OP_FLUSH,
+    NG_OP_TRIM,
+    NG_OP_WRITE_ZEROES,
+    NG_OP_BLOCK_STATUS,
+    NG_OP_CACHE,
+    NG_OP__COUNT
+};
+
+/* Request flags. */
+#define NG_REQ_FUA        (1u << 0)   /* write through before completing */
+#define NG_REQ_MAY_TRIM   (1u << 1)   /* write-zeroes may deallocate
+                                       * (NBD: NO_HOLE not set) */
+#define NG_REQ_FAST_ZERO  (1u << 2)   /* write-zeroes: fail with -ENOTSUP
+                                       * rather than write zeroes slowly */
+#define NG_REQ_REQ_ONE    (1u << 3)   /* block status: one extent is enough */
+
+/* Extent flags, as NBD's base:allocation. */
+#define NG_EXTENT_HOLE    (1u << 0)   /* not allocated */
+#define NG_EXTENT_ZERO    (1u << 1)   /* reads as zeroes */
+
+struct ng_extent {
+    uint64_t length;
+    uint32_t flags;
+};
+
+/* Capabilities of a node; decide which NBD transmission flags an export
+ * advertises and which requests the choke point lets through. */
+#define NG_CAP_WRITE       (1u << 0)
+#define NG_CAP_FLUSH       (1u << 1)
+#define NG_CAP_FUA         (1u << 2)
+#define NG_CAP_TRIM        (1u << 3)
+#define NG_CAP_ZERO        (1u << 4)
+#define NG_CAP_FAST_ZERO   (1u << 5)
+#define NG_CAP_CACHE       (1u << 6)
+#define NG_CAP_EXTENTS     (1u << 7)  /* real block status (else all data) */
+#define NG_CAP_MULTI_CONN  (1u << 8)  /* flush on one connection covers
+                                       * writes completed on all */
+
+#define NG_REQ_MAX_FRAMES 16
+
+typedef void ng_req_cb(struct ng_req *req, int ret, void *opaque);
+
+struct ng_req_frame {
+    ng_req_cb *cb;
+    void *opaque;
+};
+
+struct ng_req {
+    /* Set by the submitter. */
+    enum ng_op op;
+    uint32_t flags;                 /* NG_REQ_* */
+    uint64_t offset;                /* bytes */
+    uint64_t length;                /* bytes; 0 is allowed for FLUSH */
+    void *buf;                      /* READ: filled; WRITE: source; borrowed */
+    struct ng_extent *extents;      /* BLOCK_STATUS: caller's array */
+    uint32_t max_extents;           /* its capacity, >= 1 */
+    uint32_t nr_extents;            /* BLOCK_STATUS: filled by the driver,
+                                     * >= 1 on success; lengths add up to at
+                                     * most `length`, ranges follow on */
+    void (*done)(struct ng_req *req, int ret);  /* final completion; ret is
+                                     * 0 or a negative errno */
+    void *opaque;                   /* the submitter's */
+
+    /* Owned by the graph while the request is in flight. */
+    unsigned depth;                 /* frames pushed */
+    struct ng_req_frame frames[NG_REQ_MAX_FRAMES];
+    struct ng_bb *bb;               /* BB it entered through, or NULL */
+    struct ng_req *queue_next;      /* BB drain queue */
+    uv_work_t work;                 /* ng_req_run_blocking() */
+    int work_ret;
+    int (*work_fn)(struct ng_node *node, struct ng_req *req);
+    struct ng_node *work_node;
+};
+
+/* Prepare a request for submission (clears the graph-owned part). */
+void ng_req_init(struct ng_req *req, enum ng_op op, uint64_t offset,
+                 uint64_t length, uint32_t flags);
+
+/* Push a completion frame: when the request completes, cb runs first and
+ * is responsible for calling ng_req_complete() again (maybe later) to
+ * continue up.  Returns -1 (request untouched) when the stack is full. */
+int ng_req_push(struct ng_req *req, ng_req_cb *cb, void *opaque);
+
+/* Complete a request: pops the top frame and calls it, or calls `done`
+ * when no frame is left.  `ret` is 0 or a negative errno. */
+void ng_req_complete(struct ng_req *req, int ret);
+
+/* True for ops that can change what a read returns. */
+bool ng_req_changes_data(const struct ng_req *req);
+
+const char *ng_op_name(enum ng_op op);
+
+/* Run fn(node, req) on a libuv worker thread and complete the request on
+ * the loop thread with its return value (0 or negative errno).  fn must
+ * not touch the graph. */
+void ng_req_run_blocking(struct ng_node *node, struct ng_req *req,
+                         int (*fn)(struct ng_node *node, struct ng_req *req));
+
+/* ---- Options --------------------------------------------------------- */
+
+enum ng_opt_type {
+    NG_OPT_T_STRING,    /* char * field, owned by the node state */
+    NG_OPT_T_SIZE,      /* uint64_t field */
+    NG_OPT_T_INT,       /* int64_t field */
+    NG_OPT_T_BOOL,      /* bool field */
+    NG_OPT_T_ERRNO,     /* int field: a positive errno from "EIO", "ENOSPC"
+                         * or a number */
+    NG_OPT_T_ENUM,      /* int field: index into `choices` */
+    NG_OPT_T_CHILD,     /* struct ng_node * field: a node-name or an inline
+                         * node definition; creates an edge with `role` */
+    NG_OPT_T_VALUE,     /* struct ng_value * field: the raw value, owned by
+                         * the node state (lists of rules and the like) */
+};
+
+struct ng_opt_desc {
+    const char *name;           /* QEMU spelling, dots for nesting:
+                                 * "cache.direct" */
+    enum ng_opt_type type;
+    size_t offset;              /* offsetof the field in the state */
+    const char *def;            /* default as text, NULL = required
+                                 * (CHILD, VALUE: NULL = optional absent) */
+    const char *help;
+    const char *const *choices; /* ENUM: NULL-terminated */
+    const char *role;           /* CHILD: edge role (file, backing,
+                                 * filtered, children) */
+    bool required;              /* CHILD, VALUE: must be given */
+};
+
+#define NG_OPT_STRING(n, st, f, d, h) \
+    { .name = (n), .type = NG_OPT_T_STRING, .offset = offsetof(st, f), \
+      .def = (d), .help = (h) }
+#define NG_OPT_SIZE(n, st, f, d, h) \
+    { .name = (n), .type = NG_OPT_T_SIZE, .offset = offsetof(st, f), \
+      .def = (d), .help = (h) }
+#define NG_OPT_INT(n, st, f, d, h) \
+    { .name = (n), .type = NG_OPT_T_INT, .offset = offsetof(st, f), \
+      .def = (d), .help = (h) }
+#define NG_OPT_BOOL(n, st, f, d, h) \
+    { .name = (n), .type = NG_OPT_T_BOOL, .offset = offsetof(st, f), \
+      .def = (d), .help = (h) }
+#define NG_OPT_ERRNO(n, st, f, d, h) \
+    { .name = (n), .type = NG_OPT_T_ERRNO, .offset = offsetof(st, f), \
+      .def = (d), .help = (h) }
+#define NG_OPT_ENUM(n, st, f, d, c, h) \
+    { .name = (n), .type = NG_OPT_T_ENUM, .offset = offsetof(st, f), \
+      .def = (d), .choices = (c), .help = (h) }
+#define NG_OPT_CHILD(n, st, f, r, req, h) \
+    { .name = (n), .type = NG_OPT_T_CHILD, .offset = offsetof(st, f), \
+      .role = (r), .required = (req), .help = (h) }
+#define NG_OPT_VALUE(n, st, f, req, h) \
+    { .name = (n), .type = NG_OPT_T_VALUE, .offset = offsetof(st, f), \
+      .required = (req), .help = (h) }
+#define NG_OPT_END { .name = NULL }
+
+/* ---- Drivers ---------------------------------------------------------- */
+
+struct ng_driver {
+    const char *name;           /* "file", "memory", "throttle", ... */
+    const char *help;           /* one line for --help and docs */
+    bool is_filter;             /* exactly one child, role "filtered" */
+    size_t state_size;          /* bytes of per-node state, zeroed, then
+                                 * filled from `opts` before open() */
+    const struct ng_opt_desc *opts;
+
+    /* Loop thread.  Children are attached and open.  May block briefly
+     * (open(2)).  Returns 0, or -1 with *err set. */
+    int (*open)(struct ng_node *node, struct ng_error *err);
+
+    /* Loop thread, no request in flight.  Frees what open() made; the
+     * graph frees option fields (strings, values) itself afterwards. */
+    void (*close)(struct ng_node *node);
+
+    /* Loop thread.  The choke point (ng_node_submit) has checked: the
+     * range lies inside the node, the op and flags are in the node's caps,
+     * writes only on writable nodes.  Must eventually call
+     * ng_req_complete(req, 0 or -errno) exactly once; may do so inline.
+     * NULL for a filter means: forward everything unchanged. */
+    void (*submit)(struct ng_node *node, struct ng_req *req);
+
+    /* Size in bytes.  NULL for a filter: the child's. */
+    int64_t (*length)(struct ng_node *node);
+
+    /* NG_CAP_* this node offers.  NULL for a filter: the child's;
+     * NULL for a leaf: none beyond reads. */
+    uint32_t (*caps)(struct ng_node *node);
+
+    /* Optional: options the control channel may change on a live node
+     * (throttle limits, blkdebug rules).  Loop thread, inside a drained
+     * section. */
+    int (*reconfigure)(struct ng_node *node, const struct ng_value *opts,
+                       struct ng_error *err);
+};
+
+/* All drivers compiled in; NULL-terminated (graph/drivers.c and
+ * filters/filters.c). */
+const struct ng_driver *ng_driver_find(const char *name);
+extern const struct ng_driver *const ng_leaf_drivers[];
+extern const struct ng_driver *const ng_filter_drivers[];
+
+/* ---- Nodes and edges ---------------------------------------------------- */
+
+struct ng_edge {
+    struct ng_node *parent;         /* NULL when the parent is a BB */
+    struct ng_bb *bb;               /* the BB, when parent == NULL */
+    struct ng_node *child;
+    const char *role;               /* "file", "backing", "filtered", ...;
+                                     * static string */
+    struct ng_edge *next_child;     /* in parent's child list */
+    struct ng_edge *next_parent;    /* in child's parent list */
+};
+
+struct ng_node {
+    struct ng_graph *graph;
+    char *name;                     /* node-name, owned */
+    const struct ng_driver *driver;
+    void *state;                    /* driver_state_size bytes, owned */
+    struct ng_edge *children;       /* edges down, owned */
+    struct ng_edge *parents;        /* edges up (owned by the parents) */
+    bool read_only;
+    bool implicit;                  /* created for an export's config */
+    bool auto_named;                /* inline child without a node-name */
+    char *implicit_owner;           /* export that made it, when implicit */
+    uint64_t in_flight;             /* requests inside this node */
+    struct ng_node *next;           /* graph's node list */
+    uint64_t stats[NG_OP__COUNT];   /* requests seen, by op */
+};
+
+static inline void *
+ng_node_state(struct ng_node *node)
+{
+    return node->state;
+}
+
+/* The filter's one child (or the first child for others). */
+struct ng_node *ng_node_child(struct ng_node *node);
+/* Child on the edge with this role, or NULL. */
+struct ng_node *ng_node_child_role(struct ng_node *node, const char *role);
+
+int64_t ng_node_length(struct ng_node *node);
+uint32_t ng_node_caps(struct ng_node *node);
+uv_loop_t *ng_node_loop(struct ng_node *node);
+
+/* The choke point: every request reaches a driver through here.  Checks
+ * range, op and flags against caps and writability (failing the request
+ * with -EINVAL/-EPERM/-ENOTSUP/-EROFS without calling the driver), counts
+ * it in flight, then calls the driver's submit. */
+void ng_node_submit(struct ng_node *node, struct ng_req *req);
+
+/* For filters: pass the request, unchanged, to our one child. */
+void ng_node_forward(struct ng_node *node, struct ng_req *req);
+
+/* ---- BlockBackends ---------------------------------------------------- */
+
+struct ng_bb {
+    struct ng_graph *graph;
+    char *name;                     /* export name or job ID, owned */
+    struct ng_edge *root;           /* edge to the root node, or NULL */
+    bool writable;
+    uint64_t in_flight;
+    unsigned quiesce;               /* drain depth; > 0 queues requests */
+    struct ng_req *queue_head, *queue_tail;
+    struct ng_bb *next;             /* graph's BB list */
+};
+
+/* Create a BB on `root` (may be NULL: no medium).  A writable BB needs a
+ * writable root. */
+struct ng_bb *ng_bb_new(struct ng_graph *g, const char *name,
+                        struct ng_node *root, bool writable,
+                        struct ng_error *err);
+/* The BB must have nothing in flight.  NULL-safe. */
+void ng_bb_free(struct ng_bb *bb);
+
+struct ng_node *ng_bb_root(struct ng_bb *bb);
+int64_t ng_bb_length(struct ng_bb *bb);
+uint32_t ng_bb_caps(struct ng_bb *bb);     /* without NG_CAP_WRITE & co
+                                            * when the BB is read-only */
+
+/* Submit through the BB; req->done runs exactly once.  While the BB is
+ * drained the request waits in a queue, in order.  A BB without medium
+ * fails requests with -ENOMEDIUM. */
+void ng_bb_submit(struct ng_bb *bb, struct ng_req *req);
+
+/* ---- The graph ----------------------------------------------------------- */
+
+struct ng_graph {
+    uv_loop_t *loop;                /* borrowed */
+    struct ng_node *nodes;          /* all nodes, owned */
+    struct ng_bb *bbs;              /* all BBs, owned */
+    unsigned anon_counter;          /* for auto-named inline nodes */
+    struct ng_drain *drains;        /* drained sections waiting for
+                                     * requests to finish */
+};
+
+struct ng_graph *ng_graph_new(uv_loop_t *loop);
+/* Frees every BB and node; nothing may be in flight.  NULL-safe. */
+void ng_graph_free(struct ng_graph *g);
+
+struct ng_node *ng_graph_find(struct ng_graph *g, const char *name);
+struct ng_bb *ng_graph_find_bb(struct ng_graph *g, const char *name);
+
+/* Create and open a node from options as blockdev-add takes them
+ * ("driver", "node-name" unless `name` is given, "read-only", then the
+ * driver's own).  Children named by node-name must exist; inline child
+ * definitions are created too (auto-named "#ngN" unless they carry a
+ * node-name).  All or nothing: on failure nothing is left behind. */
+struct ng_node *ng_graph_add_node(struct ng_graph *g, const char *name,
+                                  const struct ng_value *opts,
+                                  struct ng_error *err);
+
+/* Remove a node nobody uses (no parent edge, no BB); also removes inline
+ * children that nothing else uses. */
+int ng_graph_del_node(struct ng_graph *g, const char *name,
+                      struct ng_error *err);
+
+/* ---- Drain ------------------------------------------------------------- */
+
+typedef void ng_drained_fn(void *opaque);
+
+/* Quiesce every BB whose tree contains `node` (all BBs when node is NULL):
+ * new requests at those BBs queue; when the requests already inside them
+ * have completed, `cb` runs (maybe inline, before this returns).  The
+ * handle remembers which BBs it quiesced, so the graph may be changed
+ * freely before ng_drain_end().  Returns NULL only on ENOMEM. */
+struct ng_drain *ng_drain_begin(struct ng_graph *g, struct ng_node *node,
+                                ng_drained_fn *cb, void *opaque,
+                                struct ng_error *err);
+/* End the drained section: queued requests are resubmitted in order and
+ * the handle is freed.  Must be called after `cb` ran. */
+void ng_drain_end(struct ng_drain *d);
+
+#endif

@@ -1,0 +1,15 @@
+# graph/: nodes, edges, BlockBackends, the request path, drain, drivers.
+libngcore_a_SOURCES += \
+	graph/error.h \
+	graph/error.c \
+	graph/graph.h \
+	graph/graph.c \
+	graph/req.c \
+	graph/opts.c \
+	graph/drain.c \
+	graph/drivers.c \
+	graph/drv-memory.c \
+	graph/drv-null.c \
+	graph/drv-file.c \
+	graph/drv-raw.c \
+	$(NULL)

@@ -1,0 +1,11 @@
+# server/: nbdgraphd main, NBD protocol, control channel, logging.
+sbin_PROGRAMS += nbdgraphd
+nbdgraphd_SOURCES = \
+	server/main.c \
+	server/log.h \
+	server/log.c \
+	server/nbd.h \
+	server/nbd-proto.h \
+	server/nbd.c \
+	$(NULL)
+nbdgraphd_LDADD = $(CORE_LIBS)

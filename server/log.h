@@ -1,0 +1,25 @@
+/* server/log.h: logging to stderr (foreground) or syslog.  Messages are
+ * one line each, without a trailing newline. */
+#ifndef NG_LOG_H
+#define NG_LOG_H
+
+enum ng_log_level {
+    NG_LOG_ERROR,
+    NG_LOG_WARN,
+    NG_LOG_INFO,
+    NG_LOG_DEBUG,
+};
+
+/* Highest level printed; -v raises it to DEBUG. */
+void ng_log_set_level(enum ng_log_level level);
+int ng_log_enabled(enum ng_log_level level);
+void ng_log(enum ng_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define ng_log_error(...) ng_log(NG_LOG_ERROR, __VA_ARGS__)
+#define ng_log_warn(...)  ng_log(NG_LOG_WARN, __VA_ARGS__)
+#define ng_log_info(...)  ng_log(NG_LOG_INFO, __VA_ARGS__)
+#define ng_log_debug(...) \
+    do { if (ng_log_enabled(NG_LOG_DEBUG)) ng_log(NG_LOG_DEBUG, __VA_ARGS__); } while (0)
+
+#endif

@@ -1,0 +1,48 @@
+/* server/nbd.h: the NBD server — listeners, connections, exports.
+ *
+ * All on the graph's loop thread.  An export wraps one BlockBackend,
+ * which the export owns.
+ */
+#ifndef NG_NBD_H
+#define NG_NBD_H
+
+#include <stdbool.h>
+
+#include <uv.h>
+
+#include "graph/error.h"
+#include "graph/graph.h"
+
+struct ng_nbd_server;
+
+struct ng_nbd_server *ng_nbd_server_new(uv_loop_t *loop,
+                                        struct ng_graph *graph,
+                                        struct ng_error *err);
+
+/* Listen on "unix:PATH" or "tcp:HOST:PORT" ("tcp:[::1]:PORT" for IPv6).
+ * A stale Unix socket file is replaced; the file is removed again when
+ * the server shuts down. */
+int ng_nbd_server_listen(struct ng_nbd_server *srv, const char *addr,
+                         struct ng_error *err);
+
+/* Add an export on `node`: creates the export's BB.  Fails if the name is
+ * taken or a writable export is asked of a read-only node. */
+int ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
+                             const char *description, struct ng_node *node,
+                             bool writable, struct ng_error *err);
+
+/* Remove an export.  hard = false refuses while clients are connected;
+ * hard = true disconnects them once their requests in flight finish. */
+int ng_nbd_server_del_export(struct ng_nbd_server *srv, const char *name,
+                             bool hard, struct ng_error *err);
+
+/* Stop accepting, let requests in flight finish and be answered, close
+ * every connection and listener (removing Unix socket files), then call
+ * cb on the loop. */
+void ng_nbd_server_shutdown(struct ng_nbd_server *srv,
+                            void (*cb)(void *opaque), void *opaque);
+
+/* After shutdown has called back.  NULL-safe. */
+void ng_nbd_server_free(struct ng_nbd_server *srv);
+
+#endif
