@@ -6,6 +6,9 @@ nbdgraphd_SOURCES = \
 	server/log.c \
 	server/nbd.h \
 	server/nbd-proto.h \
+	server/nbd-int.h \
 	server/nbd.c \
+	server/nbd-conn.c \
+	server/nbd-handshake.c \
 	$(NULL)
 nbdgraphd_LDADD = $(CORE_LIBS)
