@@ -5,7 +5,5 @@ nbdgraphd_SOURCES = \
 	server/log.h \
 	server/log.c \
 	server/nbd.h \
-	server/nbd-proto.h \
-	server/nbd.c \
 	$(NULL)
 nbdgraphd_LDADD = $(CORE_LIBS)
