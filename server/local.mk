@@ -10,5 +10,12 @@ nbdgraphd_SOURCES = \
 	server/nbd.c \
 	server/nbd-conn.c \
 	server/nbd-handshake.c \
+	server/control.h \
+	server/control.c \
+	server/qmp-util.h \
+	server/qmp-util.c \
+	server/qmp-graph.h \
+	server/qmp-graph.c \
+	server/qmp-commands.c \
 	$(NULL)
 nbdgraphd_LDADD = $(CORE_LIBS)
