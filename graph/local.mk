@@ -3,10 +3,13 @@ libngcore_a_SOURCES += \
 	graph/error.h \
 	graph/error.c \
 	graph/graph.h \
+	graph/graph-internal.h \
+	graph/drivers.h \
 	graph/graph.c \
 	graph/req.c \
 	graph/opts.c \
 	graph/drain.c \
+	graph/mutate.c \
 	graph/drivers.c \
 	graph/drv-memory.c \
 	graph/drv-null.c \
