@@ -31,11 +31,7 @@
 #endif
 
 #include "graph/graph.h"
-
-/* Every cap that lets a request change data. */
-#define FILE_WRITE_CAPS \
-    (NG_CAP_WRITE | NG_CAP_FUA | NG_CAP_TRIM | NG_CAP_ZERO | \
-     NG_CAP_FAST_ZERO)
+#include "graph/drivers.h"
 
 /* Direct I/O alignment when the kernel does not tell: no logical block
  * size in use is larger, and over-aligning is always allowed. */
@@ -453,8 +449,8 @@ file_block_status(struct file_state *s, struct ng_req *req)
 
     req->nr_extents = 0;
     while (off < end) {
-        uint64_t next;
-        uint32_t flags;
+        uint64_t next = end;
+        uint32_t flags = 0;
         int r = file_next_extent(s, off, end, &next, &flags);
 
         if (r == -EINVAL || file_errno_unsupported(r)) {
@@ -743,10 +739,11 @@ file_length(struct ng_node *node)
 static uint32_t
 file_caps(struct ng_node *node)
 {
-    uint32_t caps = FILE_WRITE_CAPS | NG_CAP_FLUSH | NG_CAP_CACHE |
-                    NG_CAP_EXTENTS | NG_CAP_MULTI_CONN;
-
-    return node->read_only ? caps & ~FILE_WRITE_CAPS : caps;
+    /* The graph takes the write caps away from a read-only node. */
+    (void)node;
+    return NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA | NG_CAP_TRIM |
+           NG_CAP_ZERO | NG_CAP_FAST_ZERO | NG_CAP_CACHE | NG_CAP_EXTENTS |
+           NG_CAP_MULTI_CONN;
 }
 
 const struct ng_driver ng_driver_file = {

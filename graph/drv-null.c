@@ -9,11 +9,7 @@
 #include <string.h>
 
 #include "graph/graph.h"
-
-/* Every cap that lets a request change data. */
-#define NULL_WRITE_CAPS \
-    (NG_CAP_WRITE | NG_CAP_FUA | NG_CAP_TRIM | NG_CAP_ZERO | \
-     NG_CAP_FAST_ZERO)
+#include "graph/drivers.h"
 
 struct null_state {
     uint64_t size;                  /* option "size", bytes */
@@ -79,10 +75,11 @@ null_length(struct ng_node *node)
 static uint32_t
 null_caps(struct ng_node *node)
 {
-    uint32_t caps = NULL_WRITE_CAPS | NG_CAP_FLUSH | NG_CAP_CACHE |
-                    NG_CAP_EXTENTS | NG_CAP_MULTI_CONN;
-
-    return node->read_only ? caps & ~NULL_WRITE_CAPS : caps;
+    /* The graph takes the write caps away from a read-only node. */
+    (void)node;
+    return NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA | NG_CAP_TRIM |
+           NG_CAP_ZERO | NG_CAP_FAST_ZERO | NG_CAP_CACHE | NG_CAP_EXTENTS |
+           NG_CAP_MULTI_CONN;
 }
 
 const struct ng_driver ng_driver_null_co = {

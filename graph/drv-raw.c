@@ -12,11 +12,7 @@
 #include <inttypes.h>
 
 #include "graph/graph.h"
-
-/* Every cap that lets a request change data. */
-#define RAW_WRITE_CAPS \
-    (NG_CAP_WRITE | NG_CAP_FUA | NG_CAP_TRIM | NG_CAP_ZERO | \
-     NG_CAP_FAST_ZERO)
+#include "graph/drivers.h"
 
 struct raw_state {
     struct ng_node *file;           /* option "file": the child */
@@ -89,7 +85,7 @@ raw_submit(struct ng_node *node, struct ng_req *req)
     if (ng_req_push(req, raw_unshift, node) < 0) {
         /* The graph is deeper than the frame stack: a configuration
          * problem, not a passing shortage, so waiting would not help. */
-        ng_req_complete(req, -EIO);
+        ng_req_complete(req, -ELOOP);      /* as the choke point does */
         return;
     }
     /* Block status extents are relative to req->offset: no change. */
@@ -117,9 +113,9 @@ static uint32_t
 raw_caps(struct ng_node *node)
 {
     const struct raw_state *s = ng_node_state(node);
-    uint32_t caps = ng_node_caps(s->file);
 
-    return node->read_only ? caps & ~RAW_WRITE_CAPS : caps;
+    /* The graph takes the write caps away if we are read-only. */
+    return ng_node_caps(s->file);
 }
 
 const struct ng_driver ng_driver_raw = {
