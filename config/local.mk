@@ -3,5 +3,4 @@ libngcore_a_SOURCES += \
 	config/value.h \
 	config/value.c \
 	config/config.h \
-	config/config.c \
 	$(NULL)
