@@ -125,8 +125,11 @@ memory_write(struct memory_state *s, struct ng_req *req)
             /* First touch.  A page the write fills needs no zeroing. */
             *pp = memory_whole_page(s, off, n) ?
                   malloc(MEMORY_PAGE_SIZE) : calloc(1, MEMORY_PAGE_SIZE);
+            /* Out of RAM is this disk's out of space; ENOSPC lets a
+             * client (QEMU's werror=enospc) pause rather than fail.  What
+             * went before stays written. */
             if (*pp == NULL)
-                return -ENOMEM;     /* what went before stays written */
+                return -ENOSPC;
         }
         memcpy(*pp + (off & MEMORY_PAGE_MASK), buf, n);
         buf += n;
