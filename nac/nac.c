@@ -42,7 +42,7 @@ static const char *const nac_action_names[NG_NAC_N_ACTIONS] = {
     "graph-mod",
 };
 
-/* ---- Action names ---------------------------------------------------- */
+/* ---- Action names ----------------------------------------------------- */
 
 const char *
 ng_nac_action_name(unsigned action)
@@ -263,7 +263,7 @@ nac_table_remove(struct nac_table *t, struct nac_link *l)
     t->count--;
 }
 
-/* ---- Registry objects ------------------------------------------------ */
+/* ---- Registry objects ------------------------------------------------- */
 
 struct nac_holder;
 
@@ -393,7 +393,7 @@ nac_find_holder(const struct ng_nac *nac, const char *id)
     return (struct nac_holder *) nac_table_find(&nac->holders, id);
 }
 
-/* ---- Aggregates ------------------------------------------------------ */
+/* ---- Aggregates ------------------------------------------------------- */
 
 /* Add (delta = +1) or take away (delta = -1) the entries' share of their
  * nodes' counters, and refresh the masks of those nodes. */
@@ -431,7 +431,7 @@ nac_clash(const struct nac_node *nd, unsigned require, unsigned allow)
     return (require & nd->denied) | (~allow & nd->required & NG_NAC_ALL);
 }
 
-/* ---- Checking -------------------------------------------------------- */
+/* ---- Checking --------------------------------------------------------- */
 
 /* Non-empty and shorter than NG_NAC_NAME_MAX (memchr stops at the first
  * match, so it never reads past the string). */
@@ -459,8 +459,10 @@ nac_claims_ok(const struct ng_nac_claim *claims, size_t n)
 static void
 nac_copy_name(char dst[NG_NAC_NAME_MAX], const char *src)
 {
-    /* Names were checked to fit. */
-    snprintf(dst, NG_NAC_NAME_MAX, "%s", src);
+    size_t len = strlen(src);
+
+    assert(len < NG_NAC_NAME_MAX);  /* names were checked to fit */
+    memcpy(dst, src, len + 1);
 }
 
 /* Fill *why for a clash of claim c on node nd; `bits` is nac_clash's
@@ -517,7 +519,7 @@ nac_check_claims(const struct ng_nac *nac, const char *id, const char *kind,
     return 0;
 }
 
-/* ---- Log lines ------------------------------------------------------- */
+/* ---- Log lines -------------------------------------------------------- */
 
 /* A growing string; on allocation failure it stops growing and the line
  * is not logged. */
@@ -644,7 +646,7 @@ nac_log_release(const struct ng_nac *nac, const struct nac_holder *h)
     nac_buf_log(nac, &b);
 }
 
-/* ---- Building and linking a holder's entries ------------------------- */
+/* ---- Building and linking a holder's entries -------------------------- */
 
 /* strdup is POSIX, not C11; NULL is copied as "". */
 static char *
@@ -777,7 +779,7 @@ nac_entry_unlink(struct ng_nac *nac, struct nac_entry *e)
     nac_drop_if_unused(nac, nd);
 }
 
-/* ---- Acquire, check, replace, release -------------------------------- */
+/* ---- Acquire, check, replace, release --------------------------------- */
 
 /* What acquire and check share: everything but the change. */
 static int
@@ -943,7 +945,7 @@ ng_nac_release(struct ng_nac *nac, const char *id)
     return 0;
 }
 
-/* ---- Looking inside -------------------------------------------------- */
+/* ---- Looking inside --------------------------------------------------- */
 
 size_t
 ng_nac_count_holders(const struct ng_nac *nac)

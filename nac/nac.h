@@ -42,7 +42,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* ---- Actions --------------------------------------------------------- */
+/* ---- Actions ---------------------------------------------------------- */
 
 /* One bit per action; masks are `unsigned`.  The user-visible spelling of
  * each is in the comment (QMP, config, logs, messages). */
@@ -81,7 +81,7 @@ int ng_nac_mask_format(unsigned mask, char *buf, size_t len);
  * unknown name, empty item). */
 int ng_nac_mask_parse(const char *s, unsigned *mask);
 
-/* ---- Claims and refusals --------------------------------------------- */
+/* ---- Claims and refusals ---------------------------------------------- */
 
 /* Longest node-name, holder ID or kind, in bytes including the final NUL.
  * Longer names are refused with -EINVAL, so a refusal always holds the
@@ -125,7 +125,7 @@ struct ng_nac_conflict {
 int ng_nac_conflict_render(const struct ng_nac_conflict *why,
                            char *buf, size_t len);
 
-/* ---- The registry ---------------------------------------------------- */
+/* ---- The registry ----------------------------------------------------- */
 
 struct ng_nac;
 
@@ -182,7 +182,7 @@ int ng_nac_replace(struct ng_nac *nac, const char *id,
 /* Drop holder `id` and all its claims.  Returns 0 or -ENOENT. */
 int ng_nac_release(struct ng_nac *nac, const char *id);
 
-/* ---- Looking inside (query-nac, tests) ------------------------------- */
+/* ---- Looking inside (query-nac, tests) -------------------------------- */
 
 /* Number of holders, and of node-names that at least one holder names.
  * Both are 0 for an empty registry. */
@@ -230,8 +230,9 @@ typedef int ng_nac_holder_fn(void *opaque,
 
 /* Every (node, holder) pair: nodes in strcmp order, on each node the
  * holders in the order they first claimed it (ng_nac_replace keeps a
- * holder's place on the nodes it still claims).  Returns 0, the visitor's stop value, or -ENOMEM
- * (it sorts the node-names in a temporary array). */
+ * holder's place on the nodes it still claims).  Returns 0, the
+ * visitor's stop value, or -ENOMEM (it sorts the node-names in a
+ * temporary array). */
 int ng_nac_foreach(const struct ng_nac *nac, ng_nac_holding_fn *fn,
                    void *opaque);
 
