@@ -3,6 +3,7 @@ noinst_LIBRARIES += nac/libngnac.a
 nac_libngnac_a_SOURCES = \
 	nac/nac.h \
 	nac/nac.c \
+	nac/policy.h \
 	$(NULL)
 
 EXTRA_DIST += nac/README.md
