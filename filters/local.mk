@@ -1,4 +1,5 @@
 # filters/: one file per filter driver; filters.c lists them all.
 libngcore_a_SOURCES += \
 	filters/filters.c \
+	filters/nofilter.c \
 	$(NULL)

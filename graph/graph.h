@@ -255,6 +255,8 @@ struct ng_node {
     bool read_only;
     bool implicit;                  /* created for an export's config */
     bool auto_named;                /* inline child without a node-name */
+    bool inline_def;                /* defined inline in a parent's options;
+                                     * removed with its last parent */
     char *implicit_owner;           /* export that made it, when implicit */
     uint64_t in_flight;             /* requests inside this node */
     struct ng_node *next;           /* graph's node list */
@@ -323,12 +325,15 @@ struct ng_graph {
     struct ng_node *nodes;          /* all nodes, owned */
     struct ng_bb *bbs;              /* all BBs, owned */
     unsigned anon_counter;          /* for auto-named inline nodes */
-    struct ng_drain *drains;        /* drained sections waiting for
-                                     * requests to finish */
+    struct ng_drain *drains;        /* drained sections not yet ended */
+    uv_timer_t drain_timer;         /* runs drained callbacks outside any
+                                     * request's call stack */
 };
 
 struct ng_graph *ng_graph_new(uv_loop_t *loop);
-/* Frees every BB and node; nothing may be in flight.  NULL-safe. */
+/* Frees every BB and node; nothing may be in flight.  The graph's own
+ * libuv handle closes asynchronously: run the loop afterwards (uv_run)
+ * until it returns.  NULL-safe. */
 void ng_graph_free(struct ng_graph *g);
 
 struct ng_node *ng_graph_find(struct ng_graph *g, const char *name);
@@ -343,6 +348,16 @@ struct ng_node *ng_graph_add_node(struct ng_graph *g, const char *name,
                                   const struct ng_value *opts,
                                   struct ng_error *err);
 
+/* Check node options against the driver's option table without opening
+ * anything: "driver" present and known, every key known, types right,
+ * required options present.  For each child reference (a node-name given
+ * where a CHILD option is expected) ref_cb is called with the name and
+ * where it was written; inline child definitions (mappings) are checked
+ * recursively.  Returns 0, or -1 with *err set to "file:line:column: ...". */
+typedef void ng_ref_cb(void *opaque, const char *ref, const struct ng_loc *loc);
+int ng_node_opts_check(const struct ng_value *opts, ng_ref_cb *ref_cb,
+                       void *opaque, struct ng_error *err);
+
 /* Remove a node nobody uses (no parent edge, no BB); also removes inline
  * children that nothing else uses. */
 int ng_graph_del_node(struct ng_graph *g, const char *name,
@@ -354,7 +369,8 @@ typedef void ng_drained_fn(void *opaque);
 
 /* Quiesce every BB whose tree contains `node` (all BBs when node is NULL):
  * new requests at those BBs queue; when the requests already inside them
- * have completed, `cb` runs (maybe inline, before this returns).  The
+ * have completed, `cb` runs on the loop — never inline, and never inside a
+ * request's call stack, so it may change the graph freely.  The
  * handle remembers which BBs it quiesced, so the graph may be changed
  * freely before ng_drain_end().  Returns NULL only on ENOMEM. */
 struct ng_drain *ng_drain_begin(struct ng_graph *g, struct ng_node *node,

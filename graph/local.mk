@@ -3,6 +3,8 @@ libngcore_a_SOURCES += \
 	graph/error.h \
 	graph/error.c \
 	graph/graph.h \
+	graph/graph-internal.h \
+	graph/drivers.h \
 	graph/graph.c \
 	graph/req.c \
 	graph/opts.c \

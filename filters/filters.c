@@ -1,0 +1,9 @@
+/* filters/filters.c: the list of every filter driver. */
+#include <config.h>
+
+#include "graph/drivers.h"
+
+const struct ng_driver *const ng_filter_drivers[] = {
+    &ng_filter_nofilter,
+    NULL,
+};

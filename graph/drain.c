@@ -1,0 +1,176 @@
+/* graph/drain.c: drained sections.
+ *
+ * A drained section stops new requests at the BBs above a node (they wait
+ * in each BB's queue, in order), waits until the requests already inside
+ * have completed, and then calls back from a libuv timer — outside every
+ * request's call stack, so the callback may change the graph freely.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "graph/graph.h"
+#include "graph/graph-internal.h"
+
+struct ng_drain {
+    struct ng_graph *graph;
+    struct ng_bb **bbs;         /* quiesced by this section; entries become
+                                 * NULL when a BB is freed meanwhile */
+    size_t n_bbs;
+    ng_drained_fn *cb;
+    void *opaque;
+    bool fired;                 /* cb has run */
+    struct ng_drain *next;      /* graph's list of open sections */
+};
+
+/* Does the tree below `from` contain `node`? */
+static bool
+tree_contains(struct ng_node *from, struct ng_node *node)
+{
+    struct ng_edge *e;
+
+    if (from == node)
+        return true;
+    for (e = from->children; e != NULL; e = e->next_child)
+        if (tree_contains(e->child, node))
+            return true;
+    return false;
+}
+
+static bool
+bb_is_affected(struct ng_bb *bb, struct ng_node *node)
+{
+    struct ng_node *root = ng_bb_root(bb);
+
+    if (node == NULL)
+        return true;
+    return root != NULL && tree_contains(root, node);
+}
+
+static int
+collect_bbs(struct ng_drain *d, struct ng_node *node)
+{
+    struct ng_bb *bb;
+    size_t n = 0;
+
+    for (bb = d->graph->bbs; bb != NULL; bb = bb->next)
+        n += bb_is_affected(bb, node);
+    d->bbs = calloc(n ? n : 1, sizeof *d->bbs);
+    if (d->bbs == NULL)
+        return -1;
+    for (bb = d->graph->bbs; bb != NULL; bb = bb->next)
+        if (bb_is_affected(bb, node))
+            d->bbs[d->n_bbs++] = bb;
+    return 0;
+}
+
+static bool
+drain_is_quiet(const struct ng_drain *d)
+{
+    size_t i;
+
+    for (i = 0; i < d->n_bbs; i++)
+        if (d->bbs[i] != NULL && d->bbs[i]->in_flight > 0)
+            return false;
+    return true;
+}
+
+/* Fire every section whose BBs have gone quiet.  A callback may begin or
+ * end sections, so restart the walk after each one. */
+static void
+drain_timer_cb(uv_timer_t *t)
+{
+    struct ng_graph *g = t->data;
+    struct ng_drain *d;
+
+again:
+    for (d = g->drains; d != NULL; d = d->next) {
+        if (!d->fired && drain_is_quiet(d)) {
+            d->fired = true;
+            d->cb(d->opaque);
+            goto again;
+        }
+    }
+}
+
+void
+ng_drain_kick(struct ng_graph *g)
+{
+    uv_timer_start(&g->drain_timer, drain_timer_cb, 0, 0);
+}
+
+struct ng_drain *
+ng_drain_begin(struct ng_graph *g, struct ng_node *node, ng_drained_fn *cb,
+               void *opaque, struct ng_error *err)
+{
+    struct ng_drain *d = calloc(1, sizeof *d);
+    size_t i;
+
+    if (d == NULL)
+        goto nomem;
+    d->graph = g;
+    d->cb = cb;
+    d->opaque = opaque;
+    if (collect_bbs(d, node) == -1)
+        goto nomem;
+    for (i = 0; i < d->n_bbs; i++)
+        d->bbs[i]->quiesce++;
+    d->next = g->drains;
+    g->drains = d;
+    ng_drain_kick(g);
+    return d;
+
+nomem:
+    free(d);
+    ng_error_set(err, ENOMEM, "out of memory");
+    return NULL;
+}
+
+static void
+bb_release(struct ng_bb *bb)
+{
+    struct ng_req *req, *next;
+
+    if (--bb->quiesce > 0)
+        return;
+    req = bb->queue_head;
+    bb->queue_head = bb->queue_tail = NULL;
+    for (; req != NULL; req = next) {
+        next = req->queue_next;
+        req->queue_next = NULL;
+        ng_bb_dispatch(bb, req);
+    }
+}
+
+void
+ng_drain_end(struct ng_drain *d)
+{
+    struct ng_drain **p;
+    size_t i;
+
+    for (p = &d->graph->drains; *p != NULL; p = &(*p)->next) {
+        if (*p == d) {
+            *p = d->next;
+            break;
+        }
+    }
+    for (i = 0; i < d->n_bbs; i++)
+        if (d->bbs[i] != NULL)
+            bb_release(d->bbs[i]);
+    free(d->bbs);
+    free(d);
+}
+
+void
+ng_drain_forget_bb(struct ng_graph *g, struct ng_bb *bb)
+{
+    struct ng_drain *d;
+    size_t i;
+
+    for (d = g->drains; d != NULL; d = d->next)
+        for (i = 0; i < d->n_bbs; i++)
+            if (d->bbs[i] == bb)
+                d->bbs[i] = NULL;
+    ng_drain_kick(g);
+}

@@ -1,0 +1,17 @@
+/* graph/drivers.h: every driver compiled in.  Adding one is one line here
+ * and one in graph/drivers.c or filters/filters.c. */
+#ifndef NG_DRIVERS_H
+#define NG_DRIVERS_H
+
+#include "graph/graph.h"
+
+/* Leaf and format drivers (graph/). */
+extern const struct ng_driver ng_driver_file;
+extern const struct ng_driver ng_driver_memory;
+extern const struct ng_driver ng_driver_null_co;
+extern const struct ng_driver ng_driver_raw;
+
+/* Filters (filters/). */
+extern const struct ng_driver ng_filter_nofilter;
+
+#endif

@@ -1,0 +1,26 @@
+/* graph/graph-internal.h: shared between the files of graph/ only. */
+#ifndef NG_GRAPH_INTERNAL_H
+#define NG_GRAPH_INTERNAL_H
+
+#include "graph/graph.h"
+
+/* Edges.  attach returns NULL on ENOMEM. */
+struct ng_edge *ng_edge_attach(struct ng_node *parent, struct ng_bb *bb,
+                               struct ng_node *child, const char *role);
+void ng_edge_detach(struct ng_edge *e);
+/* Point an existing edge at another child (splices, pivots). */
+void ng_edge_set_child(struct ng_edge *e, struct ng_node *child);
+
+/* Close the driver, free option fields, detach child edges and unlink the
+ * node from the graph.  The node must have no parents. */
+void ng_node_destroy(struct ng_node *node);
+
+/* Submit past the drain queue (drain.c resubmits queued requests). */
+void ng_bb_dispatch(struct ng_bb *bb, struct ng_req *req);
+
+/* A BB's in-flight count reached 0 while it is quiesced. */
+void ng_drain_kick(struct ng_graph *g);
+/* The BB goes away: drop it from drained sections. */
+void ng_drain_forget_bb(struct ng_graph *g, struct ng_bb *bb);
+
+#endif

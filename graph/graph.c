@@ -1,0 +1,457 @@
+/* graph/graph.c: nodes, edges, BlockBackends and the one choke point
+ * every request passes on its way to a driver. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "graph/graph-internal.h"
+
+/* ---- Edges ------------------------------------------------------------ */
+
+struct ng_edge *
+ng_edge_attach(struct ng_node *parent, struct ng_bb *bb,
+               struct ng_node *child, const char *role)
+{
+    struct ng_edge *e = calloc(1, sizeof *e);
+    struct ng_edge **tail;
+
+    if (e == NULL)
+        return NULL;
+    e->parent = parent;
+    e->bb = bb;
+    e->child = child;
+    e->role = role;
+    if (parent != NULL) {
+        /* Append: children keep the order they were declared in. */
+        for (tail = &parent->children; *tail != NULL;
+             tail = &(*tail)->next_child)
+            ;
+        *tail = e;
+    }
+    e->next_parent = child->parents;
+    child->parents = e;
+    return e;
+}
+
+static void
+edge_unlink_from_child(struct ng_edge *e)
+{
+    struct ng_edge **p;
+
+    for (p = &e->child->parents; *p != NULL; p = &(*p)->next_parent) {
+        if (*p == e) {
+            *p = e->next_parent;
+            break;
+        }
+    }
+    e->next_parent = NULL;
+}
+
+void
+ng_edge_detach(struct ng_edge *e)
+{
+    struct ng_edge **p;
+
+    edge_unlink_from_child(e);
+    if (e->parent != NULL) {
+        for (p = &e->parent->children; *p != NULL; p = &(*p)->next_child) {
+            if (*p == e) {
+                *p = e->next_child;
+                break;
+            }
+        }
+    }
+    free(e);
+}
+
+void
+ng_edge_set_child(struct ng_edge *e, struct ng_node *child)
+{
+    edge_unlink_from_child(e);
+    e->child = child;
+    e->next_parent = child->parents;
+    child->parents = e;
+}
+
+/* ---- Nodes ------------------------------------------------------------ */
+
+struct ng_node *
+ng_node_child(struct ng_node *node)
+{
+    return node->children != NULL ? node->children->child : NULL;
+}
+
+struct ng_node *
+ng_node_child_role(struct ng_node *node, const char *role)
+{
+    struct ng_edge *e;
+
+    for (e = node->children; e != NULL; e = e->next_child)
+        if (strcmp(e->role, role) == 0)
+            return e->child;
+    return NULL;
+}
+
+int64_t
+ng_node_length(struct ng_node *node)
+{
+    while (node->driver->length == NULL) {
+        node = ng_node_child(node);
+        if (node == NULL)
+            return -EINVAL;
+    }
+    return node->driver->length(node);
+}
+
+#define NG_CAPS_CHANGING_DATA \
+    (NG_CAP_WRITE | NG_CAP_FUA | NG_CAP_TRIM | NG_CAP_ZERO | \
+     NG_CAP_FAST_ZERO)
+
+uint32_t
+ng_node_caps(struct ng_node *node)
+{
+    uint32_t caps = 0;
+    struct ng_node *n = node;
+
+    while (n != NULL && n->driver->caps == NULL && n->driver->is_filter)
+        n = ng_node_child(n);
+    if (n != NULL && n->driver->caps != NULL)
+        caps = n->driver->caps(n);
+    /* A read-only node anywhere on the way down makes the top read-only. */
+    for (n = node; n != NULL; n = n->driver->is_filter ? ng_node_child(n)
+                                                       : NULL) {
+        if (n->read_only)
+            caps &= ~NG_CAPS_CHANGING_DATA;
+    }
+    return caps;
+}
+
+uv_loop_t *
+ng_node_loop(struct ng_node *node)
+{
+    return node->graph->loop;
+}
+
+/* What a driver may assume (see struct ng_driver's submit): refuse
+ * everything else here, once, with the errno the NBD layer expects. */
+static int
+node_check_request(struct ng_node *node, const struct ng_req *req)
+{
+    int64_t len;
+    uint32_t caps;
+
+    if ((unsigned)req->op >= NG_OP__COUNT)
+        return -EINVAL;
+    if (req->op == NG_OP_FLUSH)
+        return 0;
+    len = ng_node_length(node);
+    if (len < 0)
+        return (int)len;
+    if (req->offset > (uint64_t)len || req->length > (uint64_t)len - req->offset)
+        return ng_req_changes_data(req) ? -ENOSPC : -EINVAL;
+    if ((req->flags & NG_REQ_FAST_ZERO) && req->op != NG_OP_WRITE_ZEROES)
+        return -EINVAL;
+    if (req->op == NG_OP_BLOCK_STATUS &&
+        (req->extents == NULL || req->max_extents == 0))
+        return -EINVAL;
+    if (!ng_req_changes_data(req))
+        return 0;
+    caps = ng_node_caps(node);
+    if (!(caps & NG_CAP_WRITE))
+        return -EPERM;
+    if ((req->flags & NG_REQ_FUA) && !(caps & NG_CAP_FUA))
+        return -ENOTSUP;
+    if (req->op == NG_OP_WRITE_ZEROES && !(caps & NG_CAP_ZERO))
+        return -ENOTSUP;
+    if ((req->flags & NG_REQ_FAST_ZERO) && !(caps & NG_CAP_FAST_ZERO))
+        return -ENOTSUP;
+    return 0;
+}
+
+/* Requests a node cannot do but that have a correct trivial answer. */
+static bool
+node_answer_trivially(struct ng_node *node, struct ng_req *req)
+{
+    uint32_t caps;
+
+    if (req->op != NG_OP_FLUSH && req->op != NG_OP_TRIM &&
+        req->op != NG_OP_CACHE && req->op != NG_OP_BLOCK_STATUS)
+        return false;
+    caps = ng_node_caps(node);
+    switch (req->op) {
+    case NG_OP_FLUSH:
+        if (caps & NG_CAP_FLUSH)
+            return false;
+        break;
+    case NG_OP_TRIM:            /* advisory: doing nothing is correct */
+        if (caps & NG_CAP_TRIM)
+            return false;
+        break;
+    case NG_OP_CACHE:
+        if (caps & NG_CAP_CACHE)
+            return false;
+        break;
+    default:                    /* block status: all data */
+        if (caps & NG_CAP_EXTENTS)
+            return false;
+        req->extents[0].length = req->length;
+        req->extents[0].flags = 0;
+        req->nr_extents = 1;
+        break;
+    }
+    ng_req_complete(req, 0);
+    return true;
+}
+
+static void
+node_request_done(struct ng_req *req, int ret, void *opaque)
+{
+    struct ng_node *node = opaque;
+
+    node->in_flight--;
+    if (ret > 0)                /* a driver bug; never let it reach a client
+                                 * as success */
+        ret = -EIO;
+    ng_req_complete(req, ret);
+}
+
+void
+ng_node_submit(struct ng_node *node, struct ng_req *req)
+{
+    int r = node_check_request(node, req);
+
+    if (r < 0) {
+        ng_req_complete(req, r);
+        return;
+    }
+    if (node_answer_trivially(node, req))
+        return;
+    if (ng_req_push(req, node_request_done, node) == -1) {
+        ng_req_complete(req, -ELOOP);
+        return;
+    }
+    node->in_flight++;
+    node->stats[req->op]++;
+    if (node->driver->submit != NULL)
+        node->driver->submit(node, req);
+    else
+        ng_node_forward(node, req);
+}
+
+void
+ng_node_forward(struct ng_node *node, struct ng_req *req)
+{
+    struct ng_node *child = ng_node_child(node);
+
+    if (child == NULL) {
+        ng_req_complete(req, -EIO);
+        return;
+    }
+    ng_node_submit(child, req);
+}
+
+/* ---- BlockBackends ---------------------------------------------------- */
+
+struct ng_node *
+ng_bb_root(struct ng_bb *bb)
+{
+    return bb->root != NULL ? bb->root->child : NULL;
+}
+
+int64_t
+ng_bb_length(struct ng_bb *bb)
+{
+    struct ng_node *root = ng_bb_root(bb);
+
+    return root != NULL ? ng_node_length(root) : 0;
+}
+
+uint32_t
+ng_bb_caps(struct ng_bb *bb)
+{
+    struct ng_node *root = ng_bb_root(bb);
+    uint32_t caps = root != NULL ? ng_node_caps(root) : 0;
+
+    if (!bb->writable)
+        caps &= ~NG_CAPS_CHANGING_DATA;
+    return caps;
+}
+
+struct ng_bb *
+ng_bb_new(struct ng_graph *g, const char *name, struct ng_node *root,
+          bool writable, struct ng_error *err)
+{
+    struct ng_bb *bb;
+
+    if (writable && root != NULL && !(ng_node_caps(root) & NG_CAP_WRITE)) {
+        ng_error_set(err, EROFS, "node '%s' is read-only", root->name);
+        return NULL;
+    }
+    bb = calloc(1, sizeof *bb);
+    if (bb == NULL || (bb->name = strdup(name)) == NULL) {
+        free(bb);
+        ng_error_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    bb->graph = g;
+    bb->writable = writable;
+    if (root != NULL) {
+        bb->root = ng_edge_attach(NULL, bb, root, "root");
+        if (bb->root == NULL) {
+            free(bb->name);
+            free(bb);
+            ng_error_set(err, ENOMEM, "out of memory");
+            return NULL;
+        }
+    }
+    bb->next = g->bbs;
+    g->bbs = bb;
+    return bb;
+}
+
+void
+ng_bb_free(struct ng_bb *bb)
+{
+    struct ng_bb **p;
+    struct ng_req *req;
+
+    if (bb == NULL)
+        return;
+    ng_drain_forget_bb(bb->graph, bb);
+    /* Requests still queued by a drain never reached the graph. */
+    while ((req = bb->queue_head) != NULL) {
+        bb->queue_head = req->queue_next;
+        ng_req_complete(req, -ESHUTDOWN);
+    }
+    if (bb->root != NULL)
+        ng_edge_detach(bb->root);
+    for (p = &bb->graph->bbs; *p != NULL; p = &(*p)->next) {
+        if (*p == bb) {
+            *p = bb->next;
+            break;
+        }
+    }
+    free(bb->name);
+    free(bb);
+}
+
+static void
+bb_request_done(struct ng_req *req, int ret, void *opaque)
+{
+    struct ng_bb *bb = opaque;
+
+    bb->in_flight--;
+    if (bb->in_flight == 0 && bb->quiesce > 0)
+        ng_drain_kick(bb->graph);
+    ng_req_complete(req, ret);
+}
+
+void
+ng_bb_dispatch(struct ng_bb *bb, struct ng_req *req)
+{
+    struct ng_node *root = ng_bb_root(bb);
+
+    if (root == NULL) {
+        ng_req_complete(req, -ENOMEDIUM);
+        return;
+    }
+    if (!bb->writable && ng_req_changes_data(req)) {
+        ng_req_complete(req, -EPERM);
+        return;
+    }
+    if (ng_req_push(req, bb_request_done, bb) == -1) {
+        ng_req_complete(req, -ELOOP);
+        return;
+    }
+    req->bb = bb;
+    bb->in_flight++;
+    ng_node_submit(root, req);
+}
+
+void
+ng_bb_submit(struct ng_bb *bb, struct ng_req *req)
+{
+    req->depth = 0;
+    req->queue_next = NULL;
+    if (bb->quiesce > 0) {
+        if (bb->queue_tail != NULL)
+            bb->queue_tail->queue_next = req;
+        else
+            bb->queue_head = req;
+        bb->queue_tail = req;
+        return;
+    }
+    ng_bb_dispatch(bb, req);
+}
+
+/* ---- The graph -------------------------------------------------------- */
+
+struct ng_graph *
+ng_graph_new(uv_loop_t *loop)
+{
+    struct ng_graph *g = calloc(1, sizeof *g);
+
+    if (g == NULL)
+        return NULL;
+    g->loop = loop;
+    if (uv_timer_init(loop, &g->drain_timer) != 0) {
+        free(g);
+        return NULL;
+    }
+    g->drain_timer.data = g;
+    /* The timer only runs when a drain waits: never keep the loop alive. */
+    uv_unref((uv_handle_t *)&g->drain_timer);
+    return g;
+}
+
+struct ng_node *
+ng_graph_find(struct ng_graph *g, const char *name)
+{
+    struct ng_node *n;
+
+    for (n = g->nodes; n != NULL; n = n->next)
+        if (strcmp(n->name, name) == 0)
+            return n;
+    return NULL;
+}
+
+struct ng_bb *
+ng_graph_find_bb(struct ng_graph *g, const char *name)
+{
+    struct ng_bb *bb;
+
+    for (bb = g->bbs; bb != NULL; bb = bb->next)
+        if (strcmp(bb->name, name) == 0)
+            return bb;
+    return NULL;
+}
+
+static void
+graph_free_handle(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void
+ng_graph_free(struct ng_graph *g)
+{
+    struct ng_node *n;
+
+    if (g == NULL)
+        return;
+    while (g->bbs != NULL)
+        ng_bb_free(g->bbs);
+    /* Remove nodes top-down: a node nobody points at can go. */
+    while (g->nodes != NULL) {
+        for (n = g->nodes; n != NULL && n->parents != NULL; n = n->next)
+            ;
+        if (n == NULL)
+            break;          /* a cycle cannot happen; don't spin if it does */
+        ng_node_destroy(n);
+    }
+    uv_close((uv_handle_t *)&g->drain_timer, graph_free_handle);
+}

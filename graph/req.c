@@ -1,0 +1,101 @@
+/* graph/req.c: request completion frames and the worker-thread bridge. */
+#include <config.h>
+
+#include <errno.h>
+#include <string.h>
+
+#include "graph/graph.h"
+
+void
+ng_req_init(struct ng_req *req, enum ng_op op, uint64_t offset,
+            uint64_t length, uint32_t flags)
+{
+    req->op = op;
+    req->offset = offset;
+    req->length = length;
+    req->flags = flags;
+    req->nr_extents = 0;
+    req->depth = 0;
+    req->bb = NULL;
+    req->queue_next = NULL;
+}
+
+int
+ng_req_push(struct ng_req *req, ng_req_cb *cb, void *opaque)
+{
+    if (req->depth >= NG_REQ_MAX_FRAMES)
+        return -1;
+    req->frames[req->depth].cb = cb;
+    req->frames[req->depth].opaque = opaque;
+    req->depth++;
+    return 0;
+}
+
+void
+ng_req_complete(struct ng_req *req, int ret)
+{
+    struct ng_req_frame *f;
+
+    if (req->depth == 0) {
+        req->done(req, ret);
+        return;
+    }
+    f = &req->frames[--req->depth];
+    f->cb(req, ret, f->opaque);
+}
+
+bool
+ng_req_changes_data(const struct ng_req *req)
+{
+    return req->op == NG_OP_WRITE || req->op == NG_OP_TRIM ||
+           req->op == NG_OP_WRITE_ZEROES;
+}
+
+const char *
+ng_op_name(enum ng_op op)
+{
+    static const char *const names[NG_OP__COUNT] = {
+        [NG_OP_READ] = "read",
+        [NG_OP_WRITE] = "write",
+        [NG_OP_FLUSH] = "flush",
+        [NG_OP_TRIM] = "discard",
+        [NG_OP_WRITE_ZEROES] = "write-zeroes",
+        [NG_OP_BLOCK_STATUS] = "block-status",
+        [NG_OP_CACHE] = "cache",
+    };
+
+    return (unsigned)op < NG_OP__COUNT ? names[op] : "unknown";
+}
+
+static void
+blocking_work(uv_work_t *work)
+{
+    struct ng_req *req = work->data;
+
+    req->work_ret = req->work_fn(req->work_node, req);
+}
+
+static void
+blocking_after(uv_work_t *work, int status)
+{
+    struct ng_req *req = work->data;
+
+    /* status is UV_ECANCELED only if someone cancelled the work item; we
+     * never do, but complete honestly if it happens. */
+    ng_req_complete(req, status == 0 ? req->work_ret : -ECANCELED);
+}
+
+void
+ng_req_run_blocking(struct ng_node *node, struct ng_req *req,
+                    int (*fn)(struct ng_node *node, struct ng_req *req))
+{
+    int r;
+
+    req->work.data = req;
+    req->work_fn = fn;
+    req->work_node = node;
+    r = uv_queue_work(ng_node_loop(node), &req->work, blocking_work,
+                      blocking_after);
+    if (r != 0)
+        ng_req_complete(req, -EIO);
+}

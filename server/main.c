@@ -1,0 +1,304 @@
+/* server/main.c: nbdgraphd — read the config, build the graph, serve. */
+#include <config.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "config/config.h"
+#include "graph/graph.h"
+#include "server/log.h"
+#include "server/nbd.h"
+
+/* The daemon's top-level state: the one place that owns everything. */
+struct daemon {
+    uv_loop_t loop;
+    struct ng_config *cfg;
+    struct ng_graph *graph;
+    struct ng_nbd_server *nbd;
+    uv_signal_t sigint, sigterm, sighup;
+    bool stopping;
+    int exit_code;
+};
+
+struct options {
+    const char *config;
+    bool check_config;
+    bool foreground;
+    bool exit_with_parent;
+    int verbose;
+};
+
+static void
+usage(FILE *fp)
+{
+    fprintf(fp,
+"Usage: nbdgraphd [OPTION]...\n"
+"Serve NBD exports from a live graph of block nodes.\n"
+"\n"
+"  -c, --config FILE       read FILE (YAML); without it, serve the built-in\n"
+"                          default: a writable 1 GiB memory export 'demo' on\n"
+"                          unix:%s and tcp:127.0.0.1:10809\n"
+"  -t, --check-config      validate the configuration, then exit 0 or 1\n"
+"  -f, --foreground        stay in the foreground (log to stderr)\n"
+"      --exit-with-parent  exit when the parent process exits (for tests)\n"
+"  -v, --verbose           log debug messages\n"
+"  -h, --help              show this help\n"
+"  -V, --version           show the version\n",
+            NG_DEFAULT_SOCKET);
+}
+
+static int
+parse_args(int argc, char **argv, struct options *o)
+{
+    static const struct option longopts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "check-config", no_argument, NULL, 't' },
+        { "foreground", no_argument, NULL, 'f' },
+        { "exit-with-parent", no_argument, NULL, 'P' },
+        { "verbose", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+
+    while ((c = getopt_long(argc, argv, "c:tfvhV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c': o->config = optarg; break;
+        case 't': o->check_config = true; break;
+        case 'f': o->foreground = true; break;
+        case 'P': o->exit_with_parent = true; break;
+        case 'v': o->verbose++; break;
+        case 'h': usage(stdout); exit(EXIT_SUCCESS);
+        case 'V': printf("nbdgraphd %s\n", PACKAGE_VERSION);
+                  exit(EXIT_SUCCESS);
+        default:  usage(stderr); return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "nbdgraphd: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+build_graph(struct daemon *d, struct ng_error *err)
+{
+    size_t i;
+
+    d->graph = ng_graph_new(&d->loop);
+    if (d->graph == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    for (i = 0; i < d->cfg->n_nodes; i++) {
+        const struct ng_node_cfg *nc = &d->cfg->nodes[i];
+
+        if (ng_graph_add_node(d->graph, nc->name, nc->opts, err) == NULL)
+            return -1;
+        ng_log_debug("node '%s' opened", nc->name);
+    }
+    return 0;
+}
+
+static int
+start_server(struct daemon *d, struct ng_error *err)
+{
+    size_t i;
+
+    d->nbd = ng_nbd_server_new(&d->loop, d->graph, err);
+    if (d->nbd == NULL)
+        return -1;
+    for (i = 0; i < d->cfg->n_exports; i++) {
+        const struct ng_export_cfg *ec = &d->cfg->exports[i];
+        struct ng_node *node = ng_graph_find(d->graph, ec->node);
+
+        if (ng_nbd_server_add_export(d->nbd, ec->name, ec->description, node,
+                                     ec->writable, err) == -1)
+            return ng_error_prefix(err, "%s:%u:%u: export '%s'",
+                                   ec->loc.file, ec->loc.line,
+                                   ec->loc.column, ec->name);
+    }
+    for (i = 0; i < d->cfg->n_listen; i++)
+        if (ng_nbd_server_listen(d->nbd, d->cfg->listen[i].text, err) == -1)
+            return -1;
+    return 0;
+}
+
+/* Tell the user how to connect: one URI per listen address and export. */
+static void
+print_uris(const struct daemon *d)
+{
+    size_t i, j;
+
+    for (i = 0; i < d->cfg->n_listen; i++) {
+        const struct ng_listen_cfg *l = &d->cfg->listen[i];
+
+        for (j = 0; j < d->cfg->n_exports; j++) {
+            const char *name = d->cfg->exports[j].name;
+
+            if (l->kind == NG_LISTEN_UNIX)
+                printf("nbd+unix:///%s?socket=%s\n", name, l->path);
+            else if (strchr(l->host, ':') != NULL)
+                printf("nbd://[%s]:%s/%s\n", l->host, l->port, name);
+            else
+                printf("nbd://%s:%s/%s\n", l->host, l->port, name);
+        }
+    }
+    fflush(stdout);
+}
+
+static void
+server_stopped(void *opaque)
+{
+    struct daemon *d = opaque;
+
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+
+    if (signum == SIGHUP) {
+        ng_log_warn("SIGHUP: reload is not supported yet; ignored");
+        return;
+    }
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    ng_log_info("%s: shutting down", strsignal(signum));
+    if (d->nbd != NULL)
+        ng_nbd_server_shutdown(d->nbd, server_stopped, d);
+    else
+        server_stopped(d);
+}
+
+static int
+watch_signals(struct daemon *d)
+{
+    uv_signal_t *hs[] = { &d->sigint, &d->sigterm, &d->sighup };
+    int nums[] = { SIGINT, SIGTERM, SIGHUP };
+    size_t i;
+
+    for (i = 0; i < 3; i++) {
+        if (uv_signal_init(&d->loop, hs[i]) != 0)
+            return -1;
+        hs[i]->data = d;
+        if (uv_signal_start(hs[i], on_signal, nums[i]) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Without --foreground: fork, let the parent exit once we serve. */
+static int
+daemonize(uv_loop_t *loop)
+{
+    pid_t pid = fork();
+
+    if (pid == -1)
+        return -1;
+    if (pid > 0)
+        _exit(EXIT_SUCCESS);
+    if (setsid() == -1)
+        return -1;
+    if (chdir("/") == -1)
+        return -1;
+    return uv_loop_fork(loop) == 0 ? 0 : -1;
+}
+
+static struct ng_config *
+load_config(const struct options *o, struct ng_error *err)
+{
+    if (o->config != NULL)
+        return ng_config_load_file(o->config, err);
+    return ng_config_default(err);
+}
+
+static void
+daemon_cleanup(struct daemon *d)
+{
+    ng_nbd_server_free(d->nbd);
+    d->nbd = NULL;
+    ng_graph_free(d->graph);
+    d->graph = NULL;
+    /* Let closing handles (the graph's timer, sockets) finish. */
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&d->loop) != 0)
+        ng_log_warn("libuv handles still open at exit");
+    ng_config_free(d->cfg);
+    d->cfg = NULL;
+}
+
+static int
+run(const struct options *o)
+{
+    struct daemon d = { .exit_code = EXIT_SUCCESS };
+    struct ng_error err = { 0 };
+
+    d.cfg = load_config(o, &err);
+    if (d.cfg == NULL) {
+        fprintf(stderr, "nbdgraphd: %s\n", err.msg);
+        return EXIT_FAILURE;
+    }
+    if (o->check_config) {
+        printf("%s: configuration is valid\n", d.cfg->file);
+        ng_config_free(d.cfg);
+        return EXIT_SUCCESS;
+    }
+    if (uv_loop_init(&d.loop) != 0) {
+        fprintf(stderr, "nbdgraphd: cannot create event loop\n");
+        ng_config_free(d.cfg);
+        return EXIT_FAILURE;
+    }
+    if (build_graph(&d, &err) == -1 || start_server(&d, &err) == -1 ||
+        watch_signals(&d) == -1) {
+        fprintf(stderr, "nbdgraphd: %s\n", err.msg[0] ? err.msg
+                                                       : "cannot start");
+        d.exit_code = EXIT_FAILURE;
+        if (d.nbd != NULL)
+            ng_nbd_server_shutdown(d.nbd, NULL, NULL);
+        daemon_cleanup(&d);
+        return d.exit_code;
+    }
+    print_uris(&d);
+    if (!o->foreground && daemonize(&d.loop) == -1) {
+        ng_log_error("cannot daemonize: %s", strerror(errno));
+        return EXIT_FAILURE;
+    }
+    uv_run(&d.loop, UV_RUN_DEFAULT);
+    daemon_cleanup(&d);
+    ng_log_info("stopped");
+    return d.exit_code;
+}
+
+int
+main(int argc, char **argv)
+{
+    struct options o = { 0 };
+
+    if (parse_args(argc, argv, &o) == -1)
+        return EXIT_FAILURE;
+    if (o.verbose)
+        ng_log_set_level(NG_LOG_DEBUG);
+    if (o.exit_with_parent && prctl(PR_SET_PDEATHSIG, SIGTERM) == -1) {
+        perror("nbdgraphd: prctl");
+        return EXIT_FAILURE;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    /* Blocking drivers run on libuv's pool: give it room for queue depth
+     * 32 and more before the first request uses it. */
+    setenv("UV_THREADPOOL_SIZE", "16", 0);
+    return run(&o);
+}
