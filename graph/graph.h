@@ -380,4 +380,45 @@ struct ng_drain *ng_drain_begin(struct ng_graph *g, struct ng_node *node,
  * the handle is freed.  Must be called after `cb` ran. */
 void ng_drain_end(struct ng_drain *d);
 
+/* ---- Mutations ---------------------------------------------------------- */
+
+/* A change to the graph, run inside a drained section on the loop thread.
+ * Returns 0, or -1 with *err set and the graph as it was. */
+typedef int ng_mutation_fn(struct ng_graph *g, void *opaque,
+                           struct ng_error *err);
+/* Called once the mutation ran and the section ended; err is NULL on
+ * success. */
+typedef void ng_mutation_done_fn(void *opaque, const struct ng_error *err);
+
+/* Drain the BBs above `node` (all when NULL), run fn, undrain, call done.
+ * done never runs inline.  Returns -1 only when the section could not
+ * begin (ENOMEM); then neither fn nor done runs. */
+int ng_graph_mutate(struct ng_graph *g, struct ng_node *node,
+                    ng_mutation_fn *fn, ng_mutation_done_fn *done,
+                    void *opaque, struct ng_error *err);
+
+/* Checks a filter insertion would pass, without changing anything:
+ * `node` exists, `filter_opts` names a filter driver and valid options,
+ * its node-name is free, and each BB in `bbs` (may be NULL = all parents)
+ * is a parent of `node`. */
+int ng_graph_check_insert_filter(struct ng_graph *g, const char *node,
+                                 const struct ng_value *filter_opts,
+                                 const char *const *bbs, size_t n_bbs,
+                                 struct ng_error *err);
+
+/* Create a filter node from `filter_opts` (its child option is set to
+ * `node`) and re-link `node`'s parents to it: all of them, or only the
+ * edges from the BBs named in `bbs`.  Call inside a drained section. */
+struct ng_node *ng_graph_insert_filter(struct ng_graph *g, const char *node,
+                                       const struct ng_value *filter_opts,
+                                       const char *const *bbs, size_t n_bbs,
+                                       struct ng_error *err);
+
+int ng_graph_check_remove_filter(struct ng_graph *g, const char *name,
+                                 struct ng_error *err);
+/* Re-link the filter's parents to its child and remove the filter.  Call
+ * inside a drained section. */
+int ng_graph_remove_filter(struct ng_graph *g, const char *name,
+                           struct ng_error *err);
+
 #endif

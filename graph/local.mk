@@ -9,6 +9,7 @@ libngcore_a_SOURCES += \
 	graph/req.c \
 	graph/opts.c \
 	graph/drain.c \
+	graph/mutate.c \
 	graph/drivers.c \
 	graph/drv-memory.c \
 	graph/drv-null.c \

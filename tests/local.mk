@@ -6,3 +6,12 @@ AM_TESTS_ENVIRONMENT = \
 	srcdir=$(abs_top_srcdir)/tests \
 	NBDGRAPHD=$(abs_top_builddir)/nbdgraphd \
 	$(NULL)
+
+# The harness every C integration test links with.
+check_LIBRARIES = tests/libngtest.a
+tests_libngtest_a_SOURCES = \
+	tests/harness.h \
+	tests/harness.c \
+	$(NULL)
+tests_libngtest_a_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+TEST_LIBS = tests/libngtest.a $(LIBNBD_LIBS)

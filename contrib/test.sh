@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# contrib/test.sh: build and run the whole test suite twice — plain, then
+# built with AddressSanitizer + UndefinedBehaviorSanitizer in build-san/ —
+# and end with one line "N passed, N failed, N skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+
+bash contrib/build.sh build >/dev/null &&
+    bash contrib/build.sh build-san --enable-sanitizers >/dev/null ||
+    { echo "0 passed, 1 failed"; exit 1; }
+
+# Counts from automake's test-suite.log of one build directory.
+count() {
+    local log=$1/test-suite.log key=$2 n
+    n=$(sed -n "s/^# $key: *\([0-9]*\)/\1/p" "$log" 2>/dev/null | head -n1)
+    echo "${n:-0}"
+}
+
+rm -f build/test-suite.log build-san/test-suite.log
+rcs=()
+for dir in build build-san; do
+    echo "== make check in $dir"
+    ( cd "$dir" && make -j"$(nproc)" check )
+    rcs+=($?)
+done
+
+pass=0; fail=0; skip=0; i=0
+for dir in build build-san; do
+    pass=$((pass + $(count $dir PASS)))
+    skip=$((skip + $(count $dir SKIP)))
+    f=$(( $(count $dir FAIL) + $(count $dir ERROR) + $(count $dir XPASS) ))
+    # make check failing without a failed test (a build error) counts too.
+    [ "${rcs[$i]}" -ne 0 ] && [ $f -eq 0 ] && f=1
+    fail=$((fail + f)); i=$((i + 1))
+done
+echo "$pass passed, $fail failed, $skip skipped"
+[ $fail -eq 0 ]

@@ -1,0 +1,232 @@
+/* tests/harness.c: see harness.h. */
+#include <config.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libnbd.h>
+
+#include "tests/harness.h"
+
+void
+ng_test_fail(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "FAIL: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(EXIT_FAILURE);
+}
+
+void
+ng_test_fail_nbd(const char *what)
+{
+    ng_test_fail("%s: %s (errno %d)", what, nbd_get_error(),
+                 nbd_get_errno());
+}
+
+static void
+on_alarm(int sig)
+{
+    static const char msg[] = "FAIL: test timed out\n";
+
+    (void)sig;
+    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0)
+        _exit(2);
+    _exit(EXIT_FAILURE);
+}
+
+void
+ng_test_timeout(unsigned seconds)
+{
+    signal(SIGALRM, on_alarm);
+    alarm(seconds);
+}
+
+void
+ng_test_fill_pattern(void *buf, size_t len, unsigned long long offset,
+                     unsigned seed)
+{
+    unsigned char *p = buf;
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        unsigned long long x = (offset + i) * 2654435761ULL + seed;
+
+        p[i] = (unsigned char)(x ^ (x >> 13) ^ ((offset + i) >> 9));
+    }
+}
+
+long long
+ng_test_check_pattern(const void *buf, size_t len, unsigned long long offset,
+                      unsigned seed)
+{
+    unsigned char want[4096];
+    const unsigned char *p = buf;
+    size_t done, n, i;
+
+    for (done = 0; done < len; done += n) {
+        n = len - done < sizeof want ? len - done : sizeof want;
+        ng_test_fill_pattern(want, n, offset + done, seed);
+        if (memcmp(want, p + done, n) != 0) {
+            for (i = 0; want[i] == p[done + i]; i++)
+                ;
+            return (long long)(done + i);
+        }
+    }
+    return -1;
+}
+
+const char *
+ng_test_memory_config(const char *size)
+{
+    static char buf[512];
+
+    snprintf(buf, sizeof buf,
+             "server:\n"
+             "  listen: [ \"unix:@SOCK@\" ]\n"
+             "  control: \"@CONTROL@\"\n"
+             "nodes:\n"
+             "  mem0: { driver: memory, size: %s }\n"
+             "exports:\n"
+             "  demo: { node: mem0, writable: true,"
+             " description: \"test disk\" }\n", size);
+    return buf;
+}
+
+/* Copy `in` to `out` replacing each @KEY@ with its value. */
+static void
+expand(const char *in, FILE *out, const struct ng_test_daemon *d)
+{
+    const struct { const char *key, *value; } subst[] = {
+        { "@SOCK@", d->sock }, { "@CONTROL@", d->control },
+        { "@DIR@", d->dir },
+    };
+    size_t i;
+
+    while (*in != '\0') {
+        for (i = 0; i < sizeof subst / sizeof subst[0]; i++) {
+            size_t k = strlen(subst[i].key);
+
+            if (strncmp(in, subst[i].key, k) == 0) {
+                fputs(subst[i].value, out);
+                in += k;
+                break;
+            }
+        }
+        if (i == sizeof subst / sizeof subst[0])
+            fputc(*in++, out);
+    }
+}
+
+static int
+try_connect(const char *path)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int r;
+
+    if (fd == -1)
+        return -1;
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+    r = connect(fd, (struct sockaddr *)&sun, sizeof sun);
+    close(fd);
+    return r;
+}
+
+static void
+wait_ready(struct ng_test_daemon *d)
+{
+    struct timespec ts = { 0, 10 * 1000 * 1000 };
+    int status, i;
+
+    for (i = 0; i < 3000; i++) {          /* 30 s, slow under ASan */
+        if (try_connect(d->sock) == 0)
+            return;
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid)
+            ng_test_fail("nbdgraphd exited during startup (status %d)",
+                         status);
+        nanosleep(&ts, NULL);
+    }
+    ng_test_fail("nbdgraphd did not listen on %s", d->sock);
+}
+
+struct ng_test_daemon *
+ng_test_start(const char *yaml, const char *export)
+{
+    struct ng_test_daemon *d = calloc(1, sizeof *d);
+    const char *daemon = getenv("NBDGRAPHD");
+    const char *tmp = getenv("TMPDIR");
+    FILE *fp;
+
+    if (d == NULL)
+        ng_test_fail("out of memory");
+    if (daemon == NULL)
+        daemon = "./nbdgraphd";
+    snprintf(d->dir, sizeof d->dir, "%s/ngtest.XXXXXX", tmp ? tmp : "/tmp");
+    if (mkdtemp(d->dir) == NULL)
+        ng_test_fail("mkdtemp: %s", strerror(errno));
+    snprintf(d->sock, sizeof d->sock, "%s/nbd.sock", d->dir);
+    snprintf(d->control, sizeof d->control, "%s/control.sock", d->dir);
+    snprintf(d->config, sizeof d->config, "%s/config.yaml", d->dir);
+    snprintf(d->uri, sizeof d->uri, "nbd+unix:///%s?socket=%s",
+             export ? export : "", d->sock);
+    fp = fopen(d->config, "w");
+    if (fp == NULL)
+        ng_test_fail("%s: %s", d->config, strerror(errno));
+    expand(yaml, fp, d);
+    fclose(fp);
+    fflush(NULL);
+    d->pid = fork();
+    if (d->pid == -1)
+        ng_test_fail("fork: %s", strerror(errno));
+    if (d->pid == 0) {
+        execl(daemon, daemon, "--foreground", "--exit-with-parent",
+              "--config", d->config, (char *)NULL);
+        fprintf(stderr, "exec %s: %s\n", daemon, strerror(errno));
+        _exit(127);
+    }
+    wait_ready(d);
+    return d;
+}
+
+static void
+remove_dir(const char *dir)
+{
+    char cmd[600];
+
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "warning: could not remove %s\n", dir);
+}
+
+void
+ng_test_stop(struct ng_test_daemon *d)
+{
+    struct stat st;
+    int status;
+
+    if (kill(d->pid, SIGTERM) == -1)
+        ng_test_fail("kill: %s", strerror(errno));
+    if (waitpid(d->pid, &status, 0) != d->pid)
+        ng_test_fail("waitpid: %s", strerror(errno));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        ng_test_fail("nbdgraphd did not exit cleanly (status 0x%x)", status);
+    if (stat(d->sock, &st) == 0)
+        ng_test_fail("socket %s left behind after shutdown", d->sock);
+    remove_dir(d->dir);
+    free(d);
+}

@@ -1,0 +1,50 @@
+/* tests/harness.h: start the real nbdgraphd from the build tree and talk
+ * to it.  Used by every C integration test. */
+#ifndef NG_TEST_HARNESS_H
+#define NG_TEST_HARNESS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct ng_test_daemon {
+    pid_t pid;
+    char dir[256];          /* private temp dir, removed at stop */
+    char sock[300];         /* NBD Unix socket: @SOCK@ in the config */
+    char control[300];      /* control socket: @CONTROL@ */
+    char config[300];       /* the written config file */
+    char uri[400];          /* nbd+unix:///EXPORT?socket=... for the
+                             * first export named in ng_test_start() */
+};
+
+/* Write `yaml` to a config file in a fresh temp dir, replacing @SOCK@,
+ * @CONTROL@ and @DIR@, start $NBDGRAPHD (--foreground --exit-with-parent)
+ * on it and wait until the NBD socket accepts.  `export` names the export
+ * d->uri points at.  Fails the test (exit 1) when the daemon won't start. */
+struct ng_test_daemon *ng_test_start(const char *yaml, const char *export);
+
+/* SIGTERM; expects exit status 0 and the socket file gone; frees d. */
+void ng_test_stop(struct ng_test_daemon *d);
+
+/* The default test config: a writable memory export "demo" of `size`
+ * ("64M"). Returns a static string with @SOCK@ in it. */
+const char *ng_test_memory_config(const char *size);
+
+/* Fail the test: print the message (and libnbd's error) and exit 1.
+ * A running daemon dies with us (--exit-with-parent). */
+void ng_test_fail(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+void ng_test_fail_nbd(const char *what) __attribute__((noreturn));
+
+/* Deterministic data: byte i of a buffer for `seed` at absolute offset
+ * `offset` is a function of (offset + i, seed), so any range can be
+ * regenerated and compared. */
+void ng_test_fill_pattern(void *buf, size_t len, unsigned long long offset,
+                          unsigned seed);
+/* Returns the index of the first differing byte, or -1. */
+long long ng_test_check_pattern(const void *buf, size_t len,
+                                unsigned long long offset, unsigned seed);
+
+/* Bound the whole test: SIGALRM after `seconds` fails it. */
+void ng_test_timeout(unsigned seconds);
+
+#endif
