@@ -362,6 +362,9 @@ int ng_node_opts_check(const struct ng_value *opts, ng_ref_cb *ref_cb,
  * children that nothing else uses. */
 int ng_graph_del_node(struct ng_graph *g, const char *name,
                       struct ng_error *err);
+/* The same checks, changing nothing. */
+int ng_graph_check_del_node(struct ng_graph *g, const char *name,
+                            struct ng_error *err);
 
 /* ---- Drain ------------------------------------------------------------- */
 

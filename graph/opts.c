@@ -515,7 +515,8 @@ user_name(const struct ng_edge *e)
 }
 
 int
-ng_graph_del_node(struct ng_graph *g, const char *name, struct ng_error *err)
+ng_graph_check_del_node(struct ng_graph *g, const char *name,
+                        struct ng_error *err)
 {
     struct ng_node *node = ng_graph_find(g, name);
 
@@ -525,6 +526,14 @@ ng_graph_del_node(struct ng_graph *g, const char *name, struct ng_error *err)
         return ng_error_set(err, EBUSY, "node '%s' is in use by %s '%s'",
                             name, node->parents->parent ? "node" : "export",
                             user_name(node->parents));
-    ng_node_destroy(node);
+    return 0;
+}
+
+int
+ng_graph_del_node(struct ng_graph *g, const char *name, struct ng_error *err)
+{
+    if (ng_graph_check_del_node(g, name, err) == -1)
+        return -1;
+    ng_node_destroy(ng_graph_find(g, name));
     return 0;
 }

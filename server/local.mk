@@ -5,7 +5,12 @@ nbdgraphd_SOURCES = \
 	server/log.h \
 	server/log.c \
 	server/nbd.h \
-	server/nbd-proto.h \
-	server/nbd.c \
+	server/control.h \
+	server/control.c \
+	server/qmp-util.h \
+	server/qmp-util.c \
+	server/qmp-graph.h \
+	server/qmp-graph.c \
+	server/qmp-commands.c \
 	$(NULL)
 nbdgraphd_LDADD = $(CORE_LIBS)

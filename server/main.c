@@ -14,6 +14,7 @@
 
 #include "config/config.h"
 #include "graph/graph.h"
+#include "server/control.h"
 #include "server/log.h"
 #include "server/nbd.h"
 
@@ -23,6 +24,8 @@ struct daemon {
     struct ng_config *cfg;
     struct ng_graph *graph;
     struct ng_nbd_server *nbd;
+    struct ng_control_ctx ctl_ctx;
+    struct ng_control *control;
     uv_signal_t sigint, sigterm, sighup;
     bool stopping;
     int exit_code;
@@ -132,6 +135,19 @@ start_server(struct daemon *d, struct ng_error *err)
     return 0;
 }
 
+static int
+start_control(struct daemon *d, struct ng_error *err)
+{
+    if (d->cfg->control == NULL)
+        return 0;
+    d->ctl_ctx.graph = d->graph;
+    d->ctl_ctx.nbd = d->nbd;
+    d->control = ng_control_new(&d->loop, &d->ctl_ctx, err);
+    if (d->control == NULL)
+        return -1;
+    return ng_control_listen(d->control, d->cfg->control, err);
+}
+
 /* Tell the user how to connect: one URI per listen address and export. */
 static void
 print_uris(const struct daemon *d)
@@ -156,13 +172,25 @@ print_uris(const struct daemon *d)
 }
 
 static void
-server_stopped(void *opaque)
+control_stopped(void *opaque)
 {
     struct daemon *d = opaque;
 
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
+}
+
+/* Clients first (their requests finish), then the control channel. */
+static void
+server_stopped(void *opaque)
+{
+    struct daemon *d = opaque;
+
+    if (d->control != NULL)
+        ng_control_shutdown(d->control, control_stopped, d);
+    else
+        control_stopped(d);
 }
 
 static void
@@ -231,6 +259,8 @@ daemon_cleanup(struct daemon *d)
 {
     ng_nbd_server_free(d->nbd);
     d->nbd = NULL;
+    ng_control_free(d->control);
+    d->control = NULL;
     ng_graph_free(d->graph);
     d->graph = NULL;
     /* Let closing handles (the graph's timer, sockets) finish. */
@@ -263,12 +293,14 @@ run(const struct options *o)
         return EXIT_FAILURE;
     }
     if (build_graph(&d, &err) == -1 || start_server(&d, &err) == -1 ||
-        watch_signals(&d) == -1) {
+        start_control(&d, &err) == -1 || watch_signals(&d) == -1) {
         fprintf(stderr, "nbdgraphd: %s\n", err.msg[0] ? err.msg
                                                        : "cannot start");
         d.exit_code = EXIT_FAILURE;
         if (d.nbd != NULL)
             ng_nbd_server_shutdown(d.nbd, NULL, NULL);
+        if (d.control != NULL)
+            ng_control_shutdown(d.control, NULL, NULL);
         daemon_cleanup(&d);
         return d.exit_code;
     }

@@ -1,0 +1,595 @@
+/* server/control.c: the QMP transport — listener, clients, framing,
+ * negotiation, argument checking and events.  The commands themselves
+ * live in server/qmp-*.c. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "server/control.h"
+#include "server/log.h"
+
+#define CTL_MAX_INPUT (1024 * 1024)     /* one QMP message, at most */
+
+struct ctl_client {
+    struct ng_control *ctl;
+    uv_pipe_t pipe;
+    char *buf;                  /* unparsed input, owned */
+    size_t len, cap;
+    bool negotiated;
+    bool closed;                /* uv_close called */
+    unsigned refs;              /* 1 for the connection + 1 per open call */
+    struct ctl_client *next;
+};
+
+struct ng_qmp_call {
+    struct ctl_client *client;  /* holds a reference */
+    json_t *id;                 /* owned, may be NULL */
+};
+
+struct ng_control {
+    uv_loop_t *loop;
+    struct ng_control_ctx *ctx;
+    uv_pipe_t listener;
+    bool listening;
+    char *path;                 /* owned; removed at shutdown */
+    struct ctl_client *clients;
+    unsigned closing;           /* handles whose close is pending */
+    void (*shutdown_cb)(void *opaque);
+    void *shutdown_opaque;
+    bool shutting_down;
+};
+
+struct ctl_write {
+    uv_write_t req;
+    char *text;                 /* owned */
+};
+
+/* ---- Output ----------------------------------------------------------- */
+
+static void
+ctl_write_done(uv_write_t *req, int status)
+{
+    struct ctl_write *w = (struct ctl_write *)req;
+
+    (void)status;               /* a gone client: nothing to do */
+    free(w->text);
+    free(w);
+}
+
+/* Send one JSON object followed by CRLF, as QEMU does.  Steals obj. */
+static void
+ctl_send(struct ctl_client *c, json_t *obj)
+{
+    struct ctl_write *w;
+    uv_buf_t buf;
+    char *dump = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    size_t n;
+
+    json_decref(obj);
+    if (dump == NULL || c->closed) {
+        free(dump);
+        return;
+    }
+    w = calloc(1, sizeof *w);
+    n = strlen(dump);
+    if (w == NULL || (w->text = realloc(dump, n + 3)) == NULL) {
+        free(dump);
+        free(w);
+        return;
+    }
+    memcpy(w->text + n, "\r\n", 3);
+    buf = uv_buf_init(w->text, (unsigned)n + 2);
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1,
+                 ctl_write_done) != 0) {
+        free(w->text);
+        free(w);
+    }
+}
+
+static json_t *
+qmp_error_object(const char *cls, const char *desc)
+{
+    return json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc", desc);
+}
+
+static void
+ctl_send_error(struct ctl_client *c, json_t *id, const char *cls,
+               const char *desc)
+{
+    json_t *obj = qmp_error_object(cls, desc);
+
+    if (id != NULL)
+        json_object_set(obj, "id", id);
+    ctl_send(c, obj);
+}
+
+/* ---- Clients ---------------------------------------------------------- */
+
+static void
+client_unref(struct ctl_client *c)
+{
+    if (--c->refs > 0)
+        return;
+    free(c->buf);
+    free(c);
+}
+
+static void
+client_closed(uv_handle_t *h)
+{
+    struct ctl_client *c = h->data;
+    struct ng_control *ctl = c->ctl;
+
+    ctl->closing--;
+    client_unref(c);
+    if (ctl->shutting_down && ctl->closing == 0 && ctl->shutdown_cb)
+        ctl->shutdown_cb(ctl->shutdown_opaque);
+}
+
+static void
+client_close(struct ctl_client *c)
+{
+    struct ctl_client **p;
+
+    if (c->closed)
+        return;
+    c->closed = true;
+    for (p = &c->ctl->clients; *p != NULL; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+    c->ctl->closing++;
+    uv_close((uv_handle_t *)&c->pipe, client_closed);
+}
+
+struct ng_control_ctx *
+ng_qmp_ctx(struct ng_qmp_call *call)
+{
+    return call->client->ctl->ctx;
+}
+
+static void
+call_free(struct ng_qmp_call *call)
+{
+    json_decref(call->id);
+    client_unref(call->client);
+    free(call);
+}
+
+void
+ng_qmp_return(struct ng_qmp_call *call, json_t *ret)
+{
+    json_t *obj = json_object();
+
+    json_object_set_new(obj, "return", ret != NULL ? ret : json_object());
+    if (call->id != NULL)
+        json_object_set(obj, "id", call->id);
+    ctl_send(call->client, obj);
+    call_free(call);
+}
+
+void
+ng_qmp_error(struct ng_qmp_call *call, const char *cls, const char *fmt, ...)
+{
+    char desc[NG_ERROR_MSG_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(desc, sizeof desc, fmt, ap);
+    va_end(ap);
+    ctl_send_error(call->client, call->id, cls, desc);
+    call_free(call);
+}
+
+void
+ng_qmp_error_from(struct ng_qmp_call *call, const struct ng_error *err)
+{
+    ng_qmp_error(call, NG_QMP_GENERIC, "%s",
+                 err->msg[0] ? err->msg : "unknown error");
+}
+
+/* ---- Commands ---------------------------------------------------------- */
+
+static const struct ng_qmp_command *
+find_command(const char *name)
+{
+    const struct ng_qmp_command *cmd;
+
+    for (cmd = ng_qmp_commands; cmd->name != NULL; cmd++)
+        if (strcmp(cmd->name, name) == 0)
+            return cmd;
+    return NULL;
+}
+
+static bool
+arg_has_type(json_t *v, char type)
+{
+    switch (type) {
+    case 's': return json_is_string(v);
+    case 'b': return json_is_boolean(v);
+    case 'i': return json_is_integer(v);
+    case 'o': return json_is_object(v);
+    case 'a': return json_is_array(v);
+    default:  return true;
+    }
+}
+
+static const char *
+type_name(char type)
+{
+    switch (type) {
+    case 's': return "string";
+    case 'b': return "boolean";
+    case 'i': return "integer";
+    case 'o': return "object";
+    case 'a': return "array";
+    default:  return "any";
+    }
+}
+
+/* QEMU's wording for argument errors. */
+static int
+check_args(const struct ng_qmp_command *cmd, json_t *args, char *why,
+           size_t size)
+{
+    const struct ng_qmp_arg *a;
+    const char *key;
+    json_t *v;
+
+    for (a = cmd->args; a != NULL && a->name != NULL; a++) {
+        v = json_object_get(args, a->name);
+        if (v == NULL && a->required) {
+            snprintf(why, size, "Parameter '%s' is missing", a->name);
+            return -1;
+        }
+        if (v != NULL && !arg_has_type(v, a->type)) {
+            snprintf(why, size, "Invalid parameter type for '%s', "
+                     "expected: %s", a->name, type_name(a->type));
+            return -1;
+        }
+    }
+    if (cmd->extra_args)
+        return 0;
+    json_object_foreach(args, key, v) {
+        for (a = cmd->args; a != NULL && a->name != NULL; a++)
+            if (strcmp(a->name, key) == 0)
+                break;
+        if (a == NULL || a->name == NULL) {
+            snprintf(why, size, "Parameter '%s' is unexpected", key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+check_envelope(json_t *msg, const char **name, json_t **args, char *why,
+               size_t size)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach(msg, key, v) {
+        if (strcmp(key, "execute") != 0 && strcmp(key, "arguments") != 0 &&
+            strcmp(key, "id") != 0) {
+            snprintf(why, size, "QMP input member '%s' is unexpected", key);
+            return -1;
+        }
+    }
+    v = json_object_get(msg, "execute");
+    if (!json_is_string(v)) {
+        snprintf(why, size, "QMP input lacks member 'execute'");
+        return -1;
+    }
+    *name = json_string_value(v);
+    *args = json_object_get(msg, "arguments");
+    if (*args != NULL && !json_is_object(*args)) {
+        snprintf(why, size, "QMP input member 'arguments' must be an object");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+dispatch(struct ctl_client *c, const struct ng_qmp_command *cmd, json_t *id,
+         json_t *args)
+{
+    struct ng_qmp_call *call = calloc(1, sizeof *call);
+
+    if (call == NULL) {
+        ctl_send_error(c, id, NG_QMP_GENERIC, "out of memory");
+        return;
+    }
+    call->client = c;
+    c->refs++;
+    call->id = id != NULL ? json_incref(id) : NULL;
+    cmd->handler(call, args);
+}
+
+static void
+handle_message(struct ctl_client *c, json_t *msg)
+{
+    const struct ng_qmp_command *cmd;
+    const char *name;
+    json_t *args, *id = json_object_get(msg, "id");
+    json_t *empty = NULL;
+    char why[512];
+
+    if (!json_is_object(msg)) {
+        ctl_send_error(c, NULL, NG_QMP_GENERIC,
+                       "QMP input must be a JSON object");
+        return;
+    }
+    if (check_envelope(msg, &name, &args, why, sizeof why) == -1) {
+        ctl_send_error(c, id, NG_QMP_GENERIC, why);
+        return;
+    }
+    if (!c->negotiated && strcmp(name, "qmp_capabilities") != 0) {
+        ctl_send_error(c, id, NG_QMP_NOT_FOUND, "Expecting capabilities "
+                       "negotiation with 'qmp_capabilities'");
+        return;
+    }
+    if (strcmp(name, "qmp_capabilities") == 0) {
+        if (c->negotiated) {
+            ctl_send_error(c, id, NG_QMP_NOT_FOUND, "Capabilities "
+                           "negotiation is already complete, command "
+                           "ignored");
+            return;
+        }
+        c->negotiated = true;
+        json_t *ok = json_pack("{s:{}}", "return");
+        if (id != NULL)
+            json_object_set(ok, "id", id);
+        ctl_send(c, ok);
+        return;
+    }
+    cmd = find_command(name);
+    if (cmd == NULL) {
+        snprintf(why, sizeof why, "The command %s has not been found", name);
+        ctl_send_error(c, id, NG_QMP_NOT_FOUND, why);
+        return;
+    }
+    if (args == NULL)
+        args = empty = json_object();
+    if (check_args(cmd, args, why, sizeof why) == -1)
+        ctl_send_error(c, id, NG_QMP_GENERIC, why);
+    else
+        dispatch(c, cmd, id, args);
+    json_decref(empty);
+}
+
+/* ---- Input framing ------------------------------------------------------ */
+
+/* Drop input up to and including the next newline (after a parse error,
+ * so one bad line does not poison the connection). */
+static void
+skip_line(struct ctl_client *c)
+{
+    char *nl = memchr(c->buf, '\n', c->len);
+    size_t n = nl != NULL ? (size_t)(nl - c->buf) + 1 : c->len;
+
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+}
+
+static void
+parse_input(struct ctl_client *c)
+{
+    json_error_t jerr;
+    json_t *msg;
+    size_t skip;
+
+    while (c->len > 0 && !c->closed) {
+        for (skip = 0; skip < c->len && strchr(" \t\r\n", c->buf[skip]) &&
+                       c->buf[skip] != '\0'; skip++)
+            ;
+        memmove(c->buf, c->buf + skip, c->len - skip);
+        c->len -= skip;
+        if (c->len == 0)
+            return;
+        msg = json_loadb(c->buf, c->len, JSON_DISABLE_EOF_CHECK, &jerr);
+        if (msg == NULL) {
+            if (json_error_code(&jerr) == json_error_premature_end_of_input)
+                return;         /* wait for the rest */
+            char why[300];
+            snprintf(why, sizeof why, "JSON parse error, %s", jerr.text);
+            ctl_send_error(c, NULL, NG_QMP_GENERIC, why);
+            skip_line(c);
+            continue;
+        }
+        memmove(c->buf, c->buf + jerr.position, c->len - jerr.position);
+        c->len -= jerr.position;
+        handle_message(c, msg);
+        json_decref(msg);
+    }
+}
+
+static void
+client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct ctl_client *c = h->data;
+
+    (void)suggested;
+    if (c->cap - c->len < 4096) {
+        size_t cap = c->cap ? c->cap * 2 : 8192;
+        char *p = realloc(c->buf, cap);
+
+        if (p == NULL) {
+            *buf = uv_buf_init(NULL, 0);
+            return;
+        }
+        c->buf = p;
+        c->cap = cap;
+    }
+    *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void
+client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct ctl_client *c = s->data;
+
+    (void)buf;
+    if (n < 0) {
+        client_close(c);
+        return;
+    }
+    c->len += (size_t)n;
+    parse_input(c);
+    if (c->len > CTL_MAX_INPUT) {
+        ctl_send_error(c, NULL, NG_QMP_GENERIC, "QMP message too long");
+        client_close(c);
+    }
+}
+
+static void
+send_greeting(struct ctl_client *c)
+{
+    json_t *g = json_pack("{s:{s:{s:{s:i,s:i,s:i},s:s},s:[]}}",
+                          "QMP", "version", "qemu", "major", 0,
+                          "minor", 1, "micro", 0,
+                          "package", PACKAGE_STRING, "capabilities");
+
+    ctl_send(c, g);
+}
+
+static void
+on_connection(uv_stream_t *server, int status)
+{
+    struct ng_control *ctl = server->data;
+    struct ctl_client *c;
+
+    if (status != 0)
+        return;
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return;
+    c->ctl = ctl;
+    c->refs = 1;
+    uv_pipe_init(ctl->loop, &c->pipe, 0);
+    c->pipe.data = c;
+    c->next = ctl->clients;
+    ctl->clients = c;
+    if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0 ||
+        uv_read_start((uv_stream_t *)&c->pipe, client_alloc,
+                      client_read) != 0) {
+        client_close(c);
+        return;
+    }
+    send_greeting(c);
+}
+
+/* ---- Events ------------------------------------------------------------ */
+
+void
+ng_control_emit(struct ng_control *ctl, const char *event, json_t *data)
+{
+    struct ctl_client *c;
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    for (c = ctl != NULL ? ctl->clients : NULL; c != NULL; c = c->next) {
+        if (!c->negotiated)
+            continue;
+        ctl_send(c, json_pack("{s:s,s:O,s:{s:I,s:I}}", "event", event,
+                              "data", data ? data : json_object(),
+                              "timestamp", "seconds", (json_int_t)tv.tv_sec,
+                              "microseconds", (json_int_t)tv.tv_usec));
+    }
+    json_decref(data);
+}
+
+/* ---- Lifetime ----------------------------------------------------------- */
+
+struct ng_control *
+ng_control_new(uv_loop_t *loop, struct ng_control_ctx *ctx,
+               struct ng_error *err)
+{
+    struct ng_control *ctl = calloc(1, sizeof *ctl);
+
+    if (ctl == NULL) {
+        ng_error_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    ctl->loop = loop;
+    ctl->ctx = ctx;
+    ctx->control = ctl;
+    return ctl;
+}
+
+int
+ng_control_listen(struct ng_control *ctl, const char *path,
+                  struct ng_error *err)
+{
+    mode_t old;
+    int r;
+
+    if (ctl->listening)
+        return ng_error_set(err, EBUSY, "control channel already listens");
+    if ((ctl->path = strdup(path)) == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    unlink(path);               /* a stale socket from a crashed run */
+    uv_pipe_init(ctl->loop, &ctl->listener, 0);
+    ctl->listener.data = ctl;
+    ctl->listening = true;
+    old = umask(0077);          /* owner only: the control socket is root
+                                 * of all power over the graph */
+    r = uv_pipe_bind(&ctl->listener, path);
+    umask(old);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&ctl->listener, 16, on_connection);
+    if (r != 0)
+        return ng_error_set(err, -r, "control socket %s: %s", path,
+                            uv_strerror(r));
+    chmod(path, 0600);
+    ng_log_info("control channel on %s", path);
+    return 0;
+}
+
+static void
+listener_closed(uv_handle_t *h)
+{
+    struct ng_control *ctl = h->data;
+
+    ctl->closing--;
+    if (ctl->closing == 0 && ctl->shutdown_cb)
+        ctl->shutdown_cb(ctl->shutdown_opaque);
+}
+
+void
+ng_control_shutdown(struct ng_control *ctl, void (*cb)(void *opaque),
+                    void *opaque)
+{
+    ctl->shutting_down = true;
+    ctl->shutdown_cb = cb;
+    ctl->shutdown_opaque = opaque;
+    ctl->closing++;             /* held until every close below is issued */
+    if (ctl->listening) {
+        ctl->listening = false;
+        unlink(ctl->path);
+        ctl->closing++;
+        uv_close((uv_handle_t *)&ctl->listener, listener_closed);
+    }
+    while (ctl->clients != NULL)
+        client_close(ctl->clients);
+    if (--ctl->closing == 0 && cb != NULL)
+        cb(opaque);
+}
+
+void
+ng_control_free(struct ng_control *ctl)
+{
+    if (ctl == NULL)
+        return;
+    free(ctl->path);
+    free(ctl);
+}

@@ -1,0 +1,90 @@
+/* server/qmp-commands.c: the table of every QMP command.  QEMU's names
+ * and argument names where QEMU has the command; our own otherwise.
+ * Every mutating command takes "dry-run" (answer whether it would be
+ * allowed, change nothing) and an optional "job-id" naming it in NAC and
+ * in GRAPH_CHANGED events. */
+#include <config.h>
+
+#include <stddef.h>
+
+#include "server/control.h"
+#include "server/qmp-graph.h"
+
+#define MUTATING_ARGS \
+    { "dry-run", 'b', false }, \
+    { "job-id", 's', false }
+
+static const struct ng_qmp_arg no_args[] = { { NULL, 0, false } };
+
+static const struct ng_qmp_arg blockdev_add_args[] = {
+    { "driver", 's', true },
+    { "node-name", 's', true },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg blockdev_del_args[] = {
+    { "node-name", 's', true },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg insert_filter_args[] = {
+    { "node", 's', true },
+    { "filter", 'o', true },
+    { "exports", 'a', false },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg remove_filter_args[] = {
+    { "node-name", 's', true },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg query_graph_args[] = {
+    { "format", 's', false },
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg query_nodes_args[] = {
+    { "flat", 'b', false },
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg export_add_args[] = {
+    { "type", 's', true },
+    { "id", 's', true },
+    { "node-name", 's', true },
+    { "name", 's', false },
+    { "writable", 'b', false },
+    { "description", 's', false },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg export_del_args[] = {
+    { "id", 's', true },
+    { "mode", 's', false },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
+const struct ng_qmp_command ng_qmp_commands[] = {
+    { "query-version", ng_qmp_query_version, no_args, false },
+    { "query-commands", ng_qmp_query_commands, no_args, false },
+    { "query-named-block-nodes", ng_qmp_query_named_block_nodes,
+      query_nodes_args, false },
+    { "query-graph", ng_qmp_query_graph, query_graph_args, false },
+    { "query-block-exports", ng_qmp_query_block_exports, no_args, false },
+    { "blockdev-add", ng_qmp_blockdev_add, blockdev_add_args, true },
+    { "blockdev-del", ng_qmp_blockdev_del, blockdev_del_args, false },
+    { "blockdev-insert-filter", ng_qmp_blockdev_insert_filter,
+      insert_filter_args, false },
+    { "blockdev-remove-filter", ng_qmp_blockdev_remove_filter,
+      remove_filter_args, false },
+    { "block-export-add", ng_qmp_block_export_add, export_add_args, false },
+    { "block-export-del", ng_qmp_block_export_del, export_del_args, false },
+    { NULL, NULL, NULL, false },
+};

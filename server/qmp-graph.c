@@ -1,0 +1,418 @@
+/* server/qmp-graph.c: QMP commands on nodes and the graph. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "server/qmp-graph.h"
+#include "server/qmp-util.h"
+
+/* ---- Queries ------------------------------------------------------------ */
+
+void
+ng_qmp_query_version(struct ng_qmp_call *call, json_t *args)
+{
+    (void)args;
+    ng_qmp_return(call, json_pack("{s:{s:i,s:i,s:i},s:s}", "qemu",
+                                  "major", 0, "minor", 1, "micro", 0,
+                                  "package", PACKAGE_STRING));
+}
+
+void
+ng_qmp_query_commands(struct ng_qmp_call *call, json_t *args)
+{
+    const struct ng_qmp_command *cmd;
+    json_t *list = json_array();
+
+    (void)args;
+    json_array_append_new(list, json_pack("{s:s}", "name",
+                                          "qmp_capabilities"));
+    for (cmd = ng_qmp_commands; cmd->name != NULL; cmd++)
+        json_array_append_new(list, json_pack("{s:s}", "name", cmd->name));
+    ng_qmp_return(call, list);
+}
+
+static json_t *
+node_children_json(struct ng_node *n)
+{
+    json_t *list = json_array();
+    struct ng_edge *e;
+
+    for (e = n->children; e != NULL; e = e->next_child)
+        json_array_append_new(list, json_pack("{s:s,s:s}", "child", e->role,
+                                              "node-name", e->child->name));
+    return list;
+}
+
+static json_t *
+node_json(struct ng_node *n)
+{
+    int64_t len = ng_node_length(n);
+    json_t *j = json_pack("{s:s,s:s,s:b,s:b,s:b,s:{s:I},s:o}",
+                          "node-name", n->name,
+                          "drv", n->driver->name,
+                          "ro", !(ng_node_caps(n) & NG_CAP_WRITE),
+                          "implicit", n->implicit,
+                          "filter", n->driver->is_filter,
+                          "image", "virtual-size",
+                          (json_int_t)(len > 0 ? len : 0),
+                          "children", node_children_json(n));
+
+    if (n->implicit_owner != NULL)
+        json_object_set_new(j, "owner", json_string(n->implicit_owner));
+    return j;
+}
+
+void
+ng_qmp_query_named_block_nodes(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_graph *g = ng_qmp_ctx(call)->graph;
+    json_t *list = json_array();
+    struct ng_node *n;
+
+    (void)args;
+    for (n = g->nodes; n != NULL; n = n->next)
+        json_array_append_new(list, node_json(n));
+    ng_qmp_return(call, list);
+}
+
+static json_t *
+graph_json(struct ng_graph *g)
+{
+    json_t *nodes = json_array(), *edges = json_array(), *bbs = json_array();
+    struct ng_node *n;
+    struct ng_edge *e;
+    struct ng_bb *bb;
+
+    for (n = g->nodes; n != NULL; n = n->next) {
+        json_array_append_new(nodes, node_json(n));
+        for (e = n->children; e != NULL; e = e->next_child)
+            json_array_append_new(edges, json_pack("{s:s,s:s,s:s}",
+                                                   "parent", n->name,
+                                                   "child", e->child->name,
+                                                   "role", e->role));
+    }
+    for (bb = g->bbs; bb != NULL; bb = bb->next) {
+        struct ng_node *root = ng_bb_root(bb);
+
+        json_array_append_new(bbs, json_pack("{s:s,s:s?,s:b}", "name",
+                                             bb->name, "root",
+                                             root ? root->name : NULL,
+                                             "writable", bb->writable));
+    }
+    return json_pack("{s:o,s:o,s:o}", "nodes", nodes, "edges", edges,
+                     "block-backends", bbs);
+}
+
+/* Graphviz: BBs as boxes on top, implicit filters dashed. */
+static char *
+graph_dot(struct ng_graph *g)
+{
+    char *text = NULL;
+    size_t size = 0;
+    FILE *fp = open_memstream(&text, &size);
+    struct ng_node *n;
+    struct ng_edge *e;
+    struct ng_bb *bb;
+
+    if (fp == NULL)
+        return NULL;
+    fprintf(fp, "digraph nbdgraph {\n  rankdir=TB;\n");
+    for (bb = g->bbs; bb != NULL; bb = bb->next) {
+        fprintf(fp, "  \"bb:%s\" [shape=box,style=filled,fillcolor="
+                "lightblue,label=\"BB %s%s\"];\n", bb->name, bb->name,
+                bb->writable ? "" : " (ro)");
+        if (ng_bb_root(bb) != NULL)
+            fprintf(fp, "  \"bb:%s\" -> \"%s\";\n", bb->name,
+                    ng_bb_root(bb)->name);
+    }
+    for (n = g->nodes; n != NULL; n = n->next) {
+        fprintf(fp, "  \"%s\" [label=\"%s\\n%s\"%s];\n", n->name, n->name,
+                n->driver->name, n->implicit ? ",style=dashed" : "");
+        for (e = n->children; e != NULL; e = e->next_child)
+            fprintf(fp, "  \"%s\" -> \"%s\" [label=\"%s\"];\n", n->name,
+                    e->child->name, e->role);
+    }
+    fprintf(fp, "}\n");
+    fclose(fp);
+    return text;
+}
+
+void
+ng_qmp_query_graph(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_graph *g = ng_qmp_ctx(call)->graph;
+    const char *format = json_string_value(json_object_get(args, "format"));
+    char *dot;
+
+    if (format == NULL || strcmp(format, "json") == 0) {
+        ng_qmp_return(call, graph_json(g));
+        return;
+    }
+    if (strcmp(format, "dot") != 0) {
+        ng_qmp_error(call, NG_QMP_GENERIC, "format must be 'json' or 'dot', "
+                     "not '%s'", format);
+        return;
+    }
+    dot = graph_dot(g);
+    ng_qmp_return(call, json_pack("{s:s}", "dot", dot ? dot : ""));
+    free(dot);
+}
+
+/* ---- blockdev-add / blockdev-del --------------------------------------- */
+
+/* blockdev-add's arguments minus our own keys, as node options. */
+static struct ng_value *
+node_opts_from_args(json_t *args)
+{
+    json_t *copy = json_deep_copy(args);
+    struct ng_value *v;
+
+    json_object_del(copy, "dry-run");
+    json_object_del(copy, "job-id");
+    v = ng_value_from_json(copy);
+    json_decref(copy);
+    return v;
+}
+
+static int
+check_new_node_name(struct ng_graph *g, json_t *args, struct ng_error *err)
+{
+    const char *name = json_string_value(json_object_get(args, "node-name"));
+
+    if (ng_graph_find(g, name) != NULL)
+        return ng_error_set(err, EEXIST, "node '%s' already exists", name);
+    return 0;
+}
+
+void
+ng_qmp_blockdev_add(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    struct ng_value *opts = node_opts_from_args(args);
+    struct ng_error err = { 0 };
+    struct ng_node *n;
+    char job[128];
+    int r;
+
+    if (opts == NULL) {
+        ng_qmp_error(call, NG_QMP_GENERIC, "out of memory");
+        return;
+    }
+    ng_qmp_job_id(ctx, args, "blockdev-add-", job, sizeof job);
+    r = check_new_node_name(ctx->graph, args, &err);
+    if (r == 0)
+        r = ng_node_opts_check(opts, NULL, NULL, &err);
+    if (r == 0 && !ng_qmp_dry_run(args)) {
+        n = ng_graph_add_node(ctx->graph, NULL, opts, &err);
+        r = n != NULL ? 0 : -1;
+        if (n != NULL)
+            ng_qmp_graph_changed(ctx, "node-added", job,
+                                 json_pack("{s:s}", "node-name", n->name));
+    }
+    ng_value_free(opts);
+    if (r == -1)
+        ng_qmp_error_from(call, &err);
+    else
+        ng_qmp_return(call, NULL);
+}
+
+void
+ng_qmp_blockdev_del(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    const char *name = json_string_value(json_object_get(args, "node-name"));
+    struct ng_error err = { 0 };
+    char job[128];
+
+    ng_qmp_job_id(ctx, args, "blockdev-del-", job, sizeof job);
+    if (ng_graph_check_del_node(ctx->graph, name, &err) == -1 ||
+        (!ng_qmp_dry_run(args) &&
+         ng_graph_del_node(ctx->graph, name, &err) == -1)) {
+        ng_qmp_error_from(call, &err);
+        return;
+    }
+    if (ng_qmp_dry_run(args)) {
+        ng_qmp_return(call, NULL);
+        return;
+    }
+    ng_qmp_graph_changed(ctx, "node-removed", job,
+                         json_pack("{s:s}", "node-name", name));
+    ng_qmp_return(call, NULL);
+}
+
+/* ---- Filters: insert and remove inside a drained section ---------------- */
+
+struct filter_op {
+    struct ng_qmp_call *call;
+    struct ng_control_ctx *ctx;
+    char job[128];
+    char *node;                 /* insert: node below; remove: the filter */
+    char *filter_name;          /* insert: the new filter's node-name */
+    struct ng_value *filter;    /* insert: filter options */
+    char **bbs;                 /* insert: only these exports, or NULL */
+    size_t n_bbs;
+};
+
+static void
+filter_op_free(struct filter_op *op)
+{
+    size_t i;
+
+    for (i = 0; i < op->n_bbs; i++)
+        free(op->bbs[i]);
+    free(op->bbs);
+    ng_value_free(op->filter);
+    free(op->filter_name);
+    free(op->node);
+    free(op);
+}
+
+static int
+filter_op_bbs(struct filter_op *op, json_t *exports, struct ng_error *err)
+{
+    json_t *item;
+    size_t i;
+
+    if (exports == NULL)
+        return 0;
+    op->bbs = calloc(json_array_size(exports) + 1, sizeof *op->bbs);
+    if (op->bbs == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    json_array_foreach(exports, i, item) {
+        if (!json_is_string(item))
+            return ng_error_set(err, EINVAL, "'exports' must list export "
+                                "names");
+        op->bbs[op->n_bbs++] = strdup(json_string_value(item));
+    }
+    return 0;
+}
+
+static int
+insert_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
+{
+    struct filter_op *op = opaque;
+
+    return ng_graph_insert_filter(g, op->node, op->filter,
+                                  (const char *const *)op->bbs, op->n_bbs,
+                                  err) != NULL ? 0 : -1;
+}
+
+static void
+insert_done(void *opaque, const struct ng_error *err)
+{
+    struct filter_op *op = opaque;
+
+    if (err != NULL) {
+        ng_qmp_error_from(op->call, err);
+    } else {
+        ng_qmp_graph_changed(op->ctx, "filter-inserted", op->job,
+                             json_pack("{s:s,s:s}", "node-name",
+                                       op->filter_name, "above", op->node));
+        ng_qmp_return(op->call, NULL);
+    }
+    filter_op_free(op);
+}
+
+static struct filter_op *
+filter_op_new(struct ng_qmp_call *call, json_t *args, const char *node,
+              const char *prefix)
+{
+    struct filter_op *op = calloc(1, sizeof *op);
+
+    if (op == NULL)
+        return NULL;
+    op->call = call;
+    op->ctx = ng_qmp_ctx(call);
+    op->node = strdup(node);
+    ng_qmp_job_id(op->ctx, args, prefix, op->job, sizeof op->job);
+    return op;
+}
+
+void
+ng_qmp_blockdev_insert_filter(struct ng_qmp_call *call, json_t *args)
+{
+    const char *node = json_string_value(json_object_get(args, "node"));
+    struct filter_op *op = filter_op_new(call, args, node,
+                                         "insert-filter-");
+    struct ng_error err = { 0 };
+    const char *fname;
+
+    if (op == NULL) {
+        ng_qmp_error(call, NG_QMP_GENERIC, "out of memory");
+        return;
+    }
+    op->filter = ng_value_from_json(json_object_get(args, "filter"));
+    fname = json_string_value(json_object_get(json_object_get(args, "filter"),
+                                              "node-name"));
+    op->filter_name = strdup(fname ? fname : "");
+    if (filter_op_bbs(op, json_object_get(args, "exports"), &err) == -1 ||
+        ng_graph_check_insert_filter(op->ctx->graph, node, op->filter,
+                                     (const char *const *)op->bbs,
+                                     op->n_bbs, &err) == -1)
+        goto fail;
+    if (ng_qmp_dry_run(args)) {
+        ng_qmp_return(call, NULL);
+        filter_op_free(op);
+        return;
+    }
+    if (ng_graph_mutate(op->ctx->graph, ng_graph_find(op->ctx->graph, node),
+                        insert_mutation, insert_done, op, &err) == 0)
+        return;
+fail:
+    ng_qmp_error_from(call, &err);
+    filter_op_free(op);
+}
+
+static int
+remove_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
+{
+    struct filter_op *op = opaque;
+
+    return ng_graph_remove_filter(g, op->node, err);
+}
+
+static void
+remove_done(void *opaque, const struct ng_error *err)
+{
+    struct filter_op *op = opaque;
+
+    if (err != NULL) {
+        ng_qmp_error_from(op->call, err);
+    } else {
+        ng_qmp_graph_changed(op->ctx, "filter-removed", op->job,
+                             json_pack("{s:s}", "node-name", op->node));
+        ng_qmp_return(op->call, NULL);
+    }
+    filter_op_free(op);
+}
+
+void
+ng_qmp_blockdev_remove_filter(struct ng_qmp_call *call, json_t *args)
+{
+    const char *name = json_string_value(json_object_get(args, "node-name"));
+    struct filter_op *op = filter_op_new(call, args, name,
+                                         "remove-filter-");
+    struct ng_error err = { 0 };
+
+    if (op == NULL) {
+        ng_qmp_error(call, NG_QMP_GENERIC, "out of memory");
+        return;
+    }
+    if (ng_graph_check_remove_filter(op->ctx->graph, name, &err) == -1)
+        goto fail;
+    if (ng_qmp_dry_run(args)) {
+        ng_qmp_return(call, NULL);
+        filter_op_free(op);
+        return;
+    }
+    if (ng_graph_mutate(op->ctx->graph, ng_graph_find(op->ctx->graph, name),
+                        remove_mutation, remove_done, op, &err) == 0)
+        return;
+fail:
+    ng_qmp_error_from(call, &err);
+    filter_op_free(op);
+}
