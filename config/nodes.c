@@ -235,7 +235,7 @@ check_node(struct nodes_ctx *c, size_t i, struct ng_error *err)
     for (j = 0; j < map->n; j++)
         if (map->items[j]->kind != NG_VALUE_SCALAR &&
             add_inline_names(c->names, map->items[j], i, err) == -1)
-            return -1;
+            return ng_config_error_prefix(err, file, "node '%s'", name);
     return 0;
 }
 

@@ -320,8 +320,14 @@ test_nodes_more(struct t *t)
                     "nodes:\n"
                     "  a: { driver: raw, file: { driver: memory, size: 1M,"
                     " node-name: '#ng0' } }\n",
-                 "test.yaml:3:66: invalid node name '#ng0' (a letter, then "
-                 "up to 126 letters, digits, '-', '.' or '_')");
+                 "test.yaml:3:66: node 'a': invalid node name '#ng0' (a "
+                 "letter, then up to 126 letters, digits, '-', '.' or '_')");
+    EXPECT_ERROR(t, "server: { listen: unix:/x.sock }\n"
+                    "nodes:\n"
+                    "  a: { driver: raw, file: { driver: memory, size: 1M,"
+                    " node-name: { x: y } } }\n",
+                 "test.yaml:3:66: node 'a': 'node-name' must be a string, "
+                 "not a mapping");
     EXPECT_ERROR(t, "server: { listen: unix:/x.sock }\n"
                     "nodes:\n"
                     "  a: { driver: memory, size: 1M, node-name: [a] }\n",
