@@ -14,7 +14,9 @@
 
 #include "config/config.h"
 #include "graph/graph.h"
+#include "nac/nac.h"
 #include "server/control.h"
+#include "server/exports.h"
 #include "server/log.h"
 #include "server/nbd.h"
 
@@ -24,6 +26,7 @@ struct daemon {
     struct ng_config *cfg;
     struct ng_graph *graph;
     struct ng_nbd_server *nbd;
+    struct ng_nac *nac;
     struct ng_control_ctx ctl_ctx;
     struct ng_control *control;
     uv_signal_t sigint, sigterm, sighup;
@@ -111,20 +114,36 @@ build_graph(struct daemon *d, struct ng_error *err)
     return 0;
 }
 
+static void
+log_nac(void *opaque, const char *line)
+{
+    (void)opaque;
+    ng_log_debug("nac: %s", line);
+}
+
 static int
 start_server(struct daemon *d, struct ng_error *err)
 {
     size_t i;
 
+    d->nac = ng_nac_new();
+    if (d->nac == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    ng_nac_set_log(d->nac, log_nac, NULL);
     d->nbd = ng_nbd_server_new(&d->loop, d->graph, err);
     if (d->nbd == NULL)
         return -1;
+    d->ctl_ctx.graph = d->graph;
+    d->ctl_ctx.nbd = d->nbd;
+    d->ctl_ctx.nac = d->nac;
     for (i = 0; i < d->cfg->n_exports; i++) {
         const struct ng_export_cfg *ec = &d->cfg->exports[i];
-        struct ng_node *node = ng_graph_find(d->graph, ec->node);
+        struct ng_export_spec spec = {
+            .id = ec->name, .node = ec->node, .writable = ec->writable,
+            .description = ec->description,
+        };
 
-        if (ng_nbd_server_add_export(d->nbd, ec->name, ec->description, node,
-                                     ec->writable, err) == -1)
+        if (ng_exports_add(&d->ctl_ctx, &spec, "config", false, err) == -1)
             return ng_error_prefix(err, "%s:%u:%u: export '%s'",
                                    ec->loc.file, ec->loc.line,
                                    ec->loc.column, ec->name);
@@ -140,8 +159,6 @@ start_control(struct daemon *d, struct ng_error *err)
 {
     if (d->cfg->control == NULL)
         return 0;
-    d->ctl_ctx.graph = d->graph;
-    d->ctl_ctx.nbd = d->nbd;
     d->control = ng_control_new(&d->loop, &d->ctl_ctx, err);
     if (d->control == NULL)
         return -1;
@@ -261,6 +278,9 @@ daemon_cleanup(struct daemon *d)
     d->nbd = NULL;
     ng_control_free(d->control);
     d->control = NULL;
+    ng_exports_free_all(&d->ctl_ctx);
+    ng_nac_free(d->nac);
+    d->nac = NULL;
     ng_graph_free(d->graph);
     d->graph = NULL;
     /* Let closing handles (the graph's timer, sockets) finish. */
