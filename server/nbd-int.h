@@ -52,6 +52,11 @@
 #define NBD_CONN_MAX_REQS       512
 #define NBD_CONN_MAX_BYTES      (UINT64_C(256) << 20)
 
+/* A client gets this long to finish the handshake; at shutdown,
+ * connections get this long to be answered before they are dropped. */
+#define NBD_HANDSHAKE_TIMEOUT_MS    10000
+#define NBD_SHUTDOWN_GRACE_MS       10000
+
 /* Buffers handed to one writev. */
 #define NBD_IOV_BATCH           128
 
@@ -118,11 +123,15 @@ struct ng_nbd_server {
     struct nbd_conn *conns;
     struct nbd_conn *dirty;         /* connections with replies to flush */
     uv_check_t flush_check;         /* flushes `dirty` once per iteration */
+    uv_timer_t timer;               /* handshake and shutdown deadlines */
     struct nbd_req *free_reqs;
     struct nbd_pool pool;
-    bool shutting_down;
-    bool check_closed;
     unsigned nconns;
+    bool shutting_down;
+    uint64_t shutdown_at;           /* uv_now() when it began */
+    bool handles_closing;           /* flush_check and timer */
+    unsigned handles_open;
+    bool free_pending;              /* ng_nbd_server_free() ran first */
     void (*shutdown_cb)(void *opaque);
     void *shutdown_opaque;
 };
@@ -162,11 +171,16 @@ struct nbd_conn {
     struct nbd_conn *prev, *next;   /* server's list */
     char peer[64];                  /* for log messages */
     enum nbd_phase phase;
+    uint64_t since;                 /* uv_now() at accept */
 
     /* Receiving. */
     uint8_t *rbuf;                  /* NBD_RBUF_SIZE, owned */
     size_t rstart, rend;            /* unparsed bytes */
     uint64_t skip;                  /* payload bytes to throw away */
+    struct nbd_req *skip_reply;     /* the refused WRITE they belong to:
+                                     * answered once they are gone, as a
+                                     * client may not expect a reply to a
+                                     * request it is still sending */
     struct nbd_req *payload_req;    /* WRITE whose payload we read
                                      * straight into its buffer */
     uint32_t payload_got;
@@ -225,6 +239,8 @@ void nbd_req_put(struct nbd_req *r);
 void nbd_mark_dirty(struct nbd_conn *c);
 /* Called by a connection when it is gone. */
 void nbd_server_conn_gone(struct ng_nbd_server *srv, struct nbd_conn *c);
+/* Make sure the deadline timer runs (a connection is in handshake). */
+void nbd_server_watch_deadlines(struct ng_nbd_server *srv);
 
 /* ---- nbd-conn.c: connections --------------------------------------------- */
 

@@ -175,7 +175,7 @@ nbd_mark_dirty(struct nbd_conn *c)
     c->dirty = true;
     c->dirty_next = srv->dirty;
     srv->dirty = c;
-    if (!srv->check_closed)
+    if (!srv->handles_closing)
         uv_check_start(&srv->flush_check, flush_check_cb);
 }
 
@@ -209,6 +209,9 @@ ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
     srv->graph = graph;
     uv_check_init(loop, &srv->flush_check);
     srv->flush_check.data = srv;
+    uv_timer_init(loop, &srv->timer);
+    srv->timer.data = srv;
+    srv->handles_open = 2;
     return srv;
 }
 
@@ -429,6 +432,7 @@ on_connection(uv_stream_t *server, int status)
         return;
     }
     c->srv = srv;
+    c->since = uv_now(srv->loop);
     r = tcp ? uv_tcp_init(srv->loop, &c->h.tcp)
             : uv_pipe_init(srv->loop, &c->h.pipe, 0);
     if (r < 0) {
@@ -456,6 +460,7 @@ on_connection(uv_stream_t *server, int status)
     } else {
         snprintf(c->peer, sizeof c->peer, "%s", l->addr);
     }
+    nbd_server_watch_deadlines(srv);
     nbd_conn_start(c);
 }
 
@@ -672,27 +677,86 @@ listener_close(struct nbd_listener *l)
     uv_close(&l->h.handle, listener_closed_cb);
 }
 
+/* ---- Deadlines --------------------------------------------------------- */
+
+/* Once a second while a client is in handshake or we are shutting down:
+ * drop clients that take too long. */
+static void
+deadline_timer_cb(uv_timer_t *t)
+{
+    struct ng_nbd_server *srv = t->data;
+    uint64_t now = uv_now(srv->loop);
+    bool waiting = false;
+    struct nbd_conn *c, *next;
+
+    for (c = srv->conns; c != NULL; c = next) {
+        next = c->next;
+        if (c->dead)
+            continue;
+        if (c->phase == NBD_PHASE_HANDSHAKE &&
+            now - c->since >= NBD_HANDSHAKE_TIMEOUT_MS) {
+            ng_log_info("%s: handshake not finished in %d s; dropping client",
+                        c->peer, NBD_HANDSHAKE_TIMEOUT_MS / 1000);
+            nbd_conn_abort(c);
+        } else if (srv->shutting_down &&
+                   now - srv->shutdown_at >= NBD_SHUTDOWN_GRACE_MS) {
+            ng_log_warn("%s: not done after %d s of shutdown; dropping client",
+                        c->peer, NBD_SHUTDOWN_GRACE_MS / 1000);
+            nbd_conn_abort(c);
+        } else if (c->phase == NBD_PHASE_HANDSHAKE) {
+            waiting = true;
+        }
+    }
+    if (!waiting && !srv->shutting_down)
+        uv_timer_stop(&srv->timer);
+}
+
+void
+nbd_server_watch_deadlines(struct ng_nbd_server *srv)
+{
+    /* Not restarted when active: a stream of new clients must not keep
+     * pushing the next check away. */
+    if (!srv->handles_closing && !uv_is_active((uv_handle_t *)&srv->timer))
+        uv_timer_start(&srv->timer, deadline_timer_cb, 1000, 1000);
+}
+
 /* ---- Shutdown ------------------------------------------------------------- */
 
+/* The last of our own handles is closed: report, and finish a free that
+ * was asked for meanwhile. */
 static void
-shutdown_idle_cb(uv_handle_t *h)
+server_handle_closed_cb(uv_handle_t *h)
 {
     struct ng_nbd_server *srv = h->data;
     void (*cb)(void *) = srv->shutdown_cb;
+    void *opaque = srv->shutdown_opaque;
 
+    if (--srv->handles_open > 0)
+        return;
     srv->shutdown_cb = NULL;
+    if (srv->free_pending)
+        free(srv);
     if (cb != NULL)
-        cb(srv->shutdown_opaque);
+        cb(opaque);
+}
+
+static void
+server_close_handles(struct ng_nbd_server *srv)
+{
+    if (srv->handles_closing)
+        return;
+    srv->handles_closing = true;
+    uv_check_stop(&srv->flush_check);
+    uv_timer_stop(&srv->timer);
+    uv_close((uv_handle_t *)&srv->flush_check, server_handle_closed_cb);
+    uv_close((uv_handle_t *)&srv->timer, server_handle_closed_cb);
 }
 
 static void
 shutdown_poll(struct ng_nbd_server *srv)
 {
-    if (srv->nconns > 0 || srv->check_closed)
-        return;
-    srv->check_closed = true;
-    uv_check_stop(&srv->flush_check);
-    uv_close((uv_handle_t *)&srv->flush_check, shutdown_idle_cb);
+    if (srv->nconns == 0)
+        server_close_handles(srv);
 }
 
 void
@@ -704,6 +768,7 @@ ng_nbd_server_shutdown(struct ng_nbd_server *srv, void (*cb)(void *opaque),
     if (srv->shutting_down)
         return;
     srv->shutting_down = true;
+    srv->shutdown_at = uv_now(srv->loop);
     srv->shutdown_cb = cb;
     srv->shutdown_opaque = opaque;
     while (srv->listeners != NULL) {
@@ -719,6 +784,8 @@ ng_nbd_server_shutdown(struct ng_nbd_server *srv, void (*cb)(void *opaque),
         else
             nbd_conn_close_gracefully(c);
     }
+    if (srv->nconns > 0)
+        uv_timer_start(&srv->timer, deadline_timer_cb, 1000, 1000);
     shutdown_poll(srv);
 }
 
@@ -740,6 +807,21 @@ ng_nbd_server_free(struct ng_nbd_server *srv)
         export_free(exp);
     }
     free_req_list(srv->free_reqs);
+    srv->free_reqs = NULL;
     pool_fini(&srv->pool);
-    free(srv);
+    if (srv->handles_closing && srv->handles_open == 0) {
+        free(srv);
+        return;
+    }
+    /* Our handles are still closing (or, if the server was never shut
+     * down, still open): their close callback frees the rest. */
+    while (srv->listeners != NULL) {
+        struct nbd_listener *l = srv->listeners;
+
+        srv->listeners = l->next;
+        listener_close(l);
+    }
+    srv->shutdown_cb = NULL;
+    srv->free_pending = true;
+    server_close_handles(srv);
 }
