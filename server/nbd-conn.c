@@ -107,6 +107,10 @@ drop_pending_payload(struct nbd_conn *c)
         nbd_req_put(c->payload_req);
         c->payload_req = NULL;
     }
+    if (c->skip_reply != NULL) {
+        nbd_req_put(c->skip_reply);
+        c->skip_reply = NULL;
+    }
     c->skip = 0;
 }
 
@@ -274,7 +278,7 @@ reply_chunk_header(struct nbd_req *r, uint16_t type, uint32_t length)
 }
 
 static void
-reply_error(struct nbd_req *r, uint32_t error)
+reply_prepare_error(struct nbd_req *r, uint32_t error)
 {
     r->payload = NULL;
     r->payload_len = 0;
@@ -287,6 +291,12 @@ reply_error(struct nbd_req *r, uint32_t error)
     } else {
         reply_simple(r, error);
     }
+}
+
+static void
+reply_error(struct nbd_req *r, uint32_t error)
+{
+    reply_prepare_error(r, error);
     conn_queue_reply(r->conn, r);
 }
 
@@ -736,9 +746,11 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
     r->flags = flags;
     r->offset = offset;
     r->length = length;
-    if (error != 0) {
-        if (cmd == NBD_CMD_WRITE)
-            c->skip = length;       /* read and thrown away */
+    if (error != 0 && cmd == NBD_CMD_WRITE && length > 0) {
+        c->skip = length;           /* read and thrown away, then answered */
+        c->skip_reply = r;
+        reply_prepare_error(r, error);
+    } else if (error != 0) {
         reply_error(r, error);
     } else if (cmd == NBD_CMD_WRITE) {
         conn_take_payload(c, r);
@@ -758,7 +770,13 @@ conn_skip(struct nbd_conn *c)
 
     c->rstart += n;
     c->skip -= n;
-    return c->skip == 0;
+    if (c->skip > 0)
+        return false;
+    if (c->skip_reply != NULL) {
+        conn_queue_reply(c, c->skip_reply);
+        c->skip_reply = NULL;
+    }
+    return true;
 }
 
 static void
