@@ -57,6 +57,9 @@
 #define NBD_HANDSHAKE_TIMEOUT_MS    10000
 #define NBD_SHUTDOWN_GRACE_MS       10000
 
+/* Send buffer asked for on Unix socket connections. */
+#define NBD_UNIX_SNDBUF             (2 << 20)
+
 /* Buffers handed to one writev. */
 #define NBD_IOV_BATCH           128
 

@@ -458,6 +458,14 @@ on_connection(uv_stream_t *server, int status)
         uv_tcp_nodelay(&c->h.tcp, 1);
         describe_tcp_peer(c, l->addr);
     } else {
+        /* The default Unix socket buffer (~200 KiB) splits every large
+         * READ reply into several writes and wake-ups; a bigger one more
+         * than doubles 1 MiB read throughput.  (TCP buffers tune
+         * themselves; setting them would stop that.)  The kernel caps
+         * it at net.core.wmem_max; a failure costs only speed. */
+        int size = NBD_UNIX_SNDBUF;
+
+        uv_send_buffer_size(&c->h.handle, &size);
         snprintf(c->peer, sizeof c->peer, "%s", l->addr);
     }
     nbd_server_watch_deadlines(srv);
