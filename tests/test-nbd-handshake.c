@@ -10,14 +10,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <libnbd.h>
 
 #include "tests/harness.h"
 
+/* A second listen address whose socket file is left over from a dead
+ * server: the daemon must replace it, and remove it when it stops. */
 static const char config[] =
     "server:\n"
-    "  listen: [ \"unix:@SOCK@\" ]\n"
+    "  listen: [ \"unix:@SOCK@\", \"unix:%s\" ]\n"
     "nodes:\n"
     "  mem0: { driver: memory, size: 64M }\n"
     "  mem1: { driver: memory, size: 1M }\n"
@@ -189,17 +195,55 @@ test_no_structured(const struct ng_test_daemon *d)
     nbd_close(nbd);
 }
 
+/* Bind a socket and close it without unlinking: a stale socket file. */
+static void
+make_stale_socket(const char *path)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (strlen(path) >= sizeof sun.sun_path)
+        ng_test_fail("socket path too long");
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    unlink(path);
+    if (fd == -1 || bind(fd, (struct sockaddr *)&sun, sizeof sun) == -1)
+        ng_test_fail("bind %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+static void
+test_second_socket(const char *path)
+{
+    struct nbd_handle *nbd = nbd_create();
+
+    if (nbd == NULL || nbd_set_export_name(nbd, "plain") == -1 ||
+        nbd_connect_unix(nbd, path) == -1)
+        ng_test_fail_nbd("connect through the replaced stale socket");
+    if (nbd_get_size(nbd) != 3 << 20)
+        ng_test_fail("wrong export through the second socket");
+    nbd_close(nbd);
+}
+
 int
 main(void)
 {
     struct ng_test_daemon *d;
+    char stale[128], yaml[sizeof config + sizeof stale];
+    struct stat st;
 
     ng_test_timeout(60);
-    d = ng_test_start(config, "demo");
+    snprintf(stale, sizeof stale, "/tmp/ngtest-stale-%ld.sock",
+             (long)getpid());
+    make_stale_socket(stale);
+    snprintf(yaml, sizeof yaml, config, stale);
+    d = ng_test_start(yaml, "demo");
     test_list(d);
     test_info(d);
     test_default_export(d);
     test_no_structured(d);
+    test_second_socket(stale);
     ng_test_stop(d);
+    if (stat(stale, &st) == 0)
+        ng_test_fail("%s left behind after shutdown", stale);
     return 0;
 }
