@@ -6,6 +6,7 @@ NBD_TESTS = \
 	tests/test-nbd-errors \
 	tests/test-nbd-multiconn \
 	tests/test-nbd-garbage \
+	tests/test-nbd-export-del \
 	$(NULL)
 check_PROGRAMS += $(NBD_TESTS)
 TESTS += $(NBD_TESTS)
@@ -29,3 +30,7 @@ tests_test_nbd_multiconn_LDADD = $(TEST_LIBS) -lpthread
 tests_test_nbd_garbage_SOURCES = tests/test-nbd-garbage.c
 tests_test_nbd_garbage_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_nbd_garbage_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_export_del_SOURCES = tests/test-nbd-export-del.c
+tests_test_nbd_export_del_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_export_del_LDADD = $(TEST_LIBS)
