@@ -102,8 +102,10 @@ connect_export(const struct ng_test_daemon *d, const char *name)
     struct nbd_handle *nbd = nbd_create();
 
     if (nbd == NULL || nbd_set_export_name(nbd, name) == -1 ||
-        nbd_connect_unix(nbd, d->sock) == -1)
+        nbd_connect_unix(nbd, d->sock) == -1) {
+        nbd_close(nbd);
         return NULL;
+    }
     return nbd;
 }
 
