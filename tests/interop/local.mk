@@ -1,0 +1,11 @@
+# tests/interop/local.mk: interop tests — clients nobody here wrote
+# (qemu-io, qemu-img, nbdinfo, nbdcopy) against the real nbdgraphd.
+# Each one skips (exit 77) when its client is not installed.
+INTEROP_TESTS = \
+	tests/interop/test-qemu-io.sh \
+	$(NULL)
+TESTS += $(INTEROP_TESTS)
+EXTRA_DIST += \
+	tests/interop/functions.sh \
+	$(INTEROP_TESTS) \
+	$(NULL)
