@@ -3,6 +3,7 @@
 # Each one skips (exit 77) when its client is not installed.
 INTEROP_TESTS = \
 	tests/interop/test-qemu-io.sh \
+	tests/interop/test-qemu-img.sh \
 	$(NULL)
 TESTS += $(INTEROP_TESTS)
 EXTRA_DIST += \
