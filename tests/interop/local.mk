@@ -5,6 +5,7 @@ INTEROP_TESTS = \
 	tests/interop/test-qemu-io.sh \
 	tests/interop/test-qemu-img.sh \
 	tests/interop/test-nbdinfo.sh \
+	tests/interop/test-nbdcopy.sh \
 	$(NULL)
 TESTS += $(INTEROP_TESTS)
 EXTRA_DIST += \
