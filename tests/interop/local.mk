@@ -6,6 +6,7 @@ INTEROP_TESTS = \
 	tests/interop/test-qemu-img.sh \
 	tests/interop/test-nbdinfo.sh \
 	tests/interop/test-nbdcopy.sh \
+	tests/interop/test-raw-file.sh \
 	$(NULL)
 TESTS += $(INTEROP_TESTS)
 EXTRA_DIST += \
