@@ -1,4 +1,5 @@
 # contrib/: nbdgraphctl, example configs, bench scripts.
 EXTRA_DIST += \
+	contrib/bench/README.md \
 	contrib/bench/compare \
 	$(NULL)
