@@ -60,6 +60,7 @@ start_nbdgraphd ()
 
     # Its wait loop would drown a `set -x` log; the config is shown instead.
     case $- in *x*) xtrace=1; { set +x; } 2>/dev/null ;; esac
+    requires nbdinfo --version              # the readiness probe
     if [ -n "$nbdgraphd_pid" ]; then
         echo "$0: start_nbdgraphd: a daemon is already running" >&2
         exit 1
