@@ -22,6 +22,16 @@ exports:
   file: { node: file0 }
   null: { node: null0, writable: true }"
 
+# expect_false CMD...: CMD must fail (nbdinfo --is/--can answer "no"
+# with a non-zero status).
+expect_false ()
+{
+    if "$@"; then
+        echo "$0: '$*' succeeded, expected it to fail" >&2
+        return 1
+    fi
+}
+
 # check_json URI JQ-EXPR: nbdinfo --json of URI's one export satisfies
 # JQ-EXPR (run on the export object).
 check_json ()
@@ -74,7 +84,6 @@ check_json "$(uri_for null)" '."export-size" == 1073741824'
 # The single-question forms answer through their exit status.
 [ "$(nbdinfo --size "$(uri_for part)")" -eq $((8 * M)) ]
 nbdinfo --is read-only "$(uri_for ro)"
-expect_false () { if "$@"; then return 1; fi; }
 expect_false nbdinfo --is read-only "$uri"
 nbdinfo --can trim "$uri"
 expect_false nbdinfo --can trim "$(uri_for ro)"
