@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -363,14 +365,14 @@ test_garbage(const struct ng_test_daemon *d)
         close(raw_connect(d));
 }
 
-/* After all of that, a normal client still works. */
+/* After all of that, a normal client still works (over Unix or TCP). */
 static void
-test_normal_client(const struct ng_test_daemon *d)
+test_normal_client(const char *uri)
 {
     struct nbd_handle *nbd = nbd_create();
     char out[65536], in[65536];
 
-    if (nbd == NULL || nbd_connect_uri(nbd, d->uri) == -1)
+    if (nbd == NULL || nbd_connect_uri(nbd, uri) == -1)
         ng_test_fail_nbd("connect");
     ng_test_fill_pattern(out, sizeof out, 4 << 20, 7);
     if (nbd_pwrite(nbd, out, sizeof out, 4 << 20, 0) == -1 ||
@@ -382,17 +384,64 @@ test_normal_client(const struct ng_test_daemon *d)
     nbd_close(nbd);
 }
 
+/* A TCP port nobody listens on right now. */
+static int
+free_tcp_port(void)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    socklen_t len = sizeof sin;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int port;
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd == -1 || bind(fd, (struct sockaddr *)&sin, sizeof sin) == -1 ||
+        getsockname(fd, (struct sockaddr *)&sin, &len) == -1)
+        ng_test_fail("finding a free port: %s", strerror(errno));
+    port = ntohs(sin.sin_port);
+    close(fd);
+    return port;
+}
+
+/* Junk over TCP too, then a client over TCP. */
+static void
+test_tcp(int port)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    char uri[128];
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((uint16_t)port);
+    if (fd == -1 || connect(fd, (struct sockaddr *)&sin, sizeof sin) == -1)
+        ng_test_fail("tcp connect: %s", strerror(errno));
+    send_all(fd, "\xff\xff\xff\xff junk", 9);
+    expect_dropped(fd, "junk over TCP");
+    snprintf(uri, sizeof uri, "nbd://127.0.0.1:%d/demo", port);
+    test_normal_client(uri);
+}
+
 int
 main(void)
 {
     struct ng_test_daemon *d;
+    char yaml[512];
+    int port;
 
     ng_test_timeout(120);
-    d = ng_test_start(ng_test_memory_config("64M"), "demo");
+    port = free_tcp_port();
+    snprintf(yaml, sizeof yaml,
+             "server:\n"
+             "  listen: [ \"unix:@SOCK@\", \"tcp:127.0.0.1:%d\" ]\n"
+             "nodes:\n"
+             "  mem0: { driver: memory, size: 64M }\n"
+             "exports:\n"
+             "  demo: { node: mem0, writable: true }\n", port);
+    d = ng_test_start(yaml, "demo");
     test_export_name_path(d);
     test_options(d);
     test_garbage(d);
-    test_normal_client(d);
+    test_normal_client(d->uri);
+    test_tcp(port);
     ng_test_stop(d);
     return 0;
 }
