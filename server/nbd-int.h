@@ -125,14 +125,15 @@ struct ng_nbd_server {
     struct ng_nbd_export *removed;  /* removed, waiting for connections */
     struct nbd_conn *conns;
     struct nbd_conn *dirty;         /* connections with replies to flush */
-    uv_check_t flush_check;         /* flushes `dirty` once per iteration */
+    uv_check_t flush_check;         /* flush `dirty` after the poll phase */
+    uv_idle_t flush_idle;           /* ... or before it (see nbd.c) */
     uv_timer_t timer;               /* handshake and shutdown deadlines */
     struct nbd_req *free_reqs;
     struct nbd_pool pool;
     unsigned nconns;
     bool shutting_down;
     uint64_t shutdown_at;           /* uv_now() when it began */
-    bool handles_closing;           /* flush_check and timer */
+    bool handles_closing;           /* flush_check, flush_idle, timer */
     unsigned handles_open;
     bool free_pending;              /* ng_nbd_server_free() ran first */
     void (*shutdown_cb)(void *opaque);

@@ -147,13 +147,16 @@ free_req_list(struct nbd_req *r)
 
 /* ---- Flushing once per loop iteration ----------------------------------- */
 
-/* Replies completed during this iteration (inline in the read callback
- * or from the thread pool) go out together: one writev per connection. */
+/* Replies completed during one loop iteration go out together: one
+ * writev per connection.  Most complete in the poll phase (our read
+ * callbacks, thread-pool completions); the check handle, which runs
+ * right after it, sends them.  Some complete in a timer callback (a
+ * throttle releasing requests, the end of a drained section): the idle
+ * handle, which also keeps the coming poll from blocking, sends those
+ * before the loop would go to sleep on them. */
 static void
-flush_check_cb(uv_check_t *check)
+flush_dirty(struct ng_nbd_server *srv)
 {
-    struct ng_nbd_server *srv = check->data;
-
     while (srv->dirty != NULL) {
         struct nbd_conn *c = srv->dirty;
 
@@ -163,6 +166,19 @@ flush_check_cb(uv_check_t *check)
         nbd_conn_flush(c);
     }
     uv_check_stop(&srv->flush_check);
+    uv_idle_stop(&srv->flush_idle);
+}
+
+static void
+flush_check_cb(uv_check_t *check)
+{
+    flush_dirty(check->data);
+}
+
+static void
+flush_idle_cb(uv_idle_t *idle)
+{
+    flush_dirty(idle->data);
 }
 
 void
@@ -175,8 +191,10 @@ nbd_mark_dirty(struct nbd_conn *c)
     c->dirty = true;
     c->dirty_next = srv->dirty;
     srv->dirty = c;
-    if (!srv->handles_closing)
+    if (!srv->handles_closing) {
         uv_check_start(&srv->flush_check, flush_check_cb);
+        uv_idle_start(&srv->flush_idle, flush_idle_cb);
+    }
 }
 
 static void
@@ -209,9 +227,11 @@ ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
     srv->graph = graph;
     uv_check_init(loop, &srv->flush_check);
     srv->flush_check.data = srv;
+    uv_idle_init(loop, &srv->flush_idle);
+    srv->flush_idle.data = srv;
     uv_timer_init(loop, &srv->timer);
     srv->timer.data = srv;
-    srv->handles_open = 2;
+    srv->handles_open = 3;
     return srv;
 }
 
@@ -755,8 +775,10 @@ server_close_handles(struct ng_nbd_server *srv)
         return;
     srv->handles_closing = true;
     uv_check_stop(&srv->flush_check);
+    uv_idle_stop(&srv->flush_idle);
     uv_timer_stop(&srv->timer);
     uv_close((uv_handle_t *)&srv->flush_check, server_handle_closed_cb);
+    uv_close((uv_handle_t *)&srv->flush_idle, server_handle_closed_cb);
     uv_close((uv_handle_t *)&srv->timer, server_handle_closed_cb);
 }
 
