@@ -189,11 +189,9 @@ raw_transmission(const struct ng_test_daemon *d, const char *name)
 }
 
 static void
-send_request(int fd, uint16_t flags, uint16_t type, uint64_t handle,
-             uint64_t offset, uint32_t len)
+make_request(unsigned char *q, uint16_t flags, uint16_t type,
+             uint64_t handle, uint64_t offset, uint32_t len)
 {
-    unsigned char q[28];
-
     put32(q, REQ_MAGIC);
     q[4] = (unsigned char)(flags >> 8);
     q[5] = (unsigned char)flags;
@@ -202,6 +200,15 @@ send_request(int fd, uint16_t flags, uint16_t type, uint64_t handle,
     put64(q + 8, handle);
     put64(q + 16, offset);
     put32(q + 24, len);
+}
+
+static void
+send_request(int fd, uint16_t flags, uint16_t type, uint64_t handle,
+             uint64_t offset, uint32_t len)
+{
+    unsigned char q[28];
+
+    make_request(q, flags, type, handle, offset, len);
     send_all(fd, q, sizeof q);
 }
 
@@ -269,6 +276,40 @@ test_export_name_path(const struct ng_test_daemon *d)
         if (recv_simple_reply(fd, h) != 0 || !recv_all(fd, buf, sizeof buf))
             ng_test_fail("read %" PRIu64 " before DISC not answered", h);
     }
+    expect_dropped(fd, "after DISC");
+}
+
+/* Far more requests than the server keeps in flight (sent in one go, so
+ * the socket takes them all), with no reply read until all are sent:
+ * the server must stop taking requests rather than buffer without
+ * bound, and still answer every one. */
+static void
+test_backpressure(const struct ng_test_daemon *d)
+{
+    enum { N = 2000, LEN = 65536 };
+    static bool seen[N];
+    static char data[LEN];
+    static unsigned char reqs[N][28];
+    int fd = raw_transmission(d, "demo");
+
+    for (uint64_t h = 0; h < N; h++)
+        make_request(reqs[h], 0, 0, h, (h % 512) * LEN, LEN);
+    send_all(fd, reqs, sizeof reqs);
+    for (int i = 0; i < N; i++) {
+        unsigned char r[16];
+        uint64_t h;
+
+        if (!recv_all(fd, r, sizeof r) || get32(r) != SIMPLE_MAGIC ||
+            get32(r + 4) != 0)
+            ng_test_fail("backpressure: reply %d missing or failed", i);
+        h = get64(r + 8);
+        if (h >= N || seen[h])
+            ng_test_fail("backpressure: bad handle %" PRIu64, h);
+        seen[h] = true;
+        if (!recv_all(fd, data, LEN))
+            ng_test_fail("backpressure: reply %d truncated", i);
+    }
+    send_request(fd, 0, 2, 0, 0, 0);
     expect_dropped(fd, "after DISC");
 }
 
@@ -438,6 +479,7 @@ main(void)
              "  demo: { node: mem0, writable: true }\n", port);
     d = ng_test_start(yaml, "demo");
     test_export_name_path(d);
+    test_backpressure(d);
     test_options(d);
     test_garbage(d);
     test_normal_client(d->uri);
