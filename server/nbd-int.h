@@ -78,7 +78,7 @@
 #define NBD_POOL_CLASSES        14      /* 4 KiB .. 32 MiB */
 #define NBD_POOL_BUDGET         (UINT64_C(128) << 20)
 
-/* ---- Objects -------------------------------------------------------------- */
+/* ---- Objects ------------------------------------------------------------- */
 
 struct nbd_conn;
 
@@ -226,7 +226,7 @@ struct nbd_conn {
     bool handle_closed;
 };
 
-/* ---- nbd.c: server-wide services --------------------------------------- */
+/* ---- nbd.c: server-wide services ----------------------------------------- */
 
 /* Find an export by name; "" is the first export in config order. */
 struct ng_nbd_export *nbd_export_find(struct ng_nbd_server *srv,

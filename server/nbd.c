@@ -23,7 +23,7 @@
 #include "server/nbd-proto.h"
 #include "server/nbd.h"
 
-/* ---- Buffer pool ------------------------------------------------------- */
+/* ---- Buffer pool --------------------------------------------------------- */
 
 static unsigned
 pool_class(uint32_t len)
@@ -84,7 +84,7 @@ pool_fini(struct nbd_pool *pool)
     pool->cached = 0;
 }
 
-/* ---- Request objects -------------------------------------------------- */
+/* ---- Request objects ----------------------------------------------------- */
 
 struct nbd_req *
 nbd_req_get(struct nbd_conn *c, uint32_t len)
@@ -145,7 +145,7 @@ free_req_list(struct nbd_req *r)
     }
 }
 
-/* ---- Flushing once per loop iteration ----------------------------------- */
+/* ---- Flushing once per loop iteration ------------------------------------ */
 
 /* Replies completed during one loop iteration go out together: one
  * writev per connection.  Most complete in the poll phase (our read
@@ -211,7 +211,7 @@ unmark_dirty(struct ng_nbd_server *srv, struct nbd_conn *c)
     c->dirty_next = NULL;
 }
 
-/* ---- Server ------------------------------------------------------------ */
+/* ---- Server -------------------------------------------------------------- */
 
 struct ng_nbd_server *
 ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
@@ -235,7 +235,7 @@ ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
     return srv;
 }
 
-/* ---- Exports ------------------------------------------------------------ */
+/* ---- Exports ------------------------------------------------------------- */
 
 struct ng_nbd_export *
 nbd_export_find(struct ng_nbd_server *srv, const char *name)
@@ -408,7 +408,7 @@ ng_nbd_export_connections(const struct ng_nbd_export *exp)
     return exp->nconns;
 }
 
-/* ---- Listening ------------------------------------------------------------ */
+/* ---- Listening ----------------------------------------------------------- */
 
 static void listener_close(struct nbd_listener *l);
 static void shutdown_poll(struct ng_nbd_server *srv);
@@ -705,7 +705,7 @@ listener_close(struct nbd_listener *l)
     uv_close(&l->h.handle, listener_closed_cb);
 }
 
-/* ---- Deadlines --------------------------------------------------------- */
+/* ---- Deadlines ----------------------------------------------------------- */
 
 /* Once a second while a client is in handshake or we are shutting down:
  * drop clients that take too long. */
@@ -748,7 +748,7 @@ nbd_server_watch_deadlines(struct ng_nbd_server *srv)
         uv_timer_start(&srv->timer, deadline_timer_cb, 1000, 1000);
 }
 
-/* ---- Shutdown ------------------------------------------------------------- */
+/* ---- Shutdown ------------------------------------------------------------ */
 
 /* The last of our own handles is closed: report, and finish a free that
  * was asked for meanwhile. */
