@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# tests/test-ctl.sh: nbdgraphctl against the real daemon — list, add and
+# delete nodes, splice a filter in and out, the graph as a tree and as
+# Graphviz, a refusal, raw QMP, --json, events, exit statuses.
+source "$srcdir/functions.sh"
+set -e -x
+requires jq --version
+requires dot -V
+start_nbdgraphd "nodes:
+  mem0: { driver: memory, size: 64M }
+exports:
+  demo: { node: mem0, writable: true, description: \"test disk\" }"
+
+nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
+out=$dir/out
+err=$dir/err
+
+# The table lists the configured node.
+nbdgraphctl nodes > $out
+cat $out
+grep -Eq '^NAME +DRIVER +SIZE +RO +IMPLICIT +CHILDREN$' $out
+grep -Eq '^mem0 +memory +64 MiB +no +no +-$' $out
+
+# A dry run changes nothing; the real one adds the node.
+nbdgraphctl --dry-run add-node m2 memory size=16M > $out
+grep -q 'would succeed' $out
+nbdgraphctl nodes > $out
+! grep -q '^m2 ' $out
+nbdgraphctl add-node m2 memory size=16M
+nbdgraphctl nodes > $out
+cat $out
+grep -Eq '^m2 +memory +16 MiB +no +no +-$' $out
+
+# A filter spliced in above mem0 shows between the export and mem0.
+nbdgraphctl insert-filter mem0 nofilter f1
+nbdgraphctl graph > $out
+cat $out
+cat > $dir/expected <<'END'
+export demo (writable)
+└─ f1 (nofilter)
+   └─ filtered: mem0 (memory, 64 MiB)
+not exported
+└─ m2 (memory, 16 MiB)
+END
+diff -u $dir/expected $out
+nbdgraphctl nodes > $out
+grep -Eq '^f1 +nofilter +64 MiB +no +no +filtered=mem0$' $out
+
+# Graphviz takes the --dot output as it is.
+nbdgraphctl graph --dot > $dir/g.dot
+grep -q '"f1" -> "mem0"' $dir/g.dot
+dot -Tsvg $dir/g.dot > $dir/g.svg
+grep -q '<svg' $dir/g.svg
+
+# Out again, and the added node deleted.
+nbdgraphctl remove-filter f1
+nbdgraphctl del-node m2
+nbdgraphctl nodes > $out
+test "$(tail -n +2 $out | cut -d' ' -f1)" = mem0
+
+# A node in use is refused: message on stderr, exit 1.
+expect_status 1 nbdgraphctl del-node mem0 2> $err
+cat $err
+grep -q "^nbdgraphctl: node 'mem0' is in use by export 'demo'$" $err
+
+# Raw QMP prints the whole reply; an error reply exits 1.
+nbdgraphctl qmp '{"execute": "query-version"}' > $out
+jq -e '.return.qemu.major == 0' $out
+expect_status 1 nbdgraphctl qmp '{"execute": "no-such-command"}' > $out
+jq -e '.error.class == "CommandNotFound"' $out
+
+# --json is the daemon's JSON.
+nbdgraphctl --json nodes > $out
+jq -e 'map(.["node-name"]) == ["mem0"]' $out
+nbdgraphctl --json graph > $out
+jq -e '.["block-backends"][0].root == "mem0"' $out
+
+# Events: each change sends one; make changes until two have come.
+nbdgraphctl events --count 2 --timeout 30 > $dir/events &
+events_pid=$!
+for i in $(seq 50); do
+    kill -0 $events_pid 2>/dev/null || break
+    nbdgraphctl add-node "e$i" null-co size=1M
+    sleep 0.2
+done
+wait $events_pid
+cat $dir/events
+test "$(wc -l < $dir/events)" -eq 2
+jq -es 'all(.event == "GRAPH_CHANGED")' $dir/events
+
+# Exit statuses: usage errors and an unreachable socket are 2.
+expect_status 2 nbdgraphctl no-such-subcommand
+expect_status 2 nbdgraphctl add-node onlyname
+expect_status 2 nbdgraphctl --dry-run nodes
+expect_status 2 "$top_builddir/nbdgraphctl" --socket "$dir/nothing" nodes \
+    2> $err
+grep -q "$dir/nothing" $err
+"$top_builddir/nbdgraphctl" --help | grep -q '^  insert-filter '
