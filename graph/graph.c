@@ -156,7 +156,7 @@ node_check_request(struct ng_node *node, const struct ng_req *req)
     if ((req->flags & NG_REQ_FAST_ZERO) && req->op != NG_OP_WRITE_ZEROES)
         return -EINVAL;
     if (req->op == NG_OP_BLOCK_STATUS &&
-        (req->extents == NULL || req->max_extents == 0))
+        (req->extents == NULL || req->max_extents == 0 || req->length == 0))
         return -EINVAL;
     if (!ng_req_changes_data(req))
         return 0;
@@ -226,6 +226,11 @@ ng_node_submit(struct ng_node *node, struct ng_req *req)
 
     if (r < 0) {
         ng_req_complete(req, r);
+        return;
+    }
+    /* Nothing to do for an empty range; drivers never see one. */
+    if (req->length == 0 && req->op != NG_OP_FLUSH) {
+        ng_req_complete(req, 0);
         return;
     }
     if (node_answer_trivially(node, req))

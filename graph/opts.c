@@ -163,6 +163,8 @@ parse_enum(const struct ng_opt_desc *d, const struct ng_value *v, int *out,
            struct ng_error *err)
 {
     const char *s = ng_value_to_string(v, d->name, err);
+    char expected[256];
+    size_t used = 0;
     int i;
 
     if (s == NULL)
@@ -172,9 +174,12 @@ parse_enum(const struct ng_opt_desc *d, const struct ng_value *v, int *out,
             *out = i;
             return 0;
         }
+        if (used < sizeof expected)
+            used += (size_t)snprintf(expected + used, sizeof expected - used,
+                                     "%s%s", i ? ", " : "", d->choices[i]);
     }
-    return ng_value_error(err, &v->loc, "'%s' must be one of the listed "
-                          "values, not '%s'", d->name, s);
+    return ng_value_error(err, &v->loc, "'%s' must be one of %s, not '%s'",
+                          d->name, expected, s);
 }
 
 static int parse_child(const struct ng_opt_desc *d, const struct ng_value *v,

@@ -12,5 +12,8 @@ nbdgraphd_SOURCES = \
 	server/qmp-graph.h \
 	server/qmp-graph.c \
 	server/qmp-commands.c \
+	server/qmp-export.c \
+	server/exports.h \
+	server/exports.c \
 	$(NULL)
 nbdgraphd_LDADD = $(CORE_LIBS)

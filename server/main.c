@@ -14,6 +14,9 @@
 
 #include "config/config.h"
 #include "graph/graph.h"
+#include "nac/nac.h"
+#include "server/control.h"
+#include "server/exports.h"
 #include "server/log.h"
 #include "server/nbd.h"
 
@@ -23,6 +26,9 @@ struct daemon {
     struct ng_config *cfg;
     struct ng_graph *graph;
     struct ng_nbd_server *nbd;
+    struct ng_nac *nac;
+    struct ng_control_ctx ctl_ctx;
+    struct ng_control *control;
     uv_signal_t sigint, sigterm, sighup;
     bool stopping;
     int exit_code;
@@ -108,20 +114,36 @@ build_graph(struct daemon *d, struct ng_error *err)
     return 0;
 }
 
+static void
+log_nac(void *opaque, const char *line)
+{
+    (void)opaque;
+    ng_log_debug("nac: %s", line);
+}
+
 static int
 start_server(struct daemon *d, struct ng_error *err)
 {
     size_t i;
 
+    d->nac = ng_nac_new();
+    if (d->nac == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    ng_nac_set_log(d->nac, log_nac, NULL);
     d->nbd = ng_nbd_server_new(&d->loop, d->graph, err);
     if (d->nbd == NULL)
         return -1;
+    d->ctl_ctx.graph = d->graph;
+    d->ctl_ctx.nbd = d->nbd;
+    d->ctl_ctx.nac = d->nac;
     for (i = 0; i < d->cfg->n_exports; i++) {
         const struct ng_export_cfg *ec = &d->cfg->exports[i];
-        struct ng_node *node = ng_graph_find(d->graph, ec->node);
+        struct ng_export_spec spec = {
+            .id = ec->name, .node = ec->node, .writable = ec->writable,
+            .description = ec->description,
+        };
 
-        if (ng_nbd_server_add_export(d->nbd, ec->name, ec->description, node,
-                                     ec->writable, err) == -1)
+        if (ng_exports_add(&d->ctl_ctx, &spec, "config", false, err) == -1)
             return ng_error_prefix(err, "%s:%u:%u: export '%s'",
                                    ec->loc.file, ec->loc.line,
                                    ec->loc.column, ec->name);
@@ -130,6 +152,17 @@ start_server(struct daemon *d, struct ng_error *err)
         if (ng_nbd_server_listen(d->nbd, d->cfg->listen[i].text, err) == -1)
             return -1;
     return 0;
+}
+
+static int
+start_control(struct daemon *d, struct ng_error *err)
+{
+    if (d->cfg->control == NULL)
+        return 0;
+    d->control = ng_control_new(&d->loop, &d->ctl_ctx, err);
+    if (d->control == NULL)
+        return -1;
+    return ng_control_listen(d->control, d->cfg->control, err);
 }
 
 /* Tell the user how to connect: one URI per listen address and export. */
@@ -156,13 +189,25 @@ print_uris(const struct daemon *d)
 }
 
 static void
-server_stopped(void *opaque)
+control_stopped(void *opaque)
 {
     struct daemon *d = opaque;
 
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
+}
+
+/* Clients first (their requests finish), then the control channel. */
+static void
+server_stopped(void *opaque)
+{
+    struct daemon *d = opaque;
+
+    if (d->control != NULL)
+        ng_control_shutdown(d->control, control_stopped, d);
+    else
+        control_stopped(d);
 }
 
 static void
@@ -231,6 +276,11 @@ daemon_cleanup(struct daemon *d)
 {
     ng_nbd_server_free(d->nbd);
     d->nbd = NULL;
+    ng_control_free(d->control);
+    d->control = NULL;
+    ng_exports_free_all(&d->ctl_ctx);
+    ng_nac_free(d->nac);
+    d->nac = NULL;
     ng_graph_free(d->graph);
     d->graph = NULL;
     /* Let closing handles (the graph's timer, sockets) finish. */
@@ -263,12 +313,14 @@ run(const struct options *o)
         return EXIT_FAILURE;
     }
     if (build_graph(&d, &err) == -1 || start_server(&d, &err) == -1 ||
-        watch_signals(&d) == -1) {
+        start_control(&d, &err) == -1 || watch_signals(&d) == -1) {
         fprintf(stderr, "nbdgraphd: %s\n", err.msg[0] ? err.msg
                                                        : "cannot start");
         d.exit_code = EXIT_FAILURE;
         if (d.nbd != NULL)
             ng_nbd_server_shutdown(d.nbd, NULL, NULL);
+        if (d.control != NULL)
+            ng_control_shutdown(d.control, NULL, NULL);
         daemon_cleanup(&d);
         return d.exit_code;
     }

@@ -86,5 +86,6 @@ const struct ng_qmp_command ng_qmp_commands[] = {
       remove_filter_args, false },
     { "block-export-add", ng_qmp_block_export_add, export_add_args, false },
     { "block-export-del", ng_qmp_block_export_del, export_del_args, false },
+    { "query-nac", ng_qmp_query_nac, no_args, false },
     { NULL, NULL, NULL, false },
 };

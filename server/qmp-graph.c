@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include "graph/graph.h"
+#include "nac/nac.h"
+#include "nac/policy.h"
+#include "server/exports.h"
 #include "server/qmp-graph.h"
 #include "server/qmp-util.h"
 
@@ -193,6 +196,8 @@ ng_qmp_blockdev_add(struct ng_qmp_call *call, json_t *args)
 {
     struct ng_control_ctx *ctx = ng_qmp_ctx(call);
     struct ng_value *opts = node_opts_from_args(args);
+    struct ng_nac_claim claim = { NULL, NG_NAC_EXCLUSIVE_REQUIRE,
+                                  NG_NAC_EXCLUSIVE_ALLOW };
     struct ng_error err = { 0 };
     struct ng_node *n;
     char job[128];
@@ -203,15 +208,20 @@ ng_qmp_blockdev_add(struct ng_qmp_call *call, json_t *args)
         return;
     }
     ng_qmp_job_id(ctx, args, "blockdev-add-", job, sizeof job);
+    claim.node = json_string_value(json_object_get(args, "node-name"));
     r = check_new_node_name(ctx->graph, args, &err);
     if (r == 0)
         r = ng_node_opts_check(opts, NULL, NULL, &err);
+    if (r == 0)
+        r = ng_ctx_nac_claim(ctx, job, "command", &claim, 1,
+                             ng_qmp_dry_run(args), &err);
     if (r == 0 && !ng_qmp_dry_run(args)) {
         n = ng_graph_add_node(ctx->graph, NULL, opts, &err);
         r = n != NULL ? 0 : -1;
         if (n != NULL)
             ng_qmp_graph_changed(ctx, "node-added", job,
                                  json_pack("{s:s}", "node-name", n->name));
+        ng_ctx_nac_release(ctx, job);
     }
     ng_value_free(opts);
     if (r == -1)
@@ -225,13 +235,22 @@ ng_qmp_blockdev_del(struct ng_qmp_call *call, json_t *args)
 {
     struct ng_control_ctx *ctx = ng_qmp_ctx(call);
     const char *name = json_string_value(json_object_get(args, "node-name"));
+    struct ng_nac_claim claim = { name, NG_NAC_EXCLUSIVE_REQUIRE,
+                                  NG_NAC_EXCLUSIVE_ALLOW };
+    bool dry = ng_qmp_dry_run(args);
     struct ng_error err = { 0 };
     char job[128];
+    int r;
 
     ng_qmp_job_id(ctx, args, "blockdev-del-", job, sizeof job);
-    if (ng_graph_check_del_node(ctx->graph, name, &err) == -1 ||
-        (!ng_qmp_dry_run(args) &&
-         ng_graph_del_node(ctx->graph, name, &err) == -1)) {
+    r = ng_graph_check_del_node(ctx->graph, name, &err);
+    if (r == 0)
+        r = ng_ctx_nac_claim(ctx, job, "command", &claim, 1, dry, &err);
+    if (r == 0 && !dry) {
+        r = ng_graph_del_node(ctx->graph, name, &err);
+        ng_ctx_nac_release(ctx, job);
+    }
+    if (r == -1) {
         ng_qmp_error_from(call, &err);
         return;
     }
@@ -255,6 +274,7 @@ struct filter_op {
     struct ng_value *filter;    /* insert: filter options */
     char **bbs;                 /* insert: only these exports, or NULL */
     size_t n_bbs;
+    bool claimed;               /* holds NAC claims as `job` */
 };
 
 static void
@@ -262,6 +282,8 @@ filter_op_free(struct filter_op *op)
 {
     size_t i;
 
+    if (op->claimed)
+        ng_ctx_nac_release(op->ctx, op->job);
     for (i = 0; i < op->n_bbs; i++)
         free(op->bbs[i]);
     free(op->bbs);
@@ -317,6 +339,22 @@ insert_done(void *opaque, const struct ng_error *err)
     filter_op_free(op);
 }
 
+/* Splice claims on `node` (the one that moves), held until the op is
+ * freed; with dry_run only checked. */
+static int
+filter_op_claim(struct filter_op *op, const char *node, bool dry_run,
+                struct ng_error *err)
+{
+    struct ng_nac_claim claim = { node, NG_NAC_SPLICE_REQUIRE,
+                                  NG_NAC_SPLICE_ALLOW };
+
+    if (ng_ctx_nac_claim(op->ctx, op->job, "command", &claim, 1, dry_run,
+                         err) == -1)
+        return -1;
+    op->claimed = !dry_run;
+    return 0;
+}
+
 static struct filter_op *
 filter_op_new(struct ng_qmp_call *call, json_t *args, const char *node,
               const char *prefix)
@@ -352,7 +390,8 @@ ng_qmp_blockdev_insert_filter(struct ng_qmp_call *call, json_t *args)
     if (filter_op_bbs(op, json_object_get(args, "exports"), &err) == -1 ||
         ng_graph_check_insert_filter(op->ctx->graph, node, op->filter,
                                      (const char *const *)op->bbs,
-                                     op->n_bbs, &err) == -1)
+                                     op->n_bbs, &err) == -1 ||
+        filter_op_claim(op, node, ng_qmp_dry_run(args), &err) == -1)
         goto fail;
     if (ng_qmp_dry_run(args)) {
         ng_qmp_return(call, NULL);
@@ -402,7 +441,8 @@ ng_qmp_blockdev_remove_filter(struct ng_qmp_call *call, json_t *args)
         ng_qmp_error(call, NG_QMP_GENERIC, "out of memory");
         return;
     }
-    if (ng_graph_check_remove_filter(op->ctx->graph, name, &err) == -1)
+    if (ng_graph_check_remove_filter(op->ctx->graph, name, &err) == -1 ||
+        filter_op_claim(op, name, ng_qmp_dry_run(args), &err) == -1)
         goto fail;
     if (ng_qmp_dry_run(args)) {
         ng_qmp_return(call, NULL);

@@ -17,5 +17,6 @@ ng_qmp_handler ng_qmp_blockdev_remove_filter;
 ng_qmp_handler ng_qmp_query_block_exports;
 ng_qmp_handler ng_qmp_block_export_add;
 ng_qmp_handler ng_qmp_block_export_del;
+ng_qmp_handler ng_qmp_query_nac;
 
 #endif

@@ -141,7 +141,12 @@ try_connect(const char *path)
 
     if (fd == -1)
         return -1;
-    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+    if (strlen(path) >= sizeof sun.sun_path) {
+        close(fd);
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
     r = connect(fd, (struct sockaddr *)&sun, sizeof sun);
     close(fd);
     return r;

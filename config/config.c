@@ -1,0 +1,648 @@
+/* config/config.c: load a config file into the model and validate it
+ * whole: the top level, server:, exports: (nodes: is config/nodes.c).
+ * Nothing is opened or bound here; every error names file:line:column.
+ */
+#include <config.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "config/config.h"
+#include "config/config-int.h"
+#include "config/yaml.h"
+
+/* Longest config file we read; a config is a few KiB. */
+#define CONFIG_MAX_SIZE (16u << 20)
+
+/* NBD limits names and descriptions to 4096 bytes on the wire. */
+#define EXPORT_STRING_MAX 4096
+
+/* Longest Unix socket path (sun_path, less its NUL). */
+#define UNIX_PATH_MAX (sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1)
+
+const char ng_default_config_text[] =
+    "# nbdgraph's built-in configuration, used without --config.\n"
+    "server:\n"
+    "  listen:\n"
+    "    - unix:" NG_DEFAULT_SOCKET "\n"
+    "    - tcp:127.0.0.1:10809\n"
+    "  control: " NG_DEFAULT_CONTROL "\n"
+    "nodes:\n"
+    "  demo: { driver: memory, size: 1G }\n"
+    "exports:\n"
+    "  demo:\n"
+    "    node: demo\n"
+    "    writable: true\n"
+    "    description: nbdgraph built-in 1 GiB memory disk\n";
+
+static const char *const top_keys[] = {
+    "server", "nodes", "exports", NULL
+};
+static const char *const server_keys[] = {
+    "listen", "control", NULL
+};
+static const char *const export_keys[] = {
+    "node", "writable", "description", NULL
+};
+
+/* ---- Error helpers ---------------------------------------------------- */
+
+int
+ng_config_oom(struct ng_error *err)
+{
+    return ng_error_set(err, ENOMEM, "out of memory");
+}
+
+static const char *
+kind_name(const struct ng_value *v)
+{
+    if (v->kind == NG_VALUE_MAP)
+        return "a mapping";
+    if (v->kind == NG_VALUE_LIST)
+        return "a list";
+    return v->is_null ? "null" : "a scalar";
+}
+
+int
+ng_config_expect_map(const struct ng_value *v, struct ng_error *err,
+                     const char *fmt, ...)
+{
+    char what[NG_ERROR_MSG_MAX];
+    va_list ap;
+
+    if (v->kind == NG_VALUE_MAP)
+        return 0;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return ng_value_error(err, &v->loc, "%s must be a mapping, not %s", what,
+                          kind_name(v));
+}
+
+/* Length of the "file:line:column: " that starts msg, or 0. */
+static size_t
+loc_prefix_len(const char *msg, const char *file)
+{
+    size_t n = strlen(file);
+    const char *p;
+    size_t digits;
+
+    if (strncmp(msg, file, n) != 0 || msg[n] != ':')
+        return 0;
+    p = msg + n + 1;
+    digits = strspn(p, "0123456789");
+    if (digits == 0 || p[digits] != ':')
+        return 0;
+    p += digits + 1;
+    digits = strspn(p, "0123456789");
+    if (digits == 0 || p[digits] != ':' || p[digits + 1] != ' ')
+        return 0;
+    return (size_t)(p + digits + 2 - msg);
+}
+
+/* Append `s` to the string in buf[size] that is `used` long; cuts what
+ * does not fit.  Returns the new length. */
+static size_t
+append(char *buf, size_t size, size_t used, const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n > size - 1 - used)
+        n = size - 1 - used;
+    memcpy(buf + used, s, n);
+    buf[used + n] = '\0';
+    return used + n;
+}
+
+int
+ng_config_error_prefix(struct ng_error *err, const char *file,
+                       const char *fmt, ...)
+{
+    char out[NG_ERROR_MSG_MAX];
+    size_t skip, used;
+    va_list ap;
+    int n;
+
+    if (err == NULL)
+        return -1;
+    skip = loc_prefix_len(err->msg, file);
+    memcpy(out, err->msg, skip);
+    va_start(ap, fmt);
+    n = vsnprintf(out + skip, sizeof out - skip, fmt, ap);
+    va_end(ap);
+    used = skip + (n > 0 ? (size_t)n : 0);
+    if (used > sizeof out - 1)
+        used = sizeof out - 1;
+    used = append(out, sizeof out, used, ": ");
+    append(out, sizeof out, used, err->msg + skip);
+    memcpy(err->msg, out, sizeof err->msg);
+    return -1;
+}
+
+/* "listen, control" from a NULL-terminated table. */
+static void
+join_keys(const char *const *keys, char *buf, size_t size)
+{
+    size_t used = 0, i;
+
+    buf[0] = '\0';
+    for (i = 0; keys[i] != NULL && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s",
+                                 i ? ", " : "", keys[i]);
+}
+
+static bool
+key_known(const char *const *keys, const char *key)
+{
+    size_t i;
+
+    for (i = 0; keys[i] != NULL; i++)
+        if (strcmp(keys[i], key) == 0)
+            return true;
+    return false;
+}
+
+/* Every key of `map` must be in `known`; `where` says where we are:
+ * "in server", "at top level". */
+static int
+check_keys(const struct ng_value *map, const char *const *known,
+           const char *where, struct ng_error *err)
+{
+    char expected[256];
+    size_t i;
+
+    for (i = 0; i < map->n; i++) {
+        if (key_known(known, map->keys[i]))
+            continue;
+        join_keys(known, expected, sizeof expected);
+        return ng_value_error(err, &map->key_locs[i],
+                              "unknown key '%s' %s (expected %s)",
+                              map->keys[i], where, expected);
+    }
+    return 0;
+}
+
+static bool
+is_null(const struct ng_value *v)
+{
+    return v == NULL || (v->kind == NG_VALUE_SCALAR && v->is_null);
+}
+
+/* ---- server: ---------------------------------------------------------- */
+
+static int
+parse_port(const char *s)
+{
+    size_t digits = strspn(s, "0123456789");
+    long port;
+
+    if (digits == 0 || digits > 5 || s[digits] != '\0')
+        return -1;
+    port = strtol(s, NULL, 10);
+    return port >= 1 && port <= 65535 ? (int)port : -1;
+}
+
+static int
+parse_unix(const char *path, struct ng_listen_cfg *l, struct ng_error *err)
+{
+    l->kind = NG_LISTEN_UNIX;
+    if (path[0] == '\0')
+        return ng_value_error(err, &l->loc, "listen address '%s': empty "
+                              "socket path", l->text);
+    if (strlen(path) > UNIX_PATH_MAX)
+        return ng_value_error(err, &l->loc, "listen address '%s': socket "
+                              "path longer than %zu bytes", l->text,
+                              UNIX_PATH_MAX);
+    l->path = strdup(path);
+    return l->path != NULL ? 0 : ng_config_oom(err);
+}
+
+/* Split "HOST:PORT" or "[V6HOST]:PORT"; *port points into hp. */
+static int
+split_host_port(const char *hp, struct ng_listen_cfg *l, const char **host,
+                size_t *host_len, const char **port, struct ng_error *err)
+{
+    const char *end;
+
+    if (hp[0] == '[') {
+        end = strchr(hp, ']');
+        if (end == NULL)
+            return ng_value_error(err, &l->loc, "listen address '%s': "
+                                  "missing ']' after IPv6 host", l->text);
+        *host = hp + 1;
+        *host_len = (size_t)(end - hp - 1);
+        end++;
+        if (*end != ':' && *end != '\0')
+            return ng_value_error(err, &l->loc, "listen address '%s': "
+                                  "expected ':PORT' after ']'", l->text);
+    } else {
+        end = strrchr(hp, ':');
+        *host = hp;
+        *host_len = end != NULL ? (size_t)(end - hp) : strlen(hp);
+        if (memchr(hp, ':', *host_len) != NULL)
+            return ng_value_error(err, &l->loc, "listen address '%s': IPv6 "
+                                  "host must be in brackets "
+                                  "(tcp:[HOST]:PORT)", l->text);
+    }
+    *port = end != NULL && *end == ':' ? end + 1 : "";
+    return 0;
+}
+
+static int
+parse_tcp(const char *hp, struct ng_listen_cfg *l, struct ng_error *err)
+{
+    const char *host = "", *port = "";     /* set by split_host_port */
+    size_t host_len = 0;
+    char buf[8];
+
+    l->kind = NG_LISTEN_TCP;
+    if (split_host_port(hp, l, &host, &host_len, &port, err) == -1)
+        return -1;
+    if (port[0] == '\0')
+        return ng_value_error(err, &l->loc, "listen address '%s': missing "
+                              "port (expected tcp:HOST:PORT)", l->text);
+    if (host_len == 0)
+        return ng_value_error(err, &l->loc, "listen address '%s': missing "
+                              "host (expected tcp:HOST:PORT)", l->text);
+    if (parse_port(port) == -1)
+        return ng_value_error(err, &l->loc, "listen address '%s': bad port "
+                              "'%s' (expected 1 to 65535)", l->text, port);
+    snprintf(buf, sizeof buf, "%d", parse_port(port));   /* no leading 0s */
+    l->host = strndup(host, host_len);
+    l->port = strdup(buf);
+    return l->host != NULL && l->port != NULL ? 0 : ng_config_oom(err);
+}
+
+static int
+parse_listen(const struct ng_value *v, struct ng_listen_cfg *l,
+             struct ng_error *err)
+{
+    const char *s = ng_value_to_string(v, "listen", err);
+
+    if (s == NULL)
+        return -1;
+    l->loc = v->loc;
+    if ((l->text = strdup(s)) == NULL)
+        return ng_config_oom(err);
+    if (strncmp(s, "unix:", 5) == 0)
+        return parse_unix(s + 5, l, err);
+    if (strncmp(s, "tcp:", 4) == 0)
+        return parse_tcp(s + 4, l, err);
+    return ng_value_error(err, &v->loc, "bad listen address '%s' (expected "
+                          "unix:PATH or tcp:HOST:PORT)", s);
+}
+
+/* The same address twice would fail at bind time with EADDRINUSE; say
+ * where instead. */
+static int
+check_listen_unique(const struct ng_config *cfg, const struct ng_listen_cfg *l,
+                    struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < cfg->n_listen - 1; i++) {
+        const struct ng_listen_cfg *o = &cfg->listen[i];
+
+        if (strcmp(o->text, l->text) == 0)
+            return ng_value_error(err, &l->loc, "duplicate listen address "
+                                  "'%s' (first at %u:%u)", l->text,
+                                  o->loc.line, o->loc.column);
+    }
+    return 0;
+}
+
+/* listen: takes one address or a list of them. */
+static int
+load_listen(struct ng_config *cfg, const struct ng_value *v,
+            struct ng_error *err)
+{
+    bool single = v->kind == NG_VALUE_SCALAR && !v->is_null;
+    size_t n = single ? 1 : v->n, i;
+
+    if (!single && v->kind != NG_VALUE_LIST)
+        return ng_value_error(err, &v->loc, "'listen' must be a string or "
+                              "a list, not %s", kind_name(v));
+    if (n == 0)
+        return ng_value_error(err, &v->loc, "no listen address in the list");
+    cfg->listen = calloc(n, sizeof *cfg->listen);
+    if (cfg->listen == NULL)
+        return ng_config_oom(err);
+    for (i = 0; i < n; i++) {
+        struct ng_listen_cfg *l = &cfg->listen[cfg->n_listen++];
+
+        if (parse_listen(single ? v : v->items[i], l, err) == -1 ||
+            check_listen_unique(cfg, l, err) == -1)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+load_control(struct ng_config *cfg, const struct ng_value *v,
+             struct ng_error *err)
+{
+    const char *path = ng_value_to_string(v, "control", err);
+
+    if (path == NULL)
+        return -1;
+    if (path[0] == '\0')
+        return ng_value_error(err, &v->loc, "'control' must not be empty");
+    if (strlen(path) > UNIX_PATH_MAX)
+        return ng_value_error(err, &v->loc, "control socket path longer "
+                              "than %zu bytes", UNIX_PATH_MAX);
+    cfg->control = strdup(path);
+    return cfg->control != NULL ? 0 : ng_config_oom(err);
+}
+
+static int
+load_server(struct ng_config *cfg, struct ng_error *err)
+{
+    const struct ng_value *doc = cfg->doc;
+    ptrdiff_t i = ng_value_index(doc, "server");
+    const struct ng_value *server, *v;
+
+    if (i < 0)
+        return ng_value_error(err, &doc->loc, "no listen address (no "
+                              "server section)");
+    server = doc->items[i];
+    if (ng_config_expect_map(server, err, "'server'") == -1 ||
+        check_keys(server, server_keys, "in server", err) == -1)
+        return -1;
+    v = ng_value_get(server, "listen");
+    if (v == NULL)
+        return ng_value_error(err, &doc->key_locs[i], "no listen address "
+                              "in server");
+    if (load_listen(cfg, v, err) == -1)
+        return -1;
+    v = ng_value_get(server, "control");
+    return v != NULL ? load_control(cfg, v, err) : 0;
+}
+
+/* ---- exports: --------------------------------------------------------- */
+
+static int
+export_node(const struct ng_config *cfg, const struct ng_value *map,
+            struct ng_export_cfg *e, const struct ng_names *names,
+            struct ng_error *err)
+{
+    const struct ng_value *v = ng_value_get(map, "node");
+    const char *node;
+
+    if (v == NULL)
+        return ng_value_error(err, &e->loc, "export '%s': missing key "
+                              "'node'", e->name);
+    if ((node = ng_value_to_string(v, "node", err)) == NULL)
+        return ng_config_error_prefix(err, cfg->file, "export '%s'",
+                                      e->name);
+    if (ng_names_find(names, node) == NULL)
+        return ng_value_error(err, &v->loc, "export '%s': unknown node "
+                              "'%s'", e->name, node);
+    e->node = strdup(node);
+    return e->node != NULL ? 0 : ng_config_oom(err);
+}
+
+static int
+export_options(const struct ng_config *cfg, const struct ng_value *map,
+               struct ng_export_cfg *e, struct ng_error *err)
+{
+    const struct ng_value *v = ng_value_get(map, "writable");
+    const char *s;
+
+    if (v != NULL && ng_value_to_bool(v, "writable", &e->writable, err) == -1)
+        return ng_config_error_prefix(err, cfg->file, "export '%s'",
+                                      e->name);
+    v = ng_value_get(map, "description");
+    if (v == NULL)
+        return 0;
+    if ((s = ng_value_to_string(v, "description", err)) == NULL)
+        return ng_config_error_prefix(err, cfg->file, "export '%s'",
+                                      e->name);
+    if (strlen(s) > EXPORT_STRING_MAX)
+        return ng_value_error(err, &v->loc, "export '%s': description "
+                              "longer than %d bytes", e->name,
+                              EXPORT_STRING_MAX);
+    e->description = strdup(s);
+    return e->description != NULL ? 0 : ng_config_oom(err);
+}
+
+/* Export i of the exports: mapping into *e (zeroed). */
+static int
+load_export(const struct ng_config *cfg, const struct ng_value *exports,
+            size_t i, struct ng_export_cfg *e, const struct ng_names *names,
+            struct ng_error *err)
+{
+    const struct ng_value *map = exports->items[i];
+    char where[NG_ERROR_MSG_MAX];
+
+    e->loc = exports->key_locs[i];
+    if ((e->name = strdup(exports->keys[i])) == NULL)
+        return ng_config_oom(err);
+    if (strlen(e->name) > EXPORT_STRING_MAX)
+        return ng_value_error(err, &e->loc, "export name longer than %d "
+                              "bytes", EXPORT_STRING_MAX);
+    if (ng_config_expect_map(map, err, "export '%s'", e->name) == -1)
+        return -1;
+    snprintf(where, sizeof where, "in export '%s'", e->name);
+    if (check_keys(map, export_keys, where, err) == -1 ||
+        export_node(cfg, map, e, names, err) == -1 ||
+        export_options(cfg, map, e, err) == -1)
+        return -1;
+    e->extra = ng_value_copy(map);
+    return e->extra != NULL ? 0 : ng_config_oom(err);
+}
+
+static int
+load_exports(struct ng_config *cfg, const struct ng_names *names,
+             struct ng_error *err)
+{
+    const struct ng_value *exports = ng_value_get(cfg->doc, "exports");
+    size_t i;
+
+    if (is_null(exports))
+        return 0;
+    if (ng_config_expect_map(exports, err, "'exports'") == -1)
+        return -1;
+    cfg->exports = calloc(exports->n ? exports->n : 1, sizeof *cfg->exports);
+    if (cfg->exports == NULL)
+        return ng_config_oom(err);
+    for (i = 0; i < exports->n; i++) {
+        struct ng_export_cfg *e = &cfg->exports[cfg->n_exports++];
+
+        if (load_export(cfg, exports, i, e, names, err) == -1)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- The whole config ----------------------------------------------- */
+
+static int
+check_top(const struct ng_value *doc, struct ng_error *err)
+{
+    char expected[64];
+
+    if (is_null(doc)) {
+        join_keys(top_keys, expected, sizeof expected);
+        return ng_value_error(err, &doc->loc, "config is empty (expected "
+                              "a mapping with %s)", expected);
+    }
+    if (ng_config_expect_map(doc, err, "config") == -1)
+        return -1;
+    return check_keys(doc, top_keys, "at top level", err);
+}
+
+static int
+config_build(struct ng_config *cfg, struct ng_error *err)
+{
+    struct ng_names names = { 0 };
+    int r = -1;
+
+    if (check_top(cfg->doc, err) == 0 && load_server(cfg, err) == 0 &&
+        ng_config_load_nodes(cfg, ng_value_get(cfg->doc, "nodes"), &names,
+                             err) == 0)
+        r = load_exports(cfg, &names, err);
+    ng_names_free(&names);
+    return r;
+}
+
+/* Takes nothing: `text` and `name` are borrowed for the call. */
+static struct ng_config *
+load_text(const char *text, size_t len, const char *name,
+          struct ng_error *err)
+{
+    struct ng_config *cfg = calloc(1, sizeof *cfg);
+
+    if (cfg == NULL || (cfg->file = strdup(name)) == NULL) {
+        free(cfg);
+        ng_config_oom(err);
+        return NULL;
+    }
+    cfg->doc = ng_yaml_parse(text, len, cfg->file, err);
+    if (cfg->doc == NULL || config_build(cfg, err) == -1) {
+        ng_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+struct ng_config *
+ng_config_load_string(const char *text, const char *name,
+                      struct ng_error *err)
+{
+    return load_text(text, strlen(text), name != NULL ? name : "<string>",
+                     err);
+}
+
+/* errno as a message, lower case like all of ours. */
+static int
+file_error(struct ng_error *err, int code, const char *path,
+           const char *what)
+{
+    char msg[128];
+
+    snprintf(msg, sizeof msg, "%s", strerror(code));
+    msg[0] = (char)tolower((unsigned char)msg[0]);
+    return ng_error_set(err, code, "%s: cannot %s config file: %s", path,
+                        what, msg);
+}
+
+/* The whole file, NUL-terminated; caller frees. */
+static char *
+read_file(const char *path, size_t *len, struct ng_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL, *p;
+    size_t cap = 0, n;
+
+    if (f == NULL) {
+        file_error(err, errno, path, "open");
+        return NULL;
+    }
+    *len = 0;
+    do {
+        if (cap - *len < 4096 + 1) {
+            cap = cap ? 2 * cap : 8192;
+            if (cap > CONFIG_MAX_SIZE + 8192) {
+                ng_error_set(err, EFBIG, "%s: config file larger than "
+                             "%u MiB", path, CONFIG_MAX_SIZE >> 20);
+                goto fail;
+            }
+            if ((p = realloc(buf, cap)) == NULL) {
+                ng_config_oom(err);
+                goto fail;
+            }
+            buf = p;
+        }
+        n = fread(buf + *len, 1, cap - *len - 1, f);
+        *len += n;
+    } while (n > 0);
+    if (ferror(f)) {
+        file_error(err, errno, path, "read");
+        goto fail;
+    }
+    fclose(f);
+    buf[*len] = '\0';
+    return buf;
+
+fail:
+    fclose(f);
+    free(buf);
+    return NULL;
+}
+
+struct ng_config *
+ng_config_load_file(const char *path, struct ng_error *err)
+{
+    struct ng_config *cfg;
+    size_t len;
+    char *text = read_file(path, &len, err);
+
+    if (text == NULL)
+        return NULL;
+    cfg = load_text(text, len, path, err);
+    free(text);
+    return cfg;
+}
+
+struct ng_config *
+ng_config_default(struct ng_error *err)
+{
+    return ng_config_load_string(ng_default_config_text, "<default>", err);
+}
+
+void
+ng_config_free(struct ng_config *cfg)
+{
+    size_t i;
+
+    if (cfg == NULL)
+        return;
+    for (i = 0; i < cfg->n_listen; i++) {
+        free(cfg->listen[i].path);
+        free(cfg->listen[i].host);
+        free(cfg->listen[i].port);
+        free(cfg->listen[i].text);
+    }
+    free(cfg->listen);
+    free(cfg->control);
+    for (i = 0; i < cfg->n_nodes; i++) {
+        free(cfg->nodes[i].name);
+        ng_value_free(cfg->nodes[i].opts);
+    }
+    free(cfg->nodes);
+    for (i = 0; i < cfg->n_exports; i++) {
+        free(cfg->exports[i].name);
+        free(cfg->exports[i].node);
+        free(cfg->exports[i].description);
+        ng_value_free(cfg->exports[i].extra);
+    }
+    free(cfg->exports);
+    ng_value_free(cfg->doc);
+    free(cfg->file);
+    free(cfg);
+}

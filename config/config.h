@@ -1,0 +1,77 @@
+/* config/config.h: the daemon's configuration model.
+ *
+ * A config is read whole, validated whole (every error names
+ * file:line:column and the key) and only then applied; nothing is opened
+ * while loading.  Nodes come out in dependency order (children first), so
+ * the daemon can create them one by one.
+ */
+#ifndef NG_CONFIG_H
+#define NG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config/value.h"
+#include "graph/error.h"
+
+enum ng_listen_kind {
+    NG_LISTEN_UNIX,
+    NG_LISTEN_TCP,
+};
+
+struct ng_listen_cfg {
+    enum ng_listen_kind kind;
+    char *path;                 /* UNIX */
+    char *host;                 /* TCP: "127.0.0.1", "::1", "localhost" */
+    char *port;                 /* TCP: "10809" */
+    char *text;                 /* as written: "unix:/x.sock" */
+    struct ng_loc loc;
+};
+
+struct ng_node_cfg {
+    char *name;                 /* node-name (the key under nodes:) */
+    struct ng_value *opts;      /* blockdev-add options, owned; no
+                                 * "node-name" key */
+    struct ng_loc loc;
+};
+
+struct ng_export_cfg {
+    char *name;                 /* NBD export name */
+    char *node;                 /* root node-name */
+    bool writable;
+    char *description;          /* NULL = none */
+    struct ng_value *extra;     /* owned: the whole export mapping, for
+                                 * options later issues add (throttle,
+                                 * copy-on-read, detect-zeroes, ...) */
+    struct ng_loc loc;
+};
+
+struct ng_config {
+    char *file;                 /* path given, or "<default>"; loc.file
+                                 * in every value points here */
+    struct ng_listen_cfg *listen;
+    size_t n_listen;
+    char *control;              /* control socket path, NULL = none */
+    struct ng_node_cfg *nodes;  /* children before parents */
+    size_t n_nodes;
+    struct ng_export_cfg *exports;
+    size_t n_exports;
+    struct ng_value *doc;       /* the parsed document, owned */
+};
+
+/* Load and validate.  Caller frees with ng_config_free(). */
+struct ng_config *ng_config_load_file(const char *path, struct ng_error *err);
+/* `name` is what errors call the text ("<default>", a path). */
+struct ng_config *ng_config_load_string(const char *text, const char *name,
+                                        struct ng_error *err);
+/* The built-in default: a writable 1 GiB memory export "demo" on
+ * unix:NG_DEFAULT_SOCKET and tcp:127.0.0.1:10809. */
+struct ng_config *ng_config_default(struct ng_error *err);
+extern const char ng_default_config_text[];
+
+void ng_config_free(struct ng_config *cfg);        /* NULL-safe */
+
+#define NG_DEFAULT_SOCKET "/tmp/nbdgraph.sock"
+#define NG_DEFAULT_CONTROL "/tmp/nbdgraph-control.sock"
+
+#endif

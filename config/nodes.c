@@ -1,0 +1,452 @@
+/* config/nodes.c: the nodes: section.  Each node's options are checked
+ * against its driver's option table (graph's ng_node_opts_check(), which
+ * opens nothing); then node-names, references between nodes and cycles;
+ * then the nodes are put children first, so the daemon can create them one
+ * by one.
+ *
+ * File index: the position of a node under nodes:, 0-based.  An inline
+ * child definition (a mapping where a child is expected) belongs to the
+ * node under nodes: that holds it: it is created with that node, so a
+ * reference to it is a reference to that node.
+ */
+#include <config.h>
+
+#include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "config/config-int.h"
+#include "graph/graph.h"
+
+/* QEMU's node-name limit is smaller; the graph takes up to this. */
+#define NODE_NAME_MAX 127
+
+/* A reference from a node under nodes: to a node-name. */
+struct node_ref {
+    char *name;                 /* owned copy */
+    struct ng_loc loc;          /* where it is written */
+    size_t from;                /* file index of the referring node */
+    size_t to;                  /* file index of the node defining `name`
+                                 * (set once all names are known) */
+};
+
+/* State while checking the nodes: section. */
+struct nodes_ctx {
+    struct ng_config *cfg;      /* the caller's */
+    const struct ng_value *nodes;   /* the nodes: mapping, in cfg->doc */
+    struct ng_names *names;     /* the caller's */
+    struct ng_value **opts;     /* by file index: each node's options
+                                 * without node-name; owned until moved
+                                 * into cfg->nodes */
+    struct node_ref *refs;      /* owned, in the order they were seen */
+    size_t n_refs;
+    size_t cap_refs;
+    size_t current;             /* file index of the node being checked */
+    bool oom;                   /* ref_cb could not record a reference */
+};
+
+/* ---- Names -------------------------------------------------------------- */
+
+const struct ng_name *
+ng_names_find(const struct ng_names *names, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < names->n; i++)
+        if (strcmp(names->v[i].name, name) == 0)
+            return &names->v[i];
+    return NULL;
+}
+
+void
+ng_names_free(struct ng_names *names)
+{
+    free(names->v);
+    names->v = NULL;
+    names->n = names->cap = 0;
+}
+
+/* QEMU's rule, as the graph applies it: a letter, then letters, digits,
+ * '-', '.', '_'.  Names starting otherwise are kept for the graph's own
+ * ("#ng0" for inline children without a name). */
+static bool
+valid_node_name(const char *name)
+{
+    const char *p;
+
+    if (!isalpha((unsigned char)name[0]) || strlen(name) > NODE_NAME_MAX)
+        return false;
+    for (p = name; *p != '\0'; p++)
+        if (!isalnum((unsigned char)*p) && strchr("-._", *p) == NULL)
+            return false;
+    return true;
+}
+
+/* Record a node-name (borrowed from the document); unique, well formed. */
+static int
+add_name(struct ng_names *names, const char *name, const struct ng_loc *loc,
+         size_t owner, bool is_inline, struct ng_error *err)
+{
+    const struct ng_name *old = ng_names_find(names, name);
+    struct ng_name *v;
+
+    if (!valid_node_name(name))
+        return ng_value_error(err, loc, "invalid node name '%s' (a letter, "
+                              "then up to %d letters, digits, '-', '.' or "
+                              "'_')", name, NODE_NAME_MAX - 1);
+    if (old != NULL)
+        return ng_value_error(err, loc, "duplicate node name '%s' (also "
+                              "at %u:%u)", name, old->loc.line,
+                              old->loc.column);
+    if (names->n == names->cap) {
+        size_t cap = names->cap ? 2 * names->cap : 16;
+
+        if ((v = realloc(names->v, cap * sizeof *v)) == NULL)
+            return ng_config_oom(err);
+        names->v = v;
+        names->cap = cap;
+    }
+    names->v[names->n++] = (struct ng_name){
+        .name = name, .loc = *loc, .owner = owner, .is_inline = is_inline,
+    };
+    return 0;
+}
+
+/* Inline child definitions inside `v` (some value of node `owner`'s
+ * options): every mapping below the node's own that has a node-name.  The
+ * option check has made sure that mappings appear only where the driver
+ * takes a child or a nested option group, which has no node-name. */
+static int
+add_inline_names(struct ng_names *names, const struct ng_value *v,
+                 size_t owner, struct ng_error *err)
+{
+    const struct ng_value *name = ng_value_get(v, "node-name");
+    const char *s;
+    size_t i;
+
+    if (name != NULL) {
+        if ((s = ng_value_to_string(name, "node-name", err)) == NULL ||
+            add_name(names, s, &name->loc, owner, true, err) == -1)
+            return -1;
+    }
+    for (i = 0; i < v->n; i++) {
+        const struct ng_value *item = v->items[i];
+
+        if (item->kind != NG_VALUE_SCALAR &&
+            add_inline_names(names, item, owner, err) == -1)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- Checking one node ------------------------------------------------ */
+
+/* Called by ng_node_opts_check() for each child given by name. */
+static void
+record_ref(void *opaque, const char *ref, const struct ng_loc *loc)
+{
+    struct nodes_ctx *c = opaque;
+    struct node_ref *r;
+
+    if (c->oom)
+        return;
+    if (c->n_refs == c->cap_refs) {
+        size_t cap = c->cap_refs ? 2 * c->cap_refs : 16;
+
+        if ((r = realloc(c->refs, cap * sizeof *r)) == NULL) {
+            c->oom = true;
+            return;
+        }
+        c->refs = r;
+        c->cap_refs = cap;
+    }
+    r = &c->refs[c->n_refs];
+    if ((r->name = strdup(ref)) == NULL) {
+        c->oom = true;
+        return;
+    }
+    r->loc = *loc;
+    r->from = c->current;
+    r->to = SIZE_MAX;
+    c->n_refs++;
+}
+
+/* A copy of `map` without its "node-name" key; caller frees. */
+static struct ng_value *
+copy_without_name(const struct ng_value *map)
+{
+    struct ng_value *copy = ng_value_new_map(map->loc);
+    struct ng_value *item;
+    size_t i;
+
+    for (i = 0; copy != NULL && i < map->n; i++) {
+        if (strcmp(map->keys[i], "node-name") == 0)
+            continue;
+        item = ng_value_copy(map->items[i]);
+        if (item == NULL ||
+            ng_value_map_put(copy, map->keys[i], map->key_locs[i],
+                             item) == -1) {
+            ng_value_free(copy);
+            copy = NULL;
+        }
+    }
+    return copy;
+}
+
+/* The key under nodes: is the name; a node-name as well must agree. */
+static int
+check_own_name(const char *name, const struct ng_value *map,
+               const char *file, struct ng_error *err)
+{
+    const struct ng_value *v = ng_value_get(map, "node-name");
+    const char *s;
+
+    if (v == NULL)
+        return 0;
+    if ((s = ng_value_to_string(v, "node-name", err)) == NULL)
+        return ng_config_error_prefix(err, file, "node '%s'", name);
+    if (strcmp(s, name) != 0)
+        return ng_value_error(err, &v->loc, "node '%s': node-name '%s' "
+                              "differs from its key", name, s);
+    return 0;
+}
+
+static int
+check_node(struct nodes_ctx *c, size_t i, struct ng_error *err)
+{
+    const char *name = c->nodes->keys[i];
+    const struct ng_value *map = c->nodes->items[i];
+    const char *file = c->cfg->file;
+    size_t j;
+
+    if (ng_config_expect_map(map, err, "node '%s'", name) == -1 ||
+        check_own_name(name, map, file, err) == -1)
+        return -1;
+    if ((c->opts[i] = copy_without_name(map)) == NULL)
+        return ng_config_oom(err);
+    c->current = i;
+    if (ng_node_opts_check(c->opts[i], record_ref, c, err) == -1)
+        return ng_config_error_prefix(err, file, "node '%s'", name);
+    if (c->oom)
+        return ng_config_oom(err);
+    for (j = 0; j < map->n; j++)
+        if (map->items[j]->kind != NG_VALUE_SCALAR &&
+            add_inline_names(c->names, map->items[j], i, err) == -1)
+            return ng_config_error_prefix(err, file, "node '%s'", name);
+    return 0;
+}
+
+/* ---- References and order --------------------------------------------- */
+
+static int
+resolve_refs(struct nodes_ctx *c, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < c->n_refs; i++) {
+        struct node_ref *r = &c->refs[i];
+        const struct ng_name *def = ng_names_find(c->names, r->name);
+        const char *from = c->nodes->keys[r->from];
+
+        if (def == NULL)
+            return ng_value_error(err, &r->loc, "node '%s': unknown node "
+                                  "'%s'", from, r->name);
+        if (def->is_inline && def->owner == r->from)
+            return ng_value_error(err, &r->loc, "node '%s': '%s' is "
+                                  "defined inside this node and cannot be "
+                                  "referenced from it", from, r->name);
+        r->to = def->owner;
+    }
+    return 0;
+}
+
+/* First reference from node `from` to a node not yet placed. */
+static const struct node_ref *
+pending_ref(const struct nodes_ctx *c, size_t from, const bool *placed)
+{
+    size_t i;
+
+    for (i = 0; i < c->n_refs; i++)
+        if (c->refs[i].from == from && !placed[c->refs[i].to])
+            return &c->refs[i];
+    return NULL;
+}
+
+/* "a -> b -> a" for the cycle path[0..len), starting at path[first]. */
+static void
+cycle_text(const struct nodes_ctx *c, const size_t *path, size_t len,
+           size_t first, char *buf, size_t size)
+{
+    size_t used = 0, k;
+
+    buf[0] = '\0';
+    for (k = 0; k <= len && used < size; k++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s",
+                                 k ? " -> " : "",
+                                 c->nodes->keys[path[(first + k) % len]]);
+}
+
+/* Walk from node `cur` along first pending references until a node
+ * repeats; path[] and via[] get the nodes and references taken, pos[] (all
+ * SIZE_MAX on entry) each node's place in path.  Returns the place of the
+ * node that repeated: the cycle is path[that..len). */
+static size_t
+walk_to_cycle(const struct nodes_ctx *c, const bool *placed, size_t cur,
+              size_t *path, const struct node_ref **via, size_t *pos,
+              size_t *len)
+{
+    *len = 0;
+    while (pos[cur] == SIZE_MAX) {
+        pos[cur] = *len;
+        path[*len] = cur;
+        via[*len] = pending_ref(c, cur, placed);
+        cur = via[(*len)++]->to;
+    }
+    return pos[cur];
+}
+
+/* Nothing is left that could be placed: every node not placed waits for
+ * another one not placed.  Follow the first such reference from the first
+ * such node until a node repeats, and name that cycle, starting at its
+ * member that comes first in the file. */
+static int
+cycle_error(const struct nodes_ctx *c, const bool *placed,
+            struct ng_error *err)
+{
+    size_t n = c->nodes->n, len, start, first, k;
+    size_t *path = calloc(n, sizeof *path);
+    size_t *pos = malloc(n * sizeof *pos);
+    const struct node_ref **via = calloc(n, sizeof *via);
+    char text[NG_ERROR_MSG_MAX / 2];
+
+    if (path == NULL || pos == NULL || via == NULL) {
+        free(path);
+        free(pos);
+        free(via);
+        return ng_config_oom(err);
+    }
+    for (k = 0; k < n; k++)
+        pos[k] = SIZE_MAX;
+    for (k = 0; placed[k]; k++)
+        ;
+    start = walk_to_cycle(c, placed, k, path, via, pos, &len);
+    for (first = start, k = start + 1; k < len; k++)
+        if (path[k] < path[first])
+            first = k;
+    cycle_text(c, path + start, len - start, first - start, text,
+               sizeof text);
+    ng_value_error(err, &via[first]->loc, "node cycle: %s", text);
+    free(path);
+    free(pos);
+    free(via);
+    return -1;
+}
+
+/* order[0..n) = file indexes, children first; among nodes that could go
+ * next, the one that comes first in the file, so a file already in
+ * dependency order keeps its order. */
+static int
+order_nodes(const struct nodes_ctx *c, size_t *order, struct ng_error *err)
+{
+    size_t n = c->nodes->n, done, i, k;
+    size_t *waits = calloc(n ? n : 1, sizeof *waits);  /* refs not placed */
+    bool *placed = calloc(n ? n : 1, sizeof *placed);
+    int r = 0;
+
+    if (waits == NULL || placed == NULL)
+        r = ng_config_oom(err);
+    for (k = 0; r == 0 && k < c->n_refs; k++)
+        waits[c->refs[k].from]++;
+    for (done = 0; r == 0 && done < n; done++) {
+        for (i = 0; i < n && (placed[i] || waits[i] > 0); i++)
+            ;
+        if (i == n) {
+            r = cycle_error(c, placed, err);
+            break;
+        }
+        placed[i] = true;
+        order[done] = i;
+        for (k = 0; k < c->n_refs; k++)
+            if (c->refs[k].to == i)
+                waits[c->refs[k].from]--;
+    }
+    free(waits);
+    free(placed);
+    return r;
+}
+
+/* Move the options into cfg->nodes in the order found. */
+static int
+fill_model(struct nodes_ctx *c, const size_t *order, struct ng_error *err)
+{
+    struct ng_config *cfg = c->cfg;
+    size_t n = c->nodes->n, k;
+
+    cfg->nodes = calloc(n ? n : 1, sizeof *cfg->nodes);
+    if (cfg->nodes == NULL)
+        return ng_config_oom(err);
+    for (k = 0; k < n; k++) {
+        struct ng_node_cfg *nc = &cfg->nodes[cfg->n_nodes++];
+        size_t i = order[k];
+
+        nc->loc = c->nodes->key_locs[i];
+        nc->opts = c->opts[i];
+        c->opts[i] = NULL;
+        if ((nc->name = strdup(c->nodes->keys[i])) == NULL)
+            return ng_config_oom(err);
+    }
+    return 0;
+}
+
+static int
+check_nodes(struct nodes_ctx *c, struct ng_error *err)
+{
+    size_t n = c->nodes->n, i;
+    size_t *order;
+    int r;
+
+    for (i = 0; i < n; i++)
+        if (add_name(c->names, c->nodes->keys[i], &c->nodes->key_locs[i],
+                     i, false, err) == -1)
+            return -1;
+    for (i = 0; i < n; i++)
+        if (check_node(c, i, err) == -1)
+            return -1;
+    if (resolve_refs(c, err) == -1)
+        return -1;
+    if ((order = calloc(n ? n : 1, sizeof *order)) == NULL)
+        return ng_config_oom(err);
+    r = order_nodes(c, order, err);
+    if (r == 0)
+        r = fill_model(c, order, err);
+    free(order);
+    return r;
+}
+
+int
+ng_config_load_nodes(struct ng_config *cfg, const struct ng_value *nodes,
+                     struct ng_names *names, struct ng_error *err)
+{
+    struct nodes_ctx c = { .cfg = cfg, .nodes = nodes, .names = names };
+    size_t i;
+    int r;
+
+    if (nodes == NULL || (nodes->kind == NG_VALUE_SCALAR && nodes->is_null))
+        return 0;
+    if (ng_config_expect_map(nodes, err, "'nodes'") == -1)
+        return -1;
+    c.opts = calloc(nodes->n ? nodes->n : 1, sizeof *c.opts);
+    if (c.opts == NULL)
+        return ng_config_oom(err);
+    r = check_nodes(&c, err);
+    for (i = 0; i < nodes->n; i++)
+        ng_value_free(c.opts[i]);
+    free(c.opts);
+    for (i = 0; i < c.n_refs; i++)
+        free(c.refs[i].name);
+    free(c.refs);
+    return r;
+}

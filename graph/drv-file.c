@@ -1,0 +1,760 @@
+/* graph/drv-file.c: "file", a POSIX file or block device (QEMU's "file"
+ * and "host_device" protocol drivers in one).
+ *
+ * Every request runs on a libuv worker thread (ng_req_run_blocking): the
+ * worker functions below may block but must not touch the graph; they
+ * read the node state, which does not change while requests are in
+ * flight, and return 0 or a negative errno.
+ *
+ * With cache.direct=on the file is opened O_DIRECT and the kernel wants
+ * offset, length and buffer aligned.  Aligned requests go straight
+ * through; the rest bounce through an aligned buffer, and an unaligned
+ * write becomes read-modify-write of whole blocks.  Two requests that
+ * share a block must then not interleave, so an RMW holds `rmw_lock`
+ * exclusively and every other request that changes data holds it shared.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifdef __linux__
+#include <linux/fs.h>               /* BLKGETSIZE64, BLKSSZGET */
+#endif
+
+#include "graph/graph.h"
+#include "graph/drivers.h"
+
+/* Direct I/O alignment when the kernel does not tell: no logical block
+ * size in use is larger, and over-aligning is always allowed. */
+#define FILE_DEFAULT_ALIGN 4096
+
+/* Fallback write-zeroes writes from this; aligned so O_DIRECT can use it
+ * without a bounce. */
+#define FILE_ZERO_BUF_SIZE (64 * 1024)
+static _Alignas(FILE_DEFAULT_ALIGN) const unsigned char
+    file_zero_buf[FILE_ZERO_BUF_SIZE];
+
+/* QEMU's image locking (block/file-posix.c), so nbdgraph and QEMU see
+ * each other: OFD read locks on single bytes, at PERM_BASE + p by a user
+ * holding permission p and at SHARED_BASE + p by one that does not let
+ * others hold p.  Read locks never conflict with each other; conflicts
+ * are found by testing for a write lock. */
+#define FILE_LOCK_PERM_BASE   100
+#define FILE_LOCK_SHARED_BASE 200
+
+enum file_perm {
+    FILE_PERM_CONSISTENT_READ,
+    FILE_PERM_WRITE,
+    FILE_PERM_WRITE_UNCHANGED,
+    FILE_PERM_RESIZE,
+    FILE_PERM__COUNT
+};
+
+/* QEMU's spelling, for messages users may know from qemu-img. */
+static const char *const file_perm_names[FILE_PERM__COUNT] = {
+    "consistent read", "write", "write unchanged", "resize",
+};
+
+enum file_locking {
+    FILE_LOCKING_AUTO,              /* lock when the kernel can */
+    FILE_LOCKING_ON,
+    FILE_LOCKING_OFF,
+};
+
+static const char *const file_locking_choices[] = {
+    "auto", "on", "off", NULL,
+};
+
+/* QEMU also has "native" and "io_uring"; we have the thread pool. */
+static const char *const file_aio_choices[] = {
+    "threads", NULL,
+};
+
+struct file_state {
+    char *filename;                 /* option "filename" */
+    bool direct;                    /* option "cache.direct" */
+    int aio;                        /* option "aio" */
+    int locking;                    /* option "locking": FILE_LOCKING_* */
+
+    int fd;
+    bool has_fd;                    /* fd is open (state starts zeroed) */
+    bool is_block;                  /* a block device, not a file */
+    uint64_t size;                  /* bytes, at open */
+    uint64_t align;                 /* O_DIRECT offset and length
+                                     * alignment; 1 without O_DIRECT */
+    uint64_t mem_align;             /* O_DIRECT buffer alignment, >= the
+                                     * above; 1 without O_DIRECT */
+    uint64_t dev_align;             /* fallocate() granularity of a block
+                                     * device; 1 for a file */
+    bool rmw_lock_ready;
+    pthread_rwlock_t rmw_lock;
+};
+
+static const struct ng_opt_desc file_opts[] = {
+    NG_OPT_STRING("filename", struct file_state, filename, NULL,
+                  "path of the file or block device"),
+    NG_OPT_BOOL("cache.direct", struct file_state, direct, "false",
+                "bypass the host page cache (O_DIRECT)"),
+    NG_OPT_ENUM("aio", struct file_state, aio, "threads", file_aio_choices,
+                "I/O backend; only the thread pool is implemented"),
+    NG_OPT_ENUM("locking", struct file_state, locking, "auto",
+                file_locking_choices,
+                "take QEMU-compatible image locks (auto: when supported)"),
+    NG_OPT_END,
+};
+
+/* ---- Worker thread: system call loops -------------------------------- */
+
+static inline bool
+file_is_aligned(uint64_t v, uint64_t align)
+{
+    return (v & (align - 1)) == 0;
+}
+
+/* Read it all; what lies past the end of the file reads as zeroes (the
+ * unaligned tail of a bounce, or a file someone else truncated). */
+static int
+file_pread_all(const struct file_state *s, void *buf, uint64_t len,
+               uint64_t off)
+{
+    unsigned char *p = buf;
+
+    while (len > 0) {
+        size_t n = len < SSIZE_MAX ? len : SSIZE_MAX;
+        ssize_t r = pread(s->fd, p, n, (off_t)off);
+
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += r;
+        off += (uint64_t)r;
+        len -= (uint64_t)r;
+        /* O_DIRECT stops short only at the end of the file, and would
+         * refuse to go on from an unaligned offset. */
+        if (r == 0 || (len > 0 && !file_is_aligned(off, s->align))) {
+            memset(p, 0, len);
+            break;
+        }
+    }
+    return 0;
+}
+
+static int
+file_pwrite_all(const struct file_state *s, const void *buf, uint64_t len,
+                uint64_t off)
+{
+    const unsigned char *p = buf;
+
+    while (len > 0) {
+        size_t n = len < SSIZE_MAX ? len : SSIZE_MAX;
+        ssize_t r = pwrite(s->fd, p, n, (off_t)off);
+
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            return -EIO;            /* would loop for ever */
+        p += r;
+        off += (uint64_t)r;
+        len -= (uint64_t)r;
+    }
+    return 0;
+}
+
+static int
+file_sync(const struct file_state *s)
+{
+    while (fdatasync(s->fd) < 0) {
+        if (errno != EINTR)
+            return -errno;
+    }
+    return 0;
+}
+
+static void
+file_lock_shared(struct file_state *s)
+{
+    if (s->direct)
+        pthread_rwlock_rdlock(&s->rmw_lock);
+}
+
+static void
+file_unlock(struct file_state *s)
+{
+    if (s->direct)
+        pthread_rwlock_unlock(&s->rmw_lock);
+}
+
+/* ---- Worker thread: the ops ------------------------------------------ */
+
+static inline bool
+file_needs_bounce(const struct file_state *s, const void *buf, uint64_t len,
+                  uint64_t off)
+{
+    return !file_is_aligned(off | len, s->align) ||
+           !file_is_aligned((uintptr_t)buf, s->mem_align);
+}
+
+static int
+file_read_bounce(struct file_state *s, void *buf, uint64_t len,
+                 uint64_t off)
+{
+    uint64_t start = off & ~(s->align - 1);
+    uint64_t blen = ((off + len + s->align - 1) & ~(s->align - 1)) - start;
+    unsigned char *b;
+    int r = posix_memalign((void **)&b, s->mem_align, blen);
+
+    if (r != 0)
+        return -r;
+    r = file_pread_all(s, b, blen, start);
+    if (r == 0)
+        memcpy(buf, b + (off - start), len);
+    free(b);
+    return r;
+}
+
+static int
+file_read(struct file_state *s, void *buf, uint64_t len, uint64_t off)
+{
+    if (s->direct && file_needs_bounce(s, buf, len, off))
+        return file_read_bounce(s, buf, len, off);
+    return file_pread_all(s, buf, len, off);
+}
+
+/* Write through an aligned buffer; when the range is not block-aligned,
+ * fill in the partial head and tail blocks from the file first. */
+static int
+file_write_bounce(struct file_state *s, const void *buf, uint64_t len,
+                  uint64_t off)
+{
+    uint64_t start = off & ~(s->align - 1);
+    uint64_t end = (off + len + s->align - 1) & ~(s->align - 1);
+    uint64_t blen = end - start;
+    bool rmw = !file_is_aligned(off | len, s->align);
+    unsigned char *b;
+    int r = posix_memalign((void **)&b, s->mem_align, blen);
+
+    if (r != 0)
+        return -r;
+    if (rmw)
+        pthread_rwlock_wrlock(&s->rmw_lock);
+    else
+        pthread_rwlock_rdlock(&s->rmw_lock);
+    if (off != start)
+        r = file_pread_all(s, b, s->align, start);
+    if (r == 0 && off + len != end && (blen > s->align || off == start))
+        r = file_pread_all(s, b + blen - s->align, s->align,
+                           end - s->align);
+    if (r == 0) {
+        memcpy(b + (off - start), buf, len);
+        r = file_pwrite_all(s, b, blen, start);
+    }
+    /* The whole last block went out: cut a file whose size is not a
+     * multiple of the block back to where it ended. */
+    if (r == 0 && end > s->size && !s->is_block &&
+        ftruncate(s->fd, (off_t)s->size) < 0)
+        r = -errno;
+    pthread_rwlock_unlock(&s->rmw_lock);
+    free(b);
+    return r;
+}
+
+static int
+file_write(struct file_state *s, const void *buf, uint64_t len,
+           uint64_t off)
+{
+    int r;
+
+    if (!s->direct)
+        return file_pwrite_all(s, buf, len, off);
+    if (file_needs_bounce(s, buf, len, off))
+        return file_write_bounce(s, buf, len, off);
+    file_lock_shared(s);
+    r = file_pwrite_all(s, buf, len, off);
+    file_unlock(s);
+    return r;
+}
+
+/* Zeroes by writing them, for when the file system cannot do better. */
+static int
+file_write_zero_bytes(struct file_state *s, uint64_t len, uint64_t off)
+{
+    while (len > 0) {
+        /* Chunks on buffer-size boundaries keep all but the first and
+         * last aligned for O_DIRECT. */
+        uint64_t n = FILE_ZERO_BUF_SIZE - off % FILE_ZERO_BUF_SIZE;
+        int r;
+
+        if (n > len)
+            n = len;
+        r = file_write(s, file_zero_buf, n, off);
+        if (r < 0)
+            return r;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static inline bool
+file_errno_unsupported(int r)
+{
+    return r == -EOPNOTSUPP || r == -ENOSYS;
+}
+
+static int
+file_fallocate(struct file_state *s, int mode, uint64_t off, uint64_t len)
+{
+    int r;
+
+    if (len == 0)
+        return 0;
+    file_lock_shared(s);
+    do {
+        r = fallocate(s->fd, mode, (off_t)off, (off_t)len);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0)
+        r = -errno;
+    file_unlock(s);
+    return r;
+}
+
+static int
+file_trim(struct file_state *s, uint64_t len, uint64_t off)
+{
+    /* A block device deallocates whole logical blocks only; trim is
+     * advisory, so leave the partial ones alone. */
+    uint64_t a = (off + s->dev_align - 1) & ~(s->dev_align - 1);
+    uint64_t b = (off + len) & ~(s->dev_align - 1);
+    int r;
+
+    if (a >= b)
+        return 0;
+    r = file_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                       a, b - a);
+    return file_errno_unsupported(r) ? 0 : r;
+}
+
+static int
+file_zero(struct file_state *s, uint64_t len, uint64_t off, uint32_t flags)
+{
+    /* A block device zeroes whole logical blocks only: the partial ones
+     * at either end are written (a few bytes, fast even for FAST_ZERO). */
+    uint64_t end = off + len;
+    uint64_t a = (off + s->dev_align - 1) & ~(s->dev_align - 1);
+    uint64_t b = end & ~(s->dev_align - 1);
+    int r = -EOPNOTSUPP;
+
+    if (a >= b)
+        return file_write_zero_bytes(s, len, off);
+    if (flags & NG_REQ_MAY_TRIM)
+        r = file_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                           a, b - a);
+    /* KEEP_SIZE: block devices insist on it, files do not care. */
+    if (file_errno_unsupported(r))
+        r = file_fallocate(s, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                           a, b - a);
+    if (file_errno_unsupported(r)) {
+        if (flags & NG_REQ_FAST_ZERO)
+            return -ENOTSUP;
+        return file_write_zero_bytes(s, len, off);
+    }
+    if (r == 0 && off < a)
+        r = file_write_zero_bytes(s, a - off, off);
+    if (r == 0 && b < end)
+        r = file_write_zero_bytes(s, end - b, b);
+    return r;
+}
+
+/* Add [.., + len) with `flags` to the extents, merging with the last one
+ * of the same kind.  Returns false when the array is full. */
+static bool
+file_add_extent(struct ng_req *req, uint32_t max, uint64_t len,
+                uint32_t flags)
+{
+    struct ng_extent *e = req->extents;
+    uint32_t nr = req->nr_extents;
+
+    if (nr > 0 && e[nr - 1].flags == flags) {
+        e[nr - 1].length += len;
+        return true;
+    }
+    if (nr == max)
+        return false;
+    e[nr].length = len;
+    e[nr].flags = flags;
+    req->nr_extents = nr + 1;
+    return true;
+}
+
+/* Where the data at or after `off` ends and the next hole starts, from
+ * SEEK_DATA and SEEK_HOLE.  Sets *next and *flags for [off, *next). */
+static int
+file_next_extent(const struct file_state *s, uint64_t off, uint64_t end,
+                 uint64_t *next, uint32_t *flags)
+{
+    off_t data = lseek(s->fd, (off_t)off, SEEK_DATA);
+    off_t hole;
+
+    if (data < 0) {
+        if (errno == ENXIO) {
+            /* No data from here to the end of the file. */
+            *next = end;
+            *flags = NG_EXTENT_HOLE | NG_EXTENT_ZERO;
+            return 0;
+        }
+        return -errno;
+    }
+    if ((uint64_t)data > off) {
+        *next = (uint64_t)data < end ? (uint64_t)data : end;
+        *flags = NG_EXTENT_HOLE | NG_EXTENT_ZERO;
+        return 0;
+    }
+    hole = lseek(s->fd, (off_t)off, SEEK_HOLE);
+    if (hole < 0 && errno == ENXIO) {
+        /* Truncated between the two calls: what is gone reads as
+         * zeroes. */
+        *next = end;
+        *flags = NG_EXTENT_HOLE | NG_EXTENT_ZERO;
+        return 0;
+    }
+    if (hole < 0)
+        return -errno;
+    /* A hole at `off` right after data at `off` means the file changed
+     * under us; calling it data keeps us moving. */
+    *next = (uint64_t)hole > off && (uint64_t)hole < end ?
+            (uint64_t)hole : end;
+    *flags = 0;
+    return 0;
+}
+
+static int
+file_block_status(struct file_state *s, struct ng_req *req)
+{
+    uint32_t max = (req->flags & NG_REQ_REQ_ONE) ? 1 : req->max_extents;
+    uint64_t off = req->offset, end = req->offset + req->length;
+
+    req->nr_extents = 0;
+    while (off < end) {
+        uint64_t next = end;
+        uint32_t flags = 0;
+        int r = file_next_extent(s, off, end, &next, &flags);
+
+        if (r == -EINVAL || file_errno_unsupported(r)) {
+            /* No SEEK_DATA here: say data, which is always true. */
+            next = end;
+            flags = 0;
+        } else if (r < 0) {
+            return r;
+        }
+        if (!file_add_extent(req, max, next - off, flags))
+            break;
+        off = next;
+    }
+    return 0;
+}
+
+static int
+file_cache(const struct file_state *s, uint64_t len, uint64_t off)
+{
+    return -posix_fadvise(s->fd, (off_t)off, (off_t)len,
+                          POSIX_FADV_WILLNEED);
+}
+
+/* Worker thread: the one entry point for every op. */
+static int
+file_work(struct ng_node *node, struct ng_req *req)
+{
+    struct file_state *s = ng_node_state(node);
+    int r;
+
+    switch (req->op) {
+    case NG_OP_READ:
+        return file_read(s, req->buf, req->length, req->offset);
+    case NG_OP_WRITE:
+        r = file_write(s, req->buf, req->length, req->offset);
+        break;
+    case NG_OP_TRIM:
+        r = file_trim(s, req->length, req->offset);
+        break;
+    case NG_OP_WRITE_ZEROES:
+        r = file_zero(s, req->length, req->offset, req->flags);
+        break;
+    case NG_OP_FLUSH:
+        return file_sync(s);
+    case NG_OP_BLOCK_STATUS:
+        return file_block_status(s, req);
+    case NG_OP_CACHE:
+        return file_cache(s, req->length, req->offset);
+    default:
+        return -EINVAL;
+    }
+    if (r == 0 && (req->flags & NG_REQ_FUA))
+        r = file_sync(s);
+    return r;
+}
+
+/* ---- Loop thread ------------------------------------------------------ */
+
+static void
+file_submit(struct ng_node *node, struct ng_req *req)
+{
+    ng_req_run_blocking(node, req, file_work);
+}
+
+/* O_DIRECT alignment: what statx() reports, else the device's logical
+ * block size, else a safe guess.  Sets s->align and s->mem_align. */
+static void
+file_probe_align(struct file_state *s)
+{
+    uint64_t align = 0, mem_align = 0;
+
+#ifdef STATX_DIOALIGN
+    struct statx stx;
+
+    if (statx(s->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+        (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align != 0) {
+        align = stx.stx_dio_offset_align;
+        mem_align = stx.stx_dio_mem_align;
+    }
+#endif
+#ifdef BLKSSZGET
+    if (align == 0 && s->is_block) {
+        int lbs;
+
+        if (ioctl(s->fd, BLKSSZGET, &lbs) == 0 && lbs > 0)
+            align = (uint64_t)lbs;
+    }
+#endif
+    if (align == 0 || (align & (align - 1)) != 0)
+        align = FILE_DEFAULT_ALIGN;
+    if (mem_align < align)
+        mem_align = align;          /* one buffer serves both */
+    if ((mem_align & (mem_align - 1)) != 0)
+        mem_align = FILE_DEFAULT_ALIGN > align ? FILE_DEFAULT_ALIGN : align;
+    s->align = align;
+    s->mem_align = mem_align;
+}
+
+static int
+file_get_size(struct file_state *s, struct ng_error *err)
+{
+    struct stat st;
+
+    if (fstat(s->fd, &st) < 0)
+        return ng_error_set(err, errno, "cannot stat '%s': %s",
+                            s->filename, strerror(errno));
+    s->dev_align = 1;
+    if (S_ISREG(st.st_mode)) {
+        s->size = (uint64_t)st.st_size;
+        return 0;
+    }
+#ifdef BLKGETSIZE64
+    if (S_ISBLK(st.st_mode)) {
+        int lbs;
+
+        s->is_block = true;
+        if (ioctl(s->fd, BLKGETSIZE64, &s->size) < 0)
+            return ng_error_set(err, errno,
+                                "cannot get the size of '%s': %s",
+                                s->filename, strerror(errno));
+        if (ioctl(s->fd, BLKSSZGET, &lbs) == 0 && lbs > 0 &&
+            (lbs & (lbs - 1)) == 0)
+            s->dev_align = (uint64_t)lbs;
+        return 0;
+    }
+#endif
+    return ng_error_set(err, EINVAL,
+                        "'%s' is not a regular file or block device",
+                        s->filename);
+}
+
+/* 0: set; 1: the kernel has no OFD locks; -errno otherwise. */
+static int
+file_lock_byte(const struct file_state *s, off_t byte)
+{
+    struct flock fl = {
+        .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = byte,
+        .l_len = 1,
+    };
+
+    if (fcntl(s->fd, F_OFD_SETLK, &fl) == 0)
+        return 0;
+    return errno == EINVAL ? 1 : -errno;
+}
+
+/* True when another open file holds a lock on `byte`. */
+static bool
+file_byte_locked(const struct file_state *s, off_t byte)
+{
+    struct flock fl = {
+        .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte,
+        .l_len = 1,
+    };
+
+    return fcntl(s->fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+}
+
+/* Announce what we use and what we do not share, then look for others
+ * who hold what we do not share or do not share what we use.  In that
+ * order, so that of two racing openers at least one sees the other. */
+static int
+file_lock(struct file_state *s, bool read_only, struct ng_error *err)
+{
+    unsigned held = 1u << FILE_PERM_CONSISTENT_READ;
+    /* A size fixed at open and data we serve: others must not change
+     * them under us. */
+    unsigned unshared = 1u << FILE_PERM_WRITE | 1u << FILE_PERM_RESIZE;
+
+    if (!read_only)
+        held |= 1u << FILE_PERM_WRITE;
+    for (int p = 0; p < FILE_PERM__COUNT; p++) {
+        int r = 0;
+
+        if (held & (1u << p))
+            r = file_lock_byte(s, FILE_LOCK_PERM_BASE + p);
+        if (r == 0 && (unshared & (1u << p)))
+            r = file_lock_byte(s, FILE_LOCK_SHARED_BASE + p);
+        if (r == 1 && s->locking == FILE_LOCKING_AUTO)
+            return 0;               /* unlocked, as asked */
+        if (r == 1)
+            r = -EINVAL;
+        if (r == -EAGAIN || r == -EACCES)
+            return ng_error_set(err, EAGAIN,
+                                "failed to lock '%s': is another process "
+                                "using it?", s->filename);
+        if (r < 0)
+            return ng_error_set(err, -r, "cannot lock '%s': %s",
+                                s->filename, strerror(-r));
+    }
+    for (int p = 0; p < FILE_PERM__COUNT; p++) {
+        if ((held & (1u << p)) &&
+            file_byte_locked(s, FILE_LOCK_SHARED_BASE + p))
+            return ng_error_set(err, EAGAIN,
+                                "failed to get \"%s\" lock on '%s': is "
+                                "another process using it?",
+                                file_perm_names[p], s->filename);
+        if ((unshared & (1u << p)) &&
+            file_byte_locked(s, FILE_LOCK_PERM_BASE + p))
+            return ng_error_set(err, EAGAIN,
+                                "failed to get shared \"%s\" lock on '%s': "
+                                "is another process using it?",
+                                file_perm_names[p], s->filename);
+    }
+    return 0;
+}
+
+static int
+file_rmw_lock_init(struct file_state *s, struct ng_error *err)
+{
+    pthread_rwlockattr_t attr;
+    int r;
+
+    /* glibc prefers readers by default: a stream of aligned writes
+     * would starve an RMW. */
+    pthread_rwlockattr_init(&attr);
+#ifdef PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP
+    pthread_rwlockattr_setkind_np(&attr,
+        PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    r = pthread_rwlock_init(&s->rmw_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (r != 0)
+        return ng_error_set(err, r, "cannot create a lock: %s",
+                            strerror(r));
+    s->rmw_lock_ready = true;
+    return 0;
+}
+
+static void
+file_close(struct ng_node *node)
+{
+    struct file_state *s = ng_node_state(node);
+
+    if (s->has_fd)
+        close(s->fd);               /* also drops the image locks */
+    s->has_fd = false;
+    if (s->rmw_lock_ready)
+        pthread_rwlock_destroy(&s->rmw_lock);
+    s->rmw_lock_ready = false;
+}
+
+static int
+file_open(struct ng_node *node, struct ng_error *err)
+{
+    struct file_state *s = ng_node_state(node);
+    int flags = O_CLOEXEC | (node->read_only ? O_RDONLY : O_RDWR);
+
+    if (s->direct)
+        flags |= O_DIRECT;
+    s->align = s->mem_align = s->dev_align = 1;
+    s->fd = open(s->filename, flags);
+    if (s->fd < 0) {
+        if (s->direct && errno == EINVAL)
+            return ng_error_set(err, EINVAL,
+                                "could not open '%s': the file system "
+                                "does not support cache.direct=on",
+                                s->filename);
+        return ng_error_set(err, errno, "could not open '%s': %s",
+                            s->filename, strerror(errno));
+    }
+    s->has_fd = true;
+    if (file_get_size(s, err) < 0 ||
+        (s->locking != FILE_LOCKING_OFF &&
+         file_lock(s, node->read_only, err) < 0) ||
+        file_rmw_lock_init(s, err) < 0) {
+        file_close(node);
+        return -1;
+    }
+    if (s->direct)
+        file_probe_align(s);
+    if (s->size > INT64_MAX) {
+        file_close(node);
+        return ng_error_set(err, EFBIG, "'%s' is too large", s->filename);
+    }
+    return 0;
+}
+
+static int64_t
+file_length(struct ng_node *node)
+{
+    const struct file_state *s = ng_node_state(node);
+
+    return (int64_t)s->size;
+}
+
+static uint32_t
+file_caps(struct ng_node *node)
+{
+    /* The graph takes the write caps away from a read-only node. */
+    (void)node;
+    return NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA | NG_CAP_TRIM |
+           NG_CAP_ZERO | NG_CAP_FAST_ZERO | NG_CAP_CACHE | NG_CAP_EXTENTS |
+           NG_CAP_MULTI_CONN;
+}
+
+const struct ng_driver ng_driver_file = {
+    .name       = "file",
+    .help       = "POSIX file or block device",
+    .is_filter  = false,
+    .state_size = sizeof(struct file_state),
+    .opts       = file_opts,
+    .open       = file_open,
+    .close      = file_close,
+    .submit     = file_submit,
+    .length     = file_length,
+    .caps       = file_caps,
+};

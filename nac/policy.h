@@ -1,0 +1,28 @@
+/* nac/policy.h: what each kind of holder claims — the table in
+ * nac/README.md, in code, so the daemon and the tests use one copy. */
+#ifndef NG_NAC_POLICY_H
+#define NG_NAC_POLICY_H
+
+#include "nac/nac.h"
+
+#define NG_NAC_READS (NG_NAC_READ_DATA | NG_NAC_READ_META)
+
+/* An export on its node.  A read-only export shares everything; a
+ * writable one is the only writer but lets snapshots, filter insertion
+ * and pivots happen under it (the daemon drains; clients see a pause). */
+#define NG_NAC_EXPORT_RO_REQUIRE  NG_NAC_READS
+#define NG_NAC_EXPORT_RO_ALLOW    NG_NAC_ALL
+#define NG_NAC_EXPORT_RW_REQUIRE  (NG_NAC_READS | NG_NAC_WRITE_DATA)
+#define NG_NAC_EXPORT_RW_ALLOW    (NG_NAC_READS | NG_NAC_WRITE_META | \
+                                   NG_NAC_GRAPH_MOD)
+
+/* An immediate command that moves a node in the graph (filter insertion
+ * above it, filter removal of it): needs graph-mod, shares the rest. */
+#define NG_NAC_SPLICE_REQUIRE     NG_NAC_GRAPH_MOD
+#define NG_NAC_SPLICE_ALLOW       (NG_NAC_ALL & ~NG_NAC_GRAPH_MOD)
+
+/* Creating or deleting a node: nobody else may touch it meanwhile. */
+#define NG_NAC_EXCLUSIVE_REQUIRE  NG_NAC_ALL
+#define NG_NAC_EXCLUSIVE_ALLOW    0u
+
+#endif

@@ -1,0 +1,120 @@
+/* server/qmp-export.c: QMP commands on exports, and query-nac. */
+#include <config.h>
+
+#include <string.h>
+
+#include "nac/nac.h"
+#include "server/exports.h"
+#include "server/qmp-graph.h"
+#include "server/qmp-util.h"
+
+void
+ng_qmp_query_block_exports(struct ng_qmp_call *call, json_t *args)
+{
+    (void)args;
+    ng_qmp_return(call, ng_exports_query(ng_qmp_ctx(call)));
+}
+
+static const char *
+arg_string(json_t *args, const char *key)
+{
+    return json_string_value(json_object_get(args, key));
+}
+
+void
+ng_qmp_block_export_add(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    struct ng_export_spec spec = {
+        .id = arg_string(args, "id"),
+        .name = arg_string(args, "name"),
+        .node = arg_string(args, "node-name"),
+        .writable = json_is_true(json_object_get(args, "writable")),
+        .description = arg_string(args, "description"),
+    };
+    struct ng_error err = { 0 };
+    char job[128];
+
+    if (strcmp(arg_string(args, "type"), "nbd") != 0) {
+        ng_qmp_error(call, NG_QMP_GENERIC, "export type '%s' is not "
+                     "supported (only 'nbd')", arg_string(args, "type"));
+        return;
+    }
+    ng_qmp_job_id(ctx, args, "block-export-add-", job, sizeof job);
+    if (ng_exports_add(ctx, &spec, job, ng_qmp_dry_run(args), &err) == -1)
+        ng_qmp_error_from(call, &err);
+    else
+        ng_qmp_return(call, NULL);
+}
+
+void
+ng_qmp_block_export_del(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    const char *mode = arg_string(args, "mode");
+    struct ng_error err = { 0 };
+    char job[128];
+
+    if (mode != NULL && strcmp(mode, "safe") != 0 &&
+        strcmp(mode, "hard") != 0) {
+        ng_qmp_error(call, NG_QMP_GENERIC, "mode must be 'safe' or 'hard', "
+                     "not '%s'", mode);
+        return;
+    }
+    ng_qmp_job_id(ctx, args, "block-export-del-", job, sizeof job);
+    if (ng_exports_del(ctx, arg_string(args, "id"),
+                       mode != NULL && strcmp(mode, "hard") == 0, job,
+                       ng_qmp_dry_run(args), &err) == -1)
+        ng_qmp_error_from(call, &err);
+    else
+        ng_qmp_return(call, NULL);
+}
+
+static json_t *
+actions_json(unsigned mask)
+{
+    const char *names[NG_NAC_N_ACTIONS];
+    size_t i, n = ng_nac_mask_names(mask, names);
+    json_t *list = json_array();
+
+    for (i = 0; i < n; i++)
+        json_array_append_new(list, json_string(names[i]));
+    return list;
+}
+
+/* ng_nac_foreach visits per node in name order: group into one entry per
+ * node-name. */
+static int
+add_holding(void *opaque, const struct ng_nac_holding *h)
+{
+    json_t *list = opaque, *last = json_array_get(list,
+                                                  json_array_size(list) - 1);
+
+    if (last == NULL ||
+        strcmp(json_string_value(json_object_get(last, "node-name")),
+               h->node) != 0) {
+        last = json_pack("{s:s,s:[]}", "node-name", h->node, "holders");
+        json_array_append_new(list, last);
+    }
+    json_array_append_new(json_object_get(last, "holders"),
+                          json_pack("{s:s,s:s,s:o,s:o}", "id", h->id,
+                                    "kind", h->kind,
+                                    "require", actions_json(h->require),
+                                    "allow", actions_json(h->allow)));
+    return 0;
+}
+
+void
+ng_qmp_query_nac(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    json_t *list = json_array();
+
+    (void)args;
+    if (ctx->nac != NULL && ng_nac_foreach(ctx->nac, add_holding, list) < 0) {
+        json_decref(list);
+        ng_qmp_error(call, NG_QMP_GENERIC, "out of memory");
+        return;
+    }
+    ng_qmp_return(call, list);
+}

@@ -1,0 +1,814 @@
+/* tests/unit/test-drivers.c: the leaf and format drivers (memory, null-co,
+ * file, raw) end to end: a graph on a real libuv loop, requests through a
+ * BlockBackend, data and extents checked against what was written.
+ *
+ * Each case draws its graph; "bb" is the BlockBackend the requests enter.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "config/value.h"
+#include "graph/graph.h"
+
+#define KiB 1024ull
+#define MiB (1024ull * 1024)
+
+#define CHECK(cond) \
+    do { \
+        if (!(cond)) \
+            fail("%s:%d: check failed: %s", __FILE__, __LINE__, #cond); \
+    } while (0)
+
+/* A request's result must be exactly `want`. */
+#define CHECK_RET(got, want) \
+    do { \
+        int got_ = (got), want_ = (want); \
+        if (got_ != want_) \
+            fail("%s:%d: %s returned %d (%s), expected %d (%s)", \
+                 __FILE__, __LINE__, #got, got_, strerror(-got_), want_, \
+                 strerror(-want_)); \
+    } while (0)
+
+struct fixture {
+    uv_loop_t loop;
+    struct ng_graph *g;
+    char tmpdir[256];
+};
+
+static void fail(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+
+static void
+fail(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+/* ---- Building options ------------------------------------------------- */
+
+static struct ng_value *
+map_new(void)
+{
+    struct ng_value *m = ng_value_new_map((struct ng_loc){ 0 });
+
+    CHECK(m != NULL);
+    return m;
+}
+
+static void
+map_put(struct ng_value *m, const char *key, const char *text)
+{
+    CHECK(ng_value_map_put(m, key, (struct ng_loc){ 0 },
+                           ng_value_new_scalar(text,
+                                               (struct ng_loc){ 0 })) == 0);
+}
+
+static void
+map_put_map(struct ng_value *m, const char *key, struct ng_value *sub)
+{
+    CHECK(ng_value_map_put(m, key, (struct ng_loc){ 0 }, sub) == 0);
+}
+
+/* A map from key, value, ..., NULL. */
+static struct ng_value *
+opts(const char *key, ...)
+{
+    struct ng_value *m = map_new();
+    va_list ap;
+
+    va_start(ap, key);
+    for (; key != NULL; key = va_arg(ap, const char *))
+        map_put(m, key, va_arg(ap, const char *));
+    va_end(ap);
+    return m;
+}
+
+/* Add a node (takes ownership of o); fails the test on error. */
+static struct ng_node *
+add(struct fixture *f, const char *name, struct ng_value *o)
+{
+    struct ng_error err = { 0 };
+    struct ng_node *n = ng_graph_add_node(f->g, name, o, &err);
+
+    ng_value_free(o);
+    if (n == NULL)
+        fail("adding node '%s': %s", name, err.msg);
+    return n;
+}
+
+/* Adding must fail with a message containing `want`. */
+static void
+add_fails(struct fixture *f, const char *name, struct ng_value *o,
+          const char *want)
+{
+    struct ng_error err = { 0 };
+    struct ng_node *n = ng_graph_add_node(f->g, name, o, &err);
+
+    ng_value_free(o);
+    if (n != NULL)
+        fail("adding node '%s' succeeded, expected '%s'", name, want);
+    if (strstr(err.msg, want) == NULL)
+        fail("adding node '%s': got '%s', expected '%s'", name, err.msg,
+             want);
+    printf("  refused as expected: %s\n", err.msg);
+}
+
+static struct ng_bb *
+bb_new(struct fixture *f, const char *name, struct ng_node *root,
+       bool writable)
+{
+    struct ng_error err = { 0 };
+    struct ng_bb *bb = ng_bb_new(f->g, name, root, writable, &err);
+
+    if (bb == NULL)
+        fail("creating BB '%s': %s", name, err.msg);
+    return bb;
+}
+
+/* ---- Doing I/O ---------------------------------------------------------- */
+
+struct io_result {
+    bool done;
+    int ret;
+};
+
+static void
+io_done(struct ng_req *req, int ret)
+{
+    struct io_result *r = req->opaque;
+
+    CHECK(!r->done);                /* exactly once */
+    r->done = true;
+    r->ret = ret;
+}
+
+/* Submit and run the loop until the request is done; returns its result.
+ * The request's offset must come back as it went out (format drivers
+ * shift it and must shift it back). */
+static int
+io_req(struct fixture *f, struct ng_bb *bb, struct ng_req *req)
+{
+    struct io_result r = { 0 };
+    uint64_t offset = req->offset;
+
+    req->done = io_done;
+    req->opaque = &r;
+    ng_bb_submit(bb, req);
+    while (!r.done)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    CHECK(req->offset == offset);
+    return r.ret;
+}
+
+/* Submit n writes at once, then run the loop until all are done. */
+static void
+io_parallel_writes(struct fixture *f, struct ng_bb *bb, size_t n,
+                   const uint64_t *offs, uint64_t len, void *const *bufs)
+{
+    struct ng_req reqs[n];
+    struct io_result res[n];
+    size_t done;
+
+    for (size_t i = 0; i < n; i++) {
+        memset(&reqs[i], 0, sizeof reqs[i]);
+        ng_req_init(&reqs[i], NG_OP_WRITE, offs[i], len, 0);
+        reqs[i].buf = bufs[i];
+        reqs[i].done = io_done;
+        reqs[i].opaque = &res[i];
+        res[i] = (struct io_result){ 0 };
+    }
+    for (size_t i = 0; i < n; i++)
+        ng_bb_submit(bb, &reqs[i]);
+    do {
+        done = 0;
+        for (size_t i = 0; i < n; i++)
+            done += res[i].done;
+        if (done < n)
+            uv_run(&f->loop, UV_RUN_ONCE);
+    } while (done < n);
+    for (size_t i = 0; i < n; i++)
+        CHECK_RET(res[i].ret, 0);
+}
+
+static int
+io(struct fixture *f, struct ng_bb *bb, enum ng_op op, uint64_t off,
+   uint64_t len, uint32_t flags, void *buf)
+{
+    struct ng_req req;
+
+    memset(&req, 0, sizeof req);
+    ng_req_init(&req, op, off, len, flags);
+    req.buf = buf;
+    return io_req(f, bb, &req);
+}
+
+/* Block status into ext[max]; returns the number of extents, checking
+ * the driver's promises: >= 1, <= max, lengths > 0 adding up to at most
+ * `len`. */
+static uint32_t
+extents(struct fixture *f, struct ng_bb *bb, uint64_t off, uint64_t len,
+        uint32_t flags, struct ng_extent *ext, uint32_t max)
+{
+    struct ng_req req;
+    uint64_t sum = 0;
+
+    memset(&req, 0, sizeof req);
+    ng_req_init(&req, NG_OP_BLOCK_STATUS, off, len, flags);
+    req.extents = ext;
+    req.max_extents = max;
+    CHECK_RET(io_req(f, bb, &req), 0);
+    CHECK(req.nr_extents >= 1 && req.nr_extents <= max);
+    for (uint32_t i = 0; i < req.nr_extents; i++) {
+        CHECK(ext[i].length > 0);
+        sum += ext[i].length;
+    }
+    CHECK(sum <= len);
+    return req.nr_extents;
+}
+
+static void
+check_extent(const struct ng_extent *e, uint64_t len, uint32_t flags)
+{
+    if (e->length != len || e->flags != flags)
+        fail("extent (%" PRIu64 ", flags %u), expected (%" PRIu64
+             ", flags %u)", e->length, e->flags, len, flags);
+}
+
+#define HOLE (NG_EXTENT_HOLE | NG_EXTENT_ZERO)
+#define DATA 0u
+
+static void
+fill(unsigned char *buf, size_t len, uint64_t off, unsigned seed)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (unsigned char)(((off + i) * 2654435761u >> 13) + seed +
+                                 1);    /* never all zeroes */
+}
+
+static void
+check_filled(const unsigned char *buf, size_t len, uint64_t off,
+             unsigned seed)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char want = (unsigned char)
+            (((off + i) * 2654435761u >> 13) + seed + 1);
+
+        if (buf[i] != want)
+            fail("byte at %" PRIu64 " is 0x%02x, expected 0x%02x",
+                 off + i, buf[i], want);
+    }
+}
+
+static void
+check_zero(const unsigned char *buf, size_t len, uint64_t off)
+{
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] != 0)
+            fail("byte at %" PRIu64 " is 0x%02x, expected zero", off + i,
+                 buf[i]);
+}
+
+/* ---- Fixture ------------------------------------------------------------ */
+
+static void
+setup(struct fixture *f, const char *name)
+{
+    const char *t = getenv("TMPDIR");
+
+    printf("%s\n", name);
+    CHECK(uv_loop_init(&f->loop) == 0);
+    f->g = ng_graph_new(&f->loop);
+    CHECK(f->g != NULL);
+    snprintf(f->tmpdir, sizeof f->tmpdir, "%s/test-drivers.XXXXXX",
+             t != NULL && *t != '\0' ? t : "/tmp");
+    CHECK(mkdtemp(f->tmpdir) != NULL);
+}
+
+/* Frees the graph, checks nothing keeps the loop alive. */
+static void
+teardown(struct fixture *f)
+{
+    char cmd[300];
+
+    ng_graph_free(f->g);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&f->loop) == 0);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->tmpdir);
+    CHECK(system(cmd) == 0);
+}
+
+/* A file of `size` bytes in the fixture's temp dir. */
+static void
+make_file(struct fixture *f, const char *name, uint64_t size, char *path,
+          size_t path_size)
+{
+    int fd;
+
+    snprintf(path, path_size, "%s/%s", f->tmpdir, name);
+    fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CHECK(fd >= 0);
+    CHECK(ftruncate(fd, (off_t)size) == 0);
+    close(fd);
+}
+
+/* ---- memory ------------------------------------------------------------- */
+
+/*   bb -> mem (memory, 4M, 64 KiB pages)  */
+static void
+test_memory(void)
+{
+    struct fixture f;
+    struct ng_node *mem;
+    struct ng_bb *bb;
+    struct ng_extent ext[8];
+    unsigned char *buf = malloc(MiB);
+
+    CHECK(buf != NULL);
+    setup(&f, "memory: data, trim, write-zeroes, block status");
+    add_fails(&f, "nosize", opts("driver", "memory", NULL),
+              "missing required option 'size'");
+    mem = add(&f, "mem", opts("driver", "memory", "size", "4M", NULL));
+    CHECK(ng_node_length(mem) == (int64_t)(4 * MiB));
+    CHECK(ng_node_caps(mem) & NG_CAP_MULTI_CONN);
+    bb = bb_new(&f, "bb", mem, true);
+
+    /* Fresh: zeroes, one hole. */
+    memset(buf, 0xaa, 64 * KiB);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 0, 64 * KiB, 0, buf), 0);
+    check_zero(buf, 64 * KiB, 0);
+    CHECK(extents(&f, bb, 0, 4 * MiB, 0, ext, 8) == 1);
+    check_extent(&ext[0], 4 * MiB, HOLE);
+
+    /* A write across pages 1..4, unaligned at both ends. */
+    fill(buf, 200000, 100000, 1);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 100000, 200000, NG_REQ_FUA, buf), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 64 * KiB, 320 * KiB, 0, buf), 0);
+    check_zero(buf, 100000 - 64 * KiB, 64 * KiB);
+    check_filled(buf + (100000 - 64 * KiB), 200000, 100000, 1);
+    check_zero(buf + (300000 - 64 * KiB), 384 * KiB - 300000, 300000);
+
+    /* Allocated pages 1..4 show as one data extent; the query starts
+     * mid-page and ends mid-page. */
+    CHECK(extents(&f, bb, 1000, 4 * MiB - 2000, 0, ext, 8) == 3);
+    check_extent(&ext[0], 64 * KiB - 1000, HOLE);
+    check_extent(&ext[1], 256 * KiB, DATA);
+    check_extent(&ext[2], 4 * MiB - 320 * KiB - 1000, HOLE);
+    CHECK(extents(&f, bb, 0, 4 * MiB, NG_REQ_REQ_ONE, ext, 8) == 1);
+    check_extent(&ext[0], 64 * KiB, HOLE);
+    CHECK(extents(&f, bb, 0, 4 * MiB, 0, ext, 2) == 2);
+    check_extent(&ext[1], 256 * KiB, DATA);
+
+    /* Trim pages 2..3 whole and parts of 1 and 4. */
+    CHECK_RET(io(&f, bb, NG_OP_TRIM, 120000, 150000, 0, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 100000, 200000, 0, buf), 0);
+    check_filled(buf, 20000, 100000, 1);
+    check_zero(buf + 20000, 150000, 120000);
+    check_filled(buf + 170000, 30000, 270000, 1);
+    CHECK(extents(&f, bb, 0, 4 * MiB, 0, ext, 8) == 5);
+    check_extent(&ext[1], 64 * KiB, DATA);
+    check_extent(&ext[2], 128 * KiB, HOLE);
+    check_extent(&ext[3], 64 * KiB, DATA);
+
+    /* Write-zeroes, with and without MAY_TRIM, FAST_ZERO too. */
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 100000, 10, NG_REQ_FAST_ZERO,
+                 NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 256 * KiB, 64 * KiB,
+                 NG_REQ_MAY_TRIM, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 100000, 200000, 0, buf), 0);
+    check_zero(buf, 10, 100000);
+    check_filled(buf + 10, 19990, 100010, 1);
+    check_zero(buf + 20000, 180000, 120000);
+    CHECK(extents(&f, bb, 0, 4 * MiB, 0, ext, 8) == 3);
+    check_extent(&ext[1], 64 * KiB, DATA);
+
+    CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_CACHE, 0, MiB, 0, NULL), 0);
+    /* Past the end: refused before the driver. */
+    CHECK_RET(io(&f, bb, NG_OP_READ, 4 * MiB - 512, 1024, 0, buf), -EINVAL);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 4 * MiB, 1, 0, buf), -ENOSPC);
+
+    /*   bb2 -> odd (memory, 100000 bytes: the last page is short)  */
+    {
+        struct ng_node *odd = add(&f, "odd", opts("driver", "memory",
+                                                  "size", "100000", NULL));
+        struct ng_bb *bb2 = bb_new(&f, "bb2", odd, true);
+
+        fill(buf, 100000, 0, 2);
+        CHECK_RET(io(&f, bb2, NG_OP_WRITE, 0, 100000, 0, buf), 0);
+        CHECK(extents(&f, bb2, 0, 100000, 0, ext, 8) == 1);
+        check_extent(&ext[0], 100000, DATA);
+        /* Covering the short page to the disk's end frees it. */
+        CHECK_RET(io(&f, bb2, NG_OP_TRIM, 64 * KiB, 100000 - 64 * KiB, 0,
+                     NULL), 0);
+        CHECK(extents(&f, bb2, 0, 100000, 0, ext, 8) == 2);
+        check_extent(&ext[0], 64 * KiB, DATA);
+        check_extent(&ext[1], 100000 - 64 * KiB, HOLE);
+        CHECK_RET(io(&f, bb2, NG_OP_READ, 0, 100000, 0, buf), 0);
+        check_filled(buf, 64 * KiB, 0, 2);
+        check_zero(buf + 64 * KiB, 100000 - 64 * KiB, 64 * KiB);
+    }
+    teardown(&f);
+    free(buf);
+}
+
+/* ---- null-co ------------------------------------------------------------ */
+
+/*   bb -> nul (null-co, default 1G)  */
+static void
+test_null(void)
+{
+    struct fixture f;
+    struct ng_node *nul;
+    struct ng_bb *bb;
+    struct ng_extent ext[4];
+    unsigned char buf[4096];
+
+    setup(&f, "null-co: zeroes, discarded writes, one hole");
+    nul = add(&f, "nul", opts("driver", "null-co", "read-zeroes", "false",
+                              NULL));
+    CHECK(ng_node_length(nul) == (int64_t)(1024 * MiB));
+    bb = bb_new(&f, "bb", nul, true);
+    fill(buf, sizeof buf, 0, 3);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 0, sizeof buf, NG_REQ_FUA, buf), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 0, sizeof buf, 0, buf), 0);
+    check_zero(buf, sizeof buf, 0);
+    CHECK(extents(&f, bb, 512, 1024 * MiB - 512, 0, ext, 4) == 1);
+    check_extent(&ext[0], 1024 * MiB - 512, HOLE);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 0, MiB, NG_REQ_FAST_ZERO,
+                 NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_TRIM, 0, MiB, 0, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
+    add(&f, "small", opts("driver", "null-co", "size", "64K", NULL));
+    CHECK(ng_node_length(ng_graph_find(f.g, "small")) == 64 * KiB);
+    teardown(&f);
+}
+
+/* ---- file ------------------------------------------------------------- */
+
+/* Direct look at the file: is `off` in a hole? */
+static bool
+file_hole_at(const char *path, uint64_t off)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    off_t hole;
+
+    CHECK(fd >= 0);
+    hole = lseek(fd, (off_t)off, SEEK_HOLE);
+    close(fd);
+    return hole == (off_t)off;
+}
+
+static void
+file_pread(const char *path, void *buf, size_t len, uint64_t off)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    CHECK(fd >= 0);
+    CHECK(pread(fd, buf, len, (off_t)off) == (ssize_t)len);
+    close(fd);
+}
+
+/*   bb -> disk (file, 8M sparse temp file)  */
+static void
+test_file(void)
+{
+    struct fixture f;
+    struct ng_node *disk;
+    struct ng_bb *bb;
+    struct ng_extent ext[8];
+    unsigned char *buf = malloc(2 * MiB), *raw = malloc(MiB);
+    char path[512], missing[512];
+    uint32_t n;
+    int r;
+
+    CHECK(buf != NULL && raw != NULL);
+    setup(&f, "file: data, flush, trim, write-zeroes, block status");
+    make_file(&f, "disk.img", 8 * MiB, path, sizeof path);
+    snprintf(missing, sizeof missing, "%s/missing.img", f.tmpdir);
+    add_fails(&f, "nofile", opts("driver", "file", "filename", missing,
+                                 NULL), "missing.img");
+    add_fails(&f, "native", opts("driver", "file", "filename", path,
+                                 "aio", "native", NULL), "aio");
+    add_fails(&f, "dir", opts("driver", "file", "filename", f.tmpdir,
+                              "read-only", "on", NULL),
+              "not a regular file");
+    disk = add(&f, "disk", opts("driver", "file", "filename", path,
+                                "aio", "threads", NULL));
+    CHECK(ng_node_length(disk) == (int64_t)(8 * MiB));
+    bb = bb_new(&f, "bb", disk, true);
+
+    /* Sparse file: all hole. */
+    CHECK(extents(&f, bb, 0, 8 * MiB, 0, ext, 8) == 1);
+    check_extent(&ext[0], 8 * MiB, HOLE);
+
+    /* Data reaches the file. */
+    fill(buf, MiB, MiB, 4);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, MiB, MiB, 0, buf), 0);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 3 * MiB + 5, 1000, NG_REQ_FUA,
+                 buf + 5), 0);
+    CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
+    file_pread(path, raw, MiB, MiB);
+    check_filled(raw, MiB, MiB, 4);
+    memset(buf, 0xaa, 2 * MiB);
+    CHECK_RET(io(&f, bb, NG_OP_READ, MiB - 10, MiB + 20, 0, buf), 0);
+    check_zero(buf, 10, MiB - 10);
+    check_filled(buf + 10, MiB, MiB, 4);
+    check_zero(buf + 10 + MiB, 10, 2 * MiB);
+    CHECK_RET(io(&f, bb, NG_OP_CACHE, 0, 2 * MiB, 0, NULL), 0);
+
+    /* Block status: hole, data, hole, data (one block at 3M), hole. */
+    n = extents(&f, bb, 0, 8 * MiB, 0, ext, 8);
+    CHECK(n == 5);
+    check_extent(&ext[0], MiB, HOLE);
+    check_extent(&ext[1], MiB, DATA);
+    CHECK(ext[2].flags == HOLE && ext[3].flags == DATA &&
+          ext[4].flags == HOLE);
+    CHECK(extents(&f, bb, 0, 8 * MiB, NG_REQ_REQ_ONE, ext, 8) == 1);
+    check_extent(&ext[0], MiB, HOLE);
+    CHECK(extents(&f, bb, MiB + 4096, 8 * MiB - MiB - 4096, 0, ext, 2)
+          == 2);
+    check_extent(&ext[0], MiB - 4096, DATA);
+
+    /* Trim punches a hole; reads give zeroes. */
+    CHECK_RET(io(&f, bb, NG_OP_TRIM, MiB, 512 * KiB, 0, NULL), 0);
+    CHECK(file_hole_at(path, MiB));
+    CHECK(extents(&f, bb, MiB, MiB, 0, ext, 8) == 2);
+    check_extent(&ext[0], 512 * KiB, HOLE);
+    check_extent(&ext[1], 512 * KiB, DATA);
+    CHECK_RET(io(&f, bb, NG_OP_READ, MiB, MiB, 0, buf), 0);
+    check_zero(buf, 512 * KiB, MiB);
+    check_filled(buf + 512 * KiB, 512 * KiB, MiB + 512 * KiB, 4);
+
+    /* Write-zeroes, keeping allocation, then unaligned, then may-trim. */
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, MiB + 512 * KiB, 128 * KiB, 0,
+                 NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, MiB + 700 * KiB + 3, 1000,
+                 NG_REQ_FUA, NULL), 0);
+    r = io(&f, bb, NG_OP_WRITE_ZEROES, MiB + 896 * KiB, 128 * KiB,
+           NG_REQ_MAY_TRIM | NG_REQ_FAST_ZERO, NULL);
+    CHECK(r == 0 || r == -ENOTSUP);
+    if (r == -ENOTSUP) {
+        printf("  fast zero not supported here\n");
+        CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, MiB + 896 * KiB,
+                     128 * KiB, NG_REQ_MAY_TRIM, NULL), 0);
+    }
+    CHECK_RET(io(&f, bb, NG_OP_READ, MiB, MiB, 0, buf), 0);
+    check_zero(buf, 640 * KiB, MiB);
+    check_filled(buf + 640 * KiB, 60 * KiB + 3, MiB + 640 * KiB, 4);
+    check_zero(buf + 700 * KiB + 3, 1000, MiB + 700 * KiB + 3);
+    check_filled(buf + 700 * KiB + 1003, 196 * KiB - 1003,
+                 MiB + 700 * KiB + 1003, 4);
+    check_zero(buf + 896 * KiB, 128 * KiB, MiB + 896 * KiB);
+    file_pread(path, raw, 128 * KiB, MiB + 896 * KiB);
+    check_zero(raw, 128 * KiB, MiB + 896 * KiB);
+
+    /* Locking: a second writer on the same file is refused, whether it
+     * is this process or another (OFD locks are per open file); a user
+     * that opts out gets in. */
+    add_fails(&f, "disk2", opts("driver", "file", "filename", path, NULL),
+              "lock");
+    add_fails(&f, "disk3", opts("driver", "file", "filename", path,
+                                "read-only", "true", NULL), "lock");
+    add(&f, "disk4", opts("driver", "file", "filename", path,
+                          "locking", "off", NULL));
+    teardown(&f);
+
+    /* Once closed, the locks are gone. */
+    setup(&f, "file: locks go with the node");
+    make_file(&f, "disk.img", MiB, path, sizeof path);
+    add(&f, "a", opts("driver", "file", "filename", path,
+                      "read-only", "on", NULL));
+    add(&f, "b", opts("driver", "file", "filename", path,
+                      "read-only", "on", NULL));   /* readers share */
+    add_fails(&f, "c", opts("driver", "file", "filename", path, NULL),
+              "lock");
+    CHECK(ng_graph_del_node(f.g, "a", NULL) == 0);
+    CHECK(ng_graph_del_node(f.g, "b", NULL) == 0);
+    add(&f, "c", opts("driver", "file", "filename", path, NULL));
+    teardown(&f);
+    free(buf);
+    free(raw);
+}
+
+/* The choke point refuses writes to a read-only node; the driver opened
+ * the file O_RDONLY, so even a bug there could not write.
+ *
+ *   ro-bb -> ro (file, read-only)
+ */
+static void
+test_file_read_only(void)
+{
+    struct fixture f;
+    struct ng_node *ro;
+    struct ng_bb *bb;
+    struct ng_error err = { 0 };
+    unsigned char buf[4096];
+    char path[512];
+    int r;
+
+    setup(&f, "file: read-only node refuses writes");
+    make_file(&f, "ro.img", MiB, path, sizeof path);
+    CHECK(chmod(path, 0400) == 0);
+    ro = add(&f, "ro", opts("driver", "file", "filename", path,
+                            "read-only", "true", NULL));
+    CHECK(!(ng_node_caps(ro) & NG_CAP_WRITE));
+    CHECK(ng_bb_new(f.g, "rw-bb", ro, true, &err) == NULL);
+    printf("  refused as expected: %s\n", err.msg);
+    bb = bb_new(&f, "ro-bb", ro, false);
+    fill(buf, sizeof buf, 0, 5);
+    r = io(&f, bb, NG_OP_WRITE, 0, sizeof buf, 0, buf);
+    CHECK(r == -EPERM || r == -EROFS);
+    r = io(&f, bb, NG_OP_WRITE_ZEROES, 0, sizeof buf, 0, NULL);
+    CHECK(r == -EPERM || r == -EROFS);
+    r = io(&f, bb, NG_OP_TRIM, 0, sizeof buf, 0, NULL);
+    CHECK(r == -EPERM || r == -EROFS);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 0, sizeof buf, 0, buf), 0);
+    check_zero(buf, sizeof buf, 0);
+    CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
+    teardown(&f);
+}
+
+/*   bb -> dio (file, cache.direct=on, size 1M + 100: unaligned tail)  */
+static void
+test_file_direct(void)
+{
+    struct fixture f;
+    struct ng_value *o, *cache;
+    struct ng_node *dio;
+    struct ng_bb *bb;
+    struct ng_error err = { 0 };
+    const uint64_t size = MiB + 100;
+    unsigned char *model = calloc(1, size), *buf = malloc(size + 1);
+    char path[512];
+    struct stat st;
+
+    CHECK(model != NULL && buf != NULL);
+    setup(&f, "file: cache.direct with unaligned requests");
+    make_file(&f, "dio.img", size, path, sizeof path);
+    o = opts("driver", "file", "filename", path, NULL);
+    cache = map_new();
+    map_put(cache, "direct", "on");
+    map_put_map(o, "cache", cache);
+    dio = ng_graph_add_node(f.g, "dio", o, &err);
+    ng_value_free(o);
+    if (dio == NULL && err.code == EINVAL) {
+        printf("  SKIP: no O_DIRECT here: %s\n", err.msg);
+        teardown(&f);
+        free(model);
+        free(buf);
+        return;
+    }
+    if (dio == NULL)
+        fail("adding node 'dio': %s", err.msg);
+    bb = bb_new(&f, "bb", dio, true);
+
+    /* Unaligned offset, length and buffer (buf + 1). */
+    fill(model + 1000, 3000, 1000, 6);
+    memcpy(buf + 1, model + 1000, 3000);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 1000, 3000, 0, buf + 1), 0);
+    /* Aligned range from a misaligned buffer. */
+    fill(model + 8192, 8192, 8192, 7);
+    memcpy(buf + 1, model + 8192, 8192);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 8192, 8192, 0, buf + 1), 0);
+    /* Two unaligned writes inside one block. */
+    fill(model + 20001, 10, 20001, 8);
+    fill(model + 20100, 10, 20100, 9);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 20001, 10, 0, model + 20001), 0);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 20100, 10, NG_REQ_FUA,
+                 model + 20100), 0);
+    /* Many at once into one block: read-modify-write must not lose any
+     * (they run on several worker threads). */
+    for (int round = 0; round < 20; round++) {
+        uint64_t offs[8];
+        void *bufs[8];
+
+        for (int i = 0; i < 8; i++) {
+            offs[i] = 40960 + 7 + (uint64_t)i * 60;
+            fill(model + offs[i], 50, offs[i], (unsigned)(round + i));
+            bufs[i] = model + offs[i];
+        }
+        io_parallel_writes(&f, bb, 8, offs, 50, bufs);
+        CHECK_RET(io(&f, bb, NG_OP_READ, 40960, 512, 0, buf), 0);
+        CHECK(memcmp(buf, model + 40960, 512) == 0);
+    }
+    /* The unaligned tail of the file, which must not grow. */
+    fill(model + size - 300, 300, size - 300, 10);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, size - 300, 300, 0,
+                 model + size - 300), 0);
+    CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size == size);
+    /* Unaligned write-zeroes through the fallback or fallocate. */
+    memset(model + 1500, 0, 777);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 1500, 777, 0, NULL), 0);
+
+    memset(buf, 0xaa, size + 1);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 777, size - 777, 0, buf + 1), 0);
+    CHECK(memcmp(buf + 1, model + 777, size - 777) == 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 0, size, 0, buf), 0);
+    CHECK(memcmp(buf, model, size) == 0);
+    file_pread(path, buf, size, 0);
+    CHECK(memcmp(buf, model, size) == 0);
+    teardown(&f);
+    free(model);
+    free(buf);
+}
+
+/* ---- raw ---------------------------------------------------------------- */
+
+/*   raw-bb -> win (raw, offset 64K, size 128K) -> base (memory, 1M)
+ *   base-bb -> base
+ */
+static void
+test_raw(void)
+{
+    struct fixture f;
+    struct ng_node *base, *win;
+    struct ng_bb *rbb, *bbb;
+    struct ng_extent ext[8];
+    struct ng_value *o;
+    unsigned char buf[8192];
+
+    setup(&f, "raw: offset and size slice the child");
+    base = add(&f, "base", opts("driver", "memory", "size", "1M", NULL));
+    add_fails(&f, "toobig", opts("driver", "raw", "file", "base",
+                                 "offset", "1M", "size", "1", NULL),
+              "exceeds the size of child 'base'");
+    add_fails(&f, "beyond", opts("driver", "raw", "file", "base",
+                                 "offset", "2M", NULL),
+              "beyond the end of child 'base'");
+    add_fails(&f, "nofile", opts("driver", "raw", NULL),
+              "missing required option 'file'");
+    win = add(&f, "win", opts("driver", "raw", "file", "base",
+                              "offset", "64K", "size", "128K", NULL));
+    CHECK(ng_node_length(win) == (int64_t)(128 * KiB));
+    CHECK(ng_node_caps(win) == ng_node_caps(base));
+    rbb = bb_new(&f, "raw-bb", win, true);
+    bbb = bb_new(&f, "base-bb", base, false);
+
+    /* Written at 0 through raw, found at 64K in the child. */
+    fill(buf, 4096, 0, 11);
+    CHECK_RET(io(&f, rbb, NG_OP_WRITE, 0, 4096, 0, buf), 0);
+    memset(buf, 0, sizeof buf);
+    CHECK_RET(io(&f, bbb, NG_OP_READ, 64 * KiB, 4096, 0, buf), 0);
+    check_filled(buf, 4096, 0, 11);
+    CHECK_RET(io(&f, bbb, NG_OP_READ, 60 * KiB, 4096, 0, buf), 0);
+    check_zero(buf, 4096, 60 * KiB);
+    CHECK_RET(io(&f, rbb, NG_OP_READ, 0, 4096, 0, buf), 0);
+    check_filled(buf, 4096, 0, 11);
+
+    /* Extents are relative to the raw node's offset. */
+    CHECK(extents(&f, rbb, 0, 128 * KiB, 0, ext, 8) == 2);
+    check_extent(&ext[0], 64 * KiB, DATA);
+    check_extent(&ext[1], 64 * KiB, HOLE);
+
+    /* Past the window: refused, even though the child is larger. */
+    CHECK_RET(io(&f, rbb, NG_OP_WRITE, 128 * KiB - 1024, 4096, 0, buf),
+              -ENOSPC);
+    CHECK_RET(io(&f, rbb, NG_OP_READ, 128 * KiB, 1, 0, buf), -EINVAL);
+    CHECK_RET(io(&f, rbb, NG_OP_TRIM, 0, 4096, 0, NULL), 0);
+    CHECK_RET(io(&f, bbb, NG_OP_READ, 64 * KiB, 4096, 0, buf), 0);
+    check_zero(buf, 4096, 64 * KiB);
+    CHECK_RET(io(&f, rbb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
+
+    /* Without a size: to the end of the child.  Inline child too. */
+    add(&f, "tail", opts("driver", "raw", "file", "base", "offset", "1000",
+                         NULL));
+    CHECK(ng_node_length(ng_graph_find(f.g, "tail")) ==
+          (int64_t)(MiB - 1000));
+    o = opts("driver", "raw", NULL);
+    map_put_map(o, "file", opts("driver", "null-co", "size", "4M", NULL));
+    CHECK(ng_node_length(add(&f, "inl", o)) == (int64_t)(4 * MiB));
+    teardown(&f);
+}
+
+int
+main(void)
+{
+    /* A hung request would hang `make check`. */
+    alarm(60);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    test_memory();
+    test_null();
+    test_file();
+    test_file_read_only();
+    test_file_direct();
+    test_raw();
+    printf("all driver tests passed\n");
+    return 0;
+}
