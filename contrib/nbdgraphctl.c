@@ -1093,31 +1093,21 @@ cmd_exports(struct ctl *c, int argc, char **argv)
     return run_query(c, "query-block-exports", NULL, show_exports);
 }
 
-/* One row per (node, holder).  Takes both shapes a registry dump may
- * have: flat rows, or holders each with a "claims" list. */
+/* query-nac groups holders by node: one row per (node, holder). */
 static void
 nac_rows(struct table *t, json_t *entry)
 {
-    json_t *claims = json_object_get(entry, "claims"), *cl;
-    json_t *holder = json_object_get(entry, "holder");
+    json_t *h;
     size_t i;
 
-    if (holder == NULL)
-        holder = json_object_get(entry, "id");
-    if (!json_is_array(claims)) {
-        claims = json_pack("[O]", entry);
-    } else {
-        json_incref(claims);
-    }
-    json_array_foreach(claims, i, cl) {
+    json_array_foreach(json_object_get(entry, "holders"), i, h) {
         char *row[] = {
-            field_text(cl, "node"), cell_text(holder),
-            field_text(entry, "kind"), field_text(cl, "require"),
-            field_text(cl, "allow"),
+            field_text(entry, "node-name"), field_text(h, "id"),
+            field_text(h, "kind"), field_text(h, "require"),
+            field_text(h, "allow"),
         };
         table_add(t, row);
     }
-    json_decref(claims);
 }
 
 static void
@@ -1127,12 +1117,11 @@ show_nac(json_t *ret)
         "NODE", "HOLDER", "KIND", "REQUIRE", "ALLOW",
     };
     struct table t = { .ncols = 5 };
-    json_t *list = json_is_array(ret) ? ret : json_object_get(ret, "holders");
     json_t *e;
     size_t i;
 
     table_header(&t, head);
-    json_array_foreach(list, i, e)
+    json_array_foreach(ret, i, e)
         nac_rows(&t, e);
     table_print(&t);
     table_free(&t);
