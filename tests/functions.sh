@@ -26,8 +26,10 @@ requires ()
 # exits and fails the test if the daemon did not exit 0.
 start_nbdgraphd ()
 {
-    local text i
+    local text i xtrace=
 
+    # Its wait loop would drown a `set -x` log; show the config instead.
+    case $- in *x*) xtrace=1; { set +x; } 2>/dev/null ;; esac
     if [ "$1" = --config ]; then
         text=$(cat "$2") || exit 1
     else
@@ -47,11 +49,16 @@ $text"
     text=${text//@CONTROL@/$ctl}
     text=${text//@DIR@/$dir}
     printf '%s\n' "$text" > "$dir/config.yaml"
+    echo "start_nbdgraphd: $dir/config.yaml:" >&2
+    cat "$dir/config.yaml" >&2
     "${NBDGRAPHD:-nbdgraphd}" --foreground --exit-with-parent \
         --config "$dir/config.yaml" > "$dir/nbdgraphd.log" 2>&1 &
     nbdgraphd_pid=$!
     for i in $(seq 300); do
-        [ -S "$sock" ] && [ -S "$ctl" ] && return 0
+        if [ -S "$sock" ] && [ -S "$ctl" ]; then
+            [ -n "$xtrace" ] && set -x
+            return 0
+        fi
         if ! kill -0 "$nbdgraphd_pid" 2>/dev/null; then
             echo "$0: nbdgraphd exited during startup:" >&2
             cat "$dir/nbdgraphd.log" >&2
