@@ -25,7 +25,7 @@ grep -Eq '^mem0 +memory +64 MiB +no +no +-$' $out
 nbdgraphctl --dry-run add-node m2 memory size=16M > $out
 grep -q 'would succeed' $out
 nbdgraphctl nodes > $out
-! grep -q '^m2 ' $out
+expect_status 1 grep -q '^m2 ' $out
 nbdgraphctl add-node m2 memory size=16M
 nbdgraphctl nodes > $out
 cat $out
@@ -58,10 +58,31 @@ nbdgraphctl del-node m2
 nbdgraphctl nodes > $out
 test "$(tail -n +2 $out | cut -d' ' -f1)" = mem0
 
-# A node in use is refused: message on stderr, exit 1.
+# A node in use is refused, dry run or not: message on stderr, exit 1.
+expect_status 1 nbdgraphctl --dry-run del-node mem0 2> $err
 expect_status 1 nbdgraphctl del-node mem0 2> $err
 cat $err
 grep -q "^nbdgraphctl: node 'mem0' is in use by export 'demo'$" $err
+
+# Exports: the configured one, one added on m2 and deleted again.
+nbdgraphctl exports > $out
+cat $out
+grep -Eq '^ID +NAME +NODE +WRITABLE +CONNECTIONS +DESCRIPTION$' $out
+grep -Eq '^demo +demo +mem0 +yes +0 +test disk$' $out
+nbdgraphctl add-node m3 memory size=1M
+nbdgraphctl add-export x3 m3 --name third --description "third disk"
+nbdgraphctl exports > $out
+grep -Eq '^x3 +third +m3 +no +0 +third disk$' $out
+
+# Each export holds a NAC claim on its node.
+nbdgraphctl nac > $out
+cat $out
+grep -Eq '^NODE +HOLDER +KIND +REQUIRE +ALLOW$' $out
+grep -Eq '^mem0 +demo +export +[a-z,-]*write-data' $out
+grep -Eq '^m3 +x3 +export ' $out
+nbdgraphctl del-export x3
+nbdgraphctl del-node m3
+test "$(nbdgraphctl exports | wc -l)" -eq 2
 
 # Raw QMP prints the whole reply; an error reply exits 1.
 nbdgraphctl qmp '{"execute": "query-version"}' > $out
