@@ -659,8 +659,7 @@ command_usage(const struct command *cmd, FILE *fp)
             *cmd->synopsis ? " " : "", cmd->synopsis, cmd->summary);
 }
 
-static int
-usage_error(struct ctl *c, const char *fmt, ...)
+static int usage_error(struct ctl *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static int
