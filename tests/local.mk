@@ -15,3 +15,5 @@ tests_libngtest_a_SOURCES = \
 	$(NULL)
 tests_libngtest_a_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 TEST_LIBS = tests/libngtest.a $(LIBNBD_LIBS)
+
+include tests/nbd.mk
