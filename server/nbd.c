@@ -237,18 +237,18 @@ ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
 
 /* ---- Exports ------------------------------------------------------------- */
 
+/* An export really named "" is the default export; otherwise the first
+ * one is. */
 struct ng_nbd_export *
 nbd_export_find(struct ng_nbd_server *srv, const char *name)
 {
     struct ng_nbd_export *exp;
 
-    if (name[0] == '\0')
-        return srv->exports;
     for (exp = srv->exports; exp != NULL; exp = exp->next) {
         if (strcmp(exp->name, name) == 0)
             return exp;
     }
-    return NULL;
+    return name[0] == '\0' ? srv->exports : NULL;
 }
 
 static void
@@ -278,8 +278,11 @@ ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
         return ng_error_set(err, EINVAL,
                             "export '%s': description longer than %d bytes",
                             name, NBD_MAX_STRING);
-    if (name[0] != '\0' && nbd_export_find(srv, name) != NULL)
-        return ng_error_set(err, EEXIST, "export '%s' already exists", name);
+    for (exp = srv->exports; exp != NULL; exp = exp->next) {
+        if (strcmp(exp->name, name) == 0)
+            return ng_error_set(err, EEXIST, "export '%s' already exists",
+                                name);
+    }
     exp = calloc(1, sizeof *exp);
     if (exp == NULL ||
         (exp->name = strdup(name)) == NULL ||
