@@ -32,5 +32,5 @@ tests_test_nbd_garbage_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_nbd_garbage_LDADD = $(TEST_LIBS)
 
 tests_test_nbd_export_del_SOURCES = tests/test-nbd-export-del.c
-tests_test_nbd_export_del_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_export_del_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS) $(JANSSON_CFLAGS)
 tests_test_nbd_export_del_LDADD = $(TEST_LIBS)
