@@ -9,9 +9,9 @@
  * are copied at most once between socket and backing.
  *
  * Sending: replies are queued on the connection and go out once per
- * loop iteration (server's check handle) in one writev, first tried
- * synchronously; whatever the socket does not take is handed to
- * uv_write.  A request object is released only when its whole reply has
+ * loop iteration (the server's check and idle handles) in one writev,
+ * tried synchronously first; whatever the socket does not take is handed
+ * to uv_write.  A request object is released only when its whole reply has
  * left, so its buffer is never reused under a pending write.
  *
  * Ending: a graceful close (EOF, DISC, shutdown, export removal) stops
