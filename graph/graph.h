@@ -49,6 +49,17 @@ enum ng_op {
 #define NG_REQ_FAST_ZERO  (1u << 2)   /* write-zeroes: fail with -ENOTSUP
                                        * rather than write zeroes slowly */
 #define NG_REQ_REQ_ONE    (1u << 3)   /* block status: one extent is enough */
+#define NG_REQ_LOCAL_ONLY (1u << 4)   /* block status: describe this node's
+                                       * own layer only; NG_EXTENT_HOLE then
+                                       * means "not allocated here, the data
+                                       * comes from the backing node".
+                                       * Filters pass it down; the choke
+                                       * point answers "all allocated" for a
+                                       * non-filter node without a backing
+                                       * child, so only drivers with a
+                                       * backing child ever see it
+                                       * (copy-on-read uses it to find what
+                                       * to copy up) */
 
 /* Extent flags, as NBD's base:allocation. */
 #define NG_EXTENT_HOLE    (1u << 0)   /* not allocated */
@@ -102,6 +113,10 @@ struct ng_req {
     struct ng_req_frame frames[NG_REQ_MAX_FRAMES];
     struct ng_bb *bb;               /* BB it entered through, or NULL */
     struct ng_req *queue_next;      /* BB drain queue */
+    struct ng_req *filter_next;     /* a filter's own wait queue (throttle);
+                                     * only the node holding the request
+                                     * (submitted to it, not yet passed on
+                                     * or completed) may use it */
     uv_work_t work;                 /* ng_req_run_blocking() */
     int work_ret;
     int (*work_fn)(struct ng_node *node, struct ng_req *req);
@@ -188,6 +203,12 @@ struct ng_opt_desc {
       .required = (req), .help = (h) }
 #define NG_OPT_END { .name = NULL }
 
+/* An errno given as a name ("EIO", "ENOSPC") or a positive number, for
+ * options nested in NG_OPT_VALUE trees (blkdebug's rules).  Stores a
+ * positive errno in *out; fails with a located error naming `what`. */
+int ng_value_to_errno(const struct ng_value *v, const char *what, int *out,
+                      struct ng_error *err);
+
 /* ---- Drivers ---------------------------------------------------------- */
 
 struct ng_driver {
@@ -226,6 +247,15 @@ struct ng_driver {
     int (*reconfigure)(struct ng_node *node, const struct ng_value *opts,
                        struct ng_error *err);
 };
+
+/* For reconfigure hooks: `opts` is a map of options to change.  Checks
+ * that each key is one of `live` (NULL-terminated: what the driver can
+ * change on a live node) or leaves the node as it is ("driver" naming its
+ * driver, "node-name" its name, a CHILD option naming the current child).
+ * Returns 0, or -1 with a located error. */
+int ng_node_reconfigure_check(struct ng_node *node,
+                              const struct ng_value *opts,
+                              const char *const *live, struct ng_error *err);
 
 /* All drivers compiled in; NULL-terminated (graph/drivers.c and
  * filters/filters.c). */
