@@ -5,5 +5,6 @@
 
 const struct ng_driver *const ng_filter_drivers[] = {
     &ng_filter_nofilter,
+    &ng_filter_throttle,
     NULL,
 };

@@ -2,4 +2,11 @@
 libngcore_a_SOURCES += \
 	filters/filters.c \
 	filters/nofilter.c \
+	filters/throttle.c \
 	$(NULL)
+
+# Unit tests of the filters, through real graphs on a libuv loop.
+check_PROGRAMS += tests/unit/test-filters
+TESTS += tests/unit/test-filters
+tests_unit_test_filters_SOURCES = tests/unit/test-filters.c
+tests_unit_test_filters_LDADD = $(CORE_LIBS)

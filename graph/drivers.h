@@ -13,5 +13,6 @@ extern const struct ng_driver ng_driver_raw;
 
 /* Filters (filters/). */
 extern const struct ng_driver ng_filter_nofilter;
+extern const struct ng_driver ng_filter_throttle;
 
 #endif

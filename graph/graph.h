@@ -28,6 +28,7 @@ struct ng_node;
 struct ng_bb;
 struct ng_req;
 struct ng_driver;
+struct ng_throttle_group;
 
 /* ---- Requests -------------------------------------------------------- */
 
@@ -358,6 +359,8 @@ struct ng_graph {
     struct ng_drain *drains;        /* drained sections not yet ended */
     uv_timer_t drain_timer;         /* runs drained callbacks outside any
                                      * request's call stack */
+    struct ng_throttle_group *throttle_groups;  /* named throttle groups
+                                     * (filters/throttle.c) */
 };
 
 struct ng_graph *ng_graph_new(uv_loop_t *loop);
@@ -395,6 +398,38 @@ int ng_graph_del_node(struct ng_graph *g, const char *name,
 /* The same checks, changing nothing. */
 int ng_graph_check_del_node(struct ng_graph *g, const char *name,
                             struct ng_error *err);
+
+/* ---- Throttle groups (filters/throttle.c) ------------------------------ */
+
+/* A throttle group: limits (QEMU's ThrottleLimits) shared by every
+ * throttle node naming it in "throttle-group", so their combined I/O stays
+ * under them.  A group exists while a node uses it or while it is declared
+ * (QEMU's "object-add throttle-group"); the first node naming an unknown
+ * group with "limits" creates it.  Loop thread. */
+/* Declare group `name` with `limits` (a map; may be NULL = no limits).  If
+ * a node already made the group, the declaration adopts it and sets its
+ * limits.  Fails when the limits are invalid or the group is already
+ * declared. */
+int ng_throttle_group_declare(struct ng_graph *g, const char *name,
+                              const struct ng_value *limits,
+                              struct ng_error *err);
+/* Drop the declaration; the group lives on while nodes use it. */
+int ng_throttle_group_undeclare(struct ng_graph *g, const char *name,
+                                struct ng_error *err);
+/* Change a group's limits live (QEMU: qom-set GROUP limits): requests
+ * waiting in the group's nodes stay queued and are released at the new
+ * rate. */
+int ng_throttle_group_set_limits(struct ng_graph *g, const char *name,
+                                 const struct ng_value *limits,
+                                 struct ng_error *err);
+/* The group, or NULL.  Borrowed: take a reference to keep it. */
+struct ng_throttle_group *ng_throttle_group_find(struct ng_graph *g,
+                                                 const char *name);
+void ng_throttle_group_ref(struct ng_throttle_group *tg);
+/* Frees the group with its last reference.  NULL-safe. */
+void ng_throttle_group_unref(struct ng_throttle_group *tg);
+/* ng_graph_free(): drop the declarations once the nodes are gone. */
+void ng_throttle_groups_free(struct ng_graph *g);
 
 /* ---- Drain ------------------------------------------------------------- */
 
