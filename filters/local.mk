@@ -3,6 +3,7 @@ libngcore_a_SOURCES += \
 	filters/filters.c \
 	filters/nofilter.c \
 	filters/throttle.c \
+	filters/copy-on-read.c \
 	$(NULL)
 
 # Unit tests of the filters, through real graphs on a libuv loop.

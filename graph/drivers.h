@@ -14,5 +14,6 @@ extern const struct ng_driver ng_driver_raw;
 /* Filters (filters/). */
 extern const struct ng_driver ng_filter_nofilter;
 extern const struct ng_driver ng_filter_throttle;
+extern const struct ng_driver ng_filter_copy_on_read;
 
 #endif
