@@ -4,6 +4,7 @@ libngcore_a_SOURCES += \
 	filters/nofilter.c \
 	filters/throttle.c \
 	filters/copy-on-read.c \
+	filters/detect-zeroes.c \
 	$(NULL)
 
 # Unit tests of the filters, through real graphs on a libuv loop.

@@ -15,5 +15,6 @@ extern const struct ng_driver ng_driver_raw;
 extern const struct ng_driver ng_filter_nofilter;
 extern const struct ng_driver ng_filter_throttle;
 extern const struct ng_driver ng_filter_copy_on_read;
+extern const struct ng_driver ng_filter_detect_zeroes;
 
 #endif
