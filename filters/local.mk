@@ -5,6 +5,7 @@ libngcore_a_SOURCES += \
 	filters/throttle.c \
 	filters/copy-on-read.c \
 	filters/detect-zeroes.c \
+	filters/blkdebug.c \
 	$(NULL)
 
 # Unit tests of the filters, through real graphs on a libuv loop.

@@ -16,5 +16,6 @@ extern const struct ng_driver ng_filter_nofilter;
 extern const struct ng_driver ng_filter_throttle;
 extern const struct ng_driver ng_filter_copy_on_read;
 extern const struct ng_driver ng_filter_detect_zeroes;
+extern const struct ng_driver ng_filter_blkdebug;
 
 #endif
