@@ -9,5 +9,6 @@ const struct ng_driver *const ng_filter_drivers[] = {
     &ng_filter_copy_on_read,
     &ng_filter_detect_zeroes,
     &ng_filter_blkdebug,
+    &ng_filter_delay,
     NULL,
 };

@@ -6,6 +6,7 @@ libngcore_a_SOURCES += \
 	filters/copy-on-read.c \
 	filters/detect-zeroes.c \
 	filters/blkdebug.c \
+	filters/delay.c \
 	$(NULL)
 
 # Unit tests of the filters, through real graphs on a libuv loop.
