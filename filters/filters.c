@@ -10,5 +10,6 @@ const struct ng_driver *const ng_filter_drivers[] = {
     &ng_filter_detect_zeroes,
     &ng_filter_blkdebug,
     &ng_filter_delay,
+    &ng_filter_log,
     NULL,
 };

@@ -7,6 +7,7 @@ libngcore_a_SOURCES += \
 	filters/detect-zeroes.c \
 	filters/blkdebug.c \
 	filters/delay.c \
+	filters/log.c \
 	$(NULL)
 
 # Unit tests of the filters, through real graphs on a libuv loop.
