@@ -116,7 +116,7 @@ static const char *const throttle_live_opts[] = {
     "limits", "throttle-group", NULL
 };
 
-/* ---- Limits -------------------------------------------------------------- */
+/* ---- Limits ------------------------------------------------------------- */
 
 /* Store one key of a ThrottleLimits map in *cfg. */
 static int
@@ -220,7 +220,7 @@ throttle_parse_limits(const struct ng_value *limits,
     return throttle_check_config(cfg, &limits->loc, err);
 }
 
-/* ---- The leaky buckets --------------------------------------------------- */
+/* ---- The leaky buckets -------------------------------------------------- */
 
 /* fmax() without libm. */
 static inline double
@@ -323,7 +323,7 @@ throttle_admit(struct ng_throttle_group *tg, int dir, uint64_t bytes)
     return true;
 }
 
-/* ---- Queues and the timer ------------------------------------------------ */
+/* ---- Queues and the timer ----------------------------------------------- */
 
 static int
 throttle_direction(const struct ng_req *req)
@@ -452,7 +452,7 @@ throttle_free_timer(uv_handle_t *h)
     free(h);
 }
 
-/* ---- Groups -------------------------------------------------------------- */
+/* ---- Groups ------------------------------------------------------------- */
 
 /* QEMU's rule for object ids: a letter, then letters, digits, '-', '.',
  * '_'. */
@@ -615,7 +615,7 @@ ng_throttle_groups_free(struct ng_graph *g)
     }
 }
 
-/* ---- Membership ---------------------------------------------------------- */
+/* ---- Membership --------------------------------------------------------- */
 
 /* The group a node asks for: a shared one by name (made from `limits` if
  * it does not exist yet) or a private one.  Returns a new reference. */
@@ -699,7 +699,7 @@ throttle_leave(struct throttle_state *s)
     ng_throttle_group_unref(tg);
 }
 
-/* ---- The driver ---------------------------------------------------------- */
+/* ---- The driver --------------------------------------------------------- */
 
 static int
 throttle_open(struct ng_node *node, struct ng_error *err)
