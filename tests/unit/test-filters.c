@@ -105,7 +105,7 @@ teardown(struct fixture *f)
     CHECK(system(cmd) == 0);
 }
 
-/* ---- Building nodes ---------------------------------------------------- */
+/* ---- Building nodes ----------------------------------------------------- */
 
 /* Options from YAML flow text, e.g. "{driver: memory, size: 1M}". */
 static struct ng_value *
@@ -344,7 +344,7 @@ wait_ms(struct fixture *f, unsigned ms)
     uv_timer_stop(&f->tick);
 }
 
-/* ---- A load generator ---------------------------------------------------- */
+/* ---- A load generator --------------------------------------------------- */
 
 #define LOAD_MAX_DEPTH 64
 
@@ -461,7 +461,7 @@ rate(struct sample a, struct sample b)
     return (double)(b.n - a.n) * 1e9 / (double)(b.t - a.t);
 }
 
-/* ---- throttle ------------------------------------------------------------ */
+/* ---- throttle ----------------------------------------------------------- */
 
 /*   bb -> thr (throttle, iops-total 1000) -> mem (memory, 64M)
  *
@@ -771,12 +771,587 @@ test_throttle_options(void)
     teardown(&f);
 }
 
+/* ---- memory with a backing node ----------------------------------------- */
+
+#define ONLY_HOLE NG_EXTENT_HOLE    /* LOCAL_ONLY: the backing's */
+#define ZERO NG_EXTENT_ZERO         /* allocated, reads as zeroes */
+
+/*   bb -> top (memory, 1M, backing: base)
+ *   base-bb -> base (memory, 1M)
+ *   bb2 -> top2 (memory, 2M, backing: base): longer than its backing
+ */
+static void
+test_memory_backing(void)
+{
+    struct fixture f;
+    struct ng_node *top;
+    struct ng_bb *bb, *base_bb, *bb2;
+    struct ng_extent ext[16];
+    unsigned char *buf = malloc(2 * MiB);
+
+    CHECK(buf != NULL);
+    setup(&f, "memory: backing node");
+    add(&f, "base", "{driver: memory, size: 1M}");
+    top = add(&f, "top", "{driver: memory, size: 1M, backing: base}");
+    CHECK(ng_node_child_role(top, "backing") == ng_graph_find(f.g, "base"));
+    bb = bb_new(&f, "bb", top);
+    base_bb = bb_new(&f, "base-bb", ng_graph_find(f.g, "base"));
+    fill(buf, MiB, 0, 1);
+    CHECK_RET(io(&f, base_bb, NG_OP_WRITE, 0, MiB, 0, buf), 0);
+
+    /* Reads come from the backing; the top has nothing of its own. */
+    memset(buf, 0, MiB);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 100000, 200000, 0, buf), 0);
+    check_filled(buf, 200000, 100000, 1);
+    CHECK(extents(&f, bb, 0, MiB, 0, ext, 16) == 1);
+    check_extent(&ext[0], MiB, DATA);
+    CHECK(extents(&f, bb, 0, MiB, NG_REQ_LOCAL_ONLY, ext, 16) == 1);
+    check_extent(&ext[0], MiB, ONLY_HOLE);
+
+    /* A partial write copies its page up first. */
+    fill(buf, 10000, 70000, 2);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 70000, 10000, 0, buf), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 64 * KiB, 64 * KiB, 0, buf), 0);
+    check_filled(buf, 70000 - 64 * KiB, 64 * KiB, 1);
+    check_filled(buf + 70000 - 64 * KiB, 10000, 70000, 2);
+    check_filled(buf + 80000 - 64 * KiB, 128 * KiB - 80000, 80000, 1);
+    CHECK(extents(&f, bb, 0, MiB, NG_REQ_LOCAL_ONLY, ext, 16) == 3);
+    check_extent(&ext[0], 64 * KiB, ONLY_HOLE);
+    check_extent(&ext[1], 64 * KiB, DATA);
+    check_extent(&ext[2], MiB - 128 * KiB, ONLY_HOLE);
+
+    /* Zeroing a whole page must not let the backing show through. */
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 128 * KiB, 64 * KiB,
+                 NG_REQ_MAY_TRIM, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_TRIM, 192 * KiB, 64 * KiB, 0, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 128 * KiB, 128 * KiB, 0, buf), 0);
+    check_zero(buf, 128 * KiB, 128 * KiB);
+    /* Partly zeroing an unallocated page copies it up... */
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 270000, 1000, 0, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 256 * KiB, 64 * KiB, 0, buf), 0);
+    check_filled(buf, 270000 - 256 * KiB, 256 * KiB, 1);
+    check_zero(buf + 270000 - 256 * KiB, 1000, 270000);
+    check_filled(buf + 271000 - 256 * KiB, 320 * KiB - 271000, 271000, 1);
+    /* ... unless that could not be fast. */
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 400000, 1000,
+                 NG_REQ_FAST_ZERO, NULL), -ENOTSUP);
+
+    /* Block status: the top's pages, the backing's answer elsewhere.
+     * Punch a hole in the backing to see it come through. */
+    CHECK_RET(io(&f, base_bb, NG_OP_TRIM, 512 * KiB, 64 * KiB, 0, NULL), 0);
+    CHECK(extents(&f, bb, 0, MiB, 0, ext, 16) == 5);
+    check_extent(&ext[0], 128 * KiB, DATA);     /* backing, then top */
+    check_extent(&ext[1], 128 * KiB, ZERO);     /* zeroed in the top */
+    check_extent(&ext[2], 256 * KiB, DATA);     /* top page 4, backing */
+    check_extent(&ext[3], 64 * KiB, HOLE);      /* the backing's hole */
+    check_extent(&ext[4], 448 * KiB, DATA);
+    CHECK(extents(&f, bb, 0, MiB, NG_REQ_REQ_ONE, ext, 16) == 1);
+    check_extent(&ext[0], 128 * KiB, DATA);
+    CHECK(extents(&f, bb, 140000, MiB - 140000, 0, ext, 2) == 2);
+    check_extent(&ext[0], 256 * KiB - 140000, ZERO);
+    check_extent(&ext[1], 256 * KiB, DATA);
+    CHECK(extents(&f, bb, 0, MiB, NG_REQ_LOCAL_ONLY, ext, 16) == 5);
+    check_extent(&ext[2], 128 * KiB, ZERO);
+    check_extent(&ext[3], 64 * KiB, DATA);
+    check_extent(&ext[4], MiB - 320 * KiB, ONLY_HOLE);
+
+    /* Past the backing's end the top reads zeroes. */
+    add(&f, "top2", "{driver: memory, size: 2M, backing: base}");
+    bb2 = bb_new(&f, "bb2", ng_graph_find(f.g, "top2"));
+    memset(buf, 0xaa, 2 * MiB);
+    CHECK_RET(io(&f, bb2, NG_OP_READ, MiB - 100, 200, 0, buf), 0);
+    check_filled(buf, 100, MiB - 100, 1);
+    check_zero(buf + 100, 100, MiB);
+    CHECK(extents(&f, bb2, 512 * KiB, 1536 * KiB, 0, ext, 16) == 3);
+    check_extent(&ext[0], 64 * KiB, HOLE);
+    check_extent(&ext[1], 448 * KiB, DATA);
+    check_extent(&ext[2], MiB, HOLE);
+    fill(buf, 4096, MiB + 1000, 3);
+    CHECK_RET(io(&f, bb2, NG_OP_WRITE, MiB + 1000, 4096, 0, buf), 0);
+    CHECK_RET(io(&f, bb2, NG_OP_READ, MiB, 64 * KiB, 0, buf), 0);
+    check_zero(buf, 1000, MiB);
+    check_filled(buf + 1000, 4096, MiB + 1000, 3);
+    check_zero(buf + 5096, 64 * KiB - 5096, MiB + 5096);
+    teardown(&f);
+    free(buf);
+}
+
+/* ---- copy-on-read ------------------------------------------------------- */
+
+/*   bb -> cor (copy-on-read) -> top (memory, 4M, backing: base)
+ *   base-bb -> base (memory, 4M)
+ *   top-bb -> top
+ */
+static void
+test_copy_on_read(void)
+{
+    struct fixture f;
+    struct ng_node *top, *plain;
+    struct ng_bb *bb, *base_bb, *top_bb, *pbb;
+    struct ng_extent ext[16];
+    unsigned char *buf = malloc(MiB);
+    uint64_t writes;
+
+    CHECK(buf != NULL);
+    setup(&f, "copy-on-read: reads populate the top layer");
+    add(&f, "base", "{driver: memory, size: 4M}");
+    top = add(&f, "top", "{driver: memory, size: 4M, backing: base}");
+    add(&f, "cor", "{driver: copy-on-read, file: top}");
+    bb = bb_new(&f, "bb", ng_graph_find(f.g, "cor"));
+    base_bb = bb_new(&f, "base-bb", ng_graph_find(f.g, "base"));
+    top_bb = bb_new(&f, "top-bb", top);
+    fill(buf, MiB, 0, 1);
+    CHECK_RET(io(&f, base_bb, NG_OP_WRITE, 0, MiB, 0, buf), 0);
+
+    /* Read through the filter: the data is the backing's and is now in
+     * the top (whole pages, thanks to the top's own copy-up). */
+    memset(buf, 0, MiB);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 100000, 200000, 0, buf), 0);
+    check_filled(buf, 200000, 100000, 1);
+    CHECK(extents(&f, top_bb, 0, 4 * MiB, NG_REQ_LOCAL_ONLY, ext, 16)
+          == 3);
+    check_extent(&ext[0], 64 * KiB, ONLY_HOLE);
+    check_extent(&ext[1], 256 * KiB, DATA);
+    CHECK(extents(&f, top_bb, 100000, 200000, NG_REQ_LOCAL_ONLY, ext, 16)
+          == 1);
+    check_extent(&ext[0], 200000, DATA);
+
+    /* The backing changes; what the top copied does not. */
+    fill(buf, MiB, 0, 2);
+    CHECK_RET(io(&f, base_bb, NG_OP_WRITE, 0, MiB, 0, buf), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 100000, 200000, 0, buf), 0);
+    check_filled(buf, 200000, 100000, 1);
+    CHECK_RET(io(&f, top_bb, NG_OP_READ, 100000, 200000, 0, buf), 0);
+    check_filled(buf, 200000, 100000, 1);
+    /* Beyond the copied pages the backing's new data shows. */
+    CHECK_RET(io(&f, top_bb, NG_OP_READ, 320 * KiB, 1000, 0, buf), 0);
+    check_filled(buf, 1000, 320 * KiB, 2);
+
+    /* A read already served by the top copies nothing. */
+    writes = top->stats[NG_OP_WRITE];
+    CHECK_RET(io(&f, bb, NG_OP_READ, 64 * KiB, 256 * KiB, 0, buf), 0);
+    CHECK(top->stats[NG_OP_WRITE] == writes);
+    /* A mixed read copies only what is missing, from its own buffer. */
+    CHECK_RET(io(&f, bb, NG_OP_READ, 0, 512 * KiB, 0, buf), 0);
+    check_filled(buf, 64 * KiB, 0, 2);
+    check_filled(buf + 64 * KiB, 256 * KiB, 64 * KiB, 1);
+    check_filled(buf + 320 * KiB, 192 * KiB, 320 * KiB, 2);
+    CHECK(top->stats[NG_OP_WRITE] == writes + 2);
+    CHECK(extents(&f, top_bb, 0, 4 * MiB, NG_REQ_LOCAL_ONLY, ext, 16)
+          == 2);
+    check_extent(&ext[0], 512 * KiB, DATA);
+
+    /* Writes pass through. */
+    fill(buf, 4096, 2 * MiB, 3);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 2 * MiB, 4096, 0, buf), 0);
+    CHECK_RET(io(&f, top_bb, NG_OP_READ, 2 * MiB, 4096, 0, buf), 0);
+    check_filled(buf, 4096, 2 * MiB, 3);
+    CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
+
+    /* No backing: correct reads, and nothing is ever written.
+     *   pbb -> cor2 (copy-on-read) -> plain (memory, 1M) */
+    plain = add(&f, "plain", "{driver: memory, size: 1M}");
+    add(&f, "cor2", "{driver: copy-on-read, file: plain}");
+    pbb = bb_new(&f, "pbb", ng_graph_find(f.g, "cor2"));
+    CHECK_RET(io(&f, pbb, NG_OP_READ, 0, MiB, 0, buf), 0);
+    check_zero(buf, MiB, 0);
+    CHECK(plain->stats[NG_OP_WRITE] == 0);
+    CHECK(extents(&f, pbb, 0, MiB, NG_REQ_LOCAL_ONLY, ext, 16) == 1);
+    check_extent(&ext[0], MiB, DATA);
+    teardown(&f);
+    free(buf);
+}
+
+/* Copies race with writes: a copy must never land on newer data.
+ *
+ *   bb -> cor (copy-on-read) -> dly (delay, write 50ms) -> top
+ *   top (memory, 1M, backing: slow) ; slow (delay, read 100ms) -> base
+ *   base-bb -> base (memory, 1M)
+ *
+ * Times are chosen so that without the filter's tracking the old data
+ * would land last: 50 ms margins either way.
+ */
+static void
+test_copy_on_read_races(void)
+{
+    struct fixture f;
+    struct ng_bb *bb, *base_bb;
+    struct ng_req rr, wr;
+    struct io_result rres, wres;
+    unsigned char *rbuf = malloc(256 * KiB), *wbuf = malloc(256 * KiB);
+
+    CHECK(rbuf != NULL && wbuf != NULL);
+    setup(&f, "copy-on-read: copies and writes in flight together");
+    add(&f, "base", "{driver: memory, size: 1M}");
+    add(&f, "slow", "{driver: delay, delay-read: 100ms, file: base}");
+    add(&f, "top", "{driver: memory, size: 1M, backing: slow}");
+    add(&f, "dly", "{driver: delay, delay-write: 50, file: top}");
+    add(&f, "cor", "{driver: copy-on-read, file: dly}");
+    bb = bb_new(&f, "bb", ng_graph_find(f.g, "cor"));
+    base_bb = bb_new(&f, "base-bb", ng_graph_find(f.g, "base"));
+    fill(wbuf, 256 * KiB, 0, 1);
+    CHECK_RET(io(&f, base_bb, NG_OP_WRITE, 0, 256 * KiB, 0, wbuf), 0);
+
+    /* A write arriving while a read's data is on its way up (t = 60 ms
+     * of 100) waits for the read's copy (which lands at 150) rather
+     * than landing first (at 110) and being overwritten. */
+    fill(wbuf, 64 * KiB, 64 * KiB, 2);
+    io_start(bb, &rr, &rres, NG_OP_READ, 0, 128 * KiB, 0, rbuf);
+    wait_ms(&f, 60);
+    CHECK(!rres.done);
+    io_start(bb, &wr, &wres, NG_OP_WRITE, 64 * KiB, 64 * KiB, 0, wbuf);
+    io_wait(&f, &rres);
+    io_wait(&f, &wres);
+    CHECK_RET(rres.ret, 0);
+    CHECK_RET(wres.ret, 0);
+    CHECK(rres.seq < wres.seq);
+    check_filled(rbuf, 128 * KiB, 0, 1);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 0, 128 * KiB, 0, rbuf), 0);
+    check_filled(rbuf, 64 * KiB, 0, 1);
+    check_filled(rbuf + 64 * KiB, 64 * KiB, 64 * KiB, 2);
+
+    /* A read arriving while a write is held below the filter must not
+     * copy: its old data would land after the write. */
+    reconfigure_ok(ng_graph_find(f.g, "slow"), "{delay-read: 0}");
+    fill(wbuf, 64 * KiB, 128 * KiB, 3);
+    io_start(bb, &wr, &wres, NG_OP_WRITE, 128 * KiB, 64 * KiB, 0, wbuf);
+    io_start(bb, &rr, &rres, NG_OP_READ, 128 * KiB, 128 * KiB, 0, rbuf);
+    io_wait(&f, &rres);
+    io_wait(&f, &wres);
+    CHECK_RET(rres.ret, 0);
+    CHECK_RET(wres.ret, 0);
+    check_filled(rbuf, 128 * KiB, 128 * KiB, 1);
+    wait_ms(&f, 100);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 128 * KiB, 128 * KiB, 0, rbuf), 0);
+    check_filled(rbuf, 64 * KiB, 128 * KiB, 3);
+    check_filled(rbuf + 64 * KiB, 64 * KiB, 192 * KiB, 1);
+    teardown(&f);
+    free(rbuf);
+    free(wbuf);
+}
+
+/* ---- detect-zeroes ------------------------------------------------------ */
+
+/* How many lines of the file contain all of the given words. */
+static unsigned
+count_lines(const char *path, const char *w1, const char *w2)
+{
+    FILE *fp = fopen(path, "r");
+    char line[1024];
+    unsigned n = 0;
+
+    CHECK(fp != NULL);
+    while (fgets(line, sizeof line, fp) != NULL)
+        n += strstr(line, w1) != NULL && (w2 == NULL ||
+                                          strstr(line, w2) != NULL);
+    fclose(fp);
+    return n;
+}
+
+/*   bb -> dz (detect-zeroes, unmap) -> lg (log) -> mem (memory, 1M) */
+static void
+test_detect_zeroes(void)
+{
+    struct fixture f;
+    struct ng_node *dz, *mem;
+    struct ng_bb *bb;
+    struct ng_extent ext[8];
+    unsigned char *buf = calloc(1, 256 * KiB);
+    char path[512], text[600];
+
+    CHECK(buf != NULL);
+    setup(&f, "detect-zeroes: zero writes become write-zeroes");
+    snprintf(path, sizeof path, "%s/dz.log", f.tmpdir);
+    mem = add(&f, "mem", "{driver: memory, size: 1M}");
+    snprintf(text, sizeof text, "{driver: log, file: mem, logfile: '%s'}",
+             path);
+    add(&f, "lg", text);
+    add_fails(&f, "x", "{driver: detect-zeroes, file: lg, mode: maybe}",
+              "'mode' must be one of off, on, unmap, not 'maybe'");
+    dz = add(&f, "dz", "{driver: detect-zeroes, file: lg, mode: unmap}");
+    bb = bb_new(&f, "bb", dz);
+
+    fill(buf, 256 * KiB, 0, 1);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 0, 256 * KiB, 0, buf), 0);
+    CHECK(mem->stats[NG_OP_WRITE] == 1);
+
+    /* Zeroes over pages 1 and 2: a hole, and io() checked the request
+     * came back as a write with its own flags. */
+    memset(buf, 0, 256 * KiB);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 64 * KiB, 128 * KiB, NG_REQ_FUA,
+                 buf), 0);
+    CHECK(mem->stats[NG_OP_WRITE] == 1);
+    CHECK(mem->stats[NG_OP_WRITE_ZEROES] == 1);
+    CHECK(extents(&f, bb, 0, MiB, 0, ext, 8) == 4);
+    check_extent(&ext[0], 64 * KiB, DATA);
+    check_extent(&ext[1], 128 * KiB, HOLE);
+    check_extent(&ext[2], 64 * KiB, DATA);
+    check_extent(&ext[3], MiB - 256 * KiB, HOLE);
+    memset(buf, 0xaa, 256 * KiB);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 0, 256 * KiB, 0, buf), 0);
+    check_filled(buf, 64 * KiB, 0, 1);
+    check_zero(buf + 64 * KiB, 128 * KiB, 64 * KiB);
+    check_filled(buf + 192 * KiB, 64 * KiB, 192 * KiB, 1);
+
+    /* One non-zero byte, even the last one, keeps it a write. */
+    memset(buf, 0, 256 * KiB);
+    buf[256 * KiB - 1] = 1;
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 0, 256 * KiB, 0, buf), 0);
+    buf[256 * KiB - 1] = 0;
+    buf[5] = 1;
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 0, 10, 0, buf), 0);
+    CHECK(mem->stats[NG_OP_WRITE] == 3);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 0, 3, 0, buf), 0);   /* short */
+    CHECK(mem->stats[NG_OP_WRITE_ZEROES] == 2);
+
+    /* "on" does not let the leaf trim; "off" leaves writes alone. */
+    reconfigure_fails(dz, "{mode: sometimes}", "'mode' must be one of");
+    reconfigure_ok(dz, "{mode: 'on'}");
+    memset(buf, 0, 4096);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 4096, 4096, 0, buf), 0);
+    CHECK(mem->stats[NG_OP_WRITE_ZEROES] == 3);
+    reconfigure_ok(dz, "{mode: 'off'}");
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 4096, 4096, 0, buf), 0);
+    CHECK(mem->stats[NG_OP_WRITE_ZEROES] == 3);
+    CHECK(mem->stats[NG_OP_WRITE] == 4);
+
+    CHECK(count_lines(path, "write-zeroes offset=0x10000 length=0x20000 "
+                      "flags=fua,may_trim", NULL) == 1);
+    CHECK(count_lines(path, "write-zeroes offset=0x1000 length=0x1000 "
+                      "flags=none", NULL) == 1);
+    teardown(&f);
+    free(buf);
+}
+
+/* ---- blkdebug ----------------------------------------------------------- */
+
+/*   bb -> dbg (blkdebug) -> mem (memory, 1M) */
+static void
+test_blkdebug(void)
+{
+    struct fixture f;
+    struct ng_node *dbg;
+    struct ng_bb *bb;
+    struct ng_extent ext[4];
+    struct ng_req req;
+    struct io_result r;
+    unsigned char buf[4096];
+    int fails;
+
+    setup(&f, "blkdebug: injected errors");
+    add(&f, "mem", "{driver: memory, size: 1M}");
+    add_fails(&f, "x", "{driver: blkdebug, image: mem, inject-error: "
+                       "[{iotype: read}, {iotype: reed}]}",
+              "test:1:72: 'iotype' must be one of read, write");
+    add_fails(&f, "x", "{driver: blkdebug, image: mem, inject-error: "
+                       "[{iotype: read, erno: EIO}]}",
+              "test:1:62: unknown 'inject-error' key 'erno'");
+    add_fails(&f, "x", "{driver: blkdebug, image: mem, inject-error: "
+                       "[{errno: EWHAT}]}",
+              "'errno' must be an errno name");
+    add_fails(&f, "x", "{driver: blkdebug, image: mem, inject-error: "
+                       "{iotype: read}}",
+              "'inject-error' must be a list of rules");
+    dbg = add(&f, "dbg", "{driver: blkdebug, image: mem, inject-error: ["
+                         "{iotype: read, offset: 64K, length: 64K, "
+                         "errno: EIO}, "
+                         "{iotype: write, offset: 0, length: 4096, "
+                         "errno: ENOSPC, once: true}, "
+                         "{iotype: flush, errno: 28, after: 2}, "
+                         "{iotype: block-status, offset: 512K}, "
+                         "{iotype: discard, sector: 10, errno: EPERM}]}");
+    bb = bb_new(&f, "bb", dbg);
+    memset(buf, 1, sizeof buf);
+
+    /* Reads touching [64K, 128K) fail; outside they succeed. */
+    CHECK_RET(io(&f, bb, NG_OP_READ, 64 * KiB, 512, 0, buf), -EIO);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 60 * KiB, 8 * KiB, 0, buf), -EIO);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 128 * KiB - 1, 1, 0, buf), -EIO);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 128 * KiB, 4096, 0, buf), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 60 * KiB, 4 * KiB, 0, buf), 0);
+    CHECK(ng_graph_find(f.g, "mem")->stats[NG_OP_READ] == 2);
+    /* Writes other than reads' range are fine; the once rule fires once. */
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 64 * KiB, 4096, 0, buf), 0);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 4000, 4096, 0, buf), -ENOSPC);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 4000, 4096, 0, buf), 0);
+    /* Flush: two pass, then ENOSPC (given as a number) every time. */
+    CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), -ENOSPC);
+    CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), -ENOSPC);
+    /* Block status from 512K to the end, EIO by default. */
+    memset(&req, 0, sizeof req);
+    ng_req_init(&req, NG_OP_BLOCK_STATUS, MiB - 4096, 4096, 0);
+    req.extents = ext;
+    req.max_extents = 4;
+    req.done = io_done;
+    req.opaque = &r;
+    r = (struct io_result){ 0 };
+    ng_bb_submit(bb, &req);
+    io_wait(&f, &r);
+    CHECK_RET(r.ret, -EIO);
+    CHECK(extents(&f, bb, 0, 512 * KiB, 0, ext, 4) >= 1);
+    /* QEMU's sector: the 512 bytes at 5120. */
+    CHECK_RET(io(&f, bb, NG_OP_TRIM, 5000, 200, 0, NULL), -EPERM);
+    CHECK_RET(io(&f, bb, NG_OP_TRIM, 5632, 512, 0, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 5120, 512, 0, NULL), 0);
+
+    /* New rules, live: reads are fine now, writes fail after one. */
+    reconfigure_fails(dbg, "{inject-error: [{offset: -1}]}",
+                      "test:1:26: 'offset'");
+    reconfigure_fails(dbg, "{image: mem2}", "option 'image' cannot be "
+                      "changed on a live node");
+    CHECK_RET(io(&f, bb, NG_OP_READ, 64 * KiB, 512, 0, buf), -EIO);
+    reconfigure_ok(dbg, "{image: mem, inject-error: [{iotype: write, "
+                        "errno: EROFS, after: 1, once: true}]}");
+    CHECK_RET(io(&f, bb, NG_OP_READ, 64 * KiB, 512, 0, buf), 0);
+    CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 0, 512, 0, buf), 0);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 0, 512, 0, buf), -EROFS);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 0, 512, 0, buf), 0);
+    /* The default iotypes: all but block status and cache. */
+    reconfigure_ok(dbg, "{inject-error: [{}]}");
+    fails = 0;
+    fails += io(&f, bb, NG_OP_READ, 0, 512, 0, buf) == -EIO;
+    fails += io(&f, bb, NG_OP_WRITE, 0, 512, 0, buf) == -EIO;
+    fails += io(&f, bb, NG_OP_WRITE_ZEROES, 0, 512, 0, NULL) == -EIO;
+    fails += io(&f, bb, NG_OP_TRIM, 0, 512, 0, NULL) == -EIO;
+    fails += io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL) == -EIO;
+    CHECK(fails == 5);
+    CHECK_RET(io(&f, bb, NG_OP_CACHE, 0, 512, 0, NULL), 0);
+    reconfigure_ok(dbg, "{inject-error: []}");
+    CHECK_RET(io(&f, bb, NG_OP_READ, 0, 512, 0, buf), 0);
+    teardown(&f);
+}
+
+/* ---- delay -------------------------------------------------------------- */
+
+/*   bb -> dly (delay) -> mem (memory, 1M) */
+static void
+test_delay(void)
+{
+    enum { N = 16 };
+    struct fixture f;
+    struct ng_node *dly;
+    struct ng_bb *bb;
+    struct ng_req reqs[N];
+    struct io_result res[N];
+    unsigned char buf[4096];
+    uint64_t t0;
+
+    setup(&f, "delay: requests held");
+    add(&f, "mem", "{driver: memory, size: 1M}");
+    add_fails(&f, "x", "{driver: delay, file: mem, delay-read: 5min}",
+              "'delay-read' must be a delay such as 250, 250ms or 1.5s");
+    add_fails(&f, "x", "{driver: delay, file: mem, delay-read: -1}",
+              "not '-1'");
+    dly = add(&f, "dly", "{driver: delay, file: mem, delay-read: 50, "
+                         "delay-write: 0.04s, delay-zero: 30ms, "
+                         "delay-flush: 20ms}");
+    bb = bb_new(&f, "bb", dly);
+
+    /* Many at once: each held its own delay, not one after another. */
+    for (int round = 0; round < 2; round++) {
+        t0 = uv_hrtime();
+        for (int i = 0; i < N; i++)
+            io_start(bb, &reqs[i], &res[i], i % 2 ? NG_OP_WRITE : NG_OP_READ,
+                     (uint64_t)i * 4096, 4096, 0, buf);
+        for (int i = 0; i < N; i++) {
+            io_wait(&f, &res[i]);
+            CHECK_RET(res[i].ret, 0);
+            CHECK(res[i].when - t0 >= (i % 2 ? 40 : 50) * MS);
+        }
+        printf("  %d requests in %.1f ms\n", N,
+               (double)(uv_hrtime() - t0) / MS);
+        CHECK(uv_hrtime() - t0 < 400 * MS);
+    }
+    t0 = uv_hrtime();
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 0, 4096, 0, NULL), 0);
+    CHECK(uv_hrtime() - t0 >= 30 * MS);
+    t0 = uv_hrtime();
+    CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
+    CHECK(uv_hrtime() - t0 >= 20 * MS);
+    t0 = uv_hrtime();
+    CHECK_RET(io(&f, bb, NG_OP_TRIM, 0, 4096, 0, NULL), 0);
+    CHECK(uv_hrtime() - t0 < 20 * MS);
+
+    /* Live: a new read delay, others kept. */
+    reconfigure_fails(dly, "{delay-read: soon}", "'delay-read' must be");
+    reconfigure_ok(dly, "{delay-read: 0, delay-trim: 1s}");
+    t0 = uv_hrtime();
+    CHECK_RET(io(&f, bb, NG_OP_READ, 0, 4096, 0, buf), 0);
+    CHECK(uv_hrtime() - t0 < 20 * MS);
+    t0 = uv_hrtime();
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 0, 4096, 0, buf), 0);
+    CHECK(uv_hrtime() - t0 >= 40 * MS);
+    teardown(&f);
+}
+
+/* ---- log ---------------------------------------------------------------- */
+
+/*   bb -> lg (log) -> dbg (blkdebug: reads at 1M fail) -> mem (2M) */
+static void
+test_log(void)
+{
+    struct fixture f;
+    struct ng_bb *bb;
+    unsigned char buf[4096] = { 0 };
+    char path[512], text[600];
+
+    setup(&f, "log: a line per request and per completion");
+    snprintf(path, sizeof path, "%s/sub/x.log", f.tmpdir);
+    snprintf(text, sizeof text, "{driver: log, file: mem, logfile: '%s'}",
+             path);
+    add(&f, "mem", "{driver: memory, size: 2M}");
+    add_fails(&f, "x", text, "cannot open log file");
+    add(&f, "dbg", "{driver: blkdebug, image: mem, inject-error: "
+                   "[{iotype: read, offset: 1M}]}");
+    snprintf(path, sizeof path, "%s/x.log", f.tmpdir);
+    snprintf(text, sizeof text, "{driver: log, file: dbg, logfile: '%s'}",
+             path);
+    add(&f, "lg", text);
+    bb = bb_new(&f, "bb", ng_graph_find(f.g, "lg"));
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 4096, 4096, NG_REQ_FUA, buf), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, MiB, 512, 0, buf), -EIO);
+    CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
+    CHECK(count_lines(path, "node=lg open file=dbg size=2097152", NULL)
+          == 1);
+    CHECK(count_lines(path, "node=lg id=1 write offset=0x1000 "
+                      "length=0x1000 flags=fua ...", NULL) == 1);
+    CHECK(count_lines(path, "node=lg id=1 write return=0 elapsed_us=",
+                      NULL) == 1);
+    CHECK(count_lines(path, "id=2 read offset=0x100000 length=0x200 "
+                      "flags=none", NULL) == 1);
+    CHECK(count_lines(path, "id=2 read return=-5 (Input/output error) "
+                      "elapsed_us=", NULL) == 1);
+    CHECK(count_lines(path, "id=3 flush", "return=0") == 1);
+    CHECK(count_lines(path, "node=lg ", NULL) == 7);
+    /* Closing the node closes the file, with a last line. */
+    ng_bb_free(bb);
+    CHECK(ng_graph_del_node(f.g, "lg", NULL) == 0);
+    CHECK(count_lines(path, "node=lg close requests=3", NULL) == 1);
+
+    /* logappend keeps what was there. */
+    snprintf(text, sizeof text, "{driver: log, file: dbg, logfile: '%s', "
+             "logappend: true}", path);
+    add(&f, "lg", text);
+    CHECK(count_lines(path, "node=lg open", NULL) == 2);
+    teardown(&f);
+}
+
 int
 main(void)
 {
     /* A hung request would hang `make check`. */
     alarm(60);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    test_memory_backing();
+    test_copy_on_read();
+    test_copy_on_read_races();
+    test_detect_zeroes();
+    test_blkdebug();
+    test_delay();
+    test_log();
     test_throttle_options();
     test_throttle_reconfigure();
     test_throttle_iops();
