@@ -14,4 +14,9 @@ libngcore_a_SOURCES += \
 check_PROGRAMS += tests/unit/test-filters
 TESTS += tests/unit/test-filters
 tests_unit_test_filters_SOURCES = tests/unit/test-filters.c
+tests_unit_test_filters_CPPFLAGS = \
+	$(AM_CPPFLAGS) \
+	-DTOP_SRCDIR='"$(abs_top_srcdir)"' \
+	$(NULL)
 tests_unit_test_filters_LDADD = $(CORE_LIBS)
+EXTRA_DIST += docs/filters.md
