@@ -291,6 +291,20 @@ lookup_driver(const struct ng_value *opts, struct ng_error *err)
     return drv;
 }
 
+static size_t
+opt_field_size(enum ng_opt_type type)
+{
+    switch (type) {
+    case NG_OPT_T_STRING: return sizeof(char *);
+    case NG_OPT_T_SIZE:   return sizeof(uint64_t);
+    case NG_OPT_T_INT:    return sizeof(int64_t);
+    case NG_OPT_T_BOOL:   return sizeof(bool);
+    case NG_OPT_T_CHILD:  return sizeof(struct ng_node *);
+    case NG_OPT_T_VALUE:  return sizeof(struct ng_value *);
+    default:              return sizeof(int);
+    }
+}
+
 /* Parse every option of `opts` into `state` (state_size bytes, zeroed). */
 static int
 parse_options(const struct ng_driver *drv, const struct ng_value *opts,
@@ -311,6 +325,11 @@ parse_options(const struct ng_driver *drv, const struct ng_value *opts,
             ctx->node->read_only = ro;
     }
     for (d = drv->opts; d != NULL && d->name != NULL; d++) {
+        /* A driver whose table points outside its state is a bug; refuse
+         * it here rather than write past the allocation. */
+        if (d->offset + opt_field_size(d->type) > drv->state_size)
+            return ng_error_set(err, EINVAL, "driver '%s': option '%s' lies "
+                                "outside its state", drv->name, d->name);
         v = opts_lookup(opts, d->name);
         if ((v != NULL ? parse_field(d, v, state, ctx, err)
                        : parse_default(d, state, ctx, &opts->loc, err)) == -1)

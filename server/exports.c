@@ -189,7 +189,7 @@ ng_exports_query(struct ng_control_ctx *ctx)
         const char *desc = exp ? ng_nbd_export_description(exp) : NULL;
 
         json_array_append_new(list, json_pack(
-            "{s:s,s:s,s:s,s:s,s:b,s:b,s:i,s:s?}",
+            "{s:s,s:s,s:s,s:s,s:b,s:b,s:i,s:s*}",
             "id", e->id, "type", "nbd", "name", e->name,
             "node-name", e->node, "writable", e->writable,
             "shutting-down", false,

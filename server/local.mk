@@ -5,6 +5,11 @@ nbdgraphd_SOURCES = \
 	server/log.h \
 	server/log.c \
 	server/nbd.h \
+	server/nbd-proto.h \
+	server/nbd-int.h \
+	server/nbd.c \
+	server/nbd-conn.c \
+	server/nbd-handshake.c \
 	server/control.h \
 	server/control.c \
 	server/qmp-util.h \

@@ -1,7 +1,8 @@
 /* server/nbd.h: the NBD server — listeners, connections, exports.
  *
  * All on the graph's loop thread.  An export wraps one BlockBackend,
- * which the export owns.
+ * which the export owns.  The export name "" (the protocol's default
+ * export) means the first export in config order.
  */
 #ifndef NG_NBD_H
 #define NG_NBD_H
@@ -42,7 +43,28 @@ int ng_nbd_server_del_export(struct ng_nbd_server *srv, const char *name,
 void ng_nbd_server_shutdown(struct ng_nbd_server *srv,
                             void (*cb)(void *opaque), void *opaque);
 
-/* After shutdown has called back.  NULL-safe. */
+/* After shutdown has called back (a server that was never shut down
+ * still has a libuv handle on the loop).  NULL-safe. */
 void ng_nbd_server_free(struct ng_nbd_server *srv);
+
+/* ---- Looking at exports (query-block-exports and the like) ------------- */
+
+struct ng_nbd_export;
+
+/* Exports in config order: prev NULL gives the first, NULL follows the
+ * last.  Borrowed; valid until the export is removed. */
+const struct ng_nbd_export *
+ng_nbd_server_next_export(const struct ng_nbd_server *srv,
+                          const struct ng_nbd_export *prev);
+/* By name; "" finds the default export (the first). */
+const struct ng_nbd_export *
+ng_nbd_server_find_export(const struct ng_nbd_server *srv, const char *name);
+
+const char *ng_nbd_export_name(const struct ng_nbd_export *exp);
+const char *ng_nbd_export_description(const struct ng_nbd_export *exp);
+bool ng_nbd_export_writable(const struct ng_nbd_export *exp);
+struct ng_bb *ng_nbd_export_bb(const struct ng_nbd_export *exp);
+/* Clients connected to the export (past the handshake). */
+unsigned ng_nbd_export_connections(const struct ng_nbd_export *exp);
 
 #endif

@@ -12,7 +12,8 @@
 
 #define MUTATING_ARGS \
     { "dry-run", 'b', false }, \
-    { "job-id", 's', false }
+    { "job-id", 's', false }, \
+    { "explicit", 'b', false }
 
 static const struct ng_qmp_arg no_args[] = { { NULL, 0, false } };
 

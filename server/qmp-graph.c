@@ -165,6 +165,22 @@ ng_qmp_query_graph(struct ng_qmp_call *call, json_t *args)
     free(dot);
 }
 
+/* Implicit filters belong to their export's config: a command naming one
+ * must say "explicit": true (DESIGN.md, "implicit filter"). */
+static int
+check_not_implicit(struct ng_control_ctx *ctx, json_t *args,
+                   const char *name, struct ng_error *err)
+{
+    struct ng_node *n = ng_graph_find(ctx->graph, name);
+
+    if (n == NULL || !n->implicit ||
+        json_is_true(json_object_get(args, "explicit")))
+        return 0;
+    return ng_error_set(err, EPERM, "node '%s' is an implicit filter of "
+                        "export '%s'; pass \"explicit\": true to change it",
+                        name, n->implicit_owner ? n->implicit_owner : "?");
+}
+
 /* ---- blockdev-add / blockdev-del --------------------------------------- */
 
 /* blockdev-add's arguments minus our own keys, as node options. */
@@ -243,7 +259,9 @@ ng_qmp_blockdev_del(struct ng_qmp_call *call, json_t *args)
     int r;
 
     ng_qmp_job_id(ctx, args, "blockdev-del-", job, sizeof job);
-    r = ng_graph_check_del_node(ctx->graph, name, &err);
+    r = check_not_implicit(ctx, args, name, &err);
+    if (r == 0)
+        r = ng_graph_check_del_node(ctx->graph, name, &err);
     if (r == 0)
         r = ng_ctx_nac_claim(ctx, job, "command", &claim, 1, dry, &err);
     if (r == 0 && !dry) {
@@ -387,7 +405,8 @@ ng_qmp_blockdev_insert_filter(struct ng_qmp_call *call, json_t *args)
     fname = json_string_value(json_object_get(json_object_get(args, "filter"),
                                               "node-name"));
     op->filter_name = strdup(fname ? fname : "");
-    if (filter_op_bbs(op, json_object_get(args, "exports"), &err) == -1 ||
+    if (check_not_implicit(op->ctx, args, node, &err) == -1 ||
+        filter_op_bbs(op, json_object_get(args, "exports"), &err) == -1 ||
         ng_graph_check_insert_filter(op->ctx->graph, node, op->filter,
                                      (const char *const *)op->bbs,
                                      op->n_bbs, &err) == -1 ||
@@ -441,7 +460,8 @@ ng_qmp_blockdev_remove_filter(struct ng_qmp_call *call, json_t *args)
         ng_qmp_error(call, NG_QMP_GENERIC, "out of memory");
         return;
     }
-    if (ng_graph_check_remove_filter(op->ctx->graph, name, &err) == -1 ||
+    if (check_not_implicit(op->ctx, args, name, &err) == -1 ||
+        ng_graph_check_remove_filter(op->ctx->graph, name, &err) == -1 ||
         filter_op_claim(op, name, ng_qmp_dry_run(args), &err) == -1)
         goto fail;
     if (ng_qmp_dry_run(args)) {

@@ -1,0 +1,873 @@
+/* server/nbd-conn.c: one client connection — reading, the transmission
+ * phase, replies, closing.
+ *
+ * Receiving: while no WRITE payload is pending, libuv reads into the
+ * connection's receive buffer and every complete request header in it
+ * is handled at once.  A WRITE takes the part of its payload that is
+ * already in that buffer (a memcpy of what the kernel happened to give
+ * us) and has the rest read straight into its own buffer: payload bytes
+ * are copied at most once between socket and backing.
+ *
+ * Sending: replies are queued on the connection and go out once per
+ * loop iteration (server's check handle) in one writev, first tried
+ * synchronously; whatever the socket does not take is handed to
+ * uv_write.  A request object is released only when its whole reply has
+ * left, so its buffer is never reused under a pending write.
+ *
+ * Ending: a graceful close (EOF, DISC, shutdown, export removal) stops
+ * taking requests, answers those in flight, then closes the handle; an
+ * abort (protocol violation, socket error) closes the handle at once and
+ * throws replies away.  Either way the connection is freed only when the
+ * handle is closed and the graph has returned every request.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/log.h"
+#include "server/nbd-int.h"
+#include "server/nbd-proto.h"
+
+static void conn_parse(struct nbd_conn *c);
+static void conn_submit(struct nbd_conn *c, struct nbd_req *r);
+
+/* ---- Freeing and closing ------------------------------------------------ */
+
+static void
+conn_free(struct nbd_conn *c)
+{
+    struct ng_nbd_export *exp = c->exp;
+
+    ng_log_debug("%s: connection closed", c->peer);
+    nbd_hs_free(c);
+    free(c->rbuf);
+    nbd_server_conn_gone(c->srv, c);
+    free(c);
+    if (exp != NULL)
+        nbd_export_conn_removed(exp);   /* may free the export */
+}
+
+static void
+conn_maybe_free(struct nbd_conn *c)
+{
+    if (c->handle_closed && c->nreqs == 0)
+        conn_free(c);
+}
+
+static void
+release_list(struct nbd_req **head, struct nbd_req **tail)
+{
+    while (*head != NULL) {
+        struct nbd_req *r = *head;
+
+        *head = r->next;
+        nbd_req_put(r);
+    }
+    *tail = NULL;
+}
+
+static void
+conn_closed_cb(uv_handle_t *h)
+{
+    struct nbd_conn *c = h->data;
+
+    c->handle_closed = true;
+    release_list(&c->rq_head, &c->rq_tail);
+    conn_maybe_free(c);
+}
+
+static void
+conn_close_handle(struct nbd_conn *c)
+{
+    if (c->handle_closing)
+        return;
+    c->handle_closing = true;
+    c->reading = false;
+    uv_close(&c->h.handle, conn_closed_cb);
+}
+
+void
+nbd_conn_maybe_close(struct nbd_conn *c)
+{
+    if (!c->closing || c->handle_closing)
+        return;
+    if (c->in_graph > 0 || c->rq_head != NULL || c->writing ||
+        c->hs_writes > 0 || c->hs_len > 0)
+        return;
+    conn_close_handle(c);
+}
+
+static void
+drop_pending_payload(struct nbd_conn *c)
+{
+    if (c->payload_req != NULL) {
+        nbd_req_put(c->payload_req);
+        c->payload_req = NULL;
+    }
+    if (c->skip_reply != NULL) {
+        nbd_req_put(c->skip_reply);
+        c->skip_reply = NULL;
+    }
+    c->skip = 0;
+}
+
+void
+nbd_conn_abort(struct nbd_conn *c)
+{
+    c->stop_parsing = true;
+    c->closing = true;
+    c->dead = true;
+    c->hs_len = 0;
+    drop_pending_payload(c);
+    release_list(&c->rq_head, &c->rq_tail);
+    conn_close_handle(c);
+}
+
+static bool
+conn_throttled(const struct nbd_conn *c)
+{
+    return c->nreqs >= NBD_CONN_MAX_REQS || c->nbytes >= NBD_CONN_MAX_BYTES;
+}
+
+static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Read while there is somewhere to put what arrives. */
+static void
+conn_update_reading(struct nbd_conn *c)
+{
+    bool want = !c->stop_parsing && !c->handle_closing &&
+                (c->payload_req != NULL || !conn_throttled(c));
+    int r;
+
+    if (want == c->reading)
+        return;
+    if (!want) {
+        uv_read_stop(&c->h.stream);
+        c->reading = false;
+        return;
+    }
+    r = uv_read_start(&c->h.stream, conn_alloc_cb, conn_read_cb);
+    if (r < 0) {
+        ng_log_warn("%s: read: %s", c->peer, uv_strerror(r));
+        nbd_conn_abort(c);
+        return;
+    }
+    c->reading = true;
+}
+
+void
+nbd_conn_close_gracefully(struct nbd_conn *c)
+{
+    c->stop_parsing = true;
+    c->closing = true;
+    drop_pending_payload(c);
+    conn_update_reading(c);
+    nbd_conn_maybe_close(c);
+}
+
+/* After request objects were released: maybe take more requests, maybe
+ * close, maybe free. */
+static void
+conn_after_release(struct nbd_conn *c)
+{
+    if (c->handle_closed) {
+        conn_maybe_free(c);
+        return;
+    }
+    if (!c->stop_parsing && !conn_throttled(c) && c->payload_req == NULL &&
+        c->rend > c->rstart)
+        conn_parse(c);
+    conn_update_reading(c);
+    nbd_conn_maybe_close(c);
+}
+
+/* ---- Receiving ---------------------------------------------------------- */
+
+static void
+conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct nbd_conn *c = h->data;
+    struct nbd_req *r = c->payload_req;
+
+    if (r != NULL) {
+        *buf = uv_buf_init((char *)r->buf + c->payload_got,
+                           r->length - c->payload_got);
+        return;
+    }
+    /* Keep the unparsed tail (a partial header or option) at the front. */
+    if (c->rstart == c->rend) {
+        c->rstart = c->rend = 0;
+    } else if (c->rstart > 0) {
+        memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
+        c->rend -= c->rstart;
+        c->rstart = 0;
+    }
+    *buf = uv_buf_init((char *)c->rbuf + c->rend, NBD_RBUF_SIZE - c->rend);
+}
+
+static void
+conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct nbd_conn *c = s->data;
+
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        if (nread == UV_EOF) {
+            ng_log_debug("%s: client closed its end", c->peer);
+            nbd_conn_close_gracefully(c);
+        } else {
+            ng_log_debug("%s: read: %s", c->peer, uv_strerror((int)nread));
+            nbd_conn_abort(c);
+        }
+        return;
+    }
+    if (c->payload_req != NULL) {
+        struct nbd_req *r = c->payload_req;
+
+        c->payload_got += (uint32_t)nread;
+        if (c->payload_got < r->length)
+            return;
+        c->payload_req = NULL;
+        conn_submit(c, r);
+    } else {
+        c->rend += (size_t)nread;
+    }
+    conn_parse(c);
+    conn_update_reading(c);
+}
+
+/* ---- Replies -------------------------------------------------------------- */
+
+static void
+conn_queue_reply(struct nbd_conn *c, struct nbd_req *r)
+{
+    r->next = NULL;
+    if (c->rq_tail != NULL)
+        c->rq_tail->next = r;
+    else
+        c->rq_head = r;
+    c->rq_tail = r;
+    nbd_mark_dirty(c);
+}
+
+static void
+reply_simple(struct nbd_req *r, uint32_t error)
+{
+    nbd_put32(r->hdr, NBD_SIMPLE_REPLY_MAGIC);
+    nbd_put32(r->hdr + 4, error);
+    memcpy(r->hdr + 8, r->handle, 8);
+    r->hdr_len = NBD_SIMPLE_REPLY_SIZE;
+}
+
+/* Every structured reply we send is one chunk, so it carries DONE (and a
+ * READ with DF gets what it asked for). */
+static void
+reply_chunk_header(struct nbd_req *r, uint16_t type, uint32_t length)
+{
+    nbd_put32(r->hdr, NBD_STRUCTURED_REPLY_MAGIC);
+    nbd_put16(r->hdr + 4, NBD_REPLY_FLAG_DONE);
+    nbd_put16(r->hdr + 6, type);
+    memcpy(r->hdr + 8, r->handle, 8);
+    nbd_put32(r->hdr + 16, length);
+    r->hdr_len = NBD_CHUNK_HDR_SIZE;
+}
+
+static void
+reply_prepare_error(struct nbd_req *r, uint32_t error)
+{
+    r->payload = NULL;
+    r->payload_len = 0;
+    if (r->conn->structured) {
+        /* error, then a zero message length */
+        reply_chunk_header(r, NBD_REPLY_TYPE_ERROR, 6);
+        nbd_put32(r->hdr + 20, error);
+        nbd_put16(r->hdr + 24, 0);
+        r->hdr_len += 6;
+    } else {
+        reply_simple(r, error);
+    }
+}
+
+static void
+reply_error(struct nbd_req *r, uint32_t error)
+{
+    reply_prepare_error(r, error);
+    conn_queue_reply(r->conn, r);
+}
+
+static void
+reply_read(struct nbd_req *r)
+{
+    if (r->conn->structured) {
+        reply_chunk_header(r, NBD_REPLY_TYPE_OFFSET_DATA, 8 + r->length);
+        nbd_put64(r->hdr + 20, r->offset);
+        r->hdr_len += 8;
+    } else {
+        reply_simple(r, NBD_SUCCESS);
+    }
+    r->payload = r->buf;
+    r->payload_len = r->length;
+}
+
+static uint32_t
+nbd_state_flags(uint32_t extent_flags)
+{
+    return ((extent_flags & NG_EXTENT_HOLE) ? NBD_STATE_HOLE : 0) |
+           ((extent_flags & NG_EXTENT_ZERO) ? NBD_STATE_ZERO : 0);
+}
+
+/* base:allocation descriptors from the graph's extents: clipped to the
+ * request, equal neighbours merged, at least one. */
+static void
+reply_block_status(struct nbd_req *r)
+{
+    const struct ng_extent *e = r->req.extents;
+    uint8_t *out = r->buf + NBD_BS_WIRE_OFFSET;
+    uint32_t max = (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : NBD_MAX_EXTENTS;
+    uint32_t n = 0, left = r->length, last_len = 0, last_state = 0;
+
+    nbd_put32(out, NBD_META_ID_ALLOCATION);
+    for (uint32_t i = 0; i < r->req.nr_extents && left > 0; i++) {
+        uint32_t len = e[i].length < left ? (uint32_t)e[i].length : left;
+        uint32_t state = nbd_state_flags(e[i].flags);
+
+        if (len == 0)
+            continue;
+        if (n > 0 && state == last_state) {
+            last_len += len;
+        } else {
+            if (n == max)
+                break;
+            if (n > 0)
+                nbd_put32(out + 4 + 8 * (n - 1), last_len);
+            n++;
+            last_len = len;
+            last_state = state;
+            nbd_put32(out + 4 + 8 * (n - 1) + 4, state);
+        }
+        left -= len;
+    }
+    if (n == 0) {                   /* nothing usable: "all data" is true */
+        n = 1;
+        last_len = r->length;
+        nbd_put32(out + 8, 0);
+    }
+    nbd_put32(out + 4 + 8 * (n - 1), last_len);
+    reply_chunk_header(r, NBD_REPLY_TYPE_BLOCK_STATUS, 4 + 8 * n);
+    r->payload = out;
+    r->payload_len = 4 + 8 * n;
+}
+
+static void
+reply_success(struct nbd_req *r)
+{
+    r->payload = NULL;
+    r->payload_len = 0;
+    switch (r->cmd) {
+    case NBD_CMD_READ:
+        reply_read(r);
+        break;
+    case NBD_CMD_BLOCK_STATUS:
+        reply_block_status(r);
+        break;
+    default:            /* no payload: a simple reply is allowed even
+                         * with structured replies, and shorter */
+        reply_simple(r, NBD_SUCCESS);
+        break;
+    }
+    conn_queue_reply(r->conn, r);
+}
+
+/* errno from the graph to the protocol's error values.  EOVERFLOW and
+ * ENOTSUP may only reach clients where the spec documents them. */
+static uint32_t
+nbd_error_from_errno(int err, const struct nbd_req *r)
+{
+    switch (err) {
+    case EPERM:
+    case EROFS:
+        return NBD_EPERM;
+    case EIO:
+        return NBD_EIO;
+    case ENOMEM:
+        return NBD_ENOMEM;
+    case EINVAL:
+        return NBD_EINVAL;
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+        return NBD_ENOSPC;
+    case EOVERFLOW:
+        return r->cmd == NBD_CMD_READ && (r->flags & NBD_CMD_FLAG_DF)
+               ? NBD_EOVERFLOW : NBD_EINVAL;
+    case ENOTSUP:
+#if EOPNOTSUPP != ENOTSUP
+    case EOPNOTSUPP:
+#endif
+        return r->cmd == NBD_CMD_WRITE_ZEROES &&
+               (r->flags & NBD_CMD_FLAG_FAST_ZERO) ? NBD_ENOTSUP : NBD_EINVAL;
+    case ESHUTDOWN:
+        return NBD_ESHUTDOWN;
+    default:
+        return NBD_EIO;
+    }
+}
+
+static void
+conn_req_done(struct ng_req *q, int ret)
+{
+    struct nbd_req *r = q->opaque;
+    struct nbd_conn *c = r->conn;
+
+    c->in_graph--;
+    if (c->dead) {
+        nbd_req_put(r);
+        conn_after_release(c);
+        return;
+    }
+    if (ret < 0)
+        reply_error(r, nbd_error_from_errno(-ret, r));
+    else
+        reply_success(r);
+}
+
+/* ---- Sending ---------------------------------------------------------------- */
+
+/* Release the replies at the head of the write queue that `sent` bytes
+ * cover completely; returns the bytes of a partly sent one. */
+static size_t
+release_sent(struct nbd_conn *c, size_t sent)
+{
+    while (c->wq_head != NULL) {
+        struct nbd_req *r = c->wq_head;
+        size_t size = r->hdr_len + (size_t)r->payload_len;
+
+        if (sent < size)
+            return sent;
+        sent -= size;
+        c->wq_head = r->next;
+        nbd_req_put(r);
+    }
+    c->wq_tail = NULL;
+    return 0;
+}
+
+static void
+conn_write_cb(uv_write_t *w, int status)
+{
+    struct nbd_conn *c = w->data;
+
+    c->writing = false;
+    release_list(&c->wq_head, &c->wq_tail);
+    if (status == UV_ECANCELED)         /* the handle is closing */
+        return;
+    if (status < 0) {
+        ng_log_debug("%s: write: %s", c->peer, uv_strerror(status));
+        nbd_conn_abort(c);
+        return;
+    }
+    nbd_conn_flush(c);
+    conn_after_release(c);
+}
+
+/* Move up to NBD_IOV_BATCH buffers' worth of replies to the write queue
+ * and describe them in c->iov; returns the number of buffers. */
+static unsigned
+collect_replies(struct nbd_conn *c)
+{
+    unsigned n = 0;
+
+    while (c->rq_head != NULL && n + 2 <= NBD_IOV_BATCH) {
+        struct nbd_req *r = c->rq_head;
+
+        c->rq_head = r->next;
+        r->next = NULL;
+        if (c->wq_tail != NULL)
+            c->wq_tail->next = r;
+        else
+            c->wq_head = r;
+        c->wq_tail = r;
+        c->iov[n++] = uv_buf_init((char *)r->hdr, r->hdr_len);
+        if (r->payload_len > 0)
+            c->iov[n++] = uv_buf_init((char *)r->payload, r->payload_len);
+    }
+    if (c->rq_head == NULL)
+        c->rq_tail = NULL;
+    return n;
+}
+
+/* Skip `sent` bytes of iov[0..n); returns the index of the first buffer
+ * with bytes left (trimmed in place). */
+static unsigned
+iov_advance(uv_buf_t *iov, unsigned n, size_t sent)
+{
+    unsigned i = 0;
+
+    while (i < n && sent >= iov[i].len) {
+        sent -= iov[i].len;
+        i++;
+    }
+    if (i < n) {
+        iov[i].base += sent;
+        iov[i].len -= sent;
+    }
+    return i;
+}
+
+void
+nbd_conn_flush(struct nbd_conn *c)
+{
+    bool released = false;
+
+    while (!c->writing && !c->dead && c->rq_head != NULL) {
+        unsigned n = collect_replies(c), first;
+        int sent = uv_try_write(&c->h.stream, c->iov, n);
+
+        if (sent == UV_EAGAIN)
+            sent = 0;
+        if (sent < 0) {
+            ng_log_debug("%s: write: %s", c->peer, uv_strerror(sent));
+            nbd_conn_abort(c);
+            return;
+        }
+        released = true;
+        if (release_sent(c, (size_t)sent) == 0 && c->wq_head == NULL)
+            continue;
+        first = iov_advance(c->iov, n, (size_t)sent);
+        c->wreq.data = c;
+        sent = uv_write(&c->wreq, &c->h.stream, c->iov + first, n - first,
+                        conn_write_cb);
+        if (sent < 0) {
+            ng_log_debug("%s: write: %s", c->peer, uv_strerror(sent));
+            nbd_conn_abort(c);
+            return;
+        }
+        c->writing = true;
+    }
+    if (released)
+        conn_after_release(c);
+}
+
+/* ---- Transmission: requests ------------------------------------------------ */
+
+static bool
+cmd_changes_data(uint16_t cmd)
+{
+    return cmd == NBD_CMD_WRITE || cmd == NBD_CMD_TRIM ||
+           cmd == NBD_CMD_WRITE_ZEROES;
+}
+
+/* The checks the spec asks of the server, in the order that gives each
+ * case the error the spec names.  Returns an NBD error or 0. */
+static uint32_t
+request_check(const struct nbd_conn *c, uint16_t cmd, uint16_t flags,
+              uint64_t offset, uint32_t length)
+{
+    uint16_t allowed = NBD_CMD_FLAG_FUA, needs = 0;
+
+    switch (cmd) {
+    case NBD_CMD_READ:
+        allowed |= NBD_CMD_FLAG_DF;
+        break;
+    case NBD_CMD_WRITE:
+    case NBD_CMD_CACHE:
+        break;
+    case NBD_CMD_FLUSH:
+        needs = NBD_FLAG_SEND_FLUSH;
+        break;
+    case NBD_CMD_TRIM:
+        needs = NBD_FLAG_SEND_TRIM;
+        break;
+    case NBD_CMD_WRITE_ZEROES:
+        allowed |= NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
+        needs = NBD_FLAG_SEND_WRITE_ZEROES;
+        break;
+    case NBD_CMD_BLOCK_STATUS:
+        allowed |= NBD_CMD_FLAG_REQ_ONE;
+        break;
+    default:
+        return NBD_EINVAL;
+    }
+    if (cmd_changes_data(cmd) && (c->tflags & NBD_FLAG_READ_ONLY))
+        return NBD_EPERM;
+    if (!(c->tflags & NBD_FLAG_SEND_FUA))
+        allowed &= (uint16_t)~NBD_CMD_FLAG_FUA;
+    if (!(c->tflags & NBD_FLAG_SEND_DF))
+        allowed &= (uint16_t)~NBD_CMD_FLAG_DF;
+    if (!(c->tflags & NBD_FLAG_SEND_FAST_ZERO))
+        allowed &= (uint16_t)~NBD_CMD_FLAG_FAST_ZERO;
+    if ((flags & ~allowed) != 0 || (c->tflags & needs) != needs)
+        return NBD_EINVAL;
+    if (cmd == NBD_CMD_BLOCK_STATUS && !c->meta_allocation)
+        return NBD_EINVAL;
+    if (cmd == NBD_CMD_FLUSH)
+        return offset == 0 && length == 0 ? 0 : NBD_EINVAL;
+    if (length == 0)
+        return NBD_EINVAL;
+    if ((cmd == NBD_CMD_READ || cmd == NBD_CMD_WRITE) &&
+        length > NBD_MAX_PAYLOAD)
+        return NBD_EINVAL;
+    if (offset > c->size || length > c->size - offset)
+        return cmd == NBD_CMD_WRITE || cmd == NBD_CMD_WRITE_ZEROES
+               ? NBD_ENOSPC : NBD_EINVAL;
+    return 0;
+}
+
+static uint32_t
+request_buf_len(uint16_t cmd, uint32_t length)
+{
+    switch (cmd) {
+    case NBD_CMD_READ:
+    case NBD_CMD_WRITE:
+        return length;
+    case NBD_CMD_BLOCK_STATUS:
+        return NBD_BS_BUF_SIZE;
+    default:
+        return 0;
+    }
+}
+
+static enum ng_op
+request_op(uint16_t cmd)
+{
+    switch (cmd) {
+    case NBD_CMD_READ:          return NG_OP_READ;
+    case NBD_CMD_WRITE:         return NG_OP_WRITE;
+    case NBD_CMD_FLUSH:         return NG_OP_FLUSH;
+    case NBD_CMD_TRIM:          return NG_OP_TRIM;
+    case NBD_CMD_CACHE:         return NG_OP_CACHE;
+    case NBD_CMD_WRITE_ZEROES:  return NG_OP_WRITE_ZEROES;
+    default:                    return NG_OP_BLOCK_STATUS;
+    }
+}
+
+static uint32_t
+request_ng_flags(uint16_t cmd, uint16_t flags)
+{
+    uint32_t f = 0;
+
+    /* FUA is accepted on every command but only means something where
+     * data is written. */
+    if ((flags & NBD_CMD_FLAG_FUA) && cmd_changes_data(cmd))
+        f |= NG_REQ_FUA;
+    if (cmd == NBD_CMD_WRITE_ZEROES) {
+        if (!(flags & NBD_CMD_FLAG_NO_HOLE))
+            f |= NG_REQ_MAY_TRIM;
+        if (flags & NBD_CMD_FLAG_FAST_ZERO)
+            f |= NG_REQ_FAST_ZERO;
+    }
+    if (cmd == NBD_CMD_BLOCK_STATUS && (flags & NBD_CMD_FLAG_REQ_ONE))
+        f |= NG_REQ_REQ_ONE;
+    return f;
+}
+
+static void
+conn_submit(struct nbd_conn *c, struct nbd_req *r)
+{
+    struct ng_req *q = &r->req;
+
+    ng_req_init(q, request_op(r->cmd), r->offset, r->length,
+                request_ng_flags(r->cmd, r->flags));
+    q->buf = r->buf;
+    q->extents = NULL;
+    q->max_extents = 0;
+    q->nr_extents = 0;
+    if (r->cmd == NBD_CMD_BLOCK_STATUS) {
+        q->extents = (struct ng_extent *)(void *)r->buf;
+        q->max_extents = (r->flags & NBD_CMD_FLAG_REQ_ONE)
+                         ? 1 : NBD_MAX_EXTENTS;
+    }
+    q->done = conn_req_done;
+    q->opaque = r;
+    c->in_graph++;
+    ng_bb_submit(c->exp->bb, q);
+}
+
+/* A WRITE takes what of its payload is buffered; the rest is read
+ * straight into its buffer (see conn_alloc_cb). */
+static void
+conn_take_payload(struct nbd_conn *c, struct nbd_req *r)
+{
+    size_t avail = c->rend - c->rstart;
+    size_t n = avail < r->length ? avail : r->length;
+
+    memcpy(r->buf, c->rbuf + c->rstart, n);
+    c->rstart += n;
+    if (n == r->length) {
+        conn_submit(c, r);
+        return;
+    }
+    c->payload_req = r;
+    c->payload_got = (uint32_t)n;
+}
+
+static void
+conn_handle_request(struct nbd_conn *c, const uint8_t *p)
+{
+    uint16_t flags = nbd_get16(p + 4), cmd = nbd_get16(p + 6);
+    uint64_t offset = nbd_get64(p + 16);
+    uint32_t length = nbd_get32(p + 24), error;
+    struct nbd_req *r;
+
+    if (nbd_get32(p) != NBD_REQUEST_MAGIC) {
+        ng_log_warn("%s: bad request magic; dropping client", c->peer);
+        nbd_conn_abort(c);
+        return;
+    }
+    if (cmd == NBD_CMD_DISC) {
+        ng_log_debug("%s: client disconnects", c->peer);
+        nbd_conn_close_gracefully(c);
+        return;
+    }
+    error = request_check(c, cmd, flags, offset, length);
+    if (cmd == NBD_CMD_WRITE && error != 0 && length > NBD_MAX_DISCARD) {
+        ng_log_warn("%s: write of %" PRIu32 " bytes refused; dropping "
+                    "client", c->peer, length);
+        nbd_conn_abort(c);
+        return;
+    }
+    r = nbd_req_get(c, error == 0 ? request_buf_len(cmd, length) : 0);
+    if (r == NULL && error == 0) {
+        error = NBD_ENOMEM;
+        r = nbd_req_get(c, 0);
+    }
+    if (r == NULL) {
+        ng_log_error("%s: out of memory; dropping client", c->peer);
+        nbd_conn_abort(c);
+        return;
+    }
+    memcpy(r->handle, p + 8, 8);
+    r->cmd = cmd;
+    r->flags = flags;
+    r->offset = offset;
+    r->length = length;
+    if (error != 0 && cmd == NBD_CMD_WRITE && length > 0) {
+        c->skip = length;           /* read and thrown away, then answered */
+        c->skip_reply = r;
+        reply_prepare_error(r, error);
+    } else if (error != 0) {
+        reply_error(r, error);
+    } else if (cmd == NBD_CMD_WRITE) {
+        conn_take_payload(c, r);
+    } else {
+        conn_submit(c, r);
+    }
+}
+
+/* ---- Parsing ---------------------------------------------------------------- */
+
+/* Throw away payload of a refused WRITE; false while more is to come. */
+static bool
+conn_skip(struct nbd_conn *c)
+{
+    size_t avail = c->rend - c->rstart;
+    size_t n = c->skip < avail ? (size_t)c->skip : avail;
+
+    c->rstart += n;
+    c->skip -= n;
+    if (c->skip > 0)
+        return false;
+    if (c->skip_reply != NULL) {
+        conn_queue_reply(c, c->skip_reply);
+        c->skip_reply = NULL;
+    }
+    return true;
+}
+
+static void
+conn_parse(struct nbd_conn *c)
+{
+    if (c->parsing)
+        return;
+    c->parsing = true;
+    while (!c->stop_parsing && c->payload_req == NULL) {
+        if (c->skip > 0 && !conn_skip(c))
+            break;
+        if (c->phase == NBD_PHASE_HANDSHAKE) {
+            if (nbd_hs_parse(c) <= 0)
+                break;
+            continue;
+        }
+        if (conn_throttled(c) || c->rend - c->rstart < NBD_REQUEST_SIZE)
+            break;
+        c->rstart += NBD_REQUEST_SIZE;
+        conn_handle_request(c, c->rbuf + c->rstart - NBD_REQUEST_SIZE);
+    }
+    c->parsing = false;
+    nbd_hs_flush(c);
+    nbd_conn_maybe_close(c);
+}
+
+/* ---- Starting ---------------------------------------------------------------- */
+
+void
+nbd_conn_start(struct nbd_conn *c)
+{
+    ng_log_debug("%s: new connection", c->peer);
+    c->rbuf = malloc(NBD_RBUF_SIZE);
+    if (c->rbuf == NULL) {
+        ng_log_error("%s: out of memory; dropping client", c->peer);
+        nbd_conn_abort(c);
+        return;
+    }
+    nbd_hs_greet(c);
+    nbd_hs_flush(c);
+    conn_update_reading(c);
+}
+
+void
+nbd_conn_enter_transmission(struct nbd_conn *c, struct ng_nbd_export *exp,
+                            uint64_t size, uint16_t tflags)
+{
+    c->phase = NBD_PHASE_TRANSMISSION;
+    c->exp = exp;
+    c->size = size;
+    c->tflags = tflags;
+    nbd_export_conn_added(exp);
+    ng_log_debug("%s: export '%s', %" PRIu64 " bytes, flags 0x%x%s",
+                 c->peer, exp->name, size, tflags,
+                 c->structured ? ", structured replies" : "");
+}
+
+uint16_t
+nbd_export_tflags(const struct ng_nbd_export *exp, bool structured)
+{
+    uint32_t caps = ng_bb_caps(exp->bb);
+    bool writable = exp->writable && (caps & NG_CAP_WRITE);
+    uint16_t f = NBD_FLAG_HAS_FLAGS;
+
+    if (!writable)
+        f |= NBD_FLAG_READ_ONLY;
+    if (caps & NG_CAP_FLUSH)
+        f |= NBD_FLAG_SEND_FLUSH;
+    if (writable && (caps & NG_CAP_FUA))
+        f |= NBD_FLAG_SEND_FUA;
+    if (writable && (caps & NG_CAP_TRIM))
+        f |= NBD_FLAG_SEND_TRIM;
+    if (writable && (caps & NG_CAP_ZERO)) {
+        f |= NBD_FLAG_SEND_WRITE_ZEROES;
+        if (caps & NG_CAP_FAST_ZERO)
+            f |= NBD_FLAG_SEND_FAST_ZERO;
+    }
+    if (structured)
+        f |= NBD_FLAG_SEND_DF;
+    if (caps & NG_CAP_CACHE)
+        f |= NBD_FLAG_SEND_CACHE;
+    /* A read-only export has no cache to keep coherent. */
+    if ((caps & NG_CAP_MULTI_CONN) || !writable)
+        f |= NBD_FLAG_CAN_MULTI_CONN;
+    return f;
+}
+
+uint64_t
+nbd_export_size(const struct ng_nbd_export *exp)
+{
+    int64_t len = ng_bb_length(exp->bb);
+
+    return len > 0 ? (uint64_t)len : 0;
+}

@@ -1,0 +1,524 @@
+/* server/nbd-handshake.c: fixed newstyle negotiation (option haggling).
+ *
+ * Options arrive whole in the connection's receive buffer (their data is
+ * capped at NBD_MAX_OPTION_DATA) and are answered in order; the replies
+ * of one read go out in one write.
+ *
+ * What we answer:
+ *   EXPORT_NAME, GO      enter transmission ("" = first export)
+ *   INFO                 NBD_INFO_EXPORT, and NAME / DESCRIPTION when
+ *                        asked; BLOCK_SIZE always, since our maximum
+ *                        (32 MiB) is not the protocol's default
+ *   LIST                 one NBD_REP_SERVER per export, with its
+ *                        description as the human-readable part
+ *   STRUCTURED_REPLY     ACK
+ *   LIST/SET_META_CONTEXT  "base:allocation" (queries "base:" and
+ *                        "base:allocation"; list with no query lists it)
+ *   ABORT                ACK, then close
+ *   anything else        NBD_REP_ERR_UNSUP (STARTTLS included: no TLS)
+ * A client that breaks the framing (bad magic, unknown client flags,
+ * oversized option, unknown export in EXPORT_NAME) is dropped.
+ */
+#include <config.h>
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/log.h"
+#include "server/nbd-int.h"
+#include "server/nbd-proto.h"
+
+#define META_ALLOCATION "base:allocation"
+
+/* ---- Output ------------------------------------------------------------- */
+
+struct hs_write {
+    uv_write_t w;
+    struct nbd_conn *conn;
+    uint8_t *data;                  /* owned */
+};
+
+int
+nbd_hs_send(struct nbd_conn *c, const void *data, size_t len)
+{
+    if (c->hs_len + len > c->hs_cap) {
+        size_t cap = c->hs_cap > 0 ? c->hs_cap : 256;
+        uint8_t *p;
+
+        while (cap < c->hs_len + len)
+            cap *= 2;
+        p = realloc(c->hs_out, cap);
+        if (p == NULL)
+            return -1;
+        c->hs_out = p;
+        c->hs_cap = cap;
+    }
+    memcpy(c->hs_out + c->hs_len, data, len);
+    c->hs_len += len;
+    return 0;
+}
+
+static void
+hs_write_cb(uv_write_t *req, int status)
+{
+    struct hs_write *w = (struct hs_write *)req;
+    struct nbd_conn *c = w->conn;
+
+    free(w->data);
+    free(w);
+    c->hs_writes--;
+    if (status == UV_ECANCELED)         /* the handle is closing */
+        return;
+    if (status < 0) {
+        ng_log_debug("%s: write: %s", c->peer, uv_strerror(status));
+        nbd_conn_abort(c);
+        return;
+    }
+    nbd_conn_maybe_close(c);
+}
+
+/* Hands the queued bytes to one uv_write, which owns them until done. */
+void
+nbd_hs_flush(struct nbd_conn *c)
+{
+    struct hs_write *w;
+    uv_buf_t buf;
+    int r;
+
+    if (c->hs_len == 0)
+        return;
+    if (c->dead || c->handle_closing) {
+        c->hs_len = 0;
+        return;
+    }
+    w = malloc(sizeof *w);
+    if (w == NULL) {
+        ng_log_error("%s: out of memory; dropping client", c->peer);
+        nbd_conn_abort(c);
+        return;
+    }
+    w->conn = c;
+    w->data = c->hs_out;
+    buf = uv_buf_init((char *)c->hs_out, (unsigned)c->hs_len);
+    c->hs_out = NULL;
+    c->hs_len = c->hs_cap = 0;
+    r = uv_write(&w->w, &c->h.stream, &buf, 1, hs_write_cb);
+    if (r < 0) {
+        free(w->data);
+        free(w);
+        ng_log_debug("%s: write: %s", c->peer, uv_strerror(r));
+        nbd_conn_abort(c);
+        return;
+    }
+    c->hs_writes++;
+}
+
+void
+nbd_hs_free(struct nbd_conn *c)
+{
+    free(c->hs_out);
+    c->hs_out = NULL;
+    c->hs_len = c->hs_cap = 0;
+    free(c->meta_export);
+    c->meta_export = NULL;
+}
+
+void
+nbd_hs_greet(struct nbd_conn *c)
+{
+    uint8_t g[18];
+
+    nbd_put64(g, NBD_MAGIC);
+    nbd_put64(g + 8, NBD_OPT_MAGIC);
+    nbd_put16(g + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    if (nbd_hs_send(c, g, sizeof g) < 0) {
+        ng_log_error("%s: out of memory; dropping client", c->peer);
+        nbd_conn_abort(c);
+    }
+}
+
+/* One option reply; `data` may be NULL when len is 0.  -1 on ENOMEM. */
+static int
+hs_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const void *data,
+         size_t len)
+{
+    uint8_t h[NBD_REP_HDR_SIZE];
+
+    nbd_put64(h, NBD_REP_MAGIC);
+    nbd_put32(h + 8, opt);
+    nbd_put32(h + 12, type);
+    nbd_put32(h + 16, (uint32_t)len);
+    if (nbd_hs_send(c, h, sizeof h) < 0 ||
+        (len > 0 && nbd_hs_send(c, data, len) < 0))
+        return -1;
+    return 0;
+}
+
+/* An error reply carrying a message for the user. */
+static int
+hs_reply_error(struct nbd_conn *c, uint32_t opt, uint32_t type,
+               const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int
+hs_reply_error(struct nbd_conn *c, uint32_t opt, uint32_t type,
+               const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof msg)
+        n = sizeof msg - 1;
+    ng_log_debug("%s: option %" PRIu32 ": %s", c->peer, opt, msg);
+    return hs_reply(c, opt, type, msg, (size_t)n);
+}
+
+/* Copy a wire string into a C string; false if it holds a NUL (which the
+ * protocol forbids, and which no export name can match). */
+static bool
+hs_string(char *out, const uint8_t *data, uint32_t len)
+{
+    memcpy(out, data, len);
+    out[len] = '\0';
+    return memchr(data, '\0', len) == NULL;
+}
+
+/* ---- Options ----------------------------------------------------------- */
+
+/* A metadata context selection is for one export only. */
+static void
+hs_check_meta_export(struct nbd_conn *c, const struct ng_nbd_export *exp)
+{
+    if (c->meta_allocation &&
+        (c->meta_export == NULL || strcmp(c->meta_export, exp->name) != 0))
+        c->meta_allocation = false;
+}
+
+static int
+hs_opt_export_name(struct nbd_conn *c, const uint8_t *data, uint32_t len)
+{
+    char name[NBD_MAX_STRING + 1];
+    struct ng_nbd_export *exp = NULL;
+    uint8_t out[10 + NBD_EXPORT_NAME_ZEROES];
+    uint16_t tflags;
+    uint64_t size;
+
+    /* This option cannot fail politely: a hard disconnect is the answer. */
+    if (len <= NBD_MAX_STRING && hs_string(name, data, len))
+        exp = nbd_export_find(c->srv, name);
+    if (exp == NULL) {
+        ng_log_info("%s: client asked for an unknown export; dropping it",
+                    c->peer);
+        nbd_conn_abort(c);
+        return -1;
+    }
+    size = nbd_export_size(exp);
+    tflags = nbd_export_tflags(exp, c->structured);
+    memset(out, 0, sizeof out);
+    nbd_put64(out, size);
+    nbd_put16(out + 8, tflags);
+    if (nbd_hs_send(c, out, c->no_zeroes ? 10 : sizeof out) < 0)
+        return -1;
+    hs_check_meta_export(c, exp);
+    nbd_conn_enter_transmission(c, exp, size, tflags);
+    return 0;
+}
+
+static int
+hs_opt_list(struct nbd_conn *c, uint32_t opt, uint32_t len)
+{
+    const struct ng_nbd_export *exp;
+
+    if (len != 0)
+        return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
+                              "NBD_OPT_LIST takes no data");
+    for (exp = c->srv->exports; exp != NULL; exp = exp->next) {
+        size_t nlen = strlen(exp->name);
+        size_t dlen = exp->description ? strlen(exp->description) : 0;
+        uint8_t buf[4 + 2 * NBD_MAX_STRING];
+
+        nbd_put32(buf, (uint32_t)nlen);
+        memcpy(buf + 4, exp->name, nlen);
+        if (dlen > 0)
+            memcpy(buf + 4 + nlen, exp->description, dlen);
+        if (hs_reply(c, opt, NBD_REP_SERVER, buf, 4 + nlen + dlen) < 0)
+            return -1;
+    }
+    return hs_reply(c, opt, NBD_REP_ACK, NULL, 0);
+}
+
+static int
+hs_info_string(struct nbd_conn *c, uint32_t opt, uint16_t type,
+               const char *s)
+{
+    size_t len = strlen(s);
+    uint8_t buf[2 + NBD_MAX_STRING];
+
+    nbd_put16(buf, type);
+    memcpy(buf + 2, s, len);
+    return hs_reply(c, opt, NBD_REP_INFO, buf, 2 + len);
+}
+
+static int
+hs_send_infos(struct nbd_conn *c, uint32_t opt,
+              const struct ng_nbd_export *exp, uint64_t size,
+              uint16_t tflags, bool want_name, bool want_desc)
+{
+    uint8_t info[14];
+
+    nbd_put16(info, NBD_INFO_EXPORT);
+    nbd_put64(info + 2, size);
+    nbd_put16(info + 10, tflags);
+    if (hs_reply(c, opt, NBD_REP_INFO, info, 12) < 0)
+        return -1;
+    if (want_name && hs_info_string(c, opt, NBD_INFO_NAME, exp->name) < 0)
+        return -1;
+    if (want_desc && exp->description != NULL &&
+        hs_info_string(c, opt, NBD_INFO_DESCRIPTION, exp->description) < 0)
+        return -1;
+    nbd_put16(info, NBD_INFO_BLOCK_SIZE);
+    nbd_put32(info + 2, NBD_MIN_BLOCK);
+    nbd_put32(info + 6, NBD_PREF_BLOCK);
+    nbd_put32(info + 10, NBD_MAX_PAYLOAD);
+    return hs_reply(c, opt, NBD_REP_INFO, info, 14);
+}
+
+/* NBD_OPT_INFO and NBD_OPT_GO: name length, name, count, info types. */
+static int
+hs_opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
+               uint32_t len)
+{
+    char name[NBD_MAX_STRING + 1];
+    struct ng_nbd_export *exp;
+    bool want_name = false, want_desc = false;
+    uint32_t nlen;
+    uint16_t ninfo, tflags;
+    uint64_t size;
+
+    if (len < 6 || (nlen = nbd_get32(data)) > len - 6 ||
+        len - 6 - nlen != 2u * (ninfo = nbd_get16(data + 4 + nlen)))
+        return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
+                              "malformed NBD_OPT_INFO/GO request");
+    if (nlen > NBD_MAX_STRING || !hs_string(name, data + 4, nlen))
+        return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
+                              "invalid export name");
+    exp = nbd_export_find(c->srv, name);
+    if (exp == NULL)
+        return hs_reply_error(c, opt, NBD_REP_ERR_UNKNOWN,
+                              "export '%s' not found", name);
+    for (uint16_t i = 0; i < ninfo; i++) {
+        uint16_t type = nbd_get16(data + 6 + nlen + 2 * i);
+
+        if (type == NBD_INFO_NAME)
+            want_name = true;
+        else if (type == NBD_INFO_DESCRIPTION)
+            want_desc = true;
+    }
+    /* The default export's real name is news to the client. */
+    if (name[0] == '\0')
+        want_name = true;
+    size = nbd_export_size(exp);
+    tflags = nbd_export_tflags(exp, c->structured);
+    if (hs_send_infos(c, opt, exp, size, tflags, want_name, want_desc) < 0 ||
+        hs_reply(c, opt, NBD_REP_ACK, NULL, 0) < 0)
+        return -1;
+    if (opt == NBD_OPT_GO) {
+        hs_check_meta_export(c, exp);
+        nbd_conn_enter_transmission(c, exp, size, tflags);
+    }
+    return 0;
+}
+
+static int
+hs_opt_structured_reply(struct nbd_conn *c, uint32_t opt, uint32_t len)
+{
+    if (len != 0)
+        return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
+                              "NBD_OPT_STRUCTURED_REPLY takes no data");
+    c->structured = true;
+    return hs_reply(c, opt, NBD_REP_ACK, NULL, 0);
+}
+
+/* Does `query` (of NBD_OPT_LIST/SET_META_CONTEXT) name base:allocation?
+ * "base:" is a wildcard for listing only. */
+static bool
+meta_query_matches(const uint8_t *q, uint32_t qlen, bool listing)
+{
+    size_t full = strlen(META_ALLOCATION);
+
+    if (qlen == full && memcmp(q, META_ALLOCATION, full) == 0)
+        return true;
+    return listing && qlen == 5 && memcmp(q, "base:", 5) == 0;
+}
+
+/* Walk the queries of a meta context request.  Returns -1 when the
+ * layout is malformed, else whether base:allocation was matched. */
+static int
+meta_scan_queries(const uint8_t *data, uint32_t len, uint32_t pos,
+                  bool listing)
+{
+    uint32_t nq = nbd_get32(data + pos);
+    bool any = false;
+
+    pos += 4;
+    if (nq == 0 && listing)
+        any = true;                 /* no query: list everything */
+    for (uint32_t i = 0; i < nq; i++) {
+        uint32_t qlen;
+
+        if (len - pos < 4)
+            return -1;
+        qlen = nbd_get32(data + pos);
+        pos += 4;
+        if (qlen > len - pos || qlen > NBD_MAX_STRING)
+            return -1;
+        if (meta_query_matches(data + pos, qlen, listing))
+            any = true;
+        pos += qlen;
+    }
+    return pos == len ? any : -1;
+}
+
+static int
+hs_opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
+                    uint32_t len)
+{
+    bool listing = opt == NBD_OPT_LIST_META_CONTEXT;
+    char name[NBD_MAX_STRING + 1];
+    struct ng_nbd_export *exp;
+    uint8_t reply[4 + sizeof META_ALLOCATION];
+    uint32_t nlen;
+    int match;
+
+    if (!listing) {                 /* replaces the selection, even on
+                                     * failure */
+        c->meta_allocation = false;
+        free(c->meta_export);
+        c->meta_export = NULL;
+    }
+    if (len < 8 || (nlen = nbd_get32(data)) > len - 8 ||
+        (match = meta_scan_queries(data, len, 4 + nlen, listing)) < 0)
+        return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
+                              "malformed metadata context request");
+    if (!c->structured)
+        return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
+                              "structured replies not negotiated");
+    if (nlen > NBD_MAX_STRING || !hs_string(name, data + 4, nlen))
+        return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
+                              "invalid export name");
+    exp = nbd_export_find(c->srv, name);
+    if (exp == NULL)
+        return hs_reply_error(c, opt, NBD_REP_ERR_UNKNOWN,
+                              "export '%s' not found", name);
+    if (match) {
+        nbd_put32(reply, listing ? 0 : NBD_META_ID_ALLOCATION);
+        memcpy(reply + 4, META_ALLOCATION, strlen(META_ALLOCATION));
+        if (hs_reply(c, opt, NBD_REP_META_CONTEXT, reply,
+                     4 + strlen(META_ALLOCATION)) < 0)
+            return -1;
+        if (!listing) {
+            c->meta_export = strdup(exp->name);
+            if (c->meta_export == NULL)
+                return -1;
+            c->meta_allocation = true;
+        }
+    }
+    return hs_reply(c, opt, NBD_REP_ACK, NULL, 0);
+}
+
+/* Returns 0, or -1 when the connection is going away. */
+static int
+hs_option(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
+          uint32_t len)
+{
+    switch (opt) {
+    case NBD_OPT_EXPORT_NAME:
+        return hs_opt_export_name(c, data, len);
+    case NBD_OPT_ABORT:
+        /* ACK, then close once it is written. */
+        if (hs_reply(c, opt, NBD_REP_ACK, NULL, 0) < 0)
+            return -1;
+        nbd_conn_close_gracefully(c);
+        return -1;
+    case NBD_OPT_LIST:
+        return hs_opt_list(c, opt, len);
+    case NBD_OPT_INFO:
+    case NBD_OPT_GO:
+        return hs_opt_info_go(c, opt, data, len);
+    case NBD_OPT_STRUCTURED_REPLY:
+        return hs_opt_structured_reply(c, opt, len);
+    case NBD_OPT_LIST_META_CONTEXT:
+    case NBD_OPT_SET_META_CONTEXT:
+        return hs_opt_meta_context(c, opt, data, len);
+    case NBD_OPT_STARTTLS:
+        return hs_reply_error(c, opt, NBD_REP_ERR_UNSUP,
+                              "TLS is not supported");
+    default:
+        return hs_reply_error(c, opt, NBD_REP_ERR_UNSUP,
+                              "option %" PRIu32 " not supported", opt);
+    }
+}
+
+static int
+hs_client_flags(struct nbd_conn *c)
+{
+    uint32_t flags = nbd_get32(c->rbuf + c->rstart);
+
+    c->rstart += 4;
+    if (flags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE |
+                            NBD_FLAG_C_NO_ZEROES)) {
+        ng_log_warn("%s: unknown client flags 0x%" PRIx32 "; dropping client",
+                    c->peer, flags);
+        nbd_conn_abort(c);
+        return -1;
+    }
+    c->no_zeroes = (flags & NBD_FLAG_C_NO_ZEROES) != 0;
+    c->hs_state = NBD_HS_OPTIONS;
+    return 1;
+}
+
+int
+nbd_hs_parse(struct nbd_conn *c)
+{
+    const uint8_t *p = c->rbuf + c->rstart;
+    size_t avail = c->rend - c->rstart;
+    uint32_t opt, len;
+
+    if (c->hs_state == NBD_HS_CLIENT_FLAGS)
+        return avail < 4 ? 0 : hs_client_flags(c);
+    if (avail < NBD_OPT_HDR_SIZE)
+        return 0;
+    if (nbd_get64(p) != NBD_OPT_MAGIC) {
+        ng_log_warn("%s: bad option magic; dropping client", c->peer);
+        nbd_conn_abort(c);
+        return -1;
+    }
+    opt = nbd_get32(p + 8);
+    len = nbd_get32(p + 12);
+    if (len > NBD_MAX_OPTION_DATA) {
+        ng_log_warn("%s: option %" PRIu32 " with %" PRIu32 " bytes of data; "
+                    "dropping client", c->peer, opt, len);
+        nbd_conn_abort(c);
+        return -1;
+    }
+    if (avail < NBD_OPT_HDR_SIZE + (size_t)len)
+        return 0;
+    c->rstart += NBD_OPT_HDR_SIZE + len;
+    if (hs_option(c, opt, p + NBD_OPT_HDR_SIZE, len) < 0) {
+        if (!c->closing) {
+            ng_log_error("%s: out of memory; dropping client", c->peer);
+            nbd_conn_abort(c);
+        }
+        return -1;
+    }
+    return 1;
+}

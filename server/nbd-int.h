@@ -1,0 +1,284 @@
+/* server/nbd-int.h: what the NBD server's files share — the server,
+ * export, connection and request objects, and the functions one file
+ * calls in another.  Not for use outside server/nbd*.c.
+ *
+ * Life cycle in one picture:
+ *
+ *   listener --accept--> conn (handshake) --GO/EXPORT_NAME--> conn
+ *   (transmission): header --> nbd_req --> ng_bb_submit --> done -->
+ *   reply queued --> flushed by one write per loop iteration --> req
+ *   released to the server's free list.
+ *
+ * Everything runs on the loop thread.
+ */
+#ifndef NG_NBD_INT_H
+#define NG_NBD_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "graph/graph.h"
+#include "server/nbd.h"
+
+/* ---- Limits -------------------------------------------------------------- */
+
+/* Largest READ or WRITE we serve; advertised as the maximum block size.
+ * 32 MiB is the size the spec says no client should exceed anyway. */
+#define NBD_MAX_PAYLOAD         (UINT32_C(32) << 20)
+#define NBD_MIN_BLOCK           1
+#define NBD_PREF_BLOCK          4096
+
+/* A WRITE above NBD_MAX_PAYLOAD gets EINVAL after its payload has been
+ * read and thrown away, so the connection stays usable; one above this
+ * is treated as a denial of service and the client is dropped. */
+#define NBD_MAX_DISCARD         (UINT32_C(64) << 20)
+
+/* Receive buffer: every complete request header in it is parsed at
+ * once.  Small enough that the part of a large WRITE payload that lands
+ * here (and must be copied) stays small; large enough to hold the
+ * biggest option we accept. */
+#define NBD_RBUF_SIZE           (128u << 10)
+
+/* Option data above this drops the client (no option we know needs
+ * more than an export name, a few queries and the info list). */
+#define NBD_MAX_OPTION_DATA     (64u << 10)
+
+/* Per connection: stop reading requests while this many are in flight
+ * or this many payload bytes are held, so a client cannot make us
+ * buffer without bound. */
+#define NBD_CONN_MAX_REQS       512
+#define NBD_CONN_MAX_BYTES      (UINT64_C(256) << 20)
+
+/* A client gets this long to finish the handshake; at shutdown,
+ * connections get this long to be answered before they are dropped. */
+#define NBD_HANDSHAKE_TIMEOUT_MS    10000
+#define NBD_SHUTDOWN_GRACE_MS       10000
+
+/* Send buffer asked for on Unix socket connections. */
+#define NBD_UNIX_SNDBUF             (2 << 20)
+
+/* Buffers handed to one writev. */
+#define NBD_IOV_BATCH           128
+
+/* Extents asked of the graph for one BLOCK_STATUS.  Its buffer holds
+ * the graph's extents first, then the reply payload built from them. */
+#define NBD_MAX_EXTENTS         128
+#define NBD_BS_WIRE_OFFSET      (NBD_MAX_EXTENTS * sizeof(struct ng_extent))
+#define NBD_BS_BUF_SIZE         (NBD_BS_WIRE_OFFSET + 4 + 8 * NBD_MAX_EXTENTS)
+
+/* Metadata context ID for base:allocation. */
+#define NBD_META_ID_ALLOCATION  1
+
+/* Buffer pool: power-of-two classes from 4 KiB to NBD_MAX_PAYLOAD; free
+ * buffers are kept up to NBD_POOL_BUDGET bytes in all. */
+#define NBD_POOL_MIN_SHIFT      12
+#define NBD_POOL_CLASSES        14      /* 4 KiB .. 32 MiB */
+#define NBD_POOL_BUDGET         (UINT64_C(128) << 20)
+
+/* ---- Objects -------------------------------------------------------------- */
+
+struct nbd_conn;
+
+union nbd_handle {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+};
+
+struct nbd_pool {
+    void *free[NBD_POOL_CLASSES];   /* singly linked through the first
+                                     * pointer of each free buffer */
+    uint64_t cached;                /* bytes on the free lists */
+};
+
+struct nbd_listener {
+    struct ng_nbd_server *srv;
+    union nbd_handle h;
+    char *addr;                     /* as given: "unix:/x.sock" */
+    char *path;                     /* Unix socket file we made, or NULL */
+    uint64_t dev, ino;              /* its identity, so shutdown removes
+                                     * only our own file */
+    struct nbd_listener *next;
+};
+
+struct ng_nbd_export {
+    struct ng_nbd_server *srv;
+    struct ng_nbd_export *next;     /* server's list, in config order */
+    char *name;
+    char *description;              /* NULL = none */
+    struct ng_bb *bb;               /* owned */
+    bool writable;
+    bool removed;                   /* off the list; freed when the last
+                                     * connection closes */
+    unsigned nconns;                /* connections in transmission */
+};
+
+struct ng_nbd_server {
+    uv_loop_t *loop;                /* borrowed */
+    struct ng_graph *graph;         /* borrowed */
+    struct nbd_listener *listeners;
+    struct ng_nbd_export *exports;
+    struct ng_nbd_export *removed;  /* removed, waiting for connections */
+    struct nbd_conn *conns;
+    struct nbd_conn *dirty;         /* connections with replies to flush */
+    uv_check_t flush_check;         /* flushes `dirty` once per iteration */
+    uv_timer_t timer;               /* handshake and shutdown deadlines */
+    struct nbd_req *free_reqs;
+    struct nbd_pool pool;
+    unsigned nconns;
+    bool shutting_down;
+    uint64_t shutdown_at;           /* uv_now() when it began */
+    bool handles_closing;           /* flush_check and timer */
+    unsigned handles_open;
+    bool free_pending;              /* ng_nbd_server_free() ran first */
+    void (*shutdown_cb)(void *opaque);
+    void *shutdown_opaque;
+};
+
+/* One request and its reply.  Pooled per server: steady-state I/O
+ * allocates nothing. */
+struct nbd_req {
+    struct ng_req req;              /* what the graph sees */
+    struct nbd_conn *conn;
+    struct nbd_req *next;           /* free list or reply queue */
+    uint8_t handle[8];              /* the client's, echoed raw */
+    uint16_t cmd;
+    uint16_t flags;                 /* NBD_CMD_FLAG_* */
+    uint64_t offset;
+    uint32_t length;
+    uint8_t *buf;                   /* pooled payload buffer or NULL */
+    unsigned buf_class;
+    const uint8_t *payload;         /* sent after hdr: in buf, or NULL */
+    uint32_t payload_len;
+    uint32_t hdr_len;
+    uint8_t hdr[32];                /* the reply header, built in place */
+};
+
+enum nbd_phase {
+    NBD_PHASE_HANDSHAKE,
+    NBD_PHASE_TRANSMISSION,
+};
+
+enum nbd_hs_state {
+    NBD_HS_CLIENT_FLAGS,            /* waiting for the 32-bit client flags */
+    NBD_HS_OPTIONS,                 /* option haggling */
+};
+
+struct nbd_conn {
+    struct ng_nbd_server *srv;
+    union nbd_handle h;
+    struct nbd_conn *prev, *next;   /* server's list */
+    char peer[64];                  /* for log messages */
+    enum nbd_phase phase;
+    uint64_t since;                 /* uv_now() at accept */
+
+    /* Receiving. */
+    uint8_t *rbuf;                  /* NBD_RBUF_SIZE, owned */
+    size_t rstart, rend;            /* unparsed bytes */
+    uint64_t skip;                  /* payload bytes to throw away */
+    struct nbd_req *skip_reply;     /* the refused WRITE they belong to:
+                                     * answered once they are gone, as a
+                                     * client may not expect a reply to a
+                                     * request it is still sending */
+    struct nbd_req *payload_req;    /* WRITE whose payload we read
+                                     * straight into its buffer */
+    uint32_t payload_got;
+    bool reading;                   /* uv_read_start active */
+    bool parsing;                   /* inside conn_parse(): no nesting */
+    bool stop_parsing;              /* DISC, EOF, shutdown: take no more */
+
+    /* Handshake. */
+    enum nbd_hs_state hs_state;
+    bool no_zeroes;
+    bool structured;
+    bool meta_allocation;           /* base:allocation selected */
+    char *meta_export;              /* export the selection was for */
+    uint8_t *hs_out;                /* replies not yet written, owned */
+    size_t hs_len, hs_cap;
+
+    /* Transmission. */
+    struct ng_nbd_export *exp;
+    uint64_t size;                  /* as told to the client */
+    uint16_t tflags;                /* as told to the client */
+    unsigned nreqs;                 /* request objects owned */
+    uint64_t nbytes;                /* payload bytes they hold */
+    unsigned in_graph;              /* of those, inside ng_bb_submit */
+
+    /* Sending. */
+    struct nbd_req *rq_head, *rq_tail;  /* replies to send */
+    struct nbd_req *wq_head, *wq_tail;  /* replies in the pending write */
+    uv_write_t wreq;
+    bool writing;                   /* wreq pending */
+    unsigned hs_writes;             /* handshake writes pending */
+    bool dirty;                     /* on srv->dirty */
+    struct nbd_conn *dirty_next;
+    uv_buf_t iov[NBD_IOV_BATCH];
+
+    /* Ending. */
+    bool closing;                   /* close once idle */
+    bool dead;                      /* socket unusable: discard replies */
+    bool handle_closing;            /* uv_close called */
+    bool handle_closed;
+};
+
+/* ---- nbd.c: server-wide services --------------------------------------- */
+
+/* Find an export by name; "" is the first export in config order. */
+struct ng_nbd_export *nbd_export_find(struct ng_nbd_server *srv,
+                                      const char *name);
+void nbd_export_conn_added(struct ng_nbd_export *exp);
+void nbd_export_conn_removed(struct ng_nbd_export *exp);
+
+/* Request objects and payload buffers.  nbd_req_get returns NULL on
+ * ENOMEM; len 0 means no buffer. */
+struct nbd_req *nbd_req_get(struct nbd_conn *c, uint32_t len);
+void nbd_req_put(struct nbd_req *r);
+
+/* Ask for `c` to be flushed at the end of this loop iteration. */
+void nbd_mark_dirty(struct nbd_conn *c);
+/* Called by a connection when it is gone. */
+void nbd_server_conn_gone(struct ng_nbd_server *srv, struct nbd_conn *c);
+/* Make sure the deadline timer runs (a connection is in handshake). */
+void nbd_server_watch_deadlines(struct ng_nbd_server *srv);
+
+/* ---- nbd-conn.c: connections --------------------------------------------- */
+
+/* Take an accepted client (handle initialised by the caller, on the
+ * server's list).  Sends the greeting and starts reading. */
+void nbd_conn_start(struct nbd_conn *c);
+/* Send every queued reply that the socket will take. */
+void nbd_conn_flush(struct nbd_conn *c);
+/* Close the handle if the connection is closing and has nothing left to
+ * send or wait for. */
+void nbd_conn_maybe_close(struct nbd_conn *c);
+/* Stop taking requests; answer those in flight, then close. */
+void nbd_conn_close_gracefully(struct nbd_conn *c);
+/* Hard disconnect: close now, discard replies, free once the graph has
+ * returned every request. */
+void nbd_conn_abort(struct nbd_conn *c);
+/* Enter transmission on `exp` (after GO or EXPORT_NAME). */
+void nbd_conn_enter_transmission(struct nbd_conn *c,
+                                 struct ng_nbd_export *exp, uint64_t size,
+                                 uint16_t tflags);
+/* Transmission flags and size a client would get for `exp` now. */
+uint16_t nbd_export_tflags(const struct ng_nbd_export *exp, bool structured);
+uint64_t nbd_export_size(const struct ng_nbd_export *exp);
+
+/* ---- nbd-handshake.c: option haggling ------------------------------------ */
+
+/* The 18-byte greeting, queued with nbd_hs_send(). */
+void nbd_hs_greet(struct nbd_conn *c);
+/* Parse one handshake message from rbuf[rstart..rend).  Returns 1 when
+ * one was consumed, 0 when more bytes are needed, -1 when the
+ * connection was dropped or is closing. */
+int nbd_hs_parse(struct nbd_conn *c);
+/* Queue raw handshake bytes; nbd_hs_flush() writes them. */
+int nbd_hs_send(struct nbd_conn *c, const void *data, size_t len);
+void nbd_hs_flush(struct nbd_conn *c);
+void nbd_hs_free(struct nbd_conn *c);
+
+#endif

@@ -1,0 +1,10 @@
+# tests/control.mk: tests of the control channel and live graph changes.
+CONTROL_TESTS = \
+	tests/test-splice \
+	$(NULL)
+check_PROGRAMS += $(CONTROL_TESTS)
+TESTS += $(CONTROL_TESTS)
+
+tests_test_splice_SOURCES = tests/test-splice.c
+tests_test_splice_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_splice_LDADD = $(TEST_LIBS) -lpthread

@@ -1,0 +1,36 @@
+# tests/nbd.mk: integration tests of the NBD server (server/nbd*.c), each
+# against the real nbdgraphd through tests/harness.c.
+NBD_TESTS = \
+	tests/test-nbd-data \
+	tests/test-nbd-handshake \
+	tests/test-nbd-errors \
+	tests/test-nbd-multiconn \
+	tests/test-nbd-garbage \
+	tests/test-nbd-export-del \
+	$(NULL)
+check_PROGRAMS += $(NBD_TESTS)
+TESTS += $(NBD_TESTS)
+
+tests_test_nbd_data_SOURCES = tests/test-nbd-data.c
+tests_test_nbd_data_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_data_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_handshake_SOURCES = tests/test-nbd-handshake.c
+tests_test_nbd_handshake_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_handshake_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_errors_SOURCES = tests/test-nbd-errors.c
+tests_test_nbd_errors_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_errors_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_multiconn_SOURCES = tests/test-nbd-multiconn.c
+tests_test_nbd_multiconn_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_multiconn_LDADD = $(TEST_LIBS) -lpthread
+
+tests_test_nbd_garbage_SOURCES = tests/test-nbd-garbage.c
+tests_test_nbd_garbage_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_garbage_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_export_del_SOURCES = tests/test-nbd-export-del.c
+tests_test_nbd_export_del_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_export_del_LDADD = $(TEST_LIBS)
