@@ -47,7 +47,8 @@ static const char *const server_keys[] = {
     "listen", "control", NULL
 };
 static const char *const export_keys[] = {
-    "node", "writable", "description", NULL
+    "node", "writable", "description", "throttle", "throttle-group",
+    "copy-on-read", "detect-zeroes", NULL
 };
 
 /* ---- Error helpers ---------------------------------------------------- */
@@ -453,7 +454,12 @@ load_export(const struct ng_config *cfg, const struct ng_value *exports,
         export_options(cfg, map, e, err) == -1)
         return -1;
     e->extra = ng_value_copy(map);
-    return e->extra != NULL ? 0 : ng_config_oom(err);
+    if (e->extra == NULL)
+        return ng_config_oom(err);
+    if (ng_implicit_filters_parse(e->extra, &e->filters, err) == -1)
+        return ng_config_error_prefix(err, cfg->file, "export '%s'",
+                                      e->name);
+    return 0;
 }
 
 static int

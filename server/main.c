@@ -140,7 +140,7 @@ start_server(struct daemon *d, struct ng_error *err)
         const struct ng_export_cfg *ec = &d->cfg->exports[i];
         struct ng_export_spec spec = {
             .id = ec->name, .node = ec->node, .writable = ec->writable,
-            .description = ec->description,
+            .description = ec->description, .filters = ec->filters,
         };
 
         if (ng_exports_add(&d->ctl_ctx, &spec, "config", false, err) == -1)

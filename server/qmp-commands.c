@@ -61,6 +61,10 @@ static const struct ng_qmp_arg export_add_args[] = {
     { "name", 's', false },
     { "writable", 'b', false },
     { "description", 's', false },
+    { "throttle", 'o', false },
+    { "throttle-group", 's', false },
+    { "copy-on-read", 'b', false },
+    { "detect-zeroes", 's', false },
     MUTATING_ARGS,
     { NULL, 0, false },
 };
