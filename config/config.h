@@ -66,6 +66,13 @@ struct ng_export_cfg {
     struct ng_loc loc;
 };
 
+/* A throttle group shared by exports ("throttle-group: NAME"). */
+struct ng_group_cfg {
+    char *name;
+    const struct ng_value *limits;  /* borrowed from the document */
+    struct ng_loc loc;
+};
+
 struct ng_config {
     char *file;                 /* path given, or "<default>"; loc.file
                                  * in every value points here */
@@ -76,6 +83,8 @@ struct ng_config {
     size_t n_nodes;
     struct ng_export_cfg *exports;
     size_t n_exports;
+    struct ng_group_cfg *groups;    /* throttle-groups: */
+    size_t n_groups;
     struct ng_value *doc;       /* the parsed document, owned */
 };
 

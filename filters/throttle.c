@@ -542,6 +542,14 @@ ng_throttle_group_unref(struct ng_throttle_group *tg)
 }
 
 int
+ng_throttle_limits_check(const struct ng_value *limits, struct ng_error *err)
+{
+    struct throttle_config cfg;
+
+    return throttle_parse_limits(limits, &cfg, err);
+}
+
+int
 ng_throttle_group_declare(struct ng_graph *g, const char *name,
                           const struct ng_value *limits,
                           struct ng_error *err)

@@ -413,6 +413,9 @@ int ng_graph_check_del_node(struct ng_graph *g, const char *name,
 int ng_throttle_group_declare(struct ng_graph *g, const char *name,
                               const struct ng_value *limits,
                               struct ng_error *err);
+/* Check a ThrottleLimits map without a graph (the config loader). */
+int ng_throttle_limits_check(const struct ng_value *limits,
+                             struct ng_error *err);
 /* Drop the declaration; the group lives on while nodes use it. */
 int ng_throttle_group_undeclare(struct ng_graph *g, const char *name,
                                 struct ng_error *err);

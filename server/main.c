@@ -104,6 +104,10 @@ build_graph(struct daemon *d, struct ng_error *err)
     d->graph = ng_graph_new(&d->loop);
     if (d->graph == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
+    for (i = 0; i < d->cfg->n_groups; i++)
+        if (ng_throttle_group_declare(d->graph, d->cfg->groups[i].name,
+                                      d->cfg->groups[i].limits, err) == -1)
+            return -1;
     for (i = 0; i < d->cfg->n_nodes; i++) {
         const struct ng_node_cfg *nc = &d->cfg->nodes[i];
 
