@@ -258,6 +258,13 @@ int ng_node_reconfigure_check(struct ng_node *node,
                               const struct ng_value *opts,
                               const char *const *live, struct ng_error *err);
 
+/* Change options of a live node through its driver's reconfigure hook
+ * (throttle limits, blkdebug rules).  Not drained: the hooks are written
+ * to change state between two requests on the loop thread, and a drain
+ * would wait for requests a throttle is holding back. */
+int ng_node_reconfigure(struct ng_node *node, const struct ng_value *opts,
+                        struct ng_error *err);
+
 /* All drivers compiled in; NULL-terminated (graph/drivers.c and
  * filters/filters.c). */
 const struct ng_driver *ng_driver_find(const char *name);

@@ -607,3 +607,18 @@ ng_node_reconfigure_check(struct ng_node *node, const struct ng_value *opts,
     }
     return 0;
 }
+
+int
+ng_node_reconfigure(struct ng_node *node, const struct ng_value *opts,
+                    struct ng_error *err)
+{
+    if (node->driver->reconfigure == NULL)
+        return ng_error_set(err, ENOTSUP, "node '%s': driver '%s' has no "
+                            "options that change live", node->name,
+                            node->driver->name);
+    if (opts == NULL || opts->kind != NG_VALUE_MAP)
+        return ng_error_set(err, EINVAL, "'options' must be an object");
+    if (node->driver->reconfigure(node, opts, err) == -1)
+        return ng_error_prefix(err, "node '%s'", node->name);
+    return 0;
+}
