@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "config/config.h"
 #include "server/control.h"
 
 struct ng_export_spec {
@@ -17,6 +18,8 @@ struct ng_export_spec {
     const char *node;           /* node-name of the root */
     bool writable;
     const char *description;    /* NULL = none */
+    struct ng_implicit_filters filters;     /* created above `node`,
+                                             * named "<id>.<driver>" */
 };
 
 struct ng_export_entry {

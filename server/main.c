@@ -104,6 +104,10 @@ build_graph(struct daemon *d, struct ng_error *err)
     d->graph = ng_graph_new(&d->loop);
     if (d->graph == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
+    for (i = 0; i < d->cfg->n_groups; i++)
+        if (ng_throttle_group_declare(d->graph, d->cfg->groups[i].name,
+                                      d->cfg->groups[i].limits, err) == -1)
+            return -1;
     for (i = 0; i < d->cfg->n_nodes; i++) {
         const struct ng_node_cfg *nc = &d->cfg->nodes[i];
 
@@ -140,7 +144,7 @@ start_server(struct daemon *d, struct ng_error *err)
         const struct ng_export_cfg *ec = &d->cfg->exports[i];
         struct ng_export_spec spec = {
             .id = ec->name, .node = ec->node, .writable = ec->writable,
-            .description = ec->description,
+            .description = ec->description, .filters = ec->filters,
         };
 
         if (ng_exports_add(&d->ctl_ctx, &spec, "config", false, err) == -1)

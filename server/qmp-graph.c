@@ -476,3 +476,91 @@ fail:
     ng_qmp_error_from(call, &err);
     filter_op_free(op);
 }
+
+/* ---- Live options and throttle groups ------------------------------------ */
+
+void
+ng_qmp_blockdev_reconfigure(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    const char *name = json_string_value(json_object_get(args, "node-name"));
+    struct ng_node *n = ng_graph_find(ctx->graph, name);
+    struct ng_value *opts = ng_value_from_json(json_object_get(args,
+                                                               "options"));
+    /* Registers the command under NAC without blocking anyone: options
+     * that change live change no data.  Implicit filters may be
+     * reconfigured without "explicit": this moves nothing in the graph,
+     * and changing an export's throttle limits is what it is for. */
+    struct ng_nac_claim claim = { name, 0, NG_NAC_ALL };
+    struct ng_error err = { 0 };
+    char job[128];
+    int r = -1;
+
+    ng_qmp_job_id(ctx, args, "reconfigure-", job, sizeof job);
+    if (n == NULL)
+        ng_error_set(&err, ENOENT, "node '%s' not found", name);
+    else if (ng_ctx_nac_claim(ctx, job, "command", &claim, 1,
+                              ng_qmp_dry_run(args), &err) == 0) {
+        r = ng_qmp_dry_run(args) ? 0 : ng_node_reconfigure(n, opts, &err);
+        if (!ng_qmp_dry_run(args))
+            ng_ctx_nac_release(ctx, job);
+    }
+    ng_value_free(opts);
+    if (r == -1) {
+        ng_qmp_error_from(call, &err);
+        return;
+    }
+    if (!ng_qmp_dry_run(args))
+        ng_qmp_graph_changed(ctx, "node-reconfigured", job,
+                             json_pack("{s:s}", "node-name", name));
+    ng_qmp_return(call, NULL);
+}
+
+/* throttle-group-add / -set / -del share this shape. */
+static void
+throttle_group_command(struct ng_qmp_call *call, json_t *args,
+                       int (*fn)(struct ng_graph *, const char *,
+                                 const struct ng_value *, struct ng_error *))
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    const char *group = json_string_value(json_object_get(args, "group"));
+    json_t *jl = json_object_get(args, "limits");
+    struct ng_value *limits = jl ? ng_value_from_json(jl) : NULL;
+    struct ng_error err = { 0 };
+    int r;
+
+    r = ng_qmp_dry_run(args)
+        ? (limits ? ng_throttle_limits_check(limits, &err) : 0)
+        : fn(ctx->graph, group, limits, &err);
+    ng_value_free(limits);
+    if (r == -1)
+        ng_qmp_error_from(call, &err);
+    else
+        ng_qmp_return(call, NULL);
+}
+
+static int
+group_del(struct ng_graph *g, const char *name, const struct ng_value *v,
+          struct ng_error *err)
+{
+    (void)v;
+    return ng_throttle_group_undeclare(g, name, err);
+}
+
+void
+ng_qmp_throttle_group_add(struct ng_qmp_call *call, json_t *args)
+{
+    throttle_group_command(call, args, ng_throttle_group_declare);
+}
+
+void
+ng_qmp_throttle_group_set(struct ng_qmp_call *call, json_t *args)
+{
+    throttle_group_command(call, args, ng_throttle_group_set_limits);
+}
+
+void
+ng_qmp_throttle_group_del(struct ng_qmp_call *call, json_t *args)
+{
+    throttle_group_command(call, args, group_del);
+}

@@ -8,3 +8,8 @@ TESTS += $(CONTROL_TESTS)
 tests_test_splice_SOURCES = tests/test-splice.c
 tests_test_splice_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_splice_LDADD = $(TEST_LIBS) -lpthread
+
+CONTROL_TESTS += tests/test-filters-daemon
+tests_test_filters_daemon_SOURCES = tests/test-filters-daemon.c
+tests_test_filters_daemon_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_filters_daemon_LDADD = $(TEST_LIBS) -lpthread
