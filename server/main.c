@@ -152,6 +152,16 @@ start_server(struct daemon *d, struct ng_error *err)
                                    ec->loc.file, ec->loc.line,
                                    ec->loc.column, ec->name);
     }
+    return 0;
+}
+
+/* Last of all, so that once an NBD socket accepts, the daemon (control
+ * channel included) is ready. */
+static int
+start_listening(struct daemon *d, struct ng_error *err)
+{
+    size_t i;
+
     for (i = 0; i < d->cfg->n_listen; i++)
         if (ng_nbd_server_listen(d->nbd, d->cfg->listen[i].text, err) == -1)
             return -1;
@@ -317,7 +327,8 @@ run(const struct options *o)
         return EXIT_FAILURE;
     }
     if (build_graph(&d, &err) == -1 || start_server(&d, &err) == -1 ||
-        start_control(&d, &err) == -1 || watch_signals(&d) == -1) {
+        start_control(&d, &err) == -1 || watch_signals(&d) == -1 ||
+        start_listening(&d, &err) == -1) {
         fprintf(stderr, "nbdgraphd: %s\n", err.msg[0] ? err.msg
                                                        : "cannot start");
         d.exit_code = EXIT_FAILURE;
