@@ -30,6 +30,7 @@ struct daemon {
     struct ng_control_ctx ctl_ctx;
     struct ng_control *control;
     uv_signal_t sigint, sigterm, sighup;
+    unsigned n_signals;         /* initialised, so closed at the end */
     bool stopping;
     int exit_code;
 };
@@ -207,9 +208,12 @@ control_stopped(void *opaque)
 {
     struct daemon *d = opaque;
 
-    uv_close((uv_handle_t *)&d->sigint, NULL);
-    uv_close((uv_handle_t *)&d->sigterm, NULL);
-    uv_close((uv_handle_t *)&d->sighup, NULL);
+    uv_signal_t *hs[] = { &d->sigint, &d->sigterm, &d->sighup };
+    unsigned i;
+
+    for (i = 0; i < d->n_signals; i++)
+        uv_close((uv_handle_t *)hs[i], NULL);
+    d->n_signals = 0;
 }
 
 /* Clients first (their requests finish), then the control channel. */
@@ -253,6 +257,7 @@ watch_signals(struct daemon *d)
     for (i = 0; i < 3; i++) {
         if (uv_signal_init(&d->loop, hs[i]) != 0)
             return -1;
+        d->n_signals++;
         hs[i]->data = d;
         if (uv_signal_start(hs[i], on_signal, nums[i]) != 0)
             return -1;
@@ -336,6 +341,7 @@ run(const struct options *o)
             ng_nbd_server_shutdown(d.nbd, NULL, NULL);
         if (d.control != NULL)
             ng_control_shutdown(d.control, NULL, NULL);
+        control_stopped(&d);
         daemon_cleanup(&d);
         return d.exit_code;
     }
