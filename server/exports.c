@@ -280,34 +280,65 @@ ng_exports_add(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
     return 0;
 }
 
+/* The export's BB is gone: drop its implicit filters and its claims. */
+static void
+export_finish(struct ng_control_ctx *ctx, struct ng_export_entry *e)
+{
+    remove_implicit(ctx, e->id);
+    ng_ctx_nac_release(ctx, e->id);
+    entry_free(e);
+}
+
 int
 ng_exports_del(struct ng_control_ctx *ctx, const char *id, bool hard,
                const char *job, bool dry_run, struct ng_error *err)
 {
     struct ng_export_entry *e = find_entry(ctx, id), **p;
     const struct ng_nbd_export *exp;
+    unsigned conns;
 
     if (e == NULL)
         return ng_error_set(err, ENOENT, "export '%s' not found", id);
     exp = ng_nbd_server_find_export(ctx->nbd, e->name);
-    if (!hard && exp != NULL && ng_nbd_export_connections(exp) > 0)
+    conns = exp != NULL ? ng_nbd_export_connections(exp) : 0;
+    if (!hard && conns > 0)
         return ng_error_set(err, EBUSY, "export '%s' has %u client(s) "
                             "connected; use mode 'hard' to disconnect them",
-                            id, ng_nbd_export_connections(exp));
+                            id, conns);
     if (dry_run)
         return 0;
     if (ng_nbd_server_del_export(ctx->nbd, e->name, hard, err) == -1)
         return -1;
-    remove_implicit(ctx, e->id);
-    ng_ctx_nac_release(ctx, e->id);
     ng_qmp_graph_changed(ctx, "export-removed", job,
                          json_pack("{s:s,s:s}", "export", e->id,
                                    "node-name", e->node));
     for (p = &ctx->exports; *p != e; p = &(*p)->next)
         ;
     *p = e->next;
-    entry_free(e);
+    if (conns > 0) {
+        /* Its clients still drain: keep the claims and the implicit
+         * filters until the NBD server says it is gone. */
+        e->next = ctx->removing;
+        ctx->removing = e;
+        return 0;
+    }
+    export_finish(ctx, e);
     return 0;
+}
+
+void
+ng_exports_gone(void *opaque, const char *name)
+{
+    struct ng_control_ctx *ctx = opaque;
+    struct ng_export_entry **p, *e;
+
+    for (p = &ctx->removing; (e = *p) != NULL; p = &e->next) {
+        if (strcmp(e->name, name) == 0) {
+            *p = e->next;
+            export_finish(ctx, e);
+            return;
+        }
+    }
 }
 
 json_t *
@@ -339,6 +370,11 @@ ng_exports_free_all(struct ng_control_ctx *ctx)
 
     while ((e = ctx->exports) != NULL) {
         ctx->exports = e->next;
+        ng_ctx_nac_release(ctx, e->id);
+        entry_free(e);
+    }
+    while ((e = ctx->removing) != NULL) {
+        ctx->removing = e->next;
         ng_ctx_nac_release(ctx, e->id);
         entry_free(e);
     }

@@ -41,6 +41,9 @@ int ng_exports_add(struct ng_control_ctx *ctx,
 int ng_exports_del(struct ng_control_ctx *ctx, const char *id, bool hard,
                    const char *job, bool dry_run, struct ng_error *err);
 
+/* For ng_nbd_server_on_export_gone(): opaque is the ctx. */
+void ng_exports_gone(void *opaque, const char *name);
+
 /* query-block-exports' answer.  New reference. */
 json_t *ng_exports_query(struct ng_control_ctx *ctx);
 

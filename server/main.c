@@ -141,6 +141,7 @@ start_server(struct daemon *d, struct ng_error *err)
     d->ctl_ctx.graph = d->graph;
     d->ctl_ctx.nbd = d->nbd;
     d->ctl_ctx.nac = d->nac;
+    ng_nbd_server_on_export_gone(d->nbd, ng_exports_gone, &d->ctl_ctx);
     for (i = 0; i < d->cfg->n_exports; i++) {
         const struct ng_export_cfg *ec = &d->cfg->exports[i];
         struct ng_export_spec spec = {

@@ -138,6 +138,8 @@ struct ng_nbd_server {
     bool free_pending;              /* ng_nbd_server_free() ran first */
     void (*shutdown_cb)(void *opaque);
     void *shutdown_opaque;
+    void (*export_gone)(void *opaque, const char *name);
+    void *export_gone_opaque;
 };
 
 /* One request and its reply.  Pooled per server: steady-state I/O

@@ -360,12 +360,29 @@ nbd_export_conn_added(struct ng_nbd_export *exp)
 void
 nbd_export_conn_removed(struct ng_nbd_export *exp)
 {
+    struct ng_nbd_server *srv = exp->srv;
+    char *name;
+
     exp->nconns--;
     if (exp->nconns == 0 && exp->removed) {
-        export_unlink(&exp->srv->removed, exp);
+        export_unlink(&srv->removed, exp);
         ng_log_debug("export '%s' removed", exp->name);
+        name = exp->name;
+        exp->name = NULL;
         export_free(exp);
+        if (srv->export_gone != NULL)
+            srv->export_gone(srv->export_gone_opaque, name);
+        free(name);
     }
+}
+
+void
+ng_nbd_server_on_export_gone(struct ng_nbd_server *srv,
+                             void (*cb)(void *opaque, const char *name),
+                             void *opaque)
+{
+    srv->export_gone = cb;
+    srv->export_gone_opaque = opaque;
 }
 
 const struct ng_nbd_export *

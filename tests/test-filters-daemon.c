@@ -449,6 +449,55 @@ test_implicit_refusals(struct ng_test_qmp *q)
     printf("implicit filters: refused without explicit, cut in below\n");
 }
 
+static bool
+node_exists(struct ng_test_qmp *q, const char *name)
+{
+    json_t *g = ng_test_qmp_ok(q, "{s:s}", "execute", "query-graph");
+    bool found = find_node(g, name) != NULL;
+
+    json_decref(g);
+    return found;
+}
+
+/* Removing an export in hard mode under a connected client: the client
+ * is dropped, and once it is gone so are the implicit filters and the
+ * export's claims (the same ID can be added again, writable). */
+static void
+test_hard_removal(struct ng_test_daemon *d, struct ng_test_qmp *q)
+{
+    struct nbd_handle *nbd;
+    char buf[512];
+    int i;
+
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s,s:b,s:b}}",
+                               "execute", "block-export-add", "arguments",
+                               "type", "nbd", "id", "hx", "node-name",
+                               "combo", "writable", 1, "copy-on-read", 1));
+    nbd = connect_export(d, "hx", false);
+    if (nbd_pread(nbd, buf, sizeof buf, 0, 0) == -1)
+        ng_test_fail_nbd("read before removal");
+    ng_test_qmp_fails(q, "client(s) connected", "{s:s,s:{s:s}}", "execute",
+                      "block-export-del", "arguments", "id", "hx");
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s}}", "execute",
+                               "block-export-del", "arguments", "id", "hx",
+                               "mode", "hard"));
+    for (i = 0; i < 500 && nbd_pread(nbd, buf, sizeof buf, 0, 0) == 0; i++)
+        sleep_s(0.01);
+    nbd_close(nbd);
+    for (i = 0; i < 500 && node_exists(q, "hx.copy-on-read"); i++)
+        sleep_s(0.01);
+    if (node_exists(q, "hx.copy-on-read"))
+        ng_test_fail("implicit filter outlived its export");
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s,s:b}}",
+                               "execute", "block-export-add", "arguments",
+                               "type", "nbd", "id", "hx", "node-name",
+                               "combo", "writable", 1));
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute",
+                               "block-export-del", "arguments", "id", "hx"));
+    printf("hard removal: client dropped, implicit filters and claims "
+           "released\n");
+}
+
 int
 main(void)
 {
@@ -463,6 +512,7 @@ main(void)
     test_blkdebug(d, q);
     test_implicit_combinations(q);
     test_implicit_refusals(q);
+    test_hard_removal(d, q);
     test_throttle(d, q);
     ng_test_qmp_close(q);
     ng_test_stop(d);
