@@ -13,3 +13,8 @@ CONTROL_TESTS += tests/test-filters-daemon
 tests_test_filters_daemon_SOURCES = tests/test-filters-daemon.c
 tests_test_filters_daemon_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_filters_daemon_LDADD = $(TEST_LIBS) -lpthread
+
+CONTROL_TESTS += tests/test-nac-daemon
+tests_test_nac_daemon_SOURCES = tests/test-nac-daemon.c
+tests_test_nac_daemon_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nac_daemon_LDADD = $(TEST_LIBS)
