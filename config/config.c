@@ -13,6 +13,7 @@
 #include <sys/un.h>
 
 #include "config/config.h"
+#include "graph/graph.h"
 #include "config/config-int.h"
 #include "config/yaml.h"
 
@@ -41,13 +42,14 @@ const char ng_default_config_text[] =
     "    description: nbdgraph built-in 1 GiB memory disk\n";
 
 static const char *const top_keys[] = {
-    "server", "nodes", "exports", NULL
+    "server", "nodes", "exports", "throttle-groups", NULL
 };
 static const char *const server_keys[] = {
     "listen", "control", NULL
 };
 static const char *const export_keys[] = {
-    "node", "writable", "description", NULL
+    "node", "writable", "description", "throttle", "throttle-group",
+    "copy-on-read", "detect-zeroes", NULL
 };
 
 /* ---- Error helpers ---------------------------------------------------- */
@@ -430,6 +432,66 @@ export_options(const struct ng_config *cfg, const struct ng_value *map,
     return e->description != NULL ? 0 : ng_config_oom(err);
 }
 
+static int
+load_groups(struct ng_config *cfg, struct ng_error *err)
+{
+    const struct ng_value *groups = ng_value_get(cfg->doc,
+                                                 "throttle-groups");
+    size_t i;
+
+    if (is_null(groups))
+        return 0;
+    if (ng_config_expect_map(groups, err, "'throttle-groups'") == -1)
+        return -1;
+    cfg->groups = calloc(groups->n ? groups->n : 1, sizeof *cfg->groups);
+    if (cfg->groups == NULL)
+        return ng_config_oom(err);
+    for (i = 0; i < groups->n; i++) {
+        struct ng_group_cfg *gc = &cfg->groups[cfg->n_groups];
+
+        if (ng_throttle_limits_check(groups->items[i], err) == -1)
+            return ng_config_error_prefix(err, cfg->file, "throttle group "
+                                          "'%s'", groups->keys[i]);
+        gc->name = strdup(groups->keys[i]);
+        if (gc->name == NULL)
+            return ng_config_oom(err);
+        gc->limits = groups->items[i];
+        gc->loc = groups->key_locs[i];
+        cfg->n_groups++;
+    }
+    return 0;
+}
+
+static bool
+group_declared(const struct ng_config *cfg, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < cfg->n_groups; i++)
+        if (strcmp(cfg->groups[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* The implicit throttle of an export: valid limits, or a known group. */
+static int
+check_export_throttle(const struct ng_config *cfg,
+                      const struct ng_export_cfg *e, struct ng_error *err)
+{
+    const struct ng_implicit_filters *f = &e->filters;
+    const struct ng_value *v = ng_value_get(e->extra, "throttle-group");
+
+    if (f->throttle != NULL && ng_throttle_limits_check(f->throttle,
+                                                        err) == -1)
+        return ng_config_error_prefix(err, cfg->file, "export '%s'",
+                                      e->name);
+    if (f->throttle_group != NULL && !group_declared(cfg, f->throttle_group))
+        return ng_value_error(err, &v->loc, "export '%s': unknown throttle "
+                              "group '%s' (declare it under "
+                              "throttle-groups)", e->name, f->throttle_group);
+    return 0;
+}
+
 /* Export i of the exports: mapping into *e (zeroed). */
 static int
 load_export(const struct ng_config *cfg, const struct ng_value *exports,
@@ -453,7 +515,12 @@ load_export(const struct ng_config *cfg, const struct ng_value *exports,
         export_options(cfg, map, e, err) == -1)
         return -1;
     e->extra = ng_value_copy(map);
-    return e->extra != NULL ? 0 : ng_config_oom(err);
+    if (e->extra == NULL)
+        return ng_config_oom(err);
+    if (ng_implicit_filters_parse(e->extra, &e->filters, err) == -1)
+        return ng_config_error_prefix(err, cfg->file, "export '%s'",
+                                      e->name);
+    return check_export_throttle(cfg, e, err);
 }
 
 static int
@@ -503,6 +570,7 @@ config_build(struct ng_config *cfg, struct ng_error *err)
     int r = -1;
 
     if (check_top(cfg->doc, err) == 0 && load_server(cfg, err) == 0 &&
+        load_groups(cfg, err) == 0 &&
         ng_config_load_nodes(cfg, ng_value_get(cfg->doc, "nodes"), &names,
                              err) == 0)
         r = load_exports(cfg, &names, err);
@@ -641,7 +709,10 @@ ng_config_free(struct ng_config *cfg)
         free(cfg->exports[i].description);
         ng_value_free(cfg->exports[i].extra);
     }
+    for (i = 0; i < cfg->n_groups; i++)
+        free(cfg->groups[i].name);
     free(cfg->exports);
+    free(cfg->groups);
     ng_value_free(cfg->doc);
     free(cfg->file);
     free(cfg);

@@ -35,14 +35,41 @@ struct ng_node_cfg {
     struct ng_loc loc;
 };
 
+/* The implicit filters an export asks for (DESIGN.md): created as nodes
+ * tagged implicit, top to bottom throttle -> copy-on-read ->
+ * detect-zeroes -> the export's node.  Pointers are borrowed from the
+ * value tree the export came from. */
+struct ng_implicit_filters {
+    const struct ng_value *throttle;    /* ThrottleLimits mapping, or NULL */
+    const char *throttle_group;         /* shared group name, or NULL */
+    bool copy_on_read;
+    const char *detect_zeroes;          /* "on" or "unmap"; NULL = off */
+};
+
+/* Read the implicit-filter keys ("throttle", "throttle-group",
+ * "copy-on-read", "detect-zeroes") of an export mapping (a config export
+ * or block-export-add's arguments) into *f.  Errors name the key with its
+ * location when the value has one. */
+int ng_implicit_filters_parse(const struct ng_value *map,
+                              struct ng_implicit_filters *f,
+                              struct ng_error *err);
+
 struct ng_export_cfg {
     char *name;                 /* NBD export name */
     char *node;                 /* root node-name */
     bool writable;
     char *description;          /* NULL = none */
+    struct ng_implicit_filters filters;     /* borrowed from `extra` */
     struct ng_value *extra;     /* owned: the whole export mapping, for
                                  * options later issues add (throttle,
                                  * copy-on-read, detect-zeroes, ...) */
+    struct ng_loc loc;
+};
+
+/* A throttle group shared by exports ("throttle-group: NAME"). */
+struct ng_group_cfg {
+    char *name;
+    const struct ng_value *limits;  /* borrowed from the document */
     struct ng_loc loc;
 };
 
@@ -56,6 +83,8 @@ struct ng_config {
     size_t n_nodes;
     struct ng_export_cfg *exports;
     size_t n_exports;
+    struct ng_group_cfg *groups;    /* throttle-groups: */
+    size_t n_groups;
     struct ng_value *doc;       /* the parsed document, owned */
 };
 

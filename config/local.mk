@@ -5,6 +5,7 @@ libngcore_a_SOURCES += \
 	config/yaml.h \
 	config/yaml.c \
 	config/config.h \
+	config/implicit.c \
 	config/config-int.h \
 	config/config.c \
 	config/nodes.c \

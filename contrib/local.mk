@@ -3,3 +3,17 @@ EXTRA_DIST += \
 	contrib/bench/README.md \
 	contrib/bench/compare \
 	$(NULL)
+
+# nbdgraphctl: the admin CLI.  Only jansson: it talks QMP over a plain
+# socket, no libuv, no graph code.
+bin_PROGRAMS += nbdgraphctl
+nbdgraphctl_SOURCES = contrib/nbdgraphctl.c
+nbdgraphctl_LDADD = $(JANSSON_LIBS)
+dist_man_MANS += contrib/nbdgraphctl.1
+
+# Its test runs the real daemon; functions.sh is shared by shell tests.
+TESTS += tests/test-ctl.sh
+EXTRA_DIST += \
+	tests/test-ctl.sh \
+	tests/functions.sh \
+	$(NULL)

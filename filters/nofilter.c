@@ -4,13 +4,20 @@
 
 #include "graph/drivers.h"
 
+struct nofilter_state {
+    struct ng_node *child;          /* option "file" */
+};
+
+static const struct ng_opt_desc nofilter_opts[] = {
+    NG_OPT_CHILD("file", struct nofilter_state, child, "filtered", true,
+                 "the node below"),
+    NG_OPT_END,
+};
+
 const struct ng_driver ng_filter_nofilter = {
     .name       = "nofilter",
     .help       = "pass every request through unchanged",
     .is_filter  = true,
-    .opts       = (const struct ng_opt_desc[]) {
-        NG_OPT_CHILD("file", struct { struct ng_node *child; }, child,
-                     "filtered", true, "the node below"),
-        NG_OPT_END,
-    },
+    .state_size = sizeof(struct nofilter_state),
+    .opts       = nofilter_opts,
 };

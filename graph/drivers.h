@@ -13,5 +13,11 @@ extern const struct ng_driver ng_driver_raw;
 
 /* Filters (filters/). */
 extern const struct ng_driver ng_filter_nofilter;
+extern const struct ng_driver ng_filter_throttle;
+extern const struct ng_driver ng_filter_copy_on_read;
+extern const struct ng_driver ng_filter_detect_zeroes;
+extern const struct ng_driver ng_filter_blkdebug;
+extern const struct ng_driver ng_filter_delay;
+extern const struct ng_driver ng_filter_log;
 
 #endif

@@ -684,6 +684,10 @@ file_close(struct ng_node *node)
 {
     struct file_state *s = ng_node_state(node);
 
+    /* Clients may have written without asking for a flush; what they
+     * wrote must be on disk once the node (or the daemon) is gone. */
+    if (s->has_fd && !node->read_only)
+        fdatasync(s->fd);
     if (s->has_fd)
         close(s->fd);               /* also drops the image locks */
     s->has_fd = false;

@@ -10,6 +10,20 @@
  * The table costs 8 bytes per 64 KiB of virtual size (128 MiB for 1 TiB);
  * calloc() hands it out as untouched zero pages, so an unused disk costs
  * address space rather than memory.
+ *
+ * With a "backing" child the disk is an overlay, a one-layer COW image
+ * for tests and scratch disks: an unallocated page reads from the backing
+ * node instead of as zeroes.  Pages then never become unallocated again
+ * (zeroing marks them with the zero marker instead, which reads as zeroes
+ * without exposing the backing), so a read can fetch the whole range from
+ * the backing node and lay the pages allocated by the time it completes
+ * over it.  A write or write-zeroes that covers part of an unallocated
+ * page first copies that page up from the backing node; pages only ever
+ * go from unallocated to allocated, so two of these racing for one page
+ * both stay correct (the second drops its copy).  The backing is read
+ * through the graph, so it may be any node and answer asynchronously;
+ * the contexts for that (struct memory_io) are kept on a free list, so
+ * steady-state reads allocate nothing.
  */
 #include <config.h>
 
@@ -25,23 +39,53 @@
 #define MEMORY_PAGE_SIZE  ((uint64_t)1 << MEMORY_PAGE_SHIFT)
 #define MEMORY_PAGE_MASK  (MEMORY_PAGE_SIZE - 1)
 
+/* A request that waits for the backing node: a read, the copy-up of at
+ * most two partial pages (the first and the last) of a write, or the
+ * block status of unallocated runs. */
+struct memory_io {
+    struct ng_node *node;
+    struct ng_req *req;             /* the request being served */
+    struct ng_req sub[2];           /* to the backing node */
+    unsigned char *cow_buf[2];      /* copy-up: the new pages */
+    uint64_t cow_page[2];
+    unsigned n_cow, pending;
+    int ret;
+    uint64_t bs_off, bs_len;        /* block status: the run asked about */
+    bool bs_full;                   /* no room: might it extend the last? */
+    struct ng_extent bs_scratch;
+    bool in_submit, sub_done;       /* block status: inline completion */
+    int sub_ret;
+    struct memory_io *next_free;
+};
+
 struct memory_state {
     uint64_t size;                  /* option "size", bytes */
-    unsigned char **pages;          /* npages entries, NULL = zeroes */
+    struct ng_node *backing;        /* option "backing", NULL = none */
+    unsigned char **pages;          /* npages entries, NULL = unallocated
+                                     * (zeroes, or the backing's data) */
     uint64_t npages;
+    unsigned char zero_marker;      /* its address in pages[]: allocated,
+                                     * reads as zeroes (backing only) */
+    struct ng_node *node;
+    struct memory_io *free_ios;
 };
 
 static const struct ng_opt_desc memory_opts[] = {
     NG_OPT_SIZE("size", struct memory_state, size, NULL,
                 "virtual size of the RAM disk, e.g. 1G"),
+    NG_OPT_CHILD("backing", struct memory_state, backing, "backing", false,
+                 "node whose data shows where this one has none written"),
     NG_OPT_END,
 };
+
+#define MEMORY_ZEROED(s) (&(s)->zero_marker)
 
 static int
 memory_open(struct ng_node *node, struct ng_error *err)
 {
     struct memory_state *s = ng_node_state(node);
 
+    s->node = node;
     /* Lengths are int64_t in the graph. */
     if (s->size > INT64_MAX)
         return ng_error_set(err, EINVAL, "size %" PRIu64 " is too large",
@@ -62,12 +106,18 @@ static void
 memory_close(struct ng_node *node)
 {
     struct memory_state *s = ng_node_state(node);
+    struct memory_io *io;
 
     for (uint64_t i = 0; i < s->npages; i++)
-        free(s->pages[i]);
+        if (s->pages[i] != MEMORY_ZEROED(s))
+            free(s->pages[i]);
     free(s->pages);
     s->pages = NULL;
     s->npages = 0;
+    while ((io = s->free_ios) != NULL) {
+        s->free_ios = io->next_free;
+        free(io);
+    }
 }
 
 /* Bytes of the page holding `off` from `off` on, at most `left`. */
@@ -79,8 +129,10 @@ memory_chunk(uint64_t off, uint64_t left)
     return n < left ? n : left;
 }
 
+/* Copy the range out of the pages.  With `overlay` the buffer already
+ * holds the backing's data and only allocated pages are copied. */
 static void
-memory_read(struct memory_state *s, struct ng_req *req)
+memory_read(struct memory_state *s, struct ng_req *req, bool overlay)
 {
     unsigned char *buf = req->buf;
     uint64_t off = req->offset, left = req->length;
@@ -89,10 +141,10 @@ memory_read(struct memory_state *s, struct ng_req *req)
         uint64_t n = memory_chunk(off, left);
         const unsigned char *p = s->pages[off >> MEMORY_PAGE_SHIFT];
 
-        if (p != NULL)
-            memcpy(buf, p + (off & MEMORY_PAGE_MASK), n);
-        else
+        if (p == MEMORY_ZEROED(s) || (p == NULL && !overlay))
             memset(buf, 0, n);
+        else if (p != NULL)
+            memcpy(buf, p + (off & MEMORY_PAGE_MASK), n);
         buf += n;
         off += n;
         left -= n;
@@ -121,8 +173,12 @@ memory_write(struct memory_state *s, struct ng_req *req)
         uint64_t n = memory_chunk(off, left);
         unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];
 
-        if (*pp == NULL) {
-            /* First touch.  A page the write fills needs no zeroing. */
+        if (*pp == NULL || *pp == MEMORY_ZEROED(s)) {
+            /* First touch.  A page the write fills needs no zeroing.  With
+             * a backing node a partial page was copied up already. */
+            if (*pp == NULL && s->backing != NULL &&
+                !memory_whole_page(s, off, n))
+                return -EIO;
             *pp = memory_whole_page(s, off, n) ?
                   malloc(MEMORY_PAGE_SIZE) : calloc(1, MEMORY_PAGE_SIZE);
             /* Out of RAM is this disk's out of space; ENOSPC lets a
@@ -141,8 +197,11 @@ memory_write(struct memory_state *s, struct ng_req *req)
 
 /* Trim and write-zeroes: a RAM disk has no cheaper way to zero than to
  * deallocate, so both free whole pages and clear partial ones, and
- * FAST_ZERO is always honoured. */
-static void
+ * FAST_ZERO is always honoured.  With a backing node a freed page must
+ * not show the backing's data: it becomes the zero marker.  A trim may
+ * leave a partial unallocated page alone (its contents are unspecified
+ * afterwards); write-zeroes copied such pages up first. */
+static int
 memory_zero(struct memory_state *s, struct ng_req *req)
 {
     uint64_t off = req->offset, left = req->length;
@@ -151,47 +210,444 @@ memory_zero(struct memory_state *s, struct ng_req *req)
         uint64_t n = memory_chunk(off, left);
         unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];
 
-        if (*pp != NULL) {
-            if (memory_whole_page(s, off, n)) {
+        if (memory_whole_page(s, off, n)) {
+            if (*pp != MEMORY_ZEROED(s))
                 free(*pp);
-                *pp = NULL;
-            } else {
-                memset(*pp + (off & MEMORY_PAGE_MASK), 0, n);
-            }
+            *pp = s->backing != NULL ? MEMORY_ZEROED(s) : NULL;
+        } else if (*pp != NULL && *pp != MEMORY_ZEROED(s)) {
+            memset(*pp + (off & MEMORY_PAGE_MASK), 0, n);
+        } else if (*pp == NULL && s->backing != NULL &&
+                   req->op == NG_OP_WRITE_ZEROES) {
+            return -EIO;
         }
+        off += n;
+        left -= n;
+    }
+    return 0;
+}
+
+/* Add an extent to a block status answer, merging it with the last one
+ * when the flags agree; false when the array is full. */
+static bool
+memory_extent_add(struct ng_req *req, uint32_t max, uint64_t len,
+                  uint32_t flags)
+{
+    struct ng_extent *e = req->extents;
+    uint32_t nr = req->nr_extents;
+
+    if (nr > 0 && e[nr - 1].flags == flags) {
+        e[nr - 1].length += len;
+        return true;
+    }
+    if (nr == max)
+        return false;
+    e[nr].length = len;
+    e[nr].flags = flags;
+    req->nr_extents++;
+    return true;
+}
+
+static uint32_t
+memory_max_extents(const struct ng_req *req)
+{
+    return (req->flags & NG_REQ_REQ_ONE) ? 1 : req->max_extents;
+}
+
+/* This layer's allocation: runs of allocated (data), zeroed and
+ * unallocated pages.  Without backing an unallocated page is a hole that
+ * reads as zeroes; with backing it is a hole in this layer only (see
+ * NG_REQ_LOCAL_ONLY). */
+static void
+memory_block_status_local(struct memory_state *s, struct ng_req *req)
+{
+    uint32_t max = memory_max_extents(req);
+    uint32_t unallocated = s->backing != NULL ? NG_EXTENT_HOLE :
+                           NG_EXTENT_HOLE | NG_EXTENT_ZERO;
+    uint64_t off = req->offset, left = req->length;
+
+    req->nr_extents = 0;
+    while (left > 0) {
+        uint64_t n = memory_chunk(off, left);
+        const unsigned char *p = s->pages[off >> MEMORY_PAGE_SHIFT];
+        uint32_t flags = p == NULL ? unallocated :
+                         p == MEMORY_ZEROED(s) ? NG_EXTENT_ZERO : 0;
+
+        if (!memory_extent_add(req, max, n, flags))
+            break;
         off += n;
         left -= n;
     }
 }
 
-/* Runs of allocated (data) and unallocated (hole, reads as zeroes) pages,
- * adjacent runs of one kind merged. */
+/* ---- The backing node --------------------------------------------------- */
+
+static struct memory_io *
+memory_io_get(struct memory_state *s, struct ng_req *req)
+{
+    struct memory_io *io = s->free_ios;
+
+    if (io != NULL)
+        s->free_ios = io->next_free;
+    else if ((io = malloc(sizeof *io)) == NULL)
+        return NULL;
+    io->node = s->node;
+    io->req = req;
+    io->n_cow = 0;
+    io->ret = 0;
+    return io;
+}
+
+/* Back on the free list before the request completes: its completion
+ * may start the next request. */
+static void
+memory_io_put(struct memory_state *s, struct memory_io *io)
+{
+    io->next_free = s->free_ios;
+    s->free_ios = io;
+}
+
+/* Bytes of [off, off + len) the backing node has; the rest reads as
+ * zeroes, as QEMU does past a shorter backing file. */
+static uint64_t
+memory_backing_span(struct memory_state *s, uint64_t off, uint64_t len)
+{
+    int64_t blen = ng_node_length(s->backing);
+
+    if (blen < 0 || off >= (uint64_t)blen)
+        return 0;
+    return len < (uint64_t)blen - off ? len : (uint64_t)blen - off;
+}
+
+static void
+memory_sub_init(struct ng_req *sub, enum ng_op op, uint64_t off,
+                uint64_t len, uint32_t flags, void *buf,
+                void (*done)(struct ng_req *, int), struct memory_io *io)
+{
+    ng_req_init(sub, op, off, len, flags);
+    sub->buf = buf;
+    sub->done = done;
+    sub->opaque = io;
+}
+
+static void
+memory_backed_read_done(struct ng_req *sub, int ret)
+{
+    struct memory_io *io = sub->opaque;
+    struct memory_state *s = ng_node_state(io->node);
+    struct ng_req *req = io->req;
+
+    memory_io_put(s, io);
+    /* Pages allocated meanwhile are newer than the backing's data. */
+    if (ret == 0)
+        memory_read(s, req, true);
+    ng_req_complete(req, ret);
+}
+
+static void
+memory_backed_read(struct memory_state *s, struct ng_req *req)
+{
+    struct memory_io *io;
+    uint64_t first = req->offset >> MEMORY_PAGE_SHIFT;
+    uint64_t last = (req->offset + req->length - 1) >> MEMORY_PAGE_SHIFT;
+    uint64_t n;
+
+    while (first <= last && s->pages[first] != NULL)
+        first++;
+    if (first > last) {             /* all here: no need to ask */
+        memory_read(s, req, false);
+        ng_req_complete(req, 0);
+        return;
+    }
+    if ((io = memory_io_get(s, req)) == NULL) {
+        ng_req_complete(req, -ENOMEM);
+        return;
+    }
+    n = memory_backing_span(s, req->offset, req->length);
+    memset((unsigned char *)req->buf + n, 0, req->length - n);
+    if (n == 0) {
+        memory_backed_read_done(&io->sub[0], 0);
+        return;
+    }
+    memory_sub_init(&io->sub[0], NG_OP_READ, req->offset, n, 0, req->buf,
+                    memory_backed_read_done, io);
+    ng_node_submit(s->backing, &io->sub[0]);
+}
+
+/* Apply a write, write-zeroes or trim to pages that need no copy-up. */
+static int
+memory_apply(struct memory_state *s, struct ng_req *req)
+{
+    return req->op == NG_OP_WRITE ? memory_write(s, req) : memory_zero(s, req);
+}
+
+static void
+memory_cow_finish(struct memory_io *io)
+{
+    struct memory_state *s = ng_node_state(io->node);
+    struct ng_req *req = io->req;
+    int ret = io->ret;
+
+    for (unsigned i = 0; i < io->n_cow; i++) {
+        unsigned char **pp = &s->pages[io->cow_page[i]];
+
+        /* Another request may have allocated it meanwhile: its data is
+         * newer than our copy. */
+        if (ret == 0 && *pp == NULL)
+            *pp = io->cow_buf[i];
+        else
+            free(io->cow_buf[i]);
+    }
+    memory_io_put(s, io);
+    if (ret == 0)
+        ret = memory_apply(s, req);
+    ng_req_complete(req, ret);
+}
+
+static void
+memory_cow_read_done(struct ng_req *sub, int ret)
+{
+    struct memory_io *io = sub->opaque;
+
+    if (ret < 0 && io->ret == 0)
+        io->ret = ret;
+    if (--io->pending == 0)
+        memory_cow_finish(io);
+}
+
+/* Does the chunk of [off, off + left) in off's page need copying up? */
+static bool
+memory_needs_cow(struct memory_state *s, const struct ng_req *req,
+                 uint64_t off, uint64_t left)
+{
+    return req->op != NG_OP_TRIM &&
+           s->pages[off >> MEMORY_PAGE_SHIFT] == NULL &&
+           !memory_whole_page(s, off, memory_chunk(off, left));
+}
+
+/* Writes, write-zeroes and trims on an overlay.  Only the first and the
+ * last page can be partial. */
+static void
+memory_backed_modify(struct memory_state *s, struct ng_req *req)
+{
+    uint64_t end = req->offset + req->length;
+    uint64_t cand[2] = { req->offset, (end - 1) & ~MEMORY_PAGE_MASK };
+    uint64_t need[2], span[2];
+    unsigned ncand = cand[1] > cand[0] ? 2 : 1, nneed = 0, i;
+    struct memory_io *io;
+
+    for (i = 0; i < ncand; i++)
+        if (memory_needs_cow(s, req, cand[i], end - cand[i]))
+            need[nneed++] = cand[i] >> MEMORY_PAGE_SHIFT;
+    if (nneed == 0) {
+        ng_req_complete(req, memory_apply(s, req));
+        return;
+    }
+    if (req->flags & NG_REQ_FAST_ZERO) {    /* copying up is not fast */
+        ng_req_complete(req, -ENOTSUP);
+        return;
+    }
+    if ((io = memory_io_get(s, req)) == NULL) {
+        ng_req_complete(req, -ENOMEM);
+        return;
+    }
+    for (i = 0; i < nneed; i++) {
+        uint64_t page_off = need[i] << MEMORY_PAGE_SHIFT;
+        unsigned char *buf = malloc(MEMORY_PAGE_SIZE);
+
+        if (buf == NULL) {
+            while (i-- > 0)
+                free(io->cow_buf[i]);
+            memory_io_put(s, io);
+            ng_req_complete(req, -ENOSPC);
+            return;
+        }
+        span[i] = memory_backing_span(s, page_off,
+                                      memory_chunk(page_off,
+                                                   s->size - page_off));
+        memset(buf + span[i], 0, MEMORY_PAGE_SIZE - span[i]);
+        io->cow_buf[i] = buf;
+        io->cow_page[i] = need[i];
+    }
+    io->n_cow = nneed;
+    io->pending = 1;                /* ours, until all are submitted */
+    for (i = 0; i < nneed; i++) {
+        if (span[i] == 0)
+            continue;
+        io->pending++;
+        memory_sub_init(&io->sub[i], NG_OP_READ,
+                        need[i] << MEMORY_PAGE_SHIFT, span[i], 0,
+                        io->cow_buf[i], memory_cow_read_done, io);
+        ng_node_submit(s->backing, &io->sub[i]);
+    }
+    memory_cow_read_done(&io->sub[0], 0);
+}
+
+/* ---- Block status through the backing ----------------------------------- */
+
+/* Block status of an overlay: this layer's allocated and zeroed pages,
+ * and the backing's answer for the runs of unallocated ones.  Walks the
+ * range asking the backing node run by run; a backing that answers short
+ * ends the answer there (a short answer is allowed). */
+
+static void
+memory_bs_finish(struct memory_io *io, int ret)
+{
+    struct memory_state *s = ng_node_state(io->node);
+    struct ng_req *req = io->req;
+
+    memory_io_put(s, io);
+    ng_req_complete(req, ret);
+}
+
+/* Add this layer's extents from io->bs_off on, up to the next run of
+ * unallocated pages the backing has data for; sets io->bs_len to that
+ * run's length, 0 when the answer is complete. */
+static void
+memory_bs_walk(struct memory_state *s, struct memory_io *io)
+{
+    struct ng_req *req = io->req;
+    uint32_t max = memory_max_extents(req);
+    uint64_t end = req->offset + req->length, off = io->bs_off, run;
+
+    io->bs_len = 0;
+    while (off < end) {
+        uint64_t n = memory_chunk(off, end - off);
+        const unsigned char *p = s->pages[off >> MEMORY_PAGE_SHIFT];
+
+        if (p == NULL) {
+            for (run = n; off + run < end &&
+                 s->pages[(off + run) >> MEMORY_PAGE_SHIFT] == NULL;
+                 run += memory_chunk(off + run, end - off - run))
+                ;
+            io->bs_off = off;
+            io->bs_len = memory_backing_span(s, off, run);
+            if (io->bs_len > 0) {
+                /* With the array full, the backing's first extent may
+                 * still continue the last one. */
+                io->bs_full = req->nr_extents == max;
+                return;
+            }
+            /* Past the backing's end: zeroes. */
+            if (!memory_extent_add(req, max, run,
+                                   NG_EXTENT_HOLE | NG_EXTENT_ZERO))
+                return;
+            off += run;
+            continue;
+        }
+        if (!memory_extent_add(req, max, n,
+                               p == MEMORY_ZEROED(s) ? NG_EXTENT_ZERO : 0))
+            return;
+        off += n;
+    }
+}
+
+/* Take in the backing's answer for the run; false when the request
+ * finished. */
+static bool
+memory_bs_absorb(struct memory_io *io)
+{
+    struct ng_req *req = io->req, *sub = &io->sub[0];
+    struct ng_extent *e = req->extents;
+    uint32_t nr = req->nr_extents, got = sub->nr_extents;
+    uint64_t covered = 0;
+
+    if (io->sub_ret < 0) {
+        memory_bs_finish(io, io->sub_ret);
+        return false;
+    }
+    if (io->bs_full) {
+        if (got == 0 || io->bs_scratch.flags != e[nr - 1].flags) {
+            memory_bs_finish(io, 0);
+            return false;
+        }
+        e[nr - 1].length += io->bs_scratch.length;
+        covered = io->bs_scratch.length;
+        got = 0;
+    }
+    for (uint32_t i = 0; i < got; i++)
+        covered += e[nr + i].length;
+    /* The backing's first extent may continue our last one. */
+    if (nr > 0 && got > 0 && e[nr - 1].flags == e[nr].flags) {
+        e[nr - 1].length += e[nr].length;
+        memmove(&e[nr], &e[nr + 1], (got - 1) * sizeof *e);
+        got--;
+    }
+    req->nr_extents = nr + got;
+    if (covered < io->bs_len) {
+        memory_bs_finish(io, 0);
+        return false;
+    }
+    io->bs_off += covered;
+    return true;
+}
+
+static void memory_bs_step(struct memory_io *io);
+
+static void
+memory_bs_sub_done(struct ng_req *sub, int ret)
+{
+    struct memory_io *io = sub->opaque;
+
+    io->sub_ret = ret;
+    io->sub_done = true;
+    /* Answered inline: memory_bs_step() carries on, without recursing. */
+    if (io->in_submit)
+        return;
+    if (memory_bs_absorb(io))
+        memory_bs_step(io);
+}
+
+static void
+memory_bs_step(struct memory_io *io)
+{
+    struct memory_state *s = ng_node_state(io->node);
+    struct ng_req *req = io->req;
+
+    for (;;) {
+        memory_bs_walk(s, io);
+        if (io->bs_len == 0) {
+            memory_bs_finish(io, 0);
+            return;
+        }
+        memory_sub_init(&io->sub[0], NG_OP_BLOCK_STATUS, io->bs_off,
+                        io->bs_len,
+                        io->bs_full ? NG_REQ_REQ_ONE :
+                                      req->flags & NG_REQ_REQ_ONE,
+                        NULL, memory_bs_sub_done, io);
+        if (io->bs_full) {
+            io->sub[0].extents = &io->bs_scratch;
+            io->sub[0].max_extents = 1;
+        } else {
+            io->sub[0].extents = req->extents + req->nr_extents;
+            io->sub[0].max_extents = memory_max_extents(req) -
+                                     req->nr_extents;
+        }
+        io->sub_done = false;
+        io->in_submit = true;
+        ng_node_submit(s->backing, &io->sub[0]);
+        io->in_submit = false;
+        if (!io->sub_done || !memory_bs_absorb(io))
+            return;
+    }
+}
+
 static void
 memory_block_status(struct memory_state *s, struct ng_req *req)
 {
-    struct ng_extent *e = req->extents;
-    uint32_t max = (req->flags & NG_REQ_REQ_ONE) ? 1 : req->max_extents;
-    uint32_t nr = 0;
-    uint64_t off = req->offset, left = req->length;
+    struct memory_io *io;
 
-    while (left > 0) {
-        uint64_t n = memory_chunk(off, left);
-        uint32_t flags = s->pages[off >> MEMORY_PAGE_SHIFT] != NULL ?
-                         0 : NG_EXTENT_HOLE | NG_EXTENT_ZERO;
-
-        if (nr > 0 && e[nr - 1].flags == flags) {
-            e[nr - 1].length += n;
-        } else {
-            if (nr == max)
-                break;
-            e[nr].length = n;
-            e[nr].flags = flags;
-            nr++;
-        }
-        off += n;
-        left -= n;
+    if (s->backing == NULL || (req->flags & NG_REQ_LOCAL_ONLY)) {
+        memory_block_status_local(s, req);
+        ng_req_complete(req, 0);
+        return;
     }
-    req->nr_extents = nr;
+    if ((io = memory_io_get(s, req)) == NULL) {
+        ng_req_complete(req, -ENOMEM);
+        return;
+    }
+    req->nr_extents = 0;
+    io->bs_off = req->offset;
+    memory_bs_step(io);
 }
 
 static void
@@ -202,18 +658,24 @@ memory_submit(struct ng_node *node, struct ng_req *req)
 
     switch (req->op) {
     case NG_OP_READ:
-        memory_read(s, req);
+        if (s->backing != NULL) {
+            memory_backed_read(s, req);
+            return;
+        }
+        memory_read(s, req, false);
         break;
-    case NG_OP_WRITE:
-        ret = memory_write(s, req);     /* FUA: RAM has nowhere to flush */
-        break;
+    case NG_OP_WRITE:               /* FUA: RAM has nowhere to flush */
     case NG_OP_TRIM:
     case NG_OP_WRITE_ZEROES:
-        memory_zero(s, req);
+        if (s->backing != NULL) {
+            memory_backed_modify(s, req);
+            return;
+        }
+        ret = memory_apply(s, req);
         break;
     case NG_OP_BLOCK_STATUS:
         memory_block_status(s, req);
-        break;
+        return;
     case NG_OP_FLUSH:
     case NG_OP_CACHE:
         break;

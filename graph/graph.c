@@ -155,6 +155,8 @@ node_check_request(struct ng_node *node, const struct ng_req *req)
         return ng_req_changes_data(req) ? -ENOSPC : -EINVAL;
     if ((req->flags & NG_REQ_FAST_ZERO) && req->op != NG_OP_WRITE_ZEROES)
         return -EINVAL;
+    if ((req->flags & NG_REQ_LOCAL_ONLY) && req->op != NG_OP_BLOCK_STATUS)
+        return -EINVAL;
     if (req->op == NG_OP_BLOCK_STATUS &&
         (req->extents == NULL || req->max_extents == 0 || req->length == 0))
         return -EINVAL;
@@ -196,7 +198,11 @@ node_answer_trivially(struct ng_node *node, struct ng_req *req)
             return false;
         break;
     default:                    /* block status: all data */
-        if (caps & NG_CAP_EXTENTS)
+        /* A layer without a backing node owns all of its data, whatever
+         * its driver would call a hole: see NG_REQ_LOCAL_ONLY. */
+        if ((caps & NG_CAP_EXTENTS) &&
+            !((req->flags & NG_REQ_LOCAL_ONLY) && !node->driver->is_filter &&
+              ng_node_child_role(node, "backing") == NULL))
             return false;
         req->extents[0].length = req->length;
         req->extents[0].flags = 0;
@@ -458,5 +464,6 @@ ng_graph_free(struct ng_graph *g)
             break;          /* a cycle cannot happen; don't spin if it does */
         ng_node_destroy(n);
     }
+    ng_throttle_groups_free(g);
     uv_close((uv_handle_t *)&g->drain_timer, graph_free_handle);
 }

@@ -28,6 +28,7 @@ struct ng_node;
 struct ng_bb;
 struct ng_req;
 struct ng_driver;
+struct ng_throttle_group;
 
 /* ---- Requests -------------------------------------------------------- */
 
@@ -49,6 +50,17 @@ enum ng_op {
 #define NG_REQ_FAST_ZERO  (1u << 2)   /* write-zeroes: fail with -ENOTSUP
                                        * rather than write zeroes slowly */
 #define NG_REQ_REQ_ONE    (1u << 3)   /* block status: one extent is enough */
+#define NG_REQ_LOCAL_ONLY (1u << 4)   /* block status: describe this node's
+                                       * own layer only; NG_EXTENT_HOLE then
+                                       * means "not allocated here, the data
+                                       * comes from the backing node".
+                                       * Filters pass it down; the choke
+                                       * point answers "all allocated" for a
+                                       * non-filter node without a backing
+                                       * child, so only drivers with a
+                                       * backing child ever see it
+                                       * (copy-on-read uses it to find what
+                                       * to copy up) */
 
 /* Extent flags, as NBD's base:allocation. */
 #define NG_EXTENT_HOLE    (1u << 0)   /* not allocated */
@@ -102,6 +114,10 @@ struct ng_req {
     struct ng_req_frame frames[NG_REQ_MAX_FRAMES];
     struct ng_bb *bb;               /* BB it entered through, or NULL */
     struct ng_req *queue_next;      /* BB drain queue */
+    struct ng_req *filter_next;     /* a filter's own wait queue (throttle);
+                                     * only the node holding the request
+                                     * (submitted to it, not yet passed on
+                                     * or completed) may use it */
     uv_work_t work;                 /* ng_req_run_blocking() */
     int work_ret;
     int (*work_fn)(struct ng_node *node, struct ng_req *req);
@@ -188,6 +204,12 @@ struct ng_opt_desc {
       .required = (req), .help = (h) }
 #define NG_OPT_END { .name = NULL }
 
+/* An errno given as a name ("EIO", "ENOSPC") or a positive number, for
+ * options nested in NG_OPT_VALUE trees (blkdebug's rules).  Stores a
+ * positive errno in *out; fails with a located error naming `what`. */
+int ng_value_to_errno(const struct ng_value *v, const char *what, int *out,
+                      struct ng_error *err);
+
 /* ---- Drivers ---------------------------------------------------------- */
 
 struct ng_driver {
@@ -226,6 +248,22 @@ struct ng_driver {
     int (*reconfigure)(struct ng_node *node, const struct ng_value *opts,
                        struct ng_error *err);
 };
+
+/* For reconfigure hooks: `opts` is a map of options to change.  Checks
+ * that each key is one of `live` (NULL-terminated: what the driver can
+ * change on a live node) or leaves the node as it is ("driver" naming its
+ * driver, "node-name" its name, a CHILD option naming the current child).
+ * Returns 0, or -1 with a located error. */
+int ng_node_reconfigure_check(struct ng_node *node,
+                              const struct ng_value *opts,
+                              const char *const *live, struct ng_error *err);
+
+/* Change options of a live node through its driver's reconfigure hook
+ * (throttle limits, blkdebug rules).  Not drained: the hooks are written
+ * to change state between two requests on the loop thread, and a drain
+ * would wait for requests a throttle is holding back. */
+int ng_node_reconfigure(struct ng_node *node, const struct ng_value *opts,
+                        struct ng_error *err);
 
 /* All drivers compiled in; NULL-terminated (graph/drivers.c and
  * filters/filters.c). */
@@ -328,6 +366,8 @@ struct ng_graph {
     struct ng_drain *drains;        /* drained sections not yet ended */
     uv_timer_t drain_timer;         /* runs drained callbacks outside any
                                      * request's call stack */
+    struct ng_throttle_group *throttle_groups;  /* named throttle groups
+                                     * (filters/throttle.c) */
 };
 
 struct ng_graph *ng_graph_new(uv_loop_t *loop);
@@ -365,6 +405,41 @@ int ng_graph_del_node(struct ng_graph *g, const char *name,
 /* The same checks, changing nothing. */
 int ng_graph_check_del_node(struct ng_graph *g, const char *name,
                             struct ng_error *err);
+
+/* ---- Throttle groups (filters/throttle.c) ------------------------------ */
+
+/* A throttle group: limits (QEMU's ThrottleLimits) shared by every
+ * throttle node naming it in "throttle-group", so their combined I/O stays
+ * under them.  A group exists while a node uses it or while it is declared
+ * (QEMU's "object-add throttle-group"); the first node naming an unknown
+ * group with "limits" creates it.  Loop thread. */
+/* Declare group `name` with `limits` (a map; may be NULL = no limits).  If
+ * a node already made the group, the declaration adopts it and sets its
+ * limits.  Fails when the limits are invalid or the group is already
+ * declared. */
+int ng_throttle_group_declare(struct ng_graph *g, const char *name,
+                              const struct ng_value *limits,
+                              struct ng_error *err);
+/* Check a ThrottleLimits map without a graph (the config loader). */
+int ng_throttle_limits_check(const struct ng_value *limits,
+                             struct ng_error *err);
+/* Drop the declaration; the group lives on while nodes use it. */
+int ng_throttle_group_undeclare(struct ng_graph *g, const char *name,
+                                struct ng_error *err);
+/* Change a group's limits live (QEMU: qom-set GROUP limits): requests
+ * waiting in the group's nodes stay queued and are released at the new
+ * rate. */
+int ng_throttle_group_set_limits(struct ng_graph *g, const char *name,
+                                 const struct ng_value *limits,
+                                 struct ng_error *err);
+/* The group, or NULL.  Borrowed: take a reference to keep it. */
+struct ng_throttle_group *ng_throttle_group_find(struct ng_graph *g,
+                                                 const char *name);
+void ng_throttle_group_ref(struct ng_throttle_group *tg);
+/* Frees the group with its last reference.  NULL-safe. */
+void ng_throttle_group_unref(struct ng_throttle_group *tg);
+/* ng_graph_free(): drop the declarations once the nodes are gone. */
+void ng_throttle_groups_free(struct ng_graph *g);
 
 /* ---- Drain ------------------------------------------------------------- */
 

@@ -135,9 +135,9 @@ check_keys(const struct ng_driver *drv, const struct ng_value *map,
     return 0;
 }
 
-static int
-parse_errno(const struct ng_value *v, const char *what, int *out,
-            struct ng_error *err)
+int
+ng_value_to_errno(const struct ng_value *v, const char *what, int *out,
+                  struct ng_error *err)
 {
     size_t i;
     int64_t n;
@@ -208,7 +208,7 @@ parse_field(const struct ng_opt_desc *d, const struct ng_value *v,
     case NG_OPT_T_BOOL:
         return ng_value_to_bool(v, d->name, field, err);
     case NG_OPT_T_ERRNO:
-        return parse_errno(v, d->name, field, err);
+        return ng_value_to_errno(v, d->name, field, err);
     case NG_OPT_T_ENUM:
         return parse_enum(d, v, field, err);
     case NG_OPT_T_CHILD:
@@ -291,6 +291,20 @@ lookup_driver(const struct ng_value *opts, struct ng_error *err)
     return drv;
 }
 
+static size_t
+opt_field_size(enum ng_opt_type type)
+{
+    switch (type) {
+    case NG_OPT_T_STRING: return sizeof(char *);
+    case NG_OPT_T_SIZE:   return sizeof(uint64_t);
+    case NG_OPT_T_INT:    return sizeof(int64_t);
+    case NG_OPT_T_BOOL:   return sizeof(bool);
+    case NG_OPT_T_CHILD:  return sizeof(struct ng_node *);
+    case NG_OPT_T_VALUE:  return sizeof(struct ng_value *);
+    default:              return sizeof(int);
+    }
+}
+
 /* Parse every option of `opts` into `state` (state_size bytes, zeroed). */
 static int
 parse_options(const struct ng_driver *drv, const struct ng_value *opts,
@@ -311,6 +325,11 @@ parse_options(const struct ng_driver *drv, const struct ng_value *opts,
             ctx->node->read_only = ro;
     }
     for (d = drv->opts; d != NULL && d->name != NULL; d++) {
+        /* A driver whose table points outside its state is a bug; refuse
+         * it here rather than write past the allocation. */
+        if (d->offset + opt_field_size(d->type) > drv->state_size)
+            return ng_error_set(err, EINVAL, "driver '%s': option '%s' lies "
+                                "outside its state", drv->name, d->name);
         v = opts_lookup(opts, d->name);
         if ((v != NULL ? parse_field(d, v, state, ctx, err)
                        : parse_default(d, state, ctx, &opts->loc, err)) == -1)
@@ -540,5 +559,66 @@ ng_graph_del_node(struct ng_graph *g, const char *name, struct ng_error *err)
     if (ng_graph_check_del_node(g, name, err) == -1)
         return -1;
     ng_node_destroy(ng_graph_find(g, name));
+    return 0;
+}
+
+/* A child option whose value names the child already attached with the
+ * option's role. */
+static bool
+names_current_child(struct ng_node *node, const struct ng_opt_desc *d,
+                    const struct ng_value *v)
+{
+    struct ng_node *child = ng_node_child_role(node, d->role);
+
+    return child != NULL && v->kind == NG_VALUE_SCALAR && !v->is_null &&
+           strcmp(v->text, child->name) == 0;
+}
+
+int
+ng_node_reconfigure_check(struct ng_node *node, const struct ng_value *opts,
+                          const char *const *live, struct ng_error *err)
+{
+    size_t i, j;
+
+    if (opts == NULL || opts->kind != NG_VALUE_MAP)
+        return ng_value_error(err, opts ? &opts->loc : NULL,
+                              "node '%s': options must be a mapping",
+                              node->name);
+    for (i = 0; i < opts->n; i++) {
+        const char *key = opts->keys[i];
+        const struct ng_value *v = opts->items[i];
+        const struct ng_opt_desc *d = find_opt(node->driver, key);
+        bool ok = false;
+
+        for (j = 0; live != NULL && live[j] != NULL && !ok; j++)
+            ok = strcmp(key, live[j]) == 0;
+        if (!ok && v->kind == NG_VALUE_SCALAR && !v->is_null) {
+            if (strcmp(key, "driver") == 0)
+                ok = strcmp(v->text, node->driver->name) == 0;
+            else if (strcmp(key, "node-name") == 0)
+                ok = strcmp(v->text, node->name) == 0;
+            else if (d != NULL && d->type == NG_OPT_T_CHILD)
+                ok = names_current_child(node, d, v);
+        }
+        if (!ok)
+            return ng_value_error(err, &opts->key_locs[i],
+                                  "node '%s': option '%s' cannot be changed "
+                                  "on a live node", node->name, key);
+    }
+    return 0;
+}
+
+int
+ng_node_reconfigure(struct ng_node *node, const struct ng_value *opts,
+                    struct ng_error *err)
+{
+    if (node->driver->reconfigure == NULL)
+        return ng_error_set(err, ENOTSUP, "node '%s': driver '%s' has no "
+                            "options that change live", node->name,
+                            node->driver->name);
+    if (opts == NULL || opts->kind != NG_VALUE_MAP)
+        return ng_error_set(err, EINVAL, "'options' must be an object");
+    if (node->driver->reconfigure(node, opts, err) == -1)
+        return ng_error_prefix(err, "node '%s'", node->name);
     return 0;
 }

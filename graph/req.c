@@ -18,6 +18,7 @@ ng_req_init(struct ng_req *req, enum ng_op op, uint64_t offset,
     req->depth = 0;
     req->bb = NULL;
     req->queue_next = NULL;
+    req->filter_next = NULL;
 }
 
 int

@@ -27,6 +27,8 @@ struct ng_control_ctx {
     struct ng_control *control;             /* set by ng_control_new */
     unsigned long job_counter;              /* for generated job IDs */
     struct ng_export_entry *exports;        /* server/exports.c, owned */
+    struct ng_export_entry *removing;       /* removed in hard mode, clients
+                                             * still draining; owned */
 };
 
 struct ng_control *ng_control_new(uv_loop_t *loop, struct ng_control_ctx *ctx,

@@ -2,6 +2,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,6 +79,132 @@ check_spec(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
     return 0;
 }
 
+/* ---- Implicit filters ---------------------------------------------------- */
+
+/* Options of one implicit filter above `below`.  Caller frees. */
+static struct ng_value *
+implicit_opts(const char *driver, const char *below, const char *key,
+              const struct ng_value *value)
+{
+    struct ng_loc nowhere = { 0 };
+    struct ng_value *m = ng_value_new_map(nowhere);
+    struct ng_value *copy = value != NULL ? ng_value_copy(value) : NULL;
+
+    if (m == NULL ||
+        ng_value_map_put(m, "driver", nowhere,
+                         ng_value_new_scalar(driver, nowhere)) == -1 ||
+        ng_value_map_put(m, "file", nowhere,
+                         ng_value_new_scalar(below, nowhere)) == -1 ||
+        (key != NULL && ng_value_map_put(m, key, nowhere, copy) == -1)) {
+        ng_value_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+struct implicit_layer {
+    const char *driver;
+    const char *key;                /* its one option, or NULL */
+    struct ng_value *value;         /* owned */
+};
+
+/* The layers the spec asks for, bottom up.  Returns how many. */
+static size_t
+implicit_layers(const struct ng_implicit_filters *f,
+                struct implicit_layer out[3])
+{
+    struct ng_loc nowhere = { 0 };
+    size_t n = 0;
+
+    if (f->detect_zeroes != NULL)
+        out[n++] = (struct implicit_layer){
+            "detect-zeroes", "mode",
+            ng_value_new_scalar(f->detect_zeroes, nowhere) };
+    if (f->copy_on_read)
+        out[n++] = (struct implicit_layer){ "copy-on-read", NULL, NULL };
+    if (f->throttle != NULL)
+        out[n++] = (struct implicit_layer){ "throttle", "limits",
+                                            ng_value_copy(f->throttle) };
+    else if (f->throttle_group != NULL)
+        out[n++] = (struct implicit_layer){
+            "throttle", "throttle-group",
+            ng_value_new_scalar(f->throttle_group, nowhere) };
+    return n;
+}
+
+/* Remove the implicit filters of export `id` that nothing uses any more
+ * (after its BB went away, or when building the chain failed). */
+static void
+remove_implicit(struct ng_control_ctx *ctx, const char *id)
+{
+    struct ng_node *n;
+    bool again = true;
+
+    while (again) {
+        again = false;
+        for (n = ctx->graph->nodes; n != NULL; n = n->next) {
+            if (n->implicit && n->parents == NULL &&
+                n->implicit_owner != NULL &&
+                strcmp(n->implicit_owner, id) == 0) {
+                ng_graph_del_node(ctx->graph, n->name, NULL);
+                again = true;
+                break;
+            }
+        }
+    }
+}
+
+/* Create one layer (or, dry_run, check it); returns the node or, for a
+ * dry run, `below` itself. */
+static struct ng_node *
+add_layer(struct ng_control_ctx *ctx, const char *id, struct ng_node *below,
+          const struct implicit_layer *l, bool dry_run, struct ng_error *err)
+{
+    char name[256];
+    struct ng_value *opts = implicit_opts(l->driver, below->name, l->key,
+                                          l->value);
+    struct ng_node *n = NULL;
+
+    snprintf(name, sizeof name, "%s.%s", id, l->driver);
+    if (opts == NULL) {
+        ng_error_set(err, ENOMEM, "out of memory");
+    } else if (ng_graph_find(ctx->graph, name) != NULL) {
+        ng_error_set(err, EEXIST, "node '%s' already exists", name);
+    } else if (dry_run) {
+        n = ng_node_opts_check(opts, NULL, NULL, err) == 0 ? below : NULL;
+    } else if ((n = ng_graph_add_node(ctx->graph, name, opts, err))) {
+        n->implicit = true;
+        n->implicit_owner = strdup(id);
+    }
+    ng_value_free(opts);
+    return n;
+}
+
+/* Build throttle -> copy-on-read -> detect-zeroes above `node`; returns
+ * the top (the node itself when none is asked for). */
+static struct ng_node *
+build_implicit(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
+               bool dry_run, struct ng_error *err)
+{
+    struct implicit_layer layers[3];
+    size_t i, n = implicit_layers(&spec->filters, layers);
+    struct ng_node *top = ng_graph_find(ctx->graph, spec->node);
+
+    for (i = 0; i < n && top != NULL; i++) {
+        if (layers[i].key != NULL && layers[i].value == NULL) {
+            ng_error_set(err, ENOMEM, "out of memory");
+            top = NULL;
+            break;
+        }
+        top = add_layer(ctx, spec->id, top, &layers[i], dry_run, err);
+    }
+    for (i = 0; i < n; i++)
+        ng_value_free(layers[i].value);
+    if (top == NULL && !dry_run)
+        remove_implicit(ctx, spec->id);
+    return top;
+}
+
 static struct ng_export_entry *
 entry_new(const struct ng_export_spec *spec)
 {
@@ -120,23 +247,28 @@ ng_exports_add(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
                                 : NG_NAC_EXPORT_RO_ALLOW,
     };
     struct ng_export_entry *e, **tail;
+    struct ng_node *top;
 
     if (check_spec(ctx, spec, err) == -1 ||
         ng_ctx_nac_claim(ctx, spec->id, "export", &claim, 1, dry_run,
                          err) == -1)
         return -1;
-    if (dry_run)
-        return 0;
-    e = entry_new(spec);
-    if (e == NULL) {
-        ng_ctx_nac_release(ctx, spec->id);
-        return ng_error_set(err, ENOMEM, "out of memory");
+    top = build_implicit(ctx, spec, dry_run, err);
+    if (top == NULL || dry_run) {
+        if (!dry_run)
+            ng_ctx_nac_release(ctx, spec->id);
+        return top != NULL ? 0 : -1;
     }
-    if (ng_nbd_server_add_export(ctx->nbd, e->name, spec->description,
-                                 ng_graph_find(ctx->graph, spec->node),
+    e = entry_new(spec);
+    if (e == NULL ||
+        ng_nbd_server_add_export(ctx->nbd, e->name, spec->description, top,
                                  spec->writable, err) == -1) {
+        if (e == NULL)
+            ng_error_set(err, ENOMEM, "out of memory");
+        remove_implicit(ctx, spec->id);
         ng_ctx_nac_release(ctx, spec->id);
-        entry_free(e);
+        if (e != NULL)
+            entry_free(e);
         return -1;
     }
     for (tail = &ctx->exports; *tail != NULL; tail = &(*tail)->next)
@@ -148,33 +280,65 @@ ng_exports_add(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
     return 0;
 }
 
+/* The export's BB is gone: drop its implicit filters and its claims. */
+static void
+export_finish(struct ng_control_ctx *ctx, struct ng_export_entry *e)
+{
+    remove_implicit(ctx, e->id);
+    ng_ctx_nac_release(ctx, e->id);
+    entry_free(e);
+}
+
 int
 ng_exports_del(struct ng_control_ctx *ctx, const char *id, bool hard,
                const char *job, bool dry_run, struct ng_error *err)
 {
     struct ng_export_entry *e = find_entry(ctx, id), **p;
     const struct ng_nbd_export *exp;
+    unsigned conns;
 
     if (e == NULL)
         return ng_error_set(err, ENOENT, "export '%s' not found", id);
     exp = ng_nbd_server_find_export(ctx->nbd, e->name);
-    if (!hard && exp != NULL && ng_nbd_export_connections(exp) > 0)
+    conns = exp != NULL ? ng_nbd_export_connections(exp) : 0;
+    if (!hard && conns > 0)
         return ng_error_set(err, EBUSY, "export '%s' has %u client(s) "
                             "connected; use mode 'hard' to disconnect them",
-                            id, ng_nbd_export_connections(exp));
+                            id, conns);
     if (dry_run)
         return 0;
     if (ng_nbd_server_del_export(ctx->nbd, e->name, hard, err) == -1)
         return -1;
-    ng_ctx_nac_release(ctx, e->id);
     ng_qmp_graph_changed(ctx, "export-removed", job,
                          json_pack("{s:s,s:s}", "export", e->id,
                                    "node-name", e->node));
     for (p = &ctx->exports; *p != e; p = &(*p)->next)
         ;
     *p = e->next;
-    entry_free(e);
+    if (conns > 0) {
+        /* Its clients still drain: keep the claims and the implicit
+         * filters until the NBD server says it is gone. */
+        e->next = ctx->removing;
+        ctx->removing = e;
+        return 0;
+    }
+    export_finish(ctx, e);
     return 0;
+}
+
+void
+ng_exports_gone(void *opaque, const char *name)
+{
+    struct ng_control_ctx *ctx = opaque;
+    struct ng_export_entry **p, *e;
+
+    for (p = &ctx->removing; (e = *p) != NULL; p = &e->next) {
+        if (strcmp(e->name, name) == 0) {
+            *p = e->next;
+            export_finish(ctx, e);
+            return;
+        }
+    }
 }
 
 json_t *
@@ -206,6 +370,11 @@ ng_exports_free_all(struct ng_control_ctx *ctx)
 
     while ((e = ctx->exports) != NULL) {
         ctx->exports = e->next;
+        ng_ctx_nac_release(ctx, e->id);
+        entry_free(e);
+    }
+    while ((e = ctx->removing) != NULL) {
+        ctx->removing = e->next;
         ng_ctx_nac_release(ctx, e->id);
         entry_free(e);
     }

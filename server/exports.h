@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "config/config.h"
 #include "server/control.h"
 
 struct ng_export_spec {
@@ -17,6 +18,8 @@ struct ng_export_spec {
     const char *node;           /* node-name of the root */
     bool writable;
     const char *description;    /* NULL = none */
+    struct ng_implicit_filters filters;     /* created above `node`,
+                                             * named "<id>.<driver>" */
 };
 
 struct ng_export_entry {
@@ -37,6 +40,9 @@ int ng_exports_add(struct ng_control_ctx *ctx,
  * answered first); safe refuses while clients are connected. */
 int ng_exports_del(struct ng_control_ctx *ctx, const char *id, bool hard,
                    const char *job, bool dry_run, struct ng_error *err);
+
+/* For ng_nbd_server_on_export_gone(): opaque is the ctx. */
+void ng_exports_gone(void *opaque, const char *name);
 
 /* query-block-exports' answer.  New reference. */
 json_t *ng_exports_query(struct ng_control_ctx *ctx);

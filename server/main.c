@@ -30,6 +30,7 @@ struct daemon {
     struct ng_control_ctx ctl_ctx;
     struct ng_control *control;
     uv_signal_t sigint, sigterm, sighup;
+    unsigned n_signals;         /* initialised, so closed at the end */
     bool stopping;
     int exit_code;
 };
@@ -104,6 +105,10 @@ build_graph(struct daemon *d, struct ng_error *err)
     d->graph = ng_graph_new(&d->loop);
     if (d->graph == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
+    for (i = 0; i < d->cfg->n_groups; i++)
+        if (ng_throttle_group_declare(d->graph, d->cfg->groups[i].name,
+                                      d->cfg->groups[i].limits, err) == -1)
+            return -1;
     for (i = 0; i < d->cfg->n_nodes; i++) {
         const struct ng_node_cfg *nc = &d->cfg->nodes[i];
 
@@ -136,11 +141,12 @@ start_server(struct daemon *d, struct ng_error *err)
     d->ctl_ctx.graph = d->graph;
     d->ctl_ctx.nbd = d->nbd;
     d->ctl_ctx.nac = d->nac;
+    ng_nbd_server_on_export_gone(d->nbd, ng_exports_gone, &d->ctl_ctx);
     for (i = 0; i < d->cfg->n_exports; i++) {
         const struct ng_export_cfg *ec = &d->cfg->exports[i];
         struct ng_export_spec spec = {
             .id = ec->name, .node = ec->node, .writable = ec->writable,
-            .description = ec->description,
+            .description = ec->description, .filters = ec->filters,
         };
 
         if (ng_exports_add(&d->ctl_ctx, &spec, "config", false, err) == -1)
@@ -148,6 +154,16 @@ start_server(struct daemon *d, struct ng_error *err)
                                    ec->loc.file, ec->loc.line,
                                    ec->loc.column, ec->name);
     }
+    return 0;
+}
+
+/* Last of all, so that once an NBD socket accepts, the daemon (control
+ * channel included) is ready. */
+static int
+start_listening(struct daemon *d, struct ng_error *err)
+{
+    size_t i;
+
     for (i = 0; i < d->cfg->n_listen; i++)
         if (ng_nbd_server_listen(d->nbd, d->cfg->listen[i].text, err) == -1)
             return -1;
@@ -193,9 +209,12 @@ control_stopped(void *opaque)
 {
     struct daemon *d = opaque;
 
-    uv_close((uv_handle_t *)&d->sigint, NULL);
-    uv_close((uv_handle_t *)&d->sigterm, NULL);
-    uv_close((uv_handle_t *)&d->sighup, NULL);
+    uv_signal_t *hs[] = { &d->sigint, &d->sigterm, &d->sighup };
+    unsigned i;
+
+    for (i = 0; i < d->n_signals; i++)
+        uv_close((uv_handle_t *)hs[i], NULL);
+    d->n_signals = 0;
 }
 
 /* Clients first (their requests finish), then the control channel. */
@@ -239,6 +258,7 @@ watch_signals(struct daemon *d)
     for (i = 0; i < 3; i++) {
         if (uv_signal_init(&d->loop, hs[i]) != 0)
             return -1;
+        d->n_signals++;
         hs[i]->data = d;
         if (uv_signal_start(hs[i], on_signal, nums[i]) != 0)
             return -1;
@@ -313,7 +333,8 @@ run(const struct options *o)
         return EXIT_FAILURE;
     }
     if (build_graph(&d, &err) == -1 || start_server(&d, &err) == -1 ||
-        start_control(&d, &err) == -1 || watch_signals(&d) == -1) {
+        start_control(&d, &err) == -1 || watch_signals(&d) == -1 ||
+        start_listening(&d, &err) == -1) {
         fprintf(stderr, "nbdgraphd: %s\n", err.msg[0] ? err.msg
                                                        : "cannot start");
         d.exit_code = EXIT_FAILURE;
@@ -321,6 +342,7 @@ run(const struct options *o)
             ng_nbd_server_shutdown(d.nbd, NULL, NULL);
         if (d.control != NULL)
             ng_control_shutdown(d.control, NULL, NULL);
+        control_stopped(&d);
         daemon_cleanup(&d);
         return d.exit_code;
     }

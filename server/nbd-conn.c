@@ -9,9 +9,9 @@
  * are copied at most once between socket and backing.
  *
  * Sending: replies are queued on the connection and go out once per
- * loop iteration (server's check handle) in one writev, first tried
- * synchronously; whatever the socket does not take is handed to
- * uv_write.  A request object is released only when its whole reply has
+ * loop iteration (the server's check and idle handles) in one writev,
+ * tried synchronously first; whatever the socket does not take is handed
+ * to uv_write.  A request object is released only when its whole reply has
  * left, so its buffer is never reused under a pending write.
  *
  * Ending: a graceful close (EOF, DISC, shutdown, export removal) stops
@@ -34,7 +34,7 @@
 static void conn_parse(struct nbd_conn *c);
 static void conn_submit(struct nbd_conn *c, struct nbd_req *r);
 
-/* ---- Freeing and closing ------------------------------------------------ */
+/* ---- Freeing and closing ------------------------------------------------- */
 
 static void
 conn_free(struct nbd_conn *c)
@@ -185,7 +185,7 @@ conn_after_release(struct nbd_conn *c)
     nbd_conn_maybe_close(c);
 }
 
-/* ---- Receiving ---------------------------------------------------------- */
+/* ---- Receiving ----------------------------------------------------------- */
 
 static void
 conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -241,7 +241,7 @@ conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_update_reading(c);
 }
 
-/* ---- Replies -------------------------------------------------------------- */
+/* ---- Replies ------------------------------------------------------------- */
 
 static void
 conn_queue_reply(struct nbd_conn *c, struct nbd_req *r)
@@ -436,7 +436,7 @@ conn_req_done(struct ng_req *q, int ret)
         reply_success(r);
 }
 
-/* ---- Sending ---------------------------------------------------------------- */
+/* ---- Sending ------------------------------------------------------------- */
 
 /* Release the replies at the head of the write queue that `sent` bytes
  * cover completely; returns the bytes of a partly sent one. */
@@ -553,7 +553,7 @@ nbd_conn_flush(struct nbd_conn *c)
         conn_after_release(c);
 }
 
-/* ---- Transmission: requests ------------------------------------------------ */
+/* ---- Transmission: requests ---------------------------------------------- */
 
 static bool
 cmd_changes_data(uint16_t cmd)
@@ -759,7 +759,7 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
     }
 }
 
-/* ---- Parsing ---------------------------------------------------------------- */
+/* ---- Parsing ------------------------------------------------------------- */
 
 /* Throw away payload of a refused WRITE; false while more is to come. */
 static bool
@@ -803,7 +803,7 @@ conn_parse(struct nbd_conn *c)
     nbd_conn_maybe_close(c);
 }
 
-/* ---- Starting ---------------------------------------------------------------- */
+/* ---- Starting ------------------------------------------------------------ */
 
 void
 nbd_conn_start(struct nbd_conn *c)

@@ -33,7 +33,7 @@
 
 #define META_ALLOCATION "base:allocation"
 
-/* ---- Output ------------------------------------------------------------- */
+/* ---- Output -------------------------------------------------------------- */
 
 struct hs_write {
     uv_write_t w;
@@ -192,7 +192,7 @@ hs_string(char *out, const uint8_t *data, uint32_t len)
     return memchr(data, '\0', len) == NULL;
 }
 
-/* ---- Options ----------------------------------------------------------- */
+/* ---- Options ------------------------------------------------------------- */
 
 /* A metadata context selection is for one export only. */
 static void

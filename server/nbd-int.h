@@ -78,7 +78,7 @@
 #define NBD_POOL_CLASSES        14      /* 4 KiB .. 32 MiB */
 #define NBD_POOL_BUDGET         (UINT64_C(128) << 20)
 
-/* ---- Objects -------------------------------------------------------------- */
+/* ---- Objects ------------------------------------------------------------- */
 
 struct nbd_conn;
 
@@ -125,18 +125,21 @@ struct ng_nbd_server {
     struct ng_nbd_export *removed;  /* removed, waiting for connections */
     struct nbd_conn *conns;
     struct nbd_conn *dirty;         /* connections with replies to flush */
-    uv_check_t flush_check;         /* flushes `dirty` once per iteration */
+    uv_check_t flush_check;         /* flush `dirty` after the poll phase */
+    uv_idle_t flush_idle;           /* ... or before it (see nbd.c) */
     uv_timer_t timer;               /* handshake and shutdown deadlines */
     struct nbd_req *free_reqs;
     struct nbd_pool pool;
     unsigned nconns;
     bool shutting_down;
     uint64_t shutdown_at;           /* uv_now() when it began */
-    bool handles_closing;           /* flush_check and timer */
+    bool handles_closing;           /* flush_check, flush_idle, timer */
     unsigned handles_open;
     bool free_pending;              /* ng_nbd_server_free() ran first */
     void (*shutdown_cb)(void *opaque);
     void *shutdown_opaque;
+    void (*export_gone)(void *opaque, const char *name);
+    void *export_gone_opaque;
 };
 
 /* One request and its reply.  Pooled per server: steady-state I/O
@@ -225,7 +228,7 @@ struct nbd_conn {
     bool handle_closed;
 };
 
-/* ---- nbd.c: server-wide services --------------------------------------- */
+/* ---- nbd.c: server-wide services ----------------------------------------- */
 
 /* Find an export by name; "" is the first export in config order. */
 struct ng_nbd_export *nbd_export_find(struct ng_nbd_server *srv,

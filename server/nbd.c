@@ -23,7 +23,7 @@
 #include "server/nbd-proto.h"
 #include "server/nbd.h"
 
-/* ---- Buffer pool ------------------------------------------------------- */
+/* ---- Buffer pool --------------------------------------------------------- */
 
 static unsigned
 pool_class(uint32_t len)
@@ -84,7 +84,7 @@ pool_fini(struct nbd_pool *pool)
     pool->cached = 0;
 }
 
-/* ---- Request objects -------------------------------------------------- */
+/* ---- Request objects ----------------------------------------------------- */
 
 struct nbd_req *
 nbd_req_get(struct nbd_conn *c, uint32_t len)
@@ -145,15 +145,18 @@ free_req_list(struct nbd_req *r)
     }
 }
 
-/* ---- Flushing once per loop iteration ----------------------------------- */
+/* ---- Flushing once per loop iteration ------------------------------------ */
 
-/* Replies completed during this iteration (inline in the read callback
- * or from the thread pool) go out together: one writev per connection. */
+/* Replies completed during one loop iteration go out together: one
+ * writev per connection.  Most complete in the poll phase (our read
+ * callbacks, thread-pool completions); the check handle, which runs
+ * right after it, sends them.  Some complete in a timer callback (a
+ * throttle releasing requests, the end of a drained section): the idle
+ * handle, which also keeps the coming poll from blocking, sends those
+ * before the loop would go to sleep on them. */
 static void
-flush_check_cb(uv_check_t *check)
+flush_dirty(struct ng_nbd_server *srv)
 {
-    struct ng_nbd_server *srv = check->data;
-
     while (srv->dirty != NULL) {
         struct nbd_conn *c = srv->dirty;
 
@@ -163,6 +166,19 @@ flush_check_cb(uv_check_t *check)
         nbd_conn_flush(c);
     }
     uv_check_stop(&srv->flush_check);
+    uv_idle_stop(&srv->flush_idle);
+}
+
+static void
+flush_check_cb(uv_check_t *check)
+{
+    flush_dirty(check->data);
+}
+
+static void
+flush_idle_cb(uv_idle_t *idle)
+{
+    flush_dirty(idle->data);
 }
 
 void
@@ -175,8 +191,10 @@ nbd_mark_dirty(struct nbd_conn *c)
     c->dirty = true;
     c->dirty_next = srv->dirty;
     srv->dirty = c;
-    if (!srv->handles_closing)
+    if (!srv->handles_closing) {
         uv_check_start(&srv->flush_check, flush_check_cb);
+        uv_idle_start(&srv->flush_idle, flush_idle_cb);
+    }
 }
 
 static void
@@ -193,7 +211,7 @@ unmark_dirty(struct ng_nbd_server *srv, struct nbd_conn *c)
     c->dirty_next = NULL;
 }
 
-/* ---- Server ------------------------------------------------------------ */
+/* ---- Server -------------------------------------------------------------- */
 
 struct ng_nbd_server *
 ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
@@ -209,26 +227,28 @@ ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
     srv->graph = graph;
     uv_check_init(loop, &srv->flush_check);
     srv->flush_check.data = srv;
+    uv_idle_init(loop, &srv->flush_idle);
+    srv->flush_idle.data = srv;
     uv_timer_init(loop, &srv->timer);
     srv->timer.data = srv;
-    srv->handles_open = 2;
+    srv->handles_open = 3;
     return srv;
 }
 
-/* ---- Exports ------------------------------------------------------------ */
+/* ---- Exports ------------------------------------------------------------- */
 
+/* An export really named "" is the default export; otherwise the first
+ * one is. */
 struct ng_nbd_export *
 nbd_export_find(struct ng_nbd_server *srv, const char *name)
 {
     struct ng_nbd_export *exp;
 
-    if (name[0] == '\0')
-        return srv->exports;
     for (exp = srv->exports; exp != NULL; exp = exp->next) {
         if (strcmp(exp->name, name) == 0)
             return exp;
     }
-    return NULL;
+    return name[0] == '\0' ? srv->exports : NULL;
 }
 
 static void
@@ -258,8 +278,11 @@ ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
         return ng_error_set(err, EINVAL,
                             "export '%s': description longer than %d bytes",
                             name, NBD_MAX_STRING);
-    if (name[0] != '\0' && nbd_export_find(srv, name) != NULL)
-        return ng_error_set(err, EEXIST, "export '%s' already exists", name);
+    for (exp = srv->exports; exp != NULL; exp = exp->next) {
+        if (strcmp(exp->name, name) == 0)
+            return ng_error_set(err, EEXIST, "export '%s' already exists",
+                                name);
+    }
     exp = calloc(1, sizeof *exp);
     if (exp == NULL ||
         (exp->name = strdup(name)) == NULL ||
@@ -337,12 +360,29 @@ nbd_export_conn_added(struct ng_nbd_export *exp)
 void
 nbd_export_conn_removed(struct ng_nbd_export *exp)
 {
+    struct ng_nbd_server *srv = exp->srv;
+    char *name;
+
     exp->nconns--;
     if (exp->nconns == 0 && exp->removed) {
-        export_unlink(&exp->srv->removed, exp);
+        export_unlink(&srv->removed, exp);
         ng_log_debug("export '%s' removed", exp->name);
+        name = exp->name;
+        exp->name = NULL;
         export_free(exp);
+        if (srv->export_gone != NULL)
+            srv->export_gone(srv->export_gone_opaque, name);
+        free(name);
     }
+}
+
+void
+ng_nbd_server_on_export_gone(struct ng_nbd_server *srv,
+                             void (*cb)(void *opaque, const char *name),
+                             void *opaque)
+{
+    srv->export_gone = cb;
+    srv->export_gone_opaque = opaque;
 }
 
 const struct ng_nbd_export *
@@ -388,7 +428,7 @@ ng_nbd_export_connections(const struct ng_nbd_export *exp)
     return exp->nconns;
 }
 
-/* ---- Listening ------------------------------------------------------------ */
+/* ---- Listening ----------------------------------------------------------- */
 
 static void listener_close(struct nbd_listener *l);
 static void shutdown_poll(struct ng_nbd_server *srv);
@@ -685,7 +725,7 @@ listener_close(struct nbd_listener *l)
     uv_close(&l->h.handle, listener_closed_cb);
 }
 
-/* ---- Deadlines --------------------------------------------------------- */
+/* ---- Deadlines ----------------------------------------------------------- */
 
 /* Once a second while a client is in handshake or we are shutting down:
  * drop clients that take too long. */
@@ -728,7 +768,7 @@ nbd_server_watch_deadlines(struct ng_nbd_server *srv)
         uv_timer_start(&srv->timer, deadline_timer_cb, 1000, 1000);
 }
 
-/* ---- Shutdown ------------------------------------------------------------- */
+/* ---- Shutdown ------------------------------------------------------------ */
 
 /* The last of our own handles is closed: report, and finish a free that
  * was asked for meanwhile. */
@@ -755,8 +795,10 @@ server_close_handles(struct ng_nbd_server *srv)
         return;
     srv->handles_closing = true;
     uv_check_stop(&srv->flush_check);
+    uv_idle_stop(&srv->flush_idle);
     uv_timer_stop(&srv->timer);
     uv_close((uv_handle_t *)&srv->flush_check, server_handle_closed_cb);
+    uv_close((uv_handle_t *)&srv->flush_idle, server_handle_closed_cb);
     uv_close((uv_handle_t *)&srv->timer, server_handle_closed_cb);
 }
 

@@ -37,6 +37,12 @@ int ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
 int ng_nbd_server_del_export(struct ng_nbd_server *srv, const char *name,
                              bool hard, struct ng_error *err);
 
+/* cb runs when an export removed in hard mode while clients were still
+ * connected is finally gone (its BB freed), with its name. */
+void ng_nbd_server_on_export_gone(struct ng_nbd_server *srv,
+                                  void (*cb)(void *opaque, const char *name),
+                                  void *opaque);
+
 /* Stop accepting, let requests in flight finish and be answered, close
  * every connection and listener (removing Unix socket files), then call
  * cb on the loop. */

@@ -12,7 +12,8 @@
 
 #define MUTATING_ARGS \
     { "dry-run", 'b', false }, \
-    { "job-id", 's', false }
+    { "job-id", 's', false }, \
+    { "explicit", 'b', false }
 
 static const struct ng_qmp_arg no_args[] = { { NULL, 0, false } };
 
@@ -43,6 +44,26 @@ static const struct ng_qmp_arg remove_filter_args[] = {
     { NULL, 0, false },
 };
 
+static const struct ng_qmp_arg reconfigure_args[] = {
+    { "node-name", 's', true },
+    { "options", 'o', true },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg group_limits_args[] = {
+    { "group", 's', true },
+    { "limits", 'o', true },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg group_del_args[] = {
+    { "group", 's', true },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
 static const struct ng_qmp_arg query_graph_args[] = {
     { "format", 's', false },
     { NULL, 0, false },
@@ -60,6 +81,10 @@ static const struct ng_qmp_arg export_add_args[] = {
     { "name", 's', false },
     { "writable", 'b', false },
     { "description", 's', false },
+    { "throttle", 'o', false },
+    { "throttle-group", 's', false },
+    { "copy-on-read", 'b', false },
+    { "detect-zeroes", 's', false },
     MUTATING_ARGS,
     { NULL, 0, false },
 };
@@ -84,6 +109,14 @@ const struct ng_qmp_command ng_qmp_commands[] = {
       insert_filter_args, false },
     { "blockdev-remove-filter", ng_qmp_blockdev_remove_filter,
       remove_filter_args, false },
+    { "blockdev-reconfigure", ng_qmp_blockdev_reconfigure, reconfigure_args,
+      false },
+    { "throttle-group-add", ng_qmp_throttle_group_add, group_limits_args,
+      false },
+    { "throttle-group-set", ng_qmp_throttle_group_set, group_limits_args,
+      false },
+    { "throttle-group-del", ng_qmp_throttle_group_del, group_del_args,
+      false },
     { "block-export-add", ng_qmp_block_export_add, export_add_args, false },
     { "block-export-del", ng_qmp_block_export_del, export_del_args, false },
     { "query-nac", ng_qmp_query_nac, no_args, false },

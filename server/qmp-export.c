@@ -32,10 +32,18 @@ ng_qmp_block_export_add(struct ng_qmp_call *call, json_t *args)
         .writable = json_is_true(json_object_get(args, "writable")),
         .description = arg_string(args, "description"),
     };
+    struct ng_value *v = ng_value_from_json(args);
     struct ng_error err = { 0 };
     char job[128];
 
+    if (v == NULL || ng_implicit_filters_parse(v, &spec.filters, &err) == -1) {
+        ng_value_free(v);
+        ng_qmp_error(call, NG_QMP_GENERIC, "%s",
+                     v ? err.msg : "out of memory");
+        return;
+    }
     if (strcmp(arg_string(args, "type"), "nbd") != 0) {
+        ng_value_free(v);
         ng_qmp_error(call, NG_QMP_GENERIC, "export type '%s' is not "
                      "supported (only 'nbd')", arg_string(args, "type"));
         return;
@@ -45,6 +53,7 @@ ng_qmp_block_export_add(struct ng_qmp_call *call, json_t *args)
         ng_qmp_error_from(call, &err);
     else
         ng_qmp_return(call, NULL);
+    ng_value_free(v);
 }
 
 void

@@ -165,6 +165,22 @@ ng_qmp_query_graph(struct ng_qmp_call *call, json_t *args)
     free(dot);
 }
 
+/* Implicit filters belong to their export's config: a command naming one
+ * must say "explicit": true (DESIGN.md, "implicit filter"). */
+static int
+check_not_implicit(struct ng_control_ctx *ctx, json_t *args,
+                   const char *name, struct ng_error *err)
+{
+    struct ng_node *n = ng_graph_find(ctx->graph, name);
+
+    if (n == NULL || !n->implicit ||
+        json_is_true(json_object_get(args, "explicit")))
+        return 0;
+    return ng_error_set(err, EPERM, "node '%s' is an implicit filter of "
+                        "export '%s'; pass \"explicit\": true to change it",
+                        name, n->implicit_owner ? n->implicit_owner : "?");
+}
+
 /* ---- blockdev-add / blockdev-del --------------------------------------- */
 
 /* blockdev-add's arguments minus our own keys, as node options. */
@@ -243,7 +259,9 @@ ng_qmp_blockdev_del(struct ng_qmp_call *call, json_t *args)
     int r;
 
     ng_qmp_job_id(ctx, args, "blockdev-del-", job, sizeof job);
-    r = ng_graph_check_del_node(ctx->graph, name, &err);
+    r = check_not_implicit(ctx, args, name, &err);
+    if (r == 0)
+        r = ng_graph_check_del_node(ctx->graph, name, &err);
     if (r == 0)
         r = ng_ctx_nac_claim(ctx, job, "command", &claim, 1, dry, &err);
     if (r == 0 && !dry) {
@@ -387,7 +405,8 @@ ng_qmp_blockdev_insert_filter(struct ng_qmp_call *call, json_t *args)
     fname = json_string_value(json_object_get(json_object_get(args, "filter"),
                                               "node-name"));
     op->filter_name = strdup(fname ? fname : "");
-    if (filter_op_bbs(op, json_object_get(args, "exports"), &err) == -1 ||
+    if (check_not_implicit(op->ctx, args, node, &err) == -1 ||
+        filter_op_bbs(op, json_object_get(args, "exports"), &err) == -1 ||
         ng_graph_check_insert_filter(op->ctx->graph, node, op->filter,
                                      (const char *const *)op->bbs,
                                      op->n_bbs, &err) == -1 ||
@@ -441,7 +460,8 @@ ng_qmp_blockdev_remove_filter(struct ng_qmp_call *call, json_t *args)
         ng_qmp_error(call, NG_QMP_GENERIC, "out of memory");
         return;
     }
-    if (ng_graph_check_remove_filter(op->ctx->graph, name, &err) == -1 ||
+    if (check_not_implicit(op->ctx, args, name, &err) == -1 ||
+        ng_graph_check_remove_filter(op->ctx->graph, name, &err) == -1 ||
         filter_op_claim(op, name, ng_qmp_dry_run(args), &err) == -1)
         goto fail;
     if (ng_qmp_dry_run(args)) {
@@ -455,4 +475,92 @@ ng_qmp_blockdev_remove_filter(struct ng_qmp_call *call, json_t *args)
 fail:
     ng_qmp_error_from(call, &err);
     filter_op_free(op);
+}
+
+/* ---- Live options and throttle groups ------------------------------------ */
+
+void
+ng_qmp_blockdev_reconfigure(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    const char *name = json_string_value(json_object_get(args, "node-name"));
+    struct ng_node *n = ng_graph_find(ctx->graph, name);
+    struct ng_value *opts = ng_value_from_json(json_object_get(args,
+                                                               "options"));
+    /* Registers the command under NAC without blocking anyone: options
+     * that change live change no data.  Implicit filters may be
+     * reconfigured without "explicit": this moves nothing in the graph,
+     * and changing an export's throttle limits is what it is for. */
+    struct ng_nac_claim claim = { name, 0, NG_NAC_ALL };
+    struct ng_error err = { 0 };
+    char job[128];
+    int r = -1;
+
+    ng_qmp_job_id(ctx, args, "reconfigure-", job, sizeof job);
+    if (n == NULL)
+        ng_error_set(&err, ENOENT, "node '%s' not found", name);
+    else if (ng_ctx_nac_claim(ctx, job, "command", &claim, 1,
+                              ng_qmp_dry_run(args), &err) == 0) {
+        r = ng_qmp_dry_run(args) ? 0 : ng_node_reconfigure(n, opts, &err);
+        if (!ng_qmp_dry_run(args))
+            ng_ctx_nac_release(ctx, job);
+    }
+    ng_value_free(opts);
+    if (r == -1) {
+        ng_qmp_error_from(call, &err);
+        return;
+    }
+    if (!ng_qmp_dry_run(args))
+        ng_qmp_graph_changed(ctx, "node-reconfigured", job,
+                             json_pack("{s:s}", "node-name", name));
+    ng_qmp_return(call, NULL);
+}
+
+/* throttle-group-add / -set / -del share this shape. */
+static void
+throttle_group_command(struct ng_qmp_call *call, json_t *args,
+                       int (*fn)(struct ng_graph *, const char *,
+                                 const struct ng_value *, struct ng_error *))
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    const char *group = json_string_value(json_object_get(args, "group"));
+    json_t *jl = json_object_get(args, "limits");
+    struct ng_value *limits = jl ? ng_value_from_json(jl) : NULL;
+    struct ng_error err = { 0 };
+    int r;
+
+    r = ng_qmp_dry_run(args)
+        ? (limits ? ng_throttle_limits_check(limits, &err) : 0)
+        : fn(ctx->graph, group, limits, &err);
+    ng_value_free(limits);
+    if (r == -1)
+        ng_qmp_error_from(call, &err);
+    else
+        ng_qmp_return(call, NULL);
+}
+
+static int
+group_del(struct ng_graph *g, const char *name, const struct ng_value *v,
+          struct ng_error *err)
+{
+    (void)v;
+    return ng_throttle_group_undeclare(g, name, err);
+}
+
+void
+ng_qmp_throttle_group_add(struct ng_qmp_call *call, json_t *args)
+{
+    throttle_group_command(call, args, ng_throttle_group_declare);
+}
+
+void
+ng_qmp_throttle_group_set(struct ng_qmp_call *call, json_t *args)
+{
+    throttle_group_command(call, args, ng_throttle_group_set_limits);
+}
+
+void
+ng_qmp_throttle_group_del(struct ng_qmp_call *call, json_t *args)
+{
+    throttle_group_command(call, args, group_del);
 }

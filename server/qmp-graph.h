@@ -12,6 +12,10 @@ ng_qmp_handler ng_qmp_blockdev_add;
 ng_qmp_handler ng_qmp_blockdev_del;
 ng_qmp_handler ng_qmp_blockdev_insert_filter;
 ng_qmp_handler ng_qmp_blockdev_remove_filter;
+ng_qmp_handler ng_qmp_blockdev_reconfigure;
+ng_qmp_handler ng_qmp_throttle_group_add;
+ng_qmp_handler ng_qmp_throttle_group_set;
+ng_qmp_handler ng_qmp_throttle_group_del;
 
 /* server/qmp-export.c */
 ng_qmp_handler ng_qmp_query_block_exports;

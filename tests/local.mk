@@ -12,10 +12,13 @@ check_LIBRARIES = tests/libngtest.a
 tests_libngtest_a_SOURCES = \
 	tests/harness.h \
 	tests/harness.c \
+	tests/qmp-client.h \
+	tests/qmp-client.c \
 	$(NULL)
 tests_libngtest_a_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
-TEST_LIBS = tests/libngtest.a $(LIBNBD_LIBS)
+TEST_LIBS = tests/libngtest.a $(LIBNBD_LIBS) $(JANSSON_LIBS)
 
 include tests/nbd.mk
+include tests/control.mk
 
 include tests/interop/local.mk

@@ -7,6 +7,7 @@ NBD_TESTS = \
 	tests/test-nbd-multiconn \
 	tests/test-nbd-garbage \
 	tests/test-nbd-export-del \
+	tests/test-nbd-timers \
 	$(NULL)
 check_PROGRAMS += $(NBD_TESTS)
 TESTS += $(NBD_TESTS)
@@ -32,5 +33,9 @@ tests_test_nbd_garbage_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_nbd_garbage_LDADD = $(TEST_LIBS)
 
 tests_test_nbd_export_del_SOURCES = tests/test-nbd-export-del.c
-tests_test_nbd_export_del_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_export_del_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS) $(JANSSON_CFLAGS)
 tests_test_nbd_export_del_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_timers_SOURCES = tests/test-nbd-timers.c
+tests_test_nbd_timers_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_timers_LDADD = $(TEST_LIBS)

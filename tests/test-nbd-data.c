@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libnbd.h>
 
@@ -319,15 +320,45 @@ run(const struct ng_test_daemon *d, bool structured, unsigned seed)
     nbd_close(nbd);
 }
 
+/* The file driver completes on worker threads, so replies come back
+ * later and out of order: the same tests over a file export. */
+static void
+run_on_file(void)
+{
+    struct ng_test_daemon *d;
+    char path[128], yaml[512];
+    FILE *fp;
+
+    snprintf(path, sizeof path, "/tmp/ngtest-nbd-data-%ld.img",
+             (long)getpid());
+    fp = fopen(path, "w");
+    if (fp == NULL || ftruncate(fileno(fp), (off_t)EXPORT_SIZE) == -1)
+        ng_test_fail("%s: cannot create", path);
+    fclose(fp);
+    snprintf(yaml, sizeof yaml,
+             "server:\n"
+             "  listen: [ \"unix:@SOCK@\" ]\n"
+             "nodes:\n"
+             "  f0: { driver: file, filename: \"%s\" }\n"
+             "exports:\n"
+             "  demo: { node: f0, writable: true }\n", path);
+    d = ng_test_start(yaml, "demo");
+    run(d, true, 21);
+    run(d, false, 31);
+    ng_test_stop(d);
+    unlink(path);
+}
+
 int
 main(void)
 {
     struct ng_test_daemon *d;
 
-    ng_test_timeout(120);
+    ng_test_timeout(240);
     d = ng_test_start(ng_test_memory_config("64M"), "demo");
     run(d, true, 1);
     run(d, false, 11);
     ng_test_stop(d);
+    run_on_file();
     return 0;
 }

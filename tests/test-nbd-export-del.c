@@ -5,20 +5,16 @@
  * for new clients while other exports go on serving. */
 #include <config.h>
 
-#include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
+#include <jansson.h>
 #include <libnbd.h>
 
 #include "tests/harness.h"
+#include "tests/qmp-client.h"
 
 static const char config[] =
     "server:\n"
@@ -30,71 +26,6 @@ static const char config[] =
     "exports:\n"
     "  demo: { node: mem0, writable: true }\n"
     "  other: { node: mem1, writable: true }\n";
-
-/* ---- A minimal QMP client: one JSON object per line ------------------- */
-
-static int
-qmp_connect(const char *path)
-{
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    if (strlen(path) >= sizeof sun.sun_path)
-        ng_test_fail("control path too long");
-    memcpy(sun.sun_path, path, strlen(path) + 1);
-    if (fd == -1 || connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1)
-        ng_test_fail("connect %s: %s", path, strerror(errno));
-    return fd;
-}
-
-/* Next line that is not an event. */
-static void
-qmp_read_line(int fd, char *buf, size_t cap)
-{
-    for (;;) {
-        size_t n = 0;
-
-        for (;;) {
-            struct pollfd pfd = { .fd = fd, .events = POLLIN };
-
-            if (poll(&pfd, 1, 10000) != 1)
-                ng_test_fail("no answer on the control socket");
-            if (read(fd, buf + n, 1) != 1)
-                ng_test_fail("control socket closed");
-            if (buf[n] == '\n')
-                break;
-            if (++n == cap - 1)
-                ng_test_fail("control line too long");
-        }
-        buf[n] = '\0';
-        if (strstr(buf, "\"event\"") == NULL)
-            return;
-    }
-}
-
-static void
-qmp_command(int fd, const char *cmd, char *reply, size_t cap)
-{
-    if (write(fd, cmd, strlen(cmd)) != (ssize_t)strlen(cmd) ||
-        write(fd, "\n", 1) != 1)
-        ng_test_fail("write to the control socket: %s", strerror(errno));
-    qmp_read_line(fd, reply, cap);
-}
-
-static int
-qmp_start(const struct ng_test_daemon *d)
-{
-    int fd = qmp_connect(d->control);
-    char line[4096];
-
-    qmp_read_line(fd, line, sizeof line);      /* greeting */
-    qmp_command(fd, "{\"execute\":\"qmp_capabilities\"}", line, sizeof line);
-    if (strstr(line, "\"return\"") == NULL)
-        ng_test_fail("qmp_capabilities: %s", line);
-    return fd;
-}
-
-/* ---- The test ----------------------------------------------------------- */
 
 static struct nbd_handle *
 connect_export(const struct ng_test_daemon *d, const char *name)
@@ -109,15 +40,38 @@ connect_export(const struct ng_test_daemon *d, const char *name)
     return nbd;
 }
 
+/* query-block-exports counts the clients past their handshake. */
+static void
+expect_connections(struct ng_test_qmp *qmp, const char *id, int want)
+{
+    json_t *list = ng_test_qmp_ok(qmp, "{s:s}", "execute",
+                                  "query-block-exports");
+    size_t i;
+    json_t *e;
+
+    json_array_foreach(list, i, e) {
+        if (strcmp(json_string_value(json_object_get(e, "id")), id) != 0)
+            continue;
+        if (json_integer_value(json_object_get(e, "connections")) != want)
+            ng_test_fail("export '%s': %" JSON_INTEGER_FORMAT
+                         " connections, expected %d", id,
+                         json_integer_value(json_object_get(e,
+                                                            "connections")),
+                         want);
+        json_decref(list);
+        return;
+    }
+    ng_test_fail("export '%s' not in query-block-exports", id);
+}
+
 int
 main(void)
 {
     struct ng_test_daemon *d;
     struct nbd_handle *nbd, *keep;
     static char buf[1 << 20];
-    char line[4096];
+    struct ng_test_qmp *qmp;
     int64_t cookies[8];
-    int qmp;
 
     ng_test_timeout(60);
     d = ng_test_start(config, "demo");
@@ -125,13 +79,12 @@ main(void)
     keep = connect_export(d, "other");
     if (nbd == NULL || keep == NULL)
         ng_test_fail_nbd("connect");
-    qmp = qmp_start(d);
+    qmp = ng_test_qmp_connect(d->control);
+    expect_connections(qmp, "demo", 1);
 
-    qmp_command(qmp, "{\"execute\":\"block-export-del\","
-                     "\"arguments\":{\"id\":\"demo\",\"mode\":\"safe\"}}",
-                line, sizeof line);
-    if (strstr(line, "\"error\"") == NULL)
-        ng_test_fail("safe removal with a client connected: %s", line);
+    ng_test_qmp_fails(qmp, "connected",
+                      "{s:s,s:{s:s,s:s}}", "execute", "block-export-del",
+                      "arguments", "id", "demo", "mode", "safe");
     if (nbd_pread(nbd, buf, 4096, 0, 0) == -1)
         ng_test_fail_nbd("pread after the refused removal");
 
@@ -143,11 +96,9 @@ main(void)
         if (cookies[i] == -1)
             ng_test_fail_nbd("aio_pwrite");
     }
-    qmp_command(qmp, "{\"execute\":\"block-export-del\","
-                     "\"arguments\":{\"id\":\"demo\",\"mode\":\"hard\"}}",
-                line, sizeof line);
-    if (strstr(line, "\"return\"") == NULL)
-        ng_test_fail("hard removal: %s", line);
+    json_decref(ng_test_qmp_ok(qmp, "{s:s,s:{s:s,s:s}}",
+                               "execute", "block-export-del", "arguments",
+                               "id", "demo", "mode", "hard"));
     /* Each write was either answered or lost with the connection; the
      * client sees the server go away rather than hang. */
     while (nbd_aio_in_flight(nbd) > 0) {
@@ -160,10 +111,22 @@ main(void)
 
     if ((nbd = connect_export(d, "demo")) != NULL)
         ng_test_fail("removed export still accepts clients");
+
+    /* the name can be used again, on the same node */
+    json_decref(ng_test_qmp_ok(qmp, "{s:s,s:{s:s,s:s,s:s,s:b}}",
+                               "execute", "block-export-add", "arguments",
+                               "type", "nbd", "id", "demo",
+                               "node-name", "mem0", "writable", 1));
+    if ((nbd = connect_export(d, "demo")) == NULL)
+        ng_test_fail_nbd("connect to the re-added export");
+    if (nbd_pread(nbd, buf, 4096, 0, 0) == -1)
+        ng_test_fail_nbd("pread on the re-added export");
+    expect_connections(qmp, "demo", 1);
+    nbd_close(nbd);
     if (nbd_pread(keep, buf, 4096, 0, 0) == -1)
         ng_test_fail_nbd("other export after the removal");
     nbd_close(keep);
-    close(qmp);
+    ng_test_qmp_close(qmp);
     ng_test_stop(d);
     return 0;
 }

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -187,11 +189,9 @@ raw_transmission(const struct ng_test_daemon *d, const char *name)
 }
 
 static void
-send_request(int fd, uint16_t flags, uint16_t type, uint64_t handle,
-             uint64_t offset, uint32_t len)
+make_request(unsigned char *q, uint16_t flags, uint16_t type,
+             uint64_t handle, uint64_t offset, uint32_t len)
 {
-    unsigned char q[28];
-
     put32(q, REQ_MAGIC);
     q[4] = (unsigned char)(flags >> 8);
     q[5] = (unsigned char)flags;
@@ -200,6 +200,15 @@ send_request(int fd, uint16_t flags, uint16_t type, uint64_t handle,
     put64(q + 8, handle);
     put64(q + 16, offset);
     put32(q + 24, len);
+}
+
+static void
+send_request(int fd, uint16_t flags, uint16_t type, uint64_t handle,
+             uint64_t offset, uint32_t len)
+{
+    unsigned char q[28];
+
+    make_request(q, flags, type, handle, offset, len);
     send_all(fd, q, sizeof q);
 }
 
@@ -267,6 +276,40 @@ test_export_name_path(const struct ng_test_daemon *d)
         if (recv_simple_reply(fd, h) != 0 || !recv_all(fd, buf, sizeof buf))
             ng_test_fail("read %" PRIu64 " before DISC not answered", h);
     }
+    expect_dropped(fd, "after DISC");
+}
+
+/* Far more requests than the server keeps in flight (sent in one go, so
+ * the socket takes them all), with no reply read until all are sent:
+ * the server must stop taking requests rather than buffer without
+ * bound, and still answer every one. */
+static void
+test_backpressure(const struct ng_test_daemon *d)
+{
+    enum { N = 2000, LEN = 65536 };
+    static bool seen[N];
+    static char data[LEN];
+    static unsigned char reqs[N][28];
+    int fd = raw_transmission(d, "demo");
+
+    for (uint64_t h = 0; h < N; h++)
+        make_request(reqs[h], 0, 0, h, (h % 512) * LEN, LEN);
+    send_all(fd, reqs, sizeof reqs);
+    for (int i = 0; i < N; i++) {
+        unsigned char r[16];
+        uint64_t h;
+
+        if (!recv_all(fd, r, sizeof r) || get32(r) != SIMPLE_MAGIC ||
+            get32(r + 4) != 0)
+            ng_test_fail("backpressure: reply %d missing or failed", i);
+        h = get64(r + 8);
+        if (h >= N || seen[h])
+            ng_test_fail("backpressure: bad handle %" PRIu64, h);
+        seen[h] = true;
+        if (!recv_all(fd, data, LEN))
+            ng_test_fail("backpressure: reply %d truncated", i);
+    }
+    send_request(fd, 0, 2, 0, 0, 0);
     expect_dropped(fd, "after DISC");
 }
 
@@ -363,14 +406,14 @@ test_garbage(const struct ng_test_daemon *d)
         close(raw_connect(d));
 }
 
-/* After all of that, a normal client still works. */
+/* After all of that, a normal client still works (over Unix or TCP). */
 static void
-test_normal_client(const struct ng_test_daemon *d)
+test_normal_client(const char *uri)
 {
     struct nbd_handle *nbd = nbd_create();
     char out[65536], in[65536];
 
-    if (nbd == NULL || nbd_connect_uri(nbd, d->uri) == -1)
+    if (nbd == NULL || nbd_connect_uri(nbd, uri) == -1)
         ng_test_fail_nbd("connect");
     ng_test_fill_pattern(out, sizeof out, 4 << 20, 7);
     if (nbd_pwrite(nbd, out, sizeof out, 4 << 20, 0) == -1 ||
@@ -382,17 +425,65 @@ test_normal_client(const struct ng_test_daemon *d)
     nbd_close(nbd);
 }
 
+/* A TCP port nobody listens on right now. */
+static int
+free_tcp_port(void)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    socklen_t len = sizeof sin;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int port;
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd == -1 || bind(fd, (struct sockaddr *)&sin, sizeof sin) == -1 ||
+        getsockname(fd, (struct sockaddr *)&sin, &len) == -1)
+        ng_test_fail("finding a free port: %s", strerror(errno));
+    port = ntohs(sin.sin_port);
+    close(fd);
+    return port;
+}
+
+/* Junk over TCP too, then a client over TCP. */
+static void
+test_tcp(int port)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    char uri[128];
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((uint16_t)port);
+    if (fd == -1 || connect(fd, (struct sockaddr *)&sin, sizeof sin) == -1)
+        ng_test_fail("tcp connect: %s", strerror(errno));
+    send_all(fd, "\xff\xff\xff\xff junk", 9);
+    expect_dropped(fd, "junk over TCP");
+    snprintf(uri, sizeof uri, "nbd://127.0.0.1:%d/demo", port);
+    test_normal_client(uri);
+}
+
 int
 main(void)
 {
     struct ng_test_daemon *d;
+    char yaml[512];
+    int port;
 
     ng_test_timeout(120);
-    d = ng_test_start(ng_test_memory_config("64M"), "demo");
+    port = free_tcp_port();
+    snprintf(yaml, sizeof yaml,
+             "server:\n"
+             "  listen: [ \"unix:@SOCK@\", \"tcp:127.0.0.1:%d\" ]\n"
+             "nodes:\n"
+             "  mem0: { driver: memory, size: 64M }\n"
+             "exports:\n"
+             "  demo: { node: mem0, writable: true }\n", port);
+    d = ng_test_start(yaml, "demo");
     test_export_name_path(d);
+    test_backpressure(d);
     test_options(d);
     test_garbage(d);
-    test_normal_client(d);
+    test_normal_client(d->uri);
+    test_tcp(port);
     ng_test_stop(d);
     return 0;
 }

@@ -1,0 +1,1562 @@
+/* contrib/nbdgraphctl.c: the admin CLI.  One QMP command per run on
+ * nbdgraphd's control socket, shown as a table for people or as the
+ * daemon's own JSON (--json) for scripts.
+ *
+ * Exit status: 0 done, 1 the daemon refused or the command failed,
+ * 2 bad command line or no daemon to talk to.
+ *
+ * Plain blocking socket, every wait bounded by poll(): a daemon that
+ * hangs must not hang the admin's shell (or a test) with it. */
+#include <config.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "config/config.h"
+
+#define EXIT_CMD    1           /* refused by the daemon, or failed */
+#define EXIT_USAGE  2           /* bad command line, or no daemon */
+
+#define MAX_MSG     (64 * 1024 * 1024)  /* one line from the daemon */
+#define MAX_DEPTH   32          /* graph tree; deeper means a cycle */
+
+struct command;
+
+/* Everything one run owns: options, the connection, its input buffer. */
+struct ctl {
+    const char *socket;         /* borrowed from argv or the environment */
+    bool json;                  /* --json: print "return" as is */
+    bool dry_run;               /* --dry-run: ask, change nothing */
+    int timeout_ms;             /* bound on each wait; -1 = none */
+    bool timeout_set;           /* --timeout given */
+    const struct command *cmd;  /* the subcommand running */
+    int fd;                     /* -1 until connected */
+    char *buf;                  /* received, not yet parsed; owned */
+    size_t len, cap;
+    json_int_t next_id;
+};
+
+struct command {
+    const char *name;
+    int (*run)(struct ctl *c, int argc, char **argv);
+    bool mutating;              /* takes --dry-run */
+    const char *synopsis;       /* arguments after the name */
+    const char *summary;
+};
+
+/* ---- Messages and memory ----------------------------------------------- */
+
+static void errorf(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static void
+errorf(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("nbdgraphctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* A CLI has nothing sensible to do without memory: say so and stop. */
+static void *
+check_alloc(void *p)
+{
+    if (p == NULL) {
+        errorf("out of memory");
+        exit(EXIT_CMD);
+    }
+    return p;
+}
+
+static char *
+xstrdup(const char *s)
+{
+    return check_alloc(strdup(s));
+}
+
+/* ---- Time -------------------------------------------------------------- */
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The moment `ms` from now; -1 (never) when ms < 0. */
+static int64_t
+deadline_in(int ms)
+{
+    return ms < 0 ? -1 : now_ms() + ms;
+}
+
+/* poll()'s timeout until `deadline`: -1 none, 0 passed. */
+static int
+ms_left(int64_t deadline)
+{
+    int64_t left;
+
+    if (deadline < 0)
+        return -1;
+    left = deadline - now_ms();
+    if (left <= 0)
+        return 0;
+    return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* Wait for `events` on fd: 1 ready, 0 timed out, -1 error (errno). */
+static int
+wait_fd(int fd, short events, int64_t deadline)
+{
+    struct pollfd p = { .fd = fd, .events = events };
+    int r;
+
+    do
+        r = poll(&p, 1, ms_left(deadline));
+    while (r == -1 && errno == EINTR);
+    return r;
+}
+
+static double
+seconds(int ms)
+{
+    return ms / 1000.0;
+}
+
+/* ---- Reading lines ----------------------------------------------------- */
+
+enum read_result { READ_OK, READ_TIMEOUT, READ_FAILED };
+
+static bool
+is_blank(const char *p, size_t n)
+{
+    while (n > 0 && strchr(" \t\r\n", *p) != NULL && *p != '\0') {
+        p++;
+        n--;
+    }
+    return n == 0;
+}
+
+/* Every QMP message is a JSON object; anything else (the NBD socket's
+ * binary greeting, say) fails now instead of at the timeout. */
+static bool
+looks_like_qmp(const char *p, size_t n)
+{
+    while (n > 0 && strchr(" \t\r\n", *p) != NULL && *p != '\0') {
+        p++;
+        n--;
+    }
+    return n == 0 || *p == '{';
+}
+
+static void
+consume(struct ctl *c, size_t n)
+{
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+}
+
+/* Parse the first complete line into *msg (caller owns), or leave it
+ * NULL when there is none yet.  -1 on input that is not QMP (said). */
+static int
+take_line(struct ctl *c, json_t **msg)
+{
+    json_error_t jerr;
+    char *nl;
+    size_t n;
+
+    *msg = NULL;
+    while (c->len > 0 && (nl = memchr(c->buf, '\n', c->len)) != NULL) {
+        n = (size_t)(nl - c->buf) + 1;
+        if (is_blank(c->buf, n)) {
+            consume(c, n);
+            continue;
+        }
+        *msg = json_loadb(c->buf, n, 0, &jerr);
+        consume(c, n);
+        if (json_is_object(*msg))
+            return 0;
+        json_decref(*msg);
+        *msg = NULL;
+        errorf("%s: bad message from nbdgraphd: %s", c->socket, jerr.text);
+        return -1;
+    }
+    if (!looks_like_qmp(c->buf, c->len)) {
+        errorf("%s: not a QMP control socket", c->socket);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+grow(struct ctl *c)
+{
+    size_t cap;
+
+    if (c->cap - c->len >= 4096)
+        return 0;
+    cap = c->cap ? c->cap * 2 : 16384;
+    if (cap > MAX_MSG)
+        return -1;
+    c->buf = check_alloc(realloc(c->buf, cap));
+    c->cap = cap;
+    return 0;
+}
+
+static enum read_result
+fill(struct ctl *c, int64_t deadline)
+{
+    ssize_t n;
+    int r;
+
+    if (grow(c) == -1) {
+        errorf("%s: message from nbdgraphd too long", c->socket);
+        return READ_FAILED;
+    }
+    r = wait_fd(c->fd, POLLIN, deadline);
+    if (r == 0)
+        return READ_TIMEOUT;
+    n = r < 0 ? -1 : recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    if (n == 0) {
+        errorf("%s: nbdgraphd closed the connection", c->socket);
+        return READ_FAILED;
+    }
+    if (n < 0 && errno == EINTR)
+        return READ_OK;
+    if (n < 0) {
+        errorf("%s: %s", c->socket, strerror(errno));
+        return READ_FAILED;
+    }
+    c->len += (size_t)n;
+    return READ_OK;
+}
+
+/* The next message, reply or event, into *msg (caller owns). */
+static enum read_result
+read_msg(struct ctl *c, int64_t deadline, json_t **msg)
+{
+    enum read_result r;
+
+    for (;;) {
+        if (take_line(c, msg) == -1)
+            return READ_FAILED;
+        if (*msg != NULL)
+            return READ_OK;
+        if ((r = fill(c, deadline)) != READ_OK)
+            return r;
+    }
+}
+
+/* ---- Sending and calling ----------------------------------------------- */
+
+static int
+send_all(struct ctl *c, const char *p, size_t n, int64_t deadline)
+{
+    ssize_t k;
+    int r;
+
+    while (n > 0) {
+        r = wait_fd(c->fd, POLLOUT, deadline);
+        if (r == 0) {
+            errorf("%s: nbdgraphd does not read its input", c->socket);
+            return -1;
+        }
+        /* MSG_NOSIGNAL: a daemon gone away is an error, not SIGPIPE. */
+        k = r < 0 ? -1 : send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (k < 0) {
+            errorf("%s: %s", c->socket, strerror(errno));
+            return -1;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Send one message and its CRLF.  Borrows msg. */
+static int
+send_msg(struct ctl *c, json_t *msg, int64_t deadline)
+{
+    char *text = check_alloc(json_dumps(msg, JSON_COMPACT |
+                                        JSON_PRESERVE_ORDER));
+    int r = send_all(c, text, strlen(text), deadline);
+
+    free(text);
+    return r == 0 ? send_all(c, "\r\n", 2, deadline) : -1;
+}
+
+/* A reply with no id answers us too: the daemon gives none to input it
+ * could not parse, and we have one command in flight. */
+static bool
+is_reply_to(json_t *msg, json_t *id)
+{
+    json_t *mid = json_object_get(msg, "id");
+
+    if (json_object_get(msg, "return") == NULL &&
+        json_object_get(msg, "error") == NULL)
+        return false;
+    return mid == NULL || id == NULL || json_equal(mid, id);
+}
+
+static int
+wait_reply(struct ctl *c, json_t *id, int64_t deadline, json_t **reply)
+{
+    enum read_result r;
+    json_t *msg;
+
+    for (;;) {
+        r = read_msg(c, deadline, &msg);
+        if (r == READ_TIMEOUT)
+            errorf("%s: no reply from nbdgraphd within %g s", c->socket,
+                   seconds(c->timeout_ms));
+        if (r != READ_OK)
+            return -1;
+        if (is_reply_to(msg, id)) {
+            *reply = msg;
+            return 0;
+        }
+        json_decref(msg);       /* an event: only `events` shows them */
+    }
+}
+
+/* Send msg and wait for its reply (*reply, caller owns).  Steals msg.
+ * -1 when the conversation failed (said); a QMP error is a reply. */
+static int
+call(struct ctl *c, json_t *msg, int64_t deadline, json_t **reply)
+{
+    json_t *id = json_incref(json_object_get(msg, "id"));
+    int r = send_msg(c, msg, deadline);
+
+    json_decref(msg);
+    if (r == 0)
+        r = wait_reply(c, id, deadline, reply);
+    json_decref(id);
+    return r;
+}
+
+static const char *
+error_desc(json_t *reply)
+{
+    json_t *err = json_object_get(reply, "error");
+    const char *desc = json_string_value(json_object_get(err, "desc"));
+
+    if (err == NULL)
+        return NULL;
+    return desc != NULL ? desc : "unknown error";
+}
+
+/* ---- Connecting -------------------------------------------------------- */
+
+static int
+connect_socket(struct ctl *c)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+
+    if (strlen(c->socket) >= sizeof sun.sun_path) {
+        errorf("control socket path too long: %s", c->socket);
+        return -1;
+    }
+    strcpy(sun.sun_path, c->socket);
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd == -1) {
+        errorf("socket: %s", strerror(errno));
+        return -1;
+    }
+    if (connect(c->fd, (struct sockaddr *)&sun, sizeof sun) == 0)
+        return 0;
+    errorf("cannot reach nbdgraphd at %s: %s (is it running? see --socket "
+           "and NBDGRAPH_CONTROL)", c->socket, strerror(errno));
+    return -1;
+}
+
+static int
+read_greeting(struct ctl *c, int64_t deadline)
+{
+    enum read_result r;
+    json_t *msg;
+    bool qmp;
+
+    r = read_msg(c, deadline, &msg);
+    if (r == READ_TIMEOUT)
+        errorf("%s: no greeting within %g s", c->socket,
+               seconds(c->timeout_ms));
+    if (r != READ_OK)
+        return -1;
+    qmp = json_is_object(json_object_get(msg, "QMP"));
+    json_decref(msg);
+    if (!qmp)
+        errorf("%s: not a QMP control socket", c->socket);
+    return qmp ? 0 : -1;
+}
+
+static int
+negotiate(struct ctl *c, int64_t deadline)
+{
+    json_t *reply = NULL;
+    const char *desc;
+
+    if (call(c, json_pack("{s:s,s:I}", "execute", "qmp_capabilities",
+                          "id", c->next_id++), deadline, &reply) == -1)
+        return -1;
+    desc = error_desc(reply);
+    if (desc != NULL)
+        errorf("%s: qmp_capabilities: %s", c->socket, desc);
+    json_decref(reply);
+    return desc != NULL ? -1 : 0;
+}
+
+/* Connect, read the greeting, leave capabilities negotiation.  Any
+ * failure here means the command never ran: EXIT_USAGE. */
+static int
+ctl_open(struct ctl *c)
+{
+    int64_t deadline = deadline_in(c->timeout_ms);
+
+    if (c->fd != -1)
+        return 0;
+    if (connect_socket(c) == 0 && read_greeting(c, deadline) == 0 &&
+        negotiate(c, deadline) == 0)
+        return 0;
+    if (c->fd != -1)
+        close(c->fd);
+    c->fd = -1;
+    return EXIT_USAGE;
+}
+
+static void
+ctl_close(struct ctl *c)
+{
+    if (c->fd != -1)
+        close(c->fd);
+    c->fd = -1;
+    free(c->buf);
+    c->buf = NULL;
+    c->len = c->cap = 0;
+}
+
+/* Run one command.  Steals args (NULL = none).  On 0, *ret holds the
+ * "return" value (caller owns); else the error was said and the result
+ * is the exit status. */
+static int
+ctl_execute(struct ctl *c, const char *name, json_t *args, json_t **ret)
+{
+    json_t *msg, *reply = NULL;
+    const char *desc;
+    int r;
+
+    *ret = NULL;
+    r = ctl_open(c);
+    if (r != 0) {
+        json_decref(args);
+        return r;
+    }
+    msg = check_alloc(json_object());
+    json_object_set_new(msg, "execute", json_string(name));
+    json_object_set_new(msg, "arguments", args ? args : json_object());
+    json_object_set_new(msg, "id", json_integer(c->next_id++));
+    if (call(c, msg, deadline_in(c->timeout_ms), &reply) == -1)
+        return EXIT_CMD;
+    desc = error_desc(reply);
+    if (desc != NULL)
+        errorf("%s", desc);
+    else
+        *ret = json_incref(json_object_get(reply, "return"));
+    json_decref(reply);
+    return desc != NULL ? EXIT_CMD : 0;
+}
+
+/* ---- Output helpers ---------------------------------------------------- */
+
+static void
+print_json(json_t *v)
+{
+    json_dumpf(v, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+               JSON_ENCODE_ANY);
+    putchar('\n');
+}
+
+/* "64 MiB", or "1.5 GiB" when not a whole number of units. */
+static void
+format_size(json_int_t bytes, char *buf, size_t size)
+{
+    static const char *const units[] = {
+        "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB",
+    };
+    json_int_t unit = 1;
+    size_t u = 0;
+
+    while (u + 1 < sizeof units / sizeof units[0] && bytes / 1024 >= unit) {
+        unit *= 1024;
+        u++;
+    }
+    if (bytes % unit == 0)
+        snprintf(buf, size, "%" JSON_INTEGER_FORMAT " %s", bytes / unit,
+                 units[u]);
+    else
+        snprintf(buf, size, "%.1f %s", (double)bytes / (double)unit,
+                 units[u]);
+}
+
+/* One table cell for any JSON value (caller frees): "-" when missing or
+ * empty, yes/no, numbers, lists joined by ','. */
+static char *
+cell_text(json_t *v)
+{
+    char *s = NULL;
+    size_t n = 0, i;
+    FILE *fp;
+    json_t *item;
+
+    if (v == NULL || json_is_null(v) ||
+        (json_is_string(v) && json_string_length(v) == 0) ||
+        (json_is_array(v) && json_array_size(v) == 0))
+        return xstrdup("-");
+    if (json_is_string(v))
+        return xstrdup(json_string_value(v));
+    if (json_is_boolean(v))
+        return xstrdup(json_is_true(v) ? "yes" : "no");
+    if (!json_is_array(v))
+        return check_alloc(json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY));
+    fp = check_alloc(open_memstream(&s, &n));
+    json_array_foreach(v, i, item) {
+        char *t = cell_text(item);
+
+        fprintf(fp, "%s%s", i > 0 ? "," : "", t);
+        free(t);
+    }
+    fclose(fp);
+    return check_alloc(s);
+}
+
+static char *
+field_text(json_t *obj, const char *key)
+{
+    return cell_text(json_object_get(obj, key));
+}
+
+/* obj[key] as a string, or "" when missing: never NULL, so it can go
+ * straight to printf. */
+static const char *
+jtext(json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+
+    return s != NULL ? s : "";
+}
+
+static bool
+jtrue(json_t *obj, const char *key)
+{
+    return json_is_true(json_object_get(obj, key));
+}
+
+/* ---- Tables ------------------------------------------------------------ */
+
+struct table {
+    size_t ncols, nrows, cap;   /* rows, including the header */
+    char **cells;               /* row-major; each owned */
+};
+
+/* Add one row of t->ncols cells; takes ownership of each. */
+static void
+table_add(struct table *t, char **row)
+{
+    if (t->nrows == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 16;
+        t->cells = check_alloc(realloc(t->cells, t->cap * t->ncols *
+                                       sizeof *t->cells));
+    }
+    memcpy(t->cells + t->nrows * t->ncols, row, t->ncols * sizeof *row);
+    t->nrows++;
+}
+
+static void
+table_header(struct table *t, const char *const *names)
+{
+    char *row[16];
+    size_t i;
+
+    for (i = 0; i < t->ncols && i < 16; i++)
+        row[i] = xstrdup(names[i]);
+    table_add(t, row);
+}
+
+/* Columns count characters, not bytes: UTF-8 names line up too. */
+static size_t
+text_width(const char *s)
+{
+    size_t w = 0;
+
+    for (; *s != '\0'; s++)
+        w += ((unsigned char)*s & 0xc0) != 0x80;
+    return w;
+}
+
+static void
+table_print(const struct table *t)
+{
+    size_t width[16] = { 0 }, r, i, w;
+    const char *s;
+
+    for (r = 0; r < t->nrows; r++)
+        for (i = 0; i < t->ncols && i < 16; i++) {
+            w = text_width(t->cells[r * t->ncols + i]);
+            width[i] = w > width[i] ? w : width[i];
+        }
+    for (r = 0; r < t->nrows; r++) {
+        for (i = 0; i < t->ncols; i++) {
+            s = t->cells[r * t->ncols + i];
+            if (i + 1 == t->ncols)
+                printf("%s\n", s);      /* no trailing blanks */
+            else
+                printf("%s%*s", s, (int)(width[i] - text_width(s) + 2), "");
+        }
+    }
+}
+
+static void
+table_free(struct table *t)
+{
+    size_t i;
+
+    for (i = 0; i < t->nrows * t->ncols; i++)
+        free(t->cells[i]);
+    free(t->cells);
+}
+
+/* ---- Command-line helpers ---------------------------------------------- */
+
+#define OPT_HELP { "help", no_argument, NULL, 'h' }
+#define OPT_END  { NULL, 0, NULL, 0 }
+
+static void
+command_usage(const struct command *cmd, FILE *fp)
+{
+    fprintf(fp, "Usage: nbdgraphctl [OPTION]... %s%s%s\n%s\n", cmd->name,
+            *cmd->synopsis ? " " : "", cmd->synopsis, cmd->summary);
+}
+
+static int usage_error(struct ctl *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int
+usage_error(struct ctl *c, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "nbdgraphctl: %s: ", c->cmd->name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    command_usage(c->cmd, stderr);
+    return EXIT_USAGE;
+}
+
+/* getopt_long over a command's own arguments (argv[0] is the command).
+ * GNU getopt permutes, so options may follow KEY=VALUE arguments. */
+static int
+next_opt(int argc, char **argv, const struct option *opts)
+{
+    opterr = 0;                 /* we say it, naming the command */
+    return getopt_long(argc, argv, ":h", opts, NULL);
+}
+
+/* The status for an option next_opt() returned that the command does not
+ * handle itself: --help, or a usage error. */
+static int
+opt_status(struct ctl *c, int o, char **argv)
+{
+    if (o == 'h') {
+        command_usage(c->cmd, stdout);
+        return 0;
+    }
+    if (o == ':')
+        return usage_error(c, "option '%s' needs an argument",
+                           argv[optind - 1]);
+    return usage_error(c, "unknown option '%s'", argv[optind - 1]);
+}
+
+/* Option parsing for commands without options of their own.  -1 to go
+ * on, else the exit status. */
+static int
+no_opts(struct ctl *c, int argc, char **argv)
+{
+    static const struct option opts[] = { OPT_HELP, OPT_END };
+    int o;
+
+    optind = 0;
+    o = next_opt(argc, argv, opts);
+    return o == -1 ? -1 : opt_status(c, o, argv);
+}
+
+static int
+check_nargs(struct ctl *c, int n, int min, int max)
+{
+    if (n < min)
+        return usage_error(c, "missing argument");
+    if (max >= 0 && n > max)
+        return usage_error(c, "unexpected argument");
+    return 0;
+}
+
+/* ---- Commands that change the graph ------------------------------------ */
+
+/* Print nothing on success (as cp does), "{}" with --json, a verdict with
+ * --dry-run.  Steals args. */
+static int
+run_change(struct ctl *c, const char *name, json_t *args)
+{
+    json_t *ret;
+    int r;
+
+    if (c->dry_run)
+        json_object_set_new(args, "dry-run", json_true());
+    r = ctl_execute(c, name, args, &ret);
+    if (r == 0 && c->json)
+        print_json(ret);
+    else if (r == 0 && c->dry_run)
+        printf("dry run: %s would succeed\n", name);
+    json_decref(ret);
+    return r;
+}
+
+/* VALUE of KEY=VALUE: integer, boolean, else string (new reference). */
+static json_t *
+parse_value(const char *s)
+{
+    const char *digits = *s == '-' ? s + 1 : s;
+    char *end;
+    long long n;
+
+    if (strcmp(s, "true") == 0 || strcmp(s, "false") == 0)
+        return json_boolean(*s == 't');
+    if (*digits >= '0' && *digits <= '9') {
+        errno = 0;
+        n = strtoll(s, &end, 10);
+        if (errno == 0 && *end == '\0')
+            return json_integer(n);
+    }
+    return json_string(s);          /* "16M": the daemon parses sizes */
+}
+
+/* obj[a][b][c] = value for key "a.b.c", making the objects on the way.
+ * Steals value.  -1 on a bad or repeated key (said). */
+static int
+set_dotted(struct ctl *c, json_t *obj, const char *key, json_t *value)
+{
+    char *path = xstrdup(key), *part = path, *dot;
+    json_t *next;
+    int r = 0;
+
+    while (r == 0 && (dot = strchr(part, '.')) != NULL) {
+        *dot = '\0';
+        next = json_object_get(obj, part);
+        if (*part == '\0' || (next != NULL && !json_is_object(next)))
+            r = usage_error(c, "bad key '%s'", key);
+        else if (next == NULL)
+            json_object_set_new(obj, part, next = json_object());
+        obj = next;
+        part = dot + 1;
+    }
+    if (r == 0 && (*part == '\0' || json_object_get(obj, part) != NULL))
+        r = usage_error(c, "bad or repeated key '%s'", key);
+    if (r == 0)
+        json_object_set(obj, part, value);
+    json_decref(value);
+    free(path);
+    return r == 0 ? 0 : -1;
+}
+
+/* KEY=VALUE, or KEY:=JSON for what VALUE cannot spell (lists, null). */
+static int
+add_key_value(struct ctl *c, json_t *obj, const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+    bool raw = eq != NULL && eq > arg && eq[-1] == ':';
+    char *key;
+    json_t *value;
+    int r;
+
+    if (eq == NULL || eq == arg) {
+        usage_error(c, "expected KEY=VALUE, not '%s'", arg);
+        return -1;
+    }
+    key = check_alloc(strndup(arg, (size_t)(eq - arg - raw)));
+    value = raw ? json_loads(eq + 1, JSON_DECODE_ANY, NULL)
+                : parse_value(eq + 1);
+    if (value == NULL) {
+        usage_error(c, "'%s': not JSON", arg);
+        r = -1;
+    } else {
+        r = set_dotted(c, obj, key, value);
+    }
+    free(key);
+    return r;
+}
+
+static int
+add_key_values(struct ctl *c, json_t *obj, int argc, char **argv)
+{
+    int i;
+
+    for (i = 0; i < argc; i++)
+        if (add_key_value(c, obj, argv[i]) == -1)
+            return -1;
+    return 0;
+}
+
+static int
+cmd_add_node(struct ctl *c, int argc, char **argv)
+{
+    json_t *args;
+    int r = no_opts(c, argc, argv);
+
+    if (r != -1 || (r = check_nargs(c, argc - optind, 2, -1)) != 0)
+        return r;
+    args = json_pack("{s:s,s:s}", "node-name", argv[optind],
+                     "driver", argv[optind + 1]);
+    if (add_key_values(c, args, argc - optind - 2, argv + optind + 2) == -1) {
+        json_decref(args);
+        return EXIT_USAGE;
+    }
+    return run_change(c, "blockdev-add", args);
+}
+
+static int
+cmd_del_node(struct ctl *c, int argc, char **argv)
+{
+    int r = no_opts(c, argc, argv);
+
+    if (r != -1 || (r = check_nargs(c, argc - optind, 1, 1)) != 0)
+        return r;
+    return run_change(c, "blockdev-del",
+                      json_pack("{s:s}", "node-name", argv[optind]));
+}
+
+/* --export NAME...: appended to `exports`.  -1 to go on, else the exit
+ * status. */
+static int
+export_opts(struct ctl *c, int argc, char **argv, json_t *exports)
+{
+    static const struct option opts[] = {
+        { "export", required_argument, NULL, 'e' }, OPT_HELP, OPT_END,
+    };
+    int o;
+
+    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
+        if (o != 'e')
+            return opt_status(c, o, argv);
+        json_array_append_new(exports, json_string(optarg));
+    }
+    return -1;
+}
+
+/* blockdev-insert-filter's arguments from NODE DRIVER FILTER-NAME
+ * [KEY=VALUE]... (pos[0..npos)); NULL on a usage error (said). */
+static json_t *
+insert_filter_args(struct ctl *c, char **pos, int npos, json_t *exports)
+{
+    json_t *filter = json_pack("{s:s,s:s}", "driver", pos[1],
+                               "node-name", pos[2]);
+    json_t *args = json_pack("{s:s,s:O}", "node", pos[0], "filter", filter);
+
+    if (json_array_size(exports) > 0)
+        json_object_set(args, "exports", exports);
+    if (add_key_values(c, filter, npos - 3, pos + 3) == -1) {
+        json_decref(args);
+        args = NULL;
+    }
+    json_decref(filter);
+    return args;
+}
+
+static int
+cmd_insert_filter(struct ctl *c, int argc, char **argv)
+{
+    json_t *exports = check_alloc(json_array()), *args;
+    int r = export_opts(c, argc, argv, exports);
+
+    if (r == -1 && (r = check_nargs(c, argc - optind, 3, -1)) == 0) {
+        args = insert_filter_args(c, argv + optind, argc - optind, exports);
+        r = args != NULL ? run_change(c, "blockdev-insert-filter", args)
+                         : EXIT_USAGE;
+    }
+    json_decref(exports);
+    return r;
+}
+
+static int
+cmd_remove_filter(struct ctl *c, int argc, char **argv)
+{
+    int r = no_opts(c, argc, argv);
+
+    if (r != -1 || (r = check_nargs(c, argc - optind, 1, 1)) != 0)
+        return r;
+    return run_change(c, "blockdev-remove-filter",
+                      json_pack("{s:s}", "node-name", argv[optind]));
+}
+
+static int
+cmd_add_export(struct ctl *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "name", required_argument, NULL, 'n' },
+        { "writable", no_argument, NULL, 'w' },
+        { "description", required_argument, NULL, 'd' },
+        OPT_HELP, OPT_END,
+    };
+    const char *name = NULL, *desc = NULL;
+    bool writable = false;
+    json_t *args;
+    int o;
+
+    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
+        switch (o) {
+        case 'n': name = optarg; break;
+        case 'w': writable = true; break;
+        case 'd': desc = optarg; break;
+        default:  return opt_status(c, o, argv);
+        }
+    }
+    if ((o = check_nargs(c, argc - optind, 2, 2)) != 0)
+        return o;
+    args = json_pack("{s:s,s:s,s:s,s:b}", "type", "nbd", "id", argv[optind],
+                     "node-name", argv[optind + 1], "writable", writable);
+    if (name != NULL)
+        json_object_set_new(args, "name", json_string(name));
+    if (desc != NULL)
+        json_object_set_new(args, "description", json_string(desc));
+    return run_change(c, "block-export-add", args);
+}
+
+static int
+cmd_del_export(struct ctl *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "hard", no_argument, NULL, 'H' }, OPT_HELP, OPT_END,
+    };
+    bool hard = false;
+    int o;
+
+    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
+        if (o != 'H')
+            return opt_status(c, o, argv);
+        hard = true;
+    }
+    if ((o = check_nargs(c, argc - optind, 1, 1)) != 0)
+        return o;
+    return run_change(c, "block-export-del",
+                      json_pack("{s:s,s:s}", "id", argv[optind],
+                                "mode", hard ? "hard" : "safe"));
+}
+
+/* ---- Queries shown as tables ------------------------------------------- */
+
+/* Run a query; print the result with show(), or as JSON with --json.
+ * Steals args. */
+static int
+run_query(struct ctl *c, const char *name, json_t *args,
+          void (*show)(json_t *ret))
+{
+    json_t *ret;
+    int r = ctl_execute(c, name, args, &ret);
+
+    if (r == 0 && c->json)
+        print_json(ret);
+    else if (r == 0)
+        show(ret);
+    json_decref(ret);
+    return r;
+}
+
+/* "file=disk0,backing=base" */
+static char *
+children_text(json_t *children)
+{
+    char *s = NULL;
+    size_t n = 0, i;
+    FILE *fp;
+    json_t *e;
+
+    if (json_array_size(children) == 0)
+        return xstrdup("-");
+    fp = check_alloc(open_memstream(&s, &n));
+    json_array_foreach(children, i, e)
+        fprintf(fp, "%s%s=%s", i > 0 ? "," : "",
+                json_string_value(json_object_get(e, "child")),
+                json_string_value(json_object_get(e, "node-name")));
+    fclose(fp);
+    return check_alloc(s);
+}
+
+static char *
+size_text(json_t *node)
+{
+    json_t *v = json_object_get(json_object_get(node, "image"),
+                                "virtual-size");
+    char buf[32];
+
+    if (!json_is_integer(v))
+        return xstrdup("-");
+    format_size(json_integer_value(v), buf, sizeof buf);
+    return xstrdup(buf);
+}
+
+static void
+show_nodes(json_t *ret)
+{
+    static const char *const head[] = {
+        "NAME", "DRIVER", "SIZE", "RO", "IMPLICIT", "CHILDREN",
+    };
+    struct table t = { .ncols = 6 };
+    json_t *n;
+    size_t i;
+
+    table_header(&t, head);
+    json_array_foreach(ret, i, n) {
+        char *row[] = {
+            field_text(n, "node-name"), field_text(n, "drv"), size_text(n),
+            field_text(n, "ro"), field_text(n, "implicit"),
+            children_text(json_object_get(n, "children")),
+        };
+        table_add(&t, row);
+    }
+    table_print(&t);
+    table_free(&t);
+}
+
+static int
+cmd_nodes(struct ctl *c, int argc, char **argv)
+{
+    int r = no_opts(c, argc, argv);
+
+    if (r != -1 || (r = check_nargs(c, argc - optind, 0, 0)) != 0)
+        return r;
+    return run_query(c, "query-named-block-nodes", NULL, show_nodes);
+}
+
+static void
+show_exports(json_t *ret)
+{
+    static const char *const head[] = {
+        "ID", "NAME", "NODE", "WRITABLE", "CONNECTIONS", "DESCRIPTION",
+    };
+    struct table t = { .ncols = 6 };
+    json_t *e;
+    size_t i;
+
+    table_header(&t, head);
+    json_array_foreach(ret, i, e) {
+        char *row[] = {
+            field_text(e, "id"), field_text(e, "name"),
+            field_text(e, "node-name"), field_text(e, "writable"),
+            field_text(e, "connections"), field_text(e, "description"),
+        };
+        table_add(&t, row);
+    }
+    table_print(&t);
+    table_free(&t);
+}
+
+static int
+cmd_exports(struct ctl *c, int argc, char **argv)
+{
+    int r = no_opts(c, argc, argv);
+
+    if (r != -1 || (r = check_nargs(c, argc - optind, 0, 0)) != 0)
+        return r;
+    return run_query(c, "query-block-exports", NULL, show_exports);
+}
+
+/* query-nac groups holders by node: one row per (node, holder). */
+static void
+nac_rows(struct table *t, json_t *entry)
+{
+    json_t *h;
+    size_t i;
+
+    json_array_foreach(json_object_get(entry, "holders"), i, h) {
+        char *row[] = {
+            field_text(entry, "node-name"), field_text(h, "id"),
+            field_text(h, "kind"), field_text(h, "require"),
+            field_text(h, "allow"),
+        };
+        table_add(t, row);
+    }
+}
+
+static void
+show_nac(json_t *ret)
+{
+    static const char *const head[] = {
+        "NODE", "HOLDER", "KIND", "REQUIRE", "ALLOW",
+    };
+    struct table t = { .ncols = 5 };
+    json_t *e;
+    size_t i;
+
+    table_header(&t, head);
+    json_array_foreach(ret, i, e)
+        nac_rows(&t, e);
+    table_print(&t);
+    table_free(&t);
+}
+
+static int
+cmd_nac(struct ctl *c, int argc, char **argv)
+{
+    int r = no_opts(c, argc, argv);
+
+    if (r != -1 || (r = check_nargs(c, argc - optind, 0, 0)) != 0)
+        return r;
+    return run_query(c, "query-nac", NULL, show_nac);
+}
+
+/* ---- graph: a tree per export ------------------------------------------ */
+
+struct tree {
+    json_t *by_name;            /* node-name -> node (borrowed), owned */
+    char prefix[MAX_DEPTH * 8]; /* "│  " per level: 5 bytes */
+    size_t plen;
+};
+
+/* "(memory, 64 MiB)": filters have their child's size, so leave it out. */
+static void
+print_node_label(json_t *n)
+{
+    char size[32] = "";
+    json_t *vs = json_object_get(json_object_get(n, "image"),
+                                 "virtual-size");
+
+    if (!jtrue(n, "filter") && json_is_integer(vs)) {
+        strcpy(size, ", ");
+        format_size(json_integer_value(vs), size + 2, sizeof size - 2);
+    }
+    printf("%s (%s%s%s%s)\n", jtext(n, "node-name"), jtext(n, "drv"), size,
+           jtrue(n, "implicit") ? ", implicit" : "",
+           jtrue(n, "ro") ? ", read-only" : "");
+}
+
+/* `role` is "" for an export's root and for nodes shown on their own. */
+static void print_subtree(struct tree *t, const char *name, const char *role,
+                          bool last);
+
+static void
+print_children(struct tree *t, json_t *n, bool last)
+{
+    json_t *children = json_object_get(n, "children"), *e;
+    size_t plen = t->plen, i;
+
+    if (plen + 8 >= sizeof t->prefix) {
+        printf("%s   └─ ...\n", t->prefix);
+        return;
+    }
+    strcpy(t->prefix + plen, last ? "   " : "│  ");
+    t->plen += strlen(t->prefix + plen);
+    json_array_foreach(children, i, e)
+        print_subtree(t, jtext(e, "node-name"), jtext(e, "child"),
+                      i + 1 == json_array_size(children));
+    t->prefix[plen] = '\0';
+    t->plen = plen;
+}
+
+static void
+print_subtree(struct tree *t, const char *name, const char *role, bool last)
+{
+    json_t *n = json_object_get(t->by_name, name);
+
+    printf("%s%s%s%s", t->prefix, last ? "└─ " : "├─ ", role,
+           *role ? ": " : "");
+    if (n == NULL) {
+        printf("%s (unknown node)\n", name);
+        return;
+    }
+    print_node_label(n);
+    print_children(t, n, last);
+}
+
+/* Nodes no edge and no export points at: shown on their own. */
+static json_t *
+top_nodes(json_t *graph)
+{
+    json_t *used = json_object(), *top = json_array(), *v;
+    const char *key;
+    size_t i;
+
+    json_array_foreach(json_object_get(graph, "edges"), i, v)
+        json_object_set_new(used, jtext(v, "child"), json_true());
+    json_array_foreach(json_object_get(graph, "block-backends"), i, v)
+        json_object_set_new(used, jtext(v, "root"), json_true());
+    json_array_foreach(json_object_get(graph, "nodes"), i, v) {
+        key = json_string_value(json_object_get(v, "node-name"));
+        if (key != NULL && json_object_get(used, key) == NULL)
+            json_array_append_new(top, json_string(key));
+    }
+    json_decref(used);
+    return top;
+}
+
+static void
+print_export(struct tree *t, json_t *bb)
+{
+    const char *root = json_string_value(json_object_get(bb, "root"));
+
+    printf("export %s (%s)\n", jtext(bb, "name"),
+           jtrue(bb, "writable") ? "writable" : "read-only");
+    if (root == NULL)
+        printf("└─ (no medium)\n");
+    else
+        print_subtree(t, root, "", true);
+}
+
+static void
+show_tree(json_t *graph)
+{
+    struct tree t = { .by_name = json_object() };
+    json_t *v, *top = top_nodes(graph);
+    size_t i;
+
+    json_array_foreach(json_object_get(graph, "nodes"), i, v)
+        json_object_set(t.by_name, jtext(v, "node-name"), v);
+    json_array_foreach(json_object_get(graph, "block-backends"), i, v)
+        print_export(&t, v);
+    if (json_array_size(top) > 0)
+        printf("not exported\n");
+    json_array_foreach(top, i, v)
+        print_subtree(&t, json_string_value(v), "",
+                      i + 1 == json_array_size(top));
+    json_decref(top);
+    json_decref(t.by_name);
+}
+
+/* The daemon writes the Graphviz text; pass it on untouched so that
+ * `nbdgraphctl graph --dot | dot -Tsvg` works. */
+static void
+show_dot(json_t *ret)
+{
+    fputs(jtext(ret, "dot"), stdout);
+}
+
+static int
+cmd_graph(struct ctl *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "dot", no_argument, NULL, 'd' }, OPT_HELP, OPT_END,
+    };
+    bool dot = false;
+    int o;
+
+    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
+        if (o != 'd')
+            return opt_status(c, o, argv);
+        dot = true;
+    }
+    if ((o = check_nargs(c, argc - optind, 0, 0)) != 0)
+        return o;
+    if (dot)
+        return run_query(c, "query-graph",
+                         json_pack("{s:s}", "format", "dot"), show_dot);
+    return run_query(c, "query-graph", NULL, show_tree);
+}
+
+/* ---- events and qmp ---------------------------------------------------- */
+
+/* Seconds as milliseconds for poll(); 0 means wait forever (-1). */
+static int
+parse_seconds(const char *s, int *ms)
+{
+    char *end;
+    double d;
+
+    errno = 0;
+    d = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !(d >= 0) || isinf(d))
+        return -1;
+    *ms = d == 0 ? -1 : d * 1000 >= INT_MAX ? INT_MAX : (int)(d * 1000);
+    return 0;
+}
+
+static int
+print_events(struct ctl *c, long count, int timeout_ms)
+{
+    int64_t deadline = deadline_in(timeout_ms);
+    enum read_result r = READ_OK;
+    json_t *msg;
+    long got = 0;
+
+    while (count < 0 || got < count) {
+        r = read_msg(c, deadline, &msg);
+        if (r != READ_OK)
+            break;
+        if (json_object_get(msg, "event") != NULL) {
+            json_dumpf(msg, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            putchar('\n');
+            fflush(stdout);     /* one line as it comes, also in a pipe */
+            got++;
+        }
+        json_decref(msg);
+    }
+    if (r == READ_FAILED)
+        return EXIT_CMD;
+    if (count >= 0 && got < count) {
+        errorf("%ld of %ld events within %g s", got, count,
+               seconds(timeout_ms));
+        return EXIT_CMD;
+    }
+    return 0;
+}
+
+static int
+cmd_events(struct ctl *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "count", required_argument, NULL, 'c' },
+        { "timeout", required_argument, NULL, 't' },
+        OPT_HELP, OPT_END,
+    };
+    int timeout_ms = c->timeout_set ? c->timeout_ms : -1, o;
+    long count = -1;
+    char *end;
+
+    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
+        if (o == 'c') {
+            count = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || count <= 0)
+                return usage_error(c, "bad count '%s'", optarg);
+        } else if (o == 't') {
+            if (parse_seconds(optarg, &timeout_ms) == -1)
+                return usage_error(c, "bad timeout '%s'", optarg);
+        } else {
+            return opt_status(c, o, argv);
+        }
+    }
+    if ((o = check_nargs(c, argc - optind, 0, 0)) != 0)
+        return o;
+    if ((o = ctl_open(c)) != 0)
+        return o;
+    return print_events(c, count, timeout_ms);
+}
+
+/* Send a message as given and print the whole reply.  An id is added if
+ * there is none (and dropped again) so the reply can be told from
+ * events. */
+static int
+cmd_qmp(struct ctl *c, int argc, char **argv)
+{
+    json_t *msg, *reply = NULL;
+    json_error_t jerr;
+    bool own_id;
+    int r = no_opts(c, argc, argv);
+
+    if (r != -1 || (r = check_nargs(c, argc - optind, 1, 1)) != 0)
+        return r;
+    msg = json_loads(argv[optind], 0, &jerr);
+    if (!json_is_object(msg)) {
+        json_decref(msg);
+        return usage_error(c, "not a JSON object%s%s", msg ? "" : ": ",
+                           msg ? "" : jerr.text);
+    }
+    own_id = json_object_get(msg, "id") == NULL;
+    if (own_id)
+        json_object_set_new(msg, "id", json_integer(c->next_id++));
+    if ((r = ctl_open(c)) != 0) {
+        json_decref(msg);
+        return r;
+    }
+    if (call(c, msg, deadline_in(c->timeout_ms), &reply) == -1)
+        return EXIT_CMD;
+    if (own_id)
+        json_object_del(reply, "id");
+    print_json(reply);
+    r = error_desc(reply) != NULL ? EXIT_CMD : 0;
+    json_decref(reply);
+    return r;
+}
+
+/* ---- main -------------------------------------------------------------- */
+
+static const struct command commands[] = {
+    { "nodes", cmd_nodes, false, "",
+      "list the block nodes" },
+    { "exports", cmd_exports, false, "",
+      "list the NBD exports (query-block-exports)" },
+    { "graph", cmd_graph, false, "[--dot]",
+      "each export's chain of nodes, or Graphviz text" },
+    { "add-node", cmd_add_node, true, "NAME DRIVER [KEY=VALUE]...",
+      "add a node (blockdev-add)" },
+    { "del-node", cmd_del_node, true, "NAME",
+      "delete an unused node (blockdev-del)" },
+    { "insert-filter", cmd_insert_filter, true,
+      "NODE DRIVER FILTER-NAME [KEY=VALUE]... [--export NAME]...",
+      "put a filter above NODE (blockdev-insert-filter)" },
+    { "remove-filter", cmd_remove_filter, true, "NAME",
+      "take a filter out (blockdev-remove-filter)" },
+    { "add-export", cmd_add_export, true,
+      "ID NODE [--name NAME] [--writable] [--description TEXT]",
+      "export NODE over NBD (block-export-add)" },
+    { "del-export", cmd_del_export, true, "ID [--hard]",
+      "remove an export (block-export-del)" },
+    { "nac", cmd_nac, false, "",
+      "list Node Access Control claims (query-nac)" },
+    { "events", cmd_events, false, "[--count N] [--timeout S]",
+      "print events as JSON lines, as they come" },
+    { "qmp", cmd_qmp, false, "JSON",
+      "send one raw QMP command, print the whole reply" },
+    { NULL, NULL, false, NULL, NULL },
+};
+
+static void
+usage(FILE *fp)
+{
+    const struct command *cmd;
+    char head[128];
+
+    fprintf(fp,
+"Usage: nbdgraphctl [OPTION]... COMMAND [ARG]...\n"
+"Query and change a running nbdgraphd through its control socket.\n"
+"\n"
+"Options:\n"
+"  -s, --socket PATH   control socket (default: $NBDGRAPH_CONTROL, else\n"
+"                      %s)\n"
+"  -j, --json          print the daemon's JSON result instead of a table\n"
+"  -n, --dry-run       check a change without making it\n"
+"  -t, --timeout S     wait at most S seconds for the daemon (default 30,\n"
+"                      0 = forever)\n"
+"  -h, --help          show this help; COMMAND --help shows one command\n"
+"  -V, --version       show the version\n"
+"\n"
+"Commands:\n", NG_DEFAULT_CONTROL);
+    for (cmd = commands; cmd->name != NULL; cmd++) {
+        snprintf(head, sizeof head, "%s %s", cmd->name, cmd->synopsis);
+        if (strlen(head) > 24)
+            fprintf(fp, "  %s\n  %-24s  %s\n", head, "", cmd->summary);
+        else
+            fprintf(fp, "  %-24s  %s\n", head, cmd->summary);
+    }
+    fprintf(fp,
+"\n"
+"KEY=VALUE: VALUE is an integer, true, false, or else a string; a dotted\n"
+"KEY (cache.direct=true) makes nested objects; KEY:=JSON takes any JSON.\n"
+"Exit status: 0 done, 1 the daemon refused, 2 usage or no daemon.\n");
+}
+
+/* -1 to go on to the command, else the exit status. */
+static int
+parse_global(struct ctl *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "socket", required_argument, NULL, 's' },
+        { "json", no_argument, NULL, 'j' },
+        { "dry-run", no_argument, NULL, 'n' },
+        { "timeout", required_argument, NULL, 't' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        OPT_END,
+    };
+    int o;
+
+    /* "+": stop at the command; its options are its own. */
+    while ((o = getopt_long(argc, argv, "+s:jnt:hV", opts, NULL)) != -1) {
+        switch (o) {
+        case 's': c->socket = optarg; break;
+        case 'j': c->json = true; break;
+        case 'n': c->dry_run = true; break;
+        case 't':
+            if (parse_seconds(optarg, &c->timeout_ms) == -1) {
+                errorf("bad timeout '%s'", optarg);
+                return EXIT_USAGE;
+            }
+            c->timeout_set = true;
+            break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("nbdgraphctl %s\n", PACKAGE_VERSION); return 0;
+        default:  usage(stderr); return EXIT_USAGE;
+        }
+    }
+    return -1;
+}
+
+static const struct command *
+find_command(const char *name)
+{
+    const struct command *cmd;
+
+    for (cmd = commands; cmd->name != NULL; cmd++)
+        if (strcmp(cmd->name, name) == 0)
+            return cmd;
+    return NULL;
+}
+
+static const char *
+default_socket(void)
+{
+    const char *env = getenv("NBDGRAPH_CONTROL");
+
+    return env != NULL && *env != '\0' ? env : NG_DEFAULT_CONTROL;
+}
+
+static int
+run_command(struct ctl *c, int argc, char **argv)
+{
+    if (argc < 1) {
+        errorf("no command given");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    c->cmd = find_command(argv[0]);
+    if (c->cmd == NULL) {
+        errorf("unknown command '%s' (try --help)", argv[0]);
+        return EXIT_USAGE;
+    }
+    if (c->dry_run && !c->cmd->mutating) {
+        errorf("%s: --dry-run is only for commands that change the graph",
+               argv[0]);
+        return EXIT_USAGE;
+    }
+    return c->cmd->run(c, argc, argv);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct ctl c = {
+        .socket = default_socket(),
+        .timeout_ms = 30 * 1000,
+        .fd = -1,
+        .next_id = 1,
+    };
+    int r = parse_global(&c, argc, argv);
+
+    if (r == -1)
+        r = run_command(&c, argc - optind, argv + optind);
+    ctl_close(&c);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        errorf("writing output: %s", strerror(errno));
+        r = r != 0 ? r : EXIT_CMD;
+    }
+    return r;
+}

@@ -1,0 +1,20 @@
+# tests/control.mk: tests of the control channel and live graph changes.
+CONTROL_TESTS = \
+	tests/test-splice \
+	$(NULL)
+check_PROGRAMS += $(CONTROL_TESTS)
+TESTS += $(CONTROL_TESTS)
+
+tests_test_splice_SOURCES = tests/test-splice.c
+tests_test_splice_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_splice_LDADD = $(TEST_LIBS) -lpthread
+
+CONTROL_TESTS += tests/test-filters-daemon
+tests_test_filters_daemon_SOURCES = tests/test-filters-daemon.c
+tests_test_filters_daemon_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_filters_daemon_LDADD = $(TEST_LIBS) -lpthread
+
+CONTROL_TESTS += tests/test-nac-daemon
+tests_test_nac_daemon_SOURCES = tests/test-nac-daemon.c
+tests_test_nac_daemon_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nac_daemon_LDADD = $(TEST_LIBS)

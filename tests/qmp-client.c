@@ -1,0 +1,146 @@
+/* tests/qmp-client.c: see qmp-client.h. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "tests/harness.h"
+#include "tests/qmp-client.h"
+
+struct ng_test_qmp {
+    FILE *fp;                   /* reading */
+    FILE *out;                  /* writing: stdio can't switch directions
+                                 * on a socket */
+    unsigned events;
+};
+
+static json_t *
+read_message(struct ng_test_qmp *q)
+{
+    json_error_t jerr;
+    json_t *msg = json_loadf(q->fp, JSON_DISABLE_EOF_CHECK, &jerr);
+
+    if (msg == NULL)
+        ng_test_fail("QMP: bad or no message: %s", jerr.text);
+    return msg;
+}
+
+struct ng_test_qmp *
+ng_test_qmp_connect(const char *path)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    struct ng_test_qmp *q = calloc(1, sizeof *q);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    json_t *msg;
+
+    if (q == NULL || fd == -1 || strlen(path) >= sizeof sun.sun_path)
+        ng_test_fail("QMP: socket: %s", strerror(errno));
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1)
+        ng_test_fail("QMP: connect %s: %s", path, strerror(errno));
+    q->fp = fdopen(fd, "r");
+    q->out = fdopen(dup(fd), "w");
+    if (q->fp == NULL || q->out == NULL)
+        ng_test_fail("QMP: fdopen: %s", strerror(errno));
+    msg = read_message(q);
+    if (json_object_get(msg, "QMP") == NULL)
+        ng_test_fail("QMP: no greeting");
+    json_decref(msg);
+    json_decref(ng_test_qmp_ok(q, "{s:s}", "execute", "qmp_capabilities"));
+    return q;
+}
+
+void
+ng_test_qmp_close(struct ng_test_qmp *q)
+{
+    fclose(q->fp);
+    fclose(q->out);
+    free(q);
+}
+
+unsigned
+ng_test_qmp_events(const struct ng_test_qmp *q)
+{
+    return q->events;
+}
+
+static json_t *
+qmp_vcall(struct ng_test_qmp *q, const char *fmt, va_list ap)
+{
+    json_error_t jerr;
+    json_t *cmd = json_vpack_ex(&jerr, 0, fmt, ap), *msg;
+
+    if (cmd == NULL)
+        ng_test_fail("QMP: bad pack format: %s", jerr.text);
+    if (json_dumpf(cmd, q->out, JSON_COMPACT) == -1 ||
+        fputs("\n", q->out) == EOF || fflush(q->out) == EOF)
+        ng_test_fail("QMP: write: %s", strerror(errno));
+    json_decref(cmd);
+    for (;;) {
+        msg = read_message(q);
+        if (json_object_get(msg, "event") == NULL)
+            return msg;
+        q->events++;
+        json_decref(msg);
+    }
+}
+
+json_t *
+ng_test_qmp(struct ng_test_qmp *q, const char *fmt, ...)
+{
+    va_list ap;
+    json_t *r;
+
+    va_start(ap, fmt);
+    r = qmp_vcall(q, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+json_t *
+ng_test_qmp_ok(struct ng_test_qmp *q, const char *fmt, ...)
+{
+    va_list ap;
+    json_t *r, *ret;
+    char *dump;
+
+    va_start(ap, fmt);
+    r = qmp_vcall(q, fmt, ap);
+    va_end(ap);
+    ret = json_object_get(r, "return");
+    if (ret == NULL) {
+        dump = json_dumps(r, JSON_COMPACT);
+        ng_test_fail("QMP: expected success, got %s", dump);
+    }
+    json_incref(ret);
+    json_decref(r);
+    return ret;
+}
+
+void
+ng_test_qmp_fails(struct ng_test_qmp *q, const char *want,
+                  const char *fmt, ...)
+{
+    va_list ap;
+    json_t *r;
+    const char *desc;
+    char *dump;
+
+    va_start(ap, fmt);
+    r = qmp_vcall(q, fmt, ap);
+    va_end(ap);
+    desc = json_string_value(json_object_get(json_object_get(r, "error"),
+                                             "desc"));
+    if (desc == NULL || strstr(desc, want) == NULL) {
+        dump = json_dumps(r, JSON_COMPACT);
+        ng_test_fail("QMP: expected an error containing '%s', got %s",
+                     want, dump);
+    }
+    json_decref(r);
+}
