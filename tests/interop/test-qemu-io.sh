@@ -3,8 +3,9 @@
 # qemu-io writes and reads patterns (aligned, unaligned, across 64 KiB
 # memory pages, at the end of the disk), write-zeroes with and without
 # unmap, fast zero, FUA, discard, parallel aio writes and flush, on a
-# memory and on a file export.  The same commands also run on a local
-# file, and the two disks must end up equal byte for byte.
+# memory export (bare and behind implicit filters) and on a file export.
+# The same commands also run on a local file, and the two disks must end
+# up equal byte for byte.
 source "$srcdir/interop/functions.sh"
 set -e -x
 requires qemu-io --version
@@ -107,6 +108,21 @@ start_nbdgraphd "nodes:
   mem0: { driver: memory, size: $size }
 exports:
   demo: { node: mem0, writable: true }"
+exercise "$uri"
+qemu-img compare -f raw -F raw "$dir/ref.img" "$uri"
+stop_nbdgraphd
+
+# The same behind all three implicit filters (limits high enough never
+# to wait): filters must not change what the client sees.
+start_nbdgraphd "nodes:
+  mem0: { driver: memory, size: $size }
+exports:
+  demo:
+    node: mem0
+    writable: true
+    throttle: { iops-total: 1000000, bps-total: 100G }
+    copy-on-read: true
+    detect-zeroes: unmap"
 exercise "$uri"
 qemu-img compare -f raw -F raw "$dir/ref.img" "$uri"
 stop_nbdgraphd
