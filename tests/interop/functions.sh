@@ -11,6 +11,12 @@
 #                                start the daemon; sets $sock $ctl $uri
 #   uri_for EXPORT               the nbd+unix URI of another export
 #   stop_nbdgraphd               SIGTERM; fails unless exit 0, socket gone
+#
+# tests/functions.sh (the control tests') starts one daemon per test and
+# waits for the socket files; these tests also need files in $dir before
+# the daemon starts (file nodes), a stop in mid-test to look at the file
+# the daemon flushed, a second daemon after that, and readiness judged
+# by an NBD handshake.  Worth merging the two once both settle.
 
 # A hung client or daemon must fail the test, not hang `make check`.
 # Re-run this script under timeout(1): on expiry it signals its whole
