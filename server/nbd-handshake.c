@@ -70,13 +70,8 @@ hs_write_cb(uv_write_t *req, int status)
     free(w->data);
     free(w);
     c->hs_writes--;
-    if (status == UV_ECANCELED)         /* the handle is closing */
+    if (nbd_conn_write_failed(c, status))
         return;
-    if (status < 0) {
-        ng_log_debug("%s: write: %s", c->peer, uv_strerror(status));
-        nbd_conn_abort(c);
-        return;
-    }
     nbd_conn_maybe_close(c);
 }
 
