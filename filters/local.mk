@@ -13,7 +13,11 @@ libngcore_a_SOURCES += \
 # Unit tests of the filters, through real graphs on a libuv loop.
 check_PROGRAMS += tests/unit/test-filters
 TESTS += tests/unit/test-filters
-tests_unit_test_filters_SOURCES = tests/unit/test-filters.c
+tests_unit_test_filters_SOURCES = \
+	tests/unit/test-filters.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
 tests_unit_test_filters_CPPFLAGS = \
 	$(AM_CPPFLAGS) \
 	-DTOP_SRCDIR='"$(abs_top_srcdir)"' \

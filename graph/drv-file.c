@@ -743,11 +743,8 @@ file_length(struct ng_node *node)
 static uint32_t
 file_caps(struct ng_node *node)
 {
-    /* The graph takes the write caps away from a read-only node. */
     (void)node;
-    return NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA | NG_CAP_TRIM |
-           NG_CAP_ZERO | NG_CAP_FAST_ZERO | NG_CAP_CACHE | NG_CAP_EXTENTS |
-           NG_CAP_MULTI_CONN;
+    return NG_CAPS_LEAF_ALL;
 }
 
 const struct ng_driver ng_driver_file = {

@@ -84,6 +84,14 @@ struct ng_extent {
 #define NG_CAP_MULTI_CONN  (1u << 8)  /* flush on one connection covers
                                        * writes completed on all */
 
+/* What a leaf that handles every op returns from its caps callback (file,
+ * memory, null-co), write caps included even when the node is read-only:
+ * ng_node_caps() takes those away.  A new NG_CAP_* joins it only once all
+ * of those drivers handle it. */
+#define NG_CAPS_LEAF_ALL \
+    (NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA | NG_CAP_TRIM | NG_CAP_ZERO | \
+     NG_CAP_FAST_ZERO | NG_CAP_CACHE | NG_CAP_EXTENTS | NG_CAP_MULTI_CONN)
+
 #define NG_REQ_MAX_FRAMES 16
 
 typedef void ng_req_cb(struct ng_req *req, int ret, void *opaque);

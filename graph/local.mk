@@ -20,5 +20,9 @@ libngcore_a_SOURCES += \
 # Unit tests of the leaf and format drivers.
 check_PROGRAMS += tests/unit/test-drivers
 TESTS += tests/unit/test-drivers
-tests_unit_test_drivers_SOURCES = tests/unit/test-drivers.c
+tests_unit_test_drivers_SOURCES = \
+	tests/unit/test-drivers.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
 tests_unit_test_drivers_LDADD = $(CORE_LIBS)

@@ -126,6 +126,19 @@ nbd_conn_abort(struct nbd_conn *c)
     conn_close_handle(c);
 }
 
+bool
+nbd_conn_write_failed(struct nbd_conn *c, int status)
+{
+    if (status == UV_ECANCELED)         /* the handle is closing */
+        return true;
+    if (status < 0) {
+        ng_log_debug("%s: write: %s", c->peer, uv_strerror(status));
+        nbd_conn_abort(c);
+        return true;
+    }
+    return false;
+}
+
 static bool
 conn_throttled(const struct nbd_conn *c)
 {
@@ -464,13 +477,8 @@ conn_write_cb(uv_write_t *w, int status)
 
     c->writing = false;
     release_list(&c->wq_head, &c->wq_tail);
-    if (status == UV_ECANCELED)         /* the handle is closing */
+    if (nbd_conn_write_failed(c, status))
         return;
-    if (status < 0) {
-        ng_log_debug("%s: write: %s", c->peer, uv_strerror(status));
-        nbd_conn_abort(c);
-        return;
-    }
     nbd_conn_flush(c);
     conn_after_release(c);
 }

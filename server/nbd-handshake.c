@@ -70,13 +70,8 @@ hs_write_cb(uv_write_t *req, int status)
     free(w->data);
     free(w);
     c->hs_writes--;
-    if (status == UV_ECANCELED)         /* the handle is closing */
+    if (nbd_conn_write_failed(c, status))
         return;
-    if (status < 0) {
-        ng_log_debug("%s: write: %s", c->peer, uv_strerror(status));
-        nbd_conn_abort(c);
-        return;
-    }
     nbd_conn_maybe_close(c);
 }
 
@@ -192,6 +187,28 @@ hs_string(char *out, const uint8_t *data, uint32_t len)
     return memchr(data, '\0', len) == NULL;
 }
 
+/* The export named by an option's name field (`nlen` bytes at `wire`),
+ * its name copied to `name` (NBD_MAX_STRING + 1 bytes).  NULL when the
+ * name is invalid or unknown: the error reply is queued and *ret holds
+ * what the option handler returns. */
+static struct ng_nbd_export *
+hs_option_export(struct nbd_conn *c, uint32_t opt, const uint8_t *wire,
+                 uint32_t nlen, char *name, int *ret)
+{
+    struct ng_nbd_export *exp;
+
+    if (nlen > NBD_MAX_STRING || !hs_string(name, wire, nlen)) {
+        *ret = hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
+                              "invalid export name");
+        return NULL;
+    }
+    exp = nbd_export_find(c->srv, name);
+    if (exp == NULL)
+        *ret = hs_reply_error(c, opt, NBD_REP_ERR_UNKNOWN,
+                              "export '%s' not found", name);
+    return exp;
+}
+
 /* ---- Options ------------------------------------------------------------- */
 
 /* A metadata context selection is for one export only. */
@@ -303,18 +320,15 @@ hs_opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
     uint32_t nlen;
     uint16_t ninfo, tflags;
     uint64_t size;
+    int r;
 
     if (len < 6 || (nlen = nbd_get32(data)) > len - 6 ||
         len - 6 - nlen != 2u * (ninfo = nbd_get16(data + 4 + nlen)))
         return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
                               "malformed NBD_OPT_INFO/GO request");
-    if (nlen > NBD_MAX_STRING || !hs_string(name, data + 4, nlen))
-        return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
-                              "invalid export name");
-    exp = nbd_export_find(c->srv, name);
+    exp = hs_option_export(c, opt, data + 4, nlen, name, &r);
     if (exp == NULL)
-        return hs_reply_error(c, opt, NBD_REP_ERR_UNKNOWN,
-                              "export '%s' not found", name);
+        return r;
     for (uint16_t i = 0; i < ninfo; i++) {
         uint16_t type = nbd_get16(data + 6 + nlen + 2 * i);
 
@@ -397,7 +411,7 @@ hs_opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
     struct ng_nbd_export *exp;
     uint8_t reply[4 + sizeof META_ALLOCATION];
     uint32_t nlen;
-    int match;
+    int match, r;
 
     if (!listing) {                 /* replaces the selection, even on
                                      * failure */
@@ -412,13 +426,9 @@ hs_opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
     if (!c->structured)
         return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
                               "structured replies not negotiated");
-    if (nlen > NBD_MAX_STRING || !hs_string(name, data + 4, nlen))
-        return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
-                              "invalid export name");
-    exp = nbd_export_find(c->srv, name);
+    exp = hs_option_export(c, opt, data + 4, nlen, name, &r);
     if (exp == NULL)
-        return hs_reply_error(c, opt, NBD_REP_ERR_UNKNOWN,
-                              "export '%s' not found", name);
+        return r;
     if (match) {
         nbd_put32(reply, listing ? 0 : NBD_META_ID_ALLOCATION);
         memcpy(reply + 4, META_ALLOCATION, strlen(META_ALLOCATION));

@@ -263,6 +263,11 @@ void nbd_conn_close_gracefully(struct nbd_conn *c);
 /* Hard disconnect: close now, discard replies, free once the graph has
  * returned every request. */
 void nbd_conn_abort(struct nbd_conn *c);
+/* For a uv_write callback, after it has released what it wrote: true
+ * when the write did not go through and the callback must stop there.  A
+ * cancelled write means the handle is already closing; any other error
+ * drops the client (nbd_conn_abort). */
+bool nbd_conn_write_failed(struct nbd_conn *c, int status);
 /* Enter transmission on `exp` (after GO or EXPORT_NAME). */
 void nbd_conn_enter_transmission(struct nbd_conn *c,
                                  struct ng_nbd_export *exp, uint64_t size,

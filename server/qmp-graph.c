@@ -388,6 +388,33 @@ filter_op_new(struct ng_qmp_call *call, json_t *args, const char *node,
     return op;
 }
 
+/* Answer the command with `err` and drop the op (and its claims). */
+static void
+filter_op_fail(struct filter_op *op, const struct ng_error *err)
+{
+    ng_qmp_error_from(op->call, err);
+    filter_op_free(op);
+}
+
+/* The end of insert and remove, once `op` is checked and claimed: a dry
+ * run answers now; otherwise the graph is drained above `node` for
+ * `mutation`, and `done` answers.  Takes op. */
+static void
+filter_op_run(struct filter_op *op, json_t *args, const char *node,
+              ng_mutation_fn *mutation, ng_mutation_done_fn *done)
+{
+    struct ng_graph *g = op->ctx->graph;
+    struct ng_error err = { 0 };
+
+    if (ng_qmp_dry_run(args)) {
+        ng_qmp_return(op->call, NULL);
+        filter_op_free(op);
+    } else if (ng_graph_mutate(g, ng_graph_find(g, node), mutation, done, op,
+                               &err) == -1) {
+        filter_op_fail(op, &err);
+    }
+}
+
 void
 ng_qmp_blockdev_insert_filter(struct ng_qmp_call *call, json_t *args)
 {
@@ -411,18 +438,9 @@ ng_qmp_blockdev_insert_filter(struct ng_qmp_call *call, json_t *args)
                                      (const char *const *)op->bbs,
                                      op->n_bbs, &err) == -1 ||
         filter_op_claim(op, node, ng_qmp_dry_run(args), &err) == -1)
-        goto fail;
-    if (ng_qmp_dry_run(args)) {
-        ng_qmp_return(call, NULL);
-        filter_op_free(op);
-        return;
-    }
-    if (ng_graph_mutate(op->ctx->graph, ng_graph_find(op->ctx->graph, node),
-                        insert_mutation, insert_done, op, &err) == 0)
-        return;
-fail:
-    ng_qmp_error_from(call, &err);
-    filter_op_free(op);
+        filter_op_fail(op, &err);
+    else
+        filter_op_run(op, args, node, insert_mutation, insert_done);
 }
 
 static int
@@ -463,18 +481,9 @@ ng_qmp_blockdev_remove_filter(struct ng_qmp_call *call, json_t *args)
     if (check_not_implicit(op->ctx, args, name, &err) == -1 ||
         ng_graph_check_remove_filter(op->ctx->graph, name, &err) == -1 ||
         filter_op_claim(op, name, ng_qmp_dry_run(args), &err) == -1)
-        goto fail;
-    if (ng_qmp_dry_run(args)) {
-        ng_qmp_return(call, NULL);
-        filter_op_free(op);
-        return;
-    }
-    if (ng_graph_mutate(op->ctx->graph, ng_graph_find(op->ctx->graph, name),
-                        remove_mutation, remove_done, op, &err) == 0)
-        return;
-fail:
-    ng_qmp_error_from(call, &err);
-    filter_op_free(op);
+        filter_op_fail(op, &err);
+    else
+        filter_op_run(op, args, name, remove_mutation, remove_done);
 }
 
 /* ---- Live options and throttle groups ------------------------------------ */

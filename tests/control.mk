@@ -18,3 +18,8 @@ CONTROL_TESTS += tests/test-nac-daemon
 tests_test_nac_daemon_SOURCES = tests/test-nac-daemon.c
 tests_test_nac_daemon_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_nac_daemon_LDADD = $(TEST_LIBS)
+
+CONTROL_TESTS += tests/test-qmp
+tests_test_qmp_SOURCES = tests/test-qmp.c
+tests_test_qmp_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_qmp_LDADD = $(TEST_LIBS)

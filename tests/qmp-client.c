@@ -2,6 +2,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,12 +33,11 @@ read_message(struct ng_test_qmp *q)
 }
 
 struct ng_test_qmp *
-ng_test_qmp_connect(const char *path)
+ng_test_qmp_connect_raw(const char *path, json_t **greeting)
 {
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
     struct ng_test_qmp *q = calloc(1, sizeof *q);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    json_t *msg;
 
     if (q == NULL || fd == -1 || strlen(path) >= sizeof sun.sun_path)
         ng_test_fail("QMP: socket: %s", strerror(errno));
@@ -48,12 +48,67 @@ ng_test_qmp_connect(const char *path)
     q->out = fdopen(dup(fd), "w");
     if (q->fp == NULL || q->out == NULL)
         ng_test_fail("QMP: fdopen: %s", strerror(errno));
-    msg = read_message(q);
-    if (json_object_get(msg, "QMP") == NULL)
+    /* Unbuffered, so that poll() on the socket tells whether a message
+     * is waiting (stdio would otherwise hide read-ahead from it). */
+    setvbuf(q->fp, NULL, _IONBF, 0);
+    *greeting = read_message(q);
+    if (json_object_get(*greeting, "QMP") == NULL)
         ng_test_fail("QMP: no greeting");
-    json_decref(msg);
+    return q;
+}
+
+struct ng_test_qmp *
+ng_test_qmp_connect(const char *path)
+{
+    json_t *greeting;
+    struct ng_test_qmp *q = ng_test_qmp_connect_raw(path, &greeting);
+
+    json_decref(greeting);
     json_decref(ng_test_qmp_ok(q, "{s:s}", "execute", "qmp_capabilities"));
     return q;
+}
+
+static json_t *
+next_reply(struct ng_test_qmp *q)
+{
+    json_t *msg;
+
+    for (;;) {
+        msg = read_message(q);
+        if (json_object_get(msg, "event") == NULL)
+            return msg;
+        q->events++;
+        json_decref(msg);
+    }
+}
+
+void
+ng_test_qmp_send(struct ng_test_qmp *q, const char *text)
+{
+    if (fputs(text, q->out) == EOF || fflush(q->out) == EOF)
+        ng_test_fail("QMP: write: %s", strerror(errno));
+}
+
+json_t *
+ng_test_qmp_raw(struct ng_test_qmp *q, const char *text)
+{
+    ng_test_qmp_send(q, text);
+    return next_reply(q);
+}
+
+json_t *
+ng_test_qmp_next_event(struct ng_test_qmp *q, int ms)
+{
+    struct pollfd pfd = { .fd = fileno(q->fp), .events = POLLIN };
+    json_t *msg;
+
+    if (poll(&pfd, 1, ms) <= 0)
+        return NULL;
+    msg = read_message(q);
+    if (json_object_get(msg, "event") == NULL)
+        ng_test_fail("QMP: unexpected reply while waiting for an event");
+    q->events++;
+    return msg;
 }
 
 void
@@ -74,7 +129,7 @@ static json_t *
 qmp_vcall(struct ng_test_qmp *q, const char *fmt, va_list ap)
 {
     json_error_t jerr;
-    json_t *cmd = json_vpack_ex(&jerr, 0, fmt, ap), *msg;
+    json_t *cmd = json_vpack_ex(&jerr, 0, fmt, ap);
 
     if (cmd == NULL)
         ng_test_fail("QMP: bad pack format: %s", jerr.text);
@@ -82,13 +137,7 @@ qmp_vcall(struct ng_test_qmp *q, const char *fmt, va_list ap)
         fputs("\n", q->out) == EOF || fflush(q->out) == EOF)
         ng_test_fail("QMP: write: %s", strerror(errno));
     json_decref(cmd);
-    for (;;) {
-        msg = read_message(q);
-        if (json_object_get(msg, "event") == NULL)
-            return msg;
-        q->events++;
-        json_decref(msg);
-    }
+    return next_reply(q);
 }
 
 json_t *

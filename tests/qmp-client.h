@@ -24,6 +24,20 @@ json_t *ng_test_qmp_ok(struct ng_test_qmp *q, const char *fmt, ...);
 void ng_test_qmp_fails(struct ng_test_qmp *q, const char *want,
                        const char *fmt, ...);
 
+/* Send `text` as it is (it may be malformed) and return the next reply
+ * that is not an event.  New reference. */
+json_t *ng_test_qmp_raw(struct ng_test_qmp *q, const char *text);
+
+/* Send `text` as it is, without waiting for anything. */
+void ng_test_qmp_send(struct ng_test_qmp *q, const char *text);
+
+/* Connect and read the greeting only (no negotiation). */
+struct ng_test_qmp *ng_test_qmp_connect_raw(const char *path,
+                                            json_t **greeting);
+
+/* Wait for the next event (up to `ms`); NULL on timeout.  New reference. */
+json_t *ng_test_qmp_next_event(struct ng_test_qmp *q, int ms);
+
 /* Events received so far. */
 unsigned ng_test_qmp_events(const struct ng_test_qmp *q);
 

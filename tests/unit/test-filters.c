@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,27 +20,8 @@
 
 #include "config/config.h"
 #include "config/value.h"
-#include "config/yaml.h"
 #include "graph/graph.h"
-
-#define KiB 1024ull
-#define MiB (1024ull * 1024)
-#define MS  1000000ull             /* uv_hrtime() units */
-
-#define CHECK(cond) \
-    do { \
-        if (!(cond)) \
-            fail("%s:%d: check failed: %s", __FILE__, __LINE__, #cond); \
-    } while (0)
-
-#define CHECK_RET(got, want) \
-    do { \
-        int got_ = (got), want_ = (want); \
-        if (got_ != want_) \
-            fail("%s:%d: %s returned %d (%s), expected %d (%s)", \
-                 __FILE__, __LINE__, #got, got_, strerror(-got_), want_, \
-                 strerror(-want_)); \
-    } while (0)
+#include "tests/unit/graph-fixture.h"
 
 /* A rate must be within pct percent of want. */
 #define CHECK_RATE(got, want, pct) \
@@ -53,103 +33,7 @@
                  __LINE__, #got, got_, want_, (pct)); \
     } while (0)
 
-struct fixture {
-    uv_loop_t loop;
-    struct ng_graph *g;
-    uv_timer_t tick;            /* wakes the loop while a load runs */
-    char tmpdir[256];
-};
-
-static void fail(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2), noreturn));
-
-static void
-fail(const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-
-/* ---- Fixture ------------------------------------------------------------ */
-
-static void
-setup(struct fixture *f, const char *name)
-{
-    const char *t = getenv("TMPDIR");
-
-    printf("%s\n", name);
-    CHECK(uv_loop_init(&f->loop) == 0);
-    f->g = ng_graph_new(&f->loop);
-    CHECK(f->g != NULL);
-    CHECK(uv_timer_init(&f->loop, &f->tick) == 0);
-    snprintf(f->tmpdir, sizeof f->tmpdir, "%s/test-filters.XXXXXX",
-             t != NULL && *t != '\0' ? t : "/tmp");
-    CHECK(mkdtemp(f->tmpdir) != NULL);
-}
-
-/* Frees the graph; fails if a handle is left open on the loop. */
-static void
-teardown(struct fixture *f)
-{
-    char cmd[300];
-
-    uv_close((uv_handle_t *)&f->tick, NULL);
-    ng_graph_free(f->g);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    CHECK(uv_loop_close(&f->loop) == 0);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->tmpdir);
-    CHECK(system(cmd) == 0);
-}
-
-/* ---- Building nodes ----------------------------------------------------- */
-
-/* Options from YAML flow text, e.g. "{driver: memory, size: 1M}". */
-static struct ng_value *
-yaml(const char *text)
-{
-    struct ng_error err = { 0 };
-    struct ng_value *v = ng_yaml_parse(text, strlen(text), "test", &err);
-
-    if (v == NULL)
-        fail("bad test YAML '%s': %s", text, err.msg);
-    return v;
-}
-
-static struct ng_node *
-add(struct fixture *f, const char *name, const char *text)
-{
-    struct ng_error err = { 0 };
-    struct ng_value *o = yaml(text);
-    struct ng_node *n = ng_graph_add_node(f->g, name, o, &err);
-
-    ng_value_free(o);
-    if (n == NULL)
-        fail("adding node '%s': %s", name, err.msg);
-    return n;
-}
-
-/* Adding must fail with a message containing `want`. */
-static void
-add_fails(struct fixture *f, const char *name, const char *text,
-          const char *want)
-{
-    struct ng_error err = { 0 };
-    struct ng_value *o = yaml(text);
-    struct ng_node *n = ng_graph_add_node(f->g, name, o, &err);
-
-    ng_value_free(o);
-    if (n != NULL)
-        fail("adding node '%s' succeeded, expected '%s'", name, want);
-    if (strstr(err.msg, want) == NULL)
-        fail("adding node '%s': got '%s', expected '%s'", name, err.msg,
-             want);
-    printf("  refused as expected: %s\n", err.msg);
-}
+/* ---- Reconfiguring live nodes ------------------------------------------ */
 
 static int
 reconfigure(struct ng_node *n, const char *text, struct ng_error *err)
@@ -183,166 +67,6 @@ reconfigure_fails(struct ng_node *n, const char *text, const char *want)
         fail("reconfiguring '%s': got '%s', expected '%s'", n->name,
              err.msg, want);
     printf("  refused as expected: %s\n", err.msg);
-}
-
-static struct ng_bb *
-bb_new(struct fixture *f, const char *name, struct ng_node *root)
-{
-    struct ng_error err = { 0 };
-    struct ng_bb *bb = ng_bb_new(f->g, name, root, true, &err);
-
-    if (bb == NULL)
-        fail("creating BB '%s': %s", name, err.msg);
-    return bb;
-}
-
-/* ---- Doing I/O ---------------------------------------------------------- */
-
-struct io_result {
-    bool done;
-    int ret;
-    uint64_t when;              /* uv_hrtime() at completion */
-    unsigned seq;               /* completion order, from 1 */
-};
-
-/* Completion order across requests. */
-static unsigned io_seq;
-
-static void
-io_done(struct ng_req *req, int ret)
-{
-    struct io_result *r = req->opaque;
-
-    CHECK(!r->done);                /* exactly once */
-    r->done = true;
-    r->ret = ret;
-    r->when = uv_hrtime();
-    r->seq = ++io_seq;
-}
-
-static void
-io_start(struct ng_bb *bb, struct ng_req *req, struct io_result *r,
-         enum ng_op op, uint64_t off, uint64_t len, uint32_t flags,
-         void *buf)
-{
-    memset(req, 0, sizeof *req);
-    ng_req_init(req, op, off, len, flags);
-    req->buf = buf;
-    req->done = io_done;
-    req->opaque = r;
-    *r = (struct io_result){ 0 };
-    ng_bb_submit(bb, req);
-}
-
-static void
-io_wait(struct fixture *f, struct io_result *r)
-{
-    while (!r->done)
-        uv_run(&f->loop, UV_RUN_ONCE);
-}
-
-/* Submit, wait, check the request came back as it went out. */
-static int
-io(struct fixture *f, struct ng_bb *bb, enum ng_op op, uint64_t off,
-   uint64_t len, uint32_t flags, void *buf)
-{
-    struct ng_req req;
-    struct io_result r;
-
-    io_start(bb, &req, &r, op, off, len, flags, buf);
-    io_wait(f, &r);
-    CHECK(req.op == op && req.offset == off && req.length == len &&
-          req.flags == flags && req.buf == buf);
-    return r.ret;
-}
-
-/* Block status into ext[max]; returns the number of extents. */
-static uint32_t
-extents(struct fixture *f, struct ng_bb *bb, uint64_t off, uint64_t len,
-        uint32_t flags, struct ng_extent *ext, uint32_t max)
-{
-    struct ng_req req;
-    struct io_result r;
-    uint64_t sum = 0;
-
-    memset(&req, 0, sizeof req);
-    ng_req_init(&req, NG_OP_BLOCK_STATUS, off, len, flags);
-    req.extents = ext;
-    req.max_extents = max;
-    req.done = io_done;
-    req.opaque = &r;
-    r = (struct io_result){ 0 };
-    ng_bb_submit(bb, &req);
-    io_wait(f, &r);
-    CHECK_RET(r.ret, 0);
-    CHECK(req.nr_extents >= 1 && req.nr_extents <= max);
-    for (uint32_t i = 0; i < req.nr_extents; i++) {
-        CHECK(ext[i].length > 0);
-        sum += ext[i].length;
-    }
-    CHECK(sum <= len);
-    return req.nr_extents;
-}
-
-static void
-check_extent(const struct ng_extent *e, uint64_t len, uint32_t flags)
-{
-    if (e->length != len || e->flags != flags)
-        fail("extent (%" PRIu64 ", flags %u), expected (%" PRIu64
-             ", flags %u)", e->length, e->flags, len, flags);
-}
-
-#define HOLE (NG_EXTENT_HOLE | NG_EXTENT_ZERO)
-#define DATA 0u
-
-static unsigned char
-pattern(uint64_t pos, unsigned seed)
-{
-    return (unsigned char)((pos * 2654435761u >> 13) + seed * 7 + 1);
-}
-
-static void
-fill(unsigned char *buf, size_t len, uint64_t off, unsigned seed)
-{
-    for (size_t i = 0; i < len; i++)
-        buf[i] = pattern(off + i, seed);
-}
-
-static void
-check_filled(const unsigned char *buf, size_t len, uint64_t off,
-             unsigned seed)
-{
-    for (size_t i = 0; i < len; i++)
-        if (buf[i] != pattern(off + i, seed))
-            fail("byte at %" PRIu64 " is 0x%02x, expected 0x%02x (seed %u)",
-                 off + i, buf[i], pattern(off + i, seed), seed);
-}
-
-static void
-check_zero(const unsigned char *buf, size_t len, uint64_t off)
-{
-    for (size_t i = 0; i < len; i++)
-        if (buf[i] != 0)
-            fail("byte at %" PRIu64 " is 0x%02x, expected zero", off + i,
-                 buf[i]);
-}
-
-static void
-tick_cb(uv_timer_t *t)
-{
-    (void)t;
-}
-
-/* Run the loop for `ms` milliseconds. */
-static void
-wait_ms(struct fixture *f, unsigned ms)
-{
-    uint64_t end = uv_hrtime() + ms * MS;
-
-    uv_timer_start(&f->tick, tick_cb, 2, 2);
-    while (uv_hrtime() < end)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    uv_timer_stop(&f->tick);
 }
 
 /* ---- A load generator --------------------------------------------------- */
@@ -422,7 +146,7 @@ static void
 load_run(struct fixture *f, struct load **loads, size_t n,
          uint64_t deadline)
 {
-    uv_timer_start(&f->tick, tick_cb, 2, 2);
+    tick_start(f);
     while (uv_hrtime() < deadline) {
         bool any = false;
 
@@ -430,7 +154,7 @@ load_run(struct fixture *f, struct load **loads, size_t n,
             any |= load_pump(loads[i]);
         uv_run(&f->loop, any ? UV_RUN_NOWAIT : UV_RUN_ONCE);
     }
-    uv_timer_stop(&f->tick);
+    tick_stop(f);
 }
 
 /* Stop submitting and wait for what is in flight. */
@@ -478,10 +202,10 @@ test_throttle_iops(void)
     uint64_t t0;
 
     setup(&f, "throttle: iops-total 1000 with 32 requests in flight");
-    add(&f, "mem", "{driver: memory, size: 64M}");
-    add(&f, "thr", "{driver: throttle, file: mem, "
-                   "limits: {iops-total: 1000}}");
-    bb = bb_new(&f, "bb", ng_graph_find(f.g, "thr"));
+    add(&f, "mem", yaml("{driver: memory, size: 64M}"));
+    add(&f, "thr", yaml("{driver: throttle, file: mem, "
+                        "limits: {iops-total: 1000}}"));
+    bb = bb_new(&f, "bb", ng_graph_find(f.g, "thr"), true);
     load_init(&l, bb, NG_OP_READ, 4 * KiB, 64 * MiB, 32);
     t0 = uv_hrtime();
     load_run(&f, ls, 1, t0 + 20 * MS);
@@ -512,13 +236,13 @@ test_throttle_bps(void)
     uint64_t t0;
 
     setup(&f, "throttle: bps-total 8M; iops-size");
-    add(&f, "mem", "{driver: memory, size: 64M}");
-    add(&f, "thr", "{driver: throttle, file: mem, "
-                   "limits: {bps-total: 8M}}");
-    add(&f, "thr2", "{driver: throttle, file: mem, "
-                    "limits: {iops-total: 1000, iops-size: 4K}}");
-    bb = bb_new(&f, "bb", ng_graph_find(f.g, "thr"));
-    bb2 = bb_new(&f, "bb2", ng_graph_find(f.g, "thr2"));
+    add(&f, "mem", yaml("{driver: memory, size: 64M}"));
+    add(&f, "thr", yaml("{driver: throttle, file: mem, "
+                        "limits: {bps-total: 8M}}"));
+    add(&f, "thr2", yaml("{driver: throttle, file: mem, "
+                         "limits: {iops-total: 1000, iops-size: 4K}}"));
+    bb = bb_new(&f, "bb", ng_graph_find(f.g, "thr"), true);
+    bb2 = bb_new(&f, "bb2", ng_graph_find(f.g, "thr2"), true);
 
     /* 8 KiB writes at 8 MiB/s: 1024 a second. */
     load_init(&l, bb, NG_OP_WRITE, 8 * KiB, 64 * MiB, 32);
@@ -557,14 +281,14 @@ test_throttle_burst(void)
     uint64_t t0;
 
     setup(&f, "throttle: bursts");
-    add(&f, "mem", "{driver: memory, size: 64M}");
-    add(&f, "thr", "{driver: throttle, file: mem, limits: "
-                   "{iops-total: 200, iops-total-max: 800}}");
-    add(&f, "thr2", "{driver: throttle, file: mem, limits: "
-                    "{iops-total: 10, iops-total-max: 200, "
-                    "iops-total-max-length: 2}}");
-    bb = bb_new(&f, "bb", ng_graph_find(f.g, "thr"));
-    bb2 = bb_new(&f, "bb2", ng_graph_find(f.g, "thr2"));
+    add(&f, "mem", yaml("{driver: memory, size: 64M}"));
+    add(&f, "thr", yaml("{driver: throttle, file: mem, limits: "
+                        "{iops-total: 200, iops-total-max: 800}}"));
+    add(&f, "thr2", yaml("{driver: throttle, file: mem, limits: "
+                         "{iops-total: 10, iops-total-max: 200, "
+                         "iops-total-max-length: 2}}"));
+    bb = bb_new(&f, "bb", ng_graph_find(f.g, "thr"), true);
+    bb2 = bb_new(&f, "bb2", ng_graph_find(f.g, "thr2"), true);
 
     /* A burst of max * length (800) at once, then the average. */
     load_init(&l, bb, NG_OP_READ, 4 * KiB, 64 * MiB, 32);
@@ -608,10 +332,10 @@ test_throttle_reconfigure(void)
     unsigned done = 0;
 
     setup(&f, "throttle: reconfigure with requests waiting");
-    add(&f, "mem", "{driver: memory, size: 4M}");
-    thr = add(&f, "thr", "{driver: throttle, file: mem, "
-                         "limits: {iops-total: 20}}");
-    bb = bb_new(&f, "bb", thr);
+    add(&f, "mem", yaml("{driver: memory, size: 4M}"));
+    thr = add(&f, "thr", yaml("{driver: throttle, file: mem, "
+                              "limits: {iops-total: 20}}"));
+    bb = bb_new(&f, "bb", thr, true);
     for (int i = 0; i < N; i++)
         io_start(bb, &reqs[i], &res[i], i % 2 ? NG_OP_WRITE : NG_OP_READ,
                  (uint64_t)i * 4096, 4096, 0, buf);
@@ -669,17 +393,18 @@ test_throttle_group(void)
     uint64_t t0;
 
     setup(&f, "throttle: a group shared by two nodes");
-    add(&f, "mem-a", "{driver: memory, size: 64M}");
-    add(&f, "mem-b", "{driver: memory, size: 64M}");
-    add_fails(&f, "tx", "{driver: throttle, file: mem-a, "
-                        "throttle-group: g1}", "unknown throttle group 'g1'");
-    add(&f, "ta", "{driver: throttle, file: mem-a, throttle-group: g1, "
-                  "limits: {iops-total: 600}}");
-    add_fails(&f, "tx", "{driver: throttle, file: mem-a, throttle-group: "
-                        "g1, limits: {iops-total: 5}}", "other limits");
-    add(&f, "tb", "{driver: throttle, file: mem-b, throttle-group: g1}");
-    bba = bb_new(&f, "bb-a", ng_graph_find(f.g, "ta"));
-    bbb = bb_new(&f, "bb-b", ng_graph_find(f.g, "tb"));
+    add(&f, "mem-a", yaml("{driver: memory, size: 64M}"));
+    add(&f, "mem-b", yaml("{driver: memory, size: 64M}"));
+    add_fails(&f, "tx", yaml("{driver: throttle, file: mem-a, "
+                             "throttle-group: g1}"),
+              "unknown throttle group 'g1'");
+    add(&f, "ta", yaml("{driver: throttle, file: mem-a, throttle-group: g1, "
+                       "limits: {iops-total: 600}}"));
+    add_fails(&f, "tx", yaml("{driver: throttle, file: mem-a, throttle-group: "
+                             "g1, limits: {iops-total: 5}}"), "other limits");
+    add(&f, "tb", yaml("{driver: throttle, file: mem-b, throttle-group: g1}"));
+    bba = bb_new(&f, "bb-a", ng_graph_find(f.g, "ta"), true);
+    bbb = bb_new(&f, "bb-b", ng_graph_find(f.g, "tb"), true);
     load_init(&la, bba, NG_OP_READ, 4 * KiB, 64 * MiB, 16);
     load_init(&lb, bbb, NG_OP_WRITE, 4 * KiB, 64 * MiB, 16);
     t0 = uv_hrtime();
@@ -719,7 +444,7 @@ test_throttle_group(void)
     CHECK(ng_graph_del_node(f.g, "ta", NULL) == 0);
     CHECK(ng_graph_del_node(f.g, "tb", NULL) == 0);
     CHECK(ng_throttle_group_find(f.g, "g1") != NULL);
-    add(&f, "tc", "{driver: throttle, file: mem-a, throttle-group: g1}");
+    add(&f, "tc", yaml("{driver: throttle, file: mem-a, throttle-group: g1}"));
     CHECK(ng_throttle_group_undeclare(f.g, "g1", &err) == 0);
     CHECK(ng_throttle_group_find(f.g, "g1") != NULL);
     CHECK(ng_graph_del_node(f.g, "tc", NULL) == 0);
@@ -737,38 +462,38 @@ test_throttle_options(void)
     struct fixture f;
 
     setup(&f, "throttle: option errors");
-    add(&f, "mem", "{driver: memory, size: 1M}");
-    add_fails(&f, "t", "{driver: throttle, file: mem}",
+    add(&f, "mem", yaml("{driver: memory, size: 1M}"));
+    add_fails(&f, "t", yaml("{driver: throttle, file: mem}"),
               "give 'throttle-group' or 'limits'");
-    add_fails(&f, "t", "{driver: throttle, file: mem, limits: "
-                       "{bps-total: 1M, bps-read: 1M}}",
+    add_fails(&f, "t", yaml("{driver: throttle, file: mem, limits: "
+                            "{bps-total: 1M, bps-read: 1M}}"),
               "'bps-total' cannot be combined with 'bps-read' or "
               "'bps-write'");
-    add_fails(&f, "t", "{driver: throttle, file: mem, limits: "
-                       "{iops-read: 100, iops-read-max: 50}}",
+    add_fails(&f, "t", yaml("{driver: throttle, file: mem, limits: "
+                            "{iops-read: 100, iops-read-max: 50}}"),
               "'iops-read-max' must be at least 'iops-read'");
-    add_fails(&f, "t", "{driver: throttle, file: mem, limits: "
-                       "{iops-write: 100, iops-write-max-length: 5}}",
+    add_fails(&f, "t", yaml("{driver: throttle, file: mem, limits: "
+                            "{iops-write: 100, iops-write-max-length: 5}}"),
               "'iops-write-max-length' needs 'iops-write-max'");
-    add_fails(&f, "t", "{driver: throttle, file: mem, limits: "
-                       "{bps-write: lots}}", "test:1:51: 'bps-write'");
-    add_fails(&f, "t", "{driver: throttle, file: mem, limits: 5}",
+    add_fails(&f, "t", yaml("{driver: throttle, file: mem, limits: "
+                            "{bps-write: lots}}"), "test:1:51: 'bps-write'");
+    add_fails(&f, "t", yaml("{driver: throttle, file: mem, limits: 5}"),
               "'limits' must be a mapping");
-    add_fails(&f, "t", "{driver: throttle, file: mem, throttle-group: "
-                       "'9x', limits: {iops-total: 1}}",
+    add_fails(&f, "t", yaml("{driver: throttle, file: mem, throttle-group: "
+                            "'9x', limits: {iops-total: 1}}"),
               "invalid throttle group name '9x'");
     /* Everything QEMU's ThrottleLimits has. */
-    add(&f, "t", "{driver: throttle, file: mem, limits: {"
-                 "iops-read: 1000, iops-read-max: 2000, "
-                 "iops-read-max-length: 3, iops-write: 10, "
-                 "iops-write-max: 20, iops-write-max-length: 1, "
-                 "bps-read: 1M, bps-read-max: 2M, bps-read-max-length: 2, "
-                 "bps-write: 100K, bps-write-max: 200K, "
-                 "bps-write-max-length: 4, iops-size: 8K}}");
-    add(&f, "t2", "{driver: throttle, file: mem, limits: {"
-                  "iops-total: 1, iops-total-max: 2, "
-                  "iops-total-max-length: 3, bps-total: 4, "
-                  "bps-total-max: 5, bps-total-max-length: 6}}");
+    add(&f, "t", yaml("{driver: throttle, file: mem, limits: {"
+                      "iops-read: 1000, iops-read-max: 2000, "
+                      "iops-read-max-length: 3, iops-write: 10, "
+                      "iops-write-max: 20, iops-write-max-length: 1, "
+                      "bps-read: 1M, bps-read-max: 2M, bps-read-max-length: 2, "
+                      "bps-write: 100K, bps-write-max: 200K, "
+                      "bps-write-max-length: 4, iops-size: 8K}}"));
+    add(&f, "t2", yaml("{driver: throttle, file: mem, limits: {"
+                       "iops-total: 1, iops-total-max: 2, "
+                       "iops-total-max-length: 3, bps-total: 4, "
+                       "bps-total-max: 5, bps-total-max-length: 6}}"));
     teardown(&f);
 }
 
@@ -792,11 +517,11 @@ test_memory_backing(void)
 
     CHECK(buf != NULL);
     setup(&f, "memory: backing node");
-    add(&f, "base", "{driver: memory, size: 1M}");
-    top = add(&f, "top", "{driver: memory, size: 1M, backing: base}");
+    add(&f, "base", yaml("{driver: memory, size: 1M}"));
+    top = add(&f, "top", yaml("{driver: memory, size: 1M, backing: base}"));
     CHECK(ng_node_child_role(top, "backing") == ng_graph_find(f.g, "base"));
-    bb = bb_new(&f, "bb", top);
-    base_bb = bb_new(&f, "base-bb", ng_graph_find(f.g, "base"));
+    bb = bb_new(&f, "bb", top, true);
+    base_bb = bb_new(&f, "base-bb", ng_graph_find(f.g, "base"), true);
     fill(buf, MiB, 0, 1);
     CHECK_RET(io(&f, base_bb, NG_OP_WRITE, 0, MiB, 0, buf), 0);
 
@@ -857,8 +582,8 @@ test_memory_backing(void)
     check_extent(&ext[4], MiB - 320 * KiB, ONLY_HOLE);
 
     /* Past the backing's end the top reads zeroes. */
-    add(&f, "top2", "{driver: memory, size: 2M, backing: base}");
-    bb2 = bb_new(&f, "bb2", ng_graph_find(f.g, "top2"));
+    add(&f, "top2", yaml("{driver: memory, size: 2M, backing: base}"));
+    bb2 = bb_new(&f, "bb2", ng_graph_find(f.g, "top2"), true);
     memset(buf, 0xaa, 2 * MiB);
     CHECK_RET(io(&f, bb2, NG_OP_READ, MiB - 100, 200, 0, buf), 0);
     check_filled(buf, 100, MiB - 100, 1);
@@ -895,12 +620,12 @@ test_copy_on_read(void)
 
     CHECK(buf != NULL);
     setup(&f, "copy-on-read: reads populate the top layer");
-    add(&f, "base", "{driver: memory, size: 4M}");
-    top = add(&f, "top", "{driver: memory, size: 4M, backing: base}");
-    add(&f, "cor", "{driver: copy-on-read, file: top}");
-    bb = bb_new(&f, "bb", ng_graph_find(f.g, "cor"));
-    base_bb = bb_new(&f, "base-bb", ng_graph_find(f.g, "base"));
-    top_bb = bb_new(&f, "top-bb", top);
+    add(&f, "base", yaml("{driver: memory, size: 4M}"));
+    top = add(&f, "top", yaml("{driver: memory, size: 4M, backing: base}"));
+    add(&f, "cor", yaml("{driver: copy-on-read, file: top}"));
+    bb = bb_new(&f, "bb", ng_graph_find(f.g, "cor"), true);
+    base_bb = bb_new(&f, "base-bb", ng_graph_find(f.g, "base"), true);
+    top_bb = bb_new(&f, "top-bb", top, true);
     fill(buf, MiB, 0, 1);
     CHECK_RET(io(&f, base_bb, NG_OP_WRITE, 0, MiB, 0, buf), 0);
 
@@ -951,9 +676,9 @@ test_copy_on_read(void)
 
     /* No backing: correct reads, and nothing is ever written.
      *   pbb -> cor2 (copy-on-read) -> plain (memory, 1M) */
-    plain = add(&f, "plain", "{driver: memory, size: 1M}");
-    add(&f, "cor2", "{driver: copy-on-read, file: plain}");
-    pbb = bb_new(&f, "pbb", ng_graph_find(f.g, "cor2"));
+    plain = add(&f, "plain", yaml("{driver: memory, size: 1M}"));
+    add(&f, "cor2", yaml("{driver: copy-on-read, file: plain}"));
+    pbb = bb_new(&f, "pbb", ng_graph_find(f.g, "cor2"), true);
     CHECK_RET(io(&f, pbb, NG_OP_READ, 0, MiB, 0, buf), 0);
     check_zero(buf, MiB, 0);
     CHECK(plain->stats[NG_OP_WRITE] == 0);
@@ -983,13 +708,13 @@ test_copy_on_read_races(void)
 
     CHECK(rbuf != NULL && wbuf != NULL);
     setup(&f, "copy-on-read: copies and writes in flight together");
-    add(&f, "base", "{driver: memory, size: 1M}");
-    add(&f, "slow", "{driver: delay, delay-read: 100ms, file: base}");
-    add(&f, "top", "{driver: memory, size: 1M, backing: slow}");
-    add(&f, "dly", "{driver: delay, delay-write: 50, file: top}");
-    add(&f, "cor", "{driver: copy-on-read, file: dly}");
-    bb = bb_new(&f, "bb", ng_graph_find(f.g, "cor"));
-    base_bb = bb_new(&f, "base-bb", ng_graph_find(f.g, "base"));
+    add(&f, "base", yaml("{driver: memory, size: 1M}"));
+    add(&f, "slow", yaml("{driver: delay, delay-read: 100ms, file: base}"));
+    add(&f, "top", yaml("{driver: memory, size: 1M, backing: slow}"));
+    add(&f, "dly", yaml("{driver: delay, delay-write: 50, file: top}"));
+    add(&f, "cor", yaml("{driver: copy-on-read, file: dly}"));
+    bb = bb_new(&f, "bb", ng_graph_find(f.g, "cor"), true);
+    base_bb = bb_new(&f, "base-bb", ng_graph_find(f.g, "base"), true);
     fill(wbuf, 256 * KiB, 0, 1);
     CHECK_RET(io(&f, base_bb, NG_OP_WRITE, 0, 256 * KiB, 0, wbuf), 0);
 
@@ -1063,14 +788,14 @@ test_detect_zeroes(void)
     CHECK(buf != NULL);
     setup(&f, "detect-zeroes: zero writes become write-zeroes");
     snprintf(path, sizeof path, "%s/dz.log", f.tmpdir);
-    mem = add(&f, "mem", "{driver: memory, size: 1M}");
+    mem = add(&f, "mem", yaml("{driver: memory, size: 1M}"));
     snprintf(text, sizeof text, "{driver: log, file: mem, logfile: '%s'}",
              path);
-    add(&f, "lg", text);
-    add_fails(&f, "x", "{driver: detect-zeroes, file: lg, mode: maybe}",
+    add(&f, "lg", yaml(text));
+    add_fails(&f, "x", yaml("{driver: detect-zeroes, file: lg, mode: maybe}"),
               "'mode' must be one of off, on, unmap, not 'maybe'");
-    dz = add(&f, "dz", "{driver: detect-zeroes, file: lg, mode: unmap}");
-    bb = bb_new(&f, "bb", dz);
+    dz = add(&f, "dz", yaml("{driver: detect-zeroes, file: lg, mode: unmap}"));
+    bb = bb_new(&f, "bb", dz, true);
 
     fill(buf, 256 * KiB, 0, 1);
     CHECK_RET(io(&f, bb, NG_OP_WRITE, 0, 256 * KiB, 0, buf), 0);
@@ -1135,33 +860,32 @@ test_blkdebug(void)
     struct ng_bb *bb;
     struct ng_extent ext[4];
     struct ng_req req;
-    struct io_result r;
     unsigned char buf[4096];
     int fails;
 
     setup(&f, "blkdebug: injected errors");
-    add(&f, "mem", "{driver: memory, size: 1M}");
-    add_fails(&f, "x", "{driver: blkdebug, image: mem, inject-error: "
-                       "[{iotype: read}, {iotype: reed}]}",
+    add(&f, "mem", yaml("{driver: memory, size: 1M}"));
+    add_fails(&f, "x", yaml("{driver: blkdebug, image: mem, inject-error: "
+                            "[{iotype: read}, {iotype: reed}]}"),
               "test:1:72: 'iotype' must be one of read, write");
-    add_fails(&f, "x", "{driver: blkdebug, image: mem, inject-error: "
-                       "[{iotype: read, erno: EIO}]}",
+    add_fails(&f, "x", yaml("{driver: blkdebug, image: mem, inject-error: "
+                            "[{iotype: read, erno: EIO}]}"),
               "test:1:62: unknown 'inject-error' key 'erno'");
-    add_fails(&f, "x", "{driver: blkdebug, image: mem, inject-error: "
-                       "[{errno: EWHAT}]}",
+    add_fails(&f, "x", yaml("{driver: blkdebug, image: mem, inject-error: "
+                            "[{errno: EWHAT}]}"),
               "'errno' must be an errno name");
-    add_fails(&f, "x", "{driver: blkdebug, image: mem, inject-error: "
-                       "{iotype: read}}",
+    add_fails(&f, "x", yaml("{driver: blkdebug, image: mem, inject-error: "
+                            "{iotype: read}}"),
               "'inject-error' must be a list of rules");
-    dbg = add(&f, "dbg", "{driver: blkdebug, image: mem, inject-error: ["
-                         "{iotype: read, offset: 64K, length: 64K, "
-                         "errno: EIO}, "
-                         "{iotype: write, offset: 0, length: 4096, "
-                         "errno: ENOSPC, once: true}, "
-                         "{iotype: flush, errno: 28, after: 2}, "
-                         "{iotype: block-status, offset: 512K}, "
-                         "{iotype: discard, sector: 10, errno: EPERM}]}");
-    bb = bb_new(&f, "bb", dbg);
+    dbg = add(&f, "dbg", yaml("{driver: blkdebug, image: mem, inject-error: ["
+                              "{iotype: read, offset: 64K, length: 64K, "
+                              "errno: EIO}, "
+                              "{iotype: write, offset: 0, length: 4096, "
+                              "errno: ENOSPC, once: true}, "
+                              "{iotype: flush, errno: 28, after: 2}, "
+                              "{iotype: block-status, offset: 512K}, "
+                              "{iotype: discard, sector: 10, errno: EPERM}]}"));
+    bb = bb_new(&f, "bb", dbg, true);
     memset(buf, 1, sizeof buf);
 
     /* Reads touching [64K, 128K) fail; outside they succeed. */
@@ -1185,12 +909,7 @@ test_blkdebug(void)
     ng_req_init(&req, NG_OP_BLOCK_STATUS, MiB - 4096, 4096, 0);
     req.extents = ext;
     req.max_extents = 4;
-    req.done = io_done;
-    req.opaque = &r;
-    r = (struct io_result){ 0 };
-    ng_bb_submit(bb, &req);
-    io_wait(&f, &r);
-    CHECK_RET(r.ret, -EIO);
+    CHECK_RET(io_req(&f, bb, &req), -EIO);
     CHECK(extents(&f, bb, 0, 512 * KiB, 0, ext, 4) >= 1);
     /* QEMU's sector: the 512 bytes at 5120. */
     CHECK_RET(io(&f, bb, NG_OP_TRIM, 5000, 200, 0, NULL), -EPERM);
@@ -1241,15 +960,15 @@ test_delay(void)
     uint64_t t0;
 
     setup(&f, "delay: requests held");
-    add(&f, "mem", "{driver: memory, size: 1M}");
-    add_fails(&f, "x", "{driver: delay, file: mem, delay-read: 5min}",
+    add(&f, "mem", yaml("{driver: memory, size: 1M}"));
+    add_fails(&f, "x", yaml("{driver: delay, file: mem, delay-read: 5min}"),
               "'delay-read' must be a delay such as 250, 250ms or 1.5s");
-    add_fails(&f, "x", "{driver: delay, file: mem, delay-read: -1}",
+    add_fails(&f, "x", yaml("{driver: delay, file: mem, delay-read: -1}"),
               "not '-1'");
-    dly = add(&f, "dly", "{driver: delay, file: mem, delay-read: 50, "
-                         "delay-write: 0.04s, delay-zero: 30ms, "
-                         "delay-flush: 20ms}");
-    bb = bb_new(&f, "bb", dly);
+    dly = add(&f, "dly", yaml("{driver: delay, file: mem, delay-read: 50, "
+                              "delay-write: 0.04s, delay-zero: 30ms, "
+                              "delay-flush: 20ms}"));
+    bb = bb_new(&f, "bb", dly, true);
 
     /* Many at once: each held its own delay, not one after another. */
     for (int round = 0; round < 2; round++) {
@@ -1303,15 +1022,15 @@ test_log(void)
     snprintf(path, sizeof path, "%s/sub/x.log", f.tmpdir);
     snprintf(text, sizeof text, "{driver: log, file: mem, logfile: '%s'}",
              path);
-    add(&f, "mem", "{driver: memory, size: 2M}");
-    add_fails(&f, "x", text, "cannot open log file");
-    add(&f, "dbg", "{driver: blkdebug, image: mem, inject-error: "
-                   "[{iotype: read, offset: 1M}]}");
+    add(&f, "mem", yaml("{driver: memory, size: 2M}"));
+    add_fails(&f, "x", yaml(text), "cannot open log file");
+    add(&f, "dbg", yaml("{driver: blkdebug, image: mem, inject-error: "
+                        "[{iotype: read, offset: 1M}]}"));
     snprintf(path, sizeof path, "%s/x.log", f.tmpdir);
     snprintf(text, sizeof text, "{driver: log, file: dbg, logfile: '%s'}",
              path);
-    add(&f, "lg", text);
-    bb = bb_new(&f, "bb", ng_graph_find(f.g, "lg"));
+    add(&f, "lg", yaml(text));
+    bb = bb_new(&f, "bb", ng_graph_find(f.g, "lg"), true);
     CHECK_RET(io(&f, bb, NG_OP_WRITE, 4096, 4096, NG_REQ_FUA, buf), 0);
     CHECK_RET(io(&f, bb, NG_OP_READ, MiB, 512, 0, buf), -EIO);
     CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
@@ -1335,7 +1054,7 @@ test_log(void)
     /* logappend keeps what was there. */
     snprintf(text, sizeof text, "{driver: log, file: dbg, logfile: '%s', "
              "logappend: true}", path);
-    add(&f, "lg", text);
+    add(&f, "lg", yaml(text));
     CHECK(count_lines(path, "node=lg open", NULL) == 2);
     teardown(&f);
 }

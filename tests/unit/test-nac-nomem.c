@@ -62,27 +62,8 @@ fi_realloc(void *p, size_t n)
 #undef calloc
 #undef realloc
 
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
-    __attribute__((noreturn));
-
-static void
-fail(const char *fmt, ...)
-{
-    va_list ap;
-
-    fprintf(stderr, "test-nac-nomem: FAIL: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n");
-    exit(1);
-}
-
-#define CHECK(cond)                                                     \
-    do {                                                                \
-        if (!(cond))                                                    \
-            fail("%s:%d: %s", __FILE__, __LINE__, #cond);               \
-    } while (0)
+#define NAC_TEST_NAME "test-nac-nomem"
+#include "tests/unit/nac-test.h"
 
 /* Everything a user of the API can see, as text. */
 struct snap {

@@ -16,7 +16,6 @@
 #endif
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,34 +25,15 @@
 
 #include "nac/nac.h"
 
+#define NAC_TEST_NAME "test-nac"
+#include "tests/unit/nac-test.h"
+
 #define ALL     NG_NAC_ALL
 #define RD      NG_NAC_READ_DATA
 #define RM      NG_NAC_READ_META
 #define WD      NG_NAC_WRITE_DATA
 #define WM      NG_NAC_WRITE_META
 #define GM      NG_NAC_GRAPH_MOD
-
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
-    __attribute__((noreturn));
-
-static void
-fail(const char *fmt, ...)
-{
-    va_list ap;
-
-    fprintf(stderr, "test-nac: FAIL: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n");
-    exit(1);
-}
-
-#define CHECK(cond)                                                     \
-    do {                                                                \
-        if (!(cond))                                                    \
-            fail("%s:%d: %s", __FILE__, __LINE__, #cond);               \
-    } while (0)
 
 /* Deterministic PRNG (splitmix64): the same cases on every run. */
 struct rng {
