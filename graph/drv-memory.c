@@ -201,11 +201,40 @@ memory_write(struct memory_state *s, struct ng_req *req)
  * not show the backing's data: it becomes the zero marker.  A trim may
  * leave a partial unallocated page alone (its contents are unspecified
  * afterwards); write-zeroes copied such pages up first. */
+/* Write-zeroes with NO_HOLE (no NG_REQ_MAY_TRIM): the range must stay
+ * provisioned, so zero the pages in place and allocate missing ones. */
+static int
+memory_zero_provisioned(struct memory_state *s, struct ng_req *req)
+{
+    uint64_t off = req->offset, left = req->length;
+
+    while (left > 0) {
+        uint64_t n = memory_chunk(off, left);
+        unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];
+
+        if (*pp == NULL || *pp == MEMORY_ZEROED(s)) {
+            /* A partial page over a backing node was copied up first. */
+            if (*pp == NULL && s->backing != NULL &&
+                !memory_whole_page(s, off, n))
+                return -EIO;
+            if ((*pp = calloc(1, MEMORY_PAGE_SIZE)) == NULL)
+                return -ENOSPC;
+        } else {
+            memset(*pp + (off & MEMORY_PAGE_MASK), 0, n);
+        }
+        off += n;
+        left -= n;
+    }
+    return 0;
+}
+
 static int
 memory_zero(struct memory_state *s, struct ng_req *req)
 {
     uint64_t off = req->offset, left = req->length;
 
+    if (req->op == NG_OP_WRITE_ZEROES && !(req->flags & NG_REQ_MAY_TRIM))
+        return memory_zero_provisioned(s, req);
     while (left > 0) {
         uint64_t n = memory_chunk(off, left);
         unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];

@@ -119,6 +119,16 @@ test_memory(void)
     CHECK(extents(&f, bb, 0, 4 * MiB, 0, ext, 8) == 3);
     check_extent(&ext[1], 64 * KiB, DATA);
 
+    /* Without MAY_TRIM (NBD's NO_HOLE) the zeroed range stays allocated,
+     * even where nothing was written before. */
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 2 * MiB, 128 * KiB, 0, NULL),
+              0);
+    CHECK(extents(&f, bb, 2 * MiB, 128 * KiB, 0, ext, 8) == 1);
+    check_extent(&ext[0], 128 * KiB, DATA);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 2 * MiB, 128 * KiB, 0, buf), 0);
+    check_zero(buf, 128 * KiB, 2 * MiB);
+    CHECK_RET(io(&f, bb, NG_OP_TRIM, 2 * MiB, 128 * KiB, 0, NULL), 0);
+
     CHECK_RET(io(&f, bb, NG_OP_FLUSH, 0, 0, 0, NULL), 0);
     CHECK_RET(io(&f, bb, NG_OP_CACHE, 0, MiB, 0, NULL), 0);
     /* Past the end: refused before the driver. */
