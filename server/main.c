@@ -97,6 +97,18 @@ parse_args(int argc, char **argv, struct options *o)
     return 0;
 }
 
+/* Errors found while opening (a raw slice past its child's end, a file
+ * that is missing) carry no position; give them the node's. */
+static int
+located(struct ng_error *err, const char *file, const struct ng_loc *loc)
+{
+    size_t n = strlen(file);
+
+    if (strncmp(err->msg, file, n) == 0 && err->msg[n] == ':')
+        return -1;
+    return ng_error_prefix(err, "%s:%u:%u", file, loc->line, loc->column);
+}
+
 static int
 build_graph(struct daemon *d, struct ng_error *err)
 {
@@ -113,7 +125,7 @@ build_graph(struct daemon *d, struct ng_error *err)
         const struct ng_node_cfg *nc = &d->cfg->nodes[i];
 
         if (ng_graph_add_node(d->graph, nc->name, nc->opts, err) == NULL)
-            return -1;
+            return located(err, d->cfg->file, &nc->loc);
         ng_log_debug("node '%s' opened", nc->name);
     }
     return 0;
@@ -322,15 +334,24 @@ run(const struct options *o)
         fprintf(stderr, "nbdgraphd: %s\n", err.msg);
         return EXIT_FAILURE;
     }
-    if (o->check_config) {
-        printf("%s: configuration is valid\n", d.cfg->file);
-        ng_config_free(d.cfg);
-        return EXIT_SUCCESS;
-    }
     if (uv_loop_init(&d.loop) != 0) {
         fprintf(stderr, "nbdgraphd: cannot create event loop\n");
         ng_config_free(d.cfg);
         return EXIT_FAILURE;
+    }
+    /* --check-config opens every node and claims every export, as a
+     * start would, but listens on nothing. */
+    if (o->check_config) {
+        if (build_graph(&d, &err) == 0 && start_server(&d, &err) == 0)
+            printf("%s: configuration is valid\n", d.cfg->file);
+        else
+            d.exit_code = EXIT_FAILURE;
+        if (d.exit_code != EXIT_SUCCESS)
+            fprintf(stderr, "nbdgraphd: %s\n", err.msg);
+        if (d.nbd != NULL)
+            ng_nbd_server_shutdown(d.nbd, NULL, NULL);
+        daemon_cleanup(&d);
+        return d.exit_code;
     }
     if (build_graph(&d, &err) == -1 || start_server(&d, &err) == -1 ||
         start_control(&d, &err) == -1 || watch_signals(&d) == -1 ||

@@ -23,3 +23,7 @@ CONTROL_TESTS += tests/test-qmp
 tests_test_qmp_SOURCES = tests/test-qmp.c
 tests_test_qmp_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_qmp_LDADD = $(TEST_LIBS)
+
+# nbdgraphd --check-config against configs that only fail when opened.
+TESTS += tests/test-check-config.sh
+EXTRA_DIST += tests/test-check-config.sh tests/configs/bad-open
