@@ -6,6 +6,11 @@
  * read the node state, which does not change while requests are in
  * flight, and return 0 or a negative errno.
  *
+ * Two shortcuts keep requests that cannot block on the loop thread, where
+ * they cost no thread hand-off: every request to a file on tmpfs or ramfs
+ * (memory only: nothing there waits for a device), and a buffered read
+ * that preadv2(RWF_NOWAIT) can answer wholly from the page cache.
+ *
  * With cache.direct=on the file is opened O_DIRECT and the kernel wants
  * offset, length and buffer aligned.  Aligned requests go straight
  * through; the rest bounce through an aligned buffer, and an unaligned
@@ -24,10 +29,13 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #ifdef __linux__
 #include <linux/fs.h>               /* BLKGETSIZE64, BLKSSZGET */
+#include <linux/magic.h>            /* TMPFS_MAGIC, RAMFS_MAGIC */
 #endif
 
 #include "graph/graph.h"
@@ -97,6 +105,9 @@ struct file_state {
                                      * device; 1 for a file */
     bool rmw_lock_ready;
     pthread_rwlock_t rmw_lock;
+    bool never_blocks;              /* tmpfs/ramfs, buffered: run inline */
+    bool nowait_reads;              /* try RWF_NOWAIT reads inline; cleared
+                                     * when the file system says no */
 };
 
 static const struct ng_opt_desc file_opts[] = {
@@ -509,10 +520,47 @@ file_work(struct ng_node *node, struct ng_req *req)
 
 /* ---- Loop thread ------------------------------------------------------ */
 
+/* A buffered read wholly in the page cache, done without blocking;
+ * false when it must go to a worker thread. */
+static bool
+file_read_nowait(struct file_state *s, struct ng_req *req)
+{
+    struct iovec iov = { req->buf, req->length };
+    ssize_t r;
+
+    if (!s->nowait_reads || req->op != NG_OP_READ)
+        return false;
+    r = preadv2(s->fd, &iov, 1, (off_t)req->offset, RWF_NOWAIT);
+    if (r < 0 && errno == EOPNOTSUPP)
+        s->nowait_reads = false;
+    return r == (ssize_t)req->length;
+}
+
 static void
 file_submit(struct ng_node *node, struct ng_req *req)
 {
-    ng_req_run_blocking(node, req, file_work);
+    struct file_state *s = ng_node_state(node);
+
+    if (s->never_blocks)
+        ng_req_complete(req, file_work(node, req));
+    else if (file_read_nowait(s, req))
+        ng_req_complete(req, 0);
+    else
+        ng_req_run_blocking(node, req, file_work);
+}
+
+/* Which shortcut (see the top of the file) this file may take. */
+static void
+file_probe_blocking(struct file_state *s)
+{
+    struct statfs fs;
+
+    if (s->direct || s->is_block)
+        return;
+    s->nowait_reads = true;
+    if (fstatfs(s->fd, &fs) == 0 &&
+        (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC))
+        s->never_blocks = true;
 }
 
 /* O_DIRECT alignment: what statx() reports, else the device's logical
@@ -725,6 +773,7 @@ file_open(struct ng_node *node, struct ng_error *err)
     }
     if (s->direct)
         file_probe_align(s);
+    file_probe_blocking(s);
     if (s->size > INT64_MAX) {
         file_close(node);
         return ng_error_set(err, EFBIG, "'%s' is too large", s->filename);

@@ -26,3 +26,7 @@ tests_unit_test_drivers_SOURCES = \
 	tests/unit/graph-fixture.c \
 	$(NULL)
 tests_unit_test_drivers_LDADD = $(CORE_LIBS)
+
+# The same on tmpfs: the file driver's inline path.
+TESTS += tests/unit/test-drivers-tmpfs.sh
+EXTRA_DIST += tests/unit/test-drivers-tmpfs.sh
