@@ -11,9 +11,8 @@ nbdgraphctl_SOURCES = contrib/nbdgraphctl.c
 nbdgraphctl_LDADD = $(JANSSON_LIBS)
 dist_man_MANS += contrib/nbdgraphctl.1
 
-# Its test runs the real daemon; functions.sh is shared by shell tests.
+# Its test runs the real daemon through tests/functions.sh.
 TESTS += tests/test-ctl.sh
 EXTRA_DIST += \
 	tests/test-ctl.sh \
-	tests/functions.sh \
 	$(NULL)

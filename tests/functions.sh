@@ -1,6 +1,38 @@
-# tests/functions.sh: helpers for shell tests (bash).  Start a test with
+# tests/functions.sh: helpers for every shell test that runs the daemon
+# (bash).  Start a test with
 #   source "$srcdir/functions.sh"
-# automake's environment sets srcdir, top_builddir and NBDGRAPHD.
+# automake's environment sets srcdir (the tests/ folder), top_builddir
+# and NBDGRAPHD.
+#
+# Sourcing it bounds the whole test in time, makes a private temp dir
+# $dir (there before any daemon starts, for files a config names;
+# removed on exit) and installs an EXIT trap that stops a daemon left
+# running and fails the test unless that daemon exited 0.  Then:
+#   requires CMD [ARG]...        skip (exit 77) unless CMD runs
+#   start_nbdgraphd TEXT [EXPORT]
+#   start_nbdgraphd --config FILE [EXPORT]
+#                                start the daemon; sets $sock $ctl $uri
+#   uri_for EXPORT               the nbd+unix URI of another export
+#   stop_nbdgraphd               SIGTERM; fails unless exit 0, socket gone
+#   expect_status N CMD [ARG]... fail unless CMD exits with N
+# One daemon at a time; after stop_nbdgraphd another may start.
+
+# A hung client or daemon must fail the test, not hang `make check`.
+# Re-run this script under timeout(1): on expiry it signals its whole
+# process group, so the clients and the daemon go too.  ASan builds are
+# several times slower, hence the margin.
+if [ -z "${NG_UNDER_TIMEOUT-}" ]; then
+    export NG_UNDER_TIMEOUT=1
+    exec timeout --kill-after=10 "${NG_TEST_TIMEOUT:-240}" \
+        bash "$0" "$@"
+fi
+
+: "${NBDGRAPHD:=${top_builddir:-.}/nbdgraphd}"
+nbdgraphd_pid=
+sock=
+ctl=
+uri=
+dir=$(mktemp -d "${TMPDIR:-/tmp}/ngtest.XXXXXX") || exit 1
 
 # requires CMD [ARG]...: skip the test (exit 77) unless `CMD ARG...` runs
 # successfully; with a bare CMD, unless CMD is on $PATH.
@@ -15,87 +47,108 @@ requires ()
     exit 77
 }
 
-# start_nbdgraphd CONFIG_TEXT
-# start_nbdgraphd --config FILE
-# Run $NBDGRAPHD in the background on a config written into a new temp
-# dir ($dir), serving NBD on the Unix socket $sock, with its control
-# socket at $ctl.  The text normally holds only nodes: and exports:; a
-# server: section is added unless it starts a line of its own.  @SOCK@,
-# @CONTROL@ and @DIR@ are replaced by the paths.  Returns once both
-# sockets exist (at most 30 s); a trap stops the daemon when the test
-# exits and fails the test if the daemon did not exit 0.
+# uri_for EXPORT: the URI of EXPORT on the running daemon.
+uri_for ()
+{
+    printf 'nbd+unix:///%s?socket=%s\n' "$1" "$sock"
+}
+
+# start_nbdgraphd CONFIG_TEXT [EXPORT]
+# start_nbdgraphd --config FILE [EXPORT]
+# Write the config to $dir/config.yaml with @SOCK@, @CONTROL@ and @DIR@
+# replaced by $sock, $ctl and $dir, and run $NBDGRAPHD on it in the
+# background.  The text normally holds only nodes: and exports:; unless
+# server: starts a line of its own, a server: section listening on $sock
+# with its control socket at $ctl is added.  Returns once `nbdinfo
+# --size` answers on EXPORT (default "demo"), whose URI is then in $uri,
+# and, when the config names $ctl, once that socket exists too.
 start_nbdgraphd ()
 {
-    local text i xtrace=
+    local text name i rc=0 xtrace= want_ctl=
 
-    # Its wait loop would drown a `set -x` log; show the config instead.
+    # Its wait loop would drown a `set -x` log; the config is shown instead.
     case $- in *x*) xtrace=1; { set +x; } 2>/dev/null ;; esac
     if [ "$1" = --config ]; then
         text=$(cat "$2") || exit 1
+        shift
     else
         text=$1
     fi
-    dir=$(mktemp -d "${TMPDIR:-/tmp}/ngtest.XXXXXX") || exit 1
+    name=${2:-demo}
+    requires nbdinfo --version              # the readiness probe
+    if [ -n "$nbdgraphd_pid" ]; then
+        echo "$0: start_nbdgraphd: a daemon is already running" >&2
+        exit 1
+    fi
     sock=$dir/nbd.sock
     ctl=$dir/control.sock
-    trap _nbdgraphd_stop EXIT
     if ! grep -q '^server:' <<<"$text"; then
         text="server:
   listen: [ \"unix:@SOCK@\" ]
   control: \"@CONTROL@\"
 $text"
     fi
+    # A config may go without a control socket; then only NBD is awaited.
+    case $text in *@CONTROL@*) want_ctl=1 ;; esac
     text=${text//@SOCK@/$sock}
     text=${text//@CONTROL@/$ctl}
     text=${text//@DIR@/$dir}
     printf '%s\n' "$text" > "$dir/config.yaml"
     echo "start_nbdgraphd: $dir/config.yaml:" >&2
     cat "$dir/config.yaml" >&2
-    "${NBDGRAPHD:-nbdgraphd}" --foreground --exit-with-parent \
-        --config "$dir/config.yaml" > "$dir/nbdgraphd.log" 2>&1 &
+    # Appended: a second daemon in one test keeps the first one's log.
+    "$NBDGRAPHD" --foreground --exit-with-parent \
+        --config "$dir/config.yaml" >> "$dir/nbdgraphd.log" 2>&1 &
     nbdgraphd_pid=$!
+    uri=$(uri_for "$name")
+    # 300 rounds of at least 0.1 s: 30 s, enough for an ASan build.
     for i in $(seq 300); do
-        if [ -S "$sock" ] && [ -S "$ctl" ]; then
+        if { [ -z "$want_ctl" ] || [ -S "$ctl" ]; } &&
+               timeout 5 nbdinfo --size "$uri" >/dev/null 2>&1; then
             [ -n "$xtrace" ] && set -x
             return 0
         fi
         if ! kill -0 "$nbdgraphd_pid" 2>/dev/null; then
-            echo "$0: nbdgraphd exited during startup:" >&2
+            wait "$nbdgraphd_pid" || rc=$?      # no set -e exit here
+            echo "$0: nbdgraphd exited ($rc) during startup; its log:" >&2
             cat "$dir/nbdgraphd.log" >&2
+            nbdgraphd_pid=
             exit 1
         fi
         sleep 0.1
     done
-    echo "$0: nbdgraphd made no $sock and $ctl within 30 s" >&2
+    echo "$0: nbdgraphd did not answer on $uri${want_ctl:+ and make $ctl}" \
+         "within 30 s" >&2
     exit 1
 }
 
-# The EXIT trap: SIGTERM, wait (bounded: a daemon that ignores SIGTERM
-# must not hang the suite), keep the test's status unless the daemon
-# failed (a sanitizer report, say), then remove the temp dir.
-_nbdgraphd_stop ()
+# stop_nbdgraphd: SIGTERM, wait (bounded: a daemon that ignores SIGTERM
+# must not hang the suite), then fail (return 1) unless it exited 0 and
+# removed its socket file, as the README promises.
+stop_nbdgraphd ()
 {
-    local status=$? rc=0 i
+    local pid=$nbdgraphd_pid rc=0 i
 
-    set +e +x
-    if [ -n "$nbdgraphd_pid" ]; then
-        kill -TERM "$nbdgraphd_pid" 2>/dev/null
-        for i in $(seq 300); do
-            kill -0 "$nbdgraphd_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$nbdgraphd_pid" 2>/dev/null &&
-            echo "$0: nbdgraphd ignored SIGTERM for 30 s" >&2
-        wait "$nbdgraphd_pid"
-        rc=$?
+    [ -n "$pid" ] || return 0
+    nbdgraphd_pid=
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 300); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -KILL "$pid" 2>/dev/null; then
+        echo "$0: nbdgraphd ignored SIGTERM for 30 s" >&2
     fi
-    if [ $rc -ne 0 ]; then
+    wait "$pid" || rc=$?
+    if [ "$rc" -ne 0 ]; then
         echo "$0: nbdgraphd exited with status $rc; its log:" >&2
         cat "$dir/nbdgraphd.log" >&2
-        [ $status -eq 0 ] && status=1
+        return 1
     fi
-    [ -n "$dir" ] && rm -rf "$dir"
-    exit $status
+    if [ -e "$sock" ]; then
+        echo "$0: nbdgraphd left its socket $sock behind" >&2
+        return 1
+    fi
 }
 
 # expect_status N CMD [ARG]...: run CMD, fail unless it exits with N.
@@ -110,3 +163,21 @@ expect_status ()
         return 1
     fi
 }
+
+# The EXIT trap: stop a daemon still running, keep the test's status
+# unless stopping it failed (a sanitizer report, say), remove $dir.
+_ng_cleanup ()
+{
+    local status=$?
+
+    set +e +x
+    if ! stop_nbdgraphd && [ "$status" -eq 0 ]; then
+        status=1
+    fi
+    rm -rf "$dir"
+    exit "$status"
+}
+trap _ng_cleanup EXIT
+# Exit on a signal so the trap above runs.
+trap 'exit 143' TERM
+trap 'exit 130' INT

@@ -7,6 +7,11 @@ AM_TESTS_ENVIRONMENT = \
 	NBDGRAPHD=$(abs_top_builddir)/nbdgraphd \
 	$(NULL)
 
+# The helpers every shell test that runs the daemon sources.
+EXTRA_DIST += \
+	tests/functions.sh \
+	$(NULL)
+
 # The harness every C integration test links with.
 check_LIBRARIES = tests/libngtest.a
 tests_libngtest_a_SOURCES = \

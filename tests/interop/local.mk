@@ -10,6 +10,5 @@ INTEROP_TESTS = \
 	$(NULL)
 TESTS += $(INTEROP_TESTS)
 EXTRA_DIST += \
-	tests/interop/functions.sh \
 	$(INTEROP_TESTS) \
 	$(NULL)

@@ -2,7 +2,7 @@
 # tests/interop/test-nbdcopy.sh: libnbd's nbdcopy into, out of and
 # between exports, with one connection and with four (multi-conn) and
 # 64 requests in flight.
-source "$srcdir/interop/functions.sh"
+source "$srcdir/functions.sh"
 set -e -x
 requires nbdcopy --version
 requires nbdinfo --version

@@ -2,7 +2,7 @@
 # tests/interop/test-nbdinfo.sh: what libnbd's nbdinfo sees of the
 # handshake (sizes, flags, descriptions, block sizes), of NBD_OPT_LIST,
 # and of block status (--map) after writes and trims.
-source "$srcdir/interop/functions.sh"
+source "$srcdir/functions.sh"
 set -e -x
 requires nbdinfo --version
 requires qemu-io --version

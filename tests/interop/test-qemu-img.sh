@@ -2,7 +2,7 @@
 # tests/interop/test-qemu-img.sh: qemu-img copies an image with data,
 # zeroes and holes into an export and out again, through qcow2 and back,
 # and reads the export's allocation map (NBD block status) after a trim.
-source "$srcdir/interop/functions.sh"
+source "$srcdir/functions.sh"
 set -e -x
 requires qemu-img --version
 requires qemu-io --version

@@ -6,7 +6,7 @@
 # memory export (bare and behind implicit filters) and on a file export.
 # The same commands also run on a local file, and the two disks must end
 # up equal byte for byte.
-source "$srcdir/interop/functions.sh"
+source "$srcdir/functions.sh"
 set -e -x
 requires qemu-io --version
 requires qemu-img --version

@@ -4,7 +4,7 @@
 # land at the slice's offset in the file and nowhere else; a read-only
 # export of the whole file sees them at once.  The expected file is built
 # with dd and compared with cmp.
-source "$srcdir/interop/functions.sh"
+source "$srcdir/functions.sh"
 set -e -x
 requires nbdcopy --version
 requires qemu-io --version
