@@ -163,23 +163,25 @@ memory_whole_page(const struct memory_state *s, uint64_t off, uint64_t n)
     return (off & MEMORY_PAGE_MASK) == 0 && off + n == end;
 }
 
+/* Store `buf` (or zeroes when buf is NULL) at [off, off + len), making
+ * each page it touches a real page: a write, or a write-zeroes that must
+ * stay provisioned (NBD's NO_HOLE). */
 static int
-memory_write(struct memory_state *s, struct ng_req *req)
+memory_store(struct memory_state *s, uint64_t off, uint64_t len,
+             const unsigned char *buf)
 {
-    const unsigned char *buf = req->buf;
-    uint64_t off = req->offset, left = req->length;
-
-    while (left > 0) {
-        uint64_t n = memory_chunk(off, left);
+    while (len > 0) {
+        uint64_t n = memory_chunk(off, len);
         unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];
+        bool fresh = *pp == NULL || *pp == MEMORY_ZEROED(s);
 
-        if (*pp == NULL || *pp == MEMORY_ZEROED(s)) {
-            /* First touch.  A page the write fills needs no zeroing.  With
+        if (fresh) {
+            /* First touch.  A page the data fills needs no zeroing.  With
              * a backing node a partial page was copied up already. */
             if (*pp == NULL && s->backing != NULL &&
                 !memory_whole_page(s, off, n))
                 return -EIO;
-            *pp = memory_whole_page(s, off, n) ?
+            *pp = buf != NULL && memory_whole_page(s, off, n) ?
                   malloc(MEMORY_PAGE_SIZE) : calloc(1, MEMORY_PAGE_SIZE);
             /* Out of RAM is this disk's out of space; ENOSPC lets a
              * client (QEMU's werror=enospc) pause rather than fail.  What
@@ -187,10 +189,14 @@ memory_write(struct memory_state *s, struct ng_req *req)
             if (*pp == NULL)
                 return -ENOSPC;
         }
-        memcpy(*pp + (off & MEMORY_PAGE_MASK), buf, n);
-        buf += n;
+        if (buf != NULL) {
+            memcpy(*pp + (off & MEMORY_PAGE_MASK), buf, n);
+            buf += n;
+        } else if (!fresh) {
+            memset(*pp + (off & MEMORY_PAGE_MASK), 0, n);
+        }
         off += n;
-        left -= n;
+        len -= n;
     }
     return 0;
 }
@@ -200,41 +206,15 @@ memory_write(struct memory_state *s, struct ng_req *req)
  * FAST_ZERO is always honoured.  With a backing node a freed page must
  * not show the backing's data: it becomes the zero marker.  A trim may
  * leave a partial unallocated page alone (its contents are unspecified
- * afterwards); write-zeroes copied such pages up first. */
-/* Write-zeroes with NO_HOLE (no NG_REQ_MAY_TRIM): the range must stay
- * provisioned, so zero the pages in place and allocate missing ones. */
-static int
-memory_zero_provisioned(struct memory_state *s, struct ng_req *req)
-{
-    uint64_t off = req->offset, left = req->length;
-
-    while (left > 0) {
-        uint64_t n = memory_chunk(off, left);
-        unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];
-
-        if (*pp == NULL || *pp == MEMORY_ZEROED(s)) {
-            /* A partial page over a backing node was copied up first. */
-            if (*pp == NULL && s->backing != NULL &&
-                !memory_whole_page(s, off, n))
-                return -EIO;
-            if ((*pp = calloc(1, MEMORY_PAGE_SIZE)) == NULL)
-                return -ENOSPC;
-        } else {
-            memset(*pp + (off & MEMORY_PAGE_MASK), 0, n);
-        }
-        off += n;
-        left -= n;
-    }
-    return 0;
-}
-
+ * afterwards); write-zeroes copied such pages up first.  Write-zeroes
+ * without MAY_TRIM keeps its pages allocated (memory_store). */
 static int
 memory_zero(struct memory_state *s, struct ng_req *req)
 {
     uint64_t off = req->offset, left = req->length;
 
     if (req->op == NG_OP_WRITE_ZEROES && !(req->flags & NG_REQ_MAY_TRIM))
-        return memory_zero_provisioned(s, req);
+        return memory_store(s, req->offset, req->length, NULL);
     while (left > 0) {
         uint64_t n = memory_chunk(off, left);
         unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];
@@ -406,7 +386,9 @@ memory_backed_read(struct memory_state *s, struct ng_req *req)
 static int
 memory_apply(struct memory_state *s, struct ng_req *req)
 {
-    return req->op == NG_OP_WRITE ? memory_write(s, req) : memory_zero(s, req);
+    if (req->op == NG_OP_WRITE)
+        return memory_store(s, req->offset, req->length, req->buf);
+    return memory_zero(s, req);
 }
 
 static void
