@@ -43,7 +43,8 @@ conn_free(struct nbd_conn *c)
 
     ng_log_debug("%s: connection closed", c->peer);
     nbd_hs_free(c);
-    free(c->rbuf);
+    if (c->rb != NULL)
+        nbd_rbuf_unref(c->srv, c->rb);
     nbd_server_conn_gone(c->srv, c);
     free(c);
     if (exp != NULL)
@@ -200,6 +201,26 @@ conn_after_release(struct nbd_conn *c)
 
 /* ---- Receiving ----------------------------------------------------------- */
 
+/* Read on in a shared receive buffer only with at least this much room. */
+#define NBD_RBUF_MIN_ROOM (32u << 10)
+
+static int
+conn_switch_rbuf(struct nbd_conn *c)
+{
+    struct nbd_rbuf *rb = nbd_rbuf_get(c->srv);
+    size_t n = c->rend - c->rstart;
+
+    if (rb == NULL)
+        return -1;
+    memcpy(rb->data, c->rbuf + c->rstart, n);
+    nbd_rbuf_unref(c->srv, c->rb);
+    c->rb = rb;
+    c->rbuf = rb->data;
+    c->rstart = 0;
+    c->rend = n;
+    return 0;
+}
+
 static void
 conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -211,8 +232,15 @@ conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
                            r->length - c->payload_got);
         return;
     }
-    /* Keep the unparsed tail (a partial header or option) at the front. */
-    if (c->rstart == c->rend) {
+    /* Requests still use parts of this buffer: read on behind them while
+     * there is room, else move the unparsed tail to a fresh buffer. */
+    if (c->rb->refs > 1) {
+        if (NBD_RBUF_SIZE - c->rend < NBD_RBUF_MIN_ROOM &&
+            conn_switch_rbuf(c) == -1) {
+            *buf = uv_buf_init(NULL, 0);        /* libuv: UV_ENOBUFS */
+            return;
+        }
+    } else if (c->rstart == c->rend) {
         c->rstart = c->rend = 0;
     } else if (c->rstart > 0) {
         memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
@@ -714,6 +742,26 @@ conn_take_payload(struct nbd_conn *c, struct nbd_req *r)
     c->payload_got = (uint32_t)n;
 }
 
+/* A WRITE whose whole payload is already in the receive buffer is used
+ * there, so the payload is copied once only, by the driver. */
+static bool
+payload_buffered(const struct nbd_conn *c, uint16_t cmd, uint32_t length)
+{
+    return cmd == NBD_CMD_WRITE && length > 0 &&
+           c->rend - c->rstart >= length;
+}
+
+static void
+conn_payload_in_place(struct nbd_conn *c, struct nbd_req *r)
+{
+    r->buf = c->rbuf + c->rstart;
+    r->rb = c->rb;
+    c->rb->refs++;
+    c->nbytes += r->length;
+    c->rstart += r->length;
+    conn_submit(c, r);
+}
+
 static void
 conn_handle_request(struct nbd_conn *c, const uint8_t *p)
 {
@@ -739,7 +787,8 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
         nbd_conn_abort(c);
         return;
     }
-    r = nbd_req_get(c, error == 0 ? request_buf_len(cmd, length) : 0);
+    r = nbd_req_get(c, error == 0 && !payload_buffered(c, cmd, length)
+                       ? request_buf_len(cmd, length) : 0);
     if (r == NULL && error == 0) {
         error = NBD_ENOMEM;
         r = nbd_req_get(c, 0);
@@ -760,6 +809,8 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
         reply_prepare_error(r, error);
     } else if (error != 0) {
         reply_error(r, error);
+    } else if (cmd == NBD_CMD_WRITE && r->buf == NULL) {
+        conn_payload_in_place(c, r);
     } else if (cmd == NBD_CMD_WRITE) {
         conn_take_payload(c, r);
     } else {
@@ -817,7 +868,8 @@ void
 nbd_conn_start(struct nbd_conn *c)
 {
     ng_log_debug("%s: new connection", c->peer);
-    c->rbuf = malloc(NBD_RBUF_SIZE);
+    c->rb = nbd_rbuf_get(c->srv);
+    c->rbuf = c->rb != NULL ? c->rb->data : NULL;
     if (c->rbuf == NULL) {
         ng_log_error("%s: out of memory; dropping client", c->peer);
         nbd_conn_abort(c);

@@ -80,6 +80,16 @@
 
 /* ---- Objects ------------------------------------------------------------- */
 
+/* A receive buffer.  Small WRITEs whose payload arrived whole in it use
+ * it in place (no copy before the driver's one), so it is shared: the
+ * connection holds one reference while reading into it and each such
+ * request one more. */
+struct nbd_rbuf {
+    unsigned refs;
+    struct nbd_rbuf *next_free;     /* server's free list */
+    uint8_t data[];                 /* NBD_RBUF_SIZE bytes */
+};
+
 struct nbd_conn;
 
 union nbd_handle {
@@ -129,6 +139,8 @@ struct ng_nbd_server {
     uv_idle_t flush_idle;           /* ... or before it (see nbd.c) */
     uv_timer_t timer;               /* handshake and shutdown deadlines */
     struct nbd_req *free_reqs;
+    struct nbd_rbuf *free_rbufs;
+    unsigned n_free_rbufs;
     struct nbd_pool pool;
     unsigned nconns;
     bool shutting_down;
@@ -153,8 +165,11 @@ struct nbd_req {
     uint16_t flags;                 /* NBD_CMD_FLAG_* */
     uint64_t offset;
     uint32_t length;
-    uint8_t *buf;                   /* pooled payload buffer or NULL */
+    uint8_t *buf;                   /* pooled payload buffer, a WRITE's
+                                     * payload inside `rb`, or NULL */
     unsigned buf_class;
+    struct nbd_rbuf *rb;            /* holds a reference when buf points
+                                     * into a receive buffer */
     const uint8_t *payload;         /* sent after hdr: in buf, or NULL */
     uint32_t payload_len;
     uint32_t hdr_len;
@@ -180,7 +195,8 @@ struct nbd_conn {
     uint64_t since;                 /* uv_now() at accept */
 
     /* Receiving. */
-    uint8_t *rbuf;                  /* NBD_RBUF_SIZE, owned */
+    struct nbd_rbuf *rb;            /* receive buffer, one reference */
+    uint8_t *rbuf;                  /* rb->data */
     size_t rstart, rend;            /* unparsed bytes */
     uint64_t skip;                  /* payload bytes to throw away */
     struct nbd_req *skip_reply;     /* the refused WRITE they belong to:
@@ -280,6 +296,10 @@ uint64_t nbd_export_size(const struct ng_nbd_export *exp);
 
 /* The 18-byte greeting, queued with nbd_hs_send(). */
 void nbd_hs_greet(struct nbd_conn *c);
+/* Receive buffers: a new one (one reference) or NULL; drop a reference. */
+struct nbd_rbuf *nbd_rbuf_get(struct ng_nbd_server *srv);
+void nbd_rbuf_unref(struct ng_nbd_server *srv, struct nbd_rbuf *rb);
+
 /* Parse one handshake message from rbuf[rstart..rend).  Returns 1 when
  * one was consumed, 0 when more bytes are needed, -1 when the
  * connection was dropped or is closing. */

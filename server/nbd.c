@@ -100,6 +100,7 @@ nbd_req_get(struct nbd_conn *c, uint32_t len)
     r->next = NULL;
     r->buf = NULL;
     r->buf_class = 0;
+    r->rb = NULL;
     r->payload = NULL;
     r->payload_len = 0;
     r->hdr_len = 0;
@@ -123,15 +124,52 @@ nbd_req_put(struct nbd_req *r)
     struct nbd_conn *c = r->conn;
     struct ng_nbd_server *srv = c->srv;
 
-    if (r->buf != NULL) {
+    if (r->rb != NULL) {
+        c->nbytes -= r->length;
+        nbd_rbuf_unref(srv, r->rb);
+        r->rb = NULL;
+    } else if (r->buf != NULL) {
         c->nbytes -= pool_class_size(r->buf_class);
         pool_put(&srv->pool, r->buf, r->buf_class);
-        r->buf = NULL;
     }
+    r->buf = NULL;
     c->nreqs--;
     r->conn = NULL;
     r->next = srv->free_reqs;
     srv->free_reqs = r;
+}
+
+/* Free receive buffers kept for reuse, at most this many. */
+#define NBD_FREE_RBUFS_MAX 64
+
+struct nbd_rbuf *
+nbd_rbuf_get(struct ng_nbd_server *srv)
+{
+    struct nbd_rbuf *rb = srv->free_rbufs;
+
+    if (rb != NULL) {
+        srv->free_rbufs = rb->next_free;
+        srv->n_free_rbufs--;
+    } else if ((rb = malloc(sizeof *rb + NBD_RBUF_SIZE)) == NULL) {
+        return NULL;
+    }
+    rb->refs = 1;
+    rb->next_free = NULL;
+    return rb;
+}
+
+void
+nbd_rbuf_unref(struct ng_nbd_server *srv, struct nbd_rbuf *rb)
+{
+    if (--rb->refs > 0)
+        return;
+    if (srv->n_free_rbufs >= NBD_FREE_RBUFS_MAX) {
+        free(rb);
+        return;
+    }
+    rb->next_free = srv->free_rbufs;
+    srv->free_rbufs = rb;
+    srv->n_free_rbufs++;
 }
 
 static void
@@ -858,6 +896,13 @@ ng_nbd_server_free(struct ng_nbd_server *srv)
     }
     free_req_list(srv->free_reqs);
     srv->free_reqs = NULL;
+    while (srv->free_rbufs != NULL) {
+        struct nbd_rbuf *rb = srv->free_rbufs;
+
+        srv->free_rbufs = rb->next_free;
+        free(rb);
+    }
+    srv->n_free_rbufs = 0;
     pool_fini(&srv->pool);
     if (srv->handles_closing && srv->handles_open == 0) {
         free(srv);
