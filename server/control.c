@@ -14,6 +14,7 @@
 
 #include "server/control.h"
 #include "server/log.h"
+#include "server/unix-path.h"
 
 #define CTL_MAX_INPUT (1024 * 1024)     /* one QMP message, at most */
 
@@ -535,6 +536,8 @@ ng_control_listen(struct ng_control *ctl, const char *path,
 
     if (ctl->listening)
         return ng_error_set(err, EBUSY, "control channel already listens");
+    if (ng_unix_path_check_dir(path, err) == -1)
+        return -1;
     if ((ctl->path = strdup(path)) == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
     unlink(path);               /* a stale socket from a crashed run */

@@ -20,5 +20,7 @@ nbdgraphd_SOURCES = \
 	server/qmp-export.c \
 	server/exports.h \
 	server/exports.c \
+	server/unix-path.h \
+	server/unix-path.c \
 	$(NULL)
 nbdgraphd_LDADD = $(CORE_LIBS)

@@ -20,6 +20,7 @@
 
 #include "server/log.h"
 #include "server/nbd-int.h"
+#include "server/unix-path.h"
 #include "server/nbd-proto.h"
 #include "server/nbd.h"
 
@@ -576,6 +577,8 @@ unix_path_prepare(const char *path, struct ng_error *err)
     if (strlen(path) >= sizeof sun.sun_path)
         return ng_error_set(err, ENAMETOOLONG, "socket path '%s' too long",
                             path);
+    if (ng_unix_path_check_dir(path, err) == -1)
+        return -1;
     if (lstat(path, &st) == -1) {
         if (errno == ENOENT)
             return 0;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/test-check-config.sh: nbdgraphd --check-config finds everything a
 # start would refuse — also what only opening the nodes and claiming the
-# exports reveals — with file:line:column, and accepts good configs.
+# exports reveals — with file:line:column, and accepts good configs; a
+# start that fails to listen exits at once with a clear error.
 set -euo pipefail
 cd "${srcdir:-$(dirname "$0")}"
 daemon=${NBDGRAPHD:-../build/nbdgraphd}
@@ -24,4 +25,19 @@ for yaml in configs/memory-1g.yaml configs/layered.yaml; do
 done
 "$daemon" --check-config >/dev/null ||
     { echo "FAIL: the built-in default refused"; fail=1; }
+
+# A listen address in a missing directory: the start fails at once (no
+# hang with half-started handles) and says which directory is missing.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+printf 'server:\n  listen: ["unix:%s/none/nbd.sock"]\n  control: %s/ctl.sock\nnodes:\n  m: { driver: memory, size: 1M }\nexports:\n  e: { node: m }\n' \
+    "$tmp" "$tmp" > "$tmp/c.yaml"
+if out=$(timeout 30 "$daemon" --foreground --config "$tmp/c.yaml" 2>&1); then
+    echo "FAIL: started with a socket in a missing directory"; fail=1
+elif [ $? -eq 124 ]; then
+    echo "FAIL: a failed start hung"; fail=1
+elif ! grep -q "directory '$tmp/none': No such file or directory" <<<"$out"; then
+    printf 'FAIL: unclear error for a missing directory:\n%s\n' "$out"; fail=1
+fi
+[ ! -e "$tmp/ctl.sock" ] || { echo "FAIL: control socket left behind"; fail=1; }
 exit $fail
