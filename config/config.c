@@ -107,6 +107,12 @@ loc_prefix_len(const char *msg, const char *file)
     return (size_t)(p + digits + 2 - msg);
 }
 
+bool
+ng_config_error_located(const struct ng_error *err, const char *file)
+{
+    return loc_prefix_len(err->msg, file) > 0;
+}
+
 /* Append `s` to the string in buf[size] that is `used` long; cuts what
  * does not fit.  Returns the new length. */
 static size_t

@@ -100,6 +100,10 @@ extern const char ng_default_config_text[];
 
 void ng_config_free(struct ng_config *cfg);        /* NULL-safe */
 
+/* True when err's message already starts with "file:line:column: " for
+ * `file`, so a caller adding a position does not add a second one. */
+bool ng_config_error_located(const struct ng_error *err, const char *file);
+
 #define NG_DEFAULT_SOCKET "/tmp/nbdgraph.sock"
 #define NG_DEFAULT_CONTROL "/tmp/nbdgraph-control.sock"
 

@@ -102,9 +102,7 @@ parse_args(int argc, char **argv, struct options *o)
 static int
 located(struct ng_error *err, const char *file, const struct ng_loc *loc)
 {
-    size_t n = strlen(file);
-
-    if (strncmp(err->msg, file, n) == 0 && err->msg[n] == ':')
+    if (ng_config_error_located(err, file))
         return -1;
     return ng_error_prefix(err, "%s:%u:%u", file, loc->line, loc->column);
 }
