@@ -96,38 +96,60 @@ ng_node_child_role(struct ng_node *node, const char *role)
     return NULL;
 }
 
-int64_t
-ng_node_length(struct ng_node *node)
-{
-    while (node->driver->length == NULL) {
-        node = ng_node_child(node);
-        if (node == NULL)
-            return -EINVAL;
-    }
-    return node->driver->length(node);
-}
-
 #define NG_CAPS_CHANGING_DATA \
     (NG_CAP_WRITE | NG_CAP_FUA | NG_CAP_TRIM | NG_CAP_ZERO | \
      NG_CAP_FAST_ZERO)
 
+/* Facts before the driver's refresh hook: a filter's child's, or what the
+ * driver's length and caps callbacks say. */
+static void
+node_base_facts(struct ng_node *node, struct ng_node_facts *f)
+{
+    const struct ng_driver *drv = node->driver;
+    struct ng_node *child = ng_node_child(node);
+
+    if (drv->is_filter && child != NULL) {
+        *f = *ng_node_facts(child);
+    } else {
+        *f = (struct ng_node_facts){ .size = drv->is_filter ? -EINVAL : 0,
+                                     .request_alignment = 1 };
+    }
+    if (drv->length != NULL)
+        f->size = drv->length(node);
+    if (drv->caps != NULL)
+        f->caps = drv->caps(node);
+    f->has_backing = ng_node_child_role(node, "backing") != NULL;
+}
+
+/* Computed on every call for now; the facts struct is where a cache
+ * filled at each graph change will live. */
+const struct ng_node_facts *
+ng_node_facts(struct ng_node *node)
+{
+    struct ng_node_facts f;
+
+    node_base_facts(node, &f);
+    if (node->driver->refresh != NULL &&
+        node->driver->refresh(node, &f, NULL) == -1)
+        f.size = -EIO;
+    /* A read-only node anywhere on the way down makes the top read-only:
+     * a filter inherits its child's masked caps. */
+    if (node->read_only)
+        f.caps &= ~NG_CAPS_CHANGING_DATA;
+    node->facts = f;
+    return &node->facts;
+}
+
+int64_t
+ng_node_length(struct ng_node *node)
+{
+    return ng_node_facts(node)->size;
+}
+
 uint32_t
 ng_node_caps(struct ng_node *node)
 {
-    uint32_t caps = 0;
-    struct ng_node *n = node;
-
-    while (n != NULL && n->driver->caps == NULL && n->driver->is_filter)
-        n = ng_node_child(n);
-    if (n != NULL && n->driver->caps != NULL)
-        caps = n->driver->caps(n);
-    /* A read-only node anywhere on the way down makes the top read-only. */
-    for (n = node; n != NULL; n = n->driver->is_filter ? ng_node_child(n)
-                                                       : NULL) {
-        if (n->read_only)
-            caps &= ~NG_CAPS_CHANGING_DATA;
-    }
-    return caps;
+    return ng_node_facts(node)->caps;
 }
 
 uv_loop_t *

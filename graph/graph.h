@@ -94,6 +94,22 @@ struct ng_extent {
 
 #define NG_REQ_MAX_FRAMES 16
 
+/* What the graph knows about a node: one struct per node, filled bottom
+ * up (a filter starts from its child's facts, a leaf from defaults) and
+ * adjusted by the driver's refresh hook.  The request path reads only
+ * these fields; ng_node_facts() returns them. */
+struct ng_node_facts {
+    int64_t size;                   /* bytes, or a negative errno */
+    uint32_t caps;                  /* NG_CAP_*, after read-only masking */
+    uint32_t request_alignment;     /* bytes, a power of two, >= 1: offsets
+                                     * and lengths a driver is handed are
+                                     * multiples of it */
+    uint32_t max_transfer;          /* bytes per request, a multiple of
+                                     * request_alignment; 0 = no limit */
+    uint32_t opt_transfer;          /* preferred request size; 0 = none */
+    bool has_backing;               /* a child on the "backing" edge */
+};
+
 typedef void ng_req_cb(struct ng_req *req, int ret, void *opaque);
 
 struct ng_req_frame {
@@ -250,6 +266,14 @@ struct ng_driver {
      * NULL for a leaf: none beyond reads. */
     uint32_t (*caps)(struct ng_node *node);
 
+    /* Optional: adjust this node's facts.  `facts` arrives filled: for a
+     * filter with its child's facts, for others with size from `length`
+     * (0 without one), caps from `caps`, alignment 1, no transfer limits.
+     * The graph applies read-only masking afterwards.  Returns 0, or -1
+     * with *err set. */
+    int (*refresh)(struct ng_node *node, struct ng_node_facts *facts,
+                   struct ng_error *err);
+
     /* Optional: options the control channel may change on a live node
      * (throttle limits, blkdebug rules).  Loop thread, inside a drained
      * section. */
@@ -307,6 +331,7 @@ struct ng_node {
     uint64_t in_flight;             /* requests inside this node */
     struct ng_node *next;           /* graph's node list */
     uint64_t stats[NG_OP__COUNT];   /* requests seen, by op */
+    struct ng_node_facts facts;     /* see ng_node_facts() */
 };
 
 static inline void *
@@ -320,8 +345,11 @@ struct ng_node *ng_node_child(struct ng_node *node);
 /* Child on the edge with this role, or NULL. */
 struct ng_node *ng_node_child_role(struct ng_node *node, const char *role);
 
-int64_t ng_node_length(struct ng_node *node);
-uint32_t ng_node_caps(struct ng_node *node);
+/* The node's facts (see struct ng_node_facts).  Borrowed: valid until
+ * the graph changes. */
+const struct ng_node_facts *ng_node_facts(struct ng_node *node);
+int64_t ng_node_length(struct ng_node *node);   /* ng_node_facts()->size */
+uint32_t ng_node_caps(struct ng_node *node);    /* ng_node_facts()->caps */
 uv_loop_t *ng_node_loop(struct ng_node *node);
 
 /* The choke point: every request reaches a driver through here.  Checks
