@@ -14,18 +14,41 @@
 
 #include "server/control.h"
 #include "server/log.h"
+#include "server/qmp-framer.h"
 #include "server/unix-path.h"
 
-#define CTL_MAX_INPUT (1024 * 1024)     /* one QMP message, at most */
+/* One QMP message, at most, complete or not; a longer one is answered with
+ * an error and skipped, and the connection goes on. */
+#define CTL_MAX_MESSAGE (1024 * 1024)
+#define CTL_MAX_MESSAGE_TEXT "1 MiB"
+/* Back-pressure: a client whose unsent output exceeds this is not read
+ * from until half of it has gone, so one that sends commands and never
+ * reads its replies costs a bounded amount of memory. */
+#define CTL_MAX_OUTPUT (1024 * 1024)
+/* Commands of one client answered later (after a drain) at once; more
+ * wait in its input.  QEMU's QMP_REQ_QUEUE_LEN_MAX. */
+#define CTL_MAX_CALLS 8
+/* A client that does not read its events is dropped beyond this. */
+#define CTL_MAX_EVENT_BACKLOG (16 * 1024 * 1024)
+/* An input buffer this large is freed once empty. */
+#define CTL_KEEP_BUFFER (64 * 1024)
 
 struct ctl_client {
     struct ng_control *ctl;
     uv_pipe_t pipe;
-    char *buf;                  /* unparsed input, owned */
-    size_t len, cap;
+    char *buf;                  /* input, owned: [start, scan) is the
+                                 * message being framed, [scan, len) not
+                                 * looked at yet */
+    size_t start, scan, len, cap;
+    struct ng_qmp_framer framer;
+    bool skipping;              /* dropping a message over the limit */
+    bool reading;               /* uv_read_start in effect */
+    bool stalled;               /* not taking input (back-pressure) */
+    bool parsing;               /* in parse_input: no re-entry */
     bool negotiated;
     bool closed;                /* uv_close called */
     unsigned refs;              /* 1 for the connection + 1 per open call */
+    unsigned calls;             /* open calls */
     struct ctl_client *next;
 };
 
@@ -49,19 +72,34 @@ struct ng_control {
 
 struct ctl_write {
     uv_write_t req;
+    struct ctl_client *client;  /* alive: writes end before its close */
     char *text;                 /* owned */
 };
 
+static void parse_input(struct ctl_client *c);
+
 /* ---- Output ----------------------------------------------------------- */
+
+static size_t
+unsent_output(struct ctl_client *c)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+}
 
 static void
 ctl_write_done(uv_write_t *req, int status)
 {
     struct ctl_write *w = (struct ctl_write *)req;
+    struct ctl_client *c = w->client;
 
     (void)status;               /* a gone client: nothing to do */
     free(w->text);
     free(w);
+    /* Output drained (or a call answered, which wrote its reply): take
+     * input again.  From here, at the top of the loop, never from inside
+     * another command. */
+    if (c->stalled && !c->closed)
+        parse_input(c);
 }
 
 /* Send one JSON object followed by CRLF, as QEMU does.  Steals obj. */
@@ -86,6 +124,7 @@ ctl_send(struct ctl_client *c, json_t *obj)
         return;
     }
     memcpy(w->text + n, "\r\n", 3);
+    w->client = c;
     buf = uv_buf_init(w->text, (unsigned)n + 2);
     if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1,
                  ctl_write_done) != 0) {
@@ -162,6 +201,7 @@ static void
 call_free(struct ng_qmp_call *call)
 {
     json_decref(call->id);
+    call->client->calls--;
     client_unref(call->client);
     free(call);
 }
@@ -312,6 +352,7 @@ dispatch(struct ctl_client *c, const struct ng_qmp_command *cmd, json_t *id,
     }
     call->client = c;
     c->refs++;
+    c->calls++;
     call->id = id != NULL ? json_incref(id) : NULL;
     cmd->handler(call, args);
 }
@@ -370,48 +411,142 @@ handle_message(struct ctl_client *c, json_t *msg)
 
 /* ---- Input framing ------------------------------------------------------ */
 
-/* Drop input up to and including the next newline (after a parse error,
- * so one bad line does not poison the connection). */
 static void
-skip_line(struct ctl_client *c)
+handle_text(struct ctl_client *c, const char *text, size_t len)
 {
-    char *nl = memchr(c->buf, '\n', c->len);
-    size_t n = nl != NULL ? (size_t)(nl - c->buf) + 1 : c->len;
+    json_error_t jerr;
+    json_t *msg = json_loadb(text, len, 0, &jerr);
+    char why[300];
 
-    memmove(c->buf, c->buf + n, c->len - n);
-    c->len -= n;
+    if (msg == NULL) {
+        snprintf(why, sizeof why, "JSON parse error, %s", jerr.text);
+        ctl_send_error(c, NULL, NG_QMP_GENERIC, why);
+        return;
+    }
+    handle_message(c, msg);
+    json_decref(msg);
 }
 
 static void
+refuse_oversized(struct ctl_client *c)
+{
+    ctl_send_error(c, NULL, NG_QMP_GENERIC, "QMP message longer than "
+                   CTL_MAX_MESSAGE_TEXT "; skipped");
+}
+
+/* Frame what is buffered: handle the next whole message and return true,
+ * or return false when more input is needed.  A message over the limit
+ * is refused as soon as it is (complete or not) and its bytes dropped as
+ * they come, so it never sits in memory. */
+static bool
+frame_next(struct ctl_client *c)
+{
+    size_t used, msg_len = 0;
+    bool end;
+
+    if (c->scan == c->len)
+        return false;
+    used = ng_qmp_framer_feed(&c->framer, c->buf + c->scan, c->len - c->scan,
+                              &end, &msg_len);
+    c->scan += used;
+    if (!end) {
+        if (!c->skipping && c->framer.size > CTL_MAX_MESSAGE) {
+            refuse_oversized(c);
+            c->skipping = true;
+        }
+        if (c->skipping)
+            c->len = c->scan = c->start;
+        else
+            c->start = c->scan - c->framer.size;    /* drop the blanks */
+        return false;
+    }
+    if (c->skipping)
+        c->skipping = false;    /* its tail: refused already */
+    else if (msg_len > CTL_MAX_MESSAGE)
+        refuse_oversized(c);
+    else
+        handle_text(c, c->buf + c->scan - msg_len, msg_len);
+    c->start = c->scan;
+    return true;
+}
+
+/* Back-pressure: whether to leave c's input alone for now.  Once stalled,
+ * output must fall to half the bound, so a client that reads slowly is
+ * not switched on and off for every reply. */
+static bool
+client_saturated(struct ctl_client *c)
+{
+    size_t bound = c->stalled ? CTL_MAX_OUTPUT / 2 : CTL_MAX_OUTPUT;
+
+    return unsent_output(c) > bound || c->calls >= CTL_MAX_CALLS;
+}
+
+static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+static void
+set_reading(struct ctl_client *c, bool on)
+{
+    if (on == c->reading || c->closed)
+        return;
+    if (on && uv_read_start((uv_stream_t *)&c->pipe, client_alloc,
+                            client_read) != 0) {
+        client_close(c);
+        return;
+    }
+    if (!on)
+        uv_read_stop((uv_stream_t *)&c->pipe);
+    c->reading = on;
+}
+
+/* Handle buffered messages until input runs out or c is saturated; read
+ * more only when it is not.  Each byte is framed once, so the cost is
+ * linear in the input however it is split. */
+static void
 parse_input(struct ctl_client *c)
 {
-    json_error_t jerr;
-    json_t *msg;
-    size_t skip;
-
-    while (c->len > 0 && !c->closed) {
-        for (skip = 0; skip < c->len && strchr(" \t\r\n", c->buf[skip]) &&
-                       c->buf[skip] != '\0'; skip++)
-            ;
-        memmove(c->buf, c->buf + skip, c->len - skip);
-        c->len -= skip;
-        if (c->len == 0)
-            return;
-        msg = json_loadb(c->buf, c->len, JSON_DISABLE_EOF_CHECK, &jerr);
-        if (msg == NULL) {
-            if (json_error_code(&jerr) == json_error_premature_end_of_input)
-                return;         /* wait for the rest */
-            char why[300];
-            snprintf(why, sizeof why, "JSON parse error, %s", jerr.text);
-            ctl_send_error(c, NULL, NG_QMP_GENERIC, why);
-            skip_line(c);
-            continue;
-        }
-        memmove(c->buf, c->buf + jerr.position, c->len - jerr.position);
-        c->len -= jerr.position;
-        handle_message(c, msg);
-        json_decref(msg);
+    if (c->parsing)
+        return;                 /* a command answered inline: the loop
+                                 * below goes on */
+    c->parsing = true;
+    while (!c->closed) {
+        c->stalled = client_saturated(c);
+        if (c->stalled || !frame_next(c))
+            break;
     }
+    c->parsing = false;
+    set_reading(c, !c->stalled);
+}
+
+/* Room for the next read: move the framed message down when that frees
+ * at least as much as it copies (so copying stays linear), else grow. */
+static int
+make_room(struct ctl_client *c)
+{
+    size_t keep = c->len - c->start, cap;
+    char *p;
+
+    if (keep == 0) {
+        c->start = c->scan = c->len = 0;
+        if (c->cap > CTL_KEEP_BUFFER) {
+            free(c->buf);       /* after a large message */
+            c->buf = NULL;
+            c->cap = 0;
+        }
+    } else if (c->start > 0 && c->start >= keep) {
+        memmove(c->buf, c->buf + c->start, keep);
+        c->scan -= c->start;
+        c->len = keep;
+        c->start = 0;
+    }
+    if (c->cap - c->len >= 4096)
+        return 0;
+    cap = c->cap ? c->cap * 2 : 8192;
+    if ((p = realloc(c->buf, cap)) == NULL)
+        return -1;
+    c->buf = p;
+    c->cap = cap;
+    return 0;
 }
 
 static void
@@ -420,16 +555,9 @@ client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     struct ctl_client *c = h->data;
 
     (void)suggested;
-    if (c->cap - c->len < 4096) {
-        size_t cap = c->cap ? c->cap * 2 : 8192;
-        char *p = realloc(c->buf, cap);
-
-        if (p == NULL) {
-            *buf = uv_buf_init(NULL, 0);
-            return;
-        }
-        c->buf = p;
-        c->cap = cap;
+    if (make_room(c) == -1) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
     }
     *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
 }
@@ -446,10 +574,6 @@ client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     c->len += (size_t)n;
     parse_input(c);
-    if (c->len > CTL_MAX_INPUT) {
-        ctl_send_error(c, NULL, NG_QMP_GENERIC, "QMP message too long");
-        client_close(c);
-    }
 }
 
 static void
@@ -480,12 +604,11 @@ on_connection(uv_stream_t *server, int status)
     c->pipe.data = c;
     c->next = ctl->clients;
     ctl->clients = c;
-    if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0 ||
-        uv_read_start((uv_stream_t *)&c->pipe, client_alloc,
-                      client_read) != 0) {
+    if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0) {
         client_close(c);
         return;
     }
+    set_reading(c, true);
     send_greeting(c);
 }
 
@@ -501,6 +624,12 @@ ng_control_emit(struct ng_control *ctl, const char *event, json_t *data)
     for (c = ctl != NULL ? ctl->clients : NULL; c != NULL; c = c->next) {
         if (!c->negotiated)
             continue;
+        if (unsent_output(c) > CTL_MAX_EVENT_BACKLOG) {
+            ng_log_info("control client does not read its events: "
+                        "disconnected");
+            client_close(c);
+            continue;
+        }
         ctl_send(c, json_pack("{s:s,s:O,s:{s:I,s:I}}", "event", event,
                               "data", data ? data : json_object(),
                               "timestamp", "seconds", (json_int_t)tv.tv_sec,

@@ -12,6 +12,8 @@ nbdgraphd_SOURCES = \
 	server/nbd-handshake.c \
 	server/control.h \
 	server/control.c \
+	server/qmp-framer.h \
+	server/qmp-framer.c \
 	server/qmp-util.h \
 	server/qmp-util.c \
 	server/qmp-graph.h \

@@ -27,3 +27,8 @@ tests_test_qmp_LDADD = $(TEST_LIBS)
 # nbdgraphd --check-config against configs that only fail when opened.
 TESTS += tests/test-check-config.sh
 EXTRA_DIST += tests/test-check-config.sh tests/configs/bad-open
+
+CONTROL_TESTS += tests/test-qmp-pressure
+tests_test_qmp_pressure_SOURCES = tests/test-qmp-pressure.c
+tests_test_qmp_pressure_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_qmp_pressure_LDADD = $(TEST_LIBS) -lpthread

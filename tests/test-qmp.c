@@ -2,7 +2,8 @@
  *
  * Greeting and negotiation; id echo; malformed JSON, unknown commands,
  * wrong and missing argument types each get an error and the connection
- * stays usable; several clients at once, each seeing GRAPH_CHANGED
+ * stays usable; framing (strings holding brackets, broken messages that
+ * end early, several messages in one write); several clients at once, each seeing GRAPH_CHANGED
  * events with timestamps; the socket is owner-only. */
 #include <config.h>
 
@@ -81,6 +82,24 @@ bad_input(struct ng_test_qmp *q)
                  "GenericError", "Parameter 'x' is unexpected");
     expect_error(ng_test_qmp_raw(q, "{\"exec\":\"query-version\"}\n"),
                  "GenericError", "unexpected");
+    /* Framing: brackets and escaped quotes inside strings are data; a
+     * wrong closing bracket or a raw newline inside a string ends the
+     * message there (an error), and what follows is read afresh. */
+    expect_return(ng_test_qmp_raw(q, "{\"execute\":\"query-version\","
+                                     "\"id\":\"}]\\\"{[\"}\n"),
+                  json_string("}]\"{["));
+    expect_error(ng_test_qmp_raw(q, "{\"execute\": [1}\n"),
+                 "GenericError", "JSON parse error");
+    expect_error(ng_test_qmp_raw(q, "{\"execute\": \"query-\n"),
+                 "GenericError", "JSON parse error");
+    expect_return(ng_test_qmp_raw(q, "{\"execute\":\"query-version\","
+                                     "\"id\":1}"), json_integer(1));
+    /* Two in one write, no newline between them. */
+    expect_return(ng_test_qmp_raw(q, "{\"execute\":\"query-version\","
+                                     "\"id\":2}{\"execute\":"
+                                     "\"query-version\",\"id\":3}"),
+                  json_integer(2));
+    expect_return(ng_test_qmp_raw(q, ""), json_integer(3));
     /* A message split across two writes, with an integer id. */
     ng_test_qmp_send(q, "{\"execute\":\"query-");
     usleep(50 * 1000);
