@@ -11,8 +11,12 @@ nbdgraphctl_SOURCES = contrib/nbdgraphctl.c
 nbdgraphctl_LDADD = $(JANSSON_LIBS)
 dist_man_MANS += contrib/nbdgraphctl.1
 
-# Its test runs the real daemon through tests/functions.sh.
-TESTS += tests/test-ctl.sh
+# Its tests run the real daemon through tests/functions.sh.
+TESTS += \
+	tests/test-ctl.sh \
+	tests/test-ctl-implicit.sh \
+	$(NULL)
 EXTRA_DIST += \
 	tests/test-ctl.sh \
+	tests/test-ctl-implicit.sh \
 	$(NULL)

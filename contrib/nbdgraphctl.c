@@ -42,6 +42,7 @@ struct ctl {
     const char *socket;         /* borrowed from argv or the environment */
     bool json;                  /* --json: print "return" as is */
     bool dry_run;               /* --dry-run: ask, change nothing */
+    bool allow_implicit;        /* --explicit: may name implicit filters */
     int timeout_ms;             /* bound on each wait; -1 = none */
     bool timeout_set;           /* --timeout given */
     const struct command *cmd;  /* the subcommand running */
@@ -54,7 +55,7 @@ struct ctl {
 struct command {
     const char *name;
     int (*run)(struct ctl *c, int argc, char **argv);
-    bool mutating;              /* takes --dry-run */
+    bool mutating;              /* takes --dry-run and --explicit */
     const char *synopsis;       /* arguments after the name */
     const char *summary;
 };
@@ -457,6 +458,31 @@ ctl_close(struct ctl *c)
     c->len = c->cap = 0;
 }
 
+/* The daemon's messages name QMP arguments; where nbdgraphctl has an
+ * option that sends one, say the option instead. */
+static const struct {
+    const char *qmp, *cli;
+} cli_words[] = {
+    { "pass \"explicit\": true", "pass --explicit" },
+    { "use mode 'hard'", "use --hard" },
+};
+
+static void
+say_refusal(const char *desc)
+{
+    const char *hit = NULL;
+    size_t i;
+
+    for (i = 0; i < sizeof cli_words / sizeof cli_words[0]; i++)
+        if ((hit = strstr(desc, cli_words[i].qmp)) != NULL)
+            break;
+    if (hit == NULL)
+        errorf("%s", desc);
+    else
+        errorf("%.*s%s%s", (int)(hit - desc), desc, cli_words[i].cli,
+               hit + strlen(cli_words[i].qmp));
+}
+
 /* Run one command.  Steals args (NULL = none).  On 0, *ret holds the
  * "return" value (caller owns); else the error was said and the result
  * is the exit status. */
@@ -481,7 +507,7 @@ ctl_execute(struct ctl *c, const char *name, json_t *args, json_t **ret)
         return EXIT_CMD;
     desc = error_desc(reply);
     if (desc != NULL)
-        errorf("%s", desc);
+        say_refusal(desc);
     else
         *ret = json_incref(json_object_get(reply, "return"));
     json_decref(reply);
@@ -735,6 +761,8 @@ run_change(struct ctl *c, const char *name, json_t *args)
 
     if (c->dry_run)
         json_object_set_new(args, "dry-run", json_true());
+    if (c->allow_implicit)
+        json_object_set_new(args, "explicit", json_true());
     r = ctl_execute(c, name, args, &ret);
     if (r == 0 && c->json)
         print_json(ret);
@@ -857,7 +885,7 @@ cmd_del_node(struct ctl *c, int argc, char **argv)
                       json_pack("{s:s}", "node-name", argv[optind]));
 }
 
-/* --export NAME...: appended to `exports`.  -1 to go on, else the exit
+/* --export ID...: appended to `exports`.  -1 to go on, else the exit
  * status. */
 static int
 export_opts(struct ctl *c, int argc, char **argv, json_t *exports)
@@ -1411,7 +1439,7 @@ static const struct command commands[] = {
     { "del-node", cmd_del_node, true, "NAME",
       "delete an unused node (blockdev-del)" },
     { "insert-filter", cmd_insert_filter, true,
-      "NODE DRIVER FILTER-NAME [KEY=VALUE]... [--export NAME]...",
+      "NODE DRIVER FILTER-NAME [KEY=VALUE]... [--export ID]...",
       "put a filter above NODE (blockdev-insert-filter)" },
     { "remove-filter", cmd_remove_filter, true, "NAME",
       "take a filter out (blockdev-remove-filter)" },
@@ -1444,6 +1472,8 @@ usage(FILE *fp)
 "                      %s)\n"
 "  -j, --json          print the daemon's JSON result instead of a table\n"
 "  -n, --dry-run       check a change without making it\n"
+"  -x, --explicit      allow a change to name an implicit filter (one an\n"
+"                      export's config made)\n"
 "  -t, --timeout S     wait at most S seconds for the daemon (default 30,\n"
 "                      0 = forever)\n"
 "  -h, --help          show this help; COMMAND --help shows one command\n"
@@ -1472,6 +1502,7 @@ parse_global(struct ctl *c, int argc, char **argv)
         { "socket", required_argument, NULL, 's' },
         { "json", no_argument, NULL, 'j' },
         { "dry-run", no_argument, NULL, 'n' },
+        { "explicit", no_argument, NULL, 'x' },
         { "timeout", required_argument, NULL, 't' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -1480,11 +1511,12 @@ parse_global(struct ctl *c, int argc, char **argv)
     int o;
 
     /* "+": stop at the command; its options are its own. */
-    while ((o = getopt_long(argc, argv, "+s:jnt:hV", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "+s:jnxt:hV", opts, NULL)) != -1) {
         switch (o) {
         case 's': c->socket = optarg; break;
         case 'j': c->json = true; break;
         case 'n': c->dry_run = true; break;
+        case 'x': c->allow_implicit = true; break;
         case 't':
             if (parse_seconds(optarg, &c->timeout_ms) == -1) {
                 errorf("bad timeout '%s'", optarg);
@@ -1532,9 +1564,9 @@ run_command(struct ctl *c, int argc, char **argv)
         errorf("unknown command '%s' (try --help)", argv[0]);
         return EXIT_USAGE;
     }
-    if (c->dry_run && !c->cmd->mutating) {
-        errorf("%s: --dry-run is only for commands that change the graph",
-               argv[0]);
+    if ((c->dry_run || c->allow_implicit) && !c->cmd->mutating) {
+        errorf("%s: --%s is only for commands that change the graph",
+               argv[0], c->dry_run ? "dry-run" : "explicit");
         return EXIT_USAGE;
     }
     return c->cmd->run(c, argc, argv);

@@ -45,8 +45,8 @@ ng_ctx_nac_release(struct ng_control_ctx *ctx, const char *id)
         ng_nac_release(ctx->nac, id);
 }
 
-static struct ng_export_entry *
-find_entry(struct ng_control_ctx *ctx, const char *id)
+struct ng_export_entry *
+ng_exports_find(struct ng_control_ctx *ctx, const char *id)
 {
     struct ng_export_entry *e;
 
@@ -65,7 +65,7 @@ check_spec(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
 
     if (spec->id[0] == '\0')
         return ng_error_set(err, EINVAL, "export ID must not be empty");
-    if (find_entry(ctx, spec->id) != NULL)
+    if (ng_exports_find(ctx, spec->id) != NULL)
         return ng_error_set(err, EEXIST, "export '%s' already exists",
                             spec->id);
     if (ng_nbd_server_find_export(ctx->nbd, name) != NULL && name[0])
@@ -293,7 +293,7 @@ int
 ng_exports_del(struct ng_control_ctx *ctx, const char *id, bool hard,
                const char *job, bool dry_run, struct ng_error *err)
 {
-    struct ng_export_entry *e = find_entry(ctx, id), **p;
+    struct ng_export_entry *e = ng_exports_find(ctx, id), **p;
     const struct ng_nbd_export *exp;
     unsigned conns;
 

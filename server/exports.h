@@ -41,6 +41,10 @@ int ng_exports_add(struct ng_control_ctx *ctx,
 int ng_exports_del(struct ng_control_ctx *ctx, const char *id, bool hard,
                    const char *job, bool dry_run, struct ng_error *err);
 
+/* The export with management ID `id`, or NULL.  Borrowed. */
+struct ng_export_entry *ng_exports_find(struct ng_control_ctx *ctx,
+                                        const char *id);
+
 /* For ng_nbd_server_on_export_gone(): opaque is the ctx. */
 void ng_exports_gone(void *opaque, const char *name);
 

@@ -181,7 +181,54 @@ check_not_implicit(struct ng_control_ctx *ctx, json_t *args,
                         name, n->implicit_owner ? n->implicit_owner : "?");
 }
 
-/* ---- blockdev-add / blockdev-del --------------------------------------- */
+/* ---- Immediate jobs: blockdev-add, blockdev-del, blockdev-reconfigure -- */
+
+/* A command that changes the graph at once, without a drain.  Every such
+ * command is a job: an ID, checks, a NAC claim on its node held while it
+ * mutates, then a GRAPH_CHANGED event naming the node. */
+struct immediate_job {
+    const char *prefix;         /* generated job IDs are "<prefix>N" */
+    const char *change;         /* GRAPH_CHANGED's "change" */
+    const char *node;           /* what it claims; the event's node-name */
+    unsigned require, allow;    /* its NAC claim */
+    /* Before claiming, also on a dry run; NULL = none.  args borrowed. */
+    int (*check)(struct ng_control_ctx *ctx, json_t *args, void *opaque,
+                 struct ng_error *err);
+    /* Claimed and not a dry run. */
+    int (*mutate)(struct ng_control_ctx *ctx, void *opaque,
+                  struct ng_error *err);
+    void *opaque;               /* for check and mutate, borrowed */
+};
+
+/* Run `job` for `call` and answer it. */
+static void
+run_immediate_job(struct ng_qmp_call *call, json_t *args,
+                  const struct immediate_job *job)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    struct ng_nac_claim claim = { job->node, job->require, job->allow };
+    bool dry = ng_qmp_dry_run(args);
+    struct ng_error err = { 0 };
+    char id[128];
+    int r;
+
+    ng_qmp_job_id(ctx, args, job->prefix, id, sizeof id);
+    r = job->check != NULL ? job->check(ctx, args, job->opaque, &err) : 0;
+    if (r == 0)
+        r = ng_ctx_nac_claim(ctx, id, "command", &claim, 1, dry, &err);
+    if (r == 0 && !dry) {
+        r = job->mutate(ctx, job->opaque, &err);
+        ng_ctx_nac_release(ctx, id);
+    }
+    if (r == -1) {
+        ng_qmp_error_from(call, &err);
+        return;
+    }
+    if (!dry)
+        ng_qmp_graph_changed(ctx, job->change, id,
+                             json_pack("{s:s}", "node-name", job->node));
+    ng_qmp_return(call, NULL);
+}
 
 /* blockdev-add's arguments minus our own keys, as node options. */
 static struct ng_value *
@@ -198,87 +245,119 @@ node_opts_from_args(json_t *args)
 }
 
 static int
-check_new_node_name(struct ng_graph *g, json_t *args, struct ng_error *err)
+add_check(struct ng_control_ctx *ctx, json_t *args, void *opts,
+          struct ng_error *err)
 {
     const char *name = json_string_value(json_object_get(args, "node-name"));
 
-    if (ng_graph_find(g, name) != NULL)
+    if (ng_graph_find(ctx->graph, name) != NULL)
         return ng_error_set(err, EEXIST, "node '%s' already exists", name);
-    return 0;
+    return ng_node_opts_check(opts, NULL, NULL, err);
+}
+
+static int
+add_mutate(struct ng_control_ctx *ctx, void *opts, struct ng_error *err)
+{
+    return ng_graph_add_node(ctx->graph, NULL, opts, err) != NULL ? 0 : -1;
 }
 
 void
 ng_qmp_blockdev_add(struct ng_qmp_call *call, json_t *args)
 {
-    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
     struct ng_value *opts = node_opts_from_args(args);
-    struct ng_nac_claim claim = { NULL, NG_NAC_EXCLUSIVE_REQUIRE,
-                                  NG_NAC_EXCLUSIVE_ALLOW };
-    struct ng_error err = { 0 };
-    struct ng_node *n;
-    char job[128];
-    int r;
+    struct immediate_job job = {
+        .prefix = "blockdev-add-", .change = "node-added",
+        .node = json_string_value(json_object_get(args, "node-name")),
+        .require = NG_NAC_EXCLUSIVE_REQUIRE, .allow = NG_NAC_EXCLUSIVE_ALLOW,
+        .check = add_check, .mutate = add_mutate, .opaque = opts,
+    };
 
     if (opts == NULL) {
         ng_qmp_error(call, NG_QMP_GENERIC, "out of memory");
         return;
     }
-    ng_qmp_job_id(ctx, args, "blockdev-add-", job, sizeof job);
-    claim.node = json_string_value(json_object_get(args, "node-name"));
-    r = check_new_node_name(ctx->graph, args, &err);
-    if (r == 0)
-        r = ng_node_opts_check(opts, NULL, NULL, &err);
-    if (r == 0)
-        r = ng_ctx_nac_claim(ctx, job, "command", &claim, 1,
-                             ng_qmp_dry_run(args), &err);
-    if (r == 0 && !ng_qmp_dry_run(args)) {
-        n = ng_graph_add_node(ctx->graph, NULL, opts, &err);
-        r = n != NULL ? 0 : -1;
-        if (n != NULL)
-            ng_qmp_graph_changed(ctx, "node-added", job,
-                                 json_pack("{s:s}", "node-name", n->name));
-        ng_ctx_nac_release(ctx, job);
-    }
+    run_immediate_job(call, args, &job);
     ng_value_free(opts);
-    if (r == -1)
-        ng_qmp_error_from(call, &err);
-    else
-        ng_qmp_return(call, NULL);
+}
+
+static int
+del_check(struct ng_control_ctx *ctx, json_t *args, void *name,
+          struct ng_error *err)
+{
+    if (check_not_implicit(ctx, args, name, err) == -1)
+        return -1;
+    return ng_graph_check_del_node(ctx->graph, name, err);
+}
+
+static int
+del_mutate(struct ng_control_ctx *ctx, void *name, struct ng_error *err)
+{
+    return ng_graph_del_node(ctx->graph, name, err);
 }
 
 void
 ng_qmp_blockdev_del(struct ng_qmp_call *call, json_t *args)
 {
-    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
     const char *name = json_string_value(json_object_get(args, "node-name"));
-    struct ng_nac_claim claim = { name, NG_NAC_EXCLUSIVE_REQUIRE,
-                                  NG_NAC_EXCLUSIVE_ALLOW };
-    bool dry = ng_qmp_dry_run(args);
-    struct ng_error err = { 0 };
-    char job[128];
-    int r;
+    struct immediate_job job = {
+        .prefix = "blockdev-del-", .change = "node-removed", .node = name,
+        .require = NG_NAC_EXCLUSIVE_REQUIRE, .allow = NG_NAC_EXCLUSIVE_ALLOW,
+        .check = del_check, .mutate = del_mutate, .opaque = (void *)name,
+    };
 
-    ng_qmp_job_id(ctx, args, "blockdev-del-", job, sizeof job);
-    r = check_not_implicit(ctx, args, name, &err);
-    if (r == 0)
-        r = ng_graph_check_del_node(ctx->graph, name, &err);
-    if (r == 0)
-        r = ng_ctx_nac_claim(ctx, job, "command", &claim, 1, dry, &err);
-    if (r == 0 && !dry) {
-        r = ng_graph_del_node(ctx->graph, name, &err);
-        ng_ctx_nac_release(ctx, job);
-    }
-    if (r == -1) {
-        ng_qmp_error_from(call, &err);
+    run_immediate_job(call, args, &job);
+}
+
+struct reconfigure {
+    const char *name;
+    struct ng_value *opts;      /* owned */
+};
+
+static int
+reconfigure_check(struct ng_control_ctx *ctx, json_t *args, void *opaque,
+                  struct ng_error *err)
+{
+    struct reconfigure *rc = opaque;
+
+    if (ng_graph_find(ctx->graph, rc->name) == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", rc->name);
+    return check_not_implicit(ctx, args, rc->name, err);
+}
+
+static int
+reconfigure_mutate(struct ng_control_ctx *ctx, void *opaque,
+                   struct ng_error *err)
+{
+    struct reconfigure *rc = opaque;
+
+    return ng_node_reconfigure(ng_graph_find(ctx->graph, rc->name),
+                               rc->opts, err);
+}
+
+/* An implicit filter's options come from its export's config, so
+ * changing them needs "explicit": true like any command naming one. */
+void
+ng_qmp_blockdev_reconfigure(struct ng_qmp_call *call, json_t *args)
+{
+    struct reconfigure rc = {
+        .name = json_string_value(json_object_get(args, "node-name")),
+        .opts = ng_value_from_json(json_object_get(args, "options")),
+    };
+    /* Registers the command under NAC without blocking anyone: options
+     * that change live change no data. */
+    struct immediate_job job = {
+        .prefix = "reconfigure-", .change = "node-reconfigured",
+        .node = rc.name, .require = 0, .allow = NG_NAC_ALL,
+        .check = reconfigure_check, .mutate = reconfigure_mutate,
+        .opaque = &rc,
+    };
+
+    if (rc.opts == NULL) {
+        ng_qmp_error(call, NG_QMP_GENERIC, "out of memory");
         return;
     }
-    if (ng_qmp_dry_run(args)) {
-        ng_qmp_return(call, NULL);
-        return;
-    }
-    ng_qmp_graph_changed(ctx, "node-removed", job,
-                         json_pack("{s:s}", "node-name", name));
-    ng_qmp_return(call, NULL);
+    run_immediate_job(call, args, &job);
+    ng_value_free(rc.opts);
 }
 
 /* ---- Filters: insert and remove inside a drained section ---------------- */
@@ -290,7 +369,8 @@ struct filter_op {
     char *node;                 /* insert: node below; remove: the filter */
     char *filter_name;          /* insert: the new filter's node-name */
     struct ng_value *filter;    /* insert: filter options */
-    char **bbs;                 /* insert: only these exports, or NULL */
+    char **bbs;                 /* insert: only these exports' BBs (by NBD
+                                 * name), or NULL */
     size_t n_bbs;
     bool claimed;               /* holds NAC claims as `job` */
 };
@@ -311,9 +391,12 @@ filter_op_free(struct filter_op *op)
     free(op);
 }
 
+/* "exports" names exports by ID, as block-export-del does; the graph
+ * knows their BlockBackends by NBD name. */
 static int
 filter_op_bbs(struct filter_op *op, json_t *exports, struct ng_error *err)
 {
+    struct ng_export_entry *e;
     json_t *item;
     size_t i;
 
@@ -325,8 +408,13 @@ filter_op_bbs(struct filter_op *op, json_t *exports, struct ng_error *err)
     json_array_foreach(exports, i, item) {
         if (!json_is_string(item))
             return ng_error_set(err, EINVAL, "'exports' must list export "
-                                "names");
-        op->bbs[op->n_bbs++] = strdup(json_string_value(item));
+                                "IDs");
+        if ((e = ng_exports_find(op->ctx, json_string_value(item))) == NULL)
+            return ng_error_set(err, ENOENT, "export ID '%s' not found",
+                                json_string_value(item));
+        if ((op->bbs[op->n_bbs] = strdup(e->name)) == NULL)
+            return ng_error_set(err, ENOMEM, "out of memory");
+        op->n_bbs++;
     }
     return 0;
 }
@@ -486,44 +574,7 @@ ng_qmp_blockdev_remove_filter(struct ng_qmp_call *call, json_t *args)
         filter_op_run(op, args, name, remove_mutation, remove_done);
 }
 
-/* ---- Live options and throttle groups ------------------------------------ */
-
-void
-ng_qmp_blockdev_reconfigure(struct ng_qmp_call *call, json_t *args)
-{
-    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
-    const char *name = json_string_value(json_object_get(args, "node-name"));
-    struct ng_node *n = ng_graph_find(ctx->graph, name);
-    struct ng_value *opts = ng_value_from_json(json_object_get(args,
-                                                               "options"));
-    /* Registers the command under NAC without blocking anyone: options
-     * that change live change no data.  Implicit filters may be
-     * reconfigured without "explicit": this moves nothing in the graph,
-     * and changing an export's throttle limits is what it is for. */
-    struct ng_nac_claim claim = { name, 0, NG_NAC_ALL };
-    struct ng_error err = { 0 };
-    char job[128];
-    int r = -1;
-
-    ng_qmp_job_id(ctx, args, "reconfigure-", job, sizeof job);
-    if (n == NULL)
-        ng_error_set(&err, ENOENT, "node '%s' not found", name);
-    else if (ng_ctx_nac_claim(ctx, job, "command", &claim, 1,
-                              ng_qmp_dry_run(args), &err) == 0) {
-        r = ng_qmp_dry_run(args) ? 0 : ng_node_reconfigure(n, opts, &err);
-        if (!ng_qmp_dry_run(args))
-            ng_ctx_nac_release(ctx, job);
-    }
-    ng_value_free(opts);
-    if (r == -1) {
-        ng_qmp_error_from(call, &err);
-        return;
-    }
-    if (!ng_qmp_dry_run(args))
-        ng_qmp_graph_changed(ctx, "node-reconfigured", job,
-                             json_pack("{s:s}", "node-name", name));
-    ng_qmp_return(call, NULL);
-}
+/* ---- Throttle groups ------------------------------------------------------ */
 
 /* throttle-group-add / -set / -del share this shape. */
 static void
