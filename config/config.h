@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "config/value.h"
+#include "graph/value.h"
 #include "graph/error.h"
 
 enum ng_listen_kind {

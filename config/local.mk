@@ -1,7 +1,5 @@
 # config/: YAML -> config model, validation, default config.
 libngcore_a_SOURCES += \
-	config/value.h \
-	config/value.c \
 	config/yaml.h \
 	config/yaml.c \
 	config/config.h \

@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "config/value.h"
+#include "graph/value.h"
 #include "graph/error.h"
 
 /* Refuse documents nested deeper than this (recursion bound). */

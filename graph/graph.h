@@ -20,7 +20,7 @@
 
 #include <uv.h>
 
-#include "config/value.h"
+#include "graph/value.h"
 #include "graph/error.h"
 
 struct ng_graph;

@@ -2,6 +2,8 @@
 libngcore_a_SOURCES += \
 	graph/error.h \
 	graph/error.c \
+	graph/value.h \
+	graph/value.c \
 	graph/graph.h \
 	graph/graph-internal.h \
 	graph/drivers.h \

@@ -6,7 +6,7 @@
 
 #include <jansson.h>
 
-#include "config/value.h"
+#include "graph/value.h"
 #include "server/control.h"
 
 /* JSON -> located value tree (no file location).  Caller frees. */

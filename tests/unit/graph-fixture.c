@@ -10,7 +10,7 @@
 
 #include <uv.h>
 
-#include "config/value.h"
+#include "graph/value.h"
 #include "config/yaml.h"
 #include "graph/graph.h"
 #include "tests/unit/graph-fixture.h"

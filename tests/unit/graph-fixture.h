@@ -17,7 +17,7 @@
 
 #include <uv.h>
 
-#include "config/value.h"
+#include "graph/value.h"
 #include "graph/graph.h"
 
 #define KiB 1024ull

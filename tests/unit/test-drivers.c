@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config/value.h"
+#include "graph/value.h"
 #include "graph/graph.h"
 #include "tests/unit/graph-fixture.h"
 

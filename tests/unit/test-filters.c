@@ -19,7 +19,7 @@
 #include <uv.h>
 
 #include "config/config.h"
-#include "config/value.h"
+#include "graph/value.h"
 #include "graph/graph.h"
 #include "tests/unit/graph-fixture.h"
 

@@ -1,4 +1,4 @@
-/* config/value.h: a small tree of option values that remembers where
+/* graph/value.h: a small tree of option values that remembers where
  * each value came from.
  *
  * The YAML loader (config/yaml.c) and the QMP control channel (JSON) both

@@ -1,4 +1,4 @@
-/* config/value.c: see value.h. */
+/* graph/value.c: see value.h. */
 #include <config.h>
 
 #include <ctype.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config/value.h"
+#include "graph/value.h"
 
 static struct ng_value *
 value_new(enum ng_value_kind kind, struct ng_loc loc)
