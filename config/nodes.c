@@ -20,6 +20,7 @@
 #include "config/config.h"
 #include "config/config-int.h"
 #include "graph/graph.h"
+#include "filters/filters.h"
 
 /* QEMU's node-name limit is smaller; the graph takes up to this. */
 #define NODE_NAME_MAX 127
@@ -228,7 +229,8 @@ check_node(struct nodes_ctx *c, size_t i, struct ng_error *err)
     if ((c->opts[i] = copy_without_name(map)) == NULL)
         return ng_config_oom(err);
     c->current = i;
-    if (ng_node_opts_check(c->opts[i], record_ref, c, err) == -1)
+    if (ng_node_opts_check(ng_all_drivers, c->opts[i], record_ref, c,
+                           err) == -1)
         return ng_config_error_prefix(err, file, "node '%s'", name);
     if (c->oom)
         return ng_config_oom(err);

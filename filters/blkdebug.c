@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "graph/graph.h"
-#include "graph/drivers.h"
+#include "filters/filters.h"
 
 struct blkdebug_rule {
     uint32_t ops;                   /* bit (1 << enum ng_op) per type */

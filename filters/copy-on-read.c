@@ -29,7 +29,7 @@
 #include <string.h>
 
 #include "graph/graph.h"
-#include "graph/drivers.h"
+#include "filters/filters.h"
 
 /* Extents of one block status answer; a read whose range is more
  * fragmented than this copies the first parts now, the rest next time. */

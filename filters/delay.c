@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "graph/graph.h"
-#include "graph/drivers.h"
+#include "filters/filters.h"
 
 enum {
     DELAY_READ, DELAY_WRITE, DELAY_ZERO, DELAY_TRIM, DELAY_FLUSH,

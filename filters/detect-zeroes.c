@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "graph/graph.h"
-#include "graph/drivers.h"
+#include "filters/filters.h"
 
 enum { DZ_OFF, DZ_ON, DZ_UNMAP };
 

@@ -23,7 +23,7 @@
 #include <time.h>
 
 #include "graph/graph.h"
-#include "graph/drivers.h"
+#include "filters/filters.h"
 
 struct log_entry {
     struct ng_node *node;

@@ -2,7 +2,7 @@
  * of splicing, and to measure what one filter layer costs. */
 #include <config.h>
 
-#include "graph/drivers.h"
+#include "filters/filters.h"
 
 struct nofilter_state {
     struct ng_node *child;          /* option "file" */

@@ -32,7 +32,7 @@
 #include <string.h>
 
 #include "graph/graph.h"
-#include "graph/drivers.h"
+#include "filters/filters.h"
 
 /* Buckets, in QEMU's order. */
 enum {

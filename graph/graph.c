@@ -424,13 +424,14 @@ ng_bb_submit(struct ng_bb *bb, struct ng_req *req)
 /* ---- The graph -------------------------------------------------------- */
 
 struct ng_graph *
-ng_graph_new(uv_loop_t *loop)
+ng_graph_new(uv_loop_t *loop, const struct ng_driver *const *drivers)
 {
     struct ng_graph *g = calloc(1, sizeof *g);
 
     if (g == NULL)
         return NULL;
     g->loop = loop;
+    g->drivers = drivers;
     if (uv_timer_init(loop, &g->drain_timer) != 0) {
         free(g);
         return NULL;

@@ -297,11 +297,12 @@ int ng_node_reconfigure_check(struct ng_node *node,
 int ng_node_reconfigure(struct ng_node *node, const struct ng_value *opts,
                         struct ng_error *err);
 
-/* All drivers compiled in; NULL-terminated (graph/drivers.c and
- * filters/filters.c). */
-const struct ng_driver *ng_driver_find(const char *name);
-extern const struct ng_driver *const ng_leaf_drivers[];
-extern const struct ng_driver *const ng_filter_drivers[];
+/* A driver registry: a NULL-terminated list of the drivers a graph can
+ * create nodes of.  graph/ names none itself; the caller hands the list in
+ * (filters/filters.c has the one of every driver compiled in).  Returns
+ * the driver called `name`, or NULL. */
+const struct ng_driver *ng_driver_find(const struct ng_driver *const *drivers,
+                                       const char *name);
 
 /* ---- Nodes and edges ---------------------------------------------------- */
 
@@ -396,6 +397,7 @@ void ng_bb_submit(struct ng_bb *bb, struct ng_req *req);
 
 struct ng_graph {
     uv_loop_t *loop;                /* borrowed */
+    const struct ng_driver *const *drivers;  /* registry, borrowed */
     struct ng_node *nodes;          /* all nodes, owned */
     struct ng_bb *bbs;              /* all BBs, owned */
     unsigned anon_counter;          /* for auto-named inline nodes */
@@ -406,7 +408,10 @@ struct ng_graph {
                                      * (filters/throttle.c) */
 };
 
-struct ng_graph *ng_graph_new(uv_loop_t *loop);
+/* `drivers`: the registry nodes are created from (NULL-terminated,
+ * borrowed; it must outlive the graph). */
+struct ng_graph *ng_graph_new(uv_loop_t *loop,
+                              const struct ng_driver *const *drivers);
 /* Frees every BB and node; nothing may be in flight.  The graph's own
  * libuv handle closes asynchronously: run the loop afterwards (uv_run)
  * until it returns.  NULL-safe. */
@@ -431,7 +436,8 @@ struct ng_node *ng_graph_add_node(struct ng_graph *g, const char *name,
  * where it was written; inline child definitions (mappings) are checked
  * recursively.  Returns 0, or -1 with *err set to "file:line:column: ...". */
 typedef void ng_ref_cb(void *opaque, const char *ref, const struct ng_loc *loc);
-int ng_node_opts_check(const struct ng_value *opts, ng_ref_cb *ref_cb,
+int ng_node_opts_check(const struct ng_driver *const *drivers,
+                       const struct ng_value *opts, ng_ref_cb *ref_cb,
                        void *opaque, struct ng_error *err);
 
 /* Remove a node nobody uses (no parent edge, no BB); also removes inline

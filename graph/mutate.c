@@ -84,7 +84,8 @@ bb_is_parent(struct ng_node *node, const char *bb)
 }
 
 static const struct ng_driver *
-check_filter_driver(const struct ng_value *opts, struct ng_error *err)
+check_filter_driver(struct ng_graph *g, const struct ng_value *opts,
+                    struct ng_error *err)
 {
     const struct ng_value *v = ng_value_get(opts, "driver");
     const struct ng_driver *drv;
@@ -96,7 +97,7 @@ check_filter_driver(const struct ng_value *opts, struct ng_error *err)
     }
     if ((name = ng_value_to_string(v, "driver", err)) == NULL)
         return NULL;
-    drv = ng_driver_find(name);
+    drv = ng_driver_find(g->drivers, name);
     if (drv == NULL || !drv->is_filter || filter_child_opt(drv) == NULL) {
         ng_error_set(err, EINVAL, "'%s' is not a filter driver", name);
         return NULL;
@@ -148,7 +149,7 @@ ng_graph_check_insert_filter(struct ng_graph *g, const char *node,
         return ng_error_set(err, ENOENT, "node '%s' not found", node);
     if (filter_opts == NULL || filter_opts->kind != NG_VALUE_MAP)
         return ng_error_set(err, EINVAL, "'filter' must be an object");
-    if ((drv = check_filter_driver(filter_opts, err)) == NULL)
+    if ((drv = check_filter_driver(g, filter_opts, err)) == NULL)
         return -1;
     name = ng_value_get(filter_opts, "node-name");
     if (name == NULL)
@@ -163,7 +164,7 @@ ng_graph_check_insert_filter(struct ng_graph *g, const char *node,
     opts = filter_opts_with_child(drv, filter_opts, node);
     if (opts == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
-    r = ng_node_opts_check(opts, NULL, NULL, err);
+    r = ng_node_opts_check(g->drivers, opts, NULL, NULL, err);
     ng_value_free(opts);
     return r;
 }
@@ -182,7 +183,7 @@ ng_graph_insert_filter(struct ng_graph *g, const char *node,
                                      err) == -1)
         return NULL;
     below = ng_graph_find(g, node);
-    opts = filter_opts_with_child(check_filter_driver(filter_opts, NULL),
+    opts = filter_opts_with_child(check_filter_driver(g, filter_opts, NULL),
                                   filter_opts, node);
     if (opts == NULL) {
         ng_error_set(err, ENOMEM, "out of memory");

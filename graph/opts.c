@@ -30,6 +30,7 @@ static const struct {
 /* How option parsing treats CHILD options. */
 struct opts_ctx {
     struct ng_graph *graph;     /* NULL: check only, create nothing */
+    const struct ng_driver *const *drivers;     /* registry (check mode) */
     struct ng_node *node;       /* node being created (open mode) */
     ng_ref_cb *ref_cb;          /* check mode */
     void *opaque;
@@ -267,7 +268,8 @@ free_fields(const struct ng_driver *drv, char *state)
 }
 
 static const struct ng_driver *
-lookup_driver(const struct ng_value *opts, struct ng_error *err)
+lookup_driver(const struct ng_driver *const *drivers,
+              const struct ng_value *opts, struct ng_error *err)
 {
     const struct ng_value *v;
     const struct ng_driver *drv;
@@ -285,7 +287,7 @@ lookup_driver(const struct ng_value *opts, struct ng_error *err)
     }
     if ((name = ng_value_to_string(v, "driver", err)) == NULL)
         return NULL;
-    drv = ng_driver_find(name);
+    drv = ng_driver_find(drivers, name);
     if (drv == NULL)
         ng_value_error(err, &v->loc, "unknown driver '%s'", name);
     return drv;
@@ -339,11 +341,13 @@ parse_options(const struct ng_driver *drv, const struct ng_value *opts,
 }
 
 int
-ng_node_opts_check(const struct ng_value *opts, ng_ref_cb *ref_cb,
+ng_node_opts_check(const struct ng_driver *const *drivers,
+                   const struct ng_value *opts, ng_ref_cb *ref_cb,
                    void *opaque, struct ng_error *err)
 {
-    const struct ng_driver *drv = lookup_driver(opts, err);
-    struct opts_ctx ctx = { .ref_cb = ref_cb, .opaque = opaque };
+    const struct ng_driver *drv = lookup_driver(drivers, opts, err);
+    struct opts_ctx ctx = { .drivers = drivers, .ref_cb = ref_cb,
+                            .opaque = opaque };
     char *state;
     int r;
 
@@ -381,7 +385,8 @@ parse_child(const struct ng_opt_desc *d, const struct ng_value *v,
 
     if (v->kind == NG_VALUE_MAP) {
         if (ctx->graph == NULL)
-            return ng_node_opts_check(v, ctx->ref_cb, ctx->opaque, err);
+            return ng_node_opts_check(ctx->drivers, v, ctx->ref_cb,
+                                      ctx->opaque, err);
         child = ng_graph_add_node(ctx->graph, NULL, v, err);
         if (child == NULL)
             return -1;
@@ -479,8 +484,8 @@ struct ng_node *
 ng_graph_add_node(struct ng_graph *g, const char *name,
                   const struct ng_value *opts, struct ng_error *err)
 {
-    const struct ng_driver *drv = lookup_driver(opts, err);
-    struct opts_ctx ctx = { .graph = g };
+    const struct ng_driver *drv = lookup_driver(g->drivers, opts, err);
+    struct opts_ctx ctx = { .graph = g, .drivers = g->drivers };
     struct ng_node *node;
     char anon[32];
 

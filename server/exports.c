@@ -171,7 +171,8 @@ add_layer(struct ng_control_ctx *ctx, const char *id, struct ng_node *below,
     } else if (ng_graph_find(ctx->graph, name) != NULL) {
         ng_error_set(err, EEXIST, "node '%s' already exists", name);
     } else if (dry_run) {
-        n = ng_node_opts_check(opts, NULL, NULL, err) == 0 ? below : NULL;
+        n = ng_node_opts_check(ctx->graph->drivers, opts, NULL, NULL,
+                               err) == 0 ? below : NULL;
     } else if ((n = ng_graph_add_node(ctx->graph, name, opts, err))) {
         n->implicit = true;
         n->implicit_owner = strdup(id);

@@ -14,6 +14,7 @@
 
 #include "config/config.h"
 #include "graph/graph.h"
+#include "filters/filters.h"
 #include "nac/nac.h"
 #include "server/control.h"
 #include "server/exports.h"
@@ -112,7 +113,7 @@ build_graph(struct daemon *d, struct ng_error *err)
 {
     size_t i;
 
-    d->graph = ng_graph_new(&d->loop);
+    d->graph = ng_graph_new(&d->loop, ng_all_drivers);
     if (d->graph == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
     for (i = 0; i < d->cfg->n_groups; i++)

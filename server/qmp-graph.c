@@ -252,7 +252,7 @@ add_check(struct ng_control_ctx *ctx, json_t *args, void *opts,
 
     if (ng_graph_find(ctx->graph, name) != NULL)
         return ng_error_set(err, EEXIST, "node '%s' already exists", name);
-    return ng_node_opts_check(opts, NULL, NULL, err);
+    return ng_node_opts_check(ctx->graph->drivers, opts, NULL, NULL, err);
 }
 
 static int

@@ -13,6 +13,7 @@
 #include "graph/value.h"
 #include "config/yaml.h"
 #include "graph/graph.h"
+#include "filters/filters.h"
 #include "tests/unit/graph-fixture.h"
 
 void
@@ -36,7 +37,7 @@ setup(struct fixture *f, const char *name)
 
     printf("%s\n", name);
     CHECK(uv_loop_init(&f->loop) == 0);
-    f->g = ng_graph_new(&f->loop);
+    f->g = ng_graph_new(&f->loop, ng_all_drivers);
     CHECK(f->g != NULL);
     CHECK(uv_timer_init(&f->loop, &f->tick) == 0);
     /* Named after the program, so a dir left by a failed case says

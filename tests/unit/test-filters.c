@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "graph/value.h"
 #include "graph/graph.h"
+#include "filters/filters.h"
 #include "tests/unit/graph-fixture.h"
 
 /* A rate must be within pct percent of want. */
