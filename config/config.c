@@ -14,6 +14,7 @@
 
 #include "config/config.h"
 #include "graph/graph.h"
+#include "filters/throttle.h"
 #include "config/config-int.h"
 #include "config/yaml.h"
 

@@ -3,6 +3,7 @@ libngcore_a_SOURCES += \
 	filters/filters.h \
 	filters/filters.c \
 	filters/nofilter.c \
+	filters/throttle.h \
 	filters/throttle.c \
 	filters/copy-on-read.c \
 	filters/detect-zeroes.c \

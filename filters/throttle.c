@@ -4,9 +4,10 @@
  * iops-write-max-length, iops-size, ...) and live in a throttle group.
  * A node either names a shared group in "throttle-group" (every node of
  * the group together stays under the limits, as in QEMU) or gives
- * "limits" alone and gets a private group.  Groups are kept in a registry
- * hung off the graph (ng_graph.throttle_groups); the config loader and the
- * control channel declare and change them with ng_throttle_group_*().
+ * "limits" alone and gets a private group.  Named groups are graph objects
+ * of type "throttle-group" (graph.h); the config loader and the control
+ * channel declare and change them with ng_throttle_group_*()
+ * (filters/throttle.h).
  *
  * The model is QEMU's leaky bucket: each limit is a bucket that fills by
  * one unit per operation (or per byte) and leaks at the limit's rate.  A
@@ -33,6 +34,7 @@
 
 #include "graph/graph.h"
 #include "filters/filters.h"
+#include "filters/throttle.h"
 
 /* Buckets, in QEMU's order. */
 enum {
@@ -85,7 +87,6 @@ struct ng_throttle_group {
     struct throttle_state *turn[TD__COUNT];  /* member served next */
     uint64_t queued[TD__COUNT];     /* waiting in all members */
     unsigned first_dir;             /* alternates so neither starves */
-    struct ng_throttle_group *next; /* registry, named groups only */
 };
 
 struct throttle_state {
@@ -469,6 +470,21 @@ throttle_valid_group_name(const char *name)
     return true;
 }
 
+static void
+throttle_group_destroy(void *obj)
+{
+    struct ng_throttle_group *tg = obj;
+
+    free(tg->name);
+    free(tg);
+}
+
+/* Named groups in the graph's object registry. */
+static const struct ng_object_type throttle_group_type = {
+    .name = "throttle group",
+    .free = throttle_group_destroy,
+};
+
 /* A new group with one reference; named groups join the registry. */
 static struct ng_throttle_group *
 throttle_group_new(struct ng_graph *g, const char *name,
@@ -485,9 +501,10 @@ throttle_group_new(struct ng_graph *g, const char *name,
     tg->refs = 1;
     tg->cfg = *cfg;
     tg->last_leak = uv_hrtime();
-    if (name != NULL) {
-        tg->next = g->throttle_groups;
-        g->throttle_groups = tg;
+    if (name != NULL &&
+        ng_graph_object_add(g, &throttle_group_type, name, tg, err) == -1) {
+        throttle_group_destroy(tg);
+        return NULL;
     }
     return tg;
 }
@@ -508,12 +525,7 @@ throttle_group_configure(struct ng_throttle_group *tg,
 struct ng_throttle_group *
 ng_throttle_group_find(struct ng_graph *g, const char *name)
 {
-    struct ng_throttle_group *tg;
-
-    for (tg = g->throttle_groups; tg != NULL; tg = tg->next)
-        if (strcmp(tg->name, name) == 0)
-            return tg;
-    return NULL;
+    return ng_graph_object_find(g, &throttle_group_type, name);
 }
 
 void
@@ -525,20 +537,12 @@ ng_throttle_group_ref(struct ng_throttle_group *tg)
 void
 ng_throttle_group_unref(struct ng_throttle_group *tg)
 {
-    struct ng_throttle_group **p;
-
     if (tg == NULL || --tg->refs > 0)
         return;
-    if (tg->name != NULL) {
-        for (p = &tg->graph->throttle_groups; *p != NULL; p = &(*p)->next) {
-            if (*p == tg) {
-                *p = tg->next;
-                break;
-            }
-        }
-    }
-    free(tg->name);
-    free(tg);
+    if (tg->name != NULL)
+        ng_graph_object_del(tg->graph, &throttle_group_type, tg->name, NULL);
+    else
+        throttle_group_destroy(tg);
 }
 
 int
@@ -606,21 +610,6 @@ ng_throttle_group_set_limits(struct ng_graph *g, const char *name,
         return ng_error_prefix(err, "throttle group '%s'", name);
     throttle_group_configure(tg, &cfg);
     return 0;
-}
-
-void
-ng_throttle_groups_free(struct ng_graph *g)
-{
-    struct ng_throttle_group *tg, *next;
-
-    /* Nodes are gone: only declarations hold references now. */
-    for (tg = g->throttle_groups; tg != NULL; tg = next) {
-        next = tg->next;
-        if (tg->declared) {
-            tg->declared = false;
-            ng_throttle_group_unref(tg);
-        }
-    }
 }
 
 /* ---- Membership --------------------------------------------------------- */

@@ -15,6 +15,9 @@ void ng_edge_set_child(struct ng_edge *e, struct ng_node *child);
  * node from the graph.  The node must have no parents. */
 void ng_node_destroy(struct ng_node *node);
 
+/* ng_graph_free(): free every graph object (the nodes are gone). */
+void ng_graph_objects_free(struct ng_graph *g);
+
 /* Submit past the drain queue (drain.c resubmits queued requests). */
 void ng_bb_dispatch(struct ng_bb *bb, struct ng_req *req);
 

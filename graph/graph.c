@@ -487,6 +487,6 @@ ng_graph_free(struct ng_graph *g)
             break;          /* a cycle cannot happen; don't spin if it does */
         ng_node_destroy(n);
     }
-    ng_throttle_groups_free(g);
+    ng_graph_objects_free(g);
     uv_close((uv_handle_t *)&g->drain_timer, graph_free_handle);
 }

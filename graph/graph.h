@@ -28,7 +28,7 @@ struct ng_node;
 struct ng_bb;
 struct ng_req;
 struct ng_driver;
-struct ng_throttle_group;
+struct ng_object;
 
 /* ---- Requests -------------------------------------------------------- */
 
@@ -404,8 +404,7 @@ struct ng_graph {
     struct ng_drain *drains;        /* drained sections not yet ended */
     uv_timer_t drain_timer;         /* runs drained callbacks outside any
                                      * request's call stack */
-    struct ng_throttle_group *throttle_groups;  /* named throttle groups
-                                     * (filters/throttle.c) */
+    struct ng_object *objects;      /* graph objects, owned */
 };
 
 /* `drivers`: the registry nodes are created from (NULL-terminated,
@@ -448,40 +447,36 @@ int ng_graph_del_node(struct ng_graph *g, const char *name,
 int ng_graph_check_del_node(struct ng_graph *g, const char *name,
                             struct ng_error *err);
 
-/* ---- Throttle groups (filters/throttle.c) ------------------------------ */
+/* ---- Graph objects (QEMU's object-add) ------------------------------- */
 
-/* A throttle group: limits (QEMU's ThrottleLimits) shared by every
- * throttle node naming it in "throttle-group", so their combined I/O stays
- * under them.  A group exists while a node uses it or while it is declared
- * (QEMU's "object-add throttle-group"); the first node naming an unknown
- * group with "limits" creates it.  Loop thread. */
-/* Declare group `name` with `limits` (a map; may be NULL = no limits).  If
- * a node already made the group, the declaration adopts it and sets its
- * limits.  Fails when the limits are invalid or the group is already
- * declared. */
-int ng_throttle_group_declare(struct ng_graph *g, const char *name,
-                              const struct ng_value *limits,
-                              struct ng_error *err);
-/* Check a ThrottleLimits map without a graph (the config loader). */
-int ng_throttle_limits_check(const struct ng_value *limits,
-                             struct ng_error *err);
-/* Drop the declaration; the group lives on while nodes use it. */
-int ng_throttle_group_undeclare(struct ng_graph *g, const char *name,
-                                struct ng_error *err);
-/* Change a group's limits live (QEMU: qom-set GROUP limits): requests
- * waiting in the group's nodes stay queued and are released at the new
- * rate. */
-int ng_throttle_group_set_limits(struct ng_graph *g, const char *name,
-                                 const struct ng_value *limits,
-                                 struct ng_error *err);
-/* The group, or NULL.  Borrowed: take a reference to keep it. */
-struct ng_throttle_group *ng_throttle_group_find(struct ng_graph *g,
-                                                 const char *name);
-void ng_throttle_group_ref(struct ng_throttle_group *tg);
-/* Frees the group with its last reference.  NULL-safe. */
-void ng_throttle_group_unref(struct ng_throttle_group *tg);
-/* ng_graph_free(): drop the declarations once the nodes are gone. */
-void ng_throttle_groups_free(struct ng_graph *g);
+/* Named objects that live beside the nodes and that drivers above graph/
+ * share: throttle groups (filters/throttle.c), later dirty bitmaps and TLS
+ * credentials.  The graph knows no kind: each is a type with a name and a
+ * destructor, and an object is found by (type, id).  Loop thread. */
+struct ng_object_type {
+    const char *name;               /* "throttle-group": for messages */
+    void (*free)(void *obj);        /* destructor */
+};
+
+/* Register `obj` as `id` of `type`.  On success the graph owns obj and
+ * frees it with type->free on ng_graph_object_del() or ng_graph_free();
+ * on failure (EEXIST, ENOMEM) the caller keeps it. */
+int ng_graph_object_add(struct ng_graph *g, const struct ng_object_type *type,
+                        const char *id, void *obj, struct ng_error *err);
+/* The object, or NULL.  Borrowed. */
+void *ng_graph_object_find(struct ng_graph *g,
+                           const struct ng_object_type *type,
+                           const char *id);
+/* Unregister and free the object (type->free).  Fails with ENOENT. */
+int ng_graph_object_del(struct ng_graph *g, const struct ng_object_type *type,
+                        const char *id, struct ng_error *err);
+/* Call fn for each object of `type` (every object when NULL), newest
+ * first.  fn must not add or delete objects. */
+typedef void ng_object_fn(void *opaque, const struct ng_object_type *type,
+                          const char *id, void *obj);
+void ng_graph_object_foreach(struct ng_graph *g,
+                             const struct ng_object_type *type,
+                             ng_object_fn *fn, void *opaque);
 
 /* ---- Drain ------------------------------------------------------------- */
 

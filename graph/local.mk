@@ -13,6 +13,7 @@ libngcore_a_SOURCES += \
 	graph/drain.c \
 	graph/mutate.c \
 	graph/drivers.c \
+	graph/objects.c \
 	graph/drv-memory.c \
 	graph/drv-null.c \
 	graph/drv-file.c \
@@ -32,3 +33,13 @@ tests_unit_test_drivers_LDADD = $(CORE_LIBS)
 # The same on tmpfs: the file driver's inline path.
 TESTS += tests/unit/test-drivers-tmpfs.sh
 EXTRA_DIST += tests/unit/test-drivers-tmpfs.sh
+
+# The graph object registry.
+check_PROGRAMS += tests/unit/test-graph-objects
+TESTS += tests/unit/test-graph-objects
+tests_unit_test_graph_objects_SOURCES = \
+	tests/unit/test-graph-objects.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_graph_objects_LDADD = $(CORE_LIBS)

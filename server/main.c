@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "graph/graph.h"
 #include "filters/filters.h"
+#include "filters/throttle.h"
 #include "nac/nac.h"
 #include "server/control.h"
 #include "server/exports.h"

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "graph/graph.h"
+#include "filters/throttle.h"
 #include "nac/nac.h"
 #include "nac/policy.h"
 #include "server/exports.h"

@@ -22,6 +22,7 @@
 #include "graph/value.h"
 #include "graph/graph.h"
 #include "filters/filters.h"
+#include "filters/throttle.h"
 #include "tests/unit/graph-fixture.h"
 
 /* A rate must be within pct percent of want. */
