@@ -1,5 +1,6 @@
 # config/: YAML -> config model, validation, default config.
-libngcore_a_SOURCES += \
+noinst_LIBRARIES += config/libngconfig.a
+config_libngconfig_a_SOURCES = \
 	config/yaml.h \
 	config/yaml.c \
 	config/config.h \

@@ -2,6 +2,7 @@
 EXTRA_DIST += \
 	contrib/bench/README.md \
 	contrib/bench/compare \
+	contrib/check-layers.sh \
 	$(NULL)
 
 # nbdgraphctl: the admin CLI.  Only jansson: it talks QMP over a plain

@@ -1,5 +1,6 @@
 # filters/: one file per filter driver; filters.c lists them all.
-libngcore_a_SOURCES += \
+noinst_LIBRARIES += filters/libngfilters.a
+filters_libngfilters_a_SOURCES = \
 	filters/filters.h \
 	filters/filters.c \
 	filters/nofilter.c \

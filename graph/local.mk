@@ -1,5 +1,6 @@
 # graph/: nodes, edges, BlockBackends, the request path, drain, drivers.
-libngcore_a_SOURCES += \
+noinst_LIBRARIES += graph/libnggraph.a
+graph_libnggraph_a_SOURCES = \
 	graph/error.h \
 	graph/error.c \
 	graph/value.h \

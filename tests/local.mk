@@ -23,6 +23,10 @@ tests_libngtest_a_SOURCES = \
 tests_libngtest_a_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 TEST_LIBS = tests/libngtest.a $(LIBNBD_LIBS) $(JANSSON_LIBS)
 
+# contrib/check-layers.sh refuses includes that point up the layers.
+TESTS += tests/test-layer-includes.sh
+EXTRA_DIST += tests/test-layer-includes.sh
+
 include tests/nbd.mk
 include tests/control.mk
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# contrib/check-layers.sh [TOP_SRCDIR]: refuse an #include that points up
+# the layers of DESIGN.md ("Layers"): each folder may include only itself
+# and the folders below it,
+#
+#     nac < graph < filters < config < server
+#
+# and nac/ stays a pure library (no libuv).  Prints each offending line as
+# file:line: and exits 1; the build runs it after every `make` (all-local
+# in Makefile.am), so a backward include fails the build.  The linker
+# catches backward calls too (each folder is its own static library,
+# linked top layer first), but only for objects nothing else pulled in.
+set -euo pipefail
+top=${1:-$(dirname "$0")/..}
+cd "$top"
+
+# Folders each layer may include from, itself first.
+declare -A allowed=(
+    [nac]="nac"
+    [graph]="graph nac"
+    [filters]="filters graph nac"
+    [config]="config filters graph nac"
+    [server]="server config filters graph nac"
+)
+bad=0
+
+for layer in nac graph filters config server; do
+    for f in "$layer"/*.[ch]; do
+        [ -e "$f" ] || continue
+        while IFS=: read -r line text; do
+            dir=$(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^/"]*\)\/.*/\1/p' <<<"$text")
+            [ -n "$dir" ] || continue
+            case " ${allowed[$layer]} " in
+            *" $dir "*) ;;
+            *)
+                echo "$f:$line: $layer/ may not include $dir/ (layers:" \
+                     "nac < graph < filters < config < server)" >&2
+                bad=1
+                ;;
+            esac
+        done < <(grep -n '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$f" || true)
+    done
+done
+
+if grep -n '^[[:space:]]*#[[:space:]]*include[[:space:]]*<uv\.h>' nac/*.[ch] >&2
+then
+    echo "nac/ is a pure library: no libuv" >&2
+    bad=1
+fi
+exit $bad
