@@ -23,12 +23,13 @@ declare -A allowed=(
     [server]="server config filters graph nac"
 )
 bad=0
+inc='^[[:space:]]*#[[:space:]]*include[[:space:]]*'
 
 for layer in nac graph filters config server; do
     for f in "$layer"/*.[ch]; do
         [ -e "$f" ] || continue
         while IFS=: read -r line text; do
-            dir=$(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^/"]*\)\/.*/\1/p' <<<"$text")
+            dir=$(sed -n "s/$inc\"\([^/\"]*\)\/.*/\1/p" <<<"$text")
             [ -n "$dir" ] || continue
             case " ${allowed[$layer]} " in
             *" $dir "*) ;;
@@ -38,12 +39,11 @@ for layer in nac graph filters config server; do
                 bad=1
                 ;;
             esac
-        done < <(grep -n '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$f" || true)
+        done < <(grep -n "$inc\"" "$f" || true)
     done
 done
 
-if grep -n '^[[:space:]]*#[[:space:]]*include[[:space:]]*<uv\.h>' nac/*.[ch] >&2
-then
+if grep -n "$inc<uv\\.h>" nac/*.[ch] >&2; then
     echo "nac/ is a pure library: no libuv" >&2
     bad=1
 fi
