@@ -15,6 +15,17 @@ void ng_edge_set_child(struct ng_edge *e, struct ng_node *child);
  * node from the graph.  The node must have no parents. */
 void ng_node_destroy(struct ng_node *node);
 
+/* The filter driver `opts` names ("driver"), checking it is a filter and
+ * that `opts` leaves out its child option; NULL with *err set. */
+const struct ng_driver *ng_filter_driver_check(struct ng_graph *g,
+                                               const struct ng_value *opts,
+                                               struct ng_error *err);
+/* filter_opts plus "<child option>: node".  Caller frees; NULL on
+ * ENOMEM. */
+struct ng_value *ng_filter_opts_with_child(const struct ng_driver *drv,
+                                           const struct ng_value *filter_opts,
+                                           const char *node);
+
 /* ng_graph_free(): free every graph object (the nodes are gone). */
 void ng_graph_objects_free(struct ng_graph *g);
 

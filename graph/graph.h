@@ -536,4 +536,29 @@ int ng_graph_check_remove_filter(struct ng_graph *g, const char *name,
 int ng_graph_remove_filter(struct ng_graph *g, const char *name,
                            struct ng_error *err);
 
+/* ---- Implicit chains ---------------------------------------------------- */
+
+/* An export's implicit filters (DESIGN.md, "implicit filter"): a chain of
+ * filter nodes stacked above `node`, tagged implicit with their `owner`
+ * (the export) and named "<owner>.<driver>".  `layers` are the filters'
+ * option maps, top to bottom, each with "driver" and the filter's own
+ * options but not its child option, which the graph sets.  The graph
+ * knows no filter by name: the caller decides which layers and in what
+ * order. */
+
+/* The checks ng_graph_stack_implicit() would make, creating nothing. */
+int ng_graph_check_stack_implicit(struct ng_graph *g, const char *node,
+                                  const char *owner,
+                                  const struct ng_value *const *layers,
+                                  size_t n, struct ng_error *err);
+/* Create the chain; returns its top (the node itself when n == 0).  All
+ * or nothing: on failure no layer is left behind. */
+struct ng_node *ng_graph_stack_implicit(struct ng_graph *g, const char *node,
+                                        const char *owner,
+                                        const struct ng_value *const *layers,
+                                        size_t n, struct ng_error *err);
+/* Remove the implicit filters of `owner` that nothing uses any more (after
+ * its BB went away). */
+void ng_graph_unstack_implicit(struct ng_graph *g, const char *owner);
+
 #endif

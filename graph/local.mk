@@ -13,6 +13,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/opts.c \
 	graph/drain.c \
 	graph/mutate.c \
+	graph/implicit.c \
 	graph/drivers.c \
 	graph/objects.c \
 	graph/drv-memory.c \
@@ -44,3 +45,13 @@ tests_unit_test_graph_objects_SOURCES = \
 	tests/unit/graph-fixture.c \
 	$(NULL)
 tests_unit_test_graph_objects_LDADD = $(CORE_LIBS)
+
+# Export implicit chains (ng_graph_stack_implicit).
+check_PROGRAMS += tests/unit/test-graph-implicit
+TESTS += tests/unit/test-graph-implicit
+tests_unit_test_graph_implicit_SOURCES = \
+	tests/unit/test-graph-implicit.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_graph_implicit_LDADD = $(CORE_LIBS)

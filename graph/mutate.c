@@ -83,9 +83,9 @@ bb_is_parent(struct ng_node *node, const char *bb)
     return false;
 }
 
-static const struct ng_driver *
-check_filter_driver(struct ng_graph *g, const struct ng_value *opts,
-                    struct ng_error *err)
+const struct ng_driver *
+ng_filter_driver_check(struct ng_graph *g, const struct ng_value *opts,
+                       struct ng_error *err)
 {
     const struct ng_value *v = ng_value_get(opts, "driver");
     const struct ng_driver *drv;
@@ -111,10 +111,10 @@ check_filter_driver(struct ng_graph *g, const struct ng_value *opts,
     return drv;
 }
 
-/* filter_opts plus "<child option>: node". Caller frees. */
-static struct ng_value *
-filter_opts_with_child(const struct ng_driver *drv,
-                       const struct ng_value *filter_opts, const char *node)
+struct ng_value *
+ng_filter_opts_with_child(const struct ng_driver *drv,
+                          const struct ng_value *filter_opts,
+                          const char *node)
 {
     struct ng_value *opts = ng_value_copy(filter_opts);
     struct ng_value *ref = ng_value_new_scalar(node, filter_opts->loc);
@@ -149,7 +149,7 @@ ng_graph_check_insert_filter(struct ng_graph *g, const char *node,
         return ng_error_set(err, ENOENT, "node '%s' not found", node);
     if (filter_opts == NULL || filter_opts->kind != NG_VALUE_MAP)
         return ng_error_set(err, EINVAL, "'filter' must be an object");
-    if ((drv = check_filter_driver(g, filter_opts, err)) == NULL)
+    if ((drv = ng_filter_driver_check(g, filter_opts, err)) == NULL)
         return -1;
     name = ng_value_get(filter_opts, "node-name");
     if (name == NULL)
@@ -161,7 +161,7 @@ ng_graph_check_insert_filter(struct ng_graph *g, const char *node,
         if (!bb_is_parent(n, bbs[i]))
             return ng_error_set(err, EINVAL, "export '%s' is not a parent "
                                 "of node '%s'", bbs[i], node);
-    opts = filter_opts_with_child(drv, filter_opts, node);
+    opts = ng_filter_opts_with_child(drv, filter_opts, node);
     if (opts == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
     r = ng_node_opts_check(g->drivers, opts, NULL, NULL, err);
@@ -183,8 +183,9 @@ ng_graph_insert_filter(struct ng_graph *g, const char *node,
                                      err) == -1)
         return NULL;
     below = ng_graph_find(g, node);
-    opts = filter_opts_with_child(check_filter_driver(g, filter_opts, NULL),
-                                  filter_opts, node);
+    opts = ng_filter_opts_with_child(ng_filter_driver_check(g, filter_opts,
+                                                            NULL),
+                                     filter_opts, node);
     if (opts == NULL) {
         ng_error_set(err, ENOMEM, "out of memory");
         return NULL;

@@ -81,128 +81,86 @@ check_spec(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
 
 /* ---- Implicit filters ---------------------------------------------------- */
 
-/* Options of one implicit filter above `below`.  Caller frees. */
+/* Options of one implicit filter: "driver" and its one option `key`
+ * (taking `value`), or none when key is NULL.  NULL on ENOMEM. */
 static struct ng_value *
-implicit_opts(const char *driver, const char *below, const char *key,
-              const struct ng_value *value)
+implicit_opts(const char *driver, const char *key, struct ng_value *value)
 {
     struct ng_loc nowhere = { 0 };
     struct ng_value *m = ng_value_new_map(nowhere);
-    struct ng_value *copy = value != NULL ? ng_value_copy(value) : NULL;
 
     if (m == NULL ||
         ng_value_map_put(m, "driver", nowhere,
                          ng_value_new_scalar(driver, nowhere)) == -1 ||
-        ng_value_map_put(m, "file", nowhere,
-                         ng_value_new_scalar(below, nowhere)) == -1 ||
-        (key != NULL && ng_value_map_put(m, key, nowhere, copy) == -1)) {
+        (key != NULL && value == NULL)) {
+        ng_value_free(m);
+        ng_value_free(value);
+        return NULL;
+    }
+    if (key != NULL && ng_value_map_put(m, key, nowhere, value) == -1) {
         ng_value_free(m);
         return NULL;
     }
     return m;
 }
 
-struct implicit_layer {
-    const char *driver;
-    const char *key;                /* its one option, or NULL */
-    struct ng_value *value;         /* owned */
-};
-
-/* The layers the spec asks for, bottom up.  Returns how many. */
-static size_t
-implicit_layers(const struct ng_implicit_filters *f,
-                struct implicit_layer out[3])
+/* The implicit filters the spec asks for, top to bottom, in DESIGN.md's
+ * fixed order (BB -> throttle -> copy-on-read -> detect-zeroes -> node),
+ * as option maps for ng_graph_stack_implicit().  Returns how many, or -1
+ * on ENOMEM; the caller frees out[0..n). */
+static int
+implicit_layers(const struct ng_implicit_filters *f, struct ng_value *out[3])
 {
     struct ng_loc nowhere = { 0 };
-    size_t n = 0;
+    int n = 0;
 
-    if (f->detect_zeroes != NULL)
-        out[n++] = (struct implicit_layer){
-            "detect-zeroes", "mode",
-            ng_value_new_scalar(f->detect_zeroes, nowhere) };
-    if (f->copy_on_read)
-        out[n++] = (struct implicit_layer){ "copy-on-read", NULL, NULL };
     if (f->throttle != NULL)
-        out[n++] = (struct implicit_layer){ "throttle", "limits",
-                                            ng_value_copy(f->throttle) };
+        out[n++] = implicit_opts("throttle", "limits",
+                                 ng_value_copy(f->throttle));
     else if (f->throttle_group != NULL)
-        out[n++] = (struct implicit_layer){
-            "throttle", "throttle-group",
-            ng_value_new_scalar(f->throttle_group, nowhere) };
-    return n;
-}
-
-/* Remove the implicit filters of export `id` that nothing uses any more
- * (after its BB went away, or when building the chain failed). */
-static void
-remove_implicit(struct ng_control_ctx *ctx, const char *id)
-{
-    struct ng_node *n;
-    bool again = true;
-
-    while (again) {
-        again = false;
-        for (n = ctx->graph->nodes; n != NULL; n = n->next) {
-            if (n->implicit && n->parents == NULL &&
-                n->implicit_owner != NULL &&
-                strcmp(n->implicit_owner, id) == 0) {
-                ng_graph_del_node(ctx->graph, n->name, NULL);
-                again = true;
-                break;
-            }
+        out[n++] = implicit_opts("throttle", "throttle-group",
+                                 ng_value_new_scalar(f->throttle_group,
+                                                     nowhere));
+    if (f->copy_on_read)
+        out[n++] = implicit_opts("copy-on-read", NULL, NULL);
+    if (f->detect_zeroes != NULL)
+        out[n++] = implicit_opts("detect-zeroes", "mode",
+                                 ng_value_new_scalar(f->detect_zeroes,
+                                                     nowhere));
+    for (int i = 0; i < n; i++) {
+        if (out[i] == NULL) {
+            for (i = 0; i < n; i++)
+                ng_value_free(out[i]);
+            return -1;
         }
     }
-}
-
-/* Create one layer (or, dry_run, check it); returns the node or, for a
- * dry run, `below` itself. */
-static struct ng_node *
-add_layer(struct ng_control_ctx *ctx, const char *id, struct ng_node *below,
-          const struct implicit_layer *l, bool dry_run, struct ng_error *err)
-{
-    char name[256];
-    struct ng_value *opts = implicit_opts(l->driver, below->name, l->key,
-                                          l->value);
-    struct ng_node *n = NULL;
-
-    snprintf(name, sizeof name, "%s.%s", id, l->driver);
-    if (opts == NULL) {
-        ng_error_set(err, ENOMEM, "out of memory");
-    } else if (ng_graph_find(ctx->graph, name) != NULL) {
-        ng_error_set(err, EEXIST, "node '%s' already exists", name);
-    } else if (dry_run) {
-        n = ng_node_opts_check(ctx->graph->drivers, opts, NULL, NULL,
-                               err) == 0 ? below : NULL;
-    } else if ((n = ng_graph_add_node(ctx->graph, name, opts, err))) {
-        n->implicit = true;
-        n->implicit_owner = strdup(id);
-    }
-    ng_value_free(opts);
     return n;
 }
 
-/* Build throttle -> copy-on-read -> detect-zeroes above `node`; returns
- * the top (the node itself when none is asked for). */
+/* Build the spec's implicit filters above its node (or, dry_run, check
+ * them); returns the top (the node itself when none is asked for). */
 static struct ng_node *
 build_implicit(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
                bool dry_run, struct ng_error *err)
 {
-    struct implicit_layer layers[3];
-    size_t i, n = implicit_layers(&spec->filters, layers);
-    struct ng_node *top = ng_graph_find(ctx->graph, spec->node);
+    struct ng_value *layers[3];
+    const struct ng_value *const *l = (const struct ng_value *const *)layers;
+    int i, n = implicit_layers(&spec->filters, layers);
+    struct ng_node *top;
 
-    for (i = 0; i < n && top != NULL; i++) {
-        if (layers[i].key != NULL && layers[i].value == NULL) {
-            ng_error_set(err, ENOMEM, "out of memory");
-            top = NULL;
-            break;
-        }
-        top = add_layer(ctx, spec->id, top, &layers[i], dry_run, err);
+    if (n < 0) {
+        ng_error_set(err, ENOMEM, "out of memory");
+        return NULL;
     }
+    if (dry_run)
+        top = ng_graph_check_stack_implicit(ctx->graph, spec->node, spec->id,
+                                            l, n, err) == 0
+            ? ng_graph_find(ctx->graph, spec->node) : NULL;
+    else
+        top = ng_graph_stack_implicit(ctx->graph, spec->node, spec->id, l, n,
+                                      err);
     for (i = 0; i < n; i++)
-        ng_value_free(layers[i].value);
-    if (top == NULL && !dry_run)
-        remove_implicit(ctx, spec->id);
+        ng_value_free(layers[i]);
     return top;
 }
 
@@ -266,7 +224,7 @@ ng_exports_add(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
                                  spec->writable, err) == -1) {
         if (e == NULL)
             ng_error_set(err, ENOMEM, "out of memory");
-        remove_implicit(ctx, spec->id);
+        ng_graph_unstack_implicit(ctx->graph, spec->id);
         ng_ctx_nac_release(ctx, spec->id);
         if (e != NULL)
             entry_free(e);
@@ -285,7 +243,7 @@ ng_exports_add(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
 static void
 export_finish(struct ng_control_ctx *ctx, struct ng_export_entry *e)
 {
-    remove_implicit(ctx, e->id);
+    ng_graph_unstack_implicit(ctx->graph, e->id);
     ng_ctx_nac_release(ctx, e->id);
     entry_free(e);
 }
