@@ -38,7 +38,7 @@ struct blkdebug_state {
 };
 
 static const struct ng_opt_desc blkdebug_opts[] = {
-    NG_OPT_CHILD("image", struct blkdebug_state, image, "filtered", true,
+    NG_OPT_CHILD("image", struct blkdebug_state, image, NG_ROLE_FILTERED, true,
                  "the node below"),
     NG_OPT_VALUE("inject-error", struct blkdebug_state, inject, false,
                  "list of rules {iotype, offset, length, errno, once, "

@@ -56,7 +56,7 @@ struct cor_state {
 };
 
 static const struct ng_opt_desc cor_opts[] = {
-    NG_OPT_CHILD("file", struct cor_state, file, "filtered", true,
+    NG_OPT_CHILD("file", struct cor_state, file, NG_ROLE_FILTERED, true,
                  "the node below, whose backing data is copied into it"),
     NG_OPT_END,
 };

@@ -46,7 +46,7 @@ struct delay_state {
                  "number with ms or s (default 0)")
 
 static const struct ng_opt_desc delay_opts[] = {
-    NG_OPT_CHILD("file", struct delay_state, file, "filtered", true,
+    NG_OPT_CHILD("file", struct delay_state, file, NG_ROLE_FILTERED, true,
                  "the node below"),
     DELAY_OPT("delay-read", DELAY_READ, "read"),
     DELAY_OPT("delay-write", DELAY_WRITE, "write"),

@@ -29,7 +29,7 @@ struct dz_state {
 };
 
 static const struct ng_opt_desc dz_opts[] = {
-    NG_OPT_CHILD("file", struct dz_state, file, "filtered", true,
+    NG_OPT_CHILD("file", struct dz_state, file, NG_ROLE_FILTERED, true,
                  "the node below"),
     NG_OPT_ENUM("mode", struct dz_state, mode, "on", dz_modes,
                 "off, on (zero writes become write-zeroes) or unmap (and "

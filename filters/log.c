@@ -42,7 +42,7 @@ struct log_state {
 };
 
 static const struct ng_opt_desc log_opts[] = {
-    NG_OPT_CHILD("file", struct log_state, file, "filtered", true,
+    NG_OPT_CHILD("file", struct log_state, file, NG_ROLE_FILTERED, true,
                  "the node below"),
     NG_OPT_STRING("logfile", struct log_state, logfile, NULL,
                   "file to write the log to"),

@@ -9,7 +9,7 @@ struct nofilter_state {
 };
 
 static const struct ng_opt_desc nofilter_opts[] = {
-    NG_OPT_CHILD("file", struct nofilter_state, child, "filtered", true,
+    NG_OPT_CHILD("file", struct nofilter_state, child, NG_ROLE_FILTERED, true,
                  "the node below"),
     NG_OPT_END,
 };

@@ -102,7 +102,7 @@ struct throttle_state {
 };
 
 static const struct ng_opt_desc throttle_opts[] = {
-    NG_OPT_CHILD("file", struct throttle_state, file, "filtered", true,
+    NG_OPT_CHILD("file", struct throttle_state, file, NG_ROLE_FILTERED, true,
                  "the node below"),
     NG_OPT_STRING("throttle-group", struct throttle_state, group_name, "",
                   "name of a throttle group shared with other nodes"),

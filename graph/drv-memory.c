@@ -73,7 +73,8 @@ struct memory_state {
 static const struct ng_opt_desc memory_opts[] = {
     NG_OPT_SIZE("size", struct memory_state, size, NULL,
                 "virtual size of the RAM disk, e.g. 1G"),
-    NG_OPT_CHILD("backing", struct memory_state, backing, "backing", false,
+    NG_OPT_CHILD("backing", struct memory_state, backing,
+                 NG_ROLE_BACKING, false,
                  "node whose data shows where this one has none written"),
     NG_OPT_END,
 };

@@ -23,7 +23,7 @@ struct raw_state {
 };
 
 static const struct ng_opt_desc raw_opts[] = {
-    NG_OPT_CHILD("file", struct raw_state, file, "file", true,
+    NG_OPT_CHILD("file", struct raw_state, file, NG_ROLE_FILE, true,
                  "the node holding the image"),
     NG_OPT_SIZE("offset", struct raw_state, offset, "0",
                 "where the image starts in the child, bytes"),

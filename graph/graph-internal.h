@@ -6,7 +6,7 @@
 
 /* Edges.  attach returns NULL on ENOMEM. */
 struct ng_edge *ng_edge_attach(struct ng_node *parent, struct ng_bb *bb,
-                               struct ng_node *child, const char *role);
+                               struct ng_node *child, enum ng_role role);
 void ng_edge_detach(struct ng_edge *e);
 /* Point an existing edge at another child (splices, pivots). */
 void ng_edge_set_child(struct ng_edge *e, struct ng_node *child);

@@ -12,9 +12,22 @@
 
 /* ---- Edges ------------------------------------------------------------ */
 
+const char *
+ng_role_name(enum ng_role role)
+{
+    switch (role) {
+    case NG_ROLE_FILE:      return "file";
+    case NG_ROLE_BACKING:   return "backing";
+    case NG_ROLE_FILTERED:  return "filtered";
+    case NG_ROLE_CHILDREN:  return "children";
+    case NG_ROLE_ROOT:      return "root";
+    }
+    return "unknown";
+}
+
 struct ng_edge *
 ng_edge_attach(struct ng_node *parent, struct ng_bb *bb,
-               struct ng_node *child, const char *role)
+               struct ng_node *child, enum ng_role role)
 {
     struct ng_edge *e = calloc(1, sizeof *e);
     struct ng_edge **tail;
@@ -86,12 +99,12 @@ ng_node_child(struct ng_node *node)
 }
 
 struct ng_node *
-ng_node_child_role(struct ng_node *node, const char *role)
+ng_node_child_role(struct ng_node *node, enum ng_role role)
 {
     struct ng_edge *e;
 
     for (e = node->children; e != NULL; e = e->next_child)
-        if (strcmp(e->role, role) == 0)
+        if (e->role == role)
             return e->child;
     return NULL;
 }
@@ -118,7 +131,7 @@ node_base_facts(struct ng_node *node, struct ng_node_facts *f)
         f->size = drv->length(node);
     if (drv->caps != NULL)
         f->caps = drv->caps(node);
-    f->has_backing = ng_node_child_role(node, "backing") != NULL;
+    f->has_backing = ng_node_child_role(node, NG_ROLE_BACKING) != NULL;
 }
 
 /* Computed on every call for now; the facts struct is where a cache
@@ -224,7 +237,7 @@ node_answer_trivially(struct ng_node *node, struct ng_req *req)
          * its driver would call a hole: see NG_REQ_LOCAL_ONLY. */
         if ((caps & NG_CAP_EXTENTS) &&
             !((req->flags & NG_REQ_LOCAL_ONLY) && !node->driver->is_filter &&
-              ng_node_child_role(node, "backing") == NULL))
+              ng_node_child_role(node, NG_ROLE_BACKING) == NULL))
             return false;
         req->extents[0].length = req->length;
         req->extents[0].flags = 0;
@@ -333,7 +346,7 @@ ng_bb_new(struct ng_graph *g, const char *name, struct ng_node *root,
     bb->graph = g;
     bb->writable = writable;
     if (root != NULL) {
-        bb->root = ng_edge_attach(NULL, bb, root, "root");
+        bb->root = ng_edge_attach(NULL, bb, root, NG_ROLE_ROOT);
         if (bb->root == NULL) {
             free(bb->name);
             free(bb);

@@ -172,6 +172,22 @@ const char *ng_op_name(enum ng_op op);
 void ng_req_run_blocking(struct ng_node *node, struct ng_req *req,
                          int (*fn)(struct ng_node *node, struct ng_req *req));
 
+/* ---- Edge roles -------------------------------------------------------- */
+
+/* What a child is to its parent.  Compared on the request path, so an
+ * enum; ng_role_name() gives the spelling shown to users (query-graph,
+ * the graph picture). */
+enum ng_role {
+    NG_ROLE_FILE,                   /* "file": a format's data */
+    NG_ROLE_BACKING,                /* "backing": what unallocated ranges
+                                     * read from */
+    NG_ROLE_FILTERED,               /* "filtered": a filter's one child */
+    NG_ROLE_CHILDREN,               /* "children": one of several (quorum) */
+    NG_ROLE_ROOT,                   /* "root": a BB's edge to its node */
+};
+
+const char *ng_role_name(enum ng_role role);
+
 /* ---- Options --------------------------------------------------------- */
 
 enum ng_opt_type {
@@ -197,8 +213,7 @@ struct ng_opt_desc {
                                  * (CHILD, VALUE: NULL = optional absent) */
     const char *help;
     const char *const *choices; /* ENUM: NULL-terminated */
-    const char *role;           /* CHILD: edge role (file, backing,
-                                 * filtered, children) */
+    enum ng_role role;          /* CHILD: edge role */
     bool required;              /* CHILD, VALUE: must be given */
 };
 
@@ -239,7 +254,7 @@ int ng_value_to_errno(const struct ng_value *v, const char *what, int *out,
 struct ng_driver {
     const char *name;           /* "file", "memory", "throttle", ... */
     const char *help;           /* one line for --help and docs */
-    bool is_filter;             /* exactly one child, role "filtered" */
+    bool is_filter;             /* exactly one child, NG_ROLE_FILTERED */
     size_t state_size;          /* bytes of per-node state, zeroed, then
                                  * filled from `opts` before open() */
     const struct ng_opt_desc *opts;
@@ -310,8 +325,7 @@ struct ng_edge {
     struct ng_node *parent;         /* NULL when the parent is a BB */
     struct ng_bb *bb;               /* the BB, when parent == NULL */
     struct ng_node *child;
-    const char *role;               /* "file", "backing", "filtered", ...;
-                                     * static string */
+    enum ng_role role;
     struct ng_edge *next_child;     /* in parent's child list */
     struct ng_edge *next_parent;    /* in child's parent list */
 };
@@ -344,7 +358,7 @@ ng_node_state(struct ng_node *node)
 /* The filter's one child (or the first child for others). */
 struct ng_node *ng_node_child(struct ng_node *node);
 /* Child on the edge with this role, or NULL. */
-struct ng_node *ng_node_child_role(struct ng_node *node, const char *role);
+struct ng_node *ng_node_child_role(struct ng_node *node, enum ng_role role);
 
 /* The node's facts (see struct ng_node_facts).  Borrowed: valid until
  * the graph changes. */

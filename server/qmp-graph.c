@@ -46,7 +46,8 @@ node_children_json(struct ng_node *n)
     struct ng_edge *e;
 
     for (e = n->children; e != NULL; e = e->next_child)
-        json_array_append_new(list, json_pack("{s:s,s:s}", "child", e->role,
+        json_array_append_new(list, json_pack("{s:s,s:s}", "child",
+                                              ng_role_name(e->role),
                                               "node-name", e->child->name));
     return list;
 }
@@ -94,10 +95,9 @@ graph_json(struct ng_graph *g)
     for (n = g->nodes; n != NULL; n = n->next) {
         json_array_append_new(nodes, node_json(n));
         for (e = n->children; e != NULL; e = e->next_child)
-            json_array_append_new(edges, json_pack("{s:s,s:s,s:s}",
-                                                   "parent", n->name,
-                                                   "child", e->child->name,
-                                                   "role", e->role));
+            json_array_append_new(edges, json_pack(
+                "{s:s,s:s,s:s}", "parent", n->name, "child", e->child->name,
+                "role", ng_role_name(e->role)));
     }
     for (bb = g->bbs; bb != NULL; bb = bb->next) {
         struct ng_node *root = ng_bb_root(bb);
@@ -138,7 +138,7 @@ graph_dot(struct ng_graph *g)
                 n->driver->name, n->implicit ? ",style=dashed" : "");
         for (e = n->children; e != NULL; e = e->next_child)
             fprintf(fp, "  \"%s\" -> \"%s\" [label=\"%s\"];\n", n->name,
-                    e->child->name, e->role);
+                    e->child->name, ng_role_name(e->role));
     }
     fprintf(fp, "}\n");
     fclose(fp);

@@ -521,7 +521,7 @@ test_memory_backing(void)
     setup(&f, "memory: backing node");
     add(&f, "base", yaml("{driver: memory, size: 1M}"));
     top = add(&f, "top", yaml("{driver: memory, size: 1M, backing: base}"));
-    CHECK(ng_node_child_role(top, "backing") == ng_graph_find(f.g, "base"));
+    CHECK(ng_node_child_role(top, NG_ROLE_BACKING) == ng_graph_find(f.g, "base"));
     bb = bb_new(&f, "bb", top, true);
     base_bb = bb_new(&f, "base-bb", ng_graph_find(f.g, "base"), true);
     fill(buf, MiB, 0, 1);
