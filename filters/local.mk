@@ -13,17 +13,51 @@ filters_libngfilters_a_SOURCES = \
 	filters/log.c \
 	$(NULL)
 
-# Unit tests of the filters, through real graphs on a libuv loop.
-check_PROGRAMS += tests/unit/test-filters
-TESTS += tests/unit/test-filters
-tests_unit_test_filters_SOURCES = \
-	tests/unit/test-filters.c \
-	tests/unit/graph-fixture.h \
-	tests/unit/graph-fixture.c \
+# Unit tests of the filters, through real graphs on a libuv loop: one
+# program per filter, so one failure hides no other.
+FILTER_UNIT_TESTS = \
+	tests/unit/test-filter-throttle \
+	tests/unit/test-filter-copy-on-read \
+	tests/unit/test-filter-detect-zeroes \
+	tests/unit/test-filter-blkdebug \
+	tests/unit/test-filter-delay \
+	tests/unit/test-filter-log \
+	tests/unit/test-filter-docs \
 	$(NULL)
-tests_unit_test_filters_CPPFLAGS = \
+check_PROGRAMS += $(FILTER_UNIT_TESTS)
+TESTS += $(FILTER_UNIT_TESTS)
+FILTER_FIXTURE = tests/unit/graph-fixture.h tests/unit/graph-fixture.c
+
+tests_unit_test_filter_throttle_SOURCES = \
+	tests/unit/test-filter-throttle.c $(FILTER_FIXTURE)
+tests_unit_test_filter_throttle_LDADD = $(CORE_LIBS)
+
+tests_unit_test_filter_copy_on_read_SOURCES = \
+	tests/unit/test-filter-copy-on-read.c $(FILTER_FIXTURE)
+tests_unit_test_filter_copy_on_read_LDADD = $(CORE_LIBS)
+
+tests_unit_test_filter_detect_zeroes_SOURCES = \
+	tests/unit/test-filter-detect-zeroes.c $(FILTER_FIXTURE)
+tests_unit_test_filter_detect_zeroes_LDADD = $(CORE_LIBS)
+
+tests_unit_test_filter_blkdebug_SOURCES = \
+	tests/unit/test-filter-blkdebug.c $(FILTER_FIXTURE)
+tests_unit_test_filter_blkdebug_LDADD = $(CORE_LIBS)
+
+tests_unit_test_filter_delay_SOURCES = \
+	tests/unit/test-filter-delay.c $(FILTER_FIXTURE)
+tests_unit_test_filter_delay_LDADD = $(CORE_LIBS)
+
+tests_unit_test_filter_log_SOURCES = \
+	tests/unit/test-filter-log.c $(FILTER_FIXTURE)
+tests_unit_test_filter_log_LDADD = $(CORE_LIBS)
+
+# docs/filters.md against the option tables.
+tests_unit_test_filter_docs_SOURCES = \
+	tests/unit/test-filter-docs.c $(FILTER_FIXTURE)
+tests_unit_test_filter_docs_CPPFLAGS = \
 	$(AM_CPPFLAGS) \
 	-DTOP_SRCDIR='"$(abs_top_srcdir)"' \
 	$(NULL)
-tests_unit_test_filters_LDADD = $(CORE_LIBS)
+tests_unit_test_filter_docs_LDADD = $(CORE_LIBS)
 EXTRA_DIST += docs/filters.md

@@ -317,3 +317,56 @@ check_zero(const unsigned char *buf, size_t len, uint64_t off)
             fail("byte at %" PRIu64 " is 0x%02x, expected zero", off + i,
                  buf[i]);
 }
+
+/* ---- Reconfiguring live nodes ------------------------------------------ */
+
+static int
+reconfigure(struct ng_node *n, const char *text, struct ng_error *err)
+{
+    struct ng_value *o = yaml(text);
+    int r;
+
+    CHECK(n->driver->reconfigure != NULL);
+    r = n->driver->reconfigure(n, o, err);
+    ng_value_free(o);
+    return r;
+}
+
+void
+reconfigure_ok(struct ng_node *n, const char *text)
+{
+    struct ng_error err = { 0 };
+
+    if (reconfigure(n, text, &err) == -1)
+        fail("reconfiguring '%s' with %s: %s", n->name, text, err.msg);
+}
+
+void
+reconfigure_fails(struct ng_node *n, const char *text, const char *want)
+{
+    struct ng_error err = { 0 };
+
+    if (reconfigure(n, text, &err) == 0)
+        fail("reconfiguring '%s' with %s succeeded", n->name, text);
+    if (strstr(err.msg, want) == NULL)
+        fail("reconfiguring '%s': got '%s', expected '%s'", n->name,
+             err.msg, want);
+    printf("  refused as expected: %s\n", err.msg);
+}
+
+/* ---- Files -------------------------------------------------------------- */
+
+unsigned
+count_lines(const char *path, const char *w1, const char *w2)
+{
+    FILE *fp = fopen(path, "r");
+    char line[1024];
+    unsigned n = 0;
+
+    CHECK(fp != NULL);
+    while (fgets(line, sizeof line, fp) != NULL)
+        n += strstr(line, w1) != NULL && (w2 == NULL ||
+                                          strstr(line, w2) != NULL);
+    fclose(fp);
+    return n;
+}

@@ -1,7 +1,8 @@
 /* tests/unit/graph-fixture.h: what the graph unit tests (test-drivers,
- * test-filters) share: a graph on a real libuv loop with a private temp
- * dir, node options built by hand or from YAML text, requests through a
- * BlockBackend run to completion, and data patterns to check.
+ * test-filter-*, test-graph-*) share: a graph on a real libuv loop with a
+ * private temp dir, node options built by hand or from YAML text,
+ * requests through a BlockBackend run to completion, live reconfiguring,
+ * and data patterns to check.
  *
  * Every helper fails the test (message on stderr, exit 1) rather than
  * return an error, so a case reads as a list of steps.  The names are
@@ -43,6 +44,8 @@
 /* Block status flags as the tests expect them. */
 #define HOLE (NG_EXTENT_HOLE | NG_EXTENT_ZERO)
 #define DATA 0u
+#define ONLY_HOLE NG_EXTENT_HOLE    /* LOCAL_ONLY: the backing's */
+#define ZERO NG_EXTENT_ZERO         /* allocated, reads as zeroes */
 
 struct fixture {
     uv_loop_t loop;
@@ -120,6 +123,19 @@ uint32_t extents(struct fixture *f, struct ng_bb *bb, uint64_t off,
                  uint64_t len, uint32_t flags, struct ng_extent *ext,
                  uint32_t max);
 void check_extent(const struct ng_extent *e, uint64_t len, uint32_t flags);
+
+/* ---- Reconfiguring live nodes -------------------------------------------
+ * Through the driver's reconfigure hook, options as YAML flow text. */
+
+void reconfigure_ok(struct ng_node *n, const char *text);
+/* Must fail with a message containing `want`. */
+void reconfigure_fails(struct ng_node *n, const char *text,
+                       const char *want);
+
+/* ---- Files -------------------------------------------------------------- */
+
+/* How many lines of the file contain w1 and (unless NULL) w2. */
+unsigned count_lines(const char *path, const char *w1, const char *w2);
 
 /* ---- Data --------------------------------------------------------------- */
 

@@ -1,6 +1,7 @@
-/* tests/unit/test-drivers.c: the leaf and format drivers (memory, null-co,
- * file, raw) end to end: a graph on a real libuv loop, requests through a
- * BlockBackend, data and extents checked against what was written.
+/* tests/unit/test-drivers.c: the leaf and format drivers (memory, also
+ * with a backing node, null-co, file, raw) end to end: a graph on a real
+ * libuv loop, requests through a BlockBackend, data and extents checked
+ * against what was written.
  *
  * Each case draws its graph; "bb" is the BlockBackend the requests enter.
  */
@@ -528,6 +529,109 @@ test_raw(void)
     teardown(&f);
 }
 
+/* ---- memory with a backing node ----------------------------------------- */
+
+/*   bb -> top (memory, 1M, backing: base)
+ *   base-bb -> base (memory, 1M)
+ *   bb2 -> top2 (memory, 2M, backing: base): longer than its backing
+ */
+static void
+test_memory_backing(void)
+{
+    struct fixture f;
+    struct ng_node *top;
+    struct ng_bb *bb, *base_bb, *bb2;
+    struct ng_extent ext[16];
+    unsigned char *buf = malloc(2 * MiB);
+
+    CHECK(buf != NULL);
+    setup(&f, "memory: backing node");
+    add(&f, "base", yaml("{driver: memory, size: 1M}"));
+    top = add(&f, "top", yaml("{driver: memory, size: 1M, backing: base}"));
+    CHECK(ng_node_child_role(top, NG_ROLE_BACKING) ==
+          ng_graph_find(f.g, "base"));
+    bb = bb_new(&f, "bb", top, true);
+    base_bb = bb_new(&f, "base-bb", ng_graph_find(f.g, "base"), true);
+    fill(buf, MiB, 0, 1);
+    CHECK_RET(io(&f, base_bb, NG_OP_WRITE, 0, MiB, 0, buf), 0);
+
+    /* Reads come from the backing; the top has nothing of its own. */
+    memset(buf, 0, MiB);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 100000, 200000, 0, buf), 0);
+    check_filled(buf, 200000, 100000, 1);
+    CHECK(extents(&f, bb, 0, MiB, 0, ext, 16) == 1);
+    check_extent(&ext[0], MiB, DATA);
+    CHECK(extents(&f, bb, 0, MiB, NG_REQ_LOCAL_ONLY, ext, 16) == 1);
+    check_extent(&ext[0], MiB, ONLY_HOLE);
+
+    /* A partial write copies its page up first. */
+    fill(buf, 10000, 70000, 2);
+    CHECK_RET(io(&f, bb, NG_OP_WRITE, 70000, 10000, 0, buf), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 64 * KiB, 64 * KiB, 0, buf), 0);
+    check_filled(buf, 70000 - 64 * KiB, 64 * KiB, 1);
+    check_filled(buf + 70000 - 64 * KiB, 10000, 70000, 2);
+    check_filled(buf + 80000 - 64 * KiB, 128 * KiB - 80000, 80000, 1);
+    CHECK(extents(&f, bb, 0, MiB, NG_REQ_LOCAL_ONLY, ext, 16) == 3);
+    check_extent(&ext[0], 64 * KiB, ONLY_HOLE);
+    check_extent(&ext[1], 64 * KiB, DATA);
+    check_extent(&ext[2], MiB - 128 * KiB, ONLY_HOLE);
+
+    /* Zeroing a whole page must not let the backing show through. */
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 128 * KiB, 64 * KiB,
+                 NG_REQ_MAY_TRIM, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_TRIM, 192 * KiB, 64 * KiB, 0, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 128 * KiB, 128 * KiB, 0, buf), 0);
+    check_zero(buf, 128 * KiB, 128 * KiB);
+    /* Partly zeroing an unallocated page copies it up... */
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 270000, 1000, 0, NULL), 0);
+    CHECK_RET(io(&f, bb, NG_OP_READ, 256 * KiB, 64 * KiB, 0, buf), 0);
+    check_filled(buf, 270000 - 256 * KiB, 256 * KiB, 1);
+    check_zero(buf + 270000 - 256 * KiB, 1000, 270000);
+    check_filled(buf + 271000 - 256 * KiB, 320 * KiB - 271000, 271000, 1);
+    /* ... unless that could not be fast. */
+    CHECK_RET(io(&f, bb, NG_OP_WRITE_ZEROES, 400000, 1000,
+                 NG_REQ_FAST_ZERO, NULL), -ENOTSUP);
+
+    /* Block status: the top's pages, the backing's answer elsewhere.
+     * Punch a hole in the backing to see it come through. */
+    CHECK_RET(io(&f, base_bb, NG_OP_TRIM, 512 * KiB, 64 * KiB, 0, NULL), 0);
+    CHECK(extents(&f, bb, 0, MiB, 0, ext, 16) == 5);
+    check_extent(&ext[0], 128 * KiB, DATA);     /* backing, then top */
+    check_extent(&ext[1], 128 * KiB, ZERO);     /* zeroed in the top */
+    check_extent(&ext[2], 256 * KiB, DATA);     /* top page 4, backing */
+    check_extent(&ext[3], 64 * KiB, HOLE);      /* the backing's hole */
+    check_extent(&ext[4], 448 * KiB, DATA);
+    CHECK(extents(&f, bb, 0, MiB, NG_REQ_REQ_ONE, ext, 16) == 1);
+    check_extent(&ext[0], 128 * KiB, DATA);
+    CHECK(extents(&f, bb, 140000, MiB - 140000, 0, ext, 2) == 2);
+    check_extent(&ext[0], 256 * KiB - 140000, ZERO);
+    check_extent(&ext[1], 256 * KiB, DATA);
+    CHECK(extents(&f, bb, 0, MiB, NG_REQ_LOCAL_ONLY, ext, 16) == 5);
+    check_extent(&ext[2], 128 * KiB, ZERO);
+    check_extent(&ext[3], 64 * KiB, DATA);
+    check_extent(&ext[4], MiB - 320 * KiB, ONLY_HOLE);
+
+    /* Past the backing's end the top reads zeroes. */
+    add(&f, "top2", yaml("{driver: memory, size: 2M, backing: base}"));
+    bb2 = bb_new(&f, "bb2", ng_graph_find(f.g, "top2"), true);
+    memset(buf, 0xaa, 2 * MiB);
+    CHECK_RET(io(&f, bb2, NG_OP_READ, MiB - 100, 200, 0, buf), 0);
+    check_filled(buf, 100, MiB - 100, 1);
+    check_zero(buf + 100, 100, MiB);
+    CHECK(extents(&f, bb2, 512 * KiB, 1536 * KiB, 0, ext, 16) == 3);
+    check_extent(&ext[0], 64 * KiB, HOLE);
+    check_extent(&ext[1], 448 * KiB, DATA);
+    check_extent(&ext[2], MiB, HOLE);
+    fill(buf, 4096, MiB + 1000, 3);
+    CHECK_RET(io(&f, bb2, NG_OP_WRITE, MiB + 1000, 4096, 0, buf), 0);
+    CHECK_RET(io(&f, bb2, NG_OP_READ, MiB, 64 * KiB, 0, buf), 0);
+    check_zero(buf, 1000, MiB);
+    check_filled(buf + 1000, 4096, MiB + 1000, 3);
+    check_zero(buf + 5096, 64 * KiB - 5096, MiB + 5096);
+    teardown(&f);
+    free(buf);
+}
+
 int
 main(void)
 {
@@ -535,6 +639,7 @@ main(void)
     alarm(60);
     setvbuf(stdout, NULL, _IOLBF, 0);
     test_memory();
+    test_memory_backing();
     test_null();
     test_file();
     test_file_read_only();
