@@ -468,7 +468,7 @@ int ng_graph_check_del_node(struct ng_graph *g, const char *name,
  * credentials.  The graph knows no kind: each is a type with a name and a
  * destructor, and an object is found by (type, id).  Loop thread. */
 struct ng_object_type {
-    const char *name;               /* "throttle-group": for messages */
+    const char *name;               /* "throttle group": for messages */
     void (*free)(void *obj);        /* destructor */
 };
 
