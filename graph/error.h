@@ -11,7 +11,12 @@
 
 #include <stdarg.h>
 
-#define NG_ERROR_MSG_MAX 1024
+/* Every control-path frame carries one, so keep it small.  The longest
+ * message a test expects (tests/configs/bad/bad-group-limit.err: an
+ * unknown throttle limit, listing the known ones) is 226 bytes with its
+ * file:line:column, which leaves room for a long config path.  Longer
+ * messages are cut, never overrun. */
+#define NG_ERROR_MSG_MAX 512
 
 struct ng_error {
     int code;                       /* positive errno, 0 = no error */
