@@ -20,3 +20,23 @@ tests_unit_test_config_LDADD = $(CORE_LIBS)
 EXTRA_DIST += \
 	tests/configs \
 	$(NULL)
+
+# config/ links over filters/ and graph/ alone: every object forced in.
+check_PROGRAMS += tests/unit/test-layer-link-config
+TESTS += tests/unit/test-layer-link-config
+tests_unit_test_layer_link_config_SOURCES = tests/unit/test-layer-link.c
+tests_unit_test_layer_link_config_CPPFLAGS = \
+	$(AM_CPPFLAGS) -DLINK_ALL_DRIVERS -DLAYER='"config"'
+tests_unit_test_layer_link_config_LDFLAGS = \
+	$(AM_LDFLAGS) \
+	-Wl,--whole-archive,config/libngconfig.a,filters/libngfilters.a \
+	-Wl,graph/libnggraph.a,--no-whole-archive \
+	$(NULL)
+tests_unit_test_layer_link_config_LDADD = \
+	nac/libngnac.a \
+	$(LIBUV_LIBS) \
+	$(YAML_LIBS) \
+	-lpthread \
+	$(NULL)
+EXTRA_tests_unit_test_layer_link_config_DEPENDENCIES = \
+	config/libngconfig.a filters/libngfilters.a graph/libnggraph.a

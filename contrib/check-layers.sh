@@ -7,9 +7,9 @@
 #
 # and nac/ stays a pure library (no libuv).  Prints each offending line as
 # file:line: and exits 1; the build runs it after every `make` (all-local
-# in Makefile.am), so a backward include fails the build.  The linker
-# catches backward calls too (each folder is its own static library,
-# linked top layer first), but only for objects nothing else pulled in.
+# in Makefile.am), so a backward include fails the build.  Backward calls
+# fail to link in tests/unit/test-layer-link-* (each layer's library
+# linked whole, with nothing above it).
 set -euo pipefail
 top=${1:-$(dirname "$0")/..}
 cd "$top"

@@ -61,3 +61,22 @@ tests_unit_test_filter_docs_CPPFLAGS = \
 	$(NULL)
 tests_unit_test_filter_docs_LDADD = $(CORE_LIBS)
 EXTRA_DIST += docs/filters.md
+
+# filters/ links over graph/ alone: every object of both forced in.
+check_PROGRAMS += tests/unit/test-layer-link-filters
+TESTS += tests/unit/test-layer-link-filters
+tests_unit_test_layer_link_filters_SOURCES = tests/unit/test-layer-link.c
+tests_unit_test_layer_link_filters_CPPFLAGS = \
+	$(AM_CPPFLAGS) -DLINK_ALL_DRIVERS -DLAYER='"filters"'
+tests_unit_test_layer_link_filters_LDFLAGS = \
+	$(AM_LDFLAGS) \
+	-Wl,--whole-archive,filters/libngfilters.a,graph/libnggraph.a \
+	-Wl,--no-whole-archive \
+	$(NULL)
+tests_unit_test_layer_link_filters_LDADD = \
+	nac/libngnac.a \
+	$(LIBUV_LIBS) \
+	-lpthread \
+	$(NULL)
+EXTRA_tests_unit_test_layer_link_filters_DEPENDENCIES = \
+	filters/libngfilters.a graph/libnggraph.a

@@ -55,3 +55,18 @@ tests_unit_test_graph_implicit_SOURCES = \
 	tests/unit/graph-fixture.c \
 	$(NULL)
 tests_unit_test_graph_implicit_LDADD = $(CORE_LIBS)
+
+# graph/ links without anything above it: every object forced in.
+check_PROGRAMS += tests/unit/test-layer-link-graph
+TESTS += tests/unit/test-layer-link-graph
+tests_unit_test_layer_link_graph_SOURCES = tests/unit/test-layer-link.c
+tests_unit_test_layer_link_graph_LDFLAGS = \
+	$(AM_LDFLAGS) \
+	-Wl,--whole-archive,graph/libnggraph.a,--no-whole-archive \
+	$(NULL)
+tests_unit_test_layer_link_graph_LDADD = \
+	nac/libngnac.a \
+	$(LIBUV_LIBS) \
+	-lpthread \
+	$(NULL)
+EXTRA_tests_unit_test_layer_link_graph_DEPENDENCIES = graph/libnggraph.a
