@@ -5,6 +5,8 @@ graph_libnggraph_a_SOURCES = \
 	graph/error.c \
 	graph/value.h \
 	graph/value.c \
+	graph/strmap.h \
+	graph/strmap.c \
 	graph/graph.h \
 	graph/graph-internal.h \
 	graph/drivers.h \
@@ -70,3 +72,9 @@ tests_unit_test_layer_link_graph_LDADD = \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_graph_DEPENDENCIES = graph/libnggraph.a
+
+# The string-keyed hash map behind lookups by name.
+check_PROGRAMS += tests/unit/test-strmap
+TESTS += tests/unit/test-strmap
+tests_unit_test_strmap_SOURCES = tests/unit/test-strmap.c
+tests_unit_test_strmap_LDADD = $(CORE_LIBS)
