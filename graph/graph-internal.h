@@ -11,6 +11,11 @@ void ng_edge_detach(struct ng_edge *e);
 /* Point an existing edge at another child (splices, pivots). */
 void ng_edge_set_child(struct ng_edge *e, struct ng_node *child);
 
+/* Enter a node in the graph's list and name index (-1 on ENOMEM), and
+ * take it out again. */
+int ng_graph_link_node(struct ng_graph *g, struct ng_node *node);
+void ng_graph_unlink_node(struct ng_graph *g, struct ng_node *node);
+
 /* Close the driver, free option fields, detach child edges and unlink the
  * node from the graph.  The node must have no parents. */
 void ng_node_destroy(struct ng_node *node);

@@ -327,6 +327,47 @@ ng_bb_caps(struct ng_bb *bb)
     return caps;
 }
 
+/* Enter a new BB in the graph's list and name index.  -1 on ENOMEM. */
+static int
+bb_link(struct ng_graph *g, struct ng_bb *bb)
+{
+    bb->older_same_name = ng_strmap_get(&g->bb_index, bb->name);
+    if (ng_strmap_put(&g->bb_index, bb->name, bb) == -1)
+        return -1;
+    bb->next = g->bbs;
+    if (g->bbs != NULL)
+        g->bbs->prev = bb;
+    g->bbs = bb;
+    return 0;
+}
+
+static void
+bb_unlink(struct ng_bb *bb)
+{
+    struct ng_graph *g = bb->graph;
+    struct ng_bb **p = NULL;
+    struct ng_bb *newest = ng_strmap_get(&g->bb_index, bb->name);
+
+    if (newest == bb) {
+        if (bb->older_same_name != NULL)
+            ng_strmap_put(&g->bb_index, bb->older_same_name->name,
+                          bb->older_same_name);   /* replaces: no ENOMEM */
+        else
+            ng_strmap_del(&g->bb_index, bb->name);
+    } else {
+        for (p = &newest->older_same_name; *p != bb;
+             p = &(*p)->older_same_name)
+            ;
+        *p = bb->older_same_name;
+    }
+    if (bb->prev != NULL)
+        bb->prev->next = bb->next;
+    else
+        g->bbs = bb->next;
+    if (bb->next != NULL)
+        bb->next->prev = bb->prev;
+}
+
 struct ng_bb *
 ng_bb_new(struct ng_graph *g, const char *name, struct ng_node *root,
           bool writable, struct ng_error *err)
@@ -338,31 +379,30 @@ ng_bb_new(struct ng_graph *g, const char *name, struct ng_node *root,
         return NULL;
     }
     bb = calloc(1, sizeof *bb);
-    if (bb == NULL || (bb->name = strdup(name)) == NULL) {
-        free(bb);
-        ng_error_set(err, ENOMEM, "out of memory");
-        return NULL;
-    }
+    if (bb == NULL || (bb->name = strdup(name)) == NULL)
+        goto oom;
     bb->graph = g;
     bb->writable = writable;
-    if (root != NULL) {
-        bb->root = ng_edge_attach(NULL, bb, root, NG_ROLE_ROOT);
-        if (bb->root == NULL) {
-            free(bb->name);
-            free(bb);
-            ng_error_set(err, ENOMEM, "out of memory");
-            return NULL;
-        }
-    }
-    bb->next = g->bbs;
-    g->bbs = bb;
+    if (root != NULL &&
+        (bb->root = ng_edge_attach(NULL, bb, root, NG_ROLE_ROOT)) == NULL)
+        goto oom;
+    if (bb_link(g, bb) == -1)
+        goto oom;
     return bb;
+
+oom:
+    if (bb != NULL && bb->root != NULL)
+        ng_edge_detach(bb->root);
+    if (bb != NULL)
+        free(bb->name);
+    free(bb);
+    ng_error_set(err, ENOMEM, "out of memory");
+    return NULL;
 }
 
 void
 ng_bb_free(struct ng_bb *bb)
 {
-    struct ng_bb **p;
     struct ng_req *req;
 
     if (bb == NULL)
@@ -375,12 +415,7 @@ ng_bb_free(struct ng_bb *bb)
     }
     if (bb->root != NULL)
         ng_edge_detach(bb->root);
-    for (p = &bb->graph->bbs; *p != NULL; p = &(*p)->next) {
-        if (*p == bb) {
-            *p = bb->next;
-            break;
-        }
-    }
+    bb_unlink(bb);
     free(bb->name);
     free(bb);
 }
@@ -458,23 +493,39 @@ ng_graph_new(uv_loop_t *loop, const struct ng_driver *const *drivers)
 struct ng_node *
 ng_graph_find(struct ng_graph *g, const char *name)
 {
-    struct ng_node *n;
-
-    for (n = g->nodes; n != NULL; n = n->next)
-        if (strcmp(n->name, name) == 0)
-            return n;
-    return NULL;
+    return ng_strmap_get(&g->node_index, name);
 }
 
 struct ng_bb *
 ng_graph_find_bb(struct ng_graph *g, const char *name)
 {
-    struct ng_bb *bb;
+    return ng_strmap_get(&g->bb_index, name);
+}
 
-    for (bb = g->bbs; bb != NULL; bb = bb->next)
-        if (strcmp(bb->name, name) == 0)
-            return bb;
-    return NULL;
+int
+ng_graph_link_node(struct ng_graph *g, struct ng_node *node)
+{
+    if (ng_strmap_put(&g->node_index, node->name, node) == -1)
+        return -1;
+    node->prev = NULL;
+    node->next = g->nodes;
+    if (g->nodes != NULL)
+        g->nodes->prev = node;
+    g->nodes = node;
+    return 0;
+}
+
+void
+ng_graph_unlink_node(struct ng_graph *g, struct ng_node *node)
+{
+    ng_strmap_del(&g->node_index, node->name);
+    if (node->prev != NULL)
+        node->prev->next = node->next;
+    else
+        g->nodes = node->next;
+    if (node->next != NULL)
+        node->next->prev = node->prev;
+    node->next = node->prev = NULL;
 }
 
 static void
@@ -501,5 +552,7 @@ ng_graph_free(struct ng_graph *g)
         ng_node_destroy(n);
     }
     ng_graph_objects_free(g);
+    ng_strmap_clear(&g->node_index);
+    ng_strmap_clear(&g->bb_index);
     uv_close((uv_handle_t *)&g->drain_timer, graph_free_handle);
 }

@@ -22,6 +22,7 @@
 
 #include "graph/value.h"
 #include "graph/error.h"
+#include "graph/strmap.h"
 
 struct ng_graph;
 struct ng_node;
@@ -345,6 +346,7 @@ struct ng_node {
     char *implicit_owner;           /* export that made it, when implicit */
     uint64_t in_flight;             /* requests inside this node */
     struct ng_node *next;           /* graph's node list */
+    struct ng_node *prev;           /* so removal need not walk the list */
     uint64_t stats[NG_OP__COUNT];   /* requests seen, by op */
     struct ng_node_facts facts;     /* see ng_node_facts() */
 };
@@ -387,6 +389,8 @@ struct ng_bb {
     unsigned quiesce;               /* drain depth; > 0 queues requests */
     struct ng_req *queue_head, *queue_tail;
     struct ng_bb *next;             /* graph's BB list */
+    struct ng_bb *prev;
+    struct ng_bb *older_same_name;  /* the next older BB of this name */
 };
 
 /* Create a BB on `root` (may be NULL: no medium).  A writable BB needs a
@@ -412,8 +416,11 @@ void ng_bb_submit(struct ng_bb *bb, struct ng_req *req);
 struct ng_graph {
     uv_loop_t *loop;                /* borrowed */
     const struct ng_driver *const *drivers;  /* registry, borrowed */
-    struct ng_node *nodes;          /* all nodes, owned */
-    struct ng_bb *bbs;              /* all BBs, owned */
+    struct ng_node *nodes;          /* all nodes, owned, newest first */
+    struct ng_bb *bbs;              /* all BBs, owned, newest first */
+    struct ng_strmap node_index;    /* node-name -> node */
+    struct ng_strmap bb_index;      /* BB name -> the newest BB of that
+                                     * name (BBs may share one) */
     unsigned anon_counter;          /* for auto-named inline nodes */
     struct ng_drain *drains;        /* drained sections not yet ended */
     uv_timer_t drain_timer;         /* runs drained callbacks outside any

@@ -511,8 +511,12 @@ ng_graph_add_node(struct ng_graph *g, const char *name,
         ng_error_prefix(err, "node '%s'", name);
         goto fail;
     }
-    node->next = g->nodes;
-    g->nodes = node;
+    if (ng_graph_link_node(g, node) == -1) {
+        ng_error_set(err, ENOMEM, "out of memory");
+        if (drv->close != NULL)
+            drv->close(node);
+        goto fail;
+    }
     return node;
 
 fail:
@@ -523,14 +527,7 @@ fail:
 void
 ng_node_destroy(struct ng_node *node)
 {
-    struct ng_node **p;
-
-    for (p = &node->graph->nodes; *p != NULL; p = &(*p)->next) {
-        if (*p == node) {
-            *p = node->next;
-            break;
-        }
-    }
+    ng_graph_unlink_node(node->graph, node);
     if (node->driver->close != NULL)
         node->driver->close(node);
     free(node->implicit_owner);
