@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "config/config.h"
+#include "graph/strmap.h"
 
 /* One node-name the config defines: a key under nodes:, or the
  * node-name of an inline child definition. */
@@ -23,6 +24,7 @@ struct ng_names {
     struct ng_name *v;
     size_t n;
     size_t cap;
+    struct ng_strmap index;     /* name -> its position in v, plus 1 */
 };
 
 const struct ng_name *ng_names_find(const struct ng_names *names,

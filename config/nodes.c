@@ -42,9 +42,16 @@ struct nodes_ctx {
     struct ng_value **opts;     /* by file index: each node's options
                                  * without node-name; owned until moved
                                  * into cfg->nodes */
-    struct node_ref *refs;      /* owned, in the order they were seen */
+    struct node_ref *refs;      /* owned, in the order they were seen,
+                                 * so sorted by `from` */
     size_t n_refs;
     size_t cap_refs;
+    size_t *from_start;         /* by file index, n + 1 entries: refs from
+                                 * node i are refs[from_start[i] ..
+                                 * from_start[i + 1]); owned */
+    size_t *to_start;           /* the same for refs to node i, in
+                                 * to_refs[]; owned */
+    size_t *to_refs;            /* indexes into refs, grouped by `to` */
     size_t current;             /* file index of the node being checked */
     bool oom;                   /* ref_cb could not record a reference */
 };
@@ -54,12 +61,9 @@ struct nodes_ctx {
 const struct ng_name *
 ng_names_find(const struct ng_names *names, const char *name)
 {
-    size_t i;
+    uintptr_t pos = (uintptr_t)ng_strmap_get(&names->index, name);
 
-    for (i = 0; i < names->n; i++)
-        if (strcmp(names->v[i].name, name) == 0)
-            return &names->v[i];
-    return NULL;
+    return pos != 0 ? &names->v[pos - 1] : NULL;
 }
 
 void
@@ -68,6 +72,7 @@ ng_names_free(struct ng_names *names)
     free(names->v);
     names->v = NULL;
     names->n = names->cap = 0;
+    ng_strmap_clear(&names->index);
 }
 
 /* QEMU's rule, as the graph applies it: a letter, then letters, digits,
@@ -110,6 +115,9 @@ add_name(struct ng_names *names, const char *name, const struct ng_loc *loc,
         names->v = v;
         names->cap = cap;
     }
+    if (ng_strmap_put(&names->index, name,
+                      (void *)(uintptr_t)(names->n + 1)) == -1)
+        return ng_config_oom(err);
     names->v[names->n++] = (struct ng_name){
         .name = name, .loc = *loc, .owner = owner, .is_inline = is_inline,
     };
@@ -265,14 +273,43 @@ resolve_refs(struct nodes_ctx *c, struct ng_error *err)
     return 0;
 }
 
+/* Index the references by the node they come from and the node they
+ * go to, so ordering the nodes touches each reference a few times
+ * instead of scanning all of them for every node. */
+static int
+index_refs(struct nodes_ctx *c, struct ng_error *err)
+{
+    size_t n = c->nodes->n, i;
+
+    c->from_start = calloc(n + 1, sizeof *c->from_start);
+    c->to_start = calloc(n + 2, sizeof *c->to_start);
+    c->to_refs = calloc(c->n_refs ? c->n_refs : 1, sizeof *c->to_refs);
+    if (c->from_start == NULL || c->to_start == NULL || c->to_refs == NULL)
+        return ng_config_oom(err);
+    /* Counts first, then running sums: the start of each group. */
+    for (i = 0; i < c->n_refs; i++) {
+        c->from_start[c->refs[i].from + 1]++;
+        c->to_start[c->refs[i].to + 2]++;
+    }
+    for (i = 1; i <= n; i++) {
+        c->from_start[i] += c->from_start[i - 1];
+        c->to_start[i + 1] += c->to_start[i];
+    }
+    /* to_start[i + 1] is the next free place of group i while filling;
+     * afterwards it is the end of group i, that is the start of i + 1. */
+    for (i = 0; i < c->n_refs; i++)
+        c->to_refs[c->to_start[c->refs[i].to + 1]++] = i;
+    return 0;
+}
+
 /* First reference from node `from` to a node not yet placed. */
 static const struct node_ref *
 pending_ref(const struct nodes_ctx *c, size_t from, const bool *placed)
 {
     size_t i;
 
-    for (i = 0; i < c->n_refs; i++)
-        if (c->refs[i].from == from && !placed[c->refs[i].to])
+    for (i = c->from_start[from]; i < c->from_start[from + 1]; i++)
+        if (!placed[c->refs[i].to])
             return &c->refs[i];
     return NULL;
 }
@@ -347,36 +384,71 @@ cycle_error(const struct nodes_ctx *c, const bool *placed,
     return -1;
 }
 
+/* A binary min-heap of file indexes: the nodes ready to be placed. */
+struct ready_heap {
+    size_t *v;
+    size_t n;
+};
+
+static void
+heap_push(struct ready_heap *h, size_t x)
+{
+    size_t i = h->n++;
+
+    for (; i > 0 && h->v[(i - 1) / 2] > x; i = (i - 1) / 2)
+        h->v[i] = h->v[(i - 1) / 2];
+    h->v[i] = x;
+}
+
+static size_t
+heap_pop(struct ready_heap *h)
+{
+    size_t top = h->v[0], last = h->v[--h->n], i = 0, child;
+
+    while ((child = 2 * i + 1) < h->n) {
+        if (child + 1 < h->n && h->v[child + 1] < h->v[child])
+            child++;
+        if (last <= h->v[child])
+            break;
+        h->v[i] = h->v[child];
+        i = child;
+    }
+    h->v[i] = last;
+    return top;
+}
+
 /* order[0..n) = file indexes, children first; among nodes that could go
  * next, the one that comes first in the file, so a file already in
  * dependency order keeps its order. */
 static int
 order_nodes(const struct nodes_ctx *c, size_t *order, struct ng_error *err)
 {
-    size_t n = c->nodes->n, done, i, k;
+    size_t n = c->nodes->n, done = 0, i, k;
     size_t *waits = calloc(n ? n : 1, sizeof *waits);  /* refs not placed */
     bool *placed = calloc(n ? n : 1, sizeof *placed);
+    struct ready_heap ready = { .v = calloc(n ? n : 1, sizeof *ready.v) };
     int r = 0;
 
-    if (waits == NULL || placed == NULL)
+    if (waits == NULL || placed == NULL || ready.v == NULL)
         r = ng_config_oom(err);
     for (k = 0; r == 0 && k < c->n_refs; k++)
         waits[c->refs[k].from]++;
-    for (done = 0; r == 0 && done < n; done++) {
-        for (i = 0; i < n && (placed[i] || waits[i] > 0); i++)
-            ;
-        if (i == n) {
-            r = cycle_error(c, placed, err);
-            break;
-        }
+    for (i = 0; r == 0 && i < n; i++)
+        if (waits[i] == 0)
+            heap_push(&ready, i);
+    while (r == 0 && ready.n > 0) {
+        i = heap_pop(&ready);
         placed[i] = true;
-        order[done] = i;
-        for (k = 0; k < c->n_refs; k++)
-            if (c->refs[k].to == i)
-                waits[c->refs[k].from]--;
+        order[done++] = i;
+        for (k = c->to_start[i]; k < c->to_start[i + 1]; k++)
+            if (--waits[c->refs[c->to_refs[k]].from] == 0)
+                heap_push(&ready, c->refs[c->to_refs[k]].from);
     }
+    if (r == 0 && done < n)
+        r = cycle_error(c, placed, err);
     free(waits);
     free(placed);
+    free(ready.v);
     return r;
 }
 
@@ -417,7 +489,7 @@ check_nodes(struct nodes_ctx *c, struct ng_error *err)
     for (i = 0; i < n; i++)
         if (check_node(c, i, err) == -1)
             return -1;
-    if (resolve_refs(c, err) == -1)
+    if (resolve_refs(c, err) == -1 || index_refs(c, err) == -1)
         return -1;
     if ((order = calloc(n ? n : 1, sizeof *order)) == NULL)
         return ng_config_oom(err);
@@ -450,5 +522,8 @@ ng_config_load_nodes(struct ng_config *cfg, const struct ng_value *nodes,
     for (i = 0; i < c.n_refs; i++)
         free(c.refs[i].name);
     free(c.refs);
+    free(c.from_start);
+    free(c.to_start);
+    free(c.to_refs);
     return r;
 }

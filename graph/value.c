@@ -11,6 +11,11 @@
 #include <strings.h>
 
 #include "graph/value.h"
+#include "graph/strmap.h"
+
+/* Maps with more keys than this get a hash index; smaller ones are
+ * searched in order, which is as fast and allocates nothing. */
+#define VALUE_INDEX_MIN 8
 
 static struct ng_value *
 value_new(enum ng_value_kind kind, struct ng_loc loc)
@@ -82,6 +87,40 @@ value_grow(struct ng_value *c)
     return 0;
 }
 
+/* Enter key i in the index, unless an earlier key has the same text. */
+static int
+index_key(struct ng_value *map, size_t i)
+{
+    if (ng_strmap_get(map->index, map->keys[i]) != NULL)
+        return 0;
+    return ng_strmap_put(map->index, map->keys[i],
+                         (void *)(uintptr_t)(i + 1));
+}
+
+/* Keep the index in step with a key just appended at n - 1; the first
+ * time the map is big enough, index every key it has. */
+static int
+index_update(struct ng_value *map)
+{
+    size_t i;
+
+    if (map->index != NULL)
+        return index_key(map, map->n - 1);
+    if (map->n <= VALUE_INDEX_MIN)
+        return 0;
+    if ((map->index = calloc(1, sizeof *map->index)) == NULL)
+        return -1;
+    for (i = 0; i < map->n; i++) {
+        if (index_key(map, i) == -1) {
+            ng_strmap_clear(map->index);
+            free(map->index);
+            map->index = NULL;
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int
 ng_value_map_put(struct ng_value *map, const char *key, struct ng_loc key_loc,
                  struct ng_value *item)
@@ -96,6 +135,12 @@ ng_value_map_put(struct ng_value *map, const char *key, struct ng_loc key_loc,
     map->keys[map->n] = k;
     map->key_locs[map->n] = key_loc;
     map->items[map->n++] = item;
+    if (index_update(map) == -1) {
+        map->n--;                   /* all or nothing */
+        free(k);
+        ng_value_free(item);
+        return -1;
+    }
     return 0;
 }
 
@@ -160,6 +205,9 @@ ng_value_free(struct ng_value *v)
     free(v->keys);
     free(v->key_locs);
     free(v->text);
+    if (v->index != NULL)
+        ng_strmap_clear(v->index);
+    free(v->index);
     free(v);
 }
 
@@ -170,6 +218,11 @@ ng_value_index(const struct ng_value *map, const char *key)
 
     if (map == NULL || map->kind != NG_VALUE_MAP)
         return -1;
+    if (map->index != NULL) {
+        uintptr_t pos = (uintptr_t)ng_strmap_get(map->index, key);
+
+        return pos != 0 ? (ptrdiff_t)(pos - 1) : -1;
+    }
     for (i = 0; i < map->n; i++)
         if (strcmp(map->keys[i], key) == 0)
             return (ptrdiff_t)i;

@@ -15,6 +15,8 @@
 
 #include "graph/error.h"
 
+struct ng_strmap;
+
 enum ng_value_kind {
     NG_VALUE_SCALAR,        /* text; JSON numbers and booleans become text */
     NG_VALUE_MAP,           /* ordered keys -> values */
@@ -38,6 +40,10 @@ struct ng_value {
     char **keys;                /* MAP: owned key strings */
     struct ng_loc *key_locs;    /* MAP: where each key was written */
     struct ng_value **items;    /* MAP, LIST: owned children */
+    struct ng_strmap *index;    /* MAP: key -> position + 1, owned; built
+                                 * once the map grows past a few keys, so
+                                 * big maps (nodes:, exports:) are not
+                                 * searched key by key */
 };
 
 /* Constructors: the new value is owned by the caller (or by the container
@@ -52,7 +58,9 @@ int ng_value_list_append(struct ng_value *list, struct ng_value *item);
 struct ng_value *ng_value_copy(const struct ng_value *v);
 void ng_value_free(struct ng_value *v);     /* NULL-safe */
 
-/* Lookups: borrowed results, NULL when absent or not a map. */
+/* Lookups: borrowed results, NULL when absent or not a map.  When a key
+ * occurs twice (ng_value_map_put does not refuse that), the first one
+ * counts. */
 struct ng_value *ng_value_get(const struct ng_value *map, const char *key);
 /* Index of key in map, or -1. */
 ptrdiff_t ng_value_index(const struct ng_value *map, const char *key);
