@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "graph/error.h"
+#include "graph/strmap.h"
 
 struct ng_control;
 struct ng_qmp_call;
@@ -27,6 +28,8 @@ struct ng_control_ctx {
     struct ng_control *control;             /* set by ng_control_new */
     unsigned long job_counter;              /* for generated job IDs */
     struct ng_export_entry *exports;        /* server/exports.c, owned */
+    struct ng_export_entry *exports_tail;   /* last on `exports` */
+    struct ng_strmap export_ids;            /* ID -> entry on `exports` */
     struct ng_export_entry *removing;       /* removed in hard mode, clients
                                              * still draining; owned */
 };

@@ -48,12 +48,35 @@ ng_ctx_nac_release(struct ng_control_ctx *ctx, const char *id)
 struct ng_export_entry *
 ng_exports_find(struct ng_control_ctx *ctx, const char *id)
 {
-    struct ng_export_entry *e;
+    return ng_strmap_get(&ctx->export_ids, id);
+}
 
-    for (e = ctx->exports; e != NULL; e = e->next)
-        if (strcmp(e->id, id) == 0)
-            return e;
-    return NULL;
+/* Append to ctx->exports and its ID index; -1 on ENOMEM. */
+static int
+entry_link(struct ng_control_ctx *ctx, struct ng_export_entry *e)
+{
+    if (ng_strmap_put(&ctx->export_ids, e->id, e) == -1)
+        return -1;
+    if (ctx->exports_tail != NULL)
+        ctx->exports_tail->next = e;
+    else
+        ctx->exports = e;
+    ctx->exports_tail = e;
+    return 0;
+}
+
+static void
+entry_unlink(struct ng_control_ctx *ctx, struct ng_export_entry *e)
+{
+    struct ng_export_entry **p, *prev = NULL;
+
+    for (p = &ctx->exports; *p != e; p = &(*p)->next)
+        prev = *p;
+    *p = e->next;
+    if (ctx->exports_tail == e)
+        ctx->exports_tail = prev;
+    e->next = NULL;
+    ng_strmap_del(&ctx->export_ids, e->id);
 }
 
 static int
@@ -205,7 +228,7 @@ ng_exports_add(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
         .allow = spec->writable ? NG_NAC_EXPORT_RW_ALLOW
                                 : NG_NAC_EXPORT_RO_ALLOW,
     };
-    struct ng_export_entry *e, **tail;
+    struct ng_export_entry *e;
     struct ng_node *top;
 
     if (check_spec(ctx, spec, err) == -1 ||
@@ -219,24 +242,26 @@ ng_exports_add(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
         return top != NULL ? 0 : -1;
     }
     e = entry_new(spec);
-    if (e == NULL ||
-        ng_nbd_server_add_export(ctx->nbd, e->name, spec->description, top,
-                                 spec->writable, err) == -1) {
-        if (e == NULL)
-            ng_error_set(err, ENOMEM, "out of memory");
-        ng_graph_unstack_implicit(ctx->graph, spec->id);
-        ng_ctx_nac_release(ctx, spec->id);
-        if (e != NULL)
-            entry_free(e);
-        return -1;
+    if (e == NULL || entry_link(ctx, e) == -1) {
+        ng_error_set(err, ENOMEM, "out of memory");
+        goto fail;
     }
-    for (tail = &ctx->exports; *tail != NULL; tail = &(*tail)->next)
-        ;
-    *tail = e;
+    if (ng_nbd_server_add_export(ctx->nbd, e->name, spec->description, top,
+                                 spec->writable, err) == -1) {
+        entry_unlink(ctx, e);
+        goto fail;
+    }
     ng_qmp_graph_changed(ctx, "export-added", job,
                          json_pack("{s:s,s:s}", "export", e->id,
                                    "node-name", e->node));
     return 0;
+
+fail:
+    ng_graph_unstack_implicit(ctx->graph, spec->id);
+    ng_ctx_nac_release(ctx, spec->id);
+    if (e != NULL)
+        entry_free(e);
+    return -1;
 }
 
 /* The export's BB is gone: drop its implicit filters and its claims. */
@@ -252,7 +277,7 @@ int
 ng_exports_del(struct ng_control_ctx *ctx, const char *id, bool hard,
                const char *job, bool dry_run, struct ng_error *err)
 {
-    struct ng_export_entry *e = ng_exports_find(ctx, id), **p;
+    struct ng_export_entry *e = ng_exports_find(ctx, id);
     const struct ng_nbd_export *exp;
     unsigned conns;
 
@@ -271,9 +296,7 @@ ng_exports_del(struct ng_control_ctx *ctx, const char *id, bool hard,
     ng_qmp_graph_changed(ctx, "export-removed", job,
                          json_pack("{s:s,s:s}", "export", e->id,
                                    "node-name", e->node));
-    for (p = &ctx->exports; *p != e; p = &(*p)->next)
-        ;
-    *p = e->next;
+    entry_unlink(ctx, e);
     if (conns > 0) {
         /* Its clients still drain: keep the claims and the implicit
          * filters until the NBD server says it is gone. */
@@ -332,6 +355,8 @@ ng_exports_free_all(struct ng_control_ctx *ctx)
         ng_ctx_nac_release(ctx, e->id);
         entry_free(e);
     }
+    ctx->exports_tail = NULL;
+    ng_strmap_clear(&ctx->export_ids);
     while ((e = ctx->removing) != NULL) {
         ctx->removing = e->next;
         ng_ctx_nac_release(ctx, e->id);

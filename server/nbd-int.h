@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "graph/graph.h"
+#include "graph/strmap.h"
 #include "server/nbd.h"
 
 /* ---- Limits -------------------------------------------------------------- */
@@ -132,6 +133,8 @@ struct ng_nbd_server {
     struct ng_graph *graph;         /* borrowed */
     struct nbd_listener *listeners;
     struct ng_nbd_export *exports;
+    struct ng_nbd_export *exports_tail;     /* last on `exports` */
+    struct ng_strmap export_index;  /* name -> export on `exports` */
     struct ng_nbd_export *removed;  /* removed, waiting for connections */
     struct nbd_conn *conns;
     struct nbd_conn *dirty;         /* connections with replies to flush */

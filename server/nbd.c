@@ -281,12 +281,10 @@ ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
 struct ng_nbd_export *
 nbd_export_find(struct ng_nbd_server *srv, const char *name)
 {
-    struct ng_nbd_export *exp;
+    struct ng_nbd_export *exp = ng_strmap_get(&srv->export_index, name);
 
-    for (exp = srv->exports; exp != NULL; exp = exp->next) {
-        if (strcmp(exp->name, name) == 0)
-            return exp;
-    }
+    if (exp != NULL)
+        return exp;
     return name[0] == '\0' ? srv->exports : NULL;
 }
 
@@ -306,7 +304,7 @@ ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
                          const char *description, struct ng_node *node,
                          bool writable, struct ng_error *err)
 {
-    struct ng_nbd_export *exp, **tail;
+    struct ng_nbd_export *exp;
 
     if (srv->shutting_down)
         return ng_error_set(err, ESHUTDOWN, "server is shutting down");
@@ -317,11 +315,9 @@ ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
         return ng_error_set(err, EINVAL,
                             "export '%s': description longer than %d bytes",
                             name, NBD_MAX_STRING);
-    for (exp = srv->exports; exp != NULL; exp = exp->next) {
-        if (strcmp(exp->name, name) == 0)
-            return ng_error_set(err, EEXIST, "export '%s' already exists",
-                                name);
-    }
+    if (ng_strmap_get(&srv->export_index, name) != NULL)
+        return ng_error_set(err, EEXIST, "export '%s' already exists",
+                            name);
     exp = calloc(1, sizeof *exp);
     if (exp == NULL ||
         (exp->name = strdup(name)) == NULL ||
@@ -337,9 +333,15 @@ ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
     }
     exp->srv = srv;
     exp->writable = writable;
-    for (tail = &srv->exports; *tail != NULL; tail = &(*tail)->next)
-        ;
-    *tail = exp;
+    if (ng_strmap_put(&srv->export_index, exp->name, exp) == -1) {
+        export_free(exp);
+        return ng_error_set(err, ENOMEM, "out of memory");
+    }
+    if (srv->exports_tail != NULL)
+        srv->exports_tail->next = exp;
+    else
+        srv->exports = exp;
+    srv->exports_tail = exp;
     ng_log_debug("export '%s' added", name);
     return 0;
 }
@@ -358,23 +360,35 @@ export_unlink(struct ng_nbd_export **list, struct ng_nbd_export *exp)
     return false;
 }
 
+/* Take an export off the server's list and out of its name index. */
+static void
+export_withdraw(struct ng_nbd_server *srv, struct ng_nbd_export *exp)
+{
+    struct ng_nbd_export *prev = NULL;
+
+    if (srv->exports_tail == exp) {
+        for (prev = srv->exports; prev != NULL && prev->next != exp;
+             prev = prev->next)
+            ;
+        srv->exports_tail = prev;
+    }
+    export_unlink(&srv->exports, exp);
+    ng_strmap_del(&srv->export_index, exp->name);
+}
+
 int
 ng_nbd_server_del_export(struct ng_nbd_server *srv, const char *name,
                          bool hard, struct ng_error *err)
 {
-    struct ng_nbd_export *exp;
+    struct ng_nbd_export *exp = ng_strmap_get(&srv->export_index, name);
     struct nbd_conn *c, *next;
 
-    for (exp = srv->exports; exp != NULL; exp = exp->next) {
-        if (strcmp(exp->name, name) == 0)
-            break;
-    }
     if (exp == NULL)
         return ng_error_set(err, ENOENT, "export '%s' not found", name);
     if (exp->nconns > 0 && !hard)
         return ng_error_set(err, EBUSY, "export '%s' has %u connection%s",
                             name, exp->nconns, exp->nconns == 1 ? "" : "s");
-    export_unlink(&srv->exports, exp);
+    export_withdraw(srv, exp);
     if (exp->nconns == 0) {
         export_free(exp);
         return 0;
@@ -891,6 +905,8 @@ ng_nbd_server_free(struct ng_nbd_server *srv)
         srv->exports = exp->next;
         export_free(exp);
     }
+    srv->exports_tail = NULL;
+    ng_strmap_clear(&srv->export_index);
     while (srv->removed != NULL) {
         struct ng_nbd_export *exp = srv->removed;
 
