@@ -317,6 +317,7 @@ const struct ng_driver ng_filter_copy_on_read = {
     .name       = "copy-on-read",
     .help       = "copy data read from a backing node into the node above it",
     .is_filter  = true,
+    .frames     = 1,                /* cor_read_done, cor_write_done */
     .state_size = sizeof(struct cor_state),
     .opts       = cor_opts,
     .close      = cor_close,

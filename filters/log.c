@@ -176,6 +176,7 @@ const struct ng_driver ng_filter_log = {
     .name       = "log",
     .help       = "log every request and its result to a file",
     .is_filter  = true,
+    .frames     = 1,                /* log_done */
     .state_size = sizeof(struct log_state),
     .opts       = log_opts,
     .open       = log_open,

@@ -122,6 +122,7 @@ const struct ng_driver ng_driver_raw = {
     .name       = "raw",
     .help       = "raw image format, optionally a window of its child",
     .is_filter  = false,
+    .frames     = 1,                /* raw_unshift */
     .state_size = sizeof(struct raw_state),
     .opts       = raw_opts,
     .open       = raw_open,

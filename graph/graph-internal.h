@@ -16,6 +16,41 @@ void ng_edge_set_child(struct ng_edge *e, struct ng_node *child);
 int ng_graph_link_node(struct ng_graph *g, struct ng_node *node);
 void ng_graph_unlink_node(struct ng_graph *g, struct ng_node *node);
 
+/* ---- Depth (graph/depth.c) -------------------------------------------- */
+
+/* A way down the graph, for messages; `drv` is NULL for the BB on top.
+ * Longer ones are cut (and are too deep anyway). */
+#define NG_CHAIN_MAX (2 * NG_REQ_MAX_FRAMES + 4)
+struct ng_chain_link {
+    const char *name;
+    const struct ng_driver *drv;
+};
+struct ng_chain {
+    struct ng_chain_link links[NG_CHAIN_MAX];
+    size_t n;
+};
+
+/* Layers a request entering `node` passes on its deepest way down (node
+ * included); appends that way to `chain`. */
+unsigned ng_depth_below(const struct ng_node *node, struct ng_chain *chain);
+/* Layers above the edge's child on its deepest way up: the BB, or, above
+ * a node no BB uses, the one to come, down to the edge's parent; appends
+ * that way to `chain`, top first. */
+unsigned ng_depth_above(const struct ng_edge *e, struct ng_chain *chain);
+/* Fail with a message naming `chain` when `layers` do not fit a request. */
+int ng_depth_check(const struct ng_chain *chain, unsigned layers,
+                   struct ng_error *err);
+/* A new node, before anything uses it: room for a BB above it? */
+int ng_depth_check_node(const struct ng_node *node, struct ng_error *err);
+/* A BB named `bb` on `root`. */
+int ng_depth_check_bb(const char *bb, const struct ng_node *root,
+                      struct ng_error *err);
+/* A node `name` of driver `drv` spliced in on edge `e` (NULL: above
+ * `below`, which nothing uses yet), above `below`. */
+int ng_depth_check_splice(const struct ng_edge *e, const char *name,
+                          const struct ng_driver *drv,
+                          const struct ng_node *below, struct ng_error *err);
+
 /* Close the driver, free option fields, detach child edges and unlink the
  * node from the graph.  The node must have no parents. */
 void ng_node_destroy(struct ng_node *node);

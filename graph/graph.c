@@ -378,6 +378,8 @@ ng_bb_new(struct ng_graph *g, const char *name, struct ng_node *root,
         ng_error_set(err, EROFS, "node '%s' is read-only", root->name);
         return NULL;
     }
+    if (root != NULL && ng_depth_check_bb(name, root, err) == -1)
+        return NULL;
     bb = calloc(1, sizeof *bb);
     if (bb == NULL || (bb->name = strdup(name)) == NULL)
         goto oom;

@@ -259,6 +259,11 @@ struct ng_driver {
     size_t state_size;          /* bytes of per-node state, zeroed, then
                                  * filled from `opts` before open() */
     const struct ng_opt_desc *opts;
+    unsigned frames;            /* completion frames (ng_req_push) submit
+                                 * may push on a request it passes on,
+                                 * besides the choke point's one per node;
+                                 * the graph refuses a tree whose deepest
+                                 * path needs more than NG_REQ_MAX_FRAMES */
 
     /* Loop thread.  Children are attached and open.  May block briefly
      * (open(2)).  Returns 0, or -1 with *err set. */

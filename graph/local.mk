@@ -14,6 +14,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/req.c \
 	graph/opts.c \
 	graph/drain.c \
+	graph/depth.c \
 	graph/mutate.c \
 	graph/implicit.c \
 	graph/drivers.c \

@@ -72,6 +72,32 @@ name_listed(const char *name, const char *const *list, size_t n)
     return false;
 }
 
+/* Does insert_filter move this parent edge of the node up to the filter:
+ * every edge, or only those of the BBs listed? */
+static bool
+edge_moves(const struct ng_edge *e, const char *const *bbs, size_t n_bbs)
+{
+    return bbs == NULL || (e->bb != NULL && name_listed(e->bb->name, bbs,
+                                                        n_bbs));
+}
+
+/* Each way down through the filter must still fit a request. */
+static int
+check_insert_depth(const struct ng_node *below, const struct ng_driver *drv,
+                   const char *name, const char *const *bbs, size_t n_bbs,
+                   struct ng_error *err)
+{
+    const struct ng_edge *e;
+
+    if (below->parents == NULL)
+        return ng_depth_check_splice(NULL, name, drv, below, err);
+    for (e = below->parents; e != NULL; e = e->next_parent)
+        if (edge_moves(e, bbs, n_bbs) &&
+            ng_depth_check_splice(e, name, drv, below, err) == -1)
+            return -1;
+    return 0;
+}
+
 static bool
 bb_is_parent(struct ng_node *node, const char *bb)
 {
@@ -161,6 +187,9 @@ ng_graph_check_insert_filter(struct ng_graph *g, const char *node,
         if (!bb_is_parent(n, bbs[i]))
             return ng_error_set(err, EINVAL, "export '%s' is not a parent "
                                 "of node '%s'", bbs[i], node);
+    if (check_insert_depth(n, drv, name->kind == NG_VALUE_SCALAR ?
+                           name->text : "(filter)", bbs, n_bbs, err) == -1)
+        return -1;
     opts = ng_filter_opts_with_child(drv, filter_opts, node);
     if (opts == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
@@ -198,12 +227,8 @@ ng_graph_insert_filter(struct ng_graph *g, const char *node,
      * filter's own edge to `below` stays. */
     for (e = below->parents; e != NULL; e = next) {
         next = e->next_parent;
-        if (e->parent == filter)
-            continue;
-        if (bbs != NULL && (e->bb == NULL ||
-                            !name_listed(e->bb->name, bbs, n_bbs)))
-            continue;
-        ng_edge_set_child(e, filter);
+        if (e->parent != filter && edge_moves(e, bbs, n_bbs))
+            ng_edge_set_child(e, filter);
     }
     return filter;
 }

@@ -507,6 +507,10 @@ ng_graph_add_node(struct ng_graph *g, const char *name,
         ng_value_error(err, &opts->loc, "filter '%s' needs a child", name);
         goto fail;
     }
+    if (ng_depth_check_node(node, err) == -1) {
+        ng_error_prefix(err, "node '%s'", name);
+        goto fail;
+    }
     if (drv->open != NULL && drv->open(node, err) == -1) {
         ng_error_prefix(err, "node '%s'", name);
         goto fail;
