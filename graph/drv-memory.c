@@ -7,9 +7,12 @@
  * the table.  Everything runs inline on the loop thread: a memcpy is far
  * cheaper than a trip through the thread pool.
  *
- * The table costs 8 bytes per 64 KiB of virtual size (128 MiB for 1 TiB);
- * calloc() hands it out as untouched zero pages, so an unused disk costs
- * address space rather than memory.
+ * The table costs 8 bytes per 64 KiB of virtual size (128 MiB for 1 TiB).
+ * It is mapped without reserving swap (MAP_NORESERVE), as untouched zero
+ * pages, so an unused disk costs address space rather than memory, and a
+ * size too big for the machine fails the same way in every build (a huge
+ * calloc() is ENOMEM in one and an abort under ASan).  MEMORY_MAX_SIZE
+ * bounds that address space and the walk over the table at close.
  *
  * With a "backing" child the disk is an overlay, a one-layer COW image
  * for tests and scratch disks: an unallocated page reads from the backing
@@ -31,6 +34,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "graph/graph.h"
 #include "graph/drivers.h"
@@ -38,6 +42,10 @@
 #define MEMORY_PAGE_SHIFT 16
 #define MEMORY_PAGE_SIZE  ((uint64_t)1 << MEMORY_PAGE_SHIFT)
 #define MEMORY_PAGE_MASK  (MEMORY_PAGE_SIZE - 1)
+
+/* 16 TiB: a 2 GiB page table. */
+#define MEMORY_MAX_SIZE   ((uint64_t)1 << 44)
+#define MEMORY_MAX_TEXT   "16T"
 
 /* A request that waits for the backing node: a read, the copy-up of at
  * most two partial pages (the first and the last) of a write, or the
@@ -81,25 +89,36 @@ static const struct ng_opt_desc memory_opts[] = {
 
 #define MEMORY_ZEROED(s) (&(s)->zero_marker)
 
+static size_t
+memory_table_bytes(const struct memory_state *s)
+{
+    return (size_t)s->npages * sizeof *s->pages;
+}
+
 static int
 memory_open(struct ng_node *node, struct ng_error *err)
 {
     struct memory_state *s = ng_node_state(node);
+    void *table;
 
     s->node = node;
-    /* Lengths are int64_t in the graph. */
-    if (s->size > INT64_MAX)
-        return ng_error_set(err, EINVAL, "size %" PRIu64 " is too large",
+    if (s->size > MEMORY_MAX_SIZE)
+        return ng_error_set(err, EFBIG, "size %" PRIu64 " is too large for "
+                            "a memory disk (at most " MEMORY_MAX_TEXT ")",
                             s->size);
     s->npages = (s->size >> MEMORY_PAGE_SHIFT) +
                 ((s->size & MEMORY_PAGE_MASK) != 0);
     if (s->npages == 0)
         return 0;
-    if (s->npages > SIZE_MAX / sizeof *s->pages ||
-        (s->pages = calloc(s->npages, sizeof *s->pages)) == NULL)
-        return ng_error_set(err, ENOMEM,
-                            "cannot allocate the page table for size %"
-                            PRIu64, s->size);
+    table = mmap(NULL, memory_table_bytes(s), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (table == MAP_FAILED) {
+        s->npages = 0;
+        return ng_error_set(err, ENOMEM, "cannot map the page table for "
+                            "size %" PRIu64 ": %s", s->size,
+                            strerror(errno));
+    }
+    s->pages = table;
     return 0;
 }
 
@@ -112,7 +131,8 @@ memory_close(struct ng_node *node)
     for (uint64_t i = 0; i < s->npages; i++)
         if (s->pages[i] != MEMORY_ZEROED(s))
             free(s->pages[i]);
-    free(s->pages);
+    if (s->pages != NULL)
+        munmap(s->pages, memory_table_bytes(s));
     s->pages = NULL;
     s->npages = 0;
     while ((io = s->free_ios) != NULL) {
