@@ -32,3 +32,10 @@ CONTROL_TESTS += tests/test-qmp-pressure
 tests_test_qmp_pressure_SOURCES = tests/test-qmp-pressure.c
 tests_test_qmp_pressure_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_qmp_pressure_LDADD = $(TEST_LIBS) -lpthread
+
+# What the graph refuses because it could not serve it: chains deeper
+# than a request, memory disks too big to map.
+CONTROL_TESTS += tests/test-graph-limits
+tests_test_graph_limits_SOURCES = tests/test-graph-limits.c
+tests_test_graph_limits_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_graph_limits_LDADD = $(TEST_LIBS)
