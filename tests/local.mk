@@ -27,6 +27,10 @@ TEST_LIBS = tests/libngtest.a $(LIBNBD_LIBS) $(JANSSON_LIBS)
 TESTS += tests/test-layer-includes.sh
 EXTRA_DIST += tests/test-layer-includes.sh
 
+# A config of 100k nodes and 20k exports loads, and loads right.
+TESTS += tests/test-big-config.sh
+EXTRA_DIST += tests/test-big-config.sh
+
 include tests/nbd.mk
 include tests/control.mk
 

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# tests/test-big-config.sh: a config of 100k nodes and 20k exports loads
+# (issue 8 item 6: loading was quadratic, 200k nodes took minutes), and
+# loads right: every parent comes before its child in the file, so the
+# loader must reorder them all; the lookups by name still find
+# duplicates and unknown names at the end of the file; and the daemon
+# serves the first and the last export with the sizes the file gives.
+# No time is asserted; the timeouts only bound a hang.
+source "$srcdir/functions.sh"
+set -euo pipefail
+
+nodes=100000
+exports=20000
+
+# gen_config FILE [EXTRA-NODE-LINE [EXTRA-EXPORT-LINE]]: nodes n0..n99999,
+# pairs of "raw slice of null-co" written parent first; export eJ on the
+# raw node n(2J+1), whose size is (J % 1000 + 1) KiB; every 100th export
+# with an implicit detect-zeroes filter.
+gen_config ()
+{
+    awk -v n=$nodes -v e=$exports -v sock="$dir/nbd.sock" \
+        -v extra_node="${2-}" -v extra_export="${3-}" 'BEGIN {
+        printf "server:\n  listen: [ \"unix:%s\" ]\nnodes:\n", sock;
+        for (i = 1; i < n; i += 2) {
+            printf "  n%d: { driver: raw, file: n%d, size: %dK }\n",
+                i, i - 1, (i - 1) / 2 % 1000 + 1;
+            printf "  n%d: { driver: null-co, size: 1M }\n", i - 1;
+        }
+        if (extra_node != "") print extra_node;
+        print "exports:";
+        for (j = 0; j < e; j++)
+            printf "  e%d: { node: n%d%s }\n", j, 2 * j + 1,
+                j % 100 == 0 ? ", detect-zeroes: on" : "";
+        if (extra_export != "") print extra_export;
+    }' > "$1"
+}
+
+check_config ()
+{
+    timeout 60 "$NBDGRAPHD" --check-config --config "$1" 2>&1
+}
+
+# Refused, with exactly this message.
+expect_refused ()
+{
+    local file=$1 want=$2 out rc=0
+
+    out=$(check_config "$file") || rc=$?
+    if [ $rc -ne 1 ] || [ "$out" != "nbdgraphd: $want" ]; then
+        printf 'FAIL: %s: exit %s\n  want: %s\n  got:  %s\n' \
+            "$file" "$rc" "nbdgraphd: $want" "$out" >&2
+        exit 1
+    fi
+}
+
+gen_config "$dir/big.yaml"
+out=$(check_config "$dir/big.yaml") || {
+    echo "FAIL: --check-config on the big config: $out" >&2; exit 1; }
+[ "$out" = "$dir/big.yaml: configuration is valid" ] || {
+    echo "FAIL: unexpected output: $out" >&2; exit 1; }
+
+# Line 4 + 2 * 50000 = 100004 is the first line after the nodes.
+gen_config "$dir/dup.yaml" "  n77776: { driver: null-co, size: 1M }"
+expect_refused "$dir/dup.yaml" \
+    "$dir/dup.yaml:100004:3: duplicate key 'n77776' (first at 77781:3)"
+gen_config "$dir/inline.yaml" \
+    "  x: { driver: raw, file: { driver: null-co, size: 1M, node-name: n5 } }"
+expect_refused "$dir/inline.yaml" \
+    "$dir/inline.yaml:100004:67: node 'x': duplicate node name 'n5' (also at 8:3)"
+gen_config "$dir/unknown.yaml" "" "  late: { node: n100000 }"
+expect_refused "$dir/unknown.yaml" \
+    "$dir/unknown.yaml:120005:17: export 'late': unknown node 'n100000'"
+
+# start_nbdgraphd shows the config it starts: keep the log readable.
+start_nbdgraphd --config "$dir/big.yaml" e0 2> >(tail -n 40 >&2)
+[ "$(nbdinfo --size "$uri")" = 1024 ] ||
+    { echo "FAIL: export e0 is not 1 KiB" >&2; exit 1; }
+[ "$(nbdinfo --size "$(uri_for e19999)")" = $((1000 * 1024)) ] ||
+    { echo "FAIL: export e19999 is not 1000 KiB" >&2; exit 1; }
+stop_nbdgraphd
