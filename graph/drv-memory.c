@@ -8,11 +8,13 @@
  * cheaper than a trip through the thread pool.
  *
  * The table costs 8 bytes per 64 KiB of virtual size (128 MiB for 1 TiB).
- * It is mapped without reserving swap (MAP_NORESERVE), as untouched zero
- * pages, so an unused disk costs address space rather than memory, and a
- * size too big for the machine fails the same way in every build (a huge
- * calloc() is ENOMEM in one and an abort under ASan).  MEMORY_MAX_SIZE
- * bounds that address space and the walk over the table at close.
+ * A big one is mapped without reserving swap (MAP_NORESERVE), as
+ * untouched zero pages, so an unused disk costs address space rather
+ * than memory, and a size too big for the machine fails the same way in
+ * every build (a huge calloc() is ENOMEM in one and an abort under
+ * ASan); a small one comes from calloc(), so many small disks do not
+ * each take a mapping.  MEMORY_MAX_SIZE bounds the address space and the
+ * walk over the table at close.
  *
  * With a "backing" child the disk is an overlay, a one-layer COW image
  * for tests and scratch disks: an unallocated page reads from the backing
@@ -46,6 +48,9 @@
 /* 16 TiB: a 2 GiB page table. */
 #define MEMORY_MAX_SIZE   ((uint64_t)1 << 44)
 #define MEMORY_MAX_TEXT   "16T"
+
+/* Page tables from this size on (disks of 8 GiB and more) are mapped. */
+#define MEMORY_MAP_MIN    ((size_t)1 << 20)
 
 /* A request that waits for the backing node: a read, the copy-up of at
  * most two partial pages (the first and the last) of a write, or the
@@ -110,16 +115,33 @@ memory_open(struct ng_node *node, struct ng_error *err)
                 ((s->size & MEMORY_PAGE_MASK) != 0);
     if (s->npages == 0)
         return 0;
-    table = mmap(NULL, memory_table_bytes(s), PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (table == MAP_FAILED) {
+    if (memory_table_bytes(s) < MEMORY_MAP_MIN) {
+        table = calloc(s->npages, sizeof *s->pages);
+    } else {
+        table = mmap(NULL, memory_table_bytes(s), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (table == MAP_FAILED)
+            table = NULL;
+    }
+    if (table == NULL) {
         s->npages = 0;
-        return ng_error_set(err, ENOMEM, "cannot map the page table for "
-                            "size %" PRIu64 ": %s", s->size,
-                            strerror(errno));
+        return ng_error_set(err, ENOMEM, "cannot allocate the page table "
+                            "for size %" PRIu64, s->size);
     }
     s->pages = table;
     return 0;
+}
+
+static void
+memory_free_table(struct memory_state *s)
+{
+    if (s->pages == NULL)
+        return;
+    if (memory_table_bytes(s) < MEMORY_MAP_MIN)
+        free(s->pages);
+    else
+        munmap(s->pages, memory_table_bytes(s));
+    s->pages = NULL;
 }
 
 static void
@@ -131,9 +153,7 @@ memory_close(struct ng_node *node)
     for (uint64_t i = 0; i < s->npages; i++)
         if (s->pages[i] != MEMORY_ZEROED(s))
             free(s->pages[i]);
-    if (s->pages != NULL)
-        munmap(s->pages, memory_table_bytes(s));
-    s->pages = NULL;
+    memory_free_table(s);
     s->npages = 0;
     while ((io = s->free_ios) != NULL) {
         s->free_ios = io->next_free;
