@@ -6,11 +6,16 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "config/config.h"
 #include "graph/graph.h"
@@ -262,6 +267,25 @@ split_host_port(const char *hp, struct ng_listen_cfg *l, const char **host,
     return 0;
 }
 
+/* An address written as numbers (IPv6 is, being in brackets) must be a
+ * valid one: "256.1.1.1" would only fail at bind time.  Host names are
+ * resolved when the daemon starts, not here (loading does no I/O). */
+static int
+check_numeric_host(const struct ng_listen_cfg *l, struct ng_error *err)
+{
+    struct addrinfo hints = {
+        .ai_flags = AI_NUMERICHOST | AI_PASSIVE,
+        .ai_socktype = SOCK_STREAM,
+    };
+    struct addrinfo *res = NULL;
+
+    if (getaddrinfo(l->host, NULL, &hints, &res) != 0)
+        return ng_value_error(err, &l->loc, "listen address '%s': '%s' is "
+                              "not a valid IP address", l->text, l->host);
+    freeaddrinfo(res);
+    return 0;
+}
+
 static int
 parse_tcp(const char *hp, struct ng_listen_cfg *l, struct ng_error *err)
 {
@@ -284,7 +308,11 @@ parse_tcp(const char *hp, struct ng_listen_cfg *l, struct ng_error *err)
     snprintf(buf, sizeof buf, "%d", parse_port(port));   /* no leading 0s */
     l->host = strndup(host, host_len);
     l->port = strdup(buf);
-    return l->host != NULL && l->port != NULL ? 0 : ng_config_oom(err);
+    if (l->host == NULL || l->port == NULL)
+        return ng_config_oom(err);
+    if (hp[0] == '[' || strspn(l->host, "0123456789.") == host_len)
+        return check_numeric_host(l, err);
+    return 0;
 }
 
 static int
@@ -306,21 +334,74 @@ parse_listen(const struct ng_value *v, struct ng_listen_cfg *l,
                           "unix:PATH or tcp:HOST:PORT)", s);
 }
 
-/* The same address twice would fail at bind time with EADDRINUSE; say
- * where instead. */
-static int
-check_listen_unique(const struct ng_config *cfg, const struct ng_listen_cfg *l,
-                    struct ng_error *err)
+/* The next component of a path, skipping runs of '/' and "." parts, so
+ * that "/run//x.sock" and "/run/./x.sock" compare equal; *len = 0 at
+ * the end. */
+static const char *
+path_component(const char *p, size_t *len)
 {
-    size_t i;
+    for (;;) {
+        p += strspn(p, "/");
+        *len = strcspn(p, "/");
+        if (*len != 1 || p[0] != '.')
+            return p;
+        p++;
+    }
+}
 
-    for (i = 0; i < cfg->n_listen - 1; i++) {
-        const struct ng_listen_cfg *o = &cfg->listen[i];
+/* Do two paths name the same file, as far as their text can tell? */
+static bool
+same_path(const char *a, const char *b)
+{
+    size_t la, lb;
 
-        if (strcmp(o->text, l->text) == 0)
-            return ng_value_error(err, &l->loc, "duplicate listen address "
-                                  "'%s' (first at %u:%u)", l->text,
-                                  o->loc.line, o->loc.column);
+    if ((a[0] == '/') != (b[0] == '/'))
+        return false;
+    for (;;) {
+        a = path_component(a, &la);
+        b = path_component(b, &lb);
+        if (la != lb || memcmp(a, b, la) != 0)
+            return false;
+        if (la == 0)
+            return true;
+        a += la;
+        b += lb;
+    }
+}
+
+static bool
+same_listen(const struct ng_listen_cfg *a, const struct ng_listen_cfg *b)
+{
+    if (a->kind != b->kind)
+        return false;
+    if (a->kind == NG_LISTEN_UNIX)
+        return same_path(a->path, b->path);
+    return strcasecmp(a->host, b->host) == 0 && strcmp(a->port, b->port) == 0;
+}
+
+/* Two listeners on one address, or the control socket on a listener's
+ * path, would fail at bind time (or the second would find the first
+ * "in use"); say where instead. */
+static int
+check_server_unique(const struct ng_config *cfg, struct ng_error *err)
+{
+    size_t i, j;
+
+    for (i = 0; i < cfg->n_listen; i++) {
+        const struct ng_listen_cfg *l = &cfg->listen[i];
+
+        for (j = 0; j < i; j++)
+            if (same_listen(&cfg->listen[j], l))
+                return ng_value_error(err, &l->loc, "duplicate listen "
+                                      "address '%s' (first at %u:%u)",
+                                      l->text, cfg->listen[j].loc.line,
+                                      cfg->listen[j].loc.column);
+        if (cfg->control != NULL && l->kind == NG_LISTEN_UNIX &&
+            same_path(cfg->control, l->path))
+            return ng_value_error(err, &cfg->control_loc, "control socket "
+                                  "'%s' is also listen address '%s' (at "
+                                  "%u:%u)", cfg->control, l->text,
+                                  l->loc.line, l->loc.column);
     }
     return 0;
 }
@@ -344,8 +425,7 @@ load_listen(struct ng_config *cfg, const struct ng_value *v,
     for (i = 0; i < n; i++) {
         struct ng_listen_cfg *l = &cfg->listen[cfg->n_listen++];
 
-        if (parse_listen(single ? v : v->items[i], l, err) == -1 ||
-            check_listen_unique(cfg, l, err) == -1)
+        if (parse_listen(single ? v : v->items[i], l, err) == -1)
             return -1;
     }
     return 0;
@@ -365,6 +445,7 @@ load_control(struct ng_config *cfg, const struct ng_value *v,
         return ng_value_error(err, &v->loc, "control socket path longer "
                               "than %zu bytes", UNIX_PATH_MAX);
     cfg->control = strdup(path);
+    cfg->control_loc = v->loc;
     return cfg->control != NULL ? 0 : ng_config_oom(err);
 }
 
@@ -389,7 +470,91 @@ load_server(struct ng_config *cfg, struct ng_error *err)
     if (load_listen(cfg, v, err) == -1)
         return -1;
     v = ng_value_get(server, "control");
-    return v != NULL ? load_control(cfg, v, err) : 0;
+    if (v != NULL && load_control(cfg, v, err) == -1)
+        return -1;
+    return check_server_unique(cfg, err);
+}
+
+/* `path` against the working directory `cwd`; caller frees. */
+static char *
+absolute_path(const char *cwd, const char *path)
+{
+    size_t n = strlen(cwd) + 1 + strlen(path) + 1;
+    char *out = malloc(n);
+
+    if (out != NULL)
+        snprintf(out, n, "%s/%s", cwd, path);
+    return out;
+}
+
+static int
+absolute_listen(struct ng_listen_cfg *l, const char *cwd,
+                struct ng_error *err)
+{
+    char *path, *text;
+    size_t n;
+
+    if (l->kind != NG_LISTEN_UNIX || l->path[0] == '/')
+        return 0;
+    if ((path = absolute_path(cwd, l->path)) == NULL)
+        return ng_config_oom(err);
+    if (strlen(path) > UNIX_PATH_MAX) {
+        ng_value_error(err, &l->loc, "listen address '%s': socket path "
+                       "'%s' longer than %zu bytes", l->text, path,
+                       UNIX_PATH_MAX);
+        free(path);
+        return -1;
+    }
+    n = strlen("unix:") + strlen(path) + 1;
+    if ((text = malloc(n)) == NULL) {
+        free(path);
+        return ng_config_oom(err);
+    }
+    snprintf(text, n, "unix:%s", path);
+    free(l->path);
+    free(l->text);
+    l->path = path;
+    l->text = text;
+    return 0;
+}
+
+static int
+absolute_control(struct ng_config *cfg, const char *cwd,
+                 struct ng_error *err)
+{
+    char *path;
+
+    if (cfg->control == NULL || cfg->control[0] == '/')
+        return 0;
+    if ((path = absolute_path(cwd, cfg->control)) == NULL)
+        return ng_config_oom(err);
+    if (strlen(path) > UNIX_PATH_MAX) {
+        ng_value_error(err, &cfg->control_loc, "control socket path '%s' "
+                       "longer than %zu bytes", path, UNIX_PATH_MAX);
+        free(path);
+        return -1;
+    }
+    free(cfg->control);
+    cfg->control = path;
+    return 0;
+}
+
+int
+ng_config_absolute_paths(struct ng_config *cfg, struct ng_error *err)
+{
+    char cwd[PATH_MAX];
+    size_t i;
+
+    if (getcwd(cwd, sizeof cwd) == NULL)
+        return ng_error_set(err, errno, "cannot get the working directory: "
+                            "%s", strerror(errno));
+    for (i = 0; i < cfg->n_listen; i++)
+        if (absolute_listen(&cfg->listen[i], cwd, err) == -1)
+            return -1;
+    if (absolute_control(cfg, cwd, err) == -1)
+        return -1;
+    /* "x.sock" and "/cwd/x.sock" only compare equal now. */
+    return check_server_unique(cfg, err);
 }
 
 /* ---- exports: --------------------------------------------------------- */

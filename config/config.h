@@ -79,6 +79,7 @@ struct ng_config {
     struct ng_listen_cfg *listen;
     size_t n_listen;
     char *control;              /* control socket path, NULL = none */
+    struct ng_loc control_loc;
     struct ng_node_cfg *nodes;  /* children before parents */
     size_t n_nodes;
     struct ng_export_cfg *exports;
@@ -99,6 +100,12 @@ struct ng_config *ng_config_default(struct ng_error *err);
 extern const char ng_default_config_text[];
 
 void ng_config_free(struct ng_config *cfg);        /* NULL-safe */
+
+/* Make the server's socket paths (listen unix:PATH and control)
+ * absolute against the working directory, for a daemon about to leave
+ * it: its sockets must still be found, and removed, from "/".  Node
+ * options are untouched (nodes are opened before the daemon leaves). */
+int ng_config_absolute_paths(struct ng_config *cfg, struct ng_error *err);
 
 /* True when err's message already starts with "file:line:column: " for
  * `file`, so a caller adding a position does not add a second one. */
