@@ -63,6 +63,7 @@ struct ng_control {
     uv_pipe_t listener;
     bool listening;
     char *path;                 /* owned; removed at shutdown */
+    struct ng_unix_file file;   /* what we bound at `path` */
     struct ctl_client *clients;
     unsigned closing;           /* handles whose close is pending */
     void (*shutdown_cb)(void *opaque);
@@ -665,11 +666,12 @@ ng_control_listen(struct ng_control *ctl, const char *path,
 
     if (ctl->listening)
         return ng_error_set(err, EBUSY, "control channel already listens");
-    if (ng_unix_path_check_dir(path, err) == -1)
+    /* Only a stale socket is replaced: a live one is another daemon's
+     * only way to be managed, and anything else is not ours to delete. */
+    if (ng_unix_path_prepare(path, err) == -1)
         return -1;
     if ((ctl->path = strdup(path)) == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
-    unlink(path);               /* a stale socket from a crashed run */
     uv_pipe_init(ctl->loop, &ctl->listener, 0);
     ctl->listener.data = ctl;
     ctl->listening = true;
@@ -677,8 +679,10 @@ ng_control_listen(struct ng_control *ctl, const char *path,
                                  * of all power over the graph */
     r = uv_pipe_bind(&ctl->listener, path);
     umask(old);
-    if (r == 0)
+    if (r == 0) {
+        ng_unix_path_remember(path, &ctl->file);
         r = uv_listen((uv_stream_t *)&ctl->listener, 16, on_connection);
+    }
     if (r != 0)
         return ng_error_set(err, -r, "control socket %s: %s", path,
                             uv_strerror(r));
@@ -707,7 +711,7 @@ ng_control_shutdown(struct ng_control *ctl, void (*cb)(void *opaque),
     ctl->closing++;             /* held until every close below is issued */
     if (ctl->listening) {
         ctl->listening = false;
-        unlink(ctl->path);
+        ng_unix_path_unlink_own(ctl->path, &ctl->file);
         ctl->closing++;
         uv_close((uv_handle_t *)&ctl->listener, listener_closed);
     }

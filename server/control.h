@@ -36,7 +36,8 @@ struct ng_control_ctx {
 
 struct ng_control *ng_control_new(uv_loop_t *loop, struct ng_control_ctx *ctx,
                                   struct ng_error *err);
-/* Listen on `path` (replacing a stale socket file; mode 0600). */
+/* Listen on `path` (mode 0600), replacing only a stale socket file: a
+ * live socket or any other file there is an error. */
 int ng_control_listen(struct ng_control *ctl, const char *path,
                       struct ng_error *err);
 /* Send an event to every negotiated client.  Takes ownership of data. */

@@ -1,5 +1,7 @@
-/* server/log.h: logging to stderr (foreground) or syslog.  Messages are
- * one line each, without a trailing newline. */
+/* server/log.h: logging to stderr (foreground, and while starting) or,
+ * once a daemon has left its terminal, to syslog (facility daemon,
+ * ident "nbdgraphd").  Messages are one line each, without a trailing
+ * newline. */
 #ifndef NG_LOG_H
 #define NG_LOG_H
 
@@ -13,6 +15,8 @@ enum ng_log_level {
 /* Highest level printed; -v raises it to DEBUG. */
 void ng_log_set_level(enum ng_log_level level);
 int ng_log_enabled(enum ng_log_level level);
+/* From now on, log to syslog instead of stderr. */
+void ng_log_to_syslog(void);
 void ng_log(enum ng_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -2,12 +2,16 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -21,6 +25,7 @@
 #include "server/exports.h"
 #include "server/log.h"
 #include "server/nbd.h"
+#include "server/unix-path.h"
 
 /* The daemon's top-level state: the one place that owns everything. */
 struct daemon {
@@ -56,7 +61,8 @@ usage(FILE *fp)
 "                          default: a writable 1 GiB memory export 'demo' on\n"
 "                          unix:%s and tcp:127.0.0.1:10809\n"
 "  -t, --check-config      validate the configuration, then exit 0 or 1\n"
-"  -f, --foreground        stay in the foreground (log to stderr)\n"
+"  -f, --foreground        stay in the foreground (log to stderr); without\n"
+"                          it, detach once serving and log to syslog\n"
 "      --exit-with-parent  exit when the parent process exits (for tests)\n"
 "  -v, --verbose           log debug messages\n"
 "  -h, --help              show this help\n"
@@ -169,6 +175,56 @@ start_server(struct daemon *d, struct ng_error *err)
     return 0;
 }
 
+/* A host name resolves (a numeric address the config already checked). */
+static int
+check_tcp_host(const struct ng_listen_cfg *l, struct ng_error *err)
+{
+    struct addrinfo hints = {
+        .ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM,
+    };
+    struct addrinfo *res = NULL;
+    int r = getaddrinfo(l->host, l->port, &hints, &res);
+
+    if (r != 0)
+        return ng_error_set(err, EINVAL, "listen address '%s': cannot "
+                            "resolve host '%s': %s", l->text, l->host,
+                            gai_strerror(r));
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int
+check_listener(const struct ng_listen_cfg *l, bool probe,
+               struct ng_error *err)
+{
+    if (l->kind == NG_LISTEN_UNIX)
+        return ng_unix_path_check(l->path, probe, err);
+    return check_tcp_host(l, err);
+}
+
+/* Before any listener is made, check them all, so that a start that
+ * cannot listen (a second daemon on the same config) changes nothing —
+ * above all not the running daemon's control socket.  `probe`: a socket
+ * file that something answers on counts as taken (not for
+ * --check-config: the running daemon may be the one to be replaced). */
+static int
+check_listeners(const struct ng_config *cfg, bool probe,
+                struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < cfg->n_listen; i++) {
+        const struct ng_listen_cfg *l = &cfg->listen[i];
+
+        if (check_listener(l, probe, err) == -1)
+            return located(err, cfg->file, &l->loc);
+    }
+    if (cfg->control != NULL &&
+        ng_unix_path_check(cfg->control, probe, err) == -1)
+        return located(err, cfg->file, &cfg->control_loc);
+    return 0;
+}
+
 /* Last of all, so that once an NBD socket accepts, the daemon (control
  * channel included) is ready. */
 static int
@@ -242,6 +298,18 @@ server_stopped(void *opaque)
 }
 
 static void
+begin_shutdown(struct daemon *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    if (d->nbd != NULL)
+        ng_nbd_server_shutdown(d->nbd, server_stopped, d);
+    else
+        server_stopped(d);
+}
+
+static void
 on_signal(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
@@ -252,12 +320,8 @@ on_signal(uv_signal_t *h, int signum)
     }
     if (d->stopping)
         return;
-    d->stopping = true;
     ng_log_info("%s: shutting down", strsignal(signum));
-    if (d->nbd != NULL)
-        ng_nbd_server_shutdown(d->nbd, server_stopped, d);
-    else
-        server_stopped(d);
+    begin_shutdown(d);
 }
 
 static int
@@ -278,21 +342,82 @@ watch_signals(struct daemon *d)
     return 0;
 }
 
-/* Without --foreground: fork, let the parent exit once we serve. */
-static int
-daemonize(uv_loop_t *loop)
+/* The parent of a daemon: wait until the child says it serves, then exit
+ * 0; if it dies first (its error is already on our shared stderr), exit
+ * with its status.  Never returns. */
+static void
+wait_for_daemon(pid_t child, int ready_fd)
 {
-    pid_t pid = fork();
+    char c;
+    ssize_t n;
+    int status;
 
-    if (pid == -1)
-        return -1;
-    if (pid > 0)
+    do
+        n = read(ready_fd, &c, 1);
+    while (n == -1 && errno == EINTR);
+    if (n == 1)
         _exit(EXIT_SUCCESS);
-    if (setsid() == -1)
+    while (waitpid(child, &status, 0) == -1 && errno == EINTR)
+        ;
+    _exit(WIFEXITED(status) && WEXITSTATUS(status) != 0 ?
+          WEXITSTATUS(status) : EXIT_FAILURE);
+}
+
+/* Without --foreground, as qemu-nbd --fork: fork before starting, so
+ * the child makes every handle itself; the parent stays until the child
+ * serves.  In the child, returns the fd to announce that on. */
+static int
+fork_daemon(void)
+{
+    int fds[2];
+    pid_t pid;
+
+    if (pipe2(fds, O_CLOEXEC) == -1)
         return -1;
-    if (chdir("/") == -1)
+    pid = fork();
+    if (pid == -1) {
+        close(fds[0]);
+        close(fds[1]);
         return -1;
-    return uv_loop_fork(loop) == 0 ? 0 : -1;
+    }
+    if (pid > 0) {
+        close(fds[1]);
+        wait_for_daemon(pid, fds[0]);
+    }
+    close(fds[0]);
+    if (setsid() == -1) {
+        close(fds[1]);
+        return -1;
+    }
+    return fds[1];
+}
+
+/* The child, now serving: leave the start directory (every path the
+ * config holds is absolute by now) and the terminal — stdio to
+ * /dev/null, so `out=$(nbdgraphd)` returns, and logs to syslog — then
+ * tell the parent it may exit. */
+static int
+detach(int ready_fd)
+{
+    int fd;
+
+    if (chdir("/") == -1 || (fd = open("/dev/null", O_RDWR)) == -1)
+        return -1;
+    if (dup2(fd, STDIN_FILENO) == -1 || dup2(fd, STDOUT_FILENO) == -1 ||
+        dup2(fd, STDERR_FILENO) == -1) {
+        close(fd);
+        return -1;
+    }
+    if (fd > STDERR_FILENO)
+        close(fd);
+    ng_log_to_syslog();
+    if (write(ready_fd, "", 1) != 1) {
+        ng_log_error("cannot tell the parent process we serve: %s",
+                     strerror(errno));
+        return -1;
+    }
+    close(ready_fd);
+    return 0;
 }
 
 static struct ng_config *
@@ -323,15 +448,63 @@ daemon_cleanup(struct daemon *d)
     d->cfg = NULL;
 }
 
+/* --check-config opens every node and claims every export, as a start
+ * would, and checks the listen addresses, but listens on nothing. */
+static int
+check_config(struct daemon *d)
+{
+    struct ng_error err = { 0 };
+
+    if (build_graph(d, &err) == 0 && start_server(d, &err) == 0 &&
+        check_listeners(d->cfg, false, &err) == 0) {
+        printf("%s: configuration is valid\n", d->cfg->file);
+    } else {
+        d->exit_code = EXIT_FAILURE;
+        fprintf(stderr, "nbdgraphd: %s\n", err.msg);
+    }
+    if (d->nbd != NULL)
+        ng_nbd_server_shutdown(d->nbd, NULL, NULL);
+    daemon_cleanup(d);
+    return d->exit_code;
+}
+
+static int
+start(struct daemon *d)
+{
+    struct ng_error err = { 0 };
+
+    if (build_graph(d, &err) == 0 && start_server(d, &err) == 0 &&
+        check_listeners(d->cfg, true, &err) == 0 &&
+        start_control(d, &err) == 0 && watch_signals(d) == 0 &&
+        start_listening(d, &err) == 0)
+        return 0;
+    fprintf(stderr, "nbdgraphd: %s\n", err.msg[0] ? err.msg : "cannot start");
+    if (d->nbd != NULL)
+        ng_nbd_server_shutdown(d->nbd, NULL, NULL);
+    if (d->control != NULL)
+        ng_control_shutdown(d->control, NULL, NULL);
+    control_stopped(d);
+    daemon_cleanup(d);
+    return -1;
+}
+
 static int
 run(const struct options *o)
 {
     struct daemon d = { .exit_code = EXIT_SUCCESS };
     struct ng_error err = { 0 };
+    int ready_fd = -1;
 
     d.cfg = load_config(o, &err);
-    if (d.cfg == NULL) {
+    if (d.cfg == NULL || ng_config_absolute_paths(d.cfg, &err) == -1) {
         fprintf(stderr, "nbdgraphd: %s\n", err.msg);
+        ng_config_free(d.cfg);
+        return EXIT_FAILURE;
+    }
+    if (!o->check_config && !o->foreground &&
+        (ready_fd = fork_daemon()) == -1) {
+        fprintf(stderr, "nbdgraphd: cannot fork: %s\n", strerror(errno));
+        ng_config_free(d.cfg);
         return EXIT_FAILURE;
     }
     if (uv_loop_init(&d.loop) != 0) {
@@ -339,38 +512,15 @@ run(const struct options *o)
         ng_config_free(d.cfg);
         return EXIT_FAILURE;
     }
-    /* --check-config opens every node and claims every export, as a
-     * start would, but listens on nothing. */
-    if (o->check_config) {
-        if (build_graph(&d, &err) == 0 && start_server(&d, &err) == 0)
-            printf("%s: configuration is valid\n", d.cfg->file);
-        else
-            d.exit_code = EXIT_FAILURE;
-        if (d.exit_code != EXIT_SUCCESS)
-            fprintf(stderr, "nbdgraphd: %s\n", err.msg);
-        if (d.nbd != NULL)
-            ng_nbd_server_shutdown(d.nbd, NULL, NULL);
-        daemon_cleanup(&d);
-        return d.exit_code;
-    }
-    if (build_graph(&d, &err) == -1 || start_server(&d, &err) == -1 ||
-        start_control(&d, &err) == -1 || watch_signals(&d) == -1 ||
-        start_listening(&d, &err) == -1) {
-        fprintf(stderr, "nbdgraphd: %s\n", err.msg[0] ? err.msg
-                                                       : "cannot start");
-        d.exit_code = EXIT_FAILURE;
-        if (d.nbd != NULL)
-            ng_nbd_server_shutdown(d.nbd, NULL, NULL);
-        if (d.control != NULL)
-            ng_control_shutdown(d.control, NULL, NULL);
-        control_stopped(&d);
-        daemon_cleanup(&d);
-        return d.exit_code;
-    }
-    print_uris(&d);
-    if (!o->foreground && daemonize(&d.loop) == -1) {
-        ng_log_error("cannot daemonize: %s", strerror(errno));
+    if (o->check_config)
+        return check_config(&d);
+    if (start(&d) == -1)
         return EXIT_FAILURE;
+    print_uris(&d);
+    if (ready_fd != -1 && detach(ready_fd) == -1) {
+        ng_log_error("cannot detach: %s", strerror(errno));
+        d.exit_code = EXIT_FAILURE;
+        begin_shutdown(&d);         /* the parent then exits 1 too */
     }
     uv_run(&d.loop, UV_RUN_DEFAULT);
     daemon_cleanup(&d);

@@ -23,6 +23,7 @@
 #include "graph/graph.h"
 #include "graph/strmap.h"
 #include "server/nbd.h"
+#include "server/unix-path.h"
 
 /* ---- Limits -------------------------------------------------------------- */
 
@@ -111,7 +112,7 @@ struct nbd_listener {
     union nbd_handle h;
     char *addr;                     /* as given: "unix:/x.sock" */
     char *path;                     /* Unix socket file we made, or NULL */
-    uint64_t dev, ino;              /* its identity, so shutdown removes
+    struct ng_unix_file file;       /* its identity, so shutdown removes
                                      * only our own file */
     struct nbd_listener *next;
 };

@@ -580,53 +580,12 @@ nbd_server_conn_gone(struct ng_nbd_server *srv, struct nbd_conn *c)
         shutdown_poll(srv);
 }
 
-/* A Unix socket path is stale when nothing answers on it. */
-static int
-unix_path_prepare(const char *path, struct ng_error *err)
-{
-    struct stat st;
-    struct sockaddr_un sun;
-    int fd, r;
-
-    if (strlen(path) >= sizeof sun.sun_path)
-        return ng_error_set(err, ENAMETOOLONG, "socket path '%s' too long",
-                            path);
-    if (ng_unix_path_check_dir(path, err) == -1)
-        return -1;
-    if (lstat(path, &st) == -1) {
-        if (errno == ENOENT)
-            return 0;
-        return ng_error_set(err, errno, "socket '%s': %s", path,
-                            strerror(errno));
-    }
-    if (!S_ISSOCK(st.st_mode))
-        return ng_error_set(err, EEXIST, "'%s' exists and is not a socket",
-                            path);
-    memset(&sun, 0, sizeof sun);
-    sun.sun_family = AF_UNIX;
-    memcpy(sun.sun_path, path, strlen(path) + 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1)
-        return ng_error_set(err, errno, "socket: %s", strerror(errno));
-    r = connect(fd, (struct sockaddr *)&sun, sizeof sun);
-    close(fd);
-    if (r == 0)
-        return ng_error_set(err, EADDRINUSE,
-                            "socket '%s' is in use by another server", path);
-    if (unlink(path) == -1 && errno != ENOENT)
-        return ng_error_set(err, errno, "removing stale socket '%s': %s",
-                            path, strerror(errno));
-    ng_log_debug("removed stale socket '%s'", path);
-    return 0;
-}
-
 static int
 listen_unix(struct nbd_listener *l, const char *path, struct ng_error *err)
 {
-    struct stat st;
     int r;
 
-    if (unix_path_prepare(path, err) < 0)
+    if (ng_unix_path_prepare(path, err) < 0)
         return -1;
     if ((l->path = strdup(path)) == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
@@ -640,10 +599,7 @@ listen_unix(struct nbd_listener *l, const char *path, struct ng_error *err)
         l->path = NULL;
         return ng_error_set(err, -r, "%s: bind: %s", l->addr, uv_strerror(r));
     }
-    if (stat(path, &st) == 0) {
-        l->dev = st.st_dev;
-        l->ino = st.st_ino;
-    }
+    ng_unix_path_remember(path, &l->file);
     return 0;
 }
 
@@ -772,11 +728,8 @@ ng_nbd_server_listen(struct ng_nbd_server *srv, const char *addr,
 static void
 listener_close(struct nbd_listener *l)
 {
-    struct stat st;
-
-    if (l->path != NULL && stat(l->path, &st) == 0 &&
-        (uint64_t)st.st_dev == l->dev && (uint64_t)st.st_ino == l->ino)
-        unlink(l->path);
+    if (l->path != NULL)
+        ng_unix_path_unlink_own(l->path, &l->file);
     uv_close(&l->h.handle, listener_closed_cb);
 }
 
