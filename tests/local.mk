@@ -31,6 +31,11 @@ EXTRA_DIST += tests/test-layer-includes.sh
 TESTS += tests/test-big-config.sh
 EXTRA_DIST += tests/test-big-config.sh
 
+# Starting the daemon: a second start on the same config, detaching
+# without --foreground, relative paths.
+TESTS += tests/test-start.sh
+EXTRA_DIST += tests/test-start.sh
+
 include tests/nbd.mk
 include tests/control.mk
 
