@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tests/test-check-config.sh: nbdgraphd --check-config finds everything a
 # start would refuse — also what only opening the nodes and claiming the
-# exports reveals — with file:line:column, and accepts good configs; a
-# start that fails to listen exits at once with a clear error.
+# exports reveals, or looking at the listen and control paths and host
+# names — with file:line:column, and accepts good configs; a start that
+# fails to listen exits at once with a clear error.
 set -euo pipefail
 cd "${srcdir:-$(dirname "$0")}"
 daemon=${NBDGRAPHD:-../build/nbdgraphd}
@@ -40,4 +41,16 @@ elif ! grep -q "directory '$tmp/none': No such file or directory" <<<"$out"; the
     printf 'FAIL: unclear error for a missing directory:\n%s\n' "$out"; fail=1
 fi
 [ ! -e "$tmp/ctl.sock" ] || { echo "FAIL: control socket left behind"; fail=1; }
+
+# A host name that does not resolve (.invalid never does, RFC 6761); the
+# resolver's own words vary, so only our part of the message is fixed.
+printf 'server:\n  listen: ["tcp:nosuch.invalid:10809"]\nnodes:\n  m: { driver: memory, size: 1M }\nexports:\n  e: { node: m }\n' \
+    > "$tmp/host.yaml"
+want="nbdgraphd: $tmp/host.yaml:2:12: listen address 'tcp:nosuch.invalid:10809': cannot resolve host 'nosuch.invalid': "
+if out=$(timeout 60 "$daemon" --check-config --config "$tmp/host.yaml" 2>&1); then
+    echo "FAIL: an unresolvable host name accepted"; fail=1
+elif [ "${out#"$want"}" = "$out" ]; then
+    printf 'FAIL: unclear error for an unresolvable host:\n  want: %s...\n  got:  %s\n' \
+        "$want" "$out"; fail=1
+fi
 exit $fail

@@ -167,6 +167,46 @@ test_listen_forms(struct t *t)
     ng_config_free(cfg);
 }
 
+/* A daemon about to chdir("/") makes its socket paths absolute against
+ * the working directory; "x.sock" and "/cwd/x.sock" then clash. */
+static void
+test_absolute_paths(struct t *t)
+{
+    struct ng_error err = { 0 };
+    char cwd[1024], want[2 * sizeof cwd + 128];
+    struct ng_config *cfg;
+
+    if (!CHECK(t, getcwd(cwd, sizeof cwd) != NULL))
+        return;
+    cfg = LOAD(t, "server:\n"
+                  "  listen: [ \"unix:run/n.sock\", \"unix:/abs.sock\",\n"
+                  "            \"tcp:127.0.0.1:10809\" ]\n"
+                  "  control: c.sock\n");
+    if (cfg == NULL)
+        return;
+    CHECK(t, ng_config_absolute_paths(cfg, &err) == 0);
+    snprintf(want, sizeof want, "%s/run/n.sock", cwd);
+    CHECK_STR(t, cfg->listen[0].path, want);
+    snprintf(want, sizeof want, "unix:%s/run/n.sock", cwd);
+    CHECK_STR(t, cfg->listen[0].text, want);
+    CHECK_STR(t, cfg->listen[1].text, "unix:/abs.sock");
+    CHECK_STR(t, cfg->listen[2].text, "tcp:127.0.0.1:10809");
+    snprintf(want, sizeof want, "%s/c.sock", cwd);
+    CHECK_STR(t, cfg->control, want);
+    ng_config_free(cfg);
+
+    snprintf(want, sizeof want, "server:\n  listen: [ \"unix:x.sock\" ]\n"
+             "  control: %s/x.sock\n", cwd);
+    cfg = LOAD(t, want);
+    if (cfg == NULL)
+        return;
+    CHECK(t, ng_config_absolute_paths(cfg, &err) == -1);
+    snprintf(want, sizeof want, "test.yaml:3:12: control socket '%s/x.sock' "
+             "is also listen address 'unix:%s/x.sock' (at 2:13)", cwd, cwd);
+    CHECK_STR(t, err.msg, want);
+    ng_config_free(cfg);
+}
+
 static void
 test_bad_listen(struct t *t)
 {
@@ -515,6 +555,7 @@ main(void)
     test_default(&t);
     test_listen_forms(&t);
     test_bad_listen(&t);
+    test_absolute_paths(&t);
     test_node_order(&t);
     test_exports(&t);
     test_yaml_features(&t);
