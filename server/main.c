@@ -350,7 +350,7 @@ wait_for_daemon(pid_t child, int ready_fd)
 {
     char c;
     ssize_t n;
-    int status;
+    int status = 0;
 
     do
         n = read(ready_fd, &c, 1);
@@ -394,8 +394,9 @@ fork_daemon(void)
 
 /* The child, now serving: leave the start directory (every path the
  * config holds is absolute by now) and the terminal — stdio to
- * /dev/null, so `out=$(nbdgraphd)` returns, and logs to syslog — then
- * tell the parent it may exit. */
+ * /dev/null, and logs to syslog — then tell the parent it may exit.
+ * In that order, so that when the parent is gone nothing of ours holds
+ * its stdout: `out=$(nbdgraphd)` returns at once. */
 static int
 detach(int ready_fd)
 {
@@ -411,11 +412,8 @@ detach(int ready_fd)
     if (fd > STDERR_FILENO)
         close(fd);
     ng_log_to_syslog();
-    if (write(ready_fd, "", 1) != 1) {
-        ng_log_error("cannot tell the parent process we serve: %s",
-                     strerror(errno));
+    if (write(ready_fd, "", 1) != 1)
         return -1;
-    }
     close(ready_fd);
     return 0;
 }
