@@ -70,13 +70,25 @@ release_list(struct nbd_req **head, struct nbd_req **tail)
     *tail = NULL;
 }
 
+/* Release the replies not sent yet, and those a failed uv_try_write or
+ * uv_write left on the write queue.  While a uv_write is pending, its
+ * callback releases the write queue instead: libuv calls it, with
+ * UV_ECANCELED at the latest, before the handle's close callback. */
+static void
+release_unsent(struct nbd_conn *c)
+{
+    release_list(&c->rq_head, &c->rq_tail);
+    if (!c->writing)
+        release_list(&c->wq_head, &c->wq_tail);
+}
+
 static void
 conn_closed_cb(uv_handle_t *h)
 {
     struct nbd_conn *c = h->data;
 
     c->handle_closed = true;
-    release_list(&c->rq_head, &c->rq_tail);
+    release_unsent(c);
     conn_maybe_free(c);
 }
 
@@ -123,7 +135,7 @@ nbd_conn_abort(struct nbd_conn *c)
     c->dead = true;
     c->hs_len = 0;
     drop_pending_payload(c);
-    release_list(&c->rq_head, &c->rq_tail);
+    release_unsent(c);
     conn_close_handle(c);
 }
 

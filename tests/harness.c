@@ -218,20 +218,43 @@ remove_dir(const char *dir)
         fprintf(stderr, "warning: could not remove %s\n", dir);
 }
 
+/* Reap the daemon, waiting at most `ms` (0: for ever). */
+static void
+wait_exit(struct ng_test_daemon *d, unsigned ms, int *status)
+{
+    struct timespec ts = { 0, 10 * 1000 * 1000 };
+    unsigned waited = 0;
+    pid_t r;
+
+    while ((r = waitpid(d->pid, status, ms > 0 ? WNOHANG : 0)) == 0) {
+        if (waited >= ms)
+            ng_test_fail("nbdgraphd still running %u ms after SIGTERM", ms);
+        nanosleep(&ts, NULL);
+        waited += 10;
+    }
+    if (r != d->pid)
+        ng_test_fail("waitpid: %s", strerror(errno));
+}
+
 void
-ng_test_stop(struct ng_test_daemon *d)
+ng_test_stop_within(struct ng_test_daemon *d, unsigned ms)
 {
     struct stat st;
     int status;
 
     if (kill(d->pid, SIGTERM) == -1)
         ng_test_fail("kill: %s", strerror(errno));
-    if (waitpid(d->pid, &status, 0) != d->pid)
-        ng_test_fail("waitpid: %s", strerror(errno));
+    wait_exit(d, ms, &status);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         ng_test_fail("nbdgraphd did not exit cleanly (status 0x%x)", status);
     if (stat(d->sock, &st) == 0)
         ng_test_fail("socket %s left behind after shutdown", d->sock);
     remove_dir(d->dir);
     free(d);
+}
+
+void
+ng_test_stop(struct ng_test_daemon *d)
+{
+    ng_test_stop_within(d, 0);
 }

@@ -24,6 +24,9 @@ struct ng_test_daemon *ng_test_start(const char *yaml, const char *export);
 
 /* SIGTERM; expects exit status 0 and the socket file gone; frees d. */
 void ng_test_stop(struct ng_test_daemon *d);
+/* The same, failing the test unless the daemon has exited `ms`
+ * milliseconds after the signal. */
+void ng_test_stop_within(struct ng_test_daemon *d, unsigned ms);
 
 /* The default test config: a writable memory export "demo" of `size`
  * ("64M"). Returns a static string with @SOCK@ in it. */

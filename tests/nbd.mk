@@ -8,6 +8,7 @@ NBD_TESTS = \
 	tests/test-nbd-garbage \
 	tests/test-nbd-export-del \
 	tests/test-nbd-timers \
+	tests/test-nbd-early-close \
 	$(NULL)
 check_PROGRAMS += $(NBD_TESTS)
 TESTS += $(NBD_TESTS)
@@ -39,3 +40,7 @@ tests_test_nbd_export_del_LDADD = $(TEST_LIBS)
 tests_test_nbd_timers_SOURCES = tests/test-nbd-timers.c
 tests_test_nbd_timers_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_nbd_timers_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_early_close_SOURCES = tests/test-nbd-early-close.c
+tests_test_nbd_early_close_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS) $(JANSSON_CFLAGS)
+tests_test_nbd_early_close_LDADD = $(TEST_LIBS)
