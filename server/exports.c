@@ -91,7 +91,7 @@ check_spec(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
     if (ng_exports_find(ctx, spec->id) != NULL)
         return ng_error_set(err, EEXIST, "export '%s' already exists",
                             spec->id);
-    if (ng_nbd_server_find_export(ctx->nbd, name) != NULL && name[0])
+    if (ng_nbd_server_find_export(ctx->nbd, name) != NULL)
         return ng_error_set(err, EEXIST, "NBD export name '%s' is taken",
                             name);
     if (node == NULL)

@@ -5,7 +5,8 @@
  * of one read go out in one write.
  *
  * What we answer:
- *   EXPORT_NAME, GO      enter transmission ("" = first export)
+ *   EXPORT_NAME, GO      enter transmission on the export of exactly
+ *                        that name ("" only if an export is named "")
  *   INFO                 NBD_INFO_EXPORT, and NAME / DESCRIPTION when
  *                        asked; BLOCK_SIZE always, since our maximum
  *                        (32 MiB) is not the protocol's default
@@ -16,8 +17,10 @@
  *                        "base:allocation"; list with no query lists it)
  *   ABORT                ACK, then close
  *   anything else        NBD_REP_ERR_UNSUP (STARTTLS included: no TLS)
- * A client that breaks the framing (bad magic, unknown client flags,
- * oversized option, unknown export in EXPORT_NAME) is dropped.
+ * An unknown export name (the empty one included, unless an export is
+ * named "") gets NBD_REP_ERR_UNKNOWN; NBD_OPT_EXPORT_NAME has no error
+ * reply, so there the client is dropped, as is a client that breaks the
+ * framing (bad magic, unknown client flags, oversized option).
  */
 #include <config.h>
 
@@ -203,7 +206,11 @@ hs_option_export(struct nbd_conn *c, uint32_t opt, const uint8_t *wire,
         return NULL;
     }
     exp = nbd_export_find(c->srv, name);
-    if (exp == NULL)
+    if (exp == NULL && name[0] == '\0')
+        *ret = hs_reply_error(c, opt, NBD_REP_ERR_UNKNOWN,
+                              "no export name given and no export is "
+                              "named ''");
+    else if (exp == NULL)
         *ret = hs_reply_error(c, opt, NBD_REP_ERR_UNKNOWN,
                               "export '%s' not found", name);
     return exp;
@@ -233,8 +240,9 @@ hs_opt_export_name(struct nbd_conn *c, const uint8_t *data, uint32_t len)
     if (len <= NBD_MAX_STRING && hs_string(name, data, len))
         exp = nbd_export_find(c->srv, name);
     if (exp == NULL) {
-        ng_log_info("%s: client asked for an unknown export; dropping it",
-                    c->peer);
+        ng_log_info("%s: NBD_OPT_EXPORT_NAME for an unknown export%s; "
+                    "dropping client", c->peer,
+                    len == 0 ? " (none named)" : "");
         nbd_conn_abort(c);
         return -1;
     }
@@ -337,9 +345,6 @@ hs_opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
         else if (type == NBD_INFO_DESCRIPTION)
             want_desc = true;
     }
-    /* The default export's real name is news to the client. */
-    if (name[0] == '\0')
-        want_name = true;
     size = nbd_export_size(exp);
     tflags = nbd_export_tflags(exp, c->structured);
     if (hs_send_infos(c, opt, exp, size, tflags, want_name, want_desc) < 0 ||

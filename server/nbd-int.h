@@ -250,7 +250,7 @@ struct nbd_conn {
 
 /* ---- nbd.c: server-wide services ----------------------------------------- */
 
-/* Find an export by name; "" is the first export in config order. */
+/* Find an export by its exact name ("" only finds an export named ""). */
 struct ng_nbd_export *nbd_export_find(struct ng_nbd_server *srv,
                                       const char *name);
 void nbd_export_conn_added(struct ng_nbd_export *exp);

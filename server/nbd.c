@@ -2,8 +2,8 @@
  * and buffer pools, flushing and shutdown.  The protocol itself lives in
  * nbd-handshake.c (option haggling) and nbd-conn.c (transmission).
  *
- * Export names: "" (the spec's default export) means the first export
- * in config order.
+ * Export names match exactly: a client that names no export ("") gets
+ * the export named "" if there is one, never some other export.
  */
 #include <config.h>
 
@@ -276,16 +276,13 @@ ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
 
 /* ---- Exports ------------------------------------------------------------- */
 
-/* An export really named "" is the default export; otherwise the first
- * one is. */
+/* Exact names only: falling back to the first export for "" would hand
+ * a client that named none whatever disk happens to be first, and after
+ * a removal a different one (qemu-storage-daemon refuses too). */
 struct ng_nbd_export *
 nbd_export_find(struct ng_nbd_server *srv, const char *name)
 {
-    struct ng_nbd_export *exp = ng_strmap_get(&srv->export_index, name);
-
-    if (exp != NULL)
-        return exp;
-    return name[0] == '\0' ? srv->exports : NULL;
+    return ng_strmap_get(&srv->export_index, name);
 }
 
 static void

@@ -1,8 +1,9 @@
 /* server/nbd.h: the NBD server — listeners, connections, exports.
  *
  * All on the graph's loop thread.  An export wraps one BlockBackend,
- * which the export owns.  The export name "" (the protocol's default
- * export) means the first export in config order.
+ * which the export owns.  Names match exactly: a client that names no
+ * export ("", the protocol's default export) gets the export named ""
+ * if there is one, else an error.
  */
 #ifndef NG_NBD_H
 #define NG_NBD_H
@@ -62,7 +63,7 @@ struct ng_nbd_export;
 const struct ng_nbd_export *
 ng_nbd_server_next_export(const struct ng_nbd_server *srv,
                           const struct ng_nbd_export *prev);
-/* By name; "" finds the default export (the first). */
+/* By exact name; NULL if there is none. */
 const struct ng_nbd_export *
 ng_nbd_server_find_export(const struct ng_nbd_server *srv, const char *name);
 

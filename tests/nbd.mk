@@ -9,6 +9,7 @@ NBD_TESTS = \
 	tests/test-nbd-export-del \
 	tests/test-nbd-timers \
 	tests/test-nbd-early-close \
+	tests/test-nbd-default-export \
 	$(NULL)
 check_PROGRAMS += $(NBD_TESTS)
 TESTS += $(NBD_TESTS)
@@ -44,3 +45,7 @@ tests_test_nbd_timers_LDADD = $(TEST_LIBS)
 tests_test_nbd_early_close_SOURCES = tests/test-nbd-early-close.c
 tests_test_nbd_early_close_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS) $(JANSSON_CFLAGS)
 tests_test_nbd_early_close_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_default_export_SOURCES = tests/test-nbd-default-export.c
+tests_test_nbd_default_export_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS) $(JANSSON_CFLAGS)
+tests_test_nbd_default_export_LDADD = $(TEST_LIBS)

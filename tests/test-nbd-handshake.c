@@ -1,6 +1,7 @@
 /* tests/test-nbd-handshake.c: option haggling as libnbd sees it — LIST
  * with descriptions, INFO (size, flags, name, description, block sizes),
- * unknown exports, the default export "", metadata contexts, ABORT, and
+ * unknown exports, no export name with no export named "" (refused;
+ * test-nbd-default-export.c has the rest), metadata contexts, ABORT, and
  * GO onto a read-only export. */
 #include <config.h>
 
@@ -136,8 +137,11 @@ test_info(const struct ng_test_daemon *d)
     expect_info(nbd, "demo", "demo", 64 << 20, "test disk", 0);
     expect_info(nbd, "ro", "ro", 1 << 20, "read-only disk", 1);
     expect_info(nbd, "plain", "plain", 3 << 20, NULL, 0);
-    /* "" is the default export: the first in the config */
-    expect_info(nbd, "", "demo", 64 << 20, "test disk", 0);
+    /* no export is named "", so naming none is naming an unknown one */
+    if (nbd_set_export_name(nbd, "") == -1)
+        ng_test_fail_nbd("set_export_name");
+    if (nbd_opt_info(nbd) != -1)
+        ng_test_fail("info with no export name succeeded");
     if (nbd_set_export_name(nbd, "nope") == -1)
         ng_test_fail_nbd("set_export_name");
     if (nbd_opt_info(nbd) != -1)
@@ -161,18 +165,20 @@ test_info(const struct ng_test_daemon *d)
     nbd_close(nbd);
 }
 
-/* A plain connect with no export name lands on the default export. */
+/* A plain connect with no export name is refused: no export is named
+ * "", and the first one (demo) is not handed out in its place. */
 static void
-test_default_export(const struct ng_test_daemon *d)
+test_no_export_name(const struct ng_test_daemon *d)
 {
     struct nbd_handle *nbd = nbd_create();
     char uri[512];
 
     snprintf(uri, sizeof uri, "nbd+unix:///?socket=%s", d->sock);
-    if (nbd == NULL || nbd_connect_uri(nbd, uri) == -1)
-        ng_test_fail_nbd("connect to the default export");
-    if (nbd_get_size(nbd) != 64 << 20)
-        ng_test_fail("default export is not demo");
+    if (nbd == NULL)
+        ng_test_fail_nbd("nbd_create");
+    if (nbd_connect_uri(nbd, uri) != -1)
+        ng_test_fail("a connect naming no export got a %" PRId64
+                     "-byte export", nbd_get_size(nbd));
     nbd_close(nbd);
 }
 
@@ -239,7 +245,7 @@ main(void)
     d = ng_test_start(yaml, "demo");
     test_list(d);
     test_info(d);
-    test_default_export(d);
+    test_no_export_name(d);
     test_no_structured(d);
     test_second_socket(stale);
     ng_test_stop(d);

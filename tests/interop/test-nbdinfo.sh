@@ -6,6 +6,7 @@ source "$srcdir/functions.sh"
 set -e -x
 requires nbdinfo --version
 requires qemu-io --version
+requires qemu-img --version
 requires jq --version
 
 M=$((1024 * 1024))
@@ -88,6 +89,10 @@ expect_false nbdinfo --is read-only "$uri"
 nbdinfo --can trim "$uri"
 expect_false nbdinfo --can trim "$(uri_for ro)"
 expect_false nbdinfo --can connect "$(uri_for no-such-export)"
+# Naming no export is naming the export "", and there is none: refused,
+# not served the first export in the list.
+expect_false nbdinfo --can connect "$(uri_for "")"
+expect_false qemu-img info -f raw "$(uri_for "")"
 
 # NBD_OPT_LIST names every export, with its description.
 nbdinfo --list --json "$(uri_for "")" > "$dir/list.json"
