@@ -14,11 +14,15 @@
  * to uv_write.  A request object is released only when its whole reply has
  * left, so its buffer is never reused under a pending write.
  *
- * Ending: a graceful close (EOF, DISC, shutdown, export removal) stops
- * taking requests, answers those in flight, then closes the handle; an
- * abort (protocol violation, socket error) closes the handle at once and
+ * Ending: a graceful close (EOF, DISC, export removal) stops taking
+ * requests, answers those in flight, then closes the handle; an abort
+ * (protocol violation, socket error) closes the handle at once and
  * throws replies away.  Either way the connection is freed only when the
- * handle is closed and the graph has returned every request.
+ * handle is closed and the graph has returned every request.  Server
+ * shutdown goes on reading: requests in flight finish and are answered,
+ * new ones get NBD_ESHUTDOWN (the spec's answer, after which the client
+ * must disconnect), and the connection closes gracefully once it is idle
+ * and the client quiet (nbd_conn_shutdown_check).
  */
 #include <config.h>
 
@@ -195,6 +199,25 @@ nbd_conn_close_gracefully(struct nbd_conn *c)
     nbd_conn_maybe_close(c);
 }
 
+/* Nothing in flight either way: no request object (in the graph, queued,
+ * being written, or waiting for its payload) and no partial request. */
+static bool
+conn_idle(const struct nbd_conn *c)
+{
+    return c->nreqs == 0 && c->skip == 0 && c->rstart == c->rend &&
+           !c->writing && c->hs_len == 0 && c->hs_writes == 0;
+}
+
+void
+nbd_conn_shutdown_check(struct nbd_conn *c, uint64_t now)
+{
+    if (c->closing || c->phase != NBD_PHASE_TRANSMISSION || !conn_idle(c) ||
+        now - c->active_at < NBD_SHUTDOWN_QUIET_MS)
+        return;
+    ng_log_debug("%s: idle at shutdown; closing", c->peer);
+    nbd_conn_close_gracefully(c);
+}
+
 /* After request objects were released: maybe take more requests, maybe
  * close, maybe free. */
 static void
@@ -279,6 +302,7 @@ conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         return;
     }
+    c->active_at = uv_now(c->srv->loop);
     if (c->payload_req != NULL) {
         struct nbd_req *r = c->payload_req;
 
@@ -519,6 +543,7 @@ conn_write_cb(uv_write_t *w, int status)
     release_list(&c->wq_head, &c->wq_tail);
     if (nbd_conn_write_failed(c, status))
         return;
+    c->active_at = uv_now(c->srv->loop);
     nbd_conn_flush(c);
     conn_after_release(c);
 }
@@ -597,8 +622,10 @@ nbd_conn_flush(struct nbd_conn *c)
         }
         c->writing = true;
     }
-    if (released)
+    if (released) {
+        c->active_at = uv_now(c->srv->loop);
         conn_after_release(c);
+    }
 }
 
 /* ---- Transmission: requests ---------------------------------------------- */
@@ -793,6 +820,9 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
         return;
     }
     error = request_check(c, cmd, flags, offset, length);
+    if (error == 0 && c->srv->shutting_down)
+        error = NBD_ESHUTDOWN;      /* a WRITE's payload is read and
+                                     * dropped first, as for any error */
     if (cmd == NBD_CMD_WRITE && error != 0 && length > NBD_MAX_DISCARD) {
         ng_log_warn("%s: write of %" PRIu32 " bytes refused; dropping "
                     "client", c->peer, length);

@@ -59,6 +59,14 @@
 #define NBD_HANDSHAKE_TIMEOUT_MS    10000
 #define NBD_SHUTDOWN_GRACE_MS       10000
 
+/* At shutdown a connection goes on reading (new requests get
+ * NBD_ESHUTDOWN) and is closed once it has nothing in flight and the
+ * client has been quiet this long since its last request or our last
+ * reply: a client that is still sending is answered, not cut off.  The
+ * deadline timer checks this often while the server shuts down. */
+#define NBD_SHUTDOWN_QUIET_MS       500
+#define NBD_SHUTDOWN_TICK_MS        100
+
 /* Send buffer asked for on Unix socket connections. */
 #define NBD_UNIX_SNDBUF             (2 << 20)
 
@@ -197,6 +205,8 @@ struct nbd_conn {
     char peer[64];                  /* for log messages */
     enum nbd_phase phase;
     uint64_t since;                 /* uv_now() at accept */
+    uint64_t active_at;             /* uv_now() when bytes last came in
+                                     * or the last replies went out */
 
     /* Receiving. */
     struct nbd_rbuf *rb;            /* receive buffer, one reference */
@@ -283,6 +293,10 @@ void nbd_conn_close_gracefully(struct nbd_conn *c);
 /* Hard disconnect: close now, discard replies, free once the graph has
  * returned every request. */
 void nbd_conn_abort(struct nbd_conn *c);
+/* While the server shuts down (its requests are answered with
+ * NBD_ESHUTDOWN): close gracefully once nothing is in flight and the
+ * client has been quiet for NBD_SHUTDOWN_QUIET_MS. */
+void nbd_conn_shutdown_check(struct nbd_conn *c, uint64_t now);
 /* For a uv_write callback, after it has released what it wrote: true
  * when the write did not go through and the callback must stop there.  A
  * cancelled write means the handle is already closing; any other error

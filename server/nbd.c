@@ -522,7 +522,7 @@ on_connection(uv_stream_t *server, int status)
         return;
     }
     c->srv = srv;
-    c->since = uv_now(srv->loop);
+    c->since = c->active_at = uv_now(srv->loop);
     r = tcp ? uv_tcp_init(srv->loop, &c->h.tcp)
             : uv_pipe_init(srv->loop, &c->h.pipe, 0);
     if (r < 0) {
@@ -732,8 +732,9 @@ listener_close(struct nbd_listener *l)
 
 /* ---- Deadlines ----------------------------------------------------------- */
 
-/* Once a second while a client is in handshake or we are shutting down:
- * drop clients that take too long. */
+/* Once a second while a client is in handshake, and every
+ * NBD_SHUTDOWN_TICK_MS while we are shutting down: drop clients that take
+ * too long, close those done at shutdown. */
 static void
 deadline_timer_cb(uv_timer_t *t)
 {
@@ -756,6 +757,8 @@ deadline_timer_cb(uv_timer_t *t)
             ng_log_warn("%s: not done after %d s of shutdown; dropping client",
                         c->peer, NBD_SHUTDOWN_GRACE_MS / 1000);
             nbd_conn_abort(c);
+        } else if (srv->shutting_down) {
+            nbd_conn_shutdown_check(c, now);
         } else if (c->phase == NBD_PHASE_HANDSHAKE) {
             waiting = true;
         }
@@ -832,15 +835,18 @@ ng_nbd_server_shutdown(struct ng_nbd_server *srv, void (*cb)(void *opaque),
         srv->listeners = l->next;
         listener_close(l);
     }
+    /* Connections in transmission stay open until they are done (see
+     * nbd_conn_shutdown_check); an idle one closes now. */
     for (c = srv->conns; c != NULL; c = next) {
         next = c->next;
         if (c->phase == NBD_PHASE_HANDSHAKE)
             nbd_conn_abort(c);
         else
-            nbd_conn_close_gracefully(c);
+            nbd_conn_shutdown_check(c, srv->shutdown_at);
     }
     if (srv->nconns > 0)
-        uv_timer_start(&srv->timer, deadline_timer_cb, 1000, 1000);
+        uv_timer_start(&srv->timer, deadline_timer_cb, NBD_SHUTDOWN_TICK_MS,
+                       NBD_SHUTDOWN_TICK_MS);
     shutdown_poll(srv);
 }
 

@@ -44,9 +44,10 @@ void ng_nbd_server_on_export_gone(struct ng_nbd_server *srv,
                                   void (*cb)(void *opaque, const char *name),
                                   void *opaque);
 
-/* Stop accepting, let requests in flight finish and be answered, close
- * every connection and listener (removing Unix socket files), then call
- * cb on the loop. */
+/* Stop accepting (listeners close, Unix socket files are removed), let
+ * requests in flight finish and be answered while later ones get
+ * NBD_ESHUTDOWN, close each connection once it is done (after
+ * NBD_SHUTDOWN_GRACE_MS at most), then call cb on the loop. */
 void ng_nbd_server_shutdown(struct ng_nbd_server *srv,
                             void (*cb)(void *opaque), void *opaque);
 

@@ -218,19 +218,27 @@ remove_dir(const char *dir)
         fprintf(stderr, "warning: could not remove %s\n", dir);
 }
 
+static double
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 /* Reap the daemon, waiting at most `ms` (0: for ever). */
 static void
 wait_exit(struct ng_test_daemon *d, unsigned ms, int *status)
 {
     struct timespec ts = { 0, 10 * 1000 * 1000 };
-    unsigned waited = 0;
+    double deadline = now_ms() + ms;
     pid_t r;
 
     while ((r = waitpid(d->pid, status, ms > 0 ? WNOHANG : 0)) == 0) {
-        if (waited >= ms)
-            ng_test_fail("nbdgraphd still running %u ms after SIGTERM", ms);
+        if (now_ms() > deadline)
+            ng_test_fail("nbdgraphd still running after %u ms", ms);
         nanosleep(&ts, NULL);
-        waited += 10;
     }
     if (r != d->pid)
         ng_test_fail("waitpid: %s", strerror(errno));
@@ -239,11 +247,17 @@ wait_exit(struct ng_test_daemon *d, unsigned ms, int *status)
 void
 ng_test_stop_within(struct ng_test_daemon *d, unsigned ms)
 {
+    if (kill(d->pid, SIGTERM) == -1)
+        ng_test_fail("kill: %s", strerror(errno));
+    ng_test_reap(d, ms);
+}
+
+void
+ng_test_reap(struct ng_test_daemon *d, unsigned ms)
+{
     struct stat st;
     int status;
 
-    if (kill(d->pid, SIGTERM) == -1)
-        ng_test_fail("kill: %s", strerror(errno));
     wait_exit(d, ms, &status);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         ng_test_fail("nbdgraphd did not exit cleanly (status 0x%x)", status);

@@ -27,6 +27,9 @@ void ng_test_stop(struct ng_test_daemon *d);
 /* The same, failing the test unless the daemon has exited `ms`
  * milliseconds after the signal. */
 void ng_test_stop_within(struct ng_test_daemon *d, unsigned ms);
+/* For a daemon already told to stop: wait for it to exit, at most `ms`
+ * (0: no bound), then check as ng_test_stop() does; frees d. */
+void ng_test_reap(struct ng_test_daemon *d, unsigned ms);
 
 /* The default test config: a writable memory export "demo" of `size`
  * ("64M"). Returns a static string with @SOCK@ in it. */

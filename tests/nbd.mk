@@ -10,6 +10,7 @@ NBD_TESTS = \
 	tests/test-nbd-timers \
 	tests/test-nbd-early-close \
 	tests/test-nbd-default-export \
+	tests/test-nbd-shutdown \
 	$(NULL)
 check_PROGRAMS += $(NBD_TESTS)
 TESTS += $(NBD_TESTS)
@@ -49,3 +50,7 @@ tests_test_nbd_early_close_LDADD = $(TEST_LIBS)
 tests_test_nbd_default_export_SOURCES = tests/test-nbd-default-export.c
 tests_test_nbd_default_export_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS) $(JANSSON_CFLAGS)
 tests_test_nbd_default_export_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_shutdown_SOURCES = tests/test-nbd-shutdown.c
+tests_test_nbd_shutdown_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_shutdown_LDADD = $(TEST_LIBS)
