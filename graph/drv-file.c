@@ -781,19 +781,16 @@ file_open(struct ng_node *node, struct ng_error *err)
     return 0;
 }
 
-static int64_t
-file_length(struct ng_node *node)
+static int
+file_refresh(struct ng_node *node, struct ng_node_facts *facts,
+             struct ng_error *err)
 {
     const struct file_state *s = ng_node_state(node);
 
-    return (int64_t)s->size;
-}
-
-static uint32_t
-file_caps(struct ng_node *node)
-{
-    (void)node;
-    return NG_CAPS_LEAF_ALL;
+    (void)err;
+    facts->size = (int64_t)s->size;
+    facts->caps = NG_CAPS_LEAF_ALL;
+    return 0;
 }
 
 const struct ng_driver ng_driver_file = {
@@ -805,6 +802,5 @@ const struct ng_driver ng_driver_file = {
     .open       = file_open,
     .close      = file_close,
     .submit     = file_submit,
-    .length     = file_length,
-    .caps       = file_caps,
+    .refresh    = file_refresh,
 };

@@ -738,19 +738,16 @@ memory_submit(struct ng_node *node, struct ng_req *req)
     ng_req_complete(req, ret);
 }
 
-static int64_t
-memory_length(struct ng_node *node)
+static int
+memory_refresh(struct ng_node *node, struct ng_node_facts *facts,
+               struct ng_error *err)
 {
     const struct memory_state *s = ng_node_state(node);
 
-    return (int64_t)s->size;
-}
-
-static uint32_t
-memory_caps(struct ng_node *node)
-{
-    (void)node;
-    return NG_CAPS_LEAF_ALL;
+    (void)err;
+    facts->size = (int64_t)s->size;
+    facts->caps = NG_CAPS_LEAF_ALL;
+    return 0;
 }
 
 const struct ng_driver ng_driver_memory = {
@@ -762,6 +759,5 @@ const struct ng_driver ng_driver_memory = {
     .open       = memory_open,
     .close      = memory_close,
     .submit     = memory_submit,
-    .length     = memory_length,
-    .caps       = memory_caps,
+    .refresh    = memory_refresh,
 };

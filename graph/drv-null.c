@@ -64,19 +64,16 @@ null_submit(struct ng_node *node, struct ng_req *req)
     ng_req_complete(req, 0);
 }
 
-static int64_t
-null_length(struct ng_node *node)
+static int
+null_refresh(struct ng_node *node, struct ng_node_facts *facts,
+             struct ng_error *err)
 {
     const struct null_state *s = ng_node_state(node);
 
-    return (int64_t)s->size;
-}
-
-static uint32_t
-null_caps(struct ng_node *node)
-{
-    (void)node;
-    return NG_CAPS_LEAF_ALL;
+    (void)err;
+    facts->size = (int64_t)s->size;
+    facts->caps = NG_CAPS_LEAF_ALL;
+    return 0;
 }
 
 const struct ng_driver ng_driver_null_co = {
@@ -87,6 +84,5 @@ const struct ng_driver ng_driver_null_co = {
     .opts       = null_opts,
     .open       = null_open,
     .submit     = null_submit,
-    .length     = null_length,
-    .caps       = null_caps,
+    .refresh    = null_refresh,
 };

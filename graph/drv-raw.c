@@ -93,29 +93,30 @@ raw_submit(struct ng_node *node, struct ng_req *req)
     ng_node_submit(s->file, req);
 }
 
-static int64_t
-raw_length(struct ng_node *node)
+/* A window of the child: its caps and limits, our size. */
+static int
+raw_refresh(struct ng_node *node, struct ng_node_facts *facts,
+            struct ng_error *err)
 {
     const struct raw_state *s = ng_node_state(node);
-    int64_t child_len;
+    const struct ng_node_facts *child = ng_node_facts(s->file);
 
+    (void)err;
+    facts->caps = child->caps;
+    /* The child's alignment holds for us only if the window starts on
+     * it; otherwise the child's choke point sees every request shifted. */
+    if (s->offset % child->request_alignment == 0)
+        facts->request_alignment = child->request_alignment;
+    facts->max_transfer = child->max_transfer;
+    facts->opt_transfer = child->opt_transfer;
     if (s->has_size)
-        return (int64_t)s->size;
-    /* As QEMU: without a size the image follows the child's end. */
-    child_len = ng_node_length(s->file);
-    if (child_len < 0)
-        return child_len;
-    return (uint64_t)child_len > s->offset ?
-           child_len - (int64_t)s->offset : 0;
-}
-
-static uint32_t
-raw_caps(struct ng_node *node)
-{
-    const struct raw_state *s = ng_node_state(node);
-
-    /* The graph takes the write caps away if we are read-only. */
-    return ng_node_caps(s->file);
+        facts->size = (int64_t)s->size;
+    else if (child->size < 0)
+        facts->size = child->size;
+    else    /* as QEMU: without a size the image follows the child's end */
+        facts->size = (uint64_t)child->size > s->offset
+                      ? child->size - (int64_t)s->offset : 0;
+    return 0;
 }
 
 const struct ng_driver ng_driver_raw = {
@@ -127,6 +128,5 @@ const struct ng_driver ng_driver_raw = {
     .opts       = raw_opts,
     .open       = raw_open,
     .submit     = raw_submit,
-    .length     = raw_length,
-    .caps       = raw_caps,
+    .refresh    = raw_refresh,
 };

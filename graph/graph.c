@@ -113,56 +113,83 @@ ng_node_child_role(struct ng_node *node, enum ng_role role)
     (NG_CAP_WRITE | NG_CAP_FUA | NG_CAP_TRIM | NG_CAP_ZERO | \
      NG_CAP_FAST_ZERO)
 
-/* Facts before the driver's refresh hook: a filter's child's, or what the
- * driver's length and caps callbacks say. */
-static void
-node_base_facts(struct ng_node *node, struct ng_node_facts *f)
+/* This node's facts from its children's cached ones and its driver's
+ * refresh hook (see struct ng_driver's refresh). */
+static int
+node_compute_facts(struct ng_node *node, struct ng_node_facts *f,
+                   struct ng_error *err)
 {
     const struct ng_driver *drv = node->driver;
     struct ng_node *child = ng_node_child(node);
 
     if (drv->is_filter && child != NULL) {
-        *f = *ng_node_facts(child);
+        *f = child->facts;
     } else {
         *f = (struct ng_node_facts){ .size = drv->is_filter ? -EINVAL : 0,
                                      .request_alignment = 1 };
     }
-    if (drv->length != NULL)
-        f->size = drv->length(node);
-    if (drv->caps != NULL)
-        f->caps = drv->caps(node);
     f->has_backing = ng_node_child_role(node, NG_ROLE_BACKING) != NULL;
-}
-
-/* Computed on every call for now; the facts struct is where a cache
- * filled at each graph change will live. */
-const struct ng_node_facts *
-ng_node_facts(struct ng_node *node)
-{
-    struct ng_node_facts f;
-
-    node_base_facts(node, &f);
-    if (node->driver->refresh != NULL &&
-        node->driver->refresh(node, &f, NULL) == -1)
-        f.size = -EIO;
+    if (drv->refresh != NULL && drv->refresh(node, f, err) == -1)
+        return ng_error_prefix(err, "node '%s'", node->name);
     /* A read-only node anywhere on the way down makes the top read-only:
      * a filter inherits its child's masked caps. */
     if (node->read_only)
-        f.caps &= ~NG_CAPS_CHANGING_DATA;
+        f->caps &= ~NG_CAPS_CHANGING_DATA;
+    return 0;
+}
+
+static bool
+facts_equal(const struct ng_node_facts *a, const struct ng_node_facts *b)
+{
+    return a->size == b->size && a->caps == b->caps &&
+           a->request_alignment == b->request_alignment &&
+           a->max_transfer == b->max_transfer &&
+           a->opt_transfer == b->opt_transfer &&
+           a->has_backing == b->has_backing;
+}
+
+int
+ng_node_refresh(struct ng_node *node, struct ng_error *err)
+{
+    struct ng_node_facts f;
+
+    if (node_compute_facts(node, &f, err) == -1)
+        return -1;
+    /* Parents depend on us only through our facts: unchanged, they are
+     * still right. */
+    if (facts_equal(&f, &node->facts))
+        return 0;
     node->facts = f;
+    return ng_node_refresh_parents(node, err);
+}
+
+int
+ng_node_refresh_parents(struct ng_node *node, struct ng_error *err)
+{
+    struct ng_edge *e;
+
+    for (e = node->parents; e != NULL; e = e->next_parent)
+        if (e->parent != NULL && ng_node_refresh(e->parent, err) == -1)
+            return -1;
+    return 0;
+}
+
+const struct ng_node_facts *
+ng_node_facts(const struct ng_node *node)
+{
     return &node->facts;
 }
 
 int64_t
-ng_node_length(struct ng_node *node)
+ng_node_length(const struct ng_node *node)
 {
-    return ng_node_facts(node)->size;
+    return node->facts.size;
 }
 
 uint32_t
-ng_node_caps(struct ng_node *node)
+ng_node_caps(const struct ng_node *node)
 {
-    return ng_node_facts(node)->caps;
+    return node->facts.caps;
 }
 
 uv_loop_t *
@@ -237,7 +264,7 @@ node_answer_trivially(struct ng_node *node, struct ng_req *req)
          * its driver would call a hole: see NG_REQ_LOCAL_ONLY. */
         if ((caps & NG_CAP_EXTENTS) &&
             !((req->flags & NG_REQ_LOCAL_ONLY) && !node->driver->is_filter &&
-              ng_node_child_role(node, NG_ROLE_BACKING) == NULL))
+              !node->facts.has_backing))
             return false;
         req->extents[0].length = req->length;
         req->extents[0].flags = 0;

@@ -85,10 +85,10 @@ struct ng_extent {
 #define NG_CAP_MULTI_CONN  (1u << 8)  /* flush on one connection covers
                                        * writes completed on all */
 
-/* What a leaf that handles every op returns from its caps callback (file,
- * memory, null-co), write caps included even when the node is read-only:
- * ng_node_caps() takes those away.  A new NG_CAP_* joins it only once all
- * of those drivers handle it. */
+/* The caps a leaf that handles every op reports from its refresh hook
+ * (file, memory, null-co), write caps included even when the node is
+ * read-only: the graph takes those away.  A new NG_CAP_* joins it only
+ * once all of those drivers handle it. */
 #define NG_CAPS_LEAF_ALL \
     (NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA | NG_CAP_TRIM | NG_CAP_ZERO | \
      NG_CAP_FAST_ZERO | NG_CAP_CACHE | NG_CAP_EXTENTS | NG_CAP_MULTI_CONN)
@@ -96,9 +96,9 @@ struct ng_extent {
 #define NG_REQ_MAX_FRAMES 16
 
 /* What the graph knows about a node: one struct per node, filled bottom
- * up (a filter starts from its child's facts, a leaf from defaults) and
- * adjusted by the driver's refresh hook.  The request path reads only
- * these fields; ng_node_facts() returns them. */
+ * up (a filter starts from its child's facts, a leaf from defaults) by
+ * the driver's refresh hook and cached in the node (ng_node_refresh()).
+ * The request path reads only these cached fields: O(1) per layer. */
 struct ng_node_facts {
     int64_t size;                   /* bytes, or a negative errno */
     uint32_t caps;                  /* NG_CAP_*, after read-only masking */
@@ -280,18 +280,18 @@ struct ng_driver {
      * NULL for a filter means: forward everything unchanged. */
     void (*submit)(struct ng_node *node, struct ng_req *req);
 
-    /* Size in bytes.  NULL for a filter: the child's. */
-    int64_t (*length)(struct ng_node *node);
-
-    /* NG_CAP_* this node offers.  NULL for a filter: the child's;
-     * NULL for a leaf: none beyond reads. */
-    uint32_t (*caps)(struct ng_node *node);
-
-    /* Optional: adjust this node's facts.  `facts` arrives filled: for a
-     * filter with its child's facts, for others with size from `length`
-     * (0 without one), caps from `caps`, alignment 1, no transfer limits.
-     * The graph applies read-only masking afterwards.  Returns 0, or -1
-     * with *err set. */
+    /* Optional: fill this node's facts (size, caps, transfer limits).
+     * Loop thread; called after open(), and again whenever a child's
+     * facts change or the node is reconfigured live, always bottom up, so
+     * children's facts (ng_node_facts()) are current; inside the drained
+     * section of a graph mutation.  May read the node's state and its
+     * children's facts, nothing else, and must not block: the request
+     * path reads only the result.  `facts` arrives filled: for a filter
+     * with its child's facts, for others with size 0, no caps, alignment
+     * 1 and no transfer limits; has_backing is set.  Without a hook a
+     * filter has its child's facts and a leaf is an empty read-only disk.
+     * The graph takes the write caps away afterwards when the node is
+     * read-only.  Returns 0, or -1 with *err set. */
     int (*refresh)(struct ng_node *node, struct ng_node_facts *facts,
                    struct ng_error *err);
 
@@ -312,9 +312,11 @@ int ng_node_reconfigure_check(struct ng_node *node,
                               const char *const *live, struct ng_error *err);
 
 /* Change options of a live node through its driver's reconfigure hook
- * (throttle limits, blkdebug rules).  Not drained: the hooks are written
- * to change state between two requests on the loop thread, and a drain
- * would wait for requests a throttle is holding back. */
+ * (throttle limits, blkdebug rules), then refresh its facts and its
+ * ancestors'.  Not drained: the hooks are written to change state between
+ * two requests on the loop thread.  The options that change live today
+ * change no facts; one that could take caps or size away would have to
+ * go through a mutation, which checks what clients were told. */
 int ng_node_reconfigure(struct ng_node *node, const struct ng_value *opts,
                         struct ng_error *err);
 
@@ -353,7 +355,7 @@ struct ng_node {
     struct ng_node *next;           /* graph's node list */
     struct ng_node *prev;           /* so removal need not walk the list */
     uint64_t stats[NG_OP__COUNT];   /* requests seen, by op */
-    struct ng_node_facts facts;     /* see ng_node_facts() */
+    struct ng_node_facts facts;     /* cached: see ng_node_refresh() */
 };
 
 static inline void *
@@ -367,11 +369,22 @@ struct ng_node *ng_node_child(struct ng_node *node);
 /* Child on the edge with this role, or NULL. */
 struct ng_node *ng_node_child_role(struct ng_node *node, enum ng_role role);
 
-/* The node's facts (see struct ng_node_facts).  Borrowed: valid until
- * the graph changes. */
-const struct ng_node_facts *ng_node_facts(struct ng_node *node);
-int64_t ng_node_length(struct ng_node *node);   /* ng_node_facts()->size */
-uint32_t ng_node_caps(struct ng_node *node);    /* ng_node_facts()->caps */
+/* The node's facts (see struct ng_node_facts), as cached at the last
+ * refresh: O(1), for the request path.  Borrowed: changes only when the
+ * graph changes. */
+const struct ng_node_facts *ng_node_facts(const struct ng_node *node);
+int64_t ng_node_length(const struct ng_node *node); /* facts->size */
+uint32_t ng_node_caps(const struct ng_node *node);  /* facts->caps */
+/* Recompute the node's facts (its driver's refresh hook over its
+ * children's cached facts) and, where they changed, its ancestors'.  The
+ * graph calls it after open, in every mutation and after a live
+ * reconfigure; a driver whose facts change on their own (a remote disk
+ * grew) calls it too.  Loop thread.  Returns 0, or -1 with *err set;
+ * the facts of the nodes not yet reached then stay as they were. */
+int ng_node_refresh(struct ng_node *node, struct ng_error *err);
+/* ng_node_refresh() on each parent node: after an edge to `node` was
+ * added or moved. */
+int ng_node_refresh_parents(struct ng_node *node, struct ng_error *err);
 uv_loop_t *ng_node_loop(struct ng_node *node);
 
 /* The choke point: every request reaches a driver through here.  Checks

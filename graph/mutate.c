@@ -230,6 +230,8 @@ ng_graph_insert_filter(struct ng_graph *g, const char *node,
         if (e->parent != filter && edge_moves(e, bbs, n_bbs))
             ng_edge_set_child(e, filter);
     }
+    if (ng_node_refresh_parents(filter, err) == -1)
+        return NULL;
     return filter;
 }
 
@@ -261,5 +263,5 @@ ng_graph_remove_filter(struct ng_graph *g, const char *name,
     while (f->parents != NULL)
         ng_edge_set_child(f->parents, child);
     ng_node_destroy(f);
-    return 0;
+    return ng_node_refresh_parents(child, err);
 }

@@ -515,14 +515,18 @@ ng_graph_add_node(struct ng_graph *g, const char *name,
         ng_error_prefix(err, "node '%s'", name);
         goto fail;
     }
+    /* No parents yet: this fills the node's own facts only. */
+    if (ng_node_refresh(node, err) == -1)
+        goto fail_opened;
     if (ng_graph_link_node(g, node) == -1) {
         ng_error_set(err, ENOMEM, "out of memory");
-        if (drv->close != NULL)
-            drv->close(node);
-        goto fail;
+        goto fail_opened;
     }
     return node;
 
+fail_opened:
+    if (drv->close != NULL)
+        drv->close(node);
 fail:
     node_discard(node);
     return NULL;
@@ -626,5 +630,5 @@ ng_node_reconfigure(struct ng_node *node, const struct ng_value *opts,
         return ng_error_set(err, EINVAL, "'options' must be an object");
     if (node->driver->reconfigure(node, opts, err) == -1)
         return ng_error_prefix(err, "node '%s'", node->name);
-    return 0;
+    return ng_node_refresh(node, err);
 }
