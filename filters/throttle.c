@@ -23,6 +23,10 @@
  * request of a direction waits in the group, new ones queue behind it:
  * order is kept and the group's nodes take turns.  One libuv timer per
  * node wakes the group when the buckets have leaked enough.
+ *
+ * A drained section over a node lifts its limits until it ends (QEMU
+ * does the same): what waits goes on at once and new requests pass
+ * unaccounted, so a splice never waits at the throttled rate.
  */
 #include <config.h>
 
@@ -98,6 +102,7 @@ struct throttle_state {
     uv_timer_t *timer;              /* own allocation: closes async */
     struct ng_req *head[TD__COUNT], *tail[TD__COUNT];
     uint64_t nqueued[TD__COUNT];
+    unsigned drained;               /* drained sections over us: no limits */
     struct throttle_state *next_member;
 };
 
@@ -738,7 +743,9 @@ throttle_submit(struct ng_node *node, struct ng_req *req)
     struct throttle_state *s = ng_node_state(node);
     int dir = throttle_direction(req);
 
-    if (dir < 0) {
+    /* Drained: whatever still reaches us goes straight on, unaccounted,
+     * as in QEMU (io_limits_disabled). */
+    if (dir < 0 || s->drained > 0) {
         ng_node_forward(node, req);
         return;
     }
@@ -750,6 +757,30 @@ throttle_submit(struct ng_node *node, struct ng_req *req)
     }
     throttle_enqueue(s, dir, req);
     throttle_schedule(s->tg);
+}
+
+/* A drained section waits for what we hold: let all of it go now, in
+ * order, past the limits, as QEMU's throttle_co_drain_begin does. */
+static void
+throttle_drain_begin(struct ng_node *node)
+{
+    struct throttle_state *s = ng_node_state(node);
+    int dir;
+
+    s->drained++;
+    for (dir = 0; dir < TD__COUNT; dir++)
+        while (s->head[dir] != NULL)
+            ng_node_forward(node, throttle_dequeue(s, dir));
+    /* Our timer may have been the one armed for the group. */
+    throttle_schedule(s->tg);
+}
+
+static void
+throttle_drain_end(struct ng_node *node)
+{
+    struct throttle_state *s = ng_node_state(node);
+
+    s->drained--;
 }
 
 /* Replace an owned option field with a copy of v (NULL = absent). */
@@ -832,5 +863,7 @@ const struct ng_driver ng_filter_throttle = {
     .open        = throttle_open,
     .close       = throttle_close,
     .submit      = throttle_submit,
+    .drain_begin = throttle_drain_begin,
+    .drain_end   = throttle_drain_end,
     .reconfigure = throttle_reconfigure,
 };

@@ -1,9 +1,11 @@
 /* graph/drain.c: drained sections.
  *
  * A drained section stops new requests at the BBs above a node (they wait
- * in each BB's queue, in order), waits until the requests already inside
- * have completed, and then calls back from a libuv timer — outside every
- * request's call stack, so the callback may change the graph freely.
+ * in each BB's queue, in order), tells every node below those BBs through
+ * its driver's drain_begin hook (so a throttle lets go of what it holds),
+ * waits until the requests already inside have completed, and then calls
+ * back from a libuv timer — outside every request's call stack, so the
+ * callback may change the graph freely.
  */
 #include <config.h>
 
@@ -18,6 +20,10 @@ struct ng_drain {
     struct ng_bb **bbs;         /* quiesced by this section; entries become
                                  * NULL when a BB is freed meanwhile */
     size_t n_bbs;
+    struct ng_node **nodes;     /* in the trees of those BBs, children
+                                 * before parents (drain_end's order);
+                                 * NULL once a node is destroyed */
+    size_t n_nodes, cap_nodes;
     ng_drained_fn *cb;
     void *opaque;
     bool fired;                 /* cb has run */
@@ -63,6 +69,74 @@ collect_bbs(struct ng_drain *d, struct ng_node *node)
         if (bb_is_affected(bb, node))
             d->bbs[d->n_bbs++] = bb;
     return 0;
+}
+
+static bool
+drain_has_node(const struct ng_drain *d, const struct ng_node *node)
+{
+    size_t i;
+
+    for (i = 0; i < d->n_nodes; i++)
+        if (d->nodes[i] == node)
+            return true;
+    return false;
+}
+
+/* Post-order from `node`: its children before it, each node once.  Read
+ * backwards that is a topological order, parents before children, even
+ * where nodes are shared. */
+static int
+collect_nodes_below(struct ng_drain *d, struct ng_node *node)
+{
+    struct ng_edge *e;
+    struct ng_node **grown;
+
+    if (drain_has_node(d, node))
+        return 0;
+    for (e = node->children; e != NULL; e = e->next_child)
+        if (collect_nodes_below(d, e->child) == -1)
+            return -1;
+    if (d->n_nodes == d->cap_nodes) {
+        d->cap_nodes = d->cap_nodes ? 2 * d->cap_nodes : 8;
+        grown = realloc(d->nodes, d->cap_nodes * sizeof *d->nodes);
+        if (grown == NULL)
+            return -1;
+        d->nodes = grown;
+    }
+    d->nodes[d->n_nodes++] = node;
+    return 0;
+}
+
+static int
+collect_nodes(struct ng_drain *d)
+{
+    size_t i;
+
+    for (i = 0; i < d->n_bbs; i++)
+        if (ng_bb_root(d->bbs[i]) != NULL &&
+            collect_nodes_below(d, ng_bb_root(d->bbs[i])) == -1)
+            return -1;
+    return 0;
+}
+
+static void
+drain_call_begin(struct ng_drain *d)
+{
+    size_t i;
+
+    for (i = d->n_nodes; i-- > 0;)
+        if (d->nodes[i]->driver->drain_begin != NULL)
+            d->nodes[i]->driver->drain_begin(d->nodes[i]);
+}
+
+static void
+drain_call_end(struct ng_drain *d)
+{
+    size_t i;
+
+    for (i = 0; i < d->n_nodes; i++)
+        if (d->nodes[i] != NULL && d->nodes[i]->driver->drain_end != NULL)
+            d->nodes[i]->driver->drain_end(d->nodes[i]);
 }
 
 static bool
@@ -112,16 +186,23 @@ ng_drain_begin(struct ng_graph *g, struct ng_node *node, ng_drained_fn *cb,
     d->graph = g;
     d->cb = cb;
     d->opaque = opaque;
-    if (collect_bbs(d, node) == -1)
+    if (collect_bbs(d, node) == -1 || collect_nodes(d) == -1)
         goto nomem;
     for (i = 0; i < d->n_bbs; i++)
         d->bbs[i]->quiesce++;
     d->next = g->drains;
     g->drains = d;
+    /* After the BBs stopped admitting: what a driver lets go now is the
+     * last it sees until drain_end. */
+    drain_call_begin(d);
     ng_drain_kick(g);
     return d;
 
 nomem:
+    if (d != NULL) {
+        free(d->bbs);
+        free(d->nodes);
+    }
     free(d);
     ng_error_set(err, ENOMEM, "out of memory");
     return NULL;
@@ -155,10 +236,14 @@ ng_drain_end(struct ng_drain *d)
             break;
         }
     }
+    /* Drivers first, so that what the BBs resubmit meets them undrained
+     * (a throttle counts it again). */
+    drain_call_end(d);
     for (i = 0; i < d->n_bbs; i++)
         if (d->bbs[i] != NULL)
             bb_release(d->bbs[i]);
     free(d->bbs);
+    free(d->nodes);
     free(d);
 }
 
@@ -173,4 +258,16 @@ ng_drain_forget_bb(struct ng_graph *g, struct ng_bb *bb)
             if (d->bbs[i] == bb)
                 d->bbs[i] = NULL;
     ng_drain_kick(g);
+}
+
+void
+ng_drain_forget_node(struct ng_graph *g, struct ng_node *node)
+{
+    struct ng_drain *d;
+    size_t i;
+
+    for (d = g->drains; d != NULL; d = d->next)
+        for (i = 0; i < d->n_nodes; i++)
+            if (d->nodes[i] == node)
+                d->nodes[i] = NULL;
 }

@@ -76,5 +76,7 @@ void ng_bb_dispatch(struct ng_bb *bb, struct ng_req *req);
 void ng_drain_kick(struct ng_graph *g);
 /* The BB goes away: drop it from drained sections. */
 void ng_drain_forget_bb(struct ng_graph *g, struct ng_bb *bb);
+/* The node goes away: no drain_end for it. */
+void ng_drain_forget_node(struct ng_graph *g, struct ng_node *node);
 
 #endif

@@ -295,6 +295,21 @@ struct ng_driver {
     int (*refresh)(struct ng_node *node, struct ng_node_facts *facts,
                    struct ng_error *err);
 
+    /* Optional: a drained section over this node begins or ends (see
+     * ng_drain_begin()).  Loop thread.  drain_begin runs on every node
+     * in the trees of the BBs the section quiesces, parents before
+     * children, right after those BBs stop admitting and before the
+     * requests already inside have completed; drain_end runs on the same
+     * nodes in the reverse order (children first), before the BBs'
+     * queued requests are resubmitted.  Sections may nest and overlap:
+     * count.  A driver that holds requests back (throttle) must let them
+     * go on drain_begin, and let new ones through until drain_end, or the
+     * section would wait for it.  A node made during a section gets
+     * neither call; one destroyed during it gets close() instead of
+     * drain_end. */
+    void (*drain_begin)(struct ng_node *node);
+    void (*drain_end)(struct ng_node *node);
+
     /* Optional: options the control channel may change on a live node
      * (throttle limits, blkdebug rules).  Loop thread, inside a drained
      * section. */
@@ -522,16 +537,18 @@ void ng_graph_object_foreach(struct ng_graph *g,
 typedef void ng_drained_fn(void *opaque);
 
 /* Quiesce every BB whose tree contains `node` (all BBs when node is NULL):
- * new requests at those BBs queue; when the requests already inside them
- * have completed, `cb` runs on the loop — never inline, and never inside a
- * request's call stack, so it may change the graph freely.  The
- * handle remembers which BBs it quiesced, so the graph may be changed
- * freely before ng_drain_end().  Returns NULL only on ENOMEM. */
+ * new requests at those BBs queue and every node in their trees gets its
+ * driver's drain_begin (parents first); when the requests already inside
+ * them have completed, `cb` runs on the loop — never inline, and never
+ * inside a request's call stack, so it may change the graph freely.  The
+ * handle remembers which BBs and nodes it quiesced, so the graph may be
+ * changed freely before ng_drain_end().  Returns NULL only on ENOMEM. */
 struct ng_drain *ng_drain_begin(struct ng_graph *g, struct ng_node *node,
                                 ng_drained_fn *cb, void *opaque,
                                 struct ng_error *err);
-/* End the drained section: queued requests are resubmitted in order and
- * the handle is freed.  Must be called after `cb` ran. */
+/* End the drained section: drain_end on the nodes still there (children
+ * first), then queued requests are resubmitted in order and the handle is
+ * freed.  Must be called after `cb` ran. */
 void ng_drain_end(struct ng_drain *d);
 
 /* ---- Mutations ---------------------------------------------------------- */

@@ -536,6 +536,7 @@ void
 ng_node_destroy(struct ng_node *node)
 {
     ng_graph_unlink_node(node->graph, node);
+    ng_drain_forget_node(node->graph, node);
     if (node->driver->close != NULL)
         node->driver->close(node);
     free(node->implicit_owner);

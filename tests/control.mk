@@ -39,3 +39,8 @@ CONTROL_TESTS += tests/test-graph-limits
 tests_test_graph_limits_SOURCES = tests/test-graph-limits.c
 tests_test_graph_limits_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_graph_limits_LDADD = $(TEST_LIBS)
+
+CONTROL_TESTS += tests/test-splice-throttle
+tests_test_splice_throttle_SOURCES = tests/test-splice-throttle.c
+tests_test_splice_throttle_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_splice_throttle_LDADD = $(TEST_LIBS)
