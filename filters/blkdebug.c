@@ -12,9 +12,16 @@
  *
  * The child option is "image", as QEMU's.  reconfigure replaces the whole
  * rule list (counters start afresh).
+ *
+ * "drop-caps" lists capabilities (fua, trim, ...) the node does not offer
+ * although its child does, for tests of what happens above a node that
+ * does less (refresh takes them out of its facts; the choke point then
+ * refuses or trivially answers those requests).  Fixed at open: a live
+ * change could take from a connected client what it was told.
  */
 #include <config.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +40,8 @@ struct blkdebug_rule {
 struct blkdebug_state {
     struct ng_node *image;          /* option "image" */
     struct ng_value *inject;        /* option "inject-error", or NULL */
+    struct ng_value *drop_opt;      /* option "drop-caps", or NULL */
+    uint32_t drop;                  /* NG_CAP_* from it */
     struct blkdebug_rule *rules;
     size_t nrules;
 };
@@ -43,6 +52,10 @@ static const struct ng_opt_desc blkdebug_opts[] = {
     NG_OPT_VALUE("inject-error", struct blkdebug_state, inject, false,
                  "list of rules {iotype, offset, length, errno, once, "
                  "after}: matching requests fail with errno"),
+    NG_OPT_VALUE("drop-caps", struct blkdebug_state, drop_opt, false,
+                 "list of capabilities not to offer although the child "
+                 "does: write, flush, fua, trim, write-zeroes, fast-zero, "
+                 "cache, block-status, multi-conn"),
     NG_OPT_END,
 };
 
@@ -152,12 +165,73 @@ blkdebug_parse_rules(const struct ng_value *v, struct blkdebug_rule **out,
     return 0;
 }
 
+/* "fua" -> NG_CAP_FUA: ng_cap_name() in lower case, '-' for '_'; 0 if
+ * none. */
+static uint32_t
+blkdebug_cap_from_name(const char *name)
+{
+    for (unsigned bit = 0; bit < NG_CAP__BITS; bit++) {
+        const char *cap = ng_cap_name(1u << bit);
+        char want[32];
+        size_t i;
+
+        for (i = 0; cap[i] != '\0' && i + 1 < sizeof want; i++)
+            want[i] = cap[i] == '_' ? '-'
+                                    : (char)tolower((unsigned char)cap[i]);
+        want[i] = '\0';
+        if (strcmp(want, name) == 0)
+            return 1u << bit;
+    }
+    return 0;
+}
+
+static int
+blkdebug_parse_drop(const struct ng_value *v, uint32_t *out,
+                    struct ng_error *err)
+{
+    *out = 0;
+    if (v == NULL || (v->kind == NG_VALUE_SCALAR && v->is_null))
+        return 0;
+    if (v->kind != NG_VALUE_LIST)
+        return ng_value_error(err, &v->loc, "'drop-caps' must be a list "
+                              "such as [fua, trim]");
+    for (size_t i = 0; i < v->n; i++) {
+        const char *name = ng_value_to_string(v->items[i], "drop-caps",
+                                              err);
+        uint32_t cap = name != NULL ? blkdebug_cap_from_name(name) : 0;
+
+        if (name == NULL)
+            return -1;
+        if (cap == 0)
+            return ng_value_error(err, &v->items[i]->loc, "unknown "
+                                  "capability '%s' in 'drop-caps' "
+                                  "(expected write, flush, fua, trim, "
+                                  "write-zeroes, fast-zero, cache, "
+                                  "block-status or multi-conn)", name);
+        *out |= cap;
+    }
+    return 0;
+}
+
 static int
 blkdebug_open(struct ng_node *node, struct ng_error *err)
 {
     struct blkdebug_state *s = ng_node_state(node);
 
+    if (blkdebug_parse_drop(s->drop_opt, &s->drop, err) == -1)
+        return -1;
     return blkdebug_parse_rules(s->inject, &s->rules, &s->nrules, err);
+}
+
+static int
+blkdebug_refresh(struct ng_node *node, struct ng_node_facts *facts,
+                 struct ng_error *err)
+{
+    const struct blkdebug_state *s = ng_node_state(node);
+
+    (void)err;
+    facts->caps &= ~s->drop;
+    return 0;
 }
 
 static void
@@ -239,5 +313,6 @@ const struct ng_driver ng_filter_blkdebug = {
     .open        = blkdebug_open,
     .close       = blkdebug_close,
     .submit      = blkdebug_submit,
+    .refresh     = blkdebug_refresh,
     .reconfigure = blkdebug_reconfigure,
 };

@@ -3,6 +3,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -393,6 +394,71 @@ bb_unlink(struct ng_bb *bb)
         g->bbs = bb->next;
     if (bb->next != NULL)
         bb->next->prev = bb->prev;
+}
+
+const char *
+ng_cap_name(uint32_t cap)
+{
+    static const char *const names[NG_CAP__BITS] = {
+        "WRITE", "FLUSH", "FUA", "TRIM", "WRITE_ZEROES", "FAST_ZERO",
+        "CACHE", "BLOCK_STATUS", "MULTI_CONN",
+    };
+    unsigned bit;
+
+    for (bit = 0; bit < NG_CAP__BITS; bit++)
+        if (cap == 1u << bit)
+            return names[bit];
+    return "unknown";
+}
+
+void
+ng_bb_promise(struct ng_bb *bb, uint64_t size, uint32_t caps)
+{
+    unsigned bit;
+
+    bb->promise_clients++;
+    if (size > bb->promise_size)
+        bb->promise_size = size;
+    for (bit = 0; bit < NG_CAP__BITS; bit++)
+        if (caps & (1u << bit))
+            bb->promise_told[bit]++;
+}
+
+void
+ng_bb_unpromise(struct ng_bb *bb, uint32_t caps)
+{
+    unsigned bit;
+
+    for (bit = 0; bit < NG_CAP__BITS; bit++)
+        if ((caps & (1u << bit)) && bb->promise_told[bit] > 0)
+            bb->promise_told[bit]--;
+    if (bb->promise_clients > 0 && --bb->promise_clients == 0)
+        bb->promise_size = 0;
+}
+
+int
+ng_bb_check_promise(struct ng_bb *bb, int64_t old_size, uint32_t old_caps,
+                    struct ng_error *err)
+{
+    int64_t size = ng_bb_length(bb);
+    uint32_t lost = old_caps & ~ng_bb_caps(bb);
+    unsigned bit;
+
+    if (bb->promise_clients == 0)
+        return 0;
+    if (size < old_size && (size < 0 || (uint64_t)size < bb->promise_size))
+        return ng_error_set(err, EBUSY, "export '%s' has %u client(s) that "
+                            "were told its size is %" PRIu64 " bytes; the "
+                            "new graph would make it %" PRId64, bb->name,
+                            bb->promise_clients, bb->promise_size, size);
+    for (bit = 0; bit < NG_CAP__BITS; bit++)
+        if ((lost & (1u << bit)) && bb->promise_told[bit] > 0)
+            return ng_error_set(err, EBUSY, "export '%s' has %u client(s) "
+                                "that were told %s; the new graph would "
+                                "not offer it", bb->name,
+                                bb->promise_told[bit],
+                                ng_cap_name(1u << bit));
+    return 0;
 }
 
 struct ng_bb *

@@ -84,6 +84,10 @@ struct ng_extent {
 #define NG_CAP_EXTENTS     (1u << 7)  /* real block status (else all data) */
 #define NG_CAP_MULTI_CONN  (1u << 8)  /* flush on one connection covers
                                        * writes completed on all */
+#define NG_CAP__BITS       9          /* bits the NG_CAP_* above use */
+
+/* "FUA", "TRIM", ...: the NBD name of one NG_CAP_* bit, for messages. */
+const char *ng_cap_name(uint32_t cap);
 
 /* The caps a leaf that handles every op reports from its refresh hook
  * (file, memory, null-co), write caps included even when the node is
@@ -424,6 +428,12 @@ struct ng_bb {
     struct ng_bb *next;             /* graph's BB list */
     struct ng_bb *prev;
     struct ng_bb *older_same_name;  /* the next older BB of this name */
+
+    /* What the clients connected through this BB were told (see
+     * ng_bb_promise()); mutations must not take it away. */
+    unsigned promise_clients;
+    uint64_t promise_size;          /* the largest size told, in bytes */
+    unsigned promise_told[NG_CAP__BITS];    /* clients told each cap */
 };
 
 /* Create a BB on `root` (may be NULL: no medium).  A writable BB needs a
@@ -438,6 +448,25 @@ struct ng_node *ng_bb_root(struct ng_bb *bb);
 int64_t ng_bb_length(struct ng_bb *bb);
 uint32_t ng_bb_caps(struct ng_bb *bb);     /* without NG_CAP_WRITE & co
                                             * when the BB is read-only */
+
+/* A client of this BB (an NBD connection) was told the BB has `size`
+ * bytes and offers the NG_CAP_* in `caps` (those behind the transmission
+ * flags it got).  Until the matching ng_bb_unpromise(), a mutation that
+ * would shrink the BB below what it was told or take one of those caps
+ * away is refused (ng_bb_check_promise()).  Loop thread. */
+void ng_bb_promise(struct ng_bb *bb, uint64_t size, uint32_t caps);
+/* That client is gone (`caps` as promised); with the last one the record
+ * is cleared. */
+void ng_bb_unpromise(struct ng_bb *bb, uint32_t caps);
+/* For mutations, after the graph changed and facts were refreshed: the
+ * BB offered `old_size` bytes and `old_caps` (ng_bb_length/caps) before.
+ * Fails when the change shrinks it below what a client was told, or
+ * takes away a cap a client was told and the BB still had; the message
+ * names the BB (an export), the flag or size and the number of clients.
+ * A cap a client was told but that an earlier forced change already
+ * took away does not count again. */
+int ng_bb_check_promise(struct ng_bb *bb, int64_t old_size, uint32_t old_caps,
+                        struct ng_error *err);
 
 /* Submit through the BB; req->done runs exactly once.  While the BB is
  * drained the request waits in a queue, in order.  A BB without medium
@@ -577,20 +606,31 @@ int ng_graph_check_insert_filter(struct ng_graph *g, const char *node,
                                  const char *const *bbs, size_t n_bbs,
                                  struct ng_error *err);
 
+/* Flags of the mutations below. */
+#define NG_MUTATE_FORCE (1u << 0)   /* go through even when it takes from an
+                                     * export what its connected clients
+                                     * were told (ng_bb_check_promise());
+                                     * their requests that need it then
+                                     * fail at the choke point */
+
 /* Create a filter node from `filter_opts` (its child option is set to
  * `node`) and re-link `node`'s parents to it: all of them, or only the
- * edges from the BBs named in `bbs`.  Call inside a drained section. */
+ * edges from the BBs named in `bbs`; refresh the facts above it.  Call
+ * inside a drained section.  Refused, with the graph exactly as it was,
+ * when the new facts would take from an export what its clients were
+ * told (unless NG_MUTATE_FORCE). */
 struct ng_node *ng_graph_insert_filter(struct ng_graph *g, const char *node,
                                        const struct ng_value *filter_opts,
                                        const char *const *bbs, size_t n_bbs,
-                                       struct ng_error *err);
+                                       unsigned flags, struct ng_error *err);
 
 int ng_graph_check_remove_filter(struct ng_graph *g, const char *name,
                                  struct ng_error *err);
-/* Re-link the filter's parents to its child and remove the filter.  Call
- * inside a drained section. */
+/* Re-link the filter's parents to its child, refresh the facts above
+ * and remove the filter.  Call inside a drained section.  Refused like
+ * ng_graph_insert_filter(), the graph as it was. */
 int ng_graph_remove_filter(struct ng_graph *g, const char *name,
-                           struct ng_error *err);
+                           unsigned flags, struct ng_error *err);
 
 /* ---- Implicit chains ---------------------------------------------------- */
 

@@ -1,5 +1,8 @@
 /* graph/mutate.c: changes to a live graph — filter insertion and removal,
- * run inside drained sections so clients see only a short pause. */
+ * run inside drained sections so clients see only a short pause.  Each
+ * refreshes the facts above the spot it changed and holds every BB's new
+ * size and caps against what its clients were told; a change that would
+ * take something away is undone, leaving the graph exactly as it was. */
 #include <config.h>
 
 #include <errno.h>
@@ -158,6 +161,115 @@ ng_filter_opts_with_child(const struct ng_driver *drv,
     return opts;
 }
 
+/* ---- Keeping what clients were told -------------------------------------- */
+
+/* What every BB offered before a change, to hold the result against. */
+struct bbs_before {
+    struct ng_bb **bbs;
+    int64_t *size;
+    uint32_t *caps;
+    size_t n;
+};
+
+static int
+bbs_before_take(struct ng_graph *g, struct bbs_before *b,
+                struct ng_error *err)
+{
+    struct ng_bb *bb;
+    size_t n = 0;
+
+    for (bb = g->bbs; bb != NULL; bb = bb->next)
+        n++;
+    b->n = 0;
+    b->bbs = calloc(n ? n : 1, sizeof *b->bbs);
+    b->size = calloc(n ? n : 1, sizeof *b->size);
+    b->caps = calloc(n ? n : 1, sizeof *b->caps);
+    if (b->bbs == NULL || b->size == NULL || b->caps == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    for (bb = g->bbs; bb != NULL; bb = bb->next, b->n++) {
+        b->bbs[b->n] = bb;
+        b->size[b->n] = ng_bb_length(bb);
+        b->caps[b->n] = ng_bb_caps(bb);
+    }
+    return 0;
+}
+
+static void
+bbs_before_free(struct bbs_before *b)
+{
+    free(b->bbs);
+    free(b->size);
+    free(b->caps);
+}
+
+/* After the change, with facts refreshed: refuse it if it takes from a
+ * BB what its clients were told, unless forced. */
+static int
+bbs_check(const struct bbs_before *b, unsigned flags, struct ng_error *err)
+{
+    size_t i;
+
+    if (flags & NG_MUTATE_FORCE)
+        return 0;
+    for (i = 0; i < b->n; i++)
+        if (ng_bb_check_promise(b->bbs[i], b->size[i], b->caps[i],
+                                err) == -1)
+            return -1;
+    return 0;
+}
+
+/* A node's parent edges as they were, so that a refused change can put
+ * them back exactly, order included. */
+struct parents_saved {
+    struct ng_node *node;
+    struct ng_edge **edges;
+    size_t n;
+};
+
+static int
+parents_save(struct ng_node *node, struct parents_saved *ps,
+             struct ng_error *err)
+{
+    struct ng_edge *e;
+    size_t n = 0;
+
+    for (e = node->parents; e != NULL; e = e->next_parent)
+        n++;
+    ps->node = node;
+    ps->n = 0;
+    ps->edges = calloc(n ? n : 1, sizeof *ps->edges);
+    if (ps->edges == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    for (e = node->parents; e != NULL; e = e->next_parent)
+        ps->edges[ps->n++] = e;
+    return 0;
+}
+
+/* Point the saved edges at the node again. */
+static void
+parents_relink(const struct parents_saved *ps)
+{
+    size_t i;
+
+    for (i = 0; i < ps->n; i++)
+        if (ps->edges[i]->child != ps->node)
+            ng_edge_set_child(ps->edges[i], ps->node);
+}
+
+/* The node's parent list in the saved order; it must hold exactly the
+ * saved edges again. */
+static void
+parents_reorder(const struct parents_saved *ps)
+{
+    size_t i;
+
+    ps->node->parents = ps->n > 0 ? ps->edges[0] : NULL;
+    for (i = 0; i < ps->n; i++)
+        ps->edges[i]->next_parent = i + 1 < ps->n ? ps->edges[i + 1] : NULL;
+}
+
+/* ---- Filters ------------------------------------------------------------- */
+
 int
 ng_graph_check_insert_filter(struct ng_graph *g, const char *node,
                              const struct ng_value *filter_opts,
@@ -198,14 +310,52 @@ ng_graph_check_insert_filter(struct ng_graph *g, const char *node,
     return r;
 }
 
+/* Move the chosen parent edges of `below` up to `filter`; the filter's
+ * own edge to `below` stays. */
+static void
+move_parents_to(struct ng_node *below, struct ng_node *filter,
+                const char *const *bbs, size_t n_bbs)
+{
+    struct ng_edge *e, *next;
+
+    for (e = below->parents; e != NULL; e = next) {
+        next = e->next_parent;
+        if (e->parent != filter && edge_moves(e, bbs, n_bbs))
+            ng_edge_set_child(e, filter);
+    }
+}
+
+static struct ng_node *
+insert_filter(struct ng_graph *g, struct ng_node *below,
+              const struct ng_value *opts, const char *const *bbs,
+              size_t n_bbs, unsigned flags, const struct bbs_before *before,
+              const struct parents_saved *saved, struct ng_error *err)
+{
+    struct ng_node *filter = ng_graph_add_node(g, NULL, opts, err);
+
+    if (filter == NULL)
+        return NULL;
+    move_parents_to(below, filter, bbs, n_bbs);
+    if (ng_node_refresh_parents(filter, err) == 0 &&
+        bbs_check(before, flags, err) == 0)
+        return filter;
+    /* Refused: as it was, down to the order of below's parents. */
+    parents_relink(saved);
+    ng_node_destroy(filter);
+    parents_reorder(saved);
+    ng_node_refresh_parents(below, NULL);
+    return NULL;
+}
+
 struct ng_node *
 ng_graph_insert_filter(struct ng_graph *g, const char *node,
                        const struct ng_value *filter_opts,
-                       const char *const *bbs, size_t n_bbs,
+                       const char *const *bbs, size_t n_bbs, unsigned flags,
                        struct ng_error *err)
 {
-    struct ng_node *below, *filter;
-    struct ng_edge *e, *next;
+    struct bbs_before before = { 0 };
+    struct parents_saved saved = { 0 };
+    struct ng_node *below, *filter = NULL;
     struct ng_value *opts;
 
     if (ng_graph_check_insert_filter(g, node, filter_opts, bbs, n_bbs,
@@ -215,23 +365,15 @@ ng_graph_insert_filter(struct ng_graph *g, const char *node,
     opts = ng_filter_opts_with_child(ng_filter_driver_check(g, filter_opts,
                                                             NULL),
                                      filter_opts, node);
-    if (opts == NULL) {
+    if (opts == NULL)
         ng_error_set(err, ENOMEM, "out of memory");
-        return NULL;
-    }
-    filter = ng_graph_add_node(g, NULL, opts, err);
+    else if (bbs_before_take(g, &before, err) == 0 &&
+             parents_save(below, &saved, err) == 0)
+        filter = insert_filter(g, below, opts, bbs, n_bbs, flags, &before,
+                               &saved, err);
     ng_value_free(opts);
-    if (filter == NULL)
-        return NULL;
-    /* Move the chosen parent edges of `below` up to the filter; the
-     * filter's own edge to `below` stays. */
-    for (e = below->parents; e != NULL; e = next) {
-        next = e->next_parent;
-        if (e->parent != filter && edge_moves(e, bbs, n_bbs))
-            ng_edge_set_child(e, filter);
-    }
-    if (ng_node_refresh_parents(filter, err) == -1)
-        return NULL;
+    bbs_before_free(&before);
+    free(saved.edges);
     return filter;
 }
 
@@ -251,17 +393,37 @@ ng_graph_check_remove_filter(struct ng_graph *g, const char *name,
 }
 
 int
-ng_graph_remove_filter(struct ng_graph *g, const char *name,
+ng_graph_remove_filter(struct ng_graph *g, const char *name, unsigned flags,
                        struct ng_error *err)
 {
+    struct bbs_before before = { 0 };
+    struct parents_saved saved_f = { 0 }, saved_child = { 0 };
     struct ng_node *f, *child;
+    int r = -1;
 
     if (ng_graph_check_remove_filter(g, name, err) == -1)
         return -1;
     f = ng_graph_find(g, name);
     child = ng_node_child(f);
-    while (f->parents != NULL)
-        ng_edge_set_child(f->parents, child);
-    ng_node_destroy(f);
-    return ng_node_refresh_parents(child, err);
+    if (bbs_before_take(g, &before, err) == 0 &&
+        parents_save(f, &saved_f, err) == 0 &&
+        parents_save(child, &saved_child, err) == 0) {
+        while (f->parents != NULL)
+            ng_edge_set_child(f->parents, child);
+        r = ng_node_refresh_parents(child, err);
+        if (r == 0)
+            r = bbs_check(&before, flags, err);
+        if (r == 0) {
+            ng_node_destroy(f);
+        } else {    /* refused: as it was */
+            parents_relink(&saved_f);
+            parents_reorder(&saved_f);
+            parents_reorder(&saved_child);
+            ng_node_refresh_parents(f, NULL);
+        }
+    }
+    bbs_before_free(&before);
+    free(saved_f.edges);
+    free(saved_child.edges);
+    return r;
 }

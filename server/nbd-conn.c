@@ -44,6 +44,7 @@ static void
 conn_free(struct nbd_conn *c)
 {
     struct ng_nbd_export *exp = c->exp;
+    uint32_t promised = c->promised;
 
     ng_log_debug("%s: connection closed", c->peer);
     nbd_hs_free(c);
@@ -51,8 +52,10 @@ conn_free(struct nbd_conn *c)
         nbd_rbuf_unref(c->srv, c->rb);
     nbd_server_conn_gone(c->srv, c);
     free(c);
-    if (exp != NULL)
+    if (exp != NULL) {
+        ng_bb_unpromise(exp->bb, promised);
         nbd_export_conn_removed(exp);   /* may free the export */
+    }
 }
 
 static void
@@ -922,6 +925,36 @@ nbd_conn_start(struct nbd_conn *c)
     conn_update_reading(c);
 }
 
+/* The NG_CAP_* a client told `tflags` counts on: graph changes must not
+ * take them away while it is connected.  Block status counts when the
+ * client chose base:allocation and the graph gave real extents. */
+static uint32_t
+tflags_promised_caps(const struct nbd_conn *c, uint16_t tflags,
+                     uint32_t bb_caps)
+{
+    static const struct { uint16_t flag; uint32_t cap; } told[] = {
+        { NBD_FLAG_SEND_FLUSH, NG_CAP_FLUSH },
+        { NBD_FLAG_SEND_FUA, NG_CAP_FUA },
+        { NBD_FLAG_SEND_TRIM, NG_CAP_TRIM },
+        { NBD_FLAG_SEND_WRITE_ZEROES, NG_CAP_ZERO },
+        { NBD_FLAG_SEND_FAST_ZERO, NG_CAP_FAST_ZERO },
+        { NBD_FLAG_SEND_CACHE, NG_CAP_CACHE },
+    };
+    uint32_t caps = 0;
+    size_t i;
+
+    for (i = 0; i < sizeof told / sizeof told[0]; i++)
+        if (tflags & told[i].flag)
+            caps |= told[i].cap;
+    /* A read-only export says multi-conn whatever the graph offers. */
+    if (!(tflags & NBD_FLAG_READ_ONLY))
+        caps |= NG_CAP_WRITE | ((tflags & NBD_FLAG_CAN_MULTI_CONN)
+                                ? NG_CAP_MULTI_CONN : 0);
+    if (c->meta_allocation)
+        caps |= NG_CAP_EXTENTS;
+    return caps & bb_caps;
+}
+
 void
 nbd_conn_enter_transmission(struct nbd_conn *c, struct ng_nbd_export *exp,
                             uint64_t size, uint16_t tflags)
@@ -930,6 +963,8 @@ nbd_conn_enter_transmission(struct nbd_conn *c, struct ng_nbd_export *exp,
     c->exp = exp;
     c->size = size;
     c->tflags = tflags;
+    c->promised = tflags_promised_caps(c, tflags, ng_bb_caps(exp->bb));
+    ng_bb_promise(exp->bb, size, c->promised);
     nbd_export_conn_added(exp);
     ng_log_debug("%s: export '%s', %" PRIu64 " bytes, flags 0x%x%s",
                  c->peer, exp->name, size, tflags,

@@ -237,6 +237,8 @@ struct nbd_conn {
     struct ng_nbd_export *exp;
     uint64_t size;                  /* as told to the client */
     uint16_t tflags;                /* as told to the client */
+    uint32_t promised;              /* NG_CAP_* behind tflags, promised
+                                     * on exp->bb (ng_bb_promise()) */
     unsigned nreqs;                 /* request objects owned */
     uint64_t nbytes;                /* payload bytes they hold */
     unsigned in_graph;              /* of those, inside ng_bb_submit */

@@ -34,12 +34,14 @@ static const struct ng_qmp_arg insert_filter_args[] = {
     { "node", 's', true },
     { "filter", 'o', true },
     { "exports", 'a', false },
+    { "force", 'b', false },
     MUTATING_ARGS,
     { NULL, 0, false },
 };
 
 static const struct ng_qmp_arg remove_filter_args[] = {
     { "node-name", 's', true },
+    { "force", 'b', false },
     MUTATING_ARGS,
     { NULL, 0, false },
 };

@@ -373,6 +373,7 @@ struct filter_op {
     char **bbs;                 /* insert: only these exports' BBs (by NBD
                                  * name), or NULL */
     size_t n_bbs;
+    unsigned mutate_flags;      /* NG_MUTATE_FORCE for "force": true */
     bool claimed;               /* holds NAC claims as `job` */
 };
 
@@ -427,7 +428,7 @@ insert_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
 
     return ng_graph_insert_filter(g, op->node, op->filter,
                                   (const char *const *)op->bbs, op->n_bbs,
-                                  err) != NULL ? 0 : -1;
+                                  op->mutate_flags, err) != NULL ? 0 : -1;
 }
 
 static void
@@ -473,6 +474,10 @@ filter_op_new(struct ng_qmp_call *call, json_t *args, const char *node,
     op->call = call;
     op->ctx = ng_qmp_ctx(call);
     op->node = strdup(node);
+    /* Even if connected clients were told what the new graph would not
+     * offer: their requests that need it then fail. */
+    if (json_is_true(json_object_get(args, "force")))
+        op->mutate_flags |= NG_MUTATE_FORCE;
     ng_qmp_job_id(op->ctx, args, prefix, op->job, sizeof op->job);
     return op;
 }
@@ -537,7 +542,7 @@ remove_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
 {
     struct filter_op *op = opaque;
 
-    return ng_graph_remove_filter(g, op->node, err);
+    return ng_graph_remove_filter(g, op->node, op->mutate_flags, err);
 }
 
 static void

@@ -44,3 +44,8 @@ CONTROL_TESTS += tests/test-splice-throttle
 tests_test_splice_throttle_SOURCES = tests/test-splice-throttle.c
 tests_test_splice_throttle_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_splice_throttle_LDADD = $(TEST_LIBS)
+
+CONTROL_TESTS += tests/test-splice-promises
+tests_test_splice_promises_SOURCES = tests/test-splice-promises.c
+tests_test_splice_promises_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_splice_promises_LDADD = $(TEST_LIBS)
