@@ -79,3 +79,13 @@ check_PROGRAMS += tests/unit/test-strmap
 TESTS += tests/unit/test-strmap
 tests_unit_test_strmap_SOURCES = tests/unit/test-strmap.c
 tests_unit_test_strmap_LDADD = $(CORE_LIBS)
+
+# The order the graph calls drivers in, through the test's own drivers.
+check_PROGRAMS += tests/unit/test-layers
+TESTS += tests/unit/test-layers
+tests_unit_test_layers_SOURCES = \
+	tests/unit/test-layers.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_layers_LDADD = $(CORE_LIBS)

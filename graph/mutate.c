@@ -268,6 +268,19 @@ parents_reorder(const struct parents_saved *ps)
         ps->edges[i]->next_parent = i + 1 < ps->n ? ps->edges[i + 1] : NULL;
 }
 
+/* Refresh the parent nodes of the saved edges: those whose child moved. */
+static int
+parents_refresh(const struct parents_saved *ps, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < ps->n; i++)
+        if (ps->edges[i]->parent != NULL &&
+            ng_node_refresh(ps->edges[i]->parent, err) == -1)
+            return -1;
+    return 0;
+}
+
 /* ---- Filters ------------------------------------------------------------- */
 
 int
@@ -410,7 +423,7 @@ ng_graph_remove_filter(struct ng_graph *g, const char *name, unsigned flags,
         parents_save(child, &saved_child, err) == 0) {
         while (f->parents != NULL)
             ng_edge_set_child(f->parents, child);
-        r = ng_node_refresh_parents(child, err);
+        r = parents_refresh(&saved_f, err);
         if (r == 0)
             r = bbs_check(&before, flags, err);
         if (r == 0) {
@@ -419,7 +432,7 @@ ng_graph_remove_filter(struct ng_graph *g, const char *name, unsigned flags,
             parents_relink(&saved_f);
             parents_reorder(&saved_f);
             parents_reorder(&saved_child);
-            ng_node_refresh_parents(f, NULL);
+            parents_refresh(&saved_f, NULL);
         }
     }
     bbs_before_free(&before);

@@ -33,11 +33,18 @@ fail(const char *fmt, ...)
 void
 setup(struct fixture *f, const char *name)
 {
+    setup_drivers(f, name, ng_all_drivers);
+}
+
+void
+setup_drivers(struct fixture *f, const char *name,
+              const struct ng_driver *const *drivers)
+{
     const char *t = getenv("TMPDIR");
 
     printf("%s\n", name);
     CHECK(uv_loop_init(&f->loop) == 0);
-    f->g = ng_graph_new(&f->loop, ng_all_drivers);
+    f->g = ng_graph_new(&f->loop, drivers);
     CHECK(f->g != NULL);
     CHECK(uv_timer_init(&f->loop, &f->tick) == 0);
     /* Named after the program, so a dir left by a failed case says

@@ -59,6 +59,10 @@ void fail(const char *fmt, ...)
 
 /* Print the case's name; make the loop, the graph and the temp dir. */
 void setup(struct fixture *f, const char *name);
+/* The same with the test's own driver registry instead of every driver
+ * compiled in (borrowed: must outlive the fixture). */
+void setup_drivers(struct fixture *f, const char *name,
+                   const struct ng_driver *const *drivers);
 /* Frees the graph; fails if a handle is left open on the loop. */
 void teardown(struct fixture *f);
 
