@@ -54,7 +54,7 @@ static const char *const server_keys[] = {
     "listen", "control", NULL
 };
 static const char *const export_keys[] = {
-    "node", "writable", "description", "throttle", "throttle-group",
+    "node", "name", "writable", "description", "throttle", "throttle-group",
     "copy-on-read", "detect-zeroes", NULL
 };
 
@@ -590,6 +590,18 @@ export_options(const struct ng_config *cfg, const struct ng_value *map,
     if (v != NULL && ng_value_to_bool(v, "writable", &e->writable, err) == -1)
         return ng_config_error_prefix(err, cfg->file, "export '%s'",
                                       e->name);
+    v = ng_value_get(map, "name");
+    if (v != NULL) {
+        if ((s = ng_value_to_string(v, "name", err)) == NULL)
+            return ng_config_error_prefix(err, cfg->file, "export '%s'",
+                                          e->name);
+        if (strlen(s) > EXPORT_STRING_MAX)
+            return ng_value_error(err, &v->loc, "export '%s': name longer "
+                                  "than %d bytes", e->name,
+                                  EXPORT_STRING_MAX);
+        if ((e->nbd_name = strdup(s)) == NULL)
+            return ng_config_oom(err);
+    }
     v = ng_value_get(map, "description");
     if (v == NULL)
         return 0;
@@ -879,6 +891,7 @@ ng_config_free(struct ng_config *cfg)
         free(cfg->exports[i].name);
         free(cfg->exports[i].node);
         free(cfg->exports[i].description);
+        free(cfg->exports[i].nbd_name);
         ng_value_free(cfg->exports[i].extra);
     }
     for (i = 0; i < cfg->n_groups; i++)

@@ -55,7 +55,9 @@ int ng_implicit_filters_parse(const struct ng_value *map,
                               struct ng_error *err);
 
 struct ng_export_cfg {
-    char *name;                 /* NBD export name */
+    char *name;                 /* export ID (the key under exports:) */
+    char *nbd_name;             /* "name:", the NBD name when it differs
+                                 * from the ID; NULL = the ID */
     char *node;                 /* root node-name */
     bool writable;
     char *description;          /* NULL = none */

@@ -8,6 +8,10 @@ config_libngconfig_a_SOURCES = \
 	config/config-int.h \
 	config/config.c \
 	config/nodes.c \
+	config/plan.h \
+	config/live.c \
+	config/plan.c \
+	config/dump.c \
 	$(NULL)
 
 check_PROGRAMS += tests/unit/test-config

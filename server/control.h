@@ -32,6 +32,8 @@ struct ng_control_ctx {
     struct ng_strmap export_ids;            /* ID -> entry on `exports` */
     struct ng_export_entry *removing;       /* removed in hard mode, clients
                                              * still draining; owned */
+    struct ng_reload *reload;               /* server/reload.c: the live
+                                             * model; owned by the daemon */
 };
 
 struct ng_control *ng_control_new(uv_loop_t *loop, struct ng_control_ctx *ctx,

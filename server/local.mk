@@ -22,6 +22,8 @@ nbdgraphd_SOURCES = \
 	server/qmp-export.c \
 	server/exports.h \
 	server/exports.c \
+	server/reload.h \
+	server/reload.c \
 	server/unix-path.h \
 	server/unix-path.c \
 	$(NULL)

@@ -25,6 +25,7 @@
 #include "server/exports.h"
 #include "server/log.h"
 #include "server/nbd.h"
+#include "server/reload.h"
 #include "server/unix-path.h"
 
 /* The daemon's top-level state: the one place that owns everything. */
@@ -159,11 +160,16 @@ start_server(struct daemon *d, struct ng_error *err)
     d->ctl_ctx.graph = d->graph;
     d->ctl_ctx.nbd = d->nbd;
     d->ctl_ctx.nac = d->nac;
+    d->ctl_ctx.reload = ng_reload_new(d->cfg, strcmp(d->cfg->file,
+                                                     "<default>") != 0);
+    if (d->ctl_ctx.reload == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
     ng_nbd_server_on_export_gone(d->nbd, ng_exports_gone, &d->ctl_ctx);
     for (i = 0; i < d->cfg->n_exports; i++) {
         const struct ng_export_cfg *ec = &d->cfg->exports[i];
         struct ng_export_spec spec = {
-            .id = ec->name, .node = ec->node, .writable = ec->writable,
+            .id = ec->name, .name = ec->nbd_name, .node = ec->node,
+            .writable = ec->writable,
             .description = ec->description, .filters = ec->filters,
         };
 
@@ -315,7 +321,8 @@ on_signal(uv_signal_t *h, int signum)
     struct daemon *d = h->data;
 
     if (signum == SIGHUP) {
-        ng_log_warn("SIGHUP: reload is not supported yet; ignored");
+        if (!d->stopping)
+            ng_reload_signal(&d->ctl_ctx);
         return;
     }
     if (d->stopping)
@@ -434,6 +441,8 @@ daemon_cleanup(struct daemon *d)
     ng_control_free(d->control);
     d->control = NULL;
     ng_exports_free_all(&d->ctl_ctx);
+    ng_reload_free(d->ctl_ctx.reload);
+    d->ctl_ctx.reload = NULL;
     ng_nac_free(d->nac);
     d->nac = NULL;
     ng_graph_free(d->graph);

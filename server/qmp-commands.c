@@ -9,6 +9,7 @@
 
 #include "server/control.h"
 #include "server/qmp-graph.h"
+#include "server/reload.h"
 
 #define MUTATING_ARGS \
     { "dry-run", 'b', false }, \
@@ -91,6 +92,13 @@ static const struct ng_qmp_arg export_add_args[] = {
     { NULL, 0, false },
 };
 
+static const struct ng_qmp_arg reload_args[] = {
+    { "file", 's', false },
+    { "prune", 'b', false },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
 static const struct ng_qmp_arg export_del_args[] = {
     { "id", 's', true },
     { "mode", 's', false },
@@ -122,5 +130,7 @@ const struct ng_qmp_command ng_qmp_commands[] = {
     { "block-export-add", ng_qmp_block_export_add, export_add_args, false },
     { "block-export-del", ng_qmp_block_export_del, export_del_args, false },
     { "query-nac", ng_qmp_query_nac, no_args, false },
+    { "reload", ng_qmp_reload, reload_args, false },
+    { "query-config", ng_qmp_query_config, no_args, false },
     { NULL, NULL, NULL, false },
 };

@@ -7,6 +7,7 @@
 #include "server/exports.h"
 #include "server/qmp-graph.h"
 #include "server/qmp-util.h"
+#include "server/reload.h"
 
 void
 ng_qmp_query_block_exports(struct ng_qmp_call *call, json_t *args)
@@ -49,10 +50,13 @@ ng_qmp_block_export_add(struct ng_qmp_call *call, json_t *args)
         return;
     }
     ng_qmp_job_id(ctx, args, "block-export-add-", job, sizeof job);
-    if (ng_exports_add(ctx, &spec, job, ng_qmp_dry_run(args), &err) == -1)
+    if (ng_exports_add(ctx, &spec, job, ng_qmp_dry_run(args), &err) == -1) {
         ng_qmp_error_from(call, &err);
-    else
+    } else {
+        if (!ng_qmp_dry_run(args))
+            ng_reload_note_export(ctx, spec.id, v);
         ng_qmp_return(call, NULL);
+    }
     ng_value_free(v);
 }
 
@@ -73,10 +77,13 @@ ng_qmp_block_export_del(struct ng_qmp_call *call, json_t *args)
     ng_qmp_job_id(ctx, args, "block-export-del-", job, sizeof job);
     if (ng_exports_del(ctx, arg_string(args, "id"),
                        mode != NULL && strcmp(mode, "hard") == 0, job,
-                       ng_qmp_dry_run(args), &err) == -1)
+                       ng_qmp_dry_run(args), &err) == -1) {
         ng_qmp_error_from(call, &err);
-    else
+    } else {
+        if (!ng_qmp_dry_run(args))
+            ng_reload_forget_export(ctx, arg_string(args, "id"));
         ng_qmp_return(call, NULL);
+    }
 }
 
 static json_t *

@@ -13,6 +13,7 @@
 #include "server/exports.h"
 #include "server/qmp-graph.h"
 #include "server/qmp-util.h"
+#include "server/reload.h"
 
 /* ---- Queries ------------------------------------------------------------ */
 
@@ -259,7 +260,12 @@ add_check(struct ng_control_ctx *ctx, json_t *args, void *opts,
 static int
 add_mutate(struct ng_control_ctx *ctx, void *opts, struct ng_error *err)
 {
-    return ng_graph_add_node(ctx->graph, NULL, opts, err) != NULL ? 0 : -1;
+    struct ng_node *n = ng_graph_add_node(ctx->graph, NULL, opts, err);
+
+    if (n == NULL)
+        return -1;
+    ng_reload_note_node(ctx, n->name, opts);
+    return 0;
 }
 
 void
@@ -293,7 +299,10 @@ del_check(struct ng_control_ctx *ctx, json_t *args, void *name,
 static int
 del_mutate(struct ng_control_ctx *ctx, void *name, struct ng_error *err)
 {
-    return ng_graph_del_node(ctx->graph, name, err);
+    if (ng_graph_del_node(ctx->graph, name, err) == -1)
+        return -1;
+    ng_reload_forget_node(ctx, name);
+    return 0;
 }
 
 void
@@ -331,8 +340,11 @@ reconfigure_mutate(struct ng_control_ctx *ctx, void *opaque,
 {
     struct reconfigure *rc = opaque;
 
-    return ng_node_reconfigure(ng_graph_find(ctx->graph, rc->name),
-                               rc->opts, err);
+    if (ng_node_reconfigure(ng_graph_find(ctx->graph, rc->name), rc->opts,
+                            err) == -1)
+        return -1;
+    ng_reload_note_reconfigure(ctx, rc->name, rc->opts);
+    return 0;
 }
 
 /* An implicit filter's options come from its export's config, so
@@ -439,6 +451,7 @@ insert_done(void *opaque, const struct ng_error *err)
     if (err != NULL) {
         ng_qmp_error_from(op->call, err);
     } else {
+        ng_reload_note_node(op->ctx, op->filter_name, op->filter);
         ng_qmp_graph_changed(op->ctx, "filter-inserted", op->job,
                              json_pack("{s:s,s:s}", "node-name",
                                        op->filter_name, "above", op->node));
@@ -553,6 +566,7 @@ remove_done(void *opaque, const struct ng_error *err)
     if (err != NULL) {
         ng_qmp_error_from(op->call, err);
     } else {
+        ng_reload_forget_node(op->ctx, op->node);
         ng_qmp_graph_changed(op->ctx, "filter-removed", op->job,
                              json_pack("{s:s}", "node-name", op->node));
         ng_qmp_return(op->call, NULL);
@@ -582,6 +596,14 @@ ng_qmp_blockdev_remove_filter(struct ng_qmp_call *call, json_t *args)
 
 /* ---- Throttle groups ------------------------------------------------------ */
 
+static int
+group_del(struct ng_graph *g, const char *name, const struct ng_value *v,
+          struct ng_error *err)
+{
+    (void)v;
+    return ng_throttle_group_undeclare(g, name, err);
+}
+
 /* throttle-group-add / -set / -del share this shape. */
 static void
 throttle_group_command(struct ng_qmp_call *call, json_t *args,
@@ -598,19 +620,17 @@ throttle_group_command(struct ng_qmp_call *call, json_t *args,
     r = ng_qmp_dry_run(args)
         ? (limits ? ng_throttle_limits_check(limits, &err) : 0)
         : fn(ctx->graph, group, limits, &err);
+    if (r == 0 && !ng_qmp_dry_run(args)) {
+        if (fn == group_del)
+            ng_reload_forget_group(ctx, group);
+        else if (fn == ng_throttle_group_declare || limits != NULL)
+            ng_reload_note_group(ctx, group, limits);
+    }
     ng_value_free(limits);
     if (r == -1)
         ng_qmp_error_from(call, &err);
     else
         ng_qmp_return(call, NULL);
-}
-
-static int
-group_del(struct ng_graph *g, const char *name, const struct ng_value *v,
-          struct ng_error *err)
-{
-    (void)v;
-    return ng_throttle_group_undeclare(g, name, err);
 }
 
 void

@@ -1,0 +1,417 @@
+/* config/live.c: the live model (plan.h) — sorted arrays of nodes,
+ * exports and groups, the canonical export mapping, value equality. */
+#include <config.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/plan.h"
+
+/* ---- Sorted arrays ------------------------------------------------------ */
+
+/* The three entry types start with their `char *name`, so one set of
+ * helpers serves them all: `v` is the array, `size` an entry's size. */
+static const char *
+entry_name(const void *v, size_t size, size_t i)
+{
+    return *(char *const *)((const char *)v + i * size);
+}
+
+/* Index of `name`, or where it would go (*found false). */
+static size_t
+entry_search(const void *v, size_t n, size_t size, const char *name,
+             bool *found)
+{
+    size_t lo = 0, hi = n;
+
+    *found = false;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(entry_name(v, size, mid), name);
+
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* A zeroed slot at index `at`, the array grown when full; NULL on
+ * ENOMEM. */
+static void *
+entry_insert(void **v, size_t *n, size_t *cap, size_t size, size_t at)
+{
+    char *base;
+
+    if (*n == *cap) {
+        size_t ncap = *cap ? 2 * *cap : 16;
+        void *p = realloc(*v, ncap * size);
+
+        if (p == NULL)
+            return NULL;
+        *v = p;
+        *cap = ncap;
+    }
+    base = *v;
+    memmove(base + (at + 1) * size, base + at * size, (*n - at) * size);
+    memset(base + at * size, 0, size);
+    (*n)++;
+    return base + at * size;
+}
+
+static void
+entry_remove(void *v, size_t *n, size_t size, size_t at)
+{
+    char *base = v;
+
+    memmove(base + at * size, base + (at + 1) * size, (*n - at - 1) * size);
+    (*n)--;
+}
+
+/* ---- Lookups ------------------------------------------------------------ */
+
+struct ng_live_node *
+ng_live_node(const struct ng_live *live, const char *name)
+{
+    bool found;
+    size_t i = entry_search(live->nodes, live->n_nodes, sizeof *live->nodes,
+                            name, &found);
+
+    return found ? &live->nodes[i] : NULL;
+}
+
+struct ng_live_export *
+ng_live_export(const struct ng_live *live, const char *id)
+{
+    bool found;
+    size_t i = entry_search(live->exports, live->n_exports,
+                            sizeof *live->exports, id, &found);
+
+    return found ? &live->exports[i] : NULL;
+}
+
+struct ng_live_group *
+ng_live_group(const struct ng_live *live, const char *name)
+{
+    bool found;
+    size_t i = entry_search(live->groups, live->n_groups,
+                            sizeof *live->groups, name, &found);
+
+    return found ? &live->groups[i] : NULL;
+}
+
+/* ---- Changes ------------------------------------------------------------ */
+
+/* *slot becomes a copy of v (which may be *slot's own subtree). */
+static int
+replace_value(struct ng_value **slot, const struct ng_value *v)
+{
+    struct ng_value *copy = ng_value_copy(v);
+
+    if (copy == NULL)
+        return -1;
+    ng_value_free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+int
+ng_live_set_node(struct ng_live *live, const char *name,
+                 const struct ng_value *opts, bool from_file)
+{
+    bool found;
+    size_t i = entry_search(live->nodes, live->n_nodes, sizeof *live->nodes,
+                            name, &found);
+    struct ng_live_node *n = found ? &live->nodes[i] : NULL;
+
+    if (n == NULL) {
+        n = entry_insert((void **)&live->nodes, &live->n_nodes,
+                         &live->cap_nodes, sizeof *n, i);
+        if (n == NULL)
+            return -1;
+        if ((n->name = strdup(name)) == NULL) {
+            entry_remove(live->nodes, &live->n_nodes, sizeof *n, i);
+            return -1;
+        }
+    }
+    n->from_file = from_file;
+    return replace_value(&n->opts, opts);
+}
+
+int
+ng_live_set_export(struct ng_live *live, const char *id,
+                   const struct ng_value *opts, bool from_file)
+{
+    bool found;
+    size_t i = entry_search(live->exports, live->n_exports,
+                            sizeof *live->exports, id, &found);
+    struct ng_live_export *e = found ? &live->exports[i] : NULL;
+
+    if (e == NULL) {
+        e = entry_insert((void **)&live->exports, &live->n_exports,
+                         &live->cap_exports, sizeof *e, i);
+        if (e == NULL)
+            return -1;
+        if ((e->id = strdup(id)) == NULL) {
+            entry_remove(live->exports, &live->n_exports, sizeof *e, i);
+            return -1;
+        }
+    }
+    e->from_file = from_file;
+    return replace_value(&e->opts, opts);
+}
+
+int
+ng_live_set_group(struct ng_live *live, const char *name,
+                  const struct ng_value *limits, bool from_file)
+{
+    bool found;
+    size_t i = entry_search(live->groups, live->n_groups,
+                            sizeof *live->groups, name, &found);
+    struct ng_live_group *g = found ? &live->groups[i] : NULL;
+    struct ng_value *empty = NULL;
+    int r;
+
+    if (g == NULL) {
+        g = entry_insert((void **)&live->groups, &live->n_groups,
+                         &live->cap_groups, sizeof *g, i);
+        if (g == NULL)
+            return -1;
+        if ((g->name = strdup(name)) == NULL) {
+            entry_remove(live->groups, &live->n_groups, sizeof *g, i);
+            return -1;
+        }
+    }
+    g->from_file = from_file;
+    if (limits == NULL &&
+        (limits = empty = ng_value_new_map((struct ng_loc){ 0 })) == NULL)
+        return -1;
+    r = replace_value(&g->limits, limits);
+    ng_value_free(empty);
+    return r;
+}
+
+void
+ng_live_del_node(struct ng_live *live, const char *name)
+{
+    bool found;
+    size_t i = entry_search(live->nodes, live->n_nodes, sizeof *live->nodes,
+                            name, &found);
+
+    if (!found)
+        return;
+    free(live->nodes[i].name);
+    ng_value_free(live->nodes[i].opts);
+    free(live->nodes[i].held_by);
+    entry_remove(live->nodes, &live->n_nodes, sizeof *live->nodes, i);
+}
+
+void
+ng_live_del_export(struct ng_live *live, const char *id)
+{
+    bool found;
+    size_t i = entry_search(live->exports, live->n_exports,
+                            sizeof *live->exports, id, &found);
+
+    if (!found)
+        return;
+    free(live->exports[i].id);
+    ng_value_free(live->exports[i].opts);
+    entry_remove(live->exports, &live->n_exports, sizeof *live->exports, i);
+}
+
+void
+ng_live_del_group(struct ng_live *live, const char *name)
+{
+    bool found;
+    size_t i = entry_search(live->groups, live->n_groups,
+                            sizeof *live->groups, name, &found);
+
+    if (!found)
+        return;
+    free(live->groups[i].name);
+    ng_value_free(live->groups[i].limits);
+    entry_remove(live->groups, &live->n_groups, sizeof *live->groups, i);
+}
+
+/* ---- Canonical export mapping -------------------------------------------- */
+
+static int
+put_scalar(struct ng_value *map, const char *key, const char *text)
+{
+    struct ng_loc nowhere = { 0 };
+
+    return ng_value_map_put(map, key, nowhere,
+                            ng_value_new_scalar(text, nowhere));
+}
+
+static int
+put_copy(struct ng_value *map, const char *key, const struct ng_value *v)
+{
+    struct ng_loc nowhere = { 0 };
+
+    return ng_value_map_put(map, key, nowhere, ng_value_copy(v));
+}
+
+/* The bool at `key`, false when absent or not a bool. */
+static bool
+get_bool(const struct ng_value *map, const char *key)
+{
+    const struct ng_value *v = ng_value_get(map, key);
+    bool b = false;
+
+    return v != NULL && ng_value_to_bool(v, key, &b, NULL) == 0 && b;
+}
+
+static const char *
+get_text(const struct ng_value *map, const char *key)
+{
+    const struct ng_value *v = ng_value_get(map, key);
+
+    return v != NULL && v->kind == NG_VALUE_SCALAR && !v->is_null ? v->text
+                                                                  : NULL;
+}
+
+static int
+canon_filters(struct ng_value *out, const struct ng_value *map)
+{
+    const struct ng_value *v;
+    const char *s;
+
+    if ((v = ng_value_get(map, "throttle")) != NULL &&
+        put_copy(out, "throttle", v) == -1)
+        return -1;
+    if ((s = get_text(map, "throttle-group")) != NULL &&
+        put_scalar(out, "throttle-group", s) == -1)
+        return -1;
+    if (get_bool(map, "copy-on-read") &&
+        put_scalar(out, "copy-on-read", "true") == -1)
+        return -1;
+    s = get_text(map, "detect-zeroes");
+    if (s != NULL && strcmp(s, "off") != 0 &&
+        put_scalar(out, "detect-zeroes", s) == -1)
+        return -1;
+    return 0;
+}
+
+struct ng_value *
+ng_export_canon(const char *id, const struct ng_value *map)
+{
+    struct ng_value *out = ng_value_new_map((struct ng_loc){ 0 });
+    const char *node = get_text(map, "node");
+    const char *name = get_text(map, "name");
+    const char *desc = get_text(map, "description");
+
+    if (node == NULL)
+        node = get_text(map, "node-name");
+    if (out == NULL ||
+        (node != NULL && put_scalar(out, "node", node) == -1) ||
+        (name != NULL && strcmp(name, id) != 0 &&
+         put_scalar(out, "name", name) == -1) ||
+        put_scalar(out, "writable", get_bool(map, "writable") ? "true"
+                                                              : "false") == -1 ||
+        (desc != NULL && put_scalar(out, "description", desc) == -1) ||
+        canon_filters(out, map) == -1) {
+        ng_value_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+bool
+ng_value_equal(const struct ng_value *a, const struct ng_value *b)
+{
+    size_t i;
+
+    if (a == NULL || b == NULL)
+        return a == b;
+    if (a->kind != b->kind || a->n != b->n)
+        return false;
+    if (a->kind == NG_VALUE_SCALAR)
+        return a->is_null == b->is_null && strcmp(a->text, b->text) == 0;
+    for (i = 0; i < a->n; i++) {
+        const struct ng_value *bi = a->kind == NG_VALUE_MAP
+            ? ng_value_get(b, a->keys[i]) : b->items[i];
+
+        if (!ng_value_equal(a->items[i], bi))
+            return false;
+    }
+    return true;
+}
+
+/* ---- From a config ---------------------------------------------------- */
+
+static int
+live_fill(struct ng_live *live, const struct ng_config *cfg)
+{
+    size_t i;
+
+    for (i = 0; i < cfg->n_groups; i++)
+        if (ng_live_set_group(live, cfg->groups[i].name,
+                              cfg->groups[i].limits, true) == -1)
+            return -1;
+    for (i = 0; i < cfg->n_nodes; i++)
+        if (ng_live_set_node(live, cfg->nodes[i].name, cfg->nodes[i].opts,
+                             true) == -1)
+            return -1;
+    for (i = 0; i < cfg->n_exports; i++) {
+        const struct ng_export_cfg *e = &cfg->exports[i];
+        struct ng_value *canon = ng_export_canon(e->name, e->extra);
+        int r = canon != NULL
+            ? ng_live_set_export(live, e->name, canon, true) : -1;
+
+        ng_value_free(canon);
+        if (r == -1)
+            return -1;
+    }
+    live->listen = calloc(cfg->n_listen + 1, sizeof *live->listen);
+    if (live->listen == NULL)
+        return -1;
+    for (i = 0; i < cfg->n_listen; i++, live->n_listen++)
+        if ((live->listen[i] = strdup(cfg->listen[i].text)) == NULL)
+            return -1;
+    if (cfg->control != NULL && (live->control = strdup(cfg->control)) == NULL)
+        return -1;
+    return 0;
+}
+
+struct ng_live *
+ng_live_from_config(const struct ng_config *cfg)
+{
+    struct ng_live *live = calloc(1, sizeof *live);
+
+    if (live == NULL || live_fill(live, cfg) == -1) {
+        ng_live_free(live);
+        return NULL;
+    }
+    return live;
+}
+
+void
+ng_live_free(struct ng_live *live)
+{
+    size_t i;
+
+    if (live == NULL)
+        return;
+    while (live->n_nodes > 0)
+        ng_live_del_node(live, live->nodes[live->n_nodes - 1].name);
+    while (live->n_exports > 0)
+        ng_live_del_export(live, live->exports[live->n_exports - 1].id);
+    while (live->n_groups > 0)
+        ng_live_del_group(live, live->groups[live->n_groups - 1].name);
+    free(live->nodes);
+    free(live->exports);
+    free(live->groups);
+    for (i = 0; i < live->n_listen; i++)
+        free(live->listen[i]);
+    free(live->listen);
+    free(live->control);
+    free(live);
+}

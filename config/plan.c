@@ -1,0 +1,1090 @@
+/* config/plan.c: diff a new config against the live model into an ordered
+ * plan of steps (plan.h).  Pure: nothing is opened, nothing runs.
+ *
+ * Order of the steps: add groups -> add nodes (children first) -> retune
+ * nodes and groups -> add, retune or replace exports -> remove exports ->
+ * remove nodes (parents first) -> remove groups.  So what a step needs
+ * exists before it, and what it stops using goes after it.
+ *
+ * A filter the control channel spliced in (blockdev-insert-filter) sits
+ * between a node and its users; while such filters are kept (no prune), a
+ * reference through them counts as a reference to what is below, so a
+ * reload does not undo a splice.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/plan.h"
+#include "graph/graph.h"
+#include "filters/filters.h"
+
+struct plan_ctx {
+    const struct ng_config *cfg;
+    const struct ng_live *live;
+    bool prune;
+    struct ng_plan *plan;
+    bool *node_gone;            /* by live node index: removed by the plan */
+    const void **node_idx;      /* cfg's nodes, exports, groups by name */
+    const void **export_idx;
+    const void **group_idx;
+};
+
+static const char *const kind_names[] = {
+    [NG_STEP_GROUP_ADD] = "add-group",
+    [NG_STEP_NODE_ADD] = "add-node",
+    [NG_STEP_NODE_RETUNE] = "retune-node",
+    [NG_STEP_GROUP_RETUNE] = "retune-group",
+    [NG_STEP_EXPORT_ADD] = "add-export",
+    [NG_STEP_EXPORT_RETUNE] = "retune-export",
+    [NG_STEP_EXPORT_REPLACE] = "replace-export",
+    [NG_STEP_EXPORT_DEL] = "remove-export",
+    [NG_STEP_NODE_DEL] = "remove-node",
+    [NG_STEP_GROUP_DEL] = "remove-group",
+};
+
+const char *
+ng_step_kind_name(enum ng_step_kind kind)
+{
+    return kind_names[kind];
+}
+
+static int
+oom(struct ng_error *err)
+{
+    return ng_error_set(err, ENOMEM, "out of memory");
+}
+
+/* ---- Building the plan ------------------------------------------------ */
+
+/* A new step at the end; `object` and `change` copied.  NULL on ENOMEM. */
+static struct ng_step *
+step_add(struct ng_plan *plan, enum ng_step_kind kind, const char *object,
+         const char *change)
+{
+    struct ng_step *s;
+
+    if (plan->n_steps == plan->cap_steps) {
+        size_t cap = plan->cap_steps ? 2 * plan->cap_steps : 16;
+
+        if ((s = realloc(plan->steps, cap * sizeof *s)) == NULL)
+            return NULL;
+        plan->steps = s;
+        plan->cap_steps = cap;
+    }
+    s = &plan->steps[plan->n_steps];
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    s->object = strdup(object);
+    s->change = strdup(change);
+    s->exports = strdup("");
+    plan->n_steps++;
+    if (s->object == NULL || s->change == NULL || s->exports == NULL)
+        return NULL;
+    return s;
+}
+
+static int
+kept_add(struct ng_plan *plan, const char *kind, const char *name)
+{
+    struct ng_not_in_file *k;
+
+    if (plan->n_kept == plan->cap_kept) {
+        size_t cap = plan->cap_kept ? 2 * plan->cap_kept : 16;
+
+        if ((k = realloc(plan->kept, cap * sizeof *k)) == NULL)
+            return -1;
+        plan->kept = k;
+        plan->cap_kept = cap;
+    }
+    k = &plan->kept[plan->n_kept];
+    k->kind = kind;
+    if ((k->name = strdup(name)) == NULL)
+        return -1;
+    plan->n_kept++;
+    return 0;
+}
+
+void
+ng_plan_free(struct ng_plan *plan)
+{
+    size_t i;
+
+    if (plan == NULL)
+        return;
+    for (i = 0; i < plan->n_steps; i++) {
+        struct ng_step *s = &plan->steps[i];
+
+        free(s->object);
+        free(s->target);
+        ng_value_free(s->new_opts);
+        ng_value_free(s->old_opts);
+        free(s->change);
+        free(s->exports);
+    }
+    for (i = 0; i < plan->n_kept; i++)
+        free(plan->kept[i].name);
+    free(plan->steps);
+    free(plan->kept);
+    free(plan);
+}
+
+/* ---- Lookups in the new config ------------------------------------------ */
+
+/* The config's nodes, exports and groups each start with their `char
+ * *name`: plan_ctx keeps pointers to them sorted by name. */
+static int
+cmp_named(const void *a, const void *b)
+{
+    return strcmp(**(char *const *const *)a, **(char *const *const *)b);
+}
+
+/* Pointers to n entries of `size` bytes at v, sorted by name; caller
+ * frees. */
+static const void **
+index_by_name(const void *v, size_t n, size_t size)
+{
+    const void **idx = calloc(n ? n : 1, sizeof *idx);
+    size_t i;
+
+    if (idx == NULL)
+        return NULL;
+    for (i = 0; i < n; i++)
+        idx[i] = (const char *)v + i * size;
+    qsort(idx, n, sizeof *idx, cmp_named);
+    return idx;
+}
+
+static const void *
+index_find(const void **idx, size_t n, const char *name)
+{
+    const char *const *key = &name;
+    const void **hit = bsearch(&key, idx, n, sizeof *idx, cmp_named);
+
+    return hit != NULL ? *hit : NULL;
+}
+
+static const struct ng_node_cfg *
+cfg_node(const struct plan_ctx *c, const char *name)
+{
+    return index_find(c->node_idx, c->cfg->n_nodes, name);
+}
+
+static const struct ng_export_cfg *
+cfg_export(const struct plan_ctx *c, const char *id)
+{
+    return index_find(c->export_idx, c->cfg->n_exports, id);
+}
+
+static const struct ng_group_cfg *
+cfg_group(const struct plan_ctx *c, const char *name)
+{
+    return index_find(c->group_idx, c->cfg->n_groups, name);
+}
+
+/* ---- Options ------------------------------------------------------------ */
+
+static const struct ng_driver *
+driver_of(const struct ng_value *opts)
+{
+    const struct ng_value *v = ng_value_get(opts, "driver");
+
+    if (v == NULL || v->kind != NG_VALUE_SCALAR)
+        return NULL;
+    return ng_driver_find(ng_all_drivers, v->text);
+}
+
+static const struct ng_opt_desc *
+opt_desc(const struct ng_driver *drv, const char *key)
+{
+    const struct ng_opt_desc *d;
+
+    for (d = drv->opts; d != NULL && d->name != NULL; d++)
+        if (strcmp(d->name, key) == 0)
+            return d;
+    return NULL;
+}
+
+/* A control-channel filter kept by this plan: references through it
+ * count as references to its child. */
+static bool
+is_kept_splice(const struct plan_ctx *c, const struct ng_live_node *n)
+{
+    const struct ng_driver *drv = driver_of(n->opts);
+
+    return !c->prune && !n->from_file && drv != NULL && drv->is_filter &&
+           cfg_node(c, n->name) == NULL;
+}
+
+/* The filter's child: the value of its one child option. */
+static const char *
+filter_child(const struct ng_live_node *n)
+{
+    const struct ng_driver *drv = driver_of(n->opts);
+    const struct ng_opt_desc *d;
+    const struct ng_value *v;
+
+    for (d = drv->opts; d != NULL && d->name != NULL; d++) {
+        if (d->type != NG_OPT_T_CHILD)
+            continue;
+        v = ng_value_get(n->opts, d->name);
+        if (v != NULL && v->kind == NG_VALUE_SCALAR && !v->is_null)
+            return v->text;
+    }
+    return NULL;
+}
+
+/* `name` with kept splices skipped.  Bounded by the node count. */
+static const char *
+resolve(const struct plan_ctx *c, const char *name)
+{
+    size_t hops;
+
+    for (hops = 0; name != NULL && hops <= c->live->n_nodes; hops++) {
+        const struct ng_live_node *n = ng_live_node(c->live, name);
+        const char *child;
+
+        if (n == NULL || !is_kept_splice(c, n) ||
+            (child = filter_child(n)) == NULL)
+            break;
+        name = child;
+    }
+    return name;
+}
+
+/* One option, as a value; the default when absent, NULL when it has
+ * none.  *tmp holds a default built here (caller frees). */
+static const struct ng_value *
+opt_or_default(const struct ng_opt_desc *d, const struct ng_value *opts,
+               const char *key, struct ng_value **tmp)
+{
+    const struct ng_value *v = ng_value_get(opts, key);
+
+    *tmp = NULL;
+    if (v != NULL || d == NULL || d->def == NULL)
+        return v;
+    *tmp = ng_value_new_scalar(d->def, (struct ng_loc){ 0 });
+    return *tmp;
+}
+
+/* Equal as the driver reads them: sizes and bools by value, children
+ * through kept splices, the rest as text. */
+static bool
+opt_equal(const struct plan_ctx *c, const struct ng_opt_desc *d,
+          const struct ng_value *a, const struct ng_value *b)
+{
+    uint64_t sa, sb;
+    bool ba, bb;
+
+    if (a == NULL || b == NULL)
+        return a == b;
+    if (a->kind == NG_VALUE_SCALAR && b->kind == NG_VALUE_SCALAR &&
+        !a->is_null && !b->is_null) {
+        if (d != NULL && d->type == NG_OPT_T_SIZE &&
+            ng_parse_size(a->text, &sa) == 0 &&
+            ng_parse_size(b->text, &sb) == 0)
+            return sa == sb;
+        if ((d == NULL || d->type == NG_OPT_T_BOOL) &&
+            ng_value_to_bool(a, "", &ba, NULL) == 0 &&
+            ng_value_to_bool(b, "", &bb, NULL) == 0)
+            return ba == bb;
+        if (d != NULL && d->type == NG_OPT_T_CHILD)
+            return strcmp(resolve(c, a->text), resolve(c, b->text)) == 0;
+    }
+    return ng_value_equal(a, b);
+}
+
+static bool
+key_equal(const struct plan_ctx *c, const struct ng_driver *drv,
+          const char *key, const struct ng_value *old,
+          const struct ng_value *new)
+{
+    const struct ng_opt_desc *d = opt_desc(drv, key);
+    struct ng_value *ta, *tb;
+    const struct ng_value *a = opt_or_default(d, old, key, &ta);
+    const struct ng_value *b = opt_or_default(d, new, key, &tb);
+    bool eq;
+
+    if (strcmp(key, "read-only") == 0) {
+        bool ra = false, rb = false;
+
+        if (a != NULL)
+            ng_value_to_bool(a, key, &ra, NULL);
+        if (b != NULL)
+            ng_value_to_bool(b, key, &rb, NULL);
+        eq = ra == rb;
+    } else {
+        eq = opt_equal(c, d, a, b);
+    }
+    ng_value_free(ta);
+    ng_value_free(tb);
+    return eq;
+}
+
+/* First key (of either map) whose value differs, from index *i on in the
+ * union old-keys-then-new-keys; NULL when none is left. */
+static const char *
+next_changed_key(const struct plan_ctx *c, const struct ng_driver *drv,
+                 const struct ng_value *old, const struct ng_value *new,
+                 size_t *i)
+{
+    while (*i < old->n + new->n) {
+        size_t k = (*i)++;
+        const char *key = k < old->n ? old->keys[k] : new->keys[k - old->n];
+
+        if (k >= old->n && ng_value_get(old, key) != NULL)
+            continue;           /* compared with old's keys */
+        if (!key_equal(c, drv, key, old, new))
+            return key;
+    }
+    return NULL;
+}
+
+/* ---- Nodes ---------------------------------------------------------------- */
+
+static int
+refuse_node_change(const struct plan_ctx *c, const struct ng_node_cfg *nc,
+                   const char *key, const char *why, struct ng_error *err)
+{
+    return ng_value_error(err, &nc->loc, "node '%s': option '%s' %s; give "
+                          "the node a new name to replace it, or remove it "
+                          "in one reload and add it back in the next",
+                          nc->name, key, why);
+    (void)c;
+}
+
+/* The retune step for the changed keys of node `nc` (the driver changes
+ * them live), or a refusal. */
+static int
+node_retune(struct plan_ctx *c, const struct ng_node_cfg *nc,
+            const struct ng_live_node *ln, const struct ng_driver *drv,
+            struct ng_error *err)
+{
+    struct ng_value *new_keys = NULL, *old_keys = NULL;
+    const char *key, *first = NULL;
+    struct ng_step *s;
+    size_t i = 0;
+
+    while ((key = next_changed_key(c, drv, ln->opts, nc->opts, &i)) != NULL) {
+        const struct ng_opt_desc *d = opt_desc(drv, key);
+        const struct ng_value *ov = ng_value_get(ln->opts, key);
+        const struct ng_value *nv = ng_value_get(nc->opts, key);
+
+        if (drv->reconfigure == NULL || d == NULL ||
+            d->type == NG_OPT_T_CHILD) {
+            ng_value_free(new_keys);
+            ng_value_free(old_keys);
+            return refuse_node_change(c, nc, key, "cannot change on a live "
+                                      "node", err);
+        }
+        if (ov == NULL || nv == NULL) {
+            ng_value_free(new_keys);
+            ng_value_free(old_keys);
+            return refuse_node_change(c, nc, key, ov == NULL
+                                      ? "cannot be added to a live node"
+                                      : "cannot be removed from a live node",
+                                      err);
+        }
+        if (new_keys == NULL) {
+            new_keys = ng_value_new_map((struct ng_loc){ 0 });
+            old_keys = ng_value_new_map((struct ng_loc){ 0 });
+            first = key;
+        }
+        if (new_keys == NULL || old_keys == NULL ||
+            ng_value_map_put(new_keys, key, (struct ng_loc){ 0 },
+                             ng_value_copy(nv)) == -1 ||
+            ng_value_map_put(old_keys, key, (struct ng_loc){ 0 },
+                             ng_value_copy(ov)) == -1) {
+            ng_value_free(new_keys);
+            ng_value_free(old_keys);
+            return oom(err);
+        }
+    }
+    if (new_keys == NULL)
+        return 0;
+    s = step_add(c->plan, NG_STEP_NODE_RETUNE, nc->name, first);
+    if (s == NULL) {
+        ng_value_free(new_keys);
+        ng_value_free(old_keys);
+        return oom(err);
+    }
+    s->new_opts = new_keys;
+    s->old_opts = old_keys;
+    return 0;
+}
+
+static int
+node_changed(struct plan_ctx *c, const struct ng_node_cfg *nc,
+             const struct ng_live_node *ln, struct ng_error *err)
+{
+    const struct ng_driver *drv = driver_of(nc->opts);
+
+    if (drv == NULL)
+        return ng_value_error(err, &nc->loc, "node '%s': unknown driver",
+                              nc->name);
+    if (driver_of(ln->opts) != drv)
+        return refuse_node_change(c, nc, "driver", "cannot change on a live "
+                                  "node", err);
+    if (ln->held_by != NULL && next_changed_key(c, drv, ln->opts, nc->opts,
+                                                &(size_t){ 0 }) != NULL)
+        return ng_value_error(err, &nc->loc, "node '%s' is in use by job "
+                              "'%s'; wait for it to end or cancel it, then "
+                              "reload", nc->name, ln->held_by);
+    return node_retune(c, nc, ln, drv, err);
+}
+
+static int
+plan_add_and_retune_nodes(struct plan_ctx *c, struct ng_error *err)
+{
+    size_t i;
+    struct ng_step *s;
+
+    for (i = 0; i < c->cfg->n_nodes; i++) {
+        const struct ng_node_cfg *nc = &c->cfg->nodes[i];
+        const struct ng_live_node *ln = ng_live_node(c->live, nc->name);
+
+        if (ln != NULL)
+            continue;
+        if ((s = step_add(c->plan, NG_STEP_NODE_ADD, nc->name,
+                          "added")) == NULL ||
+            (s->new_opts = ng_value_copy(nc->opts)) == NULL)
+            return oom(err);
+    }
+    for (i = 0; i < c->cfg->n_nodes; i++) {
+        const struct ng_node_cfg *nc = &c->cfg->nodes[i];
+        const struct ng_live_node *ln = ng_live_node(c->live, nc->name);
+
+        if (ln != NULL && node_changed(c, nc, ln, err) == -1)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- Groups --------------------------------------------------------------- */
+
+static int
+plan_groups(struct plan_ctx *c, enum ng_step_kind kind, struct ng_error *err)
+{
+    const struct ng_config *cfg = c->cfg;
+    struct ng_step *s;
+    size_t i;
+
+    for (i = 0; kind != NG_STEP_GROUP_DEL && i < cfg->n_groups; i++) {
+        const struct ng_group_cfg *gc = &cfg->groups[i];
+        const struct ng_live_group *lg = ng_live_group(c->live, gc->name);
+
+        if (kind == NG_STEP_GROUP_ADD ? lg != NULL
+            : lg == NULL || ng_value_equal(lg->limits, gc->limits))
+            continue;
+        s = step_add(c->plan, kind, gc->name, kind == NG_STEP_GROUP_ADD
+                     ? "added" : "limits");
+        if (s == NULL || (s->new_opts = ng_value_copy(gc->limits)) == NULL ||
+            (lg != NULL && (s->old_opts = ng_value_copy(lg->limits)) == NULL))
+            return oom(err);
+    }
+    for (i = 0; kind == NG_STEP_GROUP_DEL && i < c->live->n_groups; i++) {
+        const struct ng_live_group *lg = &c->live->groups[i];
+
+        if (cfg_group(c, lg->name) != NULL)
+            continue;
+        if (!lg->from_file && !c->prune) {
+            if (kept_add(c->plan, "throttle group", lg->name) == -1)
+                return oom(err);
+            continue;
+        }
+        s = step_add(c->plan, kind, lg->name, "removed");
+        if (s == NULL || (s->old_opts = ng_value_copy(lg->limits)) == NULL)
+            return oom(err);
+    }
+    return 0;
+}
+
+/* ---- Exports -------------------------------------------------------------- */
+
+/* The exports (IDs) whose node is `node`, and their clients. */
+static int
+affected_exports(const struct plan_ctx *c, struct ng_step *s,
+                 const char *node)
+{
+    char buf[NG_ERROR_MSG_MAX] = "";
+    size_t i, used = 0;
+
+    for (i = 0; i < c->live->n_exports; i++) {
+        const struct ng_live_export *e = &c->live->exports[i];
+        const struct ng_value *v = ng_value_get(e->opts, "node");
+
+        if (v == NULL || strcmp(resolve(c, v->text), node) != 0)
+            continue;
+        if (used < sizeof buf)
+            used += (size_t)snprintf(buf + used, sizeof buf - used, "%s%s",
+                                     used ? ", " : "", e->id);
+        s->clients += e->clients;
+    }
+    free(s->exports);
+    s->exports = strdup(buf);
+    return s->exports != NULL ? 0 : -1;
+}
+
+static const char *
+canon_text(const struct ng_value *canon, const char *key)
+{
+    const struct ng_value *v = ng_value_get(canon, key);
+
+    return v != NULL && v->kind == NG_VALUE_SCALAR ? v->text : NULL;
+}
+
+/* The implicit filter a changed key lives in, when it changes live:
+ * throttle limits, the throttle group, the detect-zeroes mode. */
+static int
+export_live_key(const char *key, const struct ng_value *old,
+                const struct ng_value *new, const char **driver,
+                const char **opt)
+{
+    bool both = ng_value_get(old, key) != NULL &&
+                ng_value_get(new, key) != NULL;
+
+    *driver = *opt = NULL;
+    if (!both)
+        return -1;
+    if (strcmp(key, "throttle") == 0) {
+        *driver = "throttle";
+        *opt = "limits";
+    } else if (strcmp(key, "throttle-group") == 0) {
+        *driver = "throttle";
+        *opt = "throttle-group";
+    } else if (strcmp(key, "detect-zeroes") == 0) {
+        *driver = "detect-zeroes";
+        *opt = "mode";
+    }
+    return *driver != NULL ? 0 : -1;
+}
+
+static int
+export_retune_step(struct plan_ctx *c, const char *id, const char *key,
+                   const struct ng_value *old, const struct ng_value *new,
+                   unsigned clients, struct ng_error *err)
+{
+    const char *driver, *opt;
+    struct ng_step *s;
+    char target[256];
+
+    export_live_key(key, old, new, &driver, &opt);
+    snprintf(target, sizeof target, "%s.%s", id, driver);
+    s = step_add(c->plan, NG_STEP_EXPORT_RETUNE, id, key);
+    if (s == NULL || (s->target = strdup(target)) == NULL ||
+        (s->new_opts = ng_value_new_map((struct ng_loc){ 0 })) == NULL ||
+        (s->old_opts = ng_value_new_map((struct ng_loc){ 0 })) == NULL ||
+        ng_value_map_put(s->new_opts, opt, (struct ng_loc){ 0 },
+                         ng_value_copy(ng_value_get(new, key))) == -1 ||
+        ng_value_map_put(s->old_opts, opt, (struct ng_loc){ 0 },
+                         ng_value_copy(ng_value_get(old, key))) == -1)
+        return oom(err);
+    free(s->exports);
+    s->exports = strdup(id);
+    s->clients = clients;
+    return s->exports != NULL ? 0 : oom(err);
+}
+
+/* `key` differs between the live export and the file's. */
+static bool
+export_key_differs(const struct plan_ctx *c, const char *key,
+                   const struct ng_value *old, const struct ng_value *new)
+{
+    if (strcmp(key, "node") == 0) {
+        const char *a = canon_text(old, key), *b = canon_text(new, key);
+
+        return a == NULL || b == NULL ||
+               strcmp(resolve(c, a), b) != 0;
+    }
+    return !ng_value_equal(ng_value_get(old, key), ng_value_get(new, key));
+}
+
+static int
+export_changed(struct plan_ctx *c, const struct ng_export_cfg *ec,
+               const struct ng_live_export *le, const struct ng_value *new,
+               struct ng_error *err)
+{
+    static const char *const keys[] = {
+        "node", "name", "writable", "description", "throttle",
+        "throttle-group", "copy-on-read", "detect-zeroes", NULL,
+    };
+    const char *replace_key = NULL, *driver, *opt;
+    struct ng_step *s;
+    size_t i;
+
+    for (i = 0; keys[i] != NULL && replace_key == NULL; i++)
+        if (export_key_differs(c, keys[i], le->opts, new) &&
+            export_live_key(keys[i], le->opts, new, &driver, &opt) == -1)
+            replace_key = keys[i];
+    if (replace_key == NULL) {
+        for (i = 0; keys[i] != NULL; i++)
+            if (export_key_differs(c, keys[i], le->opts, new) &&
+                export_retune_step(c, ec->name, keys[i], le->opts, new,
+                                   le->clients, err) == -1)
+                return -1;
+        return 0;
+    }
+    if (le->clients > 0)
+        return ng_value_error(err, &ec->loc, "export '%s': changing '%s' "
+                              "removes the export and adds it again, which "
+                              "would disconnect its %u client(s); disconnect "
+                              "them first, then reload", ec->name,
+                              replace_key, le->clients);
+    s = step_add(c->plan, NG_STEP_EXPORT_REPLACE, ec->name, replace_key);
+    if (s == NULL || (s->new_opts = ng_value_copy(new)) == NULL ||
+        (s->old_opts = ng_value_copy(le->opts)) == NULL)
+        return oom(err);
+    free(s->exports);
+    return (s->exports = strdup(ec->name)) != NULL ? 0 : oom(err);
+}
+
+static int
+plan_add_and_change_exports(struct plan_ctx *c, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < c->cfg->n_exports; i++) {
+        const struct ng_export_cfg *ec = &c->cfg->exports[i];
+        const struct ng_live_export *le = ng_live_export(c->live, ec->name);
+        struct ng_value *canon = ng_export_canon(ec->name, ec->extra);
+        struct ng_step *s;
+        int r = 0;
+
+        if (canon == NULL)
+            return oom(err);
+        if (le != NULL) {
+            r = export_changed(c, ec, le, canon, err);
+            ng_value_free(canon);
+        } else if ((s = step_add(c->plan, NG_STEP_EXPORT_ADD, ec->name,
+                                 "added")) == NULL) {
+            ng_value_free(canon);
+            r = oom(err);
+        } else {
+            s->new_opts = canon;
+            free(s->exports);
+            if ((s->exports = strdup(ec->name)) == NULL)
+                r = oom(err);
+        }
+        if (r == -1)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+plan_del_exports(struct plan_ctx *c, struct ng_error *err)
+{
+    size_t i;
+    struct ng_step *s;
+
+    for (i = 0; i < c->live->n_exports; i++) {
+        const struct ng_live_export *le = &c->live->exports[i];
+
+        if (cfg_export(c, le->id) != NULL)
+            continue;
+        if (!le->from_file && !c->prune) {
+            if (kept_add(c->plan, "export", le->id) == -1)
+                return oom(err);
+            continue;
+        }
+        if (le->clients > 0)
+            return ng_error_set(err, EBUSY, "%s: export '%s' has %u "
+                                "client(s) connected and removing it would "
+                                "disconnect them; disconnect them first, "
+                                "then reload", c->cfg->file, le->id,
+                                le->clients);
+        s = step_add(c->plan, NG_STEP_EXPORT_DEL, le->id, "removed");
+        if (s == NULL || (s->old_opts = ng_value_copy(le->opts)) == NULL)
+            return oom(err);
+        free(s->exports);
+        if ((s->exports = strdup(le->id)) == NULL)
+            return oom(err);
+    }
+    return 0;
+}
+
+/* ---- Removing nodes ------------------------------------------------------- */
+
+/* Live nodes the plan removes: from the file and no longer in it, or made
+ * by the control channel when pruning. */
+static int
+mark_gone_nodes(struct plan_ctx *c, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < c->live->n_nodes; i++) {
+        const struct ng_live_node *ln = &c->live->nodes[i];
+
+        if (cfg_node(c, ln->name) != NULL)
+            continue;
+        if (!ln->from_file && !c->prune) {
+            if (kept_add(c->plan, "node", ln->name) == -1)
+                return oom(err);
+            continue;
+        }
+        if (ln->held_by != NULL)
+            return ng_error_set(err, EBUSY, "%s: node '%s' is in use by "
+                                "job '%s'; wait for it to end or cancel it, "
+                                "then reload", c->cfg->file, ln->name,
+                                ln->held_by);
+        c->node_gone[i] = true;
+    }
+    return 0;
+}
+
+struct ref_check {
+    const struct plan_ctx *c;
+    const char *user;           /* the node whose options name refs */
+    const char *gone;           /* first gone node it names, or NULL */
+};
+
+static void
+check_ref(void *opaque, const char *ref, const struct ng_loc *loc)
+{
+    struct ref_check *rc = opaque;
+    const struct ng_live *live = rc->c->live;
+    const struct ng_live_node *n = ng_live_node(live, ref);
+
+    (void)loc;
+    if (rc->gone == NULL && n != NULL && rc->c->node_gone[n - live->nodes])
+        rc->gone = n->name;
+}
+
+/* A node the plan keeps (a control-channel one, not pruned) or an export
+ * it keeps must not name one it removes. */
+static int
+check_gone_unused(struct plan_ctx *c, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < c->live->n_nodes; i++) {
+        const struct ng_live_node *ln = &c->live->nodes[i];
+        struct ref_check rc = { .c = c, .user = ln->name };
+
+        if (c->node_gone[i] || cfg_node(c, ln->name) != NULL)
+            continue;
+        ng_node_opts_check(ng_all_drivers, ln->opts, check_ref, &rc, NULL);
+        if (rc.gone != NULL)
+            return ng_error_set(err, EBUSY, "%s: node '%s' is not in the "
+                                "file but node '%s' (not in the file either) "
+                                "uses it; reload with prune to remove both, "
+                                "or remove '%s' first", c->cfg->file,
+                                rc.gone, ln->name, ln->name);
+    }
+    for (i = 0; i < c->live->n_exports; i++) {
+        const struct ng_live_export *le = &c->live->exports[i];
+        const char *node = canon_text(le->opts, "node");
+        const struct ng_live_node *n = node ? ng_live_node(c->live, node)
+                                            : NULL;
+
+        if (n == NULL || !c->node_gone[n - c->live->nodes] ||
+            cfg_export(c, le->id) != NULL || le->from_file || c->prune)
+            continue;
+        return ng_error_set(err, EBUSY, "%s: node '%s' is not in the file "
+                            "but export '%s' (not in the file either) uses "
+                            "it; reload with prune to remove both, or "
+                            "remove the export first", c->cfg->file,
+                            n->name, le->id);
+    }
+    return 0;
+}
+
+/* References between gone nodes: edge k goes from user[k] to used[k]
+ * (live node indexes). */
+struct gone_refs {
+    const struct plan_ctx *c;
+    size_t from;
+    size_t *user, *used;
+    size_t n, cap;
+    bool oom;
+};
+
+static void
+record_gone_ref(void *opaque, const char *ref, const struct ng_loc *loc)
+{
+    struct gone_refs *g = opaque;
+    const struct ng_live *live = g->c->live;
+    const struct ng_live_node *n = ng_live_node(live, ref);
+    size_t *u, *d;
+
+    (void)loc;
+    if (n == NULL || !g->c->node_gone[n - live->nodes] || g->oom)
+        return;
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? 2 * g->cap : 16;
+
+        u = realloc(g->user, cap * sizeof *u);
+        if (u != NULL)
+            g->user = u;
+        d = u != NULL ? realloc(g->used, cap * sizeof *d) : NULL;
+        if (d == NULL) {
+            g->oom = true;
+            return;
+        }
+        g->used = d;
+        g->cap = cap;
+    }
+    g->user[g->n] = g->from;
+    g->used[g->n++] = (size_t)(n - live->nodes);
+}
+
+/* Parents before children (Kahn): a gone node is removed once every gone
+ * node naming it is. */
+static int
+emit_del_steps(struct plan_ctx *c, struct gone_refs *g, size_t *users)
+{
+    size_t n = c->live->n_nodes, left = 0, i, k;
+    bool progress = true;
+    struct ng_step *s;
+
+    for (i = 0; i < n; i++)
+        left += c->node_gone[i];
+    while (left > 0 && progress) {
+        progress = false;
+        for (i = 0; i < n; i++) {
+            const struct ng_live_node *ln = &c->live->nodes[i];
+
+            if (!c->node_gone[i] || users[i] != 0)
+                continue;
+            s = step_add(c->plan, NG_STEP_NODE_DEL, ln->name, "removed");
+            if (s == NULL || (s->old_opts = ng_value_copy(ln->opts)) == NULL)
+                return -1;
+            users[i] = SIZE_MAX;            /* emitted */
+            for (k = 0; k < g->n; k++)
+                if (g->user[k] == i)
+                    users[g->used[k]]--;
+            progress = true;
+            left--;
+        }
+    }
+    return 0;
+}
+
+static int
+plan_del_nodes(struct plan_ctx *c, struct ng_error *err)
+{
+    size_t n = c->live->n_nodes, i, k;
+    struct gone_refs g = { .c = c };
+    size_t *users = calloc(n ? n : 1, sizeof *users);
+    int r = 0;
+
+    if (users == NULL)
+        return oom(err);
+    for (i = 0; i < n && !g.oom; i++) {
+        if (!c->node_gone[i])
+            continue;
+        g.from = i;
+        ng_node_opts_check(ng_all_drivers, c->live->nodes[i].opts,
+                           record_gone_ref, &g, NULL);
+    }
+    for (k = 0; k < g.n; k++)
+        users[g.used[k]]++;
+    if (g.oom || emit_del_steps(c, &g, users) == -1)
+        r = oom(err);
+    free(users);
+    free(g.user);
+    free(g.used);
+    return r;
+}
+
+/* ---- server: -------------------------------------------------------------- */
+
+static bool
+listen_same(const struct ng_config *cfg, const struct ng_live *live)
+{
+    size_t i, j;
+
+    if (cfg->n_listen != live->n_listen)
+        return false;
+    for (i = 0; i < cfg->n_listen; i++) {
+        for (j = 0; j < live->n_listen; j++)
+            if (strcmp(cfg->listen[i].text, live->listen[j]) == 0)
+                break;
+        if (j == live->n_listen)
+            return false;
+    }
+    return true;
+}
+
+static int
+check_server(const struct plan_ctx *c, struct ng_error *err)
+{
+    const struct ng_config *cfg = c->cfg;
+    const char *old = c->live->control;
+
+    if (!listen_same(cfg, c->live))
+        return ng_value_error(err, cfg->n_listen ? &cfg->listen[0].loc
+                                                 : &cfg->doc->loc,
+                              "server: 'listen' cannot change on reload "
+                              "(clients use those sockets); restart "
+                              "nbdgraphd to listen elsewhere");
+    if ((old == NULL) != (cfg->control == NULL) ||
+        (old != NULL && strcmp(old, cfg->control) != 0))
+        return ng_value_error(err, &cfg->doc->loc, "server: 'control' "
+                              "cannot change on reload (this reload came "
+                              "through it); restart nbdgraphd to move it");
+    return 0;
+}
+
+/* ---- The whole plan -------------------------------------------------------- */
+
+static int
+fill_affected(struct plan_ctx *c, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < c->plan->n_steps; i++) {
+        struct ng_step *s = &c->plan->steps[i];
+
+        if ((s->kind == NG_STEP_NODE_RETUNE || s->kind == NG_STEP_NODE_DEL) &&
+            affected_exports(c, s, s->object) == -1)
+            return oom(err);
+    }
+    return 0;
+}
+
+static int
+plan_build(struct plan_ctx *c, struct ng_error *err)
+{
+    if (check_server(c, err) == -1 ||
+        mark_gone_nodes(c, err) == -1 ||
+        check_gone_unused(c, err) == -1 ||
+        plan_groups(c, NG_STEP_GROUP_ADD, err) == -1 ||
+        plan_add_and_retune_nodes(c, err) == -1 ||
+        plan_groups(c, NG_STEP_GROUP_RETUNE, err) == -1 ||
+        plan_add_and_change_exports(c, err) == -1 ||
+        plan_del_exports(c, err) == -1 ||
+        plan_del_nodes(c, err) == -1 ||
+        plan_groups(c, NG_STEP_GROUP_DEL, err) == -1)
+        return -1;
+    return fill_affected(c, err);
+}
+
+struct ng_plan *
+ng_plan_compute(const struct ng_config *cfg, const struct ng_live *live,
+                bool prune, struct ng_error *err)
+{
+    struct plan_ctx c = { .cfg = cfg, .live = live, .prune = prune };
+
+    c.plan = calloc(1, sizeof *c.plan);
+    c.node_gone = calloc(live->n_nodes ? live->n_nodes : 1,
+                         sizeof *c.node_gone);
+    c.node_idx = index_by_name(cfg->nodes, cfg->n_nodes, sizeof *cfg->nodes);
+    c.export_idx = index_by_name(cfg->exports, cfg->n_exports,
+                                 sizeof *cfg->exports);
+    c.group_idx = index_by_name(cfg->groups, cfg->n_groups,
+                                sizeof *cfg->groups);
+    if (c.plan == NULL || c.node_gone == NULL || c.node_idx == NULL ||
+        c.export_idx == NULL || c.group_idx == NULL) {
+        oom(err);
+        ng_plan_free(c.plan);
+        c.plan = NULL;
+    } else if (plan_build(&c, err) == -1) {
+        ng_plan_free(c.plan);
+        c.plan = NULL;
+    }
+    free(c.node_gone);
+    free(c.node_idx);
+    free(c.export_idx);
+    free(c.group_idx);
+    return c.plan;
+}
+
+/* ---- The live model after a step -------------------------------------------- */
+
+/* Merge `keys` into a copy of `opts`. */
+static struct ng_value *
+merged(const struct ng_value *opts, const struct ng_value *keys)
+{
+    struct ng_value *out = ng_value_new_map((struct ng_loc){ 0 });
+    size_t i;
+
+    for (i = 0; out != NULL && i < opts->n; i++) {
+        const struct ng_value *v = ng_value_get(keys, opts->keys[i]);
+
+        if (ng_value_map_put(out, opts->keys[i], (struct ng_loc){ 0 },
+                             ng_value_copy(v ? v : opts->items[i])) == -1)
+            return NULL;
+    }
+    return out;
+}
+
+/* An export's canonical key for an implicit filter's live option. */
+static const char *
+export_key_for(const char *target, const char *opt)
+{
+    const char *dot = strrchr(target, '.');
+
+    if (dot != NULL && strcmp(dot + 1, "detect-zeroes") == 0)
+        return "detect-zeroes";
+    return strcmp(opt, "limits") == 0 ? "throttle" : opt;
+}
+
+static int
+apply_export_retune(struct ng_live *live, const struct ng_step *s)
+{
+    struct ng_live_export *e = ng_live_export(live, s->object);
+    struct ng_value *keys, *opts;
+    int r;
+
+    if (e == NULL)
+        return 0;
+    keys = ng_value_new_map((struct ng_loc){ 0 });
+    if (keys == NULL ||
+        ng_value_map_put(keys, export_key_for(s->target,
+                                              s->new_opts->keys[0]),
+                         (struct ng_loc){ 0 },
+                         ng_value_copy(s->new_opts->items[0])) == -1) {
+        ng_value_free(keys);
+        return -1;
+    }
+    opts = merged(e->opts, keys);
+    r = opts != NULL ? ng_live_set_export(live, s->object, opts, e->from_file)
+                     : -1;
+    ng_value_free(opts);
+    ng_value_free(keys);
+    return r;
+}
+
+int
+ng_live_apply_step(struct ng_live *live, const struct ng_step *s)
+{
+    struct ng_live_node *n;
+    struct ng_value *opts;
+    int r;
+
+    switch (s->kind) {
+    case NG_STEP_GROUP_ADD:
+    case NG_STEP_GROUP_RETUNE:
+        return ng_live_set_group(live, s->object, s->new_opts, true);
+    case NG_STEP_NODE_ADD:
+        return ng_live_set_node(live, s->object, s->new_opts, true);
+    case NG_STEP_NODE_RETUNE:
+        if ((n = ng_live_node(live, s->object)) == NULL)
+            return 0;
+        if ((opts = merged(n->opts, s->new_opts)) == NULL)
+            return -1;
+        r = ng_live_set_node(live, s->object, opts, n->from_file);
+        ng_value_free(opts);
+        return r;
+    case NG_STEP_EXPORT_ADD:
+    case NG_STEP_EXPORT_REPLACE:
+        return ng_live_set_export(live, s->object, s->new_opts, true);
+    case NG_STEP_EXPORT_RETUNE:
+        return apply_export_retune(live, s);
+    case NG_STEP_EXPORT_DEL:
+        ng_live_del_export(live, s->object);
+        return 0;
+    case NG_STEP_NODE_DEL:
+        ng_live_del_node(live, s->object);
+        return 0;
+    case NG_STEP_GROUP_DEL:
+        ng_live_del_group(live, s->object);
+        return 0;
+    }
+    return 0;
+}

@@ -1,0 +1,165 @@
+/* config/plan.h: reload as a plan — the live state as a model, the diff
+ * of a new config against it, and the live state written back as YAML.
+ *
+ * The live model (struct ng_live) says what the daemon runs, in the
+ * config's own terms: nodes with their blockdev-add options, exports with
+ * their config keys, throttle groups with their limits, listen addresses;
+ * each node, export and group remembers whether the file made it or the
+ * control channel did.  The daemon keeps one up to date and refreshes the
+ * parts only the graph knows (children after a splice, clients, NAC
+ * holders) before a reload.
+ *
+ * ng_plan_compute() is pure: config + live model in, ordered steps (or a
+ * refusal naming the reason and the alternative) out.  Applying the steps
+ * is server/reload.c's job.
+ */
+#ifndef NG_PLAN_H
+#define NG_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config/config.h"
+#include "graph/value.h"
+#include "graph/error.h"
+
+/* ---- The live model ----------------------------------------------------- */
+
+struct ng_live_node {
+    char *name;
+    struct ng_value *opts;      /* owned: blockdev-add options without
+                                 * node-name; child options name the
+                                 * current children */
+    bool from_file;
+    char *held_by;              /* a holder other than an export or the
+                                 * reload (a job) claiming it, or NULL */
+};
+
+struct ng_live_export {
+    char *id;
+    struct ng_value *opts;      /* owned: canonical export mapping (see
+                                 * ng_export_canon) */
+    bool from_file;
+    unsigned clients;           /* connected now */
+};
+
+struct ng_live_group {
+    char *name;
+    struct ng_value *limits;    /* owned; an empty map when none */
+    bool from_file;
+};
+
+/* Each array is kept sorted by name, so lookups are binary searches. */
+struct ng_live {
+    struct ng_live_node *nodes;
+    size_t n_nodes, cap_nodes;
+    struct ng_live_export *exports;
+    size_t n_exports, cap_exports;
+    struct ng_live_group *groups;
+    size_t n_groups, cap_groups;
+    char **listen;              /* addresses as written, owned */
+    size_t n_listen;
+    char *control;              /* NULL = none */
+};
+
+/* Everything in `cfg`, marked from_file.  Caller frees; NULL on ENOMEM. */
+struct ng_live *ng_live_from_config(const struct ng_config *cfg);
+void ng_live_free(struct ng_live *live);       /* NULL-safe */
+
+/* Lookups: borrowed, NULL when absent. */
+struct ng_live_node *ng_live_node(const struct ng_live *live,
+                                  const char *name);
+struct ng_live_export *ng_live_export(const struct ng_live *live,
+                                      const char *id);
+struct ng_live_group *ng_live_group(const struct ng_live *live,
+                                    const char *name);
+
+/* Add or replace; `opts`/`limits` are copied.  -1 on ENOMEM. */
+int ng_live_set_node(struct ng_live *live, const char *name,
+                     const struct ng_value *opts, bool from_file);
+int ng_live_set_export(struct ng_live *live, const char *id,
+                       const struct ng_value *opts, bool from_file);
+int ng_live_set_group(struct ng_live *live, const char *name,
+                      const struct ng_value *limits, bool from_file);
+/* Forget one (no-op when absent). */
+void ng_live_del_node(struct ng_live *live, const char *name);
+void ng_live_del_export(struct ng_live *live, const char *id);
+void ng_live_del_group(struct ng_live *live, const char *name);
+
+/* An export mapping (config keys, or block-export-add's arguments with
+ * "node-name") in canonical form: node, name (only when it differs from
+ * `id`), writable (always), description, throttle or throttle-group,
+ * copy-on-read (only when true), detect-zeroes (only when on or unmap).
+ * Caller frees; NULL on ENOMEM. */
+struct ng_value *ng_export_canon(const char *id, const struct ng_value *map);
+
+/* Deep equality of two values; scalars compare as text. */
+bool ng_value_equal(const struct ng_value *a, const struct ng_value *b);
+
+/* ---- The plan ------------------------------------------------------------ */
+
+/* In the order they are applied. */
+enum ng_step_kind {
+    NG_STEP_GROUP_ADD,
+    NG_STEP_NODE_ADD,
+    NG_STEP_NODE_RETUNE,        /* live options through reconfigure */
+    NG_STEP_GROUP_RETUNE,
+    NG_STEP_EXPORT_ADD,
+    NG_STEP_EXPORT_RETUNE,      /* one implicit filter's live options */
+    NG_STEP_EXPORT_REPLACE,     /* remove and add again (no clients) */
+    NG_STEP_EXPORT_DEL,
+    NG_STEP_NODE_DEL,
+    NG_STEP_GROUP_DEL,
+};
+
+struct ng_step {
+    enum ng_step_kind kind;
+    char *object;               /* node-name, export ID or group name */
+    char *target;               /* EXPORT_RETUNE: the implicit filter node
+                                 * ("vm1.throttle"); NULL otherwise */
+    struct ng_value *new_opts;  /* ADD, REPLACE: the whole new options;
+                                 * RETUNE: the keys to set; owned */
+    struct ng_value *old_opts;  /* DEL, REPLACE: the whole old options;
+                                 * RETUNE: the old values of those keys
+                                 * (for undo); owned */
+    char *change;               /* for people: "added", "limits", ... */
+    char *exports;              /* exports it affects, "a, b", or "" */
+    unsigned clients;           /* their clients now */
+};
+
+/* Something live that the file does not name and a reload without prune
+ * keeps. */
+struct ng_not_in_file {
+    const char *kind;           /* "node", "export", "throttle group" */
+    char *name;
+};
+
+struct ng_plan {
+    struct ng_step *steps;
+    size_t n_steps, cap_steps;
+    struct ng_not_in_file *kept;
+    size_t n_kept, cap_kept;
+};
+
+/* Diff `cfg` against `live`.  With prune, what the control channel made
+ * and the file does not name is removed as well; otherwise it is listed in
+ * plan->kept.  A change that cannot be made live fails with the reason and
+ * the alternative, located in cfg's file.  Caller frees the plan. */
+struct ng_plan *ng_plan_compute(const struct ng_config *cfg,
+                                const struct ng_live *live, bool prune,
+                                struct ng_error *err);
+void ng_plan_free(struct ng_plan *plan);       /* NULL-safe */
+
+const char *ng_step_kind_name(enum ng_step_kind kind);
+
+/* Make `live` what it is once `step` is applied (from_file for what the
+ * file made).  -1 on ENOMEM. */
+int ng_live_apply_step(struct ng_live *live, const struct ng_step *step);
+
+/* ---- Dump ------------------------------------------------------------- */
+
+/* The live model as a config file (the loader reads it back; comments
+ * aside, in the file's own layout).  Caller frees; NULL on ENOMEM. */
+char *ng_live_dump_yaml(const struct ng_live *live);
+
+#endif

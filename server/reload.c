@@ -1,0 +1,923 @@
+/* server/reload.c: see reload.h.
+ *
+ * A reload is a chain of asynchronous steps: each step's start function
+ * calls step_finished() exactly once, now or from a callback, and
+ * advance() moves along the chain without recursing, so a step that
+ * becomes asynchronous (a node that opens in the background) needs no
+ * change here.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config/plan.h"
+#include "graph/graph.h"
+#include "filters/throttle.h"
+#include "nac/nac.h"
+#include "nac/policy.h"
+#include "server/exports.h"
+#include "server/log.h"
+#include "server/nbd.h"
+#include "server/qmp-util.h"
+#include "server/reload.h"
+
+struct ng_reload {
+    struct ng_live *live;
+    char *file;                 /* absolute path, NULL = built-in config */
+    unsigned long counter;      /* plan IDs "reload-N" */
+    bool busy;                  /* one reload at a time */
+};
+
+struct reload_run {
+    struct ng_control_ctx *ctx;
+    struct ng_reload *rl;
+    struct ng_config *cfg;
+    struct ng_plan *plan;
+    char id[64];
+    bool dry_run, claimed;
+    size_t pos;                 /* next step to apply, or (undoing) to undo
+                                 * is pos - 1 */
+    bool undoing, in_advance, step_done;
+    struct ng_error err;        /* the first failure */
+    bool failed;
+    struct timespec start;
+    ng_reload_done_fn *done;
+    void *opaque;
+};
+
+/* ---- The live model and the control channel ----------------------------- */
+
+struct ng_reload *
+ng_reload_new(const struct ng_config *cfg, bool has_file)
+{
+    struct ng_reload *r = calloc(1, sizeof *r);
+
+    if (r == NULL)
+        return NULL;
+    r->live = ng_live_from_config(cfg);
+    if (has_file)
+        r->file = realpath(cfg->file, NULL);
+    if (r->live == NULL || (has_file && r->file == NULL)) {
+        ng_reload_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void
+ng_reload_free(struct ng_reload *r)
+{
+    if (r == NULL)
+        return;
+    ng_live_free(r->live);
+    free(r->file);
+    free(r);
+}
+
+static struct ng_live *
+live_of(struct ng_control_ctx *ctx)
+{
+    return ctx->reload != NULL ? ctx->reload->live : NULL;
+}
+
+void
+ng_reload_note_node(struct ng_control_ctx *ctx, const char *name,
+                    const struct ng_value *opts)
+{
+    struct ng_live *live = live_of(ctx);
+    struct ng_value *copy;
+    ptrdiff_t i;
+
+    if (live == NULL)
+        return;
+    /* The model keeps options without node-name, as the file does. */
+    copy = ng_value_copy(opts);
+    if (copy != NULL && (i = ng_value_index(copy, "node-name")) >= 0) {
+        ng_value_free(copy->items[i]);
+        free(copy->keys[i]);
+        memmove(copy->keys + i, copy->keys + i + 1,
+                (copy->n - (size_t)i - 1) * sizeof *copy->keys);
+        memmove(copy->key_locs + i, copy->key_locs + i + 1,
+                (copy->n - (size_t)i - 1) * sizeof *copy->key_locs);
+        memmove(copy->items + i, copy->items + i + 1,
+                (copy->n - (size_t)i - 1) * sizeof *copy->items);
+        copy->n--;
+    }
+    if (copy == NULL || ng_live_set_node(live, name, copy, false) == -1)
+        ng_log_warn("reload: out of memory recording node '%s'", name);
+    ng_value_free(copy);
+}
+
+/* map[key] = a copy of v, in place (replacing or adding). */
+static int
+merge_key(struct ng_value *map, const char *key, const struct ng_value *v)
+{
+    ptrdiff_t j = ng_value_index(map, key);
+    struct ng_value *copy = ng_value_copy(v);
+
+    if (copy == NULL)
+        return -1;
+    if (j < 0)
+        return ng_value_map_put(map, key, (struct ng_loc){ 0 }, copy);
+    ng_value_free(map->items[j]);
+    map->items[j] = copy;
+    return 0;
+}
+
+static int
+merge_into(struct ng_value *map, const struct ng_value *keys)
+{
+    size_t i;
+
+    for (i = 0; i < keys->n; i++)
+        if (merge_key(map, keys->keys[i], keys->items[i]) == -1)
+            return -1;
+    return 0;
+}
+
+/* An implicit filter's live option, as its export's config key (only a
+ * key the export already has: the filter exists because of it). */
+static int
+note_implicit(struct ng_live *live, struct ng_node *n,
+              const struct ng_value *opts)
+{
+    static const struct {
+        const char *driver, *opt, *key;
+    } map[] = {
+        { "throttle", "limits", "throttle" },
+        { "throttle", "throttle-group", "throttle-group" },
+        { "detect-zeroes", "mode", "detect-zeroes" },
+    };
+    struct ng_live_export *e = ng_live_export(live, n->implicit_owner);
+    const struct ng_value *v;
+    size_t i;
+
+    for (i = 0; e != NULL && i < sizeof map / sizeof map[0]; i++) {
+        if (strcmp(n->driver->name, map[i].driver) != 0 ||
+            (v = ng_value_get(opts, map[i].opt)) == NULL ||
+            ng_value_get(e->opts, map[i].key) == NULL)
+            continue;
+        if (merge_key(e->opts, map[i].key, v) == -1)
+            return -1;
+    }
+    return 0;
+}
+
+void
+ng_reload_note_reconfigure(struct ng_control_ctx *ctx, const char *name,
+                           const struct ng_value *opts)
+{
+    struct ng_live *live = live_of(ctx);
+    struct ng_node *n = ng_graph_find(ctx->graph, name);
+    struct ng_live_node *ln;
+    int r = 0;
+
+    if (live == NULL || n == NULL)
+        return;
+    if (n->implicit && n->implicit_owner != NULL)
+        r = note_implicit(live, n, opts);
+    else if ((ln = ng_live_node(live, name)) != NULL)
+        r = merge_into(ln->opts, opts);
+    if (r == -1)
+        ng_log_warn("reload: out of memory recording node '%s'", name);
+}
+
+void
+ng_reload_forget_node(struct ng_control_ctx *ctx, const char *name)
+{
+    if (live_of(ctx) != NULL)
+        ng_live_del_node(live_of(ctx), name);
+}
+
+void
+ng_reload_note_export(struct ng_control_ctx *ctx, const char *id,
+                      const struct ng_value *args)
+{
+    struct ng_live *live = live_of(ctx);
+    struct ng_value *canon;
+
+    if (live == NULL)
+        return;
+    canon = ng_export_canon(id, args);
+    if (canon == NULL || ng_live_set_export(live, id, canon, false) == -1)
+        ng_log_warn("reload: out of memory recording export '%s'", id);
+    ng_value_free(canon);
+}
+
+void
+ng_reload_forget_export(struct ng_control_ctx *ctx, const char *id)
+{
+    if (live_of(ctx) != NULL)
+        ng_live_del_export(live_of(ctx), id);
+}
+
+void
+ng_reload_note_group(struct ng_control_ctx *ctx, const char *name,
+                     const struct ng_value *limits)
+{
+    struct ng_live *live = live_of(ctx);
+    struct ng_live_group *g;
+
+    if (live == NULL)
+        return;
+    g = ng_live_group(live, name);
+    if (ng_live_set_group(live, name, limits, g != NULL && g->from_file) == -1)
+        ng_log_warn("reload: out of memory recording group '%s'", name);
+}
+
+void
+ng_reload_forget_group(struct ng_control_ctx *ctx, const char *name)
+{
+    if (live_of(ctx) != NULL)
+        ng_live_del_group(live_of(ctx), name);
+}
+
+/* ---- Refreshing the model from the graph -------------------------------- */
+
+/* Child options name the children the graph has now (a splice moved
+ * them); inline definitions stay as written. */
+static int
+refresh_children(struct ng_live_node *ln, struct ng_node *n)
+{
+    const struct ng_opt_desc *d;
+
+    for (d = n->driver->opts; d != NULL && d->name != NULL; d++) {
+        struct ng_node *child;
+        const struct ng_value *v;
+        struct ng_value *name;
+        ptrdiff_t i;
+
+        if (d->type != NG_OPT_T_CHILD ||
+            (child = ng_node_child_role(n, d->role)) == NULL ||
+            child->inline_def || child->auto_named)
+            continue;
+        v = ng_value_get(ln->opts, d->name);
+        if (v != NULL && (v->kind != NG_VALUE_SCALAR ||
+                          strcmp(v->text, child->name) == 0))
+            continue;
+        if ((name = ng_value_new_scalar(child->name,
+                                        (struct ng_loc){ 0 })) == NULL)
+            return -1;
+        if ((i = ng_value_index(ln->opts, d->name)) >= 0) {
+            ng_value_free(ln->opts->items[i]);
+            ln->opts->items[i] = name;
+        } else if (ng_value_map_put(ln->opts, d->name, (struct ng_loc){ 0 },
+                                    name) == -1) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+refresh_nodes(struct ng_control_ctx *ctx, struct ng_live *live)
+{
+    size_t i = 0;
+
+    while (i < live->n_nodes) {
+        struct ng_live_node *ln = &live->nodes[i];
+        struct ng_node *n = ng_graph_find(ctx->graph, ln->name);
+
+        if (n == NULL) {
+            ng_live_del_node(live, ln->name);
+            continue;
+        }
+        free(ln->held_by);
+        ln->held_by = NULL;
+        if (refresh_children(ln, n) == -1)
+            return -1;
+        i++;
+    }
+    return 0;
+}
+
+/* The node below an export's implicit filters. */
+static struct ng_node *
+export_base(struct ng_control_ctx *ctx, const struct ng_export_entry *e)
+{
+    const struct ng_nbd_export *exp = ng_nbd_server_find_export(ctx->nbd,
+                                                                e->name);
+    struct ng_node *n = exp ? ng_bb_root(ng_nbd_export_bb(exp)) : NULL;
+
+    while (n != NULL && n->implicit && n->implicit_owner != NULL &&
+           strcmp(n->implicit_owner, e->id) == 0)
+        n = ng_node_child(n);
+    return n;
+}
+
+static int
+refresh_exports(struct ng_control_ctx *ctx, struct ng_live *live)
+{
+    size_t i = 0;
+
+    while (i < live->n_exports) {
+        struct ng_live_export *le = &live->exports[i];
+        struct ng_export_entry *e = ng_exports_find(ctx, le->id);
+        const struct ng_nbd_export *exp;
+        struct ng_node *base;
+        ptrdiff_t k;
+
+        if (e == NULL) {
+            ng_live_del_export(live, le->id);
+            continue;
+        }
+        exp = ng_nbd_server_find_export(ctx->nbd, e->name);
+        le->clients = exp ? ng_nbd_export_connections(exp) : 0;
+        base = export_base(ctx, e);
+        k = ng_value_index(le->opts, "node");
+        if (base != NULL && k >= 0 &&
+            strcmp(le->opts->items[k]->text, base->name) != 0) {
+            struct ng_value *v = ng_value_new_scalar(base->name,
+                                                     (struct ng_loc){ 0 });
+
+            if (v == NULL)
+                return -1;
+            ng_value_free(le->opts->items[k]);
+            le->opts->items[k] = v;
+        }
+        i++;
+    }
+    return 0;
+}
+
+/* A holder that is not an export (a job, a command still running) holds
+ * the node: the plan must not change it. */
+static int
+note_holder(void *opaque, const struct ng_nac_holding *h)
+{
+    struct ng_live *live = opaque;
+    struct ng_live_node *ln;
+
+    if (strcmp(h->kind, "export") == 0 || ng_live_node(live, h->node) == NULL)
+        return 0;
+    ln = ng_live_node(live, h->node);
+    if (ln->held_by == NULL)
+        ln->held_by = strdup(h->id);
+    return 0;
+}
+
+static int
+refresh_live(struct ng_control_ctx *ctx, struct ng_error *err)
+{
+    struct ng_live *live = ctx->reload->live;
+
+    if (refresh_nodes(ctx, live) == -1 || refresh_exports(ctx, live) == -1 ||
+        (ctx->nac != NULL && ng_nac_foreach(ctx->nac, note_holder, live) < 0))
+        return ng_error_set(err, ENOMEM, "out of memory");
+    return 0;
+}
+
+char *
+ng_reload_dump(struct ng_control_ctx *ctx, struct ng_error *err)
+{
+    char *text;
+
+    if (ctx->reload == NULL) {
+        ng_error_set(err, ENOTSUP, "this daemon keeps no live model");
+        return NULL;
+    }
+    if (refresh_live(ctx, err) == -1)
+        return NULL;
+    text = ng_live_dump_yaml(ctx->reload->live);
+    if (text == NULL)
+        ng_error_set(err, ENOMEM, "out of memory");
+    return text;
+}
+
+/* ---- Steps ---------------------------------------------------------------- */
+
+static void step_finished(struct reload_run *r, const struct ng_error *err);
+
+/* An export spec from a canonical export mapping (borrowed from it). */
+static int
+spec_from(const char *id, const struct ng_value *map,
+          struct ng_export_spec *spec, struct ng_error *err)
+{
+    const struct ng_value *v;
+
+    memset(spec, 0, sizeof *spec);
+    spec->id = id;
+    spec->node = (v = ng_value_get(map, "node")) ? v->text : "";
+    spec->name = (v = ng_value_get(map, "name")) ? v->text : NULL;
+    spec->description = (v = ng_value_get(map, "description")) ? v->text
+                                                                : NULL;
+    v = ng_value_get(map, "writable");
+    spec->writable = v != NULL && strcmp(v->text, "true") == 0;
+    return ng_implicit_filters_parse(map, &spec->filters, err);
+}
+
+static int
+export_add(struct reload_run *r, const char *id, const struct ng_value *map,
+           struct ng_error *err)
+{
+    struct ng_export_spec spec;
+
+    if (spec_from(id, map, &spec, err) == -1)
+        return -1;
+    return ng_exports_add(r->ctx, &spec, r->id, false, err);
+}
+
+static int
+node_reconfigure(struct reload_run *r, const char *name,
+                 const struct ng_value *opts, struct ng_error *err)
+{
+    struct ng_node *n = ng_graph_find(r->ctx->graph, name);
+
+    if (n == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", name);
+    return ng_node_reconfigure(n, opts, err);
+}
+
+/* A filter spliced in over the control channel still has users: take it
+ * out in a drained section, re-linking them to its child. */
+static int
+splice_out(struct ng_graph *g, void *opaque, struct ng_error *err)
+{
+    struct reload_run *r = opaque;
+
+    return ng_graph_remove_filter(g, r->plan->steps[r->pos].object, err);
+}
+
+static void
+splice_out_done(void *opaque, const struct ng_error *err)
+{
+    step_finished(opaque, err);
+}
+
+/* Remove a node; one with parents (a kept splice being pruned) goes
+ * asynchronously through a drained section. */
+static void
+node_del_start(struct reload_run *r, const struct ng_step *s)
+{
+    struct ng_graph *g = r->ctx->graph;
+    struct ng_node *n = ng_graph_find(g, s->object);
+    struct ng_error err = { 0 };
+
+    if (n != NULL && n->parents != NULL && n->driver->is_filter) {
+        if (ng_graph_mutate(g, n, splice_out, splice_out_done, r,
+                            &err) == -1)
+            step_finished(r, &err);
+        return;
+    }
+    step_finished(r, ng_graph_del_node(g, s->object, &err) == 0 ? NULL
+                                                                : &err);
+}
+
+/* Apply `s`; 0 or -1 with *err.  NODE_DEL is node_del_start's. */
+static int
+step_do(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
+{
+    struct ng_graph *g = r->ctx->graph;
+
+    switch (s->kind) {
+    case NG_STEP_GROUP_ADD:
+        return ng_throttle_group_declare(g, s->object, s->new_opts, err);
+    case NG_STEP_GROUP_RETUNE:
+        return ng_throttle_group_set_limits(g, s->object, s->new_opts, err);
+    case NG_STEP_GROUP_DEL:
+        return ng_throttle_group_undeclare(g, s->object, err);
+    case NG_STEP_NODE_ADD:
+        return ng_graph_add_node(g, s->object, s->new_opts, err) ? 0 : -1;
+    case NG_STEP_NODE_RETUNE:
+        return node_reconfigure(r, s->object, s->new_opts, err);
+    case NG_STEP_EXPORT_ADD:
+        return export_add(r, s->object, s->new_opts, err);
+    case NG_STEP_EXPORT_RETUNE:
+        return node_reconfigure(r, s->target, s->new_opts, err);
+    case NG_STEP_EXPORT_REPLACE:
+        if (ng_exports_del(r->ctx, s->object, false, r->id, false, err) == -1)
+            return -1;
+        if (export_add(r, s->object, s->new_opts, err) == 0)
+            return 0;
+        /* Put the old one back before reporting. */
+        export_add(r, s->object, s->old_opts, NULL);
+        return -1;
+    case NG_STEP_EXPORT_DEL:
+        return ng_exports_del(r->ctx, s->object, false, r->id, false, err);
+    case NG_STEP_NODE_DEL:
+        break;
+    }
+    return ng_error_set(err, EINVAL, "step kind %d applied here", s->kind);
+}
+
+/* Undo an applied `s`. */
+static int
+step_undo(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
+{
+    struct ng_graph *g = r->ctx->graph;
+
+    switch (s->kind) {
+    case NG_STEP_GROUP_ADD:
+        return ng_throttle_group_undeclare(g, s->object, err);
+    case NG_STEP_GROUP_RETUNE:
+        return ng_throttle_group_set_limits(g, s->object, s->old_opts, err);
+    case NG_STEP_GROUP_DEL:
+        return ng_throttle_group_declare(g, s->object, s->old_opts, err);
+    case NG_STEP_NODE_ADD:
+        return ng_graph_del_node(g, s->object, err);
+    case NG_STEP_NODE_RETUNE:
+        return node_reconfigure(r, s->object, s->old_opts, err);
+    case NG_STEP_EXPORT_ADD:
+        return ng_exports_del(r->ctx, s->object, true, r->id, false, err);
+    case NG_STEP_EXPORT_RETUNE:
+        return node_reconfigure(r, s->target, s->old_opts, err);
+    case NG_STEP_EXPORT_REPLACE:
+        if (ng_exports_del(r->ctx, s->object, true, r->id, false, err) == -1)
+            return -1;
+        return export_add(r, s->object, s->old_opts, err);
+    case NG_STEP_EXPORT_DEL:
+        return export_add(r, s->object, s->old_opts, err);
+    case NG_STEP_NODE_DEL:
+        return ng_graph_add_node(g, s->object, s->old_opts, err) ? 0 : -1;
+    }
+    return 0;
+}
+
+static void
+step_start(struct reload_run *r)
+{
+    const struct ng_step *s;
+    struct ng_error err = { 0 };
+    int rc;
+
+    if (r->undoing) {
+        s = &r->plan->steps[r->pos - 1];
+        rc = step_undo(r, s, &err);
+        if (rc == -1)
+            ng_log_error("reload %s: cannot undo %s '%s': %s", r->id,
+                         ng_step_kind_name(s->kind), s->object, err.msg);
+        step_finished(r, NULL);     /* carry on undoing the rest */
+        return;
+    }
+    s = &r->plan->steps[r->pos];
+    if (s->kind == NG_STEP_NODE_DEL) {
+        node_del_start(r, s);
+        return;
+    }
+    rc = step_do(r, s, &err);
+    step_finished(r, rc == 0 ? NULL : &err);
+}
+
+/* ---- The chain -------------------------------------------------------------- */
+
+static void finish(struct reload_run *r);
+
+static void
+advance(struct reload_run *r)
+{
+    r->in_advance = true;
+    for (;;) {
+        if (r->undoing ? r->pos == 0 : r->pos == r->plan->n_steps) {
+            r->in_advance = false;
+            finish(r);
+            return;
+        }
+        r->step_done = false;
+        step_start(r);
+        if (!r->step_done) {
+            r->in_advance = false;  /* step_finished() resumes */
+            return;
+        }
+    }
+}
+
+static void
+step_finished(struct reload_run *r, const struct ng_error *err)
+{
+    const struct ng_step *s = &r->plan->steps[r->undoing ? r->pos - 1
+                                                        : r->pos];
+
+    if (r->undoing) {
+        ng_log_info("reload %s: undid %s '%s'", r->id,
+                    ng_step_kind_name(s->kind), s->object);
+        r->pos--;
+    } else if (err != NULL) {
+        ng_log_warn("reload %s: step %zu/%zu %s '%s' failed: %s", r->id,
+                    r->pos + 1, r->plan->n_steps, ng_step_kind_name(s->kind),
+                    s->object, err->msg);
+        r->err = *err;
+        r->failed = r->undoing = true;
+    } else {
+        ng_log_info("reload %s: step %zu/%zu %s '%s': %s", r->id, r->pos + 1,
+                    r->plan->n_steps, ng_step_kind_name(s->kind), s->object,
+                    s->change);
+        r->pos++;
+    }
+    r->step_done = true;
+    if (!r->in_advance)
+        advance(r);
+}
+
+/* ---- Plan as JSON, the event, the end ------------------------------------------ */
+
+static json_t *
+plan_json(const struct reload_run *r)
+{
+    json_t *steps = json_array(), *kept = json_array();
+    size_t i;
+
+    for (i = 0; i < r->plan->n_steps; i++) {
+        const struct ng_step *s = &r->plan->steps[i];
+
+        json_array_append_new(steps, json_pack(
+            "{s:I,s:s,s:s,s:s,s:s,s:i}", "step", (json_int_t)(i + 1),
+            "action", ng_step_kind_name(s->kind), "object", s->object,
+            "change", s->change, "exports", s->exports,
+            "clients", (int)s->clients));
+    }
+    for (i = 0; i < r->plan->n_kept; i++)
+        json_array_append_new(kept, json_pack("{s:s,s:s}", "kind",
+                                              r->plan->kept[i].kind, "name",
+                                              r->plan->kept[i].name));
+    return json_pack("{s:s,s:o,s:o}", "plan-id", r->id, "steps", steps,
+                     "not-in-file", kept);
+}
+
+static double
+elapsed_ms(const struct timespec *start)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) * 1e3 +
+           (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+}
+
+static void
+emit_event(struct reload_run *r, const char *result, const char *error)
+{
+    json_t *data = json_pack("{s:s,s:I,s:s}", "plan-id", r->id, "steps",
+                             (json_int_t)(r->plan ? r->plan->n_steps : 0),
+                             "result", result);
+
+    if (error != NULL)
+        json_object_set_new(data, "error", json_string(error));
+    if (r->ctx->control != NULL)
+        ng_control_emit(r->ctx->control, "RELOAD", data);
+    else
+        json_decref(data);
+}
+
+static void
+run_free(struct reload_run *r)
+{
+    if (r->claimed)
+        ng_ctx_nac_release(r->ctx, r->id);
+    r->rl->busy = false;
+    ng_plan_free(r->plan);
+    ng_config_free(r->cfg);
+    free(r);
+}
+
+/* Refused before anything changed. */
+static void
+refuse(struct reload_run *r, const struct ng_error *err)
+{
+    ng_log_warn("reload %s: refused: %s", r->id, err->msg);
+    emit_event(r, "refused", err->msg);
+    r->done(r->opaque, NULL, err);
+    run_free(r);
+}
+
+/* The model follows the graph: each applied step, and what the file
+ * names now belongs to the file. */
+static void
+adopt_plan(struct reload_run *r)
+{
+    struct ng_live *live = r->rl->live;
+    struct ng_live_node *n;
+    struct ng_live_export *e;
+    struct ng_live_group *g;
+    size_t i;
+
+    for (i = 0; i < r->plan->n_steps; i++)
+        if (ng_live_apply_step(live, &r->plan->steps[i]) == -1)
+            ng_log_warn("reload %s: out of memory updating the model",
+                        r->id);
+    for (i = 0; i < r->cfg->n_nodes; i++)
+        if ((n = ng_live_node(live, r->cfg->nodes[i].name)) != NULL)
+            n->from_file = true;
+    for (i = 0; i < r->cfg->n_exports; i++)
+        if ((e = ng_live_export(live, r->cfg->exports[i].name)) != NULL)
+            e->from_file = true;
+    for (i = 0; i < r->cfg->n_groups; i++)
+        if ((g = ng_live_group(live, r->cfg->groups[i].name)) != NULL)
+            g->from_file = true;
+}
+
+static void
+finish(struct reload_run *r)
+{
+    json_t *result;
+    double ms = elapsed_ms(&r->start);
+
+    if (r->failed) {
+        ng_log_warn("reload %s: rolled back: %s", r->id, r->err.msg);
+        emit_event(r, "rolled-back", r->err.msg);
+        ng_error_prefix(&r->err, "reload %s rolled back, nothing changed",
+                        r->id);
+        r->done(r->opaque, NULL, &r->err);
+        run_free(r);
+        return;
+    }
+    if (!r->dry_run)
+        adopt_plan(r);
+    result = plan_json(r);
+    json_object_set_new(result, "dry-run", json_boolean(r->dry_run));
+    json_object_set_new(result, "applied", json_boolean(!r->dry_run));
+    json_object_set_new(result, "elapsed-ms", json_real(ms));
+    ng_log_info("reload %s: %s, %zu step(s) in %.1f ms", r->id,
+                r->dry_run ? "checked (dry run)" : "applied",
+                r->plan->n_steps, ms);
+    emit_event(r, r->dry_run ? "dry-run" : "applied", NULL);
+    r->done(r->opaque, result, NULL);
+    json_decref(result);
+    run_free(r);
+}
+
+/* ---- Checks before anything changes ----------------------------------------- */
+
+/* Nodes the plan changes in place: the reload claims graph-mod on them,
+ * as a splice does, so a job that does not allow it refuses the plan. */
+static int
+claim_nodes(struct reload_run *r, struct ng_error *err)
+{
+    struct ng_nac_claim *claims;
+    size_t i, n = 0;
+    int rc;
+
+    claims = calloc(r->plan->n_steps + 1, sizeof *claims);
+    if (claims == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    for (i = 0; i < r->plan->n_steps; i++) {
+        const struct ng_step *s = &r->plan->steps[i];
+        const char *node = s->kind == NG_STEP_EXPORT_RETUNE ? s->target
+            : s->kind == NG_STEP_NODE_RETUNE || s->kind == NG_STEP_NODE_DEL
+            ? s->object : NULL;
+
+        if (node == NULL)
+            continue;
+        claims[n++] = (struct ng_nac_claim){ node, NG_NAC_SPLICE_REQUIRE,
+                                             NG_NAC_SPLICE_ALLOW };
+    }
+    rc = n == 0 ? 0 : ng_ctx_nac_claim(r->ctx, r->id, "reload", claims, n,
+                                       r->dry_run, err);
+    free(claims);
+    if (rc == 0 && n > 0 && !r->dry_run)
+        r->claimed = true;
+    return rc;
+}
+
+/* True when the plan removes or replaces an export of `node` first. */
+static bool
+node_freed_by_plan(const struct ng_plan *plan, const char *node)
+{
+    size_t i;
+
+    for (i = 0; i < plan->n_steps; i++) {
+        const struct ng_step *s = &plan->steps[i];
+        const struct ng_value *v;
+
+        if ((s->kind == NG_STEP_EXPORT_DEL ||
+             s->kind == NG_STEP_EXPORT_REPLACE) &&
+            (v = ng_value_get(s->old_opts, "node")) != NULL &&
+            strcmp(v->text, node) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* New exports on nodes that exist: their NAC claims checked now. */
+static int
+check_new_exports(struct reload_run *r, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < r->plan->n_steps; i++) {
+        const struct ng_step *s = &r->plan->steps[i];
+        struct ng_export_spec spec;
+
+        if (s->kind != NG_STEP_EXPORT_ADD ||
+            spec_from(s->object, s->new_opts, &spec, err) == -1)
+            continue;
+        if (ng_graph_find(r->ctx->graph, spec.node) == NULL ||
+            node_freed_by_plan(r->plan, spec.node))
+            continue;
+        if (ng_exports_add(r->ctx, &spec, r->id, true, err) == -1)
+            return ng_error_prefix(err, "%s: export '%s'", r->cfg->file,
+                                   s->object);
+    }
+    return 0;
+}
+
+/* Load the file, refresh the model, plan, check. */
+static int
+prepare(struct reload_run *r, const char *file, bool prune,
+        struct ng_error *err)
+{
+    if (file == NULL)
+        return ng_error_set(err, ENOENT, "no config file to reload (the "
+                            "daemon runs its built-in config); give a file");
+    r->cfg = ng_config_load_file(file, err);
+    if (r->cfg == NULL || refresh_live(r->ctx, err) == -1)
+        return -1;
+    r->plan = ng_plan_compute(r->cfg, r->rl->live, prune, err);
+    if (r->plan == NULL || check_new_exports(r, err) == -1 ||
+        claim_nodes(r, err) == -1)
+        return -1;
+    return 0;
+}
+
+void
+ng_reload_run(struct ng_control_ctx *ctx, const char *file, bool dry_run,
+              bool prune, ng_reload_done_fn *done, void *opaque)
+{
+    struct ng_reload *rl = ctx->reload;
+    struct reload_run *r;
+    struct ng_error err = { 0 };
+
+    if (rl == NULL || rl->busy || (r = calloc(1, sizeof *r)) == NULL) {
+        ng_error_set(&err, EBUSY, rl == NULL ? "reload is not available"
+                     : rl->busy ? "a reload is already running; try again "
+                     "when it ends" : "out of memory");
+        done(opaque, NULL, &err);
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &r->start);
+    rl->busy = true;
+    r->ctx = ctx;
+    r->rl = rl;
+    r->dry_run = dry_run;
+    r->done = done;
+    r->opaque = opaque;
+    snprintf(r->id, sizeof r->id, "reload-%lu", ++rl->counter);
+    if (prepare(r, file != NULL ? file : rl->file, prune, &err) == -1) {
+        refuse(r, &err);
+        return;
+    }
+    if (dry_run) {
+        finish(r);
+        return;
+    }
+    advance(r);
+}
+
+/* ---- SIGHUP and QMP -------------------------------------------------------- */
+
+static void
+signal_done(void *opaque, json_t *result, const struct ng_error *err)
+{
+    (void)opaque;
+    (void)result;
+    if (err != NULL)
+        ng_log_error("SIGHUP: reload failed: %s", err->msg);
+}
+
+void
+ng_reload_signal(struct ng_control_ctx *ctx)
+{
+    ng_log_info("SIGHUP: reloading %s", ctx->reload && ctx->reload->file
+                ? ctx->reload->file : "(no file)");
+    ng_reload_run(ctx, NULL, false, false, signal_done, NULL);
+}
+
+static void
+qmp_done(void *opaque, json_t *result, const struct ng_error *err)
+{
+    struct ng_qmp_call *call = opaque;
+
+    if (err != NULL)
+        ng_qmp_error_from(call, err);
+    else
+        ng_qmp_return(call, json_incref(result));
+}
+
+void
+ng_qmp_reload(struct ng_qmp_call *call, json_t *args)
+{
+    const char *file = json_string_value(json_object_get(args, "file"));
+
+    ng_reload_run(ng_qmp_ctx(call), file, ng_qmp_dry_run(args),
+                  json_is_true(json_object_get(args, "prune")), qmp_done,
+                  call);
+}
+
+void
+ng_qmp_query_config(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_error err = { 0 };
+    char *text = ng_reload_dump(ng_qmp_ctx(call), &err);
+
+    (void)args;
+    if (text == NULL) {
+        ng_qmp_error_from(call, &err);
+        return;
+    }
+    ng_qmp_return(call, json_pack("{s:s}", "yaml", text));
+    free(text);
+}
