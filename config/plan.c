@@ -7,9 +7,10 @@
  * exists before it, and what it stops using goes after it.
  *
  * A filter the control channel spliced in (blockdev-insert-filter) sits
- * between a node and its users; while such filters are kept (no prune), a
- * reference through them counts as a reference to what is below, so a
- * reload does not undo a splice.
+ * between a node and its users; a reference through it counts as a
+ * reference to what is below, so a reload does not undo a splice, and a
+ * prune takes the filter out (re-linking its users) rather than replacing
+ * the export above it.
  */
 #include <config.h>
 
@@ -209,14 +210,15 @@ opt_desc(const struct ng_driver *drv, const char *key)
     return NULL;
 }
 
-/* A control-channel filter kept by this plan: references through it
- * count as references to its child. */
+/* A filter the control channel made and the file does not name: kept,
+ * or (prune) taken out with its users re-linked to its child, so either
+ * way a reference through it counts as a reference to its child. */
 static bool
-is_kept_splice(const struct plan_ctx *c, const struct ng_live_node *n)
+is_splice(const struct plan_ctx *c, const struct ng_live_node *n)
 {
     const struct ng_driver *drv = driver_of(n->opts);
 
-    return !c->prune && !n->from_file && drv != NULL && drv->is_filter &&
+    return !n->from_file && drv != NULL && drv->is_filter &&
            cfg_node(c, n->name) == NULL;
 }
 
@@ -248,7 +250,7 @@ resolve(const struct plan_ctx *c, const char *name)
         const struct ng_live_node *n = ng_live_node(c->live, name);
         const char *child;
 
-        if (n == NULL || !is_kept_splice(c, n) ||
+        if (n == NULL || !is_splice(c, n) ||
             (child = filter_child(n)) == NULL)
             break;
         name = child;

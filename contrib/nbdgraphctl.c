@@ -1002,6 +1002,119 @@ cmd_del_export(struct ctl *c, int argc, char **argv)
                                 "mode", hard ? "hard" : "safe"));
 }
 
+/* ---- Reload and dump-config ---------------------------------------------- */
+
+static void
+print_plan(json_t *ret)
+{
+    static const char *const head[] = {
+        "STEP", "ACTION", "OBJECT", "CHANGE", "EXPORTS", "CLIENTS",
+    };
+    struct table t = { .ncols = 6 };
+    json_t *steps = json_object_get(ret, "steps"), *s, *k;
+    json_t *kept = json_object_get(ret, "not-in-file");
+    size_t i;
+
+    if (json_array_size(steps) > 0) {
+        table_header(&t, head);
+        json_array_foreach(steps, i, s) {
+            char *row[6] = {
+                field_text(s, "step"), field_text(s, "action"),
+                field_text(s, "object"), field_text(s, "change"),
+                field_text(s, "exports"), field_text(s, "clients"),
+            };
+
+            table_add(&t, row);
+        }
+        table_print(&t);
+        table_free(&t);
+    }
+    if (json_array_size(kept) > 0) {
+        printf("not in the file (kept; --prune removes them):");
+        json_array_foreach(kept, i, k)
+            printf("%s %s '%s'", i ? "," : "", jtext(k, "kind"),
+                   jtext(k, "name"));
+        printf("\n");
+    }
+    printf("%s: %s%zu step(s)\n", jtext(ret, "plan-id"),
+           jtrue(ret, "dry-run") ? "dry run, would apply " : "applied ",
+           json_array_size(steps));
+}
+
+/* The file as the daemon will see it: absolute, since the daemon does not
+ * run in our directory.  Caller frees. */
+static char *
+absolute_path(struct ctl *c, const char *file)
+{
+    char *path = realpath(file, NULL);
+
+    if (path == NULL)
+        fprintf(stderr, "nbdgraphctl: %s: %s: %s\n", c->cmd->name, file,
+                strerror(errno));
+    return path;
+}
+
+static int
+cmd_reload(struct ctl *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "dry-run", no_argument, NULL, 'n' },
+        { "prune", no_argument, NULL, 'p' }, OPT_HELP, OPT_END,
+    };
+    json_t *args = json_object(), *ret;
+    char *file = NULL;
+    int o, r;
+
+    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
+        if (o == 'n')
+            c->dry_run = true;
+        else if (o == 'p')
+            json_object_set_new(args, "prune", json_true());
+        else {
+            json_decref(args);
+            return opt_status(c, o, argv);
+        }
+    }
+    if ((o = check_nargs(c, argc - optind, 0, 1)) != 0) {
+        json_decref(args);
+        return o;
+    }
+    if (argc > optind && (file = absolute_path(c, argv[optind])) == NULL) {
+        json_decref(args);
+        return EXIT_USAGE;
+    }
+    if (file != NULL)
+        json_object_set_new(args, "file", json_string(file));
+    free(file);
+    if (c->dry_run)
+        json_object_set_new(args, "dry-run", json_true());
+    r = ctl_execute(c, "reload", args, &ret);
+    if (r == 0 && c->json)
+        print_json(ret);
+    else if (r == 0)
+        print_plan(ret);
+    json_decref(ret);
+    return r;
+}
+
+static int
+cmd_dump_config(struct ctl *c, int argc, char **argv)
+{
+    json_t *ret;
+    int r;
+
+    if ((r = no_opts(c, argc, argv)) != -1 ||
+        (r = check_nargs(c, argc - optind, 0, 0)) != 0)
+        return r;
+    r = ctl_execute(c, "query-config", json_object(), &ret);
+    if (r == 0 && c->json)
+        print_json(ret);
+    else if (r == 0)
+        fputs(jtext(ret, "yaml"), stdout);
+    json_decref(ret);
+    return r;
+}
+
 /* ---- Queries shown as tables ------------------------------------------- */
 
 /* Run a query; print the result with show(), or as JSON with --json.
@@ -1448,6 +1561,10 @@ static const struct command commands[] = {
       "export NODE over NBD (block-export-add)" },
     { "del-export", cmd_del_export, true, "ID [--hard]",
       "remove an export (block-export-del)" },
+    { "reload", cmd_reload, true, "[--dry-run] [--prune] [FILE]",
+      "apply the config file live as one transaction" },
+    { "dump-config", cmd_dump_config, false, "",
+      "print the running graph as a config file" },
     { "nac", cmd_nac, false, "",
       "list Node Access Control claims (query-nac)" },
     { "events", cmd_events, false, "[--count N] [--timeout S]",
