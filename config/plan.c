@@ -414,6 +414,7 @@ node_retune(struct plan_ctx *c, const struct ng_node_cfg *nc,
         ng_value_free(old_keys);
         return oom(err);
     }
+    s->loc = nc->loc;
     s->new_opts = new_keys;
     s->old_opts = old_keys;
     return 0;
@@ -455,6 +456,7 @@ plan_add_and_retune_nodes(struct plan_ctx *c, struct ng_error *err)
                           "added")) == NULL ||
             (s->new_opts = ng_value_copy(nc->opts)) == NULL)
             return oom(err);
+        s->loc = nc->loc;
     }
     for (i = 0; i < c->cfg->n_nodes; i++) {
         const struct ng_node_cfg *nc = &c->cfg->nodes[i];
@@ -568,7 +570,7 @@ export_live_key(const char *key, const struct ng_value *old,
 static int
 export_retune_step(struct plan_ctx *c, const char *id, const char *key,
                    const struct ng_value *old, const struct ng_value *new,
-                   unsigned clients, struct ng_error *err)
+                   unsigned clients, struct ng_loc loc, struct ng_error *err)
 {
     const char *driver, *opt;
     struct ng_step *s;
@@ -577,6 +579,8 @@ export_retune_step(struct plan_ctx *c, const char *id, const char *key,
     export_live_key(key, old, new, &driver, &opt);
     snprintf(target, sizeof target, "%s.%s", id, driver);
     s = step_add(c->plan, NG_STEP_EXPORT_RETUNE, id, key);
+    if (s != NULL)
+        s->loc = loc;
     if (s == NULL || (s->target = strdup(target)) == NULL ||
         (s->new_opts = ng_value_new_map((struct ng_loc){ 0 })) == NULL ||
         (s->old_opts = ng_value_new_map((struct ng_loc){ 0 })) == NULL ||
@@ -626,7 +630,7 @@ export_changed(struct plan_ctx *c, const struct ng_export_cfg *ec,
         for (i = 0; keys[i] != NULL; i++)
             if (export_key_differs(c, keys[i], le->opts, new) &&
                 export_retune_step(c, ec->name, keys[i], le->opts, new,
-                                   le->clients, err) == -1)
+                                   le->clients, ec->loc, err) == -1)
                 return -1;
         return 0;
     }
@@ -637,6 +641,8 @@ export_changed(struct plan_ctx *c, const struct ng_export_cfg *ec,
                               "them first, then reload", ec->name,
                               replace_key, le->clients);
     s = step_add(c->plan, NG_STEP_EXPORT_REPLACE, ec->name, replace_key);
+    if (s != NULL)
+        s->loc = ec->loc;
     if (s == NULL || (s->new_opts = ng_value_copy(new)) == NULL ||
         (s->old_opts = ng_value_copy(le->opts)) == NULL)
         return oom(err);
@@ -667,6 +673,7 @@ plan_add_and_change_exports(struct plan_ctx *c, struct ng_error *err)
             r = oom(err);
         } else {
             s->new_opts = canon;
+            s->loc = ec->loc;
             free(s->exports);
             if ((s->exports = strdup(ec->name)) == NULL)
                 r = oom(err);

@@ -125,6 +125,9 @@ struct ng_step {
     char *change;               /* for people: "added", "limits", ... */
     char *exports;              /* exports it affects, "a, b", or "" */
     unsigned clients;           /* their clients now */
+    struct ng_loc loc;          /* ADD, REPLACE, RETUNE: where the file
+                                 * defines the object (file borrowed from
+                                 * the config); zero otherwise */
 };
 
 /* Something live that the file does not name and a reload without prune

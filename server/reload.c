@@ -586,6 +586,23 @@ advance(struct reload_run *r)
     }
 }
 
+/* A failing step's error names the place in the file, as a start's
+ * (server/main.c) does, so --check-config and reload say the same. */
+static void
+locate(const struct reload_run *r, const struct ng_step *s,
+       struct ng_error *err)
+{
+    const struct ng_loc *l = &s->loc;
+
+    if (l->file == NULL || ng_config_error_located(err, r->cfg->file))
+        return;
+    if (s->kind == NG_STEP_EXPORT_ADD || s->kind == NG_STEP_EXPORT_REPLACE)
+        ng_error_prefix(err, "%s:%u:%u: export '%s'", l->file, l->line,
+                        l->column, s->object);
+    else
+        ng_error_prefix(err, "%s:%u:%u", l->file, l->line, l->column);
+}
+
 static void
 step_finished(struct reload_run *r, const struct ng_error *err)
 {
@@ -597,10 +614,11 @@ step_finished(struct reload_run *r, const struct ng_error *err)
                     ng_step_kind_name(s->kind), s->object);
         r->pos--;
     } else if (err != NULL) {
+        r->err = *err;
+        locate(r, s, &r->err);
         ng_log_warn("reload %s: step %zu/%zu %s '%s' failed: %s", r->id,
                     r->pos + 1, r->plan->n_steps, ng_step_kind_name(s->kind),
-                    s->object, err->msg);
-        r->err = *err;
+                    s->object, r->err.msg);
         r->failed = r->undoing = true;
     } else {
         ng_log_info("reload %s: step %zu/%zu %s '%s': %s", r->id, r->pos + 1,
@@ -710,6 +728,16 @@ adopt_plan(struct reload_run *r)
             g->from_file = true;
 }
 
+/* "<message> (reload-N rolled back; nothing changed)" */
+static void
+append_note(struct ng_error *err, const char *id)
+{
+    size_t used = strlen(err->msg);
+
+    snprintf(err->msg + used, sizeof err->msg - used, " (%s rolled back; "
+             "nothing changed)", id);
+}
+
 static void
 finish(struct reload_run *r)
 {
@@ -719,8 +747,7 @@ finish(struct reload_run *r)
     if (r->failed) {
         ng_log_warn("reload %s: rolled back: %s", r->id, r->err.msg);
         emit_event(r, "rolled-back", r->err.msg);
-        ng_error_prefix(&r->err, "reload %s rolled back, nothing changed",
-                        r->id);
+        append_note(&r->err, r->id);
         r->done(r->opaque, NULL, &r->err);
         run_free(r);
         return;
