@@ -49,3 +49,7 @@ CONTROL_TESTS += tests/test-splice-promises
 tests_test_splice_promises_SOURCES = tests/test-splice-promises.c
 tests_test_splice_promises_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_splice_promises_LDADD = $(TEST_LIBS)
+
+# Reload: bad files, rollback, NAC, dry run, prune, SIGHUP, dump-config.
+TESTS += tests/test-reload.sh
+EXTRA_DIST += tests/test-reload.sh
