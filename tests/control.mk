@@ -53,3 +53,9 @@ tests_test_splice_promises_LDADD = $(TEST_LIBS)
 # Reload: bad files, rollback, NAC, dry run, prune, SIGHUP, dump-config.
 TESTS += tests/test-reload.sh
 EXTRA_DIST += tests/test-reload.sh
+
+# 200 random edits applied by reload under libnbd clients.
+CONTROL_TESTS += tests/test-reload-random
+tests_test_reload_random_SOURCES = tests/test-reload-random.c
+tests_test_reload_random_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_reload_random_LDADD = $(TEST_LIBS)
