@@ -2,6 +2,7 @@
 EXTRA_DIST += \
 	contrib/bench/README.md \
 	contrib/bench/compare \
+	contrib/bench/reload-speed \
 	contrib/check-layers.sh \
 	$(NULL)
 

@@ -31,6 +31,8 @@ struct ng_reload {
     char *file;                 /* absolute path, NULL = built-in config */
     unsigned long counter;      /* plan IDs "reload-N" */
     bool busy;                  /* one reload at a time */
+    bool orphaned;              /* freed by the daemon while a file was
+                                 * loading: the load frees it */
 };
 
 struct reload_run {
@@ -45,7 +47,12 @@ struct reload_run {
     bool undoing, in_advance, step_done;
     struct ng_error err;        /* the first failure */
     bool failed;
+    char *file;                 /* the file being reloaded, owned */
+    bool prune;
+    uv_work_t work;             /* loads the file off the loop */
+    struct ng_error load_err;
     struct timespec start;
+    double load_ms, plan_ms;    /* time to load the file, to plan+check */
     ng_reload_done_fn *done;
     void *opaque;
 };
@@ -69,14 +76,24 @@ ng_reload_new(const struct ng_config *cfg, bool has_file)
     return r;
 }
 
+static void
+ng_reload_free_now(struct ng_reload *r)
+{
+    ng_live_free(r->live);
+    free(r->file);
+    free(r);
+}
+
 void
 ng_reload_free(struct ng_reload *r)
 {
     if (r == NULL)
         return;
-    ng_live_free(r->live);
-    free(r->file);
-    free(r);
+    if (r->busy) {
+        r->orphaned = true;     /* load_done() finishes the job */
+        return;
+    }
+    ng_reload_free_now(r);
 }
 
 static struct ng_live *
@@ -274,75 +291,148 @@ refresh_children(struct ng_live_node *ln, struct ng_node *n)
     return 0;
 }
 
+/* One pass over the graph's nodes, each looked up in the (sorted)
+ * model; model nodes the graph no longer has are dropped. */
 static int
 refresh_nodes(struct ng_control_ctx *ctx, struct ng_live *live)
 {
-    size_t i = 0;
+    bool *seen = calloc(live->n_nodes + 1, sizeof *seen);
+    struct ng_node *n;
+    size_t i;
 
-    while (i < live->n_nodes) {
-        struct ng_live_node *ln = &live->nodes[i];
-        struct ng_node *n = ng_graph_find(ctx->graph, ln->name);
+    if (seen == NULL)
+        return -1;
+    for (n = ctx->graph->nodes; n != NULL; n = n->next) {
+        struct ng_live_node *ln = ng_live_node(live, n->name);
 
-        if (n == NULL) {
-            ng_live_del_node(live, ln->name);
+        if (ln == NULL)
             continue;
-        }
+        seen[ln - live->nodes] = true;
         free(ln->held_by);
         ln->held_by = NULL;
-        if (refresh_children(ln, n) == -1)
+        if (refresh_children(ln, n) == -1) {
+            free(seen);
             return -1;
-        i++;
+        }
     }
+    for (i = live->n_nodes; i-- > 0;)
+        if (!seen[i])
+            ng_live_del_node(live, live->nodes[i].name);
+    free(seen);
     return 0;
 }
 
 /* The node below an export's implicit filters. */
 static struct ng_node *
-export_base(struct ng_control_ctx *ctx, const struct ng_export_entry *e)
+export_base(const struct ng_nbd_export *exp, const char *id)
 {
-    const struct ng_nbd_export *exp = ng_nbd_server_find_export(ctx->nbd,
-                                                                e->name);
-    struct ng_node *n = exp ? ng_bb_root(ng_nbd_export_bb(exp)) : NULL;
+    struct ng_node *n = ng_bb_root(ng_nbd_export_bb(exp));
 
     while (n != NULL && n->implicit && n->implicit_owner != NULL &&
-           strcmp(n->implicit_owner, e->id) == 0)
+           strcmp(n->implicit_owner, id) == 0)
         n = ng_node_child(n);
     return n;
 }
 
 static int
+cmp_export_name(const void *a, const void *b)
+{
+    return strcmp(ng_nbd_export_name(*(const struct ng_nbd_export *const *)a),
+                  ng_nbd_export_name(*(const struct ng_nbd_export *const *)b));
+}
+
+/* The NBD server's exports sorted by name, for bsearch; *n gets the
+ * count.  Caller frees; NULL on ENOMEM. */
+static const struct ng_nbd_export **
+nbd_exports_by_name(struct ng_control_ctx *ctx, size_t *n)
+{
+    const struct ng_nbd_export *exp = NULL, **v = NULL, **p;
+    size_t cap = 0;
+
+    *n = 0;
+    while ((exp = ng_nbd_server_next_export(ctx->nbd, exp)) != NULL) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 64;
+            if ((p = realloc(v, cap * sizeof *v)) == NULL) {
+                free(v);
+                return NULL;
+            }
+            v = p;
+        }
+        v[(*n)++] = exp;
+    }
+    if (v == NULL)
+        v = calloc(1, sizeof *v);
+    if (v != NULL)
+        qsort(v, *n, sizeof *v, cmp_export_name);
+    return v;
+}
+
+static const struct ng_nbd_export *
+find_sorted(const struct ng_nbd_export **v, size_t n, const char *name)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(ng_nbd_export_name(v[mid]), name);
+
+        if (c == 0)
+            return v[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* Clients, and the node below the implicit filters (a splice may have
+ * moved it), of one export. */
+static int
+refresh_export(struct ng_live_export *le, const struct ng_export_entry *e,
+               const struct ng_nbd_export *exp)
+{
+    struct ng_node *base = exp != NULL ? export_base(exp, e->id) : NULL;
+    ptrdiff_t k = ng_value_index(le->opts, "node");
+    struct ng_value *v;
+
+    le->clients = exp != NULL ? ng_nbd_export_connections(exp) : 0;
+    if (base == NULL || k < 0 ||
+        strcmp(le->opts->items[k]->text, base->name) == 0)
+        return 0;
+    if ((v = ng_value_new_scalar(base->name, (struct ng_loc){ 0 })) == NULL)
+        return -1;
+    ng_value_free(le->opts->items[k]);
+    le->opts->items[k] = v;
+    return 0;
+}
+
+static int
 refresh_exports(struct ng_control_ctx *ctx, struct ng_live *live)
 {
-    size_t i = 0;
+    bool *seen = calloc(live->n_exports + 1, sizeof *seen);
+    size_t n_nbd, i;
+    const struct ng_nbd_export **by_name = nbd_exports_by_name(ctx, &n_nbd);
+    struct ng_export_entry *e;
+    int r = 0;
 
-    while (i < live->n_exports) {
-        struct ng_live_export *le = &live->exports[i];
-        struct ng_export_entry *e = ng_exports_find(ctx, le->id);
-        const struct ng_nbd_export *exp;
-        struct ng_node *base;
-        ptrdiff_t k;
+    for (e = ctx->exports; r == 0 && seen && by_name && e; e = e->next) {
+        struct ng_live_export *le = ng_live_export(live, e->id);
 
-        if (e == NULL) {
-            ng_live_del_export(live, le->id);
+        if (le == NULL)
             continue;
-        }
-        exp = ng_nbd_server_find_export(ctx->nbd, e->name);
-        le->clients = exp ? ng_nbd_export_connections(exp) : 0;
-        base = export_base(ctx, e);
-        k = ng_value_index(le->opts, "node");
-        if (base != NULL && k >= 0 &&
-            strcmp(le->opts->items[k]->text, base->name) != 0) {
-            struct ng_value *v = ng_value_new_scalar(base->name,
-                                                     (struct ng_loc){ 0 });
-
-            if (v == NULL)
-                return -1;
-            ng_value_free(le->opts->items[k]);
-            le->opts->items[k] = v;
-        }
-        i++;
+        seen[le - live->exports] = true;
+        r = refresh_export(le, e, find_sorted(by_name, n_nbd, e->name));
     }
-    return 0;
+    if (seen == NULL || by_name == NULL)
+        r = -1;
+    for (i = live->n_exports; r == 0 && i-- > 0;)
+        if (!seen[i])
+            ng_live_del_export(live, live->exports[i].id);
+    free(seen);
+    free(by_name);
+    return r;
 }
 
 /* A holder that is not an export (a job, a command still running) holds
@@ -669,9 +759,12 @@ elapsed_ms(const struct timespec *start)
 static void
 emit_event(struct reload_run *r, const char *result, const char *error)
 {
-    json_t *data = json_pack("{s:s,s:I,s:s}", "plan-id", r->id, "steps",
+    json_t *data = json_pack("{s:s,s:I,s:s,s:f,s:f,s:f}", "plan-id", r->id,
+                             "steps",
                              (json_int_t)(r->plan ? r->plan->n_steps : 0),
-                             "result", result);
+                             "result", result,
+                             "elapsed-ms", elapsed_ms(&r->start),
+                             "load-ms", r->load_ms, "plan-ms", r->plan_ms);
 
     if (error != NULL)
         json_object_set_new(data, "error", json_string(error));
@@ -689,6 +782,7 @@ run_free(struct reload_run *r)
     r->rl->busy = false;
     ng_plan_free(r->plan);
     ng_config_free(r->cfg);
+    free(r->file);
     free(r);
 }
 
@@ -758,9 +852,11 @@ finish(struct reload_run *r)
     json_object_set_new(result, "dry-run", json_boolean(r->dry_run));
     json_object_set_new(result, "applied", json_boolean(!r->dry_run));
     json_object_set_new(result, "elapsed-ms", json_real(ms));
-    ng_log_info("reload %s: %s, %zu step(s) in %.1f ms", r->id,
+    ng_log_info("reload %s: %s, %zu step(s) in %.1f ms (load %.1f, plan "
+                "%.1f, apply %.1f)", r->id,
                 r->dry_run ? "checked (dry run)" : "applied",
-                r->plan->n_steps, ms);
+                r->plan->n_steps, ms, r->load_ms, r->plan_ms,
+                ms - r->load_ms - r->plan_ms);
     emit_event(r, r->dry_run ? "dry-run" : "applied", NULL);
     r->done(r->opaque, result, NULL);
     json_decref(result);
@@ -842,22 +938,57 @@ check_new_exports(struct reload_run *r, struct ng_error *err)
     return 0;
 }
 
-/* Load the file, refresh the model, plan, check. */
+/* Refresh the model, plan, check: on the loop, once the file is
+ * loaded. */
 static int
-prepare(struct reload_run *r, const char *file, bool prune,
-        struct ng_error *err)
+prepare(struct reload_run *r, struct ng_error *err)
 {
-    if (file == NULL)
-        return ng_error_set(err, ENOENT, "no config file to reload (the "
-                            "daemon runs its built-in config); give a file");
-    r->cfg = ng_config_load_file(file, err);
-    if (r->cfg == NULL || refresh_live(r->ctx, err) == -1)
+    if (refresh_live(r->ctx, err) == -1)
         return -1;
-    r->plan = ng_plan_compute(r->cfg, r->rl->live, prune, err);
+    r->plan = ng_plan_compute(r->cfg, r->rl->live, r->prune, err);
     if (r->plan == NULL || check_new_exports(r, err) == -1 ||
         claim_nodes(r, err) == -1)
         return -1;
+    r->plan_ms = elapsed_ms(&r->start) - r->load_ms;
     return 0;
+}
+
+/* Worker thread: read, parse and check the file.  Touches nothing but
+ * the run's own fields (the config loader is pure). */
+static void
+load_work(uv_work_t *w)
+{
+    struct reload_run *r = w->data;
+
+    r->cfg = ng_config_load_file(r->file, &r->load_err);
+}
+
+/* Back on the loop. */
+static void
+load_done(uv_work_t *w, int status)
+{
+    struct reload_run *r = w->data;
+    struct ng_error err = { 0 };
+
+    r->load_ms = elapsed_ms(&r->start);
+    if (r->rl->orphaned) {          /* the daemon went away meanwhile */
+        ng_reload_free_now(r->rl);
+        ng_config_free(r->cfg);
+        free(r->file);
+        free(r);
+        return;
+    }
+    if (status != 0 || r->cfg == NULL) {
+        if (status != 0)
+            ng_error_set(&r->load_err, ECANCELED, "reload cancelled");
+        refuse(r, &r->load_err);
+    } else if (prepare(r, &err) == -1) {
+        refuse(r, &err);
+    } else if (r->dry_run) {
+        finish(r);
+    } else {
+        advance(r);
+    }
 }
 
 void
@@ -865,13 +996,18 @@ ng_reload_run(struct ng_control_ctx *ctx, const char *file, bool dry_run,
               bool prune, ng_reload_done_fn *done, void *opaque)
 {
     struct ng_reload *rl = ctx->reload;
-    struct reload_run *r;
+    struct reload_run *r = NULL;
     struct ng_error err = { 0 };
 
-    if (rl == NULL || rl->busy || (r = calloc(1, sizeof *r)) == NULL) {
+    if (rl == NULL || rl->busy || (file == NULL && rl->file == NULL) ||
+        (r = calloc(1, sizeof *r)) == NULL ||
+        (r->file = strdup(file != NULL ? file : rl->file)) == NULL) {
         ng_error_set(&err, EBUSY, rl == NULL ? "reload is not available"
                      : rl->busy ? "a reload is already running; try again "
-                     "when it ends" : "out of memory");
+                     "when it ends" : file == NULL && rl->file == NULL
+                     ? "no config file to reload (the daemon runs its "
+                     "built-in config); give a file" : "out of memory");
+        free(r);
         done(opaque, NULL, &err);
         return;
     }
@@ -880,18 +1016,18 @@ ng_reload_run(struct ng_control_ctx *ctx, const char *file, bool dry_run,
     r->ctx = ctx;
     r->rl = rl;
     r->dry_run = dry_run;
+    r->prune = prune;
     r->done = done;
     r->opaque = opaque;
     snprintf(r->id, sizeof r->id, "reload-%lu", ++rl->counter);
-    if (prepare(r, file != NULL ? file : rl->file, prune, &err) == -1) {
-        refuse(r, &err);
-        return;
+    /* Loading a big file takes a while: off the loop, so clients of every
+     * export keep being served meanwhile. */
+    r->work.data = r;
+    if (uv_queue_work(ctx->graph->loop, &r->work, load_work,
+                      load_done) != 0) {
+        load_work(&r->work);
+        load_done(&r->work, 0);
     }
-    if (dry_run) {
-        finish(r);
-        return;
-    }
-    advance(r);
 }
 
 /* ---- SIGHUP and QMP -------------------------------------------------------- */

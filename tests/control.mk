@@ -59,3 +59,9 @@ CONTROL_TESTS += tests/test-reload-random
 tests_test_reload_random_SOURCES = tests/test-reload-random.c
 tests_test_reload_random_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_reload_random_LDADD = $(TEST_LIBS)
+
+# contrib/bench/reload-speed's program: built with the tests, not run.
+check_PROGRAMS += tests/bench-reload
+tests_bench_reload_SOURCES = tests/bench-reload.c
+tests_bench_reload_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_bench_reload_LDADD = $(TEST_LIBS) -lpthread
