@@ -543,11 +543,19 @@ int
 ng_config_absolute_paths(struct ng_config *cfg, struct ng_error *err)
 {
     char cwd[PATH_MAX];
-    size_t i;
 
     if (getcwd(cwd, sizeof cwd) == NULL)
         return ng_error_set(err, errno, "cannot get the working directory: "
                             "%s", strerror(errno));
+    return ng_config_absolute_paths_at(cfg, cwd, err);
+}
+
+int
+ng_config_absolute_paths_at(struct ng_config *cfg, const char *cwd,
+                            struct ng_error *err)
+{
+    size_t i;
+
     for (i = 0; i < cfg->n_listen; i++)
         if (absolute_listen(&cfg->listen[i], cwd, err) == -1)
             return -1;

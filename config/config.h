@@ -108,6 +108,10 @@ void ng_config_free(struct ng_config *cfg);        /* NULL-safe */
  * it: its sockets must still be found, and removed, from "/".  Node
  * options are untouched (nodes are opened before the daemon leaves). */
 int ng_config_absolute_paths(struct ng_config *cfg, struct ng_error *err);
+/* The same against `cwd` (a reload, once the daemon has left the
+ * directory it started in). */
+int ng_config_absolute_paths_at(struct ng_config *cfg, const char *cwd,
+                                struct ng_error *err);
 
 /* True when err's message already starts with "file:line:column: " for
  * `file`, so a caller adding a position does not add a second one. */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config/plan.h"
 #include "graph/graph.h"
@@ -29,6 +30,9 @@
 struct ng_reload {
     struct ng_live *live;
     char *file;                 /* absolute path, NULL = built-in config */
+    char *start_dir;            /* where the daemon started: relative
+                                 * socket paths of a reloaded file are
+                                 * relative to it, as at start */
     unsigned long counter;      /* plan IDs "reload-N" */
     bool busy;                  /* one reload at a time */
     bool orphaned;              /* freed by the daemon while a file was
@@ -67,9 +71,11 @@ ng_reload_new(const struct ng_config *cfg, bool has_file)
     if (r == NULL)
         return NULL;
     r->live = ng_live_from_config(cfg);
+    r->start_dir = getcwd(NULL, 0);
     if (has_file)
         r->file = realpath(cfg->file, NULL);
-    if (r->live == NULL || (has_file && r->file == NULL)) {
+    if (r->live == NULL || r->start_dir == NULL ||
+        (has_file && r->file == NULL)) {
         ng_reload_free(r);
         return NULL;
     }
@@ -81,6 +87,7 @@ ng_reload_free_now(struct ng_reload *r)
 {
     ng_live_free(r->live);
     free(r->file);
+    free(r->start_dir);
     free(r);
 }
 
@@ -961,6 +968,12 @@ load_work(uv_work_t *w)
     struct reload_run *r = w->data;
 
     r->cfg = ng_config_load_file(r->file, &r->load_err);
+    if (r->cfg != NULL &&
+        ng_config_absolute_paths_at(r->cfg, r->rl->start_dir,
+                                    &r->load_err) == -1) {
+        ng_config_free(r->cfg);
+        r->cfg = NULL;
+    }
 }
 
 /* Back on the loop. */

@@ -42,7 +42,7 @@ grep -q 'reload-1: applied 0 step(s)' $out
 
 # Every bad file: refused with --check-config's message, nothing changed.
 # Files that only fail when opened get the daemon's server: section (a
-# different one is refused first, for its own reason).
+# different one is refused first, for its own reason: see the end).
 for yaml in "$srcdir"/configs/bad/*.yaml "$srcdir"/configs/bad-open/*.yaml
 do
     f=$dir/$(basename "$yaml")
@@ -51,8 +51,12 @@ do
                         -e '^  listen:' -e '^  control:' "$yaml"; } > "$f" ;;
     *) cp "$yaml" "$f" ;;
     esac
-    want=$("$NBDGRAPHD" --check-config --config "$f" 2>&1) &&
-        { echo "FAIL: --check-config accepts $f"; exit 1; }
+    if want=$("$NBDGRAPHD" --check-config --config "$f" 2>&1); then
+        # Its fault was in the server: section replaced above; a reload
+        # refuses any change there for its own reason.
+        case $yaml in */bad-open/*) continue ;; esac
+        echo "FAIL: --check-config accepts $f"; exit 1
+    fi
     want=${want#nbdgraphd: }
     expect_status 1 nbdgraphctl reload "$f" 2> $err
     got=$(grep "^nbdgraphctl: " $err)
@@ -158,5 +162,10 @@ cat "$dir/events"
 jq -e 'select(.event == "RELOAD") | .data.result == "applied" and
        .data.steps == 1' "$dir/events"
 nbdgraphctl dump-config | grep -qx '  e1: { node: m1, writable: false, detect-zeroes: unmap }'
+
+# A different server: section is refused, naming the alternative.
+sed 's|nbd.sock|other.sock|' "$conf" > "$dir/listen.yaml"
+expect_status 1 nbdgraphctl reload "$dir/listen.yaml" 2> $err
+grep -q "listen.yaml:2:.*server: 'listen' cannot change on reload (clients use those sockets); restart nbdgraphd to listen elsewhere" $err
 
 stop_nbdgraphd
