@@ -17,8 +17,10 @@ dist_man_MANS += contrib/nbdgraphctl.1
 TESTS += \
 	tests/test-ctl.sh \
 	tests/test-ctl-implicit.sh \
+	tests/test-ctl-limits.sh \
 	$(NULL)
 EXTRA_DIST += \
 	tests/test-ctl.sh \
 	tests/test-ctl-implicit.sh \
+	tests/test-ctl-limits.sh \
 	$(NULL)

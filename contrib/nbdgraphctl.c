@@ -955,30 +955,99 @@ cmd_add_export(struct ctl *c, int argc, char **argv)
         { "name", required_argument, NULL, 'n' },
         { "writable", no_argument, NULL, 'w' },
         { "description", required_argument, NULL, 'd' },
+        { "throttle", required_argument, NULL, 'T' },
+        { "throttle-group", required_argument, NULL, 'g' },
+        { "copy-on-read", no_argument, NULL, 'c' },
+        { "detect-zeroes", required_argument, NULL, 'z' },
         OPT_HELP, OPT_END,
     };
-    const char *name = NULL, *desc = NULL;
-    bool writable = false;
-    json_t *args;
-    int o;
+    json_t *args = json_object(), *limits = json_object();
+    int o, r = -1;
 
-    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
+    for (optind = 0; r == -1 && (o = next_opt(argc, argv, opts)) != -1;) {
         switch (o) {
-        case 'n': name = optarg; break;
-        case 'w': writable = true; break;
-        case 'd': desc = optarg; break;
-        default:  return opt_status(c, o, argv);
+        case 'n': json_object_set_new(args, "name", json_string(optarg));
+                  break;
+        case 'w': json_object_set_new(args, "writable", json_true()); break;
+        case 'd': json_object_set_new(args, "description",
+                                      json_string(optarg));
+                  break;
+        case 'T': if (add_key_value(c, limits, optarg) == -1)
+                      r = EXIT_USAGE;
+                  break;
+        case 'g': json_object_set_new(args, "throttle-group",
+                                      json_string(optarg));
+                  break;
+        case 'c': json_object_set_new(args, "copy-on-read", json_true());
+                  break;
+        case 'z': json_object_set_new(args, "detect-zeroes",
+                                      json_string(optarg));
+                  break;
+        default:  r = opt_status(c, o, argv);
         }
     }
-    if ((o = check_nargs(c, argc - optind, 2, 2)) != 0)
-        return o;
-    args = json_pack("{s:s,s:s,s:s,s:b}", "type", "nbd", "id", argv[optind],
-                     "node-name", argv[optind + 1], "writable", writable);
-    if (name != NULL)
-        json_object_set_new(args, "name", json_string(name));
-    if (desc != NULL)
-        json_object_set_new(args, "description", json_string(desc));
+    if (r == -1)
+        r = check_nargs(c, argc - optind, 2, 2);
+    if (r != 0) {
+        json_decref(args);
+        json_decref(limits);
+        return r;
+    }
+    json_object_set_new(args, "type", json_string("nbd"));
+    json_object_set_new(args, "id", json_string(argv[optind]));
+    json_object_set_new(args, "node-name", json_string(argv[optind + 1]));
+    if (json_object_size(limits) > 0)
+        json_object_set(args, "throttle", limits);
+    json_decref(limits);
     return run_change(c, "block-export-add", args);
+}
+
+/* True when the daemon has a node called `name`; -1 when it cannot say
+ * (said). */
+static int
+node_exists(struct ctl *c, const char *name)
+{
+    json_t *nodes, *n;
+    size_t i;
+    int found = 0;
+
+    if (ctl_execute(c, "query-named-block-nodes", NULL, &nodes) != 0)
+        return -1;
+    json_array_foreach(nodes, i, n)
+        if (strcmp(jtext(n, "node-name"), name) == 0)
+            found = 1;
+    json_decref(nodes);
+    return found;
+}
+
+/* Throttle limits of a node (blockdev-reconfigure) or, when no node has
+ * that name, of a throttle group (throttle-group-set). */
+static int
+cmd_set_limits(struct ctl *c, int argc, char **argv)
+{
+    json_t *limits;
+    int r = no_opts(c, argc, argv), is_node;
+
+    if (r != -1 || (r = check_nargs(c, argc - optind, 2, -1)) != 0)
+        return r;
+    limits = json_object();
+    if (add_key_values(c, limits, argc - optind - 1,
+                       argv + optind + 1) == -1) {
+        json_decref(limits);
+        return EXIT_USAGE;
+    }
+    if ((is_node = node_exists(c, argv[optind])) == -1) {
+        json_decref(limits);
+        return EXIT_CMD;
+    }
+    if (is_node)
+        return run_change(c, "blockdev-reconfigure",
+                          json_pack("{s:s,s:{s:o}}", "node-name",
+                                    argv[optind], "options", "limits",
+                                    limits));
+    return run_change(c, "throttle-group-set",
+                      json_pack("{s:s,s:o}", "group", argv[optind],
+                                "limits", limits));
 }
 
 static int
@@ -1557,10 +1626,15 @@ static const struct command commands[] = {
     { "remove-filter", cmd_remove_filter, true, "NAME",
       "take a filter out (blockdev-remove-filter)" },
     { "add-export", cmd_add_export, true,
-      "ID NODE [--name NAME] [--writable] [--description TEXT]",
+      "ID NODE [--name NAME] [--writable] [--description TEXT] "
+      "[--throttle KEY=VALUE]... [--throttle-group GROUP] [--copy-on-read] "
+      "[--detect-zeroes MODE]",
       "export NODE over NBD (block-export-add)" },
     { "del-export", cmd_del_export, true, "ID [--hard]",
       "remove an export (block-export-del)" },
+    { "set-limits", cmd_set_limits, true, "NODE|GROUP KEY=VALUE...",
+      "change throttle limits live (blockdev-reconfigure, "
+      "throttle-group-set)" },
     { "reload", cmd_reload, true, "[--dry-run] [--prune] [FILE]",
       "apply the config file live as one transaction" },
     { "dump-config", cmd_dump_config, false, "",
