@@ -55,4 +55,13 @@ int ng_config_error_prefix(struct ng_error *err, const char *file,
 
 int ng_config_oom(struct ng_error *err);
 
+/* config/cli.c: merge the command line's nodes and exports into the
+ * document (before it is checked). */
+int ng_config_cli_merge(struct ng_value *doc, const struct ng_cli *cli,
+                        struct ng_error *err);
+/* "--blockdev" or "--export" when msg starts with one, else NULL. */
+const char *ng_config_cli_prefix(const char *msg);
+/* The built-in default's server: section alone. */
+extern const char ng_cli_server_text[];
+
 #endif

@@ -96,10 +96,13 @@ ng_config_expect_map(const struct ng_value *v, struct ng_error *err,
 static size_t
 loc_prefix_len(const char *msg, const char *file)
 {
-    size_t n = strlen(file);
+    size_t n;
     const char *p;
     size_t digits;
 
+    if (ng_config_cli_prefix(msg) != NULL)
+        file = ng_config_cli_prefix(msg);   /* a command-line option's */
+    n = strlen(file);
     if (strncmp(msg, file, n) != 0 || msg[n] != ':')
         return 0;
     p = msg + n + 1;
@@ -770,10 +773,11 @@ config_build(struct ng_config *cfg, struct ng_error *err)
     return r;
 }
 
-/* Takes nothing: `text` and `name` are borrowed for the call. */
+/* Takes nothing: `text`, `name` and `cli` (NULL = none) are borrowed for
+ * the call. */
 static struct ng_config *
 load_text(const char *text, size_t len, const char *name,
-          struct ng_error *err)
+          const struct ng_cli *cli, struct ng_error *err)
 {
     struct ng_config *cfg = calloc(1, sizeof *cfg);
 
@@ -783,7 +787,9 @@ load_text(const char *text, size_t len, const char *name,
         return NULL;
     }
     cfg->doc = ng_yaml_parse(text, len, cfg->file, err);
-    if (cfg->doc == NULL || config_build(cfg, err) == -1) {
+    if (cfg->doc == NULL ||
+        (cli != NULL && ng_config_cli_merge(cfg->doc, cli, err) == -1) ||
+        config_build(cfg, err) == -1) {
         ng_config_free(cfg);
         return NULL;
     }
@@ -795,7 +801,7 @@ ng_config_load_string(const char *text, const char *name,
                       struct ng_error *err)
 {
     return load_text(text, strlen(text), name != NULL ? name : "<string>",
-                     err);
+                     NULL, err);
 }
 
 /* errno as a message, lower case like all of ours. */
@@ -864,7 +870,25 @@ ng_config_load_file(const char *path, struct ng_error *err)
 
     if (text == NULL)
         return NULL;
-    cfg = load_text(text, len, path, err);
+    cfg = load_text(text, len, path, NULL, err);
+    free(text);
+    return cfg;
+}
+
+struct ng_config *
+ng_config_load_with_cli(const char *path, const struct ng_cli *cli,
+                        struct ng_error *err)
+{
+    struct ng_config *cfg;
+    size_t len;
+    char *text;
+
+    if (path == NULL)
+        return load_text(ng_cli_server_text, strlen(ng_cli_server_text),
+                         "<default>", cli, err);
+    if ((text = read_file(path, &len, err)) == NULL)
+        return NULL;
+    cfg = load_text(text, len, path, cli, err);
     free(text);
     return cfg;
 }

@@ -113,6 +113,25 @@ int ng_config_absolute_paths(struct ng_config *cfg, struct ng_error *err);
 int ng_config_absolute_paths_at(struct ng_config *cfg, const char *cwd,
                                 struct ng_error *err);
 
+/* Nodes and exports from the command line, in qemu-storage-daemon's
+ * syntax: "driver=file,node-name=d0,filename=x.raw" (--blockdev) and
+ * "type=nbd,id=e0,node-name=d0,writable=on" (--export).  Borrowed. */
+struct ng_cli {
+    const char *const *blockdevs;
+    size_t n_blockdevs;
+    const char *const *exports;
+    size_t n_exports;
+};
+
+/* Load `path` (NULL: only the built-in default's server section) with
+ * the command line's nodes and exports merged in, then validate it all;
+ * their errors are located "--blockdev:N:COL" / "--export:N:COL". */
+struct ng_config *ng_config_load_with_cli(const char *path,
+                                          const struct ng_cli *cli,
+                                          struct ng_error *err);
+/* True for a value that came from the command line. */
+bool ng_config_loc_is_cli(const struct ng_loc *loc);
+
 /* True when err's message already starts with "file:line:column: " for
  * `file`, so a caller adding a position does not add a second one. */
 bool ng_config_error_located(const struct ng_error *err, const char *file);

@@ -356,15 +356,18 @@ live_fill(struct ng_live *live, const struct ng_config *cfg)
         if (ng_live_set_group(live, cfg->groups[i].name,
                               cfg->groups[i].limits, true) == -1)
             return -1;
+    /* What the command line made is not in the file: a reload keeps it
+     * unless it prunes. */
     for (i = 0; i < cfg->n_nodes; i++)
         if (ng_live_set_node(live, cfg->nodes[i].name, cfg->nodes[i].opts,
-                             true) == -1)
+                             !ng_config_loc_is_cli(&cfg->nodes[i].loc)) == -1)
             return -1;
     for (i = 0; i < cfg->n_exports; i++) {
         const struct ng_export_cfg *e = &cfg->exports[i];
         struct ng_value *canon = ng_export_canon(e->name, e->extra);
         int r = canon != NULL
-            ? ng_live_set_export(live, e->name, canon, true) : -1;
+            ? ng_live_set_export(live, e->name, canon,
+                                 !ng_config_loc_is_cli(&e->loc)) : -1;
 
         ng_value_free(canon);
         if (r == -1)

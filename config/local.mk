@@ -8,6 +8,7 @@ config_libngconfig_a_SOURCES = \
 	config/config-int.h \
 	config/config.c \
 	config/nodes.c \
+	config/cli.c \
 	config/plan.h \
 	config/live.c \
 	config/plan.c \

@@ -45,6 +45,8 @@ struct daemon {
 
 struct options {
     const char *config;
+    struct ng_cli cli;          /* --blockdev, --export (arrays point into
+                                 * argv; owned arrays) */
     bool check_config;
     bool foreground;
     bool exit_with_parent;
@@ -61,6 +63,11 @@ usage(FILE *fp)
 "  -c, --config FILE       read FILE (YAML); without it, serve the built-in\n"
 "                          default: a writable 1 GiB memory export 'demo' on\n"
 "                          unix:%s and tcp:127.0.0.1:10809\n"
+"      --blockdev OPTS     add a node, as qemu-storage-daemon does:\n"
+"                          driver=file,node-name=d0,filename=x.raw\n"
+"      --export OPTS       add an export: type=nbd,id=e0,node-name=d0,\n"
+"                          writable=on (both merge into --config's file,\n"
+"                          or into the default's server section)\n"
 "  -t, --check-config      validate the configuration, then exit 0 or 1\n"
 "  -f, --foreground        stay in the foreground (log to stderr); without\n"
 "                          it, detach once serving and log to syslog\n"
@@ -76,6 +83,8 @@ parse_args(int argc, char **argv, struct options *o)
 {
     static const struct option longopts[] = {
         { "config", required_argument, NULL, 'c' },
+        { "blockdev", required_argument, NULL, 'B' },
+        { "export", required_argument, NULL, 'E' },
         { "check-config", no_argument, NULL, 't' },
         { "foreground", no_argument, NULL, 'f' },
         { "exit-with-parent", no_argument, NULL, 'P' },
@@ -84,11 +93,23 @@ parse_args(int argc, char **argv, struct options *o)
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
+    const char **bd = calloc((size_t)argc, sizeof *bd);
+    const char **ex = calloc((size_t)argc, sizeof *ex);
     int c;
 
+    if (bd == NULL || ex == NULL) {
+        free(bd);
+        free(ex);
+        fprintf(stderr, "nbdgraphd: out of memory\n");
+        return -1;
+    }
+    o->cli.blockdevs = bd;
+    o->cli.exports = ex;
     while ((c = getopt_long(argc, argv, "c:tfvhV", longopts, NULL)) != -1) {
         switch (c) {
         case 'c': o->config = optarg; break;
+        case 'B': bd[o->cli.n_blockdevs++] = optarg; break;
+        case 'E': ex[o->cli.n_exports++] = optarg; break;
         case 't': o->check_config = true; break;
         case 'f': o->foreground = true; break;
         case 'P': o->exit_with_parent = true; break;
@@ -428,6 +449,8 @@ detach(int ready_fd)
 static struct ng_config *
 load_config(const struct options *o, struct ng_error *err)
 {
+    if (o->cli.n_blockdevs > 0 || o->cli.n_exports > 0)
+        return ng_config_load_with_cli(o->config, &o->cli, err);
     if (o->config != NULL)
         return ng_config_load_file(o->config, err);
     return ng_config_default(err);
@@ -535,22 +558,35 @@ run(const struct options *o)
     return d.exit_code;
 }
 
+static void
+options_free(struct options *o)
+{
+    free((void *)o->cli.blockdevs);
+    free((void *)o->cli.exports);
+}
+
 int
 main(int argc, char **argv)
 {
     struct options o = { 0 };
+    int r;
 
-    if (parse_args(argc, argv, &o) == -1)
+    if (parse_args(argc, argv, &o) == -1) {
+        options_free(&o);
         return EXIT_FAILURE;
+    }
     if (o.verbose)
         ng_log_set_level(NG_LOG_DEBUG);
     if (o.exit_with_parent && prctl(PR_SET_PDEATHSIG, SIGTERM) == -1) {
         perror("nbdgraphd: prctl");
+        options_free(&o);
         return EXIT_FAILURE;
     }
     signal(SIGPIPE, SIG_IGN);
     /* Blocking drivers run on libuv's pool: give it room for queue depth
      * 32 and more before the first request uses it. */
     setenv("UV_THREADPOOL_SIZE", "16", 0);
-    return run(&o);
+    r = run(&o);
+    options_free(&o);
+    return r;
 }

@@ -65,3 +65,7 @@ check_PROGRAMS += tests/bench-reload
 tests_bench_reload_SOURCES = tests/bench-reload.c
 tests_bench_reload_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_bench_reload_LDADD = $(TEST_LIBS) -lpthread
+
+# --blockdev / --export on the command line, as qemu-storage-daemon's.
+TESTS += tests/test-cli.sh
+EXTRA_DIST += tests/test-cli.sh
