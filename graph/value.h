@@ -77,8 +77,9 @@ int ng_value_to_bool(const struct ng_value *v, const char *what, bool *out,
                      struct ng_error *err);
 int ng_value_to_int64(const struct ng_value *v, const char *what,
                       int64_t *out, struct ng_error *err);
-/* Sizes: plain bytes or a suffix K/M/G/T/P/E (powers of 1024, optional
- * trailing "iB"/"B"), e.g. "512M", "1G", "4096". */
+/* Sizes, in QEMU's grammar: plain bytes or a number (a fraction allowed)
+ * with one suffix letter B/K/M/G/T/P/E (powers of 1024), e.g. "512M",
+ * "1.5G", "4096"; "1GB" and "1GiB" are refused, as QEMU does. */
 int ng_value_to_size(const struct ng_value *v, const char *what,
                      uint64_t *out, struct ng_error *err);
 const char *ng_value_to_string(const struct ng_value *v, const char *what,

@@ -143,6 +143,12 @@ test_unchanged(void)
                      "m0: { driver: memory, size: 1048576 }"), live, false,
                 "");
     ng_live_free(live);
+    /* QEMU's grammar: a fraction with a suffix. */
+    live = live_of(edit(base, "m0: { driver: memory, size: 1M }",
+                        "m0: { driver: memory, size: 1536K }"));
+    EXPECT_PLAN(edit(base, "m0: { driver: memory, size: 1M }",
+                     "m0: { driver: memory, size: 1.5M }"), live, false, "");
+    ng_live_free(live);
 }
 
 static void
