@@ -349,14 +349,13 @@ next_changed_key(const struct plan_ctx *c, const struct ng_driver *drv,
 /* ---- Nodes ---------------------------------------------------------------- */
 
 static int
-refuse_node_change(const struct plan_ctx *c, const struct ng_node_cfg *nc,
-                   const char *key, const char *why, struct ng_error *err)
+refuse_node_change(const struct ng_node_cfg *nc, const char *key,
+                   const char *why, struct ng_error *err)
 {
     return ng_value_error(err, &nc->loc, "node '%s': option '%s' %s; give "
                           "the node a new name to replace it, or remove it "
                           "in one reload and add it back in the next",
                           nc->name, key, why);
-    (void)c;
 }
 
 /* The retune step for the changed keys of node `nc` (the driver changes
@@ -380,13 +379,13 @@ node_retune(struct plan_ctx *c, const struct ng_node_cfg *nc,
             d->type == NG_OPT_T_CHILD) {
             ng_value_free(new_keys);
             ng_value_free(old_keys);
-            return refuse_node_change(c, nc, key, "cannot change on a live "
+            return refuse_node_change(nc, key, "cannot change on a live "
                                       "node", err);
         }
         if (ov == NULL || nv == NULL) {
             ng_value_free(new_keys);
             ng_value_free(old_keys);
-            return refuse_node_change(c, nc, key, ov == NULL
+            return refuse_node_change(nc, key, ov == NULL
                                       ? "cannot be added to a live node"
                                       : "cannot be removed from a live node",
                                       err);
@@ -430,7 +429,7 @@ node_changed(struct plan_ctx *c, const struct ng_node_cfg *nc,
         return ng_value_error(err, &nc->loc, "node '%s': unknown driver",
                               nc->name);
     if (driver_of(ln->opts) != drv)
-        return refuse_node_change(c, nc, "driver", "cannot change on a live "
+        return refuse_node_change(nc, "driver", "cannot change on a live "
                                   "node", err);
     if (ln->held_by != NULL && next_changed_key(c, drv, ln->opts, nc->opts,
                                                 &(size_t){ 0 }) != NULL)

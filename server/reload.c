@@ -630,6 +630,10 @@ step_undo(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
     case NG_STEP_EXPORT_DEL:
         return export_add(r, s->object, s->old_opts, err);
     case NG_STEP_NODE_DEL:
+        /* A spliced-in filter taken out comes back as a node without
+         * its users; only group removals follow node removals, and the
+         * plan only removes groups that are declared, so that is not
+         * reached in practice. */
         return ng_graph_add_node(g, s->object, s->old_opts, err) ? 0 : -1;
     }
     return 0;
