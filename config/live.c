@@ -348,31 +348,67 @@ ng_value_equal(const struct ng_value *a, const struct ng_value *b)
 /* ---- From a config ---------------------------------------------------- */
 
 static int
+cmp_entry(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The config's nodes, exports and groups, appended in the file's order
+ * and sorted once: a config of 100k nodes must not cost 100k sorted
+ * inserts. */
+static int
+live_fill_entries(struct ng_live *live, const struct ng_config *cfg)
+{
+    size_t i;
+
+    live->cap_nodes = cfg->n_nodes;
+    live->cap_exports = cfg->n_exports;
+    live->cap_groups = cfg->n_groups;
+    live->nodes = calloc(cfg->n_nodes + 1, sizeof *live->nodes);
+    live->exports = calloc(cfg->n_exports + 1, sizeof *live->exports);
+    live->groups = calloc(cfg->n_groups + 1, sizeof *live->groups);
+    if (live->nodes == NULL || live->exports == NULL || live->groups == NULL)
+        return -1;
+    /* What the command line made is not in the file: a reload keeps it
+     * unless it prunes. */
+    for (i = 0; i < cfg->n_nodes; i++) {
+        struct ng_live_node *n = &live->nodes[live->n_nodes++];
+
+        n->from_file = !ng_config_loc_is_cli(&cfg->nodes[i].loc);
+        if ((n->name = strdup(cfg->nodes[i].name)) == NULL ||
+            (n->opts = ng_value_copy(cfg->nodes[i].opts)) == NULL)
+            return -1;
+    }
+    for (i = 0; i < cfg->n_exports; i++) {
+        const struct ng_export_cfg *ec = &cfg->exports[i];
+        struct ng_live_export *e = &live->exports[live->n_exports++];
+
+        e->from_file = !ng_config_loc_is_cli(&ec->loc);
+        if ((e->id = strdup(ec->name)) == NULL ||
+            (e->opts = ng_export_canon(ec->name, ec->extra)) == NULL)
+            return -1;
+    }
+    for (i = 0; i < cfg->n_groups; i++) {
+        struct ng_live_group *g = &live->groups[live->n_groups++];
+
+        g->from_file = true;
+        if ((g->name = strdup(cfg->groups[i].name)) == NULL ||
+            (g->limits = ng_value_copy(cfg->groups[i].limits)) == NULL)
+            return -1;
+    }
+    qsort(live->nodes, live->n_nodes, sizeof *live->nodes, cmp_entry);
+    qsort(live->exports, live->n_exports, sizeof *live->exports, cmp_entry);
+    qsort(live->groups, live->n_groups, sizeof *live->groups, cmp_entry);
+    return 0;
+}
+
+static int
 live_fill(struct ng_live *live, const struct ng_config *cfg)
 {
     size_t i;
 
-    for (i = 0; i < cfg->n_groups; i++)
-        if (ng_live_set_group(live, cfg->groups[i].name,
-                              cfg->groups[i].limits, true) == -1)
-            return -1;
-    /* What the command line made is not in the file: a reload keeps it
-     * unless it prunes. */
-    for (i = 0; i < cfg->n_nodes; i++)
-        if (ng_live_set_node(live, cfg->nodes[i].name, cfg->nodes[i].opts,
-                             !ng_config_loc_is_cli(&cfg->nodes[i].loc)) == -1)
-            return -1;
-    for (i = 0; i < cfg->n_exports; i++) {
-        const struct ng_export_cfg *e = &cfg->exports[i];
-        struct ng_value *canon = ng_export_canon(e->name, e->extra);
-        int r = canon != NULL
-            ? ng_live_set_export(live, e->name, canon,
-                                 !ng_config_loc_is_cli(&e->loc)) : -1;
-
-        ng_value_free(canon);
-        if (r == -1)
-            return -1;
-    }
+    if (live_fill_entries(live, cfg) == -1)
+        return -1;
     live->listen = calloc(cfg->n_listen + 1, sizeof *live->listen);
     if (live->listen == NULL)
         return -1;
@@ -403,12 +439,19 @@ ng_live_free(struct ng_live *live)
 
     if (live == NULL)
         return;
-    while (live->n_nodes > 0)
-        ng_live_del_node(live, live->nodes[live->n_nodes - 1].name);
-    while (live->n_exports > 0)
-        ng_live_del_export(live, live->exports[live->n_exports - 1].id);
-    while (live->n_groups > 0)
-        ng_live_del_group(live, live->groups[live->n_groups - 1].name);
+    for (i = 0; i < live->n_nodes; i++) {
+        free(live->nodes[i].name);
+        ng_value_free(live->nodes[i].opts);
+        free(live->nodes[i].held_by);
+    }
+    for (i = 0; i < live->n_exports; i++) {
+        free(live->exports[i].id);
+        ng_value_free(live->exports[i].opts);
+    }
+    for (i = 0; i < live->n_groups; i++) {
+        free(live->groups[i].name);
+        ng_value_free(live->groups[i].limits);
+    }
     free(live->nodes);
     free(live->exports);
     free(live->groups);
