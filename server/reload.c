@@ -537,7 +537,10 @@ splice_out(struct ng_graph *g, void *opaque, struct ng_error *err)
 {
     struct reload_run *r = opaque;
 
-    return ng_graph_remove_filter(g, r->plan->steps[r->pos].object, err);
+    /* Not forced: a splice whose removal would take from an export what
+     * its clients were told fails the step, and the reload rolls back. */
+    return ng_graph_remove_filter(g, r->plan->steps[r->pos].object, 0,
+                                  err);
 }
 
 static void
