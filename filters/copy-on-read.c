@@ -225,7 +225,7 @@ cor_copy_next(struct cor_track *t)
             uint64_t off = t->ext_off;
 
             ng_req_init(&t->sub, NG_OP_WRITE, off, e->length, 0);
-            t->sub.buf = (unsigned char *)req->buf + (off - req->offset);
+            ng_iov_slice(&req->iov, off - req->offset, &t->sub.iov);
             t->sub.done = cor_copy_done;
             t->sub.opaque = t;
             ng_node_submit(s->file, &t->sub);

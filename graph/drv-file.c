@@ -299,6 +299,59 @@ file_write(struct file_state *s, const void *buf, uint64_t len,
     return r;
 }
 
+/* A scatter-gather read or write: one flat buffer (what NBD clients send)
+ * goes straight through; otherwise piece by piece, each piece being a
+ * request of its own to the functions above (bounced if O_DIRECT needs
+ * it).  Only requests padded by the core above an aligned node come in
+ * pieces, and they are few. */
+static int
+file_readv(struct file_state *s, const struct ng_iov *v, uint64_t len,
+           uint64_t off)
+{
+    void *buf = ng_iov_flat(v, (size_t)len);
+    uint64_t done = 0;
+
+    if (buf != NULL)
+        return file_read(s, buf, len, off);
+    while (done < len) {
+        size_t n = ng_iov_piece(v, done, &buf);
+        int r;
+
+        if (n == 0)
+            return -EIO;            /* a view shorter than the request */
+        if (n > len - done)
+            n = (size_t)(len - done);
+        if ((r = file_read(s, buf, n, off + done)) < 0)
+            return r;
+        done += n;
+    }
+    return 0;
+}
+
+static int
+file_writev(struct file_state *s, const struct ng_iov *v, uint64_t len,
+            uint64_t off)
+{
+    void *buf = ng_iov_flat(v, (size_t)len);
+    uint64_t done = 0;
+
+    if (buf != NULL)
+        return file_write(s, buf, len, off);
+    while (done < len) {
+        size_t n = ng_iov_piece(v, done, &buf);
+        int r;
+
+        if (n == 0)
+            return -EIO;
+        if (n > len - done)
+            n = (size_t)(len - done);
+        if ((r = file_write(s, buf, n, off + done)) < 0)
+            return r;
+        done += n;
+    }
+    return 0;
+}
+
 /* Zeroes by writing them, for when the file system cannot do better. */
 static int
 file_write_zero_bytes(struct file_state *s, uint64_t len, uint64_t off)
@@ -494,9 +547,9 @@ file_work(struct ng_node *node, struct ng_req *req)
 
     switch (req->op) {
     case NG_OP_READ:
-        return file_read(s, req->buf, req->length, req->offset);
+        return file_readv(s, &req->iov, req->length, req->offset);
     case NG_OP_WRITE:
-        r = file_write(s, req->buf, req->length, req->offset);
+        r = file_writev(s, &req->iov, req->length, req->offset);
         break;
     case NG_OP_TRIM:
         r = file_trim(s, req->length, req->offset);
@@ -525,12 +578,17 @@ file_work(struct ng_node *node, struct ng_req *req)
 static bool
 file_read_nowait(struct file_state *s, struct ng_req *req)
 {
-    struct iovec iov = { req->buf, req->length };
+    struct iovec iov[8];
+    size_t covered;
+    unsigned n;
     ssize_t r;
 
     if (!s->nowait_reads || req->op != NG_OP_READ)
         return false;
-    r = preadv2(s->fd, &iov, 1, (off_t)req->offset, RWF_NOWAIT);
+    n = ng_iov_export(&req->iov, (size_t)req->length, iov, 8, &covered);
+    if (covered < req->length)
+        return false;
+    r = preadv2(s->fd, iov, (int)n, (off_t)req->offset, RWF_NOWAIT);
     if (r < 0 && errno == EOPNOTSUPP)
         s->nowait_reads = false;
     return r == (ssize_t)req->length;

@@ -175,7 +175,6 @@ memory_chunk(uint64_t off, uint64_t left)
 static void
 memory_read(struct memory_state *s, struct ng_req *req, bool overlay)
 {
-    unsigned char *buf = req->buf;
     uint64_t off = req->offset, left = req->length;
 
     while (left > 0) {
@@ -183,10 +182,10 @@ memory_read(struct memory_state *s, struct ng_req *req, bool overlay)
         const unsigned char *p = s->pages[off >> MEMORY_PAGE_SHIFT];
 
         if (p == MEMORY_ZEROED(s) || (p == NULL && !overlay))
-            memset(buf, 0, n);
+            ng_iov_memset(&req->iov, off - req->offset, 0, n);
         else if (p != NULL)
-            memcpy(buf, p + (off & MEMORY_PAGE_MASK), n);
-        buf += n;
+            ng_iov_from_buf(&req->iov, off - req->offset,
+                            p + (off & MEMORY_PAGE_MASK), n);
         off += n;
         left -= n;
     }
@@ -204,13 +203,15 @@ memory_whole_page(const struct memory_state *s, uint64_t off, uint64_t n)
     return (off & MEMORY_PAGE_MASK) == 0 && off + n == end;
 }
 
-/* Store `buf` (or zeroes when buf is NULL) at [off, off + len), making
- * each page it touches a real page: a write, or a write-zeroes that must
- * stay provisioned (NBD's NO_HOLE). */
+/* Store the data in `v` (or zeroes when v is NULL) at [off, off + len),
+ * making each page it touches a real page: a write, or a write-zeroes
+ * that must stay provisioned (NBD's NO_HOLE). */
 static int
 memory_store(struct memory_state *s, uint64_t off, uint64_t len,
-             const unsigned char *buf)
+             const struct ng_iov *v)
 {
+    uint64_t done = 0;
+
     while (len > 0) {
         uint64_t n = memory_chunk(off, len);
         unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];
@@ -222,7 +223,7 @@ memory_store(struct memory_state *s, uint64_t off, uint64_t len,
             if (*pp == NULL && s->backing != NULL &&
                 !memory_whole_page(s, off, n))
                 return -EIO;
-            *pp = buf != NULL && memory_whole_page(s, off, n) ?
+            *pp = v != NULL && memory_whole_page(s, off, n) ?
                   malloc(MEMORY_PAGE_SIZE) : calloc(1, MEMORY_PAGE_SIZE);
             /* Out of RAM is this disk's out of space; ENOSPC lets a
              * client (QEMU's werror=enospc) pause rather than fail.  What
@@ -230,13 +231,12 @@ memory_store(struct memory_state *s, uint64_t off, uint64_t len,
             if (*pp == NULL)
                 return -ENOSPC;
         }
-        if (buf != NULL) {
-            memcpy(*pp + (off & MEMORY_PAGE_MASK), buf, n);
-            buf += n;
-        } else if (!fresh) {
+        if (v != NULL)
+            ng_iov_to_buf(v, done, *pp + (off & MEMORY_PAGE_MASK), n);
+        else if (!fresh)
             memset(*pp + (off & MEMORY_PAGE_MASK), 0, n);
-        }
         off += n;
+        done += n;
         len -= n;
     }
     return 0;
@@ -370,11 +370,10 @@ memory_backing_span(struct memory_state *s, uint64_t off, uint64_t len)
 
 static void
 memory_sub_init(struct ng_req *sub, enum ng_op op, uint64_t off,
-                uint64_t len, uint32_t flags, void *buf,
+                uint64_t len, uint32_t flags,
                 void (*done)(struct ng_req *, int), struct memory_io *io)
 {
     ng_req_init(sub, op, off, len, flags);
-    sub->buf = buf;
     sub->done = done;
     sub->opaque = io;
 }
@@ -413,13 +412,14 @@ memory_backed_read(struct memory_state *s, struct ng_req *req)
         return;
     }
     n = memory_backing_span(s, req->offset, req->length);
-    memset((unsigned char *)req->buf + n, 0, req->length - n);
+    ng_iov_memset(&req->iov, n, 0, req->length - n);
     if (n == 0) {
         memory_backed_read_done(&io->sub[0], 0);
         return;
     }
-    memory_sub_init(&io->sub[0], NG_OP_READ, req->offset, n, 0, req->buf,
+    memory_sub_init(&io->sub[0], NG_OP_READ, req->offset, n, 0,
                     memory_backed_read_done, io);
+    io->sub[0].iov = req->iov;
     ng_node_submit(s->backing, &io->sub[0]);
 }
 
@@ -428,7 +428,7 @@ static int
 memory_apply(struct memory_state *s, struct ng_req *req)
 {
     if (req->op == NG_OP_WRITE)
-        return memory_store(s, req->offset, req->length, req->buf);
+        return memory_store(s, req->offset, req->length, &req->iov);
     return memory_zero(s, req);
 }
 
@@ -528,7 +528,8 @@ memory_backed_modify(struct memory_state *s, struct ng_req *req)
         io->pending++;
         memory_sub_init(&io->sub[i], NG_OP_READ,
                         need[i] << MEMORY_PAGE_SHIFT, span[i], 0,
-                        io->cow_buf[i], memory_cow_read_done, io);
+                        memory_cow_read_done, io);
+        ng_req_set_buf(&io->sub[i], io->cow_buf[i]);
         ng_node_submit(s->backing, &io->sub[i]);
     }
     memory_cow_read_done(&io->sub[0], 0);
@@ -665,7 +666,7 @@ memory_bs_step(struct memory_io *io)
                         io->bs_len,
                         io->bs_full ? NG_REQ_REQ_ONE :
                                       req->flags & NG_REQ_REQ_ONE,
-                        NULL, memory_bs_sub_done, io);
+                        memory_bs_sub_done, io);
         if (io->bs_full) {
             io->sub[0].extents = &io->bs_scratch;
             io->sub[0].max_extents = 1;

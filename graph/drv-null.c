@@ -44,7 +44,7 @@ null_submit(struct ng_node *node, struct ng_req *req)
     case NG_OP_READ:
         /* Even with read-zeroes=false: QEMU then leaves the buffer as it
          * was, but ours may hold another client's data. */
-        memset(req->buf, 0, req->length);
+        ng_iov_memset(&req->iov, 0, 0, req->length);
         break;
     case NG_OP_BLOCK_STATUS:
         req->extents[0].length = req->length;

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include <uv.h>
 
@@ -117,6 +118,17 @@ struct ng_node_facts {
 
 typedef void ng_req_cb(struct ng_req *req, int ret, void *opaque);
 
+/* A request's data buffer: scatter-gather, a view of `length` bytes
+ * (the request's) that starts `skip` bytes into iov[0].  The elements
+ * are borrowed from whoever built the view; a sub-range of a view is
+ * another view of the same elements (ng_iov_slice), so splitting a
+ * request copies no data and allocates nothing. */
+struct ng_iov {
+    const struct iovec *iov;
+    unsigned niov;
+    size_t skip;                    /* < iov[0].iov_len unless empty */
+};
+
 struct ng_req_frame {
     ng_req_cb *cb;
     void *opaque;
@@ -128,7 +140,8 @@ struct ng_req {
     uint32_t flags;                 /* NG_REQ_* */
     uint64_t offset;                /* bytes */
     uint64_t length;                /* bytes; 0 is allowed for FLUSH */
-    void *buf;                      /* READ: filled; WRITE: source; borrowed */
+    struct ng_iov iov;              /* READ: filled; WRITE: source; see
+                                     * ng_req_set_buf() for one buffer */
     struct ng_extent *extents;      /* BLOCK_STATUS: caller's array */
     uint32_t max_extents;           /* its capacity, >= 1 */
     uint32_t nr_extents;            /* BLOCK_STATUS: filled by the driver,
@@ -151,11 +164,37 @@ struct ng_req {
     int work_ret;
     int (*work_fn)(struct ng_node *node, struct ng_req *req);
     struct ng_node *work_node;
+    struct iovec one;               /* ng_req_set_buf()'s one element */
 };
 
 /* Prepare a request for submission (clears the graph-owned part). */
 void ng_req_init(struct ng_req *req, enum ng_op op, uint64_t offset,
                  uint64_t length, uint32_t flags);
+
+/* Give the request one flat buffer of req->length bytes (borrowed): a
+ * one-element view in the request itself.  Call after ng_req_init(). */
+void ng_req_set_buf(struct ng_req *req, void *buf);
+
+/* Helpers for a view of at least off + len bytes.  Offsets are from the
+ * view's start. */
+/* Bytes contiguous in memory at `off` (0 past the view's elements), and
+ * their address in *p. */
+size_t ng_iov_piece(const struct ng_iov *v, uint64_t off, void **p);
+/* The view's first `len` bytes when they are one flat buffer, else NULL
+ * (the fast path for drivers that want a pointer). */
+void *ng_iov_flat(const struct ng_iov *v, size_t len);
+void ng_iov_to_buf(const struct ng_iov *v, uint64_t off, void *dst,
+                   size_t len);
+void ng_iov_from_buf(const struct ng_iov *v, uint64_t off, const void *src,
+                     size_t len);
+void ng_iov_memset(const struct ng_iov *v, uint64_t off, int c, size_t len);
+/* The view from `off` on, in *out (may be v).  No copy. */
+void ng_iov_slice(const struct ng_iov *v, uint64_t off, struct ng_iov *out);
+/* Fill out[0..max) with plain iovecs for the first `len` bytes, as
+ * preadv(2) takes them; returns how many, and the bytes they cover in
+ * *covered (less than len when max was too small). */
+unsigned ng_iov_export(const struct ng_iov *v, size_t len, struct iovec *out,
+                       unsigned max, size_t *covered);
 
 /* Push a completion frame: when the request completes, cb runs first and
  * is responsible for calling ng_req_complete() again (maybe later) to

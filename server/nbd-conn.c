@@ -751,7 +751,7 @@ conn_submit(struct nbd_conn *c, struct nbd_req *r)
 
     ng_req_init(q, request_op(r->cmd), r->offset, r->length,
                 request_ng_flags(r->cmd, r->flags));
-    q->buf = r->buf;
+    ng_req_set_buf(q, r->buf);
     q->extents = NULL;
     q->max_extents = 0;
     q->nr_extents = 0;
