@@ -27,8 +27,8 @@
  * go from unallocated to allocated, so two of these racing for one page
  * both stay correct (the second drops its copy).  The backing is read
  * through the graph, so it may be any node and answer asynchronously;
- * the contexts for that (struct memory_io) are kept on a free list, so
- * steady-state reads allocate nothing.
+ * the context for that (struct memory_io) is the request's own, from the
+ * core (ng_req_ctx()).
  */
 #include <config.h>
 
@@ -68,7 +68,6 @@ struct memory_io {
     struct ng_extent bs_scratch;
     bool in_submit, sub_done;       /* block status: inline completion */
     int sub_ret;
-    struct memory_io *next_free;
 };
 
 struct memory_state {
@@ -80,7 +79,6 @@ struct memory_state {
     unsigned char zero_marker;      /* its address in pages[]: allocated,
                                      * reads as zeroes (backing only) */
     struct ng_node *node;
-    struct memory_io *free_ios;
 };
 
 static const struct ng_opt_desc memory_opts[] = {
@@ -148,17 +146,12 @@ static void
 memory_close(struct ng_node *node)
 {
     struct memory_state *s = ng_node_state(node);
-    struct memory_io *io;
 
     for (uint64_t i = 0; i < s->npages; i++)
         if (s->pages[i] != MEMORY_ZEROED(s))
             free(s->pages[i]);
     memory_free_table(s);
     s->npages = 0;
-    while ((io = s->free_ios) != NULL) {
-        s->free_ios = io->next_free;
-        free(io);
-    }
 }
 
 /* Bytes of the page holding `off` from `off` on, at most `left`. */
@@ -331,29 +324,18 @@ memory_block_status_local(struct memory_state *s, struct ng_req *req)
 
 /* ---- The backing node --------------------------------------------------- */
 
+/* The request's context (zeroed), or NULL on ENOMEM.  The core takes it
+ * back when the request completes. */
 static struct memory_io *
 memory_io_get(struct memory_state *s, struct ng_req *req)
 {
-    struct memory_io *io = s->free_ios;
+    struct memory_io *io = ng_req_ctx(s->node, req);
 
-    if (io != NULL)
-        s->free_ios = io->next_free;
-    else if ((io = malloc(sizeof *io)) == NULL)
-        return NULL;
-    io->node = s->node;
-    io->req = req;
-    io->n_cow = 0;
-    io->ret = 0;
+    if (io != NULL) {
+        io->node = s->node;
+        io->req = req;
+    }
     return io;
-}
-
-/* Back on the free list before the request completes: its completion
- * may start the next request. */
-static void
-memory_io_put(struct memory_state *s, struct memory_io *io)
-{
-    io->next_free = s->free_ios;
-    s->free_ios = io;
 }
 
 /* Bytes of [off, off + len) the backing node has; the rest reads as
@@ -385,7 +367,6 @@ memory_backed_read_done(struct ng_req *sub, int ret)
     struct memory_state *s = ng_node_state(io->node);
     struct ng_req *req = io->req;
 
-    memory_io_put(s, io);
     /* Pages allocated meanwhile are newer than the backing's data. */
     if (ret == 0)
         memory_read(s, req, true);
@@ -407,14 +388,15 @@ memory_backed_read(struct memory_state *s, struct ng_req *req)
         ng_req_complete(req, 0);
         return;
     }
-    if ((io = memory_io_get(s, req)) == NULL) {
-        ng_req_complete(req, -ENOMEM);
-        return;
-    }
     n = memory_backing_span(s, req->offset, req->length);
     ng_iov_memset(&req->iov, n, 0, req->length - n);
-    if (n == 0) {
-        memory_backed_read_done(&io->sub[0], 0);
+    if (n == 0) {                   /* all past the backing's end */
+        memory_read(s, req, true);
+        ng_req_complete(req, 0);
+        return;
+    }
+    if ((io = memory_io_get(s, req)) == NULL) {
+        ng_req_complete(req, -ENOMEM);
         return;
     }
     memory_sub_init(&io->sub[0], NG_OP_READ, req->offset, n, 0,
@@ -449,21 +431,24 @@ memory_cow_finish(struct memory_io *io)
         else
             free(io->cow_buf[i]);
     }
-    memory_io_put(s, io);
     if (ret == 0)
         ret = memory_apply(s, req);
     ng_req_complete(req, ret);
 }
 
 static void
-memory_cow_read_done(struct ng_req *sub, int ret)
+memory_cow_piece_done(struct memory_io *io, int ret)
 {
-    struct memory_io *io = sub->opaque;
-
     if (ret < 0 && io->ret == 0)
         io->ret = ret;
     if (--io->pending == 0)
         memory_cow_finish(io);
+}
+
+static void
+memory_cow_read_done(struct ng_req *sub, int ret)
+{
+    memory_cow_piece_done(sub->opaque, ret);
 }
 
 /* Does the chunk of [off, off + left) in off's page need copying up? */
@@ -509,7 +494,6 @@ memory_backed_modify(struct memory_state *s, struct ng_req *req)
         if (buf == NULL) {
             while (i-- > 0)
                 free(io->cow_buf[i]);
-            memory_io_put(s, io);
             ng_req_complete(req, -ENOSPC);
             return;
         }
@@ -532,7 +516,8 @@ memory_backed_modify(struct memory_state *s, struct ng_req *req)
         ng_req_set_buf(&io->sub[i], io->cow_buf[i]);
         ng_node_submit(s->backing, &io->sub[i]);
     }
-    memory_cow_read_done(&io->sub[0], 0);
+    /* Not through sub[0]: it was not used when span[0] is 0. */
+    memory_cow_piece_done(io, 0);
 }
 
 /* ---- Block status through the backing ----------------------------------- */
@@ -545,11 +530,7 @@ memory_backed_modify(struct memory_state *s, struct ng_req *req)
 static void
 memory_bs_finish(struct memory_io *io, int ret)
 {
-    struct memory_state *s = ng_node_state(io->node);
-    struct ng_req *req = io->req;
-
-    memory_io_put(s, io);
-    ng_req_complete(req, ret);
+    ng_req_complete(io->req, ret);
 }
 
 /* Add this layer's extents from io->bs_off on, up to the next run of
@@ -756,6 +737,7 @@ const struct ng_driver ng_driver_memory = {
     .help       = "sparse RAM disk, lost when the node closes",
     .is_filter  = false,
     .state_size = sizeof(struct memory_state),
+    .req_ctx_size = sizeof(struct memory_io),
     .opts       = memory_opts,
     .open       = memory_open,
     .close      = memory_close,

@@ -69,6 +69,10 @@ struct ng_value *ng_filter_opts_with_child(const struct ng_driver *drv,
 /* ng_graph_free(): free every graph object (the nodes are gone). */
 void ng_graph_objects_free(struct ng_graph *g);
 
+/* Free what the core keeps per node for requests (ng_req_ctx()'s free
+ * list); nothing may be in flight. */
+void ng_node_free_req_pools(struct ng_node *node);
+
 /* Submit past the drain queue (drain.c resubmits queued requests). */
 void ng_bb_dispatch(struct ng_bb *bb, struct ng_req *req);
 

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,6 +287,78 @@ node_request_done(struct ng_req *req, int ret, void *opaque)
                                  * as success */
         ret = -EIO;
     ng_req_complete(req, ret);
+}
+
+/* ---- Per-request driver contexts ------------------------------------- */
+
+struct ng_req_ctx {
+    struct ng_node *node;
+    struct ng_req_ctx *next_free;
+    max_align_t data[];             /* req_ctx_size bytes */
+};
+
+/* node_request_done for a request that was given a context: the context
+ * goes back first, as the completion may start the next request. */
+static void
+node_request_done_ctx(struct ng_req *req, int ret, void *opaque)
+{
+    struct ng_req_ctx *c = opaque;
+    struct ng_node *node = c->node;
+
+    c->next_free = node->req_ctx_free;
+    node->req_ctx_free = c;
+    node_request_done(req, ret, node);
+}
+
+static struct ng_req_ctx *
+req_ctx_get(struct ng_node *node)
+{
+    size_t size = node->driver->req_ctx_size;
+    struct ng_req_ctx *c = node->req_ctx_free;
+
+    if (c != NULL)
+        node->req_ctx_free = c->next_free;
+    else if ((c = malloc(sizeof *c + size)) == NULL)
+        return NULL;
+    c->node = node;
+    memset(c->data, 0, size);
+    return c;
+}
+
+/* Given on first use: the choke point's frame for this node turns into
+ * one that also carries the context, so requests whose driver needs none
+ * (most of them) cost nothing. */
+void *
+ng_req_ctx(struct ng_node *node, struct ng_req *req)
+{
+    for (unsigned i = req->depth; i-- > 0;) {
+        struct ng_req_frame *f = &req->frames[i];
+        struct ng_req_ctx *c;
+
+        if (f->cb == node_request_done_ctx &&
+            ((struct ng_req_ctx *)f->opaque)->node == node)
+            return ((struct ng_req_ctx *)f->opaque)->data;
+        if (f->cb == node_request_done && f->opaque == node) {
+            if (node->driver->req_ctx_size == 0 ||
+                (c = req_ctx_get(node)) == NULL)
+                return NULL;
+            f->cb = node_request_done_ctx;
+            f->opaque = c;
+            return c->data;
+        }
+    }
+    return NULL;                    /* not held by this node: a bug */
+}
+
+void
+ng_node_free_req_pools(struct ng_node *node)
+{
+    struct ng_req_ctx *c;
+
+    while ((c = node->req_ctx_free) != NULL) {
+        node->req_ctx_free = c->next_free;
+        free(c);
+    }
 }
 
 void

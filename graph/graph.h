@@ -307,6 +307,8 @@ struct ng_driver {
                                  * besides the choke point's one per node;
                                  * the graph refuses a tree whose deepest
                                  * path needs more than NG_REQ_MAX_FRAMES */
+    size_t req_ctx_size;            /* bytes of per-request context, see
+                                     * ng_req_ctx(); 0 = none */
 
     /* Loop thread.  Children are attached and open.  May block briefly
      * (open(2)).  Returns 0, or -1 with *err set. */
@@ -414,6 +416,7 @@ struct ng_node {
     struct ng_node *prev;           /* so removal need not walk the list */
     uint64_t stats[NG_OP__COUNT];   /* requests seen, by op */
     struct ng_node_facts facts;     /* cached: see ng_node_refresh() */
+    struct ng_req_ctx *req_ctx_free;    /* see ng_req_ctx() */
 };
 
 static inline void *
@@ -444,6 +447,16 @@ int ng_node_refresh(struct ng_node *node, struct ng_error *err);
  * added or moved. */
 int ng_node_refresh_parents(struct ng_node *node, struct ng_error *err);
 uv_loop_t *ng_node_loop(struct ng_node *node);
+
+/* For a driver with req_ctx_size > 0: the context of `req` at `node`, a
+ * zeroed block of req_ctx_size bytes (aligned for any type) that belongs
+ * to this request while the node holds it, from the first call until the
+ * request completes at this node; the core takes it back then, before
+ * the completion goes further up.  Every call for the same request at
+ * the same node returns the same block.  Only valid between the driver's
+ * submit and its ng_req_complete(); NULL on ENOMEM.  Contexts are kept
+ * on a free list per node, so steady-state I/O allocates nothing. */
+void *ng_req_ctx(struct ng_node *node, struct ng_req *req);
 
 /* The choke point: every request reaches a driver through here.  Checks
  * range, op and flags against caps and writability (failing the request

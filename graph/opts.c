@@ -474,6 +474,7 @@ node_discard(struct ng_node *node)
         if (child->inline_def && child->parents == NULL)
             ng_node_destroy(child);
     }
+    ng_node_free_req_pools(node);
     free_fields(node->driver, node->state);
     free(node->state);
     free(node->name);
