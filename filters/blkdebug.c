@@ -314,5 +314,9 @@ const struct ng_driver ng_filter_blkdebug = {
     .close       = blkdebug_close,
     .submit      = blkdebug_submit,
     .refresh     = blkdebug_refresh,
+    .ops         = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                   NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
     .reconfigure = blkdebug_reconfigure,
 };

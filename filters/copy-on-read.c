@@ -304,4 +304,8 @@ const struct ng_driver ng_filter_copy_on_read = {
     .req_ctx_size = sizeof(struct cor_track),
     .opts       = cor_opts,
     .submit     = cor_submit,
+    .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                  NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                  NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
 };

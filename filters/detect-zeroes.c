@@ -133,5 +133,9 @@ const struct ng_driver ng_filter_detect_zeroes = {
     .state_size  = sizeof(struct dz_state),
     .opts        = dz_opts,
     .submit      = dz_submit,
+    .ops         = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                   NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
     .reconfigure = dz_reconfigure,
 };

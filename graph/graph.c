@@ -115,6 +115,28 @@ ng_node_child_role(struct ng_node *node, enum ng_role role)
     (NG_CAP_WRITE | NG_CAP_FUA | NG_CAP_TRIM | NG_CAP_ZERO | \
      NG_CAP_FAST_ZERO)
 
+/* The caps a driver can offer given the ops it handles (see struct
+ * ng_driver's ops). */
+static uint32_t
+ops_caps(uint32_t ops)
+{
+    uint32_t caps = ~0u;
+
+    if (ops == 0)
+        return caps;
+    if (!(ops & NG_OP_BIT(NG_OP_WRITE)))
+        caps &= ~NG_CAPS_CHANGING_DATA;
+    if (!(ops & NG_OP_BIT(NG_OP_WRITE_ZEROES)))
+        caps &= ~(NG_CAP_ZERO | NG_CAP_FAST_ZERO);
+    if (!(ops & NG_OP_BIT(NG_OP_TRIM)))
+        caps &= ~NG_CAP_TRIM;
+    if (!(ops & NG_OP_BIT(NG_OP_CACHE)))
+        caps &= ~NG_CAP_CACHE;
+    if (!(ops & NG_OP_BIT(NG_OP_BLOCK_STATUS)))
+        caps &= ~NG_CAP_EXTENTS;
+    return caps;
+}
+
 /* This node's facts from its children's cached ones and its driver's
  * refresh hook (see struct ng_driver's refresh). */
 static int
@@ -133,6 +155,7 @@ node_compute_facts(struct ng_node *node, struct ng_node_facts *f,
     f->has_backing = ng_node_child_role(node, NG_ROLE_BACKING) != NULL;
     if (drv->refresh != NULL && drv->refresh(node, f, err) == -1)
         return ng_error_prefix(err, "node '%s'", node->name);
+    f->caps &= ops_caps(drv->ops);
     /* A read-only node anywhere on the way down makes the top read-only:
      * a filter inherits its child's masked caps. */
     if (node->read_only)
@@ -377,6 +400,12 @@ ng_node_submit(struct ng_node *node, struct ng_req *req)
     }
     if (node_answer_trivially(node, req))
         return;
+    /* An op the driver does not list (caps took away the rest). */
+    if (node->driver->ops != 0 &&
+        !(node->driver->ops & NG_OP_BIT(req->op))) {
+        ng_req_complete(req, -ENOTSUP);
+        return;
+    }
     if (ng_req_push(req, node_request_done, node) == -1) {
         ng_req_complete(req, -ELOOP);
         return;

@@ -45,6 +45,8 @@ enum ng_op {
     NG_OP__COUNT
 };
 
+#define NG_OP_BIT(op) (1u << (op))     /* for struct ng_driver's ops */
+
 /* Request flags. */
 #define NG_REQ_FUA        (1u << 0)   /* write through before completing */
 #define NG_REQ_MAY_TRIM   (1u << 1)   /* write-zeroes may deallocate
@@ -309,6 +311,17 @@ struct ng_driver {
                                  * path needs more than NG_REQ_MAX_FRAMES */
     size_t req_ctx_size;            /* bytes of per-request context, see
                                      * ng_req_ctx(); 0 = none */
+    /* The ops submit handles, NG_OP_BIT(op) each, written out one by one
+     * so that an op added later cannot slip past a driver that does not
+     * know it (nbdkit's rule for filters).  0 = every op: only for
+     * filters that pass everything on unchanged (nofilter).  For an op
+     * left out, the choke point answers what has a correct answer that
+     * needs no driver (trim and cache: nothing, block status: all data;
+     * the node's caps lose NG_CAP_TRIM, NG_CAP_CACHE, NG_CAP_EXTENTS
+     * accordingly, and NG_CAP_ZERO & co without write-zeroes, the write
+     * caps without write) and fails the rest (read, write, flush) with
+     * -ENOTSUP. */
+    uint32_t ops;
 
     /* Loop thread.  Children are attached and open.  May block briefly
      * (open(2)).  Returns 0, or -1 with *err set. */
