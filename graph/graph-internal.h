@@ -73,6 +73,18 @@ void ng_graph_objects_free(struct ng_graph *g);
  * list); nothing may be in flight. */
 void ng_node_free_req_pools(struct ng_node *node);
 
+/* Hand a request the choke point has checked to the node's driver (or
+ * its child, for a filter without submit), counted in flight. */
+void ng_node_call_driver(struct ng_node *node, struct ng_req *req);
+
+/* graph/split.c: does req need splitting, aligning or tracking to meet
+ * the node's facts?  Then ng_split_submit() takes it instead of the
+ * driver. */
+bool ng_split_needed(const struct ng_node_facts *f, const struct ng_req *req);
+void ng_split_submit(struct ng_node *node, const struct ng_node_facts *f,
+                     struct ng_req *req);
+void ng_split_free_pool(struct ng_node *node);
+
 /* Submit past the drain queue (drain.c resubmits queued requests). */
 void ng_bb_dispatch(struct ng_bb *bb, struct ng_req *req);
 

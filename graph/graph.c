@@ -226,16 +226,15 @@ ng_node_loop(struct ng_node *node)
 /* What a driver may assume (see struct ng_driver's submit): refuse
  * everything else here, once, with the errno the NBD layer expects. */
 static int
-node_check_request(struct ng_node *node, const struct ng_req *req)
+node_check_request(const struct ng_node_facts *f, const struct ng_req *req)
 {
-    int64_t len;
-    uint32_t caps;
+    int64_t len = f->size;
+    uint32_t caps = f->caps;
 
     if ((unsigned)req->op >= NG_OP__COUNT)
         return -EINVAL;
     if (req->op == NG_OP_FLUSH)
         return 0;
-    len = ng_node_length(node);
     if (len < 0)
         return (int)len;
     if (req->offset > (uint64_t)len || req->length > (uint64_t)len - req->offset)
@@ -249,7 +248,6 @@ node_check_request(struct ng_node *node, const struct ng_req *req)
         return -EINVAL;
     if (!ng_req_changes_data(req))
         return 0;
-    caps = ng_node_caps(node);
     if (!(caps & NG_CAP_WRITE))
         return -EPERM;
     if ((req->flags & NG_REQ_FUA) && !(caps & NG_CAP_FUA))
@@ -263,14 +261,14 @@ node_check_request(struct ng_node *node, const struct ng_req *req)
 
 /* Requests a node cannot do but that have a correct trivial answer. */
 static bool
-node_answer_trivially(struct ng_node *node, struct ng_req *req)
+node_answer_trivially(struct ng_node *node, const struct ng_node_facts *f,
+                      struct ng_req *req)
 {
-    uint32_t caps;
+    uint32_t caps = f->caps;
 
     if (req->op != NG_OP_FLUSH && req->op != NG_OP_TRIM &&
         req->op != NG_OP_CACHE && req->op != NG_OP_BLOCK_STATUS)
         return false;
-    caps = ng_node_caps(node);
     switch (req->op) {
     case NG_OP_FLUSH:
         if (caps & NG_CAP_FLUSH)
@@ -378,6 +376,7 @@ ng_node_free_req_pools(struct ng_node *node)
 {
     struct ng_req_ctx *c;
 
+    ng_split_free_pool(node);
     while ((c = node->req_ctx_free) != NULL) {
         node->req_ctx_free = c->next_free;
         free(c);
@@ -387,7 +386,8 @@ ng_node_free_req_pools(struct ng_node *node)
 void
 ng_node_submit(struct ng_node *node, struct ng_req *req)
 {
-    int r = node_check_request(node, req);
+    const struct ng_node_facts *f = ng_node_facts(node);
+    int r = node_check_request(f, req);
 
     if (r < 0) {
         ng_req_complete(req, r);
@@ -398,7 +398,7 @@ ng_node_submit(struct ng_node *node, struct ng_req *req)
         ng_req_complete(req, 0);
         return;
     }
-    if (node_answer_trivially(node, req))
+    if (node_answer_trivially(node, f, req))
         return;
     /* An op the driver does not list (caps took away the rest). */
     if (node->driver->ops != 0 &&
@@ -406,12 +406,25 @@ ng_node_submit(struct ng_node *node, struct ng_req *req)
         ng_req_complete(req, -ENOTSUP);
         return;
     }
+    node->stats[req->op]++;
+    /* Too large or unaligned for the driver: the core fits it
+     * (graph/split.c).  Nodes without limits never go there. */
+    if ((f->request_alignment > 1 || f->max_transfer != 0) &&
+        ng_split_needed(f, req)) {
+        ng_split_submit(node, f, req);
+        return;
+    }
+    ng_node_call_driver(node, req);
+}
+
+void
+ng_node_call_driver(struct ng_node *node, struct ng_req *req)
+{
     if (ng_req_push(req, node_request_done, node) == -1) {
         ng_req_complete(req, -ELOOP);
         return;
     }
     node->in_flight++;
-    node->stats[req->op]++;
     if (node->driver->submit != NULL)
         node->driver->submit(node, req);
     else

@@ -430,6 +430,9 @@ struct ng_node {
     uint64_t stats[NG_OP__COUNT];   /* requests seen, by op */
     struct ng_node_facts facts;     /* cached: see ng_node_refresh() */
     struct ng_req_ctx *req_ctx_free;    /* see ng_req_ctx() */
+    struct ng_split *split_free;        /* graph/split.c's contexts */
+    struct ng_split *split_head, *split_tail;   /* requests changing data
+                                     * on an aligned node, oldest first */
 };
 
 static inline void *

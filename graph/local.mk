@@ -12,6 +12,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/drivers.h \
 	graph/graph.c \
 	graph/req.c \
+	graph/split.c \
 	graph/opts.c \
 	graph/drain.c \
 	graph/depth.c \
@@ -89,3 +90,14 @@ tests_unit_test_layers_SOURCES = \
 	tests/unit/graph-fixture.c \
 	$(NULL)
 tests_unit_test_layers_LDADD = $(CORE_LIBS)
+
+# The core's side of the request path: contexts, ops mask, splitting and
+# alignment, with test drivers.
+check_PROGRAMS += tests/unit/test-req
+TESTS += tests/unit/test-req
+tests_unit_test_req_SOURCES = \
+	tests/unit/test-req.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_req_LDADD = $(CORE_LIBS)
