@@ -111,9 +111,12 @@ struct ng_node_facts {
     uint32_t caps;                  /* NG_CAP_*, after read-only masking */
     uint32_t request_alignment;     /* bytes, a power of two, >= 1: offsets
                                      * and lengths a driver is handed are
-                                     * multiples of it */
+                                     * multiples of it (a range may end at
+                                     * the node's end unaligned); the core
+                                     * aligns what is not (graph/split.c) */
     uint32_t max_transfer;          /* bytes per request, a multiple of
-                                     * request_alignment; 0 = no limit */
+                                     * request_alignment; 0 = no limit; the
+                                     * core splits what is larger */
     uint32_t opt_transfer;          /* preferred request size; 0 = none */
     bool has_backing;               /* a child on the "backing" edge */
 };
@@ -144,6 +147,7 @@ struct ng_req {
     uint64_t length;                /* bytes; 0 is allowed for FLUSH */
     struct ng_iov iov;              /* READ: filled; WRITE: source; see
                                      * ng_req_set_buf() for one buffer */
+    struct iovec one;               /* ng_req_set_buf()'s one element */
     struct ng_extent *extents;      /* BLOCK_STATUS: caller's array */
     uint32_t max_extents;           /* its capacity, >= 1 */
     uint32_t nr_extents;            /* BLOCK_STATUS: filled by the driver,
@@ -166,7 +170,6 @@ struct ng_req {
     int work_ret;
     int (*work_fn)(struct ng_node *node, struct ng_req *req);
     struct ng_node *work_node;
-    struct iovec one;               /* ng_req_set_buf()'s one element */
 };
 
 /* Prepare a request for submission (clears the graph-owned part). */
@@ -332,10 +335,14 @@ struct ng_driver {
     void (*close)(struct ng_node *node);
 
     /* Loop thread.  The choke point (ng_node_submit) has checked: the
-     * range lies inside the node, the op and flags are in the node's caps,
-     * writes only on writable nodes.  Must eventually call
-     * ng_req_complete(req, 0 or -errno) exactly once; may do so inline.
-     * NULL for a filter means: forward everything unchanged. */
+     * range lies inside the node, the op is in `ops` and it and its flags
+     * are in the node's caps, writes only on writable nodes; and the
+     * request keeps to the node's request_alignment and max_transfer
+     * (block status too: its answer is cut back for the caller).  The
+     * buffer (req->iov) may have several elements: use the ng_iov_*
+     * helpers.  Must eventually call ng_req_complete(req, 0 or -errno)
+     * exactly once; may do so inline.  NULL for a filter means: forward
+     * everything unchanged. */
     void (*submit)(struct ng_node *node, struct ng_req *req);
 
     /* Optional: fill this node's facts (size, caps, transfer limits).
