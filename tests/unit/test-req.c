@@ -24,7 +24,7 @@
 #include "graph/drivers.h"
 #include "tests/unit/graph-fixture.h"
 
-/* ---- test-aligned --------------------------------------------------------- */
+/* ---- test-aligned -------------------------------------------------------- */
 
 struct ta_state {
     uint64_t size, align, max;      /* options */
@@ -191,7 +191,7 @@ static const struct ng_driver test_aligned = {
     .refresh      = ta_refresh,
 };
 
-/* ---- test-rw -------------------------------------------------------------- */
+/* ---- test-rw ------------------------------------------------------------- */
 
 struct rw_state {
     struct ng_node *file;
@@ -227,7 +227,7 @@ static const struct ng_driver *const test_drivers[] = {
     NULL,
 };
 
-/* ---- The model ------------------------------------------------------------ */
+/* ---- The model ----------------------------------------------------------- */
 
 struct model {
     struct fixture f;
@@ -378,7 +378,7 @@ model_random(struct model *m, unsigned n, uint64_t max_len)
     model_check(m, 0, m->size);
 }
 
-/* ---- Cases ---------------------------------------------------------------- */
+/* ---- Cases --------------------------------------------------------------- */
 
 static void
 test_ops_mask(void)
