@@ -312,8 +312,8 @@ struct ng_driver {
                                  * besides the choke point's one per node;
                                  * the graph refuses a tree whose deepest
                                  * path needs more than NG_REQ_MAX_FRAMES */
-    size_t req_ctx_size;            /* bytes of per-request context, see
-                                     * ng_req_ctx(); 0 = none */
+    size_t req_ctx_size;        /* bytes of per-request context, see
+                                 * ng_req_ctx(); 0 = none */
     /* The ops submit handles, NG_OP_BIT(op) each, written out one by one
      * so that an op added later cannot slip past a driver that does not
      * know it (nbdkit's rule for filters).  0 = every op: only for
