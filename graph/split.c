@@ -28,8 +28,13 @@
  * requests"): a read-modify-write waits for every older overlapping
  * request, and every request waits for an older overlapping
  * read-modify-write.  Waiting goes in arrival order, so neither side
- * starves.  Nodes with alignment 1 and no max_transfer (every shipped
- * leaf without a limit option) never come here.
+ * starves.  Filters inherit their child's facts, so the topmost node
+ * with the limits does the fitting and serialises what passes through
+ * it; a write that reaches the aligned node below by another path (a
+ * second parent) is tracked there but not serialised against this
+ * node's read-modify-write (in QEMU, too, serialising is per node).
+ * Nodes with alignment 1 and no max_transfer (every shipped node
+ * without cache.direct or a limit option) never come here.
  *
  * Contexts (struct ng_split) and their pad buffers stay on a per-node
  * free list, so steady-state I/O allocates nothing.
