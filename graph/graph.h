@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/uio.h>
 
 #include <uv.h>
@@ -186,13 +187,23 @@ void ng_req_set_buf(struct ng_req *req, void *buf);
  * their address in *p. */
 size_t ng_iov_piece(const struct ng_iov *v, uint64_t off, void **p);
 /* The view's first `len` bytes when they are one flat buffer, else NULL
- * (the fast path for drivers that want a pointer). */
-void *ng_iov_flat(const struct ng_iov *v, size_t len);
-void ng_iov_to_buf(const struct ng_iov *v, uint64_t off, void *dst,
-                   size_t len);
-void ng_iov_from_buf(const struct ng_iov *v, uint64_t off, const void *src,
+ * (the fast path for drivers that want a pointer).  Inline. */
+static inline void *ng_iov_flat(const struct ng_iov *v, size_t len);
+/* Copy [off, off + len) of the view out to dst, or in from src.  Inline
+ * for the one-buffer case, the hot path of memory-like drivers. */
+static inline void ng_iov_to_buf(const struct ng_iov *v, uint64_t off,
+                                 void *dst, size_t len);
+static inline void ng_iov_from_buf(const struct ng_iov *v, uint64_t off,
+                                   const void *src, size_t len);
+/* The same for any view (what the inline ones call when it has several
+ * elements). */
+void ng_iov_copy_out(const struct ng_iov *v, uint64_t off, void *dst,
                      size_t len);
-void ng_iov_memset(const struct ng_iov *v, uint64_t off, int c, size_t len);
+void ng_iov_copy_in(const struct ng_iov *v, uint64_t off, const void *src,
+                    size_t len);
+void ng_iov_fill(const struct ng_iov *v, uint64_t off, int c, size_t len);
+static inline void ng_iov_memset(const struct ng_iov *v, uint64_t off, int c,
+                                 size_t len);
 /* The view from `off` on, in *out (may be v).  No copy. */
 void ng_iov_slice(const struct ng_iov *v, uint64_t off, struct ng_iov *out);
 /* Fill out[0..max) with plain iovecs for the first `len` bytes, as
@@ -200,6 +211,60 @@ void ng_iov_slice(const struct ng_iov *v, uint64_t off, struct ng_iov *out);
  * *covered (less than len when max was too small). */
 unsigned ng_iov_export(const struct ng_iov *v, size_t len, struct iovec *out,
                        unsigned max, size_t *covered);
+
+/* [off, off + len) when it lies in one flat buffer, else NULL. */
+static inline void *
+ng_iov_at(const struct ng_iov *v, uint64_t off, size_t len)
+{
+    if (v->niov == 1 && off + len <= v->iov->iov_len - v->skip)
+        return (unsigned char *)v->iov->iov_base + v->skip + off;
+    return NULL;
+}
+
+static inline void *
+ng_iov_flat(const struct ng_iov *v, size_t len)
+{
+    void *p = ng_iov_at(v, 0, len);
+
+    /* A view whose first element is empty, or that skips into one. */
+    if (p == NULL && ng_iov_piece(v, 0, &p) < len)
+        p = NULL;
+    return p;
+}
+
+static inline void
+ng_iov_to_buf(const struct ng_iov *v, uint64_t off, void *dst, size_t len)
+{
+    void *p = ng_iov_at(v, off, len);
+
+    if (p != NULL)
+        memcpy(dst, p, len);
+    else
+        ng_iov_copy_out(v, off, dst, len);
+}
+
+static inline void
+ng_iov_from_buf(const struct ng_iov *v, uint64_t off, const void *src,
+                size_t len)
+{
+    void *p = ng_iov_at(v, off, len);
+
+    if (p != NULL)
+        memcpy(p, src, len);
+    else
+        ng_iov_copy_in(v, off, src, len);
+}
+
+static inline void
+ng_iov_memset(const struct ng_iov *v, uint64_t off, int c, size_t len)
+{
+    void *p = ng_iov_at(v, off, len);
+
+    if (p != NULL)
+        memset(p, c, len);
+    else
+        ng_iov_fill(v, off, c, len);
+}
 
 /* Push a completion frame: when the request completes, cb runs first and
  * is responsible for calling ng_req_complete() again (maybe later) to

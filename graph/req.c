@@ -51,15 +51,6 @@ ng_iov_slice(const struct ng_iov *v, uint64_t off, struct ng_iov *out)
     out->skip = (size_t)pos;
 }
 
-/* The one-buffer case, the common one, without the walk. */
-static inline void *
-iov_flat_at(const struct ng_iov *v, uint64_t off, size_t len)
-{
-    if (v->niov == 1 && off + len <= v->iov->iov_len - v->skip)
-        return (unsigned char *)v->iov->iov_base + v->skip + off;
-    return NULL;
-}
-
 size_t
 ng_iov_piece(const struct ng_iov *v, uint64_t off, void **p)
 {
@@ -72,16 +63,6 @@ ng_iov_piece(const struct ng_iov *v, uint64_t off, void **p)
     }
     *p = (unsigned char *)at.iov->iov_base + at.skip;
     return at.iov->iov_len - at.skip;
-}
-
-void *
-ng_iov_flat(const struct ng_iov *v, size_t len)
-{
-    void *p = iov_flat_at(v, 0, len);
-
-    if (p == NULL && ng_iov_piece(v, 0, &p) < len)
-        p = NULL;
-    return p;
 }
 
 /* Call fn on each contiguous piece of [off, off + len). */
@@ -125,30 +106,20 @@ iov_fill(void *piece, size_t n, size_t done, void *c)
 }
 
 void
-ng_iov_to_buf(const struct ng_iov *v, uint64_t off, void *dst, size_t len)
+ng_iov_copy_out(const struct ng_iov *v, uint64_t off, void *dst, size_t len)
 {
-    void *p = iov_flat_at(v, off, len);
-
-    if (p != NULL)
-        memcpy(dst, p, len);
-    else
-        iov_walk(v, off, len, iov_copy_out, dst);
+    iov_walk(v, off, len, iov_copy_out, dst);
 }
 
 void
-ng_iov_from_buf(const struct ng_iov *v, uint64_t off, const void *src,
-                size_t len)
+ng_iov_copy_in(const struct ng_iov *v, uint64_t off, const void *src,
+               size_t len)
 {
-    void *p = iov_flat_at(v, off, len);
-
-    if (p != NULL)
-        memcpy(p, src, len);
-    else
-        iov_walk(v, off, len, iov_copy_in, (void *)src);
+    iov_walk(v, off, len, iov_copy_in, (void *)src);
 }
 
 void
-ng_iov_memset(const struct ng_iov *v, uint64_t off, int c, size_t len)
+ng_iov_fill(const struct ng_iov *v, uint64_t off, int c, size_t len)
 {
     iov_walk(v, off, len, iov_fill, &c);
 }
