@@ -12,6 +12,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/drivers.h \
 	graph/graph.c \
 	graph/req.c \
+	graph/threads.c \
 	graph/opts.c \
 	graph/drain.c \
 	graph/depth.c \

@@ -344,7 +344,8 @@ insert_filter(struct ng_graph *g, struct ng_node *below,
               size_t n_bbs, unsigned flags, const struct bbs_before *before,
               const struct parents_saved *saved, struct ng_error *err)
 {
-    struct ng_node *filter = ng_graph_add_node(g, NULL, opts, err);
+    /* Inside a drained section: a filter that opens slowly is refused. */
+    struct ng_node *filter = ng_graph_add_node_now(g, NULL, opts, err);
 
     if (filter == NULL)
         return NULL;
