@@ -90,3 +90,13 @@ tests_unit_test_layers_SOURCES = \
 	tests/unit/graph-fixture.c \
 	$(NULL)
 tests_unit_test_layers_LDADD = $(CORE_LIBS)
+
+# Asynchronous open and close, worker pools (with its own test drivers).
+check_PROGRAMS += tests/unit/test-threads
+TESTS += tests/unit/test-threads
+tests_unit_test_threads_SOURCES = \
+	tests/unit/test-threads.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_threads_LDADD = $(CORE_LIBS)
