@@ -621,9 +621,6 @@ main(int argc, char **argv)
         return EXIT_FAILURE;
     }
     signal(SIGPIPE, SIG_IGN);
-    /* Blocking drivers run on libuv's pool: give it room for queue depth
-     * 32 and more before the first request uses it. */
-    setenv("UV_THREADPOOL_SIZE", "16", 0);
     r = run(&o);
     options_free(&o);
     return r;
