@@ -4,7 +4,8 @@
  * blockdev-add answers once the open is over, its node-name is taken
  * meanwhile without the node showing; a start-up with a slow node waits
  * for it; and a failed open (below a slow inline child, or on a file
- * that does not exist) leaves query-named-block-nodes as it was. */
+ * that does not exist) leaves query-named-block-nodes as it was; a
+ * daemon stopped while an open runs waits for it and exits cleanly. */
 #include <config.h>
 
 #include <pthread.h>
@@ -234,7 +235,14 @@ main(void)
                                "blockdev-del", "arguments",
                                "node-name", "slow1"));
     expect_nodes(qmp, "mem0 mem1 slow0 ", "after blockdev-del");
-    ng_test_qmp_close(qmp);
+
+    /* Stopped while an open runs: the daemon waits for it, closes the
+     * node and exits cleanly (ng_test_stop wants status 0). */
+    ng_test_qmp_send(qmp, "{\"execute\":\"blockdev-add\",\"arguments\":"
+                     "{\"driver\":\"delay\",\"node-name\":\"late\","
+                     "\"open-delay\":\"500ms\",\"file\":\"mem1\"}}");
+    expect_nodes(qmp, "mem0 mem1 slow0 ", "while 'late' opens");
     ng_test_stop(d);
+    ng_test_qmp_close(qmp);
     return 0;
 }
