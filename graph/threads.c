@@ -34,6 +34,7 @@ struct ng_pool {
     /* Under lock. */
     struct ng_work *todo_head, *todo_tail;
     struct ng_work *done_head, *done_tail;
+    unsigned n_todo;                /* on the todo list */
     unsigned idle;                  /* threads waiting for work */
     bool stopping;
     /* Loop thread only. */
@@ -72,6 +73,7 @@ pool_worker(void *arg)
         w = p->todo_head;
         if ((p->todo_head = w->next) == NULL)
             p->todo_tail = NULL;
+        p->n_todo--;
         pthread_mutex_unlock(&p->lock);
         w->fn(w);
         pthread_mutex_lock(&p->lock);
@@ -193,7 +195,9 @@ pool_push(struct ng_pool *p, struct ng_work *w)
         uv_ref((uv_handle_t *)&p->async);
     pthread_mutex_lock(&p->lock);
     list_append(&p->todo_head, &p->todo_tail, w);
-    grow = p->idle == 0 && p->n_threads < p->max_threads;
+    /* More work waiting than idle threads to take it (a burst arrives
+     * before the woken threads run): one more thread. */
+    grow = ++p->n_todo > p->idle && p->n_threads < p->max_threads;
     pthread_cond_signal(&p->wake);
     pthread_mutex_unlock(&p->lock);
     /* A thread that cannot start is no failure: the work waits for one
