@@ -4,6 +4,8 @@
  *   BB ── stall (test driver: blocking reads wait for a gate, 2 threads)
  *   BB ── disk  (file: its own pool)
  *        → a file write completes while every stall thread is stuck
+ *   BB ── a, BB ── b  (stall-node: a pool each)
+ *        → b reads while every thread of a is stuck
  *
  *   ioopen ──file──> m   (test driver: open reads m, close flushes it)
  *
@@ -114,6 +116,19 @@ static const struct ng_driver test_stall = {
     .state_size   = sizeof(struct stall_state),
     .thread_model = NG_THREADS_PARALLEL,
     .pool_scope   = NG_POOL_PER_DRIVER,
+    .threads      = 2,
+    .open         = stall_open,
+    .close        = stall_close,
+    .submit       = stall_submit,
+    .refresh      = stall_refresh,
+};
+
+/* The same with a pool per node: one node stuck, the next goes on. */
+static const struct ng_driver test_stall_node = {
+    .name         = "stall-node",
+    .state_size   = sizeof(struct stall_state),
+    .thread_model = NG_THREADS_PARALLEL,
+    .pool_scope   = NG_POOL_PER_NODE,
     .threads      = 2,
     .open         = stall_open,
     .close        = stall_close,
@@ -232,7 +247,7 @@ static const struct ng_driver test_ioopen = {
 
 static const struct ng_driver *const test_drivers[] = {
     &ng_driver_file, &ng_driver_memory, &ng_filter_delay, &ng_filter_nofilter,
-    &test_stall, &test_serial, &test_ioopen, NULL,
+    &test_stall, &test_stall_node, &test_serial, &test_ioopen, NULL,
 };
 
 /* ---- Cases ----------------------------------------------------------------- */
@@ -315,6 +330,46 @@ test_pools_apart(void)
     }
     teardown(&f);
     unlink(path);
+}
+
+/* NG_POOL_PER_NODE: a node whose threads are all stuck does not hold up
+ * another node of the same driver. */
+static void
+test_pool_per_node(void)
+{
+    struct fixture f;
+    struct ng_node *a, *b;
+    struct ng_bb *bb_a, *bb_b;
+    static struct ng_req reqs[8], breq;
+    static struct io_result res[8], bres;
+    static char bufs[8][512], bbuf[512];
+    struct stall_state *sa, *sb;
+    int i;
+
+    tsetup(&f, "pools: per node, one stuck node does not starve another");
+    a = add(&f, "a", yaml("{driver: stall-node}"));
+    b = add(&f, "b", yaml("{driver: stall-node}"));
+    bb_a = bb_new(&f, "bb-a", a, false);
+    bb_b = bb_new(&f, "bb-b", b, false);
+    sa = ng_node_state(a);
+    sb = ng_node_state(b);
+    for (i = 0; i < 8; i++)
+        io_start(bb_a, &reqs[i], &res[i], NG_OP_READ, 512 * i, 512, 0,
+                 bufs[i]);
+    CHECK(sem_post(&sb->gate) == 0);        /* b's one read may go */
+    io_start(bb_b, &breq, &bres, NG_OP_READ, 0, 512, 0, bbuf);
+    if (!io_wait_for(&f, &bres, 10000))
+        fail("node b waited for node a's threads");
+    CHECK_RET(bres.ret, 0);
+    for (i = 0; i < 8; i++)
+        CHECK(!res[i].done);
+    for (i = 0; i < 8; i++)
+        CHECK(sem_post(&sa->gate) == 0);
+    for (i = 0; i < 8; i++) {
+        io_wait(&f, &res[i]);
+        CHECK_RET(res[i].ret, 0);
+    }
+    teardown(&f);
 }
 
 /* NG_THREADS_SERIALIZE_NODE: one request of a node in a thread at once,
@@ -462,6 +517,7 @@ main(void)
     alarm(60);
     setvbuf(stdout, NULL, _IOLBF, 0);
     test_pools_apart();
+    test_pool_per_node();
     test_serialize();
     test_open_io();
     test_slow_open();
