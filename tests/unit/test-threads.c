@@ -484,13 +484,18 @@ test_slow_open(void)
 
     tsetup(&f, "open: a slow open joins the graph when it is done");
     add(&f, "m", yaml("{driver: memory, size: 1M}"));
-    o = yaml("{driver: delay, file: m, open-delay: 200ms}");
+    add(&f, "nf", yaml("{driver: nofilter, file: m}"));
+    o = yaml("{driver: delay, file: nf, open-delay: 200ms}");
     t0 = uv_hrtime();
     CHECK(ng_graph_add_node(f.g, "d", o, add_cb, &d, &err) == 0);
     CHECK(d == NULL && ng_graph_find(f.g, "d") == NULL);
     add_fails(&f, "d", yaml("{driver: memory, size: 1M}"),
               "node 'd' already exists");
-    CHECK(ng_graph_del_node(f.g, "m", NULL, NULL, &err) == -1);
+    /* Its child stays put while it opens. */
+    CHECK(ng_graph_del_node(f.g, "nf", NULL, NULL, &err) == -1);
+    CHECK(ng_graph_check_remove_filter(f.g, "nf", &err) == -1);
+    printf("  refused as expected: %s\n", err.msg);
+    CHECK(err.code == EBUSY);
     while (d == NULL)
         uv_run(&f.loop, UV_RUN_ONCE);
     CHECK(uv_hrtime() - t0 >= 200 * MS);
