@@ -739,22 +739,22 @@ add_discarded(void *opaque)
     add_free(a);
 }
 
-/* Undo a failed (or unwanted) add: free the nodes that never opened, top
- * down, then close the opened ones, which are all inline children, each
- * after its parents. */
+/* Undo a failed (or unwanted) add: free the nodes that never opened,
+ * then close the opened ones, which are all inline children, each after
+ * its parents. */
 static void
 add_discard(struct ng_add *a)
 {
     struct ng_remove *r = calloc(1, sizeof *r);
     size_t i;
 
-    for (i = a->n; i-- > a->n_open; ) {
-        struct ng_node *node = a->nodes[i];
-
-        while (node->children != NULL)
-            ng_edge_detach(node->children);
-        node_free(node);
-    }
+    /* Every edge first: when options were wrong, a parent may come
+     * before its children in the list, and detaching touches both. */
+    for (i = a->n_open; i < a->n; i++)
+        while (a->nodes[i]->children != NULL)
+            ng_edge_detach(a->nodes[i]->children);
+    for (i = a->n_open; i < a->n; i++)
+        node_free(a->nodes[i]);
     a->n = a->n_open;
     if (r == NULL) {
         /* Cannot track a removal: close what opened now, parents (later

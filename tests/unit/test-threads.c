@@ -246,7 +246,8 @@ static const struct ng_driver test_ioopen = {
 /* ---- This program's driver registry ------------------------------------ */
 
 static const struct ng_driver *const test_drivers[] = {
-    &ng_driver_file, &ng_driver_memory, &ng_filter_delay, &ng_filter_nofilter,
+    &ng_driver_file, &ng_driver_memory, &ng_driver_raw, &ng_filter_delay,
+    &ng_filter_nofilter,
     &test_stall, &test_stall_node, &test_serial, &test_ioopen, NULL,
 };
 
@@ -445,6 +446,14 @@ test_open_io(void)
     CHECK(count_nodes(&f) == before);
     CHECK(ng_graph_find(f.g, "zero") == NULL);
     add(&f, "zero", yaml("{driver: memory, size: 1M}"));   /* name free */
+
+    /* Wrong options after an inline child was made (raw parses "file"
+     * before "offset"): nothing opened, nothing left. */
+    add_fails(&f, "bad2", yaml("{driver: raw, offset: lots, file: "
+                               "{driver: ioopen, node-name: mid, file: "
+                               "{driver: memory, size: 1M}}}"), "offset");
+    CHECK(count_nodes(&f) == before + 1);
+    CHECK(ng_graph_find(f.g, "mid") == NULL);
 
     /* The child stays in use while its parent closes; the removal ends
      * after the close's flush. */
