@@ -1,0 +1,30 @@
+/* tests/fuzz/nbd-fixture.h: the real NBD server on the harness's loop,
+ * set up once per process, for the handshake and transmission harnesses.
+ *
+ * Exports, each on its own node (sizes 1 MiB, so data a fuzzer writes
+ * stays bounded across runs):
+ *   disk    memory, writable, with a description (also the default "")
+ *   ro      null-co, read-only
+ *   img     file (a sparse file in the temp dir): completions come from
+ *           worker threads, so requests are still in flight when the
+ *           client has gone
+ *   faulty  blkdebug over memory: reads at 64K and writes at 128K fail,
+ *           and so does every block-status
+ *   zero    detect-zeroes (unmap) over memory
+ */
+#ifndef NG_FUZZ_NBD_FIXTURE_H
+#define NG_FUZZ_NBD_FIXTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FUZZ_NBD_EXPORTS 5
+extern const char *const fuzz_nbd_export_names[FUZZ_NBD_EXPORTS];
+
+/* One client session against the server (set up on first use): `head`
+ * then `data` on a fresh connection; returns once the server has closed
+ * it and freed every connection. */
+void fuzz_nbd_session(const uint8_t *head, size_t head_len,
+                      const uint8_t *data, size_t len);
+
+#endif
