@@ -60,6 +60,7 @@ EXTRA_DIST += \
 	tests/fuzz/make-seeds.py \
 	tests/fuzz/corpus \
 	tests/fuzz/dict \
+	tests/fuzz/README.md \
 	$(NULL)
 
 # make fuzz [FUZZ_SECONDS=N]: each harness for N seconds (default 60),
