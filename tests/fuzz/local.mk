@@ -35,20 +35,32 @@ FUZZ_NBD = \
 FUZZ_LIBS = server/libngserver.a $(CORE_LIBS)
 
 tests_fuzz_fuzz_nbd_handshake_SOURCES = \
-	tests/fuzz/fuzz-nbd-handshake.c $(FUZZ_NBD) $(FUZZ_COMMON)
+	tests/fuzz/fuzz-nbd-handshake.c \
+	$(FUZZ_NBD) \
+	$(FUZZ_COMMON) \
+	$(NULL)
 tests_fuzz_fuzz_nbd_handshake_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_nbd_handshake_LDADD = $(FUZZ_LIBS)
 
 tests_fuzz_fuzz_nbd_transmission_SOURCES = \
-	tests/fuzz/fuzz-nbd-transmission.c $(FUZZ_NBD) $(FUZZ_COMMON)
+	tests/fuzz/fuzz-nbd-transmission.c \
+	$(FUZZ_NBD) \
+	$(FUZZ_COMMON) \
+	$(NULL)
 tests_fuzz_fuzz_nbd_transmission_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_nbd_transmission_LDADD = $(FUZZ_LIBS)
 
-tests_fuzz_fuzz_qmp_SOURCES = tests/fuzz/fuzz-qmp.c $(FUZZ_COMMON)
+tests_fuzz_fuzz_qmp_SOURCES = \
+	tests/fuzz/fuzz-qmp.c \
+	$(FUZZ_COMMON) \
+	$(NULL)
 tests_fuzz_fuzz_qmp_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_qmp_LDADD = $(FUZZ_LIBS)
 
-tests_fuzz_fuzz_config_SOURCES = tests/fuzz/fuzz-config.c $(FUZZ_COMMON)
+tests_fuzz_fuzz_config_SOURCES = \
+	tests/fuzz/fuzz-config.c \
+	$(FUZZ_COMMON) \
+	$(NULL)
 tests_fuzz_fuzz_config_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_config_LDADD = $(FUZZ_LIBS)
 
