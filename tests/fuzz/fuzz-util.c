@@ -15,8 +15,7 @@
 
 #include "tests/fuzz/fuzz-util.h"
 
-/* One session may take this long before the harness calls it a hang
- * (libFuzzer's own -timeout is the backstop). */
+/* One session may take this long before the harness calls it a hang. */
 #define FUZZ_SESSION_SECONDS 10
 
 void
@@ -89,25 +88,19 @@ now_seconds(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Loop iterations between two looks at the clock. */
-#define FUZZ_SPINS_PER_CHECK 64
-
-struct bound {
-    double deadline;
-    unsigned spins;
-};
-
-static void
-bound_start(struct bound *b)
+/* A deadline for one wait on the loop, checked after each loop
+ * iteration; an iteration that blocks for good is left to libFuzzer's
+ * -timeout (run-fuzzers.sh) and to timeout(1) in test-fuzz-corpus.sh. */
+static double
+deadline_start(void)
 {
-    b->deadline = now_seconds() + FUZZ_SESSION_SECONDS;
-    b->spins = 0;
+    return now_seconds() + FUZZ_SESSION_SECONDS;
 }
 
 static void
-bound_check(struct bound *b, const char *what)
+deadline_check(double deadline, const char *what)
 {
-    if (++b->spins % FUZZ_SPINS_PER_CHECK == 0 && now_seconds() > b->deadline)
+    if (now_seconds() > deadline)
         fuzz_die("%s not done after %d s", what, FUZZ_SESSION_SECONDS);
 }
 
@@ -193,9 +186,8 @@ fuzz_unix_session(uv_loop_t *loop, const char *path, const uint8_t *head,
     struct outbox o = { { head, data }, { head_len, len }, 0 };
     int fd = connect_unix(path);
     bool sent = false;
-    struct bound b;
+    double deadline = deadline_start();
 
-    bound_start(&b);
     for (;;) {
         if (!sent && send_some(fd, &o)) {
             sent = true;
@@ -208,7 +200,7 @@ fuzz_unix_session(uv_loop_t *loop, const char *path, const uint8_t *head,
          * worker thread done): wait for it rather than spin, which
          * would take the CPU from the worker threads. */
         uv_run(loop, UV_RUN_ONCE);
-        bound_check(&b, "session");
+        deadline_check(deadline, "session");
     }
     close(fd);
 }
@@ -217,11 +209,10 @@ void
 fuzz_run_until(uv_loop_t *loop, bool (*done)(void *opaque), void *opaque,
                const char *what)
 {
-    struct bound b;
+    double deadline = deadline_start();
 
-    bound_start(&b);
     while (!done(opaque)) {
         uv_run(loop, UV_RUN_ONCE);
-        bound_check(&b, what);
+        deadline_check(deadline, what);
     }
 }
