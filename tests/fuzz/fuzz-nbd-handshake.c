@@ -13,6 +13,6 @@
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    fuzz_nbd_session(NULL, 0, data, size);
+    fuzz_nbd_session(NULL, 0, data, size, false);
     return 0;
 }

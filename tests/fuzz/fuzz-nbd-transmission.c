@@ -7,6 +7,7 @@
  *   bit 4     NBD_OPT_SET_META_CONTEXT base:allocation (block status)
  *   bit 5     enter with NBD_OPT_EXPORT_NAME instead of NBD_OPT_GO
  *   bit 6     client flag NO_ZEROES
+ *   bit 7     hang up once everything is sent, reading no reply
  */
 #include <config.h>
 
@@ -88,6 +89,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0)
         return -1;              /* not worth keeping in the corpus */
     hs_build(&h, data[0]);
-    fuzz_nbd_session(h.buf, h.len, data + 1, size - 1);
+    fuzz_nbd_session(h.buf, h.len, data + 1, size - 1, (data[0] & 128) != 0);
     return 0;
 }

@@ -210,7 +210,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_unix_session(&f->loop, f->cfg->control,
                       negotiated ? (const uint8_t *)negotiate : NULL,
                       negotiated ? strlen(negotiate) : 0,
-                      data + 1, size - 1);
+                      data + 1, size - 1, false);
     daemon_stop(f);
     return 0;
 }

@@ -179,15 +179,49 @@ drain_replies(int fd)
     }
 }
 
+/* Wait until the server has said something: it has accepted us. */
+static void
+await_greeting(uv_loop_t *loop, int fd, double deadline)
+{
+    uint8_t byte;
+    ssize_t n;
+
+    while ((n = recv(fd, &byte, 1, MSG_PEEK)) <= 0) {
+        if (n == 0)
+            fuzz_die("the server hung up before its greeting");
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            fuzz_die("no greeting: %s", strerror(errno));
+        uv_run(loop, UV_RUN_ONCE);
+        deadline_check(deadline, "greeting");
+    }
+}
+
+/* Send everything, then close without reading a reply. */
+static void
+hang_up_session(uv_loop_t *loop, int fd, struct outbox *o, double deadline)
+{
+    await_greeting(loop, fd, deadline);
+    while (!send_some(fd, o)) {
+        uv_run(loop, UV_RUN_ONCE);
+        deadline_check(deadline, "sending");
+    }
+    close(fd);
+}
+
 void
 fuzz_unix_session(uv_loop_t *loop, const char *path, const uint8_t *head,
-                  size_t head_len, const uint8_t *data, size_t len)
+                  size_t head_len, const uint8_t *data, size_t len,
+                  bool hang_up)
 {
     struct outbox o = { { head, data }, { head_len, len }, 0 };
     int fd = connect_unix(path);
     bool sent = false;
     double deadline = deadline_start();
 
+    if (hang_up) {
+        hang_up_session(loop, fd, &o, deadline);
+        return;
+    }
     for (;;) {
         if (!sent && send_some(fd, &o)) {
             sent = true;

@@ -28,10 +28,15 @@ void fuzz_make_tmpdir(char *dir, size_t size);
  * head_len is 0), then `data`, shut down writing, and run `loop` while
  * reading and dropping replies, until the server has closed the
  * connection.  Aborts if that takes longer than a generous bound: a
- * server that never lets go of a half-closed client is a finding. */
+ * server that never lets go of a half-closed client is a finding.
+ *
+ * With `hang_up`, the client waits for the server's first bytes (so it
+ * has been accepted), sends everything and closes its socket at once,
+ * reading no reply: the server then has requests in flight and replies
+ * to send to a client that is gone. */
 void fuzz_unix_session(uv_loop_t *loop, const char *path,
                        const uint8_t *head, size_t head_len,
-                       const uint8_t *data, size_t len);
+                       const uint8_t *data, size_t len, bool hang_up);
 
 /* Run `loop` until done(opaque), which must become true through events
  * on the loop; aborts past the same bound, with `what` in the message. */

@@ -90,7 +90,7 @@ HANDSHAKES = {
 # Transmission seeds: a selector byte (see fuzz-nbd-transmission.c), then
 # requests.
 EXPORT = {"disk": 0, "ro": 1, "img": 2, "faulty": 3, "zero": 4}
-STRUCTURED, META, EXPORT_NAME, NO_ZEROES = 8, 16, 32, 64
+STRUCTURED, META, EXPORT_NAME, NO_ZEROES, HANG_UP = 8, 16, 32, 64, 128
 
 
 def sel(export, *bits):
@@ -139,6 +139,11 @@ TRANSMISSIONS = {
     "bad-magic": sel("disk") +
         struct.pack(">IHHQQI", REQ_MAGIC + 1, 0, CMD_READ, 1, 0, 512),
     "short-write": sel("disk") + request(CMD_WRITE, 0, 65536, payload=b"x" * 100),
+    "img-hang-up": sel("img", STRUCTURED, META, HANG_UP) + rw_mix() +
+        b"".join(request(CMD_READ, 0, 1 << 20, handle=20 + i)
+                 for i in range(4)),
+    "disk-hang-up": sel("disk", HANG_UP) + rw_mix() +
+        request(CMD_READ, 0, 1 << 20, handle=20),
 }
 
 QMP_COMMANDS = [

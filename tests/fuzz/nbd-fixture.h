@@ -15,6 +15,7 @@
 #ifndef NG_FUZZ_NBD_FIXTURE_H
 #define NG_FUZZ_NBD_FIXTURE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,9 +23,9 @@
 extern const char *const fuzz_nbd_export_names[FUZZ_NBD_EXPORTS];
 
 /* One client session against the server (set up on first use): `head`
- * then `data` on a fresh connection; returns once the server has closed
- * it and freed every connection. */
+ * then `data` on a fresh connection (see fuzz_unix_session() for
+ * `hang_up`); returns once the server has freed every connection. */
 void fuzz_nbd_session(const uint8_t *head, size_t head_len,
-                      const uint8_t *data, size_t len);
+                      const uint8_t *data, size_t len, bool hang_up);
 
 #endif
