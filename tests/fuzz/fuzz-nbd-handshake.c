@@ -13,6 +13,10 @@
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    fuzz_nbd_session(NULL, 0, data, size, false);
+    struct fuzz_session s = {
+        .data = data, .len = size, .end = FUZZ_END_READ_ALL,
+    };
+
+    fuzz_nbd_session(&s);
     return 0;
 }

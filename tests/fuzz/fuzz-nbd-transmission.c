@@ -2,12 +2,15 @@
  * (server/nbd-conn.c).  The first input byte picks a handshake that the
  * harness performs correctly; the rest is sent as requests.
  *
- *   bits 0-2  export: fuzz_nbd_export_names[n % FUZZ_NBD_EXPORTS]
+ *   bits 0-2  export: fuzz_nbd_export_names[n % FUZZ_NBD_EXPORTS]; with
+ *             bit 7, an n of FUZZ_NBD_EXPORTS or more also makes the
+ *             hang-up a reset
  *   bit 3     NBD_OPT_STRUCTURED_REPLY first
  *   bit 4     NBD_OPT_SET_META_CONTEXT base:allocation (block status)
  *   bit 5     enter with NBD_OPT_EXPORT_NAME instead of NBD_OPT_GO
  *   bit 6     client flag NO_ZEROES
- *   bit 7     hang up once everything is sent, reading no reply
+ *   bit 7     hang up once everything is sent (FUZZ_END_HANG_UP, or
+ *             FUZZ_END_RESET, above)
  */
 #include <config.h>
 
@@ -22,6 +25,7 @@
 struct handshake {
     uint8_t buf[256];
     size_t len;
+    const char *export;
 };
 
 static uint8_t *
@@ -54,6 +58,7 @@ hs_build(struct handshake *h, uint8_t sel)
     uint8_t *p;
 
     h->len = 0;
+    h->export = name;
     nbd_put32(hs_room(h, 4), NBD_FLAG_C_FIXED_NEWSTYLE |
                              ((sel & 64) ? NBD_FLAG_C_NO_ZEROES : 0));
     if (sel & 8)
@@ -81,14 +86,28 @@ hs_build(struct handshake *h, uint8_t sel)
     }
 }
 
+static enum fuzz_end
+session_end(uint8_t sel)
+{
+    if (!(sel & 128))
+        return FUZZ_END_READ_ALL;
+    return (sel & 7) >= FUZZ_NBD_EXPORTS ? FUZZ_END_RESET : FUZZ_END_HANG_UP;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct handshake h;
+    struct fuzz_session s;
 
     if (size == 0)
         return -1;              /* not worth keeping in the corpus */
     hs_build(&h, data[0]);
-    fuzz_nbd_session(h.buf, h.len, data + 1, size - 1, (data[0] & 128) != 0);
+    s = (struct fuzz_session){
+        .head = h.buf, .head_len = h.len,
+        .head_done = fuzz_nbd_in_transmission, .opaque = (void *)h.export,
+        .data = data + 1, .len = size - 1, .end = session_end(data[0]),
+    };
+    fuzz_nbd_session(&s);
     return 0;
 }

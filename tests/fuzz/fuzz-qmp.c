@@ -203,14 +203,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct fixture *f = fixture_get();
     bool negotiated = size > 0 && (data[0] & 1);
+    struct fuzz_session s = {
+        .head = negotiated ? (const uint8_t *)negotiate : NULL,
+        .head_len = negotiated ? strlen(negotiate) : 0,
+        .data = data + 1,
+        .len = size - 1,
+        .end = FUZZ_END_READ_ALL,
+    };
 
     if (size == 0)
         return -1;
     daemon_start(f);
-    fuzz_unix_session(&f->loop, f->cfg->control,
-                      negotiated ? (const uint8_t *)negotiate : NULL,
-                      negotiated ? strlen(negotiate) : 0,
-                      data + 1, size - 1, false);
+    fuzz_unix_session(&f->loop, f->cfg->control, &s);
     daemon_stop(f);
     return 0;
 }

@@ -88,13 +88,40 @@ now_seconds(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* A deadline for one wait on the loop, checked after each loop
- * iteration; an iteration that blocks for good is left to libFuzzer's
- * -timeout (run-fuzzers.sh) and to timeout(1) in test-fuzz-corpus.sh. */
-static double
-deadline_start(void)
+/* While the harness waits on the loop, a timer wakes it every 100 ms, so
+ * that a wait for something that never comes (a connection the server
+ * never frees) ends at its deadline with a message instead of blocking
+ * for good.  Unreferenced: it never keeps uv_run(UV_RUN_DEFAULT) going.
+ * One per process, like the harness's loop. */
+static uv_timer_t waker;
+static uv_loop_t *waker_loop;
+
+static void
+waker_cb(uv_timer_t *t)
 {
+    (void)t;
+}
+
+/* A deadline for one wait on the loop, checked after each iteration;
+ * starts the waker.  deadline_end() stops it. */
+static double
+deadline_start(uv_loop_t *loop)
+{
+    if (waker_loop == NULL) {
+        uv_timer_init(loop, &waker);
+        uv_unref((uv_handle_t *)&waker);
+        waker_loop = loop;
+    } else if (waker_loop != loop) {
+        fuzz_die("one loop per harness");
+    }
+    uv_timer_start(&waker, waker_cb, 100, 100);
     return now_seconds() + FUZZ_SESSION_SECONDS;
+}
+
+static void
+deadline_end(void)
+{
+    uv_timer_stop(&waker);
 }
 
 static void
@@ -196,30 +223,58 @@ await_greeting(uv_loop_t *loop, int fd, double deadline)
     }
 }
 
-/* Send everything, then close without reading a reply. */
-static void
-hang_up_session(uv_loop_t *loop, int fd, struct outbox *o, double deadline)
+/* Send all of `o`, reading what comes unless `reset`; false if the
+ * server closed the connection meanwhile. */
+static bool
+send_all(uv_loop_t *loop, int fd, struct outbox *o, bool reset,
+         double deadline)
 {
-    await_greeting(loop, fd, deadline);
     while (!send_some(fd, o)) {
+        if (!reset && drain_replies(fd))
+            return false;
         uv_run(loop, UV_RUN_ONCE);
         deadline_check(deadline, "sending");
     }
+    return true;
+}
+
+/* Send the head, wait for head_done, send the data, close: having read
+ * nothing (a reset) or all that came before (a hang-up). */
+static void
+hang_up_session(uv_loop_t *loop, int fd, const struct fuzz_session *s,
+                double deadline)
+{
+    bool reset = s->end == FUZZ_END_RESET;
+    struct outbox head = { { s->head, NULL }, { s->head_len, 0 }, 0 };
+    struct outbox data = { { s->data, NULL }, { s->len, 0 }, 0 };
+
+    await_greeting(loop, fd, deadline);
+    if (!send_all(loop, fd, &head, reset, deadline))
+        goto out;
+    while (s->head_done != NULL && !s->head_done(s->opaque)) {
+        if (!reset && drain_replies(fd))
+            goto out;
+        uv_run(loop, UV_RUN_ONCE);
+        deadline_check(deadline, "handshake");
+    }
+    if (send_all(loop, fd, &data, reset, deadline) && !reset)
+        drain_replies(fd);
+out:
     close(fd);
 }
 
 void
-fuzz_unix_session(uv_loop_t *loop, const char *path, const uint8_t *head,
-                  size_t head_len, const uint8_t *data, size_t len,
-                  bool hang_up)
+fuzz_unix_session(uv_loop_t *loop, const char *path,
+                  const struct fuzz_session *s)
 {
-    struct outbox o = { { head, data }, { head_len, len }, 0 };
+    struct outbox o = { { s->head, s->data }, { s->head_len, s->len }, 0 };
     int fd = connect_unix(path);
     bool sent = false;
-    double deadline = deadline_start();
+    double deadline = deadline_start(loop);
 
-    if (hang_up) {
-        hang_up_session(loop, fd, &o, deadline);
+    if (s->end != FUZZ_END_READ_ALL) {
+        hang_up_session(loop, fd, s, deadline);
+        deadline_end();
         return;
     }
     for (;;) {
@@ -237,16 +292,18 @@ fuzz_unix_session(uv_loop_t *loop, const char *path, const uint8_t *head,
         deadline_check(deadline, "session");
     }
     close(fd);
+    deadline_end();
 }
 
 void
 fuzz_run_until(uv_loop_t *loop, bool (*done)(void *opaque), void *opaque,
                const char *what)
 {
-    double deadline = deadline_start();
+    double deadline = deadline_start(loop);
 
     while (!done(opaque)) {
         uv_run(loop, UV_RUN_ONCE);
         deadline_check(deadline, what);
     }
+    deadline_end();
 }

@@ -24,19 +24,41 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * path is copied to `dir` (size bytes); aborts on failure. */
 void fuzz_make_tmpdir(char *dir, size_t size);
 
-/* One client on the Unix socket `path`: send `head` (may be NULL when
- * head_len is 0), then `data`, shut down writing, and run `loop` while
- * reading and dropping replies, until the server has closed the
- * connection.  Aborts if that takes longer than a generous bound: a
- * server that never lets go of a half-closed client is a finding.
- *
- * With `hang_up`, the client waits for the server's first bytes (so it
- * has been accepted), sends everything and closes its socket at once,
- * reading no reply: the server then has requests in flight and replies
- * to send to a client that is gone. */
+/* How a client session ends. */
+enum fuzz_end {
+    FUZZ_END_READ_ALL,      /* shut down writing, read every reply until
+                             * the server closes */
+    FUZZ_END_HANG_UP,       /* send everything, read what has come, close:
+                             * the server reads EOF, then its replies
+                             * fail to send */
+    FUZZ_END_RESET,         /* send everything, close with the greeting
+                             * unread: the server's next read fails */
+};
+
+/* What one client sends, and how it ends. */
+struct fuzz_session {
+    const uint8_t *head;        /* sent first (NULL when head_len is 0) */
+    size_t head_len;
+    bool (*head_done)(void *opaque);    /* optional: with a hang-up or a
+                                         * reset, true once the server has
+                                         * dealt with `head` (the handshake
+                                         * is over); `data` waits for it */
+    void *opaque;
+    const uint8_t *data;        /* then this */
+    size_t len;
+    enum fuzz_end end;
+};
+
+/* One client on the Unix socket `path`, running `loop` meanwhile.  With
+ * FUZZ_END_READ_ALL, head and data go out back to back and the call
+ * returns once the server has closed the connection; it aborts if that
+ * takes longer than a generous bound: a server that never lets go of a
+ * half-closed client is a finding.  The other ends wait for the server's
+ * greeting first (so it has accepted the connection) and return once the
+ * client's socket is closed, leaving the server with requests in flight
+ * and replies for a client that is gone. */
 void fuzz_unix_session(uv_loop_t *loop, const char *path,
-                       const uint8_t *head, size_t head_len,
-                       const uint8_t *data, size_t len, bool hang_up);
+                       const struct fuzz_session *s);
 
 /* Run `loop` until done(opaque), which must become true through events
  * on the loop; aborts past the same bound, with `what` in the message. */

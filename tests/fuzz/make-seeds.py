@@ -144,6 +144,9 @@ TRANSMISSIONS = {
                  for i in range(4)),
     "disk-hang-up": sel("disk", HANG_UP) + rw_mix() +
         request(CMD_READ, 0, 1 << 20, handle=20),
+    # export 5 is export 0 ("disk") again, and makes the hang-up a reset
+    "disk-reset": bytes([5 | STRUCTURED | HANG_UP]) + rw_mix() +
+        request(CMD_READ, 0, 1 << 20, handle=20),
 }
 
 QMP_COMMANDS = [

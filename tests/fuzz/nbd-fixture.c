@@ -138,11 +138,19 @@ connections_gone(void *opaque)
 }
 
 void
-fuzz_nbd_session(const uint8_t *head, size_t head_len, const uint8_t *data,
-                 size_t len, bool hang_up)
+fuzz_nbd_session(const struct fuzz_session *s)
 {
     struct fixture *f = fixture_get();
 
-    fuzz_unix_session(&f->loop, f->sock, head, head_len, data, len, hang_up);
+    fuzz_unix_session(&f->loop, f->sock, s);
     fuzz_run_until(&f->loop, connections_gone, f, "freeing the connection");
+}
+
+bool
+fuzz_nbd_in_transmission(void *opaque)
+{
+    const struct ng_nbd_export *e =
+        ng_nbd_server_find_export(fixture_get()->srv, opaque);
+
+    return e != NULL && ng_nbd_export_connections(e) > 0;
 }

@@ -15,17 +15,21 @@
 #ifndef NG_FUZZ_NBD_FIXTURE_H
 #define NG_FUZZ_NBD_FIXTURE_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tests/fuzz/fuzz-util.h"
 
 #define FUZZ_NBD_EXPORTS 5
 extern const char *const fuzz_nbd_export_names[FUZZ_NBD_EXPORTS];
 
-/* One client session against the server (set up on first use): `head`
- * then `data` on a fresh connection (see fuzz_unix_session() for
- * `hang_up`); returns once the server has freed every connection. */
-void fuzz_nbd_session(const uint8_t *head, size_t head_len,
-                      const uint8_t *data, size_t len, bool hang_up);
+/* One client session against the server (set up on first use), as
+ * fuzz_unix_session() plays it; returns once the server has freed every
+ * connection. */
+void fuzz_nbd_session(const struct fuzz_session *s);
+
+/* A head_done for fuzz_session: true once a client is in transmission on
+ * the export named by opaque (a const char *). */
+bool fuzz_nbd_in_transmission(void *opaque);
 
 #endif
