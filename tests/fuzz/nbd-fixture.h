@@ -3,7 +3,7 @@
  *
  * Exports, each on its own node (sizes 1 MiB, so data a fuzzer writes
  * stays bounded across runs):
- *   disk    memory, writable, with a description (also the default "")
+ *   disk    memory, writable, with a description
  *   ro      null-co, read-only
  *   img     file (a sparse file in the temp dir): completions come from
  *           worker threads, so requests are still in flight when the
