@@ -98,6 +98,35 @@ has_word(const char *text, const char *word)
     return false;
 }
 
+/* `key` is the tag of a .TP entry (".TP\n.B key", ".TP\n.BI key: ..."):
+ * it has an entry of its own, not only a mention ("name" is in many a
+ * sentence). */
+static bool
+has_item(const char *text, const char *key)
+{
+    static const char *const macros[] = {
+        "\n.TP\n.B ", "\n.TP\n.BI ", "\n.TP\n.BR ", NULL
+    };
+    size_t n = strlen(key);
+    char *lines = malloc(strlen(text) + 2);     /* a section's first line
+                                                 * follows a newline too */
+    bool found = false;
+
+    CHECK(lines != NULL);
+    lines[0] = '\n';
+    strcpy(lines + 1, text);
+    for (size_t i = 0; macros[i] != NULL && !found; i++) {
+        size_t m = strlen(macros[i]);
+
+        for (const char *p = lines; !found &&
+             (p = strstr(p, macros[i])) != NULL; p++)
+            found = strncmp(p + m, key, n) == 0 && p[m + n] != '\0' &&
+                    strchr(": \n", p[m + n]) != NULL;
+    }
+    free(lines);
+    return found;
+}
+
 static void
 expect_word(const char *sec, const char *heading, const char *word,
             const char *what)
@@ -157,7 +186,9 @@ check_keys(const char *text, const char *heading, const char *yaml)
     load_error(yaml, &err);
     expected_list(err.msg, buf, sizeof buf, keys, 64);
     for (size_t i = 0; keys[i] != NULL; i++) {
-        expect_word(sec, heading, keys[i], "config key");
+        if (!has_item(sec, keys[i]))
+            fail("%s, section '%s': config key '%s' has no entry", PAGE,
+                 heading, keys[i]);
         printf("  %s: %s\n", heading, keys[i]);
     }
     free(sec);
