@@ -124,7 +124,7 @@ daemon_start(struct fixture *f)
                                       cfg->groups[i].limits, &err) == -1)
             fuzz_die("group: %s", err.msg);
     for (size_t i = 0; i < cfg->n_nodes; i++)
-        if (ng_graph_add_node(f->graph, cfg->nodes[i].name,
+        if (ng_graph_add_node_now(f->graph, cfg->nodes[i].name,
                               cfg->nodes[i].opts, &err) == NULL)
             fuzz_die("node '%s': %s", cfg->nodes[i].name, err.msg);
     f->nbd = ng_nbd_server_new(&f->loop, f->graph, &err);

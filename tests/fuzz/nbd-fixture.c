@@ -74,6 +74,43 @@ make_image(const char *dir)
     close(fd);
 }
 
+struct node_wait {
+    bool done;
+    bool ok;
+};
+
+static void
+node_added(void *opaque, struct ng_node *node, const struct ng_error *err)
+{
+    struct node_wait *w = opaque;
+
+    w->done = true;
+    w->ok = node != NULL;
+    if (err != NULL)
+        fprintf(stderr, "fuzz harness: %s\n", err->msg);
+}
+
+static bool
+node_wait_done(void *opaque)
+{
+    return ((struct node_wait *)opaque)->done;
+}
+
+/* Opens may finish on a worker thread (the file driver's): wait. */
+static void
+add_node(struct fixture *f, const struct ng_node_cfg *nc)
+{
+    struct ng_error err = { 0 };
+    struct node_wait w = { false, false };
+
+    if (ng_graph_add_node(f->graph, nc->name, nc->opts, node_added, &w,
+                          &err) == -1)
+        fuzz_die("node '%s': %s", nc->name, err.msg);
+    fuzz_run_until(&f->loop, node_wait_done, &w, "opening a node");
+    if (!w.ok)
+        fuzz_die("node '%s' did not open", nc->name);
+}
+
 static void
 fixture_build(struct fixture *f)
 {
@@ -88,9 +125,7 @@ fixture_build(struct fixture *f)
     if (f->graph == NULL)
         fuzz_die("out of memory");
     for (size_t i = 0; i < f->cfg->n_nodes; i++)
-        if (ng_graph_add_node(f->graph, f->cfg->nodes[i].name,
-                              f->cfg->nodes[i].opts, &err) == NULL)
-            fuzz_die("node '%s': %s", f->cfg->nodes[i].name, err.msg);
+        add_node(f, &f->cfg->nodes[i]);
     f->srv = ng_nbd_server_new(&f->loop, f->graph, &err);
     if (f->srv == NULL)
         fuzz_die("nbd server: %s", err.msg);

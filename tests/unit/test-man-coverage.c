@@ -283,7 +283,7 @@ test_blkdebug_rules(const char *text)
     setup(&f, "blkdebug rule keys (from the driver's errors)");
     add(&f, "m", yaml("{ driver: memory, size: 1M }"));
     o = yaml("{ driver: blkdebug, image: m, inject-error: [ { bogus: 1 } ] }");
-    CHECK(ng_graph_add_node(f.g, "b", o, &err) == NULL);
+    CHECK(ng_graph_add_node_now(f.g, "b", o, &err) == NULL);
     ng_value_free(o);
     expected_list(err.msg, buf, sizeof buf, keys, 64);
     for (size_t i = 0; keys[i] != NULL; i++) {
