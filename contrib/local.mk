@@ -24,3 +24,28 @@ EXTRA_DIST += \
 	tests/test-ctl-implicit.sh \
 	tests/test-ctl-limits.sh \
 	$(NULL)
+
+# The daemon's and the config file's man pages, and their tests:
+# test-man-coverage checks nbdgraph.yaml.5 names every config key and
+# driver option; test-man-pages.sh renders the pages without warnings,
+# checks nbdgraphd.8 against --help and runs every example config.
+dist_man_MANS += \
+	contrib/nbdgraphd.8 \
+	contrib/nbdgraph.yaml.5 \
+	$(NULL)
+check_PROGRAMS += tests/unit/test-man-coverage
+TESTS += \
+	tests/unit/test-man-coverage \
+	tests/test-man-pages.sh \
+	$(NULL)
+tests_unit_test_man_coverage_SOURCES = \
+	tests/unit/test-man-coverage.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_man_coverage_CPPFLAGS = \
+	$(AM_CPPFLAGS) \
+	-DTOP_SRCDIR='"$(abs_top_srcdir)"' \
+	$(NULL)
+tests_unit_test_man_coverage_LDADD = $(CORE_LIBS)
+EXTRA_DIST += tests/test-man-pages.sh

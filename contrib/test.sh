@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # contrib/test.sh: build and run the whole test suite twice — plain, then
 # built with AddressSanitizer + UndefinedBehaviorSanitizer in build-san/ —
-# and end with one line "N passed, N failed, N skipped".
+# then each libFuzzer harness for a short while (contrib/fuzz.sh, with
+# clang), and end with one line "N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -34,5 +35,21 @@ for dir in build build-san; do
     [ "${rcs[$i]}" -ne 0 ] && [ $f -eq 0 ] && f=1
     fail=$((fail + f)); i=$((i + 1))
 done
+
+# The libFuzzer harnesses (tests/fuzz/), each a test: FUZZ_SECONDS (20)
+# each in build-fuzz/, where clang is installed.
+if command -v clang >/dev/null; then
+    echo "== fuzzing in build-fuzz, ${FUZZ_SECONDS:-20} s each"
+    out=$(bash contrib/fuzz.sh "${FUZZ_SECONDS:-20}" 2>&1)
+    rc=$?
+    printf '%s\n' "$out"
+    p=$(grep -c ' executions in ' <<<"$out")
+    f=$(grep -c ': FAILED' <<<"$out")
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
+    pass=$((pass + p)); fail=$((fail + f))
+else
+    echo "== fuzzing skipped: no clang"
+    skip=$((skip + 1))
+fi
 echo "$pass passed, $fail failed, $skip skipped"
 [ $fail -eq 0 ]

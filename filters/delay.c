@@ -8,12 +8,17 @@
  * nothing.  Each timer is its own allocation because libuv closes
  * handles asynchronously: close() starts closing them and their close
  * callback frees them after the node's state is gone.
+ *
+ * "open-delay" makes the open itself slow, as nbdkit's delay-open does:
+ * the open sleeps on a worker thread of the delay driver's pool, so it
+ * shows that a slow open holds up nobody else.
  */
 #include <config.h>
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "graph/graph.h"
 #include "filters/filters.h"
@@ -38,6 +43,9 @@ struct delay_state {
     struct ng_value *opt[DELAY__COUNT];     /* options "delay-*" */
     uint64_t ms[DELAY__COUNT];
     struct delay_timer *free;
+    struct ng_value *open_opt;              /* option "open-delay" */
+    uint64_t open_ms;
+    struct ng_work open_work;
 };
 
 #define DELAY_OPT(name, i, what) \
@@ -53,6 +61,10 @@ static const struct ng_opt_desc delay_opts[] = {
     DELAY_OPT("delay-zero", DELAY_ZERO, "write-zeroes"),
     DELAY_OPT("delay-trim", DELAY_TRIM, "trim"),
     DELAY_OPT("delay-flush", DELAY_FLUSH, "flush"),
+    NG_OPT_VALUE("open-delay", struct delay_state, open_opt, false,
+                 "make the open take this long, sleeping on a worker "
+                 "thread: milliseconds, or a number with ms or s "
+                 "(default 0)"),
     NG_OPT_END,
 };
 
@@ -100,13 +112,43 @@ delay_parse_all(const struct ng_value *const *vals, uint64_t *ms,
     return 0;
 }
 
-static int
+/* Worker thread: sleep through the open delay. */
+static void
+delay_open_sleep(struct ng_work *w)
+{
+    const struct delay_state *s = ng_node_state(w->node);
+    struct timespec ts = { .tv_sec = (time_t)(s->open_ms / 1000),
+                           .tv_nsec = (long)(s->open_ms % 1000) * 1000000 };
+
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static void
+delay_open_slept(struct ng_work *w)
+{
+    ng_node_opened(w->node, 0);
+}
+
+static void
 delay_open(struct ng_node *node, struct ng_error *err)
 {
     struct delay_state *s = ng_node_state(node);
 
-    return delay_parse_all((const struct ng_value *const *)s->opt, s->ms,
-                           err);
+    if (delay_parse_all((const struct ng_value *const *)s->opt, s->ms,
+                        err) == -1 ||
+        (s->open_opt != NULL &&
+         delay_parse(s->open_opt, "open-delay", &s->open_ms, err) == -1)) {
+        ng_node_opened(node, -1);
+        return;
+    }
+    if (s->open_ms == 0) {
+        ng_node_opened(node, 0);
+        return;
+    }
+    s->open_work.fn = delay_open_sleep;
+    s->open_work.after = delay_open_slept;
+    ng_node_queue_work(node, &s->open_work);
 }
 
 static void
@@ -235,7 +277,11 @@ const struct ng_driver ng_filter_delay = {
     .is_filter   = true,
     .state_size  = sizeof(struct delay_state),
     .opts        = delay_opts,
-    .open        = delay_open,
+    /* Only the open sleeps on a thread; a few are plenty. */
+    .thread_model = NG_THREADS_SERIALIZE_NODE,
+    .pool_scope  = NG_POOL_PER_DRIVER,
+    .threads     = 4,
+    .open_async  = delay_open,
     .close       = delay_close,
     .submit      = delay_submit,
     .ops         = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |

@@ -1,7 +1,8 @@
 /* graph/drv-file.c: "file", a POSIX file or block device (QEMU's "file"
  * and "host_device" protocol drivers in one).
  *
- * Every request runs on a libuv worker thread (ng_req_run_blocking): the
+ * Every request runs on a thread of the file driver's own worker pool
+ * (ng_req_run_blocking, up to 16 at once, shared by every file node): the
  * worker functions below may block but must not touch the graph; they
  * read the node state, which does not change while requests are in
  * flight, and return 0 or a negative errno.
@@ -830,6 +831,9 @@ const struct ng_driver ng_driver_file = {
     .is_filter  = false,
     .state_size = sizeof(struct file_state),
     .opts       = file_opts,
+    .thread_model = NG_THREADS_PARALLEL,
+    .pool_scope = NG_POOL_PER_DRIVER,
+    .threads    = 16,
     .open       = file_open,
     .close      = file_close,
     .submit     = file_submit,

@@ -51,8 +51,9 @@ int ng_depth_check_splice(const struct ng_edge *e, const char *name,
                           const struct ng_driver *drv,
                           const struct ng_node *below, struct ng_error *err);
 
-/* Close the driver, free option fields, detach child edges and unlink the
- * node from the graph.  The node must have no parents. */
+/* Unlink the node from the graph now, close the driver (maybe later),
+ * then free option fields and detach child edges; inline children left
+ * without parents go the same way.  The node must have no parents. */
 void ng_node_destroy(struct ng_node *node);
 
 /* The filter driver `opts` names ("driver"), checking it is a filter and
@@ -84,6 +85,16 @@ bool ng_split_needed(const struct ng_node_facts *f, const struct ng_req *req);
 void ng_split_submit(struct ng_node *node, const struct ng_node_facts *f,
                      struct ng_req *req);
 void ng_split_free_pool(struct ng_node *node);
+/* Worker pools (graph/threads.c): give a node its pool before open, take
+ * it away after close; free the per-driver pools with the graph. */
+int ng_node_pool_attach(struct ng_node *node, struct ng_error *err);
+void ng_node_pool_detach(struct ng_node *node);
+void ng_graph_pools_free(struct ng_graph *g);
+void ng_pool_free(struct ng_pool *p);
+/* ng_graph_free(): remove every node (graph/opts.c), then, once every
+ * node and add is gone, free the rest (graph.c). */
+void ng_graph_free_nodes(struct ng_graph *g);
+void ng_graph_free_finish(struct ng_graph *g);
 
 /* Submit past the drain queue (drain.c resubmits queued requests). */
 void ng_bb_dispatch(struct ng_bb *bb, struct ng_req *req);

@@ -199,8 +199,10 @@ ng_node_refresh_parents(struct ng_node *node, struct ng_error *err)
 {
     struct ng_edge *e;
 
+    /* A parent still to open gets its facts when it opens. */
     for (e = node->parents; e != NULL; e = e->next_parent)
-        if (e->parent != NULL && ng_node_refresh(e->parent, err) == -1)
+        if (e->parent != NULL && e->parent->opened &&
+            ng_node_refresh(e->parent, err) == -1)
             return -1;
     return 0;
 }
@@ -760,22 +762,20 @@ graph_free_handle(uv_handle_t *h)
 void
 ng_graph_free(struct ng_graph *g)
 {
-    struct ng_node *n;
-
     if (g == NULL)
         return;
     while (g->bbs != NULL)
         ng_bb_free(g->bbs);
-    /* Remove nodes top-down: a node nobody points at can go. */
-    while (g->nodes != NULL) {
-        for (n = g->nodes; n != NULL && n->parents != NULL; n = n->next)
-            ;
-        if (n == NULL)
-            break;          /* a cycle cannot happen; don't spin if it does */
-        ng_node_destroy(n);
-    }
+    /* Nodes may close asynchronously: ng_graph_free_finish() follows. */
+    ng_graph_free_nodes(g);
+}
+
+void
+ng_graph_free_finish(struct ng_graph *g)
+{
     ng_graph_objects_free(g);
     ng_strmap_clear(&g->node_index);
     ng_strmap_clear(&g->bb_index);
+    ng_graph_pools_free(g);
     uv_close((uv_handle_t *)&g->drain_timer, graph_free_handle);
 }

@@ -3,8 +3,9 @@
  *
  * Threading: everything here runs on the thread that owns the graph's
  * libuv loop.  Drivers that must block (file, later libnbd or nbdkit
- * plugins) hand work to the libuv thread pool with ng_req_run_blocking()
- * and complete back on the loop.
+ * plugins) declare a thread model (struct ng_driver) and hand work to
+ * their own worker pool (graph/threads.c) with ng_req_run_blocking() or
+ * ng_node_queue_work(); it completes back on the loop.
  *
  * A request (struct ng_req) is owned by whoever submitted it; the graph
  * only borrows it until its `done` callback runs, which happens exactly
@@ -32,6 +33,27 @@ struct ng_bb;
 struct ng_req;
 struct ng_driver;
 struct ng_object;
+struct ng_pool;
+struct ng_add;
+struct ng_remove;
+
+/* ---- Blocking work ----------------------------------------------------- */
+
+/* One piece of blocking work for a node's worker pool (see
+ * ng_node_queue_work()).  The submitter owns it and sets fn and after. */
+struct ng_work {
+    void (*fn)(struct ng_work *w);      /* worker thread: may block, must
+                                         * not touch the graph */
+    void (*after)(struct ng_work *w);   /* loop thread, once fn returned */
+    /* Owned by the graph while queued. */
+    struct ng_node *node;
+    struct ng_work *next;
+};
+
+/* Run w->fn on a worker thread of the node's pool, then w->after on the
+ * loop thread (never inline).  Never fails: the pool exists from before
+ * the node's open to after its close.  Loop thread. */
+void ng_node_queue_work(struct ng_node *node, struct ng_work *w);
 
 /* ---- Requests -------------------------------------------------------- */
 
@@ -167,7 +189,7 @@ struct ng_req {
                                      * only the node holding the request
                                      * (submitted to it, not yet passed on
                                      * or completed) may use it */
-    uv_work_t work;                 /* ng_req_run_blocking() */
+    struct ng_work work;            /* ng_req_run_blocking() */
     int work_ret;
     int (*work_fn)(struct ng_node *node, struct ng_req *req);
     struct ng_node *work_node;
@@ -280,9 +302,9 @@ bool ng_req_changes_data(const struct ng_req *req);
 
 const char *ng_op_name(enum ng_op op);
 
-/* Run fn(node, req) on a libuv worker thread and complete the request on
- * the loop thread with its return value (0 or negative errno).  fn must
- * not touch the graph. */
+/* Run fn(node, req) on a worker thread of the node's pool (its driver's
+ * thread model) and complete the request on the loop thread with its
+ * return value (0 or negative errno).  fn must not touch the graph. */
 void ng_req_run_blocking(struct ng_node *node, struct ng_req *req,
                          int (*fn)(struct ng_node *node, struct ng_req *req));
 
@@ -365,6 +387,20 @@ int ng_value_to_errno(const struct ng_value *v, const char *what, int *out,
 
 /* ---- Drivers ---------------------------------------------------------- */
 
+/* How a driver's blocking work may run (ng_req_run_blocking(),
+ * ng_node_queue_work()). */
+enum ng_thread_model {
+    NG_THREADS_NONE,            /* never blocks: no worker pool */
+    NG_THREADS_SERIALIZE_NODE,  /* one piece of work at a time per node */
+    NG_THREADS_PARALLEL,        /* up to `threads` pieces at once */
+};
+
+/* Which threads a driver's blocking work runs on. */
+enum ng_pool_scope {
+    NG_POOL_PER_DRIVER,         /* one pool for every node of the driver */
+    NG_POOL_PER_NODE,           /* each node its own */
+};
+
 struct ng_driver {
     const char *name;           /* "file", "memory", "throttle", ... */
     const char *help;           /* one line for --help and docs */
@@ -391,13 +427,29 @@ struct ng_driver {
      * -ENOTSUP. */
     uint32_t ops;
 
-    /* Loop thread.  Children are attached and open.  May block briefly
-     * (open(2)).  Returns 0, or -1 with *err set. */
-    int (*open)(struct ng_node *node, struct ng_error *err);
+    /* Blocking work: how it may run, on whose threads, and how many
+     * threads a pool has (0 = 16).  A pool is made before the node's
+     * open, so open may use it too. */
+    enum ng_thread_model thread_model;
+    enum ng_pool_scope pool_scope;
+    unsigned threads;
 
-    /* Loop thread, no request in flight.  Frees what open() made; the
-     * graph frees option fields (strings, values) itself afterwards. */
+    /* Open, in one of two shapes; children are attached and open, so
+     * either may do I/O through them (ng_node_submit).  Loop thread.
+     * open: synchronous; may block briefly (open(2)).  Returns 0, or -1
+     *   with *err set.
+     * open_async: may complete later (I/O, work on a thread): calls
+     *   ng_node_opened(node, 0 or -1) exactly once, maybe inline, having
+     *   filled *err (borrowed until then) on failure. */
+    int (*open)(struct ng_node *node, struct ng_error *err);
+    void (*open_async)(struct ng_node *node, struct ng_error *err);
+
+    /* Close, in one of two shapes.  Loop thread, no request in flight
+     * from above; children are still open.  Frees what open made; the
+     * graph frees option fields (strings, values) itself afterwards.
+     * close_async calls ng_node_closed(node) once done, maybe inline. */
     void (*close)(struct ng_node *node);
+    void (*close_async)(struct ng_node *node);
 
     /* Loop thread.  The choke point (ng_node_submit) has checked: the
      * range lies inside the node, the op is in `ops` and it and its flags
@@ -446,6 +498,11 @@ struct ng_driver {
     int (*reconfigure)(struct ng_node *node, const struct ng_value *opts,
                        struct ng_error *err);
 };
+
+/* For open_async and close_async: the open or close finished.  ret is 0,
+ * or -1 with the open's *err filled. */
+void ng_node_opened(struct ng_node *node, int ret);
+void ng_node_closed(struct ng_node *node);
 
 /* For reconfigure hooks: `opts` is a map of options to change.  Checks
  * that each key is one of `live` (NULL-terminated: what the driver can
@@ -505,6 +562,13 @@ struct ng_node {
     struct ng_split *split_free;        /* graph/split.c's contexts */
     struct ng_split *split_head, *split_tail;   /* requests changing data
                                      * on an aligned node, oldest first */
+    bool opened;                    /* its open succeeded, not closed */
+    struct ng_pool *pool;           /* blocking work (graph/threads.c) */
+    bool work_busy;                 /* SERIALIZE_NODE: work in the pool */
+    struct ng_work *work_wait_head, *work_wait_tail;  /* ... and after it */
+    struct ng_add *adding;          /* the add opening it, until it joins
+                                     * the graph's node list */
+    struct ng_remove *removing;     /* the removal closing it */
 };
 
 static inline void *
@@ -628,28 +692,53 @@ struct ng_graph {
     uv_timer_t drain_timer;         /* runs drained callbacks outside any
                                      * request's call stack */
     struct ng_object *objects;      /* graph objects, owned */
+    struct ng_pool *pools;          /* per-driver worker pools */
+    struct ng_add *adds;            /* ng_graph_add_node()s in flight */
+    unsigned removing;              /* node removals in flight */
+    bool freeing;                   /* ng_graph_free() called */
+    bool free_stepping;             /* graph_free_step() on the stack */
 };
 
 /* `drivers`: the registry nodes are created from (NULL-terminated,
  * borrowed; it must outlive the graph). */
 struct ng_graph *ng_graph_new(uv_loop_t *loop,
                               const struct ng_driver *const *drivers);
-/* Frees every BB and node; nothing may be in flight.  The graph's own
- * libuv handle closes asynchronously: run the loop afterwards (uv_run)
- * until it returns.  NULL-safe. */
+/* Frees every BB and node; nothing may be in flight.  Nodes close top
+ * down, each after its parents, and may take a while (close_async); the
+ * graph is freed once all are gone.  Adds still in flight finish without
+ * their callbacks and their nodes are closed.  Run the loop afterwards
+ * (uv_run) until it returns.  NULL-safe. */
 void ng_graph_free(struct ng_graph *g);
 
 struct ng_node *ng_graph_find(struct ng_graph *g, const char *name);
 struct ng_bb *ng_graph_find_bb(struct ng_graph *g, const char *name);
 
+/* The end of ng_graph_add_node(): node is the new node (borrowed: the
+ * graph owns it) and err NULL, or node NULL and err says why. */
+typedef void ng_node_added_fn(void *opaque, struct ng_node *node,
+                              const struct ng_error *err);
+
 /* Create and open a node from options as blockdev-add takes them
  * ("driver", "node-name" unless `name` is given, "read-only", then the
  * driver's own).  Children named by node-name must exist; inline child
  * definitions are created too (auto-named "#ngN" unless they carry a
- * node-name).  All or nothing: on failure nothing is left behind. */
-struct ng_node *ng_graph_add_node(struct ng_graph *g, const char *name,
-                                  const struct ng_value *opts,
-                                  struct ng_error *err);
+ * node-name) and opened first, one after the other, children before
+ * parents.  The opens may take a while (open_async); meanwhile the new
+ * nodes are not in the graph's node list and their names are taken.
+ * All or nothing: after a failed open, the nodes opened for it are
+ * closed and removed before cb runs.
+ * Returns -1 with *err set when the options are wrong (then cb never
+ * runs), else 0 and cb runs exactly once, maybe before this returns. */
+int ng_graph_add_node(struct ng_graph *g, const char *name,
+                      const struct ng_value *opts, ng_node_added_fn *cb,
+                      void *opaque, struct ng_error *err);
+
+/* The same for callers that cannot wait (inside a drained section): when
+ * an open does not complete at once, fails with EAGAIN, and the nodes
+ * are closed once it does. */
+struct ng_node *ng_graph_add_node_now(struct ng_graph *g, const char *name,
+                                      const struct ng_value *opts,
+                                      struct ng_error *err);
 
 /* Check node options against the driver's option table without opening
  * anything: "driver" present and known, every key known, types right,
@@ -662,9 +751,15 @@ int ng_node_opts_check(const struct ng_driver *const *drivers,
                        const struct ng_value *opts, ng_ref_cb *ref_cb,
                        void *opaque, struct ng_error *err);
 
+/* Called once a removal closed every node it took away. */
+typedef void ng_graph_done_fn(void *opaque);
+
 /* Remove a node nobody uses (no parent edge, no BB); also removes inline
- * children that nothing else uses. */
+ * children that nothing else uses.  The node leaves the graph's node list
+ * at once; cb (may be NULL) runs once it and those children are closed,
+ * maybe before this returns.  Returns -1 (cb never runs) or 0. */
 int ng_graph_del_node(struct ng_graph *g, const char *name,
+                      ng_graph_done_fn *cb, void *opaque,
                       struct ng_error *err);
 /* The same checks, changing nothing. */
 int ng_graph_check_del_node(struct ng_graph *g, const char *name,

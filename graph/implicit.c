@@ -74,13 +74,14 @@ stack_one(struct ng_graph *g, struct ng_node *below, const char *owner,
         ng_error_set(err, ENOMEM, "out of memory");
         return NULL;
     }
-    n = ng_graph_add_node(g, name, opts, err);
+    /* Implicit filters open at once; a slow one is refused (EAGAIN). */
+    n = ng_graph_add_node_now(g, name, opts, err);
     ng_value_free(opts);
     if (n == NULL)
         return NULL;
     n->implicit = true;
     if ((n->implicit_owner = strdup(owner)) == NULL) {
-        ng_graph_del_node(g, n->name, NULL);
+        ng_graph_del_node(g, n->name, NULL, NULL, NULL);
         ng_error_set(err, ENOMEM, "out of memory");
         return NULL;
     }
@@ -121,7 +122,7 @@ ng_graph_unstack_implicit(struct ng_graph *g, const char *owner)
             if (n->implicit && n->parents == NULL &&
                 n->implicit_owner != NULL &&
                 strcmp(n->implicit_owner, owner) == 0) {
-                ng_graph_del_node(g, n->name, NULL);
+                ng_graph_del_node(g, n->name, NULL, NULL, NULL);
                 again = true;
                 break;
             }

@@ -13,6 +13,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/graph.c \
 	graph/req.c \
 	graph/split.c \
+	graph/threads.c \
 	graph/opts.c \
 	graph/drain.c \
 	graph/depth.c \
@@ -101,3 +102,12 @@ tests_unit_test_req_SOURCES = \
 	tests/unit/graph-fixture.c \
 	$(NULL)
 tests_unit_test_req_LDADD = $(CORE_LIBS)
+# Asynchronous open and close, worker pools (with its own test drivers).
+check_PROGRAMS += tests/unit/test-threads
+TESTS += tests/unit/test-threads
+tests_unit_test_threads_SOURCES = \
+	tests/unit/test-threads.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_threads_LDADD = $(CORE_LIBS)

@@ -344,7 +344,8 @@ insert_filter(struct ng_graph *g, struct ng_node *below,
               size_t n_bbs, unsigned flags, const struct bbs_before *before,
               const struct parents_saved *saved, struct ng_error *err)
 {
-    struct ng_node *filter = ng_graph_add_node(g, NULL, opts, err);
+    /* Inside a drained section: a filter that opens slowly is refused. */
+    struct ng_node *filter = ng_graph_add_node_now(g, NULL, opts, err);
 
     if (filter == NULL)
         return NULL;
@@ -395,6 +396,7 @@ ng_graph_check_remove_filter(struct ng_graph *g, const char *name,
                              struct ng_error *err)
 {
     struct ng_node *f = ng_graph_find(g, name);
+    struct ng_edge *e;
 
     if (f == NULL)
         return ng_error_set(err, ENOENT, "node '%s' not found", name);
@@ -402,6 +404,12 @@ ng_graph_check_remove_filter(struct ng_graph *g, const char *name,
         return ng_error_set(err, EINVAL, "node '%s' is not a filter", name);
     if (ng_node_child(f) == NULL)
         return ng_error_set(err, EINVAL, "filter '%s' has no child", name);
+    /* An open may be doing I/O through it, which no drain waits for. */
+    for (e = f->parents; e != NULL; e = e->next_parent)
+        if (e->parent != NULL && e->parent->adding != NULL)
+            return ng_error_set(err, EBUSY, "filter '%s' is in use by node "
+                                "'%s', which is still opening", name,
+                                e->parent->name);
     return 0;
 }
 

@@ -31,6 +31,7 @@ static const struct {
 struct opts_ctx {
     struct ng_graph *graph;     /* NULL: check only, create nothing */
     const struct ng_driver *const *drivers;     /* registry (check mode) */
+    struct ng_add *add;         /* the add creating nodes (open mode) */
     struct ng_node *node;       /* node being created (open mode) */
     ng_ref_cb *ref_cb;          /* check mode */
     void *opaque;
@@ -376,6 +377,190 @@ valid_node_name(const char *name)
     return strlen(name) < 128;
 }
 
+/* ---- Adding nodes: create them all, then open them one by one ---------- */
+
+/* One ng_graph_add_node() in flight. */
+struct ng_add {
+    struct ng_graph *graph;
+    struct ng_node **nodes;     /* created, children before parents; the
+                                 * last one is the node asked for */
+    size_t n, cap;
+    size_t n_open;              /* nodes[0, n_open) are open */
+    bool waiting;               /* an open has not completed yet */
+    bool stepping;              /* add_step() is on the stack */
+    bool failed;
+    bool abandoned;             /* nobody waits (ng_graph_add_node_now) */
+    ng_node_added_fn *cb;
+    void *opaque;
+    struct ng_error err;        /* why an open failed */
+    struct ng_add *next;        /* g->adds */
+};
+
+/* One removal in flight: nodes close one at a time, each after its
+ * parents (they may still do I/O through it while they close). */
+struct ng_remove {
+    struct ng_graph *graph;
+    struct ng_node **todo;      /* a stack of nodes left to close */
+    size_t n, cap;
+    struct ng_node *closing;    /* its close has not completed yet */
+    bool stepping;
+    ng_graph_done_fn *cb;
+    void *opaque;
+};
+
+static void graph_free_step(struct ng_graph *g);
+
+/* Out of the graph's list and index, unless it never got there (a node
+ * of an add that failed). */
+static void
+graph_unlink_node(struct ng_graph *g, struct ng_node *node)
+{
+    if (node->adding == NULL)
+        ng_graph_unlink_node(g, node);
+}
+
+static int
+push_node(struct ng_node ***list, size_t *n, size_t *cap,
+          struct ng_node *node)
+{
+    if (*n == *cap) {
+        size_t cap2 = *cap ? *cap * 2 : 8;
+        struct ng_node **l = realloc(*list, cap2 * sizeof *l);
+
+        if (l == NULL)
+            return -1;
+        *list = l;
+        *cap = cap2;
+    }
+    (*list)[(*n)++] = node;
+    return 0;
+}
+
+/* A name in the graph, or one an add in flight has taken. */
+static bool
+name_taken(struct ng_graph *g, const char *name)
+{
+    struct ng_add *a;
+    size_t i;
+
+    if (ng_graph_find(g, name) != NULL)
+        return true;
+    for (a = g->adds; a != NULL; a = a->next)
+        for (i = 0; i < a->n; i++)
+            if (strcmp(a->nodes[i]->name, name) == 0)
+                return true;
+    return false;
+}
+
+/* Free a node that is closed or never opened. */
+static void
+node_free(struct ng_node *node)
+{
+    ng_node_free_req_pools(node);
+    free_fields(node->driver, node->state);
+    free(node->state);
+    free(node->implicit_owner);
+    free(node->name);
+    free(node);
+}
+
+/* ---- Removal ------------------------------------------------------------ */
+
+static void
+remove_step(struct ng_remove *r)
+{
+    struct ng_graph *g = r->graph;
+    struct ng_node *node;
+
+    if (r->stepping)
+        return;
+    r->stepping = true;
+    while (r->closing == NULL && r->n > 0) {
+        node = r->todo[--r->n];
+        r->closing = node;
+        node->removing = r;
+        graph_unlink_node(g, node);
+        ng_drain_forget_node(g, node);
+        if (node->driver->close_async != NULL) {
+            node->driver->close_async(node);
+        } else {
+            if (node->driver->close != NULL)
+                node->driver->close(node);
+            ng_node_closed(node);
+        }
+    }
+    r->stepping = false;
+    if (r->closing != NULL || r->n > 0)
+        return;
+    if (r->cb != NULL)
+        r->cb(r->opaque);
+    free(r->todo);
+    free(r);
+    g->removing--;
+    graph_free_step(g);
+}
+
+void
+ng_node_closed(struct ng_node *node)
+{
+    struct ng_remove *r = node->removing;
+    struct ng_edge *e;
+
+    r->closing = NULL;
+    ng_node_pool_detach(node);
+    while ((e = node->children) != NULL) {
+        struct ng_node *child = e->child;
+
+        ng_edge_detach(e);
+        /* Out of memory here leaves the child in the graph, unused: the
+         * removal still completes. */
+        if (child->inline_def && child->parents == NULL)
+            push_node(&r->todo, &r->n, &r->cap, child);
+    }
+    node_free(node);
+    remove_step(r);
+}
+
+/* Close and free `node` (open, no parents) and then the inline children
+ * it leaves unused; cb (may be NULL) runs once all are gone. */
+static void
+node_remove(struct ng_node *node, ng_graph_done_fn *cb, void *opaque)
+{
+    struct ng_remove *r = calloc(1, sizeof *r);
+
+    if (r == NULL || push_node(&r->todo, &r->n, &r->cap, node) == -1) {
+        /* Cannot track it: close it now, children stay unused. */
+        free(r);
+        graph_unlink_node(node->graph, node);
+        while (node->children != NULL)
+            ng_edge_detach(node->children);
+        if (node->driver->close != NULL)
+            node->driver->close(node);
+        ng_node_pool_detach(node);
+        node_free(node);
+        if (cb != NULL)
+            cb(opaque);
+        return;
+    }
+    r->graph = node->graph;
+    r->cb = cb;
+    r->opaque = opaque;
+    r->graph->removing++;
+    remove_step(r);
+}
+
+void
+ng_node_destroy(struct ng_node *node)
+{
+    node_remove(node, NULL, NULL);
+}
+
+/* ---- Creation ----------------------------------------------------------- */
+
+static struct ng_node *node_create(struct ng_add *a, const char *name,
+                                   const struct ng_value *opts,
+                                   struct ng_error *err);
+
 static int
 parse_child(const struct ng_opt_desc *d, const struct ng_value *v,
             struct ng_node **out, struct opts_ctx *ctx, struct ng_error *err)
@@ -387,7 +572,8 @@ parse_child(const struct ng_opt_desc *d, const struct ng_value *v,
         if (ctx->graph == NULL)
             return ng_node_opts_check(ctx->drivers, v, ctx->ref_cb,
                                       ctx->opaque, err);
-        child = ng_graph_add_node(ctx->graph, NULL, v, err);
+        /* Created, not open yet: it opens before its parent does. */
+        child = node_create(ctx->add, NULL, v, err);
         if (child == NULL)
             return -1;
         child->inline_def = true;
@@ -403,11 +589,8 @@ parse_child(const struct ng_opt_desc *d, const struct ng_value *v,
         if (child == NULL)
             return ng_value_error(err, &v->loc, "unknown node '%s'", ref);
     }
-    if (ng_edge_attach(ctx->node, NULL, child, d->role) == NULL) {
-        if (child->inline_def && child->parents == NULL)
-            ng_node_destroy(child);
+    if (ng_edge_attach(ctx->node, NULL, child, d->role) == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
-    }
     *out = child;
     return 0;
 }
@@ -433,7 +616,7 @@ pick_node_name(struct ng_graph *g, const char *name,
                        "'_')", name);
         return NULL;
     }
-    if (ng_graph_find(g, name) != NULL) {
+    if (name_taken(g, name)) {
         ng_value_error(err, v ? &v->loc : &opts->loc,
                        "node '%s' already exists", name);
         return NULL;
@@ -461,87 +644,299 @@ node_alloc(struct ng_graph *g, const struct ng_driver *drv, const char *name)
     return node;
 }
 
-/* Undo a half-made node: its edges, its inline children, its fields. */
+/* Move nodes[i] to the end: a node follows the children created while
+ * its options were parsed. */
 static void
-node_discard(struct ng_node *node)
+add_move_last(struct ng_add *a, size_t i)
 {
-    struct ng_edge *e;
+    struct ng_node *node = a->nodes[i];
 
-    while ((e = node->children) != NULL) {
-        struct ng_node *child = e->child;
-
-        ng_edge_detach(e);
-        if (child->inline_def && child->parents == NULL)
-            ng_node_destroy(child);
-    }
-    ng_node_free_req_pools(node);
-    free_fields(node->driver, node->state);
-    free(node->state);
-    free(node->name);
-    free(node);
+    memmove(&a->nodes[i], &a->nodes[i + 1],
+            (a->n - i - 1) * sizeof a->nodes[0]);
+    a->nodes[a->n - 1] = node;
 }
 
-struct ng_node *
-ng_graph_add_node(struct ng_graph *g, const char *name,
-                  const struct ng_value *opts, struct ng_error *err)
+/* Create `node` and, recursively, its inline children, none of them
+ * open, all in a->nodes (where a failed add frees them). */
+static struct ng_node *
+node_create(struct ng_add *a, const char *name, const struct ng_value *opts,
+            struct ng_error *err)
 {
-    const struct ng_driver *drv = lookup_driver(g->drivers, opts, err);
-    struct opts_ctx ctx = { .graph = g, .drivers = g->drivers };
+    const struct ng_driver *drv = lookup_driver(a->graph->drivers, opts,
+                                                err);
+    struct opts_ctx ctx = { .graph = a->graph, .drivers = a->graph->drivers,
+                            .add = a };
     struct ng_node *node;
     char anon[32];
+    size_t at;
 
     if (drv == NULL)
         return NULL;
-    name = pick_node_name(g, name, opts, anon, sizeof anon, err);
+    name = pick_node_name(a->graph, name, opts, anon, sizeof anon, err);
     if (name == NULL)
         return NULL;
-    node = node_alloc(g, drv, name);
-    if (node == NULL) {
+    node = node_alloc(a->graph, drv, name);
+    if (node == NULL || push_node(&a->nodes, &a->n, &a->cap, node) == -1) {
+        if (node != NULL)
+            node_free(node);
         ng_error_set(err, ENOMEM, "out of memory");
         return NULL;
     }
+    /* In the list already, so that its name counts as taken. */
+    at = a->n - 1;
     node->auto_named = name == anon;
+    node->adding = a;
     ctx.node = node;
     if (parse_options(drv, opts, node->state, &ctx, err) == -1)
-        goto fail;
+        return NULL;
     if (drv->is_filter && ng_node_child(node) == NULL) {
         ng_value_error(err, &opts->loc, "filter '%s' needs a child", name);
-        goto fail;
+        return NULL;
     }
+    /* Before it opens: room for a BB above it? */
     if (ng_depth_check_node(node, err) == -1) {
         ng_error_prefix(err, "node '%s'", name);
-        goto fail;
+        return NULL;
     }
-    if (drv->open != NULL && drv->open(node, err) == -1) {
-        ng_error_prefix(err, "node '%s'", name);
-        goto fail;
-    }
-    /* No parents yet: this fills the node's own facts only. */
-    if (ng_node_refresh(node, err) == -1)
-        goto fail_opened;
-    if (ng_graph_link_node(g, node) == -1) {
-        ng_error_set(err, ENOMEM, "out of memory");
-        goto fail_opened;
-    }
+    add_move_last(a, at);
     return node;
+}
 
-fail_opened:
-    if (drv->close != NULL)
-        drv->close(node);
-fail:
-    node_discard(node);
-    return NULL;
+/* ---- Opening ------------------------------------------------------------ */
+
+static void add_step(struct ng_add *a);
+
+static void
+add_unlink(struct ng_add *a)
+{
+    struct ng_add **p;
+
+    for (p = &a->graph->adds; *p != NULL; p = &(*p)->next) {
+        if (*p == a) {
+            *p = a->next;
+            break;
+        }
+    }
+}
+
+static void
+add_free(struct ng_add *a)
+{
+    struct ng_graph *g = a->graph;
+
+    add_unlink(a);
+    free(a->nodes);
+    free(a);
+    graph_free_step(g);
+}
+
+static void
+add_discarded(void *opaque)
+{
+    struct ng_add *a = opaque;
+
+    if (!a->abandoned && !a->graph->freeing)
+        a->cb(a->opaque, NULL, &a->err);
+    add_free(a);
+}
+
+/* Undo a failed (or unwanted) add: free the nodes that never opened,
+ * then close the opened ones, which are all inline children, each after
+ * its parents. */
+static void
+add_discard(struct ng_add *a)
+{
+    struct ng_remove *r = calloc(1, sizeof *r);
+    size_t i;
+
+    /* Every edge first: when options were wrong, a parent may come
+     * before its children in the list, and detaching touches both. */
+    for (i = a->n_open; i < a->n; i++)
+        while (a->nodes[i]->children != NULL)
+            ng_edge_detach(a->nodes[i]->children);
+    for (i = a->n_open; i < a->n; i++)
+        node_free(a->nodes[i]);
+    a->n = a->n_open;
+    if (r == NULL) {
+        /* Cannot track a removal: close what opened now, parents (later
+         * in the list) first, synchronous closes only. */
+        for (i = a->n_open; i-- > 0; ) {
+            struct ng_node *node = a->nodes[i];
+
+            if (node->driver->close != NULL)
+                node->driver->close(node);
+            while (node->children != NULL)
+                ng_edge_detach(node->children);
+            ng_node_pool_detach(node);
+            node_free(node);
+        }
+        add_discarded(a);
+        return;
+    }
+    r->graph = a->graph;
+    r->cb = add_discarded;
+    r->opaque = a;
+    for (i = 0; i < a->n_open; i++)
+        if (a->nodes[i]->parents == NULL)
+            push_node(&r->todo, &r->n, &r->cap, a->nodes[i]);
+    a->graph->removing++;
+    remove_step(r);
+}
+
+static void
+add_finish(struct ng_add *a)
+{
+    struct ng_graph *g = a->graph;
+    size_t i;
+
+    if (!a->failed && (a->abandoned || g->freeing)) {
+        a->failed = true;
+        ng_error_set(&a->err, ESHUTDOWN, "node '%s': nobody waits for it",
+                     a->nodes[a->n - 1]->name);
+    }
+    if (a->failed) {
+        add_discard(a);
+        return;
+    }
+    for (i = 0; i < a->n; i++)
+        if (ng_graph_link_node(g, a->nodes[i]) == -1)
+            break;
+    if (i < a->n) {
+        while (i-- > 0)
+            ng_graph_unlink_node(g, a->nodes[i]);
+        a->failed = true;
+        ng_error_set(&a->err, ENOMEM, "out of memory");
+        add_discard(a);
+        return;
+    }
+    for (i = 0; i < a->n; i++)
+        a->nodes[i]->adding = NULL;
+    a->cb(a->opaque, a->nodes[a->n - 1], NULL);
+    add_free(a);
+}
+
+static void
+node_open_start(struct ng_add *a, struct ng_node *node)
+{
+    const struct ng_driver *drv = node->driver;
+
+    a->waiting = true;
+    if (ng_node_pool_attach(node, &a->err) == -1)
+        ng_node_opened(node, -1);
+    else if (drv->open_async != NULL)
+        drv->open_async(node, &a->err);
+    else
+        ng_node_opened(node, drv->open != NULL ? drv->open(node, &a->err)
+                                               : 0);
 }
 
 void
-ng_node_destroy(struct ng_node *node)
+ng_node_opened(struct ng_node *node, int ret)
 {
-    ng_graph_unlink_node(node->graph, node);
-    ng_drain_forget_node(node->graph, node);
-    if (node->driver->close != NULL)
-        node->driver->close(node);
-    free(node->implicit_owner);
-    node_discard(node);
+    struct ng_add *a = node->adding;
+
+    a->waiting = false;
+    if (ret < 0) {
+        a->failed = true;
+        ng_node_pool_detach(node);
+        ng_error_prefix(&a->err, "node '%s'", node->name);
+        add_step(a);
+        return;
+    }
+    node->opened = true;
+    a->n_open++;                    /* closed by add_discard() on failure */
+    /* Its parents are not open yet: this fills the node's own facts. */
+    if (ng_node_refresh(node, &a->err) == -1)
+        a->failed = true;
+    add_step(a);
+}
+
+/* Open the next node until one goes asynchronous; then its completion
+ * (ng_node_opened) comes back here.  A loop, not recursion, for the
+ * opens that complete inline. */
+static void
+add_step(struct ng_add *a)
+{
+    if (a->stepping)
+        return;
+    a->stepping = true;
+    while (!a->waiting && !a->failed && a->n_open < a->n)
+        node_open_start(a, a->nodes[a->n_open]);
+    a->stepping = false;
+    if (!a->waiting)
+        add_finish(a);
+}
+
+/* ng_graph_add_node(); *handle is the add while its opens run. */
+static int
+graph_add(struct ng_graph *g, const char *name, const struct ng_value *opts,
+          ng_node_added_fn *cb, void *opaque, struct ng_add **handle,
+          struct ng_error *err)
+{
+    struct ng_add *a = calloc(1, sizeof *a);
+
+    if (a == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    a->graph = g;
+    a->cb = cb;
+    a->opaque = opaque;
+    a->next = g->adds;
+    g->adds = a;
+    if (node_create(a, name, opts, err) == NULL) {
+        /* Nothing opened: this frees, without a callback. */
+        a->abandoned = true;
+        a->failed = true;
+        add_discard(a);
+        return -1;
+    }
+    if (handle != NULL)
+        *handle = a;
+    add_step(a);
+    return 0;
+}
+
+int
+ng_graph_add_node(struct ng_graph *g, const char *name,
+                  const struct ng_value *opts, ng_node_added_fn *cb,
+                  void *opaque, struct ng_error *err)
+{
+    return graph_add(g, name, opts, cb, opaque, NULL, err);
+}
+
+struct add_now {
+    bool done;
+    struct ng_node *node;
+    struct ng_error *err;
+};
+
+static void
+add_now_done(void *opaque, struct ng_node *node, const struct ng_error *err)
+{
+    struct add_now *st = opaque;
+
+    st->done = true;
+    st->node = node;
+    if (err != NULL && st->err != NULL)
+        *st->err = *err;
+}
+
+struct ng_node *
+ng_graph_add_node_now(struct ng_graph *g, const char *name,
+                      const struct ng_value *opts, struct ng_error *err)
+{
+    struct add_now st = { .err = err };
+    struct ng_add *a = NULL;
+
+    if (graph_add(g, name, opts, add_now_done, &st, &a, err) == -1)
+        return NULL;
+    if (st.done)
+        return st.node;
+    /* The open went on: let it finish on its own, then close it. */
+    a->abandoned = true;
+    ng_error_set(err, EAGAIN, "node '%s': its driver opens "
+                 "asynchronously, which is not possible here",
+                 a->nodes[a->n - 1]->name);
+    return NULL;
 }
 
 static const char *
@@ -566,12 +961,44 @@ ng_graph_check_del_node(struct ng_graph *g, const char *name,
 }
 
 int
-ng_graph_del_node(struct ng_graph *g, const char *name, struct ng_error *err)
+ng_graph_del_node(struct ng_graph *g, const char *name,
+                  ng_graph_done_fn *cb, void *opaque, struct ng_error *err)
 {
     if (ng_graph_check_del_node(g, name, err) == -1)
         return -1;
-    ng_node_destroy(ng_graph_find(g, name));
+    node_remove(ng_graph_find(g, name), cb, opaque);
     return 0;
+}
+
+/* ng_graph_free(): remove the nodes top down, one removal at a time,
+ * once no add is in flight; then free the rest. */
+static void
+graph_free_step(struct ng_graph *g)
+{
+    struct ng_node *n;
+
+    if (!g->freeing || g->free_stepping)
+        return;
+    g->free_stepping = true;
+    while (g->removing == 0) {
+        for (n = g->nodes; n != NULL && n->parents != NULL; n = n->next)
+            ;
+        if (n == NULL)
+            break;      /* a cycle cannot happen; don't spin if it does */
+        node_remove(n, NULL, NULL);
+    }
+    g->free_stepping = false;
+    if (g->removing == 0 && g->adds == NULL) {
+        g->freeing = false;         /* once */
+        ng_graph_free_finish(g);
+    }
+}
+
+void
+ng_graph_free_nodes(struct ng_graph *g)
+{
+    g->freeing = true;
+    graph_free_step(g);
 }
 
 /* A child option whose value names the child already attached with the

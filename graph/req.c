@@ -1,7 +1,8 @@
-/* graph/req.c: request completion frames and the worker-thread bridge. */
+/* graph/req.c: request completion frames and blocking work on the node's pool. */
 #include <config.h>
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "graph/graph.h"
@@ -195,35 +196,36 @@ ng_op_name(enum ng_op op)
     return (unsigned)op < NG_OP__COUNT ? names[op] : "unknown";
 }
 
-static void
-blocking_work(uv_work_t *work)
+/* The request holding a work item (ng_req_run_blocking()). */
+static struct ng_req *
+work_req(struct ng_work *w)
 {
-    struct ng_req *req = work->data;
+    return (struct ng_req *)((char *)w - offsetof(struct ng_req, work));
+}
+
+static void
+blocking_work(struct ng_work *w)
+{
+    struct ng_req *req = work_req(w);
 
     req->work_ret = req->work_fn(req->work_node, req);
 }
 
 static void
-blocking_after(uv_work_t *work, int status)
+blocking_after(struct ng_work *w)
 {
-    struct ng_req *req = work->data;
+    struct ng_req *req = work_req(w);
 
-    /* status is UV_ECANCELED only if someone cancelled the work item; we
-     * never do, but complete honestly if it happens. */
-    ng_req_complete(req, status == 0 ? req->work_ret : -ECANCELED);
+    ng_req_complete(req, req->work_ret);
 }
 
 void
 ng_req_run_blocking(struct ng_node *node, struct ng_req *req,
                     int (*fn)(struct ng_node *node, struct ng_req *req))
 {
-    int r;
-
-    req->work.data = req;
+    req->work.fn = blocking_work;
+    req->work.after = blocking_after;
     req->work_fn = fn;
     req->work_node = node;
-    r = uv_queue_work(ng_node_loop(node), &req->work, blocking_work,
-                      blocking_after);
-    if (r != 0)
-        ng_req_complete(req, -EIO);
+    ng_node_queue_work(node, &req->work);
 }

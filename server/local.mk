@@ -1,7 +1,8 @@
 # server/: nbdgraphd main, NBD protocol, control channel, logging.
-sbin_PROGRAMS += nbdgraphd
-nbdgraphd_SOURCES = \
-	server/main.c \
+# Everything but main() is a library, so tests/fuzz/ can drive the real
+# NBD and QMP parsers in process.
+noinst_LIBRARIES += server/libngserver.a
+server_libngserver_a_SOURCES = \
 	server/log.h \
 	server/log.c \
 	server/nbd.h \
@@ -27,4 +28,7 @@ nbdgraphd_SOURCES = \
 	server/unix-path.h \
 	server/unix-path.c \
 	$(NULL)
-nbdgraphd_LDADD = $(CORE_LIBS)
+
+sbin_PROGRAMS += nbdgraphd
+nbdgraphd_SOURCES = server/main.c
+nbdgraphd_LDADD = server/libngserver.a $(CORE_LIBS)

@@ -137,6 +137,44 @@ located(struct ng_error *err, const char *file, const struct ng_loc *loc)
     return ng_error_prefix(err, "%s:%u:%u", file, loc->line, loc->column);
 }
 
+/* One config node's open (ng_graph_add_node's callback). */
+struct node_wait {
+    bool done;
+    bool failed;
+    struct ng_error *err;
+};
+
+static void
+node_opened(void *opaque, struct ng_node *node, const struct ng_error *err)
+{
+    struct node_wait *w = opaque;
+
+    w->done = true;
+    if (node == NULL) {
+        w->failed = true;
+        *w->err = *err;
+    }
+}
+
+/* Open one node and wait: an open may take a while (on a worker thread,
+ * through its children).  Nothing listens yet, so running the loop here
+ * serves nobody early. */
+static int
+open_node(struct daemon *d, const struct ng_node_cfg *nc,
+          struct ng_error *err)
+{
+    struct node_wait w = { .err = err };
+
+    if (ng_graph_add_node(d->graph, nc->name, nc->opts, node_opened, &w,
+                          err) == -1)
+        return -1;
+    while (!w.done)
+        if (uv_run(&d->loop, UV_RUN_ONCE) == 0 && !w.done)
+            return ng_error_set(err, EIO, "node '%s': its open never "
+                                "completes", nc->name);
+    return w.failed ? -1 : 0;
+}
+
 static int
 build_graph(struct daemon *d, struct ng_error *err)
 {
@@ -152,7 +190,7 @@ build_graph(struct daemon *d, struct ng_error *err)
     for (i = 0; i < d->cfg->n_nodes; i++) {
         const struct ng_node_cfg *nc = &d->cfg->nodes[i];
 
-        if (ng_graph_add_node(d->graph, nc->name, nc->opts, err) == NULL)
+        if (open_node(d, nc, err) == -1)
             return located(err, d->cfg->file, &nc->loc);
         ng_log_debug("node '%s' opened", nc->name);
     }
@@ -583,9 +621,6 @@ main(int argc, char **argv)
         return EXIT_FAILURE;
     }
     signal(SIGPIPE, SIG_IGN);
-    /* Blocking drivers run on libuv's pool: give it room for queue depth
-     * 32 and more before the first request uses it. */
-    setenv("UV_THREADPOOL_SIZE", "16", 0);
     r = run(&o);
     options_free(&o);
     return r;

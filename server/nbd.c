@@ -478,6 +478,12 @@ ng_nbd_export_connections(const struct ng_nbd_export *exp)
     return exp->nconns;
 }
 
+unsigned
+ng_nbd_server_connections(const struct ng_nbd_server *srv)
+{
+    return srv->nconns;
+}
+
 /* ---- Listening ----------------------------------------------------------- */
 
 static void listener_close(struct nbd_listener *l);

@@ -74,5 +74,8 @@ bool ng_nbd_export_writable(const struct ng_nbd_export *exp);
 struct ng_bb *ng_nbd_export_bb(const struct ng_nbd_export *exp);
 /* Clients connected to the export (past the handshake). */
 unsigned ng_nbd_export_connections(const struct ng_nbd_export *exp);
+/* Connections the server still holds, in handshake or not, until each is
+ * freed (its handle closed and every request back from the graph). */
+unsigned ng_nbd_server_connections(const struct ng_nbd_server *srv);
 
 #endif

@@ -185,6 +185,8 @@ check_not_implicit(struct ng_control_ctx *ctx, json_t *args,
 
 /* ---- Immediate jobs: blockdev-add, blockdev-del, blockdev-reconfigure -- */
 
+struct job_pending;
+
 /* A command that changes the graph at once, without a drain.  Every such
  * command is a job: an ID, checks, a NAC claim on its node held while it
  * mutates, then a GRAPH_CHANGED event naming the node. */
@@ -196,11 +198,66 @@ struct immediate_job {
     /* Before claiming, also on a dry run; NULL = none.  args borrowed. */
     int (*check)(struct ng_control_ctx *ctx, json_t *args, void *opaque,
                  struct ng_error *err);
-    /* Claimed and not a dry run. */
+    /* Claimed and not a dry run: either mutate, at once, or start, for
+     * a change that may take a while (a node's open or close): it calls
+     * job_finish(p, ...) once the change is over, maybe before it
+     * returns 0; on -1 it never does. */
     int (*mutate)(struct ng_control_ctx *ctx, void *opaque,
                   struct ng_error *err);
-    void *opaque;               /* for check and mutate, borrowed */
+    int (*start)(struct ng_control_ctx *ctx, void *opaque,
+                 struct job_pending *p, struct ng_error *err);
+    void *opaque;               /* for check, mutate and start, borrowed */
 };
+
+/* A started job until its change is over: it holds the NAC claim. */
+struct job_pending {
+    struct ng_qmp_call *call;
+    char id[128];
+    const char *change;         /* static */
+    char *node;                 /* owned */
+};
+
+/* The end of a started job: release its claim, announce it, answer. */
+static void
+job_finish(struct job_pending *p, const struct ng_error *err)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(p->call);
+
+    ng_ctx_nac_release(ctx, p->id);
+    if (err != NULL) {
+        ng_qmp_error_from(p->call, err);
+    } else {
+        ng_qmp_graph_changed(ctx, p->change, p->id,
+                             json_pack("{s:s}", "node-name", p->node));
+        ng_qmp_return(p->call, NULL);
+    }
+    free(p->node);
+    free(p);
+}
+
+/* Claimed as `id`: start the job's change.  On -1 the claim is still
+ * held and nothing answered. */
+static int
+start_immediate_job(struct ng_qmp_call *call, const char *id,
+                    const struct immediate_job *job, struct ng_error *err)
+{
+    struct job_pending *p = calloc(1, sizeof *p);
+
+    if (p == NULL ||
+        (p->node = strdup(job->node != NULL ? job->node : "")) == NULL) {
+        free(p);
+        return ng_error_set(err, ENOMEM, "out of memory");
+    }
+    p->call = call;
+    p->change = job->change;
+    snprintf(p->id, sizeof p->id, "%s", id);
+    if (job->start(ng_qmp_ctx(call), job->opaque, p, err) == -1) {
+        free(p->node);
+        free(p);
+        return -1;
+    }
+    return 0;
+}
 
 /* Run `job` for `call` and answer it. */
 static void
@@ -218,7 +275,12 @@ run_immediate_job(struct ng_qmp_call *call, json_t *args,
     r = job->check != NULL ? job->check(ctx, args, job->opaque, &err) : 0;
     if (r == 0)
         r = ng_ctx_nac_claim(ctx, id, "command", &claim, 1, dry, &err);
-    if (r == 0 && !dry) {
+    if (r == 0 && !dry && job->start != NULL) {
+        if (start_immediate_job(call, id, job, &err) == 0)
+            return;             /* job_finish() answers */
+        ng_ctx_nac_release(ctx, id);
+        r = -1;
+    } else if (r == 0 && !dry) {
         r = job->mutate(ctx, job->opaque, &err);
         ng_ctx_nac_release(ctx, id);
     }
@@ -257,14 +319,41 @@ add_check(struct ng_control_ctx *ctx, json_t *args, void *opts,
     return ng_node_opts_check(ctx->graph->drivers, opts, NULL, NULL, err);
 }
 
-static int
-add_mutate(struct ng_control_ctx *ctx, void *opts, struct ng_error *err)
-{
-    struct ng_node *n = ng_graph_add_node(ctx->graph, NULL, opts, err);
+/* A blockdev-add waiting for its open. */
+struct add_wait {
+    struct job_pending *p;
+    struct ng_value *opts;      /* owned copy, for the reload model */
+};
 
-    if (n == NULL)
+static void
+add_done(void *opaque, struct ng_node *node, const struct ng_error *err)
+{
+    struct add_wait *w = opaque;
+
+    if (node != NULL)
+        ng_reload_note_node(ng_qmp_ctx(w->p->call), node->name, w->opts);
+    job_finish(w->p, node != NULL ? NULL : err);
+    ng_value_free(w->opts);
+    free(w);
+}
+
+/* The answer waits for the open. */
+static int
+add_start(struct ng_control_ctx *ctx, void *opts, struct job_pending *p,
+          struct ng_error *err)
+{
+    struct add_wait *w = calloc(1, sizeof *w);
+
+    if (w == NULL || (w->opts = ng_value_copy(opts)) == NULL) {
+        free(w);
+        return ng_error_set(err, ENOMEM, "out of memory");
+    }
+    w->p = p;
+    if (ng_graph_add_node(ctx->graph, NULL, opts, add_done, w, err) == -1) {
+        ng_value_free(w->opts);
+        free(w);
         return -1;
-    ng_reload_note_node(ctx, n->name, opts);
+    }
     return 0;
 }
 
@@ -276,7 +365,7 @@ ng_qmp_blockdev_add(struct ng_qmp_call *call, json_t *args)
         .prefix = "blockdev-add-", .change = "node-added",
         .node = json_string_value(json_object_get(args, "node-name")),
         .require = NG_NAC_EXCLUSIVE_REQUIRE, .allow = NG_NAC_EXCLUSIVE_ALLOW,
-        .check = add_check, .mutate = add_mutate, .opaque = opts,
+        .check = add_check, .start = add_start, .opaque = opts,
     };
 
     if (opts == NULL) {
@@ -296,13 +385,21 @@ del_check(struct ng_control_ctx *ctx, json_t *args, void *name,
     return ng_graph_check_del_node(ctx->graph, name, err);
 }
 
-static int
-del_mutate(struct ng_control_ctx *ctx, void *name, struct ng_error *err)
+static void
+del_done(void *p)
 {
-    if (ng_graph_del_node(ctx->graph, name, err) == -1)
-        return -1;
-    ng_reload_forget_node(ctx, name);
-    return 0;
+    struct job_pending *pending = p;
+
+    ng_reload_forget_node(ng_qmp_ctx(pending->call), pending->node);
+    job_finish(pending, NULL);
+}
+
+/* The answer waits for the close. */
+static int
+del_start(struct ng_control_ctx *ctx, void *name, struct job_pending *p,
+          struct ng_error *err)
+{
+    return ng_graph_del_node(ctx->graph, name, del_done, p, err);
 }
 
 void
@@ -312,7 +409,7 @@ ng_qmp_blockdev_del(struct ng_qmp_call *call, json_t *args)
     struct immediate_job job = {
         .prefix = "blockdev-del-", .change = "node-removed", .node = name,
         .require = NG_NAC_EXCLUSIVE_REQUIRE, .allow = NG_NAC_EXCLUSIVE_ALLOW,
-        .check = del_check, .mutate = del_mutate, .opaque = (void *)name,
+        .check = del_check, .start = del_start, .opaque = (void *)name,
     };
 
     run_immediate_job(call, args, &job);

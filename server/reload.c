@@ -564,8 +564,8 @@ node_del_start(struct reload_run *r, const struct ng_step *s)
             step_finished(r, &err);
         return;
     }
-    step_finished(r, ng_graph_del_node(g, s->object, &err) == 0 ? NULL
-                                                                : &err);
+    step_finished(r, ng_graph_del_node(g, s->object, NULL, NULL,
+                                       &err) == 0 ? NULL : &err);
 }
 
 /* Apply `s`; 0 or -1 with *err.  NODE_DEL is node_del_start's. */
@@ -582,7 +582,9 @@ step_do(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
     case NG_STEP_GROUP_DEL:
         return ng_throttle_group_undeclare(g, s->object, err);
     case NG_STEP_NODE_ADD:
-        return ng_graph_add_node(g, s->object, s->new_opts, err) ? 0 : -1;
+        /* A step cannot wait: a node that opens slowly is refused. */
+        return ng_graph_add_node_now(g, s->object, s->new_opts, err) ? 0
+                                                                     : -1;
     case NG_STEP_NODE_RETUNE:
         return node_reconfigure(r, s->object, s->new_opts, err);
     case NG_STEP_EXPORT_ADD:
@@ -619,7 +621,7 @@ step_undo(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
     case NG_STEP_GROUP_DEL:
         return ng_throttle_group_declare(g, s->object, s->old_opts, err);
     case NG_STEP_NODE_ADD:
-        return ng_graph_del_node(g, s->object, err);
+        return ng_graph_del_node(g, s->object, NULL, NULL, err);
     case NG_STEP_NODE_RETUNE:
         return node_reconfigure(r, s->object, s->old_opts, err);
     case NG_STEP_EXPORT_ADD:
@@ -637,7 +639,8 @@ step_undo(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
          * its users; only group removals follow node removals, and the
          * plan only removes groups that are declared, so that is not
          * reached in practice. */
-        return ng_graph_add_node(g, s->object, s->old_opts, err) ? 0 : -1;
+        return ng_graph_add_node_now(g, s->object, s->old_opts, err) ? 0
+                                                                     : -1;
     }
     return 0;
 }

@@ -69,3 +69,8 @@ tests_bench_reload_LDADD = $(TEST_LIBS) -lpthread
 # --blockdev / --export on the command line, as qemu-storage-daemon's.
 TESTS += tests/test-cli.sh
 EXTRA_DIST += tests/test-cli.sh
+
+CONTROL_TESTS += tests/test-open-async
+tests_test_open_async_SOURCES = tests/test-open-async.c
+tests_test_open_async_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_open_async_LDADD = $(TEST_LIBS) -lpthread

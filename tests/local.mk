@@ -40,3 +40,4 @@ include tests/nbd.mk
 include tests/control.mk
 
 include tests/interop/local.mk
+include tests/fuzz/local.mk

@@ -148,11 +148,42 @@ yaml(const char *text)
 
 /* ---- Nodes and BlockBackends -------------------------------------------- */
 
+struct add_wait {
+    bool done;
+    struct ng_node *node;
+    struct ng_error *err;
+};
+
+static void
+add_done(void *opaque, struct ng_node *node, const struct ng_error *err)
+{
+    struct add_wait *w = opaque;
+
+    CHECK(!w->done);                /* exactly once */
+    w->done = true;
+    w->node = node;
+    if (node == NULL)
+        *w->err = *err;
+}
+
+struct ng_node *
+add_try(struct fixture *f, const char *name, const struct ng_value *o,
+        struct ng_error *err)
+{
+    struct add_wait w = { .err = err };
+
+    if (ng_graph_add_node(f->g, name, o, add_done, &w, err) == -1)
+        return NULL;
+    while (!w.done)
+        CHECK(uv_run(&f->loop, UV_RUN_ONCE) != 0 || w.done);
+    return w.node;
+}
+
 struct ng_node *
 add(struct fixture *f, const char *name, struct ng_value *o)
 {
     struct ng_error err = { 0 };
-    struct ng_node *n = ng_graph_add_node(f->g, name, o, &err);
+    struct ng_node *n = add_try(f, name, o, &err);
 
     ng_value_free(o);
     if (n == NULL)
@@ -165,7 +196,7 @@ add_fails(struct fixture *f, const char *name, struct ng_value *o,
           const char *want)
 {
     struct ng_error err = { 0 };
-    struct ng_node *n = ng_graph_add_node(f->g, name, o, &err);
+    struct ng_node *n = add_try(f, name, o, &err);
 
     ng_value_free(o);
     if (n != NULL)

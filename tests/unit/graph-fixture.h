@@ -89,6 +89,10 @@ struct ng_value *yaml(const char *text);
 
 /* ---- Nodes and BlockBackends -------------------------------------------- */
 
+/* Add a node and run the loop until its open finished (o stays the
+ * caller's); NULL with *err set on failure. */
+struct ng_node *add_try(struct fixture *f, const char *name,
+                        const struct ng_value *o, struct ng_error *err);
 /* Add a node (takes ownership of o). */
 struct ng_node *add(struct fixture *f, const char *name, struct ng_value *o);
 /* Adding must fail with a message containing `want` (takes o). */

@@ -331,8 +331,8 @@ test_file(void)
                       "read-only", "on", NULL));   /* readers share */
     add_fails(&f, "c", opts("driver", "file", "filename", path, NULL),
               "lock");
-    CHECK(ng_graph_del_node(f.g, "a", NULL) == 0);
-    CHECK(ng_graph_del_node(f.g, "b", NULL) == 0);
+    CHECK(ng_graph_del_node(f.g, "a", NULL, NULL, NULL) == 0);
+    CHECK(ng_graph_del_node(f.g, "b", NULL, NULL, NULL) == 0);
     add(&f, "c", opts("driver", "file", "filename", path, NULL));
     teardown(&f);
     free(buf);
@@ -398,7 +398,7 @@ test_file_direct(void)
     cache = map_new();
     map_put(cache, "direct", "on");
     map_put_map(o, "cache", cache);
-    dio = ng_graph_add_node(f.g, "dio", o, &err);
+    dio = add_try(&f, "dio", o, &err);
     ng_value_free(o);
     if (dio == NULL && err.code == EINVAL) {
         printf("  SKIP: no O_DIRECT here: %s\n", err.msg);

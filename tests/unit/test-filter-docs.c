@@ -70,7 +70,7 @@ docs_example(const char *yaml_text, size_t len)
             o->items[k] = ng_value_new_scalar(logfile, (struct ng_loc){ 0 });
             CHECK(o->items[k] != NULL);
         }
-        if (ng_graph_add_node(f.g, cfg->nodes[i].name, o, &err) == NULL)
+        if (add_try(&f, cfg->nodes[i].name, o, &err) == NULL)
             fail("docs/filters.md example, node '%s': %s",
                  cfg->nodes[i].name, err.msg);
         ng_value_free(o);

@@ -59,7 +59,7 @@ test_log(void)
     CHECK(count_lines(path, "node=lg ", NULL) == 7);
     /* Closing the node closes the file, with a last line. */
     ng_bb_free(bb);
-    CHECK(ng_graph_del_node(f.g, "lg", NULL) == 0);
+    CHECK(ng_graph_del_node(f.g, "lg", NULL, NULL, NULL) == 0);
     CHECK(count_lines(path, "node=lg close requests=3", NULL) == 1);
 
     /* logappend keeps what was there. */

@@ -403,13 +403,13 @@ test_throttle_group(void)
     /* The group outlives its nodes while declared, and no longer. */
     ng_bb_free(bba);
     ng_bb_free(bbb);
-    CHECK(ng_graph_del_node(f.g, "ta", NULL) == 0);
-    CHECK(ng_graph_del_node(f.g, "tb", NULL) == 0);
+    CHECK(ng_graph_del_node(f.g, "ta", NULL, NULL, NULL) == 0);
+    CHECK(ng_graph_del_node(f.g, "tb", NULL, NULL, NULL) == 0);
     CHECK(ng_throttle_group_find(f.g, "g1") != NULL);
     add(&f, "tc", yaml("{driver: throttle, file: mem-a, throttle-group: g1}"));
     CHECK(ng_throttle_group_undeclare(f.g, "g1", &err) == 0);
     CHECK(ng_throttle_group_find(f.g, "g1") != NULL);
-    CHECK(ng_graph_del_node(f.g, "tc", NULL) == 0);
+    CHECK(ng_graph_del_node(f.g, "tc", NULL, NULL, NULL) == 0);
     CHECK(ng_throttle_group_find(f.g, "g1") == NULL);
     CHECK(ng_throttle_group_undeclare(f.g, "g1", &err) == -1);
 

@@ -110,7 +110,7 @@ main(void)
     if (uv_loop_init(&loop) != 0 ||
         (g = ng_graph_new(&loop, REGISTRY)) == NULL)
         die("making the graph", NULL);
-    if ((mem = ng_graph_add_node(g, "mem", opts, &err)) == NULL)
+    if ((mem = ng_graph_add_node_now(g, "mem", opts, &err)) == NULL)
         die("adding a memory node", &err);
     ng_value_free(opts);
     if ((bb = ng_bb_new(g, "bb", mem, true, &err)) == NULL)

@@ -1,0 +1,292 @@
+/* graph/threads.c: worker pools for drivers that block (struct ng_driver's
+ * thread_model), so that a slow driver's threads are its own and cannot
+ * starve another's: libuv's one global pool would make a stalled remote
+ * leaf hold back every file request.
+ *
+ * A pool is a few pthreads around a queue.  Finished work goes on a done
+ * list and a uv_async_t brings it back to the loop thread, where `after`
+ * runs.  The async handle keeps the loop alive only while work is
+ * pending, so an idle pool never stops a daemon from exiting.
+ *
+ * A pool belongs to a node (NG_POOL_PER_NODE) or is shared by every node
+ * of one driver in the graph (NG_POOL_PER_DRIVER, kept in g->pools).
+ * NG_THREADS_SERIALIZE_NODE is kept on the loop side: a node's next piece
+ * of work enters the pool only once the previous one finished.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "graph/graph-internal.h"
+
+/* When the driver does not say: enough for a queue depth of 16. */
+#define NG_POOL_DEFAULT_THREADS 16
+
+struct ng_pool {
+    uv_async_t async;               /* first: the handle is the allocation */
+    const struct ng_driver *driver; /* for per-driver lookup */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    /* Under lock. */
+    struct ng_work *todo_head, *todo_tail;
+    struct ng_work *done_head, *done_tail;
+    unsigned n_todo;                /* on the todo list */
+    unsigned idle;                  /* threads waiting for work */
+    bool stopping;
+    /* Loop thread only. */
+    pthread_t *threads;
+    unsigned n_threads, max_threads;
+    unsigned pending;               /* queued and not yet after()ed */
+    struct ng_pool *next;           /* g->pools */
+};
+
+static void
+list_append(struct ng_work **head, struct ng_work **tail, struct ng_work *w)
+{
+    w->next = NULL;
+    if (*tail != NULL)
+        (*tail)->next = w;
+    else
+        *head = w;
+    *tail = w;
+}
+
+static void *
+pool_worker(void *arg)
+{
+    struct ng_pool *p = arg;
+    struct ng_work *w;
+
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (p->todo_head == NULL && !p->stopping) {
+            p->idle++;
+            pthread_cond_wait(&p->wake, &p->lock);
+            p->idle--;
+        }
+        if (p->todo_head == NULL)
+            break;                  /* stopping, and nothing left */
+        w = p->todo_head;
+        if ((p->todo_head = w->next) == NULL)
+            p->todo_tail = NULL;
+        p->n_todo--;
+        pthread_mutex_unlock(&p->lock);
+        w->fn(w);
+        pthread_mutex_lock(&p->lock);
+        list_append(&p->done_head, &p->done_tail, w);
+        /* Under the lock, so the pool cannot be freed in between:
+         * freeing joins this thread, which needs the lock to stop. */
+        uv_async_send(&p->async);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+static int
+pool_add_thread(struct ng_pool *p)
+{
+    if (pthread_create(&p->threads[p->n_threads], NULL, pool_worker,
+                       p) != 0)
+        return -1;
+    p->n_threads++;
+    return 0;
+}
+
+static void node_work_finished(struct ng_node *node);
+
+/* Loop thread: run `after` for everything that finished. */
+static void
+pool_async_cb(uv_async_t *h)
+{
+    struct ng_pool *p = (struct ng_pool *)h;
+    struct ng_work *w, *next;
+
+    pthread_mutex_lock(&p->lock);
+    w = p->done_head;
+    p->done_head = p->done_tail = NULL;
+    pthread_mutex_unlock(&p->lock);
+    for (; w != NULL; w = next) {
+        next = w->next;
+        if (--p->pending == 0)
+            uv_unref((uv_handle_t *)&p->async);
+        /* `after` may free the pool (a per-node pool whose node goes
+         * away); its memory lives on until the async handle's close
+         * callback, and nothing below touches it once pending is 0. */
+        node_work_finished(w->node);
+        w->after(w);
+    }
+}
+
+static struct ng_pool *
+pool_new(uv_loop_t *loop, const struct ng_driver *drv, struct ng_error *err)
+{
+    struct ng_pool *p = calloc(1, sizeof *p);
+
+    if (p == NULL)
+        goto nomem;
+    p->driver = drv;
+    p->max_threads = drv->threads ? drv->threads : NG_POOL_DEFAULT_THREADS;
+    if (drv->thread_model == NG_THREADS_SERIALIZE_NODE &&
+        drv->pool_scope == NG_POOL_PER_NODE)
+        p->max_threads = 1;         /* more could never be busy */
+    p->threads = calloc(p->max_threads, sizeof *p->threads);
+    if (p->threads == NULL)
+        goto nomem;
+    if (uv_async_init(loop, &p->async, pool_async_cb) != 0) {
+        free(p->threads);
+        free(p);
+        ng_error_set(err, EIO, "cannot create a libuv async handle");
+        return NULL;
+    }
+    uv_unref((uv_handle_t *)&p->async);
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    /* One thread now, so queueing never fails; the rest on demand. */
+    if (pool_add_thread(p) == -1) {
+        ng_pool_free(p);
+        ng_error_set(err, EAGAIN, "cannot start a worker thread");
+        return NULL;
+    }
+    return p;
+
+nomem:
+    free(p);
+    ng_error_set(err, ENOMEM, "out of memory");
+    return NULL;
+}
+
+static void
+pool_free_handle(uv_handle_t *h)
+{
+    struct ng_pool *p = (struct ng_pool *)h;
+
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->wake);
+    free(p->threads);
+    free(p);
+}
+
+void
+ng_pool_free(struct ng_pool *p)
+{
+    unsigned i;
+
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = true;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    for (i = 0; i < p->n_threads; i++)
+        pthread_join(p->threads[i], NULL);
+    uv_close((uv_handle_t *)&p->async, pool_free_handle);
+}
+
+static void
+pool_push(struct ng_pool *p, struct ng_work *w)
+{
+    bool grow;
+
+    if (p->pending++ == 0)
+        uv_ref((uv_handle_t *)&p->async);
+    pthread_mutex_lock(&p->lock);
+    list_append(&p->todo_head, &p->todo_tail, w);
+    /* More work waiting than idle threads to take it (a burst arrives
+     * before the woken threads run): one more thread. */
+    grow = ++p->n_todo > p->idle && p->n_threads < p->max_threads;
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    /* A thread that cannot start is no failure: the work waits for one
+     * that runs. */
+    if (grow)
+        pool_add_thread(p);
+}
+
+/* ---- Nodes -------------------------------------------------------------- */
+
+int
+ng_node_pool_attach(struct ng_node *node, struct ng_error *err)
+{
+    const struct ng_driver *drv = node->driver;
+    struct ng_graph *g = node->graph;
+    struct ng_pool *p;
+
+    if (drv->thread_model == NG_THREADS_NONE)
+        return 0;
+    if (drv->pool_scope == NG_POOL_PER_NODE) {
+        node->pool = pool_new(g->loop, drv, err);
+        return node->pool != NULL ? 0 : -1;
+    }
+    for (p = g->pools; p != NULL && p->driver != drv; p = p->next)
+        ;
+    if (p == NULL) {
+        if ((p = pool_new(g->loop, drv, err)) == NULL)
+            return -1;
+        p->next = g->pools;
+        g->pools = p;
+    }
+    node->pool = p;
+    return 0;
+}
+
+void
+ng_node_pool_detach(struct ng_node *node)
+{
+    if (node->driver->pool_scope == NG_POOL_PER_NODE)
+        ng_pool_free(node->pool);
+    node->pool = NULL;
+}
+
+void
+ng_graph_pools_free(struct ng_graph *g)
+{
+    struct ng_pool *p;
+
+    while ((p = g->pools) != NULL) {
+        g->pools = p->next;
+        ng_pool_free(p);
+    }
+}
+
+/* A piece of `node`'s work finished: with SERIALIZE_NODE the next one
+ * may go. */
+static void
+node_work_finished(struct ng_node *node)
+{
+    struct ng_work *w = node->work_wait_head;
+
+    if (node->driver->thread_model != NG_THREADS_SERIALIZE_NODE)
+        return;
+    if (w == NULL) {
+        node->work_busy = false;
+        return;
+    }
+    if ((node->work_wait_head = w->next) == NULL)
+        node->work_wait_tail = NULL;
+    pool_push(node->pool, w);
+}
+
+void
+ng_node_queue_work(struct ng_node *node, struct ng_work *w)
+{
+    w->node = node;
+    if (node->pool == NULL) {
+        /* A driver without a thread model that blocks anyway: a driver
+         * bug, but the work still gets done, on the loop. */
+        w->fn(w);
+        w->after(w);
+        return;
+    }
+    if (node->driver->thread_model == NG_THREADS_SERIALIZE_NODE) {
+        if (node->work_busy) {
+            list_append(&node->work_wait_head, &node->work_wait_tail, w);
+            return;
+        }
+        node->work_busy = true;
+    }
+    pool_push(node->pool, w);
+}
