@@ -3,8 +3,13 @@ EXTRA_DIST += \
 	contrib/bench/README.md \
 	contrib/bench/compare \
 	contrib/bench/reload-speed \
+	contrib/bench/splice-pause \
 	contrib/check-layers.sh \
 	$(NULL)
+
+# contrib/bench/compare runs and prints its table (a tiny real run).
+TESTS += tests/test-bench-compare.sh
+EXTRA_DIST += tests/test-bench-compare.sh
 
 # nbdgraphctl: the admin CLI.  Only jansson: it talks QMP over a plain
 # socket, no libuv, no graph code.
