@@ -9,6 +9,9 @@ server_libngserver_a_SOURCES = \
 	server/nbd-proto.h \
 	server/nbd-int.h \
 	server/nbd.c \
+	server/nbd-listen.c \
+	server/nbd-export.c \
+	server/nbd-pool.c \
 	server/nbd-conn.c \
 	server/nbd-handshake.c \
 	server/control.h \

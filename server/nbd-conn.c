@@ -631,6 +631,72 @@ nbd_conn_flush(struct nbd_conn *c)
     }
 }
 
+/* ---- Flushing once per loop iteration ------------------------------------ */
+
+/* Replies completed during one loop iteration go out together: one
+ * writev per connection.  Most complete in the poll phase (our read
+ * callbacks, thread-pool completions); the check handle, which runs
+ * right after it, sends them.  Some complete in a timer callback (a
+ * throttle releasing requests, the end of a drained section): the idle
+ * handle, which also keeps the coming poll from blocking, sends those
+ * before the loop would go to sleep on them. */
+static void
+flush_dirty(struct ng_nbd_server *srv)
+{
+    while (srv->dirty != NULL) {
+        struct nbd_conn *c = srv->dirty;
+
+        srv->dirty = c->dirty_next;
+        c->dirty_next = NULL;
+        c->dirty = false;
+        nbd_conn_flush(c);
+    }
+    uv_check_stop(&srv->flush_check);
+    uv_idle_stop(&srv->flush_idle);
+}
+
+static void
+flush_check_cb(uv_check_t *check)
+{
+    flush_dirty(check->data);
+}
+
+static void
+flush_idle_cb(uv_idle_t *idle)
+{
+    flush_dirty(idle->data);
+}
+
+void
+nbd_mark_dirty(struct nbd_conn *c)
+{
+    struct ng_nbd_server *srv = c->srv;
+
+    if (c->dirty)
+        return;
+    c->dirty = true;
+    c->dirty_next = srv->dirty;
+    srv->dirty = c;
+    if (!srv->handles_closing) {
+        uv_check_start(&srv->flush_check, flush_check_cb);
+        uv_idle_start(&srv->flush_idle, flush_idle_cb);
+    }
+}
+
+void
+nbd_unmark_dirty(struct ng_nbd_server *srv, struct nbd_conn *c)
+{
+    struct nbd_conn **pp = &srv->dirty;
+
+    if (!c->dirty)
+        return;
+    while (*pp != c)
+        pp = &(*pp)->dirty_next;
+    *pp = c->dirty_next;
+    c->dirty = false;
+    c->dirty_next = NULL;
+}
+
 /* ---- Transmission: requests ---------------------------------------------- */
 
 static bool
@@ -969,42 +1035,4 @@ nbd_conn_enter_transmission(struct nbd_conn *c, struct ng_nbd_export *exp,
     ng_log_debug("%s: export '%s', %" PRIu64 " bytes, flags 0x%x%s",
                  c->peer, exp->name, size, tflags,
                  c->structured ? ", structured replies" : "");
-}
-
-uint16_t
-nbd_export_tflags(const struct ng_nbd_export *exp, bool structured)
-{
-    uint32_t caps = ng_bb_caps(exp->bb);
-    bool writable = exp->writable && (caps & NG_CAP_WRITE);
-    uint16_t f = NBD_FLAG_HAS_FLAGS;
-
-    if (!writable)
-        f |= NBD_FLAG_READ_ONLY;
-    if (caps & NG_CAP_FLUSH)
-        f |= NBD_FLAG_SEND_FLUSH;
-    if (writable && (caps & NG_CAP_FUA))
-        f |= NBD_FLAG_SEND_FUA;
-    if (writable && (caps & NG_CAP_TRIM))
-        f |= NBD_FLAG_SEND_TRIM;
-    if (writable && (caps & NG_CAP_ZERO)) {
-        f |= NBD_FLAG_SEND_WRITE_ZEROES;
-        if (caps & NG_CAP_FAST_ZERO)
-            f |= NBD_FLAG_SEND_FAST_ZERO;
-    }
-    if (structured)
-        f |= NBD_FLAG_SEND_DF;
-    if (caps & NG_CAP_CACHE)
-        f |= NBD_FLAG_SEND_CACHE;
-    /* A read-only export has no cache to keep coherent. */
-    if ((caps & NG_CAP_MULTI_CONN) || !writable)
-        f |= NBD_FLAG_CAN_MULTI_CONN;
-    return f;
-}
-
-uint64_t
-nbd_export_size(const struct ng_nbd_export *exp)
-{
-    int64_t len = ng_bb_length(exp->bb);
-
-    return len > 0 ? (uint64_t)len : 0;
 }

@@ -148,7 +148,7 @@ struct ng_nbd_server {
     struct nbd_conn *conns;
     struct nbd_conn *dirty;         /* connections with replies to flush */
     uv_check_t flush_check;         /* flush `dirty` after the poll phase */
-    uv_idle_t flush_idle;           /* ... or before it (see nbd.c) */
+    uv_idle_t flush_idle;           /* ... or before it (nbd-conn.c) */
     uv_timer_t timer;               /* handshake and shutdown deadlines */
     struct nbd_req *free_reqs;
     struct nbd_rbuf *free_rbufs;
@@ -260,25 +260,42 @@ struct nbd_conn {
     bool handle_closed;
 };
 
-/* ---- nbd.c: server-wide services ----------------------------------------- */
+/* ---- nbd.c: the server object ------------------------------------------ */
+
+/* Called by a connection when it is gone. */
+void nbd_server_conn_gone(struct ng_nbd_server *srv, struct nbd_conn *c);
+/* Make sure the deadline timer runs (a connection is in handshake). */
+void nbd_server_watch_deadlines(struct ng_nbd_server *srv);
+
+/* ---- nbd-listen.c: listeners -------------------------------------------- */
+
+/* Close every listener (their Unix socket files are removed). */
+void nbd_listeners_close(struct ng_nbd_server *srv);
+
+/* ---- nbd-export.c: the export registry ---------------------------------- */
 
 /* Find an export by its exact name ("" only finds an export named ""). */
 struct ng_nbd_export *nbd_export_find(struct ng_nbd_server *srv,
                                       const char *name);
 void nbd_export_conn_added(struct ng_nbd_export *exp);
 void nbd_export_conn_removed(struct ng_nbd_export *exp);
+/* Transmission flags and size a client would get for `exp` now. */
+uint16_t nbd_export_tflags(const struct ng_nbd_export *exp, bool structured);
+uint64_t nbd_export_size(const struct ng_nbd_export *exp);
+/* Free every export, listed or removed (at server free). */
+void nbd_exports_free(struct ng_nbd_server *srv);
+
+/* ---- nbd-pool.c: request objects and buffers ---------------------------- */
 
 /* Request objects and payload buffers.  nbd_req_get returns NULL on
  * ENOMEM; len 0 means no buffer. */
 struct nbd_req *nbd_req_get(struct nbd_conn *c, uint32_t len);
 void nbd_req_put(struct nbd_req *r);
-
-/* Ask for `c` to be flushed at the end of this loop iteration. */
-void nbd_mark_dirty(struct nbd_conn *c);
-/* Called by a connection when it is gone. */
-void nbd_server_conn_gone(struct ng_nbd_server *srv, struct nbd_conn *c);
-/* Make sure the deadline timer runs (a connection is in handshake). */
-void nbd_server_watch_deadlines(struct ng_nbd_server *srv);
+/* Receive buffers: a new one (one reference) or NULL; drop a reference. */
+struct nbd_rbuf *nbd_rbuf_get(struct ng_nbd_server *srv);
+void nbd_rbuf_unref(struct ng_nbd_server *srv, struct nbd_rbuf *rb);
+/* Free what the free lists hold (at server free). */
+void nbd_pools_free(struct ng_nbd_server *srv);
 
 /* ---- nbd-conn.c: connections --------------------------------------------- */
 
@@ -287,6 +304,10 @@ void nbd_server_watch_deadlines(struct ng_nbd_server *srv);
 void nbd_conn_start(struct nbd_conn *c);
 /* Send every queued reply that the socket will take. */
 void nbd_conn_flush(struct nbd_conn *c);
+/* Ask for `c` to be flushed at the end of this loop iteration; take it
+ * off that list again (it is going away). */
+void nbd_mark_dirty(struct nbd_conn *c);
+void nbd_unmark_dirty(struct ng_nbd_server *srv, struct nbd_conn *c);
 /* Close the handle if the connection is closing and has nothing left to
  * send or wait for. */
 void nbd_conn_maybe_close(struct nbd_conn *c);
@@ -308,17 +329,11 @@ bool nbd_conn_write_failed(struct nbd_conn *c, int status);
 void nbd_conn_enter_transmission(struct nbd_conn *c,
                                  struct ng_nbd_export *exp, uint64_t size,
                                  uint16_t tflags);
-/* Transmission flags and size a client would get for `exp` now. */
-uint16_t nbd_export_tflags(const struct ng_nbd_export *exp, bool structured);
-uint64_t nbd_export_size(const struct ng_nbd_export *exp);
 
 /* ---- nbd-handshake.c: option haggling ------------------------------------ */
 
 /* The 18-byte greeting, queued with nbd_hs_send(). */
 void nbd_hs_greet(struct nbd_conn *c);
-/* Receive buffers: a new one (one reference) or NULL; drop a reference. */
-struct nbd_rbuf *nbd_rbuf_get(struct ng_nbd_server *srv);
-void nbd_rbuf_unref(struct ng_nbd_server *srv, struct nbd_rbuf *rb);
 
 /* Parse one handshake message from rbuf[rstart..rend).  Returns 1 when
  * one was consumed, 0 when more bytes are needed, -1 when the
