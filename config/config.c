@@ -51,7 +51,7 @@ static const char *const top_keys[] = {
     "server", "nodes", "exports", "throttle-groups", NULL
 };
 static const char *const server_keys[] = {
-    "listen", "control", NULL
+    "listen", "control", "max-request", NULL
 };
 static const char *const export_keys[] = {
     "node", "name", "writable", "description", "throttle", "throttle-group",
@@ -452,6 +452,18 @@ load_control(struct ng_config *cfg, const struct ng_value *v,
     return cfg->control != NULL ? 0 : ng_config_oom(err);
 }
 
+/* The range is the NBD server's to check (at start, located by
+ * max_request_loc). */
+static int
+load_max_request(struct ng_config *cfg, const struct ng_value *v,
+                 struct ng_error *err)
+{
+    if (ng_value_to_size(v, "max-request", &cfg->max_request, err) == -1)
+        return -1;
+    cfg->max_request_loc = v->loc;
+    return 0;
+}
+
 static int
 load_server(struct ng_config *cfg, struct ng_error *err)
 {
@@ -474,6 +486,9 @@ load_server(struct ng_config *cfg, struct ng_error *err)
         return -1;
     v = ng_value_get(server, "control");
     if (v != NULL && load_control(cfg, v, err) == -1)
+        return -1;
+    v = ng_value_get(server, "max-request");
+    if (v != NULL && load_max_request(cfg, v, err) == -1)
         return -1;
     return check_server_unique(cfg, err);
 }

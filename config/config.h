@@ -81,6 +81,8 @@ struct ng_config {
     struct ng_listen_cfg *listen;
     size_t n_listen;
     char *control;              /* control socket path, NULL = none */
+    uint64_t max_request;       /* server.max-request, 0 = default */
+    struct ng_loc max_request_loc;
     struct ng_loc control_loc;
     struct ng_node_cfg *nodes;  /* children before parents */
     size_t n_nodes;

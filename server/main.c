@@ -216,6 +216,10 @@ start_server(struct daemon *d, struct ng_error *err)
     d->nbd = ng_nbd_server_new(&d->loop, d->graph, err);
     if (d->nbd == NULL)
         return -1;
+    if (d->cfg->max_request != 0 &&
+        ng_nbd_server_set_max_request(d->nbd, d->cfg->max_request,
+                                      err) == -1)
+        return located(err, d->cfg->file, &d->cfg->max_request_loc);
     d->ctl_ctx.graph = d->graph;
     d->ctl_ctx.nbd = d->nbd;
     d->ctl_ctx.nac = d->nac;

@@ -754,7 +754,7 @@ request_check(const struct nbd_conn *c, uint16_t cmd, uint16_t flags,
     if (length == 0)
         return NBD_EINVAL;
     if ((cmd == NBD_CMD_READ || cmd == NBD_CMD_WRITE) &&
-        length > NBD_MAX_PAYLOAD)
+        length > c->srv->max_request)
         return NBD_EINVAL;
     if (offset > c->size || length > c->size - offset)
         return cmd == NBD_CMD_WRITE || cmd == NBD_CMD_WRITE_ZEROES
@@ -870,6 +870,15 @@ conn_payload_in_place(struct nbd_conn *c, struct nbd_req *r)
     conn_submit(c, r);
 }
 
+/* The largest refused WRITE whose payload we read and throw away. */
+static uint64_t
+max_discard(const struct nbd_conn *c)
+{
+    uint64_t twice = 2 * (uint64_t)c->srv->max_request;
+
+    return twice > NBD_MAX_DISCARD ? twice : NBD_MAX_DISCARD;
+}
+
 static void
 conn_handle_request(struct nbd_conn *c, const uint8_t *p)
 {
@@ -892,7 +901,7 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
     if (error == 0 && c->srv->shutting_down)
         error = NBD_ESHUTDOWN;      /* a WRITE's payload is read and
                                      * dropped first, as for any error */
-    if (cmd == NBD_CMD_WRITE && error != 0 && length > NBD_MAX_DISCARD) {
+    if (cmd == NBD_CMD_WRITE && error != 0 && length > max_discard(c)) {
         ng_log_warn("%s: write of %" PRIu32 " bytes refused; dropping "
                     "client", c->peer, length);
         nbd_conn_abort(c);

@@ -313,7 +313,7 @@ hs_send_infos(struct nbd_conn *c, uint32_t opt,
     nbd_put16(info, NBD_INFO_BLOCK_SIZE);
     nbd_put32(info + 2, NBD_MIN_BLOCK);
     nbd_put32(info + 6, NBD_PREF_BLOCK);
-    nbd_put32(info + 10, NBD_MAX_PAYLOAD);
+    nbd_put32(info + 10, c->srv->max_request);
     return hs_reply(c, opt, NBD_REP_INFO, info, 14);
 }
 

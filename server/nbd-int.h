@@ -27,15 +27,17 @@
 
 /* ---- Limits -------------------------------------------------------------- */
 
-/* Largest READ or WRITE we serve; advertised as the maximum block size.
- * 32 MiB is the size the spec says no client should exceed anyway. */
-#define NBD_MAX_PAYLOAD         (UINT32_C(32) << 20)
+/* Largest READ or WRITE we serve (server.max-request; see nbd.h for
+ * its default and range); advertised as the maximum block size.  A
+ * client that never asks (NBD_OPT_EXPORT_NAME) may still send 40 MiB,
+ * as nbd-server and nbdkit take. */
 #define NBD_MIN_BLOCK           1
 #define NBD_PREF_BLOCK          4096
 
-/* A WRITE above NBD_MAX_PAYLOAD gets EINVAL after its payload has been
- * read and thrown away, so the connection stays usable; one above this
- * is treated as a denial of service and the client is dropped. */
+/* A WRITE above max-request gets EINVAL after its payload has been read
+ * and thrown away, so the connection stays usable; one above twice
+ * max-request (at least NBD_MAX_DISCARD) is treated as a denial of
+ * service and the client is dropped. */
 #define NBD_MAX_DISCARD         (UINT32_C(64) << 20)
 
 /* Receive buffer: every complete request header in it is parsed at
@@ -82,10 +84,10 @@
 /* Metadata context ID for base:allocation. */
 #define NBD_META_ID_ALLOCATION  1
 
-/* Buffer pool: power-of-two classes from 4 KiB to NBD_MAX_PAYLOAD; free
- * buffers are kept up to NBD_POOL_BUDGET bytes in all. */
+/* Buffer pool: power-of-two classes from 4 KiB to NG_NBD_MAX_REQUEST_MAX;
+ * free buffers are kept up to NBD_POOL_BUDGET bytes in all. */
 #define NBD_POOL_MIN_SHIFT      12
-#define NBD_POOL_CLASSES        14      /* 4 KiB .. 32 MiB */
+#define NBD_POOL_CLASSES        17      /* 4 KiB .. 256 MiB */
 #define NBD_POOL_BUDGET         (UINT64_C(128) << 20)
 
 /* ---- Objects ------------------------------------------------------------- */
@@ -154,6 +156,7 @@ struct ng_nbd_server {
     struct nbd_rbuf *free_rbufs;
     unsigned n_free_rbufs;
     struct nbd_pool pool;
+    uint32_t max_request;           /* largest READ/WRITE payload */
     unsigned nconns;
     bool shutting_down;
     uint64_t shutdown_at;           /* uv_now() when it began */

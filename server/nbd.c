@@ -8,6 +8,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 
 #include "server/log.h"
@@ -37,7 +38,21 @@ ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
     uv_timer_init(loop, &srv->timer);
     srv->timer.data = srv;
     srv->handles_open = 3;
+    srv->max_request = NG_NBD_MAX_REQUEST_DEFAULT;
     return srv;
+}
+
+int
+ng_nbd_server_set_max_request(struct ng_nbd_server *srv, uint64_t bytes,
+                              struct ng_error *err)
+{
+    if (bytes < NG_NBD_MAX_REQUEST_MIN || bytes > NG_NBD_MAX_REQUEST_MAX)
+        return ng_error_set(err, EINVAL, "max-request %" PRIu64 " out of "
+                            "range (%" PRIu32 " .. %" PRIu32 " bytes)",
+                            bytes, NG_NBD_MAX_REQUEST_MIN,
+                            NG_NBD_MAX_REQUEST_MAX);
+    srv->max_request = (uint32_t)bytes;
+    return 0;
 }
 
 /* ---- Connections --------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #define NG_NBD_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -20,6 +21,14 @@ struct ng_nbd_server;
 struct ng_nbd_server *ng_nbd_server_new(uv_loop_t *loop,
                                         struct ng_graph *graph,
                                         struct ng_error *err);
+
+/* Largest READ or WRITE payload served and advertised (server.max-request
+ * in the config).  Takes effect for requests parsed from now on. */
+#define NG_NBD_MAX_REQUEST_DEFAULT  (UINT32_C(64) << 20)
+#define NG_NBD_MAX_REQUEST_MIN      (UINT32_C(1) << 20)
+#define NG_NBD_MAX_REQUEST_MAX      (UINT32_C(256) << 20)
+int ng_nbd_server_set_max_request(struct ng_nbd_server *srv, uint64_t bytes,
+                                  struct ng_error *err);
 
 /* Listen on "unix:PATH" or "tcp:HOST:PORT" ("tcp:[::1]:PORT" for IPv6).
  * A stale Unix socket file is replaced; the file is removed again when

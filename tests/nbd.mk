@@ -11,6 +11,7 @@ NBD_TESTS = \
 	tests/test-nbd-early-close \
 	tests/test-nbd-default-export \
 	tests/test-nbd-shutdown \
+	tests/test-nbd-big-request \
 	$(NULL)
 check_PROGRAMS += $(NBD_TESTS)
 TESTS += $(NBD_TESTS)
@@ -54,3 +55,7 @@ tests_test_nbd_default_export_LDADD = $(TEST_LIBS)
 tests_test_nbd_shutdown_SOURCES = tests/test-nbd-shutdown.c
 tests_test_nbd_shutdown_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_nbd_shutdown_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_big_request_SOURCES = tests/test-nbd-big-request.c
+tests_test_nbd_big_request_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_big_request_LDADD = $(TEST_LIBS)
