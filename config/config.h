@@ -61,6 +61,7 @@ struct ng_export_cfg {
     char *node;                 /* root node-name */
     bool writable;
     char *description;          /* NULL = none */
+    unsigned max_connections;   /* 0 = no limit */
     struct ng_implicit_filters filters;     /* borrowed from `extra` */
     struct ng_value *extra;     /* owned: the whole export mapping, for
                                  * options later issues add (throttle,
@@ -83,6 +84,8 @@ struct ng_config {
     char *control;              /* control socket path, NULL = none */
     uint64_t max_request;       /* server.max-request, 0 = default */
     struct ng_loc max_request_loc;
+    unsigned max_connections;   /* server.max-connections, 0 = no limit */
+    unsigned idle_timeout;      /* server.idle-timeout, s, 0 = none */
     struct ng_loc control_loc;
     struct ng_node_cfg *nodes;  /* children before parents */
     size_t n_nodes;

@@ -220,6 +220,8 @@ start_server(struct daemon *d, struct ng_error *err)
         ng_nbd_server_set_max_request(d->nbd, d->cfg->max_request,
                                       err) == -1)
         return located(err, d->cfg->file, &d->cfg->max_request_loc);
+    ng_nbd_server_set_max_connections(d->nbd, d->cfg->max_connections);
+    ng_nbd_server_set_idle_timeout(d->nbd, d->cfg->idle_timeout);
     d->ctl_ctx.graph = d->graph;
     d->ctl_ctx.nbd = d->nbd;
     d->ctl_ctx.nac = d->nac;
@@ -234,6 +236,7 @@ start_server(struct daemon *d, struct ng_error *err)
             .id = ec->name, .name = ec->nbd_name, .node = ec->node,
             .writable = ec->writable,
             .description = ec->description, .filters = ec->filters,
+            .max_connections = ec->max_connections,
         };
 
         if (ng_exports_add(&d->ctl_ctx, &spec, "config", false, err) == -1)

@@ -37,6 +37,7 @@
 
 static void conn_parse(struct nbd_conn *c);
 static void conn_submit(struct nbd_conn *c, struct nbd_req *r);
+static void conn_drop_rbuf_if_empty(struct nbd_conn *c);
 
 /* ---- Freeing and closing ------------------------------------------------- */
 
@@ -204,8 +205,8 @@ nbd_conn_close_gracefully(struct nbd_conn *c)
 
 /* Nothing in flight either way: no request object (in the graph, queued,
  * being written, or waiting for its payload) and no partial request. */
-static bool
-conn_idle(const struct nbd_conn *c)
+bool
+nbd_conn_idle(const struct nbd_conn *c)
 {
     return c->nreqs == 0 && c->skip == 0 && c->rstart == c->rend &&
            !c->writing && c->hs_len == 0 && c->hs_writes == 0;
@@ -214,7 +215,7 @@ conn_idle(const struct nbd_conn *c)
 void
 nbd_conn_shutdown_check(struct nbd_conn *c, uint64_t now)
 {
-    if (c->closing || c->phase != NBD_PHASE_TRANSMISSION || !conn_idle(c) ||
+    if (c->closing || c->phase != NBD_PHASE_TRANSMISSION || !nbd_conn_idle(c) ||
         now - c->active_at < NBD_SHUTDOWN_QUIET_MS)
         return;
     ng_log_debug("%s: idle at shutdown; closing", c->peer);
@@ -231,8 +232,10 @@ conn_after_release(struct nbd_conn *c)
         return;
     }
     if (!c->stop_parsing && !conn_throttled(c) && c->payload_req == NULL &&
-        c->rend > c->rstart)
+        c->rend > c->rstart) {
         conn_parse(c);
+        conn_drop_rbuf_if_empty(c);
+    }
     conn_update_reading(c);
     nbd_conn_maybe_close(c);
 }
@@ -259,6 +262,30 @@ conn_switch_rbuf(struct nbd_conn *c)
     return 0;
 }
 
+/* A connection holds a receive buffer only while bytes are unparsed:
+ * an idle client costs its connection object, not NBD_RBUF_SIZE. */
+static int
+conn_take_rbuf(struct nbd_conn *c)
+{
+    c->rb = nbd_rbuf_get(c->srv);
+    if (c->rb == NULL)
+        return -1;
+    c->rbuf = c->rb->data;
+    c->rstart = c->rend = 0;
+    return 0;
+}
+
+static void
+conn_drop_rbuf_if_empty(struct nbd_conn *c)
+{
+    if (c->rb == NULL || c->rstart != c->rend)
+        return;
+    nbd_rbuf_unref(c->srv, c->rb);  /* requests using it keep theirs */
+    c->rb = NULL;
+    c->rbuf = NULL;
+    c->rstart = c->rend = 0;
+}
+
 static void
 conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -268,6 +295,10 @@ conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     if (r != NULL) {
         *buf = uv_buf_init((char *)r->buf + c->payload_got,
                            r->length - c->payload_got);
+        return;
+    }
+    if (c->rb == NULL && conn_take_rbuf(c) == -1) {
+        *buf = uv_buf_init(NULL, 0);            /* libuv: UV_ENOBUFS */
         return;
     }
     /* Requests still use parts of this buffer: read on behind them while
@@ -318,6 +349,7 @@ conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->rend += (size_t)nread;
     }
     conn_parse(c);
+    conn_drop_rbuf_if_empty(c);
     conn_update_reading(c);
 }
 
@@ -968,7 +1000,7 @@ conn_parse(struct nbd_conn *c)
         if (c->skip > 0 && !conn_skip(c))
             break;
         if (c->phase == NBD_PHASE_HANDSHAKE) {
-            if (nbd_hs_parse(c) <= 0)
+            if (c->rend == c->rstart || nbd_hs_parse(c) <= 0)
                 break;
             continue;
         }
@@ -988,13 +1020,6 @@ void
 nbd_conn_start(struct nbd_conn *c)
 {
     ng_log_debug("%s: new connection", c->peer);
-    c->rb = nbd_rbuf_get(c->srv);
-    c->rbuf = c->rb != NULL ? c->rb->data : NULL;
-    if (c->rbuf == NULL) {
-        ng_log_error("%s: out of memory; dropping client", c->peer);
-        nbd_conn_abort(c);
-        return;
-    }
     nbd_hs_greet(c);
     nbd_hs_flush(c);
     conn_update_reading(c);

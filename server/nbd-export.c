@@ -42,7 +42,8 @@ export_free(struct ng_nbd_export *exp)
 int
 ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
                          const char *description, struct ng_node *node,
-                         bool writable, struct ng_error *err)
+                         bool writable, unsigned max_conns,
+                         struct ng_error *err)
 {
     struct ng_nbd_export *exp;
 
@@ -73,6 +74,7 @@ ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
     }
     exp->srv = srv;
     exp->writable = writable;
+    exp->max_conns = max_conns;
     if (ng_strmap_put(&srv->export_index, exp->name, exp) == -1) {
         export_free(exp);
         return ng_error_set(err, ENOMEM, "out of memory");
@@ -142,6 +144,12 @@ ng_nbd_server_del_export(struct ng_nbd_server *srv, const char *name,
             nbd_conn_close_gracefully(c);
     }
     return 0;
+}
+
+bool
+nbd_export_full(const struct ng_nbd_export *exp)
+{
+    return exp->max_conns != 0 && exp->nconns >= exp->max_conns;
 }
 
 void

@@ -137,6 +137,7 @@ struct ng_nbd_export {
     bool removed;                   /* off the list; freed when the last
                                      * connection closes */
     unsigned nconns;                /* connections in transmission */
+    unsigned max_conns;             /* of those at most, 0 = no limit */
 };
 
 struct ng_nbd_server {
@@ -157,6 +158,8 @@ struct ng_nbd_server {
     unsigned n_free_rbufs;
     struct nbd_pool pool;
     uint32_t max_request;           /* largest READ/WRITE payload */
+    unsigned max_conns;             /* 0 = no limit */
+    uint64_t idle_timeout_ms;       /* 0 = none */
     unsigned nconns;
     bool shutting_down;
     uint64_t shutdown_at;           /* uv_now() when it began */
@@ -280,6 +283,8 @@ void nbd_listeners_close(struct ng_nbd_server *srv);
 /* Find an export by its exact name ("" only finds an export named ""). */
 struct ng_nbd_export *nbd_export_find(struct ng_nbd_server *srv,
                                       const char *name);
+/* True when one more client would pass the export's max-connections. */
+bool nbd_export_full(const struct ng_nbd_export *exp);
 void nbd_export_conn_added(struct ng_nbd_export *exp);
 void nbd_export_conn_removed(struct ng_nbd_export *exp);
 /* Transmission flags and size a client would get for `exp` now. */
@@ -319,6 +324,9 @@ void nbd_conn_close_gracefully(struct nbd_conn *c);
 /* Hard disconnect: close now, discard replies, free once the graph has
  * returned every request. */
 void nbd_conn_abort(struct nbd_conn *c);
+/* Nothing in flight either way: no request object and no partial
+ * request or reply. */
+bool nbd_conn_idle(const struct nbd_conn *c);
 /* While the server shuts down (its requests are answered with
  * NBD_ESHUTDOWN): close gracefully once nothing is in flight and the
  * client has been quiet for NBD_SHUTDOWN_QUIET_MS. */

@@ -50,6 +50,14 @@ on_connection(uv_stream_t *server, int status)
     struct nbd_conn *c;
     int r;
 
+    if (status == UV_EMFILE || status == UV_ENFILE) {
+        /* libuv has accepted and closed the client to keep the listener
+         * from spinning (its EMFILE trick); say so. */
+        ng_log_warn("%s: %s: a new client was closed at once (raise the "
+                    "open file limit, or set server.max-connections)",
+                    l->addr, uv_strerror(status));
+        return;
+    }
     if (status < 0) {
         ng_log_warn("%s: accept: %s", l->addr, uv_strerror(status));
         return;
@@ -97,6 +105,13 @@ on_connection(uv_stream_t *server, int status)
 
         uv_send_buffer_size(&c->h.handle, &size);
         snprintf(c->peer, sizeof c->peer, "%s", l->addr);
+    }
+    if (srv->max_conns != 0 && srv->nconns > srv->max_conns) {
+        ng_log_warn("%s: %u clients connected, the maximum "
+                    "(max-connections); closing the new one", c->peer,
+                    srv->max_conns);
+        nbd_conn_abort(c);
+        return;
     }
     nbd_server_watch_deadlines(srv);
     nbd_conn_start(c);

@@ -42,6 +42,18 @@ ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
     return srv;
 }
 
+void
+ng_nbd_server_set_max_connections(struct ng_nbd_server *srv, unsigned n)
+{
+    srv->max_conns = n;
+}
+
+void
+ng_nbd_server_set_idle_timeout(struct ng_nbd_server *srv, unsigned seconds)
+{
+    srv->idle_timeout_ms = (uint64_t)seconds * 1000;
+}
+
 int
 ng_nbd_server_set_max_request(struct ng_nbd_server *srv, uint64_t bytes,
                               struct ng_error *err)
@@ -80,9 +92,24 @@ ng_nbd_server_connections(const struct ng_nbd_server *srv)
 
 /* ---- Deadlines ----------------------------------------------------------- */
 
-/* Once a second while a client is in handshake, and every
- * NBD_SHUTDOWN_TICK_MS while we are shutting down: drop clients that take
- * too long, close those done at shutdown. */
+/* server.idle-timeout: a client with nothing in flight that has been
+ * quiet that long is closed (gracefully: there is nothing to answer). */
+static void
+idle_check(struct nbd_conn *c, uint64_t now)
+{
+    uint64_t limit = c->srv->idle_timeout_ms;
+
+    if (!nbd_conn_idle(c) || now - c->active_at < limit)
+        return;
+    ng_log_info("%s: idle for %" PRIu64 " s; closing", c->peer,
+                limit / 1000);
+    nbd_conn_close_gracefully(c);
+}
+
+/* Once a second while a client is in handshake (or is connected at all,
+ * with an idle timeout), and every NBD_SHUTDOWN_TICK_MS while we are
+ * shutting down: drop clients that take too long, close idle ones and
+ * those done at shutdown. */
 static void
 deadline_timer_cb(uv_timer_t *t)
 {
@@ -108,6 +135,9 @@ deadline_timer_cb(uv_timer_t *t)
         } else if (srv->shutting_down) {
             nbd_conn_shutdown_check(c, now);
         } else if (c->phase == NBD_PHASE_HANDSHAKE) {
+            waiting = true;
+        } else if (srv->idle_timeout_ms != 0 && !c->closing) {
+            idle_check(c, now);
             waiting = true;
         }
     }

@@ -30,6 +30,15 @@ struct ng_nbd_server *ng_nbd_server_new(uv_loop_t *loop,
 int ng_nbd_server_set_max_request(struct ng_nbd_server *srv, uint64_t bytes,
                                   struct ng_error *err);
 
+/* At most `n` client connections at a time (0 = no limit, the default):
+ * a client past it is closed at once, with a log line. */
+void ng_nbd_server_set_max_connections(struct ng_nbd_server *srv,
+                                       unsigned n);
+/* Close a client in transmission that has nothing in flight and sent
+ * nothing for `seconds` (0 = never, the default). */
+void ng_nbd_server_set_idle_timeout(struct ng_nbd_server *srv,
+                                    unsigned seconds);
+
 /* Listen on "unix:PATH" or "tcp:HOST:PORT" ("tcp:[::1]:PORT" for IPv6).
  * A stale Unix socket file is replaced; the file is removed again when
  * the server shuts down. */
@@ -37,10 +46,13 @@ int ng_nbd_server_listen(struct ng_nbd_server *srv, const char *addr,
                          struct ng_error *err);
 
 /* Add an export on `node`: creates the export's BB.  Fails if the name is
- * taken or a writable export is asked of a read-only node. */
+ * taken or a writable export is asked of a read-only node.  max_conns:
+ * clients in transmission on it at a time (0 = no limit); one more gets
+ * NBD_REP_ERR_POLICY for GO, a dropped connection for EXPORT_NAME. */
 int ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
                              const char *description, struct ng_node *node,
-                             bool writable, struct ng_error *err);
+                             bool writable, unsigned max_conns,
+                             struct ng_error *err);
 
 /* Remove an export.  hard = false refuses while clients are connected;
  * hard = true disconnects them once their requests in flight finish. */

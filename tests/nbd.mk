@@ -12,6 +12,7 @@ NBD_TESTS = \
 	tests/test-nbd-default-export \
 	tests/test-nbd-shutdown \
 	tests/test-nbd-big-request \
+	tests/test-nbd-limits \
 	$(NULL)
 check_PROGRAMS += $(NBD_TESTS)
 TESTS += $(NBD_TESTS)
@@ -59,3 +60,7 @@ tests_test_nbd_shutdown_LDADD = $(TEST_LIBS)
 tests_test_nbd_big_request_SOURCES = tests/test-nbd-big-request.c
 tests_test_nbd_big_request_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_nbd_big_request_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_limits_SOURCES = tests/test-nbd-limits.c
+tests_test_nbd_limits_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_limits_LDADD = $(TEST_LIBS)
