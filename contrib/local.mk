@@ -4,6 +4,9 @@ EXTRA_DIST += \
 	contrib/bench/compare \
 	contrib/bench/reload-speed \
 	contrib/check-layers.sh \
+	contrib/nbdgraphd.service \
+	contrib/nbdgraphd.socket \
+	contrib/nbdgraph.yaml \
 	$(NULL)
 
 # nbdgraphctl: the admin CLI.  Only jansson: it talks QMP over a plain

@@ -30,6 +30,8 @@ server_libngserver_a_SOURCES = \
 	server/reload.c \
 	server/unix-path.h \
 	server/unix-path.c \
+	server/sd-daemon.h \
+	server/sd-daemon.c \
 	$(NULL)
 
 sbin_PROGRAMS += nbdgraphd

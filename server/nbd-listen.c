@@ -6,6 +6,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdint.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -205,6 +206,50 @@ listen_tcp(struct nbd_listener *l, const char *hostport, struct ng_error *err)
     return 0;
 }
 
+/* A socket we were handed (socket activation), bound and maybe already
+ * listening: Unix or TCP, whatever it is.  Its file, if any, is not ours
+ * to remove. */
+static int
+listen_fd(struct nbd_listener *l, const char *num, struct ng_error *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int type = 0, r;
+    socklen_t tlen = sizeof type;
+    char *end;
+    long fd = strtol(num, &end, 10);
+
+    if (*num == '\0' || *end != '\0' || fd < 0 || fd > INT32_MAX)
+        return ng_error_set(err, EINVAL, "'%s': not a file descriptor",
+                            l->addr);
+    if (getsockname((int)fd, (struct sockaddr *)&ss, &len) == -1 ||
+        getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == -1)
+        return ng_error_set(err, errno, "%s: not a socket: %s", l->addr,
+                            strerror(errno));
+    if (type != SOCK_STREAM)
+        return ng_error_set(err, EINVAL, "%s: not a stream socket",
+                            l->addr);
+    if (ss.ss_family == AF_UNIX) {
+        r = uv_pipe_init(l->srv->loop, &l->h.pipe, 0);
+        if (r == 0) {
+            l->h.handle.data = l;
+            r = uv_pipe_open(&l->h.pipe, (int)fd);
+        }
+    } else if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+        r = uv_tcp_init(l->srv->loop, &l->h.tcp);
+        if (r == 0) {
+            l->h.handle.data = l;
+            r = uv_tcp_open(&l->h.tcp, (int)fd);
+        }
+    } else {
+        return ng_error_set(err, EINVAL, "%s: neither a Unix nor a TCP "
+                            "socket", l->addr);
+    }
+    if (r < 0)
+        return ng_error_set(err, -r, "%s: %s", l->addr, uv_strerror(r));
+    return 0;
+}
+
 static void
 listener_free(struct nbd_listener *l)
 {
@@ -238,6 +283,8 @@ ng_nbd_server_listen(struct ng_nbd_server *srv, const char *addr,
         r = listen_unix(l, addr + 5, err);
     else if (strncmp(addr, "tcp:", 4) == 0)
         r = listen_tcp(l, addr + 4, err);
+    else if (strncmp(addr, "fd:", 3) == 0)
+        r = listen_fd(l, addr + 3, err);
     else
         r = ng_error_set(err, EINVAL,
                          "'%s': expected unix:PATH or tcp:HOST:PORT", addr);

@@ -41,7 +41,8 @@ void ng_nbd_server_set_idle_timeout(struct ng_nbd_server *srv,
 
 /* Listen on "unix:PATH" or "tcp:HOST:PORT" ("tcp:[::1]:PORT" for IPv6).
  * A stale Unix socket file is replaced; the file is removed again when
- * the server shuts down. */
+ * the server shuts down.  "fd:N" takes a bound stream socket we were
+ * handed (socket activation); its file, if any, is left alone. */
 int ng_nbd_server_listen(struct ng_nbd_server *srv, const char *addr,
                          struct ng_error *err);
 
