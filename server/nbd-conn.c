@@ -394,6 +394,7 @@ reply_prepare_error(struct nbd_req *r, uint32_t error)
 {
     r->payload = NULL;
     r->payload_len = 0;
+    r->stream_more = false;         /* an error chunk ends a stream */
     if (r->conn->structured) {
         /* error, then a zero message length */
         reply_chunk_header(r, NBD_REPLY_TYPE_ERROR, 6);
@@ -412,18 +413,22 @@ reply_error(struct nbd_req *r, uint32_t error)
     conn_queue_reply(r->conn, r);
 }
 
+/* A streamed READ's pieces are chunks of one reply: DONE on the last. */
 static void
 reply_read(struct nbd_req *r)
 {
     if (r->conn->structured) {
-        reply_chunk_header(r, NBD_REPLY_TYPE_OFFSET_DATA, 8 + r->length);
-        nbd_put64(r->hdr + 20, r->offset);
+        reply_chunk_header(r, NBD_REPLY_TYPE_OFFSET_DATA, 8 + r->piece_len);
+        nbd_put64(r->hdr + 20, r->offset + r->piece_off);
         r->hdr_len += 8;
+        r->stream_more = r->piece_off + r->piece_len < r->length;
+        if (r->stream_more)
+            nbd_put16(r->hdr + 4, 0);
     } else {
         reply_simple(r, NBD_SUCCESS);
     }
     r->payload = r->buf;
-    r->payload_len = r->length;
+    r->payload_len = r->piece_len;
 }
 
 static uint32_t
@@ -550,6 +555,19 @@ conn_req_done(struct ng_req *q, int ret)
 
 /* ---- Sending ------------------------------------------------------------- */
 
+static void conn_submit_next_piece(struct nbd_conn *c, struct nbd_req *r);
+
+/* A reply has left: release its request, or read a streamed READ's
+ * next piece into the same buffer. */
+static void
+reply_sent(struct nbd_conn *c, struct nbd_req *r)
+{
+    if (r->stream_more && !c->dead)
+        conn_submit_next_piece(c, r);
+    else
+        nbd_req_put(r);
+}
+
 /* Release the replies at the head of the write queue that `sent` bytes
  * cover completely; returns the bytes of a partly sent one. */
 static size_t
@@ -563,7 +581,7 @@ release_sent(struct nbd_conn *c, size_t sent)
             return sent;
         sent -= size;
         c->wq_head = r->next;
-        nbd_req_put(r);
+        reply_sent(c, r);
     }
     c->wq_tail = NULL;
     return 0;
@@ -575,7 +593,10 @@ conn_write_cb(uv_write_t *w, int status)
     struct nbd_conn *c = w->data;
 
     c->writing = false;
-    release_list(&c->wq_head, &c->wq_tail);
+    if (status == 0)
+        release_sent(c, SIZE_MAX);      /* all of it went */
+    else
+        release_list(&c->wq_head, &c->wq_tail);
     if (nbd_conn_write_failed(c, status))
         return;
     c->active_at = uv_now(c->srv->loop);
@@ -794,6 +815,15 @@ request_check(const struct nbd_conn *c, uint16_t cmd, uint16_t flags,
     return 0;
 }
 
+/* See NBD_STREAM_PIECE.  DF asks for the data in one chunk. */
+static bool
+request_streams(const struct nbd_conn *c, uint16_t cmd, uint16_t flags,
+                uint32_t length)
+{
+    return cmd == NBD_CMD_READ && c->structured &&
+           !(flags & NBD_CMD_FLAG_DF) && length > NBD_STREAM_PIECE;
+}
+
 static uint32_t
 request_buf_len(uint16_t cmd, uint32_t length)
 {
@@ -847,8 +877,8 @@ conn_submit(struct nbd_conn *c, struct nbd_req *r)
 {
     struct ng_req *q = &r->req;
 
-    ng_req_init(q, request_op(r->cmd), r->offset, r->length,
-                request_ng_flags(r->cmd, r->flags));
+    ng_req_init(q, request_op(r->cmd), r->offset + r->piece_off,
+                r->piece_len, request_ng_flags(r->cmd, r->flags));
     q->buf = r->buf;
     q->extents = NULL;
     q->max_extents = 0;
@@ -862,6 +892,18 @@ conn_submit(struct nbd_conn *c, struct nbd_req *r)
     q->opaque = r;
     c->in_graph++;
     ng_bb_submit(c->exp->bb, q);
+}
+
+static void
+conn_submit_next_piece(struct nbd_conn *c, struct nbd_req *r)
+{
+    uint32_t left;
+
+    r->stream_more = false;
+    r->piece_off += r->piece_len;
+    left = r->length - r->piece_off;
+    r->piece_len = left < NBD_STREAM_PIECE ? left : NBD_STREAM_PIECE;
+    conn_submit(c, r);
 }
 
 /* A WRITE takes what of its payload is buffered; the rest is read
@@ -918,6 +960,7 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
     uint64_t offset = nbd_get64(p + 16);
     uint32_t length = nbd_get32(p + 24), error;
     struct nbd_req *r;
+    bool streams;
 
     if (nbd_get32(p) != NBD_REQUEST_MAGIC) {
         ng_log_warn("%s: bad request magic; dropping client", c->peer);
@@ -939,8 +982,10 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
         nbd_conn_abort(c);
         return;
     }
-    r = nbd_req_get(c, error == 0 && !payload_buffered(c, cmd, length)
-                       ? request_buf_len(cmd, length) : 0);
+    streams = error == 0 && request_streams(c, cmd, flags, length);
+    r = nbd_req_get(c, error != 0 || payload_buffered(c, cmd, length) ? 0
+                       : streams ? NBD_STREAM_PIECE
+                       : request_buf_len(cmd, length));
     if (r == NULL && error == 0) {
         error = NBD_ENOMEM;
         r = nbd_req_get(c, 0);
@@ -955,6 +1000,9 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
     r->flags = flags;
     r->offset = offset;
     r->length = length;
+    r->piece_off = 0;
+    r->piece_len = streams ? NBD_STREAM_PIECE : length;
+    r->stream_more = false;
     if (error != 0 && cmd == NBD_CMD_WRITE && length > 0) {
         c->skip = length;           /* read and thrown away, then answered */
         c->skip_reply = r;

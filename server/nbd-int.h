@@ -46,6 +46,11 @@
  * biggest option we accept. */
 #define NBD_RBUF_SIZE           (128u << 10)
 
+/* A READ larger than this, with structured replies and without DF, is
+ * streamed: read and sent in pieces of this size, one OFFSET_DATA chunk
+ * each, through one buffer of this size. */
+#define NBD_STREAM_PIECE        (UINT32_C(4) << 20)
+
 /* Option data above this drops the client (no option we know needs
  * more than an export name, a few queries and the info list). */
 #define NBD_MAX_OPTION_DATA     (64u << 10)
@@ -183,6 +188,10 @@ struct nbd_req {
     uint16_t flags;                 /* NBD_CMD_FLAG_* */
     uint64_t offset;
     uint32_t length;
+    uint32_t piece_off, piece_len;  /* the part in the graph or in the
+                                     * reply: all of it unless streamed */
+    bool stream_more;               /* a streamed READ's reply is queued
+                                     * and pieces remain */
     uint8_t *buf;                   /* pooled payload buffer, a WRITE's
                                      * payload inside `rb`, or NULL */
     unsigned buf_class;
