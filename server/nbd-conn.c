@@ -376,8 +376,9 @@ reply_simple(struct nbd_req *r, uint32_t error)
     r->hdr_len = NBD_SIMPLE_REPLY_SIZE;
 }
 
-/* Every structured reply we send is one chunk, so it carries DONE (and a
- * READ with DF gets what it asked for). */
+/* A structured reply is one chunk, so it carries DONE (and a READ with
+ * DF gets what it asked for) -- except the pieces of a streamed READ
+ * before its last (reply_read clears the flag there). */
 static void
 reply_chunk_header(struct nbd_req *r, uint16_t type, uint32_t length)
 {

@@ -3,8 +3,9 @@
  *    handshake deadline does not drop them, and after one 32 KiB WRITE
  *    each, whose payload went through the receive buffer) cost at most
  *    8 KiB each: a connection holds a receive buffer only while bytes
- *    are unparsed.  A normal client is still served.  NG_TEST_IDLE_CLIENTS sets how many
- *    (default 3000); the figure is printed.
+ *    are unparsed.  A normal client is still served.
+ *    NG_TEST_IDLE_CLIENTS sets how many (default 3000); the figures are
+ *    printed.
  *  - server.max-connections: a client past it is closed before the
  *    greeting; an export's max-connections refuses one more GO.
  *  - server.idle-timeout: an idle client is closed.
