@@ -469,14 +469,17 @@ load_count(const struct ng_value *v, const char *what, unsigned *out,
     return 0;
 }
 
-/* The range is the NBD server's to check (at start, located by
- * max_request_loc). */
 static int
 load_max_request(struct ng_config *cfg, const struct ng_value *v,
                  struct ng_error *err)
 {
     if (ng_value_to_size(v, "max-request", &cfg->max_request, err) == -1)
         return -1;
+    if (cfg->max_request < NG_MAX_REQUEST_MIN ||
+        cfg->max_request > NG_MAX_REQUEST_MAX)
+        return ng_value_error(err, &v->loc, "'max-request' must be between "
+                              "%uM and %uM", NG_MAX_REQUEST_MIN >> 20,
+                              NG_MAX_REQUEST_MAX >> 20);
     cfg->max_request_loc = v->loc;
     return 0;
 }

@@ -89,7 +89,7 @@
 /* Metadata context ID for base:allocation. */
 #define NBD_META_ID_ALLOCATION  1
 
-/* Buffer pool: power-of-two classes from 4 KiB to NG_NBD_MAX_REQUEST_MAX;
+/* Buffer pool: power-of-two classes from 4 KiB to NG_MAX_REQUEST_MAX;
  * free buffers are kept up to NBD_POOL_BUDGET bytes in all. */
 #define NBD_POOL_MIN_SHIFT      12
 #define NBD_POOL_CLASSES        17      /* 4 KiB .. 256 MiB */

@@ -58,11 +58,10 @@ int
 ng_nbd_server_set_max_request(struct ng_nbd_server *srv, uint64_t bytes,
                               struct ng_error *err)
 {
-    if (bytes < NG_NBD_MAX_REQUEST_MIN || bytes > NG_NBD_MAX_REQUEST_MAX)
+    if (bytes < NG_MAX_REQUEST_MIN || bytes > NG_MAX_REQUEST_MAX)
         return ng_error_set(err, EINVAL, "max-request %" PRIu64 " bytes: "
-                            "must be between %" PRIu32 "M and %" PRIu32 "M",
-                            bytes, NG_NBD_MAX_REQUEST_MIN >> 20,
-                            NG_NBD_MAX_REQUEST_MAX >> 20);
+                            "must be between %uM and %uM", bytes,
+                            NG_MAX_REQUEST_MIN >> 20, NG_MAX_REQUEST_MAX >> 20);
     srv->max_request = (uint32_t)bytes;
     return 0;
 }

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "graph/error.h"
+#include "config/config.h"
 #include "graph/graph.h"
 
 struct ng_nbd_server;
@@ -23,10 +24,9 @@ struct ng_nbd_server *ng_nbd_server_new(uv_loop_t *loop,
                                         struct ng_error *err);
 
 /* Largest READ or WRITE payload served and advertised (server.max-request
- * in the config).  Takes effect for requests parsed from now on. */
+ * in the config, whose range NG_MAX_REQUEST_MIN .. _MAX it takes).
+ * Takes effect for requests parsed from now on. */
 #define NG_NBD_MAX_REQUEST_DEFAULT  (UINT32_C(64) << 20)
-#define NG_NBD_MAX_REQUEST_MIN      (UINT32_C(1) << 20)
-#define NG_NBD_MAX_REQUEST_MAX      (UINT32_C(256) << 20)
 int ng_nbd_server_set_max_request(struct ng_nbd_server *srv, uint64_t bytes,
                                   struct ng_error *err);
 
