@@ -5,6 +5,9 @@ EXTRA_DIST += \
 	contrib/bench/reload-speed \
 	contrib/bench/splice-pause \
 	contrib/check-layers.sh \
+	contrib/nbdgraphd.service \
+	contrib/nbdgraphd.socket \
+	contrib/nbdgraph.yaml \
 	$(NULL)
 
 # contrib/bench/compare runs and prints its table (a tiny real run).

@@ -247,7 +247,8 @@ ng_exports_add(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
         goto fail;
     }
     if (ng_nbd_server_add_export(ctx->nbd, e->name, spec->description, top,
-                                 spec->writable, err) == -1) {
+                                 spec->writable, spec->max_connections,
+                                 err) == -1) {
         entry_unlink(ctx, e);
         goto fail;
     }

@@ -18,6 +18,7 @@ struct ng_export_spec {
     const char *node;           /* node-name of the root */
     bool writable;
     const char *description;    /* NULL = none */
+    unsigned max_connections;   /* 0 = no limit */
     struct ng_implicit_filters filters;     /* created above `node`,
                                              * named "<id>.<driver>" */
 };

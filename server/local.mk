@@ -9,6 +9,9 @@ server_libngserver_a_SOURCES = \
 	server/nbd-proto.h \
 	server/nbd-int.h \
 	server/nbd.c \
+	server/nbd-listen.c \
+	server/nbd-export.c \
+	server/nbd-pool.c \
 	server/nbd-conn.c \
 	server/nbd-handshake.c \
 	server/control.h \
@@ -27,6 +30,8 @@ server_libngserver_a_SOURCES = \
 	server/reload.c \
 	server/unix-path.h \
 	server/unix-path.c \
+	server/sd-daemon.h \
+	server/sd-daemon.c \
 	$(NULL)
 
 sbin_PROGRAMS += nbdgraphd

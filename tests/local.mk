@@ -36,6 +36,10 @@ EXTRA_DIST += tests/test-big-config.sh
 TESTS += tests/test-start.sh
 EXTRA_DIST += tests/test-start.sh
 
+# As a systemd service: socket activation, sd_notify, --pidfile, --log.
+TESTS += tests/test-service.sh
+EXTRA_DIST += tests/test-service.sh
+
 include tests/nbd.mk
 include tests/control.mk
 
