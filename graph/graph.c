@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/bitmap.h"
 #include "graph/graph.h"
 #include "graph/graph-internal.h"
 
@@ -284,6 +285,7 @@ node_request_done(struct ng_req *req, int ret, void *opaque)
     struct ng_node *node = opaque;
 
     node->in_flight--;
+    ng_bitmap_mark_request(node, req, ret);
     if (ret > 0)                /* a driver bug; never let it reach a client
                                  * as success */
         ret = -EIO;

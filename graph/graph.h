@@ -52,6 +52,7 @@ struct ng_work {
  * loop thread (never inline).  Never fails: the pool exists from before
  * the node's open to after its close.  Loop thread. */
 void ng_node_queue_work(struct ng_node *node, struct ng_work *w);
+struct ng_bitmap;
 
 /* ---- Requests -------------------------------------------------------- */
 
@@ -439,6 +440,8 @@ struct ng_node {
     struct ng_add *adding;          /* the add opening it, until it joins
                                      * the graph's node list */
     struct ng_remove *removing;     /* the removal closing it */
+    struct ng_bitmap *bitmaps;      /* dirty bitmaps, owned
+                                     * (graph/bitmap.h) */
 };
 
 static inline void *

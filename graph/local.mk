@@ -20,6 +20,14 @@ graph_libnggraph_a_SOURCES = \
 	graph/implicit.c \
 	graph/drivers.c \
 	graph/objects.c \
+	graph/bitmap.h \
+	graph/bitmap.c \
+	graph/copy.h \
+	graph/copy.c \
+	graph/job.h \
+	graph/job.c \
+	graph/mirror.h \
+	graph/mirror.c \
 	graph/drv-memory.c \
 	graph/drv-null.c \
 	graph/drv-file.c \

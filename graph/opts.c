@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/bitmap.h"
 #include "graph/graph.h"
 #include "graph/graph-internal.h"
 
@@ -459,6 +460,7 @@ node_free(struct ng_node *node)
     free_fields(node->driver, node->state);
     free(node->state);
     free(node->implicit_owner);
+    ng_bitmap_remove_all(node);
     free(node->name);
     free(node);
 }
