@@ -20,6 +20,7 @@ nbdgraphd_SOURCES = \
 	server/qmp-graph.c \
 	server/qmp-commands.c \
 	server/qmp-export.c \
+	server/qmp-job.c \
 	server/exports.h \
 	server/exports.c \
 	server/reload.h \
