@@ -92,6 +92,22 @@ ng_edge_set_child(struct ng_edge *e, struct ng_node *child)
     child->parents = e;
 }
 
+const char *
+ng_edge_user_kind(const struct ng_edge *e)
+{
+    if (e->parent != NULL)
+        return "node";
+    return e->bb->job_id != NULL ? "job" : "export";
+}
+
+const char *
+ng_edge_user_name(const struct ng_edge *e)
+{
+    if (e->parent != NULL)
+        return e->parent->name;
+    return e->bb->job_id != NULL ? e->bb->job_id : e->bb->name;
+}
+
 /* ---- Nodes ------------------------------------------------------------ */
 
 struct ng_node *

@@ -501,7 +501,18 @@ struct ng_bb {
     unsigned promise_clients;
     uint64_t promise_size;          /* the largest size told, in bytes */
     unsigned promise_told[NG_CAP__BITS];    /* clients told each cap */
+    bool drain_exempt;              /* left out of a drain that begins
+                                     * now: a job's own BB inside the
+                                     * section it opens */
+    const char *job_id;             /* a job's BB: the job's ID (borrowed
+                                     * from the job, which outlives it);
+                                     * NULL for an export's */
 };
+
+/* Who uses a node through edge e, for messages: ("node", its name),
+ * ("export", the BB's name) or ("job", the job's ID). */
+const char *ng_edge_user_kind(const struct ng_edge *e);
+const char *ng_edge_user_name(const struct ng_edge *e);
 
 /* Create a BB on `root` (may be NULL: no medium).  A writable BB needs a
  * writable root. */

@@ -27,13 +27,17 @@ struct mirror {
     char *source_name, *target_name;    /* owned copies for p */
     bool completing;                    /* job-complete was asked */
     bool pivoted;
-    struct ng_drain *drain;             /* a pivot attempt's, or NULL */
+    struct ng_drain *drain;             /* the pivot's section, or NULL */
+    bool drain_fired;                   /* ... and clients are quiet */
+    bool stopping;                      /* the engine is stopping */
+    bool stop_deferred;                 /* stop once the drain fires */
     int stop_ret;                       /* what ng_job_done gets */
     char stop_msg[200];
     struct ng_req flush;                /* the target's, after a pivot */
 };
 
 static void mirror_try_pivot(struct mirror *m);
+static void mirror_pivot(struct mirror *m);
 
 /* ---- Checks ---------------------------------------------------------- */
 
@@ -60,9 +64,8 @@ check_nodes(struct ng_graph *g, const struct ng_mirror_params *p,
     if (dst->parents != NULL)
         return ng_error_set(err, EBUSY, "target node '%s' is in use by %s "
                             "'%s'", p->target,
-                            dst->parents->parent ? "node" : "export",
-                            dst->parents->parent ? dst->parents->parent->name
-                                                 : dst->parents->bb->name);
+                            ng_edge_user_kind(dst->parents),
+                            ng_edge_user_name(dst->parents));
     if (!(ng_node_caps(dst) & NG_CAP_WRITE))
         return ng_error_set(err, EROFS, "target node '%s' is read-only",
                             p->target);
@@ -147,11 +150,30 @@ copy_stopped(void *opaque)
 }
 
 static void
+end_section(struct mirror *m)
+{
+    if (m->drain != NULL) {
+        ng_drain_end(m->drain);
+        m->drain = NULL;
+    }
+}
+
+/* Stop the engine; the job ends with ret once it is idle.  A drain that
+ * has not fired yet owns a pointer to m, so wait for it. */
+static void
 mirror_stop(struct mirror *m, int ret, const char *msg)
 {
+    if (m->stopping || m->stop_deferred)
+        return;
     m->stop_ret = ret;
     if (msg != NULL)
         snprintf(m->stop_msg, sizeof m->stop_msg, "%s", msg);
+    if (m->drain != NULL && !m->drain_fired) {
+        m->stop_deferred = true;
+        return;
+    }
+    end_section(m);
+    m->stopping = true;
     ng_copy_stop(m->copy);
 }
 
@@ -164,7 +186,9 @@ copy_converged(void *opaque)
 
     if (m->job->status == NG_JOB_RUNNING)
         ng_job_ready(m->job);
-    if (m->completing)
+    if (m->drain != NULL && m->drain_fired)
+        mirror_pivot(m);            /* the last bits, copied drained */
+    else if (m->completing)
         mirror_try_pivot(m);
 }
 
@@ -214,44 +238,51 @@ move_parents(struct mirror *m)
     }
 }
 
+/* Inside the drained section, nothing left to copy: move the parents. */
 static void
-pivot_drained(void *opaque)
+mirror_pivot(struct mirror *m)
 {
-    struct mirror *m = opaque;
-    struct ng_drain *d = m->drain;
-
-    m->drain = NULL;
-    if (m->job->cancelled) {
-        ng_drain_end(d);
-        mirror_stop(m, -ECANCELED, NULL);   /* deferred by the cancel */
-        return;
-    }
-    if (!ng_copy_is_converged(m->copy)) {
-        /* A write landed before the drain took hold: copy it, retry when
-         * converged again. */
-        ng_drain_end(d);
-        if (m->job->status == NG_JOB_READY)
-            ng_copy_resume(m->copy);
-        return;
-    }
     move_parents(m);
     m->pivoted = true;
     if (m->job->hooks.pivoted != NULL)
         m->job->hooks.pivoted(m->job->hooks.opaque, m->job,
                               m->source->name, m->target->name);
-    ng_drain_end(d);
-    mirror_stop(m, 0, NULL);
+    mirror_stop(m, 0, NULL);        /* ends the section */
 }
 
-/* Hold the engine still and drain everything above the source; the
- * pivot happens when nothing is left to copy inside that section. */
+/* Clients are quiet.  What they wrote before the drain took hold is
+ * copied now, inside the section (the job's own source BB is not
+ * drained), then the pivot follows from copy_converged. */
+static void
+pivot_drained(void *opaque)
+{
+    struct mirror *m = opaque;
+
+    m->drain_fired = true;
+    if (m->stop_deferred) {
+        m->stop_deferred = false;
+        mirror_stop(m, m->stop_ret, NULL);
+        return;
+    }
+    if (ng_copy_is_converged(m->copy))
+        mirror_pivot(m);
+    else
+        ng_copy_resume(m->copy);
+}
+
+/* Hold the engine still and drain every client above the source; the
+ * pivot happens inside that section. */
 static void
 mirror_try_pivot(struct mirror *m)
 {
-    if (m->drain != NULL || m->pivoted || !ng_copy_is_converged(m->copy))
+    if (m->drain != NULL || m->pivoted || m->stopping ||
+        !ng_copy_is_converged(m->copy))
         return;
     ng_copy_pause(m->copy);
+    /* Our own reads must go on inside the section. */
+    m->src_bb->drain_exempt = true;
     m->drain = ng_drain_begin(m->graph, m->source, pivot_drained, m, NULL);
+    m->src_bb->drain_exempt = false;
     if (m->drain == NULL)
         mirror_stop(m, -ENOMEM, "out of memory draining for the pivot");
 }
@@ -275,18 +306,14 @@ mirror_op_resume(struct ng_job *job)
 {
     struct mirror *m = job->state;
 
-    if (m->drain == NULL)
+    if (m->drain == NULL || m->drain_fired)
         ng_copy_resume(m->copy);
 }
 
 static void
 mirror_op_cancel(struct ng_job *job)
 {
-    struct mirror *m = job->state;
-
-    /* A pivot's drain holds m: its callback stops the engine. */
-    if (m->drain == NULL)
-        mirror_stop(m, -ECANCELED, NULL);
+    mirror_stop(job->state, -ECANCELED, NULL);
 }
 
 static int
@@ -441,6 +468,7 @@ ng_mirror_start(struct ng_graph *g, const struct ng_mirror_params *p,
         return NULL;                /* m freed by ng_job_new */
     m->job = job;
     m->p.job_id = job->id;
+    m->src_bb->job_id = m->dst_bb->job_id = job->id;
     ng_job_start(job);
     return job;
 }

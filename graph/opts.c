@@ -940,12 +940,6 @@ ng_graph_add_node_now(struct ng_graph *g, const char *name,
     return NULL;
 }
 
-static const char *
-user_name(const struct ng_edge *e)
-{
-    return e->parent != NULL ? e->parent->name : e->bb->name;
-}
-
 int
 ng_graph_check_del_node(struct ng_graph *g, const char *name,
                         struct ng_error *err)
@@ -956,8 +950,8 @@ ng_graph_check_del_node(struct ng_graph *g, const char *name,
         return ng_error_set(err, ENOENT, "node '%s' not found", name);
     if (node->parents != NULL)
         return ng_error_set(err, EBUSY, "node '%s' is in use by %s '%s'",
-                            name, node->parents->parent ? "node" : "export",
-                            user_name(node->parents));
+                            name, ng_edge_user_kind(node->parents),
+                            ng_edge_user_name(node->parents));
     return 0;
 }
 

@@ -74,3 +74,9 @@ CONTROL_TESTS += tests/test-open-async
 tests_test_open_async_SOURCES = tests/test-open-async.c
 tests_test_open_async_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_open_async_LDADD = $(TEST_LIBS) -lpthread
+
+# Block jobs: mirror under client writes, pivot, the clients carry on.
+CONTROL_TESTS += tests/test-mirror
+tests_test_mirror_SOURCES = tests/test-mirror.c
+tests_test_mirror_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_mirror_LDADD = $(TEST_LIBS) -lpthread
