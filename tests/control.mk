@@ -80,3 +80,9 @@ CONTROL_TESTS += tests/test-mirror
 tests_test_mirror_SOURCES = tests/test-mirror.c
 tests_test_mirror_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_mirror_LDADD = $(TEST_LIBS) -lpthread
+
+# Job states and verbs, bad input, cancel at random points, dirty bitmaps.
+CONTROL_TESTS += tests/test-jobs
+tests_test_jobs_SOURCES = tests/test-jobs.c
+tests_test_jobs_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_jobs_LDADD = $(TEST_LIBS)
