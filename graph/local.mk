@@ -108,3 +108,13 @@ tests_unit_test_threads_SOURCES = \
 	tests/unit/graph-fixture.c \
 	$(NULL)
 tests_unit_test_threads_LDADD = $(CORE_LIBS)
+
+# Dirty bitmaps.
+check_PROGRAMS += tests/unit/test-bitmap
+TESTS += tests/unit/test-bitmap
+tests_unit_test_bitmap_SOURCES = \
+	tests/unit/test-bitmap.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_bitmap_LDADD = $(CORE_LIBS)
