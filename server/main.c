@@ -369,7 +369,8 @@ begin_shutdown(struct daemon *d)
     if (d->stopping)
         return;
     d->stopping = true;
-    ng_job_cancel_all(d->graph);    /* they wind down with the clients */
+    if (d->graph != NULL)
+        ng_job_cancel_all(d->graph);    /* they wind down with the clients */
     if (d->nbd != NULL)
         ng_nbd_server_shutdown(d->nbd, server_stopped, d);
     else
