@@ -33,6 +33,8 @@ struct ng_copy {
     bool running;
     bool stopping;
     bool pumping, again;            /* pump() runs; run it once more */
+    struct ng_copy_waiter *waiters; /* ranges wanted first */
+    int fail_waiters;               /* a chunk failed: tell them so */
     bool converged_told;            /* since the last chunk started */
     /* Notifications waiting for the timer. */
     bool tell_converged, tell_stopped, tell_error;
@@ -140,6 +142,7 @@ chunk_fail(struct copy_chunk *k, bool is_read, int err)
 
     ng_bitmap_set(c->p.bitmap, k->offset, k->length);
     c->running = false;
+    c->fail_waiters = err;
     if (!c->tell_error) {
         c->tell_error = true;
         c->error_is_read = is_read;
@@ -265,13 +268,14 @@ busy_at(struct ng_copy *c, uint64_t off, uint64_t *next_busy)
  * overlaps: a second copy of a range must not race the first to the
  * target.  False when there is none before the end. */
 static bool
-pick_range(struct ng_copy *c, uint64_t from, uint64_t *off, uint64_t *len)
+pick_range(struct ng_copy *c, uint64_t from, uint64_t limit, uint64_t *off,
+           uint64_t *len)
 {
     struct ng_bitmap *bm = c->p.bitmap;
     struct copy_chunk *busy;
     uint64_t start, end, next_busy;
 
-    for (start = ng_bitmap_next_dirty(bm, from); start < bm->size;
+    for (start = ng_bitmap_next_dirty(bm, from); start < limit;
          start = ng_bitmap_next_dirty(bm, busy->offset + busy->length)) {
         busy = busy_at(c, start, &next_busy);
         if (busy != NULL)
@@ -299,16 +303,42 @@ free_slot(struct ng_copy *c)
     return NULL;
 }
 
-/* Start one chunk; false when nothing can start now. */
+/* A dirty range a waiter wants; false when there is none to start. */
 static bool
-start_chunk(struct ng_copy *c)
+pick_wanted(struct ng_copy *c, uint64_t *off, uint64_t *len)
+{
+    struct ng_copy_waiter *w;
+
+    for (w = c->waiters; w != NULL; w = w->next) {
+        uint64_t end = w->offset + w->length;
+        uint64_t gran = c->p.bitmap->granularity;
+
+        if (!pick_range(c, w->offset, end, off, len))
+            continue;
+        /* No more than the waiter needs: its write waits on it. */
+        end = (end + gran - 1) / gran * gran;
+        if (*off + *len > end)
+            *len = end - *off;
+        return true;
+    }
+    return false;
+}
+
+/* The next range of the background pass, from the cursor round. */
+static bool
+pick_next(struct ng_copy *c, uint64_t *off, uint64_t *len)
+{
+    uint64_t size = c->p.bitmap->size;
+
+    return pick_range(c, c->cursor, size, off, len) ||
+           pick_range(c, 0, size, off, len);
+}
+
+static void
+start_chunk(struct ng_copy *c, uint64_t off, uint64_t len)
 {
     struct copy_chunk *k;
-    uint64_t off, len;
 
-    if (!pick_range(c, c->cursor, &off, &len) &&
-        !pick_range(c, 0, &off, &len))
-        return false;
     k = free_slot(c);
     k->busy = true;
     k->offset = off;
@@ -323,24 +353,78 @@ start_chunk(struct ng_copy *c)
     ng_bitmap_reset(c->p.bitmap, off, len);
     chunk_submit(k, c->p.source, NG_OP_BLOCK_STATUS, NG_REQ_REQ_ONE,
                  chunk_status);
-    return true;
 }
 
+/* Wanted ranges first, unlimited (a client waits); then the background
+ * pass under the rate limit. */
 static void
 pump_once(struct ng_copy *c)
 {
-    uint64_t delay;
+    uint64_t delay, off, len;
 
-    while (c->running && !c->stopping &&
-           c->in_flight < c->p.max_in_flight) {
+    while (!c->stopping && c->in_flight < c->p.max_in_flight) {
+        if (pick_wanted(c, &off, &len)) {
+            start_chunk(c, off, len);
+            continue;
+        }
+        if (!c->running || c->p.on_demand)
+            return;
         if ((delay = rate_delay(c)) > 0) {
             if (c->p.bitmap->count > 0)
                 schedule(c, delay);
             return;
         }
-        if (!start_chunk(c))
+        if (!pick_next(c, &off, &len))
             return;
+        start_chunk(c, off, len);
     }
+}
+
+/* No dirty granule in w's range and no chunk in flight over it. */
+static bool
+waiter_satisfied(struct ng_copy *c, const struct ng_copy_waiter *w)
+{
+    uint64_t end = w->offset + w->length;
+    unsigned i;
+
+    if (ng_bitmap_next_dirty(c->p.bitmap, w->offset) < end)
+        return false;
+    for (i = 0; i < c->p.max_in_flight; i++) {
+        const struct copy_chunk *k = &c->chunks[i];
+
+        if (k->busy && k->offset < end && w->offset < k->offset + k->length)
+            return false;
+    }
+    return true;
+}
+
+/* Tell the waiters that are satisfied, or all with `fail` (< 0).  A
+ * callback may add waiters: take each off the list first, rescan. */
+static void
+wake_waiters(struct ng_copy *c, int fail)
+{
+    struct ng_copy_waiter **p, *w;
+
+again:
+    for (p = &c->waiters; (w = *p) != NULL; p = &w->next) {
+        if (fail < 0 || waiter_satisfied(c, w)) {
+            *p = w->next;
+            w->next = NULL;
+            w->done(w, fail < 0 ? fail : 0);
+            goto again;
+        }
+    }
+}
+
+int
+ng_copy_wait(struct ng_copy *c, struct ng_copy_waiter *w)
+{
+    if (c->stopping || waiter_satisfied(c, w))
+        return 1;
+    w->next = c->waiters;
+    c->waiters = w;
+    schedule(c, 0);
+    return 0;
 }
 
 /* Start what may start.  Completions that come inline call back in here;
@@ -358,6 +442,14 @@ pump(struct ng_copy *c)
         pump_once(c);
     } while (c->again);
     c->pumping = false;
+    if (c->fail_waiters < 0 || c->stopping) {
+        int r = c->stopping ? -ECANCELED : c->fail_waiters;
+
+        c->fail_waiters = 0;
+        wake_waiters(c, r);
+    } else if (c->waiters != NULL) {
+        wake_waiters(c, 0);
+    }
     if (c->stopping && c->in_flight == 0 && !c->tell_stopped) {
         c->tell_stopped = true;
         schedule(c, 0);

@@ -40,6 +40,17 @@ struct ng_copy_ops {
     void (*stopped)(void *opaque);
 };
 
+/* A range someone waits for (copy-before-write): owned by the caller,
+ * borrowed by the engine from ng_copy_wait() until `done` runs. */
+struct ng_copy_waiter {
+    uint64_t offset, length;
+    void (*done)(struct ng_copy_waiter *w, int ret);  /* ret < 0: a chunk
+                                     * of the range failed, or the engine
+                                     * stopped */
+    void *opaque;                   /* the caller's */
+    struct ng_copy_waiter *next;    /* the engine's */
+};
+
 struct ng_copy_params {
     struct ng_bb *source;           /* borrowed; read, block status */
     struct ng_bb *target;           /* borrowed; written */
@@ -48,6 +59,9 @@ struct ng_copy_params {
     uint32_t chunk;                 /* bytes per request at most */
     unsigned max_in_flight;         /* chunks at once, >= 1 */
     uint64_t speed;                 /* bytes/s, 0 = no limit */
+    bool on_demand;                 /* copy only what waiters ask for
+                                     * (backup sync=none), no background
+                                     * pass */
 };
 
 /* A new engine, not running yet; it sets the bitmap's on_dirty hook to
@@ -72,6 +86,12 @@ void ng_copy_stop(struct ng_copy *c);
 /* New bits may be set: look again (soon, never inline). */
 void ng_copy_kick(struct ng_copy *c);
 void ng_copy_set_speed(struct ng_copy *c, uint64_t speed);
+
+/* Copy w's range before anything else, also while paused (a client
+ * write waits on it): w->done runs once no granule of it is dirty and no
+ * chunk in flight overlaps it, never inline.  Returns 1 (w unused) when
+ * that is true already. */
+int ng_copy_wait(struct ng_copy *c, struct ng_copy_waiter *w);
 
 /* Bytes copied so far, and copied + still dirty + in flight. */
 void ng_copy_progress(const struct ng_copy *c, uint64_t *current,

@@ -146,6 +146,22 @@ static const struct ng_qmp_arg mirror_args[] = {
     { NULL, 0, false },
 };
 
+static const struct ng_qmp_arg backup_args[] = {
+    { "job-id", 's', false },
+    { "device", 's', true },
+    { "target", 's', true },
+    { "sync", 's', true },
+    { "bitmap", 's', false },
+    { "filter-node-name", 's', false },
+    { "speed", 'i', false },
+    { "on-source-error", 's', false },
+    { "on-target-error", 's', false },
+    { "auto-finalize", 'b', false },
+    { "auto-dismiss", 'b', false },
+    { "dry-run", 'b', false },
+    { NULL, 0, false },
+};
+
 static const struct ng_qmp_arg job_id_args[] = {
     { "id", 's', true },
     { NULL, 0, false },
@@ -202,6 +218,7 @@ const struct ng_qmp_command ng_qmp_commands[] = {
     { "block-dirty-bitmap-merge", ng_qmp_bitmap_merge, bitmap_merge_args,
       false },
     { "blockdev-mirror", ng_qmp_blockdev_mirror, mirror_args, false },
+    { "blockdev-backup", ng_qmp_blockdev_backup, backup_args, false },
     { "query-jobs", ng_qmp_query_jobs, no_args, false },
     { "query-block-jobs", ng_qmp_query_block_jobs, no_args, false },
     { "job-pause", ng_qmp_job_pause, job_id_args, false },

@@ -31,6 +31,7 @@ ng_qmp_handler ng_qmp_bitmap_enable;
 ng_qmp_handler ng_qmp_bitmap_disable;
 ng_qmp_handler ng_qmp_bitmap_merge;
 ng_qmp_handler ng_qmp_blockdev_mirror;
+ng_qmp_handler ng_qmp_blockdev_backup;
 ng_qmp_handler ng_qmp_query_jobs;
 ng_qmp_handler ng_qmp_query_block_jobs;
 ng_qmp_handler ng_qmp_job_pause;

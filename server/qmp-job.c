@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "filters/cbw.h"
 #include "graph/bitmap.h"
 #include "graph/graph.h"
 #include "graph/job.h"
@@ -411,6 +412,105 @@ ng_qmp_blockdev_mirror(struct ng_qmp_call *call, json_t *args)
     ng_qmp_return(call, NULL);
     return;
 
+fail:
+    ng_qmp_error_from(call, &err);
+}
+
+/* ---- blockdev-backup ---------------------------------------------------- */
+
+static int
+backup_params(json_t *args, struct ng_backup_params *p, struct ng_error *err)
+{
+    const char *sync = arg_str(args, "sync");
+    int src_act, dst_act;
+
+    p->job_id = arg_str(args, "job-id");
+    p->source = arg_str(args, "device");
+    p->target = arg_str(args, "target");
+    p->bitmap = arg_str(args, "bitmap");
+    p->filter_node_name = arg_str(args, "filter-node-name");
+    if (p->job_id == NULL)
+        p->job_id = p->source;
+    if (strcmp(sync, "full") == 0)
+        p->sync = NG_BACKUP_SYNC_FULL;
+    else if (strcmp(sync, "none") == 0)
+        p->sync = NG_BACKUP_SYNC_NONE;
+    else if (strcmp(sync, "incremental") == 0)
+        p->sync = NG_BACKUP_SYNC_INCREMENTAL;
+    else
+        return ng_error_set(err, EINVAL, "'sync' must be 'full', 'none' or "
+                            "'incremental', not '%s'", sync);
+    if (size_arg(args, "speed", 0, &p->speed, err) == -1 ||
+        error_action_arg(args, "on-source-error", &src_act, err) == -1 ||
+        error_action_arg(args, "on-target-error", &dst_act, err) == -1)
+        return -1;
+    p->on_source_error = src_act;
+    p->on_target_error = dst_act;
+    p->auto_finalize = bool_arg(args, "auto-finalize", true);
+    p->auto_dismiss = bool_arg(args, "auto-dismiss", true);
+    return 0;
+}
+
+struct backup_call {
+    struct ng_qmp_call *call;
+    struct ng_control_ctx *ctx;
+    char job_id[NG_NAC_NAME_MAX];
+};
+
+/* The filter is in and the job runs, or it all failed. */
+static void
+backup_started(void *opaque, const struct ng_error *err)
+{
+    struct backup_call *bc = opaque;
+
+    if (err != NULL) {
+        ng_ctx_nac_release(bc->ctx, bc->job_id);
+        ng_qmp_error_from(bc->call, err);
+    } else {
+        ng_qmp_return(bc->call, NULL);
+    }
+    free(bc);
+}
+
+void
+ng_qmp_blockdev_backup(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    struct ng_backup_params p = { 0 };
+    struct ng_job_hooks hooks = job_hooks(ctx);
+    struct ng_error err = { 0 };
+    bool dry = ng_qmp_dry_run(args);
+    struct ng_nac_claim claims[2];
+    struct backup_call *bc = NULL;
+
+    if (backup_params(args, &p, &err) == -1 ||
+        ng_backup_check(ctx->graph, &p, &err) == -1)
+        goto fail;
+    claims[0] = (struct ng_nac_claim){ p.source,
+                                       NG_NAC_BACKUP_SOURCE_REQUIRE,
+                                       NG_NAC_BACKUP_SOURCE_ALLOW };
+    claims[1] = (struct ng_nac_claim){ p.target,
+                                       NG_NAC_BACKUP_TARGET_REQUIRE,
+                                       NG_NAC_BACKUP_TARGET_ALLOW };
+    if (ng_ctx_nac_claim(ctx, p.job_id, "job", claims, 2, dry, &err) == -1)
+        goto fail;
+    if (dry) {
+        ng_qmp_return(call, NULL);
+        return;
+    }
+    bc = calloc(1, sizeof *bc);
+    if (bc == NULL) {
+        ng_error_set(&err, ENOMEM, "out of memory");
+    } else {
+        bc->call = call;
+        bc->ctx = ctx;
+        snprintf(bc->job_id, sizeof bc->job_id, "%s", p.job_id);
+        if (ng_backup_start(ctx->graph, &p, &hooks, backup_started, bc,
+                            &err) == 0)
+            return;                 /* backup_started answers */
+    }
+    free(bc);
+    ng_ctx_nac_release(ctx, p.job_id);
 fail:
     ng_qmp_error_from(call, &err);
 }

@@ -86,3 +86,9 @@ CONTROL_TESTS += tests/test-jobs
 tests_test_jobs_SOURCES = tests/test-jobs.c
 tests_test_jobs_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_jobs_LDADD = $(TEST_LIBS)
+
+# Backup with a copy-before-write filter: full, incremental, none.
+CONTROL_TESTS += tests/test-backup
+tests_test_backup_SOURCES = tests/test-backup.c
+tests_test_backup_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_backup_LDADD = $(TEST_LIBS)
