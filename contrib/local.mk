@@ -18,9 +18,11 @@ TESTS += \
 	tests/test-ctl.sh \
 	tests/test-ctl-implicit.sh \
 	tests/test-ctl-limits.sh \
+	tests/test-ctl-jobs.sh \
 	$(NULL)
 EXTRA_DIST += \
 	tests/test-ctl.sh \
 	tests/test-ctl-implicit.sh \
 	tests/test-ctl-limits.sh \
+	tests/test-ctl-jobs.sh \
 	$(NULL)
