@@ -3,6 +3,7 @@ EXTRA_DIST += \
 	contrib/bench/README.md \
 	contrib/bench/compare \
 	contrib/bench/reload-speed \
+	contrib/bench/mirror-speed \
 	contrib/check-layers.sh \
 	$(NULL)
 

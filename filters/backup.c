@@ -19,7 +19,8 @@
 #include "graph/bitmap.h"
 #include "graph/copy.h"
 
-#define BACKUP_CHUNK    (1u << 20)
+#define BACKUP_CHUNK    (256u << 10)    /* as mirror.c's, for the same
+                                         * reason */
 #define BACKUP_CHUNKS   16u
 
 struct backup {

@@ -25,6 +25,10 @@ struct ng_copy {
     void *opaque;
     uv_timer_t *timer;              /* kicks, rate limit, notifications;
                                      * owned, closed asynchronously */
+    uv_idle_t *idle;                /* goes on after a pump's time slice:
+                                     * a 0 ms timer re-armed from a timer
+                                     * callback would run again before
+                                     * libuv polls for client I/O */
     struct copy_chunk *chunks;      /* p.max_in_flight slots */
     unsigned in_flight;
     uint64_t in_flight_bytes;
@@ -355,14 +359,30 @@ start_chunk(struct ng_copy *c, uint64_t off, uint64_t len)
                  chunk_status);
 }
 
+static void
+idle_fired(uv_idle_t *h)
+{
+    uv_idle_stop(h);
+    pump(h->data);
+}
+
+/* A pump that has run this long lets the loop serve clients before it
+ * goes on: with drivers that complete inline (memory, a file on tmpfs)
+ * one pump would otherwise copy the whole disk in one go. */
+#define PUMP_SLICE_NS 200000ull
+
 /* Wanted ranges first, unlimited (a client waits); then the background
  * pass under the rate limit. */
 static void
-pump_once(struct ng_copy *c)
+pump_once(struct ng_copy *c, uint64_t started_ns)
 {
     uint64_t delay, off, len;
 
     while (!c->stopping && c->in_flight < c->p.max_in_flight) {
+        if (uv_hrtime() - started_ns > PUMP_SLICE_NS) {
+            uv_idle_start(c->idle, idle_fired);
+            return;
+        }
         if (pick_wanted(c, &off, &len)) {
             start_chunk(c, off, len);
             continue;
@@ -432,14 +452,17 @@ ng_copy_wait(struct ng_copy *c, struct ng_copy_waiter *w)
 static void
 pump(struct ng_copy *c)
 {
+    uint64_t started_ns;
+
     if (c->pumping) {
         c->again = true;
         return;
     }
+    started_ns = uv_hrtime();
     c->pumping = true;
     do {
         c->again = false;
-        pump_once(c);
+        pump_once(c, started_ns);
     } while (c->again);
     c->pumping = false;
     if (c->fail_waiters < 0 || c->stopping) {
@@ -493,7 +516,8 @@ ng_copy_new(uv_loop_t *loop, const struct ng_copy_params *params,
     c->tokens = params->chunk;
     c->chunks = calloc(params->max_in_flight, sizeof *c->chunks);
     c->timer = malloc(sizeof *c->timer);
-    if (c->chunks == NULL || c->timer == NULL)
+    c->idle = malloc(sizeof *c->idle);
+    if (c->chunks == NULL || c->timer == NULL || c->idle == NULL)
         goto oom_timer;
     for (i = 0; i < params->max_in_flight; i++) {
         c->chunks[i].c = c;
@@ -503,13 +527,17 @@ ng_copy_new(uv_loop_t *loop, const struct ng_copy_params *params,
     if (uv_timer_init(loop, c->timer) != 0)
         goto oom_timer;
     c->timer->data = c;
+    uv_idle_init(loop, c->idle);    /* cannot fail */
+    c->idle->data = c;
     params->bitmap->on_dirty = bitmap_dirtied;
     params->bitmap->on_dirty_opaque = c;
     return c;
 
 oom_timer:
     free(c->timer);
+    free(c->idle);
     c->timer = NULL;
+    c->idle = NULL;
     ng_copy_free(c);
 oom:
     ng_error_set(err, ENOMEM, "out of memory");
@@ -517,7 +545,7 @@ oom:
 }
 
 static void
-free_timer(uv_handle_t *h)
+free_handle(uv_handle_t *h)
 {
     free(h);
 }
@@ -529,8 +557,10 @@ ng_copy_free(struct ng_copy *c)
 
     if (c == NULL)
         return;
-    if (c->timer != NULL)
-        uv_close((uv_handle_t *)c->timer, free_timer);
+    if (c->timer != NULL) {
+        uv_close((uv_handle_t *)c->timer, free_handle);
+        uv_close((uv_handle_t *)c->idle, free_handle);
+    }
     for (i = 0; c->chunks != NULL && i < c->p.max_in_flight; i++)
         free(c->chunks[i].buf);
     free(c->chunks);

@@ -15,6 +15,9 @@
 
 #define MIRROR_BUF_DEFAULT      (16u << 20)
 #define MIRROR_CHUNKS           16u
+/* Bigger chunks copy no faster on a fast target, and a chunk that
+ * completes inline holds the loop for its whole length. */
+#define MIRROR_CHUNK_MAX        (256u << 10)
 
 struct mirror {
     struct ng_job *job;
@@ -387,8 +390,11 @@ static const struct ng_job_ops mirror_ops = {
 static uint32_t
 chunk_size(uint64_t buf_size, uint32_t gran)
 {
-    uint64_t chunk = buf_size / MIRROR_CHUNKS / gran * gran;
+    uint64_t chunk = buf_size / MIRROR_CHUNKS;
 
+    if (chunk > MIRROR_CHUNK_MAX)
+        chunk = MIRROR_CHUNK_MAX;
+    chunk = chunk / gran * gran;
     return chunk < gran ? gran : (uint32_t)chunk;
 }
 
