@@ -155,7 +155,8 @@ remove_filter(struct ng_graph *g, void *opaque, struct ng_error *err)
 {
     struct backup *b = opaque;
 
-    return ng_graph_remove_filter(g, b->filter->name, err);
+    /* A pass-through filter going takes nothing from anybody. */
+    return ng_graph_remove_filter(g, b->filter->name, NG_MUTATE_FORCE, err);
 }
 
 static void
@@ -373,13 +374,13 @@ insert_filter(struct ng_graph *g, void *opaque, struct ng_error *err)
 
     if (o == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
-    b->filter = ng_graph_insert_filter(g, b->p.source, o, NULL, 0, err);
+    b->filter = ng_graph_insert_filter(g, b->p.source, o, NULL, 0, 0, err);
     ng_value_free(o);
     if (b->filter == NULL)
         return -1;
     if (take_bitmaps(b, err) == -1 || make_engine(b, err) == -1) {
         backup_release_graph(b);
-        ng_graph_remove_filter(g, b->filter->name, NULL);
+        ng_graph_remove_filter(g, b->filter->name, NG_MUTATE_FORCE, NULL);
         b->filter = NULL;
         return -1;
     }

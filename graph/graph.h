@@ -741,6 +741,14 @@ int ng_graph_check_remove_filter(struct ng_graph *g, const char *name,
 int ng_graph_remove_filter(struct ng_graph *g, const char *name,
                            unsigned flags, struct ng_error *err);
 
+/* Move every parent of `from` (nodes and BBs) but the BB `keep` to
+ * `to`, and refresh the facts above: mirror's pivot.  Call inside a
+ * drained section.  Refused like ng_graph_insert_filter(), the graph as
+ * it was. */
+int ng_graph_replace_node(struct ng_graph *g, struct ng_node *from,
+                          struct ng_node *to, const struct ng_bb *keep,
+                          unsigned flags, struct ng_error *err);
+
 /* ---- Implicit chains ---------------------------------------------------- */
 
 /* An export's implicit filters (DESIGN.md, "implicit filter"): a chain of

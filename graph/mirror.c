@@ -10,7 +10,6 @@
 #include "graph/bitmap.h"
 #include "graph/copy.h"
 #include "graph/graph.h"
-#include "graph/graph-internal.h"
 #include "graph/mirror.h"
 
 #define MIRROR_BUF_DEFAULT      (16u << 20)
@@ -228,24 +227,20 @@ static const struct ng_copy_ops mirror_copy_ops = {
 
 /* ---- Pivot ---------------------------------------------------------------- */
 
-/* Every parent of the source but the job's own BB goes to the target. */
-static void
-move_parents(struct mirror *m)
-{
-    struct ng_edge *e, *next;
-
-    for (e = m->source->parents; e != NULL; e = next) {
-        next = e->next_parent;
-        if (e->bb != m->src_bb)
-            ng_edge_set_child(e, m->target);
-    }
-}
-
 /* Inside the drained section, nothing left to copy: move the parents. */
 static void
 mirror_pivot(struct mirror *m)
 {
-    move_parents(m);
+    struct ng_error err = { 0 };
+
+    /* Every parent of the source but the job's own BB goes to the
+     * target, unless that takes from an export what its clients were
+     * told (a smaller cap set): then the job fails, nothing moved. */
+    if (ng_graph_replace_node(m->graph, m->source, m->target, m->src_bb, 0,
+                              &err) == -1) {
+        mirror_stop(m, -err.code, err.msg);
+        return;
+    }
     m->pivoted = true;
     if (m->job->hooks.pivoted != NULL)
         m->job->hooks.pivoted(m->job->hooks.opaque, m->job,
