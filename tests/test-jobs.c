@@ -271,12 +271,32 @@ cancel_at_random(const char *uri)
     nbd_close(nbd);
 }
 
-/* After manual_finish, vm1 serves t1 and d1 is free. */
+/* query-nac holds `want` (compact JSON). */
+static void
+expect_nac(const char *want)
+{
+    char *text = nac_text();
+
+    if (strstr(text, want) == NULL)
+        ng_test_fail("query-nac lacks %s: %s", want, text);
+    free(text);
+}
+
+/* After manual_finish, vm1 serves t1 and d1 is free.  The claims are
+ * nac/README.md's mirror rows. */
 static void
 two_mirrors(void)
 {
     mirror("ma", "d0", "t0", 0);
     mirror("mb", "t1", "d1", 0);
+    expect_nac("{\"id\":\"ma\",\"kind\":\"job\",\"require\":"
+               "[\"read-data\",\"read-meta\",\"graph-mod\"],\"allow\":"
+               "[\"read-data\",\"read-meta\",\"write-data\","
+               "\"write-meta\"]}");
+    expect_nac("{\"node-name\":\"t0\",\"holders\":[{\"id\":\"ma\","
+               "\"kind\":\"job\",\"require\":[\"read-meta\","
+               "\"write-data\"],\"allow\":[\"read-meta\"]}]}");
+    expect_nac("{\"node-name\":\"d1\",\"holders\":[{\"id\":\"mb\"");
     ng_test_qmp_fails(q, "node 'd0': job 'mc' requires graph-mod, which "
                       "job 'ma' does not allow",
                       "{s:s,s:{s:s,s:s,s:s,s:s}}", "execute",
