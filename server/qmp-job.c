@@ -480,11 +480,17 @@ ng_qmp_blockdev_backup(struct ng_qmp_call *call, json_t *args)
     struct ng_job_hooks hooks = job_hooks(ctx);
     struct ng_error err = { 0 };
     bool dry = ng_qmp_dry_run(args);
-    struct ng_nac_claim claims[2];
+    struct ng_nac_claim claims[3];
     struct backup_call *bc = NULL;
+    char filter[NG_NAC_NAME_MAX];
 
-    if (backup_params(args, &p, &err) == -1 ||
-        ng_backup_check(ctx->graph, &p, &err) == -1)
+    if (backup_params(args, &p, &err) == -1)
+        goto fail;
+    if (p.filter_node_name == NULL) {
+        snprintf(filter, sizeof filter, "cbw-%s", p.job_id);
+        p.filter_node_name = filter;
+    }
+    if (ng_backup_check(ctx->graph, &p, &err) == -1)
         goto fail;
     claims[0] = (struct ng_nac_claim){ p.source,
                                        NG_NAC_BACKUP_SOURCE_REQUIRE,
@@ -492,7 +498,11 @@ ng_qmp_blockdev_backup(struct ng_qmp_call *call, json_t *args)
     claims[1] = (struct ng_nac_claim){ p.target,
                                        NG_NAC_BACKUP_TARGET_REQUIRE,
                                        NG_NAC_BACKUP_TARGET_ALLOW };
-    if (ng_ctx_nac_claim(ctx, p.job_id, "job", claims, 2, dry, &err) == -1)
+    /* Its filter stays where the job put it (a reload that prunes what
+     * the control channel made must not take it out). */
+    claims[2] = (struct ng_nac_claim){ p.filter_node_name, 0,
+                                       NG_NAC_ALL & ~NG_NAC_GRAPH_MOD };
+    if (ng_ctx_nac_claim(ctx, p.job_id, "job", claims, 3, dry, &err) == -1)
         goto fail;
     if (dry) {
         ng_qmp_return(call, NULL);

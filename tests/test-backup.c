@@ -4,7 +4,7 @@
  *   target file ends as the source was when the job started, the export
  *   as the client left it; the copy-before-write filter sits above the
  *   source while the job runs and is gone after; a mirror of the source
- *   meanwhile is refused naming the backup;
+ *   or taking the filter out meanwhile is refused naming the backup;
  * - incremental: a bitmap, ten written granules, a backup with that
  *   bitmap copies exactly those ten (its total-progress) and they equal
  *   the source; the bitmap then holds only what was written since;
@@ -179,6 +179,10 @@ full_backup(struct nbd_handle *nbd)
                                "sync", "full", "speed", 16 << 20));
     if (!has_node("cbw-bk0"))
         ng_test_fail("no copy-before-write filter while bk0 runs");
+    ng_test_qmp_fails(q, "requires graph-mod, which job 'bk0' does not "
+                      "allow", "{s:s,s:{s:s}}", "execute",
+                      "blockdev-remove-filter", "arguments", "node-name",
+                      "cbw-bk0");
     ng_test_qmp_fails(q, "node 'src': job 'm0' requires graph-mod, which "
                       "job 'bk0' does not allow",
                       "{s:s,s:{s:s,s:s,s:s,s:s}}", "execute",
