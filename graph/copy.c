@@ -42,6 +42,8 @@ struct ng_copy {
     bool converged_told;            /* since the last chunk started */
     /* Notifications waiting for the timer. */
     bool tell_converged, tell_stopped, tell_error;
+    bool stopped_told;              /* ops->stopped ran: never again (the
+                                     * owner may be gone) */
     bool error_is_read;
     int error;
     /* Token bucket: bytes that may start now (negative: owed). */
@@ -89,9 +91,12 @@ timer_fired(uv_timer_t *t)
     }
     if (c->tell_stopped) {
         c->tell_stopped = false;
+        c->stopped_told = true;
         c->ops->stopped(c->opaque);     /* may free c */
         return;
     }
+    if (c->stopped_told)
+        return;
     pump(c);
 }
 
@@ -473,7 +478,8 @@ pump(struct ng_copy *c)
     } else if (c->waiters != NULL) {
         wake_waiters(c, 0);
     }
-    if (c->stopping && c->in_flight == 0 && !c->tell_stopped) {
+    if (c->stopping && c->in_flight == 0 && !c->tell_stopped &&
+        !c->stopped_told) {
         c->tell_stopped = true;
         schedule(c, 0);
     } else if (c->running && !c->converged_told &&
