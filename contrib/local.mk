@@ -4,6 +4,7 @@ EXTRA_DIST += \
 	contrib/bench/compare \
 	contrib/bench/reload-speed \
 	contrib/bench/splice-pause \
+	contrib/bench/mirror-speed \
 	contrib/check-layers.sh \
 	contrib/nbdgraphd.service \
 	contrib/nbdgraphd.socket \
@@ -26,11 +27,13 @@ TESTS += \
 	tests/test-ctl.sh \
 	tests/test-ctl-implicit.sh \
 	tests/test-ctl-limits.sh \
+	tests/test-ctl-jobs.sh \
 	$(NULL)
 EXTRA_DIST += \
 	tests/test-ctl.sh \
 	tests/test-ctl-implicit.sh \
 	tests/test-ctl-limits.sh \
+	tests/test-ctl-jobs.sh \
 	$(NULL)
 
 # The daemon's and the config file's man pages, and their tests:

@@ -11,6 +11,9 @@ filters_libngfilters_a_SOURCES = \
 	filters/blkdebug.c \
 	filters/delay.c \
 	filters/log.c \
+	filters/cbw.h \
+	filters/cbw.c \
+	filters/backup.c \
 	$(NULL)
 
 # Unit tests of the filters, through real graphs on a libuv loop: one

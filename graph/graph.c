@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/bitmap.h"
 #include "graph/graph.h"
 #include "graph/graph-internal.h"
 
@@ -90,6 +91,22 @@ ng_edge_set_child(struct ng_edge *e, struct ng_node *child)
     e->child = child;
     e->next_parent = child->parents;
     child->parents = e;
+}
+
+const char *
+ng_edge_user_kind(const struct ng_edge *e)
+{
+    if (e->parent != NULL)
+        return "node";
+    return e->bb->job_id != NULL ? "job" : "export";
+}
+
+const char *
+ng_edge_user_name(const struct ng_edge *e)
+{
+    if (e->parent != NULL)
+        return e->parent->name;
+    return e->bb->job_id != NULL ? e->bb->job_id : e->bb->name;
 }
 
 /* ---- Nodes ------------------------------------------------------------ */
@@ -312,6 +329,7 @@ node_request_done(struct ng_req *req, int ret, void *opaque)
     struct ng_node *node = opaque;
 
     node->in_flight--;
+    ng_bitmap_mark_request(node, req, ret);
     if (ret > 0)                /* a driver bug; never let it reach a client
                                  * as success */
         ret = -EIO;

@@ -54,6 +54,7 @@ struct ng_work {
  * loop thread (never inline).  Never fails: the pool exists from before
  * the node's open to after its close.  Loop thread. */
 void ng_node_queue_work(struct ng_node *node, struct ng_work *w);
+struct ng_bitmap;
 
 /* ---- Requests -------------------------------------------------------- */
 
@@ -569,6 +570,8 @@ struct ng_node {
     struct ng_add *adding;          /* the add opening it, until it joins
                                      * the graph's node list */
     struct ng_remove *removing;     /* the removal closing it */
+    struct ng_bitmap *bitmaps;      /* dirty bitmaps, owned
+                                     * (graph/bitmap.h) */
 };
 
 static inline void *
@@ -638,7 +641,18 @@ struct ng_bb {
     unsigned promise_clients;
     uint64_t promise_size;          /* the largest size told, in bytes */
     unsigned promise_told[NG_CAP__BITS];    /* clients told each cap */
+    bool drain_exempt;              /* left out of a drain that begins
+                                     * now: a job's own BB inside the
+                                     * section it opens */
+    const char *job_id;             /* a job's BB: the job's ID (borrowed
+                                     * from the job, which outlives it);
+                                     * NULL for an export's */
 };
+
+/* Who uses a node through edge e, for messages: ("node", its name),
+ * ("export", the BB's name) or ("job", the job's ID). */
+const char *ng_edge_user_kind(const struct ng_edge *e);
+const char *ng_edge_user_name(const struct ng_edge *e);
 
 /* Create a BB on `root` (may be NULL: no medium).  A writable BB needs a
  * writable root. */
@@ -866,6 +880,14 @@ int ng_graph_check_remove_filter(struct ng_graph *g, const char *name,
  * ng_graph_insert_filter(), the graph as it was. */
 int ng_graph_remove_filter(struct ng_graph *g, const char *name,
                            unsigned flags, struct ng_error *err);
+
+/* Move every parent of `from` (nodes and BBs) but the BB `keep` to
+ * `to`, and refresh the facts above: mirror's pivot.  Call inside a
+ * drained section.  Refused like ng_graph_insert_filter(), the graph as
+ * it was. */
+int ng_graph_replace_node(struct ng_graph *g, struct ng_node *from,
+                          struct ng_node *to, const struct ng_bb *keep,
+                          unsigned flags, struct ng_error *err);
 
 /* ---- Implicit chains ---------------------------------------------------- */
 

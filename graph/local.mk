@@ -21,6 +21,14 @@ graph_libnggraph_a_SOURCES = \
 	graph/implicit.c \
 	graph/drivers.c \
 	graph/objects.c \
+	graph/bitmap.h \
+	graph/bitmap.c \
+	graph/copy.h \
+	graph/copy.c \
+	graph/job.h \
+	graph/job.c \
+	graph/mirror.h \
+	graph/mirror.c \
 	graph/drv-memory.c \
 	graph/drv-null.c \
 	graph/drv-file.c \
@@ -111,3 +119,13 @@ tests_unit_test_threads_SOURCES = \
 	tests/unit/graph-fixture.c \
 	$(NULL)
 tests_unit_test_threads_LDADD = $(CORE_LIBS)
+
+# Dirty bitmaps.
+check_PROGRAMS += tests/unit/test-bitmap
+TESTS += tests/unit/test-bitmap
+tests_unit_test_bitmap_SOURCES = \
+	tests/unit/test-bitmap.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_bitmap_LDADD = $(CORE_LIBS)

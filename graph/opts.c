@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/bitmap.h"
 #include "graph/graph.h"
 #include "graph/graph-internal.h"
 
@@ -460,6 +461,7 @@ node_free(struct ng_node *node)
     free_fields(node->driver, node->state);
     free(node->state);
     free(node->implicit_owner);
+    ng_bitmap_remove_all(node);
     free(node->name);
     free(node);
 }
@@ -939,12 +941,6 @@ ng_graph_add_node_now(struct ng_graph *g, const char *name,
     return NULL;
 }
 
-static const char *
-user_name(const struct ng_edge *e)
-{
-    return e->parent != NULL ? e->parent->name : e->bb->name;
-}
-
 int
 ng_graph_check_del_node(struct ng_graph *g, const char *name,
                         struct ng_error *err)
@@ -955,8 +951,8 @@ ng_graph_check_del_node(struct ng_graph *g, const char *name,
         return ng_error_set(err, ENOENT, "node '%s' not found", name);
     if (node->parents != NULL)
         return ng_error_set(err, EBUSY, "node '%s' is in use by %s '%s'",
-                            name, node->parents->parent ? "node" : "export",
-                            user_name(node->parents));
+                            name, ng_edge_user_kind(node->parents),
+                            ng_edge_user_name(node->parents));
     return 0;
 }
 

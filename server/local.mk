@@ -24,6 +24,7 @@ server_libngserver_a_SOURCES = \
 	server/qmp-graph.c \
 	server/qmp-commands.c \
 	server/qmp-export.c \
+	server/qmp-job.c \
 	server/exports.h \
 	server/exports.c \
 	server/reload.h \

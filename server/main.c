@@ -18,6 +18,7 @@
 
 #include "config/config.h"
 #include "graph/graph.h"
+#include "graph/job.h"
 #include "filters/filters.h"
 #include "filters/throttle.h"
 #include "nac/nac.h"
@@ -435,6 +436,8 @@ begin_shutdown(struct daemon *d)
         return;
     d->stopping = true;
     notify_manager("STOPPING=1");
+    if (d->graph != NULL)
+        ng_job_cancel_all(d->graph);    /* they wind down with the clients */
     if (d->nbd != NULL)
         ng_nbd_server_shutdown(d->nbd, server_stopped, d);
     else
