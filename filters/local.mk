@@ -11,6 +11,7 @@ filters_libngfilters_a_SOURCES = \
 	filters/blkdebug.c \
 	filters/delay.c \
 	filters/log.c \
+	filters/blkverify.c \
 	$(NULL)
 
 # Unit tests of the filters, through real graphs on a libuv loop: one

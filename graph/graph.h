@@ -599,6 +599,9 @@ int ng_node_refresh(struct ng_node *node, struct ng_error *err);
  * added or moved. */
 int ng_node_refresh_parents(struct ng_node *node, struct ng_error *err);
 uv_loop_t *ng_node_loop(struct ng_node *node);
+/* "node 'NAME': ..." to the graph's warn hook (stderr without one). */
+void ng_node_warn(struct ng_node *node, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* For a driver with req_ctx_size > 0: the context of `req` at `node`, a
  * zeroed block of req_ctx_size bytes (aligned for any type) that belongs
@@ -679,6 +682,11 @@ void ng_bb_submit(struct ng_bb *bb, struct ng_req *req);
 
 /* ---- The graph ----------------------------------------------------------- */
 
+/* A warning from a driver about data, not a failed call (blkverify's
+ * mismatch, quorum's bad child): one line, no trailing newline.  graph/
+ * and filters/ have no log of their own; the daemon points this at its. */
+typedef void ng_graph_warn_fn(void *opaque, const char *msg);
+
 struct ng_graph {
     uv_loop_t *loop;                /* borrowed */
     const struct ng_driver *const *drivers;  /* registry, borrowed */
@@ -697,6 +705,9 @@ struct ng_graph {
     unsigned removing;              /* node removals in flight */
     bool freeing;                   /* ng_graph_free() called */
     bool free_stepping;             /* graph_free_step() on the stack */
+    ng_graph_warn_fn *warn;         /* where drivers' warnings go (the
+                                     * daemon sets its log); NULL = stderr */
+    void *warn_opaque;
 };
 
 /* `drivers`: the registry nodes are created from (NULL-terminated,

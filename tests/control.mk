@@ -14,6 +14,11 @@ tests_test_filters_daemon_SOURCES = tests/test-filters-daemon.c
 tests_test_filters_daemon_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_filters_daemon_LDADD = $(TEST_LIBS) -lpthread
 
+CONTROL_TESTS += tests/test-blkverify
+tests_test_blkverify_SOURCES = tests/test-blkverify.c
+tests_test_blkverify_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_blkverify_LDADD = $(TEST_LIBS)
+
 CONTROL_TESTS += tests/test-nac-daemon
 tests_test_nac_daemon_SOURCES = tests/test-nac-daemon.c
 tests_test_nac_daemon_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
