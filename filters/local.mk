@@ -12,6 +12,7 @@ filters_libngfilters_a_SOURCES = \
 	filters/delay.c \
 	filters/log.c \
 	filters/blkverify.c \
+	filters/quorum.c \
 	$(NULL)
 
 # Unit tests of the filters, through real graphs on a libuv loop: one

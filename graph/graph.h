@@ -338,6 +338,16 @@ enum ng_opt_type {
                          * node definition; creates an edge with `role` */
     NG_OPT_T_VALUE,     /* struct ng_value * field: the raw value, owned by
                          * the node state (lists of rules and the like) */
+    NG_OPT_T_CHILDREN,  /* struct ng_children field: a list, each item a
+                         * node-name or an inline node definition; an edge
+                         * with `role` for each (quorum's children) */
+};
+
+/* The field of an NG_OPT_T_CHILDREN option: the children in the order
+ * given; the array is owned by the node state. */
+struct ng_children {
+    struct ng_node **nodes;
+    size_t n;
 };
 
 struct ng_opt_desc {
@@ -349,8 +359,8 @@ struct ng_opt_desc {
                                  * (CHILD, VALUE: NULL = optional absent) */
     const char *help;
     const char *const *choices; /* ENUM: NULL-terminated */
-    enum ng_role role;          /* CHILD: edge role */
-    bool required;              /* CHILD, VALUE: must be given */
+    enum ng_role role;          /* CHILD, CHILDREN: edge role */
+    bool required;              /* CHILD, CHILDREN, VALUE: must be given */
 };
 
 #define NG_OPT_STRING(n, st, f, d, h) \
@@ -373,6 +383,9 @@ struct ng_opt_desc {
       .def = (d), .choices = (c), .help = (h) }
 #define NG_OPT_CHILD(n, st, f, r, req, h) \
     { .name = (n), .type = NG_OPT_T_CHILD, .offset = offsetof(st, f), \
+      .role = (r), .required = (req), .help = (h) }
+#define NG_OPT_CHILDREN(n, st, f, r, req, h) \
+    { .name = (n), .type = NG_OPT_T_CHILDREN, .offset = offsetof(st, f), \
       .role = (r), .required = (req), .help = (h) }
 #define NG_OPT_VALUE(n, st, f, req, h) \
     { .name = (n), .type = NG_OPT_T_VALUE, .offset = offsetof(st, f), \
