@@ -9,6 +9,8 @@
  * error wins.  Trim is not offered: it leaves the two children's
  * contents undefined, and every later read would differ.
  *
+ * The children's roles are QEMU's: `test` on a "filtered" edge, `raw` on
+ * a "file" one; each role names one option, as the live config needs.
  * It is not a filter in the graph's sense (it has two children), so it
  * states its own facts: test's size, which raw's must equal (refused at
  * open otherwise), and the caps both children have.  Each child's own
@@ -47,7 +49,7 @@ struct bv_ctx {
 };
 
 static const struct ng_opt_desc bv_opts[] = {
-    NG_OPT_CHILD("test", struct bv_state, test, NG_ROLE_FILE, true,
+    NG_OPT_CHILD("test", struct bv_state, test, NG_ROLE_FILTERED, true,
                  "the node checked; reads are served from it"),
     NG_OPT_CHILD("raw", struct bv_state, raw, NG_ROLE_FILE, true,
                  "the trusted node every read is compared with"),

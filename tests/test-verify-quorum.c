@@ -173,6 +173,21 @@ test_mismatch(struct nbd_handle *nbd)
     printf("a changed raw child fails the read with EIO and a log line\n");
 }
 
+/* The live config names each child under its own option. */
+static void
+test_dump(struct ng_test_qmp *q)
+{
+    json_t *ret = ng_test_qmp_ok(q, "{s:s}", "execute", "query-config");
+    const char *yaml = json_string_value(json_object_get(ret, "yaml"));
+
+    if (yaml == NULL || strstr(yaml, "raw: rf") == NULL ||
+        strstr(yaml, "test: tf") == NULL)
+        ng_test_fail("query-config lost blkverify's children:\n%s",
+                     yaml ? yaml : "(none)");
+    json_decref(ret);
+    printf("query-config keeps test and raw apart\n");
+}
+
 static void
 test_size_refused(struct ng_test_qmp *q)
 {
@@ -341,6 +356,7 @@ main(void)
     test_equal_and_writes(nbd);
     test_mismatch(nbd);
     test_size_refused(q);
+    test_dump(q);
     test_quorum(d);
     test_quorum_refused(q);
     nbd_close(nbd);
