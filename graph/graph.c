@@ -3,6 +3,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -246,6 +247,24 @@ uv_loop_t *
 ng_node_loop(struct ng_node *node)
 {
     return node->graph->loop;
+}
+
+void
+ng_node_warn(struct ng_node *node, const char *fmt, ...)
+{
+    struct ng_graph *g = node->graph;
+    char msg[512];
+    int n = snprintf(msg, sizeof msg, "node '%s': ", node->name);
+    va_list ap;
+
+    va_start(ap, fmt);
+    if (n >= 0 && (size_t)n < sizeof msg)
+        vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (g->warn != NULL)
+        g->warn(g->warn_opaque, msg);
+    else
+        fprintf(stderr, "%s\n", msg);
 }
 
 /* What a driver may assume (see struct ng_driver's submit): refuse

@@ -339,6 +339,16 @@ enum ng_opt_type {
                          * node definition; creates an edge with `role` */
     NG_OPT_T_VALUE,     /* struct ng_value * field: the raw value, owned by
                          * the node state (lists of rules and the like) */
+    NG_OPT_T_CHILDREN,  /* struct ng_children field: a list, each item a
+                         * node-name or an inline node definition; an edge
+                         * with `role` for each (quorum's children) */
+};
+
+/* The field of an NG_OPT_T_CHILDREN option: the children in the order
+ * given; the array is owned by the node state. */
+struct ng_children {
+    struct ng_node **nodes;
+    size_t n;
 };
 
 struct ng_opt_desc {
@@ -350,8 +360,8 @@ struct ng_opt_desc {
                                  * (CHILD, VALUE: NULL = optional absent) */
     const char *help;
     const char *const *choices; /* ENUM: NULL-terminated */
-    enum ng_role role;          /* CHILD: edge role */
-    bool required;              /* CHILD, VALUE: must be given */
+    enum ng_role role;          /* CHILD, CHILDREN: edge role */
+    bool required;              /* CHILD, CHILDREN, VALUE: must be given */
 };
 
 #define NG_OPT_STRING(n, st, f, d, h) \
@@ -374,6 +384,9 @@ struct ng_opt_desc {
       .def = (d), .choices = (c), .help = (h) }
 #define NG_OPT_CHILD(n, st, f, r, req, h) \
     { .name = (n), .type = NG_OPT_T_CHILD, .offset = offsetof(st, f), \
+      .role = (r), .required = (req), .help = (h) }
+#define NG_OPT_CHILDREN(n, st, f, r, req, h) \
+    { .name = (n), .type = NG_OPT_T_CHILDREN, .offset = offsetof(st, f), \
       .role = (r), .required = (req), .help = (h) }
 #define NG_OPT_VALUE(n, st, f, req, h) \
     { .name = (n), .type = NG_OPT_T_VALUE, .offset = offsetof(st, f), \
@@ -602,6 +615,9 @@ int ng_node_refresh(struct ng_node *node, struct ng_error *err);
  * added or moved. */
 int ng_node_refresh_parents(struct ng_node *node, struct ng_error *err);
 uv_loop_t *ng_node_loop(struct ng_node *node);
+/* "node 'NAME': ..." to the graph's warn hook (stderr without one). */
+void ng_node_warn(struct ng_node *node, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* For a driver with req_ctx_size > 0: the context of `req` at `node`, a
  * zeroed block of req_ctx_size bytes (aligned for any type) that belongs
@@ -693,6 +709,11 @@ void ng_bb_submit(struct ng_bb *bb, struct ng_req *req);
 
 /* ---- The graph ----------------------------------------------------------- */
 
+/* A warning from a driver about data, not a failed call (blkverify's
+ * mismatch, quorum's bad child): one line, no trailing newline.  graph/
+ * and filters/ have no log of their own; the daemon points this at its. */
+typedef void ng_graph_warn_fn(void *opaque, const char *msg);
+
 struct ng_graph {
     uv_loop_t *loop;                /* borrowed */
     const struct ng_driver *const *drivers;  /* registry, borrowed */
@@ -711,6 +732,9 @@ struct ng_graph {
     unsigned removing;              /* node removals in flight */
     bool freeing;                   /* ng_graph_free() called */
     bool free_stepping;             /* graph_free_step() on the stack */
+    ng_graph_warn_fn *warn;         /* where drivers' warnings go (the
+                                     * daemon sets its log); NULL = stderr */
+    void *warn_opaque;
 };
 
 /* `drivers`: the registry nodes are created from (NULL-terminated,

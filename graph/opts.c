@@ -188,6 +188,9 @@ parse_enum(const struct ng_opt_desc *d, const struct ng_value *v, int *out,
 static int parse_child(const struct ng_opt_desc *d, const struct ng_value *v,
                        struct ng_node **out, struct opts_ctx *ctx,
                        struct ng_error *err);
+static int parse_children(const struct ng_opt_desc *d,
+                          const struct ng_value *v, struct ng_children *out,
+                          struct opts_ctx *ctx, struct ng_error *err);
 
 /* Store one option in the state.  `v` may be a default built from text. */
 static int
@@ -216,6 +219,8 @@ parse_field(const struct ng_opt_desc *d, const struct ng_value *v,
         return parse_enum(d, v, field, err);
     case NG_OPT_T_CHILD:
         return parse_child(d, v, field, ctx, err);
+    case NG_OPT_T_CHILDREN:
+        return parse_children(d, v, field, ctx, err);
     case NG_OPT_T_VALUE:
         if ((*(struct ng_value **)field = ng_value_copy(v)) == NULL)
             return ng_error_set(err, ENOMEM, "out of memory");
@@ -233,7 +238,8 @@ parse_default(const struct ng_opt_desc *d, char *state,
     struct ng_value *v;
     int r;
 
-    if (d->type == NG_OPT_T_CHILD || d->type == NG_OPT_T_VALUE) {
+    if (d->type == NG_OPT_T_CHILD || d->type == NG_OPT_T_CHILDREN ||
+        d->type == NG_OPT_T_VALUE) {
         if (d->required)
             return ng_value_error(err, loc, "missing required option '%s'",
                                   d->name);
@@ -265,6 +271,9 @@ free_fields(const struct ng_driver *drv, char *state)
         } else if (d->type == NG_OPT_T_VALUE) {
             ng_value_free(*(struct ng_value **)field);
             *(struct ng_value **)field = NULL;
+        } else if (d->type == NG_OPT_T_CHILDREN) {
+            free(((struct ng_children *)field)->nodes);
+            *(struct ng_children *)field = (struct ng_children){ 0 };
         }
     }
 }
@@ -305,6 +314,7 @@ opt_field_size(enum ng_opt_type type)
     case NG_OPT_T_BOOL:   return sizeof(bool);
     case NG_OPT_T_CHILD:  return sizeof(struct ng_node *);
     case NG_OPT_T_VALUE:  return sizeof(struct ng_value *);
+    case NG_OPT_T_CHILDREN: return sizeof(struct ng_children);
     default:              return sizeof(int);
     }
 }
@@ -594,6 +604,28 @@ parse_child(const struct ng_opt_desc *d, const struct ng_value *v,
     if (ng_edge_attach(ctx->node, NULL, child, d->role) == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
     *out = child;
+    return 0;
+}
+
+/* A list of children: each item as a CHILD option's value; the edges
+ * made so far go with the node when a later item fails. */
+static int
+parse_children(const struct ng_opt_desc *d, const struct ng_value *v,
+               struct ng_children *out, struct opts_ctx *ctx,
+               struct ng_error *err)
+{
+    size_t i;
+
+    if (v->kind != NG_VALUE_LIST)
+        return ng_value_error(err, &v->loc, "'%s' must be a list of nodes",
+                              d->name);
+    if (v->n > 0 && (out->nodes = calloc(v->n, sizeof *out->nodes)) == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    for (i = 0; i < v->n; i++) {
+        if (parse_child(d, v->items[i], &out->nodes[i], ctx, err) == -1)
+            return -1;
+        out->n++;
+    }
     return 0;
 }
 

@@ -206,6 +206,15 @@ open_node(struct daemon *d, const struct ng_node_cfg *nc,
     return w.failed ? -1 : 0;
 }
 
+/* The graph's warn hook: drivers' warnings (blkverify, quorum) go to
+ * the daemon's log. */
+static void
+log_graph_warning(void *opaque, const char *msg)
+{
+    (void)opaque;
+    ng_log_warn("%s", msg);
+}
+
 static int
 build_graph(struct daemon *d, struct ng_error *err)
 {
@@ -214,6 +223,7 @@ build_graph(struct daemon *d, struct ng_error *err)
     d->graph = ng_graph_new(&d->loop, ng_all_drivers);
     if (d->graph == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
+    d->graph->warn = log_graph_warning;
     for (i = 0; i < d->cfg->n_groups; i++)
         if (ng_throttle_group_declare(d->graph, d->cfg->groups[i].name,
                                       d->cfg->groups[i].limits, err) == -1)

@@ -14,6 +14,11 @@ tests_test_filters_daemon_SOURCES = tests/test-filters-daemon.c
 tests_test_filters_daemon_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_filters_daemon_LDADD = $(TEST_LIBS) -lpthread
 
+CONTROL_TESTS += tests/test-verify-quorum
+tests_test_verify_quorum_SOURCES = tests/test-verify-quorum.c
+tests_test_verify_quorum_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_verify_quorum_LDADD = $(TEST_LIBS)
+
 CONTROL_TESTS += tests/test-nac-daemon
 tests_test_nac_daemon_SOURCES = tests/test-nac-daemon.c
 tests_test_nac_daemon_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
