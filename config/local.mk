@@ -7,6 +7,7 @@ config_libngconfig_a_SOURCES = \
 	config/implicit.c \
 	config/config-int.h \
 	config/config.c \
+	config/allow.c \
 	config/nodes.c \
 	config/cli.c \
 	config/plan.h \

@@ -22,7 +22,9 @@
 
 #include "graph/graph.h"
 #include "graph/strmap.h"
+#include "config/config.h"
 #include "server/nbd.h"
+#include "server/tls.h"
 #include "server/unix-path.h"
 
 /* ---- Limits -------------------------------------------------------------- */
@@ -69,6 +71,10 @@
 
 /* Send buffer asked for on Unix socket connections. */
 #define NBD_UNIX_SNDBUF             (2 << 20)
+
+/* TLS: once this much ciphertext waits for the socket, stop encrypting
+ * replies until it is down to half. */
+#define NBD_TLS_BACKLOG_MAX         (UINT64_C(1) << 20)
 
 /* Buffers handed to one writev. */
 #define NBD_IOV_BATCH           128
@@ -122,6 +128,9 @@ struct nbd_listener {
     char *path;                     /* Unix socket file we made, or NULL */
     struct ng_unix_file file;       /* its identity, so shutdown removes
                                      * only our own file */
+    enum ng_tls_mode tls_mode;
+    const struct ng_tls_creds *tls_creds;   /* borrowed from the graph's
+                                             * objects; NULL when off */
     struct nbd_listener *next;
 };
 
@@ -134,6 +143,9 @@ struct ng_nbd_export {
     bool writable;
     bool removed;                   /* off the list; freed when the last
                                      * connection closes */
+    struct ng_allow_rule *allow;    /* owned; who may see it */
+    size_t n_allow;
+    bool restricted;                /* allow: was given (even empty) */
     unsigned nconns;                /* connections in transmission */
 };
 
@@ -224,6 +236,12 @@ struct nbd_conn {
     bool parsing;                   /* inside conn_parse(): no nesting */
     bool stop_parsing;              /* DISC, EOF, shutdown: take no more */
 
+    /* TLS, set at accept from the listener. */
+    enum ng_tls_mode tls_mode;
+    const struct ng_tls_creds *tls_creds;   /* borrowed */
+    struct ng_tls *tls;             /* owned once STARTTLS is acked */
+    bool tls_pumping;               /* inside conn_tls_pump() */
+
     /* Handshake. */
     enum nbd_hs_state hs_state;
     bool no_zeroes;
@@ -304,6 +322,10 @@ void nbd_conn_shutdown_check(struct nbd_conn *c, uint64_t now);
  * cancelled write means the handle is already closing; any other error
  * drops the client (nbd_conn_abort). */
 bool nbd_conn_write_failed(struct nbd_conn *c, int status);
+/* Switch to TLS after the STARTTLS reply has been queued: the reply goes
+ * out in the clear, the bytes after it are the TLS handshake.  -1 when
+ * the connection was dropped. */
+int nbd_conn_start_tls(struct nbd_conn *c);
 /* Enter transmission on `exp` (after GO or EXPORT_NAME). */
 void nbd_conn_enter_transmission(struct nbd_conn *c,
                                  struct ng_nbd_export *exp, uint64_t size,
@@ -319,6 +341,11 @@ void nbd_hs_greet(struct nbd_conn *c);
 /* Receive buffers: a new one (one reference) or NULL; drop a reference. */
 struct nbd_rbuf *nbd_rbuf_get(struct ng_nbd_server *srv);
 void nbd_rbuf_unref(struct ng_nbd_server *srv, struct nbd_rbuf *rb);
+
+/* May this client see `exp`?  Logs a refusal with the client's
+ * identity. */
+bool nbd_hs_export_allowed(struct nbd_conn *c,
+                           const struct ng_nbd_export *exp, bool quiet);
 
 /* Parse one handshake message from rbuf[rstart..rend).  Returns 1 when
  * one was consumed, 0 when more bytes are needed, -1 when the

@@ -291,6 +291,7 @@ export_free(struct ng_nbd_export *exp)
     if (exp == NULL)
         return;
     ng_bb_free(exp->bb);
+    ng_allow_free(exp->allow, exp->n_allow);
     free(exp->name);
     free(exp->description);
     free(exp);
@@ -340,6 +341,27 @@ ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
         srv->exports = exp;
     srv->exports_tail = exp;
     ng_log_debug("export '%s' added", name);
+    return 0;
+}
+
+int
+ng_nbd_server_set_export_allow(struct ng_nbd_server *srv, const char *name,
+                               const struct ng_allow_rule *rules, size_t n,
+                               struct ng_error *err)
+{
+    struct ng_nbd_export *exp = nbd_export_find(srv, name);
+    struct ng_allow_rule *copy = ng_allow_copy(rules, n);
+
+    if (exp == NULL) {
+        ng_allow_free(copy, n);
+        return ng_error_set(err, ENOENT, "export '%s' not found", name);
+    }
+    if (n > 0 && copy == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    ng_allow_free(exp->allow, exp->n_allow);
+    exp->allow = copy;
+    exp->n_allow = n;
+    exp->restricted = true;
     return 0;
 }
 
@@ -529,6 +551,8 @@ on_connection(uv_stream_t *server, int status)
     }
     c->srv = srv;
     c->since = c->active_at = uv_now(srv->loop);
+    c->tls_mode = l->tls_mode;
+    c->tls_creds = l->tls_creds;
     r = tcp ? uv_tcp_init(srv->loop, &c->h.tcp)
             : uv_pipe_init(srv->loop, &c->h.pipe, 0);
     if (r < 0) {
@@ -688,17 +712,31 @@ int
 ng_nbd_server_listen(struct ng_nbd_server *srv, const char *addr,
                      struct ng_error *err)
 {
+    return ng_nbd_server_listen_tls(srv, addr, NG_TLS_OFF, NULL, err);
+}
+
+int
+ng_nbd_server_listen_tls(struct ng_nbd_server *srv, const char *addr,
+                         enum ng_tls_mode mode,
+                         const struct ng_tls_creds *creds,
+                         struct ng_error *err)
+{
     struct nbd_listener *l;
     int r;
 
     if (srv->shutting_down)
         return ng_error_set(err, ESHUTDOWN, "server is shutting down");
+    if (mode != NG_TLS_OFF && creds == NULL)
+        return ng_error_set(err, EINVAL, "%s: TLS without credentials",
+                            addr);
     l = calloc(1, sizeof *l);
     if (l == NULL || (l->addr = strdup(addr)) == NULL) {
         free(l);
         return ng_error_set(err, ENOMEM, "out of memory");
     }
     l->srv = srv;
+    l->tls_mode = mode;
+    l->tls_creds = mode != NG_TLS_OFF ? creds : NULL;
     if (strncmp(addr, "unix:", 5) == 0)
         r = listen_unix(l, addr + 5, err);
     else if (strncmp(addr, "tcp:", 4) == 0)
@@ -722,7 +760,9 @@ ng_nbd_server_listen(struct ng_nbd_server *srv, const char *addr,
     }
     l->next = srv->listeners;
     srv->listeners = l;
-    ng_log_info("listening on %s", addr);
+    ng_log_info("listening on %s%s", addr,
+                mode == NG_TLS_REQUIRE ? " (TLS required)"
+                : mode == NG_TLS_ALLOW ? " (TLS allowed)" : "");
     return 0;
 }
 

@@ -12,8 +12,10 @@
 
 #include <uv.h>
 
+#include "config/config.h"
 #include "graph/error.h"
 #include "graph/graph.h"
+#include "server/tls.h"
 
 struct ng_nbd_server;
 
@@ -26,12 +28,25 @@ struct ng_nbd_server *ng_nbd_server_new(uv_loop_t *loop,
  * the server shuts down. */
 int ng_nbd_server_listen(struct ng_nbd_server *srv, const char *addr,
                          struct ng_error *err);
+/* The same with TLS (mode not NG_TLS_OFF needs creds, which must outlive
+ * the server: graph objects do). */
+int ng_nbd_server_listen_tls(struct ng_nbd_server *srv, const char *addr,
+                             enum ng_tls_mode mode,
+                             const struct ng_tls_creds *creds,
+                             struct ng_error *err);
 
 /* Add an export on `node`: creates the export's BB.  Fails if the name is
  * taken or a writable export is asked of a read-only node. */
 int ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
                              const char *description, struct ng_node *node,
                              bool writable, struct ng_error *err);
+
+/* From now on only clients matching rules[0..n) (copied) see export
+ * `name` (an empty list: none).  Without a call, everyone does. */
+int ng_nbd_server_set_export_allow(struct ng_nbd_server *srv,
+                                   const char *name,
+                                   const struct ng_allow_rule *rules,
+                                   size_t n, struct ng_error *err);
 
 /* Remove an export.  hard = false refuses while clients are connected;
  * hard = true disconnects them once their requests in flight finish. */
