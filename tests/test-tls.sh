@@ -85,7 +85,7 @@ tls-creds:
   psk: { type: psk, dir: @DIR@/psk }
 nodes:
   m: { driver: memory, size: 1M }
-  a: { driver: memory, size: 2M }
+  a: { driver: memory, size: 32M }
   b: { driver: memory, size: 3M }
   l: { driver: memory, size: 4M }
 exports:
@@ -103,11 +103,15 @@ psk () { echo "nbds://$2@127.0.0.1:$pallow/$1?tls-psk-file=$dir/$2.psk"; }
 
 # ---- x509: alice reaches alice (and demo), not bob -----------------------
 
-[ "$(nbdinfo --size "$(x509 alice alice)")" = 2097152 ]
+[ "$(nbdinfo --size "$(x509 alice alice)")" = 33554432 ]
 [ "$(nbdinfo --size "$(x509 demo alice)")" = 1048576 ]
-head -c 2M /dev/urandom > "$dir/in"
+# Enough data, in parallel requests, that replies wait for the socket.
+head -c 32M /dev/urandom > "$dir/in"
 nbdcopy "$dir/in" "$(x509 alice alice)"
 nbdcopy "$(uri_for alice)" "$dir/out"          # the same disk, over Unix
+cmp "$dir/in" "$dir/out"
+rm "$dir/out"
+nbdcopy "$(x509 alice alice)" "$dir/out"       # and back over TLS
 cmp "$dir/in" "$dir/out"
 nbdinfo --list "$(x509 '' alice)" > "$dir/list"
 cat "$dir/list"
@@ -126,7 +130,7 @@ qemu-img info --output=json \
     --object "tls-creds-x509,id=tls0,dir=$dir/alice,endpoint=client" \
     --image-opts "driver=nbd,host=127.0.0.1,port=$preq,export=alice,tls-creds=tls0" \
     > "$dir/info"
-grep -q '"virtual-size": 2097152' "$dir/info"
+grep -q '"virtual-size": 33554432' "$dir/info"
 
 # ---- x509: wrong certificates ---------------------------------------------
 
@@ -145,14 +149,16 @@ expect_status 1 nbdinfo --size "$(x509 demo anon)"
 
 expect_status 1 nbdinfo --size "nbd://127.0.0.1:$preq/demo" 2> "$dir/err"
 cat "$dir/err"
-grep -qi "tls" "$dir/err"
-# NBD_OPT_EXPORT_NAME (no error reply possible) is dropped.
+grep -q "server requires TLS encryption first" "$dir/err"
 expect_status 1 qemu-img info \
-    --image-opts "driver=nbd,host=127.0.0.1,port=$preq,export=demo"
+    --image-opts "driver=nbd,host=127.0.0.1,port=$preq,export=demo" \
+    2> "$dir/err"
+cat "$dir/err"
+grep -q "TLS negotiation required before option 7 (go)" "$dir/err"
 
 # ---- PSK on the allow listener ---------------------------------------------
 
-[ "$(nbdinfo --size "$(psk alice alice)")" = 2097152 ]
+[ "$(nbdinfo --size "$(psk alice alice)")" = 33554432 ]
 expect_status 1 nbdinfo --size "$(psk alice carol)"
 grep -q "export 'alice' refused to client (psk:carol)" "$log"
 [ "$(nbdinfo --size "$(psk demo carol)")" = 1048576 ]
@@ -167,7 +173,7 @@ qemu-img info --output=json \
     --object "tls-creds-psk,id=tls0,dir=$dir/qpsk,username=alice,endpoint=client" \
     --image-opts "driver=nbd,host=127.0.0.1,port=$pallow,export=alice,tls-creds=tls0" \
     > "$dir/info"
-grep -q '"virtual-size": 2097152' "$dir/info"
+grep -q '"virtual-size": 33554432' "$dir/info"
 
 # ---- plain TCP on the allow listener: address ranges ------------------------
 
@@ -177,6 +183,6 @@ expect_status 1 nbdinfo --size "nbd://127.0.0.1:$pallow/alice"
 grep -q "export 'alice' refused to client (no TLS)" "$log"
 # lan admits TCP from 127/8 only: not Unix socket clients.
 expect_status 1 nbdinfo --size "$(uri_for lan)"
-[ "$(nbdinfo --size "$(uri_for alice)")" = 2097152 ]
+[ "$(nbdinfo --size "$(uri_for alice)")" = 33554432 ]
 
 stop_nbdgraphd
