@@ -26,6 +26,11 @@ TESTS += tests/unit/test-plan
 tests_unit_test_plan_SOURCES = tests/unit/test-plan.c
 tests_unit_test_plan_LDADD = $(CORE_LIBS)
 
+check_PROGRAMS += tests/unit/test-allow
+TESTS += tests/unit/test-allow
+tests_unit_test_allow_SOURCES = tests/unit/test-allow.c
+tests_unit_test_allow_LDADD = $(CORE_LIBS)
+
 # Good configs (later integration tests use them too) and, in bad/, one
 # X.yaml per error with its exact message in X.err.
 EXTRA_DIST += \
