@@ -367,16 +367,18 @@ print_uris(const struct daemon *d)
 
     for (i = 0; i < d->cfg->n_listen; i++) {
         const struct ng_listen_cfg *l = &d->cfg->listen[i];
+        /* libnbd's scheme for a server that requires TLS */
+        const char *s = l->tls == NG_TLS_REQUIRE ? "s" : "";
 
         for (j = 0; j < d->cfg->n_exports; j++) {
             const char *name = d->cfg->exports[j].name;
 
             if (l->kind == NG_LISTEN_UNIX)
-                printf("nbd+unix:///%s?socket=%s\n", name, l->path);
+                printf("nbd%s+unix:///%s?socket=%s\n", s, name, l->path);
             else if (strchr(l->host, ':') != NULL)
-                printf("nbd://[%s]:%s/%s\n", l->host, l->port, name);
+                printf("nbd%s://[%s]:%s/%s\n", s, l->host, l->port, name);
             else
-                printf("nbd://%s:%s/%s\n", l->host, l->port, name);
+                printf("nbd%s://%s:%s/%s\n", s, l->host, l->port, name);
         }
     }
     fflush(stdout);

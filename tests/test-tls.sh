@@ -95,6 +95,10 @@ exports:
   bob: { node: b, allow: [ 'x509:CN=bob,O=nbdgraph test' ] }
   lan: { node: l, allow: [ 'tcp:127.0.0.0/8' ] }"
 
+# A listener that requires TLS is printed with libnbd's nbds:// scheme.
+grep -qx "nbds://127.0.0.1:$preq/alice" "$log"
+grep -qx "nbd://127.0.0.1:$pallow/alice" "$log"
+
 # The control socket: owner and group, nobody else.
 [ "$(stat -c '%a %G' "$ctl")" = "660 $(id -gn)" ]
 
