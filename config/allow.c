@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,6 +90,36 @@ ng_allow_parse(const char *text, struct ng_allow_rule *r,
     r->pattern = strdup(pattern);
     return r->pattern != NULL ? 0 : ng_error_set(err, ENOMEM,
                                                  "out of memory");
+}
+
+int
+ng_allow_parse_list(const struct ng_value *list, struct ng_allow_rule **out,
+                    size_t *n, struct ng_error *err)
+{
+    struct ng_allow_rule *rules = NULL;
+    size_t i;
+
+    *out = NULL;
+    *n = 0;
+    if (list->kind != NG_VALUE_LIST)
+        return ng_value_error(err, &list->loc, "'allow' must be a list");
+    if (list->n > 0 && (rules = calloc(list->n, sizeof *rules)) == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    for (i = 0; i < list->n; i++) {
+        const char *s = ng_value_to_string(list->items[i], "allow", err);
+        char msg[NG_ERROR_MSG_MAX];
+
+        if (s == NULL || ng_allow_parse(s, &rules[i], err) == -1) {
+            ng_allow_free(rules, i);
+            if (s == NULL)
+                return -1;
+            snprintf(msg, sizeof msg, "%s", err != NULL ? err->msg : "");
+            return ng_value_error(err, &list->items[i]->loc, "%s", msg);
+        }
+    }
+    *out = rules;
+    *n = list->n;
+    return 0;
 }
 
 /* The first `bits` bits of a and b agree. */

@@ -71,6 +71,12 @@ struct ng_allow_rule {
  * without location. */
 int ng_allow_parse(const char *text, struct ng_allow_rule *r,
                    struct ng_error *err);
+/* A YAML list of entries into a new array (*out, caller frees with
+ * ng_allow_free; NULL for an empty list).  -1 with an error naming the
+ * entry's location. */
+int ng_allow_parse_list(const struct ng_value *list,
+                        struct ng_allow_rule **out, size_t *n,
+                        struct ng_error *err);
 /* Does any of rules[0..n) let this client in?  identity: "x509:DN",
  * "psk:NAME" or NULL; sa: a TCP peer's address or NULL. */
 bool ng_allow_match(const struct ng_allow_rule *rules, size_t n,

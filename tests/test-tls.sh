@@ -189,4 +189,15 @@ grep -q "export 'alice' refused to client (no TLS)" "$log"
 expect_status 1 nbdinfo --size "$(uri_for lan)"
 [ "$(nbdinfo --size "$(uri_for alice)")" = 33554432 ]
 
+# ---- reload: a changed allow: list holds at once ---------------------------
+
+sed -i "s/allow: \[ 'x509:CN=bob,O=nbdgraph test' \]/allow: [ 'x509:CN=bob,O=nbdgraph test', 'psk:carol' ]/" \
+    "$dir/config.yaml"
+grep -q "'psk:carol' ]" "$dir/config.yaml"
+"$top_builddir/nbdgraphctl" --socket "$ctl" reload
+[ "$(nbdinfo --size "$(psk bob carol)")" = 3145728 ]
+expect_status 1 nbdinfo --size "$(psk bob alice)"
+expect_status 1 nbdinfo --size "$(x509 bob alice)"
+[ "$(nbdinfo --size "$(x509 bob bob)")" = 3145728 ]
+
 stop_nbdgraphd
