@@ -51,7 +51,8 @@ static const char *const top_keys[] = {
     "server", "nodes", "exports", "throttle-groups", "tls-creds", NULL
 };
 static const char *const server_keys[] = {
-    "listen", "control", "control-group", NULL
+    "listen", "control", "control-group", "max-request", "max-connections",
+    "idle-timeout", NULL
 };
 static const char *const listen_keys[] = {
     "address", "tls", "tls-creds", NULL
@@ -61,7 +62,7 @@ static const char *const tls_creds_keys[] = {
 };
 static const char *const export_keys[] = {
     "node", "name", "writable", "description", "throttle", "throttle-group",
-    "copy-on-read", "detect-zeroes", "allow", NULL
+    "copy-on-read", "detect-zeroes", "allow", "max-connections", NULL
 };
 
 /* ---- Error helpers ---------------------------------------------------- */
@@ -512,6 +513,37 @@ load_control(struct ng_config *cfg, const struct ng_value *v,
     return cfg->control != NULL ? 0 : ng_config_oom(err);
 }
 
+/* A count or a number of seconds: 0 .. 1,000,000 (0 = none). */
+static int
+load_count(const struct ng_value *v, const char *what, unsigned *out,
+           struct ng_error *err)
+{
+    int64_t n;
+
+    if (ng_value_to_int64(v, what, &n, err) == -1)
+        return -1;
+    if (n < 0 || n > 1000000)
+        return ng_value_error(err, &v->loc, "'%s' must be between 0 and "
+                              "1000000", what);
+    *out = (unsigned)n;
+    return 0;
+}
+
+static int
+load_max_request(struct ng_config *cfg, const struct ng_value *v,
+                 struct ng_error *err)
+{
+    if (ng_value_to_size(v, "max-request", &cfg->max_request, err) == -1)
+        return -1;
+    if (cfg->max_request < NG_MAX_REQUEST_MIN ||
+        cfg->max_request > NG_MAX_REQUEST_MAX)
+        return ng_value_error(err, &v->loc, "'max-request' must be between "
+                              "%uM and %uM", NG_MAX_REQUEST_MIN >> 20,
+                              NG_MAX_REQUEST_MAX >> 20);
+    cfg->max_request_loc = v->loc;
+    return 0;
+}
+
 static int
 load_control_group(struct ng_config *cfg, const struct ng_value *v,
                    struct ng_error *err)
@@ -556,6 +588,17 @@ load_server(struct ng_config *cfg, struct ng_error *err)
         return -1;
     v = ng_value_get(server, "control-group");
     if (v != NULL && load_control_group(cfg, v, err) == -1)
+        return -1;
+    v = ng_value_get(server, "max-request");
+    if (v != NULL && load_max_request(cfg, v, err) == -1)
+        return -1;
+    v = ng_value_get(server, "max-connections");
+    if (v != NULL &&
+        load_count(v, "max-connections", &cfg->max_connections, err) == -1)
+        return -1;
+    v = ng_value_get(server, "idle-timeout");
+    if (v != NULL &&
+        load_count(v, "idle-timeout", &cfg->idle_timeout, err) == -1)
         return -1;
     return check_server_unique(cfg, err);
 }
@@ -785,6 +828,11 @@ export_options(const struct ng_config *cfg, const struct ng_value *map,
         if ((e->nbd_name = strdup(s)) == NULL)
             return ng_config_oom(err);
     }
+    v = ng_value_get(map, "max-connections");
+    if (v != NULL &&
+        load_count(v, "max-connections", &e->max_connections, err) == -1)
+        return ng_config_error_prefix(err, cfg->file, "export '%s'",
+                                      e->name);
     v = ng_value_get(map, "description");
     if (v == NULL)
         return 0;

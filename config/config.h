@@ -120,6 +120,7 @@ struct ng_export_cfg {
     char *node;                 /* root node-name */
     bool writable;
     char *description;          /* NULL = none */
+    unsigned max_connections;   /* 0 = no limit */
     struct ng_implicit_filters filters;     /* borrowed from `extra` */
     bool restricted;            /* allow: given; only `allow` may see it */
     struct ng_allow_rule *allow;
@@ -143,6 +144,11 @@ struct ng_config {
     struct ng_listen_cfg *listen;
     size_t n_listen;
     char *control;              /* control socket path, NULL = none */
+    uint64_t max_request;       /* server.max-request, 0 = default;
+                                 * within NG_MAX_REQUEST_MIN .. _MAX */
+    struct ng_loc max_request_loc;
+    unsigned max_connections;   /* server.max-connections, 0 = no limit */
+    unsigned idle_timeout;      /* server.idle-timeout, s, 0 = none */
     struct ng_loc control_loc;
     char *control_group;        /* group that may use it too, or NULL */
     struct ng_loc control_group_loc;
@@ -201,6 +207,11 @@ bool ng_config_loc_is_cli(const struct ng_loc *loc);
 /* True when err's message already starts with "file:line:column: " for
  * `file`, so a caller adding a position does not add a second one. */
 bool ng_config_error_located(const struct ng_error *err, const char *file);
+
+/* server.max-request: its range, here where the config checks it (the
+ * NBD server takes the same). */
+#define NG_MAX_REQUEST_MIN (1u << 20)
+#define NG_MAX_REQUEST_MAX (256u << 20)
 
 #define NG_DEFAULT_SOCKET "/tmp/nbdgraph.sock"
 #define NG_DEFAULT_CONTROL "/tmp/nbdgraph-control.sock"

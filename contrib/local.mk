@@ -3,8 +3,17 @@ EXTRA_DIST += \
 	contrib/bench/README.md \
 	contrib/bench/compare \
 	contrib/bench/reload-speed \
+	contrib/bench/splice-pause \
+	contrib/bench/mirror-speed \
 	contrib/check-layers.sh \
+	contrib/nbdgraphd.service \
+	contrib/nbdgraphd.socket \
+	contrib/nbdgraph.yaml \
 	$(NULL)
+
+# contrib/bench/compare runs and prints its table (a tiny real run).
+TESTS += tests/test-bench-compare.sh
+EXTRA_DIST += tests/test-bench-compare.sh
 
 # nbdgraphctl: the admin CLI.  Only jansson: it talks QMP over a plain
 # socket, no libuv, no graph code.
@@ -18,11 +27,13 @@ TESTS += \
 	tests/test-ctl.sh \
 	tests/test-ctl-implicit.sh \
 	tests/test-ctl-limits.sh \
+	tests/test-ctl-jobs.sh \
 	$(NULL)
 EXTRA_DIST += \
 	tests/test-ctl.sh \
 	tests/test-ctl-implicit.sh \
 	tests/test-ctl-limits.sh \
+	tests/test-ctl-jobs.sh \
 	$(NULL)
 
 # The daemon's and the config file's man pages, and their tests:

@@ -50,6 +50,9 @@ struct ctl {
     char *buf;                  /* received, not yet parsed; owned */
     size_t len, cap;
     json_int_t next_id;
+    /* Events that arrive while waiting for a reply; NULL = dropped. */
+    void (*on_event)(struct ctl *c, json_t *msg);
+    void *event_opaque;
 };
 
 struct command {
@@ -339,7 +342,10 @@ wait_reply(struct ctl *c, json_t *id, int64_t deadline, json_t **reply)
             *reply = msg;
             return 0;
         }
-        json_decref(msg);       /* an event: only `events` shows them */
+        if (c->on_event != NULL)
+            c->on_event(c, msg);
+        json_decref(msg);       /* an event: only `events` and `wait`
+                                 * look at them */
     }
 }
 
@@ -1607,6 +1613,353 @@ cmd_qmp(struct ctl *c, int argc, char **argv)
     return r;
 }
 
+/* ---- Block jobs ---------------------------------------------------------- */
+
+/* A size argument for --speed: digits with an optional K/M/G suffix. */
+static int
+parse_speed(const char *s, json_int_t *out)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(s, &end);
+    if (end == s || errno != 0 || v < 0)
+        return -1;
+    switch (*end) {
+    case 'K': case 'k': v *= 1024; end++; break;
+    case 'M': case 'm': v *= 1024 * 1024; end++; break;
+    case 'G': case 'g': v *= 1024.0 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end != '\0')
+        return -1;
+    *out = (json_int_t)v;
+    return 0;
+}
+
+/* mirror and backup: DEVICE TARGET, --job-id, --sync, --speed, and for
+ * backup --bitmap. */
+static int
+start_job(struct ctl *c, int argc, char **argv, const char *qmp,
+          const char *def_sync, bool takes_bitmap)
+{
+    static const struct option opts[] = {
+        { "job-id", required_argument, NULL, 'i' },
+        { "sync", required_argument, NULL, 's' },
+        { "speed", required_argument, NULL, 'S' },
+        { "bitmap", required_argument, NULL, 'b' },
+        OPT_HELP, OPT_END,
+    };
+    const char *id = NULL, *sync = def_sync, *bitmap = NULL;
+    json_int_t speed = 0;
+    json_t *args;
+    int o;
+
+    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
+        switch (o) {
+        case 'i': id = optarg; break;
+        case 's': sync = optarg; break;
+        case 'S':
+            if (parse_speed(optarg, &speed) == -1)
+                return usage_error(c, "bad speed '%s'", optarg);
+            break;
+        case 'b':
+            if (!takes_bitmap)
+                return usage_error(c, "unknown option '--bitmap'");
+            bitmap = optarg;
+            break;
+        default:  return opt_status(c, o, argv);
+        }
+    }
+    if ((o = check_nargs(c, argc - optind, 2, 2)) != 0)
+        return o;
+    args = json_pack("{s:s,s:s,s:s}", "device", argv[optind], "target",
+                     argv[optind + 1], "sync", sync);
+    if (id != NULL)
+        json_object_set_new(args, "job-id", json_string(id));
+    if (speed > 0)
+        json_object_set_new(args, "speed", json_integer(speed));
+    if (bitmap != NULL)
+        json_object_set_new(args, "bitmap", json_string(bitmap));
+    return run_change(c, qmp, args);
+}
+
+static int
+cmd_mirror(struct ctl *c, int argc, char **argv)
+{
+    return start_job(c, argc, argv, "blockdev-mirror", "full", false);
+}
+
+static int
+cmd_backup(struct ctl *c, int argc, char **argv)
+{
+    return start_job(c, argc, argv, "blockdev-backup", "full", true);
+}
+
+static char *
+percent_text(json_t *j)
+{
+    json_int_t cur = json_integer_value(json_object_get(j,
+                                                        "current-progress"));
+    json_int_t total = json_integer_value(json_object_get(j,
+                                                          "total-progress"));
+    char buf[32];
+
+    snprintf(buf, sizeof buf, "%.1f%%",
+             total > 0 ? 100.0 * (double)cur / (double)total : 100.0);
+    return xstrdup(buf);
+}
+
+static void
+show_jobs(json_t *ret)
+{
+    static const char *const head[] = {
+        "ID", "TYPE", "STATUS", "DONE", "COPIED", "TOTAL", "ERROR",
+    };
+    struct table t = { .ncols = 7 };
+    char cur[32], total[32];
+    json_t *j;
+    size_t i;
+
+    table_header(&t, head);
+    json_array_foreach(ret, i, j) {
+        const char *err = json_string_value(json_object_get(j, "error"));
+        char *row[7];
+
+        format_size(json_integer_value(json_object_get(j,
+                    "current-progress")), cur, sizeof cur);
+        format_size(json_integer_value(json_object_get(j, "total-progress")),
+                    total, sizeof total);
+        row[0] = xstrdup(json_string_value(json_object_get(j, "id")));
+        row[1] = xstrdup(json_string_value(json_object_get(j, "type")));
+        row[2] = xstrdup(json_string_value(json_object_get(j, "status")));
+        row[3] = percent_text(j);
+        row[4] = xstrdup(cur);
+        row[5] = xstrdup(total);
+        row[6] = xstrdup(err != NULL ? err : "-");
+        table_add(&t, row);
+    }
+    table_print(&t);
+    table_free(&t);
+}
+
+static int
+cmd_jobs(struct ctl *c, int argc, char **argv)
+{
+    int r = no_opts(c, argc, argv);
+
+    if (r != -1 || (r = check_nargs(c, argc - optind, 0, 0)) != 0)
+        return r;
+    return run_query(c, "query-jobs", NULL, show_jobs);
+}
+
+/* job pause|resume|cancel|complete|finalize|dismiss ID */
+static int
+cmd_job(struct ctl *c, int argc, char **argv)
+{
+    static const char *const verbs[] = {
+        "pause", "resume", "cancel", "complete", "finalize", "dismiss",
+        NULL,
+    };
+    char qmp[32];
+    size_t i;
+    int r = no_opts(c, argc, argv);
+
+    if (r != -1 || (r = check_nargs(c, argc - optind, 2, 2)) != 0)
+        return r;
+    for (i = 0; verbs[i] != NULL; i++)
+        if (strcmp(verbs[i], argv[optind]) == 0)
+            break;
+    if (verbs[i] == NULL)
+        return usage_error(c, "unknown verb '%s' (pause, resume, cancel, "
+                           "complete, finalize or dismiss)", argv[optind]);
+    snprintf(qmp, sizeof qmp, "job-%s", verbs[i]);
+    return run_change(c, qmp, json_pack("{s:s}", "id", argv[optind + 1]));
+}
+
+/* What `wait` learns from events about its job. */
+struct wait_state {
+    const char *id;
+    int outcome;                /* 0 unknown, 1 completed, 2 failed or
+                                 * cancelled */
+    char why[256];
+};
+
+static void
+wait_event(struct ctl *c, json_t *msg)
+{
+    struct wait_state *w = c->event_opaque;
+    const char *ev = json_string_value(json_object_get(msg, "event"));
+    json_t *data = json_object_get(msg, "data");
+    const char *dev = json_string_value(json_object_get(data, "device"));
+    const char *err = json_string_value(json_object_get(data, "error"));
+
+    if (ev == NULL || dev == NULL || strcmp(dev, w->id) != 0)
+        return;
+    if (strcmp(ev, "BLOCK_JOB_COMPLETED") == 0) {
+        w->outcome = err != NULL ? 2 : 1;
+        snprintf(w->why, sizeof w->why, "%s", err ? err : "");
+    } else if (strcmp(ev, "BLOCK_JOB_CANCELLED") == 0) {
+        w->outcome = 2;
+        snprintf(w->why, sizeof w->why, "cancelled");
+    }
+}
+
+/* One progress line: a bar on a terminal (redrawn), plain otherwise. */
+static void
+show_progress(json_t *j, bool tty, double rate)
+{
+    json_int_t cur = json_integer_value(json_object_get(j,
+                                                        "current-progress"));
+    json_int_t total = json_integer_value(json_object_get(j,
+                                                          "total-progress"));
+    double frac = total > 0 ? (double)cur / (double)total : 1.0;
+    char a[32], b[32], r[32], bar[41];
+    int i, fill = (int)(frac * 40);
+
+    format_size(cur, a, sizeof a);
+    format_size(total, b, sizeof b);
+    format_size((json_int_t)rate, r, sizeof r);
+    for (i = 0; i < 40; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[40] = '\0';
+    if (tty)
+        printf("\r[%s] %5.1f%% %s / %s %s/s ETA %.0f s  %s   ", bar,
+               frac * 100, a, b, r,
+               rate > 0 ? (double)(total - cur) / rate : 0.0,
+               json_string_value(json_object_get(j, "status")));
+    else
+        printf("%s %.1f%% %s / %s\n",
+               json_string_value(json_object_get(j, "status")), frac * 100,
+               a, b);
+    fflush(stdout);
+}
+
+/* query-jobs' entry for id (new reference), or NULL once it is gone;
+ * -1 when the query failed. */
+static int
+find_job(struct ctl *c, const char *id, json_t **job)
+{
+    json_t *ret, *j;
+    size_t i;
+    int r = ctl_execute(c, "query-jobs", NULL, &ret);
+
+    *job = NULL;
+    if (r != 0)
+        return -1;
+    json_array_foreach(ret, i, j)
+        if (strcmp(json_string_value(json_object_get(j, "id")), id) == 0)
+            *job = json_incref(j);
+    json_decref(ret);
+    return 0;
+}
+
+/* The job has finished its work: concluded (or gone), or pending waiting
+ * for job-finalize, or ready and --complete was not given. */
+static bool
+wait_over(json_t *job, bool complete)
+{
+    const char *st = json_string_value(json_object_get(job, "status"));
+
+    return strcmp(st, "concluded") == 0 || strcmp(st, "pending") == 0 ||
+           (!complete && strcmp(st, "ready") == 0);
+}
+
+static int
+wait_loop(struct ctl *c, struct wait_state *w, bool complete)
+{
+    bool tty = isatty(STDOUT_FILENO) && !c->json, completing = false;
+    int64_t last_ms = now_ms(), last_plain = 0;
+    json_int_t last_cur = 0;
+    double rate = 0;
+    json_t *job, *ret;
+
+    for (;;) {
+        if (find_job(c, w->id, &job) == -1)
+            return EXIT_CMD;
+        if (job == NULL)
+            break;
+        if (complete && !completing &&
+            strcmp(json_string_value(json_object_get(job, "status")),
+                   "ready") == 0) {
+            if (ctl_execute(c, "job-complete", json_pack("{s:s}", "id",
+                                                         w->id), &ret) != 0)
+                return EXIT_CMD;
+            json_decref(ret);
+            completing = true;
+        }
+        if (now_ms() > last_ms) {
+            json_int_t cur = json_integer_value(json_object_get(
+                job, "current-progress"));
+
+            rate = (double)(cur - last_cur) * 1000.0 /
+                   (double)(now_ms() - last_ms);
+            last_cur = cur;
+            last_ms = now_ms();
+        }
+        if (!c->json && (tty || now_ms() - last_plain >= 1000)) {
+            show_progress(job, tty, rate);
+            last_plain = now_ms();
+        }
+        if (wait_over(job, complete)) {
+            if (json_object_get(job, "error") != NULL) {
+                w->outcome = 2;
+                snprintf(w->why, sizeof w->why, "%s", json_string_value(
+                    json_object_get(job, "error")));
+            } else if (w->outcome == 0) {
+                w->outcome = 1;
+            }
+            json_decref(job);
+            break;
+        }
+        json_decref(job);
+        usleep(tty ? 100000 : 200000);
+    }
+    if (tty)
+        putchar('\n');
+    return 0;
+}
+
+/* wait ID [--complete]: follow a job until its work is over. */
+static int
+cmd_wait(struct ctl *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "complete", no_argument, NULL, 'C' }, OPT_HELP, OPT_END,
+    };
+    struct wait_state w = { 0 };
+    bool complete = false;
+    int o;
+
+    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
+        if (o != 'C')
+            return opt_status(c, o, argv);
+        complete = true;
+    }
+    if ((o = check_nargs(c, argc - optind, 1, 1)) != 0)
+        return o;
+    w.id = argv[optind];
+    c->on_event = wait_event;
+    c->event_opaque = &w;
+    if (!c->timeout_set)
+        c->timeout_ms = -1;         /* a job may take long */
+    if ((o = wait_loop(c, &w, complete)) != 0)
+        return o;
+    if (c->json)
+        printf("{\"id\": \"%s\", \"completed\": %s}\n", w.id,
+               w.outcome == 1 ? "true" : "false");
+    else if (w.outcome == 1)
+        printf("job '%s' completed\n", w.id);
+    if (w.outcome == 2)
+        errorf("job '%s': %s", w.id, w.why);
+    else if (w.outcome == 0)
+        errorf("job '%s' is gone; its outcome was not seen", w.id);
+    return w.outcome == 1 ? 0 : EXIT_CMD;
+}
+
+
+
 /* ---- main -------------------------------------------------------------- */
 
 static const struct command commands[] = {
@@ -1641,6 +1994,21 @@ static const struct command commands[] = {
       "print the running graph as a config file" },
     { "nac", cmd_nac, false, "",
       "list Node Access Control claims (query-nac)" },
+    { "mirror", cmd_mirror, true,
+      "DEVICE TARGET [--job-id ID] [--sync full|top|none] [--speed N]",
+      "copy DEVICE to TARGET and keep it in sync (blockdev-mirror)" },
+    { "backup", cmd_backup, true,
+      "DEVICE TARGET [--job-id ID] [--sync full|none|incremental] "
+      "[--bitmap NAME] [--speed N]",
+      "copy DEVICE as it is now to TARGET (blockdev-backup)" },
+    { "jobs", cmd_jobs, false, "",
+      "list block jobs with their progress (query-jobs)" },
+    { "job", cmd_job, true,
+      "pause|resume|cancel|complete|finalize|dismiss ID",
+      "act on a job (job-pause, ...)" },
+    { "wait", cmd_wait, false, "ID [--complete]",
+      "follow a job until its work is done (with --complete, complete it "
+      "once ready); a progress bar on a terminal" },
     { "events", cmd_events, false, "[--count N] [--timeout S]",
       "print events as JSON lines, as they come" },
     { "qmp", cmd_qmp, false, "JSON",

@@ -18,11 +18,18 @@
  * does less (refresh takes them out of its facts; the choke point then
  * refuses or trivially answers those requests).  Fixed at open: a live
  * change could take from a connected client what it was told.
+ *
+ * "align" and "max-transfer" (QEMU's options of the same names) make the
+ * node declare a request alignment and a largest request in its facts,
+ * so the core splits and aligns what comes down to it (graph/split.c):
+ * a way to run that machinery over any node.
  */
 #include <config.h>
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +49,9 @@ struct blkdebug_state {
     struct ng_value *inject;        /* option "inject-error", or NULL */
     struct ng_value *drop_opt;      /* option "drop-caps", or NULL */
     uint32_t drop;                  /* NG_CAP_* from it */
+    uint64_t align;                 /* option "align", 0 = the child's */
+    uint64_t max_transfer;          /* option "max-transfer", 0 = the
+                                     * child's */
     struct blkdebug_rule *rules;
     size_t nrules;
 };
@@ -56,6 +66,11 @@ static const struct ng_opt_desc blkdebug_opts[] = {
                  "list of capabilities not to offer although the child "
                  "does: write, flush, fua, trim, write-zeroes, fast-zero, "
                  "cache, block-status, multi-conn"),
+    NG_OPT_SIZE("align", struct blkdebug_state, align, "0",
+                "request alignment, a power of two (0: the image's)"),
+    NG_OPT_SIZE("max-transfer", struct blkdebug_state, max_transfer, "0",
+                "largest request, a multiple of the alignment (0: the "
+                "image's)"),
     NG_OPT_END,
 };
 
@@ -213,16 +228,44 @@ blkdebug_parse_drop(const struct ng_value *v, uint32_t *out,
     return 0;
 }
 
+/* The limits, as QEMU checks them: the alignment a power of two, the
+ * max transfer a multiple of the alignment in force. */
+static int
+blkdebug_check_limits(struct blkdebug_state *s, struct ng_error *err)
+{
+    uint64_t align = s->align;
+    uint32_t child_align = ng_node_facts(s->image)->request_alignment;
+
+    if (align >= INT_MAX || s->max_transfer >= INT_MAX)
+        return ng_error_set(err, EINVAL, "%s %" PRIu64 " is too large "
+                            "(2G or more)",
+                            align >= INT_MAX ? "align" : "max-transfer",
+                            align >= INT_MAX ? align : s->max_transfer);
+    if ((align & (align - 1)) != 0)
+        return ng_error_set(err, EINVAL, "align %" PRIu64 " is not a "
+                            "power of two", align);
+    if (align < child_align)
+        align = child_align;
+    if (s->max_transfer % align != 0)
+        return ng_error_set(err, EINVAL, "max-transfer %" PRIu64 " is not "
+                            "a multiple of the alignment %" PRIu64,
+                            s->max_transfer, align);
+    return 0;
+}
+
 static int
 blkdebug_open(struct ng_node *node, struct ng_error *err)
 {
     struct blkdebug_state *s = ng_node_state(node);
 
-    if (blkdebug_parse_drop(s->drop_opt, &s->drop, err) == -1)
+    if (blkdebug_parse_drop(s->drop_opt, &s->drop, err) == -1 ||
+        blkdebug_check_limits(s, err) == -1)
         return -1;
     return blkdebug_parse_rules(s->inject, &s->rules, &s->nrules, err);
 }
 
+/* Fewer caps; stricter limits than the image only: a larger alignment,
+ * a smaller max transfer. */
 static int
 blkdebug_refresh(struct ng_node *node, struct ng_node_facts *facts,
                  struct ng_error *err)
@@ -231,6 +274,11 @@ blkdebug_refresh(struct ng_node *node, struct ng_node_facts *facts,
 
     (void)err;
     facts->caps &= ~s->drop;
+    if (s->align > facts->request_alignment)
+        facts->request_alignment = (uint32_t)s->align;
+    if (s->max_transfer != 0 &&
+        (facts->max_transfer == 0 || s->max_transfer < facts->max_transfer))
+        facts->max_transfer = (uint32_t)s->max_transfer;
     return 0;
 }
 
@@ -314,5 +362,9 @@ const struct ng_driver ng_filter_blkdebug = {
     .close       = blkdebug_close,
     .submit      = blkdebug_submit,
     .refresh     = blkdebug_refresh,
+    .ops         = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                   NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
     .reconfigure = blkdebug_reconfigure,
 };

@@ -18,14 +18,12 @@
  * without passing through this filter are not serialised (as in QEMU,
  * where that takes the whole node's request tracking).
  *
- * Tracking contexts are kept on a free list in the node, so steady-state
- * I/O allocates nothing; one is allocated when more requests are in
- * flight than ever before.
+ * A tracking context is the request's own (ng_req_ctx()): the core keeps
+ * them on a free list, so steady-state I/O allocates nothing.
  */
 #include <config.h>
 
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "graph/graph.h"
@@ -46,13 +44,12 @@ struct cor_track {
     uint32_t n_ext;                 /* extents in the answer */
     uint32_t next_ext;              /* copy cursor */
     uint64_t ext_off;
-    struct cor_track *prev, *next;  /* in flight, or free (next only) */
+    struct cor_track *prev, *next;  /* in flight */
 };
 
 struct cor_state {
     struct ng_node *file;           /* option "file" */
     struct cor_track *active;       /* ranges in flight */
-    struct cor_track *free;
 };
 
 static const struct ng_opt_desc cor_opts[] = {
@@ -62,18 +59,6 @@ static const struct ng_opt_desc cor_opts[] = {
 };
 
 static void cor_write(struct ng_node *node, struct ng_req *req);
-
-static void
-cor_close(struct ng_node *node)
-{
-    struct cor_state *s = ng_node_state(node);
-    struct cor_track *t;
-
-    while ((t = s->free) != NULL) {
-        s->free = t->next;
-        free(t);
-    }
-}
 
 /* ---- Tracking ----------------------------------------------------------- */
 
@@ -100,11 +85,9 @@ static struct cor_track *
 cor_track(struct ng_node *node, struct ng_req *req, bool copying)
 {
     struct cor_state *s = ng_node_state(node);
-    struct cor_track *t = s->free;
+    struct cor_track *t = ng_req_ctx(node, req);
 
-    if (t != NULL)
-        s->free = t->next;
-    else if ((t = malloc(sizeof *t)) == NULL)
+    if (t == NULL)
         return NULL;
     t->node = node;
     t->req = req;
@@ -120,7 +103,8 @@ cor_track(struct ng_node *node, struct ng_req *req, bool copying)
     return t;
 }
 
-/* Stop tracking; writes that waited for the range go on (or wait for
+/* Stop tracking (the core takes the context back when the request
+ * completes); writes that waited for the range go on (or wait for
  * another copy).  They were submitted to us already, so they re-enter
  * past the choke point. */
 static void
@@ -136,8 +120,6 @@ cor_untrack(struct cor_track *t)
         s->active = t->next;
     if (t->next != NULL)
         t->next->prev = t->prev;
-    t->next = s->free;
-    s->free = t;
     while (req != NULL) {
         struct ng_req *next = req->filter_next;
 
@@ -225,7 +207,7 @@ cor_copy_next(struct cor_track *t)
             uint64_t off = t->ext_off;
 
             ng_req_init(&t->sub, NG_OP_WRITE, off, e->length, 0);
-            t->sub.buf = (unsigned char *)req->buf + (off - req->offset);
+            ng_iov_slice(&req->iov, off - req->offset, &t->sub.iov);
             t->sub.done = cor_copy_done;
             t->sub.opaque = t;
             ng_node_submit(s->file, &t->sub);
@@ -319,7 +301,11 @@ const struct ng_driver ng_filter_copy_on_read = {
     .is_filter  = true,
     .frames     = 1,                /* cor_read_done, cor_write_done */
     .state_size = sizeof(struct cor_state),
+    .req_ctx_size = sizeof(struct cor_track),
     .opts       = cor_opts,
-    .close      = cor_close,
     .submit     = cor_submit,
+    .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                  NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                  NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
 };

@@ -284,5 +284,9 @@ const struct ng_driver ng_filter_delay = {
     .open_async  = delay_open,
     .close       = delay_close,
     .submit      = delay_submit,
+    .ops         = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                   NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
     .reconfigure = delay_reconfigure,
 };

@@ -54,6 +54,26 @@ dz_is_zero(const void *buf, size_t len)
     return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
 }
 
+static bool
+dz_iov_is_zero(const struct ng_iov *v, uint64_t len)
+{
+    uint64_t off = 0;
+
+    while (off < len) {
+        void *p;
+        size_t n = ng_iov_piece(v, off, &p);
+
+        if (n == 0)
+            return false;           /* a view shorter than the request */
+        if (n > len - off)
+            n = (size_t)(len - off);
+        if (!dz_is_zero(p, n))
+            return false;
+        off += n;
+    }
+    return true;
+}
+
 /* Completion frame: the submitter's write, as it was. */
 static void
 dz_restore(struct ng_req *req, int ret, void *opaque)
@@ -70,7 +90,7 @@ dz_submit(struct ng_node *node, struct ng_req *req)
 
     if (req->op != NG_OP_WRITE || s->mode == DZ_OFF ||
         !(ng_node_caps(s->file) & NG_CAP_ZERO) ||
-        !dz_is_zero(req->buf, req->length) ||
+        !dz_iov_is_zero(&req->iov, req->length) ||
         ng_req_push(req, dz_restore, (void *)(uintptr_t)req->flags) < 0) {
         ng_node_forward(node, req);
         return;
@@ -113,5 +133,9 @@ const struct ng_driver ng_filter_detect_zeroes = {
     .state_size  = sizeof(struct dz_state),
     .opts        = dz_opts,
     .submit      = dz_submit,
+    .ops         = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                   NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
     .reconfigure = dz_reconfigure,
 };

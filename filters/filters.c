@@ -11,7 +11,10 @@
     &ng_filter_detect_zeroes, \
     &ng_filter_blkdebug, \
     &ng_filter_delay, \
-    &ng_filter_log
+    &ng_filter_log, \
+    &ng_filter_cbw, \
+    &ng_filter_blkverify, \
+    &ng_filter_quorum
 
 const struct ng_driver *const ng_all_drivers[] = {
     &ng_driver_file,

@@ -14,6 +14,9 @@ extern const struct ng_driver ng_filter_detect_zeroes;
 extern const struct ng_driver ng_filter_blkdebug;
 extern const struct ng_driver ng_filter_delay;
 extern const struct ng_driver ng_filter_log;
+extern const struct ng_driver ng_filter_cbw;
+extern const struct ng_driver ng_filter_blkverify;
+extern const struct ng_driver ng_filter_quorum;
 
 /* Every driver, NULL-terminated: leaves first, then filters. */
 extern const struct ng_driver *const ng_all_drivers[];

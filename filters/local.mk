@@ -11,6 +11,11 @@ filters_libngfilters_a_SOURCES = \
 	filters/blkdebug.c \
 	filters/delay.c \
 	filters/log.c \
+	filters/cbw.h \
+	filters/cbw.c \
+	filters/backup.c \
+	filters/blkverify.c \
+	filters/quorum.c \
 	$(NULL)
 
 # Unit tests of the filters, through real graphs on a libuv loop: one

@@ -9,16 +9,15 @@
  *
  * (one line each).  The file opens with the node and closes with it;
  * stdio with line buffering keeps each line whole.  Per-request records
- * (id, start time) come from a free list in the node, so steady-state
- * I/O allocates nothing; if one cannot be had the request is logged
- * without its completion rather than failed.
+ * (id, start time) are the request's context from the core
+ * (ng_req_ctx()), so steady-state I/O allocates nothing; if one cannot be
+ * had the request is logged without its completion rather than failed.
  */
 #include <config.h>
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -29,7 +28,6 @@ struct log_entry {
     struct ng_node *node;
     uint64_t id;
     uint64_t start;                 /* uv_hrtime() */
-    struct log_entry *next_free;
 };
 
 struct log_state {
@@ -38,7 +36,6 @@ struct log_state {
     bool append;                    /* option "logappend" */
     FILE *fp;
     uint64_t next_id;
-    struct log_entry *free;
 };
 
 static const struct ng_opt_desc log_opts[] = {
@@ -111,16 +108,11 @@ static void
 log_close(struct ng_node *node)
 {
     struct log_state *s = ng_node_state(node);
-    struct log_entry *e;
 
     log_prefix(node, s->fp);
     fprintf(s->fp, "close requests=%" PRIu64 "\n", s->next_id);
     fclose(s->fp);
     s->fp = NULL;
-    while ((e = s->free) != NULL) {
-        s->free = e->next_free;
-        free(e);
-    }
 }
 
 static void
@@ -139,8 +131,6 @@ log_done(struct ng_req *req, int ret, void *opaque)
         fprintf(s->fp, " extents=%" PRIu32, req->nr_extents);
     fprintf(s->fp, " elapsed_us=%" PRIu64 "\n",
             (uv_hrtime() - e->start) / 1000);
-    e->next_free = s->free;
-    s->free = e;
     ng_req_complete(req, ret);
 }
 
@@ -148,19 +138,14 @@ static void
 log_submit(struct ng_node *node, struct ng_req *req)
 {
     struct log_state *s = ng_node_state(node);
-    struct log_entry *e = s->free;
+    struct log_entry *e = ng_req_ctx(node, req);
     uint64_t id = ++s->next_id;
 
     log_prefix(node, s->fp);
     fprintf(s->fp, "id=%" PRIu64 " %s offset=0x%" PRIx64 " length=0x%"
             PRIx64, id, ng_op_name(req->op), req->offset, req->length);
     log_flags(s->fp, req->flags);
-    if (e != NULL)
-        s->free = e->next_free;
-    else
-        e = malloc(sizeof *e);
     if (e == NULL || ng_req_push(req, log_done, e) < 0) {
-        free(e);
         fputs(" (completion not logged)\n", s->fp);
         ng_node_forward(node, req);
         return;
@@ -178,8 +163,13 @@ const struct ng_driver ng_filter_log = {
     .is_filter  = true,
     .frames     = 1,                /* log_done */
     .state_size = sizeof(struct log_state),
+    .req_ctx_size = sizeof(struct log_entry),
     .opts       = log_opts,
     .open       = log_open,
     .close      = log_close,
     .submit     = log_submit,
+    .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                  NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                  NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
 };

@@ -865,5 +865,9 @@ const struct ng_driver ng_filter_throttle = {
     .submit      = throttle_submit,
     .drain_begin = throttle_drain_begin,
     .drain_end   = throttle_drain_end,
+    .ops         = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                   NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
     .reconfigure = throttle_reconfigure,
 };

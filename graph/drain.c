@@ -49,6 +49,8 @@ bb_is_affected(struct ng_bb *bb, struct ng_node *node)
 {
     struct ng_node *root = ng_bb_root(bb);
 
+    if (bb->drain_exempt)
+        return false;
     if (node == NULL)
         return true;
     return root != NULL && tree_contains(root, node);

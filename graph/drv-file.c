@@ -13,11 +13,13 @@
  * that preadv2(RWF_NOWAIT) can answer wholly from the page cache.
  *
  * With cache.direct=on the file is opened O_DIRECT and the kernel wants
- * offset, length and buffer aligned.  Aligned requests go straight
- * through; the rest bounce through an aligned buffer, and an unaligned
- * write becomes read-modify-write of whole blocks.  Two requests that
- * share a block must then not interleave, so an RMW holds `rmw_lock`
- * exclusively and every other request that changes data holds it shared.
+ * offset, length and buffer aligned.  The node declares the offset and
+ * length alignment in its facts (file_refresh), so the graph's core
+ * hands us only aligned ranges, doing read-modify-write of partial
+ * blocks itself, serialised against overlapping writes (graph/split.c).
+ * What is left here: a buffer in memory that is not aligned, and the
+ * last block of a file whose size is not a multiple of the alignment,
+ * bounce through an aligned buffer.
  */
 #include <config.h>
 
@@ -25,7 +27,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -104,8 +105,6 @@ struct file_state {
                                      * above; 1 without O_DIRECT */
     uint64_t dev_align;             /* fallocate() granularity of a block
                                      * device; 1 for a file */
-    bool rmw_lock_ready;
-    pthread_rwlock_t rmw_lock;
     bool never_blocks;              /* tmpfs/ramfs, buffered: run inline */
     bool nowait_reads;              /* try RWF_NOWAIT reads inline; cleared
                                      * when the file system says no */
@@ -196,20 +195,6 @@ file_sync(const struct file_state *s)
     return 0;
 }
 
-static void
-file_lock_shared(struct file_state *s)
-{
-    if (s->direct)
-        pthread_rwlock_rdlock(&s->rmw_lock);
-}
-
-static void
-file_unlock(struct file_state *s)
-{
-    if (s->direct)
-        pthread_rwlock_unlock(&s->rmw_lock);
-}
-
 /* ---- Worker thread: the ops ------------------------------------------ */
 
 static inline bool
@@ -220,84 +205,143 @@ file_needs_bounce(const struct file_state *s, const void *buf, uint64_t len,
            !file_is_aligned((uintptr_t)buf, s->mem_align);
 }
 
+/* O_DIRECT through an aligned buffer of our own, for memory that is not
+ * aligned, a scatter-gather buffer, or the last block of a file whose
+ * size is not a multiple of the alignment.  The range itself is aligned
+ * (the core sees to it, see file_refresh) except where it ends at the
+ * end of the file: reading past it gives zeroes, and a write sends the
+ * last block whole, zeroes past the end, then cuts the file back. */
 static int
-file_read_bounce(struct file_state *s, void *buf, uint64_t len,
+file_read_bounce(struct file_state *s, const struct ng_iov *v, uint64_t len,
                  uint64_t off)
 {
-    uint64_t start = off & ~(s->align - 1);
-    uint64_t blen = ((off + len + s->align - 1) & ~(s->align - 1)) - start;
+    uint64_t blen = (len + s->align - 1) & ~(s->align - 1);
     unsigned char *b;
-    int r = posix_memalign((void **)&b, s->mem_align, blen);
+    int r;
 
-    if (r != 0)
+    if (!file_is_aligned(off, s->align))
+        return -EINVAL;             /* the core did not align it: a bug */
+    if ((r = posix_memalign((void **)&b, s->mem_align, blen)) != 0)
         return -r;
-    r = file_pread_all(s, b, blen, start);
+    r = file_pread_all(s, b, blen, off);
     if (r == 0)
-        memcpy(buf, b + (off - start), len);
+        ng_iov_from_buf(v, 0, b, len);
     free(b);
     return r;
+}
+
+static int
+file_write_bounce(struct file_state *s, const struct ng_iov *v,
+                  uint64_t len, uint64_t off)
+{
+    uint64_t blen = (len + s->align - 1) & ~(s->align - 1);
+    unsigned char *b;
+    int r;
+
+    if (!file_is_aligned(off, s->align) ||
+        (!file_is_aligned(len, s->align) && off + len < s->size))
+        return -EINVAL;             /* the core did not align it: a bug */
+    if ((r = posix_memalign((void **)&b, s->mem_align, blen)) != 0)
+        return -r;
+    ng_iov_to_buf(v, 0, b, len);
+    memset(b + len, 0, blen - len);
+    r = file_pwrite_all(s, b, blen, off);
+    if (r == 0 && off + blen > s->size && !s->is_block &&
+        ftruncate(s->fd, (off_t)s->size) < 0)
+        r = -errno;
+    free(b);
+    return r;
+}
+
+/* One flat buffer as a view, to bounce it. */
+static inline struct ng_iov
+file_flat_view(struct iovec *e, const void *buf, uint64_t len)
+{
+    *e = (struct iovec){ (void *)buf, (size_t)len };
+    return (struct ng_iov){ .iov = e, .niov = 1, .skip = 0 };
 }
 
 static int
 file_read(struct file_state *s, void *buf, uint64_t len, uint64_t off)
 {
-    if (s->direct && file_needs_bounce(s, buf, len, off))
-        return file_read_bounce(s, buf, len, off);
-    return file_pread_all(s, buf, len, off);
-}
+    struct iovec e;
+    struct ng_iov v;
 
-/* Write through an aligned buffer; when the range is not block-aligned,
- * fill in the partial head and tail blocks from the file first. */
-static int
-file_write_bounce(struct file_state *s, const void *buf, uint64_t len,
-                  uint64_t off)
-{
-    uint64_t start = off & ~(s->align - 1);
-    uint64_t end = (off + len + s->align - 1) & ~(s->align - 1);
-    uint64_t blen = end - start;
-    bool rmw = !file_is_aligned(off | len, s->align);
-    unsigned char *b;
-    int r = posix_memalign((void **)&b, s->mem_align, blen);
-
-    if (r != 0)
-        return -r;
-    if (rmw)
-        pthread_rwlock_wrlock(&s->rmw_lock);
-    else
-        pthread_rwlock_rdlock(&s->rmw_lock);
-    if (off != start)
-        r = file_pread_all(s, b, s->align, start);
-    if (r == 0 && off + len != end && (blen > s->align || off == start))
-        r = file_pread_all(s, b + blen - s->align, s->align,
-                           end - s->align);
-    if (r == 0) {
-        memcpy(b + (off - start), buf, len);
-        r = file_pwrite_all(s, b, blen, start);
+    if (s->direct && file_needs_bounce(s, buf, len, off)) {
+        v = file_flat_view(&e, buf, len);
+        return file_read_bounce(s, &v, len, off);
     }
-    /* The whole last block went out: cut a file whose size is not a
-     * multiple of the block back to where it ended. */
-    if (r == 0 && end > s->size && !s->is_block &&
-        ftruncate(s->fd, (off_t)s->size) < 0)
-        r = -errno;
-    pthread_rwlock_unlock(&s->rmw_lock);
-    free(b);
-    return r;
+    return file_pread_all(s, buf, len, off);
 }
 
 static int
 file_write(struct file_state *s, const void *buf, uint64_t len,
            uint64_t off)
 {
-    int r;
+    struct iovec e;
+    struct ng_iov v;
 
-    if (!s->direct)
-        return file_pwrite_all(s, buf, len, off);
-    if (file_needs_bounce(s, buf, len, off))
-        return file_write_bounce(s, buf, len, off);
-    file_lock_shared(s);
-    r = file_pwrite_all(s, buf, len, off);
-    file_unlock(s);
-    return r;
+    if (s->direct && file_needs_bounce(s, buf, len, off)) {
+        v = file_flat_view(&e, buf, len);
+        return file_write_bounce(s, &v, len, off);
+    }
+    return file_pwrite_all(s, buf, len, off);
+}
+
+/* A scatter-gather read or write: one flat buffer (what NBD clients send)
+ * goes straight through; with O_DIRECT several pieces bounce as one
+ * range; otherwise piece by piece.  Only requests padded by the core
+ * come in pieces. */
+static int
+file_readv(struct file_state *s, const struct ng_iov *v, uint64_t len,
+           uint64_t off)
+{
+    void *buf = ng_iov_flat(v, (size_t)len);
+    uint64_t done = 0;
+
+    if (buf != NULL)
+        return file_read(s, buf, len, off);
+    if (s->direct)
+        return file_read_bounce(s, v, len, off);
+    while (done < len) {
+        size_t n = ng_iov_piece(v, done, &buf);
+        int r;
+
+        if (n == 0)
+            return -EIO;            /* a view shorter than the request */
+        if (n > len - done)
+            n = (size_t)(len - done);
+        if ((r = file_pread_all(s, buf, n, off + done)) < 0)
+            return r;
+        done += n;
+    }
+    return 0;
+}
+
+static int
+file_writev(struct file_state *s, const struct ng_iov *v, uint64_t len,
+            uint64_t off)
+{
+    void *buf = ng_iov_flat(v, (size_t)len);
+    uint64_t done = 0;
+
+    if (buf != NULL)
+        return file_write(s, buf, len, off);
+    if (s->direct)
+        return file_write_bounce(s, v, len, off);
+    while (done < len) {
+        size_t n = ng_iov_piece(v, done, &buf);
+        int r;
+
+        if (n == 0)
+            return -EIO;
+        if (n > len - done)
+            n = (size_t)(len - done);
+        if ((r = file_pwrite_all(s, buf, n, off + done)) < 0)
+            return r;
+        done += n;
+    }
+    return 0;
 }
 
 /* Zeroes by writing them, for when the file system cannot do better. */
@@ -334,13 +378,11 @@ file_fallocate(struct file_state *s, int mode, uint64_t off, uint64_t len)
 
     if (len == 0)
         return 0;
-    file_lock_shared(s);
     do {
         r = fallocate(s->fd, mode, (off_t)off, (off_t)len);
     } while (r < 0 && errno == EINTR);
     if (r < 0)
         r = -errno;
-    file_unlock(s);
     return r;
 }
 
@@ -495,9 +537,9 @@ file_work(struct ng_node *node, struct ng_req *req)
 
     switch (req->op) {
     case NG_OP_READ:
-        return file_read(s, req->buf, req->length, req->offset);
+        return file_readv(s, &req->iov, req->length, req->offset);
     case NG_OP_WRITE:
-        r = file_write(s, req->buf, req->length, req->offset);
+        r = file_writev(s, &req->iov, req->length, req->offset);
         break;
     case NG_OP_TRIM:
         r = file_trim(s, req->length, req->offset);
@@ -526,12 +568,17 @@ file_work(struct ng_node *node, struct ng_req *req)
 static bool
 file_read_nowait(struct file_state *s, struct ng_req *req)
 {
-    struct iovec iov = { req->buf, req->length };
+    struct iovec iov[8];
+    size_t covered;
+    unsigned n;
     ssize_t r;
 
     if (!s->nowait_reads || req->op != NG_OP_READ)
         return false;
-    r = preadv2(s->fd, &iov, 1, (off_t)req->offset, RWF_NOWAIT);
+    n = ng_iov_export(&req->iov, (size_t)req->length, iov, 8, &covered);
+    if (covered < req->length)
+        return false;
+    r = preadv2(s->fd, iov, (int)n, (off_t)req->offset, RWF_NOWAIT);
     if (r < 0 && errno == EOPNOTSUPP)
         s->nowait_reads = false;
     return r == (ssize_t)req->length;
@@ -706,28 +753,6 @@ file_lock(struct file_state *s, bool read_only, struct ng_error *err)
     return 0;
 }
 
-static int
-file_rmw_lock_init(struct file_state *s, struct ng_error *err)
-{
-    pthread_rwlockattr_t attr;
-    int r;
-
-    /* glibc prefers readers by default: a stream of aligned writes
-     * would starve an RMW. */
-    pthread_rwlockattr_init(&attr);
-#ifdef PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP
-    pthread_rwlockattr_setkind_np(&attr,
-        PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-#endif
-    r = pthread_rwlock_init(&s->rmw_lock, &attr);
-    pthread_rwlockattr_destroy(&attr);
-    if (r != 0)
-        return ng_error_set(err, r, "cannot create a lock: %s",
-                            strerror(r));
-    s->rmw_lock_ready = true;
-    return 0;
-}
-
 static void
 file_close(struct ng_node *node)
 {
@@ -740,9 +765,6 @@ file_close(struct ng_node *node)
     if (s->has_fd)
         close(s->fd);               /* also drops the image locks */
     s->has_fd = false;
-    if (s->rmw_lock_ready)
-        pthread_rwlock_destroy(&s->rmw_lock);
-    s->rmw_lock_ready = false;
 }
 
 static int
@@ -767,13 +789,20 @@ file_open(struct ng_node *node, struct ng_error *err)
     s->has_fd = true;
     if (file_get_size(s, err) < 0 ||
         (s->locking != FILE_LOCKING_OFF &&
-         file_lock(s, node->read_only, err) < 0) ||
-        file_rmw_lock_init(s, err) < 0) {
+         file_lock(s, node->read_only, err) < 0)) {
         file_close(node);
         return -1;
     }
     if (s->direct)
         file_probe_align(s);
+    /* Write-zeroes falls back to writes of file_zero_buf, in pieces of
+     * its size: each must be a whole number of blocks. */
+    if (s->align > FILE_ZERO_BUF_SIZE) {
+        file_close(node);
+        return ng_error_set(err, EINVAL, "'%s': O_DIRECT alignment %"
+                            PRIu64 " is larger than %d bytes",
+                            s->filename, s->align, FILE_ZERO_BUF_SIZE);
+    }
     file_probe_blocking(s);
     if (s->size > INT64_MAX) {
         file_close(node);
@@ -782,6 +811,7 @@ file_open(struct ng_node *node, struct ng_error *err)
     return 0;
 }
 
+/* O_DIRECT wants whole blocks: the core aligns requests to them. */
 static int
 file_refresh(struct ng_node *node, struct ng_node_facts *facts,
              struct ng_error *err)
@@ -791,6 +821,7 @@ file_refresh(struct ng_node *node, struct ng_node_facts *facts,
     (void)err;
     facts->size = (int64_t)s->size;
     facts->caps = NG_CAPS_LEAF_ALL;
+    facts->request_alignment = (uint32_t)s->align;  /* 1 without O_DIRECT */
     return 0;
 }
 
@@ -807,4 +838,8 @@ const struct ng_driver ng_driver_file = {
     .close      = file_close,
     .submit     = file_submit,
     .refresh    = file_refresh,
+    .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                  NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                  NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
 };

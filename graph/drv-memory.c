@@ -27,8 +27,8 @@
  * go from unallocated to allocated, so two of these racing for one page
  * both stay correct (the second drops its copy).  The backing is read
  * through the graph, so it may be any node and answer asynchronously;
- * the contexts for that (struct memory_io) are kept on a free list, so
- * steady-state reads allocate nothing.
+ * the context for that (struct memory_io) is the request's own, from the
+ * core (ng_req_ctx()).
  */
 #include <config.h>
 
@@ -68,7 +68,6 @@ struct memory_io {
     struct ng_extent bs_scratch;
     bool in_submit, sub_done;       /* block status: inline completion */
     int sub_ret;
-    struct memory_io *next_free;
 };
 
 struct memory_state {
@@ -80,7 +79,6 @@ struct memory_state {
     unsigned char zero_marker;      /* its address in pages[]: allocated,
                                      * reads as zeroes (backing only) */
     struct ng_node *node;
-    struct memory_io *free_ios;
 };
 
 static const struct ng_opt_desc memory_opts[] = {
@@ -148,17 +146,12 @@ static void
 memory_close(struct ng_node *node)
 {
     struct memory_state *s = ng_node_state(node);
-    struct memory_io *io;
 
     for (uint64_t i = 0; i < s->npages; i++)
         if (s->pages[i] != MEMORY_ZEROED(s))
             free(s->pages[i]);
     memory_free_table(s);
     s->npages = 0;
-    while ((io = s->free_ios) != NULL) {
-        s->free_ios = io->next_free;
-        free(io);
-    }
 }
 
 /* Bytes of the page holding `off` from `off` on, at most `left`. */
@@ -175,7 +168,6 @@ memory_chunk(uint64_t off, uint64_t left)
 static void
 memory_read(struct memory_state *s, struct ng_req *req, bool overlay)
 {
-    unsigned char *buf = req->buf;
     uint64_t off = req->offset, left = req->length;
 
     while (left > 0) {
@@ -183,10 +175,10 @@ memory_read(struct memory_state *s, struct ng_req *req, bool overlay)
         const unsigned char *p = s->pages[off >> MEMORY_PAGE_SHIFT];
 
         if (p == MEMORY_ZEROED(s) || (p == NULL && !overlay))
-            memset(buf, 0, n);
+            ng_iov_memset(&req->iov, off - req->offset, 0, n);
         else if (p != NULL)
-            memcpy(buf, p + (off & MEMORY_PAGE_MASK), n);
-        buf += n;
+            ng_iov_from_buf(&req->iov, off - req->offset,
+                            p + (off & MEMORY_PAGE_MASK), n);
         off += n;
         left -= n;
     }
@@ -204,13 +196,15 @@ memory_whole_page(const struct memory_state *s, uint64_t off, uint64_t n)
     return (off & MEMORY_PAGE_MASK) == 0 && off + n == end;
 }
 
-/* Store `buf` (or zeroes when buf is NULL) at [off, off + len), making
- * each page it touches a real page: a write, or a write-zeroes that must
- * stay provisioned (NBD's NO_HOLE). */
+/* Store the data in `v` (or zeroes when v is NULL) at [off, off + len),
+ * making each page it touches a real page: a write, or a write-zeroes
+ * that must stay provisioned (NBD's NO_HOLE). */
 static int
 memory_store(struct memory_state *s, uint64_t off, uint64_t len,
-             const unsigned char *buf)
+             const struct ng_iov *v)
 {
+    uint64_t done = 0;
+
     while (len > 0) {
         uint64_t n = memory_chunk(off, len);
         unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];
@@ -222,7 +216,7 @@ memory_store(struct memory_state *s, uint64_t off, uint64_t len,
             if (*pp == NULL && s->backing != NULL &&
                 !memory_whole_page(s, off, n))
                 return -EIO;
-            *pp = buf != NULL && memory_whole_page(s, off, n) ?
+            *pp = v != NULL && memory_whole_page(s, off, n) ?
                   malloc(MEMORY_PAGE_SIZE) : calloc(1, MEMORY_PAGE_SIZE);
             /* Out of RAM is this disk's out of space; ENOSPC lets a
              * client (QEMU's werror=enospc) pause rather than fail.  What
@@ -230,13 +224,12 @@ memory_store(struct memory_state *s, uint64_t off, uint64_t len,
             if (*pp == NULL)
                 return -ENOSPC;
         }
-        if (buf != NULL) {
-            memcpy(*pp + (off & MEMORY_PAGE_MASK), buf, n);
-            buf += n;
-        } else if (!fresh) {
+        if (v != NULL)
+            ng_iov_to_buf(v, done, *pp + (off & MEMORY_PAGE_MASK), n);
+        else if (!fresh)
             memset(*pp + (off & MEMORY_PAGE_MASK), 0, n);
-        }
         off += n;
+        done += n;
         len -= n;
     }
     return 0;
@@ -331,29 +324,18 @@ memory_block_status_local(struct memory_state *s, struct ng_req *req)
 
 /* ---- The backing node --------------------------------------------------- */
 
+/* The request's context (zeroed), or NULL on ENOMEM.  The core takes it
+ * back when the request completes. */
 static struct memory_io *
 memory_io_get(struct memory_state *s, struct ng_req *req)
 {
-    struct memory_io *io = s->free_ios;
+    struct memory_io *io = ng_req_ctx(s->node, req);
 
-    if (io != NULL)
-        s->free_ios = io->next_free;
-    else if ((io = malloc(sizeof *io)) == NULL)
-        return NULL;
-    io->node = s->node;
-    io->req = req;
-    io->n_cow = 0;
-    io->ret = 0;
+    if (io != NULL) {
+        io->node = s->node;
+        io->req = req;
+    }
     return io;
-}
-
-/* Back on the free list before the request completes: its completion
- * may start the next request. */
-static void
-memory_io_put(struct memory_state *s, struct memory_io *io)
-{
-    io->next_free = s->free_ios;
-    s->free_ios = io;
 }
 
 /* Bytes of [off, off + len) the backing node has; the rest reads as
@@ -370,11 +352,10 @@ memory_backing_span(struct memory_state *s, uint64_t off, uint64_t len)
 
 static void
 memory_sub_init(struct ng_req *sub, enum ng_op op, uint64_t off,
-                uint64_t len, uint32_t flags, void *buf,
+                uint64_t len, uint32_t flags,
                 void (*done)(struct ng_req *, int), struct memory_io *io)
 {
     ng_req_init(sub, op, off, len, flags);
-    sub->buf = buf;
     sub->done = done;
     sub->opaque = io;
 }
@@ -386,7 +367,6 @@ memory_backed_read_done(struct ng_req *sub, int ret)
     struct memory_state *s = ng_node_state(io->node);
     struct ng_req *req = io->req;
 
-    memory_io_put(s, io);
     /* Pages allocated meanwhile are newer than the backing's data. */
     if (ret == 0)
         memory_read(s, req, true);
@@ -408,18 +388,20 @@ memory_backed_read(struct memory_state *s, struct ng_req *req)
         ng_req_complete(req, 0);
         return;
     }
+    n = memory_backing_span(s, req->offset, req->length);
+    ng_iov_memset(&req->iov, n, 0, req->length - n);
+    if (n == 0) {                   /* all past the backing's end */
+        memory_read(s, req, true);
+        ng_req_complete(req, 0);
+        return;
+    }
     if ((io = memory_io_get(s, req)) == NULL) {
         ng_req_complete(req, -ENOMEM);
         return;
     }
-    n = memory_backing_span(s, req->offset, req->length);
-    memset((unsigned char *)req->buf + n, 0, req->length - n);
-    if (n == 0) {
-        memory_backed_read_done(&io->sub[0], 0);
-        return;
-    }
-    memory_sub_init(&io->sub[0], NG_OP_READ, req->offset, n, 0, req->buf,
+    memory_sub_init(&io->sub[0], NG_OP_READ, req->offset, n, 0,
                     memory_backed_read_done, io);
+    io->sub[0].iov = req->iov;
     ng_node_submit(s->backing, &io->sub[0]);
 }
 
@@ -428,7 +410,7 @@ static int
 memory_apply(struct memory_state *s, struct ng_req *req)
 {
     if (req->op == NG_OP_WRITE)
-        return memory_store(s, req->offset, req->length, req->buf);
+        return memory_store(s, req->offset, req->length, &req->iov);
     return memory_zero(s, req);
 }
 
@@ -449,21 +431,24 @@ memory_cow_finish(struct memory_io *io)
         else
             free(io->cow_buf[i]);
     }
-    memory_io_put(s, io);
     if (ret == 0)
         ret = memory_apply(s, req);
     ng_req_complete(req, ret);
 }
 
 static void
-memory_cow_read_done(struct ng_req *sub, int ret)
+memory_cow_piece_done(struct memory_io *io, int ret)
 {
-    struct memory_io *io = sub->opaque;
-
     if (ret < 0 && io->ret == 0)
         io->ret = ret;
     if (--io->pending == 0)
         memory_cow_finish(io);
+}
+
+static void
+memory_cow_read_done(struct ng_req *sub, int ret)
+{
+    memory_cow_piece_done(sub->opaque, ret);
 }
 
 /* Does the chunk of [off, off + left) in off's page need copying up? */
@@ -509,7 +494,6 @@ memory_backed_modify(struct memory_state *s, struct ng_req *req)
         if (buf == NULL) {
             while (i-- > 0)
                 free(io->cow_buf[i]);
-            memory_io_put(s, io);
             ng_req_complete(req, -ENOSPC);
             return;
         }
@@ -528,10 +512,12 @@ memory_backed_modify(struct memory_state *s, struct ng_req *req)
         io->pending++;
         memory_sub_init(&io->sub[i], NG_OP_READ,
                         need[i] << MEMORY_PAGE_SHIFT, span[i], 0,
-                        io->cow_buf[i], memory_cow_read_done, io);
+                        memory_cow_read_done, io);
+        ng_req_set_buf(&io->sub[i], io->cow_buf[i]);
         ng_node_submit(s->backing, &io->sub[i]);
     }
-    memory_cow_read_done(&io->sub[0], 0);
+    /* Not through sub[0]: it was not used when span[0] is 0. */
+    memory_cow_piece_done(io, 0);
 }
 
 /* ---- Block status through the backing ----------------------------------- */
@@ -544,11 +530,7 @@ memory_backed_modify(struct memory_state *s, struct ng_req *req)
 static void
 memory_bs_finish(struct memory_io *io, int ret)
 {
-    struct memory_state *s = ng_node_state(io->node);
-    struct ng_req *req = io->req;
-
-    memory_io_put(s, io);
-    ng_req_complete(req, ret);
+    ng_req_complete(io->req, ret);
 }
 
 /* Add this layer's extents from io->bs_off on, up to the next run of
@@ -665,7 +647,7 @@ memory_bs_step(struct memory_io *io)
                         io->bs_len,
                         io->bs_full ? NG_REQ_REQ_ONE :
                                       req->flags & NG_REQ_REQ_ONE,
-                        NULL, memory_bs_sub_done, io);
+                        memory_bs_sub_done, io);
         if (io->bs_full) {
             io->sub[0].extents = &io->bs_scratch;
             io->sub[0].max_extents = 1;
@@ -755,9 +737,14 @@ const struct ng_driver ng_driver_memory = {
     .help       = "sparse RAM disk, lost when the node closes",
     .is_filter  = false,
     .state_size = sizeof(struct memory_state),
+    .req_ctx_size = sizeof(struct memory_io),
     .opts       = memory_opts,
     .open       = memory_open,
     .close      = memory_close,
     .submit     = memory_submit,
     .refresh    = memory_refresh,
+    .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                  NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                  NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
 };

@@ -44,7 +44,7 @@ null_submit(struct ng_node *node, struct ng_req *req)
     case NG_OP_READ:
         /* Even with read-zeroes=false: QEMU then leaves the buffer as it
          * was, but ours may hold another client's data. */
-        memset(req->buf, 0, req->length);
+        ng_iov_memset(&req->iov, 0, 0, req->length);
         break;
     case NG_OP_BLOCK_STATUS:
         req->extents[0].length = req->length;
@@ -85,4 +85,8 @@ const struct ng_driver ng_driver_null_co = {
     .open       = null_open,
     .submit     = null_submit,
     .refresh    = null_refresh,
+    .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                  NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                  NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
 };

@@ -129,4 +129,8 @@ const struct ng_driver ng_driver_raw = {
     .open       = raw_open,
     .submit     = raw_submit,
     .refresh    = raw_refresh,
+    .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
+                  NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                  NG_OP_BIT(NG_OP_BLOCK_STATUS) | NG_OP_BIT(NG_OP_CACHE),
 };

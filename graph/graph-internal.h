@@ -70,6 +70,21 @@ struct ng_value *ng_filter_opts_with_child(const struct ng_driver *drv,
 /* ng_graph_free(): free every graph object (the nodes are gone). */
 void ng_graph_objects_free(struct ng_graph *g);
 
+/* Free what the core keeps per node for requests (ng_req_ctx()'s free
+ * list); nothing may be in flight. */
+void ng_node_free_req_pools(struct ng_node *node);
+
+/* Hand a request the choke point has checked to the node's driver (or
+ * its child, for a filter without submit), counted in flight. */
+void ng_node_call_driver(struct ng_node *node, struct ng_req *req);
+
+/* graph/split.c: does req need splitting, aligning or tracking to meet
+ * the node's facts?  Then ng_split_submit() takes it instead of the
+ * driver. */
+bool ng_split_needed(const struct ng_node_facts *f, const struct ng_req *req);
+void ng_split_submit(struct ng_node *node, const struct ng_node_facts *f,
+                     struct ng_req *req);
+void ng_split_free_pool(struct ng_node *node);
 /* Worker pools (graph/threads.c): give a node its pool before open, take
  * it away after close; free the per-driver pools with the graph. */
 int ng_node_pool_attach(struct ng_node *node, struct ng_error *err);

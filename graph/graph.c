@@ -3,11 +3,14 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/bitmap.h"
 #include "graph/graph.h"
 #include "graph/graph-internal.h"
 
@@ -91,6 +94,22 @@ ng_edge_set_child(struct ng_edge *e, struct ng_node *child)
     child->parents = e;
 }
 
+const char *
+ng_edge_user_kind(const struct ng_edge *e)
+{
+    if (e->parent != NULL)
+        return "node";
+    return e->bb->job_id != NULL ? "job" : "export";
+}
+
+const char *
+ng_edge_user_name(const struct ng_edge *e)
+{
+    if (e->parent != NULL)
+        return e->parent->name;
+    return e->bb->job_id != NULL ? e->bb->job_id : e->bb->name;
+}
+
 /* ---- Nodes ------------------------------------------------------------ */
 
 struct ng_node *
@@ -114,6 +133,34 @@ ng_node_child_role(struct ng_node *node, enum ng_role role)
     (NG_CAP_WRITE | NG_CAP_FUA | NG_CAP_TRIM | NG_CAP_ZERO | \
      NG_CAP_FAST_ZERO)
 
+/* The caps a driver can offer given the ops it handles (see struct
+ * ng_driver's ops). */
+#define OPS_WITH_CAPS \
+    (NG_OP_BIT(NG_OP_WRITE) | NG_OP_BIT(NG_OP_WRITE_ZEROES) | \
+     NG_OP_BIT(NG_OP_TRIM) | NG_OP_BIT(NG_OP_CACHE) | \
+     NG_OP_BIT(NG_OP_BLOCK_STATUS))
+
+static inline uint32_t
+ops_caps(uint32_t ops)
+{
+    uint32_t caps = ~0u;
+
+    /* Every op with a cap listed (every shipped driver), or none. */
+    if (ops == 0 || (ops & OPS_WITH_CAPS) == OPS_WITH_CAPS)
+        return caps;
+    if (!(ops & NG_OP_BIT(NG_OP_WRITE)))
+        caps &= ~NG_CAPS_CHANGING_DATA;
+    if (!(ops & NG_OP_BIT(NG_OP_WRITE_ZEROES)))
+        caps &= ~(NG_CAP_ZERO | NG_CAP_FAST_ZERO);
+    if (!(ops & NG_OP_BIT(NG_OP_TRIM)))
+        caps &= ~NG_CAP_TRIM;
+    if (!(ops & NG_OP_BIT(NG_OP_CACHE)))
+        caps &= ~NG_CAP_CACHE;
+    if (!(ops & NG_OP_BIT(NG_OP_BLOCK_STATUS)))
+        caps &= ~NG_CAP_EXTENTS;
+    return caps;
+}
+
 /* This node's facts from its children's cached ones and its driver's
  * refresh hook (see struct ng_driver's refresh). */
 static int
@@ -132,6 +179,7 @@ node_compute_facts(struct ng_node *node, struct ng_node_facts *f,
     f->has_backing = ng_node_child_role(node, NG_ROLE_BACKING) != NULL;
     if (drv->refresh != NULL && drv->refresh(node, f, err) == -1)
         return ng_error_prefix(err, "node '%s'", node->name);
+    f->caps &= ops_caps(drv->ops);
     /* A read-only node anywhere on the way down makes the top read-only:
      * a filter inherits its child's masked caps. */
     if (node->read_only)
@@ -201,19 +249,36 @@ ng_node_loop(struct ng_node *node)
     return node->graph->loop;
 }
 
+void
+ng_node_warn(struct ng_node *node, const char *fmt, ...)
+{
+    struct ng_graph *g = node->graph;
+    char msg[512];
+    int n = snprintf(msg, sizeof msg, "node '%s': ", node->name);
+    va_list ap;
+
+    va_start(ap, fmt);
+    if (n >= 0 && (size_t)n < sizeof msg)
+        vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (g->warn != NULL)
+        g->warn(g->warn_opaque, msg);
+    else
+        fprintf(stderr, "%s\n", msg);
+}
+
 /* What a driver may assume (see struct ng_driver's submit): refuse
  * everything else here, once, with the errno the NBD layer expects. */
 static int
-node_check_request(struct ng_node *node, const struct ng_req *req)
+node_check_request(const struct ng_node_facts *f, const struct ng_req *req)
 {
-    int64_t len;
-    uint32_t caps;
+    int64_t len = f->size;
+    uint32_t caps = f->caps;
 
     if ((unsigned)req->op >= NG_OP__COUNT)
         return -EINVAL;
     if (req->op == NG_OP_FLUSH)
         return 0;
-    len = ng_node_length(node);
     if (len < 0)
         return (int)len;
     if (req->offset > (uint64_t)len || req->length > (uint64_t)len - req->offset)
@@ -227,7 +292,6 @@ node_check_request(struct ng_node *node, const struct ng_req *req)
         return -EINVAL;
     if (!ng_req_changes_data(req))
         return 0;
-    caps = ng_node_caps(node);
     if (!(caps & NG_CAP_WRITE))
         return -EPERM;
     if ((req->flags & NG_REQ_FUA) && !(caps & NG_CAP_FUA))
@@ -241,14 +305,14 @@ node_check_request(struct ng_node *node, const struct ng_req *req)
 
 /* Requests a node cannot do but that have a correct trivial answer. */
 static bool
-node_answer_trivially(struct ng_node *node, struct ng_req *req)
+node_answer_trivially(struct ng_node *node, const struct ng_node_facts *f,
+                      struct ng_req *req)
 {
-    uint32_t caps;
+    uint32_t caps = f->caps;
 
     if (req->op != NG_OP_FLUSH && req->op != NG_OP_TRIM &&
         req->op != NG_OP_CACHE && req->op != NG_OP_BLOCK_STATUS)
         return false;
-    caps = ng_node_caps(node);
     switch (req->op) {
     case NG_OP_FLUSH:
         if (caps & NG_CAP_FLUSH)
@@ -284,16 +348,106 @@ node_request_done(struct ng_req *req, int ret, void *opaque)
     struct ng_node *node = opaque;
 
     node->in_flight--;
+    ng_bitmap_mark_request(node, req, ret);
     if (ret > 0)                /* a driver bug; never let it reach a client
                                  * as success */
         ret = -EIO;
     ng_req_complete(req, ret);
 }
 
+/* ---- Per-request driver contexts ------------------------------------- */
+
+struct ng_req_ctx {
+    struct ng_node *node;
+    struct ng_req_ctx *next_free;
+    max_align_t data[];             /* req_ctx_size bytes */
+};
+
+/* node_request_done for a request that was given a context: the context
+ * goes back first, as the completion may start the next request. */
+static void
+node_request_done_ctx(struct ng_req *req, int ret, void *opaque)
+{
+    struct ng_req_ctx *c = opaque;
+    struct ng_node *node = c->node;
+
+    c->next_free = node->req_ctx_free;
+    node->req_ctx_free = c;
+    node_request_done(req, ret, node);
+}
+
+static struct ng_req_ctx *
+req_ctx_get(struct ng_node *node)
+{
+    size_t size = node->driver->req_ctx_size;
+    struct ng_req_ctx *c = node->req_ctx_free;
+
+    if (c != NULL)
+        node->req_ctx_free = c->next_free;
+    else if ((c = malloc(sizeof *c + size)) == NULL)
+        return NULL;
+    c->node = node;
+    memset(c->data, 0, size);
+    return c;
+}
+
+/* Given on first use: the choke point's frame for this node turns into
+ * one that also carries the context, so requests whose driver needs none
+ * (most of them) cost nothing. */
+void *
+ng_req_ctx(struct ng_node *node, struct ng_req *req)
+{
+    for (unsigned i = req->depth; i-- > 0;) {
+        struct ng_req_frame *f = &req->frames[i];
+        struct ng_req_ctx *c;
+
+        if (f->cb == node_request_done_ctx &&
+            ((struct ng_req_ctx *)f->opaque)->node == node)
+            return ((struct ng_req_ctx *)f->opaque)->data;
+        if (f->cb == node_request_done && f->opaque == node) {
+            if (node->driver->req_ctx_size == 0 ||
+                (c = req_ctx_get(node)) == NULL)
+                return NULL;
+            f->cb = node_request_done_ctx;
+            f->opaque = c;
+            return c->data;
+        }
+    }
+    return NULL;                    /* not held by this node: a bug */
+}
+
+void
+ng_node_free_req_pools(struct ng_node *node)
+{
+    struct ng_req_ctx *c;
+
+    ng_split_free_pool(node);
+    while ((c = node->req_ctx_free) != NULL) {
+        node->req_ctx_free = c->next_free;
+        free(c);
+    }
+}
+
+/* Inline in the choke point: one call less per layer. */
+static inline void
+node_call_driver(struct ng_node *node, struct ng_req *req)
+{
+    if (ng_req_push(req, node_request_done, node) == -1) {
+        ng_req_complete(req, -ELOOP);
+        return;
+    }
+    node->in_flight++;
+    if (node->driver->submit != NULL)
+        node->driver->submit(node, req);
+    else
+        ng_node_forward(node, req);
+}
+
 void
 ng_node_submit(struct ng_node *node, struct ng_req *req)
 {
-    int r = node_check_request(node, req);
+    const struct ng_node_facts *f = ng_node_facts(node);
+    int r = node_check_request(f, req);
 
     if (r < 0) {
         ng_req_complete(req, r);
@@ -304,18 +458,29 @@ ng_node_submit(struct ng_node *node, struct ng_req *req)
         ng_req_complete(req, 0);
         return;
     }
-    if (node_answer_trivially(node, req))
+    if (node_answer_trivially(node, f, req))
         return;
-    if (ng_req_push(req, node_request_done, node) == -1) {
-        ng_req_complete(req, -ELOOP);
+    /* An op the driver does not list (caps took away the rest). */
+    if (node->driver->ops != 0 &&
+        !(node->driver->ops & NG_OP_BIT(req->op))) {
+        ng_req_complete(req, -ENOTSUP);
         return;
     }
-    node->in_flight++;
     node->stats[req->op]++;
-    if (node->driver->submit != NULL)
-        node->driver->submit(node, req);
-    else
-        ng_node_forward(node, req);
+    /* Too large or unaligned for the driver: the core fits it
+     * (graph/split.c).  Nodes without limits never go there. */
+    if ((f->request_alignment > 1 || f->max_transfer != 0) &&
+        ng_split_needed(f, req)) {
+        ng_split_submit(node, f, req);
+        return;
+    }
+    node_call_driver(node, req);
+}
+
+void
+ng_node_call_driver(struct ng_node *node, struct ng_req *req)
+{
+    node_call_driver(node, req);
 }
 
 void

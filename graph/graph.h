@@ -18,6 +18,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/uio.h>
 
 #include <uv.h>
 
@@ -52,6 +54,7 @@ struct ng_work {
  * loop thread (never inline).  Never fails: the pool exists from before
  * the node's open to after its close.  Loop thread. */
 void ng_node_queue_work(struct ng_node *node, struct ng_work *w);
+struct ng_bitmap;
 
 /* ---- Requests -------------------------------------------------------- */
 
@@ -65,6 +68,8 @@ enum ng_op {
     NG_OP_CACHE,
     NG_OP__COUNT
 };
+
+#define NG_OP_BIT(op) (1u << (op))     /* for struct ng_driver's ops */
 
 /* Request flags. */
 #define NG_REQ_FUA        (1u << 0)   /* write through before completing */
@@ -130,14 +135,28 @@ struct ng_node_facts {
     uint32_t caps;                  /* NG_CAP_*, after read-only masking */
     uint32_t request_alignment;     /* bytes, a power of two, >= 1: offsets
                                      * and lengths a driver is handed are
-                                     * multiples of it */
+                                     * multiples of it (a range may end at
+                                     * the node's end unaligned); the core
+                                     * aligns what is not (graph/split.c) */
     uint32_t max_transfer;          /* bytes per request, a multiple of
-                                     * request_alignment; 0 = no limit */
+                                     * request_alignment; 0 = no limit; the
+                                     * core splits what is larger */
     uint32_t opt_transfer;          /* preferred request size; 0 = none */
     bool has_backing;               /* a child on the "backing" edge */
 };
 
 typedef void ng_req_cb(struct ng_req *req, int ret, void *opaque);
+
+/* A request's data buffer: scatter-gather, a view of `length` bytes
+ * (the request's) that starts `skip` bytes into iov[0].  The elements
+ * are borrowed from whoever built the view; a sub-range of a view is
+ * another view of the same elements (ng_iov_slice), so splitting a
+ * request copies no data and allocates nothing. */
+struct ng_iov {
+    const struct iovec *iov;
+    unsigned niov;
+    size_t skip;                    /* < iov[0].iov_len unless empty */
+};
 
 struct ng_req_frame {
     ng_req_cb *cb;
@@ -150,7 +169,9 @@ struct ng_req {
     uint32_t flags;                 /* NG_REQ_* */
     uint64_t offset;                /* bytes */
     uint64_t length;                /* bytes; 0 is allowed for FLUSH */
-    void *buf;                      /* READ: filled; WRITE: source; borrowed */
+    struct ng_iov iov;              /* READ: filled; WRITE: source; see
+                                     * ng_req_set_buf() for one buffer */
+    struct iovec one;               /* ng_req_set_buf()'s one element */
     struct ng_extent *extents;      /* BLOCK_STATUS: caller's array */
     uint32_t max_extents;           /* its capacity, >= 1 */
     uint32_t nr_extents;            /* BLOCK_STATUS: filled by the driver,
@@ -178,6 +199,95 @@ struct ng_req {
 /* Prepare a request for submission (clears the graph-owned part). */
 void ng_req_init(struct ng_req *req, enum ng_op op, uint64_t offset,
                  uint64_t length, uint32_t flags);
+
+/* Give the request one flat buffer of req->length bytes (borrowed): a
+ * one-element view in the request itself.  Call after ng_req_init(). */
+void ng_req_set_buf(struct ng_req *req, void *buf);
+
+/* Helpers for a view of at least off + len bytes.  Offsets are from the
+ * view's start. */
+/* Bytes contiguous in memory at `off` (0 past the view's elements), and
+ * their address in *p. */
+size_t ng_iov_piece(const struct ng_iov *v, uint64_t off, void **p);
+/* The view's first `len` bytes when they are one flat buffer, else NULL
+ * (the fast path for drivers that want a pointer).  Inline. */
+static inline void *ng_iov_flat(const struct ng_iov *v, size_t len);
+/* Copy [off, off + len) of the view out to dst, or in from src.  Inline
+ * for the one-buffer case, the hot path of memory-like drivers. */
+static inline void ng_iov_to_buf(const struct ng_iov *v, uint64_t off,
+                                 void *dst, size_t len);
+static inline void ng_iov_from_buf(const struct ng_iov *v, uint64_t off,
+                                   const void *src, size_t len);
+/* The same for any view (what the inline ones call when it has several
+ * elements). */
+void ng_iov_copy_out(const struct ng_iov *v, uint64_t off, void *dst,
+                     size_t len);
+void ng_iov_copy_in(const struct ng_iov *v, uint64_t off, const void *src,
+                    size_t len);
+void ng_iov_fill(const struct ng_iov *v, uint64_t off, int c, size_t len);
+static inline void ng_iov_memset(const struct ng_iov *v, uint64_t off, int c,
+                                 size_t len);
+/* The view from `off` on, in *out (may be v).  No copy. */
+void ng_iov_slice(const struct ng_iov *v, uint64_t off, struct ng_iov *out);
+/* Fill out[0..max) with plain iovecs for the first `len` bytes, as
+ * preadv(2) takes them; returns how many, and the bytes they cover in
+ * *covered (less than len when max was too small). */
+unsigned ng_iov_export(const struct ng_iov *v, size_t len, struct iovec *out,
+                       unsigned max, size_t *covered);
+
+/* [off, off + len) when it lies in one flat buffer, else NULL. */
+static inline void *
+ng_iov_at(const struct ng_iov *v, uint64_t off, size_t len)
+{
+    if (v->niov == 1 && off + len <= v->iov->iov_len - v->skip)
+        return (unsigned char *)v->iov->iov_base + v->skip + off;
+    return NULL;
+}
+
+static inline void *
+ng_iov_flat(const struct ng_iov *v, size_t len)
+{
+    void *p = ng_iov_at(v, 0, len);
+
+    /* A view whose first element is empty, or that skips into one. */
+    if (p == NULL && ng_iov_piece(v, 0, &p) < len)
+        p = NULL;
+    return p;
+}
+
+static inline void
+ng_iov_to_buf(const struct ng_iov *v, uint64_t off, void *dst, size_t len)
+{
+    void *p = ng_iov_at(v, off, len);
+
+    if (p != NULL)
+        memcpy(dst, p, len);
+    else
+        ng_iov_copy_out(v, off, dst, len);
+}
+
+static inline void
+ng_iov_from_buf(const struct ng_iov *v, uint64_t off, const void *src,
+                size_t len)
+{
+    void *p = ng_iov_at(v, off, len);
+
+    if (p != NULL)
+        memcpy(p, src, len);
+    else
+        ng_iov_copy_in(v, off, src, len);
+}
+
+static inline void
+ng_iov_memset(const struct ng_iov *v, uint64_t off, int c, size_t len)
+{
+    void *p = ng_iov_at(v, off, len);
+
+    if (p != NULL)
+        memset(p, c, len);
+    else
+        ng_iov_fill(v, off, c, len);
+}
 
 /* Push a completion frame: when the request completes, cb runs first and
  * is responsible for calling ng_req_complete() again (maybe later) to
@@ -229,6 +339,16 @@ enum ng_opt_type {
                          * node definition; creates an edge with `role` */
     NG_OPT_T_VALUE,     /* struct ng_value * field: the raw value, owned by
                          * the node state (lists of rules and the like) */
+    NG_OPT_T_CHILDREN,  /* struct ng_children field: a list, each item a
+                         * node-name or an inline node definition; an edge
+                         * with `role` for each (quorum's children) */
+};
+
+/* The field of an NG_OPT_T_CHILDREN option: the children in the order
+ * given; the array is owned by the node state. */
+struct ng_children {
+    struct ng_node **nodes;
+    size_t n;
 };
 
 struct ng_opt_desc {
@@ -240,8 +360,8 @@ struct ng_opt_desc {
                                  * (CHILD, VALUE: NULL = optional absent) */
     const char *help;
     const char *const *choices; /* ENUM: NULL-terminated */
-    enum ng_role role;          /* CHILD: edge role */
-    bool required;              /* CHILD, VALUE: must be given */
+    enum ng_role role;          /* CHILD, CHILDREN: edge role */
+    bool required;              /* CHILD, CHILDREN, VALUE: must be given */
 };
 
 #define NG_OPT_STRING(n, st, f, d, h) \
@@ -264,6 +384,9 @@ struct ng_opt_desc {
       .def = (d), .choices = (c), .help = (h) }
 #define NG_OPT_CHILD(n, st, f, r, req, h) \
     { .name = (n), .type = NG_OPT_T_CHILD, .offset = offsetof(st, f), \
+      .role = (r), .required = (req), .help = (h) }
+#define NG_OPT_CHILDREN(n, st, f, r, req, h) \
+    { .name = (n), .type = NG_OPT_T_CHILDREN, .offset = offsetof(st, f), \
       .role = (r), .required = (req), .help = (h) }
 #define NG_OPT_VALUE(n, st, f, req, h) \
     { .name = (n), .type = NG_OPT_T_VALUE, .offset = offsetof(st, f), \
@@ -304,6 +427,19 @@ struct ng_driver {
                                  * besides the choke point's one per node;
                                  * the graph refuses a tree whose deepest
                                  * path needs more than NG_REQ_MAX_FRAMES */
+    size_t req_ctx_size;        /* bytes of per-request context, see
+                                 * ng_req_ctx(); 0 = none */
+    /* The ops submit handles, NG_OP_BIT(op) each, written out one by one
+     * so that an op added later cannot slip past a driver that does not
+     * know it (nbdkit's rule for filters).  0 = every op: only for
+     * filters that pass everything on unchanged (nofilter).  For an op
+     * left out, the choke point answers what has a correct answer that
+     * needs no driver (trim and cache: nothing, block status: all data;
+     * the node's caps lose NG_CAP_TRIM, NG_CAP_CACHE, NG_CAP_EXTENTS
+     * accordingly, and NG_CAP_ZERO & co without write-zeroes, the write
+     * caps without write) and fails the rest (read, write, flush) with
+     * -ENOTSUP. */
+    uint32_t ops;
 
     /* Blocking work: how it may run, on whose threads, and how many
      * threads a pool has (0 = 16).  A pool is made before the node's
@@ -330,10 +466,14 @@ struct ng_driver {
     void (*close_async)(struct ng_node *node);
 
     /* Loop thread.  The choke point (ng_node_submit) has checked: the
-     * range lies inside the node, the op and flags are in the node's caps,
-     * writes only on writable nodes.  Must eventually call
-     * ng_req_complete(req, 0 or -errno) exactly once; may do so inline.
-     * NULL for a filter means: forward everything unchanged. */
+     * range lies inside the node, the op is in `ops` and it and its flags
+     * are in the node's caps, writes only on writable nodes; and the
+     * request keeps to the node's request_alignment and max_transfer
+     * (block status too: its answer is cut back for the caller).  The
+     * buffer (req->iov) may have several elements: use the ng_iov_*
+     * helpers.  Must eventually call ng_req_complete(req, 0 or -errno)
+     * exactly once; may do so inline.  NULL for a filter means: forward
+     * everything unchanged. */
     void (*submit)(struct ng_node *node, struct ng_req *req);
 
     /* Optional: fill this node's facts (size, caps, transfer limits).
@@ -432,6 +572,10 @@ struct ng_node {
     struct ng_node *prev;           /* so removal need not walk the list */
     uint64_t stats[NG_OP__COUNT];   /* requests seen, by op */
     struct ng_node_facts facts;     /* cached: see ng_node_refresh() */
+    struct ng_req_ctx *req_ctx_free;    /* see ng_req_ctx() */
+    struct ng_split *split_free;        /* graph/split.c's contexts */
+    struct ng_split *split_head, *split_tail;   /* requests changing data
+                                     * on an aligned node, oldest first */
     bool opened;                    /* its open succeeded, not closed */
     struct ng_pool *pool;           /* blocking work (graph/threads.c) */
     bool work_busy;                 /* SERIALIZE_NODE: work in the pool */
@@ -439,6 +583,8 @@ struct ng_node {
     struct ng_add *adding;          /* the add opening it, until it joins
                                      * the graph's node list */
     struct ng_remove *removing;     /* the removal closing it */
+    struct ng_bitmap *bitmaps;      /* dirty bitmaps, owned
+                                     * (graph/bitmap.h) */
 };
 
 static inline void *
@@ -469,6 +615,19 @@ int ng_node_refresh(struct ng_node *node, struct ng_error *err);
  * added or moved. */
 int ng_node_refresh_parents(struct ng_node *node, struct ng_error *err);
 uv_loop_t *ng_node_loop(struct ng_node *node);
+/* "node 'NAME': ..." to the graph's warn hook (stderr without one). */
+void ng_node_warn(struct ng_node *node, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* For a driver with req_ctx_size > 0: the context of `req` at `node`, a
+ * zeroed block of req_ctx_size bytes (aligned for any type) that belongs
+ * to this request while the node holds it, from the first call until the
+ * request completes at this node; the core takes it back then, before
+ * the completion goes further up.  Every call for the same request at
+ * the same node returns the same block.  Only valid between the driver's
+ * submit and its ng_req_complete(); NULL on ENOMEM.  Contexts are kept
+ * on a free list per node, so steady-state I/O allocates nothing. */
+void *ng_req_ctx(struct ng_node *node, struct ng_req *req);
 
 /* The choke point: every request reaches a driver through here.  Checks
  * range, op and flags against caps and writability (failing the request
@@ -498,7 +657,18 @@ struct ng_bb {
     unsigned promise_clients;
     uint64_t promise_size;          /* the largest size told, in bytes */
     unsigned promise_told[NG_CAP__BITS];    /* clients told each cap */
+    bool drain_exempt;              /* left out of a drain that begins
+                                     * now: a job's own BB inside the
+                                     * section it opens */
+    const char *job_id;             /* a job's BB: the job's ID (borrowed
+                                     * from the job, which outlives it);
+                                     * NULL for an export's */
 };
+
+/* Who uses a node through edge e, for messages: ("node", its name),
+ * ("export", the BB's name) or ("job", the job's ID). */
+const char *ng_edge_user_kind(const struct ng_edge *e);
+const char *ng_edge_user_name(const struct ng_edge *e);
 
 /* Create a BB on `root` (may be NULL: no medium).  A writable BB needs a
  * writable root. */
@@ -539,6 +709,11 @@ void ng_bb_submit(struct ng_bb *bb, struct ng_req *req);
 
 /* ---- The graph ----------------------------------------------------------- */
 
+/* A warning from a driver about data, not a failed call (blkverify's
+ * mismatch, quorum's bad child): one line, no trailing newline.  graph/
+ * and filters/ have no log of their own; the daemon points this at its. */
+typedef void ng_graph_warn_fn(void *opaque, const char *msg);
+
 struct ng_graph {
     uv_loop_t *loop;                /* borrowed */
     const struct ng_driver *const *drivers;  /* registry, borrowed */
@@ -557,6 +732,9 @@ struct ng_graph {
     unsigned removing;              /* node removals in flight */
     bool freeing;                   /* ng_graph_free() called */
     bool free_stepping;             /* graph_free_step() on the stack */
+    ng_graph_warn_fn *warn;         /* where drivers' warnings go (the
+                                     * daemon sets its log); NULL = stderr */
+    void *warn_opaque;
 };
 
 /* `drivers`: the registry nodes are created from (NULL-terminated,
@@ -726,6 +904,14 @@ int ng_graph_check_remove_filter(struct ng_graph *g, const char *name,
  * ng_graph_insert_filter(), the graph as it was. */
 int ng_graph_remove_filter(struct ng_graph *g, const char *name,
                            unsigned flags, struct ng_error *err);
+
+/* Move every parent of `from` (nodes and BBs) but the BB `keep` to
+ * `to`, and refresh the facts above: mirror's pivot.  Call inside a
+ * drained section.  Refused like ng_graph_insert_filter(), the graph as
+ * it was. */
+int ng_graph_replace_node(struct ng_graph *g, struct ng_node *from,
+                          struct ng_node *to, const struct ng_bb *keep,
+                          unsigned flags, struct ng_error *err);
 
 /* ---- Implicit chains ---------------------------------------------------- */
 

@@ -12,6 +12,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/drivers.h \
 	graph/graph.c \
 	graph/req.c \
+	graph/split.c \
 	graph/threads.c \
 	graph/opts.c \
 	graph/drain.c \
@@ -20,6 +21,14 @@ graph_libnggraph_a_SOURCES = \
 	graph/implicit.c \
 	graph/drivers.c \
 	graph/objects.c \
+	graph/bitmap.h \
+	graph/bitmap.c \
+	graph/copy.h \
+	graph/copy.c \
+	graph/job.h \
+	graph/job.c \
+	graph/mirror.h \
+	graph/mirror.c \
 	graph/drv-memory.c \
 	graph/drv-null.c \
 	graph/drv-file.c \
@@ -91,6 +100,16 @@ tests_unit_test_layers_SOURCES = \
 	$(NULL)
 tests_unit_test_layers_LDADD = $(CORE_LIBS)
 
+# The core's side of the request path: contexts, ops mask, splitting and
+# alignment, with test drivers.
+check_PROGRAMS += tests/unit/test-req
+TESTS += tests/unit/test-req
+tests_unit_test_req_SOURCES = \
+	tests/unit/test-req.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_req_LDADD = $(CORE_LIBS)
 # Asynchronous open and close, worker pools (with its own test drivers).
 check_PROGRAMS += tests/unit/test-threads
 TESTS += tests/unit/test-threads
@@ -100,3 +119,13 @@ tests_unit_test_threads_SOURCES = \
 	tests/unit/graph-fixture.c \
 	$(NULL)
 tests_unit_test_threads_LDADD = $(CORE_LIBS)
+
+# Dirty bitmaps.
+check_PROGRAMS += tests/unit/test-bitmap
+TESTS += tests/unit/test-bitmap
+tests_unit_test_bitmap_SOURCES = \
+	tests/unit/test-bitmap.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_bitmap_LDADD = $(CORE_LIBS)

@@ -448,3 +448,37 @@ ng_graph_remove_filter(struct ng_graph *g, const char *name, unsigned flags,
     free(saved_child.edges);
     return r;
 }
+
+/* ---- Replacing a node (mirror's pivot) --------------------------------- */
+
+int
+ng_graph_replace_node(struct ng_graph *g, struct ng_node *from,
+                      struct ng_node *to, const struct ng_bb *keep,
+                      unsigned flags, struct ng_error *err)
+{
+    struct bbs_before before = { 0 };
+    struct parents_saved saved = { 0 };
+    struct ng_edge *e, *next;
+    int r = -1;
+
+    if (bbs_before_take(g, &before, err) == 0 &&
+        parents_save(from, &saved, err) == 0) {
+        for (e = from->parents; e != NULL; e = next) {
+            next = e->next_parent;
+            if (e->bb == NULL || e->bb != keep)
+                ng_edge_set_child(e, to);
+        }
+        r = 0;
+        if (ng_node_refresh_parents(to, err) == -1 ||
+            bbs_check(&before, flags, err) == -1) {
+            /* Refused: as it was, down to the order of from's parents. */
+            parents_relink(&saved);
+            parents_reorder(&saved);
+            ng_node_refresh_parents(from, NULL);
+            r = -1;
+        }
+    }
+    free(saved.edges);
+    bbs_before_free(&before);
+    return r;
+}

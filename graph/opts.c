@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/bitmap.h"
 #include "graph/graph.h"
 #include "graph/graph-internal.h"
 
@@ -187,6 +188,9 @@ parse_enum(const struct ng_opt_desc *d, const struct ng_value *v, int *out,
 static int parse_child(const struct ng_opt_desc *d, const struct ng_value *v,
                        struct ng_node **out, struct opts_ctx *ctx,
                        struct ng_error *err);
+static int parse_children(const struct ng_opt_desc *d,
+                          const struct ng_value *v, struct ng_children *out,
+                          struct opts_ctx *ctx, struct ng_error *err);
 
 /* Store one option in the state.  `v` may be a default built from text. */
 static int
@@ -215,6 +219,8 @@ parse_field(const struct ng_opt_desc *d, const struct ng_value *v,
         return parse_enum(d, v, field, err);
     case NG_OPT_T_CHILD:
         return parse_child(d, v, field, ctx, err);
+    case NG_OPT_T_CHILDREN:
+        return parse_children(d, v, field, ctx, err);
     case NG_OPT_T_VALUE:
         if ((*(struct ng_value **)field = ng_value_copy(v)) == NULL)
             return ng_error_set(err, ENOMEM, "out of memory");
@@ -232,7 +238,8 @@ parse_default(const struct ng_opt_desc *d, char *state,
     struct ng_value *v;
     int r;
 
-    if (d->type == NG_OPT_T_CHILD || d->type == NG_OPT_T_VALUE) {
+    if (d->type == NG_OPT_T_CHILD || d->type == NG_OPT_T_CHILDREN ||
+        d->type == NG_OPT_T_VALUE) {
         if (d->required)
             return ng_value_error(err, loc, "missing required option '%s'",
                                   d->name);
@@ -264,6 +271,9 @@ free_fields(const struct ng_driver *drv, char *state)
         } else if (d->type == NG_OPT_T_VALUE) {
             ng_value_free(*(struct ng_value **)field);
             *(struct ng_value **)field = NULL;
+        } else if (d->type == NG_OPT_T_CHILDREN) {
+            free(((struct ng_children *)field)->nodes);
+            *(struct ng_children *)field = (struct ng_children){ 0 };
         }
     }
 }
@@ -304,6 +314,7 @@ opt_field_size(enum ng_opt_type type)
     case NG_OPT_T_BOOL:   return sizeof(bool);
     case NG_OPT_T_CHILD:  return sizeof(struct ng_node *);
     case NG_OPT_T_VALUE:  return sizeof(struct ng_value *);
+    case NG_OPT_T_CHILDREN: return sizeof(struct ng_children);
     default:              return sizeof(int);
     }
 }
@@ -456,9 +467,11 @@ name_taken(struct ng_graph *g, const char *name)
 static void
 node_free(struct ng_node *node)
 {
+    ng_node_free_req_pools(node);
     free_fields(node->driver, node->state);
     free(node->state);
     free(node->implicit_owner);
+    ng_bitmap_remove_all(node);
     free(node->name);
     free(node);
 }
@@ -591,6 +604,28 @@ parse_child(const struct ng_opt_desc *d, const struct ng_value *v,
     if (ng_edge_attach(ctx->node, NULL, child, d->role) == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
     *out = child;
+    return 0;
+}
+
+/* A list of children: each item as a CHILD option's value; the edges
+ * made so far go with the node when a later item fails. */
+static int
+parse_children(const struct ng_opt_desc *d, const struct ng_value *v,
+               struct ng_children *out, struct opts_ctx *ctx,
+               struct ng_error *err)
+{
+    size_t i;
+
+    if (v->kind != NG_VALUE_LIST)
+        return ng_value_error(err, &v->loc, "'%s' must be a list of nodes",
+                              d->name);
+    if (v->n > 0 && (out->nodes = calloc(v->n, sizeof *out->nodes)) == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    for (i = 0; i < v->n; i++) {
+        if (parse_child(d, v->items[i], &out->nodes[i], ctx, err) == -1)
+            return -1;
+        out->n++;
+    }
     return 0;
 }
 
@@ -938,12 +973,6 @@ ng_graph_add_node_now(struct ng_graph *g, const char *name,
     return NULL;
 }
 
-static const char *
-user_name(const struct ng_edge *e)
-{
-    return e->parent != NULL ? e->parent->name : e->bb->name;
-}
-
 int
 ng_graph_check_del_node(struct ng_graph *g, const char *name,
                         struct ng_error *err)
@@ -954,8 +983,8 @@ ng_graph_check_del_node(struct ng_graph *g, const char *name,
         return ng_error_set(err, ENOENT, "node '%s' not found", name);
     if (node->parents != NULL)
         return ng_error_set(err, EBUSY, "node '%s' is in use by %s '%s'",
-                            name, node->parents->parent ? "node" : "export",
-                            user_name(node->parents));
+                            name, ng_edge_user_kind(node->parents),
+                            ng_edge_user_name(node->parents));
     return 0;
 }
 

@@ -20,6 +20,133 @@ ng_req_init(struct ng_req *req, enum ng_op op, uint64_t offset,
     req->bb = NULL;
     req->queue_next = NULL;
     req->filter_next = NULL;
+    req->iov = (struct ng_iov){ .iov = NULL, .niov = 0, .skip = 0 };
+}
+
+void
+ng_req_set_buf(struct ng_req *req, void *buf)
+{
+    req->one.iov_base = buf;
+    req->one.iov_len = (size_t)req->length;
+    req->iov = (struct ng_iov){ .iov = &req->one, .niov = 1, .skip = 0 };
+}
+
+/* ---- Scatter-gather views ------------------------------------------- */
+
+void
+ng_iov_slice(const struct ng_iov *v, uint64_t off, struct ng_iov *out)
+{
+    const struct iovec *iov = v->iov;
+    unsigned n = v->niov;
+    uint64_t pos = off + v->skip;
+
+    /* Drop the elements wholly before `off`, so that skip stays short
+     * and the next walk starts where the data is. */
+    while (n > 0 && pos >= iov->iov_len) {
+        pos -= iov->iov_len;
+        iov++;
+        n--;
+    }
+    out->iov = iov;
+    out->niov = n;
+    out->skip = (size_t)pos;
+}
+
+size_t
+ng_iov_piece(const struct ng_iov *v, uint64_t off, void **p)
+{
+    struct ng_iov at;
+
+    ng_iov_slice(v, off, &at);
+    if (at.niov == 0) {
+        *p = NULL;
+        return 0;
+    }
+    *p = (unsigned char *)at.iov->iov_base + at.skip;
+    return at.iov->iov_len - at.skip;
+}
+
+/* Call fn on each contiguous piece of [off, off + len). */
+static void
+iov_walk(const struct ng_iov *v, uint64_t off, size_t len,
+         void (*fn)(void *piece, size_t n, size_t done, void *opaque),
+         void *opaque)
+{
+    struct ng_iov at;
+    size_t done = 0;
+
+    ng_iov_slice(v, off, &at);
+    for (unsigned i = 0; i < at.niov && done < len; i++) {
+        size_t skip = i == 0 ? at.skip : 0;
+        size_t n = at.iov[i].iov_len - skip;
+
+        if (n > len - done)
+            n = len - done;
+        fn((unsigned char *)at.iov[i].iov_base + skip, n, done, opaque);
+        done += n;
+    }
+}
+
+static void
+iov_copy_out(void *piece, size_t n, size_t done, void *dst)
+{
+    memcpy((unsigned char *)dst + done, piece, n);
+}
+
+static void
+iov_copy_in(void *piece, size_t n, size_t done, void *src)
+{
+    memcpy(piece, (const unsigned char *)src + done, n);
+}
+
+static void
+iov_fill(void *piece, size_t n, size_t done, void *c)
+{
+    (void)done;
+    memset(piece, *(int *)c, n);
+}
+
+void
+ng_iov_copy_out(const struct ng_iov *v, uint64_t off, void *dst, size_t len)
+{
+    iov_walk(v, off, len, iov_copy_out, dst);
+}
+
+void
+ng_iov_copy_in(const struct ng_iov *v, uint64_t off, const void *src,
+               size_t len)
+{
+    iov_walk(v, off, len, iov_copy_in, (void *)src);
+}
+
+void
+ng_iov_fill(const struct ng_iov *v, uint64_t off, int c, size_t len)
+{
+    iov_walk(v, off, len, iov_fill, &c);
+}
+
+unsigned
+ng_iov_export(const struct ng_iov *v, size_t len, struct iovec *out,
+              unsigned max, size_t *covered)
+{
+    size_t done = 0;
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < v->niov && n < max && done < len; i++) {
+        size_t skip = i == 0 ? v->skip : 0;
+        size_t l = v->iov[i].iov_len - skip;
+
+        if (l == 0)
+            continue;
+        if (l > len - done)
+            l = len - done;
+        out[n].iov_base = (unsigned char *)v->iov[i].iov_base + skip;
+        out[n].iov_len = l;
+        done += l;
+        n++;
+    }
+    *covered = done;
+    return n;
 }
 
 int

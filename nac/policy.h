@@ -21,6 +21,22 @@
 #define NG_NAC_SPLICE_REQUIRE     NG_NAC_GRAPH_MOD
 #define NG_NAC_SPLICE_ALLOW       (NG_NAC_ALL & ~NG_NAC_GRAPH_MOD)
 
+/* A mirror (nac/README.md, "Jobs"): the source keeps taking client
+ * writes (the job's bitmap tracks them) but nobody else may move it; the
+ * target holds half-copied data nobody may read or write. */
+#define NG_NAC_MIRROR_SOURCE_REQUIRE  (NG_NAC_READS | NG_NAC_GRAPH_MOD)
+#define NG_NAC_MIRROR_SOURCE_ALLOW    (NG_NAC_READS | NG_NAC_WRITE_DATA | \
+                                       NG_NAC_WRITE_META)
+#define NG_NAC_MIRROR_TARGET_REQUIRE  (NG_NAC_READ_META | NG_NAC_WRITE_DATA)
+#define NG_NAC_MIRROR_TARGET_ALLOW    NG_NAC_READ_META
+
+/* A backup: the source as a mirror's (its copy-before-write filter goes
+ * above it); the target may be read meanwhile (fleecing). */
+#define NG_NAC_BACKUP_SOURCE_REQUIRE  NG_NAC_MIRROR_SOURCE_REQUIRE
+#define NG_NAC_BACKUP_SOURCE_ALLOW    NG_NAC_MIRROR_SOURCE_ALLOW
+#define NG_NAC_BACKUP_TARGET_REQUIRE  (NG_NAC_READ_META | NG_NAC_WRITE_DATA)
+#define NG_NAC_BACKUP_TARGET_ALLOW    NG_NAC_READS
+
 /* Creating or deleting a node: nobody else may touch it meanwhile. */
 #define NG_NAC_EXCLUSIVE_REQUIRE  NG_NAC_ALL
 #define NG_NAC_EXCLUSIVE_ALLOW    0u

@@ -45,6 +45,33 @@ ng_ctx_nac_release(struct ng_control_ctx *ctx, const char *id)
         ng_nac_release(ctx->nac, id);
 }
 
+void
+ng_exports_follow_node(struct ng_control_ctx *ctx, const char *from,
+                       const char *to)
+{
+    struct ng_export_entry *e;
+    char *copy;
+
+    for (e = ctx->exports; e != NULL; e = e->next) {
+        struct ng_nac_claim claim = {
+            .node = to,
+            .require = e->writable ? NG_NAC_EXPORT_RW_REQUIRE
+                                   : NG_NAC_EXPORT_RO_REQUIRE,
+            .allow = e->writable ? NG_NAC_EXPORT_RW_ALLOW
+                                 : NG_NAC_EXPORT_RO_ALLOW,
+        };
+
+        if (strcmp(e->node, from) != 0 || (copy = strdup(to)) == NULL)
+            continue;
+        /* The job that moved it released `to` first; nobody else may
+         * hold it in a way that conflicts. */
+        if (ctx->nac != NULL)
+            ng_nac_replace(ctx->nac, e->id, &claim, 1, NULL);
+        free(e->node);
+        e->node = copy;
+    }
+}
+
 struct ng_export_entry *
 ng_exports_find(struct ng_control_ctx *ctx, const char *id)
 {
@@ -247,7 +274,8 @@ ng_exports_add(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
         goto fail;
     }
     if (ng_nbd_server_add_export(ctx->nbd, e->name, spec->description, top,
-                                 spec->writable, err) == -1) {
+                                 spec->writable, spec->max_connections,
+                                 err) == -1) {
         entry_unlink(ctx, e);
         goto fail;
     }

@@ -18,6 +18,7 @@ struct ng_export_spec {
     const char *node;           /* node-name of the root */
     bool writable;
     const char *description;    /* NULL = none */
+    unsigned max_connections;   /* 0 = no limit */
     struct ng_implicit_filters filters;     /* created above `node`,
                                              * named "<id>.<driver>" */
 };
@@ -44,6 +45,11 @@ int ng_exports_del(struct ng_control_ctx *ctx, const char *id, bool hard,
 /* The export with management ID `id`, or NULL.  Borrowed. */
 struct ng_export_entry *ng_exports_find(struct ng_control_ctx *ctx,
                                         const char *id);
+
+/* A job moved what used node `from` to node `to` (mirror's pivot):
+ * every export of `from` now serves `to`; its NAC claim moves along. */
+void ng_exports_follow_node(struct ng_control_ctx *ctx, const char *from,
+                            const char *to);
 
 /* For ng_nbd_server_on_export_gone(): opaque is the ctx. */
 void ng_exports_gone(void *opaque, const char *name);

@@ -9,6 +9,9 @@ server_libngserver_a_SOURCES = \
 	server/nbd-proto.h \
 	server/nbd-int.h \
 	server/nbd.c \
+	server/nbd-listen.c \
+	server/nbd-export.c \
+	server/nbd-pool.c \
 	server/nbd-conn.c \
 	server/nbd-handshake.c \
 	server/control.h \
@@ -21,6 +24,7 @@ server_libngserver_a_SOURCES = \
 	server/qmp-graph.c \
 	server/qmp-commands.c \
 	server/qmp-export.c \
+	server/qmp-job.c \
 	server/exports.h \
 	server/exports.c \
 	server/reload.h \
@@ -29,6 +33,8 @@ server_libngserver_a_SOURCES = \
 	server/unix-path.c \
 	server/tls.h \
 	server/tls.c \
+	server/sd-daemon.h \
+	server/sd-daemon.c \
 	$(NULL)
 
 sbin_PROGRAMS += nbdgraphd

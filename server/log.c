@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <syslog.h>
 
 #include "server/log.h"
@@ -11,8 +12,8 @@
 /* The only file-level state: the daemon's one log threshold and sink. */
 static struct {
     enum ng_log_level level;
-    bool syslog;
-} log_state = { .level = NG_LOG_INFO };
+    enum ng_log_sink sink;
+} log_state = { .level = NG_LOG_INFO, .sink = NG_LOG_SINK_STDERR };
 
 void
 ng_log_set_level(enum ng_log_level level)
@@ -21,10 +22,25 @@ ng_log_set_level(enum ng_log_level level)
 }
 
 void
-ng_log_to_syslog(void)
+ng_log_to(enum ng_log_sink sink)
 {
-    openlog("nbdgraphd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
-    log_state.syslog = true;
+    if (sink == NG_LOG_SINK_SYSLOG && log_state.sink != sink)
+        openlog("nbdgraphd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+    log_state.sink = sink;
+}
+
+int
+ng_log_sink_parse(const char *name, enum ng_log_sink *out)
+{
+    static const char *const names[] = { "stderr", "syslog", "journal" };
+
+    for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(name, names[i]) == 0) {
+            *out = (enum ng_log_sink)i;
+            return 0;
+        }
+    }
+    return -1;
 }
 
 int
@@ -44,8 +60,14 @@ ng_log(enum ng_log_level level, const char *fmt, ...)
     if (!ng_log_enabled(level))
         return;
     va_start(ap, fmt);
-    if (log_state.syslog) {
+    if (log_state.sink == NG_LOG_SINK_SYSLOG) {
         vsyslog(priorities[level], fmt, ap);
+    } else if (log_state.sink == NG_LOG_SINK_JOURNAL) {
+        /* journald reads the "<N>" prefix on a unit's stderr as the
+         * priority (sd-daemon(3)); the unit names the program. */
+        fprintf(stderr, "<%d>", priorities[level]);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
     } else {
         fprintf(stderr, "nbdgraphd: %s: ", names[level]);
         vfprintf(stderr, fmt, ap);

@@ -1,7 +1,8 @@
 /* server/log.h: logging to stderr (foreground, and while starting) or,
  * once a daemon has left its terminal, to syslog (facility daemon,
- * ident "nbdgraphd").  Messages are one line each, without a trailing
- * newline. */
+ * ident "nbdgraphd"); --log picks one, or "journal": stderr lines with
+ * the "<N>" priority prefix journald understands.  Messages are one
+ * line each, without a trailing newline. */
 #ifndef NG_LOG_H
 #define NG_LOG_H
 
@@ -15,8 +16,16 @@ enum ng_log_level {
 /* Highest level printed; -v raises it to DEBUG. */
 void ng_log_set_level(enum ng_log_level level);
 int ng_log_enabled(enum ng_log_level level);
-/* From now on, log to syslog instead of stderr. */
-void ng_log_to_syslog(void);
+enum ng_log_sink {
+    NG_LOG_SINK_STDERR,
+    NG_LOG_SINK_SYSLOG,
+    NG_LOG_SINK_JOURNAL,
+};
+
+/* From now on, log to `sink`. */
+void ng_log_to(enum ng_log_sink sink);
+/* "stderr", "syslog", "journal"; -1 for anything else. */
+int ng_log_sink_parse(const char *name, enum ng_log_sink *out);
 void ng_log(enum ng_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

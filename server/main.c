@@ -18,6 +18,7 @@
 
 #include "config/config.h"
 #include "graph/graph.h"
+#include "graph/job.h"
 #include "filters/filters.h"
 #include "filters/throttle.h"
 #include "nac/nac.h"
@@ -26,6 +27,7 @@
 #include "server/log.h"
 #include "server/nbd.h"
 #include "server/reload.h"
+#include "server/sd-daemon.h"
 #include "server/tls.h"
 #include "server/unix-path.h"
 
@@ -40,6 +42,10 @@ struct daemon {
     struct ng_control *control;
     uv_signal_t sigint, sigterm, sighup;
     unsigned n_signals;         /* initialised, so closed at the end */
+    int n_activated;            /* sockets from socket activation */
+    char pidfile[4096];         /* --pidfile made absolute (we leave the
+                                 * start directory), "" = none */
+    bool pidfile_written;       /* so removed at exit */
     bool stopping;
     int exit_code;
 };
@@ -52,7 +58,14 @@ struct options {
     bool foreground;
     bool exit_with_parent;
     int verbose;
+    const char *pidfile;
+    bool log_given;             /* --log: keep it when detaching */
+    enum ng_log_sink log;
 };
+
+/* Without --config, root (a system service) reads this if it exists;
+ * anyone else, and root without it, gets the built-in demo. */
+#define NG_SYSTEM_CONFIG "/etc/nbdgraph/nbdgraph.yaml"
 
 static void
 usage(FILE *fp)
@@ -61,9 +74,12 @@ usage(FILE *fp)
 "Usage: nbdgraphd [OPTION]...\n"
 "Serve NBD exports from a live graph of block nodes.\n"
 "\n"
-"  -c, --config FILE       read FILE (YAML); without it, serve the built-in\n"
-"                          default: a writable 1 GiB memory export 'demo' on\n"
-"                          unix:%s and tcp:127.0.0.1:10809\n"
+"  -c, --config FILE       read FILE (YAML).  Without it, root reads\n"
+"                          " NG_SYSTEM_CONFIG " if it exists;\n"
+"                          otherwise (and for any other user) nbdgraphd\n"
+"                          serves the built-in demo: a writable 1 GiB\n"
+"                          memory export 'demo' on unix:%s\n"
+"                          and tcp:127.0.0.1:10809\n"
 "      --blockdev OPTS     add a node, as qemu-storage-daemon does:\n"
 "                          driver=file,node-name=d0,filename=x.raw\n"
 "      --export OPTS       add an export: type=nbd,id=e0,node-name=d0,\n"
@@ -72,6 +88,10 @@ usage(FILE *fp)
 "  -t, --check-config      validate the configuration, then exit 0 or 1\n"
 "  -f, --foreground        stay in the foreground (log to stderr); without\n"
 "                          it, detach once serving and log to syslog\n"
+"      --log=WHERE         stderr, syslog or journal (stderr lines with\n"
+"                          journald's <N> priority prefix, for a unit)\n"
+"      --pidfile FILE      write the pid to FILE once serving; removed at\n"
+"                          exit\n"
 "      --exit-with-parent  exit when the parent process exits (for tests)\n"
 "  -v, --verbose           log debug messages\n"
 "  -h, --help              show this help\n"
@@ -89,6 +109,8 @@ parse_args(int argc, char **argv, struct options *o)
         { "check-config", no_argument, NULL, 't' },
         { "foreground", no_argument, NULL, 'f' },
         { "exit-with-parent", no_argument, NULL, 'P' },
+        { "log", required_argument, NULL, 'L' },
+        { "pidfile", required_argument, NULL, 'p' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -114,6 +136,15 @@ parse_args(int argc, char **argv, struct options *o)
         case 't': o->check_config = true; break;
         case 'f': o->foreground = true; break;
         case 'P': o->exit_with_parent = true; break;
+        case 'p': o->pidfile = optarg; break;
+        case 'L':
+            if (ng_log_sink_parse(optarg, &o->log) == -1) {
+                fprintf(stderr, "nbdgraphd: --log: expected stderr, syslog "
+                        "or journal, not '%s'\n", optarg);
+                return -1;
+            }
+            o->log_given = true;
+            break;
         case 'v': o->verbose++; break;
         case 'h': usage(stdout); exit(EXIT_SUCCESS);
         case 'V': printf("nbdgraphd %s\n", PACKAGE_VERSION);
@@ -176,6 +207,15 @@ open_node(struct daemon *d, const struct ng_node_cfg *nc,
     return w.failed ? -1 : 0;
 }
 
+/* The graph's warn hook: drivers' warnings (blkverify, quorum) go to
+ * the daemon's log. */
+static void
+log_graph_warning(void *opaque, const char *msg)
+{
+    (void)opaque;
+    ng_log_warn("%s", msg);
+}
+
 static int
 build_graph(struct daemon *d, struct ng_error *err)
 {
@@ -184,6 +224,7 @@ build_graph(struct daemon *d, struct ng_error *err)
     d->graph = ng_graph_new(&d->loop, ng_all_drivers);
     if (d->graph == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
+    d->graph->warn = log_graph_warning;
     for (i = 0; i < d->cfg->n_groups; i++)
         if (ng_throttle_group_declare(d->graph, d->cfg->groups[i].name,
                                       d->cfg->groups[i].limits, err) == -1)
@@ -217,6 +258,12 @@ start_server(struct daemon *d, struct ng_error *err)
     d->nbd = ng_nbd_server_new(&d->loop, d->graph, err);
     if (d->nbd == NULL)
         return -1;
+    if (d->cfg->max_request != 0 &&
+        ng_nbd_server_set_max_request(d->nbd, d->cfg->max_request,
+                                      err) == -1)
+        return located(err, d->cfg->file, &d->cfg->max_request_loc);
+    ng_nbd_server_set_max_connections(d->nbd, d->cfg->max_connections);
+    ng_nbd_server_set_idle_timeout(d->nbd, d->cfg->idle_timeout);
     d->ctl_ctx.graph = d->graph;
     d->ctl_ctx.nbd = d->nbd;
     d->ctl_ctx.nac = d->nac;
@@ -231,6 +278,7 @@ start_server(struct daemon *d, struct ng_error *err)
             .id = ec->name, .name = ec->nbd_name, .node = ec->node,
             .writable = ec->writable,
             .description = ec->description, .filters = ec->filters,
+            .max_connections = ec->max_connections,
         };
 
         if (ng_exports_add(&d->ctl_ctx, &spec, "config", false, err) == -1 ||
@@ -304,12 +352,12 @@ check_listener(const struct ng_listen_cfg *l, bool probe,
  * file that something answers on counts as taken (not for
  * --check-config: the running daemon may be the one to be replaced). */
 static int
-check_listeners(const struct ng_config *cfg, bool probe,
+check_listeners(const struct ng_config *cfg, bool probe, bool activated,
                 struct ng_error *err)
 {
     size_t i;
 
-    for (i = 0; i < cfg->n_listen; i++) {
+    for (i = 0; i < cfg->n_listen && !activated; i++) {
         const struct ng_listen_cfg *l = &cfg->listen[i];
 
         if (check_listener(l, probe, err) == -1)
@@ -321,6 +369,25 @@ check_listeners(const struct ng_config *cfg, bool probe,
     return 0;
 }
 
+/* Socket activation (systemd's .socket unit, systemd-socket-activate):
+ * the sockets we were handed replace the config's listen addresses, as
+ * nbdkit-service(1) describes for nbdkit. */
+static int
+listen_activated(struct daemon *d, struct ng_error *err)
+{
+    char addr[32];
+
+    ng_log_info("socket activation: %d socket%s; the config's listen "
+                "addresses are not used", d->n_activated,
+                d->n_activated == 1 ? "" : "s");
+    for (int i = 0; i < d->n_activated; i++) {
+        snprintf(addr, sizeof addr, "fd:%d", NG_SD_LISTEN_FDS_START + i);
+        if (ng_nbd_server_listen(d->nbd, addr, err) == -1)
+            return -1;
+    }
+    return 0;
+}
+
 /* Last of all, so that once an NBD socket accepts, the daemon (control
  * channel included) is ready. */
 static int
@@ -328,6 +395,8 @@ start_listening(struct daemon *d, struct ng_error *err)
 {
     size_t i;
 
+    if (d->n_activated > 0)
+        return listen_activated(d, err);
     for (i = 0; i < d->cfg->n_listen; i++) {
         const struct ng_listen_cfg *l = &d->cfg->listen[i];
         const struct ng_tls_creds *creds = NULL;
@@ -409,12 +478,23 @@ server_stopped(void *opaque)
         control_stopped(d);
 }
 
+/* Tell systemd (Type=notify) where we are; nothing without it. */
+static void
+notify_manager(const char *state)
+{
+    if (ng_sd_notify(state) == -1)
+        ng_log_warn("sd_notify %s: %s", state, strerror(errno));
+}
+
 static void
 begin_shutdown(struct daemon *d)
 {
     if (d->stopping)
         return;
     d->stopping = true;
+    notify_manager("STOPPING=1");
+    if (d->graph != NULL)
+        ng_job_cancel_all(d->graph);    /* they wind down with the clients */
     if (d->nbd != NULL)
         ng_nbd_server_shutdown(d->nbd, server_stopped, d);
     else
@@ -511,7 +591,7 @@ fork_daemon(void)
  * In that order, so that when the parent is gone nothing of ours holds
  * its stdout: `out=$(nbdgraphd)` returns at once. */
 static int
-detach(int ready_fd)
+detach(int ready_fd, bool keep_log)
 {
     int fd;
 
@@ -524,7 +604,8 @@ detach(int ready_fd)
     }
     if (fd > STDERR_FILENO)
         close(fd);
-    ng_log_to_syslog();
+    if (!keep_log)
+        ng_log_to(NG_LOG_SINK_SYSLOG);
     if (write(ready_fd, "", 1) != 1)
         return -1;
     close(ready_fd);
@@ -538,7 +619,67 @@ load_config(const struct options *o, struct ng_error *err)
         return ng_config_load_with_cli(o->config, &o->cli, err);
     if (o->config != NULL)
         return ng_config_load_file(o->config, err);
+    if (geteuid() == 0 && access(NG_SYSTEM_CONFIG, F_OK) == 0)
+        return ng_config_load_file(NG_SYSTEM_CONFIG, err);
     return ng_config_default(err);
+}
+
+/* Written whole under a temporary name, then renamed: a reader never
+ * sees a partial pid. */
+static int
+write_pidfile(const char *path)
+{
+    char tmp[4096];
+    FILE *f;
+
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    if ((f = fopen(tmp, "we")) == NULL)
+        return -1;
+    fprintf(f, "%ld\n", (long)getpid());
+    if (fclose(f) != 0 || rename(tmp, path) == -1) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* After detaching, once every listener is bound: the pidfile, then
+ * READY=1 for systemd. */
+static int
+announce_ready(struct daemon *d)
+{
+    if (d->pidfile[0] != '\0') {
+        if (write_pidfile(d->pidfile) == -1) {
+            ng_log_error("--pidfile %s: %s", d->pidfile, strerror(errno));
+            return -1;
+        }
+        d->pidfile_written = true;
+    }
+    notify_manager("READY=1");
+    return 0;
+}
+
+/* --pidfile against the start directory, into out[size]. */
+static int
+absolute_pidfile(const char *path, char *out, size_t size)
+{
+    char cwd[4096];
+    int n;
+
+    if (path[0] == '/')
+        n = snprintf(out, size, "%s", path);
+    else if (getcwd(cwd, sizeof cwd) != NULL)
+        n = snprintf(out, size, "%s/%s", cwd, path);
+    else
+        return -1;
+    if (n < 0 || (size_t)n >= size) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 0;
 }
 
 static void
@@ -572,7 +713,7 @@ check_config(struct daemon *d)
 
     if (build_graph(d, &err) == 0 && load_tls_creds(d, &err) == 0 &&
         start_server(d, &err) == 0 &&
-        check_listeners(d->cfg, false, &err) == 0) {
+        check_listeners(d->cfg, false, false, &err) == 0) {
         printf("%s: configuration is valid\n", d->cfg->file);
     } else {
         d->exit_code = EXIT_FAILURE;
@@ -591,7 +732,7 @@ start(struct daemon *d)
 
     if (build_graph(d, &err) == 0 && load_tls_creds(d, &err) == 0 &&
         start_server(d, &err) == 0 &&
-        check_listeners(d->cfg, true, &err) == 0 &&
+        check_listeners(d->cfg, true, d->n_activated > 0, &err) == 0 &&
         start_control(d, &err) == 0 && watch_signals(d) == 0 &&
         start_listening(d, &err) == 0)
         return 0;
@@ -611,6 +752,20 @@ run(const struct options *o)
     struct daemon d = { .exit_code = EXIT_SUCCESS };
     struct ng_error err = { 0 };
     int ready_fd = -1;
+
+    /* Before forking: LISTEN_PID names this process. */
+    d.n_activated = ng_sd_listen_fds();
+    if (d.n_activated < 0) {
+        fprintf(stderr, "nbdgraphd: socket activation: %s\n",
+                strerror(errno));
+        return EXIT_FAILURE;
+    }
+    if (o->pidfile != NULL &&
+        absolute_pidfile(o->pidfile, d.pidfile, sizeof d.pidfile) == -1) {
+        fprintf(stderr, "nbdgraphd: --pidfile %s: %s\n", o->pidfile,
+                strerror(errno));
+        return EXIT_FAILURE;
+    }
 
     d.cfg = load_config(o, &err);
     if (d.cfg == NULL || ng_config_absolute_paths(d.cfg, &err) == -1) {
@@ -633,14 +788,20 @@ run(const struct options *o)
         return check_config(&d);
     if (start(&d) == -1)
         return EXIT_FAILURE;
-    print_uris(&d);
-    if (ready_fd != -1 && detach(ready_fd) == -1) {
+    if (d.n_activated == 0)
+        print_uris(&d);
+    if (ready_fd != -1 && detach(ready_fd, o->log_given) == -1) {
         ng_log_error("cannot detach: %s", strerror(errno));
         d.exit_code = EXIT_FAILURE;
         begin_shutdown(&d);         /* the parent then exits 1 too */
+    } else if (announce_ready(&d) == -1) {
+        d.exit_code = EXIT_FAILURE;
+        begin_shutdown(&d);
     }
     uv_run(&d.loop, UV_RUN_DEFAULT);
     daemon_cleanup(&d);
+    if (d.pidfile_written)
+        unlink(d.pidfile);
     ng_log_info("stopped");
     return d.exit_code;
 }
@@ -664,6 +825,8 @@ main(int argc, char **argv)
     }
     if (o.verbose)
         ng_log_set_level(NG_LOG_DEBUG);
+    if (o.log_given)
+        ng_log_to(o.log);
     if (o.exit_with_parent && prctl(PR_SET_PDEATHSIG, SIGTERM) == -1) {
         perror("nbdgraphd: prctl");
         options_free(&o);

@@ -37,6 +37,7 @@
 
 static void conn_parse(struct nbd_conn *c);
 static void conn_submit(struct nbd_conn *c, struct nbd_req *r);
+static void conn_drop_rbuf_if_empty(struct nbd_conn *c);
 
 /* ---- Freeing and closing ------------------------------------------------- */
 
@@ -219,8 +220,8 @@ nbd_conn_close_gracefully(struct nbd_conn *c)
 
 /* Nothing in flight either way: no request object (in the graph, queued,
  * being written, or waiting for its payload) and no partial request. */
-static bool
-conn_idle(const struct nbd_conn *c)
+bool
+nbd_conn_idle(const struct nbd_conn *c)
 {
     return c->nreqs == 0 && c->skip == 0 && c->rstart == c->rend &&
            !c->writing && c->hs_len == 0 && c->hs_writes == 0 &&
@@ -230,7 +231,7 @@ conn_idle(const struct nbd_conn *c)
 void
 nbd_conn_shutdown_check(struct nbd_conn *c, uint64_t now)
 {
-    if (c->closing || c->phase != NBD_PHASE_TRANSMISSION || !conn_idle(c) ||
+    if (c->closing || c->phase != NBD_PHASE_TRANSMISSION || !nbd_conn_idle(c) ||
         now - c->active_at < NBD_SHUTDOWN_QUIET_MS)
         return;
     ng_log_debug("%s: idle at shutdown; closing", c->peer);
@@ -247,8 +248,10 @@ conn_after_release(struct nbd_conn *c)
         return;
     }
     if (!c->stop_parsing && !conn_throttled(c) && c->payload_req == NULL &&
-        c->rend > c->rstart)
+        c->rend > c->rstart) {
         conn_parse(c);
+        conn_drop_rbuf_if_empty(c);
+    }
     conn_update_reading(c);
     nbd_conn_maybe_close(c);
 }
@@ -275,6 +278,30 @@ conn_switch_rbuf(struct nbd_conn *c)
     return 0;
 }
 
+/* A connection holds a receive buffer only while bytes are unparsed:
+ * an idle client costs its connection object, not NBD_RBUF_SIZE. */
+static int
+conn_take_rbuf(struct nbd_conn *c)
+{
+    c->rb = nbd_rbuf_get(c->srv);
+    if (c->rb == NULL)
+        return -1;
+    c->rbuf = c->rb->data;
+    c->rstart = c->rend = 0;
+    return 0;
+}
+
+static void
+conn_drop_rbuf_if_empty(struct nbd_conn *c)
+{
+    if (c->rb == NULL || c->rstart != c->rend)
+        return;
+    nbd_rbuf_unref(c->srv, c->rb);  /* requests using it keep theirs */
+    c->rb = NULL;
+    c->rbuf = NULL;
+    c->rstart = c->rend = 0;
+}
+
 /* Where the next bytes of the NBD stream go: a WRITE's payload buffer,
  * or the receive buffer.  Length 0 when out of memory. */
 static uv_buf_t
@@ -285,6 +312,8 @@ conn_read_target(struct nbd_conn *c)
     if (r != NULL)
         return uv_buf_init((char *)r->buf + c->payload_got,
                            r->length - c->payload_got);
+    if (c->rb == NULL && conn_take_rbuf(c) == -1)
+        return uv_buf_init(NULL, 0);
     /* Requests still use parts of this buffer: read on behind them while
      * there is room, else move the unparsed tail to a fresh buffer. */
     if (c->rb->refs > 1) {
@@ -356,8 +385,11 @@ conn_tls_pump(struct nbd_conn *c)
             break;
         }
         n = ng_tls_recv(c->tls, b.base, b.len);
-        if (n == NG_TLS_AGAIN)
+        if (n == NG_TLS_AGAIN) {
+            if (c->payload_req == NULL)
+                conn_drop_rbuf_if_empty(c);
             break;
+        }
         if (n == 0) {
             ng_log_debug("%s: client closed TLS", c->peer);
             nbd_conn_close_gracefully(c);
@@ -390,6 +422,7 @@ conn_got_bytes(struct nbd_conn *c, size_t nread)
         c->rend += nread;
     }
     conn_parse(c);
+    conn_drop_rbuf_if_empty(c);
     conn_update_reading(c);
 }
 
@@ -416,8 +449,9 @@ reply_simple(struct nbd_req *r, uint32_t error)
     r->hdr_len = NBD_SIMPLE_REPLY_SIZE;
 }
 
-/* Every structured reply we send is one chunk, so it carries DONE (and a
- * READ with DF gets what it asked for). */
+/* A structured reply is one chunk, so it carries DONE (and a READ with
+ * DF gets what it asked for) -- except the pieces of a streamed READ
+ * before its last (reply_read clears the flag there). */
 static void
 reply_chunk_header(struct nbd_req *r, uint16_t type, uint32_t length)
 {
@@ -434,6 +468,7 @@ reply_prepare_error(struct nbd_req *r, uint32_t error)
 {
     r->payload = NULL;
     r->payload_len = 0;
+    r->stream_more = false;         /* an error chunk ends a stream */
     if (r->conn->structured) {
         /* error, then a zero message length */
         reply_chunk_header(r, NBD_REPLY_TYPE_ERROR, 6);
@@ -452,18 +487,22 @@ reply_error(struct nbd_req *r, uint32_t error)
     conn_queue_reply(r->conn, r);
 }
 
+/* A streamed READ's pieces are chunks of one reply: DONE on the last. */
 static void
 reply_read(struct nbd_req *r)
 {
     if (r->conn->structured) {
-        reply_chunk_header(r, NBD_REPLY_TYPE_OFFSET_DATA, 8 + r->length);
-        nbd_put64(r->hdr + 20, r->offset);
+        reply_chunk_header(r, NBD_REPLY_TYPE_OFFSET_DATA, 8 + r->piece_len);
+        nbd_put64(r->hdr + 20, r->offset + r->piece_off);
         r->hdr_len += 8;
+        r->stream_more = r->piece_off + r->piece_len < r->length;
+        if (r->stream_more)
+            nbd_put16(r->hdr + 4, 0);
     } else {
         reply_simple(r, NBD_SUCCESS);
     }
     r->payload = r->buf;
-    r->payload_len = r->length;
+    r->payload_len = r->piece_len;
 }
 
 static uint32_t
@@ -590,6 +629,19 @@ conn_req_done(struct ng_req *q, int ret)
 
 /* ---- Sending ------------------------------------------------------------- */
 
+static void conn_submit_next_piece(struct nbd_conn *c, struct nbd_req *r);
+
+/* A reply has left: release its request, or read a streamed READ's
+ * next piece into the same buffer. */
+static void
+reply_sent(struct nbd_conn *c, struct nbd_req *r)
+{
+    if (r->stream_more && !c->dead)
+        conn_submit_next_piece(c, r);
+    else
+        nbd_req_put(r);
+}
+
 /* Release the replies at the head of the write queue that `sent` bytes
  * cover completely; returns the bytes of a partly sent one. */
 static size_t
@@ -603,7 +655,7 @@ release_sent(struct nbd_conn *c, size_t sent)
             return sent;
         sent -= size;
         c->wq_head = r->next;
-        nbd_req_put(r);
+        reply_sent(c, r);
     }
     c->wq_tail = NULL;
     return 0;
@@ -615,7 +667,10 @@ conn_write_cb(uv_write_t *w, int status)
     struct nbd_conn *c = w->data;
 
     c->writing = false;
-    release_list(&c->wq_head, &c->wq_tail);
+    if (status == 0)
+        release_sent(c, SIZE_MAX);      /* all of it went */
+    else
+        release_list(&c->wq_head, &c->wq_tail);
     if (nbd_conn_write_failed(c, status))
         return;
     c->active_at = uv_now(c->srv->loop);
@@ -767,6 +822,72 @@ nbd_conn_flush(struct nbd_conn *c)
     }
 }
 
+/* ---- Flushing once per loop iteration ------------------------------------ */
+
+/* Replies completed during one loop iteration go out together: one
+ * writev per connection.  Most complete in the poll phase (our read
+ * callbacks, thread-pool completions); the check handle, which runs
+ * right after it, sends them.  Some complete in a timer callback (a
+ * throttle releasing requests, the end of a drained section): the idle
+ * handle, which also keeps the coming poll from blocking, sends those
+ * before the loop would go to sleep on them. */
+static void
+flush_dirty(struct ng_nbd_server *srv)
+{
+    while (srv->dirty != NULL) {
+        struct nbd_conn *c = srv->dirty;
+
+        srv->dirty = c->dirty_next;
+        c->dirty_next = NULL;
+        c->dirty = false;
+        nbd_conn_flush(c);
+    }
+    uv_check_stop(&srv->flush_check);
+    uv_idle_stop(&srv->flush_idle);
+}
+
+static void
+flush_check_cb(uv_check_t *check)
+{
+    flush_dirty(check->data);
+}
+
+static void
+flush_idle_cb(uv_idle_t *idle)
+{
+    flush_dirty(idle->data);
+}
+
+void
+nbd_mark_dirty(struct nbd_conn *c)
+{
+    struct ng_nbd_server *srv = c->srv;
+
+    if (c->dirty)
+        return;
+    c->dirty = true;
+    c->dirty_next = srv->dirty;
+    srv->dirty = c;
+    if (!srv->handles_closing) {
+        uv_check_start(&srv->flush_check, flush_check_cb);
+        uv_idle_start(&srv->flush_idle, flush_idle_cb);
+    }
+}
+
+void
+nbd_unmark_dirty(struct ng_nbd_server *srv, struct nbd_conn *c)
+{
+    struct nbd_conn **pp = &srv->dirty;
+
+    if (!c->dirty)
+        return;
+    while (*pp != c)
+        pp = &(*pp)->dirty_next;
+    *pp = c->dirty_next;
+    c->dirty = false;
+    c->dirty_next = NULL;
+}
+
 /* ---- Transmission: requests ---------------------------------------------- */
 
 static bool
@@ -824,12 +945,21 @@ request_check(const struct nbd_conn *c, uint16_t cmd, uint16_t flags,
     if (length == 0)
         return NBD_EINVAL;
     if ((cmd == NBD_CMD_READ || cmd == NBD_CMD_WRITE) &&
-        length > NBD_MAX_PAYLOAD)
+        length > c->srv->max_request)
         return NBD_EINVAL;
     if (offset > c->size || length > c->size - offset)
         return cmd == NBD_CMD_WRITE || cmd == NBD_CMD_WRITE_ZEROES
                ? NBD_ENOSPC : NBD_EINVAL;
     return 0;
+}
+
+/* See NBD_STREAM_PIECE.  DF asks for the data in one chunk. */
+static bool
+request_streams(const struct nbd_conn *c, uint16_t cmd, uint16_t flags,
+                uint32_t length)
+{
+    return cmd == NBD_CMD_READ && c->structured &&
+           !(flags & NBD_CMD_FLAG_DF) && length > NBD_STREAM_PIECE;
 }
 
 static uint32_t
@@ -885,9 +1015,9 @@ conn_submit(struct nbd_conn *c, struct nbd_req *r)
 {
     struct ng_req *q = &r->req;
 
-    ng_req_init(q, request_op(r->cmd), r->offset, r->length,
-                request_ng_flags(r->cmd, r->flags));
-    q->buf = r->buf;
+    ng_req_init(q, request_op(r->cmd), r->offset + r->piece_off,
+                r->piece_len, request_ng_flags(r->cmd, r->flags));
+    ng_req_set_buf(q, r->buf);
     q->extents = NULL;
     q->max_extents = 0;
     q->nr_extents = 0;
@@ -900,6 +1030,18 @@ conn_submit(struct nbd_conn *c, struct nbd_req *r)
     q->opaque = r;
     c->in_graph++;
     ng_bb_submit(c->exp->bb, q);
+}
+
+static void
+conn_submit_next_piece(struct nbd_conn *c, struct nbd_req *r)
+{
+    uint32_t left;
+
+    r->stream_more = false;
+    r->piece_off += r->piece_len;
+    left = r->length - r->piece_off;
+    r->piece_len = left < NBD_STREAM_PIECE ? left : NBD_STREAM_PIECE;
+    conn_submit(c, r);
 }
 
 /* A WRITE takes what of its payload is buffered; the rest is read
@@ -940,6 +1082,15 @@ conn_payload_in_place(struct nbd_conn *c, struct nbd_req *r)
     conn_submit(c, r);
 }
 
+/* The largest refused WRITE whose payload we read and throw away. */
+static uint64_t
+max_discard(const struct nbd_conn *c)
+{
+    uint64_t twice = 2 * (uint64_t)c->srv->max_request;
+
+    return twice > NBD_MAX_DISCARD ? twice : NBD_MAX_DISCARD;
+}
+
 static void
 conn_handle_request(struct nbd_conn *c, const uint8_t *p)
 {
@@ -947,6 +1098,7 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
     uint64_t offset = nbd_get64(p + 16);
     uint32_t length = nbd_get32(p + 24), error;
     struct nbd_req *r;
+    bool streams;
 
     if (nbd_get32(p) != NBD_REQUEST_MAGIC) {
         ng_log_warn("%s: bad request magic; dropping client", c->peer);
@@ -962,14 +1114,16 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
     if (error == 0 && c->srv->shutting_down)
         error = NBD_ESHUTDOWN;      /* a WRITE's payload is read and
                                      * dropped first, as for any error */
-    if (cmd == NBD_CMD_WRITE && error != 0 && length > NBD_MAX_DISCARD) {
+    if (cmd == NBD_CMD_WRITE && error != 0 && length > max_discard(c)) {
         ng_log_warn("%s: write of %" PRIu32 " bytes refused; dropping "
                     "client", c->peer, length);
         nbd_conn_abort(c);
         return;
     }
-    r = nbd_req_get(c, error == 0 && !payload_buffered(c, cmd, length)
-                       ? request_buf_len(cmd, length) : 0);
+    streams = error == 0 && request_streams(c, cmd, flags, length);
+    r = nbd_req_get(c, error != 0 || payload_buffered(c, cmd, length) ? 0
+                       : streams ? NBD_STREAM_PIECE
+                       : request_buf_len(cmd, length));
     if (r == NULL && error == 0) {
         error = NBD_ENOMEM;
         r = nbd_req_get(c, 0);
@@ -984,6 +1138,9 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
     r->flags = flags;
     r->offset = offset;
     r->length = length;
+    r->piece_off = 0;
+    r->piece_len = streams ? NBD_STREAM_PIECE : length;
+    r->stream_more = false;
     if (error != 0 && cmd == NBD_CMD_WRITE && length > 0) {
         c->skip = length;           /* read and thrown away, then answered */
         c->skip_reply = r;
@@ -1029,7 +1186,7 @@ conn_parse(struct nbd_conn *c)
         if (c->skip > 0 && !conn_skip(c))
             break;
         if (c->phase == NBD_PHASE_HANDSHAKE) {
-            if (nbd_hs_parse(c) <= 0)
+            if (c->rend == c->rstart || nbd_hs_parse(c) <= 0)
                 break;
             continue;
         }
@@ -1049,13 +1206,6 @@ void
 nbd_conn_start(struct nbd_conn *c)
 {
     ng_log_debug("%s: new connection", c->peer);
-    c->rb = nbd_rbuf_get(c->srv);
-    c->rbuf = c->rb != NULL ? c->rb->data : NULL;
-    if (c->rbuf == NULL) {
-        ng_log_error("%s: out of memory; dropping client", c->peer);
-        nbd_conn_abort(c);
-        return;
-    }
     nbd_hs_greet(c);
     nbd_hs_flush(c);
     conn_update_reading(c);
@@ -1105,42 +1255,4 @@ nbd_conn_enter_transmission(struct nbd_conn *c, struct ng_nbd_export *exp,
     ng_log_debug("%s: export '%s', %" PRIu64 " bytes, flags 0x%x%s",
                  c->peer, exp->name, size, tflags,
                  c->structured ? ", structured replies" : "");
-}
-
-uint16_t
-nbd_export_tflags(const struct ng_nbd_export *exp, bool structured)
-{
-    uint32_t caps = ng_bb_caps(exp->bb);
-    bool writable = exp->writable && (caps & NG_CAP_WRITE);
-    uint16_t f = NBD_FLAG_HAS_FLAGS;
-
-    if (!writable)
-        f |= NBD_FLAG_READ_ONLY;
-    if (caps & NG_CAP_FLUSH)
-        f |= NBD_FLAG_SEND_FLUSH;
-    if (writable && (caps & NG_CAP_FUA))
-        f |= NBD_FLAG_SEND_FUA;
-    if (writable && (caps & NG_CAP_TRIM))
-        f |= NBD_FLAG_SEND_TRIM;
-    if (writable && (caps & NG_CAP_ZERO)) {
-        f |= NBD_FLAG_SEND_WRITE_ZEROES;
-        if (caps & NG_CAP_FAST_ZERO)
-            f |= NBD_FLAG_SEND_FAST_ZERO;
-    }
-    if (structured)
-        f |= NBD_FLAG_SEND_DF;
-    if (caps & NG_CAP_CACHE)
-        f |= NBD_FLAG_SEND_CACHE;
-    /* A read-only export has no cache to keep coherent. */
-    if ((caps & NG_CAP_MULTI_CONN) || !writable)
-        f |= NBD_FLAG_CAN_MULTI_CONN;
-    return f;
-}
-
-uint64_t
-nbd_export_size(const struct ng_nbd_export *exp)
-{
-    int64_t len = ng_bb_length(exp->bb);
-
-    return len > 0 ? (uint64_t)len : 0;
 }

@@ -306,6 +306,12 @@ hs_opt_export_name(struct nbd_conn *c, const uint8_t *data, uint32_t len)
         nbd_conn_abort(c);
         return -1;
     }
+    if (nbd_export_full(exp)) {
+        ng_log_info("%s: export '%s' is at its max-connections (%u); "
+                    "dropping client", c->peer, exp->name, exp->max_conns);
+        nbd_conn_abort(c);
+        return -1;
+    }
     size = nbd_export_size(exp);
     tflags = nbd_export_tflags(exp, c->structured);
     memset(out, 0, sizeof out);
@@ -375,7 +381,7 @@ hs_send_infos(struct nbd_conn *c, uint32_t opt,
     nbd_put16(info, NBD_INFO_BLOCK_SIZE);
     nbd_put32(info + 2, NBD_MIN_BLOCK);
     nbd_put32(info + 6, NBD_PREF_BLOCK);
-    nbd_put32(info + 10, NBD_MAX_PAYLOAD);
+    nbd_put32(info + 10, c->srv->max_request);
     return hs_reply(c, opt, NBD_REP_INFO, info, 14);
 }
 
@@ -406,6 +412,13 @@ hs_opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
             want_name = true;
         else if (type == NBD_INFO_DESCRIPTION)
             want_desc = true;
+    }
+    if (opt == NBD_OPT_GO && nbd_export_full(exp)) {
+        ng_log_info("%s: export '%s' is at its max-connections (%u); "
+                    "refused", c->peer, exp->name, exp->max_conns);
+        return hs_reply_error(c, opt, NBD_REP_ERR_POLICY, "export '%s' is "
+                              "at its max-connections (%u)", exp->name,
+                              exp->max_conns);
     }
     size = nbd_export_size(exp);
     tflags = nbd_export_tflags(exp, c->structured);

@@ -29,15 +29,17 @@
 
 /* ---- Limits -------------------------------------------------------------- */
 
-/* Largest READ or WRITE we serve; advertised as the maximum block size.
- * 32 MiB is the size the spec says no client should exceed anyway. */
-#define NBD_MAX_PAYLOAD         (UINT32_C(32) << 20)
+/* Largest READ or WRITE we serve (server.max-request; see nbd.h for
+ * its default and range); advertised as the maximum block size.  A
+ * client that never asks (NBD_OPT_EXPORT_NAME) may still send 40 MiB,
+ * as nbd-server and nbdkit take. */
 #define NBD_MIN_BLOCK           1
 #define NBD_PREF_BLOCK          4096
 
-/* A WRITE above NBD_MAX_PAYLOAD gets EINVAL after its payload has been
- * read and thrown away, so the connection stays usable; one above this
- * is treated as a denial of service and the client is dropped. */
+/* A WRITE above max-request gets EINVAL after its payload has been read
+ * and thrown away, so the connection stays usable; one above twice
+ * max-request (at least NBD_MAX_DISCARD) is treated as a denial of
+ * service and the client is dropped. */
 #define NBD_MAX_DISCARD         (UINT32_C(64) << 20)
 
 /* Receive buffer: every complete request header in it is parsed at
@@ -45,6 +47,11 @@
  * here (and must be copied) stays small; large enough to hold the
  * biggest option we accept. */
 #define NBD_RBUF_SIZE           (128u << 10)
+
+/* A READ larger than this, with structured replies and without DF, is
+ * streamed: read and sent in pieces of this size, one OFFSET_DATA chunk
+ * each, through one buffer of this size. */
+#define NBD_STREAM_PIECE        (UINT32_C(4) << 20)
 
 /* Option data above this drops the client (no option we know needs
  * more than an export name, a few queries and the info list). */
@@ -88,10 +95,10 @@
 /* Metadata context ID for base:allocation. */
 #define NBD_META_ID_ALLOCATION  1
 
-/* Buffer pool: power-of-two classes from 4 KiB to NBD_MAX_PAYLOAD; free
- * buffers are kept up to NBD_POOL_BUDGET bytes in all. */
+/* Buffer pool: power-of-two classes from 4 KiB to NG_MAX_REQUEST_MAX;
+ * free buffers are kept up to NBD_POOL_BUDGET bytes in all. */
 #define NBD_POOL_MIN_SHIFT      12
-#define NBD_POOL_CLASSES        14      /* 4 KiB .. 32 MiB */
+#define NBD_POOL_CLASSES        17      /* 4 KiB .. 256 MiB */
 #define NBD_POOL_BUDGET         (UINT64_C(128) << 20)
 
 /* ---- Objects ------------------------------------------------------------- */
@@ -147,6 +154,7 @@ struct ng_nbd_export {
     size_t n_allow;
     bool restricted;                /* allow: was given (even empty) */
     unsigned nconns;                /* connections in transmission */
+    unsigned max_conns;             /* of those at most, 0 = no limit */
 };
 
 struct ng_nbd_server {
@@ -160,12 +168,15 @@ struct ng_nbd_server {
     struct nbd_conn *conns;
     struct nbd_conn *dirty;         /* connections with replies to flush */
     uv_check_t flush_check;         /* flush `dirty` after the poll phase */
-    uv_idle_t flush_idle;           /* ... or before it (see nbd.c) */
+    uv_idle_t flush_idle;           /* ... or before it (nbd-conn.c) */
     uv_timer_t timer;               /* handshake and shutdown deadlines */
     struct nbd_req *free_reqs;
     struct nbd_rbuf *free_rbufs;
     unsigned n_free_rbufs;
     struct nbd_pool pool;
+    uint32_t max_request;           /* largest READ/WRITE payload */
+    unsigned max_conns;             /* 0 = no limit */
+    uint64_t idle_timeout_ms;       /* 0 = none */
     unsigned nconns;
     bool shutting_down;
     uint64_t shutdown_at;           /* uv_now() when it began */
@@ -189,6 +200,10 @@ struct nbd_req {
     uint16_t flags;                 /* NBD_CMD_FLAG_* */
     uint64_t offset;
     uint32_t length;
+    uint32_t piece_off, piece_len;  /* the part in the graph or in the
+                                     * reply: all of it unless streamed */
+    bool stream_more;               /* a streamed READ's reply is queued
+                                     * and pieces remain */
     uint8_t *buf;                   /* pooled payload buffer, a WRITE's
                                      * payload inside `rb`, or NULL */
     unsigned buf_class;
@@ -278,25 +293,44 @@ struct nbd_conn {
     bool handle_closed;
 };
 
-/* ---- nbd.c: server-wide services ----------------------------------------- */
+/* ---- nbd.c: the server object ------------------------------------------ */
+
+/* Called by a connection when it is gone. */
+void nbd_server_conn_gone(struct ng_nbd_server *srv, struct nbd_conn *c);
+/* Make sure the deadline timer runs (a connection is in handshake). */
+void nbd_server_watch_deadlines(struct ng_nbd_server *srv);
+
+/* ---- nbd-listen.c: listeners -------------------------------------------- */
+
+/* Close every listener (their Unix socket files are removed). */
+void nbd_listeners_close(struct ng_nbd_server *srv);
+
+/* ---- nbd-export.c: the export registry ---------------------------------- */
 
 /* Find an export by its exact name ("" only finds an export named ""). */
 struct ng_nbd_export *nbd_export_find(struct ng_nbd_server *srv,
                                       const char *name);
+/* True when one more client would pass the export's max-connections. */
+bool nbd_export_full(const struct ng_nbd_export *exp);
 void nbd_export_conn_added(struct ng_nbd_export *exp);
 void nbd_export_conn_removed(struct ng_nbd_export *exp);
+/* Transmission flags and size a client would get for `exp` now. */
+uint16_t nbd_export_tflags(const struct ng_nbd_export *exp, bool structured);
+uint64_t nbd_export_size(const struct ng_nbd_export *exp);
+/* Free every export, listed or removed (at server free). */
+void nbd_exports_free(struct ng_nbd_server *srv);
+
+/* ---- nbd-pool.c: request objects and buffers ---------------------------- */
 
 /* Request objects and payload buffers.  nbd_req_get returns NULL on
  * ENOMEM; len 0 means no buffer. */
 struct nbd_req *nbd_req_get(struct nbd_conn *c, uint32_t len);
 void nbd_req_put(struct nbd_req *r);
-
-/* Ask for `c` to be flushed at the end of this loop iteration. */
-void nbd_mark_dirty(struct nbd_conn *c);
-/* Called by a connection when it is gone. */
-void nbd_server_conn_gone(struct ng_nbd_server *srv, struct nbd_conn *c);
-/* Make sure the deadline timer runs (a connection is in handshake). */
-void nbd_server_watch_deadlines(struct ng_nbd_server *srv);
+/* Receive buffers: a new one (one reference) or NULL; drop a reference. */
+struct nbd_rbuf *nbd_rbuf_get(struct ng_nbd_server *srv);
+void nbd_rbuf_unref(struct ng_nbd_server *srv, struct nbd_rbuf *rb);
+/* Free what the free lists hold (at server free). */
+void nbd_pools_free(struct ng_nbd_server *srv);
 
 /* ---- nbd-conn.c: connections --------------------------------------------- */
 
@@ -305,6 +339,10 @@ void nbd_server_watch_deadlines(struct ng_nbd_server *srv);
 void nbd_conn_start(struct nbd_conn *c);
 /* Send every queued reply that the socket will take. */
 void nbd_conn_flush(struct nbd_conn *c);
+/* Ask for `c` to be flushed at the end of this loop iteration; take it
+ * off that list again (it is going away). */
+void nbd_mark_dirty(struct nbd_conn *c);
+void nbd_unmark_dirty(struct ng_nbd_server *srv, struct nbd_conn *c);
 /* Close the handle if the connection is closing and has nothing left to
  * send or wait for. */
 void nbd_conn_maybe_close(struct nbd_conn *c);
@@ -313,6 +351,9 @@ void nbd_conn_close_gracefully(struct nbd_conn *c);
 /* Hard disconnect: close now, discard replies, free once the graph has
  * returned every request. */
 void nbd_conn_abort(struct nbd_conn *c);
+/* Nothing in flight either way: no request object and no partial
+ * request or reply. */
+bool nbd_conn_idle(const struct nbd_conn *c);
 /* While the server shuts down (its requests are answered with
  * NBD_ESHUTDOWN): close gracefully once nothing is in flight and the
  * client has been quiet for NBD_SHUTDOWN_QUIET_MS. */
@@ -330,17 +371,11 @@ int nbd_conn_start_tls(struct nbd_conn *c);
 void nbd_conn_enter_transmission(struct nbd_conn *c,
                                  struct ng_nbd_export *exp, uint64_t size,
                                  uint16_t tflags);
-/* Transmission flags and size a client would get for `exp` now. */
-uint16_t nbd_export_tflags(const struct ng_nbd_export *exp, bool structured);
-uint64_t nbd_export_size(const struct ng_nbd_export *exp);
 
 /* ---- nbd-handshake.c: option haggling ------------------------------------ */
 
 /* The 18-byte greeting, queued with nbd_hs_send(). */
 void nbd_hs_greet(struct nbd_conn *c);
-/* Receive buffers: a new one (one reference) or NULL; drop a reference. */
-struct nbd_rbuf *nbd_rbuf_get(struct ng_nbd_server *srv);
-void nbd_rbuf_unref(struct ng_nbd_server *srv, struct nbd_rbuf *rb);
 
 /* May this client see `exp`?  Logs a refusal with the client's
  * identity. */

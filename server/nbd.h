@@ -9,11 +9,13 @@
 #define NG_NBD_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <uv.h>
 
 #include "config/config.h"
 #include "graph/error.h"
+#include "config/config.h"
 #include "graph/graph.h"
 #include "server/tls.h"
 
@@ -23,9 +25,26 @@ struct ng_nbd_server *ng_nbd_server_new(uv_loop_t *loop,
                                         struct ng_graph *graph,
                                         struct ng_error *err);
 
+/* Largest READ or WRITE payload served and advertised (server.max-request
+ * in the config, whose range NG_MAX_REQUEST_MIN .. _MAX it takes).
+ * Takes effect for requests parsed from now on. */
+#define NG_NBD_MAX_REQUEST_DEFAULT  (UINT32_C(64) << 20)
+int ng_nbd_server_set_max_request(struct ng_nbd_server *srv, uint64_t bytes,
+                                  struct ng_error *err);
+
+/* At most `n` client connections at a time (0 = no limit, the default):
+ * a client past it is closed at once, with a log line. */
+void ng_nbd_server_set_max_connections(struct ng_nbd_server *srv,
+                                       unsigned n);
+/* Close a client in transmission that has nothing in flight and sent
+ * nothing for `seconds` (0 = never, the default). */
+void ng_nbd_server_set_idle_timeout(struct ng_nbd_server *srv,
+                                    unsigned seconds);
+
 /* Listen on "unix:PATH" or "tcp:HOST:PORT" ("tcp:[::1]:PORT" for IPv6).
  * A stale Unix socket file is replaced; the file is removed again when
- * the server shuts down. */
+ * the server shuts down.  "fd:N" takes a bound stream socket we were
+ * handed (socket activation); its file, if any, is left alone. */
 int ng_nbd_server_listen(struct ng_nbd_server *srv, const char *addr,
                          struct ng_error *err);
 /* The same with TLS (mode not NG_TLS_OFF needs creds, which must outlive
@@ -36,10 +55,13 @@ int ng_nbd_server_listen_tls(struct ng_nbd_server *srv, const char *addr,
                              struct ng_error *err);
 
 /* Add an export on `node`: creates the export's BB.  Fails if the name is
- * taken or a writable export is asked of a read-only node. */
+ * taken or a writable export is asked of a read-only node.  max_conns:
+ * clients in transmission on it at a time (0 = no limit); one more gets
+ * NBD_REP_ERR_POLICY for GO, a dropped connection for EXPORT_NAME. */
 int ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
                              const char *description, struct ng_node *node,
-                             bool writable, struct ng_error *err);
+                             bool writable, unsigned max_conns,
+                             struct ng_error *err);
 
 /* From now on only clients matching rules[0..n) (copied) see export
  * `name` (an empty list: none).  Without a call, everyone does. */

@@ -106,6 +106,81 @@ static const struct ng_qmp_arg export_del_args[] = {
     { NULL, 0, false },
 };
 
+static const struct ng_qmp_arg bitmap_add_args[] = {
+    { "node", 's', true },
+    { "name", 's', true },
+    { "granularity", 'i', false },
+    { "disabled", 'b', false },
+    { "persistent", 'b', false },
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg bitmap_args[] = {
+    { "node", 's', true },
+    { "name", 's', true },
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg bitmap_merge_args[] = {
+    { "node", 's', true },
+    { "target", 's', true },
+    { "bitmaps", 'a', true },
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg mirror_args[] = {
+    { "job-id", 's', false },
+    { "device", 's', true },
+    { "target", 's', true },
+    { "sync", 's', true },
+    { "granularity", 'i', false },
+    { "buf-size", 'i', false },
+    { "speed", 'i', false },
+    { "on-source-error", 's', false },
+    { "on-target-error", 's', false },
+    { "copy-mode", 's', false },
+    { "filter-node-name", 's', false },
+    { "auto-finalize", 'b', false },
+    { "auto-dismiss", 'b', false },
+    { "dry-run", 'b', false },
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg backup_args[] = {
+    { "job-id", 's', false },
+    { "device", 's', true },
+    { "target", 's', true },
+    { "sync", 's', true },
+    { "bitmap", 's', false },
+    { "filter-node-name", 's', false },
+    { "speed", 'i', false },
+    { "on-source-error", 's', false },
+    { "on-target-error", 's', false },
+    { "auto-finalize", 'b', false },
+    { "auto-dismiss", 'b', false },
+    { "dry-run", 'b', false },
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg job_id_args[] = {
+    { "id", 's', true },
+    { NULL, 0, false },
+};
+
+/* block-job-cancel's "force" changes nothing here: a cancel always
+ * stops at once. */
+static const struct ng_qmp_arg block_job_args[] = {
+    { "device", 's', true },
+    { "force", 'b', false },
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg set_speed_args[] = {
+    { "device", 's', true },
+    { "speed", 'i', true },
+    { NULL, 0, false },
+};
+
 const struct ng_qmp_command ng_qmp_commands[] = {
     { "query-version", ng_qmp_query_version, no_args, false },
     { "query-commands", ng_qmp_query_commands, no_args, false },
@@ -132,5 +207,32 @@ const struct ng_qmp_command ng_qmp_commands[] = {
     { "query-nac", ng_qmp_query_nac, no_args, false },
     { "reload", ng_qmp_reload, reload_args, false },
     { "query-config", ng_qmp_query_config, no_args, false },
+    { "block-dirty-bitmap-add", ng_qmp_bitmap_add, bitmap_add_args, false },
+    { "block-dirty-bitmap-remove", ng_qmp_bitmap_remove, bitmap_args,
+      false },
+    { "block-dirty-bitmap-clear", ng_qmp_bitmap_clear, bitmap_args, false },
+    { "block-dirty-bitmap-enable", ng_qmp_bitmap_enable, bitmap_args,
+      false },
+    { "block-dirty-bitmap-disable", ng_qmp_bitmap_disable, bitmap_args,
+      false },
+    { "block-dirty-bitmap-merge", ng_qmp_bitmap_merge, bitmap_merge_args,
+      false },
+    { "blockdev-mirror", ng_qmp_blockdev_mirror, mirror_args, false },
+    { "blockdev-backup", ng_qmp_blockdev_backup, backup_args, false },
+    { "query-jobs", ng_qmp_query_jobs, no_args, false },
+    { "query-block-jobs", ng_qmp_query_block_jobs, no_args, false },
+    { "job-pause", ng_qmp_job_pause, job_id_args, false },
+    { "job-resume", ng_qmp_job_resume, job_id_args, false },
+    { "job-cancel", ng_qmp_job_cancel, job_id_args, false },
+    { "job-complete", ng_qmp_job_complete, job_id_args, false },
+    { "job-finalize", ng_qmp_job_finalize, job_id_args, false },
+    { "job-dismiss", ng_qmp_job_dismiss, job_id_args, false },
+    { "block-job-pause", ng_qmp_block_job_pause, block_job_args, false },
+    { "block-job-resume", ng_qmp_block_job_resume, block_job_args, false },
+    { "block-job-cancel", ng_qmp_block_job_cancel, block_job_args, false },
+    { "block-job-complete", ng_qmp_block_job_complete, block_job_args,
+      false },
+    { "block-job-set-speed", ng_qmp_block_job_set_speed, set_speed_args,
+      false },
     { NULL, NULL, NULL, false },
 };

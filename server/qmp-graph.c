@@ -69,6 +69,7 @@ node_json(struct ng_node *n)
 
     if (n->implicit_owner != NULL)
         json_object_set_new(j, "owner", json_string(n->implicit_owner));
+    json_object_set_new(j, "dirty-bitmaps", ng_qmp_bitmaps_json(n));
     return j;
 }
 

@@ -23,4 +23,32 @@ ng_qmp_handler ng_qmp_block_export_add;
 ng_qmp_handler ng_qmp_block_export_del;
 ng_qmp_handler ng_qmp_query_nac;
 
+/* server/qmp-job.c */
+ng_qmp_handler ng_qmp_bitmap_add;
+ng_qmp_handler ng_qmp_bitmap_remove;
+ng_qmp_handler ng_qmp_bitmap_clear;
+ng_qmp_handler ng_qmp_bitmap_enable;
+ng_qmp_handler ng_qmp_bitmap_disable;
+ng_qmp_handler ng_qmp_bitmap_merge;
+ng_qmp_handler ng_qmp_blockdev_mirror;
+ng_qmp_handler ng_qmp_blockdev_backup;
+ng_qmp_handler ng_qmp_query_jobs;
+ng_qmp_handler ng_qmp_query_block_jobs;
+ng_qmp_handler ng_qmp_job_pause;
+ng_qmp_handler ng_qmp_job_resume;
+ng_qmp_handler ng_qmp_job_cancel;
+ng_qmp_handler ng_qmp_job_complete;
+ng_qmp_handler ng_qmp_job_finalize;
+ng_qmp_handler ng_qmp_job_dismiss;
+ng_qmp_handler ng_qmp_block_job_pause;
+ng_qmp_handler ng_qmp_block_job_resume;
+ng_qmp_handler ng_qmp_block_job_cancel;
+ng_qmp_handler ng_qmp_block_job_complete;
+ng_qmp_handler ng_qmp_block_job_set_speed;
+
+/* A node's named dirty bitmaps for query-named-block-nodes.  New
+ * reference. */
+struct ng_node;
+json_t *ng_qmp_bitmaps_json(struct ng_node *n);
+
 #endif

@@ -14,6 +14,11 @@ tests_test_filters_daemon_SOURCES = tests/test-filters-daemon.c
 tests_test_filters_daemon_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_filters_daemon_LDADD = $(TEST_LIBS) -lpthread
 
+CONTROL_TESTS += tests/test-verify-quorum
+tests_test_verify_quorum_SOURCES = tests/test-verify-quorum.c
+tests_test_verify_quorum_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_verify_quorum_LDADD = $(TEST_LIBS)
+
 CONTROL_TESTS += tests/test-nac-daemon
 tests_test_nac_daemon_SOURCES = tests/test-nac-daemon.c
 tests_test_nac_daemon_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
@@ -74,3 +79,21 @@ CONTROL_TESTS += tests/test-open-async
 tests_test_open_async_SOURCES = tests/test-open-async.c
 tests_test_open_async_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_open_async_LDADD = $(TEST_LIBS) -lpthread
+
+# Block jobs: mirror under client writes, pivot, the clients carry on.
+CONTROL_TESTS += tests/test-mirror
+tests_test_mirror_SOURCES = tests/test-mirror.c
+tests_test_mirror_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_mirror_LDADD = $(TEST_LIBS) -lpthread
+
+# Job states and verbs, bad input, cancel at random points, dirty bitmaps.
+CONTROL_TESTS += tests/test-jobs
+tests_test_jobs_SOURCES = tests/test-jobs.c
+tests_test_jobs_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_jobs_LDADD = $(TEST_LIBS)
+
+# Backup with a copy-before-write filter: full, incremental, none.
+CONTROL_TESTS += tests/test-backup
+tests_test_backup_SOURCES = tests/test-backup.c
+tests_test_backup_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_backup_LDADD = $(TEST_LIBS)

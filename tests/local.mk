@@ -40,6 +40,10 @@ EXTRA_DIST += tests/test-start.sh
 TESTS += tests/test-tls.sh
 EXTRA_DIST += tests/test-tls.sh
 
+# As a systemd service: socket activation, sd_notify, --pidfile, --log.
+TESTS += tests/test-service.sh
+EXTRA_DIST += tests/test-service.sh
+
 include tests/nbd.mk
 include tests/control.mk
 

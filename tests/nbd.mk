@@ -11,6 +11,9 @@ NBD_TESTS = \
 	tests/test-nbd-early-close \
 	tests/test-nbd-default-export \
 	tests/test-nbd-shutdown \
+	tests/test-nbd-split \
+	tests/test-nbd-big-request \
+	tests/test-nbd-limits \
 	$(NULL)
 check_PROGRAMS += $(NBD_TESTS)
 TESTS += $(NBD_TESTS)
@@ -54,3 +57,15 @@ tests_test_nbd_default_export_LDADD = $(TEST_LIBS)
 tests_test_nbd_shutdown_SOURCES = tests/test-nbd-shutdown.c
 tests_test_nbd_shutdown_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_nbd_shutdown_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_split_SOURCES = tests/test-nbd-split.c
+tests_test_nbd_split_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_split_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_big_request_SOURCES = tests/test-nbd-big-request.c
+tests_test_nbd_big_request_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_big_request_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_limits_SOURCES = tests/test-nbd-limits.c
+tests_test_nbd_limits_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_limits_LDADD = $(TEST_LIBS)

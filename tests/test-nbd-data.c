@@ -298,7 +298,7 @@ run(const struct ng_test_daemon *d, bool structured, unsigned seed)
         ng_test_fail_nbd("cache");
     test_unaligned(nbd, seed + 2);
     test_pipelined(nbd, seed + 3);
-    /* 32 MiB, the largest request the server takes */
+    /* 32 MiB in one request */
     {
         char *big = malloc(32 * MIB);
 

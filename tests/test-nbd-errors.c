@@ -21,6 +21,7 @@
 static const char config[] =
     "server:\n"
     "  listen: [ \"unix:@SOCK@\" ]\n"
+    "  max-request: 32M\n"
     "nodes:\n"
     "  mem0: { driver: memory, size: 64M }\n"
     "  mem1: { driver: memory, size: 64M }\n"
@@ -98,7 +99,8 @@ test_writable(const struct ng_test_daemon *d, bool structured)
                  "trim past the end");
     expect_errno(nbd_cache(nbd, 8192, SIZE - 4096, 0), EINVAL,
                  "cache past the end");
-    /* above the 32 MiB maximum block size */
+    /* above the 32 MiB maximum block size (max-request: libnbd itself
+     * refuses anything above 64 MiB, the default) */
     expect_errno(nbd_pread(nbd, buf, big, 0, 0), EINVAL, "oversized read");
     expect_alive(nbd, "oversized read");
     expect_errno(nbd_pwrite(nbd, buf, big, 0, 0), EINVAL, "oversized write");

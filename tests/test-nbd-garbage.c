@@ -249,9 +249,10 @@ test_export_name_path(const struct ng_test_daemon *d)
     send_request(fd, 0, 99, 3, 0, 4096);
     if (recv_simple_reply(fd, 3) != 22)
         ng_test_fail("unknown command: not EINVAL");
-    /* a write above 32 MiB: payload skipped, EINVAL, connection stays */
-    send_request(fd, 0, 1, 4, 0, (32u << 20) + 512);
-    for (uint32_t left = (32u << 20) + 512; left > 0;) {
+    /* a write above 64 MiB (max-request): payload skipped, EINVAL, the
+     * connection stays */
+    send_request(fd, 0, 1, 4, 0, (64u << 20) + 512);
+    for (uint32_t left = (64u << 20) + 512; left > 0;) {
         uint32_t n = left < sizeof data ? left : sizeof data;
 
         send_all(fd, data, n);

@@ -122,7 +122,7 @@ expect_info(struct nbd_handle *nbd, const char *name, const char *canonical,
     free(s);
     if (nbd_get_block_size(nbd, LIBNBD_SIZE_MINIMUM) != 1 ||
         nbd_get_block_size(nbd, LIBNBD_SIZE_PREFERRED) != 4096 ||
-        nbd_get_block_size(nbd, LIBNBD_SIZE_MAXIMUM) != 32 << 20)
+        nbd_get_block_size(nbd, LIBNBD_SIZE_MAXIMUM) != 64 << 20)
         ng_test_fail("info '%s': block sizes wrong", name);
 }
 

@@ -134,7 +134,8 @@ fixture_build(struct fixture *f)
 
         if (ng_nbd_server_add_export(f->srv, e->name, e->description,
                                      ng_graph_find(f->graph, e->node),
-                                     e->writable, &err) == -1)
+                                     e->writable, e->max_connections,
+                                     &err) == -1)
             fuzz_die("export '%s': %s", e->name, err.msg);
     }
     if (ng_nbd_server_listen(f->srv, f->cfg->listen[0].text, &err) == -1)

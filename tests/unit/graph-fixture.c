@@ -252,7 +252,7 @@ io_start(struct ng_bb *bb, struct ng_req *req, struct io_result *r,
 {
     memset(req, 0, sizeof *req);
     ng_req_init(req, op, off, len, flags);
-    req->buf = buf;
+    ng_req_set_buf(req, buf);
     io_submit(bb, req, r);
 }
 
@@ -269,13 +269,14 @@ io_req(struct fixture *f, struct ng_bb *bb, struct ng_req *req)
     const enum ng_op op = req->op;
     const uint64_t off = req->offset, len = req->length;
     const uint32_t flags = req->flags;
-    void *const buf = req->buf;
+    const struct ng_iov iov = req->iov;
     struct io_result r;
 
     io_submit(bb, req, &r);
     io_wait(f, &r);
     CHECK(req->op == op && req->offset == off && req->length == len &&
-          req->flags == flags && req->buf == buf);
+          req->flags == flags && req->iov.iov == iov.iov &&
+          req->iov.niov == iov.niov && req->iov.skip == iov.skip);
     return r.ret;
 }
 
@@ -287,7 +288,7 @@ io(struct fixture *f, struct ng_bb *bb, enum ng_op op, uint64_t off,
 
     memset(&req, 0, sizeof req);
     ng_req_init(&req, op, off, len, flags);
-    req.buf = buf;
+    ng_req_set_buf(&req, buf);
     return io_req(f, bb, &req);
 }
 

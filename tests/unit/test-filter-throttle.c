@@ -92,7 +92,7 @@ load_pump(struct load *l)
 
         memset(req, 0, sizeof *req);
         ng_req_init(req, l->op, l->next_off, l->len, 0);
-        req->buf = l->buf;
+        ng_req_set_buf(req, l->buf);
         req->done = load_done;
         req->opaque = l;
         l->next_off = (l->next_off + l->len) % l->span;

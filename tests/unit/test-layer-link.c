@@ -85,7 +85,7 @@ io_run(uv_loop_t *loop, struct ng_bb *bb, enum ng_op op, void *buf,
     struct io io = { .done = false };
 
     ng_req_init(&io.req, op, 4096, len, 0);
-    io.req.buf = buf;
+    ng_req_set_buf(&io.req, buf);
     io.req.done = io_done;
     io.req.opaque = &io;
     ng_bb_submit(bb, &io.req);

@@ -164,7 +164,7 @@ rec_leaf_submit(struct ng_node *node, struct ng_req *req)
 {
     log_add("submit %s %s", node->name, ng_op_name(req->op));
     if (req->op == NG_OP_READ)
-        memset(req->buf, 0, req->length);
+        ng_iov_memset(&req->iov, 0, 0, req->length);
     ng_req_complete(req, 0);
 }
 

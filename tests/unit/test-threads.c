@@ -81,7 +81,7 @@ stall_work(struct ng_node *node, struct ng_req *req)
     count_in(s);
     while (sem_wait(&s->gate) == -1 && errno == EINTR)
         ;
-    memset(req->buf, 0, req->length);
+    ng_iov_memset(&req->iov, 0, 0, req->length);
     atomic_fetch_sub(&s->running, 1);
     return 0;
 }
@@ -94,7 +94,7 @@ serial_work(struct ng_node *node, struct ng_req *req)
 
     count_in(s);
     nanosleep(&ts, NULL);
-    memset(req->buf, 0, req->length);
+    ng_iov_memset(&req->iov, 0, 0, req->length);
     atomic_fetch_sub(&s->running, 1);
     return 0;
 }
@@ -188,7 +188,7 @@ ioopen_open(struct ng_node *node, struct ng_error *err)
     s->err = err;
     memset(&s->req, 0, sizeof s->req);
     ng_req_init(&s->req, NG_OP_READ, 0, sizeof s->sector, 0);
-    s->req.buf = s->sector;
+    ng_req_set_buf(&s->req, s->sector);
     s->req.done = ioopen_read_done;
     s->req.opaque = node;
     ng_node_submit(s->file, &s->req);

@@ -1,0 +1,203 @@
+/* filters/blkverify.c: "blkverify", QEMU's blkverify driver: check a
+ * node (`test`) against a trusted one holding the same data (`raw`).
+ *
+ * Every read is served from `test` and read from `raw` too, both at
+ * once; when both succeed the data are compared and a difference fails
+ * the read with EIO and a warning naming the request's offset and length
+ * and the first byte that differs (QEMU fails the same way, or aborts).
+ * Writes and write-zeroes go to both children, flushes too; the first
+ * error wins.  Trim is not offered: it leaves the two children's
+ * contents undefined, and every later read would differ.
+ *
+ * The children's roles are QEMU's: `test` on a "filtered" edge, `raw` on
+ * a "file" one; each role names one option, as the live config needs.
+ * It is not a filter in the graph's sense (it has two children), so it
+ * states its own facts: test's size, which raw's must equal (refused at
+ * open otherwise), and the caps both children have.  Each child's own
+ * transfer limits are kept by the core at that child's choke point.
+ *
+ * The raw copy of a read goes to a buffer of the request's size,
+ * allocated per read: this is a driver for checking, not for speed.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "filters/filters.h"
+
+/* The caps passed on when both children have them. */
+#define BV_CAPS (NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA | NG_CAP_ZERO | \
+                 NG_CAP_MULTI_CONN)
+
+struct bv_state {
+    struct ng_node *test;           /* option "test" */
+    struct ng_node *raw;            /* option "raw" */
+};
+
+/* One request in flight, the request's context (ng_req_ctx()). */
+struct bv_ctx {
+    struct ng_node *node;
+    struct ng_req *req;
+    struct ng_req test_sub, raw_sub;
+    unsigned char *raw_buf;         /* reads: raw's copy */
+    unsigned pending;               /* sub-requests not yet done */
+    int ret;                        /* the first error */
+};
+
+static const struct ng_opt_desc bv_opts[] = {
+    NG_OPT_CHILD("test", struct bv_state, test, NG_ROLE_FILTERED, true,
+                 "the node checked; reads are served from it"),
+    NG_OPT_CHILD("raw", struct bv_state, raw, NG_ROLE_FILE, true,
+                 "the trusted node every read is compared with"),
+    NG_OPT_END,
+};
+
+static int
+bv_check_sizes(struct ng_node *node, struct ng_error *err)
+{
+    const struct bv_state *s = ng_node_state(node);
+    int64_t test = ng_node_length(s->test), raw = ng_node_length(s->raw);
+
+    if (test != raw)
+        return ng_error_set(err, EINVAL, "children differ in size: test "
+                            "'%s' has %" PRId64 " bytes, raw '%s' %" PRId64,
+                            s->test->name, test, s->raw->name, raw);
+    return 0;
+}
+
+static int
+bv_open(struct ng_node *node, struct ng_error *err)
+{
+    return bv_check_sizes(node, err);
+}
+
+static int
+bv_refresh(struct ng_node *node, struct ng_node_facts *facts,
+           struct ng_error *err)
+{
+    const struct bv_state *s = ng_node_state(node);
+
+    if (bv_check_sizes(node, err) == -1)
+        return -1;
+    facts->size = ng_node_length(s->test);
+    facts->caps = ng_node_caps(s->test) & ng_node_caps(s->raw) & BV_CAPS;
+    return 0;
+}
+
+/* Offset in the view of the first byte that differs from raw, or -1. */
+static int64_t
+bv_first_difference(const struct ng_iov *v, const unsigned char *raw,
+                    uint64_t len)
+{
+    uint64_t off = 0;
+
+    while (off < len) {
+        unsigned char *p;
+        size_t n = ng_iov_piece(v, off, (void **)&p);
+
+        if (n == 0)
+            break;
+        if (n > len - off)
+            n = len - off;
+        if (memcmp(p, raw + off, n) != 0) {
+            size_t i = 0;
+
+            while (p[i] == raw[off + i])
+                i++;
+            return (int64_t)(off + i);
+        }
+        off += n;
+    }
+    return -1;
+}
+
+static void
+bv_finish(struct bv_ctx *c)
+{
+    struct ng_req *req = c->req;
+    int ret = c->ret;
+
+    if (ret == 0 && req->op == NG_OP_READ) {
+        int64_t at = bv_first_difference(&req->iov, c->raw_buf, req->length);
+
+        if (at >= 0) {
+            ng_node_warn(c->node, "blkverify: read offset=%" PRIu64
+                         " length=%" PRIu64 ": contents mismatch at "
+                         "offset %" PRIu64, req->offset, req->length,
+                         req->offset + (uint64_t)at);
+            ret = -EIO;
+        }
+    }
+    free(c->raw_buf);
+    ng_req_complete(req, ret);
+}
+
+static void
+bv_sub_done(struct ng_req *sub, int ret)
+{
+    struct bv_ctx *c = sub->opaque;
+
+    if (ret < 0 && c->ret == 0)
+        c->ret = ret;
+    if (--c->pending == 0)
+        bv_finish(c);
+}
+
+/* The request, as it is, for one child; reads from raw go to raw_buf. */
+static void
+bv_sub_init(struct bv_ctx *c, struct ng_req *sub, bool to_raw_buf)
+{
+    struct ng_req *req = c->req;
+
+    ng_req_init(sub, req->op, req->offset, req->length, req->flags);
+    if (to_raw_buf)
+        ng_req_set_buf(sub, c->raw_buf);
+    else
+        sub->iov = req->iov;
+    sub->done = bv_sub_done;
+    sub->opaque = c;
+}
+
+static void
+bv_submit(struct ng_node *node, struct ng_req *req)
+{
+    const struct bv_state *s = ng_node_state(node);
+    struct bv_ctx *c = ng_req_ctx(node, req);
+    bool read = req->op == NG_OP_READ;
+
+    if (c == NULL) {
+        ng_req_complete(req, -ENOMEM);
+        return;
+    }
+    c->raw_buf = read ? malloc(req->length ? req->length : 1) : NULL;
+    if (read && c->raw_buf == NULL) {
+        ng_req_complete(req, -ENOMEM);
+        return;
+    }
+    c->node = node;
+    c->req = req;
+    c->ret = 0;
+    c->pending = 2;             /* before either may complete inline */
+    bv_sub_init(c, &c->test_sub, false);
+    bv_sub_init(c, &c->raw_sub, read);
+    ng_node_submit(s->test, &c->test_sub);
+    ng_node_submit(s->raw, &c->raw_sub);
+}
+
+const struct ng_driver ng_filter_blkverify = {
+    .name       = "blkverify",
+    .help       = "serve reads from `test`, failing those that differ "
+                  "from `raw`; write both",
+    .state_size = sizeof(struct bv_state),
+    .req_ctx_size = sizeof(struct bv_ctx),
+    .opts       = bv_opts,
+    .open       = bv_open,
+    .refresh    = bv_refresh,
+    .submit     = bv_submit,
+    .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_WRITE_ZEROES),
+};

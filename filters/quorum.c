@@ -1,0 +1,432 @@
+/* filters/quorum.c: "quorum", QEMU's quorum driver: one disk kept on
+ * several children (replicas), outvoting a child that fails or returns
+ * wrong data.
+ *
+ * Writes, write-zeroes and flushes go to every child at once and succeed
+ * when at least vote-threshold children succeed (then the first error of
+ * the others is forgotten; otherwise it is the answer).  Reads:
+ *
+ * - read-pattern "quorum": every child reads into its own buffer; the
+ *   successful reads are grouped by content (memcmp: there are few
+ *   children and the data are in memory anyway) and the largest group
+ *   wins if it has at least vote-threshold members, else the read fails
+ *   with EIO.  The winning data are copied to the caller.  A child that
+ *   failed or lost the vote is reported with a warning in the daemon's
+ *   log naming it and the range (QEMU's QUORUM_REPORT_BAD event; graph/
+ *   and filters/ cannot emit QMP events, so it is a log line); with
+ *   rewrite-corrupted the losers are written with the winning data
+ *   before the read completes (a failed rewrite is reported, and does
+ *   not fail the read, whose data are right).
+ * - read-pattern "fifo": the first child reads into the caller's buffer;
+ *   if it fails, the next one, and so on: the first success wins.
+ *
+ * Trim and block status are not offered (a trim would leave the
+ * replicas' contents undefined, outvoting each other).  The node has the
+ * children's size, which must be equal (refused at open otherwise), and
+ * the write caps all of them have.  Each child's own transfer limits are
+ * kept by the core at that child's choke point.
+ *
+ * A request's context holds one sub-request per child, so a quorum has
+ * at most QUORUM_MAX_CHILDREN of them; a quorum read allocates one buffer
+ * for all children's copies.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "filters/filters.h"
+
+#define QUORUM_MAX_CHILDREN 8
+
+/* The caps passed on when every child has them. */
+#define QUORUM_CAPS (NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA | NG_CAP_ZERO | \
+                     NG_CAP_MULTI_CONN)
+
+enum quorum_read_pattern { QUORUM_READ_QUORUM, QUORUM_READ_FIFO };
+
+static const char *const quorum_read_patterns[] = { "quorum", "fifo", NULL };
+
+struct quorum_state {
+    struct ng_children children;    /* option "children" */
+    int64_t threshold;              /* option "vote-threshold" */
+    int read_pattern;               /* option "read-pattern" */
+    bool rewrite;                   /* option "rewrite-corrupted" */
+};
+
+struct quorum_ctx;
+
+struct quorum_sub {
+    struct ng_req req;
+    struct quorum_ctx *c;
+    int ret;
+};
+
+/* One request in flight, the request's context (ng_req_ctx()). */
+struct quorum_ctx {
+    struct ng_node *node;
+    struct ng_req *req;
+    unsigned pending;               /* sub-requests not yet done */
+    unsigned next;                  /* fifo: the child to try next */
+    unsigned char *bufs;            /* quorum reads: a copy per child */
+    struct quorum_sub subs[QUORUM_MAX_CHILDREN];
+};
+
+static const struct ng_opt_desc quorum_opts[] = {
+    NG_OPT_CHILDREN("children", struct quorum_state, children,
+                    NG_ROLE_CHILDREN, true,
+                    "the replicas, 2 to 8 nodes of the same size"),
+    NG_OPT_INT("vote-threshold", struct quorum_state, threshold, NULL,
+               "children that must agree on a read, or succeed in a write"),
+    NG_OPT_ENUM("read-pattern", struct quorum_state, read_pattern, "quorum",
+                quorum_read_patterns,
+                "quorum: read all children and vote; fifo: the first that "
+                "succeeds"),
+    NG_OPT_BOOL("rewrite-corrupted", struct quorum_state, rewrite, "false",
+                "write the winning data over children that lost a vote"),
+    NG_OPT_END,
+};
+
+/* ---- Open and facts ------------------------------------------------------ */
+
+static int
+quorum_check_children(const struct quorum_state *s, struct ng_error *err)
+{
+    const struct ng_children *ch = &s->children;
+
+    if (ch->n < 2 || ch->n > QUORUM_MAX_CHILDREN)
+        return ng_error_set(err, EINVAL, "'children' must list 2 to %d "
+                            "nodes, not %zu", QUORUM_MAX_CHILDREN, ch->n);
+    for (size_t i = 0; i < ch->n; i++) {
+        for (size_t j = 0; j < i; j++)
+            if (ch->nodes[i] == ch->nodes[j])
+                return ng_error_set(err, EINVAL, "node '%s' is listed "
+                                    "twice in 'children'",
+                                    ch->nodes[i]->name);
+        if (ng_node_length(ch->nodes[i]) != ng_node_length(ch->nodes[0]))
+            return ng_error_set(err, EINVAL, "children differ in size: "
+                                "'%s' has %" PRId64 " bytes, '%s' %" PRId64,
+                                ch->nodes[0]->name,
+                                ng_node_length(ch->nodes[0]),
+                                ch->nodes[i]->name,
+                                ng_node_length(ch->nodes[i]));
+    }
+    return 0;
+}
+
+static int
+quorum_open(struct ng_node *node, struct ng_error *err)
+{
+    const struct quorum_state *s = ng_node_state(node);
+
+    if (quorum_check_children(s, err) == -1)
+        return -1;
+    if (s->threshold < 1 || (uint64_t)s->threshold > s->children.n)
+        return ng_error_set(err, EINVAL, "'vote-threshold' must be 1 to the "
+                            "number of children (%zu), not %" PRId64,
+                            s->children.n, s->threshold);
+    if (s->rewrite && s->read_pattern != QUORUM_READ_QUORUM)
+        return ng_error_set(err, EINVAL, "'rewrite-corrupted' needs "
+                            "read-pattern 'quorum'");
+    return 0;
+}
+
+static int
+quorum_refresh(struct ng_node *node, struct ng_node_facts *facts,
+               struct ng_error *err)
+{
+    const struct quorum_state *s = ng_node_state(node);
+    uint32_t caps = QUORUM_CAPS;
+
+    if (quorum_check_children(s, err) == -1)
+        return -1;
+    for (size_t i = 0; i < s->children.n; i++)
+        caps &= ng_node_caps(s->children.nodes[i]);
+    facts->size = ng_node_length(s->children.nodes[0]);
+    facts->caps = caps;
+    return 0;
+}
+
+/* ---- Sub-requests -------------------------------------------------------- */
+
+static void
+quorum_report(struct quorum_ctx *c, unsigned i, const char *what)
+{
+    const struct quorum_state *s = ng_node_state(c->node);
+    const struct ng_req *req = c->req;
+
+    ng_node_warn(c->node, "quorum: child '%s' %s offset=%" PRIu64
+                 " length=%" PRIu64 ": %s", s->children.nodes[i]->name,
+                 ng_op_name(req->op), req->offset, req->length, what);
+}
+
+/* Child i's copy of the request; its data from `buf`, or the caller's
+ * view when NULL. */
+static struct ng_req *
+quorum_sub_init(struct quorum_ctx *c, unsigned i, enum ng_op op,
+                unsigned char *buf, void (*done)(struct ng_req *, int))
+{
+    struct ng_req *req = c->req, *sub = &c->subs[i].req;
+
+    ng_req_init(sub, op, req->offset, req->length,
+                op == req->op ? req->flags : 0);
+    if (buf != NULL)
+        ng_req_set_buf(sub, buf);
+    else
+        sub->iov = req->iov;
+    sub->done = done;
+    sub->opaque = &c->subs[i];
+    c->subs[i].c = c;
+    c->subs[i].ret = 0;
+    return sub;
+}
+
+static void
+quorum_finish(struct quorum_ctx *c, int ret)
+{
+    free(c->bufs);
+    ng_req_complete(c->req, ret);
+}
+
+/* ---- Writes, write-zeroes, flushes ---------------------------------------- */
+
+static void
+quorum_write_done(struct ng_req *sub, int ret)
+{
+    struct quorum_sub *qs = sub->opaque;
+    struct quorum_ctx *c = qs->c;
+    const struct quorum_state *s = ng_node_state(c->node);
+    int64_t ok = 0;
+    int first_err = 0;
+
+    qs->ret = ret;
+    if (--c->pending > 0)
+        return;
+    for (unsigned i = 0; i < s->children.n; i++) {
+        if (c->subs[i].ret == 0) {
+            ok++;
+            continue;
+        }
+        if (first_err == 0)
+            first_err = c->subs[i].ret;
+        quorum_report(c, i, strerror(-c->subs[i].ret));
+    }
+    quorum_finish(c, ok >= s->threshold ? 0 : first_err);
+}
+
+static void
+quorum_write(struct quorum_ctx *c)
+{
+    const struct quorum_state *s = ng_node_state(c->node);
+    unsigned n = (unsigned)s->children.n;
+
+    c->pending = n;             /* before any may complete inline */
+    for (unsigned i = 0; i < n; i++)
+        quorum_sub_init(c, i, c->req->op, NULL, quorum_write_done);
+    for (unsigned i = 0; i < n; i++)
+        ng_node_submit(s->children.nodes[i], &c->subs[i].req);
+}
+
+/* ---- Reads: fifo ---------------------------------------------------------- */
+
+static void quorum_fifo_next(struct quorum_ctx *c);
+
+static void
+quorum_fifo_done(struct ng_req *sub, int ret)
+{
+    struct quorum_sub *qs = sub->opaque;
+    struct quorum_ctx *c = qs->c;
+
+    if (ret == 0) {
+        quorum_finish(c, 0);
+        return;
+    }
+    qs->ret = ret;
+    quorum_report(c, c->next - 1, strerror(-ret));
+    quorum_fifo_next(c);
+}
+
+static void
+quorum_fifo_next(struct quorum_ctx *c)
+{
+    const struct quorum_state *s = ng_node_state(c->node);
+    unsigned i = c->next++;
+
+    if (i == s->children.n) {
+        quorum_finish(c, c->subs[i - 1].ret);
+        return;
+    }
+    ng_node_submit(s->children.nodes[i],
+                   quorum_sub_init(c, i, NG_OP_READ, NULL, quorum_fifo_done));
+}
+
+/* ---- Reads: vote ---------------------------------------------------------- */
+
+static unsigned char *
+quorum_buf(struct quorum_ctx *c, unsigned i)
+{
+    return c->bufs + (size_t)i * c->req->length;
+}
+
+/* The first child of the largest group of successful reads with the same
+ * data, and the group's size in *votes (0 when every read failed). */
+static unsigned
+quorum_winner(struct quorum_ctx *c, unsigned n, int64_t *votes)
+{
+    size_t len = c->req->length;
+    unsigned best = 0;
+
+    *votes = 0;
+    for (unsigned i = 0; i < n; i++) {
+        int64_t v = 0;
+
+        if (c->subs[i].ret < 0)
+            continue;
+        for (unsigned j = 0; j < n; j++)
+            v += c->subs[j].ret == 0 &&
+                 memcmp(quorum_buf(c, i), quorum_buf(c, j), len) == 0;
+        if (v > *votes) {
+            *votes = v;
+            best = i;
+        }
+    }
+    return best;
+}
+
+static void
+quorum_rewrite_done(struct ng_req *sub, int ret)
+{
+    struct quorum_sub *qs = sub->opaque;
+    struct quorum_ctx *c = qs->c;
+
+    if (ret < 0)
+        quorum_report(c, (unsigned)(qs - c->subs), "rewrite failed");
+    if (--c->pending == 0)
+        quorum_finish(c, 0);
+}
+
+/* Write the winning copy over the children that lost the vote; the read
+ * completes when they are done. */
+static void
+quorum_rewrite(struct quorum_ctx *c, unsigned n, unsigned win,
+               const bool *lost)
+{
+    const struct quorum_state *s = ng_node_state(c->node);
+
+    c->pending = 1;             /* ours, dropped last */
+    for (unsigned i = 0; i < n; i++) {
+        if (!lost[i])
+            continue;
+        c->pending++;
+        ng_node_submit(s->children.nodes[i],
+                       quorum_sub_init(c, i, NG_OP_WRITE, quorum_buf(c, win),
+                                       quorum_rewrite_done));
+    }
+    if (--c->pending == 0)
+        quorum_finish(c, 0);
+}
+
+static void
+quorum_vote(struct quorum_ctx *c)
+{
+    const struct quorum_state *s = ng_node_state(c->node);
+    struct ng_req *req = c->req;
+    unsigned n = (unsigned)s->children.n, win;
+    bool lost[QUORUM_MAX_CHILDREN] = { false }, any_lost = false;
+    int64_t votes;
+    int first_err = -EIO;
+
+    win = quorum_winner(c, n, &votes);
+    for (unsigned i = 0; i < n; i++) {
+        if (c->subs[i].ret < 0) {
+            if (first_err == -EIO)
+                first_err = c->subs[i].ret;
+            quorum_report(c, i, strerror(-c->subs[i].ret));
+        } else if (votes > 0 &&
+                   memcmp(quorum_buf(c, i), quorum_buf(c, win),
+                          req->length) != 0) {
+            quorum_report(c, i, "contents differ from the majority");
+            any_lost = lost[i] = true;
+        }
+    }
+    if (votes < s->threshold) {
+        ng_node_warn(c->node, "quorum: read offset=%" PRIu64 " length=%"
+                     PRIu64 ": no %" PRId64 " children agree", req->offset,
+                     req->length, s->threshold);
+        /* Every read failed: their error; else the replicas disagree. */
+        quorum_finish(c, votes == 0 ? first_err : -EIO);
+        return;
+    }
+    ng_iov_from_buf(&req->iov, 0, quorum_buf(c, win), req->length);
+    if (s->rewrite && any_lost)
+        quorum_rewrite(c, n, win, lost);
+    else
+        quorum_finish(c, 0);
+}
+
+static void
+quorum_read_done(struct ng_req *sub, int ret)
+{
+    struct quorum_sub *qs = sub->opaque;
+    struct quorum_ctx *c = qs->c;
+
+    qs->ret = ret;
+    if (--c->pending == 0)
+        quorum_vote(c);
+}
+
+static void
+quorum_read(struct quorum_ctx *c)
+{
+    const struct quorum_state *s = ng_node_state(c->node);
+    unsigned n = (unsigned)s->children.n;
+
+    c->bufs = malloc(n * (c->req->length ? c->req->length : 1));
+    if (c->bufs == NULL) {
+        quorum_finish(c, -ENOMEM);
+        return;
+    }
+    c->pending = n;             /* before any may complete inline */
+    for (unsigned i = 0; i < n; i++)
+        quorum_sub_init(c, i, NG_OP_READ, quorum_buf(c, i), quorum_read_done);
+    for (unsigned i = 0; i < n; i++)
+        ng_node_submit(s->children.nodes[i], &c->subs[i].req);
+}
+
+static void
+quorum_submit(struct ng_node *node, struct ng_req *req)
+{
+    const struct quorum_state *s = ng_node_state(node);
+    struct quorum_ctx *c = ng_req_ctx(node, req);
+
+    if (c == NULL) {
+        ng_req_complete(req, -ENOMEM);
+        return;
+    }
+    c->node = node;
+    c->req = req;
+    c->bufs = NULL;
+    if (req->op != NG_OP_READ)
+        quorum_write(c);
+    else if (s->read_pattern == QUORUM_READ_FIFO)
+        quorum_fifo_next(c);
+    else
+        quorum_read(c);
+}
+
+const struct ng_driver ng_filter_quorum = {
+    .name       = "quorum",
+    .help       = "replicas outvoting a child that fails or returns wrong "
+                  "data",
+    .state_size = sizeof(struct quorum_state),
+    .req_ctx_size = sizeof(struct quorum_ctx),
+    .opts       = quorum_opts,
+    .open       = quorum_open,
+    .refresh    = quorum_refresh,
+    .submit     = quorum_submit,
+    .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_WRITE_ZEROES),
+};

@@ -1,0 +1,639 @@
+/* graph/copy.c: the jobs' copy engine (see copy.h). */
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/bitmap.h"
+#include "graph/copy.h"
+#include "graph/graph.h"
+
+/* One chunk slot: a request and the buffer it reads into. */
+struct copy_chunk {
+    struct ng_copy *c;
+    struct ng_req req;
+    void *buf;                      /* p.chunk bytes, owned */
+    uint64_t offset, length;
+    struct ng_extent ext;           /* the source's block status */
+    bool busy;
+};
+
+struct ng_copy {
+    struct ng_copy_params p;
+    const struct ng_copy_ops *ops;
+    void *opaque;
+    uv_timer_t *timer;              /* kicks, rate limit, notifications;
+                                     * owned, closed asynchronously */
+    uv_idle_t *idle;                /* goes on after a pump's time slice:
+                                     * a 0 ms timer re-armed from a timer
+                                     * callback would run again before
+                                     * libuv polls for client I/O */
+    struct copy_chunk *chunks;      /* p.max_in_flight slots */
+    unsigned in_flight;
+    uint64_t in_flight_bytes;
+    uint64_t cursor;                /* where the next search starts */
+    uint64_t done;                  /* bytes copied */
+    bool running;
+    bool stopping;
+    bool pumping, again;            /* pump() runs; run it once more */
+    struct ng_copy_waiter *waiters; /* ranges wanted first */
+    int fail_waiters;               /* a chunk failed: tell them so */
+    bool converged_told;            /* since the last chunk started */
+    /* Notifications waiting for the timer. */
+    bool tell_converged, tell_stopped, tell_error;
+    bool stopped_told;              /* ops->stopped ran: never again (the
+                                     * owner may be gone) */
+    bool error_is_read;
+    int error;
+    /* Token bucket: bytes that may start now (negative: owed). */
+    double tokens;
+    uint64_t refilled_ns;
+};
+
+/* ---- Buffers: the one place that knows how a request carries data ---- */
+
+static void
+req_set_data(struct ng_req *req, void *buf)
+{
+    ng_req_set_buf(req, buf);
+}
+
+/* ---- Scheduling --------------------------------------------------------- */
+
+static void pump(struct ng_copy *c);
+static void timer_fired(uv_timer_t *t);
+
+/* Run timer_fired after delay_ms (0: on the next loop turn). */
+static void
+schedule(struct ng_copy *c, uint64_t delay_ms)
+{
+    if (uv_is_active((uv_handle_t *)c->timer) &&
+        uv_timer_get_due_in(c->timer) <= delay_ms)
+        return;
+    uv_timer_start(c->timer, timer_fired, delay_ms, 0);
+}
+
+/* Owner callbacks run from here only, outside every call into us. */
+static void
+timer_fired(uv_timer_t *t)
+{
+    struct ng_copy *c = t->data;
+
+    if (c->tell_error) {
+        c->tell_error = false;
+        c->ops->error(c->opaque, c->error_is_read, c->error);
+    }
+    if (c->tell_converged) {
+        c->tell_converged = false;
+        if (ng_copy_is_converged(c) && c->running && !c->stopping)
+            c->ops->converged(c->opaque);
+    }
+    if (c->tell_stopped) {
+        c->tell_stopped = false;
+        c->stopped_told = true;
+        c->ops->stopped(c->opaque);     /* may free c */
+        return;
+    }
+    if (c->stopped_told)
+        return;
+    pump(c);
+}
+
+/* ---- Rate limit ------------------------------------------------------- */
+
+/* 0 if a chunk may start now, else milliseconds to wait. */
+static uint64_t
+rate_delay(struct ng_copy *c)
+{
+    uint64_t now = uv_hrtime();
+    double cap;
+
+    if (c->p.speed == 0)
+        return 0;
+    /* A tenth of a second's worth, but never less than a chunk, so a
+     * slow limit still makes progress. */
+    cap = (double)c->p.speed / 10;
+    if (cap < c->p.chunk)
+        cap = c->p.chunk;
+    c->tokens += (double)(now - c->refilled_ns) * 1e-9 * (double)c->p.speed;
+    c->refilled_ns = now;
+    if (c->tokens > cap)
+        c->tokens = cap;
+    if (c->tokens > 0)
+        return 0;
+    return (uint64_t)(-c->tokens * 1e3 / (double)c->p.speed) + 1;
+}
+
+/* ---- Chunks ------------------------------------------------------------- */
+
+static void chunk_submit(struct copy_chunk *k, struct ng_bb *bb,
+                         enum ng_op op, uint32_t flags,
+                         void (*done)(struct ng_req *, int));
+
+static void
+chunk_release(struct copy_chunk *k)
+{
+    struct ng_copy *c = k->c;
+
+    k->busy = false;
+    c->in_flight--;
+    c->in_flight_bytes -= k->length;
+    pump(c);
+}
+
+/* A request failed: the range is dirty again, the engine holds still
+ * until the owner has heard of it. */
+static void
+chunk_fail(struct copy_chunk *k, bool is_read, int err)
+{
+    struct ng_copy *c = k->c;
+
+    ng_bitmap_set(c->p.bitmap, k->offset, k->length);
+    c->running = false;
+    c->fail_waiters = err;
+    if (!c->tell_error) {
+        c->tell_error = true;
+        c->error_is_read = is_read;
+        c->error = err;
+    }
+    schedule(c, 0);
+    chunk_release(k);
+}
+
+static void
+chunk_written(struct ng_req *req, int ret)
+{
+    struct copy_chunk *k = req->opaque;
+
+    if (ret < 0) {
+        chunk_fail(k, false, ret);
+        return;
+    }
+    k->c->done += k->length;
+    chunk_release(k);
+}
+
+static void
+chunk_read(struct ng_req *req, int ret)
+{
+    struct copy_chunk *k = req->opaque;
+
+    if (ret < 0) {
+        chunk_fail(k, true, ret);
+        return;
+    }
+    chunk_submit(k, k->c->p.target, NG_OP_WRITE, 0, chunk_written);
+}
+
+/* Zeroes on the target: write-zeroes that may punch a hole, or, on a
+ * target without it, a write of a zeroed buffer. */
+static void
+chunk_write_zeroes(struct copy_chunk *k)
+{
+    if (ng_bb_caps(k->c->p.target) & NG_CAP_ZERO) {
+        chunk_submit(k, k->c->p.target, NG_OP_WRITE_ZEROES, NG_REQ_MAY_TRIM,
+                     chunk_written);
+        return;
+    }
+    memset(k->buf, 0, k->length);
+    chunk_submit(k, k->c->p.target, NG_OP_WRITE, 0, chunk_written);
+}
+
+/* Only the first extent is known: copy that much now and leave the rest
+ * dirty for the next chunk (whole granules only). */
+static void
+chunk_shrink(struct copy_chunk *k, uint64_t extent)
+{
+    struct ng_copy *c = k->c;
+    uint64_t gran = c->p.bitmap->granularity;
+    uint64_t keep = extent / gran * gran;
+
+    if (extent >= k->length || keep == 0)
+        return;
+    ng_bitmap_set(c->p.bitmap, k->offset + keep, k->length - keep);
+    c->in_flight_bytes -= k->length - keep;
+    k->length = keep;
+    if (c->cursor > k->offset + keep)
+        c->cursor = k->offset + keep;
+}
+
+static void
+chunk_status(struct ng_req *req, int ret)
+{
+    struct copy_chunk *k = req->opaque;
+
+    if (ret < 0) {
+        chunk_fail(k, true, ret);
+        return;
+    }
+    chunk_shrink(k, k->ext.length);
+    if ((k->ext.flags & NG_EXTENT_ZERO) && k->ext.length >= k->length)
+        chunk_write_zeroes(k);
+    else
+        chunk_submit(k, k->c->p.source, NG_OP_READ, 0, chunk_read);
+}
+
+static void
+chunk_submit(struct copy_chunk *k, struct ng_bb *bb, enum ng_op op,
+             uint32_t flags, void (*done)(struct ng_req *, int))
+{
+    ng_req_init(&k->req, op, k->offset, k->length, flags);
+    req_set_data(&k->req, op == NG_OP_READ || op == NG_OP_WRITE ? k->buf
+                                                                : NULL);
+    if (op == NG_OP_BLOCK_STATUS) {
+        k->req.extents = &k->ext;
+        k->req.max_extents = 1;
+    }
+    k->req.done = done;
+    k->req.opaque = k;
+    ng_bb_submit(bb, &k->req);
+}
+
+/* ---- Picking what to copy --------------------------------------------- */
+
+/* The busy chunk covering `off`, or NULL; *next_busy is the start of the
+ * nearest busy chunk above `off` (or the end of the node). */
+static struct copy_chunk *
+busy_at(struct ng_copy *c, uint64_t off, uint64_t *next_busy)
+{
+    unsigned i;
+
+    *next_busy = c->p.bitmap->size;
+    for (i = 0; i < c->p.max_in_flight; i++) {
+        struct copy_chunk *k = &c->chunks[i];
+
+        if (!k->busy)
+            continue;
+        if (off >= k->offset && off < k->offset + k->length)
+            return k;
+        if (k->offset > off && k->offset < *next_busy)
+            *next_busy = k->offset;
+    }
+    return NULL;
+}
+
+/* The next dirty range at or after `from` that no chunk in flight
+ * overlaps: a second copy of a range must not race the first to the
+ * target.  False when there is none before the end. */
+static bool
+pick_range(struct ng_copy *c, uint64_t from, uint64_t limit, uint64_t *off,
+           uint64_t *len)
+{
+    struct ng_bitmap *bm = c->p.bitmap;
+    struct copy_chunk *busy;
+    uint64_t start, end, next_busy;
+
+    for (start = ng_bitmap_next_dirty(bm, from); start < limit;
+         start = ng_bitmap_next_dirty(bm, busy->offset + busy->length)) {
+        busy = busy_at(c, start, &next_busy);
+        if (busy != NULL)
+            continue;
+        end = ng_bitmap_next_clean(bm, start);
+        if (end > next_busy)
+            end = next_busy;
+        if (end - start > c->p.chunk)
+            end = start + c->p.chunk;
+        *off = start;
+        *len = end - start;
+        return true;
+    }
+    return false;
+}
+
+static struct copy_chunk *
+free_slot(struct ng_copy *c)
+{
+    unsigned i;
+
+    for (i = 0; i < c->p.max_in_flight; i++)
+        if (!c->chunks[i].busy)
+            return &c->chunks[i];
+    return NULL;
+}
+
+/* A dirty range a waiter wants; false when there is none to start. */
+static bool
+pick_wanted(struct ng_copy *c, uint64_t *off, uint64_t *len)
+{
+    struct ng_copy_waiter *w;
+
+    for (w = c->waiters; w != NULL; w = w->next) {
+        uint64_t end = w->offset + w->length;
+        uint64_t gran = c->p.bitmap->granularity;
+
+        if (!pick_range(c, w->offset, end, off, len))
+            continue;
+        /* No more than the waiter needs: its write waits on it. */
+        end = (end + gran - 1) / gran * gran;
+        if (*off + *len > end)
+            *len = end - *off;
+        return true;
+    }
+    return false;
+}
+
+/* The next range of the background pass, from the cursor round. */
+static bool
+pick_next(struct ng_copy *c, uint64_t *off, uint64_t *len)
+{
+    uint64_t size = c->p.bitmap->size;
+
+    return pick_range(c, c->cursor, size, off, len) ||
+           pick_range(c, 0, size, off, len);
+}
+
+static void
+start_chunk(struct ng_copy *c, uint64_t off, uint64_t len)
+{
+    struct copy_chunk *k;
+
+    k = free_slot(c);
+    k->busy = true;
+    k->offset = off;
+    k->length = len;
+    c->cursor = off + len;
+    c->in_flight++;
+    c->in_flight_bytes += len;
+    c->tokens -= (double)len;
+    c->converged_told = false;
+    /* Cleared before the read: a write landing from now on sets it
+     * again and is copied once more. */
+    ng_bitmap_reset(c->p.bitmap, off, len);
+    chunk_submit(k, c->p.source, NG_OP_BLOCK_STATUS, NG_REQ_REQ_ONE,
+                 chunk_status);
+}
+
+static void
+idle_fired(uv_idle_t *h)
+{
+    uv_idle_stop(h);
+    pump(h->data);
+}
+
+/* A pump that has run this long lets the loop serve clients before it
+ * goes on: with drivers that complete inline (memory, a file on tmpfs)
+ * one pump would otherwise copy the whole disk in one go. */
+#define PUMP_SLICE_NS 200000ull
+
+/* Wanted ranges first, unlimited (a client waits); then the background
+ * pass under the rate limit. */
+static void
+pump_once(struct ng_copy *c, uint64_t started_ns)
+{
+    uint64_t delay, off, len;
+
+    while (!c->stopping && c->in_flight < c->p.max_in_flight) {
+        if (uv_hrtime() - started_ns > PUMP_SLICE_NS) {
+            uv_idle_start(c->idle, idle_fired);
+            return;
+        }
+        if (pick_wanted(c, &off, &len)) {
+            start_chunk(c, off, len);
+            continue;
+        }
+        if (!c->running || c->p.on_demand)
+            return;
+        if ((delay = rate_delay(c)) > 0) {
+            if (c->p.bitmap->count > 0)
+                schedule(c, delay);
+            return;
+        }
+        if (!pick_next(c, &off, &len))
+            return;
+        start_chunk(c, off, len);
+    }
+}
+
+/* No dirty granule in w's range and no chunk in flight over it. */
+static bool
+waiter_satisfied(struct ng_copy *c, const struct ng_copy_waiter *w)
+{
+    uint64_t end = w->offset + w->length;
+    unsigned i;
+
+    if (ng_bitmap_next_dirty(c->p.bitmap, w->offset) < end)
+        return false;
+    for (i = 0; i < c->p.max_in_flight; i++) {
+        const struct copy_chunk *k = &c->chunks[i];
+
+        if (k->busy && k->offset < end && w->offset < k->offset + k->length)
+            return false;
+    }
+    return true;
+}
+
+/* Tell the waiters that are satisfied, or all with `fail` (< 0).  A
+ * callback may add waiters: take each off the list first, rescan. */
+static void
+wake_waiters(struct ng_copy *c, int fail)
+{
+    struct ng_copy_waiter **p, *w;
+
+again:
+    for (p = &c->waiters; (w = *p) != NULL; p = &w->next) {
+        if (fail < 0 || waiter_satisfied(c, w)) {
+            *p = w->next;
+            w->next = NULL;
+            w->done(w, fail < 0 ? fail : 0);
+            goto again;
+        }
+    }
+}
+
+int
+ng_copy_wait(struct ng_copy *c, struct ng_copy_waiter *w)
+{
+    if (c->stopping || waiter_satisfied(c, w))
+        return 1;
+    w->next = c->waiters;
+    c->waiters = w;
+    schedule(c, 0);
+    return 0;
+}
+
+/* Start what may start.  Completions that come inline call back in here;
+ * they only ask for one more round, so the stack stays flat. */
+static void
+pump(struct ng_copy *c)
+{
+    uint64_t started_ns;
+
+    if (c->pumping) {
+        c->again = true;
+        return;
+    }
+    started_ns = uv_hrtime();
+    c->pumping = true;
+    do {
+        c->again = false;
+        pump_once(c, started_ns);
+    } while (c->again);
+    c->pumping = false;
+    if (c->fail_waiters < 0 || c->stopping) {
+        int r = c->stopping ? -ECANCELED : c->fail_waiters;
+
+        c->fail_waiters = 0;
+        wake_waiters(c, r);
+    } else if (c->waiters != NULL) {
+        wake_waiters(c, 0);
+    }
+    if (c->stopping && c->in_flight == 0 && !c->tell_stopped &&
+        !c->stopped_told) {
+        c->tell_stopped = true;
+        schedule(c, 0);
+    } else if (c->running && !c->converged_told &&
+               ng_copy_is_converged(c)) {
+        c->converged_told = true;
+        c->tell_converged = true;
+        schedule(c, 0);
+    }
+}
+
+/* ---- The engine ----------------------------------------------------------- */
+
+static void
+bitmap_dirtied(void *opaque)
+{
+    ng_copy_kick(opaque);
+}
+
+struct ng_copy *
+ng_copy_new(uv_loop_t *loop, const struct ng_copy_params *params,
+            const struct ng_copy_ops *ops, void *opaque,
+            struct ng_error *err)
+{
+    struct ng_copy *c = calloc(1, sizeof *c);
+    unsigned i;
+
+    if (params->max_in_flight == 0 || params->chunk == 0 ||
+        params->chunk % params->bitmap->granularity != 0) {
+        free(c);
+        ng_error_set(err, EINVAL, "copy chunk must be a multiple of the "
+                     "bitmap granularity");
+        return NULL;
+    }
+    if (c == NULL)
+        goto oom;
+    c->p = *params;
+    c->ops = ops;
+    c->opaque = opaque;
+    c->refilled_ns = uv_hrtime();
+    c->tokens = params->chunk;
+    c->chunks = calloc(params->max_in_flight, sizeof *c->chunks);
+    c->timer = malloc(sizeof *c->timer);
+    c->idle = malloc(sizeof *c->idle);
+    if (c->chunks == NULL || c->timer == NULL || c->idle == NULL)
+        goto oom_timer;
+    for (i = 0; i < params->max_in_flight; i++) {
+        c->chunks[i].c = c;
+        if ((c->chunks[i].buf = malloc(params->chunk)) == NULL)
+            goto oom_timer;
+    }
+    if (uv_timer_init(loop, c->timer) != 0)
+        goto oom_timer;
+    c->timer->data = c;
+    uv_idle_init(loop, c->idle);    /* cannot fail */
+    c->idle->data = c;
+    params->bitmap->on_dirty = bitmap_dirtied;
+    params->bitmap->on_dirty_opaque = c;
+    return c;
+
+oom_timer:
+    free(c->timer);
+    free(c->idle);
+    c->timer = NULL;
+    c->idle = NULL;
+    ng_copy_free(c);
+oom:
+    ng_error_set(err, ENOMEM, "out of memory");
+    return NULL;
+}
+
+static void
+free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+void
+ng_copy_free(struct ng_copy *c)
+{
+    unsigned i;
+
+    if (c == NULL)
+        return;
+    if (c->timer != NULL) {
+        uv_close((uv_handle_t *)c->timer, free_handle);
+        uv_close((uv_handle_t *)c->idle, free_handle);
+    }
+    for (i = 0; c->chunks != NULL && i < c->p.max_in_flight; i++)
+        free(c->chunks[i].buf);
+    free(c->chunks);
+    free(c);
+}
+
+void
+ng_copy_resume(struct ng_copy *c)
+{
+    c->running = true;
+    c->converged_told = false;
+    schedule(c, 0);
+}
+
+void
+ng_copy_pause(struct ng_copy *c)
+{
+    c->running = false;
+}
+
+void
+ng_copy_stop(struct ng_copy *c)
+{
+    c->stopping = true;
+    c->running = false;
+    schedule(c, 0);
+}
+
+void
+ng_copy_kick(struct ng_copy *c)
+{
+    if (c->running && !c->stopping)
+        schedule(c, 0);
+}
+
+void
+ng_copy_set_speed(struct ng_copy *c, uint64_t speed)
+{
+    c->p.speed = speed;
+    c->tokens = c->p.chunk;
+    c->refilled_ns = uv_hrtime();
+    ng_copy_kick(c);
+}
+
+void
+ng_copy_progress(const struct ng_copy *c, uint64_t *current,
+                 uint64_t *total)
+{
+    *current = c->done;
+    *total = c->done + ng_bitmap_dirty_bytes(c->p.bitmap) +
+             c->in_flight_bytes;
+}
+
+uint64_t
+ng_copy_done_bytes(const struct ng_copy *c)
+{
+    return c->done;
+}
+
+bool
+ng_copy_is_converged(const struct ng_copy *c)
+{
+    return c->in_flight == 0 && c->p.bitmap->count == 0;
+}
+
+unsigned
+ng_copy_in_flight(const struct ng_copy *c)
+{
+    return c->in_flight;
+}

@@ -1,0 +1,105 @@
+/* graph/copy.h: the jobs' copy engine — DESIGN.md's one "pull"
+ * mechanism.  It copies what a dirty bitmap says from a source BB to a
+ * target BB: it takes the next dirty run of granules (at most `chunk`
+ * bytes), clears it, asks the source's block status, and either writes
+ * zeroes on the target (a zero or unallocated source range, with
+ * NG_REQ_MAY_TRIM so a sparse source stays sparse) or reads the data and
+ * writes it.  Several chunks run at once; a rate limit spaces them.
+ *
+ * Writes that land on the source meanwhile set bits again (the choke
+ * point marks the bitmap), so the engine keeps going until the bitmap is
+ * clean with nothing in flight — "converged" — and wakes up again when
+ * new bits appear.  A failed chunk is marked dirty again and reported;
+ * the owner decides whether to go on, pause or stop.
+ *
+ * Loop thread only.  The engine never calls its owner's callbacks inside
+ * one of the owner's calls.
+ */
+#ifndef NG_COPY_H
+#define NG_COPY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "graph/error.h"
+
+struct ng_bb;
+struct ng_bitmap;
+struct ng_copy;
+
+struct ng_copy_ops {
+    /* The bitmap is clean and nothing is in flight.  Called each time
+     * that becomes true again. */
+    void (*converged)(void *opaque);
+    /* A chunk failed with `err` (negative errno) reading the source
+     * (is_read) or writing the target; its range is dirty again. */
+    void (*error)(void *opaque, bool is_read, int err);
+    /* ng_copy_stop() finished: nothing is in flight any more. */
+    void (*stopped)(void *opaque);
+};
+
+/* A range someone waits for (copy-before-write): owned by the caller,
+ * borrowed by the engine from ng_copy_wait() until `done` runs. */
+struct ng_copy_waiter {
+    uint64_t offset, length;
+    void (*done)(struct ng_copy_waiter *w, int ret);  /* ret < 0: a chunk
+                                     * of the range failed, or the engine
+                                     * stopped */
+    void *opaque;                   /* the caller's */
+    struct ng_copy_waiter *next;    /* the engine's */
+};
+
+struct ng_copy_params {
+    struct ng_bb *source;           /* borrowed; read, block status */
+    struct ng_bb *target;           /* borrowed; written */
+    struct ng_bitmap *bitmap;       /* borrowed: what is left to copy;
+                                     * its granularity divides chunk */
+    uint32_t chunk;                 /* bytes per request at most */
+    unsigned max_in_flight;         /* chunks at once, >= 1 */
+    uint64_t speed;                 /* bytes/s, 0 = no limit */
+    bool on_demand;                 /* copy only what waiters ask for
+                                     * (backup sync=none), no background
+                                     * pass */
+};
+
+/* A new engine, not running yet; it sets the bitmap's on_dirty hook to
+ * wake itself.  NULL with *err set. */
+struct ng_copy *ng_copy_new(uv_loop_t *loop,
+                            const struct ng_copy_params *params,
+                            const struct ng_copy_ops *ops, void *opaque,
+                            struct ng_error *err);
+/* Free an engine that never started or whose stop finished.  Its timer
+ * closes asynchronously: the loop must run afterwards.  It does not touch
+ * the bitmap (which may be gone already): whoever removes the bitmap
+ * clears its on_dirty hook, or removes it first.  NULL-safe. */
+void ng_copy_free(struct ng_copy *c);
+
+/* Start or go on copying. */
+void ng_copy_resume(struct ng_copy *c);
+/* Start no new chunk; those in flight finish. */
+void ng_copy_pause(struct ng_copy *c);
+/* Start no new chunk; once none is in flight, ops->stopped runs (never
+ * inline). */
+void ng_copy_stop(struct ng_copy *c);
+/* New bits may be set: look again (soon, never inline). */
+void ng_copy_kick(struct ng_copy *c);
+void ng_copy_set_speed(struct ng_copy *c, uint64_t speed);
+
+/* Copy w's range before anything else, also while paused (a client
+ * write waits on it): w->done runs once no granule of it is dirty and no
+ * chunk in flight overlaps it, never inline.  Returns 1 (w unused) when
+ * that is true already. */
+int ng_copy_wait(struct ng_copy *c, struct ng_copy_waiter *w);
+
+/* Bytes copied so far, and copied + still dirty + in flight. */
+void ng_copy_progress(const struct ng_copy *c, uint64_t *current,
+                      uint64_t *total);
+/* Bytes copied so far (also after the bitmap is gone). */
+uint64_t ng_copy_done_bytes(const struct ng_copy *c);
+/* Nothing in flight and the bitmap clean. */
+bool ng_copy_is_converged(const struct ng_copy *c);
+unsigned ng_copy_in_flight(const struct ng_copy *c);
+
+#endif

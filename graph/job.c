@@ -1,0 +1,452 @@
+/* graph/job.c: the job life cycle (see job.h).  The two tables are
+ * QEMU's job.c JobSTT and JobVerbTable, row for row. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph.h"
+#include "graph/job.h"
+
+/* Allowed transitions: from (row) -> to (column). */
+static const bool transition_ok[NG_JOB__STATUS_COUNT][NG_JOB__STATUS_COUNT] = {
+                     /* U, C, R, P, Y, S, W, D, X, E, N */
+    [NG_JOB_UNDEFINED] = {0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    [NG_JOB_CREATED]   = {0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1},
+    [NG_JOB_RUNNING]   = {0, 0, 0, 1, 1, 0, 1, 0, 1, 0, 0},
+    [NG_JOB_PAUSED]    = {0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0},
+    [NG_JOB_READY]     = {0, 0, 0, 0, 0, 1, 1, 0, 1, 0, 0},
+    [NG_JOB_STANDBY]   = {0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+    [NG_JOB_WAITING]   = {0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0},
+    [NG_JOB_PENDING]   = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0},
+    [NG_JOB_ABORTING]  = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0},
+    [NG_JOB_CONCLUDED] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
+    [NG_JOB_NULL]      = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+};
+
+/* Verbs each state takes. */
+static const bool verb_ok[NG_JOB__VERB_COUNT][NG_JOB__STATUS_COUNT] = {
+                              /* U, C, R, P, Y, S, W, D, X, E, N */
+    [NG_JOB_VERB_CANCEL]    = {0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+    [NG_JOB_VERB_PAUSE]     = {0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+    [NG_JOB_VERB_RESUME]    = {0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+    [NG_JOB_VERB_SET_SPEED] = {0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+    [NG_JOB_VERB_COMPLETE]  = {0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0},
+    [NG_JOB_VERB_FINALIZE]  = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0},
+    [NG_JOB_VERB_DISMISS]   = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
+};
+
+const char *
+ng_job_status_name(enum ng_job_status s)
+{
+    static const char *const names[NG_JOB__STATUS_COUNT] = {
+        "undefined", "created", "running", "paused", "ready", "standby",
+        "waiting", "pending", "aborting", "concluded", "null",
+    };
+
+    return (unsigned)s < NG_JOB__STATUS_COUNT ? names[s] : "undefined";
+}
+
+const char *
+ng_job_verb_name(enum ng_job_verb v)
+{
+    static const char *const names[NG_JOB__VERB_COUNT] = {
+        "cancel", "pause", "resume", "set-speed", "complete", "finalize",
+        "dismiss",
+    };
+
+    return (unsigned)v < NG_JOB__VERB_COUNT ? names[v] : "unknown";
+}
+
+const char *
+ng_job_error_action_name(enum ng_job_error_action a)
+{
+    switch (a) {
+    case NG_JOB_ERROR_REPORT: return "report";
+    case NG_JOB_ERROR_IGNORE: return "ignore";
+    case NG_JOB_ERROR_STOP:   return "stop";
+    }
+    return "report";
+}
+
+int
+ng_job_error_action_parse(const char *s)
+{
+    if (strcmp(s, "report") == 0)
+        return NG_JOB_ERROR_REPORT;
+    if (strcmp(s, "ignore") == 0)
+        return NG_JOB_ERROR_IGNORE;
+    if (strcmp(s, "stop") == 0)
+        return NG_JOB_ERROR_STOP;
+    return -1;
+}
+
+static void transition(struct ng_job *job, enum ng_job_status to);
+
+/* ---- Registry ----------------------------------------------------------- */
+
+/* Dismissal frees the type's state first (ng_job_dismiss); a job still
+ * registered when the graph goes is freed here with its nodes and BBs
+ * already gone, so the type frees only memory then. */
+static void
+job_object_free(void *obj)
+{
+    struct ng_job *job = obj;
+
+    if (job->state != NULL) {
+        job->graph = NULL;          /* tells the type: memory only */
+        job->ops->free(job);
+    }
+    free(job->id);
+    free(job->device);
+    free(job);
+}
+
+const struct ng_object_type ng_job_type = {
+    .name = "job",
+    .free = job_object_free,
+};
+
+struct ng_job *
+ng_job_find(struct ng_graph *g, const char *id)
+{
+    return ng_graph_object_find(g, &ng_job_type, id);
+}
+
+struct ng_job *
+ng_job_new(struct ng_graph *g, const char *id, const char *device,
+           const struct ng_job_ops *ops, void *state,
+           const struct ng_job_hooks *hooks, bool auto_finalize,
+           bool auto_dismiss, uint64_t speed, struct ng_error *err)
+{
+    struct ng_job *job = calloc(1, sizeof *job);
+
+    if (job == NULL || (job->id = strdup(id)) == NULL ||
+        (job->device = strdup(device)) == NULL) {
+        ng_error_set(err, ENOMEM, "out of memory");
+        goto fail;
+    }
+    job->graph = g;
+    job->ops = ops;
+    job->state = state;
+    job->hooks = *hooks;
+    job->auto_finalize = auto_finalize;
+    job->auto_dismiss = auto_dismiss;
+    job->speed = speed;
+    if (ng_graph_object_add(g, &ng_job_type, id, job, err) == -1)
+        goto fail;
+    transition(job, NG_JOB_CREATED);
+    return job;
+
+fail:
+    if (job != NULL) {
+        job->graph = g;
+        job->ops = ops;
+        job->state = state;
+        job->ops->free(job);
+        job->state = NULL;
+        job_object_free(job);
+    } else {
+        struct ng_job tmp = { .graph = g, .ops = ops, .state = state };
+
+        ops->free(&tmp);
+    }
+    return NULL;
+}
+
+/* ---- States ----------------------------------------------------------- */
+
+static void
+emit(struct ng_job *job, enum ng_job_event ev)
+{
+    job->hooks.event(job->hooks.opaque, job, ev, false,
+                     NG_JOB_ERROR_REPORT);
+}
+
+static void
+transition(struct ng_job *job, enum ng_job_status to)
+{
+    if (!transition_ok[job->status][to])
+        return;             /* a bug in a job type; keep the state sane */
+    job->status = to;
+    emit(job, NG_JOB_EV_STATUS);
+}
+
+static int
+apply_verb(struct ng_job *job, enum ng_job_verb verb, struct ng_error *err)
+{
+    if (verb_ok[verb][job->status])
+        return 0;
+    return ng_error_set(err, EBUSY, "job '%s' in state '%s' cannot accept "
+                        "command verb '%s'", job->id,
+                        ng_job_status_name(job->status),
+                        ng_job_verb_name(verb));
+}
+
+void
+ng_job_start(struct ng_job *job)
+{
+    transition(job, NG_JOB_RUNNING);
+    job->ops->start(job);
+    if (job->pause_count > 0 && !job->done) {
+        job->ops->pause(job);
+        transition(job, NG_JOB_PAUSED);
+    }
+}
+
+void
+ng_job_ready(struct ng_job *job)
+{
+    if (job->status != NG_JOB_RUNNING || job->cancelled)
+        return;
+    transition(job, NG_JOB_READY);
+    emit(job, NG_JOB_EV_READY);
+}
+
+static void
+job_free_state(struct ng_job *job)
+{
+    job->hooks.gone(job->hooks.opaque, job);
+    job->ops->free(job);
+    job->state = NULL;
+}
+
+static void
+conclude(struct ng_job *job)
+{
+    transition(job, NG_JOB_CONCLUDED);
+    if (job->auto_dismiss) {
+        transition(job, NG_JOB_NULL);
+        job_free_state(job);
+        ng_graph_object_del(job->graph, &ng_job_type, job->id, NULL);
+    }
+}
+
+/* pending|aborting: commit or abort, tell, conclude. */
+static void
+finalize(struct ng_job *job)
+{
+    if (job->ret == 0 && job->ops->commit != NULL)
+        job->ops->commit(job);
+    else if (job->ret != 0 && job->ops->abort != NULL)
+        job->ops->abort(job);
+    emit(job, job->cancelled ? NG_JOB_EV_CANCELLED : NG_JOB_EV_COMPLETED);
+    conclude(job);
+}
+
+void
+ng_job_done(struct ng_job *job, int ret, const char *msg)
+{
+    if (job->done)
+        return;
+    job->done = true;
+    if (job->cancelled && ret == 0)
+        ret = -ECANCELED;
+    job->ret = ret;
+    if (ret < 0 && !job->cancelled)
+        snprintf(job->error, sizeof job->error, "%s",
+                 msg != NULL ? msg : strerror(-ret));
+    /* A paused job is woken to wind down, as QEMU's is. */
+    if (job->status == NG_JOB_PAUSED)
+        transition(job, NG_JOB_RUNNING);
+    if (job->status == NG_JOB_STANDBY)
+        transition(job, NG_JOB_READY);
+    if (ret < 0) {
+        transition(job, NG_JOB_ABORTING);
+        finalize(job);
+        return;
+    }
+    transition(job, NG_JOB_WAITING);
+    transition(job, NG_JOB_PENDING);
+    if (job->auto_finalize)
+        finalize(job);
+}
+
+void
+ng_job_io_error(struct ng_job *job, bool is_read,
+                enum ng_job_error_action action)
+{
+    job->hooks.event(job->hooks.opaque, job, NG_JOB_EV_ERROR, is_read,
+                     action);
+    if (action == NG_JOB_ERROR_STOP) {
+        job->user_paused = true;
+        job->pause_count++;
+        if (job->status == NG_JOB_RUNNING)
+            transition(job, NG_JOB_PAUSED);
+        else if (job->status == NG_JOB_READY)
+            transition(job, NG_JOB_STANDBY);
+    }
+}
+
+/* ---- Verbs ------------------------------------------------------------ */
+
+int
+ng_job_pause(struct ng_job *job, struct ng_error *err)
+{
+    if (apply_verb(job, NG_JOB_VERB_PAUSE, err) == -1)
+        return -1;
+    job->user_paused = true;
+    if (job->pause_count++ > 0)
+        return 0;
+    if (job->status == NG_JOB_RUNNING) {
+        job->ops->pause(job);
+        transition(job, NG_JOB_PAUSED);
+    } else if (job->status == NG_JOB_READY) {
+        job->ops->pause(job);
+        transition(job, NG_JOB_STANDBY);
+    }
+    return 0;
+}
+
+int
+ng_job_resume(struct ng_job *job, struct ng_error *err)
+{
+    if (apply_verb(job, NG_JOB_VERB_RESUME, err) == -1)
+        return -1;
+    if (!job->user_paused)
+        return ng_error_set(err, EINVAL, "job '%s' is not paused", job->id);
+    job->user_paused = false;
+    job->pause_count = 0;
+    if (job->status == NG_JOB_PAUSED) {
+        transition(job, NG_JOB_RUNNING);
+        job->ops->resume(job);
+    } else if (job->status == NG_JOB_STANDBY) {
+        transition(job, NG_JOB_READY);
+        job->ops->resume(job);
+    }
+    return 0;
+}
+
+int
+ng_job_cancel(struct ng_job *job, struct ng_error *err)
+{
+    if (apply_verb(job, NG_JOB_VERB_CANCEL, err) == -1)
+        return -1;
+    if (job->cancelled)
+        return 0;
+    job->cancelled = true;
+    if (job->status == NG_JOB_CREATED) {
+        job->done = true;
+        job->ret = -ECANCELED;
+        transition(job, NG_JOB_ABORTING);
+        finalize(job);
+    } else if (job->done) {
+        /* waiting or pending: the work is over; throw it away */
+        job->ret = -ECANCELED;
+        transition(job, NG_JOB_ABORTING);
+        finalize(job);
+    } else {
+        job->ops->cancel(job);      /* then ng_job_done() */
+    }
+    return 0;
+}
+
+int
+ng_job_complete(struct ng_job *job, struct ng_error *err)
+{
+    if (apply_verb(job, NG_JOB_VERB_COMPLETE, err) == -1)
+        return -1;
+    if (job->cancelled || job->ops->complete == NULL)
+        return ng_error_set(err, EINVAL, "job '%s' cannot be completed",
+                            job->id);
+    return job->ops->complete(job, err);
+}
+
+int
+ng_job_finalize(struct ng_job *job, struct ng_error *err)
+{
+    if (apply_verb(job, NG_JOB_VERB_FINALIZE, err) == -1)
+        return -1;
+    finalize(job);
+    return 0;
+}
+
+int
+ng_job_dismiss(struct ng_job *job, struct ng_error *err)
+{
+    if (apply_verb(job, NG_JOB_VERB_DISMISS, err) == -1)
+        return -1;
+    transition(job, NG_JOB_NULL);
+    job_free_state(job);
+    return ng_graph_object_del(job->graph, &ng_job_type, job->id, err);
+}
+
+int
+ng_job_set_speed(struct ng_job *job, int64_t speed, struct ng_error *err)
+{
+    if (apply_verb(job, NG_JOB_VERB_SET_SPEED, err) == -1)
+        return -1;
+    if (speed < 0)
+        return ng_error_set(err, EINVAL, "speed must not be negative");
+    job->speed = (uint64_t)speed;
+    if (job->ops->set_speed != NULL)
+        job->ops->set_speed(job, job->speed);
+    return 0;
+}
+
+void
+ng_job_progress(struct ng_job *job, uint64_t *current, uint64_t *total)
+{
+    *current = *total = 0;
+    if (job->state != NULL && job->ops->progress != NULL)
+        job->ops->progress(job, current, total);
+}
+
+/* ---- Shutdown ----------------------------------------------------------- */
+
+struct job_list {
+    struct ng_job **jobs;
+    size_t n, cap;
+};
+
+static void
+collect_job(void *opaque, const struct ng_object_type *type, const char *id,
+            void *obj)
+{
+    struct job_list *l = opaque;
+
+    (void)type;
+    (void)id;
+    if (l->n < l->cap)
+        l->jobs[l->n++] = obj;
+}
+
+static void
+count_job(void *opaque, const struct ng_object_type *type, const char *id,
+          void *obj)
+{
+    (void)type;
+    (void)id;
+    (void)obj;
+    ((struct job_list *)opaque)->cap++;
+}
+
+unsigned
+ng_job_cancel_all(struct ng_graph *g)
+{
+    struct job_list l = { 0 };
+    size_t i;
+
+    /* Collect first: cancelling may dismiss, which changes the list. */
+    ng_graph_object_foreach(g, &ng_job_type, count_job, &l);
+    if (l.cap == 0 || (l.jobs = calloc(l.cap, sizeof *l.jobs)) == NULL)
+        return 0;
+    ng_graph_object_foreach(g, &ng_job_type, collect_job, &l);
+    for (i = 0; i < l.n; i++) {
+        struct ng_job *job = l.jobs[i];
+
+        job->auto_dismiss = true;
+        job->auto_finalize = true;
+        if (job->status == NG_JOB_CONCLUDED)
+            ng_job_dismiss(job, NULL);
+        else if (job->status == NG_JOB_PENDING)
+            ng_job_finalize(job, NULL);
+        else if (!job->cancelled)
+            ng_job_cancel(job, NULL);
+    }
+    free(l.jobs);
+    l.cap = 0;
+    ng_graph_object_foreach(g, &ng_job_type, count_job, &l);
+    return (unsigned)l.cap;
+}

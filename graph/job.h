@@ -1,0 +1,178 @@
+/* graph/job.h: long-running block jobs and their life cycle, exactly as
+ * QEMU's job state table (qapi/job.json, job.c):
+ *
+ *   created -> running <-> paused
+ *   running -> ready <-> standby               (mirror: converged)
+ *   running|ready -> waiting -> pending -> concluded -> null
+ *   any live state -> aborting -> concluded -> null (cancel, error)
+ *
+ * A job type (mirror.c, ...) supplies struct ng_job_ops; this file runs
+ * the states and the verbs (pause, resume, cancel, complete, finalize,
+ * dismiss, set-speed), refuses a verb a state does not take, and tells
+ * the owner (the control channel) of every change through
+ * struct ng_job_hooks, so graph/ needs no JSON.  Jobs live in the graph
+ * object registry as objects of type ng_job_type, found by ID.
+ * Loop thread only.
+ */
+#ifndef NG_JOB_H
+#define NG_JOB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "graph/error.h"
+
+struct ng_graph;
+struct ng_job;
+
+enum ng_job_status {
+    NG_JOB_UNDEFINED,
+    NG_JOB_CREATED,
+    NG_JOB_RUNNING,
+    NG_JOB_PAUSED,
+    NG_JOB_READY,
+    NG_JOB_STANDBY,
+    NG_JOB_WAITING,
+    NG_JOB_PENDING,
+    NG_JOB_ABORTING,
+    NG_JOB_CONCLUDED,
+    NG_JOB_NULL,
+    NG_JOB__STATUS_COUNT
+};
+
+enum ng_job_verb {
+    NG_JOB_VERB_CANCEL,
+    NG_JOB_VERB_PAUSE,
+    NG_JOB_VERB_RESUME,
+    NG_JOB_VERB_SET_SPEED,
+    NG_JOB_VERB_COMPLETE,
+    NG_JOB_VERB_FINALIZE,
+    NG_JOB_VERB_DISMISS,
+    NG_JOB__VERB_COUNT
+};
+
+/* on-source-error / on-target-error. */
+enum ng_job_error_action {
+    NG_JOB_ERROR_REPORT,            /* the job fails */
+    NG_JOB_ERROR_IGNORE,            /* go on (the range is retried) */
+    NG_JOB_ERROR_STOP,              /* pause; job-resume retries */
+};
+
+const char *ng_job_status_name(enum ng_job_status s);
+const char *ng_job_verb_name(enum ng_job_verb v);
+const char *ng_job_error_action_name(enum ng_job_error_action a);
+/* "report", "ignore", "stop" (also "enospc": stop on ENOSPC, else
+ * report, as QEMU); -1 for anything else. */
+int ng_job_error_action_parse(const char *s);
+
+struct ng_job_ops {
+    const char *type;               /* "mirror": query-jobs' "type" */
+    /* Begin working.  Later the type calls ng_job_ready() (if it has a
+     * ready phase) and ng_job_done() exactly once. */
+    void (*start)(struct ng_job *job);
+    void (*pause)(struct ng_job *job);
+    void (*resume)(struct ng_job *job);
+    /* Stop working; then ng_job_done(job, -ECANCELED). */
+    void (*cancel)(struct ng_job *job);
+    /* job-complete in ready/standby: finish (mirror: pivot), then
+     * ng_job_done().  -1 with *err: refused, nothing changed.  NULL: the
+     * type cannot be completed by the user. */
+    int (*complete)(struct ng_job *job, struct ng_error *err);
+    void (*set_speed)(struct ng_job *job, uint64_t speed);
+    void (*progress)(struct ng_job *job, uint64_t *current,
+                     uint64_t *total);
+    /* Finalize: the job succeeded (commit) or not (abort); both may be
+     * NULL.  Then clean, and at dismissal free. */
+    void (*commit)(struct ng_job *job);
+    void (*abort)(struct ng_job *job);
+    /* Free the type's state.  job->graph is NULL when the graph is being
+     * freed around a job nobody dismissed: its nodes and BBs are gone
+     * already, free memory only. */
+    void (*free)(struct ng_job *job);
+};
+
+enum ng_job_event {
+    NG_JOB_EV_STATUS,               /* JOB_STATUS_CHANGE */
+    NG_JOB_EV_READY,                /* BLOCK_JOB_READY */
+    NG_JOB_EV_COMPLETED,            /* BLOCK_JOB_COMPLETED (error set on
+                                     * failure) */
+    NG_JOB_EV_CANCELLED,            /* BLOCK_JOB_CANCELLED */
+    NG_JOB_EV_ERROR,                /* BLOCK_JOB_ERROR */
+};
+
+struct ng_job_hooks {
+    /* An event for `job`.  ERROR: is_read and action say what failed
+     * and what the job does about it. */
+    void (*event)(void *opaque, struct ng_job *job, enum ng_job_event ev,
+                  bool is_read, enum ng_job_error_action action);
+    /* The job reached null and is about to be freed (release claims). */
+    void (*gone)(void *opaque, struct ng_job *job);
+    /* Inside a drained section, the job moved every parent of node `from`
+     * to node `to` (mirror's pivot): claims naming `from` for what now
+     * uses `to` must follow.  May be NULL. */
+    void (*pivoted)(void *opaque, struct ng_job *job, const char *from,
+                    const char *to);
+    void *opaque;
+};
+
+struct ng_job {
+    struct ng_graph *graph;
+    char *id;                       /* owned */
+    char *device;                   /* owned: BLOCK_JOB_*'s "device" */
+    const struct ng_job_ops *ops;
+    void *state;                    /* the type's, freed by ops->free */
+    struct ng_job_hooks hooks;
+    enum ng_job_status status;
+    unsigned pause_count;
+    bool user_paused;
+    bool cancelled;
+    bool auto_finalize, auto_dismiss;
+    bool done;                      /* ng_job_done() was called */
+    int ret;                        /* 0 or negative errno, once done */
+    char error[256];                /* message when ret < 0 and not
+                                     * cancelled */
+    uint64_t speed;
+};
+
+extern const struct ng_object_type ng_job_type;
+
+/* Register a job in `created`.  `id` must be free.  `state` becomes the
+ * job's (freed by ops->free, also when this fails).  NULL with *err. */
+struct ng_job *ng_job_new(struct ng_graph *g, const char *id,
+                          const char *device, const struct ng_job_ops *ops,
+                          void *state, const struct ng_job_hooks *hooks,
+                          bool auto_finalize, bool auto_dismiss,
+                          uint64_t speed, struct ng_error *err);
+struct ng_job *ng_job_find(struct ng_graph *g, const char *id);
+
+/* created -> running, ops->start. */
+void ng_job_start(struct ng_job *job);
+
+/* The verbs; -1 with *err when the state does not take it. */
+int ng_job_pause(struct ng_job *job, struct ng_error *err);
+int ng_job_resume(struct ng_job *job, struct ng_error *err);
+int ng_job_cancel(struct ng_job *job, struct ng_error *err);
+int ng_job_complete(struct ng_job *job, struct ng_error *err);
+int ng_job_finalize(struct ng_job *job, struct ng_error *err);
+int ng_job_dismiss(struct ng_job *job, struct ng_error *err);
+int ng_job_set_speed(struct ng_job *job, int64_t speed,
+                     struct ng_error *err);
+
+/* For job types: the work converged (running -> ready). */
+void ng_job_ready(struct ng_job *job);
+/* For job types: the work is over with ret (0, -ECANCELED, -errno);
+ * `msg` (may be NULL) says what failed. */
+void ng_job_done(struct ng_job *job, int ret, const char *msg);
+/* For job types: an I/O error; emits BLOCK_JOB_ERROR and, for STOP,
+ * pauses the job as if the user had. */
+void ng_job_io_error(struct ng_job *job, bool is_read,
+                     enum ng_job_error_action action);
+
+void ng_job_progress(struct ng_job *job, uint64_t *current,
+                     uint64_t *total);
+
+/* Cancel every job (daemon shutdown); jobs that have stopped are
+ * dismissed.  Returns how many are still winding down. */
+unsigned ng_job_cancel_all(struct ng_graph *g);
+
+#endif

@@ -1,0 +1,475 @@
+/* graph/mirror.c: the mirror job (see mirror.h). */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/bitmap.h"
+#include "graph/copy.h"
+#include "graph/graph.h"
+#include "graph/mirror.h"
+
+#define MIRROR_BUF_DEFAULT      (16u << 20)
+#define MIRROR_CHUNKS           16u
+/* Bigger chunks copy no faster on a fast target, and a chunk that
+ * completes inline holds the loop for its whole length. */
+#define MIRROR_CHUNK_MAX        (256u << 10)
+
+struct mirror {
+    struct ng_job *job;
+    struct ng_graph *graph;
+    struct ng_node *source, *target;    /* the job's claims keep them */
+    struct ng_bb *src_bb, *dst_bb;      /* owned until the engine stops */
+    struct ng_bitmap *bitmap;           /* on source, owned likewise */
+    struct ng_copy *copy;
+    struct ng_mirror_params p;
+    char *source_name, *target_name;    /* owned copies for p */
+    bool completing;                    /* job-complete was asked */
+    bool pivoted;
+    struct ng_drain *drain;             /* the pivot's section, or NULL */
+    bool drain_fired;                   /* ... and clients are quiet */
+    bool stopping;                      /* the engine is stopping */
+    bool stop_deferred;                 /* stop once the drain fires */
+    int stop_ret;                       /* what ng_job_done gets */
+    char stop_msg[200];
+    struct ng_req flush;                /* the target's, after a pivot */
+};
+
+static void mirror_try_pivot(struct mirror *m);
+static void mirror_pivot(struct mirror *m);
+
+/* ---- Checks ---------------------------------------------------------- */
+
+static bool
+is_power_of_two(uint64_t x)
+{
+    return x != 0 && (x & (x - 1)) == 0;
+}
+
+static int
+check_nodes(struct ng_graph *g, const struct ng_mirror_params *p,
+            struct ng_error *err)
+{
+    struct ng_node *src = ng_graph_find(g, p->source);
+    struct ng_node *dst = ng_graph_find(g, p->target);
+
+    if (src == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", p->source);
+    if (dst == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", p->target);
+    if (src == dst)
+        return ng_error_set(err, EINVAL, "source and target are both node "
+                            "'%s'", p->source);
+    if (dst->parents != NULL)
+        return ng_error_set(err, EBUSY, "target node '%s' is in use by %s "
+                            "'%s'", p->target,
+                            ng_edge_user_kind(dst->parents),
+                            ng_edge_user_name(dst->parents));
+    if (!(ng_node_caps(dst) & NG_CAP_WRITE))
+        return ng_error_set(err, EROFS, "target node '%s' is read-only",
+                            p->target);
+    if (ng_node_length(src) != ng_node_length(dst))
+        return ng_error_set(err, EINVAL, "target node '%s' is %" PRId64
+                            " bytes, source node '%s' %" PRId64 "; they must "
+                            "be the same size", p->target,
+                            ng_node_length(dst), p->source,
+                            ng_node_length(src));
+    if (p->sync == NG_MIRROR_SYNC_TOP && ng_node_facts(src)->has_backing)
+        return ng_error_set(err, ENOTSUP, "sync 'top' of node '%s', which "
+                            "has a backing node, is not supported yet",
+                            p->source);
+    return 0;
+}
+
+int
+ng_mirror_check(struct ng_graph *g, const struct ng_mirror_params *p,
+                struct ng_error *err)
+{
+    uint32_t gran = p->granularity ? p->granularity
+                                   : NG_BITMAP_GRAN_DEFAULT;
+
+    if (ng_graph_object_find(g, &ng_job_type, p->job_id) != NULL)
+        return ng_error_set(err, EEXIST, "job '%s' already exists",
+                            p->job_id);
+    if (!is_power_of_two(gran) || gran < NG_BITMAP_GRAN_MIN ||
+        gran > NG_BITMAP_GRAN_MAX)
+        return ng_error_set(err, EINVAL, "granularity must be a power of two "
+                            "from 512 to 64M, not %" PRIu32, gran);
+    if (p->buf_size != 0 && p->buf_size < gran)
+        return ng_error_set(err, EINVAL, "buf-size %" PRIu64 " is smaller "
+                            "than the granularity %" PRIu32, p->buf_size,
+                            gran);
+    if (p->buf_size > (1ull << 30))
+        return ng_error_set(err, EINVAL, "buf-size %" PRIu64 " is more than "
+                            "1G", p->buf_size);
+    return check_nodes(g, p, err);
+}
+
+/* ---- Stopping ----------------------------------------------------------- */
+
+/* The engine is idle for good: drop the BBs and the bitmap so nothing of
+ * the job stays in the graph, then tell the job how it ended. */
+static void
+mirror_finish(struct mirror *m)
+{
+    ng_bb_free(m->src_bb);
+    ng_bb_free(m->dst_bb);
+    m->src_bb = m->dst_bb = NULL;
+    ng_bitmap_remove(m->bitmap);
+    m->bitmap = NULL;
+    ng_job_done(m->job, m->stop_ret, m->stop_msg[0] ? m->stop_msg : NULL);
+}
+
+static void
+flush_done(struct ng_req *req, int ret)
+{
+    struct mirror *m = req->opaque;
+
+    if (ret < 0 && m->stop_ret == 0) {
+        m->stop_ret = ret;
+        snprintf(m->stop_msg, sizeof m->stop_msg, "flushing target node "
+                 "'%s': %s", m->target->name, strerror(-ret));
+    }
+    mirror_finish(m);
+}
+
+static void
+copy_stopped(void *opaque)
+{
+    struct mirror *m = opaque;
+
+    if (m->pivoted && m->stop_ret == 0) {
+        ng_req_init(&m->flush, NG_OP_FLUSH, 0, 0, 0);
+        m->flush.done = flush_done;
+        m->flush.opaque = m;
+        ng_bb_submit(m->dst_bb, &m->flush);
+        return;
+    }
+    mirror_finish(m);
+}
+
+static void
+end_section(struct mirror *m)
+{
+    if (m->drain != NULL) {
+        ng_drain_end(m->drain);
+        m->drain = NULL;
+    }
+}
+
+/* Stop the engine; the job ends with ret once it is idle.  A drain that
+ * has not fired yet owns a pointer to m, so wait for it. */
+static void
+mirror_stop(struct mirror *m, int ret, const char *msg)
+{
+    if (m->stopping || m->stop_deferred)
+        return;
+    m->stop_ret = ret;
+    if (msg != NULL)
+        snprintf(m->stop_msg, sizeof m->stop_msg, "%s", msg);
+    if (m->drain != NULL && !m->drain_fired) {
+        m->stop_deferred = true;
+        return;
+    }
+    end_section(m);
+    m->stopping = true;
+    ng_copy_stop(m->copy);
+}
+
+/* ---- Engine callbacks ------------------------------------------------- */
+
+static void
+copy_converged(void *opaque)
+{
+    struct mirror *m = opaque;
+
+    if (m->job->status == NG_JOB_RUNNING)
+        ng_job_ready(m->job);
+    if (m->drain != NULL && m->drain_fired)
+        mirror_pivot(m);            /* the last bits, copied drained */
+    else if (m->completing)
+        mirror_try_pivot(m);
+}
+
+static void
+copy_error(void *opaque, bool is_read, int err)
+{
+    struct mirror *m = opaque;
+    enum ng_job_error_action a = is_read ? m->p.on_source_error
+                                         : m->p.on_target_error;
+    char msg[200];
+
+    ng_job_io_error(m->job, is_read, a);
+    switch (a) {
+    case NG_JOB_ERROR_IGNORE:
+        ng_copy_resume(m->copy);
+        break;
+    case NG_JOB_ERROR_STOP:
+        break;                      /* paused; job-resume goes on */
+    case NG_JOB_ERROR_REPORT:
+        snprintf(msg, sizeof msg, "%s node '%s': %s",
+                 is_read ? "reading source" : "writing target",
+                 is_read ? m->source->name : m->target->name,
+                 strerror(-err));
+        mirror_stop(m, err, msg);
+        break;
+    }
+}
+
+static const struct ng_copy_ops mirror_copy_ops = {
+    .converged = copy_converged,
+    .error = copy_error,
+    .stopped = copy_stopped,
+};
+
+/* ---- Pivot ---------------------------------------------------------------- */
+
+/* Inside the drained section, nothing left to copy: move the parents. */
+static void
+mirror_pivot(struct mirror *m)
+{
+    struct ng_error err = { 0 };
+
+    /* Every parent of the source but the job's own BB goes to the
+     * target, unless that takes from an export what its clients were
+     * told (a smaller cap set): then the job fails, nothing moved. */
+    if (ng_graph_replace_node(m->graph, m->source, m->target, m->src_bb, 0,
+                              &err) == -1) {
+        mirror_stop(m, -err.code, err.msg);
+        return;
+    }
+    m->pivoted = true;
+    if (m->job->hooks.pivoted != NULL)
+        m->job->hooks.pivoted(m->job->hooks.opaque, m->job,
+                              m->source->name, m->target->name);
+    mirror_stop(m, 0, NULL);        /* ends the section */
+}
+
+/* Clients are quiet.  What they wrote before the drain took hold is
+ * copied now, inside the section (the job's own source BB is not
+ * drained), then the pivot follows from copy_converged. */
+static void
+pivot_drained(void *opaque)
+{
+    struct mirror *m = opaque;
+
+    m->drain_fired = true;
+    if (m->stop_deferred) {
+        m->stop_deferred = false;
+        mirror_stop(m, m->stop_ret, NULL);
+        return;
+    }
+    if (ng_copy_is_converged(m->copy))
+        mirror_pivot(m);
+    else
+        ng_copy_resume(m->copy);
+}
+
+/* Hold the engine still and drain every client above the source; the
+ * pivot happens inside that section. */
+static void
+mirror_try_pivot(struct mirror *m)
+{
+    if (m->drain != NULL || m->pivoted || m->stopping ||
+        !ng_copy_is_converged(m->copy))
+        return;
+    ng_copy_pause(m->copy);
+    /* Our own reads must go on inside the section. */
+    m->src_bb->drain_exempt = true;
+    m->drain = ng_drain_begin(m->graph, m->source, pivot_drained, m, NULL);
+    m->src_bb->drain_exempt = false;
+    if (m->drain == NULL)
+        mirror_stop(m, -ENOMEM, "out of memory draining for the pivot");
+}
+
+/* ---- Job operations ------------------------------------------------- */
+
+static void
+mirror_op_start(struct ng_job *job)
+{
+    ng_copy_resume(((struct mirror *)job->state)->copy);
+}
+
+static void
+mirror_op_pause(struct ng_job *job)
+{
+    ng_copy_pause(((struct mirror *)job->state)->copy);
+}
+
+static void
+mirror_op_resume(struct ng_job *job)
+{
+    struct mirror *m = job->state;
+
+    if (m->drain == NULL || m->drain_fired)
+        ng_copy_resume(m->copy);
+}
+
+static void
+mirror_op_cancel(struct ng_job *job)
+{
+    mirror_stop(job->state, -ECANCELED, NULL);
+}
+
+static int
+mirror_op_complete(struct ng_job *job, struct ng_error *err)
+{
+    struct mirror *m = job->state;
+
+    (void)err;
+    m->completing = true;
+    mirror_try_pivot(m);
+    return 0;
+}
+
+static void
+mirror_op_set_speed(struct ng_job *job, uint64_t speed)
+{
+    ng_copy_set_speed(((struct mirror *)job->state)->copy, speed);
+}
+
+static void
+mirror_op_progress(struct ng_job *job, uint64_t *current, uint64_t *total)
+{
+    struct mirror *m = job->state;
+
+    if (m->bitmap != NULL) {
+        ng_copy_progress(m->copy, current, total);
+    } else {
+        /* Stopped: what it copied is all there will be. */
+        *current = *total = ng_copy_done_bytes(m->copy);
+    }
+}
+
+/* graph_alive false: the graph is being freed, its BBs and nodes (with
+ * their bitmaps) are gone already. */
+static void
+mirror_free(struct mirror *m, bool graph_alive)
+{
+    if (m == NULL)
+        return;
+    if (graph_alive) {
+        ng_bb_free(m->src_bb);
+        ng_bb_free(m->dst_bb);
+        ng_bitmap_remove(m->bitmap);
+    }
+    ng_copy_free(m->copy);
+    free(m->source_name);
+    free(m->target_name);
+    free(m);
+}
+
+static void
+mirror_op_free(struct ng_job *job)
+{
+    mirror_free(job->state, job->graph != NULL);
+}
+
+static const struct ng_job_ops mirror_ops = {
+    .type = "mirror",
+    .start = mirror_op_start,
+    .pause = mirror_op_pause,
+    .resume = mirror_op_resume,
+    .cancel = mirror_op_cancel,
+    .complete = mirror_op_complete,
+    .set_speed = mirror_op_set_speed,
+    .progress = mirror_op_progress,
+    .free = mirror_op_free,
+};
+
+/* ---- Start -------------------------------------------------------------- */
+
+static uint32_t
+chunk_size(uint64_t buf_size, uint32_t gran)
+{
+    uint64_t chunk = buf_size / MIRROR_CHUNKS;
+
+    if (chunk > MIRROR_CHUNK_MAX)
+        chunk = MIRROR_CHUNK_MAX;
+    chunk = chunk / gran * gran;
+    return chunk < gran ? gran : (uint32_t)chunk;
+}
+
+/* The job's BBs, bitmap and engine.  -1 with *err; what was made stays
+ * in m for mirror_op_free. */
+static int
+mirror_setup(struct mirror *m, struct ng_error *err)
+{
+    char name[NG_ERROR_MSG_MAX / 2];
+    uint32_t gran = m->p.granularity ? m->p.granularity
+                                     : NG_BITMAP_GRAN_DEFAULT;
+    uint64_t buf = m->p.buf_size ? m->p.buf_size : MIRROR_BUF_DEFAULT;
+    struct ng_copy_params cp;
+
+    /* Not the job ID itself: an export of that name finds its BB by
+     * name. */
+    snprintf(name, sizeof name, "#job:%s", m->p.job_id);
+    m->src_bb = ng_bb_new(m->graph, name, m->source, false, err);
+    if (m->src_bb == NULL)
+        return -1;
+    m->dst_bb = ng_bb_new(m->graph, name, m->target, true, err);
+    if (m->dst_bb == NULL)
+        return -1;
+    m->bitmap = ng_bitmap_add(m->source, NULL, gran, err);
+    if (m->bitmap == NULL)
+        return -1;
+    m->bitmap->busy = true;
+    if (m->p.sync != NG_MIRROR_SYNC_NONE)
+        ng_bitmap_set_all(m->bitmap);
+    cp = (struct ng_copy_params){
+        .source = m->src_bb, .target = m->dst_bb, .bitmap = m->bitmap,
+        .chunk = chunk_size(buf, gran),
+        .max_in_flight = buf / chunk_size(buf, gran) < MIRROR_CHUNKS
+                         ? (unsigned)(buf / chunk_size(buf, gran))
+                         : MIRROR_CHUNKS,
+        .speed = m->p.speed,
+    };
+    m->copy = ng_copy_new(m->graph->loop, &cp, &mirror_copy_ops, m, err);
+    return m->copy != NULL ? 0 : -1;
+}
+
+struct ng_job *
+ng_mirror_start(struct ng_graph *g, const struct ng_mirror_params *p,
+                const struct ng_job_hooks *hooks, struct ng_error *err)
+{
+    struct mirror *m;
+    struct ng_job *job;
+
+    if (ng_mirror_check(g, p, err) == -1)
+        return NULL;
+    m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        ng_error_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    m->graph = g;
+    m->p = *p;
+    m->source = ng_graph_find(g, p->source);
+    m->target = ng_graph_find(g, p->target);
+    m->source_name = strdup(p->source);
+    m->target_name = strdup(p->target);
+    m->p.source = m->source_name;
+    m->p.target = m->target_name;
+    if (m->source_name == NULL || m->target_name == NULL) {
+        ng_error_set(err, ENOMEM, "out of memory");
+        mirror_free(m, true);
+        return NULL;
+    }
+    if (mirror_setup(m, err) == -1) {
+        mirror_free(m, true);
+        return NULL;
+    }
+    /* m->p.job_id is the caller's: the job keeps its own copy. */
+    job = ng_job_new(g, p->job_id, p->source, &mirror_ops, m, hooks,
+                     p->auto_finalize, p->auto_dismiss, p->speed, err);
+    if (job == NULL)
+        return NULL;                /* m freed by ng_job_new */
+    m->job = job;
+    m->p.job_id = job->id;
+    m->src_bb->job_id = m->dst_bb->job_id = job->id;
+    ng_job_start(job);
+    return job;
+}

@@ -1,0 +1,313 @@
+/* server/nbd-export.c: the export registry — exports in config order
+ * with a name index, adding and removing them (a removed export lives
+ * on until its last connection is gone), what a client is told about
+ * one, and the read-only views the control channel uses.
+ *
+ * Export names match exactly: a client that names no export ("") gets
+ * the export named "" if there is one, never some other export.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/log.h"
+#include "server/nbd-int.h"
+#include "server/nbd-proto.h"
+#include "server/nbd.h"
+
+/* ---- Exports ------------------------------------------------------------- */
+
+/* Exact names only: falling back to the first export for "" would hand
+ * a client that named none whatever disk happens to be first, and after
+ * a removal a different one (qemu-storage-daemon refuses too). */
+struct ng_nbd_export *
+nbd_export_find(struct ng_nbd_server *srv, const char *name)
+{
+    return ng_strmap_get(&srv->export_index, name);
+}
+
+static void
+export_free(struct ng_nbd_export *exp)
+{
+    if (exp == NULL)
+        return;
+    ng_bb_free(exp->bb);
+    ng_allow_free(exp->allow, exp->n_allow);
+    free(exp->name);
+    free(exp->description);
+    free(exp);
+}
+
+int
+ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
+                         const char *description, struct ng_node *node,
+                         bool writable, unsigned max_conns,
+                         struct ng_error *err)
+{
+    struct ng_nbd_export *exp;
+
+    if (srv->shutting_down)
+        return ng_error_set(err, ESHUTDOWN, "server is shutting down");
+    if (strlen(name) > NBD_MAX_STRING)
+        return ng_error_set(err, EINVAL, "export name longer than %d bytes",
+                            NBD_MAX_STRING);
+    if (description != NULL && strlen(description) > NBD_MAX_STRING)
+        return ng_error_set(err, EINVAL,
+                            "export '%s': description longer than %d bytes",
+                            name, NBD_MAX_STRING);
+    if (ng_strmap_get(&srv->export_index, name) != NULL)
+        return ng_error_set(err, EEXIST, "export '%s' already exists",
+                            name);
+    exp = calloc(1, sizeof *exp);
+    if (exp == NULL ||
+        (exp->name = strdup(name)) == NULL ||
+        (description != NULL &&
+         (exp->description = strdup(description)) == NULL)) {
+        export_free(exp);
+        return ng_error_set(err, ENOMEM, "out of memory");
+    }
+    exp->bb = ng_bb_new(srv->graph, name, node, writable, err);
+    if (exp->bb == NULL) {
+        export_free(exp);
+        return ng_error_prefix(err, "export '%s'", name);
+    }
+    exp->srv = srv;
+    exp->writable = writable;
+    exp->max_conns = max_conns;
+    if (ng_strmap_put(&srv->export_index, exp->name, exp) == -1) {
+        export_free(exp);
+        return ng_error_set(err, ENOMEM, "out of memory");
+    }
+    if (srv->exports_tail != NULL)
+        srv->exports_tail->next = exp;
+    else
+        srv->exports = exp;
+    srv->exports_tail = exp;
+    ng_log_debug("export '%s' added", name);
+    return 0;
+}
+
+int
+ng_nbd_server_set_export_allow(struct ng_nbd_server *srv, const char *name,
+                               const struct ng_allow_rule *rules, size_t n,
+                               struct ng_error *err)
+{
+    struct ng_nbd_export *exp = nbd_export_find(srv, name);
+    struct ng_allow_rule *copy = ng_allow_copy(rules, n);
+
+    if (exp == NULL) {
+        ng_allow_free(copy, n);
+        return ng_error_set(err, ENOENT, "export '%s' not found", name);
+    }
+    if (n > 0 && copy == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    ng_allow_free(exp->allow, exp->n_allow);
+    exp->allow = copy;
+    exp->n_allow = n;
+    exp->restricted = true;
+    return 0;
+}
+
+/* Unlink from `list`; true if it was there. */
+static bool
+export_unlink(struct ng_nbd_export **list, struct ng_nbd_export *exp)
+{
+    for (; *list != NULL; list = &(*list)->next) {
+        if (*list == exp) {
+            *list = exp->next;
+            exp->next = NULL;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Take an export off the server's list and out of its name index. */
+static void
+export_withdraw(struct ng_nbd_server *srv, struct ng_nbd_export *exp)
+{
+    struct ng_nbd_export *prev = NULL;
+
+    if (srv->exports_tail == exp) {
+        for (prev = srv->exports; prev != NULL && prev->next != exp;
+             prev = prev->next)
+            ;
+        srv->exports_tail = prev;
+    }
+    export_unlink(&srv->exports, exp);
+    ng_strmap_del(&srv->export_index, exp->name);
+}
+
+int
+ng_nbd_server_del_export(struct ng_nbd_server *srv, const char *name,
+                         bool hard, struct ng_error *err)
+{
+    struct ng_nbd_export *exp = ng_strmap_get(&srv->export_index, name);
+    struct nbd_conn *c, *next;
+
+    if (exp == NULL)
+        return ng_error_set(err, ENOENT, "export '%s' not found", name);
+    if (exp->nconns > 0 && !hard)
+        return ng_error_set(err, EBUSY, "export '%s' has %u connection%s",
+                            name, exp->nconns, exp->nconns == 1 ? "" : "s");
+    export_withdraw(srv, exp);
+    if (exp->nconns == 0) {
+        export_free(exp);
+        return 0;
+    }
+    exp->removed = true;
+    exp->next = srv->removed;
+    srv->removed = exp;
+    for (c = srv->conns; c != NULL; c = next) {
+        next = c->next;
+        if (c->exp == exp)
+            nbd_conn_close_gracefully(c);
+    }
+    return 0;
+}
+
+bool
+nbd_export_full(const struct ng_nbd_export *exp)
+{
+    return exp->max_conns != 0 && exp->nconns >= exp->max_conns;
+}
+
+void
+nbd_export_conn_added(struct ng_nbd_export *exp)
+{
+    exp->nconns++;
+}
+
+void
+nbd_export_conn_removed(struct ng_nbd_export *exp)
+{
+    struct ng_nbd_server *srv = exp->srv;
+    char *name;
+
+    exp->nconns--;
+    if (exp->nconns == 0 && exp->removed) {
+        export_unlink(&srv->removed, exp);
+        ng_log_debug("export '%s' removed", exp->name);
+        name = exp->name;
+        exp->name = NULL;
+        export_free(exp);
+        if (srv->export_gone != NULL)
+            srv->export_gone(srv->export_gone_opaque, name);
+        free(name);
+    }
+}
+
+void
+ng_nbd_server_on_export_gone(struct ng_nbd_server *srv,
+                             void (*cb)(void *opaque, const char *name),
+                             void *opaque)
+{
+    srv->export_gone = cb;
+    srv->export_gone_opaque = opaque;
+}
+
+const struct ng_nbd_export *
+ng_nbd_server_next_export(const struct ng_nbd_server *srv,
+                          const struct ng_nbd_export *prev)
+{
+    return prev == NULL ? srv->exports : prev->next;
+}
+
+const struct ng_nbd_export *
+ng_nbd_server_find_export(const struct ng_nbd_server *srv, const char *name)
+{
+    return nbd_export_find((struct ng_nbd_server *)srv, name);
+}
+
+const char *
+ng_nbd_export_name(const struct ng_nbd_export *exp)
+{
+    return exp->name;
+}
+
+const char *
+ng_nbd_export_description(const struct ng_nbd_export *exp)
+{
+    return exp->description;
+}
+
+bool
+ng_nbd_export_writable(const struct ng_nbd_export *exp)
+{
+    return exp->writable;
+}
+
+struct ng_bb *
+ng_nbd_export_bb(const struct ng_nbd_export *exp)
+{
+    return exp->bb;
+}
+
+unsigned
+ng_nbd_export_connections(const struct ng_nbd_export *exp)
+{
+    return exp->nconns;
+}
+
+/* ---- What a client is told ----------------------------------------------- */
+
+uint16_t
+nbd_export_tflags(const struct ng_nbd_export *exp, bool structured)
+{
+    uint32_t caps = ng_bb_caps(exp->bb);
+    bool writable = exp->writable && (caps & NG_CAP_WRITE);
+    uint16_t f = NBD_FLAG_HAS_FLAGS;
+
+    if (!writable)
+        f |= NBD_FLAG_READ_ONLY;
+    if (caps & NG_CAP_FLUSH)
+        f |= NBD_FLAG_SEND_FLUSH;
+    if (writable && (caps & NG_CAP_FUA))
+        f |= NBD_FLAG_SEND_FUA;
+    if (writable && (caps & NG_CAP_TRIM))
+        f |= NBD_FLAG_SEND_TRIM;
+    if (writable && (caps & NG_CAP_ZERO)) {
+        f |= NBD_FLAG_SEND_WRITE_ZEROES;
+        if (caps & NG_CAP_FAST_ZERO)
+            f |= NBD_FLAG_SEND_FAST_ZERO;
+    }
+    if (structured)
+        f |= NBD_FLAG_SEND_DF;
+    if (caps & NG_CAP_CACHE)
+        f |= NBD_FLAG_SEND_CACHE;
+    /* A read-only export has no cache to keep coherent. */
+    if ((caps & NG_CAP_MULTI_CONN) || !writable)
+        f |= NBD_FLAG_CAN_MULTI_CONN;
+    return f;
+}
+
+uint64_t
+nbd_export_size(const struct ng_nbd_export *exp)
+{
+    int64_t len = ng_bb_length(exp->bb);
+
+    return len > 0 ? (uint64_t)len : 0;
+}
+
+/* ---- Freeing ------------------------------------------------------------- */
+
+void
+nbd_exports_free(struct ng_nbd_server *srv)
+{
+    while (srv->exports != NULL) {
+        struct ng_nbd_export *exp = srv->exports;
+
+        srv->exports = exp->next;
+        export_free(exp);
+    }
+    srv->exports_tail = NULL;
+    ng_strmap_clear(&srv->export_index);
+    while (srv->removed != NULL) {
+        struct ng_nbd_export *exp = srv->removed;
+
+        srv->removed = exp->next;
+        export_free(exp);
+    }
+}

@@ -1,0 +1,693 @@
+/* server/qmp-job.c: QMP commands on dirty bitmaps and block jobs —
+ * block-dirty-bitmap-*, blockdev-mirror, query-jobs, job-* and the older
+ * block-job-* spellings, with QEMU's names and arguments — and the
+ * job events.  Every job is a NAC holder (kind "job") from before it
+ * touches anything until it is dismissed. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "filters/cbw.h"
+#include "graph/bitmap.h"
+#include "graph/graph.h"
+#include "graph/job.h"
+#include "graph/mirror.h"
+#include "nac/nac.h"
+#include "nac/policy.h"
+#include "server/exports.h"
+#include "server/qmp-graph.h"
+#include "server/qmp-util.h"
+
+/* ---- Dirty bitmaps ------------------------------------------------------ */
+
+json_t *
+ng_qmp_bitmaps_json(struct ng_node *n)
+{
+    json_t *list = json_array();
+    struct ng_bitmap *bm;
+
+    for (bm = n->bitmaps; bm != NULL; bm = bm->next) {
+        if (bm->name == NULL)
+            continue;               /* a job's own */
+        json_array_append_new(list, json_pack(
+            "{s:s,s:I,s:I,s:b,s:b,s:b}", "name", bm->name,
+            "granularity", (json_int_t)bm->granularity,
+            "count", (json_int_t)ng_bitmap_dirty_bytes(bm),
+            "recording", bm->recording, "busy", bm->busy,
+            "persistent", false));
+    }
+    return list;
+}
+
+/* The bitmap `name` on node `node`, not busy unless `busy_ok`. */
+static struct ng_bitmap *
+find_bitmap(struct ng_control_ctx *ctx, const char *node, const char *name,
+            bool busy_ok, struct ng_error *err)
+{
+    struct ng_node *n = ng_graph_find(ctx->graph, node);
+    struct ng_bitmap *bm;
+
+    if (n == NULL) {
+        ng_error_set(err, ENOENT, "node '%s' not found", node);
+        return NULL;
+    }
+    bm = ng_bitmap_find(n, name);
+    if (bm == NULL) {
+        ng_error_set(err, ENOENT, "dirty bitmap '%s' not found on node '%s'",
+                     name, node);
+        return NULL;
+    }
+    if (bm->busy && !busy_ok) {
+        ng_error_set(err, EBUSY, "dirty bitmap '%s' is in use by a job and "
+                     "cannot be changed", name);
+        return NULL;
+    }
+    return bm;
+}
+
+static const char *
+arg_str(json_t *args, const char *key)
+{
+    return json_string_value(json_object_get(args, key));
+}
+
+void
+ng_qmp_bitmap_add(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    const char *node = arg_str(args, "node"), *name = arg_str(args, "name");
+    json_t *jg = json_object_get(args, "granularity");
+    json_int_t gran = jg ? json_integer_value(jg) : NG_BITMAP_GRAN_DEFAULT;
+    struct ng_error err = { 0 };
+    struct ng_node *n = ng_graph_find(ctx->graph, node);
+    struct ng_bitmap *bm;
+
+    if (n == NULL) {
+        ng_qmp_error(call, NG_QMP_GENERIC, "node '%s' not found", node);
+        return;
+    }
+    if (json_is_true(json_object_get(args, "persistent"))) {
+        ng_qmp_error(call, NG_QMP_GENERIC, "persistent dirty bitmaps are not "
+                     "supported");
+        return;
+    }
+    if (gran <= 0 || gran > NG_BITMAP_GRAN_MAX) {
+        ng_qmp_error(call, NG_QMP_GENERIC, "granularity must be a power of "
+                     "two from 512 to 64M, not %" JSON_INTEGER_FORMAT, gran);
+        return;
+    }
+    bm = ng_bitmap_add(n, name, (uint32_t)gran, &err);
+    if (bm == NULL) {
+        ng_qmp_error_from(call, &err);
+        return;
+    }
+    bm->recording = !json_is_true(json_object_get(args, "disabled"));
+    ng_qmp_return(call, NULL);
+}
+
+/* remove, clear, enable, disable: find, then one change. */
+static void
+bitmap_command(struct ng_qmp_call *call, json_t *args,
+               void (*change)(struct ng_bitmap *bm))
+{
+    struct ng_error err = { 0 };
+    struct ng_bitmap *bm = find_bitmap(ng_qmp_ctx(call), arg_str(args, "node"),
+                                       arg_str(args, "name"), false, &err);
+
+    if (bm == NULL) {
+        ng_qmp_error_from(call, &err);
+        return;
+    }
+    change(bm);
+    ng_qmp_return(call, NULL);
+}
+
+static void
+bitmap_enable(struct ng_bitmap *bm)
+{
+    bm->recording = true;
+}
+
+static void
+bitmap_disable(struct ng_bitmap *bm)
+{
+    bm->recording = false;
+}
+
+void
+ng_qmp_bitmap_remove(struct ng_qmp_call *call, json_t *args)
+{
+    bitmap_command(call, args, ng_bitmap_remove);
+}
+
+void
+ng_qmp_bitmap_clear(struct ng_qmp_call *call, json_t *args)
+{
+    bitmap_command(call, args, ng_bitmap_clear_all);
+}
+
+void
+ng_qmp_bitmap_enable(struct ng_qmp_call *call, json_t *args)
+{
+    bitmap_command(call, args, bitmap_enable);
+}
+
+void
+ng_qmp_bitmap_disable(struct ng_qmp_call *call, json_t *args)
+{
+    bitmap_command(call, args, bitmap_disable);
+}
+
+/* One source of a merge: a name on `node`, or {"node":..,"name":..}. */
+static struct ng_bitmap *
+merge_source(struct ng_control_ctx *ctx, const char *node, json_t *item,
+             struct ng_error *err)
+{
+    if (json_is_string(item))
+        return find_bitmap(ctx, node, json_string_value(item), true, err);
+    if (json_is_object(item) && arg_str(item, "node") != NULL &&
+        arg_str(item, "name") != NULL)
+        return find_bitmap(ctx, arg_str(item, "node"), arg_str(item, "name"),
+                           true, err);
+    ng_error_set(err, EINVAL, "'bitmaps' lists bitmap names or "
+                 "{\"node\", \"name\"} objects");
+    return NULL;
+}
+
+/* All sources are checked before the target changes. */
+void
+ng_qmp_bitmap_merge(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    const char *node = arg_str(args, "node");
+    json_t *list = json_object_get(args, "bitmaps"), *item;
+    struct ng_error err = { 0 };
+    struct ng_bitmap *dst, *src;
+    size_t i;
+
+    dst = find_bitmap(ctx, node, arg_str(args, "target"), false, &err);
+    if (dst == NULL)
+        goto fail;
+    json_array_foreach(list, i, item) {
+        if ((src = merge_source(ctx, node, item, &err)) == NULL)
+            goto fail;
+        if (src->size != dst->size || src->granularity != dst->granularity) {
+            ng_error_set(&err, EINVAL, "dirty bitmap '%s' differs from '%s' "
+                         "in size or granularity", src->name, dst->name);
+            goto fail;
+        }
+    }
+    json_array_foreach(list, i, item)
+        ng_bitmap_merge(dst, merge_source(ctx, node, item, NULL), NULL);
+    ng_qmp_return(call, NULL);
+    return;
+
+fail:
+    ng_qmp_error_from(call, &err);
+}
+
+/* ---- Job events --------------------------------------------------------- */
+
+static json_t *
+block_job_info(struct ng_job *job)
+{
+    uint64_t cur, total;
+
+    ng_job_progress(job, &cur, &total);
+    return json_pack("{s:s,s:s,s:I,s:I,s:I}", "type", job->ops->type,
+                     "device", job->id, "len", (json_int_t)total,
+                     "offset", (json_int_t)cur, "speed",
+                     (json_int_t)job->speed);
+}
+
+static void
+job_event(void *opaque, struct ng_job *job, enum ng_job_event ev,
+          bool is_read, enum ng_job_error_action action)
+{
+    struct ng_control_ctx *ctx = opaque;
+    json_t *data;
+
+    if (ctx->control == NULL)
+        return;
+    switch (ev) {
+    case NG_JOB_EV_STATUS:
+        ng_control_emit(ctx->control, "JOB_STATUS_CHANGE", json_pack(
+            "{s:s,s:s}", "id", job->id, "status",
+            ng_job_status_name(job->status)));
+        return;
+    case NG_JOB_EV_READY:
+        ng_control_emit(ctx->control, "BLOCK_JOB_READY", block_job_info(job));
+        return;
+    case NG_JOB_EV_COMPLETED:
+        data = block_job_info(job);
+        if (job->ret < 0)
+            json_object_set_new(data, "error", json_string(job->error));
+        ng_control_emit(ctx->control, "BLOCK_JOB_COMPLETED", data);
+        return;
+    case NG_JOB_EV_CANCELLED:
+        ng_control_emit(ctx->control, "BLOCK_JOB_CANCELLED",
+                        block_job_info(job));
+        return;
+    case NG_JOB_EV_ERROR:
+        ng_control_emit(ctx->control, "BLOCK_JOB_ERROR", json_pack(
+            "{s:s,s:s,s:s}", "device", job->id, "operation",
+            is_read ? "read" : "write", "action",
+            ng_job_error_action_name(action)));
+        return;
+    }
+}
+
+static void
+job_gone(void *opaque, struct ng_job *job)
+{
+    ng_ctx_nac_release(opaque, job->id);
+}
+
+/* The job no longer touches anything; what used the source now uses the
+ * target, and its claims follow. */
+static void
+job_pivoted(void *opaque, struct ng_job *job, const char *from,
+            const char *to)
+{
+    struct ng_control_ctx *ctx = opaque;
+
+    if (ctx->nac != NULL)
+        ng_nac_replace(ctx->nac, job->id, NULL, 0, NULL);
+    ng_exports_follow_node(ctx, from, to);
+    ng_qmp_graph_changed(ctx, "node-replaced", job->id,
+                         json_pack("{s:s,s:s}", "node-name", from,
+                                   "replacement", to));
+}
+
+static struct ng_job_hooks
+job_hooks(struct ng_control_ctx *ctx)
+{
+    return (struct ng_job_hooks){ .event = job_event, .gone = job_gone,
+                                  .pivoted = job_pivoted, .opaque = ctx };
+}
+
+/* ---- blockdev-mirror ---------------------------------------------------- */
+
+/* An optional error-action argument; -1 with *err. */
+static int
+error_action_arg(json_t *args, const char *key, int *out,
+                 struct ng_error *err)
+{
+    const char *s = arg_str(args, key);
+
+    *out = NG_JOB_ERROR_REPORT;
+    if (s == NULL)
+        return 0;
+    if ((*out = ng_job_error_action_parse(s)) < 0)
+        return ng_error_set(err, EINVAL, "'%s' must be 'report', 'ignore' "
+                            "or 'stop', not '%s'", key, s);
+    return 0;
+}
+
+static int
+sync_arg(json_t *args, enum ng_mirror_sync *out, struct ng_error *err)
+{
+    const char *s = arg_str(args, "sync");
+
+    if (strcmp(s, "full") == 0)
+        *out = NG_MIRROR_SYNC_FULL;
+    else if (strcmp(s, "top") == 0)
+        *out = NG_MIRROR_SYNC_TOP;
+    else if (strcmp(s, "none") == 0)
+        *out = NG_MIRROR_SYNC_NONE;
+    else
+        return ng_error_set(err, EINVAL, "'sync' must be 'full', 'top' or "
+                            "'none', not '%s'", s);
+    return 0;
+}
+
+/* A non-negative integer argument, `def` when absent. */
+static int
+size_arg(json_t *args, const char *key, uint64_t def, uint64_t *out,
+         struct ng_error *err)
+{
+    json_t *j = json_object_get(args, key);
+
+    *out = def;
+    if (j == NULL)
+        return 0;
+    if (json_integer_value(j) < 0)
+        return ng_error_set(err, EINVAL, "'%s' must not be negative", key);
+    *out = (uint64_t)json_integer_value(j);
+    return 0;
+}
+
+static bool
+bool_arg(json_t *args, const char *key, bool def)
+{
+    json_t *j = json_object_get(args, key);
+
+    return j != NULL ? json_is_true(j) : def;
+}
+
+static int
+mirror_params(json_t *args, struct ng_mirror_params *p, struct ng_error *err)
+{
+    const char *mode = arg_str(args, "copy-mode");
+    uint64_t gran;
+    int src_act, dst_act;
+
+    if (mode != NULL && strcmp(mode, "background") != 0)
+        return ng_error_set(err, ENOTSUP, "copy-mode '%s' is not supported; "
+                            "only 'background'", mode);
+    if (json_object_get(args, "filter-node-name") != NULL)
+        return ng_error_set(err, ENOTSUP, "filter-node-name is not supported "
+                            "by blockdev-mirror yet");
+    p->job_id = arg_str(args, "job-id");
+    p->source = arg_str(args, "device");
+    p->target = arg_str(args, "target");
+    if (p->job_id == NULL)
+        p->job_id = p->source;      /* QEMU: the device name */
+    if (sync_arg(args, &p->sync, err) == -1 ||
+        size_arg(args, "granularity", 0, &gran, err) == -1 ||
+        size_arg(args, "buf-size", 0, &p->buf_size, err) == -1 ||
+        size_arg(args, "speed", 0, &p->speed, err) == -1 ||
+        error_action_arg(args, "on-source-error", &src_act, err) == -1 ||
+        error_action_arg(args, "on-target-error", &dst_act, err) == -1)
+        return -1;
+    if (gran > NG_BITMAP_GRAN_MAX)
+        return ng_error_set(err, EINVAL, "granularity must be a power of two "
+                            "from 512 to 64M");
+    p->granularity = (uint32_t)gran;
+    p->on_source_error = src_act;
+    p->on_target_error = dst_act;
+    p->auto_finalize = bool_arg(args, "auto-finalize", true);
+    p->auto_dismiss = bool_arg(args, "auto-dismiss", true);
+    return 0;
+}
+
+void
+ng_qmp_blockdev_mirror(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    struct ng_mirror_params p = { 0 };
+    struct ng_job_hooks hooks = job_hooks(ctx);
+    struct ng_error err = { 0 };
+    bool dry = ng_qmp_dry_run(args);
+    struct ng_nac_claim claims[2];
+
+    if (mirror_params(args, &p, &err) == -1 ||
+        ng_mirror_check(ctx->graph, &p, &err) == -1)
+        goto fail;
+    claims[0] = (struct ng_nac_claim){ p.source,
+                                       NG_NAC_MIRROR_SOURCE_REQUIRE,
+                                       NG_NAC_MIRROR_SOURCE_ALLOW };
+    claims[1] = (struct ng_nac_claim){ p.target,
+                                       NG_NAC_MIRROR_TARGET_REQUIRE,
+                                       NG_NAC_MIRROR_TARGET_ALLOW };
+    if (ng_ctx_nac_claim(ctx, p.job_id, "job", claims, 2, dry, &err) == -1)
+        goto fail;
+    if (!dry && ng_mirror_start(ctx->graph, &p, &hooks, &err) == NULL) {
+        ng_ctx_nac_release(ctx, p.job_id);
+        goto fail;
+    }
+    ng_qmp_return(call, NULL);
+    return;
+
+fail:
+    ng_qmp_error_from(call, &err);
+}
+
+/* ---- blockdev-backup ---------------------------------------------------- */
+
+static int
+backup_params(json_t *args, struct ng_backup_params *p, struct ng_error *err)
+{
+    const char *sync = arg_str(args, "sync");
+    int src_act, dst_act;
+
+    p->job_id = arg_str(args, "job-id");
+    p->source = arg_str(args, "device");
+    p->target = arg_str(args, "target");
+    p->bitmap = arg_str(args, "bitmap");
+    p->filter_node_name = arg_str(args, "filter-node-name");
+    if (p->job_id == NULL)
+        p->job_id = p->source;
+    if (strcmp(sync, "full") == 0)
+        p->sync = NG_BACKUP_SYNC_FULL;
+    else if (strcmp(sync, "none") == 0)
+        p->sync = NG_BACKUP_SYNC_NONE;
+    else if (strcmp(sync, "incremental") == 0)
+        p->sync = NG_BACKUP_SYNC_INCREMENTAL;
+    else
+        return ng_error_set(err, EINVAL, "'sync' must be 'full', 'none' or "
+                            "'incremental', not '%s'", sync);
+    if (size_arg(args, "speed", 0, &p->speed, err) == -1 ||
+        error_action_arg(args, "on-source-error", &src_act, err) == -1 ||
+        error_action_arg(args, "on-target-error", &dst_act, err) == -1)
+        return -1;
+    p->on_source_error = src_act;
+    p->on_target_error = dst_act;
+    p->auto_finalize = bool_arg(args, "auto-finalize", true);
+    p->auto_dismiss = bool_arg(args, "auto-dismiss", true);
+    return 0;
+}
+
+struct backup_call {
+    struct ng_qmp_call *call;
+    struct ng_control_ctx *ctx;
+    char job_id[NG_NAC_NAME_MAX];
+};
+
+/* The filter is in and the job runs, or it all failed. */
+static void
+backup_started(void *opaque, const struct ng_error *err)
+{
+    struct backup_call *bc = opaque;
+
+    if (err != NULL) {
+        ng_ctx_nac_release(bc->ctx, bc->job_id);
+        ng_qmp_error_from(bc->call, err);
+    } else {
+        ng_qmp_return(bc->call, NULL);
+    }
+    free(bc);
+}
+
+void
+ng_qmp_blockdev_backup(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    struct ng_backup_params p = { 0 };
+    struct ng_job_hooks hooks = job_hooks(ctx);
+    struct ng_error err = { 0 };
+    bool dry = ng_qmp_dry_run(args);
+    struct ng_nac_claim claims[3];
+    struct backup_call *bc = NULL;
+    char filter[NG_NAC_NAME_MAX];
+
+    if (backup_params(args, &p, &err) == -1)
+        goto fail;
+    if (p.filter_node_name == NULL) {
+        snprintf(filter, sizeof filter, "cbw-%s", p.job_id);
+        p.filter_node_name = filter;
+    }
+    if (ng_backup_check(ctx->graph, &p, &err) == -1)
+        goto fail;
+    claims[0] = (struct ng_nac_claim){ p.source,
+                                       NG_NAC_BACKUP_SOURCE_REQUIRE,
+                                       NG_NAC_BACKUP_SOURCE_ALLOW };
+    claims[1] = (struct ng_nac_claim){ p.target,
+                                       NG_NAC_BACKUP_TARGET_REQUIRE,
+                                       NG_NAC_BACKUP_TARGET_ALLOW };
+    /* Its filter stays where the job put it (a reload that prunes what
+     * the control channel made must not take it out). */
+    claims[2] = (struct ng_nac_claim){ p.filter_node_name, 0,
+                                       NG_NAC_ALL & ~NG_NAC_GRAPH_MOD };
+    if (ng_ctx_nac_claim(ctx, p.job_id, "job", claims, 3, dry, &err) == -1)
+        goto fail;
+    if (dry) {
+        ng_qmp_return(call, NULL);
+        return;
+    }
+    bc = calloc(1, sizeof *bc);
+    if (bc == NULL) {
+        ng_error_set(&err, ENOMEM, "out of memory");
+    } else {
+        bc->call = call;
+        bc->ctx = ctx;
+        snprintf(bc->job_id, sizeof bc->job_id, "%s", p.job_id);
+        if (ng_backup_start(ctx->graph, &p, &hooks, backup_started, bc,
+                            &err) == 0)
+            return;                 /* backup_started answers */
+    }
+    free(bc);
+    ng_ctx_nac_release(ctx, p.job_id);
+fail:
+    ng_qmp_error_from(call, &err);
+}
+
+/* ---- Job verbs and queries ---------------------------------------------- */
+
+/* The job named by `key` ("id" for job-*, "device" for block-job-*). */
+static struct ng_job *
+job_arg(struct ng_qmp_call *call, json_t *args, const char *key)
+{
+    const char *id = arg_str(args, key);
+    struct ng_job *job = ng_job_find(ng_qmp_ctx(call)->graph, id);
+
+    if (job == NULL)
+        ng_qmp_error(call, NG_QMP_DEVICE_NOT_FOUND, "job '%s' not found", id);
+    return job;
+}
+
+static void
+job_verb(struct ng_qmp_call *call, json_t *args, const char *key,
+         int (*verb)(struct ng_job *, struct ng_error *))
+{
+    struct ng_job *job = job_arg(call, args, key);
+    struct ng_error err = { 0 };
+
+    if (job == NULL)
+        return;
+    if (verb(job, &err) == -1)
+        ng_qmp_error_from(call, &err);
+    else
+        ng_qmp_return(call, NULL);
+}
+
+void
+ng_qmp_job_pause(struct ng_qmp_call *call, json_t *args)
+{
+    job_verb(call, args, "id", ng_job_pause);
+}
+
+void
+ng_qmp_job_resume(struct ng_qmp_call *call, json_t *args)
+{
+    job_verb(call, args, "id", ng_job_resume);
+}
+
+void
+ng_qmp_job_cancel(struct ng_qmp_call *call, json_t *args)
+{
+    job_verb(call, args, "id", ng_job_cancel);
+}
+
+void
+ng_qmp_job_complete(struct ng_qmp_call *call, json_t *args)
+{
+    job_verb(call, args, "id", ng_job_complete);
+}
+
+void
+ng_qmp_job_finalize(struct ng_qmp_call *call, json_t *args)
+{
+    job_verb(call, args, "id", ng_job_finalize);
+}
+
+void
+ng_qmp_job_dismiss(struct ng_qmp_call *call, json_t *args)
+{
+    job_verb(call, args, "id", ng_job_dismiss);
+}
+
+void
+ng_qmp_block_job_pause(struct ng_qmp_call *call, json_t *args)
+{
+    job_verb(call, args, "device", ng_job_pause);
+}
+
+void
+ng_qmp_block_job_resume(struct ng_qmp_call *call, json_t *args)
+{
+    job_verb(call, args, "device", ng_job_resume);
+}
+
+void
+ng_qmp_block_job_cancel(struct ng_qmp_call *call, json_t *args)
+{
+    job_verb(call, args, "device", ng_job_cancel);
+}
+
+void
+ng_qmp_block_job_complete(struct ng_qmp_call *call, json_t *args)
+{
+    job_verb(call, args, "device", ng_job_complete);
+}
+
+void
+ng_qmp_block_job_set_speed(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_job *job = job_arg(call, args, "device");
+    struct ng_error err = { 0 };
+
+    if (job == NULL)
+        return;
+    if (ng_job_set_speed(job, json_integer_value(json_object_get(args,
+                                                                 "speed")),
+                         &err) == -1)
+        ng_qmp_error_from(call, &err);
+    else
+        ng_qmp_return(call, NULL);
+}
+
+static void
+add_job_info(void *opaque, const struct ng_object_type *type, const char *id,
+             void *obj)
+{
+    struct ng_job *job = obj;
+    uint64_t cur, total;
+    json_t *j;
+
+    (void)type;
+    (void)id;
+    ng_job_progress(job, &cur, &total);
+    j = json_pack("{s:s,s:s,s:s,s:I,s:I}", "id", job->id, "type",
+                  job->ops->type, "status", ng_job_status_name(job->status),
+                  "current-progress", (json_int_t)cur, "total-progress",
+                  (json_int_t)total);
+    if (job->ret < 0 && !job->cancelled)
+        json_object_set_new(j, "error", json_string(job->error));
+    json_array_append_new(opaque, j);
+}
+
+static void
+add_block_job_info(void *opaque, const struct ng_object_type *type,
+                   const char *id, void *obj)
+{
+    struct ng_job *job = obj;
+    json_t *j;
+
+    (void)type;
+    (void)id;
+    j = block_job_info(job);
+    json_object_update_new(j, json_pack(
+        "{s:s,s:b,s:b,s:b,s:b,s:b,s:s}", "status",
+        ng_job_status_name(job->status), "busy", false, "paused",
+        job->pause_count > 0, "ready",
+        job->status == NG_JOB_READY || job->status == NG_JOB_STANDBY,
+        "auto-finalize", job->auto_finalize, "auto-dismiss",
+        job->auto_dismiss, "io-status", "ok"));
+    json_array_append_new(opaque, j);
+}
+
+void
+ng_qmp_query_jobs(struct ng_qmp_call *call, json_t *args)
+{
+    json_t *list = json_array();
+
+    (void)args;
+    ng_graph_object_foreach(ng_qmp_ctx(call)->graph, &ng_job_type,
+                            add_job_info, list);
+    ng_qmp_return(call, list);
+}
+
+void
+ng_qmp_query_block_jobs(struct ng_qmp_call *call, json_t *args)
+{
+    json_t *list = json_array();
+
+    (void)args;
+    ng_graph_object_foreach(ng_qmp_ctx(call)->graph, &ng_job_type,
+                            add_block_job_info, list);
+    ng_qmp_return(call, list);
+}
