@@ -48,15 +48,21 @@ const char ng_default_config_text[] =
     "    description: nbdgraph built-in 1 GiB memory disk\n";
 
 static const char *const top_keys[] = {
-    "server", "nodes", "exports", "throttle-groups", NULL
+    "server", "nodes", "exports", "throttle-groups", "tls-creds", NULL
 };
 static const char *const server_keys[] = {
-    "listen", "control", "max-request", "max-connections", "idle-timeout",
-    NULL
+    "listen", "control", "control-group", "max-request", "max-connections",
+    "idle-timeout", NULL
+};
+static const char *const listen_keys[] = {
+    "address", "tls", "tls-creds", NULL
+};
+static const char *const tls_creds_keys[] = {
+    "type", "dir", "verify-peer", NULL
 };
 static const char *const export_keys[] = {
     "node", "name", "writable", "description", "throttle", "throttle-group",
-    "copy-on-read", "detect-zeroes", "max-connections", NULL
+    "copy-on-read", "detect-zeroes", "allow", "max-connections", NULL
 };
 
 /* ---- Error helpers ---------------------------------------------------- */
@@ -320,8 +326,8 @@ parse_tcp(const char *hp, struct ng_listen_cfg *l, struct ng_error *err)
 }
 
 static int
-parse_listen(const struct ng_value *v, struct ng_listen_cfg *l,
-             struct ng_error *err)
+parse_address(const struct ng_value *v, struct ng_listen_cfg *l,
+              struct ng_error *err)
 {
     const char *s = ng_value_to_string(v, "listen", err);
 
@@ -336,6 +342,60 @@ parse_listen(const struct ng_value *v, struct ng_listen_cfg *l,
         return parse_tcp(s + 4, l, err);
     return ng_value_error(err, &v->loc, "bad listen address '%s' (expected "
                           "unix:PATH or tcp:HOST:PORT)", s);
+}
+
+static int
+parse_tls_mode(const struct ng_value *v, enum ng_tls_mode *mode,
+               struct ng_error *err)
+{
+    const char *s = ng_value_to_string(v, "tls", err);
+
+    if (s == NULL)
+        return -1;
+    if (strcmp(s, "off") == 0)
+        *mode = NG_TLS_OFF;
+    else if (strcmp(s, "allow") == 0)
+        *mode = NG_TLS_ALLOW;
+    else if (strcmp(s, "require") == 0)
+        *mode = NG_TLS_REQUIRE;
+    else
+        return ng_value_error(err, &v->loc, "bad tls mode '%s' (expected "
+                              "off, allow or require)", s);
+    return 0;
+}
+
+/* "ADDRESS" or { address: ADDRESS, tls: MODE, tls-creds: NAME }; with
+ * tls-creds and no tls, TLS is required. */
+static int
+parse_listen(const struct ng_value *v, struct ng_listen_cfg *l,
+             struct ng_error *err)
+{
+    const struct ng_value *a, *t, *c;
+    const char *creds;
+
+    if (v->kind != NG_VALUE_MAP)
+        return parse_address(v, l, err);
+    if (check_keys(v, listen_keys, "in listen entry", err) == -1)
+        return -1;
+    if ((a = ng_value_get(v, "address")) == NULL)
+        return ng_value_error(err, &v->loc, "listen entry: missing key "
+                              "'address'");
+    if (parse_address(a, l, err) == -1)
+        return -1;
+    t = ng_value_get(v, "tls");
+    c = ng_value_get(v, "tls-creds");
+    l->tls = c != NULL ? NG_TLS_REQUIRE : NG_TLS_OFF;
+    if (t != NULL && parse_tls_mode(t, &l->tls, err) == -1)
+        return -1;
+    if (l->tls == NG_TLS_OFF)
+        return 0;
+    if (c == NULL)
+        return ng_value_error(err, &t->loc, "listen address '%s': tls needs "
+                              "tls-creds", l->text);
+    if ((creds = ng_value_to_string(c, "tls-creds", err)) == NULL)
+        return -1;
+    l->tls_creds = strdup(creds);
+    return l->tls_creds != NULL ? 0 : ng_config_oom(err);
 }
 
 /* The next component of a path, skipping runs of '/' and "." parts, so
@@ -485,6 +545,25 @@ load_max_request(struct ng_config *cfg, const struct ng_value *v,
 }
 
 static int
+load_control_group(struct ng_config *cfg, const struct ng_value *v,
+                   struct ng_error *err)
+{
+    const char *group = ng_value_to_string(v, "control-group", err);
+
+    if (group == NULL)
+        return -1;
+    if (group[0] == '\0')
+        return ng_value_error(err, &v->loc, "'control-group' must not be "
+                              "empty");
+    if (cfg->control == NULL)
+        return ng_value_error(err, &v->loc, "'control-group' without "
+                              "'control'");
+    cfg->control_group = strdup(group);
+    cfg->control_group_loc = v->loc;
+    return cfg->control_group != NULL ? 0 : ng_config_oom(err);
+}
+
+static int
 load_server(struct ng_config *cfg, struct ng_error *err)
 {
     const struct ng_value *doc = cfg->doc;
@@ -507,6 +586,9 @@ load_server(struct ng_config *cfg, struct ng_error *err)
     v = ng_value_get(server, "control");
     if (v != NULL && load_control(cfg, v, err) == -1)
         return -1;
+    v = ng_value_get(server, "control-group");
+    if (v != NULL && load_control_group(cfg, v, err) == -1)
+        return -1;
     v = ng_value_get(server, "max-request");
     if (v != NULL && load_max_request(cfg, v, err) == -1)
         return -1;
@@ -519,6 +601,96 @@ load_server(struct ng_config *cfg, struct ng_error *err)
         load_count(v, "idle-timeout", &cfg->idle_timeout, err) == -1)
         return -1;
     return check_server_unique(cfg, err);
+}
+
+/* ---- tls-creds: ------------------------------------------------------- */
+
+static int
+load_one_creds(const struct ng_value *map, struct ng_tls_creds_cfg *tc,
+               struct ng_error *err)
+{
+    const struct ng_value *v;
+    const char *s;
+    char where[NG_ERROR_MSG_MAX];
+
+    snprintf(where, sizeof where, "in tls-creds '%s'", tc->name);
+    if (ng_config_expect_map(map, err, "tls-creds '%s'", tc->name) == -1 ||
+        check_keys(map, tls_creds_keys, where, err) == -1)
+        return -1;
+    v = ng_value_get(map, "type");
+    if (v == NULL)
+        return ng_value_error(err, &tc->loc, "tls-creds '%s': missing key "
+                              "'type' (x509 or psk)", tc->name);
+    if ((s = ng_value_to_string(v, "type", err)) == NULL)
+        return -1;
+    if (strcmp(s, "psk") != 0 && strcmp(s, "x509") != 0)
+        return ng_value_error(err, &v->loc, "tls-creds '%s': bad type '%s' "
+                              "(expected x509 or psk)", tc->name, s);
+    tc->psk = strcmp(s, "psk") == 0;
+    v = ng_value_get(map, "dir");
+    if (v == NULL)
+        return ng_value_error(err, &tc->loc, "tls-creds '%s': missing key "
+                              "'dir'", tc->name);
+    if ((s = ng_value_to_string(v, "dir", err)) == NULL)
+        return -1;
+    if ((tc->dir = strdup(s)) == NULL)
+        return ng_config_oom(err);
+    tc->verify_peer = !tc->psk;     /* QEMU's default */
+    v = ng_value_get(map, "verify-peer");
+    if (v != NULL && tc->psk)
+        return ng_value_error(err, &v->loc, "tls-creds '%s': verify-peer "
+                              "is for x509 only", tc->name);
+    if (v != NULL &&
+        ng_value_to_bool(v, "verify-peer", &tc->verify_peer, err) == -1)
+        return -1;
+    return 0;
+}
+
+static int
+load_tls_creds(struct ng_config *cfg, struct ng_error *err)
+{
+    const struct ng_value *all = ng_value_get(cfg->doc, "tls-creds");
+    size_t i;
+
+    if (is_null(all))
+        return 0;
+    if (ng_config_expect_map(all, err, "'tls-creds'") == -1)
+        return -1;
+    cfg->tls_creds = calloc(all->n ? all->n : 1, sizeof *cfg->tls_creds);
+    if (cfg->tls_creds == NULL)
+        return ng_config_oom(err);
+    for (i = 0; i < all->n; i++) {
+        struct ng_tls_creds_cfg *tc = &cfg->tls_creds[cfg->n_tls_creds++];
+
+        tc->loc = all->key_locs[i];
+        if ((tc->name = strdup(all->keys[i])) == NULL)
+            return ng_config_oom(err);
+        if (load_one_creds(all->items[i], tc, err) == -1)
+            return -1;
+    }
+    return 0;
+}
+
+/* Every listener with TLS names declared credentials. */
+static int
+check_listen_creds(const struct ng_config *cfg, struct ng_error *err)
+{
+    size_t i, j;
+
+    for (i = 0; i < cfg->n_listen; i++) {
+        const struct ng_listen_cfg *l = &cfg->listen[i];
+
+        if (l->tls_creds == NULL)
+            continue;
+        for (j = 0; j < cfg->n_tls_creds; j++)
+            if (strcmp(cfg->tls_creds[j].name, l->tls_creds) == 0)
+                break;
+        if (j == cfg->n_tls_creds)
+            return ng_value_error(err, &l->loc, "listen address '%s': "
+                                  "unknown tls-creds '%s' (declare it under "
+                                  "tls-creds)", l->text, l->tls_creds);
+    }
+    return 0;
 }
 
 /* `path` against the working directory `cwd`; caller frees. */
@@ -735,6 +907,44 @@ check_export_throttle(const struct ng_config *cfg,
     return 0;
 }
 
+/* allow: a list of entries (config.h); present, even empty, it
+ * restricts the export to them. */
+static int
+export_allow(const struct ng_config *cfg, const struct ng_value *map,
+             struct ng_export_cfg *e, struct ng_error *err)
+{
+    const struct ng_value *v = ng_value_get(map, "allow");
+    size_t i;
+
+    if (v == NULL)
+        return 0;
+    if (v->kind != NG_VALUE_LIST)
+        return ng_value_error(err, &v->loc, "export '%s': 'allow' must be a "
+                              "list, not %s", e->name, kind_name(v));
+    e->restricted = true;
+    if (v->n == 0)
+        return 0;
+    e->allow = calloc(v->n, sizeof *e->allow);
+    if (e->allow == NULL)
+        return ng_config_oom(err);
+    for (i = 0; i < v->n; i++) {
+        const char *s = ng_value_to_string(v->items[i], "allow", err);
+
+        if (s == NULL)
+            return ng_config_error_prefix(err, cfg->file, "export '%s'",
+                                          e->name);
+        if (ng_allow_parse(s, &e->allow[i], err) == -1) {
+            char msg[NG_ERROR_MSG_MAX];
+
+            snprintf(msg, sizeof msg, "%s", err != NULL ? err->msg : "");
+            return ng_value_error(err, &v->items[i]->loc, "export '%s': %s",
+                                  e->name, msg);
+        }
+        e->n_allow++;
+    }
+    return 0;
+}
+
 /* Export i of the exports: mapping into *e (zeroed). */
 static int
 load_export(const struct ng_config *cfg, const struct ng_value *exports,
@@ -756,6 +966,8 @@ load_export(const struct ng_config *cfg, const struct ng_value *exports,
     if (check_keys(map, export_keys, where, err) == -1 ||
         export_node(cfg, map, e, names, err) == -1 ||
         export_options(cfg, map, e, err) == -1)
+        return -1;
+    if (export_allow(cfg, map, e, err) == -1)
         return -1;
     e->extra = ng_value_copy(map);
     if (e->extra == NULL)
@@ -813,6 +1025,7 @@ config_build(struct ng_config *cfg, struct ng_error *err)
     int r = -1;
 
     if (check_top(cfg->doc, err) == 0 && load_server(cfg, err) == 0 &&
+        load_tls_creds(cfg, err) == 0 && check_listen_creds(cfg, err) == 0 &&
         load_groups(cfg, err) == 0 &&
         ng_config_load_nodes(cfg, ng_value_get(cfg->doc, "nodes"), &names,
                              err) == 0)
@@ -959,9 +1172,16 @@ ng_config_free(struct ng_config *cfg)
         free(cfg->listen[i].host);
         free(cfg->listen[i].port);
         free(cfg->listen[i].text);
+        free(cfg->listen[i].tls_creds);
     }
     free(cfg->listen);
     free(cfg->control);
+    free(cfg->control_group);
+    for (i = 0; i < cfg->n_tls_creds; i++) {
+        free(cfg->tls_creds[i].name);
+        free(cfg->tls_creds[i].dir);
+    }
+    free(cfg->tls_creds);
     for (i = 0; i < cfg->n_nodes; i++) {
         free(cfg->nodes[i].name);
         ng_value_free(cfg->nodes[i].opts);
@@ -972,6 +1192,7 @@ ng_config_free(struct ng_config *cfg)
         free(cfg->exports[i].node);
         free(cfg->exports[i].description);
         free(cfg->exports[i].nbd_name);
+        ng_allow_free(cfg->exports[i].allow, cfg->exports[i].n_allow);
         ng_value_free(cfg->exports[i].extra);
     }
     for (i = 0; i < cfg->n_groups; i++)

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include "graph/value.h"
 #include "graph/error.h"
@@ -19,14 +20,72 @@ enum ng_listen_kind {
     NG_LISTEN_TCP,
 };
 
+/* TLS on a listener (server/tls.h). */
+enum ng_tls_mode {
+    NG_TLS_OFF,                 /* STARTTLS refused */
+    NG_TLS_ALLOW,               /* plain or TLS, as the client likes */
+    NG_TLS_REQUIRE,             /* every option but STARTTLS and ABORT
+                                 * gets NBD_REP_ERR_TLS_REQD */
+};
+
 struct ng_listen_cfg {
     enum ng_listen_kind kind;
     char *path;                 /* UNIX */
     char *host;                 /* TCP: "127.0.0.1", "::1", "localhost" */
     char *port;                 /* TCP: "10809" */
-    char *text;                 /* as written: "unix:/x.sock" */
+    char *text;                 /* the address: "unix:/x.sock" */
+    enum ng_tls_mode tls;
+    char *tls_creds;            /* name under tls-creds:, NULL when off */
     struct ng_loc loc;
 };
+
+/* A credentials object under tls-creds: (QEMU's tls-creds-x509 and
+ * tls-creds-psk), read from `dir` when the daemon starts. */
+struct ng_tls_creds_cfg {
+    char *name;
+    bool psk;                   /* type: psk (else x509) */
+    char *dir;
+    bool verify_peer;           /* x509: client certificate required */
+    struct ng_loc loc;
+};
+
+/* One entry of an export's allow: list.  A client may see the export
+ * when any entry matches it. */
+enum ng_allow_kind {
+    NG_ALLOW_X509,              /* "x509:GLOB" on the client certificate's
+                                 * DN (RFC 4514, "CN=a,O=b") */
+    NG_ALLOW_PSK,               /* "psk:GLOB" on the PSK username */
+    NG_ALLOW_TCP,               /* "tcp:ADDRESS[/PREFIX]" on the peer */
+    NG_ALLOW_UNIX,              /* "unix": any Unix socket client */
+};
+
+struct ng_allow_rule {
+    enum ng_allow_kind kind;
+    char *pattern;              /* X509, PSK: owned */
+    int family;                 /* TCP: AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    unsigned prefix;            /* TCP: leading bits that must match */
+};
+
+/* Parse one allow: entry into *r (zeroed first); -1 with a message
+ * without location. */
+int ng_allow_parse(const char *text, struct ng_allow_rule *r,
+                   struct ng_error *err);
+/* A YAML list of entries into a new array (*out, caller frees with
+ * ng_allow_free; NULL for an empty list).  -1 with an error naming the
+ * entry's location. */
+int ng_allow_parse_list(const struct ng_value *list,
+                        struct ng_allow_rule **out, size_t *n,
+                        struct ng_error *err);
+/* Does any of rules[0..n) let this client in?  identity: "x509:DN",
+ * "psk:NAME" or NULL; sa: a TCP peer's address or NULL. */
+bool ng_allow_match(const struct ng_allow_rule *rules, size_t n,
+                    const char *identity, const struct sockaddr *sa,
+                    bool unix_socket);
+/* Deep copy (NULL on ENOMEM, or for n == 0) and free. */
+struct ng_allow_rule *ng_allow_copy(const struct ng_allow_rule *rules,
+                                    size_t n);
+void ng_allow_free(struct ng_allow_rule *rules, size_t n);
 
 struct ng_node_cfg {
     char *name;                 /* node-name (the key under nodes:) */
@@ -63,6 +122,9 @@ struct ng_export_cfg {
     char *description;          /* NULL = none */
     unsigned max_connections;   /* 0 = no limit */
     struct ng_implicit_filters filters;     /* borrowed from `extra` */
+    bool restricted;            /* allow: given; only `allow` may see it */
+    struct ng_allow_rule *allow;
+    size_t n_allow;
     struct ng_value *extra;     /* owned: the whole export mapping, for
                                  * options later issues add (throttle,
                                  * copy-on-read, detect-zeroes, ...) */
@@ -88,6 +150,10 @@ struct ng_config {
     unsigned max_connections;   /* server.max-connections, 0 = no limit */
     unsigned idle_timeout;      /* server.idle-timeout, s, 0 = none */
     struct ng_loc control_loc;
+    char *control_group;        /* group that may use it too, or NULL */
+    struct ng_loc control_group_loc;
+    struct ng_tls_creds_cfg *tls_creds;
+    size_t n_tls_creds;
     struct ng_node_cfg *nodes;  /* children before parents */
     size_t n_nodes;
     struct ng_export_cfg *exports;

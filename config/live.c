@@ -317,7 +317,9 @@ ng_export_canon(const char *id, const struct ng_value *map)
         put_scalar(out, "writable", get_bool(map, "writable") ? "true"
                                                               : "false") == -1 ||
         (desc != NULL && put_scalar(out, "description", desc) == -1) ||
-        canon_filters(out, map) == -1) {
+        canon_filters(out, map) == -1 ||
+        (ng_value_get(map, "allow") != NULL &&
+         put_copy(out, "allow", ng_value_get(map, "allow")) == -1)) {
         ng_value_free(out);
         return NULL;
     }

@@ -7,6 +7,7 @@ config_libngconfig_a_SOURCES = \
 	config/implicit.c \
 	config/config-int.h \
 	config/config.c \
+	config/allow.c \
 	config/nodes.c \
 	config/cli.c \
 	config/plan.h \
@@ -24,6 +25,11 @@ check_PROGRAMS += tests/unit/test-plan
 TESTS += tests/unit/test-plan
 tests_unit_test_plan_SOURCES = tests/unit/test-plan.c
 tests_unit_test_plan_LDADD = $(CORE_LIBS)
+
+check_PROGRAMS += tests/unit/test-allow
+TESTS += tests/unit/test-allow
+tests_unit_test_allow_SOURCES = tests/unit/test-allow.c
+tests_unit_test_allow_LDADD = $(CORE_LIBS)
 
 # Good configs (later integration tests use them too) and, in bad/, one
 # X.yaml per error with its exact message in X.err.

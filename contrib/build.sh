@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build_deps=(build-essential autoconf automake pkg-config
-            libuv1-dev libyaml-dev libjansson-dev libnbd-dev)
-test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz)
+            libuv1-dev libyaml-dev libjansson-dev libnbd-dev
+            libgnutls28-dev)
+test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz gnutls-bin)
 
 missing=()
 for p in "${build_deps[@]}" "${test_deps[@]}"; do

@@ -4,6 +4,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <grp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -688,6 +689,28 @@ ng_control_listen(struct ng_control *ctl, const char *path,
                             uv_strerror(r));
     chmod(path, 0600);
     ng_log_info("control channel on %s", path);
+    return 0;
+}
+
+int
+ng_control_share_with_group(struct ng_control *ctl, const char *group,
+                            struct ng_error *err)
+{
+    struct group *gr;
+
+    errno = 0;
+    gr = getgrnam(group);
+    if (gr == NULL)
+        return ng_error_set(err, errno ? errno : ENOENT, "control-group "
+                            "'%s': %s", group,
+                            errno ? strerror(errno) : "no such group");
+    /* chown first: a moment of 0660 with the old group would let that
+     * group in. */
+    if (chown(ctl->path, (uid_t)-1, gr->gr_gid) == -1 ||
+        chmod(ctl->path, 0660) == -1)
+        return ng_error_set(err, errno, "control socket %s: %s", ctl->path,
+                            strerror(errno));
+    ng_log_info("control channel %s open to group %s", ctl->path, group);
     return 0;
 }
 

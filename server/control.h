@@ -42,6 +42,10 @@ struct ng_control *ng_control_new(uv_loop_t *loop, struct ng_control_ctx *ctx,
  * live socket or any other file there is an error. */
 int ng_control_listen(struct ng_control *ctl, const char *path,
                       struct ng_error *err);
+/* After ng_control_listen: let members of `group` use the socket too
+ * (owner stays the daemon's user; mode 0660). */
+int ng_control_share_with_group(struct ng_control *ctl, const char *group,
+                                struct ng_error *err);
 /* Send an event to every negotiated client.  Takes ownership of data. */
 void ng_control_emit(struct ng_control *ctl, const char *event, json_t *data);
 /* Close the listener and every client (removing the socket file), then

@@ -31,10 +31,12 @@ server_libngserver_a_SOURCES = \
 	server/reload.c \
 	server/unix-path.h \
 	server/unix-path.c \
+	server/tls.h \
+	server/tls.c \
 	server/sd-daemon.h \
 	server/sd-daemon.c \
 	$(NULL)
 
 sbin_PROGRAMS += nbdgraphd
 nbdgraphd_SOURCES = server/main.c
-nbdgraphd_LDADD = server/libngserver.a $(CORE_LIBS)
+nbdgraphd_LDADD = server/libngserver.a $(CORE_LIBS) $(GNUTLS_LIBS)

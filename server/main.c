@@ -28,6 +28,7 @@
 #include "server/nbd.h"
 #include "server/reload.h"
 #include "server/sd-daemon.h"
+#include "server/tls.h"
 #include "server/unix-path.h"
 
 /* The daemon's top-level state: the one place that owns everything. */
@@ -280,10 +281,40 @@ start_server(struct daemon *d, struct ng_error *err)
             .max_connections = ec->max_connections,
         };
 
-        if (ng_exports_add(&d->ctl_ctx, &spec, "config", false, err) == -1)
+        if (ng_exports_add(&d->ctl_ctx, &spec, "config", false, err) == -1 ||
+            (ec->restricted &&
+             ng_nbd_server_set_export_allow(d->nbd, ec->nbd_name != NULL
+                                            ? ec->nbd_name : ec->name,
+                                            ec->allow,
+                                            ec->n_allow, err) == -1))
             return ng_error_prefix(err, "%s:%u:%u: export '%s'",
                                    ec->loc.file, ec->loc.line,
                                    ec->loc.column, ec->name);
+    }
+    return 0;
+}
+
+/* TLS credentials become graph objects, read once at start: a
+ * missing or unreadable file stops the start, not a client. */
+static int
+load_tls_creds(struct daemon *d, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < d->cfg->n_tls_creds; i++) {
+        const struct ng_tls_creds_cfg *tc = &d->cfg->tls_creds[i];
+        struct ng_tls_creds *creds = ng_tls_creds_new(
+            tc->psk ? NG_TLS_CREDS_PSK : NG_TLS_CREDS_X509, tc->dir,
+            tc->verify_peer, err);
+
+        if (creds == NULL ||
+            ng_graph_object_add(d->graph, &ng_tls_creds_type, tc->name,
+                                creds, err) == -1) {
+            ng_tls_creds_free(creds);
+            return ng_error_prefix(err, "%s:%u:%u: tls-creds '%s'",
+                                   tc->loc.file, tc->loc.line,
+                                   tc->loc.column, tc->name);
+        }
     }
     return 0;
 }
@@ -366,9 +397,17 @@ start_listening(struct daemon *d, struct ng_error *err)
 
     if (d->n_activated > 0)
         return listen_activated(d, err);
-    for (i = 0; i < d->cfg->n_listen; i++)
-        if (ng_nbd_server_listen(d->nbd, d->cfg->listen[i].text, err) == -1)
+    for (i = 0; i < d->cfg->n_listen; i++) {
+        const struct ng_listen_cfg *l = &d->cfg->listen[i];
+        const struct ng_tls_creds *creds = NULL;
+
+        if (l->tls_creds != NULL)
+            creds = ng_graph_object_find(d->graph, &ng_tls_creds_type,
+                                         l->tls_creds);
+        if (ng_nbd_server_listen_tls(d->nbd, l->text, l->tls, creds,
+                                     err) == -1)
             return -1;
+    }
     return 0;
 }
 
@@ -380,7 +419,13 @@ start_control(struct daemon *d, struct ng_error *err)
     d->control = ng_control_new(&d->loop, &d->ctl_ctx, err);
     if (d->control == NULL)
         return -1;
-    return ng_control_listen(d->control, d->cfg->control, err);
+    if (ng_control_listen(d->control, d->cfg->control, err) == -1)
+        return -1;
+    if (d->cfg->control_group != NULL &&
+        ng_control_share_with_group(d->control, d->cfg->control_group,
+                                    err) == -1)
+        return located(err, d->cfg->file, &d->cfg->control_group_loc);
+    return 0;
 }
 
 /* Tell the user how to connect: one URI per listen address and export. */
@@ -391,16 +436,18 @@ print_uris(const struct daemon *d)
 
     for (i = 0; i < d->cfg->n_listen; i++) {
         const struct ng_listen_cfg *l = &d->cfg->listen[i];
+        /* libnbd's scheme for a server that requires TLS */
+        const char *s = l->tls == NG_TLS_REQUIRE ? "s" : "";
 
         for (j = 0; j < d->cfg->n_exports; j++) {
             const char *name = d->cfg->exports[j].name;
 
             if (l->kind == NG_LISTEN_UNIX)
-                printf("nbd+unix:///%s?socket=%s\n", name, l->path);
+                printf("nbd%s+unix:///%s?socket=%s\n", s, name, l->path);
             else if (strchr(l->host, ':') != NULL)
-                printf("nbd://[%s]:%s/%s\n", l->host, l->port, name);
+                printf("nbd%s://[%s]:%s/%s\n", s, l->host, l->port, name);
             else
-                printf("nbd://%s:%s/%s\n", l->host, l->port, name);
+                printf("nbd%s://%s:%s/%s\n", s, l->host, l->port, name);
         }
     }
     fflush(stdout);
@@ -664,7 +711,8 @@ check_config(struct daemon *d)
 {
     struct ng_error err = { 0 };
 
-    if (build_graph(d, &err) == 0 && start_server(d, &err) == 0 &&
+    if (build_graph(d, &err) == 0 && load_tls_creds(d, &err) == 0 &&
+        start_server(d, &err) == 0 &&
         check_listeners(d->cfg, false, false, &err) == 0) {
         printf("%s: configuration is valid\n", d->cfg->file);
     } else {
@@ -682,7 +730,8 @@ start(struct daemon *d)
 {
     struct ng_error err = { 0 };
 
-    if (build_graph(d, &err) == 0 && start_server(d, &err) == 0 &&
+    if (build_graph(d, &err) == 0 && load_tls_creds(d, &err) == 0 &&
+        start_server(d, &err) == 0 &&
         check_listeners(d->cfg, true, d->n_activated > 0, &err) == 0 &&
         start_control(d, &err) == 0 && watch_signals(d) == 0 &&
         start_listening(d, &err) == 0)

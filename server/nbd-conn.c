@@ -49,6 +49,7 @@ conn_free(struct nbd_conn *c)
 
     ng_log_debug("%s: connection closed", c->peer);
     nbd_hs_free(c);
+    ng_tls_free(c->tls);
     if (c->rb != NULL)
         nbd_rbuf_unref(c->srv, c->rb);
     nbd_server_conn_gone(c->srv, c);
@@ -118,6 +119,11 @@ nbd_conn_maybe_close(struct nbd_conn *c)
     if (c->in_graph > 0 || c->rq_head != NULL || c->writing ||
         c->hs_writes > 0 || c->hs_len > 0)
         return;
+    if (c->tls != NULL && !c->dead) {
+        ng_tls_bye(c->tls);         /* the client learns it is the end */
+        if (ng_tls_backlog(c->tls) > 0)
+            return;                 /* nbd_conn_tls_written comes back */
+    }
     conn_close_handle(c);
 }
 
@@ -168,29 +174,38 @@ conn_throttled(const struct nbd_conn *c)
 
 static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void conn_tls_pump(struct nbd_conn *c);
+
+/* Is there somewhere to put what arrives? */
+static bool
+conn_wants_input(const struct nbd_conn *c)
+{
+    return !c->stop_parsing && !c->handle_closing &&
+           (c->payload_req != NULL || !conn_throttled(c));
+}
 
 /* Read while there is somewhere to put what arrives. */
 static void
 conn_update_reading(struct nbd_conn *c)
 {
-    bool want = !c->stop_parsing && !c->handle_closing &&
-                (c->payload_req != NULL || !conn_throttled(c));
+    bool want = conn_wants_input(c);
     int r;
 
-    if (want == c->reading)
-        return;
-    if (!want) {
+    if (want != c->reading && !want) {
         uv_read_stop(&c->h.stream);
         c->reading = false;
-        return;
+    } else if (want != c->reading) {
+        r = uv_read_start(&c->h.stream, conn_alloc_cb, conn_read_cb);
+        if (r < 0) {
+            ng_log_warn("%s: read: %s", c->peer, uv_strerror(r));
+            nbd_conn_abort(c);
+            return;
+        }
+        c->reading = true;
     }
-    r = uv_read_start(&c->h.stream, conn_alloc_cb, conn_read_cb);
-    if (r < 0) {
-        ng_log_warn("%s: read: %s", c->peer, uv_strerror(r));
-        nbd_conn_abort(c);
-        return;
-    }
-    c->reading = true;
+    /* TLS may hold bytes the socket will not announce again. */
+    if (want && c->tls != NULL && ng_tls_has_input(c->tls))
+        conn_tls_pump(c);
 }
 
 void
@@ -209,7 +224,8 @@ bool
 nbd_conn_idle(const struct nbd_conn *c)
 {
     return c->nreqs == 0 && c->skip == 0 && c->rstart == c->rend &&
-           !c->writing && c->hs_len == 0 && c->hs_writes == 0;
+           !c->writing && c->hs_len == 0 && c->hs_writes == 0 &&
+           (c->tls == NULL || ng_tls_backlog(c->tls) == 0);
 }
 
 void
@@ -286,29 +302,24 @@ conn_drop_rbuf_if_empty(struct nbd_conn *c)
     c->rstart = c->rend = 0;
 }
 
-static void
-conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* Where the next bytes of the NBD stream go: a WRITE's payload buffer,
+ * or the receive buffer.  Length 0 when out of memory. */
+static uv_buf_t
+conn_read_target(struct nbd_conn *c)
 {
-    struct nbd_conn *c = h->data;
     struct nbd_req *r = c->payload_req;
 
-    if (r != NULL) {
-        *buf = uv_buf_init((char *)r->buf + c->payload_got,
+    if (r != NULL)
+        return uv_buf_init((char *)r->buf + c->payload_got,
                            r->length - c->payload_got);
-        return;
-    }
-    if (c->rb == NULL && conn_take_rbuf(c) == -1) {
-        *buf = uv_buf_init(NULL, 0);            /* libuv: UV_ENOBUFS */
-        return;
-    }
+    if (c->rb == NULL && conn_take_rbuf(c) == -1)
+        return uv_buf_init(NULL, 0);
     /* Requests still use parts of this buffer: read on behind them while
      * there is room, else move the unparsed tail to a fresh buffer. */
     if (c->rb->refs > 1) {
         if (NBD_RBUF_SIZE - c->rend < NBD_RBUF_MIN_ROOM &&
-            conn_switch_rbuf(c) == -1) {
-            *buf = uv_buf_init(NULL, 0);        /* libuv: UV_ENOBUFS */
-            return;
-        }
+            conn_switch_rbuf(c) == -1)
+            return uv_buf_init(NULL, 0);
     } else if (c->rstart == c->rend) {
         c->rstart = c->rend = 0;
     } else if (c->rstart > 0) {
@@ -316,8 +327,21 @@ conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         c->rend -= c->rstart;
         c->rstart = 0;
     }
-    *buf = uv_buf_init((char *)c->rbuf + c->rend, NBD_RBUF_SIZE - c->rend);
+    return uv_buf_init((char *)c->rbuf + c->rend, NBD_RBUF_SIZE - c->rend);
 }
+
+/* With TLS, libuv reads ciphertext into the session's buffer and
+ * conn_tls_pump() decrypts it to where conn_read_target() says. */
+static void
+conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct nbd_conn *c = h->data;
+
+    /* Length 0 makes libuv report UV_ENOBUFS. */
+    *buf = c->tls != NULL ? ng_tls_in_space(c->tls) : conn_read_target(c);
+}
+
+static void conn_got_bytes(struct nbd_conn *c, size_t n);
 
 static void
 conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -336,6 +360,55 @@ conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         return;
     }
+    if (c->tls != NULL) {
+        ng_tls_in_added(c->tls, (size_t)nread);
+        conn_tls_pump(c);
+        return;
+    }
+    conn_got_bytes(c, (size_t)nread);
+}
+
+/* Decrypt what the session holds while there is room for it. */
+static void
+conn_tls_pump(struct nbd_conn *c)
+{
+    if (c->tls_pumping)
+        return;
+    c->tls_pumping = true;
+    while (conn_wants_input(c)) {
+        uv_buf_t b = conn_read_target(c);
+        ssize_t n;
+
+        if (b.len == 0) {
+            ng_log_error("%s: out of memory; dropping client", c->peer);
+            nbd_conn_abort(c);
+            break;
+        }
+        n = ng_tls_recv(c->tls, b.base, b.len);
+        if (n == NG_TLS_AGAIN) {
+            if (c->payload_req == NULL)
+                conn_drop_rbuf_if_empty(c);
+            break;
+        }
+        if (n == 0) {
+            ng_log_debug("%s: client closed TLS", c->peer);
+            nbd_conn_close_gracefully(c);
+            break;
+        }
+        if (n < 0) {
+            nbd_conn_abort(c);
+            break;
+        }
+        conn_got_bytes(c, (size_t)n);
+    }
+    c->tls_pumping = false;
+    nbd_hs_flush(c);        /* handshake replies of what was decrypted */
+}
+
+/* `n` bytes of the NBD stream arrived where conn_read_target() said. */
+static void
+conn_got_bytes(struct nbd_conn *c, size_t nread)
+{
     c->active_at = uv_now(c->srv->loop);
     if (c->payload_req != NULL) {
         struct nbd_req *r = c->payload_req;
@@ -346,7 +419,7 @@ conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->payload_req = NULL;
         conn_submit(c, r);
     } else {
-        c->rend += (size_t)nread;
+        c->rend += nread;
     }
     conn_parse(c);
     conn_drop_rbuf_if_empty(c);
@@ -649,6 +722,62 @@ iov_advance(uv_buf_t *iov, unsigned n, size_t sent)
     return i;
 }
 
+/* TLS: a batch is encrypted whole (and its replies released); past
+ * NBD_TLS_BACKLOG_MAX of ciphertext waiting, `writing` holds further
+ * batches until nbd_conn_tls_written sees it drain.  -1: dropped. */
+static int
+conn_flush_tls(struct nbd_conn *c, unsigned n)
+{
+    if (ng_tls_send(c->tls, c->iov, n) < 0) {
+        nbd_conn_abort(c);
+        return -1;
+    }
+    release_sent(c, SIZE_MAX);
+    if (ng_tls_backlog(c->tls) > NBD_TLS_BACKLOG_MAX)
+        c->writing = true;
+    return 0;
+}
+
+static void
+conn_tls_written(void *opaque, int status)
+{
+    struct nbd_conn *c = opaque;
+
+    if (nbd_conn_write_failed(c, status))
+        return;
+    if (c->writing && ng_tls_backlog(c->tls) <= NBD_TLS_BACKLOG_MAX / 2) {
+        c->writing = false;
+        c->active_at = uv_now(c->srv->loop);
+        nbd_conn_flush(c);
+        conn_after_release(c);
+        return;
+    }
+    nbd_conn_maybe_close(c);
+}
+
+int
+nbd_conn_start_tls(struct nbd_conn *c)
+{
+    nbd_hs_flush(c);                /* the ACK, in the clear */
+    if (c->dead)
+        return -1;
+    c->tls = ng_tls_new(c->tls_creds, &c->h.stream, c->peer,
+                        conn_tls_written, c);
+    if (c->tls == NULL) {
+        nbd_conn_abort(c);
+        return -1;
+    }
+    /* A client should wait for the ACK; what it sent anyway is TLS. */
+    if (ng_tls_in_put(c->tls, c->rbuf + c->rstart, c->rend - c->rstart)) {
+        ng_log_warn("%s: too much data after STARTTLS; dropping client",
+                    c->peer);
+        nbd_conn_abort(c);
+        return -1;
+    }
+    c->rstart = c->rend;
+    return 0;
+}
+
 void
 nbd_conn_flush(struct nbd_conn *c)
 {
@@ -656,7 +785,15 @@ nbd_conn_flush(struct nbd_conn *c)
 
     while (!c->writing && !c->dead && c->rq_head != NULL) {
         unsigned n = collect_replies(c), first;
-        int sent = uv_try_write(&c->h.stream, c->iov, n);
+        int sent;
+
+        if (c->tls != NULL) {
+            if (conn_flush_tls(c, n) < 0)
+                return;
+            released = true;
+            continue;
+        }
+        sent = uv_try_write(&c->h.stream, c->iov, n);
 
         if (sent == UV_EAGAIN)
             sent = 0;

@@ -34,6 +34,7 @@ export_free(struct ng_nbd_export *exp)
     if (exp == NULL)
         return;
     ng_bb_free(exp->bb);
+    ng_allow_free(exp->allow, exp->n_allow);
     free(exp->name);
     free(exp->description);
     free(exp);
@@ -85,6 +86,27 @@ ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
         srv->exports = exp;
     srv->exports_tail = exp;
     ng_log_debug("export '%s' added", name);
+    return 0;
+}
+
+int
+ng_nbd_server_set_export_allow(struct ng_nbd_server *srv, const char *name,
+                               const struct ng_allow_rule *rules, size_t n,
+                               struct ng_error *err)
+{
+    struct ng_nbd_export *exp = nbd_export_find(srv, name);
+    struct ng_allow_rule *copy = ng_allow_copy(rules, n);
+
+    if (exp == NULL) {
+        ng_allow_free(copy, n);
+        return ng_error_set(err, ENOENT, "export '%s' not found", name);
+    }
+    if (n > 0 && copy == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    ng_allow_free(exp->allow, exp->n_allow);
+    exp->allow = copy;
+    exp->n_allow = n;
+    exp->restricted = true;
     return 0;
 }
 

@@ -16,15 +16,29 @@
  *   LIST/SET_META_CONTEXT  "base:allocation" (queries "base:" and
  *                        "base:allocation"; list with no query lists it)
  *   ABORT                ACK, then close
- *   anything else        NBD_REP_ERR_UNSUP (STARTTLS included: no TLS)
+ *   STARTTLS             on a listener with TLS: ACK, then the TLS
+ *                        handshake; option haggling starts over inside
+ *                        TLS (structured replies and the metadata
+ *                        context selection are forgotten).  Without TLS
+ *                        NBD_REP_ERR_UNSUP; a second one
+ *                        NBD_REP_ERR_INVALID
+ *   anything else        NBD_REP_ERR_UNSUP
  * An unknown export name (the empty one included, unless an export is
  * named "") gets NBD_REP_ERR_UNKNOWN; NBD_OPT_EXPORT_NAME has no error
  * reply, so there the client is dropped, as is a client that breaks the
  * framing (bad magic, unknown client flags, oversized option).
+ *
+ * On a listener that requires TLS, every option before STARTTLS except
+ * ABORT gets NBD_REP_ERR_TLS_REQD (EXPORT_NAME: dropped), as the spec's
+ * "forced TLS" says.  An export with an allow: list is, for a client
+ * it does not allow, an unknown export: not in LIST, NBD_REP_ERR_UNKNOWN
+ * for INFO and GO, and the refusal is logged with the client's identity.
  */
 #include <config.h>
 
+#include <fnmatch.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +104,13 @@ nbd_hs_flush(struct nbd_conn *c)
         return;
     if (c->dead || c->handle_closing) {
         c->hs_len = 0;
+        return;
+    }
+    if (c->tls != NULL) {           /* encrypted: the session copies */
+        buf = uv_buf_init((char *)c->hs_out, (unsigned)c->hs_len);
+        c->hs_len = 0;
+        if (ng_tls_send(c->tls, &buf, 1) < 0)
+            nbd_conn_abort(c);
         return;
     }
     w = malloc(sizeof *w);
@@ -206,6 +227,8 @@ hs_option_export(struct nbd_conn *c, uint32_t opt, const uint8_t *wire,
         return NULL;
     }
     exp = nbd_export_find(c->srv, name);
+    if (exp != NULL && !nbd_hs_export_allowed(c, exp, false))
+        exp = NULL;                 /* as if it did not exist */
     if (exp == NULL && name[0] == '\0')
         *ret = hs_reply_error(c, opt, NBD_REP_ERR_UNKNOWN,
                               "no export name given and no export is "
@@ -214,6 +237,41 @@ hs_option_export(struct nbd_conn *c, uint32_t opt, const uint8_t *wire,
         *ret = hs_reply_error(c, opt, NBD_REP_ERR_UNKNOWN,
                               "export '%s' not found", name);
     return exp;
+}
+
+/* ---- Who may see what ---------------------------------------------------- */
+
+/* The client's TLS identity, "tls" for one without, or "no TLS". */
+static const char *
+hs_identity_text(const struct nbd_conn *c)
+{
+    const char *id = c->tls != NULL ? ng_tls_identity(c->tls) : NULL;
+
+    return id != NULL ? id : c->tls != NULL ? "TLS, no identity" : "no TLS";
+}
+
+bool
+nbd_hs_export_allowed(struct nbd_conn *c, const struct ng_nbd_export *exp,
+                      bool quiet)
+{
+    struct sockaddr_storage ss;
+    int sslen = sizeof ss;
+    const struct sockaddr *sa = NULL;
+    bool unix_socket = c->h.handle.type == UV_NAMED_PIPE;
+
+    if (!exp->restricted)
+        return true;
+    if (!unix_socket &&
+        uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &sslen) == 0)
+        sa = (const struct sockaddr *)&ss;
+    if (ng_allow_match(exp->allow, exp->n_allow,
+                       c->tls != NULL ? ng_tls_identity(c->tls) : NULL, sa,
+                       unix_socket))
+        return true;
+    if (!quiet)
+        ng_log_warn("%s: export '%s' refused to client (%s): not in its "
+                    "allow list", c->peer, exp->name, hs_identity_text(c));
+    return false;
 }
 
 /* ---- Options ------------------------------------------------------------- */
@@ -239,6 +297,8 @@ hs_opt_export_name(struct nbd_conn *c, const uint8_t *data, uint32_t len)
     /* This option cannot fail politely: a hard disconnect is the answer. */
     if (len <= NBD_MAX_STRING && hs_string(name, data, len))
         exp = nbd_export_find(c->srv, name);
+    if (exp != NULL && !nbd_hs_export_allowed(c, exp, false))
+        exp = NULL;
     if (exp == NULL) {
         ng_log_info("%s: NBD_OPT_EXPORT_NAME for an unknown export%s; "
                     "dropping client", c->peer,
@@ -277,6 +337,8 @@ hs_opt_list(struct nbd_conn *c, uint32_t opt, uint32_t len)
         size_t dlen = exp->description ? strlen(exp->description) : 0;
         uint8_t buf[4 + 2 * NBD_MAX_STRING];
 
+        if (!nbd_hs_export_allowed(c, exp, true))
+            continue;
         nbd_put32(buf, (uint32_t)nlen);
         memcpy(buf + 4, exp->name, nlen);
         if (dlen > 0)
@@ -463,11 +525,52 @@ hs_opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
     return hs_reply(c, opt, NBD_REP_ACK, NULL, 0);
 }
 
+static int
+hs_opt_starttls(struct nbd_conn *c, uint32_t opt, uint32_t len)
+{
+    if (c->tls_mode == NG_TLS_OFF)
+        return hs_reply_error(c, opt, NBD_REP_ERR_UNSUP,
+                              "TLS is not enabled on this listener");
+    if (c->tls != NULL)
+        return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
+                              "TLS is already in use");
+    if (len != 0)
+        return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
+                              "NBD_OPT_STARTTLS takes no data");
+    if (hs_reply(c, opt, NBD_REP_ACK, NULL, 0) < 0)
+        return -1;
+    /* What was agreed in the clear could have been tampered with. */
+    c->structured = false;
+    c->meta_allocation = false;
+    free(c->meta_export);
+    c->meta_export = NULL;
+    if (nbd_conn_start_tls(c) < 0)
+        return -1;
+    return 0;
+}
+
+/* A listener that requires TLS answers only these before STARTTLS. */
+static bool
+hs_tls_required(const struct nbd_conn *c, uint32_t opt)
+{
+    return c->tls_mode == NG_TLS_REQUIRE && c->tls == NULL &&
+           opt != NBD_OPT_STARTTLS && opt != NBD_OPT_ABORT;
+}
+
 /* Returns 0, or -1 when the connection is going away. */
 static int
 hs_option(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
           uint32_t len)
 {
+    if (hs_tls_required(c, opt) && opt == NBD_OPT_EXPORT_NAME) {
+        ng_log_info("%s: NBD_OPT_EXPORT_NAME without TLS on a listener "
+                    "that requires it; dropping client", c->peer);
+        nbd_conn_abort(c);
+        return -1;
+    }
+    if (hs_tls_required(c, opt))
+        return hs_reply_error(c, opt, NBD_REP_ERR_TLS_REQD,
+                              "TLS is required: use NBD_OPT_STARTTLS");
     switch (opt) {
     case NBD_OPT_EXPORT_NAME:
         return hs_opt_export_name(c, data, len);
@@ -488,8 +591,7 @@ hs_option(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
     case NBD_OPT_SET_META_CONTEXT:
         return hs_opt_meta_context(c, opt, data, len);
     case NBD_OPT_STARTTLS:
-        return hs_reply_error(c, opt, NBD_REP_ERR_UNSUP,
-                              "TLS is not supported");
+        return hs_opt_starttls(c, opt, len);
     default:
         return hs_reply_error(c, opt, NBD_REP_ERR_UNSUP,
                               "option %" PRIu32 " not supported", opt);

@@ -22,7 +22,9 @@
 
 #include "graph/graph.h"
 #include "graph/strmap.h"
+#include "config/config.h"
 #include "server/nbd.h"
+#include "server/tls.h"
 #include "server/unix-path.h"
 
 /* ---- Limits -------------------------------------------------------------- */
@@ -77,6 +79,10 @@
 /* Send buffer asked for on Unix socket connections. */
 #define NBD_UNIX_SNDBUF             (2 << 20)
 
+/* TLS: once this much ciphertext waits for the socket, stop encrypting
+ * replies until it is down to half. */
+#define NBD_TLS_BACKLOG_MAX         (UINT64_C(1) << 20)
+
 /* Buffers handed to one writev. */
 #define NBD_IOV_BATCH           128
 
@@ -129,6 +135,9 @@ struct nbd_listener {
     char *path;                     /* Unix socket file we made, or NULL */
     struct ng_unix_file file;       /* its identity, so shutdown removes
                                      * only our own file */
+    enum ng_tls_mode tls_mode;
+    const struct ng_tls_creds *tls_creds;   /* borrowed from the graph's
+                                             * objects; NULL when off */
     struct nbd_listener *next;
 };
 
@@ -141,6 +150,9 @@ struct ng_nbd_export {
     bool writable;
     bool removed;                   /* off the list; freed when the last
                                      * connection closes */
+    struct ng_allow_rule *allow;    /* owned; who may see it */
+    size_t n_allow;
+    bool restricted;                /* allow: was given (even empty) */
     unsigned nconns;                /* connections in transmission */
     unsigned max_conns;             /* of those at most, 0 = no limit */
 };
@@ -238,6 +250,12 @@ struct nbd_conn {
     bool reading;                   /* uv_read_start active */
     bool parsing;                   /* inside conn_parse(): no nesting */
     bool stop_parsing;              /* DISC, EOF, shutdown: take no more */
+
+    /* TLS, set at accept from the listener. */
+    enum ng_tls_mode tls_mode;
+    const struct ng_tls_creds *tls_creds;   /* borrowed */
+    struct ng_tls *tls;             /* owned once STARTTLS is acked */
+    bool tls_pumping;               /* inside conn_tls_pump() */
 
     /* Handshake. */
     enum nbd_hs_state hs_state;
@@ -345,6 +363,10 @@ void nbd_conn_shutdown_check(struct nbd_conn *c, uint64_t now);
  * cancelled write means the handle is already closing; any other error
  * drops the client (nbd_conn_abort). */
 bool nbd_conn_write_failed(struct nbd_conn *c, int status);
+/* Switch to TLS after the STARTTLS reply has been queued: the reply goes
+ * out in the clear, the bytes after it are the TLS handshake.  -1 when
+ * the connection was dropped. */
+int nbd_conn_start_tls(struct nbd_conn *c);
 /* Enter transmission on `exp` (after GO or EXPORT_NAME). */
 void nbd_conn_enter_transmission(struct nbd_conn *c,
                                  struct ng_nbd_export *exp, uint64_t size,
@@ -354,6 +376,11 @@ void nbd_conn_enter_transmission(struct nbd_conn *c,
 
 /* The 18-byte greeting, queued with nbd_hs_send(). */
 void nbd_hs_greet(struct nbd_conn *c);
+
+/* May this client see `exp`?  Logs a refusal with the client's
+ * identity. */
+bool nbd_hs_export_allowed(struct nbd_conn *c,
+                           const struct ng_nbd_export *exp, bool quiet);
 
 /* Parse one handshake message from rbuf[rstart..rend).  Returns 1 when
  * one was consumed, 0 when more bytes are needed, -1 when the

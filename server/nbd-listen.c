@@ -72,6 +72,8 @@ on_connection(uv_stream_t *server, int status)
     }
     c->srv = srv;
     c->since = c->active_at = uv_now(srv->loop);
+    c->tls_mode = l->tls_mode;
+    c->tls_creds = l->tls_creds;
     r = tcp ? uv_tcp_init(srv->loop, &c->h.tcp)
             : uv_pipe_init(srv->loop, &c->h.pipe, 0);
     if (r < 0) {
@@ -268,17 +270,31 @@ int
 ng_nbd_server_listen(struct ng_nbd_server *srv, const char *addr,
                      struct ng_error *err)
 {
+    return ng_nbd_server_listen_tls(srv, addr, NG_TLS_OFF, NULL, err);
+}
+
+int
+ng_nbd_server_listen_tls(struct ng_nbd_server *srv, const char *addr,
+                         enum ng_tls_mode mode,
+                         const struct ng_tls_creds *creds,
+                         struct ng_error *err)
+{
     struct nbd_listener *l;
     int r;
 
     if (srv->shutting_down)
         return ng_error_set(err, ESHUTDOWN, "server is shutting down");
+    if (mode != NG_TLS_OFF && creds == NULL)
+        return ng_error_set(err, EINVAL, "%s: TLS without credentials",
+                            addr);
     l = calloc(1, sizeof *l);
     if (l == NULL || (l->addr = strdup(addr)) == NULL) {
         free(l);
         return ng_error_set(err, ENOMEM, "out of memory");
     }
     l->srv = srv;
+    l->tls_mode = mode;
+    l->tls_creds = mode != NG_TLS_OFF ? creds : NULL;
     if (strncmp(addr, "unix:", 5) == 0)
         r = listen_unix(l, addr + 5, err);
     else if (strncmp(addr, "tcp:", 4) == 0)
@@ -304,7 +320,9 @@ ng_nbd_server_listen(struct ng_nbd_server *srv, const char *addr,
     }
     l->next = srv->listeners;
     srv->listeners = l;
-    ng_log_info("listening on %s", addr);
+    ng_log_info("listening on %s%s", addr,
+                mode == NG_TLS_REQUIRE ? " (TLS required)"
+                : mode == NG_TLS_ALLOW ? " (TLS allowed)" : "");
     return 0;
 }
 

@@ -13,9 +13,11 @@
 
 #include <uv.h>
 
+#include "config/config.h"
 #include "graph/error.h"
 #include "config/config.h"
 #include "graph/graph.h"
+#include "server/tls.h"
 
 struct ng_nbd_server;
 
@@ -45,6 +47,12 @@ void ng_nbd_server_set_idle_timeout(struct ng_nbd_server *srv,
  * handed (socket activation); its file, if any, is left alone. */
 int ng_nbd_server_listen(struct ng_nbd_server *srv, const char *addr,
                          struct ng_error *err);
+/* The same with TLS (mode not NG_TLS_OFF needs creds, which must outlive
+ * the server: graph objects do). */
+int ng_nbd_server_listen_tls(struct ng_nbd_server *srv, const char *addr,
+                             enum ng_tls_mode mode,
+                             const struct ng_tls_creds *creds,
+                             struct ng_error *err);
 
 /* Add an export on `node`: creates the export's BB.  Fails if the name is
  * taken or a writable export is asked of a read-only node.  max_conns:
@@ -54,6 +62,13 @@ int ng_nbd_server_add_export(struct ng_nbd_server *srv, const char *name,
                              const char *description, struct ng_node *node,
                              bool writable, unsigned max_conns,
                              struct ng_error *err);
+
+/* From now on only clients matching rules[0..n) (copied) see export
+ * `name` (an empty list: none).  Without a call, everyone does. */
+int ng_nbd_server_set_export_allow(struct ng_nbd_server *srv,
+                                   const char *name,
+                                   const struct ng_allow_rule *rules,
+                                   size_t n, struct ng_error *err);
 
 /* Remove an export.  hard = false refuses while clients are connected;
  * hard = true disconnects them once their requests in flight finish. */

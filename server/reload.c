@@ -518,9 +518,23 @@ export_add(struct reload_run *r, const char *id, const struct ng_value *map,
 {
     struct ng_export_spec spec;
 
-    if (spec_from(id, map, &spec, err) == -1)
+    const struct ng_value *allow = ng_value_get(map, "allow");
+    struct ng_allow_rule *rules = NULL;
+    size_t n = 0;
+    int ret;
+
+    if (spec_from(id, map, &spec, err) == -1 ||
+        (allow != NULL && ng_allow_parse_list(allow, &rules, &n, err) == -1))
         return -1;
-    return ng_exports_add(r->ctx, &spec, r->id, false, err);
+    ret = ng_exports_add(r->ctx, &spec, r->id, false, err);
+    /* Before the loop runs again, so no client sees it unrestricted. */
+    if (ret == 0 && allow != NULL)
+        ret = ng_nbd_server_set_export_allow(r->ctx->nbd,
+                                             spec.name != NULL ? spec.name
+                                                               : id,
+                                             rules, n, err);
+    ng_allow_free(rules, n);
+    return ret;
 }
 
 static int

@@ -36,6 +36,10 @@ EXTRA_DIST += tests/test-big-config.sh
 TESTS += tests/test-start.sh
 EXTRA_DIST += tests/test-start.sh
 
+# TLS (x509, PSK), STARTTLS, require mode, allow: lists, control-group.
+TESTS += tests/test-tls.sh
+EXTRA_DIST += tests/test-tls.sh
+
 # As a systemd service: socket activation, sd_notify, --pidfile, --log.
 TESTS += tests/test-service.sh
 EXTRA_DIST += tests/test-service.sh

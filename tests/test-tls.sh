@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# tests/test-tls.sh: TLS (x509 and PSK) with STARTTLS, require mode and
+# per-export allow: lists, against libnbd (nbdinfo, nbdcopy) and
+# qemu-img, with certificates made here by certtool.
+#
+# A client whose CA is another one, a client certificate from another
+# CA and a wrong PSK are refused; a plain client on a require listener
+# gets the spec's NBD_REP_ERR_TLS_REQD; an allowed identity reaches its
+# exports and nothing else, and the refusal is logged with the identity.
+source "$srcdir/functions.sh"
+set -e -x
+requires certtool --version
+requires psktool --version
+requires nbdcopy --version
+requires qemu-img --version
+requires python3 --version
+
+refute () { if "$@"; then echo "$0: '$*' succeeded" >&2; exit 1; fi; }
+free_port () {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+preq=$(free_port)
+pallow=$(free_port)
+log=$dir/nbdgraphd.log
+
+# ---- Certificates: a CA, the server, alice and bob; another CA, mallory --
+
+mkca () {   # DIR NAME
+    mkdir -p "$1"
+    certtool --generate-privkey --outfile "$1/ca-key.pem" 2>/dev/null
+    printf 'cn = %s\nca\ncert_signing_key\nexpiration_days = 2\n' "$2" \
+        > "$1/ca.info"
+    certtool --generate-self-signed --load-privkey "$1/ca-key.pem" \
+        --template "$1/ca.info" --outfile "$1/ca-cert.pem" 2>/dev/null
+}
+mkcert () {  # CA-DIR OUT-DIR server|client CN
+    local ca=$1 out=$2 role=$3 cn=$4
+    mkdir -p "$out"
+    cp "$ca/ca-cert.pem" "$out/ca-cert.pem"
+    certtool --generate-privkey --outfile "$out/$role-key.pem" 2>/dev/null
+    {
+        printf 'cn = %s\norganization = nbdgraph test\n' "$cn"
+        printf 'expiration_days = 2\nsigning_key\nencryption_key\n'
+        if [ "$role" = server ]; then
+            printf 'dns_name = localhost\nip_address = 127.0.0.1\n'
+            printf 'tls_www_server\n'
+        else
+            printf 'tls_www_client\n'
+        fi
+    } > "$out/$role.info"
+    certtool --generate-certificate --load-privkey "$out/$role-key.pem" \
+        --load-ca-certificate "$ca/ca-cert.pem" \
+        --load-ca-privkey "$ca/ca-key.pem" --template "$out/$role.info" \
+        --outfile "$out/$role-cert.pem" 2>/dev/null
+}
+mkca "$dir/ca" "nbdgraph test CA"
+mkca "$dir/ca2" "some other CA"
+mkcert "$dir/ca" "$dir/server" server localhost
+mkcert "$dir/ca" "$dir/alice" client alice
+mkcert "$dir/ca" "$dir/bob" client bob
+mkcert "$dir/ca2" "$dir/mallory" client alice     # alice's name, wrong CA
+cp "$dir/ca/ca-cert.pem" "$dir/mallory/"        # but trusts our server
+mkdir "$dir/other-ca"                           # trusts only ca2
+cp "$dir/ca2/ca-cert.pem" "$dir/alice/client-cert.pem" \
+   "$dir/alice/client-key.pem" "$dir/other-ca/"
+
+# ---- PSK: the server knows alice and carol; "wrong" has alice's name -----
+
+mkdir "$dir/psk"
+psktool -u alice -p "$dir/psk/keys.psk" >/dev/null
+psktool -u carol -p "$dir/psk/keys.psk" >/dev/null
+grep '^alice:' "$dir/psk/keys.psk" > "$dir/alice.psk"
+grep '^carol:' "$dir/psk/keys.psk" > "$dir/carol.psk"
+psktool -u alice -p "$dir/wrong.psk" >/dev/null
+
+start_nbdgraphd "server:
+  listen:
+    - unix:@SOCK@
+    - { address: tcp:127.0.0.1:$preq, tls: require, tls-creds: x509 }
+    - { address: tcp:127.0.0.1:$pallow, tls: allow, tls-creds: psk }
+  control: @CONTROL@
+  control-group: $(id -gn)
+tls-creds:
+  x509: { type: x509, dir: @DIR@/server, verify-peer: true }
+  psk: { type: psk, dir: @DIR@/psk }
+nodes:
+  m: { driver: memory, size: 1M }
+  a: { driver: memory, size: 32M }
+  b: { driver: memory, size: 3M }
+  l: { driver: memory, size: 4M }
+exports:
+  demo: { node: m, writable: true }
+  alice: { node: a, writable: true,
+           allow: [ 'x509:CN=alice,*', 'psk:alice', unix ] }
+  bob: { node: b, allow: [ 'x509:CN=bob,O=nbdgraph test' ] }
+  lan: { node: l, allow: [ 'tcp:127.0.0.0/8' ] }"
+
+# A listener that requires TLS is printed with libnbd's nbds:// scheme.
+grep -qx "nbds://127.0.0.1:$preq/alice" "$log"
+grep -qx "nbd://127.0.0.1:$pallow/alice" "$log"
+
+# The control socket: owner and group, nobody else.
+[ "$(stat -c '%a %G' "$ctl")" = "660 $(id -gn)" ]
+
+x509 () { echo "nbds://127.0.0.1:$preq/$1?tls-certificates=$dir/$2"; }
+psk () { echo "nbds://$2@127.0.0.1:$pallow/$1?tls-psk-file=$dir/$2.psk"; }
+
+# ---- x509: alice reaches alice (and demo), not bob -----------------------
+
+[ "$(nbdinfo --size "$(x509 alice alice)")" = 33554432 ]
+[ "$(nbdinfo --size "$(x509 demo alice)")" = 1048576 ]
+# Enough data, in parallel requests, that replies wait for the socket.
+head -c 32M /dev/urandom > "$dir/in"
+nbdcopy "$dir/in" "$(x509 alice alice)"
+nbdcopy "$(uri_for alice)" "$dir/out"          # the same disk, over Unix
+cmp "$dir/in" "$dir/out"
+rm "$dir/out"
+nbdcopy "$(x509 alice alice)" "$dir/out"       # and back over TLS
+cmp "$dir/in" "$dir/out"
+nbdinfo --list "$(x509 '' alice)" > "$dir/list"
+cat "$dir/list"
+grep -q '^export="alice"' "$dir/list"
+grep -q '^export="demo"' "$dir/list"
+refute grep -q '^export="bob"' "$dir/list"
+grep -q '^export="lan"' "$dir/list"           # TCP from 127/8: any client
+expect_status 1 nbdinfo --size "$(x509 bob alice)"
+grep -q "export 'bob' refused to client (x509:CN=alice,O=nbdgraph test)" \
+    "$log"
+[ "$(nbdinfo --size "$(x509 bob bob)")" = 3145728 ]
+expect_status 1 nbdinfo --size "$(x509 alice bob)"
+
+# qemu-img with QEMU's own TLS objects.
+qemu-img info --output=json \
+    --object "tls-creds-x509,id=tls0,dir=$dir/alice,endpoint=client" \
+    --image-opts "driver=nbd,host=127.0.0.1,port=$preq,export=alice,tls-creds=tls0" \
+    > "$dir/info"
+grep -q '"virtual-size": 33554432' "$dir/info"
+
+# ---- x509: wrong certificates ---------------------------------------------
+
+# The client trusts another CA: it refuses our server.
+expect_status 1 nbdinfo --size "$(x509 demo other-ca)"
+# A client certificate from another CA, with alice's name: we refuse it.
+expect_status 1 nbdinfo --size "$(x509 demo mallory)"
+# (GnuTLS clients send no certificate the server's CA did not sign.)
+grep -q "TLS handshake failed: Certificate is required" "$log"
+# No client certificate at all (verify-peer): refused too.
+mkdir "$dir/anon"
+cp "$dir/ca/ca-cert.pem" "$dir/anon/"
+expect_status 1 nbdinfo --size "$(x509 demo anon)"
+
+# ---- require mode: plain clients get NBD_REP_ERR_TLS_REQD -----------------
+
+expect_status 1 nbdinfo --size "nbd://127.0.0.1:$preq/demo" 2> "$dir/err"
+cat "$dir/err"
+grep -q "server requires TLS encryption first" "$dir/err"
+expect_status 1 qemu-img info \
+    --image-opts "driver=nbd,host=127.0.0.1,port=$preq,export=demo" \
+    2> "$dir/err"
+cat "$dir/err"
+grep -q "TLS negotiation required before option 7 (go)" "$dir/err"
+
+# ---- PSK on the allow listener ---------------------------------------------
+
+[ "$(nbdinfo --size "$(psk alice alice)")" = 33554432 ]
+expect_status 1 nbdinfo --size "$(psk alice carol)"
+grep -q "export 'alice' refused to client (psk:carol)" "$log"
+[ "$(nbdinfo --size "$(psk demo carol)")" = 1048576 ]
+# A wrong key for alice: the handshake fails.
+expect_status 1 nbdinfo --size \
+    "nbds://alice@127.0.0.1:$pallow/demo?tls-psk-file=$dir/wrong.psk"
+grep -q "TLS handshake failed" "$log"
+# qemu-img with tls-creds-psk (dir/keys.psk, username).
+mkdir "$dir/qpsk"
+cp "$dir/alice.psk" "$dir/qpsk/keys.psk"
+qemu-img info --output=json \
+    --object "tls-creds-psk,id=tls0,dir=$dir/qpsk,username=alice,endpoint=client" \
+    --image-opts "driver=nbd,host=127.0.0.1,port=$pallow,export=alice,tls-creds=tls0" \
+    > "$dir/info"
+grep -q '"virtual-size": 33554432' "$dir/info"
+
+# ---- plain TCP on the allow listener: address ranges ------------------------
+
+[ "$(nbdinfo --size "nbd://127.0.0.1:$pallow/lan")" = 4194304 ]
+[ "$(nbdinfo --size "nbd://127.0.0.1:$pallow/demo")" = 1048576 ]
+expect_status 1 nbdinfo --size "nbd://127.0.0.1:$pallow/alice"
+grep -q "export 'alice' refused to client (no TLS)" "$log"
+# lan admits TCP from 127/8 only: not Unix socket clients.
+expect_status 1 nbdinfo --size "$(uri_for lan)"
+[ "$(nbdinfo --size "$(uri_for alice)")" = 33554432 ]
+
+# ---- reload: a changed allow: list holds at once ---------------------------
+
+sed -i "s/allow: \[ 'x509:CN=bob,O=nbdgraph test' \]/allow: [ 'x509:CN=bob,O=nbdgraph test', 'psk:carol' ]/" \
+    "$dir/config.yaml"
+grep -q "'psk:carol' ]" "$dir/config.yaml"
+"$top_builddir/nbdgraphctl" --socket "$ctl" reload
+[ "$(nbdinfo --size "$(psk bob carol)")" = 3145728 ]
+expect_status 1 nbdinfo --size "$(psk bob alice)"
+expect_status 1 nbdinfo --size "$(x509 bob alice)"
+[ "$(nbdinfo --size "$(x509 bob bob)")" = 3145728 ]
+
+stop_nbdgraphd
