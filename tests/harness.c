@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -271,4 +273,35 @@ void
 ng_test_stop(struct ng_test_daemon *d)
 {
     ng_test_stop_within(d, 0);
+}
+
+int
+ng_test_free_tcp_port(void)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    socklen_t len = sizeof sin;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int port;
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd == -1 || bind(fd, (struct sockaddr *)&sin, sizeof sin) == -1 ||
+        getsockname(fd, (struct sockaddr *)&sin, &len) == -1)
+        ng_test_fail("finding a free port: %s", strerror(errno));
+    port = ntohs(sin.sin_port);
+    close(fd);
+    return port;
+}
+
+int
+ng_test_raw_connect(const struct ng_test_daemon *d)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (strlen(d->sock) >= sizeof sun.sun_path)
+        ng_test_fail("socket path too long");
+    memcpy(sun.sun_path, d->sock, strlen(d->sock) + 1);
+    if (fd == -1 || connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1)
+        ng_test_fail("connect: %s", strerror(errno));
+    return fd;
 }

@@ -37,6 +37,12 @@ const char *ng_test_memory_config(const char *size);
 
 /* Fail the test: print the message (and libnbd's error) and exit 1.
  * A running daemon dies with us (--exit-with-parent). */
+/* A loopback TCP port nobody listens on right now. */
+int ng_test_free_tcp_port(void);
+/* A plain socket connected to the daemon's Unix socket, for tests that
+ * speak the protocol byte by byte. */
+int ng_test_raw_connect(const struct ng_test_daemon *d);
+
 void ng_test_fail(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
 void ng_test_fail_nbd(const char *what) __attribute__((noreturn));

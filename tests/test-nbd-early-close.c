@@ -35,23 +35,6 @@
 /* Never read into: the clients go away before any reply arrives. */
 static char read_buf[READ_SIZE];
 
-static int
-free_tcp_port(void)
-{
-    struct sockaddr_in sin = { .sin_family = AF_INET };
-    socklen_t len = sizeof sin;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int port;
-
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd == -1 || bind(fd, (struct sockaddr *)&sin, sizeof sin) == -1 ||
-        getsockname(fd, (struct sockaddr *)&sin, &len) == -1)
-        ng_test_fail("finding a free port: %s", strerror(errno));
-    port = ntohs(sin.sin_port);
-    close(fd);
-    return port;
-}
-
 /* VmRSS of `pid` in KiB. */
 static long
 rss_kib(pid_t pid)
@@ -207,7 +190,7 @@ main(void)
     int port;
 
     ng_test_timeout(300);
-    port = free_tcp_port();
+    port = ng_test_free_tcp_port();
     snprintf(yaml, sizeof yaml,
              "server:\n"
              "  listen: [ \"unix:@SOCK@\", \"tcp:127.0.0.1:%d\" ]\n"

@@ -59,20 +59,6 @@ get64(const unsigned char *p)
     return (uint64_t)get32(p) << 32 | get32(p + 4);
 }
 
-static int
-raw_connect(const struct ng_test_daemon *d)
-{
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    if (strlen(d->sock) >= sizeof sun.sun_path)
-        ng_test_fail("socket path too long");
-    memcpy(sun.sun_path, d->sock, strlen(d->sock) + 1);
-    if (fd == -1 || connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1)
-        ng_test_fail("connect: %s", strerror(errno));
-    return fd;
-}
-
 static void
 send_all(int fd, const void *buf, size_t len)
 {
@@ -129,7 +115,7 @@ expect_dropped(int fd, const char *why)
 static int
 raw_start(const struct ng_test_daemon *d, uint32_t cflags)
 {
-    int fd = raw_connect(d);
+    int fd = ng_test_raw_connect(d);
     unsigned char g[18], f[4];
 
     if (!recv_all(fd, g, sizeof g) || get64(g) != NBDMAGIC ||
@@ -404,7 +390,7 @@ test_garbage(const struct ng_test_daemon *d)
 
     /* connect and leave at once, many times */
     for (int i = 0; i < 50; i++)
-        close(raw_connect(d));
+        close(ng_test_raw_connect(d));
 }
 
 /* After all of that, a normal client still works (over Unix or TCP). */
@@ -424,24 +410,6 @@ test_normal_client(const char *uri)
         ng_test_fail("data read back differs");
     nbd_shutdown(nbd, 0);
     nbd_close(nbd);
-}
-
-/* A TCP port nobody listens on right now. */
-static int
-free_tcp_port(void)
-{
-    struct sockaddr_in sin = { .sin_family = AF_INET };
-    socklen_t len = sizeof sin;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int port;
-
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd == -1 || bind(fd, (struct sockaddr *)&sin, sizeof sin) == -1 ||
-        getsockname(fd, (struct sockaddr *)&sin, &len) == -1)
-        ng_test_fail("finding a free port: %s", strerror(errno));
-    port = ntohs(sin.sin_port);
-    close(fd);
-    return port;
 }
 
 /* Junk over TCP too, then a client over TCP. */
@@ -470,7 +438,7 @@ main(void)
     int port;
 
     ng_test_timeout(120);
-    port = free_tcp_port();
+    port = ng_test_free_tcp_port();
     snprintf(yaml, sizeof yaml,
              "server:\n"
              "  listen: [ \"unix:@SOCK@\", \"tcp:127.0.0.1:%d\" ]\n"

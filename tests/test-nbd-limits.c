@@ -78,20 +78,6 @@ get64(const unsigned char *p)
     return v;
 }
 
-static int
-raw_connect(const struct ng_test_daemon *d)
-{
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    if (strlen(d->sock) >= sizeof sun.sun_path)
-        ng_test_fail("socket path too long");
-    memcpy(sun.sun_path, d->sock, strlen(d->sock) + 1);
-    if (fd == -1 || connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1)
-        ng_test_fail("connect: %s", strerror(errno));
-    return fd;
-}
-
 static void
 send_all(int fd, const void *buf, size_t len)
 {
@@ -149,7 +135,7 @@ write_once(int fd, uint64_t offset)
 static int
 idle_client(const struct ng_test_daemon *d)
 {
-    int fd = raw_connect(d);
+    int fd = ng_test_raw_connect(d);
     unsigned char g[18], out[4 + 16 + 4], reply[10];
 
     if (!recv_all(fd, g, sizeof g, 10000) || get64(g) != NBDMAGIC)
@@ -298,7 +284,7 @@ test_caps(void)
         bool all_greeted = true;
 
         for (int i = 0; i < 4; i++) {
-            fds[i] = raw_connect(d);
+            fds[i] = ng_test_raw_connect(d);
             if (!recv_all(fds[i], g, sizeof g, 10000))
                 all_greeted = false;
         }
@@ -310,7 +296,7 @@ test_caps(void)
             ng_test_fail("4 clients (max-connections 4) not all greeted");
         usleep(10000);
     }
-    fds[4] = raw_connect(d);
+    fds[4] = ng_test_raw_connect(d);
     if (recv_all(fds[4], g, sizeof g, 10000))
         ng_test_fail("a fifth client (max-connections 4) was greeted");
     for (int i = 0; i < 5; i++)
