@@ -32,8 +32,8 @@ struct ng_bitmap {
     uint64_t *words;            /* owned */
     uint64_t count;             /* bits set */
     bool recording;             /* marked by writes (enabled) */
-    bool busy;                  /* in use by a job: the user may not change
-                                 * it */
+    bool busy;                  /* in use by a job or an export: the user
+                                 * may not change it */
     /* Called after the choke point set bits, so a job copying what the
      * bitmap says can wake up.  NULL = nobody waits. */
     void (*on_dirty)(void *opaque);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/bitmap.h"
 #include "graph/graph.h"
 #include "nac/nac.h"
 #include "nac/policy.h"
@@ -106,6 +107,27 @@ entry_unlink(struct ng_control_ctx *ctx, struct ng_export_entry *e)
     ng_strmap_del(&ctx->export_ids, e->id);
 }
 
+/* The bitmaps an export offers: on its node and free (the NBD server
+ * checks the rest as it takes them). */
+static int
+check_bitmaps(struct ng_node *node, const struct ng_export_spec *spec,
+              struct ng_error *err)
+{
+    for (size_t i = 0; i < spec->n_bitmaps; i++) {
+        struct ng_bitmap *bm = ng_bitmap_find(node, spec->bitmaps[i]);
+
+        if (bm == NULL)
+            return ng_error_set(err, ENOENT, "export '%s': dirty bitmap "
+                                "'%s' not found on node '%s'", spec->id,
+                                spec->bitmaps[i], spec->node);
+        if (bm->busy)
+            return ng_error_set(err, EBUSY, "export '%s': dirty bitmap '%s' "
+                                "is in use by a job or another export",
+                                spec->id, spec->bitmaps[i]);
+    }
+    return 0;
+}
+
 static int
 check_spec(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
            struct ng_error *err)
@@ -126,7 +148,7 @@ check_spec(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
     if (spec->writable && !(ng_node_caps(node) & NG_CAP_WRITE))
         return ng_error_set(err, EROFS, "node '%s' is read-only, so export "
                             "'%s' cannot be writable", spec->node, spec->id);
-    return 0;
+    return check_bitmaps(node, spec, err);
 }
 
 /* ---- Implicit filters ---------------------------------------------------- */
@@ -276,6 +298,14 @@ ng_exports_add(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
     if (ng_nbd_server_add_export(ctx->nbd, e->name, spec->description, top,
                                  spec->writable, spec->max_connections,
                                  err) == -1) {
+        entry_unlink(ctx, e);
+        goto fail;
+    }
+    if (spec->n_bitmaps > 0 &&
+        ng_nbd_server_set_export_bitmaps(ctx->nbd, e->name, spec->node,
+                                         spec->bitmaps, spec->n_bitmaps,
+                                         err) == -1) {
+        ng_nbd_server_del_export(ctx->nbd, e->name, true, NULL);
         entry_unlink(ctx, e);
         goto fail;
     }

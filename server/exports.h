@@ -19,6 +19,9 @@ struct ng_export_spec {
     bool writable;
     const char *description;    /* NULL = none */
     unsigned max_connections;   /* 0 = no limit */
+    const char *const *bitmaps; /* dirty bitmaps of `node` offered as
+                                 * qemu:dirty-bitmap:NAME */
+    size_t n_bitmaps;
     struct ng_implicit_filters filters;     /* created above `node`,
                                              * named "<id>.<driver>" */
 };

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/bitmap.h"
 #include "server/log.h"
 #include "server/nbd-int.h"
 #include "server/nbd-proto.h"
@@ -512,46 +513,141 @@ nbd_state_flags(uint32_t extent_flags)
            ((extent_flags & NG_EXTENT_ZERO) ? NBD_STATE_ZERO : 0);
 }
 
-/* base:allocation descriptors from the graph's extents: clipped to the
- * request, equal neighbours merged, at least one. */
+/* One NBD_REPLY_TYPE_BLOCK_STATUS chunk being built in a request's
+ * buffer: equal neighbours merged, at most `max` descriptors. */
+struct bs_chunk {
+    uint8_t *p;                     /* chunk start (its header) */
+    uint32_t n, max;
+    uint32_t last_len, last_state;
+};
+
 static void
-reply_block_status(struct nbd_req *r)
+bs_begin(struct bs_chunk *k, uint8_t *p, const struct nbd_req *r,
+         uint32_t context_id)
+{
+    k->p = p;
+    k->n = 0;
+    k->max = (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : NBD_MAX_EXTENTS;
+    k->last_len = k->last_state = 0;
+    nbd_put32(p, NBD_STRUCTURED_REPLY_MAGIC);
+    nbd_put16(p + 4, 0);
+    nbd_put16(p + 6, NBD_REPLY_TYPE_BLOCK_STATUS);
+    memcpy(p + 8, r->handle, 8);
+    nbd_put32(p + NBD_CHUNK_HDR_SIZE, context_id);
+}
+
+/* Add `len` bytes of `state`; false once the chunk is full. */
+static bool
+bs_add(struct bs_chunk *k, uint32_t len, uint32_t state)
+{
+    uint8_t *d = k->p + NBD_CHUNK_HDR_SIZE + 4;
+
+    if (k->n > 0 && state == k->last_state) {
+        k->last_len += len;
+        return true;
+    }
+    if (k->n == k->max)
+        return false;
+    if (k->n > 0)
+        nbd_put32(d + 8 * (k->n - 1), k->last_len);
+    k->n++;
+    k->last_len = len;
+    k->last_state = state;
+    nbd_put32(d + 8 * (k->n - 1) + 4, state);
+    return true;
+}
+
+/* Close the chunk (one descriptor at least: `fallback` bytes of state
+ * 0); returns its size on the wire. */
+static uint32_t
+bs_end(struct bs_chunk *k, uint32_t fallback)
+{
+    if (k->n == 0)
+        bs_add(k, fallback, 0);
+    nbd_put32(k->p + NBD_CHUNK_HDR_SIZE + 4 + 8 * (k->n - 1), k->last_len);
+    nbd_put32(k->p + 16, 4 + 8 * k->n);
+    return NBD_CHUNK_HDR_SIZE + 4 + 8 * k->n;
+}
+
+/* base:allocation from the graph's extents, clipped to the request;
+ * nothing usable says "all data", which is true. */
+static uint32_t
+bs_allocation(struct nbd_req *r, uint8_t *p)
 {
     const struct ng_extent *e = r->req.extents;
-    uint8_t *out = r->buf + NBD_BS_WIRE_OFFSET;
-    uint32_t max = (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : NBD_MAX_EXTENTS;
-    uint32_t n = 0, left = r->length, last_len = 0, last_state = 0;
+    uint32_t left = r->length;
+    struct bs_chunk k;
 
-    nbd_put32(out, NBD_META_ID_ALLOCATION);
+    bs_begin(&k, p, r, NBD_META_ID_ALLOCATION);
     for (uint32_t i = 0; i < r->req.nr_extents && left > 0; i++) {
         uint32_t len = e[i].length < left ? (uint32_t)e[i].length : left;
-        uint32_t state = nbd_state_flags(e[i].flags);
 
         if (len == 0)
             continue;
-        if (n > 0 && state == last_state) {
-            last_len += len;
-        } else {
-            if (n == max)
-                break;
-            if (n > 0)
-                nbd_put32(out + 4 + 8 * (n - 1), last_len);
-            n++;
-            last_len = len;
-            last_state = state;
-            nbd_put32(out + 4 + 8 * (n - 1) + 4, state);
-        }
+        if (!bs_add(&k, len, nbd_state_flags(e[i].flags)))
+            break;
         left -= len;
     }
-    if (n == 0) {                   /* nothing usable: "all data" is true */
-        n = 1;
-        last_len = r->length;
-        nbd_put32(out + 8, 0);
+    return bs_end(&k, r->length);
+}
+
+/* qemu:dirty-bitmap:NAME: NBD_STATE_DIRTY where the bitmap is set, as
+ * qemu-nbd answers.  Beyond the bitmap's end (it never is shorter than
+ * its node) clean. */
+static uint32_t
+bs_bitmap(struct nbd_req *r, uint8_t *p, uint32_t context_id,
+          const struct ng_bitmap *bm)
+{
+    uint64_t pos = r->offset, end = r->offset + r->length;
+    struct bs_chunk k;
+
+    bs_begin(&k, p, r, context_id);
+    while (pos < end) {
+        bool dirty = pos < bm->size && ng_bitmap_get(bm, pos);
+        uint64_t next = pos >= bm->size ? end
+                        : dirty ? ng_bitmap_next_clean(bm, pos)
+                                : ng_bitmap_next_dirty(bm, pos);
+
+        if (next > end || next <= pos)
+            next = end;
+        if (!bs_add(&k, (uint32_t)(next - pos),
+                    dirty ? NBD_STATE_DIRTY : 0))
+            break;
+        pos = next;
     }
-    nbd_put32(out + 4 + 8 * (n - 1), last_len);
-    reply_chunk_header(r, NBD_REPLY_TYPE_BLOCK_STATUS, 4 + 8 * n);
-    r->payload = out;
-    r->payload_len = 4 + 8 * n;
+    return bs_end(&k, r->length);
+}
+
+/* One chunk per selected context, in ID order, DONE on the last; the
+ * first chunk's header goes in r->hdr, the rest is the payload.
+ * False when a selected bitmap has gone. */
+static bool
+reply_block_status(struct nbd_req *r)
+{
+    const struct nbd_conn *c = r->conn;
+    uint8_t *out = r->buf + NBD_BS_WIRE_OFFSET, *last = out;
+    uint32_t total = 0;
+
+    if (c->meta_allocation) {
+        last = out + total;
+        total += bs_allocation(r, last);
+    }
+    for (unsigned i = 0; i < c->exp->n_bitmaps; i++) {
+        struct ng_bitmap *bm;
+
+        if (!(c->meta_bitmaps & (UINT32_C(1) << i)))
+            continue;
+        if ((bm = nbd_export_bitmap(c->exp, i)) == NULL)
+            return false;
+        last = out + total;
+        total += bs_bitmap(r, last, NBD_META_ID_BITMAP0 + i, bm);
+    }
+    nbd_put16(last + 4, NBD_REPLY_FLAG_DONE);
+    memcpy(r->hdr, out, NBD_CHUNK_HDR_SIZE);
+    r->hdr_len = NBD_CHUNK_HDR_SIZE;
+    r->payload = out + NBD_CHUNK_HDR_SIZE;
+    r->payload_len = total - NBD_CHUNK_HDR_SIZE;
+    return true;
 }
 
 static void
@@ -564,7 +660,8 @@ reply_success(struct nbd_req *r)
         reply_read(r);
         break;
     case NBD_CMD_BLOCK_STATUS:
-        reply_block_status(r);
+        if (!reply_block_status(r))
+            reply_prepare_error(r, NBD_EIO);
         break;
     default:            /* no payload: a simple reply is allowed even
                          * with structured replies, and shorter */
@@ -938,7 +1035,8 @@ request_check(const struct nbd_conn *c, uint16_t cmd, uint16_t flags,
         allowed &= (uint16_t)~NBD_CMD_FLAG_FAST_ZERO;
     if ((flags & ~allowed) != 0 || (c->tflags & needs) != needs)
         return NBD_EINVAL;
-    if (cmd == NBD_CMD_BLOCK_STATUS && !c->meta_allocation)
+    if (cmd == NBD_CMD_BLOCK_STATUS && !c->meta_allocation &&
+        c->meta_bitmaps == 0)
         return NBD_EINVAL;
     if (cmd == NBD_CMD_FLUSH)
         return offset == 0 && length == 0 ? 0 : NBD_EINVAL;
@@ -1028,6 +1126,11 @@ conn_submit(struct nbd_conn *c, struct nbd_req *r)
     }
     q->done = conn_req_done;
     q->opaque = r;
+    if (r->cmd == NBD_CMD_BLOCK_STATUS && !c->meta_allocation) {
+        reply_success(r);           /* bitmaps only: the graph has
+                                     * nothing to say */
+        return;
+    }
     c->in_graph++;
     ng_bb_submit(c->exp->bb, q);
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/bitmap.h"
 #include "server/log.h"
 #include "server/nbd-int.h"
 #include "server/nbd-proto.h"
@@ -28,11 +29,36 @@ nbd_export_find(struct ng_nbd_server *srv, const char *name)
     return ng_strmap_get(&srv->export_index, name);
 }
 
+struct ng_bitmap *
+nbd_export_bitmap(const struct ng_nbd_export *exp, unsigned i)
+{
+    struct ng_node *node = ng_graph_find(exp->srv->graph, exp->bitmap_node);
+
+    return node != NULL ? ng_bitmap_find(node, exp->bitmaps[i]) : NULL;
+}
+
+/* Let the user have the export's bitmaps back. */
+static void
+export_release_bitmaps(struct ng_nbd_export *exp)
+{
+    for (unsigned i = 0; i < exp->n_bitmaps; i++) {
+        struct ng_bitmap *bm = nbd_export_bitmap(exp, i);
+
+        if (bm != NULL)
+            bm->busy = false;
+        free(exp->bitmaps[i]);
+    }
+    exp->n_bitmaps = 0;
+    free(exp->bitmap_node);
+    exp->bitmap_node = NULL;
+}
+
 static void
 export_free(struct ng_nbd_export *exp)
 {
     if (exp == NULL)
         return;
+    export_release_bitmaps(exp);
     ng_bb_free(exp->bb);
     ng_allow_free(exp->allow, exp->n_allow);
     free(exp->name);
@@ -107,6 +133,62 @@ ng_nbd_server_set_export_allow(struct ng_nbd_server *srv, const char *name,
     exp->allow = copy;
     exp->n_allow = n;
     exp->restricted = true;
+    return 0;
+}
+
+/* Each of names[0..n) a bitmap of node, not busy, named once. */
+static int
+check_export_bitmaps(struct ng_node *node, const char *node_name,
+                     const char *const *names, size_t n,
+                     struct ng_error *err)
+{
+    if (n > NBD_MAX_EXPORT_BITMAPS)
+        return ng_error_set(err, EINVAL, "at most %d dirty bitmaps per "
+                            "export", NBD_MAX_EXPORT_BITMAPS);
+    for (size_t i = 0; i < n; i++) {
+        struct ng_bitmap *bm = node ? ng_bitmap_find(node, names[i]) : NULL;
+
+        if (bm == NULL)
+            return ng_error_set(err, ENOENT, "dirty bitmap '%s' not found "
+                                "on node '%s'", names[i], node_name);
+        if (strlen(names[i]) > NBD_MAX_STRING - 18)
+            return ng_error_set(err, EINVAL, "dirty bitmap name '%s' is too "
+                                "long for an NBD metadata context", names[i]);
+        if (bm->busy)
+            return ng_error_set(err, EBUSY, "dirty bitmap '%s' is in use by "
+                                "a job or another export", names[i]);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(names[j], names[i]) == 0)
+                return ng_error_set(err, EINVAL, "dirty bitmap '%s' is "
+                                    "listed twice", names[i]);
+    }
+    return 0;
+}
+
+int
+ng_nbd_server_set_export_bitmaps(struct ng_nbd_server *srv,
+                                 const char *name, const char *node,
+                                 const char *const *names, size_t n,
+                                 struct ng_error *err)
+{
+    struct ng_nbd_export *exp = nbd_export_find(srv, name);
+    struct ng_node *nd = ng_graph_find(srv->graph, node);
+
+    if (exp == NULL)
+        return ng_error_set(err, ENOENT, "export '%s' not found", name);
+    if (check_export_bitmaps(nd, node, names, n, err) == -1)
+        return -1;
+    export_release_bitmaps(exp);
+    if ((exp->bitmap_node = strdup(node)) == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if ((exp->bitmaps[i] = strdup(names[i])) == NULL) {
+            export_release_bitmaps(exp);
+            return ng_error_set(err, ENOMEM, "out of memory");
+        }
+        exp->n_bitmaps++;
+        ng_bitmap_find(nd, names[i])->busy = true;
+    }
     return 0;
 }
 

@@ -14,7 +14,10 @@
  *                        description as the human-readable part
  *   STRUCTURED_REPLY     ACK
  *   LIST/SET_META_CONTEXT  "base:allocation" (queries "base:" and
- *                        "base:allocation"; list with no query lists it)
+ *                        "base:allocation") and, for each bitmap the
+ *                        export offers, "qemu:dirty-bitmap:NAME"
+ *                        (queries "qemu:", "qemu:dirty-bitmap:" list
+ *                        them all); list with no query lists them all
  *   ABORT                ACK, then close
  *   STARTTLS             on a listener with TLS: ACK, then the TLS
  *                        handshake; option haggling starts over inside
@@ -49,6 +52,7 @@
 #include "server/nbd-proto.h"
 
 #define META_ALLOCATION "base:allocation"
+#define META_BITMAP_PREFIX "qemu:dirty-bitmap:"
 
 /* ---- Output -------------------------------------------------------------- */
 
@@ -280,9 +284,10 @@ nbd_hs_export_allowed(struct nbd_conn *c, const struct ng_nbd_export *exp,
 static void
 hs_check_meta_export(struct nbd_conn *c, const struct ng_nbd_export *exp)
 {
-    if (c->meta_allocation &&
-        (c->meta_export == NULL || strcmp(c->meta_export, exp->name) != 0))
+    if (c->meta_export == NULL || strcmp(c->meta_export, exp->name) != 0) {
         c->meta_allocation = false;
+        c->meta_bitmaps = 0;
+    }
 }
 
 static int
@@ -442,30 +447,56 @@ hs_opt_structured_reply(struct nbd_conn *c, uint32_t opt, uint32_t len)
     return hs_reply(c, opt, NBD_REP_ACK, NULL, 0);
 }
 
-/* Does `query` (of NBD_OPT_LIST/SET_META_CONTEXT) name base:allocation?
- * "base:" is a wildcard for listing only. */
-static bool
-meta_query_matches(const uint8_t *q, uint32_t qlen, bool listing)
-{
-    size_t full = strlen(META_ALLOCATION);
+/* Metadata contexts a request names: base:allocation, and bit i for
+ * the export's bitmap i. */
+struct meta_sel {
+    bool allocation;
+    uint32_t bitmaps;
+};
 
-    if (qlen == full && memcmp(q, META_ALLOCATION, full) == 0)
-        return true;
-    return listing && qlen == 5 && memcmp(q, "base:", 5) == 0;
+static bool
+query_is(const uint8_t *q, uint32_t qlen, const char *s)
+{
+    return qlen == strlen(s) && memcmp(q, s, qlen) == 0;
 }
 
-/* Walk the queries of a meta context request.  Returns -1 when the
- * layout is malformed, else whether base:allocation was matched. */
+/* What one query of NBD_OPT_LIST/SET_META_CONTEXT names on `exp`.  The
+ * namespace alone ("base:", "qemu:") and "qemu:dirty-bitmap:" are
+ * wildcards for listing only, as in qemu-nbd. */
+static void
+meta_query_match(const uint8_t *q, uint32_t qlen, bool listing,
+                 const struct ng_nbd_export *exp, struct meta_sel *sel)
+{
+    size_t plen = strlen(META_BITMAP_PREFIX);
+    uint32_t all = (uint32_t)((UINT64_C(1) << exp->n_bitmaps) - 1);
+
+    if (query_is(q, qlen, META_ALLOCATION) ||
+        (listing && query_is(q, qlen, "base:")))
+        sel->allocation = true;
+    if (listing && (query_is(q, qlen, "qemu:") ||
+                    query_is(q, qlen, META_BITMAP_PREFIX)))
+        sel->bitmaps |= all;
+    if (qlen <= plen || memcmp(q, META_BITMAP_PREFIX, plen) != 0)
+        return;
+    for (unsigned i = 0; i < exp->n_bitmaps; i++)
+        if (query_is(q + plen, qlen - (uint32_t)plen, exp->bitmaps[i]))
+            sel->bitmaps |= UINT32_C(1) << i;
+}
+
+/* Walk the queries of a meta context request: -1 when the layout is
+ * malformed.  With `exp`, fill *sel with what they name on it. */
 static int
 meta_scan_queries(const uint8_t *data, uint32_t len, uint32_t pos,
-                  bool listing)
+                  bool listing, const struct ng_nbd_export *exp,
+                  struct meta_sel *sel)
 {
     uint32_t nq = nbd_get32(data + pos);
-    bool any = false;
 
     pos += 4;
-    if (nq == 0 && listing)
-        any = true;                 /* no query: list everything */
+    if (nq == 0 && listing && exp != NULL) {    /* list everything */
+        sel->allocation = true;
+        sel->bitmaps = (uint32_t)((UINT64_C(1) << exp->n_bitmaps) - 1);
+    }
     for (uint32_t i = 0; i < nq; i++) {
         uint32_t qlen;
 
@@ -475,11 +506,51 @@ meta_scan_queries(const uint8_t *data, uint32_t len, uint32_t pos,
         pos += 4;
         if (qlen > len - pos || qlen > NBD_MAX_STRING)
             return -1;
-        if (meta_query_matches(data + pos, qlen, listing))
-            any = true;
+        if (exp != NULL)
+            meta_query_match(data + pos, qlen, listing, exp, sel);
         pos += qlen;
     }
-    return pos == len ? any : -1;
+    return pos == len ? 0 : -1;
+}
+
+/* One NBD_REP_META_CONTEXT: the ID (0 when listing) and the name. */
+static int
+hs_reply_context(struct nbd_conn *c, uint32_t opt, uint32_t id,
+                 const char *prefix, const char *name)
+{
+    uint8_t reply[4 + NBD_MAX_STRING];
+    size_t plen = strlen(prefix), nlen = strlen(name);
+
+    nbd_put32(reply, opt == NBD_OPT_LIST_META_CONTEXT ? 0 : id);
+    memcpy(reply + 4, prefix, plen);
+    memcpy(reply + 4 + plen, name, nlen);
+    return hs_reply(c, opt, NBD_REP_META_CONTEXT, reply,
+                    (uint32_t)(4 + plen + nlen));
+}
+
+static int
+hs_reply_contexts(struct nbd_conn *c, uint32_t opt,
+                  const struct ng_nbd_export *exp, const struct meta_sel *sel)
+{
+    if (sel->allocation &&
+        hs_reply_context(c, opt, NBD_META_ID_ALLOCATION, "",
+                         META_ALLOCATION) < 0)
+        return -1;
+    for (unsigned i = 0; i < exp->n_bitmaps; i++)
+        if ((sel->bitmaps & (UINT32_C(1) << i)) &&
+            hs_reply_context(c, opt, NBD_META_ID_BITMAP0 + i,
+                             META_BITMAP_PREFIX, exp->bitmaps[i]) < 0)
+            return -1;
+    return 0;
+}
+
+static void
+hs_forget_meta(struct nbd_conn *c)
+{
+    c->meta_allocation = false;
+    c->meta_bitmaps = 0;
+    free(c->meta_export);
+    c->meta_export = NULL;
 }
 
 static int
@@ -489,18 +560,15 @@ hs_opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
     bool listing = opt == NBD_OPT_LIST_META_CONTEXT;
     char name[NBD_MAX_STRING + 1];
     struct ng_nbd_export *exp;
-    uint8_t reply[4 + sizeof META_ALLOCATION];
+    struct meta_sel sel = { false, 0 };
     uint32_t nlen;
-    int match, r;
+    int r;
 
-    if (!listing) {                 /* replaces the selection, even on
+    if (!listing)                   /* replaces the selection, even on
                                      * failure */
-        c->meta_allocation = false;
-        free(c->meta_export);
-        c->meta_export = NULL;
-    }
+        hs_forget_meta(c);
     if (len < 8 || (nlen = nbd_get32(data)) > len - 8 ||
-        (match = meta_scan_queries(data, len, 4 + nlen, listing)) < 0)
+        meta_scan_queries(data, len, 4 + nlen, listing, NULL, &sel) < 0)
         return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
                               "malformed metadata context request");
     if (!c->structured)
@@ -509,18 +577,15 @@ hs_opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
     exp = hs_option_export(c, opt, data + 4, nlen, name, &r);
     if (exp == NULL)
         return r;
-    if (match) {
-        nbd_put32(reply, listing ? 0 : NBD_META_ID_ALLOCATION);
-        memcpy(reply + 4, META_ALLOCATION, strlen(META_ALLOCATION));
-        if (hs_reply(c, opt, NBD_REP_META_CONTEXT, reply,
-                     4 + strlen(META_ALLOCATION)) < 0)
+    meta_scan_queries(data, len, 4 + nlen, listing, exp, &sel);
+    if (hs_reply_contexts(c, opt, exp, &sel) < 0)
+        return -1;
+    if (!listing && (sel.allocation || sel.bitmaps != 0)) {
+        c->meta_export = strdup(exp->name);
+        if (c->meta_export == NULL)
             return -1;
-        if (!listing) {
-            c->meta_export = strdup(exp->name);
-            if (c->meta_export == NULL)
-                return -1;
-            c->meta_allocation = true;
-        }
+        c->meta_allocation = sel.allocation;
+        c->meta_bitmaps = sel.bitmaps;
     }
     return hs_reply(c, opt, NBD_REP_ACK, NULL, 0);
 }
@@ -541,9 +606,7 @@ hs_opt_starttls(struct nbd_conn *c, uint32_t opt, uint32_t len)
         return -1;
     /* What was agreed in the clear could have been tampered with. */
     c->structured = false;
-    c->meta_allocation = false;
-    free(c->meta_export);
-    c->meta_export = NULL;
+    hs_forget_meta(c);
     if (nbd_conn_start_tls(c) < 0)
         return -1;
     return 0;

@@ -86,14 +86,23 @@
 /* Buffers handed to one writev. */
 #define NBD_IOV_BATCH           128
 
+/* Dirty bitmaps one export may offer as qemu:dirty-bitmap:NAME. */
+#define NBD_MAX_EXPORT_BITMAPS  8
+
 /* Extents asked of the graph for one BLOCK_STATUS.  Its buffer holds
- * the graph's extents first, then the reply payload built from them. */
+ * the graph's extents first, then the reply: one chunk (header, context
+ * ID, descriptors) per selected metadata context, back to back. */
 #define NBD_MAX_EXTENTS         128
 #define NBD_BS_WIRE_OFFSET      (NBD_MAX_EXTENTS * sizeof(struct ng_extent))
-#define NBD_BS_BUF_SIZE         (NBD_BS_WIRE_OFFSET + 4 + 8 * NBD_MAX_EXTENTS)
+#define NBD_BS_CHUNK_MAX        (20 + 4 + 8 * NBD_MAX_EXTENTS)
+#define NBD_BS_BUF_SIZE         (NBD_BS_WIRE_OFFSET + \
+                                 (1 + NBD_MAX_EXPORT_BITMAPS) * \
+                                 NBD_BS_CHUNK_MAX)
 
-/* Metadata context ID for base:allocation. */
+/* Metadata context IDs: base:allocation, then the export's bitmaps in
+ * the order of its list (bitmap i has NBD_META_ID_BITMAP0 + i). */
 #define NBD_META_ID_ALLOCATION  1
+#define NBD_META_ID_BITMAP0     2
 
 /* Buffer pool: power-of-two classes from 4 KiB to NG_MAX_REQUEST_MAX;
  * free buffers are kept up to NBD_POOL_BUDGET bytes in all. */
@@ -155,6 +164,11 @@ struct ng_nbd_export {
     bool restricted;                /* allow: was given (even empty) */
     unsigned nconns;                /* connections in transmission */
     unsigned max_conns;             /* of those at most, 0 = no limit */
+    char *bitmap_node;              /* node the bitmaps live on, or NULL */
+    char *bitmaps[NBD_MAX_EXPORT_BITMAPS];  /* offered as
+                                             * qemu:dirty-bitmap:NAME;
+                                             * marked busy while here */
+    unsigned n_bitmaps;
 };
 
 struct ng_nbd_server {
@@ -262,6 +276,7 @@ struct nbd_conn {
     bool no_zeroes;
     bool structured;
     bool meta_allocation;           /* base:allocation selected */
+    uint32_t meta_bitmaps;          /* bit i: the export's bitmap i */
     char *meta_export;              /* export the selection was for */
     uint8_t *hs_out;                /* replies not yet written, owned */
     size_t hs_len, hs_cap;
@@ -317,6 +332,11 @@ void nbd_export_conn_removed(struct ng_nbd_export *exp);
 /* Transmission flags and size a client would get for `exp` now. */
 uint16_t nbd_export_tflags(const struct ng_nbd_export *exp, bool structured);
 uint64_t nbd_export_size(const struct ng_nbd_export *exp);
+/* The export's bitmap i (< n_bitmaps), or NULL when it has gone with
+ * its node (a mirror moved the export away and the old node was
+ * deleted). */
+struct ng_bitmap *nbd_export_bitmap(const struct ng_nbd_export *exp,
+                                    unsigned i);
 /* Free every export, listed or removed (at server free). */
 void nbd_exports_free(struct ng_nbd_server *srv);
 

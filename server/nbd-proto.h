@@ -116,6 +116,7 @@
 /* base:allocation extent flags. */
 #define NBD_STATE_HOLE              (1u << 0)
 #define NBD_STATE_ZERO              (1u << 1)
+#define NBD_STATE_DIRTY             (1u << 0)   /* qemu:dirty-bitmap: */
 
 /* Error values: fixed by the protocol, not the host's errno numbers. */
 #define NBD_SUCCESS                 0

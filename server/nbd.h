@@ -70,6 +70,15 @@ int ng_nbd_server_set_export_allow(struct ng_nbd_server *srv,
                                    const struct ng_allow_rule *rules,
                                    size_t n, struct ng_error *err);
 
+/* From now on export `name` offers the dirty bitmaps names[0..n) of
+ * node `node` as metadata contexts qemu:dirty-bitmap:NAME.  Each must
+ * exist and not be busy; they are busy (the user cannot remove or
+ * change them) until the export is gone.  n <= 8. */
+int ng_nbd_server_set_export_bitmaps(struct ng_nbd_server *srv,
+                                     const char *name, const char *node,
+                                     const char *const *names, size_t n,
+                                     struct ng_error *err);
+
 /* Remove an export.  hard = false refuses while clients are connected;
  * hard = true disconnects them once their requests in flight finish. */
 int ng_nbd_server_del_export(struct ng_nbd_server *srv, const char *name,

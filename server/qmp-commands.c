@@ -88,6 +88,7 @@ static const struct ng_qmp_arg export_add_args[] = {
     { "throttle-group", 's', false },
     { "copy-on-read", 'b', false },
     { "detect-zeroes", 's', false },
+    { "bitmaps", 'a', false },
     MUTATING_ARGS,
     { NULL, 0, false },
 };

@@ -1,6 +1,7 @@
 /* server/qmp-export.c: QMP commands on exports, and query-nac. */
 #include <config.h>
 
+#include <errno.h>
 #include <string.h>
 
 #include "nac/nac.h"
@@ -22,6 +23,37 @@ arg_string(json_t *args, const char *key)
     return json_string_value(json_object_get(args, key));
 }
 
+/* BlockExportOptionsNbd's bitmaps: names of bitmaps on the export's
+ * node (QEMU also takes {node, name}; that node must be it too). */
+static int
+export_bitmaps(json_t *args, const char **names, size_t *n,
+               struct ng_error *err)
+{
+    json_t *list = json_object_get(args, "bitmaps"), *item;
+    const char *node = json_string_value(json_object_get(args, "node-name"));
+    size_t i;
+
+    *n = 0;
+    if (json_array_size(list) > 8)
+        return ng_error_set(err, EINVAL, "at most 8 dirty bitmaps per "
+                            "export");
+    json_array_foreach(list, i, item) {
+        const char *bnode = json_string_value(json_object_get(item, "node"));
+        const char *name = json_is_string(item) ? json_string_value(item)
+                           : json_string_value(json_object_get(item, "name"));
+
+        if (name == NULL || (!json_is_string(item) && bnode == NULL))
+            return ng_error_set(err, EINVAL, "'bitmaps' entries are names "
+                                "or {node, name}");
+        if (bnode != NULL && strcmp(bnode, node) != 0)
+            return ng_error_set(err, EINVAL, "dirty bitmap '%s': only "
+                                "bitmaps of the exported node '%s' can be "
+                                "exported", name, node);
+        names[(*n)++] = name;
+    }
+    return 0;
+}
+
 void
 ng_qmp_block_export_add(struct ng_qmp_call *call, json_t *args)
 {
@@ -35,8 +67,15 @@ ng_qmp_block_export_add(struct ng_qmp_call *call, json_t *args)
     };
     struct ng_value *v = ng_value_from_json(args);
     struct ng_error err = { 0 };
+    const char *bitmaps[8];
     char job[128];
 
+    if (export_bitmaps(args, bitmaps, &spec.n_bitmaps, &err) == -1) {
+        ng_value_free(v);
+        ng_qmp_error(call, NG_QMP_GENERIC, "%s", err.msg);
+        return;
+    }
+    spec.bitmaps = bitmaps;
     if (v == NULL || ng_implicit_filters_parse(v, &spec.filters, &err) == -1) {
         ng_value_free(v);
         ng_qmp_error(call, NG_QMP_GENERIC, "%s",

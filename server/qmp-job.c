@@ -61,8 +61,8 @@ find_bitmap(struct ng_control_ctx *ctx, const char *node, const char *name,
         return NULL;
     }
     if (bm->busy && !busy_ok) {
-        ng_error_set(err, EBUSY, "dirty bitmap '%s' is in use by a job and "
-                     "cannot be changed", name);
+        ng_error_set(err, EBUSY, "dirty bitmap '%s' is in use by a job or an "
+                     "export and cannot be changed", name);
         return NULL;
     }
     return bm;

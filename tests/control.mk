@@ -97,3 +97,8 @@ CONTROL_TESTS += tests/test-backup
 tests_test_backup_SOURCES = tests/test-backup.c
 tests_test_backup_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_backup_LDADD = $(TEST_LIBS)
+
+# qemu:dirty-bitmap:NAME and qemu:allocation-depth contexts, mirror's
+# write-blocking and sync top, fleecing, kill -9 during jobs (issue 10).
+TESTS += tests/test-nbd-dirty-bitmap.sh
+EXTRA_DIST += tests/test-nbd-dirty-bitmap.sh
