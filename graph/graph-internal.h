@@ -45,6 +45,11 @@ int ng_depth_check_node(const struct ng_node *node, struct ng_error *err);
 /* A BB named `bb` on `root`. */
 int ng_depth_check_bb(const char *bb, const struct ng_node *root,
                       struct ng_error *err);
+
+/* alloc-depth.c: answer a BLOCK_STATUS with NG_REQ_ALLOC_DEPTH on the
+ * tree below `root` (the BB has counted it in flight). */
+void ng_alloc_depth_start(struct ng_node *root, struct ng_req *req);
+
 /* A node `name` of driver `drv` spliced in on edge `e` (NULL: above
  * `below`, which nothing uses yet), above `below`. */
 int ng_depth_check_splice(const struct ng_edge *e, const char *name,

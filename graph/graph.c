@@ -712,7 +712,10 @@ ng_bb_dispatch(struct ng_bb *bb, struct ng_req *req)
     }
     req->bb = bb;
     bb->in_flight++;
-    ng_node_submit(root, req);
+    if ((req->flags & NG_REQ_ALLOC_DEPTH) && req->op == NG_OP_BLOCK_STATUS)
+        ng_alloc_depth_start(root, req);
+    else
+        ng_node_submit(root, req);
 }
 
 void

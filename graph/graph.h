@@ -89,6 +89,14 @@ enum ng_op {
                                        * backing child ever see it
                                        * (copy-on-read uses it to find what
                                        * to copy up) */
+#define NG_REQ_ALLOC_DEPTH (1u << 5)  /* block status on a BB: answer
+                                       * which layer holds each range
+                                       * (qemu:allocation-depth); each
+                                       * extent's flags are its depth: 0
+                                       * unallocated in the whole chain,
+                                       * 1 the top layer (filters do not
+                                       * count), 2+ down the backing
+                                       * chain (graph/alloc-depth.c) */
 
 /* Extent flags, as NBD's base:allocation. */
 #define NG_EXTENT_HOLE    (1u << 0)   /* not allocated */

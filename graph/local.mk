@@ -17,6 +17,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/opts.c \
 	graph/drain.c \
 	graph/depth.c \
+	graph/alloc-depth.c \
 	graph/mutate.c \
 	graph/implicit.c \
 	graph/drivers.c \

@@ -301,10 +301,13 @@ ng_exports_add(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
         entry_unlink(ctx, e);
         goto fail;
     }
-    if (spec->n_bitmaps > 0 &&
-        ng_nbd_server_set_export_bitmaps(ctx->nbd, e->name, spec->node,
-                                         spec->bitmaps, spec->n_bitmaps,
-                                         err) == -1) {
+    if ((spec->n_bitmaps > 0 &&
+         ng_nbd_server_set_export_bitmaps(ctx->nbd, e->name, spec->node,
+                                          spec->bitmaps, spec->n_bitmaps,
+                                          err) == -1) ||
+        ng_nbd_server_set_export_allocation_depth(ctx->nbd, e->name,
+                                                  spec->allocation_depth,
+                                                  err) == -1) {
         ng_nbd_server_del_export(ctx->nbd, e->name, true, NULL);
         entry_unlink(ctx, e);
         goto fail;

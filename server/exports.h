@@ -22,6 +22,7 @@ struct ng_export_spec {
     const char *const *bitmaps; /* dirty bitmaps of `node` offered as
                                  * qemu:dirty-bitmap:NAME */
     size_t n_bitmaps;
+    bool allocation_depth;      /* offer qemu:allocation-depth */
     struct ng_implicit_filters filters;     /* created above `node`,
                                              * named "<id>.<driver>" */
 };

@@ -569,26 +569,45 @@ bs_end(struct bs_chunk *k, uint32_t fallback)
     return NBD_CHUNK_HDR_SIZE + 4 + 8 * k->n;
 }
 
-/* base:allocation from the graph's extents, clipped to the request;
- * nothing usable says "all data", which is true. */
+/* A chunk from the graph's extents e[0..n), clipped to the request:
+ * their flags as base:allocation's states, or (raw) as they are.
+ * Nothing usable says "all data" (base:allocation) or "depth 0". */
 static uint32_t
-bs_allocation(struct nbd_req *r, uint8_t *p)
+bs_from_extents(struct nbd_req *r, uint8_t *p, uint32_t context_id,
+                const struct ng_extent *e, uint32_t n, bool raw)
 {
-    const struct ng_extent *e = r->req.extents;
     uint32_t left = r->length;
     struct bs_chunk k;
 
-    bs_begin(&k, p, r, NBD_META_ID_ALLOCATION);
-    for (uint32_t i = 0; i < r->req.nr_extents && left > 0; i++) {
+    bs_begin(&k, p, r, context_id);
+    for (uint32_t i = 0; i < n && left > 0; i++) {
         uint32_t len = e[i].length < left ? (uint32_t)e[i].length : left;
 
         if (len == 0)
             continue;
-        if (!bs_add(&k, len, nbd_state_flags(e[i].flags)))
+        if (!bs_add(&k, len, raw ? e[i].flags : nbd_state_flags(e[i].flags)))
             break;
         left -= len;
     }
     return bs_end(&k, r->length);
+}
+
+/* base:allocation from the graph's extents. */
+static uint32_t
+bs_allocation(struct nbd_req *r, uint8_t *p)
+{
+    return bs_from_extents(r, p, NBD_META_ID_ALLOCATION,
+                           (const struct ng_extent *)(void *)r->buf,
+                           r->bs_alloc_n, false);
+}
+
+/* qemu:allocation-depth: the graph's extents carry the depth. */
+static uint32_t
+bs_depth(struct nbd_req *r, uint8_t *p)
+{
+    return bs_from_extents(r, p, NBD_META_ID_DEPTH,
+                           (const struct ng_extent *)(void *)r->buf +
+                           NBD_BS_DEPTH_OFFSET, r->bs_depth_n, true);
 }
 
 /* qemu:dirty-bitmap:NAME: NBD_STATE_DIRTY where the bitmap is set, as
@@ -631,6 +650,10 @@ reply_block_status(struct nbd_req *r)
     if (c->meta_allocation) {
         last = out + total;
         total += bs_allocation(r, last);
+    }
+    if (c->meta_depth) {
+        last = out + total;
+        total += bs_depth(r, last);
     }
     for (unsigned i = 0; i < c->exp->n_bitmaps; i++) {
         struct ng_bitmap *bm;
@@ -706,6 +729,37 @@ nbd_error_from_errno(int err, const struct nbd_req *r)
     }
 }
 
+static uint32_t request_ng_flags(uint16_t cmd, uint16_t flags);
+static void conn_bs_extents(struct nbd_req *r);
+static void conn_req_done(struct ng_req *q, int ret);
+
+/* A BLOCK_STATUS's graph request is done: keep its extents and, after
+ * base:allocation, ask for the allocation depth when that is selected
+ * too.  True when the request went back to the graph. */
+static bool
+conn_bs_next(struct nbd_conn *c, struct nbd_req *r)
+{
+    struct ng_req *q = &r->req;
+
+    if (r->bs_depth) {
+        r->bs_depth_n = q->nr_extents;
+        return false;
+    }
+    r->bs_alloc_n = q->nr_extents;
+    if (!c->meta_depth)
+        return false;
+    r->bs_depth = true;
+    ng_req_init(q, NG_OP_BLOCK_STATUS, r->offset, r->length,
+                request_ng_flags(r->cmd, r->flags));
+    q->nr_extents = 0;
+    q->done = conn_req_done;
+    q->opaque = r;
+    conn_bs_extents(r);
+    c->in_graph++;
+    ng_bb_submit(c->exp->bb, q);
+    return true;
+}
+
 static void
 conn_req_done(struct ng_req *q, int ret)
 {
@@ -718,10 +772,13 @@ conn_req_done(struct ng_req *q, int ret)
         conn_after_release(c);
         return;
     }
-    if (ret < 0)
+    if (ret < 0) {
         reply_error(r, nbd_error_from_errno(-ret, r));
-    else
-        reply_success(r);
+        return;
+    }
+    if (r->cmd == NBD_CMD_BLOCK_STATUS && conn_bs_next(c, r))
+        return;
+    reply_success(r);
 }
 
 /* ---- Sending ------------------------------------------------------------- */
@@ -1036,7 +1093,7 @@ request_check(const struct nbd_conn *c, uint16_t cmd, uint16_t flags,
     if ((flags & ~allowed) != 0 || (c->tflags & needs) != needs)
         return NBD_EINVAL;
     if (cmd == NBD_CMD_BLOCK_STATUS && !c->meta_allocation &&
-        c->meta_bitmaps == 0)
+        !c->meta_depth && c->meta_bitmaps == 0)
         return NBD_EINVAL;
     if (cmd == NBD_CMD_FLUSH)
         return offset == 0 && length == 0 ? 0 : NBD_EINVAL;
@@ -1108,6 +1165,20 @@ request_ng_flags(uint16_t cmd, uint16_t flags)
     return f;
 }
 
+/* Where a BLOCK_STATUS's graph request puts its extents: the
+ * allocation-depth ones after base:allocation's. */
+static void
+conn_bs_extents(struct nbd_req *r)
+{
+    struct ng_req *q = &r->req;
+
+    q->extents = (struct ng_extent *)(void *)r->buf +
+                 (r->bs_depth ? NBD_BS_DEPTH_OFFSET : 0);
+    q->max_extents = (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : NBD_MAX_EXTENTS;
+    if (r->bs_depth)
+        q->flags |= NG_REQ_ALLOC_DEPTH;
+}
+
 static void
 conn_submit(struct nbd_conn *c, struct nbd_req *r)
 {
@@ -1119,17 +1190,17 @@ conn_submit(struct nbd_conn *c, struct nbd_req *r)
     q->extents = NULL;
     q->max_extents = 0;
     q->nr_extents = 0;
-    if (r->cmd == NBD_CMD_BLOCK_STATUS) {
-        q->extents = (struct ng_extent *)(void *)r->buf;
-        q->max_extents = (r->flags & NBD_CMD_FLAG_REQ_ONE)
-                         ? 1 : NBD_MAX_EXTENTS;
-    }
     q->done = conn_req_done;
     q->opaque = r;
-    if (r->cmd == NBD_CMD_BLOCK_STATUS && !c->meta_allocation) {
-        reply_success(r);           /* bitmaps only: the graph has
+    if (r->cmd == NBD_CMD_BLOCK_STATUS) {
+        r->bs_alloc_n = r->bs_depth_n = 0;
+        r->bs_depth = !c->meta_allocation;
+        if (r->bs_depth && !c->meta_depth) {
+            reply_success(r);       /* bitmaps only: the graph has
                                      * nothing to say */
-        return;
+            return;
+        }
+        conn_bs_extents(r);
     }
     c->in_graph++;
     ng_bb_submit(c->exp->bb, q);

@@ -192,6 +192,19 @@ ng_nbd_server_set_export_bitmaps(struct ng_nbd_server *srv,
     return 0;
 }
 
+int
+ng_nbd_server_set_export_allocation_depth(struct ng_nbd_server *srv,
+                                          const char *name, bool on,
+                                          struct ng_error *err)
+{
+    struct ng_nbd_export *exp = nbd_export_find(srv, name);
+
+    if (exp == NULL)
+        return ng_error_set(err, ENOENT, "export '%s' not found", name);
+    exp->allocation_depth = on;
+    return 0;
+}
+
 /* Unlink from `list`; true if it was there. */
 static bool
 export_unlink(struct ng_nbd_export **list, struct ng_nbd_export *exp)

@@ -14,10 +14,12 @@
  *                        description as the human-readable part
  *   STRUCTURED_REPLY     ACK
  *   LIST/SET_META_CONTEXT  "base:allocation" (queries "base:" and
- *                        "base:allocation") and, for each bitmap the
+ *                        "base:allocation"), "qemu:allocation-depth"
+ *                        when the export offers it and, for each bitmap the
  *                        export offers, "qemu:dirty-bitmap:NAME"
- *                        (queries "qemu:", "qemu:dirty-bitmap:" list
- *                        them all); list with no query lists them all
+ *                        ("qemu:" lists the qemu: ones,
+ *                        "qemu:dirty-bitmap:" the bitmaps); list with no
+ *                        query lists them all
  *   ABORT                ACK, then close
  *   STARTTLS             on a listener with TLS: ACK, then the TLS
  *                        handshake; option haggling starts over inside
@@ -52,6 +54,7 @@
 #include "server/nbd-proto.h"
 
 #define META_ALLOCATION "base:allocation"
+#define META_DEPTH "qemu:allocation-depth"
 #define META_BITMAP_PREFIX "qemu:dirty-bitmap:"
 
 /* ---- Output -------------------------------------------------------------- */
@@ -286,6 +289,7 @@ hs_check_meta_export(struct nbd_conn *c, const struct ng_nbd_export *exp)
 {
     if (c->meta_export == NULL || strcmp(c->meta_export, exp->name) != 0) {
         c->meta_allocation = false;
+        c->meta_depth = false;
         c->meta_bitmaps = 0;
     }
 }
@@ -451,6 +455,7 @@ hs_opt_structured_reply(struct nbd_conn *c, uint32_t opt, uint32_t len)
  * the export's bitmap i. */
 struct meta_sel {
     bool allocation;
+    bool depth;
     uint32_t bitmaps;
 };
 
@@ -473,6 +478,10 @@ meta_query_match(const uint8_t *q, uint32_t qlen, bool listing,
     if (query_is(q, qlen, META_ALLOCATION) ||
         (listing && query_is(q, qlen, "base:")))
         sel->allocation = true;
+    if (exp->allocation_depth &&
+        (query_is(q, qlen, META_DEPTH) ||
+         (listing && query_is(q, qlen, "qemu:"))))
+        sel->depth = true;
     if (listing && (query_is(q, qlen, "qemu:") ||
                     query_is(q, qlen, META_BITMAP_PREFIX)))
         sel->bitmaps |= all;
@@ -495,6 +504,7 @@ meta_scan_queries(const uint8_t *data, uint32_t len, uint32_t pos,
     pos += 4;
     if (nq == 0 && listing && exp != NULL) {    /* list everything */
         sel->allocation = true;
+        sel->depth = exp->allocation_depth;
         sel->bitmaps = (uint32_t)((UINT64_C(1) << exp->n_bitmaps) - 1);
     }
     for (uint32_t i = 0; i < nq; i++) {
@@ -536,6 +546,9 @@ hs_reply_contexts(struct nbd_conn *c, uint32_t opt,
         hs_reply_context(c, opt, NBD_META_ID_ALLOCATION, "",
                          META_ALLOCATION) < 0)
         return -1;
+    if (sel->depth &&
+        hs_reply_context(c, opt, NBD_META_ID_DEPTH, "", META_DEPTH) < 0)
+        return -1;
     for (unsigned i = 0; i < exp->n_bitmaps; i++)
         if ((sel->bitmaps & (UINT32_C(1) << i)) &&
             hs_reply_context(c, opt, NBD_META_ID_BITMAP0 + i,
@@ -548,6 +561,7 @@ static void
 hs_forget_meta(struct nbd_conn *c)
 {
     c->meta_allocation = false;
+    c->meta_depth = false;
     c->meta_bitmaps = 0;
     free(c->meta_export);
     c->meta_export = NULL;
@@ -560,7 +574,7 @@ hs_opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
     bool listing = opt == NBD_OPT_LIST_META_CONTEXT;
     char name[NBD_MAX_STRING + 1];
     struct ng_nbd_export *exp;
-    struct meta_sel sel = { false, 0 };
+    struct meta_sel sel = { false, false, 0 };
     uint32_t nlen;
     int r;
 
@@ -580,11 +594,12 @@ hs_opt_meta_context(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
     meta_scan_queries(data, len, 4 + nlen, listing, exp, &sel);
     if (hs_reply_contexts(c, opt, exp, &sel) < 0)
         return -1;
-    if (!listing && (sel.allocation || sel.bitmaps != 0)) {
+    if (!listing && (sel.allocation || sel.depth || sel.bitmaps != 0)) {
         c->meta_export = strdup(exp->name);
         if (c->meta_export == NULL)
             return -1;
         c->meta_allocation = sel.allocation;
+        c->meta_depth = sel.depth;
         c->meta_bitmaps = sel.bitmaps;
     }
     return hs_reply(c, opt, NBD_REP_ACK, NULL, 0);

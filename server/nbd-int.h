@@ -89,20 +89,24 @@
 /* Dirty bitmaps one export may offer as qemu:dirty-bitmap:NAME. */
 #define NBD_MAX_EXPORT_BITMAPS  8
 
-/* Extents asked of the graph for one BLOCK_STATUS.  Its buffer holds
- * the graph's extents first, then the reply: one chunk (header, context
- * ID, descriptors) per selected metadata context, back to back. */
+/* Extents asked of the graph for one BLOCK_STATUS: base:allocation's,
+ * then qemu:allocation-depth's, each NBD_MAX_EXTENTS at most, first in
+ * its buffer; then the reply: one chunk (header, context ID,
+ * descriptors) per selected metadata context, back to back. */
 #define NBD_MAX_EXTENTS         128
-#define NBD_BS_WIRE_OFFSET      (NBD_MAX_EXTENTS * sizeof(struct ng_extent))
+#define NBD_BS_DEPTH_OFFSET     NBD_MAX_EXTENTS
+#define NBD_BS_WIRE_OFFSET      (2 * NBD_MAX_EXTENTS * sizeof(struct ng_extent))
 #define NBD_BS_CHUNK_MAX        (20 + 4 + 8 * NBD_MAX_EXTENTS)
 #define NBD_BS_BUF_SIZE         (NBD_BS_WIRE_OFFSET + \
-                                 (1 + NBD_MAX_EXPORT_BITMAPS) * \
+                                 (2 + NBD_MAX_EXPORT_BITMAPS) * \
                                  NBD_BS_CHUNK_MAX)
 
-/* Metadata context IDs: base:allocation, then the export's bitmaps in
- * the order of its list (bitmap i has NBD_META_ID_BITMAP0 + i). */
+/* Metadata context IDs: base:allocation, qemu:allocation-depth, then
+ * the export's bitmaps in the order of its list (bitmap i has
+ * NBD_META_ID_BITMAP0 + i). */
 #define NBD_META_ID_ALLOCATION  1
-#define NBD_META_ID_BITMAP0     2
+#define NBD_META_ID_DEPTH       2
+#define NBD_META_ID_BITMAP0     3
 
 /* Buffer pool: power-of-two classes from 4 KiB to NG_MAX_REQUEST_MAX;
  * free buffers are kept up to NBD_POOL_BUDGET bytes in all. */
@@ -169,6 +173,7 @@ struct ng_nbd_export {
                                              * qemu:dirty-bitmap:NAME;
                                              * marked busy while here */
     unsigned n_bitmaps;
+    bool allocation_depth;          /* offers qemu:allocation-depth */
 };
 
 struct ng_nbd_server {
@@ -218,6 +223,9 @@ struct nbd_req {
                                      * reply: all of it unless streamed */
     bool stream_more;               /* a streamed READ's reply is queued
                                      * and pieces remain */
+    bool bs_depth;                  /* BLOCK_STATUS: the graph is asked
+                                     * for the allocation depth now */
+    uint32_t bs_alloc_n, bs_depth_n;    /* extents the graph gave */
     uint8_t *buf;                   /* pooled payload buffer, a WRITE's
                                      * payload inside `rb`, or NULL */
     unsigned buf_class;
@@ -276,6 +284,7 @@ struct nbd_conn {
     bool no_zeroes;
     bool structured;
     bool meta_allocation;           /* base:allocation selected */
+    bool meta_depth;                /* qemu:allocation-depth selected */
     uint32_t meta_bitmaps;          /* bit i: the export's bitmap i */
     char *meta_export;              /* export the selection was for */
     uint8_t *hs_out;                /* replies not yet written, owned */

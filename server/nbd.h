@@ -79,6 +79,11 @@ int ng_nbd_server_set_export_bitmaps(struct ng_nbd_server *srv,
                                      const char *const *names, size_t n,
                                      struct ng_error *err);
 
+/* Whether export `name` offers qemu:allocation-depth. */
+int ng_nbd_server_set_export_allocation_depth(struct ng_nbd_server *srv,
+                                              const char *name, bool on,
+                                              struct ng_error *err);
+
 /* Remove an export.  hard = false refuses while clients are connected;
  * hard = true disconnects them once their requests in flight finish. */
 int ng_nbd_server_del_export(struct ng_nbd_server *srv, const char *name,

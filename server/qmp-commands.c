@@ -89,6 +89,7 @@ static const struct ng_qmp_arg export_add_args[] = {
     { "copy-on-read", 'b', false },
     { "detect-zeroes", 's', false },
     { "bitmaps", 'a', false },
+    { "allocation-depth", 'b', false },
     MUTATING_ARGS,
     { NULL, 0, false },
 };

@@ -64,6 +64,8 @@ ng_qmp_block_export_add(struct ng_qmp_call *call, json_t *args)
         .node = arg_string(args, "node-name"),
         .writable = json_is_true(json_object_get(args, "writable")),
         .description = arg_string(args, "description"),
+        .allocation_depth = json_is_true(json_object_get(args,
+                                                         "allocation-depth")),
     };
     struct ng_value *v = ng_value_from_json(args);
     struct ng_error err = { 0 };

@@ -102,3 +102,5 @@ tests_test_backup_LDADD = $(TEST_LIBS)
 # write-blocking and sync top, fleecing, kill -9 during jobs (issue 10).
 TESTS += tests/test-nbd-dirty-bitmap.sh
 EXTRA_DIST += tests/test-nbd-dirty-bitmap.sh
+TESTS += tests/test-nbd-allocation-depth.sh
+EXTRA_DIST += tests/test-nbd-allocation-depth.sh
