@@ -104,3 +104,7 @@ TESTS += tests/test-nbd-dirty-bitmap.sh
 EXTRA_DIST += tests/test-nbd-dirty-bitmap.sh
 TESTS += tests/test-nbd-allocation-depth.sh
 EXTRA_DIST += tests/test-nbd-allocation-depth.sh
+CONTROL_TESTS += tests/test-nbd-meta-contexts
+tests_test_nbd_meta_contexts_SOURCES = tests/test-nbd-meta-contexts.c
+tests_test_nbd_meta_contexts_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_meta_contexts_LDADD = $(TEST_LIBS)
