@@ -108,3 +108,5 @@ CONTROL_TESTS += tests/test-nbd-meta-contexts
 tests_test_nbd_meta_contexts_SOURCES = tests/test-nbd-meta-contexts.c
 tests_test_nbd_meta_contexts_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_nbd_meta_contexts_LDADD = $(TEST_LIBS)
+TESTS += tests/test-fleecing.sh
+EXTRA_DIST += tests/test-fleecing.sh
