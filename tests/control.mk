@@ -110,3 +110,5 @@ tests_test_nbd_meta_contexts_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_nbd_meta_contexts_LDADD = $(TEST_LIBS)
 TESTS += tests/test-fleecing.sh
 EXTRA_DIST += tests/test-fleecing.sh
+TESTS += tests/test-kill-during-jobs.sh
+EXTRA_DIST += tests/test-kill-during-jobs.sh
