@@ -17,6 +17,9 @@
 /* Bigger chunks copy no faster on a fast target, and a chunk that
  * completes inline holds the loop for its whole length. */
 #define MIRROR_CHUNK_MAX        (256u << 10)
+/* sync "top": the source's own layer is read this much at a time. */
+#define MIRROR_SCAN_EXTENTS     64u
+#define MIRROR_SCAN_MAX         (UINT64_C(1) << 30)
 
 struct mirror {
     struct ng_job *job;
@@ -36,6 +39,16 @@ struct mirror {
     int stop_ret;                       /* what ng_job_done gets */
     char stop_msg[200];
     struct ng_req flush;                /* the target's, after a pivot */
+    /* sync "top": what the source's own layer holds goes into the
+     * bitmap before the engine starts. */
+    bool scanning;
+    bool scan_in_submit, scan_inline_done;
+    bool paused;                        /* job-pause'd, not resumed */
+    bool stop_after_scan;               /* mirror_stop() came meanwhile */
+    uint64_t scan_pos;
+    int scan_ret;
+    struct ng_req scan;
+    struct ng_extent scan_ext[MIRROR_SCAN_EXTENTS];
 };
 
 static void mirror_try_pivot(struct mirror *m);
@@ -47,6 +60,24 @@ static bool
 is_power_of_two(uint64_t x)
 {
     return x != 0 && (x & (x - 1)) == 0;
+}
+
+/* sync "top" copies only the source's own layer: the target must read
+ * the rest from the same backing node, as QEMU's blockdev-mirror
+ * expects of a target the user made. */
+static int
+check_top(struct ng_node *src, struct ng_node *dst,
+          const struct ng_mirror_params *p, struct ng_error *err)
+{
+    struct ng_node *backing = ng_node_child_role(src, NG_ROLE_BACKING);
+
+    if (p->sync != NG_MIRROR_SYNC_TOP || backing == NULL)
+        return 0;
+    if (ng_node_child_role(dst, NG_ROLE_BACKING) != backing)
+        return ng_error_set(err, EINVAL, "sync 'top': target node '%s' must "
+                            "have the source's backing node '%s' as its "
+                            "backing", p->target, backing->name);
+    return 0;
 }
 
 static int
@@ -77,11 +108,7 @@ check_nodes(struct ng_graph *g, const struct ng_mirror_params *p,
                             "be the same size", p->target,
                             ng_node_length(dst), p->source,
                             ng_node_length(src));
-    if (p->sync == NG_MIRROR_SYNC_TOP && ng_node_facts(src)->has_backing)
-        return ng_error_set(err, ENOTSUP, "sync 'top' of node '%s', which "
-                            "has a backing node, is not supported yet",
-                            p->source);
-    return 0;
+    return check_top(src, dst, p, err);
 }
 
 int
@@ -165,11 +192,15 @@ end_section(struct mirror *m)
 static void
 mirror_stop(struct mirror *m, int ret, const char *msg)
 {
-    if (m->stopping || m->stop_deferred)
+    if (m->stopping || m->stop_deferred || m->stop_after_scan)
         return;
     m->stop_ret = ret;
     if (msg != NULL)
         snprintf(m->stop_msg, sizeof m->stop_msg, "%s", msg);
+    if (m->scanning) {              /* its request uses our BB */
+        m->stop_after_scan = true;
+        return;
+    }
     if (m->drain != NULL && !m->drain_fired) {
         m->stop_deferred = true;
         return;
@@ -285,18 +316,114 @@ mirror_try_pivot(struct mirror *m)
         mirror_stop(m, -ENOMEM, "out of memory draining for the pivot");
 }
 
+/* ---- sync "top": the source's own layer ------------------------------ */
+
+static void scan_next(struct mirror *m);
+
+static void
+scan_finished(struct mirror *m, int ret)
+{
+    char msg[200];
+
+    m->scanning = false;
+    if (m->stop_after_scan) {
+        m->stop_after_scan = false;
+        mirror_stop(m, m->stop_ret, NULL);
+    } else if (ret < 0) {
+        snprintf(msg, sizeof msg, "reading what source node '%s' holds "
+                 "itself: %s", m->source->name, strerror(-ret));
+        mirror_stop(m, ret, msg);
+    } else if (!m->paused) {
+        ng_copy_resume(m->copy);
+    }
+}
+
+/* Mark what the answer says the source holds; false when the scan is
+ * over (finished or failed). */
+static bool
+scan_absorb(struct mirror *m)
+{
+    uint64_t pos = m->scan.offset;
+
+    if (m->scan_ret == 0 && m->scan.nr_extents == 0)
+        m->scan_ret = -EIO;
+    if (m->scan_ret < 0) {
+        scan_finished(m, m->scan_ret);
+        return false;
+    }
+    for (uint32_t i = 0; i < m->scan.nr_extents; i++) {
+        if (!(m->scan_ext[i].flags & NG_EXTENT_HOLE))
+            ng_bitmap_set(m->bitmap, pos, m->scan_ext[i].length);
+        pos += m->scan_ext[i].length;
+    }
+    m->scan_pos = pos;
+    if (pos >= (uint64_t)ng_node_length(m->source)) {
+        scan_finished(m, 0);
+        return false;
+    }
+    return true;
+}
+
+static void
+scan_done(struct ng_req *req, int ret)
+{
+    struct mirror *m = req->opaque;
+
+    m->scan_ret = ret;
+    if (m->scan_in_submit) {
+        m->scan_inline_done = true;
+        return;
+    }
+    if (scan_absorb(m))
+        scan_next(m);
+}
+
+/* Ask the source's own layer (NG_REQ_LOCAL_ONLY) from scan_pos on; a
+ * loop while the answers come inline. */
+static void
+scan_next(struct mirror *m)
+{
+    do {
+        uint64_t left = (uint64_t)ng_node_length(m->source) - m->scan_pos;
+
+        ng_req_init(&m->scan, NG_OP_BLOCK_STATUS, m->scan_pos,
+                    left < MIRROR_SCAN_MAX ? left : MIRROR_SCAN_MAX,
+                    NG_REQ_LOCAL_ONLY);
+        m->scan.extents = m->scan_ext;
+        m->scan.max_extents = MIRROR_SCAN_EXTENTS;
+        m->scan.nr_extents = 0;
+        m->scan.done = scan_done;
+        m->scan.opaque = m;
+        m->scan_inline_done = false;
+        m->scan_in_submit = true;
+        ng_bb_submit(m->src_bb, &m->scan);
+        m->scan_in_submit = false;
+    } while (m->scan_inline_done && scan_absorb(m));
+}
+
 /* ---- Job operations ------------------------------------------------- */
 
 static void
 mirror_op_start(struct ng_job *job)
 {
-    ng_copy_resume(((struct mirror *)job->state)->copy);
+    struct mirror *m = job->state;
+
+    if (m->p.sync == NG_MIRROR_SYNC_TOP && ng_node_length(m->source) > 0 &&
+        ng_node_child_role(m->source, NG_ROLE_BACKING) != NULL) {
+        m->scanning = true;
+        scan_next(m);
+        return;
+    }
+    ng_copy_resume(m->copy);
 }
 
 static void
 mirror_op_pause(struct ng_job *job)
 {
-    ng_copy_pause(((struct mirror *)job->state)->copy);
+    struct mirror *m = job->state;
+
+    m->paused = true;
+    ng_copy_pause(m->copy);
 }
 
 static void
@@ -304,7 +431,8 @@ mirror_op_resume(struct ng_job *job)
 {
     struct mirror *m = job->state;
 
-    if (m->drain == NULL || m->drain_fired)
+    m->paused = false;
+    if (!m->scanning && (m->drain == NULL || m->drain_fired))
         ng_copy_resume(m->copy);
 }
 
@@ -417,7 +545,11 @@ mirror_setup(struct mirror *m, struct ng_error *err)
     if (m->bitmap == NULL)
         return -1;
     m->bitmap->busy = true;
-    if (m->p.sync != NG_MIRROR_SYNC_NONE)
+    /* sync "top" of an overlay: only what its own layer holds (see
+     * mirror_op_start); without a backing node that is everything. */
+    if (m->p.sync == NG_MIRROR_SYNC_FULL ||
+        (m->p.sync == NG_MIRROR_SYNC_TOP &&
+         ng_node_child_role(m->source, NG_ROLE_BACKING) == NULL))
         ng_bitmap_set_all(m->bitmap);
     cp = (struct ng_copy_params){
         .source = m->src_bb, .target = m->dst_bb, .bitmap = m->bitmap,

@@ -1,7 +1,7 @@
 /* graph/mirror.h: the mirror job (QEMU's blockdev-mirror, background
  * copy mode).  A job bitmap on the source tracks what is still to copy:
- * all of it for sync "full", nothing for "none" (only what clients write
- * from now on).  The copy engine copies it to the target; the choke point
+ * all of it for sync "full", what the source's own layer holds for
+ * "top", nothing for "none" (only what clients write from now on).  The copy engine copies it to the target; the choke point
  * marks client writes on the source meanwhile, so once the bitmap is
  * clean the job is ready and keeps the target in sync.  job-complete
  * drains the source, and when nothing is left to copy moves every parent
@@ -17,7 +17,10 @@
 
 enum ng_mirror_sync {
     NG_MIRROR_SYNC_FULL,
-    NG_MIRROR_SYNC_TOP,             /* without a backing chain: full */
+    NG_MIRROR_SYNC_TOP,             /* what the source's own layer holds
+                                     * (NG_REQ_LOCAL_ONLY); the target
+                                     * must have the same backing node.
+                                     * Without one: full */
     NG_MIRROR_SYNC_NONE,
 };
 

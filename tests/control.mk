@@ -112,3 +112,5 @@ TESTS += tests/test-fleecing.sh
 EXTRA_DIST += tests/test-fleecing.sh
 TESTS += tests/test-kill-during-jobs.sh
 EXTRA_DIST += tests/test-kill-during-jobs.sh
+TESTS += tests/test-mirror-top.sh
+EXTRA_DIST += tests/test-mirror-top.sh
