@@ -1,8 +1,9 @@
 /* graph/mirror.h: the mirror job (QEMU's blockdev-mirror, background
  * copy mode).  A job bitmap on the source tracks what is still to copy:
  * all of it for sync "full", what the source's own layer holds for
- * "top", nothing for "none" (only what clients write from now on).  The copy engine copies it to the target; the choke point
- * marks client writes on the source meanwhile, so once the bitmap is
+ * "top", nothing for "none" (only what clients write from now on).
+ * The copy engine copies it to the target; the choke point marks
+ * client writes on the source meanwhile, so once the bitmap is
  * clean the job is ready and keeps the target in sync.  job-complete
  * drains the source, and when nothing is left to copy moves every parent
  * of the source (export BBs, implicit filters, overlays) to the target

@@ -113,9 +113,17 @@ static int
 check_bitmaps(struct ng_node *node, const struct ng_export_spec *spec,
               struct ng_error *err)
 {
+    if (spec->n_bitmaps > NG_NBD_MAX_EXPORT_BITMAPS)
+        return ng_error_set(err, EINVAL, "export '%s': at most %d dirty "
+                            "bitmaps", spec->id, NG_NBD_MAX_EXPORT_BITMAPS);
     for (size_t i = 0; i < spec->n_bitmaps; i++) {
         struct ng_bitmap *bm = ng_bitmap_find(node, spec->bitmaps[i]);
 
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(spec->bitmaps[j], spec->bitmaps[i]) == 0)
+                return ng_error_set(err, EINVAL, "export '%s': dirty bitmap "
+                                    "'%s' is listed twice", spec->id,
+                                    spec->bitmaps[i]);
         if (bm == NULL)
             return ng_error_set(err, ENOENT, "export '%s': dirty bitmap "
                                 "'%s' not found on node '%s'", spec->id,

@@ -87,7 +87,7 @@
 #define NBD_IOV_BATCH           128
 
 /* Dirty bitmaps one export may offer as qemu:dirty-bitmap:NAME. */
-#define NBD_MAX_EXPORT_BITMAPS  8
+#define NBD_MAX_EXPORT_BITMAPS  NG_NBD_MAX_EXPORT_BITMAPS
 
 /* Extents asked of the graph for one BLOCK_STATUS: base:allocation's,
  * then qemu:allocation-depth's, each NBD_MAX_EXTENTS at most, first in

@@ -70,10 +70,13 @@ int ng_nbd_server_set_export_allow(struct ng_nbd_server *srv,
                                    const struct ng_allow_rule *rules,
                                    size_t n, struct ng_error *err);
 
+/* Dirty bitmaps one export may offer. */
+#define NG_NBD_MAX_EXPORT_BITMAPS 8
+
 /* From now on export `name` offers the dirty bitmaps names[0..n) of
  * node `node` as metadata contexts qemu:dirty-bitmap:NAME.  Each must
  * exist and not be busy; they are busy (the user cannot remove or
- * change them) until the export is gone.  n <= 8. */
+ * change them) until the export is gone.  n <= NG_NBD_MAX_EXPORT_BITMAPS. */
 int ng_nbd_server_set_export_bitmaps(struct ng_nbd_server *srv,
                                      const char *name, const char *node,
                                      const char *const *names, size_t n,

@@ -6,6 +6,7 @@
 
 #include "nac/nac.h"
 #include "server/exports.h"
+#include "server/nbd.h"
 #include "server/qmp-graph.h"
 #include "server/qmp-util.h"
 #include "server/reload.h"
@@ -34,9 +35,9 @@ export_bitmaps(json_t *args, const char **names, size_t *n,
     size_t i;
 
     *n = 0;
-    if (json_array_size(list) > 8)
-        return ng_error_set(err, EINVAL, "at most 8 dirty bitmaps per "
-                            "export");
+    if (json_array_size(list) > NG_NBD_MAX_EXPORT_BITMAPS)
+        return ng_error_set(err, EINVAL, "at most %d dirty bitmaps per "
+                            "export", NG_NBD_MAX_EXPORT_BITMAPS);
     json_array_foreach(list, i, item) {
         const char *bnode = json_string_value(json_object_get(item, "node"));
         const char *name = json_is_string(item) ? json_string_value(item)
@@ -69,7 +70,7 @@ ng_qmp_block_export_add(struct ng_qmp_call *call, json_t *args)
     };
     struct ng_value *v = ng_value_from_json(args);
     struct ng_error err = { 0 };
-    const char *bitmaps[8];
+    const char *bitmaps[NG_NBD_MAX_EXPORT_BITMAPS];
     char job[128];
 
     if (export_bitmaps(args, bitmaps, &spec.n_bitmaps, &err) == -1) {
