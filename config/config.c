@@ -62,7 +62,8 @@ static const char *const tls_creds_keys[] = {
 };
 static const char *const export_keys[] = {
     "node", "name", "writable", "description", "throttle", "throttle-group",
-    "copy-on-read", "detect-zeroes", "allow", "max-connections", NULL
+    "copy-on-read", "detect-zeroes", "allow", "max-connections",
+    "allocation-depth", NULL
 };
 
 /* ---- Error helpers ---------------------------------------------------- */
@@ -814,6 +815,11 @@ export_options(const struct ng_config *cfg, const struct ng_value *map,
     const char *s;
 
     if (v != NULL && ng_value_to_bool(v, "writable", &e->writable, err) == -1)
+        return ng_config_error_prefix(err, cfg->file, "export '%s'",
+                                      e->name);
+    v = ng_value_get(map, "allocation-depth");
+    if (v != NULL && ng_value_to_bool(v, "allocation-depth",
+                                      &e->allocation_depth, err) == -1)
         return ng_config_error_prefix(err, cfg->file, "export '%s'",
                                       e->name);
     v = ng_value_get(map, "name");

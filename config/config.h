@@ -121,6 +121,7 @@ struct ng_export_cfg {
     bool writable;
     char *description;          /* NULL = none */
     unsigned max_connections;   /* 0 = no limit */
+    bool allocation_depth;      /* offer qemu:allocation-depth */
     struct ng_implicit_filters filters;     /* borrowed from `extra` */
     bool restricted;            /* allow: given; only `allow` may see it */
     struct ng_allow_rule *allow;

@@ -317,6 +317,8 @@ ng_export_canon(const char *id, const struct ng_value *map)
         put_scalar(out, "writable", get_bool(map, "writable") ? "true"
                                                               : "false") == -1 ||
         (desc != NULL && put_scalar(out, "description", desc) == -1) ||
+        (get_bool(map, "allocation-depth") &&
+         put_scalar(out, "allocation-depth", "true") == -1) ||
         canon_filters(out, map) == -1 ||
         (ng_value_get(map, "allow") != NULL &&
          put_copy(out, "allow", ng_value_get(map, "allow")) == -1)) {

@@ -615,7 +615,8 @@ export_changed(struct plan_ctx *c, const struct ng_export_cfg *ec,
 {
     static const char *const keys[] = {
         "node", "name", "writable", "description", "throttle",
-        "throttle-group", "copy-on-read", "detect-zeroes", "allow", NULL,
+        "throttle-group", "copy-on-read", "detect-zeroes", "allow",
+        "allocation-depth", NULL,
     };
     const char *replace_key = NULL, *driver, *opt;
     struct ng_step *s;

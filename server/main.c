@@ -279,6 +279,7 @@ start_server(struct daemon *d, struct ng_error *err)
             .writable = ec->writable,
             .description = ec->description, .filters = ec->filters,
             .max_connections = ec->max_connections,
+            .allocation_depth = ec->allocation_depth,
         };
 
         if (ng_exports_add(&d->ctl_ctx, &spec, "config", false, err) == -1 ||

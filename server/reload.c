@@ -505,6 +505,8 @@ spec_from(const char *id, const struct ng_value *map,
                                                                 : NULL;
     v = ng_value_get(map, "writable");
     spec->writable = v != NULL && strcmp(v->text, "true") == 0;
+    v = ng_value_get(map, "allocation-depth");
+    spec->allocation_depth = v != NULL && strcmp(v->text, "true") == 0;
     /* checked (0 .. 1000000) when the file was loaded */
     v = ng_value_get(map, "max-connections");
     spec->max_connections = v != NULL ? (unsigned)strtoul(v->text, NULL, 10)

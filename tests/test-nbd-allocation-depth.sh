@@ -4,16 +4,31 @@
 # qemu-nbd -A answers for the same chain built as qcow2 files with the
 # same writes: 1 where the top has the data, 2 and 3 down the chain, 0
 # where no layer has it.  An export without allocation-depth does not
-# list the context.
+# list the context; a config export's allocation-depth: true does.
 source "$srcdir/functions.sh"
 set -e -x
 requires qemu-io --version
 requires qemu-img --version
 requires qemu-nbd --version
+# A config export offers it with allocation-depth: true; a value that
+# is no boolean is refused at its place in the file.
+cat > $dir/bad.yaml <<EOF
+server:
+  listen: [ "unix:$dir/x.sock" ]
+nodes:
+  base: { driver: memory, size: 4M }
+exports:
+  eb: { node: base, allocation-depth: maybe }
+EOF
+expect_status 1 "$NBDGRAPHD" --check-config --config $dir/bad.yaml \
+    > $dir/out 2>&1
+cat $dir/out
+grep -q "bad.yaml:6:.*allocation-depth" $dir/out
 start_nbdgraphd "nodes:
   base: { driver: memory, size: 4M }
 exports:
-  eb: { node: base, writable: true }" eb
+  eb: { node: base, writable: true, allocation-depth: true }" eb
+nbdinfo "$uri" | grep -q 'qemu:allocation-depth'
 
 nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 qmp () { nbdgraphctl qmp "$1"; }
