@@ -965,9 +965,12 @@ cmd_add_export(struct ctl *c, int argc, char **argv)
         { "throttle-group", required_argument, NULL, 'g' },
         { "copy-on-read", no_argument, NULL, 'c' },
         { "detect-zeroes", required_argument, NULL, 'z' },
+        { "bitmap", required_argument, NULL, 'b' },
+        { "allocation-depth", no_argument, NULL, 'a' },
         OPT_HELP, OPT_END,
     };
     json_t *args = json_object(), *limits = json_object();
+    json_t *bitmaps = json_array();
     int o, r = -1;
 
     for (optind = 0; r == -1 && (o = next_opt(argc, argv, opts)) != -1;) {
@@ -989,6 +992,11 @@ cmd_add_export(struct ctl *c, int argc, char **argv)
         case 'z': json_object_set_new(args, "detect-zeroes",
                                       json_string(optarg));
                   break;
+        case 'b': json_array_append_new(bitmaps, json_string(optarg));
+                  break;
+        case 'a': json_object_set_new(args, "allocation-depth",
+                                      json_true());
+                  break;
         default:  r = opt_status(c, o, argv);
         }
     }
@@ -997,8 +1005,12 @@ cmd_add_export(struct ctl *c, int argc, char **argv)
     if (r != 0) {
         json_decref(args);
         json_decref(limits);
+        json_decref(bitmaps);
         return r;
     }
+    if (json_array_size(bitmaps) > 0)
+        json_object_set(args, "bitmaps", bitmaps);
+    json_decref(bitmaps);
     json_object_set_new(args, "type", json_string("nbd"));
     json_object_set_new(args, "id", json_string(argv[optind]));
     json_object_set_new(args, "node-name", json_string(argv[optind + 1]));
@@ -1981,7 +1993,7 @@ static const struct command commands[] = {
     { "add-export", cmd_add_export, true,
       "ID NODE [--name NAME] [--writable] [--description TEXT] "
       "[--throttle KEY=VALUE]... [--throttle-group GROUP] [--copy-on-read] "
-      "[--detect-zeroes MODE]",
+      "[--detect-zeroes MODE] [--bitmap NAME]... [--allocation-depth]",
       "export NODE over NBD (block-export-add)" },
     { "del-export", cmd_del_export, true, "ID [--hard]",
       "remove an export (block-export-del)" },

@@ -49,8 +49,7 @@ qemu-io -f raw "nbd+unix:///em?socket=$sock" "${mid_io[@]}" > /dev/null
 qmp '{"execute":"block-export-del","arguments":{"id":"em"}}'
 qmp '{"execute":"blockdev-add","arguments":{"driver":"memory",
       "node-name":"top","size":4194304,"backing":"mid"}}'
-qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"et",
-      "node-name":"top","writable":true,"allocation-depth":true}}'
+nbdgraphctl add-export et top --writable --allocation-depth
 qemu-io -f raw "$at" "${top_io[@]}" > /dev/null
 qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"plain",
       "node-name":"top"}}'

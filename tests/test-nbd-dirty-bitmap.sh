@@ -31,8 +31,7 @@ qemu-io -f raw "$uri" -c 'write -P 2 1M 64K' -c 'write -P 3 5M 200K' \
 expect_status 1 qmp '{"execute":"block-export-add","arguments":{"type":"nbd",
     "id":"bad","node-name":"src","bitmaps":["nope"]}}' > $out 2>&1
 grep -q "dirty bitmap 'nope' not found on node 'src'" $out
-qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"inc",
-      "node-name":"src","bitmaps":["b0"]}}'
+nbdgraphctl add-export inc src --bitmap b0
 expect_status 1 qmp '{"execute":"block-export-add","arguments":{"type":"nbd",
     "id":"inc2","node-name":"src","bitmaps":["b0"]}}' > $out 2>&1
 grep -q "dirty bitmap 'b0' is in use" $out
