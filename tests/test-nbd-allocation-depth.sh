@@ -49,7 +49,9 @@ qemu-io -f raw "nbd+unix:///em?socket=$sock" "${mid_io[@]}" > /dev/null
 qmp '{"execute":"block-export-del","arguments":{"id":"em"}}'
 qmp '{"execute":"blockdev-add","arguments":{"driver":"memory",
       "node-name":"top","size":4194304,"backing":"mid"}}'
-nbdgraphctl add-export et top --writable --allocation-depth
+# An implicit filter above the node counts for nothing.
+nbdgraphctl add-export et top --writable --allocation-depth --detect-zeroes on
+nbdgraphctl graph | grep -q "et.detect-zeroes"
 qemu-io -f raw "$at" "${top_io[@]}" > /dev/null
 qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"plain",
       "node-name":"top"}}'
