@@ -665,6 +665,8 @@ reply_block_status(struct nbd_req *r)
         last = out + total;
         total += bs_bitmap(r, last, NBD_META_ID_BITMAP0 + i, bm);
     }
+    if (total == 0)                 /* the selection names nothing here */
+        return false;
     nbd_put16(last + 4, NBD_REPLY_FLAG_DONE);
     memcpy(r->hdr, out, NBD_CHUNK_HDR_SIZE);
     r->hdr_len = NBD_CHUNK_HDR_SIZE;

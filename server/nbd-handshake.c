@@ -292,6 +292,9 @@ hs_check_meta_export(struct nbd_conn *c, const struct ng_nbd_export *exp)
         c->meta_depth = false;
         c->meta_bitmaps = 0;
     }
+    /* The export may have been replaced since (same name, other list). */
+    c->meta_bitmaps &= (uint32_t)((UINT64_C(1) << exp->n_bitmaps) - 1);
+    c->meta_depth = c->meta_depth && exp->allocation_depth;
 }
 
 static int
