@@ -48,7 +48,8 @@ const char ng_default_config_text[] =
     "    description: nbdgraph built-in 1 GiB memory disk\n";
 
 static const char *const top_keys[] = {
-    "server", "nodes", "exports", "throttle-groups", "tls-creds", NULL
+    "server", "nodes", "exports", "throttle-groups", "tls-creds", "secrets",
+    NULL
 };
 static const char *const server_keys[] = {
     "listen", "control", "control-group", "max-request", "max-connections",
@@ -56,6 +57,9 @@ static const char *const server_keys[] = {
 };
 static const char *const listen_keys[] = {
     "address", "tls", "tls-creds", NULL
+};
+static const char *const secret_keys[] = {
+    "data", "file", NULL
 };
 static const char *const tls_creds_keys[] = {
     "type", "dir", "verify-peer", NULL
@@ -672,6 +676,65 @@ load_tls_creds(struct ng_config *cfg, struct ng_error *err)
     return 0;
 }
 
+/* ---- secrets: --------------------------------------------------------- */
+
+/* One of data: and file:, never both; the value itself is never shown
+ * in an error. */
+static int
+load_one_secret(const struct ng_value *map, struct ng_secret_cfg *sc,
+                struct ng_error *err)
+{
+    const struct ng_value *data = ng_value_get(map, "data");
+    const struct ng_value *file = ng_value_get(map, "file");
+    const struct ng_value *v = data != NULL ? data : file;
+    char where[NG_ERROR_MSG_MAX];
+    const char *s;
+    char *copy;
+
+    snprintf(where, sizeof where, "in secret '%s'", sc->name);
+    if (ng_config_expect_map(map, err, "secret '%s'", sc->name) == -1 ||
+        check_keys(map, secret_keys, where, err) == -1)
+        return -1;
+    if ((data == NULL) == (file == NULL))
+        return ng_value_error(err, &sc->loc, "secret '%s': give exactly one "
+                              "of 'data' and 'file'", sc->name);
+    if ((s = ng_value_to_string(v, data != NULL ? "data" : "file",
+                                err)) == NULL)
+        return -1;
+    if ((copy = strdup(s)) == NULL)
+        return ng_config_oom(err);
+    if (data != NULL)
+        sc->data = copy;
+    else
+        sc->file = copy;
+    return 0;
+}
+
+static int
+load_secrets(struct ng_config *cfg, struct ng_error *err)
+{
+    const struct ng_value *all = ng_value_get(cfg->doc, "secrets");
+    size_t i;
+
+    if (is_null(all))
+        return 0;
+    if (ng_config_expect_map(all, err, "'secrets'") == -1)
+        return -1;
+    cfg->secrets = calloc(all->n ? all->n : 1, sizeof *cfg->secrets);
+    if (cfg->secrets == NULL)
+        return ng_config_oom(err);
+    for (i = 0; i < all->n; i++) {
+        struct ng_secret_cfg *sc = &cfg->secrets[cfg->n_secrets++];
+
+        sc->loc = all->key_locs[i];
+        if ((sc->name = strdup(all->keys[i])) == NULL)
+            return ng_config_oom(err);
+        if (load_one_secret(all->items[i], sc, err) == -1)
+            return -1;
+    }
+    return 0;
+}
+
 /* Every listener with TLS names declared credentials. */
 static int
 check_listen_creds(const struct ng_config *cfg, struct ng_error *err)
@@ -1032,7 +1095,7 @@ config_build(struct ng_config *cfg, struct ng_error *err)
 
     if (check_top(cfg->doc, err) == 0 && load_server(cfg, err) == 0 &&
         load_tls_creds(cfg, err) == 0 && check_listen_creds(cfg, err) == 0 &&
-        load_groups(cfg, err) == 0 &&
+        load_groups(cfg, err) == 0 && load_secrets(cfg, err) == 0 &&
         ng_config_load_nodes(cfg, ng_value_get(cfg->doc, "nodes"), &names,
                              err) == 0)
         r = load_exports(cfg, &names, err);
@@ -1188,6 +1251,15 @@ ng_config_free(struct ng_config *cfg)
         free(cfg->tls_creds[i].dir);
     }
     free(cfg->tls_creds);
+    for (i = 0; i < cfg->n_secrets; i++) {
+        free(cfg->secrets[i].name);
+        if (cfg->secrets[i].data != NULL)
+            explicit_bzero(cfg->secrets[i].data,
+                           strlen(cfg->secrets[i].data));
+        free(cfg->secrets[i].data);
+        free(cfg->secrets[i].file);
+    }
+    free(cfg->secrets);
     for (i = 0; i < cfg->n_nodes; i++) {
         free(cfg->nodes[i].name);
         ng_value_free(cfg->nodes[i].opts);

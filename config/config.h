@@ -139,6 +139,15 @@ struct ng_group_cfg {
     struct ng_loc loc;
 };
 
+/* A secret under secrets: (QEMU's secret object), for luks's key-secret:
+ * the bytes given as `data`, or read from `file` when the daemon starts. */
+struct ng_secret_cfg {
+    char *name;
+    char *data;                 /* or NULL */
+    char *file;                 /* or NULL; exactly one of the two */
+    struct ng_loc loc;
+};
+
 struct ng_config {
     char *file;                 /* path given, or "<default>"; loc.file
                                  * in every value points here */
@@ -161,6 +170,8 @@ struct ng_config {
     size_t n_exports;
     struct ng_group_cfg *groups;    /* throttle-groups: */
     size_t n_groups;
+    struct ng_secret_cfg *secrets;  /* secrets: */
+    size_t n_secrets;
     struct ng_value *doc;       /* the parsed document, owned */
 };
 

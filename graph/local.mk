@@ -34,6 +34,9 @@ graph_libnggraph_a_SOURCES = \
 	graph/drv-null.c \
 	graph/drv-file.c \
 	graph/drv-raw.c \
+	graph/secret.h \
+	graph/secret.c \
+	graph/drv-luks.c \
 	$(NULL)
 
 # Unit tests of the leaf and format drivers.
@@ -81,6 +84,7 @@ tests_unit_test_layer_link_graph_LDFLAGS = \
 tests_unit_test_layer_link_graph_LDADD = \
 	nac/libngnac.a \
 	$(LIBUV_LIBS) \
+	$(GNUTLS_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_graph_DEPENDENCIES = graph/libnggraph.a

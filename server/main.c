@@ -19,6 +19,7 @@
 #include "config/config.h"
 #include "graph/graph.h"
 #include "graph/job.h"
+#include "graph/secret.h"
 #include "filters/filters.h"
 #include "filters/throttle.h"
 #include "nac/nac.h"
@@ -216,6 +217,26 @@ log_graph_warning(void *opaque, const char *msg)
     ng_log_warn("%s", msg);
 }
 
+/* Secrets become graph objects before any node opens: luks nodes
+ * unlock with them.  A secret file is read once, here. */
+static int
+load_secrets(struct daemon *d, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < d->cfg->n_secrets; i++) {
+        const struct ng_secret_cfg *sc = &d->cfg->secrets[i];
+        int r = sc->file != NULL
+                ? ng_secret_declare_file(d->graph, sc->name, sc->file, err)
+                : ng_secret_declare(d->graph, sc->name, sc->data,
+                                    strlen(sc->data), err);
+
+        if (r == -1)
+            return located(err, d->cfg->file, &sc->loc);
+    }
+    return 0;
+}
+
 static int
 build_graph(struct daemon *d, struct ng_error *err)
 {
@@ -229,6 +250,8 @@ build_graph(struct daemon *d, struct ng_error *err)
         if (ng_throttle_group_declare(d->graph, d->cfg->groups[i].name,
                                       d->cfg->groups[i].limits, err) == -1)
             return -1;
+    if (load_secrets(d, err) == -1)
+        return -1;
     for (i = 0; i < d->cfg->n_nodes; i++) {
         const struct ng_node_cfg *nc = &d->cfg->nodes[i];
 

@@ -1,0 +1,736 @@
+/* graph/drv-luks.c: "luks", QEMU's format driver for LUKS1 encrypted
+ * images, as `qemu-img create -f luks` and `cryptsetup luksFormat
+ * --type luks1` make them.
+ *
+ * A format over a protocol node on the "file" edge, as raw.  At open the
+ * header is read from the child, the password (the secret object named
+ * by `key-secret`) tried on each active key slot: PBKDF2 of it with the
+ * slot's salt and iterations is the key the slot's key material is
+ * encrypted with; that material, decrypted and merged (LUKS's
+ * anti-forensic split), is a candidate master key, right when its own
+ * PBKDF2 matches the header's digest.  The KDF runs on a worker thread
+ * (QEMU's default costs about a second); everything else on the loop.
+ *
+ * The payload starts payload-offset sectors into the child; each 512-byte
+ * sector is encrypted on its own with the master key, AES in XTS mode,
+ * its tweak the sector number from the payload's start (plain64: 64 bits
+ * little-endian; plain: the low 32 of them).  Reads go to a bounce
+ * buffer and are decrypted into the request; writes are encrypted into
+ * one, so no plaintext reaches the child.  Trim and write-zeroes are not
+ * offered: zeroes in the child do not decrypt to zeroes, so the client
+ * writes its zeroes as data, and block status says "all data".
+ *
+ * All cryptography is GnuTLS's (PBKDF2, the hash, AES-XTS).  LUKS2 and
+ * other ciphers and modes are refused at open with the reason.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gnutls/gnutls.h>
+#include <gnutls/crypto.h>
+
+#include "graph/graph.h"
+#include "graph/drivers.h"
+#include "graph/secret.h"
+
+#define LUKS_SECTOR 512u
+#define LUKS_MAGIC "LUKS\xba\xbe"
+#define LUKS_MAGIC_LEN 6
+#define LUKS_HDR_SIZE 592u          /* the LUKS1 header, slots included */
+#define LUKS_SLOTS 8
+#define LUKS_SLOT_ACTIVE 0x00AC71F3u
+#define LUKS_SLOT_INACTIVE 0x0000DEADu
+#define LUKS_DIGEST_SIZE 20u
+#define LUKS_SALT_SIZE 32u
+/* Bounds that no real header exceeds: a damaged one must not make us
+ * read or compute for ever. */
+#define LUKS_STRIPES_MAX 100000u
+#define LUKS_KEY_AREA_MAX (64u << 20)
+#define LUKS_MAX_TRANSFER (4u << 20)    /* bounce buffer per request */
+
+/* The header's fields we use, in host order. */
+struct luks_slot {
+    uint32_t active;
+    uint32_t iterations;
+    unsigned char salt[LUKS_SALT_SIZE];
+    uint32_t km_offset;             /* sectors */
+    uint32_t stripes;
+};
+
+struct luks_header {
+    uint16_t version;
+    char cipher_name[33], cipher_mode[33], hash_spec[33];
+    uint32_t payload_offset;        /* sectors */
+    uint32_t key_bytes;
+    unsigned char mk_digest[LUKS_DIGEST_SIZE];
+    unsigned char mk_digest_salt[LUKS_SALT_SIZE];
+    uint32_t mk_digest_iter;
+    struct luks_slot slots[LUKS_SLOTS];
+};
+
+/* What open reads and computes; freed (and wiped) when open ends. */
+struct luks_open {
+    struct ng_node *node;
+    struct ng_error *err;
+    struct ng_req req;
+    unsigned char *buf;             /* header, then header + key areas */
+    size_t buf_len;
+    uint64_t area_len;              /* bytes from 0 holding the key areas */
+    struct ng_work work;
+    unsigned char *password;        /* a copy: the worker must not touch
+                                     * the graph's registry */
+    size_t password_len;
+    int slot;                       /* the slot that opened, or -1 */
+    int work_err;                   /* a GnuTLS failure in the worker */
+};
+
+struct luks_state {
+    struct ng_node *file;           /* option "file" */
+    char *key_secret;               /* option "key-secret" */
+    struct luks_header hdr;
+    gnutls_cipher_algorithm_t cipher;
+    gnutls_digest_algorithm_t digest;
+    bool plain32;                   /* mode xts-plain: 32-bit tweaks */
+    uint64_t payload;               /* bytes */
+    unsigned char master_key[64];
+    gnutls_cipher_hd_t payload_cipher;  /* loop thread only */
+    struct luks_open *op;           /* during open */
+};
+
+/* One request in flight (ng_req_ctx()). */
+struct luks_ctx {
+    struct ng_node *node;
+    struct ng_req *req;
+    struct ng_req sub;
+    unsigned char *buf;             /* ciphertext */
+};
+
+static const struct ng_opt_desc luks_opts[] = {
+    NG_OPT_CHILD("file", struct luks_state, file, NG_ROLE_FILE, true,
+                 "the node holding the encrypted image"),
+    NG_OPT_STRING("key-secret", struct luks_state, key_secret, NULL,
+                  "id of the secret holding the password"),
+    NG_OPT_END,
+};
+
+/* ---- Header ------------------------------------------------------------ */
+
+static uint32_t
+be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+           (uint32_t)p[2] << 8 | p[3];
+}
+
+/* A NUL-padded string field of 32 bytes. */
+static void
+hdr_string(char out[33], const unsigned char *p)
+{
+    memcpy(out, p, 32);
+    out[32] = '\0';
+}
+
+/* The on-disk layout (LUKS1 spec, big-endian), into *h. */
+static void
+hdr_decode(const unsigned char *p, struct luks_header *h)
+{
+    unsigned i;
+
+    h->version = (uint16_t)(p[6] << 8 | p[7]);
+    hdr_string(h->cipher_name, p + 8);
+    hdr_string(h->cipher_mode, p + 40);
+    hdr_string(h->hash_spec, p + 72);
+    h->payload_offset = be32(p + 104);
+    h->key_bytes = be32(p + 108);
+    memcpy(h->mk_digest, p + 112, LUKS_DIGEST_SIZE);
+    memcpy(h->mk_digest_salt, p + 132, LUKS_SALT_SIZE);
+    h->mk_digest_iter = be32(p + 164);
+    for (i = 0; i < LUKS_SLOTS; i++) {
+        const unsigned char *k = p + 208 + 48 * i;
+        struct luks_slot *s = &h->slots[i];
+
+        s->active = be32(k);
+        s->iterations = be32(k + 4);
+        memcpy(s->salt, k + 8, LUKS_SALT_SIZE);
+        s->km_offset = be32(k + 40);
+        s->stripes = be32(k + 44);
+    }
+}
+
+static gnutls_digest_algorithm_t
+hash_by_name(const char *name)
+{
+    static const struct {
+        const char *name;
+        gnutls_digest_algorithm_t alg;
+    } hashes[] = {
+        { "sha1", GNUTLS_DIG_SHA1 }, { "sha224", GNUTLS_DIG_SHA224 },
+        { "sha256", GNUTLS_DIG_SHA256 }, { "sha384", GNUTLS_DIG_SHA384 },
+        { "sha512", GNUTLS_DIG_SHA512 },
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof hashes / sizeof hashes[0]; i++)
+        if (strcmp(hashes[i].name, name) == 0)
+            return hashes[i].alg;
+    return GNUTLS_DIG_UNKNOWN;
+}
+
+/* Cipher, mode and hash: the ones we implement, or the reason not. */
+static int
+hdr_check_algorithms(struct luks_state *s, struct ng_error *err)
+{
+    const struct luks_header *h = &s->hdr;
+
+    if (strcmp(h->cipher_name, "aes") != 0)
+        return ng_error_set(err, ENOTSUP, "LUKS cipher '%s' is not "
+                            "supported (only aes)", h->cipher_name);
+    if (strcmp(h->cipher_mode, "xts-plain64") != 0 &&
+        strcmp(h->cipher_mode, "xts-plain") != 0)
+        return ng_error_set(err, ENOTSUP, "LUKS cipher mode '%s' is not "
+                            "supported (only xts-plain64 and xts-plain)",
+                            h->cipher_mode);
+    s->plain32 = strcmp(h->cipher_mode, "xts-plain") == 0;
+    if (h->key_bytes == 32)
+        s->cipher = GNUTLS_CIPHER_AES_128_XTS;
+    else if (h->key_bytes == 64)
+        s->cipher = GNUTLS_CIPHER_AES_256_XTS;
+    else
+        return ng_error_set(err, EINVAL, "LUKS header is damaged: key size "
+                            "%" PRIu32 " bytes for aes-xts (expected 32 or "
+                            "64)", h->key_bytes);
+    s->digest = hash_by_name(h->hash_spec);
+    if (s->digest == GNUTLS_DIG_UNKNOWN)
+        return ng_error_set(err, ENOTSUP, "LUKS hash '%s' is not supported "
+                            "(sha1, sha224, sha256, sha384, sha512)",
+                            h->hash_spec);
+    return 0;
+}
+
+/* One slot's key area: inside the header area, before the payload. */
+static int
+hdr_check_slot(const struct luks_state *s, unsigned i, uint64_t *end,
+               struct ng_error *err)
+{
+    const struct luks_slot *k = &s->hdr.slots[i];
+    uint64_t start = (uint64_t)k->km_offset * LUKS_SECTOR;
+    uint64_t len = (uint64_t)s->hdr.key_bytes * k->stripes;
+
+    if (k->stripes == 0 || k->stripes > LUKS_STRIPES_MAX ||
+        k->iterations == 0 || start < LUKS_HDR_SIZE ||
+        start + len > s->payload)
+        return ng_error_set(err, EINVAL, "LUKS header is damaged: key slot "
+                            "%u (key material at sector %" PRIu32 ", %"
+                            PRIu32 " stripes, %" PRIu32 " iterations) does "
+                            "not fit before the payload", i, k->km_offset,
+                            k->stripes, k->iterations);
+    if (start + len > *end)
+        *end = start + len;
+    return 0;
+}
+
+/* The header read at open: a LUKS1 header we can use. */
+static int
+hdr_parse(struct luks_state *s, const unsigned char *p, int64_t file_len,
+          uint64_t *area_len, struct ng_error *err)
+{
+    struct luks_header *h = &s->hdr;
+    unsigned i, active = 0;
+
+    if (memcmp(p, LUKS_MAGIC, LUKS_MAGIC_LEN) != 0)
+        return ng_error_set(err, EINVAL, "'%s' is not a LUKS image (bad "
+                            "magic)", s->file->name);
+    hdr_decode(p, h);
+    if (h->version == 2)
+        return ng_error_set(err, ENOTSUP, "'%s' is a LUKS2 image: only "
+                            "LUKS1 is supported", s->file->name);
+    if (h->version != 1)
+        return ng_error_set(err, ENOTSUP, "'%s': unknown LUKS version %u",
+                            s->file->name, h->version);
+    if (hdr_check_algorithms(s, err) == -1)
+        return -1;
+    s->payload = (uint64_t)h->payload_offset * LUKS_SECTOR;
+    if (s->payload > (uint64_t)file_len || h->mk_digest_iter == 0)
+        return ng_error_set(err, EINVAL, "LUKS header is damaged: payload "
+                            "offset %" PRIu64 " beyond the end of '%s' (%"
+                            PRId64 " bytes) or no digest iterations",
+                            s->payload, s->file->name, file_len);
+    *area_len = 0;
+    for (i = 0; i < LUKS_SLOTS; i++) {
+        if (h->slots[i].active == LUKS_SLOT_INACTIVE)
+            continue;
+        if (h->slots[i].active != LUKS_SLOT_ACTIVE)
+            return ng_error_set(err, EINVAL, "LUKS header is damaged: key "
+                                "slot %u state 0x%08" PRIx32, i,
+                                h->slots[i].active);
+        if (hdr_check_slot(s, i, area_len, err) == -1)
+            return -1;
+        active++;
+    }
+    if (active == 0)
+        return ng_error_set(err, EINVAL, "LUKS image '%s' has no active "
+                            "key slot", s->file->name);
+    if (*area_len > LUKS_KEY_AREA_MAX)
+        return ng_error_set(err, EINVAL, "LUKS header is damaged: key "
+                            "material up to byte %" PRIu64, *area_len);
+    return 0;
+}
+
+/* ---- Crypto ------------------------------------------------------------ */
+
+/* En- or decrypt len bytes in place, sector by sector, the first one
+ * numbered `sector` (a last short sector is XTS's ciphertext stealing,
+ * as QEMU does for key material). */
+static int
+xts_sectors(gnutls_cipher_hd_t h, bool plain32, uint64_t sector,
+            unsigned char *buf, size_t len, bool encrypt)
+{
+    size_t off;
+
+    for (off = 0; off < len; off += LUKS_SECTOR, sector++) {
+        size_t n = len - off < LUKS_SECTOR ? len - off : LUKS_SECTOR;
+        uint64_t tweak = plain32 ? (sector & 0xffffffffu) : sector;
+        unsigned char iv[16] = { 0 };
+        unsigned b;
+        int r;
+
+        for (b = 0; b < 8; b++)
+            iv[b] = (unsigned char)(tweak >> (8 * b));
+        gnutls_cipher_set_iv(h, iv, sizeof iv);
+        r = encrypt ? gnutls_cipher_encrypt2(h, buf + off, n, buf + off, n)
+                    : gnutls_cipher_decrypt2(h, buf + off, n, buf + off, n);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* LUKS's diffuse step: each digest-sized piece of buf replaced by
+ * H(be32(index) || piece), cut to the piece's length. */
+static int
+af_diffuse(gnutls_digest_algorithm_t dig, unsigned char *buf, size_t len)
+{
+    unsigned ds = gnutls_hash_get_len(dig);
+    unsigned char out[64];
+    uint32_t i;
+    size_t off;
+
+    for (off = 0, i = 0; off < len; off += ds, i++) {
+        size_t n = len - off < ds ? len - off : ds;
+        unsigned char idx[4] = {
+            (unsigned char)(i >> 24), (unsigned char)(i >> 16),
+            (unsigned char)(i >> 8), (unsigned char)i,
+        };
+        gnutls_hash_hd_t h;
+
+        if (gnutls_hash_init(&h, dig) < 0)
+            return -1;
+        gnutls_hash(h, idx, sizeof idx);
+        gnutls_hash(h, buf + off, n);
+        gnutls_hash_deinit(h, out);
+        memcpy(buf + off, out, n);
+    }
+    explicit_bzero(out, sizeof out);
+    return 0;
+}
+
+/* The anti-forensic merge: stripes blocks of len bytes to one key. */
+static int
+af_merge(gnutls_digest_algorithm_t dig, const unsigned char *src,
+         uint32_t stripes, size_t len, unsigned char *key)
+{
+    uint32_t i;
+    size_t b;
+
+    memset(key, 0, len);
+    for (i = 0; i < stripes; i++) {
+        for (b = 0; b < len; b++)
+            key[b] ^= src[(size_t)i * len + b];
+        if (i + 1 < stripes && af_diffuse(dig, key, len) == -1)
+            return -1;
+    }
+    return 0;
+}
+
+static gnutls_mac_algorithm_t
+mac_of(gnutls_digest_algorithm_t dig)
+{
+    /* GnuTLS numbers its HMACs as its digests. */
+    return (gnutls_mac_algorithm_t)dig;
+}
+
+static int
+pbkdf2(gnutls_digest_algorithm_t dig, const unsigned char *pw, size_t pw_len,
+       const unsigned char *salt, uint32_t iter, unsigned char *out,
+       size_t out_len)
+{
+    gnutls_datum_t key = { .data = (unsigned char *)pw,
+                           .size = (unsigned)pw_len };
+    gnutls_datum_t salt_d = { .data = (unsigned char *)salt,
+                              .size = LUKS_SALT_SIZE };
+
+    return gnutls_pbkdf2(mac_of(dig), &key, &salt_d, iter, out, out_len);
+}
+
+/* Try the password on slot i: 1 when it opens it (master key in
+ * s->master_key), 0 when not, a negative GnuTLS error. */
+static int
+slot_try(struct luks_state *s, struct luks_open *op, unsigned i)
+{
+    const struct luks_slot *k = &s->hdr.slots[i];
+    size_t kb = s->hdr.key_bytes, km_len = kb * k->stripes;
+    unsigned char slot_key[64], digest[LUKS_DIGEST_SIZE];
+    unsigned char *km = malloc(km_len);
+    gnutls_datum_t key_d = { .data = slot_key, .size = (unsigned)kb };
+    gnutls_cipher_hd_t h = NULL;
+    int r;
+
+    if (km == NULL)
+        return GNUTLS_E_MEMORY_ERROR;
+    memcpy(km, op->buf + (size_t)k->km_offset * LUKS_SECTOR, km_len);
+    r = pbkdf2(s->digest, op->password, op->password_len, k->salt,
+               k->iterations, slot_key, kb);
+    if (r >= 0)
+        r = gnutls_cipher_init(&h, s->cipher, &key_d, NULL);
+    if (r >= 0)
+        r = xts_sectors(h, s->plain32, 0, km, km_len, false);
+    if (r >= 0 && af_merge(s->digest, km, k->stripes, kb, s->master_key) < 0)
+        r = GNUTLS_E_HASH_FAILED;
+    if (r >= 0)
+        r = pbkdf2(s->digest, s->master_key, kb, s->hdr.mk_digest_salt,
+                   s->hdr.mk_digest_iter, digest, sizeof digest);
+    if (r >= 0)
+        r = memcmp(digest, s->hdr.mk_digest, sizeof digest) == 0;
+    if (h != NULL)
+        gnutls_cipher_deinit(h);
+    explicit_bzero(km, km_len);
+    explicit_bzero(slot_key, sizeof slot_key);
+    free(km);
+    return r;
+}
+
+/* Worker thread: the slots, in order, until one opens. */
+static void
+unlock_work(struct ng_work *w)
+{
+    struct luks_open *op = (struct luks_open *)
+        ((char *)w - offsetof(struct luks_open, work));
+    struct luks_state *s = ng_node_state(op->node);
+    unsigned i;
+
+    op->slot = -1;
+    for (i = 0; i < LUKS_SLOTS; i++) {
+        int r;
+
+        if (s->hdr.slots[i].active != LUKS_SLOT_ACTIVE)
+            continue;
+        r = slot_try(s, op, i);
+        if (r < 0) {
+            op->work_err = r;
+            break;
+        }
+        if (r == 1) {
+            op->slot = (int)i;
+            break;
+        }
+    }
+}
+
+/* ---- Open -------------------------------------------------------------- */
+
+static void
+open_finish(struct luks_state *s, int ret)
+{
+    struct luks_open *op = s->op;
+    struct ng_node *node = op->node;
+
+    s->op = NULL;
+    if (op->password != NULL) {
+        explicit_bzero(op->password, op->password_len);
+        free(op->password);
+    }
+    if (op->buf != NULL) {
+        explicit_bzero(op->buf, op->buf_len);
+        free(op->buf);
+    }
+    free(op);
+    if (ret < 0)
+        explicit_bzero(s->master_key, sizeof s->master_key);
+    ng_node_opened(node, ret);
+}
+
+static void
+unlock_done(struct ng_work *w)
+{
+    struct luks_open *op = (struct luks_open *)
+        ((char *)w - offsetof(struct luks_open, work));
+    struct luks_state *s = ng_node_state(op->node);
+    gnutls_datum_t key = { .data = s->master_key,
+                           .size = s->hdr.key_bytes };
+    int r;
+
+    if (op->work_err < 0) {
+        ng_error_set(op->err, EIO, "LUKS key slot check failed: %s",
+                     gnutls_strerror(op->work_err));
+        open_finish(s, -1);
+        return;
+    }
+    if (op->slot < 0) {
+        /* An inline file child's generated name would tell nothing. */
+        if (s->file->auto_named)
+            ng_error_set(op->err, EPERM, "invalid password for its LUKS "
+                         "image: secret '%s' opens no key slot",
+                         s->key_secret);
+        else
+            ng_error_set(op->err, EPERM, "invalid password for '%s': "
+                         "secret '%s' opens no key slot", s->file->name,
+                         s->key_secret);
+        open_finish(s, -1);
+        return;
+    }
+    r = gnutls_cipher_init(&s->payload_cipher, s->cipher, &key, NULL);
+    if (r < 0) {
+        s->payload_cipher = NULL;
+        ng_error_set(op->err, EIO, "cannot set up %s: %s",
+                     gnutls_cipher_get_name(s->cipher), gnutls_strerror(r));
+        open_finish(s, -1);
+        return;
+    }
+    open_finish(s, 0);
+}
+
+/* Read [0, len) of the child into op->buf, then `next`. */
+static void
+open_read(struct luks_open *op, size_t len,
+          void (*next)(struct ng_req *req, int ret))
+{
+    struct luks_state *s = ng_node_state(op->node);
+    unsigned char *buf = realloc(op->buf, len);
+
+    if (buf == NULL) {
+        ng_error_set(op->err, ENOMEM, "out of memory");
+        open_finish(s, -1);
+        return;
+    }
+    op->buf = buf;
+    op->buf_len = len;
+    ng_req_init(&op->req, NG_OP_READ, 0, len, 0);
+    ng_req_set_buf(&op->req, buf);
+    op->req.done = next;
+    op->req.opaque = op;
+    ng_node_submit(s->file, &op->req);
+}
+
+static void
+key_areas_read(struct ng_req *req, int ret)
+{
+    struct luks_open *op = req->opaque;
+    struct luks_state *s = ng_node_state(op->node);
+
+    if (ret < 0) {
+        ng_error_set(op->err, -ret, "cannot read the LUKS key material "
+                     "from '%s': %s", s->file->name, strerror(-ret));
+        open_finish(s, -1);
+        return;
+    }
+    op->work.fn = unlock_work;
+    op->work.after = unlock_done;
+    ng_node_queue_work(op->node, &op->work);
+}
+
+static void
+header_read(struct ng_req *req, int ret)
+{
+    struct luks_open *op = req->opaque;
+    struct luks_state *s = ng_node_state(op->node);
+
+    if (ret < 0) {
+        ng_error_set(op->err, -ret, "cannot read the LUKS header from "
+                     "'%s': %s", s->file->name, strerror(-ret));
+        open_finish(s, -1);
+        return;
+    }
+    if (hdr_parse(s, op->buf, ng_node_length(s->file), &op->area_len,
+                  op->err) == -1) {
+        open_finish(s, -1);
+        return;
+    }
+    open_read(op, (size_t)op->area_len, key_areas_read);
+}
+
+/* The secret's bytes, copied for the worker thread. */
+static int
+open_take_password(struct luks_state *s, struct luks_open *op,
+                   struct ng_error *err)
+{
+    const struct ng_secret *sec = ng_secret_find(op->node->graph,
+                                                 s->key_secret);
+
+    if (sec == NULL)
+        return ng_error_set(err, ENOENT, "key-secret '%s': no such secret "
+                            "(declare it under secrets:)", s->key_secret);
+    op->password = malloc(sec->len ? sec->len : 1);
+    if (op->password == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    memcpy(op->password, sec->data, sec->len);
+    op->password_len = sec->len;
+    return 0;
+}
+
+static void
+luks_open(struct ng_node *node, struct ng_error *err)
+{
+    struct luks_state *s = ng_node_state(node);
+    struct luks_open *op = calloc(1, sizeof *op);
+    int64_t len = ng_node_length(s->file);
+
+    if (op == NULL) {
+        ng_error_set(err, ENOMEM, "out of memory");
+        ng_node_opened(node, -1);
+        return;
+    }
+    op->node = node;
+    op->err = err;
+    s->op = op;
+    if (open_take_password(s, op, err) == -1) {
+        open_finish(s, -1);
+        return;
+    }
+    if (len < (int64_t)LUKS_HDR_SIZE) {
+        ng_error_set(err, EINVAL, "'%s' is too small for a LUKS header (%"
+                     PRId64 " bytes)", s->file->name, len < 0 ? 0 : len);
+        open_finish(s, -1);
+        return;
+    }
+    open_read(op, LUKS_HDR_SIZE, header_read);
+}
+
+static void
+luks_close(struct ng_node *node)
+{
+    struct luks_state *s = ng_node_state(node);
+
+    if (s->payload_cipher != NULL)
+        gnutls_cipher_deinit(s->payload_cipher);
+    s->payload_cipher = NULL;
+    explicit_bzero(s->master_key, sizeof s->master_key);
+}
+
+/* ---- Requests ---------------------------------------------------------- */
+
+static void
+luks_ctx_done(struct luks_ctx *c, int ret)
+{
+    struct ng_req *req = c->req;
+
+    free(c->buf);
+    ng_req_complete(req, ret);
+}
+
+static void
+luks_read_done(struct ng_req *sub, int ret)
+{
+    struct luks_ctx *c = sub->opaque;
+    struct luks_state *s = ng_node_state(c->node);
+    struct ng_req *req = c->req;
+
+    if (ret == 0 && xts_sectors(s->payload_cipher, s->plain32,
+                                req->offset / LUKS_SECTOR, c->buf,
+                                req->length, false) < 0)
+        ret = -EIO;
+    if (ret == 0)
+        ng_iov_from_buf(&req->iov, 0, c->buf, req->length);
+    luks_ctx_done(c, ret);
+}
+
+static void
+luks_write_done(struct ng_req *sub, int ret)
+{
+    luks_ctx_done(sub->opaque, ret);
+}
+
+static void
+luks_submit(struct ng_node *node, struct ng_req *req)
+{
+    struct luks_state *s = ng_node_state(node);
+    struct luks_ctx *c;
+    bool write = req->op == NG_OP_WRITE;
+
+    if (req->op == NG_OP_FLUSH) {
+        ng_node_submit(s->file, req);
+        return;
+    }
+    if ((c = ng_req_ctx(node, req)) == NULL ||
+        (c->buf = malloc(req->length ? req->length : 1)) == NULL) {
+        ng_req_complete(req, -ENOMEM);
+        return;
+    }
+    c->node = node;
+    c->req = req;
+    if (write) {
+        ng_iov_to_buf(&req->iov, 0, c->buf, req->length);
+        if (xts_sectors(s->payload_cipher, s->plain32,
+                        req->offset / LUKS_SECTOR, c->buf, req->length,
+                        true) < 0) {
+            luks_ctx_done(c, -EIO);
+            return;
+        }
+    }
+    ng_req_init(&c->sub, req->op, s->payload + req->offset, req->length,
+                req->flags & NG_REQ_FUA);
+    ng_req_set_buf(&c->sub, c->buf);
+    c->sub.done = write ? luks_write_done : luks_read_done;
+    c->sub.opaque = c;
+    ng_node_submit(s->file, &c->sub);
+}
+
+/* The child's caps that hold for encrypted data; our size; 512-byte
+ * sectors, the unit of encryption. */
+static int
+luks_refresh(struct ng_node *node, struct ng_node_facts *facts,
+             struct ng_error *err)
+{
+    const struct luks_state *s = ng_node_state(node);
+    const struct ng_node_facts *child = ng_node_facts(s->file);
+    uint32_t max = LUKS_MAX_TRANSFER;
+
+    (void)err;
+    facts->caps = child->caps & (NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA |
+                                 NG_CAP_MULTI_CONN);
+    facts->request_alignment = LUKS_SECTOR;
+    if (child->max_transfer != 0 && child->max_transfer < max)
+        max = child->max_transfer / LUKS_SECTOR * LUKS_SECTOR;
+    facts->max_transfer = max >= LUKS_SECTOR ? max : LUKS_SECTOR;
+    facts->opt_transfer = child->opt_transfer;
+    if (child->size < 0)
+        facts->size = child->size;
+    else if ((uint64_t)child->size <= s->payload)
+        facts->size = 0;
+    else
+        facts->size = (int64_t)(((uint64_t)child->size - s->payload) /
+                                LUKS_SECTOR * LUKS_SECTOR);
+    return 0;
+}
+
+const struct ng_driver ng_driver_luks = {
+    .name       = "luks",
+    .help       = "LUKS1 encrypted image format (aes-xts)",
+    .is_filter  = false,
+    .state_size = sizeof(struct luks_state),
+    .req_ctx_size = sizeof(struct luks_ctx),
+    .opts       = luks_opts,
+    /* The key derivation at open, which may take a second or more. */
+    .thread_model = NG_THREADS_PARALLEL,
+    .pool_scope = NG_POOL_PER_DRIVER,
+    .threads    = 2,
+    .open_async = luks_open,
+    .close      = luks_close,
+    .submit     = luks_submit,
+    .refresh    = luks_refresh,
+    .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
+                  NG_OP_BIT(NG_OP_FLUSH),
+};
