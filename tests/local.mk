@@ -49,3 +49,7 @@ include tests/control.mk
 
 include tests/interop/local.mk
 include tests/fuzz/local.mk
+
+# The luks format driver against qemu-img/qemu-io and cryptsetup.
+TESTS += tests/test-luks.sh
+EXTRA_DIST += tests/test-luks.sh
