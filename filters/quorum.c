@@ -12,8 +12,9 @@
  *   wins if it has at least vote-threshold members, else the read fails
  *   with EIO.  The winning data are copied to the caller.  A child that
  *   failed or lost the vote is reported with a warning in the daemon's
- *   log naming it and the range (QEMU's QUORUM_REPORT_BAD event; graph/
- *   and filters/ cannot emit QMP events, so it is a log line); with
+ *   log naming it and the range, and with QEMU's QUORUM_REPORT_BAD event
+ *   (through the graph's event hook: the daemon sends it to its control
+ *   clients; QUORUM_FAILURE when too few agree); with
  *   rewrite-corrupted the losers are written with the winning data
  *   before the read completes (a failed rewrite is reported, and does
  *   not fail the read, whose data are right).
@@ -152,15 +153,61 @@ quorum_refresh(struct ng_node *node, struct ng_node_facts *facts,
 
 /* ---- Sub-requests -------------------------------------------------------- */
 
+/* The request's range in QEMU's 512-byte sectors, for the events. */
 static void
-quorum_report(struct quorum_ctx *c, unsigned i, const char *what)
+quorum_sectors(const struct ng_req *req, int64_t *first, int64_t *count)
+{
+    uint64_t end = (req->offset + req->length + 511) / 512;
+
+    *first = (int64_t)(req->offset / 512);
+    *count = (int64_t)end - *first;
+}
+
+/* Child i failed the request (ret < 0) or lost the vote (ret == 0): a
+ * line in the log and QEMU's QUORUM_REPORT_BAD event. */
+static void
+quorum_report(struct quorum_ctx *c, unsigned i, int ret)
 {
     const struct quorum_state *s = ng_node_state(c->node);
     const struct ng_req *req = c->req;
+    const char *child = s->children.nodes[i]->name;
+    const char *what = ret < 0 ? strerror(-ret)
+                               : "contents differ from the majority";
+    struct ng_event_field f[5] = {
+        { .key = "type", .kind = NG_EVENT_STR,
+          .str = req->op == NG_OP_READ ? "read"
+                 : req->op == NG_OP_FLUSH ? "flush" : "write" },
+        { .key = "node-name", .kind = NG_EVENT_STR, .str = child },
+        { .key = "sector-num", .kind = NG_EVENT_INT },
+        { .key = "sectors-count", .kind = NG_EVENT_INT },
+        { .key = "error", .kind = NG_EVENT_STR, .str = what },
+    };
 
     ng_node_warn(c->node, "quorum: child '%s' %s offset=%" PRIu64
-                 " length=%" PRIu64 ": %s", s->children.nodes[i]->name,
-                 ng_op_name(req->op), req->offset, req->length, what);
+                 " length=%" PRIu64 ": %s", child, ng_op_name(req->op),
+                 req->offset, req->length, what);
+    quorum_sectors(req, &f[2].num, &f[3].num);
+    /* As QEMU: "error" only when the child failed. */
+    ng_graph_emit(c->node->graph, "QUORUM_REPORT_BAD", f, ret < 0 ? 5 : 4);
+}
+
+/* Too few children agree on a read: QEMU's QUORUM_FAILURE. */
+static void
+quorum_report_failure(struct quorum_ctx *c)
+{
+    const struct quorum_state *s = ng_node_state(c->node);
+    const struct ng_req *req = c->req;
+    struct ng_event_field f[3] = {
+        { .key = "reference", .kind = NG_EVENT_STR, .str = c->node->name },
+        { .key = "sector-num", .kind = NG_EVENT_INT },
+        { .key = "sectors-count", .kind = NG_EVENT_INT },
+    };
+
+    ng_node_warn(c->node, "quorum: read offset=%" PRIu64 " length=%"
+                 PRIu64 ": no %" PRId64 " children agree", req->offset,
+                 req->length, s->threshold);
+    quorum_sectors(req, &f[1].num, &f[2].num);
+    ng_graph_emit(c->node->graph, "QUORUM_FAILURE", f, 3);
 }
 
 /* Child i's copy of the request; its data from `buf`, or the caller's
@@ -212,7 +259,7 @@ quorum_write_done(struct ng_req *sub, int ret)
         }
         if (first_err == 0)
             first_err = c->subs[i].ret;
-        quorum_report(c, i, strerror(-c->subs[i].ret));
+        quorum_report(c, i, c->subs[i].ret);
     }
     quorum_finish(c, ok >= s->threshold ? 0 : first_err);
 }
@@ -245,7 +292,7 @@ quorum_fifo_done(struct ng_req *sub, int ret)
         return;
     }
     qs->ret = ret;
-    quorum_report(c, c->next - 1, strerror(-ret));
+    quorum_report(c, c->next - 1, ret);
     quorum_fifo_next(c);
 }
 
@@ -302,8 +349,15 @@ quorum_rewrite_done(struct ng_req *sub, int ret)
     struct quorum_sub *qs = sub->opaque;
     struct quorum_ctx *c = qs->c;
 
-    if (ret < 0)
-        quorum_report(c, (unsigned)(qs - c->subs), "rewrite failed");
+    /* Only a log line: QEMU reports no event for a failed rewrite. */
+    if (ret < 0) {
+        const struct quorum_state *s = ng_node_state(c->node);
+
+        ng_node_warn(c->node, "quorum: child '%s' read offset=%" PRIu64
+                     " length=%" PRIu64 ": rewrite failed: %s",
+                     s->children.nodes[qs - c->subs]->name, c->req->offset,
+                     c->req->length, strerror(-ret));
+    }
     if (--c->pending == 0)
         quorum_finish(c, 0);
 }
@@ -344,18 +398,16 @@ quorum_vote(struct quorum_ctx *c)
         if (c->subs[i].ret < 0) {
             if (first_err == -EIO)
                 first_err = c->subs[i].ret;
-            quorum_report(c, i, strerror(-c->subs[i].ret));
+            quorum_report(c, i, c->subs[i].ret);
         } else if (votes > 0 &&
                    memcmp(quorum_buf(c, i), quorum_buf(c, win),
                           req->length) != 0) {
-            quorum_report(c, i, "contents differ from the majority");
+            quorum_report(c, i, 0);
             any_lost = lost[i] = true;
         }
     }
     if (votes < s->threshold) {
-        ng_node_warn(c->node, "quorum: read offset=%" PRIu64 " length=%"
-                     PRIu64 ": no %" PRId64 " children agree", req->offset,
-                     req->length, s->threshold);
+        quorum_report_failure(c);
         /* Every read failed: their error; else the replicas disagree. */
         quorum_finish(c, votes == 0 ? first_err : -EIO);
         return;

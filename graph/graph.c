@@ -267,6 +267,14 @@ ng_node_warn(struct ng_node *node, const char *fmt, ...)
         fprintf(stderr, "%s\n", msg);
 }
 
+void
+ng_graph_emit(struct ng_graph *g, const char *event,
+              const struct ng_event_field *fields, size_t n)
+{
+    if (g->event != NULL)
+        g->event(g->event_opaque, event, fields, n);
+}
+
 /* What a driver may assume (see struct ng_driver's submit): refuse
  * everything else here, once, with the errno the NBD layer expects. */
 static int

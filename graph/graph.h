@@ -722,6 +722,29 @@ void ng_bb_submit(struct ng_bb *bb, struct ng_req *req);
  * and filters/ have no log of their own; the daemon points this at its. */
 typedef void ng_graph_warn_fn(void *opaque, const char *msg);
 
+/* An event a driver reports to the daemon's clients, under QEMU's name
+ * and with QEMU's data (quorum's QUORUM_REPORT_BAD and QUORUM_FAILURE):
+ * a name and flat fields, borrowed for the call.  graph/ and filters/
+ * know no QMP; the daemon subscribes (ng_graph's event hook) and turns
+ * each into a QMP event. */
+enum ng_event_kind { NG_EVENT_STR, NG_EVENT_INT };
+
+struct ng_event_field {
+    const char *key;
+    enum ng_event_kind kind;
+    const char *str;                /* NG_EVENT_STR */
+    int64_t num;                    /* NG_EVENT_INT */
+};
+
+typedef void ng_graph_event_fn(void *opaque, const char *event,
+                               const struct ng_event_field *fields,
+                               size_t n);
+
+/* Hand an event to the graph's event hook; nothing happens without one.
+ * Loop thread. */
+void ng_graph_emit(struct ng_graph *g, const char *event,
+                   const struct ng_event_field *fields, size_t n);
+
 struct ng_graph {
     uv_loop_t *loop;                /* borrowed */
     const struct ng_driver *const *drivers;  /* registry, borrowed */
@@ -743,6 +766,10 @@ struct ng_graph {
     ng_graph_warn_fn *warn;         /* where drivers' warnings go (the
                                      * daemon sets its log); NULL = stderr */
     void *warn_opaque;
+    ng_graph_event_fn *event;       /* where drivers' events go (the
+                                     * daemon's control clients); NULL =
+                                     * nowhere */
+    void *event_opaque;
 };
 
 /* `drivers`: the registry nodes are created from (NULL-terminated,

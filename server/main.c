@@ -27,6 +27,7 @@
 #include "server/exports.h"
 #include "server/log.h"
 #include "server/nbd.h"
+#include "server/qmp-util.h"
 #include "server/reload.h"
 #include "server/sd-daemon.h"
 #include "server/tls.h"
@@ -288,6 +289,8 @@ start_server(struct daemon *d, struct ng_error *err)
     ng_nbd_server_set_max_connections(d->nbd, d->cfg->max_connections);
     ng_nbd_server_set_idle_timeout(d->nbd, d->cfg->idle_timeout);
     d->ctl_ctx.graph = d->graph;
+    d->graph->event = ng_qmp_graph_event;
+    d->graph->event_opaque = &d->ctl_ctx;
     d->ctl_ctx.nbd = d->nbd;
     d->ctl_ctx.nac = d->nac;
     d->ctl_ctx.reload = ng_reload_new(d->cfg, strcmp(d->cfg->file,

@@ -79,6 +79,24 @@ ng_qmp_job_id(struct ng_control_ctx *ctx, json_t *args, const char *prefix,
 }
 
 void
+ng_qmp_graph_event(void *opaque, const char *event,
+                   const struct ng_event_field *fields, size_t n)
+{
+    struct ng_control_ctx *ctx = opaque;
+    json_t *data = json_object();
+    size_t i;
+
+    if (data == NULL)
+        return;
+    for (i = 0; i < n; i++)
+        json_object_set_new(data, fields[i].key,
+                            fields[i].kind == NG_EVENT_STR
+                            ? json_string(fields[i].str)
+                            : json_integer(fields[i].num));
+    ng_control_emit(ctx->control, event, data);
+}
+
+void
 ng_qmp_graph_changed(struct ng_control_ctx *ctx, const char *change,
                      const char *job, json_t *fields)
 {

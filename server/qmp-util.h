@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "graph/graph.h"
 #include "graph/value.h"
 #include "server/control.h"
 
@@ -24,5 +25,11 @@ const char *ng_qmp_job_id(struct ng_control_ctx *ctx, json_t *args,
  * `fields` is stolen and may be NULL. */
 void ng_qmp_graph_changed(struct ng_control_ctx *ctx, const char *change,
                           const char *job, json_t *fields);
+
+/* The graph's event hook (ng_graph_event_fn): a driver's event, its
+ * fields as the QMP event's data, to every control client.  `opaque` is
+ * the struct ng_control_ctx. */
+void ng_qmp_graph_event(void *opaque, const char *event,
+                        const struct ng_event_field *fields, size_t n);
 
 #endif

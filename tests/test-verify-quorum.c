@@ -15,7 +15,9 @@
  * bad child is logged by name, and rewrite-corrupted repairs qc; a write
  * that one child fails still succeeds; where the two readable children
  * disagree, no two agree and the read fails with EIO.  fifo fails over
- * to the next child.  Too few children for the threshold are refused.
+ * to the next child.  Each bad child is a QUORUM_REPORT_BAD event (QEMU's
+ * data: type, node-name, sectors, error when it failed) to a control
+ * client, the read without a majority a QUORUM_FAILURE.  Too few children for the threshold are refused.
  */
 #include <config.h>
 
@@ -243,8 +245,41 @@ scribble(struct nbd_handle *nbd, uint64_t off)
         ng_test_fail_nbd("write behind the quorum's back");
 }
 
+/* Wait (bounded) for `event` with these data; other events are skipped.
+ * error: the "error" member wanted, or NULL for none. */
 static void
-test_quorum(struct ng_test_daemon *d)
+expect_event(struct ng_test_qmp *ev, const char *event, const char *node_key,
+             const char *node, int64_t sector, int64_t count,
+             const char *type, const char *error)
+{
+    json_t *e;
+
+    while ((e = ng_test_qmp_next_event(ev, 10000)) != NULL) {
+        json_t *data = json_object_get(e, "data");
+        const char *name = json_string_value(json_object_get(e, "event"));
+        const char *n = json_string_value(json_object_get(data, node_key));
+        const char *t = json_string_value(json_object_get(data, "type"));
+        const char *err = json_string_value(json_object_get(data, "error"));
+        bool match = name != NULL && strcmp(name, event) == 0 &&
+            n != NULL && strcmp(n, node) == 0 &&
+            json_integer_value(json_object_get(data, "sector-num")) ==
+                sector &&
+            json_integer_value(json_object_get(data, "sectors-count")) ==
+                count &&
+            (type == NULL ? t == NULL : t != NULL && strcmp(t, type) == 0) &&
+            (error == NULL ? err == NULL
+                           : err != NULL && strcmp(err, error) == 0);
+
+        json_decref(e);
+        if (match)
+            return;
+    }
+    ng_test_fail("no %s event for %s '%s' sectors %lld+%lld", event,
+                 node_key, node, (long long)sector, (long long)count);
+}
+
+static void
+test_quorum(struct ng_test_daemon *d, struct ng_test_qmp *ev)
 {
     struct nbd_handle *qv = connect_export(d, "qv");
     struct nbd_handle *qf = connect_export(d, "qf");
@@ -258,23 +293,31 @@ test_quorum(struct ng_test_daemon *d)
     expect_seed(qv, MiB, 65536, Q_SEED);
     expect_log("node 'qv': quorum: child 'qb' read offset=1048576 "
                "length=65536: Input/output error");
+    expect_event(ev, "QUORUM_REPORT_BAD", "node-name", "qb", 2048, 128,
+                 "read", "Input/output error");
 
     /* qc is wrong here: qa and qb outvote it, and it is repaired. */
     scribble(qc, 3 * MiB + 4096);
     expect_seed(qv, 3 * MiB, 65536, Q_SEED);
     expect_log("node 'qv': quorum: child 'qc' read offset=3145728 "
                "length=65536: contents differ from the majority");
+    expect_event(ev, "QUORUM_REPORT_BAD", "node-name", "qc", 6144, 128,
+                 "read", NULL);
     expect_seed(qc, 3 * MiB, 65536, Q_SEED);
 
     /* qb fails this write: two of three is the threshold. */
     write_seed(qv, 2 * MiB, 65536, Q_SEED + 1);
     expect_log("node 'qv': quorum: child 'qb' write offset=2097152 "
                "length=65536");
+    expect_event(ev, "QUORUM_REPORT_BAD", "node-name", "qb", 4096, 128,
+                 "write", "Input/output error");
     expect_seed(qc, 2 * MiB, 65536, Q_SEED + 1);
 
     /* fifo: qb fails, qa answers. */
     expect_seed(qf, MiB, 65536, Q_SEED);
     expect_log("node 'qf': quorum: child 'qb' read offset=1048576");
+    expect_event(ev, "QUORUM_REPORT_BAD", "node-name", "qb", 2048, 128,
+                 "read", "Input/output error");
 
     /* qb fails and qc is wrong: no two agree. */
     scribble(qc, MiB + 65536);
@@ -284,11 +327,14 @@ test_quorum(struct ng_test_daemon *d)
                      nbd_get_error() ? nbd_get_error() : "success");
     expect_log("node 'qv': quorum: read offset=1114112 length=65536: "
                "no 2 children agree");
+    expect_event(ev, "QUORUM_FAILURE", "reference", "qv", 2176, 128, NULL,
+                 NULL);
     nbd_close(qv);
     nbd_close(qf);
     nbd_close(qc);
     printf("quorum outvotes a failing and a wrong child, repairs it, "
-           "fails over with fifo\n");
+           "fails over with fifo; QUORUM_REPORT_BAD and QUORUM_FAILURE "
+           "events\n");
 }
 
 static void
@@ -313,7 +359,7 @@ main(void)
 {
     const char *tmp = getenv("TMPDIR");
     struct ng_test_daemon *d;
-    struct ng_test_qmp *q;
+    struct ng_test_qmp *q, *ev;
     struct nbd_handle *nbd;
     char yaml[4096], cmd[300];
 
@@ -357,7 +403,9 @@ main(void)
     test_mismatch(nbd);
     test_size_refused(q);
     test_dump(q);
-    test_quorum(d);
+    ev = ng_test_qmp_connect(d->control);
+    test_quorum(d, ev);
+    ng_test_qmp_close(ev);
     test_quorum_refused(q);
     nbd_close(nbd);
     ng_test_qmp_close(q);
