@@ -56,6 +56,11 @@ struct quorum_state {
     int64_t threshold;              /* option "vote-threshold" */
     int read_pattern;               /* option "read-pattern" */
     bool rewrite;                   /* option "rewrite-corrupted" */
+    /* QEMU's child names, "children.N": N for each child, in the order
+     * of children.nodes, and the N the next added child gets (as QEMU:
+     * one more than the last child's). */
+    unsigned labels[QUORUM_MAX_CHILDREN];
+    unsigned next_label;
 };
 
 struct quorum_ctx;
@@ -121,10 +126,13 @@ quorum_check_children(const struct quorum_state *s, struct ng_error *err)
 static int
 quorum_open(struct ng_node *node, struct ng_error *err)
 {
-    const struct quorum_state *s = ng_node_state(node);
+    struct quorum_state *s = ng_node_state(node);
 
     if (quorum_check_children(s, err) == -1)
         return -1;
+    for (size_t i = 0; i < s->children.n; i++)
+        s->labels[i] = (unsigned)i;
+    s->next_label = (unsigned)s->children.n;
     if (s->threshold < 1 || (uint64_t)s->threshold > s->children.n)
         return ng_error_set(err, EINVAL, "'vote-threshold' must be 1 to the "
                             "number of children (%zu), not %" PRId64,
@@ -149,6 +157,94 @@ quorum_refresh(struct ng_node *node, struct ng_node_facts *facts,
     facts->size = ng_node_length(s->children.nodes[0]);
     facts->caps = caps;
     return 0;
+}
+
+/* ---- x-blockdev-change ---------------------------------------------------- */
+
+/* As QEMU's quorum_add_child, plus what our open checks: room, not a
+ * child already, the same size. */
+static int
+quorum_add_child(struct ng_node *node, struct ng_node *child, bool check_only,
+                 struct ng_error *err)
+{
+    struct quorum_state *s = ng_node_state(node);
+    struct ng_children *ch = &s->children;
+    struct ng_node **nodes;
+
+    if (ch->n == QUORUM_MAX_CHILDREN)
+        return ng_error_set(err, EINVAL, "quorum '%s' has %d children "
+                            "already, the most it can have", node->name,
+                            QUORUM_MAX_CHILDREN);
+    for (size_t i = 0; i < ch->n; i++)
+        if (ch->nodes[i] == child)
+            return ng_error_set(err, EEXIST, "node '%s' is a child of '%s' "
+                                "already", child->name, node->name);
+    if (ng_node_length(child) != ng_node_length(ch->nodes[0]))
+        return ng_error_set(err, EINVAL, "node '%s' has %" PRId64 " bytes, "
+                            "the children of '%s' %" PRId64, child->name,
+                            ng_node_length(child), node->name,
+                            ng_node_length(ch->nodes[0]));
+    if (check_only)
+        return 0;
+    nodes = realloc(ch->nodes, (ch->n + 1) * sizeof *nodes);
+    if (nodes == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    ch->nodes = nodes;
+    ch->nodes[ch->n] = child;
+    s->labels[ch->n++] = s->next_label++;
+    return 0;
+}
+
+/* Which child `name` is: "children.N" (QEMU's name) or a node-name. */
+static int
+quorum_find_child(const struct quorum_state *s, const char *name)
+{
+    const char *prefix = "children.";
+    size_t plen = strlen(prefix);
+
+    for (size_t i = 0; i < s->children.n; i++) {
+        char label[32];
+
+        snprintf(label, sizeof label, "%s%u", prefix, s->labels[i]);
+        if (strcmp(name, label) == 0 ||
+            (strncmp(name, prefix, plen) != 0 &&
+             strcmp(name, s->children.nodes[i]->name) == 0))
+            return (int)i;
+    }
+    return -1;
+}
+
+/* As QEMU's quorum_del_child: never below the vote threshold (nor, ours,
+ * below the 2 children a quorum needs). */
+static struct ng_node *
+quorum_del_child(struct ng_node *node, const char *child, bool check_only,
+                 struct ng_error *err)
+{
+    struct quorum_state *s = ng_node_state(node);
+    struct ng_children *ch = &s->children;
+    int i = quorum_find_child(s, child);
+    struct ng_node *gone;
+
+    if (i < 0)
+        return ng_error_set(err, ENOENT, "node '%s' has no child '%s'",
+                            node->name, child), NULL;
+    if ((int64_t)ch->n <= s->threshold || ch->n <= 2)
+        return ng_error_set(err, EINVAL, "cannot remove '%s' from '%s': the "
+                            "number of children cannot be lower than the "
+                            "vote threshold %" PRId64 " or 2", child,
+                            node->name, s->threshold), NULL;
+    gone = ch->nodes[i];
+    if (check_only)
+        return gone;
+    /* As QEMU: the newest child's number is given out again. */
+    if (s->labels[i] == s->next_label - 1)
+        s->next_label--;
+    memmove(&ch->nodes[i], &ch->nodes[i + 1],
+            (ch->n - (size_t)i - 1) * sizeof ch->nodes[0]);
+    memmove(&s->labels[i], &s->labels[i + 1],
+            (ch->n - (size_t)i - 1) * sizeof s->labels[0]);
+    ch->n--;
+    return gone;
 }
 
 /* ---- Sub-requests -------------------------------------------------------- */
@@ -479,6 +575,8 @@ const struct ng_driver ng_filter_quorum = {
     .open       = quorum_open,
     .refresh    = quorum_refresh,
     .submit     = quorum_submit,
+    .add_child  = quorum_add_child,
+    .del_child  = quorum_del_child,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_WRITE_ZEROES),
 };

@@ -519,6 +519,22 @@ struct ng_driver {
      * section. */
     int (*reconfigure)(struct ng_node *node, const struct ng_value *opts,
                        struct ng_error *err);
+
+    /* Optional: QEMU's x-blockdev-change, for drivers with a list of
+     * children (quorum); see ng_graph_change_child().  Loop thread; with
+     * check_only false inside a drained section over the node.
+     * add_child: could `child` (open, not one of ours) become one more
+     * child?  Unless check_only, also take it into the driver's state;
+     * the graph makes the edge (role NG_ROLE_CHILDREN) and refreshes.
+     * del_child: the child the user calls `child` (QEMU's "children.N",
+     * or its node-name), if it may go; unless check_only, also taken out
+     * of the driver's state; the graph then drops the edge.  Return 0
+     * (add) or the child (del), or -1 (NULL) with *err set and nothing
+     * changed. */
+    int (*add_child)(struct ng_node *node, struct ng_node *child,
+                     bool check_only, struct ng_error *err);
+    struct ng_node *(*del_child)(struct ng_node *node, const char *child,
+                                 bool check_only, struct ng_error *err);
 };
 
 /* For open_async and close_async: the open or close finished.  ret is 0,
@@ -904,6 +920,23 @@ typedef void ng_mutation_done_fn(void *opaque, const struct ng_error *err);
 int ng_graph_mutate(struct ng_graph *g, struct ng_node *node,
                     ng_mutation_fn *fn, ng_mutation_done_fn *done,
                     void *opaque, struct ng_error *err);
+
+/* QEMU's x-blockdev-change: on node `parent` (a driver with add_child
+ * and del_child hooks: quorum), add node `node` as a new child (child
+ * NULL), or remove the child called `child` (node NULL); exactly one.
+ * The removed child stays in the graph.  An added child must not make a
+ * cycle or a chain too deep for a request, nor take a size or a cap away
+ * from what a connected client was told.  Run inside a drained section
+ * over parent (ng_graph_mutate()).  Returns 0, or -1 with *err set and
+ * the graph as it was. */
+int ng_graph_change_child(struct ng_graph *g, const char *parent,
+                          const char *child, const char *node,
+                          struct ng_error *err);
+/* The same checks, changing nothing (before draining; the drained run
+ * checks again). */
+int ng_graph_check_change_child(struct ng_graph *g, const char *parent,
+                                const char *child, const char *node,
+                                struct ng_error *err);
 
 /* Checks a filter insertion would pass, without changing anything:
  * `node` exists, `filter_opts` names a filter driver and valid options,

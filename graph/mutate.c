@@ -482,3 +482,160 @@ ng_graph_replace_node(struct ng_graph *g, struct ng_node *from,
     bbs_before_free(&before);
     return r;
 }
+
+/* ---- x-blockdev-change: a child more or less ----------------------------- */
+
+/* Is `target` `node` or below it? */
+static bool
+node_reaches(const struct ng_node *node, const struct ng_node *target)
+{
+    const struct ng_edge *e;
+
+    if (node == target)
+        return true;
+    for (e = node->children; e != NULL; e = e->next_child)
+        if (node_reaches(e->child, target))
+            return true;
+    return false;
+}
+
+/* The parent, with the hooks; and exactly one of child and node. */
+static struct ng_node *
+change_child_parent(struct ng_graph *g, const char *parent, const char *child,
+                    const char *node, struct ng_error *err)
+{
+    struct ng_node *p = parent != NULL ? ng_graph_find(g, parent) : NULL;
+
+    if (parent == NULL || p == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found",
+                            parent != NULL ? parent : ""), NULL;
+    if ((child == NULL) == (node == NULL))
+        return ng_error_set(err, EINVAL, "give exactly one of 'child' (to "
+                            "remove) and 'node' (to add)"), NULL;
+    if (p->driver->add_child == NULL || p->driver->del_child == NULL)
+        return ng_error_set(err, ENOTSUP, "node '%s' (driver %s) does not "
+                            "support adding or removing children", parent,
+                            p->driver->name), NULL;
+    return p;
+}
+
+/* `node` may become a child of p: it exists, makes no cycle, and the
+ * driver would take it. */
+static struct ng_node *
+change_child_new(struct ng_graph *g, struct ng_node *p, const char *node,
+                 struct ng_error *err)
+{
+    struct ng_node *n = ng_graph_find(g, node);
+
+    if (n == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", node), NULL;
+    if (node_reaches(n, p))
+        return ng_error_set(err, EINVAL, "node '%s' cannot be a child of "
+                            "'%s': '%s' is below it", node, p->name,
+                            p->name), NULL;
+    if (p->driver->add_child(p, n, true, err) == -1)
+        return NULL;
+    return n;
+}
+
+int
+ng_graph_check_change_child(struct ng_graph *g, const char *parent,
+                            const char *child, const char *node,
+                            struct ng_error *err)
+{
+    struct ng_node *p = change_child_parent(g, parent, child, node, err);
+
+    if (p == NULL)
+        return -1;
+    if (node != NULL)
+        return change_child_new(g, p, node, err) != NULL ? 0 : -1;
+    return p->driver->del_child(p, child, true, err) != NULL ? 0 : -1;
+}
+
+/* The edge from p to n in the children role. */
+static struct ng_edge *
+children_edge(struct ng_node *p, struct ng_node *n)
+{
+    struct ng_edge *e;
+
+    for (e = p->children; e != NULL; e = e->next_child)
+        if (e->child == n && e->role == NG_ROLE_CHILDREN)
+            return e;
+    return NULL;
+}
+
+/* Take n out again after a refused add: state, edge, facts. */
+static void
+add_child_undo(struct ng_node *p, struct ng_node *n, struct ng_edge *e)
+{
+    struct ng_error ignored = { 0 };
+
+    if (p->driver->del_child(p, n->name, false, &ignored) != NULL)
+        ng_edge_detach(e);
+    ng_node_refresh(p, &ignored);
+}
+
+static int
+add_child(struct ng_graph *g, struct ng_node *p, struct ng_node *n,
+          struct ng_error *err)
+{
+    struct bbs_before before = { 0 };
+    struct ng_chain chain = { .n = 0 };
+    struct ng_edge *e;
+    unsigned layers;
+    int r = -1;
+
+    if (bbs_before_take(g, &before, err) == -1)
+        goto out;
+    if ((e = ng_edge_attach(p, NULL, n, NG_ROLE_CHILDREN)) == NULL) {
+        ng_error_set(err, ENOMEM, "out of memory");
+        goto out;
+    }
+    layers = ng_depth_above(e, &chain);     /* the chain top first */
+    layers += ng_depth_below(n, &chain);
+    if (ng_depth_check(&chain, layers, err) == -1 ||
+        p->driver->add_child(p, n, false, err) == -1) {
+        ng_edge_detach(e);
+        goto out;
+    }
+    if (ng_node_refresh(p, err) == -1 || bbs_check(&before, 0, err) == -1) {
+        add_child_undo(p, n, e);
+        goto out;
+    }
+    r = 0;
+out:
+    bbs_before_free(&before);
+    return r;
+}
+
+/* Fewer children can only keep or add caps (quorum offers those all
+ * its children have) at the same size: nothing a client was told goes. */
+static int
+del_child(struct ng_node *p, const char *child, struct ng_error *err)
+{
+    struct ng_node *n = p->driver->del_child(p, child, false, err);
+    struct ng_edge *e;
+
+    if (n == NULL)
+        return -1;
+    if ((e = children_edge(p, n)) != NULL)
+        ng_edge_detach(e);
+    return ng_node_refresh(p, err);
+}
+
+int
+ng_graph_change_child(struct ng_graph *g, const char *parent,
+                      const char *child, const char *node,
+                      struct ng_error *err)
+{
+    struct ng_node *p = change_child_parent(g, parent, child, node, err);
+    struct ng_node *n;
+
+    if (p == NULL)
+        return -1;
+    if (node == NULL)
+        return del_child(p, child, err);
+    if ((n = change_child_new(g, p, node, err)) == NULL)
+        return -1;
+    return add_child(g, p, n, err);
+}

@@ -47,6 +47,14 @@ static const struct ng_qmp_arg remove_filter_args[] = {
     { NULL, 0, false },
 };
 
+static const struct ng_qmp_arg change_child_args[] = {
+    { "parent", 's', true },
+    { "child", 's', false },
+    { "node", 's', false },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
 static const struct ng_qmp_arg reconfigure_args[] = {
     { "node-name", 's', true },
     { "options", 'o', true },
@@ -197,6 +205,8 @@ const struct ng_qmp_command ng_qmp_commands[] = {
     { "blockdev-remove-filter", ng_qmp_blockdev_remove_filter,
       remove_filter_args, false },
     { "blockdev-reconfigure", ng_qmp_blockdev_reconfigure, reconfigure_args,
+      false },
+    { "x-blockdev-change", ng_qmp_x_blockdev_change, change_child_args,
       false },
     { "throttle-group-add", ng_qmp_throttle_group_add, group_limits_args,
       false },

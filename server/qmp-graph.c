@@ -692,6 +692,111 @@ ng_qmp_blockdev_remove_filter(struct ng_qmp_call *call, json_t *args)
         filter_op_run(op, args, name, remove_mutation, remove_done);
 }
 
+/* ---- x-blockdev-change: a quorum child more or less ----------------------- */
+
+struct change_child {
+    struct filter_op *op;           /* node: the parent */
+    char *child, *new_node;         /* exactly one, owned */
+};
+
+static void
+change_child_free(struct change_child *cc)
+{
+    if (cc->op != NULL)
+        filter_op_free(cc->op);
+    free(cc->child);
+    free(cc->new_node);
+    free(cc);
+}
+
+static int
+change_child_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
+{
+    struct change_child *cc = opaque;
+
+    return ng_graph_change_child(g, cc->op->node, cc->child, cc->new_node,
+                                 err);
+}
+
+static void
+change_child_done(void *opaque, const struct ng_error *err)
+{
+    struct change_child *cc = opaque;
+    struct filter_op *op = cc->op;
+
+    if (err != NULL) {
+        ng_qmp_error_from(op->call, err);
+    } else {
+        ng_qmp_graph_changed(op->ctx, cc->child != NULL ? "child-removed"
+                                                        : "child-added",
+                             op->job, json_pack("{s:s,s:s}", "node-name",
+                                                op->node, cc->child != NULL
+                                                ? "child" : "node",
+                                                cc->child != NULL
+                                                ? cc->child : cc->new_node));
+        ng_qmp_return(op->call, NULL);
+    }
+    change_child_free(cc);
+}
+
+/* Splice claims (as a filter insert) on the parent, whose children
+ * change, and on an added node, which gets a parent. */
+static int
+change_child_claim(struct change_child *cc, bool dry_run,
+                   struct ng_error *err)
+{
+    struct ng_nac_claim claims[2] = {
+        { cc->op->node, NG_NAC_SPLICE_REQUIRE, NG_NAC_SPLICE_ALLOW },
+        { cc->new_node, NG_NAC_SPLICE_REQUIRE, NG_NAC_SPLICE_ALLOW },
+    };
+
+    if (ng_ctx_nac_claim(cc->op->ctx, cc->op->job, "command", claims,
+                         cc->new_node != NULL ? 2 : 1, dry_run, err) == -1)
+        return -1;
+    cc->op->claimed = !dry_run;
+    return 0;
+}
+
+/* QEMU's x-blockdev-change: "parent" and either "child" (its name,
+ * "children.N", to remove) or "node" (to add), inside a drained section
+ * over the parent. */
+void
+ng_qmp_x_blockdev_change(struct ng_qmp_call *call, json_t *args)
+{
+    const char *parent = json_string_value(json_object_get(args, "parent"));
+    const char *child = json_string_value(json_object_get(args, "child"));
+    const char *node = json_string_value(json_object_get(args, "node"));
+    struct change_child *cc = calloc(1, sizeof *cc);
+    struct ng_error err = { 0 };
+
+    if (cc == NULL ||
+        (cc->op = filter_op_new(call, args, parent, "change-child-")) == NULL ||
+        cc->op->node == NULL ||
+        (child != NULL && (cc->child = strdup(child)) == NULL) ||
+        (node != NULL && (cc->new_node = strdup(node)) == NULL)) {
+        if (cc != NULL)
+            change_child_free(cc);
+        ng_qmp_error(call, NG_QMP_GENERIC, "out of memory");
+        return;
+    }
+    if (check_not_implicit(cc->op->ctx, args, parent, &err) == -1 ||
+        ng_graph_check_change_child(cc->op->ctx->graph, parent, child, node,
+                                    &err) == -1 ||
+        change_child_claim(cc, ng_qmp_dry_run(args), &err) == -1) {
+        ng_qmp_error_from(call, &err);
+        change_child_free(cc);
+    } else if (ng_qmp_dry_run(args)) {
+        ng_qmp_return(call, NULL);
+        change_child_free(cc);
+    } else if (ng_graph_mutate(cc->op->ctx->graph,
+                               ng_graph_find(cc->op->ctx->graph, parent),
+                               change_child_mutation, change_child_done, cc,
+                               &err) == -1) {
+        ng_qmp_error_from(call, &err);
+        change_child_free(cc);
+    }
+}
+
 /* ---- Throttle groups ------------------------------------------------------ */
 
 static int

@@ -114,3 +114,9 @@ TESTS += tests/test-kill-during-jobs.sh
 EXTRA_DIST += tests/test-kill-during-jobs.sh
 TESTS += tests/test-mirror-top.sh
 EXTRA_DIST += tests/test-mirror-top.sh
+
+# x-blockdev-change: quorum children added and removed live.
+CONTROL_TESTS += tests/test-quorum-change
+tests_test_quorum_change_SOURCES = tests/test-quorum-change.c
+tests_test_quorum_change_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_quorum_change_LDADD = $(TEST_LIBS)
