@@ -4,7 +4,8 @@
  * Every read is served from `test` and read from `raw` too, both at
  * once; when both succeed the data are compared and a difference fails
  * the read with EIO and a warning naming the request's offset and length
- * and the first byte that differs (QEMU fails the same way, or aborts).
+ * and the first byte that differs; with `abort` the warning is followed
+ * by abort(3), the whole daemon going down as QEMU does on a mismatch.
  * Writes and write-zeroes go to both children, flushes too; the first
  * error wins.  Trim is not offered: it leaves the two children's
  * contents undefined, and every later read would differ.
@@ -36,6 +37,7 @@
 struct bv_state {
     struct ng_node *test;           /* option "test" */
     struct ng_node *raw;            /* option "raw" */
+    bool abort;                     /* option "abort" */
 };
 
 /* One request in flight, the request's context (ng_req_ctx()). */
@@ -53,6 +55,9 @@ static const struct ng_opt_desc bv_opts[] = {
                  "the node checked; reads are served from it"),
     NG_OPT_CHILD("raw", struct bv_state, raw, NG_ROLE_FILE, true,
                  "the trusted node every read is compared with"),
+    NG_OPT_BOOL("abort", struct bv_state, abort, "false",
+                "on a mismatch, abort the daemon (as QEMU's blkverify "
+                "ends QEMU) instead of failing the read"),
     NG_OPT_END,
 };
 
@@ -125,10 +130,17 @@ bv_finish(struct bv_ctx *c)
         int64_t at = bv_first_difference(&req->iov, c->raw_buf, req->length);
 
         if (at >= 0) {
+            const struct bv_state *s = ng_node_state(c->node);
+
             ng_node_warn(c->node, "blkverify: read offset=%" PRIu64
                          " length=%" PRIu64 ": contents mismatch at "
-                         "offset %" PRIu64, req->offset, req->length,
-                         req->offset + (uint64_t)at);
+                         "offset %" PRIu64 "%s", req->offset, req->length,
+                         req->offset + (uint64_t)at,
+                         s->abort ? ": aborting" : "");
+            /* A core dump of the moment the two differed, for whoever
+             * checks a driver; nothing may go on serving wrong data. */
+            if (s->abort)
+                abort();
             ret = -EIO;
         }
     }

@@ -53,3 +53,7 @@ include tests/fuzz/local.mk
 # The luks format driver against qemu-img/qemu-io and cryptsetup.
 TESTS += tests/test-luks.sh
 EXTRA_DIST += tests/test-luks.sh
+
+# blkverify's abort mode ends the daemon on a mismatch.
+TESTS += tests/test-blkverify-abort.sh
+EXTRA_DIST += tests/test-blkverify-abort.sh
