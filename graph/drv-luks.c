@@ -572,7 +572,8 @@ open_take_password(struct luks_state *s, struct luks_open *op,
 
     if (sec == NULL)
         return ng_error_set(err, ENOENT, "key-secret '%s': no such secret "
-                            "(declare it under secrets:)", s->key_secret);
+                            "(declare it under secrets: or with object-add)",
+                            s->key_secret);
     op->password = malloc(sec->len ? sec->len : 1);
     if (op->password == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");

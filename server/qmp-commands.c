@@ -69,6 +69,22 @@ static const struct ng_qmp_arg group_limits_args[] = {
     { NULL, 0, false },
 };
 
+static const struct ng_qmp_arg object_add_args[] = {
+    { "qom-type", 's', true },
+    { "id", 's', true },
+    { "data", 's', false },
+    { "file", 's', false },
+    { "format", 's', false },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg object_del_args[] = {
+    { "id", 's', true },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
 static const struct ng_qmp_arg group_del_args[] = {
     { "group", 's', true },
     MUTATING_ARGS,
@@ -214,6 +230,8 @@ const struct ng_qmp_command ng_qmp_commands[] = {
       false },
     { "throttle-group-del", ng_qmp_throttle_group_del, group_del_args,
       false },
+    { "object-add", ng_qmp_object_add, object_add_args, false },
+    { "object-del", ng_qmp_object_del, object_del_args, false },
     { "block-export-add", ng_qmp_block_export_add, export_add_args, false },
     { "block-export-del", ng_qmp_block_export_del, export_del_args, false },
     { "query-nac", ng_qmp_query_nac, no_args, false },

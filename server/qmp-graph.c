@@ -6,7 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gnutls/gnutls.h>
+
 #include "graph/graph.h"
+#include "graph/secret.h"
 #include "filters/throttle.h"
 #include "nac/nac.h"
 #include "nac/policy.h"
@@ -852,4 +855,82 @@ void
 ng_qmp_throttle_group_del(struct ng_qmp_call *call, json_t *args)
 {
     throttle_group_command(call, args, group_del);
+}
+
+/* ---- object-add / object-del: secrets --------------------------------- */
+
+/* QEMU's secret object: "data" (raw, or base64 with "format") or "file".
+ * The value is never echoed in an error. */
+static int
+secret_add(struct ng_graph *g, json_t *args, bool dry_run,
+           struct ng_error *err)
+{
+    const char *id = json_string_value(json_object_get(args, "id"));
+    const char *data = json_string_value(json_object_get(args, "data"));
+    const char *file = json_string_value(json_object_get(args, "file"));
+    const char *format = json_string_value(json_object_get(args, "format"));
+    gnutls_datum_t in, out = { NULL, 0 };
+    int r;
+
+    if ((data == NULL) == (file == NULL))
+        return ng_error_set(err, EINVAL, "secret '%s': give exactly one of "
+                            "'data' and 'file'", id);
+    if (format != NULL && strcmp(format, "raw") != 0 &&
+        strcmp(format, "base64") != 0)
+        return ng_error_set(err, EINVAL, "secret '%s': format must be 'raw' "
+                            "or 'base64', not '%s'", id, format);
+    if (ng_secret_find(g, id) != NULL)
+        return ng_error_set(err, EEXIST, "secret '%s' already exists", id);
+    if (dry_run)
+        return 0;
+    if (file != NULL)
+        return ng_secret_declare_file(g, id, file, err);
+    if (format == NULL || strcmp(format, "raw") == 0)
+        return ng_secret_declare(g, id, data, strlen(data), err);
+    in.data = (unsigned char *)data;
+    in.size = (unsigned)strlen(data);
+    if (gnutls_base64_decode2(&in, &out) < 0)
+        return ng_error_set(err, EINVAL, "secret '%s': 'data' is not valid "
+                            "base64", id);
+    r = ng_secret_declare(g, id, out.data, out.size, err);
+    explicit_bzero(out.data, out.size);
+    gnutls_free(out.data);
+    return r;
+}
+
+void
+ng_qmp_object_add(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    const char *type = json_string_value(json_object_get(args, "qom-type"));
+    struct ng_error err = { 0 };
+
+    if (strcmp(type, "secret") != 0)
+        ng_error_set(&err, ENOTSUP, "qom-type '%s' is not supported (only "
+                     "secret)", type);
+    else if (secret_add(ctx->graph, args, ng_qmp_dry_run(args), &err) == 0) {
+        ng_qmp_return(call, NULL);
+        return;
+    }
+    ng_qmp_error_from(call, &err);
+}
+
+/* Only secrets are objects object-add makes; a luks node copied its
+ * password at open, so one may go while nodes use it, as in QEMU. */
+void
+ng_qmp_object_del(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    const char *id = json_string_value(json_object_get(args, "id"));
+    struct ng_error err = { 0 };
+
+    if (ng_secret_find(ctx->graph, id) == NULL)
+        ng_error_set(&err, ENOENT, "object '%s' not found", id);
+    else if (ng_qmp_dry_run(args) ||
+             ng_graph_object_del(ctx->graph, &ng_secret_type, id,
+                                 &err) == 0) {
+        ng_qmp_return(call, NULL);
+        return;
+    }
+    ng_qmp_error_from(call, &err);
 }

@@ -13,6 +13,8 @@ ng_qmp_handler ng_qmp_blockdev_del;
 ng_qmp_handler ng_qmp_blockdev_insert_filter;
 ng_qmp_handler ng_qmp_blockdev_remove_filter;
 ng_qmp_handler ng_qmp_x_blockdev_change;
+ng_qmp_handler ng_qmp_object_add;
+ng_qmp_handler ng_qmp_object_del;
 ng_qmp_handler ng_qmp_blockdev_reconfigure;
 ng_qmp_handler ng_qmp_throttle_group_add;
 ng_qmp_handler ng_qmp_throttle_group_set;

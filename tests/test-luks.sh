@@ -6,7 +6,8 @@
 # QEMU, and no plaintext reaches the file.  A wrong password, a LUKS2
 # image, an unknown cipher, a damaged header and a secret file others
 # may read are refused at open with the reason, the password never
-# shown.
+# shown.  Secrets come from the config or QMP object-add, luks nodes
+# from the config or blockdev-add.
 source "$srcdir/functions.sh"
 set -euxo pipefail
 requires qemu-img --version
@@ -109,6 +110,43 @@ qemu-img compare -U --object "$qsecret" --image-opts "$qimg" \
     "driver=raw,file.driver=nbd,file.path=$sock,file.export=demo"
 stop_nbdgraphd
 
+# --- Live: a secret by QMP object-add (base64, as QEMU takes it), a luks
+# node by blockdev-add, exported; a wrong secret refused the same way.
+qmp ()
+{
+    "$top_builddir/nbdgraphctl" --socket "$ctl" qmp "$1"
+}
+start_nbdgraphd "nodes:
+  spare: { driver: memory, size: 1M }
+exports:
+  demo: { node: spare }"
+qmp '{"execute":"object-add","arguments":{"qom-type":"secret","id":"s1",
+      "format":"base64","data":"'"$(printf %s "$pw" | base64)"'"}}'
+qmp '{"execute":"blockdev-add","arguments":{"driver":"luks",
+      "node-name":"l1","key-secret":"s1",
+      "file":{"driver":"file","filename":"'"$img"'","node-name":"l1f"}}}'
+qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"l1",
+      "node-name":"l1","name":"l1"}}'
+qemu-io -r -f raw "$(uri_for l1)" -c "read -P 0x77 2M 128k"
+qmp '{"execute":"object-add","arguments":{"qom-type":"secret","id":"s2",
+      "data":"wrong"}}'
+if out=$(qmp '{"execute":"blockdev-add","arguments":{"driver":"luks",
+      "node-name":"l2","key-secret":"s2","file":"l1f"}}' 2>&1); then
+    echo "$0: a wrong secret opened the image" >&2
+    exit 1
+fi
+grep -F "node 'l2': invalid password for 'l1f'" <<<"$out"
+if qmp '{"execute":"query-named-block-nodes"}' | grep '"l2"'; then
+    echo "$0: the refused node was left behind" >&2
+    exit 1
+fi
+qmp '{"execute":"object-del","arguments":{"id":"s2"}}'
+if out=$(qmp '{"execute":"object-del","arguments":{"id":"s2"}}' 2>&1); then
+    exit 1
+fi
+grep -F "object 's2' not found" <<<"$out"
+stop_nbdgraphd
+
 # --- An image cryptsetup made: aes-128-xts (256-bit key), sha1, a
 # password from a 0600 file (every byte counts, no newline).
 cs=$dir/cs.img
@@ -136,6 +174,7 @@ fails_check "$dir/nosecret.yaml" \
     "node 'disk': key-secret 'sec9': no such secret"
 
 # LUKS2, which cryptsetup makes by default.
+truncate -s 32M "$cs"                # room for LUKS2's 16 MiB header
 cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 \
     --pbkdf-force-iterations 1000 --key-file "$dir/pw" "$cs"
 refused "$cs" "{ file: \"$dir/pw\" }" "node 'disk': 'img' is a LUKS2 image: only LUKS1"
