@@ -14,6 +14,7 @@
 #include "nac/nac.h"
 #include "nac/policy.h"
 #include "server/exports.h"
+#include "server/log.h"
 #include "server/qmp-graph.h"
 #include "server/qmp-util.h"
 #include "server/reload.h"
@@ -721,6 +722,47 @@ change_child_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
                                  err);
 }
 
+/* The quorum's current children by node-name, as its "children" option,
+ * so that query-config and reload see the change.  A child defined
+ * inline (auto-named) has no name a config could use: the model then
+ * keeps what it had, and says so. */
+static void
+change_child_note(struct ng_control_ctx *ctx, const char *parent)
+{
+    struct ng_node *p = ng_graph_find(ctx->graph, parent);
+    struct ng_loc none = { 0 };
+    struct ng_value *opts = ng_value_new_map(none);
+    struct ng_value *list = ng_value_new_list(none), *name;
+    const struct ng_edge *e;
+
+    if (opts == NULL || list == NULL)
+        goto oom;
+    for (e = p->children; e != NULL; e = e->next_child) {
+        if (e->role != NG_ROLE_CHILDREN)
+            continue;
+        if (e->child->auto_named) {
+            ng_log_warn("reload: quorum '%s' has a child defined inline; "
+                        "its config entry keeps its old children", parent);
+            goto out;
+        }
+        if ((name = ng_value_new_scalar(e->child->name, none)) == NULL ||
+            ng_value_list_append(list, name) == -1)
+            goto oom;
+    }
+    if (ng_value_map_put(opts, "children", none, list) == -1) {
+        list = NULL;                /* taken, and freed */
+        goto oom;
+    }
+    list = NULL;
+    ng_reload_note_reconfigure(ctx, parent, opts);
+    goto out;
+oom:
+    ng_log_warn("reload: out of memory recording node '%s'", parent);
+out:
+    ng_value_free(list);
+    ng_value_free(opts);
+}
+
 static void
 change_child_done(void *opaque, const struct ng_error *err)
 {
@@ -730,6 +772,7 @@ change_child_done(void *opaque, const struct ng_error *err)
     if (err != NULL) {
         ng_qmp_error_from(op->call, err);
     } else {
+        change_child_note(op->ctx, op->node);
         ng_qmp_graph_changed(op->ctx, cc->child != NULL ? "child-removed"
                                                         : "child-added",
                              op->job, json_pack("{s:s,s:s}", "node-name",

@@ -10,6 +10,7 @@
  * child, a node of another size, a node that is a child already, the
  * quorum itself (a cycle), both or neither of child and node, a parent
  * that has no children to change.  A dry run changes nothing either.
+ * query-config follows each change.
  */
 #include <config.h>
 
@@ -121,6 +122,19 @@ remove_under_writes(struct nbd_handle *qv, struct ng_test_qmp *q)
     }
 }
 
+/* query-config shows qv with these children (the config's spelling). */
+static void
+expect_config_children(struct ng_test_qmp *q, const char *want)
+{
+    json_t *ret = ng_test_qmp_ok(q, "{s:s}", "execute", "query-config");
+    const char *yaml = json_string_value(json_object_get(ret, "yaml"));
+
+    if (yaml == NULL || strstr(yaml, want) == NULL)
+        ng_test_fail("query-config lacks \"%s\":\n%s", want,
+                     yaml ? yaml : "(none)");
+    json_decref(ret);
+}
+
 static void
 test_refused(struct ng_test_qmp *q)
 {
@@ -193,6 +207,7 @@ main(void)
     change_fails(q, "qv", "child", "children.2",
                  "the number of children cannot be lower than the vote "
                  "threshold 2");
+    expect_config_children(q, "children: [ qa, qc ]");
     printf("children.1 removed with writes in flight; it gets no more "
            "writes; no removal below the threshold\n");
 
@@ -200,6 +215,7 @@ main(void)
     /* qd reads zeroes: qa and qc outvote it and rewrite it. */
     expect_seed(qv, "qv with qd added", 40 * CHUNK, CHUNK, SEED + 3);
     expect_seed(qd, "qd repaired", 40 * CHUNK, CHUNK, SEED + 3);
+    expect_config_children(q, "children: [ qa, qc, qd ]");
     write_seed(qv, 50 * CHUNK, CHUNK, SEED + 4);
     expect_seed(qd, "qd written", 50 * CHUNK, CHUNK, SEED + 4);
     /* QEMU's numbering: the new child is children.3, not children.1. */
@@ -207,6 +223,7 @@ main(void)
     change_ok(q, "child", "children.3");
     write_seed(qv, 51 * CHUNK, CHUNK, SEED + 5);
     expect_zero(qd, "qd removed again", 51 * CHUNK);
+    expect_config_children(q, "children: [ qa, qc ]");
     printf("qd added (children.3): outvoted, repaired, written; removed "
            "again\n");
 
