@@ -14,9 +14,10 @@
  * The payload starts payload-offset sectors into the child; each 512-byte
  * sector is encrypted on its own with the master key, AES in XTS mode,
  * its tweak the sector number from the payload's start (plain64: 64 bits
- * little-endian; plain: the low 32 of them).  Reads go to a bounce
- * buffer and are decrypted into the request; writes are encrypted into
- * one, so no plaintext reaches the child.  Trim and write-zeroes are not
+ * little-endian; plain: the low 32 of them).  Reads are decrypted in the
+ * request's buffer (or, when it is scattered, in a bounce buffer copied
+ * into it); writes are encrypted into a bounce buffer, so no plaintext
+ * reaches the child and the caller's stays as it was.  Trim and write-zeroes are not
  * offered: zeroes in the child do not decrypt to zeroes, so the client
  * writes its zeroes as data, and block status says "all data".
  *
@@ -50,6 +51,7 @@
  * read or compute for ever. */
 #define LUKS_STRIPES_MAX 100000u
 #define LUKS_KEY_AREA_MAX (64u << 20)
+#define LUKS_ITER_MAX (1u << 26)        /* PBKDF2: minutes, not hours */
 #define LUKS_MAX_TRANSFER (4u << 20)    /* bounce buffer per request */
 
 /* The header's fields we use, in host order. */
@@ -221,12 +223,14 @@ hdr_check_slot(const struct luks_state *s, unsigned i, uint64_t *end,
     uint64_t len = (uint64_t)s->hdr.key_bytes * k->stripes;
 
     if (k->stripes == 0 || k->stripes > LUKS_STRIPES_MAX ||
-        k->iterations == 0 || start < LUKS_HDR_SIZE ||
+        k->iterations == 0 || k->iterations > LUKS_ITER_MAX ||
+        start < LUKS_HDR_SIZE ||
         start + len > s->payload)
         return ng_error_set(err, EINVAL, "LUKS header is damaged: key slot "
                             "%u (key material at sector %" PRIu32 ", %"
                             PRIu32 " stripes, %" PRIu32 " iterations) does "
-                            "not fit before the payload", i, k->km_offset,
+                            "not fit before the payload or is out of "
+                            "bounds", i, k->km_offset,
                             k->stripes, k->iterations);
     if (start + len > *end)
         *end = start + len;
@@ -254,11 +258,13 @@ hdr_parse(struct luks_state *s, const unsigned char *p, int64_t file_len,
     if (hdr_check_algorithms(s, err) == -1)
         return -1;
     s->payload = (uint64_t)h->payload_offset * LUKS_SECTOR;
-    if (s->payload > (uint64_t)file_len || h->mk_digest_iter == 0)
+    if (s->payload > (uint64_t)file_len || h->mk_digest_iter == 0 ||
+        h->mk_digest_iter > LUKS_ITER_MAX)
         return ng_error_set(err, EINVAL, "LUKS header is damaged: payload "
-                            "offset %" PRIu64 " beyond the end of '%s' (%"
-                            PRId64 " bytes) or no digest iterations",
-                            s->payload, s->file->name, file_len);
+                            "offset %" PRIu64 " (the file '%s' has %" PRId64
+                            " bytes) or %" PRIu32 " digest iterations",
+                            s->payload, s->file->name, file_len,
+                            h->mk_digest_iter);
     *area_len = 0;
     for (i = 0; i < LUKS_SLOTS; i++) {
         if (h->slots[i].active == LUKS_SLOT_INACTIVE)
@@ -638,12 +644,14 @@ luks_read_done(struct ng_req *sub, int ret)
     struct luks_ctx *c = sub->opaque;
     struct luks_state *s = ng_node_state(c->node);
     struct ng_req *req = c->req;
+    unsigned char *data = c->buf != NULL ? c->buf
+                                         : ng_iov_flat(&req->iov, req->length);
 
     if (ret == 0 && xts_sectors(s->payload_cipher, s->plain32,
-                                req->offset / LUKS_SECTOR, c->buf,
+                                req->offset / LUKS_SECTOR, data,
                                 req->length, false) < 0)
         ret = -EIO;
-    if (ret == 0)
+    if (ret == 0 && c->buf != NULL)
         ng_iov_from_buf(&req->iov, 0, c->buf, req->length);
     luks_ctx_done(c, ret);
 }
@@ -665,13 +673,21 @@ luks_submit(struct ng_node *node, struct ng_req *req)
         ng_node_submit(s->file, req);
         return;
     }
-    if ((c = ng_req_ctx(node, req)) == NULL ||
-        (c->buf = malloc(req->length ? req->length : 1)) == NULL) {
+    if ((c = ng_req_ctx(node, req)) == NULL) {
         ng_req_complete(req, -ENOMEM);
         return;
     }
     c->node = node;
     c->req = req;
+    /* A read into one flat buffer is decrypted in place; anything else
+     * (writes: the caller's plaintext must stay) goes through a bounce
+     * buffer. */
+    c->buf = NULL;
+    if ((write || ng_iov_flat(&req->iov, req->length) == NULL) &&
+        (c->buf = malloc(req->length ? req->length : 1)) == NULL) {
+        ng_req_complete(req, -ENOMEM);
+        return;
+    }
     if (write) {
         ng_iov_to_buf(&req->iov, 0, c->buf, req->length);
         if (xts_sectors(s->payload_cipher, s->plain32,
@@ -683,7 +699,10 @@ luks_submit(struct ng_node *node, struct ng_req *req)
     }
     ng_req_init(&c->sub, req->op, s->payload + req->offset, req->length,
                 req->flags & NG_REQ_FUA);
-    ng_req_set_buf(&c->sub, c->buf);
+    if (c->buf != NULL)
+        ng_req_set_buf(&c->sub, c->buf);
+    else
+        c->sub.iov = req->iov;
     c->sub.done = write ? luks_write_done : luks_read_done;
     c->sub.opaque = c;
     ng_node_submit(s->file, &c->sub);
