@@ -52,6 +52,7 @@ tests_unit_test_layer_link_config_LDADD = \
 	nac/libngnac.a \
 	$(LIBUV_LIBS) \
 	$(GNUTLS_LIBS) \
+	$(JANSSON_LIBS) \
 	$(YAML_LIBS) \
 	-lpthread \
 	$(NULL)

@@ -82,6 +82,7 @@ tests_unit_test_layer_link_filters_LDADD = \
 	nac/libngnac.a \
 	$(LIBUV_LIBS) \
 	$(GNUTLS_LIBS) \
+	$(JANSSON_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_filters_DEPENDENCIES = \

@@ -36,43 +36,20 @@
 
 #include "graph/graph.h"
 #include "graph/drivers.h"
+#include "graph/luks.h"
 #include "graph/secret.h"
 
-#define LUKS_SECTOR 512u
+#define LUKS_SECTOR NG_LUKS_SECTOR
 #define LUKS_MAGIC "LUKS\xba\xbe"
 #define LUKS_MAGIC_LEN 6
-#define LUKS_HDR_SIZE 592u          /* the LUKS1 header, slots included */
-#define LUKS_SLOTS 8
-#define LUKS_SLOT_ACTIVE 0x00AC71F3u
-#define LUKS_SLOT_INACTIVE 0x0000DEADu
-#define LUKS_DIGEST_SIZE 20u
-#define LUKS_SALT_SIZE 32u
-/* Bounds that no real header exceeds: a damaged one must not make us
- * read or compute for ever. */
-#define LUKS_STRIPES_MAX 100000u
-#define LUKS_KEY_AREA_MAX (64u << 20)
-#define LUKS_ITER_MAX (1u << 26)        /* PBKDF2: minutes, not hours */
+#define LUKS1_HDR_SIZE 592u         /* the LUKS1 header, slots included */
+#define LUKS_FIRST_READ 4096u       /* LUKS1's header, LUKS2's binary one */
+#define LUKS1_SLOTS 8
+#define LUKS1_SLOT_ACTIVE 0x00AC71F3u
+#define LUKS1_SLOT_INACTIVE 0x0000DEADu
+#define LUKS1_DIGEST_SIZE 20u
+#define LUKS1_SALT_SIZE 32u
 #define LUKS_MAX_TRANSFER (4u << 20)    /* bounce buffer per request */
-
-/* The header's fields we use, in host order. */
-struct luks_slot {
-    uint32_t active;
-    uint32_t iterations;
-    unsigned char salt[LUKS_SALT_SIZE];
-    uint32_t km_offset;             /* sectors */
-    uint32_t stripes;
-};
-
-struct luks_header {
-    uint16_t version;
-    char cipher_name[33], cipher_mode[33], hash_spec[33];
-    uint32_t payload_offset;        /* sectors */
-    uint32_t key_bytes;
-    unsigned char mk_digest[LUKS_DIGEST_SIZE];
-    unsigned char mk_digest_salt[LUKS_SALT_SIZE];
-    uint32_t mk_digest_iter;
-    struct luks_slot slots[LUKS_SLOTS];
-};
 
 /* What open reads and computes; freed (and wiped) when open ends. */
 struct luks_open {
@@ -81,7 +58,6 @@ struct luks_open {
     struct ng_req req;
     unsigned char *buf;             /* header, then header + key areas */
     size_t buf_len;
-    uint64_t area_len;              /* bytes from 0 holding the key areas */
     struct ng_work work;
     unsigned char *password;        /* a copy: the worker must not touch
                                      * the graph's registry */
@@ -93,12 +69,8 @@ struct luks_open {
 struct luks_state {
     struct ng_node *file;           /* option "file" */
     char *key_secret;               /* option "key-secret" */
-    struct luks_header hdr;
-    gnutls_cipher_algorithm_t cipher;
-    gnutls_digest_algorithm_t digest;
-    bool plain32;                   /* mode xts-plain: 32-bit tweaks */
-    uint64_t payload;               /* bytes */
-    unsigned char master_key[64];
+    struct ng_luks_volume vol;      /* from the header */
+    unsigned char master_key[NG_LUKS_KEY_MAX];
     gnutls_cipher_hd_t payload_cipher;  /* loop thread only */
     struct luks_open *op;           /* during open */
 };
@@ -136,35 +108,8 @@ hdr_string(char out[33], const unsigned char *p)
     out[32] = '\0';
 }
 
-/* The on-disk layout (LUKS1 spec, big-endian), into *h. */
-static void
-hdr_decode(const unsigned char *p, struct luks_header *h)
-{
-    unsigned i;
-
-    h->version = (uint16_t)(p[6] << 8 | p[7]);
-    hdr_string(h->cipher_name, p + 8);
-    hdr_string(h->cipher_mode, p + 40);
-    hdr_string(h->hash_spec, p + 72);
-    h->payload_offset = be32(p + 104);
-    h->key_bytes = be32(p + 108);
-    memcpy(h->mk_digest, p + 112, LUKS_DIGEST_SIZE);
-    memcpy(h->mk_digest_salt, p + 132, LUKS_SALT_SIZE);
-    h->mk_digest_iter = be32(p + 164);
-    for (i = 0; i < LUKS_SLOTS; i++) {
-        const unsigned char *k = p + 208 + 48 * i;
-        struct luks_slot *s = &h->slots[i];
-
-        s->active = be32(k);
-        s->iterations = be32(k + 4);
-        memcpy(s->salt, k + 8, LUKS_SALT_SIZE);
-        s->km_offset = be32(k + 40);
-        s->stripes = be32(k + 44);
-    }
-}
-
-static gnutls_digest_algorithm_t
-hash_by_name(const char *name)
+gnutls_digest_algorithm_t
+ng_luks_hash(const char *name)
 {
     static const struct {
         const char *name;
@@ -182,107 +127,132 @@ hash_by_name(const char *name)
     return GNUTLS_DIG_UNKNOWN;
 }
 
-/* Cipher, mode and hash: the ones we implement, or the reason not. */
-static int
-hdr_check_algorithms(struct luks_state *s, struct ng_error *err)
+int
+ng_luks_cipher_parse(const char *cipher, const char *mode,
+                     uint64_t key_bytes, struct ng_luks_cipher *out,
+                     struct ng_error *err)
 {
-    const struct luks_header *h = &s->hdr;
-
-    if (strcmp(h->cipher_name, "aes") != 0)
+    if (strcmp(cipher, "aes") != 0)
         return ng_error_set(err, ENOTSUP, "LUKS cipher '%s' is not "
-                            "supported (only aes)", h->cipher_name);
-    if (strcmp(h->cipher_mode, "xts-plain64") != 0 &&
-        strcmp(h->cipher_mode, "xts-plain") != 0)
+                            "supported (only aes)", cipher);
+    if (strcmp(mode, "xts-plain64") != 0 && strcmp(mode, "xts-plain") != 0)
         return ng_error_set(err, ENOTSUP, "LUKS cipher mode '%s' is not "
                             "supported (only xts-plain64 and xts-plain)",
-                            h->cipher_mode);
-    s->plain32 = strcmp(h->cipher_mode, "xts-plain") == 0;
-    if (h->key_bytes == 32)
-        s->cipher = GNUTLS_CIPHER_AES_128_XTS;
-    else if (h->key_bytes == 64)
-        s->cipher = GNUTLS_CIPHER_AES_256_XTS;
+                            mode);
+    out->plain32 = strcmp(mode, "xts-plain") == 0;
+    out->key_bytes = (unsigned)key_bytes;
+    if (key_bytes == 32)
+        out->alg = GNUTLS_CIPHER_AES_128_XTS;
+    else if (key_bytes == 64)
+        out->alg = GNUTLS_CIPHER_AES_256_XTS;
     else
         return ng_error_set(err, EINVAL, "LUKS header is damaged: key size "
-                            "%" PRIu32 " bytes for aes-xts (expected 32 or "
-                            "64)", h->key_bytes);
-    s->digest = hash_by_name(h->hash_spec);
-    if (s->digest == GNUTLS_DIG_UNKNOWN)
-        return ng_error_set(err, ENOTSUP, "LUKS hash '%s' is not supported "
-                            "(sha1, sha224, sha256, sha384, sha512)",
-                            h->hash_spec);
+                            "%" PRIu64 " bytes for aes-xts (expected 32 or "
+                            "64)", key_bytes);
     return 0;
 }
 
-/* One slot's key area: inside the header area, before the payload. */
-static int
-hdr_check_slot(const struct luks_state *s, unsigned i, uint64_t *end,
-               struct ng_error *err)
+int
+ng_luks_slot_check(struct ng_luks_volume *v, const struct ng_luks_slot *k,
+                   uint64_t after, struct ng_error *err)
 {
-    const struct luks_slot *k = &s->hdr.slots[i];
-    uint64_t start = (uint64_t)k->km_offset * LUKS_SECTOR;
-    uint64_t len = (uint64_t)s->hdr.key_bytes * k->stripes;
+    uint64_t len = (uint64_t)v->cipher.key_bytes * k->stripes;
 
-    if (k->stripes == 0 || k->stripes > LUKS_STRIPES_MAX ||
-        k->iterations == 0 || k->iterations > LUKS_ITER_MAX ||
-        start < LUKS_HDR_SIZE ||
-        start + len > s->payload)
+    if (k->stripes == 0 || k->stripes > NG_LUKS_STRIPES_MAX ||
+        k->iterations == 0 || k->iterations > NG_LUKS_ITER_MAX ||
+        k->km_offset < after || k->km_offset > v->payload ||
+        len > v->payload - k->km_offset)
         return ng_error_set(err, EINVAL, "LUKS header is damaged: key slot "
-                            "%u (key material at sector %" PRIu32 ", %"
+                            "%u (key material at byte %" PRIu64 ", %"
                             PRIu32 " stripes, %" PRIu32 " iterations) does "
                             "not fit before the payload or is out of "
-                            "bounds", i, k->km_offset,
-                            k->stripes, k->iterations);
-    if (start + len > *end)
-        *end = start + len;
+                            "bounds", k->number, k->km_offset, k->stripes,
+                            k->iterations);
+    if (k->km_offset + len > v->area_end)
+        v->area_end = k->km_offset + len;
+    if (v->area_end > NG_LUKS_AREA_MAX)
+        return ng_error_set(err, EINVAL, "LUKS header is damaged: key "
+                            "material up to byte %" PRIu64, v->area_end);
     return 0;
 }
 
-/* The header read at open: a LUKS1 header we can use. */
+/* LUKS1's key slot i at p (48 bytes): 0 active (into v), 1 inactive. */
 static int
-hdr_parse(struct luks_state *s, const unsigned char *p, int64_t file_len,
-          uint64_t *area_len, struct ng_error *err)
+luks1_slot(const unsigned char *p, unsigned i, const char *hash,
+           struct ng_luks_volume *v, struct ng_error *err)
 {
-    struct luks_header *h = &s->hdr;
-    unsigned i, active = 0;
+    struct ng_luks_slot *k = &v->slots[v->n_slots];
+    uint32_t active = be32(p);
 
-    if (memcmp(p, LUKS_MAGIC, LUKS_MAGIC_LEN) != 0)
-        return ng_error_set(err, EINVAL, "'%s' is not a LUKS image (bad "
-                            "magic)", s->file->name);
-    hdr_decode(p, h);
-    if (h->version == 2)
-        return ng_error_set(err, ENOTSUP, "'%s' is a LUKS2 image: only "
-                            "LUKS1 is supported", s->file->name);
-    if (h->version != 1)
-        return ng_error_set(err, ENOTSUP, "'%s': unknown LUKS version %u",
-                            s->file->name, h->version);
-    if (hdr_check_algorithms(s, err) == -1)
+    if (active == LUKS1_SLOT_INACTIVE)
+        return 1;
+    if (active != LUKS1_SLOT_ACTIVE)
+        return ng_error_set(err, EINVAL, "LUKS header is damaged: key slot "
+                            "%u state 0x%08" PRIx32, i, active);
+    memset(k, 0, sizeof *k);
+    k->number = i;
+    k->area = v->cipher;
+    k->kdf_hash = k->af_hash = ng_luks_hash(hash);
+    k->iterations = be32(p + 4);
+    memcpy(k->salt, p + 8, LUKS1_SALT_SIZE);
+    k->salt_len = LUKS1_SALT_SIZE;
+    k->km_offset = (uint64_t)be32(p + 40) * LUKS_SECTOR;
+    k->stripes = be32(p + 44);
+    if (ng_luks_slot_check(v, k, LUKS1_HDR_SIZE, err) == -1)
         return -1;
-    s->payload = (uint64_t)h->payload_offset * LUKS_SECTOR;
-    if (s->payload > (uint64_t)file_len || h->mk_digest_iter == 0 ||
-        h->mk_digest_iter > LUKS_ITER_MAX)
+    v->n_slots++;
+    return 0;
+}
+
+/* The LUKS1 header (its spec's layout, big-endian) into *v. */
+static int
+luks1_parse(const unsigned char *p, uint64_t file_len,
+            struct ng_luks_volume *v, struct ng_error *err)
+{
+    char cipher[33], mode[33], hash[33];
+    unsigned i;
+
+    hdr_string(cipher, p + 8);
+    hdr_string(mode, p + 40);
+    hdr_string(hash, p + 72);
+    v->version = 1;
+    if (ng_luks_cipher_parse(cipher, mode, be32(p + 108), &v->cipher,
+                             err) == -1)
+        return -1;
+    if ((v->mk_hash = ng_luks_hash(hash)) == GNUTLS_DIG_UNKNOWN)
+        return ng_error_set(err, ENOTSUP, "LUKS hash '%s' is not supported "
+                            "(sha1, sha224, sha256, sha384, sha512)", hash);
+    v->payload = (uint64_t)be32(p + 104) * LUKS_SECTOR;
+    memcpy(v->mk_digest, p + 112, LUKS1_DIGEST_SIZE);
+    v->mk_digest_len = LUKS1_DIGEST_SIZE;
+    memcpy(v->mk_salt, p + 132, LUKS1_SALT_SIZE);
+    v->mk_salt_len = LUKS1_SALT_SIZE;
+    v->mk_iter = be32(p + 164);
+    if (v->payload > file_len || v->mk_iter == 0 ||
+        v->mk_iter > NG_LUKS_ITER_MAX)
+        return ng_error_set(err, EINVAL, "LUKS header is damaged: payload "
+                            "offset %" PRIu64 " (the file has %" PRIu64
+                            " bytes) or %" PRIu32 " digest iterations",
+                            v->payload, file_len, v->mk_iter);
+    for (i = 0; i < LUKS1_SLOTS; i++)
+        if (luks1_slot(p + 208 + 48 * i, i, hash, v, err) == -1)
+            return -1;
+    if (v->n_slots == 0)
+        return ng_error_set(err, EINVAL, "LUKS image has no active key "
+                            "slot");
+    return 0;
+}
+
+/* LUKS2's payload offset comes from JSON: inside the file. */
+static int
+luks_check_payload(const struct luks_state *s, struct ng_error *err)
+{
+    int64_t len = ng_node_length(s->file);
+
+    if (s->vol.payload > (uint64_t)len || s->vol.payload % LUKS_SECTOR)
         return ng_error_set(err, EINVAL, "LUKS header is damaged: payload "
                             "offset %" PRIu64 " (the file '%s' has %" PRId64
-                            " bytes) or %" PRIu32 " digest iterations",
-                            s->payload, s->file->name, file_len,
-                            h->mk_digest_iter);
-    *area_len = 0;
-    for (i = 0; i < LUKS_SLOTS; i++) {
-        if (h->slots[i].active == LUKS_SLOT_INACTIVE)
-            continue;
-        if (h->slots[i].active != LUKS_SLOT_ACTIVE)
-            return ng_error_set(err, EINVAL, "LUKS header is damaged: key "
-                                "slot %u state 0x%08" PRIx32, i,
-                                h->slots[i].active);
-        if (hdr_check_slot(s, i, area_len, err) == -1)
-            return -1;
-        active++;
-    }
-    if (active == 0)
-        return ng_error_set(err, EINVAL, "LUKS image '%s' has no active "
-                            "key slot", s->file->name);
-    if (*area_len > LUKS_KEY_AREA_MAX)
-        return ng_error_set(err, EINVAL, "LUKS header is damaged: key "
-                            "material up to byte %" PRIu64, *area_len);
+                            " bytes)", s->vol.payload, s->file->name, len);
     return 0;
 }
 
@@ -371,46 +341,49 @@ mac_of(gnutls_digest_algorithm_t dig)
 
 static int
 pbkdf2(gnutls_digest_algorithm_t dig, const unsigned char *pw, size_t pw_len,
-       const unsigned char *salt, uint32_t iter, unsigned char *out,
-       size_t out_len)
+       const unsigned char *salt, size_t salt_len, uint32_t iter,
+       unsigned char *out, size_t out_len)
 {
     gnutls_datum_t key = { .data = (unsigned char *)pw,
                            .size = (unsigned)pw_len };
     gnutls_datum_t salt_d = { .data = (unsigned char *)salt,
-                              .size = LUKS_SALT_SIZE };
+                              .size = (unsigned)salt_len };
 
     return gnutls_pbkdf2(mac_of(dig), &key, &salt_d, iter, out, out_len);
 }
 
-/* Try the password on slot i: 1 when it opens it (master key in
+/* Try the password on slot k: 1 when it opens it (master key in
  * s->master_key), 0 when not, a negative GnuTLS error. */
 static int
-slot_try(struct luks_state *s, struct luks_open *op, unsigned i)
+slot_try(struct luks_state *s, struct luks_open *op,
+         const struct ng_luks_slot *k)
 {
-    const struct luks_slot *k = &s->hdr.slots[i];
-    size_t kb = s->hdr.key_bytes, km_len = kb * k->stripes;
-    unsigned char slot_key[64], digest[LUKS_DIGEST_SIZE];
+    const struct ng_luks_volume *v = &s->vol;
+    size_t kb = v->cipher.key_bytes, km_len = kb * k->stripes;
+    unsigned char slot_key[NG_LUKS_KEY_MAX], digest[NG_LUKS_KEY_MAX];
     unsigned char *km = malloc(km_len);
-    gnutls_datum_t key_d = { .data = slot_key, .size = (unsigned)kb };
+    gnutls_datum_t key_d = { .data = slot_key,
+                             .size = k->area.key_bytes };
     gnutls_cipher_hd_t h = NULL;
     int r;
 
     if (km == NULL)
         return GNUTLS_E_MEMORY_ERROR;
-    memcpy(km, op->buf + (size_t)k->km_offset * LUKS_SECTOR, km_len);
-    r = pbkdf2(s->digest, op->password, op->password_len, k->salt,
-               k->iterations, slot_key, kb);
+    memcpy(km, op->buf + k->km_offset, km_len);
+    r = pbkdf2(k->kdf_hash, op->password, op->password_len, k->salt,
+               k->salt_len, k->iterations, slot_key, k->area.key_bytes);
     if (r >= 0)
-        r = gnutls_cipher_init(&h, s->cipher, &key_d, NULL);
+        r = gnutls_cipher_init(&h, k->area.alg, &key_d, NULL);
     if (r >= 0)
-        r = xts_sectors(h, s->plain32, 0, km, km_len, false);
-    if (r >= 0 && af_merge(s->digest, km, k->stripes, kb, s->master_key) < 0)
+        r = xts_sectors(h, k->area.plain32, 0, km, km_len, false);
+    if (r >= 0 && af_merge(k->af_hash, km, k->stripes, kb,
+                           s->master_key) < 0)
         r = GNUTLS_E_HASH_FAILED;
     if (r >= 0)
-        r = pbkdf2(s->digest, s->master_key, kb, s->hdr.mk_digest_salt,
-                   s->hdr.mk_digest_iter, digest, sizeof digest);
+        r = pbkdf2(v->mk_hash, s->master_key, kb, v->mk_salt,
+                   v->mk_salt_len, v->mk_iter, digest, v->mk_digest_len);
     if (r >= 0)
-        r = memcmp(digest, s->hdr.mk_digest, sizeof digest) == 0;
+        r = memcmp(digest, v->mk_digest, v->mk_digest_len) == 0;
     if (h != NULL)
         gnutls_cipher_deinit(h);
     explicit_bzero(km, km_len);
@@ -429,18 +402,15 @@ unlock_work(struct ng_work *w)
     unsigned i;
 
     op->slot = -1;
-    for (i = 0; i < LUKS_SLOTS; i++) {
-        int r;
+    for (i = 0; i < s->vol.n_slots; i++) {
+        int r = slot_try(s, op, &s->vol.slots[i]);
 
-        if (s->hdr.slots[i].active != LUKS_SLOT_ACTIVE)
-            continue;
-        r = slot_try(s, op, i);
         if (r < 0) {
             op->work_err = r;
             break;
         }
         if (r == 1) {
-            op->slot = (int)i;
+            op->slot = (int)s->vol.slots[i].number;
             break;
         }
     }
@@ -476,7 +446,7 @@ unlock_done(struct ng_work *w)
         ((char *)w - offsetof(struct luks_open, work));
     struct luks_state *s = ng_node_state(op->node);
     gnutls_datum_t key = { .data = s->master_key,
-                           .size = s->hdr.key_bytes };
+                           .size = s->vol.cipher.key_bytes };
     int r;
 
     if (op->work_err < 0) {
@@ -498,11 +468,13 @@ unlock_done(struct ng_work *w)
         open_finish(s, -1);
         return;
     }
-    r = gnutls_cipher_init(&s->payload_cipher, s->cipher, &key, NULL);
+    r = gnutls_cipher_init(&s->payload_cipher, s->vol.cipher.alg, &key,
+                           NULL);
     if (r < 0) {
         s->payload_cipher = NULL;
         ng_error_set(op->err, EIO, "cannot set up %s: %s",
-                     gnutls_cipher_get_name(s->cipher), gnutls_strerror(r));
+                     gnutls_cipher_get_name(s->vol.cipher.alg),
+                     gnutls_strerror(r));
         open_finish(s, -1);
         return;
     }
@@ -531,21 +503,55 @@ open_read(struct luks_open *op, size_t len,
     ng_node_submit(s->file, &op->req);
 }
 
+/* A failed read of the header: say which part. */
+static bool
+open_read_failed(struct luks_open *op, int ret, const char *what)
+{
+    struct luks_state *s = ng_node_state(op->node);
+
+    if (ret == 0)
+        return false;
+    ng_error_set(op->err, -ret, "cannot read the LUKS %s from '%s': %s",
+                 what, s->file->name, strerror(-ret));
+    open_finish(s, -1);
+    return true;
+}
+
 static void
 key_areas_read(struct ng_req *req, int ret)
 {
     struct luks_open *op = req->opaque;
-    struct luks_state *s = ng_node_state(op->node);
 
-    if (ret < 0) {
-        ng_error_set(op->err, -ret, "cannot read the LUKS key material "
-                     "from '%s': %s", s->file->name, strerror(-ret));
-        open_finish(s, -1);
+    if (open_read_failed(op, ret, "key material"))
         return;
-    }
     op->work.fn = unlock_work;
     op->work.after = unlock_done;
     ng_node_queue_work(op->node, &op->work);
+}
+
+/* The header parsed into s->vol: read the key areas next. */
+static void
+header_parsed(struct luks_open *op)
+{
+    struct luks_state *s = ng_node_state(op->node);
+
+    open_read(op, (size_t)s->vol.area_end, key_areas_read);
+}
+
+static void
+luks2_header_read(struct ng_req *req, int ret)
+{
+    struct luks_open *op = req->opaque;
+    struct luks_state *s = ng_node_state(op->node);
+
+    if (open_read_failed(op, ret, "header"))
+        return;
+    if (ng_luks2_parse(op->buf, op->buf_len, &s->vol, op->err) == -1 ||
+        luks_check_payload(s, op->err) == -1) {
+        open_finish(s, -1);
+        return;
+    }
+    header_parsed(op);
 }
 
 static void
@@ -553,19 +559,35 @@ header_read(struct ng_req *req, int ret)
 {
     struct luks_open *op = req->opaque;
     struct luks_state *s = ng_node_state(op->node);
+    uint64_t file_len = (uint64_t)ng_node_length(s->file), size;
+    unsigned version;
 
-    if (ret < 0) {
-        ng_error_set(op->err, -ret, "cannot read the LUKS header from "
-                     "'%s': %s", s->file->name, strerror(-ret));
+    if (open_read_failed(op, ret, "header"))
+        return;
+    if (memcmp(op->buf, LUKS_MAGIC, LUKS_MAGIC_LEN) != 0) {
+        ng_error_set(op->err, EINVAL, "'%s' is not a LUKS image (bad "
+                     "magic)", s->file->name);
         open_finish(s, -1);
         return;
     }
-    if (hdr_parse(s, op->buf, ng_node_length(s->file), &op->area_len,
-                  op->err) == -1) {
-        open_finish(s, -1);
+    version = (unsigned)(op->buf[6] << 8 | op->buf[7]);
+    if (version == 1 && luks1_parse(op->buf, file_len, &s->vol,
+                                    op->err) == 0) {
+        header_parsed(op);
         return;
     }
-    open_read(op, (size_t)op->area_len, key_areas_read);
+    if (version == 2 && op->buf_len == LUKS_FIRST_READ &&
+        ng_luks2_hdr_size(op->buf, file_len, &size, op->err) == 0) {
+        open_read(op, (size_t)size, luks2_header_read);
+        return;
+    }
+    if (version != 1 && version != 2)
+        ng_error_set(op->err, ENOTSUP, "'%s': unknown LUKS version %u",
+                     s->file->name, version);
+    else if (version == 2 && op->buf_len < LUKS_FIRST_READ)
+        ng_error_set(op->err, EINVAL, "'%s' is too small for a LUKS2 "
+                     "header", s->file->name);
+    open_finish(s, -1);
 }
 
 /* The secret's bytes, copied for the worker thread. */
@@ -607,13 +629,15 @@ luks_open(struct ng_node *node, struct ng_error *err)
         open_finish(s, -1);
         return;
     }
-    if (len < (int64_t)LUKS_HDR_SIZE) {
+    if (len < (int64_t)LUKS1_HDR_SIZE) {
         ng_error_set(err, EINVAL, "'%s' is too small for a LUKS header (%"
                      PRId64 " bytes)", s->file->name, len < 0 ? 0 : len);
         open_finish(s, -1);
         return;
     }
-    open_read(op, LUKS_HDR_SIZE, header_read);
+    open_read(op, len < (int64_t)LUKS_FIRST_READ ? LUKS1_HDR_SIZE
+                                                  : LUKS_FIRST_READ,
+              header_read);
 }
 
 static void
@@ -647,8 +671,9 @@ luks_read_done(struct ng_req *sub, int ret)
     unsigned char *data = c->buf != NULL ? c->buf
                                          : ng_iov_flat(&req->iov, req->length);
 
-    if (ret == 0 && xts_sectors(s->payload_cipher, s->plain32,
-                                req->offset / LUKS_SECTOR, data,
+    if (ret == 0 && xts_sectors(s->payload_cipher, s->vol.cipher.plain32,
+                                req->offset / LUKS_SECTOR + s->vol.iv_tweak,
+                                data,
                                 req->length, false) < 0)
         ret = -EIO;
     if (ret == 0 && c->buf != NULL)
@@ -690,14 +715,14 @@ luks_submit(struct ng_node *node, struct ng_req *req)
     }
     if (write) {
         ng_iov_to_buf(&req->iov, 0, c->buf, req->length);
-        if (xts_sectors(s->payload_cipher, s->plain32,
-                        req->offset / LUKS_SECTOR, c->buf, req->length,
-                        true) < 0) {
+        if (xts_sectors(s->payload_cipher, s->vol.cipher.plain32,
+                        req->offset / LUKS_SECTOR + s->vol.iv_tweak, c->buf,
+                        req->length, true) < 0) {
             luks_ctx_done(c, -EIO);
             return;
         }
     }
-    ng_req_init(&c->sub, req->op, s->payload + req->offset, req->length,
+    ng_req_init(&c->sub, req->op, s->vol.payload + req->offset, req->length,
                 req->flags & NG_REQ_FUA);
     if (c->buf != NULL)
         ng_req_set_buf(&c->sub, c->buf);
@@ -728,10 +753,10 @@ luks_refresh(struct ng_node *node, struct ng_node_facts *facts,
     facts->opt_transfer = child->opt_transfer;
     if (child->size < 0)
         facts->size = child->size;
-    else if ((uint64_t)child->size <= s->payload)
+    else if ((uint64_t)child->size <= s->vol.payload)
         facts->size = 0;
     else
-        facts->size = (int64_t)(((uint64_t)child->size - s->payload) /
+        facts->size = (int64_t)(((uint64_t)child->size - s->vol.payload) /
                                 LUKS_SECTOR * LUKS_SECTOR);
     return 0;
 }

@@ -36,6 +36,8 @@ graph_libnggraph_a_SOURCES = \
 	graph/drv-raw.c \
 	graph/secret.h \
 	graph/secret.c \
+	graph/luks.h \
+	graph/luks2.c \
 	graph/drv-luks.c \
 	$(NULL)
 
@@ -85,6 +87,7 @@ tests_unit_test_layer_link_graph_LDADD = \
 	nac/libngnac.a \
 	$(LIBUV_LIBS) \
 	$(GNUTLS_LIBS) \
+	$(JANSSON_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_graph_DEPENDENCIES = graph/libnggraph.a

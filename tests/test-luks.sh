@@ -3,10 +3,11 @@
 # driver and cryptsetup.  Images made by `qemu-img create -f luks` and
 # `cryptsetup luksFormat --type luks1` serve through nbdgraphd what
 # qemu-io wrote into them; what nbdgraphd writes reads back through
-# QEMU, and no plaintext reaches the file.  A wrong password, a LUKS2
-# image, an unknown cipher, a damaged header and a secret file others
-# may read are refused at open with the reason, the password never
-# shown.  Secrets come from the config or QMP object-add, luks nodes
+# QEMU, and no plaintext reaches the file.  LUKS2 (PBKDF2, 512-byte
+# sectors) the same way, through cryptsetup's conversion to and from
+# LUKS1.  A wrong password, argon2 or 4096-byte sectors, an unknown
+# cipher, a damaged header and a secret file others may read are refused
+# at open with the reason, the password never shown.  Secrets come from the config or QMP object-add, luks nodes
 # from the config or blockdev-add.
 source "$srcdir/functions.sh"
 set -euxo pipefail
@@ -162,6 +163,29 @@ qemu-io -f raw "$uri" -c "read -P 0xc3 0 256k" -c "write -P 0x3c 256k 64k"
 stop_nbdgraphd
 qemu_io "$csimg" "read -P 0xc3 0 256k" "read -P 0x3c 256k 64k"
 
+# --- LUKS2 with PBKDF2 keyslots and 512-byte sectors.  QEMU 7.2 has no
+# LUKS2, but cryptsetup converts between the versions in place, so QEMU's
+# driver still checks the data.  First the LUKS1 image above, converted.
+cryptsetup convert -q --type luks2 "$cs"
+start_nbdgraphd "$(luks_config "$cs" "{ file: \"$dir/pw\" }")"
+qemu-io -f raw "$uri" -c "read -P 0xc3 0 256k" -c "read -P 0x3c 256k 64k" \
+    -c "write -P 0x5a 1M 64k"
+stop_nbdgraphd
+cryptsetup convert -q --type luks1 "$cs"
+qemu_io "$csimg" "read -P 0x5a 1M 64k" "read -P 0xc3 0 256k"
+# Then one made as LUKS2, written through nbdgraphd, read by QEMU.
+n2=$dir/n2.img
+truncate -s 32M "$n2"
+cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --sector-size 512 \
+    --pbkdf-force-iterations 1000 --key-file "$dir/pw" "$n2"
+start_nbdgraphd "$(luks_config "$n2" "{ file: \"$dir/pw\" }")"
+test "$(nbdinfo --size "$uri")" = $((16 << 20))
+qemu-io -f raw "$uri" -c "write -P 0x6b 0 128k" -c "write -P 0x6c 8M 4k"
+stop_nbdgraphd
+cryptsetup convert -q --type luks1 "$n2"
+qemu_io "driver=luks,key-secret=sec0,file.filename=$n2" \
+    "read -P 0x6b 0 128k" "read -P 0x6c 8M 4k"
+
 # --- Refused at open.
 refused "$img" '{ data: "not-the-password" }' "node 'disk': invalid password for 'img'"
 chmod 644 "$dir/pw"
@@ -173,11 +197,20 @@ sed -i 's/key-secret: sec0/key-secret: sec9/' "$dir/nosecret.yaml"
 fails_check "$dir/nosecret.yaml" \
     "node 'disk': key-secret 'sec9': no such secret"
 
-# LUKS2, which cryptsetup makes by default.
+# LUKS2 as cryptsetup makes it by default: argon2id keyslots, and with
+# PBKDF2, 4096-byte sectors (for a file): refused, saying which.
 truncate -s 32M "$cs"                # room for LUKS2's 16 MiB header
-cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 \
+cryptsetup luksFormat -q --type luks2 --pbkdf argon2id --pbkdf-memory 32 \
+    --pbkdf-force-iterations 4 --key-file "$dir/pw" "$cs"
+refused "$cs" "{ file: \"$dir/pw\" }" "node 'disk': LUKS2 keyslot 0 uses argon2"
+cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --sector-size 4096 \
     --pbkdf-force-iterations 1000 --key-file "$dir/pw" "$cs"
-refused "$cs" "{ file: \"$dir/pw\" }" "node 'disk': 'img' is a LUKS2 image: only LUKS1"
+refused "$cs" "{ file: \"$dir/pw\" }" "node 'disk': LUKS2 sector size 4096"
+# A damaged LUKS2 header: its checksum no longer matches.
+printf x | dd of="$cs" bs=1 seek=5000 conv=notrunc
+refused "$cs" "{ file: \"$dir/pw\" }" \
+    "node 'disk': LUKS2 header is damaged: checksum mismatch"
+
 # An unknown cipher, then a damaged magic, in copies of the good image.
 cp "$img" "$dir/bad.luks"
 printf 'twofish\0' | dd of="$dir/bad.luks" bs=1 seek=8 conv=notrunc

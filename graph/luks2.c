@@ -1,0 +1,309 @@
+/* graph/luks2.c: the LUKS2 header, for the luks driver (luks.h).
+ *
+ * A LUKS2 header is a 4096-byte binary header (magic, version 2, the
+ * header's size, a checksum over all of it) followed by a JSON area
+ * describing keyslots, segments and digests (cryptsetup's
+ * docs/on-disk-format-luks2.pdf).  A second copy follows; we read the
+ * first and refuse it when its checksum is wrong.  What we take: luks2
+ * keyslots with the PBKDF2 KDF and the luks1 anti-forensic split, whose
+ * key material is aes-xts; one crypt segment of 512-byte sectors; a
+ * pbkdf2 digest.  Argon2 keyslots (cryptsetup's default) and other
+ * sector sizes are refused with the reason.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "graph/luks.h"
+
+#define LUKS2_BIN_SIZE 4096u
+#define LUKS2_HDR_MAX (4u << 20)        /* cryptsetup's largest */
+#define LUKS2_CSUM_OFF 448u
+#define LUKS2_CSUM_LEN 64u
+
+static uint64_t
+be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+
+    for (unsigned i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+int
+ng_luks2_hdr_size(const unsigned char *p, uint64_t file_len, uint64_t *size,
+                  struct ng_error *err)
+{
+    uint64_t hs = be64(p + 8);
+
+    if (hs <= LUKS2_BIN_SIZE || hs > LUKS2_HDR_MAX || hs % 4096 != 0 ||
+        hs > file_len)
+        return ng_error_set(err, EINVAL, "LUKS2 header is damaged: header "
+                            "size %" PRIu64, hs);
+    *size = hs;
+    return 0;
+}
+
+/* SHA-256 over the header with its checksum field as zeroes. */
+static int
+hdr_checksum_ok(const unsigned char *hdr, size_t size)
+{
+    static const unsigned char zero[LUKS2_CSUM_LEN];
+    unsigned char sum[32];
+    gnutls_hash_hd_t h;
+    char alg[33];
+
+    memcpy(alg, hdr + 72, 32);
+    alg[32] = '\0';
+    if (strcmp(alg, "sha256") != 0 || gnutls_hash_init(&h, GNUTLS_DIG_SHA256)
+                                      < 0)
+        return 0;
+    gnutls_hash(h, hdr, LUKS2_CSUM_OFF);
+    gnutls_hash(h, zero, sizeof zero);
+    gnutls_hash(h, hdr + LUKS2_CSUM_OFF + LUKS2_CSUM_LEN,
+                size - LUKS2_CSUM_OFF - LUKS2_CSUM_LEN);
+    gnutls_hash_deinit(h, sum);
+    return memcmp(sum, hdr + LUKS2_CSUM_OFF, sizeof sum) == 0;
+}
+
+/* ---- JSON helpers --------------------------------------------------------- */
+
+static int
+damaged(struct ng_error *err, const char *what)
+{
+    return ng_error_set(err, EINVAL, "LUKS2 header is damaged: %s", what);
+}
+
+/* A number the JSON gives as a string ("offset": "16777216") or an
+ * integer ("key_size": 64). */
+static int
+get_u64(json_t *obj, const char *key, uint64_t *out)
+{
+    json_t *v = json_object_get(obj, key);
+    const char *s;
+    char *end;
+
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        *out = (uint64_t)json_integer_value(v);
+        return 0;
+    }
+    if ((s = json_string_value(v)) == NULL || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    *out = strtoull(s, &end, 10);
+    return errno == 0 && *end == '\0' ? 0 : -1;
+}
+
+static const char *
+get_str(json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+
+    return s != NULL ? s : "";
+}
+
+/* Base64 `key` of obj into out (at most max bytes). */
+static int
+get_b64(json_t *obj, const char *key, unsigned char *out, size_t max,
+        size_t *len)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    gnutls_datum_t in, dec = { NULL, 0 };
+    int r = -1;
+
+    if (s == NULL)
+        return -1;
+    in.data = (unsigned char *)s;
+    in.size = (unsigned)strlen(s);
+    if (gnutls_base64_decode2(&in, &dec) < 0)
+        return -1;
+    if (dec.size > 0 && dec.size <= max) {
+        memcpy(out, dec.data, dec.size);
+        *len = dec.size;
+        r = 0;
+    }
+    gnutls_free(dec.data);
+    return r;
+}
+
+/* "aes-xts-plain64": cipher and mode. */
+static int
+parse_encryption(const char *enc, uint64_t key_bytes,
+                 struct ng_luks_cipher *c, struct ng_error *err)
+{
+    const char *dash = strchr(enc, '-');
+    char cipher[32];
+
+    if (dash == NULL || (size_t)(dash - enc) >= sizeof cipher)
+        return ng_error_set(err, ENOTSUP, "LUKS2 encryption '%s' is not "
+                            "supported (only aes-xts-plain64)", enc);
+    memcpy(cipher, enc, (size_t)(dash - enc));
+    cipher[dash - enc] = '\0';
+    return ng_luks_cipher_parse(cipher, dash + 1, key_bytes, c, err);
+}
+
+/* ---- Segments, digests, keyslots ------------------------------------------- */
+
+static int
+parse_segment(json_t *root, struct ng_luks_volume *v, uint64_t *key_bytes,
+              struct ng_error *err)
+{
+    json_t *segs = json_object_get(root, "segments");
+    json_t *seg = json_object_get(segs, "0");
+    uint64_t sector = 0;
+
+    if (!json_is_object(seg) || json_object_size(segs) != 1 ||
+        strcmp(get_str(seg, "type"), "crypt") != 0)
+        return ng_error_set(err, ENOTSUP, "LUKS2 image without exactly one "
+                            "crypt segment (a reencryption in progress?) is "
+                            "not supported");
+    if (get_u64(seg, "offset", &v->payload) == -1 ||
+        get_u64(seg, "iv_tweak", &v->iv_tweak) == -1 ||
+        get_u64(seg, "sector_size", &sector) == -1)
+        return damaged(err, "segment 0 lacks offset, iv_tweak or "
+                       "sector_size");
+    if (sector != NG_LUKS_SECTOR)
+        return ng_error_set(err, ENOTSUP, "LUKS2 sector size %" PRIu64
+                            " is not supported (only 512: cryptsetup "
+                            "luksFormat --sector-size 512)", sector);
+    if (strcmp(get_str(seg, "size"), "dynamic") != 0)
+        return ng_error_set(err, ENOTSUP, "LUKS2 segment of a fixed size is "
+                            "not supported (only \"dynamic\")");
+    return parse_encryption(get_str(seg, "encryption"), *key_bytes,
+                            &v->cipher, err);
+}
+
+static int
+parse_digest(json_t *root, struct ng_luks_volume *v, struct ng_error *err)
+{
+    json_t *dig = json_object_get(json_object_get(root, "digests"), "0");
+    uint64_t iter = 0;
+
+    if (!json_is_object(dig) || strcmp(get_str(dig, "type"), "pbkdf2") != 0)
+        return ng_error_set(err, ENOTSUP, "LUKS2 digest 0 is missing or "
+                            "not pbkdf2");
+    v->mk_hash = ng_luks_hash(get_str(dig, "hash"));
+    if (v->mk_hash == GNUTLS_DIG_UNKNOWN)
+        return ng_error_set(err, ENOTSUP, "LUKS2 digest hash '%s' is not "
+                            "supported", get_str(dig, "hash"));
+    if (get_u64(dig, "iterations", &iter) == -1 || iter == 0 ||
+        iter > NG_LUKS_ITER_MAX ||
+        get_b64(dig, "salt", v->mk_salt, sizeof v->mk_salt,
+                &v->mk_salt_len) == -1 ||
+        get_b64(dig, "digest", v->mk_digest, sizeof v->mk_digest,
+                &v->mk_digest_len) == -1)
+        return damaged(err, "digest 0's iterations, salt or digest");
+    v->mk_iter = (uint32_t)iter;
+    return 0;
+}
+
+/* One keyslot; 0 when usable (filled in *k), 1 when of a kind we skip
+ * (*why says which), -1 on a damaged one. */
+static int
+parse_keyslot(json_t *ks, struct ng_luks_slot *k, uint64_t *key_bytes,
+              const char **why, struct ng_error *err)
+{
+    json_t *af = json_object_get(ks, "af"), *area = json_object_get(ks, "area");
+    json_t *kdf = json_object_get(ks, "kdf");
+    uint64_t size = 0, stripes = 0, iter = 0, area_key = 0;
+
+    if (strcmp(get_str(ks, "type"), "luks2") != 0 ||
+        strcmp(get_str(af, "type"), "luks1") != 0 ||
+        strcmp(get_str(area, "type"), "raw") != 0) {
+        *why = "not a plain luks2 keyslot";
+        return 1;
+    }
+    if (strcmp(get_str(kdf, "type"), "pbkdf2") != 0) {
+        *why = strncmp(get_str(kdf, "type"), "argon2", 6) == 0
+               ? "argon2, which is not supported (use cryptsetup "
+                 "--pbkdf pbkdf2)" : "an unknown KDF";
+        return 1;
+    }
+    if (get_u64(ks, "key_size", &size) == -1 || size == 0 ||
+        size > NG_LUKS_KEY_MAX || (*key_bytes != 0 && size != *key_bytes) ||
+        get_u64(af, "stripes", &stripes) == -1 ||
+        get_u64(area, "offset", &k->km_offset) == -1 ||
+        get_u64(area, "key_size", &area_key) == -1 ||
+        get_u64(kdf, "iterations", &iter) == -1 ||
+        get_b64(kdf, "salt", k->salt, sizeof k->salt, &k->salt_len) == -1 ||
+        stripes > NG_LUKS_STRIPES_MAX || iter > NG_LUKS_ITER_MAX)
+        return damaged(err, "a keyslot's sizes, offset or salt");
+    *key_bytes = size;
+    k->stripes = (uint32_t)stripes;
+    k->iterations = (uint32_t)iter;
+    k->kdf_hash = ng_luks_hash(get_str(kdf, "hash"));
+    k->af_hash = ng_luks_hash(get_str(af, "hash"));
+    if (k->kdf_hash == GNUTLS_DIG_UNKNOWN || k->af_hash == GNUTLS_DIG_UNKNOWN)
+        return ng_error_set(err, ENOTSUP, "LUKS2 keyslot hash '%s' or '%s' "
+                            "is not supported", get_str(kdf, "hash"),
+                            get_str(af, "hash"));
+    return parse_encryption(get_str(area, "encryption"), area_key, &k->area,
+                            err);
+}
+
+static int
+parse_keyslots(json_t *root, struct ng_luks_volume *v, uint64_t *key_bytes,
+               struct ng_error *err)
+{
+    json_t *slots = json_object_get(root, "keyslots"), *ks;
+    const char *key, *why = NULL;
+    unsigned skipped = 0;
+
+    json_object_foreach(slots, key, ks) {
+        struct ng_luks_slot *k = &v->slots[v->n_slots];
+        int r;
+
+        if (v->n_slots == NG_LUKS_SLOTS_MAX)
+            return damaged(err, "too many keyslots");
+        memset(k, 0, sizeof *k);
+        k->number = (unsigned)strtoul(key, NULL, 10);
+        if ((r = parse_keyslot(ks, k, key_bytes, &why, err)) == -1)
+            return -1;
+        if (r == 1) {
+            skipped = k->number + 1;
+            continue;
+        }
+        v->n_slots++;
+    }
+    if (v->n_slots == 0 && skipped > 0)
+        return ng_error_set(err, ENOTSUP, "LUKS2 keyslot %u uses %s",
+                            skipped - 1, why);
+    if (v->n_slots == 0)
+        return ng_error_set(err, EINVAL, "LUKS2 image has no keyslot");
+    return 0;
+}
+
+int
+ng_luks2_parse(const unsigned char *hdr, size_t size,
+               struct ng_luks_volume *v, struct ng_error *err)
+{
+    const char *json = (const char *)hdr + LUKS2_BIN_SIZE;
+    size_t json_len = strnlen(json, size - LUKS2_BIN_SIZE);
+    uint64_t key_bytes = 0;
+    json_error_t je;
+    json_t *root;
+    int r = -1;
+
+    if (!hdr_checksum_ok(hdr, size))
+        return damaged(err, "checksum mismatch");
+    if ((root = json_loadb(json, json_len, 0, &je)) == NULL)
+        return ng_error_set(err, EINVAL, "LUKS2 header is damaged: JSON "
+                            "area: %s", je.text);
+    v->version = 2;
+    if (parse_keyslots(root, v, &key_bytes, err) == 0 &&
+        parse_segment(root, v, &key_bytes, err) == 0 &&
+        parse_digest(root, v, err) == 0) {
+        r = 0;
+        /* Key areas lie after both copies of the header. */
+        for (unsigned i = 0; r == 0 && i < v->n_slots; i++)
+            r = ng_luks_slot_check(v, &v->slots[i], 2 * (uint64_t)size, err);
+    }
+    json_decref(root);
+    return r;
+}
