@@ -1,6 +1,8 @@
-/* graph/drv-luks.c: "luks", QEMU's format driver for LUKS1 encrypted
- * images, as `qemu-img create -f luks` and `cryptsetup luksFormat
- * --type luks1` make them.
+/* graph/drv-luks.c: "luks", QEMU's format driver for LUKS encrypted
+ * images: LUKS1 as `qemu-img create -f luks` and `cryptsetup luksFormat
+ * --type luks1` make them, and LUKS2 with PBKDF2 keyslots and 512-byte
+ * sectors (graph/luks2.c reads its JSON header; both land in one
+ * struct ng_luks_volume, graph/luks.h).
  *
  * A format over a protocol node on the "file" edge, as raw.  At open the
  * header is read from the child, the password (the secret object named
@@ -13,7 +15,8 @@
  *
  * The payload starts payload-offset sectors into the child; each 512-byte
  * sector is encrypted on its own with the master key, AES in XTS mode,
- * its tweak the sector number from the payload's start (plain64: 64 bits
+ * its tweak the sector number from the payload's start, plus LUKS2's
+ * iv_tweak (plain64: 64 bits
  * little-endian; plain: the low 32 of them).  Reads are decrypted in the
  * request's buffer (or, when it is scattered, in a bounce buffer copied
  * into it); writes are encrypted into a bounce buffer, so no plaintext
@@ -21,8 +24,9 @@
  * offered: zeroes in the child do not decrypt to zeroes, so the client
  * writes its zeroes as data, and block status says "all data".
  *
- * All cryptography is GnuTLS's (PBKDF2, the hash, AES-XTS).  LUKS2 and
- * other ciphers and modes are refused at open with the reason.
+ * All cryptography is GnuTLS's (PBKDF2, the hash, AES-XTS).  Other
+ * ciphers and modes, argon2 keyslots and other sector sizes are refused
+ * at open with the reason.
  */
 #include <config.h>
 
@@ -763,7 +767,7 @@ luks_refresh(struct ng_node *node, struct ng_node_facts *facts,
 
 const struct ng_driver ng_driver_luks = {
     .name       = "luks",
-    .help       = "LUKS1 encrypted image format (aes-xts)",
+    .help       = "LUKS1 and LUKS2 encrypted image format (aes-xts)",
     .is_filter  = false,
     .state_size = sizeof(struct luks_state),
     .req_ctx_size = sizeof(struct luks_ctx),
