@@ -53,6 +53,7 @@ tests_unit_test_layer_link_config_LDADD = \
 	$(LIBUV_LIBS) \
 	$(GNUTLS_LIBS) \
 	$(JANSSON_LIBS) \
+	$(ARGON2_LIBS) \
 	$(YAML_LIBS) \
 	-lpthread \
 	$(NULL)

@@ -83,6 +83,7 @@ tests_unit_test_layer_link_filters_LDADD = \
 	$(LIBUV_LIBS) \
 	$(GNUTLS_LIBS) \
 	$(JANSSON_LIBS) \
+	$(ARGON2_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_filters_DEPENDENCIES = \

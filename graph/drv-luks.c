@@ -1,7 +1,7 @@
 /* graph/drv-luks.c: "luks", QEMU's format driver for LUKS encrypted
  * images: LUKS1 as `qemu-img create -f luks` and `cryptsetup luksFormat
- * --type luks1` make them, and LUKS2 with PBKDF2 keyslots and 512-byte
- * sectors (graph/luks2.c reads its JSON header; both land in one
+ * --type luks1` make them, and LUKS2 with 512-byte sectors and PBKDF2 or
+ * argon2 keyslots (graph/luks2.c reads its JSON header; both land in one
  * struct ng_luks_volume, graph/luks.h).
  *
  * A format over a protocol node on the "file" edge, as raw.  At open the
@@ -24,9 +24,9 @@
  * offered: zeroes in the child do not decrypt to zeroes, so the client
  * writes its zeroes as data, and block status says "all data".
  *
- * All cryptography is GnuTLS's (PBKDF2, the hash, AES-XTS).  Other
- * ciphers and modes, argon2 keyslots and other sector sizes are refused
- * at open with the reason.
+ * All cryptography is GnuTLS's (PBKDF2, the hash, AES-XTS) or
+ * libargon2's (argon2, as in cryptsetup).  Other ciphers and modes and
+ * other sector sizes are refused at open with the reason.
  */
 #include <config.h>
 
@@ -37,6 +37,9 @@
 
 #include <gnutls/gnutls.h>
 #include <gnutls/crypto.h>
+#ifdef HAVE_LIBARGON2
+#include <argon2.h>
+#endif
 
 #include "graph/graph.h"
 #include "graph/drivers.h"
@@ -356,6 +359,32 @@ pbkdf2(gnutls_digest_algorithm_t dig, const unsigned char *pw, size_t pw_len,
     return gnutls_pbkdf2(mac_of(dig), &key, &salt_d, iter, out, out_len);
 }
 
+/* The slot's key from the password, by its KDF: 0 or a negative GnuTLS
+ * error. */
+static int
+slot_derive(const struct ng_luks_slot *k, const unsigned char *pw,
+            size_t pw_len, unsigned char *out)
+{
+    if (k->kdf == NG_LUKS_PBKDF2)
+        return pbkdf2(k->kdf_hash, pw, pw_len, k->salt, k->salt_len,
+                      k->iterations, out, k->area.key_bytes);
+#ifdef HAVE_LIBARGON2
+    switch (argon2_hash(k->iterations, k->memory_kib, k->cpus, pw, pw_len,
+                        k->salt, k->salt_len, out, k->area.key_bytes, NULL,
+                        0, k->kdf == NG_LUKS_ARGON2ID ? Argon2_id : Argon2_i,
+                        ARGON2_VERSION_13)) {
+    case ARGON2_OK:
+        return 0;
+    case ARGON2_MEMORY_ALLOCATION_ERROR:
+        return GNUTLS_E_MEMORY_ERROR;
+    default:
+        return GNUTLS_E_INTERNAL_ERROR;
+    }
+#else
+    return GNUTLS_E_UNIMPLEMENTED_FEATURE;  /* parse refused it already */
+#endif
+}
+
 /* Try the password on slot k: 1 when it opens it (master key in
  * s->master_key), 0 when not, a negative GnuTLS error. */
 static int
@@ -374,8 +403,7 @@ slot_try(struct luks_state *s, struct luks_open *op,
     if (km == NULL)
         return GNUTLS_E_MEMORY_ERROR;
     memcpy(km, op->buf + k->km_offset, km_len);
-    r = pbkdf2(k->kdf_hash, op->password, op->password_len, k->salt,
-               k->salt_len, k->iterations, slot_key, k->area.key_bytes);
+    r = slot_derive(k, op->password, op->password_len, slot_key);
     if (r >= 0)
         r = gnutls_cipher_init(&h, k->area.alg, &key_d, NULL);
     if (r >= 0)

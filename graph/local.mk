@@ -88,6 +88,7 @@ tests_unit_test_layer_link_graph_LDADD = \
 	$(LIBUV_LIBS) \
 	$(GNUTLS_LIBS) \
 	$(JANSSON_LIBS) \
+	$(ARGON2_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_graph_DEPENDENCIES = graph/libnggraph.a

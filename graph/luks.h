@@ -21,6 +21,9 @@
 #define NG_LUKS_STRIPES_MAX 100000u
 #define NG_LUKS_AREA_MAX (64u << 20)
 #define NG_LUKS_ITER_MAX (1u << 26) /* PBKDF2: minutes, not hours */
+#define NG_LUKS_ARGON2_MEM_MAX 4194304u /* KiB: cryptsetup's most */
+#define NG_LUKS_ARGON2_TIME_MAX 1000u
+#define NG_LUKS_ARGON2_CPUS_MAX 64u
 
 /* aes-xts with plain64 (or plain: 32-bit) sector tweaks. */
 struct ng_luks_cipher {
@@ -29,10 +32,15 @@ struct ng_luks_cipher {
     unsigned key_bytes;             /* 32 or 64 */
 };
 
+/* How a keyslot's key is derived from the password. */
+enum ng_luks_kdf { NG_LUKS_PBKDF2, NG_LUKS_ARGON2I, NG_LUKS_ARGON2ID };
+
 struct ng_luks_slot {
     struct ng_luks_cipher area;     /* how its key material is encrypted */
+    enum ng_luks_kdf kdf;
     gnutls_digest_algorithm_t kdf_hash; /* PBKDF2's */
-    uint32_t iterations;
+    uint32_t iterations;            /* PBKDF2's, or argon2's time cost */
+    uint32_t memory_kib, cpus;      /* argon2's memory and parallelism */
     unsigned char salt[NG_LUKS_SALT_MAX];
     size_t salt_len;
     uint64_t km_offset;             /* bytes from the start of the file */
@@ -74,9 +82,9 @@ int ng_luks_slot_check(struct ng_luks_volume *v, const struct ng_luks_slot *k,
 int ng_luks2_hdr_size(const unsigned char *p, uint64_t file_len,
                       uint64_t *size, struct ng_error *err);
 /* LUKS2: the whole header, `size` bytes, checked (checksum) and parsed
- * into *v.  Only what we can use: keyslots of type luks2 with pbkdf2
- * and the luks1 anti-forensic split, one crypt segment of 512-byte
- * sectors, pbkdf2 digests. */
+ * into *v.  Only what we can use: keyslots of type luks2 with pbkdf2 or
+ * (built with libargon2) argon2i/argon2id and the luks1 anti-forensic
+ * split, one crypt segment of 512-byte sectors, pbkdf2 digests. */
 int ng_luks2_parse(const unsigned char *hdr, size_t size,
                    struct ng_luks_volume *v, struct ng_error *err);
 

@@ -6,9 +6,10 @@
  * docs/on-disk-format-luks2.pdf).  A second copy follows; we read the
  * first and refuse it when its checksum is wrong.  What we take: luks2
  * keyslots with the PBKDF2 KDF and the luks1 anti-forensic split, whose
- * key material is aes-xts; one crypt segment of 512-byte sectors; a
- * pbkdf2 digest.  Argon2 keyslots (cryptsetup's default) and other
- * sector sizes are refused with the reason.
+ * key material is aes-xts, their KDF PBKDF2 or (with libargon2, the
+ * library cryptsetup uses) argon2i/argon2id; one crypt segment of
+ * 512-byte sectors; a pbkdf2 digest.  Other sector sizes are refused
+ * with the reason.
  */
 #include <config.h>
 
@@ -203,6 +204,52 @@ parse_digest(json_t *root, struct ng_luks_volume *v, struct ng_error *err)
     return 0;
 }
 
+/* A keyslot's KDF into *k: 0, or 1 with *why saying why we cannot use it
+ * ("damaged..." when its numbers are missing or absurd). */
+static int
+parse_kdf(json_t *kdf, struct ng_luks_slot *k, const char **why)
+{
+    const char *type = get_str(kdf, "type");
+    uint64_t iter = 0, mem = 0, cpus = 0;
+
+    if (strcmp(type, "pbkdf2") == 0) {
+        k->kdf = NG_LUKS_PBKDF2;
+        k->kdf_hash = ng_luks_hash(get_str(kdf, "hash"));
+        if (get_u64(kdf, "iterations", &iter) == -1 || iter == 0 ||
+            iter > NG_LUKS_ITER_MAX) {
+            *why = "damaged PBKDF2 iterations";
+            return 1;
+        }
+        k->iterations = (uint32_t)iter;
+        return 0;
+    }
+    if (strcmp(type, "argon2i") != 0 && strcmp(type, "argon2id") != 0) {
+        *why = "an unknown KDF";
+        return 1;
+    }
+#ifndef HAVE_LIBARGON2
+    *why = "argon2, which this build lacks (libargon2 was not found "
+           "when it was configured; or use cryptsetup --pbkdf pbkdf2)";
+    return 1;
+#endif
+    k->kdf = type[6] == 'i' && type[7] == 'd' ? NG_LUKS_ARGON2ID
+                                              : NG_LUKS_ARGON2I;
+    k->kdf_hash = GNUTLS_DIG_SHA256;    /* unused; keeps the check simple */
+    if (get_u64(kdf, "time", &iter) == -1 || iter == 0 ||
+        iter > NG_LUKS_ARGON2_TIME_MAX ||
+        get_u64(kdf, "memory", &mem) == -1 || mem == 0 ||
+        mem > NG_LUKS_ARGON2_MEM_MAX ||
+        get_u64(kdf, "cpus", &cpus) == -1 || cpus == 0 ||
+        cpus > NG_LUKS_ARGON2_CPUS_MAX) {
+        *why = "damaged argon2 time, memory or cpus";
+        return 1;
+    }
+    k->iterations = (uint32_t)iter;
+    k->memory_kib = (uint32_t)mem;
+    k->cpus = (uint32_t)cpus;
+    return 0;
+}
+
 /* One keyslot; 0 when usable (filled in *k), 1 when of a kind we skip
  * (*why says which), -1 on a damaged one. */
 static int
@@ -211,7 +258,7 @@ parse_keyslot(json_t *ks, struct ng_luks_slot *k, uint64_t *key_bytes,
 {
     json_t *af = json_object_get(ks, "af"), *area = json_object_get(ks, "area");
     json_t *kdf = json_object_get(ks, "kdf");
-    uint64_t size = 0, stripes = 0, iter = 0, area_key = 0;
+    uint64_t size = 0, stripes = 0, area_key = 0;
 
     if (strcmp(get_str(ks, "type"), "luks2") != 0 ||
         strcmp(get_str(af, "type"), "luks1") != 0 ||
@@ -219,25 +266,18 @@ parse_keyslot(json_t *ks, struct ng_luks_slot *k, uint64_t *key_bytes,
         *why = "not a plain luks2 keyslot";
         return 1;
     }
-    if (strcmp(get_str(kdf, "type"), "pbkdf2") != 0) {
-        *why = strncmp(get_str(kdf, "type"), "argon2", 6) == 0
-               ? "argon2, which is not supported (use cryptsetup "
-                 "--pbkdf pbkdf2)" : "an unknown KDF";
-        return 1;
-    }
+    if (parse_kdf(kdf, k, why) != 0)
+        return strncmp(*why, "damaged", 7) == 0 ? damaged(err, *why) : 1;
     if (get_u64(ks, "key_size", &size) == -1 || size == 0 ||
         size > NG_LUKS_KEY_MAX || (*key_bytes != 0 && size != *key_bytes) ||
         get_u64(af, "stripes", &stripes) == -1 ||
         get_u64(area, "offset", &k->km_offset) == -1 ||
         get_u64(area, "key_size", &area_key) == -1 ||
-        get_u64(kdf, "iterations", &iter) == -1 ||
         get_b64(kdf, "salt", k->salt, sizeof k->salt, &k->salt_len) == -1 ||
-        stripes > NG_LUKS_STRIPES_MAX || iter > NG_LUKS_ITER_MAX)
+        stripes > NG_LUKS_STRIPES_MAX)
         return damaged(err, "a keyslot's sizes, offset or salt");
     *key_bytes = size;
     k->stripes = (uint32_t)stripes;
-    k->iterations = (uint32_t)iter;
-    k->kdf_hash = ng_luks_hash(get_str(kdf, "hash"));
     k->af_hash = ng_luks_hash(get_str(af, "hash"));
     if (k->kdf_hash == GNUTLS_DIG_UNKNOWN || k->af_hash == GNUTLS_DIG_UNKNOWN)
         return ng_error_set(err, ENOTSUP, "LUKS2 keyslot hash '%s' or '%s' "
