@@ -1075,7 +1075,7 @@ load_exports(struct ng_config *cfg, const struct ng_names *names,
 static int
 check_top(const struct ng_value *doc, struct ng_error *err)
 {
-    char expected[64];
+    char expected[160];          /* every top-level key, joined */
 
     if (is_null(doc)) {
         join_keys(top_keys, expected, sizeof expected);
