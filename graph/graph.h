@@ -370,6 +370,10 @@ struct ng_opt_desc {
     const char *const *choices; /* ENUM: NULL-terminated */
     enum ng_role role;          /* CHILD, CHILDREN: edge role */
     bool required;              /* CHILD, CHILDREN, VALUE: must be given */
+    bool nullable;              /* CHILD: `null` means "no child, on
+                                 * purpose" and sets the bool field at
+                                 * null_offset (qcow2's backing: null) */
+    size_t null_offset;
 };
 
 #define NG_OPT_STRING(n, st, f, d, h) \
@@ -393,6 +397,10 @@ struct ng_opt_desc {
 #define NG_OPT_CHILD(n, st, f, r, req, h) \
     { .name = (n), .type = NG_OPT_T_CHILD, .offset = offsetof(st, f), \
       .role = (r), .required = (req), .help = (h) }
+#define NG_OPT_CHILD_NULLABLE(n, st, f, nf, r, h) \
+    { .name = (n), .type = NG_OPT_T_CHILD, .offset = offsetof(st, f), \
+      .role = (r), .nullable = true, .null_offset = offsetof(st, nf), \
+      .help = (h) }
 #define NG_OPT_CHILDREN(n, st, f, r, req, h) \
     { .name = (n), .type = NG_OPT_T_CHILDREN, .offset = offsetof(st, f), \
       .role = (r), .required = (req), .help = (h) }
@@ -519,7 +527,18 @@ struct ng_driver {
      * section. */
     int (*reconfigure)(struct ng_node *node, const struct ng_value *opts,
                        struct ng_error *err);
+
+    /* Optional: make the node at least `size` bytes long (a format above
+     * allocating past the end: qcow2).  Loop thread, may block briefly;
+     * call through ng_node_grow(). */
+    int (*grow)(struct ng_node *node, uint64_t size, struct ng_error *err);
 };
+
+/* Grow `node` to at least `size` bytes through its driver's grow hook,
+ * then refresh its facts and its ancestors'.  Growing never takes from
+ * what clients were told, so it needs no drained section.  Fails with
+ * ENOSPC when the driver cannot grow, EROFS on a read-only node. */
+int ng_node_grow(struct ng_node *node, uint64_t size, struct ng_error *err);
 
 /* For open_async and close_async: the open or close finished.  ret is 0,
  * or -1 with the open's *err filled. */

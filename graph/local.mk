@@ -34,6 +34,11 @@ graph_libnggraph_a_SOURCES = \
 	graph/drv-null.c \
 	graph/drv-file.c \
 	graph/drv-raw.c \
+	graph/qcow2.h \
+	graph/drv-qcow2.c \
+	graph/qcow2-meta.c \
+	graph/qcow2-cache.c \
+	graph/qcow2-alloc.c \
 	$(NULL)
 
 # Unit tests of the leaf and format drivers.
@@ -81,6 +86,7 @@ tests_unit_test_layer_link_graph_LDFLAGS = \
 tests_unit_test_layer_link_graph_LDADD = \
 	nac/libngnac.a \
 	$(LIBUV_LIBS) \
+	$(ZLIB_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_graph_DEPENDENCIES = graph/libnggraph.a

@@ -218,6 +218,10 @@ parse_field(const struct ng_opt_desc *d, const struct ng_value *v,
     case NG_OPT_T_ENUM:
         return parse_enum(d, v, field, err);
     case NG_OPT_T_CHILD:
+        if (d->nullable && v->kind == NG_VALUE_SCALAR && v->is_null) {
+            *(bool *)(state + d->null_offset) = true;
+            return 0;
+        }
         return parse_child(d, v, field, ctx, err);
     case NG_OPT_T_CHILDREN:
         return parse_children(d, v, field, ctx, err);
