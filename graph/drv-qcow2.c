@@ -344,6 +344,8 @@ zero_cluster(struct qcow2_state *s, const struct ng_req *req, uint64_t gc)
     if (req->op == NG_OP_TRIM && s->backing == NULL &&
         s->l2[gc / s->l2_entries] == NULL)
         return 0;                   /* unallocated already reads zeroes */
+    if (s->version < 3 && s->backing != NULL)
+        return 0;       /* no zero flag: a trim may leave the data */
     if (qcow2_l2_for(s, gc, &r) == NULL)
         return r;
     if (req->op == NG_OP_TRIM && s->backing == NULL)
@@ -835,9 +837,10 @@ qcow2_refresh(struct ng_node *node, struct ng_node_facts *facts,
     (void)err;
     facts->size = (int64_t)s->size;
     facts->caps = NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_EXTENTS |
-                  NG_CAP_MULTI_CONN;
+                  NG_CAP_MULTI_CONN | NG_CAP_TRIM;
+    /* v2 has no zero flag: write-zeroes would have to write. */
     if (s->version >= 3)
-        facts->caps |= NG_CAP_TRIM | NG_CAP_ZERO | NG_CAP_FAST_ZERO;
+        facts->caps |= NG_CAP_ZERO | NG_CAP_FAST_ZERO;
     facts->opt_transfer = (uint32_t)s->cluster_size;
     return 0;
 }

@@ -6,8 +6,8 @@
  * handed out again before the tables no longer pointing to it are on
  * disk.  Free holes an image had at open are left alone.  A refcount
  * block that does not exist yet is made in the first free cluster, and
- * counts itself when it covers that cluster.  The refcount table does
- * not grow: an image whose table is full gets ENOSPC.
+ * counts itself when it covers that cluster.  A full refcount table
+ * moves to a bigger place at the end of the file.
  */
 #include <config.h>
 
@@ -108,6 +108,8 @@ ensure_file(struct qcow2_state *s, uint64_t end)
 
 static int refcount_set(struct qcow2_state *s, uint64_t cluster, uint64_t v);
 
+static int grow_reft(struct qcow2_state *s, uint64_t need);
+
 /* Make refcount block `rbi` in the first free cluster. */
 static int
 make_rb(struct qcow2_state *s, uint64_t rbi)
@@ -115,11 +117,11 @@ make_rb(struct qcow2_state *s, uint64_t rbi)
     uint64_t c = s->alloc_next;
     int r;
 
-    if (rbi >= s->reft_entries) {
-        ng_node_warn(s->node, "the refcount table is full (growing it is "
-                     "not supported)");
-        return -ENOSPC;
-    }
+    if (rbi >= s->reft_entries && (r = grow_reft(s, rbi + 1)) < 0)
+        return r;
+    if (s->rb[rbi] != NULL)
+        return 0;                   /* growing the table made it */
+    c = s->alloc_next;
     if ((r = ensure_file(s, (c + 1) << s->cluster_bits)) < 0)
         return r;
     if ((s->rb[rbi] = calloc(1, s->cluster_size)) == NULL)
@@ -142,13 +144,60 @@ refcount_set(struct qcow2_state *s, uint64_t cluster, uint64_t v)
                      " would overflow", cluster);
         return -EIO;
     }
-    if (rbi < s->reft_entries && s->rb[rbi] == NULL &&
+    if ((rbi >= s->reft_entries || s->rb[rbi] == NULL) &&
         (r = make_rb(s, rbi)) < 0)
         return r;
-    if (rbi >= s->reft_entries)
-        return make_rb(s, rbi);
     refcount_store(s, cluster, v);
     return 0;
+}
+
+/* Move the refcount table to a bigger place at the end of the file:
+ * the old one is freed once the header points to the new one (the
+ * write-back writes the table, then the header, then applies the
+ * decrement). */
+static int
+grow_reft(struct qcow2_state *s, uint64_t need)
+{
+    uint64_t per = s->cluster_size / 8, old_n = s->reft_entries;
+    uint64_t n = old_n * 2 > need ? old_n * 2 : need, clusters, host, got;
+    uint64_t old_off = s->reft_offset;
+    void *p;
+    int r;
+
+    n = (n + per - 1) / per * per;
+    clusters = n / per;
+    if (n * 8 > QCOW2_MAX_REFT_BYTES) {
+        ng_node_warn(s->node, "the refcount table would exceed %" PRIu64
+                     " bytes", QCOW2_MAX_REFT_BYTES);
+        return -ENOSPC;
+    }
+    if ((p = realloc(s->reft, n * 8)) == NULL)
+        return -ENOMEM;
+    s->reft = p;
+    if ((p = realloc(s->rb, n * sizeof *s->rb)) == NULL)
+        return -ENOMEM;
+    s->rb = p;
+    if ((p = realloc(s->rb_dirty, n * sizeof *s->rb_dirty)) == NULL)
+        return -ENOMEM;
+    s->rb_dirty = p;
+    memset(s->reft + old_n, 0, (n - old_n) * 8);
+    memset(s->rb + old_n, 0, (n - old_n) * sizeof *s->rb);
+    memset(s->rb_dirty + old_n, 0, (n - old_n) * sizeof *s->rb_dirty);
+    s->reft_entries = n;
+    /* Contiguous clusters: a block made in between breaks the run, so
+     * free the piece and try again further on. */
+    for (;;) {
+        if ((host = qcow2_alloc(s, clusters, &got, &r)) == 0)
+            return r;
+        if (got == clusters)
+            break;
+        if ((r = qcow2_unref(s, host, got << s->cluster_bits)) < 0)
+            return r;
+    }
+    s->reft_offset = host;
+    s->reft_dirty = true;
+    s->header_dirty = true;
+    return qcow2_unref(s, old_off, old_n * 8);
 }
 
 uint64_t

@@ -288,7 +288,7 @@ qcow2_load(struct qcow2_state *s)
 
 /* ---- Write-back --------------------------------------------------------- */
 
-enum wb_kind { WB_RB, WB_REFT, WB_L2, WB_L1, WB_FLUSH };
+enum wb_kind { WB_RB, WB_REFT, WB_HEADER, WB_L2, WB_L1, WB_FLUSH };
 
 struct wb_item {
     enum wb_kind kind;
@@ -319,7 +319,7 @@ struct qcow2_wb {
 bool
 qcow2_wb_dirty(const struct qcow2_state *s)
 {
-    if (s->l1_dirty || s->reft_dirty || s->n_unrefs > 0)
+    if (s->l1_dirty || s->reft_dirty || s->header_dirty || s->n_unrefs > 0)
         return true;
     for (uint64_t i = 0; i < s->l1_size; i++)
         if (s->l2_dirty[i])
@@ -412,6 +412,19 @@ wb_snapshot(struct qcow2_wb *wb)
             r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
         flushed = true;
     }
+    if (r == 0 && s->header_dirty) {
+        /* refcount_table_offset and refcount_table_clusters */
+        unsigned char h[12];
+        uint64_t off = htobe64(s->reft_offset);
+        uint32_t n = htobe32((uint32_t)(s->reft_entries * 8 /
+                                        s->cluster_size));
+
+        memcpy(h, &off, 8);
+        memcpy(h + 8, &n, 4);
+        r = wb_add(wb, WB_HEADER, 0, 48, h, sizeof h);
+        if (r == 0)
+            r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
+    }
     before = wb->n_items;
     for (uint64_t i = 0; i < s->l1_size && r == 0; i++) {
         if (!s->l2_dirty[i])
@@ -444,7 +457,7 @@ wb_snapshot(struct qcow2_wb *wb)
         else if (it->kind == WB_L2)
             s->l2_dirty[it->idx] = false;
     }
-    s->reft_dirty = s->l1_dirty = false;
+    s->reft_dirty = s->l1_dirty = s->header_dirty = false;
     wb->unrefs = s->unrefs;
     wb->n_unrefs = s->n_unrefs;
     s->unrefs = NULL;
@@ -467,6 +480,8 @@ wb_redirty(struct qcow2_wb *wb)
             s->l2_dirty[it->idx] = true;
         else if (it->kind == WB_REFT)
             s->reft_dirty = true;
+        else if (it->kind == WB_HEADER)
+            s->header_dirty = true;
         else if (it->kind == WB_L1)
             s->l1_dirty = true;
     }

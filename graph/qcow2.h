@@ -136,6 +136,7 @@ struct qcow2_state {
     unsigned char **rb;             /* reft_entries blocks, NULL = none */
     bool *l2_dirty, *rb_dirty;
     bool l1_dirty, reft_dirty;
+    bool header_dirty;              /* refcount table moved */
     struct qcow2_unref *unrefs;     /* pending decrements */
     size_t n_unrefs, cap_unrefs;
     uint64_t alloc_next;            /* first host cluster index free for
