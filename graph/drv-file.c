@@ -813,6 +813,14 @@ file_open(struct ng_node *node, struct ng_error *err)
     return 0;
 }
 
+static const char *
+file_filename(struct ng_node *node)
+{
+    const struct file_state *s = ng_node_state(node);
+
+    return s->filename;
+}
+
 /* A format driver on top needs room (qcow2 allocating clusters). */
 static int
 file_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
@@ -859,6 +867,7 @@ const struct ng_driver ng_driver_file = {
     .submit     = file_submit,
     .refresh    = file_refresh,
     .grow       = file_grow,
+    .filename   = file_filename,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |

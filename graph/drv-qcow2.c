@@ -733,7 +733,7 @@ qcow2_submit(struct ng_node *node, struct ng_req *req)
 int
 qcow2_open_finish(struct qcow2_state *s, struct ng_error *err)
 {
-    const char *fname = s->file->name;
+    const char *fname = ng_node_filename(s->file);
 
     if (s->writable && s->nb_snapshots > 0)
         return ng_error_set(err, EROFS, "'%s': images with internal "

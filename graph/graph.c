@@ -212,6 +212,17 @@ ng_node_refresh(struct ng_node *node, struct ng_error *err)
     return ng_node_refresh_parents(node, err);
 }
 
+const char *
+ng_node_filename(struct ng_node *node)
+{
+    struct ng_node *n;
+
+    for (n = node; n != NULL; n = ng_node_child(n))
+        if (n->driver->filename != NULL)
+            return n->driver->filename(n);
+    return node->name;
+}
+
 int
 ng_node_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
 {

@@ -532,7 +532,15 @@ struct ng_driver {
      * allocating past the end: qcow2).  Loop thread, may block briefly;
      * call through ng_node_grow(). */
     int (*grow)(struct ng_node *node, uint64_t size, struct ng_error *err);
+
+    /* Optional: the path this node reads, for messages (QEMU's
+     * bs->filename); see ng_node_filename(). */
+    const char *(*filename)(struct ng_node *node);
 };
+
+/* What to call the image `node` reads in a message: its driver's
+ * filename hook, else its first child's, else the node's name. */
+const char *ng_node_filename(struct ng_node *node);
 
 /* Grow `node` to at least `size` bytes through its driver's grow hook,
  * then refresh its facts and its ancestors'.  Growing never takes from

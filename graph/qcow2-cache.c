@@ -89,7 +89,7 @@ struct qcow2_loader {
 static const char *
 load_fname(const struct qcow2_state *s)
 {
-    return s->file->name;
+    return ng_node_filename(s->file);
 }
 
 static bool
