@@ -39,6 +39,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/qcow2-meta.c \
 	graph/qcow2-cache.c \
 	graph/qcow2-alloc.c \
+	graph/qcow2-create.c \
 	$(NULL)
 
 # Unit tests of the leaf and format drivers.
@@ -136,3 +137,13 @@ tests_unit_test_bitmap_SOURCES = \
 	tests/unit/graph-fixture.c \
 	$(NULL)
 tests_unit_test_bitmap_LDADD = $(CORE_LIBS)
+
+# ng_qcow2_create(), checked by qemu-img.
+check_PROGRAMS += tests/unit/test-qcow2-create
+TESTS += tests/unit/test-qcow2-create
+tests_unit_test_qcow2_create_SOURCES = \
+	tests/unit/test-qcow2-create.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_qcow2_create_LDADD = $(CORE_LIBS)
