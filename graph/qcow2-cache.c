@@ -84,6 +84,7 @@ struct qcow2_loader {
     size_t len;
     uint64_t idx;
     uint64_t meta_bytes;
+    bool parsed;                    /* the header is parsed in full */
 };
 
 static const char *
@@ -153,7 +154,10 @@ load_cluster(struct qcow2_loader *ld, uint64_t off, unsigned char **slot,
     return true;
 }
 
-/* The next non-empty refcount block or L2 table to read, or false. */
+static bool load_finish(struct qcow2_loader *ld);
+
+/* Read the next non-empty refcount block or L2 table (true), or finish
+ * (false: ld is gone). */
 static bool
 load_next_table(struct qcow2_loader *ld)
 {
@@ -177,7 +181,7 @@ load_next_table(struct qcow2_loader *ld)
             return load_cluster(ld, off, &s->l2[ld->idx++], "L2 table");
     }
     ld->phase = LOAD_DONE;
-    return false;
+    return load_finish(ld);
 }
 
 static bool
@@ -228,8 +232,10 @@ load_step(struct qcow2_seq *q)
                                s->open_err) < 0)
             return load_fail(ld, -EINVAL, NULL);
         ld->phase = LOAD_PARSE;
-        if (ld->len >= s->cluster_size || ld->len >= s->file_size)
+        if (ld->len >= s->cluster_size || ld->len >= s->file_size) {
+            ld->parsed = true;      /* all of it was there */
             return load_step(q);
+        }
         free(ld->buf);
         ld->len = s->file_size < s->cluster_size ? s->file_size
                                                  : s->cluster_size;
@@ -240,8 +246,9 @@ load_step(struct qcow2_seq *q)
         qcow2_seq_submit(q, s->file, NG_OP_READ, 0, ld->len, ld->buf);
         return true;
     case LOAD_PARSE:
-        if (qcow2_parse_header(s, ld->buf, ld->len, load_fname(s),
-                               s->open_err) < 0 || alloc_tables(s) < 0)
+        if ((!ld->parsed &&
+             qcow2_parse_header(s, ld->buf, ld->len, load_fname(s),
+                                s->open_err) < 0) || alloc_tables(s) < 0)
             return load_fail(ld, -EINVAL, NULL);
         ld->phase = LOAD_L1;
         if (s->l1_size == 0)
@@ -260,15 +267,11 @@ load_step(struct qcow2_seq *q)
         /* fall through */
     case LOAD_RB:
     case LOAD_L2:
-        if (load_next_table(ld))
-            return true;
-        if (ld->phase != LOAD_DONE)
-            return false;           /* failed, ld is gone */
-        return load_finish(ld);
+        return load_next_table(ld);
     case LOAD_DONE:
         break;
     }
-    return load_finish(ld);
+    return load_finish(ld);         /* not reached */
 }
 
 void
