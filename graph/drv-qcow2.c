@@ -739,9 +739,9 @@ qcow2_open_finish(struct qcow2_state *s, struct ng_error *err)
         return ng_error_set(err, EROFS, "'%s': images with internal "
                             "snapshots are supported read-only", fname);
     if (s->backing_name != NULL && s->backing == NULL && !s->backing_null)
-        return ng_error_set(err, ENOTSUP, "'%s' has backing file '%s'; "
-                            "opening it by that name is not supported: "
-                            "give 'backing: NODE' (a node for it) or "
+        return ng_error_set(err, ENOTSUP, "'%s' has backing file '%s', "
+                            "which is found by name only for an image on "
+                            "a file node: give 'backing: NODE' or "
                             "'backing: null'", fname, s->backing_name);
     return 0;
 }
@@ -856,6 +856,7 @@ const struct ng_driver ng_driver_qcow2 = {
     .close_async = qcow2_close_async,
     .submit     = qcow2_submit,
     .refresh    = qcow2_refresh,
+    .expand_opts = qcow2_expand_opts,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |

@@ -536,6 +536,16 @@ struct ng_driver {
     /* Optional: the path this node reads, for messages (QEMU's
      * bs->filename); see ng_node_filename(). */
     const char *(*filename)(struct ng_node *node);
+
+    /* Optional: options to create the node from instead of `opts`, before
+     * they are parsed (qcow2 adds the backing file its header names as
+     * an inline child).  `depth` is the number of nodes the same add has
+     * created so far.  May read files (blocking briefly).  Returns 0 with
+     * *out NULL (use opts) or a new value the graph frees, or -1 with
+     * *err set. */
+    int (*expand_opts)(struct ng_graph *g, const struct ng_value *opts,
+                       unsigned depth, struct ng_value **out,
+                       struct ng_error *err);
 };
 
 /* What to call the image `node` reads in a message: its driver's

@@ -40,6 +40,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/qcow2-cache.c \
 	graph/qcow2-alloc.c \
 	graph/qcow2-create.c \
+	graph/qcow2-backing.c \
 	$(NULL)
 
 # Unit tests of the leaf and format drivers.

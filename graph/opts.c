@@ -694,11 +694,36 @@ add_move_last(struct ng_add *a, size_t i)
     a->nodes[a->n - 1] = node;
 }
 
+static struct ng_node *node_create_from(struct ng_add *a, const char *name,
+                                        const struct ng_value *opts,
+                                        struct ng_error *err);
+
 /* Create `node` and, recursively, its inline children, none of them
- * open, all in a->nodes (where a failed add frees them). */
+ * open, all in a->nodes (where a failed add frees them); from the
+ * options the driver's expand_opts hook makes, when it has one. */
 static struct ng_node *
 node_create(struct ng_add *a, const char *name, const struct ng_value *opts,
             struct ng_error *err)
+{
+    const struct ng_driver *drv = lookup_driver(a->graph->drivers, opts,
+                                                err);
+    struct ng_value *expanded = NULL;
+    struct ng_node *node;
+
+    if (drv == NULL)
+        return NULL;
+    if (drv->expand_opts != NULL &&
+        drv->expand_opts(a->graph, opts, (unsigned)a->n, &expanded,
+                         err) == -1)
+        return NULL;
+    node = node_create_from(a, name, expanded ? expanded : opts, err);
+    ng_value_free(expanded);
+    return node;
+}
+
+static struct ng_node *
+node_create_from(struct ng_add *a, const char *name,
+                 const struct ng_value *opts, struct ng_error *err)
 {
     const struct ng_driver *drv = lookup_driver(a->graph->drivers, opts,
                                                 err);

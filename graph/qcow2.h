@@ -178,6 +178,14 @@ int qcow2_open_finish(struct qcow2_state *s, struct ng_error *err);
 /* Free what open made (after a failed open, or at close). */
 void qcow2_free_state(struct qcow2_state *s);
 
+/* ---- qcow2-backing.c ---- */
+
+/* The driver's expand_opts hook: without a `backing` option, the
+ * backing file the header names as an inline child. */
+int qcow2_expand_opts(struct ng_graph *g, const struct ng_value *opts,
+                      unsigned depth, struct ng_value **out,
+                      struct ng_error *err);
+
 /* ---- qcow2-meta.c ---- */
 
 /* Parse the header in buf (len bytes read from offset 0); fills s or

@@ -119,12 +119,24 @@ img=$(fresh); patch "$img" be64@72=2
 refused "$img" "the image is marked corrupt"
 accepted "$img" true
 
-# A backing file named in the header needs a node (or null).
+# A backing file named in the header that is not there.
 qemu-img create -q -f qcow2 "$dir/base.qcow2" 8M
 qemu-img create -q -f qcow2 -b "$dir/base.qcow2" -F qcow2 "$dir/top.qcow2"
-refused "$dir/top.qcow2" "has backing file '$dir/base.qcow2'"
+accepted "$dir/top.qcow2" false
+mv "$dir/base.qcow2" "$dir/gone.qcow2"
+refused "$dir/top.qcow2" "backing file '$dir/base.qcow2' not found"
+mv "$dir/gone.qcow2" "$dir/base.qcow2"
+# A backing file in a format we do not read.
+qemu-img create -q -f qcow2 -u -b "$dir/base.qcow2" -F vmdk "$dir/vm.qcow2" 8M
+refused "$dir/vm.qcow2" "backing format 'vmdk' is not supported"
 
-# A backing loop: two overlays, each the other's backing.
+# A loop through the headers' names: each image the other's backing.
+qemu-img create -q -f qcow2 "$dir/l1.qcow2" 8M
+qemu-img create -q -f qcow2 -u -b "$dir/l1.qcow2" -F qcow2 "$dir/l2.qcow2" 8M
+qemu-img rebase -q -u -f qcow2 -b "$dir/l2.qcow2" -F qcow2 "$dir/l1.qcow2"
+refused "$dir/l1.qcow2" "(a loop?)"
+
+# A backing loop by node names: two overlays, each the other's backing.
 cat > "$dir/loop.yaml" <<EOF
 server:
   listen: ["unix:$dir/s"]

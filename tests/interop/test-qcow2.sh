@@ -44,6 +44,9 @@ qemu-img create -q -f qcow2 "$dir/base.qcow2" 16M
 pattern "$dir/base.qcow2" qcow2
 qemu-img create -q -f qcow2 -b "$dir/base.qcow2" -F qcow2 "$dir/top.qcow2"
 qemu-io -f qcow2 -c 'write -P 0x77 1M 70k' "$dir/top.qcow2" >/dev/null
+# The same overlay naming its backing file relatively.
+(cd "$dir" && qemu-img create -q -f qcow2 -u -b base.qcow2 -F qcow2 rel.qcow2 16M)
+qemu-io -f qcow2 -c 'write -P 0x77 1M 70k' "$dir/rel.qcow2" >/dev/null
 cp "$dir/ref.raw" "$dir/chain.raw"
 qemu-io -f raw -c 'write -P 0x77 1M 70k' "$dir/chain.raw" >/dev/null
 
@@ -63,6 +66,7 @@ $(ro_node comp comp.qcow2)
 $(ro_node base base.qcow2)
 $(ro_node top top.qcow2 ', backing: base')
 $(ro_node cut top.qcow2 ', backing: null')
+$(ro_node rel rel.qcow2)
 exports:
   demo: { node: c64k }
   c512: { node: c512 }
@@ -71,12 +75,21 @@ exports:
   ext: { node: ext }
   comp: { node: comp }
   top: { node: top }
-  cut: { node: cut }"
+  cut: { node: cut }
+  rel: { node: rel }"
 
 for e in demo c512 c2M v2 ext comp; do
     qemu-img compare -f raw -F raw "$dir/ref.raw" "$(uri_for $e)"
 done
 qemu-img compare -f raw -F raw "$dir/chain.raw" "$(uri_for top)"
+# Its backing file found by the header's name, next to it.
+qemu-img compare -f raw -F raw "$dir/chain.raw" "$(uri_for rel)"
+# Block status through the chain: the base's data at 0 and the
+# overlay's two clusters at 1M are data, what neither has is a hole.
+nbdinfo --map "$(uri_for rel)" > "$dir/map"
+cat "$dir/map"
+grep -Eq '^ +0 +1179648 +0 +data' "$dir/map"
+grep -Eq '^ +1179648 +[0-9]+ +3 +hole,zero' "$dir/map"
 # Cut from its backing, the overlay has only its own range.
 truncate -s 16M "$dir/cut.raw"
 qemu-io -f raw -c 'write -P 0x77 1M 70k' "$dir/cut.raw" >/dev/null
