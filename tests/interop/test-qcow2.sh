@@ -6,7 +6,8 @@
 # (qemu-io patterns, many parallel 4 KiB writes from nbdcopy) leave
 # images that `qemu-img check` finds clean and `qemu-img compare` finds
 # equal to a raw reference; a kill -9 during writes leaves at most
-# leaked clusters; `qemu-img convert` of an export round-trips.
+# leaked clusters; copy-on-read over an overlay copies the base up (this
+# layer's block status); `qemu-img convert` of an export round-trips.
 source "$srcdir/functions.sh"
 set -e -x
 requires qemu-img --version
@@ -168,6 +169,26 @@ for f in c512 c64k c2M v2 comp; do
     qemu-img compare -q -f raw -F qcow2 "$dir/w-$f.raw" "$dir/$f.qcow2"
 done
 qemu-img compare -q -f raw -F qcow2 "$dir/w-top.raw" "$dir/top.qcow2"
+
+# ---- Copy-on-read: this layer's block status (LOCAL_ONLY) -----------------
+
+# Reading through copy-on-read copies what the overlay lacks up from its
+# backing: afterwards qemu-img finds the base's data in the overlay.
+qemu-img create -q -f qcow2 -b "$dir/base.qcow2" -F qcow2 "$dir/cor.qcow2"
+start_nbdgraphd "nodes:
+$(rw_node cor cor.qcow2)
+  c: { driver: copy-on-read, file: cor }
+exports:
+  demo: { node: c, writable: true }"
+qemu-img compare -f raw -F raw "$dir/ref.raw" "$uri"
+stop_nbdgraphd
+qemu-img check -q "$dir/cor.qcow2"
+qemu-img map --output=json -f qcow2 "$dir/cor.qcow2" > "$dir/cor.map"
+cat "$dir/cor.map"
+# The base's first megabyte now comes from the overlay (depth 0).
+grep -q '"start": 0, "length": [0-9]*, "depth": 0, "present": true, "zero": false, "data": true' \
+    "$dir/cor.map"
+qemu-img compare -q -f raw -F qcow2 "$dir/ref.raw" "$dir/cor.qcow2"
 
 # ---- Round trip: qemu-img convert of an export, served again -------------
 
