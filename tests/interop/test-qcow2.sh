@@ -129,7 +129,14 @@ for f in c512 c64k c2M v2 comp top; do
     cp "$dir/ref.raw" "$dir/w-$f.raw"
 done
 cp "$dir/chain.raw" "$dir/w-top.raw"
+# Refcounts of other widths than 16 bits, written too.
+for b in 1 64; do
+    qemu-img create -q -f qcow2 -o refcount_bits=$b,cluster_size=4k \
+        "$dir/r$b.qcow2" 16M
+done
 start_nbdgraphd "nodes:
+$(rw_node r1 r1.qcow2)
+$(rw_node r64 r64.qcow2)
 $(rw_node c512 c512.qcow2)
 $(rw_node c64k c64k.qcow2)
 $(rw_node c2M c2M.qcow2)
@@ -143,7 +150,9 @@ exports:
   c2M: { node: c2M, writable: true }
   v2: { node: v2, writable: true }
   comp: { node: comp, writable: true }
-  top: { node: top, writable: true }"
+  top: { node: top, writable: true }
+  r1: { node: r1, writable: true }
+  r64: { node: r64, writable: true }"
 for e in c512 demo c2M v2 comp top; do
     f=$e; [ $e = demo ] && f=c64k
     writes "$(uri_for $e)" "$dir/w-$f.raw"
@@ -153,7 +162,11 @@ done
 # Many 4 KiB writes in flight at once, over four connections: new
 # clusters next to each other in one L2 table, several in one cluster.
 head -c $((4 * M)) /dev/urandom > "$dir/rand"
-for e in c512 demo; do
+for e in r1 r64; do
+    cp "$dir/rand" "$dir/w-$e.raw"
+    truncate -s 16M "$dir/w-$e.raw"
+done
+for e in c512 demo r1 r64; do
     f=$e; [ $e = demo ] && f=c64k
     dd if="$dir/rand" of="$dir/w-$f.raw" conv=notrunc status=none
     nbdcopy --request-size=4096 --requests=64 --connections=4 --flush \
@@ -162,10 +175,10 @@ for e in c512 demo; do
 done
 stop_nbdgraphd
 
-for f in c512 c64k c2M v2 comp top; do
+for f in c512 c64k c2M v2 comp top r1 r64; do
     qemu-img check -q "$dir/$f.qcow2"
 done
-for f in c512 c64k c2M v2 comp; do
+for f in c512 c64k c2M v2 comp r1 r64; do
     qemu-img compare -q -f raw -F qcow2 "$dir/w-$f.raw" "$dir/$f.qcow2"
 done
 qemu-img compare -q -f raw -F qcow2 "$dir/w-top.raw" "$dir/top.qcow2"
