@@ -57,10 +57,6 @@ struct qcow2_io {
     uint64_t new_gc, new_n, new_host;   /* IO_NEW: what to map */
 };
 
-struct qcow2_close {
-    struct ng_node *node;
-};
-
 static const struct ng_opt_desc qcow2_opts[] = {
     NG_OPT_CHILD("file", struct qcow2_state, file, NG_ROLE_FILE, true,
                  "the node holding the image"),

@@ -2,7 +2,8 @@
  * driver and request path, qcow2-meta.c header and table parsing and the
  * open-time load, qcow2-alloc.c cluster allocation and refcounts,
  * qcow2-cache.c metadata I/O: the load at open and the ordered
- * write-back).
+ * write-back, qcow2-backing.c the backing file the header names,
+ * qcow2-create.c ng_qcow2_create()).
  *
  * Format: QEMU's docs/interop/qcow2.txt.  All metadata (L1, every L2
  * table, the refcount table and every refcount block) is read at open and
