@@ -294,8 +294,9 @@ map_cluster(const struct qcow2_state *s, uint64_t gc, uint64_t in,
 
     m->len = s->cluster_size - in;
     m->host = 0;
-    if (t == NULL) {
+    if (t == NULL) {                /* the whole table's span at once */
         m->kind = QCOW2_UNALLOC;
+        m->len += (s->l2_entries - 1 - j) << s->cluster_bits;
         return;
     }
     e = qcow2_get64(t, j * (s->l2_entry_size / 8));
