@@ -99,6 +99,12 @@ submit_view(struct qcow2_io *io, struct ng_node *to, enum ng_op op,
 
 static bool unlock_and_complete(struct qcow2_io *io, int ret);
 
+static void
+flush_done(void *opaque, int ret)
+{
+    ng_req_complete(opaque, ret);
+}
+
 /* ---- Read engine -------------------------------------------------------- */
 
 static int
@@ -269,7 +275,11 @@ unlock_and_complete(struct qcow2_io *io, int ret)
     io->bounce = io->cbuf = NULL;
     if (held)
         list_remove(&s->locked, io);
-    ng_req_complete(req, ret);      /* io is gone */
+    /* FUA: the data and the tables pointing to it on disk first. */
+    if (ret == 0 && (req->flags & NG_REQ_FUA))
+        qcow2_wb_flush(s, flush_done, req);
+    else
+        ng_req_complete(req, ret);  /* io is gone */
     if (held)
         wake_waiters(s);
     return false;
@@ -647,12 +657,6 @@ bs_step(struct qcow2_seq *q)
 
 /* ---- Submit ------------------------------------------------------------- */
 
-static void
-flush_done(void *opaque, int ret)
-{
-    ng_req_complete(opaque, ret);
-}
-
 /* Take the request's guest clusters, or join the wait list. */
 static bool
 lock_or_wait(struct qcow2_state *s, struct qcow2_io *io)
@@ -833,7 +837,7 @@ qcow2_refresh(struct ng_node *node, struct ng_node_facts *facts,
     (void)err;
     facts->size = (int64_t)s->size;
     facts->caps = NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_EXTENTS |
-                  NG_CAP_MULTI_CONN | NG_CAP_TRIM;
+                  NG_CAP_MULTI_CONN | NG_CAP_TRIM | NG_CAP_FUA;
     /* v2 has no zero flag: write-zeroes would have to write. */
     if (s->version >= 3)
         facts->caps |= NG_CAP_ZERO | NG_CAP_FAST_ZERO;

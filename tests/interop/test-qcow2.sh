@@ -113,7 +113,7 @@ writes ()
                'write -P 0x57 12M 3M' 'write -P 0x58 1000k 100k' \
                'write -P 0x59 6100k 10k' 'write -z 12M 64k' \
                'write -z 13M 10k' 'discard 14M 2M' \
-               'write -P 0x5a 16380k 4k'; do
+               'write -P 0x5a 16380k 4k' 'write -f -P 0x5b 200k 4k'; do
         qemu-io -f raw -c "$cmd" "$1" >/dev/null
         qemu-io -f raw -c "$cmd" "$2" >/dev/null
     done
