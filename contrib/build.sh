@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 build_deps=(build-essential autoconf automake pkg-config
             libuv1-dev libyaml-dev libjansson-dev libnbd-dev
             libgnutls28-dev
-            libargon2-dev)      # graph/luks2.c: argon2 LUKS2 keyslots
+            libargon2-dev       # graph/luks2.c: argon2 LUKS2 keyslots
+            zlib1g-dev)         # qcow2 compressed clusters
 test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz gnutls-bin
            groff-base man-db systemd python3 clang libclang-rt-14-dev
            cryptsetup-bin)      # tests/test-luks.sh: LUKS images

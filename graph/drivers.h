@@ -11,5 +11,16 @@ extern const struct ng_driver ng_driver_memory;
 extern const struct ng_driver ng_driver_null_co;
 extern const struct ng_driver ng_driver_raw;
 extern const struct ng_driver ng_driver_luks;
+extern const struct ng_driver ng_driver_qcow2;
+
+/* Create (or overwrite) `path` as an empty qcow2 v3 image of `size`
+ * bytes with clusters of `cluster_size` (a power of two, 512 to 2M;
+ * QEMU's default is 65536), optionally naming a backing file and its
+ * format ("qcow2", "raw") in the header, as qemu-img create -b -F does.
+ * Blocking file I/O (open, write, fsync).  Returns 0, or -1 with *err
+ * set. */
+int ng_qcow2_create(const char *path, uint64_t size, uint64_t cluster_size,
+                    const char *backing_file, const char *backing_fmt,
+                    struct ng_error *err);
 
 #endif

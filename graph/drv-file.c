@@ -235,19 +235,21 @@ file_write_bounce(struct file_state *s, const struct ng_iov *v,
                   uint64_t len, uint64_t off)
 {
     uint64_t blen = (len + s->align - 1) & ~(s->align - 1);
+    /* file_grow() may change it on the loop thread meanwhile. */
+    uint64_t size = __atomic_load_n(&s->size, __ATOMIC_RELAXED);
     unsigned char *b;
     int r;
 
     if (!file_is_aligned(off, s->align) ||
-        (!file_is_aligned(len, s->align) && off + len < s->size))
+        (!file_is_aligned(len, s->align) && off + len < size))
         return -EINVAL;             /* the core did not align it: a bug */
     if ((r = posix_memalign((void **)&b, s->mem_align, blen)) != 0)
         return -r;
     ng_iov_to_buf(v, 0, b, len);
     memset(b + len, 0, blen - len);
     r = file_pwrite_all(s, b, blen, off);
-    if (r == 0 && off + blen > s->size && !s->is_block &&
-        ftruncate(s->fd, (off_t)s->size) < 0)
+    if (r == 0 && off + blen > size && !s->is_block &&
+        ftruncate(s->fd, (off_t)size) < 0)
         r = -errno;
     free(b);
     return r;
@@ -811,6 +813,32 @@ file_open(struct ng_node *node, struct ng_error *err)
     return 0;
 }
 
+static const char *
+file_filename(struct ng_node *node)
+{
+    const struct file_state *s = ng_node_state(node);
+
+    return s->filename;
+}
+
+/* A format driver on top needs room (qcow2 allocating clusters). */
+static int
+file_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
+{
+    struct file_state *s = ng_node_state(node);
+
+    if (s->is_block)
+        return ng_error_set(err, ENOSPC, "'%s' is a block device and "
+                            "cannot grow", s->filename);
+    if (size > INT64_MAX || ftruncate(s->fd, (off_t)size) < 0)
+        return ng_error_set(err, size > INT64_MAX ? EFBIG : errno,
+                            "cannot grow '%s' to %" PRIu64 " bytes: %s",
+                            s->filename, size,
+                            strerror(size > INT64_MAX ? EFBIG : errno));
+    __atomic_store_n(&s->size, size, __ATOMIC_RELAXED);
+    return 0;
+}
+
 /* O_DIRECT wants whole blocks: the core aligns requests to them. */
 static int
 file_refresh(struct ng_node *node, struct ng_node_facts *facts,
@@ -838,6 +866,8 @@ const struct ng_driver ng_driver_file = {
     .close      = file_close,
     .submit     = file_submit,
     .refresh    = file_refresh,
+    .grow       = file_grow,
+    .filename   = file_filename,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |

@@ -212,6 +212,35 @@ ng_node_refresh(struct ng_node *node, struct ng_error *err)
     return ng_node_refresh_parents(node, err);
 }
 
+const char *
+ng_node_filename(struct ng_node *node)
+{
+    struct ng_node *n;
+
+    for (n = node; n != NULL; n = ng_node_child(n))
+        if (n->driver->filename != NULL)
+            return n->driver->filename(n);
+    return node->name;
+}
+
+int
+ng_node_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
+{
+    int64_t len = ng_node_length(node);
+
+    if (len >= 0 && size <= (uint64_t)len)
+        return 0;
+    if (node->read_only)
+        return ng_error_set(err, EROFS, "node '%s' is read-only",
+                            node->name);
+    if (node->driver->grow == NULL)
+        return ng_error_set(err, ENOSPC, "node '%s' (driver '%s') cannot "
+                            "grow", node->name, node->driver->name);
+    if (node->driver->grow(node, size, err) == -1)
+        return -1;
+    return ng_node_refresh(node, err);
+}
+
 int
 ng_node_refresh_parents(struct ng_node *node, struct ng_error *err)
 {

@@ -370,6 +370,10 @@ struct ng_opt_desc {
     const char *const *choices; /* ENUM: NULL-terminated */
     enum ng_role role;          /* CHILD, CHILDREN: edge role */
     bool required;              /* CHILD, CHILDREN, VALUE: must be given */
+    bool nullable;              /* CHILD: `null` means "no child, on
+                                 * purpose" and sets the bool field at
+                                 * null_offset (qcow2's backing: null) */
+    size_t null_offset;
 };
 
 #define NG_OPT_STRING(n, st, f, d, h) \
@@ -393,6 +397,10 @@ struct ng_opt_desc {
 #define NG_OPT_CHILD(n, st, f, r, req, h) \
     { .name = (n), .type = NG_OPT_T_CHILD, .offset = offsetof(st, f), \
       .role = (r), .required = (req), .help = (h) }
+#define NG_OPT_CHILD_NULLABLE(n, st, f, nf, r, h) \
+    { .name = (n), .type = NG_OPT_T_CHILD, .offset = offsetof(st, f), \
+      .role = (r), .nullable = true, .null_offset = offsetof(st, nf), \
+      .help = (h) }
 #define NG_OPT_CHILDREN(n, st, f, r, req, h) \
     { .name = (n), .type = NG_OPT_T_CHILDREN, .offset = offsetof(st, f), \
       .role = (r), .required = (req), .help = (h) }
@@ -535,7 +543,35 @@ struct ng_driver {
                      bool check_only, struct ng_error *err);
     struct ng_node *(*del_child)(struct ng_node *node, const char *child,
                                  bool check_only, struct ng_error *err);
+    /* Optional: make the node at least `size` bytes long (a format above
+     * allocating past the end: qcow2).  Loop thread, may block briefly;
+     * call through ng_node_grow(). */
+    int (*grow)(struct ng_node *node, uint64_t size, struct ng_error *err);
+
+    /* Optional: the path this node reads, for messages (QEMU's
+     * bs->filename); see ng_node_filename(). */
+    const char *(*filename)(struct ng_node *node);
+
+    /* Optional: options to create the node from instead of `opts`, before
+     * they are parsed (qcow2 adds the backing file its header names as
+     * an inline child).  `depth` is the number of nodes the same add has
+     * created so far.  May read files (blocking briefly).  Returns 0 with
+     * *out NULL (use opts) or a new value the graph frees, or -1 with
+     * *err set. */
+    int (*expand_opts)(struct ng_graph *g, const struct ng_value *opts,
+                       unsigned depth, struct ng_value **out,
+                       struct ng_error *err);
 };
+
+/* What to call the image `node` reads in a message: its driver's
+ * filename hook, else its first child's, else the node's name. */
+const char *ng_node_filename(struct ng_node *node);
+
+/* Grow `node` to at least `size` bytes through its driver's grow hook,
+ * then refresh its facts and its ancestors'.  Growing never takes from
+ * what clients were told, so it needs no drained section.  Fails with
+ * ENOSPC when the driver cannot grow, EROFS on a read-only node. */
+int ng_node_grow(struct ng_node *node, uint64_t size, struct ng_error *err);
 
 /* For open_async and close_async: the open or close finished.  ret is 0,
  * or -1 with the open's *err filled. */

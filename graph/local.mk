@@ -39,6 +39,13 @@ graph_libnggraph_a_SOURCES = \
 	graph/luks.h \
 	graph/luks2.c \
 	graph/drv-luks.c \
+	graph/qcow2.h \
+	graph/drv-qcow2.c \
+	graph/qcow2-meta.c \
+	graph/qcow2-cache.c \
+	graph/qcow2-alloc.c \
+	graph/qcow2-create.c \
+	graph/qcow2-backing.c \
 	$(NULL)
 
 # Unit tests of the leaf and format drivers.
@@ -89,6 +96,7 @@ tests_unit_test_layer_link_graph_LDADD = \
 	$(GNUTLS_LIBS) \
 	$(JANSSON_LIBS) \
 	$(ARGON2_LIBS) \
+	$(ZLIB_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_graph_DEPENDENCIES = graph/libnggraph.a
@@ -138,3 +146,13 @@ tests_unit_test_bitmap_SOURCES = \
 	tests/unit/graph-fixture.c \
 	$(NULL)
 tests_unit_test_bitmap_LDADD = $(CORE_LIBS)
+
+# ng_qcow2_create(), checked by qemu-img.
+check_PROGRAMS += tests/unit/test-qcow2-create
+TESTS += tests/unit/test-qcow2-create
+tests_unit_test_qcow2_create_SOURCES = \
+	tests/unit/test-qcow2-create.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_qcow2_create_LDADD = $(CORE_LIBS)

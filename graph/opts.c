@@ -218,6 +218,10 @@ parse_field(const struct ng_opt_desc *d, const struct ng_value *v,
     case NG_OPT_T_ENUM:
         return parse_enum(d, v, field, err);
     case NG_OPT_T_CHILD:
+        if (d->nullable && v->kind == NG_VALUE_SCALAR && v->is_null) {
+            *(bool *)(state + d->null_offset) = true;
+            return 0;
+        }
         return parse_child(d, v, field, ctx, err);
     case NG_OPT_T_CHILDREN:
         return parse_children(d, v, field, ctx, err);
@@ -690,11 +694,36 @@ add_move_last(struct ng_add *a, size_t i)
     a->nodes[a->n - 1] = node;
 }
 
+static struct ng_node *node_create_from(struct ng_add *a, const char *name,
+                                        const struct ng_value *opts,
+                                        struct ng_error *err);
+
 /* Create `node` and, recursively, its inline children, none of them
- * open, all in a->nodes (where a failed add frees them). */
+ * open, all in a->nodes (where a failed add frees them); from the
+ * options the driver's expand_opts hook makes, when it has one. */
 static struct ng_node *
 node_create(struct ng_add *a, const char *name, const struct ng_value *opts,
             struct ng_error *err)
+{
+    const struct ng_driver *drv = lookup_driver(a->graph->drivers, opts,
+                                                err);
+    struct ng_value *expanded = NULL;
+    struct ng_node *node;
+
+    if (drv == NULL)
+        return NULL;
+    if (drv->expand_opts != NULL &&
+        drv->expand_opts(a->graph, opts, (unsigned)a->n, &expanded,
+                         err) == -1)
+        return NULL;
+    node = node_create_from(a, name, expanded ? expanded : opts, err);
+    ng_value_free(expanded);
+    return node;
+}
+
+static struct ng_node *
+node_create_from(struct ng_add *a, const char *name,
+                 const struct ng_value *opts, struct ng_error *err)
 {
     const struct ng_driver *drv = lookup_driver(a->graph->drivers, opts,
                                                 err);

@@ -13,6 +13,7 @@ FUZZERS = \
 	tests/fuzz/fuzz-nbd-transmission \
 	tests/fuzz/fuzz-qmp \
 	tests/fuzz/fuzz-config \
+	tests/fuzz/fuzz-qcow2 \
 	$(NULL)
 check_PROGRAMS += $(FUZZERS)
 
@@ -63,6 +64,14 @@ tests_fuzz_fuzz_config_SOURCES = \
 	$(NULL)
 tests_fuzz_fuzz_config_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_config_LDADD = $(FUZZ_LIBS)
+
+# The qcow2 driver on mutated images.
+tests_fuzz_fuzz_qcow2_SOURCES = \
+	tests/fuzz/fuzz-qcow2.c \
+	$(FUZZ_COMMON) \
+	$(NULL)
+tests_fuzz_fuzz_qcow2_LDFLAGS = $(FUZZ_LINK_FLAGS)
+tests_fuzz_fuzz_qcow2_LDADD = $(FUZZ_LIBS)
 
 # Every seed (and kept finding) through every harness, once.
 TESTS += tests/fuzz/test-fuzz-corpus.sh

@@ -12,3 +12,9 @@ TESTS += $(INTEROP_TESTS)
 EXTRA_DIST += \
 	$(INTEROP_TESTS) \
 	$(NULL)
+
+# The qcow2 format driver against qemu-img and qemu-io.
+TESTS += tests/interop/test-qcow2.sh
+EXTRA_DIST += tests/interop/test-qcow2.sh
+TESTS += tests/test-qcow2-bad.sh
+EXTRA_DIST += tests/test-qcow2-bad.sh

@@ -1,0 +1,300 @@
+/* graph/qcow2-alloc.c: qcow2 refcounts and cluster allocation, in memory
+ * (qcow2-cache.c writes the changed tables back in order).
+ *
+ * Allocation appends: new clusters come from alloc_next, past every
+ * cluster in use at open, so a cluster freed in this session is never
+ * handed out again before the tables no longer pointing to it are on
+ * disk.  Free holes an image had at open are left alone.  A refcount
+ * block that does not exist yet is made in the first free cluster, and
+ * counts itself when it covers that cluster.  A full refcount table
+ * moves to a bigger place at the end of the file.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/qcow2.h"
+
+/* Grow the file by at least this much at a time (then whole clusters). */
+#define QCOW2_GROW_STEP ((uint64_t)1 << 20)
+
+uint64_t
+qcow2_refcount_get(const struct qcow2_state *s, uint64_t cluster)
+{
+    uint64_t rbi = cluster / s->rb_entries, i = cluster % s->rb_entries;
+    const unsigned char *b;
+    unsigned w = 1u << s->refcount_order;
+    uint16_t v16;
+    uint32_t v32;
+    uint64_t v64;
+
+    if (rbi >= s->reft_entries || (b = s->rb[rbi]) == NULL)
+        return 0;
+    switch (s->refcount_order) {
+    case 0: case 1: case 2:
+        return (b[i * w / 8] >> (i * w % 8)) & ((1u << w) - 1);
+    case 3:
+        return b[i];
+    case 4:
+        memcpy(&v16, b + i * 2, 2);
+        return be16toh(v16);
+    case 5:
+        memcpy(&v32, b + i * 4, 4);
+        return be32toh(v32);
+    default:
+        memcpy(&v64, b + i * 8, 8);
+        return be64toh(v64);
+    }
+}
+
+static void
+refcount_store(struct qcow2_state *s, uint64_t cluster, uint64_t v)
+{
+    uint64_t rbi = cluster / s->rb_entries, i = cluster % s->rb_entries;
+    unsigned char *b = s->rb[rbi];
+    unsigned w = 1u << s->refcount_order;
+    uint16_t v16;
+    uint32_t v32;
+    uint64_t v64;
+
+    switch (s->refcount_order) {
+    case 0: case 1: case 2: {
+        unsigned sh = (unsigned)(i * w % 8), mask = ((1u << w) - 1) << sh;
+
+        b[i * w / 8] = (unsigned char)((b[i * w / 8] & ~mask) |
+                                       ((v << sh) & mask));
+        break;
+    }
+    case 3:
+        b[i] = (unsigned char)v;
+        break;
+    case 4:
+        v16 = htobe16((uint16_t)v);
+        memcpy(b + i * 2, &v16, 2);
+        break;
+    case 5:
+        v32 = htobe32((uint32_t)v);
+        memcpy(b + i * 4, &v32, 4);
+        break;
+    default:
+        v64 = htobe64(v);
+        memcpy(b + i * 8, &v64, 8);
+        break;
+    }
+    s->rb_dirty[rbi] = true;
+}
+
+/* The file must hold [0, end). */
+static int
+ensure_file(struct qcow2_state *s, uint64_t end)
+{
+    struct ng_error err = { 0 };
+    uint64_t want;
+
+    if (end <= s->file_size)
+        return 0;
+    want = end + QCOW2_GROW_STEP;
+    want = (want + s->cluster_size - 1) & ~(s->cluster_size - 1);
+    if (ng_node_grow(s->file, want, &err) < 0) {
+        ng_node_warn(s->node, "%s", err.msg);
+        return -ENOSPC;
+    }
+    s->file_size = want;
+    return 0;
+}
+
+static int refcount_set(struct qcow2_state *s, uint64_t cluster, uint64_t v);
+
+static int grow_reft(struct qcow2_state *s, uint64_t need);
+
+/* Make refcount block `rbi` in the first free cluster. */
+static int
+make_rb(struct qcow2_state *s, uint64_t rbi)
+{
+    uint64_t c = s->alloc_next;
+    int r;
+
+    if (rbi >= s->reft_entries && (r = grow_reft(s, rbi + 1)) < 0)
+        return r;
+    if (s->rb[rbi] != NULL)
+        return 0;                   /* growing the table made it */
+    c = s->alloc_next;
+    if ((r = ensure_file(s, (c + 1) << s->cluster_bits)) < 0)
+        return r;
+    if ((s->rb[rbi] = calloc(1, s->cluster_size)) == NULL)
+        return -ENOMEM;
+    s->reft[rbi] = htobe64(c << s->cluster_bits);
+    s->reft_dirty = true;
+    s->rb_dirty[rbi] = true;
+    s->alloc_next = c + 1;
+    return refcount_set(s, c, 1);
+}
+
+static int
+refcount_set(struct qcow2_state *s, uint64_t cluster, uint64_t v)
+{
+    uint64_t rbi = cluster / s->rb_entries;
+    int r;
+
+    if (s->refcount_order < 6 && v >> (1u << s->refcount_order) != 0) {
+        ng_node_warn(s->node, "refcount of host cluster %" PRIu64
+                     " would overflow", cluster);
+        return -EIO;
+    }
+    if ((rbi >= s->reft_entries || s->rb[rbi] == NULL) &&
+        (r = make_rb(s, rbi)) < 0)
+        return r;
+    refcount_store(s, cluster, v);
+    return 0;
+}
+
+/* Move the refcount table to a bigger place at the end of the file:
+ * the old one is freed once the header points to the new one (the
+ * write-back writes the table, then the header, then applies the
+ * decrement). */
+static int
+grow_reft(struct qcow2_state *s, uint64_t need)
+{
+    uint64_t per = s->cluster_size / 8, old_n = s->reft_entries;
+    uint64_t n = old_n * 2 > need ? old_n * 2 : need, clusters, host, got;
+    uint64_t old_off = s->reft_offset;
+    void *p;
+    int r;
+
+    n = (n + per - 1) / per * per;
+    clusters = n / per;
+    if (n * 8 > QCOW2_MAX_REFT_BYTES) {
+        ng_node_warn(s->node, "the refcount table would exceed %" PRIu64
+                     " bytes", QCOW2_MAX_REFT_BYTES);
+        return -ENOSPC;
+    }
+    if ((p = realloc(s->reft, n * 8)) == NULL)
+        return -ENOMEM;
+    s->reft = p;
+    if ((p = realloc(s->rb, n * sizeof *s->rb)) == NULL)
+        return -ENOMEM;
+    s->rb = p;
+    if ((p = realloc(s->rb_dirty, n * sizeof *s->rb_dirty)) == NULL)
+        return -ENOMEM;
+    s->rb_dirty = p;
+    memset(s->reft + old_n, 0, (n - old_n) * 8);
+    memset(s->rb + old_n, 0, (n - old_n) * sizeof *s->rb);
+    memset(s->rb_dirty + old_n, 0, (n - old_n) * sizeof *s->rb_dirty);
+    s->reft_entries = n;
+    /* Contiguous clusters: a block made in between breaks the run, so
+     * free the piece and try again further on. */
+    for (;;) {
+        if ((host = qcow2_alloc(s, clusters, &got, &r)) == 0)
+            return r;
+        if (got == clusters)
+            break;
+        if ((r = qcow2_unref(s, host, got << s->cluster_bits)) < 0)
+            return r;
+    }
+    s->reft_offset = host;
+    s->reft_dirty = true;
+    s->header_dirty = true;
+    return qcow2_unref(s, old_off, old_n * 8);
+}
+
+uint64_t
+qcow2_used_end(const struct qcow2_state *s)
+{
+    for (uint64_t rbi = s->reft_entries; rbi-- > 0;) {
+        if (s->rb[rbi] == NULL)
+            continue;
+        for (uint64_t i = s->rb_entries; i-- > 0;)
+            if (qcow2_refcount_get(s, rbi * s->rb_entries + i) != 0)
+                return rbi * s->rb_entries + i + 1;
+    }
+    return 0;
+}
+
+uint64_t
+qcow2_alloc(struct qcow2_state *s, uint64_t n, uint64_t *got, int *ret)
+{
+    uint64_t c, rbi;
+    int r;
+
+    /* A missing block for the first cluster is made there first. */
+    for (;;) {
+        c = s->alloc_next;
+        rbi = c / s->rb_entries;
+        if (rbi < s->reft_entries && s->rb[rbi] != NULL)
+            break;
+        if ((r = make_rb(s, rbi)) < 0) {
+            *ret = r;
+            return 0;
+        }
+    }
+    /* One block covers them all. */
+    if (n > s->rb_entries - c % s->rb_entries)
+        n = s->rb_entries - c % s->rb_entries;
+    if ((r = ensure_file(s, (c + n) << s->cluster_bits)) < 0) {
+        *ret = r;
+        return 0;
+    }
+    for (uint64_t i = 0; i < n; i++)
+        refcount_store(s, c + i, 1);
+    s->alloc_next = c + n;
+    *got = n;
+    return c << s->cluster_bits;
+}
+
+unsigned char *
+qcow2_l2_for(struct qcow2_state *s, uint64_t gc, int *ret)
+{
+    uint64_t l1i = gc / s->l2_entries, got, host;
+    unsigned char *t;
+
+    if (s->l2[l1i] != NULL)
+        return s->l2[l1i];
+    if ((t = calloc(1, s->cluster_size)) == NULL) {
+        *ret = -ENOMEM;
+        return NULL;
+    }
+    if ((host = qcow2_alloc(s, 1, &got, ret)) == 0) {
+        free(t);
+        return NULL;
+    }
+    s->l2[l1i] = t;
+    s->l1[l1i] = htobe64(host | QCOW2_OFLAG_COPIED);
+    s->l1_dirty = true;
+    s->l2_dirty[l1i] = true;
+    return t;
+}
+
+int
+qcow2_unref(struct qcow2_state *s, uint64_t host, uint64_t len)
+{
+    if (s->n_unrefs == s->cap_unrefs) {
+        size_t cap = s->cap_unrefs ? s->cap_unrefs * 2 : 16;
+        void *p = realloc(s->unrefs, cap * sizeof *s->unrefs);
+
+        if (p == NULL)
+            return -ENOMEM;
+        s->unrefs = p;
+        s->cap_unrefs = cap;
+    }
+    s->unrefs[s->n_unrefs++] = (struct qcow2_unref){ host, len };
+    return 0;
+}
+
+void
+qcow2_unref_apply(struct qcow2_state *s, struct qcow2_unref *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t first = u[i].host >> s->cluster_bits;
+        uint64_t last = (u[i].host + u[i].len - 1) >> s->cluster_bits;
+
+        for (uint64_t c = first; c <= last; c++) {
+            uint64_t v = qcow2_refcount_get(s, c);
+
+            if (v > 0)
+                refcount_store(s, c, v - 1);
+        }
+    }
+}
