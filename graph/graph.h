@@ -743,6 +743,10 @@ struct ng_graph {
     ng_graph_warn_fn *warn;         /* where drivers' warnings go (the
                                      * daemon sets its log); NULL = stderr */
     void *warn_opaque;
+    bool inspect_only;              /* --check-config: drivers open their
+                                     * files read-only and take no locks,
+                                     * so a config whose files a running
+                                     * daemon holds can be checked */
 };
 
 /* `drivers`: the registry nodes are created from (NULL-terminated,

@@ -217,7 +217,7 @@ log_graph_warning(void *opaque, const char *msg)
 }
 
 static int
-build_graph(struct daemon *d, struct ng_error *err)
+build_graph(struct daemon *d, bool inspect_only, struct ng_error *err)
 {
     size_t i;
 
@@ -225,6 +225,7 @@ build_graph(struct daemon *d, struct ng_error *err)
     if (d->graph == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
     d->graph->warn = log_graph_warning;
+    d->graph->inspect_only = inspect_only;
     for (i = 0; i < d->cfg->n_groups; i++)
         if (ng_throttle_group_declare(d->graph, d->cfg->groups[i].name,
                                       d->cfg->groups[i].limits, err) == -1)
@@ -706,13 +707,15 @@ daemon_cleanup(struct daemon *d)
 }
 
 /* --check-config opens every node and claims every export, as a start
- * would, and checks the listen addresses, but listens on nothing. */
+ * would, and checks the listen addresses, but listens on nothing.  Files
+ * are opened read-only and unlocked: the daemon this config will replace
+ * may hold them (a start is what finds a file in use). */
 static int
 check_config(struct daemon *d)
 {
     struct ng_error err = { 0 };
 
-    if (build_graph(d, &err) == 0 && load_tls_creds(d, &err) == 0 &&
+    if (build_graph(d, true, &err) == 0 && load_tls_creds(d, &err) == 0 &&
         start_server(d, &err) == 0 &&
         check_listeners(d->cfg, false, false, &err) == 0) {
         printf("%s: configuration is valid\n", d->cfg->file);
@@ -731,7 +734,7 @@ start(struct daemon *d)
 {
     struct ng_error err = { 0 };
 
-    if (build_graph(d, &err) == 0 && load_tls_creds(d, &err) == 0 &&
+    if (build_graph(d, false, &err) == 0 && load_tls_creds(d, &err) == 0 &&
         start_server(d, &err) == 0 &&
         check_listeners(d->cfg, true, d->n_activated > 0, &err) == 0 &&
         start_control(d, &err) == 0 && watch_signals(d) == 0 &&
