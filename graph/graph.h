@@ -838,6 +838,12 @@ void *ng_graph_object_find(struct ng_graph *g,
 /* Unregister and free the object (type->free).  Fails with ENOENT. */
 int ng_graph_object_del(struct ng_graph *g, const struct ng_object_type *type,
                         const char *id, struct ng_error *err);
+/* Unregister the object without freeing it: the caller owns it now
+ * (something may still use it, as a TLS session its credentials).
+ * NULL when there is none. */
+void *ng_graph_object_take(struct ng_graph *g,
+                           const struct ng_object_type *type,
+                           const char *id);
 /* Call fn for each object of `type` (every object when NULL), newest
  * first.  fn must not add or delete objects. */
 typedef void ng_object_fn(void *opaque, const struct ng_object_type *type,

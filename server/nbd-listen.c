@@ -346,3 +346,59 @@ nbd_listeners_close(struct ng_nbd_server *srv)
         listener_close(l);
     }
 }
+
+static struct nbd_listener **
+listener_slot(struct ng_nbd_server *srv, const char *addr)
+{
+    struct nbd_listener **p = &srv->listeners;
+
+    while (*p != NULL && strcmp((*p)->addr, addr) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+int
+ng_nbd_server_unlisten(struct ng_nbd_server *srv, const char *addr,
+                       struct ng_error *err)
+{
+    struct nbd_listener **p = listener_slot(srv, addr);
+    struct nbd_listener *l = *p;
+
+    if (l == NULL)
+        return ng_error_set(err, ENOENT, "not listening on %s", addr);
+    *p = l->next;
+    listener_close(l);
+    ng_log_info("no longer listening on %s (its clients stay connected)",
+                addr);
+    return 0;
+}
+
+int
+ng_nbd_server_listen_set_tls(struct ng_nbd_server *srv, const char *addr,
+                             enum ng_tls_mode mode,
+                             const struct ng_tls_creds *creds,
+                             struct ng_error *err)
+{
+    struct nbd_listener *l = *listener_slot(srv, addr);
+
+    if (l == NULL)
+        return ng_error_set(err, ENOENT, "not listening on %s", addr);
+    if (mode != NG_TLS_OFF && creds == NULL)
+        return ng_error_set(err, EINVAL, "%s: TLS without credentials",
+                            addr);
+    l->tls_mode = mode;
+    l->tls_creds = mode != NG_TLS_OFF ? creds : NULL;
+    return 0;
+}
+
+void
+ng_nbd_server_swap_creds(struct ng_nbd_server *srv,
+                         const struct ng_tls_creds *old,
+                         const struct ng_tls_creds *new)
+{
+    struct nbd_listener *l;
+
+    for (l = srv->listeners; l != NULL; l = l->next)
+        if (old != NULL && l->tls_creds == old)
+            l->tls_creds = new;
+}
