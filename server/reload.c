@@ -45,6 +45,7 @@ struct ng_reload {
                                  * clients accepted with them may still
                                  * use them, so kept until the end */
     size_t n_retired;
+    bool activated;             /* socket activation: listen is systemd's */
 };
 
 struct reload_run {
@@ -92,6 +93,12 @@ ng_reload_new(const struct ng_config *cfg, bool has_file)
         return NULL;
     }
     return r;
+}
+
+void
+ng_reload_set_activated(struct ng_reload *r)
+{
+    r->activated = true;
 }
 
 static void
@@ -1147,6 +1154,26 @@ check_new_exports(struct reload_run *r, struct ng_error *err)
     return 0;
 }
 
+/* Under socket activation the config's listen addresses are not ours
+ * to bind or drop. */
+static int
+check_activated(const struct reload_run *r, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; r->rl->activated && i < r->plan->n_steps; i++) {
+        enum ng_step_kind k = r->plan->steps[i].kind;
+
+        if (k == NG_STEP_LISTEN_ADD || k == NG_STEP_LISTEN_RETUNE ||
+            k == NG_STEP_LISTEN_DEL)
+            return ng_error_set(err, EINVAL, "%s: server: 'listen' cannot "
+                                "change on reload under socket activation "
+                                "(the sockets are systemd's); change the "
+                                "socket unit and restart", r->cfg->file);
+    }
+    return 0;
+}
+
 /* Refresh the model, plan, check: on the loop, once the file is
  * loaded. */
 static int
@@ -1159,7 +1186,8 @@ prepare(struct reload_run *r, struct ng_error *err)
         (r->old_creds = calloc(r->plan->n_steps + 1,
                                sizeof *r->old_creds)) == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
-    if (r->plan == NULL || check_new_exports(r, err) == -1 ||
+    if (r->plan == NULL || check_activated(r, err) == -1 ||
+        check_new_exports(r, err) == -1 ||
         claim_nodes(r, err) == -1)
         return -1;
     r->plan_ms = elapsed_ms(&r->start) - r->load_ms;
