@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 build_deps=(build-essential autoconf automake pkg-config
             libuv1-dev libyaml-dev libjansson-dev libnbd-dev
-            libgnutls28-dev)
+            libgnutls28-dev libsystemd-dev)
 test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz gnutls-bin
            groff-base man-db systemd python3 clang libclang-rt-14-dev)
 

@@ -91,8 +91,8 @@ usage(FILE *fp)
 "  -t, --check-config      validate the configuration, then exit 0 or 1\n"
 "  -f, --foreground        stay in the foreground (log to stderr); without\n"
 "                          it, detach once serving and log to syslog\n"
-"      --log=WHERE         stderr, syslog or journal (stderr lines with\n"
-"                          journald's <N> priority prefix, for a unit)\n"
+"      --log=WHERE         stderr, syslog or journal (journald's native\n"
+"                          protocol, with priority and source location)\n"
 "      --pidfile FILE      write the pid to FILE once serving; removed at\n"
 "                          exit\n"
 "      --exit-with-parent  exit when the parent process exits (for tests)\n"
@@ -906,8 +906,13 @@ main(int argc, char **argv)
     }
     if (o.verbose)
         ng_log_set_level(NG_LOG_DEBUG);
-    if (o.log_given)
-        ng_log_to(o.log);
+    if (o.log_given && ng_log_to(o.log) == -1) {
+        fprintf(stderr, "nbdgraphd: --log=journal: built without "
+                "libsystemd; use --log=stderr (a unit's stderr goes to the "
+                "journal too)\n");
+        options_free(&o);
+        return EXIT_FAILURE;
+    }
     if (o.exit_with_parent && prctl(PR_SET_PDEATHSIG, SIGTERM) == -1) {
         perror("nbdgraphd: prctl");
         options_free(&o);
