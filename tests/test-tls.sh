@@ -216,4 +216,13 @@ expect_status 1 nbdinfo --size "nbd://127.0.0.1:$pallow/demo"
 expect_status 1 nbdinfo --size "$(psk demo alice)"
 [ "$(nbdinfo --size "$(psk bob carol)")" = 3145728 ]
 
+# The dump keeps the server: section's TLS and the credentials: reloading
+# it changes nothing, and TLS is still required.
+"$top_builddir/nbdgraphctl" --socket "$ctl" dump-config > "$dir/dump.yaml"
+cat "$dir/dump.yaml"
+grep -q "tls-creds:" "$dir/dump.yaml"
+"$top_builddir/nbdgraphctl" --socket "$ctl" reload "$dir/dump.yaml" |
+    grep -q 'applied 0 step(s)'
+expect_status 1 nbdinfo --size "nbd://127.0.0.1:$pallow/demo"
+
 stop_nbdgraphd
