@@ -93,11 +93,50 @@ write_entry(FILE *fp, const char *name, const struct ng_value *v)
     fputc('\n', fp);
 }
 
+/* A top-level map of the running file (server:, tls-creds:) as it was
+ * written, key by key in flow style.  False when the file has none. */
+static bool
+write_section(FILE *fp, const struct ng_config *cfg, const char *key)
+{
+    const struct ng_value *map = ng_value_get(cfg->doc, key);
+    size_t i;
+
+    if (map == NULL || map->kind != NG_VALUE_MAP)
+        return false;
+    fprintf(fp, "%s:\n", key);
+    for (i = 0; i < map->n; i++) {
+        const struct ng_value *v = map->items[i];
+
+        if (v->kind != NG_VALUE_LIST) {
+            write_entry(fp, map->keys[i], v);
+            continue;
+        }
+        /* A list (listen:) one entry a line, as write_server has it. */
+        fputs("  ", fp);
+        write_key(fp, map->keys[i]);
+        fputs(":\n", fp);
+        for (size_t j = 0; j < v->n; j++) {
+            fputs("    - ", fp);
+            write_flow(fp, v->items[j]);
+            fputc('\n', fp);
+        }
+    }
+    return true;
+}
+
 static void
 write_server(FILE *fp, const struct ng_live *live)
 {
     struct ng_value s = { .kind = NG_VALUE_SCALAR };
     size_t i;
+
+    /* The running server: section with its TLS and limits, which the
+     * reload applies too: reloading the dump must not drop them. */
+    if (live->server != NULL && live->server->doc != NULL &&
+        write_section(fp, live->server, "server")) {
+        write_section(fp, live->server, "tls-creds");
+        return;
+    }
 
     fputs("server:\n  listen:\n", fp);
     for (i = 0; i < live->n_listen; i++) {

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,11 @@ struct plan_ctx {
 };
 
 static const char *const kind_names[] = {
+    [NG_STEP_CREDS_LOAD] = "load-tls-creds",
+    [NG_STEP_LISTEN_ADD] = "add-listen",
+    [NG_STEP_LISTEN_RETUNE] = "retune-listen",
+    [NG_STEP_SERVER_RETUNE] = "retune-server",
+    [NG_STEP_LISTEN_DEL] = "remove-listen",
     [NG_STEP_GROUP_ADD] = "add-group",
     [NG_STEP_NODE_ADD] = "add-node",
     [NG_STEP_NODE_RETUNE] = "retune-node",
@@ -902,40 +908,171 @@ plan_del_nodes(struct plan_ctx *c, struct ng_error *err)
 
 /* ---- server: -------------------------------------------------------------- */
 
-static bool
-listen_same(const struct ng_config *cfg, const struct ng_live *live)
+const struct ng_listen_cfg *
+ng_config_find_listen(const struct ng_config *cfg, const char *text)
 {
-    size_t i, j;
+    size_t i;
 
-    if (cfg->n_listen != live->n_listen)
-        return false;
-    for (i = 0; i < cfg->n_listen; i++) {
-        for (j = 0; j < live->n_listen; j++)
-            if (strcmp(cfg->listen[i].text, live->listen[j]) == 0)
-                break;
-        if (j == live->n_listen)
-            return false;
-    }
-    return true;
+    for (i = 0; cfg != NULL && i < cfg->n_listen; i++)
+        if (strcmp(cfg->listen[i].text, text) == 0)
+            return &cfg->listen[i];
+    return NULL;
 }
 
-static int
-check_server(const struct plan_ctx *c, struct ng_error *err)
+const struct ng_tls_creds_cfg *
+ng_config_find_tls_creds(const struct ng_config *cfg, const char *name)
 {
-    const struct ng_config *cfg = c->cfg;
-    const char *old = c->live->control;
+    size_t i;
 
-    if (!listen_same(cfg, c->live))
-        return ng_value_error(err, cfg->n_listen ? &cfg->listen[0].loc
-                                                 : &cfg->doc->loc,
-                              "server: 'listen' cannot change on reload "
-                              "(clients use those sockets); restart "
-                              "nbdgraphd to listen elsewhere");
-    if ((old == NULL) != (cfg->control == NULL) ||
-        (old != NULL && strcmp(old, cfg->control) != 0))
-        return ng_value_error(err, &cfg->doc->loc, "server: 'control' "
-                              "cannot change on reload (this reload came "
-                              "through it); restart nbdgraphd to move it");
+    for (i = 0; cfg != NULL && name != NULL && i < cfg->n_tls_creds; i++)
+        if (strcmp(cfg->tls_creds[i].name, name) == 0)
+            return &cfg->tls_creds[i];
+    return NULL;
+}
+
+static bool
+creds_same(const struct ng_tls_creds_cfg *a, const struct ng_tls_creds_cfg *b)
+{
+    return a != NULL && b != NULL && a->psk == b->psk &&
+           a->verify_peer == b->verify_peer && strcmp(a->dir, b->dir) == 0;
+}
+
+static bool
+str_same(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) ||
+           (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static const char *
+tls_mode_name(enum ng_tls_mode mode)
+{
+    return mode == NG_TLS_REQUIRE ? "require"
+           : mode == NG_TLS_ALLOW ? "allow" : "off";
+}
+
+/* The control socket carries this reload; moving it is a restart. */
+static int
+check_control(const struct plan_ctx *c, struct ng_error *err)
+{
+    const struct ng_config *cfg = c->cfg, *old = c->live->server;
+
+    if (!str_same(c->live->control, cfg->control))
+        return ng_value_error(err, cfg->control != NULL ? &cfg->control_loc
+                                                        : &cfg->doc->loc,
+                              "server: 'control' cannot change on reload "
+                              "(this reload came through it); restart "
+                              "nbdgraphd to move it");
+    if (old != NULL && !str_same(old->control_group, cfg->control_group))
+        return ng_value_error(err, cfg->control_group != NULL
+                              ? &cfg->control_group_loc : &cfg->doc->loc,
+                              "server: 'control-group' cannot change on "
+                              "reload (the control socket is made once); "
+                              "restart nbdgraphd, or chgrp the socket");
+    return 0;
+}
+
+/* Credentials that are new or defined differently: read again. */
+static int
+plan_creds(struct plan_ctx *c, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < c->cfg->n_tls_creds; i++) {
+        const struct ng_tls_creds_cfg *tc = &c->cfg->tls_creds[i];
+        const struct ng_tls_creds_cfg *old =
+            ng_config_find_tls_creds(c->live->server, tc->name);
+        struct ng_step *s;
+
+        if (creds_same(tc, old))
+            continue;
+        s = step_add(c->plan, NG_STEP_CREDS_LOAD, tc->name,
+                     old == NULL ? "added" : "changed: read again; new "
+                     "clients get the new ones");
+        if (s == NULL)
+            return oom(err);
+        s->loc = tc->loc;
+    }
+    return 0;
+}
+
+/* New addresses, and TLS changes of kept ones. */
+static int
+plan_listen_add(struct plan_ctx *c, struct ng_error *err)
+{
+    char change[256];
+    size_t i;
+
+    for (i = 0; i < c->cfg->n_listen; i++) {
+        const struct ng_listen_cfg *l = &c->cfg->listen[i];
+        const struct ng_listen_cfg *old =
+            ng_config_find_listen(c->live->server, l->text);
+        enum ng_step_kind kind = NG_STEP_LISTEN_ADD;
+        struct ng_step *s;
+
+        if (old == NULL) {
+            snprintf(change, sizeof change, "added (tls: %s)",
+                     tls_mode_name(l->tls));
+        } else if (old->tls != l->tls ||
+                   !str_same(old->tls_creds, l->tls_creds)) {
+            kind = NG_STEP_LISTEN_RETUNE;
+            snprintf(change, sizeof change, "tls: %s -> %s, for new "
+                     "clients", tls_mode_name(old->tls),
+                     tls_mode_name(l->tls));
+        } else {
+            continue;   /* reloaded credentials reach it by the swap */
+        }
+        if ((s = step_add(c->plan, kind, l->text, change)) == NULL)
+            return oom(err);
+        s->loc = l->loc;
+    }
+    return 0;
+}
+
+static void
+append_limit(char *buf, size_t size, const char *key, uint64_t old,
+             uint64_t new)
+{
+    size_t used = strlen(buf);
+
+    if (old != new)
+        snprintf(buf + used, size - used, "%s%s %" PRIu64 " -> %" PRIu64,
+                 used ? ", " : "", key, old, new);
+}
+
+/* The server's limits; 0 (not set) is the default of each. */
+static int
+plan_limits(struct plan_ctx *c, struct ng_error *err)
+{
+    const struct ng_config *cfg = c->cfg, *old = c->live->server;
+    char change[256] = "";
+
+    if (old == NULL)
+        return 0;
+    append_limit(change, sizeof change, "max-connections",
+                 old->max_connections, cfg->max_connections);
+    append_limit(change, sizeof change, "idle-timeout",
+                 old->idle_timeout, cfg->idle_timeout);
+    append_limit(change, sizeof change, "max-request", old->max_request,
+                 cfg->max_request);
+    if (change[0] != '\0' &&
+        step_add(c->plan, NG_STEP_SERVER_RETUNE, "server", change) == NULL)
+        return oom(err);
+    return 0;
+}
+
+/* Addresses the file no longer names: last, once all else is in. */
+static int
+plan_listen_del(struct plan_ctx *c, struct ng_error *err)
+{
+    const struct ng_config *old = c->live->server;
+    size_t i;
+
+    for (i = 0; old != NULL && i < old->n_listen; i++)
+        if (ng_config_find_listen(c->cfg, old->listen[i].text) == NULL &&
+            step_add(c->plan, NG_STEP_LISTEN_DEL, old->listen[i].text,
+                     "removed (its clients stay connected)") == NULL)
+            return oom(err);
     return 0;
 }
 
@@ -959,7 +1096,12 @@ fill_affected(struct plan_ctx *c, struct ng_error *err)
 static int
 plan_build(struct plan_ctx *c, struct ng_error *err)
 {
-    if (check_server(c, err) == -1 ||
+    bool server = c->live->server != NULL;
+
+    if (check_control(c, err) == -1 ||
+        (server && plan_creds(c, err) == -1) ||
+        (server && plan_listen_add(c, err) == -1) ||
+        (server && plan_limits(c, err) == -1) ||
         mark_gone_nodes(c, err) == -1 ||
         check_gone_unused(c, err) == -1 ||
         plan_groups(c, NG_STEP_GROUP_ADD, err) == -1 ||
@@ -968,7 +1110,8 @@ plan_build(struct plan_ctx *c, struct ng_error *err)
         plan_add_and_change_exports(c, err) == -1 ||
         plan_del_exports(c, err) == -1 ||
         plan_del_nodes(c, err) == -1 ||
-        plan_groups(c, NG_STEP_GROUP_DEL, err) == -1)
+        plan_groups(c, NG_STEP_GROUP_DEL, err) == -1 ||
+        (server && plan_listen_del(c, err) == -1))
         return -1;
     return fill_affected(c, err);
 }
@@ -1059,6 +1202,36 @@ apply_export_retune(struct ng_live *live, const struct ng_step *s)
     return r;
 }
 
+static int
+live_listen_add(struct ng_live *live, const char *addr)
+{
+    char **l = realloc(live->listen, (live->n_listen + 1) * sizeof *l);
+
+    if (l == NULL)
+        return -1;
+    live->listen = l;
+    if ((l[live->n_listen] = strdup(addr)) == NULL)
+        return -1;
+    live->n_listen++;
+    return 0;
+}
+
+static void
+live_listen_del(struct ng_live *live, const char *addr)
+{
+    size_t i;
+
+    for (i = 0; i < live->n_listen; i++) {
+        if (strcmp(live->listen[i], addr) != 0)
+            continue;
+        free(live->listen[i]);
+        memmove(&live->listen[i], &live->listen[i + 1],
+                (live->n_listen - i - 1) * sizeof *live->listen);
+        live->n_listen--;
+        return;
+    }
+}
+
 int
 ng_live_apply_step(struct ng_live *live, const struct ng_step *s)
 {
@@ -1094,6 +1267,15 @@ ng_live_apply_step(struct ng_live *live, const struct ng_step *s)
     case NG_STEP_GROUP_DEL:
         ng_live_del_group(live, s->object);
         return 0;
+    case NG_STEP_LISTEN_ADD:
+        return live_listen_add(live, s->object);
+    case NG_STEP_LISTEN_DEL:
+        live_listen_del(live, s->object);
+        return 0;
+    case NG_STEP_CREDS_LOAD:
+    case NG_STEP_LISTEN_RETUNE:
+    case NG_STEP_SERVER_RETUNE:
+        return 0;       /* the caller moves live->server to the new file */
     }
     return 0;
 }

@@ -60,6 +60,12 @@ struct ng_live {
     char **listen;              /* addresses as written, owned */
     size_t n_listen;
     char *control;              /* NULL = none */
+    const struct ng_config *server;     /* borrowed: the config whose
+                                 * server: section (listen addresses with
+                                 * their TLS, limits) and tls-creds: run
+                                 * now, which its owner (the reload) keeps
+                                 * alive; NULL (ng_live_from_config's):
+                                 * the plan leaves the server alone */
 };
 
 /* Everything in `cfg`, marked from_file.  Caller frees; NULL on ENOMEM. */
@@ -100,6 +106,12 @@ bool ng_value_equal(const struct ng_value *a, const struct ng_value *b);
 
 /* In the order they are applied. */
 enum ng_step_kind {
+    NG_STEP_CREDS_LOAD,         /* tls-creds: read (again); listeners that
+                                 * used the old ones take the new ones */
+    NG_STEP_LISTEN_ADD,         /* server.listen: a new address */
+    NG_STEP_LISTEN_RETUNE,      /* ... its TLS mode or credentials */
+    NG_STEP_SERVER_RETUNE,      /* max-connections, idle-timeout,
+                                 * max-request */
     NG_STEP_GROUP_ADD,
     NG_STEP_NODE_ADD,
     NG_STEP_NODE_RETUNE,        /* live options through reconfigure */
@@ -110,6 +122,7 @@ enum ng_step_kind {
     NG_STEP_EXPORT_DEL,
     NG_STEP_NODE_DEL,
     NG_STEP_GROUP_DEL,
+    NG_STEP_LISTEN_DEL,         /* last: its clients stay connected */
 };
 
 struct ng_step {
@@ -158,6 +171,14 @@ const char *ng_step_kind_name(enum ng_step_kind kind);
 /* Make `live` what it is once `step` is applied (from_file for what the
  * file made).  -1 on ENOMEM. */
 int ng_live_apply_step(struct ng_live *live, const struct ng_step *step);
+
+/* The server: parts the reload applies: the listen address written
+ * `text`, the tls-creds: entry `name`; NULL when cfg (may be NULL) has
+ * none. */
+const struct ng_listen_cfg *ng_config_find_listen(const struct ng_config *cfg,
+                                                  const char *text);
+const struct ng_tls_creds_cfg *
+ng_config_find_tls_creds(const struct ng_config *cfg, const char *name);
 
 /* ---- Dump ------------------------------------------------------------- */
 

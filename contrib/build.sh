@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 build_deps=(build-essential autoconf automake pkg-config
             libuv1-dev libyaml-dev libjansson-dev libnbd-dev
             libgnutls28-dev
+            libsystemd-dev      # server/log.c: --log=journal
             libargon2-dev       # graph/luks2.c: argon2 LUKS2 keyslots
             zlib1g-dev)         # qcow2 compressed clusters
 test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz gnutls-bin

@@ -17,9 +17,12 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "graph/graph.h"
 #include "filters/filters.h"
@@ -88,12 +91,33 @@ log_flags(FILE *fp, uint32_t flags)
         fputs("none", fp);
 }
 
+/* --check-config (inspect_only): the log file may be a running
+ * daemon's; check that it could be written, but neither truncate nor
+ * write it: log to /dev/null instead. */
+static FILE *
+log_open_inspect(const char *logfile)
+{
+    char dir[PATH_MAX];
+
+    if (access(logfile, W_OK) == -1) {
+        if (errno != ENOENT || strlen(logfile) >= sizeof dir)
+            return NULL;
+        strcpy(dir, logfile);
+        if (access(dirname(dir), W_OK) == -1)
+            return NULL;
+    }
+    return fopen("/dev/null", "we");
+}
+
 static int
 log_open(struct ng_node *node, struct ng_error *err)
 {
     struct log_state *s = ng_node_state(node);
 
-    s->fp = fopen(s->logfile, s->append ? "ae" : "we");
+    if (node->graph->inspect_only)
+        s->fp = log_open_inspect(s->logfile);
+    else
+        s->fp = fopen(s->logfile, s->append ? "ae" : "we");
     if (s->fp == NULL)
         return ng_error_set(err, errno, "cannot open log file '%s': %s",
                             s->logfile, strerror(errno));

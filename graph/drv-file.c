@@ -762,7 +762,7 @@ file_close(struct ng_node *node)
 
     /* Clients may have written without asking for a flush; what they
      * wrote must be on disk once the node (or the daemon) is gone. */
-    if (s->has_fd && !node->read_only)
+    if (s->has_fd && !node->read_only && !node->graph->inspect_only)
         fdatasync(s->fd);
     if (s->has_fd)
         close(s->fd);               /* also drops the image locks */
@@ -773,7 +773,9 @@ static int
 file_open(struct ng_node *node, struct ng_error *err)
 {
     struct file_state *s = ng_node_state(node);
-    int flags = O_CLOEXEC | (node->read_only ? O_RDONLY : O_RDWR);
+    bool inspect = node->graph->inspect_only;
+    int flags = O_CLOEXEC |
+                (node->read_only || inspect ? O_RDONLY : O_RDWR);
 
     if (s->direct)
         flags |= O_DIRECT;
@@ -790,7 +792,7 @@ file_open(struct ng_node *node, struct ng_error *err)
     }
     s->has_fd = true;
     if (file_get_size(s, err) < 0 ||
-        (s->locking != FILE_LOCKING_OFF &&
+        (s->locking != FILE_LOCKING_OFF && !inspect &&
          file_lock(s, node->read_only, err) < 0)) {
         file_close(node);
         return -1;

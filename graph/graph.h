@@ -822,6 +822,10 @@ struct ng_graph {
                                      * daemon's control clients); NULL =
                                      * nowhere */
     void *event_opaque;
+    bool inspect_only;              /* --check-config: drivers open their
+                                     * files read-only and take no locks,
+                                     * so a config whose files a running
+                                     * daemon holds can be checked */
 };
 
 /* `drivers`: the registry nodes are created from (NULL-terminated,
@@ -913,6 +917,12 @@ void *ng_graph_object_find(struct ng_graph *g,
 /* Unregister and free the object (type->free).  Fails with ENOENT. */
 int ng_graph_object_del(struct ng_graph *g, const struct ng_object_type *type,
                         const char *id, struct ng_error *err);
+/* Unregister the object without freeing it: the caller owns it now
+ * (something may still use it, as a TLS session its credentials).
+ * NULL when there is none. */
+void *ng_graph_object_take(struct ng_graph *g,
+                           const struct ng_object_type *type,
+                           const char *id);
 /* Call fn for each object of `type` (every object when NULL), newest
  * first.  fn must not add or delete objects. */
 typedef void ng_object_fn(void *opaque, const struct ng_object_type *type,

@@ -84,6 +84,23 @@ ng_graph_object_del(struct ng_graph *g, const struct ng_object_type *type,
     return 0;
 }
 
+void *
+ng_graph_object_take(struct ng_graph *g, const struct ng_object_type *type,
+                     const char *id)
+{
+    struct ng_object **p = object_slot(g, type, id);
+    struct ng_object *o = *p;
+    void *obj;
+
+    if (o == NULL)
+        return NULL;
+    *p = o->next;
+    obj = o->obj;
+    free(o->id);
+    free(o);
+    return obj;
+}
+
 void
 ng_graph_object_foreach(struct ng_graph *g, const struct ng_object_type *type,
                         ng_object_fn *fn, void *opaque)

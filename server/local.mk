@@ -2,6 +2,7 @@
 # Everything but main() is a library, so tests/fuzz/ can drive the real
 # NBD and QMP parsers in process.
 noinst_LIBRARIES += server/libngserver.a
+server_libngserver_a_CFLAGS = $(AM_CFLAGS) $(LIBSYSTEMD_CFLAGS)
 server_libngserver_a_SOURCES = \
 	server/log.h \
 	server/log.c \
@@ -39,4 +40,5 @@ server_libngserver_a_SOURCES = \
 
 sbin_PROGRAMS += nbdgraphd
 nbdgraphd_SOURCES = server/main.c
-nbdgraphd_LDADD = server/libngserver.a $(CORE_LIBS) $(GNUTLS_LIBS)
+nbdgraphd_LDADD = server/libngserver.a $(CORE_LIBS) $(GNUTLS_LIBS) \
+	$(LIBSYSTEMD_LIBS)

@@ -5,12 +5,15 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -90,8 +93,8 @@ usage(FILE *fp)
 "  -t, --check-config      validate the configuration, then exit 0 or 1\n"
 "  -f, --foreground        stay in the foreground (log to stderr); without\n"
 "                          it, detach once serving and log to syslog\n"
-"      --log=WHERE         stderr, syslog or journal (stderr lines with\n"
-"                          journald's <N> priority prefix, for a unit)\n"
+"      --log=WHERE         stderr, syslog or journal (journald's native\n"
+"                          protocol, with priority and source location)\n"
 "      --pidfile FILE      write the pid to FILE once serving; removed at\n"
 "                          exit\n"
 "      --exit-with-parent  exit when the parent process exits (for tests)\n"
@@ -239,7 +242,7 @@ load_secrets(struct daemon *d, struct ng_error *err)
 }
 
 static int
-build_graph(struct daemon *d, struct ng_error *err)
+build_graph(struct daemon *d, bool inspect_only, struct ng_error *err)
 {
     size_t i;
 
@@ -247,6 +250,7 @@ build_graph(struct daemon *d, struct ng_error *err)
     if (d->graph == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
     d->graph->warn = log_graph_warning;
+    d->graph->inspect_only = inspect_only;
     for (i = 0; i < d->cfg->n_groups; i++)
         if (ng_throttle_group_declare(d->graph, d->cfg->groups[i].name,
                                       d->cfg->groups[i].limits, err) == -1)
@@ -297,6 +301,8 @@ start_server(struct daemon *d, struct ng_error *err)
                                                      "<default>") != 0);
     if (d->ctl_ctx.reload == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
+    if (d->n_activated > 0)
+        ng_reload_set_activated(d->ctl_ctx.reload);
     ng_nbd_server_on_export_gone(d->nbd, ng_exports_gone, &d->ctl_ctx);
     for (i = 0; i < d->cfg->n_exports; i++) {
         const struct ng_export_cfg *ec = &d->cfg->exports[i];
@@ -396,20 +402,92 @@ check_listeners(const struct ng_config *cfg, bool probe, bool activated,
     return 0;
 }
 
+/* The config's listen address that socket `fd` is bound to: the same
+ * Unix socket path, or the same TCP port.  NULL when none is. */
+static const struct ng_listen_cfg *
+listen_cfg_of_fd(const struct ng_config *cfg, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char port[16];
+    size_t i;
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
+        return NULL;
+    if (ss.ss_family == AF_INET)
+        snprintf(port, sizeof port, "%u",
+                 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    else if (ss.ss_family == AF_INET6)
+        snprintf(port, sizeof port, "%u",
+                 ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+    for (i = 0; i < cfg->n_listen; i++) {
+        const struct ng_listen_cfg *l = &cfg->listen[i];
+
+        if (ss.ss_family == AF_UNIX && l->kind == NG_LISTEN_UNIX &&
+            strcmp(((struct sockaddr_un *)&ss)->sun_path, l->path) == 0)
+            return l;
+        if (ss.ss_family != AF_UNIX && l->kind == NG_LISTEN_TCP &&
+            strcmp(l->port, port) == 0)
+            return l;
+    }
+    return NULL;
+}
+
+/* The TLS settings for a socket we were handed: those of the listen
+ * address it is bound to, or, when it matches none, those all the
+ * listen addresses share.  Never plain text by accident: addresses that
+ * differ, and a socket that matches none of them, stop the start. */
+static int
+activated_tls(const struct ng_config *cfg, int fd,
+              const struct ng_listen_cfg **tls_from, struct ng_error *err)
+{
+    const struct ng_listen_cfg *l = listen_cfg_of_fd(cfg, fd);
+    size_t i;
+
+    if (l != NULL || cfg->n_listen == 0) {
+        *tls_from = l;
+        return 0;
+    }
+    for (i = 1; i < cfg->n_listen; i++)
+        if (cfg->listen[i].tls != cfg->listen[0].tls ||
+            (cfg->listen[0].tls_creds == NULL) !=
+            (cfg->listen[i].tls_creds == NULL) ||
+            (cfg->listen[0].tls_creds != NULL &&
+             strcmp(cfg->listen[0].tls_creds, cfg->listen[i].tls_creds)))
+            return ng_error_set(err, EINVAL, "socket activation: fd %d "
+                                "is bound to none of server.listen's "
+                                "addresses, whose tls: settings differ; "
+                                "name its address in server.listen", fd);
+    *tls_from = &cfg->listen[0];
+    return 0;
+}
+
 /* Socket activation (systemd's .socket unit, systemd-socket-activate):
  * the sockets we were handed replace the config's listen addresses, as
- * nbdkit-service(1) describes for nbdkit. */
+ * nbdkit-service(1) describes for nbdkit; each takes the TLS settings
+ * of its address in the config (activated_tls). */
 static int
 listen_activated(struct daemon *d, struct ng_error *err)
 {
     char addr[32];
 
     ng_log_info("socket activation: %d socket%s; the config's listen "
-                "addresses are not used", d->n_activated,
+                "addresses are not bound", d->n_activated,
                 d->n_activated == 1 ? "" : "s");
     for (int i = 0; i < d->n_activated; i++) {
-        snprintf(addr, sizeof addr, "fd:%d", NG_SD_LISTEN_FDS_START + i);
-        if (ng_nbd_server_listen(d->nbd, addr, err) == -1)
+        int fd = NG_SD_LISTEN_FDS_START + i;
+        const struct ng_listen_cfg *l = NULL;
+        const struct ng_tls_creds *creds = NULL;
+
+        if (activated_tls(d->cfg, fd, &l, err) == -1)
+            return -1;
+        if (l != NULL && l->tls_creds != NULL)
+            creds = ng_graph_object_find(d->graph, &ng_tls_creds_type,
+                                         l->tls_creds);
+        snprintf(addr, sizeof addr, "fd:%d", fd);
+        if (ng_nbd_server_listen_tls(d->nbd, addr,
+                                     l != NULL ? l->tls : NG_TLS_OFF,
+                                     creds, err) == -1)
             return -1;
     }
     return 0;
@@ -732,13 +810,15 @@ daemon_cleanup(struct daemon *d)
 }
 
 /* --check-config opens every node and claims every export, as a start
- * would, and checks the listen addresses, but listens on nothing. */
+ * would, and checks the listen addresses, but listens on nothing.  Files
+ * are opened read-only and unlocked: the daemon this config will replace
+ * may hold them (a start is what finds a file in use). */
 static int
 check_config(struct daemon *d)
 {
     struct ng_error err = { 0 };
 
-    if (build_graph(d, &err) == 0 && load_tls_creds(d, &err) == 0 &&
+    if (build_graph(d, true, &err) == 0 && load_tls_creds(d, &err) == 0 &&
         start_server(d, &err) == 0 &&
         check_listeners(d->cfg, false, false, &err) == 0) {
         printf("%s: configuration is valid\n", d->cfg->file);
@@ -757,7 +837,7 @@ start(struct daemon *d)
 {
     struct ng_error err = { 0 };
 
-    if (build_graph(d, &err) == 0 && load_tls_creds(d, &err) == 0 &&
+    if (build_graph(d, false, &err) == 0 && load_tls_creds(d, &err) == 0 &&
         start_server(d, &err) == 0 &&
         check_listeners(d->cfg, true, d->n_activated > 0, &err) == 0 &&
         start_control(d, &err) == 0 && watch_signals(d) == 0 &&
@@ -852,8 +932,13 @@ main(int argc, char **argv)
     }
     if (o.verbose)
         ng_log_set_level(NG_LOG_DEBUG);
-    if (o.log_given)
-        ng_log_to(o.log);
+    if (o.log_given && ng_log_to(o.log) == -1) {
+        fprintf(stderr, "nbdgraphd: --log=journal: built without "
+                "libsystemd; use --log=stderr (a unit's stderr goes to the "
+                "journal too)\n");
+        options_free(&o);
+        return EXIT_FAILURE;
+    }
     if (o.exit_with_parent && prctl(PR_SET_PDEATHSIG, SIGTERM) == -1) {
         perror("nbdgraphd: prctl");
         options_free(&o);

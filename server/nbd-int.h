@@ -63,6 +63,14 @@
 #define NBD_CONN_MAX_REQS       512
 #define NBD_CONN_MAX_BYTES      (UINT64_C(256) << 20)
 
+/* A client accepted on one of the last NBD_FD_RESERVE descriptors below
+ * the fd limit is closed at once with a log line: left to it, libuv
+ * would meet EMFILE and close clients without a word, and the daemon
+ * needs a few descriptors (node files, control clients) of its own.
+ * One line per NBD_FD_WARN_MS at most, with a count. */
+#define NBD_FD_RESERVE              16
+#define NBD_FD_WARN_MS              1000
+
 /* A client gets this long to finish the handshake; at shutdown,
  * connections get this long to be answered before they are dropped. */
 #define NBD_HANDSHAKE_TIMEOUT_MS    10000
@@ -197,6 +205,9 @@ struct ng_nbd_server {
     unsigned max_conns;             /* 0 = no limit */
     uint64_t idle_timeout_ms;       /* 0 = none */
     unsigned nconns;
+    uint64_t fd_limit;              /* soft RLIMIT_NOFILE at start, 0 = none */
+    uint64_t fd_warned_at;          /* uv_now() of the last fd-limit line */
+    unsigned fd_refused;            /* clients refused since that line */
     bool shutting_down;
     uint64_t shutdown_at;           /* uv_now() when it began */
     bool handles_closing;           /* flush_check, flush_idle, timer */

@@ -6,6 +6,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -40,6 +41,30 @@ describe_tcp_peer(struct nbd_conn *c, const char *fallback)
     else
         uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
     snprintf(c->peer, sizeof c->peer, "tcp:%s", host);
+}
+
+/* True (and logged, at most once per NBD_FD_WARN_MS) when the client
+ * took one of the descriptors kept in reserve below the fd limit. */
+static bool
+at_fd_limit(struct ng_nbd_server *srv, struct nbd_conn *c)
+{
+    uv_os_fd_t fd;
+    uint64_t now = uv_now(srv->loop);
+
+    if (srv->fd_limit == 0 || uv_fileno(&c->h.handle, &fd) != 0 ||
+        (uint64_t)fd + NBD_FD_RESERVE < srv->fd_limit)
+        return false;
+    srv->fd_refused++;
+    if (srv->fd_warned_at != 0 && now - srv->fd_warned_at < NBD_FD_WARN_MS)
+        return true;
+    ng_log_warn("%s: at the open file limit (%" PRIu64 " descriptors, %u "
+                "clients connected): closed %u new client%s at once (raise "
+                "the open file limit, or set server.max-connections)",
+                c->peer, srv->fd_limit, srv->nconns - 1, srv->fd_refused,
+                srv->fd_refused == 1 ? "" : "s");
+    srv->fd_warned_at = now != 0 ? now : 1;
+    srv->fd_refused = 0;
+    return true;
 }
 
 static void
@@ -108,6 +133,10 @@ on_connection(uv_stream_t *server, int status)
 
         uv_send_buffer_size(&c->h.handle, &size);
         snprintf(c->peer, sizeof c->peer, "%s", l->addr);
+    }
+    if (at_fd_limit(srv, c)) {
+        nbd_conn_abort(c);
+        return;
     }
     if (srv->max_conns != 0 && srv->nconns > srv->max_conns) {
         ng_log_warn("%s: %u clients connected, the maximum "
@@ -345,4 +374,60 @@ nbd_listeners_close(struct ng_nbd_server *srv)
         srv->listeners = l->next;
         listener_close(l);
     }
+}
+
+static struct nbd_listener **
+listener_slot(struct ng_nbd_server *srv, const char *addr)
+{
+    struct nbd_listener **p = &srv->listeners;
+
+    while (*p != NULL && strcmp((*p)->addr, addr) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+int
+ng_nbd_server_unlisten(struct ng_nbd_server *srv, const char *addr,
+                       struct ng_error *err)
+{
+    struct nbd_listener **p = listener_slot(srv, addr);
+    struct nbd_listener *l = *p;
+
+    if (l == NULL)
+        return ng_error_set(err, ENOENT, "not listening on %s", addr);
+    *p = l->next;
+    listener_close(l);
+    ng_log_info("no longer listening on %s (its clients stay connected)",
+                addr);
+    return 0;
+}
+
+int
+ng_nbd_server_listen_set_tls(struct ng_nbd_server *srv, const char *addr,
+                             enum ng_tls_mode mode,
+                             const struct ng_tls_creds *creds,
+                             struct ng_error *err)
+{
+    struct nbd_listener *l = *listener_slot(srv, addr);
+
+    if (l == NULL)
+        return ng_error_set(err, ENOENT, "not listening on %s", addr);
+    if (mode != NG_TLS_OFF && creds == NULL)
+        return ng_error_set(err, EINVAL, "%s: TLS without credentials",
+                            addr);
+    l->tls_mode = mode;
+    l->tls_creds = mode != NG_TLS_OFF ? creds : NULL;
+    return 0;
+}
+
+void
+ng_nbd_server_swap_creds(struct ng_nbd_server *srv,
+                         const struct ng_tls_creds *old,
+                         const struct ng_tls_creds *new)
+{
+    struct nbd_listener *l;
+
+    for (l = srv->listeners; l != NULL; l = l->next)
+        if (old != NULL && l->tls_creds == old)
+            l->tls_creds = new;
 }

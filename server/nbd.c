@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include "server/log.h"
 #include "server/nbd-int.h"
@@ -24,6 +25,7 @@ ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
                   struct ng_error *err)
 {
     struct ng_nbd_server *srv = calloc(1, sizeof *srv);
+    struct rlimit rl;
 
     if (srv == NULL) {
         ng_error_set(err, ENOMEM, "out of memory");
@@ -39,6 +41,8 @@ ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
     srv->timer.data = srv;
     srv->handles_open = 3;
     srv->max_request = NG_NBD_MAX_REQUEST_DEFAULT;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        srv->fd_limit = (uint64_t)rl.rlim_cur;
     return srv;
 }
 

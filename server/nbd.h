@@ -54,6 +54,23 @@ int ng_nbd_server_listen_tls(struct ng_nbd_server *srv, const char *addr,
                              const struct ng_tls_creds *creds,
                              struct ng_error *err);
 
+/* Reload: stop listening on `addr` (as given to ng_nbd_server_listen);
+ * clients it accepted keep their connections, as a removed listener is
+ * only the door.  ENOENT when nothing listens there. */
+int ng_nbd_server_unlisten(struct ng_nbd_server *srv, const char *addr,
+                           struct ng_error *err);
+/* Reload: new TLS settings for the listener on `addr`; only clients
+ * accepted from now on get them.  ENOENT when nothing listens there. */
+int ng_nbd_server_listen_set_tls(struct ng_nbd_server *srv, const char *addr,
+                                 enum ng_tls_mode mode,
+                                 const struct ng_tls_creds *creds,
+                                 struct ng_error *err);
+/* Reload: listeners that use credentials `old` use `new` from now on
+ * (clients already accepted keep `old`, which must stay allocated). */
+void ng_nbd_server_swap_creds(struct ng_nbd_server *srv,
+                              const struct ng_tls_creds *old,
+                              const struct ng_tls_creds *new);
+
 /* Add an export on `node`: creates the export's BB.  Fails if the name is
  * taken or a writable export is asked of a read-only node.  max_conns:
  * clients in transmission on it at a time (0 = no limit); one more gets

@@ -114,6 +114,7 @@ static const struct ng_qmp_arg export_add_args[] = {
     { "detect-zeroes", 's', false },
     { "bitmaps", 'a', false },
     { "allocation-depth", 'b', false },
+    { "allow", 'a', false },
     MUTATING_ARGS,
     { NULL, 0, false },
 };

@@ -55,6 +55,41 @@ export_bitmaps(json_t *args, const char **names, size_t *n,
     return 0;
 }
 
+/* The export's allow: list, as the config file's (config/allow.c): set
+ * before the loop runs again, so no client sees the export unrestricted.
+ * Without the list, everyone may. */
+static int
+export_restrict(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
+                const struct ng_value *allow, struct ng_error *err)
+{
+    struct ng_allow_rule *rules = NULL;
+    size_t n = 0;
+    int ret;
+
+    if (allow == NULL)
+        return 0;
+    if (ng_allow_parse_list(allow, &rules, &n, err) == -1)
+        return -1;
+    ret = ng_nbd_server_set_export_allow(ctx->nbd, spec->name != NULL
+                                         ? spec->name : spec->id, rules, n,
+                                         err);
+    ng_allow_free(rules, n);
+    return ret;
+}
+
+/* A bad allow: list is refused before the export exists. */
+static int
+check_allow(const struct ng_value *allow, struct ng_error *err)
+{
+    struct ng_allow_rule *rules = NULL;
+    size_t n = 0;
+
+    if (allow == NULL || ng_allow_parse_list(allow, &rules, &n, err) == -1)
+        return allow == NULL ? 0 : ng_error_prefix(err, "'allow'");
+    ng_allow_free(rules, n);
+    return 0;
+}
+
 void
 ng_qmp_block_export_add(struct ng_qmp_call *call, json_t *args)
 {
@@ -79,7 +114,8 @@ ng_qmp_block_export_add(struct ng_qmp_call *call, json_t *args)
         return;
     }
     spec.bitmaps = bitmaps;
-    if (v == NULL || ng_implicit_filters_parse(v, &spec.filters, &err) == -1) {
+    if (v == NULL || ng_implicit_filters_parse(v, &spec.filters, &err) == -1 ||
+        check_allow(ng_value_get(v, "allow"), &err) == -1) {
         ng_value_free(v);
         ng_qmp_error(call, NG_QMP_GENERIC, "%s",
                      v ? err.msg : "out of memory");
@@ -93,6 +129,12 @@ ng_qmp_block_export_add(struct ng_qmp_call *call, json_t *args)
     }
     ng_qmp_job_id(ctx, args, "block-export-add-", job, sizeof job);
     if (ng_exports_add(ctx, &spec, job, ng_qmp_dry_run(args), &err) == -1) {
+        ng_qmp_error_from(call, &err);
+    } else if (!ng_qmp_dry_run(args) &&
+               export_restrict(ctx, &spec, ng_value_get(v, "allow"),
+                               &err) == -1) {
+        /* Not served unrestricted: take it away again. */
+        ng_exports_del(ctx, spec.id, true, job, false, NULL);
         ng_qmp_error_from(call, &err);
     } else {
         if (!ng_qmp_dry_run(args))

@@ -26,6 +26,7 @@
 #include "server/nbd.h"
 #include "server/qmp-util.h"
 #include "server/reload.h"
+#include "server/tls.h"
 
 struct ng_reload {
     struct ng_live *live;
@@ -37,6 +38,14 @@ struct ng_reload {
     bool busy;                  /* one reload at a time */
     bool orphaned;              /* freed by the daemon while a file was
                                  * loading: the load frees it */
+    struct ng_config *applied;  /* the last file a reload applied, owned:
+                                 * live->server points here (before the
+                                 * first, at the daemon's start config) */
+    struct ng_tls_creds **retired;  /* credentials a reload replaced:
+                                 * clients accepted with them may still
+                                 * use them, so kept until the end */
+    size_t n_retired;
+    bool activated;             /* socket activation: listen is systemd's */
 };
 
 struct reload_run {
@@ -57,6 +66,8 @@ struct reload_run {
     struct ng_error load_err;
     struct timespec start;
     double load_ms, plan_ms;    /* time to load the file, to plan+check */
+    struct ng_tls_creds **old_creds;    /* by step: what a CREDS_LOAD
+                                 * replaced (NULL: none), for undo */
     ng_reload_done_fn *done;
     void *opaque;
 };
@@ -71,6 +82,8 @@ ng_reload_new(const struct ng_config *cfg, bool has_file)
     if (r == NULL)
         return NULL;
     r->live = ng_live_from_config(cfg);
+    if (r->live != NULL)
+        r->live->server = cfg;      /* the daemon keeps it while we run */
     r->start_dir = getcwd(NULL, 0);
     if (has_file)
         r->file = realpath(cfg->file, NULL);
@@ -82,9 +95,19 @@ ng_reload_new(const struct ng_config *cfg, bool has_file)
     return r;
 }
 
+void
+ng_reload_set_activated(struct ng_reload *r)
+{
+    r->activated = true;
+}
+
 static void
 ng_reload_free_now(struct ng_reload *r)
 {
+    for (size_t i = 0; i < r->n_retired; i++)
+        ng_tls_creds_free(r->retired[i]);
+    free(r->retired);
+    ng_config_free(r->applied);
     ng_live_free(r->live);
     free(r->file);
     free(r->start_dir);
@@ -588,6 +611,131 @@ node_del_start(struct reload_run *r, const struct ng_step *s)
                                        &err) == 0 ? NULL : &err);
 }
 
+/* ---- server: and tls-creds: ---------------------------------------------- */
+
+static int
+retire_creds(struct ng_reload *rl, struct ng_tls_creds *creds)
+{
+    struct ng_tls_creds **v;
+
+    if (creds == NULL)
+        return 0;
+    v = realloc(rl->retired, (rl->n_retired + 1) * sizeof *v);
+    if (v == NULL) {
+        /* Leaked rather than freed under a client that may use it. */
+        ng_log_warn("out of memory keeping replaced TLS credentials");
+        return -1;
+    }
+    rl->retired = v;
+    v[rl->n_retired++] = creds;
+    return 0;
+}
+
+/* Read the credentials the file defines as `name` and put them in the
+ * graph in place of the old ones; listeners move over, clients already
+ * accepted keep the old ones.  The old ones are kept for undo. */
+static int
+creds_load(struct reload_run *r, size_t pos, const char *name,
+           struct ng_error *err)
+{
+    const struct ng_tls_creds_cfg *tc = ng_config_find_tls_creds(r->cfg,
+                                                                 name);
+    struct ng_graph *g = r->ctx->graph;
+    struct ng_tls_creds *creds, *old;
+
+    creds = ng_tls_creds_new(tc->psk ? NG_TLS_CREDS_PSK : NG_TLS_CREDS_X509,
+                             tc->dir, tc->verify_peer, err);
+    if (creds == NULL)
+        return ng_error_prefix(err, "tls-creds '%s'", name);
+    old = ng_graph_object_take(g, &ng_tls_creds_type, name);
+    if (ng_graph_object_add(g, &ng_tls_creds_type, name, creds, err) == -1) {
+        if (old != NULL)
+            ng_graph_object_add(g, &ng_tls_creds_type, name, old, NULL);
+        ng_tls_creds_free(creds);
+        return -1;
+    }
+    ng_nbd_server_swap_creds(r->ctx->nbd, old, creds);
+    r->old_creds[pos] = old;
+    return 0;
+}
+
+static void
+creds_undo(struct reload_run *r, size_t pos, const char *name)
+{
+    struct ng_graph *g = r->ctx->graph;
+    struct ng_tls_creds *creds = ng_graph_object_take(g, &ng_tls_creds_type,
+                                                      name);
+    struct ng_tls_creds *old = r->old_creds[pos];
+
+    if (old != NULL)
+        ng_graph_object_add(g, &ng_tls_creds_type, name, old, NULL);
+    ng_nbd_server_swap_creds(r->ctx->nbd, creds, old);
+    r->old_creds[pos] = NULL;
+    retire_creds(r->rl, creds);     /* a client may have got them */
+}
+
+/* Listen on `addr` as `cfg` says. */
+static int
+listen_as(struct reload_run *r, const struct ng_config *cfg,
+          const char *addr, bool retune, struct ng_error *err)
+{
+    const struct ng_listen_cfg *l = ng_config_find_listen(cfg, addr);
+    const struct ng_tls_creds *creds = NULL;
+
+    if (l->tls_creds != NULL)
+        creds = ng_graph_object_find(r->ctx->graph, &ng_tls_creds_type,
+                                     l->tls_creds);
+    if (retune)
+        return ng_nbd_server_listen_set_tls(r->ctx->nbd, addr, l->tls,
+                                            creds, err);
+    return ng_nbd_server_listen_tls(r->ctx->nbd, addr, l->tls, creds, err);
+}
+
+static int
+set_limits(struct reload_run *r, const struct ng_config *cfg,
+           struct ng_error *err)
+{
+    struct ng_nbd_server *nbd = r->ctx->nbd;
+
+    if (ng_nbd_server_set_max_request(nbd, cfg->max_request != 0
+                                      ? cfg->max_request
+                                      : NG_NBD_MAX_REQUEST_DEFAULT,
+                                      err) == -1)
+        return -1;
+    ng_nbd_server_set_max_connections(nbd, cfg->max_connections);
+    ng_nbd_server_set_idle_timeout(nbd, cfg->idle_timeout);
+    return 0;
+}
+
+/* The server steps, done (undo false) or undone. */
+static int
+server_step(struct reload_run *r, const struct ng_step *s, bool undo,
+            struct ng_error *err)
+{
+    const struct ng_config *old = r->rl->live->server;
+    size_t pos = (size_t)(s - r->plan->steps);
+
+    switch (s->kind) {
+    case NG_STEP_CREDS_LOAD:
+        if (!undo)
+            return creds_load(r, pos, s->object, err);
+        creds_undo(r, pos, s->object);
+        return 0;
+    case NG_STEP_LISTEN_ADD:
+        return undo ? ng_nbd_server_unlisten(r->ctx->nbd, s->object, err)
+                    : listen_as(r, r->cfg, s->object, false, err);
+    case NG_STEP_LISTEN_RETUNE:
+        return listen_as(r, undo ? old : r->cfg, s->object, true, err);
+    case NG_STEP_SERVER_RETUNE:
+        return set_limits(r, undo ? old : r->cfg, err);
+    case NG_STEP_LISTEN_DEL:
+        return undo ? listen_as(r, old, s->object, false, err)
+                    : ng_nbd_server_unlisten(r->ctx->nbd, s->object, err);
+    default:
+        return ng_error_set(err, EINVAL, "not a server step");
+    }
+}
+
 /* Apply `s`; 0 or -1 with *err.  NODE_DEL is node_del_start's. */
 static int
 step_do(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
@@ -623,6 +771,12 @@ step_do(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
         return ng_exports_del(r->ctx, s->object, false, r->id, false, err);
     case NG_STEP_NODE_DEL:
         break;
+    case NG_STEP_CREDS_LOAD:
+    case NG_STEP_LISTEN_ADD:
+    case NG_STEP_LISTEN_RETUNE:
+    case NG_STEP_SERVER_RETUNE:
+    case NG_STEP_LISTEN_DEL:
+        return server_step(r, s, false, err);
     }
     return ng_error_set(err, EINVAL, "step kind %d applied here", s->kind);
 }
@@ -661,6 +815,12 @@ step_undo(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
          * reached in practice. */
         return ng_graph_add_node_now(g, s->object, s->old_opts, err) ? 0
                                                                      : -1;
+    case NG_STEP_CREDS_LOAD:
+    case NG_STEP_LISTEN_ADD:
+    case NG_STEP_LISTEN_RETUNE:
+    case NG_STEP_SERVER_RETUNE:
+    case NG_STEP_LISTEN_DEL:
+        return server_step(r, s, true, err);
     }
     return 0;
 }
@@ -811,14 +971,55 @@ emit_event(struct reload_run *r, const char *result, const char *error)
         json_decref(data);
 }
 
+/* Freeing a big config takes milliseconds (a 3,000-node file: ~20):
+ * on a worker thread, so neither the RELOAD reply nor clients wait. */
+struct config_grave {
+    uv_work_t work;
+    struct ng_config *cfg;
+};
+
+static void
+grave_work(uv_work_t *w)
+{
+    struct config_grave *g = w->data;
+
+    ng_config_free(g->cfg);
+}
+
+static void
+grave_done(uv_work_t *w, int status)
+{
+    (void)status;
+    free(w->data);
+}
+
+static void
+config_free_later(uv_loop_t *loop, struct ng_config *cfg)
+{
+    struct config_grave *g;
+
+    if (cfg == NULL)
+        return;
+    g = malloc(sizeof *g);
+    if (g != NULL) {
+        g->cfg = cfg;
+        g->work.data = g;
+        if (uv_queue_work(loop, &g->work, grave_work, grave_done) == 0)
+            return;
+    }
+    free(g);
+    ng_config_free(cfg);
+}
+
 static void
 run_free(struct reload_run *r)
 {
     if (r->claimed)
         ng_ctx_nac_release(r->ctx, r->id);
     r->rl->busy = false;
+    free(r->old_creds);
     ng_plan_free(r->plan);
-    ng_config_free(r->cfg);
+    config_free_later(r->ctx->graph->loop, r->cfg);
     free(r->file);
     free(r);
 }
@@ -831,6 +1032,23 @@ refuse(struct reload_run *r, const struct ng_error *err)
     emit_event(r, "refused", err->msg);
     r->done(r->opaque, NULL, err);
     run_free(r);
+}
+
+/* The file's server: section and tls-creds: run now: keep the file, and
+ * the credentials its steps replaced (clients may still use them). */
+static void
+adopt_server(struct reload_run *r)
+{
+    struct ng_reload *rl = r->rl;
+    size_t i;
+
+    for (i = 0; i < r->plan->n_steps; i++)
+        if (r->old_creds[i] != NULL)
+            retire_creds(rl, r->old_creds[i]);
+    config_free_later(r->ctx->graph->loop, rl->applied);
+    rl->applied = r->cfg;
+    rl->live->server = r->cfg;
+    r->cfg = NULL;
 }
 
 /* The model follows the graph: each applied step, and what the file
@@ -857,6 +1075,7 @@ adopt_plan(struct reload_run *r)
     for (i = 0; i < r->cfg->n_groups; i++)
         if ((g = ng_live_group(live, r->cfg->groups[i].name)) != NULL)
             g->from_file = true;
+    adopt_server(r);
 }
 
 /* "<message> (reload-N rolled back; nothing changed)" */
@@ -975,6 +1194,26 @@ check_new_exports(struct reload_run *r, struct ng_error *err)
     return 0;
 }
 
+/* Under socket activation the config's listen addresses are not ours
+ * to bind or drop. */
+static int
+check_activated(const struct reload_run *r, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; r->rl->activated && i < r->plan->n_steps; i++) {
+        enum ng_step_kind k = r->plan->steps[i].kind;
+
+        if (k == NG_STEP_LISTEN_ADD || k == NG_STEP_LISTEN_RETUNE ||
+            k == NG_STEP_LISTEN_DEL)
+            return ng_error_set(err, EINVAL, "%s: server: 'listen' cannot "
+                                "change on reload under socket activation "
+                                "(the sockets are systemd's); change the "
+                                "socket unit and restart", r->cfg->file);
+    }
+    return 0;
+}
+
 /* Refresh the model, plan, check: on the loop, once the file is
  * loaded. */
 static int
@@ -983,7 +1222,12 @@ prepare(struct reload_run *r, struct ng_error *err)
     if (refresh_live(r->ctx, err) == -1)
         return -1;
     r->plan = ng_plan_compute(r->cfg, r->rl->live, r->prune, err);
-    if (r->plan == NULL || check_new_exports(r, err) == -1 ||
+    if (r->plan != NULL &&
+        (r->old_creds = calloc(r->plan->n_steps + 1,
+                               sizeof *r->old_creds)) == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    if (r->plan == NULL || check_activated(r, err) == -1 ||
+        check_new_exports(r, err) == -1 ||
         claim_nodes(r, err) == -1)
         return -1;
     r->plan_ms = elapsed_ms(&r->start) - r->load_ms;

@@ -26,6 +26,9 @@ struct ng_reload;
  * ENOMEM. */
 struct ng_reload *ng_reload_new(const struct ng_config *cfg, bool has_file);
 void ng_reload_free(struct ng_reload *r);      /* NULL-safe */
+/* The daemon serves sockets it was handed (socket activation): reloads
+ * refuse to change server.listen, which it does not bind. */
+void ng_reload_set_activated(struct ng_reload *r);
 
 /* What the control channel changed, so the model follows it.  Each is a
  * no-op when ctx has no reload state. */

@@ -32,6 +32,12 @@ tests_test_qmp_LDADD = $(TEST_LIBS)
 # nbdgraphd --check-config against configs that only fail when opened.
 TESTS += tests/test-check-config.sh
 EXTRA_DIST += tests/test-check-config.sh tests/configs/bad-open
+# ... and against a running daemon's config (files read-only, unlocked).
+TESTS += tests/test-check-config-live.sh
+EXTRA_DIST += tests/test-check-config-live.sh
+# block-export-add's allow: list.
+TESTS += tests/test-qmp-export-allow.sh
+EXTRA_DIST += tests/test-qmp-export-allow.sh
 
 CONTROL_TESTS += tests/test-qmp-pressure
 tests_test_qmp_pressure_SOURCES = tests/test-qmp-pressure.c

@@ -43,6 +43,12 @@ EXTRA_DIST += tests/test-tls.sh
 # As a systemd service: socket activation, sd_notify, --pidfile, --log.
 TESTS += tests/test-service.sh
 EXTRA_DIST += tests/test-service.sh
+# Socket-activated listeners get the config's TLS settings.
+TESTS += tests/test-service-tls.sh
+EXTRA_DIST += tests/test-service-tls.sh
+# --log=journal: the journal's native protocol.
+TESTS += tests/test-log-journal.sh
+EXTRA_DIST += tests/test-log-journal.sh
 
 include tests/nbd.mk
 include tests/control.mk

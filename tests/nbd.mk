@@ -14,6 +14,7 @@ NBD_TESTS = \
 	tests/test-nbd-split \
 	tests/test-nbd-big-request \
 	tests/test-nbd-limits \
+	tests/test-nbd-flood \
 	$(NULL)
 check_PROGRAMS += $(NBD_TESTS)
 TESTS += $(NBD_TESTS)
@@ -69,3 +70,7 @@ tests_test_nbd_big_request_LDADD = $(TEST_LIBS)
 tests_test_nbd_limits_SOURCES = tests/test-nbd-limits.c
 tests_test_nbd_limits_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_nbd_limits_LDADD = $(TEST_LIBS)
+
+tests_test_nbd_flood_SOURCES = tests/test-nbd-flood.c
+tests_test_nbd_flood_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_flood_LDADD = $(TEST_LIBS)

@@ -163,9 +163,50 @@ jq -e 'select(.event == "RELOAD") | .data.result == "applied" and
        .data.steps == 1' "$dir/events"
 nbdgraphctl dump-config | grep -qx '  e1: { node: m1, writable: false, detect-zeroes: unmap }'
 
-# A different server: section is refused, naming the alternative.
-sed 's|nbd.sock|other.sock|' "$conf" > "$dir/listen.yaml"
-expect_status 1 nbdgraphctl reload "$dir/listen.yaml" 2> $err
-grep -q "listen.yaml:2:.*server: 'listen' cannot change on reload (clients use those sockets); restart nbdgraphd to listen elsewhere" $err
+# server: changes apply live.  A client connected through nbd.sock
+# stays while that address goes: qemu-io reads commands from a FIFO.
+mkfifo "$dir/cmds"
+qemu-io -f raw "$uri" < "$dir/cmds" > "$dir/kept" 2>&1 &
+kept_pid=$!
+exec 7> "$dir/cmds"
+for i in $(seq 100); do
+    nbdgraphctl qmp '{"execute":"query-block-exports"}' |
+        jq -e '.return[] | select(.id == "demo") | .connections == 1' \
+        >/dev/null && break
+    sleep 0.1
+done
+other=$dir/other.sock
+sed "s|\\[ \"unix:$sock\" \\]|[ \"unix:$sock\", \"unix:$other\" ]|" \
+    "$conf" > "$dir/both.yaml"
+sed -i 's|^  control:|  max-connections: 1\n  control:|' "$dir/both.yaml"
+nbdgraphctl reload --dry-run "$dir/both.yaml" > $out
+grep -q "add-listen.*unix:$other" $out
+grep -q 'retune-server.*max-connections 0 -> 1' $out
+nbdgraphctl reload "$dir/both.yaml" > $out
+# max-connections 1 holds at once: the kept client is the one.
+! timeout 10 nbdinfo --size "nbd+unix:///demo?socket=$other" 2>/dev/null
+grep -q 'the maximum (max-connections)' "$dir/nbdgraphd.log"
+sed 's|^  max-connections: 1$|  max-connections: 5|' "$dir/both.yaml" \
+    > "$dir/wide.yaml"
+nbdgraphctl reload "$dir/wide.yaml" > $out
+timeout 10 nbdinfo --size "nbd+unix:///demo?socket=$other"
+# Drop the first address: new clients cannot use it, the kept one stays.
+sed "s|\"unix:$sock\", ||" "$dir/wide.yaml" > "$dir/moved.yaml"
+nbdgraphctl reload "$dir/moved.yaml" > $out
+grep -q "remove-listen.*unix:$sock" $out
+[ ! -e "$sock" ]
+echo 'read 0 4096' >&7
+exec 7>&-
+wait $kept_pid
+grep -q 'read 4096/4096 bytes at offset 0' "$dir/kept"
+timeout 10 nbdinfo --size "nbd+unix:///demo?socket=$other"
+
+# The control socket carries the reload: moving it is refused, with the
+# alternative.
+sed "s|control: \"$ctl\"|control: \"$dir/ctl2.sock\"|" "$dir/moved.yaml" \
+    > "$dir/ctl.yaml"
+expect_status 1 nbdgraphctl reload "$dir/ctl.yaml" 2> $err
+grep -q "ctl.yaml:.*server: 'control' cannot change on reload (this reload came through it); restart nbdgraphd to move it" $err
+sock=$other
 
 stop_nbdgraphd

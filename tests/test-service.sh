@@ -6,7 +6,7 @@
 # the config's listen address, and leaves that socket's file alone; it
 # sends READY=1 to $NOTIFY_SOCKET once serving and STOPPING=1 when
 # SIGTERM arrives; --pidfile holds its pid while it runs and is removed
-# at exit; --log=journal prefixes each line with its priority.
+# at exit.  (--log=journal: tests/test-log-journal.sh.)
 source "$srcdir/functions.sh"
 set -e -x
 requires systemd-socket-activate --version
@@ -44,7 +44,7 @@ YAML
 # at the first connection, with the listening socket as fd 3.
 # It passes on only the environment it is told to (-E).
 systemd-socket-activate -E NOTIFY_SOCKET="$dir/notify.sock" -l "$dir/act.sock" \
-    "$NBDGRAPHD" --foreground --log=journal --pidfile "$dir/nbdgraphd.pid" \
+    "$NBDGRAPHD" --foreground --log=stderr --pidfile "$dir/nbdgraphd.pid" \
     --config "$dir/c.yaml" 2> "$dir/nbdgraphd.log" &
 nbdgraphd_pid=$!
 for i in $(seq 100); do [ -S "$dir/act.sock" ] && break; sleep 0.1; done
@@ -56,7 +56,7 @@ grep -qx READY=1 "$dir/notify.log"
 [ "$(cat "$dir/nbdgraphd.pid")" = "$nbdgraphd_pid" ]
 [ ! -e "$dir/unused.sock" ]             # the config's address: not bound
 timeout 60 nbdinfo --size "$uri"        # the activated socket keeps serving
-grep -q '^<6>socket activation: 1 socket' "$dir/nbdgraphd.log"
+grep -q '^nbdgraphd: info: socket activation: 1 socket' "$dir/nbdgraphd.log"
 
 pid=$nbdgraphd_pid
 nbdgraphd_pid=

@@ -200,4 +200,29 @@ expect_status 1 nbdinfo --size "$(psk bob alice)"
 expect_status 1 nbdinfo --size "$(x509 bob alice)"
 [ "$(nbdinfo --size "$(x509 bob bob)")" = 3145728 ]
 
+# ---- reload: TLS settings and credentials change for new clients ----------
+
+# New PSK keys (carol's only), and the allow listener now requires TLS.
+mkdir "$dir/psk2"
+cp "$dir/carol.psk" "$dir/psk2/keys.psk"
+sed -i -e "s|dir: $dir/psk }|dir: $dir/psk2 }|" \
+    -e "s|tls: allow, tls-creds: psk|tls: require, tls-creds: psk|" \
+    "$dir/config.yaml"
+grep -q "psk2 }" "$dir/config.yaml"
+"$top_builddir/nbdgraphctl" --socket "$ctl" reload > "$dir/reload.out"
+grep -q 'load-tls-creds.*psk' "$dir/reload.out"
+grep -q "retune-listen.*tcp:127.0.0.1:$pallow" "$dir/reload.out"
+expect_status 1 nbdinfo --size "nbd://127.0.0.1:$pallow/demo"
+expect_status 1 nbdinfo --size "$(psk demo alice)"
+[ "$(nbdinfo --size "$(psk bob carol)")" = 3145728 ]
+
+# The dump keeps the server: section's TLS and the credentials: reloading
+# it changes nothing, and TLS is still required.
+"$top_builddir/nbdgraphctl" --socket "$ctl" dump-config > "$dir/dump.yaml"
+cat "$dir/dump.yaml"
+grep -q "tls-creds:" "$dir/dump.yaml"
+"$top_builddir/nbdgraphctl" --socket "$ctl" reload "$dir/dump.yaml" |
+    grep -q 'applied 0 step(s)'
+expect_status 1 nbdinfo --size "nbd://127.0.0.1:$pallow/demo"
+
 stop_nbdgraphd

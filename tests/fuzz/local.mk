@@ -33,7 +33,7 @@ FUZZ_NBD = \
 	tests/fuzz/nbd-fixture.h \
 	tests/fuzz/nbd-fixture.c \
 	$(NULL)
-FUZZ_LIBS = server/libngserver.a $(CORE_LIBS) $(GNUTLS_LIBS)
+FUZZ_LIBS = server/libngserver.a $(CORE_LIBS) $(GNUTLS_LIBS) $(LIBSYSTEMD_LIBS)
 
 tests_fuzz_fuzz_nbd_handshake_SOURCES = \
 	tests/fuzz/fuzz-nbd-handshake.c \

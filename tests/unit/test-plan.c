@@ -200,8 +200,9 @@ test_refusals(void)
     EXPECT_PLAN(edit(base, "file: m1", "file: m0"), live, false,
                 "refused: node 't0': option 'file' cannot change on a live "
                 "node");
-    EXPECT_PLAN(edit(base, "unix:/tmp/x.sock", "unix:/tmp/y.sock"), live,
-                false, "refused: server: 'listen' cannot change on reload");
+    EXPECT_PLAN(edit(base, "control: /tmp/c.sock", "control: /tmp/d.sock"),
+                live, false, "refused: server: 'control' cannot change on "
+                "reload");
     /* An export change that needs remove + add: fine without clients,
      * refused with them. */
     y = edit(base, "node: m0, writable: true", "node: m0, writable: false");
@@ -220,6 +221,39 @@ test_refusals(void)
     ng_live_node(live, "t0")->held_by = strdup("mirror0");
     EXPECT_PLAN(edit(base, "iops-total: 500", "iops-total: 9"), live, false,
                 "refused: node 't0' is in use by job 'mirror0'");
+    ng_live_free(live);
+}
+
+/* With the running server: section known, the plan changes it live:
+ * new addresses first, removed ones last, limits and TLS in place. */
+static void
+test_server(void)
+{
+    struct ng_live *live = live_of(base);
+    struct ng_config *running = load(base);
+    const char *tls = "tls-creds:\n  k: { type: psk, dir: /tmp/k }\n";
+    char *with_tls = malloc(strlen(base) + strlen(tls) + 1);
+
+    live->server = running;
+    EXPECT_PLAN(base, live, false, "");
+    EXPECT_PLAN(edit(base, "unix:/tmp/x.sock", "unix:/tmp/y.sock"), live,
+                false, "add-listen unix:/tmp/y.sock; "
+                "remove-listen unix:/tmp/x.sock");
+    EXPECT_PLAN(edit(base, "  control:", "  max-connections: 4\n"
+                     "  idle-timeout: 9\n  control:"), live, false,
+                "retune-server server");
+    /* TLS on the address that was plain, with new credentials. */
+    strcpy(with_tls, base);
+    strcat(with_tls, tls);
+    EXPECT_PLAN(edit(with_tls, "\"unix:/tmp/x.sock\"", "{ address: "
+                     "\"unix:/tmp/x.sock\", tls: require, tls-creds: k }"),
+                live, false, "load-tls-creds k; retune-listen "
+                "unix:/tmp/x.sock");
+    EXPECT_PLAN(edit(base, "  control: /tmp/c.sock\n", "  control: "
+                     "/tmp/c.sock\n  control-group: root\n"), live, false,
+                "refused: server: 'control-group' cannot change on reload");
+    free(with_tls);
+    ng_config_free(running);
     ng_live_free(live);
 }
 
@@ -309,6 +343,7 @@ main(void)
     test_add_remove();
     test_refusals();
     test_control_channel();
+    test_server();
     test_dump_and_apply();
     printf("%u checks, %u failed\n", checks, failed);
     return failed ? 1 : 0;
