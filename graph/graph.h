@@ -956,6 +956,23 @@ int ng_node_check_set_backing(struct ng_node *node, struct ng_node *backing,
 int ng_node_set_backing(struct ng_node *node, struct ng_node *backing,
                         unsigned flags, struct ng_error *err);
 
+/* ---- Backing chains (graph/chain.c) ------------------------------------- */
+
+/* blockdev-snapshot's checks, changing nothing: both nodes exist and
+ * differ; the overlay has no backing node, nothing uses it, it is
+ * writable, not smaller than `node`, and its driver can take a backing
+ * node live. */
+int ng_graph_check_snapshot(struct ng_graph *g, const char *node,
+                            const char *overlay, struct ng_error *err);
+/* blockdev-snapshot: every parent of `node` (export BBs, their implicit
+ * filters, job BBs, other nodes) moves to `overlay`, and `node` becomes
+ * the overlay's backing: new writes land in the overlay, reads of what
+ * it lacks come from `node`.  Call inside a drained section over `node`.
+ * Refused like ng_graph_insert_filter(), the graph as it was. */
+int ng_graph_snapshot(struct ng_graph *g, const char *node,
+                      const char *overlay, unsigned flags,
+                      struct ng_error *err);
+
 /* ---- Implicit chains ---------------------------------------------------- */
 
 /* An export's implicit filters (DESIGN.md, "implicit filter"): a chain of

@@ -19,6 +19,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/depth.c \
 	graph/alloc-depth.c \
 	graph/mutate.c \
+	graph/chain.c \
 	graph/implicit.c \
 	graph/drivers.c \
 	graph/objects.c \

@@ -130,6 +130,13 @@ static const struct ng_qmp_arg bitmap_merge_args[] = {
     { NULL, 0, false },
 };
 
+static const struct ng_qmp_arg snapshot_args[] = {
+    { "node", 's', true },
+    { "overlay", 's', true },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
 static const struct ng_qmp_arg mirror_args[] = {
     { "job-id", 's', false },
     { "device", 's', true },
@@ -219,6 +226,7 @@ const struct ng_qmp_command ng_qmp_commands[] = {
       false },
     { "block-dirty-bitmap-merge", ng_qmp_bitmap_merge, bitmap_merge_args,
       false },
+    { "blockdev-snapshot", ng_qmp_blockdev_snapshot, snapshot_args, false },
     { "blockdev-mirror", ng_qmp_blockdev_mirror, mirror_args, false },
     { "blockdev-backup", ng_qmp_blockdev_backup, backup_args, false },
     { "query-jobs", ng_qmp_query_jobs, no_args, false },

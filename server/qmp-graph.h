@@ -23,6 +23,9 @@ ng_qmp_handler ng_qmp_block_export_add;
 ng_qmp_handler ng_qmp_block_export_del;
 ng_qmp_handler ng_qmp_query_nac;
 
+/* server/qmp-snapshot.c */
+ng_qmp_handler ng_qmp_blockdev_snapshot;
+
 /* server/qmp-job.c */
 ng_qmp_handler ng_qmp_bitmap_add;
 ng_qmp_handler ng_qmp_bitmap_remove;

@@ -114,3 +114,9 @@ TESTS += tests/test-kill-during-jobs.sh
 EXTRA_DIST += tests/test-kill-during-jobs.sh
 TESTS += tests/test-mirror-top.sh
 EXTRA_DIST += tests/test-mirror-top.sh
+
+# Snapshots, stream and commit on backing chains (issue 11, issue 10).
+CONTROL_TESTS += tests/test-snapshot
+tests_test_snapshot_SOURCES = tests/test-snapshot.c
+tests_test_snapshot_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_snapshot_LDADD = $(TEST_LIBS) -lpthread

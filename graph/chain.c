@@ -1,0 +1,66 @@
+/* graph/chain.c: backing chains on a live graph — blockdev-snapshot's
+ * step (an overlay cut in between a node and everything above it).  The
+ * jobs that shorten a chain again (stream, commit) are in stream.c and
+ * mirror.c; all of them change a node's backing with
+ * ng_node_set_backing() (mutate.c). */
+#include <config.h>
+
+#include <errno.h>
+
+#include "graph/graph.h"
+#include "graph/graph-internal.h"
+
+int
+ng_graph_check_snapshot(struct ng_graph *g, const char *node,
+                        const char *overlay, struct ng_error *err)
+{
+    struct ng_node *n = ng_graph_find(g, node);
+    struct ng_node *o = ng_graph_find(g, overlay);
+
+    if (n == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", node);
+    if (o == NULL)
+        return ng_error_set(err, ENOENT, "overlay node '%s' not found",
+                            overlay);
+    if (n == o)
+        return ng_error_set(err, EINVAL, "node '%s' cannot be its own "
+                            "overlay", node);
+    if (ng_node_child_role(o, NG_ROLE_BACKING) != NULL)
+        return ng_error_set(err, EEXIST, "overlay node '%s' already has a "
+                            "backing node ('%s')", overlay,
+                            ng_node_child_role(o, NG_ROLE_BACKING)->name);
+    if (o->parents != NULL)
+        return ng_error_set(err, EBUSY, "overlay node '%s' is in use by %s "
+                            "'%s'", overlay, ng_edge_user_kind(o->parents),
+                            ng_edge_user_name(o->parents));
+    if (o->read_only)
+        return ng_error_set(err, EROFS, "overlay node '%s' is read-only",
+                            overlay);
+    if (ng_node_length(o) < ng_node_length(n))
+        return ng_error_set(err, EINVAL, "overlay node '%s' (%lld bytes) is "
+                            "smaller than node '%s' (%lld bytes)", overlay,
+                            (long long)ng_node_length(o), node,
+                            (long long)ng_node_length(n));
+    return ng_node_check_set_backing(o, NULL, err);
+}
+
+int
+ng_graph_snapshot(struct ng_graph *g, const char *node, const char *overlay,
+                  unsigned flags, struct ng_error *err)
+{
+    struct ng_node *n, *o;
+
+    if (ng_graph_check_snapshot(g, node, overlay, err) == -1)
+        return -1;
+    n = ng_graph_find(g, node);
+    o = ng_graph_find(g, overlay);
+    /* Parents first, so the depth check of the new backing edge sees the
+     * way down from the exports through the overlay. */
+    if (ng_graph_replace_node(g, n, o, NULL, flags, err) == -1)
+        return -1;
+    if (ng_node_set_backing(o, n, flags, err) == -1) {
+        ng_graph_replace_node(g, o, n, NULL, NG_MUTATE_FORCE, NULL);
+        return -1;
+    }
+    return 0;
+}
