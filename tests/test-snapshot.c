@@ -7,8 +7,8 @@
  * Then the clients hold still (connected), the record is copied, ov2
  * goes on top of ov1, and the clients write on.  At the end the export
  * equals the record, a read-only export of ov1 equals the copy taken at
- * the second snapshot (the layer below did not change), ov2 holds only
- * what was written after it, and no client ever reconnected.  Also: bad
+ * the second snapshot (the layer below did not change), and no client
+ * ever reconnected.  Also: bad
  * input refused with reasons, and a snapshot of a node a mirror job
  * holds refused naming the job. */
 #include <config.h>
