@@ -137,6 +137,21 @@ static const struct ng_qmp_arg snapshot_args[] = {
     { NULL, 0, false },
 };
 
+static const struct ng_qmp_arg stream_args[] = {
+    { "job-id", 's', false },
+    { "device", 's', true },
+    { "base", 's', false },
+    { "base-node", 's', false },
+    { "backing-file", 's', false },
+    { "speed", 'i', false },
+    { "on-error", 's', false },
+    { "filter-node-name", 's', false },
+    { "auto-finalize", 'b', false },
+    { "auto-dismiss", 'b', false },
+    { "dry-run", 'b', false },
+    { NULL, 0, false },
+};
+
 static const struct ng_qmp_arg mirror_args[] = {
     { "job-id", 's', false },
     { "device", 's', true },
@@ -227,6 +242,7 @@ const struct ng_qmp_command ng_qmp_commands[] = {
     { "block-dirty-bitmap-merge", ng_qmp_bitmap_merge, bitmap_merge_args,
       false },
     { "blockdev-snapshot", ng_qmp_blockdev_snapshot, snapshot_args, false },
+    { "block-stream", ng_qmp_block_stream, stream_args, false },
     { "blockdev-mirror", ng_qmp_blockdev_mirror, mirror_args, false },
     { "blockdev-backup", ng_qmp_blockdev_backup, backup_args, false },
     { "query-jobs", ng_qmp_query_jobs, no_args, false },

@@ -1,14 +1,18 @@
-/* server/qmp-snapshot.c: blockdev-snapshot (node, overlay), as QEMU's:
- * the overlay goes in between `node` and everything above it (exports,
- * their implicit filters), in one drained section, under a NAC claim on
- * both nodes held while it runs; the exports' claims follow to the
- * overlay, which is what they write now. */
+/* server/qmp-snapshot.c: backing chains over QMP, as QEMU's commands.
+ * blockdev-snapshot (node, overlay): the overlay goes in between `node`
+ * and everything above it (exports, their implicit filters), in one
+ * drained section, under a NAC claim on both nodes held while it runs;
+ * the exports' claims follow to the overlay, which is what they write
+ * now.  block-stream and block-commit: jobs that shorten a chain again,
+ * NAC holders (kind "job") from before they touch anything until they
+ * are dismissed. */
 #include <config.h>
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "filters/stream.h"
 #include "graph/graph.h"
 #include "nac/policy.h"
 #include "server/exports.h"
@@ -124,4 +128,158 @@ fail:
     ng_qmp_error_from(call, &err);
     if (op != NULL)
         snapshot_op_free(op);
+}
+
+/* ---- Claims of the chain jobs ------------------------------------------- */
+
+#define CHAIN_CLAIMS_MAX 64
+
+struct claim_list {
+    struct ng_nac_claim c[CHAIN_CLAIMS_MAX];
+    size_t n;
+    bool overflow;
+};
+
+static void
+claim_add(struct claim_list *l, const char *node, unsigned require,
+          unsigned allow)
+{
+    if (l->n == CHAIN_CLAIMS_MAX) {
+        l->overflow = true;
+        return;
+    }
+    l->c[l->n++] = (struct ng_nac_claim){ node, require, allow };
+}
+
+static void
+claim_mid(void *opaque, const char *node)
+{
+    claim_add(opaque, node, NG_NAC_CHAIN_MID_REQUIRE,
+              NG_NAC_CHAIN_MID_ALLOW);
+}
+
+static int
+claim_list_take(struct ng_control_ctx *ctx, const char *id,
+                const struct claim_list *l, bool dry, struct ng_error *err)
+{
+    if (l->overflow)
+        return ng_error_set(err, ELOOP, "backing chain longer than %d "
+                            "nodes", CHAIN_CLAIMS_MAX);
+    return ng_ctx_nac_claim(ctx, id, "job", l->c, l->n, dry, err);
+}
+
+/* ---- block-stream ------------------------------------------------------- */
+
+static const char *
+arg_str(json_t *args, const char *key)
+{
+    return json_string_value(json_object_get(args, key));
+}
+
+static bool
+bool_arg(json_t *args, const char *key, bool def)
+{
+    json_t *j = json_object_get(args, key);
+
+    return j != NULL ? json_is_true(j) : def;
+}
+
+static int
+stream_params(json_t *args, struct ng_stream_params *p,
+              struct ng_error *err)
+{
+    const char *base = arg_str(args, "base");
+    int act;
+
+    p->top = arg_str(args, "device");
+    p->job_id = arg_str(args, "job-id");
+    if (p->job_id == NULL)
+        p->job_id = p->top;         /* QEMU: the device name */
+    p->base = arg_str(args, "base-node");
+    /* "base" is a file name in QEMU; here nodes have no file names of
+     * their own, so it names the base node too. */
+    if (p->base != NULL && base != NULL && strcmp(base, p->base) != 0)
+        return ng_error_set(err, EINVAL, "'base' and 'base-node' name "
+                            "different nodes");
+    if (p->base == NULL)
+        p->base = base;
+    p->filter_node_name = arg_str(args, "filter-node-name");
+    if (ng_qmp_size_arg(args, "speed", 0, &p->speed, err) == -1 ||
+        ng_qmp_error_action_arg(args, "on-error", &act, err) == -1)
+        return -1;
+    p->on_error = act;
+    p->auto_finalize = bool_arg(args, "auto-finalize", true);
+    p->auto_dismiss = bool_arg(args, "auto-dismiss", true);
+    return 0;
+}
+
+struct stream_call {
+    struct ng_qmp_call *call;
+    struct ng_control_ctx *ctx;
+    char job_id[NG_NAC_NAME_MAX];
+};
+
+static void
+stream_started(void *opaque, const struct ng_error *err)
+{
+    struct stream_call *sc = opaque;
+
+    if (err != NULL) {
+        ng_ctx_nac_release(sc->ctx, sc->job_id);
+        ng_qmp_error_from(sc->call, err);
+    } else {
+        ng_qmp_return(sc->call, NULL);
+    }
+    free(sc);
+}
+
+void
+ng_qmp_block_stream(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    struct ng_stream_params p = { 0 };
+    struct ng_job_hooks hooks = ng_qmp_job_hooks(ctx);
+    struct ng_error err = { 0 };
+    bool dry = ng_qmp_dry_run(args);
+    struct claim_list l = { .n = 0 };
+    struct stream_call *sc = NULL;
+    char filter[NG_NAC_NAME_MAX];
+
+    if (stream_params(args, &p, &err) == -1)
+        goto fail;
+    if (p.filter_node_name == NULL) {
+        snprintf(filter, sizeof filter, "stream-%s", p.job_id);
+        p.filter_node_name = filter;
+    }
+    if (ng_stream_check(ctx->graph, &p, &err) == -1)
+        goto fail;
+    claim_add(&l, p.top, NG_NAC_STREAM_TOP_REQUIRE,
+              NG_NAC_STREAM_TOP_ALLOW);
+    ng_stream_foreach_intermediate(ctx->graph, p.top, p.base, claim_mid, &l);
+    if (p.base != NULL)
+        claim_add(&l, p.base, NG_NAC_STREAM_BASE_REQUIRE,
+                  NG_NAC_STREAM_BASE_ALLOW);
+    /* Its filter stays where the job put it until the job takes it out. */
+    claim_add(&l, p.filter_node_name, 0, NG_NAC_ALL & ~NG_NAC_GRAPH_MOD);
+    if (claim_list_take(ctx, p.job_id, &l, dry, &err) == -1)
+        goto fail;
+    if (dry) {
+        ng_qmp_return(call, NULL);
+        return;
+    }
+    sc = calloc(1, sizeof *sc);
+    if (sc == NULL) {
+        ng_error_set(&err, ENOMEM, "out of memory");
+    } else {
+        sc->call = call;
+        sc->ctx = ctx;
+        snprintf(sc->job_id, sizeof sc->job_id, "%s", p.job_id);
+        if (ng_stream_start(ctx->graph, &p, &hooks, stream_started, sc,
+                            &err) == 0)
+            return;                 /* stream_started answers */
+    }
+    free(sc);
+    ng_ctx_nac_release(ctx, p.job_id);
+fail:
+    ng_qmp_error_from(call, &err);
 }

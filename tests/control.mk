@@ -120,3 +120,7 @@ CONTROL_TESTS += tests/test-snapshot
 tests_test_snapshot_SOURCES = tests/test-snapshot.c
 tests_test_snapshot_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_snapshot_LDADD = $(TEST_LIBS) -lpthread
+CONTROL_TESTS += tests/test-stream
+tests_test_stream_SOURCES = tests/test-stream.c
+tests_test_stream_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_stream_LDADD = $(TEST_LIBS) -lpthread
