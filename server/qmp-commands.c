@@ -152,6 +152,23 @@ static const struct ng_qmp_arg stream_args[] = {
     { NULL, 0, false },
 };
 
+static const struct ng_qmp_arg commit_args[] = {
+    { "job-id", 's', false },
+    { "device", 's', true },
+    { "base", 's', false },
+    { "base-node", 's', false },
+    { "top", 's', false },
+    { "top-node", 's', false },
+    { "backing-file", 's', false },
+    { "speed", 'i', false },
+    { "on-error", 's', false },
+    { "filter-node-name", 's', false },
+    { "auto-finalize", 'b', false },
+    { "auto-dismiss", 'b', false },
+    { "dry-run", 'b', false },
+    { NULL, 0, false },
+};
+
 static const struct ng_qmp_arg mirror_args[] = {
     { "job-id", 's', false },
     { "device", 's', true },
@@ -243,6 +260,7 @@ const struct ng_qmp_command ng_qmp_commands[] = {
       false },
     { "blockdev-snapshot", ng_qmp_blockdev_snapshot, snapshot_args, false },
     { "block-stream", ng_qmp_block_stream, stream_args, false },
+    { "block-commit", ng_qmp_block_commit, commit_args, false },
     { "blockdev-mirror", ng_qmp_blockdev_mirror, mirror_args, false },
     { "blockdev-backup", ng_qmp_blockdev_backup, backup_args, false },
     { "query-jobs", ng_qmp_query_jobs, no_args, false },

@@ -14,6 +14,7 @@
 
 #include "filters/stream.h"
 #include "graph/graph.h"
+#include "graph/mirror.h"
 #include "nac/policy.h"
 #include "server/exports.h"
 #include "server/qmp-graph.h"
@@ -280,6 +281,139 @@ ng_qmp_block_stream(struct ng_qmp_call *call, json_t *args)
     }
     free(sc);
     ng_ctx_nac_release(ctx, p.job_id);
+fail:
+    ng_qmp_error_from(call, &err);
+}
+
+/* ---- block-commit ------------------------------------------------------- */
+
+static struct ng_node *
+backing_of(struct ng_node *n)
+{
+    return ng_node_child_role(n, NG_ROLE_BACKING);
+}
+
+/* "X-node", or QEMU's older "X" (a file name there; a node-name here). */
+static int
+node_arg(json_t *args, const char *key, const char *node_key,
+         const char **out, struct ng_error *err)
+{
+    const char *a = arg_str(args, node_key), *b = arg_str(args, key);
+
+    if (a != NULL && b != NULL && strcmp(a, b) != 0)
+        return ng_error_set(err, EINVAL, "'%s' and '%s' name different "
+                            "nodes", key, node_key);
+    *out = a != NULL ? a : b;
+    return 0;
+}
+
+/* Top (default: the device), base (default: the chain's bottom) and the
+ * overlay above top (none when top is the device: active commit). */
+static int
+commit_nodes(struct ng_graph *g, json_t *args, struct ng_mirror_params *p,
+             struct ng_error *err)
+{
+    const char *device = arg_str(args, "device");
+    struct ng_node *d = ng_graph_find(g, device), *n;
+
+    if (d == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", device);
+    if (backing_of(d) == NULL)
+        return ng_error_set(err, EINVAL, "node '%s' has no backing node: "
+                            "nothing to commit", device);
+    if (node_arg(args, "top", "top-node", &p->source, err) == -1 ||
+        node_arg(args, "base", "base-node", &p->target, err) == -1)
+        return -1;
+    if (p->source == NULL || strcmp(p->source, device) == 0) {
+        p->source = device;
+    } else {
+        for (n = d; n != NULL && backing_of(n) != NULL &&
+             strcmp(backing_of(n)->name, p->source) != 0; n = backing_of(n))
+            ;
+        if (n == NULL || backing_of(n) == NULL)
+            return ng_error_set(err, EINVAL, "node '%s' is not in the "
+                                "backing chain of node '%s'", p->source,
+                                device);
+        p->overlay = n->name;
+    }
+    if (p->target == NULL) {
+        for (n = ng_graph_find(g, p->source); backing_of(n) != NULL;
+             n = backing_of(n))
+            ;
+        p->target = n->name;
+    }
+    if (strcmp(p->target, p->source) == 0)
+        return ng_error_set(err, EINVAL, "top and base are both node "
+                            "'%s'", p->source);
+    return 0;
+}
+
+static int
+commit_params(struct ng_graph *g, json_t *args, struct ng_mirror_params *p,
+              struct ng_error *err)
+{
+    int act;
+
+    if (json_object_get(args, "filter-node-name") != NULL)
+        return ng_error_set(err, ENOTSUP, "filter-node-name is not "
+                            "supported by block-commit yet");
+    if (commit_nodes(g, args, p, err) == -1)
+        return -1;
+    p->commit = true;
+    p->job_id = arg_str(args, "job-id");
+    if (p->job_id == NULL)
+        p->job_id = arg_str(args, "device");
+    p->sync = NG_MIRROR_SYNC_FULL;
+    if (ng_qmp_size_arg(args, "speed", 0, &p->speed, err) == -1 ||
+        ng_qmp_error_action_arg(args, "on-error", &act, err) == -1)
+        return -1;
+    p->on_source_error = p->on_target_error = act;
+    p->auto_finalize = bool_arg(args, "auto-finalize", true);
+    p->auto_dismiss = bool_arg(args, "auto-dismiss", true);
+    return 0;
+}
+
+static void
+commit_claims(struct ng_graph *g, const struct ng_mirror_params *p,
+              struct claim_list *l)
+{
+    if (p->overlay != NULL) {
+        claim_add(l, p->overlay, NG_NAC_COMMIT_OVERLAY_REQUIRE,
+                  NG_NAC_COMMIT_OVERLAY_ALLOW);
+        claim_add(l, p->source, NG_NAC_COMMIT_TOP_REQUIRE,
+                  NG_NAC_COMMIT_TOP_ALLOW);
+    } else {
+        claim_add(l, p->source, NG_NAC_COMMIT_TOP_REQUIRE,
+                  NG_NAC_COMMIT_ACTIVE_TOP_ALLOW);
+    }
+    ng_stream_foreach_intermediate(g, p->source, p->target, claim_mid, l);
+    claim_add(l, p->target, NG_NAC_COMMIT_BASE_REQUIRE,
+              NG_NAC_COMMIT_BASE_ALLOW);
+}
+
+void
+ng_qmp_block_commit(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    struct ng_mirror_params p = { 0 };
+    struct ng_job_hooks hooks = ng_qmp_job_hooks(ctx);
+    struct ng_error err = { 0 };
+    bool dry = ng_qmp_dry_run(args);
+    struct claim_list l = { .n = 0 };
+
+    if (commit_params(ctx->graph, args, &p, &err) == -1 ||
+        ng_mirror_check(ctx->graph, &p, &err) == -1)
+        goto fail;
+    commit_claims(ctx->graph, &p, &l);
+    if (claim_list_take(ctx, p.job_id, &l, dry, &err) == -1)
+        goto fail;
+    if (!dry && ng_mirror_start(ctx->graph, &p, &hooks, &err) == NULL) {
+        ng_ctx_nac_release(ctx, p.job_id);
+        goto fail;
+    }
+    ng_qmp_return(call, NULL);
+    return;
+
 fail:
     ng_qmp_error_from(call, &err);
 }

@@ -1,4 +1,5 @@
-/* tests/test-stream.c: block-stream on memory chains under live clients.
+/* tests/test-chain-jobs.c: block-stream and block-commit on memory
+ * chains under live clients.
  *
  * Export vm1 (with implicit throttle and detect-zeroes filters) starts
  * on `base`; a client fills half of it.  Two snapshots make the chain
@@ -11,10 +12,16 @@
  *   - block-stream top base-node=base copies mid's data up and drops
  *     mid (events in QEMU's order);
  *   - block-stream top (no base) copies the rest and cuts the chain.
+ * Then two more snapshots make top <- c1 <- c2, and
+ *   - block-commit c2 top-node=c1 base-node=top (intermediate) drops c1;
+ *   - after a snapshot c2 <- c3, an active commit of c3 into c2 is
+ *     cancelled (chain intact), then one reaches ready, a snapshot of
+ *     its base is refused naming it, and job-complete pivots the export
+ *     (implicit filters stay above) onto c2.
  * After each step the export equals the clients' record, the filters
- * are still above top, and no client reconnected; at the end a
- * read-only export of `base` equals what was written before the first
- * snapshot.  Also: bad input refused with reasons. */
+ * are still above the active layer, and no client reconnected; at the
+ * end a read-only export of `base` equals what was written before the
+ * first snapshot.  Also: bad input refused with reasons. */
 #include <config.h>
 
 #include <pthread.h>
@@ -43,6 +50,9 @@ static const char config[] =
     "  mid: { driver: memory, size: 32M }\n"
     "  top: { driver: memory, size: 32M }\n"
     "  spare: { driver: memory, size: 32M }\n"
+    "  c1: { driver: memory, size: 32M }\n"
+    "  c2: { driver: memory, size: 32M }\n"
+    "  c3: { driver: memory, size: 32M }\n"
     "exports:\n"
     "  vm1:\n"
     "    node: base\n"
@@ -287,10 +297,11 @@ cancel_and_refusals(struct ng_test_qmp *q)
     expect_child(q, "mid", "backing", "base");
 }
 
-/* JOB_STATUS_CHANGE of `id` in QEMU's order, BLOCK_JOB_COMPLETED with
- * no error. */
+/* JOB_STATUS_CHANGE of `id` as `want`, BLOCK_JOB_COMPLETED of `type`
+ * with no error. */
 static void
-check_events(struct ng_test_qmp *ev, const char *id)
+check_events(struct ng_test_qmp *ev, const char *id, const char *type,
+             const char *want)
 {
     char statuses[512] = "";
     bool completed = false;
@@ -314,13 +325,12 @@ check_events(struct ng_test_qmp *ev, const char *id)
             strcmp(dev, id) == 0) {
             completed = json_object_get(data, "error") == NULL;
             if (strcmp(json_string_value(json_object_get(data, "type")),
-                       "stream") != 0)
-                ng_test_fail("BLOCK_JOB_COMPLETED type is not 'stream'");
+                       type) != 0)
+                ng_test_fail("BLOCK_JOB_COMPLETED type is not '%s'", type);
         }
         json_decref(e);
     }
-    if (strcmp(statuses, "created,running,waiting,pending,concluded,"
-               "null,") != 0)
+    if (strcmp(statuses, want) != 0)
         ng_test_fail("job %s statuses were %s", id, statuses);
     if (!completed)
         ng_test_fail("no BLOCK_JOB_COMPLETED without error for %s", id);
@@ -368,6 +378,131 @@ stop_workers(struct worker *w, pthread_t *t)
     }
 }
 
+static void
+commit_fails(struct ng_test_qmp *q, const char *device, const char *top,
+             const char *base, const char *want)
+{
+    json_t *args = json_pack("{s:s,s:s}", "job-id", "bad", "device", device);
+
+    if (top != NULL)
+        json_object_set_new(args, "top-node", json_string(top));
+    if (base != NULL)
+        json_object_set_new(args, "base-node", json_string(base));
+    ng_test_qmp_fails(q, want, "{s:s,s:o}", "execute", "block-commit",
+                      "arguments", args);
+}
+
+static void
+commit_bad_input(struct ng_test_qmp *q)
+{
+    commit_fails(q, "nope", NULL, NULL, "node 'nope' not found");
+    commit_fails(q, "spare", NULL, NULL, "node 'spare' has no backing "
+                 "node: nothing to commit");
+    commit_fails(q, "c2", "spare", NULL, "node 'spare' is not in the "
+                 "backing chain of node 'c2'");
+    commit_fails(q, "c2", "c1", "c2", "node 'c2' is not in the backing "
+                 "chain of node 'c1'");
+    commit_fails(q, "c2", "top", "top", "top and base are both node "
+                 "'top'");
+}
+
+static void
+wait_job_status(struct ng_test_qmp *q, const char *id, const char *want)
+{
+    json_t *r, *j;
+    size_t k;
+    int i;
+
+    for (i = 0; i < 3000; i++) {
+        r = ng_test_qmp_ok(q, "{s:s}", "execute", "query-jobs");
+        json_array_foreach(r, k, j)
+            if (strcmp(json_string_value(json_object_get(j, "id")), id) == 0
+                && strcmp(json_string_value(json_object_get(j, "status")),
+                          want) == 0) {
+                json_decref(r);
+                return;
+            }
+        json_decref(r);
+        usleep(10000);
+    }
+    ng_test_fail("job '%s' not '%s' after 30 s", id, want);
+}
+
+static void
+commit_intermediate(struct ng_test_qmp *q, struct ng_test_qmp *ev)
+{
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s,s:s}}", "execute",
+                               "block-commit", "arguments", "job-id", "c0",
+                               "device", "c2", "top-node", "c1",
+                               "base-node", "top"));
+    wait_no_jobs(q, "c0");
+    expect_child(q, "c2", "backing", "top");
+    expect_child(q, "vm1.detect-zeroes", "filtered", "c2");
+    check_events(ev, "c0", "commit",
+                 "created,running,waiting,pending,concluded,null,");
+}
+
+static void
+commit_active_cancel(struct ng_test_qmp *q)
+{
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:i}}", "execute",
+                               "block-commit", "arguments", "job-id", "c8",
+                               "device", "c3", "speed", 65536));
+    usleep(200000);
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-cancel",
+                               "arguments", "id", "c8"));
+    wait_no_jobs(q, "c8");
+    expect_child(q, "vm1.detect-zeroes", "filtered", "c3");
+    expect_child(q, "c3", "backing", "c2");
+}
+
+static void
+commit_active(struct ng_test_qmp *q)
+{
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s}}", "execute",
+                               "block-commit", "arguments", "job-id", "c1",
+                               "device", "c3", "base-node", "c2"));
+    wait_job_status(q, "c1", "ready");
+    ng_test_qmp_fails(q, "node 'c2': command 'snap8' requires graph-mod, "
+                      "which job 'c1' does not allow",
+                      "{s:s,s:{s:s,s:s,s:s}}", "execute",
+                      "blockdev-snapshot", "arguments", "node", "c2",
+                      "overlay", "spare", "job-id", "snap8");
+    usleep(200000);                 /* in sync while clients write */
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-complete",
+                               "arguments", "id", "c1"));
+    wait_no_jobs(q, "c1");
+    expect_child(q, "vm1.throttle", "filtered", "vm1.detect-zeroes");
+    expect_child(q, "vm1.detect-zeroes", "filtered", "c2");
+    expect_child(q, "c2", "backing", "top");
+}
+
+static void
+run_commits(struct ng_test_daemon *d, struct ng_test_qmp *q,
+            struct ng_test_qmp *ev, struct worker *w, pthread_t *t)
+{
+    qmp2(q, "blockdev-snapshot", "node", "top", "overlay", "c1");
+    fill(d->uri, BLOCKS / 8, BLOCKS / 3, 0x60000000u);
+    qmp2(q, "blockdev-snapshot", "node", "c1", "overlay", "c2");
+    commit_bad_input(q);
+    start_workers(w, t, d->uri);
+    commit_intermediate(q, ev);
+    stop_workers(w, t);
+    verify(d->uri, seeds, "after the intermediate commit");
+    printf("intermediate commit done\n");
+    fflush(stdout);
+
+    qmp2(q, "blockdev-snapshot", "node", "c2", "overlay", "c3");
+    start_workers(w, t, d->uri);
+    commit_active_cancel(q);
+    commit_active(q);
+    usleep(200000);                 /* the clients go on, on c2 */
+    stop_workers(w, t);
+    verify(d->uri, seeds, "after the active commit");
+    printf("active commit done\n");
+    fflush(stdout);
+}
+
 int
 main(void)
 {
@@ -400,7 +535,8 @@ main(void)
     expect_child(q, "top", "backing", "base");
     expect_child(q, "vm1.detect-zeroes", "filtered", "top");
     stop_workers(w, t);
-    check_events(ev, "s0");
+    check_events(ev, "s0", "stream",
+                 "created,running,waiting,pending,concluded,null,");
     verify(d->uri, seeds, "after stream to base");
     printf("stream to base done\n");
     fflush(stdout);
@@ -412,6 +548,7 @@ main(void)
     expect_child(q, "vm1.detect-zeroes", "filtered", "top");
     stop_workers(w, t);
     verify(d->uri, seeds, "after the stream that cut the chain");
+    run_commits(d, q, ev, w, t);
 
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s}}", "execute",
                                "block-export-add", "arguments", "type",
