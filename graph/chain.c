@@ -44,6 +44,17 @@ ng_graph_check_snapshot(struct ng_graph *g, const char *node,
     return ng_node_check_set_backing(o, NULL, err);
 }
 
+/* What a snapshot moves up onto the overlay: BlockBackends (exports,
+ * jobs) and filters above the node.  Other nodes' backing or file links
+ * to it stay: an overlay that shares it as a base must not start
+ * reading the new overlay's writes. */
+static bool
+snapshot_moves(const struct ng_edge *e, const void *arg)
+{
+    (void)arg;
+    return e->role == NG_ROLE_ROOT || e->role == NG_ROLE_FILTERED;
+}
+
 int
 ng_graph_snapshot(struct ng_graph *g, const char *node, const char *overlay,
                   unsigned flags, struct ng_error *err)
@@ -56,10 +67,12 @@ ng_graph_snapshot(struct ng_graph *g, const char *node, const char *overlay,
     o = ng_graph_find(g, overlay);
     /* Parents first, so the depth check of the new backing edge sees the
      * way down from the exports through the overlay. */
-    if (ng_graph_replace_node(g, n, o, NULL, flags, err) == -1)
+    if (ng_graph_replace_node_if(g, n, o, snapshot_moves, NULL, flags,
+                                 err) == -1)
         return -1;
     if (ng_node_set_backing(o, n, flags, err) == -1) {
-        ng_graph_replace_node(g, o, n, NULL, NG_MUTATE_FORCE, NULL);
+        ng_graph_replace_node_if(g, o, n, snapshot_moves, NULL,
+                                 NG_MUTATE_FORCE, NULL);
         return -1;
     }
     return 0;

@@ -964,11 +964,12 @@ int ng_node_set_backing(struct ng_node *node, struct ng_node *backing,
  * node live. */
 int ng_graph_check_snapshot(struct ng_graph *g, const char *node,
                             const char *overlay, struct ng_error *err);
-/* blockdev-snapshot: every parent of `node` (export BBs, their implicit
- * filters, job BBs, other nodes) moves to `overlay`, and `node` becomes
- * the overlay's backing: new writes land in the overlay, reads of what
- * it lacks come from `node`.  Call inside a drained section over `node`.
- * Refused like ng_graph_insert_filter(), the graph as it was. */
+/* blockdev-snapshot: the BlockBackends (exports, jobs) and filters
+ * (exports' implicit ones included) above `node` move to `overlay`, and
+ * `node` becomes the overlay's backing: new writes land in the overlay,
+ * reads of what it lacks come from `node`.  Other nodes that have `node`
+ * as their backing or file keep it.  Call inside a drained section over
+ * `node`.  Refused like ng_graph_insert_filter(), the graph as it was. */
 int ng_graph_snapshot(struct ng_graph *g, const char *node,
                       const char *overlay, unsigned flags,
                       struct ng_error *err);

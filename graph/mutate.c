@@ -451,10 +451,28 @@ ng_graph_remove_filter(struct ng_graph *g, const char *name, unsigned flags,
 
 /* ---- Replacing a node (mirror's pivot) --------------------------------- */
 
+static bool
+edge_not_kept(const struct ng_edge *e, const void *keep)
+{
+    return e->bb == NULL || e->bb != keep;
+}
+
 int
 ng_graph_replace_node(struct ng_graph *g, struct ng_node *from,
                       struct ng_node *to, const struct ng_bb *keep,
                       unsigned flags, struct ng_error *err)
+{
+    return ng_graph_replace_node_if(g, from, to, edge_not_kept, keep, flags,
+                                    err);
+}
+
+int
+ng_graph_replace_node_if(struct ng_graph *g, struct ng_node *from,
+                         struct ng_node *to,
+                         bool (*moves)(const struct ng_edge *e,
+                                       const void *arg),
+                         const void *arg, unsigned flags,
+                         struct ng_error *err)
 {
     struct bbs_before before = { 0 };
     struct parents_saved saved = { 0 };
@@ -465,7 +483,7 @@ ng_graph_replace_node(struct ng_graph *g, struct ng_node *from,
         parents_save(from, &saved, err) == 0) {
         for (e = from->parents; e != NULL; e = next) {
             next = e->next_parent;
-            if (e->bb == NULL || e->bb != keep)
+            if (moves(e, arg))
                 ng_edge_set_child(e, to);
         }
         r = 0;

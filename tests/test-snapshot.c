@@ -8,7 +8,8 @@
  * goes on top of ov1, and the clients write on.  At the end the export
  * equals the record, a read-only export of ov1 equals the copy taken at
  * the second snapshot (the layer below did not change), and no client
- * ever reconnected.  Also: bad
+ * ever reconnected, and another overlay sharing the base still sits on
+ * it.  Also: bad
  * input refused with reasons, and a snapshot of a node a mirror job
  * holds refused naming the job. */
 #include <config.h>
@@ -45,6 +46,7 @@ static const char config[] =
     "  backed: { driver: memory, size: 32M, backing: other }\n"
     "  nul: { driver: null-co, size: 32M }\n"
     "  used: { driver: memory, size: 32M }\n"
+    "  shared: { driver: memory, size: 32M, backing: disk0 }\n"
     "exports:\n"
     "  vm1:\n"
     "    node: disk0\n"
@@ -294,6 +296,8 @@ check_chain(struct ng_test_qmp *q)
     expect_child(q, "vm1.detect-zeroes", "filtered", "ov2");
     expect_child(q, "ov2", "backing", "ov1");
     expect_child(q, "ov1", "backing", "disk0");
+    /* Another overlay of disk0 keeps it: it must not see ov1's data. */
+    expect_child(q, "shared", "backing", "disk0");
     nac = ng_test_qmp_ok(q, "{s:s}", "execute", "query-nac");
     text = json_dumps(nac, JSON_COMPACT);
     if (strstr(text, "{\"node-name\":\"ov2\",\"holders\":[{\"id\":\"vm1\"")
