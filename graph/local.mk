@@ -71,6 +71,16 @@ tests_unit_test_graph_implicit_SOURCES = \
 	$(NULL)
 tests_unit_test_graph_implicit_LDADD = $(CORE_LIBS)
 
+# Changing a live node's backing (ng_node_set_backing).
+check_PROGRAMS += tests/unit/test-graph-backing
+TESTS += tests/unit/test-graph-backing
+tests_unit_test_graph_backing_SOURCES = \
+	tests/unit/test-graph-backing.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_graph_backing_LDADD = $(CORE_LIBS)
+
 # graph/ links without anything above it: every object forced in.
 check_PROGRAMS += tests/unit/test-layer-link-graph
 TESTS += tests/unit/test-layer-link-graph
