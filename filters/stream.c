@@ -30,10 +30,20 @@ struct stream {
     struct ng_job_hooks hooks;
     ng_stream_started_fn *started;
     void *started_opaque;
-    /* The scan of the top's own layer after a pass. */
+    /* With a base: what the layers between top and base have, the one
+     * being walked and a BB on it for that. */
+    struct ng_bitmap *needed;
+    struct ng_node *mid;
+    struct ng_bb *mid_bb;
+    /* A walk over a layer's own allocation (before the first pass over
+     * the layers between, after each pass over the top). */
     struct ng_req scan;
     struct ng_extent ext[STREAM_SCAN_EXTENTS];
     uint64_t scan_off;
+    struct ng_bb *walk_bb;
+    void (*walk_extent)(struct stream *s, uint64_t off, uint64_t len,
+                        uint32_t flags);
+    void (*walk_end)(struct stream *s);
     bool scanning, scan_found;
     bool finish_waits;              /* the engine stopped during a scan */
     bool stopping;
@@ -132,9 +142,11 @@ stream_finish(struct stream *s)
     struct ng_error err = { 0 };
 
     ng_bb_free(s->bb);
-    s->bb = NULL;
+    ng_bb_free(s->mid_bb);
+    s->bb = s->mid_bb = NULL;
     ng_bitmap_remove(s->bitmap);
-    s->bitmap = NULL;
+    ng_bitmap_remove(s->needed);
+    s->bitmap = s->needed = NULL;
     if (ng_graph_mutate(s->graph, s->top, finish_mutation, finished, s,
                         &err) == -1)
         finished(s, &err);
@@ -163,33 +175,33 @@ stream_stop(struct stream *s, int ret, const char *msg)
     ng_copy_stop(s->copy);
 }
 
-/* ---- The scan of the top's own layer ------------------------------------ */
+/* ---- Walks over a layer's own allocation -------------------------------- */
 
-static void scan_step(struct stream *s);
+/* Block status (NG_REQ_LOCAL_ONLY) of the node under s->walk_bb, from 0
+ * to the top's end, one request after the other; walk_extent sees each
+ * extent, walk_done runs at the end. */
+static void walk_step(struct stream *s);
 
 static void
-scan_done(struct ng_req *req, int ret)
+walk_done(struct ng_req *req, int ret)
 {
     struct stream *s = req->opaque;
     uint32_t i;
 
     if (ret < 0) {
-        stream_stop(s, ret, "block status of the top node failed");
+        stream_stop(s, ret, "block status in the chain failed");
         s->stopping = true;
     }
     for (i = 0; ret == 0 && i < req->nr_extents; i++) {
-        if (req->extents[i].flags & NG_EXTENT_HOLE) {
-            ng_bitmap_set(s->bitmap, s->scan_off, req->extents[i].length);
-            s->scan_found = true;
-        }
+        s->walk_extent(s, s->scan_off, req->extents[i].length,
+                       req->extents[i].flags);
         s->scan_off += req->extents[i].length;
     }
-    scan_step(s);
+    walk_step(s);
 }
 
-/* One block status request after the other, to the end of the top. */
 static void
-scan_step(struct stream *s)
+walk_step(struct stream *s)
 {
     uint64_t size = (uint64_t)ng_node_length(s->top);
 
@@ -201,19 +213,110 @@ scan_step(struct stream *s)
     }
     if (s->scan_off >= size) {
         s->scanning = false;
-        if (s->scan_found)
-            ng_copy_kick(s->copy);  /* another pass over what is left */
-        else
-            stream_stop(s, 0, NULL);
+        s->walk_end(s);
         return;
     }
     ng_req_init(&s->scan, NG_OP_BLOCK_STATUS, s->scan_off,
                 size - s->scan_off, NG_REQ_LOCAL_ONLY);
     s->scan.extents = s->ext;
     s->scan.max_extents = STREAM_SCAN_EXTENTS;
-    s->scan.done = scan_done;
+    s->scan.done = walk_done;
     s->scan.opaque = s;
-    ng_bb_submit(s->bb, &s->scan);
+    ng_bb_submit(s->walk_bb, &s->scan);
+}
+
+static void
+walk_start(struct stream *s, struct ng_bb *bb,
+           void (*extent)(struct stream *, uint64_t, uint64_t, uint32_t),
+           void (*end)(struct stream *))
+{
+    s->scanning = true;
+    s->scan_off = 0;
+    s->walk_bb = bb;
+    s->walk_extent = extent;
+    s->walk_end = end;
+    walk_step(s);
+}
+
+/* ---- Before the first pass: what lies above the base -------------------- */
+
+/* With a base, only what a layer between top and base has is copied up
+ * (the base's own data stays in the base): `needed` collects those
+ * layers' allocation, one layer after the other. */
+static void
+mid_extent(struct stream *s, uint64_t off, uint64_t len, uint32_t flags)
+{
+    if (!(flags & NG_EXTENT_HOLE))
+        ng_bitmap_set(s->needed, off, len);
+}
+
+static void mid_walk_next(struct stream *s);
+
+static void
+mid_end(struct stream *s)
+{
+    ng_bb_free(s->mid_bb);
+    s->mid_bb = NULL;
+    s->mid = ng_node_child_role(s->mid, NG_ROLE_BACKING);
+    mid_walk_next(s);
+}
+
+static void
+mid_walk_next(struct stream *s)
+{
+    struct ng_error err = { 0 };
+    char name[NG_ERROR_MSG_MAX / 2];
+
+    if (s->mid == NULL || s->mid == s->base) {
+        ng_bitmap_merge(s->bitmap, s->needed, NULL);
+        if (s->job->pause_count == 0)
+            ng_copy_resume(s->copy);
+        return;
+    }
+    snprintf(name, sizeof name, "#job:%s", s->p.job_id);
+    s->mid_bb = ng_bb_new(s->graph, name, s->mid, false, &err);
+    if (s->mid_bb == NULL) {
+        stream_stop(s, -err.code, err.msg);
+        return;
+    }
+    s->mid_bb->job_id = s->job->id;
+    walk_start(s, s->mid_bb, mid_extent, mid_end);
+}
+
+/* ---- After a pass: what the top still lacks ------------------------------ */
+
+/* A hole in the top's own layer that should have been filled (all of
+ * them without a base; with one, where `needed` says) goes back into the
+ * bitmap: a racing client write made the filter skip it. */
+static void
+top_extent(struct stream *s, uint64_t off, uint64_t len, uint32_t flags)
+{
+    uint64_t end = off + len, x, y;
+
+    if (!(flags & NG_EXTENT_HOLE))
+        return;
+    if (s->needed == NULL) {
+        ng_bitmap_set(s->bitmap, off, len);
+        s->scan_found = true;
+        return;
+    }
+    for (x = ng_bitmap_next_dirty(s->needed, off); x < end;
+         x = ng_bitmap_next_dirty(s->needed, y)) {
+        y = ng_bitmap_next_clean(s->needed, x);
+        if (y > end)
+            y = end;
+        ng_bitmap_set(s->bitmap, x > off ? x : off, y - (x > off ? x : off));
+        s->scan_found = true;
+    }
+}
+
+static void
+top_end(struct stream *s)
+{
+    if (s->scan_found)
+        ng_copy_kick(s->copy);      /* another pass over what is left */
+    else
+        stream_stop(s, 0, NULL);
 }
 
 /* ---- Engine callbacks ------------------------------------------------- */
@@ -225,10 +328,8 @@ copy_converged(void *opaque)
 
     if (s->scanning || s->stopping)
         return;
-    s->scanning = true;
     s->scan_found = false;
-    s->scan_off = 0;
-    scan_step(s);
+    walk_start(s, s->bb, top_extent, top_end);
 }
 
 static void
@@ -264,7 +365,14 @@ static const struct ng_copy_ops stream_copy_ops = {
 static void
 stream_op_start(struct ng_job *job)
 {
-    ng_copy_resume(((struct stream *)job->state)->copy);
+    struct stream *s = job->state;
+
+    if (s->needed != NULL) {
+        s->mid = ng_node_child_role(s->top, NG_ROLE_BACKING);
+        mid_walk_next(s);           /* then the first pass */
+    } else {
+        ng_copy_resume(s->copy);
+    }
 }
 
 static void
@@ -311,7 +419,9 @@ stream_free(struct stream *s, bool graph_alive)
         return;
     if (graph_alive) {
         ng_bb_free(s->bb);
+        ng_bb_free(s->mid_bb);
         ng_bitmap_remove(s->bitmap);
+        ng_bitmap_remove(s->needed);
     }
     ng_copy_free(s->copy);
     for (i = 0; i < 4; i++)
@@ -385,7 +495,15 @@ stream_setup(struct stream *s, struct ng_error *err)
         return -1;
     s->bitmap->busy = true;
     s->bitmap->recording = false;   /* client writes need no copy */
-    ng_bitmap_set_all(s->bitmap);
+    if (s->base == NULL) {
+        ng_bitmap_set_all(s->bitmap);
+    } else {
+        s->needed = ng_bitmap_add(s->top, NULL, STREAM_GRAN, err);
+        if (s->needed == NULL)
+            return -1;
+        s->needed->busy = true;
+        s->needed->recording = false;
+    }
     cp = (struct ng_copy_params){
         .source = s->bb, .target = NULL, .bitmap = s->bitmap,
         .chunk = STREAM_CHUNK, .max_in_flight = STREAM_IN_FLIGHT,

@@ -14,8 +14,11 @@
  * the backing is cut.  Cancelling takes the filter out and leaves the
  * chain as it was (the data copied up stays: it reads the same).
  *
- * With a base, data of the base itself is copied up too (the filter
- * cannot tell the layers apart): correct, less sparse than QEMU. */
+ * With a base, a walk over the own allocation of each layer between top
+ * and base (NG_REQ_LOCAL_ONLY) first says which granules to read: the
+ * base's data stays in the base, except inside a granule that a layer
+ * above it has partly (the filter copies all the top lacks of what it
+ * reads). */
 #ifndef NG_STREAM_H
 #define NG_STREAM_H
 

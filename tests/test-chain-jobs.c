@@ -10,7 +10,8 @@
  *     and while it runs a snapshot of its base and a second stream of
  *     its top are refused with the NAC sentence naming it;
  *   - block-stream top base-node=base copies mid's data up and drops
- *     mid (events in QEMU's order);
+ *     mid (events in QEMU's order), leaving what only base has in base
+ *     (new data written into base shows through top);
  *   - block-stream top (no base) copies the rest and cuts the chain.
  * Then two more snapshots make top <- c1 <- c2, and
  *   - block-commit c2 top-node=c1 base-node=top (intermediate) drops c1;
@@ -40,6 +41,7 @@
 #define BLOCK           (64u << 10)
 #define BLOCKS          (DISK_SIZE / BLOCK)
 #define WORKERS         2
+#define BASE_SEED       0x40000000u
 
 static const char config[] =
     "server:\n"
@@ -64,6 +66,8 @@ static const char config[] =
  * b % WORKERS. */
 static unsigned seeds[BLOCKS];
 static unsigned in_base[BLOCKS];
+/* Written after the first snapshot: not in the base alone. */
+static bool above_base[BLOCKS];
 
 static atomic_int stop;
 
@@ -95,12 +99,14 @@ worker_op(struct worker *w, struct nbd_handle *nbd, unsigned *rng,
         if (nbd_zero(nbd, BLOCK, off, 0) == -1)
             return -1;
         seeds[b] = 0;
+        above_base[b] = true;
         return 0;
     }
     ng_test_fill_pattern(buf, BLOCK, off, seed);
     if (nbd_pwrite(nbd, buf, BLOCK, off, 0) == -1)
         return -1;
     seeds[b] = seed;
+    above_base[b] = true;
     return 0;
 }
 
@@ -144,6 +150,7 @@ fill(const char *uri, unsigned from, unsigned to, unsigned seed_base)
         ng_test_fail_nbd("fill connect");
     for (b = from; b < to; b++) {
         seeds[b] = seed_base + b;
+        above_base[b] = seed_base != BASE_SEED;
         ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, seeds[b]);
         if (nbd_pwrite(nbd, buf, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
             ng_test_fail_nbd("fill");
@@ -350,6 +357,45 @@ stream(struct ng_test_qmp *q, const char *id, const char *base)
     wait_no_jobs(q, id);
 }
 
+
+/* A stream to a base copies up only what lay above the base: blocks
+ * that only the base had still read from it, so new data written into
+ * the base (through an export of its own, for this check) shows through
+ * the top.  The record follows. */
+static void
+base_stays_below(struct ng_test_daemon *d, struct ng_test_qmp *q)
+{
+    struct nbd_handle *nbd = nbd_create();
+    char uri[512], *buf = malloc(BLOCK);
+    unsigned b, n = 0;
+
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s,s:b}}", "execute",
+                               "block-export-add", "arguments", "type",
+                               "nbd", "id", "bw", "node-name", "base",
+                               "writable", 1));
+    snprintf(uri, sizeof uri, "nbd+unix:///bw?socket=%s", d->sock);
+    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, uri) == -1)
+        ng_test_fail_nbd("connect bw");
+    for (b = 0; b < BLOCKS; b++) {
+        if (above_base[b])
+            continue;
+        seeds[b] = in_base[b] = 0x70000000u + b;
+        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, seeds[b]);
+        if (nbd_pwrite(nbd, buf, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
+            ng_test_fail_nbd("write base");
+        n++;
+    }
+    nbd_shutdown(nbd, 0);
+    nbd_close(nbd);
+    free(buf);
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute",
+                               "block-export-del", "arguments", "id", "bw"));
+    if (n == 0)
+        ng_test_fail("no block was left to the base alone");
+    printf("%u blocks only in the base\n", n);
+    verify(d->uri, seeds, "the top over a changed base");
+}
+
 static void
 start_workers(struct worker *w, pthread_t *t, const char *uri)
 {
@@ -516,7 +562,7 @@ main(void)
     d = ng_test_start(config, "vm1");
     q = ng_test_qmp_connect(d->control);
     ev = ng_test_qmp_connect(d->control);
-    fill(d->uri, 0, BLOCKS / 2, 0x40000000u);
+    fill(d->uri, 0, BLOCKS / 2, BASE_SEED);
     memcpy(in_base, seeds, sizeof seeds);
     qmp2(q, "blockdev-snapshot", "node", "base", "overlay", "mid");
     fill(d->uri, BLOCKS / 4, BLOCKS * 3 / 4, 0x50000000u);
@@ -538,6 +584,7 @@ main(void)
     check_events(ev, "s0", "stream",
                  "created,running,waiting,pending,concluded,null,");
     verify(d->uri, seeds, "after stream to base");
+    base_stays_below(d, q);
     printf("stream to base done\n");
     fflush(stdout);
 
