@@ -121,7 +121,8 @@ finished(void *opaque, const struct ng_error *err)
     ng_job_done(s->job, s->stop_ret, s->stop_msg[0] ? s->stop_msg : NULL);
 }
 
-/* Drained: the filter comes out; on success the chain is cut. */
+/* Drained: the filter comes out (it took nothing from any export, so
+ * taking it out cannot either); on success the chain is cut. */
 static int
 finish_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
 {
@@ -158,7 +159,7 @@ copy_stopped(void *opaque)
     struct stream *s = opaque;
 
     if (s->scanning)
-        s->finish_waits = true;     /* scan_step finishes */
+        s->finish_waits = true;     /* walk_step finishes */
     else
         stream_finish(s);
 }
@@ -188,10 +189,8 @@ walk_done(struct ng_req *req, int ret)
     struct stream *s = req->opaque;
     uint32_t i;
 
-    if (ret < 0) {
+    if (ret < 0)
         stream_stop(s, ret, "block status in the chain failed");
-        s->stopping = true;
-    }
     for (i = 0; ret == 0 && i < req->nr_extents; i++) {
         s->walk_extent(s, s->scan_off, req->extents[i].length,
                        req->extents[i].flags);
@@ -267,6 +266,8 @@ mid_walk_next(struct stream *s)
     struct ng_error err = { 0 };
     char name[NG_ERROR_MSG_MAX / 2];
 
+    if (s->stopping)
+        return;
     if (s->mid == NULL || s->mid == s->base) {
         ng_bitmap_merge(s->bitmap, s->needed, NULL);
         if (s->job->pause_count == 0)
