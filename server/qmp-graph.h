@@ -36,6 +36,8 @@ int ng_qmp_error_action_arg(json_t *args, const char *key, int *out,
                             struct ng_error *err);
 int ng_qmp_size_arg(json_t *args, const char *key, uint64_t def,
                     uint64_t *out, struct ng_error *err);
+const char *ng_qmp_str_arg(json_t *args, const char *key);
+bool ng_qmp_bool_arg(json_t *args, const char *key, bool def);
 
 /* server/qmp-job.c */
 ng_qmp_handler ng_qmp_bitmap_add;

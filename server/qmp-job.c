@@ -713,3 +713,15 @@ ng_qmp_size_arg(json_t *args, const char *key, uint64_t def, uint64_t *out,
 {
     return size_arg(args, key, def, out, err);
 }
+
+const char *
+ng_qmp_str_arg(json_t *args, const char *key)
+{
+    return arg_str(args, key);
+}
+
+bool
+ng_qmp_bool_arg(json_t *args, const char *key, bool def)
+{
+    return bool_arg(args, key, def);
+}

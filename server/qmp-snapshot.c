@@ -171,32 +171,18 @@ claim_list_take(struct ng_control_ctx *ctx, const char *id,
 
 /* ---- block-stream ------------------------------------------------------- */
 
-static const char *
-arg_str(json_t *args, const char *key)
-{
-    return json_string_value(json_object_get(args, key));
-}
-
-static bool
-bool_arg(json_t *args, const char *key, bool def)
-{
-    json_t *j = json_object_get(args, key);
-
-    return j != NULL ? json_is_true(j) : def;
-}
-
 static int
 stream_params(json_t *args, struct ng_stream_params *p,
               struct ng_error *err)
 {
-    const char *base = arg_str(args, "base");
+    const char *base = ng_qmp_str_arg(args, "base");
     int act;
 
-    p->top = arg_str(args, "device");
-    p->job_id = arg_str(args, "job-id");
+    p->top = ng_qmp_str_arg(args, "device");
+    p->job_id = ng_qmp_str_arg(args, "job-id");
     if (p->job_id == NULL)
         p->job_id = p->top;         /* QEMU: the device name */
-    p->base = arg_str(args, "base-node");
+    p->base = ng_qmp_str_arg(args, "base-node");
     /* "base" is a file name in QEMU; here nodes have no file names of
      * their own, so it names the base node too. */
     if (p->base != NULL && base != NULL && strcmp(base, p->base) != 0)
@@ -204,13 +190,13 @@ stream_params(json_t *args, struct ng_stream_params *p,
                             "different nodes");
     if (p->base == NULL)
         p->base = base;
-    p->filter_node_name = arg_str(args, "filter-node-name");
+    p->filter_node_name = ng_qmp_str_arg(args, "filter-node-name");
     if (ng_qmp_size_arg(args, "speed", 0, &p->speed, err) == -1 ||
         ng_qmp_error_action_arg(args, "on-error", &act, err) == -1)
         return -1;
     p->on_error = act;
-    p->auto_finalize = bool_arg(args, "auto-finalize", true);
-    p->auto_dismiss = bool_arg(args, "auto-dismiss", true);
+    p->auto_finalize = ng_qmp_bool_arg(args, "auto-finalize", true);
+    p->auto_dismiss = ng_qmp_bool_arg(args, "auto-dismiss", true);
     return 0;
 }
 
@@ -298,7 +284,7 @@ static int
 node_arg(json_t *args, const char *key, const char *node_key,
          const char **out, struct ng_error *err)
 {
-    const char *a = arg_str(args, node_key), *b = arg_str(args, key);
+    const char *a = ng_qmp_str_arg(args, node_key), *b = ng_qmp_str_arg(args, key);
 
     if (a != NULL && b != NULL && strcmp(a, b) != 0)
         return ng_error_set(err, EINVAL, "'%s' and '%s' name different "
@@ -313,7 +299,7 @@ static int
 commit_nodes(struct ng_graph *g, json_t *args, struct ng_mirror_params *p,
              struct ng_error *err)
 {
-    const char *device = arg_str(args, "device");
+    const char *device = ng_qmp_str_arg(args, "device");
     struct ng_node *d = ng_graph_find(g, device), *n;
 
     if (d == NULL)
@@ -360,16 +346,16 @@ commit_params(struct ng_graph *g, json_t *args, struct ng_mirror_params *p,
     if (commit_nodes(g, args, p, err) == -1)
         return -1;
     p->commit = true;
-    p->job_id = arg_str(args, "job-id");
+    p->job_id = ng_qmp_str_arg(args, "job-id");
     if (p->job_id == NULL)
-        p->job_id = arg_str(args, "device");
+        p->job_id = ng_qmp_str_arg(args, "device");
     p->sync = NG_MIRROR_SYNC_FULL;
     if (ng_qmp_size_arg(args, "speed", 0, &p->speed, err) == -1 ||
         ng_qmp_error_action_arg(args, "on-error", &act, err) == -1)
         return -1;
     p->on_source_error = p->on_target_error = act;
-    p->auto_finalize = bool_arg(args, "auto-finalize", true);
-    p->auto_dismiss = bool_arg(args, "auto-dismiss", true);
+    p->auto_finalize = ng_qmp_bool_arg(args, "auto-finalize", true);
+    p->auto_dismiss = ng_qmp_bool_arg(args, "auto-dismiss", true);
     return 0;
 }
 
