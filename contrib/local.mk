@@ -28,12 +28,14 @@ TESTS += \
 	tests/test-ctl-implicit.sh \
 	tests/test-ctl-limits.sh \
 	tests/test-ctl-jobs.sh \
+	tests/test-ctl-chain.sh \
 	$(NULL)
 EXTRA_DIST += \
 	tests/test-ctl.sh \
 	tests/test-ctl-implicit.sh \
 	tests/test-ctl-limits.sh \
 	tests/test-ctl-jobs.sh \
+	tests/test-ctl-chain.sh \
 	$(NULL)
 
 # The daemon's and the config file's man pages, and their tests:

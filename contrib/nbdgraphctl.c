@@ -1709,6 +1709,79 @@ cmd_backup(struct ctl *c, int argc, char **argv)
     return start_job(c, argc, argv, "blockdev-backup", "full", true);
 }
 
+/* snapshot NODE OVERLAY: blockdev-snapshot. */
+static int
+cmd_snapshot(struct ctl *c, int argc, char **argv)
+{
+    int r = no_opts(c, argc, argv);
+
+    if (r != -1 || (r = check_nargs(c, argc - optind, 2, 2)) != 0)
+        return r;
+    return run_change(c, "blockdev-snapshot",
+                      json_pack("{s:s,s:s}", "node", argv[optind],
+                                "overlay", argv[optind + 1]));
+}
+
+/* stream and commit: DEVICE, --job-id, --base, --speed, and for commit
+ * --top. */
+static int
+start_chain_job(struct ctl *c, int argc, char **argv, const char *qmp,
+                bool takes_top)
+{
+    static const struct option opts[] = {
+        { "job-id", required_argument, NULL, 'i' },
+        { "base", required_argument, NULL, 'b' },
+        { "top", required_argument, NULL, 't' },
+        { "speed", required_argument, NULL, 'S' },
+        OPT_HELP, OPT_END,
+    };
+    const char *id = NULL, *base = NULL, *top = NULL;
+    json_int_t speed = 0;
+    json_t *args;
+    int o;
+
+    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
+        switch (o) {
+        case 'i': id = optarg; break;
+        case 'b': base = optarg; break;
+        case 't':
+            if (!takes_top)
+                return usage_error(c, "unknown option '--top'");
+            top = optarg;
+            break;
+        case 'S':
+            if (parse_speed(optarg, &speed) == -1)
+                return usage_error(c, "bad speed '%s'", optarg);
+            break;
+        default:  return opt_status(c, o, argv);
+        }
+    }
+    if ((o = check_nargs(c, argc - optind, 1, 1)) != 0)
+        return o;
+    args = json_pack("{s:s}", "device", argv[optind]);
+    if (id != NULL)
+        json_object_set_new(args, "job-id", json_string(id));
+    if (base != NULL)
+        json_object_set_new(args, "base-node", json_string(base));
+    if (top != NULL)
+        json_object_set_new(args, "top-node", json_string(top));
+    if (speed > 0)
+        json_object_set_new(args, "speed", json_integer(speed));
+    return run_change(c, qmp, args);
+}
+
+static int
+cmd_stream(struct ctl *c, int argc, char **argv)
+{
+    return start_chain_job(c, argc, argv, "block-stream", false);
+}
+
+static int
+cmd_commit(struct ctl *c, int argc, char **argv)
+{
+    return start_chain_job(c, argc, argv, "block-commit", true);
+}
+
 static char *
 percent_text(json_t *j)
 {
@@ -2013,6 +2086,16 @@ static const struct command commands[] = {
       "DEVICE TARGET [--job-id ID] [--sync full|none|incremental] "
       "[--bitmap NAME] [--speed N]",
       "copy DEVICE as it is now to TARGET (blockdev-backup)" },
+    { "snapshot", cmd_snapshot, true, "NODE OVERLAY",
+      "put OVERLAY above NODE, below its exports (blockdev-snapshot)" },
+    { "stream", cmd_stream, true,
+      "DEVICE [--base NODE] [--job-id ID] [--speed N]",
+      "copy DEVICE's backing chain down to NODE into it, then drop those "
+      "layers (block-stream)" },
+    { "commit", cmd_commit, true,
+      "DEVICE [--top NODE] [--base NODE] [--job-id ID] [--speed N]",
+      "copy a chain's top into its base and drop what lay between; "
+      "active when TOP is DEVICE (block-commit)" },
     { "jobs", cmd_jobs, false, "",
       "list block jobs with their progress (query-jobs)" },
     { "job", cmd_job, true,

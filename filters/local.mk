@@ -14,6 +14,8 @@ filters_libngfilters_a_SOURCES = \
 	filters/cbw.h \
 	filters/cbw.c \
 	filters/backup.c \
+	filters/stream.h \
+	filters/stream.c \
 	filters/blkverify.c \
 	filters/quorum.c \
 	$(NULL)

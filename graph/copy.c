@@ -183,6 +183,10 @@ chunk_read(struct ng_req *req, int ret)
         chunk_fail(k, true, ret);
         return;
     }
+    if (k->c->p.target == NULL) {   /* pull: the read did the work */
+        chunk_written(req, 0);
+        return;
+    }
     chunk_submit(k, k->c->p.target, NG_OP_WRITE, 0, chunk_written);
 }
 
@@ -360,8 +364,11 @@ start_chunk(struct ng_copy *c, uint64_t off, uint64_t len)
     /* Cleared before the read: a write landing from now on sets it
      * again and is copied once more. */
     ng_bitmap_reset(c->p.bitmap, off, len);
-    chunk_submit(k, c->p.source, NG_OP_BLOCK_STATUS, NG_REQ_REQ_ONE,
-                 chunk_status);
+    if (c->p.target == NULL)        /* pull: every range is read */
+        chunk_submit(k, c->p.source, NG_OP_READ, 0, chunk_read);
+    else
+        chunk_submit(k, c->p.source, NG_OP_BLOCK_STATUS, NG_REQ_REQ_ONE,
+                     chunk_status);
 }
 
 static void

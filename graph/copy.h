@@ -53,7 +53,12 @@ struct ng_copy_waiter {
 
 struct ng_copy_params {
     struct ng_bb *source;           /* borrowed; read, block status */
-    struct ng_bb *target;           /* borrowed; written */
+    struct ng_bb *target;           /* borrowed; written.  NULL: pull
+                                     * mode, each chunk is only read from
+                                     * the source, whose read does the
+                                     * work (block-stream reads through
+                                     * a copy-on-read filter); no block
+                                     * status, zero ranges are read too */
     struct ng_bitmap *bitmap;       /* borrowed: what is left to copy;
                                      * its granularity divides chunk */
     uint32_t chunk;                 /* bytes per request at most */

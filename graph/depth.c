@@ -216,3 +216,16 @@ ng_depth_check_splice(const struct ng_edge *e, const char *name,
     layers += 1 + drv->frames + ng_depth_below(below, &chain);
     return ng_depth_check(&chain, layers, err);
 }
+
+int
+ng_depth_check_child(const struct ng_node *node, const struct ng_node *child,
+                     struct ng_error *err)
+{
+    struct ng_chain chain = { .n = 0 };
+    unsigned layers;
+
+    layers = depth_above_node(node, &chain);
+    chain_add(&chain, node->name, node->driver);
+    layers += node_layers(node) + ng_depth_below(child, &chain);
+    return ng_depth_check(&chain, layers, err);
+}

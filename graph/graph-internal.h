@@ -52,6 +52,19 @@ void ng_alloc_depth_start(struct ng_node *root, struct ng_req *req);
 
 /* A node `name` of driver `drv` spliced in on edge `e` (NULL: above
  * `below`, which nothing uses yet), above `below`. */
+/* ng_graph_replace_node() for the parent edges of `from` that `moves`
+ * picks. */
+int ng_graph_replace_node_if(struct ng_graph *g, struct ng_node *from,
+                             struct ng_node *to,
+                             bool (*moves)(const struct ng_edge *e,
+                                           const void *arg),
+                             const void *arg, unsigned flags,
+                             struct ng_error *err);
+
+/* `child` becomes a new child of `node` (a backing node put in live):
+ * does the deepest way down to `node` still fit through it? */
+int ng_depth_check_child(const struct ng_node *node,
+                         const struct ng_node *child, struct ng_error *err);
 int ng_depth_check_splice(const struct ng_edge *e, const char *name,
                           const struct ng_driver *drv,
                           const struct ng_node *below, struct ng_error *err);

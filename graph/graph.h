@@ -561,6 +561,21 @@ struct ng_driver {
     int (*expand_opts)(struct ng_graph *g, const struct ng_value *opts,
                        unsigned depth, struct ng_value **out,
                        struct ng_error *err);
+
+    /* Optional: the node's backing child changes on a live node
+     * (ng_node_set_backing(): blockdev-snapshot, block-stream,
+     * block-commit).  Loop thread, inside a drained section, nothing in
+     * flight in this node.  `backing` (NULL: no backing from now on) is
+     * on the node's "backing" edge already, and when the driver's option
+     * table has a CHILD option of role NG_ROLE_BACKING, the graph has set
+     * that field to it too.  Update whatever else the driver keeps about
+     * its backing, without I/O; return 0, or -1 with *err to refuse (the
+     * graph then puts the old backing back and calls the hook again with
+     * it).  A driver whose backing lives in that option field alone
+     * (memory) needs no hook; a driver with neither hook nor such an
+     * option cannot change its backing live. */
+    int (*set_backing)(struct ng_node *node, struct ng_node *backing,
+                       struct ng_error *err);
 };
 
 /* What to call the image `node` reads in a message: its driver's
@@ -1026,6 +1041,44 @@ int ng_graph_remove_filter(struct ng_graph *g, const char *name,
 int ng_graph_replace_node(struct ng_graph *g, struct ng_node *from,
                           struct ng_node *to, const struct ng_bb *keep,
                           unsigned flags, struct ng_error *err);
+
+/* The checks ng_node_set_backing() makes, changing nothing: the driver
+ * can change its backing live (a set_backing hook or a "backing" CHILD
+ * option, else ENOTSUP), `backing` is not `node` nor has `node` below it
+ * (ELOOP), and a request from the deepest way down to `node` still fits
+ * through `backing` (ELOOP). */
+int ng_node_check_set_backing(struct ng_node *node, struct ng_node *backing,
+                              struct ng_error *err);
+/* Make `backing` (NULL: none) the node's backing child on a live node:
+ * blockdev-snapshot (an overlay gets the node as backing), block-stream
+ * and block-commit (a node's backing skips the layers they drop).  Moves
+ * the "backing" edge, sets the driver's backing option field, calls its
+ * set_backing hook and refreshes the facts above.  Call inside a drained
+ * section over `node` (ng_graph_mutate()).  Refused, the old backing
+ * back in place, on a failed check, when the driver refuses, or when the
+ * new facts would take from an export what its clients were told
+ * (unless NG_MUTATE_FORCE).  The old backing stays in the graph, unless
+ * it was defined inline and nothing else uses it. */
+int ng_node_set_backing(struct ng_node *node, struct ng_node *backing,
+                        unsigned flags, struct ng_error *err);
+
+/* ---- Backing chains (graph/chain.c) ------------------------------------- */
+
+/* blockdev-snapshot's checks, changing nothing: both nodes exist and
+ * differ; the overlay has no backing node, nothing uses it, it is
+ * writable, not smaller than `node`, and its driver can take a backing
+ * node live. */
+int ng_graph_check_snapshot(struct ng_graph *g, const char *node,
+                            const char *overlay, struct ng_error *err);
+/* blockdev-snapshot: the BlockBackends (exports, jobs) and filters
+ * (exports' implicit ones included) above `node` move to `overlay`, and
+ * `node` becomes the overlay's backing: new writes land in the overlay,
+ * reads of what it lacks come from `node`.  Other nodes that have `node`
+ * as their backing or file keep it.  Call inside a drained section over
+ * `node`.  Refused like ng_graph_insert_filter(), the graph as it was. */
+int ng_graph_snapshot(struct ng_graph *g, const char *node,
+                      const char *overlay, unsigned flags,
+                      struct ng_error *err);
 
 /* ---- Implicit chains ---------------------------------------------------- */
 

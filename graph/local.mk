@@ -19,6 +19,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/depth.c \
 	graph/alloc-depth.c \
 	graph/mutate.c \
+	graph/chain.c \
 	graph/implicit.c \
 	graph/drivers.c \
 	graph/objects.c \
@@ -81,6 +82,16 @@ tests_unit_test_graph_implicit_SOURCES = \
 	tests/unit/graph-fixture.c \
 	$(NULL)
 tests_unit_test_graph_implicit_LDADD = $(CORE_LIBS)
+
+# Changing a live node's backing (ng_node_set_backing).
+check_PROGRAMS += tests/unit/test-graph-backing
+TESTS += tests/unit/test-graph-backing
+tests_unit_test_graph_backing_SOURCES = \
+	tests/unit/test-graph-backing.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_graph_backing_LDADD = $(CORE_LIBS)
 
 # graph/ links without anything above it: every object forced in.
 check_PROGRAMS += tests/unit/test-layer-link-graph

@@ -49,6 +49,8 @@ struct mirror {
     int scan_ret;
     struct ng_req scan;
     struct ng_extent scan_ext[MIRROR_SCAN_EXTENTS];
+    struct ng_node *overlay;            /* intermediate commit's */
+    char *overlay_name;
 };
 
 static void mirror_try_pivot(struct mirror *m);
@@ -111,6 +113,47 @@ check_nodes(struct ng_graph *g, const struct ng_mirror_params *p,
     return check_top(src, dst, p, err);
 }
 
+static struct ng_node *
+backing_of(struct ng_node *n)
+{
+    return ng_node_child_role(n, NG_ROLE_BACKING);
+}
+
+/* Commit: base below top in its chain, the overlay (if any) right above
+ * top; the base may be in use (it is, as a backing node). */
+static int
+check_commit_nodes(struct ng_graph *g, const struct ng_mirror_params *p,
+                   struct ng_error *err)
+{
+    struct ng_node *top = ng_graph_find(g, p->source);
+    struct ng_node *base = ng_graph_find(g, p->target), *n;
+
+    if (top == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", p->source);
+    if (base == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", p->target);
+    for (n = backing_of(top); n != NULL && n != base; n = backing_of(n))
+        ;
+    if (n == NULL)
+        return ng_error_set(err, EINVAL, "node '%s' is not in the backing "
+                            "chain of node '%s'", p->target, p->source);
+    if (!(ng_node_caps(base) & NG_CAP_WRITE))
+        return ng_error_set(err, EROFS, "base node '%s' is read-only",
+                            p->target);
+    if (ng_node_length(base) < ng_node_length(top))
+        return ng_error_set(err, EINVAL, "base node '%s' is %" PRId64
+                            " bytes, smaller than top node '%s' (%" PRId64
+                            ")", p->target, ng_node_length(base), p->source,
+                            ng_node_length(top));
+    if (p->overlay == NULL)
+        return 0;
+    n = ng_graph_find(g, p->overlay);
+    if (n == NULL || backing_of(n) != top)
+        return ng_error_set(err, EINVAL, "node '%s' is not the overlay of "
+                            "node '%s'", p->overlay, p->source);
+    return ng_node_check_set_backing(n, base, err);
+}
+
 int
 ng_mirror_check(struct ng_graph *g, const struct ng_mirror_params *p,
                 struct ng_error *err)
@@ -132,6 +175,8 @@ ng_mirror_check(struct ng_graph *g, const struct ng_mirror_params *p,
     if (p->buf_size > (1ull << 30))
         return ng_error_set(err, EINVAL, "buf-size %" PRIu64 " is more than "
                             "1G", p->buf_size);
+    if (p->commit)
+        return check_commit_nodes(g, p, err);
     return check_nodes(g, p, err);
 }
 
@@ -217,7 +262,10 @@ copy_converged(void *opaque)
 {
     struct mirror *m = opaque;
 
-    if (m->job->status == NG_JOB_RUNNING)
+    if (m->overlay != NULL)
+        m->completing = true;       /* intermediate commit: no ready phase,
+                                     * the chain is cut now */
+    else if (m->job->status == NG_JOB_RUNNING)
         ng_job_ready(m->job);
     if (m->drain != NULL && m->drain_fired)
         mirror_pivot(m);            /* the last bits, copied drained */
@@ -264,6 +312,14 @@ mirror_pivot(struct mirror *m)
 {
     struct ng_error err = { 0 };
 
+    if (m->overlay != NULL) {
+        /* Intermediate commit: the overlay skips what was committed. */
+        if (ng_node_set_backing(m->overlay, m->target, 0, &err) == -1)
+            mirror_stop(m, -err.code, err.msg);
+        else
+            mirror_stop(m, 0, NULL);
+        return;
+    }
     /* Every parent of the source but the job's own BB goes to the
      * target, unless that takes from an export what its clients were
      * told (a smaller cap set): then the job fails, nothing moved. */
@@ -485,6 +541,7 @@ mirror_free(struct mirror *m, bool graph_alive)
         ng_bitmap_remove(m->bitmap);
     }
     ng_copy_free(m->copy);
+    free(m->overlay_name);
     free(m->source_name);
     free(m->target_name);
     free(m);
@@ -503,6 +560,31 @@ static const struct ng_job_ops mirror_ops = {
     .resume = mirror_op_resume,
     .cancel = mirror_op_cancel,
     .complete = mirror_op_complete,
+    .set_speed = mirror_op_set_speed,
+    .progress = mirror_op_progress,
+    .free = mirror_op_free,
+};
+
+/* block-commit's: an active commit as a mirror; an intermediate one
+ * completes by itself. */
+static const struct ng_job_ops commit_active_ops = {
+    .type = "commit",
+    .start = mirror_op_start,
+    .pause = mirror_op_pause,
+    .resume = mirror_op_resume,
+    .cancel = mirror_op_cancel,
+    .complete = mirror_op_complete,
+    .set_speed = mirror_op_set_speed,
+    .progress = mirror_op_progress,
+    .free = mirror_op_free,
+};
+
+static const struct ng_job_ops commit_ops = {
+    .type = "commit",
+    .start = mirror_op_start,
+    .pause = mirror_op_pause,
+    .resume = mirror_op_resume,
+    .cancel = mirror_op_cancel,
     .set_speed = mirror_op_set_speed,
     .progress = mirror_op_progress,
     .free = mirror_op_free,
@@ -585,7 +667,12 @@ ng_mirror_start(struct ng_graph *g, const struct ng_mirror_params *p,
     m->target_name = strdup(p->target);
     m->p.source = m->source_name;
     m->p.target = m->target_name;
-    if (m->source_name == NULL || m->target_name == NULL) {
+    if (p->overlay != NULL) {
+        m->overlay = ng_graph_find(g, p->overlay);
+        m->p.overlay = m->overlay_name = strdup(p->overlay);
+    }
+    if (m->source_name == NULL || m->target_name == NULL ||
+        (p->overlay != NULL && m->overlay_name == NULL)) {
         ng_error_set(err, ENOMEM, "out of memory");
         mirror_free(m, true);
         return NULL;
@@ -595,7 +682,9 @@ ng_mirror_start(struct ng_graph *g, const struct ng_mirror_params *p,
         return NULL;
     }
     /* m->p.job_id is the caller's: the job keeps its own copy. */
-    job = ng_job_new(g, p->job_id, p->source, &mirror_ops, m, hooks,
+    job = ng_job_new(g, p->job_id, p->source,
+                     !p->commit ? &mirror_ops : p->overlay != NULL
+                     ? &commit_ops : &commit_active_ops, m, hooks,
                      p->auto_finalize, p->auto_dismiss, p->speed, err);
     if (job == NULL)
         return NULL;                /* m freed by ng_job_new */

@@ -7,7 +7,10 @@
  * clean the job is ready and keeps the target in sync.  job-complete
  * drains the source, and when nothing is left to copy moves every parent
  * of the source (export BBs, implicit filters, overlays) to the target
- * in that one drained section: clients never reconnect. */
+ * in that one drained section: clients never reconnect.
+ *
+ * block-commit runs on the same job: a copy of a chain's top into its
+ * base (see struct ng_mirror_params' `commit`). */
 #ifndef NG_MIRROR_H
 #define NG_MIRROR_H
 
@@ -36,6 +39,15 @@ struct ng_mirror_params {
     enum ng_job_error_action on_source_error;
     enum ng_job_error_action on_target_error;
     bool auto_finalize, auto_dismiss;
+    /* block-commit: the job is a commit of `source` (its top) into
+     * `target` (its base, below it in its backing chain; may be used).
+     * With `overlay` (the node whose backing `source` is) it is an
+     * intermediate commit: once the copy converged, in a drained section,
+     * the overlay's backing becomes the base, and the job ends without a
+     * ready phase.  Without, an active commit: ready, then job-complete
+     * pivots as a mirror does. */
+    bool commit;
+    const char *overlay;
 };
 
 /* The checks ng_mirror_start() makes, starting nothing. */

@@ -451,10 +451,28 @@ ng_graph_remove_filter(struct ng_graph *g, const char *name, unsigned flags,
 
 /* ---- Replacing a node (mirror's pivot) --------------------------------- */
 
+static bool
+edge_not_kept(const struct ng_edge *e, const void *keep)
+{
+    return e->bb == NULL || e->bb != keep;
+}
+
 int
 ng_graph_replace_node(struct ng_graph *g, struct ng_node *from,
                       struct ng_node *to, const struct ng_bb *keep,
                       unsigned flags, struct ng_error *err)
+{
+    return ng_graph_replace_node_if(g, from, to, edge_not_kept, keep, flags,
+                                    err);
+}
+
+int
+ng_graph_replace_node_if(struct ng_graph *g, struct ng_node *from,
+                         struct ng_node *to,
+                         bool (*moves)(const struct ng_edge *e,
+                                       const void *arg),
+                         const void *arg, unsigned flags,
+                         struct ng_error *err)
 {
     struct bbs_before before = { 0 };
     struct parents_saved saved = { 0 };
@@ -465,7 +483,7 @@ ng_graph_replace_node(struct ng_graph *g, struct ng_node *from,
         parents_save(from, &saved, err) == 0) {
         for (e = from->parents; e != NULL; e = next) {
             next = e->next_parent;
-            if (e->bb == NULL || e->bb != keep)
+            if (moves(e, arg))
                 ng_edge_set_child(e, to);
         }
         r = 0;
@@ -480,6 +498,118 @@ ng_graph_replace_node(struct ng_graph *g, struct ng_node *from,
     }
     free(saved.edges);
     bbs_before_free(&before);
+    return r;
+}
+
+/* ---- A node's backing child (snapshot, stream, commit) ------------------ */
+
+/* The driver's CHILD option of role "backing", or NULL. */
+static const struct ng_opt_desc *
+backing_opt(const struct ng_driver *drv)
+{
+    const struct ng_opt_desc *d;
+
+    for (d = drv->opts; d != NULL && d->name != NULL; d++)
+        if (d->type == NG_OPT_T_CHILD && d->role == NG_ROLE_BACKING)
+            return d;
+    return NULL;
+}
+
+static struct ng_edge *
+backing_edge(struct ng_node *node)
+{
+    struct ng_edge *e;
+
+    for (e = node->children; e != NULL; e = e->next_child)
+        if (e->role == NG_ROLE_BACKING)
+            return e;
+    return NULL;
+}
+
+/* Is `target` `from` or somewhere below it? */
+static bool
+reaches(const struct ng_node *from, const struct ng_node *target)
+{
+    const struct ng_edge *e;
+
+    if (from == target)
+        return true;
+    for (e = from->children; e != NULL; e = e->next_child)
+        if (reaches(e->child, target))
+            return true;
+    return false;
+}
+
+int
+ng_node_check_set_backing(struct ng_node *node, struct ng_node *backing,
+                          struct ng_error *err)
+{
+    if (node->driver->set_backing == NULL && backing_opt(node->driver) == NULL)
+        return ng_error_set(err, ENOTSUP, "node '%s' (driver '%s') cannot "
+                            "take a backing node", node->name,
+                            node->driver->name);
+    if (backing == NULL)
+        return 0;
+    if (reaches(backing, node))
+        return ng_error_set(err, ELOOP, "node '%s' as the backing of node "
+                            "'%s' would make a loop", backing->name,
+                            node->name);
+    return ng_depth_check_child(node, backing, err);
+}
+
+/* Point the edge (or a new one, or none) and the driver at `backing`.
+ * *edge is the node's backing edge before and after. */
+static int
+backing_point(struct ng_node *node, struct ng_edge **edge,
+              struct ng_node *backing, struct ng_error *err)
+{
+    const struct ng_opt_desc *d = backing_opt(node->driver);
+
+    if (*edge != NULL && backing != NULL) {
+        ng_edge_set_child(*edge, backing);
+    } else if (*edge != NULL) {
+        ng_edge_detach(*edge);
+        *edge = NULL;
+    } else if (backing != NULL) {
+        *edge = ng_edge_attach(node, NULL, backing, NG_ROLE_BACKING);
+        if (*edge == NULL)
+            return ng_error_set(err, ENOMEM, "out of memory");
+    }
+    if (d != NULL)
+        *(struct ng_node **)((char *)node->state + d->offset) = backing;
+    if (node->driver->set_backing != NULL &&
+        node->driver->set_backing(node, backing, err) == -1)
+        return ng_error_prefix(err, "node '%s'", node->name);
+    return 0;
+}
+
+int
+ng_node_set_backing(struct ng_node *node, struct ng_node *backing,
+                    unsigned flags, struct ng_error *err)
+{
+    struct bbs_before before = { 0 };
+    struct ng_edge *edge = backing_edge(node);
+    struct ng_node *old = edge != NULL ? edge->child : NULL;
+    int r = -1;
+
+    if (ng_node_check_set_backing(node, backing, err) == -1)
+        return -1;
+    if (backing == old)
+        return 0;
+    if (bbs_before_take(node->graph, &before, err) == 0) {
+        r = backing_point(node, &edge, backing, err);
+        if (r == 0)
+            r = ng_node_refresh(node, err);
+        if (r == 0)
+            r = bbs_check(&before, flags, err);
+        if (r == -1) {              /* refused: the old backing back */
+            backing_point(node, &edge, old, NULL);
+            ng_node_refresh(node, NULL);
+        }
+    }
+    bbs_before_free(&before);
+    if (r == 0 && old != NULL && old->inline_def && old->parents == NULL)
+        ng_node_destroy(old);
     return r;
 }
 

@@ -37,6 +37,27 @@
 #define NG_NAC_BACKUP_TARGET_REQUIRE  (NG_NAC_READ_META | NG_NAC_WRITE_DATA)
 #define NG_NAC_BACKUP_TARGET_ALLOW    NG_NAC_READS
 
+/* block-stream and block-commit (nac/README.md, "Jobs"): a stream
+ * only changes its top's metadata (data copied up reads the same) and
+ * reads the rest of the chain, which must hold still; a commit writes
+ * its base's visible data, and what it drops from the chain must not
+ * change.  The overlay is the node whose backing link a commit rewrites. */
+#define NG_NAC_STREAM_TOP_REQUIRE     (NG_NAC_READS | NG_NAC_WRITE_META | \
+                                       NG_NAC_GRAPH_MOD)
+#define NG_NAC_STREAM_TOP_ALLOW       (NG_NAC_READS | NG_NAC_WRITE_DATA)
+#define NG_NAC_CHAIN_MID_REQUIRE      (NG_NAC_READS | NG_NAC_GRAPH_MOD)
+#define NG_NAC_CHAIN_MID_ALLOW        NG_NAC_READS
+#define NG_NAC_STREAM_BASE_REQUIRE    NG_NAC_READS
+#define NG_NAC_STREAM_BASE_ALLOW      (NG_NAC_READS | NG_NAC_WRITE_META)
+#define NG_NAC_COMMIT_OVERLAY_REQUIRE (NG_NAC_WRITE_META | NG_NAC_GRAPH_MOD)
+#define NG_NAC_COMMIT_OVERLAY_ALLOW   (NG_NAC_READS | NG_NAC_WRITE_DATA)
+#define NG_NAC_COMMIT_TOP_REQUIRE     (NG_NAC_READS | NG_NAC_GRAPH_MOD)
+#define NG_NAC_COMMIT_TOP_ALLOW       NG_NAC_READS
+#define NG_NAC_COMMIT_ACTIVE_TOP_ALLOW (NG_NAC_READS | NG_NAC_WRITE_DATA | \
+                                        NG_NAC_WRITE_META)
+#define NG_NAC_COMMIT_BASE_REQUIRE    (NG_NAC_READS | NG_NAC_WRITE_DATA)
+#define NG_NAC_COMMIT_BASE_ALLOW      NG_NAC_READS
+
 /* Creating or deleting a node: nobody else may touch it meanwhile. */
 #define NG_NAC_EXCLUSIVE_REQUIRE  NG_NAC_ALL
 #define NG_NAC_EXCLUSIVE_ALLOW    0u

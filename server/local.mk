@@ -26,6 +26,7 @@ server_libngserver_a_SOURCES = \
 	server/qmp-commands.c \
 	server/qmp-export.c \
 	server/qmp-job.c \
+	server/qmp-snapshot.c \
 	server/exports.h \
 	server/exports.c \
 	server/reload.h \

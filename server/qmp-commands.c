@@ -155,6 +155,45 @@ static const struct ng_qmp_arg bitmap_merge_args[] = {
     { NULL, 0, false },
 };
 
+static const struct ng_qmp_arg snapshot_args[] = {
+    { "node", 's', true },
+    { "overlay", 's', true },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg stream_args[] = {
+    { "job-id", 's', false },
+    { "device", 's', true },
+    { "base", 's', false },
+    { "base-node", 's', false },
+    { "backing-file", 's', false },
+    { "speed", 'i', false },
+    { "on-error", 's', false },
+    { "filter-node-name", 's', false },
+    { "auto-finalize", 'b', false },
+    { "auto-dismiss", 'b', false },
+    { "dry-run", 'b', false },
+    { NULL, 0, false },
+};
+
+static const struct ng_qmp_arg commit_args[] = {
+    { "job-id", 's', false },
+    { "device", 's', true },
+    { "base", 's', false },
+    { "base-node", 's', false },
+    { "top", 's', false },
+    { "top-node", 's', false },
+    { "backing-file", 's', false },
+    { "speed", 'i', false },
+    { "on-error", 's', false },
+    { "filter-node-name", 's', false },
+    { "auto-finalize", 'b', false },
+    { "auto-dismiss", 'b', false },
+    { "dry-run", 'b', false },
+    { NULL, 0, false },
+};
+
 static const struct ng_qmp_arg mirror_args[] = {
     { "job-id", 's', false },
     { "device", 's', true },
@@ -248,6 +287,9 @@ const struct ng_qmp_command ng_qmp_commands[] = {
       false },
     { "block-dirty-bitmap-merge", ng_qmp_bitmap_merge, bitmap_merge_args,
       false },
+    { "blockdev-snapshot", ng_qmp_blockdev_snapshot, snapshot_args, false },
+    { "block-stream", ng_qmp_block_stream, stream_args, false },
+    { "block-commit", ng_qmp_block_commit, commit_args, false },
     { "blockdev-mirror", ng_qmp_blockdev_mirror, mirror_args, false },
     { "blockdev-backup", ng_qmp_blockdev_backup, backup_args, false },
     { "query-jobs", ng_qmp_query_jobs, no_args, false },

@@ -2,6 +2,7 @@
 #ifndef NG_QMP_GRAPH_H
 #define NG_QMP_GRAPH_H
 
+#include "graph/job.h"
 #include "server/control.h"
 
 ng_qmp_handler ng_qmp_query_version;
@@ -25,6 +26,21 @@ ng_qmp_handler ng_qmp_query_block_exports;
 ng_qmp_handler ng_qmp_block_export_add;
 ng_qmp_handler ng_qmp_block_export_del;
 ng_qmp_handler ng_qmp_query_nac;
+
+/* server/qmp-snapshot.c */
+ng_qmp_handler ng_qmp_blockdev_snapshot;
+ng_qmp_handler ng_qmp_block_stream;
+ng_qmp_handler ng_qmp_block_commit;
+
+/* server/qmp-job.c, for the chain jobs: the job hooks (events, NAC
+ * release, pivots) and the argument parsers the job commands share. */
+struct ng_job_hooks ng_qmp_job_hooks(struct ng_control_ctx *ctx);
+int ng_qmp_error_action_arg(json_t *args, const char *key, int *out,
+                            struct ng_error *err);
+int ng_qmp_size_arg(json_t *args, const char *key, uint64_t def,
+                    uint64_t *out, struct ng_error *err);
+const char *ng_qmp_str_arg(json_t *args, const char *key);
+bool ng_qmp_bool_arg(json_t *args, const char *key, bool def);
 
 /* server/qmp-job.c */
 ng_qmp_handler ng_qmp_bitmap_add;

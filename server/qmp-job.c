@@ -691,3 +691,37 @@ ng_qmp_query_block_jobs(struct ng_qmp_call *call, json_t *args)
                             add_block_job_info, list);
     ng_qmp_return(call, list);
 }
+
+/* ---- For the chain jobs (server/qmp-snapshot.c) ------------------------- */
+
+struct ng_job_hooks
+ng_qmp_job_hooks(struct ng_control_ctx *ctx)
+{
+    return job_hooks(ctx);
+}
+
+int
+ng_qmp_error_action_arg(json_t *args, const char *key, int *out,
+                        struct ng_error *err)
+{
+    return error_action_arg(args, key, out, err);
+}
+
+int
+ng_qmp_size_arg(json_t *args, const char *key, uint64_t def, uint64_t *out,
+                struct ng_error *err)
+{
+    return size_arg(args, key, def, out, err);
+}
+
+const char *
+ng_qmp_str_arg(json_t *args, const char *key)
+{
+    return arg_str(args, key);
+}
+
+bool
+ng_qmp_bool_arg(json_t *args, const char *key, bool def)
+{
+    return bool_arg(args, key, def);
+}

@@ -126,3 +126,12 @@ CONTROL_TESTS += tests/test-quorum-change
 tests_test_quorum_change_SOURCES = tests/test-quorum-change.c
 tests_test_quorum_change_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_quorum_change_LDADD = $(TEST_LIBS)
+# Snapshots, stream and commit on backing chains (issue 11, issue 10).
+CONTROL_TESTS += tests/test-snapshot
+tests_test_snapshot_SOURCES = tests/test-snapshot.c
+tests_test_snapshot_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_snapshot_LDADD = $(TEST_LIBS) -lpthread
+CONTROL_TESTS += tests/test-chain-jobs
+tests_test_chain_jobs_SOURCES = tests/test-chain-jobs.c
+tests_test_chain_jobs_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_chain_jobs_LDADD = $(TEST_LIBS) -lpthread

@@ -1,0 +1,405 @@
+/* server/qmp-snapshot.c: backing chains over QMP, as QEMU's commands.
+ * blockdev-snapshot (node, overlay): the overlay goes in between `node`
+ * and everything above it (exports, their implicit filters), in one
+ * drained section, under a NAC claim on both nodes held while it runs;
+ * the exports' claims follow to the overlay, which is what they write
+ * now.  block-stream and block-commit: jobs that shorten a chain again,
+ * NAC holders (kind "job") from before they touch anything until they
+ * are dismissed. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "filters/stream.h"
+#include "graph/graph.h"
+#include "graph/mirror.h"
+#include "nac/policy.h"
+#include "server/exports.h"
+#include "server/qmp-graph.h"
+#include "server/qmp-util.h"
+
+struct snapshot_op {
+    struct ng_qmp_call *call;
+    struct ng_control_ctx *ctx;
+    char *node, *overlay;
+    char job[128];
+    bool claimed;
+};
+
+static void
+snapshot_op_free(struct snapshot_op *op)
+{
+    if (op->claimed)
+        ng_ctx_nac_release(op->ctx, op->job);
+    free(op->node);
+    free(op->overlay);
+    free(op);
+}
+
+static int
+snapshot_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
+{
+    struct snapshot_op *op = opaque;
+
+    return ng_graph_snapshot(g, op->node, op->overlay, 0, err);
+}
+
+static void
+snapshot_done(void *opaque, const struct ng_error *err)
+{
+    struct snapshot_op *op = opaque;
+
+    if (err != NULL) {
+        ng_qmp_error_from(op->call, err);
+    } else {
+        ng_ctx_nac_release(op->ctx, op->job);
+        op->claimed = false;
+        ng_exports_follow_node(op->ctx, op->node, op->overlay);
+        ng_qmp_graph_changed(op->ctx, "snapshot", op->job,
+                             json_pack("{s:s,s:s}", "node-name", op->node,
+                                       "overlay", op->overlay));
+        ng_qmp_return(op->call, NULL);
+    }
+    snapshot_op_free(op);
+}
+
+/* Implicit filters belong to their export's config (DESIGN.md): the
+ * snapshot goes below them, so naming one is a mistake. */
+static int
+check_nodes(struct ng_graph *g, const char *node, const char *overlay,
+            struct ng_error *err)
+{
+    struct ng_node *n = ng_graph_find(g, node);
+
+    if (n != NULL && n->implicit)
+        return ng_error_set(err, EINVAL, "node '%s' is an implicit filter "
+                            "of export '%s'; snapshot the node below it",
+                            node, n->implicit_owner ? n->implicit_owner
+                                                    : "?");
+    return ng_graph_check_snapshot(g, node, overlay, err);
+}
+
+static int
+snapshot_claim(struct snapshot_op *op, bool dry, struct ng_error *err)
+{
+    struct ng_nac_claim claims[2] = {
+        { op->node, NG_NAC_SPLICE_REQUIRE, NG_NAC_SPLICE_ALLOW },
+        { op->overlay, NG_NAC_SPLICE_REQUIRE, NG_NAC_SPLICE_ALLOW },
+    };
+
+    if (ng_ctx_nac_claim(op->ctx, op->job, "command", claims, 2, dry,
+                         err) == -1)
+        return -1;
+    op->claimed = !dry;
+    return 0;
+}
+
+void
+ng_qmp_blockdev_snapshot(struct ng_qmp_call *call, json_t *args)
+{
+    const char *node = json_string_value(json_object_get(args, "node"));
+    const char *overlay = json_string_value(json_object_get(args,
+                                                            "overlay"));
+    struct snapshot_op *op = calloc(1, sizeof *op);
+    struct ng_error err = { 0 };
+    bool dry = ng_qmp_dry_run(args);
+
+    if (op == NULL || (op->node = strdup(node)) == NULL ||
+        (op->overlay = strdup(overlay)) == NULL) {
+        ng_error_set(&err, ENOMEM, "out of memory");
+        goto fail;
+    }
+    op->call = call;
+    op->ctx = ng_qmp_ctx(call);
+    ng_qmp_job_id(op->ctx, args, "snapshot-", op->job, sizeof op->job);
+    if (check_nodes(op->ctx->graph, node, overlay, &err) == -1 ||
+        snapshot_claim(op, dry, &err) == -1)
+        goto fail;
+    if (dry) {
+        ng_qmp_return(call, NULL);
+        snapshot_op_free(op);
+        return;
+    }
+    if (ng_graph_mutate(op->ctx->graph, ng_graph_find(op->ctx->graph, node),
+                        snapshot_mutation, snapshot_done, op, &err) == 0)
+        return;                     /* snapshot_done answers */
+fail:
+    ng_qmp_error_from(call, &err);
+    if (op != NULL)
+        snapshot_op_free(op);
+}
+
+/* ---- Claims of the chain jobs ------------------------------------------- */
+
+#define CHAIN_CLAIMS_MAX 64
+
+struct claim_list {
+    struct ng_nac_claim c[CHAIN_CLAIMS_MAX];
+    size_t n;
+    bool overflow;
+};
+
+static void
+claim_add(struct claim_list *l, const char *node, unsigned require,
+          unsigned allow)
+{
+    if (l->n == CHAIN_CLAIMS_MAX) {
+        l->overflow = true;
+        return;
+    }
+    l->c[l->n++] = (struct ng_nac_claim){ node, require, allow };
+}
+
+static void
+claim_mid(void *opaque, const char *node)
+{
+    claim_add(opaque, node, NG_NAC_CHAIN_MID_REQUIRE,
+              NG_NAC_CHAIN_MID_ALLOW);
+}
+
+static int
+claim_list_take(struct ng_control_ctx *ctx, const char *id,
+                const struct claim_list *l, bool dry, struct ng_error *err)
+{
+    if (l->overflow)
+        return ng_error_set(err, ELOOP, "backing chain longer than %d "
+                            "nodes", CHAIN_CLAIMS_MAX);
+    return ng_ctx_nac_claim(ctx, id, "job", l->c, l->n, dry, err);
+}
+
+/* ---- block-stream ------------------------------------------------------- */
+
+static int
+stream_params(json_t *args, struct ng_stream_params *p,
+              struct ng_error *err)
+{
+    const char *base = ng_qmp_str_arg(args, "base");
+    int act;
+
+    p->top = ng_qmp_str_arg(args, "device");
+    p->job_id = ng_qmp_str_arg(args, "job-id");
+    if (p->job_id == NULL)
+        p->job_id = p->top;         /* QEMU: the device name */
+    p->base = ng_qmp_str_arg(args, "base-node");
+    /* "base" is a file name in QEMU; here nodes have no file names of
+     * their own, so it names the base node too. */
+    if (p->base != NULL && base != NULL && strcmp(base, p->base) != 0)
+        return ng_error_set(err, EINVAL, "'base' and 'base-node' name "
+                            "different nodes");
+    if (p->base == NULL)
+        p->base = base;
+    p->filter_node_name = ng_qmp_str_arg(args, "filter-node-name");
+    if (ng_qmp_size_arg(args, "speed", 0, &p->speed, err) == -1 ||
+        ng_qmp_error_action_arg(args, "on-error", &act, err) == -1)
+        return -1;
+    p->on_error = act;
+    p->auto_finalize = ng_qmp_bool_arg(args, "auto-finalize", true);
+    p->auto_dismiss = ng_qmp_bool_arg(args, "auto-dismiss", true);
+    return 0;
+}
+
+struct stream_call {
+    struct ng_qmp_call *call;
+    struct ng_control_ctx *ctx;
+    char job_id[NG_NAC_NAME_MAX];
+};
+
+static void
+stream_started(void *opaque, const struct ng_error *err)
+{
+    struct stream_call *sc = opaque;
+
+    if (err != NULL) {
+        ng_ctx_nac_release(sc->ctx, sc->job_id);
+        ng_qmp_error_from(sc->call, err);
+    } else {
+        ng_qmp_return(sc->call, NULL);
+    }
+    free(sc);
+}
+
+void
+ng_qmp_block_stream(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    struct ng_stream_params p = { 0 };
+    struct ng_job_hooks hooks = ng_qmp_job_hooks(ctx);
+    struct ng_error err = { 0 };
+    bool dry = ng_qmp_dry_run(args);
+    struct claim_list l = { .n = 0 };
+    struct stream_call *sc = NULL;
+    char filter[NG_NAC_NAME_MAX];
+
+    if (stream_params(args, &p, &err) == -1)
+        goto fail;
+    if (p.filter_node_name == NULL) {
+        snprintf(filter, sizeof filter, "stream-%s", p.job_id);
+        p.filter_node_name = filter;
+    }
+    if (ng_stream_check(ctx->graph, &p, &err) == -1)
+        goto fail;
+    claim_add(&l, p.top, NG_NAC_STREAM_TOP_REQUIRE,
+              NG_NAC_STREAM_TOP_ALLOW);
+    ng_stream_foreach_intermediate(ctx->graph, p.top, p.base, claim_mid, &l);
+    if (p.base != NULL)
+        claim_add(&l, p.base, NG_NAC_STREAM_BASE_REQUIRE,
+                  NG_NAC_STREAM_BASE_ALLOW);
+    /* Its filter stays where the job put it until the job takes it out. */
+    claim_add(&l, p.filter_node_name, 0, NG_NAC_ALL & ~NG_NAC_GRAPH_MOD);
+    if (claim_list_take(ctx, p.job_id, &l, dry, &err) == -1)
+        goto fail;
+    if (dry) {
+        ng_qmp_return(call, NULL);
+        return;
+    }
+    sc = calloc(1, sizeof *sc);
+    if (sc == NULL) {
+        ng_error_set(&err, ENOMEM, "out of memory");
+    } else {
+        sc->call = call;
+        sc->ctx = ctx;
+        snprintf(sc->job_id, sizeof sc->job_id, "%s", p.job_id);
+        if (ng_stream_start(ctx->graph, &p, &hooks, stream_started, sc,
+                            &err) == 0)
+            return;                 /* stream_started answers */
+    }
+    free(sc);
+    ng_ctx_nac_release(ctx, p.job_id);
+fail:
+    ng_qmp_error_from(call, &err);
+}
+
+/* ---- block-commit ------------------------------------------------------- */
+
+static struct ng_node *
+backing_of(struct ng_node *n)
+{
+    return ng_node_child_role(n, NG_ROLE_BACKING);
+}
+
+/* "X-node", or QEMU's older "X" (a file name there; a node-name here). */
+static int
+node_arg(json_t *args, const char *key, const char *node_key,
+         const char **out, struct ng_error *err)
+{
+    const char *a = ng_qmp_str_arg(args, node_key), *b = ng_qmp_str_arg(args, key);
+
+    if (a != NULL && b != NULL && strcmp(a, b) != 0)
+        return ng_error_set(err, EINVAL, "'%s' and '%s' name different "
+                            "nodes", key, node_key);
+    *out = a != NULL ? a : b;
+    return 0;
+}
+
+/* Top (default: the device), base (default: the chain's bottom) and the
+ * overlay above top (none when top is the device: active commit). */
+static int
+commit_nodes(struct ng_graph *g, json_t *args, struct ng_mirror_params *p,
+             struct ng_error *err)
+{
+    const char *device = ng_qmp_str_arg(args, "device");
+    struct ng_node *d = ng_graph_find(g, device), *n;
+
+    if (d == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", device);
+    if (backing_of(d) == NULL)
+        return ng_error_set(err, EINVAL, "node '%s' has no backing node: "
+                            "nothing to commit", device);
+    if (node_arg(args, "top", "top-node", &p->source, err) == -1 ||
+        node_arg(args, "base", "base-node", &p->target, err) == -1)
+        return -1;
+    if (p->source == NULL || strcmp(p->source, device) == 0) {
+        p->source = device;
+    } else {
+        for (n = d; n != NULL && backing_of(n) != NULL &&
+             strcmp(backing_of(n)->name, p->source) != 0; n = backing_of(n))
+            ;
+        if (n == NULL || backing_of(n) == NULL)
+            return ng_error_set(err, EINVAL, "node '%s' is not in the "
+                                "backing chain of node '%s'", p->source,
+                                device);
+        p->overlay = n->name;
+    }
+    if (p->target == NULL) {
+        for (n = ng_graph_find(g, p->source); backing_of(n) != NULL;
+             n = backing_of(n))
+            ;
+        p->target = n->name;
+    }
+    if (strcmp(p->target, p->source) == 0)
+        return ng_error_set(err, EINVAL, "top and base are both node "
+                            "'%s'", p->source);
+    return 0;
+}
+
+static int
+commit_params(struct ng_graph *g, json_t *args, struct ng_mirror_params *p,
+              struct ng_error *err)
+{
+    int act;
+
+    if (json_object_get(args, "filter-node-name") != NULL)
+        return ng_error_set(err, ENOTSUP, "filter-node-name is not "
+                            "supported by block-commit yet");
+    if (commit_nodes(g, args, p, err) == -1)
+        return -1;
+    p->commit = true;
+    p->job_id = ng_qmp_str_arg(args, "job-id");
+    if (p->job_id == NULL)
+        p->job_id = ng_qmp_str_arg(args, "device");
+    p->sync = NG_MIRROR_SYNC_FULL;
+    if (ng_qmp_size_arg(args, "speed", 0, &p->speed, err) == -1 ||
+        ng_qmp_error_action_arg(args, "on-error", &act, err) == -1)
+        return -1;
+    p->on_source_error = p->on_target_error = act;
+    p->auto_finalize = ng_qmp_bool_arg(args, "auto-finalize", true);
+    p->auto_dismiss = ng_qmp_bool_arg(args, "auto-dismiss", true);
+    return 0;
+}
+
+static void
+commit_claims(struct ng_graph *g, const struct ng_mirror_params *p,
+              struct claim_list *l)
+{
+    if (p->overlay != NULL) {
+        claim_add(l, p->overlay, NG_NAC_COMMIT_OVERLAY_REQUIRE,
+                  NG_NAC_COMMIT_OVERLAY_ALLOW);
+        claim_add(l, p->source, NG_NAC_COMMIT_TOP_REQUIRE,
+                  NG_NAC_COMMIT_TOP_ALLOW);
+    } else {
+        claim_add(l, p->source, NG_NAC_COMMIT_TOP_REQUIRE,
+                  NG_NAC_COMMIT_ACTIVE_TOP_ALLOW);
+    }
+    ng_stream_foreach_intermediate(g, p->source, p->target, claim_mid, l);
+    claim_add(l, p->target, NG_NAC_COMMIT_BASE_REQUIRE,
+              NG_NAC_COMMIT_BASE_ALLOW);
+}
+
+void
+ng_qmp_block_commit(struct ng_qmp_call *call, json_t *args)
+{
+    struct ng_control_ctx *ctx = ng_qmp_ctx(call);
+    struct ng_mirror_params p = { 0 };
+    struct ng_job_hooks hooks = ng_qmp_job_hooks(ctx);
+    struct ng_error err = { 0 };
+    bool dry = ng_qmp_dry_run(args);
+    struct claim_list l = { .n = 0 };
+
+    if (commit_params(ctx->graph, args, &p, &err) == -1 ||
+        ng_mirror_check(ctx->graph, &p, &err) == -1)
+        goto fail;
+    commit_claims(ctx->graph, &p, &l);
+    if (claim_list_take(ctx, p.job_id, &l, dry, &err) == -1)
+        goto fail;
+    if (!dry && ng_mirror_start(ctx->graph, &p, &hooks, &err) == NULL) {
+        ng_ctx_nac_release(ctx, p.job_id);
+        goto fail;
+    }
+    ng_qmp_return(call, NULL);
+    return;
+
+fail:
+    ng_qmp_error_from(call, &err);
+}

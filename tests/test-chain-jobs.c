@@ -1,0 +1,609 @@
+/* tests/test-chain-jobs.c: block-stream and block-commit on memory
+ * chains under live clients.
+ *
+ * Export vm1 (with implicit throttle and detect-zeroes filters) starts
+ * on `base`; a client fills half of it.  Two snapshots make the chain
+ * base <- mid <- top below the filters, with writes in between.  Two
+ * libnbd clients write (and zero) 64 KiB blocks of a pattern naming the
+ * block and a seed, keeping their own record, while:
+ *   - a slow stream is cancelled: the chain and data stay as they were,
+ *     and while it runs a snapshot of its base and a second stream of
+ *     its top are refused with the NAC sentence naming it;
+ *   - block-stream top base-node=base copies mid's data up and drops
+ *     mid (events in QEMU's order), leaving what only base has in base
+ *     (new data written into base shows through top);
+ *   - block-stream top (no base) copies the rest and cuts the chain.
+ * Then two more snapshots make top <- c1 <- c2, and
+ *   - block-commit c2 top-node=c1 base-node=top (intermediate) drops c1;
+ *   - after a snapshot c2 <- c3, an active commit of c3 into c2 is
+ *     cancelled (chain intact), then one reaches ready, a snapshot of
+ *     its base is refused naming it, and job-complete pivots the export
+ *     (implicit filters stay above) onto c2.
+ * After each step the export equals the clients' record, the filters
+ * are still above the active layer, and no client reconnected; at the
+ * end a read-only export of `base` equals what was written before the
+ * first snapshot.  Also: bad input refused with reasons. */
+#include <config.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libnbd.h>
+
+#include "tests/harness.h"
+#include "tests/qmp-client.h"
+
+#define DISK_SIZE       (32u << 20)
+#define BLOCK           (64u << 10)
+#define BLOCKS          (DISK_SIZE / BLOCK)
+#define WORKERS         2
+#define BASE_SEED       0x40000000u
+
+static const char config[] =
+    "server:\n"
+    "  listen: [ \"unix:@SOCK@\" ]\n"
+    "  control: \"@CONTROL@\"\n"
+    "nodes:\n"
+    "  base: { driver: memory, size: 32M }\n"
+    "  mid: { driver: memory, size: 32M }\n"
+    "  top: { driver: memory, size: 32M }\n"
+    "  spare: { driver: memory, size: 32M }\n"
+    "  c1: { driver: memory, size: 32M }\n"
+    "  c2: { driver: memory, size: 32M }\n"
+    "  c3: { driver: memory, size: 32M }\n"
+    "exports:\n"
+    "  vm1:\n"
+    "    node: base\n"
+    "    writable: true\n"
+    "    throttle: { iops-total: 1000000 }\n"
+    "    detect-zeroes: on\n";
+
+/* Each block's last seed; 0 = zeroes.  Block b belongs to worker
+ * b % WORKERS. */
+static unsigned seeds[BLOCKS];
+static unsigned in_base[BLOCKS];
+/* Written after the first snapshot: not in the base alone. */
+static bool above_base[BLOCKS];
+
+static atomic_int stop;
+
+struct worker {
+    const char *uri;
+    unsigned index;
+    unsigned long ops;
+    char error[256];
+};
+
+static void
+block_expected(const unsigned *record, unsigned b, char *buf)
+{
+    if (record[b] == 0)
+        memset(buf, 0, BLOCK);
+    else
+        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, record[b]);
+}
+
+static int
+worker_op(struct worker *w, struct nbd_handle *nbd, unsigned *rng,
+          char *buf)
+{
+    unsigned b = (rand_r(rng) % (BLOCKS / WORKERS)) * WORKERS + w->index;
+    unsigned seed = (w->index << 24) + (unsigned)w->ops + 1;
+    uint64_t off = (uint64_t)b * BLOCK;
+
+    if (rand_r(rng) % 8 == 0) {
+        if (nbd_zero(nbd, BLOCK, off, 0) == -1)
+            return -1;
+        seeds[b] = 0;
+        above_base[b] = true;
+        return 0;
+    }
+    ng_test_fill_pattern(buf, BLOCK, off, seed);
+    if (nbd_pwrite(nbd, buf, BLOCK, off, 0) == -1)
+        return -1;
+    seeds[b] = seed;
+    above_base[b] = true;
+    return 0;
+}
+
+static void *
+worker_main(void *opaque)
+{
+    struct worker *w = opaque;
+    struct nbd_handle *nbd = nbd_create();
+    char *buf = malloc(BLOCK);
+    unsigned rng = w->index * 7919 + 1;
+
+    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, w->uri) == -1) {
+        snprintf(w->error, sizeof w->error, "connect: %s", nbd_get_error());
+        goto out;
+    }
+    while (!atomic_load(&stop)) {
+        if (worker_op(w, nbd, &rng, buf) == -1) {
+            snprintf(w->error, sizeof w->error, "op %lu: %s", w->ops,
+                     nbd_get_error());
+            break;
+        }
+        w->ops++;
+        usleep(200);                /* leave the jobs some of the loop */
+    }
+    nbd_shutdown(nbd, 0);
+out:
+    nbd_close(nbd);
+    free(buf);
+    return NULL;
+}
+
+/* Blocks [from, to) get a pattern of `seed_base`. */
+static void
+fill(const char *uri, unsigned from, unsigned to, unsigned seed_base)
+{
+    struct nbd_handle *nbd = nbd_create();
+    char *buf = malloc(BLOCK);
+    unsigned b;
+
+    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, uri) == -1)
+        ng_test_fail_nbd("fill connect");
+    for (b = from; b < to; b++) {
+        seeds[b] = seed_base + b;
+        above_base[b] = seed_base != BASE_SEED;
+        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, seeds[b]);
+        if (nbd_pwrite(nbd, buf, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
+            ng_test_fail_nbd("fill");
+    }
+    nbd_close(nbd);
+    free(buf);
+}
+
+static void
+verify(const char *uri, const unsigned *record, const char *what)
+{
+    struct nbd_handle *nbd = nbd_create();
+    char *want = malloc(BLOCK), *got = malloc(BLOCK);
+    unsigned b;
+
+    if (nbd == NULL || want == NULL || got == NULL ||
+        nbd_connect_uri(nbd, uri) == -1)
+        ng_test_fail_nbd("verify connect");
+    for (b = 0; b < BLOCKS; b++) {
+        block_expected(record, b, want);
+        if (nbd_pread(nbd, got, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
+            ng_test_fail_nbd("verify pread");
+        if (memcmp(got, want, BLOCK) != 0)
+            ng_test_fail("%s: block %u differs from the record", what, b);
+    }
+    nbd_close(nbd);
+    free(want);
+    free(got);
+}
+
+static void
+qmp2(struct ng_test_qmp *q, const char *cmd, const char *k1,
+     const char *v1, const char *k2, const char *v2)
+{
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s}}", "execute", cmd,
+                               "arguments", k1, v1, k2, v2));
+}
+
+/* The child of node `name` on edge `role`, or NULL; caller frees. */
+static char *
+child_of(struct ng_test_qmp *q, const char *name, const char *role)
+{
+    json_t *nodes = ng_test_qmp_ok(q, "{s:s}", "execute",
+                                   "query-named-block-nodes");
+    json_t *n, *c;
+    char *child = NULL;
+    size_t i, j;
+
+    json_array_foreach(nodes, i, n) {
+        if (strcmp(json_string_value(json_object_get(n, "node-name")),
+                   name) != 0)
+            continue;
+        json_array_foreach(json_object_get(n, "children"), j, c)
+            if (strcmp(json_string_value(json_object_get(c, "child")),
+                       role) == 0)
+                child = strdup(json_string_value(json_object_get(
+                    c, "node-name")));
+    }
+    json_decref(nodes);
+    return child;
+}
+
+static void
+expect_child(struct ng_test_qmp *q, const char *name, const char *role,
+             const char *want)
+{
+    char *got = child_of(q, name, role);
+
+    if ((want == NULL) != (got == NULL) ||
+        (want != NULL && strcmp(got, want) != 0))
+        ng_test_fail("node '%s' has %s child '%s', not '%s'", name, role,
+                     got ? got : "(none)", want ? want : "(none)");
+    free(got);
+}
+
+static size_t
+job_count(struct ng_test_qmp *q)
+{
+    json_t *r = ng_test_qmp_ok(q, "{s:s}", "execute", "query-jobs");
+    size_t n = json_array_size(r);
+
+    json_decref(r);
+    return n;
+}
+
+static void
+wait_no_jobs(struct ng_test_qmp *q, const char *what)
+{
+    int i;
+
+    for (i = 0; i < 3000; i++) {
+        if (job_count(q) == 0)
+            return;
+        usleep(10000);
+    }
+    ng_test_fail("%s: a job is still there after 30 s", what);
+}
+
+static void
+stream_fails(struct ng_test_qmp *q, const char *device, const char *base,
+             const char *want)
+{
+    if (base != NULL)
+        ng_test_qmp_fails(q, want, "{s:s,s:{s:s,s:s,s:s}}", "execute",
+                          "block-stream", "arguments", "job-id", "bad",
+                          "device", device, "base-node", base);
+    else
+        ng_test_qmp_fails(q, want, "{s:s,s:{s:s,s:s}}", "execute",
+                          "block-stream", "arguments", "job-id", "bad",
+                          "device", device);
+}
+
+static void
+bad_input(struct ng_test_qmp *q)
+{
+    stream_fails(q, "nope", NULL, "node 'nope' not found");
+    stream_fails(q, "spare", NULL, "node 'spare' has no backing node: "
+                 "nothing to stream");
+    stream_fails(q, "top", "spare", "node 'spare' is not in the backing "
+                 "chain of node 'top'");
+    stream_fails(q, "top", "top", "node 'top' is not in the backing chain "
+                 "of node 'top'");
+    ng_test_qmp_fails(q, "'on-error' must be", "{s:s,s:{s:s,s:s}}",
+                      "execute", "block-stream", "arguments", "device",
+                      "top", "on-error", "maybe");
+}
+
+/* A slow stream: conflicting commands refused naming it; cancelled, it
+ * leaves the chain as it was. */
+static void
+cancel_and_refusals(struct ng_test_qmp *q)
+{
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s,s:i}}", "execute",
+                               "block-stream", "arguments", "job-id", "s9",
+                               "device", "top", "base-node", "base",
+                               "speed", 65536));
+    stream_fails(q, "top", NULL, "node 'top': job 'bad' requires "
+                 "write-meta, which job 's9' does not allow");
+    ng_test_qmp_fails(q, "node 'base': command 'snap9' requires graph-mod, "
+                      "which job 's9' does not allow",
+                      "{s:s,s:{s:s,s:s,s:s}}", "execute",
+                      "blockdev-snapshot", "arguments", "node", "base",
+                      "overlay", "spare", "job-id", "snap9");
+    expect_child(q, "vm1.detect-zeroes", "filtered", "stream-s9");
+    usleep(200000);
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-cancel",
+                               "arguments", "id", "s9"));
+    wait_no_jobs(q, "cancel");
+    expect_child(q, "vm1.detect-zeroes", "filtered", "top");
+    expect_child(q, "top", "backing", "mid");
+    expect_child(q, "mid", "backing", "base");
+}
+
+/* JOB_STATUS_CHANGE of `id` as `want`, BLOCK_JOB_COMPLETED of `type`
+ * with no error. */
+static void
+check_events(struct ng_test_qmp *ev, const char *id, const char *type,
+             const char *want)
+{
+    char statuses[512] = "";
+    bool completed = false;
+    json_t *e;
+
+    while (strstr(statuses, "null,") == NULL &&
+           (e = ng_test_qmp_next_event(ev, 5000)) != NULL) {
+        const char *name = json_string_value(json_object_get(e, "event"));
+        json_t *data = json_object_get(e, "data");
+        const char *jid = json_string_value(json_object_get(data, "id"));
+        const char *dev = json_string_value(json_object_get(data,
+                                                            "device"));
+
+        if (strcmp(name, "JOB_STATUS_CHANGE") == 0 && jid != NULL &&
+            strcmp(jid, id) == 0) {
+            strcat(statuses, json_string_value(json_object_get(data,
+                                                               "status")));
+            strcat(statuses, ",");
+        }
+        if (strcmp(name, "BLOCK_JOB_COMPLETED") == 0 && dev != NULL &&
+            strcmp(dev, id) == 0) {
+            completed = json_object_get(data, "error") == NULL;
+            if (strcmp(json_string_value(json_object_get(data, "type")),
+                       type) != 0)
+                ng_test_fail("BLOCK_JOB_COMPLETED type is not '%s'", type);
+        }
+        json_decref(e);
+    }
+    if (strcmp(statuses, want) != 0)
+        ng_test_fail("job %s statuses were %s", id, statuses);
+    if (!completed)
+        ng_test_fail("no BLOCK_JOB_COMPLETED without error for %s", id);
+}
+
+static void
+stream(struct ng_test_qmp *q, const char *id, const char *base)
+{
+    if (base != NULL)
+        json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s}}", "execute",
+                                   "block-stream", "arguments", "job-id",
+                                   id, "device", "top", "base-node", base));
+    else
+        json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s}}", "execute",
+                                   "block-stream", "arguments", "job-id",
+                                   id, "device", "top"));
+    wait_no_jobs(q, id);
+}
+
+
+/* A stream to a base copies up only what lay above the base: blocks
+ * that only the base had still read from it, so new data written into
+ * the base (through an export of its own, for this check) shows through
+ * the top.  The record follows. */
+static void
+base_stays_below(struct ng_test_daemon *d, struct ng_test_qmp *q)
+{
+    struct nbd_handle *nbd = nbd_create();
+    char uri[512], *buf = malloc(BLOCK);
+    unsigned b, n = 0;
+
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s,s:b}}", "execute",
+                               "block-export-add", "arguments", "type",
+                               "nbd", "id", "bw", "node-name", "base",
+                               "writable", 1));
+    snprintf(uri, sizeof uri, "nbd+unix:///bw?socket=%s", d->sock);
+    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, uri) == -1)
+        ng_test_fail_nbd("connect bw");
+    for (b = 0; b < BLOCKS; b++) {
+        if (above_base[b])
+            continue;
+        seeds[b] = in_base[b] = 0x70000000u + b;
+        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, seeds[b]);
+        if (nbd_pwrite(nbd, buf, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
+            ng_test_fail_nbd("write base");
+        n++;
+    }
+    nbd_shutdown(nbd, 0);
+    nbd_close(nbd);
+    free(buf);
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute",
+                               "block-export-del", "arguments", "id", "bw"));
+    if (n == 0)
+        ng_test_fail("no block was left to the base alone");
+    printf("%u blocks only in the base\n", n);
+    verify(d->uri, seeds, "the top over a changed base");
+}
+
+static void
+start_workers(struct worker *w, pthread_t *t, const char *uri)
+{
+    unsigned i;
+
+    atomic_store(&stop, 0);
+    for (i = 0; i < WORKERS; i++) {
+        w[i] = (struct worker){ .uri = uri, .index = i };
+        if (pthread_create(&t[i], NULL, worker_main, &w[i]) != 0)
+            ng_test_fail("pthread_create");
+    }
+}
+
+static void
+stop_workers(struct worker *w, pthread_t *t)
+{
+    unsigned i;
+
+    atomic_store(&stop, 1);
+    for (i = 0; i < WORKERS; i++) {
+        pthread_join(t[i], NULL);
+        if (w[i].error[0])
+            ng_test_fail("worker %u: %s", i, w[i].error);
+        printf("worker %u: %lu ops\n", i, w[i].ops);
+        fflush(stdout);
+    }
+}
+
+static void
+commit_fails(struct ng_test_qmp *q, const char *device, const char *top,
+             const char *base, const char *want)
+{
+    json_t *args = json_pack("{s:s,s:s}", "job-id", "bad", "device", device);
+
+    if (top != NULL)
+        json_object_set_new(args, "top-node", json_string(top));
+    if (base != NULL)
+        json_object_set_new(args, "base-node", json_string(base));
+    ng_test_qmp_fails(q, want, "{s:s,s:o}", "execute", "block-commit",
+                      "arguments", args);
+}
+
+static void
+commit_bad_input(struct ng_test_qmp *q)
+{
+    commit_fails(q, "nope", NULL, NULL, "node 'nope' not found");
+    commit_fails(q, "spare", NULL, NULL, "node 'spare' has no backing "
+                 "node: nothing to commit");
+    commit_fails(q, "c2", "spare", NULL, "node 'spare' is not in the "
+                 "backing chain of node 'c2'");
+    commit_fails(q, "c2", "c1", "c2", "node 'c2' is not in the backing "
+                 "chain of node 'c1'");
+    commit_fails(q, "c2", "top", "top", "top and base are both node "
+                 "'top'");
+}
+
+static void
+wait_job_status(struct ng_test_qmp *q, const char *id, const char *want)
+{
+    json_t *r, *j;
+    size_t k;
+    int i;
+
+    for (i = 0; i < 3000; i++) {
+        r = ng_test_qmp_ok(q, "{s:s}", "execute", "query-jobs");
+        json_array_foreach(r, k, j)
+            if (strcmp(json_string_value(json_object_get(j, "id")), id) == 0
+                && strcmp(json_string_value(json_object_get(j, "status")),
+                          want) == 0) {
+                json_decref(r);
+                return;
+            }
+        json_decref(r);
+        usleep(10000);
+    }
+    ng_test_fail("job '%s' not '%s' after 30 s", id, want);
+}
+
+static void
+commit_intermediate(struct ng_test_qmp *q, struct ng_test_qmp *ev)
+{
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s,s:s}}", "execute",
+                               "block-commit", "arguments", "job-id", "c0",
+                               "device", "c2", "top-node", "c1",
+                               "base-node", "top"));
+    wait_no_jobs(q, "c0");
+    expect_child(q, "c2", "backing", "top");
+    expect_child(q, "vm1.detect-zeroes", "filtered", "c2");
+    check_events(ev, "c0", "commit",
+                 "created,running,waiting,pending,concluded,null,");
+}
+
+static void
+commit_active_cancel(struct ng_test_qmp *q)
+{
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:i}}", "execute",
+                               "block-commit", "arguments", "job-id", "c8",
+                               "device", "c3", "speed", 65536));
+    usleep(200000);
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-cancel",
+                               "arguments", "id", "c8"));
+    wait_no_jobs(q, "c8");
+    expect_child(q, "vm1.detect-zeroes", "filtered", "c3");
+    expect_child(q, "c3", "backing", "c2");
+}
+
+static void
+commit_active(struct ng_test_qmp *q)
+{
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s}}", "execute",
+                               "block-commit", "arguments", "job-id", "c1",
+                               "device", "c3", "base-node", "c2"));
+    wait_job_status(q, "c1", "ready");
+    ng_test_qmp_fails(q, "node 'c2': command 'snap8' requires graph-mod, "
+                      "which job 'c1' does not allow",
+                      "{s:s,s:{s:s,s:s,s:s}}", "execute",
+                      "blockdev-snapshot", "arguments", "node", "c2",
+                      "overlay", "spare", "job-id", "snap8");
+    usleep(200000);                 /* in sync while clients write */
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-complete",
+                               "arguments", "id", "c1"));
+    wait_no_jobs(q, "c1");
+    expect_child(q, "vm1.throttle", "filtered", "vm1.detect-zeroes");
+    expect_child(q, "vm1.detect-zeroes", "filtered", "c2");
+    expect_child(q, "c2", "backing", "top");
+}
+
+static void
+run_commits(struct ng_test_daemon *d, struct ng_test_qmp *q,
+            struct ng_test_qmp *ev, struct worker *w, pthread_t *t)
+{
+    qmp2(q, "blockdev-snapshot", "node", "top", "overlay", "c1");
+    fill(d->uri, BLOCKS / 8, BLOCKS / 3, 0x60000000u);
+    qmp2(q, "blockdev-snapshot", "node", "c1", "overlay", "c2");
+    commit_bad_input(q);
+    start_workers(w, t, d->uri);
+    commit_intermediate(q, ev);
+    stop_workers(w, t);
+    verify(d->uri, seeds, "after the intermediate commit");
+    printf("intermediate commit done\n");
+    fflush(stdout);
+
+    qmp2(q, "blockdev-snapshot", "node", "c2", "overlay", "c3");
+    start_workers(w, t, d->uri);
+    commit_active_cancel(q);
+    commit_active(q);
+    usleep(200000);                 /* the clients go on, on c2 */
+    stop_workers(w, t);
+    verify(d->uri, seeds, "after the active commit");
+    printf("active commit done\n");
+    fflush(stdout);
+}
+
+int
+main(void)
+{
+    struct ng_test_daemon *d;
+    struct ng_test_qmp *q, *ev;
+    struct worker w[WORKERS];
+    pthread_t t[WORKERS];
+    char uri[512];
+
+    ng_test_timeout(120);
+    d = ng_test_start(config, "vm1");
+    q = ng_test_qmp_connect(d->control);
+    ev = ng_test_qmp_connect(d->control);
+    fill(d->uri, 0, BLOCKS / 2, BASE_SEED);
+    memcpy(in_base, seeds, sizeof seeds);
+    qmp2(q, "blockdev-snapshot", "node", "base", "overlay", "mid");
+    fill(d->uri, BLOCKS / 4, BLOCKS * 3 / 4, 0x50000000u);
+    qmp2(q, "blockdev-snapshot", "node", "mid", "overlay", "top");
+    bad_input(q);
+
+    start_workers(w, t, d->uri);
+    cancel_and_refusals(q);
+    stop_workers(w, t);
+    verify(d->uri, seeds, "after the cancelled stream");
+    printf("cancel: chain intact\n");
+    fflush(stdout);
+
+    start_workers(w, t, d->uri);
+    stream(q, "s0", "base");
+    expect_child(q, "top", "backing", "base");
+    expect_child(q, "vm1.detect-zeroes", "filtered", "top");
+    stop_workers(w, t);
+    check_events(ev, "s0", "stream",
+                 "created,running,waiting,pending,concluded,null,");
+    verify(d->uri, seeds, "after stream to base");
+    base_stays_below(d, q);
+    printf("stream to base done\n");
+    fflush(stdout);
+
+    start_workers(w, t, d->uri);
+    stream(q, "s1", NULL);
+    expect_child(q, "top", "backing", NULL);
+    expect_child(q, "vm1.throttle", "filtered", "vm1.detect-zeroes");
+    expect_child(q, "vm1.detect-zeroes", "filtered", "top");
+    stop_workers(w, t);
+    verify(d->uri, seeds, "after the stream that cut the chain");
+    run_commits(d, q, ev, w, t);
+
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s}}", "execute",
+                               "block-export-add", "arguments", "type",
+                               "nbd", "id", "old", "node-name", "base"));
+    snprintf(uri, sizeof uri, "nbd+unix:///old?socket=%s", d->sock);
+    verify(uri, in_base, "base after the streams");
+    ng_test_qmp_close(ev);
+    ng_test_qmp_close(q);
+    ng_test_stop(d);
+    return 0;
+}

@@ -1,0 +1,376 @@
+/* tests/test-snapshot.c: blockdev-snapshot under live clients.
+ *
+ * Two libnbd clients write (and now and then zero) 64 KiB blocks of a
+ * pattern naming the block and a seed, keeping their own record.  While
+ * they write, blockdev-snapshot puts overlay ov1 below the export's
+ * implicit filters (throttle, detect-zeroes), which must stay above it.
+ * Then the clients hold still (connected), the record is copied, ov2
+ * goes on top of ov1, and the clients write on.  At the end the export
+ * equals the record, a read-only export of ov1 equals the copy taken at
+ * the second snapshot (the layer below did not change), and no client
+ * ever reconnected, and another overlay sharing the base still sits on
+ * it.  Also: bad
+ * input refused with reasons, and a snapshot of a node a mirror job
+ * holds refused naming the job. */
+#include <config.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libnbd.h>
+
+#include "tests/harness.h"
+#include "tests/qmp-client.h"
+
+#define DISK_SIZE       (32u << 20)
+#define BLOCK           (64u << 10)
+#define BLOCKS          (DISK_SIZE / BLOCK)
+#define WORKERS         2
+
+static const char config[] =
+    "server:\n"
+    "  listen: [ \"unix:@SOCK@\" ]\n"
+    "  control: \"@CONTROL@\"\n"
+    "nodes:\n"
+    "  disk0: { driver: memory, size: 32M }\n"
+    "  ov1: { driver: memory, size: 32M }\n"
+    "  ov2: { driver: memory, size: 32M }\n"
+    "  small: { driver: memory, size: 16M }\n"
+    "  other: { driver: memory, size: 32M }\n"
+    "  spare: { driver: memory, size: 32M }\n"
+    "  spare2: { driver: memory, size: 32M }\n"
+    "  backed: { driver: memory, size: 32M, backing: other }\n"
+    "  nul: { driver: null-co, size: 32M }\n"
+    "  used: { driver: memory, size: 32M }\n"
+    "  shared: { driver: memory, size: 32M, backing: disk0 }\n"
+    "exports:\n"
+    "  vm1:\n"
+    "    node: disk0\n"
+    "    writable: true\n"
+    "    throttle: { iops-total: 1000000 }\n"
+    "    detect-zeroes: on\n"
+    "  peek: { node: used }\n";
+
+/* Each block's last seed; 0 = zeroes.  Block b belongs to worker
+ * b % WORKERS. */
+static unsigned seeds[BLOCKS];
+static unsigned at_snapshot[BLOCKS];
+
+static atomic_int stop, hold, held;
+
+struct worker {
+    const char *uri;
+    unsigned index;
+    unsigned long ops;
+    char error[256];
+};
+
+static void
+block_expected(const unsigned *record, unsigned b, char *buf)
+{
+    if (record[b] == 0)
+        memset(buf, 0, BLOCK);
+    else
+        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, record[b]);
+}
+
+static int
+worker_op(struct worker *w, struct nbd_handle *nbd, unsigned *rng,
+          char *buf)
+{
+    unsigned b = (rand_r(rng) % (BLOCKS / WORKERS)) * WORKERS + w->index;
+    unsigned seed = (w->index << 24) + (unsigned)w->ops + 1;
+    uint64_t off = (uint64_t)b * BLOCK;
+
+    if (rand_r(rng) % 8 == 0) {
+        if (nbd_zero(nbd, BLOCK, off, 0) == -1)
+            return -1;
+        seeds[b] = 0;
+        return 0;
+    }
+    ng_test_fill_pattern(buf, BLOCK, off, seed);
+    if (nbd_pwrite(nbd, buf, BLOCK, off, 0) == -1)
+        return -1;
+    seeds[b] = seed;
+    return 0;
+}
+
+/* While `hold` is set the worker waits, still connected. */
+static void
+worker_hold(void)
+{
+    atomic_fetch_add(&held, 1);
+    while (atomic_load(&hold) && !atomic_load(&stop))
+        usleep(1000);
+    atomic_fetch_sub(&held, 1);
+}
+
+static void *
+worker_main(void *opaque)
+{
+    struct worker *w = opaque;
+    struct nbd_handle *nbd = nbd_create();
+    char *buf = malloc(BLOCK);
+    unsigned rng = w->index * 7919 + 1;
+
+    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, w->uri) == -1) {
+        snprintf(w->error, sizeof w->error, "connect: %s", nbd_get_error());
+        goto out;
+    }
+    while (!atomic_load(&stop)) {
+        if (atomic_load(&hold)) {
+            worker_hold();
+            continue;
+        }
+        if (worker_op(w, nbd, &rng, buf) == -1) {
+            snprintf(w->error, sizeof w->error, "op %lu: %s", w->ops,
+                     nbd_get_error());
+            break;
+        }
+        w->ops++;
+    }
+    nbd_shutdown(nbd, 0);
+out:
+    nbd_close(nbd);
+    free(buf);
+    return NULL;
+}
+
+static void
+prefill(const char *uri)
+{
+    struct nbd_handle *nbd = nbd_create();
+    char *buf = malloc(BLOCK);
+    unsigned b;
+
+    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, uri) == -1)
+        ng_test_fail_nbd("prefill connect");
+    for (b = 0; b < BLOCKS / 2; b++) {
+        seeds[b] = 0x40000000u + b;
+        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, seeds[b]);
+        if (nbd_pwrite(nbd, buf, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
+            ng_test_fail_nbd("prefill");
+    }
+    nbd_close(nbd);
+    free(buf);
+}
+
+/* The export at `uri` reads as `record`. */
+static void
+verify(const char *uri, const unsigned *record, const char *what)
+{
+    struct nbd_handle *nbd = nbd_create();
+    char *want = malloc(BLOCK), *got = malloc(BLOCK);
+    unsigned b;
+
+    if (nbd == NULL || want == NULL || got == NULL ||
+        nbd_connect_uri(nbd, uri) == -1)
+        ng_test_fail_nbd("verify connect");
+    for (b = 0; b < BLOCKS; b++) {
+        block_expected(record, b, want);
+        if (nbd_pread(nbd, got, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
+            ng_test_fail_nbd("verify pread");
+        if (memcmp(got, want, BLOCK) != 0)
+            ng_test_fail("%s: block %u differs from the record", what, b);
+    }
+    nbd_close(nbd);
+    free(want);
+    free(got);
+}
+
+static void
+snapshot(struct ng_test_qmp *q, const char *node, const char *overlay)
+{
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s}}", "execute",
+                               "blockdev-snapshot", "arguments", "node",
+                               node, "overlay", overlay));
+}
+
+static void
+snapshot_fails(struct ng_test_qmp *q, const char *node, const char *overlay,
+               const char *want)
+{
+    ng_test_qmp_fails(q, want, "{s:s,s:{s:s,s:s}}", "execute",
+                      "blockdev-snapshot", "arguments", "node", node,
+                      "overlay", overlay);
+}
+
+static void
+bad_input(struct ng_test_qmp *q)
+{
+    snapshot_fails(q, "nope", "ov1", "node 'nope' not found");
+    snapshot_fails(q, "disk0", "nope", "overlay node 'nope' not found");
+    snapshot_fails(q, "disk0", "disk0", "cannot be its own overlay");
+    snapshot_fails(q, "disk0", "backed", "overlay node 'backed' already "
+                   "has a backing node ('other')");
+    snapshot_fails(q, "disk0", "used", "overlay node 'used' is in use by "
+                   "export 'peek'");
+    snapshot_fails(q, "disk0", "small", "is smaller than node 'disk0'");
+    snapshot_fails(q, "disk0", "nul", "node 'nul' (driver 'null-co') "
+                   "cannot take a backing node");
+    snapshot_fails(q, "vm1.throttle", "ov1", "node 'vm1.throttle' is an "
+                   "implicit filter of export 'vm1'");
+    /* A node that is another's backing is in use. */
+    snapshot_fails(q, "backed", "other", "overlay node 'other' is in use "
+                   "by node 'backed'");
+}
+
+/* A mirror of `other` holds it: a snapshot of it is refused naming the
+ * job; once the job is cancelled the chain is as it was. */
+static void
+nac_refusal(struct ng_test_qmp *q)
+{
+    json_t *r;
+    int i;
+
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s,s:s,s:i}}",
+                               "execute", "blockdev-mirror", "arguments",
+                               "job-id", "m0", "device", "other", "target",
+                               "spare", "sync", "full", "speed", 4096));
+    ng_test_qmp_fails(q, "node 'other': command 'snapshot-x' requires "
+                      "graph-mod, which job 'm0' does not allow",
+                      "{s:s,s:{s:s,s:s,s:s}}", "execute",
+                      "blockdev-snapshot", "arguments", "node", "other",
+                      "overlay", "spare2", "job-id", "snapshot-x");
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-cancel",
+                               "arguments", "id", "m0"));
+    for (i = 0; i < 500; i++) {
+        r = ng_test_qmp_ok(q, "{s:s}", "execute", "query-jobs");
+        if (json_array_size(r) == 0) {
+            json_decref(r);
+            return;
+        }
+        json_decref(r);
+        usleep(10000);
+    }
+    ng_test_fail("mirror m0 still there 5 s after job-cancel");
+}
+
+/* The child of node `name` as query-named-block-nodes shows it. */
+static char *
+child_of(struct ng_test_qmp *q, const char *name, const char *role)
+{
+    json_t *nodes = ng_test_qmp_ok(q, "{s:s}", "execute",
+                                   "query-named-block-nodes");
+    json_t *n, *c;
+    char *child = NULL;
+    size_t i, j;
+
+    json_array_foreach(nodes, i, n) {
+        if (strcmp(json_string_value(json_object_get(n, "node-name")),
+                   name) != 0)
+            continue;
+        json_array_foreach(json_object_get(n, "children"), j, c)
+            if (strcmp(json_string_value(json_object_get(c, "child")),
+                       role) == 0)
+                child = strdup(json_string_value(json_object_get(
+                    c, "node-name")));
+    }
+    json_decref(nodes);
+    return child;
+}
+
+static void
+expect_child(struct ng_test_qmp *q, const char *name, const char *role,
+             const char *want)
+{
+    char *got = child_of(q, name, role);
+
+    if (got == NULL || strcmp(got, want) != 0)
+        ng_test_fail("node '%s' has %s child '%s', not '%s'", name, role,
+                     got ? got : "(none)", want);
+    free(got);
+}
+
+static void
+check_chain(struct ng_test_qmp *q)
+{
+    json_t *nac;
+    char *text;
+
+    expect_child(q, "vm1.throttle", "filtered", "vm1.detect-zeroes");
+    expect_child(q, "vm1.detect-zeroes", "filtered", "ov2");
+    expect_child(q, "ov2", "backing", "ov1");
+    expect_child(q, "ov1", "backing", "disk0");
+    /* Another overlay of disk0 keeps it: it must not see ov1's data. */
+    expect_child(q, "shared", "backing", "disk0");
+    nac = ng_test_qmp_ok(q, "{s:s}", "execute", "query-nac");
+    text = json_dumps(nac, JSON_COMPACT);
+    if (strstr(text, "{\"node-name\":\"ov2\",\"holders\":[{\"id\":\"vm1\"")
+        == NULL)
+        ng_test_fail("after the snapshots query-nac says %s", text);
+    free(text);
+    json_decref(nac);
+}
+
+/* ov2 has only blocks written after the second snapshot allocated. */
+static void
+check_top_layer(struct ng_test_daemon *d, struct ng_test_qmp *q)
+{
+    char uri[512];
+
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s}}", "execute",
+                               "block-export-add", "arguments", "type",
+                               "nbd", "id", "old", "node-name", "ov1"));
+    snprintf(uri, sizeof uri, "nbd+unix:///old?socket=%s", d->sock);
+    verify(uri, at_snapshot, "ov1 after the second snapshot");
+}
+
+static void
+hold_workers(void)
+{
+    int i;
+
+    atomic_store(&hold, 1);
+    for (i = 0; i < 5000 && atomic_load(&held) < WORKERS; i++)
+        usleep(1000);
+    if (atomic_load(&held) < WORKERS)
+        ng_test_fail("workers did not hold still");
+}
+
+int
+main(void)
+{
+    struct ng_test_daemon *d;
+    struct ng_test_qmp *q;
+    struct worker w[WORKERS];
+    pthread_t t[WORKERS];
+    unsigned i;
+
+    ng_test_timeout(60);
+    d = ng_test_start(config, "vm1");
+    q = ng_test_qmp_connect(d->control);
+    bad_input(q);
+    nac_refusal(q);
+    prefill(d->uri);
+    for (i = 0; i < WORKERS; i++) {
+        w[i] = (struct worker){ .uri = d->uri, .index = i };
+        if (pthread_create(&t[i], NULL, worker_main, &w[i]) != 0)
+            ng_test_fail("pthread_create");
+    }
+    usleep(100000);
+    snapshot(q, "disk0", "ov1");    /* under writes */
+    usleep(200000);
+    hold_workers();
+    memcpy(at_snapshot, seeds, sizeof seeds);
+    snapshot(q, "ov1", "ov2");      /* clients connected, quiet */
+    atomic_store(&hold, 0);
+    usleep(300000);
+    atomic_store(&stop, 1);
+    for (i = 0; i < WORKERS; i++) {
+        pthread_join(t[i], NULL);
+        if (w[i].error[0])
+            ng_test_fail("worker %u: %s", i, w[i].error);
+        printf("worker %u: %lu ops\n", i, w[i].ops);
+    }
+    verify(d->uri, seeds, "export vm1");
+    check_chain(q);
+    check_top_layer(d, q);
+    ng_test_qmp_close(q);
+    ng_test_stop(d);
+    return 0;
+}
