@@ -21,6 +21,7 @@ const struct ng_driver *const ng_all_drivers[] = {
     &ng_driver_memory,
     &ng_driver_null_co,
     &ng_driver_raw,
+    &ng_driver_nbd,
     NG_FILTER_LIST,
     NULL,
 };

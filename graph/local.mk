@@ -34,6 +34,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/drv-null.c \
 	graph/drv-file.c \
 	graph/drv-raw.c \
+	graph/drv-nbd.c \
 	$(NULL)
 
 # Unit tests of the leaf and format drivers.
@@ -81,6 +82,7 @@ tests_unit_test_layer_link_graph_LDFLAGS = \
 tests_unit_test_layer_link_graph_LDADD = \
 	nac/libngnac.a \
 	$(LIBUV_LIBS) \
+	$(LIBNBD_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_graph_DEPENDENCIES = graph/libnggraph.a
