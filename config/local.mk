@@ -51,6 +51,7 @@ tests_unit_test_layer_link_config_LDFLAGS = \
 tests_unit_test_layer_link_config_LDADD = \
 	nac/libngnac.a \
 	$(LIBUV_LIBS) \
+	$(LIBNBD_LIBS) \
 	$(YAML_LIBS) \
 	-lpthread \
 	$(NULL)

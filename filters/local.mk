@@ -81,6 +81,7 @@ tests_unit_test_layer_link_filters_LDFLAGS = \
 tests_unit_test_layer_link_filters_LDADD = \
 	nac/libngnac.a \
 	$(LIBUV_LIBS) \
+	$(LIBNBD_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_filters_DEPENDENCIES = \

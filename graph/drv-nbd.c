@@ -560,6 +560,12 @@ nbd_on_ready(struct nbd_state *s)
         s->remote = r;
         s->h_ready = true;
         s->phase = NBD_CONNECTED;
+        /* From now on our handles serve requests that clients' handles
+         * keep the loop alive for: they must not hold up the daemon's
+         * shutdown, which waits for the loop to run out. */
+        uv_unref((uv_handle_t *)s->poll);
+        uv_unref((uv_handle_t *)s->attempt_timer);
+        uv_unref((uv_handle_t *)s->deadline_timer);
         s->last_err[0] = '\0';
         nbd_stop_deadline(s);
         s->open_done = true;
@@ -674,6 +680,8 @@ nbd_watch(struct nbd_state *s)
     }
     s->poll->data = s;
     s->poll_events = 0;
+    if (s->phase != NBD_OPENING)
+        uv_unref((uv_handle_t *)s->poll);
     return 0;
 }
 

@@ -49,3 +49,15 @@ include tests/control.mk
 
 include tests/interop/local.mk
 include tests/fuzz/local.mk
+
+# The nbd driver (graph/drv-nbd.c) against nbdkit and a second daemon:
+# data, facts, block status, many requests in flight; bad input and a
+# remote that goes away; reconnect.
+NBD_DRIVER_TESTS = \
+	tests/test-drv-nbd.sh \
+	$(NULL)
+TESTS += $(NBD_DRIVER_TESTS)
+EXTRA_DIST += \
+	$(NBD_DRIVER_TESTS) \
+	tests/nbd-remote.sh \
+	$(NULL)
