@@ -94,6 +94,7 @@ struct nbd_state {
     uv_getaddrinfo_t *resolving;    /* in flight, or NULL */
     struct nbd_remote remote;       /* from the first connection */
     char last_err[NBD_ERR_MAX];     /* why the last attempt failed */
+    char where[NBD_ERR_MAX];        /* "unix:PATH" or "HOST:PORT" */
 
     struct nbd_io *done_head, *done_tail;   /* libnbd answered these */
     struct nbd_io *wait_head, *wait_tail;   /* to issue once connected */
@@ -162,8 +163,13 @@ static void
 nbd_note_error(struct nbd_state *s, const char *what)
 {
     const char *msg = nbd_get_error();
+    size_t n = strlen(what);
 
-    snprintf(s->last_err, sizeof s->last_err, "%s: %s", what,
+    /* what, then libnbd's message, both cut to fit. */
+    if (n > sizeof s->last_err - 1)
+        n = sizeof s->last_err - 1;
+    memcpy(s->last_err, what, n);
+    snprintf(s->last_err + n, sizeof s->last_err - n, ": %s",
              msg != NULL ? msg : "unknown error");
 }
 
@@ -636,8 +642,12 @@ nbd_poll_cb(uv_poll_t *p, int status, int events)
         r = nbd_aio_notify_read(s->h);
     if (r == 0 && status >= 0 && (events & UV_WRITABLE))
         r = nbd_aio_notify_write(s->h);
-    if (r == -1)
-        nbd_note_error(s, "cannot talk to the server");
+    if (r == -1) {
+        char what[NBD_ERR_MAX + 32];
+
+        snprintf(what, sizeof what, "cannot talk to %s", s->where);
+        nbd_note_error(s, what);
+    }
     nbd_kick(s);
 }
 
@@ -688,8 +698,11 @@ nbd_watch(struct nbd_state *s)
 static void
 nbd_connect_done(struct nbd_state *s, int r)
 {
+    char what[NBD_ERR_MAX + 32];
+
     if (r == -1) {
-        nbd_note_error(s, "cannot connect");
+        snprintf(what, sizeof what, "cannot connect to %s", s->where);
+        nbd_note_error(s, what);
         nbd_drop_handle(s);
     } else if (nbd_watch(s) == -1) {
         nbd_drop_handle(s);
@@ -712,6 +725,7 @@ nbd_resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
     if (status != 0 || ai == NULL) {
         snprintf(s->last_err, sizeof s->last_err, "cannot resolve "
                  "'%s': %s", s->host, uv_strerror(status));
+        s->last_err[sizeof s->last_err - 1] = '\0';
         nbd_drop_handle(s);
         nbd_attempt_failed(s);
     } else {
@@ -962,6 +976,10 @@ nbd_open_async(struct ng_node *node, struct ng_error *err)
         ng_node_opened(node, -1);
         return;
     }
+    if (s->server_type == NBD_SERVER_UNIX)
+        snprintf(s->where, sizeof s->where, "unix:%s", s->path);
+    else
+        snprintf(s->where, sizeof s->where, "%s:%s", s->host, s->port);
     s->attempt_timer = nbd_new_timer(s);
     s->deadline_timer = nbd_new_timer(s);
     if (s->attempt_timer == NULL || s->deadline_timer == NULL) {
