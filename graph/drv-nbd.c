@@ -638,9 +638,14 @@ nbd_poll_cb(uv_poll_t *p, int status, int events)
 
     int r = 0;
 
-    if (status < 0 || (events & UV_READABLE))
+    /* Only what libnbd waits for: it refuses a notification its state
+     * does not expect (a read while connecting).  An error on the socket
+     * (status < 0) goes to whichever it waits for, to find it. */
+    if ((status < 0 || (events & UV_READABLE)) &&
+        (nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_READ))
         r = nbd_aio_notify_read(s->h);
-    if (r == 0 && status >= 0 && (events & UV_WRITABLE))
+    if (r == 0 && (status < 0 || (events & UV_WRITABLE)) &&
+        (nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_WRITE))
         r = nbd_aio_notify_write(s->h);
     if (r == -1) {
         char what[NBD_ERR_MAX + 32];

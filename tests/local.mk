@@ -55,6 +55,7 @@ include tests/fuzz/local.mk
 # remote that goes away; reconnect.
 NBD_DRIVER_TESTS = \
 	tests/test-drv-nbd.sh \
+	tests/test-drv-nbd-faults.sh \
 	$(NULL)
 TESTS += $(NBD_DRIVER_TESTS)
 EXTRA_DIST += \

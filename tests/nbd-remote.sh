@@ -2,7 +2,7 @@
 # (bash, sourced after functions.sh).
 #   start_remote NAME ARG...  nbdkit ARG... on $dir/NAME.sock, in the
 #                             background; returns once it answers
-#   stop_remote NAME          SIGTERM it and wait until it is gone
+#   stop_remote NAME          SIGKILL it and wait until it is gone
 #   remote_uri NAME           the URI of that nbdkit, for direct access
 # Each nbdkit dies with the test (--exit-with-parent) and is stopped by
 # the EXIT trap too.
@@ -39,12 +39,13 @@ stop_remote ()
 
     pid=$(cat "$dir/$1.pid" 2>/dev/null) || return 0
     rm -f "$dir/$1.pid"
-    kill -TERM "$pid" 2>/dev/null || true
+    # SIGKILL: the remote crashes.  (On SIGTERM nbdkit would wait for
+    # its clients, us, to go first.)
+    kill -KILL "$pid" 2>/dev/null || true
     for i in $(seq 100); do
         kill -0 "$pid" 2>/dev/null || return 0
         sleep 0.1
     done
-    kill -KILL "$pid" 2>/dev/null || true
 }
 
 _ng_stop_remotes ()
@@ -52,7 +53,7 @@ _ng_stop_remotes ()
     local status=$? f
 
     for f in "$dir"/*.pid; do
-        [ -e "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null
+        [ -e "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
     done
     (exit "$status")                # _ng_cleanup reads the test's status
     _ng_cleanup
