@@ -10,7 +10,8 @@ build_deps=(build-essential autoconf automake pkg-config
             libuv1-dev libyaml-dev libjansson-dev libnbd-dev
             libgnutls28-dev)
 test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz gnutls-bin
-           groff-base man-db systemd python3 clang libclang-rt-14-dev)
+           groff-base man-db systemd python3 clang libclang-rt-14-dev
+           iproute2)
 
 missing=()
 for p in "${build_deps[@]}" "${test_deps[@]}"; do

@@ -6,6 +6,7 @@ EXTRA_DIST += \
 	contrib/bench/splice-pause \
 	contrib/bench/mirror-speed \
 	contrib/check-layers.sh \
+	contrib/move-disk \
 	contrib/nbdgraphd.service \
 	contrib/nbdgraphd.socket \
 	contrib/nbdgraph.yaml \
