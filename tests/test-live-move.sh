@@ -95,6 +95,8 @@ NBDGRAPHCTL="$top_builddir/nbdgraphctl" \
 cat "$dir/graph"
 grep -q 'b0 (nbd' "$dir/graph"
 ! grep -q 'disk0' "$dir/graph"
+# The old copy, unused now, can go while the client writes on.
+"$top_builddir/nbdgraphctl" --socket "$ctl" del-node disk0
 
 # The client writes on through A into B, then stops and checks it all.
 before=$(cat "$dir/count")
