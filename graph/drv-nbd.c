@@ -635,7 +635,6 @@ static void
 nbd_poll_cb(uv_poll_t *p, int status, int events)
 {
     struct nbd_state *s = p->data;
-
     int r = 0;
 
     /* Only what libnbd waits for: it refuses a notification its state
