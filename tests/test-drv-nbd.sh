@@ -13,6 +13,7 @@ requires nbdcopy --version
 requires nbdinfo --version
 requires qemu-io --version
 requires python3 --version
+requires fio --version
 
 M=$((1024 * 1024))
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -97,6 +98,13 @@ copy_check "$dir/src.img" "$uri" "$(remote_uri mem)" \
 copy_check "$dir/src.img" "$tcp" "nbd://127.0.0.1:$port" \
     --requests 64 --connections 4 --request-size $((4 * M))
 copy_check "$uri" "$tcp" "nbd://127.0.0.1:$port" --requests 64
+# fio: 64 random 4 KiB writes in flight at once, then every block read
+# back and checked.
+fio --name=inflight --ioengine=nbd --uri="$uri" --rw=randwrite --bs=4k \
+    --iodepth=64 --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 \
+    --output="$dir/fio.out"
+cat "$dir/fio.out"
+grep -q 'err= 0' "$dir/fio.out"
 stop_nbdgraphd
 stop_remote mem
 
