@@ -92,6 +92,8 @@ struct nbd_state {
     uv_timer_t *deadline_timer;     /* open-timeout, reconnect-delay */
     bool deadline_passed;
     uv_getaddrinfo_t *resolving;    /* in flight, or NULL */
+    struct addrinfo *addrs;         /* what the host resolved to, owned */
+    const struct addrinfo *addr_next;   /* to try when this one fails */
     struct nbd_remote remote;       /* from the first connection */
     char last_err[NBD_ERR_MAX];     /* why the last attempt failed */
     char where[NBD_ERR_MAX];        /* "unix:PATH" or "HOST:PORT" */
@@ -143,6 +145,7 @@ static const struct ng_opt_desc nbd_opts[] = {
 static void nbd_kick(struct nbd_state *s);
 static void nbd_attempt(struct nbd_state *s);
 static void nbd_attempt_failed(struct nbd_state *s);
+static void nbd_connect_next(struct nbd_state *s);
 
 /* ---- Handles ------------------------------------------------------------ */
 
@@ -198,6 +201,15 @@ nbd_sent_remove(struct nbd_state *s, struct nbd_io *io)
     if (io->sent_next != NULL)
         io->sent_next->sent_prev = io->sent_prev;
     io->is_sent = false;
+}
+
+static void
+nbd_free_addrs(struct nbd_state *s)
+{
+    if (s->addrs != NULL)
+        uv_freeaddrinfo(s->addrs);
+    s->addrs = NULL;
+    s->addr_next = NULL;
 }
 
 /* Drop the connection: stop watching its socket first (nbd_close
@@ -555,6 +567,7 @@ nbd_on_ready(struct nbd_state *s)
     struct nbd_remote r;
 
     uv_timer_stop(s->attempt_timer);
+    nbd_free_addrs(s);
     if (nbd_remote_read(s, &r) == -1)
         goto bad;
     if (s->phase == NBD_OPENING) {
@@ -618,10 +631,16 @@ nbd_attempt_timer_cb(uv_timer_t *t)
     nbd_kick(s);
 }
 
-/* An attempt failed: try again later, or give up the open. */
+/* An attempt failed: try the host's next address, else try again
+ * later, or give up the open. */
 static void
 nbd_attempt_failed(struct nbd_state *s)
 {
+    if (s->addr_next != NULL) {
+        nbd_connect_next(s);
+        return;
+    }
+    nbd_free_addrs(s);
     if (s->phase == NBD_OPENING &&
         (s->open_timeout <= 0 || s->deadline_passed)) {
         s->open_done = true;
@@ -732,12 +751,31 @@ nbd_resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
         s->last_err[sizeof s->last_err - 1] = '\0';
         nbd_drop_handle(s);
         nbd_attempt_failed(s);
+        uv_freeaddrinfo(ai);
     } else {
-        nbd_connect_done(s, nbd_aio_connect(s->h, ai->ai_addr,
-                                            ai->ai_addrlen));
+        s->addrs = ai;
+        s->addr_next = ai;
+        nbd_connect_next(s);
     }
-    uv_freeaddrinfo(ai);
     nbd_kick(s);
+}
+
+/* Connect to the next address the host resolved to, on a new handle
+ * unless this is the first (nbd_attempt made one).  Each address gets
+ * NBD_ATTEMPT_MS. */
+static void
+nbd_connect_next(struct nbd_state *s)
+{
+    const struct addrinfo *a = s->addr_next;
+
+    s->addr_next = a->ai_next;
+    if (s->h == NULL && (s->h = nbd_new_handle(s)) == NULL) {
+        nbd_attempt_failed(s);
+        return;
+    }
+    uv_timer_start(s->attempt_timer, nbd_attempt_timer_cb, NBD_ATTEMPT_MS,
+                   0);
+    nbd_connect_done(s, nbd_aio_connect(s->h, a->ai_addr, a->ai_addrlen));
 }
 
 /* Start one connection attempt (a new handle). */
@@ -961,6 +999,7 @@ nbd_teardown(struct nbd_state *s)
         s->resolving->data = NULL;
         s->resolving = NULL;
     }
+    nbd_free_addrs(s);
     nbd_close_uv((uv_handle_t *)s->attempt_timer);
     nbd_close_uv((uv_handle_t *)s->deadline_timer);
     s->attempt_timer = s->deadline_timer = NULL;

@@ -29,6 +29,8 @@ cleanup_netns ()
     [ -n "${cpid-}" ] && kill -TERM "$cpid" 2>/dev/null
     ip netns del "$ns_a" 2>/dev/null
     ip netns del "$ns_b" 2>/dev/null
+    rm -rf "/etc/netns/$ns_a"
+    rmdir /etc/netns 2>/dev/null
     (exit "$status")                # _ng_cleanup reads the test's status
     _ng_cleanup
 }
@@ -49,6 +51,13 @@ for ns in "$ns_a" "$ns_b"; do
 done
 ip -n "$ns_a" link set "va$$" up
 ip -n "$ns_b" link set "vb$$" up
+# Host B by name, as for real hosts: A's /etc/hosts (ip netns exec
+# mounts /etc/netns/NS/hosts over it) gives it two addresses, A's own
+# first (nothing listens there: refused), so the nbd node must go on to
+# the second.
+mkdir -p "/etc/netns/$ns_a"
+printf '10.231.0.1 hostb\n%s hostb\n' "$b_addr" > "/etc/netns/$ns_a/hosts"
+ip netns exec "$ns_a" getent ahostsv4 hostb || true
 
 # Host B: an empty disk, served over TCP on its address only.
 cat > "$dir/b.yaml" <<EOF
@@ -90,7 +99,7 @@ done
 [ -e "$dir/count" ]
 
 NBDGRAPHCTL="$top_builddir/nbdgraphctl" \
-    "$top_srcdir/contrib/move-disk" -s "$ctl" disk0 "$b_addr:10809" vm1-b b0
+    "$top_srcdir/contrib/move-disk" -s "$ctl" disk0 hostb:10809 vm1-b b0
 "$top_builddir/nbdgraphctl" --socket "$ctl" graph > "$dir/graph"
 cat "$dir/graph"
 grep -q 'b0 (nbd' "$dir/graph"
