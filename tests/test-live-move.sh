@@ -55,8 +55,13 @@ ip -n "$ns_b" link set "vb$$" up
 # mounts /etc/netns/NS/hosts over it) gives it two addresses, A's own
 # first (nothing listens there: refused), so the nbd node must go on to
 # the second.
-mkdir -p "/etc/netns/$ns_a"
-printf '10.231.0.1 hostb\n%s hostb\n' "$b_addr" > "/etc/netns/$ns_a/hosts"
+# (Again if another run's cleanup took /etc/netns away in between.)
+for i in 1 2 3; do
+    mkdir -p "/etc/netns/$ns_a" &&
+        printf '10.231.0.1 hostb\n%s hostb\n' "$b_addr" \
+            > "/etc/netns/$ns_a/hosts" && break
+done
+[ -s "/etc/netns/$ns_a/hosts" ]
 ip netns exec "$ns_a" getent ahostsv4 hostb || true
 
 # Host B: an empty disk, served over TCP on its address only.
