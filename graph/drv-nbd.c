@@ -176,8 +176,7 @@ nbd_note_error(struct nbd_state *s, const char *what)
              msg != NULL ? msg : "unknown error");
 }
 
-/* Put an io back at the head of the wait list (keeps the order of the
- * ones taken off it) or at its tail. */
+/* Queue an io to be issued once connected (in order). */
 static void
 nbd_wait_push(struct nbd_state *s, struct nbd_io *io)
 {
@@ -325,8 +324,8 @@ nbd_io_buf(struct nbd_io *io)
     return io->bounce;
 }
 
-/* Hand the request to libnbd; returns its cookie, or -1 with libnbd's
- * error (or errno ENOMEM for the bounce buffer). */
+/* Hand the request to libnbd (its buffer is ready: nbd_io_buf());
+ * returns its cookie, or -1 with libnbd's error. */
 static int64_t
 nbd_io_send(struct nbd_state *s, struct nbd_io *io)
 {
@@ -339,10 +338,7 @@ nbd_io_send(struct nbd_state *s, struct nbd_io *io)
     switch (req->op) {
     case NG_OP_READ:
     case NG_OP_WRITE:
-        if ((buf = nbd_io_buf(io)) == NULL) {
-            errno = ENOMEM;
-            return -1;
-        }
+        buf = nbd_io_buf(io);
         if (req->op == NG_OP_READ)
             return nbd_aio_pread(s->h, buf, req->length, req->offset, cb, f);
         return nbd_aio_pwrite(s->h, buf, req->length, req->offset, cb, f);
@@ -361,8 +357,7 @@ nbd_io_send(struct nbd_state *s, struct nbd_io *io)
             (nbd_extent_callback){ .callback = nbd_io_extents_cb,
                                    .user_data = io },
             cb, f);
-    default:
-        errno = ENOTSUP;
+    default:                        /* not in our ops: never here */
         return -1;
     }
 }
@@ -388,6 +383,11 @@ nbd_io_issue(struct nbd_state *s, struct nbd_io *io)
 {
     int err;
 
+    if ((io->req->op == NG_OP_READ || io->req->op == NG_OP_WRITE) &&
+        nbd_io_buf(io) == NULL) {
+        nbd_io_complete(io, -ENOMEM);
+        return;
+    }
     if (nbd_io_send(s, io) >= 0) {
         /* Unless it was answered (aborted) already. */
         if (io->err == 0 && !io->is_sent && io->next == NULL &&
@@ -403,8 +403,8 @@ nbd_io_issue(struct nbd_state *s, struct nbd_io *io)
     }
     err = nbd_get_errno();
     if (err == 0)
-        err = errno != 0 ? errno : EIO;
-    if (err != ENOMEM && (nbd_aio_is_dead(s->h) || nbd_aio_is_closed(s->h))) {
+        err = EIO;
+    if (nbd_aio_is_dead(s->h) || nbd_aio_is_closed(s->h)) {
         nbd_wait_push(s, io);       /* nbd_kick() notices the death */
         return;
     }
