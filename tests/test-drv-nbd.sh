@@ -108,6 +108,32 @@ grep -q 'err= 0' "$dir/fio.out"
 stop_nbdgraphd
 stop_remote mem
 
+# A remote with a 4 KiB minimum and a 64 KiB maximum block size: the
+# core aligns what is not (read-modify-write) and splits what is larger,
+# so the remote, which refuses anything else (error policy), only sees
+# requests it accepts; the bytes match a plain file given the same
+# writes.
+start_remote blk --filter=blocksize-policy memory 16M \
+    blocksize-minimum=4096 blocksize-preferred=16384 \
+    blocksize-maximum=65536 blocksize-error-policy=error
+start_nbdgraphd "nodes:
+  rb: { driver: nbd, server: { type: unix, path: \"@DIR@/blk.sock\" } }
+exports:
+  demo: { node: rb, writable: true }"
+nbdinfo "$uri" | grep -E 'block_size_(minimum|maximum)'
+truncate -s $((16 * M)) "$dir/ref.img"
+for t in "$dir/ref.img" "$uri"; do
+    qemu-io -f raw "$t" -c 'write -P 0x11 0 1M' -c 'write -P 0x22 4095 3' \
+        -c 'write -P 0x33 100001 300007' -c 'write -z 600001 70000' \
+        -c 'aio_write -P 0x44 2097153 1000000' -c 'aio_write -P 0x55 5M 3M' \
+        -c aio_flush > "$dir/qio.out" 2>&1
+    ! grep -qi 'fail\|error' "$dir/qio.out"
+done
+qemu-img compare -f raw -F raw "$dir/ref.img" "$uri"
+qemu-img compare -f raw -F raw "$dir/ref.img" "$(remote_uri blk)"
+stop_nbdgraphd
+stop_remote blk
+
 # A second nbdgraphd as the remote: our own server behind our client.
 cat > "$dir/b.yaml" <<EOF
 server:
