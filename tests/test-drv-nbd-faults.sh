@@ -58,8 +58,15 @@ sleep 1
 start_remote late memory 1M
 wait $addpid
 nbdgraphctl nodes | grep -q '^late '
-nbdgraphctl del-node late
+# Deleted while it tries to reconnect to a remote that went away.
 stop_remote late
+for i in $(seq 100); do
+    grep -q "node 'late': lost the connection" "$dir/nbdgraphd.log" && break
+    sleep 0.1
+done
+grep -q "node 'late': lost the connection" "$dir/nbdgraphd.log"
+nbdgraphctl del-node late
+! nbdgraphctl nodes | grep -q '^late '
 
 # The slow remote dies with a read in flight: EIO for that read and,
 # the connection being gone (reconnect-delay 0), for the next request
@@ -127,4 +134,6 @@ done
 grep -q 'read 1048576' $out
 ! grep -q failed $out
 grep -q "node 'rd': server still unreachable after 4 s" "$dir/nbdgraphd.log"
+# A daemon stops at once with a node that is reconnecting meanwhile.
+stop_remote slow
 stop_nbdgraphd
