@@ -50,6 +50,16 @@ expect_status 1 nbdgraphctl add-node r9 nbd server.type=unix \
     server.path="$dir/none.sock" tls-creds=tls0 2> $out
 grep -q "tls-creds is not supported yet" $out
 ! nbdgraphctl nodes | grep -q r9
+# A read-only remote: refused unless the node is read-only too.
+start_remote ro -r memory 1M
+expect_status 1 nbdgraphctl add-node r9 nbd server.type=unix \
+    server.path="$dir/ro.sock" 2> $out
+grep -q "node 'r9': the export is read-only (give read-only: true)" $out
+! nbdgraphctl nodes | grep -q r9
+nbdgraphctl add-node r9 nbd server.type=unix server.path="$dir/ro.sock" \
+    read-only=true
+nbdgraphctl del-node r9
+stop_remote ro
 # open-timeout: the remote comes up a second after blockdev-add.
 nbdgraphctl add-node late nbd server.type=unix \
     server.path="$dir/late.sock" open-timeout=20 > $out 2>&1 &
