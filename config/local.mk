@@ -55,6 +55,7 @@ tests_unit_test_layer_link_config_LDADD = \
 	$(JANSSON_LIBS) \
 	$(ARGON2_LIBS) \
 	$(ZLIB_LIBS) \
+	$(LIBNBD_LIBS) \
 	$(YAML_LIBS) \
 	-lpthread \
 	$(NULL)

@@ -14,7 +14,8 @@ build_deps=(build-essential autoconf automake pkg-config
             zlib1g-dev)         # qcow2 compressed clusters
 test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz gnutls-bin
            groff-base man-db systemd python3 clang libclang-rt-14-dev
-           cryptsetup-bin)      # tests/test-luks.sh: LUKS images
+           cryptsetup-bin       # tests/test-luks.sh: LUKS images
+           iproute2)            # tests/test-live-move.sh: netns
 
 missing=()
 for p in "${build_deps[@]}" "${test_deps[@]}"; do

@@ -5,7 +5,9 @@ EXTRA_DIST += \
 	contrib/bench/reload-speed \
 	contrib/bench/splice-pause \
 	contrib/bench/mirror-speed \
+	contrib/bench/nbd-leaf \
 	contrib/check-layers.sh \
+	contrib/move-disk \
 	contrib/nbdgraphd.service \
 	contrib/nbdgraphd.socket \
 	contrib/nbdgraph.yaml \

@@ -23,6 +23,7 @@ const struct ng_driver *const ng_all_drivers[] = {
     &ng_driver_raw,
     &ng_driver_luks,
     &ng_driver_qcow2,
+    &ng_driver_nbd,
     NG_FILTER_LIST,
     NULL,
 };

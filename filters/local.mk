@@ -87,6 +87,7 @@ tests_unit_test_layer_link_filters_LDADD = \
 	$(JANSSON_LIBS) \
 	$(ARGON2_LIBS) \
 	$(ZLIB_LIBS) \
+	$(LIBNBD_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_filters_DEPENDENCIES = \

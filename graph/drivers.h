@@ -22,5 +22,6 @@ extern const struct ng_driver ng_driver_qcow2;
 int ng_qcow2_create(const char *path, uint64_t size, uint64_t cluster_size,
                     const char *backing_file, const char *backing_fmt,
                     struct ng_error *err);
+extern const struct ng_driver ng_driver_nbd;
 
 #endif

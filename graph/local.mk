@@ -47,6 +47,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/qcow2-alloc.c \
 	graph/qcow2-create.c \
 	graph/qcow2-backing.c \
+	graph/drv-nbd.c \
 	$(NULL)
 
 # Unit tests of the leaf and format drivers.
@@ -108,6 +109,7 @@ tests_unit_test_layer_link_graph_LDADD = \
 	$(JANSSON_LIBS) \
 	$(ARGON2_LIBS) \
 	$(ZLIB_LIBS) \
+	$(LIBNBD_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_graph_DEPENDENCIES = graph/libnggraph.a

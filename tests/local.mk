@@ -63,3 +63,22 @@ EXTRA_DIST += tests/test-luks.sh
 # blkverify's abort mode ends the daemon on a mismatch.
 TESTS += tests/test-blkverify-abort.sh
 EXTRA_DIST += tests/test-blkverify-abort.sh
+# The nbd driver (graph/drv-nbd.c) against nbdkit and a second daemon:
+# data, facts, block status, many requests in flight; bad input and a
+# remote that goes away; reconnect; a disk moved between two daemons in
+# two network namespaces, live (contrib/move-disk).
+NBD_DRIVER_TESTS = \
+	tests/test-drv-nbd.sh \
+	tests/test-drv-nbd-faults.sh \
+	tests/test-live-move.sh \
+	$(NULL)
+TESTS += $(NBD_DRIVER_TESTS)
+EXTRA_DIST += \
+	$(NBD_DRIVER_TESTS) \
+	tests/nbd-remote.sh \
+	$(NULL)
+# The guest of the live move: a libnbd client that writes and checks.
+check_PROGRAMS += tests/live-move-client
+tests_live_move_client_SOURCES = tests/live-move-client.c
+tests_live_move_client_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_live_move_client_LDADD = $(LIBNBD_LIBS)

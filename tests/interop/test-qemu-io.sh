@@ -3,7 +3,8 @@
 # qemu-io writes and reads patterns (aligned, unaligned, across 64 KiB
 # memory pages, at the end of the disk), write-zeroes with and without
 # unmap, fast zero, FUA, discard, parallel aio writes and flush, on a
-# memory export (bare and behind implicit filters) and on a file export.
+# memory export (bare and behind implicit filters), on a file export and
+# on an nbd node in front of nbdkit.
 # The same commands also run on a local file, and the two disks must end
 # up equal byte for byte.
 source "$srcdir/functions.sh"
@@ -144,3 +145,17 @@ exports:
     stop_nbdgraphd
     cmp "$dir/ref.img" "$dir/disk.img"
 done
+
+# An nbd node in front of nbdkit's memory plugin: the same patterns,
+# and the remote itself ends up holding the same bytes.
+source "$srcdir/nbd-remote.sh"
+requires nbdkit --version
+start_remote mem memory "$size"
+start_nbdgraphd "nodes:
+  r0: { driver: nbd, server: { type: unix, path: \"@DIR@/mem.sock\" } }
+exports:
+  demo: { node: r0, writable: true }"
+exercise "$uri"
+qemu-img compare -f raw -F raw "$dir/ref.img" "$uri"
+qemu-img compare -f raw -F raw "$dir/ref.img" "$(remote_uri mem)"
+stop_nbdgraphd
