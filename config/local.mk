@@ -54,6 +54,7 @@ tests_unit_test_layer_link_config_LDADD = \
 	$(GNUTLS_LIBS) \
 	$(JANSSON_LIBS) \
 	$(ARGON2_LIBS) \
+	$(LIBRBD_LIBS) \
 	$(YAML_LIBS) \
 	-lpthread \
 	$(NULL)

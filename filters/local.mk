@@ -84,6 +84,7 @@ tests_unit_test_layer_link_filters_LDADD = \
 	$(GNUTLS_LIBS) \
 	$(JANSSON_LIBS) \
 	$(ARGON2_LIBS) \
+	$(LIBRBD_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_filters_DEPENDENCIES = \

@@ -39,6 +39,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/luks.h \
 	graph/luks2.c \
 	graph/drv-luks.c \
+	graph/drv-rbd.c \
 	$(NULL)
 
 # Unit tests of the leaf and format drivers.
@@ -89,6 +90,7 @@ tests_unit_test_layer_link_graph_LDADD = \
 	$(GNUTLS_LIBS) \
 	$(JANSSON_LIBS) \
 	$(ARGON2_LIBS) \
+	$(LIBRBD_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_graph_DEPENDENCIES = graph/libnggraph.a
