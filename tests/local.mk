@@ -57,6 +57,7 @@ EXTRA_DIST += tests/test-luks.sh
 # blkverify's abort mode ends the daemon on a mismatch.
 TESTS += tests/test-blkverify-abort.sh
 EXTRA_DIST += tests/test-blkverify-abort.sh
+
 # The rbd leaf against a throwaway Ceph cluster (contrib/ceph-dev-cluster).
 TESTS += tests/test-drv-rbd.sh
 EXTRA_DIST += tests/test-drv-rbd.sh contrib/ceph-dev-cluster
