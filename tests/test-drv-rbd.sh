@@ -2,7 +2,8 @@
 # The rbd leaf against a real, throwaway Ceph cluster
 # (contrib/ceph-dev-cluster): data through qemu-io and nbdcopy compared
 # with `rbd export`, discard and write-zeroes, block status from the
-# fast-diff map, a snapshot opened read-only, and bad options refused at
+# fast-diff map, a snapshot opened read-only, an image in a namespace,
+# and bad options refused at
 # open with nothing left behind.
 source "$srcdir/functions.sh"
 set -e -x
@@ -36,7 +37,8 @@ rbd create --size 16M \
 # "plain" names its ceph.conf, "fast" finds it through $CEPH_CONF.
 start_nbdgraphd "
 nodes:
-  plain: { driver: rbd, pool: rbd, image: plain, conf: \"$CEPH_CONF\" }
+  plain: { driver: rbd, pool: rbd, image: plain, conf: \"$CEPH_CONF\",
+           user: admin }
   fast: { driver: rbd, pool: rbd, image: fast }
 exports:
   plain: { node: plain, writable: true }
@@ -111,6 +113,20 @@ expect_status 2 nbdinfo --can write "$(uri_for snap)"
 ctl_cmd del-export snap
 ctl_cmd del-node snap
 
+# ---- An image in a RADOS namespace -------------------------------------
+rbd namespace create rbd/ns1
+rbd create --size 4M rbd/ns1/img
+ctl_cmd add-node nsimg rbd pool=rbd namespace=ns1 image=img
+ctl_cmd add-export nsimg nsimg --writable
+qemu-io -f raw "$(uri_for nsimg)" -c 'write -P 0x42 0 4M' > /dev/null
+rbd export rbd/ns1/img "$dir/ns.raw"
+qemu-io -f raw "$dir/ns.raw" -c 'read -P 0x42 0 4M' > "$dir/ns.out"
+if grep -q 'failed\|error' "$dir/ns.out"; then
+    cat "$dir/ns.out"; exit 1
+fi
+ctl_cmd del-export nsimg
+ctl_cmd del-node nsimg
+
 # ---- Bad input: a clear error at open, nothing half-created -------------
 bad() {
     local want=$1
@@ -122,6 +138,8 @@ bad() {
 bad "pool 'nosuchpool' does not exist" pool=nosuchpool image=plain
 bad "image 'nosuchimage' does not exist in pool 'rbd'" \
     pool=rbd image=nosuchimage
+bad "image 'plain' does not exist in pool 'rbd/ns1'" \
+    pool=rbd namespace=ns1 image=plain
 bad "cannot read ceph configuration '$dir/none.conf'" \
     pool=rbd image=plain conf="$dir/none.conf"
 bad "image 'fast' or its snapshot 'nosnap' does not exist" \
