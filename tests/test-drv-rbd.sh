@@ -3,8 +3,7 @@
 # (contrib/ceph-dev-cluster): data through qemu-io and nbdcopy compared
 # with `rbd export`, discard and write-zeroes, block status from the
 # fast-diff map, a snapshot opened read-only, an image in a namespace,
-# and bad options refused at
-# open with nothing left behind.
+# and bad options refused at open with nothing left behind.
 source "$srcdir/functions.sh"
 set -e -x
 
