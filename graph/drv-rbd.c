@@ -416,8 +416,9 @@ rbd_block_status(struct ng_node *node, struct ng_req *req)
         .req = req, .pos = req->offset, .end = req->offset + req->length,
         .max = (req->flags & NG_REQ_REQ_ONE) ? 1 : req->max_extents,
     };
-    /* From an object boundary: librbd before 16.2.8 could miss data
-     * when asked from inside an object (QEMU works round it too). */
+    /* From an object boundary: with fast-diff, older librbd missed data
+     * when asked from inside an object (Ceph issue 53784; QEMU works
+     * round it the same way). */
     uint64_t from = req->offset & ~(s->obj_size - 1);
     int r;
 
