@@ -252,6 +252,16 @@ struct rbd_aio {
     struct iovec inline_iov[RBD_INLINE_IOV];
 };
 
+/* A librbd error for the client.  A blocklisted client (the cluster
+ * fenced us off) gets -ESHUTDOWN for everything, which NBD would pass on
+ * as "the server is shutting down"; the daemon is not: it is this
+ * node's I/O that fails. */
+static int
+rbd_errno(ssize_t r)
+{
+    return r == -ESHUTDOWN ? -EIO : (int)r;
+}
+
 /* librbd's thread: record the result, hand it to the loop. */
 static void
 rbd_aio_cb(rbd_completion_t c, void *arg)
@@ -357,7 +367,7 @@ rbd_aio_after(struct ng_work *w)
 {
     struct rbd_aio *a = (struct rbd_aio *)w;
     struct ng_req *req = a->req;
-    int ret = a->ret < 0 ? (int)a->ret : 0;
+    int ret = a->ret < 0 ? rbd_errno(a->ret) : 0;
 
     if (a->c != NULL)
         rbd_aio_release(a->c);
@@ -426,7 +436,7 @@ rbd_block_status(struct ng_node *node, struct ng_req *req)
     r = rbd_diff_iterate2(s->img, NULL, from, w.end - from, 1, 1,
                           rbd_walk_cb, &w);
     if (r < 0 && !w.stopped)
-        return r;
+        return rbd_errno(r);
     if (!w.stopped && w.pos < w.end)
         ng_req_add_extent(req, w.max, w.end - w.pos,
                           NG_EXTENT_HOLE | NG_EXTENT_ZERO);

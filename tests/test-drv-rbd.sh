@@ -3,7 +3,8 @@
 # (contrib/ceph-dev-cluster): data through qemu-io and nbdcopy compared
 # with `rbd export`, discard and write-zeroes, block status from the
 # fast-diff map, a snapshot opened read-only, an image in a namespace,
-# and bad options refused at open with nothing left behind.
+# bad options refused at open with nothing left behind, and EIO for one
+# node only when the cluster fences off its client.
 source "$srcdir/functions.sh"
 set -e -x
 
@@ -148,6 +149,23 @@ test "$(tr '\n' ' ' < "$dir/nodes")" = 'fast plain '
 # The name is free again: nothing of the failed opens was kept.
 ctl_cmd add-node bad rbd pool=rbd image=plain read-only=true
 ctl_cmd del-node bad
+
+# ---- At run time: the cluster fences off one node's client ----------------
+# Its requests fail with EIO (not NBD's ESHUTDOWN: the server is not
+# going away); the other node, with a client of its own, goes on, and
+# the daemon still stops cleanly.
+watcher=$(rbd status rbd/plain | sed -n 's/.*watcher=\([^ ]*\) .*/\1/p')
+test -n "$watcher"
+ceph osd blocklist add "$watcher"
+qemu-io -f raw "$uri" -c 'write -P 1 0 64k' -c 'read 0 64k' \
+    > "$dir/fenced.out" 2>&1 || true
+cat "$dir/fenced.out"
+test "$(grep -c 'failed: Input/output error' "$dir/fenced.out")" = 2
+qemu-io -f raw "$fast_uri" -c 'write -P 9 0 64k' -c 'read -P 9 0 64k' \
+    > "$dir/other.out"
+if grep -q 'failed\|error' "$dir/other.out"; then
+    cat "$dir/other.out"; exit 1
+fi
 stop_nbdgraphd
 
 # A config naming a pool that does not exist: file:line:column at start.
