@@ -118,6 +118,13 @@ rbd_connect_cluster(struct rbd_state *s, struct ng_error *err)
     if (r < 0)
         return ng_error_set(err, -r, "bad CEPH_ARGS: %s", strerror(-r));
     r = rados_connect(s->cluster);
+    /* librados's ENOENT: nothing said where the monitors are, or no
+     * keyring was found; "No such file or directory" alone says
+     * neither. */
+    if (r == -ENOENT)
+        return ng_error_set(err, ENOENT, "cannot connect to the ceph "
+                            "cluster: no monitor address or keyring found "
+                            "(set 'conf' or $CEPH_CONF)");
     if (r < 0)
         return ng_error_set(err, -r, "cannot connect to the ceph cluster: "
                             "%s", strerror(-r));
