@@ -64,6 +64,7 @@ void ng_node_queue_work(struct ng_node *node, struct ng_work *w);
  * and SERIALIZE_NODE's order is not kept for such work. */
 void ng_node_begin_external(struct ng_node *node, struct ng_work *w);
 void ng_work_finish_external(struct ng_work *w);
+
 struct ng_bitmap;
 
 /* ---- Requests -------------------------------------------------------- */
