@@ -142,9 +142,6 @@ bad "image 'plain' does not exist in pool 'rbd/ns1'" \
     pool=rbd namespace=ns1 image=plain
 bad "cannot read ceph configuration '$dir/none.conf'" \
     pool=rbd image=plain conf="$dir/none.conf"
-: > "$dir/empty.conf"
-bad "cannot connect to the ceph cluster: no monitor address or keyring" \
-    pool=rbd image=plain conf="$dir/empty.conf"
 bad "image 'fast' or its snapshot 'nosnap' does not exist" \
     pool=rbd image=fast snapshot=nosnap read-only=true
 ctl_cmd -j nodes | jq -r '.[]."node-name"' | sort > "$dir/nodes"
