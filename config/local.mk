@@ -56,6 +56,7 @@ tests_unit_test_layer_link_config_LDADD = \
 	$(ARGON2_LIBS) \
 	$(ZLIB_LIBS) \
 	$(LIBNBD_LIBS) \
+	$(LIBRBD_LIBS) \
 	$(YAML_LIBS) \
 	-lpthread \
 	$(NULL)

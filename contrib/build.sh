@@ -10,10 +10,12 @@ build_deps=(build-essential autoconf automake pkg-config
             libuv1-dev libyaml-dev libjansson-dev libnbd-dev
             libgnutls28-dev
             libsystemd-dev      # server/log.c: --log=journal
+            librbd-dev          # graph/drv-rbd.c: Ceph RBD
             libargon2-dev       # graph/luks2.c: argon2 LUKS2 keyslots
             zlib1g-dev)         # qcow2 compressed clusters
 test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz gnutls-bin
            groff-base man-db systemd python3 clang libclang-rt-14-dev
+           ceph-mon ceph-osd ceph-common   # tests/test-drv-rbd.sh
            cryptsetup-bin       # tests/test-luks.sh: LUKS images
            iproute2)            # tests/test-live-move.sh: netns
 

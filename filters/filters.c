@@ -24,6 +24,7 @@ const struct ng_driver *const ng_all_drivers[] = {
     &ng_driver_luks,
     &ng_driver_qcow2,
     &ng_driver_nbd,
+    &ng_driver_rbd,
     NG_FILTER_LIST,
     NULL,
 };

@@ -88,6 +88,7 @@ tests_unit_test_layer_link_filters_LDADD = \
 	$(ARGON2_LIBS) \
 	$(ZLIB_LIBS) \
 	$(LIBNBD_LIBS) \
+	$(LIBRBD_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_filters_DEPENDENCIES = \

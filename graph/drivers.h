@@ -23,5 +23,6 @@ int ng_qcow2_create(const char *path, uint64_t size, uint64_t cluster_size,
                     const char *backing_file, const char *backing_fmt,
                     struct ng_error *err);
 extern const struct ng_driver ng_driver_nbd;
+extern const struct ng_driver ng_driver_rbd;
 
 #endif

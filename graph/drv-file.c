@@ -435,27 +435,6 @@ file_zero(struct file_state *s, uint64_t len, uint64_t off, uint32_t flags)
     return r;
 }
 
-/* Add [.., + len) with `flags` to the extents, merging with the last one
- * of the same kind.  Returns false when the array is full. */
-static bool
-file_add_extent(struct ng_req *req, uint32_t max, uint64_t len,
-                uint32_t flags)
-{
-    struct ng_extent *e = req->extents;
-    uint32_t nr = req->nr_extents;
-
-    if (nr > 0 && e[nr - 1].flags == flags) {
-        e[nr - 1].length += len;
-        return true;
-    }
-    if (nr == max)
-        return false;
-    e[nr].length = len;
-    e[nr].flags = flags;
-    req->nr_extents = nr + 1;
-    return true;
-}
-
 /* Where the data at or after `off` ends and the next hole starts, from
  * SEEK_DATA and SEEK_HOLE.  Sets *next and *flags for [off, *next). */
 static int
@@ -516,7 +495,7 @@ file_block_status(struct file_state *s, struct ng_req *req)
         } else if (r < 0) {
             return r;
         }
-        if (!file_add_extent(req, max, next - off, flags))
+        if (!ng_req_add_extent(req, max, next - off, flags))
             break;
         off = next;
     }

@@ -269,27 +269,6 @@ memory_zero(struct memory_state *s, struct ng_req *req)
     return 0;
 }
 
-/* Add an extent to a block status answer, merging it with the last one
- * when the flags agree; false when the array is full. */
-static bool
-memory_extent_add(struct ng_req *req, uint32_t max, uint64_t len,
-                  uint32_t flags)
-{
-    struct ng_extent *e = req->extents;
-    uint32_t nr = req->nr_extents;
-
-    if (nr > 0 && e[nr - 1].flags == flags) {
-        e[nr - 1].length += len;
-        return true;
-    }
-    if (nr == max)
-        return false;
-    e[nr].length = len;
-    e[nr].flags = flags;
-    req->nr_extents++;
-    return true;
-}
-
 static uint32_t
 memory_max_extents(const struct ng_req *req)
 {
@@ -315,7 +294,7 @@ memory_block_status_local(struct memory_state *s, struct ng_req *req)
         uint32_t flags = p == NULL ? unallocated :
                          p == MEMORY_ZEROED(s) ? NG_EXTENT_ZERO : 0;
 
-        if (!memory_extent_add(req, max, n, flags))
+        if (!ng_req_add_extent(req, max, n, flags))
             break;
         off += n;
         left -= n;
@@ -562,13 +541,13 @@ memory_bs_walk(struct memory_state *s, struct memory_io *io)
                 return;
             }
             /* Past the backing's end: zeroes. */
-            if (!memory_extent_add(req, max, run,
+            if (!ng_req_add_extent(req, max, run,
                                    NG_EXTENT_HOLE | NG_EXTENT_ZERO))
                 return;
             off += run;
             continue;
         }
-        if (!memory_extent_add(req, max, n,
+        if (!ng_req_add_extent(req, max, n,
                                p == MEMORY_ZEROED(s) ? NG_EXTENT_ZERO : 0))
             return;
         off += n;

@@ -54,6 +54,17 @@ struct ng_work {
  * loop thread (never inline).  Never fails: the pool exists from before
  * the node's open to after its close.  Loop thread. */
 void ng_node_queue_work(struct ng_node *node, struct ng_work *w);
+
+/* Work that a library runs on its own threads (librbd's completions):
+ * w->after runs on the loop thread once ng_work_finish_external(w) was
+ * called, from any thread, through the same hand-off as pool work.
+ * ng_node_begin_external() (loop thread, before the library may finish
+ * it) sets w->node and keeps the loop alive until then; w->fn is not
+ * used.  Only for NG_THREADS_PARALLEL drivers: the node needs a pool,
+ * and SERIALIZE_NODE's order is not kept for such work. */
+void ng_node_begin_external(struct ng_node *node, struct ng_work *w);
+void ng_work_finish_external(struct ng_work *w);
+
 struct ng_bitmap;
 
 /* ---- Requests -------------------------------------------------------- */
@@ -310,6 +321,12 @@ void ng_req_complete(struct ng_req *req, int ret);
 bool ng_req_changes_data(const struct ng_req *req);
 
 const char *ng_op_name(enum ng_op op);
+
+/* For drivers answering block status: add [.., + len) with NG_EXTENT_*
+ * `flags` to req's extents, merged into the last one when the flags
+ * agree.  False (nothing added) when that needs more than `max`. */
+bool ng_req_add_extent(struct ng_req *req, uint32_t max, uint64_t len,
+                       uint32_t flags);
 
 /* Run fn(node, req) on a worker thread of the node's pool (its driver's
  * thread model) and complete the request on the loop thread with its

@@ -48,6 +48,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/qcow2-create.c \
 	graph/qcow2-backing.c \
 	graph/drv-nbd.c \
+	graph/drv-rbd.c \
 	$(NULL)
 
 # Unit tests of the leaf and format drivers.
@@ -110,6 +111,7 @@ tests_unit_test_layer_link_graph_LDADD = \
 	$(ARGON2_LIBS) \
 	$(ZLIB_LIBS) \
 	$(LIBNBD_LIBS) \
+	$(LIBRBD_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_graph_DEPENDENCIES = graph/libnggraph.a

@@ -196,6 +196,25 @@ ng_op_name(enum ng_op op)
     return (unsigned)op < NG_OP__COUNT ? names[op] : "unknown";
 }
 
+bool
+ng_req_add_extent(struct ng_req *req, uint32_t max, uint64_t len,
+                  uint32_t flags)
+{
+    struct ng_extent *e = req->extents;
+    uint32_t nr = req->nr_extents;
+
+    if (nr > 0 && e[nr - 1].flags == flags) {
+        e[nr - 1].length += len;
+        return true;
+    }
+    if (nr == max)
+        return false;
+    e[nr].length = len;
+    e[nr].flags = flags;
+    req->nr_extents = nr + 1;
+    return true;
+}
+
 /* The request holding a work item (ng_req_run_blocking()). */
 static struct ng_req *
 work_req(struct ng_work *w)

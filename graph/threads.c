@@ -15,6 +15,7 @@
  */
 #include <config.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -289,4 +290,29 @@ ng_node_queue_work(struct ng_node *node, struct ng_work *w)
         node->work_busy = true;
     }
     pool_push(node->pool, w);
+}
+
+/* ---- Work finished on a library's threads ------------------------------ */
+
+void
+ng_node_begin_external(struct ng_node *node, struct ng_work *w)
+{
+    struct ng_pool *p = node->pool;
+
+    assert(p != NULL && node->driver->thread_model == NG_THREADS_PARALLEL);
+    w->node = node;
+    if (p->pending++ == 0)
+        uv_ref((uv_handle_t *)&p->async);
+}
+
+/* Any thread.  The node, hence its pool, stays while work is pending. */
+void
+ng_work_finish_external(struct ng_work *w)
+{
+    struct ng_pool *p = w->node->pool;
+
+    pthread_mutex_lock(&p->lock);
+    list_append(&p->done_head, &p->done_tail, w);
+    uv_async_send(&p->async);
+    pthread_mutex_unlock(&p->lock);
 }

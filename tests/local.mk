@@ -82,3 +82,7 @@ check_PROGRAMS += tests/live-move-client
 tests_live_move_client_SOURCES = tests/live-move-client.c
 tests_live_move_client_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_live_move_client_LDADD = $(LIBNBD_LIBS)
+
+# The rbd leaf against a throwaway Ceph cluster (contrib/ceph-dev-cluster).
+TESTS += tests/test-drv-rbd.sh
+EXTRA_DIST += tests/test-drv-rbd.sh contrib/ceph-dev-cluster

@@ -9,11 +9,17 @@
  *
  *   ioopen ──file──> m   (test driver: open reads m, close flushes it)
  *
+ *   BB ── ext   (test driver: each read finishes on a thread it starts
+ *                itself, as librbd's completions do)
+ *        → completions run on the loop thread, never inline, and keep
+ *          the loop alive while pending
+ *
  * The test drivers live in this program's own registry (tsetup). */
 #include <config.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -243,12 +249,82 @@ static const struct ng_driver test_ioopen = {
     .refresh     = ioopen_refresh,
 };
 
+/* "ext": a 1 MiB leaf whose reads finish on a thread of its own, handed
+ * back with ng_node_begin_external()/ng_work_finish_external(). */
+struct ext_ctx {
+    struct ng_work work;
+    struct ng_req *req;
+};
+
+static pthread_t ext_loop_thread;   /* the test's loop runs here */
+static atomic_uint ext_off_loop;    /* completions seen elsewhere */
+
+static int
+ext_refresh(struct ng_node *node, struct ng_node_facts *facts,
+            struct ng_error *err)
+{
+    (void)node;
+    (void)err;
+    facts->size = MiB;
+    return 0;
+}
+
+/* The "library's" thread: late enough that uv_run would have returned
+ * had nothing kept the loop alive. */
+static void *
+ext_thread(void *arg)
+{
+    struct ext_ctx *c = arg;
+    struct timespec ts = { .tv_nsec = 50 * 1000 * 1000 };
+
+    nanosleep(&ts, NULL);
+    ng_iov_memset(&c->req->iov, 0, 0xab, (size_t)c->req->length);
+    ng_work_finish_external(&c->work);
+    return NULL;
+}
+
+static void
+ext_after(struct ng_work *w)
+{
+    struct ext_ctx *c = (struct ext_ctx *)w;
+
+    if (!pthread_equal(pthread_self(), ext_loop_thread))
+        atomic_fetch_add(&ext_off_loop, 1);
+    ng_req_complete(c->req, 0);
+}
+
+static void
+ext_submit(struct ng_node *node, struct ng_req *req)
+{
+    struct ext_ctx *c = ng_req_ctx(node, req);
+    pthread_t t;
+
+    CHECK(c != NULL);
+    c->req = req;
+    c->work.after = ext_after;
+    ng_node_begin_external(node, &c->work);
+    CHECK(pthread_create(&t, NULL, ext_thread, c) == 0);
+    CHECK(pthread_detach(t) == 0);
+}
+
+static const struct ng_driver test_ext = {
+    .name         = "ext",
+    .state_size   = sizeof(int),
+    .req_ctx_size = sizeof(struct ext_ctx),
+    .thread_model = NG_THREADS_PARALLEL,
+    .pool_scope   = NG_POOL_PER_NODE,
+    .submit       = ext_submit,
+    .refresh      = ext_refresh,
+    .ops          = NG_OP_BIT(NG_OP_READ),
+};
+
 /* ---- This program's driver registry ------------------------------------ */
 
 static const struct ng_driver *const test_drivers[] = {
     &ng_driver_file, &ng_driver_memory, &ng_driver_raw, &ng_filter_delay,
     &ng_filter_nofilter,
-    &test_stall, &test_stall_node, &test_serial, &test_ioopen, NULL,
+    &test_stall, &test_stall_node, &test_serial, &test_ioopen, &test_ext,
+    NULL,
 };
 
 /* ---- Cases ----------------------------------------------------------------- */
@@ -524,6 +600,40 @@ test_slow_open(void)
     teardown(&f);
 }
 
+/* Work a library finishes on its own threads comes back on the loop,
+ * never inline, and the loop stays alive until it has: one uv_run() in
+ * default mode returns only once every request completed. */
+static void
+test_external(void)
+{
+    struct fixture f;
+    struct ng_node *n;
+    struct ng_bb *bb;
+    static struct ng_req reqs[4];
+    static struct io_result res[4];
+    static unsigned char bufs[4][512];
+    int i, j;
+
+    tsetup(&f, "pools: completions from a library's own threads");
+    n = add(&f, "ext", yaml("{driver: ext}"));
+    bb = bb_new(&f, "bb", n, false);
+    ext_loop_thread = pthread_self();
+    for (i = 0; i < 4; i++) {
+        io_start(bb, &reqs[i], &res[i], NG_OP_READ, 512 * i, 512, 0,
+                 bufs[i]);
+        CHECK(!res[i].done);
+    }
+    uv_run(&f.loop, UV_RUN_DEFAULT);
+    for (i = 0; i < 4; i++) {
+        CHECK(res[i].done);
+        CHECK_RET(res[i].ret, 0);
+        for (j = 0; j < 512; j++)
+            CHECK(bufs[i][j] == 0xab);
+    }
+    CHECK(atomic_load(&ext_off_loop) == 0);
+    teardown(&f);
+}
+
 int
 main(void)
 {
@@ -535,6 +645,7 @@ main(void)
     test_serialize();
     test_open_io();
     test_slow_open();
+    test_external();
     printf("all thread and open tests passed\n");
     return 0;
 }
