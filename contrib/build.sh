@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 build_deps=(build-essential autoconf automake pkg-config
             libuv1-dev libyaml-dev libjansson-dev libnbd-dev
             libgnutls28-dev
-            libargon2-dev)      # graph/luks2.c: argon2 LUKS2 keyslots
+            libargon2-dev       # graph/luks2.c: argon2 LUKS2 keyslots
+            nbdkit-plugin-dev)  # the nbdkit leaf
 test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz gnutls-bin
            groff-base man-db systemd python3 clang libclang-rt-14-dev
-           cryptsetup-bin)      # tests/test-luks.sh: LUKS images
+           cryptsetup-bin       # tests/test-luks.sh: LUKS images
+           nbdkit-plugin-python)  # the nbdkit leaf's python test
 
 missing=()
 for p in "${build_deps[@]}" "${test_deps[@]}"; do

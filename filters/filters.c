@@ -22,6 +22,7 @@ const struct ng_driver *const ng_all_drivers[] = {
     &ng_driver_null_co,
     &ng_driver_raw,
     &ng_driver_luks,
+    &ng_driver_nbdkit,
     NG_FILTER_LIST,
     NULL,
 };

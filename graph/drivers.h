@@ -11,5 +11,6 @@ extern const struct ng_driver ng_driver_memory;
 extern const struct ng_driver ng_driver_null_co;
 extern const struct ng_driver ng_driver_raw;
 extern const struct ng_driver ng_driver_luks;
+extern const struct ng_driver ng_driver_nbdkit;
 
 #endif

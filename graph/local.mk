@@ -39,6 +39,9 @@ graph_libnggraph_a_SOURCES = \
 	graph/luks.h \
 	graph/luks2.c \
 	graph/drv-luks.c \
+	graph/nbdkit-api.h \
+	graph/nbdkit-api.c \
+	graph/drv-nbdkit.c \
 	$(NULL)
 
 # Unit tests of the leaf and format drivers.
