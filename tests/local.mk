@@ -57,3 +57,46 @@ EXTRA_DIST += tests/test-luks.sh
 # blkverify's abort mode ends the daemon on a mismatch.
 TESTS += tests/test-blkverify-abort.sh
 EXTRA_DIST += tests/test-blkverify-abort.sh
+
+# ---- The nbdkit leaf (graph/drv-nbdkit.c) ----------------------------------
+# Debian's plugins (memory, file, data, pattern, null, zero, sparse-random)
+# end to end; python and curl plugins; bad input and plugin errors, with
+# tiny test plugins built here.
+if HAVE_NBDKIT
+NBDKIT_TEST_PLUGINS = \
+	tests/nbdkit-ngtest-plugin.so \
+	tests/nbdkit-ngtestv1-plugin.so \
+	tests/nbdkit-ngbadversion-plugin.so \
+	tests/nbdkit-ngneedsym-plugin.so \
+	$(NULL)
+check_PROGRAMS += $(NBDKIT_TEST_PLUGINS)
+NGTEST_PLUGIN_CF = $(AM_CFLAGS) -fPIC
+NGTEST_PLUGIN_LF = $(AM_LDFLAGS) -shared
+tests_nbdkit_ngtest_plugin_so_SOURCES = tests/nbdkit-test-plugin.c
+tests_nbdkit_ngtest_plugin_so_CFLAGS = $(NGTEST_PLUGIN_CF)
+tests_nbdkit_ngtest_plugin_so_LDFLAGS = $(NGTEST_PLUGIN_LF)
+tests_nbdkit_ngtestv1_plugin_so_SOURCES = tests/nbdkit-test-plugin.c
+tests_nbdkit_ngtestv1_plugin_so_CFLAGS = $(NGTEST_PLUGIN_CF) -DTEST_API_V1
+tests_nbdkit_ngtestv1_plugin_so_LDFLAGS = $(NGTEST_PLUGIN_LF)
+tests_nbdkit_ngbadversion_plugin_so_SOURCES = tests/nbdkit-test-plugin.c
+tests_nbdkit_ngbadversion_plugin_so_CFLAGS = \
+	$(NGTEST_PLUGIN_CF) -DTEST_BAD_VERSION
+tests_nbdkit_ngbadversion_plugin_so_LDFLAGS = $(NGTEST_PLUGIN_LF)
+tests_nbdkit_ngneedsym_plugin_so_SOURCES = tests/nbdkit-test-plugin.c
+tests_nbdkit_ngneedsym_plugin_so_CFLAGS = \
+	$(NGTEST_PLUGIN_CF) -DTEST_NEEDS_SYMBOL
+tests_nbdkit_ngneedsym_plugin_so_LDFLAGS = $(NGTEST_PLUGIN_LF)
+
+TESTS += \
+	tests/test-nbdkit.sh \
+	tests/test-nbdkit-lang.sh \
+	tests/test-nbdkit-bad.sh \
+	$(NULL)
+endif
+EXTRA_DIST += \
+	tests/test-nbdkit.sh \
+	tests/test-nbdkit-lang.sh \
+	tests/test-nbdkit-bad.sh \
+	tests/nbdkit-ram.py \
+	tests/nbdkit-http-server.py \
+	$(NULL)
