@@ -282,8 +282,9 @@ lib_load(struct nbdkit_lib *lib, const char *name, struct ng_error *err)
         }
         if (lib->p.config(lib->args[i], lib->args[i + 1]) == -1) {
             call_failed(err, &c, ".config");
-            ng_error_prefix(err, "plugin '%s': %s=%s", name, lib->args[i],
-                            lib->args[i + 1]);
+            /* The key only: values may be passwords. */
+            ng_error_prefix(err, "plugin '%s': parameter '%s'", name,
+                            lib->args[i]);
             goto out;
         }
     }
@@ -681,8 +682,9 @@ req_after(struct ng_work *w)
     struct nbdkit_req *rc = (struct nbdkit_req *)w;
 
     if (rc->ret < 0 && rc->call.msg[0] != '\0')
-        ng_node_warn(rc->node, "%s %s: %s", ng_op_name(rc->req->op),
-                     strerror(-rc->ret), rc->call.msg);
+        ng_node_warn(rc->node, "%s failed (%s): %s",
+                     ng_op_name(rc->req->op), strerror(-rc->ret),
+                     rc->call.msg);
     ng_req_complete(rc->req, rc->ret);
 }
 
@@ -716,8 +718,8 @@ args_flatten(const struct ng_value *args, char ***out, size_t *n,
     if (args == NULL)
         return 0;
     if (args->kind != NG_VALUE_MAP)
-        return ng_value_error(err, &args->loc, "'args' must be a map of "
-                              "plugin parameters");
+        return ng_error_set(err, EINVAL, "'args' must be a map of plugin "
+                            "parameters");
     if ((v = calloc(2 * args->n + 1, sizeof *v)) == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
     for (size_t i = 0; i < args->n; i++) {
@@ -727,9 +729,8 @@ args_flatten(const struct ng_value *args, char ***out, size_t *n,
             for (size_t j = 0; j < 2 * i; j++)
                 free(v[j]);
             free(v);
-            return ng_value_error(err, &a->loc, "plugin parameter '%s' "
-                                  "must be a string or number",
-                                  args->keys[i]);
+            return ng_error_set(err, EINVAL, "plugin parameter '%s' must "
+                                "be a string or number", args->keys[i]);
         }
         v[2 * i] = strdup(args->keys[i]);
         v[2 * i + 1] = strdup(a->text);

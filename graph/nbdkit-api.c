@@ -78,6 +78,23 @@ ng_nbdkit_extents_init(struct nbdkit_extents *e, uint64_t start,
 
 /* ---- Messages ------------------------------------------------------------ */
 
+/* Our messages are one line: a language plugin's traceback is several. */
+static void
+one_line(char *msg)
+{
+    char *w = msg;
+
+    for (const char *r = msg; *r != '\0'; r++) {
+        char ch = (*r == '\n' || *r == '\r' || *r == '\t') ? ' ' : *r;
+
+        if (ch != ' ' || (w > msg && w[-1] != ' '))
+            *w++ = ch;
+    }
+    while (w > msg && w[-1] == ' ')
+        w--;
+    *w = '\0';
+}
+
 NBDKIT_DLL_PUBLIC void
 nbdkit_verror(const char *fs, va_list args)
 {
@@ -86,6 +103,7 @@ nbdkit_verror(const char *fs, va_list args)
 
     if (c != NULL) {
         vsnprintf(c->msg, sizeof c->msg, fs, args);
+        one_line(c->msg);
     } else {
         /* Outside any call we made: a plugin's own thread. */
         fputs("nbdkit plugin: error: ", stderr);
