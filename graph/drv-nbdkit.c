@@ -115,7 +115,10 @@ lib_unload(struct nbdkit_lib *lib)
             lib->p.unload();
         lib->loaded = false;
     }
-    if (lib->dl != NULL)
+    /* NBDGRAPH_NBDKIT_NO_DLCLOSE, like nbdkit's NBDKIT_VALGRIND: keep
+     * the code mapped so that a leak checker can name the plugin that
+     * leaked at exit. */
+    if (lib->dl != NULL && getenv("NBDGRAPH_NBDKIT_NO_DLCLOSE") == NULL)
         dlclose(lib->dl);
     lib->dl = NULL;
 }

@@ -97,6 +97,8 @@ EXTRA_DIST += \
 	tests/test-nbdkit.sh \
 	tests/test-nbdkit-lang.sh \
 	tests/test-nbdkit-bad.sh \
+	tests/nbdkit.sh \
+	tests/nbdkit-lsan.supp \
 	tests/nbdkit-ram.py \
 	tests/nbdkit-http-server.py \
 	$(NULL)

@@ -7,6 +7,7 @@
 # errors reach that node's clients as EIO, and only them.  And a plugin
 # is unloaded with its last node, so it can be loaded anew.
 source "$srcdir/functions.sh"
+source "$srcdir/nbdkit.sh"
 set -e -x
 requires qemu-io --version
 requires jq --version
@@ -26,7 +27,6 @@ check ()
         { printf 'FAIL: %s\n  want: %s\n  got:  %s\n' "$1" "$2" "$out"; exit 1; }
 }
 
-plugindir=$(nbdkit --dump-config 2>/dev/null | sed -n 's/^plugindir=//p')
 check "m: { driver: nbdkit, plugin: nosuch }" \
       "plugin 'nosuch' not found: $plugindir/nbdkit-nosuch-plugin.so: No such file or directory"
 check "m: { driver: nbdkit, plugin: memory, args: { size: bogus } }" \

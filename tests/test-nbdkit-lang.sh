@@ -3,11 +3,11 @@
 # further: python (running tests/nbdkit-ram.py in the daemon) and curl
 # (against an HTTP server on 127.0.0.1 the test starts).
 source "$srcdir/functions.sh"
+source "$srcdir/nbdkit.sh"
 set -e -x
 requires qemu-io --version
 requires nbdcopy --version
 requires python3 --version
-plugindir=$(nbdkit --dump-config 2>/dev/null | sed -n 's/^plugindir=//p')
 requires test -f "$plugindir/nbdkit-python-plugin.so"
 requires test -f "$plugindir/nbdkit-curl-plugin.so"
 

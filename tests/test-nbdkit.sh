@@ -4,11 +4,11 @@
 # test plugin, loaded in process: qemu-io patterns, block status, and an
 # nbdcopy round trip between an nbdkit-memory node and a file node.
 source "$srcdir/functions.sh"
+source "$srcdir/nbdkit.sh"
 set -e -x
 requires qemu-io --version
 requires nbdcopy --version
 requires python3 --version
-plugindir=$(nbdkit --dump-config 2>/dev/null | sed -n 's/^plugindir=//p')
 for p in memory file data pattern null zero sparse-random; do
     requires test -f "$plugindir/nbdkit-$p-plugin.so"
 done
