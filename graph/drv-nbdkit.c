@@ -152,7 +152,7 @@ call_lock(struct nbdkit_state *s)
 {
     if (s->lib->thread_model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
         pthread_mutex_lock(&s->lib->lock);
-    else if (s->has_req_lock)
+    else if (s->lib->thread_model == NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS)
         pthread_mutex_lock(&s->req_lock);
 }
 
@@ -161,7 +161,7 @@ call_unlock(struct nbdkit_state *s)
 {
     if (s->lib->thread_model <= NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
         pthread_mutex_unlock(&s->lib->lock);
-    else if (s->has_req_lock)
+    else if (s->lib->thread_model == NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS)
         pthread_mutex_unlock(&s->req_lock);
 }
 
@@ -886,6 +886,15 @@ lib_forget(struct ng_node *node, struct nbdkit_state *s)
     s->lib = NULL;
 }
 
+/* The end of a node's life, open failed or close done. */
+static void
+node_drop_lock(struct nbdkit_state *s)
+{
+    if (s->has_req_lock)
+        pthread_mutex_destroy(&s->req_lock);
+    s->has_req_lock = false;
+}
+
 static void
 open_work(struct ng_work *w)
 {
@@ -913,6 +922,7 @@ unload_after(struct ng_work *w)
     struct nbdkit_state *s = ng_node_state(node);
 
     lib_forget(node, s);
+    node_drop_lock(s);
     ng_node_opened(node, -1);
 }
 
@@ -938,9 +948,11 @@ open_after(struct ng_work *w)
     }
     if (!lib_put(s)) {
         s->lib = NULL;
+        node_drop_lock(s);
         ng_node_opened(node, -1);
     } else if (s->loads) {
         lib_forget(node, s);        /* open_work unloaded it */
+        node_drop_lock(s);
         ng_node_opened(node, -1);
     } else {
         /* The other nodes went while this one opened. */
@@ -955,12 +967,17 @@ nbdkit_open_async(struct ng_node *node, struct ng_error *err)
 {
     struct nbdkit_state *s = ng_node_state(node);
 
-    if (lib_get(node, s, err) == -1) {
+    if (pthread_mutex_init(&s->req_lock, NULL) != 0) {
+        ng_error_set(err, EAGAIN, "cannot create a mutex");
         ng_node_opened(node, -1);
         return;
     }
-    if (pthread_mutex_init(&s->req_lock, NULL) == 0)
-        s->has_req_lock = true;
+    s->has_req_lock = true;
+    if (lib_get(node, s, err) == -1) {
+        node_drop_lock(s);
+        ng_node_opened(node, -1);
+        return;
+    }
     s->open_err = err;
     s->work.fn = open_work;
     s->work.after = open_after;
@@ -986,9 +1003,7 @@ close_after(struct ng_work *w)
     if (s->unloads)
         lib_forget(node, s);
     s->lib = NULL;
-    if (s->has_req_lock)
-        pthread_mutex_destroy(&s->req_lock);
-    s->has_req_lock = false;
+    node_drop_lock(s);
     ng_node_closed(node);
 }
 

@@ -91,12 +91,14 @@ TESTS += \
 	tests/test-nbdkit.sh \
 	tests/test-nbdkit-lang.sh \
 	tests/test-nbdkit-bad.sh \
+	tests/test-nbdkit-threads.sh \
 	$(NULL)
 endif
 EXTRA_DIST += \
 	tests/test-nbdkit.sh \
 	tests/test-nbdkit-lang.sh \
 	tests/test-nbdkit-bad.sh \
+	tests/test-nbdkit-threads.sh \
 	tests/nbdkit.sh \
 	tests/nbdkit-lsan.supp \
 	tests/nbdkit-ram.py \
