@@ -339,6 +339,8 @@ node_ask_caps(struct nbdkit_state *s)
     s->fua = f ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE;
     if (p->can_fua != NULL && !v1 && (s->fua = p->can_fua(s->handle)) == -1)
         return -1;
+    if (s->fua == NBDKIT_FUA_EMULATE && !(f && has_flush))
+        s->fua = NBDKIT_FUA_NONE;   /* nothing to emulate it with */
     /* Fast zero: without a native .zero it fails fast, so it is "fast". */
     fz = !has_zero || v1 || !z;
     if (p->can_fast_zero != NULL && (fz = p->can_fast_zero(s->handle)) == -1)

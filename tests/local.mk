@@ -70,6 +70,16 @@ NBDKIT_TEST_PLUGINS = \
 	tests/nbdkit-ngneedsym-plugin.so \
 	$(NULL)
 check_PROGRAMS += $(NBDKIT_TEST_PLUGINS)
+
+# graph/nbdkit-api.c's functions, called as a plugin calls them.
+check_PROGRAMS += tests/unit/test-nbdkit-api
+TESTS += tests/unit/test-nbdkit-api
+tests_unit_test_nbdkit_api_SOURCES = \
+	tests/unit/test-nbdkit-api.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_nbdkit_api_LDADD = $(CORE_LIBS)
 NGTEST_PLUGIN_CF = $(AM_CFLAGS) -fPIC
 NGTEST_PLUGIN_LF = $(AM_LDFLAGS) -shared
 tests_nbdkit_ngtest_plugin_so_SOURCES = tests/nbdkit-test-plugin.c
