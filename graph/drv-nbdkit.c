@@ -144,7 +144,7 @@ static const struct ng_object_type nbdkit_lib_type = {
     .free = lib_free,
 };
 
-/* ---- Worker thread: calling the plugin ---------------------------------- */
+/* ---- Worker thread: calling the plugin ----------------------------------- */
 
 /* Serialise as the plugin's thread model asks. */
 static void
@@ -679,7 +679,7 @@ req_work(struct ng_work *w)
     ng_nbdkit_call_end();
 }
 
-/* ---- Loop thread: requests ------------------------------------------------ */
+/* ---- Loop thread: requests ----------------------------------------------- */
 
 static void
 req_after(struct ng_work *w)
@@ -709,7 +709,7 @@ nbdkit_submit(struct ng_node *node, struct ng_req *req)
     ng_node_queue_work(node, &rc->work);
 }
 
-/* ---- Loop thread: open and close ------------------------------------------ */
+/* ---- Loop thread: open and close ----------------------------------------- */
 
 /* args as .config takes them: a map of scalars, in order. */
 static int

@@ -548,7 +548,7 @@ nbdkit_printf_intern(const char *fs, ...)
     return s;
 }
 
-/* ---- Extents -------------------------------------------------------------- */
+/* ---- Extents ------------------------------------------------------------- */
 
 /* Store [offset, + length) of `type` (already clipped): merged into the
  * last one when it has the same type. */
@@ -670,8 +670,9 @@ nbdkit_get_extent(const struct nbdkit_extents *e, size_t i)
     return x;
 }
 
-/* ---- Export lists ----------------------------------------------------------
- * A node never lists exports (it stands for one client of the default
+/* ---- Export lists -------------------------------------------------------- */
+
+/* A node never lists exports (it stands for one client of the default
  * export), but plugins that can call these must still load. */
 
 struct nbdkit_exports {
