@@ -74,6 +74,12 @@ expect_status 1 qmp_add '{"node-name": "m2", "driver": "nbdkit", "plugin": "memo
     > $dir/err 2>&1
 cat $dir/err
 grep -q "node 'm2': plugin 'memory' is already loaded with other args" $dir/err
+# A load that failed left nothing behind: the same plugin loads anew.
+expect_status 1 qmp_add '{"node-name": "d", "driver": "nbdkit", "plugin": "data", "args": {"data": "1", "size": "bogus"}}' \
+    > $dir/err 2>&1
+grep -q "node 'd': plugin 'data': parameter 'size'" $dir/err
+qmp_add '{"node-name": "d", "driver": "nbdkit", "plugin": "data", "args": {"data": "1", "size": "4096"}}'
+nbdgraphctl del-node d
 # The same args share the loaded plugin (and, as under nbdkit, its data).
 qmp_add '{"node-name": "m2", "driver": "nbdkit", "plugin": "memory", "args": {"size": "1M"}}'
 nbdgraphctl nodes > $dir/out

@@ -99,10 +99,11 @@ cat $dir/map
 grep -q 'hole,zero$' $dir/map
 grep -q ' data$' $dir/map
 
-# API version 1 plugin: the v1 signatures, FUA emulated by a flush.
+# API version 1 plugin: the v1 signatures, FUA emulated by a flush,
+# write-zeroes (it has no .zero) by writing zeroes.
 qemu-io -f raw "$(uri_for v1)" \
     -c 'write -P 0x42 0 64k' -c 'write -f -P 0x43 64k 64k' \
-    -c 'write -z 128k 4k' -c 'flush' \
+    -c 'write -P 0x44 128k 4k' -c 'write -z 128k 4k' -c 'flush' \
     -c 'read -P 0x42 0 64k' -c 'read -P 0x43 64k 64k' -c 'read -P 0 128k 4k'
 
 stop_nbdgraphd
