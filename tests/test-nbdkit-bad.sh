@@ -75,10 +75,12 @@ expect_status 1 qmp_add '{"node-name": "m2", "driver": "nbdkit", "plugin": "memo
 cat $dir/err
 grep -q "node 'm2': plugin 'memory' is already loaded with other args" $dir/err
 # A load that failed left nothing behind: the same plugin loads anew.
-expect_status 1 qmp_add '{"node-name": "d", "driver": "nbdkit", "plugin": "data", "args": {"data": "1", "size": "bogus"}}' \
+# (pattern: its globals are all set again by .config, as they must be
+# when a sanitizer build keeps plugins mapped.)
+expect_status 1 qmp_add '{"node-name": "d", "driver": "nbdkit", "plugin": "pattern", "args": {"size": "bogus"}}' \
     > $dir/err 2>&1
-grep -q "node 'd': plugin 'data': parameter 'size'" $dir/err
-qmp_add '{"node-name": "d", "driver": "nbdkit", "plugin": "data", "args": {"data": "1", "size": "4096"}}'
+grep -q "node 'd': plugin 'pattern': parameter 'size'" $dir/err
+qmp_add '{"node-name": "d", "driver": "nbdkit", "plugin": "pattern", "args": {"size": "4096"}}'
 nbdgraphctl del-node d
 # The same args share the loaded plugin (and, as under nbdkit, its data).
 qmp_add '{"node-name": "m2", "driver": "nbdkit", "plugin": "memory", "args": {"size": "1M"}}'
