@@ -12,11 +12,13 @@ build_deps=(build-essential autoconf automake pkg-config
             libsystemd-dev      # server/log.c: --log=journal
             librbd-dev          # graph/drv-rbd.c: Ceph RBD
             libargon2-dev       # graph/luks2.c: argon2 LUKS2 keyslots
-            zlib1g-dev)         # qcow2 compressed clusters
+            zlib1g-dev          # qcow2 compressed clusters
+            nbdkit-plugin-dev)  # the nbdkit leaf
 test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz gnutls-bin
            groff-base man-db systemd python3 clang libclang-rt-14-dev
            ceph-mon ceph-osd ceph-common   # tests/test-drv-rbd.sh
            cryptsetup-bin       # tests/test-luks.sh: LUKS images
+           nbdkit-plugin-python # the nbdkit leaf's python test
            iproute2)            # tests/test-live-move.sh: netns
 
 missing=()

@@ -25,6 +25,7 @@ const struct ng_driver *const ng_all_drivers[] = {
     &ng_driver_qcow2,
     &ng_driver_nbd,
     &ng_driver_rbd,
+    &ng_driver_nbdkit,
     NG_FILTER_LIST,
     NULL,
 };

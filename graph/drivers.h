@@ -24,5 +24,6 @@ int ng_qcow2_create(const char *path, uint64_t size, uint64_t cluster_size,
                     struct ng_error *err);
 extern const struct ng_driver ng_driver_nbd;
 extern const struct ng_driver ng_driver_rbd;
+extern const struct ng_driver ng_driver_nbdkit;
 
 #endif

@@ -49,6 +49,9 @@ graph_libnggraph_a_SOURCES = \
 	graph/qcow2-backing.c \
 	graph/drv-nbd.c \
 	graph/drv-rbd.c \
+	graph/nbdkit-api.h \
+	graph/nbdkit-api.c \
+	graph/drv-nbdkit.c \
 	$(NULL)
 
 # Unit tests of the leaf and format drivers.

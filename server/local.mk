@@ -43,3 +43,11 @@ sbin_PROGRAMS += nbdgraphd
 nbdgraphd_SOURCES = server/main.c
 nbdgraphd_LDADD = server/libngserver.a $(CORE_LIBS) $(GNUTLS_LIBS) \
 	$(LIBSYSTEMD_LIBS)
+# nbdkit plugins loaded in process (graph/drv-nbdkit.c) call nbdkit_*
+# functions they find in the executable: export those, and only those.
+nbdgraphd_LDFLAGS = \
+	$(AM_LDFLAGS) \
+	-Wl,--dynamic-list=$(srcdir)/server/nbdgraphd.syms \
+	$(NULL)
+EXTRA_nbdgraphd_DEPENDENCIES = server/nbdgraphd.syms
+EXTRA_DIST += server/nbdgraphd.syms

@@ -86,3 +86,72 @@ tests_live_move_client_LDADD = $(LIBNBD_LIBS)
 # The rbd leaf against a throwaway Ceph cluster (contrib/ceph-dev-cluster).
 TESTS += tests/test-drv-rbd.sh
 EXTRA_DIST += tests/test-drv-rbd.sh contrib/ceph-dev-cluster
+
+# ---- The nbdkit leaf (graph/drv-nbdkit.c) ----------------------------------
+# Debian's plugins (memory, file, data, pattern, null, zero, sparse-random)
+# end to end; python and curl plugins; bad input and plugin errors, with
+# tiny test plugins built here.
+if HAVE_NBDKIT
+NBDKIT_TEST_PLUGINS = \
+	tests/nbdkit-ngtest-plugin.so \
+	tests/nbdkit-ngtestv1-plugin.so \
+	tests/nbdkit-ngbadversion-plugin.so \
+	tests/nbdkit-ngneedsym-plugin.so \
+	$(NULL)
+check_PROGRAMS += $(NBDKIT_TEST_PLUGINS)
+
+# graph/nbdkit-api.c's functions, called as a plugin calls them.
+check_PROGRAMS += tests/unit/test-nbdkit-api
+TESTS += tests/unit/test-nbdkit-api
+tests_unit_test_nbdkit_api_SOURCES = \
+	tests/unit/test-nbdkit-api.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_nbdkit_api_LDADD = $(CORE_LIBS)
+NGTEST_PLUGIN_CF = $(AM_CFLAGS) -fPIC
+NGTEST_PLUGIN_LF = $(AM_LDFLAGS) -shared
+tests_nbdkit_ngtest_plugin_so_SOURCES = tests/nbdkit-test-plugin.c
+tests_nbdkit_ngtest_plugin_so_CFLAGS = $(NGTEST_PLUGIN_CF)
+tests_nbdkit_ngtest_plugin_so_LDFLAGS = $(NGTEST_PLUGIN_LF)
+tests_nbdkit_ngtestv1_plugin_so_SOURCES = tests/nbdkit-test-plugin.c
+tests_nbdkit_ngtestv1_plugin_so_CFLAGS = $(NGTEST_PLUGIN_CF) -DTEST_API_V1
+tests_nbdkit_ngtestv1_plugin_so_LDFLAGS = $(NGTEST_PLUGIN_LF)
+tests_nbdkit_ngbadversion_plugin_so_SOURCES = tests/nbdkit-test-plugin.c
+tests_nbdkit_ngbadversion_plugin_so_CFLAGS = \
+	$(NGTEST_PLUGIN_CF) -DTEST_BAD_VERSION
+tests_nbdkit_ngbadversion_plugin_so_LDFLAGS = $(NGTEST_PLUGIN_LF)
+tests_nbdkit_ngneedsym_plugin_so_SOURCES = tests/nbdkit-test-plugin.c
+tests_nbdkit_ngneedsym_plugin_so_CFLAGS = \
+	$(NGTEST_PLUGIN_CF) -DTEST_NEEDS_SYMBOL
+tests_nbdkit_ngneedsym_plugin_so_LDFLAGS = $(NGTEST_PLUGIN_LF)
+
+# Under LeakSanitizer, plugins stay mapped after their unload: Debian's
+# leave memory their globals point to, which would be blamed on the
+# daemon once dlclose() unmapped those globals (in any test that loads
+# one, the man page's example too); CPython's own leftovers are
+# suppressed (tests/nbdkit-lsan.supp).
+if SANITIZERS
+AM_TESTS_ENVIRONMENT += \
+	NBDGRAPH_NBDKIT_NO_DLCLOSE=1 \
+	LSAN_OPTIONS=suppressions=$(abs_top_srcdir)/tests/nbdkit-lsan.supp \
+	$(NULL)
+endif
+
+TESTS += \
+	tests/test-nbdkit.sh \
+	tests/test-nbdkit-lang.sh \
+	tests/test-nbdkit-bad.sh \
+	tests/test-nbdkit-threads.sh \
+	$(NULL)
+endif
+EXTRA_DIST += \
+	tests/test-nbdkit.sh \
+	tests/test-nbdkit-lang.sh \
+	tests/test-nbdkit-bad.sh \
+	tests/test-nbdkit-threads.sh \
+	tests/nbdkit.sh \
+	tests/nbdkit-lsan.supp \
+	tests/nbdkit-ram.py \
+	tests/nbdkit-http-server.py \
+	$(NULL)

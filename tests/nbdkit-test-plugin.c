@@ -1,0 +1,214 @@
+/* tests/nbdkit-test-plugin.c: tiny nbdkit plugins for the nbdkit leaf's
+ * tests (tests/test-nbdkit-bad.sh), built in four shapes:
+ *
+ *   default              API v2: a 1 MiB RAM disk whose reads fail with
+ *                        EIO (nbdkit_set_error + nbdkit_error) from
+ *                        fail-offset on.  thread-model=MODEL lowers the
+ *                        thread model through .thread_model; with
+ *                        delay-ms=N each read sleeps N ms; stats=FILE
+ *                        gets, at .unload, the most reads that were ever
+ *                        inside the plugin at once
+ *   -DTEST_API_V1        the same through API v1's signatures
+ *   -DTEST_BAD_VERSION   claims API version 99
+ *   -DTEST_NEEDS_SYMBOL  calls an nbdkit_* function no server has
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef TEST_API_V1
+#define NBDKIT_API_VERSION 1
+#else
+#define NBDKIT_API_VERSION 2
+#endif
+#include <nbdkit-plugin.h>
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+#define DISK_SIZE (1024 * 1024)
+
+static unsigned char disk[DISK_SIZE];
+static int64_t fail_offset = DISK_SIZE;     /* past the end: never */
+static int thread_model = NBDKIT_THREAD_MODEL_PARALLEL;
+static unsigned delay_ms;
+static const char *stats_file;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned inside, most_inside;         /* reads, under lock */
+
+static const char *const model_names[] = {
+    "serialize_connections", "serialize_all_requests",
+    "serialize_requests", "parallel",
+};
+
+#ifdef TEST_NEEDS_SYMBOL
+extern void nbdkit_no_such_function(void);
+#endif
+
+static int
+test_config(const char *key, const char *value)
+{
+    if (strcmp(key, "fail-offset") == 0) {
+        fail_offset = nbdkit_parse_size(value);
+        return fail_offset == -1 ? -1 : 0;
+    }
+    if (strcmp(key, "delay-ms") == 0)
+        return nbdkit_parse_unsigned("delay-ms", value, &delay_ms);
+    if (strcmp(key, "stats") == 0) {
+        stats_file = nbdkit_strdup_intern(value);
+        return stats_file == NULL ? -1 : 0;
+    }
+    if (strcmp(key, "thread-model") == 0) {
+        for (int i = 0; i < 4; i++)
+            if (strcmp(value, model_names[i]) == 0) {
+                thread_model = i;
+                return 0;
+            }
+        nbdkit_error("unknown thread model '%s'", value);
+        return -1;
+    }
+    nbdkit_error("unknown parameter '%s'", key);
+    return -1;
+}
+
+static int
+test_thread_model(void)
+{
+    return thread_model;
+}
+
+static void
+test_unload(void)
+{
+    FILE *fp;
+
+    if (stats_file != NULL && (fp = fopen(stats_file, "w")) != NULL) {
+        fprintf(fp, "%u\n", most_inside);
+        fclose(fp);
+    }
+}
+
+static void *
+test_open(int readonly)
+{
+    (void)readonly;
+#ifdef TEST_NEEDS_SYMBOL
+    nbdkit_no_such_function();
+#endif
+    return NBDKIT_HANDLE_NOT_NEEDED;
+}
+
+static int64_t
+test_get_size(void *handle)
+{
+    (void)handle;
+    return DISK_SIZE;
+}
+
+static int
+do_pread(void *buf, uint32_t count, uint64_t offset)
+{
+    pthread_mutex_lock(&lock);
+    if (++inside > most_inside)
+        most_inside = inside;
+    pthread_mutex_unlock(&lock);
+    if (delay_ms > 0)
+        nbdkit_nanosleep(0, delay_ms * 1000000);
+    pthread_mutex_lock(&lock);
+    inside--;
+    pthread_mutex_unlock(&lock);
+    if ((int64_t)(offset + count) > fail_offset) {
+        nbdkit_error("injected read error at %" PRIu64, offset);
+        nbdkit_set_error(EIO);
+        return -1;
+    }
+    memcpy(buf, disk + offset, count);
+    return 0;
+}
+
+static int
+do_pwrite(const void *buf, uint32_t count, uint64_t offset)
+{
+    memcpy(disk + offset, buf, count);
+    return 0;
+}
+
+#ifdef TEST_API_V1
+static int
+test_pread(void *h, void *buf, uint32_t count, uint64_t offset)
+{
+    (void)h;
+    return do_pread(buf, count, offset);
+}
+
+static int
+test_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset)
+{
+    (void)h;
+    return do_pwrite(buf, count, offset);
+}
+
+static int
+test_flush(void *h)
+{
+    (void)h;
+    return 0;
+}
+#else
+static int
+test_pread(void *h, void *buf, uint32_t count, uint64_t offset,
+           uint32_t flags)
+{
+    (void)h;
+    (void)flags;
+    return do_pread(buf, count, offset);
+}
+
+static int
+test_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset,
+            uint32_t flags)
+{
+    (void)h;
+    (void)flags;
+    return do_pwrite(buf, count, offset);
+}
+
+static int
+test_flush(void *h, uint32_t flags)
+{
+    (void)h;
+    (void)flags;
+    return 0;
+}
+#endif
+
+static struct nbdkit_plugin plugin = {
+    .name     = "ngtest",
+    .unload   = test_unload,
+    .config   = test_config,
+    .thread_model = test_thread_model,
+    .open     = test_open,
+    .get_size = test_get_size,
+    .pread    = test_pread,
+    .pwrite   = test_pwrite,
+    .flush    = test_flush,
+};
+
+#ifdef TEST_BAD_VERSION
+NBDKIT_DLL_PUBLIC struct nbdkit_plugin *plugin_init(void);
+
+NBDKIT_DLL_PUBLIC struct nbdkit_plugin *
+plugin_init(void)
+{
+    plugin._struct_size = sizeof plugin;
+    plugin._api_version = 99;
+    plugin._thread_model = THREAD_MODEL;
+    return &plugin;
+}
+#else
+struct nbdkit_plugin *plugin_init(void);
+NBDKIT_REGISTER_PLUGIN(plugin)
+#endif
