@@ -6,6 +6,7 @@ EXTRA_DIST += \
 	contrib/bench/splice-pause \
 	contrib/bench/mirror-speed \
 	contrib/bench/nbd-leaf \
+	contrib/bench/filters \
 	contrib/check-layers.sh \
 	contrib/move-disk \
 	contrib/nbdgraphd.service \
