@@ -7,6 +7,7 @@ EXTRA_DIST += \
 	contrib/bench/mirror-speed \
 	contrib/bench/nbd-leaf \
 	contrib/bench/filters \
+	contrib/bench/nbdkit-leaf \
 	contrib/check-layers.sh \
 	contrib/move-disk \
 	contrib/nbdgraphd.service \
