@@ -29,6 +29,7 @@
 
 #define CLIENTS         100
 #define BATCH           4       /* clients connected at once */
+#define WARM_ROUNDS_MAX 5       /* well-behaved batches to fill the pool */
 #define READS           8
 #define READ_SIZE       (UINT32_C(32) << 20)
 
@@ -202,12 +203,22 @@ main(void)
     d = ng_test_start(yaml, "demo");
     qmp = ng_test_qmp_connect(d->control);
     rss_start = rss_kib(d->pid);
-    polite_batch(d, port);
-    if ((left = wait_no_connections(qmp)) != 0)
-        ng_test_fail("%" JSON_INTEGER_FORMAT " connections left after "
-                     "well-behaved clients", left);
-    rss_warm = rss_kib(d->pid);
-    printf("RSS at start %ld KiB, after %d well-behaved clients %ld KiB\n",
+    /* Warm up until the buffer pool's cache stops growing: how full one
+     * batch leaves it depends on how the reads interleave, and growth
+     * that is only the cache filling is not a leak. */
+    rss_warm = rss_start;
+    for (int round = 0; round < WARM_ROUNDS_MAX; round++) {
+        long before = rss_warm;
+
+        polite_batch(d, port);
+        if ((left = wait_no_connections(qmp)) != 0)
+            ng_test_fail("%" JSON_INTEGER_FORMAT " connections left after "
+                         "well-behaved clients", left);
+        rss_warm = rss_kib(d->pid);
+        if (round > 0 && rss_warm <= before + before / 50)
+            break;
+    }
+    printf("RSS at start %ld KiB, after batches of %d well-behaved clients %ld KiB\n",
            rss_start, BATCH, rss_warm);
 
     for (int i = 0; i < CLIENTS; i += BATCH) {
