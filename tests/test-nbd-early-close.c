@@ -218,8 +218,8 @@ main(void)
         if (round > 0 && rss_warm <= before + before / 50)
             break;
     }
-    printf("RSS at start %ld KiB, after batches of %d well-behaved clients %ld KiB\n",
-           rss_start, BATCH, rss_warm);
+    printf("RSS at start %ld KiB, after batches of %d well-behaved "
+           "clients %ld KiB\n", rss_start, BATCH, rss_warm);
 
     for (int i = 0; i < CLIENTS; i += BATCH) {
         abrupt_batch(d, port, i);
