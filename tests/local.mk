@@ -83,6 +83,15 @@ tests_live_move_client_SOURCES = tests/live-move-client.c
 tests_live_move_client_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_live_move_client_LDADD = $(LIBNBD_LIBS)
 
+# Issue 16's end-to-end checks: a quorum of three nbd leaves on nbdkit
+# remotes, one failing (blkdebug) and one corrupted; blkverify checking
+# qcow2 against raw and the nbdkit leaf against the memory leaf.
+ISSUE16_TESTS = \
+	tests/test-quorum-remote.sh \
+	$(NULL)
+TESTS += $(ISSUE16_TESTS)
+EXTRA_DIST += $(ISSUE16_TESTS)
+
 # The rbd leaf against a throwaway Ceph cluster (contrib/ceph-dev-cluster).
 TESTS += tests/test-drv-rbd.sh
 EXTRA_DIST += tests/test-drv-rbd.sh contrib/ceph-dev-cluster
