@@ -90,7 +90,10 @@ ISSUE16_TESTS = \
 	tests/test-quorum-remote.sh \
 	$(NULL)
 TESTS += $(ISSUE16_TESTS)
-EXTRA_DIST += $(ISSUE16_TESTS)
+if HAVE_NBDKIT
+TESTS += tests/test-blkverify-drivers.sh
+endif
+EXTRA_DIST += $(ISSUE16_TESTS) tests/test-blkverify-drivers.sh
 
 # The rbd leaf against a throwaway Ceph cluster (contrib/ceph-dev-cluster).
 TESTS += tests/test-drv-rbd.sh
