@@ -18,6 +18,7 @@ test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz gnutls-bin
            groff-base man-db systemd python3 clang libclang-rt-14-dev
            ceph-mon ceph-osd ceph-common   # tests/test-drv-rbd.sh
            cryptsetup-bin       # tests/test-luks.sh: LUKS images
+           python3-cryptography # tests/test-luks-4k.sh: AES-XTS
            nbdkit-plugin-python # the nbdkit leaf's python test
            iproute2)            # tests/test-live-move.sh: netns
 

@@ -1,8 +1,8 @@
 /* graph/drv-luks.c: "luks", QEMU's format driver for LUKS encrypted
  * images: LUKS1 as `qemu-img create -f luks` and `cryptsetup luksFormat
- * --type luks1` make them, and LUKS2 with 512-byte sectors and PBKDF2 or
- * argon2 keyslots (graph/luks2.c reads its JSON header; both land in one
- * struct ng_luks_volume, graph/luks.h).
+ * --type luks1` make them, and LUKS2 with 512 to 4096-byte sectors and
+ * PBKDF2 or argon2 keyslots (graph/luks2.c reads its JSON header; both
+ * land in one struct ng_luks_volume, graph/luks.h).
  *
  * A format over a protocol node on the "file" edge, as raw.  At open the
  * header is read from the child, the password (the secret object named
@@ -13,10 +13,11 @@
  * PBKDF2 matches the header's digest.  The KDF runs on a worker thread
  * (QEMU's default costs about a second); everything else on the loop.
  *
- * The payload starts payload-offset sectors into the child; each 512-byte
- * sector is encrypted on its own with the master key, AES in XTS mode,
- * its tweak the sector number from the payload's start, plus LUKS2's
- * iv_tweak (plain64: 64 bits
+ * The payload starts payload-offset bytes into the child; each sector
+ * (512 bytes in LUKS1, the segment's sector_size in LUKS2, which is also
+ * our request_alignment) is encrypted on its own with the master key, AES
+ * in XTS mode, its tweak the sector number from the payload's start in
+ * units of that size, plus LUKS2's iv_tweak (plain64: 64 bits
  * little-endian; plain: the low 32 of them).  Reads are decrypted in the
  * request's buffer (or, when it is scattered, in a bounce buffer copied
  * into it); writes are encrypted into a bounce buffer, so no plaintext
@@ -223,6 +224,7 @@ luks1_parse(const unsigned char *p, uint64_t file_len,
     hdr_string(mode, p + 40);
     hdr_string(hash, p + 72);
     v->version = 1;
+    v->sector_size = LUKS_SECTOR;
     if (ng_luks_cipher_parse(cipher, mode, be32(p + 108), &v->cipher,
                              err) == -1)
         return -1;
@@ -265,17 +267,17 @@ luks_check_payload(const struct luks_state *s, struct ng_error *err)
 
 /* ---- Crypto ------------------------------------------------------------ */
 
-/* En- or decrypt len bytes in place, sector by sector, the first one
- * numbered `sector` (a last short sector is XTS's ciphertext stealing,
- * as QEMU does for key material). */
+/* En- or decrypt len bytes in place, sector by sector (of sector_size
+ * bytes), the first one numbered `sector` (a last short sector is XTS's
+ * ciphertext stealing, as QEMU does for key material). */
 static int
-xts_sectors(gnutls_cipher_hd_t h, bool plain32, uint64_t sector,
-            unsigned char *buf, size_t len, bool encrypt)
+xts_sectors(gnutls_cipher_hd_t h, bool plain32, uint32_t sector_size,
+            uint64_t sector, unsigned char *buf, size_t len, bool encrypt)
 {
     size_t off;
 
-    for (off = 0; off < len; off += LUKS_SECTOR, sector++) {
-        size_t n = len - off < LUKS_SECTOR ? len - off : LUKS_SECTOR;
+    for (off = 0; off < len; off += sector_size, sector++) {
+        size_t n = len - off < sector_size ? len - off : sector_size;
         uint64_t tweak = plain32 ? (sector & 0xffffffffu) : sector;
         unsigned char iv[16] = { 0 };
         unsigned b;
@@ -407,7 +409,8 @@ slot_try(struct luks_state *s, struct luks_open *op,
     if (r >= 0)
         r = gnutls_cipher_init(&h, k->area.alg, &key_d, NULL);
     if (r >= 0)
-        r = xts_sectors(h, k->area.plain32, 0, km, km_len, false);
+        r = xts_sectors(h, k->area.plain32, LUKS_SECTOR, 0, km, km_len,
+                        false);
     if (r >= 0 && af_merge(k->af_hash, km, k->stripes, kb,
                            s->master_key) < 0)
         r = GNUTLS_E_HASH_FAILED;
@@ -694,6 +697,18 @@ luks_ctx_done(struct luks_ctx *c, int ret)
     ng_req_complete(req, ret);
 }
 
+/* En- or decrypt a payload range starting at `offset`, a multiple of
+ * the sector size (our request_alignment). */
+static int
+payload_xts(const struct luks_state *s, uint64_t offset, unsigned char *buf,
+            size_t len, bool encrypt)
+{
+    uint32_t sector = s->vol.sector_size;
+
+    return xts_sectors(s->payload_cipher, s->vol.cipher.plain32, sector,
+                       offset / sector + s->vol.iv_tweak, buf, len, encrypt);
+}
+
 static void
 luks_read_done(struct ng_req *sub, int ret)
 {
@@ -703,10 +718,8 @@ luks_read_done(struct ng_req *sub, int ret)
     unsigned char *data = c->buf != NULL ? c->buf
                                          : ng_iov_flat(&req->iov, req->length);
 
-    if (ret == 0 && xts_sectors(s->payload_cipher, s->vol.cipher.plain32,
-                                req->offset / LUKS_SECTOR + s->vol.iv_tweak,
-                                data,
-                                req->length, false) < 0)
+    if (ret == 0 && payload_xts(s, req->offset, data, req->length,
+                                false) < 0)
         ret = -EIO;
     if (ret == 0 && c->buf != NULL)
         ng_iov_from_buf(&req->iov, 0, c->buf, req->length);
@@ -747,9 +760,7 @@ luks_submit(struct ng_node *node, struct ng_req *req)
     }
     if (write) {
         ng_iov_to_buf(&req->iov, 0, c->buf, req->length);
-        if (xts_sectors(s->payload_cipher, s->vol.cipher.plain32,
-                        req->offset / LUKS_SECTOR + s->vol.iv_tweak, c->buf,
-                        req->length, true) < 0) {
+        if (payload_xts(s, req->offset, c->buf, req->length, true) < 0) {
             luks_ctx_done(c, -EIO);
             return;
         }
@@ -765,23 +776,23 @@ luks_submit(struct ng_node *node, struct ng_req *req)
     ng_node_submit(s->file, &c->sub);
 }
 
-/* The child's caps that hold for encrypted data; our size; 512-byte
- * sectors, the unit of encryption. */
+/* The child's caps that hold for encrypted data; our size; the sector
+ * size, the unit of encryption, as our alignment. */
 static int
 luks_refresh(struct ng_node *node, struct ng_node_facts *facts,
              struct ng_error *err)
 {
     const struct luks_state *s = ng_node_state(node);
     const struct ng_node_facts *child = ng_node_facts(s->file);
-    uint32_t max = LUKS_MAX_TRANSFER;
+    uint32_t max = LUKS_MAX_TRANSFER, sector = s->vol.sector_size;
 
     (void)err;
     facts->caps = child->caps & (NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA |
                                  NG_CAP_MULTI_CONN);
-    facts->request_alignment = LUKS_SECTOR;
+    facts->request_alignment = sector;
     if (child->max_transfer != 0 && child->max_transfer < max)
-        max = child->max_transfer / LUKS_SECTOR * LUKS_SECTOR;
-    facts->max_transfer = max >= LUKS_SECTOR ? max : LUKS_SECTOR;
+        max = child->max_transfer / sector * sector;
+    facts->max_transfer = max >= sector ? max : sector;
     facts->opt_transfer = child->opt_transfer;
     if (child->size < 0)
         facts->size = child->size;
@@ -789,7 +800,7 @@ luks_refresh(struct ng_node *node, struct ng_node_facts *facts,
         facts->size = 0;
     else
         facts->size = (int64_t)(((uint64_t)child->size - s->vol.payload) /
-                                LUKS_SECTOR * LUKS_SECTOR);
+                                sector * sector);
     return 0;
 }
 

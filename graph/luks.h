@@ -12,7 +12,8 @@
 
 #include "graph/error.h"
 
-#define NG_LUKS_SECTOR 512u
+#define NG_LUKS_SECTOR 512u         /* LUKS1's, and key areas' */
+#define NG_LUKS_SECTOR_MAX 4096u    /* LUKS2 segments: 512 to 4096 */
 #define NG_LUKS_SLOTS_MAX 32        /* LUKS2's; LUKS1 has 8 */
 #define NG_LUKS_SALT_MAX 64
 #define NG_LUKS_KEY_MAX 64          /* aes-256-xts */
@@ -54,7 +55,11 @@ struct ng_luks_volume {
     struct ng_luks_cipher cipher;   /* the payload's; key_bytes is the
                                      * master key's size */
     uint64_t payload;               /* bytes from the start of the file */
-    uint64_t iv_tweak;              /* added to sector numbers */
+    uint32_t sector_size;           /* the payload's unit of encryption */
+    uint64_t iv_tweak;              /* added to sector numbers, in units of
+                                     * sector_size (LUKS2's iv_tweak counts
+                                     * 512-byte sectors, as dm-crypt's
+                                     * iv_offset) */
     gnutls_digest_algorithm_t mk_hash;  /* the master key's digest */
     uint32_t mk_iter;
     unsigned char mk_salt[NG_LUKS_SALT_MAX];
@@ -84,7 +89,7 @@ int ng_luks2_hdr_size(const unsigned char *p, uint64_t file_len,
 /* LUKS2: the whole header, `size` bytes, checked (checksum) and parsed
  * into *v.  Only what we can use: keyslots of type luks2 with pbkdf2 or
  * (built with libargon2) argon2i/argon2id and the luks1 anti-forensic
- * split, one crypt segment of 512-byte sectors, pbkdf2 digests. */
+ * split, one crypt segment of 512 to 4096-byte sectors, pbkdf2 digests. */
 int ng_luks2_parse(const unsigned char *hdr, size_t size,
                    struct ng_luks_volume *v, struct ng_error *err);
 

@@ -8,8 +8,9 @@
  * keyslots with the PBKDF2 KDF and the luks1 anti-forensic split, whose
  * key material is aes-xts, their KDF PBKDF2 or (with libargon2, the
  * library cryptsetup uses) argon2i/argon2id; one crypt segment of
- * 512-byte sectors; a pbkdf2 digest.  Other sector sizes are refused
- * with the reason.
+ * 512, 1024, 2048 or 4096-byte sectors (4096 is cryptsetup's default on
+ * a file); a pbkdf2 digest.  Other sector sizes are refused with the
+ * reason.
  */
 #include <config.h>
 
@@ -151,6 +152,25 @@ parse_encryption(const char *enc, uint64_t key_bytes,
 
 /* ---- Segments, digests, keyslots ------------------------------------------- */
 
+/* A segment's sector size: a power of two from 512 to 4096 (as
+ * cryptsetup's), and iv_tweak a whole number of them (as dm-crypt wants
+ * of its iv_offset). */
+static int
+check_sector(uint64_t sector, uint64_t iv_tweak, struct ng_error *err)
+{
+    if (sector < NG_LUKS_SECTOR || sector > NG_LUKS_SECTOR_MAX ||
+        (sector & (sector - 1)) != 0)
+        return ng_error_set(err, ENOTSUP, "LUKS2 sector size %" PRIu64
+                            " is not supported (512, 1024, 2048 or 4096)",
+                            sector);
+    if (iv_tweak % (sector / NG_LUKS_SECTOR) != 0)
+        return ng_error_set(err, EINVAL, "LUKS2 header is damaged: "
+                            "segment 0's iv_tweak %" PRIu64 " is not a "
+                            "whole number of its %" PRIu64 "-byte sectors",
+                            iv_tweak, sector);
+    return 0;
+}
+
 static int
 parse_segment(json_t *root, struct ng_luks_volume *v, uint64_t *key_bytes,
               struct ng_error *err)
@@ -169,10 +189,13 @@ parse_segment(json_t *root, struct ng_luks_volume *v, uint64_t *key_bytes,
         get_u64(seg, "sector_size", &sector) == -1)
         return damaged(err, "segment 0 lacks offset, iv_tweak or "
                        "sector_size");
-    if (sector != NG_LUKS_SECTOR)
-        return ng_error_set(err, ENOTSUP, "LUKS2 sector size %" PRIu64
-                            " is not supported (only 512: cryptsetup "
-                            "luksFormat --sector-size 512)", sector);
+    if (check_sector(sector, v->iv_tweak, err) == -1)
+        return -1;
+    /* IVs count sector_size units (dm-crypt's iv_large_sectors, which
+     * cryptsetup sets for LUKS2); iv_tweak counts 512-byte sectors and
+     * is added before the division, so it must be a whole sector. */
+    v->sector_size = (uint32_t)sector;
+    v->iv_tweak /= sector / NG_LUKS_SECTOR;
     if (strcmp(get_str(seg, "size"), "dynamic") != 0)
         return ng_error_set(err, ENOTSUP, "LUKS2 segment of a fixed size is "
                             "not supported (only \"dynamic\")");

@@ -59,6 +59,9 @@ include tests/fuzz/local.mk
 # The luks format driver against qemu-img/qemu-io and cryptsetup.
 TESTS += tests/test-luks.sh
 EXTRA_DIST += tests/test-luks.sh
+# LUKS2 of 512 to 4096-byte sectors against cryptsetup and python's XTS.
+TESTS += tests/test-luks-4k.sh
+EXTRA_DIST += tests/test-luks-4k.sh
 
 # blkverify's abort mode ends the daemon on a mismatch.
 TESTS += tests/test-blkverify-abort.sh
