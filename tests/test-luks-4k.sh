@@ -13,7 +13,8 @@ source "$srcdir/functions.sh"
 set -euxo pipefail
 requires cryptsetup --version
 requires qemu-io --version
-requires python3 -c "from cryptography.hazmat.primitives.ciphers import modes; modes.XTS"
+requires python3 -c \
+    "from cryptography.hazmat.primitives.ciphers import modes; modes.XTS"
 
 printf %s hunter2-luks4k > "$dir/pw"
 chmod 600 "$dir/pw"
@@ -78,7 +79,8 @@ volume_key ()
 }
 payload_offset ()
 {
-    cryptsetup luksDump "$1" | sed -n 's/^[[:space:]]*offset: \([0-9]*\) \[bytes\]$/\1/p'
+    cryptsetup luksDump "$1" |
+        sed -n 's/^[[:space:]]*offset: \([0-9]*\) \[bytes\]$/\1/p'
 }
 
 # pattern BYTE LEN: LEN bytes of BYTE (hex, as qemu-io's -P).
@@ -169,7 +171,8 @@ refused ()
     local out
 
     luks_config "$1" > "$dir/bad.yaml"
-    printf 'server:\n  listen: [ "unix:%s" ]\n' "$dir/bad.sock" >> "$dir/bad.yaml"
+    printf 'server:\n  listen: [ "unix:%s" ]\n' "$dir/bad.sock" \
+        >> "$dir/bad.yaml"
     if out=$("$NBDGRAPHD" --check-config --config "$dir/bad.yaml" 2>&1); then
         echo "$0: $1 accepted" >&2
         exit 1
@@ -179,7 +182,8 @@ refused ()
 cp "$img" "$dir/bad.img"
 patch_json "$dir/bad.img" '"sector_size":2048' '"sector_size":8192'
 refused "$dir/bad.img" \
-    "node 'disk': LUKS2 sector size 8192 is not supported (512, 1024, 2048 or 4096)"
+    "node 'disk': LUKS2 sector size 8192 is not supported (512, 1024, 2048 or"
 cp "$img" "$dir/bad.img"
 patch_json "$dir/bad.img" '"iv_tweak":"0"' '"iv_tweak":"3"'
-refused "$dir/bad.img" "node 'disk': LUKS2 header is damaged: segment 0's iv_tweak 3 is not a whole number of its 2048-byte sectors"
+refused "$dir/bad.img" "node 'disk': LUKS2 header is damaged: segment 0's \
+iv_tweak 3 is not a whole number of its 2048-byte sectors"
