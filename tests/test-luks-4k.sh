@@ -13,8 +13,15 @@ source "$srcdir/functions.sh"
 set -euxo pipefail
 requires cryptsetup --version
 requires qemu-io --version
-requires python3 -c \
-    "from cryptography.hazmat.primitives.ciphers import modes; modes.XTS"
+# The first python3 with the cryptography module: Debian's package
+# (python3-cryptography) is for /usr/bin/python3, which another python3
+# earlier on $PATH may hide.
+xts_check="from cryptography.hazmat.primitives.ciphers import modes; modes.XTS"
+py=
+for p in python3 /usr/bin/python3; do
+    if "$p" -c "$xts_check" 2>/dev/null; then py=$p; break; fi
+done
+requires "${py:-python3}" -c "$xts_check"
 
 printf %s hunter2-luks4k > "$dir/pw"
 chmod 600 "$dir/pw"
@@ -36,7 +43,7 @@ for off in range(0, len(data), size):
     sector += 1
 sys.stdout.buffer.write(out)
 EOF
-xts () { python3 "$dir/xts.py" "$@"; }
+xts () { "$py" "$dir/xts.py" "$@"; }
 
 # patch_json IMG OLD NEW: OLD replaced by NEW (as long) in the JSON of
 # both LUKS2 header copies, their SHA-256 checksums made right again.
@@ -149,7 +156,7 @@ check_image "$img" 4096 0
 
 # The same image with iv_tweak 8 (512-byte sectors: one 4096-byte
 # sector), as a reencryption leaves it: every IV one more.
-patch_json () { python3 "$dir/patch.py" "$@"; }
+patch_json () { "$py" "$dir/patch.py" "$@"; }
 patch_json "$img" '"iv_tweak":"0"' '"iv_tweak":"8"'
 cryptsetup luksDump "$img" >/dev/null            # still a good header
 check_image "$img" 4096 8
