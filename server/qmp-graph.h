@@ -42,6 +42,16 @@ int ng_qmp_size_arg(json_t *args, const char *key, uint64_t def,
 const char *ng_qmp_str_arg(json_t *args, const char *key);
 bool ng_qmp_bool_arg(json_t *args, const char *key, bool def);
 
+/* A job command whose job starts later (a filter goes in first): the
+ * call is answered when it has, and the job's NAC claims are released
+ * if the start failed.  Pass ng_qmp_job_started and the object to the
+ * job's start function; it frees the object.  NULL: out of memory. */
+struct ng_qmp_job_call;
+struct ng_qmp_job_call *ng_qmp_job_call_new(struct ng_qmp_call *call,
+                                            struct ng_control_ctx *ctx,
+                                            const char *job_id);
+void ng_qmp_job_started(void *opaque, const struct ng_error *err);
+
 /* server/qmp-job.c */
 ng_qmp_handler ng_qmp_bitmap_add;
 ng_qmp_handler ng_qmp_bitmap_remove;

@@ -451,25 +451,38 @@ backup_params(json_t *args, struct ng_backup_params *p, struct ng_error *err)
     return 0;
 }
 
-struct backup_call {
+struct ng_qmp_job_call {
     struct ng_qmp_call *call;
     struct ng_control_ctx *ctx;
     char job_id[NG_NAC_NAME_MAX];
 };
 
-/* The filter is in and the job runs, or it all failed. */
-static void
-backup_started(void *opaque, const struct ng_error *err)
+struct ng_qmp_job_call *
+ng_qmp_job_call_new(struct ng_qmp_call *call, struct ng_control_ctx *ctx,
+                    const char *job_id)
 {
-    struct backup_call *bc = opaque;
+    struct ng_qmp_job_call *jc = calloc(1, sizeof *jc);
+
+    if (jc != NULL) {
+        jc->call = call;
+        jc->ctx = ctx;
+        snprintf(jc->job_id, sizeof jc->job_id, "%s", job_id);
+    }
+    return jc;
+}
+
+void
+ng_qmp_job_started(void *opaque, const struct ng_error *err)
+{
+    struct ng_qmp_job_call *jc = opaque;
 
     if (err != NULL) {
-        ng_ctx_nac_release(bc->ctx, bc->job_id);
-        ng_qmp_error_from(bc->call, err);
+        ng_ctx_nac_release(jc->ctx, jc->job_id);
+        ng_qmp_error_from(jc->call, err);
     } else {
-        ng_qmp_return(bc->call, NULL);
+        ng_qmp_return(jc->call, NULL);
     }
-    free(bc);
+    free(jc);
 }
 
 void
@@ -481,7 +494,7 @@ ng_qmp_blockdev_backup(struct ng_qmp_call *call, json_t *args)
     struct ng_error err = { 0 };
     bool dry = ng_qmp_dry_run(args);
     struct ng_nac_claim claims[3];
-    struct backup_call *bc = NULL;
+    struct ng_qmp_job_call *jc = NULL;
     char filter[NG_NAC_NAME_MAX];
 
     if (backup_params(args, &p, &err) == -1)
@@ -508,18 +521,13 @@ ng_qmp_blockdev_backup(struct ng_qmp_call *call, json_t *args)
         ng_qmp_return(call, NULL);
         return;
     }
-    bc = calloc(1, sizeof *bc);
-    if (bc == NULL) {
+    jc = ng_qmp_job_call_new(call, ctx, p.job_id);
+    if (jc == NULL)
         ng_error_set(&err, ENOMEM, "out of memory");
-    } else {
-        bc->call = call;
-        bc->ctx = ctx;
-        snprintf(bc->job_id, sizeof bc->job_id, "%s", p.job_id);
-        if (ng_backup_start(ctx->graph, &p, &hooks, backup_started, bc,
-                            &err) == 0)
-            return;                 /* backup_started answers */
-    }
-    free(bc);
+    else if (ng_backup_start(ctx->graph, &p, &hooks, ng_qmp_job_started, jc,
+                             &err) == 0)
+        return;                     /* ng_qmp_job_started answers */
+    free(jc);
     ng_ctx_nac_release(ctx, p.job_id);
 fail:
     ng_qmp_error_from(call, &err);

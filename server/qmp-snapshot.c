@@ -200,26 +200,6 @@ stream_params(json_t *args, struct ng_stream_params *p,
     return 0;
 }
 
-struct stream_call {
-    struct ng_qmp_call *call;
-    struct ng_control_ctx *ctx;
-    char job_id[NG_NAC_NAME_MAX];
-};
-
-static void
-stream_started(void *opaque, const struct ng_error *err)
-{
-    struct stream_call *sc = opaque;
-
-    if (err != NULL) {
-        ng_ctx_nac_release(sc->ctx, sc->job_id);
-        ng_qmp_error_from(sc->call, err);
-    } else {
-        ng_qmp_return(sc->call, NULL);
-    }
-    free(sc);
-}
-
 void
 ng_qmp_block_stream(struct ng_qmp_call *call, json_t *args)
 {
@@ -229,7 +209,7 @@ ng_qmp_block_stream(struct ng_qmp_call *call, json_t *args)
     struct ng_error err = { 0 };
     bool dry = ng_qmp_dry_run(args);
     struct claim_list l = { .n = 0 };
-    struct stream_call *sc = NULL;
+    struct ng_qmp_job_call *jc = NULL;
     char filter[NG_NAC_NAME_MAX];
 
     if (stream_params(args, &p, &err) == -1)
@@ -254,18 +234,13 @@ ng_qmp_block_stream(struct ng_qmp_call *call, json_t *args)
         ng_qmp_return(call, NULL);
         return;
     }
-    sc = calloc(1, sizeof *sc);
-    if (sc == NULL) {
+    jc = ng_qmp_job_call_new(call, ctx, p.job_id);
+    if (jc == NULL)
         ng_error_set(&err, ENOMEM, "out of memory");
-    } else {
-        sc->call = call;
-        sc->ctx = ctx;
-        snprintf(sc->job_id, sizeof sc->job_id, "%s", p.job_id);
-        if (ng_stream_start(ctx->graph, &p, &hooks, stream_started, sc,
-                            &err) == 0)
-            return;                 /* stream_started answers */
-    }
-    free(sc);
+    else if (ng_stream_start(ctx->graph, &p, &hooks, ng_qmp_job_started, jc,
+                             &err) == 0)
+        return;                     /* ng_qmp_job_started answers */
+    free(jc);
     ng_ctx_nac_release(ctx, p.job_id);
 fail:
     ng_qmp_error_from(call, &err);
