@@ -56,6 +56,7 @@ struct quorum_state {
     int64_t threshold;              /* option "vote-threshold" */
     int read_pattern;               /* option "read-pattern" */
     bool rewrite;                   /* option "rewrite-corrupted" */
+    bool blkverify;                 /* option "blkverify" */
     /* QEMU's child names, "children.N": N for each child, in the order
      * of children.nodes, and the N the next added child gets (as QEMU:
      * one more than the last child's). */
@@ -93,6 +94,9 @@ static const struct ng_opt_desc quorum_opts[] = {
                 "succeeds"),
     NG_OPT_BOOL("rewrite-corrupted", struct quorum_state, rewrite, "false",
                 "write the winning data over children that lost a vote"),
+    NG_OPT_BOOL("blkverify", struct quorum_state, blkverify, "false",
+                "two children, both must agree: a mismatch aborts the "
+                "daemon (QEMU's blkverify mode of quorum)"),
     NG_OPT_END,
 };
 
@@ -123,6 +127,25 @@ quorum_check_children(const struct quorum_state *s, struct ng_error *err)
     return 0;
 }
 
+/* QEMU's rules for blkverify mode: exactly two children that must both
+ * agree, and nothing that would hide a mismatch. */
+static int
+quorum_check_blkverify(const struct quorum_state *s, struct ng_error *err)
+{
+    if (!s->blkverify)
+        return 0;
+    if (s->children.n != 2 || s->threshold != 2)
+        return ng_error_set(err, EINVAL, "'blkverify' needs exactly two "
+                            "children and vote-threshold 2");
+    if (s->rewrite)
+        return ng_error_set(err, EINVAL, "'rewrite-corrupted' cannot be "
+                            "used with 'blkverify'");
+    if (s->read_pattern != QUORUM_READ_QUORUM)
+        return ng_error_set(err, EINVAL, "'blkverify' needs read-pattern "
+                            "'quorum'");
+    return 0;
+}
+
 static int
 quorum_open(struct ng_node *node, struct ng_error *err)
 {
@@ -140,7 +163,7 @@ quorum_open(struct ng_node *node, struct ng_error *err)
     if (s->rewrite && s->read_pattern != QUORUM_READ_QUORUM)
         return ng_error_set(err, EINVAL, "'rewrite-corrupted' needs "
                             "read-pattern 'quorum'");
-    return 0;
+    return quorum_check_blkverify(s, err);
 }
 
 static int
@@ -501,6 +524,13 @@ quorum_vote(struct quorum_ctx *c)
             quorum_report(c, i, 0);
             any_lost = lost[i] = true;
         }
+    }
+    if (s->blkverify && any_lost) {
+        /* As QEMU: in blkverify mode a mismatch ends the process. */
+        ng_node_warn(c->node, "quorum: offset=%" PRIu64 " bytes=%" PRIu64
+                     " contents mismatch: aborting", req->offset,
+                     req->length);
+        abort();
     }
     if (votes < s->threshold) {
         quorum_report_failure(c);

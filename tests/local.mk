@@ -66,6 +66,10 @@ EXTRA_DIST += tests/test-luks-4k.sh
 # blkverify's abort mode ends the daemon on a mismatch.
 TESTS += tests/test-blkverify-abort.sh
 EXTRA_DIST += tests/test-blkverify-abort.sh
+
+# quorum's blkverify mode: QEMU's rules at open, abort on a mismatch.
+TESTS += tests/test-quorum-blkverify.sh
+EXTRA_DIST += tests/test-quorum-blkverify.sh
 # The nbd driver (graph/drv-nbd.c) against nbdkit and a second daemon:
 # data, facts, block status, many requests in flight; bad input and a
 # remote that goes away; reconnect; a disk moved between two daemons in
