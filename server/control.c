@@ -56,6 +56,7 @@ struct ctl_client {
 struct ng_qmp_call {
     struct ctl_client *client;  /* holds a reference */
     json_t *id;                 /* owned, may be NULL */
+    bool may_change;            /* not a query-* command */
 };
 
 struct ng_control {
@@ -216,6 +217,8 @@ ng_qmp_return(struct ng_qmp_call *call, json_t *ret)
     json_object_set_new(obj, "return", ret != NULL ? ret : json_object());
     if (call->id != NULL)
         json_object_set(obj, "id", call->id);
+    if (call->may_change)
+        call->client->ctl->ctx->changes_done++;
     ctl_send(call->client, obj);
     call_free(call);
 }
@@ -356,6 +359,7 @@ dispatch(struct ctl_client *c, const struct ng_qmp_command *cmd, json_t *id,
     c->refs++;
     c->calls++;
     call->id = id != NULL ? json_incref(id) : NULL;
+    call->may_change = strncmp(cmd->name, "query-", 6) != 0;
     cmd->handler(call, args);
 }
 

@@ -34,6 +34,12 @@ struct ng_control_ctx {
                                              * still draining; owned */
     struct ng_reload *reload;               /* server/reload.c: the live
                                              * model; owned by the daemon */
+    unsigned long changes_done;             /* commands not named query-*
+                                             * that answered success: the
+                                             * only ones that may have
+                                             * changed the daemon's state
+                                             * (a failed command changes
+                                             * nothing) */
 };
 
 struct ng_control *ng_control_new(uv_loop_t *loop, struct ng_control_ctx *ctx,

@@ -3,8 +3,11 @@
  * argument checks, and whatever the commands then do to a real graph
  * with exports, implicit filters, a throttle group and NAC.
  *
- * Every input gets a fresh daemon state on the one loop, so a run
- * depends on its input alone.  The first byte chooses whether the
+ * Every input meets the daemon state the fixture config makes, so a run
+ * depends on its input alone: an input that ran a command other than
+ * query-* that succeeded leaves a daemon that is thrown away; the others
+ * leave it as they found it, and the next input uses it again.  The
+ * first byte chooses whether the
  * harness negotiates capabilities first (bit 0); the rest is what the
  * client sends.  Drivers that open paths (file, log) are not in this
  * graph's registry: a fuzzer must not create or truncate files outside
@@ -213,8 +216,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size == 0)
         return -1;
-    daemon_start(f);
+    if (f->graph == NULL)
+        daemon_start(f);
     fuzz_unix_session(&f->loop, f->cfg->control, &s);
-    daemon_stop(f);
+    /* Most inputs end in the framer, the JSON parser, the argument
+     * checks or a command's refusal, or run only query-* commands: the
+     * daemon is as it was (a failed command changes nothing), so the
+     * next input may use it as well (building one costs far more than a
+     * session).  After a change, the next input gets a fresh one, so a
+     * run still depends on its input alone. */
+    if (f->ctx.changes_done != 0)
+        daemon_stop(f);
     return 0;
 }
