@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,79 @@ ng_test_fill_pattern(void *buf, size_t len, unsigned long long offset,
 
         p[i] = (unsigned char)(x ^ (x >> 13) ^ ((offset + i) >> 9));
     }
+}
+
+void
+ng_test_block_expected(const struct ng_test_blocks *d,
+                       const unsigned *record, unsigned b, char *buf)
+{
+    if (record[b] == 0)
+        memset(buf, 0, d->size);
+    else
+        ng_test_fill_pattern(buf, d->size, (unsigned long long)b * d->size,
+                             record[b]);
+}
+
+long
+ng_test_block_write_random(struct ng_test_blocks *d, struct nbd_handle *nbd,
+                           unsigned index, unsigned writers, unsigned seed,
+                           unsigned *rng, char *buf)
+{
+    unsigned b = (rand_r(rng) % (d->count / writers)) * writers + index;
+    uint64_t off = (uint64_t)b * d->size;
+
+    if (rand_r(rng) % 8 == 0) {
+        if (nbd_zero(nbd, d->size, off, 0) == -1)
+            return -1;
+        d->record[b] = 0;
+        return b;
+    }
+    ng_test_fill_pattern(buf, d->size, off, seed);
+    if (nbd_pwrite(nbd, buf, d->size, off, 0) == -1)
+        return -1;
+    d->record[b] = seed;
+    return b;
+}
+
+void
+ng_test_blocks_fill(struct ng_test_blocks *d, const char *uri,
+                    unsigned from, unsigned to, unsigned seed_base)
+{
+    struct nbd_handle *nbd = nbd_create();
+    char *buf = malloc(d->size);
+
+    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, uri) == -1)
+        ng_test_fail_nbd("fill: connect");
+    for (unsigned b = from; b < to; b++) {
+        d->record[b] = seed_base + b;
+        ng_test_block_expected(d, d->record, b, buf);
+        if (nbd_pwrite(nbd, buf, d->size, (uint64_t)b * d->size, 0) == -1)
+            ng_test_fail_nbd("fill");
+    }
+    nbd_close(nbd);
+    free(buf);
+}
+
+void
+ng_test_blocks_verify(const struct ng_test_blocks *d, const char *uri,
+                      const unsigned *record, const char *what)
+{
+    struct nbd_handle *nbd = nbd_create();
+    char *want = malloc(d->size), *got = malloc(d->size);
+
+    if (nbd == NULL || want == NULL || got == NULL ||
+        nbd_connect_uri(nbd, uri) == -1)
+        ng_test_fail_nbd("verify: connect");
+    for (unsigned b = 0; b < d->count; b++) {
+        ng_test_block_expected(d, record, b, want);
+        if (nbd_pread(nbd, got, d->size, (uint64_t)b * d->size, 0) == -1)
+            ng_test_fail_nbd("verify: pread");
+        if (memcmp(got, want, d->size) != 0)
+            ng_test_fail("%s: block %u differs from the record", what, b);
+    }
+    nbd_close(nbd);
+    free(want);
+    free(got);
 }
 
 long long

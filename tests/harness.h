@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+struct nbd_handle;
+
 struct ng_test_daemon {
     pid_t pid;
     char dir[256];          /* private temp dir, removed at stop */
@@ -55,6 +57,35 @@ void ng_test_fill_pattern(void *buf, size_t len, unsigned long long offset,
 /* Returns the index of the first differing byte, or -1. */
 long long ng_test_check_pattern(const void *buf, size_t len,
                                 unsigned long long offset, unsigned seed);
+
+/* A disk as its writers left it, block by block: record[b] is the seed
+ * of block b's pattern (see ng_test_fill_pattern), 0 for zeroes.  With
+ * several writers, block b belongs to writer b % writers, so each entry
+ * has one writer. */
+struct ng_test_blocks {
+    unsigned *record;           /* borrowed: `count` entries */
+    unsigned count;
+    size_t size;                /* bytes per block */
+};
+
+/* What block b of `record` holds: size bytes into buf. */
+void ng_test_block_expected(const struct ng_test_blocks *d,
+                            const unsigned *record, unsigned b, char *buf);
+/* One write by writer `index` of `writers`: `seed` into a block of its
+ * own picked with rng, or (1 in 8) write-zeroes; the record follows.
+ * buf holds a block.  Returns the block, or -1 with libnbd's error. */
+long ng_test_block_write_random(struct ng_test_blocks *d,
+                                struct nbd_handle *nbd, unsigned index,
+                                unsigned writers, unsigned seed,
+                                unsigned *rng, char *buf);
+/* Blocks [from, to) get the pattern of seed `seed_base + b`, over a
+ * connection of their own to uri; fails the test on an error. */
+void ng_test_blocks_fill(struct ng_test_blocks *d, const char *uri,
+                         unsigned from, unsigned to, unsigned seed_base);
+/* The export at uri reads as `record` (d's or a copy of it), else the
+ * test fails naming `what` and the block. */
+void ng_test_blocks_verify(const struct ng_test_blocks *d, const char *uri,
+                           const unsigned *record, const char *what);
 
 /* Bound the whole test: SIGALRM after `seconds` fails it. */
 void ng_test_timeout(unsigned seconds);

@@ -68,6 +68,7 @@ static unsigned seeds[BLOCKS];
 static unsigned in_base[BLOCKS];
 /* Written after the first snapshot: not in the base alone. */
 static bool above_base[BLOCKS];
+static struct ng_test_blocks disk = { seeds, BLOCKS, BLOCK };
 
 static atomic_int stop;
 
@@ -78,34 +79,16 @@ struct worker {
     char error[256];
 };
 
-static void
-block_expected(const unsigned *record, unsigned b, char *buf)
-{
-    if (record[b] == 0)
-        memset(buf, 0, BLOCK);
-    else
-        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, record[b]);
-}
-
 static int
 worker_op(struct worker *w, struct nbd_handle *nbd, unsigned *rng,
           char *buf)
 {
-    unsigned b = (rand_r(rng) % (BLOCKS / WORKERS)) * WORKERS + w->index;
     unsigned seed = (w->index << 24) + (unsigned)w->ops + 1;
-    uint64_t off = (uint64_t)b * BLOCK;
+    long b = ng_test_block_write_random(&disk, nbd, w->index, WORKERS, seed,
+                                        rng, buf);
 
-    if (rand_r(rng) % 8 == 0) {
-        if (nbd_zero(nbd, BLOCK, off, 0) == -1)
-            return -1;
-        seeds[b] = 0;
-        above_base[b] = true;
-        return 0;
-    }
-    ng_test_fill_pattern(buf, BLOCK, off, seed);
-    if (nbd_pwrite(nbd, buf, BLOCK, off, 0) == -1)
+    if (b == -1)
         return -1;
-    seeds[b] = seed;
     above_base[b] = true;
     return 0;
 }
@@ -142,43 +125,9 @@ out:
 static void
 fill(const char *uri, unsigned from, unsigned to, unsigned seed_base)
 {
-    struct nbd_handle *nbd = nbd_create();
-    char *buf = malloc(BLOCK);
-    unsigned b;
-
-    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, uri) == -1)
-        ng_test_fail_nbd("fill connect");
-    for (b = from; b < to; b++) {
-        seeds[b] = seed_base + b;
+    ng_test_blocks_fill(&disk, uri, from, to, seed_base);
+    for (unsigned b = from; b < to; b++)
         above_base[b] = seed_base != BASE_SEED;
-        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, seeds[b]);
-        if (nbd_pwrite(nbd, buf, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
-            ng_test_fail_nbd("fill");
-    }
-    nbd_close(nbd);
-    free(buf);
-}
-
-static void
-verify(const char *uri, const unsigned *record, const char *what)
-{
-    struct nbd_handle *nbd = nbd_create();
-    char *want = malloc(BLOCK), *got = malloc(BLOCK);
-    unsigned b;
-
-    if (nbd == NULL || want == NULL || got == NULL ||
-        nbd_connect_uri(nbd, uri) == -1)
-        ng_test_fail_nbd("verify connect");
-    for (b = 0; b < BLOCKS; b++) {
-        block_expected(record, b, want);
-        if (nbd_pread(nbd, got, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
-            ng_test_fail_nbd("verify pread");
-        if (memcmp(got, want, BLOCK) != 0)
-            ng_test_fail("%s: block %u differs from the record", what, b);
-    }
-    nbd_close(nbd);
-    free(want);
-    free(got);
 }
 
 static void
@@ -393,7 +342,7 @@ base_stays_below(struct ng_test_daemon *d, struct ng_test_qmp *q)
     if (n == 0)
         ng_test_fail("no block was left to the base alone");
     printf("%u blocks only in the base\n", n);
-    verify(d->uri, seeds, "the top over a changed base");
+    ng_test_blocks_verify(&disk, d->uri, seeds, "the top over a changed base");
 }
 
 static void
@@ -534,7 +483,8 @@ run_commits(struct ng_test_daemon *d, struct ng_test_qmp *q,
     start_workers(w, t, d->uri);
     commit_intermediate(q, ev);
     stop_workers(w, t);
-    verify(d->uri, seeds, "after the intermediate commit");
+    ng_test_blocks_verify(&disk, d->uri, seeds,
+                          "after the intermediate commit");
     printf("intermediate commit done\n");
     fflush(stdout);
 
@@ -544,7 +494,7 @@ run_commits(struct ng_test_daemon *d, struct ng_test_qmp *q,
     commit_active(q);
     usleep(200000);                 /* the clients go on, on c2 */
     stop_workers(w, t);
-    verify(d->uri, seeds, "after the active commit");
+    ng_test_blocks_verify(&disk, d->uri, seeds, "after the active commit");
     printf("active commit done\n");
     fflush(stdout);
 }
@@ -572,7 +522,7 @@ main(void)
     start_workers(w, t, d->uri);
     cancel_and_refusals(q);
     stop_workers(w, t);
-    verify(d->uri, seeds, "after the cancelled stream");
+    ng_test_blocks_verify(&disk, d->uri, seeds, "after the cancelled stream");
     printf("cancel: chain intact\n");
     fflush(stdout);
 
@@ -583,7 +533,7 @@ main(void)
     stop_workers(w, t);
     check_events(ev, "s0", "stream",
                  "created,running,waiting,pending,concluded,null,");
-    verify(d->uri, seeds, "after stream to base");
+    ng_test_blocks_verify(&disk, d->uri, seeds, "after stream to base");
     base_stays_below(d, q);
     printf("stream to base done\n");
     fflush(stdout);
@@ -594,14 +544,15 @@ main(void)
     expect_child(q, "vm1.throttle", "filtered", "vm1.detect-zeroes");
     expect_child(q, "vm1.detect-zeroes", "filtered", "top");
     stop_workers(w, t);
-    verify(d->uri, seeds, "after the stream that cut the chain");
+    ng_test_blocks_verify(&disk, d->uri, seeds,
+                          "after the stream that cut the chain");
     run_commits(d, q, ev, w, t);
 
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s}}", "execute",
                                "block-export-add", "arguments", "type",
                                "nbd", "id", "old", "node-name", "base"));
     snprintf(uri, sizeof uri, "nbd+unix:///old?socket=%s", d->sock);
-    verify(uri, in_base, "base after the streams");
+    ng_test_blocks_verify(&disk, uri, in_base, "base after the streams");
     ng_test_qmp_close(ev);
     ng_test_qmp_close(q);
     ng_test_stop(d);

@@ -44,6 +44,7 @@ static const char config[] =
 /* Each block's last seed; 0 = zeroes.  Block b belongs to worker
  * b % WORKERS, so only its owner writes the entry. */
 static unsigned seeds[BLOCKS];
+static struct ng_test_blocks disk = { seeds, BLOCKS, BLOCK };
 
 struct worker {
     const char *uri;
@@ -53,35 +54,15 @@ struct worker {
     char error[256];
 };
 
-static void
-block_expected(unsigned b, char *buf)
-{
-    if (seeds[b] == 0)
-        memset(buf, 0, BLOCK);
-    else
-        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, seeds[b]);
-}
-
 /* One op: a new pattern into a block of ours, or (1 in 8) zeroes. */
 static int
 worker_op(struct worker *w, struct nbd_handle *nbd, unsigned *rng,
           char *buf)
 {
-    unsigned b = (rand_r(rng) % (BLOCKS / WORKERS)) * WORKERS + w->index;
     unsigned seed = (w->index << 24) + (unsigned)w->ops + 1;
-    uint64_t off = (uint64_t)b * BLOCK;
 
-    if (rand_r(rng) % 8 == 0) {
-        if (nbd_zero(nbd, BLOCK, off, 0) == -1)
-            return -1;
-        seeds[b] = 0;
-        return 0;
-    }
-    ng_test_fill_pattern(buf, BLOCK, off, seed);
-    if (nbd_pwrite(nbd, buf, BLOCK, off, 0) == -1)
-        return -1;
-    seeds[b] = seed;
-    return 0;
+    return ng_test_block_write_random(&disk, nbd, w->index, WORKERS, seed,
+                                      rng, buf) == -1 ? -1 : 0;
 }
 
 static void *
@@ -109,26 +90,6 @@ out:
     nbd_close(nbd);
     free(buf);
     return NULL;
-}
-
-/* Half the disk holds data before the mirror starts. */
-static void
-prefill(const char *uri)
-{
-    struct nbd_handle *nbd = nbd_create();
-    char *buf = malloc(BLOCK);
-    unsigned b;
-
-    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, uri) == -1)
-        ng_test_fail_nbd("prefill connect");
-    for (b = 0; b < BLOCKS / 2; b++) {
-        seeds[b] = 0x40000000u + b;
-        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, seeds[b]);
-        if (nbd_pwrite(nbd, buf, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
-            ng_test_fail_nbd("prefill");
-    }
-    nbd_close(nbd);
-    free(buf);
 }
 
 /* Status of job `id` in query-jobs, or "gone". */
@@ -221,29 +182,20 @@ check_events(struct ng_test_qmp *ev)
 static void
 verify(const char *uri, const char *path)
 {
-    struct nbd_handle *nbd = nbd_create();
     char *want = malloc(BLOCK), *got = malloc(BLOCK);
     int fd = open(path, O_RDONLY);
-    unsigned b;
 
-    if (nbd == NULL || want == NULL || got == NULL ||
-        nbd_connect_uri(nbd, uri) == -1)
-        ng_test_fail_nbd("verify connect");
-    if (fd == -1)
+    ng_test_blocks_verify(&disk, uri, seeds, "export");
+    if (want == NULL || got == NULL || fd == -1)
         ng_test_fail("open %s", path);
-    for (b = 0; b < BLOCKS; b++) {
-        block_expected(b, want);
-        if (nbd_pread(nbd, got, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
-            ng_test_fail_nbd("verify pread");
-        if (memcmp(got, want, BLOCK) != 0)
-            ng_test_fail("export block %u differs from the record", b);
+    for (unsigned b = 0; b < BLOCKS; b++) {
+        ng_test_block_expected(&disk, seeds, b, want);
         if (pread(fd, got, BLOCK, (off_t)b * BLOCK) != BLOCK)
             ng_test_fail("short read of %s", path);
         if (memcmp(got, want, BLOCK) != 0)
             ng_test_fail("target file block %u differs from the record", b);
     }
     close(fd);
-    nbd_close(nbd);
     free(want);
     free(got);
 }
@@ -332,7 +284,8 @@ main(void)
     ev = ng_test_qmp_connect(d->control);
     add_target(d, q, path, sizeof path, "dst");
     add_target(d, q, spare, sizeof spare, "spare");
-    prefill(d->uri);
+    /* Half the disk holds data before the mirror starts. */
+    ng_test_blocks_fill(&disk, d->uri, 0, BLOCKS / 2, 0x40000000u);
     for (i = 0; i < WORKERS; i++) {
         w[i] = (struct worker){ .uri = d->uri, .index = i, .stop = &stop };
         if (pthread_create(&t[i], NULL, worker_main, &w[i]) != 0)

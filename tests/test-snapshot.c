@@ -59,6 +59,7 @@ static const char config[] =
  * b % WORKERS. */
 static unsigned seeds[BLOCKS];
 static unsigned at_snapshot[BLOCKS];
+static struct ng_test_blocks disk = { seeds, BLOCKS, BLOCK };
 
 static atomic_int stop, hold, held;
 
@@ -69,34 +70,14 @@ struct worker {
     char error[256];
 };
 
-static void
-block_expected(const unsigned *record, unsigned b, char *buf)
-{
-    if (record[b] == 0)
-        memset(buf, 0, BLOCK);
-    else
-        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, record[b]);
-}
-
 static int
 worker_op(struct worker *w, struct nbd_handle *nbd, unsigned *rng,
           char *buf)
 {
-    unsigned b = (rand_r(rng) % (BLOCKS / WORKERS)) * WORKERS + w->index;
     unsigned seed = (w->index << 24) + (unsigned)w->ops + 1;
-    uint64_t off = (uint64_t)b * BLOCK;
 
-    if (rand_r(rng) % 8 == 0) {
-        if (nbd_zero(nbd, BLOCK, off, 0) == -1)
-            return -1;
-        seeds[b] = 0;
-        return 0;
-    }
-    ng_test_fill_pattern(buf, BLOCK, off, seed);
-    if (nbd_pwrite(nbd, buf, BLOCK, off, 0) == -1)
-        return -1;
-    seeds[b] = seed;
-    return 0;
+    return ng_test_block_write_random(&disk, nbd, w->index, WORKERS, seed,
+                                      rng, buf) == -1 ? -1 : 0;
 }
 
 /* While `hold` is set the worker waits, still connected. */
@@ -138,48 +119,6 @@ out:
     nbd_close(nbd);
     free(buf);
     return NULL;
-}
-
-static void
-prefill(const char *uri)
-{
-    struct nbd_handle *nbd = nbd_create();
-    char *buf = malloc(BLOCK);
-    unsigned b;
-
-    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, uri) == -1)
-        ng_test_fail_nbd("prefill connect");
-    for (b = 0; b < BLOCKS / 2; b++) {
-        seeds[b] = 0x40000000u + b;
-        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, seeds[b]);
-        if (nbd_pwrite(nbd, buf, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
-            ng_test_fail_nbd("prefill");
-    }
-    nbd_close(nbd);
-    free(buf);
-}
-
-/* The export at `uri` reads as `record`. */
-static void
-verify(const char *uri, const unsigned *record, const char *what)
-{
-    struct nbd_handle *nbd = nbd_create();
-    char *want = malloc(BLOCK), *got = malloc(BLOCK);
-    unsigned b;
-
-    if (nbd == NULL || want == NULL || got == NULL ||
-        nbd_connect_uri(nbd, uri) == -1)
-        ng_test_fail_nbd("verify connect");
-    for (b = 0; b < BLOCKS; b++) {
-        block_expected(record, b, want);
-        if (nbd_pread(nbd, got, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
-            ng_test_fail_nbd("verify pread");
-        if (memcmp(got, want, BLOCK) != 0)
-            ng_test_fail("%s: block %u differs from the record", what, b);
-    }
-    nbd_close(nbd);
-    free(want);
-    free(got);
 }
 
 static void
@@ -317,7 +256,8 @@ check_top_layer(struct ng_test_daemon *d, struct ng_test_qmp *q)
                                "block-export-add", "arguments", "type",
                                "nbd", "id", "old", "node-name", "ov1"));
     snprintf(uri, sizeof uri, "nbd+unix:///old?socket=%s", d->sock);
-    verify(uri, at_snapshot, "ov1 after the second snapshot");
+    ng_test_blocks_verify(&disk, uri, at_snapshot,
+                          "ov1 after the second snapshot");
 }
 
 static void
@@ -346,7 +286,7 @@ main(void)
     q = ng_test_qmp_connect(d->control);
     bad_input(q);
     nac_refusal(q);
-    prefill(d->uri);
+    ng_test_blocks_fill(&disk, d->uri, 0, BLOCKS / 2, 0x40000000u);
     for (i = 0; i < WORKERS; i++) {
         w[i] = (struct worker){ .uri = d->uri, .index = i };
         if (pthread_create(&t[i], NULL, worker_main, &w[i]) != 0)
@@ -367,7 +307,7 @@ main(void)
             ng_test_fail("worker %u: %s", i, w[i].error);
         printf("worker %u: %lu ops\n", i, w[i].ops);
     }
-    verify(d->uri, seeds, "export vm1");
+    ng_test_blocks_verify(&disk, d->uri, seeds, "export vm1");
     check_chain(q);
     check_top_layer(d, q);
     ng_test_qmp_close(q);
