@@ -57,6 +57,7 @@ tests_unit_test_layer_link_config_LDADD = \
 	$(ZLIB_LIBS) \
 	$(LIBNBD_LIBS) \
 	$(LIBRBD_LIBS) \
+	$(LIBURING_LIBS) \
 	$(YAML_LIBS) \
 	-lpthread \
 	$(NULL)

@@ -13,6 +13,7 @@ build_deps=(build-essential autoconf automake pkg-config
             librbd-dev          # graph/drv-rbd.c: Ceph RBD
             libargon2-dev       # graph/luks2.c: argon2 LUKS2 keyslots
             zlib1g-dev          # qcow2 compressed clusters
+            liburing-dev        # graph/file-uring.c: file aio=io_uring
             nbdkit-plugin-dev)  # the nbdkit leaf
 test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz gnutls-bin
            groff-base man-db systemd python3 clang libclang-rt-14-dev

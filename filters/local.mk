@@ -89,6 +89,7 @@ tests_unit_test_layer_link_filters_LDADD = \
 	$(ZLIB_LIBS) \
 	$(LIBNBD_LIBS) \
 	$(LIBRBD_LIBS) \
+	$(LIBURING_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_filters_DEPENDENCIES = \

@@ -34,6 +34,8 @@ graph_libnggraph_a_SOURCES = \
 	graph/drv-memory.c \
 	graph/drv-null.c \
 	graph/drv-file.c \
+	graph/file-uring.h \
+	graph/file-uring.c \
 	graph/drv-raw.c \
 	graph/secret.h \
 	graph/secret.c \
@@ -115,6 +117,7 @@ tests_unit_test_layer_link_graph_LDADD = \
 	$(ZLIB_LIBS) \
 	$(LIBNBD_LIBS) \
 	$(LIBRBD_LIBS) \
+	$(LIBURING_LIBS) \
 	-lpthread \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_graph_DEPENDENCIES = graph/libnggraph.a

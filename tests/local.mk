@@ -174,3 +174,7 @@ EXTRA_DIST += \
 	tests/nbdkit-ram.py \
 	tests/nbdkit-http-server.py \
 	$(NULL)
+
+# The file driver's aio=io_uring (graph/file-uring.c).
+TESTS += tests/test-file-uring.sh
+EXTRA_DIST += tests/test-file-uring.sh
