@@ -9,7 +9,8 @@
  *
  * Two shortcuts keep requests that cannot block on the loop thread, where
  * they cost no thread hand-off: every request to a file on tmpfs or ramfs
- * (memory only: nothing there waits for a device), and a buffered read
+ * (memory only: nothing there waits for a device; but block status that
+ * must walk the file goes to a worker), and a buffered read
  * that preadv2(RWF_NOWAIT) can answer wholly from the page cache.
  *
  * With `aio: io_uring` (QEMU's name) the node has an io_uring of its own
@@ -36,6 +37,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -122,6 +124,20 @@ struct file_state {
     bool never_blocks;              /* tmpfs/ramfs, buffered: run inline */
     bool nowait_reads;              /* try RWF_NOWAIT reads inline; cleared
                                      * when the file system says no */
+    /* The data extent SEEK_HOLE found last, [data_start, data_end)
+     * (empty when equal): the next block status inside it answers from
+     * here.  SEEK_HOLE walks to the end of the data, milliseconds per GiB
+     * on tmpfs, so without this each request of a map of a full file
+     * walked the whole rest of it.  Only data is kept: calling a hole
+     * data is always right, the other way round is not, and another
+     * process may write the file.  Our own fallocate()s (trims, zeroes)
+     * empty it and bump extent_gen, so a walk that began before one
+     * does not store what it found.  Block status runs on worker
+     * threads, hence the lock. */
+    pthread_mutex_t extent_lock;
+    bool extent_lock_ready;
+    uint64_t data_start, data_end;
+    uint64_t extent_gen;
     struct ng_node *node;           /* back from ring completions */
     struct ng_uring *uring;         /* aio=io_uring: owned, else NULL */
 };
@@ -383,6 +399,44 @@ file_write_zero_bytes(struct file_state *s, uint64_t len, uint64_t off)
     return 0;
 }
 
+/* ---- Worker thread or loop: the extent cache (see file_state) -------- */
+
+static void
+file_forget_data(struct file_state *s)
+{
+    pthread_mutex_lock(&s->extent_lock);
+    s->data_start = s->data_end = 0;
+    s->extent_gen++;
+    pthread_mutex_unlock(&s->extent_lock);
+}
+
+/* Whether `off` is in the cached data extent; *data_end is its end. */
+static bool
+file_cached_data(struct file_state *s, uint64_t off, uint64_t *data_end,
+                 uint64_t *gen)
+{
+    bool hit;
+
+    pthread_mutex_lock(&s->extent_lock);
+    hit = off >= s->data_start && off < s->data_end;
+    *data_end = s->data_end;
+    *gen = s->extent_gen;
+    pthread_mutex_unlock(&s->extent_lock);
+    return hit;
+}
+
+static void
+file_remember_data(struct file_state *s, uint64_t start, uint64_t end,
+                   uint64_t gen)
+{
+    pthread_mutex_lock(&s->extent_lock);
+    if (s->extent_gen == gen) {
+        s->data_start = start;
+        s->data_end = end;
+    }
+    pthread_mutex_unlock(&s->extent_lock);
+}
+
 static inline bool
 file_errno_unsupported(int r)
 {
@@ -401,6 +455,7 @@ file_fallocate(struct file_state *s, int mode, uint64_t off, uint64_t len)
     } while (r < 0 && errno == EINTR);
     if (r < 0)
         r = -errno;
+    file_forget_data(s);
     return r;
 }
 
@@ -454,11 +509,18 @@ file_zero(struct file_state *s, uint64_t len, uint64_t off, uint32_t flags)
 /* Where the data at or after `off` ends and the next hole starts, from
  * SEEK_DATA and SEEK_HOLE.  Sets *next and *flags for [off, *next). */
 static int
-file_next_extent(const struct file_state *s, uint64_t off, uint64_t end,
+file_next_extent(struct file_state *s, uint64_t off, uint64_t end,
                  uint64_t *next, uint32_t *flags)
 {
-    off_t data = lseek(s->fd, (off_t)off, SEEK_DATA);
-    off_t hole;
+    uint64_t data_end, gen;
+    off_t data, hole;
+
+    if (file_cached_data(s, off, &data_end, &gen)) {
+        *next = data_end < end ? data_end : end;
+        *flags = 0;
+        return 0;
+    }
+    data = lseek(s->fd, (off_t)off, SEEK_DATA);
 
     if (data < 0) {
         if (errno == ENXIO) {
@@ -484,6 +546,8 @@ file_next_extent(const struct file_state *s, uint64_t off, uint64_t end,
     }
     if (hole < 0)
         return -errno;
+    if ((uint64_t)hole > off)
+        file_remember_data(s, off, (uint64_t)hole, gen);
     /* A hole at `off` right after data at `off` means the file changed
      * under us; calling it data keeps us moving. */
     *next = (uint64_t)hole > off && (uint64_t)hole < end ?
@@ -581,6 +645,18 @@ file_read_nowait(struct file_state *s, struct ng_req *req)
     return r == (ssize_t)req->length;
 }
 
+/* Block status that the extent cache cannot answer walks the file,
+ * which on tmpfs takes long enough (a second for 16 GiB) to stall every
+ * client if done on the loop: it goes to a worker even there. */
+static bool
+file_may_walk(struct file_state *s, const struct ng_req *req)
+{
+    uint64_t data_end, gen;
+
+    return req->op == NG_OP_BLOCK_STATUS &&
+           !file_cached_data(s, req->offset, &data_end, &gen);
+}
+
 /* A request the ring can take: one flat buffer needing no bounce (a
  * length the kernel's int result can hold), or a flush.  Queues it;
  * false when the pool must do it. */
@@ -628,7 +704,7 @@ file_submit(struct ng_node *node, struct ng_req *req)
 {
     struct file_state *s = ng_node_state(node);
 
-    if (s->never_blocks)
+    if (s->never_blocks && !file_may_walk(s, req))
         ng_req_complete(req, file_work(node, req));
     else if (file_read_nowait(s, req))
         ng_req_complete(req, 0);
@@ -801,6 +877,9 @@ file_close(struct ng_node *node)
      * wrote must be on disk once the node (or the daemon) is gone. */
     ng_uring_free(s->uring);
     s->uring = NULL;
+    if (s->extent_lock_ready)
+        pthread_mutex_destroy(&s->extent_lock);
+    s->extent_lock_ready = false;
     if (s->has_fd && !node->read_only && !node->graph->inspect_only)
         fdatasync(s->fd);
     if (s->has_fd)
@@ -835,6 +914,8 @@ file_open(struct ng_node *node, struct ng_error *err)
     if (s->direct)
         flags |= O_DIRECT;
     s->align = s->mem_align = s->dev_align = 1;
+    pthread_mutex_init(&s->extent_lock, NULL);
+    s->extent_lock_ready = true;
     s->fd = open(s->filename, flags);
     if (s->fd < 0) {
         if (s->direct && errno == EINVAL)

@@ -178,3 +178,7 @@ EXTRA_DIST += \
 # The file driver's aio=io_uring (graph/file-uring.c).
 TESTS += tests/test-file-uring.sh
 EXTRA_DIST += tests/test-file-uring.sh
+
+# The file driver's extent cache keeps block status right.
+TESTS += tests/test-file-extents.sh
+EXTRA_DIST += tests/test-file-extents.sh
