@@ -64,6 +64,18 @@ static const struct ng_opt_desc qcow2_opts[] = {
                           backing_null, NG_ROLE_BACKING,
                           "node whose data shows where the image has none; "
                           "null for none"),
+    NG_OPT_VALUE("cache-size", struct qcow2_state, opt_cache_size, false,
+                 "most bytes of L2 tables and refcount blocks cached, "
+                 "together (QEMU's rules split it)"),
+    NG_OPT_VALUE("l2-cache-size", struct qcow2_state, opt_l2_cache_size,
+                 false, "most bytes of L2 tables cached (default: enough "
+                 "for the whole image, at most 32M)"),
+    NG_OPT_VALUE("refcount-cache-size", struct qcow2_state,
+                 opt_rc_cache_size, false, "most bytes of refcount blocks "
+                 "cached (default: 4 clusters)"),
+    NG_OPT_INT("cache-clean-interval", struct qcow2_state,
+               cache_clean_interval, "600", "seconds after which unused "
+               "cached tables are dropped; 0 for never"),
     NG_OPT_END,
 };
 
@@ -98,6 +110,21 @@ submit_view(struct qcow2_io *io, struct ng_node *to, enum ng_op op,
 }
 
 static bool unlock_and_complete(struct qcow2_io *io, int ret);
+
+/* A table operation failed with r: -EAGAIN means it needs a table that
+ * is not in memory, so wait for it (true: the step returns and runs
+ * again once it is in); anything else fails the request. */
+static bool
+wait_or_fail(struct qcow2_io *io, int r)
+{
+    struct qcow2_state *s = io->s;
+
+    if (r == -EAGAIN &&
+        !qcow2_cache_ready(s, s->need_cache, s->need_idx, &io->seq))
+        return true;
+    /* Ready after -EAGAIN would loop: cannot happen, but fail safe. */
+    return unlock_and_complete(io, r == -EAGAIN ? -EIO : r);
+}
 
 static void
 flush_done(void *opaque, int ret)
@@ -154,9 +181,14 @@ read_engine(struct qcow2_io *io, bool *failed)
     while (io->rd_pos < io->rd_len) {
         uint64_t at = io->rd_pos, off = io->rd_off + at;
 
+        if (!qcow2_l2_ready(s, off, &io->seq))
+            return true;            /* resumed once the table is in */
         qcow2_map(s, off, io->rd_len - at, &m);
         io->rd_pos += m.len;
         switch (m.kind) {
+        case QCOW2_UNLOADED:        /* not reached: the table is ready */
+            *failed = true;
+            return unlock_and_complete(io, -EIO);
         case QCOW2_ZERO:
             ng_iov_memset(&io->rd_iov, at, 0, m.len);
             continue;
@@ -308,7 +340,7 @@ read_step(struct qcow2_seq *q)
 static uint64_t
 l2_get(const struct qcow2_state *s, uint64_t gc)
 {
-    const unsigned char *t = s->l2[gc / s->l2_entries];
+    const unsigned char *t = qcow2_table(&s->l2c, gc / s->l2_entries);
 
     return t == NULL ? 0 : qcow2_get64(t, gc % s->l2_entries);
 }
@@ -319,8 +351,11 @@ static int
 l2_set(struct qcow2_state *s, uint64_t gc, uint64_t e, bool keep)
 {
     uint64_t old = l2_get(s, gc), l1i = gc / s->l2_entries;
+    unsigned char *t = qcow2_table(&s->l2c, l1i);
     int r = 0;
 
+    if (t == NULL)
+        return -EIO;                /* callers load it first */
     if (old & QCOW2_OFLAG_COMPRESSED) {
         uint64_t x = 62 - (s->cluster_bits - 8);
         uint64_t coff = old & (((uint64_t)1 << x) - 1);
@@ -332,8 +367,8 @@ l2_set(struct qcow2_state *s, uint64_t gc, uint64_t e, bool keep)
     }
     if (r < 0)
         return r;
-    qcow2_set64(s->l2[l1i], gc % s->l2_entries, e);
-    s->l2_dirty[l1i] = true;
+    qcow2_set64(t, gc % s->l2_entries, e);
+    s->l2c.slot[l1i].dirty = true;
     return 0;
 }
 
@@ -348,8 +383,8 @@ zero_cluster(struct qcow2_state *s, const struct ng_req *req, uint64_t gc)
     int r = 0;
 
     if (req->op == NG_OP_TRIM && s->backing == NULL &&
-        s->l2[gc / s->l2_entries] == NULL)
-        return 0;                   /* unallocated already reads zeroes */
+        qcow2_table(&s->l2c, gc / s->l2_entries) == NULL)
+        return 0;                   /* no table (it is ready): zeroes */
     if (s->version < 3 && s->backing != NULL)
         return 0;       /* no zero flag: a trim may leave the data */
     if (qcow2_l2_for(s, gc, &r) == NULL)
@@ -390,9 +425,12 @@ source(struct qcow2_io *io, struct ng_iov *zero_view, struct iovec *one)
 static uint64_t
 count_new(const struct qcow2_state *s, uint64_t gc, uint64_t n)
 {
-    uint64_t k = 0;
+    uint64_t k = 0, in_table = s->l2_entries - gc % s->l2_entries;
     struct qcow2_map m;
 
+    /* Only the table that is ready (and map_new sets one at a time). */
+    if (n > in_table)
+        n = in_table;
     for (; k < n; k++) {
         qcow2_map(s, (gc + k) << s->cluster_bits, s->cluster_size, &m);
         if (m.kind == QCOW2_DATA)
@@ -409,11 +447,9 @@ write_new_run(struct qcow2_io *io, uint64_t gc, uint64_t k)
     uint64_t host, got;
     int r = 0;
 
-    for (uint64_t i = 0; i < k; i++)
-        if (qcow2_l2_for(s, gc + i, &r) == NULL)
-            return unlock_and_complete(io, r);
-    if ((host = qcow2_alloc(s, k, &got, &r)) == 0)
-        return unlock_and_complete(io, r);
+    if (qcow2_l2_for(s, gc, &r) == NULL ||
+        (host = qcow2_alloc(s, k, &got, &r)) == 0)
+        return wait_or_fail(io, r);
     io->new_gc = gc;
     io->new_n = got;
     io->new_host = host;
@@ -457,14 +493,15 @@ cow_write(struct qcow2_io *io)
     uint64_t host, got;
     int r = 0;
 
-    io->cow = false;
     if (req->op == NG_OP_WRITE)
         ng_iov_to_buf(&req->iov, io->pos, io->bounce + in, n);
     else
         memset(io->bounce + in, 0, n);
+    /* On -EAGAIN, the read engine finds nothing left and we come back. */
     if (qcow2_l2_for(s, gc, &r) == NULL ||
         (host = qcow2_alloc(s, 1, &got, &r)) == 0)
-        return unlock_and_complete(io, r);
+        return wait_or_fail(io, r);
+    io->cow = false;
     io->new_gc = gc;
     io->new_n = 1;
     io->new_host = host;
@@ -496,11 +533,11 @@ modify_next(struct qcow2_io *io)
         struct iovec one;
         int r;
 
+        if (!qcow2_l2_ready(s, off, &io->seq))
+            return NEXT_SUBMITTED;  /* resumed once the table is in */
         if (req->op != NG_OP_WRITE && full) {
-            if ((r = zero_cluster(s, req, gc)) < 0) {
-                unlock_and_complete(io, r);
-                return NEXT_GONE;
-            }
+            if ((r = zero_cluster(s, req, gc)) < 0)
+                return wait_or_fail(io, r) ? NEXT_SUBMITTED : NEXT_GONE;
             io->pos += clen;
             continue;
         }
@@ -559,7 +596,10 @@ modify_step(struct qcow2_seq *q)
                 return false;
             return cow_write(io);
         case IO_NEW:
-            /* The data is in: now the mapping may show it. */
+            /* The data is in: now the mapping may show it (its table
+             * may have left the cache meanwhile). */
+            if (!qcow2_l2_ready(s, io->new_gc << s->cluster_bits, q))
+                return true;
             if ((r = map_new(s, io->new_gc, io->new_n, io->new_host)) < 0)
                 return unlock_and_complete(io, r);
             break;
@@ -615,9 +655,9 @@ bs_step(struct qcow2_seq *q)
     uint64_t off = req->offset, end = req->offset + req->length;
     struct qcow2_map m;
 
+    if (q->ret < 0)                 /* the backing's, or a table load */
+        return unlock_and_complete(io, q->ret);
     if (io->phase == IO_BS_BACKING) {
-        if (q->ret < 0)
-            return unlock_and_complete(io, q->ret);
         req->nr_extents = q->sub.nr_extents;
         return unlock_and_complete(io, 0);
     }
@@ -626,6 +666,14 @@ bs_step(struct qcow2_seq *q)
         uint32_t flags;
 
         qcow2_map(s, off, end - off, &m);
+        if (m.kind == QCOW2_UNLOADED) {
+            /* A short answer, or (from scratch) once it is in. */
+            if (req->nr_extents > 0)
+                break;
+            if (!qcow2_l2_ready(s, off, q))
+                return true;
+            continue;
+        }
         if (m.kind == QCOW2_UNALLOC && !local) {
             uint64_t span = backing_span(s, off, m.len);
 
@@ -704,6 +752,7 @@ qcow2_submit(struct ng_node *node, struct ng_req *req)
     }
     io->s = s;
     io->req = req;
+    io->seq.ret = 0;
     switch (req->op) {
     case NG_OP_READ:
         io->seq.step = read_step;
@@ -773,16 +822,11 @@ qcow2_open_async(struct ng_node *node, struct ng_error *err)
 void
 qcow2_free_state(struct qcow2_state *s)
 {
-    for (uint64_t i = 0; s->l2 != NULL && i < s->l1_size; i++)
-        free(s->l2[i]);
-    for (uint64_t i = 0; s->rb != NULL && i < s->reft_entries; i++)
-        free(s->rb[i]);
+    qcow2_clean_timer_stop(s);
+    qcow2_cache_free(&s->l2c);
+    qcow2_cache_free(&s->rbc);
     free(s->l1);
-    free(s->l2);
-    free(s->l2_dirty);
     free(s->reft);
-    free(s->rb);
-    free(s->rb_dirty);
     free(s->unrefs);
     free(s->zero_buf);
     free(s->backing_name);

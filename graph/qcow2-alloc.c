@@ -1,5 +1,7 @@
-/* graph/qcow2-alloc.c: qcow2 refcounts and cluster allocation, in memory
- * (qcow2-cache.c writes the changed tables back in order).
+/* graph/qcow2-alloc.c: qcow2 refcounts and cluster allocation, on the
+ * cached tables (qcow2-cache.c loads them and writes the changed ones
+ * back in order).  An operation that needs a table not in memory fails
+ * with -EAGAIN before it changes anything (see graph/qcow2.h).
  *
  * Allocation appends: new clusters come from alloc_next, past every
  * cluster in use at open, so a cluster freed in this session is never
@@ -31,7 +33,7 @@ qcow2_refcount_get(const struct qcow2_state *s, uint64_t cluster)
     uint32_t v32;
     uint64_t v64;
 
-    if (rbi >= s->reft_entries || (b = s->rb[rbi]) == NULL)
+    if ((b = qcow2_table(&s->rbc, rbi)) == NULL)
         return 0;
     switch (s->refcount_order) {
     case 0: case 1: case 2:
@@ -54,7 +56,7 @@ static void
 refcount_store(struct qcow2_state *s, uint64_t cluster, uint64_t v)
 {
     uint64_t rbi = cluster / s->rb_entries, i = cluster % s->rb_entries;
-    unsigned char *b = s->rb[rbi];
+    unsigned char *b = s->rbc.slot[rbi].data;
     unsigned w = 1u << s->refcount_order;
     uint16_t v16;
     uint32_t v32;
@@ -84,7 +86,27 @@ refcount_store(struct qcow2_state *s, uint64_t cluster, uint64_t v)
         memcpy(b + i * 8, &v64, 8);
         break;
     }
-    s->rb_dirty[rbi] = true;
+    s->rbc.slot[rbi].dirty = true;
+}
+
+/* -EAGAIN naming table idx of c. */
+static int
+need(struct qcow2_state *s, struct qcow2_cache *c, uint64_t idx)
+{
+    s->need_cache = c;
+    s->need_idx = idx;
+    return -EAGAIN;
+}
+
+/* Block rbi in memory (0), not in the image (1), or -EAGAIN. */
+static int
+rb_state(struct qcow2_state *s, uint64_t rbi)
+{
+    if (qcow2_table(&s->rbc, rbi) != NULL)
+        return 0;
+    if (rbi >= s->reft_entries || s->reft[rbi] == 0)
+        return 1;
+    return need(s, &s->rbc, rbi);
 }
 
 /* The file must hold [0, end). */
@@ -119,16 +141,15 @@ make_rb(struct qcow2_state *s, uint64_t rbi)
 
     if (rbi >= s->reft_entries && (r = grow_reft(s, rbi + 1)) < 0)
         return r;
-    if (s->rb[rbi] != NULL)
-        return 0;                   /* growing the table made it */
+    if ((r = rb_state(s, rbi)) <= 0)
+        return r;                   /* growing the table made it */
     c = s->alloc_next;
     if ((r = ensure_file(s, (c + 1) << s->cluster_bits)) < 0)
         return r;
-    if ((s->rb[rbi] = calloc(1, s->cluster_size)) == NULL)
+    if (qcow2_cache_new(s, &s->rbc, rbi) == NULL)
         return -ENOMEM;
     s->reft[rbi] = htobe64(c << s->cluster_bits);
     s->reft_dirty = true;
-    s->rb_dirty[rbi] = true;
     s->alloc_next = c + 1;
     return refcount_set(s, c, 1);
 }
@@ -144,8 +165,7 @@ refcount_set(struct qcow2_state *s, uint64_t cluster, uint64_t v)
                      " would overflow", cluster);
         return -EIO;
     }
-    if ((rbi >= s->reft_entries || s->rb[rbi] == NULL) &&
-        (r = make_rb(s, rbi)) < 0)
+    if ((r = rb_state(s, rbi)) < 0 || (r == 1 && (r = make_rb(s, rbi)) < 0))
         return r;
     refcount_store(s, cluster, v);
     return 0;
@@ -154,7 +174,8 @@ refcount_set(struct qcow2_state *s, uint64_t cluster, uint64_t v)
 /* Move the refcount table to a bigger place at the end of the file:
  * the old one is freed once the header points to the new one (the
  * write-back writes the table, then the header, then applies the
- * decrement). */
+ * decrement).  Its clusters come from past the old table's reach, where
+ * no block exists yet: no -EAGAIN halfway. */
 static int
 grow_reft(struct qcow2_state *s, uint64_t need)
 {
@@ -174,15 +195,12 @@ grow_reft(struct qcow2_state *s, uint64_t need)
     if ((p = realloc(s->reft, n * 8)) == NULL)
         return -ENOMEM;
     s->reft = p;
-    if ((p = realloc(s->rb, n * sizeof *s->rb)) == NULL)
+    if ((p = realloc(s->rbc.slot, n * sizeof *s->rbc.slot)) == NULL)
         return -ENOMEM;
-    s->rb = p;
-    if ((p = realloc(s->rb_dirty, n * sizeof *s->rb_dirty)) == NULL)
-        return -ENOMEM;
-    s->rb_dirty = p;
+    s->rbc.slot = p;
     memset(s->reft + old_n, 0, (n - old_n) * 8);
-    memset(s->rb + old_n, 0, (n - old_n) * sizeof *s->rb);
-    memset(s->rb_dirty + old_n, 0, (n - old_n) * sizeof *s->rb_dirty);
+    memset(s->rbc.slot + old_n, 0, (n - old_n) * sizeof *s->rbc.slot);
+    s->rbc.n_slots = n;
     s->reft_entries = n;
     /* Contiguous clusters: a block made in between breaks the run, so
      * free the piece and try again further on. */
@@ -201,15 +219,11 @@ grow_reft(struct qcow2_state *s, uint64_t need)
 }
 
 uint64_t
-qcow2_used_end(const struct qcow2_state *s)
+qcow2_rb_used_end(const struct qcow2_state *s, uint64_t rbi)
 {
-    for (uint64_t rbi = s->reft_entries; rbi-- > 0;) {
-        if (s->rb[rbi] == NULL)
-            continue;
-        for (uint64_t i = s->rb_entries; i-- > 0;)
-            if (qcow2_refcount_get(s, rbi * s->rb_entries + i) != 0)
-                return rbi * s->rb_entries + i + 1;
-    }
+    for (uint64_t i = s->rb_entries; i-- > 0;)
+        if (qcow2_refcount_get(s, rbi * s->rb_entries + i) != 0)
+            return rbi * s->rb_entries + i + 1;
     return 0;
 }
 
@@ -223,9 +237,9 @@ qcow2_alloc(struct qcow2_state *s, uint64_t n, uint64_t *got, int *ret)
     for (;;) {
         c = s->alloc_next;
         rbi = c / s->rb_entries;
-        if (rbi < s->reft_entries && s->rb[rbi] != NULL)
+        if ((r = rb_state(s, rbi)) == 0)
             break;
-        if ((r = make_rb(s, rbi)) < 0) {
+        if (r < 0 || (r = make_rb(s, rbi)) < 0) {
             *ret = r;
             return 0;
         }
@@ -250,20 +264,20 @@ qcow2_l2_for(struct qcow2_state *s, uint64_t gc, int *ret)
     uint64_t l1i = gc / s->l2_entries, got, host;
     unsigned char *t;
 
-    if (s->l2[l1i] != NULL)
-        return s->l2[l1i];
-    if ((t = calloc(1, s->cluster_size)) == NULL) {
-        *ret = -ENOMEM;
+    if ((t = qcow2_table(&s->l2c, l1i)) != NULL)
+        return t;
+    if ((be64toh(s->l1[l1i]) & QCOW2_OFFSET_MASK) != 0) {
+        *ret = need(s, &s->l2c, l1i);
         return NULL;
     }
-    if ((host = qcow2_alloc(s, 1, &got, ret)) == 0) {
-        free(t);
+    if ((host = qcow2_alloc(s, 1, &got, ret)) == 0)
+        return NULL;
+    if ((t = qcow2_cache_new(s, &s->l2c, l1i)) == NULL) {
+        *ret = -ENOMEM;             /* the cluster leaks */
         return NULL;
     }
-    s->l2[l1i] = t;
     s->l1[l1i] = htobe64(host | QCOW2_OFLAG_COPIED);
     s->l1_dirty = true;
-    s->l2_dirty[l1i] = true;
     return t;
 }
 
@@ -284,17 +298,10 @@ qcow2_unref(struct qcow2_state *s, uint64_t host, uint64_t len)
 }
 
 void
-qcow2_unref_apply(struct qcow2_state *s, struct qcow2_unref *u, size_t n)
+qcow2_refcount_dec(struct qcow2_state *s, uint64_t cluster)
 {
-    for (size_t i = 0; i < n; i++) {
-        uint64_t first = u[i].host >> s->cluster_bits;
-        uint64_t last = (u[i].host + u[i].len - 1) >> s->cluster_bits;
+    uint64_t v = qcow2_refcount_get(s, cluster);
 
-        for (uint64_t c = first; c <= last; c++) {
-            uint64_t v = qcow2_refcount_get(s, c);
-
-            if (v > 0)
-                refcount_store(s, c, v - 1);
-        }
-    }
+    if (v > 0)
+        refcount_store(s, cluster, v - 1);
 }

@@ -1,5 +1,14 @@
 /* graph/qcow2-cache.c: qcow2 metadata I/O through the file child: the
- * load of every table at open, and the write-back of changed ones.
+ * load at open, the caches of L2 tables and refcount blocks, and the
+ * write-back of changed tables.
+ *
+ * Caches: a table is loaded when a request needs it (the request waits;
+ * requests that need one table in flight share its load), and the least
+ * recently used clean table goes when a cache holds more than its size.
+ * A dirty table stays until written back: when only dirty tables could
+ * make room, a write-back round starts, and the cache holds the extra
+ * tables until it is done.  A table a round is writing stays in memory
+ * until its copy is on disk, so a later load never reads an old copy.
  *
  * Write-back runs in rounds, one at a time.  A round takes a copy of
  * every dirty table at once (so requests may go on changing them) and
@@ -25,16 +34,20 @@
 
 /* ---- Sequencer ---------------------------------------------------------- */
 
-static void
-seq_done(struct ng_req *sub, int ret)
+void
+qcow2_seq_resume(struct qcow2_seq *q, int ret)
 {
-    struct qcow2_seq *q = sub->opaque;
-
     q->ret = ret;
     if (q->busy)
         q->inline_done = true;
     else
         qcow2_seq_run(q);
+}
+
+static void
+seq_done(struct ng_req *sub, int ret)
+{
+    qcow2_seq_resume(sub->opaque, ret);
 }
 
 void
@@ -69,11 +82,381 @@ qcow2_seq_submit(struct qcow2_seq *q, struct ng_node *to, enum ng_op op,
     qcow2_seq_submit_prepared(q, to);
 }
 
+/* ---- Cache sizes -------------------------------------------------------- */
+
+/* An optional size option: *set says whether it was given. */
+static int
+opt_size(const struct ng_value *v, const char *name, uint64_t def,
+         uint64_t *out, bool *set, struct ng_error *err)
+{
+    *set = v != NULL;
+    *out = def;
+    return v == NULL ? 0 : ng_value_to_size(v, name, out, err);
+}
+
+int
+qcow2_cache_sizes(struct qcow2_state *s, struct ng_error *err)
+{
+    uint64_t min_rc = QCOW2_MIN_REFCOUNT_CACHE * s->cluster_size;
+    uint64_t entries = (s->size + s->cluster_size - 1) >> s->cluster_bits;
+    uint64_t max_l2 = (entries * s->l2_entry_size + s->cluster_size - 1) &
+                      ~(s->cluster_size - 1);
+    uint64_t combined, l2_max, rc;
+    bool combined_set, l2_set, rc_set;
+
+    if (opt_size(s->opt_cache_size, "cache-size", 0, &combined,
+                 &combined_set, err) < 0 ||
+        opt_size(s->opt_l2_cache_size, "l2-cache-size",
+                 QCOW2_DEFAULT_L2_CACHE_MAX, &l2_max, &l2_set, err) < 0 ||
+        opt_size(s->opt_rc_cache_size, "refcount-cache-size", 0, &rc,
+                 &rc_set, err) < 0)
+        return -1;
+    if (s->cache_clean_interval < 0 ||
+        s->cache_clean_interval > UINT32_MAX)
+        return ng_error_set(err, EINVAL, "'cache-clean-interval' must be "
+                            "0 to %" PRIu32 " seconds", UINT32_MAX);
+    s->l2_cache_bytes = max_l2 < l2_max ? max_l2 : l2_max;
+    if (combined_set) {
+        if (l2_set && rc_set)
+            return ng_error_set(err, EINVAL, "cache-size, l2-cache-size "
+                                "and refcount-cache-size may not be set "
+                                "at the same time");
+        if (l2_set && l2_max > combined)
+            return ng_error_set(err, EINVAL, "l2-cache-size may not exceed "
+                                "cache-size");
+        if (rc > combined)
+            return ng_error_set(err, EINVAL, "refcount-cache-size may not "
+                                "exceed cache-size");
+        if (l2_set) {
+            rc = combined - s->l2_cache_bytes;
+        } else if (rc_set) {
+            s->l2_cache_bytes = combined - rc;
+        } else if (combined >= max_l2 + min_rc) {
+            s->l2_cache_bytes = max_l2;     /* all to L2, the rest for */
+            rc = combined - max_l2;         /* the refcounts */
+        } else {
+            rc = combined < min_rc ? combined : min_rc;
+            s->l2_cache_bytes = combined - rc;
+        }
+    }
+    s->rc_cache_bytes = rc;
+    return 0;
+}
+
+/* ---- Caches ------------------------------------------------------------- */
+
+/* One table read in flight, and who waits for it. */
+struct qcow2_load {
+    struct qcow2_seq seq;
+    struct qcow2_state *s;
+    struct qcow2_cache *c;
+    uint64_t idx;
+    unsigned char *buf;
+    struct qcow2_seq *waiters;
+    struct qcow2_load *next;
+};
+
+int
+qcow2_cache_init(struct qcow2_state *s, struct qcow2_cache *c,
+                 uint64_t n_slots, uint64_t bytes, const char *what)
+{
+    uint64_t floor = c == &s->l2c ? QCOW2_MIN_L2_CACHE
+                                  : QCOW2_MIN_REFCOUNT_CACHE;
+
+    c->what = what;
+    c->cap = bytes >> s->cluster_bits;
+    if (c->cap < floor)
+        c->cap = floor;
+    c->n_slots = n_slots;
+    c->slot = calloc(n_slots ? n_slots : 1, sizeof *c->slot);
+    c->cap_res = c->cap + 1;
+    c->res = malloc(c->cap_res * sizeof *c->res);
+    if (c->slot == NULL || c->res == NULL)
+        return -1;
+    return 0;
+}
+
+void
+qcow2_cache_free(struct qcow2_cache *c)
+{
+    for (uint64_t i = 0; i < c->n_res; i++)
+        free(c->slot[c->res[i]].data);
+    free(c->slot);
+    free(c->res);
+    /* Loads in flight hold requests: none are left at close. */
+    *c = (struct qcow2_cache){ 0 };
+}
+
+/* Put table buf at idx (it was not in memory). */
+static int
+cache_insert(struct qcow2_cache *c, uint64_t idx, unsigned char *buf)
+{
+    struct qcow2_slot *sl = &c->slot[idx];
+
+    if (c->n_res == c->cap_res) {
+        uint64_t cap = c->cap_res * 2;
+        void *p = realloc(c->res, cap * sizeof *c->res);
+
+        if (p == NULL)
+            return -ENOMEM;
+        c->res = p;
+        c->cap_res = cap;
+    }
+    sl->data = buf;
+    sl->lru = ++c->tick;
+    sl->res_pos = c->n_res;
+    c->res[c->n_res++] = idx;
+    return 0;
+}
+
+static void
+cache_drop(struct qcow2_cache *c, uint64_t idx)
+{
+    struct qcow2_slot *sl = &c->slot[idx];
+    uint64_t last = c->res[--c->n_res];
+
+    c->res[sl->res_pos] = last;
+    c->slot[last].res_pos = sl->res_pos;
+    free(sl->data);
+    sl->data = NULL;
+}
+
+static bool
+evictable(const struct qcow2_slot *sl)
+{
+    return !sl->dirty && !sl->writing;
+}
+
+/* Keep at most `keep` clean tables. */
+static void
+cache_trim_to(struct qcow2_state *s, struct qcow2_cache *c, uint64_t keep)
+{
+    while (c->n_res > keep) {
+        uint64_t best = UINT64_MAX, best_lru = UINT64_MAX;
+
+        for (uint64_t i = 0; i < c->n_res; i++) {
+            const struct qcow2_slot *sl = &c->slot[c->res[i]];
+
+            if (evictable(sl) && sl->lru < best_lru) {
+                best = c->res[i];
+                best_lru = sl->lru;
+            }
+        }
+        if (best == UINT64_MAX) {
+            /* All dirty (or on their way): write them back, then trim
+             * again (qcow2-cache.c's round end does). */
+            if (s->writable)
+                qcow2_wb_kick(s);
+            return;
+        }
+        cache_drop(c, best);
+    }
+}
+
+void
+qcow2_cache_trim(struct qcow2_state *s, struct qcow2_cache *c)
+{
+    cache_trim_to(s, c, c->cap);
+}
+
+/* Room for one more, made before it comes in: a table just loaded is
+ * never the one that goes (its waiters would load it again, forever). */
+static void
+cache_make_room(struct qcow2_state *s, struct qcow2_cache *c)
+{
+    cache_trim_to(s, c, c->cap - 1);
+}
+
+void
+qcow2_cache_clean(struct qcow2_state *s, struct qcow2_cache *c)
+{
+    (void)s;
+    for (uint64_t i = 0; i < c->n_res;) {
+        uint64_t idx = c->res[i];
+
+        if (evictable(&c->slot[idx]) && c->slot[idx].lru <= c->clean_tick)
+            cache_drop(c, idx);     /* res[i] is another one now */
+        else
+            i++;
+    }
+    c->clean_tick = c->tick;
+}
+
+static void
+clean_timer_cb(uv_timer_t *t)
+{
+    struct qcow2_state *s = t->data;
+
+    qcow2_cache_clean(s, &s->l2c);
+    qcow2_cache_clean(s, &s->rbc);
+}
+
+static void
+clean_timer_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+int
+qcow2_clean_timer_start(struct qcow2_state *s)
+{
+    uint64_t ms = (uint64_t)s->cache_clean_interval * 1000;
+
+    if (ms == 0)
+        return 0;
+    if ((s->clean_timer = malloc(sizeof *s->clean_timer)) == NULL)
+        return -1;
+    uv_timer_init(ng_node_loop(s->node), s->clean_timer);  /* no failure */
+    s->clean_timer->data = s;
+    uv_timer_start(s->clean_timer, clean_timer_cb, ms, ms);
+    uv_unref((uv_handle_t *)s->clean_timer);    /* keeps nothing alive */
+    return 0;
+}
+
+void
+qcow2_clean_timer_stop(struct qcow2_state *s)
+{
+    if (s->clean_timer == NULL)
+        return;
+    uv_timer_stop(s->clean_timer);
+    uv_close((uv_handle_t *)s->clean_timer, clean_timer_closed);
+    s->clean_timer = NULL;
+}
+
+unsigned char *
+qcow2_cache_new(struct qcow2_state *s, struct qcow2_cache *c, uint64_t idx)
+{
+    unsigned char *buf = calloc(1, s->cluster_size);
+
+    if (buf != NULL)
+        cache_make_room(s, c);
+    if (buf == NULL || cache_insert(c, idx, buf) < 0) {
+        free(buf);
+        return NULL;
+    }
+    c->slot[idx].dirty = true;
+    return buf;
+}
+
+static uint64_t
+table_offset(const struct qcow2_state *s, const struct qcow2_cache *c,
+             uint64_t idx)
+{
+    if (c == &s->l2c)
+        return be64toh(s->l1[idx]) & QCOW2_OFFSET_MASK;
+    return idx < s->reft_entries
+           ? be64toh(s->reft[idx]) & QCOW2_REFT_OFFSET_MASK : 0;
+}
+
+/* A load failed (ret) or brought a bad table (err set): say so, and when
+ * the table is bad, at run time, stop writing to the image. */
+static int
+load_failed(struct qcow2_load *ld, int ret, struct ng_error *err)
+{
+    struct qcow2_state *s = ld->s;
+    uint64_t off = table_offset(s, ld->c, ld->idx);
+    bool bad = err->code != 0;
+
+    if (!bad)
+        ng_error_set(err, -ret, "'%s': cannot read the %s at %" PRIu64
+                     ": %s", ng_node_filename(s->file), ld->c->what, off,
+                     strerror(-ret));
+    if (s->open_err != NULL) {
+        *s->open_err = *err;
+    } else {
+        ng_node_warn(s->node, "%s", err->msg);
+        if (bad)
+            s->corrupt = true;
+    }
+    return bad ? -EIO : ret;
+}
+
+static bool
+load_step_table(struct qcow2_seq *q)
+{
+    struct qcow2_load *ld = (struct qcow2_load *)q;
+    struct qcow2_state *s = ld->s;
+    struct qcow2_cache *c = ld->c;
+    struct ng_error err = { 0 };
+    struct qcow2_seq *w = ld->waiters;
+    int ret = q->ret;
+
+    if (ret == 0 && c == &s->l2c &&
+        qcow2_check_l2(s, ld->idx, ld->buf, ng_node_filename(s->file),
+                       &err) < 0)
+        ret = load_failed(ld, -EINVAL, &err);
+    else if (ret < 0)
+        ret = load_failed(ld, ret, &err);
+    c->slot[ld->idx].loading = false;
+    for (struct qcow2_load **p = &c->loads; *p != NULL; p = &(*p)->next)
+        if (*p == ld) {
+            *p = ld->next;
+            break;
+        }
+    if (ret == 0)
+        cache_make_room(s, c);
+    if (ret == 0 && cache_insert(c, ld->idx, ld->buf) < 0)
+        ret = -ENOMEM;
+    if (ret < 0)
+        free(ld->buf);
+    free(ld);
+    while (w != NULL) {
+        struct qcow2_seq *next = w->wait_next;
+
+        w->wait_next = NULL;
+        qcow2_seq_resume(w, ret);
+        w = next;
+    }
+    return false;
+}
+
+bool
+qcow2_cache_ready(struct qcow2_state *s, struct qcow2_cache *c,
+                  uint64_t idx, struct qcow2_seq *q)
+{
+    struct qcow2_slot *sl = &c->slot[idx];
+    struct qcow2_load *ld;
+    uint64_t off;
+
+    if (sl->data != NULL) {
+        sl->lru = ++c->tick;
+        return true;
+    }
+    if ((off = table_offset(s, c, idx)) == 0)
+        return true;
+    if (sl->loading) {
+        for (ld = c->loads; ld->idx != idx; ld = ld->next)
+            ;
+        q->wait_next = ld->waiters;
+        ld->waiters = q;
+        return false;
+    }
+    if ((ld = calloc(1, sizeof *ld)) == NULL ||
+        (ld->buf = malloc(s->cluster_size)) == NULL) {
+        free(ld);
+        q->wait_next = NULL;
+        qcow2_seq_resume(q, -ENOMEM);   /* q's step is running: busy */
+        return false;
+    }
+    ld->s = s;
+    ld->c = c;
+    ld->idx = idx;
+    ld->waiters = q;
+    q->wait_next = NULL;
+    ld->next = c->loads;
+    c->loads = ld;
+    sl->loading = true;
+    ld->seq.step = load_step_table;
+    qcow2_seq_submit(&ld->seq, s->file, NG_OP_READ, off, s->cluster_size,
+                     ld->buf);
+    return false;
+}
+
 /* ---- Load at open ------------------------------------------------------- */
 
 enum load_phase {
     LOAD_HEAD, LOAD_CLUSTER0, LOAD_PARSE, LOAD_L1, LOAD_REFT, LOAD_RB,
-    LOAD_L2, LOAD_DONE,
+    LOAD_L2, LOAD_USED, LOAD_DONE,
 };
 
 struct qcow2_loader {
@@ -83,7 +466,6 @@ struct qcow2_loader {
     unsigned char *buf;
     size_t len;
     uint64_t idx;
-    uint64_t meta_bytes;
     bool parsed;                    /* the header is parsed in full */
 };
 
@@ -112,75 +494,69 @@ static int
 alloc_tables(struct qcow2_state *s)
 {
     s->l1 = calloc(s->l1_size ? s->l1_size : 1, 8);
-    s->l2 = calloc(s->l1_size ? s->l1_size : 1, sizeof *s->l2);
-    s->l2_dirty = calloc(s->l1_size ? s->l1_size : 1, sizeof *s->l2_dirty);
     s->reft = calloc(s->reft_entries, 8);
-    s->rb = calloc(s->reft_entries, sizeof *s->rb);
-    s->rb_dirty = calloc(s->reft_entries, sizeof *s->rb_dirty);
     s->zero_buf = calloc(1, s->cluster_size);
-    if (s->l1 == NULL || s->l2 == NULL || s->l2_dirty == NULL ||
-        s->reft == NULL || s->rb == NULL || s->rb_dirty == NULL ||
-        s->zero_buf == NULL)
+    if (s->l1 == NULL || s->reft == NULL || s->zero_buf == NULL ||
+        qcow2_cache_init(s, &s->l2c, s->l1_size, s->l2_cache_bytes,
+                         "L2 table") < 0 ||
+        qcow2_cache_init(s, &s->rbc, s->reft_entries, s->rc_cache_bytes,
+                         "refcount block") < 0)
         return ng_error_set(s->open_err, ENOMEM, "out of memory");
     return 0;
 }
 
-/* Read one table cluster at `off` into a new buffer in *slot. */
-static bool
-load_cluster(struct qcow2_loader *ld, uint64_t off, unsigned char **slot,
-             const char *what)
-{
-    struct qcow2_state *s = ld->s;
-
-    if ((off & (s->cluster_size - 1)) != 0 || off >= s->file_size ||
-        s->cluster_size > s->file_size - off) {
-        ng_error_set(s->open_err, EINVAL, "'%s': %s at %" PRIu64 " is "
-                     "unaligned or past the end of the file (%" PRIu64
-                     " bytes)", load_fname(s), what, off, s->file_size);
-        return load_fail(ld, -EINVAL, NULL);
-    }
-    ld->meta_bytes += s->cluster_size;
-    if (ld->meta_bytes > QCOW2_MAX_META_BYTES) {
-        ng_error_set(s->open_err, EFBIG, "'%s': more than %" PRIu64 " bytes "
-                     "of metadata", load_fname(s), QCOW2_MAX_META_BYTES);
-        return load_fail(ld, -EFBIG, NULL);
-    }
-    if ((*slot = malloc(s->cluster_size)) == NULL) {
-        ng_error_set(s->open_err, ENOMEM, "out of memory");
-        return load_fail(ld, -ENOMEM, NULL);
-    }
-    qcow2_seq_submit(&ld->seq, s->file, NG_OP_READ, off, s->cluster_size,
-                     *slot);
-    return true;
-}
-
 static bool load_finish(struct qcow2_loader *ld);
 
-/* Read the next non-empty refcount block or L2 table (true), or finish
- * (false: ld is gone). */
+/* Fill the caches, refcount blocks first, while they have room: an
+ * image whose metadata fits never waits for a table.  true: a load is
+ * in flight. */
 static bool
-load_next_table(struct qcow2_loader *ld)
+load_preload(struct qcow2_loader *ld)
 {
     struct qcow2_state *s = ld->s;
 
     if (ld->phase == LOAD_RB) {
-        for (; ld->idx < s->reft_entries; ld->idx++) {
-            uint64_t off = be64toh(s->reft[ld->idx]) & QCOW2_REFT_OFFSET_MASK;
-
-            if (off != 0)
-                return load_cluster(ld, off, &s->rb[ld->idx++],
-                                    "refcount block");
-        }
+        for (; ld->idx < s->reft_entries && s->rbc.n_res < s->rbc.cap;
+             ld->idx++)
+            if (!qcow2_cache_ready(s, &s->rbc, ld->idx, &ld->seq)) {
+                ld->idx++;
+                return true;
+            }
         ld->phase = LOAD_L2;
         ld->idx = 0;
     }
-    for (; ld->idx < s->l1_size; ld->idx++) {
-        uint64_t off = be64toh(s->l1[ld->idx]) & QCOW2_OFFSET_MASK;
+    for (; ld->idx < s->l1_size && s->l2c.n_res < s->l2c.cap; ld->idx++)
+        if (!qcow2_cache_ready(s, &s->l2c, ld->idx, &ld->seq)) {
+            ld->idx++;
+            return true;
+        }
+    ld->phase = LOAD_USED;
+    ld->idx = s->reft_entries;
+    return false;
+}
 
-        if (off != 0)
-            return load_cluster(ld, off, &s->l2[ld->idx++], "L2 table");
+/* Where allocation starts: after the last cluster with a refcount,
+ * looking at the blocks from the end (loaded when not in). */
+static bool
+load_used_end(struct qcow2_loader *ld)
+{
+    struct qcow2_state *s = ld->s;
+
+    while (ld->idx > 0) {
+        uint64_t rbi = ld->idx - 1, end;
+
+        if (s->reft[rbi] == 0) {
+            ld->idx--;
+            continue;
+        }
+        if (!qcow2_cache_ready(s, &s->rbc, rbi, &ld->seq))
+            return true;            /* resumed here once it is in */
+        if ((end = qcow2_rb_used_end(s, rbi)) != 0) {
+            s->alloc_next = end;
+            return load_finish(ld);
+        }
+        ld->idx--;
     }
-    ld->phase = LOAD_DONE;
     return load_finish(ld);
 }
 
@@ -189,17 +565,21 @@ load_finish(struct qcow2_loader *ld)
 {
     struct qcow2_state *s = ld->s;
 
-    if (qcow2_check_tables(s, load_fname(s), s->open_err) < 0 ||
-        qcow2_open_finish(s, s->open_err) < 0)
+    ld->phase = LOAD_DONE;
+    if (qcow2_open_finish(s, s->open_err) < 0)
         return load_fail(ld, -EINVAL, NULL);
-    s->alloc_next = qcow2_used_end(s);
     if (s->alloc_next == 0) {
         ng_error_set(s->open_err, EINVAL, "'%s': the header cluster has "
                      "refcount 0", load_fname(s));
         return load_fail(ld, -EINVAL, NULL);
     }
+    if (qcow2_clean_timer_start(s) < 0) {
+        ng_error_set(s->open_err, ENOMEM, "out of memory");
+        return load_fail(ld, -ENOMEM, NULL);
+    }
     free(ld->buf);
     free(ld);
+    s->open_err = NULL;
     ng_node_opened(s->node, 0);
     return false;
 }
@@ -212,11 +592,13 @@ load_step(struct qcow2_seq *q)
     static const char *const what[] = {
         [LOAD_HEAD] = "header", [LOAD_CLUSTER0] = "header", [LOAD_L1] =
         "L1 table", [LOAD_REFT] = "refcount table", [LOAD_RB] =
-        "refcount block", [LOAD_L2] = "L2 table",
+        "refcount block", [LOAD_L2] = "L2 table", [LOAD_USED] =
+        "refcount block",
     };
 
     if (q->ret < 0)
-        return load_fail(ld, q->ret, what[ld->phase]);
+        return load_fail(ld, q->ret, s->open_err->code ? NULL
+                                                       : what[ld->phase]);
     switch (ld->phase) {
     case LOAD_HEAD:
         ld->len = s->file_size < 512 ? s->file_size : 512;
@@ -248,7 +630,8 @@ load_step(struct qcow2_seq *q)
     case LOAD_PARSE:
         if ((!ld->parsed &&
              qcow2_parse_header(s, ld->buf, ld->len, load_fname(s),
-                                s->open_err) < 0) || alloc_tables(s) < 0)
+                                s->open_err) < 0) ||
+            qcow2_cache_sizes(s, s->open_err) < 0 || alloc_tables(s) < 0)
             return load_fail(ld, -EINVAL, NULL);
         ld->phase = LOAD_L1;
         if (s->l1_size == 0)
@@ -262,16 +645,22 @@ load_step(struct qcow2_seq *q)
                          s->reft_entries * 8, s->reft);
         return true;
     case LOAD_REFT:
+        if (qcow2_check_pointers(s, load_fname(s), s->open_err) < 0)
+            return load_fail(ld, -EINVAL, NULL);
         ld->phase = LOAD_RB;
         ld->idx = 0;
         /* fall through */
     case LOAD_RB:
     case LOAD_L2:
-        return load_next_table(ld);
+        if (load_preload(ld))
+            return true;
+        /* fall through */
+    case LOAD_USED:
+        return load_used_end(ld);
     case LOAD_DONE:
         break;
     }
-    return load_finish(ld);         /* not reached */
+    return false;                   /* not reached */
 }
 
 void
@@ -310,6 +699,10 @@ struct qcow2_wb {
     struct qcow2_seq seq;
     struct qcow2_state *s;
     bool running;
+    bool kicked;                    /* a round is wanted with no waiter */
+    bool applying;                  /* the writes are done: decrements */
+    size_t u_at;                    /* decrement being applied */
+    uint64_t u_cluster;             /* its next cluster */
     struct wb_waiter *round, *next_round;   /* waiters (LIFO is fine:
                                              * all complete together) */
     struct wb_item *items;
@@ -319,18 +712,20 @@ struct qcow2_wb {
     int ret;
 };
 
+static bool
+cache_dirty(const struct qcow2_cache *c)
+{
+    for (uint64_t i = 0; i < c->n_res; i++)
+        if (c->slot[c->res[i]].dirty)
+            return true;
+    return false;
+}
+
 bool
 qcow2_wb_dirty(const struct qcow2_state *s)
 {
-    if (s->l1_dirty || s->reft_dirty || s->header_dirty || s->n_unrefs > 0)
-        return true;
-    for (uint64_t i = 0; i < s->l1_size; i++)
-        if (s->l2_dirty[i])
-            return true;
-    for (uint64_t i = 0; i < s->reft_entries; i++)
-        if (s->rb_dirty[i])
-            return true;
-    return false;
+    return s->l1_dirty || s->reft_dirty || s->header_dirty ||
+           s->n_unrefs > 0 || cache_dirty(&s->l2c) || cache_dirty(&s->rbc);
 }
 
 int
@@ -391,6 +786,19 @@ wb_add(struct qcow2_wb *wb, enum wb_kind kind, uint64_t idx, uint64_t off,
     return 0;
 }
 
+static void wb_start(struct qcow2_wb *wb);
+
+/* The cached table an item writes, or NULL. */
+static struct qcow2_slot *
+wb_slot(struct qcow2_wb *wb, const struct wb_item *it)
+{
+    if (it->kind == WB_RB)
+        return &wb->s->rbc.slot[it->idx];
+    if (it->kind == WB_L2)
+        return &wb->s->l2c.slot[it->idx];
+    return NULL;
+}
+
 /* Copy every dirty table, in write order, with the flushes between. */
 static int
 wb_snapshot(struct qcow2_wb *wb)
@@ -400,10 +808,14 @@ wb_snapshot(struct qcow2_wb *wb)
     bool flushed = false;
     int r = 0;
 
-    for (uint64_t i = 0; i < s->reft_entries && r == 0; i++)
-        if (s->rb_dirty[i])
+    for (uint64_t k = 0; k < s->rbc.n_res && r == 0; k++) {
+        uint64_t i = s->rbc.res[k];
+
+        if (s->rbc.slot[i].dirty)
             r = wb_add(wb, WB_RB, i, be64toh(s->reft[i]) &
-                       QCOW2_REFT_OFFSET_MASK, s->rb[i], s->cluster_size);
+                       QCOW2_REFT_OFFSET_MASK, s->rbc.slot[i].data,
+                       s->cluster_size);
+    }
     if (r == 0 && wb->n_items > 0) {
         r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
         flushed = true;
@@ -429,8 +841,10 @@ wb_snapshot(struct qcow2_wb *wb)
             r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
     }
     before = wb->n_items;
-    for (uint64_t i = 0; i < s->l1_size && r == 0; i++) {
-        if (!s->l2_dirty[i])
+    for (uint64_t k = 0; k < s->l2c.n_res && r == 0; k++) {
+        uint64_t i = s->l2c.res[k];
+
+        if (!s->l2c.slot[i].dirty)
             continue;
         if (!flushed) {             /* the data the entries point to */
             r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
@@ -438,7 +852,7 @@ wb_snapshot(struct qcow2_wb *wb)
         }
         if (r == 0)
             r = wb_add(wb, WB_L2, i, be64toh(s->l1[i]) & QCOW2_OFFSET_MASK,
-                       s->l2[i], s->cluster_size);
+                       s->l2c.slot[i].data, s->cluster_size);
     }
     if (r == 0 && s->l1_dirty) {
         if (wb->n_items > before)
@@ -451,14 +865,15 @@ wb_snapshot(struct qcow2_wb *wb)
         r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
     if (r < 0)
         return r;
-    /* Only now, all or nothing: the tables are clean. */
+    /* Only now, all or nothing: the tables are clean, and stay in memory
+     * until their copies are on disk. */
     for (size_t i = 0; i < wb->n_items; i++) {
-        const struct wb_item *it = &wb->items[i];
+        struct qcow2_slot *sl = wb_slot(wb, &wb->items[i]);
 
-        if (it->kind == WB_RB)
-            s->rb_dirty[it->idx] = false;
-        else if (it->kind == WB_L2)
-            s->l2_dirty[it->idx] = false;
+        if (sl != NULL) {
+            sl->dirty = false;
+            sl->writing = true;
+        }
     }
     s->reft_dirty = s->l1_dirty = s->header_dirty = false;
     wb->unrefs = s->unrefs;
@@ -468,31 +883,77 @@ wb_snapshot(struct qcow2_wb *wb)
     return 0;
 }
 
-/* A failed round: what it took is dirty again. */
+/* The round is over: its tables may go; after a failure, what it took
+ * is dirty again. */
 static void
-wb_redirty(struct qcow2_wb *wb)
+wb_release(struct qcow2_wb *wb, bool failed)
 {
     struct qcow2_state *s = wb->s;
 
     for (size_t i = 0; i < wb->n_items; i++) {
         const struct wb_item *it = &wb->items[i];
+        struct qcow2_slot *sl = wb_slot(wb, it);
 
-        if (it->kind == WB_RB)
-            s->rb_dirty[it->idx] = true;
-        else if (it->kind == WB_L2)
-            s->l2_dirty[it->idx] = true;
-        else if (it->kind == WB_REFT)
+        if (sl != NULL) {
+            sl->writing = false;
+            sl->dirty |= failed;
+        }
+        if (!failed)
+            continue;
+        if (it->kind == WB_REFT)
             s->reft_dirty = true;
         else if (it->kind == WB_HEADER)
             s->header_dirty = true;
         else if (it->kind == WB_L1)
             s->l1_dirty = true;
     }
-    for (size_t i = 0; i < wb->n_unrefs; i++)
+    for (size_t i = 0; failed && i < wb->n_unrefs; i++)
         qcow2_unref(s, wb->unrefs[i].host, wb->unrefs[i].len);
 }
 
-static void wb_start(struct qcow2_wb *wb);
+/* Apply the round's decrements, loading the blocks that are not in;
+ * true while a load is in flight (wb_step resumes). */
+static bool
+wb_apply_unrefs(struct qcow2_wb *wb)
+{
+    struct qcow2_state *s = wb->s;
+
+    if (!wb->applying) {
+        wb->applying = true;
+        wb->u_at = 0;
+        wb->u_cluster = wb->n_unrefs > 0
+                        ? wb->unrefs[0].host >> s->cluster_bits : 0;
+    } else if (wb->seq.ret < 0) {
+        /* A block we cannot read: its clusters stay counted (leak). */
+        wb->u_cluster++;
+    }
+    for (; wb->u_at < wb->n_unrefs; wb->u_at++) {
+        const struct qcow2_unref *u = &wb->unrefs[wb->u_at];
+        uint64_t last = (u->host + u->len - 1) >> s->cluster_bits;
+
+        if (wb->u_cluster < u->host >> s->cluster_bits)
+            wb->u_cluster = u->host >> s->cluster_bits;
+        for (; wb->u_cluster <= last; wb->u_cluster++) {
+            uint64_t rbi = wb->u_cluster / s->rb_entries;
+
+            if (rbi >= s->reft_entries)
+                continue;
+            if (!qcow2_cache_ready(s, &s->rbc, rbi, &wb->seq))
+                return true;
+            qcow2_refcount_dec(s, wb->u_cluster);
+        }
+    }
+    wb->applying = false;
+    return false;
+}
+
+void
+qcow2_wb_kick(struct qcow2_state *s)
+{
+    s->wb->kicked = true;
+    if (!s->wb->running)
+        wb_start(s->wb);
+}
 
 static bool
 wb_step(struct qcow2_seq *q)
@@ -502,6 +963,11 @@ wb_step(struct qcow2_seq *q)
     struct wb_waiter *w;
     int ret;
 
+    if (wb->applying) {
+        if (wb_apply_unrefs(wb))
+            return true;
+        goto done;
+    }
     if (q->ret < 0 && wb->ret == 0)
         wb->ret = q->ret;
     if (wb->ret == 0 && wb->at < wb->n_items) {
@@ -514,18 +980,21 @@ wb_step(struct qcow2_seq *q)
                              it->copy);
         return true;
     }
-    if (wb->ret < 0)
-        wb_redirty(wb);
-    else
-        qcow2_unref_apply(s, wb->unrefs, wb->n_unrefs);
+    wb_release(wb, wb->ret < 0);
+    if (wb->ret == 0 && wb_apply_unrefs(wb))
+        return true;
+done:
     wb_items_clear(wb);
     w = wb->round;
     ret = wb->ret;
     wb->round = NULL;
     wb->running = false;
+    /* Tables written may go now. */
+    qcow2_cache_trim(s, &s->l2c);
+    qcow2_cache_trim(s, &s->rbc);
     /* The next round first: a waiter (close) may free everything, so
      * nothing here may touch wb once they run. */
-    if (wb->next_round != NULL)
+    if (!wb->running && (wb->next_round != NULL || wb->kicked))
         wb_start(wb);
     while (w != NULL) {
         struct wb_waiter *next = w->next;
@@ -543,6 +1012,8 @@ wb_start(struct qcow2_wb *wb)
     int r;
 
     wb->running = true;
+    wb->kicked = false;
+    wb->applying = false;
     wb->round = wb->next_round;
     wb->next_round = NULL;
     wb->ret = 0;

@@ -1,7 +1,7 @@
 /* graph/qcow2-meta.c: the qcow2 header and tables: parsing, the checks
- * that refuse a bad image at open with the file name and what is wrong,
- * the open-time load of every table through the file child, and the
- * mapping of guest offsets (see graph/qcow2.h). */
+ * that refuse a bad image at open (or a bad table when it is loaded)
+ * with the file name and what is wrong, and the mapping of guest offsets
+ * (see graph/qcow2.h). */
 #include <config.h>
 
 #include <errno.h>
@@ -228,11 +228,11 @@ host_ok(const struct qcow2_state *s, uint64_t off, uint64_t len)
            len <= s->file_size - off;
 }
 
-static int
-check_l2(struct qcow2_state *s, uint64_t i, const char *fname,
-         struct ng_error *err)
+int
+qcow2_check_l2(const struct qcow2_state *s, uint64_t i,
+               const unsigned char *t, const char *fname,
+               struct ng_error *err)
 {
-    const unsigned char *t = s->l2[i];
     uint64_t per = s->l2_entry_size / 8;
 
     for (uint64_t j = 0; j < s->l2_entries; j++) {
@@ -272,12 +272,27 @@ check_l2(struct qcow2_state *s, uint64_t i, const char *fname,
 }
 
 int
-qcow2_check_tables(struct qcow2_state *s, const char *fname,
-                   struct ng_error *err)
+qcow2_check_pointers(struct qcow2_state *s, const char *fname,
+                     struct ng_error *err)
 {
-    for (uint64_t i = 0; i < s->l1_size; i++)
-        if (s->l2[i] != NULL && check_l2(s, i, fname, err) < 0)
-            return -1;
+    for (uint64_t i = 0; i < s->l1_size; i++) {
+        uint64_t off = be64toh(s->l1[i]) & QCOW2_OFFSET_MASK;
+
+        if (off != 0 && !host_ok(s, off, s->cluster_size))
+            return ng_error_set(err, EINVAL, "'%s': L2 table at %" PRIu64
+                                " is unaligned or past the end of the file "
+                                "(%" PRIu64 " bytes)", fname, off,
+                                s->file_size);
+    }
+    for (uint64_t i = 0; i < s->reft_entries; i++) {
+        uint64_t off = be64toh(s->reft[i]) & QCOW2_REFT_OFFSET_MASK;
+
+        if (off != 0 && !host_ok(s, off, s->cluster_size))
+            return ng_error_set(err, EINVAL, "'%s': refcount block at %"
+                                PRIu64 " is unaligned or past the end of "
+                                "the file (%" PRIu64 " bytes)", fname, off,
+                                s->file_size);
+    }
     return 0;
 }
 
@@ -289,13 +304,15 @@ static void
 map_cluster(const struct qcow2_state *s, uint64_t gc, uint64_t in,
             struct qcow2_map *m)
 {
-    const unsigned char *t = s->l2[gc / s->l2_entries];
+    uint64_t l1i = gc / s->l2_entries;
+    const unsigned char *t = qcow2_table(&s->l2c, l1i);
     uint64_t j = gc % s->l2_entries, e, host, bm;
 
     m->len = s->cluster_size - in;
     m->host = 0;
     if (t == NULL) {                /* the whole table's span at once */
-        m->kind = QCOW2_UNALLOC;
+        m->kind = (be64toh(s->l1[l1i]) & QCOW2_OFFSET_MASK) != 0
+                  ? QCOW2_UNLOADED : QCOW2_UNALLOC;
         m->len += (s->l2_entries - 1 - j) << s->cluster_bits;
         return;
     }

@@ -5,11 +5,15 @@
  * write-back, qcow2-backing.c the backing file the header names,
  * qcow2-create.c ng_qcow2_create()).
  *
- * Format: QEMU's docs/interop/qcow2.txt.  All metadata (L1, every L2
- * table, the refcount table and every refcount block) is read at open and
- * held in memory in its on-disk (big-endian) form, so mapping a guest
- * offset never waits; changed tables are marked dirty and written back
- * in dependency order on flush and at close (qcow2-cache.c).
+ * Format: QEMU's docs/interop/qcow2.txt.  The L1 and refcount tables
+ * are read at open and held in memory; L2 tables and refcount blocks live
+ * in two bounded caches (QEMU's l2-cache-size and refcount-cache-size),
+ * in their on-disk (big-endian) form.  At open the caches are filled as
+ * far as they hold, so an image whose metadata fits never waits for a
+ * table; otherwise a request that needs a table that is not in waits for
+ * its load (qcow2-cache.c).  Changed tables are marked dirty and written
+ * back in dependency order on flush, at close and when the cache needs
+ * room.
  */
 #ifndef NG_QCOW2_H
 #define NG_QCOW2_H
@@ -17,6 +21,8 @@
 #include <endian.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+#include <uv.h>
 
 #include "graph/graph.h"
 
@@ -51,7 +57,11 @@
  * in-memory metadata bounded. */
 #define QCOW2_MAX_L1_BYTES      ((uint64_t)32 << 20)
 #define QCOW2_MAX_REFT_BYTES    ((uint64_t)8 << 20)
-#define QCOW2_MAX_META_BYTES    ((uint64_t)1 << 30)     /* L2 + refblocks */
+
+/* Cache defaults and floors, as QEMU's (block/qcow2.h). */
+#define QCOW2_DEFAULT_L2_CACHE_MAX  ((uint64_t)32 << 20)
+#define QCOW2_MIN_L2_CACHE          2       /* tables */
+#define QCOW2_MIN_REFCOUNT_CACHE    4       /* blocks */
 
 /* What one guest range maps to. */
 enum qcow2_kind {
@@ -59,6 +69,9 @@ enum qcow2_kind {
     QCOW2_ZERO,             /* reads as zeroes, allocated in this layer */
     QCOW2_UNALLOC,          /* the backing's data, or zeroes */
     QCOW2_COMPRESSED,       /* `host`, `csize` bytes of deflate data */
+    QCOW2_UNLOADED,         /* its L2 table is not in the cache: never
+                             * the first piece qcow2_map() returns, as
+                             * callers load that table first */
 };
 
 struct qcow2_map {
@@ -78,6 +91,33 @@ struct qcow2_unref {
 
 struct qcow2_wb;
 struct qcow2_io;
+struct qcow2_load;
+
+/* One table (L2 table or refcount block) of a cache, by index (L1 or
+ * refcount table).  A table exists in the image when its L1 or refcount
+ * table entry is not 0; it is in memory when `data` is set. */
+struct qcow2_slot {
+    unsigned char *data;            /* cluster_size bytes, or NULL */
+    uint64_t lru;                   /* the cache's tick at the last use */
+    uint64_t res_pos;               /* index in res[] while in memory */
+    bool dirty;                     /* changed since last written */
+    bool writing;                   /* a write-back round writes a copy:
+                                     * kept until it is on disk */
+    bool loading;                   /* a load is in flight */
+};
+
+struct qcow2_cache {
+    struct qcow2_slot *slot;        /* n_slots, one per table index */
+    uint64_t n_slots;
+    uint64_t *res;                  /* indices of the tables in memory */
+    uint64_t n_res, cap_res;
+    uint64_t cap;                   /* tables kept (more only while the
+                                     * extra ones are dirty) */
+    uint64_t tick, clean_tick;      /* use counter; its value at the last
+                                     * cache-clean-interval pass */
+    struct qcow2_load *loads;       /* in flight */
+    const char *what;               /* "L2 table", "refcount block" */
+};
 
 /* One chain of sub-requests, one at a time: `step` issues the next one
  * (returns true) or finishes (returns false; the owner may be gone
@@ -87,9 +127,12 @@ struct qcow2_seq {
     bool (*step)(struct qcow2_seq *q);
     int ret;                        /* the last sub-request's */
     bool busy, inline_done;
+    struct qcow2_seq *wait_next;    /* waiting for a table load */
 };
 
 void qcow2_seq_run(struct qcow2_seq *q);
+/* Resume q (whose step returned true) with result ret. */
+void qcow2_seq_resume(struct qcow2_seq *q, int ret);
 /* Submit q->sub, prepared by the caller (ng_req_init and buffer). */
 void qcow2_seq_submit_prepared(struct qcow2_seq *q, struct ng_node *to);
 /* Prepare q->sub for `op` on [off, off + len) with buffer buf (may be
@@ -102,6 +145,11 @@ struct qcow2_state {
     struct ng_node *file;           /* "file": the image */
     struct ng_node *backing;        /* "backing": NULL for none */
     bool backing_null;              /* "backing: null": none on purpose */
+    struct ng_value *opt_cache_size;        /* "cache-size" etc.: NULL */
+    struct ng_value *opt_l2_cache_size;     /* when not given (QEMU's */
+    struct ng_value *opt_rc_cache_size;     /* rules tell them apart) */
+    int64_t cache_clean_interval;   /* seconds, 0 = never */
+    uv_timer_t *clean_timer;
 
     struct ng_node *node;
     struct ng_error *open_err;      /* open_async's, until it finishes */
@@ -132,10 +180,12 @@ struct qcow2_state {
 
     /* Metadata, on-disk byte order. */
     uint64_t *l1;                   /* l1_size entries */
-    unsigned char **l2;             /* l1_size tables, NULL = none */
     uint64_t *reft;                 /* reft_entries entries */
-    unsigned char **rb;             /* reft_entries blocks, NULL = none */
-    bool *l2_dirty, *rb_dirty;
+    struct qcow2_cache l2c;         /* L2 tables, by L1 index */
+    struct qcow2_cache rbc;         /* refcount blocks, by reft index */
+    uint64_t l2_cache_bytes, rc_cache_bytes;    /* the sizes in effect */
+    struct qcow2_cache *need_cache; /* after -EAGAIN: the table to load */
+    uint64_t need_idx;
     bool l1_dirty, reft_dirty;
     bool header_dirty;              /* refcount table moved */
     struct qcow2_unref *unrefs;     /* pending decrements */
@@ -172,6 +222,36 @@ qcow2_set64(void *table, uint64_t i, uint64_t v)
     memcpy((unsigned char *)table + i * 8, &v, 8);
 }
 
+/* The L2 table or refcount block at idx when in memory, else NULL. */
+static inline unsigned char *
+qcow2_table(const struct qcow2_cache *c, uint64_t idx)
+{
+    return idx < c->n_slots ? c->slot[idx].data : NULL;
+}
+
+/* ---- qcow2-cache.c, the fast path ---- */
+
+/* Whether table idx can be used now: in memory (then counted as used),
+ * or not in the image at all.  Otherwise starts its load (or joins the
+ * one in flight), queues q and returns false; q's step then returns true
+ * and is resumed with 0 or a negative errno once the load is done. */
+bool qcow2_cache_ready(struct qcow2_state *s, struct qcow2_cache *c,
+                       uint64_t idx, struct qcow2_seq *q);
+
+/* qcow2_cache_ready() for the L2 table of guest offset off. */
+static inline bool
+qcow2_l2_ready(struct qcow2_state *s, uint64_t off, struct qcow2_seq *q)
+{
+    uint64_t l1i = (off >> s->cluster_bits) / s->l2_entries;
+    struct qcow2_slot *sl = &s->l2c.slot[l1i];
+
+    if (sl->data != NULL) {
+        sl->lru = ++s->l2c.tick;
+        return true;
+    }
+    return qcow2_cache_ready(s, &s->l2c, l1i, q);
+}
+
 /* ---- drv-qcow2.c ---- */
 
 /* Checks once the tables are in (before ng_node_opened). */
@@ -194,16 +274,26 @@ int qcow2_expand_opts(struct ng_graph *g, const struct ng_value *opts,
  * first 512 bytes were read, to learn the cluster size. */
 int qcow2_parse_header(struct qcow2_state *s, const unsigned char *buf,
                        size_t len, const char *fname, struct ng_error *err);
-/* Check the loaded tables (offsets aligned and inside the file, no
- * invalid entries) once everything is read. */
-int qcow2_check_tables(struct qcow2_state *s, const char *fname,
-                       struct ng_error *err);
+/* Check the L1 and refcount table entries (tables aligned and inside
+ * the file) once both are read. */
+int qcow2_check_pointers(struct qcow2_state *s, const char *fname,
+                         struct ng_error *err);
+/* Check L2 table l1i (t, just read): no invalid entries. */
+int qcow2_check_l2(const struct qcow2_state *s, uint64_t l1i,
+                   const unsigned char *t, const char *fname,
+                   struct ng_error *err);
 /* Map [off, off + maxlen) from `off`: the kind of its first piece and
- * how far that piece runs. */
+ * how far that piece runs.  The L2 table of off must be usable
+ * (qcow2_cache_ready()); the run stops before a table that is not in. */
 void qcow2_map(const struct qcow2_state *s, uint64_t off, uint64_t maxlen,
                struct qcow2_map *m);
 /* ---- qcow2-alloc.c ---- */
 
+/* Table operations that find a table they need not in memory fail with
+ * -EAGAIN before changing anything, and name the table in need_cache and
+ * need_idx: the caller loads it (qcow2_cache_ready()) and tries again. */
+
+/* The refcount of a cluster whose block is in memory (0 otherwise). */
 uint64_t qcow2_refcount_get(const struct qcow2_state *s, uint64_t cluster);
 /* Allocate up to n contiguous host clusters (at least one), refcount 1;
  * returns the first one's offset and the count in *got, or 0 with
@@ -215,17 +305,36 @@ uint64_t qcow2_alloc(struct qcow2_state *s, uint64_t n, uint64_t *got,
 unsigned char *qcow2_l2_for(struct qcow2_state *s, uint64_t gc, int *ret);
 /* Queue a decrement of the clusters under [host, host + len). */
 int qcow2_unref(struct qcow2_state *s, uint64_t host, uint64_t len);
-/* Apply the queued decrements to the in-memory refcounts. */
-void qcow2_unref_apply(struct qcow2_state *s, struct qcow2_unref *u,
-                       size_t n);
-/* The first host cluster after every cluster in use. */
-uint64_t qcow2_used_end(const struct qcow2_state *s);
+/* Decrement the refcount of `cluster` (its block is in memory). */
+void qcow2_refcount_dec(struct qcow2_state *s, uint64_t cluster);
+/* The first cluster after every cluster in use that refcount block rbi
+ * (in memory) counts, or 0 when it counts none. */
+uint64_t qcow2_rb_used_end(const struct qcow2_state *s, uint64_t rbi);
 
 /* ---- qcow2-cache.c ---- */
 
-/* Read the header and every table through the file child; calls
+/* Read the header, the L1 and refcount tables and as many L2 tables and
+ * refcount blocks as the caches hold, through the file child; calls
  * ng_node_opened() once done. */
 void qcow2_load(struct qcow2_state *s);
+
+/* The cache sizes from the options, as QEMU's read_cache_sizes(). */
+int qcow2_cache_sizes(struct qcow2_state *s, struct ng_error *err);
+int qcow2_cache_init(struct qcow2_state *s, struct qcow2_cache *c,
+                     uint64_t n_slots, uint64_t bytes, const char *what);
+void qcow2_cache_free(struct qcow2_cache *c);
+/* Put a new table (zeroes, dirty) in memory at idx; NULL on ENOMEM. */
+unsigned char *qcow2_cache_new(struct qcow2_state *s, struct qcow2_cache *c,
+                               uint64_t idx);
+/* Keep at most c->cap clean tables; start a write-back round when only
+ * dirty ones could make room. */
+void qcow2_cache_trim(struct qcow2_state *s, struct qcow2_cache *c);
+/* Drop the clean tables not used since the last call. */
+void qcow2_cache_clean(struct qcow2_state *s, struct qcow2_cache *c);
+/* The cache-clean-interval timer: started once open, stopped at close
+ * or when open fails. */
+int qcow2_clean_timer_start(struct qcow2_state *s);
+void qcow2_clean_timer_stop(struct qcow2_state *s);
 
 int qcow2_wb_init(struct qcow2_state *s);
 void qcow2_wb_free(struct qcow2_state *s);
@@ -235,5 +344,8 @@ void qcow2_wb_free(struct qcow2_state *s);
 void qcow2_wb_flush(struct qcow2_state *s, void (*cb)(void *opaque, int ret),
                     void *opaque);
 bool qcow2_wb_dirty(const struct qcow2_state *s);
+/* Start a write-back round with no waiter (or one more after the
+ * current one). */
+void qcow2_wb_kick(struct qcow2_state *s);
 
 #endif
