@@ -18,3 +18,7 @@ TESTS += tests/interop/test-qcow2.sh
 EXTRA_DIST += tests/interop/test-qcow2.sh
 TESTS += tests/test-qcow2-bad.sh
 EXTRA_DIST += tests/test-qcow2-bad.sh
+
+# qcow2 with metadata caches smaller than the images' metadata.
+TESTS += tests/interop/test-qcow2-cache.sh
+EXTRA_DIST += tests/interop/test-qcow2-cache.sh
