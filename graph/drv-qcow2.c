@@ -64,6 +64,9 @@ static const struct ng_opt_desc qcow2_opts[] = {
                           backing_null, NG_ROLE_BACKING,
                           "node whose data shows where the image has none; "
                           "null for none"),
+    NG_OPT_CHILD("data-file", struct qcow2_state, data, NG_ROLE_FILE, false,
+                 "the node holding the data of an image with an external "
+                 "data file (default: the file the header names)"),
     NG_OPT_VALUE("cache-size", struct qcow2_state, opt_cache_size, false,
                  "most bytes of L2 tables and refcount blocks cached, "
                  "together (QEMU's rules split it)"),
@@ -203,7 +206,7 @@ read_engine(struct qcow2_io *io, bool *failed)
             return true;
         }
         case QCOW2_DATA:
-            submit_view(io, s->file, NG_OP_READ, m.host, m.len, &io->rd_iov,
+            submit_view(io, s->dfile, NG_OP_READ, m.host, m.len, &io->rd_iov,
                         at);
             return true;
         case QCOW2_COMPRESSED: {
@@ -362,7 +365,8 @@ l2_set(struct qcow2_state *s, uint64_t gc, uint64_t e, bool keep)
         uint64_t nsect = ((old & ~(3ull << 62)) >> x) + 1;
 
         r = qcow2_unref(s, coff & ~(uint64_t)511, nsect * 512);
-    } else if ((old & QCOW2_OFFSET_MASK) != 0 && !keep) {
+    } else if ((old & QCOW2_OFFSET_MASK) != 0 && !keep && s->data == NULL) {
+        /* (Clusters of a data file have no refcounts.) */
         r = qcow2_unref(s, old & QCOW2_OFFSET_MASK, s->cluster_size);
     }
     if (r < 0)
@@ -377,9 +381,11 @@ static int
 zero_cluster(struct qcow2_state *s, const struct ng_req *req, uint64_t gc)
 {
     uint64_t old = l2_get(s, gc), host = old & QCOW2_OFFSET_MASK;
+    bool allocated = host != 0 || (s->data != NULL &&
+                                   (old & QCOW2_OFLAG_COPIED));
     bool keep = req->op == NG_OP_WRITE_ZEROES &&
                 !(req->flags & NG_REQ_MAY_TRIM) &&
-                !(old & QCOW2_OFLAG_COMPRESSED) && host != 0;
+                !(old & QCOW2_OFLAG_COMPRESSED) && allocated;
     int r = 0;
 
     if (req->op == NG_OP_TRIM && s->backing == NULL &&
@@ -439,6 +445,26 @@ count_new(const struct qcow2_state *s, uint64_t gc, uint64_t n)
     return k;
 }
 
+/* Host clusters for n guest clusters from gc (at most n, *got): new ones
+ * in the image, or in a data file the same offsets as the guest's (as
+ * QEMU places them; they have no refcounts).  UINT64_MAX with *ret on
+ * failure. */
+static uint64_t
+alloc_data(struct qcow2_state *s, uint64_t gc, uint64_t n, uint64_t *got,
+           int *ret)
+{
+    uint64_t host;
+
+    if (s->data == NULL) {
+        host = qcow2_alloc(s, n, got, ret);
+        return host == 0 ? UINT64_MAX : host;
+    }
+    if ((*ret = qcow2_data_grow(s, (gc + n) << s->cluster_bits)) < 0)
+        return UINT64_MAX;
+    *got = n;
+    return gc << s->cluster_bits;
+}
+
 /* Full clusters that need new ones: write straight from the request. */
 static bool
 write_new_run(struct qcow2_io *io, uint64_t gc, uint64_t k)
@@ -448,13 +474,13 @@ write_new_run(struct qcow2_io *io, uint64_t gc, uint64_t k)
     int r = 0;
 
     if (qcow2_l2_for(s, gc, &r) == NULL ||
-        (host = qcow2_alloc(s, k, &got, &r)) == 0)
+        (host = alloc_data(s, gc, k, &got, &r)) == UINT64_MAX)
         return wait_or_fail(io, r);
     io->new_gc = gc;
     io->new_n = got;
     io->new_host = host;
     io->phase = IO_NEW;
-    submit_view(io, s->file, NG_OP_WRITE, host, got << s->cluster_bits,
+    submit_view(io, s->dfile, NG_OP_WRITE, host, got << s->cluster_bits,
                 &io->req->iov, io->pos);
     io->pos += got << s->cluster_bits;
     return true;
@@ -499,7 +525,7 @@ cow_write(struct qcow2_io *io)
         memset(io->bounce + in, 0, n);
     /* On -EAGAIN, the read engine finds nothing left and we come back. */
     if (qcow2_l2_for(s, gc, &r) == NULL ||
-        (host = qcow2_alloc(s, 1, &got, &r)) == 0)
+        (host = alloc_data(s, gc, 1, &got, &r)) == UINT64_MAX)
         return wait_or_fail(io, r);
     io->cow = false;
     io->new_gc = gc;
@@ -507,7 +533,7 @@ cow_write(struct qcow2_io *io)
     io->new_host = host;
     io->phase = IO_NEW;
     io->pos += n;
-    qcow2_seq_submit(&io->seq, s->file, NG_OP_WRITE, host, s->cluster_size,
+    qcow2_seq_submit(&io->seq, s->dfile, NG_OP_WRITE, host, s->cluster_size,
                      io->bounce);
     return true;
 }
@@ -535,13 +561,16 @@ modify_next(struct qcow2_io *io)
 
         if (!qcow2_l2_ready(s, off, &io->seq))
             return NEXT_SUBMITTED;  /* resumed once the table is in */
-        if (req->op != NG_OP_WRITE && full) {
+        /* With data_file_raw, the data file stays a raw image of the
+         * disk: zeroes and trims write zeroes there (QEMU passes a trim
+         * down, which reads as zeroes on a file). */
+        if (req->op != NG_OP_WRITE && full && !s->data_raw) {
             if ((r = zero_cluster(s, req, gc)) < 0)
                 return wait_or_fail(io, r) ? NEXT_SUBMITTED : NEXT_GONE;
             io->pos += clen;
             continue;
         }
-        if (req->op == NG_OP_TRIM) {    /* partial: nothing to do */
+        if (req->op == NG_OP_TRIM && !s->data_raw) {   /* partial */
             io->pos += clen;
             continue;
         }
@@ -553,7 +582,7 @@ modify_next(struct qcow2_io *io)
             if (req->op != NG_OP_WRITE)
                 m.len = min64(m.len, clen);
             io->phase = IO_IN_PLACE;
-            submit_view(io, s->file, NG_OP_WRITE, m.host, m.len, src,
+            submit_view(io, s->dfile, NG_OP_WRITE, m.host, m.len, src,
                         req->op == NG_OP_WRITE ? io->pos : 0);
             io->pos += m.len;
             return NEXT_SUBMITTED;
@@ -741,8 +770,9 @@ qcow2_submit(struct ng_node *node, struct ng_req *req)
         return;
     }
     if (req->op == NG_OP_WRITE_ZEROES && (req->flags & NG_REQ_FAST_ZERO) &&
-        ((req->offset | req->length) & (s->cluster_size - 1)) != 0 &&
-        req->offset + req->length != s->size) {
+        (s->data_raw ||
+         (((req->offset | req->length) & (s->cluster_size - 1)) != 0 &&
+          req->offset + req->length != s->size))) {
         ng_req_complete(req, -ENOTSUP);     /* partial clusters: slow */
         return;
     }
@@ -787,6 +817,15 @@ qcow2_open_finish(struct qcow2_state *s, struct ng_error *err)
     if (s->writable && s->nb_snapshots > 0)
         return ng_error_set(err, EROFS, "'%s': images with internal "
                             "snapshots are supported read-only", fname);
+    if ((s->incompat & QCOW2_INCOMPAT_DATA_FILE) && s->data == NULL)
+        return ng_error_set(err, ENOTSUP, "'%s' has its data in external "
+                            "data file '%s', which is found by name only "
+                            "for an image on a file node: give 'data-file: "
+                            "NODE'", fname, s->data_file_name
+                            ? s->data_file_name : "(unnamed)");
+    if (!(s->incompat & QCOW2_INCOMPAT_DATA_FILE) && s->data != NULL)
+        return ng_error_set(err, EINVAL, "'%s': 'data-file' is given, but "
+                            "the image has no external data file", fname);
     if (s->backing_name != NULL && s->backing == NULL && !s->backing_null)
         return ng_error_set(err, ENOTSUP, "'%s' has backing file '%s', "
                             "which is found by name only for an image on "
@@ -811,6 +850,19 @@ qcow2_open_async(struct ng_node *node, struct ng_error *err)
         return;
     }
     s->file_size = (uint64_t)flen;
+    s->dfile = s->file;
+    if (s->data != NULL) {
+        int64_t dlen = ng_node_length(s->data);
+
+        if (dlen < 0) {
+            ng_error_set(err, (int)-dlen, "cannot get the size of child "
+                         "'%s'", s->data->name);
+            ng_node_opened(node, -1);
+            return;
+        }
+        s->data_size = (uint64_t)dlen;
+        s->dfile = s->data;
+    }
     if (qcow2_wb_init(s) < 0) {
         ng_error_set(err, ENOMEM, "out of memory");
         ng_node_opened(node, -1);
@@ -831,6 +883,7 @@ qcow2_free_state(struct qcow2_state *s)
     free(s->zero_buf);
     free(s->backing_name);
     free(s->backing_fmt);
+    free(s->data_file_name);
     qcow2_wb_free(s);
     memset(&s->version, 0, sizeof *s - offsetof(struct qcow2_state, version));
 }

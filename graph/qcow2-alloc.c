@@ -128,6 +128,21 @@ ensure_file(struct qcow2_state *s, uint64_t end)
     return 0;
 }
 
+int
+qcow2_data_grow(struct qcow2_state *s, uint64_t end)
+{
+    struct ng_error err = { 0 };
+
+    if (end <= s->data_size)
+        return 0;
+    if (ng_node_grow(s->data, end, &err) < 0) {
+        ng_node_warn(s->node, "%s", err.msg);
+        return -ENOSPC;
+    }
+    s->data_size = end;
+    return 0;
+}
+
 static int refcount_set(struct qcow2_state *s, uint64_t cluster, uint64_t v);
 
 static int grow_reft(struct qcow2_state *s, uint64_t need);

@@ -680,7 +680,10 @@ qcow2_load(struct qcow2_state *s)
 
 /* ---- Write-back --------------------------------------------------------- */
 
-enum wb_kind { WB_RB, WB_REFT, WB_HEADER, WB_L2, WB_L1, WB_FLUSH };
+enum wb_kind {
+    WB_RB, WB_REFT, WB_HEADER, WB_L2, WB_L1, WB_FLUSH,
+    WB_DFLUSH,                      /* the data file's flush */
+};
 
 struct wb_item {
     enum wb_kind kind;
@@ -799,6 +802,18 @@ wb_slot(struct qcow2_wb *wb, const struct wb_item *it)
     return NULL;
 }
 
+/* A flush of the image, after one of the data file when there is one
+ * (data before the tables that point to it). */
+static int
+wb_add_flush(struct qcow2_wb *wb)
+{
+    int r = 0;
+
+    if (wb->s->data != NULL)
+        r = wb_add(wb, WB_DFLUSH, 0, 0, NULL, 0);
+    return r < 0 ? r : wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
+}
+
 /* Copy every dirty table, in write order, with the flushes between. */
 static int
 wb_snapshot(struct qcow2_wb *wb)
@@ -817,14 +832,14 @@ wb_snapshot(struct qcow2_wb *wb)
                        s->cluster_size);
     }
     if (r == 0 && wb->n_items > 0) {
-        r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
+        r = wb_add_flush(wb);
         flushed = true;
     }
     if (r == 0 && s->reft_dirty) {
         r = wb_add(wb, WB_REFT, 0, s->reft_offset, s->reft,
                    s->reft_entries * 8);
         if (r == 0)
-            r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
+            r = wb_add_flush(wb);
         flushed = true;
     }
     if (r == 0 && s->header_dirty) {
@@ -838,7 +853,7 @@ wb_snapshot(struct qcow2_wb *wb)
         memcpy(h + 8, &n, 4);
         r = wb_add(wb, WB_HEADER, 0, 48, h, sizeof h);
         if (r == 0)
-            r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
+            r = wb_add_flush(wb);
     }
     before = wb->n_items;
     for (uint64_t k = 0; k < s->l2c.n_res && r == 0; k++) {
@@ -847,7 +862,7 @@ wb_snapshot(struct qcow2_wb *wb)
         if (!s->l2c.slot[i].dirty)
             continue;
         if (!flushed) {             /* the data the entries point to */
-            r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
+            r = wb_add_flush(wb);
             flushed = true;
         }
         if (r == 0)
@@ -856,13 +871,13 @@ wb_snapshot(struct qcow2_wb *wb)
     }
     if (r == 0 && s->l1_dirty) {
         if (wb->n_items > before)
-            r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
+            r = wb_add_flush(wb);
         if (r == 0)
             r = wb_add(wb, WB_L1, 0, s->l1_offset, s->l1,
                        (uint64_t)s->l1_size * 8);
     }
     if (r == 0)
-        r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
+        r = wb_add_flush(wb);
     if (r < 0)
         return r;
     /* Only now, all or nothing: the tables are clean, and stay in memory
@@ -973,8 +988,9 @@ wb_step(struct qcow2_seq *q)
     if (wb->ret == 0 && wb->at < wb->n_items) {
         const struct wb_item *it = &wb->items[wb->at++];
 
-        if (it->kind == WB_FLUSH)
-            qcow2_seq_submit(q, s->file, NG_OP_FLUSH, 0, 0, NULL);
+        if (it->kind == WB_FLUSH || it->kind == WB_DFLUSH)
+            qcow2_seq_submit(q, it->kind == WB_FLUSH ? s->file : s->data,
+                             NG_OP_FLUSH, 0, 0, NULL);
         else
             qcow2_seq_submit(q, s->file, NG_OP_WRITE, it->off, it->len,
                              it->copy);

@@ -59,10 +59,9 @@ parse_extensions(struct qcow2_state *s, const unsigned char *buf, size_t len,
         if (type == QCOW2_EXT_BACKING_FMT && s->backing_fmt == NULL &&
             (s->backing_fmt = dup_bytes(buf + off, elen)) == NULL)
             return ng_error_set(err, ENOMEM, "out of memory");
-        if (type == QCOW2_EXT_DATA_FILE)
-            return ng_error_set(err, ENOTSUP, "'%s': qcow2 images with an "
-                                "external data file are not supported",
-                                fname);
+        if (type == QCOW2_EXT_DATA_FILE && s->data_file_name == NULL &&
+            (s->data_file_name = dup_bytes(buf + off, elen)) == NULL)
+            return ng_error_set(err, ENOMEM, "out of memory");
         off += ((uint64_t)elen + 7) & ~(uint64_t)7;
     }
     return ng_error_set(err, EINVAL, "'%s': qcow2 header extensions are not "
@@ -79,9 +78,6 @@ check_features(struct qcow2_state *s, const char *fname, struct ng_error *err)
         return ng_error_set(err, ENOTSUP, "'%s': unsupported qcow2 "
                             "incompatible feature bits 0x%" PRIx64, fname,
                             unknown);
-    if (s->incompat & QCOW2_INCOMPAT_DATA_FILE)
-        return ng_error_set(err, ENOTSUP, "'%s': qcow2 images with an "
-                            "external data file are not supported", fname);
     if (s->incompat & QCOW2_INCOMPAT_COMPRESS)
         return ng_error_set(err, ENOTSUP, "'%s': only zlib compression is "
                             "supported", fname);
@@ -200,6 +196,8 @@ qcow2_parse_header(struct qcow2_state *s, const unsigned char *buf,
                                 "is supported", fname);
     }
     s->extl2 = (s->incompat & QCOW2_INCOMPAT_EXTL2) != 0;
+    s->data_raw = (s->incompat & QCOW2_INCOMPAT_DATA_FILE) &&
+                  (s->autoclear & QCOW2_AUTOCLEAR_DATA_FILE_RAW);
     if (len < s->cluster_size && len < s->file_size)
         return 0;                   /* the caller reads the whole cluster */
     if (check_features(s, fname, err) < 0 ||
@@ -244,6 +242,11 @@ qcow2_check_l2(const struct qcow2_state *s, uint64_t i,
             uint64_t x = 62 - (s->cluster_bits - 8);
             uint64_t coff = e & (((uint64_t)1 << x) - 1);
 
+            if (s->data != NULL)
+                return ng_error_set(err, EINVAL, "'%s': compressed cluster "
+                                    "for guest offset %" PRIu64 " in an "
+                                    "image with an external data file",
+                                    fname, guest);
             if (coff >= s->file_size)
                 return ng_error_set(err, EINVAL, "'%s': compressed cluster "
                                     "for guest offset %" PRIu64 " lies "
@@ -259,6 +262,24 @@ qcow2_check_l2(const struct qcow2_state *s, uint64_t i,
                 return ng_error_set(err, EINVAL, "'%s': bad subcluster "
                                     "bitmap for guest offset %" PRIu64,
                                     fname, guest);
+        }
+        if (s->data != NULL) {
+            /* The guest bytes of the cluster must lie in the data file. */
+            uint64_t need = s->size - guest < s->cluster_size
+                            ? s->size - guest : s->cluster_size;
+            bool data = host != 0 || (e & QCOW2_OFLAG_COPIED) ||
+                        (s->extl2 && (qcow2_get64(t, j * 2 + 1) &
+                                      0xffffffffu));
+
+            if (data && ((host & (s->cluster_size - 1)) != 0 ||
+                         host > s->data_size ||
+                         need > s->data_size - host))
+                return ng_error_set(err, EINVAL, "'%s': L2 entry for guest "
+                                    "offset %" PRIu64 " points to %" PRIu64
+                                    ", unaligned or past the end of the "
+                                    "data file (%" PRIu64 " bytes)", fname,
+                                    guest, host, s->data_size);
+            continue;
         }
         if (host != 0 && !host_ok(s, host, s->cluster_size) &&
             !host_ok(s, host, s->file_size - host))
@@ -329,8 +350,13 @@ map_cluster(const struct qcow2_state *s, uint64_t gc, uint64_t in,
     }
     host = e & QCOW2_OFFSET_MASK;
     if (!s->extl2) {
+        /* In a data file 0 is an offset like any other: the copied flag
+         * tells data apart (its clusters all have refcount 1), as QEMU. */
+        bool data = host != 0 || (s->data != NULL &&
+                                  (e & QCOW2_OFLAG_COPIED));
+
         m->kind = (e & QCOW2_OFLAG_ZERO) && s->version >= 3 ? QCOW2_ZERO :
-                  host != 0 ? QCOW2_DATA : QCOW2_UNALLOC;
+                  data ? QCOW2_DATA : QCOW2_UNALLOC;
         m->host = host + in;
         return;
     }

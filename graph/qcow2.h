@@ -46,6 +46,9 @@
 #define QCOW2_INCOMPAT_EXTL2     (1ull << 4)
 #define QCOW2_INCOMPAT_KNOWN     ((1ull << 5) - 1)
 
+/* Autoclear feature bits. */
+#define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ull << 1)
+
 /* Table entry bits. */
 #define QCOW2_OFLAG_COPIED      (1ull << 63)
 #define QCOW2_OFLAG_COMPRESSED  (1ull << 62)
@@ -145,6 +148,9 @@ struct qcow2_state {
     struct ng_node *file;           /* "file": the image */
     struct ng_node *backing;        /* "backing": NULL for none */
     bool backing_null;              /* "backing: null": none on purpose */
+    struct ng_node *data;           /* "data-file": NULL for none */
+    struct ng_node *dfile;          /* where data clusters are: data or
+                                     * file */
     struct ng_value *opt_cache_size;        /* "cache-size" etc.: NULL */
     struct ng_value *opt_l2_cache_size;     /* when not given (QEMU's */
     struct ng_value *opt_rc_cache_size;     /* rules tell them apart) */
@@ -169,6 +175,10 @@ struct qcow2_state {
     uint32_t nb_snapshots;          /* internal snapshots */
     char *backing_name;             /* from the header, or NULL */
     char *backing_fmt;              /* from the extension, or NULL */
+    char *data_file_name;           /* from the extension, or NULL */
+    bool data_raw;                  /* data_file_raw: the data file is a
+                                     * raw image of the disk as well */
+    uint64_t data_size;             /* of the data child, bytes */
     bool extl2;                     /* extended L2 entries (subclusters) */
     unsigned l2_entry_size;         /* 8, or 16 with extended L2 */
     uint64_t l2_entries;            /* per table */
@@ -303,6 +313,8 @@ uint64_t qcow2_alloc(struct qcow2_state *s, uint64_t n, uint64_t *got,
 /* The L2 table for guest cluster `gc`, allocating an empty one when
  * needed; NULL with *ret set on failure. */
 unsigned char *qcow2_l2_for(struct qcow2_state *s, uint64_t gc, int *ret);
+/* The data file must hold [0, end). */
+int qcow2_data_grow(struct qcow2_state *s, uint64_t end);
 /* Queue a decrement of the clusters under [host, host + len). */
 int qcow2_unref(struct qcow2_state *s, uint64_t host, uint64_t len);
 /* Decrement the refcount of `cluster` (its block is in memory). */

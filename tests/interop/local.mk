@@ -22,3 +22,5 @@ EXTRA_DIST += tests/test-qcow2-bad.sh
 # qcow2 with metadata caches smaller than the images' metadata.
 TESTS += tests/interop/test-qcow2-cache.sh
 EXTRA_DIST += tests/interop/test-qcow2-cache.sh
+TESTS += tests/interop/test-qcow2-data-file.sh
+EXTRA_DIST += tests/interop/test-qcow2-data-file.sh
