@@ -518,7 +518,8 @@ load_preload(struct qcow2_loader *ld)
     if (ld->phase == LOAD_RB) {
         for (; ld->idx < s->reft_entries && s->rbc.n_res < s->rbc.cap;
              ld->idx++)
-            if (!qcow2_cache_ready(s, &s->rbc, ld->idx, &ld->seq)) {
+            if (s->reft[ld->idx] != 0 &&
+                !qcow2_cache_ready(s, &s->rbc, ld->idx, &ld->seq)) {
                 ld->idx++;
                 return true;
             }
@@ -526,7 +527,8 @@ load_preload(struct qcow2_loader *ld)
         ld->idx = 0;
     }
     for (; ld->idx < s->l1_size && s->l2c.n_res < s->l2c.cap; ld->idx++)
-        if (!qcow2_cache_ready(s, &s->l2c, ld->idx, &ld->seq)) {
+        if (s->l1[ld->idx] != 0 &&
+            !qcow2_cache_ready(s, &s->l2c, ld->idx, &ld->seq)) {
             ld->idx++;
             return true;
         }

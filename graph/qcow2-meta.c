@@ -106,6 +106,7 @@ check_geometry(struct qcow2_state *s, const char *fname, struct ng_error *err)
 
     s->l2_entry_size = s->extl2 ? 16 : 8;
     s->l2_entries = s->cluster_size / s->l2_entry_size;
+    s->l2_span_bits = s->cluster_bits * 2 - (s->extl2 ? 4 : 3);
     s->sc_size = s->extl2 ? s->cluster_size / 32 : s->cluster_size;
     l2_span = s->l2_entries * s->cluster_size;
     need_l1 = s->size / l2_span + (s->size % l2_span != 0);
@@ -326,7 +327,7 @@ map_cluster(const struct qcow2_state *s, uint64_t gc, uint64_t in,
             struct qcow2_map *m)
 {
     uint64_t l1i = gc / s->l2_entries;
-    const unsigned char *t = qcow2_table(&s->l2c, l1i);
+    const unsigned char *t = s->l2c.slot[l1i].data;     /* l1i < l1_size */
     uint64_t j = gc % s->l2_entries, e, host, bm;
 
     m->len = s->cluster_size - in;

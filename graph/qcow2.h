@@ -182,6 +182,8 @@ struct qcow2_state {
     bool extl2;                     /* extended L2 entries (subclusters) */
     unsigned l2_entry_size;         /* 8, or 16 with extended L2 */
     uint64_t l2_entries;            /* per table */
+    unsigned l2_span_bits;          /* log2 of the guest bytes a table
+                                     * maps */
     uint64_t sc_size;               /* subcluster size (= cluster without
                                      * extended L2) */
     uint64_t rb_entries;            /* refcounts per block */
@@ -252,7 +254,7 @@ bool qcow2_cache_ready(struct qcow2_state *s, struct qcow2_cache *c,
 static inline bool
 qcow2_l2_ready(struct qcow2_state *s, uint64_t off, struct qcow2_seq *q)
 {
-    uint64_t l1i = (off >> s->cluster_bits) / s->l2_entries;
+    uint64_t l1i = off >> s->l2_span_bits;
     struct qcow2_slot *sl = &s->l2c.slot[l1i];
 
     if (sl->data != NULL) {
