@@ -893,7 +893,9 @@ static void close_wb_done(void *opaque, int ret);
 static void
 close_flush(struct qcow2_state *s)
 {
-    if (!s->writable || s->l1 == NULL || !qcow2_wb_dirty(s)) {
+    /* A round a full cache started may still be writing. */
+    if (!qcow2_wb_running(s) &&
+        (!s->writable || s->l1 == NULL || !qcow2_wb_dirty(s))) {
         struct ng_node *node = s->node;
 
         qcow2_free_state(s);

@@ -964,6 +964,12 @@ wb_apply_unrefs(struct qcow2_wb *wb)
     return false;
 }
 
+bool
+qcow2_wb_running(const struct qcow2_state *s)
+{
+    return s->wb != NULL && s->wb->running;
+}
+
 void
 qcow2_wb_kick(struct qcow2_state *s)
 {
@@ -1012,8 +1018,10 @@ done:
     qcow2_cache_trim(s, &s->rbc);
     /* The next round first: a waiter (close) may free everything, so
      * nothing here may touch wb once they run. */
-    if (!wb->running && (wb->next_round != NULL || wb->kicked))
+    if (!wb->running &&
+        (wb->next_round != NULL || (wb->kicked && qcow2_wb_dirty(s))))
         wb_start(wb);
+    wb->kicked &= wb->running;
     while (w != NULL) {
         struct wb_waiter *next = w->next;
 

@@ -358,6 +358,8 @@ void qcow2_wb_free(struct qcow2_state *s);
 void qcow2_wb_flush(struct qcow2_state *s, void (*cb)(void *opaque, int ret),
                     void *opaque);
 bool qcow2_wb_dirty(const struct qcow2_state *s);
+/* A round is under way (one a full cache started, maybe). */
+bool qcow2_wb_running(const struct qcow2_state *s);
 /* Start a write-back round with no waiter (or one more after the
  * current one). */
 void qcow2_wb_kick(struct qcow2_state *s);
