@@ -787,6 +787,8 @@ qcow2_free_state(struct qcow2_state *s)
     free(s->zero_buf);
     free(s->backing_name);
     free(s->backing_fmt);
+    free(s->hdr_raw);
+    free(s->hdr_exts);
     qcow2_wb_free(s);
     memset(&s->version, 0, sizeof *s - offsetof(struct qcow2_state, version));
 }
@@ -796,7 +798,10 @@ static void close_wb_done(void *opaque, int ret);
 static void
 close_flush(struct qcow2_state *s)
 {
-    if (!s->writable || s->l1 == NULL || !qcow2_wb_dirty(s)) {
+    /* A header update is a write-back round no request waits for:
+     * close waits for it behind one more round. */
+    if (!s->writable || s->l1 == NULL ||
+        (!qcow2_wb_dirty(s) && s->hdr_writes == 0)) {
         struct ng_node *node = s->node;
 
         qcow2_free_state(s);
@@ -857,6 +862,7 @@ const struct ng_driver ng_driver_qcow2 = {
     .submit     = qcow2_submit,
     .refresh    = qcow2_refresh,
     .expand_opts = qcow2_expand_opts,
+    .set_backing = qcow2_set_backing,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |

@@ -310,8 +310,7 @@ struct qcow2_wb {
     struct qcow2_seq seq;
     struct qcow2_state *s;
     bool running;
-    struct wb_waiter *round, *next_round;   /* waiters (LIFO is fine:
-                                             * all complete together) */
+    struct wb_waiter *round, *next_round;   /* waiters, in order */
     struct wb_item *items;
     size_t n_items, cap_items, at;
     struct qcow2_unref *unrefs;     /* taken at the round's start */
@@ -415,7 +414,19 @@ wb_snapshot(struct qcow2_wb *wb)
             r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
         flushed = true;
     }
-    if (r == 0 && s->header_dirty) {
+    if (r == 0 && s->header_dirty && s->hdr_raw != NULL) {
+        /* The whole header: backing name, feature bits, refcount table
+         * (qcow2-backing.c). */
+        unsigned char *h = NULL;
+        size_t len = 0;
+
+        r = qcow2_header_build(s, &h, &len);
+        if (r == 0)
+            r = wb_add(wb, WB_HEADER, 0, 0, h, len);
+        free(h);
+        if (r == 0)
+            r = wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
+    } else if (r == 0 && s->header_dirty) {
         /* refcount_table_offset and refcount_table_clusters */
         unsigned char h[12];
         uint64_t off = htobe64(s->reft_offset);
@@ -560,7 +571,7 @@ qcow2_wb_flush(struct qcow2_state *s, void (*cb)(void *opaque, int ret),
                void *opaque)
 {
     struct qcow2_wb *wb = s->wb;
-    struct wb_waiter *w = malloc(sizeof *w);
+    struct wb_waiter *w = malloc(sizeof *w), **p;
 
     if (w == NULL) {
         cb(opaque, -ENOMEM);
@@ -568,8 +579,12 @@ qcow2_wb_flush(struct qcow2_state *s, void (*cb)(void *opaque, int ret),
     }
     w->cb = cb;
     w->opaque = opaque;
-    w->next = wb->next_round;
-    wb->next_round = w;
+    w->next = NULL;
+    /* In order: a header update's waiter runs before a later close's,
+     * which may free everything. */
+    for (p = &wb->next_round; *p != NULL; p = &(*p)->next)
+        ;
+    *p = w;
     if (!wb->running)
         wb_start(wb);
 }

@@ -147,6 +147,14 @@ struct qcow2_state {
                                      * disk */
     bool corrupt;                   /* found inconsistent: no more writes */
 
+    /* The header as read at open, to write it again with another
+     * backing name or feature bits (qcow2-backing.c). */
+    unsigned char *hdr_raw;         /* its first header_len bytes */
+    unsigned char *hdr_exts;        /* extensions we keep as they are */
+    size_t hdr_exts_len;
+    size_t hdr_end;                 /* bytes in use (extensions, name) */
+    unsigned hdr_writes;            /* header updates under way */
+
     /* Requests that change the mapping hold a range of guest clusters;
      * others overlapping it wait (drv-qcow2.c). */
     struct qcow2_io *locked;        /* holders */
@@ -185,6 +193,20 @@ void qcow2_free_state(struct qcow2_state *s);
  * backing file the header names as an inline child. */
 int qcow2_expand_opts(struct ng_graph *g, const struct ng_value *opts,
                       unsigned depth, struct ng_value **out,
+                      struct ng_error *err);
+/* Keep what qcow2_header_build() needs of the first cluster (len bytes,
+ * parsed and checked). */
+void qcow2_header_keep(struct qcow2_state *s, const unsigned char *buf,
+                       size_t len);
+/* The header as it should be on disk now (backing name and format,
+ * refcount table, feature bits), the rest as read at open: *out
+ * (malloc'd, *len bytes from offset 0).  0, or a negative errno. */
+int qcow2_header_build(const struct qcow2_state *s, unsigned char **out,
+                       size_t *len);
+/* Write the header back (qcow2_wb_flush() with it dirty), no waiting. */
+void qcow2_header_update(struct qcow2_state *s);
+/* The driver's set_backing hook: the header names the new backing. */
+int qcow2_set_backing(struct ng_node *node, struct ng_node *backing,
                       struct ng_error *err);
 
 /* ---- qcow2-meta.c ---- */

@@ -18,3 +18,8 @@ TESTS += tests/interop/test-qcow2.sh
 EXTRA_DIST += tests/interop/test-qcow2.sh
 TESTS += tests/test-qcow2-bad.sh
 EXTRA_DIST += tests/test-qcow2-bad.sh
+
+# s4-snapsync: blockdev-snapshot-sync, the qcow2 header's backing name
+# after live chain changes, run-time corrupt marking.
+TESTS += tests/test-qcow2-backing-header.sh
+EXTRA_DIST += tests/test-qcow2-backing-header.sh
