@@ -99,6 +99,42 @@ submit_view(struct qcow2_io *io, struct ng_node *to, enum ng_op op,
 
 static bool unlock_and_complete(struct qcow2_io *io, int ret);
 
+/* Host data [host, host + len) for guest `off`: a cluster-aligned place
+ * (at the same offset into its cluster) inside the file; else the image
+ * is marked corrupt (qcow2-corrupt.c). */
+static bool
+data_ok(struct qcow2_state *s, uint64_t off, uint64_t host, uint64_t len)
+{
+    uint64_t in = off & (s->cluster_size - 1);
+
+    if ((host & (s->cluster_size - 1)) == in && host <= s->file_size &&
+        len <= s->file_size - host)
+        return true;
+    qcow2_signal_corruption(s, (int64_t)(host - in), (int64_t)len,
+                            "data cluster for guest offset %" PRIu64
+                            " at %" PRIu64 " is unaligned or past the end "
+                            "of the file (%" PRIu64 " bytes)", off,
+                            host - in, s->file_size);
+    return false;
+}
+
+/* Data for guest `off` may be written to [host, host + len): the place
+ * is sane and holds no metadata; else the image is marked corrupt. */
+static bool
+write_ok(struct qcow2_state *s, uint64_t off, uint64_t host, uint64_t len)
+{
+    const char *what;
+
+    if (!data_ok(s, off, host, len))
+        return false;
+    if ((what = qcow2_meta_overlap(s, host, len)) == NULL)
+        return true;
+    qcow2_signal_corruption(s, (int64_t)host, (int64_t)len, "a write to "
+                            "guest offset %" PRIu64 " would overwrite %s",
+                            off, what);
+    return false;
+}
+
 static void
 flush_done(void *opaque, int ret)
 {
@@ -171,6 +207,10 @@ read_engine(struct qcow2_io *io, bool *failed)
             return true;
         }
         case QCOW2_DATA:
+            if (!data_ok(s, off, m.host, m.len)) {
+                *failed = true;
+                return unlock_and_complete(io, -EIO);
+            }
             submit_view(io, s->file, NG_OP_READ, m.host, m.len, &io->rd_iov,
                         at);
             return true;
@@ -178,6 +218,10 @@ read_engine(struct qcow2_io *io, bool *failed)
             uint64_t csize = m.csize;
 
             if (m.host >= s->file_size) {
+                qcow2_signal_corruption(s, (int64_t)m.host, (int64_t)csize,
+                                        "compressed cluster for guest "
+                                        "offset %" PRIu64 " lies past the "
+                                        "end of the file", off);
                 *failed = true;
                 return unlock_and_complete(io, -EIO);
             }
@@ -414,6 +458,8 @@ write_new_run(struct qcow2_io *io, uint64_t gc, uint64_t k)
             return unlock_and_complete(io, r);
     if ((host = qcow2_alloc(s, k, &got, &r)) == 0)
         return unlock_and_complete(io, r);
+    if (!write_ok(s, gc << s->cluster_bits, host, got << s->cluster_bits))
+        return unlock_and_complete(io, -EIO);
     io->new_gc = gc;
     io->new_n = got;
     io->new_host = host;
@@ -465,6 +511,8 @@ cow_write(struct qcow2_io *io)
     if (qcow2_l2_for(s, gc, &r) == NULL ||
         (host = qcow2_alloc(s, 1, &got, &r)) == 0)
         return unlock_and_complete(io, r);
+    if (!write_ok(s, gc << s->cluster_bits, host, s->cluster_size))
+        return unlock_and_complete(io, -EIO);
     io->new_gc = gc;
     io->new_n = 1;
     io->new_host = host;
@@ -515,6 +563,10 @@ modify_next(struct qcow2_io *io)
             /* Zeroes come from one cluster of zero_buf. */
             if (req->op != NG_OP_WRITE)
                 m.len = min64(m.len, clen);
+            if (!write_ok(s, off, m.host, m.len)) {
+                unlock_and_complete(io, -EIO);
+                return NEXT_GONE;
+            }
             io->phase = IO_IN_PLACE;
             submit_view(io, s->file, NG_OP_WRITE, m.host, m.len, src,
                         req->op == NG_OP_WRITE ? io->pos : 0);

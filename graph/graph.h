@@ -813,13 +813,13 @@ typedef void ng_graph_warn_fn(void *opaque, const char *msg);
  * a name and flat fields, borrowed for the call.  graph/ and filters/
  * know no QMP; the daemon subscribes (ng_graph's event hook) and turns
  * each into a QMP event. */
-enum ng_event_kind { NG_EVENT_STR, NG_EVENT_INT };
+enum ng_event_kind { NG_EVENT_STR, NG_EVENT_INT, NG_EVENT_BOOL };
 
 struct ng_event_field {
     const char *key;
     enum ng_event_kind kind;
     const char *str;                /* NG_EVENT_STR */
-    int64_t num;                    /* NG_EVENT_INT */
+    int64_t num;                    /* NG_EVENT_INT; NG_EVENT_BOOL: != 0 */
 };
 
 typedef void ng_graph_event_fn(void *opaque, const char *event,

@@ -351,9 +351,9 @@ header_written(void *opaque, int ret)
 
     s->hdr_writes--;
     if (ret < 0)
-        ng_node_warn(s->node, "cannot write the backing file name to the "
-                     "header of '%s': %s", ng_node_filename(s->file),
-                     strerror(-ret));
+        ng_node_warn(s->node, "cannot write the header of '%s' back (its "
+                     "backing file name, its corrupt bit): %s",
+                     ng_node_filename(s->file), strerror(-ret));
 }
 
 /* Write the header (with every other dirty table, in order) and flush. */

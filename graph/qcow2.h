@@ -209,6 +209,20 @@ void qcow2_header_update(struct qcow2_state *s);
 int qcow2_set_backing(struct ng_node *node, struct ng_node *backing,
                       struct ng_error *err);
 
+/* ---- qcow2-corrupt.c ---- */
+
+/* What of the metadata [off, off + len) of the file overlaps ("the L1
+ * table", ...), or NULL: data must not be written there. */
+const char *qcow2_meta_overlap(const struct qcow2_state *s, uint64_t off,
+                               uint64_t len);
+/* Metadata that cannot be right, found by I/O: mark the image corrupt
+ * (header bit written back on a writable v3 image), refuse writes from
+ * now on, log once, emit BLOCK_IMAGE_CORRUPTED (offset < 0: unknown).
+ * The caller fails its request with -EIO. */
+void qcow2_signal_corruption(struct qcow2_state *s, int64_t offset,
+                             int64_t size, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* ---- qcow2-meta.c ---- */
 
 /* Parse the header in buf (len bytes read from offset 0); fills s or

@@ -21,5 +21,7 @@ EXTRA_DIST += tests/test-qcow2-bad.sh
 
 # s4-snapsync: blockdev-snapshot-sync, the qcow2 header's backing name
 # after live chain changes, run-time corrupt marking.
-TESTS += tests/test-qcow2-backing-header.sh tests/test-snapshot-sync.sh
-EXTRA_DIST += tests/test-qcow2-backing-header.sh tests/test-snapshot-sync.sh
+TESTS += tests/test-qcow2-backing-header.sh tests/test-snapshot-sync.sh \
+	tests/test-qcow2-corrupt.sh
+EXTRA_DIST += tests/test-qcow2-backing-header.sh tests/test-snapshot-sync.sh \
+	tests/test-qcow2-corrupt.sh
