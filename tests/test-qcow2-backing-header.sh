@@ -40,6 +40,8 @@ qemu-io -f raw -c 'write -P 0x44 3M 512K' "$uri" > /dev/null
 nbdgraphctl commit top --top mid --base base --job-id c0 --speed 4M
 nbdgraphctl wait c0 > $out
 grep -q "job 'c0' completed" $out
+# The header goes to disk by the write-back: a flush behind it waits.
+qemu-io -f raw -c flush "$uri"
 qemu-img info -U --output=json top.qcow2 > $out
 cat $out
 jq -e --arg b "$dir/base.qcow2" '."backing-filename" == $b and
@@ -62,6 +64,7 @@ nbdgraphctl --json nodes |
 nbdgraphctl stream top --job-id s0 --speed 4M
 nbdgraphctl wait s0 > $out
 grep -q "job 's0' completed" $out
+qemu-io -f raw -c flush "$uri"
 qemu-img info -U --output=json top.qcow2 > $out
 cat $out
 jq -e 'has("backing-filename") | not' $out

@@ -55,6 +55,8 @@ grep -q 'Input/output error' out
 grep -q 'Input/output error' out
 qemu-io -f raw -c 'read -P 0x11 64K 64K' "$uri" | grep -q 'read 65536'
 
+# The header goes to disk by the write-back: a flush behind it waits.
+qemu-io -f raw -c flush "$uri"
 qemu-img info -U --output=json "$img" > info
 cat info
 jq -e '."format-specific".data.corrupt == true' info
