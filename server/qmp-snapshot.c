@@ -359,6 +359,12 @@ sync_check(struct sync_op *op, struct ng_error *err)
     struct ng_graph *g = op->ctx->graph;
     struct ng_node *n = ng_graph_find(g, op->node);
 
+    /* The overlay is a qcow2 node on a file node; a graph without them
+     * (the QMP fuzzer's) must not make files either. */
+    if (ng_driver_find(g->drivers, "qcow2") == NULL ||
+        ng_driver_find(g->drivers, "file") == NULL)
+        return ng_error_set(err, ENOTSUP, "this daemon has no qcow2 or "
+                            "file driver for the overlay");
     if (n == NULL)
         return ng_error_set(err, ENOENT, "node '%s' not found", op->node);
     if (n->implicit)
