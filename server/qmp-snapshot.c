@@ -27,6 +27,46 @@
 #include "server/qmp-util.h"
 #include "server/reload.h"
 
+/* A snapshot's answer waits for a flush of the overlay: its header may
+ * name a new backing now (graph/qcow2-backing.c), and the answer says it
+ * is on disk. */
+struct flush_answer {
+    struct ng_req req;
+    struct ng_qmp_call *call;
+    struct ng_node *node;
+};
+
+static void
+flush_answered(struct ng_req *req, int ret)
+{
+    struct flush_answer *fa = req->opaque;
+
+    /* The graph changed all the same: say so, and log the rest. */
+    if (ret < 0)
+        ng_node_warn(fa->node, "cannot flush the new overlay: %s",
+                     strerror(-ret));
+    ng_qmp_return(fa->call, NULL);
+    free(fa);
+}
+
+static void
+answer_after_flush(struct ng_qmp_call *call, struct ng_node *node)
+{
+    struct flush_answer *fa;
+
+    if (node == NULL || !(ng_node_caps(node) & NG_CAP_FLUSH) ||
+        (fa = calloc(1, sizeof *fa)) == NULL) {
+        ng_qmp_return(call, NULL);
+        return;
+    }
+    fa->call = call;
+    fa->node = node;
+    ng_req_init(&fa->req, NG_OP_FLUSH, 0, 0, 0);
+    fa->req.done = flush_answered;
+    fa->req.opaque = fa;
+    ng_node_submit(node, &fa->req);
+}
+
 struct snapshot_op {
     struct ng_qmp_call *call;
     struct ng_control_ctx *ctx;
@@ -67,7 +107,8 @@ snapshot_done(void *opaque, const struct ng_error *err)
         ng_qmp_graph_changed(op->ctx, "snapshot", op->job,
                              json_pack("{s:s,s:s}", "node-name", op->node,
                                        "overlay", op->overlay));
-        ng_qmp_return(op->call, NULL);
+        answer_after_flush(op->call, ng_graph_find(op->ctx->graph,
+                                                   op->overlay));
     }
     snapshot_op_free(op);
 }
@@ -229,7 +270,7 @@ sync_done(void *opaque, const struct ng_error *err)
                          json_pack("{s:s,s:s,s:s}", "node-name", op->node,
                                    "overlay", op->overlay,
                                    "snapshot-file", op->file));
-    ng_qmp_return(op->call, NULL);
+    answer_after_flush(op->call, ng_graph_find(op->ctx->graph, op->overlay));
     sync_op_free(op);
 }
 
