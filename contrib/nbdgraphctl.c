@@ -1709,17 +1709,47 @@ cmd_backup(struct ctl *c, int argc, char **argv)
     return start_job(c, argc, argv, "blockdev-backup", "full", true);
 }
 
-/* snapshot NODE OVERLAY: blockdev-snapshot. */
+/* snapshot NODE OVERLAY: blockdev-snapshot; with --file PATH,
+ * blockdev-snapshot-sync (OVERLAY, optional, names the new node;
+ * --existing opens PATH instead of creating it). */
 static int
 cmd_snapshot(struct ctl *c, int argc, char **argv)
 {
-    int r = no_opts(c, argc, argv);
+    static const struct option opts[] = {
+        { "file", required_argument, NULL, 'f' },
+        { "existing", no_argument, NULL, 'e' },
+        OPT_HELP, OPT_END,
+    };
+    const char *file = NULL;
+    bool existing = false;
+    json_t *args;
+    int o;
 
-    if (r != -1 || (r = check_nargs(c, argc - optind, 2, 2)) != 0)
-        return r;
-    return run_change(c, "blockdev-snapshot",
-                      json_pack("{s:s,s:s}", "node", argv[optind],
-                                "overlay", argv[optind + 1]));
+    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
+        switch (o) {
+        case 'f': file = optarg; break;
+        case 'e': existing = true; break;
+        default:  return opt_status(c, o, argv);
+        }
+    }
+    if (file == NULL) {
+        if (existing)
+            return usage_error(c, "--existing needs --file");
+        if ((o = check_nargs(c, argc - optind, 2, 2)) != 0)
+            return o;
+        return run_change(c, "blockdev-snapshot",
+                          json_pack("{s:s,s:s}", "node", argv[optind],
+                                    "overlay", argv[optind + 1]));
+    }
+    if ((o = check_nargs(c, argc - optind, 1, 2)) != 0)
+        return o;
+    args = json_pack("{s:s,s:s,s:s,s:s}", "node-name", argv[optind],
+                     "snapshot-file", file, "format", "qcow2", "mode",
+                     existing ? "existing" : "absolute-paths");
+    if (argc - optind == 2)
+        json_object_set_new(args, "snapshot-node-name",
+                            json_string(argv[optind + 1]));
+    return run_change(c, "blockdev-snapshot-sync", args);
 }
 
 /* stream and commit: DEVICE, --job-id, --base, --speed, and for commit
@@ -2086,8 +2116,10 @@ static const struct command commands[] = {
       "DEVICE TARGET [--job-id ID] [--sync full|none|incremental] "
       "[--bitmap NAME] [--speed N]",
       "copy DEVICE as it is now to TARGET (blockdev-backup)" },
-    { "snapshot", cmd_snapshot, true, "NODE OVERLAY",
-      "put OVERLAY above NODE, below its exports (blockdev-snapshot)" },
+    { "snapshot", cmd_snapshot, true,
+      "NODE OVERLAY | NODE [OVERLAY] --file PATH [--existing]",
+      "put OVERLAY above NODE, below its exports (blockdev-snapshot); "
+      "--file: a qcow2 image at PATH (blockdev-snapshot-sync)" },
     { "stream", cmd_stream, true,
       "DEVICE [--base NODE] [--job-id ID] [--speed N]",
       "copy DEVICE's backing chain down to NODE into it, then drop those "

@@ -22,6 +22,12 @@ extern const struct ng_driver ng_driver_qcow2;
 int ng_qcow2_create(const char *path, uint64_t size, uint64_t cluster_size,
                     const char *backing_file, const char *backing_fmt,
                     struct ng_error *err);
+/* How a qcow2 header names `backing` (QEMU's backing file name and
+ * format): a qcow2 or raw node on a file node (or a file node: raw),
+ * by its file's absolute path.  False when it is none of those, or the
+ * name does not fit in `size` bytes (or qcow2's 1023). */
+bool ng_qcow2_backing_ref(struct ng_node *backing, char *name, size_t size,
+                          const char **fmt);
 extern const struct ng_driver ng_driver_nbd;
 extern const struct ng_driver ng_driver_rbd;
 extern const struct ng_driver ng_driver_nbdkit;

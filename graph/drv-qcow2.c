@@ -129,6 +129,46 @@ wait_or_fail(struct qcow2_io *io, int r)
     return unlock_and_complete(io, r == -EAGAIN ? -EIO : r);
 }
 
+/* Host data [host, host + len) for guest `off`: a cluster-aligned place
+ * (at the same offset into its cluster) inside the file holding the data
+ * (the image, or its data file); else the image is marked corrupt
+ * (qcow2-corrupt.c). */
+static bool
+data_ok(struct qcow2_state *s, uint64_t off, uint64_t host, uint64_t len)
+{
+    uint64_t in = off & (s->cluster_size - 1);
+    uint64_t size = s->data != NULL ? s->data_size : s->file_size;
+
+    if ((host & (s->cluster_size - 1)) == in && host <= size &&
+        len <= size - host)
+        return true;
+    qcow2_signal_corruption(s, (int64_t)(host - in), (int64_t)len,
+                            "data cluster for guest offset %" PRIu64
+                            " at %" PRIu64 " is unaligned or past the end "
+                            "of the %s (%" PRIu64 " bytes)", off, host - in,
+                            s->data != NULL ? "data file" : "file", size);
+    return false;
+}
+
+/* Data for guest `off` may be written to [host, host + len): the place
+ * is sane and holds no metadata; else the image is marked corrupt. */
+static bool
+write_ok(struct qcow2_state *s, uint64_t off, uint64_t host, uint64_t len)
+{
+    const char *what;
+
+    if (!data_ok(s, off, host, len))
+        return false;
+    /* An external data file holds no metadata: the tables are all in
+     * the image file. */
+    if (s->data != NULL || (what = qcow2_meta_overlap(s, host, len)) == NULL)
+        return true;
+    qcow2_signal_corruption(s, (int64_t)host, (int64_t)len, "a write to "
+                            "guest offset %" PRIu64 " would overwrite %s",
+                            off, what);
+    return false;
+}
+
 static void
 flush_done(void *opaque, int ret)
 {
@@ -206,6 +246,10 @@ read_engine(struct qcow2_io *io, bool *failed)
             return true;
         }
         case QCOW2_DATA:
+            if (!data_ok(s, off, m.host, m.len)) {
+                *failed = true;
+                return unlock_and_complete(io, -EIO);
+            }
             submit_view(io, s->dfile, NG_OP_READ, m.host, m.len, &io->rd_iov,
                         at);
             return true;
@@ -213,6 +257,10 @@ read_engine(struct qcow2_io *io, bool *failed)
             uint64_t csize = m.csize;
 
             if (m.host >= s->file_size) {
+                qcow2_signal_corruption(s, (int64_t)m.host, (int64_t)csize,
+                                        "compressed cluster for guest "
+                                        "offset %" PRIu64 " lies past the "
+                                        "end of the file", off);
                 *failed = true;
                 return unlock_and_complete(io, -EIO);
             }
@@ -476,6 +524,8 @@ write_new_run(struct qcow2_io *io, uint64_t gc, uint64_t k)
     if (qcow2_l2_for(s, gc, &r) == NULL ||
         (host = alloc_data(s, gc, k, &got, &r)) == UINT64_MAX)
         return wait_or_fail(io, r);
+    if (!write_ok(s, gc << s->cluster_bits, host, got << s->cluster_bits))
+        return unlock_and_complete(io, -EIO);
     io->new_gc = gc;
     io->new_n = got;
     io->new_host = host;
@@ -528,6 +578,8 @@ cow_write(struct qcow2_io *io)
         (host = alloc_data(s, gc, 1, &got, &r)) == UINT64_MAX)
         return wait_or_fail(io, r);
     io->cow = false;
+    if (!write_ok(s, gc << s->cluster_bits, host, s->cluster_size))
+        return unlock_and_complete(io, -EIO);
     io->new_gc = gc;
     io->new_n = 1;
     io->new_host = host;
@@ -581,6 +633,10 @@ modify_next(struct qcow2_io *io)
             /* Zeroes come from one cluster of zero_buf. */
             if (req->op != NG_OP_WRITE)
                 m.len = min64(m.len, clen);
+            if (!write_ok(s, off, m.host, m.len)) {
+                unlock_and_complete(io, -EIO);
+                return NEXT_GONE;
+            }
             io->phase = IO_IN_PLACE;
             submit_view(io, s->dfile, NG_OP_WRITE, m.host, m.len, src,
                         req->op == NG_OP_WRITE ? io->pos : 0);
@@ -884,6 +940,8 @@ qcow2_free_state(struct qcow2_state *s)
     free(s->backing_name);
     free(s->backing_fmt);
     free(s->data_file_name);
+    free(s->hdr_raw);
+    free(s->hdr_exts);
     qcow2_wb_free(s);
     memset(&s->version, 0, sizeof *s - offsetof(struct qcow2_state, version));
 }
@@ -893,9 +951,12 @@ static void close_wb_done(void *opaque, int ret);
 static void
 close_flush(struct qcow2_state *s)
 {
-    /* A round a full cache started may still be writing. */
+    /* A round a full cache started may still be writing; a header
+     * update is a write-back round no request waits for: close waits
+     * for either behind one more round. */
     if (!qcow2_wb_running(s) &&
-        (!s->writable || s->l1 == NULL || !qcow2_wb_dirty(s))) {
+        (!s->writable || s->l1 == NULL ||
+         (!qcow2_wb_dirty(s) && s->hdr_writes == 0))) {
         struct ng_node *node = s->node;
 
         qcow2_free_state(s);
@@ -956,6 +1017,7 @@ const struct ng_driver ng_driver_qcow2 = {
     .submit     = qcow2_submit,
     .refresh    = qcow2_refresh,
     .expand_opts = qcow2_expand_opts,
+    .set_backing = qcow2_set_backing,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |

@@ -586,9 +586,11 @@ struct ng_driver {
      * on the node's "backing" edge already, and when the driver's option
      * table has a CHILD option of role NG_ROLE_BACKING, the graph has set
      * that field to it too.  Update whatever else the driver keeps about
-     * its backing, without I/O; return 0, or -1 with *err to refuse (the
-     * graph then puts the old backing back and calls the hook again with
-     * it).  A driver whose backing lives in that option field alone
+     * its backing, without waiting for I/O (it may start some of its own
+     * to its children, which the drained section does not hold back:
+     * qcow2 rewrites its header); return 0, or -1 with *err to refuse
+     * (the graph then puts the old backing back and calls the hook again
+     * with it).  A driver whose backing lives in that option field alone
      * (memory) needs no hook; a driver with neither hook nor such an
      * option cannot change its backing live. */
     int (*set_backing)(struct ng_node *node, struct ng_node *backing,
@@ -811,13 +813,13 @@ typedef void ng_graph_warn_fn(void *opaque, const char *msg);
  * a name and flat fields, borrowed for the call.  graph/ and filters/
  * know no QMP; the daemon subscribes (ng_graph's event hook) and turns
  * each into a QMP event. */
-enum ng_event_kind { NG_EVENT_STR, NG_EVENT_INT };
+enum ng_event_kind { NG_EVENT_STR, NG_EVENT_INT, NG_EVENT_BOOL };
 
 struct ng_event_field {
     const char *key;
     enum ng_event_kind kind;
     const char *str;                /* NG_EVENT_STR */
-    int64_t num;                    /* NG_EVENT_INT */
+    int64_t num;                    /* NG_EVENT_INT; NG_EVENT_BOOL: != 0 */
 };
 
 typedef void ng_graph_event_fn(void *opaque, const char *event,

@@ -49,6 +49,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/qcow2-alloc.c \
 	graph/qcow2-create.c \
 	graph/qcow2-backing.c \
+	graph/qcow2-corrupt.c \
 	graph/drv-nbd.c \
 	graph/drv-rbd.c \
 	graph/nbdkit-api.h \

@@ -8,7 +8,10 @@
  * backing nodes (auto-named) with the image, and a chain unrolls one
  * image at a time.  The data file likewise, when the options give no
  * `data-file`: a file node of the name the header's data file extension
- * gives, relative to the image, writable when the image is.
+ * gives, relative to the image, writable when the image is.  And the
+ * other way: when the live graph gives the image another backing, the
+ * header kept from open is written again naming it (the set_backing
+ * hook), its other extensions (the data file's among them) as they were.
  */
 #include <config.h>
 
@@ -21,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "graph/drivers.h"
 #include "graph/qcow2.h"
 
 /* More images in one chain than this is taken for a loop. */
@@ -309,5 +313,245 @@ qcow2_expand_opts(struct ng_graph *g, const struct ng_value *opts,
         b = d;
     }
     *out = b;
+    return 0;
+}
+
+/* ---- The backing a live graph gives the image, written to its header ---- */
+
+static void
+put32(unsigned char *p, uint32_t v)
+{
+    v = htobe32(v);
+    memcpy(p, &v, 4);
+}
+
+static void
+put64(unsigned char *p, uint64_t v)
+{
+    v = htobe64(v);
+    memcpy(p, &v, 8);
+}
+
+bool
+ng_qcow2_backing_ref(struct ng_node *backing, char *name, size_t size,
+                     const char **fmt)
+{
+    struct ng_node *f = backing;
+    const char *path;
+    char cwd[4096];
+    int n;
+
+    if (strcmp(backing->driver->name, "qcow2") == 0 ||
+        strcmp(backing->driver->name, "raw") == 0)
+        f = ng_node_child_role(backing, NG_ROLE_FILE);
+    if (f == NULL || strcmp(f->driver->name, "file") != 0 ||
+        f->driver->filename == NULL)
+        return false;
+    *fmt = strcmp(backing->driver->name, "qcow2") == 0 ? "qcow2" : "raw";
+    path = f->driver->filename(f);
+    /* The header's name is read relative to the image's folder, the
+     * node's relative to our working folder: make it absolute. */
+    if (path[0] == '/')
+        n = snprintf(name, size, "%s", path);
+    else if (getcwd(cwd, sizeof cwd) != NULL)
+        n = snprintf(name, size, "%s/%s", cwd, path);
+    else
+        return false;
+    return n > 0 && (size_t)n < size && n <= 1023;
+}
+
+void
+qcow2_header_keep(struct qcow2_state *s, const unsigned char *buf,
+                  size_t len)
+{
+    size_t off = s->header_len, end;
+
+    free(s->hdr_raw);
+    free(s->hdr_exts);
+    s->hdr_raw = s->hdr_exts = NULL;
+    s->hdr_exts_len = 0;
+    if ((s->hdr_raw = malloc(s->header_len)) == NULL)
+        return;                     /* the old 12-byte update then */
+    memcpy(s->hdr_raw, buf, s->header_len);
+    if ((s->hdr_exts = malloc(len - off)) == NULL) {
+        free(s->hdr_raw);
+        s->hdr_raw = NULL;
+        return;
+    }
+    /* parse_extensions() checked the list: each fits, it ends. */
+    while (off + 8 <= len) {
+        uint32_t type = rd32(buf + off), elen = rd32(buf + off + 4);
+        size_t unit = 8 + (((size_t)elen + 7) & ~(size_t)7);
+
+        if (type == QCOW2_EXT_END) {
+            off += 8;
+            break;
+        }
+        if (type != QCOW2_EXT_BACKING_FMT) {
+            memcpy(s->hdr_exts + s->hdr_exts_len, buf + off,
+                   unit < len - off ? unit : len - off);
+            s->hdr_exts_len += unit < len - off ? unit : len - off;
+        }
+        off += unit;
+    }
+    end = off;
+    if (rd64(buf + 8) != 0 && rd64(buf + 8) + rd32(buf + 16) > end)
+        end = rd64(buf + 8) + rd32(buf + 16);
+    s->hdr_end = end < len ? end : len;
+}
+
+/* Bytes the header needs with the current backing name and format. */
+static size_t
+header_need(const struct qcow2_state *s)
+{
+    size_t need = s->header_len + s->hdr_exts_len + 8;
+
+    if (s->backing_fmt != NULL)
+        need += 8 + ((strlen(s->backing_fmt) + 7) & ~(size_t)7);
+    if (s->backing_name != NULL)
+        need += strlen(s->backing_name);
+    return need;
+}
+
+int
+qcow2_header_build(const struct qcow2_state *s, unsigned char **out,
+                   size_t *len)
+{
+    size_t off = s->header_len, n;
+    unsigned char *h;
+
+    if (s->hdr_raw == NULL || header_need(s) > s->cluster_size)
+        return -EINVAL;
+    n = header_need(s) > s->hdr_end ? header_need(s) : s->hdr_end;
+    n = (n + 511) & ~(size_t)511;
+    if (n > s->cluster_size)
+        n = s->cluster_size;
+    if ((h = calloc(1, n)) == NULL)
+        return -ENOMEM;
+    memcpy(h, s->hdr_raw, s->header_len);
+    put64(h + 8, 0);
+    put32(h + 16, 0);
+    put64(h + 48, s->reft_offset);
+    put32(h + 56, (uint32_t)(s->reft_entries * 8 / s->cluster_size));
+    if (s->version >= 3)
+        put64(h + 72, s->incompat);
+    if (s->backing_fmt != NULL) {
+        size_t flen = strlen(s->backing_fmt);
+
+        put32(h + off, QCOW2_EXT_BACKING_FMT);
+        put32(h + off + 4, (uint32_t)flen);
+        memcpy(h + off + 8, s->backing_fmt, flen);
+        off += 8 + ((flen + 7) & ~(size_t)7);
+    }
+    memcpy(h + off, s->hdr_exts, s->hdr_exts_len);
+    off += s->hdr_exts_len + 8;     /* the end mark: zeroes */
+    if (s->backing_name != NULL) {
+        put64(h + 8, off);
+        put32(h + 16, (uint32_t)strlen(s->backing_name));
+        memcpy(h + off, s->backing_name, strlen(s->backing_name));
+    }
+    *out = h;
+    *len = n;
+    return 0;
+}
+
+static bool
+same_str(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static void
+header_written(void *opaque, int ret)
+{
+    struct qcow2_state *s = opaque;
+
+    s->hdr_writes--;
+    if (ret < 0)
+        ng_node_warn(s->node, "cannot write the header of '%s' back (its "
+                     "backing file name, its corrupt bit): %s",
+                     ng_node_filename(s->file), strerror(-ret));
+}
+
+/* Write the header (with every other dirty table, in order) and flush. */
+void
+qcow2_header_update(struct qcow2_state *s)
+{
+    s->header_dirty = true;
+    s->hdr_writes++;
+    qcow2_wb_flush(s, header_written, s);
+}
+
+static int
+set_header_backing(struct qcow2_state *s, const char *name, const char *fmt)
+{
+    char *n = name ? strdup(name) : NULL, *f = fmt ? strdup(fmt) : NULL;
+
+    if ((name != NULL && n == NULL) || (fmt != NULL && f == NULL)) {
+        free(n);
+        free(f);
+        return -1;
+    }
+    free(s->backing_name);
+    free(s->backing_fmt);
+    s->backing_name = n;
+    s->backing_fmt = f;
+    return 0;
+}
+
+/* The backing changed on the live graph (snapshot, stream, commit): the
+ * header names the new one (or none), as QEMU's
+ * bdrv_change_backing_file(), so a restart that opens the image by its
+ * header chain sees the same data.  The write starts at once, through
+ * the file child (the drained section holds back only the BBs above),
+ * queued behind any write-back round, so it lands in order with the
+ * refcount table it names. */
+int
+qcow2_set_backing(struct ng_node *node, struct ng_node *backing,
+                  struct ng_error *err)
+{
+    struct qcow2_state *s = ng_node_state(node);
+    char name[1024];
+    const char *fmt = NULL, *fname = ng_node_filename(s->file);
+    char *old_name = s->backing_name, *old_fmt = s->backing_fmt;
+
+    (void)err;
+    s->node = node;
+    if (backing != NULL && !ng_qcow2_backing_ref(backing, name, sizeof name,
+                                                 &fmt)) {
+        ng_node_warn(node, "backing node '%s' is not a qcow2 or raw image "
+                     "on a file: the header of '%s' keeps its backing file "
+                     "name", backing->name, fname);
+        return 0;
+    }
+    if (same_str(old_name, backing ? name : NULL) &&
+        same_str(old_fmt, fmt))
+        return 0;
+    if (!s->writable || s->hdr_raw == NULL) {
+        ng_node_warn(node, "'%s' is read-only: its header keeps its backing "
+                     "file name", fname);
+        return 0;
+    }
+    s->backing_name = s->backing_fmt = NULL;
+    if (set_header_backing(s, backing ? name : NULL, fmt) < 0) {
+        s->backing_name = old_name;
+        s->backing_fmt = old_fmt;
+        ng_node_warn(node, "out of memory: the header of '%s' keeps its "
+                     "backing file name", fname);
+        return 0;
+    }
+    if (header_need(s) > s->cluster_size) {
+        free(s->backing_name);
+        free(s->backing_fmt);
+        s->backing_name = old_name;
+        s->backing_fmt = old_fmt;
+        ng_node_warn(node, "backing file name '%s' does not fit in the "
+                     "header of '%s', which keeps its old one", name,
+                     fname);
+        return 0;
+    }
+    free(old_name);
+    free(old_fmt);
+    qcow2_header_update(s);
     return 0;
 }

@@ -348,26 +348,41 @@ table_offset(const struct qcow2_state *s, const struct qcow2_cache *c,
            ? be64toh(s->reft[idx]) & QCOW2_REFT_OFFSET_MASK : 0;
 }
 
-/* A load failed (ret) or brought a bad table (err set): say so, and when
- * the table is bad, at run time, stop writing to the image. */
+/* msg without the "'FILE': " it starts with (qcow2_check_l2() names the
+ * file, as every open-time error does). */
+static const char *
+msg_without_file(const char *msg, const char *fname)
+{
+    size_t n = strlen(fname);
+
+    if (msg[0] == '\'' && strncmp(msg + 1, fname, n) == 0 &&
+        strncmp(msg + 1 + n, "': ", 3) == 0)
+        return msg + n + 4;
+    return msg;
+}
+
+/* A load failed (ret) or brought a bad table (err set): say so.  A bad
+ * table at run time is metadata found wrong by I/O: the image is marked
+ * corrupt (qcow2-corrupt.c), which logs it with the file and the
+ * table's offset, and the node takes no more writes. */
 static int
 load_failed(struct qcow2_load *ld, int ret, struct ng_error *err)
 {
     struct qcow2_state *s = ld->s;
+    const char *fname = ng_node_filename(s->file);
     uint64_t off = table_offset(s, ld->c, ld->idx);
     bool bad = err->code != 0;
 
     if (!bad)
         ng_error_set(err, -ret, "'%s': cannot read the %s at %" PRIu64
-                     ": %s", ng_node_filename(s->file), ld->c->what, off,
-                     strerror(-ret));
-    if (s->open_err != NULL) {
+                     ": %s", fname, ld->c->what, off, strerror(-ret));
+    if (s->open_err != NULL)
         *s->open_err = *err;
-    } else {
+    else if (bad)
+        qcow2_signal_corruption(s, (int64_t)off, (int64_t)s->cluster_size,
+                                "%s", msg_without_file(err->msg, fname));
+    else
         ng_node_warn(s->node, "%s", err->msg);
-        if (bad)
-            s->corrupt = true;
-    }
     return bad ? -EIO : ret;
 }
 
@@ -708,8 +723,7 @@ struct qcow2_wb {
     bool applying;                  /* the writes are done: decrements */
     size_t u_at;                    /* decrement being applied */
     uint64_t u_cluster;             /* its next cluster */
-    struct wb_waiter *round, *next_round;   /* waiters (LIFO is fine:
-                                             * all complete together) */
+    struct wb_waiter *round, *next_round;   /* waiters, in order */
     struct wb_item *items;
     size_t n_items, cap_items, at;
     struct qcow2_unref *unrefs;     /* taken at the round's start */
@@ -844,7 +858,19 @@ wb_snapshot(struct qcow2_wb *wb)
             r = wb_add_flush(wb);
         flushed = true;
     }
-    if (r == 0 && s->header_dirty) {
+    if (r == 0 && s->header_dirty && s->hdr_raw != NULL) {
+        /* The whole header: backing name, feature bits, refcount table
+         * (qcow2-backing.c). */
+        unsigned char *h = NULL;
+        size_t len = 0;
+
+        r = qcow2_header_build(s, &h, &len);
+        if (r == 0)
+            r = wb_add(wb, WB_HEADER, 0, 0, h, len);
+        free(h);
+        if (r == 0)
+            r = wb_add_flush(wb);
+    } else if (r == 0 && s->header_dirty) {
         /* refcount_table_offset and refcount_table_clusters */
         unsigned char h[12];
         uint64_t off = htobe64(s->reft_offset);
@@ -1057,7 +1083,7 @@ qcow2_wb_flush(struct qcow2_state *s, void (*cb)(void *opaque, int ret),
                void *opaque)
 {
     struct qcow2_wb *wb = s->wb;
-    struct wb_waiter *w = malloc(sizeof *w);
+    struct wb_waiter *w = malloc(sizeof *w), **p;
 
     if (w == NULL) {
         cb(opaque, -ENOMEM);
@@ -1065,8 +1091,12 @@ qcow2_wb_flush(struct qcow2_state *s, void (*cb)(void *opaque, int ret),
     }
     w->cb = cb;
     w->opaque = opaque;
-    w->next = wb->next_round;
-    wb->next_round = w;
+    w->next = NULL;
+    /* In order: a header update's waiter runs before a later close's,
+     * which may free everything. */
+    for (p = &wb->next_round; *p != NULL; p = &(*p)->next)
+        ;
+    *p = w;
     if (!wb->running)
         wb_start(wb);
 }

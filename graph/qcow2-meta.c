@@ -214,6 +214,7 @@ qcow2_parse_header(struct qcow2_state *s, const unsigned char *buf,
         if (s->backing_name == NULL)
             return ng_error_set(err, ENOMEM, "out of memory");
     }
+    qcow2_header_keep(s, buf, len < s->cluster_size ? len : s->cluster_size);
     return 0;
 }
 

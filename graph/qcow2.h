@@ -2,8 +2,9 @@
  * driver and request path, qcow2-meta.c header and table parsing and the
  * open-time load, qcow2-alloc.c cluster allocation and refcounts,
  * qcow2-cache.c metadata I/O: the load at open and the ordered
- * write-back, qcow2-backing.c the backing file the header names,
- * qcow2-create.c ng_qcow2_create()).
+ * write-back, qcow2-backing.c the backing and data files the header
+ * names and the header's rewrite, qcow2-corrupt.c run-time corrupt
+ * marking and the overlap check, qcow2-create.c ng_qcow2_create()).
  *
  * Format: QEMU's docs/interop/qcow2.txt.  The L1 and refcount tables
  * are read at open and held in memory; L2 tables and refcount blocks live
@@ -209,6 +210,14 @@ struct qcow2_state {
                                      * disk */
     bool corrupt;                   /* found inconsistent: no more writes */
 
+    /* The header as read at open, to write it again with another
+     * backing name or feature bits (qcow2-backing.c). */
+    unsigned char *hdr_raw;         /* its first header_len bytes */
+    unsigned char *hdr_exts;        /* extensions we keep as they are */
+    size_t hdr_exts_len;
+    size_t hdr_end;                 /* bytes in use (extensions, name) */
+    unsigned hdr_writes;            /* header updates under way */
+
     /* Requests that change the mapping hold a range of guest clusters;
      * others overlapping it wait (drv-qcow2.c). */
     struct qcow2_io *locked;        /* holders */
@@ -278,6 +287,34 @@ void qcow2_free_state(struct qcow2_state *s);
 int qcow2_expand_opts(struct ng_graph *g, const struct ng_value *opts,
                       unsigned depth, struct ng_value **out,
                       struct ng_error *err);
+/* Keep what qcow2_header_build() needs of the first cluster (len bytes,
+ * parsed and checked). */
+void qcow2_header_keep(struct qcow2_state *s, const unsigned char *buf,
+                       size_t len);
+/* The header as it should be on disk now (backing name and format,
+ * refcount table, feature bits), the rest as read at open: *out
+ * (malloc'd, *len bytes from offset 0).  0, or a negative errno. */
+int qcow2_header_build(const struct qcow2_state *s, unsigned char **out,
+                       size_t *len);
+/* Write the header back (qcow2_wb_flush() with it dirty), no waiting. */
+void qcow2_header_update(struct qcow2_state *s);
+/* The driver's set_backing hook: the header names the new backing. */
+int qcow2_set_backing(struct ng_node *node, struct ng_node *backing,
+                      struct ng_error *err);
+
+/* ---- qcow2-corrupt.c ---- */
+
+/* What of the metadata [off, off + len) of the file overlaps ("the L1
+ * table", ...), or NULL: data must not be written there. */
+const char *qcow2_meta_overlap(const struct qcow2_state *s, uint64_t off,
+                               uint64_t len);
+/* Metadata that cannot be right, found by I/O: mark the image corrupt
+ * (header bit written back on a writable v3 image), refuse writes from
+ * now on, log once, emit BLOCK_IMAGE_CORRUPTED (offset < 0: unknown).
+ * The caller fails its request with -EIO. */
+void qcow2_signal_corruption(struct qcow2_state *s, int64_t offset,
+                             int64_t size, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* ---- qcow2-meta.c ---- */
 

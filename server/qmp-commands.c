@@ -162,6 +162,17 @@ static const struct ng_qmp_arg snapshot_args[] = {
     { NULL, 0, false },
 };
 
+static const struct ng_qmp_arg snapshot_sync_args[] = {
+    { "device", 's', false },
+    { "node-name", 's', false },
+    { "snapshot-file", 's', true },
+    { "snapshot-node-name", 's', false },
+    { "format", 's', false },
+    { "mode", 's', false },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
 static const struct ng_qmp_arg stream_args[] = {
     { "job-id", 's', false },
     { "device", 's', true },
@@ -288,6 +299,8 @@ const struct ng_qmp_command ng_qmp_commands[] = {
     { "block-dirty-bitmap-merge", ng_qmp_bitmap_merge, bitmap_merge_args,
       false },
     { "blockdev-snapshot", ng_qmp_blockdev_snapshot, snapshot_args, false },
+    { "blockdev-snapshot-sync", ng_qmp_blockdev_snapshot_sync,
+      snapshot_sync_args, false },
     { "block-stream", ng_qmp_block_stream, stream_args, false },
     { "block-commit", ng_qmp_block_commit, commit_args, false },
     { "blockdev-mirror", ng_qmp_blockdev_mirror, mirror_args, false },

@@ -29,6 +29,7 @@ ng_qmp_handler ng_qmp_query_nac;
 
 /* server/qmp-snapshot.c */
 ng_qmp_handler ng_qmp_blockdev_snapshot;
+ng_qmp_handler ng_qmp_blockdev_snapshot_sync;
 ng_qmp_handler ng_qmp_block_stream;
 ng_qmp_handler ng_qmp_block_commit;
 

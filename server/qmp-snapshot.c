@@ -3,22 +3,69 @@
  * and everything above it (exports, their implicit filters), in one
  * drained section, under a NAC claim on both nodes held while it runs;
  * the exports' claims follow to the overlay, which is what they write
- * now.  block-stream and block-commit: jobs that shorten a chain again,
+ * now.  blockdev-snapshot-sync: the same with an overlay it makes (a new
+ * qcow2 file, or an existing one) and opens first.  block-stream and
+ * block-commit: jobs that shorten a chain again,
  * NAC holders (kind "job") from before they touch anything until they
  * are dismissed. */
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "filters/stream.h"
+#include "graph/drivers.h"
 #include "graph/graph.h"
 #include "graph/mirror.h"
 #include "nac/policy.h"
 #include "server/exports.h"
 #include "server/qmp-graph.h"
 #include "server/qmp-util.h"
+#include "server/reload.h"
+
+/* A snapshot's answer waits for a flush of the overlay: its header may
+ * name a new backing now (graph/qcow2-backing.c), and the answer says it
+ * is on disk. */
+struct flush_answer {
+    struct ng_req req;
+    struct ng_qmp_call *call;
+    struct ng_node *node;
+};
+
+static void
+flush_answered(struct ng_req *req, int ret)
+{
+    struct flush_answer *fa = req->opaque;
+
+    /* The graph changed all the same: say so, and log the rest. */
+    if (ret < 0)
+        ng_node_warn(fa->node, "cannot flush the new overlay: %s",
+                     strerror(-ret));
+    ng_qmp_return(fa->call, NULL);
+    free(fa);
+}
+
+static void
+answer_after_flush(struct ng_qmp_call *call, struct ng_node *node)
+{
+    struct flush_answer *fa;
+
+    if (node == NULL || !(ng_node_caps(node) & NG_CAP_FLUSH) ||
+        (fa = calloc(1, sizeof *fa)) == NULL) {
+        ng_qmp_return(call, NULL);
+        return;
+    }
+    fa->call = call;
+    fa->node = node;
+    ng_req_init(&fa->req, NG_OP_FLUSH, 0, 0, 0);
+    fa->req.done = flush_answered;
+    fa->req.opaque = fa;
+    ng_node_submit(node, &fa->req);
+}
 
 struct snapshot_op {
     struct ng_qmp_call *call;
@@ -60,7 +107,8 @@ snapshot_done(void *opaque, const struct ng_error *err)
         ng_qmp_graph_changed(op->ctx, "snapshot", op->job,
                              json_pack("{s:s,s:s}", "node-name", op->node,
                                        "overlay", op->overlay));
-        ng_qmp_return(op->call, NULL);
+        answer_after_flush(op->call, ng_graph_find(op->ctx->graph,
+                                                   op->overlay));
     }
     snapshot_op_free(op);
 }
@@ -129,6 +177,294 @@ fail:
     ng_qmp_error_from(call, &err);
     if (op != NULL)
         snapshot_op_free(op);
+}
+
+/* ---- blockdev-snapshot-sync --------------------------------------------- */
+
+/* QEMU's steps: make (mode absolute-paths) or find (existing) the file on
+ * a worker thread, open it as a qcow2 node without its backing (the
+ * async open path), then blockdev-snapshot's mutation with it.  The NAC
+ * claim on both names holds from the start to the answer; a failure at
+ * any step removes the node and a file we made, leaving the graph as it
+ * was. */
+struct sync_op {
+    struct ng_qmp_call *call;
+    struct ng_control_ctx *ctx;
+    char *node, *overlay, *file;
+    char job[128];
+    bool claimed;
+    bool existing;                  /* mode "existing" */
+    bool created;                   /* we made `file`: unlink on failure */
+    uint64_t size;                  /* the node's, for a new image */
+    char backing[1024];             /* the header's name for the node */
+    const char *backing_fmt;        /* static, NULL: name none */
+    uv_work_t work;
+    struct ng_error err;            /* the failure being unwound */
+    struct ng_value *opts;          /* the overlay's, for the reload
+                                     * model; owned */
+};
+
+static void
+sync_op_free(struct sync_op *op)
+{
+    if (op->claimed)
+        ng_ctx_nac_release(op->ctx, op->job);
+    ng_value_free(op->opts);
+    free(op->node);
+    free(op->overlay);
+    free(op->file);
+    free(op);
+}
+
+static void
+sync_fail_answer(struct sync_op *op)
+{
+    struct ng_error e = op->err;
+
+    if (op->created && unlink(op->file) != 0)
+        ng_error_set(&e, op->err.code, "%s (and '%s' could not be removed: "
+                     "%s)", op->err.msg, op->file, strerror(errno));
+    ng_qmp_error_from(op->call, &e);
+    sync_op_free(op);
+}
+
+static void
+sync_overlay_removed(void *opaque)
+{
+    sync_fail_answer(opaque);
+}
+
+/* Unwind after the overlay node was added: remove it, then answer. */
+static void
+sync_fail_with_node(struct sync_op *op)
+{
+    if (ng_graph_del_node(op->ctx->graph, op->overlay, sync_overlay_removed,
+                          op, NULL) == 0)
+        return;
+    sync_fail_answer(op);
+}
+
+static int
+sync_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
+{
+    struct sync_op *op = opaque;
+
+    return ng_graph_snapshot(g, op->node, op->overlay, 0, err);
+}
+
+static void
+sync_done(void *opaque, const struct ng_error *err)
+{
+    struct sync_op *op = opaque;
+
+    if (err != NULL) {
+        op->err = *err;
+        sync_fail_with_node(op);
+        return;
+    }
+    ng_ctx_nac_release(op->ctx, op->job);
+    op->claimed = false;
+    ng_reload_note_node(op->ctx, op->overlay, op->opts);
+    ng_exports_follow_node(op->ctx, op->node, op->overlay);
+    ng_qmp_graph_changed(op->ctx, "snapshot", op->job,
+                         json_pack("{s:s,s:s,s:s}", "node-name", op->node,
+                                   "overlay", op->overlay,
+                                   "snapshot-file", op->file));
+    answer_after_flush(op->call, ng_graph_find(op->ctx->graph, op->overlay));
+    sync_op_free(op);
+}
+
+static void
+sync_added(void *opaque, struct ng_node *node, const struct ng_error *err)
+{
+    struct sync_op *op = opaque;
+    struct ng_graph *g = op->ctx->graph;
+
+    if (node == NULL) {
+        op->err = *err;
+        sync_fail_answer(op);
+        return;
+    }
+    if (op->overlay == NULL && (op->overlay = strdup(node->name)) == NULL) {
+        ng_error_set(&op->err, ENOMEM, "out of memory");
+        /* Unnamed: nothing else can know it; remove it by its name. */
+        if (ng_graph_del_node(g, node->name, sync_overlay_removed, op,
+                              NULL) != 0)
+            sync_fail_answer(op);
+        return;
+    }
+    if (check_nodes(g, op->node, op->overlay, &op->err) == -1 ||
+        ng_graph_mutate(g, ng_graph_find(g, op->node), sync_mutation,
+                        sync_done, op, &op->err) == -1)
+        sync_fail_with_node(op);
+}
+
+/* The overlay's options: a qcow2 node on the file, its backing left to
+ * the snapshot (QEMU's BDRV_O_NO_BACKING). */
+static int
+sync_open(struct sync_op *op)
+{
+    json_t *j = json_pack("{s:s,s:{s:s,s:s},s:n}", "driver", "qcow2", "file",
+                          "driver", "file", "filename", op->file,
+                          "backing");
+
+    if (j != NULL && op->overlay != NULL)
+        json_object_set_new(j, "node-name", json_string(op->overlay));
+    op->opts = j != NULL ? ng_value_from_json(j) : NULL;
+    json_decref(j);
+    if (op->opts == NULL)
+        return ng_error_set(&op->err, ENOMEM, "out of memory");
+    return ng_graph_add_node(op->ctx->graph, NULL, op->opts, sync_added, op,
+                             &op->err);
+}
+
+/* Worker thread: make the image (absolute-paths) or see that it is
+ * there (existing).  A file already there is not overwritten: QEMU
+ * would, but a file of the graph's own could be among them. */
+static void
+sync_file_work(uv_work_t *w)
+{
+    struct sync_op *op = w->data;
+    int fd;
+
+    if (op->existing) {
+        if (access(op->file, R_OK | W_OK) != 0)
+            ng_error_set(&op->err, errno, "cannot open '%s': %s", op->file,
+                         strerror(errno));
+        return;
+    }
+    fd = open(op->file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        ng_error_set(&op->err, errno, "cannot create '%s': %s%s", op->file,
+                     strerror(errno), errno == EEXIST ? " (mode 'existing' "
+                     "opens a file that is there)" : "");
+        return;
+    }
+    close(fd);
+    op->created = true;
+    ng_qcow2_create(op->file, op->size, 65536,
+                    op->backing_fmt ? op->backing : NULL, op->backing_fmt,
+                    &op->err);
+}
+
+static void
+sync_file_done(uv_work_t *w, int status)
+{
+    struct sync_op *op = w->data;
+
+    if (status != 0 && op->err.code == 0)
+        ng_error_set(&op->err, ECANCELED, "cancelled");
+    if (op->err.code != 0 || sync_open(op) == -1)
+        sync_fail_answer(op);
+}
+
+/* Arguments as QEMU's BlockdevSnapshotSync: the node by "device" or
+ * "node-name", "format" only qcow2, "mode" absolute-paths (default) or
+ * existing. */
+static int
+sync_args(struct sync_op *op, json_t *args, struct ng_error *err)
+{
+    const char *device = ng_qmp_str_arg(args, "device");
+    const char *node = ng_qmp_str_arg(args, "node-name");
+    const char *overlay = ng_qmp_str_arg(args, "snapshot-node-name");
+    const char *format = ng_qmp_str_arg(args, "format");
+    const char *mode = ng_qmp_str_arg(args, "mode");
+    const char *file = ng_qmp_str_arg(args, "snapshot-file");
+
+    if ((device == NULL) == (node == NULL))
+        return ng_error_set(err, EINVAL, "give exactly one of 'device' and "
+                            "'node-name'");
+    if (format != NULL && strcmp(format, "qcow2") != 0)
+        return ng_error_set(err, ENOTSUP, "format '%s' is not supported: "
+                            "blockdev-snapshot-sync makes qcow2 overlays "
+                            "only", format);
+    if (mode != NULL && strcmp(mode, "absolute-paths") != 0 &&
+        strcmp(mode, "existing") != 0)
+        return ng_error_set(err, EINVAL, "mode '%s' is not one of "
+                            "'absolute-paths' and 'existing'", mode);
+    if (file == NULL || file[0] == '\0')
+        return ng_error_set(err, EINVAL, "'snapshot-file' must name a "
+                            "file");
+    op->existing = mode != NULL && strcmp(mode, "existing") == 0;
+    if ((op->node = strdup(device != NULL ? device : node)) == NULL ||
+        (op->file = strdup(file)) == NULL ||
+        (overlay != NULL && (op->overlay = strdup(overlay)) == NULL))
+        return ng_error_set(err, ENOMEM, "out of memory");
+    return 0;
+}
+
+/* The node as the new image's header names it, and its size. */
+static int
+sync_check(struct sync_op *op, struct ng_error *err)
+{
+    struct ng_graph *g = op->ctx->graph;
+    struct ng_node *n = ng_graph_find(g, op->node);
+
+    /* The overlay is a qcow2 node on a file node; a graph without them
+     * (the QMP fuzzer's) must not make files either. */
+    if (ng_driver_find(g->drivers, "qcow2") == NULL ||
+        ng_driver_find(g->drivers, "file") == NULL)
+        return ng_error_set(err, ENOTSUP, "this daemon has no qcow2 or "
+                            "file driver for the overlay");
+    if (n == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", op->node);
+    if (n->implicit)
+        return check_nodes(g, op->node, op->node, err);
+    if (op->overlay != NULL && ng_graph_find(g, op->overlay) != NULL)
+        return ng_error_set(err, EEXIST, "node '%s' already exists",
+                            op->overlay);
+    op->size = (uint64_t)ng_node_length(n);
+    if (!ng_qcow2_backing_ref(n, op->backing, sizeof op->backing,
+                              &op->backing_fmt))
+        op->backing_fmt = NULL;     /* not a file: the header names none */
+    return 0;
+}
+
+static int
+sync_claim(struct sync_op *op, bool dry, struct ng_error *err)
+{
+    struct ng_nac_claim claims[2] = {
+        { op->node, NG_NAC_SPLICE_REQUIRE, NG_NAC_SPLICE_ALLOW },
+        { op->overlay, NG_NAC_SPLICE_REQUIRE, NG_NAC_SPLICE_ALLOW },
+    };
+
+    if (ng_ctx_nac_claim(op->ctx, op->job, "command", claims,
+                         op->overlay != NULL ? 2 : 1, dry, err) == -1)
+        return -1;
+    op->claimed = !dry;
+    return 0;
+}
+
+void
+ng_qmp_blockdev_snapshot_sync(struct ng_qmp_call *call, json_t *args)
+{
+    struct sync_op *op = calloc(1, sizeof *op);
+    struct ng_error err = { 0 };
+    bool dry = ng_qmp_dry_run(args);
+
+    if (op == NULL) {
+        ng_qmp_error(call, NG_QMP_GENERIC, "out of memory");
+        return;
+    }
+    op->call = call;
+    op->ctx = ng_qmp_ctx(call);
+    ng_qmp_job_id(op->ctx, args, "snapshot-", op->job, sizeof op->job);
+    if (sync_args(op, args, &err) == -1 || sync_check(op, &err) == -1 ||
+        sync_claim(op, dry, &err) == -1)
+        goto fail;
+    if (dry) {
+        ng_qmp_return(call, NULL);
+        sync_op_free(op);
+        return;
+    }
+    op->work.data = op;
+    if (uv_queue_work(op->ctx->graph->loop, &op->work, sync_file_work,
+                      sync_file_done) == 0)
+        return;                     /* the steps above answer */
+    ng_error_set(&err, ENOMEM, "cannot start the file's creation");
+fail:
+    ng_qmp_error_from(call, &err);
+    sync_op_free(op);
 }
 
 /* ---- Claims of the chain jobs ------------------------------------------- */

@@ -92,6 +92,8 @@ ng_qmp_graph_event(void *opaque, const char *event,
         json_object_set_new(data, fields[i].key,
                             fields[i].kind == NG_EVENT_STR
                             ? json_string(fields[i].str)
+                            : fields[i].kind == NG_EVENT_BOOL
+                            ? json_boolean(fields[i].num != 0)
                             : json_integer(fields[i].num));
     ng_control_emit(ctx->control, event, data);
 }

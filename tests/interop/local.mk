@@ -24,3 +24,10 @@ TESTS += tests/interop/test-qcow2-cache.sh
 EXTRA_DIST += tests/interop/test-qcow2-cache.sh
 TESTS += tests/interop/test-qcow2-data-file.sh
 EXTRA_DIST += tests/interop/test-qcow2-data-file.sh
+
+# s4-snapsync: blockdev-snapshot-sync, the qcow2 header's backing name
+# after live chain changes, run-time corrupt marking.
+TESTS += tests/test-qcow2-backing-header.sh tests/test-snapshot-sync.sh \
+	tests/test-qcow2-corrupt.sh
+EXTRA_DIST += tests/test-qcow2-backing-header.sh tests/test-snapshot-sync.sh \
+	tests/test-qcow2-corrupt.sh
