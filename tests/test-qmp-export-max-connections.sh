@@ -24,16 +24,22 @@ qmp () { ctl_ qmp "$1"; }
 qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"one",
       "node-name":"n","max-connections":1}}' | jq -e '.return'
 
-# A first client holds the only place: qemu-io waits for commands on a
-# stdin that stays open.
-qemu-io -r -f raw "$(uri_for one)" < <(sleep 60) > "$dir/holder.out" &
-holder=$!
+# A client holding one place on EXPORT: qemu-io waits for commands on
+# a stdin that stays open.  Sets $holder.
 connections () {
     qmp '{"execute":"query-block-exports"}' |
-        jq -r '.return[] | select(.id == "one") | .connections'
+        jq -r --arg id "$1" '.return[] | select(.id == $id) | .connections'
 }
-for i in $(seq 200); do [ "$(connections)" = 1 ] && break; sleep 0.1; done
-[ "$(connections)" = 1 ]
+hold () {
+    qemu-io -r -f raw "$(uri_for "$1")" < <(sleep 60) >/dev/null &
+    holder=$!
+    for i in $(seq 200); do
+        [ "$(connections "$1")" = 1 ] && break
+        sleep 0.1
+    done
+    [ "$(connections "$1")" = 1 ]
+}
+hold one
 
 # A second one is refused, with the config's log line; others still work.
 expect_status 1 nbdinfo --size "$(uri_for one)"
@@ -44,7 +50,7 @@ grep -q "export 'one' is at its max-connections (1); refused" \
 # Once the first has gone, the place is free again.
 kill $holder
 wait $holder || :
-for i in $(seq 100); do [ "$(connections)" = 0 ] && break; sleep 0.1; done
+for i in $(seq 100); do [ "$(connections one)" = 0 ] && break; sleep 0.1; done
 [ "$(nbdinfo --size "$(uri_for one)")" = 2097152 ]
 
 # Out of range: the config's message, no export made.
@@ -63,4 +69,15 @@ ctl_ dump-config > "$dir/dump.yaml"
 cat "$dir/dump.yaml"
 grep -q 'one: {.*max-connections: 1' "$dir/dump.yaml"
 ctl_ reload "$dir/dump.yaml" | grep -q 'applied 0 step(s)'
+
+# An export a reload adds keeps its limit too.
+sed 's|^  one: .*|&\n  two: { node: m, max-connections: 1 }|' "$dir/dump.yaml" \
+    > "$dir/two.yaml"
+ctl_ reload "$dir/two.yaml"
+hold two
+expect_status 1 nbdinfo --size "$(uri_for two)"
+grep -q "export 'two' is at its max-connections (1); refused" \
+    "$dir/nbdgraphd.log"
+kill $holder
+wait $holder || :
 stop_nbdgraphd
