@@ -6,7 +6,10 @@
  * is handled at once.  A WRITE takes the part of its payload that is
  * already in that buffer (a memcpy of what the kernel happened to give
  * us) and has the rest read straight into its own buffer: payload bytes
- * are copied at most once between socket and backing.
+ * are copied at most once between socket and backing.  Request headers
+ * are compact (28 bytes) or, once NBD_OPT_EXTENDED_HEADERS was agreed,
+ * extended (32 bytes, 64-bit lengths); replies are then extended chunks
+ * only (32-byte headers), else simple replies or structured chunks.
  *
  * Sending: replies are queued on the connection and go out once per
  * loop iteration (the server's check and idle handles) in one writev,

@@ -9,7 +9,7 @@
  *                        that name ("" only if an export is named "")
  *   INFO                 NBD_INFO_EXPORT, and NAME / DESCRIPTION when
  *                        asked; BLOCK_SIZE always, since our maximum
- *                        (32 MiB) is not the protocol's default
+ *                        (server.max-request) is not the protocol's default
  *   LIST                 one NBD_REP_SERVER per export, with its
  *                        description as the human-readable part
  *   STRUCTURED_REPLY     ACK; after EXTENDED_HEADERS
