@@ -3,6 +3,7 @@
 #include <config.h>
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -300,6 +301,21 @@ canon_filters(struct ng_value *out, const struct ng_value *map)
     return 0;
 }
 
+/* In decimal, as reload's export spec reads it back (the file may say
+ * 0x10, which loading checked); 0 is no limit, as leaving it out is. */
+static int
+canon_max_connections(struct ng_value *out, const struct ng_value *map)
+{
+    const char *s = get_text(map, "max-connections");
+    char text[24];
+    long long n;
+
+    if (s == NULL || (n = strtoll(s, NULL, 0)) <= 0)
+        return 0;
+    snprintf(text, sizeof text, "%lld", n);
+    return put_scalar(out, "max-connections", text);
+}
+
 struct ng_value *
 ng_export_canon(const char *id, const struct ng_value *map)
 {
@@ -320,6 +336,7 @@ ng_export_canon(const char *id, const struct ng_value *map)
         (get_bool(map, "allocation-depth") &&
          put_scalar(out, "allocation-depth", "true") == -1) ||
         canon_filters(out, map) == -1 ||
+        canon_max_connections(out, map) == -1 ||
         (ng_value_get(map, "allow") != NULL &&
          put_copy(out, "allow", ng_value_get(map, "allow")) == -1)) {
         ng_value_free(out);

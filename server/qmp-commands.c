@@ -115,6 +115,7 @@ static const struct ng_qmp_arg export_add_args[] = {
     { "bitmaps", 'a', false },
     { "allocation-depth", 'b', false },
     { "allow", 'a', false },
+    { "max-connections", 'i', false },
     MUTATING_ARGS,
     { NULL, 0, false },
 };

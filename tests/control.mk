@@ -135,3 +135,6 @@ CONTROL_TESTS += tests/test-chain-jobs
 tests_test_chain_jobs_SOURCES = tests/test-chain-jobs.c
 tests_test_chain_jobs_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_chain_jobs_LDADD = $(TEST_LIBS) -lpthread
+# block-export-add's max-connections (issue 14).
+TESTS += tests/test-qmp-export-max-connections.sh
+EXTRA_DIST += tests/test-qmp-export-max-connections.sh
