@@ -204,6 +204,7 @@ const struct ng_driver ng_filter_blkverify = {
     .name       = "blkverify",
     .help       = "serve reads from `test`, failing those that differ "
                   "from `raw`; write both",
+    .multi_child_filter = true,
     .state_size = sizeof(struct bv_state),
     .req_ctx_size = sizeof(struct bv_ctx),
     .opts       = bv_opts,

@@ -35,6 +35,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -268,6 +269,23 @@ quorum_del_child(struct ng_node *node, const char *child, bool check_only,
             (ch->n - (size_t)i - 1) * sizeof s->labels[0]);
     ch->n--;
     return gone;
+}
+
+/* QEMU's name of a child, "children.N", for queries and remove-filter's
+ * keep. */
+static void
+quorum_child_label(struct ng_node *node, const struct ng_edge *e, char *buf,
+                   size_t size)
+{
+    const struct quorum_state *s = ng_node_state(node);
+
+    for (size_t i = 0; i < s->children.n; i++) {
+        if (s->children.nodes[i] == e->child) {
+            snprintf(buf, size, "children.%u", s->labels[i]);
+            return;
+        }
+    }
+    snprintf(buf, size, "%s", ng_role_name(e->role));
 }
 
 /* ---- Sub-requests -------------------------------------------------------- */
@@ -599,6 +617,7 @@ const struct ng_driver ng_filter_quorum = {
     .name       = "quorum",
     .help       = "replicas outvoting a child that fails or returns wrong "
                   "data",
+    .multi_child_filter = true,
     .state_size = sizeof(struct quorum_state),
     .req_ctx_size = sizeof(struct quorum_ctx),
     .opts       = quorum_opts,
@@ -607,6 +626,7 @@ const struct ng_driver ng_filter_quorum = {
     .submit     = quorum_submit,
     .add_child  = quorum_add_child,
     .del_child  = quorum_del_child,
+    .child_label = quorum_child_label,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_WRITE_ZEROES),
 };
