@@ -6,9 +6,13 @@
  * the read with EIO and a warning naming the request's offset and length
  * and the first byte that differs; with `abort` the warning is followed
  * by abort(3), the whole daemon going down as QEMU does on a mismatch.
- * Writes and write-zeroes go to both children, flushes too; the first
- * error wins.  Trim is not offered: it leaves the two children's
- * contents undefined, and every later read would differ.
+ * Writes, write-zeroes, flushes and cache requests go to both children;
+ * the first error wins.  A trim goes to both as a write-zeroes that may
+ * deallocate: a trim proper would leave the two children's contents
+ * undefined, and every later read could differ; zeroes keep them equal
+ * (and are what a trim may read back as).  So blkverify offers what the
+ * node below offered, and can be spliced in above a disk whose clients
+ * were told trim, write-zeroes and cache.
  *
  * The children's roles are QEMU's: `test` on a "filtered" edge, `raw` on
  * a "file" one; each role names one option, as the live config needs.
@@ -30,9 +34,10 @@
 #include "graph/graph.h"
 #include "filters/filters.h"
 
-/* The caps passed on when both children have them. */
+/* The caps passed on when both children have them; trim when both can
+ * write zeroes. */
 #define BV_CAPS (NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA | NG_CAP_ZERO | \
-                 NG_CAP_MULTI_CONN)
+                 NG_CAP_FAST_ZERO | NG_CAP_CACHE | NG_CAP_MULTI_CONN)
 
 struct bv_state {
     struct ng_node *test;           /* option "test" */
@@ -90,6 +95,8 @@ bv_refresh(struct ng_node *node, struct ng_node_facts *facts,
         return -1;
     facts->size = ng_node_length(s->test);
     facts->caps = ng_node_caps(s->test) & ng_node_caps(s->raw) & BV_CAPS;
+    if (facts->caps & NG_CAP_ZERO)
+        facts->caps |= NG_CAP_TRIM;
     return 0;
 }
 
@@ -159,13 +166,18 @@ bv_sub_done(struct ng_req *sub, int ret)
         bv_finish(c);
 }
 
-/* The request, as it is, for one child; reads from raw go to raw_buf. */
+/* The request, as it is, for one child (a trim as zeroes that may
+ * deallocate); reads from raw go to raw_buf. */
 static void
 bv_sub_init(struct bv_ctx *c, struct ng_req *sub, bool to_raw_buf)
 {
     struct ng_req *req = c->req;
 
-    ng_req_init(sub, req->op, req->offset, req->length, req->flags);
+    if (req->op == NG_OP_TRIM)
+        ng_req_init(sub, NG_OP_WRITE_ZEROES, req->offset, req->length,
+                    (req->flags & NG_REQ_FUA) | NG_REQ_MAY_TRIM);
+    else
+        ng_req_init(sub, req->op, req->offset, req->length, req->flags);
     if (to_raw_buf)
         ng_req_set_buf(sub, c->raw_buf);
     else
@@ -212,5 +224,6 @@ const struct ng_driver ng_filter_blkverify = {
     .refresh    = bv_refresh,
     .submit     = bv_submit,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
-                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_WRITE_ZEROES),
+                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                  NG_OP_BIT(NG_OP_TRIM) | NG_OP_BIT(NG_OP_CACHE),
 };

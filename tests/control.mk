@@ -135,3 +135,9 @@ CONTROL_TESTS += tests/test-chain-jobs
 tests_test_chain_jobs_SOURCES = tests/test-chain-jobs.c
 tests_test_chain_jobs_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_chain_jobs_LDADD = $(TEST_LIBS) -lpthread
+
+# blkverify and quorum spliced in and out live under a client (issue 16).
+CONTROL_TESTS += tests/test-splice-multi
+tests_test_splice_multi_SOURCES = tests/test-splice-multi.c
+tests_test_splice_multi_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_splice_multi_LDADD = $(TEST_LIBS) -lpthread
