@@ -581,16 +581,33 @@ test_blkverify_test_given(void)
 /* x-blockdev-change on a quorum with inline children: the dumped config
  * keeps their definitions. */
 static void
+expect_config_line(const char *want)
+{
+    json_t *cfg = ng_test_qmp_ok(q, "{s:s}", "execute", "query-config");
+    const char *yaml = json_string_value(json_object_get(cfg, "yaml"));
+
+    if (yaml == NULL || strstr(yaml, want) == NULL)
+        ng_test_fail("query-config lacks \"%s\":\n%s", want,
+                     yaml ? yaml : "(none)");
+    json_decref(cfg);
+}
+
+static void
 test_inline_children(void)
 {
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s}}", "execute",
                                "x-blockdev-change", "arguments", "parent",
                                "qi", "child", "children.1"));
+    expect_config_line("  qi: { driver: quorum, vote-threshold: 1, "
+                       "children: [ x3, { driver: memory, size: 8M } ] }\n");
     expect_dump_reloads_empty("an inline quorum child removed");
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s}}", "execute",
                                "x-blockdev-change", "arguments", "parent",
                                "qi", "node", "x2"));
     expect_children("qi", "children.0=x3,children.2=#ng1,children.3=x2");
+    expect_config_line("  qi: { driver: quorum, vote-threshold: 1, "
+                       "children: [ x3, { driver: memory, size: 8M }, x2 ] "
+                       "}\n");
     expect_dump_reloads_empty("a quorum child added beside an inline one");
 }
 
