@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 #include <libnbd.h>
 
@@ -411,6 +412,21 @@ log_has(const char *text)
     return found;
 }
 
+/* nbdgraphctl ARGS, from the build tree, on the daemon's control
+ * socket; its exit status. */
+static int
+ctl(struct ng_test_daemon *d, const char *args)
+{
+    const char *top = getenv("top_builddir");
+    char cmd[1024];
+    int r;
+
+    snprintf(cmd, sizeof cmd, "'%s/nbdgraphctl' --socket '%s' %s",
+             top ? top : ".", d->control, args);
+    r = system(cmd);
+    return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
+}
+
 /* ---- The cases ---------------------------------------------------------- */
 
 static void
@@ -474,16 +490,15 @@ corrupt_copy(unsigned k)
 static void
 test_blkverify(struct ng_test_daemon *d, struct client *c)
 {
-    const char *top = getenv("top_builddir");
     unsigned k = 17;
-    char cmd[1024], want[256];
+    char want[256];
 
     /* The copy must hold what d0 holds when the filter goes in. */
     client_pause(c);
     copy_disk(d, "c1");
-    snprintf(cmd, sizeof cmd, "'%s/nbdgraphctl' --socket '%s' insert-filter "
-             "d0 blkverify bv0 raw=c1", top ? top : ".", d->control);
-    run(cmd);
+    if (ctl(d, "insert-filter d0 blkverify bv0 raw=c1") != 0)
+        ng_test_fail("nbdgraphctl insert-filter d0 blkverify bv0 raw=c1 "
+                     "failed");
     client_resume(c);
     expect_export_root("demo", "bv0");
     expect_children("bv0", "filtered=d0,file=c1");
@@ -611,17 +626,21 @@ test_inline_children(void)
     expect_dump_reloads_empty("a quorum child added beside an inline one");
 }
 
-/* keep=children.1: the quorum's second child takes its place. */
+/* nbdgraphctl's children.N lists; keep=children.1: the quorum's second
+ * child takes its place. */
 static void
-test_keep(void)
+test_keep(struct ng_test_daemon *d)
 {
-    json_decref(ng_test_qmp_ok(q, "o", insert_cmd("x0", json_pack(
-        "{s:s,s:s,s:[s],s:i}", "driver", "quorum", "node-name", "q1",
-        "children", "x1", "vote-threshold", 1))));
+    if (ctl(d, "insert-filter x0 quorum q1 children.2=x1 "
+            "vote-threshold=1") != 2)
+        ng_test_fail("children.2 without children.1 was not a usage error");
+    if (ctl(d, "insert-filter x0 quorum q1 children.1=x1 "
+            "vote-threshold=1") != 0)
+        ng_test_fail("nbdgraphctl insert-filter ... quorum failed");
     expect_export_root("x", "q1");
-    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s}}", "execute",
-                               "blockdev-remove-filter", "arguments",
-                               "node-name", "q1", "keep", "children.1"));
+    expect_children("q1", "children.0=x0,children.1=x1");
+    if (ctl(d, "remove-filter q1 keep=children.1") != 0)
+        ng_test_fail("nbdgraphctl remove-filter q1 keep=children.1 failed");
     expect_export_root("x", "x1");
     printf("quorum over x0 removed with keep=children.1: x is on x1\n");
 }
@@ -706,7 +725,7 @@ main(void)
     test_quorum(d, &c);
     test_blkverify_test_given();
     test_inline_children();
-    test_keep();
+    test_keep(d);
 
     client_finish(&c);
     printf("the client: %lu rounds on one connection, every chunk right\n",
