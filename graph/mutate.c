@@ -141,6 +141,34 @@ static size_t other_children(const struct ng_driver *drv,
                              const struct ng_value *filter_opts,
                              const char **names, size_t max);
 
+static bool reaches(const struct ng_node *from, const struct ng_node *target);
+
+/* A multi-child filter's other children must not be the node below nor
+ * above it: the parents that move would make a loop through them. */
+static int
+check_insert_others_loop(struct ng_graph *g, const struct ng_node *below,
+                         const struct ng_driver *drv,
+                         const struct ng_value *filter_opts, const char *name,
+                         struct ng_error *err)
+{
+    const char *others[16];
+    size_t n = other_children(drv, filter_opts, others, 16);
+
+    for (size_t i = 0; i < n && i < 16; i++) {
+        const struct ng_node *other = ng_graph_find(g, others[i]);
+
+        if (other == below)
+            return ng_error_set(err, EINVAL, "filter: node '%s' is the node "
+                                "the filter goes above; name another child",
+                                others[i]);
+        if (other != NULL && reaches(other, below))
+            return ng_error_set(err, ELOOP, "node '%s' cannot be a child of "
+                                "'%s': '%s' is below it", others[i], name,
+                                below->name);
+    }
+    return 0;
+}
+
 /* The same for a multi-child filter's other children, which get the
  * moving parents above them too. */
 static int
@@ -495,6 +523,9 @@ ng_graph_check_insert_filter(struct ng_graph *g, const char *node,
                                 "of node '%s'", bbs[i], node);
     if (check_insert_depth(n, drv, name->kind == NG_VALUE_SCALAR ?
                            name->text : "(filter)", bbs, n_bbs, err) == -1 ||
+        check_insert_others_loop(g, n, drv, filter_opts,
+                                 name->kind == NG_VALUE_SCALAR ?
+                                 name->text : "(filter)", err) == -1 ||
         check_insert_depth_others(g, n, drv, filter_opts,
                                   name->kind == NG_VALUE_SCALAR ?
                                   name->text : "(filter)", bbs, n_bbs,

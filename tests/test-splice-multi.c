@@ -11,8 +11,9 @@
  * - bad splices are refused with their reason and change nothing (the
  *   whole query-graph answer is compared): an unknown raw node, a raw
  *   node of another size, a raw node a running mirror holds as its
- *   target (NAC), both test and raw given, a quorum with one child, a
- *   child to keep that the filter does not have;
+ *   target (NAC), both test and raw given, the node below as the other
+ *   child, a child with the node below it (a loop), a quorum with one
+ *   child, a child to keep that the filter does not have;
  * - a copy of the disk made with nbdcopy becomes blkverify's raw:
  *   `nbdgraphctl insert-filter d0 blkverify bv0 raw=c1`; reads pass; the
  *   copy is then corrupted behind the daemon's back (pwrite to its file):
@@ -448,6 +449,14 @@ test_refusals(void)
     refused("children differ in size", insert_cmd("d0", json_pack(
         "{s:s,s:s,s:[s],s:i}", "driver", "quorum", "node-name", "q9",
         "children", "small", "vote-threshold", 1)));
+    refused("node 'd0' is the node the filter goes above", insert_cmd("d0",
+        json_pack("{s:s,s:s,s:s}", "driver", "blkverify", "node-name", "bv9",
+                  "raw", "d0")));
+    refused("node 'qi' cannot be a child of 'q9': 'x3' is below it",
+            insert_cmd("x3", json_pack("{s:s,s:s,s:[s],s:i}", "driver",
+                                       "quorum", "node-name", "q9",
+                                       "children", "qi", "vote-threshold",
+                                       1)));
     refused("node 'd0' is not a filter", json_pack(
         "{s:s,s:{s:s}}", "execute", "blockdev-remove-filter", "arguments",
         "node-name", "d0"));
