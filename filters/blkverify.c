@@ -28,6 +28,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,6 +99,15 @@ bv_refresh(struct ng_node *node, struct ng_node_facts *facts,
     if (facts->caps & NG_CAP_ZERO)
         facts->caps |= NG_CAP_TRIM;
     return 0;
+}
+
+/* QEMU's child names, "test" and "raw", for queries. */
+static void
+bv_child_label(struct ng_node *node, const struct ng_edge *e, char *buf,
+               size_t size)
+{
+    (void)node;
+    snprintf(buf, size, "%s", e->role == NG_ROLE_FILTERED ? "test" : "raw");
 }
 
 /* Offset in the view of the first byte that differs from raw, or -1. */
@@ -223,6 +233,7 @@ const struct ng_driver ng_filter_blkverify = {
     .open       = bv_open,
     .refresh    = bv_refresh,
     .submit     = bv_submit,
+    .child_label = bv_child_label,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_WRITE_ZEROES) |
                   NG_OP_BIT(NG_OP_TRIM) | NG_OP_BIT(NG_OP_CACHE),

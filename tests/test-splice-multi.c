@@ -510,7 +510,7 @@ test_blkverify(struct ng_test_daemon *d, struct client *c)
                      "failed");
     client_resume(c);
     expect_export_root("demo", "bv0");
-    expect_children("bv0", "filtered=d0,file=c1");
+    expect_children("bv0", "test=d0,raw=c1");
     client_busy(c, 200);
     expect_dump_reloads_empty("blkverify spliced in");
     printf("blkverify over d0 with raw=c1: %lu client rounds pass\n",
@@ -592,7 +592,7 @@ test_blkverify_test_given(void)
     json_decref(ng_test_qmp_ok(q, "o", insert_cmd("x0", json_pack(
         "{s:s,s:s,s:s}", "driver", "blkverify", "node-name", "bv1",
         "test", "x1"))));
-    expect_children("bv1", "filtered=x1,file=x0");
+    expect_children("bv1", "test=x1,raw=x0");
     expect_export_root("x", "bv1");
     expect_dump_reloads_empty("blkverify with test given");
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute",
