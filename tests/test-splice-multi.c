@@ -1,8 +1,9 @@
 /* tests/test-splice-multi.c: blkverify and quorum spliced in and out live
  * through the real daemon, under a client that never stops.
  *
- * One libnbd connection to export demo (a file node d0) writes and
- * verifies 64 KiB chunks from a thread for the whole test; it never
+ * One libnbd connection to export demo (a file node d0) writes (1 in 8
+ * as write-zeroes) and verifies 64 KiB chunks from a thread for the
+ * whole test; it never
  * reconnects and every read must match what it wrote.  It pauses (still
  * connected) while a copy is made and spliced in, since a copy must
  * hold the disk's data when it joins; removals happen under its writes.
@@ -64,34 +65,26 @@ struct client {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool pause, paused, stop;
-    unsigned seeds[CHUNKS];         /* 0: never written (zeroes) */
+    unsigned seeds[CHUNKS];         /* 0: zeroes */
+    struct ng_test_blocks blocks;   /* over seeds */
     unsigned next_seed;
     atomic_ulong ops;
     char error[512];
 };
-
-static void
-fill(unsigned char *buf, unsigned k, unsigned seed)
-{
-    if (seed == 0)
-        memset(buf, 0, CHUNK);
-    else
-        ng_test_fill_pattern(buf, CHUNK, (unsigned long long)k * CHUNK, seed);
-}
 
 /* Read chunk k and compare it with what was written; -1 and c->error
  * on a failure. */
 static int
 client_verify(struct client *c, unsigned k)
 {
-    static __thread unsigned char got[CHUNK], want[CHUNK];
+    static __thread char got[CHUNK], want[CHUNK];
 
     if (nbd_pread(c->nbd, got, CHUNK, (uint64_t)k * CHUNK, 0) == -1) {
         snprintf(c->error, sizeof c->error, "read of chunk %u: %s", k,
                  nbd_get_error());
         return -1;
     }
-    fill(want, k, c->seeds[k]);
+    ng_test_block_expected(&c->blocks, c->seeds, k, want);
     if (memcmp(got, want, CHUNK) != 0) {
         snprintf(c->error, sizeof c->error, "chunk %u does not hold seed %u",
                  k, c->seeds[k]);
@@ -100,19 +93,21 @@ client_verify(struct client *c, unsigned k)
     return 0;
 }
 
+/* Write chunk k with a new seed. */
 static int
 client_write(struct client *c, unsigned k)
 {
-    static __thread unsigned char buf[CHUNK];
-    unsigned seed = ++c->next_seed;
+    static __thread char buf[CHUNK];
+    unsigned old = c->seeds[k];
 
-    fill(buf, k, seed);
+    c->seeds[k] = ++c->next_seed;
+    ng_test_block_expected(&c->blocks, c->seeds, k, buf);
     if (nbd_pwrite(c->nbd, buf, CHUNK, (uint64_t)k * CHUNK, 0) == -1) {
+        c->seeds[k] = old;
         snprintf(c->error, sizeof c->error, "write of chunk %u: %s", k,
                  nbd_get_error());
         return -1;
     }
-    c->seeds[k] = seed;
     return 0;
 }
 
@@ -138,16 +133,22 @@ static void *
 client_run(void *opaque)
 {
     struct client *c = opaque;
-    unsigned long r = 12345;
+    char buf[CHUNK];
+    unsigned rng = 12345;
 
+    /* A write (or, 1 in 8, a write-zeroes) of a random chunk, read back,
+     * and a read of another. */
     while (client_wait(c)) {
-        unsigned k, j;
+        long k = ng_test_block_write_random(&c->blocks, c->nbd, 0, 1,
+                                            ++c->next_seed, &rng, buf);
 
-        r = r * 6364136223846793005ul + 1442695040888963407ul;
-        k = (unsigned)(r >> 33) % CHUNKS;
-        j = (unsigned)(r >> 17) % CHUNKS;
-        if (client_write(c, k) == -1 || client_verify(c, k) == -1 ||
-            client_verify(c, j) == -1)
+        if (k == -1) {
+            snprintf(c->error, sizeof c->error, "write: %s",
+                     nbd_get_error());
+            break;
+        }
+        if (client_verify(c, (unsigned)k) == -1 ||
+            client_verify(c, (unsigned)rand_r(&rng) % CHUNKS) == -1)
             break;
         atomic_fetch_add(&c->ops, 1);
     }
@@ -203,6 +204,7 @@ client_resume(struct client *c)
 static void
 client_start(struct client *c, const char *uri)
 {
+    c->blocks = (struct ng_test_blocks){ c->seeds, CHUNKS, CHUNK };
     c->nbd = nbd_create();
     if (c->nbd == NULL || nbd_connect_uri(c->nbd, uri) == -1)
         ng_test_fail_nbd("connect");
@@ -212,9 +214,10 @@ client_start(struct client *c, const char *uri)
         ng_test_fail("pthread_create");
 }
 
-/* Stop the client, then check every chunk over the same connection. */
+/* Stop the client, then check every chunk over the same connection,
+ * and over a new one. */
 static void
-client_finish(struct client *c)
+client_finish(struct client *c, const char *uri)
 {
     pthread_mutex_lock(&c->lock);
     c->stop = true;
@@ -226,6 +229,7 @@ client_finish(struct client *c)
         if (client_verify(c, k) == -1)
             client_check(c);
     nbd_close(c->nbd);
+    ng_test_blocks_verify(&c->blocks, uri, c->seeds, "demo at the end");
 }
 
 /* ---- Helpers ------------------------------------------------------------ */
@@ -736,7 +740,7 @@ main(void)
     test_inline_children();
     test_keep(d);
 
-    client_finish(&c);
+    client_finish(&c, d->uri);
     printf("the client: %lu rounds on one connection, every chunk right\n",
            (unsigned long)atomic_load(&c.ops));
     ng_test_qmp_close(q);
