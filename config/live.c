@@ -210,6 +210,7 @@ ng_live_del_node(struct ng_live *live, const char *name)
     free(live->nodes[i].name);
     ng_value_free(live->nodes[i].opts);
     free(live->nodes[i].held_by);
+    free(live->nodes[i].over);
     entry_remove(live->nodes, &live->n_nodes, sizeof *live->nodes, i);
 }
 
@@ -464,6 +465,7 @@ ng_live_free(struct ng_live *live)
         free(live->nodes[i].name);
         ng_value_free(live->nodes[i].opts);
         free(live->nodes[i].held_by);
+        free(live->nodes[i].over);
     }
     for (i = 0; i < live->n_exports; i++) {
         free(live->exports[i].id);

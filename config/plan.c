@@ -224,11 +224,13 @@ is_splice(const struct plan_ctx *c, const struct ng_live_node *n)
 {
     const struct ng_driver *drv = driver_of(n->opts);
 
-    return !n->from_file && drv != NULL && drv->is_filter &&
+    return !n->from_file && drv != NULL &&
+           (drv->is_filter || drv->multi_child_filter) &&
            cfg_node(c, n->name) == NULL;
 }
 
-/* The filter's child: the value of its one child option. */
+/* The filter's child: the one it was spliced in over, else the value of
+ * its one child option. */
 static const char *
 filter_child(const struct ng_live_node *n)
 {
@@ -236,6 +238,8 @@ filter_child(const struct ng_live_node *n)
     const struct ng_opt_desc *d;
     const struct ng_value *v;
 
+    if (n->over != NULL)
+        return n->over;
     for (d = drv->opts; d != NULL && d->name != NULL; d++) {
         if (d->type != NG_OPT_T_CHILD)
             continue;
@@ -300,8 +304,19 @@ opt_equal(const struct plan_ctx *c, const struct ng_opt_desc *d,
             ng_value_to_bool(a, "", &ba, NULL) == 0 &&
             ng_value_to_bool(b, "", &bb, NULL) == 0)
             return ba == bb;
-        if (d != NULL && d->type == NG_OPT_T_CHILD)
+        if (d != NULL && (d->type == NG_OPT_T_CHILD ||
+                          d->type == NG_OPT_T_CHILDREN))
             return strcmp(resolve(c, a->text), resolve(c, b->text)) == 0;
+    }
+    /* A list of children (quorum's), item by item through kept splices. */
+    if (d != NULL && d->type == NG_OPT_T_CHILDREN &&
+        a->kind == NG_VALUE_LIST && b->kind == NG_VALUE_LIST) {
+        if (a->n != b->n)
+            return false;
+        for (size_t i = 0; i < a->n; i++)
+            if (!opt_equal(c, d, a->items[i], b->items[i]))
+                return false;
+        return true;
     }
     return ng_value_equal(a, b);
 }

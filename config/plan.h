@@ -33,6 +33,9 @@ struct ng_live_node {
     bool from_file;
     char *held_by;              /* a holder other than an export or the
                                  * reload (a job) claiming it, or NULL */
+    char *over;                 /* a filter spliced in live: the child it
+                                 * went above (a multi-child filter has
+                                 * others), or NULL */
 };
 
 struct ng_live_export {

@@ -909,8 +909,60 @@ export_opts(struct ctl *c, int argc, char **argv, json_t *exports)
     return -1;
 }
 
+/* Is `key` a list index (decimal digits)?  Its value in *index. */
+static bool
+index_key(const char *key, size_t *index)
+{
+    char *end;
+
+    if (*key < '0' || *key > '9')
+        return false;
+    errno = 0;
+    *index = strtoul(key, &end, 10);
+    return errno == 0 && *end == '\0';
+}
+
+/* QEMU's dotted list syntax: each member of `obj` that is an object
+ * keyed first, first+1, ... (children.1=a children.2=b) becomes the
+ * list [a, b].  -1 on indices with a gap (said). */
+static int
+lists_from_indices(struct ctl *c, json_t *obj, size_t first)
+{
+    const char *key, *k;
+    json_t *value, *v, *list;
+    size_t index;
+    void *tmp;
+
+    json_object_foreach_safe(obj, tmp, key, value) {
+        bool all = json_is_object(value) && json_object_size(value) > 0;
+
+        json_object_foreach(value, k, v)
+            all = all && index_key(k, &index);
+        if (!all)
+            continue;
+        list = check_alloc(json_array());
+        for (index = first; index < first + json_object_size(value);
+             index++) {
+            char ik[32];
+
+            snprintf(ik, sizeof ik, "%zu", index);
+            if ((v = json_object_get(value, ik)) == NULL) {
+                json_decref(list);
+                usage_error(c, "'%s.N': the indices must run from %zu "
+                            "without a gap", key, first);
+                return -1;
+            }
+            json_array_append(list, v);
+        }
+        json_object_set_new(obj, key, list);
+    }
+    return 0;
+}
+
 /* blockdev-insert-filter's arguments from NODE DRIVER FILTER-NAME
- * [KEY=VALUE]... (pos[0..npos)); NULL on a usage error (said). */
+ * [KEY=VALUE]... (pos[0..npos)); NULL on a usage error (said).  A list
+ * of children given as children.1=R1 children.2=R2 starts at 1: NODE is
+ * children.0. */
 static json_t *
 insert_filter_args(struct ctl *c, char **pos, int npos, json_t *exports)
 {
@@ -920,7 +972,8 @@ insert_filter_args(struct ctl *c, char **pos, int npos, json_t *exports)
 
     if (json_array_size(exports) > 0)
         json_object_set(args, "exports", exports);
-    if (add_key_values(c, filter, npos - 3, pos + 3) == -1) {
+    if (add_key_values(c, filter, npos - 3, pos + 3) == -1 ||
+        lists_from_indices(c, filter, 1) == -1) {
         json_decref(args);
         args = NULL;
     }
@@ -943,15 +996,26 @@ cmd_insert_filter(struct ctl *c, int argc, char **argv)
     return r;
 }
 
+/* NAME [keep=CHILD]: which child takes a multi-child filter's place. */
 static int
 cmd_remove_filter(struct ctl *c, int argc, char **argv)
 {
     int r = no_opts(c, argc, argv);
+    json_t *args;
 
-    if (r != -1 || (r = check_nargs(c, argc - optind, 1, 1)) != 0)
+    if (r != -1 || (r = check_nargs(c, argc - optind, 1, 2)) != 0)
         return r;
-    return run_change(c, "blockdev-remove-filter",
-                      json_pack("{s:s}", "node-name", argv[optind]));
+    args = json_pack("{s:s}", "node-name", argv[optind]);
+    if (argc - optind == 2 && strncmp(argv[optind + 1], "keep=", 5) != 0) {
+        json_decref(args);
+        return usage_error(c, "expected keep=CHILD, not '%s'",
+                           argv[optind + 1]);
+    }
+    if (argc - optind == 2 && add_key_value(c, args, argv[optind + 1]) == -1) {
+        json_decref(args);
+        return EXIT_USAGE;
+    }
+    return run_change(c, "blockdev-remove-filter", args);
 }
 
 static int
@@ -2091,7 +2155,7 @@ static const struct command commands[] = {
     { "insert-filter", cmd_insert_filter, true,
       "NODE DRIVER FILTER-NAME [KEY=VALUE]... [--export ID]...",
       "put a filter above NODE (blockdev-insert-filter)" },
-    { "remove-filter", cmd_remove_filter, true, "NAME",
+    { "remove-filter", cmd_remove_filter, true, "NAME [keep=CHILD]",
       "take a filter out (blockdev-remove-filter)" },
     { "add-export", cmd_add_export, true,
       "ID NODE [--name NAME] [--writable] [--description TEXT] "

@@ -6,9 +6,13 @@
  * the read with EIO and a warning naming the request's offset and length
  * and the first byte that differs; with `abort` the warning is followed
  * by abort(3), the whole daemon going down as QEMU does on a mismatch.
- * Writes and write-zeroes go to both children, flushes too; the first
- * error wins.  Trim is not offered: it leaves the two children's
- * contents undefined, and every later read would differ.
+ * Writes, write-zeroes, flushes and cache requests go to both children;
+ * the first error wins.  A trim goes to both as a write-zeroes that may
+ * deallocate: a trim proper would leave the two children's contents
+ * undefined, and every later read could differ; zeroes keep them equal
+ * (and are what a trim may read back as).  So blkverify offers what the
+ * node below offered, and can be spliced in above a disk whose clients
+ * were told trim, write-zeroes and cache.
  *
  * The children's roles are QEMU's: `test` on a "filtered" edge, `raw` on
  * a "file" one; each role names one option, as the live config needs.
@@ -24,15 +28,17 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "graph/graph.h"
 #include "filters/filters.h"
 
-/* The caps passed on when both children have them. */
+/* The caps passed on when both children have them; trim when both can
+ * write zeroes. */
 #define BV_CAPS (NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA | NG_CAP_ZERO | \
-                 NG_CAP_MULTI_CONN)
+                 NG_CAP_FAST_ZERO | NG_CAP_CACHE | NG_CAP_MULTI_CONN)
 
 struct bv_state {
     struct ng_node *test;           /* option "test" */
@@ -90,7 +96,18 @@ bv_refresh(struct ng_node *node, struct ng_node_facts *facts,
         return -1;
     facts->size = ng_node_length(s->test);
     facts->caps = ng_node_caps(s->test) & ng_node_caps(s->raw) & BV_CAPS;
+    if (facts->caps & NG_CAP_ZERO)
+        facts->caps |= NG_CAP_TRIM;
     return 0;
+}
+
+/* QEMU's child names, "test" and "raw", for queries. */
+static void
+bv_child_label(struct ng_node *node, const struct ng_edge *e, char *buf,
+               size_t size)
+{
+    (void)node;
+    snprintf(buf, size, "%s", e->role == NG_ROLE_FILTERED ? "test" : "raw");
 }
 
 /* Offset in the view of the first byte that differs from raw, or -1. */
@@ -159,13 +176,18 @@ bv_sub_done(struct ng_req *sub, int ret)
         bv_finish(c);
 }
 
-/* The request, as it is, for one child; reads from raw go to raw_buf. */
+/* The request, as it is, for one child (a trim as zeroes that may
+ * deallocate); reads from raw go to raw_buf. */
 static void
 bv_sub_init(struct bv_ctx *c, struct ng_req *sub, bool to_raw_buf)
 {
     struct ng_req *req = c->req;
 
-    ng_req_init(sub, req->op, req->offset, req->length, req->flags);
+    if (req->op == NG_OP_TRIM)
+        ng_req_init(sub, NG_OP_WRITE_ZEROES, req->offset, req->length,
+                    (req->flags & NG_REQ_FUA) | NG_REQ_MAY_TRIM);
+    else
+        ng_req_init(sub, req->op, req->offset, req->length, req->flags);
     if (to_raw_buf)
         ng_req_set_buf(sub, c->raw_buf);
     else
@@ -204,12 +226,15 @@ const struct ng_driver ng_filter_blkverify = {
     .name       = "blkverify",
     .help       = "serve reads from `test`, failing those that differ "
                   "from `raw`; write both",
+    .multi_child_filter = true,
     .state_size = sizeof(struct bv_state),
     .req_ctx_size = sizeof(struct bv_ctx),
     .opts       = bv_opts,
     .open       = bv_open,
     .refresh    = bv_refresh,
     .submit     = bv_submit,
+    .child_label = bv_child_label,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
-                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_WRITE_ZEROES),
+                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                  NG_OP_BIT(NG_OP_TRIM) | NG_OP_BIT(NG_OP_CACHE),
 };

@@ -42,6 +42,7 @@ static const struct ng_qmp_arg insert_filter_args[] = {
 
 static const struct ng_qmp_arg remove_filter_args[] = {
     { "node-name", 's', true },
+    { "keep", 's', false },
     { "force", 'b', false },
     MUTATING_ARGS,
     { NULL, 0, false },

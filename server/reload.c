@@ -234,6 +234,17 @@ ng_reload_note_reconfigure(struct ng_control_ctx *ctx, const char *name,
         ng_log_warn("reload: out of memory recording node '%s'", name);
 }
 
+const struct ng_value *
+ng_reload_node_opts(struct ng_control_ctx *ctx, const char *name)
+{
+    const struct ng_live_node *ln;
+
+    if (live_of(ctx) == NULL || (ln = ng_live_node(live_of(ctx),
+                                                   name)) == NULL)
+        return NULL;
+    return ln->opts;
+}
+
 void
 ng_reload_forget_node(struct ng_control_ctx *ctx, const char *name)
 {
@@ -286,6 +297,35 @@ ng_reload_forget_group(struct ng_control_ctx *ctx, const char *name)
 
 /* ---- Refreshing the model from the graph -------------------------------- */
 
+/* A list of children (quorum's) names the children the graph has now,
+ * item by item: a splice may have gone above one (x-blockdev-change
+ * notes its own changes).  Inline definitions stay as written. */
+static int
+refresh_children_list(struct ng_value *list, struct ng_node *n)
+{
+    struct ng_edge *e;
+    size_t i = 0;
+
+    if (list == NULL || list->kind != NG_VALUE_LIST)
+        return 0;
+    for (e = n->children; e != NULL && i < list->n; e = e->next_child) {
+        struct ng_value *item = list->items[i], *name;
+
+        if (e->role != NG_ROLE_CHILDREN)
+            continue;
+        i++;
+        if (item->kind != NG_VALUE_SCALAR || e->child->inline_def ||
+            e->child->auto_named || strcmp(item->text, e->child->name) == 0)
+            continue;
+        if ((name = ng_value_new_scalar(e->child->name,
+                                        (struct ng_loc){ 0 })) == NULL)
+            return -1;
+        ng_value_free(item);
+        list->items[i - 1] = name;
+    }
+    return 0;
+}
+
 /* Child options name the children the graph has now (a splice moved
  * them); inline definitions stay as written. */
 static int
@@ -299,6 +339,9 @@ refresh_children(struct ng_live_node *ln, struct ng_node *n)
         struct ng_value *name;
         ptrdiff_t i;
 
+        if (d->type == NG_OPT_T_CHILDREN &&
+            refresh_children_list(ng_value_get(ln->opts, d->name), n) == -1)
+            return -1;
         if (d->type != NG_OPT_T_CHILD ||
             (child = ng_node_child_role(n, d->role)) == NULL ||
             child->inline_def || child->auto_named)
@@ -321,6 +364,18 @@ refresh_children(struct ng_live_node *ln, struct ng_node *n)
     return 0;
 }
 
+/* The child a live splice went over, which the graph alone knows. */
+static int
+refresh_over(struct ng_live_node *ln, const struct ng_node *n)
+{
+    free(ln->over);
+    ln->over = NULL;
+    if (n->spliced_over == NULL)
+        return 0;
+    ln->over = strdup(n->spliced_over->child->name);
+    return ln->over != NULL ? 0 : -1;
+}
+
 /* One pass over the graph's nodes, each looked up in the (sorted)
  * model; model nodes the graph no longer has are dropped. */
 static int
@@ -340,7 +395,7 @@ refresh_nodes(struct ng_control_ctx *ctx, struct ng_live *live)
         seen[ln - live->nodes] = true;
         free(ln->held_by);
         ln->held_by = NULL;
-        if (refresh_children(ln, n) == -1) {
+        if (refresh_children(ln, n) == -1 || refresh_over(ln, n) == -1) {
             free(seen);
             return -1;
         }
@@ -601,7 +656,8 @@ node_del_start(struct reload_run *r, const struct ng_step *s)
     struct ng_node *n = ng_graph_find(g, s->object);
     struct ng_error err = { 0 };
 
-    if (n != NULL && n->parents != NULL && n->driver->is_filter) {
+    if (n != NULL && n->parents != NULL &&
+        (n->driver->is_filter || n->driver->multi_child_filter)) {
         if (ng_graph_mutate(g, n, splice_out, splice_out_done, r,
                             &err) == -1)
             step_finished(r, &err);

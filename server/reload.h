@@ -37,6 +37,10 @@ void ng_reload_note_node(struct ng_control_ctx *ctx, const char *name,
 void ng_reload_note_reconfigure(struct ng_control_ctx *ctx, const char *name,
                                 const struct ng_value *opts);
 void ng_reload_forget_node(struct ng_control_ctx *ctx, const char *name);
+/* The model's options of node `name` (borrowed until the model next
+ * changes), or NULL. */
+const struct ng_value *ng_reload_node_opts(struct ng_control_ctx *ctx,
+                                           const char *name);
 void ng_reload_note_export(struct ng_control_ctx *ctx, const char *id,
                            const struct ng_value *args);
 void ng_reload_forget_export(struct ng_control_ctx *ctx, const char *id);

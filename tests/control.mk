@@ -138,3 +138,9 @@ tests_test_chain_jobs_LDADD = $(TEST_LIBS) -lpthread
 # block-export-add's max-connections (issue 14).
 TESTS += tests/test-qmp-export-max-connections.sh
 EXTRA_DIST += tests/test-qmp-export-max-connections.sh
+
+# blkverify and quorum spliced in and out live under a client (issue 16).
+CONTROL_TESTS += tests/test-splice-multi
+tests_test_splice_multi_SOURCES = tests/test-splice-multi.c
+tests_test_splice_multi_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_splice_multi_LDADD = $(TEST_LIBS) -lpthread
