@@ -25,5 +25,7 @@ int ng_qcow2_create(const char *path, uint64_t size, uint64_t cluster_size,
 extern const struct ng_driver ng_driver_nbd;
 extern const struct ng_driver ng_driver_rbd;
 extern const struct ng_driver ng_driver_nbdkit;
+/* The mirror and commit jobs' filter (graph/mirror-top.c). */
+extern const struct ng_driver ng_filter_mirror_top;
 
 #endif
