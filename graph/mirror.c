@@ -54,6 +54,7 @@ struct mirror {
     char *overlay_name;
     struct ng_node *filter;             /* mirror_top, or NULL */
     char *filter_name;
+    char *job_id;                       /* until the job has its own */
     struct ng_job_hooks hooks;          /* until the job has them */
     ng_mirror_started_fn *started;
     void *started_opaque;
@@ -593,6 +594,7 @@ mirror_free(struct mirror *m, bool graph_alive)
     ng_copy_free(m->copy);
     free(m->overlay_name);
     free(m->filter_name);
+    free(m->job_id);
     free(m->source_name);
     free(m->target_name);
     free(m);
@@ -705,7 +707,6 @@ mirror_launch(struct mirror *m)
     const struct ng_mirror_params *p = &m->p;
     struct ng_job *job;
 
-    /* m->p.job_id is the caller's: the job keeps its own copy. */
     job = ng_job_new(m->graph, p->job_id, p->source,
                      !p->commit ? &mirror_ops : p->overlay != NULL
                      ? &commit_ops : &commit_active_ops, m, &m->hooks,
@@ -802,6 +803,7 @@ inserted(void *opaque, const struct ng_error *err)
 static int
 copy_names(struct mirror *m, const struct ng_mirror_params *p)
 {
+    m->p.job_id = m->job_id = strdup(p->job_id);
     m->source_name = strdup(p->source);
     m->target_name = strdup(p->target);
     m->p.source = m->source_name;
@@ -810,7 +812,8 @@ copy_names(struct mirror *m, const struct ng_mirror_params *p)
         m->p.overlay = m->overlay_name = strdup(p->overlay);
     if (p->filter_node_name != NULL)
         m->p.filter_node_name = m->filter_name = strdup(p->filter_node_name);
-    return m->source_name == NULL || m->target_name == NULL ||
+    return m->job_id == NULL || m->source_name == NULL ||
+           m->target_name == NULL ||
            (p->overlay != NULL && m->overlay_name == NULL) ||
            (p->filter_node_name != NULL && m->filter_name == NULL) ? -1 : 0;
 }

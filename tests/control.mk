@@ -135,3 +135,10 @@ CONTROL_TESTS += tests/test-chain-jobs
 tests_test_chain_jobs_SOURCES = tests/test-chain-jobs.c
 tests_test_chain_jobs_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_chain_jobs_LDADD = $(TEST_LIBS) -lpthread
+
+# The mirror filter node: copy-mode write-blocking, filter-node-name
+# (issue 10).
+CONTROL_TESTS += tests/test-mirror-write-blocking
+tests_test_mirror_write_blocking_SOURCES = tests/test-mirror-write-blocking.c
+tests_test_mirror_write_blocking_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_mirror_write_blocking_LDADD = $(TEST_LIBS) -lpthread
