@@ -142,3 +142,5 @@ CONTROL_TESTS += tests/test-mirror-write-blocking
 tests_test_mirror_write_blocking_SOURCES = tests/test-mirror-write-blocking.c
 tests_test_mirror_write_blocking_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_mirror_write_blocking_LDADD = $(TEST_LIBS) -lpthread
+TESTS += tests/test-mirror-filter-node.sh
+EXTRA_DIST += tests/test-mirror-filter-node.sh
