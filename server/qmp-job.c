@@ -18,6 +18,7 @@
 #include "nac/nac.h"
 #include "nac/policy.h"
 #include "server/exports.h"
+#include "server/nbd.h"
 #include "server/qmp-graph.h"
 #include "server/qmp-util.h"
 
@@ -277,6 +278,8 @@ job_pivoted(void *opaque, struct ng_job *job, const char *from,
     if (ctx->nac != NULL)
         ng_nac_replace(ctx->nac, job->id, NULL, 0, NULL);
     ng_exports_follow_node(ctx, from, to);
+    if (ctx->nbd != NULL)
+        ng_nbd_server_follow_bitmaps(ctx->nbd, from, to);
     ng_qmp_graph_changed(ctx, "node-replaced", job->id,
                          json_pack("{s:s,s:s}", "node-name", from,
                                    "replacement", to));
@@ -384,6 +387,19 @@ mirror_params(json_t *args, struct ng_mirror_params *p, struct ng_error *err)
     return 0;
 }
 
+int
+ng_qmp_mirror_check(struct ng_control_ctx *ctx,
+                    const struct ng_mirror_params *p, struct ng_error *err)
+{
+    if (ng_mirror_check(ctx->graph, p, err) == -1)
+        return -1;
+    /* An intermediate commit moves no export. */
+    if (ctx->nbd != NULL && (!p->commit || p->overlay == NULL))
+        return ng_nbd_server_check_follow_bitmaps(ctx->nbd, p->source,
+                                                  p->target, err);
+    return 0;
+}
+
 /* Start a mirror or commit job whose claims are taken; the answer comes
  * once it runs (with a filter, after its drained section). */
 void
@@ -429,7 +445,7 @@ ng_qmp_blockdev_mirror(struct ng_qmp_call *call, json_t *args)
         snprintf(filter, sizeof filter, "mirror-top-%s", p.job_id);
         p.filter_node_name = filter;
     }
-    if (ng_mirror_check(ctx->graph, &p, &err) == -1)
+    if (ng_qmp_mirror_check(ctx, &p, &err) == -1)
         goto fail;
     claims[0] = (struct ng_nac_claim){ p.source,
                                        NG_NAC_MIRROR_SOURCE_REQUIRE,

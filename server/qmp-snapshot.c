@@ -365,7 +365,7 @@ ng_qmp_block_commit(struct ng_qmp_call *call, json_t *args)
     struct claim_list l = { .n = 0 };
 
     if (commit_params(ctx->graph, args, &p, &err) == -1 ||
-        ng_mirror_check(ctx->graph, &p, &err) == -1)
+        ng_qmp_mirror_check(ctx, &p, &err) == -1)
         goto fail;
     commit_claims(ctx->graph, &p, &l);
     if (claim_list_take(ctx, p.job_id, &l, dry, &err) == -1)

@@ -144,3 +144,5 @@ tests_test_mirror_write_blocking_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_mirror_write_blocking_LDADD = $(TEST_LIBS) -lpthread
 TESTS += tests/test-mirror-filter-node.sh
 EXTRA_DIST += tests/test-mirror-filter-node.sh
+TESTS += tests/test-mirror-bitmap-pivot.sh
+EXTRA_DIST += tests/test-mirror-bitmap-pivot.sh
