@@ -50,6 +50,7 @@ struct ng_copy {
     /* Token bucket: bytes that may start now (negative: owed). */
     double tokens;
     uint64_t refilled_ns;
+    uint64_t pumped_ns;             /* when the last pump() ended */
 };
 
 /* ---- Buffers: the one place that knows how a request carries data ---- */
@@ -429,21 +430,34 @@ idle_fired(uv_idle_t *h)
  * goes on: with drivers that complete inline (memory, a file on tmpfs)
  * one pump would otherwise copy the whole disk in one go.  A client's
  * request that arrives meanwhile waits for the rest of the slice (and of
- * the chunk under way), so it is short: measured with the thread's CPU
- * time per loop iteration during a memory-to-tmpfs mirror, 200 us made
- * most iterations 0.5-1 ms long, 30 us (with 64 KiB chunks) 32-64 us,
- * for the same CPU per byte copied. */
-#define PUMP_SLICE_NS 30000ull
+ * the chunk under way), so a light client load gets a short one:
+ * measured with the thread's CPU time per loop iteration during a
+ * memory-to-tmpfs mirror, 200 us made most iterations 0.5-1 ms long,
+ * 30 us (with 64 KiB chunks) 32-64 us, for the same CPU per byte copied.
+ * But the slice grows with the time the loop spent elsewhere since the
+ * last one, up to the old 200 us: under heavy client writes the copy
+ * keeps a fair share and a background mirror still converges. */
+#define PUMP_SLICE_MIN_NS 30000ull
+#define PUMP_SLICE_MAX_NS 200000ull
+
+static uint64_t
+pump_slice(struct ng_copy *c, uint64_t now)
+{
+    uint64_t gap = now - c->pumped_ns;
+
+    return gap < PUMP_SLICE_MIN_NS ? PUMP_SLICE_MIN_NS
+         : gap > PUMP_SLICE_MAX_NS ? PUMP_SLICE_MAX_NS : gap;
+}
 
 /* Wanted ranges first, unlimited (a client waits); then the background
  * pass under the rate limit. */
 static void
-pump_once(struct ng_copy *c, uint64_t started_ns)
+pump_once(struct ng_copy *c, uint64_t started_ns, uint64_t slice)
 {
     uint64_t delay, off, len;
 
     while (!c->stopping && c->in_flight < c->p.max_in_flight) {
-        if (uv_hrtime() - started_ns > PUMP_SLICE_NS) {
+        if (uv_hrtime() - started_ns > slice) {
             uv_idle_start(c->idle, idle_fired);
             return;
         }
@@ -635,20 +649,22 @@ ng_copy_wait(struct ng_copy *c, struct ng_copy_waiter *w)
 static void
 pump(struct ng_copy *c)
 {
-    uint64_t started_ns;
+    uint64_t started_ns, slice;
 
     if (c->pumping) {
         c->again = true;
         return;
     }
     started_ns = uv_hrtime();
+    slice = pump_slice(c, started_ns);
     c->pumping = true;
     do {
         c->again = false;
-        pump_once(c, started_ns);
+        pump_once(c, started_ns, slice);
         grant_locks(c);
     } while (c->again);
     c->pumping = false;
+    c->pumped_ns = uv_hrtime();
     if (c->fail_waiters < 0 || c->stopping) {
         int r = c->stopping ? -ECANCELED : c->fail_waiters;
 
@@ -809,8 +825,7 @@ ng_copy_done_bytes(const struct ng_copy *c)
 bool
 ng_copy_is_converged(const struct ng_copy *c)
 {
-    return c->in_flight == 0 && c->locks == NULL &&
-           c->p.bitmap->count == 0;
+    return c->in_flight == 0 && c->p.bitmap->count == 0;
 }
 
 unsigned

@@ -134,7 +134,8 @@ void ng_copy_progress(const struct ng_copy *c, uint64_t *current,
                       uint64_t *total);
 /* Bytes copied so far (also after the bitmap is gone). */
 uint64_t ng_copy_done_bytes(const struct ng_copy *c);
-/* Nothing in flight, no lock held or asked for, and the bitmap clean. */
+/* Nothing in flight and the bitmap clean.  Locks do not count: a write
+ * holding one is a client's, which a drained section waits for. */
 bool ng_copy_is_converged(const struct ng_copy *c);
 unsigned ng_copy_in_flight(const struct ng_copy *c);
 
