@@ -47,9 +47,9 @@ static const char config[] =
     "exports:\n"
     "  vm1: { node: src, writable: true }\n";
 
-/* Each block's last seed; 0 = zeroes.  Block b belongs to worker
- * b % WORKERS, so only its owner writes the entry. */
+/* Each block's last seed; 0 = zeroes (see struct ng_test_blocks). */
 static unsigned seeds[BLOCKS];
+static struct ng_test_blocks disk = { seeds, BLOCKS, BLOCK };
 
 struct worker {
     const char *uri;
@@ -59,34 +59,14 @@ struct worker {
     char error[256];
 };
 
-static void
-block_expected(unsigned b, char *buf)
-{
-    if (seeds[b] == 0)
-        memset(buf, 0, BLOCK);
-    else
-        ng_test_fill_pattern(buf, BLOCK, (uint64_t)b * BLOCK, seeds[b]);
-}
-
 static int
 worker_op(struct worker *w, struct nbd_handle *nbd, unsigned *rng,
           char *buf)
 {
-    unsigned b = (rand_r(rng) % (BLOCKS / WORKERS)) * WORKERS + w->index;
     unsigned seed = (w->index << 24) + (unsigned)atomic_load(&w->ops) + 1;
-    uint64_t off = (uint64_t)b * BLOCK;
 
-    if (rand_r(rng) % 8 == 0) {
-        if (nbd_zero(nbd, BLOCK, off, 0) == -1)
-            return -1;
-        seeds[b] = 0;
-        return 0;
-    }
-    ng_test_fill_pattern(buf, BLOCK, off, seed);
-    if (nbd_pwrite(nbd, buf, BLOCK, off, 0) == -1)
-        return -1;
-    seeds[b] = seed;
-    return 0;
+    return ng_test_block_write_random(&disk, nbd, w->index, WORKERS, seed,
+                                      rng, buf) < 0 ? -1 : 0;
 }
 
 static void *
@@ -278,29 +258,6 @@ write_blocking_converges(struct ng_test_qmp *q, struct worker *w)
                      drv);
 }
 
-/* The export, on the target now, holds what the clients last wrote. */
-static void
-verify(const char *uri)
-{
-    struct nbd_handle *nbd = nbd_create();
-    char *want = malloc(BLOCK), *got = malloc(BLOCK);
-    unsigned b;
-
-    if (nbd == NULL || want == NULL || got == NULL ||
-        nbd_connect_uri(nbd, uri) == -1)
-        ng_test_fail_nbd("verify connect");
-    for (b = 0; b < BLOCKS; b++) {
-        block_expected(b, want);
-        if (nbd_pread(nbd, got, BLOCK, (uint64_t)b * BLOCK, 0) == -1)
-            ng_test_fail_nbd("verify pread");
-        if (memcmp(got, want, BLOCK) != 0)
-            ng_test_fail("block %u differs from the record", b);
-    }
-    nbd_close(nbd);
-    free(want);
-    free(got);
-}
-
 static void
 check_on_target(struct ng_test_qmp *q)
 {
@@ -346,7 +303,7 @@ main(void)
             ng_test_fail("worker %u: %s", i, w[i].error);
         printf("worker %u: %lu ops\n", i, atomic_load(&w[i].ops));
     }
-    verify(d->uri);
+    ng_test_blocks_verify(&disk, d->uri, seeds, "export (on the target)");
     check_on_target(q);
     ng_test_qmp_close(q);
     ng_test_stop(d);
