@@ -1714,8 +1714,8 @@ parse_speed(const char *s, json_int_t *out)
     return 0;
 }
 
-/* mirror and backup: DEVICE TARGET, --job-id, --sync, --speed, and for
- * backup --bitmap. */
+/* mirror and backup: DEVICE TARGET, --job-id, --sync, --speed,
+ * --filter-node-name, for backup --bitmap and for mirror --copy-mode. */
 static int
 start_job(struct ctl *c, int argc, char **argv, const char *qmp,
           const char *def_sync, bool takes_bitmap)
@@ -1725,9 +1725,12 @@ start_job(struct ctl *c, int argc, char **argv, const char *qmp,
         { "sync", required_argument, NULL, 's' },
         { "speed", required_argument, NULL, 'S' },
         { "bitmap", required_argument, NULL, 'b' },
+        { "filter-node-name", required_argument, NULL, 'f' },
+        { "copy-mode", required_argument, NULL, 'm' },
         OPT_HELP, OPT_END,
     };
     const char *id = NULL, *sync = def_sync, *bitmap = NULL;
+    const char *filter = NULL, *mode = NULL;
     json_int_t speed = 0;
     json_t *args;
     int o;
@@ -1745,6 +1748,12 @@ start_job(struct ctl *c, int argc, char **argv, const char *qmp,
                 return usage_error(c, "unknown option '--bitmap'");
             bitmap = optarg;
             break;
+        case 'f': filter = optarg; break;
+        case 'm':
+            if (takes_bitmap)
+                return usage_error(c, "unknown option '--copy-mode'");
+            mode = optarg;
+            break;
         default:  return opt_status(c, o, argv);
         }
     }
@@ -1758,6 +1767,10 @@ start_job(struct ctl *c, int argc, char **argv, const char *qmp,
         json_object_set_new(args, "speed", json_integer(speed));
     if (bitmap != NULL)
         json_object_set_new(args, "bitmap", json_string(bitmap));
+    if (filter != NULL)
+        json_object_set_new(args, "filter-node-name", json_string(filter));
+    if (mode != NULL)
+        json_object_set_new(args, "copy-mode", json_string(mode));
     return run_change(c, qmp, args);
 }
 
@@ -1816,8 +1829,8 @@ cmd_snapshot(struct ctl *c, int argc, char **argv)
     return run_change(c, "blockdev-snapshot-sync", args);
 }
 
-/* stream and commit: DEVICE, --job-id, --base, --speed, and for commit
- * --top. */
+/* stream and commit: DEVICE, --job-id, --base, --speed,
+ * --filter-node-name, and for commit --top. */
 static int
 start_chain_job(struct ctl *c, int argc, char **argv, const char *qmp,
                 bool takes_top)
@@ -1827,9 +1840,10 @@ start_chain_job(struct ctl *c, int argc, char **argv, const char *qmp,
         { "base", required_argument, NULL, 'b' },
         { "top", required_argument, NULL, 't' },
         { "speed", required_argument, NULL, 'S' },
+        { "filter-node-name", required_argument, NULL, 'f' },
         OPT_HELP, OPT_END,
     };
-    const char *id = NULL, *base = NULL, *top = NULL;
+    const char *id = NULL, *base = NULL, *top = NULL, *filter = NULL;
     json_int_t speed = 0;
     json_t *args;
     int o;
@@ -1843,6 +1857,7 @@ start_chain_job(struct ctl *c, int argc, char **argv, const char *qmp,
                 return usage_error(c, "unknown option '--top'");
             top = optarg;
             break;
+        case 'f': filter = optarg; break;
         case 'S':
             if (parse_speed(optarg, &speed) == -1)
                 return usage_error(c, "bad speed '%s'", optarg);
@@ -1859,6 +1874,8 @@ start_chain_job(struct ctl *c, int argc, char **argv, const char *qmp,
         json_object_set_new(args, "base-node", json_string(base));
     if (top != NULL)
         json_object_set_new(args, "top-node", json_string(top));
+    if (filter != NULL)
+        json_object_set_new(args, "filter-node-name", json_string(filter));
     if (speed > 0)
         json_object_set_new(args, "speed", json_integer(speed));
     return run_change(c, qmp, args);
@@ -2174,22 +2191,25 @@ static const struct command commands[] = {
     { "nac", cmd_nac, false, "",
       "list Node Access Control claims (query-nac)" },
     { "mirror", cmd_mirror, true,
-      "DEVICE TARGET [--job-id ID] [--sync full|top|none] [--speed N]",
+      "DEVICE TARGET [--job-id ID] [--sync full|top|none] [--speed N] "
+      "[--copy-mode background|write-blocking] [--filter-node-name NAME]",
       "copy DEVICE to TARGET and keep it in sync (blockdev-mirror)" },
     { "backup", cmd_backup, true,
       "DEVICE TARGET [--job-id ID] [--sync full|none|incremental] "
-      "[--bitmap NAME] [--speed N]",
+      "[--bitmap NAME] [--speed N] [--filter-node-name NAME]",
       "copy DEVICE as it is now to TARGET (blockdev-backup)" },
     { "snapshot", cmd_snapshot, true,
       "NODE OVERLAY | NODE [OVERLAY] --file PATH [--existing]",
       "put OVERLAY above NODE, below its exports (blockdev-snapshot); "
       "--file: a qcow2 image at PATH (blockdev-snapshot-sync)" },
     { "stream", cmd_stream, true,
-      "DEVICE [--base NODE] [--job-id ID] [--speed N]",
+      "DEVICE [--base NODE] [--job-id ID] [--speed N] "
+      "[--filter-node-name NAME]",
       "copy DEVICE's backing chain down to NODE into it, then drop those "
       "layers (block-stream)" },
     { "commit", cmd_commit, true,
-      "DEVICE [--top NODE] [--base NODE] [--job-id ID] [--speed N]",
+      "DEVICE [--top NODE] [--base NODE] [--job-id ID] [--speed N] "
+      "[--filter-node-name NAME]",
       "copy a chain's top into its base and drop what lay between; "
       "active when TOP is DEVICE (block-commit)" },
     { "jobs", cmd_jobs, false, "",

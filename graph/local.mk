@@ -31,6 +31,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/job.c \
 	graph/mirror.h \
 	graph/mirror.c \
+	graph/mirror-top.c \
 	graph/drv-memory.c \
 	graph/drv-null.c \
 	graph/drv-file.c \

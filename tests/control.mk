@@ -144,3 +144,14 @@ CONTROL_TESTS += tests/test-splice-multi
 tests_test_splice_multi_SOURCES = tests/test-splice-multi.c
 tests_test_splice_multi_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_splice_multi_LDADD = $(TEST_LIBS) -lpthread
+
+# The mirror filter node: copy-mode write-blocking, filter-node-name
+# (issue 10).
+CONTROL_TESTS += tests/test-mirror-write-blocking
+tests_test_mirror_write_blocking_SOURCES = tests/test-mirror-write-blocking.c
+tests_test_mirror_write_blocking_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_mirror_write_blocking_LDADD = $(TEST_LIBS) -lpthread
+TESTS += tests/test-mirror-filter-node.sh
+EXTRA_DIST += tests/test-mirror-filter-node.sh
+TESTS += tests/test-mirror-bitmap-pivot.sh
+EXTRA_DIST += tests/test-mirror-bitmap-pivot.sh
