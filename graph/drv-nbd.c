@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include <libnbd.h>
 
@@ -650,6 +651,35 @@ nbd_attempt_failed(struct nbd_state *s)
     uv_timer_start(s->attempt_timer, nbd_attempt_timer_cb, NBD_RETRY_MS, 0);
 }
 
+/* Bytes waiting on the handle's socket (0 when unknown). */
+static int
+nbd_pending_bytes(struct nbd_state *s)
+{
+    int n = 0;
+
+    if (ioctl(nbd_aio_get_fd(s->h), FIONREAD, &n) == -1)
+        return 0;
+    return n;
+}
+
+/* One notify_read reads at most one reply.  Read on while the socket
+ * holds more: all the replies that arrived since the wake-up are then
+ * answered in this loop iteration, which lets the server send them to
+ * the client in one writev, and saves an epoll_wait each.  Never call
+ * notify_read on an empty socket: libnbd 1.14 then stays in a reply
+ * state and queues new commands without sending them until the socket
+ * turns readable, which it never would with nothing in flight. */
+static int
+nbd_read_replies(struct nbd_state *s)
+{
+    do {
+        if (nbd_aio_notify_read(s->h) == -1)
+            return -1;
+    } while ((nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_READ) &&
+             nbd_pending_bytes(s) > 0);
+    return 0;
+}
+
 static void
 nbd_poll_cb(uv_poll_t *p, int status, int events)
 {
@@ -661,7 +691,7 @@ nbd_poll_cb(uv_poll_t *p, int status, int events)
      * (status < 0) goes to whichever it waits for, to find it. */
     if ((status < 0 || (events & UV_READABLE)) &&
         (nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_READ))
-        r = nbd_aio_notify_read(s->h);
+        r = nbd_read_replies(s);
     if (r == 0 && (status < 0 || (events & UV_WRITABLE)) &&
         (nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_WRITE))
         r = nbd_aio_notify_write(s->h);
@@ -683,7 +713,11 @@ nbd_new_handle(struct nbd_state *s)
         nbd_note_error(s, "cannot create a libnbd handle");
         return NULL;
     }
+    /* Reads land in the request's own buffer, which the core never
+     * shows anyone before the read succeeded: libnbd's memset of it
+     * first is wasted. */
     if (nbd_set_export_name(h, s->export) == -1 ||
+        nbd_set_pread_initialize(h, false) == -1 ||
         nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1) {
         nbd_note_error(s, "cannot set up the libnbd handle");
         nbd_close(h);
