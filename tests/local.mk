@@ -178,3 +178,8 @@ EXTRA_DIST += \
 # The file driver's aio=io_uring (graph/file-uring.c).
 TESTS += tests/test-file-uring.sh
 EXTRA_DIST += tests/test-file-uring.sh
+
+# The nbd driver's tls-creds (endpoint: client credentials) against
+# nbdkit --tls=require: x509 and PSK, a wrong CA and key refused.
+TESTS += tests/test-drv-nbd-tls.sh
+EXTRA_DIST += tests/test-drv-nbd-tls.sh
