@@ -675,14 +675,16 @@ nbd_pending_bytes(struct nbd_state *s)
  * the client in one writev, and saves an epoll_wait each.  Never call
  * notify_read on an empty socket: libnbd 1.14 then stays in a reply
  * state and queues new commands without sending them until the socket
- * turns readable, which it never would with nothing in flight. */
+ * turns readable, which it never would with nothing in flight.  With
+ * nothing in flight no reply can be waiting: no need to ask. */
 static int
 nbd_read_replies(struct nbd_state *s)
 {
     do {
         if (nbd_aio_notify_read(s->h) == -1)
             return -1;
-    } while ((nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_READ) &&
+    } while (nbd_aio_in_flight(s->h) > 0 &&
+             (nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_READ) &&
              nbd_pending_bytes(s) > 0);
     return 0;
 }
