@@ -30,6 +30,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -720,7 +721,7 @@ static int
 nbd_set_tls_creds(struct nbd_state *s, struct nbd_handle *h)
 {
     const struct ng_tls_client_creds *c = s->tls;
-    char psk[4096];
+    char psk[PATH_MAX];
 
     if (c == NULL)
         return 0;
@@ -729,6 +730,7 @@ nbd_set_tls_creds(struct nbd_state *s, struct nbd_handle *h)
     if (!c->psk)
         return nbd_set_tls_certificates(h, c->dir) == -1 ||
                nbd_set_tls_verify_peer(h, c->verify_peer) == -1 ? -1 : 0;
+    /* Cannot be cut: ng_tls_client_creds_declare() checked the path. */
     snprintf(psk, sizeof psk, "%s/keys.psk", c->dir);
     return nbd_set_tls_psk_file(h, psk) == -1 ||
            nbd_set_tls_username(h, c->username) == -1 ? -1 : 0;

@@ -150,6 +150,17 @@ cmp <(head -c 4M "$dir/again") "$dir/src"
 nbdgraphctl add-node late nbd server.type=inet server.host=127.0.0.1 \
     server.port="$port" tls-creds=ca
 nbdgraphctl del-node late
+# Client credentials are read at start only: a reload adding some is
+# refused, and changes nothing.
+cp "$dir/config.yaml" "$dir/config.orig"
+sed -i "s|^tls-creds:|&\\n  extra: { type: psk, dir: \"$dir/psk\", endpoint: client, username: alice }|" \
+    "$dir/config.yaml"
+grep -q '^  extra:' "$dir/config.yaml"
+expect_status 1 nbdgraphctl reload 2> $out
+cat $out
+grep -q "tls-creds 'extra': credentials with endpoint client are read at start only" $out
+cp "$dir/config.orig" "$dir/config.yaml"
+nbdcopy "$(uri_for psk)" "$dir/again-psk"
 stop_nbdgraphd
 
 # Config errors: client credentials on a listener; a username for x509;
