@@ -62,7 +62,7 @@ static const char *const secret_keys[] = {
     "data", "file", NULL
 };
 static const char *const tls_creds_keys[] = {
-    "type", "dir", "verify-peer", NULL
+    "type", "dir", "verify-peer", "endpoint", "username", NULL
 };
 static const char *const export_keys[] = {
     "node", "name", "writable", "description", "throttle", "throttle-group",
@@ -610,6 +610,35 @@ load_server(struct ng_config *cfg, struct ng_error *err)
 
 /* ---- tls-creds: ------------------------------------------------------- */
 
+/* QEMU's endpoint (server, the default, or client: for nodes that
+ * connect elsewhere) and a PSK client's username (QEMU's default). */
+static int
+load_creds_endpoint(const struct ng_value *map, struct ng_tls_creds_cfg *tc,
+                    struct ng_error *err)
+{
+    const struct ng_value *v = ng_value_get(map, "endpoint");
+    const char *s = "server";
+
+    if (v != NULL && (s = ng_value_to_string(v, "endpoint", err)) == NULL)
+        return -1;
+    if (strcmp(s, "server") != 0 && strcmp(s, "client") != 0)
+        return ng_value_error(err, &v->loc, "tls-creds '%s': bad endpoint "
+                              "'%s' (expected server or client)", tc->name,
+                              s);
+    tc->client = strcmp(s, "client") == 0;
+    v = ng_value_get(map, "username");
+    s = "qemu";
+    if (v != NULL && !(tc->psk && tc->client))
+        return ng_value_error(err, &v->loc, "tls-creds '%s': username is "
+                              "for type psk with endpoint client only",
+                              tc->name);
+    if (v != NULL && (s = ng_value_to_string(v, "username", err)) == NULL)
+        return -1;
+    if (tc->psk && tc->client && (tc->username = strdup(s)) == NULL)
+        return ng_config_oom(err);
+    return 0;
+}
+
 static int
 load_one_creds(const struct ng_value *map, struct ng_tls_creds_cfg *tc,
                struct ng_error *err)
@@ -648,7 +677,7 @@ load_one_creds(const struct ng_value *map, struct ng_tls_creds_cfg *tc,
     if (v != NULL &&
         ng_value_to_bool(v, "verify-peer", &tc->verify_peer, err) == -1)
         return -1;
-    return 0;
+    return load_creds_endpoint(map, tc, err);
 }
 
 static int
@@ -753,6 +782,11 @@ check_listen_creds(const struct ng_config *cfg, struct ng_error *err)
             return ng_value_error(err, &l->loc, "listen address '%s': "
                                   "unknown tls-creds '%s' (declare it under "
                                   "tls-creds)", l->text, l->tls_creds);
+        if (cfg->tls_creds[j].client)
+            return ng_value_error(err, &l->loc, "listen address '%s': "
+                                  "tls-creds '%s' has endpoint client: a "
+                                  "listener needs server credentials",
+                                  l->text, l->tls_creds);
     }
     return 0;
 }
@@ -1249,6 +1283,7 @@ ng_config_free(struct ng_config *cfg)
     for (i = 0; i < cfg->n_tls_creds; i++) {
         free(cfg->tls_creds[i].name);
         free(cfg->tls_creds[i].dir);
+        free(cfg->tls_creds[i].username);
     }
     free(cfg->tls_creds);
     for (i = 0; i < cfg->n_secrets; i++) {

@@ -45,7 +45,11 @@ struct ng_tls_creds_cfg {
     char *name;
     bool psk;                   /* type: psk (else x509) */
     char *dir;
-    bool verify_peer;           /* x509: client certificate required */
+    bool verify_peer;           /* x509: client certificate required
+                                 * (client endpoint: server's checked) */
+    bool client;                /* endpoint: client (nodes connecting
+                                 * elsewhere), else server (listeners) */
+    char *username;             /* psk client: its name in keys.psk */
     struct ng_loc loc;
 };
 

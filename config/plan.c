@@ -949,7 +949,10 @@ static bool
 creds_same(const struct ng_tls_creds_cfg *a, const struct ng_tls_creds_cfg *b)
 {
     return a != NULL && b != NULL && a->psk == b->psk &&
-           a->verify_peer == b->verify_peer && strcmp(a->dir, b->dir) == 0;
+           a->verify_peer == b->verify_peer && a->client == b->client &&
+           strcmp(a->dir, b->dir) == 0 &&
+           (a->username == NULL) == (b->username == NULL) &&
+           (a->username == NULL || strcmp(a->username, b->username) == 0);
 }
 
 static bool

@@ -40,6 +40,8 @@ graph_libnggraph_a_SOURCES = \
 	graph/drv-raw.c \
 	graph/secret.h \
 	graph/secret.c \
+	graph/tls-client.h \
+	graph/tls-client.c \
 	graph/luks.h \
 	graph/luks2.c \
 	graph/drv-luks.c \

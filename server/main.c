@@ -23,6 +23,7 @@
 #include "graph/graph.h"
 #include "graph/job.h"
 #include "graph/secret.h"
+#include "graph/tls-client.h"
 #include "filters/filters.h"
 #include "filters/throttle.h"
 #include "nac/nac.h"
@@ -241,6 +242,28 @@ load_secrets(struct daemon *d, struct ng_error *err)
     return 0;
 }
 
+/* Client TLS credentials (endpoint: client) too: nodes connecting
+ * elsewhere (nbd's tls-creds) find them at open.  Their files are
+ * checked here; libnbd reads them at each connection. */
+static int
+load_client_creds(struct daemon *d, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < d->cfg->n_tls_creds; i++) {
+        const struct ng_tls_creds_cfg *tc = &d->cfg->tls_creds[i];
+
+        if (tc->client &&
+            ng_tls_client_creds_declare(d->graph, tc->name, tc->psk,
+                                        tc->dir, tc->verify_peer,
+                                        tc->username, err) == -1)
+            return ng_error_prefix(err, "%s:%u:%u: tls-creds '%s'",
+                                   tc->loc.file, tc->loc.line,
+                                   tc->loc.column, tc->name);
+    }
+    return 0;
+}
+
 static int
 build_graph(struct daemon *d, bool inspect_only, struct ng_error *err)
 {
@@ -255,7 +278,7 @@ build_graph(struct daemon *d, bool inspect_only, struct ng_error *err)
         if (ng_throttle_group_declare(d->graph, d->cfg->groups[i].name,
                                       d->cfg->groups[i].limits, err) == -1)
             return -1;
-    if (load_secrets(d, err) == -1)
+    if (load_secrets(d, err) == -1 || load_client_creds(d, err) == -1)
         return -1;
     for (i = 0; i < d->cfg->n_nodes; i++) {
         const struct ng_node_cfg *nc = &d->cfg->nodes[i];
@@ -336,10 +359,13 @@ load_tls_creds(struct daemon *d, struct ng_error *err)
 
     for (i = 0; i < d->cfg->n_tls_creds; i++) {
         const struct ng_tls_creds_cfg *tc = &d->cfg->tls_creds[i];
-        struct ng_tls_creds *creds = ng_tls_creds_new(
-            tc->psk ? NG_TLS_CREDS_PSK : NG_TLS_CREDS_X509, tc->dir,
-            tc->verify_peer, err);
+        struct ng_tls_creds *creds;
 
+        if (tc->client)             /* build_graph() loaded those */
+            continue;
+        creds = ng_tls_creds_new(tc->psk ? NG_TLS_CREDS_PSK
+                                         : NG_TLS_CREDS_X509,
+                                 tc->dir, tc->verify_peer, err);
         if (creds == NULL ||
             ng_graph_object_add(d->graph, &ng_tls_creds_type, tc->name,
                                 creds, err) == -1) {

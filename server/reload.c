@@ -699,6 +699,11 @@ creds_load(struct reload_run *r, size_t pos, const char *name,
     struct ng_graph *g = r->ctx->graph;
     struct ng_tls_creds *creds, *old;
 
+    if (tc->client)
+        return ng_error_set(err, ENOTSUP, "tls-creds '%s': credentials "
+                            "with endpoint client are read at start only; "
+                            "restart the daemon to add or change them",
+                            name);
     creds = ng_tls_creds_new(tc->psk ? NG_TLS_CREDS_PSK : NG_TLS_CREDS_X509,
                              tc->dir, tc->verify_peer, err);
     if (creds == NULL)
