@@ -38,6 +38,7 @@ struct ng_reload {
     bool busy;                  /* one reload at a time */
     bool orphaned;              /* freed by the daemon while a file was
                                  * loading: the load frees it */
+    struct reload_run *run;     /* the reload running now, or NULL */
     struct ng_config *applied;  /* the last file a reload applied, owned:
                                  * live->server points here (before the
                                  * first, at the daemon's start config) */
@@ -55,6 +56,8 @@ struct reload_run {
     struct ng_plan *plan;
     char id[64];
     bool dry_run, claimed;
+    bool adding;                /* a node add is in flight: its callback
+                                 * continues the plan */
     size_t pos;                 /* next step to apply, or (undoing) to undo
                                  * is pos - 1 */
     bool undoing, in_advance, step_done;
@@ -114,12 +117,18 @@ ng_reload_free_now(struct ng_reload *r)
     free(r);
 }
 
+static void run_drop(struct reload_run *r);
+
 void
 ng_reload_free(struct ng_reload *r)
 {
     if (r == NULL)
         return;
-    if (r->busy) {
+    if (r->busy && r->run != NULL && r->run->adding) {
+        /* The daemon stops while a node opens: the graph, freed next,
+         * ends that open without its callback, so the run ends here. */
+        run_drop(r->run);
+    } else if (r->busy) {
         r->orphaned = true;     /* load_done() finishes the job */
         return;
     }
@@ -592,6 +601,35 @@ splice_out_done(void *opaque, const struct ng_error *err)
     step_finished(opaque, err);
 }
 
+static void
+node_added(void *opaque, struct ng_node *node, const struct ng_error *err)
+{
+    struct reload_run *r = opaque;
+
+    (void)node;
+    r->adding = false;
+    if (r->undoing && err != NULL)
+        ng_log_error("reload %s: cannot undo remove-node '%s': %s", r->id,
+                     r->plan->steps[r->pos - 1].object, err->msg);
+    step_finished(r, r->undoing ? NULL : err);
+}
+
+/* Add a node (or, undoing a removal, add it back).  Its open may go on in
+ * the background (nbd connecting, a LUKS key derived on a worker, qcow2
+ * reading its header): the loop runs meanwhile, so clients of every
+ * export keep being served, and the plan carries on from node_added(). */
+static void
+node_add_start(struct reload_run *r, const char *name,
+               const struct ng_value *opts)
+{
+    struct ng_error err = { 0 };
+
+    r->adding = true;
+    if (ng_graph_add_node(r->ctx->graph, name, opts, node_added, r,
+                          &err) == -1)
+        node_added(r, NULL, &err);
+}
+
 /* Remove a node; one with parents (a kept splice being pruned) goes
  * asynchronously through a drained section. */
 static void
@@ -736,7 +774,8 @@ server_step(struct reload_run *r, const struct ng_step *s, bool undo,
     }
 }
 
-/* Apply `s`; 0 or -1 with *err.  NODE_DEL is node_del_start's. */
+/* Apply `s`; 0 or -1 with *err.  NODE_ADD and NODE_DEL are
+ * node_add_start's and node_del_start's. */
 static int
 step_do(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
 {
@@ -749,10 +788,6 @@ step_do(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
         return ng_throttle_group_set_limits(g, s->object, s->new_opts, err);
     case NG_STEP_GROUP_DEL:
         return ng_throttle_group_undeclare(g, s->object, err);
-    case NG_STEP_NODE_ADD:
-        /* A step cannot wait: a node that opens slowly is refused. */
-        return ng_graph_add_node_now(g, s->object, s->new_opts, err) ? 0
-                                                                     : -1;
     case NG_STEP_NODE_RETUNE:
         return node_reconfigure(r, s->object, s->new_opts, err);
     case NG_STEP_EXPORT_ADD:
@@ -769,6 +804,7 @@ step_do(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
         return -1;
     case NG_STEP_EXPORT_DEL:
         return ng_exports_del(r->ctx, s->object, false, r->id, false, err);
+    case NG_STEP_NODE_ADD:
     case NG_STEP_NODE_DEL:
         break;
     case NG_STEP_CREDS_LOAD:
@@ -809,12 +845,7 @@ step_undo(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
     case NG_STEP_EXPORT_DEL:
         return export_add(r, s->object, s->old_opts, err);
     case NG_STEP_NODE_DEL:
-        /* A spliced-in filter taken out comes back as a node without
-         * its users; only group removals follow node removals, and the
-         * plan only removes groups that are declared, so that is not
-         * reached in practice. */
-        return ng_graph_add_node_now(g, s->object, s->old_opts, err) ? 0
-                                                                     : -1;
+        break;                      /* node_add_start's */
     case NG_STEP_CREDS_LOAD:
     case NG_STEP_LISTEN_ADD:
     case NG_STEP_LISTEN_RETUNE:
@@ -834,6 +865,14 @@ step_start(struct reload_run *r)
 
     if (r->undoing) {
         s = &r->plan->steps[r->pos - 1];
+        if (s->kind == NG_STEP_NODE_DEL) {
+            /* A spliced-in filter taken out comes back as a node without
+             * its users; only group removals follow node removals, and
+             * the plan only removes groups that are declared, so that is
+             * not reached in practice. */
+            node_add_start(r, s->object, s->old_opts);
+            return;
+        }
         rc = step_undo(r, s, &err);
         if (rc == -1)
             ng_log_error("reload %s: cannot undo %s '%s': %s", r->id,
@@ -842,6 +881,10 @@ step_start(struct reload_run *r)
         return;
     }
     s = &r->plan->steps[r->pos];
+    if (s->kind == NG_STEP_NODE_ADD) {
+        node_add_start(r, s->object, s->new_opts);
+        return;
+    }
     if (s->kind == NG_STEP_NODE_DEL) {
         node_del_start(r, s);
         return;
@@ -1017,11 +1060,22 @@ run_free(struct reload_run *r)
     if (r->claimed)
         ng_ctx_nac_release(r->ctx, r->id);
     r->rl->busy = false;
+    r->rl->run = NULL;
     free(r->old_creds);
     ng_plan_free(r->plan);
     config_free_later(r->ctx->graph->loop, r->cfg);
     free(r->file);
     free(r);
+}
+
+/* The daemon stops under a reload waiting for a node: no reply (the
+ * control channel is gone), nothing to undo (the graph goes too). */
+static void
+run_drop(struct reload_run *r)
+{
+    ng_log_warn("reload %s: abandoned at step %zu/%zu: the daemon stops",
+                r->id, r->pos + 1, r->plan->n_steps);
+    run_free(r);
 }
 
 /* Refused before anything changed. */
@@ -1300,6 +1354,7 @@ ng_reload_run(struct ng_control_ctx *ctx, const char *file, bool dry_run,
     }
     clock_gettime(CLOCK_MONOTONIC, &r->start);
     rl->busy = true;
+    rl->run = r;
     r->ctx = ctx;
     r->rl = rl;
     r->dry_run = dry_run;

@@ -135,3 +135,7 @@ CONTROL_TESTS += tests/test-chain-jobs
 tests_test_chain_jobs_SOURCES = tests/test-chain-jobs.c
 tests_test_chain_jobs_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_chain_jobs_LDADD = $(TEST_LIBS) -lpthread
+
+# Reload of nodes that open asynchronously (nbd, nbdkit, qcow2; issue 13).
+TESTS += tests/test-reload-async.sh
+EXTRA_DIST += tests/test-reload-async.sh
