@@ -139,3 +139,6 @@ tests_test_chain_jobs_LDADD = $(TEST_LIBS) -lpthread
 # Reload of nodes that open asynchronously (nbd, nbdkit, qcow2; issue 13).
 TESTS += tests/test-reload-async.sh
 EXTRA_DIST += tests/test-reload-async.sh
+# Dirty bitmaps declared in the config, added and removed by reload.
+TESTS += tests/test-reload-bitmaps.sh
+EXTRA_DIST += tests/test-reload-bitmaps.sh
