@@ -340,10 +340,15 @@ check_node(struct nodes_ctx *c, size_t i, struct ng_error *err)
         return ng_config_oom(err);
     if (check_bitmaps(file, name, c->opts[i], err) == -1)
         return -1;
-    if ((graph_opts = ng_node_opts_for_graph(c->opts[i])) == NULL)
+    /* A copy without bitmaps: only when there is one (3,000 nodes). */
+    graph_opts = ng_value_get(c->opts[i], "bitmaps") == NULL ? NULL
+                 : ng_node_opts_for_graph(c->opts[i]);
+    if (graph_opts == NULL && ng_value_get(c->opts[i], "bitmaps") != NULL)
         return ng_config_oom(err);
     c->current = i;
-    rc = ng_node_opts_check(ng_all_drivers, graph_opts, record_ref, c, err);
+    rc = ng_node_opts_check(ng_all_drivers, graph_opts != NULL ? graph_opts
+                                                                : c->opts[i],
+                            record_ref, c, err);
     ng_value_free(graph_opts);
     if (rc == -1)
         return ng_config_error_prefix(err, file, "node '%s'", name);

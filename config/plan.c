@@ -342,6 +342,11 @@ next_changed_key(const struct plan_ctx *c, const struct ng_driver *drv,
                  const struct ng_value *old, const struct ng_value *new,
                  size_t *i)
 {
+    /* Most nodes of a big file are unchanged: the same options written
+     * the same way differ in no key (defaults, children and read-only
+     * compare equal to themselves), so skip the per-key comparison. */
+    if (*i == 0 && ng_value_equal(old, new))
+        return NULL;
     while (*i < old->n + new->n) {
         size_t k = (*i)++;
         const char *key = k < old->n ? old->keys[k] : new->keys[k - old->n];
@@ -539,19 +544,26 @@ bitmap_steps(struct plan_ctx *c, enum ng_step_kind kind, const char *node,
 static int
 plan_bitmaps(struct plan_ctx *c, enum ng_step_kind kind, struct ng_error *err)
 {
+    const struct ng_node_cfg *nc;
+    const struct ng_live_node *ln;
     size_t i;
 
-    for (i = 0; i < c->cfg->n_nodes; i++) {
-        const struct ng_node_cfg *nc = &c->cfg->nodes[i];
-        const struct ng_live_node *ln = ng_live_node(c->live, nc->name);
-
-        if (ln == NULL)
-            continue;
-        if (kind == NG_STEP_BITMAP_ADD
-            ? bitmap_steps(c, kind, nc->name, nc->opts, ln->opts, &nc->loc,
-                           err) == -1
-            : bitmap_steps(c, kind, nc->name, ln->opts, nc->opts, &nc->loc,
-                           err) == -1)
+    /* Only nodes with bitmaps on the side they are taken from are looked
+     * up on the other. */
+    for (i = 0; kind == NG_STEP_BITMAP_ADD && i < c->cfg->n_nodes; i++) {
+        nc = &c->cfg->nodes[i];
+        if (ng_node_bitmaps_count(nc->opts) > 0 &&
+            (ln = ng_live_node(c->live, nc->name)) != NULL &&
+            bitmap_steps(c, kind, nc->name, nc->opts, ln->opts, &nc->loc,
+                         err) == -1)
+            return -1;
+    }
+    for (i = 0; kind == NG_STEP_BITMAP_DEL && i < c->live->n_nodes; i++) {
+        ln = &c->live->nodes[i];
+        if (ng_node_bitmaps_count(ln->opts) > 0 &&
+            (nc = cfg_node(c, ln->name)) != NULL &&
+            bitmap_steps(c, kind, nc->name, ln->opts, nc->opts, &nc->loc,
+                         err) == -1)
             return -1;
     }
     return 0;
@@ -736,10 +748,16 @@ export_changed(struct plan_ctx *c, const struct ng_export_cfg *ec,
         "throttle-group", "copy-on-read", "detect-zeroes", "allow",
         "allocation-depth", "bitmaps", NULL,
     };
-    const char *replace_key = NULL, *driver, *opt;
+    const char *replace_key = NULL, *driver, *opt, *node;
     struct ng_step *s;
     size_t i;
 
+    /* The common case in a big file: written as before, on a node no
+     * splice moved (then "node" compares through resolve()). */
+    if (ng_value_equal(le->opts, new) &&
+        (node = canon_text(le->opts, "node")) != NULL &&
+        resolve(c, node) == node)
+        return 0;
     for (i = 0; keys[i] != NULL && replace_key == NULL; i++)
         if (export_key_differs(c, keys[i], le->opts, new) &&
             export_live_key(keys[i], le->opts, new, &driver, &opt) == -1)

@@ -142,3 +142,7 @@ EXTRA_DIST += tests/test-reload-async.sh
 # Dirty bitmaps declared in the config, added and removed by reload.
 TESTS += tests/test-reload-bitmaps.sh
 EXTRA_DIST += tests/test-reload-bitmaps.sh
+# contrib/bench/reload-profile's program: built with the tests, not run.
+check_PROGRAMS += tests/bench-plan
+tests_bench_plan_SOURCES = tests/bench-plan.c
+tests_bench_plan_LDADD = $(CORE_LIBS)
