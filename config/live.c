@@ -317,6 +317,36 @@ canon_max_connections(struct ng_value *out, const struct ng_value *map)
     return put_scalar(out, "max-connections", text);
 }
 
+/* bitmaps: as a list of names (an entry {node, name} names a bitmap of
+ * the export's node: checked where it was given). */
+static int
+canon_bitmaps(struct ng_value *out, const struct ng_value *map)
+{
+    const struct ng_value *v = ng_value_get(map, "bitmaps");
+    struct ng_value *list;
+    size_t i;
+
+    if (v == NULL || v->kind != NG_VALUE_LIST || v->n == 0)
+        return 0;
+    if ((list = ng_value_new_list((struct ng_loc){ 0 })) == NULL)
+        return -1;
+    for (i = 0; i < v->n; i++) {
+        const struct ng_value *item = v->items[i];
+        const char *name = item->kind == NG_VALUE_MAP ? get_text(item, "name")
+                           : item->is_null ? NULL : item->text;
+        struct ng_value *s;
+
+        if (name == NULL)
+            continue;
+        if ((s = ng_value_new_scalar(name, (struct ng_loc){ 0 })) == NULL ||
+            ng_value_list_append(list, s) == -1) {
+            ng_value_free(list);
+            return -1;
+        }
+    }
+    return ng_value_map_put(out, "bitmaps", (struct ng_loc){ 0 }, list);
+}
+
 struct ng_value *
 ng_export_canon(const char *id, const struct ng_value *map)
 {
@@ -338,6 +368,7 @@ ng_export_canon(const char *id, const struct ng_value *map)
          put_scalar(out, "allocation-depth", "true") == -1) ||
         canon_filters(out, map) == -1 ||
         canon_max_connections(out, map) == -1 ||
+        canon_bitmaps(out, map) == -1 ||
         (ng_value_get(map, "allow") != NULL &&
          put_copy(out, "allow", ng_value_get(map, "allow")) == -1)) {
         ng_value_free(out);

@@ -202,15 +202,24 @@ open_node(struct daemon *d, const struct ng_node_cfg *nc,
           struct ng_error *err)
 {
     struct node_wait w = { .err = err };
+    struct ng_value *opts = ng_node_opts_for_graph(nc->opts);
+    int rc;
 
-    if (ng_graph_add_node(d->graph, nc->name, nc->opts, node_opened, &w,
-                          err) == -1)
+    if (opts == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    rc = ng_graph_add_node(d->graph, nc->name, opts, node_opened, &w, err);
+    ng_value_free(opts);
+    if (rc == -1)
         return -1;
     while (!w.done)
         if (uv_run(&d->loop, UV_RUN_ONCE) == 0 && !w.done)
             return ng_error_set(err, EIO, "node '%s': its open never "
                                 "completes", nc->name);
-    return w.failed ? -1 : 0;
+    if (w.failed)
+        return -1;
+    /* bitmaps: before any export offers them */
+    return ng_reload_make_bitmaps(ng_graph_find(d->graph, nc->name),
+                                  nc->opts, err);
 }
 
 /* The graph's warn hook: drivers' warnings (blkverify, quorum) go to
@@ -335,6 +344,8 @@ start_server(struct daemon *d, struct ng_error *err)
             .description = ec->description, .filters = ec->filters,
             .max_connections = ec->max_connections,
             .allocation_depth = ec->allocation_depth,
+            .bitmaps = (const char *const *)ec->bitmaps,
+            .n_bitmaps = ec->n_bitmaps,
         };
 
         if (ng_exports_add(&d->ctl_ctx, &spec, "config", false, err) == -1 ||

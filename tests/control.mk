@@ -155,3 +155,14 @@ TESTS += tests/test-mirror-filter-node.sh
 EXTRA_DIST += tests/test-mirror-filter-node.sh
 TESTS += tests/test-mirror-bitmap-pivot.sh
 EXTRA_DIST += tests/test-mirror-bitmap-pivot.sh
+
+# Reload of nodes that open asynchronously (nbd, nbdkit, qcow2; issue 13).
+TESTS += tests/test-reload-async.sh
+EXTRA_DIST += tests/test-reload-async.sh
+# Dirty bitmaps declared in the config, added and removed by reload.
+TESTS += tests/test-reload-bitmaps.sh
+EXTRA_DIST += tests/test-reload-bitmaps.sh
+# contrib/bench/reload-profile's program: built with the tests, not run.
+check_PROGRAMS += tests/bench-plan
+tests_bench_plan_SOURCES = tests/bench-plan.c
+tests_bench_plan_LDADD = $(CORE_LIBS)
