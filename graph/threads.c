@@ -95,16 +95,29 @@ now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Tell the loop that work is done: a write(2) when the loop has not
+ * been told yet, so not under the lock, where it would hold up the
+ * loop's next push.  The pool outlives the call: freeing it joins this
+ * thread first. */
+static void
+pool_kick(struct ng_pool *p, bool *kick)
+{
+    if (*kick)
+        uv_async_send(&p->async);
+    *kick = false;
+}
+
 /* Run one piece, timing it for the moving average.  Called and returns
  * with the lock held. */
 static void
-pool_run(struct ng_pool *p, struct ng_work *w)
+pool_run(struct ng_pool *p, struct ng_work *w, bool *kick)
 {
     int64_t t;
 
     p->running++;
     p->taken++;
     pthread_mutex_unlock(&p->lock);
+    pool_kick(p, kick);
     t = now_ns();
     w->fn(w);
     /* Capped: one piece preempted on a busy machine must not make fast
@@ -122,11 +135,18 @@ pool_worker(void *arg)
 {
     struct ng_pool *p = arg;
     struct ng_work *w;
+    bool kick = false;              /* finished work the loop must hear of */
 
     pthread_mutex_lock(&p->lock);
     if (p->waking > 0)
         p->waking--;                /* a new thread: it came */
     for (;;) {
+        if (p->todo_head == NULL && kick) {
+            pthread_mutex_unlock(&p->lock);
+            pool_kick(p, &kick);
+            pthread_mutex_lock(&p->lock);
+            continue;               /* work may have come meanwhile */
+        }
         while (p->todo_head == NULL && !p->stopping) {
             p->idle++;
             pthread_cond_wait(&p->wake, &p->lock);
@@ -142,11 +162,12 @@ pool_worker(void *arg)
         if ((p->todo_head = w->next) == NULL)
             p->todo_tail = NULL;
         p->n_todo--;
-        pool_run(p, w);
+        pool_run(p, w, &kick);
+        /* A done list that is not empty was told of already (or will be,
+         * by the thread that made it so). */
+        if (p->done_head == NULL)
+            kick = true;
         list_append(&p->done_head, &p->done_tail, w);
-        /* Under the lock, so the pool cannot be freed in between:
-         * freeing joins this thread, which needs the lock to stop. */
-        uv_async_send(&p->async);
     }
     pthread_mutex_unlock(&p->lock);
     return NULL;
