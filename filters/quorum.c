@@ -26,8 +26,9 @@
  * - read-pattern "fifo": the first child reads into the caller's buffer;
  *   if it fails, the next one, and so on: the first success wins.
  *
- * Block status is not offered (one replica's holes say nothing of the
- * majority's data).  The node has the children's size, which must be
+ * Block status asks every child and answers what all of them agree on
+ * (filters/agree.h): one replica's holes say nothing of the others'
+ * data.  The node has the children's size, which must be
  * equal (refused at open otherwise), the write caps all of them have,
  * and trim when all of them can write zeroes.  Each child's own transfer limits are
  * kept by the core at that child's choke point.
@@ -45,13 +46,15 @@
 #include <string.h>
 
 #include "graph/graph.h"
+#include "filters/agree.h"
 #include "filters/filters.h"
 
 #define QUORUM_MAX_CHILDREN 8
 
 /* The caps passed on when every child has them. */
 #define QUORUM_CAPS (NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA | NG_CAP_ZERO | \
-                     NG_CAP_FAST_ZERO | NG_CAP_CACHE | NG_CAP_MULTI_CONN)
+                     NG_CAP_FAST_ZERO | NG_CAP_CACHE | NG_CAP_MULTI_CONN | \
+                     NG_CAP_EXTENTS)
 
 enum quorum_read_pattern { QUORUM_READ_QUORUM, QUORUM_READ_FIFO };
 
@@ -432,6 +435,59 @@ quorum_write(struct quorum_ctx *c)
         ng_node_submit(s->children.nodes[i], &c->subs[i].req);
 }
 
+/* ---- Block status ---------------------------------------------------------- */
+
+/* What every child agrees on (filters/agree.h); a child that fails
+ * leaves its data unknown, so then all of it is data. */
+static void
+quorum_bs_done(struct ng_req *sub, int ret)
+{
+    struct quorum_sub *qs = sub->opaque;
+    struct quorum_ctx *c = qs->c;
+    const struct quorum_state *s = ng_node_state(c->node);
+    struct ng_req *subs[QUORUM_MAX_CHILDREN];
+    bool failed = false;
+
+    qs->ret = ret;
+    if (--c->pending > 0)
+        return;
+    for (unsigned i = 0; i < s->children.n; i++) {
+        subs[i] = &c->subs[i].req;
+        failed |= c->subs[i].ret != 0;
+    }
+    c->req->nr_extents = 0;
+    if (failed)
+        ng_req_add_extent(c->req, 1, c->req->length, 0);
+    else
+        ng_extents_agree(c->req, subs, (unsigned)s->children.n);
+    quorum_finish(c, 0);
+}
+
+static void
+quorum_block_status(struct quorum_ctx *c)
+{
+    const struct quorum_state *s = ng_node_state(c->node);
+    unsigned n = (unsigned)s->children.n;
+    uint32_t max = c->req->max_extents;
+    struct ng_extent *e = calloc((size_t)n * max, sizeof *e);
+
+    if (e == NULL) {
+        quorum_finish(c, -ENOMEM);
+        return;
+    }
+    c->bufs = (unsigned char *)e;       /* freed by quorum_finish */
+    c->pending = n;             /* before any may complete inline */
+    for (unsigned i = 0; i < n; i++) {
+        struct ng_req *sub = quorum_sub_init(c, i, NG_OP_BLOCK_STATUS, NULL,
+                                             quorum_bs_done);
+
+        sub->extents = e + (size_t)i * max;
+        sub->max_extents = max;
+    }
+    for (unsigned i = 0; i < n; i++)
+        ng_node_submit(s->children.nodes[i], &c->subs[i].req);
+}
+
 /* ---- Reads: fifo ---------------------------------------------------------- */
 
 static void quorum_fifo_next(struct quorum_ctx *c);
@@ -623,7 +679,9 @@ quorum_submit(struct ng_node *node, struct ng_req *req)
     c->node = node;
     c->req = req;
     c->bufs = NULL;
-    if (req->op != NG_OP_READ)
+    if (req->op == NG_OP_BLOCK_STATUS)
+        quorum_block_status(c);
+    else if (req->op != NG_OP_READ)
         quorum_write(c);
     else if (s->read_pattern == QUORUM_READ_FIFO)
         quorum_fifo_next(c);
@@ -647,5 +705,6 @@ const struct ng_driver ng_filter_quorum = {
     .child_label = quorum_child_label,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_WRITE_ZEROES) |
-                  NG_OP_BIT(NG_OP_TRIM) | NG_OP_BIT(NG_OP_CACHE),
+                  NG_OP_BIT(NG_OP_TRIM) | NG_OP_BIT(NG_OP_CACHE) |
+                  NG_OP_BIT(NG_OP_BLOCK_STATUS),
 };

@@ -187,3 +187,7 @@ EXTRA_DIST += tests/test-file-extents.sh
 # nbdkit --tls=require: x509 and PSK, a wrong CA and key refused.
 TESTS += tests/test-drv-nbd-tls.sh
 EXTRA_DIST += tests/test-drv-nbd-tls.sh
+
+# Block status through quorum and blkverify: what every child agrees on.
+TESTS += tests/test-quorum-map.sh
+EXTRA_DIST += tests/test-quorum-map.sh
