@@ -62,12 +62,12 @@ static const char *const secret_keys[] = {
     "data", "file", NULL
 };
 static const char *const tls_creds_keys[] = {
-    "type", "dir", "verify-peer", NULL
+    "type", "dir", "verify-peer", "endpoint", "username", NULL
 };
 static const char *const export_keys[] = {
     "node", "name", "writable", "description", "throttle", "throttle-group",
     "copy-on-read", "detect-zeroes", "allow", "max-connections",
-    "allocation-depth", NULL
+    "allocation-depth", "bitmaps", NULL
 };
 
 /* ---- Error helpers ---------------------------------------------------- */
@@ -610,6 +610,35 @@ load_server(struct ng_config *cfg, struct ng_error *err)
 
 /* ---- tls-creds: ------------------------------------------------------- */
 
+/* QEMU's endpoint (server, the default, or client: for nodes that
+ * connect elsewhere) and a PSK client's username (QEMU's default). */
+static int
+load_creds_endpoint(const struct ng_value *map, struct ng_tls_creds_cfg *tc,
+                    struct ng_error *err)
+{
+    const struct ng_value *v = ng_value_get(map, "endpoint");
+    const char *s = "server";
+
+    if (v != NULL && (s = ng_value_to_string(v, "endpoint", err)) == NULL)
+        return -1;
+    if (strcmp(s, "server") != 0 && strcmp(s, "client") != 0)
+        return ng_value_error(err, &v->loc, "tls-creds '%s': bad endpoint "
+                              "'%s' (expected server or client)", tc->name,
+                              s);
+    tc->client = strcmp(s, "client") == 0;
+    v = ng_value_get(map, "username");
+    s = "qemu";
+    if (v != NULL && !(tc->psk && tc->client))
+        return ng_value_error(err, &v->loc, "tls-creds '%s': username is "
+                              "for type psk with endpoint client only",
+                              tc->name);
+    if (v != NULL && (s = ng_value_to_string(v, "username", err)) == NULL)
+        return -1;
+    if (tc->psk && tc->client && (tc->username = strdup(s)) == NULL)
+        return ng_config_oom(err);
+    return 0;
+}
+
 static int
 load_one_creds(const struct ng_value *map, struct ng_tls_creds_cfg *tc,
                struct ng_error *err)
@@ -648,7 +677,7 @@ load_one_creds(const struct ng_value *map, struct ng_tls_creds_cfg *tc,
     if (v != NULL &&
         ng_value_to_bool(v, "verify-peer", &tc->verify_peer, err) == -1)
         return -1;
-    return 0;
+    return load_creds_endpoint(map, tc, err);
 }
 
 static int
@@ -753,6 +782,11 @@ check_listen_creds(const struct ng_config *cfg, struct ng_error *err)
             return ng_value_error(err, &l->loc, "listen address '%s': "
                                   "unknown tls-creds '%s' (declare it under "
                                   "tls-creds)", l->text, l->tls_creds);
+        if (cfg->tls_creds[j].client)
+            return ng_value_error(err, &l->loc, "listen address '%s': "
+                                  "tls-creds '%s' has endpoint client: a "
+                                  "listener needs server credentials",
+                                  l->text, l->tls_creds);
     }
     return 0;
 }
@@ -1014,6 +1048,61 @@ export_allow(const struct ng_config *cfg, const struct ng_value *map,
     return 0;
 }
 
+/* One entry of an export's bitmaps: (block-export-add's): a bitmap name,
+ * or {node, name} where node is the export's own. */
+static const char *
+export_bitmap_name(const struct ng_value *item, const struct ng_export_cfg *e,
+                   struct ng_error *err)
+{
+    const struct ng_value *node, *name;
+
+    if (item->kind == NG_VALUE_SCALAR && !item->is_null)
+        return item->text;
+    if (item->kind != NG_VALUE_MAP ||
+        (name = ng_value_get(item, "name")) == NULL ||
+        name->kind != NG_VALUE_SCALAR ||
+        (node = ng_value_get(item, "node")) == NULL ||
+        node->kind != NG_VALUE_SCALAR || item->n != 2) {
+        ng_value_error(err, &item->loc, "export '%s': 'bitmaps' entries are "
+                       "bitmap names or { node: NODE, name: NAME }", e->name);
+        return NULL;
+    }
+    if (strcmp(node->text, e->node) != 0) {
+        ng_value_error(err, &node->loc, "export '%s': dirty bitmap '%s' is "
+                       "on node '%s'; only bitmaps of the exported node "
+                       "'%s' can be exported", e->name, name->text,
+                       node->text, e->node);
+        return NULL;
+    }
+    return name->text;
+}
+
+/* bitmaps: the dirty bitmaps of the export's node it offers as NBD meta
+ * contexts qemu:dirty-bitmap:NAME. */
+static int
+export_bitmaps(const struct ng_value *map, struct ng_export_cfg *e,
+               struct ng_error *err)
+{
+    const struct ng_value *list = ng_value_get(map, "bitmaps");
+    const char *name;
+    size_t i;
+
+    if (is_null(list))
+        return 0;
+    if (list->kind != NG_VALUE_LIST)
+        return ng_value_error(err, &list->loc, "export '%s': 'bitmaps' must "
+                              "be a list", e->name);
+    if ((e->bitmaps = calloc(list->n + 1, sizeof *e->bitmaps)) == NULL)
+        return ng_config_oom(err);
+    for (i = 0; i < list->n; i++) {
+        if ((name = export_bitmap_name(list->items[i], e, err)) == NULL)
+            return -1;
+        if ((e->bitmaps[e->n_bitmaps++] = strdup(name)) == NULL)
+            return ng_config_oom(err);
+    }
+    return 0;
+}
+
 /* Export i of the exports: mapping into *e (zeroed). */
 static int
 load_export(const struct ng_config *cfg, const struct ng_value *exports,
@@ -1034,7 +1123,8 @@ load_export(const struct ng_config *cfg, const struct ng_value *exports,
     snprintf(where, sizeof where, "in export '%s'", e->name);
     if (check_keys(map, export_keys, where, err) == -1 ||
         export_node(cfg, map, e, names, err) == -1 ||
-        export_options(cfg, map, e, err) == -1)
+        export_options(cfg, map, e, err) == -1 ||
+        export_bitmaps(map, e, err) == -1)
         return -1;
     if (export_allow(cfg, map, e, err) == -1)
         return -1;
@@ -1249,6 +1339,7 @@ ng_config_free(struct ng_config *cfg)
     for (i = 0; i < cfg->n_tls_creds; i++) {
         free(cfg->tls_creds[i].name);
         free(cfg->tls_creds[i].dir);
+        free(cfg->tls_creds[i].username);
     }
     free(cfg->tls_creds);
     for (i = 0; i < cfg->n_secrets; i++) {
@@ -1270,6 +1361,9 @@ ng_config_free(struct ng_config *cfg)
         free(cfg->exports[i].node);
         free(cfg->exports[i].description);
         free(cfg->exports[i].nbd_name);
+        for (size_t j = 0; j < cfg->exports[i].n_bitmaps; j++)
+            free(cfg->exports[i].bitmaps[j]);
+        free(cfg->exports[i].bitmaps);
         ng_allow_free(cfg->exports[i].allow, cfg->exports[i].n_allow);
         ng_value_free(cfg->exports[i].extra);
     }

@@ -45,7 +45,11 @@ struct ng_tls_creds_cfg {
     char *name;
     bool psk;                   /* type: psk (else x509) */
     char *dir;
-    bool verify_peer;           /* x509: client certificate required */
+    bool verify_peer;           /* x509: client certificate required
+                                 * (client endpoint: server's checked) */
+    bool client;                /* endpoint: client (nodes connecting
+                                 * elsewhere), else server (listeners) */
+    char *username;             /* psk client: its name in keys.psk */
     struct ng_loc loc;
 };
 
@@ -98,6 +102,26 @@ struct ng_node_cfg {
  * tagged implicit, top to bottom throttle -> copy-on-read ->
  * detect-zeroes -> the export's node.  Pointers are borrowed from the
  * value tree the export came from. */
+/* A node's bitmaps: key — not a driver option — declares dirty bitmaps
+ * made when the node opens, as block-dirty-bitmap-add would:
+ *   bitmaps: [ { name: b0, granularity: 64K, disabled: false } ]
+ * (granularity a power of two from 512 to 64M, default 64K; disabled:
+ * not recording writes).  It stays in the node's options in the config
+ * and the live model; what goes to the graph is the copy without it. */
+struct ng_node_bitmap_cfg {
+    const char *name;           /* borrowed */
+    uint32_t granularity;
+    bool disabled;
+};
+
+/* Entry i of `opts`'s bitmaps: (checked when the file was loaded); the
+ * count.  -1 with *err for a bad entry. */
+size_t ng_node_bitmaps_count(const struct ng_value *opts);
+int ng_node_bitmap_get(const struct ng_value *opts, size_t i,
+                       struct ng_node_bitmap_cfg *out, struct ng_error *err);
+/* `opts` without bitmaps:, for the graph.  Caller frees; NULL on ENOMEM. */
+struct ng_value *ng_node_opts_for_graph(const struct ng_value *opts);
+
 struct ng_implicit_filters {
     const struct ng_value *throttle;    /* ThrottleLimits mapping, or NULL */
     const char *throttle_group;         /* shared group name, or NULL */
@@ -122,6 +146,10 @@ struct ng_export_cfg {
     char *description;          /* NULL = none */
     unsigned max_connections;   /* 0 = no limit */
     bool allocation_depth;      /* offer qemu:allocation-depth */
+    char **bitmaps;             /* bitmaps: names of dirty bitmaps of
+                                 * `node` offered as qemu:dirty-bitmap:NAME,
+                                 * owned */
+    size_t n_bitmaps;
     struct ng_implicit_filters filters;     /* borrowed from `extra` */
     bool restricted;            /* allow: given; only `allow` may see it */
     struct ng_allow_rule *allow;

@@ -3,6 +3,7 @@
 #include <config.h>
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -209,6 +210,7 @@ ng_live_del_node(struct ng_live *live, const char *name)
     free(live->nodes[i].name);
     ng_value_free(live->nodes[i].opts);
     free(live->nodes[i].held_by);
+    free(live->nodes[i].over);
     entry_remove(live->nodes, &live->n_nodes, sizeof *live->nodes, i);
 }
 
@@ -300,6 +302,51 @@ canon_filters(struct ng_value *out, const struct ng_value *map)
     return 0;
 }
 
+/* In decimal, as reload's export spec reads it back (the file may say
+ * 0x10, which loading checked); 0 is no limit, as leaving it out is. */
+static int
+canon_max_connections(struct ng_value *out, const struct ng_value *map)
+{
+    const char *s = get_text(map, "max-connections");
+    char text[24];
+    long long n;
+
+    if (s == NULL || (n = strtoll(s, NULL, 0)) <= 0)
+        return 0;
+    snprintf(text, sizeof text, "%lld", n);
+    return put_scalar(out, "max-connections", text);
+}
+
+/* bitmaps: as a list of names (an entry {node, name} names a bitmap of
+ * the export's node: checked where it was given). */
+static int
+canon_bitmaps(struct ng_value *out, const struct ng_value *map)
+{
+    const struct ng_value *v = ng_value_get(map, "bitmaps");
+    struct ng_value *list;
+    size_t i;
+
+    if (v == NULL || v->kind != NG_VALUE_LIST || v->n == 0)
+        return 0;
+    if ((list = ng_value_new_list((struct ng_loc){ 0 })) == NULL)
+        return -1;
+    for (i = 0; i < v->n; i++) {
+        const struct ng_value *item = v->items[i];
+        const char *name = item->kind == NG_VALUE_MAP ? get_text(item, "name")
+                           : item->is_null ? NULL : item->text;
+        struct ng_value *s;
+
+        if (name == NULL)
+            continue;
+        if ((s = ng_value_new_scalar(name, (struct ng_loc){ 0 })) == NULL ||
+            ng_value_list_append(list, s) == -1) {
+            ng_value_free(list);
+            return -1;
+        }
+    }
+    return ng_value_map_put(out, "bitmaps", (struct ng_loc){ 0 }, list);
+}
+
 struct ng_value *
 ng_export_canon(const char *id, const struct ng_value *map)
 {
@@ -320,6 +367,8 @@ ng_export_canon(const char *id, const struct ng_value *map)
         (get_bool(map, "allocation-depth") &&
          put_scalar(out, "allocation-depth", "true") == -1) ||
         canon_filters(out, map) == -1 ||
+        canon_max_connections(out, map) == -1 ||
+        canon_bitmaps(out, map) == -1 ||
         (ng_value_get(map, "allow") != NULL &&
          put_copy(out, "allow", ng_value_get(map, "allow")) == -1)) {
         ng_value_free(out);
@@ -447,6 +496,7 @@ ng_live_free(struct ng_live *live)
         free(live->nodes[i].name);
         ng_value_free(live->nodes[i].opts);
         free(live->nodes[i].held_by);
+        free(live->nodes[i].over);
     }
     for (i = 0; i < live->n_exports; i++) {
         free(live->exports[i].id);

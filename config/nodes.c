@@ -205,6 +205,106 @@ copy_without_name(const struct ng_value *map)
     return copy;
 }
 
+size_t
+ng_node_bitmaps_count(const struct ng_value *opts)
+{
+    const struct ng_value *v = ng_value_get(opts, "bitmaps");
+
+    return v != NULL && v->kind == NG_VALUE_LIST ? v->n : 0;
+}
+
+static const char *const node_bitmap_keys[] = {
+    "name", "granularity", "disabled", NULL
+};
+
+int
+ng_node_bitmap_get(const struct ng_value *opts, size_t i,
+                   struct ng_node_bitmap_cfg *out, struct ng_error *err)
+{
+    const struct ng_value *e = ng_value_get(opts, "bitmaps")->items[i];
+    const struct ng_value *v;
+    uint64_t gran = 64 << 10;
+    size_t k;
+
+    if (e->kind != NG_VALUE_MAP)
+        return ng_value_error(err, &e->loc, "'bitmaps' entries are "
+                              "mappings { name, granularity, disabled }");
+    for (k = 0; k < e->n; k++)
+        for (size_t j = 0; ; j++) {
+            if (node_bitmap_keys[j] == NULL)
+                return ng_value_error(err, &e->key_locs[k], "unknown key "
+                                      "'%s' in a dirty bitmap (known: name, "
+                                      "granularity, disabled)", e->keys[k]);
+            if (strcmp(e->keys[k], node_bitmap_keys[j]) == 0)
+                break;
+        }
+    if ((v = ng_value_get(e, "name")) == NULL)
+        return ng_value_error(err, &e->loc, "dirty bitmap: missing key "
+                              "'name'");
+    if ((out->name = ng_value_to_string(v, "name", err)) == NULL)
+        return -1;
+    if ((v = ng_value_get(e, "granularity")) != NULL &&
+        ng_value_to_size(v, "granularity", &gran, err) == -1)
+        return -1;
+    if (gran < 512 || gran > (64u << 20) || (gran & (gran - 1)) != 0)
+        return ng_value_error(err, v != NULL ? &v->loc : &e->loc,
+                              "dirty bitmap '%s': granularity must be a "
+                              "power of two from 512 to 64M", out->name);
+    out->granularity = (uint32_t)gran;
+    out->disabled = false;
+    if ((v = ng_value_get(e, "disabled")) != NULL &&
+        ng_value_to_bool(v, "disabled", &out->disabled, err) == -1)
+        return -1;
+    return 0;
+}
+
+/* A node's bitmaps: a list of good entries, names unique. */
+static int
+check_bitmaps(const char *file, const char *node, const struct ng_value *opts,
+              struct ng_error *err)
+{
+    const struct ng_value *list = ng_value_get(opts, "bitmaps");
+    struct ng_node_bitmap_cfg b, prev;
+    size_t i, j;
+
+    if (list == NULL || (list->kind == NG_VALUE_SCALAR && list->is_null))
+        return 0;
+    if (list->kind != NG_VALUE_LIST)
+        return ng_value_error(err, &list->loc, "node '%s': 'bitmaps' must "
+                              "be a list", node);
+    for (i = 0; i < list->n; i++) {
+        if (ng_node_bitmap_get(opts, i, &b, err) == -1)
+            return ng_config_error_prefix(err, file, "node '%s'", node);
+        for (j = 0; j < i; j++)
+            if (ng_node_bitmap_get(opts, j, &prev, NULL) == 0 &&
+                strcmp(prev.name, b.name) == 0)
+                return ng_value_error(err, &list->items[i]->loc, "node '%s': "
+                                      "dirty bitmap '%s' declared twice",
+                                      node, b.name);
+    }
+    return 0;
+}
+
+struct ng_value *
+ng_node_opts_for_graph(const struct ng_value *opts)
+{
+    struct ng_value *copy = ng_value_copy(opts);
+    ptrdiff_t i = ng_value_index(copy, "bitmaps");
+
+    if (copy == NULL || i < 0)
+        return copy;
+    ng_value_free(copy->items[i]);
+    free(copy->keys[i]);
+    copy->n--;
+    memmove(copy->keys + i, copy->keys + i + 1,
+            (copy->n - (size_t)i) * sizeof *copy->keys);
+    memmove(copy->key_locs + i, copy->key_locs + i + 1,
+            (copy->n - (size_t)i) * sizeof *copy->key_locs);
+    memmove(copy->items + i, copy->items + i + 1,
+            (copy->n - (size_t)i) * sizeof *copy->items);
+    return copy;
+}
+
 /* The key under nodes: is the name; a node-name as well must agree. */
 static int
 check_own_name(const char *name, const struct ng_value *map,
@@ -229,16 +329,28 @@ check_node(struct nodes_ctx *c, size_t i, struct ng_error *err)
     const char *name = c->nodes->keys[i];
     const struct ng_value *map = c->nodes->items[i];
     const char *file = c->cfg->file;
+    struct ng_value *graph_opts;
     size_t j;
+    int rc;
 
     if (ng_config_expect_map(map, err, "node '%s'", name) == -1 ||
         check_own_name(name, map, file, err) == -1)
         return -1;
     if ((c->opts[i] = copy_without_name(map)) == NULL)
         return ng_config_oom(err);
+    if (check_bitmaps(file, name, c->opts[i], err) == -1)
+        return -1;
+    /* A copy without bitmaps: only when there is one (3,000 nodes). */
+    graph_opts = ng_value_get(c->opts[i], "bitmaps") == NULL ? NULL
+                 : ng_node_opts_for_graph(c->opts[i]);
+    if (graph_opts == NULL && ng_value_get(c->opts[i], "bitmaps") != NULL)
+        return ng_config_oom(err);
     c->current = i;
-    if (ng_node_opts_check(ng_all_drivers, c->opts[i], record_ref, c,
-                           err) == -1)
+    rc = ng_node_opts_check(ng_all_drivers, graph_opts != NULL ? graph_opts
+                                                                : c->opts[i],
+                            record_ref, c, err);
+    ng_value_free(graph_opts);
+    if (rc == -1)
         return ng_config_error_prefix(err, file, "node '%s'", name);
     if (c->oom)
         return ng_config_oom(err);

@@ -45,11 +45,13 @@ static const char *const kind_names[] = {
     [NG_STEP_GROUP_ADD] = "add-group",
     [NG_STEP_NODE_ADD] = "add-node",
     [NG_STEP_NODE_RETUNE] = "retune-node",
+    [NG_STEP_BITMAP_ADD] = "add-bitmap",
     [NG_STEP_GROUP_RETUNE] = "retune-group",
     [NG_STEP_EXPORT_ADD] = "add-export",
     [NG_STEP_EXPORT_RETUNE] = "retune-export",
     [NG_STEP_EXPORT_REPLACE] = "replace-export",
     [NG_STEP_EXPORT_DEL] = "remove-export",
+    [NG_STEP_BITMAP_DEL] = "remove-bitmap",
     [NG_STEP_NODE_DEL] = "remove-node",
     [NG_STEP_GROUP_DEL] = "remove-group",
 };
@@ -224,11 +226,13 @@ is_splice(const struct plan_ctx *c, const struct ng_live_node *n)
 {
     const struct ng_driver *drv = driver_of(n->opts);
 
-    return !n->from_file && drv != NULL && drv->is_filter &&
+    return !n->from_file && drv != NULL &&
+           (drv->is_filter || drv->multi_child_filter) &&
            cfg_node(c, n->name) == NULL;
 }
 
-/* The filter's child: the value of its one child option. */
+/* The filter's child: the one it was spliced in over, else the value of
+ * its one child option. */
 static const char *
 filter_child(const struct ng_live_node *n)
 {
@@ -236,6 +240,8 @@ filter_child(const struct ng_live_node *n)
     const struct ng_opt_desc *d;
     const struct ng_value *v;
 
+    if (n->over != NULL)
+        return n->over;
     for (d = drv->opts; d != NULL && d->name != NULL; d++) {
         if (d->type != NG_OPT_T_CHILD)
             continue;
@@ -300,8 +306,19 @@ opt_equal(const struct plan_ctx *c, const struct ng_opt_desc *d,
             ng_value_to_bool(a, "", &ba, NULL) == 0 &&
             ng_value_to_bool(b, "", &bb, NULL) == 0)
             return ba == bb;
-        if (d != NULL && d->type == NG_OPT_T_CHILD)
+        if (d != NULL && (d->type == NG_OPT_T_CHILD ||
+                          d->type == NG_OPT_T_CHILDREN))
             return strcmp(resolve(c, a->text), resolve(c, b->text)) == 0;
+    }
+    /* A list of children (quorum's), item by item through kept splices. */
+    if (d != NULL && d->type == NG_OPT_T_CHILDREN &&
+        a->kind == NG_VALUE_LIST && b->kind == NG_VALUE_LIST) {
+        if (a->n != b->n)
+            return false;
+        for (size_t i = 0; i < a->n; i++)
+            if (!opt_equal(c, d, a->items[i], b->items[i]))
+                return false;
+        return true;
     }
     return ng_value_equal(a, b);
 }
@@ -340,12 +357,19 @@ next_changed_key(const struct plan_ctx *c, const struct ng_driver *drv,
                  const struct ng_value *old, const struct ng_value *new,
                  size_t *i)
 {
+    /* Most nodes of a big file are unchanged: the same options written
+     * the same way differ in no key (defaults, children and read-only
+     * compare equal to themselves), so skip the per-key comparison. */
+    if (*i == 0 && ng_value_equal(old, new))
+        return NULL;
     while (*i < old->n + new->n) {
         size_t k = (*i)++;
         const char *key = k < old->n ? old->keys[k] : new->keys[k - old->n];
 
         if (k >= old->n && ng_value_get(old, key) != NULL)
             continue;           /* compared with old's keys */
+        if (strcmp(key, "bitmaps") == 0)
+            continue;           /* not a driver option: plan_bitmaps() */
         if (!key_equal(c, drv, key, old, new))
             return key;
     }
@@ -443,6 +467,121 @@ node_changed(struct plan_ctx *c, const struct ng_node_cfg *nc,
                               "'%s'; wait for it to end or cancel it, then "
                               "reload", nc->name, ln->held_by);
     return node_retune(c, nc, ln, drv, err);
+}
+
+/* ---- Dirty bitmaps (a node's bitmaps:) ------------------------------------ */
+
+/* The entry of `opts`'s bitmaps: named `name` into *out; false when
+ * there is none. */
+static bool
+bitmap_find(const struct ng_value *opts, const char *name,
+            struct ng_node_bitmap_cfg *out)
+{
+    size_t i, n = ng_node_bitmaps_count(opts);
+
+    for (i = 0; i < n; i++)
+        if (ng_node_bitmap_get(opts, i, out, NULL) == 0 &&
+            strcmp(out->name, name) == 0)
+            return true;
+    return false;
+}
+
+/* { bitmaps: [ a copy of entry ] }, or NULL on ENOMEM. */
+static struct ng_value *
+one_bitmap(const struct ng_value *entry)
+{
+    struct ng_value *map = ng_value_new_map((struct ng_loc){ 0 });
+    struct ng_value *list = ng_value_new_list((struct ng_loc){ 0 });
+    struct ng_value *copy = ng_value_copy(entry);
+
+    if (map == NULL || list == NULL || copy == NULL ||
+        ng_value_list_append(list, copy) == -1) {
+        ng_value_free(map);
+        ng_value_free(list);
+        return NULL;
+    }
+    if (ng_value_map_put(map, "bitmaps", (struct ng_loc){ 0 }, list) == -1) {
+        ng_value_free(map);
+        return NULL;
+    }
+    return map;
+}
+
+/* The bitmaps `from` declares and `to` does not, as steps of `kind` on
+ * node `node`: added (from the file) or removed (from the live model). */
+static int
+bitmap_steps(struct plan_ctx *c, enum ng_step_kind kind, const char *node,
+             const struct ng_value *from, const struct ng_value *to,
+             const struct ng_loc *loc, struct ng_error *err)
+{
+    size_t i, n = ng_node_bitmaps_count(from);
+    struct ng_node_bitmap_cfg b, t;
+    char change[NG_ERROR_MSG_MAX];
+    struct ng_step *s;
+    struct ng_value *one;
+
+    for (i = 0; i < n; i++) {
+        if (ng_node_bitmap_get(from, i, &b, NULL) == -1)
+            continue;
+        if (bitmap_find(to, b.name, &t)) {
+            if (b.granularity != t.granularity || b.disabled != t.disabled)
+                return ng_value_error(err, loc, "node '%s': dirty bitmap "
+                                      "'%s' cannot change its granularity "
+                                      "or disabled on a reload; give it a "
+                                      "new name, or remove it in one reload "
+                                      "and add it back in the next (or use "
+                                      "block-dirty-bitmap-enable/-disable)",
+                                      node, b.name);
+            continue;
+        }
+        snprintf(change, sizeof change, "dirty bitmap '%s' %s", b.name,
+                 kind == NG_STEP_BITMAP_ADD ? "added" : "removed");
+        one = one_bitmap(ng_value_get(from, "bitmaps")->items[i]);
+        if (one == NULL || (s = step_add(c->plan, kind, node,
+                                         change)) == NULL) {
+            ng_value_free(one);
+            return oom(err);
+        }
+        if (kind == NG_STEP_BITMAP_ADD) {
+            s->new_opts = one;
+            s->loc = *loc;
+        } else {
+            s->old_opts = one;
+        }
+        if ((s->target = strdup(b.name)) == NULL)
+            return oom(err);
+    }
+    return 0;
+}
+
+/* Bitmaps the file adds to nodes that stay, or (kind BITMAP_DEL) takes
+ * from them. */
+static int
+plan_bitmaps(struct plan_ctx *c, enum ng_step_kind kind, struct ng_error *err)
+{
+    const struct ng_node_cfg *nc;
+    const struct ng_live_node *ln;
+    size_t i;
+
+    /* Only nodes with bitmaps on the side they are taken from are looked
+     * up on the other. */
+    for (i = 0; kind == NG_STEP_BITMAP_ADD && i < c->cfg->n_nodes; i++) {
+        nc = &c->cfg->nodes[i];
+        if (ng_node_bitmaps_count(nc->opts) > 0 &&
+            (ln = ng_live_node(c->live, nc->name)) != NULL &&
+            bitmap_steps(c, kind, nc->name, nc->opts, ln->opts, &nc->loc,
+                         err) == -1)
+            return -1;
+    }
+    for (i = 0; kind == NG_STEP_BITMAP_DEL && i < c->live->n_nodes; i++) {
+        ln = &c->live->nodes[i];
+        if (ng_node_bitmaps_count(ln->opts) > 0 &&
+            (nc = cfg_node(c, ln->name)) != NULL &&
+            bitmap_steps(c, kind, nc->name, ln->opts, nc->opts, &nc->loc,
+                         err) == -1)
+            return -1;
+    }
+    return 0;
 }
 
 static int
@@ -622,12 +761,18 @@ export_changed(struct plan_ctx *c, const struct ng_export_cfg *ec,
     static const char *const keys[] = {
         "node", "name", "writable", "description", "throttle",
         "throttle-group", "copy-on-read", "detect-zeroes", "allow",
-        "allocation-depth", NULL,
+        "allocation-depth", "bitmaps", NULL,
     };
-    const char *replace_key = NULL, *driver, *opt;
+    const char *replace_key = NULL, *driver, *opt, *node;
     struct ng_step *s;
     size_t i;
 
+    /* The common case in a big file: written as before, on a node no
+     * splice moved (then "node" compares through resolve()). */
+    if (ng_value_equal(le->opts, new) &&
+        (node = canon_text(le->opts, "node")) != NULL &&
+        resolve(c, node) == node)
+        return 0;
     for (i = 0; keys[i] != NULL && replace_key == NULL; i++)
         if (export_key_differs(c, keys[i], le->opts, new) &&
             export_live_key(keys[i], le->opts, new, &driver, &opt) == -1)
@@ -934,7 +1079,10 @@ static bool
 creds_same(const struct ng_tls_creds_cfg *a, const struct ng_tls_creds_cfg *b)
 {
     return a != NULL && b != NULL && a->psk == b->psk &&
-           a->verify_peer == b->verify_peer && strcmp(a->dir, b->dir) == 0;
+           a->verify_peer == b->verify_peer && a->client == b->client &&
+           strcmp(a->dir, b->dir) == 0 &&
+           (a->username == NULL) == (b->username == NULL) &&
+           (a->username == NULL || strcmp(a->username, b->username) == 0);
 }
 
 static bool
@@ -1086,7 +1234,8 @@ fill_affected(struct plan_ctx *c, struct ng_error *err)
     for (i = 0; i < c->plan->n_steps; i++) {
         struct ng_step *s = &c->plan->steps[i];
 
-        if ((s->kind == NG_STEP_NODE_RETUNE || s->kind == NG_STEP_NODE_DEL) &&
+        if ((s->kind == NG_STEP_NODE_RETUNE || s->kind == NG_STEP_NODE_DEL ||
+             s->kind == NG_STEP_BITMAP_ADD || s->kind == NG_STEP_BITMAP_DEL) &&
             affected_exports(c, s, s->object) == -1)
             return oom(err);
     }
@@ -1106,9 +1255,11 @@ plan_build(struct plan_ctx *c, struct ng_error *err)
         check_gone_unused(c, err) == -1 ||
         plan_groups(c, NG_STEP_GROUP_ADD, err) == -1 ||
         plan_add_and_retune_nodes(c, err) == -1 ||
+        plan_bitmaps(c, NG_STEP_BITMAP_ADD, err) == -1 ||
         plan_groups(c, NG_STEP_GROUP_RETUNE, err) == -1 ||
         plan_add_and_change_exports(c, err) == -1 ||
         plan_del_exports(c, err) == -1 ||
+        plan_bitmaps(c, NG_STEP_BITMAP_DEL, err) == -1 ||
         plan_del_nodes(c, err) == -1 ||
         plan_groups(c, NG_STEP_GROUP_DEL, err) == -1 ||
         (server && plan_listen_del(c, err) == -1))
@@ -1232,6 +1383,48 @@ live_listen_del(struct ng_live *live, const char *addr)
     }
 }
 
+/* The live node's bitmaps: gain (add) or lose the entry of step `s`. */
+static int
+apply_bitmap(struct ng_live *live, const struct ng_step *s, bool add)
+{
+    struct ng_live_node *n = ng_live_node(live, s->object);
+    struct ng_value *list, *entry;
+    struct ng_node_bitmap_cfg b;
+    size_t i;
+
+    if (n == NULL)
+        return 0;
+    list = ng_value_get(n->opts, "bitmaps");
+    if (!add) {
+        for (i = 0; list != NULL && i < ng_node_bitmaps_count(n->opts); i++) {
+            if (ng_node_bitmap_get(n->opts, i, &b, NULL) == -1 ||
+                strcmp(b.name, s->target) != 0)
+                continue;
+            ng_value_free(list->items[i]);
+            memmove(list->items + i, list->items + i + 1,
+                    (list->n - i - 1) * sizeof *list->items);
+            list->n--;
+            break;
+        }
+        return 0;
+    }
+    if (list == NULL || list->kind != NG_VALUE_LIST) {
+        ptrdiff_t k = ng_value_index(n->opts, "bitmaps");
+
+        if ((list = ng_value_new_list((struct ng_loc){ 0 })) == NULL)
+            return -1;
+        if (k >= 0) {
+            ng_value_free(n->opts->items[k]);
+            n->opts->items[k] = list;
+        } else if (ng_value_map_put(n->opts, "bitmaps", (struct ng_loc){ 0 },
+                                    list) == -1) {
+            return -1;
+        }
+    }
+    entry = ng_value_copy(ng_value_get(s->new_opts, "bitmaps")->items[0]);
+    return entry != NULL ? ng_value_list_append(list, entry) : -1;
+}
+
 int
 ng_live_apply_step(struct ng_live *live, const struct ng_step *s)
 {
@@ -1258,6 +1451,10 @@ ng_live_apply_step(struct ng_live *live, const struct ng_step *s)
         return ng_live_set_export(live, s->object, s->new_opts, true);
     case NG_STEP_EXPORT_RETUNE:
         return apply_export_retune(live, s);
+    case NG_STEP_BITMAP_ADD:
+        return apply_bitmap(live, s, true);
+    case NG_STEP_BITMAP_DEL:
+        return apply_bitmap(live, s, false);
     case NG_STEP_EXPORT_DEL:
         ng_live_del_export(live, s->object);
         return 0;

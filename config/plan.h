@@ -33,6 +33,9 @@ struct ng_live_node {
     bool from_file;
     char *held_by;              /* a holder other than an export or the
                                  * reload (a job) claiming it, or NULL */
+    char *over;                 /* a filter spliced in live: the child it
+                                 * went above (a multi-child filter has
+                                 * others), or NULL */
 };
 
 struct ng_live_export {
@@ -115,11 +118,14 @@ enum ng_step_kind {
     NG_STEP_GROUP_ADD,
     NG_STEP_NODE_ADD,
     NG_STEP_NODE_RETUNE,        /* live options through reconfigure */
+    NG_STEP_BITMAP_ADD,         /* a dirty bitmap a node's bitmaps: gained */
     NG_STEP_GROUP_RETUNE,
     NG_STEP_EXPORT_ADD,
     NG_STEP_EXPORT_RETUNE,      /* one implicit filter's live options */
     NG_STEP_EXPORT_REPLACE,     /* remove and add again (no clients) */
     NG_STEP_EXPORT_DEL,
+    NG_STEP_BITMAP_DEL,         /* ... or lost (after the exports that
+                                 * offered it are gone) */
     NG_STEP_NODE_DEL,
     NG_STEP_GROUP_DEL,
     NG_STEP_LISTEN_DEL,         /* last: its clients stay connected */
@@ -129,12 +135,15 @@ struct ng_step {
     enum ng_step_kind kind;
     char *object;               /* node-name, export ID or group name */
     char *target;               /* EXPORT_RETUNE: the implicit filter node
-                                 * ("vm1.throttle"); NULL otherwise */
+                                 * ("vm1.throttle"); BITMAP_*: the bitmap
+                                 * (object is its node); NULL otherwise */
     struct ng_value *new_opts;  /* ADD, REPLACE: the whole new options;
-                                 * RETUNE: the keys to set; owned */
+                                 * RETUNE: the keys to set; BITMAP_ADD:
+                                 * { bitmaps: [ the entry ] }; owned */
     struct ng_value *old_opts;  /* DEL, REPLACE: the whole old options;
                                  * RETUNE: the old values of those keys
-                                 * (for undo); owned */
+                                 * (for undo); BITMAP_DEL: as BITMAP_ADD's
+                                 * new_opts; owned */
     char *change;               /* for people: "added", "limits", ... */
     char *exports;              /* exports it affects, "a, b", or "" */
     unsigned clients;           /* their clients now */

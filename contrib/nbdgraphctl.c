@@ -909,8 +909,60 @@ export_opts(struct ctl *c, int argc, char **argv, json_t *exports)
     return -1;
 }
 
+/* Is `key` a list index (decimal digits)?  Its value in *index. */
+static bool
+index_key(const char *key, size_t *index)
+{
+    char *end;
+
+    if (*key < '0' || *key > '9')
+        return false;
+    errno = 0;
+    *index = strtoul(key, &end, 10);
+    return errno == 0 && *end == '\0';
+}
+
+/* QEMU's dotted list syntax: each member of `obj` that is an object
+ * keyed first, first+1, ... (children.1=a children.2=b) becomes the
+ * list [a, b].  -1 on indices with a gap (said). */
+static int
+lists_from_indices(struct ctl *c, json_t *obj, size_t first)
+{
+    const char *key, *k;
+    json_t *value, *v, *list;
+    size_t index;
+    void *tmp;
+
+    json_object_foreach_safe(obj, tmp, key, value) {
+        bool all = json_is_object(value) && json_object_size(value) > 0;
+
+        json_object_foreach(value, k, v)
+            all = all && index_key(k, &index);
+        if (!all)
+            continue;
+        list = check_alloc(json_array());
+        for (index = first; index < first + json_object_size(value);
+             index++) {
+            char ik[32];
+
+            snprintf(ik, sizeof ik, "%zu", index);
+            if ((v = json_object_get(value, ik)) == NULL) {
+                json_decref(list);
+                usage_error(c, "'%s.N': the indices must run from %zu "
+                            "without a gap", key, first);
+                return -1;
+            }
+            json_array_append(list, v);
+        }
+        json_object_set_new(obj, key, list);
+    }
+    return 0;
+}
+
 /* blockdev-insert-filter's arguments from NODE DRIVER FILTER-NAME
- * [KEY=VALUE]... (pos[0..npos)); NULL on a usage error (said). */
+ * [KEY=VALUE]... (pos[0..npos)); NULL on a usage error (said).  A list
+ * of children given as children.1=R1 children.2=R2 starts at 1: NODE is
+ * children.0. */
 static json_t *
 insert_filter_args(struct ctl *c, char **pos, int npos, json_t *exports)
 {
@@ -920,7 +972,8 @@ insert_filter_args(struct ctl *c, char **pos, int npos, json_t *exports)
 
     if (json_array_size(exports) > 0)
         json_object_set(args, "exports", exports);
-    if (add_key_values(c, filter, npos - 3, pos + 3) == -1) {
+    if (add_key_values(c, filter, npos - 3, pos + 3) == -1 ||
+        lists_from_indices(c, filter, 1) == -1) {
         json_decref(args);
         args = NULL;
     }
@@ -943,15 +996,26 @@ cmd_insert_filter(struct ctl *c, int argc, char **argv)
     return r;
 }
 
+/* NAME [keep=CHILD]: which child takes a multi-child filter's place. */
 static int
 cmd_remove_filter(struct ctl *c, int argc, char **argv)
 {
     int r = no_opts(c, argc, argv);
+    json_t *args;
 
-    if (r != -1 || (r = check_nargs(c, argc - optind, 1, 1)) != 0)
+    if (r != -1 || (r = check_nargs(c, argc - optind, 1, 2)) != 0)
         return r;
-    return run_change(c, "blockdev-remove-filter",
-                      json_pack("{s:s}", "node-name", argv[optind]));
+    args = json_pack("{s:s}", "node-name", argv[optind]);
+    if (argc - optind == 2 && strncmp(argv[optind + 1], "keep=", 5) != 0) {
+        json_decref(args);
+        return usage_error(c, "expected keep=CHILD, not '%s'",
+                           argv[optind + 1]);
+    }
+    if (argc - optind == 2 && add_key_value(c, args, argv[optind + 1]) == -1) {
+        json_decref(args);
+        return EXIT_USAGE;
+    }
+    return run_change(c, "blockdev-remove-filter", args);
 }
 
 static int
@@ -1650,8 +1714,8 @@ parse_speed(const char *s, json_int_t *out)
     return 0;
 }
 
-/* mirror and backup: DEVICE TARGET, --job-id, --sync, --speed, and for
- * backup --bitmap. */
+/* mirror and backup: DEVICE TARGET, --job-id, --sync, --speed,
+ * --filter-node-name, for backup --bitmap and for mirror --copy-mode. */
 static int
 start_job(struct ctl *c, int argc, char **argv, const char *qmp,
           const char *def_sync, bool takes_bitmap)
@@ -1661,9 +1725,12 @@ start_job(struct ctl *c, int argc, char **argv, const char *qmp,
         { "sync", required_argument, NULL, 's' },
         { "speed", required_argument, NULL, 'S' },
         { "bitmap", required_argument, NULL, 'b' },
+        { "filter-node-name", required_argument, NULL, 'f' },
+        { "copy-mode", required_argument, NULL, 'm' },
         OPT_HELP, OPT_END,
     };
     const char *id = NULL, *sync = def_sync, *bitmap = NULL;
+    const char *filter = NULL, *mode = NULL;
     json_int_t speed = 0;
     json_t *args;
     int o;
@@ -1681,6 +1748,12 @@ start_job(struct ctl *c, int argc, char **argv, const char *qmp,
                 return usage_error(c, "unknown option '--bitmap'");
             bitmap = optarg;
             break;
+        case 'f': filter = optarg; break;
+        case 'm':
+            if (takes_bitmap)
+                return usage_error(c, "unknown option '--copy-mode'");
+            mode = optarg;
+            break;
         default:  return opt_status(c, o, argv);
         }
     }
@@ -1694,6 +1767,10 @@ start_job(struct ctl *c, int argc, char **argv, const char *qmp,
         json_object_set_new(args, "speed", json_integer(speed));
     if (bitmap != NULL)
         json_object_set_new(args, "bitmap", json_string(bitmap));
+    if (filter != NULL)
+        json_object_set_new(args, "filter-node-name", json_string(filter));
+    if (mode != NULL)
+        json_object_set_new(args, "copy-mode", json_string(mode));
     return run_change(c, qmp, args);
 }
 
@@ -1752,8 +1829,8 @@ cmd_snapshot(struct ctl *c, int argc, char **argv)
     return run_change(c, "blockdev-snapshot-sync", args);
 }
 
-/* stream and commit: DEVICE, --job-id, --base, --speed, and for commit
- * --top. */
+/* stream and commit: DEVICE, --job-id, --base, --speed,
+ * --filter-node-name, and for commit --top. */
 static int
 start_chain_job(struct ctl *c, int argc, char **argv, const char *qmp,
                 bool takes_top)
@@ -1763,9 +1840,10 @@ start_chain_job(struct ctl *c, int argc, char **argv, const char *qmp,
         { "base", required_argument, NULL, 'b' },
         { "top", required_argument, NULL, 't' },
         { "speed", required_argument, NULL, 'S' },
+        { "filter-node-name", required_argument, NULL, 'f' },
         OPT_HELP, OPT_END,
     };
-    const char *id = NULL, *base = NULL, *top = NULL;
+    const char *id = NULL, *base = NULL, *top = NULL, *filter = NULL;
     json_int_t speed = 0;
     json_t *args;
     int o;
@@ -1779,6 +1857,7 @@ start_chain_job(struct ctl *c, int argc, char **argv, const char *qmp,
                 return usage_error(c, "unknown option '--top'");
             top = optarg;
             break;
+        case 'f': filter = optarg; break;
         case 'S':
             if (parse_speed(optarg, &speed) == -1)
                 return usage_error(c, "bad speed '%s'", optarg);
@@ -1795,6 +1874,8 @@ start_chain_job(struct ctl *c, int argc, char **argv, const char *qmp,
         json_object_set_new(args, "base-node", json_string(base));
     if (top != NULL)
         json_object_set_new(args, "top-node", json_string(top));
+    if (filter != NULL)
+        json_object_set_new(args, "filter-node-name", json_string(filter));
     if (speed > 0)
         json_object_set_new(args, "speed", json_integer(speed));
     return run_change(c, qmp, args);
@@ -2091,7 +2172,7 @@ static const struct command commands[] = {
     { "insert-filter", cmd_insert_filter, true,
       "NODE DRIVER FILTER-NAME [KEY=VALUE]... [--export ID]...",
       "put a filter above NODE (blockdev-insert-filter)" },
-    { "remove-filter", cmd_remove_filter, true, "NAME",
+    { "remove-filter", cmd_remove_filter, true, "NAME [keep=CHILD]",
       "take a filter out (blockdev-remove-filter)" },
     { "add-export", cmd_add_export, true,
       "ID NODE [--name NAME] [--writable] [--description TEXT] "
@@ -2110,22 +2191,25 @@ static const struct command commands[] = {
     { "nac", cmd_nac, false, "",
       "list Node Access Control claims (query-nac)" },
     { "mirror", cmd_mirror, true,
-      "DEVICE TARGET [--job-id ID] [--sync full|top|none] [--speed N]",
+      "DEVICE TARGET [--job-id ID] [--sync full|top|none] [--speed N] "
+      "[--copy-mode background|write-blocking] [--filter-node-name NAME]",
       "copy DEVICE to TARGET and keep it in sync (blockdev-mirror)" },
     { "backup", cmd_backup, true,
       "DEVICE TARGET [--job-id ID] [--sync full|none|incremental] "
-      "[--bitmap NAME] [--speed N]",
+      "[--bitmap NAME] [--speed N] [--filter-node-name NAME]",
       "copy DEVICE as it is now to TARGET (blockdev-backup)" },
     { "snapshot", cmd_snapshot, true,
       "NODE OVERLAY | NODE [OVERLAY] --file PATH [--existing]",
       "put OVERLAY above NODE, below its exports (blockdev-snapshot); "
       "--file: a qcow2 image at PATH (blockdev-snapshot-sync)" },
     { "stream", cmd_stream, true,
-      "DEVICE [--base NODE] [--job-id ID] [--speed N]",
+      "DEVICE [--base NODE] [--job-id ID] [--speed N] "
+      "[--filter-node-name NAME]",
       "copy DEVICE's backing chain down to NODE into it, then drop those "
       "layers (block-stream)" },
     { "commit", cmd_commit, true,
-      "DEVICE [--top NODE] [--base NODE] [--job-id ID] [--speed N]",
+      "DEVICE [--top NODE] [--base NODE] [--job-id ID] [--speed N] "
+      "[--filter-node-name NAME]",
       "copy a chain's top into its base and drop what lay between; "
       "active when TOP is DEVICE (block-commit)" },
     { "jobs", cmd_jobs, false, "",

@@ -13,6 +13,7 @@
     &ng_filter_delay, \
     &ng_filter_log, \
     &ng_filter_cbw, \
+    &ng_filter_mirror_top, \
     &ng_filter_blkverify, \
     &ng_filter_quorum
 

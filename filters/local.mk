@@ -18,6 +18,8 @@ filters_libngfilters_a_SOURCES = \
 	filters/stream.c \
 	filters/blkverify.c \
 	filters/quorum.c \
+	filters/agree.h \
+	filters/agree.c \
 	$(NULL)
 
 # Unit tests of the filters, through real graphs on a libuv loop: one

@@ -2,9 +2,14 @@
  * several children (replicas), outvoting a child that fails or returns
  * wrong data.
  *
- * Writes, write-zeroes and flushes go to every child at once and succeed
- * when at least vote-threshold children succeed (then the first error of
- * the others is forgotten; otherwise it is the answer).  Reads:
+ * Writes, write-zeroes, flushes and cache requests go to every child at
+ * once and succeed when at least vote-threshold children succeed (then
+ * the first error of the others is forgotten; otherwise it is the
+ * answer); a fast write-zeroes only when every child succeeds, since a
+ * client answered success will not write the zeroes itself.  A trim
+ * goes to every child as a write-zeroes that may deallocate: a trim
+ * proper would leave the replicas' contents undefined, outvoting each
+ * other; zeroes keep them equal.  Reads:
  *
  * - read-pattern "quorum": every child reads into its own buffer; the
  *   successful reads are grouped by content (memcmp: there are few
@@ -21,10 +26,11 @@
  * - read-pattern "fifo": the first child reads into the caller's buffer;
  *   if it fails, the next one, and so on: the first success wins.
  *
- * Trim and block status are not offered (a trim would leave the
- * replicas' contents undefined, outvoting each other).  The node has the
- * children's size, which must be equal (refused at open otherwise), and
- * the write caps all of them have.  Each child's own transfer limits are
+ * Block status asks every child and answers what all of them agree on
+ * (filters/agree.h): one replica's holes say nothing of the others'
+ * data.  The node has the children's size, which must be
+ * equal (refused at open otherwise), the write caps all of them have,
+ * and trim when all of them can write zeroes.  Each child's own transfer limits are
  * kept by the core at that child's choke point.
  *
  * A request's context holds one sub-request per child, so a quorum has
@@ -35,17 +41,20 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "graph/graph.h"
+#include "filters/agree.h"
 #include "filters/filters.h"
 
 #define QUORUM_MAX_CHILDREN 8
 
 /* The caps passed on when every child has them. */
 #define QUORUM_CAPS (NG_CAP_WRITE | NG_CAP_FLUSH | NG_CAP_FUA | NG_CAP_ZERO | \
-                     NG_CAP_MULTI_CONN)
+                     NG_CAP_FAST_ZERO | NG_CAP_CACHE | NG_CAP_MULTI_CONN | \
+                     NG_CAP_EXTENTS)
 
 enum quorum_read_pattern { QUORUM_READ_QUORUM, QUORUM_READ_FIFO };
 
@@ -178,7 +187,7 @@ quorum_refresh(struct ng_node *node, struct ng_node_facts *facts,
     for (size_t i = 0; i < s->children.n; i++)
         caps &= ng_node_caps(s->children.nodes[i]);
     facts->size = ng_node_length(s->children.nodes[0]);
-    facts->caps = caps;
+    facts->caps = caps & NG_CAP_ZERO ? caps | NG_CAP_TRIM : caps;
     return 0;
 }
 
@@ -268,6 +277,23 @@ quorum_del_child(struct ng_node *node, const char *child, bool check_only,
             (ch->n - (size_t)i - 1) * sizeof s->labels[0]);
     ch->n--;
     return gone;
+}
+
+/* QEMU's name of a child, "children.N", for queries and remove-filter's
+ * keep. */
+static void
+quorum_child_label(struct ng_node *node, const struct ng_edge *e, char *buf,
+                   size_t size)
+{
+    const struct quorum_state *s = ng_node_state(node);
+
+    for (size_t i = 0; i < s->children.n; i++) {
+        if (s->children.nodes[i] == e->child) {
+            snprintf(buf, size, "children.%u", s->labels[i]);
+            return;
+        }
+    }
+    snprintf(buf, size, "%s", ng_role_name(e->role));
 }
 
 /* ---- Sub-requests -------------------------------------------------------- */
@@ -368,6 +394,10 @@ quorum_write_done(struct ng_req *sub, int ret)
     int64_t ok = 0;
     int first_err = 0;
 
+    /* Every child, for a fast zero: see the top of the file. */
+    int64_t need = c->req->flags & NG_REQ_FAST_ZERO
+                   ? (int64_t)s->children.n : s->threshold;
+
     qs->ret = ret;
     if (--c->pending > 0)
         return;
@@ -380,7 +410,7 @@ quorum_write_done(struct ng_req *sub, int ret)
             first_err = c->subs[i].ret;
         quorum_report(c, i, c->subs[i].ret);
     }
-    quorum_finish(c, ok >= s->threshold ? 0 : first_err);
+    quorum_finish(c, ok >= need ? 0 : first_err);
 }
 
 static void
@@ -388,10 +418,72 @@ quorum_write(struct quorum_ctx *c)
 {
     const struct quorum_state *s = ng_node_state(c->node);
     unsigned n = (unsigned)s->children.n;
+    struct ng_req *req = c->req;
+    bool trim = req->op == NG_OP_TRIM;
 
     c->pending = n;             /* before any may complete inline */
+    for (unsigned i = 0; i < n; i++) {
+        struct ng_req *sub = quorum_sub_init(c, i, trim ? NG_OP_WRITE_ZEROES
+                                                        : req->op,
+                                             NULL, quorum_write_done);
+
+        /* As zeroes that may deallocate: see the top of the file. */
+        if (trim)
+            sub->flags = (req->flags & NG_REQ_FUA) | NG_REQ_MAY_TRIM;
+    }
     for (unsigned i = 0; i < n; i++)
-        quorum_sub_init(c, i, c->req->op, NULL, quorum_write_done);
+        ng_node_submit(s->children.nodes[i], &c->subs[i].req);
+}
+
+/* ---- Block status ---------------------------------------------------------- */
+
+/* What every child agrees on (filters/agree.h); a child that fails
+ * leaves its data unknown, so then all of it is data. */
+static void
+quorum_bs_done(struct ng_req *sub, int ret)
+{
+    struct quorum_sub *qs = sub->opaque;
+    struct quorum_ctx *c = qs->c;
+    const struct quorum_state *s = ng_node_state(c->node);
+    struct ng_req *subs[QUORUM_MAX_CHILDREN];
+    bool failed = false;
+
+    qs->ret = ret;
+    if (--c->pending > 0)
+        return;
+    for (unsigned i = 0; i < s->children.n; i++) {
+        subs[i] = &c->subs[i].req;
+        failed |= c->subs[i].ret != 0;
+    }
+    c->req->nr_extents = 0;
+    if (failed)
+        ng_req_add_extent(c->req, 1, c->req->length, 0);
+    else
+        ng_extents_agree(c->req, subs, (unsigned)s->children.n);
+    quorum_finish(c, 0);
+}
+
+static void
+quorum_block_status(struct quorum_ctx *c)
+{
+    const struct quorum_state *s = ng_node_state(c->node);
+    unsigned n = (unsigned)s->children.n;
+    uint32_t max = c->req->max_extents;
+    struct ng_extent *e = calloc((size_t)n * max, sizeof *e);
+
+    if (e == NULL) {
+        quorum_finish(c, -ENOMEM);
+        return;
+    }
+    c->bufs = (unsigned char *)e;       /* freed by quorum_finish */
+    c->pending = n;             /* before any may complete inline */
+    for (unsigned i = 0; i < n; i++) {
+        struct ng_req *sub = quorum_sub_init(c, i, NG_OP_BLOCK_STATUS, NULL,
+                                             quorum_bs_done);
+
+        sub->extents = e + (size_t)i * max;
+        sub->max_extents = max;
+    }
     for (unsigned i = 0; i < n; i++)
         ng_node_submit(s->children.nodes[i], &c->subs[i].req);
 }
@@ -587,7 +679,9 @@ quorum_submit(struct ng_node *node, struct ng_req *req)
     c->node = node;
     c->req = req;
     c->bufs = NULL;
-    if (req->op != NG_OP_READ)
+    if (req->op == NG_OP_BLOCK_STATUS)
+        quorum_block_status(c);
+    else if (req->op != NG_OP_READ)
         quorum_write(c);
     else if (s->read_pattern == QUORUM_READ_FIFO)
         quorum_fifo_next(c);
@@ -599,6 +693,7 @@ const struct ng_driver ng_filter_quorum = {
     .name       = "quorum",
     .help       = "replicas outvoting a child that fails or returns wrong "
                   "data",
+    .multi_child_filter = true,
     .state_size = sizeof(struct quorum_state),
     .req_ctx_size = sizeof(struct quorum_ctx),
     .opts       = quorum_opts,
@@ -607,6 +702,9 @@ const struct ng_driver ng_filter_quorum = {
     .submit     = quorum_submit,
     .add_child  = quorum_add_child,
     .del_child  = quorum_del_child,
+    .child_label = quorum_child_label,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
-                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_WRITE_ZEROES),
+                  NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_WRITE_ZEROES) |
+                  NG_OP_BIT(NG_OP_TRIM) | NG_OP_BIT(NG_OP_CACHE) |
+                  NG_OP_BIT(NG_OP_BLOCK_STATUS),
 };

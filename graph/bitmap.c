@@ -2,6 +2,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,6 +108,40 @@ ng_bitmap_remove(struct ng_bitmap *bm)
     free(bm->words);
     free(bm->name);
     free(bm);
+}
+
+int
+ng_bitmap_check_move(const struct ng_bitmap *bm, struct ng_node *to,
+                     struct ng_error *err)
+{
+    if ((uint64_t)ng_node_length(to) != bm->size)
+        return ng_error_set(err, EINVAL, "dirty bitmap '%s' covers %" PRIu64
+                            " bytes, node '%s' has %" PRId64, bm->name,
+                            bm->size, to->name, ng_node_length(to));
+    if (bm->name != NULL && ng_bitmap_find(to, bm->name) != NULL)
+        return ng_error_set(err, EEXIST, "node '%s' has a dirty bitmap '%s' "
+                            "already", to->name, bm->name);
+    return 0;
+}
+
+int
+ng_bitmap_move(struct ng_bitmap *bm, struct ng_node *to,
+               struct ng_error *err)
+{
+    struct ng_bitmap **p;
+
+    if (ng_bitmap_check_move(bm, to, err) == -1)
+        return -1;
+    for (p = &bm->node->bitmaps; *p != NULL; p = &(*p)->next) {
+        if (*p == bm) {
+            *p = bm->next;
+            break;
+        }
+    }
+    bm->node = to;
+    bm->next = to->bitmaps;
+    to->bitmaps = bm;
+    return 0;
 }
 
 void

@@ -49,6 +49,15 @@ struct ng_bitmap *ng_bitmap_add(struct ng_node *node, const char *name,
                                 uint32_t granularity, struct ng_error *err);
 /* Take it off its node's list and free it.  NULL-safe. */
 void ng_bitmap_remove(struct ng_bitmap *bm);
+/* Whether ng_bitmap_move(bm, to) would go through: `to` has bm's size
+ * and no bitmap of its name.  -1 with *err. */
+int ng_bitmap_check_move(const struct ng_bitmap *bm, struct ng_node *to,
+                         struct ng_error *err);
+/* Hand a bitmap, bits and all, to node `to` (a mirror's pivot moved its
+ * node's users there); it records `to`'s writes from now on.  -1 with
+ * *err (nothing moved) when the check fails. */
+int ng_bitmap_move(struct ng_bitmap *bm, struct ng_node *to,
+                   struct ng_error *err);
 /* Free every bitmap of a node going away. */
 void ng_bitmap_remove_all(struct ng_node *node);
 

@@ -98,12 +98,44 @@ void ng_copy_set_speed(struct ng_copy *c, uint64_t speed);
  * that is true already. */
 int ng_copy_wait(struct ng_copy *c, struct ng_copy_waiter *w);
 
+/* A range a write holds while it goes to the source and then to the
+ * target itself (mirror's write-blocking mode, filters/mirror-top.c):
+ * owned by the caller, borrowed by the engine from ng_copy_lock() until
+ * ng_copy_unlock().  The engine works in whole granules: the range is
+ * rounded out to them for every overlap. */
+struct ng_copy_lock {
+    uint64_t offset, length;        /* the write's */
+    void (*granted)(struct ng_copy_lock *l, int ret);  /* ret < 0: the
+                                     * engine stops, the lock is not held */
+    void *opaque;                   /* the caller's */
+    /* Set when granted: the part of the range worth writing to the
+     * target.  A granule the write covers only partly that is dirty
+     * already is left out (the engine copies it whole anyway, as QEMU's
+     * do_sync_target_write does); length 0: nothing to write. */
+    uint64_t copy_offset, copy_length;
+    bool held;                      /* the engine's */
+    struct ng_copy_lock *next;
+};
+
+/* Hold l's range: no chunk starts over it, and it is granted once no
+ * chunk in flight and no earlier lock overlaps it, oldest first.
+ * Returns 1 when granted now (l->granted does not run), 0 when
+ * l->granted runs later (never inline), -1 when the engine stops (not
+ * held). */
+int ng_copy_lock(struct ng_copy *c, struct ng_copy_lock *l);
+/* The write is over.  copied: l->copy_offset/length reached the source
+ * and the target, so the granules they touch are clean now (a partly
+ * covered one was clean when granted, and the lock kept it so); else
+ * they are dirty again, for the background copy.  Releases the lock. */
+void ng_copy_unlock(struct ng_copy *c, struct ng_copy_lock *l, bool copied);
+
 /* Bytes copied so far, and copied + still dirty + in flight. */
 void ng_copy_progress(const struct ng_copy *c, uint64_t *current,
                       uint64_t *total);
 /* Bytes copied so far (also after the bitmap is gone). */
 uint64_t ng_copy_done_bytes(const struct ng_copy *c);
-/* Nothing in flight and the bitmap clean. */
+/* Nothing in flight and the bitmap clean.  Locks do not count: a write
+ * holding one is a client's, which a drained section waits for. */
 bool ng_copy_is_converged(const struct ng_copy *c);
 unsigned ng_copy_in_flight(const struct ng_copy *c);
 

@@ -31,5 +31,7 @@ bool ng_qcow2_backing_ref(struct ng_node *backing, char *name, size_t size,
 extern const struct ng_driver ng_driver_nbd;
 extern const struct ng_driver ng_driver_rbd;
 extern const struct ng_driver ng_driver_nbdkit;
+/* The mirror and commit jobs' filter (graph/mirror-top.c). */
+extern const struct ng_driver ng_filter_mirror_top;
 
 #endif

@@ -30,14 +30,17 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include <libnbd.h>
 
 #include "graph/graph.h"
 #include "graph/drivers.h"
+#include "graph/tls-client.h"
 
 /* A connection attempt that neither succeeds nor fails in this long is
  * given up (a host that drops our packets); also what bounds the one
@@ -79,7 +82,9 @@ struct nbd_state {
     char *export;                   /* "export" */
     int64_t reconnect_delay;        /* "reconnect-delay", seconds */
     int64_t open_timeout;           /* "open-timeout", seconds */
-    char *tls_creds;                /* "tls-creds": refused for now */
+    char *tls_creds;                /* "tls-creds": a client creds id */
+    char *tls_hostname;             /* "tls-hostname": refused (libnbd) */
+    struct ng_tls_client_creds *tls;    /* a copy of them, or NULL */
 
     struct ng_node *node;
     enum nbd_phase phase;
@@ -138,7 +143,11 @@ static const struct ng_opt_desc nbd_opts[] = {
     NG_OPT_INT("open-timeout", struct nbd_state, open_timeout, "0",
                "seconds the first connection is retried for (0: one try)"),
     NG_OPT_STRING("tls-creds", struct nbd_state, tls_creds, "",
-                  "TLS credentials object (not supported yet)"),
+                  "id of TLS credentials with endpoint client: the "
+                  "connection then requires TLS"),
+    NG_OPT_STRING("tls-hostname", struct nbd_state, tls_hostname, "",
+                  "name to check the server's certificate against (not "
+                  "available with libnbd 1.14: refused)"),
     NG_OPT_END,
 };
 
@@ -650,6 +659,37 @@ nbd_attempt_failed(struct nbd_state *s)
     uv_timer_start(s->attempt_timer, nbd_attempt_timer_cb, NBD_RETRY_MS, 0);
 }
 
+/* Bytes waiting on the handle's socket (0 when unknown). */
+static int
+nbd_pending_bytes(struct nbd_state *s)
+{
+    int n = 0;
+
+    if (ioctl(nbd_aio_get_fd(s->h), FIONREAD, &n) == -1)
+        return 0;
+    return n;
+}
+
+/* One notify_read reads at most one reply.  Read on while the socket
+ * holds more: all the replies that arrived since the wake-up are then
+ * answered in this loop iteration, which lets the server send them to
+ * the client in one writev, and saves an epoll_wait each.  Never call
+ * notify_read on an empty socket: libnbd 1.14 then stays in a reply
+ * state and queues new commands without sending them until the socket
+ * turns readable, which it never would with nothing in flight.  With
+ * nothing in flight no reply can be waiting: no need to ask. */
+static int
+nbd_read_replies(struct nbd_state *s)
+{
+    do {
+        if (nbd_aio_notify_read(s->h) == -1)
+            return -1;
+    } while (nbd_aio_in_flight(s->h) > 0 &&
+             (nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_READ) &&
+             nbd_pending_bytes(s) > 0);
+    return 0;
+}
+
 static void
 nbd_poll_cb(uv_poll_t *p, int status, int events)
 {
@@ -661,7 +701,7 @@ nbd_poll_cb(uv_poll_t *p, int status, int events)
      * (status < 0) goes to whichever it waits for, to find it. */
     if ((status < 0 || (events & UV_READABLE)) &&
         (nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_READ))
-        r = nbd_aio_notify_read(s->h);
+        r = nbd_read_replies(s);
     if (r == 0 && (status < 0 || (events & UV_WRITABLE)) &&
         (nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_WRITE))
         r = nbd_aio_notify_write(s->h);
@@ -674,6 +714,28 @@ nbd_poll_cb(uv_poll_t *p, int status, int events)
     nbd_kick(s);
 }
 
+/* With tls-creds, TLS is required and libnbd reads the files named
+ * (it does so at each connection: a renewed certificate is used at the
+ * next reconnect). */
+static int
+nbd_set_tls_creds(struct nbd_state *s, struct nbd_handle *h)
+{
+    const struct ng_tls_client_creds *c = s->tls;
+    char psk[PATH_MAX];
+
+    if (c == NULL)
+        return 0;
+    if (nbd_set_tls(h, LIBNBD_TLS_REQUIRE) == -1)
+        return -1;
+    if (!c->psk)
+        return nbd_set_tls_certificates(h, c->dir) == -1 ||
+               nbd_set_tls_verify_peer(h, c->verify_peer) == -1 ? -1 : 0;
+    /* Cannot be cut: ng_tls_client_creds_declare() checked the path. */
+    snprintf(psk, sizeof psk, "%s/keys.psk", c->dir);
+    return nbd_set_tls_psk_file(h, psk) == -1 ||
+           nbd_set_tls_username(h, c->username) == -1 ? -1 : 0;
+}
+
 static struct nbd_handle *
 nbd_new_handle(struct nbd_state *s)
 {
@@ -683,8 +745,13 @@ nbd_new_handle(struct nbd_state *s)
         nbd_note_error(s, "cannot create a libnbd handle");
         return NULL;
     }
+    /* Reads land in the request's own buffer, which the core never
+     * shows anyone before the read succeeded: libnbd's memset of it
+     * first is wasted. */
     if (nbd_set_export_name(h, s->export) == -1 ||
-        nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1) {
+        nbd_set_pread_initialize(h, false) == -1 ||
+        nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
+        nbd_set_tls_creds(s, h) == -1) {
         nbd_note_error(s, "cannot set up the libnbd handle");
         nbd_close(h);
         return NULL;
@@ -778,6 +845,17 @@ nbd_connect_next(struct nbd_state *s)
     nbd_connect_done(s, nbd_aio_connect(s->h, a->ai_addr, a->ai_addrlen));
 }
 
+/* libnbd 1.14 checks a server's certificate only against a host name
+ * it resolved itself (nbd_aio_connect_tcp): never on a Unix socket, nor
+ * for an address we hand it.  So with x509 credentials that verify the
+ * peer, libnbd resolves server.host, on the loop: the price of a check
+ * that happens at all. */
+static bool
+nbd_tls_checks_name(const struct nbd_state *s)
+{
+    return s->tls != NULL && !s->tls->psk && s->tls->verify_peer;
+}
+
 /* Start one connection attempt (a new handle). */
 static void
 nbd_attempt(struct nbd_state *s)
@@ -793,6 +871,10 @@ nbd_attempt(struct nbd_state *s)
                    0);
     if (s->server_type == NBD_SERVER_UNIX) {
         nbd_connect_done(s, nbd_aio_connect_unix(s->h, s->path));
+        return;
+    }
+    if (nbd_tls_checks_name(s)) {
+        nbd_connect_done(s, nbd_aio_connect_tcp(s->h, s->host, s->port));
         return;
     }
     s->resolving = malloc(sizeof *s->resolving);
@@ -948,12 +1030,45 @@ nbd_kick(struct nbd_state *s)
 
 /* ---- Open and close ----------------------------------------------------- */
 
+/* A copy of the tls-creds the node names: the object may be replaced
+ * or go while the node lives. */
+static int
+nbd_copy_tls_creds(struct nbd_state *s, struct ng_error *err)
+{
+    const struct ng_tls_client_creds *c;
+
+    if (s->tls_hostname[0] != '\0')
+        return ng_error_set(err, ENOTSUP, "tls-hostname is not "
+                            "supported: this libnbd cannot check the "
+                            "server's certificate against a name on a "
+                            "connection it did not resolve itself");
+    if (s->tls_creds[0] == '\0')
+        return 0;
+    c = ng_tls_client_creds_find(s->node->graph, s->tls_creds);
+    if (c == NULL)
+        return ng_error_set(err, ENOENT, "tls-creds '%s': no such client "
+                            "credentials (declare them under tls-creds: "
+                            "with endpoint: client)", s->tls_creds);
+    s->tls = calloc(1, sizeof *s->tls);
+    if (s->tls == NULL || (s->tls->dir = strdup(c->dir)) == NULL ||
+        (s->tls->username = strdup(c->username)) == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    s->tls->psk = c->psk;
+    s->tls->verify_peer = c->verify_peer;
+    if (nbd_tls_checks_name(s) && s->server_type == NBD_SERVER_UNIX)
+        return ng_error_set(err, ENOTSUP, "tls-creds '%s': libnbd cannot "
+                            "check the server's certificate on a Unix "
+                            "socket; give the credentials verify-peer: "
+                            "false (encryption only) or use PSK",
+                            s->tls_creds);
+    return 0;
+}
+
 static int
 nbd_check_opts(struct nbd_state *s, struct ng_error *err)
 {
-    if (s->tls_creds[0] != '\0')
-        return ng_error_set(err, ENOTSUP, "tls-creds is not supported yet "
-                            "by the nbd driver");
+    if (nbd_copy_tls_creds(s, err) == -1)
+        return -1;
     if (s->server_type == NBD_SERVER_UNIX) {
         if (s->path[0] == '\0')
             return ng_error_set(err, EINVAL, "server.type unix needs "
@@ -1003,6 +1118,12 @@ nbd_teardown(struct nbd_state *s)
     nbd_close_uv((uv_handle_t *)s->attempt_timer);
     nbd_close_uv((uv_handle_t *)s->deadline_timer);
     s->attempt_timer = s->deadline_timer = NULL;
+    if (s->tls != NULL) {
+        free(s->tls->dir);
+        free(s->tls->username);
+        free(s->tls);
+        s->tls = NULL;
+    }
     /* Nothing is in flight from above at close, and a failed open had
      * no requests: the lists are empty. */
 }
@@ -1016,6 +1137,7 @@ nbd_open_async(struct ng_node *node, struct ng_error *err)
     s->phase = NBD_OPENING;
     s->open_err = err;
     if (nbd_check_opts(s, err) == -1) {
+        nbd_teardown(s);
         ng_node_opened(node, -1);
         return;
     }

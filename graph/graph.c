@@ -74,6 +74,8 @@ ng_edge_detach(struct ng_edge *e)
     struct ng_edge **p;
 
     edge_unlink_from_child(e);
+    if (e->parent != NULL && e->parent->spliced_over == e)
+        e->parent->spliced_over = NULL;
     if (e->parent != NULL) {
         for (p = &e->parent->children; *p != NULL; p = &(*p)->next_child) {
             if (*p == e) {

@@ -30,6 +30,7 @@
 struct ng_graph;
 struct ng_node;
 struct ng_bb;
+struct ng_edge;
 struct ng_req;
 struct ng_driver;
 struct ng_object;
@@ -452,6 +453,11 @@ struct ng_driver {
     const char *name;           /* "file", "memory", "throttle", ... */
     const char *help;           /* one line for --help and docs */
     bool is_filter;             /* exactly one child, NG_ROLE_FILTERED */
+    /* Several children and its own facts, yet spliced in above a node
+     * and taken out again like a filter (blkverify, quorum): see
+     * ng_graph_insert_filter() for where the node goes among its
+     * children. */
+    bool multi_child_filter;
     size_t state_size;          /* bytes of per-node state, zeroed, then
                                  * filled from `opts` before open() */
     const struct ng_opt_desc *opts;
@@ -560,6 +566,12 @@ struct ng_driver {
                      bool check_only, struct ng_error *err);
     struct ng_node *(*del_child)(struct ng_node *node, const char *child,
                                  bool check_only, struct ng_error *err);
+    /* Optional: QEMU's name of the child on edge `e` (quorum:
+     * "children.N"), written to buf (size bytes), for queries and for
+     * naming a child to keep (ng_graph_remove_filter()).  Without it a
+     * child is called by its role's name.  Loop thread. */
+    void (*child_label)(struct ng_node *node, const struct ng_edge *e,
+                        char *buf, size_t size);
     /* Optional: make the node at least `size` bytes long (a format above
      * allocating past the end: qcow2).  Loop thread, may block briefly;
      * call through ng_node_grow(). */
@@ -679,6 +691,10 @@ struct ng_node {
     struct ng_remove *removing;     /* the removal closing it */
     struct ng_bitmap *bitmaps;      /* dirty bitmaps, owned
                                      * (graph/bitmap.h) */
+    bool spliced_live;              /* a filter spliced in live ... */
+    struct ng_edge *spliced_over;   /* ... and its edge to the node it went
+                                     * above (which a pivot may replace),
+                                     * until that edge goes */
 };
 
 static inline void *
@@ -1039,19 +1055,53 @@ int ng_graph_check_insert_filter(struct ng_graph *g, const char *node,
  * edges from the BBs named in `bbs`; refresh the facts above it.  Call
  * inside a drained section.  Refused, with the graph exactly as it was,
  * when the new facts would take from an export what its clients were
- * told (unless NG_MUTATE_FORCE). */
+ * told (unless NG_MUTATE_FORCE).
+ * A multi_child_filter driver gets `node` in the first of its child
+ * options (in its option table's order) that `filter_opts` leaves out;
+ * a list of children (quorum's) gets it in front.  The other children
+ * are named in `filter_opts` (blkverify: test=N, or raw=N when test is
+ * given; quorum: children [N, the given ones...]). */
 struct ng_node *ng_graph_insert_filter(struct ng_graph *g, const char *node,
                                        const struct ng_value *filter_opts,
                                        const char *const *bbs, size_t n_bbs,
                                        unsigned flags, struct ng_error *err);
 
+/* The nodes `filter_opts` names as children besides the node below (a
+ * multi_child_filter's other children), for the caller to claim: up to
+ * max names, borrowed from filter_opts; returns how many there are
+ * (maybe more than max); 0 when the driver is not a filter. */
+size_t ng_graph_filter_other_children(struct ng_graph *g,
+                                      const struct ng_value *filter_opts,
+                                      const char **names, size_t max);
+/* The options a filter inserted above `node` is made from: filter_opts
+ * with `node` among its children.  New value (caller frees), or NULL
+ * (not a filter driver, ENOMEM). */
+struct ng_value *ng_graph_filter_opts(struct ng_graph *g, const char *node,
+                                      const struct ng_value *filter_opts);
+
 int ng_graph_check_remove_filter(struct ng_graph *g, const char *name,
                                  struct ng_error *err);
 /* Re-link the filter's parents to its child, refresh the facts above
  * and remove the filter.  Call inside a drained section.  Refused like
- * ng_graph_insert_filter(), the graph as it was. */
+ * ng_graph_insert_filter(), the graph as it was.  For a
+ * multi_child_filter, as ng_graph_remove_filter_keep() with keep NULL. */
 int ng_graph_remove_filter(struct ng_graph *g, const char *name,
                            unsigned flags, struct ng_error *err);
+/* The same, keeping the child named `keep` (its label, e.g. "raw" or
+ * "children.2", or its node-name) when not NULL; else the node the
+ * filter was spliced in over; else (made by the config or blockdev-add)
+ * its first child: blkverify's test, quorum's children.0.  The other
+ * children of a multi_child_filter are released, not deleted. */
+int ng_graph_check_remove_filter_keep(struct ng_graph *g, const char *name,
+                                      const char *keep, struct ng_error *err);
+int ng_graph_remove_filter_keep(struct ng_graph *g, const char *name,
+                                const char *keep, unsigned flags,
+                                struct ng_error *err);
+
+/* The name of the child on edge `e` of `node`: the driver's child_label,
+ * else the role's name.  Written to buf (size bytes); returns buf. */
+const char *ng_edge_label(struct ng_node *node, const struct ng_edge *e,
+                          char *buf, size_t size);
 
 /* Move every parent of `from` (nodes and BBs) but the BB `keep` to
  * `to`, and refresh the facts above: mirror's pivot.  Call inside a

@@ -31,6 +31,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/job.c \
 	graph/mirror.h \
 	graph/mirror.c \
+	graph/mirror-top.c \
 	graph/drv-memory.c \
 	graph/drv-null.c \
 	graph/drv-file.c \
@@ -39,6 +40,8 @@ graph_libnggraph_a_SOURCES = \
 	graph/drv-raw.c \
 	graph/secret.h \
 	graph/secret.c \
+	graph/tls-client.h \
+	graph/tls-client.c \
 	graph/luks.h \
 	graph/luks2.c \
 	graph/drv-luks.c \

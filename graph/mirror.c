@@ -11,12 +11,15 @@
 #include "graph/copy.h"
 #include "graph/graph.h"
 #include "graph/mirror.h"
+#include "graph/value.h"
 
 #define MIRROR_BUF_DEFAULT      (16u << 20)
 #define MIRROR_CHUNKS           16u
 /* Bigger chunks copy no faster on a fast target, and a chunk that
- * completes inline holds the loop for its whole length. */
-#define MIRROR_CHUNK_MAX        (256u << 10)
+ * completes inline (a memory source read, a write to a file on tmpfs)
+ * holds the loop for its whole length: a 256 KiB one for ~200 us on a
+ * busy machine, while clients wait. */
+#define MIRROR_CHUNK_MAX        (64u << 10)
 /* sync "top": the source's own layer is read this much at a time. */
 #define MIRROR_SCAN_EXTENTS     64u
 #define MIRROR_SCAN_MAX         (UINT64_C(1) << 30)
@@ -37,7 +40,7 @@ struct mirror {
     bool stopping;                      /* the engine is stopping */
     bool stop_deferred;                 /* stop once the drain fires */
     int stop_ret;                       /* what ng_job_done gets */
-    char stop_msg[200];
+    char stop_msg[NG_ERROR_MSG_MAX];
     struct ng_req flush;                /* the target's, after a pivot */
     /* sync "top": what the source's own layer holds goes into the
      * bitmap before the engine starts. */
@@ -51,6 +54,12 @@ struct mirror {
     struct ng_extent scan_ext[MIRROR_SCAN_EXTENTS];
     struct ng_node *overlay;            /* intermediate commit's */
     char *overlay_name;
+    struct ng_node *filter;             /* mirror_top, or NULL */
+    char *filter_name;
+    char *job_id;                       /* until the job has its own */
+    struct ng_job_hooks hooks;          /* until the job has them */
+    ng_mirror_started_fn *started;
+    void *started_opaque;
 };
 
 static void mirror_try_pivot(struct mirror *m);
@@ -175,6 +184,14 @@ ng_mirror_check(struct ng_graph *g, const struct ng_mirror_params *p,
     if (p->buf_size > (1ull << 30))
         return ng_error_set(err, EINVAL, "buf-size %" PRIu64 " is more than "
                             "1G", p->buf_size);
+    if (p->write_blocking && p->filter_node_name == NULL)
+        return ng_error_set(err, EINVAL, "copy-mode 'write-blocking' needs "
+                            "a filter node name");
+    if (p->filter_node_name != NULL &&
+        ng_graph_find(g, p->filter_node_name) != NULL)
+        return ng_error_set(err, EEXIST, "filter-node-name '%s': node '%s' "
+                            "already exists", p->filter_node_name,
+                            p->filter_node_name);
     if (p->commit)
         return check_commit_nodes(g, p, err);
     return check_nodes(g, p, err);
@@ -182,17 +199,53 @@ ng_mirror_check(struct ng_graph *g, const struct ng_mirror_params *p,
 
 /* ---- Stopping ----------------------------------------------------------- */
 
+static void
+tell_done(struct mirror *m)
+{
+    ng_job_done(m->job, m->stop_ret, m->stop_msg[0] ? m->stop_msg : NULL);
+}
+
+static int
+remove_filter_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
+{
+    struct mirror *m = opaque;
+
+    return ng_graph_remove_filter(g, m->filter->name, NG_MUTATE_FORCE, err);
+}
+
+static void
+filter_removed(void *opaque, const struct ng_error *err)
+{
+    struct mirror *m = opaque;
+
+    m->filter = NULL;
+    if (err != NULL && m->stop_ret == 0) {
+        m->stop_ret = -err->code;
+        snprintf(m->stop_msg, sizeof m->stop_msg, "%s", err->msg);
+    }
+    tell_done(m);
+}
+
 /* The engine is idle for good: drop the BBs and the bitmap so nothing of
- * the job stays in the graph, then tell the job how it ended. */
+ * the job stays in the graph, take the filter out, then tell the job how
+ * it ended. */
 static void
 mirror_finish(struct mirror *m)
 {
+    struct ng_error err = { 0 };
+
+    if (m->filter != NULL)
+        ng_mirror_top_detach(m->filter);
     ng_bb_free(m->src_bb);
     ng_bb_free(m->dst_bb);
     m->src_bb = m->dst_bb = NULL;
     ng_bitmap_remove(m->bitmap);
     m->bitmap = NULL;
-    ng_job_done(m->job, m->stop_ret, m->stop_msg[0] ? m->stop_msg : NULL);
+    if (m->filter == NULL)
+        tell_done(m);
+    else if (ng_graph_mutate(m->graph, m->filter, remove_filter_mutation,
+                             filter_removed, m, &err) == -1)
+        filter_removed(m, &err);
 }
 
 static void
@@ -542,6 +595,8 @@ mirror_free(struct mirror *m, bool graph_alive)
     }
     ng_copy_free(m->copy);
     free(m->overlay_name);
+    free(m->filter_name);
+    free(m->job_id);
     free(m->source_name);
     free(m->target_name);
     free(m);
@@ -645,52 +700,164 @@ mirror_setup(struct mirror *m, struct ng_error *err)
     return m->copy != NULL ? 0 : -1;
 }
 
-struct ng_job *
-ng_mirror_start(struct ng_graph *g, const struct ng_mirror_params *p,
-                const struct ng_job_hooks *hooks, struct ng_error *err)
+/* The job itself, on what mirror_setup made; started tells how it went.
+ * On failure m is freed (by ng_job_new). */
+static void
+mirror_launch(struct mirror *m)
 {
-    struct mirror *m;
+    struct ng_error err = { 0 };
+    const struct ng_mirror_params *p = &m->p;
     struct ng_job *job;
 
-    if (ng_mirror_check(g, p, err) == -1)
-        return NULL;
-    m = calloc(1, sizeof *m);
-    if (m == NULL) {
-        ng_error_set(err, ENOMEM, "out of memory");
+    job = ng_job_new(m->graph, p->job_id, p->source,
+                     !p->commit ? &mirror_ops : p->overlay != NULL
+                     ? &commit_ops : &commit_active_ops, m, &m->hooks,
+                     p->auto_finalize, p->auto_dismiss, p->speed, &err);
+    if (job == NULL) {              /* m freed; a filter stays in, passing
+                                     * everything through */
+        m->started(m->started_opaque, &err);
+        return;
+    }
+    m->job = job;
+    m->p.job_id = job->id;
+    m->src_bb->job_id = m->dst_bb->job_id = job->id;
+    if (m->filter != NULL && m->p.write_blocking)
+        ng_mirror_top_attach(m->filter, m->copy, m->dst_bb);
+    ng_job_start(job);
+    m->started(m->started_opaque, NULL);
+}
+
+/* ---- The filter going in -------------------------------------------- */
+
+static struct ng_value *
+filter_opts(const char *name)
+{
+    struct ng_loc loc = { 0 };
+    struct ng_value *v = ng_value_new_map(loc);
+
+    if (v == NULL ||
+        ng_value_map_put(v, "driver", loc,
+                         ng_value_new_scalar("mirror_top", loc)) == -1 ||
+        ng_value_map_put(v, "node-name", loc,
+                         ng_value_new_scalar(name, loc)) == -1) {
+        ng_value_free(v);
         return NULL;
     }
-    m->graph = g;
-    m->p = *p;
-    m->source = ng_graph_find(g, p->source);
-    m->target = ng_graph_find(g, p->target);
+    return v;
+}
+
+static int
+insert_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
+{
+    struct mirror *m = opaque;
+    struct ng_value *opts = filter_opts(m->filter_name);
+
+    if (opts == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    m->filter = ng_graph_insert_filter(g, m->source->name, opts, NULL, 0, 0,
+                                       err);
+    ng_value_free(opts);
+    return m->filter != NULL ? 0 : -1;
+}
+
+/* The setup failed after the filter went in: out again, then tell. */
+static void
+undone(void *opaque, const struct ng_error *err)
+{
+    struct mirror *m = opaque;
+    struct ng_error why = { 0 };
+
+    (void)err;
+    ng_error_set(&why, -m->stop_ret, "%s", m->stop_msg);
+    m->started(m->started_opaque, &why);
+    mirror_free(m, true);
+}
+
+static void
+inserted(void *opaque, const struct ng_error *err)
+{
+    struct mirror *m = opaque;
+    struct ng_error serr = { 0 }, e2 = { 0 };
+
+    if (err != NULL) {
+        m->filter = NULL;
+        m->started(m->started_opaque, err);
+        mirror_free(m, true);
+        return;
+    }
+    /* The job's BBs go on the source now, below the filter. */
+    if (mirror_setup(m, &serr) == 0) {
+        mirror_launch(m);
+        return;
+    }
+    ng_bb_free(m->src_bb);
+    ng_bb_free(m->dst_bb);
+    m->src_bb = m->dst_bb = NULL;
+    m->stop_ret = -serr.code;
+    snprintf(m->stop_msg, sizeof m->stop_msg, "%s", serr.msg);
+    if (ng_graph_mutate(m->graph, m->filter, remove_filter_mutation, undone,
+                        m, &e2) == -1)
+        undone(m, NULL);
+}
+
+/* ---- Start -------------------------------------------------------------- */
+
+static int
+copy_names(struct mirror *m, const struct ng_mirror_params *p)
+{
+    m->p.job_id = m->job_id = strdup(p->job_id);
     m->source_name = strdup(p->source);
     m->target_name = strdup(p->target);
     m->p.source = m->source_name;
     m->p.target = m->target_name;
-    if (p->overlay != NULL) {
-        m->overlay = ng_graph_find(g, p->overlay);
+    if (p->overlay != NULL)
         m->p.overlay = m->overlay_name = strdup(p->overlay);
-    }
-    if (m->source_name == NULL || m->target_name == NULL ||
-        (p->overlay != NULL && m->overlay_name == NULL)) {
-        ng_error_set(err, ENOMEM, "out of memory");
+    if (p->filter_node_name != NULL)
+        m->p.filter_node_name = m->filter_name = strdup(p->filter_node_name);
+    return m->job_id == NULL || m->source_name == NULL ||
+           m->target_name == NULL ||
+           (p->overlay != NULL && m->overlay_name == NULL) ||
+           (p->filter_node_name != NULL && m->filter_name == NULL) ? -1 : 0;
+}
+
+int
+ng_mirror_start(struct ng_graph *g, const struct ng_mirror_params *p,
+                const struct ng_job_hooks *hooks,
+                ng_mirror_started_fn *started, void *opaque,
+                struct ng_error *err)
+{
+    struct mirror *m;
+
+    if (ng_mirror_check(g, p, err) == -1)
+        return -1;
+    m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    m->graph = g;
+    m->p = *p;
+    m->hooks = *hooks;
+    m->started = started;
+    m->started_opaque = opaque;
+    m->source = ng_graph_find(g, p->source);
+    m->target = ng_graph_find(g, p->target);
+    if (p->overlay != NULL)
+        m->overlay = ng_graph_find(g, p->overlay);
+    if (copy_names(m, p) == -1) {
         mirror_free(m, true);
-        return NULL;
+        return ng_error_set(err, ENOMEM, "out of memory");
+    }
+    if (m->filter_name != NULL) {
+        if (ng_graph_mutate(g, m->source, insert_mutation, inserted, m,
+                            err) == -1) {
+            mirror_free(m, true);
+            return -1;
+        }
+        return 0;
     }
     if (mirror_setup(m, err) == -1) {
         mirror_free(m, true);
-        return NULL;
+        return -1;
     }
-    /* m->p.job_id is the caller's: the job keeps its own copy. */
-    job = ng_job_new(g, p->job_id, p->source,
-                     !p->commit ? &mirror_ops : p->overlay != NULL
-                     ? &commit_ops : &commit_active_ops, m, hooks,
-                     p->auto_finalize, p->auto_dismiss, p->speed, err);
-    if (job == NULL)
-        return NULL;                /* m freed by ng_job_new */
-    m->job = job;
-    m->p.job_id = job->id;
-    m->src_bb->job_id = m->dst_bb->job_id = job->id;
-    ng_job_start(job);
-    return job;
+    mirror_launch(m);
+    return 0;
 }

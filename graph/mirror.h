@@ -1,5 +1,4 @@
-/* graph/mirror.h: the mirror job (QEMU's blockdev-mirror, background
- * copy mode).  A job bitmap on the source tracks what is still to copy:
+/* graph/mirror.h: the mirror job (QEMU's blockdev-mirror).  A job bitmap on the source tracks what is still to copy:
  * all of it for sync "full", what the source's own layer holds for
  * "top", nothing for "none" (only what clients write from now on).
  * The copy engine copies it to the target; the choke point marks
@@ -8,6 +7,16 @@
  * drains the source, and when nothing is left to copy moves every parent
  * of the source (export BBs, implicit filters, overlays) to the target
  * in that one drained section: clients never reconnect.
+ *
+ * With a filter-node-name or copy-mode write-blocking, a "mirror_top"
+ * filter (graph/mirror-top.c) goes above the source first, in a drained
+ * section, under that name (default "mirror-top-<job-id>", for commit
+ * "commit-top-<job-id>"), and comes out once the job has stopped, before
+ * its completion is told; a pivot moves it above the target with the
+ * source's other parents, so the exports end on the target.  In
+ * write-blocking mode the filter writes each client write to the target
+ * too before completing it.  Without either, no filter goes in: the
+ * choke point marks the job's bitmap on the source.
  *
  * block-commit runs on the same job: a copy of a chain's top into its
  * base (see struct ng_mirror_params' `commit`). */
@@ -48,15 +57,30 @@ struct ng_mirror_params {
      * pivots as a mirror does. */
     bool commit;
     const char *overlay;
+    const char *filter_node_name;   /* NULL: none unless write_blocking */
+    bool write_blocking;            /* copy-mode write-blocking */
 };
 
 /* The checks ng_mirror_start() makes, starting nothing. */
 int ng_mirror_check(struct ng_graph *g, const struct ng_mirror_params *p,
                     struct ng_error *err);
-/* Create and start the job.  NULL with *err (nothing created). */
-struct ng_job *ng_mirror_start(struct ng_graph *g,
-                               const struct ng_mirror_params *p,
-                               const struct ng_job_hooks *hooks,
-                               struct ng_error *err);
+/* Create and start the job; `started` runs with NULL once it runs, or
+ * with the error (nothing is left then).  Without a filter it runs
+ * inline; with one, once the filter is in (never inline).  -1 with *err
+ * when nothing started (started does not run). */
+typedef void ng_mirror_started_fn(void *opaque, const struct ng_error *err);
+int ng_mirror_start(struct ng_graph *g, const struct ng_mirror_params *p,
+                    const struct ng_job_hooks *hooks,
+                    ng_mirror_started_fn *started, void *opaque,
+                    struct ng_error *err);
+
+/* The filter's side (graph/mirror-top.c): writes through `node` (a
+ * mirror_top filter) now go to the source and then through `target` in
+ * `copy`'s locks (write-blocking).  Detach once the engine stopped. */
+struct ng_copy;
+struct ng_bb;
+void ng_mirror_top_attach(struct ng_node *node, struct ng_copy *copy,
+                          struct ng_bb *target);
+void ng_mirror_top_detach(struct ng_node *node);
 
 #endif

@@ -6,6 +6,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,6 +66,41 @@ filter_child_opt(const struct ng_driver *drv)
 }
 
 static bool
+is_child_opt(const struct ng_opt_desc *d)
+{
+    return d->type == NG_OPT_T_CHILD || d->type == NG_OPT_T_CHILDREN;
+}
+
+/* The child option the node below a splice goes into: the first one
+ * `opts` leaves out, or a list of children (which it joins in front);
+ * NULL when every one is given. */
+static const struct ng_opt_desc *
+splice_slot(const struct ng_driver *drv, const struct ng_value *opts)
+{
+    const struct ng_opt_desc *d;
+
+    for (d = drv->opts; d != NULL && d->name != NULL; d++)
+        if (d->type == NG_OPT_T_CHILDREN ||
+            (d->type == NG_OPT_T_CHILD && ng_value_get(opts, d->name) == NULL))
+            return d;
+    return NULL;
+}
+
+/* "'test' and 'raw'": the driver's child options, for a message. */
+static void
+child_opt_names(const struct ng_driver *drv, char *buf, size_t size)
+{
+    const struct ng_opt_desc *d;
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (d = drv->opts; d != NULL && d->name != NULL; d++)
+        if (is_child_opt(d) && used < size)
+            used += (size_t)snprintf(buf + used, size - used, "%s'%s'",
+                                     used ? " and " : "", d->name);
+}
+
+static bool
 name_listed(const char *name, const char *const *list, size_t n)
 {
     size_t i;
@@ -101,6 +137,67 @@ check_insert_depth(const struct ng_node *below, const struct ng_driver *drv,
     return 0;
 }
 
+static size_t other_children(const struct ng_driver *drv,
+                             const struct ng_value *filter_opts,
+                             const char **names, size_t max);
+
+static bool reaches(const struct ng_node *from, const struct ng_node *target);
+
+/* A multi-child filter's other children must not be the node below nor
+ * above it: the parents that move would make a loop through them. */
+static int
+check_insert_others_loop(struct ng_graph *g, const struct ng_node *below,
+                         const struct ng_driver *drv,
+                         const struct ng_value *filter_opts, const char *name,
+                         struct ng_error *err)
+{
+    const char *others[16];
+    size_t n = other_children(drv, filter_opts, others, 16);
+
+    for (size_t i = 0; i < n && i < 16; i++) {
+        const struct ng_node *other = ng_graph_find(g, others[i]);
+
+        if (other == below)
+            return ng_error_set(err, EINVAL, "filter: node '%s' is the node "
+                                "the filter goes above; name another child",
+                                others[i]);
+        if (other != NULL && reaches(other, below))
+            return ng_error_set(err, ELOOP, "node '%s' cannot be a child of "
+                                "'%s': '%s' is below it", others[i], name,
+                                below->name);
+    }
+    return 0;
+}
+
+/* The same for a multi-child filter's other children, which get the
+ * moving parents above them too. */
+static int
+check_insert_depth_others(struct ng_graph *g, const struct ng_node *below,
+                          const struct ng_driver *drv,
+                          const struct ng_value *filter_opts,
+                          const char *name, const char *const *bbs,
+                          size_t n_bbs, struct ng_error *err)
+{
+    const char *others[16];
+    size_t n = other_children(drv, filter_opts, others, 16);
+    const struct ng_edge *e;
+
+    for (size_t i = 0; i < n && i < 16; i++) {
+        const struct ng_node *other = ng_graph_find(g, others[i]);
+
+        if (other == NULL)
+            continue;           /* the open names it */
+        if (below->parents == NULL &&
+            ng_depth_check_splice(NULL, name, drv, other, err) == -1)
+            return -1;
+        for (e = below->parents; e != NULL; e = e->next_parent)
+            if (edge_moves(e, bbs, n_bbs) &&
+                ng_depth_check_splice(e, name, drv, other, err) == -1)
+                return -1;
+    }
+    return 0;
+}
+
 static bool
 bb_is_parent(struct ng_node *node, const char *bb)
 {
@@ -112,6 +209,14 @@ bb_is_parent(struct ng_node *node, const char *bb)
     return false;
 }
 
+/* May a node of this driver be spliced in and out? */
+static bool
+driver_splices(const struct ng_driver *drv)
+{
+    return (drv->is_filter && filter_child_opt(drv) != NULL) ||
+           drv->multi_child_filter;
+}
+
 const struct ng_driver *
 ng_filter_driver_check(struct ng_graph *g, const struct ng_value *opts,
                        struct ng_error *err)
@@ -119,6 +224,7 @@ ng_filter_driver_check(struct ng_graph *g, const struct ng_value *opts,
     const struct ng_value *v = ng_value_get(opts, "driver");
     const struct ng_driver *drv;
     const char *name;
+    char names[128];
 
     if (v == NULL) {
         ng_error_set(err, EINVAL, "filter: missing 'driver'");
@@ -127,17 +233,48 @@ ng_filter_driver_check(struct ng_graph *g, const struct ng_value *opts,
     if ((name = ng_value_to_string(v, "driver", err)) == NULL)
         return NULL;
     drv = ng_driver_find(g->drivers, name);
-    if (drv == NULL || !drv->is_filter || filter_child_opt(drv) == NULL) {
+    if (drv == NULL || !driver_splices(drv)) {
         ng_error_set(err, EINVAL, "'%s' is not a filter driver", name);
         return NULL;
     }
-    if (ng_value_get(opts, filter_child_opt(drv)->name) != NULL) {
+    if (drv->is_filter &&
+        ng_value_get(opts, filter_child_opt(drv)->name) != NULL) {
         ng_error_set(err, EINVAL, "filter: do not give '%s'; the filter "
                      "goes above the node named in 'node'",
                      filter_child_opt(drv)->name);
         return NULL;
     }
+    if (splice_slot(drv, opts) == NULL) {
+        child_opt_names(drv, names, sizeof names);
+        ng_error_set(err, EINVAL, "filter: do not give both %s; the node "
+                     "named in 'node' is one of them", names);
+        return NULL;
+    }
     return drv;
+}
+
+/* `list` (NULL: none) with `first` in front, as a new list. */
+static struct ng_value *
+list_with_first(const struct ng_value *list, struct ng_value *first,
+                struct ng_loc loc)
+{
+    struct ng_value *out = ng_value_new_list(list ? list->loc : loc);
+
+    if (out == NULL || ng_value_list_append(out, first) == -1) {
+        if (out == NULL)
+            ng_value_free(first);
+        ng_value_free(out);
+        return NULL;
+    }
+    for (size_t i = 0; list != NULL && i < list->n; i++) {
+        struct ng_value *item = ng_value_copy(list->items[i]);
+
+        if (item == NULL || ng_value_list_append(out, item) == -1) {
+            ng_value_free(out);
+            return NULL;
+        }
+    }
+    return out;
 }
 
 struct ng_value *
@@ -145,20 +282,92 @@ ng_filter_opts_with_child(const struct ng_driver *drv,
                           const struct ng_value *filter_opts,
                           const char *node)
 {
+    const struct ng_opt_desc *slot = splice_slot(drv, filter_opts);
+    const struct ng_value *given = ng_value_get(filter_opts, slot->name);
     struct ng_value *opts = ng_value_copy(filter_opts);
     struct ng_value *ref = ng_value_new_scalar(node, filter_opts->loc);
+    ptrdiff_t i;
 
     if (opts == NULL || ref == NULL) {
         ng_value_free(opts);
         ng_value_free(ref);
         return NULL;
     }
-    if (ng_value_map_put(opts, filter_child_opt(drv)->name, ref->loc,
-                         ref) == -1) {
+    if (slot->type == NG_OPT_T_CHILDREN) {
+        /* A list given as something else is left for the open to refuse,
+         * with its location. */
+        if (given != NULL && given->kind != NG_VALUE_LIST) {
+            ng_value_free(ref);
+            return opts;
+        }
+        if ((ref = list_with_first(given, ref, filter_opts->loc)) == NULL) {
+            ng_value_free(opts);
+            return NULL;
+        }
+        if ((i = ng_value_index(opts, slot->name)) >= 0) {
+            ng_value_free(opts->items[i]);
+            opts->items[i] = ref;
+            return opts;
+        }
+    }
+    if (ng_value_map_put(opts, slot->name, ref->loc, ref) == -1) {
         ng_value_free(opts);
         return NULL;
     }
     return opts;
+}
+
+/* Append the node name `v` (a reference, not an inline definition). */
+static void
+add_ref(const struct ng_value *v, const char **names, size_t max, size_t *n)
+{
+    if (v->kind != NG_VALUE_SCALAR || v->is_null)
+        return;
+    if (*n < max)
+        names[*n] = v->text;
+    (*n)++;
+}
+
+static size_t
+other_children(const struct ng_driver *drv, const struct ng_value *filter_opts,
+               const char **names, size_t max)
+{
+    const struct ng_opt_desc *d;
+    const struct ng_value *v;
+    size_t n = 0;
+
+    for (d = drv->opts; d != NULL && d->name != NULL; d++) {
+        if (!is_child_opt(d) || (v = ng_value_get(filter_opts,
+                                                  d->name)) == NULL)
+            continue;
+        if (v->kind != NG_VALUE_LIST)
+            add_ref(v, names, max, &n);
+        for (size_t i = 0; v->kind == NG_VALUE_LIST && i < v->n; i++)
+            add_ref(v->items[i], names, max, &n);
+    }
+    return n;
+}
+
+size_t
+ng_graph_filter_other_children(struct ng_graph *g,
+                               const struct ng_value *filter_opts,
+                               const char **names, size_t max)
+{
+    const struct ng_driver *drv = ng_filter_driver_check(g, filter_opts,
+                                                         NULL);
+
+    return drv != NULL ? other_children(drv, filter_opts, names, max) : 0;
+}
+
+struct ng_value *
+ng_graph_filter_opts(struct ng_graph *g, const char *node,
+                     const struct ng_value *filter_opts)
+{
+    const struct ng_driver *drv = ng_filter_driver_check(g, filter_opts,
+                                                         NULL);
+
+    return drv != NULL ? ng_filter_opts_with_child(drv, filter_opts, node)
+                       : NULL;
 }
 
 /* ---- Keeping what clients were told -------------------------------------- */
@@ -313,7 +522,14 @@ ng_graph_check_insert_filter(struct ng_graph *g, const char *node,
             return ng_error_set(err, EINVAL, "export '%s' is not a parent "
                                 "of node '%s'", bbs[i], node);
     if (check_insert_depth(n, drv, name->kind == NG_VALUE_SCALAR ?
-                           name->text : "(filter)", bbs, n_bbs, err) == -1)
+                           name->text : "(filter)", bbs, n_bbs, err) == -1 ||
+        check_insert_others_loop(g, n, drv, filter_opts,
+                                 name->kind == NG_VALUE_SCALAR ?
+                                 name->text : "(filter)", err) == -1 ||
+        check_insert_depth_others(g, n, drv, filter_opts,
+                                  name->kind == NG_VALUE_SCALAR ?
+                                  name->text : "(filter)", bbs, n_bbs,
+                                  err) == -1)
         return -1;
     opts = ng_filter_opts_with_child(drv, filter_opts, node);
     if (opts == NULL)
@@ -349,6 +565,11 @@ insert_filter(struct ng_graph *g, struct ng_node *below,
 
     if (filter == NULL)
         return NULL;
+    /* What a removal puts back, unless told otherwise. */
+    filter->spliced_live = true;
+    for (struct ng_edge *e = filter->children; e != NULL; e = e->next_child)
+        if (e->child == below && filter->spliced_over == NULL)
+            filter->spliced_over = e;
     move_parents_to(below, filter, bbs, n_bbs);
     if (ng_node_refresh_parents(filter, err) == 0 &&
         bbs_check(before, flags, err) == 0)
@@ -391,19 +612,79 @@ ng_graph_insert_filter(struct ng_graph *g, const char *node,
     return filter;
 }
 
+const char *
+ng_edge_label(struct ng_node *node, const struct ng_edge *e, char *buf,
+              size_t size)
+{
+    if (node->driver->child_label != NULL)
+        node->driver->child_label(node, e, buf, size);
+    else
+        snprintf(buf, size, "%s", ng_role_name(e->role));
+    return buf;
+}
+
+/* Is `name` what the user may call the child on edge e: its label, its
+ * child option's name (blkverify's "raw") or its node-name? */
+static bool
+edge_called(struct ng_node *f, const struct ng_edge *e, const char *name)
+{
+    const struct ng_opt_desc *d;
+    char label[64];
+
+    if (strcmp(name, e->child->name) == 0 ||
+        strcmp(name, ng_edge_label(f, e, label, sizeof label)) == 0)
+        return true;
+    for (d = f->driver->opts; d != NULL && d->name != NULL; d++)
+        if (d->type == NG_OPT_T_CHILD && d->role == e->role &&
+            strcmp(d->name, name) == 0)
+            return true;
+    return false;
+}
+
+/* The child a removal of f puts in its place (see
+ * ng_graph_remove_filter_keep()). */
+static struct ng_node *
+kept_child(struct ng_node *f, const char *keep, struct ng_error *err)
+{
+    struct ng_edge *e;
+
+    if (keep == NULL && f->spliced_over != NULL)
+        return f->spliced_over->child;
+    if (keep == NULL && f->spliced_live && f->driver->multi_child_filter)
+        return ng_error_set(err, ENOENT, "filter '%s' no longer has the "
+                            "child it was inserted over; name the child to "
+                            "keep with 'keep'", f->name), NULL;
+    if (keep == NULL)
+        return ng_node_child(f);
+    for (e = f->children; e != NULL; e = e->next_child)
+        if (edge_called(f, e, keep))
+            return e->child;
+    return ng_error_set(err, ENOENT, "filter '%s' has no child '%s'",
+                        f->name, keep), NULL;
+}
+
 int
 ng_graph_check_remove_filter(struct ng_graph *g, const char *name,
                              struct ng_error *err)
+{
+    return ng_graph_check_remove_filter_keep(g, name, NULL, err);
+}
+
+int
+ng_graph_check_remove_filter_keep(struct ng_graph *g, const char *name,
+                                  const char *keep, struct ng_error *err)
 {
     struct ng_node *f = ng_graph_find(g, name);
     struct ng_edge *e;
 
     if (f == NULL)
         return ng_error_set(err, ENOENT, "node '%s' not found", name);
-    if (!f->driver->is_filter)
+    if (!f->driver->is_filter && !f->driver->multi_child_filter)
         return ng_error_set(err, EINVAL, "node '%s' is not a filter", name);
     if (ng_node_child(f) == NULL)
         return ng_error_set(err, EINVAL, "filter '%s' has no child", name);
+    if (kept_child(f, keep, err) == NULL)
+        return -1;
     /* An open may be doing I/O through it, which no drain waits for. */
     for (e = f->parents; e != NULL; e = e->next_parent)
         if (e->parent != NULL && e->parent->adding != NULL)
@@ -417,15 +698,23 @@ int
 ng_graph_remove_filter(struct ng_graph *g, const char *name, unsigned flags,
                        struct ng_error *err)
 {
+    return ng_graph_remove_filter_keep(g, name, NULL, flags, err);
+}
+
+int
+ng_graph_remove_filter_keep(struct ng_graph *g, const char *name,
+                            const char *keep, unsigned flags,
+                            struct ng_error *err)
+{
     struct bbs_before before = { 0 };
     struct parents_saved saved_f = { 0 }, saved_child = { 0 };
     struct ng_node *f, *child;
     int r = -1;
 
-    if (ng_graph_check_remove_filter(g, name, err) == -1)
+    if (ng_graph_check_remove_filter_keep(g, name, keep, err) == -1)
         return -1;
     f = ng_graph_find(g, name);
-    child = ng_node_child(f);
+    child = kept_child(f, keep, err);
     if (bbs_before_take(g, &before, err) == 0 &&
         parents_save(f, &saved_f, err) == 0 &&
         parents_save(child, &saved_child, err) == 0) {
@@ -435,6 +724,7 @@ ng_graph_remove_filter(struct ng_graph *g, const char *name, unsigned flags,
         if (r == 0)
             r = bbs_check(&before, flags, err);
         if (r == 0) {
+            /* Its other children lose a parent and stay. */
             ng_node_destroy(f);
         } else {    /* refused: as it was */
             parents_relink(&saved_f);

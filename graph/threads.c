@@ -12,6 +12,20 @@
  * of one driver in the graph (NG_POOL_PER_DRIVER, kept in g->pools).
  * NG_THREADS_SERIALIZE_NODE is kept on the loop side: a node's next piece
  * of work enters the pool only once the previous one finished.
+ *
+ * How many threads to wake is the pool's cost: waking a thread for a
+ * piece of work that takes a microsecond (nbdkit's memory plugin
+ * reading 4 KiB) costs several times the work, in futex calls and
+ * context switches on both sides.  So the pool keeps a moving average
+ * of how long its work takes.  Slow work (a disk, a remote, a sleep)
+ * gets a thread per queued piece, as many as the pool has.  Fast work
+ * is left to the threads already running or woken: each takes the next
+ * piece as soon as it is done with one, so a burst of 32 reads wakes
+ * one thread, not 16.  A piece that turns out slow in a pool that
+ * guessed fast (a plugin that blocks now and then) must not hold back
+ * the queue behind it: a timer on the loop checks, while work is
+ * queued, that the queue moved since its last tick, and wakes one more
+ * thread each tick it did not.
  */
 #include <config.h>
 
@@ -20,6 +34,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "graph/graph.h"
 #include "graph/graph-internal.h"
@@ -27,8 +42,17 @@
 /* When the driver does not say: enough for a queue depth of 16. */
 #define NG_POOL_DEFAULT_THREADS 16
 
+/* Work shorter than this on average is "fast" (see the top): a few
+ * thread wake-ups' worth. */
+#define NG_POOL_FAST_NS (30 * 1000)
+
+/* The stall check's period, in ms: the longest queued work waits behind
+ * a piece that blocks in a pool that guessed fast, per extra thread. */
+#define NG_POOL_STALL_MS 1
+
 struct ng_pool {
     uv_async_t async;               /* first: the handle is the allocation */
+    uv_timer_t stall_timer;         /* queued work that does not move */
     const struct ng_driver *driver; /* for per-driver lookup */
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -37,11 +61,17 @@ struct ng_pool {
     struct ng_work *done_head, *done_tail;
     unsigned n_todo;                /* on the todo list */
     unsigned idle;                  /* threads waiting for work */
+    unsigned waking;                /* signalled or new, not yet looking */
+    unsigned running;               /* threads inside fn (or just out) */
+    int64_t avg_ns;                 /* moving average of fn's time */
+    uint64_t taken;                 /* pieces taken off todo, ever */
     bool stopping;
     /* Loop thread only. */
     pthread_t *threads;
     unsigned n_threads, max_threads;
     unsigned pending;               /* queued and not yet after()ed */
+    unsigned open_handles;          /* freed when both are closed */
+    uint64_t taken_at_tick;         /* `taken` at the last stall check */
     struct ng_pool *next;           /* g->pools */
 };
 
@@ -56,18 +86,75 @@ list_append(struct ng_work **head, struct ng_work **tail, struct ng_work *w)
     *tail = w;
 }
 
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Tell the loop that work is done: a write(2) when the loop has not
+ * been told yet, so not under the lock, where it would hold up the
+ * loop's next push.  The pool outlives the call: freeing it joins this
+ * thread first. */
+static void
+pool_kick(struct ng_pool *p, bool *kick)
+{
+    if (*kick)
+        uv_async_send(&p->async);
+    *kick = false;
+}
+
+/* Run one piece, timing it for the moving average.  Called and returns
+ * with the lock held. */
+static void
+pool_run(struct ng_pool *p, struct ng_work *w, bool *kick)
+{
+    int64_t t;
+
+    p->running++;
+    p->taken++;
+    pthread_mutex_unlock(&p->lock);
+    pool_kick(p, kick);
+    t = now_ns();
+    w->fn(w);
+    /* Capped: one piece preempted on a busy machine must not make fast
+     * work look slow; work that is slow every time still does. */
+    t = now_ns() - t;
+    if (t > 4 * NG_POOL_FAST_NS)
+        t = 4 * NG_POOL_FAST_NS;
+    pthread_mutex_lock(&p->lock);
+    p->running--;
+    p->avg_ns += (t - p->avg_ns) / 8;
+}
+
 static void *
 pool_worker(void *arg)
 {
     struct ng_pool *p = arg;
     struct ng_work *w;
+    bool kick = false;              /* finished work the loop must hear of */
 
     pthread_mutex_lock(&p->lock);
+    if (p->waking > 0)
+        p->waking--;                /* a new thread: it came */
     for (;;) {
+        if (p->todo_head == NULL && kick) {
+            pthread_mutex_unlock(&p->lock);
+            pool_kick(p, &kick);
+            pthread_mutex_lock(&p->lock);
+            continue;               /* work may have come meanwhile */
+        }
         while (p->todo_head == NULL && !p->stopping) {
             p->idle++;
             pthread_cond_wait(&p->wake, &p->lock);
             p->idle--;
+            /* Woken (or spuriously, then in another's stead: the count
+             * is a hint, the stall check makes up for any slip). */
+            if (p->waking > 0)
+                p->waking--;
         }
         if (p->todo_head == NULL)
             break;                  /* stopping, and nothing left */
@@ -75,13 +162,12 @@ pool_worker(void *arg)
         if ((p->todo_head = w->next) == NULL)
             p->todo_tail = NULL;
         p->n_todo--;
-        pthread_mutex_unlock(&p->lock);
-        w->fn(w);
-        pthread_mutex_lock(&p->lock);
+        pool_run(p, w, &kick);
+        /* A done list that is not empty was told of already (or will be,
+         * by the thread that made it so). */
+        if (p->done_head == NULL)
+            kick = true;
         list_append(&p->done_head, &p->done_tail, w);
-        /* Under the lock, so the pool cannot be freed in between:
-         * freeing joins this thread, which needs the lock to stop. */
-        uv_async_send(&p->async);
     }
     pthread_mutex_unlock(&p->lock);
     return NULL;
@@ -95,6 +181,47 @@ pool_add_thread(struct ng_pool *p)
         return -1;
     p->n_threads++;
     return 0;
+}
+
+/* Bring one more thread to the queue: a sleeping one not already woken,
+ * else a new one when the pool may grow (true: the caller starts it once
+ * the lock is dropped).  Under the lock, loop thread. */
+static bool
+pool_wake_one(struct ng_pool *p)
+{
+    if (p->idle > p->waking) {
+        p->waking++;
+        pthread_cond_signal(&p->wake);
+        return false;
+    }
+    if (p->n_threads >= p->max_threads)
+        return false;               /* all busy: the work waits its turn */
+    p->waking++;
+    return true;
+}
+
+/* Start the thread pool_wake_one() asked for.  A thread that cannot
+ * start is no failure: the work waits for one that runs. */
+static void
+pool_grow(struct ng_pool *p)
+{
+    if (pool_add_thread(p) == -1) {
+        pthread_mutex_lock(&p->lock);
+        p->waking--;
+        pthread_mutex_unlock(&p->lock);
+    }
+}
+
+/* Does the piece just queued need a thread woken for it?  Under the
+ * lock. */
+static bool
+pool_needs_thread(const struct ng_pool *p)
+{
+    /* Slow work: a thread for every queued piece. */
+    if (p->avg_ns >= NG_POOL_FAST_NS)
+        return p->n_todo > p->waking;
+    /* Fast work: only when no thread would come back for it. */
+    return p->running == 0 && p->waking == 0;
 }
 
 static void node_work_finished(struct ng_node *node);
@@ -122,6 +249,26 @@ pool_async_cb(uv_async_t *h)
     }
 }
 
+/* Loop thread, every NG_POOL_STALL_MS while work is queued: a queue that
+ * did not move since the last tick is stuck behind work that blocks;
+ * one more thread for it. */
+static void
+pool_stall_cb(uv_timer_t *t)
+{
+    struct ng_pool *p = t->data;
+    bool grow = false;
+
+    pthread_mutex_lock(&p->lock);
+    if (p->n_todo == 0)
+        uv_timer_stop(t);
+    else if (p->taken == p->taken_at_tick)
+        grow = pool_wake_one(p);
+    p->taken_at_tick = p->taken;
+    pthread_mutex_unlock(&p->lock);
+    if (grow)
+        pool_grow(p);
+}
+
 static struct ng_pool *
 pool_new(uv_loop_t *loop, const struct ng_driver *drv, struct ng_error *err)
 {
@@ -134,6 +281,8 @@ pool_new(uv_loop_t *loop, const struct ng_driver *drv, struct ng_error *err)
     if (drv->thread_model == NG_THREADS_SERIALIZE_NODE &&
         drv->pool_scope == NG_POOL_PER_NODE)
         p->max_threads = 1;         /* more could never be busy */
+    /* Slow until measured: a new pool's first burst gets its threads. */
+    p->avg_ns = 2 * NG_POOL_FAST_NS;
     p->threads = calloc(p->max_threads, sizeof *p->threads);
     if (p->threads == NULL)
         goto nomem;
@@ -144,6 +293,10 @@ pool_new(uv_loop_t *loop, const struct ng_driver *drv, struct ng_error *err)
         return NULL;
     }
     uv_unref((uv_handle_t *)&p->async);
+    uv_timer_init(loop, &p->stall_timer);
+    uv_unref((uv_handle_t *)&p->stall_timer);
+    p->async.data = p->stall_timer.data = p;
+    p->open_handles = 2;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->wake, NULL);
     /* One thread now, so queueing never fails; the rest on demand. */
@@ -163,8 +316,10 @@ nomem:
 static void
 pool_free_handle(uv_handle_t *h)
 {
-    struct ng_pool *p = (struct ng_pool *)h;
+    struct ng_pool *p = h->data;
 
+    if (--p->open_handles > 0)
+        return;
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->wake);
     free(p->threads);
@@ -185,26 +340,29 @@ ng_pool_free(struct ng_pool *p)
     for (i = 0; i < p->n_threads; i++)
         pthread_join(p->threads[i], NULL);
     uv_close((uv_handle_t *)&p->async, pool_free_handle);
+    uv_close((uv_handle_t *)&p->stall_timer, pool_free_handle);
 }
 
 static void
 pool_push(struct ng_pool *p, struct ng_work *w)
 {
-    bool grow;
+    bool grow = false;
 
     if (p->pending++ == 0)
         uv_ref((uv_handle_t *)&p->async);
     pthread_mutex_lock(&p->lock);
     list_append(&p->todo_head, &p->todo_tail, w);
-    /* More work waiting than idle threads to take it (a burst arrives
-     * before the woken threads run): one more thread. */
-    grow = ++p->n_todo > p->idle && p->n_threads < p->max_threads;
-    pthread_cond_signal(&p->wake);
+    p->n_todo++;
+    if (pool_needs_thread(p))
+        grow = pool_wake_one(p);
+    if (!uv_is_active((uv_handle_t *)&p->stall_timer)) {
+        p->taken_at_tick = p->taken;
+        uv_timer_start(&p->stall_timer, pool_stall_cb, NG_POOL_STALL_MS,
+                       NG_POOL_STALL_MS);
+    }
     pthread_mutex_unlock(&p->lock);
-    /* A thread that cannot start is no failure: the work waits for one
-     * that runs. */
     if (grow)
-        pool_add_thread(p);
+        pool_grow(p);
 }
 
 /* ---- Nodes -------------------------------------------------------------- */

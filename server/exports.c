@@ -119,19 +119,20 @@ check_bitmaps(struct ng_node *node, const struct ng_export_spec *spec,
     for (size_t i = 0; i < spec->n_bitmaps; i++) {
         struct ng_bitmap *bm = ng_bitmap_find(node, spec->bitmaps[i]);
 
+        /* No "export 'ID'" here: the config's and reload's messages
+         * put it in front, with where the export is. */
         for (size_t j = 0; j < i; j++)
             if (strcmp(spec->bitmaps[j], spec->bitmaps[i]) == 0)
-                return ng_error_set(err, EINVAL, "export '%s': dirty bitmap "
-                                    "'%s' is listed twice", spec->id,
-                                    spec->bitmaps[i]);
+                return ng_error_set(err, EINVAL, "dirty bitmap '%s' is "
+                                    "listed twice", spec->bitmaps[i]);
         if (bm == NULL)
-            return ng_error_set(err, ENOENT, "export '%s': dirty bitmap "
-                                "'%s' not found on node '%s'", spec->id,
-                                spec->bitmaps[i], spec->node);
+            return ng_error_set(err, ENOENT, "dirty bitmap '%s' not found "
+                                "on node '%s'", spec->bitmaps[i],
+                                spec->node);
         if (bm->busy)
-            return ng_error_set(err, EBUSY, "export '%s': dirty bitmap '%s' "
-                                "is in use by a job or another export",
-                                spec->id, spec->bitmaps[i]);
+            return ng_error_set(err, EBUSY, "dirty bitmap '%s' is in use by "
+                                "a job or another export",
+                                spec->bitmaps[i]);
     }
     return 0;
 }

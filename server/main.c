@@ -23,6 +23,7 @@
 #include "graph/graph.h"
 #include "graph/job.h"
 #include "graph/secret.h"
+#include "graph/tls-client.h"
 #include "filters/filters.h"
 #include "filters/throttle.h"
 #include "nac/nac.h"
@@ -201,15 +202,24 @@ open_node(struct daemon *d, const struct ng_node_cfg *nc,
           struct ng_error *err)
 {
     struct node_wait w = { .err = err };
+    struct ng_value *opts = ng_node_opts_for_graph(nc->opts);
+    int rc;
 
-    if (ng_graph_add_node(d->graph, nc->name, nc->opts, node_opened, &w,
-                          err) == -1)
+    if (opts == NULL)
+        return ng_error_set(err, ENOMEM, "out of memory");
+    rc = ng_graph_add_node(d->graph, nc->name, opts, node_opened, &w, err);
+    ng_value_free(opts);
+    if (rc == -1)
         return -1;
     while (!w.done)
         if (uv_run(&d->loop, UV_RUN_ONCE) == 0 && !w.done)
             return ng_error_set(err, EIO, "node '%s': its open never "
                                 "completes", nc->name);
-    return w.failed ? -1 : 0;
+    if (w.failed)
+        return -1;
+    /* bitmaps: before any export offers them */
+    return ng_reload_make_bitmaps(ng_graph_find(d->graph, nc->name),
+                                  nc->opts, err);
 }
 
 /* The graph's warn hook: drivers' warnings (blkverify, quorum) go to
@@ -241,6 +251,28 @@ load_secrets(struct daemon *d, struct ng_error *err)
     return 0;
 }
 
+/* Client TLS credentials (endpoint: client) too: nodes connecting
+ * elsewhere (nbd's tls-creds) find them at open.  Their files are
+ * checked here; libnbd reads them at each connection. */
+static int
+load_client_creds(struct daemon *d, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < d->cfg->n_tls_creds; i++) {
+        const struct ng_tls_creds_cfg *tc = &d->cfg->tls_creds[i];
+
+        if (tc->client &&
+            ng_tls_client_creds_declare(d->graph, tc->name, tc->psk,
+                                        tc->dir, tc->verify_peer,
+                                        tc->username, err) == -1)
+            return ng_error_prefix(err, "%s:%u:%u: tls-creds '%s'",
+                                   tc->loc.file, tc->loc.line,
+                                   tc->loc.column, tc->name);
+    }
+    return 0;
+}
+
 static int
 build_graph(struct daemon *d, bool inspect_only, struct ng_error *err)
 {
@@ -255,7 +287,7 @@ build_graph(struct daemon *d, bool inspect_only, struct ng_error *err)
         if (ng_throttle_group_declare(d->graph, d->cfg->groups[i].name,
                                       d->cfg->groups[i].limits, err) == -1)
             return -1;
-    if (load_secrets(d, err) == -1)
+    if (load_secrets(d, err) == -1 || load_client_creds(d, err) == -1)
         return -1;
     for (i = 0; i < d->cfg->n_nodes; i++) {
         const struct ng_node_cfg *nc = &d->cfg->nodes[i];
@@ -312,6 +344,8 @@ start_server(struct daemon *d, struct ng_error *err)
             .description = ec->description, .filters = ec->filters,
             .max_connections = ec->max_connections,
             .allocation_depth = ec->allocation_depth,
+            .bitmaps = (const char *const *)ec->bitmaps,
+            .n_bitmaps = ec->n_bitmaps,
         };
 
         if (ng_exports_add(&d->ctl_ctx, &spec, "config", false, err) == -1 ||
@@ -336,10 +370,13 @@ load_tls_creds(struct daemon *d, struct ng_error *err)
 
     for (i = 0; i < d->cfg->n_tls_creds; i++) {
         const struct ng_tls_creds_cfg *tc = &d->cfg->tls_creds[i];
-        struct ng_tls_creds *creds = ng_tls_creds_new(
-            tc->psk ? NG_TLS_CREDS_PSK : NG_TLS_CREDS_X509, tc->dir,
-            tc->verify_peer, err);
+        struct ng_tls_creds *creds;
 
+        if (tc->client)             /* build_graph() loaded those */
+            continue;
+        creds = ng_tls_creds_new(tc->psk ? NG_TLS_CREDS_PSK
+                                         : NG_TLS_CREDS_X509,
+                                 tc->dir, tc->verify_peer, err);
         if (creds == NULL ||
             ng_graph_object_add(d->graph, &ng_tls_creds_type, tc->name,
                                 creds, err) == -1) {

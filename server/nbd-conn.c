@@ -6,7 +6,10 @@
  * is handled at once.  A WRITE takes the part of its payload that is
  * already in that buffer (a memcpy of what the kernel happened to give
  * us) and has the rest read straight into its own buffer: payload bytes
- * are copied at most once between socket and backing.
+ * are copied at most once between socket and backing.  Request headers
+ * are compact (28 bytes) or, once NBD_OPT_EXTENDED_HEADERS was agreed,
+ * extended (32 bytes, 64-bit lengths); replies are then extended chunks
+ * only (32-byte headers), else simple replies or structured chunks.
  *
  * Sending: replies are queued on the connection and go out once per
  * loop iteration (the server's check and idle handles) in one writev,
@@ -310,9 +313,9 @@ conn_read_target(struct nbd_conn *c)
 {
     struct nbd_req *r = c->payload_req;
 
-    if (r != NULL)
+    if (r != NULL)      /* a payload is at most max-request */
         return uv_buf_init((char *)r->buf + c->payload_got,
-                           r->length - c->payload_got);
+                           (unsigned)(r->length - c->payload_got));
     if (c->rb == NULL && conn_take_rbuf(c) == -1)
         return uv_buf_init(NULL, 0);
     /* Requests still use parts of this buffer: read on behind them while
@@ -450,18 +453,56 @@ reply_simple(struct nbd_req *r, uint32_t error)
     r->hdr_len = NBD_SIMPLE_REPLY_SIZE;
 }
 
+/* Write the header of one reply chunk at `p`: structured (20 bytes) or,
+ * with extended headers, extended (32 bytes: the request's offset, as
+ * the spec asks even of OFFSET_DATA, and a 64-bit length).  Returns its
+ * size; the payload follows. */
+static uint32_t
+chunk_header(uint8_t *p, const struct nbd_req *r, uint16_t flags,
+             uint16_t type, uint64_t length)
+{
+    nbd_put16(p + 4, flags);
+    nbd_put16(p + 6, type);
+    memcpy(p + 8, r->handle, 8);
+    if (r->conn->extended) {
+        nbd_put32(p, NBD_EXTENDED_REPLY_MAGIC);
+        nbd_put64(p + 16, r->offset);
+        nbd_put64(p + 24, length);
+        return NBD_EXT_CHUNK_HDR_SIZE;
+    }
+    nbd_put32(p, NBD_STRUCTURED_REPLY_MAGIC);
+    nbd_put32(p + 16, (uint32_t)length);
+    return NBD_CHUNK_HDR_SIZE;
+}
+
+/* Patch the payload length of a chunk chunk_header() wrote. */
+static void
+chunk_set_length(uint8_t *p, const struct nbd_req *r, uint64_t length)
+{
+    if (r->conn->extended)
+        nbd_put64(p + 24, length);
+    else
+        nbd_put32(p + 16, (uint32_t)length);
+}
+
 /* A structured reply is one chunk, so it carries DONE (and a READ with
  * DF gets what it asked for) -- except the pieces of a streamed READ
  * before its last (reply_read clears the flag there). */
 static void
 reply_chunk_header(struct nbd_req *r, uint16_t type, uint32_t length)
 {
-    nbd_put32(r->hdr, NBD_STRUCTURED_REPLY_MAGIC);
-    nbd_put16(r->hdr + 4, NBD_REPLY_FLAG_DONE);
-    nbd_put16(r->hdr + 6, type);
-    memcpy(r->hdr + 8, r->handle, 8);
-    nbd_put32(r->hdr + 16, length);
-    r->hdr_len = NBD_CHUNK_HDR_SIZE;
+    r->hdr_len = chunk_header(r->hdr, r, NBD_REPLY_FLAG_DONE, type, length);
+}
+
+/* Success without data: a simple reply is allowed even with structured
+ * replies, and shorter; with extended headers only chunks are. */
+static void
+reply_no_data(struct nbd_req *r)
+{
+    if (r->conn->extended)
+        reply_chunk_header(r, NBD_REPLY_TYPE_NONE, 0);
+    else
+        reply_simple(r, NBD_SUCCESS);
 }
 
 static void
@@ -473,8 +514,8 @@ reply_prepare_error(struct nbd_req *r, uint32_t error)
     if (r->conn->structured) {
         /* error, then a zero message length */
         reply_chunk_header(r, NBD_REPLY_TYPE_ERROR, 6);
-        nbd_put32(r->hdr + 20, error);
-        nbd_put16(r->hdr + 24, 0);
+        nbd_put32(r->hdr + r->hdr_len, error);
+        nbd_put16(r->hdr + r->hdr_len + 4, 0);
         r->hdr_len += 6;
     } else {
         reply_simple(r, error);
@@ -493,8 +534,9 @@ static void
 reply_read(struct nbd_req *r)
 {
     if (r->conn->structured) {
-        reply_chunk_header(r, NBD_REPLY_TYPE_OFFSET_DATA, 8 + r->piece_len);
-        nbd_put64(r->hdr + 20, r->offset + r->piece_off);
+        reply_chunk_header(r, NBD_REPLY_TYPE_OFFSET_DATA,
+                           8 + (uint32_t)r->piece_len);
+        nbd_put64(r->hdr + r->hdr_len, r->offset + r->piece_off);
         r->hdr_len += 8;
         r->stream_more = r->piece_off + r->piece_len < r->length;
         if (r->stream_more)
@@ -503,7 +545,7 @@ reply_read(struct nbd_req *r)
         reply_simple(r, NBD_SUCCESS);
     }
     r->payload = r->buf;
-    r->payload_len = r->piece_len;
+    r->payload_len = (uint32_t)r->piece_len;
 }
 
 static uint32_t
@@ -513,35 +555,62 @@ nbd_state_flags(uint32_t extent_flags)
            ((extent_flags & NG_EXTENT_ZERO) ? NBD_STATE_ZERO : 0);
 }
 
-/* One NBD_REPLY_TYPE_BLOCK_STATUS chunk being built in a request's
- * buffer: equal neighbours merged, at most `max` descriptors. */
+/* One NBD_REPLY_TYPE_BLOCK_STATUS chunk (or, with extended headers,
+ * NBD_REPLY_TYPE_BLOCK_STATUS_EXT: 64-bit lengths and states, and a
+ * descriptor count) being built in a request's buffer: equal neighbours
+ * merged, at most `max` descriptors. */
 struct bs_chunk {
     uint8_t *p;                     /* chunk start (its header) */
+    uint8_t *d;                     /* its first descriptor */
+    bool ext;
     uint32_t n, max;
-    uint32_t last_len, last_state;
+    uint64_t last_len;
+    uint32_t last_state;
 };
 
 static void
 bs_begin(struct bs_chunk *k, uint8_t *p, const struct nbd_req *r,
          uint32_t context_id)
 {
+    bool ext = r->conn->extended;
+    uint32_t h = chunk_header(p, r, 0, ext ? NBD_REPLY_TYPE_BLOCK_STATUS_EXT
+                                           : NBD_REPLY_TYPE_BLOCK_STATUS, 0);
+
     k->p = p;
+    k->ext = ext;
+    k->d = p + h + (ext ? 8 : 4);   /* context ID (and count) first */
     k->n = 0;
     k->max = (r->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : NBD_MAX_EXTENTS;
     k->last_len = k->last_state = 0;
-    nbd_put32(p, NBD_STRUCTURED_REPLY_MAGIC);
-    nbd_put16(p + 4, 0);
-    nbd_put16(p + 6, NBD_REPLY_TYPE_BLOCK_STATUS);
-    memcpy(p + 8, r->handle, 8);
-    nbd_put32(p + NBD_CHUNK_HDR_SIZE, context_id);
+    nbd_put32(p + h, context_id);
+}
+
+static size_t
+bs_desc_size(const struct bs_chunk *k)
+{
+    return k->ext ? 16 : 8;
+}
+
+/* Write descriptor i.  Without extended headers lengths fit in 32 bits:
+ * they never sum to more than the request's 32-bit length. */
+static void
+bs_put_desc(struct bs_chunk *k, uint32_t i, uint64_t len, uint32_t state)
+{
+    uint8_t *d = k->d + bs_desc_size(k) * i;
+
+    if (k->ext) {
+        nbd_put64(d, len);
+        nbd_put64(d + 8, state);    /* 32-bit contexts: high half zero */
+    } else {
+        nbd_put32(d, (uint32_t)len);
+        nbd_put32(d + 4, state);
+    }
 }
 
 /* Add `len` bytes of `state`; false once the chunk is full. */
 static bool
-bs_add(struct bs_chunk *k, uint32_t len, uint32_t state)
+bs_add(struct bs_chunk *k, uint64_t len, uint32_t state)
 {
-    uint8_t *d = k->p + NBD_CHUNK_HDR_SIZE + 4;
-
     if (k->n > 0 && state == k->last_state) {
         k->last_len += len;
         return true;
@@ -549,24 +618,30 @@ bs_add(struct bs_chunk *k, uint32_t len, uint32_t state)
     if (k->n == k->max)
         return false;
     if (k->n > 0)
-        nbd_put32(d + 8 * (k->n - 1), k->last_len);
+        bs_put_desc(k, k->n - 1, k->last_len, k->last_state);
     k->n++;
     k->last_len = len;
     k->last_state = state;
-    nbd_put32(d + 8 * (k->n - 1) + 4, state);
     return true;
 }
 
 /* Close the chunk (one descriptor at least: `fallback` bytes of state
  * 0); returns its size on the wire. */
 static uint32_t
-bs_end(struct bs_chunk *k, uint32_t fallback)
+bs_end(struct bs_chunk *k, const struct nbd_req *r, uint64_t fallback)
 {
+    uint32_t hdr = k->ext ? NBD_EXT_CHUNK_HDR_SIZE : NBD_CHUNK_HDR_SIZE;
+    uint32_t payload;
+
     if (k->n == 0)
         bs_add(k, fallback, 0);
-    nbd_put32(k->p + NBD_CHUNK_HDR_SIZE + 4 + 8 * (k->n - 1), k->last_len);
-    nbd_put32(k->p + 16, 4 + 8 * k->n);
-    return NBD_CHUNK_HDR_SIZE + 4 + 8 * k->n;
+    bs_put_desc(k, k->n - 1, k->last_len, k->last_state);
+    if (k->ext)
+        nbd_put32(k->d - 4, k->n);  /* the descriptor count */
+    payload = (uint32_t)(k->d - k->p) - hdr +
+              (uint32_t)bs_desc_size(k) * k->n;
+    chunk_set_length(k->p, r, payload);
+    return hdr + payload;
 }
 
 /* A chunk from the graph's extents e[0..n), clipped to the request:
@@ -576,12 +651,12 @@ static uint32_t
 bs_from_extents(struct nbd_req *r, uint8_t *p, uint32_t context_id,
                 const struct ng_extent *e, uint32_t n, bool raw)
 {
-    uint32_t left = r->length;
+    uint64_t left = r->length;
     struct bs_chunk k;
 
     bs_begin(&k, p, r, context_id);
     for (uint32_t i = 0; i < n && left > 0; i++) {
-        uint32_t len = e[i].length < left ? (uint32_t)e[i].length : left;
+        uint64_t len = e[i].length < left ? e[i].length : left;
 
         if (len == 0)
             continue;
@@ -589,7 +664,7 @@ bs_from_extents(struct nbd_req *r, uint8_t *p, uint32_t context_id,
             break;
         left -= len;
     }
-    return bs_end(&k, r->length);
+    return bs_end(&k, r, r->length);
 }
 
 /* base:allocation from the graph's extents. */
@@ -629,12 +704,11 @@ bs_bitmap(struct nbd_req *r, uint8_t *p, uint32_t context_id,
 
         if (next > end || next <= pos)
             next = end;
-        if (!bs_add(&k, (uint32_t)(next - pos),
-                    dirty ? NBD_STATE_DIRTY : 0))
+        if (!bs_add(&k, next - pos, dirty ? NBD_STATE_DIRTY : 0))
             break;
         pos = next;
     }
-    return bs_end(&k, r->length);
+    return bs_end(&k, r, r->length);
 }
 
 /* One chunk per selected context, in ID order, DONE on the last; the
@@ -668,10 +742,10 @@ reply_block_status(struct nbd_req *r)
     if (total == 0)                 /* the selection names nothing here */
         return false;
     nbd_put16(last + 4, NBD_REPLY_FLAG_DONE);
-    memcpy(r->hdr, out, NBD_CHUNK_HDR_SIZE);
-    r->hdr_len = NBD_CHUNK_HDR_SIZE;
-    r->payload = out + NBD_CHUNK_HDR_SIZE;
-    r->payload_len = total - NBD_CHUNK_HDR_SIZE;
+    r->hdr_len = c->extended ? NBD_EXT_CHUNK_HDR_SIZE : NBD_CHUNK_HDR_SIZE;
+    memcpy(r->hdr, out, r->hdr_len);
+    r->payload = out + r->hdr_len;
+    r->payload_len = total - r->hdr_len;
     return true;
 }
 
@@ -688,9 +762,8 @@ reply_success(struct nbd_req *r)
         if (!reply_block_status(r))
             reply_prepare_error(r, NBD_EIO);
         break;
-    default:            /* no payload: a simple reply is allowed even
-                         * with structured replies, and shorter */
-        reply_simple(r, NBD_SUCCESS);
+    default:
+        reply_no_data(r);
         break;
     }
     conn_queue_reply(r->conn, r);
@@ -1057,7 +1130,7 @@ cmd_changes_data(uint16_t cmd)
  * case the error the spec names.  Returns an NBD error or 0. */
 static uint32_t
 request_check(const struct nbd_conn *c, uint16_t cmd, uint16_t flags,
-              uint64_t offset, uint32_t length)
+              uint64_t offset, uint64_t length)
 {
     uint16_t allowed = NBD_CMD_FLAG_FUA, needs = 0;
 
@@ -1101,9 +1174,12 @@ request_check(const struct nbd_conn *c, uint16_t cmd, uint16_t flags,
         return offset == 0 && length == 0 ? 0 : NBD_EINVAL;
     if (length == 0)
         return NBD_EINVAL;
+    /* With extended headers a READ's length is an effect length, which
+     * the spec lets us refuse as too large with EOVERFLOW. */
     if ((cmd == NBD_CMD_READ || cmd == NBD_CMD_WRITE) &&
         length > c->srv->max_request)
-        return NBD_EINVAL;
+        return c->extended && cmd == NBD_CMD_READ ? NBD_EOVERFLOW
+                                                  : NBD_EINVAL;
     if (offset > c->size || length > c->size - offset)
         return cmd == NBD_CMD_WRITE || cmd == NBD_CMD_WRITE_ZEROES
                ? NBD_ENOSPC : NBD_EINVAL;
@@ -1113,19 +1189,21 @@ request_check(const struct nbd_conn *c, uint16_t cmd, uint16_t flags,
 /* See NBD_STREAM_PIECE.  DF asks for the data in one chunk. */
 static bool
 request_streams(const struct nbd_conn *c, uint16_t cmd, uint16_t flags,
-                uint32_t length)
+                uint64_t length)
 {
     return cmd == NBD_CMD_READ && c->structured &&
            !(flags & NBD_CMD_FLAG_DF) && length > NBD_STREAM_PIECE;
 }
 
+/* For a request that passed request_check(): a READ or WRITE is at most
+ * max-request. */
 static uint32_t
-request_buf_len(uint16_t cmd, uint32_t length)
+request_buf_len(uint16_t cmd, uint64_t length)
 {
     switch (cmd) {
     case NBD_CMD_READ:
     case NBD_CMD_WRITE:
-        return length;
+        return (uint32_t)length;
     case NBD_CMD_BLOCK_STATUS:
         return NBD_BS_BUF_SIZE;
     default:
@@ -1241,7 +1319,7 @@ conn_take_payload(struct nbd_conn *c, struct nbd_req *r)
 /* A WRITE whose whole payload is already in the receive buffer is used
  * there, so the payload is copied once only, by the driver. */
 static bool
-payload_buffered(const struct nbd_conn *c, uint16_t cmd, uint32_t length)
+payload_buffered(const struct nbd_conn *c, uint16_t cmd, uint64_t length)
 {
     return cmd == NBD_CMD_WRITE && length > 0 &&
            c->rend - c->rstart >= length;
@@ -1267,39 +1345,93 @@ max_discard(const struct nbd_conn *c)
     return twice > NBD_MAX_DISCARD ? twice : NBD_MAX_DISCARD;
 }
 
+/* A request header as it came: compact (28 bytes, a payload only for
+ * WRITE) or extended (32 bytes, a 64-bit length that is the payload's
+ * when NBD_CMD_FLAG_PAYLOAD_LEN is set, else the effect length). */
+struct wire_req {
+    uint16_t flags, cmd;
+    uint64_t offset, length;
+    bool has_payload;
+};
+
+/* False when the magic is not the one negotiated. */
+static bool
+request_decode(const struct nbd_conn *c, const uint8_t *p,
+               struct wire_req *w)
+{
+    w->flags = nbd_get16(p + 4);
+    w->cmd = nbd_get16(p + 6);
+    w->offset = nbd_get64(p + 16);
+    if (!c->extended) {
+        w->length = nbd_get32(p + 24);
+        w->has_payload = w->cmd == NBD_CMD_WRITE;
+        return nbd_get32(p) == NBD_REQUEST_MAGIC;
+    }
+    w->length = nbd_get64(p + 24);
+    w->has_payload = (w->flags & NBD_CMD_FLAG_PAYLOAD_LEN) != 0;
+    w->flags &= (uint16_t)~NBD_CMD_FLAG_PAYLOAD_LEN;
+    return nbd_get32(p) == NBD_EXTENDED_REQUEST_MAGIC;
+}
+
+/* Extended headers: a WRITE must say it has a payload (without the flag
+ * there is none to read, so the framing holds), and no other command
+ * takes one (it is read and thrown away first). */
+static uint32_t
+request_check_payload(const struct nbd_conn *c, const struct wire_req *w)
+{
+    if (!c->extended)
+        return 0;
+    return (w->cmd == NBD_CMD_WRITE) == w->has_payload ? 0 : NBD_EINVAL;
+}
+
+/* A payload we would not even read and throw away: with extended
+ * headers one above max-request (the spec asks for a hard disconnect),
+ * otherwise a refused WRITE above max_discard(). */
+static bool
+request_payload_too_big(const struct nbd_conn *c, const struct wire_req *w,
+                        uint32_t error)
+{
+    if (!w->has_payload)
+        return false;
+    if (c->extended)
+        return w->length > c->srv->max_request;
+    return error != 0 && w->length > max_discard(c);
+}
+
 static void
 conn_handle_request(struct nbd_conn *c, const uint8_t *p)
 {
-    uint16_t flags = nbd_get16(p + 4), cmd = nbd_get16(p + 6);
-    uint64_t offset = nbd_get64(p + 16);
-    uint32_t length = nbd_get32(p + 24), error;
+    struct wire_req w;
     struct nbd_req *r;
+    uint32_t error;
     bool streams;
 
-    if (nbd_get32(p) != NBD_REQUEST_MAGIC) {
+    if (!request_decode(c, p, &w)) {
         ng_log_warn("%s: bad request magic; dropping client", c->peer);
         nbd_conn_abort(c);
         return;
     }
-    if (cmd == NBD_CMD_DISC) {
+    if (w.cmd == NBD_CMD_DISC) {
         ng_log_debug("%s: client disconnects", c->peer);
         nbd_conn_close_gracefully(c);
         return;
     }
-    error = request_check(c, cmd, flags, offset, length);
+    error = request_check_payload(c, &w);
+    if (error == 0)
+        error = request_check(c, w.cmd, w.flags, w.offset, w.length);
     if (error == 0 && c->srv->shutting_down)
         error = NBD_ESHUTDOWN;      /* a WRITE's payload is read and
                                      * dropped first, as for any error */
-    if (cmd == NBD_CMD_WRITE && error != 0 && length > max_discard(c)) {
-        ng_log_warn("%s: write of %" PRIu32 " bytes refused; dropping "
-                    "client", c->peer, length);
+    if (request_payload_too_big(c, &w, error)) {
+        ng_log_warn("%s: request with a payload of %" PRIu64 " bytes "
+                    "refused; dropping client", c->peer, w.length);
         nbd_conn_abort(c);
         return;
     }
-    streams = error == 0 && request_streams(c, cmd, flags, length);
-    r = nbd_req_get(c, error != 0 || payload_buffered(c, cmd, length) ? 0
-                       : streams ? NBD_STREAM_PIECE
-                       : request_buf_len(cmd, length));
+    streams = error == 0 && request_streams(c, w.cmd, w.flags, w.length);
+    r = nbd_req_get(c, error != 0 || payload_buffered(c, w.cmd, w.length)
+                       ? 0 : streams ? NBD_STREAM_PIECE
+                       : request_buf_len(w.cmd, w.length));
     if (r == NULL && error == 0) {
         error = NBD_ENOMEM;
         r = nbd_req_get(c, 0);
@@ -1310,22 +1442,22 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
         return;
     }
     memcpy(r->handle, p + 8, 8);
-    r->cmd = cmd;
-    r->flags = flags;
-    r->offset = offset;
-    r->length = length;
+    r->cmd = w.cmd;
+    r->flags = w.flags;
+    r->offset = w.offset;
+    r->length = w.length;
     r->piece_off = 0;
-    r->piece_len = streams ? NBD_STREAM_PIECE : length;
+    r->piece_len = streams ? NBD_STREAM_PIECE : w.length;
     r->stream_more = false;
-    if (error != 0 && cmd == NBD_CMD_WRITE && length > 0) {
-        c->skip = length;           /* read and thrown away, then answered */
+    if (error != 0 && w.has_payload && w.length > 0) {
+        c->skip = w.length;         /* read and thrown away, then answered */
         c->skip_reply = r;
         reply_prepare_error(r, error);
     } else if (error != 0) {
         reply_error(r, error);
-    } else if (cmd == NBD_CMD_WRITE && r->buf == NULL) {
+    } else if (w.cmd == NBD_CMD_WRITE && r->buf == NULL) {
         conn_payload_in_place(c, r);
-    } else if (cmd == NBD_CMD_WRITE) {
+    } else if (w.cmd == NBD_CMD_WRITE) {
         conn_take_payload(c, r);
     } else {
         conn_submit(c, r);
@@ -1355,6 +1487,8 @@ conn_skip(struct nbd_conn *c)
 static void
 conn_parse(struct nbd_conn *c)
 {
+    size_t hdr;
+
     if (c->parsing)
         return;
     c->parsing = true;
@@ -1366,10 +1500,11 @@ conn_parse(struct nbd_conn *c)
                 break;
             continue;
         }
-        if (conn_throttled(c) || c->rend - c->rstart < NBD_REQUEST_SIZE)
+        hdr = c->extended ? NBD_EXT_REQUEST_SIZE : NBD_REQUEST_SIZE;
+        if (conn_throttled(c) || c->rend - c->rstart < hdr)
             break;
-        c->rstart += NBD_REQUEST_SIZE;
-        conn_handle_request(c, c->rbuf + c->rstart - NBD_REQUEST_SIZE);
+        c->rstart += hdr;
+        conn_handle_request(c, c->rbuf + c->rstart - hdr);
     }
     c->parsing = false;
     nbd_hs_flush(c);
@@ -1430,5 +1565,6 @@ nbd_conn_enter_transmission(struct nbd_conn *c, struct ng_nbd_export *exp,
     nbd_export_conn_added(exp);
     ng_log_debug("%s: export '%s', %" PRIu64 " bytes, flags 0x%x%s",
                  c->peer, exp->name, size, tflags,
-                 c->structured ? ", structured replies" : "");
+                 c->extended ? ", extended headers"
+                 : c->structured ? ", structured replies" : "");
 }

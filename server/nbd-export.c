@@ -193,6 +193,58 @@ ng_nbd_server_set_export_bitmaps(struct ng_nbd_server *srv,
 }
 
 int
+ng_nbd_server_check_follow_bitmaps(struct ng_nbd_server *srv,
+                                   const char *from, const char *to,
+                                   struct ng_error *err)
+{
+    struct ng_node *dst = ng_graph_find(srv->graph, to);
+    struct ng_nbd_export *exp;
+
+    for (exp = srv->exports; exp != NULL && dst != NULL; exp = exp->next) {
+        if (exp->bitmap_node == NULL || strcmp(exp->bitmap_node, from) != 0)
+            continue;
+        for (unsigned i = 0; i < exp->n_bitmaps; i++) {
+            struct ng_bitmap *bm = nbd_export_bitmap(exp, i);
+
+            if (bm != NULL && ng_bitmap_check_move(bm, dst, err) == -1)
+                return ng_error_prefix(err, "export '%s' offers dirty bitmap "
+                                       "'%s' of node '%s', which must follow "
+                                       "it to node '%s'", exp->name,
+                                       bm->name, from, to);
+        }
+    }
+    return 0;
+}
+
+void
+ng_nbd_server_follow_bitmaps(struct ng_nbd_server *srv, const char *from,
+                             const char *to)
+{
+    struct ng_node *dst = ng_graph_find(srv->graph, to);
+    struct ng_nbd_export *exp;
+    struct ng_error err = { 0 };
+    char *copy;
+
+    for (exp = srv->exports; exp != NULL && dst != NULL; exp = exp->next) {
+        if (exp->bitmap_node == NULL || strcmp(exp->bitmap_node, from) != 0 ||
+            (copy = strdup(to)) == NULL)
+            continue;
+        for (unsigned i = 0; i < exp->n_bitmaps; i++) {
+            struct ng_bitmap *bm = nbd_export_bitmap(exp, i);
+
+            if (bm != NULL && ng_bitmap_move(bm, dst, &err) == -1)
+                ng_log_warn("export '%s': %s; its context "
+                            "qemu:dirty-bitmap:%s stops recording",
+                            exp->name, err.msg, bm->name);
+        }
+        /* The ones that could not move are found no more: their
+         * context answers as for a bitmap gone. */
+        free(exp->bitmap_node);
+        exp->bitmap_node = copy;
+    }
+}
+
+int
 ng_nbd_server_set_export_allocation_depth(struct ng_nbd_server *srv,
                                           const char *name, bool on,
                                           struct ng_error *err)

@@ -9,10 +9,16 @@
  *                        that name ("" only if an export is named "")
  *   INFO                 NBD_INFO_EXPORT, and NAME / DESCRIPTION when
  *                        asked; BLOCK_SIZE always, since our maximum
- *                        (32 MiB) is not the protocol's default
+ *                        (server.max-request) is not the protocol's default
  *   LIST                 one NBD_REP_SERVER per export, with its
  *                        description as the human-readable part
- *   STRUCTURED_REPLY     ACK
+ *   STRUCTURED_REPLY     ACK; after EXTENDED_HEADERS
+ *                        NBD_REP_ERR_EXT_HEADER_REQD (no downgrade)
+ *   EXTENDED_HEADERS     ACK: transmission uses 32-byte requests with
+ *                        64-bit lengths and extended reply chunks only
+ *                        (structured replies are implied); an
+ *                        EXPORT_NAME after it breaks the spec's MUST NOT
+ *                        and drops the client
  *   LIST/SET_META_CONTEXT  "base:allocation" (queries "base:" and
  *                        "base:allocation"), "qemu:allocation-depth"
  *                        when the export offers it and, for each bitmap the
@@ -23,8 +29,9 @@
  *   ABORT                ACK, then close
  *   STARTTLS             on a listener with TLS: ACK, then the TLS
  *                        handshake; option haggling starts over inside
- *                        TLS (structured replies and the metadata
- *                        context selection are forgotten).  Without TLS
+ *                        TLS (structured replies, extended headers and
+ *                        the metadata context selection are
+ *                        forgotten).  Without TLS
  *                        NBD_REP_ERR_UNSUP; a second one
  *                        NBD_REP_ERR_INVALID
  *   anything else        NBD_REP_ERR_UNSUP
@@ -306,6 +313,12 @@ hs_opt_export_name(struct nbd_conn *c, const uint8_t *data, uint32_t len)
     uint16_t tflags;
     uint64_t size;
 
+    if (c->extended) {
+        ng_log_info("%s: NBD_OPT_EXPORT_NAME after extended headers were "
+                    "negotiated; dropping client", c->peer);
+        nbd_conn_abort(c);
+        return -1;
+    }
     /* This option cannot fail politely: a hard disconnect is the answer. */
     if (len <= NBD_MAX_STRING && hs_string(name, data, len))
         exp = nbd_export_find(c->srv, name);
@@ -450,6 +463,22 @@ hs_opt_structured_reply(struct nbd_conn *c, uint32_t opt, uint32_t len)
     if (len != 0)
         return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
                               "NBD_OPT_STRUCTURED_REPLY takes no data");
+    if (c->extended)
+        return hs_reply_error(c, opt, NBD_REP_ERR_EXT_HEADER_REQD,
+                              "extended headers are already negotiated");
+    c->structured = true;
+    return hs_reply(c, opt, NBD_REP_ACK, NULL, 0);
+}
+
+/* Extended headers imply structured replies: chunks are the only
+ * replies there are. */
+static int
+hs_opt_extended_headers(struct nbd_conn *c, uint32_t opt, uint32_t len)
+{
+    if (len != 0)
+        return hs_reply_error(c, opt, NBD_REP_ERR_INVALID,
+                              "NBD_OPT_EXTENDED_HEADERS takes no data");
+    c->extended = true;
     c->structured = true;
     return hs_reply(c, opt, NBD_REP_ACK, NULL, 0);
 }
@@ -624,6 +653,7 @@ hs_opt_starttls(struct nbd_conn *c, uint32_t opt, uint32_t len)
         return -1;
     /* What was agreed in the clear could have been tampered with. */
     c->structured = false;
+    c->extended = false;
     hs_forget_meta(c);
     if (nbd_conn_start_tls(c) < 0)
         return -1;
@@ -668,6 +698,8 @@ hs_option(struct nbd_conn *c, uint32_t opt, const uint8_t *data,
         return hs_opt_info_go(c, opt, data, len);
     case NBD_OPT_STRUCTURED_REPLY:
         return hs_opt_structured_reply(c, opt, len);
+    case NBD_OPT_EXTENDED_HEADERS:
+        return hs_opt_extended_headers(c, opt, len);
     case NBD_OPT_LIST_META_CONTEXT:
     case NBD_OPT_SET_META_CONTEXT:
         return hs_opt_meta_context(c, opt, data, len);

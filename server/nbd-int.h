@@ -104,7 +104,10 @@
 #define NBD_MAX_EXTENTS         128
 #define NBD_BS_DEPTH_OFFSET     NBD_MAX_EXTENTS
 #define NBD_BS_WIRE_OFFSET      (2 * NBD_MAX_EXTENTS * sizeof(struct ng_extent))
-#define NBD_BS_CHUNK_MAX        (20 + 4 + 8 * NBD_MAX_EXTENTS)
+/* The larger of NBD_REPLY_TYPE_BLOCK_STATUS (20-byte header, context
+ * ID, 8-byte descriptors) and NBD_REPLY_TYPE_BLOCK_STATUS_EXT (32-byte
+ * header, context ID and count, 16-byte descriptors). */
+#define NBD_BS_CHUNK_MAX        (32 + 8 + 16 * NBD_MAX_EXTENTS)
 #define NBD_BS_BUF_SIZE         (NBD_BS_WIRE_OFFSET + \
                                  (2 + NBD_MAX_EXPORT_BITMAPS) * \
                                  NBD_BS_CHUNK_MAX)
@@ -227,10 +230,12 @@ struct nbd_req {
     struct nbd_req *next;           /* free list or reply queue */
     uint8_t handle[8];              /* the client's, echoed raw */
     uint16_t cmd;
-    uint16_t flags;                 /* NBD_CMD_FLAG_* */
+    uint16_t flags;                 /* NBD_CMD_FLAG_*, without PAYLOAD_LEN */
     uint64_t offset;
-    uint32_t length;
-    uint32_t piece_off, piece_len;  /* the part in the graph or in the
+    uint64_t length;                /* 64 bits with extended headers (an
+                                     * effect length; payloads stay below
+                                     * max-request) */
+    uint64_t piece_off, piece_len;  /* the part in the graph or in the
                                      * reply: all of it unless streamed */
     bool stream_more;               /* a streamed READ's reply is queued
                                      * and pieces remain */
@@ -245,7 +250,9 @@ struct nbd_req {
     const uint8_t *payload;         /* sent after hdr: in buf, or NULL */
     uint32_t payload_len;
     uint32_t hdr_len;
-    uint8_t hdr[32];                /* the reply header, built in place */
+    uint8_t hdr[40];                /* the reply header, built in place:
+                                     * at most an extended chunk header
+                                     * and a READ's 8-byte offset */
 };
 
 enum nbd_phase {
@@ -293,7 +300,11 @@ struct nbd_conn {
     /* Handshake. */
     enum nbd_hs_state hs_state;
     bool no_zeroes;
-    bool structured;
+    bool structured;                /* replies may be chunks: after
+                                     * STRUCTURED_REPLY or
+                                     * EXTENDED_HEADERS */
+    bool extended;                  /* EXTENDED_HEADERS: 32-byte requests,
+                                     * every reply an extended chunk */
     bool meta_allocation;           /* base:allocation selected */
     bool meta_depth;                /* qemu:allocation-depth selected */
     uint32_t meta_bitmaps;          /* bit i: the export's bitmap i */

@@ -37,6 +37,7 @@
 #define NBD_FLAG_SEND_RESIZE        (1u << 9)
 #define NBD_FLAG_SEND_CACHE         (1u << 10)
 #define NBD_FLAG_SEND_FAST_ZERO     (1u << 11)
+#define NBD_FLAG_BLOCK_STATUS_PAYLOAD (1u << 12)
 
 /* Options. */
 #define NBD_OPT_EXPORT_NAME         1
@@ -49,6 +50,7 @@
 #define NBD_OPT_STRUCTURED_REPLY    8
 #define NBD_OPT_LIST_META_CONTEXT   9
 #define NBD_OPT_SET_META_CONTEXT    10
+#define NBD_OPT_EXTENDED_HEADERS    11
 
 /* Option replies. */
 #define NBD_REP_ACK                 1
@@ -65,6 +67,7 @@
 #define NBD_REP_ERR_SHUTDOWN        (NBD_REP_FLAG_ERROR | 7)
 #define NBD_REP_ERR_BLOCK_SIZE_REQD (NBD_REP_FLAG_ERROR | 8)
 #define NBD_REP_ERR_TOO_BIG         (NBD_REP_FLAG_ERROR | 9)
+#define NBD_REP_ERR_EXT_HEADER_REQD (NBD_REP_FLAG_ERROR | 10)
 
 /* NBD_REP_INFO types. */
 #define NBD_INFO_EXPORT             0
@@ -82,10 +85,16 @@
 #define NBD_REQUEST_MAGIC           UINT32_C(0x25609513)
 #define NBD_SIMPLE_REPLY_MAGIC      UINT32_C(0x67446698)
 #define NBD_STRUCTURED_REPLY_MAGIC  UINT32_C(0x668e33ef)
+/* Extended headers (NBD_OPT_EXTENDED_HEADERS): 32-byte requests and
+ * reply chunks with 64-bit lengths. */
+#define NBD_EXTENDED_REQUEST_MAGIC  UINT32_C(0x21e41c71)
+#define NBD_EXTENDED_REPLY_MAGIC    UINT32_C(0x6e8a278c)
 
 #define NBD_REQUEST_SIZE            28
+#define NBD_EXT_REQUEST_SIZE        32
 #define NBD_SIMPLE_REPLY_SIZE       16
 #define NBD_CHUNK_HDR_SIZE          20
+#define NBD_EXT_CHUNK_HDR_SIZE      32
 
 /* Commands. */
 #define NBD_CMD_READ                0
@@ -103,6 +112,7 @@
 #define NBD_CMD_FLAG_DF             (1u << 2)
 #define NBD_CMD_FLAG_REQ_ONE        (1u << 3)
 #define NBD_CMD_FLAG_FAST_ZERO      (1u << 4)
+#define NBD_CMD_FLAG_PAYLOAD_LEN    (1u << 5)   /* extended headers only */
 
 /* Structured reply flags and chunk types. */
 #define NBD_REPLY_FLAG_DONE         (1u << 0)
@@ -110,6 +120,7 @@
 #define NBD_REPLY_TYPE_OFFSET_DATA  1
 #define NBD_REPLY_TYPE_OFFSET_HOLE  2
 #define NBD_REPLY_TYPE_BLOCK_STATUS 5
+#define NBD_REPLY_TYPE_BLOCK_STATUS_EXT 6       /* extended headers only */
 #define NBD_REPLY_TYPE_ERROR        ((1u << 15) | 1)
 #define NBD_REPLY_TYPE_ERROR_OFFSET ((1u << 15) | 2)
 

@@ -99,6 +99,21 @@ int ng_nbd_server_set_export_bitmaps(struct ng_nbd_server *srv,
                                      const char *const *names, size_t n,
                                      struct ng_error *err);
 
+/* A mirror or active commit is about to move the users of node `from`
+ * to node `to` (same size): could every export's bitmaps on `from` go
+ * with them?  -1 with *err naming the export and the bitmap. */
+int ng_nbd_server_check_follow_bitmaps(struct ng_nbd_server *srv,
+                                       const char *from, const char *to,
+                                       struct ng_error *err);
+/* The pivot moved them (inside its drained section): the exports'
+ * bitmaps on `from` move to `to`, bits and all, and record there, so
+ * their qemu:dirty-bitmap contexts go on answering (QEMU moves no
+ * bitmaps; but its exports' contexts do not outlive a pivot either).
+ * A bitmap that cannot move (a clash made since the check) stays on
+ * `from`, and a warning says so. */
+void ng_nbd_server_follow_bitmaps(struct ng_nbd_server *srv,
+                                  const char *from, const char *to);
+
 /* Whether export `name` offers qemu:allocation-depth. */
 int ng_nbd_server_set_export_allocation_depth(struct ng_nbd_server *srv,
                                               const char *name, bool on,

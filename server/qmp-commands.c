@@ -42,6 +42,7 @@ static const struct ng_qmp_arg insert_filter_args[] = {
 
 static const struct ng_qmp_arg remove_filter_args[] = {
     { "node-name", 's', true },
+    { "keep", 's', false },
     { "force", 'b', false },
     MUTATING_ARGS,
     { NULL, 0, false },
@@ -115,6 +116,7 @@ static const struct ng_qmp_arg export_add_args[] = {
     { "bitmaps", 'a', false },
     { "allocation-depth", 'b', false },
     { "allow", 'a', false },
+    { "max-connections", 'i', false },
     MUTATING_ARGS,
     { NULL, 0, false },
 };

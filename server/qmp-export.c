@@ -55,6 +55,21 @@ export_bitmaps(json_t *args, const char **names, size_t *n,
     return 0;
 }
 
+/* max-connections, with the config file's range and message
+ * (config/config.c): 0 (the default) is no limit. */
+static int
+export_max_connections(json_t *args, unsigned *out, struct ng_error *err)
+{
+    json_t *j = json_object_get(args, "max-connections");
+    json_int_t n = json_integer_value(j);   /* 0 when absent */
+
+    if (n < 0 || n > 1000000)
+        return ng_error_set(err, EINVAL, "'max-connections' must be "
+                            "between 0 and 1000000");
+    *out = (unsigned)n;
+    return 0;
+}
+
 /* The export's allow: list, as the config file's (config/allow.c): set
  * before the loop runs again, so no client sees the export unrestricted.
  * Without the list, everyone may. */
@@ -108,7 +123,8 @@ ng_qmp_block_export_add(struct ng_qmp_call *call, json_t *args)
     const char *bitmaps[NG_NBD_MAX_EXPORT_BITMAPS];
     char job[128];
 
-    if (export_bitmaps(args, bitmaps, &spec.n_bitmaps, &err) == -1) {
+    if (export_bitmaps(args, bitmaps, &spec.n_bitmaps, &err) == -1 ||
+        export_max_connections(args, &spec.max_connections, &err) == -1) {
         ng_value_free(v);
         ng_qmp_error(call, NG_QMP_GENERIC, "%s", err.msg);
         return;

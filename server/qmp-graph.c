@@ -49,10 +49,14 @@ node_children_json(struct ng_node *n)
 {
     json_t *list = json_array();
     struct ng_edge *e;
+    char label[64];
 
+    /* QEMU's child names where the driver has them (quorum's
+     * "children.N"), else the role. */
     for (e = n->children; e != NULL; e = e->next_child)
         json_array_append_new(list, json_pack("{s:s,s:s}", "child",
-                                              ng_role_name(e->role),
+                                              ng_edge_label(n, e, label,
+                                                            sizeof label),
                                               "node-name", e->child->name));
     return list;
 }
@@ -484,6 +488,7 @@ struct filter_op {
     char *node;                 /* insert: node below; remove: the filter */
     char *filter_name;          /* insert: the new filter's node-name */
     struct ng_value *filter;    /* insert: filter options */
+    char *keep;                 /* remove: the child to keep, or NULL */
     char **bbs;                 /* insert: only these exports' BBs (by NBD
                                  * name), or NULL */
     size_t n_bbs;
@@ -503,6 +508,7 @@ filter_op_free(struct filter_op *op)
     free(op->bbs);
     ng_value_free(op->filter);
     free(op->filter_name);
+    free(op->keep);
     free(op->node);
     free(op);
 }
@@ -545,6 +551,20 @@ insert_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
                                   op->mutate_flags, err) != NULL ? 0 : -1;
 }
 
+/* The filter's options with its children as the graph has them, so
+ * that query-config and reload see the splice: a multi-child filter's
+ * other children are in no other place. */
+static void
+note_inserted(struct filter_op *op)
+{
+    struct ng_value *opts = ng_graph_filter_opts(op->ctx->graph, op->node,
+                                                 op->filter);
+
+    ng_reload_note_node(op->ctx, op->filter_name,
+                        opts != NULL ? opts : op->filter);
+    ng_value_free(opts);
+}
+
 static void
 insert_done(void *opaque, const struct ng_error *err)
 {
@@ -553,7 +573,7 @@ insert_done(void *opaque, const struct ng_error *err)
     if (err != NULL) {
         ng_qmp_error_from(op->call, err);
     } else {
-        ng_reload_note_node(op->ctx, op->filter_name, op->filter);
+        note_inserted(op);
         ng_qmp_graph_changed(op->ctx, "filter-inserted", op->job,
                              json_pack("{s:s,s:s}", "node-name",
                                        op->filter_name, "above", op->node));
@@ -573,6 +593,34 @@ filter_op_claim(struct filter_op *op, const char *node, bool dry_run,
 
     if (ng_ctx_nac_claim(op->ctx, op->job, "command", &claim, 1, dry_run,
                          err) == -1)
+        return -1;
+    op->claimed = !dry_run;
+    return 0;
+}
+
+/* An insert's claims: splice claims on `node` and on the other children
+ * the options name (a multi-child filter's: each gets a new parent, as
+ * x-blockdev-change's added node does). */
+static int
+insert_claim(struct filter_op *op, const char *node, bool dry_run,
+             struct ng_error *err)
+{
+    const char *others[16];
+    size_t n = ng_graph_filter_other_children(op->ctx->graph, op->filter,
+                                              others, 16);
+    struct ng_nac_claim claims[17];
+
+    if (n > 16)
+        return ng_error_set(err, EINVAL, "filter: %zu children; at most 16 "
+                            "besides '%s'", n, node);
+    claims[0] = (struct ng_nac_claim){ node, NG_NAC_SPLICE_REQUIRE,
+                                       NG_NAC_SPLICE_ALLOW };
+    for (size_t i = 0; i < n; i++)
+        claims[i + 1] = (struct ng_nac_claim){ others[i],
+                                               NG_NAC_SPLICE_REQUIRE,
+                                               NG_NAC_SPLICE_ALLOW };
+    if (ng_ctx_nac_claim(op->ctx, op->job, "command", claims, n + 1,
+                         dry_run, err) == -1)
         return -1;
     op->claimed = !dry_run;
     return 0;
@@ -646,7 +694,7 @@ ng_qmp_blockdev_insert_filter(struct ng_qmp_call *call, json_t *args)
         ng_graph_check_insert_filter(op->ctx->graph, node, op->filter,
                                      (const char *const *)op->bbs,
                                      op->n_bbs, &err) == -1 ||
-        filter_op_claim(op, node, ng_qmp_dry_run(args), &err) == -1)
+        insert_claim(op, node, ng_qmp_dry_run(args), &err) == -1)
         filter_op_fail(op, &err);
     else
         filter_op_run(op, args, node, insert_mutation, insert_done);
@@ -657,7 +705,8 @@ remove_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
 {
     struct filter_op *op = opaque;
 
-    return ng_graph_remove_filter(g, op->node, op->mutate_flags, err);
+    return ng_graph_remove_filter_keep(g, op->node, op->keep,
+                                       op->mutate_flags, err);
 }
 
 static void
@@ -684,12 +733,17 @@ ng_qmp_blockdev_remove_filter(struct ng_qmp_call *call, json_t *args)
                                          "remove-filter-");
     struct ng_error err = { 0 };
 
-    if (op == NULL) {
+    const char *keep = json_string_value(json_object_get(args, "keep"));
+
+    if (op == NULL || (keep != NULL && (op->keep = strdup(keep)) == NULL)) {
+        if (op != NULL)
+            filter_op_free(op);
         ng_qmp_error(call, NG_QMP_GENERIC, "out of memory");
         return;
     }
     if (check_not_implicit(op->ctx, args, name, &err) == -1 ||
-        ng_graph_check_remove_filter(op->ctx->graph, name, &err) == -1 ||
+        ng_graph_check_remove_filter_keep(op->ctx->graph, name, keep,
+                                          &err) == -1 ||
         filter_op_claim(op, name, ng_qmp_dry_run(args), &err) == -1)
         filter_op_fail(op, &err);
     else
@@ -701,6 +755,8 @@ ng_qmp_blockdev_remove_filter(struct ng_qmp_call *call, json_t *args)
 struct change_child {
     struct filter_op *op;           /* node: the parent */
     char *child, *new_node;         /* exactly one, owned */
+    ptrdiff_t removed_at;           /* the removed child's place among the
+                                     * parent's children, before */
 };
 
 static void
@@ -713,41 +769,104 @@ change_child_free(struct change_child *cc)
     free(cc);
 }
 
+/* Where `n` is among p's children (role children), or -1. */
+static ptrdiff_t
+children_index(struct ng_node *p, const struct ng_node *n)
+{
+    const struct ng_edge *e;
+    ptrdiff_t i = 0;
+
+    for (e = p->children; e != NULL; e = e->next_child) {
+        if (e->role != NG_ROLE_CHILDREN)
+            continue;
+        if (e->child == n)
+            return i;
+        i++;
+    }
+    return -1;
+}
+
+static size_t
+children_count(struct ng_node *p)
+{
+    const struct ng_edge *e;
+    size_t n = 0;
+
+    for (e = p->children; e != NULL; e = e->next_child)
+        n += e->role == NG_ROLE_CHILDREN;
+    return n;
+}
+
 static int
 change_child_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
 {
     struct change_child *cc = opaque;
+    struct ng_node *p = ng_graph_find(g, cc->op->node), *gone;
 
+    /* Which item of the model's list goes with it (change_child_note). */
+    cc->removed_at = -1;
+    if (cc->child != NULL && p != NULL && p->driver->del_child != NULL &&
+        (gone = p->driver->del_child(p, cc->child, true, NULL)) != NULL)
+        cc->removed_at = children_index(p, gone);
     return ng_graph_change_child(g, cc->op->node, cc->child, cc->new_node,
                                  err);
 }
 
-/* The quorum's current children by node-name, as its "children" option,
- * so that query-config and reload see the change.  A child defined
- * inline (auto-named) has no name a config could use: the model then
- * keeps what it had, and says so. */
+/* The entry of the model's children list for the child now at `j`: a
+ * named child by its name; one defined inline (no name a config could
+ * use) by its old definition, the item at the same place before the
+ * change (after the removed one: one further).  NULL if the model does
+ * not line up with the graph. */
+static struct ng_value *
+change_child_item(const struct ng_value *old, const struct ng_node *child,
+                  size_t j, ptrdiff_t removed_at)
+{
+    size_t i = removed_at >= 0 && (ptrdiff_t)j >= removed_at ? j + 1 : j;
+
+    if (!child->auto_named && !child->inline_def)
+        return ng_value_new_scalar(child->name, (struct ng_loc){ 0 });
+    if (old == NULL || old->kind != NG_VALUE_LIST || i >= old->n ||
+        old->items[i]->kind != NG_VALUE_MAP)
+        return NULL;
+    return ng_value_copy(old->items[i]);
+}
+
+/* The quorum's current children, as its "children" option, so that
+ * query-config and reload see the change: by node-name, and a child
+ * defined inline by its definition. */
 static void
-change_child_note(struct ng_control_ctx *ctx, const char *parent)
+change_child_note(struct ng_control_ctx *ctx, const char *parent,
+                  ptrdiff_t removed_at)
 {
     struct ng_node *p = ng_graph_find(ctx->graph, parent);
+    const struct ng_value *model = ng_reload_node_opts(ctx, parent);
+    const struct ng_value *old = model ? ng_value_get(model, "children")
+                                       : NULL;
+    size_t before = children_count(p) + (removed_at >= 0 ? 1 : 0) -
+                    (removed_at >= 0 ? 0 : 1);
     struct ng_loc none = { 0 };
     struct ng_value *opts = ng_value_new_map(none);
-    struct ng_value *list = ng_value_new_list(none), *name;
+    struct ng_value *list = ng_value_new_list(none), *item;
     const struct ng_edge *e;
+    size_t j = 0;
 
     if (opts == NULL || list == NULL)
         goto oom;
     for (e = p->children; e != NULL; e = e->next_child) {
         if (e->role != NG_ROLE_CHILDREN)
             continue;
-        if (e->child->auto_named) {
-            ng_log_warn("reload: quorum '%s' has a child defined inline; "
-                        "its config entry keeps its old children", parent);
+        item = old != NULL && old->kind == NG_VALUE_LIST && old->n == before
+               ? change_child_item(old, e->child, j, removed_at)
+               : change_child_item(NULL, e->child, j, removed_at);
+        if (item == NULL && (e->child->auto_named || e->child->inline_def)) {
+            ng_log_warn("reload: quorum '%s': no definition of its inline "
+                        "child '%s' in the model; its config entry keeps "
+                        "its old children", parent, e->child->name);
             goto out;
         }
-        if ((name = ng_value_new_scalar(e->child->name, none)) == NULL ||
-            ng_value_list_append(list, name) == -1)
+        if (item == NULL || ng_value_list_append(list, item) == -1)
             goto oom;
+        j++;
     }
     if (ng_value_map_put(opts, "children", none, list) == -1) {
         list = NULL;                /* taken, and freed */
@@ -772,7 +891,7 @@ change_child_done(void *opaque, const struct ng_error *err)
     if (err != NULL) {
         ng_qmp_error_from(op->call, err);
     } else {
-        change_child_note(op->ctx, op->node);
+        change_child_note(op->ctx, op->node, cc->removed_at);
         ng_qmp_graph_changed(op->ctx, cc->child != NULL ? "child-removed"
                                                         : "child-added",
                              op->job, json_pack("{s:s,s:s}", "node-name",

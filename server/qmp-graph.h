@@ -53,6 +53,20 @@ struct ng_qmp_job_call *ng_qmp_job_call_new(struct ng_qmp_call *call,
                                             const char *job_id);
 void ng_qmp_job_started(void *opaque, const struct ng_error *err);
 
+struct ng_mirror_params;
+struct ng_nac_claim;
+/* ng_mirror_check(), and that the exports' dirty bitmaps on the source
+ * can follow a pivot to the target. */
+int ng_qmp_mirror_check(struct ng_control_ctx *ctx,
+                        const struct ng_mirror_params *p,
+                        struct ng_error *err);
+/* Start a mirror or commit job (graph/mirror.h) whose NAC claims are
+ * taken, and answer the call once it runs or failed. */
+void ng_qmp_mirror_start(struct ng_qmp_call *call, struct ng_control_ctx *ctx,
+                         const struct ng_mirror_params *p);
+/* The NAC claim a job takes on the filter node it puts in. */
+struct ng_nac_claim ng_qmp_filter_claim(const char *filter);
+
 /* server/qmp-job.c */
 ng_qmp_handler ng_qmp_bitmap_add;
 ng_qmp_handler ng_qmp_bitmap_remove;

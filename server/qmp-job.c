@@ -18,6 +18,7 @@
 #include "nac/nac.h"
 #include "nac/policy.h"
 #include "server/exports.h"
+#include "server/nbd.h"
 #include "server/qmp-graph.h"
 #include "server/qmp-util.h"
 
@@ -277,6 +278,8 @@ job_pivoted(void *opaque, struct ng_job *job, const char *from,
     if (ctx->nac != NULL)
         ng_nac_replace(ctx->nac, job->id, NULL, 0, NULL);
     ng_exports_follow_node(ctx, from, to);
+    if (ctx->nbd != NULL)
+        ng_nbd_server_follow_bitmaps(ctx->nbd, from, to);
     ng_qmp_graph_changed(ctx, "node-replaced", job->id,
                          json_pack("{s:s,s:s}", "node-name", from,
                                    "replacement", to));
@@ -355,12 +358,12 @@ mirror_params(json_t *args, struct ng_mirror_params *p, struct ng_error *err)
     uint64_t gran;
     int src_act, dst_act;
 
-    if (mode != NULL && strcmp(mode, "background") != 0)
-        return ng_error_set(err, ENOTSUP, "copy-mode '%s' is not supported; "
-                            "only 'background'", mode);
-    if (json_object_get(args, "filter-node-name") != NULL)
-        return ng_error_set(err, ENOTSUP, "filter-node-name is not supported "
-                            "by blockdev-mirror yet");
+    if (mode != NULL && strcmp(mode, "background") != 0 &&
+        strcmp(mode, "write-blocking") != 0)
+        return ng_error_set(err, EINVAL, "'copy-mode' must be 'background' "
+                            "or 'write-blocking', not '%s'", mode);
+    p->write_blocking = mode != NULL && strcmp(mode, "write-blocking") == 0;
+    p->filter_node_name = arg_str(args, "filter-node-name");
     p->job_id = arg_str(args, "job-id");
     p->source = arg_str(args, "device");
     p->target = arg_str(args, "target");
@@ -384,18 +387,65 @@ mirror_params(json_t *args, struct ng_mirror_params *p, struct ng_error *err)
     return 0;
 }
 
+int
+ng_qmp_mirror_check(struct ng_control_ctx *ctx,
+                    const struct ng_mirror_params *p, struct ng_error *err)
+{
+    if (ng_mirror_check(ctx->graph, p, err) == -1)
+        return -1;
+    /* An intermediate commit moves no export. */
+    if (ctx->nbd != NULL && (!p->commit || p->overlay == NULL))
+        return ng_nbd_server_check_follow_bitmaps(ctx->nbd, p->source,
+                                                  p->target, err);
+    return 0;
+}
+
+/* Start a mirror or commit job whose claims are taken; the answer comes
+ * once it runs (with a filter, after its drained section). */
+void
+ng_qmp_mirror_start(struct ng_qmp_call *call, struct ng_control_ctx *ctx,
+                    const struct ng_mirror_params *p)
+{
+    struct ng_job_hooks hooks = job_hooks(ctx);
+    struct ng_qmp_job_call *jc = ng_qmp_job_call_new(call, ctx, p->job_id);
+    struct ng_error err = { 0 };
+
+    if (jc == NULL)
+        ng_error_set(&err, ENOMEM, "out of memory");
+    else if (ng_mirror_start(ctx->graph, p, &hooks, ng_qmp_job_started, jc,
+                             &err) == 0)
+        return;                     /* ng_qmp_job_started answers */
+    free(jc);
+    ng_ctx_nac_release(ctx, p->job_id);
+    ng_qmp_error_from(call, &err);
+}
+
+/* The claim on a job's filter node: it stays where the job put it (a
+ * reload that prunes what the control channel made must not take it
+ * out). */
+struct ng_nac_claim
+ng_qmp_filter_claim(const char *filter)
+{
+    return (struct ng_nac_claim){ filter, 0, NG_NAC_ALL & ~NG_NAC_GRAPH_MOD };
+}
+
 void
 ng_qmp_blockdev_mirror(struct ng_qmp_call *call, json_t *args)
 {
     struct ng_control_ctx *ctx = ng_qmp_ctx(call);
     struct ng_mirror_params p = { 0 };
-    struct ng_job_hooks hooks = job_hooks(ctx);
     struct ng_error err = { 0 };
     bool dry = ng_qmp_dry_run(args);
-    struct ng_nac_claim claims[2];
+    struct ng_nac_claim claims[3];
+    char filter[NG_NAC_NAME_MAX];
 
-    if (mirror_params(args, &p, &err) == -1 ||
-        ng_mirror_check(ctx->graph, &p, &err) == -1)
+    if (mirror_params(args, &p, &err) == -1)
+        goto fail;
+    if (p.write_blocking && p.filter_node_name == NULL) {
+        snprintf(filter, sizeof filter, "mirror-top-%s", p.job_id);
+        p.filter_node_name = filter;
+    }
+    if (ng_qmp_mirror_check(ctx, &p, &err) == -1)
         goto fail;
     claims[0] = (struct ng_nac_claim){ p.source,
                                        NG_NAC_MIRROR_SOURCE_REQUIRE,
@@ -403,13 +453,16 @@ ng_qmp_blockdev_mirror(struct ng_qmp_call *call, json_t *args)
     claims[1] = (struct ng_nac_claim){ p.target,
                                        NG_NAC_MIRROR_TARGET_REQUIRE,
                                        NG_NAC_MIRROR_TARGET_ALLOW };
-    if (ng_ctx_nac_claim(ctx, p.job_id, "job", claims, 2, dry, &err) == -1)
+    if (p.filter_node_name != NULL)
+        claims[2] = ng_qmp_filter_claim(p.filter_node_name);
+    if (ng_ctx_nac_claim(ctx, p.job_id, "job", claims,
+                         p.filter_node_name != NULL ? 3 : 2, dry,
+                         &err) == -1)
         goto fail;
-    if (!dry && ng_mirror_start(ctx->graph, &p, &hooks, &err) == NULL) {
-        ng_ctx_nac_release(ctx, p.job_id);
-        goto fail;
-    }
-    ng_qmp_return(call, NULL);
+    if (dry)
+        ng_qmp_return(call, NULL);
+    else
+        ng_qmp_mirror_start(call, ctx, &p);
     return;
 
 fail:
@@ -511,10 +564,7 @@ ng_qmp_blockdev_backup(struct ng_qmp_call *call, json_t *args)
     claims[1] = (struct ng_nac_claim){ p.target,
                                        NG_NAC_BACKUP_TARGET_REQUIRE,
                                        NG_NAC_BACKUP_TARGET_ALLOW };
-    /* Its filter stays where the job put it (a reload that prunes what
-     * the control channel made must not take it out). */
-    claims[2] = (struct ng_nac_claim){ p.filter_node_name, 0,
-                                       NG_NAC_ALL & ~NG_NAC_GRAPH_MOD };
+    claims[2] = ng_qmp_filter_claim(p.filter_node_name);
     if (ng_ctx_nac_claim(ctx, p.job_id, "job", claims, 3, dry, &err) == -1)
         goto fail;
     if (dry) {

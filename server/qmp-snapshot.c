@@ -651,9 +651,7 @@ commit_params(struct ng_graph *g, json_t *args, struct ng_mirror_params *p,
 {
     int act;
 
-    if (json_object_get(args, "filter-node-name") != NULL)
-        return ng_error_set(err, ENOTSUP, "filter-node-name is not "
-                            "supported by block-commit yet");
+    p->filter_node_name = ng_qmp_str_arg(args, "filter-node-name");
     if (commit_nodes(g, args, p, err) == -1)
         return -1;
     p->commit = true;
@@ -686,6 +684,11 @@ commit_claims(struct ng_graph *g, const struct ng_mirror_params *p,
     ng_stream_foreach_intermediate(g, p->source, p->target, claim_mid, l);
     claim_add(l, p->target, NG_NAC_COMMIT_BASE_REQUIRE,
               NG_NAC_COMMIT_BASE_ALLOW);
+    if (p->filter_node_name != NULL) {
+        struct ng_nac_claim f = ng_qmp_filter_claim(p->filter_node_name);
+
+        claim_add(l, f.node, f.require, f.allow);
+    }
 }
 
 void
@@ -693,22 +696,20 @@ ng_qmp_block_commit(struct ng_qmp_call *call, json_t *args)
 {
     struct ng_control_ctx *ctx = ng_qmp_ctx(call);
     struct ng_mirror_params p = { 0 };
-    struct ng_job_hooks hooks = ng_qmp_job_hooks(ctx);
     struct ng_error err = { 0 };
     bool dry = ng_qmp_dry_run(args);
     struct claim_list l = { .n = 0 };
 
     if (commit_params(ctx->graph, args, &p, &err) == -1 ||
-        ng_mirror_check(ctx->graph, &p, &err) == -1)
+        ng_qmp_mirror_check(ctx, &p, &err) == -1)
         goto fail;
     commit_claims(ctx->graph, &p, &l);
     if (claim_list_take(ctx, p.job_id, &l, dry, &err) == -1)
         goto fail;
-    if (!dry && ng_mirror_start(ctx->graph, &p, &hooks, &err) == NULL) {
-        ng_ctx_nac_release(ctx, p.job_id);
-        goto fail;
-    }
-    ng_qmp_return(call, NULL);
+    if (dry)
+        ng_qmp_return(call, NULL);
+    else
+        ng_qmp_mirror_start(call, ctx, &p);
     return;
 
 fail:

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "config/plan.h"
+#include "graph/bitmap.h"
 #include "graph/graph.h"
 #include "filters/throttle.h"
 #include "nac/nac.h"
@@ -38,6 +39,7 @@ struct ng_reload {
     bool busy;                  /* one reload at a time */
     bool orphaned;              /* freed by the daemon while a file was
                                  * loading: the load frees it */
+    struct reload_run *run;     /* the reload running now, or NULL */
     struct ng_config *applied;  /* the last file a reload applied, owned:
                                  * live->server points here (before the
                                  * first, at the daemon's start config) */
@@ -55,6 +57,8 @@ struct reload_run {
     struct ng_plan *plan;
     char id[64];
     bool dry_run, claimed;
+    bool adding;                /* a node add is in flight: its callback
+                                 * continues the plan */
     size_t pos;                 /* next step to apply, or (undoing) to undo
                                  * is pos - 1 */
     bool undoing, in_advance, step_done;
@@ -114,12 +118,18 @@ ng_reload_free_now(struct ng_reload *r)
     free(r);
 }
 
+static void run_drop(struct reload_run *r);
+
 void
 ng_reload_free(struct ng_reload *r)
 {
     if (r == NULL)
         return;
-    if (r->busy) {
+    if (r->busy && r->run != NULL && r->run->adding) {
+        /* The daemon stops while a node opens: the graph, freed next,
+         * ends that open without its callback, so the run ends here. */
+        run_drop(r->run);
+    } else if (r->busy) {
         r->orphaned = true;     /* load_done() finishes the job */
         return;
     }
@@ -234,6 +244,17 @@ ng_reload_note_reconfigure(struct ng_control_ctx *ctx, const char *name,
         ng_log_warn("reload: out of memory recording node '%s'", name);
 }
 
+const struct ng_value *
+ng_reload_node_opts(struct ng_control_ctx *ctx, const char *name)
+{
+    const struct ng_live_node *ln;
+
+    if (live_of(ctx) == NULL || (ln = ng_live_node(live_of(ctx),
+                                                   name)) == NULL)
+        return NULL;
+    return ln->opts;
+}
+
 void
 ng_reload_forget_node(struct ng_control_ctx *ctx, const char *name)
 {
@@ -286,6 +307,35 @@ ng_reload_forget_group(struct ng_control_ctx *ctx, const char *name)
 
 /* ---- Refreshing the model from the graph -------------------------------- */
 
+/* A list of children (quorum's) names the children the graph has now,
+ * item by item: a splice may have gone above one (x-blockdev-change
+ * notes its own changes).  Inline definitions stay as written. */
+static int
+refresh_children_list(struct ng_value *list, struct ng_node *n)
+{
+    struct ng_edge *e;
+    size_t i = 0;
+
+    if (list == NULL || list->kind != NG_VALUE_LIST)
+        return 0;
+    for (e = n->children; e != NULL && i < list->n; e = e->next_child) {
+        struct ng_value *item = list->items[i], *name;
+
+        if (e->role != NG_ROLE_CHILDREN)
+            continue;
+        i++;
+        if (item->kind != NG_VALUE_SCALAR || e->child->inline_def ||
+            e->child->auto_named || strcmp(item->text, e->child->name) == 0)
+            continue;
+        if ((name = ng_value_new_scalar(e->child->name,
+                                        (struct ng_loc){ 0 })) == NULL)
+            return -1;
+        ng_value_free(item);
+        list->items[i - 1] = name;
+    }
+    return 0;
+}
+
 /* Child options name the children the graph has now (a splice moved
  * them); inline definitions stay as written. */
 static int
@@ -299,6 +349,9 @@ refresh_children(struct ng_live_node *ln, struct ng_node *n)
         struct ng_value *name;
         ptrdiff_t i;
 
+        if (d->type == NG_OPT_T_CHILDREN &&
+            refresh_children_list(ng_value_get(ln->opts, d->name), n) == -1)
+            return -1;
         if (d->type != NG_OPT_T_CHILD ||
             (child = ng_node_child_role(n, d->role)) == NULL ||
             child->inline_def || child->auto_named)
@@ -321,6 +374,18 @@ refresh_children(struct ng_live_node *ln, struct ng_node *n)
     return 0;
 }
 
+/* The child a live splice went over, which the graph alone knows. */
+static int
+refresh_over(struct ng_live_node *ln, const struct ng_node *n)
+{
+    free(ln->over);
+    ln->over = NULL;
+    if (n->spliced_over == NULL)
+        return 0;
+    ln->over = strdup(n->spliced_over->child->name);
+    return ln->over != NULL ? 0 : -1;
+}
+
 /* One pass over the graph's nodes, each looked up in the (sorted)
  * model; model nodes the graph no longer has are dropped. */
 static int
@@ -340,7 +405,7 @@ refresh_nodes(struct ng_control_ctx *ctx, struct ng_live *live)
         seen[ln - live->nodes] = true;
         free(ln->held_by);
         ln->held_by = NULL;
-        if (refresh_children(ln, n) == -1) {
+        if (refresh_children(ln, n) == -1 || refresh_over(ln, n) == -1) {
             free(seen);
             return -1;
         }
@@ -513,14 +578,38 @@ ng_reload_dump(struct ng_control_ctx *ctx, struct ng_error *err)
 
 static void step_finished(struct reload_run *r, const struct ng_error *err);
 
-/* An export spec from a canonical export mapping (borrowed from it). */
+static int
+bitmap_busy(const struct ng_config *cfg, const char *node, const char *name,
+            struct ng_error *err)
+{
+    return ng_error_set(err, EBUSY, "%s: node '%s': dirty bitmap '%s' is in "
+                        "use by a job or an export and cannot be removed; "
+                        "wait for the job to end or remove the export (in "
+                        "this reload or before it), then reload", cfg->file,
+                        node, name);
+}
+
+/* An export spec from a canonical export mapping (borrowed from it; its
+ * bitmap names go to bitmaps[]). */
 static int
 spec_from(const char *id, const struct ng_value *map,
-          struct ng_export_spec *spec, struct ng_error *err)
+          struct ng_export_spec *spec,
+          const char *bitmaps[NG_NBD_MAX_EXPORT_BITMAPS],
+          struct ng_error *err)
 {
     const struct ng_value *v;
 
     memset(spec, 0, sizeof *spec);
+    if ((v = ng_value_get(map, "bitmaps")) != NULL) {
+        if (v->n > NG_NBD_MAX_EXPORT_BITMAPS)
+            return ng_error_set(err, EINVAL, "export '%s': at most %d dirty "
+                                "bitmaps per export", id,
+                                NG_NBD_MAX_EXPORT_BITMAPS);
+        for (size_t i = 0; i < v->n; i++)
+            bitmaps[i] = v->items[i]->text;
+        spec->bitmaps = bitmaps;
+        spec->n_bitmaps = v->n;
+    }
     spec->id = id;
     spec->node = (v = ng_value_get(map, "node")) ? v->text : "";
     spec->name = (v = ng_value_get(map, "name")) ? v->text : NULL;
@@ -542,13 +631,13 @@ export_add(struct reload_run *r, const char *id, const struct ng_value *map,
            struct ng_error *err)
 {
     struct ng_export_spec spec;
-
+    const char *bitmaps[NG_NBD_MAX_EXPORT_BITMAPS];
     const struct ng_value *allow = ng_value_get(map, "allow");
     struct ng_allow_rule *rules = NULL;
     size_t n = 0;
     int ret;
 
-    if (spec_from(id, map, &spec, err) == -1 ||
+    if (spec_from(id, map, &spec, bitmaps, err) == -1 ||
         (allow != NULL && ng_allow_parse_list(allow, &rules, &n, err) == -1))
         return -1;
     ret = ng_exports_add(r->ctx, &spec, r->id, false, err);
@@ -573,6 +662,34 @@ node_reconfigure(struct reload_run *r, const char *name,
     return ng_node_reconfigure(n, opts, err);
 }
 
+/* A dirty bitmap a node's bitmaps: gained: `one` is { bitmaps: [ it ] }. */
+static int
+bitmap_add(struct reload_run *r, const char *node, const struct ng_value *one,
+           struct ng_error *err)
+{
+    struct ng_node *n = ng_graph_find(r->ctx->graph, node);
+
+    if (n == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", node);
+    return ng_reload_make_bitmaps(n, one, err);
+}
+
+static int
+bitmap_del(struct reload_run *r, const char *node, const char *name,
+           struct ng_error *err)
+{
+    struct ng_node *n = ng_graph_find(r->ctx->graph, node);
+    struct ng_bitmap *bm = n != NULL ? ng_bitmap_find(n, name) : NULL;
+
+    if (bm == NULL)
+        return 0;                   /* gone already (block-dirty-bitmap-
+                                     * remove): nothing to do */
+    if (bm->busy)
+        return bitmap_busy(r->cfg, node, name, err);
+    ng_bitmap_remove(bm);
+    return 0;
+}
+
 /* A filter spliced in over the control channel still has users: take it
  * out in a drained section, re-linking them to its child. */
 static int
@@ -592,6 +709,69 @@ splice_out_done(void *opaque, const struct ng_error *err)
     step_finished(opaque, err);
 }
 
+int
+ng_reload_make_bitmaps(struct ng_node *node, const struct ng_value *opts,
+                       struct ng_error *err)
+{
+    size_t i, n = ng_node_bitmaps_count(opts);
+    struct ng_node_bitmap_cfg b;
+    struct ng_bitmap *bm;
+
+    for (i = 0; i < n; i++) {
+        if (ng_node_bitmap_get(opts, i, &b, err) == -1 ||
+            (bm = ng_bitmap_add(node, b.name, b.granularity, err)) == NULL) {
+            while (i-- > 0 && ng_node_bitmap_get(opts, i, &b, NULL) == 0)
+                ng_bitmap_remove(ng_bitmap_find(node, b.name));
+            return ng_error_prefix(err, "node '%s'", node->name);
+        }
+        bm->recording = !b.disabled;
+    }
+    return 0;
+}
+
+static void
+node_added(void *opaque, struct ng_node *node, const struct ng_error *err)
+{
+    struct reload_run *r = opaque;
+    const struct ng_step *s = &r->plan->steps[r->undoing ? r->pos - 1
+                                                        : r->pos];
+    struct ng_error berr = { 0 };
+
+    r->adding = false;
+    if (node != NULL &&
+        ng_reload_make_bitmaps(node, r->undoing ? s->old_opts : s->new_opts,
+                               &berr) == -1) {
+        ng_graph_del_node(r->ctx->graph, s->object, NULL, NULL, NULL);
+        err = &berr;
+    }
+    if (r->undoing && err != NULL)
+        ng_log_error("reload %s: cannot undo remove-node '%s': %s", r->id,
+                     r->plan->steps[r->pos - 1].object, err->msg);
+    step_finished(r, r->undoing ? NULL : err);
+}
+
+/* Add a node (or, undoing a removal, add it back).  Its open may go on in
+ * the background (nbd connecting, a LUKS key derived on a worker, qcow2
+ * reading its header): the loop runs meanwhile, so clients of every
+ * export keep being served, and the plan carries on from node_added(). */
+static void
+node_add_start(struct reload_run *r, const char *name,
+               const struct ng_value *opts)
+{
+    struct ng_error err = { 0 };
+    struct ng_value *graph_opts = ng_node_opts_for_graph(opts);
+
+    r->adding = true;
+    if (graph_opts == NULL) {
+        ng_error_set(&err, ENOMEM, "out of memory");
+        node_added(r, NULL, &err);
+    } else if (ng_graph_add_node(r->ctx->graph, name, graph_opts, node_added,
+                                 r, &err) == -1) {
+        node_added(r, NULL, &err);
+    }
+    ng_value_free(graph_opts);
+}
+
 /* Remove a node; one with parents (a kept splice being pruned) goes
  * asynchronously through a drained section. */
 static void
@@ -601,7 +781,8 @@ node_del_start(struct reload_run *r, const struct ng_step *s)
     struct ng_node *n = ng_graph_find(g, s->object);
     struct ng_error err = { 0 };
 
-    if (n != NULL && n->parents != NULL && n->driver->is_filter) {
+    if (n != NULL && n->parents != NULL &&
+        (n->driver->is_filter || n->driver->multi_child_filter)) {
         if (ng_graph_mutate(g, n, splice_out, splice_out_done, r,
                             &err) == -1)
             step_finished(r, &err);
@@ -643,6 +824,11 @@ creds_load(struct reload_run *r, size_t pos, const char *name,
     struct ng_graph *g = r->ctx->graph;
     struct ng_tls_creds *creds, *old;
 
+    if (tc->client)
+        return ng_error_set(err, ENOTSUP, "tls-creds '%s': credentials "
+                            "with endpoint client are read at start only; "
+                            "restart the daemon to add or change them",
+                            name);
     creds = ng_tls_creds_new(tc->psk ? NG_TLS_CREDS_PSK : NG_TLS_CREDS_X509,
                              tc->dir, tc->verify_peer, err);
     if (creds == NULL)
@@ -736,7 +922,8 @@ server_step(struct reload_run *r, const struct ng_step *s, bool undo,
     }
 }
 
-/* Apply `s`; 0 or -1 with *err.  NODE_DEL is node_del_start's. */
+/* Apply `s`; 0 or -1 with *err.  NODE_ADD and NODE_DEL are
+ * node_add_start's and node_del_start's. */
 static int
 step_do(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
 {
@@ -749,10 +936,6 @@ step_do(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
         return ng_throttle_group_set_limits(g, s->object, s->new_opts, err);
     case NG_STEP_GROUP_DEL:
         return ng_throttle_group_undeclare(g, s->object, err);
-    case NG_STEP_NODE_ADD:
-        /* A step cannot wait: a node that opens slowly is refused. */
-        return ng_graph_add_node_now(g, s->object, s->new_opts, err) ? 0
-                                                                     : -1;
     case NG_STEP_NODE_RETUNE:
         return node_reconfigure(r, s->object, s->new_opts, err);
     case NG_STEP_EXPORT_ADD:
@@ -769,6 +952,11 @@ step_do(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
         return -1;
     case NG_STEP_EXPORT_DEL:
         return ng_exports_del(r->ctx, s->object, false, r->id, false, err);
+    case NG_STEP_BITMAP_ADD:
+        return bitmap_add(r, s->object, s->new_opts, err);
+    case NG_STEP_BITMAP_DEL:
+        return bitmap_del(r, s->object, s->target, err);
+    case NG_STEP_NODE_ADD:
     case NG_STEP_NODE_DEL:
         break;
     case NG_STEP_CREDS_LOAD:
@@ -808,13 +996,12 @@ step_undo(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
         return export_add(r, s->object, s->old_opts, err);
     case NG_STEP_EXPORT_DEL:
         return export_add(r, s->object, s->old_opts, err);
+    case NG_STEP_BITMAP_ADD:
+        return bitmap_del(r, s->object, s->target, err);
+    case NG_STEP_BITMAP_DEL:
+        return bitmap_add(r, s->object, s->old_opts, err);
     case NG_STEP_NODE_DEL:
-        /* A spliced-in filter taken out comes back as a node without
-         * its users; only group removals follow node removals, and the
-         * plan only removes groups that are declared, so that is not
-         * reached in practice. */
-        return ng_graph_add_node_now(g, s->object, s->old_opts, err) ? 0
-                                                                     : -1;
+        break;                      /* node_add_start's */
     case NG_STEP_CREDS_LOAD:
     case NG_STEP_LISTEN_ADD:
     case NG_STEP_LISTEN_RETUNE:
@@ -834,6 +1021,14 @@ step_start(struct reload_run *r)
 
     if (r->undoing) {
         s = &r->plan->steps[r->pos - 1];
+        if (s->kind == NG_STEP_NODE_DEL) {
+            /* A spliced-in filter taken out comes back as a node without
+             * its users; only group removals follow node removals, and
+             * the plan only removes groups that are declared, so that is
+             * not reached in practice. */
+            node_add_start(r, s->object, s->old_opts);
+            return;
+        }
         rc = step_undo(r, s, &err);
         if (rc == -1)
             ng_log_error("reload %s: cannot undo %s '%s': %s", r->id,
@@ -842,6 +1037,10 @@ step_start(struct reload_run *r)
         return;
     }
     s = &r->plan->steps[r->pos];
+    if (s->kind == NG_STEP_NODE_ADD) {
+        node_add_start(r, s->object, s->new_opts);
+        return;
+    }
     if (s->kind == NG_STEP_NODE_DEL) {
         node_del_start(r, s);
         return;
@@ -1017,11 +1216,22 @@ run_free(struct reload_run *r)
     if (r->claimed)
         ng_ctx_nac_release(r->ctx, r->id);
     r->rl->busy = false;
+    r->rl->run = NULL;
     free(r->old_creds);
     ng_plan_free(r->plan);
     config_free_later(r->ctx->graph->loop, r->cfg);
     free(r->file);
     free(r);
+}
+
+/* The daemon stops under a reload waiting for a node: no reply (the
+ * control channel is gone), nothing to undo (the graph goes too). */
+static void
+run_drop(struct reload_run *r)
+{
+    ng_log_warn("reload %s: abandoned at step %zu/%zu: the daemon stops",
+                r->id, r->pos + 1, r->plan->n_steps);
+    run_free(r);
 }
 
 /* Refused before anything changed. */
@@ -1180,16 +1390,42 @@ check_new_exports(struct reload_run *r, struct ng_error *err)
     for (i = 0; i < r->plan->n_steps; i++) {
         const struct ng_step *s = &r->plan->steps[i];
         struct ng_export_spec spec;
+        const char *bitmaps[NG_NBD_MAX_EXPORT_BITMAPS];
 
         if (s->kind != NG_STEP_EXPORT_ADD ||
-            spec_from(s->object, s->new_opts, &spec, err) == -1)
+            spec_from(s->object, s->new_opts, &spec, bitmaps, err) == -1)
             continue;
         if (ng_graph_find(r->ctx->graph, spec.node) == NULL ||
             node_freed_by_plan(r->plan, spec.node))
             continue;
+        /* Only the claims: its bitmaps may be the plan's own, made by
+         * a step before it. */
+        spec.n_bitmaps = 0;
         if (ng_exports_add(r->ctx, &spec, r->id, true, err) == -1)
             return ng_error_prefix(err, "%s: export '%s'", r->cfg->file,
                                    s->object);
+    }
+    return 0;
+}
+
+/* Bitmaps the plan removes that a job or an export that stays uses:
+ * refused before anything changes. */
+static int
+check_bitmap_dels(struct reload_run *r, struct ng_error *err)
+{
+    size_t i;
+
+    for (i = 0; i < r->plan->n_steps; i++) {
+        const struct ng_step *s = &r->plan->steps[i];
+        struct ng_node *n;
+        struct ng_bitmap *bm;
+
+        if (s->kind != NG_STEP_BITMAP_DEL ||
+            (n = ng_graph_find(r->ctx->graph, s->object)) == NULL ||
+            (bm = ng_bitmap_find(n, s->target)) == NULL || !bm->busy ||
+            node_freed_by_plan(r->plan, s->object))
+            continue;
+        return bitmap_busy(r->cfg, s->object, s->target, err);
     }
     return 0;
 }
@@ -1227,6 +1463,7 @@ prepare(struct reload_run *r, struct ng_error *err)
                                sizeof *r->old_creds)) == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
     if (r->plan == NULL || check_activated(r, err) == -1 ||
+        check_bitmap_dels(r, err) == -1 ||
         check_new_exports(r, err) == -1 ||
         claim_nodes(r, err) == -1)
         return -1;
@@ -1300,6 +1537,7 @@ ng_reload_run(struct ng_control_ctx *ctx, const char *file, bool dry_run,
     }
     clock_gettime(CLOCK_MONOTONIC, &r->start);
     rl->busy = true;
+    rl->run = r;
     r->ctx = ctx;
     r->rl = rl;
     r->dry_run = dry_run;

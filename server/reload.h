@@ -20,6 +20,7 @@
 #include "server/control.h"
 
 struct ng_reload;
+struct ng_node;
 
 /* The live model of the config the daemon started from; `cfg->file` is
  * remembered (as an absolute path) for reloads without a file.  NULL on
@@ -37,12 +38,22 @@ void ng_reload_note_node(struct ng_control_ctx *ctx, const char *name,
 void ng_reload_note_reconfigure(struct ng_control_ctx *ctx, const char *name,
                                 const struct ng_value *opts);
 void ng_reload_forget_node(struct ng_control_ctx *ctx, const char *name);
+/* The model's options of node `name` (borrowed until the model next
+ * changes), or NULL. */
+const struct ng_value *ng_reload_node_opts(struct ng_control_ctx *ctx,
+                                           const char *name);
 void ng_reload_note_export(struct ng_control_ctx *ctx, const char *id,
                            const struct ng_value *args);
 void ng_reload_forget_export(struct ng_control_ctx *ctx, const char *id);
 void ng_reload_note_group(struct ng_control_ctx *ctx, const char *name,
                           const struct ng_value *limits);
 void ng_reload_forget_group(struct ng_control_ctx *ctx, const char *name);
+
+/* Make on `node`, just opened, the dirty bitmaps its config options
+ * declare (bitmaps:, config/config.h).  -1 with *err (then none are
+ * left). */
+int ng_reload_make_bitmaps(struct ng_node *node, const struct ng_value *opts,
+                           struct ng_error *err);
 
 /* When a reload ends: `result` (borrowed) is the plan as JSON with the
  * outcome, or NULL when it was refused, with err set. */

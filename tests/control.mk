@@ -135,3 +135,34 @@ CONTROL_TESTS += tests/test-chain-jobs
 tests_test_chain_jobs_SOURCES = tests/test-chain-jobs.c
 tests_test_chain_jobs_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_chain_jobs_LDADD = $(TEST_LIBS) -lpthread
+# block-export-add's max-connections (issue 14).
+TESTS += tests/test-qmp-export-max-connections.sh
+EXTRA_DIST += tests/test-qmp-export-max-connections.sh
+
+# blkverify and quorum spliced in and out live under a client (issue 16).
+CONTROL_TESTS += tests/test-splice-multi
+tests_test_splice_multi_SOURCES = tests/test-splice-multi.c
+tests_test_splice_multi_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_splice_multi_LDADD = $(TEST_LIBS) -lpthread
+
+# The mirror filter node: copy-mode write-blocking, filter-node-name
+# (issue 10).
+CONTROL_TESTS += tests/test-mirror-write-blocking
+tests_test_mirror_write_blocking_SOURCES = tests/test-mirror-write-blocking.c
+tests_test_mirror_write_blocking_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_mirror_write_blocking_LDADD = $(TEST_LIBS) -lpthread
+TESTS += tests/test-mirror-filter-node.sh
+EXTRA_DIST += tests/test-mirror-filter-node.sh
+TESTS += tests/test-mirror-bitmap-pivot.sh
+EXTRA_DIST += tests/test-mirror-bitmap-pivot.sh
+
+# Reload of nodes that open asynchronously (nbd, nbdkit, qcow2; issue 13).
+TESTS += tests/test-reload-async.sh
+EXTRA_DIST += tests/test-reload-async.sh
+# Dirty bitmaps declared in the config, added and removed by reload.
+TESTS += tests/test-reload-bitmaps.sh
+EXTRA_DIST += tests/test-reload-bitmaps.sh
+# contrib/bench/reload-profile's program: built with the tests, not run.
+check_PROGRAMS += tests/bench-plan
+tests_bench_plan_SOURCES = tests/bench-plan.c
+tests_bench_plan_LDADD = $(CORE_LIBS)

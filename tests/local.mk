@@ -182,3 +182,12 @@ EXTRA_DIST += tests/test-file-uring.sh
 # The file driver's extent cache keeps block status right.
 TESTS += tests/test-file-extents.sh
 EXTRA_DIST += tests/test-file-extents.sh
+
+# The nbd driver's tls-creds (endpoint: client credentials) against
+# nbdkit --tls=require: x509 and PSK, a wrong CA and key refused.
+TESTS += tests/test-drv-nbd-tls.sh
+EXTRA_DIST += tests/test-drv-nbd-tls.sh
+
+# Block status through quorum and blkverify: what every child agrees on.
+TESTS += tests/test-quorum-map.sh
+EXTRA_DIST += tests/test-quorum-map.sh

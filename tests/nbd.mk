@@ -74,3 +74,12 @@ tests_test_nbd_limits_LDADD = $(TEST_LIBS)
 tests_test_nbd_flood_SOURCES = tests/test-nbd-flood.c
 tests_test_nbd_flood_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_nbd_flood_LDADD = $(TEST_LIBS)
+
+# NBD extended headers (issue 14), spoken byte by byte.
+NBD_EXTENDED_TESTS = \
+	tests/test-nbd-extended \
+	$(NULL)
+check_PROGRAMS += $(NBD_EXTENDED_TESTS)
+TESTS += $(NBD_EXTENDED_TESTS)
+tests_test_nbd_extended_SOURCES = tests/test-nbd-extended.c
+tests_test_nbd_extended_LDADD = $(TEST_LIBS)

@@ -5,9 +5,14 @@
  *                        EIO (nbdkit_set_error + nbdkit_error) from
  *                        fail-offset on.  thread-model=MODEL lowers the
  *                        thread model through .thread_model; with
- *                        delay-ms=N each read sleeps N ms; stats=FILE
- *                        gets, at .unload, the most reads that were ever
- *                        inside the plugin at once
+ *                        delay-ms=N each read sleeps N ms (only the
+ *                        reads at delay-offset=OFF, when given); with
+ *                        block-offset=OFF a read there waits, up to 5 s,
+ *                        for another read to come in while it waits
+ *                        (else it fails: the server held the queue
+ *                        behind it); stats=FILE gets, at .unload, the
+ *                        most reads that were ever inside the plugin at
+ *                        once
  *   -DTEST_API_V1        the same through API v1's signatures
  *   -DTEST_BAD_VERSION   claims API version 99
  *   -DTEST_NEEDS_SYMBOL  calls an nbdkit_* function no server has
@@ -20,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef TEST_API_V1
 #define NBDKIT_API_VERSION 1
@@ -35,9 +41,13 @@ static unsigned char disk[DISK_SIZE];
 static int64_t fail_offset = DISK_SIZE;     /* past the end: never */
 static int thread_model = NBDKIT_THREAD_MODEL_PARALLEL;
 static unsigned delay_ms;
+static int64_t delay_offset = -1;           /* -1: every read */
+static int64_t block_offset = -1;           /* -1: none */
 static const char *stats_file;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t read_came = PTHREAD_COND_INITIALIZER;
 static unsigned inside, most_inside;         /* reads, under lock */
+static unsigned long reads_begun;            /* under lock */
 
 static const char *const model_names[] = {
     "serialize_connections", "serialize_all_requests",
@@ -57,6 +67,10 @@ test_config(const char *key, const char *value)
     }
     if (strcmp(key, "delay-ms") == 0)
         return nbdkit_parse_unsigned("delay-ms", value, &delay_ms);
+    if (strcmp(key, "delay-offset") == 0)
+        return (delay_offset = nbdkit_parse_size(value)) == -1 ? -1 : 0;
+    if (strcmp(key, "block-offset") == 0)
+        return (block_offset = nbdkit_parse_size(value)) == -1 ? -1 : 0;
     if (strcmp(key, "stats") == 0) {
         stats_file = nbdkit_strdup_intern(value);
         return stats_file == NULL ? -1 : 0;
@@ -108,18 +122,47 @@ test_get_size(void *handle)
     return DISK_SIZE;
 }
 
+/* The read at block-offset: wait (lock held) until another read begins,
+ * or 5 s. */
+static int
+wait_for_another_read(void)
+{
+    unsigned long seen = reads_begun;
+    struct timespec until;
+    int r = 0;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    while (reads_begun == seen && r == 0)
+        r = pthread_cond_timedwait(&read_came, &lock, &until);
+    return reads_begun == seen ? -1 : 0;
+}
+
 static int
 do_pread(void *buf, uint32_t count, uint64_t offset)
 {
+    int blocked = 0;
+
     pthread_mutex_lock(&lock);
     if (++inside > most_inside)
         most_inside = inside;
+    reads_begun++;
+    pthread_cond_broadcast(&read_came);
+    if ((int64_t)offset == block_offset)
+        blocked = wait_for_another_read();
     pthread_mutex_unlock(&lock);
-    if (delay_ms > 0)
+    if (delay_ms > 0 &&
+        (delay_offset == -1 || (int64_t)offset == delay_offset))
         nbdkit_nanosleep(0, delay_ms * 1000000);
     pthread_mutex_lock(&lock);
     inside--;
     pthread_mutex_unlock(&lock);
+    if (blocked) {
+        nbdkit_error("no other read came in 5 s while the read at %" PRIu64
+                     " waited", offset);
+        nbdkit_set_error(ETIMEDOUT);
+        return -1;
+    }
     if ((int64_t)(offset + count) > fail_offset) {
         nbdkit_error("injected read error at %" PRIu64, offset);
         nbdkit_set_error(EIO);

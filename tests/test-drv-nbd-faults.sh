@@ -48,7 +48,7 @@ cat $out
 grep -q "node 'r9': cannot talk to 127.0.0.1:$port: .*refused" $out
 expect_status 1 nbdgraphctl add-node r9 nbd server.type=unix \
     server.path="$dir/none.sock" tls-creds=tls0 2> $out
-grep -q "tls-creds is not supported yet" $out
+grep -q "tls-creds 'tls0': no such client credentials" $out
 ! nbdgraphctl nodes | grep -q r9
 # A read-only remote: refused unless the node is read-only too.
 start_remote ro -r memory 1M

@@ -54,3 +54,44 @@ expect_status 1 "$NBDGRAPHD" --check-config --config $dir/two.yaml \
 cat $dir/err
 grep -q "node 'b': plugin '.*' serializes connections: only one node may use it" \
     $dir/err
+
+# The worker pool wakes no extra thread for fast work (graph/threads.c):
+# the threads already running take it.  A piece that then blocks must
+# not hold back the queue behind it.  Reads without delay teach the pool
+# that this plugin is fast; then the read at 64k waits in the plugin
+# until another read comes in (the plugin fails it after 5 s), and that
+# other read is queued behind it: only the pool's stall check brings a
+# thread for it.
+start_nbdgraphd "nodes:
+  n1: { driver: nbdkit, plugin: '$plugin', args: { block-offset: 64k } }
+exports:
+  e1: { node: n1 }" e1
+warm=()
+for i in $(seq 64); do warm+=(-c "read $((i % 16 * 4))k 4k"); done
+qemu-io -r -f raw "$(uri_for e1)" "${warm[@]}" >/dev/null
+qemu-io -r -f raw "$(uri_for e1)" -c 'aio_read 64k 4k' -c 'aio_read 0 4k' \
+    -c 'aio_flush' > $dir/qemu-io.out 2>&1
+cat $dir/qemu-io.out
+stop_nbdgraphd
+if ! grep -q "read 4096/4096 bytes at offset 65536" $dir/qemu-io.out; then
+    echo "a read queued behind a blocked one was held back" >&2
+    exit 1
+fi
+grep -q "read 4096/4096 bytes at offset 0" $dir/qemu-io.out
+
+# Fast reads with one slow one keep the thread model all the same, with
+# the stall check's extra threads: many 4 KiB reads in flight, the read
+# at 512k sleeping 50 ms.
+for model in serialize_requests serialize_all_requests; do
+    rm -f $dir/stats
+    start_nbdgraphd "nodes:
+  n1: { driver: nbdkit, plugin: '$plugin', args: { thread-model: $model,
+        delay-ms: 50, delay-offset: 512k, stats: '$dir/stats' } }
+exports:
+  e1: { node: n1 }" e1
+    for i in 1 2 3; do
+        nbdcopy --requests=64 --request-size=4096 "$(uri_for e1)" null:
+    done
+    stop_nbdgraphd
+    [ "$(cat $dir/stats)" -eq 1 ]
+done

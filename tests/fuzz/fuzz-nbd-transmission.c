@@ -7,13 +7,18 @@
  *             hang-up a reset
  *   bit 3     NBD_OPT_STRUCTURED_REPLY first
  *   bit 4     NBD_OPT_SET_META_CONTEXT base:allocation (block status)
- *   bit 5     enter with NBD_OPT_EXPORT_NAME instead of NBD_OPT_GO
+ *   bit 5     enter with NBD_OPT_EXPORT_NAME instead of NBD_OPT_GO;
+ *             with bit 3, NBD_OPT_EXTENDED_HEADERS instead of
+ *             STRUCTURED_REPLY and still NBD_OPT_GO (a client with
+ *             extended headers must not use EXPORT_NAME), so the
+ *             requests are 32-byte extended ones
  *   bit 6     client flag NO_ZEROES
  *   bit 7     hang up once everything is sent (FUZZ_END_HANG_UP, or
  *             FUZZ_END_RESET, above)
  */
 #include <config.h>
 
+#include <stdbool.h>
 #include <string.h>
 
 #include "server/nbd-proto.h"
@@ -55,13 +60,16 @@ hs_build(struct handshake *h, uint8_t sel)
 {
     const char *name = fuzz_nbd_export_names[(sel & 7) % FUZZ_NBD_EXPORTS];
     uint32_t nlen = (uint32_t)strlen(name), mlen = (uint32_t)strlen(META);
+    bool extended = (sel & 8) && (sel & 32);
     uint8_t *p;
 
     h->len = 0;
     h->export = name;
     nbd_put32(hs_room(h, 4), NBD_FLAG_C_FIXED_NEWSTYLE |
                              ((sel & 64) ? NBD_FLAG_C_NO_ZEROES : 0));
-    if (sel & 8)
+    if (extended)
+        hs_option(h, NBD_OPT_EXTENDED_HEADERS, 0);
+    else if (sel & 8)
         hs_option(h, NBD_OPT_STRUCTURED_REPLY, 0);
     if (sel & 16) {
         /* export name, one query */
@@ -73,7 +81,7 @@ hs_build(struct handshake *h, uint8_t sel)
         nbd_put32(p + 8 + nlen, mlen);
         memcpy(p + 12 + nlen, META, mlen);
     }
-    if (sel & 32) {
+    if ((sel & 32) && !extended) {
         hs_option(h, NBD_OPT_EXPORT_NAME, nlen);
         memcpy(hs_room(h, nlen), name, nlen);
     } else {

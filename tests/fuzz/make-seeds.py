@@ -14,12 +14,15 @@ CORPUS = os.path.join(HERE, "corpus")
 
 OPT_MAGIC = b"IHAVEOPT"
 REQ_MAGIC = 0x25609513
+EXT_REQ_MAGIC = 0x21e41c71
 C_FIXED, C_NO_ZEROES = 1, 2
 (OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_PEEK, OPT_STARTTLS, OPT_INFO,
- OPT_GO, OPT_STRUCTURED, OPT_LIST_META, OPT_SET_META) = range(1, 11)
+ OPT_GO, OPT_STRUCTURED, OPT_LIST_META, OPT_SET_META,
+ OPT_EXTENDED) = range(1, 12)
 (CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_CACHE,
  CMD_WRITE_ZEROES, CMD_BLOCK_STATUS) = range(8)
-F_FUA, F_NO_HOLE, F_DF, F_REQ_ONE, F_FAST_ZERO = 1, 2, 4, 8, 16
+F_FUA, F_NO_HOLE, F_DF, F_REQ_ONE, F_FAST_ZERO, F_PAYLOAD_LEN = (
+    1, 2, 4, 8, 16, 32)
 
 
 def option(opt, data=b""):
@@ -46,11 +49,20 @@ def request(cmd, offset=0, length=0, flags=0, handle=1, payload=b""):
                        length) + payload
 
 
+def ext_request(cmd, offset=0, length=0, flags=0, handle=1, payload=b""):
+    """An extended (32-byte) request; a payload sets PAYLOAD_LEN."""
+    if payload:
+        flags |= F_PAYLOAD_LEN
+    return struct.pack(">IHHQQQ", EXT_REQ_MAGIC, flags, cmd, handle, offset,
+                       length) + payload
+
+
 def flags(no_zeroes=True):
     return struct.pack(">I", C_FIXED | (C_NO_ZEROES if no_zeroes else 0))
 
 
 DISC = request(CMD_DISC, handle=99)
+EXT_DISC = ext_request(CMD_DISC, handle=99)
 
 HANDSHAKES = {
     "go-default": flags() + info_go(OPT_GO, b"") + DISC,
@@ -85,12 +97,22 @@ HANDSHAKES = {
     "huge-option": flags() + OPT_MAGIC +
         struct.pack(">II", OPT_GO, 1 << 20),
     "partial": flags() + option(OPT_GO, name_field(b"disk"))[:20],
+    "extended": flags() + option(OPT_STRUCTURED) + option(OPT_EXTENDED) +
+        option(OPT_STRUCTURED) +
+        meta(OPT_SET_META, b"img", [b"base:allocation"]) +
+        info_go(OPT_GO, b"img", (3,)) +
+        ext_request(CMD_WRITE, 0, 512, payload=b"\x5a" * 512) +
+        ext_request(CMD_READ, 0, 4096, handle=2) +
+        ext_request(CMD_BLOCK_STATUS, 0, 1 << 40, handle=3) + EXT_DISC,
+    "extended-export-name": flags() + option(OPT_EXTENDED, b"x") +
+        option(OPT_EXTENDED) + option(OPT_EXPORT_NAME, b"disk"),
 }
 
 # Transmission seeds: a selector byte (see fuzz-nbd-transmission.c), then
 # requests.
 EXPORT = {"disk": 0, "ro": 1, "img": 2, "faulty": 3, "zero": 4}
 STRUCTURED, META, EXPORT_NAME, NO_ZEROES, HANG_UP = 8, 16, 32, 64, 128
+EXTENDED = STRUCTURED | EXPORT_NAME     # NBD_OPT_EXTENDED_HEADERS, then GO
 
 
 def sel(export, *bits):
@@ -110,6 +132,21 @@ def rw_mix(size=1 << 20):
             request(CMD_FLUSH, handle=9) +
             request(CMD_BLOCK_STATUS, 0, size, handle=10) +
             request(CMD_BLOCK_STATUS, 0, size, F_REQ_ONE, 11))
+
+
+def ext_rw_mix(size=1 << 20):
+    data = bytes(range(256)) * 16
+    return (ext_request(CMD_WRITE, 0, 4096, payload=data) +
+            ext_request(CMD_WRITE, 8192, 4096, F_FUA, 2, data) +
+            ext_request(CMD_READ, 0, 8192, handle=3) +
+            ext_request(CMD_READ, size - 512, 512, F_DF, 4) +
+            ext_request(CMD_TRIM, 4096, 4096, handle=5) +
+            ext_request(CMD_WRITE_ZEROES, 0, 65536, F_NO_HOLE, 6) +
+            ext_request(CMD_WRITE_ZEROES, 0, size, F_FAST_ZERO, 7) +
+            ext_request(CMD_CACHE, 0, size, handle=8) +
+            ext_request(CMD_FLUSH, handle=9) +
+            ext_request(CMD_BLOCK_STATUS, 0, size, handle=10) +
+            ext_request(CMD_BLOCK_STATUS, 0, size, F_REQ_ONE, 11))
 
 
 TRANSMISSIONS = {
@@ -144,6 +181,24 @@ TRANSMISSIONS = {
                  for i in range(4)),
     "disk-hang-up": sel("disk", HANG_UP) + rw_mix() +
         request(CMD_READ, 0, 1 << 20, handle=20),
+    "disk-extended": sel("disk", EXTENDED, META) + ext_rw_mix() + EXT_DISC,
+    "img-extended": sel("img", EXTENDED, META) + ext_rw_mix() +
+        ext_request(CMD_READ, 0, 1 << 20, handle=12) + EXT_DISC,
+    "extended-errors": sel("disk", EXTENDED, META) +
+        ext_request(CMD_WRITE, 0, 4096, handle=1) +
+        ext_request(CMD_TRIM, 0, 512, handle=2, payload=b"x" * 512) +
+        ext_request(CMD_BLOCK_STATUS, 0, 512, handle=3,
+                    payload=struct.pack(">QI", 512, 1)) +
+        ext_request(CMD_READ, 0, 1 << 33, handle=4) +
+        ext_request(CMD_TRIM, 0, 1 << 40, handle=5) +
+        ext_request(CMD_BLOCK_STATUS, 1 << 20, 1, handle=6) +
+        request(CMD_READ, 0, 512, handle=7) + b"\0\0\0\0" +
+        EXT_DISC,
+    "extended-big-payload": sel("disk", EXTENDED) +
+        struct.pack(">IHHQQQ", EXT_REQ_MAGIC, F_PAYLOAD_LEN, CMD_WRITE, 1,
+                    0, 1 << 40),
+    "ro-extended-hang-up": sel("ro", EXTENDED, META, HANG_UP) +
+        ext_rw_mix(),
     # export 5 is export 0 ("disk") again, and makes the hang-up a reset
     "disk-reset": bytes([5 | STRUCTURED | HANG_UP]) + rw_mix() +
         request(CMD_READ, 0, 1 << 20, handle=20),

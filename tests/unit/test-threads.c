@@ -6,6 +6,10 @@
  *        → a file write completes while every stall thread is stuck
  *   BB ── a, BB ── b  (stall-node: a pool each)
  *        → b reads while every thread of a is stuck
+ *   BB ── stall  (reads that find the gate open: the pool learns its
+ *                work is fast, and wakes no thread per read)
+ *        → a read queued behind one that then sticks still gets the
+ *          pool's second thread, from the stall check
  *
  *   ioopen ──file──> m   (test driver: open reads m, close flushes it)
  *
@@ -409,6 +413,50 @@ test_pools_apart(void)
     unlink(path);
 }
 
+/* Fast work is left to the thread already running it (graph/threads.c);
+ * a read queued behind one that then sticks must still get a thread of
+ * its own, from the pool's stall check, not wait for the stuck one. */
+static void
+test_stuck_fast_work(void)
+{
+    struct fixture f;
+    struct ng_node *stall;
+    struct ng_bb *bb;
+    static struct ng_req reqs[2];
+    static struct io_result res[2];
+    static char bufs[2][4096];
+    struct stall_state *s;
+    int i;
+
+    tsetup(&f, "pools: a read queued behind stuck fast work gets a thread");
+    stall = add(&f, "stall", yaml("{driver: stall}"));
+    bb = bb_new(&f, "bb", stall, false);
+    s = ng_node_state(stall);
+    /* Reads that find the gate open take microseconds: fast work. */
+    for (i = 0; i < 64; i++) {
+        CHECK(sem_post(&s->gate) == 0);
+        CHECK_RET(io(&f, bb, NG_OP_READ, 0, 4096, 0, bufs[0]), 0);
+    }
+    CHECK(atomic_load(&s->max_running) == 1);
+    /* Two reads that stick: both must be inside the driver at once. */
+    for (i = 0; i < 2; i++)
+        io_start(bb, &reqs[i], &res[i], NG_OP_READ, 4096 * i, 4096, 0,
+                 bufs[i]);
+    for (i = 0; i < 500 && atomic_load(&s->running) < 2; i++)
+        wait_ms(&f, 10);
+    if (atomic_load(&s->running) < 2)
+        fail("the second read waited behind the stuck first one");
+    printf("  the second read got a thread %d ms after the first stuck\n",
+           i * 10);
+    for (i = 0; i < 2; i++)
+        CHECK(sem_post(&s->gate) == 0);
+    for (i = 0; i < 2; i++) {
+        io_wait(&f, &res[i]);
+        CHECK_RET(res[i].ret, 0);
+    }
+    teardown(&f);
+}
+
 /* NG_POOL_PER_NODE: a node whose threads are all stuck does not hold up
  * another node of the same driver. */
 static void
@@ -642,6 +690,7 @@ main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     test_pools_apart();
     test_pool_per_node();
+    test_stuck_fast_work();
     test_serialize();
     test_open_io();
     test_slow_open();
