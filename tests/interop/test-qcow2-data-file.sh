@@ -23,14 +23,17 @@ pattern ()
         -c 'write -z 6M 1M' -c 'write -P 0x44 9000k 3M' "$1" >/dev/null
 }
 
-# writes URI RAW: the same writes on the export and the raw reference.
+# writes URI RAW: the same writes on the export and the raw reference
+# (guest offset 0 is offset 0 of the data file, where the image file has
+# its header: no overlap, as the data file holds no metadata).
 writes ()
 {
     local cmd
     for cmd in 'write -P 0x55 3M 4k' 'write -P 0x56 5M 8k' \
                'write -P 0x57 12M 3M' 'write -P 0x58 1000k 100k' \
                'write -z 12M 64k' 'write -z 13M 10k' 'discard 14M 2M' \
-               'write -P 0x5a 16380k 4k' 'write -f -P 0x5b 200k 4k'; do
+               'write -P 0x5a 16380k 4k' 'write -f -P 0x5b 200k 4k' \
+               'write -P 0x5c 0 4k'; do
         qemu-io -f raw -c "$cmd" "$1" >/dev/null
         qemu-io -f raw -c "$cmd" "$2" >/dev/null
     done
