@@ -2,6 +2,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -144,6 +145,85 @@ ng_test_blocks_verify(const struct ng_test_blocks *d, const char *uri,
     nbd_close(nbd);
     free(want);
     free(got);
+}
+
+void
+ng_test_put16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+void
+ng_test_put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (24 - 8 * i));
+}
+
+void
+ng_test_put64(unsigned char *p, uint64_t v)
+{
+    ng_test_put32(p, (uint32_t)(v >> 32));
+    ng_test_put32(p + 4, (uint32_t)v);
+}
+
+uint16_t
+ng_test_get16(const unsigned char *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+uint32_t
+ng_test_get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+           (uint32_t)p[2] << 8 | p[3];
+}
+
+uint64_t
+ng_test_get64(const unsigned char *p)
+{
+    return (uint64_t)ng_test_get32(p) << 32 | ng_test_get32(p + 4);
+}
+
+void
+ng_test_send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1)
+            ng_test_fail("send: %s", strerror(errno));
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+bool
+ng_test_recv_all(int fd, void *buf, size_t len, int ms)
+{
+    char *p = buf;
+
+    while (len > 0) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        ssize_t n;
+
+        if (poll(&pfd, 1, ms) != 1)
+            ng_test_fail("no answer from the server within %d ms", ms);
+        n = recv(fd, p, len, 0);
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
 }
 
 long long

@@ -3,7 +3,9 @@
 #ifndef NG_TEST_HARNESS_H
 #define NG_TEST_HARNESS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct nbd_handle;
@@ -86,6 +88,19 @@ void ng_test_blocks_fill(struct ng_test_blocks *d, const char *uri,
  * test fails naming `what` and the block. */
 void ng_test_blocks_verify(const struct ng_test_blocks *d, const char *uri,
                            const unsigned *record, const char *what);
+
+/* For tests that speak a protocol byte by byte: big-endian fields, and
+ * whole buffers over a socket.  send_all fails the test on an error;
+ * recv_all fails it when nothing comes within `ms`, and returns false on
+ * EOF or a reset (what a test of a dropped connection waits for). */
+void ng_test_put16(unsigned char *p, uint16_t v);
+void ng_test_put32(unsigned char *p, uint32_t v);
+void ng_test_put64(unsigned char *p, uint64_t v);
+uint16_t ng_test_get16(const unsigned char *p);
+uint32_t ng_test_get32(const unsigned char *p);
+uint64_t ng_test_get64(const unsigned char *p);
+void ng_test_send_all(int fd, const void *buf, size_t len);
+bool ng_test_recv_all(int fd, void *buf, size_t len, int ms);
 
 /* Bound the whole test: SIGALRM after `seconds` fails it. */
 void ng_test_timeout(unsigned seconds);

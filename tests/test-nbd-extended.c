@@ -78,93 +78,13 @@ static const char config[] =
 
 /* ---- Bytes on the wire --------------------------------------------------- */
 
-static void
-put16(unsigned char *p, uint16_t v)
-{
-    p[0] = (unsigned char)(v >> 8);
-    p[1] = (unsigned char)v;
-}
-
-static void
-put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (24 - 8 * i));
-}
-
-static void
-put64(unsigned char *p, uint64_t v)
-{
-    put32(p, (uint32_t)(v >> 32));
-    put32(p + 4, (uint32_t)v);
-}
-
-static uint16_t
-get16(const unsigned char *p)
-{
-    return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t
-get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t
-get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
-
-static void
-send_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-        if (n == -1 && errno == EINTR)
-            continue;
-        if (n == -1)
-            ng_test_fail("send: %s", strerror(errno));
-        p += n;
-        len -= (size_t)n;
-    }
-}
-
-/* Exactly len bytes within 10 s; false on EOF or reset. */
-static bool
-recv_all(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-
-    while (len > 0) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-        ssize_t n;
-
-        if (poll(&pfd, 1, 10000) != 1)
-            ng_test_fail("no answer from the server within 10 s");
-        n = recv(fd, p, len, 0);
-        if (n == -1 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 /* The server must close the connection (whatever it sent before). */
 static void
 expect_dropped(int fd, const char *why)
 {
     char c;
 
-    while (recv_all(fd, &c, 1))
+    while (ng_test_recv_all(fd, &c, 1, 10000))
         ;
     (void)why;
     close(fd);
@@ -177,12 +97,12 @@ send_option(int fd, uint32_t opt, const void *data, uint32_t len)
 {
     unsigned char h[16];
 
-    put64(h, IHAVEOPT);
-    put32(h + 8, opt);
-    put32(h + 12, len);
-    send_all(fd, h, sizeof h);
+    ng_test_put64(h, IHAVEOPT);
+    ng_test_put32(h + 8, opt);
+    ng_test_put32(h + 12, len);
+    ng_test_send_all(fd, h, sizeof h);
     if (len > 0)
-        send_all(fd, data, len);
+        ng_test_send_all(fd, data, len);
 }
 
 /* One option reply: its type; its data (up to cap) in data, length in
@@ -193,15 +113,15 @@ recv_option_reply(int fd, uint32_t opt, unsigned char *data, size_t cap,
 {
     unsigned char h[20];
 
-    if (!recv_all(fd, h, sizeof h))
+    if (!ng_test_recv_all(fd, h, sizeof h, 10000))
         ng_test_fail("connection closed during option %" PRIu32, opt);
-    if (get64(h) != REPLYMAGIC || get32(h + 8) != opt)
+    if (ng_test_get64(h) != REPLYMAGIC || ng_test_get32(h + 8) != opt)
         ng_test_fail("bad reply header to option %" PRIu32, opt);
-    *len = get32(h + 16);
-    if (*len > cap || (*len > 0 && !recv_all(fd, data, *len)))
+    *len = ng_test_get32(h + 16);
+    if (*len > cap || (*len > 0 && !ng_test_recv_all(fd, data, *len, 10000)))
         ng_test_fail("option %" PRIu32 ": reply of %" PRIu32 " bytes",
                      opt, *len);
-    return get32(h + 12);
+    return ng_test_get32(h + 12);
 }
 
 static uint32_t
@@ -222,11 +142,11 @@ eh_start(const struct ng_test_daemon *d)
     int fd = ng_test_raw_connect(d);
     unsigned char g[18], f[4];
 
-    if (!recv_all(fd, g, sizeof g) || get64(g) != NBDMAGIC ||
-        get64(g + 8) != IHAVEOPT)
+    if (!ng_test_recv_all(fd, g, sizeof g, 10000) ||
+        ng_test_get64(g) != NBDMAGIC || ng_test_get64(g + 8) != IHAVEOPT)
         ng_test_fail("bad greeting");
-    put32(f, 3);
-    send_all(fd, f, sizeof f);
+    ng_test_put32(f, 3);
+    ng_test_send_all(fd, f, sizeof f);
     if (simple_option(fd, OPT_EXTENDED) != REP_ACK)
         ng_test_fail("NBD_OPT_EXTENDED_HEADERS not acknowledged");
     return fd;
@@ -241,18 +161,18 @@ eh_select_allocation(int fd, const char *name)
     uint32_t nlen = (uint32_t)strlen(name), qlen = sizeof q - 1, len, id;
     size_t n = 0;
 
-    put32(buf, nlen);
+    ng_test_put32(buf, nlen);
     memcpy(buf + 4, name, nlen);
     n = 4 + nlen;
-    put32(buf + n, 1);
-    put32(buf + n + 4, qlen);
+    ng_test_put32(buf + n, 1);
+    ng_test_put32(buf + n + 4, qlen);
     memcpy(buf + n + 8, q, qlen);
     n += 8 + qlen;
     send_option(fd, OPT_SET_META, buf, (uint32_t)n);
     if (recv_option_reply(fd, OPT_SET_META, data, sizeof data, &len) !=
         REP_META || len != 4 + qlen || memcmp(data + 4, q, qlen) != 0)
         ng_test_fail("SET_META_CONTEXT: base:allocation not selected");
-    id = get32(data);
+    id = ng_test_get32(data);
     if (recv_option_reply(fd, OPT_SET_META, data, sizeof data, &len) !=
         REP_ACK)
         ng_test_fail("SET_META_CONTEXT: no final ACK");
@@ -267,14 +187,14 @@ eh_go(int fd, const char *name)
     uint32_t nlen = (uint32_t)strlen(name), len, type;
     uint64_t size = 0;
 
-    put32(buf, nlen);
+    ng_test_put32(buf, nlen);
     memcpy(buf + 4, name, nlen);
-    put16(buf + 4 + nlen, 0);
+    ng_test_put16(buf + 4 + nlen, 0);
     send_option(fd, OPT_GO, buf, 6 + nlen);
     while ((type = recv_option_reply(fd, OPT_GO, data, sizeof data, &len)) ==
            REP_INFO)
-        if (len == 12 && get16(data) == 0)
-            size = get64(data + 2);
+        if (len == 12 && ng_test_get16(data) == 0)
+            size = ng_test_get64(data + 2);
     if (type != REP_ACK)
         ng_test_fail("GO '%s': reply type 0x%" PRIx32, name, type);
     return size;
@@ -288,13 +208,13 @@ send_ext_request(int fd, uint16_t flags, uint16_t type, uint64_t cookie,
 {
     unsigned char q[32];
 
-    put32(q, EXT_REQ_MAGIC);
-    put16(q + 4, flags);
-    put16(q + 6, type);
-    put64(q + 8, cookie);
-    put64(q + 16, offset);
-    put64(q + 24, length);
-    send_all(fd, q, sizeof q);
+    ng_test_put32(q, EXT_REQ_MAGIC);
+    ng_test_put16(q + 4, flags);
+    ng_test_put16(q + 6, type);
+    ng_test_put64(q + 8, cookie);
+    ng_test_put64(q + 16, offset);
+    ng_test_put64(q + 24, length);
+    ng_test_send_all(fd, q, sizeof q);
 }
 
 struct reply {
@@ -309,21 +229,21 @@ recv_ext_reply(int fd, struct reply *r)
 {
     unsigned char h[32];
 
-    if (!recv_all(fd, h, sizeof h))
+    if (!ng_test_recv_all(fd, h, sizeof h, 10000))
         ng_test_fail("connection closed awaiting a reply");
-    if (get32(h) != EXT_REPLY_MAGIC)
+    if (ng_test_get32(h) != EXT_REPLY_MAGIC)
         ng_test_fail("reply magic 0x%08" PRIx32 ", not the extended one",
-                     get32(h));
-    r->flags = get16(h + 4);
-    r->type = get16(h + 6);
-    r->cookie = get64(h + 8);
-    r->offset = get64(h + 16);
-    r->length = get64(h + 24);
+                     ng_test_get32(h));
+    r->flags = ng_test_get16(h + 4);
+    r->type = ng_test_get16(h + 6);
+    r->cookie = ng_test_get64(h + 8);
+    r->offset = ng_test_get64(h + 16);
+    r->length = ng_test_get64(h + 24);
     if (r->length > MAX_REQUEST + 8)
         ng_test_fail("reply length %" PRIu64, r->length);
     r->payload = malloc(r->length + 1);
     if (r->payload == NULL ||
-        (r->length > 0 && !recv_all(fd, r->payload, r->length)))
+        (r->length > 0 && !ng_test_recv_all(fd, r->payload, r->length, 10000)))
         ng_test_fail("reply payload truncated");
 }
 
@@ -352,7 +272,7 @@ expect_done(int fd, uint16_t flags, uint16_t cmd, uint64_t cookie,
     send_ext_request(fd, flags, cmd, cookie, offset, length);
     recv_ext_reply(fd, &r);
     if (r.type == TYPE_ERROR && r.length >= 4)
-        ng_test_fail("%s: error %" PRIu32, what, get32(r.payload));
+        ng_test_fail("%s: error %" PRIu32, what, ng_test_get32(r.payload));
     expect_chunk(&r, cookie, offset, TYPE_NONE, what);
     if (r.length != 0)
         ng_test_fail("%s: NBD_REPLY_TYPE_NONE with a payload", what);
@@ -368,9 +288,9 @@ expect_error(int fd, uint64_t cookie, uint64_t offset, uint32_t error,
 
     recv_ext_reply(fd, &r);
     expect_chunk(&r, cookie, offset, TYPE_ERROR, what);
-    if (r.length < 6 || get32(r.payload) != error)
+    if (r.length < 6 || ng_test_get32(r.payload) != error)
         ng_test_fail("%s: error %" PRIu32 ", expected %" PRIu32, what,
-                     r.length >= 4 ? get32(r.payload) : 0, error);
+                     r.length >= 4 ? ng_test_get32(r.payload) : 0, error);
     free(r.payload);
 }
 
@@ -381,7 +301,7 @@ ext_write(int fd, uint64_t cookie, uint64_t offset, const void *buf,
     struct reply r;
 
     send_ext_request(fd, FLAG_PAYLOAD_LEN, CMD_WRITE, cookie, offset, len);
-    send_all(fd, buf, len);
+    ng_test_send_all(fd, buf, len);
     recv_ext_reply(fd, &r);
     expect_chunk(&r, cookie, offset, TYPE_NONE, "write");
     free(r.payload);
@@ -407,10 +327,10 @@ ext_read(int fd, uint64_t cookie, uint64_t offset, void *buf, uint32_t len)
             ng_test_fail("read: chunk type 0x%x cookie %" PRIu64 " offset "
                          "%" PRIu64 " length %" PRIu64, r.type, r.cookie,
                          r.offset, r.length);
-        if (get64(r.payload) != offset + got ||
+        if (ng_test_get64(r.payload) != offset + got ||
             got + (r.length - 8) > len)
             ng_test_fail("read: data chunk at %" PRIu64 " after %" PRIu64
-                         " bytes", get64(r.payload), got);
+                         " bytes", ng_test_get64(r.payload), got);
         memcpy((char *)buf + got, r.payload + 8, r.length - 8);
         got += r.length - 8;
         free(r.payload);
@@ -435,16 +355,17 @@ ext_block_status(int fd, uint16_t flags, uint64_t cookie, uint64_t offset,
     recv_ext_reply(fd, &r);
     expect_chunk(&r, cookie, offset, TYPE_BS_EXT, "block status");
     if (r.length < 8 + 16 || (r.length - 8) % 16 != 0 ||
-        get32(r.payload) != id || get32(r.payload + 4) != (r.length - 8) / 16)
+        ng_test_get32(r.payload) != id ||
+        ng_test_get32(r.payload + 4) != (r.length - 8) / 16)
         ng_test_fail("block status: payload of %" PRIu64 " bytes, context "
                      "%" PRIu32 ", count %" PRIu32, r.length,
-                     get32(r.payload), get32(r.payload + 4));
-    *n = get32(r.payload + 4);
+                     ng_test_get32(r.payload), ng_test_get32(r.payload + 4));
+    *n = ng_test_get32(r.payload + 4);
     if (*n > max)
         ng_test_fail("block status: %" PRIu32 " descriptors", *n);
     for (uint32_t i = 0; i < *n; i++) {
-        e[i][0] = get64(r.payload + 8 + 16 * i);
-        e[i][1] = get64(r.payload + 16 + 16 * i);
+        e[i][0] = ng_test_get64(r.payload + 8 + 16 * i);
+        e[i][1] = ng_test_get64(r.payload + 16 + 16 * i);
     }
     free(r.payload);
 }
@@ -560,7 +481,7 @@ test_bad_requests(const struct ng_test_daemon *d)
     expect_error(fd, 1, 0, EINVAL_NBD, "write without PAYLOAD_LEN");
     /* a payload on TRIM: read, thrown away, EINVAL */
     send_ext_request(fd, FLAG_PAYLOAD_LEN, CMD_TRIM, 2, 0, sizeof buf);
-    send_all(fd, buf, sizeof buf);
+    ng_test_send_all(fd, buf, sizeof buf);
     expect_error(fd, 2, 0, EINVAL_NBD, "trim with a payload");
     /* a READ above max-request: EOVERFLOW */
     send_ext_request(fd, 0, CMD_READ, 3, 0, MAX_REQUEST + 4096);
@@ -572,9 +493,9 @@ test_bad_requests(const struct ng_test_daemon *d)
     /* a compact header once extended ones are agreed: bad magic (the
      * server judges 32 bytes, so the next 4 go with it) */
     memset(q, 0, sizeof q);
-    put32(q, REQ_MAGIC);
-    put32(q + 24, 512);
-    send_all(fd, q, sizeof q);
+    ng_test_put32(q, REQ_MAGIC);
+    ng_test_put32(q + 24, 512);
+    ng_test_send_all(fd, q, sizeof q);
     expect_dropped(fd, "compact request header");
 
     /* a payload above max-request: hard disconnect, as the spec asks */

@@ -33,79 +33,12 @@
 /* ---- Raw socket helpers ------------------------------------------------ */
 
 static void
-put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (24 - 8 * i));
-}
-
-static void
-put64(unsigned char *p, uint64_t v)
-{
-    put32(p, (uint32_t)(v >> 32));
-    put32(p + 4, (uint32_t)v);
-}
-
-static uint32_t
-get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t
-get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
-
-static void
-send_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-        if (n == -1 && errno == EINTR)
-            continue;
-        if (n == -1)
-            ng_test_fail("send: %s", strerror(errno));
-        p += n;
-        len -= (size_t)n;
-    }
-}
-
-/* Read exactly len bytes within 10 s; returns false on EOF/reset. */
-static bool
-recv_all(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-
-    while (len > 0) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-        ssize_t n;
-
-        if (poll(&pfd, 1, 10000) != 1)
-            ng_test_fail("no answer from the server");
-        n = recv(fd, p, len, 0);
-        if (n == -1 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
-static void
 expect_dropped(int fd, const char *why)
 {
     char buf[256];
 
     /* Anything already on its way may arrive first; then EOF. */
-    while (recv_all(fd, buf, 1))
+    while (ng_test_recv_all(fd, buf, 1, 10000))
         ;
     (void)why;
     close(fd);
@@ -118,11 +51,12 @@ raw_start(const struct ng_test_daemon *d, uint32_t cflags)
     int fd = ng_test_raw_connect(d);
     unsigned char g[18], f[4];
 
-    if (!recv_all(fd, g, sizeof g) || get64(g) != NBDMAGIC ||
-        get64(g + 8) != IHAVEOPT || (g[17] & 3) != 3)
+    if (!ng_test_recv_all(fd, g, sizeof g, 10000) ||
+        ng_test_get64(g) != NBDMAGIC || ng_test_get64(g + 8) != IHAVEOPT ||
+        (g[17] & 3) != 3)
         ng_test_fail("bad greeting");
-    put32(f, cflags);
-    send_all(fd, f, sizeof f);
+    ng_test_put32(f, cflags);
+    ng_test_send_all(fd, f, sizeof f);
     return fd;
 }
 
@@ -131,12 +65,12 @@ send_option(int fd, uint32_t opt, const void *data, uint32_t len)
 {
     unsigned char h[16];
 
-    put64(h, IHAVEOPT);
-    put32(h + 8, opt);
-    put32(h + 12, len);
-    send_all(fd, h, sizeof h);
+    ng_test_put64(h, IHAVEOPT);
+    ng_test_put32(h + 8, opt);
+    ng_test_put32(h + 12, len);
+    ng_test_send_all(fd, h, sizeof h);
     if (len > 0)
-        send_all(fd, data, len);
+        ng_test_send_all(fd, data, len);
 }
 
 /* Read one option reply; returns its type, data (if any) in `data`. */
@@ -146,17 +80,17 @@ recv_option_reply(int fd, uint32_t opt, char *data, size_t cap)
     unsigned char h[20];
     uint32_t len;
 
-    if (!recv_all(fd, h, sizeof h))
+    if (!ng_test_recv_all(fd, h, sizeof h, 10000))
         ng_test_fail("connection closed during option %u", opt);
-    if (get64(h) != REPLYMAGIC || get32(h + 8) != opt)
+    if (ng_test_get64(h) != REPLYMAGIC || ng_test_get32(h + 8) != opt)
         ng_test_fail("bad option reply header");
-    len = get32(h + 16);
+    len = ng_test_get32(h + 16);
     if (len >= cap)
         ng_test_fail("option reply too long");
-    if (len > 0 && !recv_all(fd, data, len))
+    if (len > 0 && !ng_test_recv_all(fd, data, len, 10000))
         ng_test_fail("truncated option reply");
     data[len] = '\0';
-    return get32(h + 12);
+    return ng_test_get32(h + 12);
 }
 
 /* NBD_OPT_EXPORT_NAME with NO_ZEROES: size and flags, no padding. */
@@ -167,9 +101,9 @@ raw_transmission(const struct ng_test_daemon *d, const char *name)
     unsigned char r[10];
 
     send_option(fd, 1, name, (uint32_t)strlen(name));
-    if (!recv_all(fd, r, sizeof r))
+    if (!ng_test_recv_all(fd, r, sizeof r, 10000))
         ng_test_fail("EXPORT_NAME refused");
-    if (get64(r) != EXPORT_SIZE || !(r[9] & 1))
+    if (ng_test_get64(r) != EXPORT_SIZE || !(r[9] & 1))
         ng_test_fail("EXPORT_NAME: size or flags wrong");
     return fd;
 }
@@ -178,14 +112,14 @@ static void
 make_request(unsigned char *q, uint16_t flags, uint16_t type,
              uint64_t handle, uint64_t offset, uint32_t len)
 {
-    put32(q, REQ_MAGIC);
+    ng_test_put32(q, REQ_MAGIC);
     q[4] = (unsigned char)(flags >> 8);
     q[5] = (unsigned char)flags;
     q[6] = (unsigned char)(type >> 8);
     q[7] = (unsigned char)type;
-    put64(q + 8, handle);
-    put64(q + 16, offset);
-    put32(q + 24, len);
+    ng_test_put64(q + 8, handle);
+    ng_test_put64(q + 16, offset);
+    ng_test_put32(q + 24, len);
 }
 
 static void
@@ -195,7 +129,7 @@ send_request(int fd, uint16_t flags, uint16_t type, uint64_t handle,
     unsigned char q[28];
 
     make_request(q, flags, type, handle, offset, len);
-    send_all(fd, q, sizeof q);
+    ng_test_send_all(fd, q, sizeof q);
 }
 
 /* One simple reply; returns its error, fails on a wrong handle. */
@@ -204,11 +138,12 @@ recv_simple_reply(int fd, uint64_t handle)
 {
     unsigned char r[16];
 
-    if (!recv_all(fd, r, sizeof r))
+    if (!ng_test_recv_all(fd, r, sizeof r, 10000))
         ng_test_fail("connection closed awaiting reply %" PRIu64, handle);
-    if (get32(r) != SIMPLE_MAGIC || get64(r + 8) != handle)
-        ng_test_fail("bad simple reply (handle %" PRIu64 ")", get64(r + 8));
-    return get32(r + 4);
+    if (ng_test_get32(r) != SIMPLE_MAGIC || ng_test_get64(r + 8) != handle)
+        ng_test_fail("bad simple reply (handle %" PRIu64 ")",
+                     ng_test_get64(r + 8));
+    return ng_test_get32(r + 4);
 }
 
 /* ---- The well-behaved paths ------------------------------------------- */
@@ -223,12 +158,13 @@ test_export_name_path(const struct ng_test_daemon *d)
     /* WRITE 4096 bytes of 0x5a at 1 MiB, READ them back */
     memset(buf, 0x5a, sizeof buf);
     send_request(fd, 0, 1, 1, 1 << 20, sizeof buf);
-    send_all(fd, buf, sizeof buf);
+    ng_test_send_all(fd, buf, sizeof buf);
     if (recv_simple_reply(fd, 1) != 0)
         ng_test_fail("raw write failed");
     memset(buf, 0, sizeof buf);
     send_request(fd, 0, 0, 2, 1 << 20, sizeof buf);
-    if (recv_simple_reply(fd, 2) != 0 || !recv_all(fd, buf, sizeof buf) ||
+    if (recv_simple_reply(fd, 2) != 0 ||
+        !ng_test_recv_all(fd, buf, sizeof buf, 10000) ||
         buf[0] != 0x5a || buf[4095] != 0x5a)
         ng_test_fail("raw read failed");
     /* an unknown command gets EINVAL, and the connection stays */
@@ -241,14 +177,14 @@ test_export_name_path(const struct ng_test_daemon *d)
     for (uint32_t left = (64u << 20) + 512; left > 0;) {
         uint32_t n = left < sizeof data ? left : sizeof data;
 
-        send_all(fd, data, n);
+        ng_test_send_all(fd, data, n);
         left -= n;
     }
     if (recv_simple_reply(fd, 4) != 22)
         ng_test_fail("oversized write: not EINVAL");
     /* a write past the end: payload skipped, ENOSPC */
     send_request(fd, 0, 1, 5, EXPORT_SIZE, sizeof buf);
-    send_all(fd, buf, sizeof buf);
+    ng_test_send_all(fd, buf, sizeof buf);
     if (recv_simple_reply(fd, 5) != 28)
         ng_test_fail("write past the end: not ENOSPC");
     /* a flush with an offset is malformed */
@@ -260,7 +196,8 @@ test_export_name_path(const struct ng_test_daemon *d)
         send_request(fd, 0, 0, h, 1 << 20, sizeof buf);
     send_request(fd, 0, 2, 99, 0, 0);
     for (uint64_t h = 10; h < 20; h++) {
-        if (recv_simple_reply(fd, h) != 0 || !recv_all(fd, buf, sizeof buf))
+        if (recv_simple_reply(fd, h) != 0 ||
+            !ng_test_recv_all(fd, buf, sizeof buf, 10000))
             ng_test_fail("read %" PRIu64 " before DISC not answered", h);
     }
     expect_dropped(fd, "after DISC");
@@ -281,19 +218,19 @@ test_backpressure(const struct ng_test_daemon *d)
 
     for (uint64_t h = 0; h < N; h++)
         make_request(reqs[h], 0, 0, h, (h % 512) * LEN, LEN);
-    send_all(fd, reqs, sizeof reqs);
+    ng_test_send_all(fd, reqs, sizeof reqs);
     for (int i = 0; i < N; i++) {
         unsigned char r[16];
         uint64_t h;
 
-        if (!recv_all(fd, r, sizeof r) || get32(r) != SIMPLE_MAGIC ||
-            get32(r + 4) != 0)
+        if (!ng_test_recv_all(fd, r, sizeof r, 10000) ||
+            ng_test_get32(r) != SIMPLE_MAGIC || ng_test_get32(r + 4) != 0)
             ng_test_fail("backpressure: reply %d missing or failed", i);
-        h = get64(r + 8);
+        h = ng_test_get64(r + 8);
         if (h >= N || seen[h])
             ng_test_fail("backpressure: bad handle %" PRIu64, h);
         seen[h] = true;
-        if (!recv_all(fd, data, LEN))
+        if (!ng_test_recv_all(fd, data, LEN, 10000))
             ng_test_fail("backpressure: reply %d truncated", i);
     }
     send_request(fd, 0, 2, 0, 0, 0);
@@ -348,15 +285,15 @@ test_garbage(const struct ng_test_daemon *d)
 
     /* junk instead of an option */
     fd = raw_start(d, 1);
-    send_all(fd, junk, sizeof junk);
+    ng_test_send_all(fd, junk, sizeof junk);
     expect_dropped(fd, "bad option magic");
 
     /* an option claiming 1 GiB of data */
     fd = raw_start(d, 1);
-    put64(big, IHAVEOPT);
-    put32(big + 8, 6);
-    put32(big + 12, 1u << 30);
-    send_all(fd, big, sizeof big);
+    ng_test_put64(big, IHAVEOPT);
+    ng_test_put32(big + 8, 6);
+    ng_test_put32(big + 12, 1u << 30);
+    ng_test_send_all(fd, big, sizeof big);
     expect_dropped(fd, "insane option length");
 
     /* EXPORT_NAME for an export that does not exist */
@@ -366,12 +303,12 @@ test_garbage(const struct ng_test_daemon *d)
 
     /* truncated option, then the client goes away */
     fd = raw_start(d, 1);
-    send_all(fd, big, 7);
+    ng_test_send_all(fd, big, 7);
     close(fd);
 
     /* junk in the transmission phase */
     fd = raw_transmission(d, "demo");
-    send_all(fd, junk, sizeof junk);
+    ng_test_send_all(fd, junk, sizeof junk);
     expect_dropped(fd, "bad request magic");
 
     /* a write claiming 1 GiB of payload */
@@ -381,11 +318,11 @@ test_garbage(const struct ng_test_daemon *d)
 
     /* half a request header, then gone; and a write cut short */
     fd = raw_transmission(d, "demo");
-    send_all(fd, junk, 13);
+    ng_test_send_all(fd, junk, 13);
     close(fd);
     fd = raw_transmission(d, "demo");
     send_request(fd, 0, 1, 1, 0, 65536);
-    send_all(fd, junk, sizeof junk);
+    ng_test_send_all(fd, junk, sizeof junk);
     close(fd);
 
     /* connect and leave at once, many times */
@@ -424,7 +361,7 @@ test_tcp(int port)
     sin.sin_port = htons((uint16_t)port);
     if (fd == -1 || connect(fd, (struct sockaddr *)&sin, sizeof sin) == -1)
         ng_test_fail("tcp connect: %s", strerror(errno));
-    send_all(fd, "\xff\xff\xff\xff junk", 9);
+    ng_test_send_all(fd, "\xff\xff\xff\xff junk", 9);
     expect_dropped(fd, "junk over TCP");
     snprintf(uri, sizeof uri, "nbd://127.0.0.1:%d/demo", port);
     test_normal_client(uri);

@@ -59,55 +59,6 @@ static const char config_idle[] =
     "exports:\n"
     "  demo: { node: mem0, writable: true }\n";
 
-static void
-put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
-static uint64_t
-get64(const unsigned char *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void
-send_all(int fd, const void *buf, size_t len)
-{
-    if (send(fd, buf, len, MSG_NOSIGNAL) != (ssize_t)len)
-        ng_test_fail("send: %s", strerror(errno));
-}
-
-/* Exactly len bytes within `ms`; false on EOF or reset. */
-static bool
-recv_all(int fd, void *buf, size_t len, int ms)
-{
-    char *p = buf;
-
-    while (len > 0) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-        ssize_t n;
-
-        if (poll(&pfd, 1, ms) != 1)
-            ng_test_fail("no answer from the server in %d ms", ms);
-        n = recv(fd, p, len, 0);
-        if (n == -1 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 #define IDLE_WRITE  32768
 
 /* One WRITE of IDLE_WRITE bytes, header and payload in one send. */
@@ -118,14 +69,14 @@ write_once(int fd, uint64_t offset)
     unsigned char reply[16];
 
     memset(req, 0x5a, sizeof req);
-    put32(req, 0x25609513);         /* NBD_REQUEST_MAGIC */
-    put32(req + 4, 1);              /* flags 0, NBD_CMD_WRITE */
+    ng_test_put32(req, 0x25609513);         /* NBD_REQUEST_MAGIC */
+    ng_test_put32(req + 4, 1);              /* flags 0, NBD_CMD_WRITE */
     memset(req + 8, 0, 8);          /* handle */
-    put32(req + 16, (uint32_t)(offset >> 32));
-    put32(req + 20, (uint32_t)offset);
-    put32(req + 24, IDLE_WRITE);
-    send_all(fd, req, sizeof req);
-    if (!recv_all(fd, reply, sizeof reply, 10000) || reply[4] != 0 ||
+    ng_test_put32(req + 16, (uint32_t)(offset >> 32));
+    ng_test_put32(req + 20, (uint32_t)offset);
+    ng_test_put32(req + 24, IDLE_WRITE);
+    ng_test_send_all(fd, req, sizeof req);
+    if (!ng_test_recv_all(fd, reply, sizeof reply, 10000) || reply[4] != 0 ||
         reply[5] != 0 || reply[6] != 0 || reply[7] != 0)
         ng_test_fail("write from an idle client failed");
 }
@@ -138,16 +89,17 @@ idle_client(const struct ng_test_daemon *d)
     int fd = ng_test_raw_connect(d);
     unsigned char g[18], out[4 + 16 + 4], reply[10];
 
-    if (!recv_all(fd, g, sizeof g, 10000) || get64(g) != NBDMAGIC)
+    if (!ng_test_recv_all(fd, g, sizeof g, 10000) ||
+        ng_test_get64(g) != NBDMAGIC)
         ng_test_fail("bad greeting");
-    put32(out, 3);                  /* FIXED_NEWSTYLE | NO_ZEROES */
-    put32(out + 4, (uint32_t)(IHAVEOPT >> 32));
-    put32(out + 8, (uint32_t)IHAVEOPT);
-    put32(out + 12, 1);             /* NBD_OPT_EXPORT_NAME */
-    put32(out + 16, 4);
+    ng_test_put32(out, 3);                  /* FIXED_NEWSTYLE | NO_ZEROES */
+    ng_test_put32(out + 4, (uint32_t)(IHAVEOPT >> 32));
+    ng_test_put32(out + 8, (uint32_t)IHAVEOPT);
+    ng_test_put32(out + 12, 1);             /* NBD_OPT_EXPORT_NAME */
+    ng_test_put32(out + 16, 4);
     memcpy(out + 20, "demo", 4);
-    send_all(fd, out, sizeof out);
-    if (!recv_all(fd, reply, sizeof reply, 10000))
+    ng_test_send_all(fd, out, sizeof out);
+    if (!ng_test_recv_all(fd, reply, sizeof reply, 10000))
         ng_test_fail("EXPORT_NAME refused");
     return fd;
 }
@@ -285,7 +237,7 @@ test_caps(void)
 
         for (int i = 0; i < 4; i++) {
             fds[i] = ng_test_raw_connect(d);
-            if (!recv_all(fds[i], g, sizeof g, 10000))
+            if (!ng_test_recv_all(fds[i], g, sizeof g, 10000))
                 all_greeted = false;
         }
         if (all_greeted)
@@ -297,7 +249,7 @@ test_caps(void)
         usleep(10000);
     }
     fds[4] = ng_test_raw_connect(d);
-    if (recv_all(fds[4], g, sizeof g, 10000))
+    if (ng_test_recv_all(fds[4], g, sizeof g, 10000))
         ng_test_fail("a fifth client (max-connections 4) was greeted");
     for (int i = 0; i < 5; i++)
         close(fds[i]);
@@ -312,7 +264,7 @@ test_idle_timeout(void)
     char c;
 
     /* idle-timeout 1: closed after 1-2 s; 10 s bounds the wait. */
-    if (recv_all(fd, &c, 1, 10000))
+    if (ng_test_recv_all(fd, &c, 1, 10000))
         ng_test_fail("idle client got data instead of being closed");
     close(fd);
     read_4k(d, "after the idle timeout");
