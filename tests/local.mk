@@ -83,6 +83,7 @@ TESTS += $(NBD_DRIVER_TESTS)
 EXTRA_DIST += \
 	$(NBD_DRIVER_TESTS) \
 	tests/nbd-remote.sh \
+	tests/tls-certs.sh \
 	$(NULL)
 # The guest of the live move: a libnbd client that writes and checks.
 check_PROGRAMS += tests/live-move-client
