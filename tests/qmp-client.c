@@ -193,3 +193,39 @@ ng_test_qmp_fails(struct ng_test_qmp *q, const char *want,
     }
     json_decref(r);
 }
+
+char *
+ng_test_qmp_child(struct ng_test_qmp *q, const char *name, const char *role)
+{
+    json_t *nodes = ng_test_qmp_ok(q, "{s:s}", "execute",
+                                   "query-named-block-nodes");
+    json_t *n, *c;
+    char *child = NULL;
+    size_t i, j;
+
+    json_array_foreach(nodes, i, n) {
+        if (strcmp(json_string_value(json_object_get(n, "node-name")),
+                   name) != 0)
+            continue;
+        json_array_foreach(json_object_get(n, "children"), j, c)
+            if (strcmp(json_string_value(json_object_get(c, "child")),
+                       role) == 0)
+                child = strdup(json_string_value(json_object_get(
+                    c, "node-name")));
+    }
+    json_decref(nodes);
+    return child;
+}
+
+void
+ng_test_qmp_expect_child(struct ng_test_qmp *q, const char *name,
+                         const char *role, const char *want)
+{
+    char *got = ng_test_qmp_child(q, name, role);
+
+    if ((want == NULL) != (got == NULL) ||
+        (want != NULL && strcmp(got, want) != 0))
+        ng_test_fail("node '%s' has %s child '%s', not '%s'", name, role,
+                     got ? got : "(none)", want ? want : "(none)");
+    free(got);
+}

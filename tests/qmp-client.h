@@ -38,6 +38,14 @@ struct ng_test_qmp *ng_test_qmp_connect_raw(const char *path,
 /* Wait for the next event (up to `ms`); NULL on timeout.  New reference. */
 json_t *ng_test_qmp_next_event(struct ng_test_qmp *q, int ms);
 
+/* The node on edge `role` (QEMU's child name) of node `name`, as
+ * query-named-block-nodes shows it, or NULL; the caller frees it. */
+char *ng_test_qmp_child(struct ng_test_qmp *q, const char *name,
+                        const char *role);
+/* Fail the test unless that child is `want` (NULL: there is none). */
+void ng_test_qmp_expect_child(struct ng_test_qmp *q, const char *name,
+                              const char *role, const char *want);
+
 /* Events received so far. */
 unsigned ng_test_qmp_events(const struct ng_test_qmp *q);
 

@@ -138,43 +138,6 @@ qmp2(struct ng_test_qmp *q, const char *cmd, const char *k1,
                                "arguments", k1, v1, k2, v2));
 }
 
-/* The child of node `name` on edge `role`, or NULL; caller frees. */
-static char *
-child_of(struct ng_test_qmp *q, const char *name, const char *role)
-{
-    json_t *nodes = ng_test_qmp_ok(q, "{s:s}", "execute",
-                                   "query-named-block-nodes");
-    json_t *n, *c;
-    char *child = NULL;
-    size_t i, j;
-
-    json_array_foreach(nodes, i, n) {
-        if (strcmp(json_string_value(json_object_get(n, "node-name")),
-                   name) != 0)
-            continue;
-        json_array_foreach(json_object_get(n, "children"), j, c)
-            if (strcmp(json_string_value(json_object_get(c, "child")),
-                       role) == 0)
-                child = strdup(json_string_value(json_object_get(
-                    c, "node-name")));
-    }
-    json_decref(nodes);
-    return child;
-}
-
-static void
-expect_child(struct ng_test_qmp *q, const char *name, const char *role,
-             const char *want)
-{
-    char *got = child_of(q, name, role);
-
-    if ((want == NULL) != (got == NULL) ||
-        (want != NULL && strcmp(got, want) != 0))
-        ng_test_fail("node '%s' has %s child '%s', not '%s'", name, role,
-                     got ? got : "(none)", want ? want : "(none)");
-    free(got);
-}
-
 static size_t
 job_count(struct ng_test_qmp *q)
 {
@@ -243,14 +206,14 @@ cancel_and_refusals(struct ng_test_qmp *q)
                       "{s:s,s:{s:s,s:s,s:s}}", "execute",
                       "blockdev-snapshot", "arguments", "node", "base",
                       "overlay", "spare", "job-id", "snap9");
-    expect_child(q, "vm1.detect-zeroes", "filtered", "stream-s9");
+    ng_test_qmp_expect_child(q, "vm1.detect-zeroes", "filtered", "stream-s9");
     usleep(200000);
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-cancel",
                                "arguments", "id", "s9"));
     wait_no_jobs(q, "cancel");
-    expect_child(q, "vm1.detect-zeroes", "filtered", "top");
-    expect_child(q, "top", "backing", "mid");
-    expect_child(q, "mid", "backing", "base");
+    ng_test_qmp_expect_child(q, "vm1.detect-zeroes", "filtered", "top");
+    ng_test_qmp_expect_child(q, "top", "backing", "mid");
+    ng_test_qmp_expect_child(q, "mid", "backing", "base");
 }
 
 /* JOB_STATUS_CHANGE of `id` as `want`, BLOCK_JOB_COMPLETED of `type`
@@ -431,8 +394,8 @@ commit_intermediate(struct ng_test_qmp *q, struct ng_test_qmp *ev)
                                "device", "c2", "top-node", "c1",
                                "base-node", "top"));
     wait_no_jobs(q, "c0");
-    expect_child(q, "c2", "backing", "top");
-    expect_child(q, "vm1.detect-zeroes", "filtered", "c2");
+    ng_test_qmp_expect_child(q, "c2", "backing", "top");
+    ng_test_qmp_expect_child(q, "vm1.detect-zeroes", "filtered", "c2");
     check_events(ev, "c0", "commit",
                  "created,running,waiting,pending,concluded,null,");
 }
@@ -447,8 +410,8 @@ commit_active_cancel(struct ng_test_qmp *q)
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-cancel",
                                "arguments", "id", "c8"));
     wait_no_jobs(q, "c8");
-    expect_child(q, "vm1.detect-zeroes", "filtered", "c3");
-    expect_child(q, "c3", "backing", "c2");
+    ng_test_qmp_expect_child(q, "vm1.detect-zeroes", "filtered", "c3");
+    ng_test_qmp_expect_child(q, "c3", "backing", "c2");
 }
 
 static void
@@ -467,9 +430,10 @@ commit_active(struct ng_test_qmp *q)
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-complete",
                                "arguments", "id", "c1"));
     wait_no_jobs(q, "c1");
-    expect_child(q, "vm1.throttle", "filtered", "vm1.detect-zeroes");
-    expect_child(q, "vm1.detect-zeroes", "filtered", "c2");
-    expect_child(q, "c2", "backing", "top");
+    ng_test_qmp_expect_child(q, "vm1.throttle", "filtered",
+                             "vm1.detect-zeroes");
+    ng_test_qmp_expect_child(q, "vm1.detect-zeroes", "filtered", "c2");
+    ng_test_qmp_expect_child(q, "c2", "backing", "top");
 }
 
 static void
@@ -528,8 +492,8 @@ main(void)
 
     start_workers(w, t, d->uri);
     stream(q, "s0", "base");
-    expect_child(q, "top", "backing", "base");
-    expect_child(q, "vm1.detect-zeroes", "filtered", "top");
+    ng_test_qmp_expect_child(q, "top", "backing", "base");
+    ng_test_qmp_expect_child(q, "vm1.detect-zeroes", "filtered", "top");
     stop_workers(w, t);
     check_events(ev, "s0", "stream",
                  "created,running,waiting,pending,concluded,null,");
@@ -540,9 +504,10 @@ main(void)
 
     start_workers(w, t, d->uri);
     stream(q, "s1", NULL);
-    expect_child(q, "top", "backing", NULL);
-    expect_child(q, "vm1.throttle", "filtered", "vm1.detect-zeroes");
-    expect_child(q, "vm1.detect-zeroes", "filtered", "top");
+    ng_test_qmp_expect_child(q, "top", "backing", NULL);
+    ng_test_qmp_expect_child(q, "vm1.throttle", "filtered",
+                             "vm1.detect-zeroes");
+    ng_test_qmp_expect_child(q, "vm1.detect-zeroes", "filtered", "top");
     stop_workers(w, t);
     ng_test_blocks_verify(&disk, d->uri, seeds,
                           "after the stream that cut the chain");

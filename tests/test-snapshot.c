@@ -189,54 +189,19 @@ nac_refusal(struct ng_test_qmp *q)
     ng_test_fail("mirror m0 still there 5 s after job-cancel");
 }
 
-/* The child of node `name` as query-named-block-nodes shows it. */
-static char *
-child_of(struct ng_test_qmp *q, const char *name, const char *role)
-{
-    json_t *nodes = ng_test_qmp_ok(q, "{s:s}", "execute",
-                                   "query-named-block-nodes");
-    json_t *n, *c;
-    char *child = NULL;
-    size_t i, j;
-
-    json_array_foreach(nodes, i, n) {
-        if (strcmp(json_string_value(json_object_get(n, "node-name")),
-                   name) != 0)
-            continue;
-        json_array_foreach(json_object_get(n, "children"), j, c)
-            if (strcmp(json_string_value(json_object_get(c, "child")),
-                       role) == 0)
-                child = strdup(json_string_value(json_object_get(
-                    c, "node-name")));
-    }
-    json_decref(nodes);
-    return child;
-}
-
-static void
-expect_child(struct ng_test_qmp *q, const char *name, const char *role,
-             const char *want)
-{
-    char *got = child_of(q, name, role);
-
-    if (got == NULL || strcmp(got, want) != 0)
-        ng_test_fail("node '%s' has %s child '%s', not '%s'", name, role,
-                     got ? got : "(none)", want);
-    free(got);
-}
-
 static void
 check_chain(struct ng_test_qmp *q)
 {
     json_t *nac;
     char *text;
 
-    expect_child(q, "vm1.throttle", "filtered", "vm1.detect-zeroes");
-    expect_child(q, "vm1.detect-zeroes", "filtered", "ov2");
-    expect_child(q, "ov2", "backing", "ov1");
-    expect_child(q, "ov1", "backing", "disk0");
+    ng_test_qmp_expect_child(q, "vm1.throttle", "filtered",
+                             "vm1.detect-zeroes");
+    ng_test_qmp_expect_child(q, "vm1.detect-zeroes", "filtered", "ov2");
+    ng_test_qmp_expect_child(q, "ov2", "backing", "ov1");
+    ng_test_qmp_expect_child(q, "ov1", "backing", "disk0");
     /* Another overlay of disk0 keeps it: it must not see ov1's data. */
-    expect_child(q, "shared", "backing", "disk0");
+    ng_test_qmp_expect_child(q, "shared", "backing", "disk0");
     nac = ng_test_qmp_ok(q, "{s:s}", "execute", "query-nac");
     text = json_dumps(nac, JSON_COMPACT);
     if (strstr(text, "{\"node-name\":\"ov2\",\"holders\":[{\"id\":\"vm1\"")
