@@ -52,6 +52,9 @@ graph_state () {
 # only once it answered the last).  `client N` writes pattern N at a new
 # place and reads it back, each answered before the next is sent.
 mkfifo "$dir/cmds"
+# Made here, not by the background redirect, so the first grep never
+# races with its creation (an empty count broke the comparison below).
+: > "$dir/client.log"
 qemu-io -f raw "$uri" < "$dir/cmds" > "$dir/client.log" 2>&1 &
 client_pid=$!
 exec 7> "$dir/cmds"
