@@ -910,7 +910,12 @@ file_open(struct ng_node *node, struct ng_error *err)
     bool inspect = node->graph->inspect_only;
     int flags = O_CLOEXEC |
                 (node->read_only || inspect ? O_RDONLY : O_RDWR);
+    struct ng_error why = { 0 };
 
+    /* Before anything: --check-config (inspect) must refuse it too. */
+    if (s->aio == FILE_AIO_IO_URING && !ng_uring_built(&why))
+        return ng_error_set(err, why.code, "'%s': aio=io_uring: %s",
+                            s->filename, why.msg);
     if (s->direct)
         flags |= O_DIRECT;
     s->align = s->mem_align = s->dev_align = 1;

@@ -207,7 +207,22 @@ ng_uring_free(struct ng_uring *u)
         uring_teardown(u);
 }
 
+bool
+ng_uring_built(struct ng_error *err)
+{
+    (void)err;
+    return true;
+}
+
 #else /* !HAVE_LIBURING */
+
+bool
+ng_uring_built(struct ng_error *err)
+{
+    ng_error_set(err, ENOTSUP, "this nbdgraphd was built without liburing "
+                 "(configure --with-liburing, which needs liburing-dev)");
+    return false;
+}
 
 struct ng_uring *
 ng_uring_new(uv_loop_t *loop, unsigned entries, ng_uring_done_cb *done,
@@ -217,7 +232,7 @@ ng_uring_new(uv_loop_t *loop, unsigned entries, ng_uring_done_cb *done,
     (void)entries;
     (void)done;
     (void)opaque;
-    ng_error_set(err, ENOTSUP, "nbdgraphd was built without liburing");
+    ng_uring_built(err);
     return NULL;
 }
 

@@ -26,6 +26,12 @@ struct ng_uring;
  * `user` is what the op was queued with.  Called on the loop thread. */
 typedef void ng_uring_done_cb(void *opaque, void *user, int res);
 
+/* Whether this build has io_uring at all (liburing found at configure
+ * time); false with err set, naming the build option, when not.  It
+ * touches no kernel state, so --check-config can ask it: a config that
+ * names aio=io_uring must fail there as it would at start. */
+bool ng_uring_built(struct ng_error *err);
+
 /* A ring of `entries` ops in flight at most, calling done(opaque, ...)
  * for each.  NULL with err set when io_uring cannot be had (built
  * without liburing, or the kernel refuses it). */

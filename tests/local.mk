@@ -184,6 +184,11 @@ EXTRA_DIST += tests/test-file-uring.sh
 TESTS += tests/test-file-extents.sh
 EXTRA_DIST += tests/test-file-extents.sh
 
+# aio: io_uring: --check-config agrees with a real start, with or
+# without liburing in the build.
+TESTS += tests/test-file-aio-build.sh
+EXTRA_DIST += tests/test-file-aio-build.sh
+
 # The nbd driver's tls-creds (endpoint: client credentials) against
 # nbdkit --tls=require: x509 and PSK, a wrong CA and key refused.
 TESTS += tests/test-drv-nbd-tls.sh
