@@ -184,6 +184,11 @@ EXTRA_DIST += tests/test-file-uring.sh
 TESTS += tests/test-file-extents.sh
 EXTRA_DIST += tests/test-file-extents.sh
 
+# The file driver's loop shortcuts: RWF_NOWAIT reads of a hot page cache
+# and every tmpfs read on the loop thread, workers for cold and O_DIRECT.
+TESTS += tests/test-file-inline.sh
+EXTRA_DIST += tests/test-file-inline.sh
+
 # aio: io_uring: --check-config agrees with a real start, with or
 # without liburing in the build.
 TESTS += tests/test-file-aio-build.sh

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# tests/test-file-inline.sh: the file driver's loop shortcuts
+# (graph/drv-file.c), seen with strace -f, with the data checked each
+# time.  On a disk file system with `aio: threads`:
+# - page cache hot, buffered: reads are preadv2(RWF_NOWAIT) on the loop
+#   thread, whole, and no worker thread reads (no pool hand-off);
+# - page cache cold (posix_fadvise DONTNEED): preadv2 cannot answer, so
+#   worker threads read with pread64;
+# - cache.direct: no RWF_NOWAIT try at all, the workers read.
+# On tmpfs every read is a pread64 on the loop thread.
+source "$srcdir/functions.sh"
+set -e -x
+requires strace -V
+requires nbdcopy --version
+requires python3 --version
+
+# A disk file system for the first three: $dir unless that is tmpfs.
+img=$dir
+if [ "$(stat -f -c %T "$dir")" = tmpfs ]; then
+    img=$(mktemp -d /var/tmp/ngtest-inline.XXXXXX)
+    trap 's=$?; rm -rf "$img"; (exit $s); _ng_cleanup' EXIT
+fi
+shm=
+if [ -d /dev/shm ] && [ -w /dev/shm ] &&
+       [ "$(stat -f -c %T /dev/shm)" = tmpfs ]; then
+    shm=$(mktemp -d /dev/shm/ngtest-inline.XXXXXX)
+    trap 's=$?; rm -rf "$img" "$shm"; (exit $s); _ng_cleanup' EXIT
+fi
+M=$((1024 * 1024))
+dd if=/dev/urandom of="$dir/rnd" bs=1M count=8 status=none
+for f in "$img/buf.img" "$img/direct.img" ${shm:+"$shm/shm.img"}; do
+    cp "$dir/rnd" "$f"
+    truncate -s 16M "$f"
+done
+
+# drop_cache FILE: the file's clean pages out of the page cache.
+drop_cache ()
+{
+    sync "$1"
+    python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$1"
+}
+
+shm_node=
+shm_export=
+if [ -n "$shm" ]; then
+    shm_node="  f2: { driver: file, filename: \"$shm/shm.img\" }"
+    shm_export="  shm: { node: f2 }"
+fi
+start_nbdgraphd "nodes:
+  f0: { driver: file, filename: \"$img/buf.img\", aio: threads }
+  f1: { driver: file, filename: \"$img/direct.img\", cache.direct: true }
+$shm_node
+exports:
+  demo: { node: f0 }
+  direct: { node: f1 }
+$shm_export"
+
+# traced_read URI TAG: read the export with strace -f on the daemon
+# (preadv2 and pread64 only) into $dir/TAG.trace; check the data.
+traced_read ()
+{
+    local u=$1 tag=$2 strace_pid
+
+    strace -f -qq -e trace=preadv2,pread64 -o "$dir/$tag.trace" \
+        -p "$nbdgraphd_pid" &
+    strace_pid=$!
+    sleep 1                         # let it attach to every thread
+    nbdcopy --requests 16 "$u" "$dir/$tag.out"
+    kill -INT "$strace_pid"
+    wait "$strace_pid" || true
+    cmp -n $((8 * M)) "$dir/rnd" "$dir/$tag.out"
+    cmp -i $((8 * M)) -n $((8 * M)) "$dir/$tag.out" /dev/zero
+}
+
+# count TAG WHO CALL: calls of CALL in TAG's trace made by the loop
+# thread (WHO=loop: the thread id is the daemon's pid) or by others
+# (WHO=workers); RWF_NOWAIT preadv2s only.
+count ()
+{
+    local tag=$1 who=$2 call=$3 op='=='
+
+    [ "$who" = loop ] || op='!='
+    awk -v pid="$nbdgraphd_pid" -v call="$call(" "
+        \$1 $op pid && index(\$2, call) == 1 &&
+        (call != \"preadv2(\" || /RWF_NOWAIT/) { n++ }
+        END { print n + 0 }" "$dir/$tag.trace"
+}
+
+# Hot: every read is a whole RWF_NOWAIT preadv2 on the loop thread.
+cat "$img/buf.img" > /dev/null
+traced_read "$uri" hot
+[ "$(count hot loop preadv2)" -ge 16 ]
+[ "$(count hot workers preadv2)" -eq 0 ]
+[ "$(count hot workers pread64)" -eq 0 ]
+! grep -E 'preadv2\(.*RWF_NOWAIT\) = -1' "$dir/hot.trace"
+
+# Cold: the loop's try fails (EAGAIN, or short where readahead ran
+# ahead of it) at least for the first read, and workers read.
+drop_cache "$img/buf.img"
+traced_read "$uri" cold
+[ "$(count cold loop preadv2)" -ge 1 ]
+[ "$(count cold workers pread64)" -ge 1 ]
+
+# O_DIRECT: never tried on the loop; workers read, page cache or not.
+traced_read "$(uri_for direct)" direct
+[ "$(count direct loop preadv2)" -eq 0 ]
+[ "$(count direct workers pread64)" -ge 1 ]
+[ "$(count direct loop pread64)" -eq 0 ]
+
+# tmpfs: every read on the loop thread, as a plain pread64.
+if [ -n "$shm" ]; then
+    traced_read "$(uri_for shm)" shm
+    [ "$(count shm loop pread64)" -ge 16 ]
+    [ "$(count shm workers pread64)" -eq 0 ]
+    [ "$(count shm workers preadv2)" -eq 0 ]
+fi
+stop_nbdgraphd
