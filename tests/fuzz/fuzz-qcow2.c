@@ -9,9 +9,11 @@
 #include <config.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -100,18 +102,30 @@ exercise(uv_loop_t *loop, struct ng_bb *bb)
     one_request(loop, bb, NG_OP_READ, 0, sizeof buf, 0, buf);
 }
 
-/* Open the image (read-only or not) and exercise it; false when the
- * open failed. */
-static bool
-try_open(const char *path, bool ro)
+/* What lives from the first input to exit: one loop and one graph (so
+ * the file driver's worker threads, per driver in the graph, are made
+ * once), and the image file, rewritten in place for each input.  Each
+ * input adds its qcow2 node (with an inline file node under it) and
+ * removes both again, so what an input allocates it frees: libFuzzer's
+ * per-input leak check stays meaningful, and at exit the graph and loop
+ * are torn down in full, so LSan sees whatever outlived its input. */
+struct fixture {
+    uv_loop_t loop;
+    struct ng_graph *graph;
+    char dir[256];
+    char path[300];
+    int fd;                     /* the image file, O_RDWR */
+    struct ng_value *opts[2];   /* qcow2 over it: writable, read-only */
+};
+
+static struct fixture *the_fixture;
+
+static struct ng_value *
+image_opts(const char *path, bool ro)
 {
     char text[512];
     struct ng_error err = { 0 };
-    struct fuzz_wait w = { 0 };
     struct ng_value *opts;
-    struct ng_graph *g;
-    struct ng_bb *bb;
-    uv_loop_t loop;
 
     snprintf(text, sizeof text, "{driver: qcow2, node-name: q, read-only: "
              "%s, file: {driver: file, locking: off, read-only: %s, "
@@ -119,44 +133,104 @@ try_open(const char *path, bool ro)
              ro ? "true" : "false", path);
     if ((opts = ng_yaml_parse(text, strlen(text), "fuzz", &err)) == NULL)
         fuzz_die("options: %s", err.msg);
-    uv_loop_init(&loop);
-    g = ng_graph_new(&loop, ng_all_drivers);
-    if (g == NULL)
-        fuzz_die("out of memory");
-    if (ng_graph_add_node(g, NULL, opts, added, &w, &err) == 0) {
-        run_until(&loop, &w.done);
-        if (w.node != NULL &&
-            (bb = ng_bb_new(g, "fuzz", w.node, !ro, &err)) != NULL) {
-            exercise(&loop, bb);
-            ng_bb_free(bb);
-        }
-    }
-    ng_value_free(opts);
-    ng_graph_free(g);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&loop) != 0)
+    return opts;
+}
+
+static void
+fixture_free(void)
+{
+    struct fixture *f = the_fixture;
+
+    ng_graph_free(f->graph);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&f->loop) != 0)
         fuzz_die("a handle was left open");
-    return w.node != NULL;
+    ng_value_free(f->opts[0]);
+    ng_value_free(f->opts[1]);
+    close(f->fd);
+    free(f);
+    the_fixture = NULL;
+}
+
+static struct fixture *
+fixture_get(void)
+{
+    struct fixture *f = the_fixture;
+
+    if (f != NULL)
+        return f;
+    if ((f = calloc(1, sizeof *f)) == NULL || uv_loop_init(&f->loop) != 0)
+        fuzz_die("cannot create the loop");
+    if ((f->graph = ng_graph_new(&f->loop, ng_all_drivers)) == NULL)
+        fuzz_die("out of memory");
+    fuzz_make_tmpdir(f->dir, sizeof f->dir);
+    snprintf(f->path, sizeof f->path, "%s/img.qcow2", f->dir);
+    if ((f->fd = open(f->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) == -1)
+        fuzz_die("%s: %s", f->path, strerror(errno));
+    f->opts[0] = image_opts(f->path, false);
+    f->opts[1] = image_opts(f->path, true);
+    the_fixture = f;
+    atexit(fixture_free);       /* before the temp dir's removal runs */
+    return f;
+}
+
+/* The input, as the whole file. */
+static void
+write_image(struct fixture *f, const uint8_t *data, size_t size)
+{
+    if (ftruncate(f->fd, 0) == -1 ||
+        (size > 0 && pwrite(f->fd, data, size, 0) != (ssize_t)size))
+        fuzz_die("cannot write %s: %s", f->path, strerror(errno));
+}
+
+static void
+removed(void *opaque)
+{
+    *(bool *)opaque = true;
+}
+
+/* Open the image (read-only or not) and exercise it, then remove it;
+ * false when the open failed. */
+static bool
+try_open(struct fixture *f, bool ro)
+{
+    struct ng_error err = { 0 };
+    struct fuzz_wait w = { 0 };
+    struct ng_bb *bb;
+    bool gone = false;
+
+    /* An image refused at once (a backing file not found) is -1. */
+    if (ng_graph_add_node(f->graph, NULL, f->opts[ro], added, &w,
+                          &err) == -1)
+        return false;
+    run_until(&f->loop, &w.done);
+    if (w.node == NULL)
+        return false;
+    if ((bb = ng_bb_new(f->graph, "fuzz", w.node, !ro, &err)) != NULL) {
+        exercise(&f->loop, bb);
+        ng_bb_free(bb);
+    }
+    if (ng_graph_del_node(f->graph, "q", removed, &gone, &err) == -1)
+        fuzz_die("cannot remove the image: %s", err.msg);
+    run_until(&f->loop, &gone);
+    /* What the removal left to the loop (handles closing): so the input
+     * frees all it allocated before it returns. */
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    return true;
 }
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static char dir[256];
-    char path[300];
-    FILE *fp;
+    struct fixture *f;
 
     if (size > FUZZ_QCOW2_MAX_INPUT)
         return 0;
-    if (dir[0] == '\0')
-        fuzz_make_tmpdir(dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/img.qcow2", dir);
-    if ((fp = fopen(path, "wb")) == NULL ||
-        fwrite(data, 1, size, fp) != size || fclose(fp) != 0)
-        fuzz_die("cannot write %s", path);
+    f = fixture_get();
+    write_image(f, data, size);
     /* Writable first; what only opens read-only (dirty, corrupt,
      * extended L2) is read then. */
-    for (int ro = 0; ro < 2 && !try_open(path, ro != 0); ro++)
+    for (int ro = 0; ro < 2 && !try_open(f, ro != 0); ro++)
         ;
     return 0;
 }
