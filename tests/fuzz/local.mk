@@ -84,13 +84,16 @@ EXTRA_DIST += \
 	tests/fuzz/README.md \
 	$(NULL)
 
-# make fuzz [FUZZ_SECONDS=N]: each harness for N seconds (default 60),
-# growing its corpus in tests/fuzz/NAME.corpus/ of the build tree from
-# the seeds; logs and any crash input land in tests/fuzz/ too.
+# make fuzz [FUZZ_SECONDS=N] [FUZZ_RUNS=N] [FUZZERS=...]: each harness for
+# N seconds (default 60), or for N executions (a campaign; see
+# tests/fuzz/README.md), growing its corpus in tests/fuzz/NAME.corpus/ of
+# the build tree from the seeds; logs and any crash input land in
+# tests/fuzz/ too.
 FUZZ_SECONDS = 60
+FUZZ_RUNS =
 if FUZZING
 fuzz: $(FUZZERS)
-	FUZZ_SECONDS=$(FUZZ_SECONDS) $(SHELL) \
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) $(SHELL) \
 	    $(top_srcdir)/tests/fuzz/run-fuzzers.sh $(top_srcdir)/tests/fuzz \
 	    $(FUZZERS)
 else

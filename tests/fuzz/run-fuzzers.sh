@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # tests/fuzz/run-fuzzers.sh SRCDIR FUZZER...: run each libFuzzer harness
-# for $FUZZ_SECONDS (default 60) on its seeds (SRCDIR/corpus/NAME) and the
-# corpus it grew before (tests/fuzz/NAME.corpus in the build tree), one
-# after the other, with its dictionary (SRCDIR/dict/NAME.dict).  Prints one
-# line per harness with its execution count; a crash, leak, UBSan report or
-# hang fails it, and its log (tests/fuzz/NAME.log) and input
-# (tests/fuzz/NAME-crash-*) are kept.  Exits 1 if any harness failed.
+# for $FUZZ_SECONDS (default 60), or for $FUZZ_RUNS executions when that
+# is set (a campaign: no time limit then), on its seeds (SRCDIR/corpus/NAME)
+# and the corpus it grew before (tests/fuzz/NAME.corpus in the build tree),
+# one after the other, with its dictionary (SRCDIR/dict/NAME.dict).  Prints
+# one line per harness with its execution count and the CPU seconds it
+# took (user + system: what the machine's load does not change); a crash,
+# leak, UBSan report or hang fails it, and its log (tests/fuzz/NAME.log)
+# and input (tests/fuzz/NAME-crash-*) are kept.  Exits 1 if any harness
+# failed.
 set -uo pipefail
 src=$1
 shift
 secs=${FUZZ_SECONDS:-60}
+runs=${FUZZ_RUNS:-}
 # Leaks are findings; so is any UBSan report (the build does not recover).
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -24,14 +28,27 @@ for fuzzer in "$@"; do
     corpus=$dir/$name.corpus
     log=$dir/$name.log
     mkdir -p "$corpus"
-    opts=(-max_total_time="$secs" -timeout=30 -rss_limit_mb=2048
+    opts=(-timeout=30 -rss_limit_mb=2048
           -print_final_stats=1 -artifact_prefix="$dir/$name-")
+    if [ -n "$runs" ]; then
+        opts+=(-runs="$runs")
+    else
+        opts+=(-max_total_time="$secs")
+    fi
     [ -f "$src/dict/$name.dict" ] && opts+=(-dict="$src/dict/$name.dict")
-    "$fuzzer" "${opts[@]}" "$corpus" "$src/corpus/$name" >"$log" 2>&1
+    # bash's `time` keyword: the harness's CPU seconds, user and system.
+    cpu=$( { TIMEFORMAT='%U %S %R'; time "$fuzzer" "${opts[@]}" "$corpus" \
+                 "$src/corpus/$name" >"$log" 2>&1; } 2>&1 )
     rc=$?
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
-    if [ $rc -eq 0 ] && [ -n "$runs" ]; then
-        echo "$name: $runs executions in $secs s: no crash, leak or UBSan report"
+    done_runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" |
+                tail -n1)
+    read -r user sys real <<<"$cpu"
+    if [ $rc -eq 0 ] && [ -n "$done_runs" ]; then
+        rate=$(awk -v n="$done_runs" -v u="$user" -v s="$sys" \
+               'BEGIN { printf "%.0f", (u + s > 0) ? n / (u + s) : 0 }')
+        echo "$name: $done_runs executions in $real s ($user s user +" \
+             "$sys s system: $rate per CPU-second): no crash, leak or" \
+             "UBSan report"
     else
         echo "$name: FAILED (exit $rc); log $log:" >&2
         tail -n 40 "$log" >&2
