@@ -5,11 +5,11 @@
  *
  * Every input meets the daemon state the fixture config makes, so a run
  * depends on its input alone: an input that ran a command other than
- * query-* that succeeded leaves a daemon that is thrown away; the others
- * leave it as they found it, and the next input uses it again.  The
- * first byte chooses whether the
- * harness negotiates capabilities first (bit 0); the rest is what the
- * client sends.  Drivers that open paths (file, log) are not in this
+ * query-* that succeeded throws its daemon away and builds the next one
+ * before it returns; the others leave it as they found it, and the next
+ * input uses it again.  The first byte chooses whether the harness
+ * negotiates capabilities first (bit 0); the rest is what the client
+ * sends.  Drivers that open paths (file, log) are not in this
  * graph's registry: a fuzzer must not create or truncate files outside
  * its temporary directory.
  */
