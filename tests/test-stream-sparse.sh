@@ -116,10 +116,11 @@ qemu-img map -f qcow2 base.qcow2
 test "$(data_mib base.qcow2)" -le 6
 test "$(alloc_mib base.qcow2)" -le 8
 
-# 4. A memory overlay over a sparse raw file: after the stream the
-# overlay has pages for the file's data only; the rest is a hole.
+# 4. A memory overlay over a sparse raw file (half its size: the rest
+# reads as zeroes): after the stream the overlay has pages for the
+# file's data only; the rest is a hole.
 rm -f disk.raw
-truncate -s $size disk.raw
+truncate -s 128M disk.raw
 qemu-io -f raw -c 'write -P 0x44 32M 1M' disk.raw > /dev/null
 start_nbdgraphd "nodes:
   disk: { driver: file, filename: @DIR@/disk.raw, read-only: true }
@@ -128,6 +129,7 @@ exports:
   vm1: { node: ov, writable: true }" vm1
 qemu-io -f raw -c 'write -P 0x55 100M 1M' "$uri" > /dev/null
 cp disk.raw want.raw
+truncate -s $size want.raw
 qemu-io -f raw -c 'write -P 0x55 100M 1M' want.raw > /dev/null
 run_job s2 block-stream '"device": "ov"'
 test "$progress" -le $((2 << 20))
