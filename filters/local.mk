@@ -96,3 +96,10 @@ tests_unit_test_layer_link_filters_LDADD = \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_filters_DEPENDENCIES = \
 	filters/libngfilters.a graph/libnggraph.a
+
+# s5-stream: a block-stream whose job cannot be made takes its filter out.
+check_PROGRAMS += tests/unit/test-stream-start
+TESTS += tests/unit/test-stream-start
+tests_unit_test_stream_start_SOURCES = \
+	tests/unit/test-stream-start.c $(FILTER_FIXTURE)
+tests_unit_test_stream_start_LDADD = $(CORE_LIBS)

@@ -438,7 +438,12 @@ stream_free(struct stream *s, bool graph_alive)
 static void
 stream_op_free(struct ng_job *job)
 {
-    stream_free(job->state, job->graph != NULL);
+    struct stream *s = job->state;
+
+    if (s->job == NULL)
+        return;                     /* ng_job_new() failed: inserted()
+                                     * takes the filter out, then frees s */
+    stream_free(s, job->graph != NULL);
 }
 
 static const struct ng_job_ops stream_ops = {
@@ -571,8 +576,7 @@ inserted(void *opaque, const struct ng_error *err)
                         &s->hooks, s->p.auto_finalize, s->p.auto_dismiss,
                         s->p.speed, &jerr);
     if (s->job == NULL) {
-        /* s is freed; the filter stays in, passing everything through */
-        s->started(s->started_opaque, &jerr);
+        start_failed(s, &jerr);
         return;
     }
     s->bb->job_id = s->job->id;
