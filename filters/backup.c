@@ -272,12 +272,7 @@ op_progress(struct ng_job *job, uint64_t *current, uint64_t *total)
 static void
 op_free(struct ng_job *job)
 {
-    struct backup *b = job->state;
-
-    if (b->job == NULL)
-        return;                     /* ng_job_new() failed: start_failed()
-                                     * takes the filter out, then frees b */
-    backup_free(b, job->graph != NULL);
+    backup_free(job->state, job->graph != NULL);
 }
 
 static const struct ng_job_ops backup_ops = {
@@ -393,21 +388,22 @@ insert_filter(struct ng_graph *g, void *opaque, struct ng_error *err)
     return 0;
 }
 
-/* The filter is out again after a failed start: answer, and go. */
+/* The filter went in but the job could not be registered: out again, so
+ * the graph is as before, then tell and free b. */
 static void
 start_undone(void *opaque, const struct ng_error *err)
 {
     struct backup *b = opaque;
     struct ng_error why = { 0 };
 
-    (void)err;                      /* if it stays, it passes through */
+    (void)err;
+    b->filter = NULL;
+    backup_release_graph(b);
     ng_error_set(&why, -b->stop_ret, "%s", b->stop_msg);
     b->started(b->started_opaque, &why);
     backup_free(b, true);
 }
 
-/* No job after all: what the insertion took goes back (the user's
- * bitmap its bits), and the filter, passing through now, comes out. */
 static void
 start_failed(struct backup *b, const struct ng_error *err)
 {
@@ -415,7 +411,6 @@ start_failed(struct backup *b, const struct ng_error *err)
 
     b->stop_ret = -err->code;
     snprintf(b->stop_msg, sizeof b->stop_msg, "%s", err->msg);
-    backup_release_graph(b);
     if (ng_graph_mutate(b->graph, b->filter, remove_filter, start_undone, b,
                         &e2) == -1)
         start_undone(b, NULL);
@@ -434,7 +429,7 @@ filter_inserted(void *opaque, const struct ng_error *err)
         backup_free(b, true);
         return;
     }
-    ng_cbw_detach(b->filter);
+    ng_cbw_detach(b->filter);       /* passes through until the job is in */
     b->job = ng_job_new(b->graph, b->p.job_id, b->p.job_id, &backup_ops, b,
                         &b->hooks, b->p.auto_finalize, b->p.auto_dismiss,
                         b->p.speed, &jerr);

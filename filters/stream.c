@@ -438,12 +438,7 @@ stream_free(struct stream *s, bool graph_alive)
 static void
 stream_op_free(struct ng_job *job)
 {
-    struct stream *s = job->state;
-
-    if (s->job == NULL)
-        return;                     /* ng_job_new() failed: inserted()
-                                     * takes the filter out, then frees s */
-    stream_free(s, job->graph != NULL);
+    stream_free(job->state, job->graph != NULL);
 }
 
 static const struct ng_job_ops stream_ops = {
