@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -146,6 +148,110 @@ ng_test_blocks_verify(const struct ng_test_blocks *d, const char *uri,
     free(want);
     free(got);
 }
+
+/* ---- Writers ------------------------------------------------------------ */
+
+struct writer {
+    struct ng_test_blocks *d;
+    const char *uri;
+    unsigned index, count;
+    atomic_int *stop;
+    atomic_ulong ops;
+    pthread_t thread;
+    char error[256];
+};
+
+struct ng_test_writers {
+    atomic_int stop;
+    unsigned count;
+    struct writer w[];
+};
+
+static void *
+writer_main(void *opaque)
+{
+    struct writer *w = opaque;
+    struct nbd_handle *nbd = nbd_create();
+    char *buf = malloc(w->d->size);
+    unsigned rng = w->index * 7919 + 1;
+
+    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, w->uri) == -1) {
+        snprintf(w->error, sizeof w->error, "connect: %s", nbd_get_error());
+        goto out;
+    }
+    while (!atomic_load(w->stop)) {
+        unsigned long ops = atomic_load(&w->ops);
+        unsigned seed = (w->index << 24) + (unsigned)ops + 1;
+
+        if (ng_test_block_write_random(w->d, nbd, w->index, w->count, seed,
+                                       &rng, buf) == -1) {
+            snprintf(w->error, sizeof w->error, "op %lu: %s", ops,
+                     nbd_get_error());
+            break;
+        }
+        atomic_fetch_add(&w->ops, 1);
+    }
+    nbd_shutdown(nbd, 0);
+out:
+    nbd_close(nbd);
+    free(buf);
+    return NULL;
+}
+
+struct ng_test_writers *
+ng_test_writers_start(struct ng_test_blocks *d, const char *uri,
+                      unsigned count)
+{
+    struct ng_test_writers *ws = calloc(1, sizeof *ws +
+                                        count * sizeof ws->w[0]);
+    unsigned i;
+
+    if (ws == NULL)
+        ng_test_fail("writers: out of memory");
+    atomic_init(&ws->stop, 0);
+    ws->count = count;
+    for (i = 0; i < count; i++) {
+        struct writer *w = &ws->w[i];
+
+        w->d = d;
+        w->uri = uri;
+        w->index = i;
+        w->count = count;
+        w->stop = &ws->stop;
+        atomic_init(&w->ops, 0);
+        if (pthread_create(&w->thread, NULL, writer_main, w) != 0)
+            ng_test_fail("pthread_create");
+    }
+    return ws;
+}
+
+unsigned long
+ng_test_writers_ops(struct ng_test_writers *ws)
+{
+    unsigned long n = 0;
+
+    for (unsigned i = 0; i < ws->count; i++)
+        n += atomic_load(&ws->w[i].ops);
+    return n;
+}
+
+void
+ng_test_writers_stop(struct ng_test_writers *ws)
+{
+    unsigned i;
+
+    atomic_store(&ws->stop, 1);
+    for (i = 0; i < ws->count; i++)
+        pthread_join(ws->w[i].thread, NULL);
+    for (i = 0; i < ws->count; i++) {
+        if (ws->w[i].error[0])
+            ng_test_fail("worker %u: %s", i, ws->w[i].error);
+        printf("worker %u: %lu ops\n", i, atomic_load(&ws->w[i].ops));
+    }
+    free(ws);
+}
+
+/* ---- Protocol fields ---------------------------------------------------- */
 
 void
 ng_test_put16(unsigned char *p, uint16_t v)

@@ -365,28 +365,6 @@ commit_bad_input(struct ng_test_qmp *q)
 }
 
 static void
-wait_job_status(struct ng_test_qmp *q, const char *id, const char *want)
-{
-    json_t *r, *j;
-    size_t k;
-    int i;
-
-    for (i = 0; i < 3000; i++) {
-        r = ng_test_qmp_ok(q, "{s:s}", "execute", "query-jobs");
-        json_array_foreach(r, k, j)
-            if (strcmp(json_string_value(json_object_get(j, "id")), id) == 0
-                && strcmp(json_string_value(json_object_get(j, "status")),
-                          want) == 0) {
-                json_decref(r);
-                return;
-            }
-        json_decref(r);
-        usleep(10000);
-    }
-    ng_test_fail("job '%s' not '%s' after 30 s", id, want);
-}
-
-static void
 commit_intermediate(struct ng_test_qmp *q, struct ng_test_qmp *ev)
 {
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s,s:s}}", "execute",
@@ -420,7 +398,7 @@ commit_active(struct ng_test_qmp *q)
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s}}", "execute",
                                "block-commit", "arguments", "job-id", "c1",
                                "device", "c3", "base-node", "c2"));
-    wait_job_status(q, "c1", "ready");
+    ng_test_qmp_wait_job(q, "c1", "ready", 30, NULL);
     ng_test_qmp_fails(q, "node 'c2': command 'snap8' requires graph-mod, "
                       "which job 'c1' does not allow",
                       "{s:s,s:{s:s,s:s,s:s}}", "execute",
