@@ -30,6 +30,18 @@ data_mib ()
 # alloc_mib FILE: MiB the file takes on disk.
 alloc_mib () { echo $(( $(stat -c '%b * %B' "$1") / 1048576 )); }
 
+# check_sparse IMAGE DATA ALLOC: IMAGE is a sound qcow2 image reading as
+# want.raw, with at most DATA MiB of data of its own and ALLOC MiB on
+# disk.
+check_sparse ()
+{
+    qemu-img check "$1"
+    qemu-img compare -f qcow2 -F raw "$1" want.raw
+    qemu-img map -f qcow2 "$1"
+    test "$(data_mib "$1")" -le "$2"
+    test "$(alloc_mib "$1")" -le "$3"
+}
+
 # The chain base <- mid <- top: base has 2 MiB at 16M, mid 2 MiB at
 # 128M, top 1 MiB at 200M; everything else is unallocated everywhere.
 make_chain ()
@@ -82,12 +94,8 @@ start_nbdgraphd "$chain_config" vm1
 run_job s0 block-stream '"device": "top"'
 test "$progress" -le $((6 << 20))
 stop_nbdgraphd
-qemu-img check top.qcow2
-qemu-img compare -f qcow2 -F raw top.qcow2 want.raw
+check_sparse top.qcow2 6 8
 qemu-img info --backing-chain top.qcow2 | grep -c '^image:' | grep -qx 1
-qemu-img map -f qcow2 top.qcow2
-test "$(data_mib top.qcow2)" -le 6
-test "$(alloc_mib top.qcow2)" -le 8
 
 # 2. Stream with a base: top gets mid's data only.
 make_chain
@@ -95,11 +103,7 @@ start_nbdgraphd "$chain_config" vm1
 run_job s1 block-stream '"device": "top", "base-node": "base"'
 test "$progress" -le $((3 << 20))
 stop_nbdgraphd
-qemu-img check top.qcow2
-qemu-img compare -f qcow2 -F raw top.qcow2 want.raw
-qemu-img map -f qcow2 top.qcow2
-test "$(data_mib top.qcow2)" -le 4
-test "$(alloc_mib top.qcow2)" -le 6
+check_sparse top.qcow2 4 6
 
 # 3. Commit mid into base (intermediate), then top into base (active):
 # base ends with the chain's 5 MiB of data and nothing more.
@@ -110,11 +114,7 @@ run_job c0 block-commit '"device": "top", "top-node": "mid",
 run_job c1 block-commit '"device": "top", "base-node": "base"' --complete
 qemu-img compare -f raw -F raw "$uri" want.raw
 stop_nbdgraphd
-qemu-img check base.qcow2
-qemu-img compare -f qcow2 -F raw base.qcow2 want.raw
-qemu-img map -f qcow2 base.qcow2
-test "$(data_mib base.qcow2)" -le 6
-test "$(alloc_mib base.qcow2)" -le 8
+check_sparse base.qcow2 6 8
 
 # 4. A memory overlay over a sparse raw file (half its size: the rest
 # reads as zeroes): after the stream the overlay has pages for the
