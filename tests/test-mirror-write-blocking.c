@@ -194,7 +194,7 @@ main(void)
                                "memory", "node-name", "dst",
                                "size", DISK_SIZE));
     refusals(q);
-    w = ng_test_writers_start(&disk, d->uri, WORKERS);
+    w = ng_test_writers_start(&disk, d->uri, WORKERS, NULL);
     background_does_not_converge(q, w);
     write_blocking_converges(q, w);
     usleep(300000);                 /* the clients go on, on the target */

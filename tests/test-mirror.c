@@ -204,7 +204,7 @@ main(void)
     add_target(d, q, spare, sizeof spare, "spare");
     /* Half the disk holds data before the mirror starts. */
     ng_test_blocks_fill(&disk, d->uri, 0, BLOCKS / 2, 0x40000000u);
-    w = ng_test_writers_start(&disk, d->uri, WORKERS);
+    w = ng_test_writers_start(&disk, d->uri, WORKERS, NULL);
     usleep(100000);
     run_mirror(d, q);
     usleep(300000);                 /* the clients go on, on the target */
