@@ -96,3 +96,11 @@ tests_unit_test_layer_link_filters_LDADD = \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_filters_DEPENDENCIES = \
 	filters/libngfilters.a graph/libnggraph.a
+
+# s5-stream: a stream or backup whose job cannot be made takes its filter
+# out again.
+check_PROGRAMS += tests/unit/test-job-start
+TESTS += tests/unit/test-job-start
+tests_unit_test_job_start_SOURCES = \
+	tests/unit/test-job-start.c $(FILTER_FIXTURE)
+tests_unit_test_job_start_LDADD = $(CORE_LIBS)

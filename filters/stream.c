@@ -30,8 +30,8 @@ struct stream {
     struct ng_job_hooks hooks;
     ng_stream_started_fn *started;
     void *started_opaque;
-    /* With a base: what the layers between top and base have, the one
-     * being walked and a BB on it for that. */
+    /* What the layers between top and base (or the chain's bottom)
+     * hold, the one being walked and a BB on it for that. */
     struct ng_bitmap *needed;
     struct ng_node *mid;
     struct ng_bb *mid_bb;
@@ -39,8 +39,9 @@ struct stream {
      * the layers between, after each pass over the top). */
     struct ng_req scan;
     struct ng_extent ext[STREAM_SCAN_EXTENTS];
-    uint64_t scan_off;
+    uint64_t scan_off, scan_end;
     struct ng_bb *walk_bb;
+    bool walk_local;                /* NG_REQ_LOCAL_ONLY */
     void (*walk_extent)(struct stream *s, uint64_t off, uint64_t len,
                         uint32_t flags);
     void (*walk_end)(struct stream *s);
@@ -178,9 +179,10 @@ stream_stop(struct stream *s, int ret, const char *msg)
 
 /* ---- Walks over a layer's own allocation -------------------------------- */
 
-/* Block status (NG_REQ_LOCAL_ONLY) of the node under s->walk_bb, from 0
- * to the top's end, one request after the other; walk_extent sees each
- * extent, walk_done runs at the end. */
+/* Block status (NG_REQ_LOCAL_ONLY when s->walk_local) of the node under
+ * s->walk_bb, from 0 to the top's end or the node's, whichever comes
+ * first, one request after the other; walk_extent sees each extent,
+ * walk_end runs at the end. */
 static void walk_step(struct stream *s);
 
 static void
@@ -202,7 +204,7 @@ walk_done(struct ng_req *req, int ret)
 static void
 walk_step(struct stream *s)
 {
-    uint64_t size = (uint64_t)ng_node_length(s->top);
+    uint64_t size = s->scan_end;
 
     if (s->stopping) {
         s->scanning = false;
@@ -216,7 +218,7 @@ walk_step(struct stream *s)
         return;
     }
     ng_req_init(&s->scan, NG_OP_BLOCK_STATUS, s->scan_off,
-                size - s->scan_off, NG_REQ_LOCAL_ONLY);
+                size - s->scan_off, s->walk_local ? NG_REQ_LOCAL_ONLY : 0);
     s->scan.extents = s->ext;
     s->scan.max_extents = STREAM_SCAN_EXTENTS;
     s->scan.done = walk_done;
@@ -225,13 +227,18 @@ walk_step(struct stream *s)
 }
 
 static void
-walk_start(struct stream *s, struct ng_bb *bb,
+walk_start(struct stream *s, struct ng_bb *bb, bool local,
            void (*extent)(struct stream *, uint64_t, uint64_t, uint32_t),
            void (*end)(struct stream *))
 {
+    int64_t top_len = ng_node_length(s->top), len = ng_bb_length(bb);
+
     s->scanning = true;
     s->scan_off = 0;
+    /* A shorter backing node reads as zeroes past its end. */
+    s->scan_end = (uint64_t)(len >= 0 && len < top_len ? len : top_len);
     s->walk_bb = bb;
+    s->walk_local = local;
     s->walk_extent = extent;
     s->walk_end = end;
     walk_step(s);
@@ -239,13 +246,19 @@ walk_start(struct stream *s, struct ng_bb *bb,
 
 /* ---- Before the first pass: what lies above the base -------------------- */
 
-/* With a base, only what a layer between top and base has is copied up
- * (the base's own data stays in the base): `needed` collects those
- * layers' allocation, one layer after the other. */
+/* Only what a layer between top and base has is copied up (the base's
+ * own data stays in the base): `needed` collects those layers'
+ * allocation, one layer after the other.  A layer with a backing node is
+ * asked for its own allocation (a hole there is data from further down).
+ * Without a base, the chain's bottom has none: it is asked for what it
+ * reads, and what reads as zeroes stays out, since the top reads zeroes
+ * there too once its backing is cut.  So a range unallocated in the
+ * whole chain stays unallocated in the top, as with QEMU's stream (which
+ * copies what the chain has allocated), and a sparse top stays sparse. */
 static void
 mid_extent(struct stream *s, uint64_t off, uint64_t len, uint32_t flags)
 {
-    if (!(flags & NG_EXTENT_HOLE))
+    if (!(flags & (s->walk_local ? NG_EXTENT_HOLE : NG_EXTENT_ZERO)))
         ng_bitmap_set(s->needed, off, len);
 }
 
@@ -281,14 +294,15 @@ mid_walk_next(struct stream *s)
         return;
     }
     s->mid_bb->job_id = s->job->id;
-    walk_start(s, s->mid_bb, mid_extent, mid_end);
+    walk_start(s, s->mid_bb, backing_of(s->mid) != NULL, mid_extent,
+               mid_end);
 }
 
 /* ---- After a pass: what the top still lacks ------------------------------ */
 
-/* A hole in the top's own layer that should have been filled (all of
- * them without a base; with one, where `needed` says) goes back into the
- * bitmap: a racing client write made the filter skip it. */
+/* A hole in the top's own layer that should have been filled (where
+ * `needed` says) goes back into the bitmap: a racing client write made
+ * the filter skip it. */
 static void
 top_extent(struct stream *s, uint64_t off, uint64_t len, uint32_t flags)
 {
@@ -296,11 +310,6 @@ top_extent(struct stream *s, uint64_t off, uint64_t len, uint32_t flags)
 
     if (!(flags & NG_EXTENT_HOLE))
         return;
-    if (s->needed == NULL) {
-        ng_bitmap_set(s->bitmap, off, len);
-        s->scan_found = true;
-        return;
-    }
     for (x = ng_bitmap_next_dirty(s->needed, off); x < end;
          x = ng_bitmap_next_dirty(s->needed, y)) {
         y = ng_bitmap_next_clean(s->needed, x);
@@ -330,7 +339,7 @@ copy_converged(void *opaque)
     if (s->scanning || s->stopping)
         return;
     s->scan_found = false;
-    walk_start(s, s->bb, top_extent, top_end);
+    walk_start(s, s->bb, true, top_extent, top_end);
 }
 
 static void
@@ -368,12 +377,8 @@ stream_op_start(struct ng_job *job)
 {
     struct stream *s = job->state;
 
-    if (s->needed != NULL) {
-        s->mid = ng_node_child_role(s->top, NG_ROLE_BACKING);
-        mid_walk_next(s);           /* then the first pass */
-    } else {
-        ng_copy_resume(s->copy);
-    }
+    s->mid = ng_node_child_role(s->top, NG_ROLE_BACKING);
+    mid_walk_next(s);               /* then the first pass */
 }
 
 static void
@@ -496,15 +501,11 @@ stream_setup(struct stream *s, struct ng_error *err)
         return -1;
     s->bitmap->busy = true;
     s->bitmap->recording = false;   /* client writes need no copy */
-    if (s->base == NULL) {
-        ng_bitmap_set_all(s->bitmap);
-    } else {
-        s->needed = ng_bitmap_add(s->top, NULL, STREAM_GRAN, err);
-        if (s->needed == NULL)
-            return -1;
-        s->needed->busy = true;
-        s->needed->recording = false;
-    }
+    s->needed = ng_bitmap_add(s->top, NULL, STREAM_GRAN, err);
+    if (s->needed == NULL)
+        return -1;
+    s->needed->busy = true;
+    s->needed->recording = false;
     cp = (struct ng_copy_params){
         .source = s->bb, .target = NULL, .bitmap = s->bitmap,
         .chunk = STREAM_CHUNK, .max_in_flight = STREAM_IN_FLIGHT,
@@ -570,8 +571,7 @@ inserted(void *opaque, const struct ng_error *err)
                         &s->hooks, s->p.auto_finalize, s->p.auto_dismiss,
                         s->p.speed, &jerr);
     if (s->job == NULL) {
-        /* s is freed; the filter stays in, passing everything through */
-        s->started(s->started_opaque, &jerr);
+        start_failed(s, &jerr);
         return;
     }
     s->bb->job_id = s->job->id;

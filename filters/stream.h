@@ -14,11 +14,13 @@
  * the backing is cut.  Cancelling takes the filter out and leaves the
  * chain as it was (the data copied up stays: it reads the same).
  *
- * With a base, a walk over the own allocation of each layer between top
- * and base (NG_REQ_LOCAL_ONLY) first says which granules to read: the
- * base's data stays in the base, except inside a granule that a layer
- * above it has partly (the filter copies all the top lacks of what it
- * reads). */
+ * A walk over the own allocation of each layer between top and base
+ * (NG_REQ_LOCAL_ONLY) first says which granules to read: the base's data
+ * stays in the base, except inside a granule that a layer above it has
+ * partly (the filter copies all the top lacks of what it reads).  Without
+ * a base, the chain's bottom is asked what it reads instead, and what
+ * reads as zeroes is not copied: a range unallocated in the whole chain
+ * stays unallocated in the top, as with QEMU. */
 #ifndef NG_STREAM_H
 #define NG_STREAM_H
 

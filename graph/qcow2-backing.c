@@ -130,32 +130,100 @@ scalar(const char *text)
     return ng_value_new_scalar(text, (struct ng_loc){ 0 });
 }
 
-/* opts with backing: { driver: FMT, read-only: true, file: { driver:
- * file, filename: PATH, read-only: true } }. */
+/* map[key] = a new scalar `text`; consumes nothing on failure.  -1 on
+ * ENOMEM. */
+static int
+put_scalar(struct ng_value *map, const char *key, const char *text)
+{
+    struct ng_value *v = scalar(text);
+
+    return v != NULL ? ng_value_map_put(map, key, (struct ng_loc){ 0 }, v)
+                     : -1;
+}
+
+/* A copy of opts whose `key` is an inline node on the file at `path`:
+ * the file node itself (fmt NULL: { driver: file, filename: PATH }) or
+ * a `fmt` node over it ({ driver: FMT, file: { .. } }).  Each node made
+ * gets read-only: true when read_only, else a copy of `ro` (NULL: none,
+ * the option's default). */
 static struct ng_value *
-with_backing(const struct ng_value *opts, const char *path, const char *fmt)
+with_file_node(const struct ng_value *opts, const char *key,
+               const char *fmt, const char *path, bool read_only,
+               const struct ng_value *ro)
 {
     struct ng_loc none = { 0 };
     struct ng_value *out = ng_value_copy(opts);
-    struct ng_value *b = ng_value_new_map(none);
-    struct ng_value *f = ng_value_new_map(none);
+    struct ng_value *node = ng_value_new_map(none);
+    struct ng_value *f = fmt != NULL ? ng_value_new_map(none) : node;
+    struct ng_value *layer[2] = { f, fmt != NULL ? node : NULL };
+    int i;
 
-    if (out == NULL || b == NULL || f == NULL ||
-        ng_value_map_put(f, "driver", none, scalar("file")) < 0 ||
-        ng_value_map_put(f, "filename", none, scalar(path)) < 0 ||
-        ng_value_map_put(f, "read-only", none, scalar("true")) < 0 ||
-        ng_value_map_put(b, "driver", none, scalar(fmt)) < 0 ||
-        ng_value_map_put(b, "read-only", none, scalar("true")) < 0 ||
-        ng_value_map_put(b, "file", none, f) < 0) {
-        ng_value_free(out);
-        ng_value_free(b);
-        return NULL;
+    if (out == NULL || node == NULL || f == NULL ||
+        put_scalar(f, "driver", "file") < 0 ||
+        put_scalar(f, "filename", path) < 0 ||
+        (fmt != NULL && put_scalar(node, "driver", fmt) < 0))
+        goto fail;
+    for (i = 0; i < 2 && layer[i] != NULL; i++)
+        if (read_only ? put_scalar(layer[i], "read-only", "true") < 0
+            : ro != NULL && ng_value_map_put(layer[i], "read-only", none,
+                                             ng_value_copy(ro)) < 0)
+            goto fail;
+    if (fmt != NULL && ng_value_map_put(node, "file", none, f) < 0) {
+        f = NULL;                   /* freed by the put */
+        goto fail;
     }
-    if (ng_value_map_put(out, "backing", none, b) < 0) {
+    if (ng_value_map_put(out, key, none, node) < 0) {
         ng_value_free(out);
         return NULL;
     }
     return out;
+
+fail:
+    if (f != node)
+        ng_value_free(f);
+    ng_value_free(node);
+    ng_value_free(out);
+    return NULL;
+}
+
+/* The first 4 KiB of the image at path into buf; its length, 0 when it
+ * cannot be read (the file node says why). */
+static size_t
+read_header(const char *path, unsigned char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+
+    if (fd < 0)
+        return 0;
+    n = pread(fd, buf, size, 0);
+    close(fd);
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* The file `name` a header of the image at `path` names (what: "backing
+ * file", "data file"), resolved against the image's directory as QEMU
+ * does, into full: -1 with *err when it is not a local file (the option
+ * `key` names a node instead) or is not there. */
+static int
+resolve_named_file(const char *path, const char *name, const char *what,
+                   const char *key, char *full, size_t full_size,
+                   struct ng_error *err)
+{
+    const char *slash = strrchr(path, '/');
+
+    if (strstr(name, "://") != NULL || strncmp(name, "json:", 5) == 0)
+        return ng_error_set(err, ENOTSUP, "'%s': %s '%s' is not a local "
+                            "file; give '%s: NODE'", path, what, name, key);
+    if (name[0] == '/' || slash == NULL)
+        snprintf(full, full_size, "%s", name);
+    else
+        snprintf(full, full_size, "%.*s/%s", (int)(slash - path), path,
+                 name);
+    if (access(full, F_OK) != 0)
+        return ng_error_set(err, ENOENT, "'%s': %s '%s' not found (%s)",
+                            path, what, full, strerror(errno));
+    return 0;
 }
 
 static int
@@ -164,45 +232,31 @@ expand_backing(struct ng_graph *g, const struct ng_value *opts,
 {
     char name[1024], fmt[32], full[4096];
     unsigned char buf[4096];
-    const char *path, *slash;
-    ssize_t n;
-    int fd;
+    const char *path;
+    size_t n;
 
     *out = NULL;
     if (ng_value_get(opts, "backing") != NULL ||
         (path = image_path(g, opts)) == NULL)
         return 0;
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-        return 0;                   /* the file node says why */
-    n = pread(fd, buf, sizeof buf, 0);
-    close(fd);
-    if (n <= 0 || !header_backing(buf, (size_t)n, name, sizeof name, fmt,
+    n = read_header(path, buf, sizeof buf);
+    if (n == 0 || !header_backing(buf, n, name, sizeof name, fmt,
                                   sizeof fmt))
         return 0;
     if (depth >= QCOW2_MAX_CHAIN)
         return ng_error_set(err, ELOOP, "'%s': backing chain longer than %d "
                             "images (a loop?)", path, QCOW2_MAX_CHAIN);
-    if (strstr(name, "://") != NULL || strncmp(name, "json:", 5) == 0)
-        return ng_error_set(err, ENOTSUP, "'%s': backing file '%s' is not "
-                            "a local file; give 'backing: NODE'", path,
-                            name);
-    slash = strrchr(path, '/');
-    if (name[0] == '/' || slash == NULL)
-        snprintf(full, sizeof full, "%s", name);
-    else
-        snprintf(full, sizeof full, "%.*s/%s", (int)(slash - path), path,
-                 name);
-    if (access(full, F_OK) != 0)
-        return ng_error_set(err, ENOENT, "'%s': backing file '%s' not "
-                            "found (%s)", path, full, strerror(errno));
+    if (resolve_named_file(path, name, "backing file", "backing", full,
+                           sizeof full, err) < 0)
+        return -1;
     if (fmt[0] == '\0')
         probe_format(full, fmt, sizeof fmt);
     if (strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0)
         return ng_error_set(err, ENOTSUP, "'%s': backing format '%s' is not "
                             "supported (qcow2 or raw)", path, fmt);
-    if ((*out = with_backing(opts, full, fmt)) == NULL)
-        return ng_error_set(err, ENOMEM, "out of memory");
-    return 0;
+    /* Read-only, as QEMU opens a backing file. */
+    *out = with_file_node(opts, "backing", fmt, full, true, NULL);
+    return *out != NULL ? 0 : ng_error_set(err, ENOMEM, "out of memory");
 }
 
 /* The data file name of the header in buf (len bytes), when its
@@ -232,68 +286,29 @@ header_data_file(const unsigned char *buf, size_t len, char *name,
     return false;
 }
 
-/* opts with data-file: { driver: file, filename: PATH } (read-only
- * with the image). */
-static struct ng_value *
-with_data_file(const struct ng_value *opts, const char *path)
-{
-    struct ng_loc none = { 0 };
-    const struct ng_value *ro = ng_value_get(opts, "read-only");
-    struct ng_value *out = ng_value_copy(opts);
-    struct ng_value *f = ng_value_new_map(none);
-
-    if (out == NULL || f == NULL ||
-        ng_value_map_put(f, "driver", none, scalar("file")) < 0 ||
-        ng_value_map_put(f, "filename", none, scalar(path)) < 0 ||
-        (ro != NULL && ng_value_map_put(f, "read-only", none,
-                                        ng_value_copy(ro)) < 0)) {
-        ng_value_free(out);
-        ng_value_free(f);
-        return NULL;
-    }
-    if (ng_value_map_put(out, "data-file", none, f) < 0) {
-        ng_value_free(out);
-        return NULL;
-    }
-    return out;
-}
-
 static int
 expand_data_file(struct ng_graph *g, const struct ng_value *opts,
                  struct ng_value **out, struct ng_error *err)
 {
     char name[1024], full[4096];
     unsigned char buf[4096];
-    const char *path, *slash;
-    ssize_t n;
-    int fd;
+    const char *path;
+    size_t n;
 
     *out = NULL;
     if (ng_value_get(opts, "data-file") != NULL ||
         (path = image_path(g, opts)) == NULL)
         return 0;
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-        return 0;                   /* the file node says why */
-    n = pread(fd, buf, sizeof buf, 0);
-    close(fd);
-    if (n <= 0 || !header_data_file(buf, (size_t)n, name, sizeof name))
+    n = read_header(path, buf, sizeof buf);
+    if (n == 0 || !header_data_file(buf, n, name, sizeof name))
         return 0;
-    if (strstr(name, "://") != NULL || strncmp(name, "json:", 5) == 0)
-        return ng_error_set(err, ENOTSUP, "'%s': data file '%s' is not a "
-                            "local file; give 'data-file: NODE'", path,
-                            name);
-    slash = strrchr(path, '/');
-    if (name[0] == '/' || slash == NULL)
-        snprintf(full, sizeof full, "%s", name);
-    else
-        snprintf(full, sizeof full, "%.*s/%s", (int)(slash - path), path,
-                 name);
-    if (access(full, F_OK) != 0)
-        return ng_error_set(err, ENOENT, "'%s': data file '%s' not found "
-                            "(%s)", path, full, strerror(errno));
-    if ((*out = with_data_file(opts, full)) == NULL)
-        return ng_error_set(err, ENOMEM, "out of memory");
-    return 0;
+    if (resolve_named_file(path, name, "data file", "data-file", full,
+                           sizeof full, err) < 0)
+        return -1;
+    /* Read-only with the image. */
+    *out = with_file_node(opts, "data-file", NULL, full, false,
+                          ng_value_get(opts, "read-only"));
+    return *out != NULL ? 0 : ng_error_set(err, ENOMEM, "out of memory");
 }
 
 int

@@ -33,37 +33,51 @@ ng_qmp_handler ng_qmp_blockdev_snapshot_sync;
 ng_qmp_handler ng_qmp_block_stream;
 ng_qmp_handler ng_qmp_block_commit;
 
-/* server/qmp-job.c, for the chain jobs: the job hooks (events, NAC
- * release, pivots) and the argument parsers the job commands share. */
-struct ng_job_hooks ng_qmp_job_hooks(struct ng_control_ctx *ctx);
+/* server/qmp-job.c, for the chain jobs: the argument parsers and the
+ * start (with the job hooks: events, NAC release, pivots) the job
+ * commands share. */
 int ng_qmp_error_action_arg(json_t *args, const char *key, int *out,
                             struct ng_error *err);
-int ng_qmp_size_arg(json_t *args, const char *key, uint64_t def,
-                    uint64_t *out, struct ng_error *err);
 const char *ng_qmp_str_arg(json_t *args, const char *key);
-bool ng_qmp_bool_arg(json_t *args, const char *key, bool def);
 
-/* A job command whose job starts later (a filter goes in first): the
- * call is answered when it has, and the job's NAC claims are released
- * if the start failed.  Pass ng_qmp_job_started and the object to the
- * job's start function; it frees the object.  NULL: out of memory. */
-struct ng_qmp_job_call;
-struct ng_qmp_job_call *ng_qmp_job_call_new(struct ng_qmp_call *call,
-                                            struct ng_control_ctx *ctx,
-                                            const char *job_id);
-void ng_qmp_job_started(void *opaque, const struct ng_error *err);
+/* The arguments every job command takes, as QEMU's: job-id (default:
+ * `device`), speed (>= 0, default 0), auto-finalize and auto-dismiss
+ * (default true).  -1 with *err (a negative speed). */
+struct ng_qmp_job_args {
+    const char *job_id;             /* borrowed from args or device */
+    uint64_t speed;
+    bool auto_finalize, auto_dismiss;
+};
+int ng_qmp_job_args(json_t *args, const char *device,
+                    struct ng_qmp_job_args *out, struct ng_error *err);
+
+/* A job's start function (ng_mirror_start() and the like, on their own
+ * params): `started` runs once the job runs or failed; -1 with *err when
+ * nothing started (started does not run then). */
+typedef void ng_qmp_job_started_fn(void *opaque, const struct ng_error *err);
+typedef int ng_qmp_job_start_fn(struct ng_graph *g, const void *params,
+                                const struct ng_job_hooks *hooks,
+                                ng_qmp_job_started_fn *started, void *opaque,
+                                struct ng_error *err);
+
+struct ng_nac_claim;
+/* The end of every job command, its arguments parsed and checked: take
+ * the job's NAC claims under its ID; on a dry run answer now; else start
+ * the job, answering once it runs, or with the error (its claims
+ * released) if it does not. */
+void ng_qmp_job_run(struct ng_qmp_call *call, struct ng_control_ctx *ctx,
+                    const char *job_id, const struct ng_nac_claim *claims,
+                    size_t n_claims, bool dry, ng_qmp_job_start_fn *start,
+                    const void *params);
 
 struct ng_mirror_params;
-struct ng_nac_claim;
 /* ng_mirror_check(), and that the exports' dirty bitmaps on the source
  * can follow a pivot to the target. */
 int ng_qmp_mirror_check(struct ng_control_ctx *ctx,
                         const struct ng_mirror_params *p,
                         struct ng_error *err);
-/* Start a mirror or commit job (graph/mirror.h) whose NAC claims are
- * taken, and answer the call once it runs or failed. */
-void ng_qmp_mirror_start(struct ng_qmp_call *call, struct ng_control_ctx *ctx,
-                         const struct ng_mirror_params *p);
+/* ng_mirror_start() for ng_qmp_job_run(): a mirror or commit job. */
+ng_qmp_job_start_fn ng_qmp_start_mirror;
 /* The NAC claim a job takes on the filter node it puts in. */
 struct ng_nac_claim ng_qmp_filter_claim(const char *filter);
 

@@ -292,6 +292,81 @@ job_hooks(struct ng_control_ctx *ctx)
                                   .pivoted = job_pivoted, .opaque = ctx };
 }
 
+/* ---- Starting a job ----------------------------------------------------- */
+
+/* A job command waiting for its job to start (a filter goes in first). */
+struct job_call {
+    struct ng_qmp_call *call;
+    struct ng_control_ctx *ctx;
+    char job_id[NG_NAC_NAME_MAX];
+};
+
+/* The job runs (err NULL) or is gone: answer, and release the claims of
+ * a job that never ran. */
+static void
+job_started(void *opaque, const struct ng_error *err)
+{
+    struct job_call *jc = opaque;
+
+    if (err != NULL) {
+        ng_ctx_nac_release(jc->ctx, jc->job_id);
+        ng_qmp_error_from(jc->call, err);
+    } else {
+        ng_qmp_return(jc->call, NULL);
+    }
+    free(jc);
+}
+
+void
+ng_qmp_job_run(struct ng_qmp_call *call, struct ng_control_ctx *ctx,
+               const char *job_id, const struct ng_nac_claim *claims,
+               size_t n_claims, bool dry, ng_qmp_job_start_fn *start,
+               const void *params)
+{
+    struct ng_job_hooks hooks = job_hooks(ctx);
+    struct ng_error err = { 0 };
+    struct job_call *jc;
+
+    if (ng_ctx_nac_claim(ctx, job_id, "job", claims, n_claims, dry,
+                         &err) == -1) {
+        ng_qmp_error_from(call, &err);
+        return;
+    }
+    if (dry) {
+        ng_qmp_return(call, NULL);
+        return;
+    }
+    if ((jc = calloc(1, sizeof *jc)) == NULL) {
+        ng_error_set(&err, ENOMEM, "out of memory");
+    } else {
+        jc->call = call;
+        jc->ctx = ctx;
+        snprintf(jc->job_id, sizeof jc->job_id, "%s", job_id);
+        if (start(ctx->graph, params, &hooks, job_started, jc, &err) == 0)
+            return;                 /* job_started answers */
+        free(jc);
+    }
+    ng_ctx_nac_release(ctx, job_id);
+    ng_qmp_error_from(call, &err);
+}
+
+int
+ng_qmp_start_mirror(struct ng_graph *g, const void *params,
+                    const struct ng_job_hooks *hooks,
+                    ng_qmp_job_started_fn *started, void *opaque,
+                    struct ng_error *err)
+{
+    return ng_mirror_start(g, params, hooks, started, opaque, err);
+}
+
+static int
+start_backup(struct ng_graph *g, const void *params,
+             const struct ng_job_hooks *hooks, ng_qmp_job_started_fn *started,
+             void *opaque, struct ng_error *err)
+{
+    return ng_backup_start(g, params, hooks, started, opaque, err);
+}
+
 /* ---- blockdev-mirror ---------------------------------------------------- */
 
 /* An optional error-action argument; -1 with *err. */
@@ -351,10 +426,23 @@ bool_arg(json_t *args, const char *key, bool def)
     return j != NULL ? json_is_true(j) : def;
 }
 
+int
+ng_qmp_job_args(json_t *args, const char *device, struct ng_qmp_job_args *out,
+                struct ng_error *err)
+{
+    out->job_id = arg_str(args, "job-id");
+    if (out->job_id == NULL)
+        out->job_id = device;       /* QEMU: the device name */
+    out->auto_finalize = bool_arg(args, "auto-finalize", true);
+    out->auto_dismiss = bool_arg(args, "auto-dismiss", true);
+    return size_arg(args, "speed", 0, &out->speed, err);
+}
+
 static int
 mirror_params(json_t *args, struct ng_mirror_params *p, struct ng_error *err)
 {
     const char *mode = arg_str(args, "copy-mode");
+    struct ng_qmp_job_args ja;
     uint64_t gran;
     int src_act, dst_act;
 
@@ -364,15 +452,12 @@ mirror_params(json_t *args, struct ng_mirror_params *p, struct ng_error *err)
                             "or 'write-blocking', not '%s'", mode);
     p->write_blocking = mode != NULL && strcmp(mode, "write-blocking") == 0;
     p->filter_node_name = arg_str(args, "filter-node-name");
-    p->job_id = arg_str(args, "job-id");
     p->source = arg_str(args, "device");
     p->target = arg_str(args, "target");
-    if (p->job_id == NULL)
-        p->job_id = p->source;      /* QEMU: the device name */
     if (sync_arg(args, &p->sync, err) == -1 ||
         size_arg(args, "granularity", 0, &gran, err) == -1 ||
         size_arg(args, "buf-size", 0, &p->buf_size, err) == -1 ||
-        size_arg(args, "speed", 0, &p->speed, err) == -1 ||
+        ng_qmp_job_args(args, p->source, &ja, err) == -1 ||
         error_action_arg(args, "on-source-error", &src_act, err) == -1 ||
         error_action_arg(args, "on-target-error", &dst_act, err) == -1)
         return -1;
@@ -382,8 +467,10 @@ mirror_params(json_t *args, struct ng_mirror_params *p, struct ng_error *err)
     p->granularity = (uint32_t)gran;
     p->on_source_error = src_act;
     p->on_target_error = dst_act;
-    p->auto_finalize = bool_arg(args, "auto-finalize", true);
-    p->auto_dismiss = bool_arg(args, "auto-dismiss", true);
+    p->job_id = ja.job_id;
+    p->speed = ja.speed;
+    p->auto_finalize = ja.auto_finalize;
+    p->auto_dismiss = ja.auto_dismiss;
     return 0;
 }
 
@@ -398,26 +485,6 @@ ng_qmp_mirror_check(struct ng_control_ctx *ctx,
         return ng_nbd_server_check_follow_bitmaps(ctx->nbd, p->source,
                                                   p->target, err);
     return 0;
-}
-
-/* Start a mirror or commit job whose claims are taken; the answer comes
- * once it runs (with a filter, after its drained section). */
-void
-ng_qmp_mirror_start(struct ng_qmp_call *call, struct ng_control_ctx *ctx,
-                    const struct ng_mirror_params *p)
-{
-    struct ng_job_hooks hooks = job_hooks(ctx);
-    struct ng_qmp_job_call *jc = ng_qmp_job_call_new(call, ctx, p->job_id);
-    struct ng_error err = { 0 };
-
-    if (jc == NULL)
-        ng_error_set(&err, ENOMEM, "out of memory");
-    else if (ng_mirror_start(ctx->graph, p, &hooks, ng_qmp_job_started, jc,
-                             &err) == 0)
-        return;                     /* ng_qmp_job_started answers */
-    free(jc);
-    ng_ctx_nac_release(ctx, p->job_id);
-    ng_qmp_error_from(call, &err);
 }
 
 /* The claim on a job's filter node: it stays where the job put it (a
@@ -435,7 +502,6 @@ ng_qmp_blockdev_mirror(struct ng_qmp_call *call, json_t *args)
     struct ng_control_ctx *ctx = ng_qmp_ctx(call);
     struct ng_mirror_params p = { 0 };
     struct ng_error err = { 0 };
-    bool dry = ng_qmp_dry_run(args);
     struct ng_nac_claim claims[3];
     char filter[NG_NAC_NAME_MAX];
 
@@ -455,14 +521,9 @@ ng_qmp_blockdev_mirror(struct ng_qmp_call *call, json_t *args)
                                        NG_NAC_MIRROR_TARGET_ALLOW };
     if (p.filter_node_name != NULL)
         claims[2] = ng_qmp_filter_claim(p.filter_node_name);
-    if (ng_ctx_nac_claim(ctx, p.job_id, "job", claims,
-                         p.filter_node_name != NULL ? 3 : 2, dry,
-                         &err) == -1)
-        goto fail;
-    if (dry)
-        ng_qmp_return(call, NULL);
-    else
-        ng_qmp_mirror_start(call, ctx, &p);
+    ng_qmp_job_run(call, ctx, p.job_id, claims,
+                   p.filter_node_name != NULL ? 3 : 2, ng_qmp_dry_run(args),
+                   ng_qmp_start_mirror, &p);
     return;
 
 fail:
@@ -475,15 +536,13 @@ static int
 backup_params(json_t *args, struct ng_backup_params *p, struct ng_error *err)
 {
     const char *sync = arg_str(args, "sync");
+    struct ng_qmp_job_args ja;
     int src_act, dst_act;
 
-    p->job_id = arg_str(args, "job-id");
     p->source = arg_str(args, "device");
     p->target = arg_str(args, "target");
     p->bitmap = arg_str(args, "bitmap");
     p->filter_node_name = arg_str(args, "filter-node-name");
-    if (p->job_id == NULL)
-        p->job_id = p->source;
     if (strcmp(sync, "full") == 0)
         p->sync = NG_BACKUP_SYNC_FULL;
     else if (strcmp(sync, "none") == 0)
@@ -493,49 +552,17 @@ backup_params(json_t *args, struct ng_backup_params *p, struct ng_error *err)
     else
         return ng_error_set(err, EINVAL, "'sync' must be 'full', 'none' or "
                             "'incremental', not '%s'", sync);
-    if (size_arg(args, "speed", 0, &p->speed, err) == -1 ||
+    if (ng_qmp_job_args(args, p->source, &ja, err) == -1 ||
         error_action_arg(args, "on-source-error", &src_act, err) == -1 ||
         error_action_arg(args, "on-target-error", &dst_act, err) == -1)
         return -1;
     p->on_source_error = src_act;
     p->on_target_error = dst_act;
-    p->auto_finalize = bool_arg(args, "auto-finalize", true);
-    p->auto_dismiss = bool_arg(args, "auto-dismiss", true);
+    p->job_id = ja.job_id;
+    p->speed = ja.speed;
+    p->auto_finalize = ja.auto_finalize;
+    p->auto_dismiss = ja.auto_dismiss;
     return 0;
-}
-
-struct ng_qmp_job_call {
-    struct ng_qmp_call *call;
-    struct ng_control_ctx *ctx;
-    char job_id[NG_NAC_NAME_MAX];
-};
-
-struct ng_qmp_job_call *
-ng_qmp_job_call_new(struct ng_qmp_call *call, struct ng_control_ctx *ctx,
-                    const char *job_id)
-{
-    struct ng_qmp_job_call *jc = calloc(1, sizeof *jc);
-
-    if (jc != NULL) {
-        jc->call = call;
-        jc->ctx = ctx;
-        snprintf(jc->job_id, sizeof jc->job_id, "%s", job_id);
-    }
-    return jc;
-}
-
-void
-ng_qmp_job_started(void *opaque, const struct ng_error *err)
-{
-    struct ng_qmp_job_call *jc = opaque;
-
-    if (err != NULL) {
-        ng_ctx_nac_release(jc->ctx, jc->job_id);
-        ng_qmp_error_from(jc->call, err);
-    } else {
-        ng_qmp_return(jc->call, NULL);
-    }
-    free(jc);
 }
 
 void
@@ -543,11 +570,8 @@ ng_qmp_blockdev_backup(struct ng_qmp_call *call, json_t *args)
 {
     struct ng_control_ctx *ctx = ng_qmp_ctx(call);
     struct ng_backup_params p = { 0 };
-    struct ng_job_hooks hooks = job_hooks(ctx);
     struct ng_error err = { 0 };
-    bool dry = ng_qmp_dry_run(args);
     struct ng_nac_claim claims[3];
-    struct ng_qmp_job_call *jc = NULL;
     char filter[NG_NAC_NAME_MAX];
 
     if (backup_params(args, &p, &err) == -1)
@@ -565,20 +589,10 @@ ng_qmp_blockdev_backup(struct ng_qmp_call *call, json_t *args)
                                        NG_NAC_BACKUP_TARGET_REQUIRE,
                                        NG_NAC_BACKUP_TARGET_ALLOW };
     claims[2] = ng_qmp_filter_claim(p.filter_node_name);
-    if (ng_ctx_nac_claim(ctx, p.job_id, "job", claims, 3, dry, &err) == -1)
-        goto fail;
-    if (dry) {
-        ng_qmp_return(call, NULL);
-        return;
-    }
-    jc = ng_qmp_job_call_new(call, ctx, p.job_id);
-    if (jc == NULL)
-        ng_error_set(&err, ENOMEM, "out of memory");
-    else if (ng_backup_start(ctx->graph, &p, &hooks, ng_qmp_job_started, jc,
-                             &err) == 0)
-        return;                     /* ng_qmp_job_started answers */
-    free(jc);
-    ng_ctx_nac_release(ctx, p.job_id);
+    ng_qmp_job_run(call, ctx, p.job_id, claims, 3, ng_qmp_dry_run(args),
+                   start_backup, &p);
+    return;
+
 fail:
     ng_qmp_error_from(call, &err);
 }
@@ -728,35 +742,32 @@ add_block_job_info(void *opaque, const struct ng_object_type *type,
     json_array_append_new(opaque, j);
 }
 
-void
-ng_qmp_query_jobs(struct ng_qmp_call *call, json_t *args)
+/* Answer with a list of every job, as `add` describes each. */
+static void
+list_jobs(struct ng_qmp_call *call, ng_object_fn *add)
 {
     json_t *list = json_array();
 
-    (void)args;
-    ng_graph_object_foreach(ng_qmp_ctx(call)->graph, &ng_job_type,
-                            add_job_info, list);
+    ng_graph_object_foreach(ng_qmp_ctx(call)->graph, &ng_job_type, add,
+                            list);
     ng_qmp_return(call, list);
+}
+
+void
+ng_qmp_query_jobs(struct ng_qmp_call *call, json_t *args)
+{
+    (void)args;
+    list_jobs(call, add_job_info);
 }
 
 void
 ng_qmp_query_block_jobs(struct ng_qmp_call *call, json_t *args)
 {
-    json_t *list = json_array();
-
     (void)args;
-    ng_graph_object_foreach(ng_qmp_ctx(call)->graph, &ng_job_type,
-                            add_block_job_info, list);
-    ng_qmp_return(call, list);
+    list_jobs(call, add_block_job_info);
 }
 
 /* ---- For the chain jobs (server/qmp-snapshot.c) ------------------------- */
-
-struct ng_job_hooks
-ng_qmp_job_hooks(struct ng_control_ctx *ctx)
-{
-    return job_hooks(ctx);
-}
 
 int
 ng_qmp_error_action_arg(json_t *args, const char *key, int *out,
@@ -765,21 +776,8 @@ ng_qmp_error_action_arg(json_t *args, const char *key, int *out,
     return error_action_arg(args, key, out, err);
 }
 
-int
-ng_qmp_size_arg(json_t *args, const char *key, uint64_t def, uint64_t *out,
-                struct ng_error *err)
-{
-    return size_arg(args, key, def, out, err);
-}
-
 const char *
 ng_qmp_str_arg(json_t *args, const char *key)
 {
     return arg_str(args, key);
-}
-
-bool
-ng_qmp_bool_arg(json_t *args, const char *key, bool def)
-{
-    return bool_arg(args, key, def);
 }

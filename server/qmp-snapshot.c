@@ -495,14 +495,19 @@ claim_mid(void *opaque, const char *node)
               NG_NAC_CHAIN_MID_ALLOW);
 }
 
-static int
-claim_list_take(struct ng_control_ctx *ctx, const char *id,
-                const struct claim_list *l, bool dry, struct ng_error *err)
+/* Take the claims and start the job (ng_qmp_job_run()), or answer that
+ * the chain is too long for them. */
+static void
+claim_list_run(struct ng_qmp_call *call, const char *job_id,
+               const struct claim_list *l, json_t *args,
+               ng_qmp_job_start_fn *start, const void *params)
 {
     if (l->overflow)
-        return ng_error_set(err, ELOOP, "backing chain longer than %d "
-                            "nodes", CHAIN_CLAIMS_MAX);
-    return ng_ctx_nac_claim(ctx, id, "job", l->c, l->n, dry, err);
+        ng_qmp_error(call, NG_QMP_GENERIC, "backing chain longer than %d "
+                     "nodes", CHAIN_CLAIMS_MAX);
+    else
+        ng_qmp_job_run(call, ng_qmp_ctx(call), job_id, l->c, l->n,
+                       ng_qmp_dry_run(args), start, params);
 }
 
 /* ---- block-stream ------------------------------------------------------- */
@@ -512,12 +517,10 @@ stream_params(json_t *args, struct ng_stream_params *p,
               struct ng_error *err)
 {
     const char *base = ng_qmp_str_arg(args, "base");
+    struct ng_qmp_job_args ja;
     int act;
 
     p->top = ng_qmp_str_arg(args, "device");
-    p->job_id = ng_qmp_str_arg(args, "job-id");
-    if (p->job_id == NULL)
-        p->job_id = p->top;         /* QEMU: the device name */
     p->base = ng_qmp_str_arg(args, "base-node");
     /* "base" is a file name in QEMU; here nodes have no file names of
      * their own, so it names the base node too. */
@@ -527,13 +530,23 @@ stream_params(json_t *args, struct ng_stream_params *p,
     if (p->base == NULL)
         p->base = base;
     p->filter_node_name = ng_qmp_str_arg(args, "filter-node-name");
-    if (ng_qmp_size_arg(args, "speed", 0, &p->speed, err) == -1 ||
+    if (ng_qmp_job_args(args, p->top, &ja, err) == -1 ||
         ng_qmp_error_action_arg(args, "on-error", &act, err) == -1)
         return -1;
     p->on_error = act;
-    p->auto_finalize = ng_qmp_bool_arg(args, "auto-finalize", true);
-    p->auto_dismiss = ng_qmp_bool_arg(args, "auto-dismiss", true);
+    p->job_id = ja.job_id;
+    p->speed = ja.speed;
+    p->auto_finalize = ja.auto_finalize;
+    p->auto_dismiss = ja.auto_dismiss;
     return 0;
+}
+
+static int
+start_stream(struct ng_graph *g, const void *params,
+             const struct ng_job_hooks *hooks, ng_qmp_job_started_fn *started,
+             void *opaque, struct ng_error *err)
+{
+    return ng_stream_start(g, params, hooks, started, opaque, err);
 }
 
 void
@@ -541,11 +554,8 @@ ng_qmp_block_stream(struct ng_qmp_call *call, json_t *args)
 {
     struct ng_control_ctx *ctx = ng_qmp_ctx(call);
     struct ng_stream_params p = { 0 };
-    struct ng_job_hooks hooks = ng_qmp_job_hooks(ctx);
     struct ng_error err = { 0 };
-    bool dry = ng_qmp_dry_run(args);
     struct claim_list l = { .n = 0 };
-    struct ng_qmp_job_call *jc = NULL;
     char filter[NG_NAC_NAME_MAX];
 
     if (stream_params(args, &p, &err) == -1)
@@ -564,20 +574,9 @@ ng_qmp_block_stream(struct ng_qmp_call *call, json_t *args)
                   NG_NAC_STREAM_BASE_ALLOW);
     /* Its filter stays where the job put it until the job takes it out. */
     claim_add(&l, p.filter_node_name, 0, NG_NAC_ALL & ~NG_NAC_GRAPH_MOD);
-    if (claim_list_take(ctx, p.job_id, &l, dry, &err) == -1)
-        goto fail;
-    if (dry) {
-        ng_qmp_return(call, NULL);
-        return;
-    }
-    jc = ng_qmp_job_call_new(call, ctx, p.job_id);
-    if (jc == NULL)
-        ng_error_set(&err, ENOMEM, "out of memory");
-    else if (ng_stream_start(ctx->graph, &p, &hooks, ng_qmp_job_started, jc,
-                             &err) == 0)
-        return;                     /* ng_qmp_job_started answers */
-    free(jc);
-    ng_ctx_nac_release(ctx, p.job_id);
+    claim_list_run(call, p.job_id, &l, args, start_stream, &p);
+    return;
+
 fail:
     ng_qmp_error_from(call, &err);
 }
@@ -649,22 +648,23 @@ static int
 commit_params(struct ng_graph *g, json_t *args, struct ng_mirror_params *p,
               struct ng_error *err)
 {
+    struct ng_qmp_job_args ja;
     int act;
 
     p->filter_node_name = ng_qmp_str_arg(args, "filter-node-name");
     if (commit_nodes(g, args, p, err) == -1)
         return -1;
     p->commit = true;
-    p->job_id = ng_qmp_str_arg(args, "job-id");
-    if (p->job_id == NULL)
-        p->job_id = ng_qmp_str_arg(args, "device");
     p->sync = NG_MIRROR_SYNC_FULL;
-    if (ng_qmp_size_arg(args, "speed", 0, &p->speed, err) == -1 ||
+    if (ng_qmp_job_args(args, ng_qmp_str_arg(args, "device"), &ja,
+                        err) == -1 ||
         ng_qmp_error_action_arg(args, "on-error", &act, err) == -1)
         return -1;
     p->on_source_error = p->on_target_error = act;
-    p->auto_finalize = ng_qmp_bool_arg(args, "auto-finalize", true);
-    p->auto_dismiss = ng_qmp_bool_arg(args, "auto-dismiss", true);
+    p->job_id = ja.job_id;
+    p->speed = ja.speed;
+    p->auto_finalize = ja.auto_finalize;
+    p->auto_dismiss = ja.auto_dismiss;
     return 0;
 }
 
@@ -697,21 +697,13 @@ ng_qmp_block_commit(struct ng_qmp_call *call, json_t *args)
     struct ng_control_ctx *ctx = ng_qmp_ctx(call);
     struct ng_mirror_params p = { 0 };
     struct ng_error err = { 0 };
-    bool dry = ng_qmp_dry_run(args);
     struct claim_list l = { .n = 0 };
 
     if (commit_params(ctx->graph, args, &p, &err) == -1 ||
-        ng_qmp_mirror_check(ctx, &p, &err) == -1)
-        goto fail;
+        ng_qmp_mirror_check(ctx, &p, &err) == -1) {
+        ng_qmp_error_from(call, &err);
+        return;
+    }
     commit_claims(ctx->graph, &p, &l);
-    if (claim_list_take(ctx, p.job_id, &l, dry, &err) == -1)
-        goto fail;
-    if (dry)
-        ng_qmp_return(call, NULL);
-    else
-        ng_qmp_mirror_start(call, ctx, &p);
-    return;
-
-fail:
-    ng_qmp_error_from(call, &err);
+    claim_list_run(call, p.job_id, &l, args, ng_qmp_start_mirror, &p);
 }

@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -146,6 +148,155 @@ ng_test_blocks_verify(const struct ng_test_blocks *d, const char *uri,
     free(want);
     free(got);
 }
+
+/* ---- Writers ------------------------------------------------------------ */
+
+struct writer {
+    struct ng_test_writers *ws;
+    unsigned index;
+    atomic_ulong ops;
+    pthread_t thread;
+    char error[256];
+};
+
+struct ng_test_writers {
+    struct ng_test_blocks *d;
+    const char *uri;
+    struct ng_test_writers_opts opts;
+    atomic_int stop, hold, held;
+    unsigned count;
+    struct writer w[];
+};
+
+/* While `hold` is set the writer waits, still connected. */
+static void
+writer_hold(struct ng_test_writers *ws)
+{
+    atomic_fetch_add(&ws->held, 1);
+    while (atomic_load(&ws->hold) && !atomic_load(&ws->stop))
+        usleep(1000);
+    atomic_fetch_sub(&ws->held, 1);
+}
+
+static void *
+writer_main(void *opaque)
+{
+    struct writer *w = opaque;
+    struct ng_test_writers *ws = w->ws;
+    struct nbd_handle *nbd = nbd_create();
+    char *buf = malloc(ws->d->size);
+    unsigned rng = w->index * 7919 + 1;
+
+    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, ws->uri) == -1) {
+        snprintf(w->error, sizeof w->error, "connect: %s", nbd_get_error());
+        goto out;
+    }
+    while (!atomic_load(&ws->stop)) {
+        unsigned long ops = atomic_load(&w->ops);
+        unsigned seed = (w->index << 24) + (unsigned)ops + 1;
+        long b;
+
+        if (atomic_load(&ws->hold)) {
+            writer_hold(ws);
+            continue;
+        }
+        b = ng_test_block_write_random(ws->d, nbd, w->index, ws->count,
+                                       seed, &rng, buf);
+        if (b == -1) {
+            snprintf(w->error, sizeof w->error, "op %lu: %s", ops,
+                     nbd_get_error());
+            break;
+        }
+        if (ws->opts.wrote != NULL)
+            ws->opts.wrote(b);
+        atomic_fetch_add(&w->ops, 1);
+        if (ws->opts.pause_us > 0)
+            usleep(ws->opts.pause_us);
+    }
+    nbd_shutdown(nbd, 0);
+out:
+    nbd_close(nbd);
+    free(buf);
+    return NULL;
+}
+
+struct ng_test_writers *
+ng_test_writers_start(struct ng_test_blocks *d, const char *uri,
+                      unsigned count, const struct ng_test_writers_opts *opts)
+{
+    struct ng_test_writers *ws = calloc(1, sizeof *ws +
+                                        count * sizeof ws->w[0]);
+    unsigned i;
+
+    if (ws == NULL)
+        ng_test_fail("writers: out of memory");
+    ws->d = d;
+    ws->uri = uri;
+    if (opts != NULL)
+        ws->opts = *opts;
+    atomic_init(&ws->stop, 0);
+    atomic_init(&ws->hold, 0);
+    atomic_init(&ws->held, 0);
+    ws->count = count;
+    for (i = 0; i < count; i++) {
+        struct writer *w = &ws->w[i];
+
+        w->ws = ws;
+        w->index = i;
+        atomic_init(&w->ops, 0);
+        if (pthread_create(&w->thread, NULL, writer_main, w) != 0)
+            ng_test_fail("pthread_create");
+    }
+    return ws;
+}
+
+unsigned long
+ng_test_writers_ops(struct ng_test_writers *ws)
+{
+    unsigned long n = 0;
+
+    for (unsigned i = 0; i < ws->count; i++)
+        n += atomic_load(&ws->w[i].ops);
+    return n;
+}
+
+void
+ng_test_writers_hold(struct ng_test_writers *ws)
+{
+    int i;
+
+    atomic_store(&ws->hold, 1);
+    for (i = 0; i < 5000 && (unsigned)atomic_load(&ws->held) < ws->count;
+         i++)
+        usleep(1000);
+    if ((unsigned)atomic_load(&ws->held) < ws->count)
+        ng_test_fail("writers did not hold still");
+}
+
+void
+ng_test_writers_release(struct ng_test_writers *ws)
+{
+    atomic_store(&ws->hold, 0);
+}
+
+void
+ng_test_writers_stop(struct ng_test_writers *ws)
+{
+    unsigned i;
+
+    atomic_store(&ws->stop, 1);
+    for (i = 0; i < ws->count; i++)
+        pthread_join(ws->w[i].thread, NULL);
+    for (i = 0; i < ws->count; i++) {
+        if (ws->w[i].error[0])
+            ng_test_fail("worker %u: %s", i, ws->w[i].error);
+        printf("worker %u: %lu ops\n", i, atomic_load(&ws->w[i].ops));
+    }
+    fflush(stdout);
+    free(ws);
+}
+
+/* ---- Protocol fields ---------------------------------------------------- */
 
 void
 ng_test_put16(unsigned char *p, uint16_t v)

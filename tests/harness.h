@@ -89,6 +89,31 @@ void ng_test_blocks_fill(struct ng_test_blocks *d, const char *uri,
 void ng_test_blocks_verify(const struct ng_test_blocks *d, const char *uri,
                            const unsigned *record, const char *what);
 
+/* Clients writing d while a test does something else: `count` libnbd
+ * connections to uri, each on a thread of its own, each doing
+ * ng_test_block_write_random() on its share of the blocks as fast as it
+ * can (seeds (index << 24) + its op count + 1), until stopped.  With
+ * opts (NULL: none), each sleeps pause_us after each write, and calls
+ * wrote(block) (from its thread; the block is its own). */
+struct ng_test_writers;
+struct ng_test_writers_opts {
+    unsigned pause_us;          /* leave the daemon's loop to jobs */
+    void (*wrote)(long block);
+};
+struct ng_test_writers *ng_test_writers_start(
+    struct ng_test_blocks *d, const char *uri, unsigned count,
+    const struct ng_test_writers_opts *opts);
+/* Writes (and zeroes) done so far by all of them. */
+unsigned long ng_test_writers_ops(struct ng_test_writers *w);
+/* Each writer finishes the write it is doing and waits, still
+ * connected; returns once all of them do (fails the test after 5 s).
+ * ng_test_writers_release() lets them go on. */
+void ng_test_writers_hold(struct ng_test_writers *w);
+void ng_test_writers_release(struct ng_test_writers *w);
+/* Stop and join them, print each one's op count, free w; fails the test
+ * if one of them failed. */
+void ng_test_writers_stop(struct ng_test_writers *w);
+
 /* For tests that speak a protocol byte by byte: big-endian fields, and
  * whole buffers over a socket.  send_all fails the test on an error;
  * recv_all fails it when nothing comes within `ms`, and returns false on

@@ -229,3 +229,42 @@ ng_test_qmp_expect_child(struct ng_test_qmp *q, const char *name,
                      got ? got : "(none)", want ? want : "(none)");
     free(got);
 }
+
+const char *
+ng_test_qmp_job_status(struct ng_test_qmp *q, const char *id, char *out,
+                       size_t size, long long *total)
+{
+    json_t *list = ng_test_qmp_ok(q, "{s:s}", "execute", "query-jobs");
+    json_t *j;
+    size_t i;
+
+    snprintf(out, size, "gone");
+    json_array_foreach(list, i, j) {
+        if (strcmp(json_string_value(json_object_get(j, "id")), id) != 0)
+            continue;
+        snprintf(out, size, "%s",
+                 json_string_value(json_object_get(j, "status")));
+        if (total != NULL)
+            *total = json_integer_value(json_object_get(j,
+                                                        "total-progress"));
+    }
+    json_decref(list);
+    return out;
+}
+
+void
+ng_test_qmp_wait_job(struct ng_test_qmp *q, const char *id,
+                     const char *want, unsigned seconds, long long *total)
+{
+    char got[32];
+    unsigned i;
+
+    for (i = 0; i < seconds * 100; i++) {
+        if (strcmp(ng_test_qmp_job_status(q, id, got, sizeof got, total),
+                   want) == 0)
+            return;
+        usleep(10000);
+    }
+    ng_test_fail("job '%s' is '%s' after %u s, not '%s'", id, got, seconds,
+                 want);
+}

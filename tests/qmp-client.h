@@ -46,6 +46,18 @@ char *ng_test_qmp_child(struct ng_test_qmp *q, const char *name,
 void ng_test_qmp_expect_child(struct ng_test_qmp *q, const char *name,
                               const char *role, const char *want);
 
+/* The status of job `id` in query-jobs into out ("gone" when it is not
+ * listed), and its total-progress into *total when total is not NULL
+ * and the job is listed.  Returns out. */
+const char *ng_test_qmp_job_status(struct ng_test_qmp *q, const char *id,
+                                   char *out, size_t size, long long *total);
+/* Ask every 10 ms until job `id` is `want` ("gone": not listed), then
+ * its total-progress is in *total (as above); fail the test after
+ * `seconds`. */
+void ng_test_qmp_wait_job(struct ng_test_qmp *q, const char *id,
+                          const char *want, unsigned seconds,
+                          long long *total);
+
 /* Events received so far. */
 unsigned ng_test_qmp_events(const struct ng_test_qmp *q);
 

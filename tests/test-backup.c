@@ -81,42 +81,6 @@ add_target(const char *name, char *path, size_t size)
                                "node-name", name, "filename", path));
 }
 
-/* The job's status, "gone" once dismissed; with progress. */
-static const char *
-job_status(const char *id, char *out, size_t size, long long *total)
-{
-    json_t *list = ng_test_qmp_ok(q, "{s:s}", "execute", "query-jobs");
-    json_t *j;
-    size_t i;
-
-    snprintf(out, size, "gone");
-    json_array_foreach(list, i, j) {
-        if (strcmp(json_string_value(json_object_get(j, "id")), id) != 0)
-            continue;
-        snprintf(out, size, "%s",
-                 json_string_value(json_object_get(j, "status")));
-        if (total != NULL)
-            *total = json_integer_value(json_object_get(j,
-                                                        "total-progress"));
-    }
-    json_decref(list);
-    return out;
-}
-
-static void
-wait_status(const char *id, const char *want, long long *total)
-{
-    char got[32];
-    int i;
-
-    for (i = 0; i < 3000; i++) {
-        if (strcmp(job_status(id, got, sizeof got, total), want) == 0)
-            return;
-        usleep(10000);
-    }
-    ng_test_fail("job '%s' is '%s' after 30 s, not '%s'", id, got, want);
-}
-
 /* Is there a node called `name`? */
 static bool
 has_node(const char *name)
@@ -192,7 +156,7 @@ full_backup(struct nbd_handle *nbd)
         b = rand_r(&rng) % BLOCKS;
         write_block(nbd, b, n % 5 == 0 ? 0 : 100 + n);
     }
-    wait_status("bk0", "gone", NULL);
+    ng_test_qmp_wait_job(q, "bk0", "gone", 30, NULL);
     if (has_node("cbw-bk0"))
         ng_test_fail("the filter is still there after bk0");
     fd = open(path, O_RDONLY);
@@ -250,7 +214,7 @@ incremental(struct nbd_handle *nbd)
                                "job-id", "inc", "device", "src", "target",
                                "t1", "sync", "incremental", "bitmap", "b0",
                                "auto-dismiss", 0));
-    wait_status("inc", "concluded", &total);
+    ng_test_qmp_wait_job(q, "inc", "concluded", 30, &total);
     if (total != 10 * BLOCK)
         ng_test_fail("incremental backup copied %lld bytes, not ten blocks",
                      total);
@@ -287,7 +251,7 @@ sync_none(struct nbd_handle *nbd)
     write_block(nbd, 200, 7001);    /* saved once, the first time */
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-cancel",
                                "arguments", "id", "bn"));
-    wait_status("bn", "gone", NULL);
+    ng_test_qmp_wait_job(q, "bn", "gone", 30, NULL);
     fd = open(path, O_RDONLY);
     check_file_block(fd, 200, old, "sync none, overwritten");
     check_file_block(fd, 201, 0, "sync none, untouched");

@@ -25,8 +25,6 @@
  * first snapshot.  Also: bad input refused with reasons. */
 #include <config.h>
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,55 +68,22 @@ static unsigned in_base[BLOCKS];
 static bool above_base[BLOCKS];
 static struct ng_test_blocks disk = { seeds, BLOCKS, BLOCK };
 
-static atomic_int stop;
-
-struct worker {
-    const char *uri;
-    unsigned index;
-    unsigned long ops;
-    char error[256];
-};
-
-static int
-worker_op(struct worker *w, struct nbd_handle *nbd, unsigned *rng,
-          char *buf)
+/* A client wrote block b: it is no longer the base's alone. */
+static void
+wrote_above_base(long b)
 {
-    unsigned seed = (w->index << 24) + (unsigned)w->ops + 1;
-    long b = ng_test_block_write_random(&disk, nbd, w->index, WORKERS, seed,
-                                        rng, buf);
-
-    if (b == -1)
-        return -1;
     above_base[b] = true;
-    return 0;
 }
 
-static void *
-worker_main(void *opaque)
+static struct ng_test_writers *
+start_writers(const char *uri)
 {
-    struct worker *w = opaque;
-    struct nbd_handle *nbd = nbd_create();
-    char *buf = malloc(BLOCK);
-    unsigned rng = w->index * 7919 + 1;
+    static const struct ng_test_writers_opts opts = {
+        .pause_us = 200,            /* leave the jobs some of the loop */
+        .wrote = wrote_above_base,
+    };
 
-    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, w->uri) == -1) {
-        snprintf(w->error, sizeof w->error, "connect: %s", nbd_get_error());
-        goto out;
-    }
-    while (!atomic_load(&stop)) {
-        if (worker_op(w, nbd, &rng, buf) == -1) {
-            snprintf(w->error, sizeof w->error, "op %lu: %s", w->ops,
-                     nbd_get_error());
-            break;
-        }
-        w->ops++;
-        usleep(200);                /* leave the jobs some of the loop */
-    }
-    nbd_shutdown(nbd, 0);
-out:
-    nbd_close(nbd);
-    free(buf);
-    return NULL;
+    return ng_test_writers_start(&disk, uri, WORKERS, &opts);
 }
 
 /* Blocks [from, to) get a pattern of `seed_base`. */
@@ -309,34 +274,6 @@ base_stays_below(struct ng_test_daemon *d, struct ng_test_qmp *q)
 }
 
 static void
-start_workers(struct worker *w, pthread_t *t, const char *uri)
-{
-    unsigned i;
-
-    atomic_store(&stop, 0);
-    for (i = 0; i < WORKERS; i++) {
-        w[i] = (struct worker){ .uri = uri, .index = i };
-        if (pthread_create(&t[i], NULL, worker_main, &w[i]) != 0)
-            ng_test_fail("pthread_create");
-    }
-}
-
-static void
-stop_workers(struct worker *w, pthread_t *t)
-{
-    unsigned i;
-
-    atomic_store(&stop, 1);
-    for (i = 0; i < WORKERS; i++) {
-        pthread_join(t[i], NULL);
-        if (w[i].error[0])
-            ng_test_fail("worker %u: %s", i, w[i].error);
-        printf("worker %u: %lu ops\n", i, w[i].ops);
-        fflush(stdout);
-    }
-}
-
-static void
 commit_fails(struct ng_test_qmp *q, const char *device, const char *top,
              const char *base, const char *want)
 {
@@ -362,28 +299,6 @@ commit_bad_input(struct ng_test_qmp *q)
                  "chain of node 'c1'");
     commit_fails(q, "c2", "top", "top", "top and base are both node "
                  "'top'");
-}
-
-static void
-wait_job_status(struct ng_test_qmp *q, const char *id, const char *want)
-{
-    json_t *r, *j;
-    size_t k;
-    int i;
-
-    for (i = 0; i < 3000; i++) {
-        r = ng_test_qmp_ok(q, "{s:s}", "execute", "query-jobs");
-        json_array_foreach(r, k, j)
-            if (strcmp(json_string_value(json_object_get(j, "id")), id) == 0
-                && strcmp(json_string_value(json_object_get(j, "status")),
-                          want) == 0) {
-                json_decref(r);
-                return;
-            }
-        json_decref(r);
-        usleep(10000);
-    }
-    ng_test_fail("job '%s' not '%s' after 30 s", id, want);
 }
 
 static void
@@ -420,7 +335,7 @@ commit_active(struct ng_test_qmp *q)
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s}}", "execute",
                                "block-commit", "arguments", "job-id", "c1",
                                "device", "c3", "base-node", "c2"));
-    wait_job_status(q, "c1", "ready");
+    ng_test_qmp_wait_job(q, "c1", "ready", 30, NULL);
     ng_test_qmp_fails(q, "node 'c2': command 'snap8' requires graph-mod, "
                       "which job 'c1' does not allow",
                       "{s:s,s:{s:s,s:s,s:s}}", "execute",
@@ -438,26 +353,28 @@ commit_active(struct ng_test_qmp *q)
 
 static void
 run_commits(struct ng_test_daemon *d, struct ng_test_qmp *q,
-            struct ng_test_qmp *ev, struct worker *w, pthread_t *t)
+            struct ng_test_qmp *ev)
 {
+    struct ng_test_writers *w;
+
     qmp2(q, "blockdev-snapshot", "node", "top", "overlay", "c1");
     fill(d->uri, BLOCKS / 8, BLOCKS / 3, 0x60000000u);
     qmp2(q, "blockdev-snapshot", "node", "c1", "overlay", "c2");
     commit_bad_input(q);
-    start_workers(w, t, d->uri);
+    w = start_writers(d->uri);
     commit_intermediate(q, ev);
-    stop_workers(w, t);
+    ng_test_writers_stop(w);
     ng_test_blocks_verify(&disk, d->uri, seeds,
                           "after the intermediate commit");
     printf("intermediate commit done\n");
     fflush(stdout);
 
     qmp2(q, "blockdev-snapshot", "node", "c2", "overlay", "c3");
-    start_workers(w, t, d->uri);
+    w = start_writers(d->uri);
     commit_active_cancel(q);
     commit_active(q);
     usleep(200000);                 /* the clients go on, on c2 */
-    stop_workers(w, t);
+    ng_test_writers_stop(w);
     ng_test_blocks_verify(&disk, d->uri, seeds, "after the active commit");
     printf("active commit done\n");
     fflush(stdout);
@@ -468,8 +385,7 @@ main(void)
 {
     struct ng_test_daemon *d;
     struct ng_test_qmp *q, *ev;
-    struct worker w[WORKERS];
-    pthread_t t[WORKERS];
+    struct ng_test_writers *w;
     char uri[512];
 
     ng_test_timeout(120);
@@ -483,18 +399,18 @@ main(void)
     qmp2(q, "blockdev-snapshot", "node", "mid", "overlay", "top");
     bad_input(q);
 
-    start_workers(w, t, d->uri);
+    w = start_writers(d->uri);
     cancel_and_refusals(q);
-    stop_workers(w, t);
+    ng_test_writers_stop(w);
     ng_test_blocks_verify(&disk, d->uri, seeds, "after the cancelled stream");
     printf("cancel: chain intact\n");
     fflush(stdout);
 
-    start_workers(w, t, d->uri);
+    w = start_writers(d->uri);
     stream(q, "s0", "base");
     ng_test_qmp_expect_child(q, "top", "backing", "base");
     ng_test_qmp_expect_child(q, "vm1.detect-zeroes", "filtered", "top");
-    stop_workers(w, t);
+    ng_test_writers_stop(w);
     check_events(ev, "s0", "stream",
                  "created,running,waiting,pending,concluded,null,");
     ng_test_blocks_verify(&disk, d->uri, seeds, "after stream to base");
@@ -502,16 +418,16 @@ main(void)
     printf("stream to base done\n");
     fflush(stdout);
 
-    start_workers(w, t, d->uri);
+    w = start_writers(d->uri);
     stream(q, "s1", NULL);
     ng_test_qmp_expect_child(q, "top", "backing", NULL);
     ng_test_qmp_expect_child(q, "vm1.throttle", "filtered",
                              "vm1.detect-zeroes");
     ng_test_qmp_expect_child(q, "vm1.detect-zeroes", "filtered", "top");
-    stop_workers(w, t);
+    ng_test_writers_stop(w);
     ng_test_blocks_verify(&disk, d->uri, seeds,
                           "after the stream that cut the chain");
-    run_commits(d, q, ev, w, t);
+    run_commits(d, q, ev);
 
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s}}", "execute",
                                "block-export-add", "arguments", "type",

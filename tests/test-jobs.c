@@ -46,42 +46,13 @@ static const char config[] =
 
 static struct ng_test_qmp *q;
 
-static const char *
-job_status(const char *id, char *out, size_t size)
-{
-    json_t *list = ng_test_qmp_ok(q, "{s:s}", "execute", "query-jobs");
-    json_t *j;
-    size_t i;
-
-    snprintf(out, size, "gone");
-    json_array_foreach(list, i, j)
-        if (strcmp(json_string_value(json_object_get(j, "id")), id) == 0)
-            snprintf(out, size, "%s",
-                     json_string_value(json_object_get(j, "status")));
-    json_decref(list);
-    return out;
-}
-
-static void
-wait_status(const char *id, const char *want)
-{
-    char got[32];
-    int i;
-
-    for (i = 0; i < 2000; i++) {
-        if (strcmp(job_status(id, got, sizeof got), want) == 0)
-            return;
-        usleep(10000);
-    }
-    ng_test_fail("job '%s' is '%s' after 20 s, not '%s'", id, got, want);
-}
-
 static void
 expect_status(const char *id, const char *want)
 {
     char got[32];
 
-    if (strcmp(job_status(id, got, sizeof got), want) != 0)
+    if (strcmp(ng_test_qmp_job_status(q, id, got, sizeof got, NULL),
+               want) != 0)
         ng_test_fail("job '%s' is '%s', not '%s'", id, got, want);
 }
 
@@ -187,13 +158,13 @@ life_cycle(void)
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:i}}", "execute",
                                "block-job-set-speed", "arguments", "device",
                                "slow", "speed", 0));
-    wait_status("slow", "ready");
+    ng_test_qmp_wait_job(q, "slow", "ready", 20, NULL);
     ok("job-pause", "slow");
     expect_status("slow", "standby");
     ok("job-resume", "slow");
     expect_status("slow", "ready");
     ok("job-cancel", "slow");
-    wait_status("slow", "gone");
+    ng_test_qmp_wait_job(q, "slow", "gone", 20, NULL);
     expect_no_holder("slow");
 }
 
@@ -206,9 +177,9 @@ manual_finish(void)
                                "job-id", "man", "device", "d1", "target",
                                "t1", "sync", "full", "auto-finalize", 0,
                                "auto-dismiss", 0));
-    wait_status("man", "ready");
+    ng_test_qmp_wait_job(q, "man", "ready", 20, NULL);
     ok("job-complete", "man");
-    wait_status("man", "pending");
+    ng_test_qmp_wait_job(q, "man", "pending", 20, NULL);
     ng_test_qmp_fails(q, "cannot accept command verb 'dismiss'",
                       "{s:s,s:{s:s}}", "execute", "job-dismiss",
                       "arguments", "id", "man");
@@ -264,7 +235,7 @@ cancel_at_random(const char *uri)
         mirror(id, "d0", "t0", (rand_r(&rng) % 4) * (32 << 20));
         usleep(rand_r(&rng) % 30000);
         ok("job-cancel", id);
-        wait_status(id, "gone");
+        ng_test_qmp_wait_job(q, id, "gone", 20, NULL);
         expect_no_holder(id);
     }
     check(nbd, 77, "after 40 cancels");
@@ -302,12 +273,12 @@ two_mirrors(void)
                       "{s:s,s:{s:s,s:s,s:s,s:s}}", "execute",
                       "blockdev-mirror", "arguments", "job-id", "mc",
                       "device", "d0", "target", "t2", "sync", "none");
-    wait_status("ma", "ready");
-    wait_status("mb", "ready");
+    ng_test_qmp_wait_job(q, "ma", "ready", 20, NULL);
+    ng_test_qmp_wait_job(q, "mb", "ready", 20, NULL);
     ok("job-cancel", "ma");
     ok("job-cancel", "mb");
-    wait_status("ma", "gone");
-    wait_status("mb", "gone");
+    ng_test_qmp_wait_job(q, "ma", "gone", 20, NULL);
+    ng_test_qmp_wait_job(q, "mb", "gone", 20, NULL);
 }
 
 /* The named bitmaps of `node` as "name:count:recording;..." */

@@ -18,8 +18,6 @@
  * with the reason. */
 #include <config.h>
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,95 +48,6 @@ static const char config[] =
 /* Each block's last seed; 0 = zeroes (see struct ng_test_blocks). */
 static unsigned seeds[BLOCKS];
 static struct ng_test_blocks disk = { seeds, BLOCKS, BLOCK };
-
-struct worker {
-    const char *uri;
-    unsigned index;
-    atomic_int *stop;
-    atomic_ulong ops;
-    char error[256];
-};
-
-static int
-worker_op(struct worker *w, struct nbd_handle *nbd, unsigned *rng,
-          char *buf)
-{
-    unsigned seed = (w->index << 24) + (unsigned)atomic_load(&w->ops) + 1;
-
-    return ng_test_block_write_random(&disk, nbd, w->index, WORKERS, seed,
-                                      rng, buf) < 0 ? -1 : 0;
-}
-
-static void *
-worker_main(void *opaque)
-{
-    struct worker *w = opaque;
-    struct nbd_handle *nbd = nbd_create();
-    char *buf = malloc(BLOCK);
-    unsigned rng = w->index * 7919 + 1;
-
-    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, w->uri) == -1) {
-        snprintf(w->error, sizeof w->error, "connect: %s", nbd_get_error());
-        goto out;
-    }
-    while (!atomic_load(w->stop)) {
-        if (worker_op(w, nbd, &rng, buf) == -1) {
-            snprintf(w->error, sizeof w->error, "op %lu: %s",
-                     atomic_load(&w->ops), nbd_get_error());
-            break;
-        }
-        atomic_fetch_add(&w->ops, 1);
-    }
-    nbd_shutdown(nbd, 0);
-out:
-    nbd_close(nbd);
-    free(buf);
-    return NULL;
-}
-
-static unsigned long
-total_ops(struct worker *w)
-{
-    unsigned long n = 0;
-    unsigned i;
-
-    for (i = 0; i < WORKERS; i++)
-        n += atomic_load(&w[i].ops);
-    return n;
-}
-
-/* Status of job `id` in query-jobs, or "gone". */
-static const char *
-job_status(struct ng_test_qmp *q, const char *id, char *out, size_t size)
-{
-    json_t *list = ng_test_qmp_ok(q, "{s:s}", "execute", "query-jobs");
-    json_t *j;
-    size_t i;
-
-    snprintf(out, size, "gone");
-    json_array_foreach(list, i, j)
-        if (strcmp(json_string_value(json_object_get(j, "id")), id) == 0)
-            snprintf(out, size, "%s",
-                     json_string_value(json_object_get(j, "status")));
-    json_decref(list);
-    return out;
-}
-
-static void
-wait_status(struct ng_test_qmp *q, const char *id, const char *want,
-            unsigned seconds)
-{
-    char got[32];
-    unsigned i;
-
-    for (i = 0; i < seconds * 100; i++) {
-        if (strcmp(job_status(q, id, got, sizeof got), want) == 0)
-            return;
-        usleep(10000);
-    }
-    ng_test_fail("job '%s' is '%s' after %u s, not '%s'", id, got, seconds,
-                 want);
-}
 
 /* The driver of node `name` in query-named-block-nodes, or NULL. */
 static char *
@@ -204,20 +113,20 @@ refusals(struct ng_test_qmp *q)
  * (not ready) after BACKGROUND_S s, during which the clients wrote more
  * than the copy could. */
 static void
-background_does_not_converge(struct ng_test_qmp *q, struct worker *w)
+background_does_not_converge(struct ng_test_qmp *q, struct ng_test_writers *w)
 {
     unsigned long ops0, ops1;
     char got[32];
     double rate;
 
     mirror(q, "bg", "background", NULL);
-    ops0 = total_ops(w);
+    ops0 = ng_test_writers_ops(w);
     sleep(BACKGROUND_S);
-    ops1 = total_ops(w);
+    ops1 = ng_test_writers_ops(w);
     rate = (double)(ops1 - ops0) * BLOCK / BACKGROUND_S;
     printf("background: clients wrote %.1f MiB/s, copy at %.1f MiB/s, "
            "job '%s'\n", rate / (1 << 20), (double)SPEED / (1 << 20),
-           job_status(q, "bg", got, sizeof got));
+           ng_test_qmp_job_status(q, "bg", got, sizeof got, NULL));
     if (rate < SPEED)
         ng_test_fail("the clients wrote slower than the copy: this shows "
                      "nothing");
@@ -226,33 +135,33 @@ background_does_not_converge(struct ng_test_qmp *q, struct worker *w)
                      "outrunning it", got, BACKGROUND_S);
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-cancel",
                                "arguments", "id", "bg"));
-    wait_status(q, "bg", "gone", 30);
+    ng_test_qmp_wait_job(q, "bg", "gone", 30, NULL);
 }
 
 static void
-write_blocking_converges(struct ng_test_qmp *q, struct worker *w)
+write_blocking_converges(struct ng_test_qmp *q, struct ng_test_writers *w)
 {
     struct timespec t0, t1;
     unsigned long ops0;
     char *drv;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    ops0 = total_ops(w);
+    ops0 = ng_test_writers_ops(w);
     mirror(q, "wb", "write-blocking", "wbf");
     drv = node_driver(q, "wbf");
     if (drv == NULL || strcmp(drv, "mirror_top") != 0)
         ng_test_fail("filter node 'wbf' is %s while the job runs",
                      drv ? drv : "missing");
     free(drv);
-    wait_status(q, "wb", "ready", 40);
+    ng_test_qmp_wait_job(q, "wb", "ready", 40, NULL);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     printf("write-blocking: ready after %.1f s, clients wrote %lu blocks "
            "meanwhile\n", (double)(t1.tv_sec - t0.tv_sec) +
-           (t1.tv_nsec - t0.tv_nsec) / 1e9, total_ops(w) - ops0);
+           (t1.tv_nsec - t0.tv_nsec) / 1e9, ng_test_writers_ops(w) - ops0);
     usleep(300000);                 /* stays in sync while clients write */
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-complete",
                                "arguments", "id", "wb"));
-    wait_status(q, "wb", "gone", 30);
+    ng_test_qmp_wait_job(q, "wb", "gone", 30, NULL);
     if ((drv = node_driver(q, "wbf")) != NULL)
         ng_test_fail("filter node 'wbf' (%s) is still there after the job",
                      drv);
@@ -275,10 +184,7 @@ main(void)
 {
     struct ng_test_daemon *d;
     struct ng_test_qmp *q;
-    struct worker w[WORKERS];
-    pthread_t t[WORKERS];
-    atomic_int stop = 0;
-    unsigned i;
+    struct ng_test_writers *w;
 
     ng_test_timeout(120);
     d = ng_test_start(config, "vm1");
@@ -288,21 +194,11 @@ main(void)
                                "memory", "node-name", "dst",
                                "size", DISK_SIZE));
     refusals(q);
-    for (i = 0; i < WORKERS; i++) {
-        w[i] = (struct worker){ .uri = d->uri, .index = i, .stop = &stop };
-        if (pthread_create(&t[i], NULL, worker_main, &w[i]) != 0)
-            ng_test_fail("pthread_create");
-    }
+    w = ng_test_writers_start(&disk, d->uri, WORKERS, NULL);
     background_does_not_converge(q, w);
     write_blocking_converges(q, w);
     usleep(300000);                 /* the clients go on, on the target */
-    atomic_store(&stop, 1);
-    for (i = 0; i < WORKERS; i++) {
-        pthread_join(t[i], NULL);
-        if (w[i].error[0])
-            ng_test_fail("worker %u: %s", i, w[i].error);
-        printf("worker %u: %lu ops\n", i, atomic_load(&w[i].ops));
-    }
+    ng_test_writers_stop(w);
     ng_test_blocks_verify(&disk, d->uri, seeds, "export (on the target)");
     check_on_target(q);
     ng_test_qmp_close(q);

@@ -14,8 +14,6 @@
 #include <config.h>
 
 #include <fcntl.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,83 +43,6 @@ static const char config[] =
  * b % WORKERS, so only its owner writes the entry. */
 static unsigned seeds[BLOCKS];
 static struct ng_test_blocks disk = { seeds, BLOCKS, BLOCK };
-
-struct worker {
-    const char *uri;
-    unsigned index;
-    atomic_int *stop;
-    unsigned long ops;
-    char error[256];
-};
-
-/* One op: a new pattern into a block of ours, or (1 in 8) zeroes. */
-static int
-worker_op(struct worker *w, struct nbd_handle *nbd, unsigned *rng,
-          char *buf)
-{
-    unsigned seed = (w->index << 24) + (unsigned)w->ops + 1;
-
-    return ng_test_block_write_random(&disk, nbd, w->index, WORKERS, seed,
-                                      rng, buf) == -1 ? -1 : 0;
-}
-
-static void *
-worker_main(void *opaque)
-{
-    struct worker *w = opaque;
-    struct nbd_handle *nbd = nbd_create();
-    char *buf = malloc(BLOCK);
-    unsigned rng = w->index * 7919 + 1;
-
-    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, w->uri) == -1) {
-        snprintf(w->error, sizeof w->error, "connect: %s", nbd_get_error());
-        goto out;
-    }
-    while (!atomic_load(w->stop)) {
-        if (worker_op(w, nbd, &rng, buf) == -1) {
-            snprintf(w->error, sizeof w->error, "op %lu: %s", w->ops,
-                     nbd_get_error());
-            break;
-        }
-        w->ops++;
-    }
-    nbd_shutdown(nbd, 0);
-out:
-    nbd_close(nbd);
-    free(buf);
-    return NULL;
-}
-
-/* Status of job `id` in query-jobs, or "gone". */
-static const char *
-job_status(struct ng_test_qmp *q, const char *id, char *out, size_t size)
-{
-    json_t *list = ng_test_qmp_ok(q, "{s:s}", "execute", "query-jobs");
-    json_t *j;
-    size_t i;
-
-    snprintf(out, size, "gone");
-    json_array_foreach(list, i, j)
-        if (strcmp(json_string_value(json_object_get(j, "id")), id) == 0)
-            snprintf(out, size, "%s",
-                     json_string_value(json_object_get(j, "status")));
-    json_decref(list);
-    return out;
-}
-
-static void
-wait_status(struct ng_test_qmp *q, const char *id, const char *want)
-{
-    char got[32];
-    int i;
-
-    for (i = 0; i < 2000; i++) {
-        if (strcmp(job_status(q, id, got, sizeof got), want) == 0)
-            return;
-        usleep(10000);
-    }
-    ng_test_fail("job '%s' is '%s' after 20 s, not '%s'", id, got, want);
-}
 
 static void
 refusals_while_running(struct ng_test_qmp *q)
@@ -241,13 +162,13 @@ run_mirror(struct ng_test_daemon *d, struct ng_test_qmp *q)
     refusals_while_running(q);
     printf("mirror started, conflicts refused\n");
     fflush(stdout);
-    wait_status(q, "m0", "ready");
+    ng_test_qmp_wait_job(q, "m0", "ready", 20, NULL);
     printf("mirror ready\n");
     fflush(stdout);
     usleep(200000);                 /* in sync while clients write */
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-complete",
                                "arguments", "id", "m0"));
-    wait_status(q, "m0", "gone");
+    ng_test_qmp_wait_job(q, "m0", "gone", 20, NULL);
     (void)d;
 }
 
@@ -272,11 +193,8 @@ main(void)
 {
     struct ng_test_daemon *d;
     struct ng_test_qmp *q, *ev;
-    struct worker w[WORKERS];
-    pthread_t t[WORKERS];
-    atomic_int stop = 0;
+    struct ng_test_writers *w;
     char path[512], spare[512];
-    unsigned i;
 
     ng_test_timeout(60);
     d = ng_test_start(config, "vm1");
@@ -286,21 +204,11 @@ main(void)
     add_target(d, q, spare, sizeof spare, "spare");
     /* Half the disk holds data before the mirror starts. */
     ng_test_blocks_fill(&disk, d->uri, 0, BLOCKS / 2, 0x40000000u);
-    for (i = 0; i < WORKERS; i++) {
-        w[i] = (struct worker){ .uri = d->uri, .index = i, .stop = &stop };
-        if (pthread_create(&t[i], NULL, worker_main, &w[i]) != 0)
-            ng_test_fail("pthread_create");
-    }
+    w = ng_test_writers_start(&disk, d->uri, WORKERS, NULL);
     usleep(100000);
     run_mirror(d, q);
     usleep(300000);                 /* the clients go on, on the target */
-    atomic_store(&stop, 1);
-    for (i = 0; i < WORKERS; i++) {
-        pthread_join(t[i], NULL);
-        if (w[i].error[0])
-            ng_test_fail("worker %u: %s", i, w[i].error);
-        printf("worker %u: %lu ops\n", i, w[i].ops);
-    }
+    ng_test_writers_stop(w);
     verify(d->uri, path);
     check_graph_after(q);
     check_events(ev);

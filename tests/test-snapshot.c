@@ -14,8 +14,6 @@
  * holds refused naming the job. */
 #include <config.h>
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,66 +58,6 @@ static const char config[] =
 static unsigned seeds[BLOCKS];
 static unsigned at_snapshot[BLOCKS];
 static struct ng_test_blocks disk = { seeds, BLOCKS, BLOCK };
-
-static atomic_int stop, hold, held;
-
-struct worker {
-    const char *uri;
-    unsigned index;
-    unsigned long ops;
-    char error[256];
-};
-
-static int
-worker_op(struct worker *w, struct nbd_handle *nbd, unsigned *rng,
-          char *buf)
-{
-    unsigned seed = (w->index << 24) + (unsigned)w->ops + 1;
-
-    return ng_test_block_write_random(&disk, nbd, w->index, WORKERS, seed,
-                                      rng, buf) == -1 ? -1 : 0;
-}
-
-/* While `hold` is set the worker waits, still connected. */
-static void
-worker_hold(void)
-{
-    atomic_fetch_add(&held, 1);
-    while (atomic_load(&hold) && !atomic_load(&stop))
-        usleep(1000);
-    atomic_fetch_sub(&held, 1);
-}
-
-static void *
-worker_main(void *opaque)
-{
-    struct worker *w = opaque;
-    struct nbd_handle *nbd = nbd_create();
-    char *buf = malloc(BLOCK);
-    unsigned rng = w->index * 7919 + 1;
-
-    if (nbd == NULL || buf == NULL || nbd_connect_uri(nbd, w->uri) == -1) {
-        snprintf(w->error, sizeof w->error, "connect: %s", nbd_get_error());
-        goto out;
-    }
-    while (!atomic_load(&stop)) {
-        if (atomic_load(&hold)) {
-            worker_hold();
-            continue;
-        }
-        if (worker_op(w, nbd, &rng, buf) == -1) {
-            snprintf(w->error, sizeof w->error, "op %lu: %s", w->ops,
-                     nbd_get_error());
-            break;
-        }
-        w->ops++;
-    }
-    nbd_shutdown(nbd, 0);
-out:
-    nbd_close(nbd);
-    free(buf);
-    return NULL;
-}
 
 static void
 snapshot(struct ng_test_qmp *q, const char *node, const char *overlay)
@@ -225,26 +163,12 @@ check_top_layer(struct ng_test_daemon *d, struct ng_test_qmp *q)
                           "ov1 after the second snapshot");
 }
 
-static void
-hold_workers(void)
-{
-    int i;
-
-    atomic_store(&hold, 1);
-    for (i = 0; i < 5000 && atomic_load(&held) < WORKERS; i++)
-        usleep(1000);
-    if (atomic_load(&held) < WORKERS)
-        ng_test_fail("workers did not hold still");
-}
-
 int
 main(void)
 {
     struct ng_test_daemon *d;
     struct ng_test_qmp *q;
-    struct worker w[WORKERS];
-    pthread_t t[WORKERS];
-    unsigned i;
+    struct ng_test_writers *w;
 
     ng_test_timeout(60);
     d = ng_test_start(config, "vm1");
@@ -252,26 +176,16 @@ main(void)
     bad_input(q);
     nac_refusal(q);
     ng_test_blocks_fill(&disk, d->uri, 0, BLOCKS / 2, 0x40000000u);
-    for (i = 0; i < WORKERS; i++) {
-        w[i] = (struct worker){ .uri = d->uri, .index = i };
-        if (pthread_create(&t[i], NULL, worker_main, &w[i]) != 0)
-            ng_test_fail("pthread_create");
-    }
+    w = ng_test_writers_start(&disk, d->uri, WORKERS, NULL);
     usleep(100000);
     snapshot(q, "disk0", "ov1");    /* under writes */
     usleep(200000);
-    hold_workers();
+    ng_test_writers_hold(w);
     memcpy(at_snapshot, seeds, sizeof seeds);
     snapshot(q, "ov1", "ov2");      /* clients connected, quiet */
-    atomic_store(&hold, 0);
+    ng_test_writers_release(w);
     usleep(300000);
-    atomic_store(&stop, 1);
-    for (i = 0; i < WORKERS; i++) {
-        pthread_join(t[i], NULL);
-        if (w[i].error[0])
-            ng_test_fail("worker %u: %s", i, w[i].error);
-        printf("worker %u: %lu ops\n", i, w[i].ops);
-    }
+    ng_test_writers_stop(w);
     ng_test_blocks_verify(&disk, d->uri, seeds, "export vm1");
     check_chain(q);
     check_top_layer(d, q);

@@ -31,3 +31,7 @@ TESTS += tests/test-qcow2-backing-header.sh tests/test-snapshot-sync.sh \
 	tests/test-qcow2-corrupt.sh
 EXTRA_DIST += tests/test-qcow2-backing-header.sh tests/test-snapshot-sync.sh \
 	tests/test-qcow2-corrupt.sh
+
+# s5-stream: block-stream and block-commit keep a sparse chain sparse.
+TESTS += tests/test-stream-sparse.sh
+EXTRA_DIST += tests/test-stream-sparse.sh
