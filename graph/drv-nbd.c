@@ -25,6 +25,15 @@
  * background, one attempt a second, so the node works again as soon as
  * the remote is back.  A new connection must offer what the first one
  * did (size, capabilities): the graph above was told.
+ *
+ * Two connections when the server allows multi-conn: the main one asks
+ * for structured replies (block status needs them) and the data one
+ * does not, so a read's reply costs libnbd two recv calls, not four
+ * (header, chunk header, offset, data).  Block status goes on the main
+ * one, everything else on the data one once it is up.  Multi-conn is
+ * the server's promise that both see the same disk and that a flush on
+ * either covers writes done on both.  Losing either is losing the node's
+ * connection: both are dropped, and reconnect makes both anew.
  */
 #include <config.h>
 
@@ -35,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <libnbd.h>
 
@@ -72,6 +82,20 @@ struct nbd_remote {
 };
 
 struct nbd_io;
+struct nbd_state;
+
+/* One connection to the server: a libnbd handle and its socket's
+ * watch. */
+struct nbd_link {
+    struct nbd_state *s;
+    struct nbd_handle *h;           /* or NULL */
+    bool ready;                     /* h finished its handshake */
+    uv_poll_t *poll;                /* h's socket; separately allocated,
+                                     * freed by its close callback */
+    int poll_events;
+    bool counted;                   /* replies counted, not FIONREAD'ed */
+    uint64_t replied;               /* counted: reply bytes libnbd read */
+};
 
 struct nbd_state {
     /* Options. */
@@ -88,11 +112,8 @@ struct nbd_state {
 
     struct ng_node *node;
     enum nbd_phase phase;
-    struct nbd_handle *h;           /* the connection, or NULL */
-    bool h_ready;                   /* h finished its handshake */
-    uv_poll_t *poll;                /* h's socket; separately allocated,
-                                     * freed by its close callback */
-    int poll_events;
+    struct nbd_link main;           /* the connection (see the top) */
+    struct nbd_link data;           /* the data connection, if any */
     uv_timer_t *attempt_timer;      /* bounds an attempt, spaces retries */
     uv_timer_t *deadline_timer;     /* open-timeout, reconnect-delay */
     bool deadline_passed;
@@ -122,6 +143,7 @@ struct nbd_io {
     struct nbd_io *next;            /* done or wait list */
     struct nbd_io *sent_prev, *sent_next;
     bool is_sent;
+    bool on_counted;                /* sent on a counted link */
     int err;                        /* from libnbd, positive errno */
     void *bounce;                   /* when the view is not flat */
 };
@@ -155,6 +177,8 @@ static void nbd_kick(struct nbd_state *s);
 static void nbd_attempt(struct nbd_state *s);
 static void nbd_attempt_failed(struct nbd_state *s);
 static void nbd_connect_next(struct nbd_state *s);
+static void nbd_data_start(struct nbd_state *s);
+static void nbd_on_dead(struct nbd_state *s);
 
 /* ---- Handles ------------------------------------------------------------ */
 
@@ -220,22 +244,32 @@ nbd_free_addrs(struct nbd_state *s)
     s->addr_next = NULL;
 }
 
-/* Drop the connection: stop watching its socket first (nbd_close
- * closes it).  Requests it never answered wait for the next one. */
+/* Drop one connection: stop watching its socket first (nbd_close
+ * closes it). */
+static void
+nbd_link_drop(struct nbd_link *l)
+{
+    if (l->poll != NULL) {
+        uv_poll_stop(l->poll);
+        nbd_close_uv((uv_handle_t *)l->poll);
+        l->poll = NULL;
+        l->poll_events = 0;
+    }
+    if (l->h != NULL) {
+        nbd_close(l->h);
+        l->h = NULL;
+    }
+    l->ready = false;
+    l->counted = false;
+}
+
+/* Drop the connections.  Requests they never answered wait for the
+ * next ones. */
 static void
 nbd_drop_handle(struct nbd_state *s)
 {
-    if (s->poll != NULL) {
-        uv_poll_stop(s->poll);
-        nbd_close_uv((uv_handle_t *)s->poll);
-        s->poll = NULL;
-        s->poll_events = 0;
-    }
-    if (s->h != NULL) {
-        nbd_close(s->h);
-        s->h = NULL;
-    }
-    s->h_ready = false;
+    nbd_link_drop(&s->main);
+    nbd_link_drop(&s->data);
     while (s->sent != NULL) {
         struct nbd_io *io = s->sent;
 
@@ -253,6 +287,11 @@ nbd_io_done_cb(void *opaque, int *error)
     struct nbd_state *s = io->s;
 
     io->err = *error;
+    /* A simple reply is its 16-byte header, then a read's data unless
+     * it failed (nbd_read_replies() counts on it). */
+    if (io->on_counted)
+        s->data.replied += 16 + (io->req->op == NG_OP_READ && *error == 0
+                                 ? io->req->length : 0);
     nbd_sent_remove(s, io);
     io->next = NULL;
     if (s->done_tail != NULL)
@@ -333,10 +372,21 @@ nbd_io_buf(struct nbd_io *io)
     return io->bounce;
 }
 
-/* Hand the request to libnbd (its buffer is ready: nbd_io_buf());
- * returns its cookie, or -1 with libnbd's error. */
+/* Which connection a request goes on: block status needs the main
+ * one's structured replies; everything else takes the data connection
+ * once it is up. */
+static struct nbd_link *
+nbd_io_link(struct nbd_state *s, const struct nbd_io *io)
+{
+    if (io->req->op != NG_OP_BLOCK_STATUS && s->data.ready)
+        return &s->data;
+    return &s->main;
+}
+
+/* Hand the request to libnbd on handle h (its buffer is ready:
+ * nbd_io_buf()); returns its cookie, or -1 with libnbd's error. */
 static int64_t
-nbd_io_send(struct nbd_state *s, struct nbd_io *io)
+nbd_io_send(struct nbd_handle *h, struct nbd_io *io)
 {
     struct ng_req *req = io->req;
     nbd_completion_callback cb = { .callback = nbd_io_done_cb,
@@ -349,20 +399,20 @@ nbd_io_send(struct nbd_state *s, struct nbd_io *io)
     case NG_OP_WRITE:
         buf = nbd_io_buf(io);
         if (req->op == NG_OP_READ)
-            return nbd_aio_pread(s->h, buf, req->length, req->offset, cb, f);
-        return nbd_aio_pwrite(s->h, buf, req->length, req->offset, cb, f);
+            return nbd_aio_pread(h, buf, req->length, req->offset, cb, f);
+        return nbd_aio_pwrite(h, buf, req->length, req->offset, cb, f);
     case NG_OP_FLUSH:
-        return nbd_aio_flush(s->h, cb, 0);
+        return nbd_aio_flush(h, cb, 0);
     case NG_OP_TRIM:
-        return nbd_aio_trim(s->h, req->length, req->offset, cb, f);
+        return nbd_aio_trim(h, req->length, req->offset, cb, f);
     case NG_OP_WRITE_ZEROES:
-        return nbd_aio_zero(s->h, req->length, req->offset, cb, f);
+        return nbd_aio_zero(h, req->length, req->offset, cb, f);
     case NG_OP_CACHE:
-        return nbd_aio_cache(s->h, req->length, req->offset, cb, 0);
+        return nbd_aio_cache(h, req->length, req->offset, cb, 0);
     case NG_OP_BLOCK_STATUS:
         req->nr_extents = 0;
         return nbd_aio_block_status(
-            s->h, req->length, req->offset,
+            h, req->length, req->offset,
             (nbd_extent_callback){ .callback = nbd_io_extents_cb,
                                    .user_data = io },
             cb, f);
@@ -390,6 +440,8 @@ nbd_io_complete(struct nbd_io *io, int ret)
 static void
 nbd_io_issue(struct nbd_state *s, struct nbd_io *io)
 {
+    struct nbd_link *l = nbd_io_link(s, io);
+    struct nbd_handle *h = l->h;
     int err;
 
     if ((io->req->op == NG_OP_READ || io->req->op == NG_OP_WRITE) &&
@@ -397,7 +449,8 @@ nbd_io_issue(struct nbd_state *s, struct nbd_io *io)
         nbd_io_complete(io, -ENOMEM);
         return;
     }
-    if (nbd_io_send(s, io) >= 0) {
+    io->on_counted = l->counted;
+    if (nbd_io_send(h, io) >= 0) {
         /* Unless it was answered (aborted) already. */
         if (io->err == 0 && !io->is_sent && io->next == NULL &&
             s->done_tail != io) {
@@ -413,7 +466,7 @@ nbd_io_issue(struct nbd_state *s, struct nbd_io *io)
     err = nbd_get_errno();
     if (err == 0)
         err = EIO;
-    if (nbd_aio_is_dead(s->h) || nbd_aio_is_closed(s->h)) {
+    if (nbd_aio_is_dead(h) || nbd_aio_is_closed(h)) {
         nbd_wait_push(s, io);       /* nbd_kick() notices the death */
         return;
     }
@@ -494,7 +547,7 @@ nbd_issue_waiting(struct nbd_state *s)
         struct nbd_io *next = io->next;
 
         io->next = NULL;
-        if (s->h_ready)
+        if (s->main.ready)
             nbd_io_issue(s, io);
         else
             nbd_wait_push(s, io);
@@ -507,7 +560,7 @@ nbd_issue_waiting(struct nbd_state *s)
 static int
 nbd_remote_read(struct nbd_state *s, struct nbd_remote *r)
 {
-    struct nbd_handle *h = s->h;
+    struct nbd_handle *h = s->main.h;
     int64_t v;
 
     memset(r, 0, sizeof *r);
@@ -586,18 +639,19 @@ nbd_on_ready(struct nbd_state *s)
             goto bad;
         }
         s->remote = r;
-        s->h_ready = true;
+        s->main.ready = true;
         s->phase = NBD_CONNECTED;
         /* From now on our handles serve requests that clients' handles
          * keep the loop alive for: they must not hold up the daemon's
          * shutdown, which waits for the loop to run out. */
-        uv_unref((uv_handle_t *)s->poll);
+        uv_unref((uv_handle_t *)s->main.poll);
         uv_unref((uv_handle_t *)s->attempt_timer);
         uv_unref((uv_handle_t *)s->deadline_timer);
         s->last_err[0] = '\0';
         nbd_stop_deadline(s);
         s->open_done = true;
         s->open_ret = 0;
+        nbd_data_start(s);
         return;
     }
     if (nbd_remote_same(s, &r) == -1) {
@@ -607,14 +661,15 @@ nbd_on_ready(struct nbd_state *s)
     }
     ng_node_warn(s->node, "connection to the server is back");
     s->last_err[0] = '\0';
-    s->h_ready = true;
+    s->main.ready = true;
     s->phase = NBD_CONNECTED;
     nbd_stop_deadline(s);
     nbd_issue_waiting(s);
+    nbd_data_start(s);
     return;
 bad:
     /* Not a usable server: drop it like a failed attempt. */
-    nbd_aio_disconnect(s->h, 0);
+    nbd_aio_disconnect(s->main.h, 0);
     nbd_drop_handle(s);
     nbd_attempt_failed(s);
 }
@@ -624,7 +679,7 @@ nbd_attempt_timer_cb(uv_timer_t *t)
 {
     struct nbd_state *s = t->data;
 
-    if (s->h != NULL || s->resolving != NULL) {
+    if (s->main.h != NULL || s->resolving != NULL) {
         /* Taking too long: give it up. */
         snprintf(s->last_err, sizeof s->last_err, "no answer from the "
                  "server within %d s", NBD_ATTEMPT_MS / 1000);
@@ -661,11 +716,11 @@ nbd_attempt_failed(struct nbd_state *s)
 
 /* Bytes waiting on the handle's socket (0 when unknown). */
 static int
-nbd_pending_bytes(struct nbd_state *s)
+nbd_pending_bytes(struct nbd_handle *h)
 {
     int n = 0;
 
-    if (ioctl(nbd_aio_get_fd(s->h), FIONREAD, &n) == -1)
+    if (ioctl(nbd_aio_get_fd(h), FIONREAD, &n) == -1)
         return 0;
     return n;
 }
@@ -677,34 +732,54 @@ nbd_pending_bytes(struct nbd_state *s)
  * notify_read on an empty socket: libnbd 1.14 then stays in a reply
  * state and queues new commands without sending them until the socket
  * turns readable, which it never would with nothing in flight.  With
- * nothing in flight no reply can be waiting: no need to ask. */
+ * nothing in flight no reply can be waiting: no need to ask.
+ *
+ * How much is waiting: FIONREAD after each reply; on a counted link
+ * (simple replies, whose sizes nbd_io_done_cb() knows, in clear text:
+ * TLS adds bytes FIONREAD sees), FIONREAD once and then what each
+ * reply took off it.  A reply read only in part completes
+ * nothing: stop there (the socket is drained, or it stays readable).
+ * Counting a reply begun before the FIONREAD whole only stops early. */
 static int
-nbd_read_replies(struct nbd_state *s)
+nbd_read_replies(struct nbd_link *l)
 {
+    struct nbd_handle *h = l->h;
+    int64_t left = -1;              /* bytes known to wait; -1 unknown */
+    uint64_t before;
+
     do {
-        if (nbd_aio_notify_read(s->h) == -1)
+        before = l->replied;
+        if (nbd_aio_notify_read(h) == -1)
             return -1;
-    } while (nbd_aio_in_flight(s->h) > 0 &&
-             (nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_READ) &&
-             nbd_pending_bytes(s) > 0);
+        if (!l->counted || left < 0)
+            left = nbd_pending_bytes(h);
+        else if (l->replied == before)
+            break;
+        else
+            left -= (int64_t)(l->replied - before);
+    } while (nbd_aio_in_flight(h) > 0 &&
+             (nbd_aio_get_direction(h) & LIBNBD_AIO_DIRECTION_READ) &&
+             left > 0);
     return 0;
 }
 
 static void
 nbd_poll_cb(uv_poll_t *p, int status, int events)
 {
-    struct nbd_state *s = p->data;
+    struct nbd_link *l = p->data;
+    struct nbd_state *s = l->s;
+    struct nbd_handle *h = l->h;
     int r = 0;
 
     /* Only what libnbd waits for: it refuses a notification its state
      * does not expect (a read while connecting).  An error on the socket
      * (status < 0) goes to whichever it waits for, to find it. */
     if ((status < 0 || (events & UV_READABLE)) &&
-        (nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_READ))
-        r = nbd_read_replies(s);
+        (nbd_aio_get_direction(h) & LIBNBD_AIO_DIRECTION_READ))
+        r = nbd_read_replies(l);
     if (r == 0 && (status < 0 || (events & UV_WRITABLE)) &&
-        (nbd_aio_get_direction(s->h) & LIBNBD_AIO_DIRECTION_WRITE))
-        r = nbd_aio_notify_write(s->h);
+        (nbd_aio_get_direction(h) & LIBNBD_AIO_DIRECTION_WRITE))
+        r = nbd_aio_notify_write(h);
     if (r == -1) {
         char what[NBD_ERR_MAX + 32];
 
@@ -759,29 +834,30 @@ nbd_new_handle(struct nbd_state *s)
     return h;
 }
 
-/* Watch the new handle's socket. */
+/* Watch the socket of a connection's new handle. */
 static int
-nbd_watch(struct nbd_state *s)
+nbd_watch(struct nbd_state *s, struct nbd_link *l)
 {
-    int fd = nbd_aio_get_fd(s->h);
+    int fd = nbd_aio_get_fd(l->h);
 
     if (fd < 0) {
         nbd_note_error(s, "no socket");
         return -1;
     }
-    s->poll = malloc(sizeof *s->poll);
-    if (s->poll == NULL ||
-        uv_poll_init(ng_node_loop(s->node), s->poll, fd) != 0) {
-        free(s->poll);
-        s->poll = NULL;
+    l->s = s;
+    l->poll = malloc(sizeof *l->poll);
+    if (l->poll == NULL ||
+        uv_poll_init(ng_node_loop(s->node), l->poll, fd) != 0) {
+        free(l->poll);
+        l->poll = NULL;
         snprintf(s->last_err, sizeof s->last_err, "cannot watch the "
                  "server's socket");
         return -1;
     }
-    s->poll->data = s;
-    s->poll_events = 0;
+    l->poll->data = l;
+    l->poll_events = 0;
     if (s->phase != NBD_OPENING)
-        uv_unref((uv_handle_t *)s->poll);
+        uv_unref((uv_handle_t *)l->poll);
     return 0;
 }
 
@@ -794,10 +870,10 @@ nbd_connect_done(struct nbd_state *s, int r)
         snprintf(what, sizeof what, "cannot connect to %s", s->where);
         nbd_note_error(s, what);
         nbd_drop_handle(s);
-    } else if (nbd_watch(s) == -1) {
+    } else if (nbd_watch(s, &s->main) == -1) {
         nbd_drop_handle(s);
     }
-    if (s->h == NULL)
+    if (s->main.h == NULL)
         nbd_attempt_failed(s);
 }
 
@@ -836,13 +912,13 @@ nbd_connect_next(struct nbd_state *s)
     const struct addrinfo *a = s->addr_next;
 
     s->addr_next = a->ai_next;
-    if (s->h == NULL && (s->h = nbd_new_handle(s)) == NULL) {
+    if (s->main.h == NULL && (s->main.h = nbd_new_handle(s)) == NULL) {
         nbd_attempt_failed(s);
         return;
     }
     uv_timer_start(s->attempt_timer, nbd_attempt_timer_cb, NBD_ATTEMPT_MS,
                    0);
-    nbd_connect_done(s, nbd_aio_connect(s->h, a->ai_addr, a->ai_addrlen));
+    nbd_connect_done(s, nbd_aio_connect(s->main.h, a->ai_addr, a->ai_addrlen));
 }
 
 /* libnbd 1.14 checks a server's certificate only against a host name
@@ -863,18 +939,18 @@ nbd_attempt(struct nbd_state *s)
     struct addrinfo hints = { .ai_family = AF_UNSPEC,
                               .ai_socktype = SOCK_STREAM };
 
-    if ((s->h = nbd_new_handle(s)) == NULL) {
+    if ((s->main.h = nbd_new_handle(s)) == NULL) {
         nbd_attempt_failed(s);
         return;
     }
     uv_timer_start(s->attempt_timer, nbd_attempt_timer_cb, NBD_ATTEMPT_MS,
                    0);
     if (s->server_type == NBD_SERVER_UNIX) {
-        nbd_connect_done(s, nbd_aio_connect_unix(s->h, s->path));
+        nbd_connect_done(s, nbd_aio_connect_unix(s->main.h, s->path));
         return;
     }
     if (nbd_tls_checks_name(s)) {
-        nbd_connect_done(s, nbd_aio_connect_tcp(s->h, s->host, s->port));
+        nbd_connect_done(s, nbd_aio_connect_tcp(s->main.h, s->host, s->port));
         return;
     }
     s->resolving = malloc(sizeof *s->resolving);
@@ -896,6 +972,84 @@ nbd_attempt(struct nbd_state *s)
     }
 }
 
+/* The data connection (see the top): a second handle that asks for
+ * no structured replies, so that libnbd reads a reply in one header and
+ * its data (two recv calls, not four).  Only when the server promises
+ * that all connections see one disk (multi-conn) and the main one
+ * negotiated structured replies (else it reads simple ones already).
+ * Called once the main one is up; requests use the main one until this
+ * one is, and a server that refuses it leaves them there. */
+static void
+nbd_data_start(struct nbd_state *s)
+{
+    struct nbd_link *l = &s->data;
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    int r;
+
+    if (!(s->remote.caps & NG_CAP_MULTI_CONN) ||
+        nbd_get_structured_replies_negotiated(s->main.h) != 1)
+        return;
+    if ((l->h = nbd_new_handle(s)) == NULL)
+        goto fail;
+    if (nbd_set_request_structured_replies(l->h, false) == -1)
+        goto fail;
+    l->counted = s->tls == NULL;
+    if (s->server_type == NBD_SERVER_UNIX)
+        r = nbd_aio_connect_unix(l->h, s->path);
+    else if (nbd_tls_checks_name(s))
+        r = nbd_aio_connect_tcp(l->h, s->host, s->port);
+    else if (getpeername(nbd_aio_get_fd(s->main.h),
+                         (struct sockaddr *)&peer, &len) == 0)
+        r = nbd_aio_connect(l->h, (struct sockaddr *)&peer, len);
+    else
+        r = -1;
+    if (r == -1 || nbd_watch(s, l) == -1)
+        goto fail;
+    return;
+fail:
+    ng_node_warn(s->node, "no second connection to %s; all requests go "
+                 "on one", s->where);
+    nbd_link_drop(l);
+    s->last_err[0] = '\0';         /* the main connection is fine */
+}
+
+/* After each libnbd call: is the data connection up, or gone?  Once it
+ * served requests, its loss is the node's (every request is retried on
+ * new connections); before, only a warning. */
+static void
+nbd_data_check(struct nbd_state *s)
+{
+    struct nbd_link *l = &s->data;
+
+    if (l->h == NULL)
+        return;
+    if (nbd_aio_is_dead(l->h) || nbd_aio_is_closed(l->h)) {
+        if (l->ready) {
+            nbd_on_dead(s);
+            return;
+        }
+        ng_node_warn(s->node, "the server dropped the second connection; "
+                     "all requests go on one");
+        nbd_link_drop(l);
+        return;
+    }
+    if (l->ready || !nbd_aio_is_ready(l->h))
+        return;
+    /* The same export, or nothing: a server behind a balancer might
+     * hand out another. */
+    if (nbd_get_size(l->h) != s->remote.size ||
+        (nbd_is_read_only(l->h) != 0 && (s->remote.caps & NG_CAP_WRITE)) ||
+        nbd_get_structured_replies_negotiated(l->h) != 0) {
+        ng_node_warn(s->node, "the second connection offers another "
+                     "export; all requests go on one");
+        nbd_aio_disconnect(l->h, 0);
+        nbd_link_drop(l);
+        return;
+    }
+    l->ready = true;
+}
+
 static void
 nbd_deadline_cb(uv_timer_t *t)
 {
@@ -915,7 +1069,7 @@ nbd_deadline_cb(uv_timer_t *t)
             s->resolving->data = NULL;
             s->resolving = NULL;
         }
-        if (s->h != NULL)
+        if (s->main.h != NULL)
             snprintf(s->last_err, sizeof s->last_err, "no connection "
                      "within open-timeout %" PRId64 " s", s->open_timeout);
         nbd_drop_handle(s);
@@ -948,27 +1102,27 @@ nbd_on_dead(struct nbd_state *s)
     nbd_attempt(s);
 }
 
-/* The poll handle watches what libnbd waits for. */
+/* A connection's poll handle watches what libnbd waits for. */
 static void
-nbd_update_poll(struct nbd_state *s)
+nbd_update_poll(struct nbd_link *l)
 {
     unsigned dir;
     int want = 0;
 
-    if (s->h == NULL || s->poll == NULL)
+    if (l->h == NULL || l->poll == NULL)
         return;
-    dir = nbd_aio_get_direction(s->h);
+    dir = nbd_aio_get_direction(l->h);
     if (dir & LIBNBD_AIO_DIRECTION_READ)
         want |= UV_READABLE;
     if (dir & LIBNBD_AIO_DIRECTION_WRITE)
         want |= UV_WRITABLE;
-    if (want == s->poll_events)
+    if (want == l->poll_events)
         return;
-    s->poll_events = want;
+    l->poll_events = want;
     if (want == 0)
-        uv_poll_stop(s->poll);
+        uv_poll_stop(l->poll);
     else
-        uv_poll_start(s->poll, want, nbd_poll_cb);
+        uv_poll_start(l->poll, want, nbd_poll_cb);
 }
 
 static void nbd_teardown(struct nbd_state *s);
@@ -990,11 +1144,12 @@ nbd_kick(struct nbd_state *s)
     s->kicking = true;
     do {
         s->kick_again = false;
-        if (s->h != NULL && !s->h_ready && nbd_aio_is_ready(s->h))
+        if (s->main.h != NULL && !s->main.ready && nbd_aio_is_ready(s->main.h))
             nbd_on_ready(s);
-        if (s->h != NULL &&
-            (nbd_aio_is_dead(s->h) || nbd_aio_is_closed(s->h)))
+        if (s->main.h != NULL &&
+            (nbd_aio_is_dead(s->main.h) || nbd_aio_is_closed(s->main.h)))
             nbd_on_dead(s);
+        nbd_data_check(s);
         while (s->done_head != NULL) {
             struct nbd_io *io = s->done_head;
 
@@ -1004,9 +1159,10 @@ nbd_kick(struct nbd_state *s)
             io->next = NULL;
             nbd_io_finish(s, io);
         }
-        if (s->phase == NBD_CONNECTED && s->h_ready && s->wait_head)
+        if (s->phase == NBD_CONNECTED && s->main.ready && s->wait_head)
             nbd_issue_waiting(s);
-        nbd_update_poll(s);
+        nbd_update_poll(&s->main);
+        nbd_update_poll(&s->data);
     } while (s->kick_again || s->done_head != NULL);
     s->kicking = false;
 
@@ -1165,8 +1321,10 @@ nbd_close_async(struct ng_node *node)
 {
     struct nbd_state *s = ng_node_state(node);
 
-    if (s->h != NULL && s->h_ready)
-        nbd_aio_disconnect(s->h, 0);   /* polite NBD_CMD_DISC */
+    if (s->main.h != NULL && s->main.ready)
+        nbd_aio_disconnect(s->main.h, 0);   /* polite NBD_CMD_DISC */
+    if (s->data.h != NULL && s->data.ready)
+        nbd_aio_disconnect(s->data.h, 0);
     if (s->kicking) {
         s->close_pending = true;
         return;

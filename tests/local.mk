@@ -202,3 +202,9 @@ EXTRA_DIST += tests/test-drv-nbd-tls.sh
 # Block status through quorum and blkverify: what every child agrees on.
 TESTS += tests/test-quorum-map.sh
 EXTRA_DIST += tests/test-quorum-map.sh
+
+# ---- The nbd driver's data connection (graph/drv-nbd.c, issue 12) --------
+# A second, simple-reply connection for data when the remote allows
+# multi-conn; one connection otherwise; both made anew on reconnect.
+TESTS += tests/test-drv-nbd-dataconn.sh
+EXTRA_DIST += tests/test-drv-nbd-dataconn.sh
