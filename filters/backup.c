@@ -388,6 +388,34 @@ insert_filter(struct ng_graph *g, void *opaque, struct ng_error *err)
     return 0;
 }
 
+/* The filter went in but the job could not be registered: out again, so
+ * the graph is as before, then tell and free b. */
+static void
+start_undone(void *opaque, const struct ng_error *err)
+{
+    struct backup *b = opaque;
+    struct ng_error why = { 0 };
+
+    (void)err;
+    b->filter = NULL;
+    backup_release_graph(b);
+    ng_error_set(&why, -b->stop_ret, "%s", b->stop_msg);
+    b->started(b->started_opaque, &why);
+    backup_free(b, true);
+}
+
+static void
+start_failed(struct backup *b, const struct ng_error *err)
+{
+    struct ng_error e2 = { 0 };
+
+    b->stop_ret = -err->code;
+    snprintf(b->stop_msg, sizeof b->stop_msg, "%s", err->msg);
+    if (ng_graph_mutate(b->graph, b->filter, remove_filter, start_undone, b,
+                        &e2) == -1)
+        start_undone(b, NULL);
+}
+
 static void
 filter_inserted(void *opaque, const struct ng_error *err)
 {
@@ -401,13 +429,12 @@ filter_inserted(void *opaque, const struct ng_error *err)
         backup_free(b, true);
         return;
     }
-    ng_cbw_detach(b->filter);       /* a failing ng_job_new frees b */
+    ng_cbw_detach(b->filter);       /* passes through until the job is in */
     b->job = ng_job_new(b->graph, b->p.job_id, b->p.job_id, &backup_ops, b,
                         &b->hooks, b->p.auto_finalize, b->p.auto_dismiss,
                         b->p.speed, &jerr);
     if (b->job == NULL) {
-        /* b is freed; the filter stays in, passing everything through */
-        started(started_opaque, &jerr);
+        start_failed(b, &jerr);
         return;
     }
     ng_cbw_attach(b->filter, b->copy);

@@ -570,8 +570,7 @@ inserted(void *opaque, const struct ng_error *err)
                         &s->hooks, s->p.auto_finalize, s->p.auto_dismiss,
                         s->p.speed, &jerr);
     if (s->job == NULL) {
-        /* s is freed; the filter stays in, passing everything through */
-        s->started(s->started_opaque, &jerr);
+        start_failed(s, &jerr);
         return;
     }
     s->bb->job_id = s->job->id;

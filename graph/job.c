@@ -141,16 +141,9 @@ ng_job_new(struct ng_graph *g, const char *id, const char *device,
 
 fail:
     if (job != NULL) {
-        job->graph = g;
-        job->ops = ops;
-        job->state = state;
-        job->ops->free(job);
-        job->state = NULL;
-        job_object_free(job);
-    } else {
-        struct ng_job tmp = { .graph = g, .ops = ops, .state = state };
-
-        ops->free(&tmp);
+        free(job->id);
+        free(job->device);
+        free(job);
     }
     return NULL;
 }

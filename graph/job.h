@@ -137,7 +137,8 @@ struct ng_job {
 extern const struct ng_object_type ng_job_type;
 
 /* Register a job in `created`.  `id` must be free.  `state` becomes the
- * job's (freed by ops->free, also when this fails).  NULL with *err. */
+ * job's (freed by ops->free).  NULL with *err: `state` stays the
+ * caller's, to unwind what it made (a filter it put in, say). */
 struct ng_job *ng_job_new(struct ng_graph *g, const char *id,
                           const char *device, const struct ng_job_ops *ops,
                           void *state, const struct ng_job_hooks *hooks,

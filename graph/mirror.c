@@ -64,6 +64,7 @@ struct mirror {
 
 static void mirror_try_pivot(struct mirror *m);
 static void mirror_pivot(struct mirror *m);
+static void start_failed(struct mirror *m, const struct ng_error *err);
 
 /* ---- Checks ---------------------------------------------------------- */
 
@@ -701,7 +702,7 @@ mirror_setup(struct mirror *m, struct ng_error *err)
 }
 
 /* The job itself, on what mirror_setup made; started tells how it went.
- * On failure m is freed (by ng_job_new). */
+ * On failure the start is undone: filter out, m freed. */
 static void
 mirror_launch(struct mirror *m)
 {
@@ -713,9 +714,8 @@ mirror_launch(struct mirror *m)
                      !p->commit ? &mirror_ops : p->overlay != NULL
                      ? &commit_ops : &commit_active_ops, m, &m->hooks,
                      p->auto_finalize, p->auto_dismiss, p->speed, &err);
-    if (job == NULL) {              /* m freed; a filter stays in, passing
-                                     * everything through */
-        m->started(m->started_opaque, &err);
+    if (job == NULL) {
+        start_failed(m, &err);
         return;
     }
     m->job = job;
@@ -777,7 +777,7 @@ static void
 inserted(void *opaque, const struct ng_error *err)
 {
     struct mirror *m = opaque;
-    struct ng_error serr = { 0 }, e2 = { 0 };
+    struct ng_error serr = { 0 };
 
     if (err != NULL) {
         m->filter = NULL;
@@ -786,15 +786,30 @@ inserted(void *opaque, const struct ng_error *err)
         return;
     }
     /* The job's BBs go on the source now, below the filter. */
-    if (mirror_setup(m, &serr) == 0) {
+    if (mirror_setup(m, &serr) == 0)
         mirror_launch(m);
+    else
+        start_failed(m, &serr);
+}
+
+/* Setting up or registering the job failed: drop what was made, take a
+ * filter that went in out again (so the graph is as before), then tell
+ * and free m. */
+static void
+start_failed(struct mirror *m, const struct ng_error *err)
+{
+    struct ng_error e2 = { 0 };
+
+    if (m->filter == NULL) {
+        m->started(m->started_opaque, err);
+        mirror_free(m, true);
         return;
     }
     ng_bb_free(m->src_bb);
     ng_bb_free(m->dst_bb);
     m->src_bb = m->dst_bb = NULL;
-    m->stop_ret = -serr.code;
-    snprintf(m->stop_msg, sizeof m->stop_msg, "%s", serr.msg);
+    m->stop_ret = -err->code;
+    snprintf(m->stop_msg, sizeof m->stop_msg, "%s", err->msg);
     if (ng_graph_mutate(m->graph, m->filter, remove_filter_mutation, undone,
                         m, &e2) == -1)
         undone(m, NULL);
