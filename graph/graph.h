@@ -109,6 +109,13 @@ enum ng_op {
                                        * 1 the top layer (filters do not
                                        * count), 2+ down the backing
                                        * chain (graph/alloc-depth.c) */
+#define NG_REQ_BACKGROUND (1u << 6)   /* a job's bulk copy, which no
+                                       * client waits for: a driver that
+                                       * would do it on the loop thread
+                                       * because it cannot block (a file
+                                       * on tmpfs) runs it on a worker
+                                       * instead, keeping the loop free
+                                       * for clients */
 
 /* Extent flags, as NBD's base:allocation. */
 #define NG_EXTENT_HOLE    (1u << 0)   /* not allocated */
