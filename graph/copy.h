@@ -61,7 +61,14 @@ struct ng_copy_params {
                                      * status, zero ranges are read too */
     struct ng_bitmap *bitmap;       /* borrowed: what is left to copy;
                                      * its granularity divides chunk */
-    uint32_t chunk;                 /* bytes per request at most */
+    uint32_t chunk;                 /* bytes per read or write at most */
+    uint64_t zero_span;             /* bytes a chunk may ask block status
+                                     * of: a zero or unallocated run that
+                                     * long goes to the target as one
+                                     * write-zeroes (costing the loop no
+                                     * more than a small one), data is
+                                     * copied `chunk` at a time.  0 or
+                                     * below chunk: chunk */
     unsigned max_in_flight;         /* chunks at once, >= 1 */
     uint64_t speed;                 /* bytes/s, 0 = no limit */
     bool on_demand;                 /* copy only what waiters ask for

@@ -695,6 +695,7 @@ mirror_setup(struct mirror *m, struct ng_error *err)
         .max_in_flight = buf / chunk_size(buf, gran) < MIRROR_CHUNKS
                          ? (unsigned)(buf / chunk_size(buf, gran))
                          : MIRROR_CHUNKS,
+        .zero_span = buf,   /* a hole of the whole buffer: one request */
         .speed = m->p.speed,
     };
     m->copy = ng_copy_new(m->graph->loop, &cp, &mirror_copy_ops, m, err);
