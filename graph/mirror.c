@@ -206,14 +206,6 @@ tell_done(struct mirror *m)
     ng_job_done(m->job, m->stop_ret, m->stop_msg[0] ? m->stop_msg : NULL);
 }
 
-static int
-remove_filter_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
-{
-    struct mirror *m = opaque;
-
-    return ng_graph_remove_filter(g, m->filter->name, NG_MUTATE_FORCE, err);
-}
-
 static void
 filter_removed(void *opaque, const struct ng_error *err)
 {
@@ -233,8 +225,6 @@ filter_removed(void *opaque, const struct ng_error *err)
 static void
 mirror_finish(struct mirror *m)
 {
-    struct ng_error err = { 0 };
-
     if (m->filter != NULL)
         ng_mirror_top_detach(m->filter);
     ng_bb_free(m->src_bb);
@@ -244,9 +234,8 @@ mirror_finish(struct mirror *m)
     m->bitmap = NULL;
     if (m->filter == NULL)
         tell_done(m);
-    else if (ng_graph_mutate(m->graph, m->filter, remove_filter_mutation,
-                             filter_removed, m, &err) == -1)
-        filter_removed(m, &err);
+    else
+        ng_graph_remove_job_filter(m->graph, m->filter, filter_removed, m);
 }
 
 static void
@@ -730,28 +719,12 @@ mirror_launch(struct mirror *m)
 
 /* ---- The filter going in -------------------------------------------- */
 
-static struct ng_value *
-filter_opts(const char *name)
-{
-    struct ng_loc loc = { 0 };
-    struct ng_value *v = ng_value_new_map(loc);
-
-    if (v == NULL ||
-        ng_value_map_put(v, "driver", loc,
-                         ng_value_new_scalar("mirror_top", loc)) == -1 ||
-        ng_value_map_put(v, "node-name", loc,
-                         ng_value_new_scalar(name, loc)) == -1) {
-        ng_value_free(v);
-        return NULL;
-    }
-    return v;
-}
-
 static int
 insert_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
 {
     struct mirror *m = opaque;
-    struct ng_value *opts = filter_opts(m->filter_name);
+    struct ng_value *opts = ng_job_filter_opts("mirror_top",
+                                               m->filter_name);
 
     if (opts == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
@@ -799,8 +772,6 @@ inserted(void *opaque, const struct ng_error *err)
 static void
 start_failed(struct mirror *m, const struct ng_error *err)
 {
-    struct ng_error e2 = { 0 };
-
     if (m->filter == NULL) {
         m->started(m->started_opaque, err);
         mirror_free(m, true);
@@ -811,9 +782,7 @@ start_failed(struct mirror *m, const struct ng_error *err)
     m->src_bb = m->dst_bb = NULL;
     m->stop_ret = -err->code;
     snprintf(m->stop_msg, sizeof m->stop_msg, "%s", err->msg);
-    if (ng_graph_mutate(m->graph, m->filter, remove_filter_mutation, undone,
-                        m, &e2) == -1)
-        undone(m, NULL);
+    ng_graph_remove_job_filter(m->graph, m->filter, undone, m);
 }
 
 /* ---- Start -------------------------------------------------------------- */
