@@ -150,15 +150,6 @@ backup_release_graph(struct backup *b)
     b->todo = b->orig = NULL;
 }
 
-static int
-remove_filter(struct ng_graph *g, void *opaque, struct ng_error *err)
-{
-    struct backup *b = opaque;
-
-    /* A pass-through filter going takes nothing from anybody. */
-    return ng_graph_remove_filter(g, b->filter->name, NG_MUTATE_FORCE, err);
-}
-
 static void
 filter_removed(void *opaque, const struct ng_error *err)
 {
@@ -178,12 +169,9 @@ static void
 copy_stopped(void *opaque)
 {
     struct backup *b = opaque;
-    struct ng_error err = { 0 };
 
     ng_cbw_detach(b->filter);
-    if (ng_graph_mutate(b->graph, b->filter, remove_filter, filter_removed,
-                        b, &err) == -1)
-        filter_removed(b, &err);    /* ENOMEM: it stays, passing through */
+    ng_graph_remove_job_filter(b->graph, b->filter, filter_removed, b);
 }
 
 static void
@@ -341,36 +329,14 @@ make_engine(struct backup *b, struct ng_error *err)
     return b->copy != NULL ? 0 : -1;
 }
 
-static struct ng_value *
-filter_opts(const char *name)
-{
-    struct ng_loc nowhere = { 0 };
-    struct ng_value *m = ng_value_new_map(nowhere);
-    struct ng_value *drv = ng_value_new_scalar("copy-before-write", nowhere);
-    struct ng_value *nn = ng_value_new_scalar(name, nowhere);
-
-    if (m == NULL || drv == NULL || nn == NULL ||
-        ng_value_map_put(m, "driver", nowhere, drv) == -1) {
-        ng_value_free(m);
-        ng_value_free(drv);
-        ng_value_free(nn);
-        return NULL;
-    }
-    if (ng_value_map_put(m, "node-name", nowhere, nn) == -1) {
-        ng_value_free(m);
-        ng_value_free(nn);
-        return NULL;
-    }
-    return m;
-}
-
 /* Drained: filter in, point in time taken, engine ready.  All or
  * nothing. */
 static int
 insert_filter(struct ng_graph *g, void *opaque, struct ng_error *err)
 {
     struct backup *b = opaque;
-    struct ng_value *o = filter_opts(b->p.filter_node_name);
+    struct ng_value *o = ng_job_filter_opts("copy-before-write",
+                                            b->p.filter_node_name);
 
     if (o == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
@@ -407,13 +373,9 @@ start_undone(void *opaque, const struct ng_error *err)
 static void
 start_failed(struct backup *b, const struct ng_error *err)
 {
-    struct ng_error e2 = { 0 };
-
     b->stop_ret = -err->code;
     snprintf(b->stop_msg, sizeof b->stop_msg, "%s", err->msg);
-    if (ng_graph_mutate(b->graph, b->filter, remove_filter, start_undone, b,
-                        &e2) == -1)
-        start_undone(b, NULL);
+    ng_graph_remove_job_filter(b->graph, b->filter, start_undone, b);
 }
 
 static void

@@ -454,28 +454,12 @@ static const struct ng_job_ops stream_ops = {
 
 /* ---- Start -------------------------------------------------------------- */
 
-static struct ng_value *
-filter_opts(const char *name)
-{
-    struct ng_loc loc = { 0 };
-    struct ng_value *m = ng_value_new_map(loc);
-
-    if (m == NULL ||
-        ng_value_map_put(m, "driver", loc,
-                         ng_value_new_scalar("copy-on-read", loc)) == -1 ||
-        ng_value_map_put(m, "node-name", loc,
-                         ng_value_new_scalar(name, loc)) == -1) {
-        ng_value_free(m);
-        return NULL;
-    }
-    return m;
-}
-
 static int
 insert_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
 {
     struct stream *s = opaque;
-    struct ng_value *opts = filter_opts(s->p.filter_node_name);
+    struct ng_value *opts = ng_job_filter_opts("copy-on-read",
+                                               s->p.filter_node_name);
 
     if (opts == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
@@ -515,15 +499,6 @@ stream_setup(struct stream *s, struct ng_error *err)
     return s->copy != NULL ? 0 : -1;
 }
 
-/* Drop what the start made and take the filter out again. */
-static int
-undo_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
-{
-    struct stream *s = opaque;
-
-    return ng_graph_remove_filter(g, s->filter->name, NG_MUTATE_FORCE, err);
-}
-
 static void
 undone(void *opaque, const struct ng_error *err)
 {
@@ -536,20 +511,17 @@ undone(void *opaque, const struct ng_error *err)
     stream_free(s, true);
 }
 
+/* Drop what the start made and take the filter out again. */
 static void
 start_failed(struct stream *s, const struct ng_error *err)
 {
-    struct ng_error e2 = { 0 };
-
     ng_bb_free(s->bb);
     s->bb = NULL;
     ng_bitmap_remove(s->bitmap);
     s->bitmap = NULL;
     s->stop_ret = -err->code;
     snprintf(s->stop_msg, sizeof s->stop_msg, "%s", err->msg);
-    if (ng_graph_mutate(s->graph, s->top, undo_mutation, undone, s,
-                        &e2) == -1)
-        undone(s, NULL);
+    ng_graph_remove_job_filter(s->graph, s->filter, undone, s);
 }
 
 static void

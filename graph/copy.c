@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "graph/bitmap.h"
 #include "graph/copy.h"
@@ -17,6 +18,9 @@ struct copy_chunk {
     uint64_t offset, length;
     struct ng_extent ext;           /* the source's block status */
     bool busy;
+    bool background;                /* the background pass's, which no
+                                     * client waits for (NG_REQ_BACKGROUND
+                                     * on its reads and writes) */
 };
 
 struct ng_copy {
@@ -50,7 +54,8 @@ struct ng_copy {
     /* Token bucket: bytes that may start now (negative: owed). */
     double tokens;
     uint64_t refilled_ns;
-    uint64_t pumped_ns;             /* when the last pump() ended */
+    uint64_t pumped_cpu_ns;         /* the loop thread's CPU time when
+                                     * the last pump() ended */
 };
 
 /* ---- Buffers: the one place that knows how a request carries data ---- */
@@ -206,20 +211,6 @@ chunk_read(struct ng_req *req, int ret)
     chunk_submit(k, k->c->p.target, NG_OP_WRITE, 0, chunk_written);
 }
 
-/* Zeroes on the target: write-zeroes that may punch a hole, or, on a
- * target without it, a write of a zeroed buffer. */
-static void
-chunk_write_zeroes(struct copy_chunk *k)
-{
-    if (ng_bb_caps(k->c->p.target) & NG_CAP_ZERO) {
-        chunk_submit(k, k->c->p.target, NG_OP_WRITE_ZEROES, NG_REQ_MAY_TRIM,
-                     chunk_written);
-        return;
-    }
-    memset(k->buf, 0, k->length);
-    chunk_submit(k, k->c->p.target, NG_OP_WRITE, 0, chunk_written);
-}
-
 /* Only the first extent is known: copy that much now and leave the rest
  * dirty for the next chunk (whole granules only). */
 static void
@@ -233,11 +224,29 @@ chunk_shrink(struct copy_chunk *k, uint64_t extent)
         return;
     ng_bitmap_set(c->p.bitmap, k->offset + keep, k->length - keep);
     c->in_flight_bytes -= k->length - keep;
+    c->tokens += (double)(k->length - keep);
     k->length = keep;
     if (c->cursor > k->offset + keep)
         c->cursor = k->offset + keep;
 }
 
+/* Zeroes on the target: write-zeroes that may punch a hole, or, on a
+ * target without it, a write of a zeroed buffer. */
+static void
+chunk_write_zeroes(struct copy_chunk *k)
+{
+    if (ng_bb_caps(k->c->p.target) & NG_CAP_ZERO) {
+        chunk_submit(k, k->c->p.target, NG_OP_WRITE_ZEROES, NG_REQ_MAY_TRIM,
+                     chunk_written);
+        return;
+    }
+    chunk_shrink(k, k->c->p.chunk);     /* the buffer's size */
+    memset(k->buf, 0, k->length);
+    chunk_submit(k, k->c->p.target, NG_OP_WRITE, 0, chunk_written);
+}
+
+/* The first extent is all the source said: zeroes for as much of the
+ * span as it covers, else a read of at most one buffer. */
 static void
 chunk_status(struct ng_req *req, int ret)
 {
@@ -248,16 +257,20 @@ chunk_status(struct ng_req *req, int ret)
         return;
     }
     chunk_shrink(k, k->ext.length);
-    if ((k->ext.flags & NG_EXTENT_ZERO) && k->ext.length >= k->length)
+    if ((k->ext.flags & NG_EXTENT_ZERO) && k->ext.length >= k->length) {
         chunk_write_zeroes(k);
-    else
-        chunk_submit(k, k->c->p.source, NG_OP_READ, 0, chunk_read);
+        return;
+    }
+    chunk_shrink(k, k->c->p.chunk);
+    chunk_submit(k, k->c->p.source, NG_OP_READ, 0, chunk_read);
 }
 
 static void
 chunk_submit(struct copy_chunk *k, struct ng_bb *bb, enum ng_op op,
              uint32_t flags, void (*done)(struct ng_req *, int))
 {
+    if (k->background && op != NG_OP_BLOCK_STATUS)
+        flags |= NG_REQ_BACKGROUND;
     ng_req_init(&k->req, op, k->offset, k->length, flags);
     req_set_data(&k->req, op == NG_OP_READ || op == NG_OP_WRITE ? k->buf
                                                                 : NULL);
@@ -327,6 +340,22 @@ busy_at(struct ng_copy *c, uint64_t off, uint64_t *busy_end,
     return false;
 }
 
+/* How much one chunk may ask block status of: a zero run may go whole
+ * (see zero_span), but under a rate limit no more than the tokens allow
+ * (a slow mirror of an empty disk must stay slow); a pull reads it all
+ * into the buffer. */
+static uint64_t
+chunk_span(const struct ng_copy *c)
+{
+    uint64_t gran = c->p.bitmap->granularity;
+    uint64_t span = c->p.target == NULL ? c->p.chunk : c->p.zero_span;
+
+    if (c->p.speed != 0 && c->tokens < (double)span)
+        span = c->tokens > c->p.chunk ? (uint64_t)c->tokens / gran * gran
+                                      : c->p.chunk;
+    return span;
+}
+
 /* The next dirty range at or after `from` that no chunk in flight
  * overlaps: a second copy of a range must not race the first to the
  * target.  False when there is none before the end. */
@@ -336,6 +365,7 @@ pick_range(struct ng_copy *c, uint64_t from, uint64_t limit, uint64_t *off,
 {
     struct ng_bitmap *bm = c->p.bitmap;
     uint64_t start, end, busy_end, next_busy;
+    uint64_t span = chunk_span(c);
 
     for (start = ng_bitmap_next_dirty(bm, from); start < limit;
          start = ng_bitmap_next_dirty(bm, busy_end)) {
@@ -344,8 +374,8 @@ pick_range(struct ng_copy *c, uint64_t from, uint64_t limit, uint64_t *off,
         end = ng_bitmap_next_clean(bm, start);
         if (end > next_busy)
             end = next_busy;
-        if (end - start > c->p.chunk)
-            end = start + c->p.chunk;
+        if (end - start > span)
+            end = start + span;
         *off = start;
         *len = end - start;
         return true;
@@ -396,12 +426,13 @@ pick_next(struct ng_copy *c, uint64_t *off, uint64_t *len)
 }
 
 static void
-start_chunk(struct ng_copy *c, uint64_t off, uint64_t len)
+start_chunk(struct ng_copy *c, uint64_t off, uint64_t len, bool background)
 {
     struct copy_chunk *k;
 
     k = free_slot(c);
     k->busy = true;
+    k->background = background;
     k->offset = off;
     k->length = len;
     c->cursor = off + len;
@@ -434,19 +465,32 @@ idle_fired(uv_idle_t *h)
  * measured with the thread's CPU time per loop iteration during a
  * memory-to-tmpfs mirror, 200 us made most iterations 0.5-1 ms long,
  * 30 us (with 64 KiB chunks) 32-64 us, for the same CPU per byte copied.
- * But the slice grows with the time the loop spent elsewhere since the
- * last one, up to the old 200 us: under heavy client writes the copy
- * keeps a fair share and a background mirror still converges. */
+ * But the slice grows with the CPU time the loop thread spent elsewhere
+ * since the last one (serving clients), up to the old 200 us: under
+ * heavy client writes the copy keeps a fair share and a background
+ * mirror still converges.  CPU time, not wall time: a loop that slept
+ * waiting for the target's workers served nobody meanwhile, and a long
+ * slice then would only make a client arriving during it wait. */
 #define PUMP_SLICE_MIN_NS 30000ull
 #define PUMP_SLICE_MAX_NS 200000ull
 
 static uint64_t
-pump_slice(struct ng_copy *c, uint64_t now)
+thread_cpu_ns(void)
 {
-    uint64_t gap = now - c->pumped_ns;
+    struct timespec ts;
 
-    return gap < PUMP_SLICE_MIN_NS ? PUMP_SLICE_MIN_NS
-         : gap > PUMP_SLICE_MAX_NS ? PUMP_SLICE_MAX_NS : gap;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t
+pump_slice(struct ng_copy *c, uint64_t cpu_now)
+{
+    uint64_t elsewhere = cpu_now - c->pumped_cpu_ns;
+
+    return elsewhere < PUMP_SLICE_MIN_NS ? PUMP_SLICE_MIN_NS
+         : elsewhere > PUMP_SLICE_MAX_NS ? PUMP_SLICE_MAX_NS : elsewhere;
 }
 
 /* Wanted ranges first, unlimited (a client waits); then the background
@@ -462,7 +506,7 @@ pump_once(struct ng_copy *c, uint64_t started_ns, uint64_t slice)
             return;
         }
         if (pick_wanted(c, &off, &len)) {
-            start_chunk(c, off, len);
+            start_chunk(c, off, len, false);
             continue;
         }
         if (!c->running || c->p.on_demand)
@@ -474,7 +518,7 @@ pump_once(struct ng_copy *c, uint64_t started_ns, uint64_t slice)
         }
         if (!pick_next(c, &off, &len))
             return;
-        start_chunk(c, off, len);
+        start_chunk(c, off, len, true);
     }
 }
 
@@ -656,7 +700,7 @@ pump(struct ng_copy *c)
         return;
     }
     started_ns = uv_hrtime();
-    slice = pump_slice(c, started_ns);
+    slice = pump_slice(c, thread_cpu_ns());
     c->pumping = true;
     do {
         c->again = false;
@@ -664,7 +708,7 @@ pump(struct ng_copy *c)
         grant_locks(c);
     } while (c->again);
     c->pumping = false;
-    c->pumped_ns = uv_hrtime();
+    c->pumped_cpu_ns = thread_cpu_ns();
     if (c->fail_waiters < 0 || c->stopping) {
         int r = c->stopping ? -ECANCELED : c->fail_waiters;
 
@@ -712,6 +756,8 @@ ng_copy_new(uv_loop_t *loop, const struct ng_copy_params *params,
     if (c == NULL)
         goto oom;
     c->p = *params;
+    if (c->p.zero_span < c->p.chunk)
+        c->p.zero_span = c->p.chunk;
     c->ops = ops;
     c->opaque = opaque;
     c->refilled_ns = uv_hrtime();

@@ -1,10 +1,13 @@
 /* graph/copy.h: the jobs' copy engine — DESIGN.md's one "pull"
  * mechanism.  It copies what a dirty bitmap says from a source BB to a
- * target BB: it takes the next dirty run of granules (at most `chunk`
- * bytes), clears it, asks the source's block status, and either writes
- * zeroes on the target (a zero or unallocated source range, with
- * NG_REQ_MAY_TRIM so a sparse source stays sparse) or reads the data and
- * writes it.  Several chunks run at once; a rate limit spaces them.
+ * target BB: it takes the next dirty run of granules (at most
+ * `zero_span` bytes), clears it, asks the source's block status, and
+ * either writes zeroes on the target for as much of it as the first
+ * extent says is zero or unallocated (with NG_REQ_MAY_TRIM so a sparse
+ * source stays sparse), or reads at most `chunk` bytes of data and writes
+ * them; what is left goes back to the bitmap.  Several chunks run at
+ * once; a rate limit spaces them.  The background pass's reads and writes
+ * carry NG_REQ_BACKGROUND.
  *
  * Writes that land on the source meanwhile set bits again (the choke
  * point marks the bitmap), so the engine keeps going until the bitmap is
@@ -61,7 +64,14 @@ struct ng_copy_params {
                                      * status, zero ranges are read too */
     struct ng_bitmap *bitmap;       /* borrowed: what is left to copy;
                                      * its granularity divides chunk */
-    uint32_t chunk;                 /* bytes per request at most */
+    uint32_t chunk;                 /* bytes per read or write at most */
+    uint64_t zero_span;             /* bytes a chunk may ask block status
+                                     * of: a zero or unallocated run that
+                                     * long goes to the target as one
+                                     * write-zeroes (costing the loop no
+                                     * more than a small one), data is
+                                     * copied `chunk` at a time.  0 or
+                                     * below chunk: chunk */
     unsigned max_in_flight;         /* chunks at once, >= 1 */
     uint64_t speed;                 /* bytes/s, 0 = no limit */
     bool on_demand;                 /* copy only what waiters ask for

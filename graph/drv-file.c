@@ -11,7 +11,9 @@
  * they cost no thread hand-off: every request to a file on tmpfs or ramfs
  * (memory only: nothing there waits for a device; but block status that
  * must walk the file goes to a worker), and a buffered read
- * that preadv2(RWF_NOWAIT) can answer wholly from the page cache.
+ * that preadv2(RWF_NOWAIT) can answer wholly from the page cache.  A
+ * job's bulk copy (NG_REQ_BACKGROUND) takes neither: no client waits for
+ * it, and clients wait while the loop copies.
  *
  * With `aio: io_uring` (QEMU's name) the node has an io_uring of its own
  * on the loop (graph/file-uring.c): reads, writes (FUA as RWF_DSYNC) and
@@ -703,10 +705,11 @@ static void
 file_submit(struct ng_node *node, struct ng_req *req)
 {
     struct file_state *s = ng_node_state(node);
+    bool background = req->flags & NG_REQ_BACKGROUND;
 
-    if (s->never_blocks && !file_may_walk(s, req))
+    if (s->never_blocks && !background && !file_may_walk(s, req))
         ng_req_complete(req, file_work(node, req));
-    else if (file_read_nowait(s, req))
+    else if (!background && file_read_nowait(s, req))
         ng_req_complete(req, 0);
     else if (s->uring == NULL || !file_uring_queue(s, req))
         ng_req_run_blocking(node, req, file_work);

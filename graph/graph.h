@@ -109,6 +109,13 @@ enum ng_op {
                                        * 1 the top layer (filters do not
                                        * count), 2+ down the backing
                                        * chain (graph/alloc-depth.c) */
+#define NG_REQ_BACKGROUND (1u << 6)   /* a job's bulk copy, which no
+                                       * client waits for: a driver that
+                                       * would do it on the loop thread
+                                       * because it cannot block (a file
+                                       * on tmpfs) runs it on a worker
+                                       * instead, keeping the loop free
+                                       * for clients */
 
 /* Extent flags, as NBD's base:allocation. */
 #define NG_EXTENT_HOLE    (1u << 0)   /* not allocated */
@@ -1087,6 +1094,16 @@ int ng_graph_check_remove_filter(struct ng_graph *g, const char *name,
  * multi_child_filter, as ng_graph_remove_filter_keep() with keep NULL. */
 int ng_graph_remove_filter(struct ng_graph *g, const char *name,
                            unsigned flags, struct ng_error *err);
+/* A job's own filter (mirror_top, copy-before-write, copy-on-read) out
+ * again, in a drained section of its own and forced (passing everything
+ * through, it takes nothing from anybody); then done(opaque, err), err
+ * NULL when it went.  done never runs inline, except when the section
+ * cannot begin (ENOMEM): then the filter stays, passing through. */
+void ng_graph_remove_job_filter(struct ng_graph *g, struct ng_node *filter,
+                                ng_mutation_done_fn *done, void *opaque);
+/* The options of such a filter: { driver: DRIVER, node-name: NAME }.
+ * New value (caller frees), or NULL on ENOMEM. */
+struct ng_value *ng_job_filter_opts(const char *driver, const char *name);
 /* The same, keeping the child named `keep` (its label, e.g. "raw" or
  * "children.2", or its node-name) when not NULL; else the node the
  * filter was spliced in over; else (made by the config or blockdev-add)

@@ -64,6 +64,7 @@ struct mirror {
 
 static void mirror_try_pivot(struct mirror *m);
 static void mirror_pivot(struct mirror *m);
+static void start_failed(struct mirror *m, const struct ng_error *err);
 
 /* ---- Checks ---------------------------------------------------------- */
 
@@ -205,14 +206,6 @@ tell_done(struct mirror *m)
     ng_job_done(m->job, m->stop_ret, m->stop_msg[0] ? m->stop_msg : NULL);
 }
 
-static int
-remove_filter_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
-{
-    struct mirror *m = opaque;
-
-    return ng_graph_remove_filter(g, m->filter->name, NG_MUTATE_FORCE, err);
-}
-
 static void
 filter_removed(void *opaque, const struct ng_error *err)
 {
@@ -232,8 +225,6 @@ filter_removed(void *opaque, const struct ng_error *err)
 static void
 mirror_finish(struct mirror *m)
 {
-    struct ng_error err = { 0 };
-
     if (m->filter != NULL)
         ng_mirror_top_detach(m->filter);
     ng_bb_free(m->src_bb);
@@ -243,9 +234,8 @@ mirror_finish(struct mirror *m)
     m->bitmap = NULL;
     if (m->filter == NULL)
         tell_done(m);
-    else if (ng_graph_mutate(m->graph, m->filter, remove_filter_mutation,
-                             filter_removed, m, &err) == -1)
-        filter_removed(m, &err);
+    else
+        ng_graph_remove_job_filter(m->graph, m->filter, filter_removed, m);
 }
 
 static void
@@ -694,6 +684,7 @@ mirror_setup(struct mirror *m, struct ng_error *err)
         .max_in_flight = buf / chunk_size(buf, gran) < MIRROR_CHUNKS
                          ? (unsigned)(buf / chunk_size(buf, gran))
                          : MIRROR_CHUNKS,
+        .zero_span = buf,   /* a hole of the whole buffer: one request */
         .speed = m->p.speed,
     };
     m->copy = ng_copy_new(m->graph->loop, &cp, &mirror_copy_ops, m, err);
@@ -701,7 +692,7 @@ mirror_setup(struct mirror *m, struct ng_error *err)
 }
 
 /* The job itself, on what mirror_setup made; started tells how it went.
- * On failure m is freed (by ng_job_new). */
+ * On failure the start is undone: filter out, m freed. */
 static void
 mirror_launch(struct mirror *m)
 {
@@ -713,9 +704,8 @@ mirror_launch(struct mirror *m)
                      !p->commit ? &mirror_ops : p->overlay != NULL
                      ? &commit_ops : &commit_active_ops, m, &m->hooks,
                      p->auto_finalize, p->auto_dismiss, p->speed, &err);
-    if (job == NULL) {              /* m freed; a filter stays in, passing
-                                     * everything through */
-        m->started(m->started_opaque, &err);
+    if (job == NULL) {
+        start_failed(m, &err);
         return;
     }
     m->job = job;
@@ -729,28 +719,12 @@ mirror_launch(struct mirror *m)
 
 /* ---- The filter going in -------------------------------------------- */
 
-static struct ng_value *
-filter_opts(const char *name)
-{
-    struct ng_loc loc = { 0 };
-    struct ng_value *v = ng_value_new_map(loc);
-
-    if (v == NULL ||
-        ng_value_map_put(v, "driver", loc,
-                         ng_value_new_scalar("mirror_top", loc)) == -1 ||
-        ng_value_map_put(v, "node-name", loc,
-                         ng_value_new_scalar(name, loc)) == -1) {
-        ng_value_free(v);
-        return NULL;
-    }
-    return v;
-}
-
 static int
 insert_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
 {
     struct mirror *m = opaque;
-    struct ng_value *opts = filter_opts(m->filter_name);
+    struct ng_value *opts = ng_job_filter_opts("mirror_top",
+                                               m->filter_name);
 
     if (opts == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
@@ -777,7 +751,7 @@ static void
 inserted(void *opaque, const struct ng_error *err)
 {
     struct mirror *m = opaque;
-    struct ng_error serr = { 0 }, e2 = { 0 };
+    struct ng_error serr = { 0 };
 
     if (err != NULL) {
         m->filter = NULL;
@@ -786,18 +760,29 @@ inserted(void *opaque, const struct ng_error *err)
         return;
     }
     /* The job's BBs go on the source now, below the filter. */
-    if (mirror_setup(m, &serr) == 0) {
+    if (mirror_setup(m, &serr) == 0)
         mirror_launch(m);
+    else
+        start_failed(m, &serr);
+}
+
+/* Setting up or registering the job failed: drop what was made, take a
+ * filter that went in out again (so the graph is as before), then tell
+ * and free m. */
+static void
+start_failed(struct mirror *m, const struct ng_error *err)
+{
+    if (m->filter == NULL) {
+        m->started(m->started_opaque, err);
+        mirror_free(m, true);
         return;
     }
     ng_bb_free(m->src_bb);
     ng_bb_free(m->dst_bb);
     m->src_bb = m->dst_bb = NULL;
-    m->stop_ret = -serr.code;
-    snprintf(m->stop_msg, sizeof m->stop_msg, "%s", serr.msg);
-    if (ng_graph_mutate(m->graph, m->filter, remove_filter_mutation, undone,
-                        m, &e2) == -1)
-        undone(m, NULL);
+    m->stop_ret = -err->code;
+    snprintf(m->stop_msg, sizeof m->stop_msg, "%s", err->msg);
+    ng_graph_remove_job_filter(m->graph, m->filter, undone, m);
 }
 
 /* ---- Start -------------------------------------------------------------- */

@@ -701,6 +701,72 @@ ng_graph_remove_filter(struct ng_graph *g, const char *name, unsigned flags,
     return ng_graph_remove_filter_keep(g, name, NULL, flags, err);
 }
 
+struct ng_value *
+ng_job_filter_opts(const char *driver, const char *name)
+{
+    struct ng_loc nowhere = { 0 };
+    struct ng_value *m = ng_value_new_map(nowhere);
+    struct ng_value *drv = ng_value_new_scalar(driver, nowhere);
+    struct ng_value *nn = ng_value_new_scalar(name, nowhere);
+
+    if (m == NULL || drv == NULL || nn == NULL ||
+        ng_value_map_put(m, "driver", nowhere, drv) == -1) {
+        ng_value_free(m);
+        ng_value_free(drv);
+        ng_value_free(nn);
+        return NULL;
+    }
+    if (ng_value_map_put(m, "node-name", nowhere, nn) == -1) {
+        ng_value_free(m);
+        ng_value_free(nn);
+        return NULL;
+    }
+    return m;
+}
+
+struct job_filter_removal {
+    struct ng_node *filter;
+    ng_mutation_done_fn *done;
+    void *opaque;
+};
+
+static int
+remove_job_filter(struct ng_graph *g, void *opaque, struct ng_error *err)
+{
+    struct job_filter_removal *r = opaque;
+
+    return ng_graph_remove_filter(g, r->filter->name, NG_MUTATE_FORCE, err);
+}
+
+static void
+job_filter_removed(void *opaque, const struct ng_error *err)
+{
+    struct job_filter_removal r = *(struct job_filter_removal *)opaque;
+
+    free(opaque);
+    r.done(r.opaque, err);
+}
+
+void
+ng_graph_remove_job_filter(struct ng_graph *g, struct ng_node *filter,
+                           ng_mutation_done_fn *done, void *opaque)
+{
+    struct job_filter_removal *r = malloc(sizeof *r);
+    struct ng_error err = { 0 };
+
+    if (r == NULL) {
+        ng_error_set(&err, ENOMEM, "out of memory");
+        done(opaque, &err);
+        return;
+    }
+    *r = (struct job_filter_removal){ filter, done, opaque };
+    if (ng_graph_mutate(g, filter, remove_job_filter, job_filter_removed, r,
+                        &err) == -1) {
+        free(r);
+        done(opaque, &err);
+    }
+}
+
 int
 ng_graph_remove_filter_keep(struct ng_graph *g, const char *name,
                             const char *keep, unsigned flags,

@@ -166,3 +166,7 @@ EXTRA_DIST += tests/test-reload-bitmaps.sh
 check_PROGRAMS += tests/bench-plan
 tests_bench_plan_SOURCES = tests/bench-plan.c
 tests_bench_plan_LDADD = $(CORE_LIBS)
+
+# s5-mirror: a sparse source mirrored through the copy engine's zero spans
+TESTS += tests/test-mirror-sparse.sh
+EXTRA_DIST += tests/test-mirror-sparse.sh
