@@ -200,7 +200,10 @@ struct ng_config {
     size_t n_groups;
     struct ng_secret_cfg *secrets;  /* secrets: */
     size_t n_secrets;
-    struct ng_value *doc;       /* the parsed document, owned */
+    struct ng_value *doc;       /* the parsed document, owned; the
+                                 * values under nodes: and exports: are
+                                 * moved out (NULL) into nodes[].opts
+                                 * and exports[].extra */
 };
 
 /* Load and validate.  Caller frees with ng_config_free(). */
