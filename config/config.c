@@ -21,6 +21,7 @@
 #include "graph/graph.h"
 #include "filters/throttle.h"
 #include "config/config-int.h"
+#include "config/plan.h"
 #include "config/yaml.h"
 
 /* Longest config file we read; a config is a few KiB. */
@@ -1135,7 +1136,11 @@ load_export(const struct ng_config *cfg, struct ng_value *exports,
     if (ng_implicit_filters_parse(e->extra, &e->filters, err) == -1)
         return ng_config_error_prefix(err, cfg->file, "export '%s'",
                                       e->name);
-    return check_export_throttle(cfg, e, err);
+    if (check_export_throttle(cfg, e, err) == -1)
+        return -1;
+    if ((e->canon = ng_export_canon(e->name, e->extra)) == NULL)
+        return ng_config_oom(err);
+    return 0;
 }
 
 static int
@@ -1367,6 +1372,7 @@ ng_config_free(struct ng_config *cfg)
         free(cfg->exports[i].bitmaps);
         ng_allow_free(cfg->exports[i].allow, cfg->exports[i].n_allow);
         ng_value_free(cfg->exports[i].extra);
+        ng_value_free(cfg->exports[i].canon);
     }
     for (i = 0; i < cfg->n_groups; i++)
         free(cfg->groups[i].name);

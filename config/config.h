@@ -157,6 +157,10 @@ struct ng_export_cfg {
     struct ng_value *extra;     /* owned: the whole export mapping, for
                                  * options later issues add (throttle,
                                  * copy-on-read, detect-zeroes, ...) */
+    struct ng_value *canon;     /* owned: ng_export_canon() of `extra`,
+                                 * made by the loader (a reload's worker
+                                 * thread) so the plan, on the loop, only
+                                 * compares */
     struct ng_loc loc;
 };
 

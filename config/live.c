@@ -77,12 +77,59 @@ entry_remove(void *v, size_t *n, size_t size, size_t at)
 
 /* ---- Lookups ------------------------------------------------------------ */
 
+static void
+index_drop(struct ng_live_index *ix)
+{
+    ng_strmap_clear(&ix->map);
+    ix->valid = false;
+}
+
+static void
+index_build(struct ng_live_index *ix, const void *v, size_t n, size_t size)
+{
+    size_t i;
+
+    if (ix->valid)
+        return;
+    for (i = 0; i < n; i++)
+        if (ng_strmap_put(&ix->map, entry_name(v, size, i),
+                          (void *)(uintptr_t)(i + 1)) == -1) {
+            index_drop(ix);
+            return;
+        }
+    ix->valid = true;
+}
+
+void
+ng_live_reindex(struct ng_live *live)
+{
+    index_build(&live->node_index, live->nodes, live->n_nodes,
+                sizeof *live->nodes);
+    index_build(&live->export_index, live->exports, live->n_exports,
+                sizeof *live->exports);
+}
+
+/* Position of `name` through the index when it is valid, else by
+ * search; *found says whether it is there. */
+static size_t
+entry_find(const struct ng_live_index *ix, const void *v, size_t n,
+           size_t size, const char *name, bool *found)
+{
+    uintptr_t pos;
+
+    if (!ix->valid)
+        return entry_search(v, n, size, name, found);
+    pos = (uintptr_t)ng_strmap_get(&ix->map, name);
+    *found = pos != 0;
+    return pos != 0 ? pos - 1 : 0;
+}
+
 struct ng_live_node *
 ng_live_node(const struct ng_live *live, const char *name)
 {
     bool found;
-    size_t i = entry_search(live->nodes, live->n_nodes, sizeof *live->nodes,
-                            name, &found);
+    size_t i = entry_find(&live->node_index, live->nodes, live->n_nodes,
+                          sizeof *live->nodes, name, &found);
 
     return found ? &live->nodes[i] : NULL;
 }
@@ -91,8 +138,8 @@ struct ng_live_export *
 ng_live_export(const struct ng_live *live, const char *id)
 {
     bool found;
-    size_t i = entry_search(live->exports, live->n_exports,
-                            sizeof *live->exports, id, &found);
+    size_t i = entry_find(&live->export_index, live->exports,
+                          live->n_exports, sizeof *live->exports, id, &found);
 
     return found ? &live->exports[i] : NULL;
 }
@@ -132,6 +179,7 @@ ng_live_set_node(struct ng_live *live, const char *name,
     struct ng_live_node *n = found ? &live->nodes[i] : NULL;
 
     if (n == NULL) {
+        index_drop(&live->node_index);
         n = entry_insert((void **)&live->nodes, &live->n_nodes,
                          &live->cap_nodes, sizeof *n, i);
         if (n == NULL)
@@ -155,6 +203,7 @@ ng_live_set_export(struct ng_live *live, const char *id,
     struct ng_live_export *e = found ? &live->exports[i] : NULL;
 
     if (e == NULL) {
+        index_drop(&live->export_index);
         e = entry_insert((void **)&live->exports, &live->n_exports,
                          &live->cap_exports, sizeof *e, i);
         if (e == NULL)
@@ -211,6 +260,7 @@ ng_live_del_node(struct ng_live *live, const char *name)
     ng_value_free(live->nodes[i].opts);
     free(live->nodes[i].held_by);
     free(live->nodes[i].over);
+    index_drop(&live->node_index);
     entry_remove(live->nodes, &live->n_nodes, sizeof *live->nodes, i);
 }
 
@@ -225,6 +275,7 @@ ng_live_del_export(struct ng_live *live, const char *id)
         return;
     free(live->exports[i].id);
     ng_value_free(live->exports[i].opts);
+    index_drop(&live->export_index);
     entry_remove(live->exports, &live->n_exports, sizeof *live->exports, i);
 }
 
@@ -482,6 +533,7 @@ ng_live_from_config(const struct ng_config *cfg)
         ng_live_free(live);
         return NULL;
     }
+    ng_live_reindex(live);
     return live;
 }
 
@@ -506,6 +558,8 @@ ng_live_free(struct ng_live *live)
         free(live->groups[i].name);
         ng_value_free(live->groups[i].limits);
     }
+    index_drop(&live->node_index);
+    index_drop(&live->export_index);
     free(live->nodes);
     free(live->exports);
     free(live->groups);

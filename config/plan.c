@@ -31,9 +31,9 @@ struct plan_ctx {
     bool prune;
     struct ng_plan *plan;
     bool *node_gone;            /* by live node index: removed by the plan */
-    const void **node_idx;      /* cfg's nodes, exports, groups by name */
-    const void **export_idx;
-    const void **group_idx;
+    struct ng_strmap node_idx;  /* cfg's nodes, exports, groups by name */
+    struct ng_strmap export_idx;
+    struct ng_strmap group_idx;
 };
 
 static const char *const kind_names[] = {
@@ -145,54 +145,44 @@ ng_plan_free(struct ng_plan *plan)
 /* ---- Lookups in the new config ------------------------------------------ */
 
 /* The config's nodes, exports and groups each start with their `char
- * *name`: plan_ctx keeps pointers to them sorted by name. */
+ * *name`: plan_ctx maps each name to its entry (names are unique: the
+ * loader refuses duplicates).  Returns -1 on ENOMEM. */
 static int
-cmp_named(const void *a, const void *b)
+index_by_name(struct ng_strmap *idx, const void *v, size_t n, size_t size)
 {
-    return strcmp(**(char *const *const *)a, **(char *const *const *)b);
-}
-
-/* Pointers to n entries of `size` bytes at v, sorted by name; caller
- * frees. */
-static const void **
-index_by_name(const void *v, size_t n, size_t size)
-{
-    const void **idx = calloc(n ? n : 1, sizeof *idx);
     size_t i;
 
-    if (idx == NULL)
-        return NULL;
-    for (i = 0; i < n; i++)
-        idx[i] = (const char *)v + i * size;
-    qsort(idx, n, sizeof *idx, cmp_named);
-    return idx;
+    for (i = 0; i < n; i++) {
+        const char *entry = (const char *)v + i * size;
+
+        if (ng_strmap_put(idx, *(char *const *)entry, (void *)entry) == -1)
+            return -1;
+    }
+    return 0;
 }
 
 static const void *
-index_find(const void **idx, size_t n, const char *name)
+index_find(const struct ng_strmap *idx, const char *name)
 {
-    const char *const *key = &name;
-    const void **hit = bsearch(&key, idx, n, sizeof *idx, cmp_named);
-
-    return hit != NULL ? *hit : NULL;
+    return ng_strmap_get(idx, name);
 }
 
 static const struct ng_node_cfg *
 cfg_node(const struct plan_ctx *c, const char *name)
 {
-    return index_find(c->node_idx, c->cfg->n_nodes, name);
+    return index_find(&c->node_idx, name);
 }
 
 static const struct ng_export_cfg *
 cfg_export(const struct plan_ctx *c, const char *id)
 {
-    return index_find(c->export_idx, c->cfg->n_exports, id);
+    return index_find(&c->export_idx, id);
 }
 
 static const struct ng_group_cfg *
 cfg_group(const struct plan_ctx *c, const char *name)
 {
-    return index_find(c->group_idx, c->cfg->n_groups, name);
+    return index_find(&c->group_idx, name);
 }
 
 /* ---- Options ------------------------------------------------------------ */
@@ -453,9 +443,12 @@ static int
 node_changed(struct plan_ctx *c, const struct ng_node_cfg *nc,
              const struct ng_live_node *ln, struct ng_error *err)
 {
-    const struct ng_driver *drv = driver_of(nc->opts);
+    const struct ng_driver *drv;
 
-    if (drv == NULL)
+    /* Most nodes of a big file: written as before, nothing to do. */
+    if (ng_value_equal(ln->opts, nc->opts))
+        return 0;
+    if ((drv = driver_of(nc->opts)) == NULL)
         return ng_value_error(err, &nc->loc, "node '%s': unknown driver",
                               nc->name);
     if (driver_of(ln->opts) != drv)
@@ -809,21 +802,16 @@ plan_add_and_change_exports(struct plan_ctx *c, struct ng_error *err)
     for (i = 0; i < c->cfg->n_exports; i++) {
         const struct ng_export_cfg *ec = &c->cfg->exports[i];
         const struct ng_live_export *le = ng_live_export(c->live, ec->name);
-        struct ng_value *canon = ng_export_canon(ec->name, ec->extra);
         struct ng_step *s;
         int r = 0;
 
-        if (canon == NULL)
-            return oom(err);
         if (le != NULL) {
-            r = export_changed(c, ec, le, canon, err);
-            ng_value_free(canon);
+            r = export_changed(c, ec, le, ec->canon, err);
         } else if ((s = step_add(c->plan, NG_STEP_EXPORT_ADD, ec->name,
-                                 "added")) == NULL) {
-            ng_value_free(canon);
+                                 "added")) == NULL ||
+                   (s->new_opts = ng_value_copy(ec->canon)) == NULL) {
             r = oom(err);
         } else {
-            s->new_opts = canon;
             s->loc = ec->loc;
             free(s->exports);
             if ((s->exports = strdup(ec->name)) == NULL)
@@ -1276,13 +1264,13 @@ ng_plan_compute(const struct ng_config *cfg, const struct ng_live *live,
     c.plan = calloc(1, sizeof *c.plan);
     c.node_gone = calloc(live->n_nodes ? live->n_nodes : 1,
                          sizeof *c.node_gone);
-    c.node_idx = index_by_name(cfg->nodes, cfg->n_nodes, sizeof *cfg->nodes);
-    c.export_idx = index_by_name(cfg->exports, cfg->n_exports,
-                                 sizeof *cfg->exports);
-    c.group_idx = index_by_name(cfg->groups, cfg->n_groups,
-                                sizeof *cfg->groups);
-    if (c.plan == NULL || c.node_gone == NULL || c.node_idx == NULL ||
-        c.export_idx == NULL || c.group_idx == NULL) {
+    if (c.plan == NULL || c.node_gone == NULL ||
+        index_by_name(&c.node_idx, cfg->nodes, cfg->n_nodes,
+                      sizeof *cfg->nodes) == -1 ||
+        index_by_name(&c.export_idx, cfg->exports, cfg->n_exports,
+                      sizeof *cfg->exports) == -1 ||
+        index_by_name(&c.group_idx, cfg->groups, cfg->n_groups,
+                      sizeof *cfg->groups) == -1) {
         oom(err);
         ng_plan_free(c.plan);
         c.plan = NULL;
@@ -1291,9 +1279,9 @@ ng_plan_compute(const struct ng_config *cfg, const struct ng_live *live,
         c.plan = NULL;
     }
     free(c.node_gone);
-    free(c.node_idx);
-    free(c.export_idx);
-    free(c.group_idx);
+    ng_strmap_clear(&c.node_idx);
+    ng_strmap_clear(&c.export_idx);
+    ng_strmap_clear(&c.group_idx);
     return c.plan;
 }
 

@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #include "config/config.h"
+#include "graph/strmap.h"
 #include "graph/value.h"
 #include "graph/error.h"
 
@@ -53,11 +54,22 @@ struct ng_live_group {
 };
 
 /* Each array is kept sorted by name, so lookups are binary searches. */
+/* Names to positions in one of ng_live's arrays, for lookups that a
+ * reload makes thousands of.  Any insertion or removal makes it stale
+ * (lookups then search the sorted array); ng_live_reindex() builds it
+ * again. */
+struct ng_live_index {
+    struct ng_strmap map;       /* name -> position + 1 */
+    bool valid;
+};
+
 struct ng_live {
     struct ng_live_node *nodes;
     size_t n_nodes, cap_nodes;
+    struct ng_live_index node_index;
     struct ng_live_export *exports;
     size_t n_exports, cap_exports;
+    struct ng_live_index export_index;
     struct ng_live_group *groups;
     size_t n_groups, cap_groups;
     char **listen;              /* addresses as written, owned */
@@ -75,6 +87,9 @@ struct ng_live {
 struct ng_live *ng_live_from_config(const struct ng_config *cfg);
 void ng_live_free(struct ng_live *live);       /* NULL-safe */
 
+/* Make the lookups of nodes and exports hash lookups again after
+ * changes (see struct ng_live_index); on ENOMEM they stay searches. */
+void ng_live_reindex(struct ng_live *live);
 /* Lookups: borrowed, NULL when absent. */
 struct ng_live_node *ng_live_node(const struct ng_live *live,
                                   const char *name);

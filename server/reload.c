@@ -551,9 +551,11 @@ refresh_live(struct ng_control_ctx *ctx, struct ng_error *err)
 {
     struct ng_live *live = ctx->reload->live;
 
+    ng_live_reindex(live);      /* the lookups below, and the plan's */
     if (refresh_nodes(ctx, live) == -1 || refresh_exports(ctx, live) == -1 ||
         (ctx->nac != NULL && ng_nac_foreach(ctx->nac, note_holder, live) < 0))
         return ng_error_set(err, ENOMEM, "out of memory");
+    ng_live_reindex(live);      /* again if nodes or exports went */
     return 0;
 }
 
@@ -1276,6 +1278,7 @@ adopt_plan(struct reload_run *r)
         if (ng_live_apply_step(live, &r->plan->steps[i]) == -1)
             ng_log_warn("reload %s: out of memory updating the model",
                         r->id);
+    ng_live_reindex(live);      /* for the lookups below */
     for (i = 0; i < r->cfg->n_nodes; i++)
         if ((n = ng_live_node(live, r->cfg->nodes[i].name)) != NULL)
             n->from_file = true;
