@@ -49,6 +49,7 @@ static const char *const kind_names[] = {
     [NG_STEP_GROUP_RETUNE] = "retune-group",
     [NG_STEP_EXPORT_ADD] = "add-export",
     [NG_STEP_EXPORT_RETUNE] = "retune-export",
+    [NG_STEP_EXPORT_LIMIT] = "retune-export",
     [NG_STEP_EXPORT_REPLACE] = "replace-export",
     [NG_STEP_EXPORT_DEL] = "remove-export",
     [NG_STEP_BITMAP_DEL] = "remove-bitmap",
@@ -732,6 +733,57 @@ export_retune_step(struct plan_ctx *c, const char *id, const char *key,
     return s->exports != NULL ? 0 : oom(err);
 }
 
+/* max-connections (canonical: absent = no limit) as text, "0" = none. */
+static const char *
+max_connections_text(const struct ng_value *canon)
+{
+    const char *t = canon_text(canon, "max-connections");
+
+    return t != NULL ? t : "0";
+}
+
+/* max-connections changes on the export itself, given or not before. */
+static int
+export_limit_step(struct plan_ctx *c, const char *id,
+                  const struct ng_value *old, const struct ng_value *new,
+                  unsigned clients, struct ng_loc loc, struct ng_error *err)
+{
+    char change[64];
+    struct ng_step *s;
+
+    /* As retune-server says it: "max-connections 3 -> 1" (0: none). */
+    snprintf(change, sizeof change, "max-connections %s -> %s",
+             max_connections_text(old), max_connections_text(new));
+    s = step_add(c->plan, NG_STEP_EXPORT_LIMIT, id, change);
+    if (s != NULL)
+        s->loc = loc;
+    if (s == NULL ||
+        (s->new_opts = ng_value_new_map((struct ng_loc){ 0 })) == NULL ||
+        (s->old_opts = ng_value_new_map((struct ng_loc){ 0 })) == NULL ||
+        ng_value_map_put(s->new_opts, "max-connections", (struct ng_loc){ 0 },
+                         ng_value_new_scalar(max_connections_text(new),
+                                             (struct ng_loc){ 0 })) == -1 ||
+        ng_value_map_put(s->old_opts, "max-connections", (struct ng_loc){ 0 },
+                         ng_value_new_scalar(max_connections_text(old),
+                                             (struct ng_loc){ 0 })) == -1)
+        return oom(err);
+    free(s->exports);
+    s->exports = strdup(id);
+    s->clients = clients;
+    return s->exports != NULL ? 0 : oom(err);
+}
+
+/* A changed `key` of an export that a step changes live. */
+static bool
+export_key_live(const char *key, const struct ng_value *old,
+                const struct ng_value *new)
+{
+    const char *driver, *opt;
+
+    return strcmp(key, "max-connections") == 0 ||
+           export_live_key(key, old, new, &driver, &opt) == 0;
+}
+
 /* `key` differs between the live export and the file's. */
 static bool
 export_key_differs(const struct plan_ctx *c, const char *key,
@@ -754,9 +806,9 @@ export_changed(struct plan_ctx *c, const struct ng_export_cfg *ec,
     static const char *const keys[] = {
         "node", "name", "writable", "description", "throttle",
         "throttle-group", "copy-on-read", "detect-zeroes", "allow",
-        "allocation-depth", "bitmaps", NULL,
+        "allocation-depth", "bitmaps", "max-connections", NULL,
     };
-    const char *replace_key = NULL, *driver, *opt, *node;
+    const char *replace_key = NULL, *node;
     struct ng_step *s;
     size_t i;
 
@@ -768,14 +820,19 @@ export_changed(struct plan_ctx *c, const struct ng_export_cfg *ec,
         return 0;
     for (i = 0; keys[i] != NULL && replace_key == NULL; i++)
         if (export_key_differs(c, keys[i], le->opts, new) &&
-            export_live_key(keys[i], le->opts, new, &driver, &opt) == -1)
+            !export_key_live(keys[i], le->opts, new))
             replace_key = keys[i];
     if (replace_key == NULL) {
-        for (i = 0; keys[i] != NULL; i++)
-            if (export_key_differs(c, keys[i], le->opts, new) &&
-                export_retune_step(c, ec->name, keys[i], le->opts, new,
-                                   le->clients, ec->loc, err) == -1)
+        for (i = 0; keys[i] != NULL; i++) {
+            if (!export_key_differs(c, keys[i], le->opts, new))
+                continue;
+            if ((strcmp(keys[i], "max-connections") == 0
+                 ? export_limit_step(c, ec->name, le->opts, new,
+                                     le->clients, ec->loc, err)
+                 : export_retune_step(c, ec->name, keys[i], le->opts, new,
+                                      le->clients, ec->loc, err)) == -1)
                 return -1;
+        }
         return 0;
     }
     if (le->clients > 0)
@@ -1341,6 +1398,32 @@ apply_export_retune(struct ng_live *live, const struct ng_step *s)
     return r;
 }
 
+/* The export's max-connections as the canonical form has it: the
+ * number, or no key for no limit. */
+static int
+apply_export_limit(struct ng_live *live, const struct ng_step *s)
+{
+    struct ng_live_export *e = ng_live_export(live, s->object);
+    const char *n = canon_text(s->new_opts, "max-connections");
+    struct ng_value *opts;
+    ptrdiff_t k;
+    int r;
+
+    if (e == NULL || n == NULL)
+        return 0;
+    if ((opts = ng_value_copy(e->opts)) == NULL)
+        return -1;
+    if ((k = ng_value_index(opts, "max-connections")) >= 0)
+        ng_value_free(ng_value_map_take(opts, (size_t)k));
+    r = strcmp(n, "0") == 0 ? 0
+        : ng_value_map_put(opts, "max-connections", (struct ng_loc){ 0 },
+                           ng_value_new_scalar(n, (struct ng_loc){ 0 }));
+    if (r == 0)
+        r = ng_live_set_export(live, s->object, opts, e->from_file);
+    ng_value_free(opts);
+    return r;
+}
+
 static int
 live_listen_add(struct ng_live *live, const char *addr)
 {
@@ -1439,6 +1522,8 @@ ng_live_apply_step(struct ng_live *live, const struct ng_step *s)
         return ng_live_set_export(live, s->object, s->new_opts, true);
     case NG_STEP_EXPORT_RETUNE:
         return apply_export_retune(live, s);
+    case NG_STEP_EXPORT_LIMIT:
+        return apply_export_limit(live, s);
     case NG_STEP_BITMAP_ADD:
         return apply_bitmap(live, s, true);
     case NG_STEP_BITMAP_DEL:

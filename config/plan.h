@@ -137,6 +137,9 @@ enum ng_step_kind {
     NG_STEP_GROUP_RETUNE,
     NG_STEP_EXPORT_ADD,
     NG_STEP_EXPORT_RETUNE,      /* one implicit filter's live options */
+    NG_STEP_EXPORT_LIMIT,       /* the export's own max-connections:
+                                 * clients connected stay, the cap holds
+                                 * for new ones */
     NG_STEP_EXPORT_REPLACE,     /* remove and add again (no clients) */
     NG_STEP_EXPORT_DEL,
     NG_STEP_BITMAP_DEL,         /* ... or lost (after the exports that

@@ -138,7 +138,7 @@ int
 ng_value_map_put_key(struct ng_value *map, char *k, struct ng_loc key_loc,
                      struct ng_value *item)
 {
-    if (value_grow(map) == -1) {
+    if (item == NULL || value_grow(map) == -1) {   /* NULL: a failed copy */
         free(k);
         ng_value_free(item);
         return -1;

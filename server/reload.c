@@ -653,6 +653,21 @@ export_add(struct reload_run *r, const char *id, const struct ng_value *map,
     return ret;
 }
 
+/* An export's max-connections from a step's { max-connections: N }. */
+static int
+export_limit(struct reload_run *r, const char *id,
+             const struct ng_value *keys, struct ng_error *err)
+{
+    const struct ng_export_entry *e = ng_exports_find(r->ctx, id);
+    const struct ng_value *v = ng_value_get(keys, "max-connections");
+
+    if (e == NULL)
+        return ng_error_set(err, ENOENT, "export '%s' not found", id);
+    /* checked (0 .. 1000000) when the file was loaded */
+    return ng_nbd_server_set_export_max_connections(
+        r->ctx->nbd, e->name, (unsigned)strtoul(v->text, NULL, 10), err);
+}
+
 static int
 node_reconfigure(struct reload_run *r, const char *name,
                  const struct ng_value *opts, struct ng_error *err)
@@ -944,6 +959,8 @@ step_do(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
         return export_add(r, s->object, s->new_opts, err);
     case NG_STEP_EXPORT_RETUNE:
         return node_reconfigure(r, s->target, s->new_opts, err);
+    case NG_STEP_EXPORT_LIMIT:
+        return export_limit(r, s->object, s->new_opts, err);
     case NG_STEP_EXPORT_REPLACE:
         if (ng_exports_del(r->ctx, s->object, false, r->id, false, err) == -1)
             return -1;
@@ -992,6 +1009,8 @@ step_undo(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
         return ng_exports_del(r->ctx, s->object, true, r->id, false, err);
     case NG_STEP_EXPORT_RETUNE:
         return node_reconfigure(r, s->target, s->old_opts, err);
+    case NG_STEP_EXPORT_LIMIT:
+        return export_limit(r, s->object, s->old_opts, err);
     case NG_STEP_EXPORT_REPLACE:
         if (ng_exports_del(r->ctx, s->object, true, r->id, false, err) == -1)
             return -1;

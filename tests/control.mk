@@ -166,3 +166,7 @@ EXTRA_DIST += tests/test-reload-bitmaps.sh
 check_PROGRAMS += tests/bench-plan
 tests_bench_plan_SOURCES = tests/bench-plan.c
 tests_bench_plan_LDADD = $(CORE_LIBS)
+
+# s5-reload (issue 13): a reload changes an export's max-connections live.
+TESTS += tests/test-reload-max-connections.sh
+EXTRA_DIST += tests/test-reload-max-connections.sh
