@@ -75,6 +75,114 @@ entry_remove(void *v, size_t *n, size_t size, size_t at)
     (*n)--;
 }
 
+/* ---- A node's dirty bitmaps ------------------------------------------ */
+
+ptrdiff_t
+ng_live_node_bitmap_index(const struct ng_live_node *n, const char *name)
+{
+    size_t i, count = ng_node_bitmaps_count(n->opts);
+    struct ng_node_bitmap_cfg b;
+
+    for (i = 0; i < count; i++)
+        if (ng_node_bitmap_get(n->opts, i, &b, NULL) == 0 &&
+            strcmp(b.name, name) == 0)
+            return (ptrdiff_t)i;
+    return -1;
+}
+
+int
+ng_live_node_add_bitmap(struct ng_live_node *n, const struct ng_value *entry)
+{
+    const struct ng_value *name = ng_value_get(entry, "name");
+    struct ng_value *list = ng_value_get(n->opts, "bitmaps"), *copy;
+    ptrdiff_t k;
+
+    if (name == NULL || ng_live_node_bitmap_index(n, name->text) >= 0)
+        return 0;
+    if (list == NULL || list->kind != NG_VALUE_LIST) {
+        if ((list = ng_value_new_list((struct ng_loc){ 0 })) == NULL)
+            return -1;
+        if ((k = ng_value_index(n->opts, "bitmaps")) >= 0) {
+            ng_value_free(n->opts->items[k]);   /* "bitmaps: ~" */
+            n->opts->items[k] = list;
+        } else if (ng_value_map_put(n->opts, "bitmaps", (struct ng_loc){ 0 },
+                                    list) == -1) {
+            return -1;
+        }
+    }
+    copy = ng_value_copy(entry);
+    return copy != NULL ? ng_value_list_append(list, copy) : -1;
+}
+
+void
+ng_live_node_del_bitmap(struct ng_live_node *n, const char *name)
+{
+    struct ng_value *list = ng_value_get(n->opts, "bitmaps");
+    ptrdiff_t i = ng_live_node_bitmap_index(n, name);
+
+    ng_live_node_forget_live_bitmap(n, name);
+    if (i < 0)
+        return;
+    ng_value_free(list->items[i]);
+    memmove(list->items + i, list->items + i + 1,
+            (list->n - (size_t)i - 1) * sizeof *list->items);
+    list->n--;
+}
+
+bool
+ng_live_node_bitmap_is_live(const struct ng_live_node *n, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < n->n_live_bitmaps; i++)
+        if (strcmp(n->live_bitmaps[i], name) == 0)
+            return true;
+    return false;
+}
+
+int
+ng_live_node_note_live_bitmap(struct ng_live_node *n, const char *name)
+{
+    char **v, *copy;
+
+    if (ng_live_node_bitmap_is_live(n, name))
+        return 0;
+    if ((copy = strdup(name)) == NULL)
+        return -1;
+    v = realloc(n->live_bitmaps, (n->n_live_bitmaps + 1) * sizeof *v);
+    if (v == NULL) {
+        free(copy);
+        return -1;
+    }
+    n->live_bitmaps = v;
+    v[n->n_live_bitmaps++] = copy;
+    return 0;
+}
+
+void
+ng_live_node_forget_live_bitmap(struct ng_live_node *n, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < n->n_live_bitmaps; i++) {
+        if (strcmp(n->live_bitmaps[i], name) != 0)
+            continue;
+        free(n->live_bitmaps[i]);
+        n->live_bitmaps[i] = n->live_bitmaps[--n->n_live_bitmaps];
+        return;
+    }
+}
+
+static void
+live_bitmaps_free(struct ng_live_node *n)
+{
+    size_t i;
+
+    for (i = 0; i < n->n_live_bitmaps; i++)
+        free(n->live_bitmaps[i]);
+    free(n->live_bitmaps);
+}
+
 /* ---- Lookups ------------------------------------------------------------ */
 
 static void
@@ -260,6 +368,7 @@ ng_live_del_node(struct ng_live *live, const char *name)
     ng_value_free(live->nodes[i].opts);
     free(live->nodes[i].held_by);
     free(live->nodes[i].over);
+    live_bitmaps_free(&live->nodes[i]);
     index_drop(&live->node_index);
     entry_remove(live->nodes, &live->n_nodes, sizeof *live->nodes, i);
 }
@@ -549,6 +658,7 @@ ng_live_free(struct ng_live *live)
         ng_value_free(live->nodes[i].opts);
         free(live->nodes[i].held_by);
         free(live->nodes[i].over);
+        live_bitmaps_free(&live->nodes[i]);
     }
     for (i = 0; i < live->n_exports; i++) {
         free(live->exports[i].id);

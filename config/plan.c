@@ -501,13 +501,35 @@ one_bitmap(const struct ng_value *entry)
     return map;
 }
 
+/* A bitmap of live node `ln` the file does not name, made by the
+ * control channel: kept and listed as "not in the file" (as nodes made
+ * live are) unless the reload prunes.  True when kept. */
+static bool
+bitmap_kept(struct plan_ctx *c, const struct ng_live_node *ln,
+            const char *name, struct ng_error *err, int *rc)
+{
+    char what[NG_ERROR_MSG_MAX];
+
+    *rc = 0;
+    if (c->prune || !ng_live_node_bitmap_is_live(ln, name))
+        return false;
+    snprintf(what, sizeof what, "%s/%s", ln->name, name);
+    if (kept_add(c->plan, "dirty bitmap", what) == -1)
+        *rc = oom(err);
+    return true;
+}
+
 /* The bitmaps `from` declares and `to` does not, as steps of `kind` on
- * node `node`: added (from the file) or removed (from the live model). */
+ * node `node`: added (from the file) or removed (from the live model
+ * `ln`, NULL for BITMAP_ADD). */
 static int
 bitmap_steps(struct plan_ctx *c, enum ng_step_kind kind, const char *node,
-             const struct ng_value *from, const struct ng_value *to,
-             const struct ng_loc *loc, struct ng_error *err)
+             const struct ng_live_node *ln, const struct ng_value *from,
+             const struct ng_value *to, const struct ng_loc *loc,
+             struct ng_error *err)
 {
+    int rc;
+
     size_t i, n = ng_node_bitmaps_count(from);
     struct ng_node_bitmap_cfg b, t;
     char change[NG_ERROR_MSG_MAX];
@@ -526,6 +548,11 @@ bitmap_steps(struct plan_ctx *c, enum ng_step_kind kind, const char *node,
                                       "and add it back in the next (or use "
                                       "block-dirty-bitmap-enable/-disable)",
                                       node, b.name);
+            continue;
+        }
+        if (ln != NULL && bitmap_kept(c, ln, b.name, err, &rc)) {
+            if (rc == -1)
+                return -1;
             continue;
         }
         snprintf(change, sizeof change, "dirty bitmap '%s' %s", b.name,
@@ -563,16 +590,16 @@ plan_bitmaps(struct plan_ctx *c, enum ng_step_kind kind, struct ng_error *err)
         nc = &c->cfg->nodes[i];
         if (ng_node_bitmaps_count(nc->opts) > 0 &&
             (ln = ng_live_node(c->live, nc->name)) != NULL &&
-            bitmap_steps(c, kind, nc->name, nc->opts, ln->opts, &nc->loc,
-                         err) == -1)
+            bitmap_steps(c, kind, nc->name, NULL, nc->opts, ln->opts,
+                         &nc->loc, err) == -1)
             return -1;
     }
     for (i = 0; kind == NG_STEP_BITMAP_DEL && i < c->live->n_nodes; i++) {
         ln = &c->live->nodes[i];
         if (ng_node_bitmaps_count(ln->opts) > 0 &&
             (nc = cfg_node(c, ln->name)) != NULL &&
-            bitmap_steps(c, kind, nc->name, ln->opts, nc->opts, &nc->loc,
-                         err) == -1)
+            bitmap_steps(c, kind, nc->name, ln, ln->opts, nc->opts,
+                         &nc->loc, err) == -1)
             return -1;
     }
     return 0;
@@ -1459,41 +1486,16 @@ static int
 apply_bitmap(struct ng_live *live, const struct ng_step *s, bool add)
 {
     struct ng_live_node *n = ng_live_node(live, s->object);
-    struct ng_value *list, *entry;
-    struct ng_node_bitmap_cfg b;
-    size_t i;
 
     if (n == NULL)
         return 0;
-    list = ng_value_get(n->opts, "bitmaps");
     if (!add) {
-        for (i = 0; list != NULL && i < ng_node_bitmaps_count(n->opts); i++) {
-            if (ng_node_bitmap_get(n->opts, i, &b, NULL) == -1 ||
-                strcmp(b.name, s->target) != 0)
-                continue;
-            ng_value_free(list->items[i]);
-            memmove(list->items + i, list->items + i + 1,
-                    (list->n - i - 1) * sizeof *list->items);
-            list->n--;
-            break;
-        }
+        ng_live_node_del_bitmap(n, s->target);
         return 0;
     }
-    if (list == NULL || list->kind != NG_VALUE_LIST) {
-        ptrdiff_t k = ng_value_index(n->opts, "bitmaps");
-
-        if ((list = ng_value_new_list((struct ng_loc){ 0 })) == NULL)
-            return -1;
-        if (k >= 0) {
-            ng_value_free(n->opts->items[k]);
-            n->opts->items[k] = list;
-        } else if (ng_value_map_put(n->opts, "bitmaps", (struct ng_loc){ 0 },
-                                    list) == -1) {
-            return -1;
-        }
-    }
-    entry = ng_value_copy(ng_value_get(s->new_opts, "bitmaps")->items[0]);
-    return entry != NULL ? ng_value_list_append(list, entry) : -1;
+    return ng_live_node_add_bitmap(n,
+                                   ng_value_get(s->new_opts,
+                                                "bitmaps")->items[0]);
 }
 
 int

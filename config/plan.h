@@ -37,6 +37,11 @@ struct ng_live_node {
     char *over;                 /* a filter spliced in live: the child it
                                  * went above (a multi-child filter has
                                  * others), or NULL */
+    char **live_bitmaps;        /* names of the bitmaps in opts' bitmaps:
+                                 * that the control channel made (not in
+                                 * the file: a reload keeps them unless it
+                                 * prunes), owned */
+    size_t n_live_bitmaps;
 };
 
 struct ng_live_export {
@@ -86,6 +91,24 @@ struct ng_live {
 /* Everything in `cfg`, marked from_file.  Caller frees; NULL on ENOMEM. */
 struct ng_live *ng_live_from_config(const struct ng_config *cfg);
 void ng_live_free(struct ng_live *live);       /* NULL-safe */
+
+/* A node's dirty bitmaps as its opts' bitmaps: list has them.  Add
+ * appends a copy of `entry` ({ name, granularity, disabled }) unless a
+ * bitmap of that name is there (0, or -1 on ENOMEM); del removes it, and
+ * forgets it was made live. */
+/* Index of bitmap `name` in n's bitmaps: list, or -1. */
+ptrdiff_t ng_live_node_bitmap_index(const struct ng_live_node *n,
+                                    const char *name);
+int ng_live_node_add_bitmap(struct ng_live_node *n,
+                            const struct ng_value *entry);
+void ng_live_node_del_bitmap(struct ng_live_node *n, const char *name);
+/* Whether bitmap `name` of `n` was made by the control channel; noting
+ * it (0, or -1 on ENOMEM) and forgetting it (the file names it now). */
+bool ng_live_node_bitmap_is_live(const struct ng_live_node *n,
+                                 const char *name);
+int ng_live_node_note_live_bitmap(struct ng_live_node *n, const char *name);
+void ng_live_node_forget_live_bitmap(struct ng_live_node *n,
+                                     const char *name);
 
 /* Make the lookups of nodes and exports hash lookups again after
  * changes (see struct ng_live_index); on ENOMEM they stay searches. */
@@ -173,7 +196,8 @@ struct ng_step {
 /* Something live that the file does not name and a reload without prune
  * keeps. */
 struct ng_not_in_file {
-    const char *kind;           /* "node", "export", "throttle group" */
+    const char *kind;           /* "node", "export", "throttle group",
+                                 * "dirty bitmap" (name "NODE/BITMAP") */
     char *name;
 };
 
