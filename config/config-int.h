@@ -33,10 +33,12 @@ void ng_names_free(struct ng_names *names);
 
 /* Check the nodes: mapping (NULL or null when absent) and fill
  * cfg->nodes, children before parents; every node-name, inline ones too,
- * goes into `names` (the caller frees it, also on failure).  Returns 0,
+ * goes into `names` (the caller frees it, also on failure).  The node
+ * mappings are taken out of `nodes` (its values become NULL; its keys,
+ * which `names` borrows, stay).  Returns 0,
  * or -1 with *err set; cfg->nodes then holds what was made so far, for
  * ng_config_free(). */
-int ng_config_load_nodes(struct ng_config *cfg, const struct ng_value *nodes,
+int ng_config_load_nodes(struct ng_config *cfg, struct ng_value *nodes,
                          struct ng_names *names, struct ng_error *err);
 
 /* "%s must be a mapping, not a list" at v, unless v is a mapping.  The

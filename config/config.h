@@ -157,6 +157,10 @@ struct ng_export_cfg {
     struct ng_value *extra;     /* owned: the whole export mapping, for
                                  * options later issues add (throttle,
                                  * copy-on-read, detect-zeroes, ...) */
+    struct ng_value *canon;     /* owned: ng_export_canon() of `extra`,
+                                 * made by the loader (a reload's worker
+                                 * thread) so the plan, on the loop, only
+                                 * compares */
     struct ng_loc loc;
 };
 
@@ -200,7 +204,10 @@ struct ng_config {
     size_t n_groups;
     struct ng_secret_cfg *secrets;  /* secrets: */
     size_t n_secrets;
-    struct ng_value *doc;       /* the parsed document, owned */
+    struct ng_value *doc;       /* the parsed document, owned; the
+                                 * values under nodes: and exports: are
+                                 * moved out (NULL) into nodes[].opts
+                                 * and exports[].extra */
 };
 
 /* Load and validate.  Caller frees with ng_config_free(). */

@@ -75,14 +75,169 @@ entry_remove(void *v, size_t *n, size_t size, size_t at)
     (*n)--;
 }
 
+/* ---- A node's dirty bitmaps ------------------------------------------ */
+
+ptrdiff_t
+ng_live_node_bitmap_index(const struct ng_live_node *n, const char *name)
+{
+    size_t i, count = ng_node_bitmaps_count(n->opts);
+    struct ng_node_bitmap_cfg b;
+
+    for (i = 0; i < count; i++)
+        if (ng_node_bitmap_get(n->opts, i, &b, NULL) == 0 &&
+            strcmp(b.name, name) == 0)
+            return (ptrdiff_t)i;
+    return -1;
+}
+
+int
+ng_live_node_add_bitmap(struct ng_live_node *n, const struct ng_value *entry)
+{
+    const struct ng_value *name = ng_value_get(entry, "name");
+    struct ng_value *list = ng_value_get(n->opts, "bitmaps"), *copy;
+    ptrdiff_t k;
+
+    if (name == NULL || ng_live_node_bitmap_index(n, name->text) >= 0)
+        return 0;
+    if (list == NULL || list->kind != NG_VALUE_LIST) {
+        if ((list = ng_value_new_list((struct ng_loc){ 0 })) == NULL)
+            return -1;
+        if ((k = ng_value_index(n->opts, "bitmaps")) >= 0) {
+            ng_value_free(n->opts->items[k]);   /* "bitmaps: ~" */
+            n->opts->items[k] = list;
+        } else if (ng_value_map_put(n->opts, "bitmaps", (struct ng_loc){ 0 },
+                                    list) == -1) {
+            return -1;
+        }
+    }
+    copy = ng_value_copy(entry);
+    return copy != NULL ? ng_value_list_append(list, copy) : -1;
+}
+
+void
+ng_live_node_del_bitmap(struct ng_live_node *n, const char *name)
+{
+    struct ng_value *list = ng_value_get(n->opts, "bitmaps");
+    ptrdiff_t i = ng_live_node_bitmap_index(n, name);
+
+    ng_live_node_forget_live_bitmap(n, name);
+    if (i < 0)
+        return;
+    ng_value_free(list->items[i]);
+    memmove(list->items + i, list->items + i + 1,
+            (list->n - (size_t)i - 1) * sizeof *list->items);
+    list->n--;
+}
+
+bool
+ng_live_node_bitmap_is_live(const struct ng_live_node *n, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < n->n_live_bitmaps; i++)
+        if (strcmp(n->live_bitmaps[i], name) == 0)
+            return true;
+    return false;
+}
+
+int
+ng_live_node_note_live_bitmap(struct ng_live_node *n, const char *name)
+{
+    char **v, *copy;
+
+    if (ng_live_node_bitmap_is_live(n, name))
+        return 0;
+    if ((copy = strdup(name)) == NULL)
+        return -1;
+    v = realloc(n->live_bitmaps, (n->n_live_bitmaps + 1) * sizeof *v);
+    if (v == NULL) {
+        free(copy);
+        return -1;
+    }
+    n->live_bitmaps = v;
+    v[n->n_live_bitmaps++] = copy;
+    return 0;
+}
+
+void
+ng_live_node_forget_live_bitmap(struct ng_live_node *n, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < n->n_live_bitmaps; i++) {
+        if (strcmp(n->live_bitmaps[i], name) != 0)
+            continue;
+        free(n->live_bitmaps[i]);
+        n->live_bitmaps[i] = n->live_bitmaps[--n->n_live_bitmaps];
+        return;
+    }
+}
+
+static void
+live_bitmaps_free(struct ng_live_node *n)
+{
+    size_t i;
+
+    for (i = 0; i < n->n_live_bitmaps; i++)
+        free(n->live_bitmaps[i]);
+    free(n->live_bitmaps);
+}
+
 /* ---- Lookups ------------------------------------------------------------ */
+
+static void
+index_drop(struct ng_live_index *ix)
+{
+    ng_strmap_clear(&ix->map);
+    ix->valid = false;
+}
+
+static void
+index_build(struct ng_live_index *ix, const void *v, size_t n, size_t size)
+{
+    size_t i;
+
+    if (ix->valid)
+        return;
+    for (i = 0; i < n; i++)
+        if (ng_strmap_put(&ix->map, entry_name(v, size, i),
+                          (void *)(uintptr_t)(i + 1)) == -1) {
+            index_drop(ix);
+            return;
+        }
+    ix->valid = true;
+}
+
+void
+ng_live_reindex(struct ng_live *live)
+{
+    index_build(&live->node_index, live->nodes, live->n_nodes,
+                sizeof *live->nodes);
+    index_build(&live->export_index, live->exports, live->n_exports,
+                sizeof *live->exports);
+}
+
+/* Position of `name` through the index when it is valid, else by
+ * search; *found says whether it is there. */
+static size_t
+entry_find(const struct ng_live_index *ix, const void *v, size_t n,
+           size_t size, const char *name, bool *found)
+{
+    uintptr_t pos;
+
+    if (!ix->valid)
+        return entry_search(v, n, size, name, found);
+    pos = (uintptr_t)ng_strmap_get(&ix->map, name);
+    *found = pos != 0;
+    return pos != 0 ? pos - 1 : 0;
+}
 
 struct ng_live_node *
 ng_live_node(const struct ng_live *live, const char *name)
 {
     bool found;
-    size_t i = entry_search(live->nodes, live->n_nodes, sizeof *live->nodes,
-                            name, &found);
+    size_t i = entry_find(&live->node_index, live->nodes, live->n_nodes,
+                          sizeof *live->nodes, name, &found);
 
     return found ? &live->nodes[i] : NULL;
 }
@@ -91,8 +246,8 @@ struct ng_live_export *
 ng_live_export(const struct ng_live *live, const char *id)
 {
     bool found;
-    size_t i = entry_search(live->exports, live->n_exports,
-                            sizeof *live->exports, id, &found);
+    size_t i = entry_find(&live->export_index, live->exports,
+                          live->n_exports, sizeof *live->exports, id, &found);
 
     return found ? &live->exports[i] : NULL;
 }
@@ -132,6 +287,7 @@ ng_live_set_node(struct ng_live *live, const char *name,
     struct ng_live_node *n = found ? &live->nodes[i] : NULL;
 
     if (n == NULL) {
+        index_drop(&live->node_index);
         n = entry_insert((void **)&live->nodes, &live->n_nodes,
                          &live->cap_nodes, sizeof *n, i);
         if (n == NULL)
@@ -155,6 +311,7 @@ ng_live_set_export(struct ng_live *live, const char *id,
     struct ng_live_export *e = found ? &live->exports[i] : NULL;
 
     if (e == NULL) {
+        index_drop(&live->export_index);
         e = entry_insert((void **)&live->exports, &live->n_exports,
                          &live->cap_exports, sizeof *e, i);
         if (e == NULL)
@@ -211,6 +368,8 @@ ng_live_del_node(struct ng_live *live, const char *name)
     ng_value_free(live->nodes[i].opts);
     free(live->nodes[i].held_by);
     free(live->nodes[i].over);
+    live_bitmaps_free(&live->nodes[i]);
+    index_drop(&live->node_index);
     entry_remove(live->nodes, &live->n_nodes, sizeof *live->nodes, i);
 }
 
@@ -225,6 +384,7 @@ ng_live_del_export(struct ng_live *live, const char *id)
         return;
     free(live->exports[i].id);
     ng_value_free(live->exports[i].opts);
+    index_drop(&live->export_index);
     entry_remove(live->exports, &live->n_exports, sizeof *live->exports, i);
 }
 
@@ -482,6 +642,7 @@ ng_live_from_config(const struct ng_config *cfg)
         ng_live_free(live);
         return NULL;
     }
+    ng_live_reindex(live);
     return live;
 }
 
@@ -497,6 +658,7 @@ ng_live_free(struct ng_live *live)
         ng_value_free(live->nodes[i].opts);
         free(live->nodes[i].held_by);
         free(live->nodes[i].over);
+        live_bitmaps_free(&live->nodes[i]);
     }
     for (i = 0; i < live->n_exports; i++) {
         free(live->exports[i].id);
@@ -506,6 +668,8 @@ ng_live_free(struct ng_live *live)
         free(live->groups[i].name);
         ng_value_free(live->groups[i].limits);
     }
+    index_drop(&live->node_index);
+    index_drop(&live->export_index);
     free(live->nodes);
     free(live->exports);
     free(live->groups);

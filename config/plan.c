@@ -31,9 +31,9 @@ struct plan_ctx {
     bool prune;
     struct ng_plan *plan;
     bool *node_gone;            /* by live node index: removed by the plan */
-    const void **node_idx;      /* cfg's nodes, exports, groups by name */
-    const void **export_idx;
-    const void **group_idx;
+    struct ng_strmap node_idx;  /* cfg's nodes, exports, groups by name */
+    struct ng_strmap export_idx;
+    struct ng_strmap group_idx;
 };
 
 static const char *const kind_names[] = {
@@ -49,6 +49,7 @@ static const char *const kind_names[] = {
     [NG_STEP_GROUP_RETUNE] = "retune-group",
     [NG_STEP_EXPORT_ADD] = "add-export",
     [NG_STEP_EXPORT_RETUNE] = "retune-export",
+    [NG_STEP_EXPORT_LIMIT] = "retune-export",
     [NG_STEP_EXPORT_REPLACE] = "replace-export",
     [NG_STEP_EXPORT_DEL] = "remove-export",
     [NG_STEP_BITMAP_DEL] = "remove-bitmap",
@@ -145,54 +146,44 @@ ng_plan_free(struct ng_plan *plan)
 /* ---- Lookups in the new config ------------------------------------------ */
 
 /* The config's nodes, exports and groups each start with their `char
- * *name`: plan_ctx keeps pointers to them sorted by name. */
+ * *name`: plan_ctx maps each name to its entry (names are unique: the
+ * loader refuses duplicates).  Returns -1 on ENOMEM. */
 static int
-cmp_named(const void *a, const void *b)
+index_by_name(struct ng_strmap *idx, const void *v, size_t n, size_t size)
 {
-    return strcmp(**(char *const *const *)a, **(char *const *const *)b);
-}
-
-/* Pointers to n entries of `size` bytes at v, sorted by name; caller
- * frees. */
-static const void **
-index_by_name(const void *v, size_t n, size_t size)
-{
-    const void **idx = calloc(n ? n : 1, sizeof *idx);
     size_t i;
 
-    if (idx == NULL)
-        return NULL;
-    for (i = 0; i < n; i++)
-        idx[i] = (const char *)v + i * size;
-    qsort(idx, n, sizeof *idx, cmp_named);
-    return idx;
+    for (i = 0; i < n; i++) {
+        const char *entry = (const char *)v + i * size;
+
+        if (ng_strmap_put(idx, *(char *const *)entry, (void *)entry) == -1)
+            return -1;
+    }
+    return 0;
 }
 
 static const void *
-index_find(const void **idx, size_t n, const char *name)
+index_find(const struct ng_strmap *idx, const char *name)
 {
-    const char *const *key = &name;
-    const void **hit = bsearch(&key, idx, n, sizeof *idx, cmp_named);
-
-    return hit != NULL ? *hit : NULL;
+    return ng_strmap_get(idx, name);
 }
 
 static const struct ng_node_cfg *
 cfg_node(const struct plan_ctx *c, const char *name)
 {
-    return index_find(c->node_idx, c->cfg->n_nodes, name);
+    return index_find(&c->node_idx, name);
 }
 
 static const struct ng_export_cfg *
 cfg_export(const struct plan_ctx *c, const char *id)
 {
-    return index_find(c->export_idx, c->cfg->n_exports, id);
+    return index_find(&c->export_idx, id);
 }
 
 static const struct ng_group_cfg *
 cfg_group(const struct plan_ctx *c, const char *name)
 {
-    return index_find(c->group_idx, c->cfg->n_groups, name);
+    return index_find(&c->group_idx, name);
 }
 
 /* ---- Options ------------------------------------------------------------ */
@@ -453,9 +444,12 @@ static int
 node_changed(struct plan_ctx *c, const struct ng_node_cfg *nc,
              const struct ng_live_node *ln, struct ng_error *err)
 {
-    const struct ng_driver *drv = driver_of(nc->opts);
+    const struct ng_driver *drv;
 
-    if (drv == NULL)
+    /* Most nodes of a big file: written as before, nothing to do. */
+    if (ng_value_equal(ln->opts, nc->opts))
+        return 0;
+    if ((drv = driver_of(nc->opts)) == NULL)
         return ng_value_error(err, &nc->loc, "node '%s': unknown driver",
                               nc->name);
     if (driver_of(ln->opts) != drv)
@@ -507,13 +501,35 @@ one_bitmap(const struct ng_value *entry)
     return map;
 }
 
+/* A bitmap of live node `ln` the file does not name, made by the
+ * control channel: kept and listed as "not in the file" (as nodes made
+ * live are) unless the reload prunes.  True when kept. */
+static bool
+bitmap_kept(struct plan_ctx *c, const struct ng_live_node *ln,
+            const char *name, struct ng_error *err, int *rc)
+{
+    char what[NG_ERROR_MSG_MAX];
+
+    *rc = 0;
+    if (c->prune || !ng_live_node_bitmap_is_live(ln, name))
+        return false;
+    snprintf(what, sizeof what, "%s/%s", ln->name, name);
+    if (kept_add(c->plan, "dirty bitmap", what) == -1)
+        *rc = oom(err);
+    return true;
+}
+
 /* The bitmaps `from` declares and `to` does not, as steps of `kind` on
- * node `node`: added (from the file) or removed (from the live model). */
+ * node `node`: added (from the file) or removed (from the live model
+ * `ln`, NULL for BITMAP_ADD). */
 static int
 bitmap_steps(struct plan_ctx *c, enum ng_step_kind kind, const char *node,
-             const struct ng_value *from, const struct ng_value *to,
-             const struct ng_loc *loc, struct ng_error *err)
+             const struct ng_live_node *ln, const struct ng_value *from,
+             const struct ng_value *to, const struct ng_loc *loc,
+             struct ng_error *err)
 {
+    int rc;
+
     size_t i, n = ng_node_bitmaps_count(from);
     struct ng_node_bitmap_cfg b, t;
     char change[NG_ERROR_MSG_MAX];
@@ -532,6 +548,11 @@ bitmap_steps(struct plan_ctx *c, enum ng_step_kind kind, const char *node,
                                       "and add it back in the next (or use "
                                       "block-dirty-bitmap-enable/-disable)",
                                       node, b.name);
+            continue;
+        }
+        if (ln != NULL && bitmap_kept(c, ln, b.name, err, &rc)) {
+            if (rc == -1)
+                return -1;
             continue;
         }
         snprintf(change, sizeof change, "dirty bitmap '%s' %s", b.name,
@@ -569,16 +590,16 @@ plan_bitmaps(struct plan_ctx *c, enum ng_step_kind kind, struct ng_error *err)
         nc = &c->cfg->nodes[i];
         if (ng_node_bitmaps_count(nc->opts) > 0 &&
             (ln = ng_live_node(c->live, nc->name)) != NULL &&
-            bitmap_steps(c, kind, nc->name, nc->opts, ln->opts, &nc->loc,
-                         err) == -1)
+            bitmap_steps(c, kind, nc->name, NULL, nc->opts, ln->opts,
+                         &nc->loc, err) == -1)
             return -1;
     }
     for (i = 0; kind == NG_STEP_BITMAP_DEL && i < c->live->n_nodes; i++) {
         ln = &c->live->nodes[i];
         if (ng_node_bitmaps_count(ln->opts) > 0 &&
             (nc = cfg_node(c, ln->name)) != NULL &&
-            bitmap_steps(c, kind, nc->name, ln->opts, nc->opts, &nc->loc,
-                         err) == -1)
+            bitmap_steps(c, kind, nc->name, ln, ln->opts, nc->opts,
+                         &nc->loc, err) == -1)
             return -1;
     }
     return 0;
@@ -739,6 +760,57 @@ export_retune_step(struct plan_ctx *c, const char *id, const char *key,
     return s->exports != NULL ? 0 : oom(err);
 }
 
+/* max-connections (canonical: absent = no limit) as text, "0" = none. */
+static const char *
+max_connections_text(const struct ng_value *canon)
+{
+    const char *t = canon_text(canon, "max-connections");
+
+    return t != NULL ? t : "0";
+}
+
+/* max-connections changes on the export itself, given or not before. */
+static int
+export_limit_step(struct plan_ctx *c, const char *id,
+                  const struct ng_value *old, const struct ng_value *new,
+                  unsigned clients, struct ng_loc loc, struct ng_error *err)
+{
+    char change[64];
+    struct ng_step *s;
+
+    /* As retune-server says it: "max-connections 3 -> 1" (0: none). */
+    snprintf(change, sizeof change, "max-connections %s -> %s",
+             max_connections_text(old), max_connections_text(new));
+    s = step_add(c->plan, NG_STEP_EXPORT_LIMIT, id, change);
+    if (s != NULL)
+        s->loc = loc;
+    if (s == NULL ||
+        (s->new_opts = ng_value_new_map((struct ng_loc){ 0 })) == NULL ||
+        (s->old_opts = ng_value_new_map((struct ng_loc){ 0 })) == NULL ||
+        ng_value_map_put(s->new_opts, "max-connections", (struct ng_loc){ 0 },
+                         ng_value_new_scalar(max_connections_text(new),
+                                             (struct ng_loc){ 0 })) == -1 ||
+        ng_value_map_put(s->old_opts, "max-connections", (struct ng_loc){ 0 },
+                         ng_value_new_scalar(max_connections_text(old),
+                                             (struct ng_loc){ 0 })) == -1)
+        return oom(err);
+    free(s->exports);
+    s->exports = strdup(id);
+    s->clients = clients;
+    return s->exports != NULL ? 0 : oom(err);
+}
+
+/* A changed `key` of an export that a step changes live. */
+static bool
+export_key_live(const char *key, const struct ng_value *old,
+                const struct ng_value *new)
+{
+    const char *driver, *opt;
+
+    return strcmp(key, "max-connections") == 0 ||
+           export_live_key(key, old, new, &driver, &opt) == 0;
+}
+
 /* `key` differs between the live export and the file's. */
 static bool
 export_key_differs(const struct plan_ctx *c, const char *key,
@@ -761,9 +833,9 @@ export_changed(struct plan_ctx *c, const struct ng_export_cfg *ec,
     static const char *const keys[] = {
         "node", "name", "writable", "description", "throttle",
         "throttle-group", "copy-on-read", "detect-zeroes", "allow",
-        "allocation-depth", "bitmaps", NULL,
+        "allocation-depth", "bitmaps", "max-connections", NULL,
     };
-    const char *replace_key = NULL, *driver, *opt, *node;
+    const char *replace_key = NULL, *node;
     struct ng_step *s;
     size_t i;
 
@@ -775,14 +847,19 @@ export_changed(struct plan_ctx *c, const struct ng_export_cfg *ec,
         return 0;
     for (i = 0; keys[i] != NULL && replace_key == NULL; i++)
         if (export_key_differs(c, keys[i], le->opts, new) &&
-            export_live_key(keys[i], le->opts, new, &driver, &opt) == -1)
+            !export_key_live(keys[i], le->opts, new))
             replace_key = keys[i];
     if (replace_key == NULL) {
-        for (i = 0; keys[i] != NULL; i++)
-            if (export_key_differs(c, keys[i], le->opts, new) &&
-                export_retune_step(c, ec->name, keys[i], le->opts, new,
-                                   le->clients, ec->loc, err) == -1)
+        for (i = 0; keys[i] != NULL; i++) {
+            if (!export_key_differs(c, keys[i], le->opts, new))
+                continue;
+            if ((strcmp(keys[i], "max-connections") == 0
+                 ? export_limit_step(c, ec->name, le->opts, new,
+                                     le->clients, ec->loc, err)
+                 : export_retune_step(c, ec->name, keys[i], le->opts, new,
+                                      le->clients, ec->loc, err)) == -1)
                 return -1;
+        }
         return 0;
     }
     if (le->clients > 0)
@@ -809,21 +886,16 @@ plan_add_and_change_exports(struct plan_ctx *c, struct ng_error *err)
     for (i = 0; i < c->cfg->n_exports; i++) {
         const struct ng_export_cfg *ec = &c->cfg->exports[i];
         const struct ng_live_export *le = ng_live_export(c->live, ec->name);
-        struct ng_value *canon = ng_export_canon(ec->name, ec->extra);
         struct ng_step *s;
         int r = 0;
 
-        if (canon == NULL)
-            return oom(err);
         if (le != NULL) {
-            r = export_changed(c, ec, le, canon, err);
-            ng_value_free(canon);
+            r = export_changed(c, ec, le, ec->canon, err);
         } else if ((s = step_add(c->plan, NG_STEP_EXPORT_ADD, ec->name,
-                                 "added")) == NULL) {
-            ng_value_free(canon);
+                                 "added")) == NULL ||
+                   (s->new_opts = ng_value_copy(ec->canon)) == NULL) {
             r = oom(err);
         } else {
-            s->new_opts = canon;
             s->loc = ec->loc;
             free(s->exports);
             if ((s->exports = strdup(ec->name)) == NULL)
@@ -1276,13 +1348,13 @@ ng_plan_compute(const struct ng_config *cfg, const struct ng_live *live,
     c.plan = calloc(1, sizeof *c.plan);
     c.node_gone = calloc(live->n_nodes ? live->n_nodes : 1,
                          sizeof *c.node_gone);
-    c.node_idx = index_by_name(cfg->nodes, cfg->n_nodes, sizeof *cfg->nodes);
-    c.export_idx = index_by_name(cfg->exports, cfg->n_exports,
-                                 sizeof *cfg->exports);
-    c.group_idx = index_by_name(cfg->groups, cfg->n_groups,
-                                sizeof *cfg->groups);
-    if (c.plan == NULL || c.node_gone == NULL || c.node_idx == NULL ||
-        c.export_idx == NULL || c.group_idx == NULL) {
+    if (c.plan == NULL || c.node_gone == NULL ||
+        index_by_name(&c.node_idx, cfg->nodes, cfg->n_nodes,
+                      sizeof *cfg->nodes) == -1 ||
+        index_by_name(&c.export_idx, cfg->exports, cfg->n_exports,
+                      sizeof *cfg->exports) == -1 ||
+        index_by_name(&c.group_idx, cfg->groups, cfg->n_groups,
+                      sizeof *cfg->groups) == -1) {
         oom(err);
         ng_plan_free(c.plan);
         c.plan = NULL;
@@ -1291,9 +1363,9 @@ ng_plan_compute(const struct ng_config *cfg, const struct ng_live *live,
         c.plan = NULL;
     }
     free(c.node_gone);
-    free(c.node_idx);
-    free(c.export_idx);
-    free(c.group_idx);
+    ng_strmap_clear(&c.node_idx);
+    ng_strmap_clear(&c.export_idx);
+    ng_strmap_clear(&c.group_idx);
     return c.plan;
 }
 
@@ -1353,6 +1425,32 @@ apply_export_retune(struct ng_live *live, const struct ng_step *s)
     return r;
 }
 
+/* The export's max-connections as the canonical form has it: the
+ * number, or no key for no limit. */
+static int
+apply_export_limit(struct ng_live *live, const struct ng_step *s)
+{
+    struct ng_live_export *e = ng_live_export(live, s->object);
+    const char *n = canon_text(s->new_opts, "max-connections");
+    struct ng_value *opts;
+    ptrdiff_t k;
+    int r;
+
+    if (e == NULL || n == NULL)
+        return 0;
+    if ((opts = ng_value_copy(e->opts)) == NULL)
+        return -1;
+    if ((k = ng_value_index(opts, "max-connections")) >= 0)
+        ng_value_free(ng_value_map_take(opts, (size_t)k));
+    r = strcmp(n, "0") == 0 ? 0
+        : ng_value_map_put(opts, "max-connections", (struct ng_loc){ 0 },
+                           ng_value_new_scalar(n, (struct ng_loc){ 0 }));
+    if (r == 0)
+        r = ng_live_set_export(live, s->object, opts, e->from_file);
+    ng_value_free(opts);
+    return r;
+}
+
 static int
 live_listen_add(struct ng_live *live, const char *addr)
 {
@@ -1388,41 +1486,16 @@ static int
 apply_bitmap(struct ng_live *live, const struct ng_step *s, bool add)
 {
     struct ng_live_node *n = ng_live_node(live, s->object);
-    struct ng_value *list, *entry;
-    struct ng_node_bitmap_cfg b;
-    size_t i;
 
     if (n == NULL)
         return 0;
-    list = ng_value_get(n->opts, "bitmaps");
     if (!add) {
-        for (i = 0; list != NULL && i < ng_node_bitmaps_count(n->opts); i++) {
-            if (ng_node_bitmap_get(n->opts, i, &b, NULL) == -1 ||
-                strcmp(b.name, s->target) != 0)
-                continue;
-            ng_value_free(list->items[i]);
-            memmove(list->items + i, list->items + i + 1,
-                    (list->n - i - 1) * sizeof *list->items);
-            list->n--;
-            break;
-        }
+        ng_live_node_del_bitmap(n, s->target);
         return 0;
     }
-    if (list == NULL || list->kind != NG_VALUE_LIST) {
-        ptrdiff_t k = ng_value_index(n->opts, "bitmaps");
-
-        if ((list = ng_value_new_list((struct ng_loc){ 0 })) == NULL)
-            return -1;
-        if (k >= 0) {
-            ng_value_free(n->opts->items[k]);
-            n->opts->items[k] = list;
-        } else if (ng_value_map_put(n->opts, "bitmaps", (struct ng_loc){ 0 },
-                                    list) == -1) {
-            return -1;
-        }
-    }
-    entry = ng_value_copy(ng_value_get(s->new_opts, "bitmaps")->items[0]);
-    return entry != NULL ? ng_value_list_append(list, entry) : -1;
+    return ng_live_node_add_bitmap(n,
+                                   ng_value_get(s->new_opts,
+                                                "bitmaps")->items[0]);
 }
 
 int
@@ -1451,6 +1524,8 @@ ng_live_apply_step(struct ng_live *live, const struct ng_step *s)
         return ng_live_set_export(live, s->object, s->new_opts, true);
     case NG_STEP_EXPORT_RETUNE:
         return apply_export_retune(live, s);
+    case NG_STEP_EXPORT_LIMIT:
+        return apply_export_limit(live, s);
     case NG_STEP_BITMAP_ADD:
         return apply_bitmap(live, s, true);
     case NG_STEP_BITMAP_DEL:

@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #include "config/config.h"
+#include "graph/strmap.h"
 #include "graph/value.h"
 #include "graph/error.h"
 
@@ -36,6 +37,11 @@ struct ng_live_node {
     char *over;                 /* a filter spliced in live: the child it
                                  * went above (a multi-child filter has
                                  * others), or NULL */
+    char **live_bitmaps;        /* names of the bitmaps in opts' bitmaps:
+                                 * that the control channel made (not in
+                                 * the file: a reload keeps them unless it
+                                 * prunes), owned */
+    size_t n_live_bitmaps;
 };
 
 struct ng_live_export {
@@ -53,11 +59,22 @@ struct ng_live_group {
 };
 
 /* Each array is kept sorted by name, so lookups are binary searches. */
+/* Names to positions in one of ng_live's arrays, for lookups that a
+ * reload makes thousands of.  Any insertion or removal makes it stale
+ * (lookups then search the sorted array); ng_live_reindex() builds it
+ * again. */
+struct ng_live_index {
+    struct ng_strmap map;       /* name -> position + 1 */
+    bool valid;
+};
+
 struct ng_live {
     struct ng_live_node *nodes;
     size_t n_nodes, cap_nodes;
+    struct ng_live_index node_index;
     struct ng_live_export *exports;
     size_t n_exports, cap_exports;
+    struct ng_live_index export_index;
     struct ng_live_group *groups;
     size_t n_groups, cap_groups;
     char **listen;              /* addresses as written, owned */
@@ -75,6 +92,27 @@ struct ng_live {
 struct ng_live *ng_live_from_config(const struct ng_config *cfg);
 void ng_live_free(struct ng_live *live);       /* NULL-safe */
 
+/* A node's dirty bitmaps as its opts' bitmaps: list has them.  Add
+ * appends a copy of `entry` ({ name, granularity, disabled }) unless a
+ * bitmap of that name is there (0, or -1 on ENOMEM); del removes it, and
+ * forgets it was made live. */
+/* Index of bitmap `name` in n's bitmaps: list, or -1. */
+ptrdiff_t ng_live_node_bitmap_index(const struct ng_live_node *n,
+                                    const char *name);
+int ng_live_node_add_bitmap(struct ng_live_node *n,
+                            const struct ng_value *entry);
+void ng_live_node_del_bitmap(struct ng_live_node *n, const char *name);
+/* Whether bitmap `name` of `n` was made by the control channel; noting
+ * it (0, or -1 on ENOMEM) and forgetting it (the file names it now). */
+bool ng_live_node_bitmap_is_live(const struct ng_live_node *n,
+                                 const char *name);
+int ng_live_node_note_live_bitmap(struct ng_live_node *n, const char *name);
+void ng_live_node_forget_live_bitmap(struct ng_live_node *n,
+                                     const char *name);
+
+/* Make the lookups of nodes and exports hash lookups again after
+ * changes (see struct ng_live_index); on ENOMEM they stay searches. */
+void ng_live_reindex(struct ng_live *live);
 /* Lookups: borrowed, NULL when absent. */
 struct ng_live_node *ng_live_node(const struct ng_live *live,
                                   const char *name);
@@ -122,6 +160,9 @@ enum ng_step_kind {
     NG_STEP_GROUP_RETUNE,
     NG_STEP_EXPORT_ADD,
     NG_STEP_EXPORT_RETUNE,      /* one implicit filter's live options */
+    NG_STEP_EXPORT_LIMIT,       /* the export's own max-connections:
+                                 * clients connected stay, the cap holds
+                                 * for new ones */
     NG_STEP_EXPORT_REPLACE,     /* remove and add again (no clients) */
     NG_STEP_EXPORT_DEL,
     NG_STEP_BITMAP_DEL,         /* ... or lost (after the exports that
@@ -155,7 +196,8 @@ struct ng_step {
 /* Something live that the file does not name and a reload without prune
  * keeps. */
 struct ng_not_in_file {
-    const char *kind;           /* "node", "export", "throttle group" */
+    const char *kind;           /* "node", "export", "throttle group",
+                                 * "dirty bitmap" (name "NODE/BITMAP") */
     char *name;
 };
 

@@ -305,12 +305,13 @@ parse_pair(struct yaml_ctx *c, struct ng_value *map, yaml_event_t *key,
         return -1;
     }
     v = next_event(c, &ev) == -1 ? NULL : parse_value(c, &ev, depth + 1);
-    if (v != NULL && ng_value_map_put(map, name, kloc, v) == -1) {
-        oom(c);
-        v = NULL;
+    if (v == NULL) {
+        free(name);
+        return -1;
     }
-    free(name);
-    return v == NULL ? -1 : 0;
+    if (ng_value_map_put_key(map, name, kloc, v) == -1)   /* takes name */
+        return oom(c);
+    return 0;
 }
 
 static struct ng_value *

@@ -127,7 +127,18 @@ ng_value_map_put(struct ng_value *map, const char *key, struct ng_loc key_loc,
 {
     char *k = strdup(key);
 
-    if (k == NULL || value_grow(map) == -1) {
+    if (k == NULL) {
+        ng_value_free(item);
+        return -1;
+    }
+    return ng_value_map_put_key(map, k, key_loc, item);
+}
+
+int
+ng_value_map_put_key(struct ng_value *map, char *k, struct ng_loc key_loc,
+                     struct ng_value *item)
+{
+    if (item == NULL || value_grow(map) == -1) {   /* NULL: a failed copy */
         free(k);
         ng_value_free(item);
         return -1;
@@ -142,6 +153,44 @@ ng_value_map_put(struct ng_value *map, const char *key, struct ng_loc key_loc,
         return -1;
     }
     return 0;
+}
+
+/* The index holds positions: after a removal it is built again. */
+static void
+index_drop(struct ng_value *map)
+{
+    if (map->index == NULL)
+        return;
+    ng_strmap_clear(map->index);
+    free(map->index);
+    map->index = NULL;
+}
+
+struct ng_value *
+ng_value_map_take(struct ng_value *map, size_t i)
+{
+    struct ng_value *item = map->items[i];
+    size_t k;
+
+    free(map->keys[i]);
+    map->n--;
+    memmove(map->keys + i, map->keys + i + 1,
+            (map->n - i) * sizeof *map->keys);
+    memmove(map->key_locs + i, map->key_locs + i + 1,
+            (map->n - i) * sizeof *map->key_locs);
+    memmove(map->items + i, map->items + i + 1,
+            (map->n - i) * sizeof *map->items);
+    if (map->index != NULL) {
+        index_drop(map);
+        if (map->n > VALUE_INDEX_MIN &&
+            (map->index = calloc(1, sizeof *map->index)) != NULL)
+            for (k = 0; k < map->n; k++)
+                if (index_key(map, k) == -1) {
+                    index_drop(map);    /* searched in order instead */
+                    break;
+                }
+    }
+    return item;
 }
 
 int

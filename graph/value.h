@@ -54,6 +54,12 @@ struct ng_value *ng_value_new_list(struct ng_loc loc);
 /* Takes ownership of `item` even on failure.  Returns -1 on ENOMEM. */
 int ng_value_map_put(struct ng_value *map, const char *key,
                      struct ng_loc key_loc, struct ng_value *item);
+/* The same with `key` owned (taken even on failure): no copy of it. */
+int ng_value_map_put_key(struct ng_value *map, char *key,
+                         struct ng_loc key_loc, struct ng_value *item);
+/* Remove entry i of `map` (a map, i < n) and return its value, now the
+ * caller's; later entries move up one. */
+struct ng_value *ng_value_map_take(struct ng_value *map, size_t i);
 int ng_value_list_append(struct ng_value *list, struct ng_value *item);
 struct ng_value *ng_value_copy(const struct ng_value *v);
 void ng_value_free(struct ng_value *v);     /* NULL-safe */

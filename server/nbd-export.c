@@ -136,6 +136,19 @@ ng_nbd_server_set_export_allow(struct ng_nbd_server *srv, const char *name,
     return 0;
 }
 
+int
+ng_nbd_server_set_export_max_connections(struct ng_nbd_server *srv,
+                                         const char *name, unsigned n,
+                                         struct ng_error *err)
+{
+    struct ng_nbd_export *exp = nbd_export_find(srv, name);
+
+    if (exp == NULL)
+        return ng_error_set(err, ENOENT, "export '%s' not found", name);
+    exp->max_conns = n;
+    return 0;
+}
+
 /* Each of names[0..n) a bitmap of node, not busy, named once. */
 static int
 check_export_bitmaps(struct ng_node *node, const char *node_name,

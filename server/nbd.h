@@ -86,6 +86,11 @@ int ng_nbd_server_set_export_allow(struct ng_nbd_server *srv,
                                    const char *name,
                                    const struct ng_allow_rule *rules,
                                    size_t n, struct ng_error *err);
+/* Set export `name`'s max-connections (0 = no limit) live: clients
+ * connected now stay, the new cap applies to the next ones. */
+int ng_nbd_server_set_export_max_connections(struct ng_nbd_server *srv,
+                                             const char *name, unsigned n,
+                                             struct ng_error *err);
 
 /* Dirty bitmaps one export may offer. */
 #define NG_NBD_MAX_EXPORT_BITMAPS 8

@@ -9,6 +9,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,17 +155,8 @@ ng_reload_note_node(struct ng_control_ctx *ctx, const char *name,
         return;
     /* The model keeps options without node-name, as the file does. */
     copy = ng_value_copy(opts);
-    if (copy != NULL && (i = ng_value_index(copy, "node-name")) >= 0) {
-        ng_value_free(copy->items[i]);
-        free(copy->keys[i]);
-        memmove(copy->keys + i, copy->keys + i + 1,
-                (copy->n - (size_t)i - 1) * sizeof *copy->keys);
-        memmove(copy->key_locs + i, copy->key_locs + i + 1,
-                (copy->n - (size_t)i - 1) * sizeof *copy->key_locs);
-        memmove(copy->items + i, copy->items + i + 1,
-                (copy->n - (size_t)i - 1) * sizeof *copy->items);
-        copy->n--;
-    }
+    if (copy != NULL && (i = ng_value_index(copy, "node-name")) >= 0)
+        ng_value_free(ng_value_map_take(copy, (size_t)i));
     if (copy == NULL || ng_live_set_node(live, name, copy, false) == -1)
         ng_log_warn("reload: out of memory recording node '%s'", name);
     ng_value_free(copy);
@@ -386,6 +378,60 @@ refresh_over(struct ng_live_node *ln, const struct ng_node *n)
     return ln->over != NULL ? 0 : -1;
 }
 
+/* { name, granularity, disabled } of a bitmap, as a node's bitmaps:
+ * entry in the file has it; NULL on ENOMEM. */
+static int
+put_text(struct ng_value *map, const char *key, const char *text)
+{
+    return ng_value_map_put(map, key, (struct ng_loc){ 0 },
+                            ng_value_new_scalar(text, (struct ng_loc){ 0 }));
+}
+
+static struct ng_value *
+bitmap_entry(const struct ng_bitmap *bm)
+{
+    struct ng_value *e = ng_value_new_map((struct ng_loc){ 0 });
+    char gran[24];
+
+    snprintf(gran, sizeof gran, "%" PRIu32, bm->granularity);
+    if (e == NULL || put_text(e, "name", bm->name) == -1 ||
+        put_text(e, "granularity", gran) == -1 ||
+        (!bm->recording && put_text(e, "disabled", "true") == -1)) {
+        ng_value_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* The node's named dirty bitmaps as the graph has them: one made by
+ * block-dirty-bitmap-add (or moved here) is recorded, as made live; one
+ * removed (block-dirty-bitmap-remove) is dropped.  A job's own bitmaps
+ * have no name and are not the config's. */
+static int
+refresh_bitmaps(struct ng_live_node *ln, struct ng_node *n)
+{
+    size_t i = ng_node_bitmaps_count(ln->opts);
+    struct ng_node_bitmap_cfg b;
+    struct ng_bitmap *bm;
+    struct ng_value *e;
+    int r = 0;
+
+    while (i-- > 0)
+        if (ng_node_bitmap_get(ln->opts, i, &b, NULL) == 0 &&
+            ng_bitmap_find(n, b.name) == NULL)
+            ng_live_node_del_bitmap(ln, b.name);
+    for (bm = n->bitmaps; r == 0 && bm != NULL; bm = bm->next) {
+        if (bm->name == NULL || ng_live_node_bitmap_index(ln, bm->name) >= 0)
+            continue;
+        if ((e = bitmap_entry(bm)) == NULL ||
+            ng_live_node_add_bitmap(ln, e) == -1 ||
+            ng_live_node_note_live_bitmap(ln, bm->name) == -1)
+            r = -1;
+        ng_value_free(e);
+    }
+    return r;
+}
+
 /* One pass over the graph's nodes, each looked up in the (sorted)
  * model; model nodes the graph no longer has are dropped. */
 static int
@@ -405,7 +451,9 @@ refresh_nodes(struct ng_control_ctx *ctx, struct ng_live *live)
         seen[ln - live->nodes] = true;
         free(ln->held_by);
         ln->held_by = NULL;
-        if (refresh_children(ln, n) == -1 || refresh_over(ln, n) == -1) {
+        if (refresh_children(ln, n) == -1 || refresh_over(ln, n) == -1 ||
+            ((n->bitmaps != NULL || ng_node_bitmaps_count(ln->opts) > 0) &&
+             refresh_bitmaps(ln, n) == -1)) {
             free(seen);
             return -1;
         }
@@ -551,9 +599,11 @@ refresh_live(struct ng_control_ctx *ctx, struct ng_error *err)
 {
     struct ng_live *live = ctx->reload->live;
 
+    ng_live_reindex(live);      /* the lookups below, and the plan's */
     if (refresh_nodes(ctx, live) == -1 || refresh_exports(ctx, live) == -1 ||
         (ctx->nac != NULL && ng_nac_foreach(ctx->nac, note_holder, live) < 0))
         return ng_error_set(err, ENOMEM, "out of memory");
+    ng_live_reindex(live);      /* again if nodes or exports went */
     return 0;
 }
 
@@ -649,6 +699,21 @@ export_add(struct reload_run *r, const char *id, const struct ng_value *map,
                                              rules, n, err);
     ng_allow_free(rules, n);
     return ret;
+}
+
+/* An export's max-connections from a step's { max-connections: N }. */
+static int
+export_limit(struct reload_run *r, const char *id,
+             const struct ng_value *keys, struct ng_error *err)
+{
+    const struct ng_export_entry *e = ng_exports_find(r->ctx, id);
+    const struct ng_value *v = ng_value_get(keys, "max-connections");
+
+    if (e == NULL)
+        return ng_error_set(err, ENOENT, "export '%s' not found", id);
+    /* checked (0 .. 1000000) when the file was loaded */
+    return ng_nbd_server_set_export_max_connections(
+        r->ctx->nbd, e->name, (unsigned)strtoul(v->text, NULL, 10), err);
 }
 
 static int
@@ -942,6 +1007,8 @@ step_do(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
         return export_add(r, s->object, s->new_opts, err);
     case NG_STEP_EXPORT_RETUNE:
         return node_reconfigure(r, s->target, s->new_opts, err);
+    case NG_STEP_EXPORT_LIMIT:
+        return export_limit(r, s->object, s->new_opts, err);
     case NG_STEP_EXPORT_REPLACE:
         if (ng_exports_del(r->ctx, s->object, false, r->id, false, err) == -1)
             return -1;
@@ -990,6 +1057,8 @@ step_undo(struct reload_run *r, const struct ng_step *s, struct ng_error *err)
         return ng_exports_del(r->ctx, s->object, true, r->id, false, err);
     case NG_STEP_EXPORT_RETUNE:
         return node_reconfigure(r, s->target, s->old_opts, err);
+    case NG_STEP_EXPORT_LIMIT:
+        return export_limit(r, s->object, s->old_opts, err);
     case NG_STEP_EXPORT_REPLACE:
         if (ng_exports_del(r->ctx, s->object, true, r->id, false, err) == -1)
             return -1;
@@ -1261,6 +1330,20 @@ adopt_server(struct reload_run *r)
     r->cfg = NULL;
 }
 
+/* The file names node `n` (and the bitmaps it lists): they are the
+ * file's now, not the control channel's. */
+static void
+adopt_node(struct ng_live_node *n, const struct ng_node_cfg *nc)
+{
+    size_t i, count = ng_node_bitmaps_count(nc->opts);
+    struct ng_node_bitmap_cfg b;
+
+    n->from_file = true;
+    for (i = 0; n->n_live_bitmaps > 0 && i < count; i++)
+        if (ng_node_bitmap_get(nc->opts, i, &b, NULL) == 0)
+            ng_live_node_forget_live_bitmap(n, b.name);
+}
+
 /* The model follows the graph: each applied step, and what the file
  * names now belongs to the file. */
 static void
@@ -1276,9 +1359,10 @@ adopt_plan(struct reload_run *r)
         if (ng_live_apply_step(live, &r->plan->steps[i]) == -1)
             ng_log_warn("reload %s: out of memory updating the model",
                         r->id);
+    ng_live_reindex(live);      /* for the lookups below */
     for (i = 0; i < r->cfg->n_nodes; i++)
         if ((n = ng_live_node(live, r->cfg->nodes[i].name)) != NULL)
-            n->from_file = true;
+            adopt_node(n, &r->cfg->nodes[i]);
     for (i = 0; i < r->cfg->n_exports; i++)
         if ((e = ng_live_export(live, r->cfg->exports[i].name)) != NULL)
             e->from_file = true;

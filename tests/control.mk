@@ -170,3 +170,9 @@ tests_bench_plan_LDADD = $(CORE_LIBS)
 # s5-mirror: a sparse source mirrored through the copy engine's zero spans
 TESTS += tests/test-mirror-sparse.sh
 EXTRA_DIST += tests/test-mirror-sparse.sh
+# s5-reload (issue 13): a reload changes an export's max-connections live.
+TESTS += tests/test-reload-max-connections.sh
+EXTRA_DIST += tests/test-reload-max-connections.sh
+# s5-reload (issue 13): bitmaps made over QMP are in the live model.
+TESTS += tests/test-reload-live-bitmaps.sh
+EXTRA_DIST += tests/test-reload-live-bitmaps.sh

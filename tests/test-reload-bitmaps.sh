@@ -127,7 +127,8 @@ nbdgraphctl qmp '{"execute":"block-export-add","arguments":{"type":"nbd",
                   "id":"qx","node-name":"m0","bitmaps":["q0"]}}' > /dev/null
 nbdgraphctl reload "$dir/nob0.yaml" > $out
 grep -q 'applied 0 step(s)' $out
-grep -qx "not in the file (kept; --prune removes them): export 'qx'" $out
+# q0 was made over QMP as well: kept too, as a bitmap not in the file.
+grep -qx "not in the file (kept; --prune removes them): export 'qx', dirty bitmap 'm0/q0'" $out
 qemu-io -f raw -c 'write -P 4 3M 4k' "$uri"
 nbdinfo --map=qemu:dirty-bitmap:q0 "$(uri_for qx)" |
     awk '$3 == 1 { print $1, $2 }' > $out
