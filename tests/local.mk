@@ -202,3 +202,8 @@ EXTRA_DIST += tests/test-drv-nbd-tls.sh
 # Block status through quorum and blkverify: what every child agrees on.
 TESTS += tests/test-quorum-map.sh
 EXTRA_DIST += tests/test-quorum-map.sh
+
+# SIGTERM while a blockdev-add or a reload waits for a remote that never
+# answers: the daemon exits at once, not at the open-timeout.
+TESTS += tests/test-shutdown-open.sh
+EXTRA_DIST += tests/test-shutdown-open.sh
