@@ -15,6 +15,10 @@
 #   uri_for EXPORT               the nbd+unix URI of another export
 #   stop_nbdgraphd               SIGTERM; fails unless exit 0, socket gone
 #   expect_status N CMD [ARG]... fail unless CMD exits with N
+#   nbdgraphctl ARG...           the built nbdgraphctl on the daemon's $ctl
+#   qmp JSON                     one QMP command through it
+#   add_dirty_bitmap NODE NAME [GRANULARITY]
+#                                block-dirty-bitmap-add
 # One daemon at a time; after stop_nbdgraphd another may start.
 
 # A hung client or daemon must fail the test, not hang `make check`.
@@ -162,6 +166,30 @@ expect_status ()
         echo "$0: '$*' exited with $rc, expected $want" >&2
         return 1
     fi
+}
+
+# nbdgraphctl ARG...: the nbdgraphctl of this build, on the control
+# socket of the daemon start_nbdgraphd started.
+nbdgraphctl ()
+{
+    "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"
+}
+
+# qmp JSON: send one QMP command; its return value goes to stdout, an
+# error makes it fail.
+qmp ()
+{
+    nbdgraphctl qmp "$1"
+}
+
+# add_dirty_bitmap NODE NAME [GRANULARITY]: a dirty bitmap on NODE
+# (block-dirty-bitmap-add), of the node's default granularity unless
+# given (bytes).
+add_dirty_bitmap ()
+{
+    qmp "{\"execute\":\"block-dirty-bitmap-add\",
+          \"arguments\":{\"node\":\"$1\",\"name\":\"$2\"${3:+,
+                       \"granularity\":$3}}}"
 }
 
 # The EXIT trap: stop a daemon still running, keep the test's status

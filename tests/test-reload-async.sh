@@ -17,7 +17,6 @@ requires qemu-io --version
 requires qemu-img --version
 requires test -f "$plugindir/nbdkit-memory-plugin.so"
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 err=$dir/err
 

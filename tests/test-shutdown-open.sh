@@ -10,7 +10,6 @@ source "$srcdir/functions.sh"
 set -e -x
 requires python3 --version
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 mute=$dir/mute.sock
 accepted=$dir/accepted
 
