@@ -19,6 +19,7 @@
 #   qmp JSON                     one QMP command through it
 #   add_dirty_bitmap NODE NAME [GRANULARITY]
 #                                block-dirty-bitmap-add
+#   nbd_map URI                  `nbdinfo --map`, runs of one type merged
 # One daemon at a time; after stop_nbdgraphd another may start.
 
 # A hung client or daemon must fail the test, not hang `make check`.
@@ -190,6 +191,18 @@ add_dirty_bitmap ()
     qmp "{\"execute\":\"block-dirty-bitmap-add\",
           \"arguments\":{\"node\":\"$1\",\"name\":\"$2\"${3:+,
                        \"granularity\":$3}}}"
+}
+
+# nbd_map URI: `nbdinfo --map` (base:allocation) as "offset length type"
+# lines, adjacent extents of one type merged (how the server splits them
+# is its own business); type 3 is hole+zero, 0 is data.  Needs jq.
+nbd_map ()
+{
+    nbdinfo --map --json "$1" |
+        jq -r 'reduce .[] as $e ([];
+                   if length > 0 and .[-1].type == $e.type
+                   then .[-1].length += $e.length else . + [$e] end)
+               | .[] | "\(.offset) \(.length) \(.type)"'
 }
 
 # The EXIT trap: stop a daemon still running, keep the test's status
