@@ -1050,6 +1050,25 @@ nbd_data_check(struct nbd_state *s)
     l->ready = true;
 }
 
+/* Give up the open's attempt under way, or the retry ahead: it fails
+ * with last_err at nbd_kick's end. */
+static void
+nbd_give_up_open(struct nbd_state *s)
+{
+    uv_timer_stop(s->attempt_timer);
+    uv_timer_stop(s->deadline_timer);
+    if (s->resolving != NULL) {
+        /* Its callback only frees; uv_cancel spares the loop's exit a
+         * lookup that has not started yet. */
+        uv_cancel((uv_req_t *)s->resolving);
+        s->resolving->data = NULL;
+        s->resolving = NULL;
+    }
+    nbd_drop_handle(s);
+    s->open_done = true;
+    s->open_ret = -1;
+}
+
 static void
 nbd_deadline_cb(uv_timer_t *t)
 {
@@ -1063,18 +1082,10 @@ nbd_deadline_cb(uv_timer_t *t)
         s->phase = NBD_DISCONNECTED;
         nbd_fail_waiting(s);
     } else if (s->phase == NBD_OPENING) {
-        /* Give up the attempt under way, or the retry ahead. */
-        uv_timer_stop(s->attempt_timer);
-        if (s->resolving != NULL) {
-            s->resolving->data = NULL;
-            s->resolving = NULL;
-        }
         if (s->main.h != NULL)
             snprintf(s->last_err, sizeof s->last_err, "no connection "
                      "within open-timeout %" PRId64 " s", s->open_timeout);
-        nbd_drop_handle(s);
-        s->open_done = true;
-        s->open_ret = -1;
+        nbd_give_up_open(s);
     }
     nbd_kick(s);
 }
@@ -1333,6 +1344,20 @@ nbd_close_async(struct ng_node *node)
     ng_node_closed(node);
 }
 
+/* The daemon stops: not a second more for the server. */
+static void
+nbd_cancel_open(struct ng_node *node)
+{
+    struct nbd_state *s = ng_node_state(node);
+
+    if (s->phase != NBD_OPENING || s->open_done)
+        return;
+    snprintf(s->last_err, sizeof s->last_err, "%.200s: open given up: the "
+             "daemon stops", s->where);
+    nbd_give_up_open(s);
+    nbd_kick(s);
+}
+
 static int
 nbd_refresh(struct ng_node *node, struct ng_node_facts *facts,
             struct ng_error *err)
@@ -1367,6 +1392,7 @@ const struct ng_driver ng_driver_nbd = {
     .req_ctx_size = sizeof(struct nbd_io),
     .thread_model = NG_THREADS_NONE,
     .open_async = nbd_open_async,
+    .cancel_open = nbd_cancel_open,
     .close_async = nbd_close_async,
     .submit     = nbd_submit,
     .refresh    = nbd_refresh,

@@ -503,6 +503,11 @@ struct ng_driver {
      *   filled *err (borrowed until then) on failure. */
     int (*open)(struct ng_node *node, struct ng_error *err);
     void (*open_async)(struct ng_node *node, struct ng_error *err);
+    /* Optional, with open_async: the daemon stops while the open has not
+     * answered (ng_graph_cancel_opens): give it up and answer it soon
+     * with -1, maybe inline.  An open that may wait long (for a remote)
+     * needs it, or the daemon's exit waits too. */
+    void (*cancel_open)(struct ng_node *node);
 
     /* Close, in one of two shapes.  Loop thread, no request in flight
      * from above; children are still open.  Frees what open made; the
@@ -871,6 +876,7 @@ struct ng_graph {
     struct ng_add *adds;            /* ng_graph_add_node()s in flight */
     unsigned removing;              /* node removals in flight */
     bool freeing;                   /* ng_graph_free() called */
+    bool opens_cancelled;           /* ng_graph_cancel_opens() called */
     bool free_stepping;             /* graph_free_step() on the stack */
     ng_graph_warn_fn *warn;         /* where drivers' warnings go (the
                                      * daemon sets its log); NULL = stderr */
@@ -918,6 +924,13 @@ typedef void ng_node_added_fn(void *opaque, struct ng_node *node,
 int ng_graph_add_node(struct ng_graph *g, const char *name,
                       const struct ng_value *opts, ng_node_added_fn *cb,
                       void *opaque, struct ng_error *err);
+
+/* The daemon stops: give up every open in flight, and each async open
+ * started from now on, through the drivers' cancel_open hooks, so that
+ * nobody waits for a remote that does not answer.  Each add's callback
+ * then runs with the failure, as for any failed open (maybe before this
+ * returns).  Opens of drivers without the hook finish on their own. */
+void ng_graph_cancel_opens(struct ng_graph *g);
 
 /* The same for callers that cannot wait (inside a drained section): when
  * an open does not complete at once, fails with EAGAIN, and the nodes

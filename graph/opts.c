@@ -405,6 +405,7 @@ struct ng_add {
     bool stepping;              /* add_step() is on the stack */
     bool failed;
     bool abandoned;             /* nobody waits (ng_graph_add_node_now) */
+    bool cancel_sent;           /* the waiting open was told to give up */
     ng_node_added_fn *cb;
     void *opaque;
     struct ng_error err;        /* why an open failed */
@@ -878,12 +879,25 @@ add_finish(struct ng_add *a)
     add_free(a);
 }
 
+/* Tell the open a waits for to give up (once: a driver may answer
+ * later). */
+static void
+add_cancel_open(struct ng_add *a)
+{
+    struct ng_node *node = a->nodes[a->n_open];
+
+    a->cancel_sent = true;
+    if (node->driver->cancel_open != NULL)
+        node->driver->cancel_open(node);
+}
+
 static void
 node_open_start(struct ng_add *a, struct ng_node *node)
 {
     const struct ng_driver *drv = node->driver;
 
     a->waiting = true;
+    a->cancel_sent = false;
     if (ng_node_pool_attach(node, &a->err) == -1)
         ng_node_opened(node, -1);
     else if (drv->open_async != NULL)
@@ -891,6 +905,26 @@ node_open_start(struct ng_add *a, struct ng_node *node)
     else
         ng_node_opened(node, drv->open != NULL ? drv->open(node, &a->err)
                                                : 0);
+    /* add_step() is on the stack: a is still there. */
+    if (a->waiting && a->graph->opens_cancelled)
+        add_cancel_open(a);
+}
+
+void
+ng_graph_cancel_opens(struct ng_graph *g)
+{
+    struct ng_add *a;
+
+    g->opens_cancelled = true;
+    /* A cancel may answer inline and free its add, or start the next
+     * node's open (cancelled in node_open_start): walk again each time. */
+    do {
+        for (a = g->adds; a != NULL; a = a->next)
+            if (a->waiting && !a->cancel_sent)
+                break;
+        if (a != NULL)
+            add_cancel_open(a);
+    } while (a != NULL);
 }
 
 void
@@ -1054,7 +1088,8 @@ graph_free_step(struct ng_graph *g)
 void
 ng_graph_free_nodes(struct ng_graph *g)
 {
-    g->freeing = true;
+    g->freeing = true;              /* first: no add callback from now */
+    ng_graph_cancel_opens(g);       /* they would hold the free back */
     graph_free_step(g);
 }
 

@@ -635,8 +635,12 @@ begin_shutdown(struct daemon *d)
         return;
     d->stopping = true;
     notify_manager("STOPPING=1");
-    if (d->graph != NULL)
+    if (d->graph != NULL) {
         ng_job_cancel_all(d->graph);    /* they wind down with the clients */
+        /* A blockdev-add or reload waiting for a remote is answered now,
+         * while its caller is still connected; the exit does not wait. */
+        ng_graph_cancel_opens(d->graph);
+    }
     if (d->nbd != NULL)
         ng_nbd_server_shutdown(d->nbd, server_stopped, d);
     else

@@ -15,6 +15,13 @@
 #   uri_for EXPORT               the nbd+unix URI of another export
 #   stop_nbdgraphd               SIGTERM; fails unless exit 0, socket gone
 #   expect_status N CMD [ARG]... fail unless CMD exits with N
+#   nbdgraphctl ARG...           the built nbdgraphctl on the daemon's $ctl
+#   qmp JSON                     one QMP command through it
+#   add_dirty_bitmap NODE NAME [GRANULARITY]
+#                                block-dirty-bitmap-add
+#   nbd_map URI                  `nbdinfo --map`, runs of one type merged
+#   kill_during_writes IMAGE     kill -9 the daemon under flushed writes,
+#                                then `qemu-img check` IMAGE
 # One daemon at a time; after stop_nbdgraphd another may start.
 
 # A hung client or daemon must fail the test, not hang `make check`.
@@ -162,6 +169,66 @@ expect_status ()
         echo "$0: '$*' exited with $rc, expected $want" >&2
         return 1
     fi
+}
+
+# nbdgraphctl ARG...: the nbdgraphctl of this build, on the control
+# socket of the daemon start_nbdgraphd started.
+nbdgraphctl ()
+{
+    "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"
+}
+
+# qmp JSON: send one QMP command; its return value goes to stdout, an
+# error makes it fail.
+qmp ()
+{
+    nbdgraphctl qmp "$1"
+}
+
+# add_dirty_bitmap NODE NAME [GRANULARITY]: a dirty bitmap on NODE
+# (block-dirty-bitmap-add), of the node's default granularity unless
+# given (bytes).
+add_dirty_bitmap ()
+{
+    qmp "{\"execute\":\"block-dirty-bitmap-add\",
+          \"arguments\":{\"node\":\"$1\",\"name\":\"$2\"${3:+,
+                       \"granularity\":$3}}}"
+}
+
+# nbd_map URI: `nbdinfo --map` (base:allocation) as "offset length type"
+# lines, adjacent extents of one type merged (how the server splits them
+# is its own business); type 3 is hole+zero, 0 is data.  Needs jq.
+nbd_map ()
+{
+    nbdinfo --map --json "$1" |
+        jq -r 'reduce .[] as $e ([];
+                   if length > 0 and .[-1].type == $e.type
+                   then .[-1].length += $e.length else . + [$e] end)
+               | .[] | "\(.offset) \(.length) \(.type)"'
+}
+
+# kill_during_writes IMAGE: write (qemu-io, with flushes between, so that
+# metadata is on its way to the disk) to $uri for 2 s, then kill -9 the
+# daemon; fail unless `qemu-img check` finds IMAGE clean or with leaked
+# clusters only (3; 2 would be corruption).
+kill_during_writes ()
+{
+    local writer rc=0 i
+
+    (
+        for i in $(seq 1 400); do
+            qemu-io -f raw -c "write -P $((i % 250)) $((i * 100))k 60k" \
+                -c flush "$uri" >/dev/null 2>&1 || exit 0
+        done
+    ) &
+    writer=$!
+    sleep 2
+    kill -9 "$nbdgraphd_pid"
+    wait "$nbdgraphd_pid" || true
+    nbdgraphd_pid=
+    wait "$writer" || true
+    qemu-img check "$1" || rc=$?
+    [ $rc -eq 0 ] || [ $rc -eq 3 ]
 }
 
 # The EXIT trap: stop a daemon still running, keep the test's status

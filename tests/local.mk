@@ -30,6 +30,11 @@ EXTRA_DIST += tests/test-layer-includes.sh
 # A config of 100k nodes and 20k exports loads, and loads right.
 TESTS += tests/test-big-config.sh
 EXTRA_DIST += tests/test-big-config.sh
+# Which build runs it: under the sanitizers the test loads a smaller
+# config (their malloc, not a slow loader, made it take minutes).
+if SANITIZERS
+AM_TESTS_ENVIRONMENT += NG_SANITIZERS=1
+endif
 
 # Starting the daemon: a second start on the same config, detaching
 # without --foreground, relative paths.
@@ -208,3 +213,7 @@ EXTRA_DIST += tests/test-quorum-map.sh
 # multi-conn; one connection otherwise; both made anew on reconnect.
 TESTS += tests/test-drv-nbd-dataconn.sh
 EXTRA_DIST += tests/test-drv-nbd-dataconn.sh
+# SIGTERM while a blockdev-add or a reload waits for a remote that never
+# answers: the daemon exits at once, not at the open-timeout.
+TESTS += tests/test-shutdown-open.sh
+EXTRA_DIST += tests/test-shutdown-open.sh

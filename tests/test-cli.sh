@@ -26,7 +26,6 @@ exports:
   demo: { node: m0, writable: true }" e0
 NBDGRAPHD=$real
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 err=$dir/err
 

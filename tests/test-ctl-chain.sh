@@ -14,7 +14,6 @@ start_nbdgraphd "nodes:
 exports:
   vm1: { node: base, writable: true, detect-zeroes: on }" vm1
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 uri="nbd+unix:///vm1?socket=$sock"
 io () {

@@ -15,7 +15,6 @@ start_nbdgraphd "nodes:
 exports:
   demo: { node: mem0, writable: true, throttle: { iops-total: 10000 } }"
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 err=$dir/err
 

@@ -12,7 +12,6 @@ start_nbdgraphd "nodes:
 exports:
   vm1: { node: src, writable: true }" vm1
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 uri="nbd+unix:///vm1?socket=$sock"
 

@@ -16,7 +16,6 @@ nodes:
 exports:
   demo: { node: m0, writable: true }"
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 err=$dir/err
 
 nbdgraphctl add-export e1 m1 --writable --throttle iops-total=500 \

@@ -11,7 +11,6 @@ start_nbdgraphd "nodes:
 exports:
   demo: { node: mem0, writable: true, description: \"test disk\" }"
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 err=$dir/err
 

@@ -31,7 +31,6 @@ exports:
   demo: { node: mem, writable: true }
   slow: { node: rs, writable: true }
   rec: { node: rd, writable: true }"
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 slow=$(uri_for slow)
 rec=$(uri_for rec)
 out=$dir/out

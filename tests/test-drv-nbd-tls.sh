@@ -75,7 +75,6 @@ exports:
   x509: { node: rx, writable: true }
   x509v: { node: rv, writable: true }
   psk: { node: rp, writable: true }"
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 
 # Data through each TLS node, read back through it from the remote, and

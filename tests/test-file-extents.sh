@@ -13,17 +13,6 @@ requires jq --version
 
 M=$((1024 * 1024))
 
-# map URI: "offset length type" lines, adjacent extents of one type
-# merged; type 3 is hole+zero, 0 is data.
-map ()
-{
-    nbdinfo --map --json "$1" |
-        jq -r 'reduce .[] as $e ([];
-                   if length > 0 and .[-1].type == $e.type
-                   then .[-1].length += $e.length else . + [$e] end)
-               | .[] | "\(.offset) \(.length) \(.type)"'
-}
-
 shm=
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
     shm=$(mktemp -d /dev/shm/ngtest-extents.XXXXXX)
@@ -36,30 +25,30 @@ for where in "$dir" $shm; do
   f0: { driver: file, filename: \"$img\" }
 exports:
   demo: { node: f0, writable: true }"
-    [ "$(map "$uri")" = "0 $((16 * M)) 0" ]
-    [ "$(map "$uri")" = "0 $((16 * M)) 0" ]       # from the cache
+    [ "$(nbd_map "$uri")" = "0 $((16 * M)) 0" ]
+    [ "$(nbd_map "$uri")" = "0 $((16 * M)) 0" ]       # from the cache
     # A trim inside the cached extent.
     qemu-io -f raw "$uri" -c "discard $((2 * M)) $M"
-    map "$uri" > "$dir/map"
+    nbd_map "$uri" > "$dir/map"
     printf '%s\n' "0 $((2 * M)) 0" "$((2 * M)) $M 3" \
         "$((3 * M)) $((13 * M)) 0" > "$dir/want"
     diff -u "$dir/want" "$dir/map"
     # Write-zeroes allowed to punch (qemu-io -u), again inside data.
     qemu-io -f raw "$uri" -c "write -z -u $((8 * M)) $M"
-    map "$uri" > "$dir/map"
+    nbd_map "$uri" > "$dir/map"
     printf '%s\n' "0 $((2 * M)) 0" "$((2 * M)) $M 3" \
         "$((3 * M)) $((5 * M)) 0" "$((8 * M)) $M 3" \
         "$((9 * M)) $((7 * M)) 0" > "$dir/want"
     diff -u "$dir/want" "$dir/map"
     # Data into the first hole shows as data.
     qemu-io -f raw "$uri" -c "write -P 7 $((2 * M)) 64k"
-    map "$uri" > "$dir/map"
+    nbd_map "$uri" > "$dir/map"
     printf '%s\n' "0 $((2 * M + 65536)) 0" \
         "$((2 * M + 65536)) $((M - 65536)) 3" \
         "$((3 * M)) $((5 * M)) 0" "$((8 * M)) $M 3" \
         "$((9 * M)) $((7 * M)) 0" > "$dir/want"
     diff -u "$dir/want" "$dir/map"
-    map "$uri" | diff -u "$dir/want" -
+    nbd_map "$uri" | diff -u "$dir/want" -
     # And the data itself is what was written.
     qemu-io -f raw -r "$uri" -c "read -P 7 $((2 * M)) 64k" \
         -c "read -P 0 $((2 * M + 65536)) $((M - 65536))" \

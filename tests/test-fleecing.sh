@@ -14,8 +14,6 @@ start_nbdgraphd "nodes:
 exports:
   vm1: { node: src, writable: true }" vm1
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
-qmp () { nbdgraphctl qmp "$1"; }
 out=$dir/out
 fleece="nbd+unix:///fleece?socket=$sock"
 

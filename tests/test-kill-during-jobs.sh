@@ -10,7 +10,6 @@ requires qemu-io --version
 requires qemu-img --version
 requires cmp --version
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 src=$dir/src.raw
 want=$dir/want.raw
 

@@ -12,6 +12,7 @@ source "$srcdir/functions.sh"
 set -e -x
 requires ip -V
 requires nbdcopy --version
+requires flock --version
 client=$top_builddir/tests/live-move-client
 [ -x "$client" ] || { echo "$0: $client not built" >&2; exit 1; }
 
@@ -21,6 +22,39 @@ ns_a=ngmoveA$$
 ns_b=ngmoveB$$
 b_addr=10.231.0.2
 
+# /etc/netns is shared with other runs of this test (make -j, several
+# worktrees): each run adds and removes only its own /etc/netns/$ns_a,
+# under a lock, and /etc/netns itself goes only when a run made it (the
+# marker says so) and no other run's folder is left in it.
+netns_lock=/tmp/nbdgraph-test-netns.lock
+netns_made=/tmp/nbdgraph-test-netns.made
+
+# hosts_for_a: write A's /etc/hosts under /etc/netns.
+hosts_for_a ()
+{
+    (
+        flock 9
+        if [ ! -d /etc/netns ]; then
+            mkdir /etc/netns && touch "$netns_made"
+        fi
+        mkdir -p "/etc/netns/$ns_a"
+        printf '10.231.0.1 hostb\n%s hostb\n' "$b_addr" \
+            > "/etc/netns/$ns_a/hosts"
+    ) 9> "$netns_lock"
+}
+
+# hosts_remove: undo hosts_for_a, leaving other runs' folders alone.
+hosts_remove ()
+{
+    (
+        flock 9
+        rm -rf "/etc/netns/$ns_a"
+        if [ -e "$netns_made" ] && rmdir /etc/netns 2>/dev/null; then
+            rm -f "$netns_made"
+        fi
+    ) 9> "$netns_lock"
+}
+
 cleanup_netns ()
 {
     local status=$?
@@ -29,8 +63,7 @@ cleanup_netns ()
     [ -n "${cpid-}" ] && kill -TERM "$cpid" 2>/dev/null
     ip netns del "$ns_a" 2>/dev/null
     ip netns del "$ns_b" 2>/dev/null
-    rm -rf "/etc/netns/$ns_a"
-    rmdir /etc/netns 2>/dev/null
+    hosts_remove
     (exit "$status")                # _ng_cleanup reads the test's status
     _ng_cleanup
 }
@@ -55,12 +88,7 @@ ip -n "$ns_b" link set "vb$$" up
 # mounts /etc/netns/NS/hosts over it) gives it two addresses, A's own
 # first (nothing listens there: refused), so the nbd node must go on to
 # the second.
-# (Again if another run's cleanup took /etc/netns away in between.)
-for i in 1 2 3; do
-    mkdir -p "/etc/netns/$ns_a" &&
-        printf '10.231.0.1 hostb\n%s hostb\n' "$b_addr" \
-            > "/etc/netns/$ns_a/hosts" && break
-done
+hosts_for_a
 [ -s "/etc/netns/$ns_a/hosts" ]
 ip netns exec "$ns_a" getent ahostsv4 hostb || true
 

@@ -125,10 +125,6 @@ stop_nbdgraphd
 
 # --- Live: a secret by QMP object-add (base64, as QEMU takes it), a luks
 # node by blockdev-add, exported; a wrong secret refused the same way.
-qmp ()
-{
-    "$top_builddir/nbdgraphctl" --socket "$ctl" qmp "$1"
-}
 start_nbdgraphd "nodes:
   spare: { driver: memory, size: 1M }
 exports:

@@ -17,21 +17,17 @@ start_nbdgraphd "nodes:
 exports:
   vm1: { node: src, writable: true }" vm1
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
-qmp () { nbdgraphctl qmp "$1"; }
 out=$dir/out
 inc="nbd+unix:///inc?socket=$sock"
 
 qemu-io -f raw "$uri" -c 'write -P 1 0 8M' > /dev/null
 qmp '{"execute":"block-export-del","arguments":{"id":"vm1"}}'
-qmp '{"execute":"block-dirty-bitmap-add",
-      "arguments":{"node":"src","name":"b0","granularity":65536}}'
+add_dirty_bitmap src b0 65536
 nbdgraphctl add-export inc src --bitmap b0 --writable
 qemu-io -f raw "$inc" -c 'write -P 2 1M 64K' > /dev/null
 
 # A clash on the target: refused before anything starts.
-qmp '{"execute":"block-dirty-bitmap-add",
-      "arguments":{"node":"other","name":"b0"}}'
+add_dirty_bitmap other b0
 expect_status 1 nbdgraphctl mirror src other --job-id bad 2> $out
 cat $out
 grep -q "export 'inc' offers dirty bitmap 'b0' of node 'src', which must \

@@ -18,7 +18,6 @@ start_nbdgraphd "nodes:
 exports:
   vm1: { node: top, writable: true }" vm1
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 uri="nbd+unix:///vm1?socket=$sock"
 io () {

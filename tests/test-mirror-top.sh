@@ -14,8 +14,6 @@ start_nbdgraphd "nodes:
 exports:
   eb: { node: base, writable: true }" eb
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
-qmp () { nbdgraphctl qmp "$1"; }
 out=$dir/out
 vm1="nbd+unix:///vm1?socket=$sock"
 

@@ -30,8 +30,6 @@ exports:
   eb: { node: base, writable: true, allocation-depth: true }" eb
 nbdinfo "$uri" | grep -q 'qemu:allocation-depth'
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
-qmp () { nbdgraphctl qmp "$1"; }
 out=$dir/out
 at="nbd+unix:///et?socket=$sock"
 

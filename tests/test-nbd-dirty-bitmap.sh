@@ -15,15 +15,12 @@ start_nbdgraphd "nodes:
 exports:
   vm1: { node: src, writable: true }" vm1
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
-qmp () { nbdgraphctl qmp "$1"; }
 out=$dir/out
 inc="nbd+unix:///inc?socket=$sock"
 
 # Data everywhere before the bitmap exists: none of it is dirty.
 qemu-io -f raw "$uri" -c 'write -P 1 0 16M' > /dev/null
-qmp '{"execute":"block-dirty-bitmap-add",
-      "arguments":{"node":"src","name":"b0","granularity":65536}}'
+add_dirty_bitmap src b0 65536
 qemu-io -f raw "$uri" -c 'write -P 2 1M 64K' -c 'write -P 3 5M 200K' \
     -c 'write -z 10M 4K' -c 'discard 15M 64K' > /dev/null
 

@@ -12,7 +12,6 @@ set -e -x
 requires qemu-io --version
 requires jq --version
 plugins=$top_builddir/tests
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 
 # check NODE-LINE MESSAGE: --check-config on a config with that one node
 # fails with exactly "config:4:3: node 'm': MESSAGE".

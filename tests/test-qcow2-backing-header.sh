@@ -10,7 +10,6 @@ requires qemu-img --version
 requires qemu-io --version
 requires jq --version
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 cd "$dir"
 qemu-img create -q -f qcow2 base.qcow2 4M

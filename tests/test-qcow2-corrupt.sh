@@ -19,7 +19,6 @@ requires qemu-io --version
 requires python3 --version
 requires jq --version
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 cd "$dir"
 img=$dir/c.qcow2
 qemu-img create -q -f qcow2 "$img" 4M

@@ -16,8 +16,6 @@ nodes:
 exports:
   demo: { node: m }
 '
-ctl_ () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
-qmp () { ctl_ qmp "$1"; }
 
 # Only TCP clients from 10/8: a Unix socket client is not one of them.
 qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"lan",
@@ -31,7 +29,7 @@ qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"local",
 [ "$(nbdinfo --size "$(uri_for local)")" = 3145728 ]
 
 # A bad entry: refused with the config's message, no export made.
-expect_status 1 ctl_ qmp '{"execute":"block-export-add","arguments":{
+expect_status 1 nbdgraphctl qmp '{"execute":"block-export-add","arguments":{
       "type":"nbd","id":"bad","node-name":"o","allow":["bogus"]}}' \
       > "$dir/bad.out" 2>&1
 cat "$dir/bad.out"
@@ -40,9 +38,9 @@ qmp '{"execute":"query-block-exports"}' |
     jq -e '[.return[].id] | index("bad") == null'
 
 # The dump carries the lists; reloading it changes nothing.
-ctl_ dump-config > "$dir/dump.yaml"
+nbdgraphctl dump-config > "$dir/dump.yaml"
 cat "$dir/dump.yaml"
 grep -q 'lan: {.*allow: \[.*tcp:10.0.0.0/8' "$dir/dump.yaml"
-ctl_ reload "$dir/dump.yaml" | grep -q 'applied 0 step(s)'
+nbdgraphctl reload "$dir/dump.yaml" | grep -q 'applied 0 step(s)'
 expect_status 1 nbdinfo --size "$(uri_for lan)"
 stop_nbdgraphd

@@ -18,8 +18,6 @@ nodes:
 exports:
   demo: { node: m }
 '
-ctl_ () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
-qmp () { ctl_ qmp "$1"; }
 
 qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"one",
       "node-name":"n","max-connections":1}}' | jq -e '.return'
@@ -55,7 +53,7 @@ for i in $(seq 100); do [ "$(connections one)" = 0 ] && break; sleep 0.1; done
 
 # Out of range: the config's message, no export made.
 for bad in -1 1000001; do
-    expect_status 1 ctl_ qmp '{"execute":"block-export-add","arguments":{
+    expect_status 1 nbdgraphctl qmp '{"execute":"block-export-add","arguments":{
           "type":"nbd","id":"bad","node-name":"m",
           "max-connections":'$bad'}}' > "$dir/bad.out" 2>&1
     cat "$dir/bad.out"
@@ -65,15 +63,15 @@ qmp '{"execute":"query-block-exports"}' |
     jq -e '[.return[].id] | index("bad") == null'
 
 # The dump carries the limit; reloading it changes nothing.
-ctl_ dump-config > "$dir/dump.yaml"
+nbdgraphctl dump-config > "$dir/dump.yaml"
 cat "$dir/dump.yaml"
 grep -q 'one: {.*max-connections: 1' "$dir/dump.yaml"
-ctl_ reload "$dir/dump.yaml" | grep -q 'applied 0 step(s)'
+nbdgraphctl reload "$dir/dump.yaml" | grep -q 'applied 0 step(s)'
 
 # An export a reload adds keeps its limit too.
 sed 's|^  one: .*|&\n  two: { node: m, max-connections: 1 }|' "$dir/dump.yaml" \
     > "$dir/two.yaml"
-ctl_ reload "$dir/two.yaml"
+nbdgraphctl reload "$dir/two.yaml"
 hold two
 expect_status 1 nbdinfo --size "$(uri_for two)"
 grep -q "export 'two' is at its max-connections (1); refused" \

@@ -14,17 +14,6 @@ requires jq --version
 M=$((1024 * 1024))
 K=65536
 
-# map URI: "offset length type" lines, adjacent extents of one type
-# merged; type 3 is hole+zero, 0 is data.
-map ()
-{
-    nbdinfo --map --json "$1" |
-        jq -r 'reduce .[] as $e ([];
-                   if length > 0 and .[-1].type == $e.type
-                   then .[-1].length += $e.length else . + [$e] end)
-               | .[] | "\(.offset) \(.length) \(.type)"'
-}
-
 start_nbdgraphd "nodes:
   m0: { driver: memory, size: 8M }
   m1: { driver: memory, size: 8M }
@@ -43,7 +32,7 @@ bv=$(uri_for bv)
 # Through the quorum (all three) at 2M; into m0 alone at 1M.
 qemu-io -f raw "$uri" -c "write -P 1 $((2 * M)) 64k"
 qemu-io -f raw "$(uri_for m0)" -c "write -P 2 $M 64k"
-map "$uri" > "$dir/map"
+nbd_map "$uri" > "$dir/map"
 printf '%s\n' "0 $M 3" "$M $K 0" "$((M + K)) $((M - K)) 3" \
     "$((2 * M)) $K 0" "$((2 * M + K)) $((6 * M - K)) 3" > "$dir/want"
 diff -u "$dir/want" "$dir/map"
@@ -56,7 +45,7 @@ diff -u "$dir/qwant" "$dir/qmap"
 # blkverify: through it (both) at 3M; into raw alone at 5M.
 qemu-io -f raw "$bv" -c "write -P 3 $((3 * M)) 64k"
 qemu-io -f raw "$(uri_for m4)" -c "write -P 4 $((5 * M)) 64k"
-map "$bv" > "$dir/map"
+nbd_map "$bv" > "$dir/map"
 printf '%s\n' "0 $((3 * M)) 3" "$((3 * M)) $K 0" \
     "$((3 * M + K)) $((2 * M - K)) 3" "$((5 * M)) $K 0" \
     "$((5 * M + K)) $((3 * M - K)) 3" > "$dir/want"

@@ -44,7 +44,6 @@ $(leaf n2 r2)
     rewrite-corrupted: true
 exports:
   demo: { node: vote, writable: true }"
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 # What the client writes, kept locally too, for the final comparison.
 truncate -s 4M "$dir/expect.raw"

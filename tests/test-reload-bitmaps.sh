@@ -14,7 +14,6 @@ requires jq --version
 requires qemu-io --version
 requires nbdinfo --version
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 err=$dir/err
 K=1024
@@ -121,8 +120,7 @@ grep -q "gran.yaml:[0-9]*:[0-9]*: node 'm0': dirty bitmap 'b2' cannot change its
 
 # An export made over QMP with a bitmap keeps it through a reload, and the
 # dump says so.
-nbdgraphctl qmp '{"execute":"block-dirty-bitmap-add",
-                  "arguments":{"node":"m0","name":"q0"}}' > /dev/null
+add_dirty_bitmap m0 q0 > /dev/null
 nbdgraphctl qmp '{"execute":"block-export-add","arguments":{"type":"nbd",
                   "id":"qx","node-name":"m0","bitmaps":["q0"]}}' > /dev/null
 nbdgraphctl reload "$dir/nob0.yaml" > $out

@@ -23,7 +23,6 @@ exports:
   demo: { node: m0, writable: true, throttle-group: g1 }
   e1: { node: m1, detect-zeroes: on }"
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 err=$dir/err
 conf=$dir/config.yaml

@@ -12,7 +12,6 @@ source "$srcdir/functions.sh"
 set -e -x
 requires qemu-io --version
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 err=$dir/err
 
 # ---- A second start changes nothing --------------------------------------

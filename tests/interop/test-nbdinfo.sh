@@ -102,26 +102,14 @@ cat "$dir/list.json"
 [ "$(jq -r '.exports[] | select(."export-name" == "part") | .description' \
       "$dir/list.json")" = "8 MiB at 1 MiB" ]
 
-# map URI: `nbdinfo --map` as "offset length type" lines, adjacent
-# extents of one type merged (how the server splits them is its own
-# business).
-map ()
-{
-    nbdinfo --map --json "$1" |
-        jq -r 'reduce .[] as $e ([];
-                   if length > 0 and .[-1].type == $e.type
-                   then .[-1].length += $e.length else . + [$e] end)
-               | .[] | "\(.offset) \(.length) \(.type)"'
-}
-
 # A fresh memory disk is one hole.  Then: one byte allocates its 64 KiB
 # page, 200 KiB at 1 MiB allocate four pages, 1 MiB at 4 MiB all of its
 # pages, and trimming two pages in it frees exactly those.  Type 3 is
 # hole+zero, 0 is data.
-[ "$(map "$uri")" = "0 $((64 * M)) 3" ]
+[ "$(nbd_map "$uri")" = "0 $((64 * M)) 3" ]
 qemu-io -f raw "$uri" -c "write -P 1 100000 1" -c "write -P 2 1M 200K" \
     -c "write -P 3 4M 1M" -c "discard $((4 * M + 65536)) 128K"
-map "$uri" > "$dir/map"
+nbd_map "$uri" > "$dir/map"
 cat "$dir/map"
 cat > "$dir/map.want" <<EOF
 0 65536 3
@@ -137,7 +125,7 @@ EOF
 diff -u "$dir/map.want" "$dir/map"
 
 # The slice starting at 1 MiB sees the same extents, shifted.
-map "$(uri_for part)" > "$dir/map"
+nbd_map "$(uri_for part)" > "$dir/map"
 cat > "$dir/map.want" <<EOF
 0 262144 0
 262144 $((3 * M - 262144)) 3
@@ -149,6 +137,6 @@ EOF
 diff -u "$dir/map.want" "$dir/map"
 
 # null-co reads zeroes everywhere and says so.
-[ "$(map "$(uri_for null)")" = "0 1073741824 3" ]
+[ "$(nbd_map "$(uri_for null)")" = "0 1073741824 3" ]
 
 stop_nbdgraphd
