@@ -17,7 +17,6 @@ start_nbdgraphd "nodes:
 exports:
   vm0: { node: src, writable: true }" vm0
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 uri="nbd+unix:///vm0?socket=$sock"
 tdir=$dir
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then

@@ -10,7 +10,6 @@ source "$srcdir/functions.sh"
 set -e -x
 requires jq --version
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 
 start_nbdgraphd "nodes:

@@ -13,7 +13,6 @@ requires qemu-img --version
 requires qemu-io --version
 requires jq --version
 
-nbdgraphctl () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 out=$dir/out
 cd "$dir"
 size=256M
