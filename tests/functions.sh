@@ -22,6 +22,7 @@
 #   nbd_map URI                  `nbdinfo --map`, runs of one type merged
 #   kill_during_writes IMAGE     kill -9 the daemon under flushed writes,
 #                                then `qemu-img check` IMAGE
+#   fail MESSAGE...              fail the test, saying what was wrong
 # One daemon at a time; after stop_nbdgraphd another may start.
 
 # A hung client or daemon must fail the test, not hang `make check`.
@@ -229,6 +230,15 @@ kill_during_writes ()
     wait "$writer" || true
     qemu-img check "$1" || rc=$?
     [ $rc -eq 0 ] || [ $rc -eq 3 ]
+}
+
+# fail MESSAGE...: fail the test with MESSAGE.  set -e ignores a `!`
+# pipeline, so a check that something did NOT happen is written
+#   ! grep -q failed "$out" || fail "qemu-io reported a failure"
+fail ()
+{
+    echo "$0: FAIL: $*" >&2
+    exit 1
 }
 
 # The EXIT trap: stop a daemon still running, keep the test's status
