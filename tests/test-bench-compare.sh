@@ -38,7 +38,8 @@ grep -Eq '^\| shm \| block status: nbdinfo --map of 32M allocated \| s \| [0-9.]
 # The file it mapped is gone.
 map=$(sed -n 's/^compare: writing 32M to \(.*\) for the block-status row$/\1/p' \
     $dir/err)
-[ -n "$map" ] && [ ! -e "$map" ]
+[ -n "$map" ] || fail "compare did not say which file it mapped"
+[ ! -e "$map" ] || fail "compare left $map behind"
 
 # Stopped by PID, each of them.  nbd-server detaches, so its parent is
 # not compare: a zombie waiting for that parent counts as stopped.
