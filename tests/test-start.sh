@@ -63,7 +63,8 @@ test ! -e $dir/c.sock
 kill -KILL "$nbdgraphd_pid"
 wait "$nbdgraphd_pid" || true
 nbdgraphd_pid=
-test -S "$sock" && test -S "$ctl"
+test -S "$sock"
+test -S "$ctl"
 start_nbdgraphd --config "$cfg"
 control_works
 stop_nbdgraphd
