@@ -132,11 +132,13 @@ exports:
   demo: { node: big, writable: true }"
 qemu-io -f raw "${wcmds[@]}" "$uri" > "$dir/w.out"
 qemu-io -f raw "${rcmds[@]}" "$uri" > "$dir/r.out"
-! grep -q 'failed' "$dir/w.out" "$dir/r.out"
+! grep 'failed' "$dir/w.out" "$dir/r.out" ||
+    fail "qemu-io through the daemon failed"
 stop_nbdgraphd
 qemu-img check -q "$dir/big.qcow2"
 qemu-io -f qcow2 -r "${rcmds[@]}" "$dir/big.qcow2" > "$dir/r.out"
-! grep -q 'failed' "$dir/r.out"
+! grep 'failed' "$dir/r.out" ||
+    fail "qemu-io on the image the daemon wrote failed"
 # (Under ASan, freed memory waits in a quarantine: none here.)
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0"
 small=$(rss_after_reads 1M)
