@@ -64,7 +64,8 @@ start_nbdgraphd "nodes:
 exports:
   demo: { node: bv }"
 qemu-img compare -f raw -F raw "$uri" "$dir/r.raw"
-! grep -q 'blkverify' "$dir/nbdgraphd.log"
+! grep 'blkverify' "$dir/nbdgraphd.log" ||
+    fail "blkverify logged a mismatch where test and raw agree"
 
 # One byte 100 bytes into guest offset 2M, changed in the qcow2 file
 # (dd: the daemon holds the image's lock; data are not cached).
@@ -115,7 +116,8 @@ reads "$uri" 0x11 0 65536
 # nbdkit's memory plugin written through blkverify, which writes both.
 qemu-io -f raw "$bvk" -c 'write -P 0x77 0 1M' -c 'read -P 0x77 0 1M' > $out
 cat $out
-! grep -q 'failed\|Pattern' $out
+! grep -q 'failed\|Pattern' $out ||
+    fail "qemu-io through blkverify to nbdkit failed"
 reads "$k" 0x77 0 $M
 qemu-io -f raw "$k" -c 'write -P 0x78 512k 4k'
 eio_at "$bvk" 0 1M
