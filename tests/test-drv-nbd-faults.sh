@@ -48,13 +48,15 @@ grep -q "node 'r9': cannot talk to 127.0.0.1:$port: .*refused" $out
 expect_status 1 nbdgraphctl add-node r9 nbd server.type=unix \
     server.path="$dir/none.sock" tls-creds=tls0 2> $out
 grep -q "tls-creds 'tls0': no such client credentials" $out
-! nbdgraphctl nodes | grep -q r9
+nodes=$(nbdgraphctl nodes)
+! grep r9 <<<"$nodes" || fail "a refused node r9 is in the graph"
 # A read-only remote: refused unless the node is read-only too.
 start_remote ro -r memory 1M
 expect_status 1 nbdgraphctl add-node r9 nbd server.type=unix \
     server.path="$dir/ro.sock" 2> $out
 grep -q "node 'r9': the export is read-only (give read-only: true)" $out
-! nbdgraphctl nodes | grep -q r9
+nodes=$(nbdgraphctl nodes)
+! grep r9 <<<"$nodes" || fail "a refused node r9 is in the graph"
 nbdgraphctl add-node r9 nbd server.type=unix server.path="$dir/ro.sock" \
     read-only=true
 nbdgraphctl del-node r9
@@ -75,7 +77,8 @@ for i in $(seq 100); do
 done
 grep -q "node 'late': lost the connection" "$dir/nbdgraphd.log"
 nbdgraphctl del-node late
-! nbdgraphctl nodes | grep -q '^late '
+nodes=$(nbdgraphctl nodes)
+! grep '^late ' <<<"$nodes" || fail "node 'late' is still there after del-node"
 
 # The slow remote dies with a read in flight: EIO for that read and,
 # the connection being gone (reconnect-delay 0), for the next request
@@ -99,7 +102,7 @@ for i in $(seq 100); do
     sleep 0.2
 done
 grep -q 'read 4096' $out
-! grep -q failed $out
+! grep -q failed $out || fail "the slow remote did not come back: $(cat $out)"
 
 # reconnect-delay 4: the remote goes away with a slow read in flight
 # and comes back after a second: the read is issued again, and a write
@@ -120,7 +123,8 @@ wait $wpid
 cat "$dir/inflight" $out
 grep -q 'read 1048576' "$dir/inflight"
 grep -q 'wrote 1048576' $out
-! grep -q failed "$dir/inflight" $out
+! grep -q failed "$dir/inflight" $out ||
+    fail "a request in flight over the reconnect failed"
 qemu-io -f raw "$(remote_uri disk)" -c 'read -P 0x22 1M 1M' |
     grep -q 'read 1048576'
 grep -q "node 'rd': lost the connection" "$dir/nbdgraphd.log"
@@ -141,7 +145,7 @@ for i in $(seq 100); do
     sleep 0.2
 done
 grep -q 'read 1048576' $out
-! grep -q failed $out
+! grep -q failed $out || fail "the remote came back but reads still fail"
 grep -q "node 'rd': server still unreachable after 4 s" "$dir/nbdgraphd.log"
 # A daemon stops at once with a node that is reconnecting meanwhile.
 stop_remote slow
