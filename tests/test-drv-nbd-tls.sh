@@ -115,7 +115,8 @@ refused "tls-creds 'nosuch': no such client credentials" \
 refused "tls-hostname is not supported" server.type=inet \
     server.host=127.0.0.1 server.port="$port" tls-creds=ca \
     tls-hostname=localhost
-! nbdgraphctl nodes | grep -q '^bad '
+nodes=$(nbdgraphctl nodes)
+! grep '^bad ' <<<"$nodes" || fail "a refused node 'bad' is in the graph"
 # The good nodes still work after all that; a good one is added live.
 nbdcopy "$(uri_for x509)" "$dir/again"
 cmp <(head -c 4M "$dir/again") "$dir/src"
