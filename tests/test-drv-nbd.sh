@@ -127,7 +127,7 @@ for t in "$dir/ref.img" "$uri"; do
         -c 'write -P 0x33 100001 300007' -c 'write -z 600001 70000' \
         -c 'aio_write -P 0x44 2097153 1000000' -c 'aio_write -P 0x55 5M 3M' \
         -c aio_flush > "$dir/qio.out" 2>&1
-    ! grep -qi 'fail\|error' "$dir/qio.out"
+    ! grep -i 'fail\|error' "$dir/qio.out" || fail "qemu-io on $t failed"
 done
 qemu-img compare -f raw -F raw "$dir/ref.img" "$uri"
 qemu-img compare -f raw -F raw "$dir/ref.img" "$(remote_uri blk)"
