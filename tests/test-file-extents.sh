@@ -53,6 +53,7 @@ exports:
     qemu-io -f raw -r "$uri" -c "read -P 7 $((2 * M)) 64k" \
         -c "read -P 0 $((2 * M + 65536)) $((M - 65536))" \
         -c "read -P 0 $((8 * M)) $M" > "$dir/read.out"
-    ! grep -i "verification failed" "$dir/read.out"
+    ! grep -i "verification failed" "$dir/read.out" ||
+        fail "the data read back is not what was written"
     stop_nbdgraphd
 done
