@@ -94,7 +94,8 @@ traced_read "$uri" hot
 [ "$(count hot loop preadv2)" -ge 16 ]
 [ "$(count hot workers preadv2)" -eq 0 ]
 [ "$(count hot workers pread64)" -eq 0 ]
-! grep -E 'preadv2\(.*RWF_NOWAIT\) = -1' "$dir/hot.trace"
+! grep -E 'preadv2\(.*RWF_NOWAIT\) = -1' "$dir/hot.trace" ||
+    fail "a RWF_NOWAIT read of cached data failed on the loop"
 
 # Cold: the loop's try fails (EAGAIN, or short where readahead ran
 # ahead of it) at least for the first read, and workers read.
