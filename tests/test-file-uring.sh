@@ -58,7 +58,8 @@ cat "$dir/strace"
 enters=$(awk '$NF == "io_uring_enter" { print $(NF - 1) }' "$dir/strace")
 [ "${enters:-0}" -gt 50 ]
 # Buffered reads that miss the page cache and all writes went to the ring.
-! grep -E ' (pread64|preadv|pwrite64|pwritev|pwritev2)$' "$dir/strace"
+! grep -E ' (pread64|preadv|pwrite64|pwritev|pwritev2)$' "$dir/strace" ||
+    fail "reads or writes went around the ring"
 
 # The image files hold what was written, as QEMU reads them.
 cmp -n $((32 * M)) "$dir/rnd" "$img/buf.img"
@@ -72,7 +73,8 @@ for u in "$uri" "$direct"; do
         -c "write -f -P 0x22 1M 64k" \
         -c "write -P 0x33 $((40 * M - 512)) 8k" \
         -c flush > "$dir/qemu-io.out"
-    ! grep -i -E "error|fail" "$dir/qemu-io.out"
+    ! grep -i -E "error|fail" "$dir/qemu-io.out" ||
+        fail "qemu-io writes through $u failed"
 done
 for f in buf direct; do
     qemu-io -f raw -r "$img/$f.img" \
@@ -80,7 +82,8 @@ for f in buf direct; do
         -c "read -P 0x22 1M 64k" \
         -c "read -P 0x33 $((40 * M - 512)) 8k" \
         -c "read -v 4096 1" > "$dir/check.out"
-    ! grep -i -E "verification failed|error" "$dir/check.out"
+    ! grep -i -E "verification failed|error" "$dir/check.out" ||
+        fail "$f.img does not hold what was written"
     # The byte before the unaligned write is still the random data's.
     want=$(od -An -tx1 -j 4096 -N 1 "$dir/rnd" | tr -d ' ')
     grep -q "00001000:  $want" "$dir/check.out"
@@ -88,7 +91,8 @@ done
 for u in "$uri" "$direct"; do
     qemu-io -f raw -r "$u" -c "read -P 0x33 $((40 * M - 512)) 8k" \
         > "$dir/back.out"
-    ! grep -i "verification failed" "$dir/back.out"
+    ! grep -i "verification failed" "$dir/back.out" ||
+        fail "$u does not read back what was written"
 done
 stop_nbdgraphd
 
