@@ -90,7 +90,8 @@ grep -q '|CODE_LINE=[0-9][0-9]*|' <<<"|$line|"
 grep -q '|CODE_FUNC=ng_nbd_server_listen_tls|' <<<"|$line|"
 grep -qF 'MESSAGE=stopped' "$dir/got"
 # Nothing went to stderr: the journal took it all.
-! grep -q 'listening on' "$dir/stderr"
+! grep 'listening on' "$dir/stderr" ||
+    fail "a message went to stderr, not to the journal"
 
 # Without a journal to talk to, nothing is lost: stderr with "<N>".
 if [ -n "${NG_JOURNAL_NS-}" ]; then
