@@ -90,11 +90,13 @@ for i in $(seq 100); do
 done
 [ -s events ]
 
-! qemu-io -f raw -c 'write -P 0x22 0 4K' "$uri" > out 2>&1
+! qemu-io -f raw -c 'write -P 0x22 0 4K' "$uri" > out 2>&1 ||
+    { cat out; fail "a write over the refcount table succeeded"; }
 cat out
 grep -q 'Input/output error' out
 # Refused from then on, even where the tables are right; reads go on.
-! qemu-io -f raw -c 'write -P 0x22 64K 4K' "$uri" > out 2>&1
+! qemu-io -f raw -c 'write -P 0x22 64K 4K' "$uri" > out 2>&1 ||
+    { cat out; fail "a write to an image marked corrupt succeeded"; }
 grep -q 'Input/output error' out
 qemu-io -f raw -c 'read -P 0x11 64K 64K' "$uri" | grep -q 'read 65536'
 
@@ -108,7 +110,8 @@ cmp reft.before reft.after
 
 # The allocation that would hand out the L2 table's cluster.
 uri2=$(uri_for vm2)
-! qemu-io -f raw -c 'write -P 0x22 1M 64K' "$uri2" > out 2>&1
+! qemu-io -f raw -c 'write -P 0x22 1M 64K' "$uri2" > out 2>&1 ||
+    { cat out; fail "an allocation over the L2 table succeeded"; }
 cat out
 grep -q 'Input/output error' out
 qemu-io -f raw -c flush "$uri2"
@@ -120,10 +123,12 @@ cmp l2.before l2.after
 # The L2 table loaded at run time: the read fails, writes are refused
 # from then on, the tables that were right still read.
 uri3=$(uri_for vm3)
-! qemu-io -f raw -c 'read -P 0x11 6M 4K' "$uri3" > out 2>&1
+! qemu-io -f raw -c 'read -P 0x11 6M 4K' "$uri3" > out 2>&1 ||
+    { cat out; fail "a read through a bad L2 entry succeeded"; }
 cat out
 grep -q 'Input/output error' out
-! qemu-io -f raw -c 'write -P 0x22 0 4K' "$uri3" > out 2>&1
+! qemu-io -f raw -c 'write -P 0x22 0 4K' "$uri3" > out 2>&1 ||
+    { cat out; fail "a write to an image marked corrupt succeeded"; }
 grep -q 'Input/output error' out
 qemu-io -f raw -c 'read -P 0x11 2M 4K' "$uri3" | grep -q 'read 4096'
 qemu-io -f raw -c flush "$uri3"
@@ -157,6 +162,7 @@ cat nbdgraphd.log
 # Marked: a writer is refused at open now, as QEMU refuses one.
 printf 'server:\n  listen: ["unix:%s/s"]\nnodes:\n  q: { driver: qcow2, file: { driver: file, filename: "%s" } }\nexports:\n  demo: { node: q, writable: true }\n' \
     "$dir" "$img" > again.yaml
-! "$NBDGRAPHD" --check-config --config again.yaml > out 2>&1
+! "$NBDGRAPHD" --check-config --config again.yaml > out 2>&1 ||
+    { cat out; fail "--check-config let a writer open a corrupt image"; }
 cat out
 grep -q 'marked corrupt' out
