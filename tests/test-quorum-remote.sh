@@ -84,7 +84,8 @@ client -c 'read -P 0x11 2M 64k'
 qemu-io -f raw "$(remote_uri r2)" -c 'read -P 0x11 2M 64k' > $out 2>&1 || true
 cat $out
 grep -q 'read 65536' $out
-! grep -q 'Pattern verification' $out
+! grep -q 'Pattern verification' $out ||
+    fail "the quorum did not repair r2's copy"
 # The whole disk, through the quorum, is what the client wrote.
 qemu-img compare -f raw -F raw "$uri" "$dir/expect.raw"
 
