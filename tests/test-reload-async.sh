@@ -161,7 +161,8 @@ nbdgraphctl reload "$dir/orig.yaml" > $out
 cat $out
 for n in r0 k0 q0 l0 late; do grep -q "remove-node *$n " $out; done
 nbdgraphctl dump-config > "$dir/dump.yaml"
-! grep -q -e r0: -e k0: -e q0: -e l0: -e late: "$dir/dump.yaml"
+! grep -e r0: -e k0: -e q0: -e l0: -e late: "$dir/dump.yaml" ||
+    fail "nodes of the other file are still there"
 client 8
 qemu-io -f qcow2 -c 'read -P 7 64k 64k' "$dir/q.qcow2" | grep -q '^read'
 qemu-io --object secret,id=sec0,data=hunter2 \
@@ -172,7 +173,8 @@ echo quit >&7
 exec 7>&-
 for i in $(seq 100); do kill -0 $client_pid 2>/dev/null || break; sleep 0.1; done
 wait $client_pid
-! grep -q -i -e fail -e error "$dir/client.log"
+! grep -i -e fail -e error "$dir/client.log" ||
+    fail "the client connected through the reloads saw an error"
 
 # The daemon stopped while a reload waits for an open exits cleanly
 # (under the sanitizers: nothing leaked); the stop gives up the open in
