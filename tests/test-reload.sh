@@ -136,7 +136,8 @@ grep -qx '  demo: { node: f1, writable: true, throttle-group: g1 }' \
     "$dir/dump.yaml"
 nbdgraphctl reload --dry-run "$dir/dump.yaml" > $out
 grep -q 'would apply 0 step(s)' $out
-! grep -q 'not in the file' $out
+! grep 'not in the file' $out ||
+    fail "reload of its own dump found something not in the file"
 
 # --prune removes what the file does not name: the export and node made
 # live, and the splice (re-linking the export to m0, its client kept).
@@ -148,7 +149,7 @@ grep -q 'remove-node    f1 ' $out
 nbdgraphctl dump-config > "$dir/dump.yaml"
 grep -qx '  demo: { node: m0, writable: true, throttle-group: g1 }' \
     "$dir/dump.yaml"
-! grep -q -e c0 -e f1 "$dir/dump.yaml"
+! grep -e c0 -e f1 "$dir/dump.yaml" || fail "--prune left c0 or f1"
 
 # SIGHUP reloads the daemon's own file; the RELOAD event tells.
 nbdgraphctl events --count 1 --timeout 20 > "$dir/events" &
@@ -183,7 +184,8 @@ grep -q "add-listen.*unix:$other" $out
 grep -q 'retune-server.*max-connections 0 -> 1' $out
 nbdgraphctl reload "$dir/both.yaml" > $out
 # max-connections 1 holds at once: the kept client is the one.
-! timeout 10 nbdinfo --size "nbd+unix:///demo?socket=$other" 2>/dev/null
+! timeout 10 nbdinfo --size "nbd+unix:///demo?socket=$other" 2>/dev/null ||
+    fail "a second client got past max-connections 1"
 grep -q 'the maximum (max-connections)' "$dir/nbdgraphd.log"
 sed 's|^  max-connections: 1$|  max-connections: 5|' "$dir/both.yaml" \
     > "$dir/wide.yaml"
