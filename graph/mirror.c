@@ -43,8 +43,10 @@ struct mirror {
     char stop_msg[NG_ERROR_MSG_MAX];
     struct ng_req flush;                /* the target's, after a pivot */
     /* sync "top": what the source's own layer holds goes into the
-     * bitmap before the engine starts. */
+     * bitmap before the engine starts; a commit: what the layers above
+     * the base hold (their allocation depth is 1 .. base_depth - 1). */
     bool scanning;
+    uint32_t base_depth;                /* the base's; 0: not a commit */
     bool scan_in_submit, scan_inline_done;
     bool paused;                        /* job-pause'd, not resumed */
     bool stop_after_scan;               /* mirror_stop() came meanwhile */
@@ -429,12 +431,28 @@ scan_finished(struct mirror *m, int ret)
         m->stop_after_scan = false;
         mirror_stop(m, m->stop_ret, NULL);
     } else if (ret < 0) {
-        snprintf(msg, sizeof msg, "reading what source node '%s' holds "
-                 "itself: %s", m->source->name, strerror(-ret));
+        snprintf(msg, sizeof msg, m->base_depth > 0
+                 ? "reading what node '%s' and the layers down to the base "
+                   "hold: %s"
+                 : "reading what source node '%s' holds itself: %s",
+                 m->source->name, strerror(-ret));
         mirror_stop(m, ret, msg);
     } else if (!m->paused) {
         ng_copy_resume(m->copy);
     }
+}
+
+/* Does an extent with these flags go into the bitmap?  sync "top": the
+ * source's own layer holds it.  A commit: a layer above the base does
+ * (depth 0, unallocated in the whole chain, and the base's own data or
+ * what lies below it stay as they are), as QEMU's commit copies only
+ * what bdrv_is_allocated_above() finds between top and base. */
+static bool
+scan_wanted(const struct mirror *m, uint32_t flags)
+{
+    if (m->base_depth > 0)
+        return flags >= 1 && flags < m->base_depth;
+    return !(flags & NG_EXTENT_HOLE);
 }
 
 /* Mark what the answer says the source holds; false when the scan is
@@ -451,7 +469,7 @@ scan_absorb(struct mirror *m)
         return false;
     }
     for (uint32_t i = 0; i < m->scan.nr_extents; i++) {
-        if (!(m->scan_ext[i].flags & NG_EXTENT_HOLE))
+        if (scan_wanted(m, m->scan_ext[i].flags))
             ng_bitmap_set(m->bitmap, pos, m->scan_ext[i].length);
         pos += m->scan_ext[i].length;
     }
@@ -477,8 +495,9 @@ scan_done(struct ng_req *req, int ret)
         scan_next(m);
 }
 
-/* Ask the source's own layer (NG_REQ_LOCAL_ONLY) from scan_pos on; a
- * loop while the answers come inline. */
+/* Ask the source's own layer (NG_REQ_LOCAL_ONLY; a commit: the chain's
+ * allocation depth) from scan_pos on; a loop while the answers come
+ * inline. */
 static void
 scan_next(struct mirror *m)
 {
@@ -487,7 +506,8 @@ scan_next(struct mirror *m)
 
         ng_req_init(&m->scan, NG_OP_BLOCK_STATUS, m->scan_pos,
                     left < MIRROR_SCAN_MAX ? left : MIRROR_SCAN_MAX,
-                    NG_REQ_LOCAL_ONLY);
+                    m->base_depth > 0 ? NG_REQ_ALLOC_DEPTH
+                                      : NG_REQ_LOCAL_ONLY);
         m->scan.extents = m->scan_ext;
         m->scan.max_extents = MIRROR_SCAN_EXTENTS;
         m->scan.nr_extents = 0;
@@ -507,8 +527,10 @@ mirror_op_start(struct ng_job *job)
 {
     struct mirror *m = job->state;
 
-    if (m->p.sync == NG_MIRROR_SYNC_TOP && ng_node_length(m->source) > 0 &&
-        ng_node_child_role(m->source, NG_ROLE_BACKING) != NULL) {
+    if (ng_node_length(m->source) > 0 &&
+        (m->base_depth > 0 ||
+         (m->p.sync == NG_MIRROR_SYNC_TOP &&
+          ng_node_child_role(m->source, NG_ROLE_BACKING) != NULL))) {
         m->scanning = true;
         scan_next(m);
         return;
@@ -648,6 +670,31 @@ chunk_size(uint64_t buf_size, uint32_t gran)
     return chunk < gran ? gran : (uint32_t)chunk;
 }
 
+/* A filter's child, down to a node that is none. */
+static struct ng_node *
+skip_filters(struct ng_node *n)
+{
+    while (n != NULL && n->driver->is_filter)
+        n = ng_node_child_role(n, NG_ROLE_FILTERED);
+    return n;
+}
+
+/* The base's allocation depth seen from top (NG_REQ_ALLOC_DEPTH: 1 is
+ * the top layer, filters count for nothing); check_commit_nodes made
+ * sure the base is in top's chain. */
+static uint32_t
+commit_base_depth(struct ng_node *top, struct ng_node *base)
+{
+    struct ng_node *n = skip_filters(top), *b = skip_filters(base);
+    uint32_t depth = 1;
+
+    while (n != NULL && n != b) {
+        n = skip_filters(backing_of(n));
+        depth++;
+    }
+    return depth;
+}
+
 /* The job's BBs, bitmap and engine.  -1 with *err; what was made stays
  * in m for mirror_op_free. */
 static int
@@ -673,8 +720,11 @@ mirror_setup(struct mirror *m, struct ng_error *err)
         return -1;
     m->bitmap->busy = true;
     /* sync "top" of an overlay: only what its own layer holds (see
-     * mirror_op_start); without a backing node that is everything. */
-    if (m->p.sync == NG_MIRROR_SYNC_FULL ||
+     * mirror_op_start); without a backing node that is everything.  A
+     * commit scans too. */
+    if (m->p.commit)
+        m->base_depth = commit_base_depth(m->source, m->target);
+    else if (m->p.sync == NG_MIRROR_SYNC_FULL ||
         (m->p.sync == NG_MIRROR_SYNC_TOP &&
          ng_node_child_role(m->source, NG_ROLE_BACKING) == NULL))
         ng_bitmap_set_all(m->bitmap);

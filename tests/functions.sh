@@ -22,6 +22,8 @@
 #   nbd_map URI                  `nbdinfo --map`, runs of one type merged
 #   kill_during_writes IMAGE     kill -9 the daemon under flushed writes,
 #                                then `qemu-img check` IMAGE
+#   make_qcow2_chain SIZE LAYER=WRITES...
+#                                a qcow2 backing chain and want.raw
 #   fail MESSAGE...              fail the test, saying what was wrong
 # One daemon at a time; after stop_nbdgraphd another may start.
 
@@ -230,6 +232,35 @@ kill_during_writes ()
     wait "$writer" || true
     qemu-img check "$1" || rc=$?
     [ $rc -eq 0 ] || [ $rc -eq 3 ]
+}
+
+# make_qcow2_chain SIZE LAYER=WRITES...: qcow2 images LAYER.qcow2 of
+# SIZE in the current directory, each backed by the one before it (the
+# first has none), each with its own WRITES (comma-separated
+# PATTERN@OFFSET:LENGTH, given to `qemu-io write -P`; empty: none), and
+# want.raw, the last layer's contents as a raw file.  Needs qemu-img and
+# qemu-io.  Example:
+#   make_qcow2_chain 256M base=0x11@16M:2M mid= top=0x33@200M:1M,0x44@0:4k
+make_qcow2_chain ()
+{
+    local size=$1 layer name writes w prev= cmds
+    shift
+    for layer in "$@"; do
+        name=${layer%%=*}
+        writes=${layer#*=}
+        rm -f "$name.qcow2"
+        qemu-img create -q -f qcow2 ${prev:+-b "$prev.qcow2" -F qcow2} \
+            "$name.qcow2" "$size"
+        cmds=()
+        for w in ${writes//,/ }; do
+            cmds+=(-c "write -P ${w%%@*} $(echo "${w#*@}" | tr : ' ')")
+        done
+        [ ${#cmds[@]} -eq 0 ] ||
+            qemu-io -f qcow2 "${cmds[@]}" "$name.qcow2" > /dev/null
+        prev=$name
+    done
+    rm -f want.raw
+    qemu-img convert -U -f qcow2 -O raw "$prev.qcow2" want.raw
 }
 
 # fail MESSAGE...: fail the test with MESSAGE.  set -e ignores a `!`

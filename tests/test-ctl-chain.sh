@@ -37,8 +37,9 @@ grep -q "overlay node 'ov1' already has a backing node" $out
 expect_status 2 nbdgraphctl snapshot base
 
 # Intermediate commit of ov1 into base: ov2 then sits on base.
-# A rate limit keeps the job there until wait follows it.
-nbdgraphctl commit ov2 --top ov1 --base base --job-id c0 --speed 8M
+# A rate limit keeps the job there until wait follows it (ov1 holds
+# 1 MiB, the only thing a commit copies: 2 s).
+nbdgraphctl commit ov2 --top ov1 --base base --job-id c0 --speed 512K
 nbdgraphctl wait c0 > $out
 cat $out
 grep -q "job 'c0' completed" $out

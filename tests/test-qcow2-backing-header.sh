@@ -36,7 +36,7 @@ qemu-io -f raw -c 'write -P 0x44 3M 512K' "$uri" > /dev/null
 
 # Commit mid into base: top's header names base now.  A rate limit
 # keeps each job there until wait follows it.
-nbdgraphctl commit top --top mid --base base --job-id c0 --speed 4M
+nbdgraphctl commit top --top mid --base base --job-id c0 --speed 512K
 nbdgraphctl wait c0 > $out
 grep -q "job 'c0' completed" $out
 # The header goes to disk by the write-back: a flush behind it waits.

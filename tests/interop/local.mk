@@ -35,3 +35,6 @@ EXTRA_DIST += tests/test-qcow2-backing-header.sh tests/test-snapshot-sync.sh \
 # s5-stream: block-stream and block-commit keep a sparse chain sparse.
 TESTS += tests/test-stream-sparse.sh
 EXTRA_DIST += tests/test-stream-sparse.sh
+# block-commit copies only what the layers above the base hold.
+TESTS += tests/test-commit-sparse.sh
+EXTRA_DIST += tests/test-commit-sparse.sh
