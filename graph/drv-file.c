@@ -701,17 +701,28 @@ file_uring_done(void *opaque, void *user, int res)
         ng_req_complete(req, res);
 }
 
+/* The loop shortcuts (see the top of the file); the choke point keeps
+ * a job's bulk copy away from them. */
+static bool
+file_submit_inline(struct ng_node *node, struct ng_req *req)
+{
+    struct file_state *s = ng_node_state(node);
+
+    if (s->never_blocks && !file_may_walk(s, req))
+        ng_req_complete(req, file_work(node, req));
+    else if (file_read_nowait(s, req))
+        ng_req_complete(req, 0);
+    else
+        return false;
+    return true;
+}
+
 static void
 file_submit(struct ng_node *node, struct ng_req *req)
 {
     struct file_state *s = ng_node_state(node);
-    bool background = req->flags & NG_REQ_BACKGROUND;
 
-    if (s->never_blocks && !background && !file_may_walk(s, req))
-        ng_req_complete(req, file_work(node, req));
-    else if (!background && file_read_nowait(s, req))
-        ng_req_complete(req, 0);
-    else if (s->uring == NULL || !file_uring_queue(s, req))
+    if (s->uring == NULL || !file_uring_queue(s, req))
         ng_req_run_blocking(node, req, file_work);
 }
 
@@ -1013,6 +1024,7 @@ const struct ng_driver ng_driver_file = {
     .open       = file_open,
     .close      = file_close,
     .submit     = file_submit,
+    .submit_inline = file_submit_inline,
     .refresh    = file_refresh,
     .grow       = file_grow,
     .filename   = file_filename,

@@ -766,7 +766,7 @@ luks_submit(struct ng_node *node, struct ng_req *req)
         }
     }
     ng_req_init(&c->sub, req->op, s->vol.payload + req->offset, req->length,
-                req->flags & NG_REQ_FUA);
+                req->flags & (NG_REQ_FUA | NG_REQ_INHERITED));
     if (c->buf != NULL)
         ng_req_set_buf(&c->sub, c->buf);
     else

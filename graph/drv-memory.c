@@ -334,7 +334,8 @@ memory_sub_init(struct ng_req *sub, enum ng_op op, uint64_t off,
                 uint64_t len, uint32_t flags,
                 void (*done)(struct ng_req *, int), struct memory_io *io)
 {
-    ng_req_init(sub, op, off, len, flags);
+    ng_req_init(sub, op, off, len,
+                flags | (io->req->flags & NG_REQ_INHERITED));
     sub->done = done;
     sub->opaque = io;
 }

@@ -107,7 +107,7 @@ submit_view(struct qcow2_io *io, struct ng_node *to, enum ng_op op,
 {
     struct qcow2_seq *q = &io->seq;
 
-    ng_req_init(&q->sub, op, off, len, 0);
+    ng_req_init(&q->sub, op, off, len, io->req->flags & NG_REQ_INHERITED);
     ng_iov_slice(v, at, &q->sub.iov);
     qcow2_seq_submit_prepared(q, to);
 }

@@ -476,6 +476,10 @@ node_call_driver(struct ng_node *node, struct ng_req *req)
         return;
     }
     node->in_flight++;
+    if (node->driver->submit_inline != NULL &&
+        !(req->flags & NG_REQ_BACKGROUND) &&
+        node->driver->submit_inline(node, req))
+        return;
     if (node->driver->submit != NULL)
         node->driver->submit(node, req);
     else

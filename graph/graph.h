@@ -110,12 +110,16 @@ enum ng_op {
                                        * count), 2+ down the backing
                                        * chain (graph/alloc-depth.c) */
 #define NG_REQ_BACKGROUND (1u << 6)   /* a job's bulk copy, which no
-                                       * client waits for: a driver that
-                                       * would do it on the loop thread
-                                       * because it cannot block (a file
-                                       * on tmpfs) runs it on a worker
-                                       * instead, keeping the loop free
-                                       * for clients */
+                                       * client waits for: the choke
+                                       * point never gives it to a
+                                       * driver's submit_inline (a file
+                                       * on tmpfs, a page-cache read), so
+                                       * it runs on a worker, keeping the
+                                       * loop free for clients */
+/* The flags a request made to serve another (a format's read of its
+ * file, a copy-up from a backing node) takes over from it, so a job's
+ * bulk copy stays off the loop all the way down. */
+#define NG_REQ_INHERITED  NG_REQ_BACKGROUND
 
 /* Extent flags, as NBD's base:allocation. */
 #define NG_EXTENT_HOLE    (1u << 0)   /* not allocated */
@@ -526,6 +530,15 @@ struct ng_driver {
      * exactly once; may do so inline.  NULL for a filter means: forward
      * everything unchanged. */
     void (*submit)(struct ng_node *node, struct ng_req *req);
+    /* Optional: a fast path on the loop thread, tried before submit, for
+     * a request that cannot block here (a file on tmpfs, a read the page
+     * cache answers).  The same checks hold as for submit.  Either it
+     * does the request (ng_req_complete, maybe inline) and returns true,
+     * or it leaves it untouched and returns false: submit gets it.  The
+     * choke point never offers it a job's bulk copy (NG_REQ_BACKGROUND):
+     * no client waits for that, and clients would wait while the loop
+     * copies.  So a driver's shortcut lives here, not in submit. */
+    bool (*submit_inline)(struct ng_node *node, struct ng_req *req);
 
     /* Optional: fill this node's facts (size, caps, transfer limits).
      * Loop thread; called after open(), and again whenever a child's

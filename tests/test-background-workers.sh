@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# tests/test-background-workers.sh: a job's bulk copy (NG_REQ_BACKGROUND)
+# never takes a driver's loop shortcut, however deep below the job it
+# lands.  The rule is the request layer's: the choke point does not
+# offer a background request to a driver's submit_inline, and a request
+# made to serve one (qcow2's read of its file) inherits the flag.  Seen
+# with strace -f on mirrors between files on tmpfs, where every client
+# request runs on the loop thread: the mirror's 64 KiB data reads and
+# writes are all made by worker threads, from a raw file and from a
+# qcow2 image (4 KiB clusters, so its metadata reads are not 64 KiB;
+# a log filter between it and its file shows flags=background).
+source "$srcdir/functions.sh"
+set -e -x
+requires strace -V
+requires qemu-img --version
+requires qemu-io --version
+if [ ! -d /dev/shm ] || [ ! -w /dev/shm ] ||
+       [ "$(stat -f -c %T /dev/shm)" != tmpfs ]; then
+    echo "$0: SKIP: needs a writable tmpfs on /dev/shm" >&2
+    exit 77
+fi
+shm=$(mktemp -d /dev/shm/ngtest-bg.XXXXXX)
+trap 's=$?; rm -rf "$shm"; (exit $s); _ng_cleanup' EXIT
+
+qemu-img create -q -f qcow2 -o cluster_size=4096 "$shm/src.qcow2" 16M
+qemu-io -f qcow2 -c 'write -P 0x5a 0 8M' "$shm/src.qcow2" > /dev/null
+qemu-img convert -f qcow2 -O raw "$shm/src.qcow2" "$shm/src.raw"
+truncate -s 16M "$shm/dst0.raw" "$shm/dst1.raw"
+
+start_nbdgraphd "nodes:
+  raw0: { driver: file, filename: \"$shm/src.raw\" }
+  qf: { driver: file, filename: \"$shm/src.qcow2\" }
+  ql: { driver: log, file: qf, logfile: \"$dir/qcow2-file.log\" }
+  q0: { driver: qcow2, file: ql }
+  dst0: { driver: file, filename: \"$shm/dst0.raw\" }
+  dst1: { driver: file, filename: \"$shm/dst1.raw\" }
+exports:
+  raw: { node: raw0, writable: true }
+  qcow: { node: q0, writable: true }" raw
+
+# traced_mirror SRC DST TAG: mirror node SRC to DST to the pivot, with
+# strace -f on the daemon (64 KiB preads and pwrites) into $dir/TAG.trace.
+traced_mirror ()
+{
+    local strace_pid
+
+    strace -f -qq -e trace=pread64,preadv,preadv2,pwrite64,pwritev,pwritev2 \
+        -o "$dir/$3.trace" -p "$nbdgraphd_pid" &
+    strace_pid=$!
+    sleep 1                         # let it attach to every thread
+    nbdgraphctl mirror "$1" "$2" --job-id "$3"
+    timeout 120 "$top_builddir/nbdgraphctl" --socket "$ctl" \
+        wait "$3" --complete
+    kill -INT "$strace_pid"
+    wait "$strace_pid" || true
+}
+
+# count TAG WHO: 64 KiB data transfers in TAG's trace made by the loop
+# thread (WHO=loop: the thread id is the daemon's pid) or by others.
+count ()
+{
+    local op='=='
+
+    [ "$2" = loop ] || op='!='
+    awk -v pid="$nbdgraphd_pid" "
+        \$1 $op pid && /^[0-9]+ +p(read|write)/ && / = 65536\$/ { n++ }
+        END { print n + 0 }" "$dir/$1.trace"
+}
+
+traced_mirror raw0 dst0 m0
+[ "$(count m0 loop)" -eq 0 ] || fail "raw mirror: 64 KiB I/O on the loop"
+[ "$(count m0 workers)" -ge 128 ] || fail "raw mirror: workers did not copy"
+cmp "$shm/src.raw" "$shm/dst0.raw"
+
+traced_mirror q0 dst1 m1
+[ "$(count m1 loop)" -eq 0 ] || fail "qcow2 mirror: 64 KiB I/O on the loop"
+[ "$(count m1 workers)" -ge 128 ] || fail "qcow2 mirror: workers did not copy"
+cmp "$shm/src.raw" "$shm/dst1.raw"
+# The log filter below the qcow2 node names the flag its reads took over.
+grep -q ' read .*length=0x10000 flags=background' "$dir/qcow2-file.log" ||
+    fail "qcow2's reads of its file for the mirror are not background"
+
+# A client's reads keep the shortcut (the loop thread reads tmpfs).
+strace -f -qq -e trace=pread64 -o "$dir/client.trace" \
+    -p "$nbdgraphd_pid" &
+strace_pid=$!
+sleep 1
+qemu-io -f raw -c 'read -P 0x5a 0 1M' "$(uri_for qcow)" | grep -q 'read 1048576'
+kill -INT "$strace_pid"
+wait "$strace_pid" || true
+awk -v pid="$nbdgraphd_pid" '$1 == pid && /pread64/ { n++ } END { exit !n }' \
+    "$dir/client.trace" || fail "a client read did not run on the loop"
+stop_nbdgraphd
