@@ -12,16 +12,9 @@ requires jq --version
 
 out=$dir/out
 cd "$dir"
-qemu-img create -q -f qcow2 base.qcow2 4M
-qemu-io -f qcow2 -c 'write -P 0x11 0 4M' base.qcow2 > /dev/null
-qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2
-qemu-io -f qcow2 -c 'write -P 0x22 1M 1M' mid.qcow2 > /dev/null
-qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2
-qemu-io -f qcow2 -c 'write -P 0x33 2M 1M' top.qcow2 > /dev/null
+make_qcow2_chain 4M base=0x11@0:4M mid=0x22@1M:1M top=0x33@2M:1M
 # What the chain holds, flat, with the write below.
-qemu-img create -q -f raw want.raw 4M
-qemu-io -f raw -c 'write -P 0x11 0 4M' -c 'write -P 0x22 1M 1M' \
-    -c 'write -P 0x33 2M 1M' -c 'write -P 0x44 3M 512K' want.raw > /dev/null
+qemu-io -f raw -c 'write -P 0x44 3M 512K' want.raw > /dev/null
 
 start_nbdgraphd "nodes:
   base: { driver: qcow2, file: { driver: file, filename: @DIR@/base.qcow2 },

@@ -14,8 +14,7 @@ requires jq --version
 
 out=$dir/out
 cd "$dir"
-qemu-img create -q -f qcow2 base.qcow2 4M
-qemu-img create -q -f raw want.raw 4M
+make_qcow2_chain 4M base=
 start_nbdgraphd "nodes:
   disk: { driver: qcow2, file: { driver: file, filename: @DIR@/base.qcow2 } }
   mem: { driver: memory, size: 4M }

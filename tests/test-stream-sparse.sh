@@ -45,14 +45,8 @@ check_sparse ()
 # 128M, top 1 MiB at 200M; everything else is unallocated everywhere.
 make_chain ()
 {
-    rm -f base.qcow2 mid.qcow2 top.qcow2
-    qemu-img create -q -f qcow2 base.qcow2 $size
-    qemu-io -f qcow2 -c 'write -P 0x11 16M 2M' base.qcow2 > /dev/null
-    qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2
-    qemu-io -f qcow2 -c 'write -P 0x22 128M 2M' mid.qcow2 > /dev/null
-    qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2
-    qemu-io -f qcow2 -c 'write -P 0x33 200M 1M' top.qcow2 > /dev/null
-    qemu-img convert -U -f qcow2 -O raw top.qcow2 want.raw
+    make_qcow2_chain $size base=0x11@16M:2M mid=0x22@128M:2M \
+        top=0x33@200M:1M
 }
 
 chain_config="nodes:
