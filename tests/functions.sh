@@ -22,6 +22,7 @@
 #   nbd_map URI                  `nbdinfo --map`, runs of one type merged
 #   kill_during_writes IMAGE     kill -9 the daemon under flushed writes,
 #                                then `qemu-img check` IMAGE
+#   free_port                    a free TCP port on 127.0.0.1
 #   make_qcow2_chain SIZE LAYER=WRITES...
 #                                a qcow2 backing chain and want.raw
 #   fail MESSAGE...              fail the test, saying what was wrong
@@ -232,6 +233,13 @@ kill_during_writes ()
     wait "$writer" || true
     qemu-img check "$1" || rc=$?
     [ $rc -eq 0 ] || [ $rc -eq 3 ]
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now (the
+# kernel's pick; needs python3).
+free_port ()
+{
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # make_qcow2_chain SIZE LAYER=WRITES...: qcow2 images LAYER.qcow2 of

@@ -1,7 +1,11 @@
 # tests/nbd-remote.sh: remote NBD servers for the nbd driver's tests
 # (bash, sourced after functions.sh).
-#   start_remote NAME ARG...  nbdkit ARG... on $dir/NAME.sock, in the
-#                             background; returns once it answers
+#   start_remote [--tcp PORT] [--tls] NAME ARG...
+#                             nbdkit ARG... on $dir/NAME.sock (--tcp: on
+#                             127.0.0.1:PORT), in the background; returns
+#                             once it answers (--tls: it gets
+#                             --tls=require, and only its pid file is
+#                             awaited: nbdinfo has no credentials)
 #   stop_remote NAME          SIGKILL it and wait until it is gone
 #   remote_uri NAME           the URI of that nbdkit, for direct access
 # Each nbdkit dies with the test (--exit-with-parent) and is stopped by
@@ -9,20 +13,39 @@
 
 remote_uri ()
 {
-    printf 'nbd+unix:///?socket=%s\n' "$dir/$1.sock"
+    if [ -s "$dir/$1.port" ]; then
+        printf 'nbd://127.0.0.1:%s\n' "$(cat "$dir/$1.port")"
+    else
+        printf 'nbd+unix:///?socket=%s\n' "$dir/$1.sock"
+    fi
 }
 
 start_remote ()
 {
-    local name=$1 i
+    local name port= tls= i listen
 
+    while :; do
+        case $1 in
+        --tcp) port=$2; shift 2 ;;
+        --tls) tls=--tls=require; shift ;;
+        *) break ;;
+        esac
+    done
+    name=$1
     shift
-    rm -f "$dir/$name.sock" "$dir/$name.pid"
-    nbdkit --exit-with-parent -f -U "$dir/$name.sock" \
+    rm -f "$dir/$name.sock" "$dir/$name.pid" "$dir/$name.port"
+    listen=(-U "$dir/$name.sock")
+    if [ -n "$port" ]; then
+        listen=(-i 127.0.0.1 -p "$port")
+        echo "$port" > "$dir/$name.port"
+    fi
+    nbdkit --exit-with-parent -f "${listen[@]}" ${tls:+"$tls"} \
         -P "$dir/$name.pid" "$@" >> "$dir/$name.log" 2>&1 &
     for i in $(seq 100); do
         if [ -s "$dir/$name.pid" ] &&
-           timeout 5 nbdinfo --size "$(remote_uri "$name")" >/dev/null 2>&1
+           { [ -n "$tls" ] ||
+             timeout 5 nbdinfo --size "$(remote_uri "$name")" \
+                 >/dev/null 2>&1; }
         then
             return 0
         fi

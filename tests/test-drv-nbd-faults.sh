@@ -40,7 +40,7 @@ expect_status 1 nbdgraphctl add-node r9 nbd server.type=unix \
     server.path="$dir/none.sock" 2> $out
 cat $out
 grep -q "node 'r9': cannot connect to unix:$dir/none.sock" $out
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 expect_status 1 nbdgraphctl add-node r9 nbd server.type=inet \
     server.host=127.0.0.1 server.port="$port" 2> $out
 cat $out

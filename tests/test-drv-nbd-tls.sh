@@ -29,27 +29,15 @@ mkdir "$dir/psk" "$dir/psk-wrong"
 psktool -u alice -p "$dir/psk/keys.psk" >/dev/null
 psktool -u alice -p "$dir/psk-wrong/keys.psk" >/dev/null   # other key
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 
 # Three remotes requiring TLS: x509 on TCP (its certificate names
 # 127.0.0.1), x509 asking for a client certificate, PSK.
-start_tls_remote () {   # NAME NBDKIT-ARG...
-    local name=$1 i
-    shift
-    nbdkit --exit-with-parent -f -P "$dir/$name.pid" --tls=require "$@" \
-        memory 16M >> "$dir/$name.log" 2>&1 &
-    for i in $(seq 100); do
-        [ -s "$dir/$name.pid" ] && return 0
-        sleep 0.1
-    done
-    echo "$0: nbdkit $name did not start" >&2; cat "$dir/$name.log" >&2
-    exit 1
-}
-start_tls_remote x509 -i 127.0.0.1 -p "$port" \
-    --tls-certificates="$dir/server"
-start_tls_remote x509v -U "$dir/x509v.sock" \
-    --tls-certificates="$dir/server" --tls-verify-peer
-start_tls_remote psk -U "$dir/psk.sock" --tls-psk="$dir/psk/keys.psk"
+start_remote --tcp "$port" --tls x509 --tls-certificates="$dir/server" \
+    memory 16M
+start_remote --tls x509v --tls-certificates="$dir/server" --tls-verify-peer \
+    memory 16M
+start_remote --tls psk --tls-psk="$dir/psk/keys.psk" memory 16M
 direct_psk="nbds+unix://alice@/?socket=$dir/psk.sock&tls-psk-file=$dir/psk/keys.psk"
 
 start_nbdgraphd "tls-creds:

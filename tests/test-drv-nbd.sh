@@ -16,16 +16,11 @@ requires python3 --version
 requires fio --version
 
 M=$((1024 * 1024))
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 
 start_remote mem memory 64M
 start_remote sparse sparse-random 64M seed=42 percent=30 runlength=65536
-nbdkit --exit-with-parent -f -i 127.0.0.1 -p "$port" -P "$dir/tcp.pid" \
-    memory 64M >> "$dir/tcp.log" 2>&1 &
-for i in $(seq 100); do
-    timeout 5 nbdinfo --size "nbd://127.0.0.1:$port" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+start_remote --tcp "$port" tcp memory 64M
 
 start_nbdgraphd "nodes:
   r0: { driver: nbd, server: { type: unix, path: \"@DIR@/mem.sock\" } }

@@ -11,7 +11,7 @@ requires nbdinfo --version
 requires psktool --version
 requires python3 --version
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 mkdir "$dir/psk"
 psktool -u alice -p "$dir/psk/keys.psk" >/dev/null
 cat > "$dir/c.yaml" <<YAML

@@ -16,9 +16,6 @@ requires qemu-img --version
 requires python3 --version
 
 refute () { if "$@"; then echo "$0: '$*' succeeded" >&2; exit 1; fi; }
-free_port () {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 preq=$(free_port)
 pallow=$(free_port)
 log=$dir/nbdgraphd.log
