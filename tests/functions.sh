@@ -19,9 +19,12 @@
 #   qmp JSON                     one QMP command through it
 #   add_dirty_bitmap NODE NAME [GRANULARITY]
 #                                block-dirty-bitmap-add
+#   bitmaps_of NODE              NODE's dirty bitmaps, one JSON line
 #   nbd_map URI                  `nbdinfo --map`, runs of one type merged
 #   kill_during_writes IMAGE     kill -9 the daemon under flushed writes,
 #                                then `qemu-img check` IMAGE
+#   export_connections ID        clients of export ID (query-block-exports)
+#   wait_export_connections ID N wait until export ID has N clients
 #   free_port                    a free TCP port on 127.0.0.1
 #   make_qcow2_chain SIZE LAYER=WRITES...
 #                                a qcow2 backing chain and want.raw
@@ -199,6 +202,17 @@ add_dirty_bitmap ()
                        \"granularity\":$3}}}"
 }
 
+# bitmaps_of NODE: NODE's dirty bitmaps (query-named-block-nodes) as
+# one line of JSON, [{name, granularity, recording}...] sorted by name.
+# Needs jq.
+bitmaps_of ()
+{
+    qmp '{"execute":"query-named-block-nodes"}' |
+        jq -c --arg n "$1" '[.return[] | select(."node-name" == $n) |
+                ."dirty-bitmaps"[] | {name, granularity, recording}] |
+               sort_by(.name)'
+}
+
 # nbd_map URI: `nbdinfo --map` (base:allocation) as "offset length type"
 # lines, adjacent extents of one type merged (how the server splits them
 # is its own business); type 3 is hole+zero, 0 is data.  Needs jq.
@@ -233,6 +247,27 @@ kill_during_writes ()
     wait "$writer" || true
     qemu-img check "$1" || rc=$?
     [ $rc -eq 0 ] || [ $rc -eq 3 ]
+}
+
+# export_connections ID: the clients export ID has now (query-block-exports).
+export_connections ()
+{
+    qmp '{"execute":"query-block-exports"}' |
+        jq -r --arg id "$1" '.return[] | select(.id == $id) | .connections'
+}
+
+# wait_export_connections ID N: wait (up to 30 s) until export ID has N
+# clients; fails if it never does.  Needs jq.
+wait_export_connections ()
+{
+    local i
+
+    for i in $(seq 300); do
+        [ "$(export_connections "$1")" = "$2" ] && return 0
+        sleep 0.1
+    done
+    [ "$(export_connections "$1")" = "$2" ] ||
+        fail "export '$1' has $(export_connections "$1") clients, not $2"
 }
 
 # free_port: a TCP port on 127.0.0.1 that nothing listens on now (the

@@ -24,18 +24,10 @@ qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"one",
 
 # A client holding one place on EXPORT: qemu-io waits for commands on
 # a stdin that stays open.  Sets $holder.
-connections () {
-    qmp '{"execute":"query-block-exports"}' |
-        jq -r --arg id "$1" '.return[] | select(.id == $id) | .connections'
-}
 hold () {
     qemu-io -r -f raw "$(uri_for "$1")" < <(sleep 60) >/dev/null &
     holder=$!
-    for i in $(seq 200); do
-        [ "$(connections "$1")" = 1 ] && break
-        sleep 0.1
-    done
-    [ "$(connections "$1")" = 1 ]
+    wait_export_connections "$1" 1
 }
 hold one
 
@@ -48,7 +40,7 @@ grep -q "export 'one' is at its max-connections (1); refused" \
 # Once the first has gone, the place is free again.
 kill $holder
 wait $holder || :
-for i in $(seq 100); do [ "$(connections one)" = 0 ] && break; sleep 0.1; done
+wait_export_connections one 0
 [ "$(nbdinfo --size "$(uri_for one)")" = 2097152 ]
 
 # Out of range: the config's message, no export made.

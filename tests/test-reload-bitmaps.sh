@@ -31,12 +31,6 @@ exports:
 conf=$dir/config.yaml
 inc=$(uri_for inc)
 
-bitmaps_of () {
-    nbdgraphctl qmp '{"execute":"query-named-block-nodes"}' |
-        jq -c "[.return[] | select(.\"node-name\" == \"$1\") |
-                .\"dirty-bitmaps\"[] | {name, granularity, recording}] |
-               sort_by(.name)"
-}
 [ "$(bitmaps_of m0)" = '[{"name":"b0","granularity":65536,"recording":true},{"name":"b1","granularity":4096,"recording":false}]' ]
 
 # Writes through demo; the map of b0 on inc is exactly what was written,

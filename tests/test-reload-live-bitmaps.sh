@@ -22,12 +22,6 @@ exports:
   demo: { node: m0, writable: true }"
 conf=$dir/config.yaml
 
-bitmaps_of () {
-    nbdgraphctl qmp '{"execute":"query-named-block-nodes"}' |
-        jq -c "[.return[] | select(.\"node-name\" == \"$1\") |
-                .\"dirty-bitmaps\"[] | {name, granularity, recording}] |
-               sort_by(.name)"
-}
 qmp_ok () { nbdgraphctl qmp "$1" | jq -e '.return' > /dev/null; }
 
 qmp_ok '{"execute":"block-dirty-bitmap-add","arguments":{"node":"m0",

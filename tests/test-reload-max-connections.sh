@@ -21,17 +21,7 @@ ctl_ () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 conf=$dir/config.yaml
 out=$dir/out
 
-connections () {
-    ctl_ qmp '{"execute":"query-block-exports"}' |
-        jq -r '.return[] | select(.id == "e") | .connections'
-}
-wait_connections () {
-    for i in $(seq 300); do
-        [ "$(connections)" = "$1" ] && return 0
-        sleep 0.1
-    done
-    [ "$(connections)" = "$1" ]
-}
+wait_connections () { wait_export_connections e "$1"; }
 # Clients of e that stay: qemu-io reads a block now and then from a FIFO
 # we keep open, and we can ask it for one more read later.
 holders=()
