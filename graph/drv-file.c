@@ -11,7 +11,9 @@
  * they cost no thread hand-off: every request to a file on tmpfs or ramfs
  * (memory only: nothing there waits for a device; but block status that
  * must walk the file goes to a worker), and a buffered read
- * that preadv2(RWF_NOWAIT) can answer wholly from the page cache.  A
+ * that preadv2(RWF_NOWAIT) can answer wholly from the page cache (timed:
+ * one that had to wait for readahead sends the node's reads to the
+ * workers for a while, see file_nowait_took).  A
  * job's bulk copy (NG_REQ_BACKGROUND) takes neither: no client waits for
  * it, and clients wait while the loop copies.
  *
@@ -126,6 +128,10 @@ struct file_state {
     bool never_blocks;              /* tmpfs/ramfs, buffered: run inline */
     bool nowait_reads;              /* try RWF_NOWAIT reads inline; cleared
                                      * when the file system says no */
+    /* Loop thread only: RWF_NOWAIT reads back off to the workers until
+     * this uv_hrtime() after one took too long (file_read_nowait). */
+    uint64_t nowait_until_ns;
+    uint64_t nowait_backoff_ns;     /* the next back-off; 0: the first */
     /* The data extent SEEK_HOLE found last, [data_start, data_end)
      * (empty when equal): the next block status inside it answers from
      * here.  SEEK_HOLE walks to the end of the data, milliseconds per GiB
@@ -626,6 +632,44 @@ file_work(struct ng_node *node, struct ng_req *req)
 
 /* ---- Loop thread ------------------------------------------------------ */
 
+/* How long an RWF_NOWAIT read on the loop may take before we call it
+ * slow: a fixed part, plus the copy at 1 GB/s (a hot 1 MiB copy takes
+ * 0.6 ms on the slow VMs we measured, 4 KiB 5 us).  1 MiB gets 2 ms,
+ * above the 1.1 ms a cold one typically waits there: the aim is the
+ * long waits (25 ms seen), not every preemption of a loaded loop. */
+#define FILE_NOWAIT_SLOW_NS     1000000u
+#define FILE_NOWAIT_NS_PER_BYTE 1u
+
+/* After a slow one, reads go to the workers for this long, doubled on
+ * each slow try in a row up to the maximum; a fast try starts over. */
+#define FILE_NOWAIT_BACKOFF_MIN_NS (10u * 1000 * 1000)
+#define FILE_NOWAIT_BACKOFF_MAX_NS (1000u * 1000 * 1000)
+
+/* RWF_NOWAIT does not promise "no wait": a read of pages readahead is
+ * still filling succeeds, but only once the disk has delivered them
+ * (on a virtio disk: 1 ms typical, 25 ms seen, per 1 MiB), and the
+ * whole loop waits with it.  Such a read is only seen afterwards, by
+ * its time, so this node's reads then skip the try for a while: a disk
+ * that keeps being cold stays on the workers, with a try now and then. */
+static void
+file_nowait_took(struct file_state *s, uint64_t start_ns, uint64_t len)
+{
+    uint64_t now = uv_hrtime();
+
+    if (now - start_ns <= FILE_NOWAIT_SLOW_NS +
+                          len * FILE_NOWAIT_NS_PER_BYTE) {
+        s->nowait_backoff_ns = 0;
+        return;
+    }
+    if (s->nowait_backoff_ns == 0)
+        s->nowait_backoff_ns = FILE_NOWAIT_BACKOFF_MIN_NS;
+    s->nowait_until_ns = now + s->nowait_backoff_ns;
+    if (s->nowait_backoff_ns < FILE_NOWAIT_BACKOFF_MAX_NS / 2)
+        s->nowait_backoff_ns *= 2;
+    else
+        s->nowait_backoff_ns = FILE_NOWAIT_BACKOFF_MAX_NS;
+}
+
 /* A buffered read wholly in the page cache, done without blocking;
  * false when it must go to a worker thread. */
 static bool
@@ -635,15 +679,20 @@ file_read_nowait(struct file_state *s, struct ng_req *req)
     size_t covered;
     unsigned n;
     ssize_t r;
+    uint64_t start_ns;
 
     if (!s->nowait_reads || req->op != NG_OP_READ)
         return false;
+    start_ns = uv_hrtime();
+    if (start_ns < s->nowait_until_ns)
+        return false;               /* backing off (file_nowait_took) */
     n = ng_iov_export(&req->iov, (size_t)req->length, iov, 8, &covered);
     if (covered < req->length)
         return false;
     r = preadv2(s->fd, iov, (int)n, (off_t)req->offset, RWF_NOWAIT);
     if (r < 0 && errno == EOPNOTSUPP)
         s->nowait_reads = false;
+    file_nowait_took(s, start_ns, req->length);
     return r == (ssize_t)req->length;
 }
 
