@@ -10,9 +10,11 @@
  * Three shortcuts keep requests that seldom block on the loop thread,
  * where they cost no thread hand-off: every request to a file on tmpfs
  * or ramfs (memory only: nothing there waits for a device; but block
- * status that must walk the file goes to a worker); a buffered read
- * that preadv2(RWF_NOWAIT) can answer wholly from the page cache; and a
- * buffered write of at most 64 KiB that is not FUA (file_write_inline).
+ * status that must walk the file goes to a worker, while block status
+ * the extent cache answers whole stays on the loop on any file system);
+ * a buffered read that preadv2(RWF_NOWAIT) can answer wholly from the
+ * page cache; and a buffered write of at most 64 KiB that is not FUA
+ * (file_write_inline).
  * The last two are timed: one that took long (readahead, the dirty-page
  * throttle) sends that node's reads or writes off the loop for a while
  * (file_backoff_took).  A job's bulk copy (NG_REQ_BACKGROUND) takes
@@ -753,6 +755,20 @@ file_may_walk(struct file_state *s, const struct ng_req *req)
            !file_cached_data(s, req->offset, &data_end, &gen);
 }
 
+/* Block status the extent cache answers whole: one extent, no lseek()
+ * (on a disk that may read extent blocks), so the loop can answer it on
+ * any file system instead of a worker. */
+static bool
+file_status_cached(struct file_state *s, const struct ng_req *req)
+{
+    uint64_t data_end, gen;
+
+    return req->op == NG_OP_BLOCK_STATUS &&
+           file_cached_data(s, req->offset, &data_end, &gen) &&
+           (data_end >= req->offset + req->length ||
+            (req->flags & NG_REQ_REQ_ONE) || req->max_extents == 1);
+}
+
 /* A request the ring can take: one flat buffer needing no bounce (a
  * length the kernel's int result can hold), or a flush.  Queues it;
  * false when the pool must do it. */
@@ -801,7 +817,8 @@ file_submit(struct ng_node *node, struct ng_req *req)
     struct file_state *s = ng_node_state(node);
     bool background = req->flags & NG_REQ_BACKGROUND;
 
-    if (s->never_blocks && !background && !file_may_walk(s, req))
+    if (!background && ((s->never_blocks && !file_may_walk(s, req)) ||
+                        file_status_cached(s, req)))
         ng_req_complete(req, file_work(node, req));
     else if (!background && file_read_nowait(s, req))
         ng_req_complete(req, 0);
