@@ -7,6 +7,11 @@
 # - page cache cold (posix_fadvise DONTNEED): preadv2 cannot answer, so
 #   worker threads read with pread64;
 # - cache.direct: no RWF_NOWAIT try at all, the workers read.
+# - a slow RWF_NOWAIT read (strace delays each preadv2's return: the
+#   page cache hit that waited for readahead) sends the next reads to
+#   the workers for a while: the loop is not held read after read.
+# - small buffered writes are pwrite64s on the loop thread, and a slow
+#   one (strace again) sends the next ones to the workers for a while.
 # On tmpfs every read is a pread64 on the loop thread.
 source "$srcdir/functions.sh"
 set -e -x
@@ -28,7 +33,8 @@ if [ -d /dev/shm ] && [ -w /dev/shm ] &&
 fi
 M=$((1024 * 1024))
 dd if=/dev/urandom of="$dir/rnd" bs=1M count=8 status=none
-for f in "$img/buf.img" "$img/direct.img" ${shm:+"$shm/shm.img"}; do
+for f in "$img/buf.img" "$img/direct.img" "$img/wr.img" \
+         ${shm:+"$shm/shm.img"}; do
     cp "$dir/rnd" "$f"
     truncate -s 16M "$f"
 done
@@ -51,27 +57,47 @@ fi
 start_nbdgraphd "nodes:
   f0: { driver: file, filename: \"$img/buf.img\", aio: threads }
   f1: { driver: file, filename: \"$img/direct.img\", cache.direct: true }
+  f3: { driver: file, filename: \"$img/wr.img\", aio: threads }
 $shm_node
 exports:
   demo: { node: f0 }
   direct: { node: f1 }
+  wr: { node: f3, writable: true }
 $shm_export"
 
-# traced_read URI TAG: read the export with strace -f on the daemon
-# (preadv2 and pread64 only) into $dir/TAG.trace; check the data.
-traced_read ()
+# traced TAG CMD...: run CMD with strace -f on the daemon (preadv2,
+# pread64 and pwrite64 only; $inject: strace's -e inject=) writing
+# $dir/TAG.trace.
+traced ()
 {
-    local u=$1 tag=$2 strace_pid
+    local tag=$1 strace_pid
+    shift
 
-    strace -f -qq -e trace=preadv2,pread64 -o "$dir/$tag.trace" \
-        -p "$nbdgraphd_pid" &
+    strace -f -qq -e trace=preadv2,pread64,pwrite64 \
+        ${inject:+-e "inject=$inject"} \
+        -o "$dir/$tag.trace" -p "$nbdgraphd_pid" &
     strace_pid=$!
     sleep 1                         # let it attach to every thread
-    nbdcopy --requests 16 "$u" "$dir/$tag.out"
+    "$@"
     kill -INT "$strace_pid"
     wait "$strace_pid" || true
-    cmp -n $((8 * M)) "$dir/rnd" "$dir/$tag.out"
-    cmp -i $((8 * M)) -n $((8 * M)) "$dir/$tag.out" /dev/zero
+}
+
+# traced_read URI TAG: read the export, traced; check the data.
+traced_read ()
+{
+    traced "$2" nbdcopy --requests 16 "$1" "$dir/$2.out"
+    cmp -n $((8 * M)) "$dir/rnd" "$dir/$2.out"
+    cmp -i $((8 * M)) -n $((8 * M)) "$dir/$2.out" /dev/zero
+}
+
+# traced_write TAG: write the random data over the export wr in 64 KiB
+# requests, traced; check the file.
+traced_write ()
+{
+    traced "$1" nbdcopy --requests 16 --request-size=65536 "$dir/rnd" \
+        "$(uri_for wr)"
+    cmp -n $((8 * M)) "$dir/rnd" "$img/wr.img"
 }
 
 # count TAG WHO CALL: calls of CALL in TAG's trace made by the loop
@@ -88,14 +114,44 @@ count ()
         END { print n + 0 }" "$dir/$tag.trace"
 }
 
-# Hot: every read is a whole RWF_NOWAIT preadv2 on the loop thread.
+# Hot: the reads are whole RWF_NOWAIT preadv2s on the loop thread.
+# Not every one: strace stops the loop at each preadv2's entry and exit,
+# and on a loaded machine that can make a try look slow, which sends
+# the next reads to the workers for a few ms (the back-off below).
 cat "$img/buf.img" > /dev/null
 traced_read "$uri" hot
-[ "$(count hot loop preadv2)" -ge 16 ]
+[ "$(count hot loop preadv2)" -ge 8 ] || fail "hot reads not on the loop"
 [ "$(count hot workers preadv2)" -eq 0 ]
-[ "$(count hot workers pread64)" -eq 0 ]
 ! grep -E 'preadv2\(.*RWF_NOWAIT\) = -1' "$dir/hot.trace" ||
     fail "a RWF_NOWAIT read of cached data failed on the loop"
+
+# Slow: every preadv2 returns 100 ms late (workers use pread64, so
+# only the loop's tries are slowed).  Without the back-off each of the
+# 32+ reads would hold the loop for 100 ms; with it, after a slow try
+# the reads go to the workers for 10 ms, 20 ms, 40 ms...
+cat "$img/buf.img" > /dev/null
+inject=preadv2:delay_exit=100000 traced_read "$uri" slow
+slow_loop=$(count slow loop preadv2)
+slow_workers=$(count slow workers pread64)
+[ "$slow_loop" -ge 1 ] || fail "no RWF_NOWAIT try on the loop"
+[ "$slow_workers" -ge 1 ] || fail "slow loop reads did not back off"
+[ "$slow_loop" -lt "$slow_workers" ] ||
+    fail "the loop kept trying: $slow_loop tries, $slow_workers worker reads"
+
+# Writes: 128 of 64 KiB, most on the loop (as for hot reads, strace's
+# stops may make a few look slow).  Zeroes first, so each write changes
+# the file.
+dd if=/dev/zero of="$img/wr.img" bs=1M count=8 conv=notrunc status=none
+traced_write write
+[ "$(count write loop pwrite64)" -ge 32 ] || fail "writes not on the loop"
+# Slow: each pwrite64 (the workers' too) returns 100 ms late.
+dd if=/dev/zero of="$img/wr.img" bs=1M count=8 conv=notrunc status=none
+inject=pwrite64:delay_exit=100000 traced_write slow-write
+slow_loop=$(count slow-write loop pwrite64)
+slow_workers=$(count slow-write workers pwrite64)
+[ "$slow_loop" -ge 1 ] || fail "no write on the loop"
+[ "$slow_loop" -lt "$slow_workers" ] ||
+    fail "the loop kept writing: $slow_loop, workers $slow_workers"
 
 # Cold: the loop's try fails (EAGAIN, or short where readahead ran
 # ahead of it) at least for the first read, and workers read.
