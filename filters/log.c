@@ -77,6 +77,8 @@ log_flags(FILE *fp, uint32_t flags)
         { NG_REQ_FAST_ZERO, "fast_zero" },
         { NG_REQ_REQ_ONE, "req_one" },
         { NG_REQ_LOCAL_ONLY, "local_only" },
+        { NG_REQ_ALLOC_DEPTH, "alloc_depth" },
+        { NG_REQ_BACKGROUND, "background" },
     };
     const char *sep = "";
 
