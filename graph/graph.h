@@ -56,10 +56,6 @@ struct ng_work {
  * the node's open to after its close.  Loop thread. */
 void ng_node_queue_work(struct ng_node *node, struct ng_work *w);
 
-/* The same for work no client waits for (NG_REQ_BACKGROUND): run at idle
- * CPU priority, so the loop thread and clients preempt it (threads.c). */
-void ng_node_queue_background_work(struct ng_node *node, struct ng_work *w);
-
 /* Work that a library runs on its own threads (librbd's completions):
  * w->after runs on the loop thread once ng_work_finish_external(w) was
  * called, from any thread, through the same hand-off as pool work.

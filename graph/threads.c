@@ -26,22 +26,12 @@
  * the queue behind it: a timer on the loop checks, while work is
  * queued, that the queue moved since its last tick, and wakes one more
  * thread each tick it did not.
- *
- * Background work (a job's bulk copy, NG_REQ_BACKGROUND) goes to a
- * second pool of the same shape, made on first use, whose threads run
- * at SCHED_IDLE: on 2 cores a worker busy copying would otherwise take
- * its share of the CPU from the loop thread and from the clients, and
- * a client's write would wait behind it.  At idle priority the kernel
- * preempts it at once for them, and the copy still runs at full speed
- * when nothing else wants the CPU.  A SERIALIZE_NODE driver keeps all
- * of a node's work on one pool (its order is the loop's).
  */
 #include <config.h>
 
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -76,7 +66,6 @@ struct ng_pool {
     int64_t avg_ns;                 /* moving average of fn's time */
     uint64_t taken;                 /* pieces taken off todo, ever */
     bool stopping;
-    bool idle_priority;             /* threads run at SCHED_IDLE */
     /* Loop thread only. */
     pthread_t *threads;
     unsigned n_threads, max_threads;
@@ -84,7 +73,6 @@ struct ng_pool {
     unsigned open_handles;          /* freed when both are closed */
     uint64_t taken_at_tick;         /* `taken` at the last stall check */
     struct ng_pool *next;           /* g->pools */
-    struct ng_pool *background;     /* its idle-priority twin, or NULL */
 };
 
 static void
@@ -149,13 +137,6 @@ pool_worker(void *arg)
     struct ng_work *w;
     bool kick = false;              /* finished work the loop must hear of */
 
-    if (p->idle_priority) {
-        /* Lowering is always allowed; should it fail, the work still
-         * gets done, at normal priority. */
-        struct sched_param sp = { .sched_priority = 0 };
-
-        pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
-    }
     pthread_mutex_lock(&p->lock);
     if (p->waking > 0)
         p->waking--;                /* a new thread: it came */
@@ -289,15 +270,13 @@ pool_stall_cb(uv_timer_t *t)
 }
 
 static struct ng_pool *
-pool_new(uv_loop_t *loop, const struct ng_driver *drv, bool idle_priority,
-         struct ng_error *err)
+pool_new(uv_loop_t *loop, const struct ng_driver *drv, struct ng_error *err)
 {
     struct ng_pool *p = calloc(1, sizeof *p);
 
     if (p == NULL)
         goto nomem;
     p->driver = drv;
-    p->idle_priority = idle_priority;
     p->max_threads = drv->threads ? drv->threads : NG_POOL_DEFAULT_THREADS;
     if (drv->thread_model == NG_THREADS_SERIALIZE_NODE &&
         drv->pool_scope == NG_POOL_PER_NODE)
@@ -354,7 +333,6 @@ ng_pool_free(struct ng_pool *p)
 
     if (p == NULL)
         return;
-    ng_pool_free(p->background);
     pthread_mutex_lock(&p->lock);
     p->stopping = true;
     pthread_cond_broadcast(&p->wake);
@@ -399,13 +377,13 @@ ng_node_pool_attach(struct ng_node *node, struct ng_error *err)
     if (drv->thread_model == NG_THREADS_NONE)
         return 0;
     if (drv->pool_scope == NG_POOL_PER_NODE) {
-        node->pool = pool_new(g->loop, drv, false, err);
+        node->pool = pool_new(g->loop, drv, err);
         return node->pool != NULL ? 0 : -1;
     }
     for (p = g->pools; p != NULL && p->driver != drv; p = p->next)
         ;
     if (p == NULL) {
-        if ((p = pool_new(g->loop, drv, false, err)) == NULL)
+        if ((p = pool_new(g->loop, drv, err)) == NULL)
             return -1;
         p->next = g->pools;
         g->pools = p;
@@ -449,31 +427,6 @@ node_work_finished(struct ng_node *node)
     if ((node->work_wait_head = w->next) == NULL)
         node->work_wait_tail = NULL;
     pool_push(node->pool, w);
-}
-
-/* The pool a node's background work goes to: the idle-priority twin of
- * its pool, made now if need be (failing that, the pool itself). */
-static struct ng_pool *
-background_pool(struct ng_node *node)
-{
-    struct ng_pool *p = node->pool;
-
-    if (p->background == NULL)
-        p->background = pool_new(node->graph->loop, node->driver, true,
-                                 NULL);
-    return p->background != NULL ? p->background : p;
-}
-
-void
-ng_node_queue_background_work(struct ng_node *node, struct ng_work *w)
-{
-    if (node->pool == NULL ||
-        node->driver->thread_model == NG_THREADS_SERIALIZE_NODE) {
-        ng_node_queue_work(node, w);
-        return;
-    }
-    w->node = node;
-    pool_push(background_pool(node), w);
 }
 
 void
