@@ -1974,11 +1974,26 @@ cmd_job(struct ctl *c, int argc, char **argv)
     return run_change(c, qmp, json_pack("{s:s}", "id", argv[optind + 1]));
 }
 
-/* What `wait` learns from events about its job. */
+/* How a job's wait ended, as `wait` prints it. */
+enum wait_outcome {
+    WAIT_UNKNOWN,               /* gone before its end was seen */
+    WAIT_READY,                 /* a mirror or active commit in sync */
+    WAIT_PENDING,               /* done, waiting for job-finalize */
+    WAIT_COMPLETED,
+    WAIT_CANCELLED,
+    WAIT_FAILED,                /* `why` says why */
+};
+
+static const char *const wait_outcome_names[] = {
+    [WAIT_UNKNOWN] = "unknown", [WAIT_READY] = "ready",
+    [WAIT_PENDING] = "pending", [WAIT_COMPLETED] = "completed",
+    [WAIT_CANCELLED] = "cancelled", [WAIT_FAILED] = "failed",
+};
+
+/* What `wait` learns from events and query-jobs about its job. */
 struct wait_state {
     const char *id;
-    int outcome;                /* 0 unknown, 1 completed, 2 failed or
-                                 * cancelled */
+    enum wait_outcome outcome;
     char why[256];
 };
 
@@ -1994,11 +2009,10 @@ wait_event(struct ctl *c, json_t *msg)
     if (ev == NULL || dev == NULL || strcmp(dev, w->id) != 0)
         return;
     if (strcmp(ev, "BLOCK_JOB_COMPLETED") == 0) {
-        w->outcome = err != NULL ? 2 : 1;
+        w->outcome = err != NULL ? WAIT_FAILED : WAIT_COMPLETED;
         snprintf(w->why, sizeof w->why, "%s", err ? err : "");
     } else if (strcmp(ev, "BLOCK_JOB_CANCELLED") == 0) {
-        w->outcome = 2;
-        snprintf(w->why, sizeof w->why, "cancelled");
+        w->outcome = WAIT_CANCELLED;
     }
 }
 
@@ -2062,6 +2076,28 @@ wait_over(json_t *job, bool complete)
            (!complete && strcmp(st, "ready") == 0);
 }
 
+/* The outcome of a job whose wait is over (wait_over()), unless an event
+ * told it already. */
+static void
+wait_outcome_of(struct wait_state *w, json_t *job)
+{
+    const char *st = json_string_value(json_object_get(job, "status"));
+    const char *err = json_string_value(json_object_get(job, "error"));
+
+    if (err != NULL) {
+        w->outcome = WAIT_FAILED;
+        snprintf(w->why, sizeof w->why, "%s", err);
+    } else if (w->outcome != WAIT_UNKNOWN) {
+        return;
+    } else if (strcmp(st, "ready") == 0) {
+        w->outcome = WAIT_READY;
+    } else if (strcmp(st, "pending") == 0) {
+        w->outcome = WAIT_PENDING;
+    } else {
+        w->outcome = WAIT_COMPLETED;
+    }
+}
+
 static int
 wait_loop(struct ctl *c, struct wait_state *w, bool complete)
 {
@@ -2099,13 +2135,7 @@ wait_loop(struct ctl *c, struct wait_state *w, bool complete)
             last_plain = now_ms();
         }
         if (wait_over(job, complete)) {
-            if (json_object_get(job, "error") != NULL) {
-                w->outcome = 2;
-                snprintf(w->why, sizeof w->why, "%s", json_string_value(
-                    json_object_get(job, "error")));
-            } else if (w->outcome == 0) {
-                w->outcome = 1;
-            }
+            wait_outcome_of(w, job);
             json_decref(job);
             break;
         }
@@ -2115,6 +2145,30 @@ wait_loop(struct ctl *c, struct wait_state *w, bool complete)
     if (tty)
         putchar('\n');
     return 0;
+}
+
+/* Say how the wait ended; 0 when the job did its work (completed, or
+ * ready or pending for the next verb). */
+static int
+wait_report(struct ctl *c, const struct wait_state *w)
+{
+    bool ok = w->outcome == WAIT_READY || w->outcome == WAIT_PENDING ||
+              w->outcome == WAIT_COMPLETED;
+    const char *name = wait_outcome_names[w->outcome];
+
+    if (c->json)
+        printf("{\"id\": \"%s\", \"outcome\": \"%s\", "
+               "\"completed\": %s}\n", w->id, name,
+               w->outcome == WAIT_COMPLETED ? "true" : "false");
+    else if (ok)
+        printf("job '%s' %s\n", w->id, name);
+    if (w->outcome == WAIT_FAILED)
+        errorf("job '%s' failed: %s", w->id, w->why);
+    else if (w->outcome == WAIT_CANCELLED)
+        errorf("job '%s' cancelled", w->id);
+    else if (w->outcome == WAIT_UNKNOWN)
+        errorf("job '%s' is gone; its outcome was not seen", w->id);
+    return ok ? 0 : EXIT_CMD;
 }
 
 /* wait ID [--complete]: follow a job until its work is over. */
@@ -2142,16 +2196,7 @@ cmd_wait(struct ctl *c, int argc, char **argv)
         c->timeout_ms = -1;         /* a job may take long */
     if ((o = wait_loop(c, &w, complete)) != 0)
         return o;
-    if (c->json)
-        printf("{\"id\": \"%s\", \"completed\": %s}\n", w.id,
-               w.outcome == 1 ? "true" : "false");
-    else if (w.outcome == 1)
-        printf("job '%s' completed\n", w.id);
-    if (w.outcome == 2)
-        errorf("job '%s': %s", w.id, w.why);
-    else if (w.outcome == 0)
-        errorf("job '%s' is gone; its outcome was not seen", w.id);
-    return w.outcome == 1 ? 0 : EXIT_CMD;
+    return wait_report(c, &w);
 }
 
 

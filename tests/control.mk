@@ -176,3 +176,6 @@ EXTRA_DIST += tests/test-reload-max-connections.sh
 # s5-reload (issue 13): bitmaps made over QMP are in the live model.
 TESTS += tests/test-reload-live-bitmaps.sh
 EXTRA_DIST += tests/test-reload-live-bitmaps.sh
+# s6-p99 (issue 10): the log filter names the background flag.
+TESTS += tests/test-log-flags.sh
+EXTRA_DIST += tests/test-log-flags.sh

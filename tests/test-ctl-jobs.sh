@@ -39,6 +39,26 @@ grep -q "job 'm1' completed" $out
 nbdgraphctl graph | grep -q 'dst (memory'
 qemu-io -f raw "$uri" -c 'read -P 0x5a 0 32M' | grep -q 'read 33554432'
 
+# wait says what happened: a mirror that became ready is "ready", not
+# "completed" (in --json too); cancelled while waited for, "cancelled".
+nbdgraphctl mirror dst src --job-id m3
+nbdgraphctl wait m3 > $out
+cat $out
+grep -q "job 'm3' ready" $out
+grep -q completed $out && fail "wait called a ready mirror completed"
+nbdgraphctl --json wait m3 | jq -e '.outcome == "ready" and .completed == false'
+nbdgraphctl job cancel m3
+expect_status 1 nbdgraphctl wait m3 2> /dev/null
+nbdgraphctl mirror dst src --job-id m4 --speed 1M
+nbdgraphctl wait m4 > $dir/wait.out 2> $out &
+waiter=$!
+for i in $(seq 100); do grep -q running $dir/wait.out && break; sleep 0.1; done
+nbdgraphctl job cancel m4
+status=0; wait $waiter || status=$?
+cat $out
+[ $status = 1 ] || fail "wait on a cancelled job exited $status"
+grep -q "job 'm4' cancelled" $out
+
 # A backup of the new disk; a second one of it is refused naming it.
 nbdgraphctl backup dst bk --job-id b0 --speed 1M
 expect_status 1 nbdgraphctl mirror dst src --job-id m2 2> $out
