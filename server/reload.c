@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +72,13 @@ struct reload_run {
     struct ng_error load_err;
     struct timespec start;
     double load_ms, plan_ms;    /* time to load the file, to plan+check */
+    double load_cpu_ms;         /* the worker's CPU time for the load: wall
+                                 * minus this is waiting for a core */
+    long load_faults;           /* page faults the load took (minor+major) */
+    struct timespec slice;      /* when the loop turn running the reload
+                                 * now began */
+    double loop_ms, longest_slice_ms;   /* loop time so far (closed turns),
+                                 * and the longest single turn */
     struct ng_tls_creds **old_creds;    /* by step: what a CREDS_LOAD
                                  * replaced (NULL: none), for undo */
     ng_reload_done_fn *done;
@@ -1121,6 +1129,8 @@ step_start(struct reload_run *r)
 /* ---- The chain -------------------------------------------------------------- */
 
 static void finish(struct reload_run *r);
+static void slice_begin(struct reload_run *r);
+static void slice_end(struct reload_run *r);
 
 static void
 advance(struct reload_run *r)
@@ -1136,6 +1146,7 @@ advance(struct reload_run *r)
         step_start(r);
         if (!r->step_done) {
             r->in_advance = false;  /* step_finished() resumes */
+            slice_end(r);           /* the loop serves others meanwhile */
             return;
         }
     }
@@ -1182,8 +1193,10 @@ step_finished(struct reload_run *r, const struct ng_error *err)
         r->pos++;
     }
     r->step_done = true;
-    if (!r->in_advance)
+    if (!r->in_advance) {
+        slice_begin(r);
         advance(r);
+    }
 }
 
 /* ---- Plan as JSON, the event, the end ------------------------------------------ */
@@ -1221,15 +1234,42 @@ elapsed_ms(const struct timespec *start)
            (double)(now.tv_nsec - start->tv_nsec) / 1e6;
 }
 
+/* The reload runs on the loop in turns (after the load, after each
+ * node that opens in the background): each turn's length is the wait
+ * it gives every client of the loop. */
+static void
+slice_begin(struct reload_run *r)
+{
+    clock_gettime(CLOCK_MONOTONIC, &r->slice);
+}
+
+static void
+slice_end(struct reload_run *r)
+{
+    double ms = elapsed_ms(&r->slice);
+
+    r->loop_ms += ms;
+    if (ms > r->longest_slice_ms)
+        r->longest_slice_ms = ms;
+    r->slice.tv_sec = 0;
+}
+
 static void
 emit_event(struct reload_run *r, const char *result, const char *error)
 {
-    json_t *data = json_pack("{s:s,s:I,s:s,s:f,s:f,s:f}", "plan-id", r->id,
-                             "steps",
-                             (json_int_t)(r->plan ? r->plan->n_steps : 0),
-                             "result", result,
-                             "elapsed-ms", elapsed_ms(&r->start),
-                             "load-ms", r->load_ms, "plan-ms", r->plan_ms);
+    json_t *data;
+
+    if (r->slice.tv_sec != 0)   /* the turn emitting the event counts */
+        slice_end(r);
+    data = json_pack("{s:s,s:I,s:s,s:f,s:f,s:f,s:f,s:I,s:f,s:f}", "plan-id",
+                     r->id, "steps",
+                     (json_int_t)(r->plan ? r->plan->n_steps : 0),
+                     "result", result, "elapsed-ms", elapsed_ms(&r->start),
+                     "load-ms", r->load_ms, "plan-ms", r->plan_ms,
+                     "load-cpu-ms", r->load_cpu_ms,
+                     "load-faults", (json_int_t)r->load_faults,
+                     "loop-ms", r->loop_ms,
+                     "longest-slice-ms", r->longest_slice_ms);
 
     if (error != NULL)
         json_object_set_new(data, "error", json_string(error));
@@ -1557,10 +1597,31 @@ prepare(struct reload_run *r, struct ng_error *err)
 
 /* Worker thread: read, parse and check the file.  Touches nothing but
  * the run's own fields (the config loader is pure). */
+static double
+thread_cpu_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static long
+thread_faults(void)
+{
+    struct rusage ru;
+
+    if (getrusage(RUSAGE_THREAD, &ru) == -1)
+        return 0;
+    return ru.ru_minflt + ru.ru_majflt;
+}
+
 static void
 load_work(uv_work_t *w)
 {
     struct reload_run *r = w->data;
+    double cpu0 = thread_cpu_ms();
+    long faults0 = thread_faults();
 
     r->cfg = ng_config_load_file(r->file, &r->load_err);
     if (r->cfg != NULL &&
@@ -1569,6 +1630,8 @@ load_work(uv_work_t *w)
         ng_config_free(r->cfg);
         r->cfg = NULL;
     }
+    r->load_cpu_ms = thread_cpu_ms() - cpu0;
+    r->load_faults = thread_faults() - faults0;
 }
 
 /* Back on the loop. */
@@ -1579,6 +1642,10 @@ load_done(uv_work_t *w, int status)
     struct ng_error err = { 0 };
 
     r->load_ms = elapsed_ms(&r->start);
+    slice_begin(r);
+    ng_log_debug("reload %s: file loaded in %.1f ms (CPU %.1f ms, %ld page "
+                 "faults)", r->id, r->load_ms, r->load_cpu_ms,
+                 r->load_faults);
     if (r->rl->orphaned) {          /* the daemon went away meanwhile */
         ng_reload_free_now(r->rl);
         ng_config_free(r->cfg);
