@@ -1203,7 +1203,8 @@ config_build(struct ng_config *cfg, struct ng_error *err)
  * the call. */
 static struct ng_config *
 load_text(const char *text, size_t len, const char *name,
-          const struct ng_cli *cli, struct ng_error *err)
+          const struct ng_cli *cli, struct ng_yaml_cache *cache,
+          struct ng_error *err)
 {
     struct ng_config *cfg = calloc(1, sizeof *cfg);
 
@@ -1212,7 +1213,9 @@ load_text(const char *text, size_t len, const char *name,
         ng_config_oom(err);
         return NULL;
     }
-    cfg->doc = ng_yaml_parse(text, len, cfg->file, err);
+    cfg->doc = cache != NULL
+        ? ng_yaml_parse_cached(cache, text, len, cfg->file, err)
+        : ng_yaml_parse(text, len, cfg->file, err);
     if (cfg->doc == NULL ||
         (cli != NULL && ng_config_cli_merge(cfg->doc, cli, err) == -1) ||
         config_build(cfg, err) == -1) {
@@ -1227,7 +1230,7 @@ ng_config_load_string(const char *text, const char *name,
                       struct ng_error *err)
 {
     return load_text(text, strlen(text), name != NULL ? name : "<string>",
-                     NULL, err);
+                     NULL, NULL, err);
 }
 
 /* errno as a message, lower case like all of ours. */
@@ -1288,7 +1291,8 @@ fail:
 }
 
 struct ng_config *
-ng_config_load_file(const char *path, struct ng_error *err)
+ng_config_load_file_cached(const char *path, struct ng_yaml_cache *cache,
+                           struct ng_error *err)
 {
     struct ng_config *cfg;
     size_t len;
@@ -1296,9 +1300,15 @@ ng_config_load_file(const char *path, struct ng_error *err)
 
     if (text == NULL)
         return NULL;
-    cfg = load_text(text, len, path, NULL, err);
+    cfg = load_text(text, len, path, NULL, cache, err);
     free(text);
     return cfg;
+}
+
+struct ng_config *
+ng_config_load_file(const char *path, struct ng_error *err)
+{
+    return ng_config_load_file_cached(path, NULL, err);
 }
 
 struct ng_config *
@@ -1311,10 +1321,10 @@ ng_config_load_with_cli(const char *path, const struct ng_cli *cli,
 
     if (path == NULL)
         return load_text(ng_cli_server_text, strlen(ng_cli_server_text),
-                         "<default>", cli, err);
+                         "<default>", cli, NULL, err);
     if ((text = read_file(path, &len, err)) == NULL)
         return NULL;
-    cfg = load_text(text, len, path, cli, err);
+    cfg = load_text(text, len, path, cli, NULL, err);
     free(text);
     return cfg;
 }

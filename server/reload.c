@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "config/plan.h"
+#include "config/yaml.h"
 #include "graph/bitmap.h"
 #include "graph/graph.h"
 #include "filters/throttle.h"
@@ -50,6 +51,10 @@ struct ng_reload {
                                  * use them, so kept until the end */
     size_t n_retired;
     bool activated;             /* socket activation: listen is systemd's */
+    struct ng_yaml_cache *yaml; /* the entries of the last file loaded:
+                                 * a reload parses only what changed.
+                                 * Used by the load on the worker only
+                                 * (one reload at a time) */
 };
 
 struct reload_run {
@@ -98,9 +103,10 @@ ng_reload_new(const struct ng_config *cfg, bool has_file)
     if (r->live != NULL)
         r->live->server = cfg;      /* the daemon keeps it while we run */
     r->start_dir = getcwd(NULL, 0);
+    r->yaml = ng_yaml_cache_new();
     if (has_file)
         r->file = realpath(cfg->file, NULL);
-    if (r->live == NULL || r->start_dir == NULL ||
+    if (r->live == NULL || r->start_dir == NULL || r->yaml == NULL ||
         (has_file && r->file == NULL)) {
         ng_reload_free(r);
         return NULL;
@@ -122,6 +128,7 @@ ng_reload_free_now(struct ng_reload *r)
     free(r->retired);
     ng_config_free(r->applied);
     ng_live_free(r->live);
+    ng_yaml_cache_free(r->yaml);
     free(r->file);
     free(r->start_dir);
     free(r);
@@ -1623,7 +1630,7 @@ load_work(uv_work_t *w)
     double cpu0 = thread_cpu_ms();
     long faults0 = thread_faults();
 
-    r->cfg = ng_config_load_file(r->file, &r->load_err);
+    r->cfg = ng_config_load_file_cached(r->file, r->rl->yaml, &r->load_err);
     if (r->cfg != NULL &&
         ng_config_absolute_paths_at(r->cfg, r->rl->start_dir,
                                     &r->load_err) == -1) {
