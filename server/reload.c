@@ -55,6 +55,10 @@ struct ng_reload {
                                  * must not change; notes wait in
                                  * `deferred` */
     struct deferred_note *deferred, **deferred_tail;
+    unsigned plan_delay_ms;     /* tests: the worker's plan takes this
+                                 * much longer (NBDGRAPH_TEST_RELOAD_
+                                 * PLAN_DELAY_MS), so that a test can
+                                 * change the graph meanwhile */
     struct ng_yaml_cache *yaml; /* the entries of the last file loaded:
                                  * a reload parses only what changed.
                                  * Used by the load on the worker only
@@ -116,6 +120,7 @@ struct ng_reload *
 ng_reload_new(const struct ng_config *cfg, bool has_file)
 {
     struct ng_reload *r = calloc(1, sizeof *r);
+    const char *delay;
 
     if (r == NULL)
         return NULL;
@@ -124,6 +129,9 @@ ng_reload_new(const struct ng_config *cfg, bool has_file)
         r->live->server = cfg;      /* the daemon keeps it while we run */
     r->start_dir = getcwd(NULL, 0);
     r->yaml = ng_yaml_cache_new();
+    delay = getenv("NBDGRAPH_TEST_RELOAD_PLAN_DELAY_MS");
+    if (delay != NULL)
+        r->plan_delay_ms = (unsigned)strtoul(delay, NULL, 10) % 60000;
     if (has_file)
         r->file = realpath(cfg->file, NULL);
     if (r->live == NULL || r->start_dir == NULL || r->yaml == NULL ||
@@ -1721,7 +1729,11 @@ static void
 plan_work(uv_work_t *w)
 {
     struct reload_run *r = w->data;
+    unsigned ms = r->rl->plan_delay_ms;
 
+    if (ms > 0)
+        nanosleep(&(struct timespec){ ms / 1000, ms % 1000 * 1000000L },
+                  NULL);
     r->plan = ng_plan_compute(r->cfg, r->rl->live, r->prune, &r->plan_err);
 }
 

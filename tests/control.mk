@@ -176,3 +176,7 @@ EXTRA_DIST += tests/test-reload-max-connections.sh
 # s5-reload (issue 13): bitmaps made over QMP are in the live model.
 TESTS += tests/test-reload-live-bitmaps.sh
 EXTRA_DIST += tests/test-reload-live-bitmaps.sh
+
+# QMP changes while a reload is planned on a worker (issue 13).
+TESTS += tests/test-reload-race.sh
+EXTRA_DIST += tests/test-reload-race.sh
