@@ -1203,8 +1203,7 @@ config_build(struct ng_config *cfg, struct ng_error *err)
  * the call. */
 static struct ng_config *
 load_text(const char *text, size_t len, const char *name,
-          const struct ng_cli *cli, struct ng_yaml_cache *cache,
-          struct ng_error *err)
+          const struct ng_cli *cli, struct ng_error *err)
 {
     struct ng_config *cfg = calloc(1, sizeof *cfg);
 
@@ -1213,9 +1212,7 @@ load_text(const char *text, size_t len, const char *name,
         ng_config_oom(err);
         return NULL;
     }
-    cfg->doc = cache != NULL
-        ? ng_yaml_parse_cached(cache, text, len, cfg->file, err)
-        : ng_yaml_parse(text, len, cfg->file, err);
+    cfg->doc = ng_yaml_parse(text, len, cfg->file, err);
     if (cfg->doc == NULL ||
         (cli != NULL && ng_config_cli_merge(cfg->doc, cli, err) == -1) ||
         config_build(cfg, err) == -1) {
@@ -1230,7 +1227,7 @@ ng_config_load_string(const char *text, const char *name,
                       struct ng_error *err)
 {
     return load_text(text, strlen(text), name != NULL ? name : "<string>",
-                     NULL, NULL, err);
+                     NULL, err);
 }
 
 /* errno as a message, lower case like all of ours. */
@@ -1291,8 +1288,7 @@ fail:
 }
 
 struct ng_config *
-ng_config_load_file_cached(const char *path, struct ng_yaml_cache *cache,
-                           struct ng_error *err)
+ng_config_load_file(const char *path, struct ng_error *err)
 {
     struct ng_config *cfg;
     size_t len;
@@ -1300,15 +1296,9 @@ ng_config_load_file_cached(const char *path, struct ng_yaml_cache *cache,
 
     if (text == NULL)
         return NULL;
-    cfg = load_text(text, len, path, NULL, cache, err);
+    cfg = load_text(text, len, path, NULL, err);
     free(text);
     return cfg;
-}
-
-struct ng_config *
-ng_config_load_file(const char *path, struct ng_error *err)
-{
-    return ng_config_load_file_cached(path, NULL, err);
 }
 
 struct ng_config *
@@ -1321,10 +1311,10 @@ ng_config_load_with_cli(const char *path, const struct ng_cli *cli,
 
     if (path == NULL)
         return load_text(ng_cli_server_text, strlen(ng_cli_server_text),
-                         "<default>", cli, NULL, err);
+                         "<default>", cli, err);
     if ((text = read_file(path, &len, err)) == NULL)
         return NULL;
-    cfg = load_text(text, len, path, cli, NULL, err);
+    cfg = load_text(text, len, path, cli, err);
     free(text);
     return cfg;
 }

@@ -212,13 +212,6 @@ struct ng_config {
 
 /* Load and validate.  Caller frees with ng_config_free(). */
 struct ng_config *ng_config_load_file(const char *path, struct ng_error *err);
-/* The same, parsing only the entries that changed since the last load
- * through `cache` (see ng_yaml_parse_cached() in config/yaml.h): what a
- * reload uses.  The result is the same config. */
-struct ng_yaml_cache;
-struct ng_config *ng_config_load_file_cached(const char *path,
-                                             struct ng_yaml_cache *cache,
-                                             struct ng_error *err);
 /* `name` is what errors call the text ("<default>", a path). */
 struct ng_config *ng_config_load_string(const char *text, const char *name,
                                         struct ng_error *err);

@@ -3,7 +3,6 @@ noinst_LIBRARIES += config/libngconfig.a
 config_libngconfig_a_SOURCES = \
 	config/yaml.h \
 	config/yaml.c \
-	config/yaml-cache.c \
 	config/config.h \
 	config/implicit.c \
 	config/config-int.h \
@@ -64,10 +63,3 @@ tests_unit_test_layer_link_config_LDADD = \
 	$(NULL)
 EXTRA_tests_unit_test_layer_link_config_DEPENDENCIES = \
 	config/libngconfig.a filters/libngfilters.a graph/libnggraph.a
-
-# ng_yaml_parse_cached() (a reload parses only the entries that changed)
-# against the whole parse (issue 13).
-check_PROGRAMS += tests/unit/test-yaml-cache
-TESTS += tests/unit/test-yaml-cache
-tests_unit_test_yaml_cache_SOURCES = tests/unit/test-yaml-cache.c
-tests_unit_test_yaml_cache_LDADD = $(CORE_LIBS)

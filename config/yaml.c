@@ -31,8 +31,6 @@ struct yaml_ctx {
     size_t n_anchors;
     size_t cap_anchors;
     size_t n_values;                /* made so far, aliases expanded */
-    unsigned base_depth;            /* how deep the text's root sits in
-                                     * the whole document */
     struct ng_error *err;           /* the caller's */
 };
 
@@ -413,8 +411,7 @@ parse_stream(struct yaml_ctx *c)
             ng_value_error(c->err, &loc, "more than one document in config");
             break;
         }
-        if (next_event(c, &ev) == -1 ||
-            (doc = parse_value(c, &ev, c->base_depth)) == NULL)
+        if (next_event(c, &ev) == -1 || (doc = parse_value(c, &ev, 0)) == NULL)
             return NULL;
     }
     ng_value_free(doc);
@@ -425,16 +422,8 @@ struct ng_value *
 ng_yaml_parse(const char *text, size_t len, const char *file,
               struct ng_error *err)
 {
-    return ng_yaml_parse_at_depth(text, len, file, 0, err);
-}
-
-struct ng_value *
-ng_yaml_parse_at_depth(const char *text, size_t len, const char *file,
-                       unsigned depth, struct ng_error *err)
-{
     struct yaml_ctx c = {
-        .text = text, .len = len, .file = file, .base_depth = depth,
-        .err = err,
+        .text = text, .len = len, .file = file, .err = err,
     };
     struct ng_value *doc;
 

@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include "config/plan.h"
-#include "config/yaml.h"
 #include "graph/bitmap.h"
 #include "graph/graph.h"
 #include "filters/throttle.h"
@@ -59,10 +58,6 @@ struct ng_reload {
                                  * much longer (NBDGRAPH_TEST_RELOAD_
                                  * PLAN_DELAY_MS), so that a test can
                                  * change the graph meanwhile */
-    struct ng_yaml_cache *yaml; /* the entries of the last file loaded:
-                                 * a reload parses only what changed.
-                                 * Used by the load on the worker only
-                                 * (one reload at a time) */
 };
 
 /* A change the control channel made while a worker planned against the
@@ -128,13 +123,12 @@ ng_reload_new(const struct ng_config *cfg, bool has_file)
     if (r->live != NULL)
         r->live->server = cfg;      /* the daemon keeps it while we run */
     r->start_dir = getcwd(NULL, 0);
-    r->yaml = ng_yaml_cache_new();
     delay = getenv("NBDGRAPH_TEST_RELOAD_PLAN_DELAY_MS");
     if (delay != NULL)
         r->plan_delay_ms = (unsigned)strtoul(delay, NULL, 10) % 60000;
     if (has_file)
         r->file = realpath(cfg->file, NULL);
-    if (r->live == NULL || r->start_dir == NULL || r->yaml == NULL ||
+    if (r->live == NULL || r->start_dir == NULL ||
         (has_file && r->file == NULL)) {
         ng_reload_free(r);
         return NULL;
@@ -159,7 +153,6 @@ ng_reload_free_now(struct ng_reload *r)
     ng_config_free(r->applied);
     ng_live_free(r->live);
     deferred_free(r->deferred);
-    ng_yaml_cache_free(r->yaml);
     free(r->file);
     free(r->start_dir);
     free(r);
@@ -1822,7 +1815,7 @@ load_work(uv_work_t *w)
     double cpu0 = thread_cpu_ms();
     long faults0 = thread_faults();
 
-    r->cfg = ng_config_load_file_cached(r->file, r->rl->yaml, &r->load_err);
+    r->cfg = ng_config_load_file(r->file, &r->load_err);
     if (r->cfg != NULL &&
         ng_config_absolute_paths_at(r->cfg, r->rl->start_dir,
                                     &r->load_err) == -1) {

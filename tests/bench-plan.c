@@ -1,9 +1,7 @@
 /* tests/bench-plan.c: the reload's pure parts on fixed files, for a
  * profiler (valgrind --tool=callgrind counts the same instructions however
  * loaded the machine is): load OLD, make its live model, then load NEW
- * and plan it against the model, ROUNDS times (default 1).  NEW is
- * loaded as a reload does, through a YAML cache that holds OLD's
- * entries (load_new() below, so a profile can find it).  Not a test:
+ * and plan it against the model, ROUNDS times (default 1).  Not a test:
  * nothing is asserted.  contrib/bench/reload-profile runs it.
  *   tests/bench-plan OLD.yaml NEW.yaml [ROUNDS]
  */
@@ -15,7 +13,6 @@
 
 #include "config/config.h"
 #include "config/plan.h"
-#include "config/yaml.h"
 
 static double
 now_ms(void)
@@ -26,22 +23,6 @@ now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* NEW through a cache that holds OLD's entries, as after a reload of
- * OLD; the cache is set back to OLD after (not timed). */
-static struct ng_config * __attribute__((noinline))
-load_new(const char *path, struct ng_yaml_cache *cache, struct ng_error *err)
-{
-    return ng_config_load_file_cached(path, cache, err);
-}
-
-static void
-reset_cache(const char *old, struct ng_yaml_cache *cache)
-{
-    struct ng_error err = { 0 };
-
-    ng_config_free(ng_config_load_file_cached(old, cache, &err));
-}
-
 int
 main(int argc, char **argv)
 {
@@ -49,7 +30,6 @@ main(int argc, char **argv)
     struct ng_config *old, *cfg;
     struct ng_live *live;
     struct ng_plan *plan;
-    struct ng_yaml_cache *cache = ng_yaml_cache_new();
     int rounds = argc > 3 ? atoi(argv[3]) : 1, k;
     double t0, t1, t2, load = 0, diff = 0;
     size_t steps = 0;
@@ -58,16 +38,14 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: %s OLD.yaml NEW.yaml [ROUNDS]\n", argv[0]);
         return 2;
     }
-    if (cache == NULL ||
-        (old = ng_config_load_file(argv[1], &err)) == NULL ||
+    if ((old = ng_config_load_file(argv[1], &err)) == NULL ||
         (live = ng_live_from_config(old)) == NULL) {
         fprintf(stderr, "%s: %s\n", argv[1], err.msg);
         return 1;
     }
     for (k = 0; k < rounds; k++) {
-        reset_cache(argv[1], cache);
         t0 = now_ms();
-        if ((cfg = load_new(argv[2], cache, &err)) == NULL) {
+        if ((cfg = ng_config_load_file(argv[2], &err)) == NULL) {
             fprintf(stderr, "%s: %s\n", argv[2], err.msg);
             return 1;
         }
@@ -87,6 +65,5 @@ main(int argc, char **argv)
            rounds, load / rounds, diff / rounds, steps);
     ng_live_free(live);
     ng_config_free(old);
-    ng_yaml_cache_free(cache);
     return 0;
 }
