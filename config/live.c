@@ -597,8 +597,10 @@ live_fill_entries(struct ng_live *live, const struct ng_config *cfg)
         struct ng_live_export *e = &live->exports[live->n_exports++];
 
         e->from_file = !ng_config_loc_is_cli(&ec->loc);
+        /* The loader made the canonical form already: a copy of it. */
         if ((e->id = strdup(ec->name)) == NULL ||
-            (e->opts = ng_export_canon(ec->name, ec->extra)) == NULL)
+            (e->opts = ec->canon != NULL ? ng_value_copy(ec->canon)
+                       : ng_export_canon(ec->name, ec->extra)) == NULL)
             return -1;
     }
     for (i = 0; i < cfg->n_groups; i++) {

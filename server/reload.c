@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +50,28 @@ struct ng_reload {
                                  * use them, so kept until the end */
     size_t n_retired;
     bool activated;             /* socket activation: listen is systemd's */
+    bool planning;              /* a worker plans against `live`: it
+                                 * must not change; notes wait in
+                                 * `deferred` */
+    struct deferred_note *deferred, **deferred_tail;
+    unsigned plan_delay_ms;     /* tests: the worker's plan takes this
+                                 * much longer (NBDGRAPH_TEST_RELOAD_
+                                 * PLAN_DELAY_MS), so that a test can
+                                 * change the graph meanwhile */
+};
+
+/* A change the control channel made while a worker planned against the
+ * model: recorded once the plan is back (and the plan made again). */
+enum note_kind {
+    NOTE_NODE, NOTE_RECONFIGURE, FORGET_NODE, NOTE_EXPORT, FORGET_EXPORT,
+    NOTE_GROUP, FORGET_GROUP,
+};
+
+struct deferred_note {
+    enum note_kind kind;
+    char *name;
+    struct ng_value *opts;      /* a copy, or NULL */
+    struct deferred_note *next;
 };
 
 struct reload_run {
@@ -67,10 +90,19 @@ struct reload_run {
     bool failed;
     char *file;                 /* the file being reloaded, owned */
     bool prune;
-    uv_work_t work;             /* loads the file off the loop */
+    uv_work_t work;             /* loads the file, then plans, off the
+                                 * loop */
     struct ng_error load_err;
+    struct ng_error plan_err;   /* of the plan made on the worker */
     struct timespec start;
     double load_ms, plan_ms;    /* time to load the file, to plan+check */
+    double load_cpu_ms;         /* the worker's CPU time for the load: wall
+                                 * minus this is waiting for a core */
+    long load_faults;           /* page faults the load took (minor+major) */
+    struct timespec slice;      /* when the loop turn running the reload
+                                 * now began */
+    double loop_ms, longest_slice_ms;   /* loop time so far (closed turns),
+                                 * and the longest single turn */
     struct ng_tls_creds **old_creds;    /* by step: what a CREDS_LOAD
                                  * replaced (NULL: none), for undo */
     ng_reload_done_fn *done;
@@ -83,6 +115,7 @@ struct ng_reload *
 ng_reload_new(const struct ng_config *cfg, bool has_file)
 {
     struct ng_reload *r = calloc(1, sizeof *r);
+    const char *delay;
 
     if (r == NULL)
         return NULL;
@@ -90,6 +123,9 @@ ng_reload_new(const struct ng_config *cfg, bool has_file)
     if (r->live != NULL)
         r->live->server = cfg;      /* the daemon keeps it while we run */
     r->start_dir = getcwd(NULL, 0);
+    delay = getenv("NBDGRAPH_TEST_RELOAD_PLAN_DELAY_MS");
+    if (delay != NULL)
+        r->plan_delay_ms = (unsigned)strtoul(delay, NULL, 10) % 60000;
     if (has_file)
         r->file = realpath(cfg->file, NULL);
     if (r->live == NULL || r->start_dir == NULL ||
@@ -106,6 +142,8 @@ ng_reload_set_activated(struct ng_reload *r)
     r->activated = true;
 }
 
+static void deferred_free(struct deferred_note *d);
+
 static void
 ng_reload_free_now(struct ng_reload *r)
 {
@@ -114,6 +152,7 @@ ng_reload_free_now(struct ng_reload *r)
     free(r->retired);
     ng_config_free(r->applied);
     ng_live_free(r->live);
+    deferred_free(r->deferred);
     free(r->file);
     free(r->start_dir);
     free(r);
@@ -143,6 +182,66 @@ live_of(struct ng_control_ctx *ctx)
     return ctx->reload != NULL ? ctx->reload->live : NULL;
 }
 
+/* While a worker plans, a change to the model waits: true when this one
+ * was queued (or lost to ENOMEM, said in the log). */
+static bool
+deferred(struct ng_control_ctx *ctx, enum note_kind kind, const char *name,
+         const struct ng_value *opts)
+{
+    struct ng_reload *rl = ctx->reload;
+    struct deferred_note *d;
+
+    if (rl == NULL || !rl->planning)
+        return false;
+    d = calloc(1, sizeof *d);
+    if (d == NULL || (d->name = strdup(name)) == NULL ||
+        (opts != NULL && (d->opts = ng_value_copy(opts)) == NULL)) {
+        ng_log_warn("reload: out of memory recording '%s'", name);
+        if (d != NULL)
+            free(d->name);
+        free(d);
+        return true;
+    }
+    d->kind = kind;
+    if (rl->deferred_tail == NULL)
+        rl->deferred_tail = &rl->deferred;
+    *rl->deferred_tail = d;
+    rl->deferred_tail = &d->next;
+    return true;
+}
+
+static void
+deferred_free(struct deferred_note *d)
+{
+    while (d != NULL) {
+        struct deferred_note *next = d->next;
+
+        free(d->name);
+        ng_value_free(d->opts);
+        free(d);
+        d = next;
+    }
+}
+
+static void replay(struct ng_control_ctx *ctx, const struct deferred_note *d);
+
+/* The plan is back: the changes that waited go into the model, in the
+ * order they were made.  True when there were any (the plan is stale). */
+static bool
+replay_deferred(struct ng_control_ctx *ctx)
+{
+    struct ng_reload *rl = ctx->reload;
+    struct deferred_note *list = rl->deferred, *d;
+
+    rl->planning = false;
+    rl->deferred = NULL;
+    rl->deferred_tail = NULL;
+    for (d = list; d != NULL; d = d->next)
+        replay(ctx, d);
+    deferred_free(list);
+    return list != NULL;
+}
+
 void
 ng_reload_note_node(struct ng_control_ctx *ctx, const char *name,
                     const struct ng_value *opts)
@@ -151,7 +250,7 @@ ng_reload_note_node(struct ng_control_ctx *ctx, const char *name,
     struct ng_value *copy;
     ptrdiff_t i;
 
-    if (live == NULL)
+    if (live == NULL || deferred(ctx, NOTE_NODE, name, opts))
         return;
     /* The model keeps options without node-name, as the file does. */
     copy = ng_value_copy(opts);
@@ -226,7 +325,8 @@ ng_reload_note_reconfigure(struct ng_control_ctx *ctx, const char *name,
     struct ng_live_node *ln;
     int r = 0;
 
-    if (live == NULL || n == NULL)
+    if (live == NULL || n == NULL ||
+        deferred(ctx, NOTE_RECONFIGURE, name, opts))
         return;
     if (n->implicit && n->implicit_owner != NULL)
         r = note_implicit(live, n, opts);
@@ -250,7 +350,7 @@ ng_reload_node_opts(struct ng_control_ctx *ctx, const char *name)
 void
 ng_reload_forget_node(struct ng_control_ctx *ctx, const char *name)
 {
-    if (live_of(ctx) != NULL)
+    if (live_of(ctx) != NULL && !deferred(ctx, FORGET_NODE, name, NULL))
         ng_live_del_node(live_of(ctx), name);
 }
 
@@ -261,7 +361,7 @@ ng_reload_note_export(struct ng_control_ctx *ctx, const char *id,
     struct ng_live *live = live_of(ctx);
     struct ng_value *canon;
 
-    if (live == NULL)
+    if (live == NULL || deferred(ctx, NOTE_EXPORT, id, args))
         return;
     canon = ng_export_canon(id, args);
     if (canon == NULL || ng_live_set_export(live, id, canon, false) == -1)
@@ -272,7 +372,7 @@ ng_reload_note_export(struct ng_control_ctx *ctx, const char *id,
 void
 ng_reload_forget_export(struct ng_control_ctx *ctx, const char *id)
 {
-    if (live_of(ctx) != NULL)
+    if (live_of(ctx) != NULL && !deferred(ctx, FORGET_EXPORT, id, NULL))
         ng_live_del_export(live_of(ctx), id);
 }
 
@@ -283,7 +383,7 @@ ng_reload_note_group(struct ng_control_ctx *ctx, const char *name,
     struct ng_live *live = live_of(ctx);
     struct ng_live_group *g;
 
-    if (live == NULL)
+    if (live == NULL || deferred(ctx, NOTE_GROUP, name, limits))
         return;
     g = ng_live_group(live, name);
     if (ng_live_set_group(live, name, limits, g != NULL && g->from_file) == -1)
@@ -293,8 +393,36 @@ ng_reload_note_group(struct ng_control_ctx *ctx, const char *name,
 void
 ng_reload_forget_group(struct ng_control_ctx *ctx, const char *name)
 {
-    if (live_of(ctx) != NULL)
+    if (live_of(ctx) != NULL && !deferred(ctx, FORGET_GROUP, name, NULL))
         ng_live_del_group(live_of(ctx), name);
+}
+
+static void
+replay(struct ng_control_ctx *ctx, const struct deferred_note *d)
+{
+    switch (d->kind) {
+    case NOTE_NODE:
+        ng_reload_note_node(ctx, d->name, d->opts);
+        break;
+    case NOTE_RECONFIGURE:
+        ng_reload_note_reconfigure(ctx, d->name, d->opts);
+        break;
+    case FORGET_NODE:
+        ng_reload_forget_node(ctx, d->name);
+        break;
+    case NOTE_EXPORT:
+        ng_reload_note_export(ctx, d->name, d->opts);
+        break;
+    case FORGET_EXPORT:
+        ng_reload_forget_export(ctx, d->name);
+        break;
+    case NOTE_GROUP:
+        ng_reload_note_group(ctx, d->name, d->opts);
+        break;
+    case FORGET_GROUP:
+        ng_reload_forget_group(ctx, d->name);
+        break;
+    }
 }
 
 /* ---- Refreshing the model from the graph -------------------------------- */
@@ -614,6 +742,12 @@ ng_reload_dump(struct ng_control_ctx *ctx, struct ng_error *err)
 
     if (ctx->reload == NULL) {
         ng_error_set(err, ENOTSUP, "this daemon keeps no live model");
+        return NULL;
+    }
+    if (ctx->reload->planning) {
+        /* A worker reads the model: refreshing it now would race. */
+        ng_error_set(err, EBUSY, "%s is being planned; try again in a "
+                     "moment", ctx->reload->run->id);
         return NULL;
     }
     if (refresh_live(ctx, err) == -1)
@@ -1121,6 +1255,8 @@ step_start(struct reload_run *r)
 /* ---- The chain -------------------------------------------------------------- */
 
 static void finish(struct reload_run *r);
+static void slice_begin(struct reload_run *r);
+static void slice_end(struct reload_run *r);
 
 static void
 advance(struct reload_run *r)
@@ -1136,6 +1272,7 @@ advance(struct reload_run *r)
         step_start(r);
         if (!r->step_done) {
             r->in_advance = false;  /* step_finished() resumes */
+            slice_end(r);           /* the loop serves others meanwhile */
             return;
         }
     }
@@ -1182,8 +1319,10 @@ step_finished(struct reload_run *r, const struct ng_error *err)
         r->pos++;
     }
     r->step_done = true;
-    if (!r->in_advance)
+    if (!r->in_advance) {
+        slice_begin(r);
         advance(r);
+    }
 }
 
 /* ---- Plan as JSON, the event, the end ------------------------------------------ */
@@ -1221,15 +1360,42 @@ elapsed_ms(const struct timespec *start)
            (double)(now.tv_nsec - start->tv_nsec) / 1e6;
 }
 
+/* The reload runs on the loop in turns (after the load, after each
+ * node that opens in the background): each turn's length is the wait
+ * it gives every client of the loop. */
+static void
+slice_begin(struct reload_run *r)
+{
+    clock_gettime(CLOCK_MONOTONIC, &r->slice);
+}
+
+static void
+slice_end(struct reload_run *r)
+{
+    double ms = elapsed_ms(&r->slice);
+
+    r->loop_ms += ms;
+    if (ms > r->longest_slice_ms)
+        r->longest_slice_ms = ms;
+    r->slice.tv_sec = 0;
+}
+
 static void
 emit_event(struct reload_run *r, const char *result, const char *error)
 {
-    json_t *data = json_pack("{s:s,s:I,s:s,s:f,s:f,s:f}", "plan-id", r->id,
-                             "steps",
-                             (json_int_t)(r->plan ? r->plan->n_steps : 0),
-                             "result", result,
-                             "elapsed-ms", elapsed_ms(&r->start),
-                             "load-ms", r->load_ms, "plan-ms", r->plan_ms);
+    json_t *data;
+
+    if (r->slice.tv_sec != 0)   /* the turn emitting the event counts */
+        slice_end(r);
+    data = json_pack("{s:s,s:I,s:s,s:f,s:f,s:f,s:f,s:I,s:f,s:f}", "plan-id",
+                     r->id, "steps",
+                     (json_int_t)(r->plan ? r->plan->n_steps : 0),
+                     "result", result, "elapsed-ms", elapsed_ms(&r->start),
+                     "load-ms", r->load_ms, "plan-ms", r->plan_ms,
+                     "load-cpu-ms", r->load_cpu_ms,
+                     "load-faults", (json_int_t)r->load_faults,
+                     "loop-ms", r->loop_ms,
+                     "longest-slice-ms", r->longest_slice_ms);
 
     if (error != NULL)
         json_object_set_new(data, "error", json_string(error));
@@ -1534,33 +1700,120 @@ check_activated(const struct reload_run *r, struct ng_error *err)
     return 0;
 }
 
-/* Refresh the model, plan, check: on the loop, once the file is
- * loaded. */
+/* The checks against live state, and the claims: on the loop, with the
+ * plan made. */
 static int
-prepare(struct reload_run *r, struct ng_error *err)
+check_plan(struct reload_run *r, struct ng_error *err)
 {
-    if (refresh_live(r->ctx, err) == -1)
-        return -1;
-    r->plan = ng_plan_compute(r->cfg, r->rl->live, r->prune, err);
-    if (r->plan != NULL &&
-        (r->old_creds = calloc(r->plan->n_steps + 1,
+    if ((r->old_creds = calloc(r->plan->n_steps + 1,
                                sizeof *r->old_creds)) == NULL)
         return ng_error_set(err, ENOMEM, "out of memory");
-    if (r->plan == NULL || check_activated(r, err) == -1 ||
-        check_bitmap_dels(r, err) == -1 ||
-        check_new_exports(r, err) == -1 ||
-        claim_nodes(r, err) == -1)
+    if (check_activated(r, err) == -1 || check_bitmap_dels(r, err) == -1 ||
+        check_new_exports(r, err) == -1 || claim_nodes(r, err) == -1)
         return -1;
     r->plan_ms = elapsed_ms(&r->start) - r->load_ms;
     return 0;
 }
 
+/* Worker thread: the plan, from the new config (immutable) and the
+ * model, which does not change meanwhile (rl->planning: the control
+ * channel's notes wait, dump-config says to try again). */
+static void
+plan_work(uv_work_t *w)
+{
+    struct reload_run *r = w->data;
+    unsigned ms = r->rl->plan_delay_ms;
+
+    if (ms > 0)
+        nanosleep(&(struct timespec){ ms / 1000, ms % 1000 * 1000000L },
+                  NULL);
+    r->plan = ng_plan_compute(r->cfg, r->rl->live, r->prune, &r->plan_err);
+}
+
+static void run_orphaned(struct reload_run *r);
+
+/* Back on the loop with the plan. */
+static void
+plan_done(uv_work_t *w, int status)
+{
+    struct reload_run *r = w->data;
+    struct ng_error err = { 0 };
+
+    slice_begin(r);
+    if (r->rl->orphaned) {
+        run_orphaned(r);
+        return;
+    }
+    if (replay_deferred(r->ctx) && r->plan != NULL) {
+        /* The control channel changed the graph meanwhile: the plan
+         * is made again, here, against the model as it is now. */
+        ng_log_info("reload %s: the graph changed while it was planned; "
+                    "planning again", r->id);
+        ng_plan_free(r->plan);
+        r->plan = refresh_live(r->ctx, &r->plan_err) == -1 ? NULL
+            : ng_plan_compute(r->cfg, r->rl->live, r->prune, &r->plan_err);
+    }
+    if (status != 0 && r->plan == NULL)
+        ng_error_set(&r->plan_err, ECANCELED, "reload cancelled");
+    if (r->plan == NULL)
+        refuse(r, &r->plan_err);
+    else if (check_plan(r, &err) == -1)
+        refuse(r, &err);
+    else if (r->dry_run)
+        finish(r);
+    else
+        advance(r);
+}
+
+/* Refresh the model from the graph (on the loop), then plan on a
+ * worker: the plan of a 3,000-node file takes milliseconds, which would
+ * be one long loop turn for every client. */
+static void
+start_plan(struct reload_run *r)
+{
+    struct ng_error err = { 0 };
+
+    if (refresh_live(r->ctx, &err) == -1) {
+        refuse(r, &err);
+        return;
+    }
+    r->rl->planning = true;
+    slice_end(r);
+    if (uv_queue_work(r->ctx->graph->loop, &r->work, plan_work,
+                      plan_done) != 0) {
+        slice_begin(r);
+        plan_work(&r->work);
+        plan_done(&r->work, 0);
+    }
+}
+
 /* Worker thread: read, parse and check the file.  Touches nothing but
  * the run's own fields (the config loader is pure). */
+static double
+thread_cpu_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static long
+thread_faults(void)
+{
+    struct rusage ru;
+
+    if (getrusage(RUSAGE_THREAD, &ru) == -1)
+        return 0;
+    return ru.ru_minflt + ru.ru_majflt;
+}
+
 static void
 load_work(uv_work_t *w)
 {
     struct reload_run *r = w->data;
+    double cpu0 = thread_cpu_ms();
+    long faults0 = thread_faults();
 
     r->cfg = ng_config_load_file(r->file, &r->load_err);
     if (r->cfg != NULL &&
@@ -1569,6 +1822,8 @@ load_work(uv_work_t *w)
         ng_config_free(r->cfg);
         r->cfg = NULL;
     }
+    r->load_cpu_ms = thread_cpu_ms() - cpu0;
+    r->load_faults = thread_faults() - faults0;
 }
 
 /* Back on the loop. */
@@ -1576,27 +1831,34 @@ static void
 load_done(uv_work_t *w, int status)
 {
     struct reload_run *r = w->data;
-    struct ng_error err = { 0 };
 
     r->load_ms = elapsed_ms(&r->start);
+    slice_begin(r);
+    ng_log_debug("reload %s: file loaded in %.1f ms (CPU %.1f ms, %ld page "
+                 "faults)", r->id, r->load_ms, r->load_cpu_ms,
+                 r->load_faults);
     if (r->rl->orphaned) {          /* the daemon went away meanwhile */
-        ng_reload_free_now(r->rl);
-        ng_config_free(r->cfg);
-        free(r->file);
-        free(r);
+        run_orphaned(r);
         return;
     }
     if (status != 0 || r->cfg == NULL) {
         if (status != 0)
             ng_error_set(&r->load_err, ECANCELED, "reload cancelled");
         refuse(r, &r->load_err);
-    } else if (prepare(r, &err) == -1) {
-        refuse(r, &err);
-    } else if (r->dry_run) {
-        finish(r);
     } else {
-        advance(r);
+        start_plan(r);
     }
+}
+
+/* The daemon went away while a worker had the run: it ends here. */
+static void
+run_orphaned(struct reload_run *r)
+{
+    ng_reload_free_now(r->rl);
+    ng_plan_free(r->plan);
+    ng_config_free(r->cfg);
+    free(r->file);
+    free(r);
 }
 
 void

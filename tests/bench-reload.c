@@ -7,9 +7,11 @@
  * on four untouched exports loop 4 KiB reads.  Then, NG_BENCH_RELOADS
  * times (default 20), one export's description changes in the file and
  * the daemon gets SIGHUP; the time from the signal to the RELOAD event,
- * and the daemon's own elapsed time, are recorded.  Printed: reload times
- * (min, median, max) and read latency p50/p99/max before and during
- * reloads.
+ * and the daemon's own figures from it, are recorded.  Printed: median
+ * and p90 of each (signal to event; the worker's load, wall and CPU; the
+ * loop's part, in all and its longest turn) and read latency p50/p99/max
+ * before, during reloads, and split into the load's and the loop's part
+ * of each reload.  A daemon too old to report a figure prints "-".
  */
 #include <config.h>
 
@@ -137,6 +139,20 @@ print_latency(const char *what, double *v, size_t n)
            v[n / 2], v[n * 99 / 100], v[n - 1]);
 }
 
+/* Median and p90 (nearest rank) of v[0..n), sorted here; "-" when the
+ * daemon did not report it. */
+static void
+print_figure(const char *what, double *v, int n, bool known)
+{
+    if (!known) {
+        printf("  %-28s -\n", what);
+        return;
+    }
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    printf("  %-28s median %7.1f  p90 %7.1f  (min %.1f, max %.1f)\n", what,
+           v[n / 2], v[(n * 9 + 9) / 10 - 1], v[0], v[n - 1]);
+}
+
 static bool
 in_windows(double t, const double (*win)[2], int n)
 {
@@ -154,9 +170,11 @@ main(void)
     const char *s = getenv("NG_BENCH_EXPORTS");
     int n = s ? atoi(s) : 1000, reloads, i, k;
     char *texts[2] = { big_config(n, 0), big_config(n, 1) };
-    double (*win)[2], *sig_ms, *daemon_ms, *load_ms, *loop_ms, base_end;
-    double *during, *before;
-    size_t n_during = 0, n_before = 0;
+    double (*win)[2], (*loopwin)[2], *sig_ms, *daemon_ms, *load_ms;
+    double *loop_ms, *cpu_ms, *slice_ms, *faults, base_end;
+    double *during, *before, *during_load, *during_loop;
+    size_t n_during = 0, n_before = 0, n_dload = 0, n_dloop = 0;
+    bool has_cpu = false;
     struct reader rd[READERS];
     struct ng_test_daemon *d;
     struct ng_test_qmp *q;
@@ -169,6 +187,10 @@ main(void)
     daemon_ms = calloc((size_t)reloads, sizeof *daemon_ms);
     load_ms = calloc((size_t)reloads, sizeof *load_ms);
     loop_ms = calloc((size_t)reloads, sizeof *loop_ms);
+    cpu_ms = calloc((size_t)reloads, sizeof *cpu_ms);
+    slice_ms = calloc((size_t)reloads, sizeof *slice_ms);
+    faults = calloc((size_t)reloads, sizeof *faults);
+    loopwin = calloc((size_t)reloads, sizeof *loopwin);
     ng_test_timeout(600);
     d = ng_test_start(texts[0], "e1");
     q = ng_test_qmp_connect(d->control);
@@ -205,6 +227,21 @@ main(void)
                 load_ms[k] = json_real_value(json_object_get(data,
                                                              "load-ms"));
                 loop_ms[k] = daemon_ms[k] - load_ms[k];
+                if (json_object_get(data, "loop-ms") != NULL) {
+                    has_cpu = true;
+                    loop_ms[k] = json_number_value(json_object_get(
+                        data, "loop-ms"));
+                    cpu_ms[k] = json_number_value(json_object_get(
+                        data, "load-cpu-ms"));
+                    slice_ms[k] = json_number_value(json_object_get(
+                        data, "longest-slice-ms"));
+                    faults[k] = json_number_value(json_object_get(
+                        data, "load-faults"));
+                }
+                /* The loop's part ends at the event; it began when the
+                 * load ended (the signal's delivery aside). */
+                loopwin[k][0] = win[k][1] - (daemon_ms[k] - load_ms[k]);
+                loopwin[k][1] = win[k][1];
                 json_decref(ev);
                 break;
             }
@@ -221,6 +258,8 @@ main(void)
         n_before += rd[i].n;
     }
     during = calloc(n_before, sizeof *during);
+    during_load = calloc(n_before, sizeof *during_load);
+    during_loop = calloc(n_before, sizeof *during_loop);
     before = calloc(n_before, sizeof *before);
     n_before = 0;
     for (i = 0; i < READERS; i++) {
@@ -232,36 +271,43 @@ main(void)
             if (sm->start_ms < base_end)
                 before[n_before++] = sm->lat_ms;
             else if (in_windows(sm->start_ms, (const double (*)[2])win,
-                                reloads))
+                                reloads)) {
                 during[n_during++] = sm->lat_ms;
+                /* A read that began in the load and ends in the loop's
+                 * part waited for the loop: counted there. */
+                if (in_windows(sm->start_ms + sm->lat_ms,
+                               (const double (*)[2])loopwin, reloads))
+                    during_loop[n_dloop++] = sm->lat_ms;
+                else
+                    during_load[n_dload++] = sm->lat_ms;
+            }
         }
         nbd_close(rd[i].nbd);
         free(rd[i].s);
     }
-    qsort(sig_ms, (size_t)reloads, sizeof *sig_ms, cmp_double);
-    qsort(daemon_ms, (size_t)reloads, sizeof *daemon_ms, cmp_double);
-    qsort(load_ms, (size_t)reloads, sizeof *load_ms, cmp_double);
-    qsort(loop_ms, (size_t)reloads, sizeof *loop_ms, cmp_double);
     printf("reload of %d exports, %d nodes, one export changed, %d times:\n",
            n, 3 * n, reloads);
-    printf("  SIGHUP -> RELOAD event     min %.1f ms  median %.1f ms  "
-           "max %.1f ms\n", sig_ms[0], sig_ms[reloads / 2],
-           sig_ms[reloads - 1]);
-    printf("  daemon (load+plan+apply)   min %.1f ms  median %.1f ms  "
-           "max %.1f ms\n", daemon_ms[0], daemon_ms[reloads / 2],
-           daemon_ms[reloads - 1]);
-    printf("  of which loading the file  min %.1f ms  median %.1f ms  "
-           "max %.1f ms (worker thread)\n", load_ms[0], load_ms[reloads / 2],
-           load_ms[reloads - 1]);
-    printf("  plan, check, apply         min %.1f ms  median %.1f ms  "
-           "max %.1f ms (loop thread)\n", loop_ms[0], loop_ms[reloads / 2],
-           loop_ms[reloads - 1]);
+    print_figure("SIGHUP -> RELOAD event", sig_ms, reloads, true);
+    print_figure("daemon (load+plan+apply)", daemon_ms, reloads, true);
+    print_figure("load, worker wall", load_ms, reloads, true);
+    print_figure("load, worker CPU", cpu_ms, reloads, has_cpu);
+    print_figure("load, page faults", faults, reloads, has_cpu);
+    print_figure("loop part, in all", loop_ms, reloads, true);
+    print_figure("loop part, longest turn", slice_ms, reloads, has_cpu);
     print_latency("  4K reads, before", before, n_before);
     print_latency("  4K reads, during reloads", during, n_during);
+    print_latency("    of which during the load", during_load, n_dload);
+    print_latency("    of which during the loop", during_loop, n_dloop);
     ng_test_qmp_close(q);
     ng_test_stop(d);
     free(during);
+    free(during_load);
+    free(during_loop);
     free(before);
+    free(cpu_ms);
+    free(slice_ms);
+    free(faults);
+    free(loopwin);
     free(win);
     free(sig_ms);
     free(daemon_ms);

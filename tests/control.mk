@@ -179,3 +179,7 @@ EXTRA_DIST += tests/test-reload-live-bitmaps.sh
 # s6-p99 (issue 10): the log filter names the background flag.
 TESTS += tests/test-log-flags.sh
 EXTRA_DIST += tests/test-log-flags.sh
+
+# QMP changes while a reload is planned on a worker (issue 13).
+TESTS += tests/test-reload-race.sh
+EXTRA_DIST += tests/test-reload-race.sh
