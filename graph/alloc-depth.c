@@ -35,15 +35,6 @@ struct depth_walk {
 
 static void walk_ask(struct depth_walk *w);
 
-/* A filter's child, down to a node that is none. */
-static struct ng_node *
-skip_filters(struct ng_node *node)
-{
-    while (node != NULL && node->driver->is_filter)
-        node = ng_node_child_role(node, NG_ROLE_FILTERED);
-    return node;
-}
-
 /* Can nodes of this driver have a backing node? */
 static bool
 driver_takes_backing(const struct ng_driver *drv)
@@ -117,7 +108,7 @@ walk_absorb(struct depth_walk *w)
         hole = (w->ext.flags & NG_EXTENT_HOLE) != 0;
     }
     if (hole && backing != NULL) {      /* look further down */
-        w->layer = skip_filters(backing);
+        w->layer = ng_node_skip_filters(backing);
         w->depth++;
         w->run = len;
         if (w->layer != NULL)
@@ -183,7 +174,7 @@ ng_alloc_depth_start(struct ng_node *root, struct ng_req *req)
         return;
     }
     w->req = req;
-    w->top = skip_filters(root);
+    w->top = ng_node_skip_filters(root);
     w->pos = req->offset;
     w->end = req->offset + req->length;
     if (w->top == NULL) {

@@ -131,6 +131,14 @@ ng_node_child_role(struct ng_node *node, enum ng_role role)
     return NULL;
 }
 
+struct ng_node *
+ng_node_skip_filters(struct ng_node *node)
+{
+    while (node != NULL && node->driver->is_filter)
+        node = ng_node_child_role(node, NG_ROLE_FILTERED);
+    return node;
+}
+
 #define NG_CAPS_CHANGING_DATA \
     (NG_CAP_WRITE | NG_CAP_FUA | NG_CAP_TRIM | NG_CAP_ZERO | \
      NG_CAP_FAST_ZERO)

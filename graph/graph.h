@@ -732,6 +732,9 @@ ng_node_state(struct ng_node *node)
 struct ng_node *ng_node_child(struct ng_node *node);
 /* Child on the edge with this role, or NULL. */
 struct ng_node *ng_node_child_role(struct ng_node *node, enum ng_role role);
+/* NODE itself unless it is a filter; else its filtered child, down to
+ * the first node that is none (NULL if a filter has no child). */
+struct ng_node *ng_node_skip_filters(struct ng_node *node);
 
 /* The node's facts (see struct ng_node_facts), as cached at the last
  * refresh: O(1), for the request path.  Borrowed: changes only when the

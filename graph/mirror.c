@@ -670,26 +670,18 @@ chunk_size(uint64_t buf_size, uint32_t gran)
     return chunk < gran ? gran : (uint32_t)chunk;
 }
 
-/* A filter's child, down to a node that is none. */
-static struct ng_node *
-skip_filters(struct ng_node *n)
-{
-    while (n != NULL && n->driver->is_filter)
-        n = ng_node_child_role(n, NG_ROLE_FILTERED);
-    return n;
-}
-
 /* The base's allocation depth seen from top (NG_REQ_ALLOC_DEPTH: 1 is
  * the top layer, filters count for nothing); check_commit_nodes made
  * sure the base is in top's chain. */
 static uint32_t
 commit_base_depth(struct ng_node *top, struct ng_node *base)
 {
-    struct ng_node *n = skip_filters(top), *b = skip_filters(base);
+    struct ng_node *n = ng_node_skip_filters(top);
+    struct ng_node *b = ng_node_skip_filters(base);
     uint32_t depth = 1;
 
     while (n != NULL && n != b) {
-        n = skip_filters(backing_of(n));
+        n = ng_node_skip_filters(backing_of(n));
         depth++;
     }
     return depth;
