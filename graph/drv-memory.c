@@ -76,6 +76,10 @@ struct memory_state {
     unsigned char **pages;          /* npages entries, NULL = unallocated
                                      * (zeroes, or the backing's data) */
     uint64_t npages;
+    uint64_t top;                   /* past the last page ever allocated:
+                                     * from there on every entry is NULL,
+                                     * so close need not walk a huge,
+                                     * mostly empty table */
     unsigned char zero_marker;      /* its address in pages[]: allocated,
                                      * reads as zeroes (backing only) */
     struct ng_node *node;
@@ -147,11 +151,20 @@ memory_close(struct ng_node *node)
 {
     struct memory_state *s = ng_node_state(node);
 
-    for (uint64_t i = 0; i < s->npages; i++)
-        if (s->pages[i] != MEMORY_ZEROED(s))
+    for (uint64_t i = 0; i < s->top; i++)
+        if (s->pages[i] != NULL && s->pages[i] != MEMORY_ZEROED(s))
             free(s->pages[i]);
     memory_free_table(s);
     s->npages = 0;
+    s->top = 0;
+}
+
+/* Page `index` has just been allocated. */
+static inline void
+memory_note_page(struct memory_state *s, uint64_t index)
+{
+    if (index >= s->top)
+        s->top = index + 1;
 }
 
 /* Bytes of the page holding `off` from `off` on, at most `left`. */
@@ -223,6 +236,7 @@ memory_store(struct memory_state *s, uint64_t off, uint64_t len,
              * went before stays written. */
             if (*pp == NULL)
                 return -ENOSPC;
+            memory_note_page(s, off >> MEMORY_PAGE_SHIFT);
         }
         if (v != NULL)
             ng_iov_to_buf(v, done, *pp + (off & MEMORY_PAGE_MASK), n);
@@ -254,7 +268,7 @@ memory_zero(struct memory_state *s, struct ng_req *req)
         unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];
 
         if (memory_whole_page(s, off, n)) {
-            if (*pp != MEMORY_ZEROED(s))
+            if (*pp != NULL && *pp != MEMORY_ZEROED(s))
                 free(*pp);
             *pp = s->backing != NULL ? MEMORY_ZEROED(s) : NULL;
         } else if (*pp != NULL && *pp != MEMORY_ZEROED(s)) {
@@ -406,9 +420,10 @@ memory_cow_finish(struct memory_io *io)
 
         /* Another request may have allocated it meanwhile: its data is
          * newer than our copy. */
-        if (ret == 0 && *pp == NULL)
+        if (ret == 0 && *pp == NULL) {
             *pp = io->cow_buf[i];
-        else
+            memory_note_page(s, io->cow_page[i]);
+        } else
             free(io->cow_buf[i]);
     }
     if (ret == 0)

@@ -223,3 +223,7 @@ EXTRA_DIST += tests/test-shutdown-open.sh
 # node whose file is on tmpfs; a client's read still does.
 TESTS += tests/test-background-workers.sh
 EXTRA_DIST += tests/test-background-workers.sh
+
+# Closing a huge, mostly empty memory disk walks only what it holds.
+TESTS += tests/test-memory-huge-close.sh
+EXTRA_DIST += tests/test-memory-huge-close.sh
