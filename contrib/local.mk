@@ -6,6 +6,7 @@ EXTRA_DIST += \
 	contrib/bench/splice-pause \
 	contrib/bench/mirror-speed \
 	contrib/bench/nbd-leaf \
+	contrib/bench/nbd-leaf-cost \
 	contrib/bench/filters \
 	contrib/bench/nbdkit-leaf \
 	contrib/check-layers.sh \
