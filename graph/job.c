@@ -311,9 +311,27 @@ ng_job_resume(struct ng_job *job, struct ng_error *err)
     return 0;
 }
 
+/* A cancelled job whose type still has to stop (copies in flight, a
+ * filter to take out) is aborting from now on, woken as ng_job_done()
+ * would wake it.  While it stays "ready" or "running", query-jobs (and
+ * `nbdgraphctl wait`, which stops at "ready") would show a job still
+ * holding its BBs and claims as one that is over, and a mirror to the
+ * same target right after it was refused. */
+static void
+start_aborting(struct ng_job *job)
+{
+    if (job->status == NG_JOB_PAUSED)
+        transition(job, NG_JOB_RUNNING);
+    if (job->status == NG_JOB_STANDBY)
+        transition(job, NG_JOB_READY);
+    transition(job, NG_JOB_ABORTING);
+}
+
 int
 ng_job_cancel(struct ng_job *job, struct ng_error *err)
 {
+    if (job->cancelled && job->status == NG_JOB_ABORTING)
+        return 0;                   /* winding down already */
     if (apply_verb(job, NG_JOB_VERB_CANCEL, err) == -1)
         return -1;
     if (job->cancelled)
@@ -330,6 +348,7 @@ ng_job_cancel(struct ng_job *job, struct ng_error *err)
         transition(job, NG_JOB_ABORTING);
         finalize(job);
     } else {
+        start_aborting(job);
         job->ops->cancel(job);      /* then ng_job_done() */
     }
     return 0;

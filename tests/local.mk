@@ -227,3 +227,10 @@ EXTRA_DIST += tests/test-background-workers.sh
 # Closing a huge, mostly empty memory disk walks only what it holds.
 TESTS += tests/test-memory-huge-close.sh
 EXTRA_DIST += tests/test-memory-huge-close.sh
+
+# ---- A cancelled job's claims (s7-p99) -----------------------------------
+# mirror, cancel, wait, mirror again to the same target while copies of
+# the cancelled job are still in flight: wait returns once the job is
+# gone, and the next mirror is not refused.
+TESTS += tests/test-mirror-cancel-reuse.sh
+EXTRA_DIST += tests/test-mirror-cancel-reuse.sh
