@@ -56,6 +56,15 @@ struct ng_copy {
     uint64_t refilled_ns;
     uint64_t pumped_cpu_ns;         /* the loop thread's CPU time when
                                      * the last pump() ended */
+    /* Holding back for clients (see clients_busy, busy_width). */
+    struct ng_graph *graph;         /* the source's, which outlives us */
+    uint64_t clients_seen;          /* g->client_requests at the last
+                                     * look */
+    uint64_t clients_busy_until;    /* loop ms: clients count as busy */
+    unsigned busy_width;            /* background chunks while they are;
+                                     * 0: not yet set */
+    uint64_t window_ms;             /* when the bitmap count was taken */
+    uint64_t window_count;
 };
 
 /* ---- Buffers: the one place that knows how a request carries data ---- */
@@ -466,9 +475,13 @@ idle_fired(uv_idle_t *h)
  * memory-to-tmpfs mirror, 200 us made most iterations 0.5-1 ms long,
  * 30 us (with 64 KiB chunks) 32-64 us, for the same CPU per byte copied.
  * But the slice grows with the CPU time the loop thread spent elsewhere
- * since the last one (serving clients), up to the old 200 us: under
- * heavy client writes the copy keeps a fair share and a background
- * mirror still converges.  CPU time, not wall time: a loop that slept
+ * since the last one, up to the old 200 us, so the copy keeps a fair
+ * share of a loop busy with other work -- unless clients are busy
+ * (clients_busy() below): then they come first, the slice stays the
+ * shortest and the background pass runs narrower (busy_width(); a
+ * 1 GiB mirror still reached ready several times in 5 s under the qd1
+ * writer of contrib/bench/mirror-speed, at load 7-9).
+ * CPU time, not wall time: a loop that slept
  * waiting for the target's workers served nobody meanwhile, and a long
  * slice then would only make a client arriving during it wait. */
 #define PUMP_SLICE_MIN_NS 30000ull
@@ -493,10 +506,60 @@ pump_slice(struct ng_copy *c, uint64_t cpu_now)
          : elsewhere > PUMP_SLICE_MAX_NS ? PUMP_SLICE_MAX_NS : elsewhere;
 }
 
+/* While clients of the graph are busy, the background pass runs
+ * narrower and takes the shortest slice: on 2 cores sixteen chunks'
+ * reads, writes and completions compete with every client request for
+ * the loop and the CPUs (a qd1 4 KiB writer's p99 went 4-6x up under a
+ * full-speed mirror).  Clients are busy from a request of theirs until
+ * COPY_CLIENTS_QUIET_MS after their last one.  A copy with no client
+ * running goes at full width. */
+#define COPY_CLIENTS_QUIET_MS 20u
+
+static bool
+clients_busy(struct ng_copy *c)
+{
+    uint64_t now = uv_now(c->graph->loop);
+
+    if (c->graph->client_requests != c->clients_seen) {
+        c->clients_seen = c->graph->client_requests;
+        c->clients_busy_until = now + COPY_CLIENTS_QUIET_MS;
+    }
+    return now < c->clients_busy_until;
+}
+
+/* The width while clients are busy: COPY_BUSY_WIDTH_MIN chunks, doubled
+ * (up to the full width, never narrowed again) each COPY_WIDEN_MS in
+ * which the dirty count did not fall: clients that dirty faster than
+ * the narrow copy cleans (four writers of 64 KiB blocks) must not keep
+ * a mirror from ever getting ready. */
+#define COPY_BUSY_WIDTH_MIN 2u
+#define COPY_WIDEN_MS 100u
+
+static unsigned
+busy_width(struct ng_copy *c)
+{
+    uint64_t now = uv_now(c->graph->loop);
+    uint64_t count = c->p.bitmap->count;
+
+    if (c->busy_width == 0) {
+        c->busy_width = COPY_BUSY_WIDTH_MIN;
+    } else if (now - c->window_ms < COPY_WIDEN_MS) {
+        return c->busy_width;
+    } else if (count > 0 && count >= c->window_count) {
+        c->busy_width *= 2;
+    }
+    if (c->busy_width > c->p.max_in_flight)
+        c->busy_width = c->p.max_in_flight;
+    c->window_ms = now;
+    c->window_count = count;
+    return c->busy_width;
+}
+
 /* Wanted ranges first, unlimited (a client waits); then the background
- * pass under the rate limit. */
+ * pass under the rate limit, narrower while clients are busy. */
 static void
-pump_once(struct ng_copy *c, uint64_t started_ns, uint64_t slice)
+pump_once(struct ng_copy *c, uint64_t started_ns, uint64_t slice,
+          unsigned background_max)
 {
     uint64_t delay, off, len;
 
@@ -509,8 +572,9 @@ pump_once(struct ng_copy *c, uint64_t started_ns, uint64_t slice)
             start_chunk(c, off, len, false);
             continue;
         }
-        if (!c->running || c->p.on_demand)
-            return;
+        if (!c->running || c->p.on_demand ||
+            c->in_flight >= background_max)
+            return;                 /* a completion pumps again */
         if ((delay = rate_delay(c)) > 0) {
             if (c->p.bitmap->count > 0)
                 schedule(c, delay);
@@ -694,6 +758,7 @@ static void
 pump(struct ng_copy *c)
 {
     uint64_t started_ns, slice;
+    unsigned background_max = c->p.max_in_flight;
 
     if (c->pumping) {
         c->again = true;
@@ -701,10 +766,14 @@ pump(struct ng_copy *c)
     }
     started_ns = uv_hrtime();
     slice = pump_slice(c, thread_cpu_ns());
+    if (c->running && !c->stopping && clients_busy(c)) {
+        slice = PUMP_SLICE_MIN_NS;
+        background_max = busy_width(c);
+    }
     c->pumping = true;
     do {
         c->again = false;
-        pump_once(c, started_ns, slice);
+        pump_once(c, started_ns, slice, background_max);
         grant_locks(c);
     } while (c->again);
     c->pumping = false;
@@ -760,6 +829,7 @@ ng_copy_new(uv_loop_t *loop, const struct ng_copy_params *params,
         c->p.zero_span = c->p.chunk;
     c->ops = ops;
     c->opaque = opaque;
+    c->graph = params->source->graph;
     c->refilled_ns = uv_hrtime();
     c->tokens = params->chunk;
     c->chunks = calloc(params->max_in_flight, sizeof *c->chunks);

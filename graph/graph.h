@@ -889,6 +889,9 @@ struct ng_graph {
                                      * request's call stack */
     struct ng_object *objects;      /* graph objects, owned */
     struct ng_pool *pools;          /* per-driver worker pools */
+    uint64_t client_requests;       /* requests through BBs no job owns
+                                     * (clients'), ever: the copy engine
+                                     * holds back while this moves */
     struct ng_add *adds;            /* ng_graph_add_node()s in flight */
     unsigned removing;              /* node removals in flight */
     bool freeing;                   /* ng_graph_free() called */
