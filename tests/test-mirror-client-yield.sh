@@ -70,3 +70,21 @@ kill $fio_pid; wait $fio_pid || true
 echo "client busy: $busy background writes at once"
 [ "$busy" -ge 1 ] || fail "the copy did not run while the client wrote"
 [ "$busy" -le 2 ] || fail "the copy ran $busy wide while a client wrote"
+
+# A client that dirties the source faster than two chunks clean it
+# (64 KiB writes at 10 MB/s; two 20 ms writes copy 6.4 MB/s): the copy
+# widens, and the mirror still gets ready.
+fio --name=w --ioengine=nbd --uri="$uri" --rw=randwrite --bs=64k \
+    --iodepth=1 --size=16M --rate=10m --time_based --runtime=120 \
+    > $dir/fio.out 2>&1 &
+fio_pid=$!
+wait_export_connections vm0 1
+from=$(($(wc -l < $log) + 1))
+nbdgraphctl mirror src lg --job-id m2 > /dev/null
+timeout 60 "$top_builddir/nbdgraphctl" --socket "$ctl" wait m2 | grep -q "job 'm2' ready" ||
+    fail "the mirror did not get ready under a writer it must outrun"
+wide=$(max_background_writes $from $(wc -l < $log))
+kill $fio_pid; wait $fio_pid || true
+nbdgraphctl job cancel m2
+echo "fast writer: $wide background writes at once"
+[ "$wide" -gt 2 ] || fail "the copy did not widen under a fast writer"
