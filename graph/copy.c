@@ -58,13 +58,11 @@ struct ng_copy {
                                      * the last pump() ended */
     /* Holding back for clients (see clients_busy, busy_width). */
     struct ng_graph *graph;         /* the source's, which outlives us */
-    uint64_t clients_seen;          /* g->client_requests at the last
-                                     * look */
-    uint64_t clients_busy_until;    /* loop ms: clients count as busy */
     unsigned busy_width;            /* background chunks while they are;
                                      * 0: not yet set */
-    uint64_t window_ms;             /* when the bitmap count was taken */
-    uint64_t window_count;
+    uint64_t window_ms;             /* when these were taken: */
+    uint64_t window_count;          /* the bitmap's count */
+    uint64_t window_done;           /* bytes copied */
 };
 
 /* ---- Buffers: the one place that knows how a request carries data ---- */
@@ -513,25 +511,22 @@ pump_slice(struct ng_copy *c, uint64_t cpu_now)
  * full-speed mirror).  Clients are busy from a request of theirs until
  * COPY_CLIENTS_QUIET_MS after their last one.  A copy with no client
  * running goes at full width. */
-#define COPY_CLIENTS_QUIET_MS 20u
+#define COPY_CLIENTS_QUIET_MS 100u
 
 static bool
-clients_busy(struct ng_copy *c)
+clients_busy(const struct ng_copy *c)
 {
-    uint64_t now = uv_now(c->graph->loop);
+    uint64_t last = c->graph->client_request_ms;
 
-    if (c->graph->client_requests != c->clients_seen) {
-        c->clients_seen = c->graph->client_requests;
-        c->clients_busy_until = now + COPY_CLIENTS_QUIET_MS;
-    }
-    return now < c->clients_busy_until;
+    return last != 0 && uv_now(c->graph->loop) - last < COPY_CLIENTS_QUIET_MS;
 }
 
 /* The width while clients are busy: COPY_BUSY_WIDTH_MIN chunks, doubled
  * (up to the full width, never narrowed again) each COPY_WIDEN_MS in
- * which the dirty count did not fall: clients that dirty faster than
- * the narrow copy cleans (four writers of 64 KiB blocks) must not keep
- * a mirror from ever getting ready. */
+ * which chunks were copied but the dirty count did not fall: clients
+ * that dirty faster than the narrow copy cleans (four writers of 64 KiB
+ * blocks) must not keep a mirror from ever getting ready.  A window in
+ * which nothing was copied (the daemon had no CPU) says nothing. */
 #define COPY_BUSY_WIDTH_MIN 2u
 #define COPY_WIDEN_MS 100u
 
@@ -545,13 +540,15 @@ busy_width(struct ng_copy *c)
         c->busy_width = COPY_BUSY_WIDTH_MIN;
     } else if (now - c->window_ms < COPY_WIDEN_MS) {
         return c->busy_width;
-    } else if (count > 0 && count >= c->window_count) {
+    } else if (count > 0 && count >= c->window_count &&
+               c->done > c->window_done) {
         c->busy_width *= 2;
     }
     if (c->busy_width > c->p.max_in_flight)
         c->busy_width = c->p.max_in_flight;
     c->window_ms = now;
     c->window_count = count;
+    c->window_done = c->done;
     return c->busy_width;
 }
 

@@ -764,7 +764,7 @@ ng_bb_dispatch(struct ng_bb *bb, struct ng_req *req)
     req->bb = bb;
     bb->in_flight++;
     if (bb->job_id == NULL)
-        bb->graph->client_requests++;
+        bb->graph->client_request_ms = uv_now(bb->graph->loop);
     if ((req->flags & NG_REQ_ALLOC_DEPTH) && req->op == NG_OP_BLOCK_STATUS)
         ng_alloc_depth_start(root, req);
     else

@@ -889,9 +889,11 @@ struct ng_graph {
                                      * request's call stack */
     struct ng_object *objects;      /* graph objects, owned */
     struct ng_pool *pools;          /* per-driver worker pools */
-    uint64_t client_requests;       /* requests through BBs no job owns
-                                     * (clients'), ever: the copy engine
-                                     * holds back while this moves */
+    uint64_t client_request_ms;     /* uv_now() of the last request
+                                     * through a BB no job owns (a
+                                     * client's); 0: none yet.  The copy
+                                     * engine holds back while it is
+                                     * recent */
     struct ng_add *adds;            /* ng_graph_add_node()s in flight */
     unsigned removing;              /* node removals in flight */
     bool freeing;                   /* ng_graph_free() called */
