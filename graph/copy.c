@@ -478,10 +478,10 @@ idle_fired(uv_idle_t *h)
  * (clients_busy() below): then they come first, the slice stays the
  * shortest and the background pass runs narrower (busy_width(); a
  * 1 GiB mirror still reached ready several times in 5 s under the qd1
- * writer of contrib/bench/mirror-speed, at load 7-9).
- * CPU time, not wall time: a loop that slept
- * waiting for the target's workers served nobody meanwhile, and a long
- * slice then would only make a client arriving during it wait. */
+ * writer of contrib/bench/mirror-speed, at load 7-9).  CPU time, not
+ * wall time: a loop that slept waiting for the target's workers served
+ * nobody meanwhile, and a long slice then would only make a client
+ * arriving during it wait. */
 #define PUMP_SLICE_MIN_NS 30000ull
 #define PUMP_SLICE_MAX_NS 200000ull
 
@@ -518,7 +518,8 @@ clients_busy(const struct ng_copy *c)
 {
     uint64_t last = c->graph->client_request_ms;
 
-    return last != 0 && uv_now(c->graph->loop) - last < COPY_CLIENTS_QUIET_MS;
+    return last != 0 &&
+           uv_now(c->graph->loop) - last < COPY_CLIENTS_QUIET_MS;
 }
 
 /* The width while clients are busy: COPY_BUSY_WIDTH_MIN chunks, doubled
