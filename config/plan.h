@@ -206,6 +206,12 @@ struct ng_plan {
     size_t n_steps, cap_steps;
     struct ng_not_in_file *kept;
     size_t n_kept, cap_kept;
+    /* What the file names that the model holds as the control channel's
+     * (a node also when it has bitmaps made live): once applied, it is
+     * the file's.  Borrowed from the config the plan was made from. */
+    const struct ng_node_cfg **adopt_nodes;
+    const char **adopt_exports, **adopt_groups;
+    size_t n_adopt_nodes, n_adopt_exports, n_adopt_groups;
 };
 
 /* Diff `cfg` against `live`.  With prune, what the control channel made

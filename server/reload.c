@@ -656,17 +656,31 @@ refresh_export(struct ng_control_ctx *ctx, struct ng_live_export *le,
 /* A holder that is not an export (a job, a command still running) holds
  * the node: the plan must not change it. */
 static int
-note_holder(void *opaque, const struct ng_nac_holding *h)
+note_holding(void *opaque, const struct ng_nac_holding *h)
 {
-    struct ng_live *live = opaque;
-    struct ng_live_node *ln;
+    struct ng_live_node *ln = ng_live_node(opaque, h->node);
 
-    if (strcmp(h->kind, "export") == 0 || ng_live_node(live, h->node) == NULL)
-        return 0;
-    ln = ng_live_node(live, h->node);
-    if (ln->held_by == NULL)
-        ln->held_by = strdup(h->id);
+    if (ln != NULL && ln->held_by == NULL &&
+        (ln->held_by = strdup(h->id)) == NULL)
+        return -ENOMEM;
     return 0;
+}
+
+struct holder_walk {
+    const struct ng_nac *nac;
+    struct ng_live *live;
+};
+
+/* Holder by holder, exports skipped whole: a thousand exports' claims
+ * are not walked (nor sorted, as ng_nac_foreach would) to find a job. */
+static int
+note_holder(void *opaque, const struct ng_nac_holder_info *h)
+{
+    const struct holder_walk *w = opaque;
+
+    if (strcmp(h->kind, "export") == 0)
+        return 0;
+    return ng_nac_foreach_claim(w->nac, h->id, note_holding, w->live);
 }
 
 /* The model entries the graph no longer has go, last first (the flags
@@ -748,8 +762,10 @@ refresh_some(struct ng_control_ctx *ctx, struct refresh *rf,
         rf->phase = REFRESH_FINISH;
         return 0;
     case REFRESH_FINISH:
-        if (ctx->nac != NULL && ng_nac_foreach(ctx->nac, note_holder,
-                                               live) < 0)
+        if (ctx->nac != NULL &&
+            ng_nac_foreach_holder(ctx->nac, note_holder,
+                                  &(struct holder_walk){ ctx->nac,
+                                                         live }) < 0)
             goto oom;
         refresh_drop_gone(live, rf);
         ng_live_reindex(live);      /* again if nodes or exports went */
@@ -1567,7 +1583,7 @@ adopt_node(struct ng_live_node *n, const struct ng_node_cfg *nc)
 }
 
 /* The model follows the graph: each applied step, and what the file
- * names now belongs to the file. */
+ * names now belongs to the file (the plan lists what was not). */
 static void
 adopt_plan(struct reload_run *r)
 {
@@ -1582,14 +1598,14 @@ adopt_plan(struct reload_run *r)
             ng_log_warn("reload %s: out of memory updating the model",
                         r->id);
     ng_live_reindex(live);      /* for the lookups below */
-    for (i = 0; i < r->cfg->n_nodes; i++)
-        if ((n = ng_live_node(live, r->cfg->nodes[i].name)) != NULL)
-            adopt_node(n, &r->cfg->nodes[i]);
-    for (i = 0; i < r->cfg->n_exports; i++)
-        if ((e = ng_live_export(live, r->cfg->exports[i].name)) != NULL)
+    for (i = 0; i < r->plan->n_adopt_nodes; i++)
+        if ((n = ng_live_node(live, r->plan->adopt_nodes[i]->name)) != NULL)
+            adopt_node(n, r->plan->adopt_nodes[i]);
+    for (i = 0; i < r->plan->n_adopt_exports; i++)
+        if ((e = ng_live_export(live, r->plan->adopt_exports[i])) != NULL)
             e->from_file = true;
-    for (i = 0; i < r->cfg->n_groups; i++)
-        if ((g = ng_live_group(live, r->cfg->groups[i].name)) != NULL)
+    for (i = 0; i < r->plan->n_adopt_groups; i++)
+        if ((g = ng_live_group(live, r->plan->adopt_groups[i])) != NULL)
             g->from_file = true;
     adopt_server(r);
 }
