@@ -1582,6 +1582,21 @@ adopt_node(struct ng_live_node *n, const struct ng_node_cfg *nc)
             ng_live_node_forget_live_bitmap(n, b.name);
 }
 
+/* A node this reload added may have got (or lost) dirty bitmaps over the
+ * control channel while later steps ran; no step says so, so the model
+ * takes them from the graph now, as the next refresh would (every reader
+ * of the model refreshes first, so this keeps the model true between
+ * reloads rather than changing what a reader sees). */
+static void
+adopt_added_bitmaps(struct reload_run *r, const char *name)
+{
+    struct ng_node *n = ng_graph_find(r->ctx->graph, name);
+    struct ng_live_node *ln = ng_live_node(r->rl->live, name);
+
+    if (n != NULL && ln != NULL && refresh_bitmaps(ln, n) == -1)
+        ng_log_warn("reload %s: out of memory updating the model", r->id);
+}
+
 /* The model follows the graph: each applied step, and what the file
  * names now belongs to the file (the plan lists what was not). */
 static void
@@ -1607,6 +1622,9 @@ adopt_plan(struct reload_run *r)
     for (i = 0; i < r->plan->n_adopt_groups; i++)
         if ((g = ng_live_group(live, r->plan->adopt_groups[i])) != NULL)
             g->from_file = true;
+    for (i = 0; i < r->plan->n_steps; i++)
+        if (r->plan->steps[i].kind == NG_STEP_NODE_ADD)
+            adopt_added_bitmaps(r, r->plan->steps[i].object);
     adopt_server(r);
 }
 
