@@ -1496,36 +1496,6 @@ apply_export_limit(struct ng_live *live, const struct ng_step *s)
     return r;
 }
 
-static int
-live_listen_add(struct ng_live *live, const char *addr)
-{
-    char **l = realloc(live->listen, (live->n_listen + 1) * sizeof *l);
-
-    if (l == NULL)
-        return -1;
-    live->listen = l;
-    if ((l[live->n_listen] = strdup(addr)) == NULL)
-        return -1;
-    live->n_listen++;
-    return 0;
-}
-
-static void
-live_listen_del(struct ng_live *live, const char *addr)
-{
-    size_t i;
-
-    for (i = 0; i < live->n_listen; i++) {
-        if (strcmp(live->listen[i], addr) != 0)
-            continue;
-        free(live->listen[i]);
-        memmove(&live->listen[i], &live->listen[i + 1],
-                (live->n_listen - i - 1) * sizeof *live->listen);
-        live->n_listen--;
-        return;
-    }
-}
-
 /* The live node's bitmaps: gain (add) or lose the entry of step `s`. */
 static int
 apply_bitmap(struct ng_live *live, const struct ng_step *s, bool add)
@@ -1585,9 +1555,10 @@ ng_live_apply_step(struct ng_live *live, const struct ng_step *s)
         ng_live_del_group(live, s->object);
         return 0;
     case NG_STEP_LISTEN_ADD:
-        return live_listen_add(live, s->object);
+        return ng_live_strlist_add(&live->listen, &live->n_listen,
+                                   s->object);
     case NG_STEP_LISTEN_DEL:
-        live_listen_del(live, s->object);
+        ng_live_strlist_del(live->listen, &live->n_listen, s->object);
         return 0;
     case NG_STEP_CREDS_LOAD:
     case NG_STEP_LISTEN_RETUNE:
