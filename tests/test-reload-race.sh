@@ -6,7 +6,8 @@
 # is back, the reload plans again against them and applies the file;
 # dump-config meanwhile is refused with the reason.  After it, the live
 # node and export are in the model as "not in the file", and the file's
-# own changes are in the graph.
+# own changes are in the graph.  The daemon stopped while a reload is
+# planned exits cleanly.
 source "$srcdir/functions.sh"
 set -e -x
 requires jq --version
@@ -63,3 +64,13 @@ cat $out
 grep -q "would apply 0 step(s)" $out || fail "the file is not applied"
 grep -q "not in the file.*node 'x0'" $out || fail "x0 not kept as live"
 grep -q "export 'ex0'" $out || fail "ex0 not kept as live"
+
+# The daemon stops while a reload is planned: the run is orphaned, ends
+# when the worker is done, and the daemon exits 0 (an ASan build checks
+# that nothing leaks), within stop_nbdgraphd's bound.
+nbdgraphctl reload > "$dir/reload2.out" 2>&1 &
+reload=$!
+sleep 0.5
+stop_nbdgraphd || fail "the daemon did not stop cleanly during a reload"
+wait $reload || true
+cat "$dir/reload2.out"
