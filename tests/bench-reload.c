@@ -315,7 +315,9 @@ wait_reload(struct ng_test_qmp *q, int k, double sig_ms,
                                           &start)))
             f[F_ARRIVE][k] = start - sig_ms;
         /* The loop's part ends at the event; it began when the load
-         * ended (the signal's delivery aside). */
+         * ended (the signal's delivery aside).  A daemon that refreshes
+         * its model while the file loads has those turns in the load's
+         * part. */
         loopwin[0] = win[1] - (f[F_DAEMON][k] - f[F_LOAD][k]);
         loopwin[1] = win[1];
         json_decref(ev);
