@@ -121,6 +121,7 @@ struct reload_run {
     uv_mutex_t lock;            /* guards refresh_state */
     uv_cond_t refreshed;        /* refresh_state left REFRESH_RUNNING */
     enum refresh_state refresh_state;
+    unsigned replans;           /* plans made again (REPLANS_ON_WORKER) */
     struct ng_error load_err;
     struct ng_error plan_err;   /* of the plan made on the worker */
     struct timespec start;
@@ -1858,6 +1859,10 @@ check_plan(struct reload_run *r, struct ng_error *err)
  * control channel's notes wait, dump-config says to try again). */
 #define REFRESH_SLICE_NS (500 * 1000)
 
+/* Plans made again on a worker when the graph changed meanwhile; a run
+ * that meets more changes than that plans on the loop at last. */
+#define REPLANS_ON_WORKER 3
+
 static double
 thread_cpu_ms(void)
 {
@@ -1999,10 +2004,34 @@ reload_work(uv_work_t *w)
 {
     struct reload_run *r = w->data;
 
-    r->queue_ms = elapsed_ms(&r->start);
-    load_file(r);
+    if (r->cfg == NULL) {           /* not when planning again */
+        r->queue_ms = elapsed_ms(&r->start);
+        load_file(r);
+    }
     if (r->cfg != NULL)
         plan_file(r);
+}
+
+static void reload_done(uv_work_t *w, int status);
+
+/* The control channel changed the graph while the plan was made: refresh
+ * and plan again the same way, the file loaded already.  False when no
+ * worker can be had. */
+static bool
+plan_again(struct reload_run *r)
+{
+    uv_mutex_lock(&r->lock);
+    r->refresh_state = REFRESH_RUNNING;
+    uv_mutex_unlock(&r->lock);
+    r->rl->planning = true;
+    if (uv_queue_work(r->ctx->graph->loop, &r->work, reload_work,
+                      reload_done) != 0) {
+        r->rl->planning = false;
+        return false;
+    }
+    slice_end(r);
+    refresh_start(r);
+    return true;
 }
 
 static void run_orphaned(struct reload_run *r);
@@ -2032,11 +2061,16 @@ reload_done(uv_work_t *w, int status)
         return;
     }
     if (changed && r->plan != NULL) {
-        /* The control channel changed the graph meanwhile: the plan
-         * is made again, here, against the model as it is now. */
+        /* The control channel changed the graph meanwhile: the plan is
+         * made again against the model as it is now, on a worker (a
+         * plan is milliseconds); after REPLANS_ON_WORKER tries here,
+         * where nothing can change meanwhile. */
         ng_log_info("reload %s: the graph changed while it was planned; "
                     "planning again", r->id);
         ng_plan_free(r->plan);
+        r->plan = NULL;
+        if (r->replans++ < REPLANS_ON_WORKER && plan_again(r))
+            return;
         r->plan = refresh_live(r->ctx, &r->plan_err) == -1 ? NULL
             : ng_plan_compute(r->cfg, r->rl->live, r->prune, &r->plan_err);
     }

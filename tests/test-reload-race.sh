@@ -4,10 +4,10 @@
 # NBDGRAPH_TEST_RELOAD_PLAN_DELAY_MS test hook).  The changes are made at
 # once (their QMP commands succeed), the model records them when the plan
 # is back, the reload plans again against them and applies the file;
-# dump-config meanwhile is refused with the reason.  After it, the live
-# node and export are in the model as "not in the file", and the file's
-# own changes are in the graph.  The daemon stopped while a reload is
-# planned exits cleanly.
+# dump-config meanwhile (the second plan, on a worker too, as well) is
+# refused with the reason.  After it, the live node and export are in the
+# model as "not in the file", and the file's own changes are in the
+# graph.  The daemon stopped while a reload is planned exits cleanly.
 source "$srcdir/functions.sh"
 set -e -x
 requires jq --version
@@ -44,11 +44,22 @@ expect_status 1 nbdgraphctl dump-config > $out 2>&1 ||
 cat $out
 grep -q "reload-1 is being planned; try again" $out ||
     fail "dump-config gave no reason"
+# The second plan is made on a worker too (another 2 s): the model is
+# still the worker's, and dump-config still refused.
+for i in $(seq 300); do
+    grep -q "reload-1: the graph changed while it was planned; planning again" \
+        "$dir/nbdgraphd.log" && break
+    sleep 0.1
+done
+grep -q "reload-1: the graph changed while it was planned; planning again" \
+    "$dir/nbdgraphd.log" || fail "no second plan"
+expect_status 1 nbdgraphctl dump-config > $out 2>&1 ||
+    fail "dump-config while the second plan is made did not fail"
+grep -q "reload-1 is being planned; try again" $out ||
+    fail "the second plan was not made on a worker"
 wait $reload || fail "the reload failed"
 cat "$dir/reload.out"
 grep -q "applied 2 step(s)" "$dir/reload.out" || fail "not the file's 2 steps"
-grep -q "reload-1: the graph changed while it was planned; planning again" \
-    "$dir/nbdgraphd.log" || fail "no second plan"
 
 # Both sides' changes are there.
 nbdgraphctl qmp '{"execute":"query-block-exports"}' |
