@@ -137,6 +137,10 @@ struct reload_run {
                                  * now began */
     double loop_ms, longest_slice_ms;   /* loop time so far (closed turns),
                                  * and the longest single turn */
+    struct timespec slice_cpu;  /* the loop thread's CPU time then */
+    double longest_slice_cpu_ms;    /* that turn's own CPU time: wall
+                                 * above it is the thread waiting for a
+                                 * core */
     struct ng_tls_creds **old_creds;    /* by step: what a CREDS_LOAD
                                  * replaced (NULL: none), for undo */
     ng_reload_done_fn *done;
@@ -1431,16 +1435,24 @@ static void
 slice_begin(struct reload_run *r)
 {
     clock_gettime(CLOCK_MONOTONIC, &r->slice);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &r->slice_cpu);
 }
 
 static void
 slice_end(struct reload_run *r)
 {
     double ms = elapsed_ms(&r->slice);
+    struct timespec now;
+    double cpu_ms;
 
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    cpu_ms = (double)(now.tv_sec - r->slice_cpu.tv_sec) * 1e3 +
+             (double)(now.tv_nsec - r->slice_cpu.tv_nsec) / 1e6;
     r->loop_ms += ms;
     if (ms > r->longest_slice_ms)
         r->longest_slice_ms = ms;
+    if (cpu_ms > r->longest_slice_cpu_ms)
+        r->longest_slice_cpu_ms = cpu_ms;
     r->slice.tv_sec = 0;
 }
 
@@ -1474,6 +1486,8 @@ emit_event(struct reload_run *r, const char *result, const char *error)
                         json_integer((json_int_t)r->refresh_turns));
     json_object_set_new(data, "apply-ms",
                         json_real(r->loop_ms - r->refresh_ms));
+    json_object_set_new(data, "longest-slice-cpu-ms",
+                        json_real(r->longest_slice_cpu_ms));
     if (error != NULL)
         json_object_set_new(data, "error", json_string(error));
     if (r->ctx->control != NULL)

@@ -246,13 +246,15 @@ print_reads(const char *who, const struct reader *rd, int count,
 /* The daemon's figures of one RELOAD event. */
 enum figure {
     F_SIGNAL, F_DAEMON, F_LOAD, F_CPU, F_FAULTS, F_LOOP, F_SLICE,
-    F_ARRIVE, F_QUEUE, F_PLAN_CPU, F_REFRESH, F_TURNS, F_APPLY, N_FIGURES,
+    F_SLICE_CPU, F_ARRIVE, F_QUEUE, F_PLAN_CPU, F_REFRESH, F_TURNS,
+    F_APPLY, N_FIGURES,
 };
 
 static const char *const figure_name[N_FIGURES] = {
     "SIGHUP -> RELOAD event", "daemon (load+plan+apply)",
     "load, worker wall", "load, worker CPU", "load, page faults",
     "loop part, in all", "loop part, longest turn",
+    "loop turn, most CPU",
     "SIGHUP -> daemon's start", "start -> worker takes it",
     "plan, worker CPU", "refresh, loop in all", "refresh, loop turns",
     "check+apply, loop",
@@ -310,6 +312,8 @@ wait_reload(struct ng_test_qmp *q, int k, double sig_ms,
         known[F_REFRESH] = figure_get(data, "refresh-ms", &f[F_REFRESH][k]);
         known[F_TURNS] = figure_get(data, "refresh-turns", &f[F_TURNS][k]);
         known[F_APPLY] = figure_get(data, "apply-ms", &f[F_APPLY][k]);
+        known[F_SLICE_CPU] = figure_get(data, "longest-slice-cpu-ms",
+                                        &f[F_SLICE_CPU][k]);
         /* Both clocks are the system's CLOCK_MONOTONIC. */
         if ((known[F_ARRIVE] = figure_get(data, "start-monotonic-ms",
                                           &start)))
