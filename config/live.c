@@ -75,6 +75,49 @@ entry_remove(void *v, size_t *n, size_t size, size_t at)
     (*n)--;
 }
 
+/* ---- Lists of strings -------------------------------------------------- */
+
+ptrdiff_t
+ng_live_strlist_find(char *const *v, size_t n, const char *s)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (strcmp(v[i], s) == 0)
+            return (ptrdiff_t)i;
+    return -1;
+}
+
+int
+ng_live_strlist_add(char ***v, size_t *n, const char *s)
+{
+    char **grown, *copy = strdup(s);
+
+    if (copy == NULL)
+        return -1;
+    grown = realloc(*v, (*n + 1) * sizeof *grown);
+    if (grown == NULL) {
+        free(copy);
+        return -1;
+    }
+    *v = grown;
+    grown[(*n)++] = copy;
+    return 0;
+}
+
+bool
+ng_live_strlist_del(char **v, size_t *n, const char *s)
+{
+    ptrdiff_t i = ng_live_strlist_find(v, *n, s);
+
+    if (i < 0)
+        return false;
+    free(v[i]);
+    memmove(&v[i], &v[i + 1], (*n - (size_t)i - 1) * sizeof *v);
+    (*n)--;
+    return true;
+}
+
 /* ---- A node's dirty bitmaps ------------------------------------------ */
 
 ptrdiff_t
@@ -132,45 +175,22 @@ ng_live_node_del_bitmap(struct ng_live_node *n, const char *name)
 bool
 ng_live_node_bitmap_is_live(const struct ng_live_node *n, const char *name)
 {
-    size_t i;
-
-    for (i = 0; i < n->n_live_bitmaps; i++)
-        if (strcmp(n->live_bitmaps[i], name) == 0)
-            return true;
-    return false;
+    return ng_live_strlist_find(n->live_bitmaps, n->n_live_bitmaps,
+                                name) >= 0;
 }
 
 int
 ng_live_node_note_live_bitmap(struct ng_live_node *n, const char *name)
 {
-    char **v, *copy;
-
     if (ng_live_node_bitmap_is_live(n, name))
         return 0;
-    if ((copy = strdup(name)) == NULL)
-        return -1;
-    v = realloc(n->live_bitmaps, (n->n_live_bitmaps + 1) * sizeof *v);
-    if (v == NULL) {
-        free(copy);
-        return -1;
-    }
-    n->live_bitmaps = v;
-    v[n->n_live_bitmaps++] = copy;
-    return 0;
+    return ng_live_strlist_add(&n->live_bitmaps, &n->n_live_bitmaps, name);
 }
 
 void
 ng_live_node_forget_live_bitmap(struct ng_live_node *n, const char *name)
 {
-    size_t i;
-
-    for (i = 0; i < n->n_live_bitmaps; i++) {
-        if (strcmp(n->live_bitmaps[i], name) != 0)
-            continue;
-        free(n->live_bitmaps[i]);
-        n->live_bitmaps[i] = n->live_bitmaps[--n->n_live_bitmaps];
-        return;
-    }
+    ng_live_strlist_del(n->live_bitmaps, &n->n_live_bitmaps, name);
 }
 
 static void

@@ -140,6 +140,9 @@ ng_plan_free(struct ng_plan *plan)
         free(plan->kept[i].name);
     free(plan->steps);
     free(plan->kept);
+    free(plan->adopt_nodes);
+    free(plan->adopt_exports);
+    free(plan->adopt_groups);
     free(plan);
 }
 
@@ -1296,6 +1299,47 @@ plan_listen_del(struct plan_ctx *c, struct ng_error *err)
     return 0;
 }
 
+/* ---- What the file takes over ---------------------------------------------- */
+
+/* The model's entries that are not (wholly) the file's and that the file
+ * names, found on the planning worker so that the loop's turn applying
+ * the plan walks only these, not the whole file.  Entries the plan adds
+ * are the file's already; those it removes are not found after it. */
+static int
+plan_adopt(struct plan_ctx *c, struct ng_error *err)
+{
+    const struct ng_live *live = c->live;
+    struct ng_plan *p = c->plan;
+    const struct ng_node_cfg *nc;
+    size_t i;
+
+    p->adopt_nodes = calloc(live->n_nodes + 1, sizeof *p->adopt_nodes);
+    p->adopt_exports = calloc(live->n_exports + 1,
+                              sizeof *p->adopt_exports);
+    p->adopt_groups = calloc(live->n_groups + 1, sizeof *p->adopt_groups);
+    if (p->adopt_nodes == NULL || p->adopt_exports == NULL ||
+        p->adopt_groups == NULL)
+        return oom(err);
+    for (i = 0; i < live->n_nodes; i++) {
+        const struct ng_live_node *ln = &live->nodes[i];
+
+        if ((!ln->from_file || ln->n_live_bitmaps > 0) &&
+            (nc = cfg_node(c, ln->name)) != NULL)
+            p->adopt_nodes[p->n_adopt_nodes++] = nc;
+    }
+    for (i = 0; i < live->n_exports; i++)
+        if (!live->exports[i].from_file &&
+            cfg_export(c, live->exports[i].id) != NULL)
+            p->adopt_exports[p->n_adopt_exports++] =
+                cfg_export(c, live->exports[i].id)->name;
+    for (i = 0; i < live->n_groups; i++)
+        if (!live->groups[i].from_file &&
+            cfg_group(c, live->groups[i].name) != NULL)
+            p->adopt_groups[p->n_adopt_groups++] =
+                cfg_group(c, live->groups[i].name)->name;
+    return 0;
+}
+
 /* ---- The whole plan -------------------------------------------------------- */
 
 static int
@@ -1334,7 +1378,8 @@ plan_build(struct plan_ctx *c, struct ng_error *err)
         plan_bitmaps(c, NG_STEP_BITMAP_DEL, err) == -1 ||
         plan_del_nodes(c, err) == -1 ||
         plan_groups(c, NG_STEP_GROUP_DEL, err) == -1 ||
-        (server && plan_listen_del(c, err) == -1))
+        (server && plan_listen_del(c, err) == -1) ||
+        plan_adopt(c, err) == -1)
         return -1;
     return fill_affected(c, err);
 }
@@ -1451,36 +1496,6 @@ apply_export_limit(struct ng_live *live, const struct ng_step *s)
     return r;
 }
 
-static int
-live_listen_add(struct ng_live *live, const char *addr)
-{
-    char **l = realloc(live->listen, (live->n_listen + 1) * sizeof *l);
-
-    if (l == NULL)
-        return -1;
-    live->listen = l;
-    if ((l[live->n_listen] = strdup(addr)) == NULL)
-        return -1;
-    live->n_listen++;
-    return 0;
-}
-
-static void
-live_listen_del(struct ng_live *live, const char *addr)
-{
-    size_t i;
-
-    for (i = 0; i < live->n_listen; i++) {
-        if (strcmp(live->listen[i], addr) != 0)
-            continue;
-        free(live->listen[i]);
-        memmove(&live->listen[i], &live->listen[i + 1],
-                (live->n_listen - i - 1) * sizeof *live->listen);
-        live->n_listen--;
-        return;
-    }
-}
-
 /* The live node's bitmaps: gain (add) or lose the entry of step `s`. */
 static int
 apply_bitmap(struct ng_live *live, const struct ng_step *s, bool add)
@@ -1540,9 +1555,10 @@ ng_live_apply_step(struct ng_live *live, const struct ng_step *s)
         ng_live_del_group(live, s->object);
         return 0;
     case NG_STEP_LISTEN_ADD:
-        return live_listen_add(live, s->object);
+        return ng_live_strlist_add(&live->listen, &live->n_listen,
+                                   s->object);
     case NG_STEP_LISTEN_DEL:
-        live_listen_del(live, s->object);
+        ng_live_strlist_del(live->listen, &live->n_listen, s->object);
         return 0;
     case NG_STEP_CREDS_LOAD:
     case NG_STEP_LISTEN_RETUNE:

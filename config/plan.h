@@ -110,6 +110,15 @@ int ng_live_node_note_live_bitmap(struct ng_live_node *n, const char *name);
 void ng_live_node_forget_live_bitmap(struct ng_live_node *n,
                                      const char *name);
 
+/* A list of owned strings (`char **` and a count) in order, as the
+ * model's live bitmaps and listen addresses are.  Add appends a copy of
+ * `s` (0, or -1 on ENOMEM, the list unchanged); del removes the first
+ * string equal to `s`, keeping the others' order (true when there was
+ * one); find gives its index or -1. */
+int ng_live_strlist_add(char ***v, size_t *n, const char *s);
+bool ng_live_strlist_del(char **v, size_t *n, const char *s);
+ptrdiff_t ng_live_strlist_find(char *const *v, size_t n, const char *s);
+
 /* Make the lookups of nodes and exports hash lookups again after
  * changes (see struct ng_live_index); on ENOMEM they stay searches. */
 void ng_live_reindex(struct ng_live *live);
@@ -206,6 +215,12 @@ struct ng_plan {
     size_t n_steps, cap_steps;
     struct ng_not_in_file *kept;
     size_t n_kept, cap_kept;
+    /* What the file names that the model holds as the control channel's
+     * (a node also when it has bitmaps made live): once applied, it is
+     * the file's.  Borrowed from the config the plan was made from. */
+    const struct ng_node_cfg **adopt_nodes;
+    const char **adopt_exports, **adopt_groups;
+    size_t n_adopt_nodes, n_adopt_exports, n_adopt_groups;
 };
 
 /* Diff `cfg` against `live`.  With prune, what the control channel made

@@ -300,6 +300,8 @@ ng_exports_add(struct ng_control_ctx *ctx, const struct ng_export_spec *spec,
         return top != NULL ? 0 : -1;
     }
     e = entry_new(spec);
+    if (e != NULL)
+        e->has_implicit = top != ng_graph_find(ctx->graph, spec->node);
     if (e == NULL || entry_link(ctx, e) == -1) {
         ng_error_set(err, ENOMEM, "out of memory");
         goto fail;
@@ -338,7 +340,10 @@ fail:
 static void
 export_finish(struct ng_control_ctx *ctx, struct ng_export_entry *e)
 {
-    ng_graph_unstack_implicit(ctx->graph, e->id);
+    /* The walk looks at every node of the graph: a big graph's exports
+     * without filters skip it. */
+    if (e->has_implicit)
+        ng_graph_unstack_implicit(ctx->graph, e->id);
     ng_ctx_nac_release(ctx, e->id);
     entry_free(e);
 }

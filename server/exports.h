@@ -32,6 +32,8 @@ struct ng_export_entry {
     char *name;
     char *node;
     bool writable;
+    bool has_implicit;          /* it stacked implicit filters: removing
+                                 * it walks the graph for them */
     struct ng_export_entry *next;
 };
 

@@ -11,6 +11,10 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +58,8 @@ struct ng_reload {
                                  * must not change; notes wait in
                                  * `deferred` */
     struct deferred_note *deferred, **deferred_tail;
+    struct config_grave *graves;    /* configs being freed, each on a
+                                 * thread of its own (config_free_later) */
     unsigned plan_delay_ms;     /* tests: the worker's plan takes this
                                  * much longer (NBDGRAPH_TEST_RELOAD_
                                  * PLAN_DELAY_MS), so that a test can
@@ -74,6 +80,23 @@ struct deferred_note {
     struct deferred_note *next;
 };
 
+/* Where a refresh of the model from the graph is (refresh_some()). */
+enum refresh_phase {
+    REFRESH_START, REFRESH_NODES, REFRESH_EXPORTS, REFRESH_FINISH,
+};
+
+struct refresh {
+    enum refresh_phase phase;
+    size_t i;                   /* the next node or export */
+    bool *node_gone, *export_gone;  /* by model index: the graph has it
+                                 * no more */
+};
+
+/* How the loop's refresh ended, for the worker that waits to plan. */
+enum refresh_state {
+    REFRESH_RUNNING, REFRESH_OK, REFRESH_FAILED, REFRESH_CANCELLED,
+};
+
 struct reload_run {
     struct ng_control_ctx *ctx;
     struct ng_reload *rl;
@@ -92,17 +115,32 @@ struct reload_run {
     bool prune;
     uv_work_t work;             /* loads the file, then plans, off the
                                  * loop */
+    struct refresh refresh;     /* the model's refresh, in loop turns
+                                 * while the worker loads */
+    uv_idle_t *refresher;       /* runs those turns; NULL when not */
+    uv_mutex_t lock;            /* guards refresh_state */
+    uv_cond_t refreshed;        /* refresh_state left REFRESH_RUNNING */
+    enum refresh_state refresh_state;
+    unsigned replans;           /* plans made again (REPLANS_ON_WORKER) */
     struct ng_error load_err;
     struct ng_error plan_err;   /* of the plan made on the worker */
     struct timespec start;
     double load_ms, plan_ms;    /* time to load the file, to plan+check */
+    double queue_ms;            /* the start until a worker took the run */
     double load_cpu_ms;         /* the worker's CPU time for the load: wall
                                  * minus this is waiting for a core */
+    double plan_cpu_ms;         /* and for the plan */
+    double refresh_ms;          /* the loop's time refreshing, in all */
+    unsigned refresh_turns;
     long load_faults;           /* page faults the load took (minor+major) */
     struct timespec slice;      /* when the loop turn running the reload
                                  * now began */
     double loop_ms, longest_slice_ms;   /* loop time so far (closed turns),
                                  * and the longest single turn */
+    struct timespec slice_cpu;  /* the loop thread's CPU time then */
+    double longest_slice_cpu_ms;    /* that turn's own CPU time: wall
+                                 * above it is the thread waiting for a
+                                 * core */
     struct ng_tls_creds **old_creds;    /* by step: what a CREDS_LOAD
                                  * replaced (NULL: none), for undo */
     ng_reload_done_fn *done;
@@ -144,9 +182,12 @@ ng_reload_set_activated(struct ng_reload *r)
 
 static void deferred_free(struct deferred_note *d);
 
+static void graves_reap(struct ng_reload *rl, bool all);
+
 static void
 ng_reload_free_now(struct ng_reload *r)
 {
+    graves_reap(r, true);
     for (size_t i = 0; i < r->n_retired; i++)
         ng_tls_creds_free(r->retired[i]);
     free(r->retired);
@@ -159,6 +200,7 @@ ng_reload_free_now(struct ng_reload *r)
 }
 
 static void run_drop(struct reload_run *r);
+static void run_cancel_refresh(struct reload_run *r);
 
 void
 ng_reload_free(struct ng_reload *r)
@@ -170,7 +212,9 @@ ng_reload_free(struct ng_reload *r)
          * ends that open without its callback, so the run ends here. */
         run_drop(r->run);
     } else if (r->busy) {
-        r->orphaned = true;     /* load_done() finishes the job */
+        r->orphaned = true;     /* reload_done() finishes the job */
+        if (r->run != NULL)
+            run_cancel_refresh(r->run);
         return;
     }
     ng_reload_free_now(r);
@@ -560,36 +604,23 @@ refresh_bitmaps(struct ng_live_node *ln, struct ng_node *n)
     return r;
 }
 
-/* One pass over the graph's nodes, each looked up in the (sorted)
- * model; model nodes the graph no longer has are dropped. */
+/* One model node against the graph: its children, the splice above it,
+ * its bitmaps; *gone when the graph no longer has it. */
 static int
-refresh_nodes(struct ng_control_ctx *ctx, struct ng_live *live)
+refresh_node(struct ng_control_ctx *ctx, struct ng_live_node *ln, bool *gone)
 {
-    bool *seen = calloc(live->n_nodes + 1, sizeof *seen);
-    struct ng_node *n;
-    size_t i;
+    struct ng_node *n = ng_graph_find(ctx->graph, ln->name);
 
-    if (seen == NULL)
-        return -1;
-    for (n = ctx->graph->nodes; n != NULL; n = n->next) {
-        struct ng_live_node *ln = ng_live_node(live, n->name);
-
-        if (ln == NULL)
-            continue;
-        seen[ln - live->nodes] = true;
-        free(ln->held_by);
-        ln->held_by = NULL;
-        if (refresh_children(ln, n) == -1 || refresh_over(ln, n) == -1 ||
-            ((n->bitmaps != NULL || ng_node_bitmaps_count(ln->opts) > 0) &&
-             refresh_bitmaps(ln, n) == -1)) {
-            free(seen);
-            return -1;
-        }
+    free(ln->held_by);          /* note_holder() sets it again */
+    ln->held_by = NULL;
+    if (n == NULL) {
+        *gone = true;
+        return 0;
     }
-    for (i = live->n_nodes; i-- > 0;)
-        if (!seen[i])
-            ng_live_del_node(live, live->nodes[i].name);
-    free(seen);
+    if (refresh_children(ln, n) == -1 || refresh_over(ln, n) == -1 ||
+        ((n->bitmaps != NULL || ng_node_bitmaps_count(ln->opts) > 0) &&
+         refresh_bitmaps(ln, n) == -1))
+        return -1;
     return 0;
 }
 
@@ -605,69 +636,26 @@ export_base(const struct ng_nbd_export *exp, const char *id)
     return n;
 }
 
-static int
-cmp_export_name(const void *a, const void *b)
-{
-    return strcmp(ng_nbd_export_name(*(const struct ng_nbd_export *const *)a),
-                  ng_nbd_export_name(*(const struct ng_nbd_export *const *)b));
-}
-
-/* The NBD server's exports sorted by name, for bsearch; *n gets the
- * count.  Caller frees; NULL on ENOMEM. */
-static const struct ng_nbd_export **
-nbd_exports_by_name(struct ng_control_ctx *ctx, size_t *n)
-{
-    const struct ng_nbd_export *exp = NULL, **v = NULL, **p;
-    size_t cap = 0;
-
-    *n = 0;
-    while ((exp = ng_nbd_server_next_export(ctx->nbd, exp)) != NULL) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            if ((p = realloc(v, cap * sizeof *v)) == NULL) {
-                free(v);
-                return NULL;
-            }
-            v = p;
-        }
-        v[(*n)++] = exp;
-    }
-    if (v == NULL)
-        v = calloc(1, sizeof *v);
-    if (v != NULL)
-        qsort(v, *n, sizeof *v, cmp_export_name);
-    return v;
-}
-
-static const struct ng_nbd_export *
-find_sorted(const struct ng_nbd_export **v, size_t n, const char *name)
-{
-    size_t lo = 0, hi = n;
-
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(ng_nbd_export_name(v[mid]), name);
-
-        if (c == 0)
-            return v[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
 /* Clients, and the node below the implicit filters (a splice may have
- * moved it), of one export. */
+ * moved it), of one model export; *gone when the daemon no longer has
+ * it. */
 static int
-refresh_export(struct ng_live_export *le, const struct ng_export_entry *e,
-               const struct ng_nbd_export *exp)
+refresh_export(struct ng_control_ctx *ctx, struct ng_live_export *le,
+               bool *gone)
 {
-    struct ng_node *base = exp != NULL ? export_base(exp, e->id) : NULL;
+    const struct ng_export_entry *e = ng_exports_find(ctx, le->id);
+    const struct ng_nbd_export *exp;
+    struct ng_node *base;
     ptrdiff_t k = ng_value_index(le->opts, "node");
     struct ng_value *v;
 
+    if (e == NULL) {
+        *gone = true;
+        return 0;
+    }
+    exp = ctx->nbd != NULL ? ng_nbd_server_find_export(ctx->nbd, e->name)
+                           : NULL;
+    base = exp != NULL ? export_base(exp, e->id) : NULL;
     le->clients = exp != NULL ? ng_nbd_export_connections(exp) : 0;
     if (base == NULL || k < 0 ||
         strcmp(le->opts->items[k]->text, base->name) == 0)
@@ -679,60 +667,140 @@ refresh_export(struct ng_live_export *le, const struct ng_export_entry *e,
     return 0;
 }
 
-static int
-refresh_exports(struct ng_control_ctx *ctx, struct ng_live *live)
-{
-    bool *seen = calloc(live->n_exports + 1, sizeof *seen);
-    size_t n_nbd, i;
-    const struct ng_nbd_export **by_name = nbd_exports_by_name(ctx, &n_nbd);
-    struct ng_export_entry *e;
-    int r = 0;
-
-    for (e = ctx->exports; r == 0 && seen && by_name && e; e = e->next) {
-        struct ng_live_export *le = ng_live_export(live, e->id);
-
-        if (le == NULL)
-            continue;
-        seen[le - live->exports] = true;
-        r = refresh_export(le, e, find_sorted(by_name, n_nbd, e->name));
-    }
-    if (seen == NULL || by_name == NULL)
-        r = -1;
-    for (i = live->n_exports; r == 0 && i-- > 0;)
-        if (!seen[i])
-            ng_live_del_export(live, live->exports[i].id);
-    free(seen);
-    free(by_name);
-    return r;
-}
-
 /* A holder that is not an export (a job, a command still running) holds
  * the node: the plan must not change it. */
 static int
-note_holder(void *opaque, const struct ng_nac_holding *h)
+note_holding(void *opaque, const struct ng_nac_holding *h)
 {
-    struct ng_live *live = opaque;
-    struct ng_live_node *ln;
+    struct ng_live_node *ln = ng_live_node(opaque, h->node);
 
-    if (strcmp(h->kind, "export") == 0 || ng_live_node(live, h->node) == NULL)
-        return 0;
-    ln = ng_live_node(live, h->node);
-    if (ln->held_by == NULL)
-        ln->held_by = strdup(h->id);
+    if (ln != NULL && ln->held_by == NULL &&
+        (ln->held_by = strdup(h->id)) == NULL)
+        return -ENOMEM;
     return 0;
 }
 
+struct holder_walk {
+    const struct ng_nac *nac;
+    struct ng_live *live;
+};
+
+/* Holder by holder, exports skipped whole: a thousand exports' claims
+ * are not walked (nor sorted, as ng_nac_foreach would) to find a job. */
+static int
+note_holder(void *opaque, const struct ng_nac_holder_info *h)
+{
+    const struct holder_walk *w = opaque;
+
+    if (strcmp(h->kind, "export") == 0)
+        return 0;
+    return ng_nac_foreach_claim(w->nac, h->id, note_holding, w->live);
+}
+
+/* The model entries the graph no longer has go, last first (the flags
+ * are by index). */
+static void
+refresh_drop_gone(struct ng_live *live, const struct refresh *rf)
+{
+    size_t i;
+
+    for (i = live->n_nodes; i-- > 0;)
+        if (rf->node_gone[i])
+            ng_live_del_node(live, live->nodes[i].name);
+    for (i = live->n_exports; i-- > 0;)
+        if (rf->export_gone[i])
+            ng_live_del_export(live, live->exports[i].id);
+}
+
+static void
+refresh_reset(struct refresh *rf)
+{
+    free(rf->node_gone);
+    free(rf->export_gone);
+    *rf = (struct refresh){ 0 };
+}
+
+/* Work between deadline checks: a few microseconds' worth. */
+#define REFRESH_BATCH 32
+
+/* Refresh the model from the graph, in turns: each call does what fits
+ * before `deadline` (uv_hrtime() ns) and returns 0 to be called again,
+ * 1 when done (rf reset), -1 on ENOMEM (rf reset).  The model's arrays
+ * do not change between turns (a worker that plans waits, the control
+ * channel's notes are deferred), so indexes stay valid; the graph may
+ * change between turns, and each entry is looked up when its turn
+ * comes. */
+static int
+refresh_some(struct ng_control_ctx *ctx, struct refresh *rf,
+             uint64_t deadline)
+{
+    struct ng_live *live = ctx->reload->live;
+    size_t k;
+
+    switch (rf->phase) {
+    case REFRESH_START:
+        ng_live_reindex(live);      /* the lookups below, and the plan's */
+        rf->node_gone = calloc(live->n_nodes + 1, sizeof *rf->node_gone);
+        rf->export_gone = calloc(live->n_exports + 1,
+                                 sizeof *rf->export_gone);
+        if (rf->node_gone == NULL || rf->export_gone == NULL)
+            goto oom;
+        rf->phase = REFRESH_NODES;
+        rf->i = 0;
+        return 0;
+    case REFRESH_NODES:
+        while (rf->i < live->n_nodes) {
+            for (k = 0; k < REFRESH_BATCH && rf->i < live->n_nodes; k++) {
+                if (refresh_node(ctx, &live->nodes[rf->i],
+                                 &rf->node_gone[rf->i]) == -1)
+                    goto oom;
+                rf->i++;
+            }
+            if (uv_hrtime() >= deadline)
+                return 0;
+        }
+        rf->phase = REFRESH_EXPORTS;
+        rf->i = 0;
+        /* fall through */
+    case REFRESH_EXPORTS:
+        while (rf->i < live->n_exports) {
+            for (k = 0; k < REFRESH_BATCH && rf->i < live->n_exports; k++) {
+                if (refresh_export(ctx, &live->exports[rf->i],
+                                   &rf->export_gone[rf->i]) == -1)
+                    goto oom;
+                rf->i++;
+            }
+            if (uv_hrtime() >= deadline)
+                return 0;
+        }
+        rf->phase = REFRESH_FINISH;
+        return 0;
+    case REFRESH_FINISH:
+        if (ctx->nac != NULL &&
+            ng_nac_foreach_holder(ctx->nac, note_holder,
+                                  &(struct holder_walk){ ctx->nac,
+                                                         live }) < 0)
+            goto oom;
+        refresh_drop_gone(live, rf);
+        ng_live_reindex(live);      /* again if nodes or exports went */
+        refresh_reset(rf);
+        return 1;
+    }
+oom:
+    refresh_reset(rf);
+    return -1;
+}
+
+/* The whole refresh in one go (dump-config; planning again). */
 static int
 refresh_live(struct ng_control_ctx *ctx, struct ng_error *err)
 {
-    struct ng_live *live = ctx->reload->live;
+    struct refresh rf = { 0 };
+    int rc;
 
-    ng_live_reindex(live);      /* the lookups below, and the plan's */
-    if (refresh_nodes(ctx, live) == -1 || refresh_exports(ctx, live) == -1 ||
-        (ctx->nac != NULL && ng_nac_foreach(ctx->nac, note_holder, live) < 0))
-        return ng_error_set(err, ENOMEM, "out of memory");
-    ng_live_reindex(live);      /* again if nodes or exports went */
-    return 0;
+    while ((rc = refresh_some(ctx, &rf, UINT64_MAX)) == 0)
+        ;
+    return rc == 1 ? 0 : ng_error_set(err, ENOMEM, "out of memory");
 }
 
 char *
@@ -1367,16 +1435,24 @@ static void
 slice_begin(struct reload_run *r)
 {
     clock_gettime(CLOCK_MONOTONIC, &r->slice);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &r->slice_cpu);
 }
 
 static void
 slice_end(struct reload_run *r)
 {
     double ms = elapsed_ms(&r->slice);
+    struct timespec now;
+    double cpu_ms;
 
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    cpu_ms = (double)(now.tv_sec - r->slice_cpu.tv_sec) * 1e3 +
+             (double)(now.tv_nsec - r->slice_cpu.tv_nsec) / 1e6;
     r->loop_ms += ms;
     if (ms > r->longest_slice_ms)
         r->longest_slice_ms = ms;
+    if (cpu_ms > r->longest_slice_cpu_ms)
+        r->longest_slice_cpu_ms = cpu_ms;
     r->slice.tv_sec = 0;
 }
 
@@ -1397,6 +1473,21 @@ emit_event(struct reload_run *r, const char *result, const char *error)
                      "loop-ms", r->loop_ms,
                      "longest-slice-ms", r->longest_slice_ms);
 
+    /* The parts of the time (README.md, "Reload"); the start on the
+     * system's monotonic clock, so that a client that sent the signal
+     * can tell how long it took to arrive. */
+    json_object_set_new(data, "start-monotonic-ms",
+                        json_real((double)r->start.tv_sec * 1e3 +
+                                  (double)r->start.tv_nsec / 1e6));
+    json_object_set_new(data, "load-queue-ms", json_real(r->queue_ms));
+    json_object_set_new(data, "plan-cpu-ms", json_real(r->plan_cpu_ms));
+    json_object_set_new(data, "refresh-ms", json_real(r->refresh_ms));
+    json_object_set_new(data, "refresh-turns",
+                        json_integer((json_int_t)r->refresh_turns));
+    json_object_set_new(data, "apply-ms",
+                        json_real(r->loop_ms - r->refresh_ms));
+    json_object_set_new(data, "longest-slice-cpu-ms",
+                        json_real(r->longest_slice_cpu_ms));
     if (error != NULL)
         json_object_set_new(data, "error", json_string(error));
     if (r->ctx->control != NULL)
@@ -1405,45 +1496,80 @@ emit_event(struct reload_run *r, const char *result, const char *error)
         json_decref(data);
 }
 
-/* Freeing a big config takes milliseconds (a 3,000-node file: ~20):
- * on a worker thread, so neither the RELOAD reply nor clients wait. */
+/* Freeing a big config takes milliseconds of CPU (a 3,000-node file:
+ * ~20): neither the RELOAD reply nor clients may wait for it.  Not on a
+ * libuv worker either: the worker woken for it took the loop thread's
+ * core at once (the scheduler lets a thread it wakes preempt the waker),
+ * a stall of 2-16 ms for every client on a busy machine.  A thread of its
+ * own does not preempt its creator so, and it runs as SCHED_BATCH (never
+ * preempting on wakeup) at nice 10, taking what the loop leaves. */
 struct config_grave {
-    uv_work_t work;
+    pthread_t thread;
     struct ng_config *cfg;
+    atomic_bool done;
+    struct config_grave *next;
 };
 
-static void
-grave_work(uv_work_t *w)
+static void *
+grave_main(void *opaque)
 {
-    struct config_grave *g = w->data;
+    struct config_grave *g = opaque;
+    struct sched_param sp = { 0 };
 
+    /* Best effort: a failure only makes the free more eager. */
+    (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
     ng_config_free(g->cfg);
+    atomic_store(&g->done, true);
+    return NULL;
 }
 
+/* Join the graves that are done; with `all`, wait for every one. */
 static void
-grave_done(uv_work_t *w, int status)
+graves_reap(struct ng_reload *rl, bool all)
 {
-    (void)status;
-    free(w->data);
+    struct config_grave **p = &rl->graves, *g;
+
+    while ((g = *p) != NULL) {
+        if (!all && !atomic_load(&g->done)) {
+            p = &g->next;
+            continue;
+        }
+        pthread_join(g->thread, NULL);
+        *p = g->next;
+        free(g);
+    }
 }
 
 static void
-config_free_later(uv_loop_t *loop, struct ng_config *cfg)
+config_free_later(struct ng_reload *rl, struct ng_config *cfg)
 {
     struct config_grave *g;
+    sigset_t all, old;
+    int rc = -1;
 
     if (cfg == NULL)
         return;
-    g = malloc(sizeof *g);
+    graves_reap(rl, false);
+    g = calloc(1, sizeof *g);
     if (g != NULL) {
         g->cfg = cfg;
-        g->work.data = g;
-        if (uv_queue_work(loop, &g->work, grave_work, grave_done) == 0)
-            return;
+        /* Signals stay the loop's: the thread starts with them blocked. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        rc = pthread_create(&g->thread, NULL, grave_main, g);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
-    free(g);
-    ng_config_free(cfg);
+    if (rc != 0) {
+        free(g);
+        ng_config_free(cfg);
+        return;
+    }
+    g->next = rl->graves;
+    rl->graves = g;
 }
+
+static void refresh_stop(struct reload_run *r);
 
 static void
 run_free(struct reload_run *r)
@@ -1452,9 +1578,12 @@ run_free(struct reload_run *r)
         ng_ctx_nac_release(r->ctx, r->id);
     r->rl->busy = false;
     r->rl->run = NULL;
+    refresh_stop(r);
+    uv_cond_destroy(&r->refreshed);
+    uv_mutex_destroy(&r->lock);
     free(r->old_creds);
     ng_plan_free(r->plan);
-    config_free_later(r->ctx->graph->loop, r->cfg);
+    config_free_later(r->rl, r->cfg);
     free(r->file);
     free(r);
 }
@@ -1490,7 +1619,7 @@ adopt_server(struct reload_run *r)
     for (i = 0; i < r->plan->n_steps; i++)
         if (r->old_creds[i] != NULL)
             retire_creds(rl, r->old_creds[i]);
-    config_free_later(r->ctx->graph->loop, rl->applied);
+    config_free_later(rl, rl->applied);
     rl->applied = r->cfg;
     rl->live->server = r->cfg;
     r->cfg = NULL;
@@ -1510,8 +1639,23 @@ adopt_node(struct ng_live_node *n, const struct ng_node_cfg *nc)
             ng_live_node_forget_live_bitmap(n, b.name);
 }
 
+/* A node this reload added may have got (or lost) dirty bitmaps over the
+ * control channel while later steps ran; no step says so, so the model
+ * takes them from the graph now, as the next refresh would (every reader
+ * of the model refreshes first, so this keeps the model true between
+ * reloads rather than changing what a reader sees). */
+static void
+adopt_added_bitmaps(struct reload_run *r, const char *name)
+{
+    struct ng_node *n = ng_graph_find(r->ctx->graph, name);
+    struct ng_live_node *ln = ng_live_node(r->rl->live, name);
+
+    if (n != NULL && ln != NULL && refresh_bitmaps(ln, n) == -1)
+        ng_log_warn("reload %s: out of memory updating the model", r->id);
+}
+
 /* The model follows the graph: each applied step, and what the file
- * names now belongs to the file. */
+ * names now belongs to the file (the plan lists what was not). */
 static void
 adopt_plan(struct reload_run *r)
 {
@@ -1526,15 +1670,18 @@ adopt_plan(struct reload_run *r)
             ng_log_warn("reload %s: out of memory updating the model",
                         r->id);
     ng_live_reindex(live);      /* for the lookups below */
-    for (i = 0; i < r->cfg->n_nodes; i++)
-        if ((n = ng_live_node(live, r->cfg->nodes[i].name)) != NULL)
-            adopt_node(n, &r->cfg->nodes[i]);
-    for (i = 0; i < r->cfg->n_exports; i++)
-        if ((e = ng_live_export(live, r->cfg->exports[i].name)) != NULL)
+    for (i = 0; i < r->plan->n_adopt_nodes; i++)
+        if ((n = ng_live_node(live, r->plan->adopt_nodes[i]->name)) != NULL)
+            adopt_node(n, r->plan->adopt_nodes[i]);
+    for (i = 0; i < r->plan->n_adopt_exports; i++)
+        if ((e = ng_live_export(live, r->plan->adopt_exports[i])) != NULL)
             e->from_file = true;
-    for (i = 0; i < r->cfg->n_groups; i++)
-        if ((g = ng_live_group(live, r->cfg->groups[i].name)) != NULL)
+    for (i = 0; i < r->plan->n_adopt_groups; i++)
+        if ((g = ng_live_group(live, r->plan->adopt_groups[i])) != NULL)
             g->from_file = true;
+    for (i = 0; i < r->plan->n_steps; i++)
+        if (r->plan->steps[i].kind == NG_STEP_NODE_ADD)
+            adopt_added_bitmaps(r, r->plan->steps[i].object);
     adopt_server(r);
 }
 
@@ -1715,80 +1862,21 @@ check_plan(struct reload_run *r, struct ng_error *err)
     return 0;
 }
 
-/* Worker thread: the plan, from the new config (immutable) and the
- * model, which does not change meanwhile (rl->planning: the control
- * channel's notes wait, dump-config says to try again). */
-static void
-plan_work(uv_work_t *w)
-{
-    struct reload_run *r = w->data;
-    unsigned ms = r->rl->plan_delay_ms;
+/* ---- The load, the refresh and the plan ------------------------------------ */
 
-    if (ms > 0)
-        nanosleep(&(struct timespec){ ms / 1000, ms % 1000 * 1000000L },
-                  NULL);
-    r->plan = ng_plan_compute(r->cfg, r->rl->live, r->prune, &r->plan_err);
-}
+/* A signal to the applied plan is three parts: the worker loads the file
+ * while the loop refreshes the model from the graph in short turns
+ * (each at most about REFRESH_SLICE_NS, so no client waits long); the
+ * worker, done loading, waits for the refresh and plans against the
+ * model; one loop turn then checks, claims and applies.  The model does
+ * not change from the start until the plan is back (rl->planning: the
+ * control channel's notes wait, dump-config says to try again). */
+#define REFRESH_SLICE_NS (500 * 1000)
 
-static void run_orphaned(struct reload_run *r);
+/* Plans made again on a worker when the graph changed meanwhile; a run
+ * that meets more changes than that plans on the loop at last. */
+#define REPLANS_ON_WORKER 3
 
-/* Back on the loop with the plan. */
-static void
-plan_done(uv_work_t *w, int status)
-{
-    struct reload_run *r = w->data;
-    struct ng_error err = { 0 };
-
-    slice_begin(r);
-    if (r->rl->orphaned) {
-        run_orphaned(r);
-        return;
-    }
-    if (replay_deferred(r->ctx) && r->plan != NULL) {
-        /* The control channel changed the graph meanwhile: the plan
-         * is made again, here, against the model as it is now. */
-        ng_log_info("reload %s: the graph changed while it was planned; "
-                    "planning again", r->id);
-        ng_plan_free(r->plan);
-        r->plan = refresh_live(r->ctx, &r->plan_err) == -1 ? NULL
-            : ng_plan_compute(r->cfg, r->rl->live, r->prune, &r->plan_err);
-    }
-    if (status != 0 && r->plan == NULL)
-        ng_error_set(&r->plan_err, ECANCELED, "reload cancelled");
-    if (r->plan == NULL)
-        refuse(r, &r->plan_err);
-    else if (check_plan(r, &err) == -1)
-        refuse(r, &err);
-    else if (r->dry_run)
-        finish(r);
-    else
-        advance(r);
-}
-
-/* Refresh the model from the graph (on the loop), then plan on a
- * worker: the plan of a 3,000-node file takes milliseconds, which would
- * be one long loop turn for every client. */
-static void
-start_plan(struct reload_run *r)
-{
-    struct ng_error err = { 0 };
-
-    if (refresh_live(r->ctx, &err) == -1) {
-        refuse(r, &err);
-        return;
-    }
-    r->rl->planning = true;
-    slice_end(r);
-    if (uv_queue_work(r->ctx->graph->loop, &r->work, plan_work,
-                      plan_done) != 0) {
-        slice_begin(r);
-        plan_work(&r->work);
-        plan_done(&r->work, 0);
-    }
-}
-
-/* Worker thread: read, parse and check the file.  Touches nothing but
- * the run's own fields (the config loader is pure). */
 static double
 thread_cpu_ms(void)
 {
@@ -1809,9 +1897,87 @@ thread_faults(void)
 }
 
 static void
-load_work(uv_work_t *w)
+free_handle(uv_handle_t *h)
 {
-    struct reload_run *r = w->data;
+    free(h);
+}
+
+/* The refresh's turns end (done, failed, or given up). */
+static void
+refresh_stop(struct reload_run *r)
+{
+    if (r->refresher != NULL) {
+        uv_idle_stop(r->refresher);
+        uv_close((uv_handle_t *)r->refresher, free_handle);
+        r->refresher = NULL;
+    }
+    refresh_reset(&r->refresh);
+}
+
+/* Tell the worker how the refresh ended. */
+static void
+refresh_end(struct reload_run *r, enum refresh_state state)
+{
+    refresh_stop(r);
+    uv_mutex_lock(&r->lock);
+    if (r->refresh_state == REFRESH_RUNNING)
+        r->refresh_state = state;
+    uv_cond_signal(&r->refreshed);
+    uv_mutex_unlock(&r->lock);
+}
+
+/* Loop: one turn of the refresh, in the idle phase (clients' I/O is
+ * polled between turns). */
+static void
+refresh_turn(uv_idle_t *h)
+{
+    struct reload_run *r = h->data;
+    int rc;
+
+    slice_begin(r);
+    rc = refresh_some(r->ctx, &r->refresh, uv_hrtime() + REFRESH_SLICE_NS);
+    r->refresh_turns++;
+    r->refresh_ms += elapsed_ms(&r->slice);
+    slice_end(r);
+    if (rc != 0)
+        refresh_end(r, rc == 1 ? REFRESH_OK : REFRESH_FAILED);
+}
+
+static void
+refresh_start(struct reload_run *r)
+{
+    r->refresher = malloc(sizeof *r->refresher);
+    if (r->refresher == NULL ||
+        uv_idle_init(r->ctx->graph->loop, r->refresher) != 0) {
+        free(r->refresher);
+        r->refresher = NULL;
+        refresh_end(r, refresh_live(r->ctx, NULL) == 0 ? REFRESH_OK
+                                                       : REFRESH_FAILED);
+        return;
+    }
+    r->refresher->data = r;
+    uv_idle_start(r->refresher, refresh_turn);
+}
+
+/* Worker: true once the loop refreshed the model. */
+static bool
+wait_refreshed(struct reload_run *r)
+{
+    enum refresh_state state;
+
+    uv_mutex_lock(&r->lock);
+    while (r->refresh_state == REFRESH_RUNNING)
+        uv_cond_wait(&r->refreshed, &r->lock);
+    state = r->refresh_state;
+    uv_mutex_unlock(&r->lock);
+    return state == REFRESH_OK;
+}
+
+/* Worker thread: read, parse and check the file (the config loader is
+ * pure: it touches nothing but the run's own fields). */
+static void
+load_file(struct reload_run *r)
+{
     double cpu0 = thread_cpu_ms();
     long faults0 = thread_faults();
 
@@ -1824,41 +1990,137 @@ load_work(uv_work_t *w)
     }
     r->load_cpu_ms = thread_cpu_ms() - cpu0;
     r->load_faults = thread_faults() - faults0;
+    r->load_ms = elapsed_ms(&r->start);
 }
 
-/* Back on the loop. */
+/* Worker thread: the plan, from the new config (immutable) and the
+ * refreshed model. */
 static void
-load_done(uv_work_t *w, int status)
+plan_file(struct reload_run *r)
+{
+    unsigned ms = r->rl->plan_delay_ms;
+    double cpu0;
+
+    if (!wait_refreshed(r)) {
+        ng_error_set(&r->plan_err, ENOMEM, "out of memory");
+        return;
+    }
+    if (ms > 0)
+        nanosleep(&(struct timespec){ ms / 1000, ms % 1000 * 1000000L },
+                  NULL);
+    cpu0 = thread_cpu_ms();
+    r->plan = ng_plan_compute(r->cfg, r->rl->live, r->prune, &r->plan_err);
+    r->plan_cpu_ms = thread_cpu_ms() - cpu0;
+}
+
+static void
+reload_work(uv_work_t *w)
 {
     struct reload_run *r = w->data;
 
-    r->load_ms = elapsed_ms(&r->start);
+    if (r->cfg == NULL) {           /* not when planning again */
+        r->queue_ms = elapsed_ms(&r->start);
+        load_file(r);
+    }
+    if (r->cfg != NULL)
+        plan_file(r);
+}
+
+static void reload_done(uv_work_t *w, int status);
+
+/* The control channel changed the graph while the plan was made: refresh
+ * and plan again the same way, the file loaded already.  False when no
+ * worker can be had. */
+static bool
+plan_again(struct reload_run *r)
+{
+    uv_mutex_lock(&r->lock);
+    r->refresh_state = REFRESH_RUNNING;
+    uv_mutex_unlock(&r->lock);
+    r->rl->planning = true;
+    if (uv_queue_work(r->ctx->graph->loop, &r->work, reload_work,
+                      reload_done) != 0) {
+        r->rl->planning = false;
+        return false;
+    }
+    slice_end(r);
+    refresh_start(r);
+    return true;
+}
+
+static void run_orphaned(struct reload_run *r);
+
+/* Back on the loop with the plan (or the load's error). */
+static void
+reload_done(uv_work_t *w, int status)
+{
+    struct reload_run *r = w->data;
+    struct ng_error err = { 0 };
+    bool changed;
+
     slice_begin(r);
-    ng_log_debug("reload %s: file loaded in %.1f ms (CPU %.1f ms, %ld page "
-                 "faults)", r->id, r->load_ms, r->load_cpu_ms,
-                 r->load_faults);
     if (r->rl->orphaned) {          /* the daemon went away meanwhile */
         run_orphaned(r);
         return;
     }
-    if (status != 0 || r->cfg == NULL) {
+    refresh_stop(r);                /* still running when the load failed */
+    changed = replay_deferred(r->ctx);
+    ng_log_debug("reload %s: file loaded in %.1f ms (CPU %.1f ms, %ld page "
+                 "faults, %.1f ms waiting for a worker)", r->id, r->load_ms,
+                 r->load_cpu_ms, r->load_faults, r->queue_ms);
+    if (r->cfg == NULL) {
         if (status != 0)
             ng_error_set(&r->load_err, ECANCELED, "reload cancelled");
         refuse(r, &r->load_err);
-    } else {
-        start_plan(r);
+        return;
     }
+    if (changed && r->plan != NULL) {
+        /* The control channel changed the graph meanwhile: the plan is
+         * made again against the model as it is now, on a worker (a
+         * plan is milliseconds); after REPLANS_ON_WORKER tries here,
+         * where nothing can change meanwhile. */
+        ng_log_info("reload %s: the graph changed while it was planned; "
+                    "planning again", r->id);
+        ng_plan_free(r->plan);
+        r->plan = NULL;
+        if (r->replans++ < REPLANS_ON_WORKER && plan_again(r))
+            return;
+        r->plan = refresh_live(r->ctx, &r->plan_err) == -1 ? NULL
+            : ng_plan_compute(r->cfg, r->rl->live, r->prune, &r->plan_err);
+    }
+    if (status != 0 && r->plan == NULL)
+        ng_error_set(&r->plan_err, ECANCELED, "reload cancelled");
+    if (r->plan == NULL)
+        refuse(r, &r->plan_err);
+    else if (check_plan(r, &err) == -1)
+        refuse(r, &err);
+    else if (r->dry_run)
+        finish(r);
+    else
+        advance(r);
 }
 
 /* The daemon went away while a worker had the run: it ends here. */
 static void
 run_orphaned(struct reload_run *r)
 {
+    refresh_stop(r);
     ng_reload_free_now(r->rl);
     ng_plan_free(r->plan);
     ng_config_free(r->cfg);
+    uv_cond_destroy(&r->refreshed);
+    uv_mutex_destroy(&r->lock);
     free(r->file);
     free(r);
+}
+
+/* The daemon stops while a worker has the run: the refresh's turns stop
+ * (the graph goes) and a worker waiting for them goes on. */
+static void
+run_cancel_refresh(struct reload_run *r)
+{
+    if (r->refresh_state == REFRESH_RUNNING)
+        refresh_end(r, REFRESH_CANCELLED);
 }
 
 void
@@ -1871,13 +2133,24 @@ ng_reload_run(struct ng_control_ctx *ctx, const char *file, bool dry_run,
 
     if (rl == NULL || rl->busy || (file == NULL && rl->file == NULL) ||
         (r = calloc(1, sizeof *r)) == NULL ||
-        (r->file = strdup(file != NULL ? file : rl->file)) == NULL) {
+        (r->file = strdup(file != NULL ? file : rl->file)) == NULL ||
+        uv_mutex_init(&r->lock) != 0) {
         ng_error_set(&err, EBUSY, rl == NULL ? "reload is not available"
                      : rl->busy ? "a reload is already running; try again "
                      "when it ends" : file == NULL && rl->file == NULL
                      ? "no config file to reload (the daemon runs its "
                      "built-in config); give a file" : "out of memory");
+        if (r != NULL)
+            free(r->file);
         free(r);
+        done(opaque, NULL, &err);
+        return;
+    }
+    if (uv_cond_init(&r->refreshed) != 0) {
+        uv_mutex_destroy(&r->lock);
+        free(r->file);
+        free(r);
+        ng_error_set(&err, ENOMEM, "out of memory");
         done(opaque, NULL, &err);
         return;
     }
@@ -1891,14 +2164,19 @@ ng_reload_run(struct ng_control_ctx *ctx, const char *file, bool dry_run,
     r->done = done;
     r->opaque = opaque;
     snprintf(r->id, sizeof r->id, "reload-%lu", ++rl->counter);
-    /* Loading a big file takes a while: off the loop, so clients of every
-     * export keep being served meanwhile. */
+    /* From here until the plan is back the model holds still. */
+    rl->planning = true;
     r->work.data = r;
-    if (uv_queue_work(ctx->graph->loop, &r->work, load_work,
-                      load_done) != 0) {
-        load_work(&r->work);
-        load_done(&r->work, 0);
+    if (uv_queue_work(ctx->graph->loop, &r->work, reload_work,
+                      reload_done) != 0) {
+        /* No worker: all of it here, the refresh first. */
+        refresh_end(r, refresh_live(ctx, NULL) == 0 ? REFRESH_OK
+                                                    : REFRESH_FAILED);
+        reload_work(&r->work);
+        reload_done(&r->work, 0);
+        return;
     }
+    refresh_start(r);
 }
 
 /* ---- SIGHUP and QMP -------------------------------------------------------- */

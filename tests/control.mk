@@ -183,3 +183,8 @@ EXTRA_DIST += tests/test-log-flags.sh
 # QMP changes while a reload is planned on a worker (issue 13).
 TESTS += tests/test-reload-race.sh
 EXTRA_DIST += tests/test-reload-race.sh
+
+# A reload meets a running block job: refused on its nodes, applied
+# elsewhere (issue 13, s7-reload).
+TESTS += tests/test-reload-job.sh
+EXTRA_DIST += tests/test-reload-job.sh

@@ -4,9 +4,10 @@
 # NBDGRAPH_TEST_RELOAD_PLAN_DELAY_MS test hook).  The changes are made at
 # once (their QMP commands succeed), the model records them when the plan
 # is back, the reload plans again against them and applies the file;
-# dump-config meanwhile is refused with the reason.  After it, the live
-# node and export are in the model as "not in the file", and the file's
-# own changes are in the graph.
+# dump-config meanwhile (the second plan, on a worker too, as well) is
+# refused with the reason.  After it, the live node and export are in the
+# model as "not in the file", and the file's own changes are in the
+# graph.  The daemon stopped while a reload is planned exits cleanly.
 source "$srcdir/functions.sh"
 set -e -x
 requires jq --version
@@ -43,11 +44,22 @@ expect_status 1 nbdgraphctl dump-config > $out 2>&1 ||
 cat $out
 grep -q "reload-1 is being planned; try again" $out ||
     fail "dump-config gave no reason"
+# The second plan is made on a worker too (another 2 s): the model is
+# still the worker's, and dump-config still refused.
+for i in $(seq 300); do
+    grep -q "reload-1: the graph changed while it was planned; planning again" \
+        "$dir/nbdgraphd.log" && break
+    sleep 0.1
+done
+grep -q "reload-1: the graph changed while it was planned; planning again" \
+    "$dir/nbdgraphd.log" || fail "no second plan"
+expect_status 1 nbdgraphctl dump-config > $out 2>&1 ||
+    fail "dump-config while the second plan is made did not fail"
+grep -q "reload-1 is being planned; try again" $out ||
+    fail "the second plan was not made on a worker"
 wait $reload || fail "the reload failed"
 cat "$dir/reload.out"
 grep -q "applied 2 step(s)" "$dir/reload.out" || fail "not the file's 2 steps"
-grep -q "reload-1: the graph changed while it was planned; planning again" \
-    "$dir/nbdgraphd.log" || fail "no second plan"
 
 # Both sides' changes are there.
 nbdgraphctl qmp '{"execute":"query-block-exports"}' |
@@ -63,3 +75,13 @@ cat $out
 grep -q "would apply 0 step(s)" $out || fail "the file is not applied"
 grep -q "not in the file.*node 'x0'" $out || fail "x0 not kept as live"
 grep -q "export 'ex0'" $out || fail "ex0 not kept as live"
+
+# The daemon stops while a reload is planned: the run is orphaned, ends
+# when the worker is done, and the daemon exits 0 (an ASan build checks
+# that nothing leaks), within stop_nbdgraphd's bound.
+nbdgraphctl reload > "$dir/reload2.out" 2>&1 &
+reload=$!
+sleep 0.5
+stop_nbdgraphd || fail "the daemon did not stop cleanly during a reload"
+wait $reload || true
+cat "$dir/reload2.out"

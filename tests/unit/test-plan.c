@@ -302,6 +302,58 @@ test_control_channel(void)
     ng_live_free(live);
 }
 
+/* What the file names that the model holds as the control channel's
+ * (a node with bitmaps made live too) is listed for the reload to
+ * adopt; the file's own entries are not. */
+static void
+test_adopt(void)
+{
+    struct ng_live *live = live_of(base);
+    struct ng_config *cfg = load(base);
+    struct ng_error err = { 0 };
+    struct ng_plan *plan;
+
+    ng_live_node(live, "m0")->from_file = false;
+    ng_live_export(live, "e1")->from_file = false;
+    ng_live_group(live, "g1")->from_file = false;
+    CHECK(ng_live_node_note_live_bitmap(ng_live_node(live, "t0"), "b9")
+          == 0);
+    plan = ng_plan_compute(cfg, live, false, &err);
+    if (CHECK(plan != NULL)) {
+        CHECK(plan->n_steps == 0);
+        CHECK(plan->n_adopt_nodes == 2 &&
+              strcmp(plan->adopt_nodes[0]->name, "m0") == 0 &&
+              strcmp(plan->adopt_nodes[1]->name, "t0") == 0);
+        CHECK(plan->n_adopt_exports == 1 &&
+              strcmp(plan->adopt_exports[0], "e1") == 0);
+        CHECK(plan->n_adopt_groups == 1 &&
+              strcmp(plan->adopt_groups[0], "g1") == 0);
+    }
+    ng_plan_free(plan);
+    ng_config_free(cfg);
+    ng_live_free(live);
+}
+
+/* The model's string lists keep their order through removals. */
+static void
+test_strlist(void)
+{
+    char **v = NULL;
+    size_t n = 0, i;
+
+    CHECK(ng_live_strlist_add(&v, &n, "a") == 0 &&
+          ng_live_strlist_add(&v, &n, "b") == 0 &&
+          ng_live_strlist_add(&v, &n, "c") == 0 && n == 3);
+    CHECK(ng_live_strlist_del(v, &n, "a"));
+    CHECK(!ng_live_strlist_del(v, &n, "x"));
+    CHECK(n == 2 && strcmp(v[0], "b") == 0 && strcmp(v[1], "c") == 0);
+    CHECK(ng_live_strlist_find(v, n, "c") == 1 &&
+          ng_live_strlist_find(v, n, "a") == -1);
+    for (i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
 /* Dump a model, read it back: no step.  Apply a plan's steps to the
  * model: planning again gives no step. */
 static void
@@ -345,6 +397,8 @@ main(void)
     test_control_channel();
     test_server();
     test_dump_and_apply();
+    test_adopt();
+    test_strlist();
     printf("%u checks, %u failed\n", checks, failed);
     return failed ? 1 : 0;
 }
