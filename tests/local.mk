@@ -227,3 +227,9 @@ EXTRA_DIST += tests/test-background-workers.sh
 # Closing a huge, mostly empty memory disk walks only what it holds.
 TESTS += tests/test-memory-huge-close.sh
 EXTRA_DIST += tests/test-memory-huge-close.sh
+
+# ---- A trim of a huge memory disk (s7-folds) --------------------------------
+# Trim and write-zeroes walk a memory disk only up to the last page ever
+# written.
+TESTS += tests/test-memory-huge-trim.sh
+EXTRA_DIST += tests/test-memory-huge-trim.sh
