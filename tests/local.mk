@@ -233,3 +233,13 @@ EXTRA_DIST += tests/test-memory-huge-close.sh
 # written.
 TESTS += tests/test-memory-huge-trim.sh
 EXTRA_DIST += tests/test-memory-huge-trim.sh
+
+# ---- Shutdown during a leaf's open that blocks (s7-folds) -------------------
+# SIGTERM while an nbdkit plugin's .open sleeps, or while an rbd node waits
+# for a monitor that is not there: the daemon exits at once, naming the
+# node.
+if HAVE_NBDKIT
+TESTS += tests/test-nbdkit-shutdown-open.sh
+endif
+TESTS += tests/test-rbd-shutdown-open.sh
+EXTRA_DIST += tests/test-nbdkit-shutdown-open.sh tests/test-rbd-shutdown-open.sh
