@@ -679,6 +679,23 @@ table_free(struct table *t)
     free(t->cells);
 }
 
+/* Print the entries of array `entries` as a table of ncols columns under
+ * `head`, each entry's rows added by add_rows(). */
+static void
+print_table(json_t *entries, const char *const *head, size_t ncols,
+            void (*add_rows)(struct table *t, json_t *entry))
+{
+    struct table t = { .ncols = ncols };
+    json_t *e;
+    size_t i;
+
+    table_header(&t, head);
+    json_array_foreach(entries, i, e)
+        add_rows(&t, e);
+    table_print(&t);
+    table_free(&t);
+}
+
 /* ---- Command-line helpers ---------------------------------------------- */
 
 #define OPT_HELP { "help", no_argument, NULL, 'h' }
@@ -753,6 +770,66 @@ check_nargs(struct ctl *c, int n, int min, int max)
     if (max >= 0 && n > max)
         return usage_error(c, "unexpected argument");
     return 0;
+}
+
+/* A command without options of its own, of min to max arguments (max
+ * -1: any number), from argv[optind] on.  -1 to go on, else the exit
+ * status. */
+static int
+plain_args(struct ctl *c, int argc, char **argv, int min, int max)
+{
+    int r = no_opts(c, argc, argv);
+
+    if (r == -1 && (r = check_nargs(c, argc - optind, min, max)) == 0)
+        return -1;
+    return r;
+}
+
+/* plain_args() for a command whose one option is --FLAG (no value),
+ * which sets *set. */
+static int
+flag_args(struct ctl *c, int argc, char **argv, const char *flag, bool *set,
+          int min, int max)
+{
+    const struct option opts[] = {
+        { flag, no_argument, NULL, 'F' }, OPT_HELP, OPT_END,
+    };
+    int o;
+
+    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
+        if (o != 'F')
+            return opt_status(c, o, argv);
+        *set = true;
+    }
+    o = check_nargs(c, argc - optind, min, max);
+    return o != 0 ? o : -1;
+}
+
+/* Run a query; print the result with show(), or as JSON with --json.
+ * Steals args. */
+static int
+run_query(struct ctl *c, const char *name, json_t *args,
+          void (*show)(json_t *ret))
+{
+    json_t *ret;
+    int r = ctl_execute(c, name, args, &ret);
+
+    if (r == 0 && c->json)
+        print_json(ret);
+    else if (r == 0)
+        show(ret);
+    json_decref(ret);
+    return r;
+}
+
+/* A query of no arguments, its command of none either. */
+static int
+plain_query(struct ctl *c, int argc, char **argv, const char *name,
+            void (*show)(json_t *ret))
+{
+    int r = plain_args(c, argc, argv, 0, 0);
+
+    return r != -1 ? r : run_query(c, name, NULL, show);
 }
 
 /* ---- Commands that change the graph ------------------------------------ */
@@ -867,9 +944,9 @@ static int
 cmd_add_node(struct ctl *c, int argc, char **argv)
 {
     json_t *args;
-    int r = no_opts(c, argc, argv);
+    int r;
 
-    if (r != -1 || (r = check_nargs(c, argc - optind, 2, -1)) != 0)
+    if ((r = plain_args(c, argc, argv, 2, -1)) != -1)
         return r;
     args = json_pack("{s:s,s:s}", "node-name", argv[optind],
                      "driver", argv[optind + 1]);
@@ -883,9 +960,9 @@ cmd_add_node(struct ctl *c, int argc, char **argv)
 static int
 cmd_del_node(struct ctl *c, int argc, char **argv)
 {
-    int r = no_opts(c, argc, argv);
+    int r;
 
-    if (r != -1 || (r = check_nargs(c, argc - optind, 1, 1)) != 0)
+    if ((r = plain_args(c, argc, argv, 1, 1)) != -1)
         return r;
     return run_change(c, "blockdev-del",
                       json_pack("{s:s}", "node-name", argv[optind]));
@@ -1000,10 +1077,10 @@ cmd_insert_filter(struct ctl *c, int argc, char **argv)
 static int
 cmd_remove_filter(struct ctl *c, int argc, char **argv)
 {
-    int r = no_opts(c, argc, argv);
+    int r;
     json_t *args;
 
-    if (r != -1 || (r = check_nargs(c, argc - optind, 1, 2)) != 0)
+    if ((r = plain_args(c, argc, argv, 1, 2)) != -1)
         return r;
     args = json_pack("{s:s}", "node-name", argv[optind]);
     if (argc - optind == 2 && strncmp(argv[optind + 1], "keep=", 5) != 0) {
@@ -1108,9 +1185,9 @@ static int
 cmd_set_limits(struct ctl *c, int argc, char **argv)
 {
     json_t *limits;
-    int r = no_opts(c, argc, argv), is_node;
+    int r, is_node;
 
-    if (r != -1 || (r = check_nargs(c, argc - optind, 2, -1)) != 0)
+    if ((r = plain_args(c, argc, argv, 2, -1)) != -1)
         return r;
     limits = json_object();
     if (add_key_values(c, limits, argc - optind - 1,
@@ -1135,18 +1212,10 @@ cmd_set_limits(struct ctl *c, int argc, char **argv)
 static int
 cmd_del_export(struct ctl *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "hard", no_argument, NULL, 'H' }, OPT_HELP, OPT_END,
-    };
     bool hard = false;
     int o;
 
-    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
-        if (o != 'H')
-            return opt_status(c, o, argv);
-        hard = true;
-    }
-    if ((o = check_nargs(c, argc - optind, 1, 1)) != 0)
+    if ((o = flag_args(c, argc, argv, "hard", &hard, 1, 1)) != -1)
         return o;
     return run_change(c, "block-export-del",
                       json_pack("{s:s,s:s}", "id", argv[optind],
@@ -1156,30 +1225,29 @@ cmd_del_export(struct ctl *c, int argc, char **argv)
 /* ---- Reload and dump-config ---------------------------------------------- */
 
 static void
+plan_row(struct table *t, json_t *s)
+{
+    char *row[6] = {
+        field_text(s, "step"), field_text(s, "action"),
+        field_text(s, "object"), field_text(s, "change"),
+        field_text(s, "exports"), field_text(s, "clients"),
+    };
+
+    table_add(t, row);
+}
+
+static void
 print_plan(json_t *ret)
 {
     static const char *const head[] = {
         "STEP", "ACTION", "OBJECT", "CHANGE", "EXPORTS", "CLIENTS",
     };
-    struct table t = { .ncols = 6 };
-    json_t *steps = json_object_get(ret, "steps"), *s, *k;
+    json_t *steps = json_object_get(ret, "steps"), *k;
     json_t *kept = json_object_get(ret, "not-in-file");
     size_t i;
 
-    if (json_array_size(steps) > 0) {
-        table_header(&t, head);
-        json_array_foreach(steps, i, s) {
-            char *row[6] = {
-                field_text(s, "step"), field_text(s, "action"),
-                field_text(s, "object"), field_text(s, "change"),
-                field_text(s, "exports"), field_text(s, "clients"),
-            };
-
-            table_add(&t, row);
-        }
-        table_print(&t);
-        table_free(&t);
-    }
+    if (json_array_size(steps) > 0)
+        print_table(steps, head, 6, plan_row);
     if (json_array_size(kept) > 0) {
         printf("not in the file (kept; --prune removes them):");
         json_array_foreach(kept, i, k)
@@ -1212,9 +1280,9 @@ cmd_reload(struct ctl *c, int argc, char **argv)
         { "dry-run", no_argument, NULL, 'n' },
         { "prune", no_argument, NULL, 'p' }, OPT_HELP, OPT_END,
     };
-    json_t *args = json_object(), *ret;
+    json_t *args = json_object();
     char *file = NULL;
-    int o, r;
+    int o;
 
     for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
         if (o == 'n')
@@ -1239,51 +1307,25 @@ cmd_reload(struct ctl *c, int argc, char **argv)
     free(file);
     if (c->dry_run)
         json_object_set_new(args, "dry-run", json_true());
-    r = ctl_execute(c, "reload", args, &ret);
-    if (r == 0 && c->json)
-        print_json(ret);
-    else if (r == 0)
-        print_plan(ret);
-    json_decref(ret);
-    return r;
+    return run_query(c, "reload", args, print_plan);
+}
+
+static void
+print_yaml(json_t *ret)
+{
+    fputs(jtext(ret, "yaml"), stdout);
 }
 
 static int
 cmd_dump_config(struct ctl *c, int argc, char **argv)
 {
-    json_t *ret;
-    int r;
+    int r = plain_args(c, argc, argv, 0, 0);
 
-    if ((r = no_opts(c, argc, argv)) != -1 ||
-        (r = check_nargs(c, argc - optind, 0, 0)) != 0)
-        return r;
-    r = ctl_execute(c, "query-config", json_object(), &ret);
-    if (r == 0 && c->json)
-        print_json(ret);
-    else if (r == 0)
-        fputs(jtext(ret, "yaml"), stdout);
-    json_decref(ret);
-    return r;
+    return r != -1 ? r : run_query(c, "query-config", json_object(),
+                                   print_yaml);
 }
 
 /* ---- Queries shown as tables ------------------------------------------- */
-
-/* Run a query; print the result with show(), or as JSON with --json.
- * Steals args. */
-static int
-run_query(struct ctl *c, const char *name, json_t *args,
-          void (*show)(json_t *ret))
-{
-    json_t *ret;
-    int r = ctl_execute(c, name, args, &ret);
-
-    if (r == 0 && c->json)
-        print_json(ret);
-    else if (r == 0)
-        show(ret);
-    json_decref(ret);
-    return r;
-}
 
 /* "file=disk0,backing=base" */
 static char *
@@ -1319,36 +1361,43 @@ size_text(json_t *node)
 }
 
 static void
+node_row(struct table *t, json_t *n)
+{
+    char *row[] = {
+        field_text(n, "node-name"), field_text(n, "drv"), size_text(n),
+        field_text(n, "ro"), field_text(n, "implicit"),
+        children_text(json_object_get(n, "children")),
+    };
+
+    table_add(t, row);
+}
+
+static void
 show_nodes(json_t *ret)
 {
     static const char *const head[] = {
         "NAME", "DRIVER", "SIZE", "RO", "IMPLICIT", "CHILDREN",
     };
-    struct table t = { .ncols = 6 };
-    json_t *n;
-    size_t i;
 
-    table_header(&t, head);
-    json_array_foreach(ret, i, n) {
-        char *row[] = {
-            field_text(n, "node-name"), field_text(n, "drv"), size_text(n),
-            field_text(n, "ro"), field_text(n, "implicit"),
-            children_text(json_object_get(n, "children")),
-        };
-        table_add(&t, row);
-    }
-    table_print(&t);
-    table_free(&t);
+    print_table(ret, head, 6, node_row);
 }
 
 static int
 cmd_nodes(struct ctl *c, int argc, char **argv)
 {
-    int r = no_opts(c, argc, argv);
+    return plain_query(c, argc, argv, "query-named-block-nodes", show_nodes);
+}
 
-    if (r != -1 || (r = check_nargs(c, argc - optind, 0, 0)) != 0)
-        return r;
-    return run_query(c, "query-named-block-nodes", NULL, show_nodes);
+static void
+export_row(struct table *t, json_t *e)
+{
+    char *row[] = {
+        field_text(e, "id"), field_text(e, "name"),
+        field_text(e, "node-name"), field_text(e, "writable"),
+        field_text(e, "connections"), field_text(e, "description"),
+    };
+
+    table_add(t, row);
 }
 
 static void
@@ -1357,31 +1406,14 @@ show_exports(json_t *ret)
     static const char *const head[] = {
         "ID", "NAME", "NODE", "WRITABLE", "CONNECTIONS", "DESCRIPTION",
     };
-    struct table t = { .ncols = 6 };
-    json_t *e;
-    size_t i;
 
-    table_header(&t, head);
-    json_array_foreach(ret, i, e) {
-        char *row[] = {
-            field_text(e, "id"), field_text(e, "name"),
-            field_text(e, "node-name"), field_text(e, "writable"),
-            field_text(e, "connections"), field_text(e, "description"),
-        };
-        table_add(&t, row);
-    }
-    table_print(&t);
-    table_free(&t);
+    print_table(ret, head, 6, export_row);
 }
 
 static int
 cmd_exports(struct ctl *c, int argc, char **argv)
 {
-    int r = no_opts(c, argc, argv);
-
-    if (r != -1 || (r = check_nargs(c, argc - optind, 0, 0)) != 0)
-        return r;
-    return run_query(c, "query-block-exports", NULL, show_exports);
+    return plain_query(c, argc, argv, "query-block-exports", show_exports);
 }
 
 /* query-nac groups holders by node: one row per (node, holder). */
@@ -1407,25 +1439,14 @@ show_nac(json_t *ret)
     static const char *const head[] = {
         "NODE", "HOLDER", "KIND", "REQUIRE", "ALLOW",
     };
-    struct table t = { .ncols = 5 };
-    json_t *e;
-    size_t i;
 
-    table_header(&t, head);
-    json_array_foreach(ret, i, e)
-        nac_rows(&t, e);
-    table_print(&t);
-    table_free(&t);
+    print_table(ret, head, 5, nac_rows);
 }
 
 static int
 cmd_nac(struct ctl *c, int argc, char **argv)
 {
-    int r = no_opts(c, argc, argv);
-
-    if (r != -1 || (r = check_nargs(c, argc - optind, 0, 0)) != 0)
-        return r;
-    return run_query(c, "query-nac", NULL, show_nac);
+    return plain_query(c, argc, argv, "query-nac", show_nac);
 }
 
 /* ---- graph: a tree per export ------------------------------------------ */
@@ -1556,18 +1577,10 @@ show_dot(json_t *ret)
 static int
 cmd_graph(struct ctl *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "dot", no_argument, NULL, 'd' }, OPT_HELP, OPT_END,
-    };
     bool dot = false;
     int o;
 
-    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
-        if (o != 'd')
-            return opt_status(c, o, argv);
-        dot = true;
-    }
-    if ((o = check_nargs(c, argc - optind, 0, 0)) != 0)
+    if ((o = flag_args(c, argc, argv, "dot", &dot, 0, 0)) != -1)
         return o;
     if (dot)
         return run_query(c, "query-graph",
@@ -1662,9 +1675,9 @@ cmd_qmp(struct ctl *c, int argc, char **argv)
     json_t *msg, *reply = NULL;
     json_error_t jerr;
     bool own_id;
-    int r = no_opts(c, argc, argv);
+    int r;
 
-    if (r != -1 || (r = check_nargs(c, argc - optind, 1, 1)) != 0)
+    if ((r = plain_args(c, argc, argv, 1, 1)) != -1)
         return r;
     msg = json_loads(argv[optind], 0, &jerr);
     if (!json_is_object(msg)) {
@@ -1908,46 +1921,40 @@ percent_text(json_t *j)
 }
 
 static void
+job_row(struct table *t, json_t *j)
+{
+    const char *err = json_string_value(json_object_get(j, "error"));
+    char cur[32], total[32];
+    char *row[7];
+
+    format_size(json_integer_value(json_object_get(j, "current-progress")),
+                cur, sizeof cur);
+    format_size(json_integer_value(json_object_get(j, "total-progress")),
+                total, sizeof total);
+    row[0] = xstrdup(json_string_value(json_object_get(j, "id")));
+    row[1] = xstrdup(json_string_value(json_object_get(j, "type")));
+    row[2] = xstrdup(json_string_value(json_object_get(j, "status")));
+    row[3] = percent_text(j);
+    row[4] = xstrdup(cur);
+    row[5] = xstrdup(total);
+    row[6] = xstrdup(err != NULL ? err : "-");
+    table_add(t, row);
+}
+
+static void
 show_jobs(json_t *ret)
 {
     static const char *const head[] = {
         "ID", "TYPE", "STATUS", "DONE", "COPIED", "TOTAL", "ERROR",
     };
-    struct table t = { .ncols = 7 };
-    char cur[32], total[32];
-    json_t *j;
-    size_t i;
 
-    table_header(&t, head);
-    json_array_foreach(ret, i, j) {
-        const char *err = json_string_value(json_object_get(j, "error"));
-        char *row[7];
-
-        format_size(json_integer_value(json_object_get(j,
-                    "current-progress")), cur, sizeof cur);
-        format_size(json_integer_value(json_object_get(j, "total-progress")),
-                    total, sizeof total);
-        row[0] = xstrdup(json_string_value(json_object_get(j, "id")));
-        row[1] = xstrdup(json_string_value(json_object_get(j, "type")));
-        row[2] = xstrdup(json_string_value(json_object_get(j, "status")));
-        row[3] = percent_text(j);
-        row[4] = xstrdup(cur);
-        row[5] = xstrdup(total);
-        row[6] = xstrdup(err != NULL ? err : "-");
-        table_add(&t, row);
-    }
-    table_print(&t);
-    table_free(&t);
+    print_table(ret, head, 7, job_row);
 }
 
 static int
 cmd_jobs(struct ctl *c, int argc, char **argv)
 {
-    int r = no_opts(c, argc, argv);
-
-    if (r != -1 || (r = check_nargs(c, argc - optind, 0, 0)) != 0)
-        return r;
-    return run_query(c, "query-jobs", NULL, show_jobs);
+    return plain_query(c, argc, argv, "query-jobs", show_jobs);
 }
 
 /* job pause|resume|cancel|complete|finalize|dismiss ID */
@@ -1960,9 +1967,9 @@ cmd_job(struct ctl *c, int argc, char **argv)
     };
     char qmp[32];
     size_t i;
-    int r = no_opts(c, argc, argv);
+    int r;
 
-    if (r != -1 || (r = check_nargs(c, argc - optind, 2, 2)) != 0)
+    if ((r = plain_args(c, argc, argv, 2, 2)) != -1)
         return r;
     for (i = 0; verbs[i] != NULL; i++)
         if (strcmp(verbs[i], argv[optind]) == 0)
@@ -2175,19 +2182,11 @@ wait_report(struct ctl *c, const struct wait_state *w)
 static int
 cmd_wait(struct ctl *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "complete", no_argument, NULL, 'C' }, OPT_HELP, OPT_END,
-    };
     struct wait_state w = { 0 };
     bool complete = false;
     int o;
 
-    for (optind = 0; (o = next_opt(argc, argv, opts)) != -1;) {
-        if (o != 'C')
-            return opt_status(c, o, argv);
-        complete = true;
-    }
-    if ((o = check_nargs(c, argc - optind, 1, 1)) != 0)
+    if ((o = flag_args(c, argc, argv, "complete", &complete, 1, 1)) != -1)
         return o;
     w.id = argv[optind];
     c->on_event = wait_event;

@@ -206,7 +206,10 @@ cor_copy_next(struct cor_track *t)
         if (e->flags & NG_EXTENT_HOLE) {
             uint64_t off = t->ext_off;
 
-            ng_req_init(&t->sub, NG_OP_WRITE, off, e->length, 0);
+            /* Made for the read: a job's bulk copy (block-stream) stays
+             * off the loop (NG_REQ_INHERITED). */
+            ng_req_init(&t->sub, NG_OP_WRITE, off, e->length,
+                        req->flags & NG_REQ_INHERITED);
             ng_iov_slice(&req->iov, off - req->offset, &t->sub.iov);
             t->sub.done = cor_copy_done;
             t->sub.opaque = t;
@@ -269,7 +272,7 @@ cor_read(struct ng_node *node, struct ng_req *req)
         return;
     }
     ng_req_init(&t->sub, NG_OP_BLOCK_STATUS, req->offset, req->length,
-                NG_REQ_LOCAL_ONLY);
+                NG_REQ_LOCAL_ONLY | (req->flags & NG_REQ_INHERITED));
     t->sub.extents = t->ext;
     t->sub.max_extents = COR_MAX_EXTENTS;
     t->sub.done = cor_status_done;

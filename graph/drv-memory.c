@@ -78,8 +78,9 @@ struct memory_state {
     uint64_t npages;
     uint64_t top;                   /* past the last page ever allocated:
                                      * from there on every entry is NULL,
-                                     * so close need not walk a huge,
-                                     * mostly empty table */
+                                     * so close, trim and write-zeroes
+                                     * need not walk a huge, mostly empty
+                                     * table */
     unsigned char zero_marker;      /* its address in pages[]: allocated,
                                      * reads as zeroes (backing only) */
     struct ng_node *node;
@@ -165,6 +166,17 @@ memory_note_page(struct memory_state *s, uint64_t index)
 {
     if (index >= s->top)
         s->top = index + 1;
+}
+
+/* Bytes of [off, off + len) below `top`: past it every entry is NULL. */
+static inline uint64_t
+memory_below_top(const struct memory_state *s, uint64_t off, uint64_t len)
+{
+    uint64_t end = s->top << MEMORY_PAGE_SHIFT;
+
+    if (off >= end)
+        return 0;
+    return len < end - off ? len : end - off;
 }
 
 /* Bytes of the page holding `off` from `off` on, at most `left`. */
@@ -263,6 +275,11 @@ memory_zero(struct memory_state *s, struct ng_req *req)
 
     if (req->op == NG_OP_WRITE_ZEROES && !(req->flags & NG_REQ_MAY_TRIM))
         return memory_store(s, req->offset, req->length, NULL);
+    /* Without a backing node the pages from `top` on are unallocated,
+     * which is what zeroing leaves them: a trim of a whole 16 TiB disk
+     * walks what was ever written, not 268 M entries. */
+    if (s->backing == NULL)
+        left = memory_below_top(s, off, left);
     while (left > 0) {
         uint64_t n = memory_chunk(off, left);
         unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];

@@ -19,6 +19,15 @@
  * node, SERIALIZE_ALL_REQUESTS one per plugin, SERIALIZE_CONNECTIONS one
  * per plugin and only one node.
  *
+ * .preconnect and .open (and, for the first node, the plugin's load) run
+ * on a thread of the open's own (ng_open_thread_start), on a copy of
+ * what they need (struct nbdkit_opening): a plugin's .open may block
+ * without end (a sleep, a remote that does not answer), and the daemon's
+ * stop does not wait for it.  It gives the open up (nbdkit_cancel_open,
+ * logged naming the node) and the node goes; the thread is left in the
+ * plugin, which is never unloaded from then on (lib->abandoned), until
+ * the call returns or the process exits.
+ *
  * A plugin runs inside the daemon: one that crashes (in .open or
  * anywhere) takes the daemon down.  One that fails a call fails only its
  * node: the open with the plugin's nbdkit_error() text, a request with
@@ -51,7 +60,8 @@ struct nbdkit_state {
     bool has_req_lock;
     bool loads;                     /* this open loads lib */
     bool unloads;                   /* this close unloads lib */
-    struct ng_work work;            /* open and close */
+    struct ng_work work;            /* close, unload after a failed open */
+    struct ng_open_thread *opening; /* the open's thread, while it runs */
     struct ng_error *open_err;      /* borrowed during open_async */
     int work_ret;
 
@@ -99,6 +109,9 @@ struct nbdkit_lib {
     bool loading;                   /* a node's open is loading it */
     bool unloading;                 /* the last node went: unloading */
     bool loaded;                    /* .load ran: unload at the end */
+    bool abandoned;                 /* an open given up at shutdown may
+                                     * still be inside: never unloaded
+                                     * nor freed (loop thread) */
     void *dl;
     struct nbdkit_plugin p;         /* a copy, zero beyond _struct_size */
     int thread_model;               /* NBDKIT_THREAD_MODEL_* in force */
@@ -128,6 +141,8 @@ lib_free(void *obj)
 {
     struct nbdkit_lib *lib = obj;
 
+    if (lib->abandoned)
+        return;                     /* a thread may still be inside */
     /* The last node's close unloaded it; only a graph torn down with
      * the plugin still loaded gets here with it. */
     lib_unload(lib);
@@ -398,11 +413,9 @@ node_ask_block_size(struct nbdkit_state *s, struct ng_error *err,
 
 /* .preconnect, .open and the questions about the new handle. */
 static int
-node_connect(struct ng_node *node, struct ng_error *err)
+node_connect(struct nbdkit_state *s, int readonly, struct ng_error *err)
 {
-    struct nbdkit_state *s = ng_node_state(node);
     const struct nbdkit_plugin *p = &s->lib->p;
-    int readonly = node->read_only;
     struct ng_nbdkit_call c;
     int r = -1;
 
@@ -897,24 +910,72 @@ node_drop_lock(struct nbdkit_state *s)
     s->has_req_lock = false;
 }
 
-static void
-open_work(struct ng_work *w)
-{
-    struct ng_node *node = w->node;
-    struct nbdkit_state *s = ng_node_state(node);
+/* An open on its thread: what it needs and what it finds, apart from
+ * the node, which may go before the thread returns. */
+struct nbdkit_opening {
+    struct nbdkit_state st;         /* lib, loads, req_lock; the thread
+                                     * fills the handle and the facts */
+    char *plugin;                   /* the option, for messages */
+    int readonly;
+    struct ng_error err;
+    int ret;
+};
 
-    s->work_ret = 0;
-    if (s->loads)
-        s->work_ret = lib_load(s->lib, s->plugin, s->open_err);
-    if (s->work_ret == 0)
-        s->work_ret = node_connect(node, s->open_err);
-    if (s->work_ret == -1) {
-        node_disconnect(s);
-        /* Unloaded here when this open loaded it; otherwise open_after
-         * decides (another node may hold the plugin). */
-        if (s->loads)
-            lib_unload(s->lib);
+static struct nbdkit_opening *
+opening_new(struct ng_node *node, const struct nbdkit_state *s)
+{
+    struct nbdkit_opening *o = calloc(1, sizeof *o);
+
+    if (o == NULL || (o->plugin = strdup(s->plugin)) == NULL ||
+        pthread_mutex_init(&o->st.req_lock, NULL) != 0) {
+        if (o != NULL)
+            free(o->plugin);
+        free(o);
+        return NULL;
     }
+    o->st.lib = s->lib;
+    o->st.loads = s->loads;
+    o->readonly = node->read_only;
+    return o;
+}
+
+static void
+opening_free(struct nbdkit_opening *o)
+{
+    pthread_mutex_destroy(&o->st.req_lock);
+    free(o->plugin);
+    free(o);
+}
+
+/* The open's thread. */
+static void
+open_work(void *arg)
+{
+    struct nbdkit_opening *o = arg;
+
+    o->ret = 0;
+    if (o->st.loads)
+        o->ret = lib_load(o->st.lib, o->plugin, &o->err);
+    if (o->ret == 0)
+        o->ret = node_connect(&o->st, o->readonly, &o->err);
+    if (o->ret == -1) {
+        node_disconnect(&o->st);
+        /* Unloaded here when this open loaded it; otherwise open_finish
+         * decides (another node may hold the plugin). */
+        if (o->st.loads)
+            lib_unload(o->st.lib);
+    }
+}
+
+/* The open's thread, once its open returned, given up at shutdown: the
+ * plugin stays loaded (lib->abandoned), so its handle can be closed. */
+static void
+open_orphan(void *arg)
+{
+    struct nbdkit_opening *o = arg;
+
+    node_disconnect(&o->st);
+    opening_free(o);
 }
 
 static void
@@ -936,10 +997,11 @@ unload_work(struct ng_work *w)
     lib_unload(s->lib);
 }
 
+/* The open is over, s->work_ret says how (*s->open_err filled on
+ * failure): answer it, dropping the plugin on failure. */
 static void
-open_after(struct ng_work *w)
+open_finish(struct ng_node *node)
 {
-    struct ng_node *node = w->node;
     struct nbdkit_state *s = ng_node_state(node);
 
     if (s->loads)
@@ -964,10 +1026,36 @@ open_after(struct ng_work *w)
     }
 }
 
+/* Loop thread: the open's thread returned. */
+static void
+open_done(struct ng_node *node, void *arg)
+{
+    struct nbdkit_state *s = ng_node_state(node);
+    struct nbdkit_opening *o = arg;
+
+    s->opening = NULL;
+    s->work_ret = o->ret;
+    if (o->ret == 0) {
+        s->handle = o->st.handle;
+        s->has_handle = o->st.has_handle;
+        s->size = o->st.size;
+        s->caps = o->st.caps;
+        s->align = o->st.align;
+        s->max_transfer = o->st.max_transfer;
+        s->opt_transfer = o->st.opt_transfer;
+        s->fua = o->st.fua;
+    } else {
+        *s->open_err = o->err;
+    }
+    opening_free(o);
+    open_finish(node);
+}
+
 static void
 nbdkit_open_async(struct ng_node *node, struct ng_error *err)
 {
     struct nbdkit_state *s = ng_node_state(node);
+    struct nbdkit_opening *o;
 
     if (pthread_mutex_init(&s->req_lock, NULL) != 0) {
         ng_error_set(err, EAGAIN, "cannot create a mutex");
@@ -981,9 +1069,37 @@ nbdkit_open_async(struct ng_node *node, struct ng_error *err)
         return;
     }
     s->open_err = err;
-    s->work.fn = open_work;
-    s->work.after = open_after;
-    ng_node_queue_work(node, &s->work);
+    if ((o = opening_new(node, s)) == NULL) {
+        ng_error_set(err, ENOMEM, "out of memory");
+    } else if ((s->opening = ng_open_thread_start(node, open_work,
+                                                  open_done, open_orphan,
+                                                  o, err)) == NULL) {
+        opening_free(o);
+    } else {
+        return;
+    }
+    s->work_ret = -1;               /* nothing ran: nothing to undo */
+    open_finish(node);
+}
+
+/* The daemon stops: do not wait for a plugin that may never return from
+ * .open.  The node goes now; its thread keeps the plugin loaded. */
+static void
+nbdkit_cancel_open(struct ng_node *node)
+{
+    struct nbdkit_state *s = ng_node_state(node);
+
+    if (s->opening == NULL || !ng_open_thread_abandon(s->opening))
+        return;                     /* answered soon, as it is */
+    s->opening = NULL;
+    s->lib->abandoned = true;
+    s->lib = NULL;                  /* its reference stays with the thread */
+    ng_node_warn(node, "the daemon stops while plugin '%s' is still "
+                 "opening it: not waiting for the plugin", s->plugin);
+    ng_error_set(s->open_err, ECANCELED, "the daemon stops: open given up "
+                 "while plugin '%s' was still in it", s->plugin);
+    node_drop_lock(s);
+    ng_node_opened(node, -1);
 }
 
 static void
@@ -1049,6 +1165,12 @@ nbdkit_open_async(struct ng_node *node, struct ng_error *err)
 }
 
 static void
+nbdkit_cancel_open(struct ng_node *node)
+{
+    (void)node;                     /* open_async answered inline */
+}
+
+static void
 nbdkit_close_async(struct ng_node *node)
 {
     ng_node_closed(node);
@@ -1091,6 +1213,7 @@ const struct ng_driver ng_driver_nbdkit = {
     .pool_scope   = NG_POOL_PER_NODE,
     .threads      = 16,
     .open_async   = nbdkit_open_async,
+    .cancel_open  = nbdkit_cancel_open,
     .close_async  = nbdkit_close_async,
     .submit       = nbdkit_submit,
     .refresh      = nbdkit_refresh,

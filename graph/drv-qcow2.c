@@ -107,7 +107,7 @@ submit_view(struct qcow2_io *io, struct ng_node *to, enum ng_op op,
 {
     struct qcow2_seq *q = &io->seq;
 
-    ng_req_init(&q->sub, op, off, len, io->req->flags & NG_REQ_INHERITED);
+    ng_req_init(&q->sub, op, off, len, q->flags);
     ng_iov_slice(v, at, &q->sub.iov);
     qcow2_seq_submit_prepared(q, to);
 }
@@ -839,6 +839,7 @@ qcow2_submit(struct ng_node *node, struct ng_req *req)
     io->s = s;
     io->req = req;
     io->seq.ret = 0;
+    io->seq.flags = req->flags & NG_REQ_INHERITED;
     switch (req->op) {
     case NG_OP_READ:
         io->seq.step = read_step;

@@ -2,8 +2,13 @@
  * protocol driver, with its option names).
  *
  * Connecting to the cluster and opening the image block (monitor round
- * trips), and so does closing: both run on the node's own worker pool
- * (ng_node_queue_work), so a slow cluster holds back nothing else.
+ * trips, up to librados's client_mount_timeout when no monitor answers),
+ * and so does closing.  Closing runs on the node's own worker pool
+ * (ng_node_queue_work), so a slow cluster holds back nothing else; the
+ * open runs on a thread of its own (ng_open_thread_start), on a copy of
+ * the options (struct rbd_opening), so that the daemon's stop need not
+ * wait for a monitor: it gives the open up (rbd_cancel_open, logged
+ * naming the node) and the node goes while the thread finishes.
  *
  * Reads, writes, discards, write-zeroes and flushes use librbd's async
  * API.  librbd calls the completion on a thread of its own; the
@@ -50,10 +55,9 @@ struct rbd_state {
     uint64_t obj_size;              /* bytes per RADOS object, power of 2 */
     bool fast_diff;                 /* valid fast-diff map: block status */
 
-    /* Open and close on the pool. */
-    struct ng_work work;
+    struct ng_work work;            /* close, on the pool */
+    struct ng_open_thread *opening; /* the open's thread, while it runs */
     struct ng_error *open_err;      /* borrowed until ng_node_opened() */
-    int open_ret;
 #endif
 };
 
@@ -182,31 +186,100 @@ rbd_open_image(struct rbd_state *s, struct ng_error *err)
     return 0;
 }
 
-static void
-rbd_open_work(struct ng_work *w)
-{
-    struct rbd_state *s = (void *)((char *)w - offsetof(struct rbd_state,
-                                                        work));
+/* An open on its thread: a copy of the options and what it connects,
+ * apart from the node, which may go before the thread returns. */
+struct rbd_opening {
+    struct rbd_state st;            /* strdup'd options; the connection */
+    struct ng_error err;
+    int ret;
+};
 
-    s->open_ret = rbd_connect_cluster(s, s->open_err);
-    if (s->open_ret == 0)
-        s->open_ret = rbd_open_image(s, s->open_err);
-    if (s->open_ret < 0)
-        rbd_disconnect(s);          /* nothing half-open is left */
+static void
+rbd_opening_free(struct rbd_opening *o)
+{
+    free(o->st.pool);
+    free(o->st.ns);
+    free(o->st.image);
+    free(o->st.conf);
+    free(o->st.user);
+    free(o->st.snapshot);
+    free(o);
 }
 
-static void
-rbd_open_after(struct ng_work *w)
+static struct rbd_opening *
+rbd_opening_new(const struct rbd_state *s)
 {
-    struct rbd_state *s = ng_node_state(w->node);
+    struct rbd_opening *o = calloc(1, sizeof *o);
 
-    ng_node_opened(w->node, s->open_ret);
+    if (o == NULL)
+        return NULL;
+    o->st.read_only = s->read_only;
+    if ((o->st.pool = strdup(s->pool)) == NULL ||
+        (o->st.ns = strdup(s->ns)) == NULL ||
+        (o->st.image = strdup(s->image)) == NULL ||
+        (o->st.conf = strdup(s->conf)) == NULL ||
+        (o->st.user = strdup(s->user)) == NULL ||
+        (o->st.snapshot = strdup(s->snapshot)) == NULL) {
+        rbd_opening_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* The open's thread. */
+static void
+rbd_open_work(void *arg)
+{
+    struct rbd_opening *o = arg;
+
+    o->ret = rbd_connect_cluster(&o->st, &o->err);
+    if (o->ret == 0)
+        o->ret = rbd_open_image(&o->st, &o->err);
+    if (o->ret < 0)
+        rbd_disconnect(&o->st);     /* nothing half-open is left */
+}
+
+/* The open's thread, once its open returned, given up at shutdown. */
+static void
+rbd_open_orphan(void *arg)
+{
+    struct rbd_opening *o = arg;
+
+    rbd_disconnect(&o->st);
+    rbd_opening_free(o);
+}
+
+/* Loop thread: the open's thread returned. */
+static void
+rbd_open_done(struct ng_node *node, void *arg)
+{
+    struct rbd_state *s = ng_node_state(node);
+    struct rbd_opening *o = arg;
+    int ret = o->ret;
+
+    s->opening = NULL;
+    if (ret == 0) {
+        s->cluster = o->st.cluster;
+        s->io = o->st.io;
+        s->img = o->st.img;
+        s->has_cluster = o->st.has_cluster;
+        s->has_io = o->st.has_io;
+        s->has_img = o->st.has_img;
+        s->size = o->st.size;
+        s->obj_size = o->st.obj_size;
+        s->fast_diff = o->st.fast_diff;
+    } else {
+        *s->open_err = o->err;
+    }
+    rbd_opening_free(o);
+    ng_node_opened(node, ret);
 }
 
 static void
 rbd_open_async(struct ng_node *node, struct ng_error *err)
 {
     struct rbd_state *s = ng_node_state(node);
+    struct rbd_opening *o;
 
     if (rbd_opt_or_null(s->snapshot) != NULL && !node->read_only) {
         ng_error_set(err, EROFS, "rbd snapshot '%s' is read-only: set "
@@ -216,9 +289,35 @@ rbd_open_async(struct ng_node *node, struct ng_error *err)
     }
     s->read_only = node->read_only;
     s->open_err = err;
-    s->work.fn = rbd_open_work;
-    s->work.after = rbd_open_after;
-    ng_node_queue_work(node, &s->work);
+    if ((o = rbd_opening_new(s)) == NULL) {
+        ng_error_set(err, ENOMEM, "out of memory");
+        ng_node_opened(node, -1);
+        return;
+    }
+    s->opening = ng_open_thread_start(node, rbd_open_work, rbd_open_done,
+                                      rbd_open_orphan, o, err);
+    if (s->opening == NULL) {
+        rbd_opening_free(o);
+        ng_node_opened(node, -1);
+    }
+}
+
+/* The daemon stops: do not wait for a monitor that may not answer for
+ * minutes.  The node goes now; its thread disconnects when it returns. */
+static void
+rbd_cancel_open(struct ng_node *node)
+{
+    struct rbd_state *s = ng_node_state(node);
+
+    if (s->opening == NULL || !ng_open_thread_abandon(s->opening))
+        return;                     /* answered soon, as it is */
+    s->opening = NULL;
+    ng_node_warn(node, "the daemon stops while image '%s' of pool '%s' is "
+                 "still opening: not waiting for the ceph cluster",
+                 s->image, s->pool);
+    ng_error_set(s->open_err, ECANCELED, "the daemon stops: open of image "
+                 "'%s' given up", s->image);
+    ng_node_opened(node, -1);
 }
 
 static void
@@ -497,6 +596,7 @@ const struct ng_driver ng_driver_rbd = {
     .pool_scope = NG_POOL_PER_NODE,
     .threads    = 4,
     .open_async = rbd_open_async,
+    .cancel_open = rbd_cancel_open,
     .close_async = rbd_close_async,
     .submit     = rbd_submit,
     .refresh    = rbd_refresh,

@@ -66,6 +66,27 @@ void ng_node_queue_work(struct ng_node *node, struct ng_work *w);
 void ng_node_begin_external(struct ng_node *node, struct ng_work *w);
 void ng_work_finish_external(struct ng_work *w);
 
+/* A leaf's open that may block without end (an nbdkit plugin's .open, a
+ * connect to a Ceph monitor that does not answer) runs on a thread of
+ * its own (graph/open-thread.c), so that the daemon's stop need not wait
+ * for it: fn(arg) on that thread, then done(node, arg) on the loop.  arg
+ * is the driver's, apart from the node's state: an abandoned open's
+ * thread goes on using it after the node is gone.  NULL with *err set
+ * when no thread could start (nothing runs then).  Loop thread. */
+struct ng_open_thread;
+typedef void ng_open_thread_fn(void *arg);
+typedef void ng_open_thread_done_fn(struct ng_node *node, void *arg);
+struct ng_open_thread *ng_open_thread_start(struct ng_node *node,
+                                            ng_open_thread_fn *fn,
+                                            ng_open_thread_done_fn *done,
+                                            ng_open_thread_fn *orphan,
+                                            void *arg, struct ng_error *err);
+/* The driver's cancel_open: true when fn is still running; then done
+ * never runs, the thread runs orphan(arg) (undo what fn made, free arg)
+ * whenever fn returns, and the driver answers the open now.  False when
+ * fn returned already: done runs soon, as without the cancel. */
+bool ng_open_thread_abandon(struct ng_open_thread *t);
+
 struct ng_bitmap;
 
 /* ---- Requests -------------------------------------------------------- */

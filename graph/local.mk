@@ -58,6 +58,7 @@ graph_libnggraph_a_SOURCES = \
 	graph/nbdkit-api.h \
 	graph/nbdkit-api.c \
 	graph/drv-nbdkit.c \
+	graph/open-thread.c \
 	$(NULL)
 
 # Unit tests of the leaf and format drivers.

@@ -76,7 +76,7 @@ void
 qcow2_seq_submit(struct qcow2_seq *q, struct ng_node *to, enum ng_op op,
                  uint64_t off, uint64_t len, void *buf)
 {
-    ng_req_init(&q->sub, op, off, len, 0);
+    ng_req_init(&q->sub, op, off, len, q->flags);
     if (buf != NULL)
         ng_req_set_buf(&q->sub, buf);
     qcow2_seq_submit_prepared(q, to);
@@ -462,6 +462,9 @@ qcow2_cache_ready(struct qcow2_state *s, struct qcow2_cache *c,
     c->loads = ld;
     sl->loading = true;
     ld->seq.step = load_step_table;
+    /* The first request that needs the table decides where its read
+     * runs; later ones join it wherever it runs. */
+    ld->seq.flags = q->flags;
     qcow2_seq_submit(&ld->seq, s->file, NG_OP_READ, off, s->cluster_size,
                      ld->buf);
     return false;

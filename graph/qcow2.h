@@ -130,6 +130,11 @@ struct qcow2_seq {
     struct ng_req sub;
     bool (*step)(struct qcow2_seq *q);
     int ret;                        /* the last sub-request's */
+    uint32_t flags;                 /* what its sub-requests take over
+                                     * (NG_REQ_INHERITED) from the
+                                     * request they serve: a table load
+                                     * a job's bulk copy needs runs on a
+                                     * worker, as its data I/O does */
     bool busy, inline_done;
     struct qcow2_seq *wait_next;    /* waiting for a table load */
 };
@@ -140,7 +145,7 @@ void qcow2_seq_resume(struct qcow2_seq *q, int ret);
 /* Submit q->sub, prepared by the caller (ng_req_init and buffer). */
 void qcow2_seq_submit_prepared(struct qcow2_seq *q, struct ng_node *to);
 /* Prepare q->sub for `op` on [off, off + len) with buffer buf (may be
- * NULL), then submit it to `to`. */
+ * NULL) and q->flags, then submit it to `to`. */
 void qcow2_seq_submit(struct qcow2_seq *q, struct ng_node *to, enum ng_op op,
                       uint64_t off, uint64_t len, void *buf);
 

@@ -29,6 +29,17 @@ nbd_export_find(struct ng_nbd_server *srv, const char *name)
     return ng_strmap_get(&srv->export_index, name);
 }
 
+/* Export `name` for a control-path call, or NULL with *err set. */
+static struct ng_nbd_export *
+export_get(struct ng_nbd_server *srv, const char *name, struct ng_error *err)
+{
+    struct ng_nbd_export *exp = nbd_export_find(srv, name);
+
+    if (exp == NULL)
+        ng_error_set(err, ENOENT, "export '%s' not found", name);
+    return exp;
+}
+
 struct ng_bitmap *
 nbd_export_bitmap(const struct ng_nbd_export *exp, unsigned i)
 {
@@ -120,14 +131,12 @@ ng_nbd_server_set_export_allow(struct ng_nbd_server *srv, const char *name,
                                const struct ng_allow_rule *rules, size_t n,
                                struct ng_error *err)
 {
-    struct ng_nbd_export *exp = nbd_export_find(srv, name);
-    struct ng_allow_rule *copy = ng_allow_copy(rules, n);
+    struct ng_nbd_export *exp = export_get(srv, name, err);
+    struct ng_allow_rule *copy;
 
-    if (exp == NULL) {
-        ng_allow_free(copy, n);
-        return ng_error_set(err, ENOENT, "export '%s' not found", name);
-    }
-    if (n > 0 && copy == NULL)
+    if (exp == NULL)
+        return -1;
+    if ((copy = ng_allow_copy(rules, n)) == NULL && n > 0)
         return ng_error_set(err, ENOMEM, "out of memory");
     ng_allow_free(exp->allow, exp->n_allow);
     exp->allow = copy;
@@ -141,10 +150,10 @@ ng_nbd_server_set_export_max_connections(struct ng_nbd_server *srv,
                                          const char *name, unsigned n,
                                          struct ng_error *err)
 {
-    struct ng_nbd_export *exp = nbd_export_find(srv, name);
+    struct ng_nbd_export *exp = export_get(srv, name, err);
 
     if (exp == NULL)
-        return ng_error_set(err, ENOENT, "export '%s' not found", name);
+        return -1;
     exp->max_conns = n;
     return 0;
 }
@@ -184,11 +193,11 @@ ng_nbd_server_set_export_bitmaps(struct ng_nbd_server *srv,
                                  const char *const *names, size_t n,
                                  struct ng_error *err)
 {
-    struct ng_nbd_export *exp = nbd_export_find(srv, name);
+    struct ng_nbd_export *exp = export_get(srv, name, err);
     struct ng_node *nd = ng_graph_find(srv->graph, node);
 
     if (exp == NULL)
-        return ng_error_set(err, ENOENT, "export '%s' not found", name);
+        return -1;
     if (check_export_bitmaps(nd, node, names, n, err) == -1)
         return -1;
     export_release_bitmaps(exp);
@@ -262,10 +271,10 @@ ng_nbd_server_set_export_allocation_depth(struct ng_nbd_server *srv,
                                           const char *name, bool on,
                                           struct ng_error *err)
 {
-    struct ng_nbd_export *exp = nbd_export_find(srv, name);
+    struct ng_nbd_export *exp = export_get(srv, name, err);
 
     if (exp == NULL)
-        return ng_error_set(err, ENOENT, "export '%s' not found", name);
+        return -1;
     exp->allocation_depth = on;
     return 0;
 }
@@ -304,11 +313,11 @@ int
 ng_nbd_server_del_export(struct ng_nbd_server *srv, const char *name,
                          bool hard, struct ng_error *err)
 {
-    struct ng_nbd_export *exp = ng_strmap_get(&srv->export_index, name);
+    struct ng_nbd_export *exp = export_get(srv, name, err);
     struct nbd_conn *c, *next;
 
     if (exp == NULL)
-        return ng_error_set(err, ENOENT, "export '%s' not found", name);
+        return -1;
     if (exp->nconns > 0 && !hard)
         return ng_error_set(err, EBUSY, "export '%s' has %u connection%s",
                             name, exp->nconns, exp->nconns == 1 ? "" : "s");

@@ -238,3 +238,19 @@ EXTRA_DIST += tests/test-mirror-cancel-reuse.sh
 # whole width when none is (graph/copy.c).
 TESTS += tests/test-mirror-client-yield.sh
 EXTRA_DIST += tests/test-mirror-client-yield.sh
+
+# ---- A trim of a huge memory disk (s7-folds) --------------------------------
+# Trim and write-zeroes walk a memory disk only up to the last page ever
+# written.
+TESTS += tests/test-memory-huge-trim.sh
+EXTRA_DIST += tests/test-memory-huge-trim.sh
+
+# ---- Shutdown during a leaf's open that blocks (s7-folds) -------------------
+# SIGTERM while an nbdkit plugin's .open sleeps, or while an rbd node waits
+# for a monitor that is not there: the daemon exits at once, naming the
+# node.
+if HAVE_NBDKIT
+TESTS += tests/test-nbdkit-shutdown-open.sh
+endif
+TESTS += tests/test-rbd-shutdown-open.sh
+EXTRA_DIST += tests/test-nbdkit-shutdown-open.sh tests/test-rbd-shutdown-open.sh

@@ -12,7 +12,10 @@
  *                        (else it fails: the server held the queue
  *                        behind it); stats=FILE gets, at .unload, the
  *                        most reads that were ever inside the plugin at
- *                        once
+ *                        once; with open-sleep=S .open first creates
+ *                        the file open-marker=FILE (when given), then
+ *                        sleeps S seconds, where no signal or server
+ *                        can wake it (a plugin stuck in a remote)
  *   -DTEST_API_V1        the same through API v1's signatures
  *   -DTEST_BAD_VERSION   claims API version 99
  *   -DTEST_NEEDS_SYMBOL  calls an nbdkit_* function no server has
@@ -44,6 +47,8 @@ static unsigned delay_ms;
 static int64_t delay_offset = -1;           /* -1: every read */
 static int64_t block_offset = -1;           /* -1: none */
 static const char *stats_file;
+static unsigned open_sleep;                 /* seconds */
+static const char *open_marker;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t read_came = PTHREAD_COND_INITIALIZER;
 static unsigned inside, most_inside;         /* reads, under lock */
@@ -75,6 +80,12 @@ test_config(const char *key, const char *value)
         stats_file = nbdkit_strdup_intern(value);
         return stats_file == NULL ? -1 : 0;
     }
+    if (strcmp(key, "open-sleep") == 0)
+        return nbdkit_parse_unsigned("open-sleep", value, &open_sleep);
+    if (strcmp(key, "open-marker") == 0) {
+        open_marker = nbdkit_strdup_intern(value);
+        return open_marker == NULL ? -1 : 0;
+    }
     if (strcmp(key, "thread-model") == 0) {
         for (int i = 0; i < 4; i++)
             if (strcmp(value, model_names[i]) == 0) {
@@ -105,13 +116,27 @@ test_unload(void)
     }
 }
 
+static void
+sleep_uninterrupted(unsigned seconds)
+{
+    struct timespec ts = { .tv_sec = seconds };
+
+    while (nanosleep(&ts, &ts) == -1)
+        ;
+}
+
 static void *
 test_open(int readonly)
 {
+    FILE *fp;
+
     (void)readonly;
 #ifdef TEST_NEEDS_SYMBOL
     nbdkit_no_such_function();
 #endif
+    if (open_marker != NULL && (fp = fopen(open_marker, "w")) != NULL)
+        fclose(fp);
+    sleep_uninterrupted(open_sleep);
     return NBDKIT_HANDLE_NOT_NEEDED;
 }
 

@@ -8,7 +8,13 @@
 # request runs on the loop thread: the mirror's 64 KiB data reads and
 # writes are all made by worker threads, from a raw file and from a
 # qcow2 image (4 KiB clusters, so its metadata reads are not 64 KiB;
-# a log filter between it and its file shows flags=background).
+# a log filter between it and its file shows flags=background).  The
+# tables such a copy needs are read on workers too: a mirror onto a
+# written qcow2 image whose L2 cache holds two of its eight tables reads
+# the other six while it copies, and no 4 KiB read (a table) is the
+# loop thread's.  A block-stream's copy-up writes (copy-on-read's, made
+# for the job's reads) and its table loads in the backing are the
+# workers' too.
 source "$srcdir/functions.sh"
 set -e -x
 requires strace -V
@@ -25,7 +31,14 @@ trap 's=$?; rm -rf "$shm"; (exit $s); _ng_cleanup' EXIT
 qemu-img create -q -f qcow2 -o cluster_size=4096 "$shm/src.qcow2" 16M
 qemu-io -f qcow2 -c 'write -P 0x5a 0 8M' "$shm/src.qcow2" > /dev/null
 qemu-img convert -f qcow2 -O raw "$shm/src.qcow2" "$shm/src.raw"
-truncate -s 16M "$shm/dst0.raw" "$shm/dst1.raw"
+truncate -s 16M "$shm/dst0.raw" "$shm/dst1.raw" "$shm/full.raw"
+qemu-io -f raw -c 'write -P 0x6b 0 16M' "$shm/full.raw" > /dev/null
+qemu-img create -q -f qcow2 -o cluster_size=4096 "$shm/dst2.qcow2" 16M
+qemu-io -f qcow2 -c 'write -P 0x11 0 16M' "$shm/dst2.qcow2" > /dev/null
+qemu-img create -q -f qcow2 -o cluster_size=4096 "$shm/base.qcow2" 16M
+qemu-io -f qcow2 -c 'write -P 0x3c 0 16M' "$shm/base.qcow2" > /dev/null
+qemu-img create -q -f qcow2 -o cluster_size=4096 -b "$shm/base.qcow2" \
+    -F qcow2 "$shm/top.qcow2" 16M
 
 start_nbdgraphd "nodes:
   raw0: { driver: file, filename: \"$shm/src.raw\" }
@@ -34,6 +47,14 @@ start_nbdgraphd "nodes:
   q0: { driver: qcow2, file: ql }
   dst0: { driver: file, filename: \"$shm/dst0.raw\" }
   dst1: { driver: file, filename: \"$shm/dst1.raw\" }
+  full: { driver: file, filename: \"$shm/full.raw\" }
+  d2f: { driver: file, filename: \"$shm/dst2.qcow2\" }
+  dst2: { driver: qcow2, file: d2f, l2-cache-size: 8192 }
+  bf: { driver: file, filename: \"$shm/base.qcow2\" }
+  bl: { driver: log, file: bf, logfile: \"$dir/base-file.log\" }
+  base: { driver: qcow2, file: bl, l2-cache-size: 8192 }
+  tf: { driver: file, filename: \"$shm/top.qcow2\" }
+  top: { driver: qcow2, file: tf, backing: base }
 exports:
   raw: { node: raw0, writable: true }
   qcow: { node: q0, writable: true }" raw
@@ -55,15 +76,20 @@ traced_mirror ()
     wait "$strace_pid" || true
 }
 
-# count TAG WHO: 64 KiB data transfers in TAG's trace made by the loop
-# thread (WHO=loop: the thread id is the daemon's pid) or by others.
+# count TAG WHO [OP [BYTES]]: transfers of BYTES (64 KiB) in TAG's trace
+# made by the loop thread (WHO=loop: the thread id is the daemon's pid)
+# or by others; OP: pread or pwrite (either).  A call another thread's
+# interrupted is counted on its "<... pread64 resumed>" line.
 count ()
 {
     local op='=='
 
     [ "$2" = loop ] || op='!='
     awk -v pid="$nbdgraphd_pid" "
-        \$1 $op pid && /^[0-9]+ +p(read|write)/ && / = 65536\$/ { n++ }
+        \$1 $op pid && /^[0-9]+ +(<\\.\\.\\. )?${3:-p(read|write)}/ &&
+            / = ${4:-65536}\$/ {
+            n++
+        }
         END { print n + 0 }" "$dir/$1.trace"
 }
 
@@ -79,6 +105,36 @@ cmp "$shm/src.raw" "$shm/dst1.raw"
 # The log filter below the qcow2 node names the flag its reads took over.
 grep -q ' read .*length=0x10000 flags=background' "$dir/qcow2-file.log" ||
     fail "qcow2's reads of its file for the mirror are not background"
+
+# Onto a qcow2 image: the copy's writes load the target's cold tables.
+traced_mirror full dst2 m2
+[ "$(count m2 loop pread 4096)" -eq 0 ] ||
+    fail "mirror onto qcow2: its table reads on the loop"
+[ "$(count m2 workers pread 4096)" -ge 6 ] ||
+    fail "mirror onto qcow2: workers did not read its tables"
+qemu-img compare -U -q -f raw -F qcow2 "$shm/full.raw" "$shm/dst2.qcow2"
+
+# A stream reads the backing's data through a copy-on-read filter above
+# the top, which writes it into the top: its copy-up writes (256 KiB)
+# are the workers' (all were the loop's), and the backing's table loads
+# for the reads are background (the walk over the backing's allocation
+# before the copy loads tables too, in the foreground, hence the log).
+strace -f -qq -e trace=pread64,preadv,preadv2,pwrite64,pwritev,pwritev2 \
+    -o "$dir/s0.trace" -p "$nbdgraphd_pid" &
+strace_pid=$!
+sleep 1
+qmp '{"execute": "block-stream", "arguments": {"job-id": "s0",
+      "device": "top"}}'
+timeout 120 "$top_builddir/nbdgraphctl" --socket "$ctl" wait s0 --complete
+kill -INT "$strace_pid"
+wait "$strace_pid" || true
+[ "$(count s0 loop pwrite 262144)" -eq 0 ] ||
+    fail "stream: copy-up writes on the loop"
+[ "$(count s0 workers pwrite 262144)" -ge 32 ] ||
+    fail "stream: workers did not write the copy-up"
+grep -q ' read .*length=0x1000 flags=background' "$dir/base-file.log" ||
+    fail "stream: the backing's table reads for the copy are not background"
+qemu-img compare -U -q -f qcow2 -F qcow2 "$shm/base.qcow2" "$shm/top.qcow2"
 
 # A client's reads keep the shortcut (the loop thread reads tmpfs).
 strace -f -qq -e trace=pread64 -o "$dir/client.trace" \
