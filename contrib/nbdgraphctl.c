@@ -2147,11 +2147,7 @@ wait_loop(struct ctl *c, struct wait_state *w, bool complete)
             break;
         }
         json_decref(job);
-        /* Until the next look, or until the daemon says something (a
-         * job's events): so `wait` returns when the job is ready or
-         * gone, not up to one interval later. */
-        if (c->len == 0)
-            (void)wait_fd(c->fd, POLLIN, deadline_in(tty ? 100 : 200));
+        usleep(tty ? 100000 : 200000);
     }
     if (tty)
         putchar('\n');
