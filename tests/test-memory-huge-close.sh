@@ -11,8 +11,6 @@ start_nbdgraphd "nodes:
 exports:
   demo: { node: m0, writable: true }"
 
-minflt() { awk '{ print $10 }' "/proc/$nbdgraphd_pid/stat"; }
-
 nbdgraphctl add-node big memory size=16T
 nbdgraphctl add-export big big --writable
 # Pages near the start, and one 64 GiB in: what close must free.
@@ -20,9 +18,9 @@ qemu-io -f raw -c 'write -P 0x61 0 64k' -c 'write -P 0x62 64G 4k' \
     -c 'read -P 0x62 64G 4k' "$(uri_for big)" | grep -c '^wrote\|^read' |
     grep -qx 3
 nbdgraphctl del-export big
-before=$(minflt)
+before=$(nbdgraphd_minor_faults)
 nbdgraphctl del-node big
-after=$(minflt)
+after=$(nbdgraphd_minor_faults)
 # Walking the 2 GiB table costs 524,288 faults; the 8 MiB up to the last page, 2,048.
 test $((after - before)) -lt 20000
 nbdgraphctl nodes > $dir/nodes

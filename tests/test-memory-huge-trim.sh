@@ -16,8 +16,6 @@ start_nbdgraphd "nodes:
 exports:
   demo: { node: m0, writable: true }"
 
-minflt() { awk '{ print $10 }' "/proc/$nbdgraphd_pid/stat"; }
-
 nbdgraphctl add-node big memory size=16T
 nbdgraphctl add-export big big --writable
 big=$(uri_for big)
@@ -42,10 +40,10 @@ gib_commands ()
 # then (with the walk up to there, 8 MiB of table, 4,096 faults) nothing.
 # The walk over the whole table costs a million faults and 2 GiB.
 gib_commands discard 16384 0 > "$dir/trim"
-before=$(minflt)
+before=$(nbdgraphd_minor_faults)
 qemu-io -f raw "$big" < "$dir/trim" | grep -c 'discard [0-9]*/' |
     grep -qx 16384
-after=$(minflt)
+after=$(nbdgraphd_minor_faults)
 test $((after - before)) -lt 20000 ||
     fail "the trim faulted $((after - before)) pages in"
 # The page kept holds its data; the one freed reads as zeroes and is a
@@ -59,10 +57,10 @@ grep -qx '\[\[0,65536,true\],\[65536,137438887936,false\]\]' \
 # A write-zeroes that may trim takes the same path: 1 TiB of it past the
 # last page ever written walks nothing (65,536 faults before).
 gib_commands 'write -z -u' 1024 128 > "$dir/zero"
-before=$(minflt)
+before=$(nbdgraphd_minor_faults)
 qemu-io -f raw "$big" < "$dir/zero" | grep -c 'wrote [0-9]*/' |
     grep -qx 1024
-after=$(minflt)
+after=$(nbdgraphd_minor_faults)
 test $((after - before)) -lt 20000 ||
     fail "the write-zeroes faulted $((after - before)) pages in"
 qemu-io -f raw -c 'read -P 0x61 0 64k' "$big" | grep -q '^read'
