@@ -2091,7 +2091,9 @@ wait_outcome_of(struct wait_state *w, json_t *job)
     const char *st = json_string_value(json_object_get(job, "status"));
     const char *err = json_string_value(json_object_get(job, "error"));
 
-    if (err != NULL) {
+    if (err != NULL && strcmp(err, strerror(ECANCELED)) == 0) {
+        w->outcome = WAIT_CANCELLED;  /* the daemon's word for a cancel */
+    } else if (err != NULL) {
         w->outcome = WAIT_FAILED;
         snprintf(w->why, sizeof w->why, "%s", err);
     } else if (w->outcome != WAIT_UNKNOWN) {

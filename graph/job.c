@@ -237,9 +237,9 @@ ng_job_done(struct ng_job *job, int ret, const char *msg)
     if (job->cancelled && ret == 0)
         ret = -ECANCELED;
     job->ret = ret;
-    if (ret < 0 && !job->cancelled)
+    if (ret < 0)
         snprintf(job->error, sizeof job->error, "%s",
-                 msg != NULL ? msg : strerror(-ret));
+                 msg != NULL && !job->cancelled ? msg : strerror(-ret));
     /* A paused job is woken to wind down, as QEMU's is. */
     if (job->status == NG_JOB_PAUSED)
         transition(job, NG_JOB_RUNNING);
@@ -327,6 +327,15 @@ start_aborting(struct ng_job *job)
     transition(job, NG_JOB_ABORTING);
 }
 
+/* A job cancelled before its work ended fails with ECANCELED, and says
+ * so in query-jobs' `error` as QEMU's does ("Operation canceled"). */
+static void
+cancelled_ret(struct ng_job *job)
+{
+    job->ret = -ECANCELED;
+    snprintf(job->error, sizeof job->error, "%s", strerror(ECANCELED));
+}
+
 int
 ng_job_cancel(struct ng_job *job, struct ng_error *err)
 {
@@ -339,12 +348,12 @@ ng_job_cancel(struct ng_job *job, struct ng_error *err)
     job->cancelled = true;
     if (job->status == NG_JOB_CREATED) {
         job->done = true;
-        job->ret = -ECANCELED;
+        cancelled_ret(job);
         transition(job, NG_JOB_ABORTING);
         finalize(job);
     } else if (job->done) {
         /* waiting or pending: the work is over; throw it away */
-        job->ret = -ECANCELED;
+        cancelled_ret(job);
         transition(job, NG_JOB_ABORTING);
         finalize(job);
     } else {

@@ -717,7 +717,7 @@ add_job_info(void *opaque, const struct ng_object_type *type, const char *id,
                   job->ops->type, "status", ng_job_status_name(job->status),
                   "current-progress", (json_int_t)cur, "total-progress",
                   (json_int_t)total);
-    if (job->ret < 0 && !job->cancelled)
+    if (job->ret < 0)           /* a cancelled one too, as in QEMU */
         json_object_set_new(j, "error", json_string(job->error));
     json_array_append_new(opaque, j);
 }

@@ -5,7 +5,8 @@
  * - a rate-limited mirror: job-complete before ready is refused, pause
  *   and resume move it through paused and back, set-speed lets it go;
  * - auto-finalize/auto-dismiss off: pending waits for job-finalize,
- *   concluded for job-dismiss;
+ *   concluded for job-dismiss; a cancelled one concludes with query-jobs'
+ *   error "Operation canceled";
  * - cancel at 40 random points: the source reads as before, the target
  *   is never exported, and no claim of the job is left;
  * - two mirrors of different disks run together; a third of a disk
@@ -188,6 +189,46 @@ manual_finish(void)
     ok("job-dismiss", "man");
     expect_status("man", "gone");
     expect_no_holder("man");
+}
+
+/* query-jobs' `error` of job id, "" when it has none. */
+static void
+job_error(const char *id, char *out, size_t size)
+{
+    json_t *list = ng_test_qmp_ok(q, "{s:s}", "execute", "query-jobs");
+    json_t *j;
+    size_t i;
+
+    snprintf(out, size, "%s", "");
+    json_array_foreach(list, i, j)
+        if (strcmp(json_string_value(json_object_get(j, "id")), id) == 0 &&
+            json_object_get(j, "error") != NULL)
+            snprintf(out, size, "%s",
+                     json_string_value(json_object_get(j, "error")));
+    json_decref(list);
+}
+
+/* A cancelled job that stays for job-dismiss says why it ended, as
+ * QEMU's does: a client that missed BLOCK_JOB_CANCELLED can still tell a
+ * cancel from a completion. */
+static void
+manual_cancel(void)
+{
+    char why[256];
+
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s,s:s,s:I,s:b}}",
+                               "execute", "blockdev-mirror", "arguments",
+                               "job-id", "mc", "device", "d1", "target",
+                               "t1", "sync", "full", "speed",
+                               (json_int_t)(1 << 20), "auto-dismiss", 0));
+    ok("job-cancel", "mc");
+    ng_test_qmp_wait_job(q, "mc", "concluded", 20, NULL);
+    job_error("mc", why, sizeof why);
+    if (strcmp(why, "Operation canceled") != 0)
+        ng_test_fail("cancelled job's error is '%s'", why);
+    ok("job-dismiss", "mc");
+    expect_status("mc", "gone");
+    expect_no_holder("mc");
 }
 
 static void
@@ -383,6 +424,7 @@ main(void)
     q = ng_test_qmp_connect(d->control);
     bad_input();
     life_cycle();
+    manual_cancel();
     manual_finish();
     two_mirrors();
     cancel_at_random(d->uri);
