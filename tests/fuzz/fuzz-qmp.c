@@ -1,7 +1,8 @@
 /* tests/fuzz/fuzz-qmp.c: the QMP control channel (server/control.c and
  * the commands in server/qmp-*.c): framing, JSON, the envelope and
  * argument checks, and whatever the commands then do to a real graph
- * with exports, implicit filters, a throttle group and NAC.
+ * with exports, implicit filters, a throttle group and NAC, and the block
+ * jobs and dirty bitmaps the commands start on it.
  *
  * Every input meets the daemon state the fixture config makes, so a run
  * depends on its input alone: an input that ran a command other than
@@ -27,6 +28,7 @@
 #include "filters/throttle.h"
 #include "graph/drivers.h"
 #include "graph/graph.h"
+#include "graph/job.h"
 #include "nac/nac.h"
 #include "server/control.h"
 #include "server/exports.h"
@@ -154,6 +156,16 @@ daemon_start(struct fixture *f)
         fuzz_die("control: %s", err.msg);
 }
 
+/* Cancels what still runs (again is a no-op) and says whether any job
+ * is left: a job's copies finish before it lets go of its nodes. */
+static bool
+jobs_gone(void *opaque)
+{
+    const struct fixture *f = opaque;
+
+    return ng_job_cancel_all(f->graph) == 0;
+}
+
 static bool
 drains_done(void *opaque)
 {
@@ -178,12 +190,14 @@ one_stopped(void *opaque)
     f->stopping--;
 }
 
-/* Let commands still waiting for a drain finish (their client is gone;
- * they answer into the void), then shut down and free everything as
- * server/main.c's daemon_cleanup does, leaving the loop empty. */
+/* Cancel the jobs an input started, as server/main.c's begin_shutdown
+ * does, and let commands still waiting for a drain finish (their client
+ * is gone; they answer into the void), then shut down and free
+ * everything as its daemon_cleanup does, leaving the loop empty. */
 static void
 daemon_stop(struct fixture *f)
 {
+    fuzz_run_until(&f->loop, jobs_gone, f, "jobs' cancel");
     fuzz_run_until(&f->loop, drains_done, f, "drained sections");
     f->stopping = 2;
     ng_nbd_server_shutdown(f->nbd, one_stopped, f);
