@@ -46,6 +46,10 @@ static const struct ng_driver *const fuzz_drivers[] = {
     &ng_filter_detect_zeroes,
     &ng_filter_blkdebug,
     &ng_filter_delay,
+    &ng_filter_quorum,
+    &ng_filter_blkverify,
+    &ng_filter_mirror_top,          /* what mirror and commit put on top */
+    &ng_filter_cbw,                 /* what backup puts on top */
     NULL,
 };
 
