@@ -26,9 +26,12 @@
  * from until half of it has gone, so one that sends commands and never
  * reads its replies costs a bounded amount of memory. */
 #define CTL_MAX_OUTPUT (1024 * 1024)
-/* Commands of one client answered later (after a drain) at once; more
- * wait in its input.  QEMU's QMP_REQ_QUEUE_LEN_MAX. */
-#define CTL_MAX_CALLS 8
+/* A client's commands run one at a time, in the order sent, as QEMU
+ * runs in-band commands: the next is not read from its input until the
+ * one before has answered (some answer later, after a drain), so a
+ * pipelined query sees what the command before it did and the replies
+ * come in order. */
+#define CTL_MAX_CALLS 1
 /* A client that does not read its events is dropped beyond this. */
 #define CTL_MAX_EVENT_BACKLOG (16 * 1024 * 1024)
 /* An input buffer this large is freed once empty. */

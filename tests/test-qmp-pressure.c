@@ -7,6 +7,8 @@
  *   meanwhile; once the client reads, every reply comes, in order.
  * - oversized: a complete message over the 1 MiB limit is refused with a
  *   reason and skipped; the connection stays usable.
+ * - ordered: commands sent in one write run one at a time, in order,
+ *   even when one answers later (after a drain), and replies keep order.
  * - trickle: one message sent a byte per write (each byte waits until the
  *   daemon has read the previous one) is parsed and answered.
  *
@@ -245,6 +247,73 @@ expect_usable(struct raw *r)
         ng_test_fail("connection not usable: %s",
                      json_dumps(msg, JSON_COMPACT));
     json_decref(msg);
+}
+
+/* ---- Commands run one at a time, in order -------------------------------- */
+
+/* The reply with id `want`, as the next message; it must be a return. */
+static json_t *
+expect_reply(struct raw *r, json_int_t want)
+{
+    json_t *msg = expect_msg(r);
+
+    if (json_integer_value(json_object_get(msg, "id")) != want)
+        ng_test_fail("reply out of order: wanted id %lld, got %s",
+                     (long long)want, json_dumps(msg, JSON_COMPACT));
+    if (json_object_get(msg, "return") == NULL)
+        ng_test_fail("command %lld failed: %s", (long long)want,
+                     error_desc(msg));
+    return msg;
+}
+
+/* Send one command with id `id` and expect its return. */
+static json_t *
+call(struct raw *r, json_int_t id, const char *cmd)
+{
+    char buf[512];
+
+    snprintf(buf, sizeof buf, "{\"id\":%lld,%s}\n", (long long)id, cmd);
+    send_str(r, buf);
+    return expect_reply(r, id);
+}
+
+/* A mirror with a named filter node answers after the splice's drain;
+ * the query sent in the same write must run after it and see the job, as
+ * QEMU runs in-band commands, and the replies come in the order sent. */
+static void
+ordered(struct ng_test_daemon *d)
+{
+    struct raw *r = raw_connect(d->control);
+    json_t *msg;
+    int i;
+
+    json_decref(call(r, 1, "\"execute\":\"blockdev-add\",\"arguments\":"
+                     "{\"driver\":\"memory\",\"node-name\":\"m1\","
+                     "\"size\":\"64M\"}"));
+    send_str(r,
+        "{\"execute\":\"blockdev-mirror\",\"id\":2,\"arguments\":"
+        "{\"job-id\":\"j\",\"device\":\"mem0\",\"target\":\"m1\","
+        "\"sync\":\"full\",\"speed\":1048576,\"filter-node-name\":\"mt\"}}\n"
+        "{\"execute\":\"query-jobs\",\"id\":3}\n");
+    json_decref(expect_reply(r, 2));
+    msg = expect_reply(r, 3);
+    if (json_array_size(json_object_get(msg, "return")) != 1)
+        ng_test_fail("query-jobs pipelined after blockdev-mirror ran before "
+                     "it: %s", json_dumps(msg, JSON_COMPACT));
+    json_decref(msg);
+    json_decref(call(r, 4, "\"execute\":\"job-cancel\",\"arguments\":"
+                     "{\"id\":\"j\"}"));
+    for (i = 0; i < 3000; i++) {        /* 30 s: gone, then its target */
+        msg = call(r, 5, "\"execute\":\"query-jobs\"");
+        if (json_array_size(json_object_get(msg, "return")) == 0)
+            break;
+        json_decref(msg);
+        usleep(10000);
+    }
+    json_decref(msg);
+    json_decref(call(r, 6, "\"execute\":\"blockdev-del\",\"arguments\":"
+                     "{\"node-name\":\"m1\"}"));
+    raw_close(r);
 }
 
 /* ---- NBD I/O beside the control channel ---------------------------------- */
@@ -518,6 +587,8 @@ main(int argc, char **argv)
     ng_test_timeout(240);
     asan_small_quarantine();
     d = ng_test_start(ng_test_memory_config("64M"), "demo");
+    if (only == NULL || strcmp(only, "ordered") == 0)
+        ordered(d);
     if (only == NULL || strcmp(only, "flood") == 0)
         flood(d);
     if (only == NULL || strcmp(only, "oversized") == 0)
