@@ -103,6 +103,8 @@ struct throttle_state {
     struct ng_req *head[TD__COUNT], *tail[TD__COUNT];
     uint64_t nqueued[TD__COUNT];
     unsigned drained;               /* drained sections over us: no limits */
+    bool lifted;                    /* ng_throttle_lift_all(): no limits
+                                     * ever again */
     struct throttle_state *next_member;
 };
 
@@ -402,8 +404,13 @@ throttle_schedule(struct ng_throttle_group *tg)
         if (w >= 0 && (wait < 0 || w < wait))
             wait = w;
     }
-    if (wait < 0)
+    if (wait < 0) {
+        /* Nothing waits: an armed timer would only hold the loop (a
+         * daemon's exit waits for its loop to empty). */
+        for (m = tg->members; m != NULL; m = m->next_member)
+            uv_timer_stop(m->timer);
         return;
+    }
     for (m = tg->members; m != NULL; m = m->next_member) {
         if (m->nqueued[TD_READ] + m->nqueued[TD_WRITE] > 0) {
             /* libuv timers count milliseconds: round up, so that the
@@ -773,6 +780,24 @@ throttle_drain_begin(struct ng_node *node)
             ng_node_forward(node, throttle_dequeue(s, dir));
     /* Our timer may have been the one armed for the group. */
     throttle_schedule(s->tg);
+}
+
+void
+ng_throttle_lift_all(struct ng_graph *g)
+{
+    struct ng_node *n;
+
+    for (n = g->nodes; n != NULL; n = n->next) {
+        struct throttle_state *s;
+
+        if (n->driver != &ng_filter_throttle || !n->opened)
+            continue;
+        s = ng_node_state(n);
+        if (!s->lifted) {
+            s->lifted = true;
+            throttle_drain_begin(n);    /* a section that never ends */
+        }
+    }
 }
 
 static void

@@ -40,4 +40,10 @@ void ng_throttle_group_ref(struct ng_throttle_group *tg);
 /* Frees the group with its last reference.  NULL-safe. */
 void ng_throttle_group_unref(struct ng_throttle_group *tg);
 
+/* Shutting down: every open throttle node lets what it holds go now and
+ * passes whatever comes later unaccounted, as QEMU's exit drains with
+ * limits off, so a throttled client or a job's throttled target does not
+ * hold the exit for as long as the limits say. */
+void ng_throttle_lift_all(struct ng_graph *g);
+
 #endif

@@ -637,6 +637,7 @@ begin_shutdown(struct daemon *d)
     notify_manager("STOPPING=1");
     if (d->graph != NULL) {
         ng_job_cancel_all(d->graph);    /* they wind down with the clients */
+        ng_throttle_lift_all(d->graph); /* nothing waits for its limits */
         /* A blockdev-add or reload waiting for a remote is answered now,
          * while its caller is still connected; the exit does not wait. */
         ng_graph_cancel_opens(d->graph);

@@ -217,6 +217,8 @@ EXTRA_DIST += tests/test-drv-nbd-dataconn.sh
 # answers: the daemon exits at once, not at the open-timeout.
 TESTS += tests/test-shutdown-open.sh
 EXTRA_DIST += tests/test-shutdown-open.sh
+TESTS += tests/test-shutdown-throttled.sh
+EXTRA_DIST += tests/test-shutdown-throttled.sh
 
 # ---- NG_REQ_BACKGROUND as the request layer's rule (s6-folds) -------------
 # A job's bulk copy never runs on the loop thread, also through a qcow2
