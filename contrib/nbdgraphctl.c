@@ -45,6 +45,7 @@ struct ctl {
     bool allow_implicit;        /* --explicit: may name implicit filters */
     int timeout_ms;             /* bound on each wait; -1 = none */
     bool timeout_set;           /* --timeout given */
+    bool verbose;               /* --verbose: show the conversation */
     const struct command *cmd;  /* the subcommand running */
     int fd;                     /* -1 until connected */
     char *buf;                  /* received, not yet parsed; owned */
@@ -181,6 +182,15 @@ consume(struct ctl *c, size_t n)
     c->len -= n;
 }
 
+/* --verbose: one line of the conversation, without its line end. */
+static void
+trace(const char *dir, const char *text, size_t n)
+{
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+        n--;
+    fprintf(stderr, "nbdgraphctl: %s %.*s\n", dir, (int)n, text);
+}
+
 /* Parse the first complete line into *msg (caller owns), or leave it
  * NULL when there is none yet.  -1 on input that is not QMP (said). */
 static int
@@ -198,6 +208,8 @@ take_line(struct ctl *c, json_t **msg)
             continue;
         }
         *msg = json_loadb(c->buf, n, 0, &jerr);
+        if (c->verbose)
+            trace("<", c->buf, n);
         consume(c, n);
         if (json_is_object(*msg))
             return 0;
@@ -306,8 +318,11 @@ send_msg(struct ctl *c, json_t *msg, int64_t deadline)
 {
     char *text = check_alloc(json_dumps(msg, JSON_COMPACT |
                                         JSON_PRESERVE_ORDER));
-    int r = send_all(c, text, strlen(text), deadline);
+    int r;
 
+    if (c->verbose)
+        trace(">", text, strlen(text));
+    r = send_all(c, text, strlen(text), deadline);
     free(text);
     return r == 0 ? send_all(c, "\r\n", 2, deadline) : -1;
 }
@@ -2292,6 +2307,8 @@ usage(FILE *fp)
 "                      export's config made)\n"
 "  -t, --timeout S     wait at most S seconds for the daemon (default 30,\n"
 "                      0 = forever)\n"
+"  -v, --verbose       show each message to and from the daemon on\n"
+"                      standard error\n"
 "  -h, --help          show this help; COMMAND --help shows one command\n"
 "  -V, --version       show the version\n"
 "\n"
@@ -2320,6 +2337,7 @@ parse_global(struct ctl *c, int argc, char **argv)
         { "dry-run", no_argument, NULL, 'n' },
         { "explicit", no_argument, NULL, 'x' },
         { "timeout", required_argument, NULL, 't' },
+        { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         OPT_END,
@@ -2327,7 +2345,7 @@ parse_global(struct ctl *c, int argc, char **argv)
     int o;
 
     /* "+": stop at the command; its options are its own. */
-    while ((o = getopt_long(argc, argv, "+s:jnxt:hV", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "+s:jnxt:vhV", opts, NULL)) != -1) {
         switch (o) {
         case 's': c->socket = optarg; break;
         case 'j': c->json = true; break;
@@ -2340,6 +2358,7 @@ parse_global(struct ctl *c, int argc, char **argv)
             }
             c->timeout_set = true;
             break;
+        case 'v': c->verbose = true; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("nbdgraphctl %s\n", PACKAGE_VERSION); return 0;
         default:  usage(stderr); return EXIT_USAGE;
