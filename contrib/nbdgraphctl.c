@@ -240,6 +240,17 @@ grow(struct ctl *c)
     return 0;
 }
 
+/* A daemon that went away (it stopped, or dropped us) is said so,
+ * whichever end noticed first. */
+static void
+say_io_error(struct ctl *c, int err)
+{
+    if (err == EPIPE || err == ECONNRESET)
+        errorf("%s: nbdgraphd closed the connection", c->socket);
+    else
+        errorf("%s: %s", c->socket, strerror(err));
+}
+
 static enum read_result
 fill(struct ctl *c, int64_t deadline)
 {
@@ -254,14 +265,10 @@ fill(struct ctl *c, int64_t deadline)
     if (r == 0)
         return READ_TIMEOUT;
     n = r < 0 ? -1 : recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
-    if (n == 0) {
-        errorf("%s: nbdgraphd closed the connection", c->socket);
-        return READ_FAILED;
-    }
     if (n < 0 && errno == EINTR)
         return READ_OK;
-    if (n < 0) {
-        errorf("%s: %s", c->socket, strerror(errno));
+    if (n <= 0) {
+        say_io_error(c, n == 0 ? EPIPE : errno);
         return READ_FAILED;
     }
     c->len += (size_t)n;
@@ -303,7 +310,7 @@ send_all(struct ctl *c, const char *p, size_t n, int64_t deadline)
         if (k < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
         if (k < 0) {
-            errorf("%s: %s", c->socket, strerror(errno));
+            say_io_error(c, errno);
             return -1;
         }
         p += k;
@@ -2017,24 +2024,45 @@ struct wait_state {
     const char *id;
     enum wait_outcome outcome;
     char why[256];
+    bool news;                  /* an event about the job since the look */
 };
 
+/* Whether msg names the job under `key` ("id" or "device"). */
+static bool
+event_names(json_t *msg, const char *key, const char *id)
+{
+    const char *v = json_string_value(json_object_get(
+        json_object_get(msg, "data"), key));
+
+    return v != NULL && strcmp(v, id) == 0;
+}
+
+/* Note what an event says of the job: its outcome, and that its state
+ * changed (a look is due).  BLOCK_JOB_ERROR wakes no look: a stop on
+ * error also changes the status, and "ignore" may send many. */
 static void
 wait_event(struct ctl *c, json_t *msg)
 {
     struct wait_state *w = c->event_opaque;
     const char *ev = json_string_value(json_object_get(msg, "event"));
-    json_t *data = json_object_get(msg, "data");
-    const char *dev = json_string_value(json_object_get(data, "device"));
-    const char *err = json_string_value(json_object_get(data, "error"));
+    const char *err = json_string_value(json_object_get(
+        json_object_get(msg, "data"), "error"));
 
-    if (ev == NULL || dev == NULL || strcmp(dev, w->id) != 0)
+    if (ev == NULL)
+        return;
+    if (strcmp(ev, "JOB_STATUS_CHANGE") == 0 && event_names(msg, "id", w->id))
+        w->news = true;
+    if (!event_names(msg, "device", w->id))
         return;
     if (strcmp(ev, "BLOCK_JOB_COMPLETED") == 0) {
         w->outcome = err != NULL ? WAIT_FAILED : WAIT_COMPLETED;
         snprintf(w->why, sizeof w->why, "%s", err ? err : "");
+        w->news = true;
     } else if (strcmp(ev, "BLOCK_JOB_CANCELLED") == 0) {
         w->outcome = WAIT_CANCELLED;
+        w->news = true;
+    } else if (strcmp(ev, "BLOCK_JOB_READY") == 0) {
+        w->news = true;
     }
 }
 
@@ -2122,53 +2150,126 @@ wait_outcome_of(struct wait_state *w, json_t *job)
     }
 }
 
+/* BLOCK_JOB_COMPLETED or _CANCELLED came: the daemon sends it as the
+ * job concludes, in the same turn that lets go of its nodes, so any
+ * command sent after it finds them free.  No look is needed (and the
+ * daemon may be on its way out: SIGTERM cancels every job). */
+static bool
+outcome_told(const struct wait_state *w)
+{
+    return w->outcome == WAIT_COMPLETED || w->outcome == WAIT_CANCELLED ||
+           w->outcome == WAIT_FAILED;
+}
+
+/* Until `deadline` (the next look) or an event about the job, whichever
+ * comes first.  Events go through wait_event here as they do while a
+ * reply is awaited, so none is lost between looks.  -1 when the
+ * connection failed (said). */
+static int
+wait_for_news(struct ctl *c, struct wait_state *w, int64_t deadline)
+{
+    enum read_result r;
+    json_t *msg;
+
+    while (!w->news) {
+        r = read_msg(c, deadline, &msg);
+        if (r == READ_TIMEOUT)
+            return 0;
+        if (r != READ_OK)
+            return -1;
+        wait_event(c, msg);         /* a stray reply names no job */
+        json_decref(msg);
+    }
+    return 0;
+}
+
+/* The rate since the last look, and the progress line or bar. */
+struct wait_progress {
+    bool tty;
+    int64_t last_ms, last_plain;
+    json_int_t last_cur;
+    double rate;
+};
+
+static void
+wait_show(struct ctl *c, struct wait_progress *p, json_t *job)
+{
+    int64_t now = now_ms();
+
+    if (now > p->last_ms) {
+        json_int_t cur = json_integer_value(json_object_get(
+            job, "current-progress"));
+
+        p->rate = (double)(cur - p->last_cur) * 1000.0 /
+                  (double)(now - p->last_ms);
+        p->last_cur = cur;
+        p->last_ms = now;
+    }
+    if (!c->json && (p->tty || now - p->last_plain >= 1000)) {
+        show_progress(job, p->tty, p->rate);
+        p->last_plain = now;
+    }
+}
+
+/* Look at the job (query-jobs) when an event says it changed, and at
+ * least every 100 ms on a terminal (the bar) or every second otherwise
+ * (the progress line; events drive the rest), until its work is over
+ * or it is gone.  With --timeout, give up after that long. */
 static int
 wait_loop(struct ctl *c, struct wait_state *w, bool complete)
 {
-    bool tty = isatty(STDOUT_FILENO) && !c->json, completing = false;
-    int64_t last_ms = now_ms(), last_plain = 0;
-    json_int_t last_cur = 0;
-    double rate = 0;
+    struct wait_progress p = {
+        .tty = isatty(STDOUT_FILENO) && !c->json, .last_ms = now_ms(),
+    };
+    int64_t give_up = c->timeout_set ? deadline_in(c->timeout_ms) : -1;
+    int64_t next;
+    bool completing = false;
+    const char *st;
     json_t *job, *ret;
 
     for (;;) {
         if (find_job(c, w->id, &job) == -1)
             return EXIT_CMD;
+        w->news = false;            /* the look saw what came before it */
         if (job == NULL)
             break;
-        if (complete && !completing &&
-            strcmp(json_string_value(json_object_get(job, "status")),
-                   "ready") == 0) {
+        st = json_string_value(json_object_get(job, "status"));
+        if (complete && !completing && strcmp(st, "ready") == 0) {
             if (ctl_execute(c, "job-complete", json_pack("{s:s}", "id",
                                                          w->id), &ret) != 0)
-                return EXIT_CMD;
+                goto fail;
             json_decref(ret);
             completing = true;
         }
-        if (now_ms() > last_ms) {
-            json_int_t cur = json_integer_value(json_object_get(
-                job, "current-progress"));
-
-            rate = (double)(cur - last_cur) * 1000.0 /
-                   (double)(now_ms() - last_ms);
-            last_cur = cur;
-            last_ms = now_ms();
-        }
-        if (!c->json && (tty || now_ms() - last_plain >= 1000)) {
-            show_progress(job, tty, rate);
-            last_plain = now_ms();
-        }
+        wait_show(c, &p, job);
         if (wait_over(job, complete)) {
             wait_outcome_of(w, job);
             json_decref(job);
             break;
         }
+        if (give_up >= 0 && now_ms() >= give_up) {
+            errorf("job '%s' still %s after %g s", w->id, st,
+                   seconds(c->timeout_ms));
+            goto fail;
+        }
         json_decref(job);
-        usleep(tty ? 100000 : 200000);
+        next = deadline_in(p.tty ? 100 : 1000);
+        if (give_up >= 0 && give_up < next)
+            next = give_up;
+        if (wait_for_news(c, w, next) == -1)
+            return EXIT_CMD;
+        if (outcome_told(w))
+            break;
     }
-    if (tty)
+    if (p.tty)
         putchar('\n');
     return 0;
+
+fail:
+    json_decref(job);
+    if (p.tty)
+        putchar('\n');
+    return EXIT_CMD;
 }
 
 /* Say how the wait ended; 0 when the job did its work (completed, or
