@@ -360,7 +360,7 @@ unlock_and_complete(struct qcow2_io *io, int ret)
         list_remove(&s->locked, io);
     /* FUA: the data and the tables pointing to it on disk first. */
     if (ret == 0 && (req->flags & NG_REQ_FUA))
-        qcow2_wb_flush(s, flush_done, req);
+        qcow2_wb_flush(s, req->flags, flush_done, req);
     else
         ng_req_complete(req, ret);  /* io is gone */
     if (held)
@@ -818,7 +818,7 @@ qcow2_submit(struct ng_node *node, struct ng_req *req)
     struct qcow2_io *io;
 
     if (req->op == NG_OP_FLUSH) {
-        qcow2_wb_flush(s, flush_done, req);
+        qcow2_wb_flush(s, req->flags, flush_done, req);
         return;
     }
     if (req->length == 0) {
@@ -964,7 +964,7 @@ close_flush(struct qcow2_state *s)
         ng_node_closed(node);
         return;
     }
-    qcow2_wb_flush(s, close_wb_done, s);
+    qcow2_wb_flush(s, 0, close_wb_done, s);
 }
 
 static void

@@ -494,7 +494,9 @@ qcow2_header_update(struct qcow2_state *s)
 {
     s->header_dirty = true;
     s->hdr_writes++;
-    qcow2_wb_flush(s, header_written, s);
+    /* No one waits for it (a job's new backing, a corrupt mark): its
+     * round goes to workers, unless a client's flush joins it. */
+    qcow2_wb_flush(s, NG_REQ_BACKGROUND, header_written, s);
 }
 
 static int

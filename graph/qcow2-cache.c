@@ -715,6 +715,7 @@ struct wb_item {
 struct wb_waiter {
     void (*cb)(void *opaque, int ret);
     void *opaque;
+    bool background;                /* no client waits for it */
     struct wb_waiter *next;
 };
 
@@ -929,6 +930,18 @@ wb_snapshot(struct qcow2_wb *wb)
     return 0;
 }
 
+/* What the round's writes and flushes take over (NG_REQ_INHERITED):
+ * background when no client waits for the round, as a job's bulk copy
+ * whose writes filled the cache, a header rewrite, a job's flush. */
+static uint32_t
+wb_round_flags(const struct qcow2_wb *wb)
+{
+    for (const struct wb_waiter *w = wb->round; w != NULL; w = w->next)
+        if (!w->background)
+            return 0;
+    return NG_REQ_BACKGROUND;
+}
+
 /* The round is over: its tables may go; after a failure, what it took
  * is dirty again. */
 static void
@@ -1074,6 +1087,7 @@ wb_start(struct qcow2_wb *wb)
     wb->ret = 0;
     wb->seq.ret = 0;
     wb->seq.step = wb_step;
+    wb->seq.flags = wb_round_flags(wb);
     if ((r = wb_snapshot(wb)) < 0) {
         wb_items_clear(wb);
         wb->ret = r;
@@ -1082,8 +1096,8 @@ wb_start(struct qcow2_wb *wb)
 }
 
 void
-qcow2_wb_flush(struct qcow2_state *s, void (*cb)(void *opaque, int ret),
-               void *opaque)
+qcow2_wb_flush(struct qcow2_state *s, uint32_t flags,
+               void (*cb)(void *opaque, int ret), void *opaque)
 {
     struct qcow2_wb *wb = s->wb;
     struct wb_waiter *w = malloc(sizeof *w), **p;
@@ -1094,7 +1108,12 @@ qcow2_wb_flush(struct qcow2_state *s, void (*cb)(void *opaque, int ret),
     }
     w->cb = cb;
     w->opaque = opaque;
+    w->background = (flags & NG_REQ_BACKGROUND) != 0;
     w->next = NULL;
+    /* A client waits behind the round under way: the rest of it goes as
+     * the client's own I/O would (the loop's shortcut, if any). */
+    if (!w->background)
+        wb->seq.flags &= ~NG_REQ_BACKGROUND;
     /* In order: a header update's waiter runs before a later close's,
      * which may free everything. */
     for (p = &wb->next_round; *p != NULL; p = &(*p)->next)

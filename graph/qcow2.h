@@ -396,9 +396,12 @@ int qcow2_wb_init(struct qcow2_state *s);
 void qcow2_wb_free(struct qcow2_state *s);
 /* Write back all dirty metadata in order, then flush the file; cb runs
  * once (maybe inline) with 0 or a negative errno.  Rounds run one at a
- * time; a call during a round waits for the next. */
-void qcow2_wb_flush(struct qcow2_state *s, void (*cb)(void *opaque, int ret),
-                    void *opaque);
+ * time; a call during a round waits for the next.  `flags`: of the
+ * request that waits (NG_REQ_BACKGROUND: none a client waits for); a
+ * round only such requests wait for, or none (a full cache's), runs its
+ * I/O as background requests, on workers. */
+void qcow2_wb_flush(struct qcow2_state *s, uint32_t flags,
+                    void (*cb)(void *opaque, int ret), void *opaque);
 bool qcow2_wb_dirty(const struct qcow2_state *s);
 /* A round is under way (one a full cache started, maybe). */
 bool qcow2_wb_running(const struct qcow2_state *s);
