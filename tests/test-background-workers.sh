@@ -148,9 +148,13 @@ qemu-img compare -U -q -f raw -F qcow2 "$shm/full.raw" "$shm/dst3.qcow2"
 strace -f -qq -e trace=$traced -o "$dir/s0.trace" -p "$nbdgraphd_pid" &
 strace_pid=$!
 sleep 1
+# (Kept until dismissed: a stream that ends before `wait` connects is
+# still there to be seen completed.)
 qmp '{"execute": "block-stream", "arguments": {"job-id": "s0",
-      "device": "top"}}'
-timeout 120 "$top_builddir/nbdgraphctl" --socket "$ctl" wait s0 --complete
+      "device": "top", "auto-dismiss": false}}'
+timeout 120 "$top_builddir/nbdgraphctl" --socket "$ctl" wait s0 --complete |
+    grep "job 's0' completed"
+nbdgraphctl job dismiss s0
 kill -INT "$strace_pid"
 wait "$strace_pid" || true
 [ "$(count s0 loop pwrite 262144)" -eq 0 ] ||
