@@ -175,7 +175,7 @@ int
 main(void)
 {
     struct ng_test_daemon *d;
-    struct ng_test_qmp *qmp;
+    struct ng_test_qmp *qmp, *other;
     struct reader r = { 0 };
     char *before;
     double t0;
@@ -237,11 +237,15 @@ main(void)
     expect_nodes(qmp, "mem0 mem1 slow0 ", "after blockdev-del");
 
     /* Stopped while an open runs: the daemon waits for it, closes the
-     * node and exits cleanly (ng_test_stop wants status 0). */
+     * node and exits cleanly (ng_test_stop wants status 0).  The look
+     * goes through another connection: this one's next command waits
+     * for the add's answer (one command at a time per client). */
     ng_test_qmp_send(qmp, "{\"execute\":\"blockdev-add\",\"arguments\":"
                      "{\"driver\":\"delay\",\"node-name\":\"late\","
                      "\"open-delay\":\"500ms\",\"file\":\"mem1\"}}");
-    expect_nodes(qmp, "mem0 mem1 slow0 ", "while 'late' opens");
+    other = ng_test_qmp_connect(d->control);
+    expect_nodes(other, "mem0 mem1 slow0 ", "while 'late' opens");
+    ng_test_qmp_close(other);
     ng_test_stop(d);
     ng_test_qmp_close(qmp);
     return 0;
