@@ -641,6 +641,16 @@ file_work(struct ng_node *node, struct ng_req *req)
 
 /* ---- Loop thread ------------------------------------------------------ */
 
+/* A buffered read or write copies between the page cache and the
+ * request's buffer; the loop then copies that buffer to or from the
+ * client's socket.  Up to this size both copies stay on the loop: a
+ * hand-off would cost more than the copy.  Bigger ones go to a worker
+ * (or the ring's kernel worker), so the loop sends the previous reply or
+ * receives the next payload meanwhile: with a 1 MiB read both copies on
+ * the loop were ~40 % each of its time, the loop one busy core and the
+ * read bound by it, where nbd-server spreads them over threads. */
+#define FILE_LOOP_COPY_MAX (64 * 1024)
+
 /* How long a read or write on the loop may take before we call it
  * slow: a fixed part, plus the copy at 1 GB/s (a hot 1 MiB copy takes
  * 0.6 ms on the slow VMs we measured, 4 KiB 5 us).  1 MiB gets 2 ms,
@@ -700,7 +710,8 @@ file_read_nowait(struct file_state *s, struct ng_req *req)
     ssize_t r;
     uint64_t start_ns;
 
-    if (!s->nowait_reads || req->op != NG_OP_READ)
+    if (!s->nowait_reads || req->op != NG_OP_READ ||
+        req->length > FILE_LOOP_COPY_MAX)
         return false;
     start_ns = uv_hrtime();
     if (!file_backoff_allows(&s->read_backoff, start_ns))
@@ -720,10 +731,7 @@ file_read_nowait(struct file_state *s, struct ng_req *req)
  * thread per file (the inode lock serialises them anyway), so a 4 KiB
  * write cost ~45 us of CPU that way, ~25 us here, where it usually only
  * copies into the page cache (and then the back-off above).  Big ones
- * stay off the loop, which meanwhile receives the next payload; FUA
- * ones wait for the disk. */
-#define FILE_INLINE_WRITE_MAX (64 * 1024)
-
+ * (FILE_LOOP_COPY_MAX) stay off the loop; FUA ones wait for the disk. */
 static bool
 file_write_inline(struct ng_node *node, struct file_state *s,
                   struct ng_req *req)
@@ -732,7 +740,7 @@ file_write_inline(struct ng_node *node, struct file_state *s,
     int r;
 
     if (!s->inline_writes || req->op != NG_OP_WRITE ||
-        (req->flags & NG_REQ_FUA) || req->length > FILE_INLINE_WRITE_MAX)
+        (req->flags & NG_REQ_FUA) || req->length > FILE_LOOP_COPY_MAX)
         return false;
     start_ns = uv_hrtime();
     if (!file_backoff_allows(&s->write_backoff, start_ns))
@@ -788,9 +796,12 @@ file_uring_queue(struct file_state *s, struct ng_req *req)
         (s->direct && file_needs_bounce(s, e.iov_base, req->length,
                                         req->offset)))
         return false;
+    /* A buffered copy the kernel could do at once (page cache hit)
+     * would run in the loop's submitting call: big ones go to the ring's
+     * worker instead (FILE_LOOP_COPY_MAX).  O_DIRECT copies nothing. */
     return ng_uring_rw(s->uring, write, s->fd, &e, 1, req->offset,
                        write && (req->flags & NG_REQ_FUA) ? RWF_DSYNC : 0,
-                       req);
+                       !s->direct && req->length > FILE_LOOP_COPY_MAX, req);
 }
 
 /* A ring completion, on the loop thread: all done, a failure, or (short,
