@@ -12,9 +12,10 @@
  * or ramfs (memory only: nothing there waits for a device; but block
  * status that must walk the file goes to a worker, while block status
  * the extent cache answers whole stays on the loop on any file system);
- * a buffered read that preadv2(RWF_NOWAIT) can answer wholly from the
- * page cache; and a buffered write of at most 64 KiB that is not FUA
- * (file_write_inline).
+ * a buffered read of at most 64 KiB that preadv2(RWF_NOWAIT) can answer
+ * wholly from the page cache; and a buffered write of at most 64 KiB
+ * that is not FUA (file_write_inline).  Bigger copies stay off the loop
+ * (FILE_LOOP_COPY_MAX).
  * The last two are timed: one that took long (readahead, the dirty-page
  * throttle) sends that node's reads or writes off the loop for a while
  * (file_backoff_took).  A job's bulk copy (NG_REQ_BACKGROUND) takes
@@ -23,7 +24,8 @@
  * With `aio: io_uring` (QEMU's name) the node has an io_uring of its own
  * on the loop (graph/file-uring.c): reads, writes (FUA as RWF_DSYNC) and
  * flushes of one flat buffer that needs no bounce go to the kernel from
- * the loop thread, many in one system call, with no worker thread; the
+ * the loop thread, many in one system call, with no worker thread of
+ * ours (big buffered ones to the ring's kernel workers); the
  * rest (scatter-gather and bounced buffers, trims, zeroes, block status)
  * and anything the ring cannot take right now still use the pool.  A
  * short transfer or EAGAIN is done again on the pool, whose loops finish
