@@ -12,10 +12,10 @@
  * or ramfs (memory only: nothing there waits for a device; but block
  * status that must walk the file goes to a worker, while block status
  * the extent cache answers whole stays on the loop on any file system);
- * a buffered read of at most 64 KiB that preadv2(RWF_NOWAIT) can answer
- * wholly from the page cache; and a buffered write of at most 64 KiB
- * that is not FUA (file_write_inline).  Bigger copies stay off the loop
- * (FILE_LOOP_COPY_MAX).
+ * a buffered read that preadv2(RWF_NOWAIT) can answer wholly from the
+ * page cache; and a buffered write that is not FUA (file_write_inline).
+ * None takes a read or write over 64 KiB (FILE_LOOP_COPY_MAX): the loop
+ * copies the client's socket meanwhile.
  * The last two are timed: one that took long (readahead, the dirty-page
  * throttle) sends that node's reads or writes off the loop for a while
  * (file_backoff_took).  A job's bulk copy (NG_REQ_BACKGROUND) takes
@@ -653,6 +653,16 @@ file_work(struct ng_node *node, struct ng_req *req)
  * read bound by it, where nbd-server spreads them over threads. */
 #define FILE_LOOP_COPY_MAX (64 * 1024)
 
+/* A read or write whose copy is too big for the loop, even on tmpfs,
+ * where it cannot block but still takes the loop's time from the
+ * client's socket. */
+static inline bool
+file_big_copy(const struct ng_req *req)
+{
+    return (req->op == NG_OP_READ || req->op == NG_OP_WRITE) &&
+           req->length > FILE_LOOP_COPY_MAX;
+}
+
 /* How long a read or write on the loop may take before we call it
  * slow: a fixed part, plus the copy at 1 GB/s (a hot 1 MiB copy takes
  * 0.6 ms on the slow VMs we measured, 4 KiB 5 us).  1 MiB gets 2 ms,
@@ -712,8 +722,7 @@ file_read_nowait(struct file_state *s, struct ng_req *req)
     ssize_t r;
     uint64_t start_ns;
 
-    if (!s->nowait_reads || req->op != NG_OP_READ ||
-        req->length > FILE_LOOP_COPY_MAX)
+    if (!s->nowait_reads || req->op != NG_OP_READ || file_big_copy(req))
         return false;
     start_ns = uv_hrtime();
     if (!file_backoff_allows(&s->read_backoff, start_ns))
@@ -742,7 +751,7 @@ file_write_inline(struct ng_node *node, struct file_state *s,
     int r;
 
     if (!s->inline_writes || req->op != NG_OP_WRITE ||
-        (req->flags & NG_REQ_FUA) || req->length > FILE_LOOP_COPY_MAX)
+        (req->flags & NG_REQ_FUA) || file_big_copy(req))
         return false;
     start_ns = uv_hrtime();
     if (!file_backoff_allows(&s->write_backoff, start_ns))
@@ -803,7 +812,7 @@ file_uring_queue(struct file_state *s, struct ng_req *req)
      * worker instead (FILE_LOOP_COPY_MAX).  O_DIRECT copies nothing. */
     return ng_uring_rw(s->uring, write, s->fd, &e, 1, req->offset,
                        write && (req->flags & NG_REQ_FUA) ? RWF_DSYNC : 0,
-                       !s->direct && req->length > FILE_LOOP_COPY_MAX, req);
+                       !s->direct && file_big_copy(req), req);
 }
 
 /* A ring completion, on the loop thread: all done, a failure, or (short,
@@ -831,7 +840,7 @@ file_submit_inline(struct ng_node *node, struct ng_req *req)
 {
     struct file_state *s = ng_node_state(node);
 
-    if ((s->never_blocks && !file_may_walk(s, req)) ||
+    if ((s->never_blocks && !file_may_walk(s, req) && !file_big_copy(req)) ||
         file_status_cached(s, req))
         ng_req_complete(req, file_work(node, req));
     else if (file_read_nowait(s, req))

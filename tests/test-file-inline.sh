@@ -16,7 +16,8 @@
 #   the workers for a while: the loop is not held read after read.
 # - small buffered writes are pwrite64s on the loop thread, and a slow
 #   one (strace again) sends the next ones to the workers for a while.
-# On tmpfs every read is a pread64 on the loop thread.
+# On tmpfs every read of up to 64 KiB is a pread64 on the loop thread,
+# and 1 MiB ones are the workers' (old code: on the loop too).
 source "$srcdir/functions.sh"
 set -e -x
 requires strace -V
@@ -191,11 +192,15 @@ traced_read "$(uri_for direct)" direct
 [ "$(count direct workers pread64)" -ge 1 ]
 [ "$(count direct loop pread64)" -eq 0 ]
 
-# tmpfs: every read on the loop thread, as a plain pread64.
+# tmpfs: every 64 KiB read on the loop thread, as a plain pread64; the
+# 1 MiB ones on the workers.
 if [ -n "$shm" ]; then
     traced_read "$(uri_for shm)" shm
-    [ "$(count shm loop pread64)" -ge 16 ]
+    [ "$(count shm loop pread64)" -ge 64 ]
     [ "$(count shm workers pread64)" -eq 0 ]
     [ "$(count shm workers preadv2)" -eq 0 ]
+    traced_read "$(uri_for shm)" shm-big $M
+    [ "$(count shm-big loop pread64)" -eq 0 ] || fail "1 MiB tmpfs reads on the loop"
+    [ "$(count shm-big workers pread64)" -ge 8 ]
 fi
 stop_nbdgraphd
