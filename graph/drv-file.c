@@ -13,8 +13,9 @@
  * status that must walk the file goes to a worker, while block status
  * the extent cache answers whole stays on the loop on any file system);
  * a buffered read that preadv2(RWF_NOWAIT) can answer wholly from the
- * page cache; and a buffered write of at most 64 KiB that is not FUA
- * (file_write_inline).
+ * page cache; and a buffered write that is not FUA (file_write_inline).
+ * None takes a read or write over 64 KiB (FILE_LOOP_COPY_MAX): the loop
+ * copies the client's socket meanwhile.
  * The last two are timed: one that took long (readahead, the dirty-page
  * throttle) sends that node's reads or writes off the loop for a while
  * (file_backoff_took).  A job's bulk copy (NG_REQ_BACKGROUND) takes
@@ -23,7 +24,8 @@
  * With `aio: io_uring` (QEMU's name) the node has an io_uring of its own
  * on the loop (graph/file-uring.c): reads, writes (FUA as RWF_DSYNC) and
  * flushes of one flat buffer that needs no bounce go to the kernel from
- * the loop thread, many in one system call, with no worker thread; the
+ * the loop thread, many in one system call, with no worker thread of
+ * ours (big buffered ones to the ring's kernel workers); the
  * rest (scatter-gather and bounced buffers, trims, zeroes, block status)
  * and anything the ring cannot take right now still use the pool.  A
  * short transfer or EAGAIN is done again on the pool, whose loops finish
@@ -641,6 +643,26 @@ file_work(struct ng_node *node, struct ng_req *req)
 
 /* ---- Loop thread ------------------------------------------------------ */
 
+/* A buffered read or write copies between the page cache and the
+ * request's buffer; the loop then copies that buffer to or from the
+ * client's socket.  Up to this size both copies stay on the loop: a
+ * hand-off would cost more than the copy.  Bigger ones go to a worker
+ * (or the ring's kernel worker), so the loop sends the previous reply or
+ * receives the next payload meanwhile: with a 1 MiB read both copies on
+ * the loop were ~40 % each of its time, the loop one busy core and the
+ * read bound by it, where nbd-server spreads them over threads. */
+#define FILE_LOOP_COPY_MAX (64 * 1024)
+
+/* A read or write whose copy is too big for the loop, even on tmpfs,
+ * where it cannot block but still takes the loop's time from the
+ * client's socket. */
+static inline bool
+file_big_copy(const struct ng_req *req)
+{
+    return (req->op == NG_OP_READ || req->op == NG_OP_WRITE) &&
+           req->length > FILE_LOOP_COPY_MAX;
+}
+
 /* How long a read or write on the loop may take before we call it
  * slow: a fixed part, plus the copy at 1 GB/s (a hot 1 MiB copy takes
  * 0.6 ms on the slow VMs we measured, 4 KiB 5 us).  1 MiB gets 2 ms,
@@ -700,7 +722,7 @@ file_read_nowait(struct file_state *s, struct ng_req *req)
     ssize_t r;
     uint64_t start_ns;
 
-    if (!s->nowait_reads || req->op != NG_OP_READ)
+    if (!s->nowait_reads || req->op != NG_OP_READ || file_big_copy(req))
         return false;
     start_ns = uv_hrtime();
     if (!file_backoff_allows(&s->read_backoff, start_ns))
@@ -720,10 +742,7 @@ file_read_nowait(struct file_state *s, struct ng_req *req)
  * thread per file (the inode lock serialises them anyway), so a 4 KiB
  * write cost ~45 us of CPU that way, ~25 us here, where it usually only
  * copies into the page cache (and then the back-off above).  Big ones
- * stay off the loop, which meanwhile receives the next payload; FUA
- * ones wait for the disk. */
-#define FILE_INLINE_WRITE_MAX (64 * 1024)
-
+ * (FILE_LOOP_COPY_MAX) stay off the loop; FUA ones wait for the disk. */
 static bool
 file_write_inline(struct ng_node *node, struct file_state *s,
                   struct ng_req *req)
@@ -732,7 +751,7 @@ file_write_inline(struct ng_node *node, struct file_state *s,
     int r;
 
     if (!s->inline_writes || req->op != NG_OP_WRITE ||
-        (req->flags & NG_REQ_FUA) || req->length > FILE_INLINE_WRITE_MAX)
+        (req->flags & NG_REQ_FUA) || file_big_copy(req))
         return false;
     start_ns = uv_hrtime();
     if (!file_backoff_allows(&s->write_backoff, start_ns))
@@ -788,9 +807,12 @@ file_uring_queue(struct file_state *s, struct ng_req *req)
         (s->direct && file_needs_bounce(s, e.iov_base, req->length,
                                         req->offset)))
         return false;
+    /* A buffered copy the kernel could do at once (page cache hit)
+     * would run in the loop's submitting call: big ones go to the ring's
+     * worker instead (FILE_LOOP_COPY_MAX).  O_DIRECT copies nothing. */
     return ng_uring_rw(s->uring, write, s->fd, &e, 1, req->offset,
                        write && (req->flags & NG_REQ_FUA) ? RWF_DSYNC : 0,
-                       req);
+                       !s->direct && file_big_copy(req), req);
 }
 
 /* A ring completion, on the loop thread: all done, a failure, or (short,
@@ -818,7 +840,7 @@ file_submit_inline(struct ng_node *node, struct ng_req *req)
 {
     struct file_state *s = ng_node_state(node);
 
-    if ((s->never_blocks && !file_may_walk(s, req)) ||
+    if ((s->never_blocks && !file_may_walk(s, req) && !file_big_copy(req)) ||
         file_status_cached(s, req))
         ng_req_complete(req, file_work(node, req));
     else if (file_read_nowait(s, req))

@@ -164,7 +164,8 @@ uring_queued(struct ng_uring *u, struct io_uring_sqe *sqe, void *user)
 
 bool
 ng_uring_rw(struct ng_uring *u, bool write, int fd, const struct iovec *iov,
-            unsigned niov, uint64_t off, int rw_flags, void *user)
+            unsigned niov, uint64_t off, int rw_flags, bool kernel_worker,
+            void *user)
 {
     struct io_uring_sqe *sqe = uring_sqe(u);
 
@@ -181,6 +182,8 @@ ng_uring_rw(struct ng_uring *u, bool write, int fd, const struct iovec *iov,
     else
         io_uring_prep_readv(sqe, fd, iov, niov, off);
     sqe->rw_flags = rw_flags;
+    if (kernel_worker)
+        io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
     uring_queued(u, sqe, user);
     return true;
 }
@@ -238,10 +241,11 @@ ng_uring_new(uv_loop_t *loop, unsigned entries, ng_uring_done_cb *done,
 
 bool
 ng_uring_rw(struct ng_uring *u, bool write, int fd, const struct iovec *iov,
-            unsigned niov, uint64_t off, int rw_flags, void *user)
+            unsigned niov, uint64_t off, int rw_flags, bool kernel_worker,
+            void *user)
 {
     (void)u, (void)write, (void)fd, (void)iov, (void)niov, (void)off;
-    (void)rw_flags, (void)user;
+    (void)rw_flags, (void)kernel_worker, (void)user;
     return false;
 }
 

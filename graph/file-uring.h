@@ -42,10 +42,14 @@ struct ng_uring *ng_uring_new(uv_loop_t *loop, unsigned entries,
 /* Queue preadv (write false) or pwritev of iov[0..niov) at `off` of fd,
  * with preadv2-style rw_flags (RWF_DSYNC); false when it cannot be
  * queued now.  With several elements the array must stay valid until
- * the op is done; one element is copied (a plain read or write). */
+ * the op is done; one element is copied (a plain read or write).
+ * The kernel does an op it can do at once (a read from the page cache)
+ * inside the submitting call, on the loop thread; `kernel_worker` has it
+ * go to the ring's own kernel workers instead (IOSQE_ASYNC), for copies
+ * big enough that the loop has better things to do meanwhile. */
 bool ng_uring_rw(struct ng_uring *u, bool write, int fd,
                  const struct iovec *iov, unsigned niov, uint64_t off,
-                 int rw_flags, void *user);
+                 int rw_flags, bool kernel_worker, void *user);
 /* Queue fdatasync(fd); false when it cannot be queued now. */
 bool ng_uring_fdatasync(struct ng_uring *u, int fd, void *user);
 

@@ -2,8 +2,12 @@
 # tests/test-file-inline.sh: the file driver's loop shortcuts
 # (graph/drv-file.c), seen with strace -f, with the data checked each
 # time.  On a disk file system with `aio: threads`:
-# - page cache hot, buffered: reads are preadv2(RWF_NOWAIT) on the loop
-#   thread, whole, and no worker thread reads (no pool hand-off);
+# - page cache hot, buffered: reads of up to 64 KiB are
+#   preadv2(RWF_NOWAIT) on the loop thread, whole, and no worker thread
+#   reads (no pool hand-off);
+# - 1 MiB reads, hot: never on the loop (its time goes to sending the
+#   replies meanwhile); workers pread64 them, and with `aio: io_uring`
+#   the ring's kernel workers (iou-wrk threads) copy them;
 # - page cache cold (posix_fadvise DONTNEED): preadv2 cannot answer, so
 #   worker threads read with pread64;
 # - cache.direct: no RWF_NOWAIT try at all, the workers read.
@@ -12,7 +16,8 @@
 #   the workers for a while: the loop is not held read after read.
 # - small buffered writes are pwrite64s on the loop thread, and a slow
 #   one (strace again) sends the next ones to the workers for a while.
-# On tmpfs every read is a pread64 on the loop thread.
+# On tmpfs every read of up to 64 KiB is a pread64 on the loop thread,
+# and 1 MiB ones are the workers' (old code: on the loop too).
 source "$srcdir/functions.sh"
 set -e -x
 requires strace -V
@@ -33,7 +38,7 @@ if [ -d /dev/shm ] && [ -w /dev/shm ] &&
 fi
 M=$((1024 * 1024))
 dd if=/dev/urandom of="$dir/rnd" bs=1M count=8 status=none
-for f in "$img/buf.img" "$img/direct.img" "$img/wr.img" \
+for f in "$img/buf.img" "$img/direct.img" "$img/wr.img" "$img/ring.img" \
          ${shm:+"$shm/shm.img"}; do
     cp "$dir/rnd" "$f"
     truncate -s 16M "$f"
@@ -58,11 +63,13 @@ start_nbdgraphd "nodes:
   f0: { driver: file, filename: \"$img/buf.img\", aio: threads }
   f1: { driver: file, filename: \"$img/direct.img\", cache.direct: true }
   f3: { driver: file, filename: \"$img/wr.img\", aio: threads }
+  f4: { driver: file, filename: \"$img/ring.img\", aio: io_uring }
 $shm_node
 exports:
   demo: { node: f0 }
   direct: { node: f1 }
   wr: { node: f3, writable: true }
+  ring: { node: f4 }
 $shm_export"
 
 # traced TAG CMD...: run CMD with strace -f on the daemon (preadv2,
@@ -83,10 +90,12 @@ traced ()
     wait "$strace_pid" || true
 }
 
-# traced_read URI TAG: read the export, traced; check the data.
+# traced_read URI TAG [SIZE]: read the export in requests of SIZE
+# (default 64 KiB), traced; check the data.
 traced_read ()
 {
-    traced "$2" nbdcopy --requests 16 "$1" "$dir/$2.out"
+    traced "$2" nbdcopy --requests 16 --request-size="${3:-65536}" "$1" \
+        "$dir/$2.out"
     cmp -n $((8 * M)) "$dir/rnd" "$dir/$2.out"
     cmp -i $((8 * M)) -n $((8 * M)) "$dir/$2.out" /dev/zero
 }
@@ -114,16 +123,33 @@ count ()
         END { print n + 0 }" "$dir/$tag.trace"
 }
 
-# Hot: the reads are whole RWF_NOWAIT preadv2s on the loop thread.
+# Hot: the 64 KiB reads are whole RWF_NOWAIT preadv2s on the loop thread.
 # Not every one: strace stops the loop at each preadv2's entry and exit,
 # and on a loaded machine that can make a try look slow, which sends
 # the next reads to the workers for a few ms (the back-off below).
 cat "$img/buf.img" > /dev/null
 traced_read "$uri" hot
-[ "$(count hot loop preadv2)" -ge 8 ] || fail "hot reads not on the loop"
+[ "$(count hot loop preadv2)" -ge 32 ] || fail "hot reads not on the loop"
 [ "$(count hot workers preadv2)" -eq 0 ]
 ! grep -E 'preadv2\(.*RWF_NOWAIT\) = -1' "$dir/hot.trace" ||
     fail "a RWF_NOWAIT read of cached data failed on the loop"
+
+# Hot, 1 MiB: none on the loop, the workers read (old code: 8 RWF_NOWAIT
+# preadv2s on the loop, no worker read).
+cat "$img/buf.img" > /dev/null
+traced_read "$uri" big $M
+[ "$(count big loop preadv2)" -eq 0 ] || fail "1 MiB reads on the loop"
+[ "$(count big workers pread64)" -ge 8 ] || fail "1 MiB reads not on workers"
+
+# The same with aio: io_uring: the ring's kernel workers copy them, which
+# they do only for ops sent to them (a hot read the loop submits would
+# be copied in its io_uring_enter: old code, no iou-wrk thread at all).
+# They stay some seconds after their last op.
+cat "$img/ring.img" > /dev/null
+traced_read "$(uri_for ring)" ring $M
+[ "$(count ring loop preadv2)" -eq 0 ]
+grep -l '^iou-wrk' /proc/"$nbdgraphd_pid"/task/*/comm ||
+    fail "1 MiB io_uring reads not given to the ring's kernel workers"
 
 # Slow: every preadv2 returns 100 ms late (workers use pread64, so
 # only the loop's tries are slowed).  Without the back-off each of the
@@ -166,11 +192,15 @@ traced_read "$(uri_for direct)" direct
 [ "$(count direct workers pread64)" -ge 1 ]
 [ "$(count direct loop pread64)" -eq 0 ]
 
-# tmpfs: every read on the loop thread, as a plain pread64.
+# tmpfs: every 64 KiB read on the loop thread, as a plain pread64; the
+# 1 MiB ones on the workers.
 if [ -n "$shm" ]; then
     traced_read "$(uri_for shm)" shm
-    [ "$(count shm loop pread64)" -ge 16 ]
+    [ "$(count shm loop pread64)" -ge 64 ]
     [ "$(count shm workers pread64)" -eq 0 ]
     [ "$(count shm workers preadv2)" -eq 0 ]
+    traced_read "$(uri_for shm)" shm-big $M
+    [ "$(count shm-big loop pread64)" -eq 0 ] || fail "1 MiB tmpfs reads on the loop"
+    [ "$(count shm-big workers pread64)" -ge 8 ]
 fi
 stop_nbdgraphd
