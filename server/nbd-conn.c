@@ -3,10 +3,16 @@
  *
  * Receiving: while no WRITE payload is pending, libuv reads into the
  * connection's receive buffer and every complete request header in it
- * is handled at once.  A WRITE takes the part of its payload that is
- * already in that buffer (a memcpy of what the kernel happened to give
- * us) and has the rest read straight into its own buffer: payload bytes
- * are copied at most once between socket and backing.  Request headers
+ * is handled at once.  A small WRITE (payload up to NBD_INLINE_PAYLOAD_MAX)
+ * waits there, header unhandled, until its whole payload has come, and
+ * uses it in place: one read per wake-up brings payloads and the headers
+ * behind them, where reading a payload's tail on its own would cost a
+ * second read (and libuv, whose read exactly filled the target, a third
+ * that finds nothing).  A larger WRITE takes the part of its payload
+ * that is already in the buffer (a memcpy of what the kernel happened
+ * to give us) and has the rest read straight into its own buffer:
+ * payload bytes are copied at most once between socket and backing.
+ * Request headers
  * are compact (28 bytes) or, once NBD_OPT_EXTENDED_HEADERS was agreed,
  * extended (32 bytes, 64-bit lengths); replies are then extended chunks
  * only (32-byte headers), else simple replies or structured chunks.
@@ -265,6 +271,13 @@ conn_after_release(struct nbd_conn *c)
 /* Read on in a shared receive buffer only with at least this much room. */
 #define NBD_RBUF_MIN_ROOM (32u << 10)
 
+/* A WRITE payload up to this size is gathered in the receive buffer
+ * (see conn_partial_write); it leaves room there for the headers and
+ * payloads behind it. */
+#define NBD_INLINE_PAYLOAD_MAX (64u << 10)
+
+static size_t conn_partial_write(const struct nbd_conn *c);
+
 static int
 conn_switch_rbuf(struct nbd_conn *c)
 {
@@ -321,7 +334,8 @@ conn_read_target(struct nbd_conn *c)
     /* Requests still use parts of this buffer: read on behind them while
      * there is room, else move the unparsed tail to a fresh buffer. */
     if (c->rb->refs > 1) {
-        if (NBD_RBUF_SIZE - c->rend < NBD_RBUF_MIN_ROOM &&
+        if ((NBD_RBUF_SIZE - c->rend < NBD_RBUF_MIN_ROOM ||
+             c->rstart + conn_partial_write(c) > NBD_RBUF_SIZE) &&
             conn_switch_rbuf(c) == -1)
             return uv_buf_init(NULL, 0);
     } else if (c->rstart == c->rend) {
@@ -1466,6 +1480,30 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
 
 /* ---- Parsing ------------------------------------------------------------- */
 
+/* The size of the request at rstart when it is a small WRITE (at most
+ * NBD_INLINE_PAYLOAD_MAX and max-request) whose header has come but not
+ * all of its payload: it is handled only once the rest is in the
+ * receive buffer too.  0 otherwise -- a bad magic, a DISC, any other
+ * command and a refused large payload are handled as soon as their
+ * header is there. */
+static size_t
+conn_partial_write(const struct nbd_conn *c)
+{
+    size_t hdr = c->extended ? NBD_EXT_REQUEST_SIZE : NBD_REQUEST_SIZE;
+    size_t avail = c->rend - c->rstart;
+    struct wire_req w;
+
+    if (c->phase != NBD_PHASE_TRANSMISSION || c->payload_req != NULL ||
+        c->skip > 0 || avail < hdr ||
+        !request_decode(c, c->rbuf + c->rstart, &w))
+        return 0;
+    if (w.cmd != NBD_CMD_WRITE || !w.has_payload ||
+        w.length > NBD_INLINE_PAYLOAD_MAX || w.length > c->srv->max_request ||
+        avail >= hdr + w.length)
+        return 0;
+    return hdr + (size_t)w.length;
+}
+
 /* Throw away payload of a refused WRITE; false while more is to come. */
 static bool
 conn_skip(struct nbd_conn *c)
@@ -1501,7 +1539,8 @@ conn_parse(struct nbd_conn *c)
             continue;
         }
         hdr = c->extended ? NBD_EXT_REQUEST_SIZE : NBD_REQUEST_SIZE;
-        if (conn_throttled(c) || c->rend - c->rstart < hdr)
+        if (conn_throttled(c) || c->rend - c->rstart < hdr ||
+            conn_partial_write(c) > 0)
             break;
         c->rstart += hdr;
         conn_handle_request(c, c->rbuf + c->rstart - hdr);
