@@ -83,3 +83,14 @@ check_PROGRAMS += $(NBD_EXTENDED_TESTS)
 TESTS += $(NBD_EXTENDED_TESTS)
 tests_test_nbd_extended_SOURCES = tests/test-nbd-extended.c
 tests_test_nbd_extended_LDADD = $(TEST_LIBS)
+
+# Issue 15: requests cut up and coalesced by the client, and the read
+# syscalls small WRITEs cost (server/nbd-conn.c's receive path).
+NBD_COALESCE_TESTS = \
+	tests/test-nbd-coalesce \
+	$(NULL)
+check_PROGRAMS += $(NBD_COALESCE_TESTS)
+TESTS += $(NBD_COALESCE_TESTS)
+tests_test_nbd_coalesce_SOURCES = tests/test-nbd-coalesce.c
+tests_test_nbd_coalesce_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_nbd_coalesce_LDADD = $(TEST_LIBS)
