@@ -335,7 +335,9 @@ conn_read_target(struct nbd_conn *c)
      * there is room, else move the unparsed tail to a fresh buffer. */
     if (c->rb->refs > 1) {
         if ((NBD_RBUF_SIZE - c->rend < NBD_RBUF_MIN_ROOM ||
-             c->rstart + conn_partial_write(c) > NBD_RBUF_SIZE) &&
+             (NBD_RBUF_SIZE - c->rstart <
+              NBD_EXT_REQUEST_SIZE + NBD_INLINE_PAYLOAD_MAX &&
+              c->rstart + conn_partial_write(c) > NBD_RBUF_SIZE)) &&
             conn_switch_rbuf(c) == -1)
             return uv_buf_init(NULL, 0);
     } else if (c->rstart == c->rend) {
@@ -1366,10 +1368,11 @@ struct wire_req {
     uint16_t flags, cmd;
     uint64_t offset, length;
     bool has_payload;
+    bool magic_ok;                  /* the magic negotiated */
 };
 
-/* False when the magic is not the one negotiated. */
-static bool
+/* Returns w->magic_ok. */
+static inline bool
 request_decode(const struct nbd_conn *c, const uint8_t *p,
                struct wire_req *w)
 {
@@ -1379,12 +1382,14 @@ request_decode(const struct nbd_conn *c, const uint8_t *p,
     if (!c->extended) {
         w->length = nbd_get32(p + 24);
         w->has_payload = w->cmd == NBD_CMD_WRITE;
-        return nbd_get32(p) == NBD_REQUEST_MAGIC;
+        w->magic_ok = nbd_get32(p) == NBD_REQUEST_MAGIC;
+        return w->magic_ok;
     }
     w->length = nbd_get64(p + 24);
     w->has_payload = (w->flags & NBD_CMD_FLAG_PAYLOAD_LEN) != 0;
     w->flags &= (uint16_t)~NBD_CMD_FLAG_PAYLOAD_LEN;
-    return nbd_get32(p) == NBD_EXTENDED_REQUEST_MAGIC;
+    w->magic_ok = nbd_get32(p) == NBD_EXTENDED_REQUEST_MAGIC;
+    return w->magic_ok;
 }
 
 /* Extended headers: a WRITE must say it has a payload (without the flag
@@ -1412,40 +1417,41 @@ request_payload_too_big(const struct nbd_conn *c, const struct wire_req *w,
     return error != 0 && w->length > max_discard(c);
 }
 
+/* The request whose header `p` conn_parse() decoded into `w`. */
 static void
-conn_handle_request(struct nbd_conn *c, const uint8_t *p)
+conn_handle_request(struct nbd_conn *c, const uint8_t *p,
+                    const struct wire_req *w)
 {
-    struct wire_req w;
     struct nbd_req *r;
     uint32_t error;
     bool streams;
 
-    if (!request_decode(c, p, &w)) {
+    if (!w->magic_ok) {
         ng_log_warn("%s: bad request magic; dropping client", c->peer);
         nbd_conn_abort(c);
         return;
     }
-    if (w.cmd == NBD_CMD_DISC) {
+    if (w->cmd == NBD_CMD_DISC) {
         ng_log_debug("%s: client disconnects", c->peer);
         nbd_conn_close_gracefully(c);
         return;
     }
-    error = request_check_payload(c, &w);
+    error = request_check_payload(c, w);
     if (error == 0)
-        error = request_check(c, w.cmd, w.flags, w.offset, w.length);
+        error = request_check(c, w->cmd, w->flags, w->offset, w->length);
     if (error == 0 && c->srv->shutting_down)
         error = NBD_ESHUTDOWN;      /* a WRITE's payload is read and
                                      * dropped first, as for any error */
-    if (request_payload_too_big(c, &w, error)) {
+    if (request_payload_too_big(c, w, error)) {
         ng_log_warn("%s: request with a payload of %" PRIu64 " bytes "
-                    "refused; dropping client", c->peer, w.length);
+                    "refused; dropping client", c->peer, w->length);
         nbd_conn_abort(c);
         return;
     }
-    streams = error == 0 && request_streams(c, w.cmd, w.flags, w.length);
-    r = nbd_req_get(c, error != 0 || payload_buffered(c, w.cmd, w.length)
+    streams = error == 0 && request_streams(c, w->cmd, w->flags, w->length);
+    r = nbd_req_get(c, error != 0 || payload_buffered(c, w->cmd, w->length)
                        ? 0 : streams ? NBD_STREAM_PIECE
-                       : request_buf_len(w.cmd, w.length));
+                       : request_buf_len(w->cmd, w->length));
     if (r == NULL && error == 0) {
         error = NBD_ENOMEM;
         r = nbd_req_get(c, 0);
@@ -1456,22 +1462,22 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
         return;
     }
     memcpy(r->handle, p + 8, 8);
-    r->cmd = w.cmd;
-    r->flags = w.flags;
-    r->offset = w.offset;
-    r->length = w.length;
+    r->cmd = w->cmd;
+    r->flags = w->flags;
+    r->offset = w->offset;
+    r->length = w->length;
     r->piece_off = 0;
-    r->piece_len = streams ? NBD_STREAM_PIECE : w.length;
+    r->piece_len = streams ? NBD_STREAM_PIECE : w->length;
     r->stream_more = false;
-    if (error != 0 && w.has_payload && w.length > 0) {
-        c->skip = w.length;         /* read and thrown away, then answered */
+    if (error != 0 && w->has_payload && w->length > 0) {
+        c->skip = w->length;        /* read and thrown away, then answered */
         c->skip_reply = r;
         reply_prepare_error(r, error);
     } else if (error != 0) {
         reply_error(r, error);
-    } else if (w.cmd == NBD_CMD_WRITE && r->buf == NULL) {
+    } else if (w->cmd == NBD_CMD_WRITE && r->buf == NULL) {
         conn_payload_in_place(c, r);
-    } else if (w.cmd == NBD_CMD_WRITE) {
+    } else if (w->cmd == NBD_CMD_WRITE) {
         conn_take_payload(c, r);
     } else {
         conn_submit(c, r);
@@ -1480,28 +1486,35 @@ conn_handle_request(struct nbd_conn *c, const uint8_t *p)
 
 /* ---- Parsing ------------------------------------------------------------- */
 
-/* The size of the request at rstart when it is a small WRITE (at most
- * NBD_INLINE_PAYLOAD_MAX and max-request) whose header has come but not
- * all of its payload: it is handled only once the rest is in the
- * receive buffer too.  0 otherwise -- a bad magic, a DISC, any other
- * command and a refused large payload are handled as soon as their
- * header is there. */
+/* The size of the request at rstart, header `w` (`hdr` bytes), when it
+ * is a small WRITE (at most NBD_INLINE_PAYLOAD_MAX and max-request)
+ * whose payload has not all come: it is handled only once the rest is
+ * in the receive buffer too.  0 otherwise -- a bad magic, a DISC, any
+ * other command and a refused large payload are handled as soon as
+ * their header is there. */
+static size_t
+write_waiting(const struct nbd_conn *c, const struct wire_req *w, size_t hdr)
+{
+    if (w->cmd != NBD_CMD_WRITE || !w->has_payload || !w->magic_ok ||
+        w->length > NBD_INLINE_PAYLOAD_MAX ||
+        w->length > c->srv->max_request ||
+        c->rend - c->rstart >= hdr + w->length)
+        return 0;
+    return hdr + (size_t)w->length;
+}
+
+/* write_waiting() for whatever is at rstart. */
 static size_t
 conn_partial_write(const struct nbd_conn *c)
 {
     size_t hdr = c->extended ? NBD_EXT_REQUEST_SIZE : NBD_REQUEST_SIZE;
-    size_t avail = c->rend - c->rstart;
     struct wire_req w;
 
     if (c->phase != NBD_PHASE_TRANSMISSION || c->payload_req != NULL ||
-        c->skip > 0 || avail < hdr ||
-        !request_decode(c, c->rbuf + c->rstart, &w))
+        c->skip > 0 || c->rend - c->rstart < hdr)
         return 0;
-    if (w.cmd != NBD_CMD_WRITE || !w.has_payload ||
-        w.length > NBD_INLINE_PAYLOAD_MAX || w.length > c->srv->max_request ||
-        avail >= hdr + w.length)
-        return 0;
-    return hdr + (size_t)w.length;
+    request_decode(c, c->rbuf + c->rstart, &w);
+    return write_waiting(c, &w, hdr);
 }
 
 /* Throw away payload of a refused WRITE; false while more is to come. */
@@ -1525,6 +1538,8 @@ conn_skip(struct nbd_conn *c)
 static void
 conn_parse(struct nbd_conn *c)
 {
+    struct wire_req w;
+    const uint8_t *p;
     size_t hdr;
 
     if (c->parsing)
@@ -1539,11 +1554,14 @@ conn_parse(struct nbd_conn *c)
             continue;
         }
         hdr = c->extended ? NBD_EXT_REQUEST_SIZE : NBD_REQUEST_SIZE;
-        if (conn_throttled(c) || c->rend - c->rstart < hdr ||
-            conn_partial_write(c) > 0)
+        if (conn_throttled(c) || c->rend - c->rstart < hdr)
+            break;
+        p = c->rbuf + c->rstart;
+        request_decode(c, p, &w);
+        if (write_waiting(c, &w, hdr) > 0)
             break;
         c->rstart += hdr;
-        conn_handle_request(c, c->rbuf + c->rstart - hdr);
+        conn_handle_request(c, p, &w);
     }
     c->parsing = false;
     nbd_hs_flush(c);
