@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -19,6 +20,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/sockios.h>
 
 #include <libnbd.h>
 
@@ -609,4 +611,22 @@ ng_test_raw_connect(const struct ng_test_daemon *d)
     if (fd == -1 || connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1)
         ng_test_fail("connect: %s", strerror(errno));
     return fd;
+}
+
+/* For a Unix socket SIOCOUTQ counts what the peer has not read yet. */
+void
+ng_test_wait_consumed(int fd)
+{
+    struct timespec pause = { 0, 200 * 1000 };
+
+    for (unsigned i = 0; i < 100000; i++) {     /* 20 s at least */
+        int left;
+
+        if (ioctl(fd, SIOCOUTQ, &left) == -1)
+            ng_test_fail("SIOCOUTQ: %s", strerror(errno));
+        if (left == 0)
+            return;
+        nanosleep(&pause, NULL);
+    }
+    ng_test_fail("the daemon stopped reading");
 }

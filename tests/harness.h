@@ -126,6 +126,9 @@ uint32_t ng_test_get32(const unsigned char *p);
 uint64_t ng_test_get64(const unsigned char *p);
 void ng_test_send_all(int fd, const void *buf, size_t len);
 bool ng_test_recv_all(int fd, void *buf, size_t len, int ms);
+/* Wait until the daemon has read everything sent on the Unix socket fd
+ * (so the next send is a read of its own); fails the test after 20 s. */
+void ng_test_wait_consumed(int fd);
 
 /* Bound the whole test: SIGALRM after `seconds` fails it. */
 void ng_test_timeout(unsigned seconds);

@@ -24,9 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <libnbd.h>
@@ -70,25 +67,6 @@ raw_transmission(const struct ng_test_daemon *d)
         ng_test_get64(r) != EXPORT_SIZE)
         ng_test_fail("EXPORT_NAME refused or size wrong");
     return fd;
-}
-
-/* Wait until the daemon has read everything sent on fd (for a Unix
- * socket SIOCOUTQ counts what the peer has not read yet). */
-static void
-wait_consumed(int fd)
-{
-    struct timespec pause = { 0, 200 * 1000 };
-
-    for (unsigned i = 0; i < 100000; i++) {     /* 20 s at least */
-        int left;
-
-        if (ioctl(fd, SIOCOUTQ, &left) == -1)
-            ng_test_fail("SIOCOUTQ: %s", strerror(errno));
-        if (left == 0)
-            return;
-        nanosleep(&pause, NULL);
-    }
-    ng_test_fail("the daemon stopped reading");
 }
 
 /* ---- A stream of requests and what their replies must be --------------- */
@@ -266,7 +244,7 @@ test_split_and_coalesced(const struct ng_test_daemon *d,
         if (n > cut->len - pos)
             n = cut->len - pos;
         ng_test_send_all(fd, cut->buf + pos, n);
-        wait_consumed(fd);
+        ng_test_wait_consumed(fd);
         pos += n;
     }
     check_replies(fd, cut);
@@ -332,7 +310,7 @@ test_reads_per_request(const struct ng_test_daemon *d,
                                       : s->len;
 
         ng_test_send_all(fd, s->buf + pos, end - pos);
-        wait_consumed(fd);
+        ng_test_wait_consumed(fd);
         pos = end;
     }
     after = daemon_reads(d);

@@ -11,7 +11,8 @@
  * requests: a compact header or a payload above max-request drops the
  * client, a WRITE without NBD_CMD_FLAG_PAYLOAD_LEN or a payload on a
  * command without one is NBD_EINVAL (the payload skipped), a READ above
- * max-request NBD_EOVERFLOW. */
+ * max-request NBD_EOVERFLOW; WRITEs and two refused requests again in
+ * one stream cut at awkward places. */
 #include <config.h>
 
 #include <errno.h>
@@ -510,6 +511,83 @@ test_bad_requests(const struct ng_test_daemon *d)
     expect_dropped(fd, "payload of 1 TiB");
 }
 
+/* Extended WRITEs around the daemon's 64K inline limit, a FLUSH with a
+ * payload (EINVAL, the payload thrown away) and a WRITE without
+ * PAYLOAD_LEN (EINVAL, no payload) in one stream, sent cut at awkward
+ * places (inside headers, a payload's tail with the next header), the
+ * daemon reading each piece before the next; the replies and the data
+ * read back must be right. */
+static void
+test_cut_stream(const struct ng_test_daemon *d)
+{
+    static const uint32_t sizes[] = { 1, 4096, 65535, 65536, 65537, 100000,
+                                      32 };
+    static const size_t cuts[] = { 1, 5, 31, 32, 33, 4000, 70000 };
+    static unsigned char stream[400 << 10], in[100000];
+    enum { N = sizeof sizes / sizeof sizes[0] };
+    uint64_t off[N], at = 2 << 20;
+    bool refused[N + 2] = { false };
+    size_t len = 0, pos = 0;
+    unsigned ci = 0;
+    int fd = eh_start(d);
+
+    eh_go(fd, "demo");
+    for (unsigned i = 0; i < N; i++) {
+        unsigned char *q = stream + len;
+
+        ng_test_put32(q, EXT_REQ_MAGIC);
+        ng_test_put16(q + 4, FLAG_PAYLOAD_LEN);
+        ng_test_put16(q + 6, CMD_WRITE);
+        ng_test_put64(q + 8, i);
+        ng_test_put64(q + 16, at);
+        ng_test_put64(q + 24, sizes[i]);
+        ng_test_fill_pattern(q + 32, sizes[i], at, 3);
+        len += 32 + sizes[i];
+        off[i] = at;
+        at += sizes[i];
+        if (i == 1 || i == 3) {     /* cookies N, N + 1: refused */
+            q = stream + len;
+            ng_test_put32(q, EXT_REQ_MAGIC);
+            ng_test_put16(q + 4, i == 1 ? FLAG_PAYLOAD_LEN : 0);
+            ng_test_put16(q + 6, i == 1 ? CMD_FLUSH : CMD_WRITE);
+            ng_test_put64(q + 8, i == 1 ? N : N + 1);
+            ng_test_put64(q + 16, 0);
+            ng_test_put64(q + 24, i == 1 ? 10 : 4096);
+            memset(q + 32, 0xaa, 10);
+            len += 32 + (i == 1 ? 10 : 0);
+            refused[i == 1 ? N : N + 1] = true;
+        }
+    }
+    while (pos < len) {
+        size_t n = cuts[ci++ % (sizeof cuts / sizeof cuts[0])];
+
+        n = n < len - pos ? n : len - pos;
+        ng_test_send_all(fd, stream + pos, n);
+        ng_test_wait_consumed(fd);
+        pos += n;
+    }
+    for (unsigned n = 0; n < N + 2; n++) {
+        struct reply r;
+
+        recv_ext_reply(fd, &r);
+        if (r.cookie >= N + 2)
+            ng_test_fail("cut stream: reply to cookie %" PRIu64, r.cookie);
+        if (refused[r.cookie])
+            expect_chunk(&r, r.cookie, 0, TYPE_ERROR, "cut stream: refused");
+        else
+            expect_chunk(&r, r.cookie, off[r.cookie], TYPE_NONE,
+                         "cut stream: write");
+        free(r.payload);
+    }
+    for (unsigned i = 0; i < N; i++) {
+        ext_read(fd, 100 + i, off[i], in, sizes[i]);
+        if (ng_test_check_pattern(in, sizes[i], off[i], 3) != -1)
+            ng_test_fail("cut stream: WRITE %u (%" PRIu32 " bytes) reads "
+                         "back wrong", i, sizes[i]);
+    }
+    close(fd);
+}
+
 int
 main(void)
 {
@@ -521,6 +599,7 @@ main(void)
     test_data(d);
     test_big_block_status(d);
     test_bad_requests(d);
+    test_cut_stream(d);
     ng_test_stop(d);
     return 0;
 }
