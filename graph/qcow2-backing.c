@@ -494,9 +494,11 @@ qcow2_header_update(struct qcow2_state *s)
 {
     s->header_dirty = true;
     s->hdr_writes++;
-    /* No one waits for it (a job's new backing, a corrupt mark): its
-     * round goes to workers, unless a client's flush joins it. */
-    qcow2_wb_flush(s, NG_REQ_BACKGROUND, header_written, s);
+    /* On the loop's shortcut, not workers: a job that gives the image a
+     * new backing reports itself done when this returns, and a reader of
+     * the file then (qemu-img info -U) must find the new header there, as
+     * after QEMU's synchronous header update. */
+    qcow2_wb_flush(s, 0, header_written, s);
 }
 
 static int
