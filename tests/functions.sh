@@ -136,6 +136,24 @@ $text"
     exit 1
 }
 
+# stop_within SECONDS: SIGTERM; fail unless the daemon exits 0 within
+# SECONDS (a shutdown that must not wait for what is still pending).
+stop_within ()
+{
+    local pid=$nbdgraphd_pid i
+
+    kill -TERM "$pid"
+    for i in $(seq $(($1 * 10))); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "$0: nbdgraphd still running $1 s after SIGTERM" >&2
+        return 1
+    fi
+    stop_nbdgraphd              # reaps it: exit 0, socket gone
+}
+
 # stop_nbdgraphd: SIGTERM, wait (bounded: a daemon that ignores SIGTERM
 # must not hang the suite), then fail (return 1) unless it exited 0 and
 # removed its socket file, as the README promises.

@@ -43,23 +43,6 @@ wait_accepts ()
     return 1
 }
 
-# stop_within SECONDS: SIGTERM; fail unless the daemon exits 0 in time.
-stop_within ()
-{
-    local pid=$nbdgraphd_pid i
-
-    kill -TERM "$pid"
-    for i in $(seq $(($1 * 10))); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "$0: nbdgraphd still running $1 s after SIGTERM" >&2
-        return 1
-    fi
-    stop_nbdgraphd              # reaps it: exit 0, socket gone
-}
-
 config="nodes:
   m0: { driver: memory, size: 1M }
 exports:

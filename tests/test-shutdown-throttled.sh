@@ -10,23 +10,6 @@ set -e -x
 requires nbdcopy --version
 requires qemu-io --version
 
-# stop_within SECONDS: SIGTERM; fail unless the daemon exits 0 in time.
-stop_within ()
-{
-    local pid=$nbdgraphd_pid i
-
-    kill -TERM "$pid"
-    for i in $(seq $(($1 * 10))); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "$0: nbdgraphd still running $1 s after SIGTERM" >&2
-        return 1
-    fi
-    stop_nbdgraphd              # reaps it: exit 0, socket gone
-}
-
 # A mirror onto a target throttled to a byte a second: its first copies
 # wait in the throttle node when the daemon is told to stop.
 start_nbdgraphd "nodes:
