@@ -237,13 +237,21 @@ lib_dlopen(struct nbdkit_lib *lib, const char *name, struct ng_error *err)
      * visible to the modules they load in turn. */
     lib->dl = dlopen(lib->path, RTLD_NOW | RTLD_GLOBAL);
     if (lib->dl == NULL) {
+        int r;
+
         e = dlerror();
         if (e != NULL && strstr(e, "undefined symbol: nbdkit_") != NULL)
-            return ng_error_set(err, ENOTSUP, "plugin '%s' needs an "
-                                "nbdkit function nbdgraphd does not "
-                                "provide: %s", name, e);
-        return ng_error_set(err, ENOENT, "cannot load plugin '%s': %s",
-                            name, e != NULL ? e : "dlopen failed");
+            r = ng_error_set(err, ENOTSUP, "plugin '%s' needs an nbdkit "
+                             "function nbdgraphd does not provide: %s",
+                             name, e);
+        else
+            r = ng_error_set(err, ENOENT, "cannot load plugin '%s': %s",
+                             name, e != NULL ? e : "dlopen failed");
+        /* glibc frees the message at the next dlerror() or when this
+         * thread exits: now, or a daemon that exits on the error while
+         * the open thread winds down shows it to LSan as a leak. */
+        dlerror();
+        return r;
     }
     dlerror();
     *(void **)&init = dlsym(lib->dl, "plugin_init");
