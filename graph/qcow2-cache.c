@@ -13,15 +13,21 @@
  * Write-back runs in rounds, one at a time.  A round takes a copy of
  * every dirty table at once (so requests may go on changing them) and
  * writes the copies in dependency order with a flush between the
- * layers: refcount blocks, then the refcount table, then (after a flush
- * that also puts the data clusters they point to on disk) the L2 tables,
- * then the L1 table, then a final flush.  A crash at any point leaves
- * refcounts at least as high as the references on disk: leaked clusters
- * at worst, never a cluster referenced twice or an L2 entry pointing at
- * data not yet written.  Refcount decrements go the other way: they are
- * applied to the in-memory refcounts only after the round that wrote the
- * tables no longer referencing the clusters, and reach the disk in the
- * next round.
+ * layers: refcount blocks, then the refcount table (and the header's
+ * two fields naming it, when it moved), then (after a flush that also
+ * puts the data clusters they point to on disk) the L2 tables, then the
+ * L1 table, then a flush; a header rewrite (a new backing name, feature
+ * bits) comes last, after a flush of the backing node, then a final
+ * flush.  A crash at any point leaves refcounts at least as high as the
+ * references on disk: leaked clusters at worst, never a cluster
+ * referenced twice, an L2 entry pointing at data not yet written, or a
+ * header naming a backing (or none) whose data the tables in the file
+ * do not hold yet.  (A kill -9 leaves the page cache: there the order
+ * of the writes is what counts; the flushes keep it through a power
+ * loss.)  Refcount decrements go the other way: they are applied to the
+ * in-memory refcounts only after the round that wrote the tables no
+ * longer referencing the clusters, and reach the disk in the next
+ * round.
  */
 #include <config.h>
 
@@ -703,6 +709,7 @@ qcow2_load(struct qcow2_state *s)
 enum wb_kind {
     WB_RB, WB_REFT, WB_HEADER, WB_L2, WB_L1, WB_FLUSH,
     WB_DFLUSH,                      /* the data file's flush */
+    WB_BFLUSH,                      /* the backing node's flush */
 };
 
 struct wb_item {
@@ -834,6 +841,45 @@ wb_add_flush(struct qcow2_wb *wb)
     return r < 0 ? r : wb_add(wb, WB_FLUSH, 0, 0, NULL, 0);
 }
 
+/* The header's refcount_table_offset and refcount_table_clusters, and
+ * a flush. */
+static int
+wb_add_header_reft(struct qcow2_wb *wb)
+{
+    const struct qcow2_state *s = wb->s;
+    unsigned char h[12];
+    uint64_t off = htobe64(s->reft_offset);
+    uint32_t n = htobe32((uint32_t)(s->reft_entries * 8 / s->cluster_size));
+    int r;
+
+    memcpy(h, &off, 8);
+    memcpy(h + 8, &n, 4);
+    r = wb_add(wb, WB_HEADER, 0, 48, h, sizeof h);
+    return r < 0 ? r : wb_add_flush(wb);
+}
+
+/* The whole header (backing name, feature bits, refcount table:
+ * qcow2-backing.c), after a flush of the backing node: the base a
+ * block-commit wrote to is on disk before the header names it (a flush
+ * of a node that has nothing to write back costs little).  Then a
+ * flush. */
+static int
+wb_add_header(struct qcow2_wb *wb)
+{
+    unsigned char *h = NULL;
+    size_t len = 0;
+    int r = 0;
+
+    if (wb->s->backing != NULL)
+        r = wb_add(wb, WB_BFLUSH, 0, 0, NULL, 0);
+    if (r == 0)
+        r = qcow2_header_build(wb->s, &h, &len);
+    if (r == 0)
+        r = wb_add(wb, WB_HEADER, 0, 0, h, len);
+    free(h);
+    return r < 0 ? r : wb_add_flush(wb);
+}
+
 /* Copy every dirty table, in write order, with the flushes between. */
 static int
 wb_snapshot(struct qcow2_wb *wb)
@@ -862,31 +908,11 @@ wb_snapshot(struct qcow2_wb *wb)
             r = wb_add_flush(wb);
         flushed = true;
     }
-    if (r == 0 && s->header_dirty && s->hdr_raw != NULL) {
-        /* The whole header: backing name, feature bits, refcount table
-         * (qcow2-backing.c). */
-        unsigned char *h = NULL;
-        size_t len = 0;
-
-        r = qcow2_header_build(s, &h, &len);
-        if (r == 0)
-            r = wb_add(wb, WB_HEADER, 0, 0, h, len);
-        free(h);
-        if (r == 0)
-            r = wb_add_flush(wb);
-    } else if (r == 0 && s->header_dirty) {
-        /* refcount_table_offset and refcount_table_clusters */
-        unsigned char h[12];
-        uint64_t off = htobe64(s->reft_offset);
-        uint32_t n = htobe32((uint32_t)(s->reft_entries * 8 /
-                                        s->cluster_size));
-
-        memcpy(h, &off, 8);
-        memcpy(h + 8, &n, 4);
-        r = wb_add(wb, WB_HEADER, 0, 48, h, sizeof h);
-        if (r == 0)
-            r = wb_add_flush(wb);
-    }
+    /* A refcount table that moved counts the clusters of new blocks:
+     * the header names it before L2 entries use those clusters.  Its two
+     * fields only: the rest of a header waits for the tables (below). */
+    if (r == 0 && s->header_dirty)
+        r = wb_add_header_reft(wb);
     before = wb->n_items;
     for (uint64_t k = 0; k < s->l2c.n_res && r == 0; k++) {
         uint64_t i = s->l2c.res[k];
@@ -910,6 +936,11 @@ wb_snapshot(struct qcow2_wb *wb)
     }
     if (r == 0)
         r = wb_add_flush(wb);
+    /* The whole header last: a new backing name (block-stream drops it,
+     * block-commit names the base) must not be in the file before the
+     * tables that hold the data the old backing had. */
+    if (r == 0 && s->header_dirty && s->hdr_raw != NULL)
+        r = wb_add_header(wb);
     if (r < 0)
         return r;
     /* Only now, all or nothing: the tables are clean, and stay in memory
@@ -1020,6 +1051,18 @@ qcow2_wb_kick(struct qcow2_state *s)
         wb_start(s->wb);
 }
 
+/* Where a flush item goes (a backing taken away since the snapshot:
+ * the image itself, which does no harm). */
+static struct ng_node *
+wb_flush_target(const struct qcow2_state *s, enum wb_kind kind)
+{
+    if (kind == WB_DFLUSH)
+        return s->data;
+    if (kind == WB_BFLUSH && s->backing != NULL)
+        return s->backing;
+    return s->file;
+}
+
 static bool
 wb_step(struct qcow2_seq *q)
 {
@@ -1038,9 +1081,10 @@ wb_step(struct qcow2_seq *q)
     if (wb->ret == 0 && wb->at < wb->n_items) {
         const struct wb_item *it = &wb->items[wb->at++];
 
-        if (it->kind == WB_FLUSH || it->kind == WB_DFLUSH)
-            qcow2_seq_submit(q, it->kind == WB_FLUSH ? s->file : s->data,
-                             NG_OP_FLUSH, 0, 0, NULL);
+        if (it->kind == WB_FLUSH || it->kind == WB_DFLUSH ||
+            it->kind == WB_BFLUSH)
+            qcow2_seq_submit(q, wb_flush_target(s, it->kind), NG_OP_FLUSH,
+                             0, 0, NULL);
         else
             qcow2_seq_submit(q, s->file, NG_OP_WRITE, it->off, it->len,
                              it->copy);
