@@ -38,3 +38,6 @@ EXTRA_DIST += tests/test-stream-sparse.sh
 # block-commit copies only what the layers above the base hold.
 TESTS += tests/test-commit-sparse.sh
 EXTRA_DIST += tests/test-commit-sparse.sh
+# s9-qcow2kill: kill -9 leaves a sound qcow2 image holding what was flushed.
+TESTS += tests/test-qcow2-kill.sh
+EXTRA_DIST += tests/test-qcow2-kill.sh tests/qcow2-kill-client.py
