@@ -52,6 +52,12 @@ struct qcow2_io {
     uint64_t dc_at, dc_len;         /* decompress: where in rd, how much */
     uint64_t dc_in;                 /* ... from this byte of the cluster */
 
+    /* Write-zeroes in place: a view of one cluster of zero_buf.  Here,
+     * not on the stack: the sub-request's view points into it until the
+     * write completes, on a worker maybe, long after the step returned. */
+    struct iovec zero_one;
+    struct ng_iov zero_view;
+
     unsigned char *bounce;          /* cluster_size */
     unsigned char *cbuf;            /* compressed bytes */
     uint64_t new_gc, new_n, new_host;   /* IO_NEW: what to map */
@@ -463,16 +469,16 @@ map_new(struct qcow2_state *s, uint64_t gc, uint64_t n, uint64_t host)
     return 0;
 }
 
-/* The data source of a modification at byte `at` of the request. */
+/* The data source of a modification: the request's, or zeroes. */
 static const struct ng_iov *
-source(struct qcow2_io *io, struct ng_iov *zero_view, struct iovec *one)
+source(struct qcow2_io *io)
 {
     if (io->req->op == NG_OP_WRITE)
         return &io->req->iov;
-    one->iov_base = io->s->zero_buf;
-    one->iov_len = io->s->cluster_size;
-    *zero_view = (struct ng_iov){ .iov = one, .niov = 1 };
-    return zero_view;
+    io->zero_one.iov_base = io->s->zero_buf;
+    io->zero_one.iov_len = io->s->cluster_size;
+    io->zero_view = (struct ng_iov){ .iov = &io->zero_one, .niov = 1 };
+    return &io->zero_view;
 }
 
 /* A run of full clusters from gc that need new ones (at most n). */
@@ -607,8 +613,6 @@ modify_next(struct qcow2_io *io)
         bool full = in == 0 && (clen == s->cluster_size ||
                                 off + clen == s->size);
         struct qcow2_map m;
-        struct ng_iov zv;
-        struct iovec one;
         int r;
 
         if (!qcow2_l2_ready(s, off, &io->seq))
@@ -628,7 +632,7 @@ modify_next(struct qcow2_io *io)
         }
         qcow2_map(s, off, left, &m);
         if (m.kind == QCOW2_DATA) {
-            const struct ng_iov *src = source(io, &zv, &one);
+            const struct ng_iov *src = source(io);
 
             /* Zeroes come from one cluster of zero_buf. */
             if (req->op != NG_OP_WRITE)
