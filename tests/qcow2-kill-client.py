@@ -67,9 +67,10 @@ class Nbd:
     def reply(self):
         magic, err, h = struct.unpack('>IIQ', self.recv(16))
         assert magic == 0x67446698, hex(magic)
+        tag = self.pending.pop(h)
         if err != 0:
-            raise OSError(err, 'NBD error %d' % err)
-        return self.pending.pop(h)
+            raise OSError(err, 'NBD error %d on %s' % (err, tag))
+        return tag
 
 
 class Model:
@@ -211,8 +212,10 @@ def check(raw, model_path):
         if got == zero:
             wid = 0
         else:
-            wid = struct.unpack('<Q', got[:8])[0]
-            if got != sector_bytes(wid, s):
+            wid, was = struct.unpack('<QQ', got[:16])
+            if got == sector_bytes(wid, was) and was != s:
+                wid = 'write %d of sector %d' % (wid, was)
+            elif got != sector_bytes(wid, s):
                 wid = 'garbage'
         if wid not in ok:
             bad += 1
@@ -250,7 +253,10 @@ def header(image, pid, want, timeout):
 if __name__ == '__main__':
     a = sys.argv
     if a[1] == 'run':
-        run(a[2], a[3], int(a[4]), int(a[5]), int(a[6]), a[7], a[8])
+        try:
+            run(a[2], a[3], int(a[4]), int(a[5]), int(a[6]), a[7], a[8])
+        except (OSError, EOFError) as e:
+            sys.exit('a request failed before the kill: %s' % e)
     elif a[1] == 'check':
         check(a[2], a[3])
     elif a[1] == 'header':

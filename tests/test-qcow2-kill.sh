@@ -7,14 +7,18 @@
 # daemon's writes).  A bare NBD client (qcow2-kill-client.py) writes
 # patterns, zeroes and trims at scattered offsets, up to 8 at once, with
 # flushes between, and kills the daemon during writes, during a flush,
-# right after one, right after a FUA write; on 512 B, 4 KiB and 64 KiB
-# clusters (512 B: the refcount table moves, the header with it) and
-# caches from QEMU's floor (write-back rounds all the time) to the
-# default.  Then two jobs that rewrite a header, killed right after the
-# rewrite: block-stream (the header names no backing file: the tables
-# holding the streamed data must be in the file by then) and an
-# intermediate block-commit (the overlay's header names the base: the
-# base's tables holding the committed data must be).
+# right after one, right after a FUA write; on 512 B, 4 KiB, 64 KiB and
+# 128 KiB clusters (512 B: the refcount table moves, the header with it;
+# 128 KiB: zeroes written in place over part of a cluster are more than
+# the file's loop shortcut takes, so a worker writes them, after the
+# qcow2 step that issued them returned) and caches from QEMU's floor
+# (write-back rounds all the time) to the default.  Then two jobs that
+# rewrite a header, killed right after the rewrite: block-stream (the
+# header names no backing file: the tables holding the streamed data
+# must be in the file by then) and an intermediate block-commit (the
+# overlay's header names the base: the base's tables holding the
+# committed data must be); the image opens again afterwards.
+# QCOW2_KILL_SEED repeats a run's requests (not their timing).
 source "$srcdir/functions.sh"
 set -e -x
 requires qemu-img --version
@@ -78,6 +82,7 @@ writes_round 5 4096 ', l2-cache-size: 16K' during-writes
 writes_round 6 512 "$TINY" after-flush
 writes_round 7 65536 "$TINY" during-flush
 writes_round 8 4096 '' after-fua
+writes_round 9 131072 '' during-writes
 
 # ---- block-stream: killed once the header names no backing -------------
 
@@ -142,3 +147,13 @@ check_image base.qcow2
 check_image top.qcow2
 qemu-img compare -f qcow2 -F raw top.qcow2 want.raw ||
     fail "killed after block-commit rewrote the header: data lost"
+
+# The image a kill left opens again, by its header chain, and serves
+# the same data; this daemon stops as usual (a sanitizer build checks
+# it then).
+start_nbdgraphd "nodes:
+$(qcow2_node top '')
+exports:
+  vm1: { node: top, writable: true }" vm1
+qemu-img compare -f raw -F raw "$uri" want.raw
+stop_nbdgraphd
