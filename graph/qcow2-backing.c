@@ -524,7 +524,9 @@ set_header_backing(struct qcow2_state *s, const char *name, const char *fmt)
  * header chain sees the same data.  The write starts at once, through
  * the file child (the drained section holds back only the BBs above),
  * queued behind any write-back round, so it lands in order with the
- * refcount table it names. */
+ * refcount table it names; its round writes it after the image's tables
+ * and a flush of the new backing (qcow2-cache.c), so a crash never
+ * leaves a header naming a chain that lacks the data. */
 int
 qcow2_set_backing(struct ng_node *node, struct ng_node *backing,
                   struct ng_error *err)
