@@ -573,6 +573,7 @@ qcow2_set_backing(struct ng_node *node, struct ng_node *backing,
     }
     free(old_name);
     free(old_fmt);
+    s->backing_dirty = true;
     qcow2_header_update(s);
     return 0;
 }

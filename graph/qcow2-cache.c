@@ -859,10 +859,9 @@ wb_add_header_reft(struct qcow2_wb *wb)
 }
 
 /* The whole header (backing name, feature bits, refcount table:
- * qcow2-backing.c), after a flush of the backing node: the base a
- * block-commit wrote to is on disk before the header names it (a flush
- * of a node that has nothing to write back costs little).  Then a
- * flush. */
+ * qcow2-backing.c), after a flush of the backing node when the header
+ * names a new one: the base a block-commit wrote to is on disk before
+ * the header names it.  Then a flush. */
 static int
 wb_add_header(struct qcow2_wb *wb)
 {
@@ -870,7 +869,7 @@ wb_add_header(struct qcow2_wb *wb)
     size_t len = 0;
     int r = 0;
 
-    if (wb->s->backing != NULL)
+    if (wb->s->backing_dirty && wb->s->backing != NULL)
         r = wb_add(wb, WB_BFLUSH, 0, 0, NULL, 0);
     if (r == 0)
         r = qcow2_header_build(wb->s, &h, &len);
@@ -954,6 +953,7 @@ wb_snapshot(struct qcow2_wb *wb)
         }
     }
     s->reft_dirty = s->l1_dirty = s->header_dirty = false;
+    s->backing_dirty = false;
     wb->unrefs = s->unrefs;
     wb->n_unrefs = s->n_unrefs;
     s->unrefs = NULL;
@@ -994,6 +994,8 @@ wb_release(struct qcow2_wb *wb, bool failed)
             s->reft_dirty = true;
         else if (it->kind == WB_HEADER)
             s->header_dirty = true;
+        else if (it->kind == WB_BFLUSH)
+            s->backing_dirty = true;
         else if (it->kind == WB_L1)
             s->l1_dirty = true;
     }

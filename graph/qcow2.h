@@ -206,6 +206,8 @@ struct qcow2_state {
     uint64_t need_idx;
     bool l1_dirty, reft_dirty;
     bool header_dirty;              /* refcount table moved */
+    bool backing_dirty;             /* the header is to name a new
+                                     * backing: flush it first */
     struct qcow2_unref *unrefs;     /* pending decrements */
     size_t n_unrefs, cap_unrefs;
     uint64_t alloc_next;            /* first host cluster index free for
