@@ -1044,6 +1044,9 @@ open_done(struct ng_node *node, void *arg)
     s->opening = NULL;
     s->work_ret = o->ret;
     if (o->ret == 0) {
+        /* Field by field, not s = o->st: o->st is a scratch state whose
+         * lib, loads, req_lock and options are not the node's (req_lock
+         * is destroyed with o below). */
         s->handle = o->st.handle;
         s->has_handle = o->st.has_handle;
         s->size = o->st.size;

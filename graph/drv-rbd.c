@@ -259,6 +259,9 @@ rbd_open_done(struct ng_node *node, void *arg)
 
     s->opening = NULL;
     if (ret == 0) {
+        /* Field by field, not *s = o->st: o->st's option strings are
+         * copies freed with o below, and its work, opening and open_err
+         * are not the node's. */
         s->cluster = o->st.cluster;
         s->io = o->st.io;
         s->img = o->st.img;
