@@ -36,11 +36,11 @@ for dir in build build-san; do
     fail=$((fail + f)); i=$((i + 1))
 done
 
-# The libFuzzer harnesses (tests/fuzz/), each a test: FUZZ_SECONDS (20)
+# The libFuzzer harnesses (tests/fuzz/), each a test: FUZZ_SECONDS (60)
 # each in build-fuzz/, where clang is installed.
 if command -v clang >/dev/null; then
-    echo "== fuzzing in build-fuzz, ${FUZZ_SECONDS:-20} s each"
-    out=$(bash contrib/fuzz.sh "${FUZZ_SECONDS:-20}" 2>&1)
+    echo "== fuzzing in build-fuzz, ${FUZZ_SECONDS:-60} s each"
+    out=$(bash contrib/fuzz.sh "${FUZZ_SECONDS:-60}" 2>&1)
     rc=$?
     printf '%s\n' "$out"
     p=$(grep -c ' executions in ' <<<"$out")

@@ -106,5 +106,5 @@ endif
 
 clean-local: clean-fuzz
 clean-fuzz:
-	rm -rf tests/fuzz/*.corpus tests/fuzz/*.log
+	rm -rf tests/fuzz/*.corpus tests/fuzz/*.log tests/fuzz/*.result
 .PHONY: clean-fuzz

@@ -3,12 +3,13 @@
 # for $FUZZ_SECONDS (default 60), or for $FUZZ_RUNS executions when that
 # is set (a campaign: no time limit then), on its seeds (SRCDIR/corpus/NAME)
 # and the corpus it grew before (tests/fuzz/NAME.corpus in the build tree),
-# one after the other, with its dictionary (SRCDIR/dict/NAME.dict).  Prints
+# with its dictionary (SRCDIR/dict/NAME.dict).  Prints
 # one line per harness with its execution count and the CPU seconds it
 # took (user + system: what the machine's load does not change); a crash,
 # leak, UBSan report or hang fails it, and its log (tests/fuzz/NAME.log)
 # and input (tests/fuzz/NAME-crash-*) are kept.  Exits 1 if any harness
-# failed.
+# failed.  $FUZZ_JOBS harnesses (default: one per CPU) run at a time;
+# the lines come out in the order the harnesses were named.
 set -uo pipefail
 src=$1
 shift
@@ -20,9 +21,14 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # The harnesses bind sockets in their temporary directories; tmpfs makes
 # that (and the file exports' I/O) cheaper than a disk.
 [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && export TMPDIR=/dev/shm
-failed=0
 
-for fuzzer in "$@"; do
+# run_one FUZZER: run one harness; its line (or failure report) goes to
+# its .result file, its exit status says whether it failed.
+run_one ()
+{
+    local fuzzer=$1 name dir corpus log opts cpu rc done_runs user sys real
+    local rate
+
     name=$(basename "$fuzzer")
     dir=$(dirname "$fuzzer")
     corpus=$dir/$name.corpus
@@ -48,10 +54,34 @@ for fuzzer in "$@"; do
                'BEGIN { printf "%.0f", (u + s > 0) ? n / (u + s) : 0 }')
         echo "$name: $done_runs executions in $real s ($user s user +" \
              "$sys s system: $rate per CPU-second): no crash, leak or" \
-             "UBSan report"
+             "UBSan report" > "$dir/$name.result"
+        return 0
+    fi
+    { echo "$name: FAILED (exit $rc); log $log:"
+      tail -n 40 "$log"; } > "$dir/$name.result"
+    return 1
+}
+
+jobs=${FUZZ_JOBS:-$(nproc)}
+running=0
+for fuzzer in "$@"; do
+    rm -f "$fuzzer.result"
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n
+        running=$((running - 1))
+    fi
+    run_one "$fuzzer" &
+    running=$((running + 1))
+done
+wait
+failed=0
+for fuzzer in "$@"; do
+    result=$(dirname "$fuzzer")/$(basename "$fuzzer").result
+    if grep -q ' executions in ' "$result" 2>/dev/null; then
+        cat "$result"
     else
-        echo "$name: FAILED (exit $rc); log $log:" >&2
-        tail -n 40 "$log" >&2
+        cat "$result" >&2 2>/dev/null ||
+            echo "$(basename "$fuzzer"): FAILED (no result)" >&2
         failed=1
     fi
 done
