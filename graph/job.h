@@ -51,19 +51,35 @@ enum ng_job_verb {
     NG_JOB__VERB_COUNT
 };
 
-/* on-source-error / on-target-error. */
+/* on-source-error / on-target-error / on-error, and (all but ENOSPC)
+ * what the job does about one error: QEMU's BlockdevOnError and
+ * BlockErrorAction. */
 enum ng_job_error_action {
-    NG_JOB_ERROR_REPORT,            /* the job fails */
-    NG_JOB_ERROR_IGNORE,            /* go on (the range is retried) */
-    NG_JOB_ERROR_STOP,              /* pause; job-resume retries */
+    NG_JOB_ERROR_REPORT,            /* the job fails with the error */
+    NG_JOB_ERROR_IGNORE,            /* go on: the range stays to copy and
+                                     * is retried (block-stream: skipped,
+                                     * and the job fails at its end) */
+    NG_JOB_ERROR_STOP,              /* pause with io-status set;
+                                     * job-resume retries */
+    NG_JOB_ERROR_ENOSPC,            /* a policy only: stop on ENOSPC,
+                                     * report anything else */
+};
+
+/* query-block-jobs' io-status: "ok", or why a stop on error paused the
+ * job. */
+enum ng_job_iostatus {
+    NG_JOB_IOSTATUS_OK,
+    NG_JOB_IOSTATUS_FAILED,
+    NG_JOB_IOSTATUS_NOSPACE,
 };
 
 const char *ng_job_status_name(enum ng_job_status s);
 const char *ng_job_verb_name(enum ng_job_verb v);
 const char *ng_job_error_action_name(enum ng_job_error_action a);
-/* "report", "ignore", "stop" (also "enospc": stop on ENOSPC, else
- * report, as QEMU); -1 for anything else. */
+/* "report", "ignore", "stop", "enospc" (stop on ENOSPC, else report, as
+ * QEMU); -1 for anything else. */
 int ng_job_error_action_parse(const char *s);
+const char *ng_job_iostatus_name(enum ng_job_iostatus s);
 
 struct ng_job_ops {
     const char *type;               /* "mirror": query-jobs' "type" */
@@ -128,6 +144,8 @@ struct ng_job {
     bool cancelled;
     bool auto_finalize, auto_dismiss;
     bool done;                      /* ng_job_done() was called */
+    enum ng_job_iostatus iostatus;  /* set by a stop on error, reset by
+                                     * job-resume */
     int ret;                        /* 0 or negative errno, once done */
     char error[256];                /* message when ret < 0 and not
                                      * cancelled */
@@ -164,10 +182,14 @@ void ng_job_ready(struct ng_job *job);
 /* For job types: the work is over with ret (0, -ECANCELED, -errno);
  * `msg` (may be NULL) says what failed. */
 void ng_job_done(struct ng_job *job, int ret, const char *msg);
-/* For job types: an I/O error; emits BLOCK_JOB_ERROR and, for STOP,
- * pauses the job as if the user had. */
-void ng_job_io_error(struct ng_job *job, bool is_read,
-                     enum ng_job_error_action action);
+/* For job types: an I/O error `err` (negative errno) under `policy`.
+ * Returns what to do (report, ignore or stop; QEMU's
+ * block_job_error_action), after emitting BLOCK_JOB_ERROR with it; for
+ * stop the job is paused as if the user had paused it (ops->pause runs,
+ * unless it was paused already) and io-status says why. */
+enum ng_job_error_action ng_job_io_error(struct ng_job *job,
+                                         enum ng_job_error_action policy,
+                                         bool is_read, int err);
 
 void ng_job_progress(struct ng_job *job, uint64_t *current,
                      uint64_t *total);

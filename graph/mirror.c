@@ -318,6 +318,10 @@ copy_converged(void *opaque)
         mirror_try_pivot(m);
 }
 
+/* on-source-error / on-target-error (block-commit: on-error), as QEMU's
+ * mirror: ignore leaves the range dirty, so it is copied again (and the
+ * job gets ready only once it was); stop pauses the job until
+ * job-resume. */
 static void
 copy_error(void *opaque, bool is_read, int err)
 {
@@ -326,14 +330,14 @@ copy_error(void *opaque, bool is_read, int err)
                                          : m->p.on_target_error;
     char msg[200];
 
-    ng_job_io_error(m->job, is_read, a);
-    switch (a) {
+    switch (ng_job_io_error(m->job, a, is_read, err)) {
     case NG_JOB_ERROR_IGNORE:
-        ng_copy_resume(m->copy);
+        if (m->job->pause_count == 0)
+            ng_copy_retry(m->copy);
         break;
     case NG_JOB_ERROR_STOP:
         break;                      /* paused; job-resume goes on */
-    case NG_JOB_ERROR_REPORT:
+    default:
         snprintf(msg, sizeof msg, "%s node '%s': %s",
                  is_read ? "reading source" : "writing target",
                  is_read ? m->source->name : m->target->name,
@@ -585,12 +589,10 @@ mirror_op_progress(struct ng_job *job, uint64_t *current, uint64_t *total)
 {
     struct mirror *m = job->state;
 
-    if (m->bitmap != NULL) {
+    if (m->bitmap != NULL)
         ng_copy_progress(m->copy, current, total);
-    } else {
-        /* Stopped: what it copied is all there will be. */
-        *current = *total = ng_copy_done_bytes(m->copy);
-    }
+    else                            /* stopped: as far as it got */
+        ng_copy_final_progress(m->copy, current, total);
 }
 
 /* graph_alive false: the graph is being freed, its BBs and nodes (with

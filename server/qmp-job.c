@@ -380,8 +380,8 @@ error_action_arg(json_t *args, const char *key, int *out,
     if (s == NULL)
         return 0;
     if ((*out = ng_job_error_action_parse(s)) < 0)
-        return ng_error_set(err, EINVAL, "'%s' must be 'report', 'ignore' "
-                            "or 'stop', not '%s'", key, s);
+        return ng_error_set(err, EINVAL, "'%s' must be 'report', 'ignore', "
+                            "'stop' or 'enospc', not '%s'", key, s);
     return 0;
 }
 
@@ -738,7 +738,8 @@ add_block_job_info(void *opaque, const struct ng_object_type *type,
         job->pause_count > 0, "ready",
         job->status == NG_JOB_READY || job->status == NG_JOB_STANDBY,
         "auto-finalize", job->auto_finalize, "auto-dismiss",
-        job->auto_dismiss, "io-status", "ok"));
+        job->auto_dismiss, "io-status",
+        ng_job_iostatus_name(job->iostatus)));
     json_array_append_new(opaque, j);
 }
 
