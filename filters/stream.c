@@ -136,9 +136,13 @@ finish_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
     if (ng_graph_remove_filter(g, s->filter->name, NG_MUTATE_FORCE,
                                err) == -1)
         return -1;
-    if (s->stop_ret != 0)
+    if (s->stop_ret != 0 || s->job->cancelled)  /* a cancel came on the
+                                                 * way here: it wins */
         return 0;
-    return ng_node_set_backing(s->top, s->base, 0, err);
+    if (ng_node_set_backing(s->top, s->base, 0, err) == -1)
+        return -1;
+    ng_job_set_irrevocable(s->job);
+    return 0;
 }
 
 /* The engine is idle for good, and no scan is in flight. */

@@ -243,11 +243,19 @@ finalize(struct ng_job *job)
 }
 
 void
+ng_job_set_irrevocable(struct ng_job *job)
+{
+    job->irrevocable = true;
+}
+
+void
 ng_job_done(struct ng_job *job, int ret, const char *msg)
 {
     if (job->done)
         return;
     job->done = true;
+    /* A type that was ending anyway when the cancel came changed nothing
+     * a cancel would undo (had it, the cancel was refused): cancelled. */
     if (job->cancelled && ret == 0)
         ret = -ECANCELED;
     job->ret = ret;
@@ -372,6 +380,14 @@ ng_job_cancel(struct ng_job *job, struct ng_error *err)
         return -1;
     if (job->cancelled)
         return 0;
+    /* What a pivot moved stays moved (QEMU cannot un-pivot either): the
+     * job ends completed, and says so, rather than "cancelled" with the
+     * graph changed. */
+    if (job->irrevocable)
+        return ng_error_set(err, EBUSY, "job '%s' has changed the graph "
+                            "already (its pivot is done) and can no "
+                            "longer be cancelled; it ends completed",
+                            job->id);
     job->cancelled = true;
     if (job->status == NG_JOB_CREATED) {
         job->done = true;
@@ -391,11 +407,24 @@ ng_job_cancel(struct ng_job *job, struct ng_error *err)
 }
 
 int
+ng_job_cancel_soft(struct ng_job *job, struct ng_error *err)
+{
+    if (job->ops->soft_cancel == NULL || job->cancelled || job->done ||
+        job->irrevocable ||
+        (job->status != NG_JOB_READY && job->status != NG_JOB_STANDBY))
+        return ng_job_cancel(job, err);
+    job->soft_cancelled = true;
+    job->ops->soft_cancel(job);
+    return 0;
+}
+
+int
 ng_job_complete(struct ng_job *job, struct ng_error *err)
 {
     if (apply_verb(job, NG_JOB_VERB_COMPLETE, err) == -1)
         return -1;
-    if (job->cancelled || job->ops->complete == NULL)
+    if (job->cancelled || job->soft_cancelled ||
+        job->ops->complete == NULL)
         return ng_error_set(err, EINVAL, "job '%s' cannot be completed",
                             job->id);
     return job->ops->complete(job, err);

@@ -88,8 +88,17 @@ struct ng_job_ops {
     void (*start)(struct ng_job *job);
     void (*pause)(struct ng_job *job);
     void (*resume)(struct ng_job *job);
-    /* Stop working; then ng_job_done(job, -ECANCELED). */
+    /* Stop working; then ng_job_done(job, -ECANCELED).  A type that was
+     * ending anyway may end with 0 (the job then counts as cancelled
+     * all the same), but must not change the graph for good after this
+     * (a pivot, a cut chain): see ng_job_set_irrevocable(). */
     void (*cancel)(struct ng_job *job);
+    /* block-job-cancel without force on a ready job (QEMU's soft
+     * cancel of a ready mirror): finish as complete would, but move
+     * nothing (a mirror's target ends as a point-in-time copy of the
+     * source), then ng_job_done(job, 0): BLOCK_JOB_COMPLETED.  NULL: a
+     * soft cancel is a cancel. */
+    void (*soft_cancel)(struct ng_job *job);
     /* job-complete in ready/standby: finish (mirror: pivot), then
      * ng_job_done().  -1 with *err: refused, nothing changed.  NULL: the
      * type cannot be completed by the user. */
@@ -142,8 +151,11 @@ struct ng_job {
     unsigned pause_count;
     bool user_paused;
     bool cancelled;
+    bool soft_cancelled;            /* ops->soft_cancel runs */
     bool auto_finalize, auto_dismiss;
     bool done;                      /* ng_job_done() was called */
+    bool irrevocable;               /* the type changed the graph for
+                                     * good (a pivot): no cancel now */
     enum ng_job_iostatus iostatus;  /* set by a stop on error, reset by
                                      * job-resume */
     int ret;                        /* 0 or negative errno, once done */
@@ -170,13 +182,22 @@ void ng_job_start(struct ng_job *job);
 /* The verbs; -1 with *err when the state does not take it. */
 int ng_job_pause(struct ng_job *job, struct ng_error *err);
 int ng_job_resume(struct ng_job *job, struct ng_error *err);
+/* Refused once the job changed the graph for good (a mirror that
+ * pivoted ends completed, whatever is asked). */
 int ng_job_cancel(struct ng_job *job, struct ng_error *err);
+/* block-job-cancel without force: ops->soft_cancel for a ready job of a
+ * type that has one, else ng_job_cancel(). */
+int ng_job_cancel_soft(struct ng_job *job, struct ng_error *err);
 int ng_job_complete(struct ng_job *job, struct ng_error *err);
 int ng_job_finalize(struct ng_job *job, struct ng_error *err);
 int ng_job_dismiss(struct ng_job *job, struct ng_error *err);
 int ng_job_set_speed(struct ng_job *job, int64_t speed,
                      struct ng_error *err);
 
+/* For job types: from now on the job has changed the graph in a way a
+ * cancel cannot undo (mirror's pivot, the cut of a stream's chain), so
+ * it ends completed: ng_job_cancel() refuses, saying so. */
+void ng_job_set_irrevocable(struct ng_job *job);
 /* For job types: the work converged (running -> ready). */
 void ng_job_ready(struct ng_job *job);
 /* For job types: the work is over with ret (0, -ECANCELED, -errno);

@@ -34,6 +34,8 @@ struct mirror {
     struct ng_mirror_params p;
     char *source_name, *target_name;    /* owned copies for p */
     bool completing;                    /* job-complete was asked */
+    bool in_place;                      /* ... as a soft cancel: the
+                                         * same end, but no pivot */
     bool pivoted;
     struct ng_drain *drain;             /* the pivot's section, or NULL */
     bool drain_fired;                   /* ... and clients are quiet */
@@ -258,7 +260,7 @@ copy_stopped(void *opaque)
 {
     struct mirror *m = opaque;
 
-    if (m->pivoted && m->stop_ret == 0) {
+    if ((m->pivoted || m->in_place) && m->stop_ret == 0) {
         ng_req_init(&m->flush, NG_OP_FLUSH, 0, 0, 0);
         m->flush.done = flush_done;
         m->flush.opaque = m;
@@ -361,12 +363,20 @@ mirror_pivot(struct mirror *m)
 {
     struct ng_error err = { 0 };
 
+    if (m->in_place) {
+        /* Soft cancel: the target is in sync with the source now, in the
+         * drained section; it stays where it is. */
+        mirror_stop(m, 0, NULL);
+        return;
+    }
     if (m->overlay != NULL) {
         /* Intermediate commit: the overlay skips what was committed. */
-        if (ng_node_set_backing(m->overlay, m->target, 0, &err) == -1)
+        if (ng_node_set_backing(m->overlay, m->target, 0, &err) == -1) {
             mirror_stop(m, -err.code, err.msg);
-        else
-            mirror_stop(m, 0, NULL);
+            return;
+        }
+        ng_job_set_irrevocable(m->job);
+        mirror_stop(m, 0, NULL);
         return;
     }
     /* Every parent of the source but the job's own BB goes to the
@@ -378,6 +388,7 @@ mirror_pivot(struct mirror *m)
         return;
     }
     m->pivoted = true;
+    ng_job_set_irrevocable(m->job);
     if (m->job->hooks.pivoted != NULL)
         m->job->hooks.pivoted(m->job->hooks.opaque, m->job,
                               m->source->name, m->target->name);
@@ -578,6 +589,20 @@ mirror_op_complete(struct ng_job *job, struct ng_error *err)
     return 0;
 }
 
+/* block-job-cancel without force on a ready mirror, as QEMU's: the
+ * last dirty granules are copied in a drained section as for a pivot,
+ * then the job ends completed with the target a point-in-time copy,
+ * nothing moved. */
+static void
+mirror_op_soft_cancel(struct ng_job *job)
+{
+    struct mirror *m = job->state;
+
+    m->in_place = true;
+    m->completing = true;
+    mirror_try_pivot(m);
+}
+
 static void
 mirror_op_set_speed(struct ng_job *job, uint64_t speed)
 {
@@ -628,6 +653,7 @@ static const struct ng_job_ops mirror_ops = {
     .pause = mirror_op_pause,
     .resume = mirror_op_resume,
     .cancel = mirror_op_cancel,
+    .soft_cancel = mirror_op_soft_cancel,
     .complete = mirror_op_complete,
     .set_speed = mirror_op_set_speed,
     .progress = mirror_op_progress,
@@ -642,6 +668,7 @@ static const struct ng_job_ops commit_active_ops = {
     .pause = mirror_op_pause,
     .resume = mirror_op_resume,
     .cancel = mirror_op_cancel,
+    .soft_cancel = mirror_op_soft_cancel,
     .complete = mirror_op_complete,
     .set_speed = mirror_op_set_speed,
     .progress = mirror_op_progress,

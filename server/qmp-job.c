@@ -674,10 +674,14 @@ ng_qmp_block_job_resume(struct ng_qmp_call *call, json_t *args)
     job_verb(call, args, "device", ng_job_resume);
 }
 
+/* Without "force", a ready mirror finishes in place (QEMU's soft
+ * cancel); job-cancel is always a forced one, as QEMU's. */
 void
 ng_qmp_block_job_cancel(struct ng_qmp_call *call, json_t *args)
 {
-    job_verb(call, args, "device", ng_job_cancel);
+    job_verb(call, args, "device",
+             json_is_true(json_object_get(args, "force")) ? ng_job_cancel
+                                                          : ng_job_cancel_soft);
 }
 
 void
