@@ -261,7 +261,10 @@ copy_stopped(void *opaque)
     struct mirror *m = opaque;
 
     if ((m->pivoted || m->in_place) && m->stop_ret == 0) {
-        ng_req_init(&m->flush, NG_OP_FLUSH, 0, 0, 0);
+        /* No client waits for it (they go on on the target meanwhile):
+         * off the loop, with what it takes along (a qcow2 target's
+         * write-back of its tables, NG_REQ_INHERITED). */
+        ng_req_init(&m->flush, NG_OP_FLUSH, 0, 0, NG_REQ_BACKGROUND);
         m->flush.done = flush_done;
         m->flush.opaque = m;
         ng_bb_submit(m->dst_bb, &m->flush);
