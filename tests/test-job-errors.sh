@@ -14,7 +14,8 @@
 #     enospc stops on ENOSPC (io-status nospace, resumable) and reports
 #     EIO, ignore keeps it running with the range still to copy and
 #     current-progress below total-progress (old code: 'enospc' was
-#     refused, io-status always "ok").
+#     refused, io-status always "ok"); `nbdgraphctl wait` on a job a
+#     stop paused says so and exits 1 (it used to wait for ever).
 #   - blockdev-backup: a client write whose old data cannot be saved
 #     fails (old code: it went through, and a backup that goes on would
 #     hold the new data there).
@@ -214,7 +215,11 @@ qmp '{"execute": "job-dismiss", "arguments": {"id": "m1"}}' > /dev/null
 # enospc, ENOSPC: a stop, nospace; resumed without the rule, it gets
 # ready and the pivot gives the export a target with the data.
 mirror m2 enospc ENOSPC
-wait_field m2 io-status nospace
+# `wait` says so rather than wait for a job-resume for ever.
+expect_status 1 timeout 60 "$top_builddir/nbdgraphctl" --socket "$ctl" \
+    wait m2 2> $out
+grep -q "job 'm2' stopped on an I/O error (io-status nospace)" $out
+test "$(job_field m2 io-status)" = nospace
 test "$(job_field m2 status)" = paused
 test "$(job_field m2 paused)" = true
 progress_ok m2
