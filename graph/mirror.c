@@ -601,6 +601,9 @@ mirror_op_soft_cancel(struct ng_job *job)
 {
     struct mirror *m = job->state;
 
+    if (m->completing)
+        return;                     /* job-complete came first: it pivots,
+                                     * and the job says so */
     m->in_place = true;
     m->completing = true;
     mirror_try_pivot(m);
