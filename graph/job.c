@@ -385,9 +385,9 @@ ng_job_cancel(struct ng_job *job, struct ng_error *err)
      * graph changed. */
     if (job->irrevocable)
         return ng_error_set(err, EBUSY, "job '%s' has changed the graph "
-                            "already (its pivot is done) and can no "
-                            "longer be cancelled; it ends completed",
-                            job->id);
+                            "for good already (a pivot, a cut chain) and "
+                            "can no longer be cancelled; it ends "
+                            "completed", job->id);
     job->cancelled = true;
     if (job->status == NG_JOB_CREATED) {
         job->done = true;
