@@ -16,6 +16,8 @@
 #     current-progress below total-progress (old code: 'enospc' was
 #     refused, io-status always "ok"); `nbdgraphctl wait` on a job a
 #     stop paused says so and exits 1 (it used to wait for ever).
+#   - block-commit (active) into a base under blkdebug: report fails
+#     it, stop pauses it until job-resume, then it completes and pivots.
 #   - blockdev-backup: a client write whose old data cannot be saved
 #     fails (old code: it went through, and a backup that goes on would
 #     hold the new data there).
@@ -261,6 +263,45 @@ grep -q "job 'm3' ready" $out
 progress_ok m3
 qmp '{"execute": "job-cancel", "arguments": {"id": "m3"}}' > /dev/null
 stop_events
+stop_nbdgraphd
+
+# ---- block-commit (active) into a base whose writes fail ------------
+
+commit_config="nodes:
+  basem: { driver: memory, size: 16M }
+  base: { driver: blkdebug, image: basem }
+  top: { driver: memory, size: 16M, backing: base }
+exports:
+  vm1: { node: top, writable: true }"
+start_nbdgraphd "$commit_config" vm1
+qemu-io -f raw -c 'write -P 0x66 0 16M' "$uri" > /dev/null
+# commit ID POLICY: top into base under on-error POLICY, base's writes
+# failing with ENOSPC.
+commit ()
+{
+    rules base '[{"iotype": "write", "errno": "ENOSPC"}]'
+    qmp "{\"execute\": \"block-commit\", \"arguments\": {
+        \"job-id\": \"$1\", \"device\": \"top\", \"base-node\": \"base\",
+        \"on-error\": \"$2\", \"auto-dismiss\": false}}" > /dev/null
+}
+commit c0 report
+expect_status 1 timeout 60 "$top_builddir/nbdgraphctl" --socket "$ctl" \
+    wait c0 2> $out
+grep -q "No space left on device" $out
+progress_ok c0
+qmp '{"execute": "job-dismiss", "arguments": {"id": "c0"}}' > /dev/null
+commit c1 stop
+expect_status 1 timeout 60 "$top_builddir/nbdgraphctl" --socket "$ctl" \
+    wait c1 2> $out
+grep -q "job 'c1' stopped on an I/O error (io-status nospace)" $out
+rules base '[]'
+qmp '{"execute": "job-resume", "arguments": {"id": "c1"}}' > /dev/null
+timeout 60 "$top_builddir/nbdgraphctl" --socket "$ctl" wait c1 --complete \
+    > $out
+grep -q "job 'c1' completed" $out
+qmp '{"execute": "query-block-exports"}' |
+    jq -e '.return[] | select(.id == "vm1") | ."node-name" == "base"'
+qemu-io -f raw -c 'read -P 0x66 0 16M' "$uri" | grep -q 'read 16777216'
 stop_nbdgraphd
 
 # ---- blockdev-backup: a write whose old data cannot be saved --------
