@@ -2011,12 +2011,15 @@ enum wait_outcome {
     WAIT_COMPLETED,
     WAIT_CANCELLED,
     WAIT_FAILED,                /* `why` says why */
+    WAIT_STOPPED,               /* paused on an I/O error (on-error
+                                 * stop): `why` has the io-status */
 };
 
 static const char *const wait_outcome_names[] = {
     [WAIT_UNKNOWN] = "unknown", [WAIT_READY] = "ready",
     [WAIT_PENDING] = "pending", [WAIT_COMPLETED] = "completed",
     [WAIT_CANCELLED] = "cancelled", [WAIT_FAILED] = "failed",
+    [WAIT_STOPPED] = "stopped",
 };
 
 /* What `wait` learns from events and query-jobs about its job. */
@@ -2113,6 +2116,28 @@ find_job(struct ctl *c, const char *id, json_t **job)
             *job = json_incref(j);
     json_decref(ret);
     return 0;
+}
+
+/* A paused job's io-status (query-block-jobs) into `why`: true when a
+ * stop on an I/O error paused it, not the user. */
+static bool
+stopped_on_error(struct ctl *c, const char *id, char *why, size_t n)
+{
+    json_t *ret, *j;
+    const char *st = NULL;
+    bool stopped;
+    size_t i;
+
+    if (ctl_execute(c, "query-block-jobs", NULL, &ret) != 0)
+        return false;
+    json_array_foreach(ret, i, j)
+        if (strcmp(json_string_value(json_object_get(j, "device")), id) == 0)
+            st = json_string_value(json_object_get(j, "io-status"));
+    stopped = st != NULL && strcmp(st, "ok") != 0;
+    if (stopped)
+        snprintf(why, n, "%s", st);     /* before ret (and st) go */
+    json_decref(ret);
+    return stopped;
 }
 
 /* The job has finished its work: concluded (or gone), or pending waiting
@@ -2242,6 +2267,14 @@ wait_loop(struct ctl *c, struct wait_state *w, bool complete)
             completing = true;
         }
         wait_show(c, &p, job);
+        /* Stopped on an I/O error: nothing happens until job-resume, so
+         * say so rather than wait for ever. */
+        if ((strcmp(st, "paused") == 0 || strcmp(st, "standby") == 0) &&
+            stopped_on_error(c, w->id, w->why, sizeof w->why)) {
+            w->outcome = WAIT_STOPPED;
+            json_decref(job);
+            break;
+        }
         if (wait_over(job, complete)) {
             wait_outcome_of(w, job);
             json_decref(job);
@@ -2291,6 +2324,9 @@ wait_report(struct ctl *c, const struct wait_state *w)
         errorf("job '%s' failed: %s", w->id, w->why);
     else if (w->outcome == WAIT_CANCELLED)
         errorf("job '%s' cancelled", w->id);
+    else if (w->outcome == WAIT_STOPPED)
+        errorf("job '%s' stopped on an I/O error (io-status %s); "
+               "'job resume %s' tries again", w->id, w->why, w->id);
     else if (w->outcome == WAIT_UNKNOWN)
         errorf("job '%s' is gone; its outcome was not seen", w->id);
     return ok ? 0 : EXIT_CMD;

@@ -194,6 +194,9 @@ copy_converged(void *opaque)
     backup_stop(opaque, 0, NULL);   /* everything saved */
 }
 
+/* As QEMU's backup: ignore leaves the range to save and tries it again,
+ * stop pauses the job until job-resume; either way a client write that
+ * waited for that range failed (filters/cbw.c). */
 static void
 copy_error(void *opaque, bool is_read, int err)
 {
@@ -202,15 +205,20 @@ copy_error(void *opaque, bool is_read, int err)
                                          : b->p.on_target_error;
     char msg[200];
 
-    ng_job_io_error(b->job, is_read, a);
-    if (a == NG_JOB_ERROR_IGNORE) {
-        ng_copy_resume(b->copy);
-    } else if (a == NG_JOB_ERROR_REPORT) {
+    switch (ng_job_io_error(b->job, a, is_read, err)) {
+    case NG_JOB_ERROR_IGNORE:
+        if (b->job->pause_count == 0)
+            ng_copy_retry(b->copy);
+        break;
+    case NG_JOB_ERROR_STOP:
+        break;                      /* paused; job-resume goes on */
+    default:
         snprintf(msg, sizeof msg, "%s node '%s': %s",
                  is_read ? "reading source" : "writing target",
                  is_read ? b->source->name : b->target->name,
                  strerror(-err));
         backup_stop(b, err, msg);
+        break;
     }
 }
 
@@ -254,7 +262,7 @@ op_progress(struct ng_job *job, uint64_t *current, uint64_t *total)
     if (b->todo != NULL)
         ng_copy_progress(b->copy, current, total);
     else
-        *current = *total = ng_copy_done_bytes(b->copy);
+        ng_copy_final_progress(b->copy, current, total);
 }
 
 static void

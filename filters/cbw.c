@@ -2,10 +2,16 @@
  * write, trim or write-zeroes waits until the copy engine has copied the
  * old data of its range to the backup target (the engine does those
  * ranges first), then goes on unchanged; so the target ends as the image
- * at the moment the filter went in.  Without a job attached (a filter
- * spliced in by hand, or once its job has stopped) it passes everything
+ * at the moment the filter went in.  A write whose old data could not
+ * be saved fails with the target's error (QEMU's default
+ * on-cbw-error=break-guest-write): let through, it would leave the
+ * target with new data where a job that goes on (on-target-error ignore
+ * or stop) must save the old.  Without a job attached (a filter spliced
+ * in by hand, or once its job has stopped) it passes everything
  * through. */
 #include <config.h>
+
+#include <errno.h>
 
 #include "filters/cbw.h"
 #include "filters/filters.h"
@@ -35,8 +41,8 @@ static const struct ng_opt_desc cbw_opts[] = {
 
 static void cbw_hold(struct ng_node *node, struct ng_req *req);
 
-/* The old data of the slot's range is safe: let its write go, and give
- * the slot to the next queued one. */
+/* The old data of the slot's range is safe: let its write go (or fail
+ * it, see the top), and give the slot to the next queued one. */
 static void
 cbw_copied(struct ng_copy_waiter *w, int ret)
 {
@@ -45,10 +51,11 @@ cbw_copied(struct ng_copy_waiter *w, int ret)
     struct cbw_state *s = ng_node_state(node);
     struct ng_req *req = slot->req, *next;
 
-    (void)ret;                      /* a failed copy fails the job, not
-                                     * the client's write */
     slot->req = NULL;
-    ng_node_forward(node, req);
+    if (ret < 0 && ret != -ECANCELED)
+        ng_req_complete(req, ret);
+    else
+        ng_node_forward(node, req);     /* saved, or the job is over */
     if ((next = s->queue_head) != NULL) {
         s->queue_head = next->filter_next;
         if (s->queue_head == NULL)

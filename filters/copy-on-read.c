@@ -7,8 +7,11 @@
  * below before completing it, straight from the read's buffer; the next
  * read is then served by the top layer alone.  A node without a backing
  * node reports nothing missing, so nothing is ever copied there.  A copy
- * that fails is not the reader's problem: the data it got is right, and
- * the next read tries again.
+ * that fails is not a client's problem: the data it got is right, and
+ * the next read tries again.  But a read made only to copy up
+ * (NG_REQ_PREFETCH: block-stream's) fails with the copy's error, or the
+ * job would count a range it never copied as done and go round again
+ * for ever.
  *
  * The copy must not overwrite newer data.  Every range in flight through
  * the filter is tracked (struct cor_track): a write, write-zeroes or trim
@@ -186,7 +189,10 @@ cor_copy_done(struct ng_req *sub, int ret)
 {
     struct cor_track *t = sub->opaque;
 
-    (void)ret;                      /* see the top of the file */
+    if (ret < 0 && (t->req->flags & NG_REQ_PREFETCH)) {
+        cor_read_finish(t, ret);    /* see the top of the file */
+        return;
+    }
     t->ext_off += sub->length;
     t->next_ext++;
     cor_copy_next(t);
@@ -245,6 +251,10 @@ cor_status_done(struct ng_req *sub, int ret)
     struct ng_req *req = t->req;
     bool missing = false;
 
+    if (ret < 0 && (req->flags & NG_REQ_PREFETCH)) {
+        cor_read_finish(t, ret);    /* nothing was copied: say so */
+        return;
+    }
     t->n_ext = ret == 0 ? sub->nr_extents : 0;
     for (uint32_t i = 0; i < t->n_ext; i++)
         missing |= (t->ext[i].flags & NG_EXTENT_HOLE) != 0;

@@ -79,6 +79,7 @@ log_flags(FILE *fp, uint32_t flags)
         { NG_REQ_LOCAL_ONLY, "local_only" },
         { NG_REQ_ALLOC_DEPTH, "alloc_depth" },
         { NG_REQ_BACKGROUND, "background" },
+        { NG_REQ_PREFETCH, "prefetch" },
     };
     const char *sep = "";
 

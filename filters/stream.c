@@ -26,6 +26,10 @@ struct stream {
     struct ng_bb *bb;               /* on the filter, until the end */
     struct ng_bitmap *bitmap;       /* on top, not recording: what is
                                      * left to read */
+    struct ng_bitmap *failed;       /* on top, not recording: what failed
+                                     * under on-error "ignore", skipped */
+    int ignored;                    /* the first such error, which the
+                                     * job ends with */
     struct ng_copy *copy;
     struct ng_job_hooks hooks;
     ng_stream_started_fn *started;
@@ -132,9 +136,13 @@ finish_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
     if (ng_graph_remove_filter(g, s->filter->name, NG_MUTATE_FORCE,
                                err) == -1)
         return -1;
-    if (s->stop_ret != 0)
+    if (s->stop_ret != 0 || s->job->cancelled)  /* a cancel came on the
+                                                 * way here: it wins */
         return 0;
-    return ng_node_set_backing(s->top, s->base, 0, err);
+    if (ng_node_set_backing(s->top, s->base, 0, err) == -1)
+        return -1;
+    ng_job_set_irrevocable(s->job);
+    return 0;
 }
 
 /* The engine is idle for good, and no scan is in flight. */
@@ -148,7 +156,8 @@ stream_finish(struct stream *s)
     s->bb = s->mid_bb = NULL;
     ng_bitmap_remove(s->bitmap);
     ng_bitmap_remove(s->needed);
-    s->bitmap = s->needed = NULL;
+    ng_bitmap_remove(s->failed);
+    s->bitmap = s->needed = s->failed = NULL;
     if (ng_graph_mutate(s->graph, s->top, finish_mutation, finished, s,
                         &err) == -1)
         finished(s, &err);
@@ -300,6 +309,28 @@ mid_walk_next(struct stream *s)
 
 /* ---- After a pass: what the top still lacks ------------------------------ */
 
+/* [x, y) goes back into the bitmap, but for what failed under "ignore"
+ * (skipped for good, as QEMU's stream skips it). */
+static void
+refill(struct stream *s, uint64_t x, uint64_t y)
+{
+    uint64_t a, b;
+
+    if (s->failed == NULL) {
+        ng_bitmap_set(s->bitmap, x, y - x);
+        s->scan_found = true;
+        return;
+    }
+    for (a = ng_bitmap_next_clean(s->failed, x); a < y;
+         a = ng_bitmap_next_clean(s->failed, b)) {
+        b = ng_bitmap_next_dirty(s->failed, a);
+        if (b > y)
+            b = y;
+        ng_bitmap_set(s->bitmap, a, b - a);
+        s->scan_found = true;
+    }
+}
+
 /* A hole in the top's own layer that should have been filled (where
  * `needed` says) goes back into the bitmap: a racing client write made
  * the filter skip it. */
@@ -315,18 +346,29 @@ top_extent(struct stream *s, uint64_t off, uint64_t len, uint32_t flags)
         y = ng_bitmap_next_clean(s->needed, x);
         if (y > end)
             y = end;
-        ng_bitmap_set(s->bitmap, x > off ? x : off, y - (x > off ? x : off));
-        s->scan_found = true;
+        refill(s, x > off ? x : off, y);
     }
 }
 
+/* The top lacks nothing more that can be copied: done, or (errors
+ * ignored) failed with the first of them, the chain left as it was, as
+ * QEMU's "Do not remove the backing file if an error was there but
+ * ignored". */
 static void
 top_end(struct stream *s)
 {
-    if (s->scan_found)
+    char msg[NG_ERROR_MSG_MAX];
+
+    if (s->scan_found) {
         ng_copy_kick(s->copy);      /* another pass over what is left */
-    else
+    } else if (s->ignored < 0) {
+        snprintf(msg, sizeof msg, "streaming into node '%s': %s (ignored "
+                 "on the way; the chain is left as it was)", s->top->name,
+                 strerror(-s->ignored));
+        stream_stop(s, s->ignored, msg);
+    } else {
         stream_stop(s, 0, NULL);
+    }
 }
 
 /* ---- Engine callbacks ------------------------------------------------- */
@@ -342,6 +384,10 @@ copy_converged(void *opaque)
     walk_start(s, s->bb, true, top_extent, top_end);
 }
 
+/* on-error, as QEMU's stream (which reports every error as a read's):
+ * stop pauses the job, the range stays to copy; ignore skips the range
+ * (the engine put it in s->failed) and the job fails at its end; report
+ * fails it now. */
 static void
 copy_error(void *opaque, bool is_read, int err)
 {
@@ -349,14 +395,16 @@ copy_error(void *opaque, bool is_read, int err)
     char msg[NG_ERROR_MSG_MAX];
 
     (void)is_read;
-    ng_job_io_error(s->job, true, s->p.on_error);
-    switch (s->p.on_error) {
+    switch (ng_job_io_error(s->job, s->p.on_error, true, err)) {
     case NG_JOB_ERROR_IGNORE:
-        ng_copy_resume(s->copy);
+        if (s->ignored == 0)
+            s->ignored = err;
+        if (s->job->pause_count == 0)
+            ng_copy_resume(s->copy);
         break;
     case NG_JOB_ERROR_STOP:
         break;                      /* paused; job-resume goes on */
-    case NG_JOB_ERROR_REPORT:
+    default:
         snprintf(msg, sizeof msg, "streaming into node '%s': %s",
                  s->top->name, strerror(-err));
         stream_stop(s, err, msg);
@@ -413,7 +461,7 @@ stream_op_progress(struct ng_job *job, uint64_t *current, uint64_t *total)
     if (s->bitmap != NULL)
         ng_copy_progress(s->copy, current, total);
     else
-        *current = *total = ng_copy_done_bytes(s->copy);
+        ng_copy_final_progress(s->copy, current, total);
 }
 
 static void
@@ -428,6 +476,7 @@ stream_free(struct stream *s, bool graph_alive)
         ng_bb_free(s->mid_bb);
         ng_bitmap_remove(s->bitmap);
         ng_bitmap_remove(s->needed);
+        ng_bitmap_remove(s->failed);
     }
     ng_copy_free(s->copy);
     for (i = 0; i < 4; i++)
@@ -490,10 +539,17 @@ stream_setup(struct stream *s, struct ng_error *err)
         return -1;
     s->needed->busy = true;
     s->needed->recording = false;
+    if (s->p.on_error == NG_JOB_ERROR_IGNORE) {
+        s->failed = ng_bitmap_add(s->top, NULL, STREAM_GRAN, err);
+        if (s->failed == NULL)
+            return -1;
+        s->failed->busy = true;
+        s->failed->recording = false;
+    }
     cp = (struct ng_copy_params){
         .source = s->bb, .target = NULL, .bitmap = s->bitmap,
         .chunk = STREAM_CHUNK, .max_in_flight = STREAM_IN_FLIGHT,
-        .speed = s->p.speed,
+        .speed = s->p.speed, .failed = s->failed,
     };
     s->copy = ng_copy_new(s->graph->loop, &cp, &stream_copy_ops, s, err);
     return s->copy != NULL ? 0 : -1;

@@ -38,12 +38,14 @@ struct ng_copy {
     uint64_t in_flight_bytes;
     uint64_t cursor;                /* where the next search starts */
     uint64_t done;                  /* bytes copied */
+    uint64_t left_at_stop;          /* dirty bytes when the stop ended */
     bool running;
     bool stopping;
     bool pumping, again;            /* pump() runs; run it once more */
     struct ng_copy_waiter *waiters; /* ranges wanted first */
     struct ng_copy_lock *locks;     /* held or asked for, oldest first */
-    int fail_waiters;               /* a chunk failed: tell them so */
+    uint64_t retry_ms;              /* the background pass waits until
+                                     * then (ng_copy_retry) */
     bool converged_told;            /* since the last chunk started */
     /* Notifications waiting for the timer. */
     bool tell_converged, tell_stopped, tell_error;
@@ -170,16 +172,24 @@ chunk_release(struct copy_chunk *k)
     defer_pump(c);
 }
 
-/* A request failed: the range is dirty again, the engine holds still
- * until the owner has heard of it. */
+/* A request failed: the range is dirty again (or, with p.failed, kept
+ * there), the engine holds still until the owner has heard of it, and
+ * the waiters over the range will hear of it: their writes must not
+ * overwrite data that was not saved. */
 static void
 chunk_fail(struct copy_chunk *k, bool is_read, int err)
 {
     struct ng_copy *c = k->c;
+    struct ng_copy_waiter *w;
 
-    ng_bitmap_set(c->p.bitmap, k->offset, k->length);
+    ng_bitmap_set(c->p.failed != NULL ? c->p.failed : c->p.bitmap,
+                  k->offset, k->length);
     c->running = false;
-    c->fail_waiters = err;
+    for (w = c->waiters; w != NULL; w = w->next) {
+        if (w->failed == 0 && k->offset < w->offset + w->length &&
+            w->offset < k->offset + k->length)
+            w->failed = err;
+    }
     if (!c->tell_error) {
         c->tell_error = true;
         c->error_is_read = is_read;
@@ -422,14 +432,26 @@ pick_wanted(struct ng_copy *c, uint64_t *off, uint64_t *len)
     return false;
 }
 
-/* The next range of the background pass, from the cursor round. */
+/* How long after an ignored error the background pass may come round
+ * to it again. */
+#define COPY_RETRY_MS 100u
+
+/* The next range of the background pass, from the cursor round.  After
+ * an ignored error (ng_copy_retry) the pass goes on to the end, but
+ * comes round to what failed again only COPY_RETRY_MS later. */
 static bool
 pick_next(struct ng_copy *c, uint64_t *off, uint64_t *len)
 {
     uint64_t size = c->p.bitmap->size;
+    uint64_t now = uv_now(c->graph->loop);
 
-    return pick_range(c, c->cursor, size, off, len) ||
-           pick_range(c, 0, size, off, len);
+    if (pick_range(c, c->cursor, size, off, len))
+        return true;
+    if (c->retry_ms > now) {
+        schedule(c, c->retry_ms - now);
+        return false;
+    }
+    return pick_range(c, 0, size, off, len);
 }
 
 static void
@@ -450,8 +472,10 @@ start_chunk(struct ng_copy *c, uint64_t off, uint64_t len, bool background)
     /* Cleared before the read: a write landing from now on sets it
      * again and is copied once more. */
     ng_bitmap_reset(c->p.bitmap, off, len);
-    if (c->p.target == NULL)        /* pull: every range is read */
-        chunk_submit(k, c->p.source, NG_OP_READ, 0, chunk_read);
+    if (c->p.target == NULL)        /* pull: every range is read, and a
+                                     * copy-up that fails fails it */
+        chunk_submit(k, c->p.source, NG_OP_READ, NG_REQ_PREFETCH,
+                     chunk_read);
     else
         chunk_submit(k, c->p.source, NG_OP_BLOCK_STATUS, NG_REQ_REQ_ONE,
                      chunk_status);
@@ -721,19 +745,22 @@ ng_copy_unlock(struct ng_copy *c, struct ng_copy_lock *l, bool copied)
     defer_pump(c);
 }
 
-/* Tell the waiters that are satisfied, or all with `fail` (< 0).  A
- * callback may add waiters: take each off the list first, rescan. */
+/* Tell the waiters that are satisfied or whose range failed, or all
+ * with `fail` (< 0).  A callback may add waiters: take each off the
+ * list first, rescan. */
 static void
 wake_waiters(struct ng_copy *c, int fail)
 {
     struct ng_copy_waiter **p, *w;
+    int ret;
 
 again:
     for (p = &c->waiters; (w = *p) != NULL; p = &w->next) {
-        if (fail < 0 || waiter_satisfied(c, w)) {
+        ret = fail < 0 ? fail : w->failed;
+        if (ret < 0 || waiter_satisfied(c, w)) {
             *p = w->next;
             w->next = NULL;
-            w->done(w, fail < 0 ? fail : 0);
+            w->done(w, ret);
             goto again;
         }
     }
@@ -744,10 +771,20 @@ ng_copy_wait(struct ng_copy *c, struct ng_copy_waiter *w)
 {
     if (c->stopping || waiter_satisfied(c, w))
         return 1;
+    w->failed = 0;
     w->next = c->waiters;
     c->waiters = w;
     schedule(c, 0);
     return 0;
+}
+
+/* Bytes not copied and not in flight: still dirty, or failed and
+ * skipped (p.failed), which a job's progress counts as never done. */
+static uint64_t
+left_bytes(const struct ng_copy *c)
+{
+    return ng_bitmap_dirty_bytes(c->p.bitmap) +
+           (c->p.failed != NULL ? ng_bitmap_dirty_bytes(c->p.failed) : 0);
 }
 
 /* Start what may start.  Completions that come inline call back in here;
@@ -776,17 +813,12 @@ pump(struct ng_copy *c)
     } while (c->again);
     c->pumping = false;
     c->pumped_cpu_ns = thread_cpu_ns();
-    if (c->fail_waiters < 0 || c->stopping) {
-        int r = c->stopping ? -ECANCELED : c->fail_waiters;
-
-        c->fail_waiters = 0;
-        wake_waiters(c, r);
-    } else if (c->waiters != NULL) {
-        wake_waiters(c, 0);
-    }
+    if (c->waiters != NULL)
+        wake_waiters(c, c->stopping ? -ECANCELED : 0);
     if (c->stopping && c->in_flight == 0 && c->locks == NULL &&
         !c->tell_stopped &&
         !c->stopped_told) {
+        c->left_at_stop = left_bytes(c);
         c->tell_stopped = true;
         schedule(c, 0);
     } else if (c->running && !c->converged_told &&
@@ -892,6 +924,13 @@ ng_copy_resume(struct ng_copy *c)
 }
 
 void
+ng_copy_retry(struct ng_copy *c)
+{
+    c->retry_ms = uv_now(c->graph->loop) + COPY_RETRY_MS;
+    ng_copy_resume(c);
+}
+
+void
 ng_copy_pause(struct ng_copy *c)
 {
     c->running = false;
@@ -926,14 +965,15 @@ ng_copy_progress(const struct ng_copy *c, uint64_t *current,
                  uint64_t *total)
 {
     *current = c->done;
-    *total = c->done + ng_bitmap_dirty_bytes(c->p.bitmap) +
-             c->in_flight_bytes;
+    *total = c->done + left_bytes(c) + c->in_flight_bytes;
 }
 
-uint64_t
-ng_copy_done_bytes(const struct ng_copy *c)
+void
+ng_copy_final_progress(const struct ng_copy *c, uint64_t *current,
+                       uint64_t *total)
 {
-    return c->done;
+    *current = c->done;
+    *total = c->done + c->left_at_stop;
 }
 
 bool

@@ -48,10 +48,12 @@ struct ng_copy_ops {
 struct ng_copy_waiter {
     uint64_t offset, length;
     void (*done)(struct ng_copy_waiter *w, int ret);  /* ret < 0: a chunk
-                                     * of the range failed, or the engine
-                                     * stopped */
+                                     * over the range failed with ret (it
+                                     * is dirty again), or -ECANCELED: the
+                                     * engine stopped */
     void *opaque;                   /* the caller's */
-    struct ng_copy_waiter *next;    /* the engine's */
+    int failed;                     /* the engine's: */
+    struct ng_copy_waiter *next;
 };
 
 struct ng_copy_params {
@@ -77,6 +79,13 @@ struct ng_copy_params {
     bool on_demand;                 /* copy only what waiters ask for
                                      * (backup sync=none), no background
                                      * pass */
+    struct ng_bitmap *failed;       /* borrowed, or NULL: a failed chunk's
+                                     * range goes into this bitmap (of the
+                                     * same size and granularity) instead
+                                     * of back into `bitmap`, and is not
+                                     * retried (block-stream's on-error
+                                     * "ignore", which skips it, as
+                                     * QEMU's does) */
 };
 
 /* A new engine, not running yet; it sets the bitmap's on_dirty hook to
@@ -93,6 +102,12 @@ void ng_copy_free(struct ng_copy *c);
 
 /* Start or go on copying. */
 void ng_copy_resume(struct ng_copy *c);
+/* Go on after an error the owner ignores: the failed range is dirty and
+ * is copied again, but the background pass comes round to it only a
+ * moment later (COPY_RETRY_MS), so a range that keeps failing costs an
+ * error now and then, not a loop spinning on it (and a flood of
+ * BLOCK_JOB_ERROR). */
+void ng_copy_retry(struct ng_copy *c);
 /* Start no new chunk; those in flight finish. */
 void ng_copy_pause(struct ng_copy *c);
 /* Start no new chunk; once none is in flight, ops->stopped runs (never
@@ -142,8 +157,11 @@ void ng_copy_unlock(struct ng_copy *c, struct ng_copy_lock *l, bool copied);
 /* Bytes copied so far, and copied + still dirty + in flight. */
 void ng_copy_progress(const struct ng_copy *c, uint64_t *current,
                       uint64_t *total);
-/* Bytes copied so far (also after the bitmap is gone). */
-uint64_t ng_copy_done_bytes(const struct ng_copy *c);
+/* Once stopped (also after the bitmap is gone): bytes copied, and
+ * copied + what was still to copy when the engine stopped, so a job
+ * that failed or was cancelled shows how far it got. */
+void ng_copy_final_progress(const struct ng_copy *c, uint64_t *current,
+                            uint64_t *total);
 /* Nothing in flight and the bitmap clean.  Locks do not count: a write
  * holding one is a client's, which a drained section waits for. */
 bool ng_copy_is_converged(const struct ng_copy *c);

@@ -137,6 +137,13 @@ enum ng_op {
                                        * on tmpfs, a page-cache read), so
                                        * it runs on a worker, keeping the
                                        * loop free for clients */
+#define NG_REQ_PREFETCH   (1u << 7)   /* a read made only for what a
+                                       * copy-on-read filter copies up
+                                       * (block-stream's, QEMU's
+                                       * BDRV_REQ_PREFETCH): a copy-up
+                                       * that fails fails the read, so
+                                       * the job learns of it, where a
+                                       * client's read gets its data */
 /* The flags a request made to serve another (a format's read of its
  * file, a copy-up from a backing node) takes over from it, so a job's
  * bulk copy stays off the loop all the way down. */

@@ -66,8 +66,20 @@ ng_job_error_action_name(enum ng_job_error_action a)
     case NG_JOB_ERROR_REPORT: return "report";
     case NG_JOB_ERROR_IGNORE: return "ignore";
     case NG_JOB_ERROR_STOP:   return "stop";
+    case NG_JOB_ERROR_ENOSPC: return "enospc";
     }
     return "report";
+}
+
+const char *
+ng_job_iostatus_name(enum ng_job_iostatus s)
+{
+    switch (s) {
+    case NG_JOB_IOSTATUS_OK:      return "ok";
+    case NG_JOB_IOSTATUS_FAILED:  return "failed";
+    case NG_JOB_IOSTATUS_NOSPACE: return "nospace";
+    }
+    return "ok";
 }
 
 int
@@ -79,6 +91,8 @@ ng_job_error_action_parse(const char *s)
         return NG_JOB_ERROR_IGNORE;
     if (strcmp(s, "stop") == 0)
         return NG_JOB_ERROR_STOP;
+    if (strcmp(s, "enospc") == 0)
+        return NG_JOB_ERROR_ENOSPC;
     return -1;
 }
 
@@ -229,11 +243,19 @@ finalize(struct ng_job *job)
 }
 
 void
+ng_job_set_irrevocable(struct ng_job *job)
+{
+    job->irrevocable = true;
+}
+
+void
 ng_job_done(struct ng_job *job, int ret, const char *msg)
 {
     if (job->done)
         return;
     job->done = true;
+    /* A type that was ending anyway when the cancel came changed nothing
+     * a cancel would undo (had it, the cancel was refused): cancelled. */
     if (job->cancelled && ret == 0)
         ret = -ECANCELED;
     job->ret = ret;
@@ -256,20 +278,32 @@ ng_job_done(struct ng_job *job, int ret, const char *msg)
         finalize(job);
 }
 
-void
-ng_job_io_error(struct ng_job *job, bool is_read,
-                enum ng_job_error_action action)
+enum ng_job_error_action
+ng_job_io_error(struct ng_job *job, enum ng_job_error_action policy,
+                bool is_read, int err)
 {
+    enum ng_job_error_action action = policy;
+
+    if (policy == NG_JOB_ERROR_ENOSPC)
+        action = err == -ENOSPC ? NG_JOB_ERROR_STOP : NG_JOB_ERROR_REPORT;
     job->hooks.event(job->hooks.opaque, job, NG_JOB_EV_ERROR, is_read,
                      action);
-    if (action == NG_JOB_ERROR_STOP) {
+    if (action != NG_JOB_ERROR_STOP)
+        return action;
+    /* As QEMU's: a job the user paused already stays paused once. */
+    if (!job->user_paused) {
         job->user_paused = true;
-        job->pause_count++;
-        if (job->status == NG_JOB_RUNNING)
-            transition(job, NG_JOB_PAUSED);
-        else if (job->status == NG_JOB_READY)
-            transition(job, NG_JOB_STANDBY);
+        if (job->pause_count++ == 0 &&
+            (job->status == NG_JOB_RUNNING || job->status == NG_JOB_READY)) {
+            job->ops->pause(job);
+            transition(job, job->status == NG_JOB_RUNNING ? NG_JOB_PAUSED
+                                                          : NG_JOB_STANDBY);
+        }
     }
+    if (job->iostatus == NG_JOB_IOSTATUS_OK)
+        job->iostatus = err == -ENOSPC ? NG_JOB_IOSTATUS_NOSPACE
+                                       : NG_JOB_IOSTATUS_FAILED;
+    return action;
 }
 
 /* ---- Verbs ------------------------------------------------------------ */
@@ -301,6 +335,7 @@ ng_job_resume(struct ng_job *job, struct ng_error *err)
         return ng_error_set(err, EINVAL, "job '%s' is not paused", job->id);
     job->user_paused = false;
     job->pause_count = 0;
+    job->iostatus = NG_JOB_IOSTATUS_OK;
     if (job->status == NG_JOB_PAUSED) {
         transition(job, NG_JOB_RUNNING);
         job->ops->resume(job);
@@ -345,6 +380,14 @@ ng_job_cancel(struct ng_job *job, struct ng_error *err)
         return -1;
     if (job->cancelled)
         return 0;
+    /* What a pivot moved stays moved (QEMU cannot un-pivot either): the
+     * job ends completed, and says so, rather than "cancelled" with the
+     * graph changed. */
+    if (job->irrevocable)
+        return ng_error_set(err, EBUSY, "job '%s' has changed the graph "
+                            "for good already (a pivot, a cut chain) and "
+                            "can no longer be cancelled; it ends "
+                            "completed", job->id);
     job->cancelled = true;
     if (job->status == NG_JOB_CREATED) {
         job->done = true;
@@ -364,11 +407,24 @@ ng_job_cancel(struct ng_job *job, struct ng_error *err)
 }
 
 int
+ng_job_cancel_soft(struct ng_job *job, struct ng_error *err)
+{
+    if (job->ops->soft_cancel == NULL || job->cancelled || job->done ||
+        job->irrevocable ||
+        (job->status != NG_JOB_READY && job->status != NG_JOB_STANDBY))
+        return ng_job_cancel(job, err);
+    job->soft_cancelled = true;
+    job->ops->soft_cancel(job);
+    return 0;
+}
+
+int
 ng_job_complete(struct ng_job *job, struct ng_error *err)
 {
     if (apply_verb(job, NG_JOB_VERB_COMPLETE, err) == -1)
         return -1;
-    if (job->cancelled || job->ops->complete == NULL)
+    if (job->cancelled || job->soft_cancelled ||
+        job->ops->complete == NULL)
         return ng_error_set(err, EINVAL, "job '%s' cannot be completed",
                             job->id);
     return job->ops->complete(job, err);

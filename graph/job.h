@@ -51,19 +51,35 @@ enum ng_job_verb {
     NG_JOB__VERB_COUNT
 };
 
-/* on-source-error / on-target-error. */
+/* on-source-error / on-target-error / on-error, and (all but ENOSPC)
+ * what the job does about one error: QEMU's BlockdevOnError and
+ * BlockErrorAction. */
 enum ng_job_error_action {
-    NG_JOB_ERROR_REPORT,            /* the job fails */
-    NG_JOB_ERROR_IGNORE,            /* go on (the range is retried) */
-    NG_JOB_ERROR_STOP,              /* pause; job-resume retries */
+    NG_JOB_ERROR_REPORT,            /* the job fails with the error */
+    NG_JOB_ERROR_IGNORE,            /* go on: the range stays to copy and
+                                     * is retried (block-stream: skipped,
+                                     * and the job fails at its end) */
+    NG_JOB_ERROR_STOP,              /* pause with io-status set;
+                                     * job-resume retries */
+    NG_JOB_ERROR_ENOSPC,            /* a policy only: stop on ENOSPC,
+                                     * report anything else */
+};
+
+/* query-block-jobs' io-status: "ok", or why a stop on error paused the
+ * job. */
+enum ng_job_iostatus {
+    NG_JOB_IOSTATUS_OK,
+    NG_JOB_IOSTATUS_FAILED,
+    NG_JOB_IOSTATUS_NOSPACE,
 };
 
 const char *ng_job_status_name(enum ng_job_status s);
 const char *ng_job_verb_name(enum ng_job_verb v);
 const char *ng_job_error_action_name(enum ng_job_error_action a);
-/* "report", "ignore", "stop" (also "enospc": stop on ENOSPC, else
- * report, as QEMU); -1 for anything else. */
+/* "report", "ignore", "stop", "enospc" (stop on ENOSPC, else report, as
+ * QEMU); -1 for anything else. */
 int ng_job_error_action_parse(const char *s);
+const char *ng_job_iostatus_name(enum ng_job_iostatus s);
 
 struct ng_job_ops {
     const char *type;               /* "mirror": query-jobs' "type" */
@@ -72,8 +88,17 @@ struct ng_job_ops {
     void (*start)(struct ng_job *job);
     void (*pause)(struct ng_job *job);
     void (*resume)(struct ng_job *job);
-    /* Stop working; then ng_job_done(job, -ECANCELED). */
+    /* Stop working; then ng_job_done(job, -ECANCELED).  A type that was
+     * ending anyway may end with 0 (the job then counts as cancelled
+     * all the same), but must not change the graph for good after this
+     * (a pivot, a cut chain): see ng_job_set_irrevocable(). */
     void (*cancel)(struct ng_job *job);
+    /* block-job-cancel without force on a ready job (QEMU's soft
+     * cancel of a ready mirror): finish as complete would, but move
+     * nothing (a mirror's target ends as a point-in-time copy of the
+     * source), then ng_job_done(job, 0): BLOCK_JOB_COMPLETED.  NULL: a
+     * soft cancel is a cancel. */
+    void (*soft_cancel)(struct ng_job *job);
     /* job-complete in ready/standby: finish (mirror: pivot), then
      * ng_job_done().  -1 with *err: refused, nothing changed.  NULL: the
      * type cannot be completed by the user. */
@@ -126,8 +151,13 @@ struct ng_job {
     unsigned pause_count;
     bool user_paused;
     bool cancelled;
+    bool soft_cancelled;            /* ops->soft_cancel runs */
     bool auto_finalize, auto_dismiss;
     bool done;                      /* ng_job_done() was called */
+    bool irrevocable;               /* the type changed the graph for
+                                     * good (a pivot): no cancel now */
+    enum ng_job_iostatus iostatus;  /* set by a stop on error, reset by
+                                     * job-resume */
     int ret;                        /* 0 or negative errno, once done */
     char error[256];                /* message when ret < 0 and not
                                      * cancelled */
@@ -152,22 +182,35 @@ void ng_job_start(struct ng_job *job);
 /* The verbs; -1 with *err when the state does not take it. */
 int ng_job_pause(struct ng_job *job, struct ng_error *err);
 int ng_job_resume(struct ng_job *job, struct ng_error *err);
+/* Refused once the job changed the graph for good (a mirror that
+ * pivoted ends completed, whatever is asked). */
 int ng_job_cancel(struct ng_job *job, struct ng_error *err);
+/* block-job-cancel without force: ops->soft_cancel for a ready job of a
+ * type that has one, else ng_job_cancel(). */
+int ng_job_cancel_soft(struct ng_job *job, struct ng_error *err);
 int ng_job_complete(struct ng_job *job, struct ng_error *err);
 int ng_job_finalize(struct ng_job *job, struct ng_error *err);
 int ng_job_dismiss(struct ng_job *job, struct ng_error *err);
 int ng_job_set_speed(struct ng_job *job, int64_t speed,
                      struct ng_error *err);
 
+/* For job types: from now on the job has changed the graph in a way a
+ * cancel cannot undo (mirror's pivot, the cut of a stream's chain), so
+ * it ends completed: ng_job_cancel() refuses, saying so. */
+void ng_job_set_irrevocable(struct ng_job *job);
 /* For job types: the work converged (running -> ready). */
 void ng_job_ready(struct ng_job *job);
 /* For job types: the work is over with ret (0, -ECANCELED, -errno);
  * `msg` (may be NULL) says what failed. */
 void ng_job_done(struct ng_job *job, int ret, const char *msg);
-/* For job types: an I/O error; emits BLOCK_JOB_ERROR and, for STOP,
- * pauses the job as if the user had. */
-void ng_job_io_error(struct ng_job *job, bool is_read,
-                     enum ng_job_error_action action);
+/* For job types: an I/O error `err` (negative errno) under `policy`.
+ * Returns what to do (report, ignore or stop; QEMU's
+ * block_job_error_action), after emitting BLOCK_JOB_ERROR with it; for
+ * stop the job is paused as if the user had paused it (ops->pause runs,
+ * unless it was paused already) and io-status says why. */
+enum ng_job_error_action ng_job_io_error(struct ng_job *job,
+                                         enum ng_job_error_action policy,
+                                         bool is_read, int err);
 
 void ng_job_progress(struct ng_job *job, uint64_t *current,
                      uint64_t *total);

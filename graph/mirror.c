@@ -34,6 +34,8 @@ struct mirror {
     struct ng_mirror_params p;
     char *source_name, *target_name;    /* owned copies for p */
     bool completing;                    /* job-complete was asked */
+    bool in_place;                      /* ... as a soft cancel: the
+                                         * same end, but no pivot */
     bool pivoted;
     struct ng_drain *drain;             /* the pivot's section, or NULL */
     bool drain_fired;                   /* ... and clients are quiet */
@@ -258,8 +260,11 @@ copy_stopped(void *opaque)
 {
     struct mirror *m = opaque;
 
-    if (m->pivoted && m->stop_ret == 0) {
-        ng_req_init(&m->flush, NG_OP_FLUSH, 0, 0, 0);
+    if ((m->pivoted || m->in_place) && m->stop_ret == 0) {
+        /* No client waits for it (they go on on the target meanwhile):
+         * off the loop, with what it takes along (a qcow2 target's
+         * write-back of its tables, NG_REQ_INHERITED). */
+        ng_req_init(&m->flush, NG_OP_FLUSH, 0, 0, NG_REQ_BACKGROUND);
         m->flush.done = flush_done;
         m->flush.opaque = m;
         ng_bb_submit(m->dst_bb, &m->flush);
@@ -318,6 +323,10 @@ copy_converged(void *opaque)
         mirror_try_pivot(m);
 }
 
+/* on-source-error / on-target-error (block-commit: on-error), as QEMU's
+ * mirror: ignore leaves the range dirty, so it is copied again (and the
+ * job gets ready only once it was); stop pauses the job until
+ * job-resume. */
 static void
 copy_error(void *opaque, bool is_read, int err)
 {
@@ -326,14 +335,14 @@ copy_error(void *opaque, bool is_read, int err)
                                          : m->p.on_target_error;
     char msg[200];
 
-    ng_job_io_error(m->job, is_read, a);
-    switch (a) {
+    switch (ng_job_io_error(m->job, a, is_read, err)) {
     case NG_JOB_ERROR_IGNORE:
-        ng_copy_resume(m->copy);
+        if (m->job->pause_count == 0)
+            ng_copy_retry(m->copy);
         break;
     case NG_JOB_ERROR_STOP:
         break;                      /* paused; job-resume goes on */
-    case NG_JOB_ERROR_REPORT:
+    default:
         snprintf(msg, sizeof msg, "%s node '%s': %s",
                  is_read ? "reading source" : "writing target",
                  is_read ? m->source->name : m->target->name,
@@ -357,12 +366,20 @@ mirror_pivot(struct mirror *m)
 {
     struct ng_error err = { 0 };
 
+    if (m->in_place) {
+        /* Soft cancel: the target is in sync with the source now, in the
+         * drained section; it stays where it is. */
+        mirror_stop(m, 0, NULL);
+        return;
+    }
     if (m->overlay != NULL) {
         /* Intermediate commit: the overlay skips what was committed. */
-        if (ng_node_set_backing(m->overlay, m->target, 0, &err) == -1)
+        if (ng_node_set_backing(m->overlay, m->target, 0, &err) == -1) {
             mirror_stop(m, -err.code, err.msg);
-        else
-            mirror_stop(m, 0, NULL);
+            return;
+        }
+        ng_job_set_irrevocable(m->job);
+        mirror_stop(m, 0, NULL);
         return;
     }
     /* Every parent of the source but the job's own BB goes to the
@@ -374,6 +391,7 @@ mirror_pivot(struct mirror *m)
         return;
     }
     m->pivoted = true;
+    ng_job_set_irrevocable(m->job);
     if (m->job->hooks.pivoted != NULL)
         m->job->hooks.pivoted(m->job->hooks.opaque, m->job,
                               m->source->name, m->target->name);
@@ -574,6 +592,23 @@ mirror_op_complete(struct ng_job *job, struct ng_error *err)
     return 0;
 }
 
+/* block-job-cancel without force on a ready mirror, as QEMU's: the
+ * last dirty granules are copied in a drained section as for a pivot,
+ * then the job ends completed with the target a point-in-time copy,
+ * nothing moved. */
+static void
+mirror_op_soft_cancel(struct ng_job *job)
+{
+    struct mirror *m = job->state;
+
+    if (m->completing)
+        return;                     /* job-complete came first: it pivots,
+                                     * and the job says so */
+    m->in_place = true;
+    m->completing = true;
+    mirror_try_pivot(m);
+}
+
 static void
 mirror_op_set_speed(struct ng_job *job, uint64_t speed)
 {
@@ -585,12 +620,10 @@ mirror_op_progress(struct ng_job *job, uint64_t *current, uint64_t *total)
 {
     struct mirror *m = job->state;
 
-    if (m->bitmap != NULL) {
+    if (m->bitmap != NULL)
         ng_copy_progress(m->copy, current, total);
-    } else {
-        /* Stopped: what it copied is all there will be. */
-        *current = *total = ng_copy_done_bytes(m->copy);
-    }
+    else                            /* stopped: as far as it got */
+        ng_copy_final_progress(m->copy, current, total);
 }
 
 /* graph_alive false: the graph is being freed, its BBs and nodes (with
@@ -626,6 +659,7 @@ static const struct ng_job_ops mirror_ops = {
     .pause = mirror_op_pause,
     .resume = mirror_op_resume,
     .cancel = mirror_op_cancel,
+    .soft_cancel = mirror_op_soft_cancel,
     .complete = mirror_op_complete,
     .set_speed = mirror_op_set_speed,
     .progress = mirror_op_progress,
@@ -640,6 +674,7 @@ static const struct ng_job_ops commit_active_ops = {
     .pause = mirror_op_pause,
     .resume = mirror_op_resume,
     .cancel = mirror_op_cancel,
+    .soft_cancel = mirror_op_soft_cancel,
     .complete = mirror_op_complete,
     .set_speed = mirror_op_set_speed,
     .progress = mirror_op_progress,

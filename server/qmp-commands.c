@@ -246,8 +246,7 @@ static const struct ng_qmp_arg job_id_args[] = {
     { NULL, 0, false },
 };
 
-/* block-job-cancel's "force" changes nothing here: a cancel always
- * stops at once. */
+/* block-job-cancel's "force": see ng_qmp_block_job_cancel(). */
 static const struct ng_qmp_arg block_job_args[] = {
     { "device", 's', true },
     { "force", 'b', false },

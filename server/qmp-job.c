@@ -380,8 +380,8 @@ error_action_arg(json_t *args, const char *key, int *out,
     if (s == NULL)
         return 0;
     if ((*out = ng_job_error_action_parse(s)) < 0)
-        return ng_error_set(err, EINVAL, "'%s' must be 'report', 'ignore' "
-                            "or 'stop', not '%s'", key, s);
+        return ng_error_set(err, EINVAL, "'%s' must be 'report', 'ignore', "
+                            "'stop' or 'enospc', not '%s'", key, s);
     return 0;
 }
 
@@ -674,10 +674,14 @@ ng_qmp_block_job_resume(struct ng_qmp_call *call, json_t *args)
     job_verb(call, args, "device", ng_job_resume);
 }
 
+/* Without "force", a ready mirror finishes in place (QEMU's soft
+ * cancel); job-cancel is always a forced one, as QEMU's. */
 void
 ng_qmp_block_job_cancel(struct ng_qmp_call *call, json_t *args)
 {
-    job_verb(call, args, "device", ng_job_cancel);
+    job_verb(call, args, "device",
+             json_is_true(json_object_get(args, "force")) ? ng_job_cancel
+                                                          : ng_job_cancel_soft);
 }
 
 void
@@ -738,7 +742,8 @@ add_block_job_info(void *opaque, const struct ng_object_type *type,
         job->pause_count > 0, "ready",
         job->status == NG_JOB_READY || job->status == NG_JOB_STANDBY,
         "auto-finalize", job->auto_finalize, "auto-dismiss",
-        job->auto_dismiss, "io-status", "ok"));
+        job->auto_dismiss, "io-status",
+        ng_job_iostatus_name(job->iostatus)));
     json_array_append_new(opaque, j);
 }
 

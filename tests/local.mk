@@ -236,6 +236,10 @@ EXTRA_DIST += tests/test-memory-huge-close.sh
 # gone, and the next mirror is not refused.
 TESTS += tests/test-mirror-cancel-reuse.sh
 EXTRA_DIST += tests/test-mirror-cancel-reuse.sh
+TESTS += tests/test-job-errors.sh
+EXTRA_DIST += tests/test-job-errors.sh
+TESTS += tests/test-job-cancel-pivot.sh
+EXTRA_DIST += tests/test-job-cancel-pivot.sh
 # A mirror's bulk copy runs two chunks wide while clients are busy, its
 # whole width when none is (graph/copy.c).
 TESTS += tests/test-mirror-client-yield.sh
