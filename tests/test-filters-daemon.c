@@ -126,13 +126,30 @@ measure_rate(struct load *l, double settle, double seconds)
     return (atomic_load(&l->done) - n0) / (now_s() - t0);
 }
 
+/* The limit `want` holds: no window over it by more than 5%, and one
+ * of three within 5% under it.  Only the reaching is retried: on a
+ * loaded machine (the suite runs tests in parallel, under ASan too) the
+ * 8 readers may not keep up for a whole window (1353.6 of 1500 seen);
+ * going over the limit is the throttle's fault and fails at once. */
 static void
-expect_rate(double got, double want, const char *what)
+expect_rate(struct load *l, double settle, double seconds, double want,
+            const char *what)
 {
-    printf("throttle %s: %.1f IOPS (limit %.0f)\n", what, got, want);
-    if (got < want * 0.95 || got > want * 1.05)
-        ng_test_fail("throttle %s: %.1f IOPS, outside 5%% of %.0f", what,
-                     got, want);
+    double got = 0;
+    int try;
+
+    for (try = 1; try <= 3; try++) {
+        got = measure_rate(l, try == 1 ? settle : 0, seconds);
+        printf("throttle %s: %.1f IOPS (limit %.0f), try %d\n", what, got,
+               want, try);
+        if (got > want * 1.05)
+            ng_test_fail("throttle %s: %.1f IOPS, over the limit of %.0f "
+                         "by more than 5%%", what, got, want);
+        if (got >= want * 0.95)
+            return;
+    }
+    ng_test_fail("throttle %s: %.1f IOPS, under 95%% of %.0f in 3 tries",
+                 what, got, want);
 }
 
 static void
@@ -146,11 +163,11 @@ test_throttle(struct ng_test_daemon *d, struct ng_test_qmp *q)
     snprintf(uri, sizeof uri, "nbd+unix:///thr?socket=%s", d->sock);
     for (i = 0; i < 8; i++)
         pthread_create(&th[i], NULL, reader, &l);
-    expect_rate(measure_rate(&l, 0.5, 3.0), 500, "group 'slow'");
+    expect_rate(&l, 0.5, 3.0, 500, "group 'slow'");
     json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:{s:i}}}", "execute",
                                "throttle-group-set", "arguments", "group",
                                "slow", "limits", "iops-total", 1500));
-    expect_rate(measure_rate(&l, 0.3, 2.0), 1500, "after a live change");
+    expect_rate(&l, 0.3, 2.0, 1500, "after a live change");
     atomic_store(&l.stop, 1);
     for (i = 0; i < 8; i++)
         pthread_join(th[i], NULL);
