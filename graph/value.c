@@ -77,13 +77,16 @@ value_grow(struct ng_value *c)
                                   : 0);
     if ((block = malloc(cap * per)) == NULL)
         return -1;
-    memcpy(block, c->items, c->n * sizeof *c->items);
+    if (c->n > 0)               /* (memcpy from NULL is undefined) */
+        memcpy(block, c->items, c->n * sizeof *c->items);
     if (map) {
         char **keys = (char **)(block + cap * sizeof *c->items);
         struct ng_loc *locs = (struct ng_loc *)(keys + cap);
 
-        memcpy(keys, c->keys, c->n * sizeof *keys);
-        memcpy(locs, c->key_locs, c->n * sizeof *locs);
+        if (c->n > 0) {
+            memcpy(keys, c->keys, c->n * sizeof *keys);
+            memcpy(locs, c->key_locs, c->n * sizeof *locs);
+        }
         c->keys = keys;
         c->key_locs = locs;
     }
