@@ -53,7 +53,8 @@ submap(struct ng_value *map, const char *key, struct ng_loc loc,
     struct ng_value *v = ng_value_get(map, key);
 
     if (v != NULL && v->kind == NG_VALUE_SCALAR && v->is_null) {
-        free(v->text);          /* "nodes:" with nothing under it */
+        /* "nodes:" with nothing under it: made an empty mapping in
+         * place (its text is part of its allocation: nothing to free) */
         *v = (struct ng_value){ .kind = NG_VALUE_MAP, .loc = v->loc };
     }
     if (v != NULL) {

@@ -33,13 +33,16 @@ struct ng_loc {
 struct ng_value {
     enum ng_value_kind kind;
     struct ng_loc loc;
-    char *text;                 /* SCALAR: owned, NUL-terminated */
+    char *text;                 /* SCALAR: NUL-terminated, part of the
+                                 * value's allocation (freed with it) */
     bool is_null;               /* SCALAR: YAML ~/null or JSON null */
     size_t n;                   /* MAP, LIST: number of items */
     size_t cap;
     char **keys;                /* MAP: owned key strings */
     struct ng_loc *key_locs;    /* MAP: where each key was written */
-    struct ng_value **items;    /* MAP, LIST: owned children */
+    struct ng_value **items;    /* MAP, LIST: owned children; the array
+                                 * is one allocation with keys and
+                                 * key_locs (only value.c grows them) */
     struct ng_strmap *index;    /* MAP: key -> position + 1, owned; built
                                  * once the map grows past a few keys, so
                                  * big maps (nodes:, exports:) are not
