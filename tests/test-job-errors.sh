@@ -178,14 +178,21 @@ stop_nbdgraphd
 
 # ---- blockdev-mirror to a target whose writes fail ------------------
 
-start_nbdgraphd "nodes:
+# start_mirror_daemon: export vm1 on a memory node full of 0x5a, beside
+# a blkdebug target dst; the events of dst's injected errors recorded.
+start_mirror_daemon ()
+{
+    start_nbdgraphd "nodes:
   src: { driver: memory, size: 64M }
   dstm: { driver: memory, size: 64M }
   dst: { driver: blkdebug, image: dstm }
 exports:
   vm1: { node: src, writable: true }" vm1
-qemu-io -f raw -c 'write -P 0x5a 0 64M' "$uri" > /dev/null
-start_events dst '{"inject-error": []}'
+    qemu-io -f raw -c 'write -P 0x5a 0 64M' "$uri" > /dev/null
+    start_events dst '{"inject-error": []}'
+}
+
+start_mirror_daemon
 
 # mirror ID POLICY ERRNO: a full mirror src -> dst under POLICY, with
 # dst's writes from 8 MiB on for 1 MiB failing with ERRNO.
@@ -239,14 +246,7 @@ stop_nbdgraphd
 
 # ignore: keeps running with what fails still to copy; gets ready once
 # the writes work.
-start_nbdgraphd "nodes:
-  src: { driver: memory, size: 64M }
-  dstm: { driver: memory, size: 64M }
-  dst: { driver: blkdebug, image: dstm }
-exports:
-  vm1: { node: src, writable: true }" vm1
-qemu-io -f raw -c 'write -P 0x5a 0 64M' "$uri" > /dev/null
-start_events dst '{"inject-error": []}'
+start_mirror_daemon
 mirror m3 ignore ENOSPC
 for i in $(seq 600); do
     [ "$(grep -c '"action":"ignore"' events)" -ge 3 ] && break
