@@ -2,17 +2,20 @@
  * threads (graph/drv-memory.c); pages taken out of its table meanwhile
  * must outlive them, and the data must come out right.
  *
- * Four libnbd clients, each on its own connection and its own regions of
- * a 32 MiB memory export, race in rounds: a big write (256 KiB and more,
+ * libnbd clients, each on its own connection and its own regions of a
+ * 32 MiB memory export (three clients), or of a memory overlay over
+ * another memory node (two clients), race in rounds: a big write (256 KiB and more,
  * so it goes to a worker), sometimes a second one over it, trims of
  * whole pages in the middle of it (which free them), a write-zeroes,
  * small writes (inline) and a read of the whole region, all in flight at
- * once.  Meanwhile a mirror copies the export's node to a second memory
- * node, its bulk reads and writes (NG_REQ_BACKGROUND) on the workers too.
+ * once.  Meanwhile a mirror copies each export's node to another memory
+ * node, its bulk reads and writes (NG_REQ_BACKGROUND) on the workers too
+ * (the overlay's reads laid over what its backing node read).
  * Each byte a round read back must hold what one of the requests covering
  * it wrote (or, for the read in flight, what it held before): no other
- * export's old data, no garbage.  At the end the mirror pivots the export
- * onto its copy, which must equal the clients' record byte for byte.
+ * export's old data, no garbage.  At the end the mirrors pivot the
+ * exports onto their copies, which must equal the clients' record byte
+ * for byte.
  * Under ASan a page freed under a worker's copy is a use-after-free. */
 #include <config.h>
 
@@ -33,7 +36,8 @@
 #define REGIONS         (DISK / REGION)
 #define PAGE            (64u << 10)
 #define BIG             (256u << 10)    /* drv-memory.c's worker write */
-#define CLIENTS         4
+#define CLIENTS         5               /* 3 on vm, 2 on ov */
+#define VM_CLIENTS      3
 #define ROUNDS          40              /* per client, at most ... */
 #define RACE_SECONDS    8               /* ... and not started after */
 #define MAX_OPS         12
@@ -45,12 +49,18 @@ static const char config[] =
     "nodes:\n"
     "  src: { driver: memory, size: 32M }\n"
     "  dst: { driver: memory, size: 32M }\n"
+    "  base: { driver: memory, size: 32M }\n"
+    "  ov: { driver: memory, size: 32M, backing: base }\n"
+    "  ov-dst: { driver: memory, size: 32M }\n"
     "exports:\n"
-    "  vm: { node: src, writable: true }\n";
+    "  vm: { node: src, writable: true }\n"
+    "  ov: { node: ov, writable: true }\n"
+    "  base: { node: base, writable: true }\n";
 
-/* What the disk holds, as the rounds read it back.  Region r belongs to
- * client r % CLIENTS, which alone touches its bytes. */
-static unsigned char model[DISK];
+/* What each disk holds, as the rounds read it back.  Region r of an
+ * export belongs to its client r % (its clients), which alone touches
+ * its bytes.  The overlay starts as its backing node was written. */
+static unsigned char model_vm[DISK], model_ov[DISK];
 
 enum op_kind { OP_WRITE, OP_TRIM, OP_ZERO };
 
@@ -62,8 +72,11 @@ struct op {
 };
 
 struct client {
-    unsigned index;
-    const char *uri;
+    unsigned index;                 /* among the export's clients */
+    unsigned peers;                 /* the export's clients */
+    const char *name;               /* the export's */
+    char uri[512];
+    unsigned char *model;
     time_t stop_at;
     unsigned rounds;
     unsigned rng;
@@ -83,8 +96,8 @@ next_rand(unsigned *rng)
 /* Is `got` at absolute offset `abs` what one of the ops covering it left
  * there, or (with `old_ok`, or when none covers it) what it held? */
 static bool
-byte_allowed(const struct op *ops, unsigned n, uint64_t abs,
-             unsigned char got, bool old_ok)
+byte_allowed(const struct op *ops, unsigned n, const unsigned char *model,
+             uint64_t abs, unsigned char got, bool old_ok)
 {
     bool covered = false;
 
@@ -106,8 +119,9 @@ static const unsigned char zeroes[REGION];
  * ops covering it left, or what it held?  The usual case; a mix of
  * overlapping writes needs the byte by byte look. */
 static bool
-segment_whole(const struct op *ops, unsigned n, uint64_t base,
-              const unsigned char *got, uint64_t a, uint64_t b, bool old_ok)
+segment_whole(const struct op *ops, unsigned n, const unsigned char *model,
+              uint64_t base, const unsigned char *got, uint64_t a,
+              uint64_t b, bool old_ok)
 {
     bool covered = false;
 
@@ -154,15 +168,16 @@ check_region(const struct client *c, const struct op *ops, unsigned n,
     for (unsigned e = 0; e + 1 < n_edges; e++) {
         uint64_t a = edge[e], b = edge[e + 1];
 
-        if (a == b || segment_whole(ops, n, base, got, a, b, old_ok))
+        if (a == b ||
+            segment_whole(ops, n, c->model, base, got, a, b, old_ok))
             continue;
         for (uint64_t i = a; i < b; i++)
-            if (!byte_allowed(ops, n, i, got[i - base], old_ok))
-                ng_test_fail("client %u round %u: %s: byte at %llu is "
+            if (!byte_allowed(ops, n, c->model, i, got[i - base], old_ok))
+                ng_test_fail("%s client %u round %u: %s: byte at %llu is "
                              "0x%02x, which none of the round's requests "
-                             "left there (held 0x%02x)", c->index,
+                             "left there (held 0x%02x)", c->name, c->index,
                              c->rounds, what, (unsigned long long)i,
-                             got[i - base], model[i]);
+                             got[i - base], c->model[i]);
     }
 }
 
@@ -241,7 +256,7 @@ run_round(struct client *c, struct nbd_handle *h)
     struct op ops[MAX_OPS];
     unsigned char small[2 * 4096];
     unsigned region = c->index +
-                      CLIENTS * (next_rand(&c->rng) % (REGIONS / CLIENTS));
+                      c->peers * (next_rand(&c->rng) % (REGIONS / c->peers));
     uint64_t base = (uint64_t)region * REGION;
     unsigned n = plan_round(c, ops, base, small), i;
     int64_t read_cookie = 0;
@@ -274,7 +289,7 @@ run_round(struct client *c, struct nbd_handle *h)
     if (nbd_pread(h, c->check_buf, REGION, base, 0) == -1)
         ng_test_fail_nbd("pread after the round");
     check_region(c, ops, n, base, c->check_buf, false, "read after");
-    memcpy(model + base, c->check_buf, REGION);
+    memcpy(c->model + base, c->check_buf, REGION);
 }
 
 static void *
@@ -297,7 +312,7 @@ client_run(void *arg)
 /* Half the disk written first, in 1 MiB writes, so rounds meet pages
  * that exist as well as holes. */
 static void
-fill(const char *uri)
+fill(const char *uri, unsigned char *model)
 {
     struct nbd_handle *h = nbd_create();
     unsigned char *buf = malloc(1u << 20);
@@ -316,7 +331,7 @@ fill(const char *uri)
 }
 
 static void
-verify_all(const char *uri, const char *what)
+verify_all(const char *uri, const unsigned char *model, const char *what)
 {
     struct nbd_handle *h = nbd_create();
     unsigned char *buf = malloc(REGION);
@@ -337,29 +352,64 @@ verify_all(const char *uri, const char *what)
     free(buf);
 }
 
+static void
+start_mirror(struct ng_test_qmp *q, const char *job, const char *from,
+             const char *to)
+{
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s,s:s}}", "execute",
+                               "blockdev-mirror", "arguments", "job-id",
+                               job, "device", from, "target", to, "sync",
+                               "full"));
+}
+
+static void
+pivot(struct ng_test_qmp *q, const char *job)
+{
+    ng_test_qmp_wait_job(q, job, "ready", 60, NULL);
+    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-complete",
+                               "arguments", "id", job));
+    ng_test_qmp_wait_job(q, job, "gone", 60, NULL);
+}
+
+static void
+uri_of(const struct ng_test_daemon *d, const char *name, char *out,
+       size_t size)
+{
+    snprintf(out, size, "nbd+unix:///%s?socket=%s", name, d->sock);
+}
+
 int
 main(void)
 {
     struct ng_test_daemon *d;
     struct ng_test_qmp *q;
     struct client clients[CLIENTS];
+    char uri_ov[512], uri_base[512];
     unsigned total = 0, i;
 
     ng_test_timeout(240);
     d = ng_test_start(config, "vm");
     q = ng_test_qmp_connect(d->control);
-    fill(d->uri);
-    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s,s:s,s:s,s:s}}", "execute",
-                               "blockdev-mirror", "arguments", "job-id",
-                               "m0", "device", "src", "target", "dst",
-                               "sync", "full"));
+    uri_of(d, "ov", uri_ov, sizeof uri_ov);
+    uri_of(d, "base", uri_base, sizeof uri_base);
+    fill(d->uri, model_vm);
+    /* The overlay's backing, written before the overlay ever is. */
+    fill(uri_base, model_ov);
+    start_mirror(q, "m0", "src", "dst");
+    start_mirror(q, "m1", "ov", "ov-dst");
     for (i = 0; i < CLIENTS; i++) {
         struct client *c = &clients[i];
+        bool vm = i < VM_CLIENTS;
 
-        *c = (struct client){ .index = i, .uri = d->uri,
+        *c = (struct client){ .index = vm ? i : i - VM_CLIENTS,
+                              .peers = vm ? VM_CLIENTS
+                                          : CLIENTS - VM_CLIENTS,
+                              .name = vm ? "vm" : "ov",
+                              .model = vm ? model_vm : model_ov,
                               .stop_at = time(NULL) + RACE_SECONDS,
                               .rng = 0x9e3779b9u * (i + 1),
                               .seed = (i + 1) << 24 };
+        snprintf(c->uri, sizeof c->uri, "%s", vm ? d->uri : uri_ov);
         c->read_buf = malloc(REGION);
         c->check_buf = malloc(REGION);
         c->write_buf[0] = malloc(REGION);
@@ -380,15 +430,15 @@ main(void)
     }
     printf("%u rounds, every byte as one of its requests left it\n", total);
     fflush(stdout);
-    verify_all(d->uri, "the source, quiet");
-    /* The copy's bulk reads of the source and writes of the target ran
-     * on the workers too: the target must be the same disk. */
-    ng_test_qmp_wait_job(q, "m0", "ready", 60, NULL);
-    json_decref(ng_test_qmp_ok(q, "{s:s,s:{s:s}}", "execute", "job-complete",
-                               "arguments", "id", "m0"));
-    ng_test_qmp_wait_job(q, "m0", "gone", 60, NULL);
-    verify_all(d->uri, "the mirror's copy, after the pivot");
-    printf("the mirror's copy equals the record\n");
+    verify_all(d->uri, model_vm, "vm, quiet");
+    verify_all(uri_ov, model_ov, "ov, quiet");
+    /* The copies' bulk reads of the sources and writes of the targets
+     * ran on the workers too: the targets must be the same disks. */
+    pivot(q, "m0");
+    pivot(q, "m1");
+    verify_all(d->uri, model_vm, "vm's mirror copy, after the pivot");
+    verify_all(uri_ov, model_ov, "ov's mirror copy, after the pivot");
+    printf("the mirrors' copies equal the record\n");
     ng_test_qmp_close(q);
     ng_test_stop(d);
     return 0;
