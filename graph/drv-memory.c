@@ -4,8 +4,12 @@
  * reads as zeroes.  A page is allocated the first time a write touches
  * it and freed again when a trim or write-zeroes covers it whole, so
  * steady-state I/O does no allocation and block status is a walk over
- * the table.  Everything runs inline on the loop thread: a memcpy is far
- * cheaper than a trip through the thread pool.
+ * the table.  Small requests run inline on the loop thread: a memcpy of
+ * 4 KiB is far cheaper than a trip through a thread pool.  Big copies
+ * are not: a 1 MiB write's copy into the pages took a third of the
+ * loop's time, and clients waited behind a job's bulk reads.  Those go
+ * to two worker threads (see "Copies on the workers" below); everything
+ * but the copy itself stays on the loop.
  *
  * The table costs 8 bytes per 64 KiB of virtual size (128 MiB for 1 TiB).
  * A big one is mapped without reserving swap (MAP_NORESERVE), as
@@ -34,6 +38,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -52,6 +57,56 @@
 /* Page tables from this size on (disks of 8 GiB and more) are mapped. */
 #define MEMORY_MAP_MIN    ((size_t)1 << 20)
 
+/* Copies from this size on go to the workers: a client's write, and a
+ * job's bulk read or write (NG_REQ_BACKGROUND), which no client waits
+ * for but every client waits behind while the loop copies.  A trip costs
+ * the daemon ~30 us of CPU more than copying on the loop (a futex wake,
+ * an eventfd wake of the loop, the copy's source in the other core's
+ * cache: 256 KiB writes took 55 -> 85 us of CPU each, 1 MiB ones 190-240
+ * -> 275-295, on a loaded 2-core VM), most of it off the loop; the
+ * smaller the copy, the less of it is the loop's saving.  A client's read stays on the loop: the loop
+ * sends its reply from the request's buffer at once, and reads were well
+ * ahead of their peers already. */
+#define MEMORY_WORKER_MIN ((uint64_t)256 * 1024)
+
+/* Pages one trip to a worker copies at most: 2 MiB at any alignment.
+ * A longer request takes several trips, one after the other. */
+#define MEMORY_TRIP_PAGES 33
+
+/* The copies are CPU-bound: more threads than cores only queue. */
+#define MEMORY_THREADS 2
+
+/* One trip of a read's or a write's copy to a worker: the pages of
+ * [off, off + len), looked up (and for a write allocated) on the loop
+ * before it left, so the worker touches neither the page table nor the
+ * allocator.  A trip in flight is on its node's list, oldest first: a
+ * page taken out of the table meanwhile is freed only once every trip
+ * that may hold it is back (memory_page_retire). */
+struct memory_trip {
+    struct ng_work work;
+    struct memory_io *prev, *next;  /* trips in flight, by seq */
+    uint64_t seq;                   /* when it left (memory_state) */
+    uint64_t off, len;              /* this trip's bytes */
+    uint64_t end;                   /* the whole copy's end */
+    const unsigned char *zeroed;    /* the node's zero marker */
+    bool write;
+    bool overlay;                   /* read: NULL pages keep the buffer's
+                                     * (the backing's) data */
+    int ret;                        /* the request's, once this trip is
+                                     * back (ENOSPC: the pages ran out) */
+    unsigned n_pages;
+    uint64_t fresh;                 /* bit i: page[i] is new, not in the
+                                     * table yet (memory_trip_publish) */
+    unsigned char *page[MEMORY_TRIP_PAGES];
+};
+
+/* A page out of the table that a trip in flight may still copy into or
+ * out of, and the trip count when it came out. */
+struct memory_dead {
+    unsigned char *page;
+    uint64_t seq;
+};
+
 /* A request that waits for the backing node: a read, the copy-up of at
  * most two partial pages (the first and the last) of a write, or the
  * block status of unallocated runs. */
@@ -68,6 +123,7 @@ struct memory_io {
     struct ng_extent bs_scratch;
     bool in_submit, sub_done;       /* block status: inline completion */
     int sub_ret;
+    struct memory_trip trip;        /* a copy on a worker */
 };
 
 struct memory_state {
@@ -84,6 +140,14 @@ struct memory_state {
     unsigned char zero_marker;      /* its address in pages[]: allocated,
                                      * reads as zeroes (backing only) */
     struct ng_node *node;
+    /* Copies on the workers.  Loop thread only, like everything here. */
+    struct memory_io *trip_head, *trip_tail;    /* in flight, oldest
+                                     * first */
+    uint64_t trip_seq;              /* trips that ever left */
+    struct memory_dead *dead;       /* pages waiting for trips, oldest
+                                     * first: [dead_head, dead_tail) */
+    size_t dead_head, dead_tail, dead_cap;
+    bool closing;                   /* close_async waits for the trips */
 };
 
 static const struct ng_opt_desc memory_opts[] = {
@@ -147,6 +211,81 @@ memory_free_table(struct memory_state *s)
     s->pages = NULL;
 }
 
+/* ---- Pages out of the table ------------------------------------------- */
+
+/* A page that left the table (a trim, a write-zeroes, a write that
+ * replaced it) may still be copied into or out of by a trip that looked
+ * it up before (memory_trip_go).  RCU's rule, with trips for readers: a
+ * page that came out when `trip_seq` trips had left is freed once every
+ * trip up to that one is back, i.e. when the oldest trip in flight is
+ * younger (memory_dead_release).  Without trips in flight, at once: the
+ * inline path pays one test. */
+
+static bool
+memory_dead_grow(struct memory_state *s)
+{
+    size_t cap = s->dead_cap ? 2 * s->dead_cap : 64;
+    struct memory_dead *d;
+
+    if (s->dead_head > 0) {         /* room at the front: move down */
+        memmove(s->dead, s->dead + s->dead_head,
+                (s->dead_tail - s->dead_head) * sizeof *s->dead);
+        s->dead_tail -= s->dead_head;
+        s->dead_head = 0;
+        return true;
+    }
+    if ((d = realloc(s->dead, cap * sizeof *d)) == NULL)
+        return false;
+    s->dead = d;
+    s->dead_cap = cap;
+    return true;
+}
+
+/* Free `p`, which has left the table, once no trip may hold it; false
+ * (nothing done) when it cannot be kept that long for want of memory:
+ * the caller then leaves it in the table. */
+static bool
+memory_page_retire(struct memory_state *s, unsigned char *p)
+{
+    if (s->trip_head == NULL) {
+        free(p);
+        return true;
+    }
+    if (s->dead_tail == s->dead_cap && !memory_dead_grow(s))
+        return false;
+    s->dead[s->dead_tail++] = (struct memory_dead){ p, s->trip_seq };
+    return true;
+}
+
+/* A trip came back: free what no trip in flight may hold. */
+static void
+memory_dead_release(struct memory_state *s)
+{
+    uint64_t oldest = s->trip_head != NULL ? s->trip_head->trip.seq
+                                           : UINT64_MAX;
+
+    while (s->dead_head < s->dead_tail &&
+           s->dead[s->dead_head].seq < oldest)
+        free(s->dead[s->dead_head++].page);
+    if (s->dead_head == s->dead_tail)
+        s->dead_head = s->dead_tail = 0;
+}
+
+/* Take the page at *pp out of the table (a trim or write-zeroes covers it
+ * whole).  Kept, zeroed, when it cannot be retired: it reads the same. */
+static void
+memory_drop_page(struct memory_state *s, unsigned char **pp)
+{
+    if (*pp != NULL && *pp != MEMORY_ZEROED(s) &&
+        !memory_page_retire(s, *pp)) {
+        memset(*pp, 0, MEMORY_PAGE_SIZE);
+        return;
+    }
+    *pp = s->backing != NULL ? MEMORY_ZEROED(s) : NULL;
+}
+
+/* No trip in flight: the graph closes a node only once its requests
+ * completed, and a request completes after its last trip. */
 static void
 memory_close(struct ng_node *node)
 {
@@ -158,6 +297,26 @@ memory_close(struct ng_node *node)
     memory_free_table(s);
     s->npages = 0;
     s->top = 0;
+    for (size_t i = s->dead_head; i < s->dead_tail; i++)
+        free(s->dead[i].page);
+    free(s->dead);
+    s->dead = NULL;
+    s->dead_head = s->dead_tail = s->dead_cap = 0;
+}
+
+/* The same, waiting for trips should any still be out (a request the
+ * graph gave up on): their pages must outlive them. */
+static void
+memory_close_async(struct ng_node *node)
+{
+    struct memory_state *s = ng_node_state(node);
+
+    if (s->trip_head != NULL) {
+        s->closing = true;          /* memory_trip_back() finishes it */
+        return;
+    }
+    memory_close(node);
+    ng_node_closed(node);
 }
 
 /* Page `index` has just been allocated. */
@@ -285,9 +444,7 @@ memory_zero(struct memory_state *s, struct ng_req *req)
         unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];
 
         if (memory_whole_page(s, off, n)) {
-            if (*pp != NULL && *pp != MEMORY_ZEROED(s))
-                free(*pp);
-            *pp = s->backing != NULL ? MEMORY_ZEROED(s) : NULL;
+            memory_drop_page(s, pp);
         } else if (*pp != NULL && *pp != MEMORY_ZEROED(s)) {
             memset(*pp + (off & MEMORY_PAGE_MASK), 0, n);
         } else if (*pp == NULL && s->backing != NULL &&
@@ -332,7 +489,7 @@ memory_block_status_local(struct memory_state *s, struct ng_req *req)
     }
 }
 
-/* ---- The backing node --------------------------------------------------- */
+/* ---- Copies on the workers --------------------------------------------- */
 
 /* The request's context (zeroed), or NULL on ENOMEM.  The core takes it
  * back when the request completes. */
@@ -347,6 +504,246 @@ memory_io_get(struct memory_state *s, struct ng_req *req)
     }
     return io;
 }
+
+/* Is the request's copy worth a trip to a worker? */
+static bool
+memory_copy_on_worker(const struct ng_req *req)
+{
+    if (req->length < MEMORY_WORKER_MIN)
+        return false;
+    return req->op == NG_OP_WRITE ||
+           (req->op == NG_OP_READ && (req->flags & NG_REQ_BACKGROUND));
+}
+
+static struct memory_io *
+trip_io(struct ng_work *w)
+{
+    return (struct memory_io *)((char *)w -
+                                offsetof(struct memory_io, trip.work));
+}
+
+/* Worker thread: the copy between the request's buffer and the pages
+ * the loop looked up.  Nothing else: no table, no allocator, no graph. */
+static void
+memory_trip_copy(struct ng_work *w)
+{
+    struct memory_io *io = trip_io(w);
+    const struct memory_trip *t = &io->trip;
+    const struct ng_iov *v = &io->req->iov;
+    uint64_t off = t->off, left = t->len, at = t->off - io->req->offset;
+
+    for (unsigned i = 0; left > 0; i++) {
+        uint64_t n = memory_chunk(off, left);
+        unsigned char *p = t->page[i];
+
+        if (t->write)
+            ng_iov_to_buf(v, at, p + (off & MEMORY_PAGE_MASK), n);
+        else if (p == t->zeroed || (p == NULL && !t->overlay))
+            ng_iov_memset(v, at, 0, n);
+        else if (p != NULL)
+            ng_iov_from_buf(v, at, p + (off & MEMORY_PAGE_MASK), n);
+        off += n;
+        at += n;
+        left -= n;
+    }
+}
+
+/* A read's pages from t->off on, as many as one trip takes. */
+static void
+memory_trip_look_up(struct memory_state *s, struct memory_trip *t)
+{
+    uint64_t off = t->off;
+
+    t->n_pages = 0;
+    while (off < t->end && t->n_pages < MEMORY_TRIP_PAGES) {
+        t->page[t->n_pages++] = s->pages[off >> MEMORY_PAGE_SHIFT];
+        off += memory_chunk(off, t->end - off);
+    }
+    t->len = off - t->off;
+}
+
+/* A write's pages from t->off on, allocating those it touches first, as
+ * memory_store does.  A page the write fills whole is new and enters the
+ * table only once the worker filled it (memory_trip_publish), so no read
+ * meanwhile sees what malloc() left in it; a partial one is zeroed and
+ * goes in now (it reads as zeroes either way).  The pages that could be
+ * had go; t->ret says why the rest could not. */
+static void
+memory_trip_allocate(struct memory_state *s, struct memory_trip *t)
+{
+    uint64_t off = t->off;
+
+    t->n_pages = 0;
+    t->fresh = 0;
+    while (off < t->end && t->n_pages < MEMORY_TRIP_PAGES) {
+        uint64_t n = memory_chunk(off, t->end - off);
+        unsigned char **pp = &s->pages[off >> MEMORY_PAGE_SHIFT];
+        unsigned char *p = *pp;
+
+        if (p == NULL || p == MEMORY_ZEROED(s)) {
+            if (memory_whole_page(s, off, n)) {
+                p = malloc(MEMORY_PAGE_SIZE);
+                t->fresh |= (uint64_t)1 << t->n_pages;
+            } else if (p == NULL && s->backing != NULL) {
+                t->ret = -EIO;      /* not copied up: a bug above */
+                break;
+            } else if ((p = calloc(1, MEMORY_PAGE_SIZE)) != NULL) {
+                *pp = p;
+                memory_note_page(s, off >> MEMORY_PAGE_SHIFT);
+            }
+            if (p == NULL) {
+                t->fresh &= ~((uint64_t)1 << t->n_pages);
+                t->ret = -ENOSPC;   /* as memory_store says it */
+                break;
+            }
+        }
+        t->page[t->n_pages++] = p;
+        off += n;
+    }
+    t->len = off - t->off;
+}
+
+/* Send the next trip from t->off; false when there was nothing to send
+ * (t->ret says why). */
+static bool
+memory_trip_go(struct memory_state *s, struct memory_io *io)
+{
+    struct memory_trip *t = &io->trip;
+
+    if (t->write)
+        memory_trip_allocate(s, t);
+    else
+        memory_trip_look_up(s, t);
+    if (t->len == 0)
+        return false;
+    t->seq = ++s->trip_seq;
+    t->next = NULL;
+    t->prev = s->trip_tail;
+    if (s->trip_tail != NULL)
+        s->trip_tail->trip.next = io;
+    else
+        s->trip_head = io;
+    s->trip_tail = io;
+    ng_node_queue_work(s->node, &t->work);
+    return true;
+}
+
+static void
+memory_trip_unlink(struct memory_state *s, struct memory_io *io)
+{
+    struct memory_trip *t = &io->trip;
+
+    if (t->prev != NULL)
+        t->prev->trip.next = t->next;
+    else
+        s->trip_head = t->next;
+    if (t->next != NULL)
+        t->next->trip.prev = t->prev;
+    else
+        s->trip_tail = t->prev;
+}
+
+/* A write's new pages go into the table.  Whatever another request put
+ * there meanwhile is older than this write's data (the write was in
+ * flight when it came, so NBD lets it go first) and goes; when it
+ * cannot be retired, it takes the data instead. */
+static void
+memory_trip_publish(struct memory_state *s, struct memory_trip *t)
+{
+    uint64_t index = t->off >> MEMORY_PAGE_SHIFT;
+
+    for (unsigned i = 0; i < t->n_pages; i++, index++) {
+        unsigned char **pp = &s->pages[index];
+        uint64_t page_off = index << MEMORY_PAGE_SHIFT;
+
+        if (!(t->fresh & ((uint64_t)1 << i)))
+            continue;
+        if (*pp != NULL && *pp != MEMORY_ZEROED(s) &&
+            !memory_page_retire(s, *pp)) {
+            memcpy(*pp, t->page[i], memory_chunk(page_off,
+                                                 s->size - page_off));
+            free(t->page[i]);
+            continue;
+        }
+        *pp = t->page[i];
+        memory_note_page(s, index);
+    }
+}
+
+/* Loop thread: a trip is back.  The next one, or the request completes
+ * (after its copy, always). */
+static void
+memory_trip_back(struct ng_work *w)
+{
+    struct memory_io *io = trip_io(w);
+    struct memory_state *s = ng_node_state(io->node);
+    struct memory_trip *t = &io->trip;
+    struct ng_node *node = io->node;
+    bool close_now;
+
+    memory_trip_unlink(s, io);
+    if (t->write)
+        memory_trip_publish(s, t);
+    memory_dead_release(s);
+    t->off += t->len;
+    if (t->ret == 0 && t->off < t->end && memory_trip_go(s, io))
+        return;
+    /* Decided first: once the request completes, a close may come and
+     * free the node (then with no trip left, so not through here). */
+    close_now = s->closing && s->trip_head == NULL;
+    ng_req_complete(io->req, t->ret);
+    if (close_now) {
+        memory_close(node);
+        ng_node_closed(node);
+    }
+}
+
+/* Do the request's copy on the workers, in trips; it completes after
+ * the last.  With `overlay` (a read) the buffer holds the backing's
+ * data and only allocated pages are copied.  Without a context the copy
+ * is done here, as small ones are. */
+static void
+memory_copy_start(struct memory_state *s, struct ng_req *req, bool overlay)
+{
+    struct memory_io *io = memory_io_get(s, req);
+    struct memory_trip *t;
+
+    if (io == NULL) {
+        if (req->op == NG_OP_WRITE) {
+            ng_req_complete(req, memory_store(s, req->offset, req->length,
+                                              &req->iov));
+        } else {
+            memory_read(s, req, overlay);
+            ng_req_complete(req, 0);
+        }
+        return;
+    }
+    t = &io->trip;
+    t->work.fn = memory_trip_copy;
+    t->work.after = memory_trip_back;
+    t->off = req->offset;
+    t->end = req->offset + req->length;
+    t->zeroed = MEMORY_ZEROED(s);
+    t->write = req->op == NG_OP_WRITE;
+    t->overlay = overlay;
+    t->ret = 0;
+    if (!memory_trip_go(s, io))
+        ng_req_complete(req, t->ret);
+}
+
+/* Serve a read from the pages (see memory_read) and complete it. */
+static void
+memory_read_done(struct memory_state *s, struct ng_req *req, bool overlay)
+{
+    if (memory_copy_on_worker(req)) {
+        memory_copy_start(s, req, overlay);
+        return;
+    }
+    memory_read(s, req, overlay);
+    ng_req_complete(req, 0);
+}
+
+/* ---- The backing node --------------------------------------------------- */
 
 /* Bytes of [off, off + len) the backing node has; the rest reads as
  * zeroes, as QEMU does past a shorter backing file. */
@@ -380,8 +777,9 @@ memory_backed_read_done(struct ng_req *sub, int ret)
 
     /* Pages allocated meanwhile are newer than the backing's data. */
     if (ret == 0)
-        memory_read(s, req, true);
-    ng_req_complete(req, ret);
+        memory_read_done(s, req, true);
+    else
+        ng_req_complete(req, ret);
 }
 
 static void
@@ -395,15 +793,13 @@ memory_backed_read(struct memory_state *s, struct ng_req *req)
     while (first <= last && s->pages[first] != NULL)
         first++;
     if (first > last) {             /* all here: no need to ask */
-        memory_read(s, req, false);
-        ng_req_complete(req, 0);
+        memory_read_done(s, req, false);
         return;
     }
     n = memory_backing_span(s, req->offset, req->length);
     ng_iov_memset(&req->iov, n, 0, req->length - n);
     if (n == 0) {                   /* all past the backing's end */
-        memory_read(s, req, true);
-        ng_req_complete(req, 0);
+        memory_read_done(s, req, true);
         return;
     }
     if ((io = memory_io_get(s, req)) == NULL) {
@@ -425,6 +821,17 @@ memory_apply(struct memory_state *s, struct ng_req *req)
     return memory_zero(s, req);
 }
 
+/* memory_apply, and complete the request: a big write's copy on the
+ * workers. */
+static void
+memory_apply_done(struct memory_state *s, struct ng_req *req)
+{
+    if (memory_copy_on_worker(req))
+        memory_copy_start(s, req, false);
+    else
+        ng_req_complete(req, memory_apply(s, req));
+}
+
 static void
 memory_cow_finish(struct memory_io *io)
 {
@@ -444,8 +851,9 @@ memory_cow_finish(struct memory_io *io)
             free(io->cow_buf[i]);
     }
     if (ret == 0)
-        ret = memory_apply(s, req);
-    ng_req_complete(req, ret);
+        memory_apply_done(s, req);
+    else
+        ng_req_complete(req, ret);
 }
 
 static void
@@ -488,7 +896,7 @@ memory_backed_modify(struct memory_state *s, struct ng_req *req)
         if (memory_needs_cow(s, req, cand[i], end - cand[i]))
             need[nneed++] = cand[i] >> MEMORY_PAGE_SHIFT;
     if (nneed == 0) {
-        ng_req_complete(req, memory_apply(s, req));
+        memory_apply_done(s, req);
         return;
     }
     if (req->flags & NG_REQ_FAST_ZERO) {    /* copying up is not fast */
@@ -704,21 +1112,19 @@ memory_submit(struct ng_node *node, struct ng_req *req)
 
     switch (req->op) {
     case NG_OP_READ:
-        if (s->backing != NULL) {
+        if (s->backing != NULL)
             memory_backed_read(s, req);
-            return;
-        }
-        memory_read(s, req, false);
-        break;
+        else
+            memory_read_done(s, req, false);
+        return;
     case NG_OP_WRITE:               /* FUA: RAM has nowhere to flush */
     case NG_OP_TRIM:
     case NG_OP_WRITE_ZEROES:
-        if (s->backing != NULL) {
+        if (s->backing != NULL)
             memory_backed_modify(s, req);
-            return;
-        }
-        ret = memory_apply(s, req);
-        break;
+        else
+            memory_apply_done(s, req);
+        return;
     case NG_OP_BLOCK_STATUS:
         memory_block_status(s, req);
         return;
@@ -751,8 +1157,12 @@ const struct ng_driver ng_driver_memory = {
     .state_size = sizeof(struct memory_state),
     .req_ctx_size = sizeof(struct memory_io),
     .opts       = memory_opts,
+    .thread_model = NG_THREADS_PARALLEL,
+    .pool_scope = NG_POOL_PER_DRIVER,
+    .threads    = MEMORY_THREADS,
     .open       = memory_open,
     .close      = memory_close,
+    .close_async = memory_close_async,
     .submit     = memory_submit,
     .refresh    = memory_refresh,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |

@@ -188,3 +188,11 @@ EXTRA_DIST += tests/test-reload-race.sh
 # elsewhere (issue 13, s7-reload).
 TESTS += tests/test-reload-job.sh
 EXTRA_DIST += tests/test-reload-job.sh
+
+# A memory node's big copies on its workers, raced against trims and
+# write-zeroes of the same pages, a mirror's bulk copy alongside; run
+# under ASan too (issue 15).
+CONTROL_TESTS += tests/test-memory-workers
+tests_test_memory_workers_SOURCES = tests/test-memory-workers.c
+tests_test_memory_workers_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+tests_test_memory_workers_LDADD = $(TEST_LIBS) -lpthread

@@ -229,6 +229,10 @@ EXTRA_DIST += tests/test-background-workers.sh
 # Closing a huge, mostly empty memory disk walks only what it holds.
 TESTS += tests/test-memory-huge-close.sh
 EXTRA_DIST += tests/test-memory-huge-close.sh
+# A drain (a mirror's pivot) and SIGTERM while a memory node's copies
+# are on its workers.
+TESTS += tests/test-memory-workers-stop.sh
+EXTRA_DIST += tests/test-memory-workers-stop.sh
 
 # ---- A cancelled job's claims (s7-p99) -----------------------------------
 # mirror, cancel, wait, mirror again to the same target while copies of
