@@ -188,6 +188,12 @@ ng_uring_rw(struct ng_uring *u, bool write, int fd, const struct iovec *iov,
     return true;
 }
 
+unsigned
+ng_uring_room(const struct ng_uring *u)
+{
+    return u->freed ? 0 : u->entries - u->in_flight;   /* see uring_sqe */
+}
+
 bool
 ng_uring_fdatasync(struct ng_uring *u, int fd, void *user)
 {
@@ -247,6 +253,13 @@ ng_uring_rw(struct ng_uring *u, bool write, int fd, const struct iovec *iov,
     (void)u, (void)write, (void)fd, (void)iov, (void)niov, (void)off;
     (void)rw_flags, (void)kernel_worker, (void)user;
     return false;
+}
+
+unsigned
+ng_uring_room(const struct ng_uring *u)
+{
+    (void)u;
+    return 0;
 }
 
 bool
