@@ -842,6 +842,10 @@ file_uring_pieces(struct file_state *s, struct ng_req *req,
     if (n > ng_uring_room(s->uring) || (p = calloc(1, sizeof *p)) == NULL)
         return false;
     p->req = req;
+    /* The room asked for makes every queueing below succeed; should one
+     * fail anyway, the link left on the last queued piece may take in an
+     * op queued after it, which then waits for it or is cancelled with
+     * it: file_uring_done has the pool redo a cancelled op. */
     for (off = req->offset; off < end; queued++) {
         struct iovec e = { buf + (off - req->offset),
                            file_write_piece(s, end - off, off) };
@@ -941,7 +945,8 @@ file_uring_done(void *opaque, void *user, int res)
     if (res >= 0 && (uint64_t)res == (req->op == NG_OP_FLUSH ? 0
                                                              : req->length))
         ng_req_complete(req, 0);
-    else if (res >= 0 || res == -EAGAIN || res == -EINTR)
+    else if (res >= 0 || res == -EAGAIN || res == -EINTR ||
+             res == -ECANCELED)     /* behind a link that came short */
         ng_req_run_blocking(s->node, req, file_work);
     else
         ng_req_complete(req, res);
