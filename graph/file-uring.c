@@ -21,6 +21,7 @@ struct ng_uring {
     unsigned queued;                /* in the SQ, not submitted yet */
     unsigned in_flight;             /* queued or submitted, not reaped */
     unsigned handles;               /* loop handles not closed yet */
+    struct io_uring_sqe *last;      /* the SQE queued last */
     bool reaping;                   /* in uring_reap: free waits */
     bool freed;                     /* ng_uring_free came meanwhile */
     ng_uring_done_cb *done;
@@ -156,6 +157,7 @@ static void
 uring_queued(struct ng_uring *u, struct io_uring_sqe *sqe, void *user)
 {
     io_uring_sqe_set_data(sqe, user);
+    u->last = sqe;
     if (u->queued++ == 0)
         uv_prepare_start(&u->prepare, uring_prepare_cb);
     if (u->in_flight++ == 0)
@@ -186,6 +188,18 @@ ng_uring_rw(struct ng_uring *u, bool write, int fd, const struct iovec *iov,
         io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
     uring_queued(u, sqe, user);
     return true;
+}
+
+void
+ng_uring_link_last(struct ng_uring *u)
+{
+    u->last->flags |= IOSQE_IO_LINK;
+}
+
+unsigned
+ng_uring_room(const struct ng_uring *u)
+{
+    return u->freed ? 0 : u->entries - u->in_flight;   /* see uring_sqe */
 }
 
 bool
@@ -247,6 +261,19 @@ ng_uring_rw(struct ng_uring *u, bool write, int fd, const struct iovec *iov,
     (void)u, (void)write, (void)fd, (void)iov, (void)niov, (void)off;
     (void)rw_flags, (void)kernel_worker, (void)user;
     return false;
+}
+
+void
+ng_uring_link_last(struct ng_uring *u)
+{
+    (void)u;
+}
+
+unsigned
+ng_uring_room(const struct ng_uring *u)
+{
+    (void)u;
+    return 0;
 }
 
 bool

@@ -50,6 +50,13 @@ struct ng_uring *ng_uring_new(uv_loop_t *loop, unsigned entries,
 bool ng_uring_rw(struct ng_uring *u, bool write, int fd,
                  const struct iovec *iov, unsigned niov, uint64_t off,
                  int rw_flags, bool kernel_worker, void *user);
+/* Have the op queued last start the next one queued only once it is
+ * done (IOSQE_IO_LINK); if it fails or comes short, the next one fails
+ * with -ECANCELED.  Call right after a successful queueing call. */
+void ng_uring_link_last(struct ng_uring *u);
+/* How many ops could be queued now, at least: a caller that needs
+ * several at once asks first.  0 without liburing. */
+unsigned ng_uring_room(const struct ng_uring *u);
 /* Queue fdatasync(fd); false when it cannot be queued now. */
 bool ng_uring_fdatasync(struct ng_uring *u, int fd, void *user);
 

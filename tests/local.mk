@@ -194,6 +194,11 @@ EXTRA_DIST += tests/test-file-extents.sh
 TESTS += tests/test-file-inline.sh
 EXTRA_DIST += tests/test-file-inline.sh
 
+# Buffered writes to ext4 in aligned pieces of at most 64 KiB, pool and
+# ring alike; none under cache.direct.
+TESTS += tests/test-file-ext4-pieces.sh
+EXTRA_DIST += tests/test-file-ext4-pieces.sh
+
 # aio: io_uring: --check-config agrees with a real start, with or
 # without liburing in the build.
 TESTS += tests/test-file-aio-build.sh
