@@ -28,15 +28,27 @@
  *
  * Two connections when the server allows multi-conn: the main one asks
  * for structured replies (block status needs them) and the data one
- * does not, so a read's reply costs libnbd two recv calls, not four
- * (header, chunk header, offset, data).  Block status goes on the main
- * one, everything else on the data one once it is up.  Multi-conn is
- * the server's promise that both see the same disk and that a flush on
- * either covers writes done on both.  Losing either is losing the node's
- * connection: both are dropped, and reconnect makes both anew.
+ * does not.  Block status goes on the main one, everything else on the
+ * data one once it is up.  Multi-conn is the server's promise that both
+ * see the same disk and that a flush on either covers writes done on
+ * both.  Losing either is losing the node's connection: both are
+ * dropped, and reconnect makes both anew.
+ *
+ * On the data connection, once libnbd has done its handshake, we speak
+ * the transmission phase ourselves (the "wire" below; not with TLS,
+ * whose session is libnbd's): simple replies are a 16-byte header and a
+ * read's data, easy to frame.  libnbd sends each request with its own
+ * send calls and reads each reply with two recv calls (header, data);
+ * here the requests of one loop iteration go out in one writev, and one
+ * recv into a buffer brings every reply that has arrived, whose data is
+ * then copied to the requests' buffers (a large read's rest is read
+ * straight into its own).  On two busy cores, each syscall saved is a
+ * wake-up of the server's threads or ours saved, which is most of what
+ * a request costs here.
  */
 #include <config.h>
 
+#include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -45,6 +57,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <libnbd.h>
 
@@ -62,6 +76,26 @@
  * allows (libnbd and most servers refuse more than 32 or 64 MiB). */
 #define NBD_MAX_TRANSFER    (32u << 20)
 #define NBD_ERR_MAX         256
+
+/* The transmission phase on the wire (the NBD protocol's values;
+ * server/nbd-proto.h is a layer above us). */
+#define NBD_WIRE_REQUEST_MAGIC  UINT32_C(0x25609513)
+#define NBD_WIRE_REPLY_MAGIC    UINT32_C(0x67446698)
+#define NBD_WIRE_REQUEST_SIZE   28
+#define NBD_WIRE_REPLY_SIZE     16
+#define NBD_WIRE_CMD_READ       0
+#define NBD_WIRE_CMD_WRITE      1
+#define NBD_WIRE_CMD_FLUSH      3
+#define NBD_WIRE_CMD_TRIM       4
+#define NBD_WIRE_CMD_CACHE      5
+#define NBD_WIRE_CMD_WRITE_ZEROES 6
+/* Replies are read into a buffer this large ... */
+#define NBD_WIRE_RBUF           (256u << 10)
+/* ... except the rest of a read's data when at least this much: it is
+ * read straight into the request's buffer. */
+#define NBD_WIRE_DIRECT_MIN     (64u << 10)
+/* iovecs per writev (headers and write payloads). */
+#define NBD_WIRE_IOV            64
 
 enum nbd_server_type { NBD_SERVER_UNIX, NBD_SERVER_INET };
 
@@ -84,6 +118,27 @@ struct nbd_remote {
 struct nbd_io;
 struct nbd_state;
 
+/* Our own transmission phase on a connection libnbd opened (see the
+ * top).  Requests are on the node's sent list from the moment they are
+ * queued, so a connection's loss finds them all there. */
+struct nbd_wire {
+    bool on;
+    bool dead;                      /* a send, recv or the server failed */
+    bool blocked;                   /* the socket took no more: wait for
+                                     * it to be writable */
+    struct nbd_io *q_head, *q_tail; /* to send, in order */
+    size_t q_sent;                  /* bytes of q_head already sent */
+    struct nbd_io **slots;          /* sent whole, by the handle's low
+                                     * 32 bits; NULL when free */
+    uint32_t nslots;
+    uint32_t next_free;             /* where to look for a free slot */
+    uint32_t seq;                   /* the handles' high 32 bits */
+    unsigned char *rbuf;            /* NBD_WIRE_RBUF bytes */
+    size_t rpos, rlen;              /* parsed up to, filled up to */
+    struct nbd_io *rcur;            /* a read whose data is coming */
+    size_t rcur_got;                /* bytes of it so far */
+};
+
 /* One connection to the server: a libnbd handle and its socket's
  * watch. */
 struct nbd_link {
@@ -93,8 +148,7 @@ struct nbd_link {
     uv_poll_t *poll;                /* h's socket; separately allocated,
                                      * freed by its close callback */
     int poll_events;
-    bool counted;                   /* replies counted, not FIONREAD'ed */
-    uint64_t replied;               /* counted: reply bytes libnbd read */
+    struct nbd_wire wire;
 };
 
 struct nbd_state {
@@ -116,6 +170,10 @@ struct nbd_state {
     struct nbd_link data;           /* the data connection, if any */
     uv_timer_t *attempt_timer;      /* bounds an attempt, spaces retries */
     uv_timer_t *deadline_timer;     /* open-timeout, reconnect-delay */
+    uv_check_t *flush_check;        /* sends the wire's queue after the */
+    uv_idle_t *flush_idle;          /* poll phase, or keeps it from
+                                     * blocking (server/nbd-conn.c does
+                                     * the same with replies) */
     bool deadline_passed;
     uv_getaddrinfo_t *resolving;    /* in flight, or NULL */
     struct addrinfo *addrs;         /* what the host resolved to, owned */
@@ -143,9 +201,11 @@ struct nbd_io {
     struct nbd_io *next;            /* done or wait list */
     struct nbd_io *sent_prev, *sent_next;
     bool is_sent;
-    bool on_counted;                /* sent on a counted link */
     int err;                        /* from libnbd, positive errno */
     void *bounce;                   /* when the view is not flat */
+    struct nbd_io *wire_next;       /* the wire's send queue */
+    uint64_t handle;                /* on the wire */
+    unsigned char hdr[NBD_WIRE_REQUEST_SIZE];
 };
 
 static const struct ng_opt_desc nbd_opts[] = {
@@ -179,6 +239,7 @@ static void nbd_attempt_failed(struct nbd_state *s);
 static void nbd_connect_next(struct nbd_state *s);
 static void nbd_data_start(struct nbd_state *s);
 static void nbd_on_dead(struct nbd_state *s);
+static void nbd_wire_stop(struct nbd_wire *w);
 
 /* ---- Handles ------------------------------------------------------------ */
 
@@ -260,7 +321,7 @@ nbd_link_drop(struct nbd_link *l)
         l->h = NULL;
     }
     l->ready = false;
-    l->counted = false;
+    nbd_wire_stop(&l->wire);
 }
 
 /* Drop the connections.  Requests they never answered wait for the
@@ -280,18 +341,12 @@ nbd_drop_handle(struct nbd_state *s)
 
 /* ---- Requests ----------------------------------------------------------- */
 
-static int
-nbd_io_done_cb(void *opaque, int *error)
+/* The server answered io (err: 0 or a positive errno): nbd_kick()
+ * finishes it. */
+static void
+nbd_io_answered(struct nbd_state *s, struct nbd_io *io, int err)
 {
-    struct nbd_io *io = opaque;
-    struct nbd_state *s = io->s;
-
-    io->err = *error;
-    /* A simple reply is its 16-byte header, then a read's data unless
-     * it failed (nbd_read_replies() counts on it). */
-    if (io->on_counted)
-        s->data.replied += 16 + (io->req->op == NG_OP_READ && *error == 0
-                                 ? io->req->length : 0);
+    io->err = err;
     nbd_sent_remove(s, io);
     io->next = NULL;
     if (s->done_tail != NULL)
@@ -299,6 +354,14 @@ nbd_io_done_cb(void *opaque, int *error)
     else
         s->done_head = io;
     s->done_tail = io;
+}
+
+static int
+nbd_io_done_cb(void *opaque, int *error)
+{
+    struct nbd_io *io = opaque;
+
+    nbd_io_answered(io->s, io, *error);
     return 1;                       /* retire the command */
 }
 
@@ -435,6 +498,447 @@ nbd_io_complete(struct nbd_io *io, int ret)
     ng_req_complete(req, ret);
 }
 
+/* ---- The wire: our own transmission phase (see the top) ----------------- */
+
+static void nbd_wire_schedule(struct nbd_state *s);
+
+/* The wire failed: nbd_data_check() then drops the node's connection. */
+static void
+nbd_wire_fail(struct nbd_link *l, const char *why)
+{
+    struct nbd_state *s = l->s;
+
+    if (l->wire.dead)
+        return;
+    l->wire.dead = true;
+    snprintf(s->last_err, sizeof s->last_err, "cannot talk to %.150s: "
+             "%.80s", s->where, why);
+}
+
+static int
+nbd_wire_start(struct nbd_link *l)
+{
+    struct nbd_wire *w = &l->wire;
+
+    memset(w, 0, sizeof *w);
+    w->rbuf = malloc(NBD_WIRE_RBUF);
+    if (w->rbuf == NULL)
+        return -1;
+    w->on = true;
+    return 0;
+}
+
+/* Forget the wire's state; its requests are on the node's sent list,
+ * which nbd_drop_handle() empties. */
+static void
+nbd_wire_stop(struct nbd_wire *w)
+{
+    free(w->rbuf);
+    free(w->slots);
+    memset(w, 0, sizeof *w);
+}
+
+static void
+nbd_put_be16(unsigned char *p, uint16_t v)
+{
+    v = htobe16(v);
+    memcpy(p, &v, sizeof v);
+}
+
+static void
+nbd_put_be32(unsigned char *p, uint32_t v)
+{
+    v = htobe32(v);
+    memcpy(p, &v, sizeof v);
+}
+
+static void
+nbd_put_be64(unsigned char *p, uint64_t v)
+{
+    v = htobe64(v);
+    memcpy(p, &v, sizeof v);
+}
+
+static uint32_t
+nbd_get_be32(const unsigned char *p)
+{
+    uint32_t v;
+
+    memcpy(&v, p, sizeof v);
+    return be32toh(v);
+}
+
+static uint64_t
+nbd_get_be64(const unsigned char *p)
+{
+    uint64_t v;
+
+    memcpy(&v, p, sizeof v);
+    return be64toh(v);
+}
+
+static int
+nbd_wire_cmd(enum ng_op op)
+{
+    switch (op) {
+    case NG_OP_READ:            return NBD_WIRE_CMD_READ;
+    case NG_OP_WRITE:           return NBD_WIRE_CMD_WRITE;
+    case NG_OP_FLUSH:           return NBD_WIRE_CMD_FLUSH;
+    case NG_OP_TRIM:            return NBD_WIRE_CMD_TRIM;
+    case NG_OP_CACHE:           return NBD_WIRE_CMD_CACHE;
+    case NG_OP_WRITE_ZEROES:    return NBD_WIRE_CMD_WRITE_ZEROES;
+    default:                    return -1;  /* block status: main link */
+    }
+}
+
+/* A free slot for io; its handle names it.  -1 on ENOMEM. */
+static int
+nbd_wire_slot(struct nbd_wire *w, struct nbd_io *io)
+{
+    uint32_t i = w->next_free;
+
+    while (i < w->nslots && w->slots[i] != NULL)
+        i++;
+    if (i == w->nslots) {
+        uint32_t n = w->nslots ? w->nslots * 2 : 64;
+        struct nbd_io **p = realloc(w->slots, n * sizeof *p);
+
+        if (p == NULL)
+            return -1;
+        memset(p + w->nslots, 0, (n - w->nslots) * sizeof *p);
+        w->slots = p;
+        w->nslots = n;
+    }
+    w->slots[i] = io;
+    w->next_free = i + 1;
+    io->handle = (uint64_t)++w->seq << 32 | i;
+    return 0;
+}
+
+/* Queue io (an op the wire carries) to go out with the others of this
+ * loop iteration. */
+static void
+nbd_wire_queue(struct nbd_state *s, struct nbd_link *l, struct nbd_io *io)
+{
+    struct nbd_wire *w = &l->wire;
+    struct ng_req *req = io->req;
+    unsigned char *h = io->hdr;
+
+    if (nbd_wire_slot(w, io) == -1) {
+        nbd_io_complete(io, -ENOMEM);
+        return;
+    }
+    nbd_put_be32(h, NBD_WIRE_REQUEST_MAGIC);
+    nbd_put_be16(h + 4, (uint16_t)nbd_cmd_flags(req));
+    nbd_put_be16(h + 6, (uint16_t)nbd_wire_cmd(req->op));
+    nbd_put_be64(h + 8, io->handle);
+    nbd_put_be64(h + 16, req->offset);
+    nbd_put_be32(h + 24, (uint32_t)req->length);
+    io->is_sent = true;             /* from now on, for nbd_drop_handle() */
+    io->sent_prev = NULL;
+    io->sent_next = s->sent;
+    if (s->sent != NULL)
+        s->sent->sent_prev = io;
+    s->sent = io;
+    io->wire_next = NULL;
+    if (w->q_tail != NULL)
+        w->q_tail->wire_next = io;
+    else
+        w->q_head = io;
+    w->q_tail = io;
+    nbd_wire_schedule(s);
+}
+
+/* Bytes io takes on the wire. */
+static size_t
+nbd_wire_out_len(const struct nbd_io *io)
+{
+    return NBD_WIRE_REQUEST_SIZE +
+           (io->req->op == NG_OP_WRITE ? io->req->length : 0);
+}
+
+/* The iovecs of queued requests from q_head (less what was sent of it),
+ * at most max; returns how many. */
+static unsigned
+nbd_wire_gather(const struct nbd_wire *w, struct iovec *iov, unsigned max)
+{
+    size_t skip = w->q_sent;
+    unsigned n = 0;
+
+    for (struct nbd_io *io = w->q_head; io != NULL && n < max;
+         io = io->wire_next) {
+        struct ng_req *req = io->req;
+
+        if (skip < NBD_WIRE_REQUEST_SIZE) {
+            iov[n].iov_base = io->hdr + skip;
+            iov[n].iov_len = NBD_WIRE_REQUEST_SIZE - skip;
+            n++;
+            skip = 0;
+        } else {
+            skip -= NBD_WIRE_REQUEST_SIZE;
+        }
+        if (req->op == NG_OP_WRITE && n < max) {
+            struct ng_iov rest;
+            size_t covered;
+
+            ng_iov_slice(&req->iov, skip, &rest);
+            n += ng_iov_export(&rest, req->length - skip, iov + n, max - n,
+                               &covered);
+            if (covered < req->length - skip)
+                break;              /* iov is full */
+        }
+        skip = 0;
+    }
+    return n;
+}
+
+/* Send what is queued, as far as the socket takes it. */
+static void
+nbd_wire_flush(struct nbd_link *l)
+{
+    struct nbd_wire *w = &l->wire;
+    int fd = nbd_aio_get_fd(l->h);
+
+    while (w->q_head != NULL && !w->blocked && !w->dead) {
+        struct iovec iov[NBD_WIRE_IOV];
+        unsigned n = nbd_wire_gather(w, iov, NBD_WIRE_IOV);
+        size_t want = 0;
+        ssize_t r;
+
+        for (unsigned i = 0; i < n; i++)
+            want += iov[i].iov_len;
+        r = writev(fd, iov, (int)n);
+        if (r == -1) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                w->blocked = true;
+            else if (errno != EINTR)
+                nbd_wire_fail(l, strerror(errno));
+            return;
+        }
+        if ((size_t)r < want)
+            w->blocked = true;      /* full; poll for writable */
+        /* Sent whole: off the queue (they stay on the sent list). */
+        while (w->q_head != NULL &&
+               nbd_wire_out_len(w->q_head) - w->q_sent <= (size_t)r) {
+            r -= (ssize_t)(nbd_wire_out_len(w->q_head) - w->q_sent);
+            w->q_sent = 0;
+            w->q_head = w->q_head->wire_next;
+        }
+        if (w->q_head == NULL)
+            w->q_tail = NULL;
+        else
+            w->q_sent += (size_t)r;
+    }
+}
+
+static void
+nbd_wire_flush_now(struct nbd_state *s)
+{
+    uv_check_stop(s->flush_check);
+    uv_idle_stop(s->flush_idle);
+    if (s->data.wire.on)
+        nbd_wire_flush(&s->data);
+    nbd_kick(s);                    /* a failure, or writable to watch */
+}
+
+static void
+nbd_flush_check_cb(uv_check_t *c)
+{
+    nbd_wire_flush_now(c->data);
+}
+
+static void
+nbd_flush_idle_cb(uv_idle_t *i)
+{
+    nbd_wire_flush_now(i->data);
+}
+
+static void
+nbd_wire_schedule(struct nbd_state *s)
+{
+    if (uv_is_active((uv_handle_t *)s->flush_check))
+        return;
+    uv_check_start(s->flush_check, nbd_flush_check_cb);
+    uv_idle_start(s->flush_idle, nbd_flush_idle_cb);
+}
+
+/* NBD's error values are Linux's errnos; libnbd's mapping. */
+static int
+nbd_wire_errno(uint32_t e)
+{
+    switch (e) {
+    case 1: return EPERM;
+    case 5: return EIO;
+    case 12: return ENOMEM;
+    case 22: return EINVAL;
+    case 28: return ENOSPC;
+    case 75: return EOVERFLOW;
+    case 95: return ENOTSUP;
+    case 108: return ESHUTDOWN;
+    default: return EINVAL;
+    }
+}
+
+/* The request a reply's handle names, taken off its slot; NULL when
+ * it names none we sent. */
+static struct nbd_io *
+nbd_wire_take(struct nbd_wire *w, uint64_t handle)
+{
+    uint32_t i = (uint32_t)handle;
+    struct nbd_io *io;
+
+    if (i >= w->nslots || (io = w->slots[i]) == NULL || io->handle != handle)
+        return NULL;
+    w->slots[i] = NULL;
+    if (i < w->next_free)
+        w->next_free = i;
+    return io;
+}
+
+/* Data for the read in rcur: up to len bytes from p. */
+static void
+nbd_wire_fill(struct nbd_link *l, const unsigned char *p, size_t len)
+{
+    struct nbd_wire *w = &l->wire;
+    struct ng_req *req = w->rcur->req;
+
+    if (len > req->length - w->rcur_got)
+        len = req->length - w->rcur_got;
+    ng_iov_from_buf(&req->iov, w->rcur_got, p, len);
+    w->rcur_got += len;
+    w->rpos += len;
+    if (w->rcur_got == req->length) {
+        nbd_io_answered(l->s, w->rcur, 0);
+        w->rcur = NULL;
+    }
+}
+
+/* Answer what the buffer holds whole; stop at the first part. */
+static void
+nbd_wire_parse(struct nbd_link *l)
+{
+    struct nbd_wire *w = &l->wire;
+
+    while (!w->dead) {
+        const unsigned char *p = w->rbuf + w->rpos;
+        size_t avail = w->rlen - w->rpos;
+        struct nbd_io *io;
+        uint32_t err;
+
+        if (w->rcur != NULL) {
+            if (avail == 0)
+                break;
+            nbd_wire_fill(l, p, avail);
+            continue;
+        }
+        if (avail < NBD_WIRE_REPLY_SIZE)
+            break;
+        if (nbd_get_be32(p) != NBD_WIRE_REPLY_MAGIC) {
+            nbd_wire_fail(l, "not a simple reply");
+            break;
+        }
+        io = nbd_wire_take(w, nbd_get_be64(p + 8));
+        if (io == NULL) {
+            nbd_wire_fail(l, "a reply to no request");
+            break;
+        }
+        err = nbd_get_be32(p + 4);
+        w->rpos += NBD_WIRE_REPLY_SIZE;
+        if (err == 0 && io->req->op == NG_OP_READ && io->req->length > 0) {
+            w->rcur = io;
+            w->rcur_got = 0;
+        } else {
+            nbd_io_answered(l->s, io, err ? nbd_wire_errno(err) : 0);
+        }
+    }
+    if (w->rpos == w->rlen)
+        w->rpos = w->rlen = 0;
+}
+
+/* One read from the socket: into the buffer, or the rest of a large
+ * read straight into its own.  1 when it got all it asked for (more may
+ * wait), 0 when the socket is drained, -1 when the wire failed. */
+static int
+nbd_wire_recv(struct nbd_link *l)
+{
+    struct nbd_wire *w = &l->wire;
+    int fd = nbd_aio_get_fd(l->h);
+    struct iovec iov[NBD_WIRE_IOV];
+    bool direct = w->rcur != NULL &&
+        w->rcur->req->length - w->rcur_got >= NBD_WIRE_DIRECT_MIN;
+    size_t want;
+    ssize_t r;
+    unsigned n;
+
+    if (direct) {
+        struct ng_req *req = w->rcur->req;
+        struct ng_iov rest;
+
+        ng_iov_slice(&req->iov, w->rcur_got, &rest);
+        n = ng_iov_export(&rest, req->length - w->rcur_got, iov,
+                          NBD_WIRE_IOV, &want);
+    } else {
+        if (w->rpos > 0) {          /* room for a whole reply at the end */
+            memmove(w->rbuf, w->rbuf + w->rpos, w->rlen - w->rpos);
+            w->rlen -= w->rpos;
+            w->rpos = 0;
+        }
+        iov[0].iov_base = w->rbuf + w->rlen;
+        iov[0].iov_len = want = NBD_WIRE_RBUF - w->rlen;
+        n = 1;
+    }
+    r = readv(fd, iov, (int)n);
+    if (r == -1) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return 0;
+        nbd_wire_fail(l, strerror(errno));
+        return -1;
+    }
+    if (r == 0) {
+        nbd_wire_fail(l, "the server closed the connection");
+        return -1;
+    }
+    if (direct) {
+        w->rcur_got += (size_t)r;
+        if (w->rcur_got == w->rcur->req->length) {
+            nbd_io_answered(l->s, w->rcur, 0);
+            w->rcur = NULL;
+        }
+    } else {
+        w->rlen += (size_t)r;
+        nbd_wire_parse(l);
+    }
+    return (size_t)r == want && !w->dead ? 1 : 0;
+}
+
+static void
+nbd_wire_poll_cb(struct nbd_link *l, int status, int events)
+{
+    struct nbd_wire *w = &l->wire;
+
+    if (status < 0) {
+        nbd_wire_fail(l, uv_strerror(status));
+        return;
+    }
+    if (events & UV_READABLE)
+        while (nbd_wire_recv(l) == 1)
+            ;
+    if ((events & UV_WRITABLE) && !w->dead) {
+        w->blocked = false;
+        nbd_wire_flush(l);
+    }
+}
+
+/* What the wire's socket is to be watched for: replies always (and a
+ * closed connection), room to send when it was full. */
+static int
+nbd_wire_events(const struct nbd_wire *w)
+{
+    if (w->dead)
+        return 0;
+    return UV_READABLE | (w->blocked ? UV_WRITABLE : 0);
+}
+
 /* Issue on the live connection; a connection found dead keeps the
  * request for the next one. */
 static void
@@ -444,12 +948,15 @@ nbd_io_issue(struct nbd_state *s, struct nbd_io *io)
     struct nbd_handle *h = l->h;
     int err;
 
+    if (l->wire.on) {
+        nbd_wire_queue(s, l, io);
+        return;
+    }
     if ((io->req->op == NG_OP_READ || io->req->op == NG_OP_WRITE) &&
         nbd_io_buf(io) == NULL) {
         nbd_io_complete(io, -ENOMEM);
         return;
     }
-    io->on_counted = l->counted;
     if (nbd_io_send(h, io) >= 0) {
         /* Unless it was answered (aborted) already. */
         if (io->err == 0 && !io->is_sent && io->next == NULL &&
@@ -726,40 +1233,25 @@ nbd_pending_bytes(struct nbd_handle *h)
 }
 
 /* One notify_read reads at most one reply.  Read on while the socket
- * holds more: all the replies that arrived since the wake-up are then
- * answered in this loop iteration, which lets the server send them to
- * the client in one writev, and saves an epoll_wait each.  Never call
- * notify_read on an empty socket: libnbd 1.14 then stays in a reply
- * state and queues new commands without sending them until the socket
- * turns readable, which it never would with nothing in flight.  With
- * nothing in flight no reply can be waiting: no need to ask.
- *
- * How much is waiting: FIONREAD after each reply; on a counted link
- * (simple replies, whose sizes nbd_io_done_cb() knows, in clear text:
- * TLS adds bytes FIONREAD sees), FIONREAD once and then what each
- * reply took off it.  A reply read only in part completes
- * nothing: stop there (the socket is drained, or it stays readable).
- * Counting a reply begun before the FIONREAD whole only stops early. */
+ * holds more (FIONREAD after each): all the replies that arrived since
+ * the wake-up are then answered in this loop iteration, which lets the
+ * server send them to the client in one writev, and saves an
+ * epoll_wait each.  Never call notify_read on an empty socket: libnbd
+ * 1.14 then stays in a reply state and queues new commands without
+ * sending them until the socket turns readable, which it never would
+ * with nothing in flight.  With nothing in flight no reply can be
+ * waiting: no need to ask. */
 static int
 nbd_read_replies(struct nbd_link *l)
 {
     struct nbd_handle *h = l->h;
-    int64_t left = -1;              /* bytes known to wait; -1 unknown */
-    uint64_t before;
 
     do {
-        before = l->replied;
         if (nbd_aio_notify_read(h) == -1)
             return -1;
-        if (!l->counted || left < 0)
-            left = nbd_pending_bytes(h);
-        else if (l->replied == before)
-            break;
-        else
-            left -= (int64_t)(l->replied - before);
     } while (nbd_aio_in_flight(h) > 0 &&
              (nbd_aio_get_direction(h) & LIBNBD_AIO_DIRECTION_READ) &&
-             left > 0);
+             nbd_pending_bytes(h) > 0);
     return 0;
 }
 
@@ -771,6 +1263,11 @@ nbd_poll_cb(uv_poll_t *p, int status, int events)
     struct nbd_handle *h = l->h;
     int r = 0;
 
+    if (l->wire.on) {
+        nbd_wire_poll_cb(l, status, events);
+        nbd_kick(s);
+        return;
+    }
     /* Only what libnbd waits for: it refuses a notification its state
      * does not expect (a read while connecting).  An error on the socket
      * (status < 0) goes to whichever it waits for, to find it. */
@@ -994,7 +1491,6 @@ nbd_data_start(struct nbd_state *s)
         goto fail;
     if (nbd_set_request_structured_replies(l->h, false) == -1)
         goto fail;
-    l->counted = s->tls == NULL;
     if (s->server_type == NBD_SERVER_UNIX)
         r = nbd_aio_connect_unix(l->h, s->path);
     else if (nbd_tls_checks_name(s))
@@ -1024,6 +1520,12 @@ nbd_data_check(struct nbd_state *s)
 
     if (l->h == NULL)
         return;
+    if (l->wire.dead) {
+        nbd_on_dead(s);
+        return;
+    }
+    if (l->wire.on)
+        return;
     if (nbd_aio_is_dead(l->h) || nbd_aio_is_closed(l->h)) {
         if (l->ready) {
             nbd_on_dead(s);
@@ -1048,6 +1550,11 @@ nbd_data_check(struct nbd_state *s)
         return;
     }
     l->ready = true;
+    /* libnbd is done with the socket: it read the handshake's replies
+     * exactly, and nothing is in flight on it. */
+    if (s->tls == NULL && nbd_wire_start(l) == -1)
+        ng_node_warn(s->node, "out of memory: the second connection "
+                     "goes through libnbd");
 }
 
 /* Give up the open's attempt under way, or the retry ahead: it fails
@@ -1122,11 +1629,15 @@ nbd_update_poll(struct nbd_link *l)
 
     if (l->h == NULL || l->poll == NULL)
         return;
-    dir = nbd_aio_get_direction(l->h);
-    if (dir & LIBNBD_AIO_DIRECTION_READ)
-        want |= UV_READABLE;
-    if (dir & LIBNBD_AIO_DIRECTION_WRITE)
-        want |= UV_WRITABLE;
+    if (l->wire.on) {
+        want = nbd_wire_events(&l->wire);
+    } else {
+        dir = nbd_aio_get_direction(l->h);
+        if (dir & LIBNBD_AIO_DIRECTION_READ)
+            want |= UV_READABLE;
+        if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+            want |= UV_WRITABLE;
+    }
     if (want == l->poll_events)
         return;
     l->poll_events = want;
@@ -1284,7 +1795,11 @@ nbd_teardown(struct nbd_state *s)
     nbd_free_addrs(s);
     nbd_close_uv((uv_handle_t *)s->attempt_timer);
     nbd_close_uv((uv_handle_t *)s->deadline_timer);
+    nbd_close_uv((uv_handle_t *)s->flush_check);
+    nbd_close_uv((uv_handle_t *)s->flush_idle);
     s->attempt_timer = s->deadline_timer = NULL;
+    s->flush_check = NULL;
+    s->flush_idle = NULL;
     if (s->tls != NULL) {
         free(s->tls->dir);
         free(s->tls->username);
@@ -1314,7 +1829,18 @@ nbd_open_async(struct ng_node *node, struct ng_error *err)
         snprintf(s->where, sizeof s->where, "%s:%s", s->host, s->port);
     s->attempt_timer = nbd_new_timer(s);
     s->deadline_timer = nbd_new_timer(s);
-    if (s->attempt_timer == NULL || s->deadline_timer == NULL) {
+    if ((s->flush_check = malloc(sizeof *s->flush_check)) != NULL) {
+        uv_check_init(ng_node_loop(node), s->flush_check);
+        s->flush_check->data = s;
+        uv_unref((uv_handle_t *)s->flush_check);
+    }
+    if ((s->flush_idle = malloc(sizeof *s->flush_idle)) != NULL) {
+        uv_idle_init(ng_node_loop(node), s->flush_idle);
+        s->flush_idle->data = s;
+        uv_unref((uv_handle_t *)s->flush_idle);
+    }
+    if (s->attempt_timer == NULL || s->deadline_timer == NULL ||
+        s->flush_check == NULL || s->flush_idle == NULL) {
         nbd_teardown(s);
         ng_error_set(err, ENOMEM, "out of memory");
         ng_node_opened(node, -1);
