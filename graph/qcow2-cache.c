@@ -1071,6 +1071,7 @@ wb_step(struct qcow2_seq *q)
     struct qcow2_wb *wb = (struct qcow2_wb *)q;
     struct qcow2_state *s = wb->s;
     struct wb_waiter *w;
+    bool start;
     int ret;
 
     if (wb->applying) {
@@ -1100,16 +1101,19 @@ done:
     w = wb->round;
     ret = wb->ret;
     wb->round = NULL;
-    wb->running = false;
-    /* Tables written may go now. */
+    /* Tables written may go now.  Still marked running: a cache that
+     * stays full kicks, which only asks for the next round (started
+     * here, it would be marked not running below with its write out). */
     qcow2_cache_trim(s, &s->l2c);
     qcow2_cache_trim(s, &s->rbc);
-    /* The next round first: a waiter (close) may free everything, so
-     * nothing here may touch wb once they run. */
-    if (!wb->running &&
-        (wb->next_round != NULL || (wb->kicked && qcow2_wb_dirty(s))))
-        wb_start(wb);
-    wb->kicked &= wb->running;
+    /* This round's waiters, then the next round.  A waiter (close) may
+     * free everything unless a round is running: one due next is marked
+     * running before they run, so that a close queues behind it instead
+     * (close_flush).  Starting it first instead would let it end inline
+     * and its close free wb under this frame. */
+    start = wb->next_round != NULL || (wb->kicked && qcow2_wb_dirty(s));
+    wb->running = start;
+    wb->kicked = false;
     while (w != NULL) {
         struct wb_waiter *next = w->next;
 
@@ -1117,6 +1121,8 @@ done:
         free(w);
         w = next;
     }
+    if (start)
+        wb_start(wb);
     return false;
 }
 
