@@ -218,6 +218,12 @@ EXTRA_DIST += tests/test-quorum-map.sh
 # multi-conn; one connection otherwise; both made anew on reconnect.
 TESTS += tests/test-drv-nbd-dataconn.sh
 EXTRA_DIST += tests/test-drv-nbd-dataconn.sh
+# Its wire code against a remote that answers badly (a wrong magic or
+# cookie, a cut read, error codes, a reply twice or too long, a write
+# answered before it was sent): an error or the right data, never a
+# hang or wrong data; the node reconnects, the daemon serves on.
+TESTS += tests/test-drv-nbd-hostile.sh
+EXTRA_DIST += tests/test-drv-nbd-hostile.sh tests/nbd-hostile-server.py
 # SIGTERM while a blockdev-add or a reload waits for a remote that never
 # answers: the daemon exits at once, not at the open-timeout.
 TESTS += tests/test-shutdown-open.sh
