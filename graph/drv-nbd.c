@@ -204,6 +204,7 @@ struct nbd_io {
     int err;                        /* from libnbd, positive errno */
     void *bounce;                   /* when the view is not flat */
     struct nbd_io *wire_next;       /* the wire's send queue */
+    bool wire_queued;               /* on it: not sent whole yet */
     uint64_t handle;                /* on the wire */
     unsigned char hdr[NBD_WIRE_REQUEST_SIZE];
 };
@@ -335,6 +336,7 @@ nbd_drop_handle(struct nbd_state *s)
         struct nbd_io *io = s->sent;
 
         nbd_sent_remove(s, io);
+        io->wire_queued = false;
         nbd_wait_push(s, io);
     }
 }
@@ -641,6 +643,7 @@ nbd_wire_queue(struct nbd_state *s, struct nbd_link *l, struct nbd_io *io)
         s->sent->sent_prev = io;
     s->sent = io;
     io->wire_next = NULL;
+    io->wire_queued = true;
     if (w->q_tail != NULL)
         w->q_tail->wire_next = io;
     else
@@ -721,6 +724,7 @@ nbd_wire_flush(struct nbd_link *l)
         while (w->q_head != NULL &&
                nbd_wire_out_len(w->q_head) - w->q_sent <= (size_t)r) {
             r -= (ssize_t)(nbd_wire_out_len(w->q_head) - w->q_sent);
+            w->q_head->wire_queued = false;
             w->q_sent = 0;
             w->q_head = w->q_head->wire_next;
         }
@@ -779,15 +783,21 @@ nbd_wire_errno(uint32_t e)
     }
 }
 
-/* The request a reply's handle names, taken off its slot; NULL when
- * it names none we sent. */
+/* The request a reply's handle names, taken off its slot; NULL with
+ * *why when it names none we sent whole.  A reply to one still going
+ * out (a hostile server that read its header) must not finish it: we
+ * are sending from its buffer. */
 static struct nbd_io *
-nbd_wire_take(struct nbd_wire *w, uint64_t handle)
+nbd_wire_take(struct nbd_wire *w, uint64_t handle, const char **why)
 {
     uint32_t i = (uint32_t)handle;
     struct nbd_io *io;
 
+    *why = "a reply to no request";
     if (i >= w->nslots || (io = w->slots[i]) == NULL || io->handle != handle)
+        return NULL;
+    *why = "a reply to a request not sent whole";
+    if (io->wire_queued)
         return NULL;
     w->slots[i] = NULL;
     if (i < w->next_free)
@@ -823,6 +833,7 @@ nbd_wire_parse(struct nbd_link *l)
         const unsigned char *p = w->rbuf + w->rpos;
         size_t avail = w->rlen - w->rpos;
         struct nbd_io *io;
+        const char *why;
         uint32_t err;
 
         if (w->rcur != NULL) {
@@ -837,9 +848,9 @@ nbd_wire_parse(struct nbd_link *l)
             nbd_wire_fail(l, "not a simple reply");
             break;
         }
-        io = nbd_wire_take(w, nbd_get_be64(p + 8));
+        io = nbd_wire_take(w, nbd_get_be64(p + 8), &why);
         if (io == NULL) {
-            nbd_wire_fail(l, "a reply to no request");
+            nbd_wire_fail(l, why);
             break;
         }
         err = nbd_get_be32(p + 4);
