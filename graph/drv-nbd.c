@@ -202,6 +202,8 @@ struct nbd_io {
     struct nbd_io *sent_prev, *sent_next;
     bool is_sent;
     int err;                        /* from libnbd, positive errno */
+    bool lost;                      /* a connection died under it, */
+    uint64_t lost_at;               /* at this uv_now() */
     void *bounce;                   /* when the view is not flat */
     struct nbd_io *wire_next;       /* the wire's send queue */
     bool wire_queued;               /* on it: not sent whole yet */
@@ -325,8 +327,29 @@ nbd_link_drop(struct nbd_link *l)
     nbd_wire_stop(&l->wire);
 }
 
+static void nbd_io_answered(struct nbd_state *s, struct nbd_io *io,
+                            int err);
+
+/* A connection died under io: may it wait for the next one?  Not once
+ * reconnect-delay has passed since the first one did: a request that
+ * every new connection dies of (a server that always answers it
+ * badly) would be retried for ever, each new connection restarting
+ * the node's delay.  Only called once open: the timers are there. */
+static bool
+nbd_io_may_wait(struct nbd_state *s, struct nbd_io *io)
+{
+    uint64_t now = uv_now(s->attempt_timer->loop);
+
+    if (!io->lost) {
+        io->lost = true;
+        io->lost_at = now;
+        return true;
+    }
+    return now - io->lost_at < (uint64_t)s->reconnect_delay * 1000;
+}
+
 /* Drop the connections.  Requests they never answered wait for the
- * next ones. */
+ * next ones (or fail with EIO at nbd_kick(): nbd_io_may_wait()). */
 static void
 nbd_drop_handle(struct nbd_state *s)
 {
@@ -335,8 +358,12 @@ nbd_drop_handle(struct nbd_state *s)
     while (s->sent != NULL) {
         struct nbd_io *io = s->sent;
 
-        nbd_sent_remove(s, io);
         io->wire_queued = false;
+        if (!nbd_io_may_wait(s, io)) {
+            nbd_io_answered(s, io, EIO);
+            continue;
+        }
+        nbd_sent_remove(s, io);
         nbd_wait_push(s, io);
     }
 }
@@ -1004,7 +1031,10 @@ nbd_io_finish(struct nbd_state *s, struct nbd_io *io)
         return;
     }
     if (s->phase == NBD_RECONNECTING) {
-        nbd_wait_push(s, io);
+        if (nbd_io_may_wait(s, io))
+            nbd_wait_push(s, io);
+        else
+            nbd_io_complete(io, -EIO);
         return;
     }
     nbd_io_complete(io, s->phase == NBD_DISCONNECTED ? -EIO : -err);

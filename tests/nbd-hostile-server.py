@@ -6,9 +6,10 @@
 #
 #   nbd-hostile-server.py SOCKET SIZE MODEFILE LOG
 #
-# MODEFILE holds "MODE OFFSET [once]", read at each request (an absent
-# or empty file: behave).  With "once" the file is emptied when the
-# fault fires, so the retry on a new connection is served right.
+# MODEFILE holds "MODE OFFSET [once] [any]", read at each request (an
+# absent or empty file: behave).  With "once" the file is emptied when
+# the fault fires, so the retry on a new connection is served right;
+# with "any" the fault is on every connection (libnbd's too).
 # Modes (read requests unless said):
 #   badmagic  the reply's magic is wrong
 #   badcookie the reply names a cookie that was never sent
@@ -69,7 +70,7 @@ def recvall(c, n):
     return bytes(buf)
 
 
-def fault(offset, kinds):
+def fault(offset, kinds, structured):
     """The mode if it applies to a request at offset, else None."""
     try:
         with open(mode_file) as f:
@@ -78,7 +79,9 @@ def fault(offset, kinds):
         return None
     if len(words) < 2 or words[0] not in kinds or int(words[1]) != offset:
         return None
-    if words[2:] == ["once"]:
+    if structured and "any" not in words[2:]:
+        return None
+    if "once" in words[2:]:
         open(mode_file, "w").close()
     return words[0]
 
@@ -162,12 +165,10 @@ def transmission(c, structured, n):
             ">IHHQQI", recvall(c, 28))
         if magic != REQ_MAGIC:
             raise EOFError
-        mode = None
-        if not structured:
-            kinds = {CMD_READ: ("badmagic", "badcookie", "short", "dup",
-                                "long", "err999"),
-                     CMD_WRITE: ("enospc", "err999", "early")}.get(cmd, ())
-            mode = fault(offset, kinds)
+        kinds = {CMD_READ: ("badmagic", "badcookie", "short", "dup",
+                            "long", "err999"),
+                 CMD_WRITE: ("enospc", "err999", "early")}.get(cmd, ())
+        mode = fault(offset, kinds, structured)
         if mode is not None:
             log("conn %d: %s at %d" % (n, mode, offset))
         if cmd == CMD_DISC:

@@ -2,16 +2,19 @@
 # tests/test-drv-nbd-hostile.sh: the nbd driver's own wire code (the
 # data connection's simple replies, graph/drv-nbd.c) against a remote
 # that answers badly: a wrong magic, a cookie never sent, a read's data
-# cut short, an error code (NBD_ENOSPC, and 999, unknown: EINVAL as
-# proto.md says), a read answered twice or with too much data, a write
-# answered before its data was sent.  tests/nbd-hostile-server.py does
-# that on its connections without structured replies only, at one
-# offset, so the handshakes and the main connection are sound.  A bad
-# reply is the connection's end: with reconnect-delay 0 the request
-# fails with EIO (never wrong data); with a delay it is retried on the
-# new connections and gets the right data; an error code is the
-# request's error.  Each time the daemon lives on, a memory node's
-# export keeps its data, and the nbd node reconnects and serves again.
+# cut short, an error code (NBD_ENOSPC, and 999: proto.md leaves an
+# unknown one to the client, which maps it to EINVAL as libnbd does), a
+# read answered twice or with too much data, a write answered before
+# its data was sent.  tests/nbd-hostile-server.py does that at one
+# offset, and (but for the last case) only on its connections without
+# structured replies, so the handshakes and the main connection are
+# sound.  A bad reply is the connection's end: with reconnect-delay 0
+# the request fails with EIO (never wrong data); with a delay it is
+# retried on the new connections and gets the right data; an error
+# code is the request's error; a request that every connection dies of
+# fails once reconnect-delay is over, not never.  Each time the daemon
+# lives on, a memory node's export keeps its data, and the nbd node
+# reconnects and serves again.
 source "$srcdir/functions.sh"
 source "$srcdir/nbd-remote.sh"
 set -e -x
@@ -154,6 +157,21 @@ lost hf 5 'not a simple reply'
 # send from its buffer.
 hostile hf early 'Input/output error' -c "write -P 0x5a $T 4M"
 lost hf 6 'a reply to a request not sent'
+# 7. A read that every connection dies of, the main one (libnbd's) too:
+# retried for reconnect-delay (3 s) from its first loss, then EIO; not
+# for ever, each new connection restarting the delay.
+echo "badmagic $T any" > "$dir/mode"
+n=$(faults)
+start=$SECONDS
+rc=0
+timeout 12 qemu-io -f raw "$(uri_for hr)" -c "$rd" > "$out" 2>&1 || rc=$?
+cat "$out"
+[ $rc -le 1 ] || fail "a read that kills every connection hangs ($rc)"
+grep -q 'Input/output error' "$out" || fail "hr (badmagic any): no EIO"
+[ $((SECONDS - start)) -ge 2 ] || fail "hr (badmagic any): EIO too early"
+[ "$(faults)" -gt $((n + 1)) ] || fail "hr (badmagic any): not retried"
+: > "$dir/mode"
+healthy hr
 nbdgraphctl nodes | grep -q '^hf '
 nbdgraphctl nodes | grep -q '^hr '
 stop_nbdgraphd
