@@ -20,11 +20,13 @@
  * Reconnect (QEMU's semantics): when the connection dies, the requests
  * it aborted and the ones that arrive afterwards wait while a new handle
  * connects, for at most "reconnect-delay" seconds; they are issued again
- * on the new connection, or fail with EIO once the delay is over.  From
- * then on requests fail at once, and connecting goes on in the
- * background, one attempt a second, so the node works again as soon as
- * the remote is back.  A new connection must offer what the first one
- * did (size, capabilities): the graph above was told.
+ * on the new connection, or fail with EIO once the delay is over (for
+ * each request, counted from the first loss it saw: one that every new
+ * connection dies of fails too).  From then on requests fail at once,
+ * and connecting goes on in the background, one attempt a second, so
+ * the node works again as soon as the remote is back.  A new
+ * connection must offer what the first one did (size, capabilities):
+ * the graph above was told.
  *
  * Two connections when the server allows multi-conn: the main one asks
  * for structured replies (block status needs them) and the data one
