@@ -159,7 +159,7 @@ hostile hf early 'Input/output error' -c "write -P 0x5a $T 4M"
 lost hf 6 'a reply to a request not sent'
 # 7. A read that every connection dies of, the main one (libnbd's) too:
 # retried for reconnect-delay (3 s) from its first loss, then EIO; not
-# for ever, each new connection restarting the delay.
+# for ever, each new connection restarting the delay, and not in a storm.
 echo "badmagic $T any" > "$dir/mode"
 n=$(faults)
 start=$SECONDS
@@ -170,6 +170,10 @@ cat "$out"
 grep -q 'Input/output error' "$out" || fail "hr (badmagic any): no EIO"
 [ $((SECONDS - start)) -ge 2 ] || fail "hr (badmagic any): EIO too early"
 [ "$(faults)" -gt $((n + 1)) ] || fail "hr (badmagic any): not retried"
+# A connection that dies within a second of coming up is retried a
+# second later, not at once: a few tries in the 3 s, not thousands.
+[ "$(faults)" -le $((n + 8)) ] ||
+    fail "hr (badmagic any): $(( $(faults) - n )) reconnects in 3 s"
 : > "$dir/mode"
 healthy hr
 nbdgraphctl nodes | grep -q '^hf '
