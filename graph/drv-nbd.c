@@ -171,7 +171,7 @@ struct nbd_state {
     struct nbd_link main;           /* the connection (see the top) */
     struct nbd_link data;           /* the data connection, if any */
     uv_timer_t *attempt_timer;      /* bounds an attempt, spaces retries */
-    uint64_t connected_at;          /* uv_now() the connection came up */
+    uint64_t connected_at;          /* uv_now() of the last handshake */
     uv_timer_t *deadline_timer;     /* open-timeout, reconnect-delay */
     uv_check_t *flush_check;        /* sends the wire's queue after the */
     uv_idle_t *flush_idle;          /* poll phase, or keeps it from
@@ -1181,6 +1181,7 @@ nbd_on_ready(struct nbd_state *s)
 
     uv_timer_stop(s->attempt_timer);
     nbd_free_addrs(s);
+    s->connected_at = uv_now(s->attempt_timer->loop);  /* if usable */
     if (nbd_remote_read(s, &r) == -1)
         goto bad;
     if (s->phase == NBD_OPENING) {
@@ -1192,7 +1193,6 @@ nbd_on_ready(struct nbd_state *s)
         s->remote = r;
         s->main.ready = true;
         s->phase = NBD_CONNECTED;
-        s->connected_at = uv_now(s->attempt_timer->loop);
         /* From now on our handles serve requests that clients' handles
          * keep the loop alive for: they must not hold up the daemon's
          * shutdown, which waits for the loop to run out. */
@@ -1215,7 +1215,6 @@ nbd_on_ready(struct nbd_state *s)
     s->last_err[0] = '\0';
     s->main.ready = true;
     s->phase = NBD_CONNECTED;
-    s->connected_at = uv_now(s->attempt_timer->loop);
     nbd_stop_deadline(s);
     nbd_issue_waiting(s);
     nbd_data_start(s);
@@ -1667,8 +1666,7 @@ nbd_on_dead(struct nbd_state *s)
      * connection, or a request that kills each one): the next attempt
      * waits as after a failed one, not a storm of reconnects. */
     if (uv_now(s->attempt_timer->loop) - s->connected_at < NBD_RETRY_MS)
-        uv_timer_start(s->attempt_timer, nbd_attempt_timer_cb,
-                       NBD_RETRY_MS, 0);
+        nbd_attempt_failed(s);
     else
         nbd_attempt(s);
 }
