@@ -356,6 +356,7 @@ const struct ng_driver ng_filter_blkdebug = {
     .name        = "blkdebug",
     .help        = "fail chosen requests with chosen errors (testing)",
     .is_filter   = true,
+    .grow        = ng_node_grow_child,
     .state_size  = sizeof(struct blkdebug_state),
     .opts        = blkdebug_opts,
     .open        = blkdebug_open,

@@ -275,6 +275,7 @@ const struct ng_driver ng_filter_delay = {
     .name        = "delay",
     .help        = "hold each request for a while (nbdkit's delay filter)",
     .is_filter   = true,
+    .grow        = ng_node_grow_child,
     .state_size  = sizeof(struct delay_state),
     .opts        = delay_opts,
     /* Only the open sleeps on a thread; a few are plenty. */

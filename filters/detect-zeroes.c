@@ -129,6 +129,7 @@ const struct ng_driver ng_filter_detect_zeroes = {
     .name        = "detect-zeroes",
     .help        = "turn writes of zeroes into write-zeroes (or holes)",
     .is_filter   = true,
+    .grow        = ng_node_grow_child,
     .frames      = 1,               /* dz_restore */
     .state_size  = sizeof(struct dz_state),
     .opts        = dz_opts,

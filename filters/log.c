@@ -188,6 +188,7 @@ const struct ng_driver ng_filter_log = {
     .name       = "log",
     .help       = "log every request and its result to a file",
     .is_filter  = true,
+    .grow       = ng_node_grow_child,
     .frames     = 1,                /* log_done */
     .state_size = sizeof(struct log_state),
     .req_ctx_size = sizeof(struct log_entry),

@@ -18,6 +18,7 @@ const struct ng_driver ng_filter_nofilter = {
     .name       = "nofilter",
     .help       = "pass every request through unchanged",
     .is_filter  = true,
+    .grow       = ng_node_grow_child,
     .state_size = sizeof(struct nofilter_state),
     .opts       = nofilter_opts,
 };

@@ -883,6 +883,7 @@ const struct ng_driver ng_filter_throttle = {
     .name        = "throttle",
     .help        = "limit IOPS and bandwidth (QEMU's throttle groups)",
     .is_filter   = true,
+    .grow        = ng_node_grow_child,
     .state_size  = sizeof(struct throttle_state),
     .opts        = throttle_opts,
     .open        = throttle_open,

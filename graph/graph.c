@@ -234,6 +234,12 @@ ng_node_filename(struct ng_node *node)
 }
 
 int
+ng_node_grow_child(struct ng_node *node, uint64_t size, struct ng_error *err)
+{
+    return ng_node_grow(ng_node_child(node), size, err);
+}
+
+int
 ng_node_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
 {
     int64_t len = ng_node_length(node);

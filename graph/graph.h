@@ -671,6 +671,12 @@ const char *ng_node_filename(struct ng_node *node);
  * what clients were told, so it needs no drained section.  Fails with
  * ENOSPC when the driver cannot grow, EROFS on a read-only node. */
 int ng_node_grow(struct ng_node *node, uint64_t size, struct ng_error *err);
+/* The grow hook of a filter that is exactly as long as its one child
+ * (blkdebug, throttle, ...): grows the child, whose refresh reaches the
+ * filter.  Not for a filter whose job sized something by the node (a
+ * backup's copy-before-write, a mirror's write tracker). */
+int ng_node_grow_child(struct ng_node *node, uint64_t size,
+                       struct ng_error *err);
 
 /* For open_async and close_async: the open or close finished.  ret is 0,
  * or -1 with the open's *err filled. */

@@ -110,13 +110,11 @@ exports:
   vm1: { node: top, writable: true }"
 
 # stream_round POLICY: a fresh chain (base full of data, an empty top,
-# its file big enough that qcow2 need not grow it: blkdebug cannot),
-# the daemon, and a stream under POLICY with the top's writes above its
-# first MiB failing with ENOSPC.
+# whose file grows through blkdebug), the daemon, and a stream under
+# POLICY with the top's writes above its first MiB failing with ENOSPC.
 stream_round ()
 {
     make_qcow2_chain 64M base=0x11@0:64M top=
-    truncate -s 160M top.qcow2
     start_nbdgraphd "$stream_config" vm1
     start_events topf '{"inject-error": []}'
     rules topf "$enospc_above_1m"

@@ -18,6 +18,9 @@ TESTS += tests/interop/test-qcow2.sh
 EXTRA_DIST += tests/interop/test-qcow2.sh
 TESTS += tests/test-qcow2-bad.sh
 EXTRA_DIST += tests/test-qcow2-bad.sh
+# qcow2 grows its file through a filter above it (blkdebug, throttle, ...).
+TESTS += tests/test-qcow2-filter-grow.sh
+EXTRA_DIST += tests/test-qcow2-filter-grow.sh
 
 # qcow2 with metadata caches smaller than the images' metadata.
 TESTS += tests/interop/test-qcow2-cache.sh
