@@ -265,3 +265,57 @@ test "$(grep -c '^read' $out)" = 3
 qemu-io -f qcow2 -r -c 'read -P 0xab 1M 64k' -c 'read -P 0xcd 2M 64k' \
     -c 'read -P 0x22 8M 1M' base.qcow2 > $out
 test "$(grep -c '^read' $out)" = 3
+
+# 8. A pivot refused at finalize (a connected client was told trim, the
+# target does not offer it) fails the job with the reason, nothing
+# moved; the clients go on on the source.
+start_nbdgraphd "nodes:
+  src: { driver: memory, size: 16M }
+  dstm: { driver: memory, size: 16M }
+  dst: { driver: blkdebug, image: dstm, drop-caps: [ trim ] }
+exports:
+  vm1: { node: src, writable: true }" vm1
+# A client that stays connected until fd 3 closes.
+mkfifo hold
+qemu-io -f raw "$uri" < hold > /dev/null &
+holder=$!
+exec 3> hold
+wait_export_connections vm1 1
+pending_with_write m6
+qmp '{"execute": "job-finalize", "arguments": {"id": "m6"}}' | jq -e .return
+write_done
+job_of m6 | jq -e '.status == "concluded" and
+                   (.error | test("were told TRIM"))'
+export_on src
+qemu-io -f raw -c 'read -P 0xab 1M 64k' "$uri" | grep -q 'read 65536'
+exec 3>&-
+wait $holder
+stop_nbdgraphd
+
+# 9. An export added on the drained source while the job is pending
+# waits with the others (the section adopts its BB, as QEMU drains a
+# new parent of a drained node): its write lands on the target after
+# the pivot, not on the source behind the job's back (old code: on the
+# source, lost on the target).
+start_nbdgraphd "nodes:
+  other: { driver: memory, size: 1M }
+  src: { driver: memory, size: 16M }
+  dst: { driver: memory, size: 16M }
+exports:
+  other: { node: other }" other
+mirror_ready m7 ', "auto-finalize": false'
+qmp '{"execute": "job-complete", "arguments": {"id": "m7"}}' > /dev/null
+wait_for '[ "$(job_of m7 | jq -r .status)" = pending ]'
+qmp '{"execute": "block-export-add", "arguments": {"type": "nbd",
+    "id": "vm1", "node-name": "src", "writable": true}}' | jq -e .return
+start_write "$(uri_for vm1)" 0xab 1M
+write_waits
+qmp '{"execute": "job-finalize", "arguments": {"id": "m7"}}' | jq -e .return
+write_done
+export_on dst
+qemu-io -f raw -c 'read -P 0xab 1M 64k' "$(uri_for vm1)" |
+    grep -q 'read 65536'
+qmp '{"execute": "block-export-add", "arguments": {"type": "nbd",
+    "id": "s", "node-name": "src"}}' | jq -e .return
+qemu-io -f raw -r -c 'read -P 0 1M 64k' "$(uri_for s)" | grep -q 'read 65536'
+stop_nbdgraphd
