@@ -426,7 +426,6 @@ int
 ng_job_cancel_soft(struct ng_job *job, struct ng_error *err)
 {
     if (job->ops->soft_cancel == NULL || job->cancelled || job->done ||
-        job->irrevocable ||
         (job->status != NG_JOB_READY && job->status != NG_JOB_STANDBY))
         return ng_job_cancel(job, err);
     job->soft_cancelled = true;
