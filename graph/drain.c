@@ -5,7 +5,11 @@
  * its driver's drain_begin hook (so a throttle lets go of what it holds),
  * waits until the requests already inside have completed, and then calls
  * back from a libuv timer — outside every request's call stack, so the
- * callback may change the graph freely.
+ * callback may change the graph freely.  A BB made above the node while
+ * the section is open joins it, as QEMU drains a new parent of a drained
+ * node: a mirror keeps its source drained from its last copy to
+ * finalize, and writes through an export added meanwhile must not go
+ * past it to the source (the target would never see them).
  */
 #include <config.h>
 
@@ -24,6 +28,10 @@ struct ng_drain {
                                  * before parents (drain_end's order);
                                  * NULL once a node is destroyed */
     size_t n_nodes, cap_nodes;
+    struct ng_node *node;       /* the node drained above; NULL: all BBs,
+                                 * unless `gone` */
+    bool gone;                  /* that node was destroyed: BBs made now
+                                 * stay out */
     ng_drained_fn *cb;
     void *opaque;
     bool fired;                 /* cb has run */
@@ -186,6 +194,7 @@ ng_drain_begin(struct ng_graph *g, struct ng_node *node, ng_drained_fn *cb,
     if (d == NULL)
         goto nomem;
     d->graph = g;
+    d->node = node;
     d->cb = cb;
     d->opaque = opaque;
     if (collect_bbs(d, node) == -1 || collect_nodes(d) == -1)
@@ -268,8 +277,48 @@ ng_drain_forget_node(struct ng_graph *g, struct ng_node *node)
     struct ng_drain *d;
     size_t i;
 
-    for (d = g->drains; d != NULL; d = d->next)
+    for (d = g->drains; d != NULL; d = d->next) {
         for (i = 0; i < d->n_nodes; i++)
             if (d->nodes[i] == node)
                 d->nodes[i] = NULL;
+        if (d->node == node) {
+            d->node = NULL;
+            d->gone = true;
+        }
+    }
+}
+
+/* bb joins section d: quiesced like the BBs it began with, and the nodes
+ * of its tree that d did not hold yet get drain_begin (parents first). */
+static int
+drain_adopt(struct ng_drain *d, struct ng_bb *bb)
+{
+    struct ng_bb **grown = realloc(d->bbs, (d->n_bbs + 1) * sizeof *d->bbs);
+    size_t old_nodes = d->n_nodes, i;
+
+    if (grown == NULL)
+        return -1;
+    d->bbs = grown;
+    d->bbs[d->n_bbs++] = bb;
+    bb->quiesce++;
+    if (collect_nodes_below(d, ng_bb_root(bb)) == -1)
+        return -1;
+    for (i = d->n_nodes; i-- > old_nodes;)
+        if (d->nodes[i]->driver->drain_begin != NULL)
+            d->nodes[i]->driver->drain_begin(d->nodes[i]);
+    return 0;
+}
+
+int
+ng_drain_adopt_bb(struct ng_graph *g, struct ng_bb *bb)
+{
+    struct ng_drain *d;
+
+    if (ng_bb_root(bb) == NULL)
+        return 0;
+    for (d = g->drains; d != NULL; d = d->next)
+        if (!d->gone && bb_is_affected(bb, d->node) &&
+            drain_adopt(d, bb) == -1)
+            return -1;
+    return 0;
 }

@@ -119,6 +119,9 @@ void ng_bb_dispatch(struct ng_bb *bb, struct ng_req *req);
 
 /* A BB's in-flight count reached 0 while it is quiesced. */
 void ng_drain_kick(struct ng_graph *g);
+/* A new BB (with a root) joins every open section over a node in its
+ * tree; -1 on ENOMEM, then call ng_drain_forget_bb() before freeing it. */
+int ng_drain_adopt_bb(struct ng_graph *g, struct ng_bb *bb);
 /* The BB goes away: drop it from drained sections. */
 void ng_drain_forget_bb(struct ng_graph *g, struct ng_bb *bb);
 /* The node goes away: no drain_end for it. */

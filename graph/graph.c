@@ -705,11 +705,13 @@ ng_bb_new(struct ng_graph *g, const char *name, struct ng_node *root,
     if (root != NULL &&
         (bb->root = ng_edge_attach(NULL, bb, root, NG_ROLE_ROOT)) == NULL)
         goto oom;
-    if (bb_link(g, bb) == -1)
+    if (ng_drain_adopt_bb(g, bb) == -1 || bb_link(g, bb) == -1)
         goto oom;
     return bb;
 
 oom:
+    if (bb != NULL)
+        ng_drain_forget_bb(g, bb);
     if (bb != NULL && bb->root != NULL)
         ng_edge_detach(bb->root);
     if (bb != NULL)

@@ -1066,7 +1066,9 @@ typedef void ng_drained_fn(void *opaque);
  * them have completed, `cb` runs on the loop — never inline, and never
  * inside a request's call stack, so it may change the graph freely.  The
  * handle remembers which BBs and nodes it quiesced, so the graph may be
- * changed freely before ng_drain_end().  Returns NULL only on ENOMEM. */
+ * changed freely before ng_drain_end(); a BB made meanwhile (ng_bb_new())
+ * whose tree contains `node` joins the section, as QEMU drains a new
+ * parent of a drained node.  Returns NULL only on ENOMEM. */
 struct ng_drain *ng_drain_begin(struct ng_graph *g, struct ng_node *node,
                                 ng_drained_fn *cb, void *opaque,
                                 struct ng_error *err);

@@ -230,13 +230,27 @@ conclude(struct ng_job *job)
     }
 }
 
+/* The change commit was to make was refused: the job fails with why,
+ * as QEMU's does when .prepare fails (BLOCK_JOB_COMPLETED with the
+ * error). */
+static void
+commit_failed(struct ng_job *job, const struct ng_error *err)
+{
+    job->ret = err->code > 0 ? -err->code : -EIO;
+    snprintf(job->error, sizeof job->error, "%s", err->msg);
+    transition(job, NG_JOB_ABORTING);
+}
+
 /* pending|aborting: commit or abort, tell, conclude. */
 static void
 finalize(struct ng_job *job)
 {
-    if (job->ret == 0 && job->ops->commit != NULL)
-        job->ops->commit(job);
-    else if (job->ret != 0 && job->ops->abort != NULL)
+    struct ng_error err = { 0 };
+
+    if (job->ret == 0 && job->ops->commit != NULL &&
+        job->ops->commit(job, &err) == -1)
+        commit_failed(job, &err);
+    if (job->ret != 0 && job->ops->abort != NULL)
         job->ops->abort(job);
     emit(job, job->cancelled ? NG_JOB_EV_CANCELLED : NG_JOB_EV_COMPLETED);
     conclude(job);
@@ -255,7 +269,8 @@ ng_job_done(struct ng_job *job, int ret, const char *msg)
         return;
     job->done = true;
     /* A type that was ending anyway when the cancel came changed nothing
-     * a cancel would undo (had it, the cancel was refused): cancelled. */
+     * a cancel would undo (had it, the cancel was refused; what it
+     * changes at finalize, abort leaves undone): cancelled. */
     if (job->cancelled && ret == 0)
         ret = -ECANCELED;
     job->ret = ret;
@@ -380,14 +395,15 @@ ng_job_cancel(struct ng_job *job, struct ng_error *err)
         return -1;
     if (job->cancelled)
         return 0;
-    /* What a pivot moved stays moved (QEMU cannot un-pivot either): the
-     * job ends completed, and says so, rather than "cancelled" with the
-     * graph changed. */
+    /* What the type changed for good before finalize stays changed (a
+     * stream's cut chain): the job ends completed, and says so, rather
+     * than "cancelled" with the graph changed.  A mirror pivots only at
+     * finalize, so its cancel in pending is QEMU's: nothing moves. */
     if (job->irrevocable)
         return ng_error_set(err, EBUSY, "job '%s' has changed the graph "
-                            "for good already (a pivot, a cut chain) and "
-                            "can no longer be cancelled; it ends "
-                            "completed", job->id);
+                            "for good already (a cut chain) and can no "
+                            "longer be cancelled; it ends completed",
+                            job->id);
     job->cancelled = true;
     if (job->status == NG_JOB_CREATED) {
         job->done = true;
@@ -410,7 +426,6 @@ int
 ng_job_cancel_soft(struct ng_job *job, struct ng_error *err)
 {
     if (job->ops->soft_cancel == NULL || job->cancelled || job->done ||
-        job->irrevocable ||
         (job->status != NG_JOB_READY && job->status != NG_JOB_STANDBY))
         return ng_job_cancel(job, err);
     job->soft_cancelled = true;
@@ -517,7 +532,7 @@ ng_job_cancel_all(struct ng_graph *g)
         job->auto_finalize = true;
         if (job->status == NG_JOB_CONCLUDED)
             ng_job_dismiss(job, NULL);
-        else if (job->status == NG_JOB_PENDING)
+        else if (job->status == NG_JOB_PENDING && job->irrevocable)
             ng_job_finalize(job, NULL);
         else if (!job->cancelled)
             ng_job_cancel(job, NULL);

@@ -91,7 +91,8 @@ struct ng_job_ops {
     /* Stop working; then ng_job_done(job, -ECANCELED).  A type that was
      * ending anyway may end with 0 (the job then counts as cancelled
      * all the same), but must not change the graph for good after this
-     * (a pivot, a cut chain): see ng_job_set_irrevocable(). */
+     * (a cut chain): see ng_job_set_irrevocable().  A change made at
+     * finalize (commit) needs no such care: abort runs instead. */
     void (*cancel)(struct ng_job *job);
     /* block-job-cancel without force on a ready job (QEMU's soft
      * cancel of a ready mirror): finish as complete would, but move
@@ -99,16 +100,23 @@ struct ng_job_ops {
      * source), then ng_job_done(job, 0): BLOCK_JOB_COMPLETED.  NULL: a
      * soft cancel is a cancel. */
     void (*soft_cancel)(struct ng_job *job);
-    /* job-complete in ready/standby: finish (mirror: pivot), then
+    /* job-complete in ready/standby: finish (mirror: the last bits
+     * copied in a drained section, the pivot left to commit), then
      * ng_job_done().  -1 with *err: refused, nothing changed.  NULL: the
      * type cannot be completed by the user. */
     int (*complete)(struct ng_job *job, struct ng_error *err);
     void (*set_speed)(struct ng_job *job, uint64_t speed);
     void (*progress)(struct ng_job *job, uint64_t *current,
                      uint64_t *total);
-    /* Finalize: the job succeeded (commit) or not (abort); both may be
-     * NULL.  Then clean, and at dismissal free. */
-    void (*commit)(struct ng_job *job);
+    /* Finalize (QEMU's .prepare/.commit and .abort): the job succeeded
+     * and makes its change to the graph now (mirror: the pivot, in the
+     * drained section its run left open), or it failed or was cancelled
+     * (also in pending) and abort undoes what the run prepared (mirror:
+     * the section ends, nothing moved).  commit returns -1 with *err
+     * when the change is refused, the graph as it was: the job then
+     * fails with that error and abort runs.  Both may be NULL.  Then
+     * clean, and at dismissal free. */
+    int (*commit)(struct ng_job *job, struct ng_error *err);
     void (*abort)(struct ng_job *job);
     /* Free the type's state.  job->graph is NULL when the graph is being
      * freed around a job nobody dismissed: its nodes and BBs are gone
@@ -132,9 +140,9 @@ struct ng_job_hooks {
                   bool is_read, enum ng_job_error_action action);
     /* The job reached null and is about to be freed (release claims). */
     void (*gone)(void *opaque, struct ng_job *job);
-    /* Inside a drained section, the job moved every parent of node `from`
-     * to node `to` (mirror's pivot): claims naming `from` for what now
-     * uses `to` must follow.  May be NULL. */
+    /* Inside a drained section, at finalize, the job moved every parent
+     * of node `from` to node `to` (mirror's pivot): claims naming `from`
+     * for what now uses `to` must follow.  May be NULL. */
     void (*pivoted)(void *opaque, struct ng_job *job, const char *from,
                     const char *to);
     void *opaque;
@@ -155,11 +163,12 @@ struct ng_job {
     bool auto_finalize, auto_dismiss;
     bool done;                      /* ng_job_done() was called */
     bool irrevocable;               /* the type changed the graph for
-                                     * good (a pivot): no cancel now */
+                                     * good before finalize (a stream's
+                                     * cut chain): no cancel now */
     enum ng_job_iostatus iostatus;  /* set by a stop on error, reset by
                                      * job-resume */
     int ret;                        /* 0 or negative errno, once done */
-    char error[256];                /* message when ret < 0 and not
+    char error[NG_ERROR_MSG_MAX];   /* message when ret < 0 and not
                                      * cancelled */
     uint64_t speed;
 };
@@ -182,8 +191,9 @@ void ng_job_start(struct ng_job *job);
 /* The verbs; -1 with *err when the state does not take it. */
 int ng_job_pause(struct ng_job *job, struct ng_error *err);
 int ng_job_resume(struct ng_job *job, struct ng_error *err);
-/* Refused once the job changed the graph for good (a mirror that
- * pivoted ends completed, whatever is asked). */
+/* Taken in every state QEMU takes it, pending included (a mirror then
+ * ends with nothing moved); refused once the job changed the graph for
+ * good before finalize (ng_job_set_irrevocable()). */
 int ng_job_cancel(struct ng_job *job, struct ng_error *err);
 /* block-job-cancel without force: ops->soft_cancel for a ready job of a
  * type that has one, else ng_job_cancel(). */
@@ -194,9 +204,10 @@ int ng_job_dismiss(struct ng_job *job, struct ng_error *err);
 int ng_job_set_speed(struct ng_job *job, int64_t speed,
                      struct ng_error *err);
 
-/* For job types: from now on the job has changed the graph in a way a
- * cancel cannot undo (mirror's pivot, the cut of a stream's chain), so
- * it ends completed: ng_job_cancel() refuses, saying so. */
+/* For job types that change the graph before finalize: from now on the
+ * job has changed it in a way a cancel cannot undo (the cut of a
+ * stream's chain), so it ends completed: ng_job_cancel() refuses, saying
+ * so.  A change made in ops->commit needs none of this. */
 void ng_job_set_irrevocable(struct ng_job *job);
 /* For job types: the work converged (running -> ready). */
 void ng_job_ready(struct ng_job *job);
@@ -215,8 +226,10 @@ enum ng_job_error_action ng_job_io_error(struct ng_job *job,
 void ng_job_progress(struct ng_job *job, uint64_t *current,
                      uint64_t *total);
 
-/* Cancel every job (daemon shutdown); jobs that have stopped are
- * dismissed.  Returns how many are still winding down. */
+/* Cancel every job (daemon shutdown), pending ones too, as QEMU's exit
+ * does (a mirror does not pivot); one that changed the graph for good is
+ * finalized, jobs that have stopped are dismissed.  Returns how many are
+ * still winding down. */
 unsigned ng_job_cancel_all(struct ng_graph *g);
 
 #endif

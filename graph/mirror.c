@@ -36,14 +36,17 @@ struct mirror {
     bool completing;                    /* job-complete was asked */
     bool in_place;                      /* ... as a soft cancel: the
                                          * same end, but no pivot */
-    bool pivoted;
+    bool settled;                       /* the last bits are copied in
+                                         * the section, which stays open
+                                         * for finalize: commit moves,
+                                         * abort ends it, nothing moved */
     struct ng_drain *drain;             /* the pivot's section, or NULL */
     bool drain_fired;                   /* ... and clients are quiet */
     bool stopping;                      /* the engine is stopping */
     bool stop_deferred;                 /* stop once the drain fires */
     int stop_ret;                       /* what ng_job_done gets */
     char stop_msg[NG_ERROR_MSG_MAX];
-    struct ng_req flush;                /* the target's, after a pivot */
+    struct ng_req flush;                /* the target's, once settled */
     /* sync "top": what the source's own layer holds goes into the
      * bitmap before the engine starts; a commit: what the layers above
      * the base hold (their allocation depth is 1 .. base_depth - 1). */
@@ -67,7 +70,7 @@ struct mirror {
 };
 
 static void mirror_try_pivot(struct mirror *m);
-static void mirror_pivot(struct mirror *m);
+static void mirror_settle(struct mirror *m);
 static void start_failed(struct mirror *m, const struct ng_error *err);
 
 /* ---- Checks ---------------------------------------------------------- */
@@ -260,10 +263,12 @@ copy_stopped(void *opaque)
 {
     struct mirror *m = opaque;
 
-    if ((m->pivoted || m->in_place) && m->stop_ret == 0) {
-        /* No client waits for it (they go on on the target meanwhile):
-         * off the loop, with what it takes along (a qcow2 target's
-         * write-back of its tables, NG_REQ_INHERITED). */
+    if (m->settled && m->stop_ret == 0) {
+        /* Before the job is done, as QEMU's mirror_run flushes in its
+         * drained section: the clients wait for it (and for finalize),
+         * but the loop does not, so it goes off the loop with what it
+         * takes along (a qcow2 target's write-back of its tables,
+         * NG_REQ_INHERITED). */
         ng_req_init(&m->flush, NG_OP_FLUSH, 0, 0, NG_REQ_BACKGROUND);
         m->flush.done = flush_done;
         m->flush.opaque = m;
@@ -283,7 +288,8 @@ end_section(struct mirror *m)
 }
 
 /* Stop the engine; the job ends with ret once it is idle.  A drain that
- * has not fired yet owns a pointer to m, so wait for it. */
+ * has not fired yet owns a pointer to m, so wait for it.  The section
+ * ends now, unless the job settled in it: then finalize ends it. */
 static void
 mirror_stop(struct mirror *m, int ret, const char *msg)
 {
@@ -300,7 +306,8 @@ mirror_stop(struct mirror *m, int ret, const char *msg)
         m->stop_deferred = true;
         return;
     }
-    end_section(m);
+    if (!m->settled)
+        end_section(m);
     m->stopping = true;
     ng_copy_stop(m->copy);
 }
@@ -318,7 +325,7 @@ copy_converged(void *opaque)
     else if (m->job->status == NG_JOB_RUNNING)
         ng_job_ready(m->job);
     if (m->drain != NULL && m->drain_fired)
-        mirror_pivot(m);            /* the last bits, copied drained */
+        mirror_settle(m);           /* the last bits, copied drained */
     else if (m->completing)
         mirror_try_pivot(m);
 }
@@ -360,47 +367,22 @@ static const struct ng_copy_ops mirror_copy_ops = {
 
 /* ---- Pivot ---------------------------------------------------------------- */
 
-/* Inside the drained section, nothing left to copy: move the parents. */
+/* Inside the drained section, nothing left to copy: the target is in
+ * sync with the source.  The engine stops (the target is flushed, the
+ * job's BBs, bitmap and filter go) with the section kept open, clients
+ * waiting in it; the job is done then, and its commit moves the parents
+ * at finalize (QEMU's mirror_exit_common at .prepare), its abort (a
+ * cancel in pending, a failure) ends the section with nothing moved. */
 static void
-mirror_pivot(struct mirror *m)
+mirror_settle(struct mirror *m)
 {
-    struct ng_error err = { 0 };
-
-    if (m->in_place) {
-        /* Soft cancel: the target is in sync with the source now, in the
-         * drained section; it stays where it is. */
-        mirror_stop(m, 0, NULL);
-        return;
-    }
-    if (m->overlay != NULL) {
-        /* Intermediate commit: the overlay skips what was committed. */
-        if (ng_node_set_backing(m->overlay, m->target, 0, &err) == -1) {
-            mirror_stop(m, -err.code, err.msg);
-            return;
-        }
-        ng_job_set_irrevocable(m->job);
-        mirror_stop(m, 0, NULL);
-        return;
-    }
-    /* Every parent of the source but the job's own BB goes to the
-     * target, unless that takes from an export what its clients were
-     * told (a smaller cap set): then the job fails, nothing moved. */
-    if (ng_graph_replace_node(m->graph, m->source, m->target, m->src_bb, 0,
-                              &err) == -1) {
-        mirror_stop(m, -err.code, err.msg);
-        return;
-    }
-    m->pivoted = true;
-    ng_job_set_irrevocable(m->job);
-    if (m->job->hooks.pivoted != NULL)
-        m->job->hooks.pivoted(m->job->hooks.opaque, m->job,
-                              m->source->name, m->target->name);
-    mirror_stop(m, 0, NULL);        /* ends the section */
+    m->settled = true;
+    mirror_stop(m, 0, NULL);
 }
 
 /* Clients are quiet.  What they wrote before the drain took hold is
  * copied now, inside the section (the job's own source BB is not
- * drained), then the pivot follows from copy_converged. */
+ * drained), then the job settles from copy_converged. */
 static void
 pivot_drained(void *opaque)
 {
@@ -413,17 +395,17 @@ pivot_drained(void *opaque)
         return;
     }
     if (ng_copy_is_converged(m->copy))
-        mirror_pivot(m);
+        mirror_settle(m);
     else
         ng_copy_resume(m->copy);
 }
 
 /* Hold the engine still and drain every client above the source; the
- * pivot happens inside that section. */
+ * job settles inside that section, and finalize pivots in it. */
 static void
 mirror_try_pivot(struct mirror *m)
 {
-    if (m->drain != NULL || m->pivoted || m->stopping ||
+    if (m->drain != NULL || m->settled || m->stopping ||
         !ng_copy_is_converged(m->copy))
         return;
     ng_copy_pause(m->copy);
@@ -609,6 +591,47 @@ mirror_op_soft_cancel(struct ng_job *job)
     mirror_try_pivot(m);
 }
 
+/* Finalize of a settled job, inside the section its run left open:
+ * a soft cancel moves nothing; an intermediate commit gives the overlay
+ * the base as its backing; else every parent of the source (export BBs,
+ * implicit filters, overlays) goes to the target, unless that takes
+ * from an export what its clients were told (a smaller cap set).  -1
+ * with *err: refused, nothing moved. */
+static int
+mirror_move(struct mirror *m, struct ng_error *err)
+{
+    struct ng_job *job = m->job;
+
+    if (m->in_place)
+        return 0;
+    if (m->overlay != NULL)
+        return ng_node_set_backing(m->overlay, m->target, 0, err);
+    if (ng_graph_replace_node(m->graph, m->source, m->target, NULL, 0,
+                              err) == -1)
+        return -1;
+    if (job->hooks.pivoted != NULL)
+        job->hooks.pivoted(job->hooks.opaque, job, m->source->name,
+                           m->target->name);
+    return 0;
+}
+
+/* A refused move fails the job; its abort ends the section then. */
+static int
+mirror_op_commit(struct ng_job *job, struct ng_error *err)
+{
+    if (mirror_move(job->state, err) == -1)
+        return -1;
+    end_section(job->state);
+    return 0;
+}
+
+/* Cancelled (in pending too) or failed: clients go on on the source. */
+static void
+mirror_op_abort(struct ng_job *job)
+{
+    end_section(job->state);
+}
+
 static void
 mirror_op_set_speed(struct ng_job *job, uint64_t speed)
 {
@@ -663,6 +686,8 @@ static const struct ng_job_ops mirror_ops = {
     .complete = mirror_op_complete,
     .set_speed = mirror_op_set_speed,
     .progress = mirror_op_progress,
+    .commit = mirror_op_commit,
+    .abort = mirror_op_abort,
     .free = mirror_op_free,
 };
 
@@ -678,6 +703,8 @@ static const struct ng_job_ops commit_active_ops = {
     .complete = mirror_op_complete,
     .set_speed = mirror_op_set_speed,
     .progress = mirror_op_progress,
+    .commit = mirror_op_commit,
+    .abort = mirror_op_abort,
     .free = mirror_op_free,
 };
 
@@ -689,6 +716,8 @@ static const struct ng_job_ops commit_ops = {
     .cancel = mirror_op_cancel,
     .set_speed = mirror_op_set_speed,
     .progress = mirror_op_progress,
+    .commit = mirror_op_commit,
+    .abort = mirror_op_abort,
     .free = mirror_op_free,
 };
 

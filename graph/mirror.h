@@ -4,18 +4,21 @@
  * The copy engine copies it to the target; the choke point marks
  * client writes on the source meanwhile, so once the bitmap is
  * clean the job is ready and keeps the target in sync.  job-complete
- * drains the source, and when nothing is left to copy moves every parent
- * of the source (export BBs, implicit filters, overlays) to the target
- * in that one drained section: clients never reconnect.
+ * drains the source, and when nothing is left to copy flushes the
+ * target and ends the job's work with the source still drained; at
+ * finalize (the job's commit op) every parent of the source (export
+ * BBs, implicit filters, overlays) moves to the target in that one
+ * drained section, clients never reconnecting; a cancel in pending (the
+ * abort op) ends the section with nothing moved, as QEMU's
+ * mirror_exit_common.
  *
  * With a filter-node-name or copy-mode write-blocking, a "mirror_top"
  * filter (graph/mirror-top.c) goes above the source first, in a drained
  * section, under that name (default "mirror-top-<job-id>", for commit
- * "commit-top-<job-id>"), and comes out once the job has stopped, before
- * its completion is told; a pivot moves it above the target with the
- * source's other parents, so the exports end on the target.  In
- * write-blocking mode the filter writes each client write to the target
- * too before completing it.  Without either, no filter goes in: the
+ * "commit-top-<job-id>"), and comes out once the job has stopped (inside
+ * the pivot's section, before the pivot at finalize), before its
+ * completion is told.  In write-blocking mode the filter writes each
+ * client write to the target too before completing it.  Without either, no filter goes in: the
  * choke point marks the job's bitmap on the source.
  *
  * block-commit runs on the same job: a copy of a chain's top into its
@@ -51,10 +54,11 @@ struct ng_mirror_params {
     /* block-commit: the job is a commit of `source` (its top) into
      * `target` (its base, below it in its backing chain; may be used).
      * With `overlay` (the node whose backing `source` is) it is an
-     * intermediate commit: once the copy converged, in a drained section,
-     * the overlay's backing becomes the base, and the job ends without a
-     * ready phase.  Without, an active commit: ready, then job-complete
-     * pivots as a mirror does. */
+     * intermediate commit: once the copy converged the job ends without
+     * a ready phase, its drained section open, and at finalize the
+     * overlay's backing becomes the base in it.  Without, an active
+     * commit: ready, then job-complete and finalize pivot as a mirror's
+     * do. */
     bool commit;
     const char *overlay;
     const char *filter_node_name;   /* NULL: none unless write_blocking */
