@@ -17,6 +17,8 @@
 #   expect_status N CMD [ARG]... fail unless CMD exits with N
 #   nbdgraphctl ARG...           the built nbdgraphctl on the daemon's $ctl
 #   qmp JSON                     one QMP command through it
+#   start_events NODE OPTIONS    `nbdgraphctl events` into ./events,
+#   stop_events                  connected; ended
 #   add_dirty_bitmap NODE NAME [GRANULARITY]
 #                                block-dirty-bitmap-add
 #   bitmaps_of NODE              NODE's dirty bitmaps, one JSON line
@@ -209,6 +211,28 @@ qmp ()
 {
     nbdgraphctl qmp "$1"
 }
+
+# start_events NODE OPTIONS: `nbdgraphctl events` into ./events (the
+# test's cwd) in the background, returning once it is connected: a
+# blockdev-reconfigure of NODE with OPTIONS, which must change nothing
+# (e.g. '{"inject-error": []}' on a blkdebug node), shows in it as
+# GRAPH_CHANGED.  stop_events ends it.
+start_events ()
+{
+    local i
+    : > events
+    nbdgraphctl events > events &
+    events_pid=$!
+    for i in $(seq 300); do
+        qmp "{\"execute\": \"blockdev-reconfigure\", \"arguments\": {
+            \"node-name\": \"$1\", \"options\": $2}}" > /dev/null
+        grep -q GRAPH_CHANGED events && return 0
+        sleep 0.1
+    done
+    fail "nbdgraphctl events saw nothing"
+}
+
+stop_events () { kill "$events_pid"; wait "$events_pid" || true; }
 
 # add_dirty_bitmap NODE NAME [GRANULARITY]: a dirty bitmap on NODE
 # (block-dirty-bitmap-add), of the node's default granularity unless

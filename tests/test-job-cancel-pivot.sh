@@ -49,26 +49,6 @@ export_on () { qmp '{"execute": "query-block-exports"}' |
                    jq -e --arg n "$1" '.return[] | select(.id == "vm1") |
                                        ."node-name" == $n' > /dev/null; }
 
-# start_events NODE OPTIONS: `nbdgraphctl events` into $dir/events,
-# connected (a reconfigure of NODE to OPTIONS, which changes nothing,
-# shows in it) before anything the test looks for happens.
-start_events ()
-{
-    local i
-    : > events
-    nbdgraphctl events > events &
-    events_pid=$!
-    for i in $(seq 300); do
-        qmp "{\"execute\": \"blockdev-reconfigure\", \"arguments\": {
-            \"node-name\": \"$1\", \"options\": $2}}" > /dev/null
-        grep -q GRAPH_CHANGED events && return 0
-        sleep 0.1
-    done
-    fail "nbdgraphctl events saw nothing"
-}
-
-stop_events () { kill "$events_pid"; wait "$events_pid" || true; }
-
 # event_for EVENT ID: EVENT came for job ID.
 event_for () { jq -s -e --arg e "$1" --arg id "$2" \
                    'any(.[]; .event == $e and .data.device == $id)' \

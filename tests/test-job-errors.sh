@@ -30,26 +30,6 @@ requires jq --version
 out=$dir/out
 cd "$dir"
 
-# start_events: `nbdgraphctl events` into $dir/events, connected (a
-# reconfigure of node $1, which changes nothing, shows in it) before
-# anything the test looks for happens.
-start_events ()
-{
-    local i opts=$2
-    : > events
-    nbdgraphctl events > events &
-    events_pid=$!
-    for i in $(seq 300); do
-        qmp "{\"execute\": \"blockdev-reconfigure\", \"arguments\": {
-            \"node-name\": \"$1\", \"options\": $opts}}" > /dev/null
-        grep -q GRAPH_CHANGED events && return 0
-        sleep 0.1
-    done
-    fail "nbdgraphctl events saw nothing"
-}
-
-stop_events () { kill "$events_pid"; wait "$events_pid" || true; }
-
 # rules NODE JSON: the blkdebug node's inject-error list becomes JSON.
 rules ()
 {
