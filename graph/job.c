@@ -230,14 +230,23 @@ conclude(struct ng_job *job)
     }
 }
 
+/* The job failed with ret (negative errno): query-jobs' `error` says
+ * msg, or strerror's words when there is none. */
+static void
+set_failure(struct ng_job *job, int ret, const char *msg)
+{
+    job->ret = ret;
+    snprintf(job->error, sizeof job->error, "%s",
+             msg != NULL ? msg : strerror(-ret));
+}
+
 /* The change commit was to make was refused: the job fails with why,
  * as QEMU's does when .prepare fails (BLOCK_JOB_COMPLETED with the
  * error). */
 static void
 commit_failed(struct ng_job *job, const struct ng_error *err)
 {
-    job->ret = err->code > 0 ? -err->code : -EIO;
-    snprintf(job->error, sizeof job->error, "%s", err->msg);
+    set_failure(job, err->code > 0 ? -err->code : -EIO, err->msg);
     transition(job, NG_JOB_ABORTING);
 }
 
@@ -275,8 +284,7 @@ ng_job_done(struct ng_job *job, int ret, const char *msg)
         ret = -ECANCELED;
     job->ret = ret;
     if (ret < 0)
-        snprintf(job->error, sizeof job->error, "%s",
-                 msg != NULL && !job->cancelled ? msg : strerror(-ret));
+        set_failure(job, ret, job->cancelled ? NULL : msg);
     /* A paused job is woken to wind down, as QEMU's is. */
     if (job->status == NG_JOB_PAUSED)
         transition(job, NG_JOB_RUNNING);
@@ -382,8 +390,7 @@ start_aborting(struct ng_job *job)
 static void
 cancelled_ret(struct ng_job *job)
 {
-    job->ret = -ECANCELED;
-    snprintf(job->error, sizeof job->error, "%s", strerror(ECANCELED));
+    set_failure(job, -ECANCELED, NULL);
 }
 
 int
