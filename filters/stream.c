@@ -127,22 +127,48 @@ finished(void *opaque, const struct ng_error *err)
 }
 
 /* Drained: the filter comes out (it took nothing from any export, so
- * taking it out cannot either); on success the chain is cut. */
+ * taking it out cannot either).  The chain stays until finalize: the
+ * top holds all it needs from the layers between, so clients read the
+ * same through it in pending, and their writes go to the top. */
 static int
 finish_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
 {
     struct stream *s = opaque;
 
-    if (ng_graph_remove_filter(g, s->filter->name, NG_MUTATE_FORCE,
-                               err) == -1)
-        return -1;
-    if (s->stop_ret != 0 || s->job->cancelled)  /* a cancel came on the
-                                                 * way here: it wins */
-        return 0;
-    if (ng_node_set_backing(s->top, s->base, 0, err) == -1)
-        return -1;
-    ng_job_set_irrevocable(s->job);
-    return 0;
+    return ng_graph_remove_filter(g, s->filter->name, NG_MUTATE_FORCE, err);
+}
+
+/* ---- Finalize: the cut ---------------------------------------------------- */
+
+static int
+cut_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
+{
+    struct stream *s = opaque;
+
+    (void)g;
+    return ng_node_set_backing(s->top, s->base, 0, err);
+}
+
+static void
+cut_done(void *opaque, const struct ng_error *err)
+{
+    struct stream *s = opaque;
+
+    ng_job_commit_done(s->job, err);
+}
+
+/* The job's result, as QEMU's stream_prepare: the top's backing becomes
+ * the base (a qcow2 top's header names it), in a drained section of its
+ * own; a cancel in pending had nothing to undo. */
+static void
+stream_op_commit_async(struct ng_job *job)
+{
+    struct stream *s = job->state;
+    struct ng_error err = { 0 };
+
+    if (ng_graph_mutate(s->graph, s->top, cut_mutation, cut_done, s,
+                        &err) == -1)
+        ng_job_commit_done(job, &err);
 }
 
 /* The engine is idle for good, and no scan is in flight. */
@@ -498,6 +524,7 @@ static const struct ng_job_ops stream_ops = {
     .cancel = stream_op_cancel,
     .set_speed = stream_op_set_speed,
     .progress = stream_op_progress,
+    .commit_async = stream_op_commit_async,
     .free = stream_op_free,
 };
 

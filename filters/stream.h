@@ -10,8 +10,11 @@
  * overwritten by older data from below.  When a pass is done, a scan of
  * the top's own allocation (NG_REQ_LOCAL_ONLY) finds what a racing client
  * write made the filter skip, and the engine goes again until the top
- * lacks nothing; then, in one drained section, the filter comes out and
- * the backing is cut.  Cancelling takes the filter out and leaves the
+ * lacks nothing; then, in a drained section, the filter comes out and
+ * the job goes to pending with the chain as it was (the top holds all
+ * it needs, so clients read and write it freely meanwhile).  Finalize
+ * (the job's commit_async) cuts the backing in a drained section of its
+ * own, as QEMU's stream_prepare.  Cancelling, in pending too, leaves the
  * chain as it was (the data copied up stays: it reads the same).
  *
  * A walk over the own allocation of each layer between top and base

@@ -250,25 +250,50 @@ commit_failed(struct ng_job *job, const struct ng_error *err)
     transition(job, NG_JOB_ABORTING);
 }
 
-/* pending|aborting: commit or abort, tell, conclude. */
+/* After the commit (or none): abort a failed job, tell, conclude, then
+ * answer whoever waits (the job may be gone by then). */
+static void
+finish_finalize(struct ng_job *job)
+{
+    void (*finalized)(void *) = job->finalized;
+    void *opaque = job->finalized_opaque;
+
+    job->finalized = NULL;
+    if (job->ret != 0 && job->ops->abort != NULL)
+        job->ops->abort(job);
+    emit(job, job->cancelled ? NG_JOB_EV_CANCELLED : NG_JOB_EV_COMPLETED);
+    conclude(job);
+    if (finalized != NULL)
+        finalized(opaque);
+}
+
+/* pending|aborting: commit or abort, tell, conclude.  An asynchronous
+ * commit goes on in ng_job_commit_done(). */
 static void
 finalize(struct ng_job *job)
 {
     struct ng_error err = { 0 };
 
+    if (job->ret == 0 && job->ops->commit_async != NULL) {
+        job->finalizing = true;
+        job->ops->commit_async(job);
+        return;
+    }
     if (job->ret == 0 && job->ops->commit != NULL &&
         job->ops->commit(job, &err) == -1)
         commit_failed(job, &err);
-    if (job->ret != 0 && job->ops->abort != NULL)
-        job->ops->abort(job);
-    emit(job, job->cancelled ? NG_JOB_EV_CANCELLED : NG_JOB_EV_COMPLETED);
-    conclude(job);
+    finish_finalize(job);
 }
 
 void
-ng_job_set_irrevocable(struct ng_job *job)
+ng_job_commit_done(struct ng_job *job, const struct ng_error *err)
 {
-    job->irrevocable = true;
+    if (!job->finalizing)
+        return;             /* a bug in a job type; keep the state sane */
+    job->finalizing = false;
+    if (err != NULL)
+        commit_failed(job, err);
+    finish_finalize(job);
 }
 
 void
@@ -402,15 +427,12 @@ ng_job_cancel(struct ng_job *job, struct ng_error *err)
         return -1;
     if (job->cancelled)
         return 0;
-    /* What the type changed for good before finalize stays changed (a
-     * stream's cut chain): the job ends completed, and says so, rather
-     * than "cancelled" with the graph changed.  A mirror pivots only at
-     * finalize, so its cancel in pending is QEMU's: nothing moves. */
-    if (job->irrevocable)
-        return ng_error_set(err, EBUSY, "job '%s' has changed the graph "
-                            "for good already (a cut chain) and can no "
-                            "longer be cancelled; it ends completed",
-                            job->id);
+    /* QEMU's job-finalize makes the change before it returns, so no
+     * cancel can come in between; here its drained section is on its
+     * way, and the job ends as that section decides. */
+    if (job->finalizing)
+        return ng_error_set(err, EBUSY, "job '%s' is being finalized and "
+                            "can no longer be cancelled", job->id);
     job->cancelled = true;
     if (job->status == NG_JOB_CREATED) {
         job->done = true;
@@ -453,10 +475,16 @@ ng_job_complete(struct ng_job *job, struct ng_error *err)
 }
 
 int
-ng_job_finalize(struct ng_job *job, struct ng_error *err)
+ng_job_finalize(struct ng_job *job, void (*done)(void *opaque), void *opaque,
+                struct ng_error *err)
 {
     if (apply_verb(job, NG_JOB_VERB_FINALIZE, err) == -1)
         return -1;
+    if (job->finalizing)
+        return ng_error_set(err, EBUSY, "job '%s' is being finalized "
+                            "already", job->id);
+    job->finalized = done;
+    job->finalized_opaque = opaque;
     finalize(job);
     return 0;
 }
@@ -539,9 +567,7 @@ ng_job_cancel_all(struct ng_graph *g)
         job->auto_finalize = true;
         if (job->status == NG_JOB_CONCLUDED)
             ng_job_dismiss(job, NULL);
-        else if (job->status == NG_JOB_PENDING && job->irrevocable)
-            ng_job_finalize(job, NULL);
-        else if (!job->cancelled)
+        else if (!job->cancelled && !job->finalizing)
             ng_job_cancel(job, NULL);
     }
     free(l.jobs);

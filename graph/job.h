@@ -90,9 +90,9 @@ struct ng_job_ops {
     void (*resume)(struct ng_job *job);
     /* Stop working; then ng_job_done(job, -ECANCELED).  A type that was
      * ending anyway may end with 0 (the job then counts as cancelled
-     * all the same), but must not change the graph for good after this
-     * (a cut chain): see ng_job_set_irrevocable().  A change made at
-     * finalize (commit) needs no such care: abort runs instead. */
+     * all the same), but must not change the graph for good after this:
+     * a change that is the job's result is made at finalize (commit or
+     * commit_async), and abort runs instead of it. */
     void (*cancel)(struct ng_job *job);
     /* block-job-cancel without force on a ready job (QEMU's soft
      * cancel of a ready mirror): finish as complete would, but move
@@ -117,6 +117,15 @@ struct ng_job_ops {
      * fails with that error and abort runs.  Both may be NULL.  Then
      * clean, and at dismissal free. */
     int (*commit)(struct ng_job *job, struct ng_error *err);
+    /* Instead of commit, for a type whose change needs a drained
+     * section of its own, begun at finalize (block-stream's cut chain,
+     * an intermediate commit's new backing): begin it, and once the
+     * change is made (err NULL) or refused (the graph as it was) call
+     * ng_job_commit_done() exactly once; inline too, when the section
+     * cannot even begin.  Meanwhile the job stays `pending` (QEMU shows
+     * no other state) and refuses job-cancel and a second job-finalize;
+     * a refusal fails the job and abort runs, as for commit. */
+    void (*commit_async)(struct ng_job *job);
     void (*abort)(struct ng_job *job);
     /* Free the type's state.  job->graph is NULL when the graph is being
      * freed around a job nobody dismissed: its nodes and BBs are gone
@@ -162,9 +171,12 @@ struct ng_job {
     bool soft_cancelled;            /* ops->soft_cancel runs */
     bool auto_finalize, auto_dismiss;
     bool done;                      /* ng_job_done() was called */
-    bool irrevocable;               /* the type changed the graph for
-                                     * good before finalize (a stream's
-                                     * cut chain): no cancel now */
+    bool finalizing;                /* ops->commit_async runs: no cancel,
+                                     * no second finalize */
+    /* Who waits for the job to conclude (job-finalize's answer), or
+     * NULL. */
+    void (*finalized)(void *opaque);
+    void *finalized_opaque;
     enum ng_job_iostatus iostatus;  /* set by a stop on error, reset by
                                      * job-resume */
     int ret;                        /* 0 or negative errno, once done */
@@ -192,23 +204,28 @@ void ng_job_start(struct ng_job *job);
 int ng_job_pause(struct ng_job *job, struct ng_error *err);
 int ng_job_resume(struct ng_job *job, struct ng_error *err);
 /* Taken in every state QEMU takes it, pending included (a mirror then
- * ends with nothing moved); refused once the job changed the graph for
- * good before finalize (ng_job_set_irrevocable()). */
+ * ends with nothing moved, a stream with its chain as it was); refused
+ * while an asynchronous finalize runs (ops->commit_async). */
 int ng_job_cancel(struct ng_job *job, struct ng_error *err);
 /* block-job-cancel without force: ops->soft_cancel for a ready job of a
  * type that has one, else ng_job_cancel(). */
 int ng_job_cancel_soft(struct ng_job *job, struct ng_error *err);
 int ng_job_complete(struct ng_job *job, struct ng_error *err);
-int ng_job_finalize(struct ng_job *job, struct ng_error *err);
+/* job-finalize; then `done(opaque)` (may be NULL) once the job has
+ * concluded (its BLOCK_JOB_COMPLETED or _CANCELLED sent; the job may be
+ * gone then): inline for a type whose commit is synchronous, later for
+ * one with commit_async.  -1 with *err when the job does not take the
+ * verb now (done does not run then). */
+int ng_job_finalize(struct ng_job *job, void (*done)(void *opaque),
+                    void *opaque, struct ng_error *err);
 int ng_job_dismiss(struct ng_job *job, struct ng_error *err);
 int ng_job_set_speed(struct ng_job *job, int64_t speed,
                      struct ng_error *err);
 
-/* For job types that change the graph before finalize: from now on the
- * job has changed it in a way a cancel cannot undo (the cut of a
- * stream's chain), so it ends completed: ng_job_cancel() refuses, saying
- * so.  A change made in ops->commit needs none of this. */
-void ng_job_set_irrevocable(struct ng_job *job);
+/* For job types with commit_async: the change is made (err NULL) or
+ * was refused with *err, the graph as it was.  The job concludes now
+ * (it may be freed before this returns). */
+void ng_job_commit_done(struct ng_job *job, const struct ng_error *err);
 /* For job types: the work converged (running -> ready). */
 void ng_job_ready(struct ng_job *job);
 /* For job types: the work is over with ret (0, -ECANCELED, -errno);
@@ -227,9 +244,9 @@ void ng_job_progress(struct ng_job *job, uint64_t *current,
                      uint64_t *total);
 
 /* Cancel every job (daemon shutdown), pending ones too, as QEMU's exit
- * does (a mirror does not pivot); one that changed the graph for good is
- * finalized, jobs that have stopped are dismissed.  Returns how many are
- * still winding down. */
+ * does (a mirror does not pivot, a stream leaves its chain); one whose
+ * asynchronous finalize runs is left to conclude, jobs that have stopped
+ * are dismissed.  Returns how many are still winding down. */
 unsigned ng_job_cancel_all(struct ng_graph *g);
 
 #endif

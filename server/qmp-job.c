@@ -650,10 +650,24 @@ ng_qmp_job_complete(struct ng_qmp_call *call, json_t *args)
     job_verb(call, args, "id", ng_job_complete);
 }
 
+static void
+job_finalized(void *opaque)
+{
+    ng_qmp_return(opaque, NULL);
+}
+
+/* Answered once the job concluded, as QEMU's (whose finalize is
+ * synchronous): after its BLOCK_JOB_COMPLETED, also when the change
+ * takes a drained section of its own (a stream's cut chain). */
 void
 ng_qmp_job_finalize(struct ng_qmp_call *call, json_t *args)
 {
-    job_verb(call, args, "id", ng_job_finalize);
+    struct ng_job *job = job_arg(call, args, "id");
+    struct ng_error err = { 0 };
+
+    if (job != NULL &&
+        ng_job_finalize(job, job_finalized, call, &err) == -1)
+        ng_qmp_error_from(call, &err);
 }
 
 void
