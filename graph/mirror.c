@@ -319,10 +319,16 @@ copy_converged(void *opaque)
 {
     struct mirror *m = opaque;
 
-    if (m->overlay != NULL)
-        m->completing = true;       /* intermediate commit: no ready phase,
-                                     * the chain is cut now */
-    else if (m->job->status == NG_JOB_RUNNING)
+    if (m->overlay != NULL) {
+        /* An intermediate commit: no ready phase and no drain.  Nobody
+         * else writes the top (the job's claims), so once converged it
+         * stays so: the job settles now, and its finalize points the
+         * overlay at the base in a section of its own, clients running
+         * meanwhile (QEMU's commit_run drains nothing either). */
+        mirror_settle(m);
+        return;
+    }
+    if (m->job->status == NG_JOB_RUNNING)
         ng_job_ready(m->job);
     if (m->drain != NULL && m->drain_fired)
         mirror_settle(m);           /* the last bits, copied drained */
@@ -592,9 +598,8 @@ mirror_op_soft_cancel(struct ng_job *job)
 }
 
 /* Finalize of a settled job, inside the section its run left open:
- * a soft cancel moves nothing; an intermediate commit gives the overlay
- * the base as its backing; else every parent of the source (export BBs,
- * implicit filters, overlays) goes to the target, unless that takes
+ * a soft cancel moves nothing; else every parent of the source (export
+ * BBs, implicit filters, overlays) goes to the target, unless that takes
  * from an export what its clients were told (a smaller cap set).  -1
  * with *err: refused, nothing moved. */
 static int
@@ -604,8 +609,6 @@ mirror_move(struct mirror *m, struct ng_error *err)
 
     if (m->in_place)
         return 0;
-    if (m->overlay != NULL)
-        return ng_node_set_backing(m->overlay, m->target, 0, err);
     if (ng_graph_replace_node(m->graph, m->source, m->target, NULL, 0,
                               err) == -1)
         return -1;
@@ -630,6 +633,41 @@ static void
 mirror_op_abort(struct ng_job *job)
 {
     end_section(job->state);
+}
+
+/* ---- Intermediate commit's finalize ---------------------------------- */
+
+static int
+repoint_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
+{
+    struct mirror *m = opaque;
+
+    (void)g;
+    return ng_node_set_backing(m->overlay, m->target, 0, err);
+}
+
+static void
+repointed(void *opaque, const struct ng_error *err)
+{
+    struct mirror *m = opaque;
+
+    ng_job_commit_done(m->job, err);
+}
+
+/* The overlay's backing becomes the base (a qcow2 overlay's header
+ * names it), the layers from top down to just above the base dropping
+ * out, in a drained section over the overlay; a cancel in pending
+ * leaves the chain (the base holds the top's data too, which reads the
+ * same through the chain). */
+static void
+commit_op_commit_async(struct ng_job *job)
+{
+    struct mirror *m = job->state;
+    struct ng_error err = { 0 };
+
+    if (ng_graph_mutate(m->graph, m->overlay, repoint_mutation, repointed,
+                        m, &err) == -1)
+        ng_job_commit_done(job, &err);
 }
 
 static void
@@ -716,8 +754,7 @@ static const struct ng_job_ops commit_ops = {
     .cancel = mirror_op_cancel,
     .set_speed = mirror_op_set_speed,
     .progress = mirror_op_progress,
-    .commit = mirror_op_commit,
-    .abort = mirror_op_abort,
+    .commit_async = commit_op_commit_async,
     .free = mirror_op_free,
 };
 

@@ -55,10 +55,10 @@ struct ng_mirror_params {
      * `target` (its base, below it in its backing chain; may be used).
      * With `overlay` (the node whose backing `source` is) it is an
      * intermediate commit: once the copy converged the job ends without
-     * a ready phase, its drained section open, and at finalize the
-     * overlay's backing becomes the base in it.  Without, an active
-     * commit: ready, then job-complete and finalize pivot as a mirror's
-     * do. */
+     * a ready phase and without draining anyone, and at finalize the
+     * overlay's backing becomes the base in a drained section of its
+     * own (the job's commit_async).  Without, an active commit: ready,
+     * then job-complete and finalize pivot as a mirror's do. */
     bool commit;
     const char *overlay;
     const char *filter_node_name;   /* NULL: none unless write_blocking */
