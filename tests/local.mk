@@ -255,6 +255,10 @@ TESTS += tests/test-job-errors.sh
 EXTRA_DIST += tests/test-job-errors.sh
 TESTS += tests/test-job-cancel-pivot.sh
 EXTRA_DIST += tests/test-job-cancel-pivot.sh
+# block-stream and an intermediate commit change the chain at finalize,
+# their pending clients running.
+TESTS += tests/test-stream-finalize.sh
+EXTRA_DIST += tests/test-stream-finalize.sh
 # A mirror's bulk copy runs two chunks wide while clients are busy, its
 # whole width when none is (graph/copy.c).
 TESTS += tests/test-mirror-client-yield.sh
