@@ -160,6 +160,9 @@ make_qcow2_chain 16M $chain
 start_nbdgraphd "$qcow2_config" vm1
 start_events ev '{"inject-error": []}'
 stream s0
+timeout 30 "$top_builddir/nbdgraphctl" --socket "$ctl" wait s0 > $out
+grep -qx "job 's0' pending" $out
+nbdgraphctl jobs | grep -E -q '^s0 +stream +pending'
 test "$(backing_of top)" = mid
 qmp '{"execute": "query-named-block-nodes"}' |
     jq -e 'all(.return[]; ."node-name" != "stream-s0")'
