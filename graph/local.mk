@@ -85,6 +85,16 @@ tests_unit_test_graph_objects_SOURCES = \
 	$(NULL)
 tests_unit_test_graph_objects_LDADD = $(CORE_LIBS)
 
+# A job's asynchronous finalize (ops->commit_async).
+check_PROGRAMS += tests/unit/test-job-finalize
+TESTS += tests/unit/test-job-finalize
+tests_unit_test_job_finalize_SOURCES = \
+	tests/unit/test-job-finalize.c \
+	tests/unit/graph-fixture.h \
+	tests/unit/graph-fixture.c \
+	$(NULL)
+tests_unit_test_job_finalize_LDADD = $(CORE_LIBS)
+
 # Export implicit chains (ng_graph_stack_implicit).
 check_PROGRAMS += tests/unit/test-graph-implicit
 TESTS += tests/unit/test-graph-implicit
