@@ -22,8 +22,12 @@
 #     SIGTERM then lets the finalize end before the daemon exits.
 #   - SIGTERM with a stream pending cancels it: the chain stays in the
 #     header.
-# A refused cut is not reachable from outside: the stream's and the
-# commit's NAC claims keep every node whose change could refuse it.
+# A refused cut is not reachable from outside: ng_node_set_backing()
+# refuses a driver without live backing changes (checked at the start),
+# a loop or too deep a chain (the cut only shortens it) and a change of
+# size or caps clients were told of (a format node's do not depend on
+# its backing); the jobs' claims keep the nodes from changing meanwhile.
+# tests/unit/test-job-finalize.c covers the job layer's side of one.
 source "$srcdir/functions.sh"
 set -e -x
 requires qemu-img --version
