@@ -231,14 +231,16 @@ qemu-img check top.qcow2
 qemu-img compare -f raw -F qcow2 want.raw top.qcow2
 
 # 5. Memory layers; the export on a delay filter above top, whose
-# flushes can be made slow.
+# flushes can be made slow, under a log filter that says when a request
+# has come in.
 memory_config="nodes:
   base: { driver: memory, size: 16M }
   mid: { driver: memory, size: 16M, backing: base }
   top: { driver: memory, size: 16M, backing: mid }
   slow: { driver: delay, file: top }
+  lg: { driver: log, file: slow, logfile: @DIR@/requests.log }
 exports:
-  vm1: { node: slow, writable: true }
+  vm1: { node: lg, writable: true }
   b: { node: base, writable: true }
   m: { node: mid, writable: true }"
 
@@ -261,15 +263,21 @@ memory_chain ()
     start_events slow '{}'
 }
 
+# flushes_in: how many flushes have come in on vm1 (the log filter's
+# lines for their arrival).
+flushes_in () { grep ' flush ' requests.log | grep -c -v 'return=' || true; }
+
 # slow_flush: a client flush that the delay filter holds 3 s, in the
-# background (pid in $flusher), connected.
+# background (pid in $flusher), in the daemon.
 slow_flush ()
 {
+    local before
     qmp '{"execute": "blockdev-reconfigure", "arguments": {
         "node-name": "slow", "options": {"delay-flush": "3s"}}}' > /dev/null
+    before=$(flushes_in)
     timeout 30 qemu-io -f raw -c flush "$uri" > flush &
     flusher=$!
-    wait_export_connections vm1 1
+    wait_for "[ \$(flushes_in) -gt $before ]"
 }
 
 # finalize_waits ID: job-finalize of ID in the background (its answer
