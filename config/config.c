@@ -54,7 +54,7 @@ static const char *const top_keys[] = {
 };
 static const char *const server_keys[] = {
     "listen", "control", "control-group", "max-request", "max-connections",
-    "idle-timeout", NULL
+    "idle-timeout", "poll-max-ns", NULL
 };
 static const char *const listen_keys[] = {
     "address", "tls", "tls-creds", NULL
@@ -535,6 +535,23 @@ load_count(const struct ng_value *v, const char *what, unsigned *out,
     return 0;
 }
 
+/* QEMU's iothread poll-max-ns: nanoseconds, at most a second. */
+static int
+load_poll_max_ns(struct ng_config *cfg, const struct ng_value *v,
+                 struct ng_error *err)
+{
+    int64_t n;
+
+    if (ng_value_to_int64(v, "poll-max-ns", &n, err) == -1)
+        return -1;
+    if (n < 0 || n > NG_CONFIG_POLL_MAX_NS_MAX)
+        return ng_value_error(err, &v->loc, "'poll-max-ns' must be between "
+                              "0 and %d (one second)",
+                              NG_CONFIG_POLL_MAX_NS_MAX);
+    cfg->poll_max_ns = (uint32_t)n;
+    return 0;
+}
+
 static int
 load_max_request(struct ng_config *cfg, const struct ng_value *v,
                  struct ng_error *err)
@@ -605,6 +622,9 @@ load_server(struct ng_config *cfg, struct ng_error *err)
     v = ng_value_get(server, "idle-timeout");
     if (v != NULL &&
         load_count(v, "idle-timeout", &cfg->idle_timeout, err) == -1)
+        return -1;
+    v = ng_value_get(server, "poll-max-ns");
+    if (v != NULL && load_poll_max_ns(cfg, v, err) == -1)
         return -1;
     return check_server_unique(cfg, err);
 }
@@ -1212,6 +1232,7 @@ load_text(const char *text, size_t len, const char *name,
         ng_config_oom(err);
         return NULL;
     }
+    cfg->poll_max_ns = NG_CONFIG_POLL_MAX_NS_DEFAULT;
     cfg->doc = ng_yaml_parse(text, len, cfg->file, err);
     if (cfg->doc == NULL ||
         (cli != NULL && ng_config_cli_merge(cfg->doc, cli, err) == -1) ||

@@ -180,6 +180,10 @@ struct ng_secret_cfg {
     struct ng_loc loc;
 };
 
+/* server.poll-max-ns: QEMU's iothread default, and our ceiling. */
+#define NG_CONFIG_POLL_MAX_NS_DEFAULT   32768
+#define NG_CONFIG_POLL_MAX_NS_MAX       1000000000
+
 struct ng_config {
     char *file;                 /* path given, or "<default>"; loc.file
                                  * in every value points here */
@@ -191,6 +195,7 @@ struct ng_config {
     struct ng_loc max_request_loc;
     unsigned max_connections;   /* server.max-connections, 0 = no limit */
     unsigned idle_timeout;      /* server.idle-timeout, s, 0 = none */
+    uint32_t poll_max_ns;       /* server.poll-max-ns, 0 = never poll */
     struct ng_loc control_loc;
     char *control_group;        /* group that may use it too, or NULL */
     struct ng_loc control_group_loc;

@@ -1278,6 +1278,8 @@ plan_limits(struct plan_ctx *c, struct ng_error *err)
                  old->idle_timeout, cfg->idle_timeout);
     append_limit(change, sizeof change, "max-request", old->max_request,
                  cfg->max_request);
+    append_limit(change, sizeof change, "poll-max-ns", old->poll_max_ns,
+                 cfg->poll_max_ns);
     if (change[0] != '\0' &&
         step_add(c->plan, NG_STEP_SERVER_RETUNE, "server", change) == NULL)
         return oom(err);

@@ -21,7 +21,8 @@ test_deps=(qemu-utils libnbd-bin nbdkit fio jq graphviz gnutls-bin
            cryptsetup-bin       # tests/test-luks.sh: LUKS images
            python3-cryptography # tests/test-luks-4k.sh: AES-XTS
            nbdkit-plugin-python # the nbdkit leaf's python test
-           iproute2)            # tests/test-live-move.sh: netns
+           iproute2             # tests/test-live-move.sh: netns
+           python3-libnbd)      # tests/test-poll.sh: libnbd in Python
 
 missing=()
 for p in "${build_deps[@]}" "${test_deps[@]}"; do

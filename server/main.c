@@ -324,6 +324,7 @@ start_server(struct daemon *d, struct ng_error *err)
         return located(err, d->cfg->file, &d->cfg->max_request_loc);
     ng_nbd_server_set_max_connections(d->nbd, d->cfg->max_connections);
     ng_nbd_server_set_idle_timeout(d->nbd, d->cfg->idle_timeout);
+    ng_nbd_server_set_poll_max_ns(d->nbd, d->cfg->poll_max_ns);
     d->ctl_ctx.graph = d->graph;
     d->graph->event = ng_qmp_graph_event;
     d->graph->event_opaque = &d->ctl_ctx;

@@ -380,6 +380,7 @@ conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         return;
     }
+    nbd_server_poll_on(c->srv);
     if (c->tls != NULL) {
         ng_tls_in_added(c->tls, (size_t)nread);
         conn_tls_pump(c);

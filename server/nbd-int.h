@@ -200,6 +200,9 @@ struct ng_nbd_server {
     uv_check_t flush_check;         /* flush `dirty` after the poll phase */
     uv_idle_t flush_idle;           /* ... or before it (nbd-conn.c) */
     uv_timer_t timer;               /* handshake and shutdown deadlines */
+    uv_idle_t poll_idle;            /* active: the loop polls, no sleep */
+    uint64_t poll_ns;               /* poll-max-ns; 0 = never */
+    uint64_t poll_until;            /* uv_hrtime() the polling ends at */
     struct nbd_req *free_reqs;
     struct nbd_rbuf *free_rbufs;
     unsigned n_free_rbufs;
@@ -213,7 +216,8 @@ struct ng_nbd_server {
     unsigned fd_refused;            /* clients refused since that line */
     bool shutting_down;
     uint64_t shutdown_at;           /* uv_now() when it began */
-    bool handles_closing;           /* flush_check, flush_idle, timer */
+    bool handles_closing;           /* flush_check, flush_idle, timer,
+                                     * poll_idle */
     unsigned handles_open;
     bool free_pending;              /* ng_nbd_server_free() ran first */
     void (*shutdown_cb)(void *opaque);
@@ -343,6 +347,8 @@ struct nbd_conn {
 
 /* Called by a connection when it is gone. */
 void nbd_server_conn_gone(struct ng_nbd_server *srv, struct nbd_conn *c);
+/* A client's bytes came in: poll for poll-max-ns from now (nbd.c). */
+void nbd_server_poll_on(struct ng_nbd_server *srv);
 /* Make sure the deadline timer runs (a connection is in handshake). */
 void nbd_server_watch_deadlines(struct ng_nbd_server *srv);
 

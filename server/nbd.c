@@ -39,7 +39,9 @@ ng_nbd_server_new(uv_loop_t *loop, struct ng_graph *graph,
     srv->flush_idle.data = srv;
     uv_timer_init(loop, &srv->timer);
     srv->timer.data = srv;
-    srv->handles_open = 3;
+    uv_idle_init(loop, &srv->poll_idle);
+    srv->poll_idle.data = srv;
+    srv->handles_open = 4;
     srv->max_request = NG_NBD_MAX_REQUEST_DEFAULT;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
         srv->fd_limit = (uint64_t)rl.rlim_cur;
@@ -68,6 +70,33 @@ ng_nbd_server_set_max_request(struct ng_nbd_server *srv, uint64_t bytes,
                             NG_MAX_REQUEST_MIN >> 20, NG_MAX_REQUEST_MAX >> 20);
     srv->max_request = (uint32_t)bytes;
     return 0;
+}
+
+void
+ng_nbd_server_set_poll_max_ns(struct ng_nbd_server *srv, uint32_t ns)
+{
+    srv->poll_ns = ns;
+    if (ns == 0)
+        uv_idle_stop(&srv->poll_idle);
+}
+
+/* An active idle handle makes each loop turn poll without blocking. */
+static void
+poll_idle_cb(uv_idle_t *idle)
+{
+    struct ng_nbd_server *srv = idle->data;
+
+    if (uv_hrtime() >= srv->poll_until)
+        uv_idle_stop(idle);
+}
+
+void
+nbd_server_poll_on(struct ng_nbd_server *srv)
+{
+    if (srv->poll_ns == 0 || srv->handles_closing)
+        return;
+    srv->poll_until = uv_hrtime() + srv->poll_ns;
+    uv_idle_start(&srv->poll_idle, poll_idle_cb);
 }
 
 /* ---- Connections --------------------------------------------------------- */
@@ -186,6 +215,8 @@ server_close_handles(struct ng_nbd_server *srv)
     uv_check_stop(&srv->flush_check);
     uv_idle_stop(&srv->flush_idle);
     uv_timer_stop(&srv->timer);
+    uv_idle_stop(&srv->poll_idle);
+    uv_close((uv_handle_t *)&srv->poll_idle, server_handle_closed_cb);
     uv_close((uv_handle_t *)&srv->flush_check, server_handle_closed_cb);
     uv_close((uv_handle_t *)&srv->flush_idle, server_handle_closed_cb);
     uv_close((uv_handle_t *)&srv->timer, server_handle_closed_cb);

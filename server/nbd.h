@@ -40,6 +40,12 @@ void ng_nbd_server_set_max_connections(struct ng_nbd_server *srv,
  * nothing for `seconds` (0 = never, the default). */
 void ng_nbd_server_set_idle_timeout(struct ng_nbd_server *srv,
                                     unsigned seconds);
+/* After a client's bytes arrive, keep the loop from sleeping for `ns`
+ * nanoseconds (0 = never, the server's default; the config's is
+ * NG_CONFIG_POLL_MAX_NS_DEFAULT): QEMU's iothread polling.  A client
+ * that sends its next request within that time finds the loop awake,
+ * so neither side pays for a wakeup. */
+void ng_nbd_server_set_poll_max_ns(struct ng_nbd_server *srv, uint32_t ns);
 
 /* Listen on "unix:PATH" or "tcp:HOST:PORT" ("tcp:[::1]:PORT" for IPv6).
  * A stale Unix socket file is replaced; the file is removed again when

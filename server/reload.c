@@ -1157,6 +1157,7 @@ set_limits(struct reload_run *r, const struct ng_config *cfg,
         return -1;
     ng_nbd_server_set_max_connections(nbd, cfg->max_connections);
     ng_nbd_server_set_idle_timeout(nbd, cfg->idle_timeout);
+    ng_nbd_server_set_poll_max_ns(nbd, cfg->poll_max_ns);
     return 0;
 }
 

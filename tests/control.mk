@@ -196,3 +196,7 @@ CONTROL_TESTS += tests/test-memory-workers
 tests_test_memory_workers_SOURCES = tests/test-memory-workers.c
 tests_test_memory_workers_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
 tests_test_memory_workers_LDADD = $(TEST_LIBS) -lpthread
+# s15 (issue 15): server.poll-max-ns keeps the loop awake after a client's
+# bytes; a reload retunes it.
+TESTS += tests/test-poll.sh
+EXTRA_DIST += tests/test-poll.sh

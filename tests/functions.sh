@@ -63,6 +63,18 @@ requires ()
     exit 77
 }
 
+# python_with CODE: $py becomes the first python3 that runs CODE (an
+# import): Debian's python3-* modules are for /usr/bin/python3, which
+# another python3 earlier on $PATH may hide; the test is skipped when
+# neither does.
+python_with ()
+{
+    for py in python3 /usr/bin/python3; do
+        "$py" -c "$1" >/dev/null 2>&1 && return 0
+    done
+    requires python3 -c "$1"
+}
+
 # uri_for EXPORT: the URI of EXPORT on the running daemon.
 uri_for ()
 {

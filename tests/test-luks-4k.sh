@@ -13,15 +13,8 @@ source "$srcdir/functions.sh"
 set -euxo pipefail
 requires cryptsetup --version
 requires qemu-io --version
-# The first python3 with the cryptography module: Debian's package
-# (python3-cryptography) is for /usr/bin/python3, which another python3
-# earlier on $PATH may hide.
-xts_check="from cryptography.hazmat.primitives.ciphers import modes; modes.XTS"
-py=
-for p in python3 /usr/bin/python3; do
-    if "$p" -c "$xts_check" 2>/dev/null; then py=$p; break; fi
-done
-requires "${py:-python3}" -c "$xts_check"
+# Debian's python3-cryptography, for AES-XTS.
+python_with "from cryptography.hazmat.primitives.ciphers import modes; modes.XTS"
 
 printf %s hunter2-luks4k > "$dir/pw"
 chmod 600 "$dir/pw"
