@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 
@@ -80,7 +81,10 @@ ng_nbd_server_set_poll_max_ns(struct ng_nbd_server *srv, uint32_t ns)
         uv_idle_stop(&srv->poll_idle);
 }
 
-/* An active idle handle makes each loop turn poll without blocking. */
+/* An active idle handle makes each loop turn poll without blocking.
+ * Between polls the loop yields its core to whatever else is runnable
+ * there (clients, workers on a small machine): a plain spin took that
+ * time from four fio clients on two cores, -5 to -10 % at qd32. */
 static void
 poll_idle_cb(uv_idle_t *idle)
 {
@@ -88,6 +92,8 @@ poll_idle_cb(uv_idle_t *idle)
 
     if (uv_hrtime() >= srv->poll_until)
         uv_idle_stop(idle);
+    else
+        sched_yield();
 }
 
 void
