@@ -224,6 +224,24 @@ qmp ()
     nbdgraphctl qmp "$1"
 }
 
+# job_of ID: job ID's query-jobs entry, one line ("" once gone).
+job_of ()
+{
+    qmp '{"execute": "query-jobs"}' | jq -c --arg id "$1" \
+        '.return[] | select(.id == $id)'
+}
+
+# wait_for TEST: run TEST (a shell command) until it succeeds, 60 s.
+wait_for ()
+{
+    local i
+    for i in $(seq 600); do
+        eval "$1" && return 0
+        sleep 0.1
+    done
+    fail "still not: $1"
+}
+
 # start_events NODE OPTIONS: `nbdgraphctl events` into ./events (the
 # test's cwd) in the background, returning once it is connected: a
 # blockdev-reconfigure of NODE with OPTIONS, which must change nothing

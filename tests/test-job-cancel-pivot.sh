@@ -27,24 +27,6 @@ config="nodes:
 exports:
   vm1: { node: src, writable: true }"
 
-# job_of ID: job ID's query-jobs entry, one line ("" once gone).
-job_of ()
-{
-    qmp '{"execute": "query-jobs"}' | jq -c --arg id "$1" \
-        '.return[] | select(.id == $id)'
-}
-
-# wait_for TEST: run TEST (a shell command) until it succeeds, 60 s.
-wait_for ()
-{
-    local i
-    for i in $(seq 600); do
-        eval "$1" && return 0
-        sleep 0.1
-    done
-    fail "still not: $1"
-}
-
 export_on () { qmp '{"execute": "query-block-exports"}' |
                    jq -e --arg n "$1" '.return[] | select(.id == "vm1") |
                                        ."node-name" == $n' > /dev/null; }

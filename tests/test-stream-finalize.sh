@@ -37,24 +37,6 @@ requires jq --version
 out=$dir/out
 cd "$dir"
 
-# job_of ID: job ID's query-jobs entry, one line ("" once gone).
-job_of ()
-{
-    qmp '{"execute": "query-jobs"}' | jq -c --arg id "$1" \
-        '.return[] | select(.id == $id)'
-}
-
-# wait_for TEST: run TEST (a shell command) until it succeeds, 60 s.
-wait_for ()
-{
-    local i
-    for i in $(seq 600); do
-        eval "$1" && return 0
-        sleep 0.1
-    done
-    fail "still not: $1"
-}
-
 # event_for EVENT ID: EVENT came for job ID.
 event_for () { jq -s -e --arg e "$1" --arg id "$2" \
                    'any(.[]; .event == $e and .data.device == $id)' \
