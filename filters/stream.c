@@ -32,6 +32,7 @@ struct stream {
                                      * job ends with */
     struct ng_copy *copy;
     struct ng_job_hooks hooks;
+    struct ng_job_backing_change cut;   /* finalize's */
     ng_stream_started_fn *started;
     void *started_opaque;
     /* What the layers between top and base (or the chain's bottom)
@@ -140,23 +141,6 @@ finish_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
 
 /* ---- Finalize: the cut ---------------------------------------------------- */
 
-static int
-cut_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
-{
-    struct stream *s = opaque;
-
-    (void)g;
-    return ng_node_set_backing(s->top, s->base, 0, err);
-}
-
-static void
-cut_done(void *opaque, const struct ng_error *err)
-{
-    struct stream *s = opaque;
-
-    ng_job_commit_done(s->job, err);
-}
-
 /* The job's result, as QEMU's stream_prepare: the top's backing becomes
  * the base (a qcow2 top's header names it), in a drained section of its
  * own; a cancel in pending had nothing to undo. */
@@ -164,11 +148,8 @@ static void
 stream_op_commit_async(struct ng_job *job)
 {
     struct stream *s = job->state;
-    struct ng_error err = { 0 };
 
-    if (ng_graph_mutate(s->graph, s->top, cut_mutation, cut_done, s,
-                        &err) == -1)
-        ng_job_commit_done(job, &err);
+    ng_job_commit_backing(&s->cut, job, s->top, s->base);
 }
 
 /* The engine is idle for good, and no scan is in flight. */

@@ -296,6 +296,35 @@ ng_job_commit_done(struct ng_job *job, const struct ng_error *err)
     finish_finalize(job);
 }
 
+static int
+backing_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
+{
+    struct ng_job_backing_change *c = opaque;
+
+    (void)g;
+    return ng_node_set_backing(c->node, c->backing, 0, err);
+}
+
+static void
+backing_changed(void *opaque, const struct ng_error *err)
+{
+    struct ng_job_backing_change *c = opaque;
+
+    ng_job_commit_done(c->job, err);
+}
+
+void
+ng_job_commit_backing(struct ng_job_backing_change *c, struct ng_job *job,
+                      struct ng_node *node, struct ng_node *backing)
+{
+    struct ng_error err = { 0 };
+
+    *c = (struct ng_job_backing_change){ job, node, backing };
+    if (ng_graph_mutate(node->graph, node, backing_mutation,
+                        backing_changed, c, &err) == -1)
+        ng_job_commit_done(job, &err);
+}
+
 void
 ng_job_done(struct ng_job *job, int ret, const char *msg)
 {

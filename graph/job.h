@@ -226,6 +226,17 @@ int ng_job_set_speed(struct ng_job *job, int64_t speed,
  * was refused with *err, the graph as it was.  The job concludes now
  * (it may be freed before this returns). */
 void ng_job_commit_done(struct ng_job *job, const struct ng_error *err);
+/* For commit_async: `node`'s backing becomes `backing` in a drained
+ * section over `node` (ng_node_set_backing()), then
+ * ng_job_commit_done() with how that went.  `c` is the caller's (in its
+ * job state) and must live until then. */
+struct ng_job_backing_change {
+    struct ng_job *job;
+    struct ng_node *node, *backing;
+};
+void ng_job_commit_backing(struct ng_job_backing_change *c,
+                           struct ng_job *job, struct ng_node *node,
+                           struct ng_node *backing);
 /* For job types: the work converged (running -> ready). */
 void ng_job_ready(struct ng_job *job);
 /* For job types: the work is over with ret (0, -ECANCELED, -errno);

@@ -60,6 +60,7 @@ struct mirror {
     struct ng_req scan;
     struct ng_extent scan_ext[MIRROR_SCAN_EXTENTS];
     struct ng_node *overlay;            /* intermediate commit's */
+    struct ng_job_backing_change repoint;   /* its finalize */
     char *overlay_name;
     struct ng_node *filter;             /* mirror_top, or NULL */
     char *filter_name;
@@ -637,23 +638,6 @@ mirror_op_abort(struct ng_job *job)
 
 /* ---- Intermediate commit's finalize ---------------------------------- */
 
-static int
-repoint_mutation(struct ng_graph *g, void *opaque, struct ng_error *err)
-{
-    struct mirror *m = opaque;
-
-    (void)g;
-    return ng_node_set_backing(m->overlay, m->target, 0, err);
-}
-
-static void
-repointed(void *opaque, const struct ng_error *err)
-{
-    struct mirror *m = opaque;
-
-    ng_job_commit_done(m->job, err);
-}
-
 /* The overlay's backing becomes the base (a qcow2 overlay's header
  * names it), the layers from top down to just above the base dropping
  * out, in a drained section over the overlay; a cancel in pending
@@ -663,11 +647,8 @@ static void
 commit_op_commit_async(struct ng_job *job)
 {
     struct mirror *m = job->state;
-    struct ng_error err = { 0 };
 
-    if (ng_graph_mutate(m->graph, m->overlay, repoint_mutation, repointed,
-                        m, &err) == -1)
-        ng_job_commit_done(job, &err);
+    ng_job_commit_backing(&m->repoint, job, m->overlay, m->target);
 }
 
 static void
