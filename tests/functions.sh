@@ -9,6 +9,7 @@
 # removed on exit) and installs an EXIT trap that stops a daemon left
 # running and fails the test unless that daemon exited 0.  Then:
 #   requires CMD [ARG]...        skip (exit 77) unless CMD runs
+#   python_with CODE             $py: a python3 that runs CODE, else skip
 #   start_nbdgraphd TEXT [EXPORT]
 #   start_nbdgraphd --config FILE [EXPORT]
 #                                start the daemon; sets $sock $ctl $uri
@@ -17,6 +18,8 @@
 #   expect_status N CMD [ARG]... fail unless CMD exits with N
 #   nbdgraphctl ARG...           the built nbdgraphctl on the daemon's $ctl
 #   qmp JSON                     one QMP command through it
+#   job_of ID                    job ID's query-jobs entry ("" once gone)
+#   wait_for TEST                until the shell command TEST succeeds, 60 s
 #   start_events NODE OPTIONS    `nbdgraphctl events` into ./events,
 #   stop_events                  connected; ended
 #   add_dirty_bitmap NODE NAME [GRANULARITY]

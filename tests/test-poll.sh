@@ -22,7 +22,6 @@ exports:
   demo: { node: m, writable: true }
 '
 conf=$dir/config.yaml
-ctl_ () { "$top_builddir/nbdgraphctl" --socket "$ctl" "$@"; }
 
 # The loop is the daemon's main thread: its TID is the PID.  Connect,
 # write a pattern, then count how often the loop blocked while it
@@ -56,14 +55,14 @@ echo "poll-max-ns 1 s: the loop blocked $spun times in $reads reads"
 # Off, by reload: one retune-server step, then the loop sleeps between
 # reads again.
 sed -i 's/poll-max-ns: 1000000000/poll-max-ns: 0/' "$conf"
-ctl_ reload --dry-run | tee "$dir/plan"
+nbdgraphctl reload --dry-run | tee "$dir/plan"
 grep -q 'retune-server.*poll-max-ns 1000000000 -> 0' "$dir/plan"
-ctl_ reload | grep -q 'applied 1 step(s)'
+nbdgraphctl reload | grep -q 'applied 1 step(s)'
 slept=$(burst)
 echo "poll-max-ns 0: the loop blocked $slept times in $reads reads"
 [ "$slept" -ge $((reads / 2)) ]
 
-ctl_ dump-config > "$dir/dump.yaml"
+nbdgraphctl dump-config > "$dir/dump.yaml"
 grep -q 'poll-max-ns: 0' "$dir/dump.yaml"
-ctl_ reload "$dir/dump.yaml" | grep -q 'applied 0 step(s)'
+nbdgraphctl reload "$dir/dump.yaml" | grep -q 'applied 0 step(s)'
 stop_nbdgraphd
