@@ -624,7 +624,10 @@ memory_trip_go(struct memory_state *s, struct memory_io *io)
     else
         s->trip_head = io;
     s->trip_tail = io;
-    ng_node_queue_work(s->node, &t->work);
+    if (io->req->flags & NG_REQ_BACKGROUND)
+        ng_node_queue_background_work(s->node, &t->work);
+    else
+        ng_node_queue_work(s->node, &t->work);
     return true;
 }
 

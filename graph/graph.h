@@ -49,12 +49,18 @@ struct ng_work {
     /* Owned by the graph while queued. */
     struct ng_node *node;
     struct ng_work *next;
+    bool background;                    /* ng_node_queue_background_work */
 };
 
 /* Run w->fn on a worker thread of the node's pool, then w->after on the
  * loop thread (never inline).  Never fails: the pool exists from before
  * the node's open to after its close.  Loop thread. */
 void ng_node_queue_work(struct ng_node *node, struct ng_work *w);
+/* The same for work no client waits for (a job's bulk copy,
+ * NG_REQ_BACKGROUND): it runs on the pool's background threads, at the
+ * lowest CPU priority, so that a mirror at full speed does not take the
+ * CPUs from the threads clients wait for (graph/threads.c). */
+void ng_node_queue_background_work(struct ng_node *node, struct ng_work *w);
 
 /* Work that a library runs on its own threads (librbd's completions):
  * w->after runs on the loop thread once ng_work_finish_external(w) was

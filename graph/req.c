@@ -246,5 +246,8 @@ ng_req_run_blocking(struct ng_node *node, struct ng_req *req,
     req->work.after = blocking_after;
     req->work_fn = fn;
     req->work_node = node;
-    ng_node_queue_work(node, &req->work);
+    if (req->flags & NG_REQ_BACKGROUND)
+        ng_node_queue_background_work(node, &req->work);
+    else
+        ng_node_queue_work(node, &req->work);
 }

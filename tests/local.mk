@@ -236,6 +236,8 @@ EXTRA_DIST += tests/test-shutdown-throttled.sh
 # node whose file is on tmpfs; a client's read still does.
 TESTS += tests/test-background-workers.sh
 EXTRA_DIST += tests/test-background-workers.sh
+TESTS += tests/test-background-priority.sh
+EXTRA_DIST += tests/test-background-priority.sh
 
 # Closing a huge, mostly empty memory disk walks only what it holds.
 TESTS += tests/test-memory-huge-close.sh
