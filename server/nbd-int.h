@@ -203,6 +203,12 @@ struct ng_nbd_server {
     uv_idle_t poll_idle;            /* active: the loop polls, no sleep */
     uint64_t poll_ns;               /* poll-max-ns; 0 = never */
     uint64_t poll_until;            /* uv_hrtime() the polling ends at */
+    uint64_t poll_check_ms;         /* uv_now() of the next look at
+                                     * whether the loop's core is shared */
+    long poll_nivcsw;               /* the loop thread's involuntary
+                                     * context switches at the last look */
+    uint64_t poll_shared_until;     /* uv_now() before which it does
+                                     * not poll: the core was shared */
     struct nbd_req *free_reqs;
     struct nbd_rbuf *free_rbufs;
     unsigned n_free_rbufs;
