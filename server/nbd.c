@@ -103,8 +103,13 @@ poll_core_shared(struct ng_nbd_server *srv)
 
     if (now >= srv->poll_check_ms &&
         getrusage(RUSAGE_THREAD, &ru) == 0) {
+        /* Switches counted over a long quiet spell (the loop slept,
+         * nobody asked) say nothing of the core now: count afresh. */
+        bool recent = now - srv->poll_check_ms < NBD_POLL_CHECK_MS;
+
         srv->poll_check_ms = now + NBD_POLL_CHECK_MS;
-        if (ru.ru_nivcsw - srv->poll_nivcsw >= NBD_POLL_SHARED_SWITCHES)
+        if (recent &&
+            ru.ru_nivcsw - srv->poll_nivcsw >= NBD_POLL_SHARED_SWITCHES)
             srv->poll_shared_until = now + NBD_POLL_BACKOFF_MS;
         srv->poll_nivcsw = ru.ru_nivcsw;
     }

@@ -52,7 +52,11 @@ h = nbd.NBD()
 h.connect_uri(uri)
 block = bytes(range(256)) * 16
 h.pwrite(block, 8192)
-before, pre = blocks(), switches("nonvoluntary")
+# Preemptions from a pause on: one before it stops polling only until
+# the pause is over (200 ms).
+pre = switches("nonvoluntary")
+time.sleep(0.3)
+before = blocks()
 for i in range(reads):
     if h.pread(4096, 8192) != block:
         sys.exit(f"read {i}: wrong data")
@@ -67,7 +71,7 @@ h.shutdown()
 read -r spun preempted spin <<< "$(burst)"
 echo "poll-max-ns 1 s: the loop blocked $spun times in $reads reads" \
      "(preempted $preempted times), $spin ticks in the pause after"
-if [ "$preempted" -lt 3 ]; then
+if [ "$preempted" -lt 2 ]; then   # fewer than stop polling
     [ "$spun" -lt $((reads / 20)) ]
 else
     echo "the loop's core was shared meanwhile: polling may step back"
