@@ -678,6 +678,16 @@ int ng_node_grow(struct ng_node *node, uint64_t size, struct ng_error *err);
 int ng_node_grow_child(struct ng_node *node, uint64_t size,
                        struct ng_error *err);
 
+/* QMP block_resize: make `node` exactly `size` bytes.  Grows through
+ * ng_node_grow() (a filter passes it to its child); refuses a shrink
+ * (naming the export above, whose clients were told the size) and a
+ * node whose driver, or the one below its filters, has no grow hook.
+ * Loop thread.  The caller takes the NAC claims (server/). */
+int ng_node_resize(struct ng_node *node, uint64_t size, struct ng_error *err);
+/* Its checks alone (what a dry run can tell): the size, the driver. */
+int ng_node_resize_check(struct ng_node *node, uint64_t size,
+                         struct ng_error *err);
+
 /* For open_async and close_async: the open or close finished.  ret is 0,
  * or -1 with the open's *err filled. */
 void ng_node_opened(struct ng_node *node, int ret);
