@@ -626,8 +626,10 @@ struct ng_driver {
     void (*child_label)(struct ng_node *node, const struct ng_edge *e,
                         char *buf, size_t size);
     /* Optional: make the node at least `size` bytes long (a format above
-     * allocating past the end: qcow2).  Loop thread, may block briefly;
-     * call through ng_node_grow(). */
+     * allocating past the end: qcow2; block_resize, ng_node_resize(),
+     * which wants exactly `size`).  Only ever called with `size` larger
+     * than the node; not drained: requests may be in flight.  Loop
+     * thread, may block briefly; call through ng_node_grow(). */
     int (*grow)(struct ng_node *node, uint64_t size, struct ng_error *err);
 
     /* Optional: the path this node reads, for messages (QEMU's
