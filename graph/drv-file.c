@@ -1270,6 +1270,23 @@ file_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
     return 0;
 }
 
+/* block_resize of a node nothing uses (ng_node_resize()). */
+static int
+file_shrink(struct ng_node *node, uint64_t size, struct ng_error *err)
+{
+    struct file_state *s = ng_node_state(node);
+
+    if (s->is_block)
+        return ng_error_set(err, ENOTSUP, "'%s' is a block device and "
+                            "cannot shrink", s->filename);
+    if (ftruncate(s->fd, (off_t)size) < 0)
+        return ng_error_set(err, errno, "cannot shrink '%s' to %" PRIu64
+                            " bytes: %s", s->filename, size,
+                            strerror(errno));
+    __atomic_store_n(&s->size, size, __ATOMIC_RELAXED);
+    return 0;
+}
+
 /* O_DIRECT wants whole blocks: the core aligns requests to them. */
 static int
 file_refresh(struct ng_node *node, struct ng_node_facts *facts,
@@ -1299,6 +1316,7 @@ const struct ng_driver ng_driver_file = {
     .submit_inline = file_submit_inline,
     .refresh    = file_refresh,
     .grow       = file_grow,
+    .shrink     = file_shrink,
     .filename   = file_filename,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |

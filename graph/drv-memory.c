@@ -1200,6 +1200,29 @@ memory_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
     return 0;
 }
 
+/* block_resize of a node nothing uses (ng_node_resize()): the pages past
+ * the new end go; the table keeps its length (memory_grow() zeroes the
+ * tail of a partial last page should the disk grow again). */
+static int
+memory_shrink(struct ng_node *node, uint64_t size, struct ng_error *err)
+{
+    struct memory_state *s = ng_node_state(node);
+    uint64_t n = memory_pages_for(size);
+
+    if (s->trip_head != NULL)
+        return ng_error_set(err, EBUSY, "node '%s' has copies in flight; "
+                            "try again", node->name);
+    for (uint64_t i = n; i < s->top; i++) {
+        if (s->pages[i] != NULL && s->pages[i] != MEMORY_ZEROED(s))
+            free(s->pages[i]);
+        s->pages[i] = NULL;
+    }
+    if (s->top > n)
+        s->top = n;
+    s->size = size;
+    return 0;
+}
+
 static int
 memory_refresh(struct ng_node *node, struct ng_node_facts *facts,
                struct ng_error *err)
@@ -1228,6 +1251,7 @@ const struct ng_driver ng_driver_memory = {
     .submit     = memory_submit,
     .refresh    = memory_refresh,
     .grow       = memory_grow,
+    .shrink     = memory_shrink,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |

@@ -631,6 +631,11 @@ struct ng_driver {
      * than the node; not drained: requests may be in flight.  Loop
      * thread, may block briefly; call through ng_node_grow(). */
     int (*grow)(struct ng_node *node, uint64_t size, struct ng_error *err);
+    /* Optional: make the node exactly `size` bytes, fewer than now
+     * (block_resize).  Only called on a node with no parents, so no
+     * request is in flight and nobody was told the old size.  Loop
+     * thread, may block briefly; call through ng_node_resize(). */
+    int (*shrink)(struct ng_node *node, uint64_t size, struct ng_error *err);
 
     /* Optional: the path this node reads, for messages (QEMU's
      * bs->filename); see ng_node_filename(). */
@@ -681,10 +686,12 @@ int ng_node_grow_child(struct ng_node *node, uint64_t size,
                        struct ng_error *err);
 
 /* QMP block_resize: make `node` exactly `size` bytes.  Grows through
- * ng_node_grow() (a filter passes it to its child); refuses a shrink
- * (naming the export above, whose clients were told the size) and a
- * node whose driver, or the one below its filters, has no grow hook.
- * Loop thread.  The caller takes the NAC claims (server/). */
+ * ng_node_grow() (a filter passes it to its child); refuses a node whose
+ * driver, or the one below its filters, has no grow hook.  Shrinks only
+ * a node nothing uses (no parents: no export, job or node above) whose
+ * driver has a shrink hook; a shrink under an export names it (its
+ * clients were told the size).  Loop thread.  The caller takes the NAC
+ * claims (server/). */
 int ng_node_resize(struct ng_node *node, uint64_t size, struct ng_error *err);
 /* Its checks alone (what a dry run can tell): the size, the driver. */
 int ng_node_resize_check(struct ng_node *node, uint64_t size,

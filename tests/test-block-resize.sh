@@ -7,9 +7,9 @@
 # L1 table grows; with 1 KiB clusters it also moves) passes qemu-img
 # check and compares equal to a raw copy written the same way.  Every
 # refusal (arguments, unknown node, a driver that cannot grow, a shrink
-# under an export, a node a running mirror holds) is a QMP error with its
-# reason that changes nothing.  On the old code every call failed with
-# CommandNotFound.
+# under an export or another node, a node a running mirror holds) is a
+# QMP error with its reason that changes nothing.  A node nothing uses (file, memory) may
+# shrink.  On the old code every call failed with CommandNotFound.
 source "$srcdir/functions.sh"
 set -e -x
 requires qemu-img --version
@@ -128,7 +128,8 @@ test "$(size_of whole)" = $((25 << 19)) || fail "whole is not 12.5M"
 test "$(stat -c %s part.raw)" = $((25 << 19)) || fail "part.raw is not 12.5M"
 expect_status 2 nbdgraphctl resize whole 1GB
 
-# Refusals, each leaving every size as it was.
+# Refusals, each leaving every size as it was.  A shrink only of a node
+# nothing uses (below).
 refused '{"size": 1048576}' "give exactly one of 'device' and 'node-name'"
 refused '{"node-name": "f", "device": "vf", "size": 67108864}' \
     "give exactly one of 'device' and 'node-name'"
@@ -144,7 +145,9 @@ refused '{"node-name": "part", "size": 67108864}' \
 refused '{"device": "vf", "size": 1048576}' \
     "node 'f' is under export 'vf', which tells its clients it is 33554432 bytes: it cannot shrink to 1048576"
 refused '{"node-name": "dst-mem", "size": 1048576}' \
-    "node 'dst-mem' is 8388608 bytes: nodes can only grow, not shrink"
+    "node 'dst-mem' is in use by node 'dst': it cannot shrink"
+refused '{"node-name": "nul", "size": 1048576}' \
+    "node 'nul' (driver 'null-co') cannot shrink"
 test "$(size_of f)" = $((32 << 20)) || fail "a refused shrink changed f"
 test "$(stat -c %s file.raw)" = $((32 << 20)) || fail "file.raw changed"
 qemu-io -f raw -c 'read -P 0x5a 0 1M' -c 'read -P 0xa5 31M 1M' \
@@ -173,6 +176,33 @@ test "$(size_of src)" = $((8 << 20)) || fail "a dry run changed src"
 qmp '{"execute": "block_resize",
       "arguments": {"device": "vs", "size": 67108864}}' > /dev/null
 test "$(size_of src)" = $((64 << 20)) || fail "src did not grow"
+
+# Shrinking a node nothing uses: a memory disk between two exports of it
+# (what lay past the new end is gone; a grow brings zeroes, also in the
+# rest of a partial last page) and a file node.
+nbdgraphctl add-node lonem memory size=8M
+nbdgraphctl add-export xm lonem --writable
+qemu-io -f raw -c 'write -P 0x5a 0 1M' -c 'write -P 0x6b 4M 4M' \
+    "$(uri_for xm)" > /dev/null
+nbdgraphctl del-export xm
+nbdgraphctl resize lonem 4194404             # 4M + 100 bytes
+test "$(size_of lonem)" = 4194404 || fail "lonem did not shrink"
+nbdgraphctl resize lonem 8M
+nbdgraphctl add-export xm lonem
+qemu-io -r -f raw -c 'read -P 0x5a 0 1M' -c 'read -P 0 1M 3M' \
+    -c 'read -P 0x6b 4M 100' -c 'read -P 0 4194404 4194204' \
+    "$(uri_for xm)" > $out 2>&1 ||
+    fail "lonem after shrink and grow: $(cat $out)"
+grep -q 'Pattern verification failed' $out &&
+    fail "lonem after shrink and grow: $(cat $out)"
+truncate -s 8M lone.raw
+qemu-io -f raw -c 'write -P 0x5a 0 8M' lone.raw > /dev/null
+nbdgraphctl add-node lone file filename="$dir/lone.raw"
+nbdgraphctl resize lone 2M
+test "$(stat -c %s lone.raw)" = $((2 << 20)) || fail "lone.raw is not 2M"
+test "$(size_of lone)" = $((2 << 20)) || fail "lone is not 2M"
+qemu-io -r -U -f raw -c 'read -P 0x5a 0 2M' lone.raw > $out 2>&1 &&
+    ! grep -q 'Pattern verification failed' $out || fail "lone.raw: $(cat $out)"
 stop_nbdgraphd
 
 # qcow2, 64M -> 1G: default clusters (the L1 table grows in place) and
