@@ -103,6 +103,7 @@ start_nbdgraphd "nodes:
   part: { driver: raw, file: part-file, offset: 1M, size: 4M }
   whole: { driver: raw, file: part-file }
   nul: { driver: null-co, size: 8M }
+  m2: { driver: memory, size: 8M }
   src: { driver: memory, size: 8M }
   dst-mem: { driver: memory, size: 8M }
   dst: { driver: delay, file: dst-mem, delay-write: 300ms }
@@ -110,7 +111,8 @@ exports:
   vf: { node: f, writable: true }
   vm: { node: thr, writable: true }
   vw: { node: whole, writable: true }
-  vs: { node: src, writable: true }" vf
+  vs: { node: src, writable: true }
+  vn: { node: m2, name: by-name }" vf
 
 # file: the file grows with the node.
 grow_round vf f $((32 << 20)) $((8 << 20))
@@ -127,6 +129,13 @@ nbdgraphctl resize whole 12.5M
 test "$(size_of whole)" = $((25 << 19)) || fail "whole is not 12.5M"
 test "$(stat -c %s part.raw)" = $((25 << 19)) || fail "part.raw is not 12.5M"
 expect_status 2 nbdgraphctl resize whole 1GB
+
+# device: an export by its NBD name (vs, below: by its ID).
+qmp '{"execute": "block_resize",
+      "arguments": {"device": "by-name", "size": 16777216}}' > /dev/null
+test "$(size_of m2)" = $((16 << 20)) || fail "m2 did not grow by NBD name"
+test "$(nbdinfo --size "$(uri_for by-name)")" = $((16 << 20)) ||
+    fail "export by-name is not 16M"
 
 # Refusals, each leaving every size as it was.  A shrink only of a node
 # nothing uses (below).
