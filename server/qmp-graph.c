@@ -595,8 +595,9 @@ resize_mutate(struct ng_control_ctx *ctx, void *opaque, struct ng_error *err)
     return ng_node_resize(rs->node, rs->size, err);
 }
 
-/* Grows a node live (QEMU's block_resize).  Clients connected before
- * keep the size they were told; new ones are told the new size. */
+/* QEMU's block_resize: grows a node live (clients connected before keep
+ * the size they were told; new ones are told the new size), or shrinks
+ * one nothing uses (ng_node_resize()). */
 void
 ng_qmp_block_resize(struct ng_qmp_call *call, json_t *args)
 {
