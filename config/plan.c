@@ -23,6 +23,7 @@
 
 #include "config/plan.h"
 #include "graph/graph.h"
+#include "graph/size.h"
 #include "filters/filters.h"
 
 struct plan_ctx {

@@ -21,9 +21,14 @@ TESTS += tests/test-bench-compare.sh
 EXTRA_DIST += tests/test-bench-compare.sh
 
 # nbdgraphctl: the admin CLI.  Only jansson: it talks QMP over a plain
-# socket, no libuv, no graph code.
+# socket, no libuv, no graph code but graph/size.c (sizes parse as in the
+# config).
 bin_PROGRAMS += nbdgraphctl
-nbdgraphctl_SOURCES = contrib/nbdgraphctl.c
+nbdgraphctl_SOURCES = \
+	contrib/nbdgraphctl.c \
+	graph/size.h \
+	graph/size.c \
+	$(NULL)
 nbdgraphctl_LDADD = $(JANSSON_LIBS)
 dist_man_MANS += contrib/nbdgraphctl.1
 

@@ -28,6 +28,7 @@
 #include <jansson.h>
 
 #include "config/config.h"
+#include "graph/size.h"
 
 #define EXIT_CMD    1           /* refused by the daemon, or failed */
 #define EXIT_USAGE  2           /* bad command line, or no daemon */
@@ -988,6 +989,23 @@ cmd_del_node(struct ctl *c, int argc, char **argv)
         return r;
     return run_change(c, "blockdev-del",
                       json_pack("{s:s}", "node-name", argv[optind]));
+}
+
+/* NODE SIZE: SIZE in the config's grammar (512M, 1.5G, bytes). */
+static int
+cmd_resize(struct ctl *c, int argc, char **argv)
+{
+    const char *why;
+    uint64_t size;
+    int r;
+
+    if ((r = plain_args(c, argc, argv, 2, 2)) != -1)
+        return r;
+    if (ng_parse_size_why(argv[optind + 1], &size, &why) == -1)
+        return usage_error(c, "bad size '%s' (%s)", argv[optind + 1], why);
+    return run_change(c, "block_resize",
+                      json_pack("{s:s,s:I}", "node-name", argv[optind],
+                                "size", (json_int_t)size));
 }
 
 /* --export ID...: appended to `exports`.  -1 to go on, else the exit
@@ -2382,6 +2400,8 @@ static const struct command commands[] = {
     { "set-limits", cmd_set_limits, true, "NODE|GROUP KEY=VALUE...",
       "change throttle limits live (blockdev-reconfigure, "
       "throttle-group-set)" },
+    { "resize", cmd_resize, true, "NODE SIZE",
+      "grow NODE live to SIZE (512M, 1.5G) (block_resize)" },
     { "reload", cmd_reload, true, "[--dry-run] [--prune] [FILE]",
       "apply the config file live as one transaction" },
     { "dump-config", cmd_dump_config, false, "",

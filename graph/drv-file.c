@@ -1252,22 +1252,42 @@ file_filename(struct ng_node *node)
     return s->filename;
 }
 
-/* A format driver on top needs room (qcow2 allocating clusters). */
+/* ftruncate to `size` for file_grow and file_shrink; `verb` ("grow",
+ * "shrink") for the messages.  A block device keeps its size (ENOSPC:
+ * ng_node_grow()'s "cannot grow"). */
 static int
-file_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
+file_set_size(struct ng_node *node, uint64_t size, const char *verb,
+              struct ng_error *err)
 {
     struct file_state *s = ng_node_state(node);
+    int e;
 
     if (s->is_block)
         return ng_error_set(err, ENOSPC, "'%s' is a block device and "
-                            "cannot grow", s->filename);
-    if (size > INT64_MAX || ftruncate(s->fd, (off_t)size) < 0)
-        return ng_error_set(err, size > INT64_MAX ? EFBIG : errno,
-                            "cannot grow '%s' to %" PRIu64 " bytes: %s",
-                            s->filename, size,
-                            strerror(size > INT64_MAX ? EFBIG : errno));
+                            "cannot %s", s->filename, verb);
+    if (size > INT64_MAX || ftruncate(s->fd, (off_t)size) < 0) {
+        e = size > INT64_MAX ? EFBIG : errno;
+        return ng_error_set(err, e, "cannot %s '%s' to %" PRIu64
+                            " bytes: %s", verb, s->filename, size,
+                            strerror(e));
+    }
     __atomic_store_n(&s->size, size, __ATOMIC_RELAXED);
     return 0;
+}
+
+/* A format driver on top needs room (qcow2 allocating clusters), or
+ * block_resize. */
+static int
+file_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
+{
+    return file_set_size(node, size, "grow", err);
+}
+
+/* block_resize of a node nothing uses (ng_node_resize()). */
+static int
+file_shrink(struct ng_node *node, uint64_t size, struct ng_error *err)
+{
+    return file_set_size(node, size, "shrink", err);
 }
 
 /* O_DIRECT wants whole blocks: the core aligns requests to them. */
@@ -1299,6 +1319,7 @@ const struct ng_driver ng_driver_file = {
     .submit_inline = file_submit_inline,
     .refresh    = file_refresh,
     .grow       = file_grow,
+    .shrink     = file_shrink,
     .filename   = file_filename,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |

@@ -161,53 +161,71 @@ static const struct ng_opt_desc memory_opts[] = {
 
 #define MEMORY_ZEROED(s) (&(s)->zero_marker)
 
+/* Bytes of a page table of n entries. */
 static size_t
-memory_table_bytes(const struct memory_state *s)
+memory_table_bytes(uint64_t n)
 {
-    return (size_t)s->npages * sizeof *s->pages;
+    return (size_t)n * sizeof(unsigned char *);
+}
+
+/* A page table of n entries, all NULL, or NULL (ENOMEM): small ones from
+ * calloc(), big ones mapped (see the top of the file). */
+static unsigned char **
+memory_table_new(uint64_t n)
+{
+    void *table;
+
+    if (memory_table_bytes(n) < MEMORY_MAP_MIN)
+        return calloc(n, sizeof(unsigned char *));
+    table = mmap(NULL, memory_table_bytes(n), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return table != MAP_FAILED ? table : NULL;
+}
+
+/* Free a table from memory_table_new(n) (NULL: nothing). */
+static void
+memory_table_free(unsigned char **pages, uint64_t n)
+{
+    if (pages == NULL)
+        return;
+    if (memory_table_bytes(n) < MEMORY_MAP_MIN)
+        free(pages);
+    else
+        munmap(pages, memory_table_bytes(n));
+}
+
+/* Pages a disk of `size` bytes has. */
+static uint64_t
+memory_pages_for(uint64_t size)
+{
+    return (size >> MEMORY_PAGE_SHIFT) + ((size & MEMORY_PAGE_MASK) != 0);
 }
 
 static int
 memory_open(struct ng_node *node, struct ng_error *err)
 {
     struct memory_state *s = ng_node_state(node);
-    void *table;
 
     s->node = node;
     if (s->size > MEMORY_MAX_SIZE)
         return ng_error_set(err, EFBIG, "size %" PRIu64 " is too large for "
                             "a memory disk (at most " MEMORY_MAX_TEXT ")",
                             s->size);
-    s->npages = (s->size >> MEMORY_PAGE_SHIFT) +
-                ((s->size & MEMORY_PAGE_MASK) != 0);
+    s->npages = memory_pages_for(s->size);
     if (s->npages == 0)
         return 0;
-    if (memory_table_bytes(s) < MEMORY_MAP_MIN) {
-        table = calloc(s->npages, sizeof *s->pages);
-    } else {
-        table = mmap(NULL, memory_table_bytes(s), PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (table == MAP_FAILED)
-            table = NULL;
-    }
-    if (table == NULL) {
+    if ((s->pages = memory_table_new(s->npages)) == NULL) {
         s->npages = 0;
         return ng_error_set(err, ENOMEM, "cannot allocate the page table "
                             "for size %" PRIu64, s->size);
     }
-    s->pages = table;
     return 0;
 }
 
 static void
 memory_free_table(struct memory_state *s)
 {
-    if (s->pages == NULL)
-        return;
-    if (memory_table_bytes(s) < MEMORY_MAP_MIN)
-        free(s->pages);
-    else
-        munmap(s->pages, memory_table_bytes(s));
+    memory_table_free(s->pages, s->npages);
     s->pages = NULL;
 }
 
@@ -1141,6 +1159,73 @@ memory_submit(struct ng_node *node, struct ng_req *req)
     ng_req_complete(req, ret);
 }
 
+/* block_resize: a bigger table with the pages moved over.  Trips in
+ * flight hold pages, not the table (memory_trip_allocate), so it may be
+ * replaced between two requests.  The new pages read as zeroes; with a
+ * backing node they would show its data if it were longer than us. */
+static int
+memory_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
+{
+    struct memory_state *s = ng_node_state(node);
+    uint64_t n = memory_pages_for(size), last = s->size >> MEMORY_PAGE_SHIFT;
+    uint64_t tail = s->size & MEMORY_PAGE_MASK;
+    unsigned char **pages;
+
+    if (size > MEMORY_MAX_SIZE)
+        return ng_error_set(err, EFBIG, "size %" PRIu64 " is too large for "
+                            "a memory disk (at most " MEMORY_MAX_TEXT ")",
+                            size);
+    if (s->backing != NULL &&
+        ng_node_length(s->backing) > (int64_t)s->size)
+        return ng_error_set(err, ENOTSUP, "node '%s' is shorter than its "
+                            "backing node '%s': growing it would show the "
+                            "backing's data", node->name, s->backing->name);
+    /* A trip may be filling the last page past the old end (below). */
+    if (tail != 0 && s->trip_head != NULL)
+        return ng_error_set(err, EBUSY, "node '%s' has copies in flight "
+                            "into its last page; try again", node->name);
+    if (n > s->npages) {
+        if ((pages = memory_table_new(n)) == NULL)
+            return ng_error_set(err, ENOMEM, "cannot allocate the page "
+                                "table for size %" PRIu64, size);
+        if (s->top > 0)
+            memcpy(pages, s->pages, s->top * sizeof *pages);
+        memory_table_free(s->pages, s->npages);
+        s->pages = pages;
+        s->npages = n;
+    }
+    /* A write that filled the last page up to the old end got it from
+     * malloc(): what lies past that end was never zeroed. */
+    if (tail != 0 && last < s->top && s->pages[last] != NULL &&
+        s->pages[last] != MEMORY_ZEROED(s))
+        memset(s->pages[last] + tail, 0, MEMORY_PAGE_SIZE - tail);
+    s->size = size;
+    return 0;
+}
+
+/* block_resize of a node nothing uses (ng_node_resize()): the pages past
+ * the new end go; the table keeps its length (memory_grow() zeroes the
+ * tail of a partial last page should the disk grow again). */
+static int
+memory_shrink(struct ng_node *node, uint64_t size, struct ng_error *err)
+{
+    struct memory_state *s = ng_node_state(node);
+    uint64_t n = memory_pages_for(size);
+
+    if (s->trip_head != NULL)
+        return ng_error_set(err, EBUSY, "node '%s' has copies in flight; "
+                            "try again", node->name);
+    for (uint64_t i = n; i < s->top; i++) {
+        if (s->pages[i] != NULL && s->pages[i] != MEMORY_ZEROED(s))
+            free(s->pages[i]);
+        s->pages[i] = NULL;
+    }
+    if (s->top > n)
+        s->top = n;
+    s->size = size;
+    return 0;
+}
+
 static int
 memory_refresh(struct ng_node *node, struct ng_node_facts *facts,
                struct ng_error *err)
@@ -1168,6 +1253,8 @@ const struct ng_driver ng_driver_memory = {
     .close_async = memory_close_async,
     .submit     = memory_submit,
     .refresh    = memory_refresh,
+    .grow       = memory_grow,
+    .shrink     = memory_shrink,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |

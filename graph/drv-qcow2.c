@@ -1010,6 +1010,57 @@ qcow2_refresh(struct ng_node *node, struct ng_node_facts *facts,
     return 0;
 }
 
+/* Why `s` cannot grow to `size` bytes as QEMU's qcow2_co_truncate()
+ * would, or NULL. */
+static const char *
+grow_refusal(const struct qcow2_state *s, uint64_t size)
+{
+    if (!s->writable || s->hdr_raw == NULL)
+        return "its header cannot be rewritten";
+    if (s->corrupt)
+        return "it is marked corrupt";
+    if (s->data != NULL)
+        return "it has an external data file";
+    if (size % 512 != 0)
+        return "the new size must be a multiple of 512";
+    if (size > ((uint64_t)1 << 56))
+        return "the new size is too large";
+    /* The old last cluster's bytes past the end were never zeroed. */
+    if (s->size % s->cluster_size != 0)
+        return "its size is not a whole number of clusters";
+    if (s->backing != NULL && ng_node_length(s->backing) > (int64_t)s->size)
+        return "its backing node is longer: growing it would show the "
+               "backing's data";
+    return NULL;
+}
+
+/* block_resize: a bigger virtual size in the header, the L1 table grown
+ * (and moved) to map it, as qemu-img resize does.  The new tables and the
+ * header go out through the write-back at once, in order: the L1 table,
+ * a flush, then the header naming it and the new size; the old L1's
+ * clusters are freed after that. */
+static int
+qcow2_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
+{
+    struct qcow2_state *s = ng_node_state(node);
+    const char *fname = ng_node_filename(s->file), *why;
+    uint64_t span = (uint64_t)1 << s->l2_span_bits;
+    int r;
+
+    s->node = node;
+    if ((why = grow_refusal(s, size)) != NULL)
+        return ng_error_set(err, ENOTSUP, "cannot resize '%s' to %" PRIu64
+                            " bytes: %s", fname, size, why);
+    if ((r = qcow2_grow_l1(s, size / span + (size % span != 0))) < 0)
+        return ng_error_set(err, -r, "cannot grow the L1 table of '%s' "
+                            "for %" PRIu64 " bytes: %s%s", fname, size,
+                            strerror(-r), r == -EAGAIN ? " (a refcount "
+                            "block is not in memory; try again)" : "");
+    s->size = size;
+    qcow2_header_update(s);
+    return 0;
+}
+
 const struct ng_driver ng_driver_qcow2 = {
     .name       = "qcow2",
     .help       = "QEMU copy-on-write image format (v2 and v3)",
@@ -1021,6 +1072,7 @@ const struct ng_driver ng_driver_qcow2 = {
     .close_async = qcow2_close_async,
     .submit     = qcow2_submit,
     .refresh    = qcow2_refresh,
+    .grow       = qcow2_grow,
     .expand_opts = qcow2_expand_opts,
     .set_backing = qcow2_set_backing,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |

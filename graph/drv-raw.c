@@ -119,6 +119,24 @@ raw_refresh(struct ng_node *node, struct ng_node_facts *facts,
     return 0;
 }
 
+/* block_resize: the image follows its child's end, so grow the child;
+ * a fixed "size" window stays as it is, as in QEMU. */
+static int
+raw_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
+{
+    const struct raw_state *s = ng_node_state(node);
+
+    if (s->has_size)
+        return ng_error_set(err, ENOTSUP, "node '%s' has a fixed size "
+                            "(option 'size'): it cannot be resized",
+                            node->name);
+    if (size > UINT64_MAX - s->offset)
+        return ng_error_set(err, EFBIG, "node '%s': offset %" PRIu64
+                            " plus size %" PRIu64 " is too large",
+                            node->name, s->offset, size);
+    return ng_node_grow(s->file, s->offset + size, err);
+}
+
 const struct ng_driver ng_driver_raw = {
     .name       = "raw",
     .help       = "raw image format, optionally a window of its child",
@@ -129,6 +147,7 @@ const struct ng_driver ng_driver_raw = {
     .open       = raw_open,
     .submit     = raw_submit,
     .refresh    = raw_refresh,
+    .grow       = raw_grow,
     .ops        = NG_OP_BIT(NG_OP_READ) | NG_OP_BIT(NG_OP_WRITE) |
                   NG_OP_BIT(NG_OP_FLUSH) | NG_OP_BIT(NG_OP_TRIM) |
                   NG_OP_BIT(NG_OP_WRITE_ZEROES) |

@@ -257,6 +257,86 @@ ng_node_grow(struct ng_node *node, uint64_t size, struct ng_error *err)
     return ng_node_refresh(node, err);
 }
 
+/* The export (a BB no job owns) that reads `node`, through any number of
+ * parents, or NULL. */
+static const char *
+node_export_above(const struct ng_node *node)
+{
+    const struct ng_edge *e;
+    const char *name;
+
+    for (e = node->parents; e != NULL; e = e->next_parent) {
+        if (e->parent == NULL) {
+            if (e->bb->job_id == NULL)
+                return e->bb->name;
+        } else if ((name = node_export_above(e->parent)) != NULL) {
+            return name;
+        }
+    }
+    return NULL;
+}
+
+/* A shrink takes data away: only from a node nobody reads (no parents,
+ * so nothing in flight either, and no client was told its size). */
+static int
+resize_check_shrink(struct ng_node *node, int64_t len, uint64_t size,
+                    struct ng_error *err)
+{
+    const char *export = node_export_above(node);
+
+    if (export != NULL)
+        return ng_error_set(err, EBUSY, "node '%s' is under export '%s', "
+                            "which tells its clients it is %" PRId64
+                            " bytes: it cannot shrink to %" PRIu64,
+                            node->name, export, len, size);
+    if (node->parents != NULL)
+        return ng_error_set(err, EBUSY, "node '%s' is in use by %s '%s': "
+                            "it cannot shrink", node->name,
+                            ng_edge_user_kind(node->parents),
+                            ng_edge_user_name(node->parents));
+    if (node->read_only)
+        return ng_error_set(err, EROFS, "node '%s' is read-only",
+                            node->name);
+    if (node->driver->shrink == NULL)
+        return ng_error_set(err, ENOTSUP, "node '%s' (driver '%s') cannot "
+                            "shrink", node->name, node->driver->name);
+    return 0;
+}
+
+int
+ng_node_resize_check(struct ng_node *node, uint64_t size,
+                     struct ng_error *err)
+{
+    int64_t len = ng_node_length(node);
+    struct ng_node *n = node;
+
+    if (len < 0)
+        return ng_error_set(err, EIO, "node '%s' has no known size",
+                            node->name);
+    if (size == (uint64_t)len)
+        return 0;
+    if (size < (uint64_t)len)
+        return resize_check_shrink(node, len, size, err);
+    while (n->driver->grow == ng_node_grow_child && ng_node_child(n) != NULL)
+        n = ng_node_child(n);
+    if (n->driver->grow == NULL)
+        return ng_error_set(err, ENOTSUP, "node '%s' (driver '%s') cannot be "
+                            "resized", n->name, n->driver->name);
+    return 0;
+}
+
+int
+ng_node_resize(struct ng_node *node, uint64_t size, struct ng_error *err)
+{
+    if (ng_node_resize_check(node, size, err) == -1)
+        return -1;
+    if (size >= (uint64_t)ng_node_length(node))
+        return ng_node_grow(node, size, err);
+    if (node->driver->shrink(node, size, err) == -1)
+        return -1;
+    return ng_node_refresh(node, err);
+}
+
 int
 ng_node_refresh_parents(struct ng_node *node, struct ng_error *err)
 {

@@ -632,9 +632,16 @@ struct ng_driver {
     void (*child_label)(struct ng_node *node, const struct ng_edge *e,
                         char *buf, size_t size);
     /* Optional: make the node at least `size` bytes long (a format above
-     * allocating past the end: qcow2).  Loop thread, may block briefly;
-     * call through ng_node_grow(). */
+     * allocating past the end: qcow2; block_resize, ng_node_resize(),
+     * which wants exactly `size`).  Only ever called with `size` larger
+     * than the node; not drained: requests may be in flight.  Loop
+     * thread, may block briefly; call through ng_node_grow(). */
     int (*grow)(struct ng_node *node, uint64_t size, struct ng_error *err);
+    /* Optional: make the node exactly `size` bytes, fewer than now
+     * (block_resize).  Only called on a node with no parents, so no
+     * request is in flight and nobody was told the old size.  Loop
+     * thread, may block briefly; call through ng_node_resize(). */
+    int (*shrink)(struct ng_node *node, uint64_t size, struct ng_error *err);
 
     /* Optional: the path this node reads, for messages (QEMU's
      * bs->filename); see ng_node_filename(). */
@@ -683,6 +690,18 @@ int ng_node_grow(struct ng_node *node, uint64_t size, struct ng_error *err);
  * backup's copy-before-write, a mirror's write tracker). */
 int ng_node_grow_child(struct ng_node *node, uint64_t size,
                        struct ng_error *err);
+
+/* QMP block_resize: make `node` exactly `size` bytes.  Grows through
+ * ng_node_grow() (a filter passes it to its child); refuses a node whose
+ * driver, or the one below its filters, has no grow hook.  Shrinks only
+ * a node nothing uses (no parents: no export, job or node above) whose
+ * driver has a shrink hook; a shrink under an export names it (its
+ * clients were told the size).  Loop thread.  The caller takes the NAC
+ * claims (server/). */
+int ng_node_resize(struct ng_node *node, uint64_t size, struct ng_error *err);
+/* Its checks alone (what a dry run can tell): the size, the driver. */
+int ng_node_resize_check(struct ng_node *node, uint64_t size,
+                         struct ng_error *err);
 
 /* For open_async and close_async: the open or close finished.  ret is 0,
  * or -1 with the open's *err filled. */

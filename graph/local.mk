@@ -5,6 +5,8 @@ graph_libnggraph_a_SOURCES = \
 	graph/error.c \
 	graph/value.h \
 	graph/value.c \
+	graph/size.h \
+	graph/size.c \
 	graph/strmap.h \
 	graph/strmap.c \
 	graph/graph.h \

@@ -146,6 +146,7 @@ qcow2_data_grow(struct qcow2_state *s, uint64_t end)
 static int refcount_set(struct qcow2_state *s, uint64_t cluster, uint64_t v);
 
 static int grow_reft(struct qcow2_state *s, uint64_t need);
+static uint64_t alloc_run(struct qcow2_state *s, uint64_t n, int *ret);
 
 /* Make refcount block `rbi` in the first free cluster. */
 static int
@@ -195,7 +196,7 @@ static int
 grow_reft(struct qcow2_state *s, uint64_t need)
 {
     uint64_t per = s->cluster_size / 8, old_n = s->reft_entries;
-    uint64_t n = old_n * 2 > need ? old_n * 2 : need, clusters, host, got;
+    uint64_t n = old_n * 2 > need ? old_n * 2 : need, clusters, host;
     uint64_t old_off = s->reft_offset;
     void *p;
     int r;
@@ -217,20 +218,66 @@ grow_reft(struct qcow2_state *s, uint64_t need)
     memset(s->rbc.slot + old_n, 0, (n - old_n) * sizeof *s->rbc.slot);
     s->rbc.n_slots = n;
     s->reft_entries = n;
-    /* Contiguous clusters: a block made in between breaks the run, so
-     * free the piece and try again further on. */
-    for (;;) {
-        if ((host = qcow2_alloc(s, clusters, &got, &r)) == 0)
-            return r;
-        if (got == clusters)
-            break;
-        if ((r = qcow2_unref(s, host, got << s->cluster_bits)) < 0)
-            return r;
-    }
+    if ((host = alloc_run(s, clusters, &r)) == 0)
+        return r;
     s->reft_offset = host;
     s->reft_dirty = true;
     s->header_dirty = true;
     return qcow2_unref(s, old_off, old_n * 8);
+}
+
+/* `n` contiguous new clusters for a table; 0 with *ret on failure.  A
+ * refcount block made in between breaks the run: free the piece and try
+ * again further on. */
+static uint64_t
+alloc_run(struct qcow2_state *s, uint64_t n, int *ret)
+{
+    uint64_t host, got;
+
+    for (;;) {
+        if ((host = qcow2_alloc(s, n, &got, ret)) == 0)
+            return 0;
+        if (got == n)
+            return host;
+        if ((*ret = qcow2_unref(s, host, got << s->cluster_bits)) < 0)
+            return 0;
+    }
+}
+
+int
+qcow2_grow_l1(struct qcow2_state *s, uint64_t need)
+{
+    uint64_t old_n = s->l1_size, cs = s->cluster_size;
+    uint64_t old_room = (old_n * 8 + cs - 1) & ~(cs - 1);
+    uint64_t host = s->l1_offset;
+    void *p;
+    int r;
+
+    if (need <= old_n)
+        return 0;
+    if (need * 8 > QCOW2_MAX_L1_BYTES)
+        return -EFBIG;
+    if ((p = realloc(s->l1, need * 8)) == NULL)
+        return -ENOMEM;
+    s->l1 = p;
+    memset(s->l1 + old_n, 0, (need - old_n) * 8);
+    if ((p = realloc(s->l2c.slot, need * sizeof *s->l2c.slot)) == NULL)
+        return -ENOMEM;
+    s->l2c.slot = p;
+    memset(s->l2c.slot + old_n, 0, (need - old_n) * sizeof *s->l2c.slot);
+    /* Past its clusters: a new place, freed once the header names it. */
+    if (old_n == 0 || need * 8 > old_room) {
+        if ((host = alloc_run(s, (need * 8 + cs - 1) / cs, &r)) == 0)
+            return r;
+        if (old_n > 0 && (r = qcow2_unref(s, s->l1_offset, old_n * 8)) < 0)
+            return r;
+        s->l1_offset = host;
+    }
+    s->l2c.n_slots = need;
+    s->l1_size = (uint32_t)need;
+    s->l1_dirty = true;
+    s->header_dirty = true;
+    return 0;
 }
 
 uint64_t

@@ -446,6 +446,9 @@ qcow2_header_build(const struct qcow2_state *s, unsigned char **out,
     memcpy(h, s->hdr_raw, s->header_len);
     put64(h + 8, 0);
     put32(h + 16, 0);
+    put64(h + 24, s->size);         /* block_resize changes these */
+    put32(h + 36, s->l1_size);
+    put64(h + 40, s->l1_offset);
     put64(h + 48, s->reft_offset);
     put32(h + 56, (uint32_t)(s->reft_entries * 8 / s->cluster_size));
     if (s->version >= 3)
@@ -484,7 +487,7 @@ header_written(void *opaque, int ret)
     s->hdr_writes--;
     if (ret < 0)
         ng_node_warn(s->node, "cannot write the header of '%s' back (its "
-                     "backing file name, its corrupt bit): %s",
+                     "size, backing file name, corrupt bit): %s",
                      ng_node_filename(s->file), strerror(-ret));
 }
 

@@ -361,6 +361,10 @@ uint64_t qcow2_alloc(struct qcow2_state *s, uint64_t n, uint64_t *got,
 unsigned char *qcow2_l2_for(struct qcow2_state *s, uint64_t gc, int *ret);
 /* The data file must hold [0, end). */
 int qcow2_data_grow(struct qcow2_state *s, uint64_t end);
+/* Make the L1 table `need` entries long (block_resize), moving it to new
+ * clusters when it outgrows its own; the header is to name it (dirty).
+ * 0, or a negative errno (-EAGAIN: a refcount block to load). */
+int qcow2_grow_l1(struct qcow2_state *s, uint64_t need);
 /* Queue a decrement of the clusters under [host, host + len). */
 int qcow2_unref(struct qcow2_state *s, uint64_t host, uint64_t len);
 /* Decrement the refcount of `cluster` (its block is in memory). */

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "graph/size.h"
 #include "graph/value.h"
 #include "graph/strmap.h"
 
@@ -375,82 +376,6 @@ ng_value_to_int64(const struct ng_value *v, const char *what, int64_t *out,
     return 0;
 }
 
-/* QEMU's size grammar (qemu_strtosz): a decimal number, maybe with a
- * fraction, and at most one suffix letter B, K, M, G, T, P or E (any
- * case; powers of 1024); a fraction of a byte is dropped.  *why says what
- * is wrong on failure. */
-static int
-parse_size(const char *s, uint64_t *out, const char **why)
-{
-    static const char suffixes[] = "BKMGTPE";
-    const char *p, *frac = NULL;
-    char *end;
-    unsigned long long n;
-    unsigned shift = 0;
-    uint64_t part = 0, scale = 1;
-
-    *why = "expected bytes or a number with K, M, G, T, P or E";
-    while (isspace((unsigned char)*s))
-        s++;
-    if (!isdigit((unsigned char)*s))
-        return -1;
-    errno = 0;
-    n = strtoull(s, &end, 10);
-    if (errno != 0) {
-        *why = "too large";
-        return -1;
-    }
-    if (*end == '.') {
-        for (frac = ++end; isdigit((unsigned char)*end); end++) {
-            if (scale < 1000000000000000000ull) {     /* 18 digits */
-                part = part * 10 + (uint64_t)(*end - '0');
-                scale *= 10;
-            }
-        }
-        if (end == frac)
-            return -1;
-    }
-    if (*end != '\0') {
-        p = strchr(suffixes, toupper((unsigned char)*end));
-        if (p == NULL || *p == '\0')
-            return -1;
-        shift = 10 * (unsigned)(p - suffixes);
-        if (end[1] != '\0') {
-            *why = "QEMU's sizes take one suffix letter, K, M, G, T, P or "
-                   "E, for powers of 1024; not a unit such as GB or GiB";
-            return -1;
-        }
-    }
-    if (frac != NULL && shift == 0) {
-        *why = "a fraction needs a suffix such as K, M or G; bytes are "
-               "whole";
-        return -1;
-    }
-    if (shift != 0 && n > (UINT64_MAX >> shift)) {
-        *why = "too large";
-        return -1;
-    }
-    n <<= shift;
-    if (frac != NULL)                   /* part / scale < 1: adds less
-                                         * than one unit */
-        n += (unsigned long long)((long double)part / (long double)scale *
-                                  (long double)(1ull << shift));
-    if (n > (uint64_t)INT64_MAX) {
-        *why = "too large";
-        return -1;
-    }
-    *out = (uint64_t)n;
-    return 0;
-}
-
-int
-ng_parse_size(const char *s, uint64_t *out)
-{
-    const char *why;
-
-    return parse_size(s, out, &why);
-}
-
 int
 ng_value_to_size(const struct ng_value *v, const char *what, uint64_t *out,
                  struct ng_error *err)
@@ -459,7 +384,7 @@ ng_value_to_size(const struct ng_value *v, const char *what, uint64_t *out,
 
     if (expect_scalar(v, what, "a size", err) == -1)
         return -1;
-    if (parse_size(v->text, out, &why) == -1)
+    if (ng_parse_size_why(v->text, out, &why) == -1)
         return ng_value_error(err, &v->loc, "'%s': bad size '%s' (%s)", what,
                               v->text, why);
     return 0;

@@ -94,7 +94,4 @@ int ng_value_to_size(const struct ng_value *v, const char *what,
 const char *ng_value_to_string(const struct ng_value *v, const char *what,
                                struct ng_error *err);
 
-/* Parse a size string as above without a value; returns -1 on bad input. */
-int ng_parse_size(const char *s, uint64_t *out);
-
 #endif

@@ -21,6 +21,13 @@
 #define NG_NAC_SPLICE_REQUIRE     NG_NAC_GRAPH_MOD
 #define NG_NAC_SPLICE_ALLOW       (NG_NAC_ALL & ~NG_NAC_GRAPH_MOD)
 
+/* block_resize on a node, and on the nodes whose size follows it: to
+ * the jobs that hold one, as if it moved (their bitmaps and copy ranges
+ * were sized by it), so graph-mod; exports allow it (their clients keep
+ * the size they were told).  Shares the rest. */
+#define NG_NAC_RESIZE_REQUIRE     NG_NAC_GRAPH_MOD
+#define NG_NAC_RESIZE_ALLOW       (NG_NAC_ALL & ~NG_NAC_GRAPH_MOD)
+
 /* A mirror (nac/README.md, "Jobs"): the source keeps taking client
  * writes (the job's bitmap tracks them) but nobody else may move it; the
  * target holds half-copied data nobody may read or write. */

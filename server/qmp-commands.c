@@ -63,6 +63,15 @@ static const struct ng_qmp_arg reconfigure_args[] = {
     { NULL, 0, false },
 };
 
+/* QEMU's block_resize: exactly one of device and node-name. */
+static const struct ng_qmp_arg resize_args[] = {
+    { "device", 's', false },
+    { "node-name", 's', false },
+    { "size", 'i', true },
+    MUTATING_ARGS,
+    { NULL, 0, false },
+};
+
 static const struct ng_qmp_arg group_limits_args[] = {
     { "group", 's', true },
     { "limits", 'o', true },
@@ -276,6 +285,7 @@ const struct ng_qmp_command ng_qmp_commands[] = {
       false },
     { "x-blockdev-change", ng_qmp_x_blockdev_change, change_child_args,
       false },
+    { "block_resize", ng_qmp_block_resize, resize_args, false },
     { "throttle-group-add", ng_qmp_throttle_group_add, group_limits_args,
       false },
     { "throttle-group-set", ng_qmp_throttle_group_set, group_limits_args,

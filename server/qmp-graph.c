@@ -204,6 +204,10 @@ struct immediate_job {
     const char *change;         /* GRAPH_CHANGED's "change" */
     const char *node;           /* what it claims; the event's node-name */
     unsigned require, allow;    /* its NAC claim */
+    /* Claims on more nodes than `node`, taken instead when n_claims > 0
+     * (filled by check, so also on a dry run). */
+    const struct ng_nac_claim *claims;
+    size_t n_claims;
     /* Before claiming, also on a dry run; NULL = none.  args borrowed. */
     int (*check)(struct ng_control_ctx *ctx, json_t *args, void *opaque,
                  struct ng_error *err);
@@ -282,7 +286,10 @@ run_immediate_job(struct ng_qmp_call *call, json_t *args,
 
     ng_qmp_job_id(ctx, args, job->prefix, id, sizeof id);
     r = job->check != NULL ? job->check(ctx, args, job->opaque, &err) : 0;
-    if (r == 0)
+    if (r == 0 && job->n_claims > 0)
+        r = ng_ctx_nac_claim(ctx, id, "command", job->claims, job->n_claims,
+                             dry, &err);
+    else if (r == 0)
         r = ng_ctx_nac_claim(ctx, id, "command", &claim, 1, dry, &err);
     if (r == 0 && !dry && job->start != NULL) {
         if (start_immediate_job(call, id, job, &err) == 0)
@@ -477,6 +484,132 @@ ng_qmp_blockdev_reconfigure(struct ng_qmp_call *call, json_t *args)
     }
     run_immediate_job(call, args, &job);
     ng_value_free(rc.opts);
+}
+
+/* ---- block_resize --------------------------------------------------------- */
+
+struct resize {
+    struct immediate_job *job;  /* its node and claims, set by the check */
+    struct ng_node *node;
+    uint64_t size;
+    struct ng_nac_claim *claims;    /* owned */
+    size_t n_claims;
+};
+
+/* Claim `n` for a resize unless claimed already.  -1 on ENOMEM. */
+static int
+resize_claim(struct resize *rs, struct ng_node *n)
+{
+    struct ng_nac_claim *p;
+
+    for (size_t i = 0; i < rs->n_claims; i++)
+        if (strcmp(rs->claims[i].node, n->name) == 0)
+            return 0;
+    if ((p = realloc(rs->claims, (rs->n_claims + 1) * sizeof *p)) == NULL)
+        return -1;
+    rs->claims = p;
+    rs->claims[rs->n_claims++] = (struct ng_nac_claim){
+        n->name, NG_NAC_RESIZE_REQUIRE, NG_NAC_RESIZE_ALLOW,
+    };
+    return 0;
+}
+
+/* The node and the filters above it, whose size follows it, and so on
+ * up: a job's bitmap or copy range was sized by any of them. */
+static int
+resize_claim_up(struct resize *rs, struct ng_node *n)
+{
+    if (resize_claim(rs, n) == -1)
+        return -1;
+    for (struct ng_edge *e = n->parents; e != NULL; e = e->next_parent)
+        if (e->parent != NULL && e->parent->driver->is_filter &&
+            resize_claim_up(rs, e->parent) == -1)
+            return -1;
+    return 0;
+}
+
+/* Every node whose size the resize changes: down the filters that pass
+ * it on to the node that grows, and up from each through filters. */
+static int
+resize_claims(struct resize *rs, struct ng_error *err)
+{
+    for (struct ng_node *n = rs->node; n != NULL;
+         n = n->driver->grow == ng_node_grow_child ? ng_node_child(n) : NULL)
+        if (resize_claim_up(rs, n) == -1)
+            return ng_error_set(err, ENOMEM, "out of memory");
+    rs->job->claims = rs->claims;
+    rs->job->n_claims = rs->n_claims;
+    return 0;
+}
+
+/* QEMU's `device` is a BlockBackend: here an export, by ID or NBD name,
+ * which resizes the export's node.  As in the other commands here, a
+ * node-name is taken too. */
+static struct ng_node *
+resize_device(struct ng_control_ctx *ctx, const char *device)
+{
+    struct ng_export_entry *e = ng_exports_find(ctx, device);
+
+    for (struct ng_export_entry *i = ctx->exports; e == NULL && i != NULL;
+         i = i->next)
+        if (strcmp(i->name, device) == 0)
+            e = i;
+    return ng_graph_find(ctx->graph, e != NULL ? e->node : device);
+}
+
+static int
+resize_check(struct ng_control_ctx *ctx, json_t *args, void *opaque,
+             struct ng_error *err)
+{
+    struct resize *rs = opaque;
+    const char *device = ng_qmp_str_arg(args, "device");
+    const char *name = ng_qmp_str_arg(args, "node-name");
+    json_int_t size = json_integer_value(json_object_get(args, "size"));
+
+    if ((device == NULL) == (name == NULL))
+        return ng_error_set(err, EINVAL, "give exactly one of 'device' and "
+                            "'node-name'");
+    if (size <= 0)
+        return ng_error_set(err, EINVAL, "Parameter 'size' expects a >0 "
+                            "size");
+    rs->size = (uint64_t)size;
+    rs->node = device != NULL ? resize_device(ctx, device)
+                              : ng_graph_find(ctx->graph, name);
+    if (rs->node == NULL && device != NULL)
+        return ng_error_set(err, ENOENT, "no export or node '%s'", device);
+    if (rs->node == NULL)
+        return ng_error_set(err, ENOENT, "node '%s' not found", name);
+    rs->job->node = rs->node->name;
+    if (check_not_implicit(ctx, args, rs->node->name, err) == -1 ||
+        ng_node_resize_check(rs->node, rs->size, err) == -1)
+        return -1;
+    return resize_claims(rs, err);
+}
+
+static int
+resize_mutate(struct ng_control_ctx *ctx, void *opaque, struct ng_error *err)
+{
+    struct resize *rs = opaque;
+
+    (void)ctx;
+    return ng_node_resize(rs->node, rs->size, err);
+}
+
+/* QEMU's block_resize: grows a node live (clients connected before keep
+ * the size they were told; new ones are told the new size), or shrinks
+ * one nothing uses (ng_node_resize()). */
+void
+ng_qmp_block_resize(struct ng_qmp_call *call, json_t *args)
+{
+    struct resize rs = { 0 };
+    struct immediate_job job = {
+        .prefix = "block-resize-", .change = "node-resized",
+        .check = resize_check, .mutate = resize_mutate, .opaque = &rs,
+    };
+
+    rs.job = &job;
+    run_immediate_job(call, args, &job);
+    free(rs.claims);
 }
 
 /* ---- Filters: insert and remove inside a drained section ---------------- */

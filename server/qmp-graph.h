@@ -17,6 +17,7 @@ ng_qmp_handler ng_qmp_x_blockdev_change;
 ng_qmp_handler ng_qmp_object_add;
 ng_qmp_handler ng_qmp_object_del;
 ng_qmp_handler ng_qmp_blockdev_reconfigure;
+ng_qmp_handler ng_qmp_block_resize;
 ng_qmp_handler ng_qmp_throttle_group_add;
 ng_qmp_handler ng_qmp_throttle_group_set;
 ng_qmp_handler ng_qmp_throttle_group_del;

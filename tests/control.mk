@@ -38,6 +38,10 @@ EXTRA_DIST += tests/test-check-config-live.sh
 # block-export-add's allow: list.
 TESTS += tests/test-qmp-export-allow.sh
 EXTRA_DIST += tests/test-qmp-export-allow.sh
+# block_resize and nbdgraphctl resize grow file, memory, raw and qcow2
+# nodes live; new clients see the size, old ones keep theirs.
+TESTS += tests/test-block-resize.sh
+EXTRA_DIST += tests/test-block-resize.sh
 
 CONTROL_TESTS += tests/test-qmp-pressure
 tests_test_qmp_pressure_SOURCES = tests/test-qmp-pressure.c

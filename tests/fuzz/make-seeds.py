@@ -236,6 +236,8 @@ QMP_COMMANDS = [
     {"execute": "throttle-group-set", "arguments":
         {"group": "tenants", "limits": {"iops-total": 4000}}},
     {"execute": "throttle-group-del", "arguments": {"group": "g2"}},
+    {"execute": "block_resize", "arguments":
+        {"node-name": "m1", "size": 8388608}},
     {"execute": "blockdev-remove-filter", "arguments": {"node-name": "f1"}},
     {"execute": "block-export-del", "arguments": {"id": "e1",
                                                   "mode": "hard"}},
