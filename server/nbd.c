@@ -84,7 +84,7 @@ ng_nbd_server_set_poll_max_ns(struct ng_nbd_server *srv, uint32_t ns)
  * threads want the loop's core (four fio clients on two cores), the
  * kernel keeps taking it from the loop, and a loop that polls takes
  * that time from them: -15 to -20 % at four connections of qd32 on a
- * 2-core VM.  So the loop looks, at most every NBD_POLL_CHECK_MS, at its
+ * 2-core VM that was busy with other work too.  So the loop looks, at most every NBD_POLL_CHECK_MS, at its
  * involuntary context switches (getrusage, one system call): at least
  * NBD_POLL_SHARED_SWITCHES since the last look (one is a kernel worker
  * passing by), and it does not poll for NBD_POLL_BACKOFF_MS.  (Looking
